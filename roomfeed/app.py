@@ -1,0 +1,188 @@
+"""The ASGI app: system routes, each domain's routes, and the lifecycle that wires them.
+
+A domain's `http` module offers `routes` and `start(state, resources)` / `stop(state)`; the list
+below names them explicitly, in dependency order (feed last: it composes the others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from roomfeed.auth import KeyVerifier
+from roomfeed.errors import ApiError
+from roomfeed.http import OrjsonResponse, error_response, json
+from roomfeed.kafka import kafka_answers
+from roomfeed.observability import RequestMiddleware
+from roomfeed.openapi import build_schema, render_docs
+from roomfeed.resources import Resources
+from roomfeed.settings import Settings
+
+VERSION = "0.1.0"
+
+# Domain HTTP modules, in the order they start. A module missing from a checkout is skipped so
+# that each domain can land on its own.
+DOMAIN_MODULES = ("rooms.http", "events.http", "ranking.http", "alliance.http", "feed.http", "console.http")
+
+
+def _domains() -> list[ModuleType]:
+    found = []
+    for name in DOMAIN_MODULES:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name not in (name, name.split(".")[0]):
+                raise
+    return found
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers.
+    ---
+    security: []
+    responses:
+      200: {description: alive}
+    """
+    return json({"status": "ok", "version": VERSION})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: PostgreSQL, Redis and Kafka answer now; 503 names the ones that do not.
+    ---
+    security: []
+    responses:
+      200: {description: ready}
+      503: {description: a dependency is down}
+    """
+    resources: Resources = request.app.state.resources
+
+    async def postgres() -> bool:
+        try:
+            await asyncio.wait_for(resources.pool.fetchval("SELECT 1"), 1.0)
+            return True
+        except Exception:
+            return False
+
+    async def redis() -> bool:
+        try:
+            return bool(await asyncio.wait_for(resources.redis.ping(), 1.0))
+        except Exception:
+            return False
+
+    async def kafka() -> bool:
+        return resources.producer_ready.is_set() and await kafka_answers(resources.producer, 1.0)
+
+    results = await asyncio.gather(postgres(), redis(), kafka())
+    checks = dict(zip(("postgres", "redis", "kafka"), results, strict=True))
+    down = [name for name, ok in checks.items() if not ok]
+    if down:
+        body = {
+            "error": {"code": "not_ready", "message": "unavailable: " + ", ".join(down), "fields": {}},
+            "checks": {k: ("ok" if v else "down") for k, v in checks.items()},
+        }
+        return OrjsonResponse(body, status_code=503, headers={"Retry-After": "1"})
+    return json({"status": "ready", "checks": {k: "ok" for k in checks}})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics.
+    ---
+    security: []
+    responses:
+      200: {description: Prometheus text format}
+    """
+    for refresh in request.app.state.metric_refreshers:
+        with contextlib.suppress(Exception):
+            await refresh()
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    """This document.
+    ---
+    security: []
+    responses:
+      200: {description: OpenAPI 3 document}
+    """
+    return json(request.app.state.openapi)
+
+
+async def docs(request: Request) -> Response:
+    """Human-readable API reference.
+    ---
+    security: []
+    responses:
+      200: {description: HTML}
+    """
+    return HTMLResponse(render_docs(request.app.state.openapi))
+
+
+SYSTEM_ROUTES: list[BaseRoute] = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+    Route("/docs", docs, methods=["GET"], include_in_schema=False),
+]
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    error = ApiError(str(exc.detail), status=exc.status_code, code=codes.get(exc.status_code, "http_error"))
+    return error_response(error)
+
+
+def create_app(settings: Settings, *, access_log: bool = True, **overrides: Any) -> Starlette:
+    """The API process. `overrides` are set on `app.state` before domains start (tests use it)."""
+    domains = _domains()
+    routes = [*SYSTEM_ROUTES]
+    for domain in domains:
+        routes.extend(domain.routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        resources = await Resources.open(settings)
+        app.state.resources = resources
+        app.state.keys = KeyVerifier(resources.pool)
+        started: list[ModuleType] = []
+        try:
+            for domain in domains:
+                await domain.start(app.state, resources)
+                started.append(domain)
+            yield
+        finally:
+            for domain in reversed(started):
+                with contextlib.suppress(Exception):
+                    await domain.stop(app.state)
+            await resources.close()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestMiddleware, access_log=access_log)],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+    )
+    app.state.settings = settings
+    app.state.metric_refreshers = []
+    app.state.openapi = build_schema(routes, VERSION)
+    for name, value in overrides.items():
+        setattr(app.state, name, value)
+    return app

@@ -1,0 +1,75 @@
+"""HTTP shape shared by every domain's routes: orjson responses, JSON bodies, the error handler.
+
+Handlers stay thin: parse with `read_json` + `validation.Body`, call the domain, return `json`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from roomfeed.errors import ApiError, InvalidJson, PayloadTooLarge
+
+JSON_MEDIA = "application/json"
+
+
+class OrjsonResponse(Response):
+    media_type = JSON_MEDIA
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+def json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> OrjsonResponse:
+    return OrjsonResponse(content, status_code=status, headers=headers)
+
+
+def error_response(error: ApiError) -> OrjsonResponse:
+    return OrjsonResponse(error.body(), status_code=error.status, headers=error.headers or None)
+
+
+async def read_json(request: Request, max_bytes: int | None = None) -> Any:
+    """The request body as JSON; 413 past the limit (checked while reading), 400 when not JSON."""
+    limit = max_bytes if max_bytes is not None else request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise InvalidJson(
+            "request body is empty; a JSON document is expected", fields={"body": "is required"}
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(
+            f"request body is not valid JSON: {exc}", fields={"body": "is not valid JSON"}
+        ) from None
+
+
+def query_int(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
+    from roomfeed.errors import ValidationFailed
+
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be an integer", fields={name: "must be an integer"}) from None
+    if not minimum <= value <= maximum:
+        raise ValidationFailed(
+            f"{name} must be between {minimum} and {maximum}",
+            fields={name: f"must be between {minimum} and {maximum}"},
+        )
+    return value

@@ -1,0 +1,148 @@
+"""JSON logs, request ids, Prometheus metrics, and the outermost error net.
+
+`RequestMiddleware` is plain ASGI (no BaseHTTPMiddleware: it costs the feed's latency budget):
+it assigns or propagates `X-Request-ID`, times the request by endpoint, turns `ApiError` and any
+unexpected exception into the one error shape, and logs one JSON line per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from prometheus_client import Counter, Histogram
+
+from roomfeed.errors import ApiError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+HTTP_REQUESTS = Counter("roomfeed_http_requests_total", "HTTP requests", ["endpoint", "method", "status"])
+HTTP_LATENCY = Histogram(
+    "roomfeed_http_request_seconds",
+    "HTTP request latency",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+# Never log these, whatever a handler puts in `extra`.
+_SECRET_KEYS = {"authorization", "key", "token", "password", "secret"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            entry.update({k: ("[redacted]" if k.lower() in _SECRET_KEYS else v) for k, v in extra.items()})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+log = logging.getLogger("roomfeed.http")
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _incoming_request_id(scope) or secrets.token_hex(8)
+        scope["roomfeed.request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+        status_holder = [500]
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status_holder[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except ApiError as error:
+            if response_started:
+                raise
+            await _send_error(send_with_id, error.status, error.body(), error.headers)
+        except Exception:
+            log.exception(
+                "unhandled error", extra={"fields": {"request_id": request_id, "path": scope.get("path")}}
+            )
+            if response_started:
+                raise
+            body = {
+                "error": {
+                    "code": "internal",
+                    "message": "internal error",
+                    "fields": {},
+                    "request_id": request_id,
+                }
+            }
+            await _send_error(send_with_id, 500, body, {})
+        finally:
+            elapsed = time.perf_counter() - started
+            endpoint = getattr(scope.get("endpoint"), "__name__", "unmatched")
+            HTTP_LATENCY.labels(endpoint).observe(elapsed)
+            HTTP_REQUESTS.labels(endpoint, scope["method"], str(status_holder[0])).inc()
+            if self.access_log and log.isEnabledFor(logging.INFO):
+                log.info(
+                    "request",
+                    extra={
+                        "fields": {
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status_holder[0],
+                            "ms": round(elapsed * 1000, 2),
+                        }
+                    },
+                )
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if 0 < len(text) <= 64 and text.replace("-", "").replace("_", "").isalnum():
+                return text
+    return None
+
+
+async def _send_error(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
+    payload = orjson.dumps(body)
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,78 @@
+"""The connections a process holds: created once at start-up, closed at shutdown, passed in.
+
+The PostgreSQL pool connects lazily and the Kafka producer starts in the background with retries,
+so an API process comes up (and `/readyz` says what is missing) while a dependency is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from roomfeed.db import create_pool
+from roomfeed.kafka import make_producer
+from roomfeed.redis_client import create_redis
+from roomfeed.settings import Settings
+
+log = logging.getLogger("roomfeed.resources")
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: Redis
+    producer: AIOKafkaProducer
+    producer_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _producer_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, *, kafka: bool = True) -> Resources:
+        pool = await create_pool(settings)
+        resources = cls(
+            settings=settings, pool=pool, redis=create_redis(settings), producer=make_producer(settings)
+        )
+        if kafka:
+            resources._producer_task = asyncio.create_task(resources._start_producer())
+        return resources
+
+    async def _start_producer(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.producer.start()
+                self.producer_ready.set()
+                return
+            except Exception as exc:
+                log.warning("kafka producer not started yet: %s", exc)
+                with contextlib.suppress(Exception):
+                    await self.producer.stop()
+                self.producer = make_producer(self.settings)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def wait_for_kafka(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self.producer_ready.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        if self._producer_task is not None:
+            self._producer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._producer_task
+        if self.producer_ready.is_set():
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), 5)

@@ -1,0 +1,91 @@
+"""The one settings object: read once from the environment, passed everywhere.
+
+Every field has a documented default (README's configuration table mirrors this list). When
+DATABASE_URL, REDIS_URL or KAFKA_BOOTSTRAP is unset, the URL points at the project-owned local
+instance that `roomfeed services up` starts in the data folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+LOCAL_PG_PORT = 55432
+LOCAL_REDIS_PORT = 56379
+LOCAL_KAFKA_PORT = 59092
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where services, models and reports live when run locally.
+    data_dir: Path = field(default_factory=lambda: Path(_env("ROOMFEED_DATA_DIR", str(REPO_ROOT / ".data"))))
+    database_url: str = f"postgresql://roomfeed@127.0.0.1:{LOCAL_PG_PORT}/roomfeed"
+    redis_url: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
+    kafka_bootstrap: str = f"127.0.0.1:{LOCAL_KAFKA_PORT}"
+    # Prefix of every topic and consumer group, so several deployments (or test runs) share a broker.
+    kafka_prefix: str = "rf."
+    kafka_partitions: int = 6
+    # Secret the platform's login signs viewer tokens with (HMAC-SHA256). Override in production.
+    viewer_token_secret: str = "dev-viewer-secret-change-me"
+    # Secret attribution codes are signed with. Override in production.
+    code_secret: str = "dev-code-secret-change-me"
+    public_base_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    pg_pool_min: int = 0
+    pg_pool_max: int = 10
+    log_level: str = "INFO"
+    # Largest request body accepted, in bytes (413 beyond it).
+    max_body_bytes: int = 2_000_000
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        defaults = cls()
+        env_names = {
+            "database_url": "DATABASE_URL",
+            "redis_url": "REDIS_URL",
+            "kafka_bootstrap": "KAFKA_BOOTSTRAP",
+        }
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = env_names.get(f.name, "ROOMFEED_" + f.name.upper())
+            raw = os.environ.get(name)
+            if raw in (None, ""):
+                continue
+            current = getattr(defaults, f.name)
+            if isinstance(current, bool):
+                values[f.name] = raw.lower() in ("1", "true", "yes")
+            elif isinstance(current, int):
+                values[f.name] = int(raw)
+            elif isinstance(current, Path):
+                values[f.name] = Path(raw)
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]
+
+    def topic(self, name: str) -> str:
+        return f"{self.kafka_prefix}{name}"
+
+    def group(self, name: str) -> str:
+        return f"{self.kafka_prefix}{name}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+def external_services() -> dict[str, bool]:
+    """Which services the environment names (and so which `services up` must not start)."""
+    return {
+        "postgres": bool(os.environ.get("DATABASE_URL")),
+        "redis": bool(os.environ.get("REDIS_URL")),
+        "kafka": bool(os.environ.get("KAFKA_BOOTSTRAP")),
+    }

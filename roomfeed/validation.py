@@ -1,0 +1,185 @@
+"""Request-body validation: one small reader that collects every bad field before answering.
+
+    body = Body(payload)
+    name = body.text("name", max_len=120)
+    tags = body.text_list("tags", required=False, max_items=20, max_len=40)
+    body.finish()            # raises ValidationFailed naming each bad field
+
+Readers return a typed value (or None when optional and absent, or when invalid: the error is
+recorded and `finish()` raises), so handlers stay a few lines long.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from roomfeed.errors import ValidationFailed
+
+_MISSING = object()
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+
+
+class Body:
+    def __init__(self, payload: Any, prefix: str = "") -> None:
+        self.errors: dict[str, str] = {}
+        self.prefix = prefix
+        if isinstance(payload, dict):
+            self.data: dict[str, Any] = payload
+        else:
+            self.data = {}
+            self.errors[prefix.rstrip(".") or "body"] = "must be a JSON object"
+
+    def _name(self, field: str) -> str:
+        return f"{self.prefix}{field}"
+
+    def fail(self, field: str, reason: str) -> None:
+        self.errors.setdefault(self._name(field), reason)
+
+    def _get(self, field: str, required: bool) -> Any:
+        value = self.data.get(field, _MISSING)
+        if value is _MISSING or value is None:
+            if required:
+                self.fail(field, "is required")
+            return _MISSING
+        return value
+
+    def text(
+        self,
+        field: str,
+        *,
+        required: bool = True,
+        max_len: int = 200,
+        min_len: int = 1,
+        pattern: re.Pattern[str] | None = None,
+        default: str | None = None,
+    ) -> Any:
+        value = self._get(field, required)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str):
+            self.fail(field, "must be a string")
+            return None
+        if len(value) > max_len:
+            self.fail(field, f"must be at most {max_len} characters")
+            return None
+        if len(value.strip()) < min_len:
+            self.fail(field, f"must be at least {min_len} characters")
+            return None
+        if pattern is not None and not pattern.match(value):
+            self.fail(field, "has an invalid format")
+            return None
+        return value
+
+    def ident(self, field: str, *, required: bool = True) -> Any:
+        return self.text(field, required=required, max_len=64, pattern=ID_PATTERN)
+
+    def choice(
+        self, field: str, options: Iterable[str], *, required: bool = True, default: str | None = None
+    ) -> Any:
+        allowed = tuple(options)
+        value = self._get(field, required)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str) or value not in allowed:
+            self.fail(field, "must be one of: " + ", ".join(allowed))
+            return None
+        return value
+
+    def integer(
+        self,
+        field: str,
+        *,
+        required: bool = True,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        default: int | None = None,
+    ) -> Any:
+        value = self._get(field, required)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(field, "must be an integer")
+            return None
+        if minimum is not None and value < minimum:
+            self.fail(field, f"must be at least {minimum}")
+            return None
+        if maximum is not None and value > maximum:
+            self.fail(field, f"must be at most {maximum}")
+            return None
+        return value
+
+    def number(
+        self,
+        field: str,
+        *,
+        required: bool = True,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        exclusive_minimum: bool = False,
+        default: float | None = None,
+    ) -> Any:
+        value = self._get(field, required)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(field, "must be a number")
+            return None
+        if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+            self.fail(field, f"must be {'greater than' if exclusive_minimum else 'at least'} {minimum}")
+            return None
+        if maximum is not None and value > maximum:
+            self.fail(field, f"must be at most {maximum}")
+            return None
+        return float(value)
+
+    def boolean(self, field: str, *, required: bool = True, default: bool | None = None) -> Any:
+        value = self._get(field, required)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.fail(field, "must be true or false")
+            return None
+        return value
+
+    def text_list(
+        self,
+        field: str,
+        *,
+        required: bool = True,
+        max_items: int = 20,
+        max_len: int = 40,
+        default: list[str] | None = None,
+    ) -> Any:
+        value = self._get(field, required)
+        if value is _MISSING:
+            return list(default) if default is not None else []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(field, "must be a list of strings")
+            return None
+        if len(value) > max_items:
+            self.fail(field, f"must have at most {max_items} items")
+            return None
+        if any(len(v) > max_len or not v.strip() for v in value):
+            self.fail(field, f"items must be 1 to {max_len} characters")
+            return None
+        return value
+
+    def obj(self, field: str, *, required: bool = True) -> Body | None:
+        value = self._get(field, required)
+        if value is _MISSING:
+            return None
+        sub = Body(value, prefix=self._name(field) + ".")
+        if sub.errors:
+            self.errors.update(sub.errors)
+            return None
+        return sub
+
+    def merge(self, other: Body) -> None:
+        self.errors.update(other.errors)
+
+    def finish(self, message: str = "the request has invalid fields") -> None:
+        if self.errors:
+            raise ValidationFailed(message, fields=self.errors)
