@@ -1,0 +1,1 @@
+"""The swipe feed: viewer sessions and the pipeline that composes rooms, events, ranking and alliance."""

@@ -1,0 +1,107 @@
+"""The ranking config: operator weights and knobs, their valid ranges, and how a change is read.
+
+A config is a flat set of named numbers (weights of the blend, knobs of filters, diversity and
+exploration). `RankingConfig.parse` validates a partial update against `RANGES` and names every bad
+field; experiments reuse the same validation for their per-variant overrides. Versions, authors and
+hot reload live in `feed.config_store`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from roomfeed.errors import ValidationFailed
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    # Blend weights (see feed.stages.Blend): each term is scaled to about [0, 1] before weighting.
+    w_model: float = 1.0
+    w_popularity: float = 0.35
+    w_conversion: float = 0.2
+    w_freshness: float = 0.1
+    # In-session penalty for rooms like the ones the viewer just swiped away from.
+    w_session: float = 0.8
+    # How fast freshness decays (a room that just went live is "fresh").
+    freshness_half_life_s: float = 1800.0
+    # A leave with dwell below this is a swipe-away; such rooms are hidden for the window.
+    swipe_away_dwell_ms: int = 3000
+    swipe_away_window_s: int = 3600
+    # Diversity: at most this many rooms in a row of one category or one merchant.
+    diversity_max_run: int = 2
+    # Exploration: this share of slots goes to new or little-seen rooms.
+    exploration_share: float = 0.1
+    exploration_max_impressions_1h: int = 20
+    exploration_new_room_s: int = 600
+    # Replays join the candidates when fewer than this many rooms are live.
+    replay_threshold: int = 20
+    replay_limit: int = 200
+
+
+# field → (minimum, maximum); integers are fields whose default is an int.
+RANGES: dict[str, tuple[float, float]] = {
+    "w_model": (0.0, 10.0),
+    "w_popularity": (0.0, 10.0),
+    "w_conversion": (0.0, 10.0),
+    "w_freshness": (0.0, 10.0),
+    "w_session": (0.0, 10.0),
+    "freshness_half_life_s": (60.0, 86_400.0),
+    "swipe_away_dwell_ms": (0, 60_000),
+    "swipe_away_window_s": (0, 86_400),
+    "diversity_max_run": (1, 50),
+    "exploration_share": (0.0, 0.5),
+    "exploration_max_impressions_1h": (0, 100_000),
+    "exploration_new_room_s": (0, 86_400),
+    "replay_threshold": (0, 10_000),
+    "replay_limit": (0, 1_000),
+}
+FIELD_NAMES = tuple(f.name for f in fields(RankingConfig))
+_INTEGER_FIELDS = {f.name for f in fields(RankingConfig) if isinstance(f.default, int)}
+
+
+def validate_values(values: Any, prefix: str = "") -> dict[str, float | int]:
+    """Checked, typed values of a partial config; raises ValidationFailed naming each bad field."""
+    if not isinstance(values, dict):
+        raise ValidationFailed("the config must be a JSON object", fields={prefix.rstrip(".") or "body": "must be an object"})
+    errors: dict[str, str] = {}
+    clean: dict[str, float | int] = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in RANGES:
+            errors[key] = "is not a ranking config field (known: " + ", ".join(FIELD_NAMES) + ")"
+            continue
+        low, high = RANGES[name]
+        if name in _INTEGER_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                errors[key] = "must be an integer"
+                continue
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            errors[key] = "must be a number"
+            continue
+        if not low <= value <= high:
+            errors[key] = f"must be between {low:g} and {high:g}"
+            continue
+        clean[name] = int(value) if name in _INTEGER_FIELDS else float(value)
+    if errors:
+        raise ValidationFailed("the ranking config has invalid fields", fields=errors)
+    return clean
+
+
+def apply_values(config: RankingConfig, values: dict[str, float | int]) -> RankingConfig:
+    return replace(config, **values) if values else config
+
+
+def as_dict(config: RankingConfig) -> dict[str, float | int]:
+    return asdict(config)
+
+
+def from_dict(stored: dict[str, Any]) -> RankingConfig:
+    """A stored config; fields added since it was written take their defaults."""
+    known = {k: v for k, v in stored.items() if k in RANGES}
+    return replace(RankingConfig(), **known)
+
+
+def diff(before: RankingConfig, after: RankingConfig) -> dict[str, dict[str, float | int]]:
+    old, new = as_dict(before), as_dict(after)
+    return {k: {"from": old[k], "to": new[k]} for k in FIELD_NAMES if old[k] != new[k]}

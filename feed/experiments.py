@@ -1,0 +1,303 @@
+"""Experiments: variants of the ranking config, a stable per-viewer assignment, per-variant metrics.
+
+An experiment splits viewers into variants by traffic share; each variant overrides some ranking
+config fields (validated like the config itself). A viewer's variant is a stable hash of
+(experiment id, viewer id) into 10,000 buckets, so every API process and every later call agree
+without storing anything. Several experiments may run; a viewer is in the newest running one
+(experiments are layered by time, not crossed). Metrics and their 95% intervals are computed from
+per-variant sums (`VariantTotals`), whatever the source of those sums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from feed.config import RankingConfig, apply_values, validate_values
+from roomfeed.errors import NotFound, ValidationFailed
+from roomfeed.ids import new_id
+from roomfeed.validation import ID_PATTERN
+
+BUCKETS = 10_000
+CONTROL = "control"
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    weight: float
+    overrides: dict[str, float | int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    experiment_id: str
+    name: str
+    variants: tuple[Variant, ...]
+    status: str = "running"
+    author: str = ""
+    created_at: datetime | None = None
+
+    def variant_of(self, viewer_id: str) -> Variant:
+        """The viewer's variant: stable across processes and calls (md5 of experiment and viewer)."""
+        digest = hashlib.md5(f"{self.experiment_id}:{viewer_id}".encode(), usedforsecurity=False).digest()
+        bucket = int.from_bytes(digest[:4], "big") % BUCKETS
+        total = sum(v.weight for v in self.variants)
+        edge = 0.0
+        for variant in self.variants:
+            edge += variant.weight / total * BUCKETS
+            if bucket < edge:
+                return variant
+        return self.variants[-1]
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "experiment_id": self.experiment_id,
+            "name": self.name,
+            "status": self.status,
+            "author": self.author,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "variants": [{"name": v.name, "weight": v.weight, "config": v.overrides} for v in self.variants],
+        }
+
+
+def parse_experiment(payload: Any) -> tuple[str, tuple[Variant, ...]]:
+    """Validated (name, variants) from a request body; ValidationFailed names each bad field."""
+    errors: dict[str, str] = {}
+    if not isinstance(payload, dict):
+        raise ValidationFailed("the body must be a JSON object", fields={"body": "must be an object"})
+    name = payload.get("name")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 120:
+        errors["name"] = "is required: 1 to 120 characters"
+    raw_variants = payload.get("variants")
+    variants: list[Variant] = []
+    if not isinstance(raw_variants, list) or not 2 <= len(raw_variants) <= 10:
+        errors["variants"] = "must be a list of 2 to 10 variants"
+        raw_variants = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_variants):
+        at = f"variants.{i}"
+        if not isinstance(raw, dict):
+            errors[at] = "must be an object"
+            continue
+        vname = raw.get("name")
+        if not isinstance(vname, str) or not ID_PATTERN.match(vname):
+            errors[f"{at}.name"] = "is required: 1 to 64 of [A-Za-z0-9_.:-]"
+        elif vname in seen:
+            errors[f"{at}.name"] = "is used by another variant"
+        else:
+            seen.add(vname)
+        weight = raw.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= 1:
+            errors[f"{at}.weight"] = "must be a traffic share greater than 0 and at most 1"
+        overrides: dict[str, float | int] = {}
+        try:
+            overrides = validate_values(raw.get("config") or {}, prefix=f"{at}.config.")
+        except ValidationFailed as exc:
+            errors.update(exc.fields)
+        if isinstance(vname, str) and isinstance(weight, (int, float)):
+            variants.append(Variant(vname, float(weight), overrides))
+    if not errors and abs(sum(v.weight for v in variants) - 1.0) > 1e-6:
+        errors["variants"] = "weights (traffic shares) must sum to 1"
+    if errors:
+        raise ValidationFailed("the experiment has invalid fields", fields=errors)
+    return name.strip(), tuple(variants)  # type: ignore[union-attr]
+
+
+def _experiment(row: asyncpg.Record) -> Experiment:
+    return Experiment(
+        experiment_id=row["experiment_id"],
+        name=row["name"],
+        variants=tuple(Variant(v["name"], float(v["weight"]), v.get("config", {})) for v in row["variants"]),
+        status=row["status"],
+        author=row["author"],
+        created_at=row["created_at"],
+    )
+
+
+class ExperimentBook:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def create(self, name: str, variants: tuple[Variant, ...], author: str) -> Experiment:
+        row = await self.pool.fetchrow(
+            "INSERT INTO feed_experiments (experiment_id, name, variants, author) VALUES ($1, $2, $3, $4)"
+            " RETURNING experiment_id, name, variants, status, author, created_at",
+            new_id("exp"),
+            name,
+            [{"name": v.name, "weight": v.weight, "config": v.overrides} for v in variants],
+            author,
+        )
+        return _experiment(row)
+
+    async def get(self, experiment_id: str) -> Experiment:
+        row = await self.pool.fetchrow(
+            "SELECT experiment_id, name, variants, status, author, created_at FROM feed_experiments"
+            " WHERE experiment_id = $1",
+            experiment_id,
+        )
+        if row is None:
+            raise NotFound(f"experiment {experiment_id} does not exist")
+        return _experiment(row)
+
+    async def list(self) -> list[Experiment]:
+        rows = await self.pool.fetch(
+            "SELECT experiment_id, name, variants, status, author, created_at FROM feed_experiments"
+            " ORDER BY created_at DESC LIMIT 200"
+        )
+        return [_experiment(r) for r in rows]
+
+    async def running(self) -> list[Experiment]:
+        rows = await self.pool.fetch(
+            "SELECT experiment_id, name, variants, status, author, created_at FROM feed_experiments"
+            " WHERE status = 'running' ORDER BY created_at DESC"
+        )
+        return [_experiment(r) for r in rows]
+
+    async def stop(self, experiment_id: str) -> Experiment:
+        row = await self.pool.fetchrow(
+            "UPDATE feed_experiments SET status = 'stopped', stopped_at = coalesce(stopped_at, now())"
+            " WHERE experiment_id = $1 RETURNING experiment_id, name, variants, status, author, created_at",
+            experiment_id,
+        )
+        if row is None:
+            raise NotFound(f"experiment {experiment_id} does not exist")
+        return _experiment(row)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    config: RankingConfig
+    experiment_id: str | None
+    variant: str
+
+
+def assign(viewer_id: str, base: RankingConfig, running: list[Experiment]) -> Assignment:
+    """The config this viewer is ranked with: the base, with the newest running experiment's overrides."""
+    if not running:
+        return Assignment(base, None, CONTROL)
+    experiment = running[0]
+    variant = experiment.variant_of(viewer_id)
+    return Assignment(apply_values(base, variant.overrides), experiment.experiment_id, variant.name)
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+@dataclass
+class VariantTotals:
+    """Sums per variant from which every metric and interval follows."""
+
+    impressions: int = 0
+    enters: int = 0
+    leaves: int = 0
+    swipe_aways: int = 0
+    dwell_ms_sum: float = 0.0
+    dwell_ms_sq_sum: float = 0.0
+    orders: int = 0
+    gmv: float = 0.0
+    gmv_sq_per_impression: float = 0.0  # Σ (gmv of one impression)² is unknown; Σ order amount² instead
+
+
+def wilson(successes: int, trials: int) -> dict[str, float] | None:
+    """Rate with its 95% Wilson interval (sound at small counts and near 0 or 1)."""
+    if trials <= 0:
+        return None
+    p = successes / trials
+    denom = 1 + Z95**2 / trials
+    centre = (p + Z95**2 / (2 * trials)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / trials + Z95**2 / (4 * trials**2)) / denom
+    return {"value": p, "low": max(0.0, centre - half), "high": min(1.0, centre + half)}
+
+
+def mean_interval(total: float, sq_total: float, n: int) -> dict[str, float] | None:
+    """Mean with its 95% normal interval (n large enough; None below 2 observations)."""
+    if n <= 0:
+        return None
+    mean = total / n
+    if n < 2:
+        return {"value": mean, "low": mean, "high": mean}
+    var = max(0.0, (sq_total - n * mean * mean) / (n - 1))
+    half = Z95 * math.sqrt(var / n)
+    return {"value": mean, "low": mean - half, "high": mean + half}
+
+
+def variant_metrics(t: VariantTotals) -> dict[str, Any]:
+    gmv_per_1000 = None
+    if t.impressions > 0:
+        # GMV per impression as a mean over impressions (most are 0): Σx = gmv, Σx² ≈ Σ amount².
+        per = mean_interval(t.gmv, t.gmv_sq_per_impression, t.impressions)
+        if per is not None:
+            gmv_per_1000 = {k: v * 1000 for k, v in per.items()}
+    return {
+        "impressions": t.impressions,
+        "enters": t.enters,
+        "enter_rate": wilson(t.enters, t.impressions),
+        "average_dwell_ms": mean_interval(t.dwell_ms_sum, t.dwell_ms_sq_sum, t.leaves),
+        "swipe_away_rate": wilson(t.swipe_aways, t.leaves),
+        "orders": t.orders,
+        "conversion": wilson(min(t.orders, t.enters), t.enters),
+        "gmv": t.gmv,
+        "gmv_per_1000_impressions": gmv_per_1000,
+    }
+
+
+# Per-variant sums from the interaction archive (events.archive's `interactions` table): a session
+# belongs to the variant its impressions name; its enters, leaves and purchases count for that variant.
+_ARCHIVE_TOTALS = """
+WITH sessions AS (
+    SELECT DISTINCT session_id, payload->>'variant' AS variant
+    FROM interactions
+    WHERE type = 'impression' AND payload->>'experiment_id' = $1
+)
+SELECT s.variant,
+       count(*) FILTER (WHERE i.type = 'enter') AS enters,
+       count(*) FILTER (WHERE i.type = 'leave') AS leaves,
+       count(*) FILTER (WHERE i.type = 'leave' AND (i.payload->>'dwell_ms')::float8 < $2) AS swipe_aways,
+       coalesce(sum((i.payload->>'dwell_ms')::float8) FILTER (WHERE i.type = 'leave'), 0) AS dwell_sum,
+       coalesce(sum(((i.payload->>'dwell_ms')::float8) ^ 2) FILTER (WHERE i.type = 'leave'), 0) AS dwell_sq,
+       count(*) FILTER (WHERE i.type = 'purchase') AS orders,
+       coalesce(sum((i.payload->>'amount')::float8) FILTER (WHERE i.type = 'purchase'), 0) AS gmv,
+       coalesce(sum(((i.payload->>'amount')::float8) ^ 2) FILTER (WHERE i.type = 'purchase'), 0) AS gmv_sq
+FROM sessions s JOIN interactions i ON i.session_id = s.session_id
+GROUP BY s.variant
+"""
+
+
+async def experiment_report(pool: asyncpg.Pool, redis: Any, experiment: Experiment, swipe_away_ms: int) -> dict[str, Any]:
+    """The experiment with each variant's metrics (impressions from Redis counters, the rest from the archive)."""
+    totals = {v.name: VariantTotals() for v in experiment.variants}
+    notes: list[str] = []
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for v in experiment.variants:
+                pipe.hget(f"rf:feed:exp:{experiment.experiment_id}:{v.name}", "impressions")
+            counts = await pipe.execute()
+        for v, raw in zip(experiment.variants, counts, strict=True):
+            totals[v.name].impressions = int(raw or 0)
+    except Exception as exc:
+        notes.append(f"impression counters unavailable: {exc}")
+    try:
+        rows = await pool.fetch(_ARCHIVE_TOTALS, experiment.experiment_id, float(swipe_away_ms))
+        for row in rows:
+            t = totals.get(row["variant"])
+            if t is None:
+                continue
+            t.enters, t.leaves, t.swipe_aways = row["enters"], row["leaves"], row["swipe_aways"]
+            t.dwell_ms_sum, t.dwell_ms_sq_sum = float(row["dwell_sum"]), float(row["dwell_sq"])
+            t.orders, t.gmv, t.gmv_sq_per_impression = row["orders"], float(row["gmv"]), float(row["gmv_sq"])
+    except asyncpg.UndefinedTableError:
+        notes.append("the interaction archive (events) is not present yet: only impressions are counted")
+    except (asyncpg.PostgresError, OSError) as exc:
+        notes.append(f"the interaction archive could not be read: {exc}")
+    body = experiment.public()
+    for variant in body["variants"]:
+        variant["metrics"] = variant_metrics(totals[variant["name"]])
+    body["notes"] = notes
+    return body

@@ -1,0 +1,297 @@
+"""Feed HTTP routes: viewer sessions and pages, viewer blocks, ranking config and experiments (operators).
+
+Handlers parse, authorize, call `feed.service` / `feed.config_store` / `feed.experiments`, and answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from feed.config import validate_values
+from feed.config_store import ConfigStore, ConfigWatcher
+from feed.experiments import ExperimentBook, experiment_report, parse_experiment
+from feed.impressions import ImpressionPublisher
+from feed.pipeline import FeedPipeline
+from feed.service import FeedService
+from feed.sessions import SessionBook
+from feed.sources import FeedInputs, RoomStatsCache
+from roomfeed.auth import require
+from roomfeed.errors import Forbidden, NotFound, ValidationFailed
+from roomfeed.http import json, query_int, read_json
+from roomfeed.validation import ID_PATTERN, Body
+
+
+def _feed(request: Request) -> FeedService:
+    service: FeedService = request.app.state.feed
+    return service
+
+
+async def create_session(request: Request) -> Response:
+    """Start a viewer's swipe session: an attribution code's merchant room or a deep-linked room first.
+    ---
+    requestBody: {content: {application/json: {example: {viewer_id: v1, entry: {code: "..."}}}}}
+    responses:
+      201: {description: "{session_id, rooms, attribution, model_version, config_version, variant, degraded}"}
+      403: {description: viewer_id is not the token's viewer}
+      422: {description: invalid fields (named)}
+    """
+    principal = await require(request, "viewer")
+    body = Body(await read_json(request))
+    viewer_id = body.ident("viewer_id")
+    entry = body.obj("entry", required=False)
+    code = room_id = None
+    if entry is not None:
+        code = entry.text("code", required=False, max_len=512)
+        room_id = entry.ident("room_id", required=False)
+        body.merge(entry)
+    count = body.integer("count", required=False, minimum=1, maximum=50, default=5)
+    body.finish()
+    if viewer_id != principal.viewer_id:
+        raise Forbidden("viewer_id must be the viewer the token was issued to", fields={"viewer_id": "is not yours"})
+    result = await _feed(request).start_session(viewer_id, code, room_id, count)
+    return json(result, status=201)
+
+
+async def session_feed(request: Request) -> Response:
+    """The next N rooms to swipe to: never one served before in the session, only rooms live now.
+    ---
+    parameters:
+      - {name: session_id, in: path, required: true, schema: {type: string}}
+      - {name: count, in: query, schema: {type: integer, minimum: 1, maximum: 50, default: 10}}
+    responses:
+      200: {description: "{session_id, rooms, model_version, config_version, variant, degraded}"}
+      404: {description: no such session of this viewer}
+    """
+    principal = await require(request, "viewer")
+    count = query_int(request, "count", default=10, minimum=1, maximum=50)
+    session_id = request.path_params["session_id"]
+    if not ID_PATTERN.match(session_id):
+        raise NotFound(f"session {session_id} does not exist")
+    assert principal.viewer_id is not None
+    return json(await _feed(request).next_page(principal.viewer_id, session_id, count))
+
+
+async def add_block(request: Request) -> Response:
+    """Block a merchant: its rooms never appear in this viewer's feed.
+    ---
+    requestBody: {content: {application/json: {example: {merchant_id: mer_0123456789abcdef}}}}
+    responses:
+      201: {description: "{merchant_id, blocked: true}"}
+      422: {description: invalid merchant_id, or no such merchant}
+    """
+    principal = await require(request, "viewer")
+    body = Body(await read_json(request))
+    merchant_id = body.ident("merchant_id")
+    body.finish()
+    catalog = _feed(request).inputs.room_catalog
+    if catalog is not None and not await catalog.exists(merchant_id):
+        raise ValidationFailed("no such merchant", fields={"merchant_id": "does not exist"})
+    assert principal.viewer_id is not None
+    await _feed(request).sessions.block(principal.viewer_id, merchant_id)
+    return json({"merchant_id": merchant_id, "blocked": True}, status=201)
+
+
+async def list_blocks(request: Request) -> Response:
+    """The merchants this viewer blocked.
+    ---
+    responses:
+      200: {description: "{merchants: [...]}"}
+    """
+    principal = await require(request, "viewer")
+    assert principal.viewer_id is not None
+    return json({"merchants": await _feed(request).sessions.blocks(principal.viewer_id)})
+
+
+async def remove_block(request: Request) -> Response:
+    """Unblock a merchant.
+    ---
+    responses:
+      200: {description: "{merchant_id, blocked: false}"}
+      404: {description: not blocked}
+    """
+    principal = await require(request, "viewer")
+    merchant_id = request.path_params["merchant_id"]
+    assert principal.viewer_id is not None
+    if not await _feed(request).sessions.unblock(principal.viewer_id, merchant_id):
+        raise NotFound(f"merchant {merchant_id} is not blocked")
+    return json({"merchant_id": merchant_id, "blocked": False})
+
+
+# --- operators: ranking config and experiments ---------------------------------------------------
+
+
+def _store(request: Request) -> ConfigStore:
+    store: ConfigStore = request.app.state.ranking_config_store
+    return store
+
+
+async def get_ranking_config(request: Request) -> Response:
+    """The current ranking config (weights and knobs) and its version.
+    ---
+    responses:
+      200: {description: "{version, config, author, created_at, ...}"}
+    """
+    await require(request, "operator")
+    current = await _store(request).current()
+    return json({**current.public(), "served_version": request.app.state.ranking_config.current.version})
+
+
+async def put_ranking_config(request: Request) -> Response:
+    """Change ranking weights/knobs: validated ranges, optimistic concurrency, audited; live within seconds.
+    ---
+    requestBody: {content: {application/json: {example: {expected_version: 3, config: {w_popularity: 0.5}, note: "more popular"}}}}
+    responses:
+      200: {description: the new version}
+      409: {description: expected_version is not the current version}
+      422: {description: invalid fields (named)}
+    """
+    principal = await require(request, "operator")
+    payload: Any = await read_json(request)
+    body = Body(payload)
+    expected = body.integer("expected_version", required=False, minimum=0)
+    note = body.text("note", required=False, max_len=500, min_len=0, default="")
+    raw_config = body.data.get("config")
+    unknown = set(body.data) - {"expected_version", "note", "config"}
+    for name in sorted(unknown):
+        body.fail(name, "is not accepted here: put ranking fields under `config`")
+    if raw_config is None:
+        body.fail("config", "is required: an object of ranking config fields")
+    values: dict[str, float | int] = {}
+    if raw_config is not None:
+        try:
+            values = validate_values(raw_config, prefix="config.")
+        except ValidationFailed as exc:
+            body.errors.update(exc.fields)
+    body.finish()
+    saved = await _store(request).update(values, expected, principal.key_id or "operator", note or "")
+    return json(saved.public())
+
+
+async def ranking_config_history(request: Request) -> Response:
+    """Every version of the ranking config, newest first, with author and diff.
+    ---
+    responses:
+      200: {description: "{versions: [...]}"}
+    """
+    await require(request, "operator")
+    limit = query_int(request, "limit", default=100, minimum=1, maximum=1000)
+    return json({"versions": [v.public() for v in await _store(request).history(limit)]})
+
+
+async def rollback_ranking_config(request: Request) -> Response:
+    """Make an earlier version current again (as a new version, so history is never rewritten).
+    ---
+    requestBody: {content: {application/json: {example: {version: 2}}}}
+    responses:
+      200: {description: the new version}
+      404: {description: no such version}
+    """
+    principal = await require(request, "operator")
+    body = Body(await read_json(request))
+    version = body.integer("version", minimum=0)
+    body.finish()
+    saved = await _store(request).rollback(version, principal.key_id or "operator")
+    return json(saved.public())
+
+
+async def create_experiment(request: Request) -> Response:
+    """Start an experiment: variants with traffic shares and ranking config overrides.
+    ---
+    requestBody: {content: {application/json: {example: {name: pop-vs-model, variants: [{name: a, weight: 0.5, config: {}}, {name: b, weight: 0.5, config: {w_popularity: 1.0}}]}}}}
+    responses:
+      201: {description: the experiment}
+      422: {description: invalid fields (named)}
+    """
+    principal = await require(request, "operator")
+    name, variants = parse_experiment(await read_json(request))
+    experiment = await request.app.state.experiments.create(name, variants, principal.key_id or "operator")
+    return json(experiment.public(), status=201)
+
+
+async def list_experiments(request: Request) -> Response:
+    """Experiments, newest first.
+    ---
+    responses:
+      200: {description: "{experiments: [...]}"}
+    """
+    await require(request, "operator")
+    return json({"experiments": [e.public() for e in await request.app.state.experiments.list()]})
+
+
+async def get_experiment(request: Request) -> Response:
+    """An experiment with per-variant metrics and 95% confidence intervals.
+    ---
+    responses:
+      200: {description: "variants with impressions, enter rate, dwell, swipe-away rate, conversion, GMV per 1,000 impressions"}
+      404: {description: no such experiment}
+    """
+    await require(request, "operator")
+    experiment = await request.app.state.experiments.get(request.path_params["experiment_id"])
+    resources = request.app.state.resources
+    threshold = request.app.state.ranking_config.current.config.swipe_away_dwell_ms
+    return json(await experiment_report(resources.pool, resources.redis, experiment, threshold))
+
+
+async def stop_experiment(request: Request) -> Response:
+    """Stop an experiment: its viewers go back to the base config.
+    ---
+    responses:
+      200: {description: the experiment}
+      404: {description: no such experiment}
+    """
+    await require(request, "operator")
+    experiment = await request.app.state.experiments.stop(request.path_params["experiment_id"])
+    return json(experiment.public())
+
+
+routes: list[BaseRoute] = [
+    Route("/v1/sessions", create_session, methods=["POST"]),
+    Route("/v1/sessions/{session_id}/feed", session_feed, methods=["GET"]),
+    Route("/v1/viewers/me/blocks", add_block, methods=["POST"]),
+    Route("/v1/viewers/me/blocks", list_blocks, methods=["GET"]),
+    Route("/v1/viewers/me/blocks/{merchant_id}", remove_block, methods=["DELETE"]),
+    Route("/v1/ops/ranking-config", get_ranking_config, methods=["GET"]),
+    Route("/v1/ops/ranking-config", put_ranking_config, methods=["PUT"]),
+    Route("/v1/ops/ranking-config/history", ranking_config_history, methods=["GET"]),
+    Route("/v1/ops/ranking-config/rollback", rollback_ranking_config, methods=["POST"]),
+    Route("/v1/ops/experiments", create_experiment, methods=["POST"]),
+    Route("/v1/ops/experiments", list_experiments, methods=["GET"]),
+    Route("/v1/ops/experiments/{experiment_id}", get_experiment, methods=["GET"]),
+    Route("/v1/ops/experiments/{experiment_id}/stop", stop_experiment, methods=["POST"]),
+]
+
+
+async def start(state: Any, resources: Any) -> None:
+    settings = resources.settings
+    inputs = FeedInputs.from_state(state, resources)
+    stats = RoomStatsCache(inputs.live_stats, refresh_seconds=getattr(state, "feed_stats_refresh_s", 1.0))
+    pipeline = (
+        FeedPipeline.standard(inputs.live_index, stats, inputs.live_stats, inputs.model_watcher, inputs.alliance_boost)
+        if inputs.live_index is not None
+        else None
+    )
+    state.ranking_config_store = ConfigStore(resources.pool)
+    state.experiments = ExperimentBook(resources.pool)
+    state.ranking_config = ConfigWatcher(
+        state.ranking_config_store, state.experiments, poll_seconds=getattr(state, "feed_config_poll_s", 1.0)
+    )
+    impressions = ImpressionPublisher(resources, settings.topic("viewer-events"))
+    state.feed_stats = stats
+    state.feed = FeedService(inputs, pipeline, SessionBook(resources.redis, resources.pool), state.ranking_config, impressions)
+    await state.ranking_config.start()
+    await stats.start()
+    await impressions.start()
+
+
+async def stop(state: Any) -> None:
+    feed: FeedService | None = getattr(state, "feed", None)
+    if feed is not None:
+        await feed.impressions.stop()
+    for name in ("feed_stats", "ranking_config"):
+        part = getattr(state, name, None)
+        if part is not None:
+            await part.stop()

@@ -1,0 +1,110 @@
+"""Impressions: every room a feed response shows becomes an `impression` event on viewer-events.
+
+Publishing never blocks a response: pages are queued in memory and a background task hands them
+to the shared idempotent producer. When Kafka is down the queue holds up to `capacity` events and
+then drops the oldest (counted in `roomfeed_feed_impressions_dropped_total`), because a feed that
+stalls on Kafka is worse than an impression lost from the statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from typing import Any
+
+from prometheus_client import Counter
+
+from roomfeed.kafka import encode
+
+log = logging.getLogger("feed.impressions")
+DROPPED = Counter("roomfeed_feed_impressions_dropped_total", "impressions dropped while Kafka was unavailable")
+PUBLISHED = Counter("roomfeed_feed_impressions_published_total", "impressions handed to Kafka")
+
+
+def impression_events(
+    viewer_id: str, session_id: str, page: list[dict[str, Any]], meta: dict[str, Any], now_ms: int
+) -> list[dict[str, Any]]:
+    """The events of one page; ids are unique (page nonce + position) so sinks can deduplicate."""
+    nonce = secrets.token_hex(6)
+    return [
+        {
+            "event_id": f"imp:{session_id}:{room['position']}:{nonce}",
+            "type": "impression",
+            "viewer_id": viewer_id,
+            "session_id": session_id,
+            "room_id": room["room_id"],
+            "merchant_id": room["merchant_id"],
+            "ts": now_ms,
+            "received_at": now_ms,
+            "position": room["position"],
+            "boosted": room["boosted"],
+            **meta,
+        }
+        for room in page
+    ]
+
+
+class ImpressionPublisher:
+    def __init__(self, resources: Any, topic: str, capacity: int = 100_000) -> None:
+        self.resources = resources
+        self.topic = topic
+        self.queue: deque[dict[str, Any]] = deque()
+        self.capacity = capacity
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        self.queue.extend(events)
+        over = len(self.queue) - self.capacity
+        for _ in range(max(over, 0)):
+            self.queue.popleft()
+            DROPPED.inc()
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="feed-impressions")
+
+    async def stop(self, drain_seconds: float = 2.0) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._drain_once(), drain_seconds)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _drain_once(self) -> None:
+        if not self.resources.producer_ready.is_set():
+            return
+        producer = self.resources.producer
+        futures = []
+        while self.queue:
+            event = self.queue[0]
+            futures.append(await producer.send(self.topic, encode(event), key=event["viewer_id"].encode()))
+            self.queue.popleft()
+        if futures:
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = sum(isinstance(r, Exception) for r in results)
+            PUBLISHED.inc(len(results) - failed)
+            if failed:
+                DROPPED.inc(failed)
+                log.warning("%d impressions not acknowledged by Kafka", failed)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.resources.producer_ready.is_set():
+                await asyncio.sleep(0.5)
+                self._wake.set()
+                continue
+            try:
+                await self._drain_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("publishing impressions failed, retrying: %s", exc)
+                await asyncio.sleep(0.5)
+                self._wake.set()

@@ -1,0 +1,64 @@
+"""The feed pipeline, top to bottom: what happens to a viewer's request for the next rooms.
+
+    candidates  every room live now (replays when few are)          feed.stages.CandidateSource
+    hydrate     live stats, the viewer's recent rooms                feed.stages.Hydrate
+    score       the LightFM model's score (none → popularity)       feed.stages.Score
+    blend       operator weights over model, popularity, ...        feed.stages.Blend
+    [alliance]  paced exposure for merchants the alliance owes       alliance.boost.AllianceBoost
+    filters     served in session, ended, swiped away, blocked       feed.stages.Filters
+    diversity   ≤ M of one category or merchant in a row             feed.stages.Diversity
+    exploration a share ε of slots for new or little-seen rooms      feed.stages.Exploration
+    page        the rooms as the response shows them                 feed.stages.Page
+
+Adding a stage is one line in `FeedPipeline.standard`. Side effects (the session's served set,
+impression events) happen after the page, in `feed.service`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from feed.context import FeedContext, Stage
+from feed.sources import LiveIndexSource, LiveStatsSource, RoomStatsCache
+from feed.stages import Blend, CandidateSource, Diversity, Exploration, Filters, Hydrate, Page, Score
+
+
+class FeedPipeline:
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = list(stages)
+
+    @classmethod
+    def standard(
+        cls,
+        live_index: LiveIndexSource,
+        stats: RoomStatsCache,
+        live_stats: LiveStatsSource | None,
+        model_watcher: Any | None,
+        alliance_boost: Stage | None = None,
+    ) -> FeedPipeline:
+        return cls(
+            [
+                CandidateSource(live_index, stats),
+                Hydrate(stats, live_stats),
+                Score(model_watcher),
+                Blend(),
+                *([alliance_boost] if alliance_boost is not None else []),
+                Filters(),
+                Diversity(),
+                Exploration(),
+                Page(),
+            ]
+        )
+
+    @property
+    def names(self) -> list[str]:
+        return [stage.name for stage in self.stages]
+
+    async def run(self, ctx: FeedContext) -> FeedContext:
+        for stage in self.stages:
+            started = time.perf_counter()
+            await stage.apply(ctx)
+            ctx.timings_ms[stage.name] = (time.perf_counter() - started) * 1000
+        return ctx

@@ -1,0 +1,196 @@
+"""The feed service: start a session, serve the next page, record what was served.
+
+Composes the pipeline with the session book, the config watcher and the impression publisher.
+Never touches PostgreSQL on the page path and never waits on Kafka; when Redis is unreachable
+it serves from the cached live index and the in-process session copy and says `degraded: true`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from feed.config_store import ConfigWatcher
+from feed.context import FeedContext
+from feed.experiments import assign
+from feed.impressions import ImpressionPublisher, impression_events
+from feed.pipeline import FeedPipeline
+from feed.sessions import SessionBook, SessionState
+from feed.sources import FeedInputs
+from roomfeed.errors import NotFound, Unavailable, ValidationFailed
+from roomfeed.ids import new_id
+
+log = logging.getLogger("feed.service")
+FIRST_PAGE = 5
+
+
+def variant_key(experiment_id: str, variant: str) -> str:
+    return f"rf:feed:exp:{experiment_id}:{variant}"
+
+
+class FeedService:
+    def __init__(
+        self,
+        inputs: FeedInputs,
+        pipeline: FeedPipeline | None,
+        sessions: SessionBook,
+        config: ConfigWatcher,
+        impressions: ImpressionPublisher,
+    ) -> None:
+        self.inputs = inputs
+        self.pipeline = pipeline
+        self.sessions = sessions
+        self.config = config
+        self.impressions = impressions
+
+    async def next_page(self, viewer_id: str, session_id: str, count: int) -> dict[str, Any]:
+        state = await self.sessions.load(session_id)
+        if state is None or state.viewer_id != viewer_id:
+            raise NotFound(f"session {session_id} does not exist")
+        return await self._page(state, count, entry_room=None, degraded=not state.from_redis)
+
+    async def _page(
+        self, state: SessionState, count: int, entry_room: Any | None, degraded: bool
+    ) -> dict[str, Any]:
+        if self.pipeline is None:
+            raise Unavailable("the live-room index is not available in this build", headers={"Retry-After": "5"})
+        assignment = assign(state.viewer_id, self.config.current.config, self.config.experiments)
+        ctx = FeedContext(
+            viewer_id=state.viewer_id,
+            session_id=state.session_id,
+            count=count,
+            config=assignment.config,
+            config_version=self.config.current.version,
+            variant=assignment.variant,
+            served=set(state.served),
+            blocked_merchants=set(state.blocked) | self.sessions.local.blocks.get(state.viewer_id, set()),
+            first_position=len(state.served),
+            rng=np.random.default_rng(),
+        )
+        if degraded:
+            ctx.degrade("redis")
+        if entry_room is not None:
+            ctx.served.add(entry_room.room_id)
+            ctx.first_position += 1
+        await self.pipeline.run(ctx)
+        page = ctx.page
+        if entry_room is not None:
+            page = [self._entry(entry_room, len(state.served)), *page[: max(count - 1, 0)]]
+        meta = {
+            "variant": ctx.variant,
+            "experiment_id": assignment.experiment_id,
+            "config_version": ctx.config_version,
+            "model_version": ctx.model_version,
+        }
+        counters: dict[str, dict[str, int]] = {}
+        if assignment.experiment_id is not None and page:
+            counters[variant_key(assignment.experiment_id, assignment.variant)] = {
+                "impressions": len(page),
+                "boosted": sum(1 for r in page if r["boosted"]),
+            }
+        if not await self.sessions.record_served(state, [r["room_id"] for r in page], counters):
+            ctx.degrade("redis")
+        self.impressions.publish(impression_events(state.viewer_id, state.session_id, page, meta, int(time.time() * 1000)))
+        return {
+            "session_id": state.session_id,
+            "rooms": page,
+            "model_version": ctx.model_version,
+            "config_version": ctx.config_version,
+            "variant": ctx.variant,
+            "experiment_id": assignment.experiment_id,
+            "degraded": ctx.degraded,
+            "degraded_reasons": ctx.degraded_reasons,
+        }
+
+    def _entry(self, room: Any, position: int) -> dict[str, Any]:
+        replay = room.status != "live"
+        return {
+            "room_id": room.room_id,
+            "merchant_id": room.merchant_id,
+            "title": room.title,
+            "category": room.category,
+            "stream_url": room.replay_url if replay and room.replay_url else room.stream_url,
+            "viewers_now": 0,
+            "boosted": False,
+            "position": position,
+            "replay": replay,
+            "explored": False,
+            "tags": list(room.tags),
+            "price_band": room.price_band,
+            "format": room.format,
+            "started_at": room.started_at,
+            "entry": True,
+        }
+
+    async def start_session(
+        self, viewer_id: str, code: str | None, room_id: str | None, count: int = FIRST_PAGE
+    ) -> dict[str, Any]:
+        session_id = new_id("ses")
+        attribution: dict[str, Any] | None = None
+        entry_room: Any | None = None
+        degraded = False
+        if code is not None:
+            parsed = self._parse_code(code)
+            attribution = {
+                "merchant_id": parsed.merchant_id,
+                "store_id": getattr(parsed, "store_id", None),
+                "staff_id": getattr(parsed, "staff_id", None),
+            }
+            entry_room = await self._room_of_merchant(parsed.merchant_id)
+            try:
+                await self.inputs.attribution_book.attribute(viewer_id, session_id, parsed, time.time())
+            except Exception as exc:
+                log.warning("session %s not attributed (alliance store unavailable): %s", session_id, exc)
+                degraded = True
+        elif room_id is not None:
+            entry_room = await self._room(room_id)
+        state, redis_down = await self.sessions.create(
+            session_id, viewer_id, {"code": code, "room_id": room_id}, attribution
+        )
+        body = await self._page(state, count, entry_room, degraded=degraded or redis_down)
+        body["attribution"] = attribution
+        body["entry_room_id"] = entry_room.room_id if entry_room is not None else None
+        return body
+
+    def _parse_code(self, code: str) -> Any:
+        if self.inputs.code_book is None or self.inputs.attribution_book is None:
+            raise Unavailable("attribution codes are not available in this build", headers={"Retry-After": "5"})
+        try:
+            return self.inputs.code_book.parse(code)
+        except Exception as exc:
+            raise ValidationFailed(
+                "the attribution code is not valid", fields={"entry.code": "is not a valid attribution code"}
+            ) from exc
+
+    async def _room_of_merchant(self, merchant_id: str) -> Any | None:
+        index = self.inputs.live_index
+        if index is None:
+            return None
+        try:
+            room = await index.live_room_of_merchant(merchant_id)
+            if room is not None:
+                return room
+            replays = await index.replays(200)
+        except Exception as exc:
+            log.warning("entry room of %s not found (live index unavailable): %s", merchant_id, exc)
+            return None
+        return next((r for r in replays if r.merchant_id == merchant_id and r.replay_url), None)
+
+    async def _room(self, room_id: str) -> Any | None:
+        """A deep-linked room: live now, else its replay, else None (the feed starts without it)."""
+        index = self.inputs.live_index
+        if index is None:
+            return None
+        try:
+            snapshot = await index.snapshot()
+            room = snapshot.by_id.get(room_id)
+            if room is not None and room.status == "live":
+                return room
+            replays = await index.replays(200)
+        except Exception as exc:
+            log.warning("deep-linked room %s not read (live index unavailable): %s", room_id, exc)
+            return None
+        return next((r for r in replays if r.room_id == room_id), None)

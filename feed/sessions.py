@@ -1,0 +1,227 @@
+"""Viewer sessions: who owns a session, which rooms it was served, which merchants a viewer blocked.
+
+Redis holds the hot state (`rf:feed:s:{session}` hash, `rf:feed:s:{session}:served` set,
+`rf:feed:blocks:{viewer}` set); every write also lands in this process's memory (`LocalSessions`),
+so when Redis is down a session this process has served keeps its served set and never repeats a
+room. PostgreSQL keeps the durable record (sessions with their entry and attribution, blocks) and is
+written off the hot path; blocks are copied back into Redis whenever a session starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+log = logging.getLogger("feed.sessions")
+
+SESSION_TTL_S = 24 * 3600
+BLOCKS_TTL_S = 30 * 24 * 3600
+
+
+def session_key(session_id: str) -> str:
+    return f"rf:feed:s:{session_id}"
+
+
+def served_key(session_id: str) -> str:
+    return f"rf:feed:s:{session_id}:served"
+
+
+def blocks_key(viewer_id: str) -> str:
+    return f"rf:feed:blocks:{viewer_id}"
+
+
+@dataclass
+class SessionState:
+    session_id: str
+    viewer_id: str
+    served: set[str] = field(default_factory=set)
+    blocked: set[str] = field(default_factory=set)
+    attribution: dict[str, Any] | None = None
+    from_redis: bool = True
+    # Rooms served while Redis was unreachable, to be written back once it answers.
+    unsynced: set[str] = field(default_factory=set)
+
+
+class LocalSessions:
+    """The in-process copy of recent sessions (LRU), the fallback when Redis is down."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._sessions: OrderedDict[str, SessionState] = OrderedDict()
+        self.blocks: dict[str, set[str]] = {}
+
+    def get(self, session_id: str) -> SessionState | None:
+        state = self._sessions.get(session_id)
+        if state is not None:
+            self._sessions.move_to_end(session_id)
+        return state
+
+    def put(self, state: SessionState) -> SessionState:
+        known = self._sessions.get(state.session_id)
+        if known is not None:
+            known.served |= state.served
+            known.blocked = state.blocked or known.blocked
+            self._sessions.move_to_end(state.session_id)
+            return known
+        self._sessions[state.session_id] = state
+        if len(self._sessions) > self.capacity:
+            self._sessions.popitem(last=False)
+        return state
+
+
+class SessionBook:
+    def __init__(self, redis: Redis, pool: asyncpg.Pool) -> None:
+        self.redis = redis
+        self.pool = pool
+        self.local = LocalSessions()
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def create(
+        self, session_id: str, viewer_id: str, entry: dict[str, Any], attribution: dict[str, Any] | None
+    ) -> tuple[SessionState, bool]:
+        """Record a new session; returns (state, degraded). Redis first, PostgreSQL in the background."""
+        blocked = await self._blocks_from_postgres(viewer_id)
+        state = SessionState(session_id, viewer_id, blocked=blocked or set(), attribution=attribution)
+        self.local.put(state)
+        if blocked is not None:
+            self.local.blocks[viewer_id] = set(blocked)
+        degraded = False
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(session_key(session_id), mapping={"viewer_id": viewer_id, "created_at": time.time()})
+                pipe.expire(session_key(session_id), SESSION_TTL_S)
+                if blocked:
+                    pipe.sadd(blocks_key(viewer_id), *blocked)
+                    pipe.expire(blocks_key(viewer_id), BLOCKS_TTL_S)
+                await pipe.execute()
+        except Exception as exc:
+            log.warning("session %s kept in process only (Redis unavailable): %s", session_id, exc)
+            degraded = True
+        self._background(self._save(session_id, viewer_id, entry, attribution))
+        return state, degraded
+
+    async def _blocks_from_postgres(self, viewer_id: str) -> set[str] | None:
+        try:
+            rows = await asyncio.wait_for(
+                self.pool.fetch("SELECT merchant_id FROM feed_blocks WHERE viewer_id = $1", viewer_id), 1.0
+            )
+        except Exception as exc:
+            log.warning("blocks of %s not read from PostgreSQL: %s", viewer_id, exc)
+            return None
+        return {r["merchant_id"] for r in rows}
+
+    async def _save(
+        self, session_id: str, viewer_id: str, entry: dict[str, Any], attribution: dict[str, Any] | None
+    ) -> None:
+        try:
+            await self.pool.execute(
+                "INSERT INTO feed_sessions (session_id, viewer_id, entry, attribution) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (session_id) DO NOTHING",
+                session_id,
+                viewer_id,
+                entry,
+                attribution,
+            )
+        except Exception as exc:  # the hot state is in Redis; the durable record is best effort
+            log.warning("session %s not recorded in PostgreSQL: %s", session_id, exc)
+
+    async def load(self, session_id: str) -> SessionState | None:
+        """The session with its served set and the viewer's blocks: one Redis round trip, memory as fallback."""
+        local = self.local.get(session_id)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hget(session_key(session_id), "viewer_id")
+                pipe.smembers(served_key(session_id))
+                if local is not None:
+                    pipe.smembers(blocks_key(local.viewer_id))
+                replies = await pipe.execute()
+        except Exception as exc:
+            log.warning("session %s read from process memory (Redis unavailable): %s", session_id, exc)
+            if local is not None:
+                local.from_redis = False
+            return local
+        raw_viewer = replies[0]
+        if raw_viewer is None:
+            if local is not None:  # Redis lost it (restart, flush): memory still knows
+                local.from_redis = False
+            return local
+        viewer_id = raw_viewer.decode()
+        served = {m.decode() for m in replies[1]}
+        if local is None:
+            blocked = {m.decode() for m in await self.redis.smembers(blocks_key(viewer_id))}
+            local = self.local.put(SessionState(session_id, viewer_id, served=served, blocked=blocked))
+        else:
+            local.served |= served
+            local.blocked = {m.decode() for m in replies[2]} | self.local.blocks.get(viewer_id, set())
+        local.from_redis = True
+        return local
+
+    async def record_served(self, state: SessionState, room_ids: list[str], counters: dict[str, dict[str, int]]) -> bool:
+        """Add a page to the served set (memory first, then Redis); returns False when Redis was down."""
+        state.served.update(room_ids)
+        if not room_ids and not state.unsynced:
+            return True
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                members = [*room_ids, *state.unsynced]
+                if members:
+                    pipe.sadd(served_key(state.session_id), *members)
+                    pipe.expire(served_key(state.session_id), SESSION_TTL_S)
+                if state.unsynced:
+                    pipe.hset(session_key(state.session_id), "viewer_id", state.viewer_id)
+                    pipe.expire(session_key(state.session_id), SESSION_TTL_S)
+                for key, fields in counters.items():
+                    for name, amount in fields.items():
+                        pipe.hincrby(key, name, amount)
+                await pipe.execute()
+        except Exception as exc:
+            log.warning("served rooms of %s kept in process memory: %s", state.session_id, exc)
+            state.unsynced.update(room_ids)
+            return False
+        state.unsynced.clear()
+        return True
+
+    async def block(self, viewer_id: str, merchant_id: str) -> None:
+        """Durable first (PostgreSQL), then the hot copy (Redis) and this process's memory."""
+        await self.pool.execute(
+            "INSERT INTO feed_blocks (viewer_id, merchant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            viewer_id,
+            merchant_id,
+        )
+        self.local.blocks.setdefault(viewer_id, set()).add(merchant_id)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(blocks_key(viewer_id), merchant_id)
+                pipe.expire(blocks_key(viewer_id), BLOCKS_TTL_S)
+                await pipe.execute()
+        except Exception as exc:
+            log.warning("block of %s by %s not yet in Redis: %s", merchant_id, viewer_id, exc)
+
+    async def unblock(self, viewer_id: str, merchant_id: str) -> bool:
+        status = await self.pool.execute(
+            "DELETE FROM feed_blocks WHERE viewer_id = $1 AND merchant_id = $2", viewer_id, merchant_id
+        )
+        self.local.blocks.get(viewer_id, set()).discard(merchant_id)
+        try:
+            await self.redis.srem(blocks_key(viewer_id), merchant_id)
+        except Exception as exc:
+            log.warning("unblock of %s by %s not yet in Redis: %s", merchant_id, viewer_id, exc)
+        return bool(status.endswith(" 1"))
+
+    async def blocks(self, viewer_id: str) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT merchant_id FROM feed_blocks WHERE viewer_id = $1 ORDER BY created_at", viewer_id
+        )
+        return [r["merchant_id"] for r in rows]

@@ -1,0 +1,135 @@
+"""The feed's inputs from other domains, behind the small interfaces of docs/architecture.md.
+
+Each input is found on the app state (where its domain's `start` put it) or built from its
+domain's module per the contract; a domain not present yet leaves the input empty, and the
+feed serves without it (no live index → 503, no stats → zeros, no model → popularity).
+`RoomStatsCache` refreshes every live room's statistics in the background, once a second, as
+arrays aligned with the live snapshot, so a feed request reads no per-room statistics from Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger("feed.sources")
+
+
+class LiveIndexSource(Protocol):
+    async def snapshot(self) -> Any: ...
+    async def replays(self, limit: int) -> list[Any]: ...
+    async def live_room_of_merchant(self, merchant_id: str) -> Any | None: ...
+
+
+class LiveStatsSource(Protocol):
+    async def rooms(self, room_ids: list[str]) -> dict[str, Any]: ...
+    async def viewer_recent(self, viewer_id: str, limit: int = 50) -> list[Any]: ...
+
+
+def _build(module: str, cls: str, *args: Any) -> Any | None:
+    try:
+        factory = getattr(importlib.import_module(module), cls)
+    except (ModuleNotFoundError, AttributeError):
+        return None
+    try:
+        return factory(*args)
+    except Exception as exc:
+        log.warning("cannot build %s.%s: %s", module, cls, exc)
+        return None
+
+
+@dataclass
+class FeedInputs:
+    live_index: LiveIndexSource | None
+    live_stats: LiveStatsSource | None
+    model_watcher: Any | None  # ranking.registry.ModelWatcher: `.scorer` (score, model_version) or None
+    code_book: Any | None  # alliance.codes.CodeBook
+    attribution_book: Any | None  # alliance.attribution.AttributionBook
+    alliance_boost: Any | None  # alliance.boost.AllianceBoost (a feed stage)
+    room_catalog: Any | None  # rooms.catalog.MerchantCatalog (exists(merchant_id))
+
+    @classmethod
+    def from_state(cls, state: Any, resources: Any) -> FeedInputs:
+        def pick(name: str, module: str, klass: str, *args: Any) -> Any | None:
+            found = getattr(state, name, None)
+            return found if found is not None else _build(module, klass, *args)
+
+        pool, redis, settings = resources.pool, resources.redis, resources.settings
+        return cls(
+            live_index=pick("live_index", "rooms.live_index", "LiveIndex", redis),
+            live_stats=pick("live_stats", "events.live_stats", "LiveStats", redis),
+            model_watcher=getattr(state, "model_watcher", None),
+            code_book=pick("code_book", "alliance.codes", "CodeBook", settings, pool),
+            attribution_book=pick("attribution_book", "alliance.attribution", "AttributionBook", pool, redis),
+            alliance_boost=getattr(state, "alliance_boost", None),
+            room_catalog=pick("merchant_catalog", "rooms.catalog", "MerchantCatalog", pool),
+        )
+
+
+STAT_FIELDS = ("viewers_now", "enters_15m", "enters_1h", "impressions_1h", "orders_1h")
+
+
+class RoomStatsCache:
+    """Live statistics of every live room, refreshed in the background, read as aligned arrays."""
+
+    def __init__(self, live_stats: LiveStatsSource | None, refresh_seconds: float = 1.0) -> None:
+        self.live_stats = live_stats
+        self.refresh_seconds = refresh_seconds
+        self._by_room: dict[str, tuple[float, ...]] = {}
+        self._aligned: tuple[np.ndarray, int, dict[str, np.ndarray]] | None = None
+        self._generation = 0
+        self._room_ids: list[str] = []
+        self.fresh = False
+        self._task: asyncio.Task[None] | None = None
+
+    def track(self, room_ids: list[str]) -> None:
+        """The rooms to refresh (the feed calls this with each new live snapshot)."""
+        self._room_ids = room_ids
+
+    async def refresh(self) -> None:
+        if self.live_stats is None or not self._room_ids:
+            return
+        try:
+            stats = await asyncio.wait_for(self.live_stats.rooms(self._room_ids), 5.0)
+        except Exception as exc:
+            self.fresh = False
+            log.warning("live stats refresh failed; keeping the last values: %s", exc)
+            return
+        self._by_room = {
+            room_id: tuple(float(getattr(s, f, 0) or 0) for f in STAT_FIELDS) for room_id, s in stats.items()
+        }
+        self._generation += 1
+        self.fresh = True
+
+    def aligned(self, room_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Arrays of STAT_FIELDS aligned with `room_ids` (cached per candidate set and refresh)."""
+        cached = self._aligned
+        if cached is not None and cached[0] is room_ids and cached[1] == self._generation:
+            return cached[2]
+        zero = (0.0,) * len(STAT_FIELDS)
+        matrix = np.array([self._by_room.get(r, zero) for r in room_ids], dtype=np.float32).reshape(
+            len(room_ids), len(STAT_FIELDS)
+        )
+        arrays = {f: np.ascontiguousarray(matrix[:, i]) for i, f in enumerate(STAT_FIELDS)}
+        self._aligned = (room_ids, self._generation, arrays)
+        return arrays
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="feed-room-stats")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.refresh_seconds)

@@ -1,0 +1,339 @@
+"""The feed's stages, one small class each, in pipeline order (see feed.pipeline).
+
+Every stage has a `name` and `async def apply(ctx)`; it reads and writes the `FeedContext` per the
+rules in docs/feed.md and works on whole numpy arrays. Stages that need another domain take it in
+their constructor and degrade (mark `ctx.degraded`) instead of failing when it is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from feed.context import Candidates, FeedContext, RecentVisit
+from feed.sources import LiveIndexSource, LiveStatsSource, RoomStatsCache
+
+log = logging.getLogger("feed.stages")
+REDIS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Redis/network trouble (degrade) as opposed to a bug (raise)."""
+    if isinstance(exc, REDIS_ERRORS):
+        return True
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, RedisError)
+
+
+class CandidateSource:
+    """Candidates: every live room of the current snapshot (plus replays when few are live)."""
+
+    name = "candidates"
+
+    def __init__(self, live_index: LiveIndexSource, stats: RoomStatsCache) -> None:
+        self.live_index = live_index
+        self.stats = stats
+        self._snapshot: Any = None
+        self._candidates: tuple[Any, Candidates] | None = None
+
+    def _of_snapshot(self, snapshot: Any) -> Candidates:
+        cached = self._candidates
+        if cached is not None and cached[0] is snapshot:
+            return cached[1]
+        live = tuple(room for room in snapshot.rooms if room.status == "live")
+        candidates = Candidates.of(live)
+        self._candidates = (snapshot, candidates)
+        self.stats.track(list(candidates.room_ids))
+        return candidates
+
+    async def apply(self, ctx: FeedContext) -> None:
+        try:
+            snapshot = await self.live_index.snapshot()
+            self._snapshot = snapshot
+        except Exception as exc:
+            if not _is_outage(exc):
+                raise
+            # Redis down: the last snapshot this process read (the live index's own copy first).
+            snapshot = getattr(self.live_index, "cached", None) or self._snapshot
+            ctx.degrade("live_index")
+            if snapshot is None:
+                ctx.candidates = Candidates.of(()).fresh_copy()
+                return
+        candidates = self._of_snapshot(snapshot)
+        if len(candidates) < ctx.config.replay_threshold and ctx.config.replay_limit > 0 and not ctx.degraded:
+            try:
+                replays = await self.live_index.replays(ctx.config.replay_limit)
+            except Exception as exc:
+                if not _is_outage(exc):
+                    raise
+                replays = []
+                ctx.degrade("replays")
+            live_ids = candidates.index_of
+            extra = [r for r in replays if r.room_id not in live_ids and r.replay_url]
+            if extra:
+                rooms = (*candidates.rooms, *extra)
+                candidates = Candidates.of(rooms, replay_ids=frozenset(r.room_id for r in extra))
+        ctx.candidates = candidates.fresh_copy()
+
+
+class Hydrate:
+    """Hydrate: live statistics of every candidate and the viewer's recent rooms."""
+
+    name = "hydrate"
+
+    def __init__(self, stats: RoomStatsCache, live_stats: LiveStatsSource | None) -> None:
+        self.stats = stats
+        self.live_stats = live_stats
+
+    async def apply(self, ctx: FeedContext) -> None:
+        c = ctx.candidates
+        arrays = self.stats.aligned(c.room_ids)
+        c.viewers_now = arrays["viewers_now"]
+        c.enters_15m = arrays["enters_15m"]
+        c.enters_1h = arrays["enters_1h"]
+        c.impressions_1h = arrays["impressions_1h"]
+        c.orders_1h = arrays["orders_1h"]
+        if self.live_stats is None or "redis" in ctx.degraded_reasons:
+            return
+        try:
+            visits = await self.live_stats.viewer_recent(ctx.viewer_id, limit=50)
+        except Exception as exc:
+            if not _is_outage(exc):
+                raise
+            ctx.degrade("viewer_recent")
+            return
+        ctx.recent = [
+            v if isinstance(v, RecentVisit) else RecentVisit(
+                room_id=v.room_id,
+                merchant_id=v.merchant_id,
+                dwell_ms=int(v.dwell_ms),
+                ts=int(v.ts),
+                swiped_away=bool(v.swiped_away),
+            )
+            for v in visits
+        ]
+
+
+class Score:
+    """Score: the current LightFM model's score of every candidate for this viewer (none → popularity)."""
+
+    name = "score"
+
+    def __init__(self, model_watcher: Any | None) -> None:
+        self.model_watcher = model_watcher
+
+    async def apply(self, ctx: FeedContext) -> None:
+        scorer = getattr(self.model_watcher, "scorer", None)
+        c = ctx.candidates
+        if scorer is None or len(c) == 0:
+            ctx.model_version = "popularity"
+            return
+        try:
+            scores = np.asarray(scorer.score(ctx.viewer_id, c.rooms), dtype=np.float32)
+        except Exception:
+            log.exception("the scorer failed; ranking this request by popularity")
+            ctx.model_version = "popularity"
+            ctx.degrade("model")
+            return
+        c.model_score = np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
+        ctx.model_version = str(getattr(scorer, "model_version", "unknown"))
+
+
+def _scaled(values: np.ndarray) -> np.ndarray:
+    """Values mapped to [0, 1] by their maximum (all zeros stay zeros)."""
+    top = float(values.max()) if len(values) else 0.0
+    return values / top if top > 0 else np.zeros_like(values)
+
+
+def session_penalty(c: Candidates, recent: Sequence[RecentVisit], now: float, window_s: int, dwell_ms: int) -> np.ndarray:
+    """1 for rooms of merchants the viewer just swiped away from, 0.5 for rooms of the same category."""
+    penalty = np.zeros(len(c), dtype=np.float32)
+    horizon_ms = (now - window_s) * 1000
+    swiped = [v for v in recent if v.ts >= horizon_ms and (v.swiped_away or v.dwell_ms < dwell_ms)]
+    if not swiped:
+        return penalty
+    categories = set()
+    for visit in swiped:
+        index = c.index_of.get(visit.room_id)
+        if index is not None:
+            categories.add(int(c.category_codes[index]))
+        else:
+            rooms = c.rooms_of_merchant.get(visit.merchant_id)
+            if rooms is not None and len(rooms):
+                categories.add(int(c.category_codes[rooms[0]]))
+    if categories:
+        penalty[np.isin(c.category_codes, np.fromiter(categories, dtype=np.int32))] = 0.5
+    for visit in swiped:
+        rooms = c.rooms_of_merchant.get(visit.merchant_id)
+        if rooms is not None:
+            penalty[rooms] = 1.0
+    return penalty
+
+
+class Blend:
+    """Blend: operator weights over model score, popularity, conversion, freshness, minus the in-session term."""
+
+    name = "blend"
+
+    async def apply(self, ctx: FeedContext) -> None:
+        c, cfg = ctx.candidates, ctx.config
+        if len(c) == 0:
+            return
+        model = c.model_score
+        if ctx.model_version != "popularity" and float(model.std()) > 0:
+            z = (model - model.mean()) / model.std()
+            model_term = 1.0 / (1.0 + np.exp(-z))
+        else:
+            model_term = np.zeros(len(c), dtype=np.float32)
+        popularity = _scaled(np.log1p(c.viewers_now + c.enters_15m))
+        conversion = _scaled((c.orders_1h + 0.1) / (c.enters_1h + 10.0))
+        age = np.maximum(ctx.now - c.started_at, 0.0)
+        freshness = np.power(0.5, age / cfg.freshness_half_life_s)
+        penalty = session_penalty(c, ctx.recent, ctx.now, cfg.swipe_away_window_s, cfg.swipe_away_dwell_ms)
+        c.score = (
+            cfg.w_model * model_term
+            + cfg.w_popularity * popularity
+            + cfg.w_conversion * conversion
+            + cfg.w_freshness * freshness
+            - cfg.w_session * penalty
+        ).astype(np.float32)
+        # Replays rank below every live room: they only fill a feed that is short of live rooms.
+        c.score[c.is_replay] -= 100.0
+
+
+class Filters:
+    """Filters: drop rooms served in this session, ended, swiped away within the window, or blocked."""
+
+    name = "filters"
+
+    async def apply(self, ctx: FeedContext) -> None:
+        c, cfg = ctx.candidates, ctx.config
+        index_of = c.index_of
+        for room_id in ctx.served:
+            i = index_of.get(room_id)
+            if i is not None:
+                c.keep[i] = False
+        horizon_ms = (ctx.now - cfg.swipe_away_window_s) * 1000
+        for visit in ctx.recent:
+            if visit.ts >= horizon_ms and (visit.swiped_away or visit.dwell_ms < cfg.swipe_away_dwell_ms):
+                i = index_of.get(visit.room_id)
+                if i is not None:
+                    c.keep[i] = False
+        for merchant_id in ctx.blocked_merchants:
+            rooms = c.rooms_of_merchant.get(merchant_id)
+            if rooms is not None:
+                c.keep[rooms] = False
+        # A room that ended since the snapshot was built is not live; replays are candidates by design.
+        for i in np.flatnonzero(c.keep & ~c.is_replay):
+            if c.rooms[i].status != "live":
+                c.keep[i] = False
+
+
+def arrange(order: Sequence[int], merchants: np.ndarray, categories: np.ndarray, max_run: int) -> list[int]:
+    """`order` rearranged so no more than `max_run` rooms in a row share a merchant or a category.
+
+    Greedy: take the best room that keeps both runs short; when none does, the best one anyway
+    (a page of one category beats a short page).
+    """
+    pending = list(order)
+    placed: list[int] = []
+    while pending:
+        pick = 0
+        if len(placed) >= max_run:
+            tail = placed[-max_run:]
+            m_run = merchants[tail[0]] if all(merchants[t] == merchants[tail[0]] for t in tail) else None
+            c_run = categories[tail[0]] if all(categories[t] == categories[tail[0]] for t in tail) else None
+            if m_run is not None or c_run is not None:
+                for j, candidate in enumerate(pending):
+                    if merchants[candidate] != m_run and categories[candidate] != c_run:
+                        pick = j
+                        break
+        placed.append(pending.pop(pick))
+    return placed
+
+
+class Diversity:
+    """Diversity: the best kept rooms, in score order, with no more than M of one category or merchant in a row."""
+
+    name = "diversity"
+
+    async def apply(self, ctx: FeedContext) -> None:
+        c = ctx.candidates
+        kept = np.flatnonzero(c.keep)
+        if len(kept) == 0:
+            ctx.order = []
+            return
+        want = min(len(kept), max(4 * ctx.count, ctx.count + 50))
+        scores = c.score[kept]
+        top = np.argpartition(-scores, want - 1)[:want] if want < len(kept) else np.arange(len(kept))
+        best = kept[top[np.argsort(-scores[top], kind="stable")]]
+        ctx.order = arrange(best.tolist(), c.merchant_codes, c.category_codes, ctx.config.diversity_max_run)
+
+
+class Exploration:
+    """Exploration: a share ε of the page's slots goes to new or little-seen rooms, drawn at random."""
+
+    name = "exploration"
+
+    async def apply(self, ctx: FeedContext) -> None:
+        c, cfg = ctx.candidates, ctx.config
+        expected = cfg.exploration_share * ctx.count
+        slots = int(math.floor(expected)) + int(ctx.rng.random() < expected - math.floor(expected))
+        if slots == 0 or len(c) == 0:
+            return
+        on_page = set(ctx.order[: ctx.count])
+        little_seen = (c.impressions_1h <= cfg.exploration_max_impressions_1h) | (
+            ctx.now - c.started_at <= cfg.exploration_new_room_s
+        )
+        eligible = [int(i) for i in np.flatnonzero(c.keep & little_seen & ~c.is_replay) if int(i) not in on_page]
+        if not eligible:
+            return
+        picks = ctx.rng.choice(eligible, size=min(slots, len(eligible)), replace=False).tolist()
+        page = [i for i in ctx.order[: ctx.count] if i not in picks]
+        rest = ctx.order[ctx.count :]
+        for pick in picks:
+            page.insert(int(ctx.rng.integers(0, len(page) + 1)), int(pick))
+        ctx.explored = set(picks)
+        ctx.order = arrange(page, c.merchant_codes, c.category_codes, cfg.diversity_max_run) + [
+            i for i in rest if i not in ctx.explored
+        ]
+
+
+class Page:
+    """Page: the first `count` rooms of the order, as the response shows them."""
+
+    name = "page"
+
+    async def apply(self, ctx: FeedContext) -> None:
+        c = ctx.candidates
+        ctx.page = []
+        for offset, i in enumerate(ctx.order[: ctx.count]):
+            room = c.rooms[i]
+            replay = bool(c.is_replay[i])
+            ctx.page.append(
+                {
+                    "room_id": room.room_id,
+                    "merchant_id": room.merchant_id,
+                    "title": room.title,
+                    "category": room.category,
+                    "stream_url": room.replay_url if replay else room.stream_url,
+                    "viewers_now": int(c.viewers_now[i]),
+                    "boosted": bool(c.boosted[i]),
+                    "position": ctx.first_position + offset,
+                    "replay": replay,
+                    "explored": i in ctx.explored,
+                    "tags": list(room.tags),
+                    "price_band": room.price_band,
+                    "format": room.format,
+                    "started_at": room.started_at,
+                    "score": round(float(c.score[i]), 4),
+                }
+            )
