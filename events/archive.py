@@ -1,0 +1,149 @@
+"""The archive sink: viewer events → the `interactions` table in PostgreSQL, each event exactly once.
+
+A batch is COPYed into a per-connection temp table, then one statement claims the batch's ids in
+`event_ids` (ON CONFLICT DO NOTHING) and inserts into `interactions` only the rows whose id it just
+claimed. Concurrent consumers on the same ids serialise on the `event_ids` primary key, so a
+replay, a retry or a rebalance overlap never adds a second row. Day partitions are created ahead
+(today and the next days) and on demand for older events still within the 7-day ingest window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+log = logging.getLogger("roomfeed.events.archive")
+
+COLUMNS = (
+    "event_id", "type", "viewer_id", "session_id", "room_id", "merchant_id", "ts", "dwell_ms",
+    "amount", "payload", "device_id", "received_at",
+)
+# Everything else an event carries goes to `payload`; these travel only inside the worker.
+_NOT_PAYLOAD = {*COLUMNS, "v", "_topic", "_partition", "_offset"}
+DAYS_AHEAD = 2
+_PARTITION_LOCK = 72_000_200
+
+# payload travels as text: binary COPY has no jsonb encoder, and orjson has already encoded it.
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS interactions_staging (
+    event_id text, type text, viewer_id text, session_id text, room_id text, merchant_id text,
+    ts timestamptz, dwell_ms integer, amount numeric(14, 2), payload text, device_id text,
+    received_at timestamptz
+) ON COMMIT DELETE ROWS
+"""
+_CLAIM_AND_INSERT = """
+WITH fresh AS (
+    INSERT INTO event_ids (event_id, ts)
+    SELECT DISTINCT ON (event_id) event_id, ts FROM interactions_staging ORDER BY event_id
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+)
+INSERT INTO interactions (event_id, type, viewer_id, session_id, room_id, merchant_id, ts, dwell_ms,
+                          amount, payload, device_id, received_at)
+SELECT DISTINCT ON (s.event_id) s.event_id, s.type, s.viewer_id, s.session_id, s.room_id, s.merchant_id,
+       s.ts, s.dwell_ms, s.amount, s.payload::jsonb, s.device_id, s.received_at
+FROM interactions_staging s JOIN fresh f ON f.event_id = s.event_id
+ORDER BY s.event_id
+"""
+
+
+def _ms(value: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
+
+
+def to_row(event: dict[str, Any]) -> tuple[Any, ...]:
+    amount = event.get("amount")
+    dwell = event.get("dwell_ms")
+    return (
+        event["event_id"],
+        event["type"],
+        event["viewer_id"],
+        event["session_id"],
+        event["room_id"],
+        event.get("merchant_id"),
+        _ms(event["ts"]),
+        dwell if event["type"] == "leave" else None,
+        Decimal(str(amount)).quantize(Decimal("0.01")) if amount is not None else None,
+        orjson.dumps({k: v for k, v in event.items() if k not in _NOT_PAYLOAD}).decode(),
+        event.get("device_id"),
+        _ms(event.get("received_at") or event["ts"]),
+    )
+
+
+def partition_name(day: dt.date) -> str:
+    return f"interactions_{day:%Y%m%d}"
+
+
+class ArchiveSink:
+    """Sink `archive`: batched, idempotent writes of the interaction log."""
+
+    name = "archive"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._days: set[dt.date] = set()
+
+    async def prepare(self, today: dt.date | None = None) -> None:
+        """Create today's partition and the next DAYS_AHEAD ones."""
+        start = today or dt.datetime.now(dt.UTC).date()
+        await self.ensure_partitions({start + dt.timedelta(days=i) for i in range(DAYS_AHEAD + 1)})
+
+    async def ensure_partitions(self, days: set[dt.date]) -> None:
+        missing = sorted(days - self._days)
+        if not missing:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Several workers may meet the same new day at once; one creates it.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _PARTITION_LOCK)
+            for day in missing:
+                lower = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+                upper = lower + dt.timedelta(days=1)
+                # DDL takes no parameters; the name and bounds come from a date object, not input.
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF interactions "
+                    f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
+                )
+        self._days.update(missing)
+
+    async def write(self, batch: list[dict[str, Any]]) -> int:
+        """Archive a batch; returns how many events were new."""
+        if not batch:
+            return 0
+        rows = [to_row(e) for e in batch]
+        await self.ensure_partitions({row[6].date() for row in rows})
+        async with self.pool.acquire() as conn:
+            await conn.execute(_STAGING)
+            async with conn.transaction():
+                await conn.copy_records_to_table("interactions_staging", records=rows, columns=COLUMNS)
+                status = await conn.execute(_CLAIM_AND_INSERT)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def prune(self, keep_days: int = 8, today: dt.date | None = None) -> list[str]:
+        """Drop day partitions and forget event ids older than `keep_days` (past any replay of ingest)."""
+        cutoff = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=keep_days)
+        dropped = []
+        async with self.pool.acquire() as conn:
+            names = await conn.fetch(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'interactions'"
+            )
+            for record in names:
+                name = record["relname"]
+                try:
+                    day = dt.datetime.strptime(name.removeprefix("interactions_"), "%Y%m%d").date()
+                except ValueError:
+                    continue
+                if day < cutoff:
+                    await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+                    self._days.discard(day)
+                    dropped.append(name)
+            await conn.execute(
+                "DELETE FROM event_ids WHERE archived_at < $1",
+                dt.datetime.combine(cutoff, dt.time(), tzinfo=dt.UTC),
+            )
+        return dropped

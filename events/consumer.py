@@ -1,0 +1,201 @@
+"""Consumers: the Sink protocol and SinkRunner, one Kafka consumer group per sink.
+
+A SinkRunner polls a batch, checks each record (undecodable or malformed records go to the
+dead-letter topic with the error and are skipped), hands the rest to the sink, and commits the
+offsets only after the sink has written. A sink failure that looks transient (connection,
+timeout) is retried with backoff without committing; any other failure is narrowed down event by
+event, and the events that still fail are dead-lettered so the partition moves on.
+
+Records reach the sink as the event dict plus `_topic`, `_partition`, `_offset` (the realtime
+sink uses them to make replays no-ops; other sinks ignore them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Protocol
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from prometheus_client import Counter, Gauge
+
+from events.ingest import DEAD_LETTERS
+from events.schema import Rejection, validate_stored
+from roomfeed.kafka import make_consumer, make_producer
+from roomfeed.settings import Settings
+
+log = logging.getLogger("roomfeed.events.consumer")
+
+SINK_EVENTS = Counter("roomfeed_sink_events_total", "Records handled by sinks", ["sink", "outcome"])
+CONSUMER_LAG = Gauge(
+    "roomfeed_consumer_lag", "Records not yet committed by a consumer group", ["group", "topic", "partition"]
+)
+
+
+class Sink(Protocol):
+    name: str
+
+    async def write(self, batch: list[dict[str, Any]]) -> Any: ...
+
+
+def _transient(exc: BaseException) -> bool:
+    import asyncpg
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | RedisConnectionError
+        | RedisTimeout
+        | asyncpg.exceptions.ConnectionDoesNotExistError
+        | asyncpg.exceptions.CannotConnectNowError
+        | asyncpg.exceptions.TooManyConnectionsError
+        | asyncpg.exceptions.InterfaceError
+        | asyncpg.exceptions.InternalClientError
+        | asyncpg.exceptions.DeadlockDetectedError
+        | asyncpg.exceptions.SerializationError
+        | KafkaError,
+    )
+
+
+class SinkRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        topics: tuple[str, ...] = ("viewer-events",),
+        *,
+        group: str | None = None,
+        max_records: int = 2000,
+        consumer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.topics = topics
+        self.group = group or f"sink-{sink.name}"
+        self.max_records = max_records
+        self.consumer_options = consumer_options or {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.dead_letters: AIOKafkaProducer | None = None
+        self.processed = 0
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self.consumer = make_consumer(self.settings, self.group, *self.topics, **self.consumer_options)
+        self.dead_letters = make_producer(self.settings)
+        await self.consumer.start()
+        await self.dead_letters.start()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+        if self.dead_letters is not None:
+            with contextlib.suppress(Exception):
+                await self.dead_letters.stop()
+
+    async def run(self) -> None:
+        """Poll, write, commit until stop(); start() first."""
+        assert self.consumer is not None
+        while not self._stopping.is_set():
+            try:
+                polled = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
+            except KafkaError as exc:
+                log.warning("poll failed, retrying: %s", exc, extra={"fields": {"group": self.group}})
+                await asyncio.sleep(0.5)
+                continue
+            if polled:
+                await self.handle(polled)
+                self.refresh_lag(polled)
+
+    async def handle(self, polled: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        batch: list[dict[str, Any]] = []
+        for tp, records in polled.items():
+            for record in records:
+                event = await self._decode(tp, record)
+                if event is not None:
+                    batch.append(event)
+        if batch:
+            await self._write(batch)
+        await self._commit({tp: records[-1].offset + 1 for tp, records in polled.items() if records})
+
+    async def _decode(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> dict[str, Any] | None:
+        try:
+            raw = orjson.loads(record.value)
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            await self.dead_letter(tp, record.offset, record.key, record.value, f"not JSON: {exc}")
+            return None
+        checked = validate_stored(raw)
+        if isinstance(checked, Rejection):
+            await self.dead_letter(tp, record.offset, record.key, record.value, checked.message)
+            return None
+        checked["_topic"], checked["_partition"], checked["_offset"] = tp.topic, tp.partition, record.offset
+        return checked
+
+    async def _write(self, batch: list[dict[str, Any]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.sink.write(batch)
+                SINK_EVENTS.labels(self.sink.name, "written").inc(len(batch))
+                self.processed += len(batch)
+                return
+            except Exception as exc:
+                if _transient(exc):
+                    log.warning("sink %s unavailable, retrying: %s", self.sink.name, exc)
+                    if self._stopping.is_set():
+                        raise
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if len(batch) == 1:
+                    event = batch[0]
+                    value = orjson.dumps({k: v for k, v in event.items() if not k.startswith("_")})
+                    await self.dead_letter(
+                        TopicPartition(event["_topic"], event["_partition"]), event["_offset"],
+                        event["viewer_id"].encode(), value, f"{type(exc).__name__}: {exc}",
+                    )
+                    return
+                log.warning("sink %s refused a batch, narrowing down: %s", self.sink.name, exc)
+                for event in batch:
+                    await self._write([event])
+                return
+
+    async def dead_letter(
+        self, tp: TopicPartition, offset: int, key: bytes | None, value: bytes | None, error: str
+    ) -> None:
+        assert self.dead_letters is not None
+        text = (value or b"").decode("utf-8", errors="replace")
+        letter = {"error": error, "topic": tp.topic, "partition": tp.partition, "offset": offset, "value": text,
+                  "sink": self.sink.name}
+        await self.dead_letters.send_and_wait(
+            self.settings.topic(DEAD_LETTERS), orjson.dumps(letter), key=key
+        )
+        SINK_EVENTS.labels(self.sink.name, "dead_lettered").inc()
+        log.warning("dead-lettered %s[%s]@%s: %s", tp.topic, tp.partition, offset, error)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self.consumer is not None
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Partitions moved to another member; it re-reads from the last commit and the sink dedupes.
+            log.warning("commit failed (rebalance?): %s", exc)
+
+    def refresh_lag(self, polled: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        """Lag of the partitions just handled: high watermark minus the next offset (worker /metrics)."""
+        assert self.consumer is not None
+        for tp, records in polled.items():
+            high = self.consumer.highwater(tp)
+            if high is not None and records:
+                CONSUMER_LAG.labels(self.settings.group(self.group), tp.topic, str(tp.partition)).set(
+                    max(0, high - records[-1].offset - 1)
+                )

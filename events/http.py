@@ -1,0 +1,120 @@
+"""events over HTTP: `POST /v1/events` (viewer batches), and the domain's start-up wiring.
+
+start() builds Ingest (enriching through the rooms domain's RoomDirectory when that domain is
+present) and LiveStats on `state.ingest` / `state.live_stats`, makes sure the topics exist, and
+adds the consumer-lag refresher to `/metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from events.ingest import DEAD_LETTERS, VIEWER_EVENTS, Ingest, MerchantDirectory, UnknownRooms
+from events.lag import ConsumerLag
+from events.live_stats import LiveStats
+from roomfeed.auth import require
+from roomfeed.http import json, read_json
+from roomfeed.kafka import ensure_topics
+from roomfeed.resources import Resources
+
+log = logging.getLogger("roomfeed.events")
+
+
+async def post_events(request: Request) -> Response:
+    """Record a batch of up to 500 viewer events; 202 once Kafka has every accepted one.
+    ---
+    summary: Post viewer events
+    description: >
+      Each event is checked on its own; bad ones come back in `rejected` with their index and
+      reason, the rest are accepted. Every event's viewer_id must be the token's viewer
+      (`viewer_mismatch`). 503 with Retry-After when Kafka does not acknowledge in time: nothing
+      was accepted, retry with the same event ids (sinks dedupe by event_id).
+    requestBody:
+      content:
+        application/json:
+          schema: {type: array, maxItems: 500, items: {type: object}}
+    responses:
+      202: {description: "{accepted, rejected: [{index, error: {code, message, field}}]}"}
+      413: {description: more than 500 events}
+      422: {description: the body is not a list of events}
+      503: {description: Kafka unavailable; retry later}
+    """
+    principal = await require(request, "viewer")
+    body: Any = await read_json(request)
+    if isinstance(body, dict) and "events" in body:
+        body = body["events"]
+    assert principal.viewer_id is not None
+    result = await request.app.state.ingest.submit(body, principal.viewer_id)
+    return json(result.as_dict(), status=202)
+
+
+routes: list[BaseRoute] = [Route("/v1/events", post_events, methods=["POST"])]
+
+
+class _StartedProducer:
+    """The process's producer once Resources has started it (it retries in the background)."""
+
+    def __init__(self, resources: Resources, wait: float) -> None:
+        self.resources = resources
+        self.wait = wait
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+        if not self.resources.producer_ready.is_set() and not await self.resources.wait_for_kafka(self.wait):
+            raise KafkaConnectionError("the Kafka producer has not started")
+        return await self.resources.producer.send(topic, value, key=key)
+
+
+def _room_directory(state: Any, resources: Resources) -> MerchantDirectory:
+    directory = getattr(state, "room_directory", None)
+    if directory is not None:
+        return directory  # type: ignore[no-any-return]
+    try:
+        from rooms.directory import RoomDirectory  # type: ignore[import-not-found]
+    except ImportError:
+        log.warning("rooms.directory not available: events keep merchant_id null")
+        return UnknownRooms()
+    return RoomDirectory(resources.pool, resources.redis)  # type: ignore[no-any-return]
+
+
+async def _ensure_topics(resources: Resources) -> None:
+    settings = resources.settings
+    delay = 0.5
+    while True:
+        try:
+            await ensure_topics(settings, {VIEWER_EVENTS: settings.kafka_partitions, DEAD_LETTERS: 1})
+            return
+        except Exception as exc:
+            log.warning("cannot create the events topics yet: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def start(state: Any, resources: Resources) -> None:
+    state.ingest = Ingest(
+        _StartedProducer(resources, wait=2.0),
+        _room_directory(state, resources),
+        topic=resources.settings.topic(VIEWER_EVENTS),
+    )
+    state.live_stats = LiveStats(resources.redis)
+    state.events_topics_task = asyncio.create_task(_ensure_topics(resources))
+    state.consumer_lag = ConsumerLag(resources.settings)
+    state.metric_refreshers.append(state.consumer_lag.refresh)
+
+
+async def stop(state: Any) -> None:
+    task = getattr(state, "events_topics_task", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    lag = getattr(state, "consumer_lag", None)
+    if lag is not None:
+        await lag.close()

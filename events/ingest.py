@@ -1,0 +1,146 @@
+"""Ingest: a viewer's batch of events → validated, enriched with merchant_id, durably on Kafka.
+
+The answer lists what was accepted only after the broker acknowledged every accepted event
+(idempotent producer, acks=all), so an accepted event is never lost. When Kafka does not answer
+within `ack_timeout` the whole call fails with 503 and claims nothing; the client retries with the
+same event ids, which is safe because every sink dedupes by event_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from events.schema import MAX_BATCH, Event, Rejection, validate
+from roomfeed.errors import PayloadTooLarge, Unavailable, ValidationFailed
+
+log = logging.getLogger("roomfeed.events.ingest")
+
+VIEWER_EVENTS = "viewer-events"
+DEAD_LETTERS = "viewer-events.dlq"
+
+
+class MerchantDirectory(Protocol):
+    """Who owns a room (rooms.directory.RoomDirectory satisfies it); unknown rooms are left out."""
+
+    async def merchant_of(self, room_ids: Sequence[str]) -> dict[str, str]: ...
+
+
+class UnknownRooms:
+    """The directory used while no room directory is wired: every room is unknown (merchant_id null)."""
+
+    async def merchant_of(self, room_ids: Sequence[str]) -> dict[str, str]:
+        return {}
+
+
+class Producer(Protocol):
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]: ...
+
+
+@dataclass
+class IngestResult:
+    accepted: int
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "rejected": self.rejected}
+
+
+class Ingest:
+    def __init__(
+        self,
+        producer: Producer,
+        directory: MerchantDirectory,
+        *,
+        topic: str = VIEWER_EVENTS,
+        ack_timeout: float = 2.5,
+        directory_timeout: float = 0.5,
+    ) -> None:
+        self.producer = producer
+        self.directory = directory
+        self.topic = topic
+        self.ack_timeout = ack_timeout
+        self.directory_timeout = directory_timeout
+
+    async def submit(self, events: Any, viewer_id: str, now_ms: int | None = None) -> IngestResult:
+        """Validate, enrich and publish; raises ValidationFailed/PayloadTooLarge/Unavailable."""
+        if not isinstance(events, list):
+            raise ValidationFailed("the body must be a JSON array of events", fields={"body": "must be a list"})
+        if len(events) > MAX_BATCH:
+            raise PayloadTooLarge(
+                f"a batch holds at most {MAX_BATCH} events, got {len(events)}",
+                fields={"body": f"must have at most {MAX_BATCH} items"},
+            )
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        good: list[Event] = []
+        rejected: list[dict[str, Any]] = []
+        for index, raw in enumerate(events):
+            result = validate(raw, now)
+            if isinstance(result, Rejection):
+                rejected.append({"index": index, "error": result.as_dict()})
+            elif result["viewer_id"] != viewer_id:
+                rejected.append({
+                    "index": index,
+                    "error": Rejection(
+                        "viewer_mismatch", "viewer_id is not the viewer of this token", "viewer_id"
+                    ).as_dict(),
+                })
+            else:
+                good.append(result)
+        if good:
+            await self._enrich(good, now)
+            await self.publish(good)
+        return IngestResult(accepted=len(good), rejected=rejected)
+
+    async def _enrich(self, events: list[Event], now_ms: int) -> None:
+        room_ids = sorted({e["room_id"] for e in events})
+        try:
+            owners = await asyncio.wait_for(self.directory.merchant_of(room_ids), self.directory_timeout)
+        except Exception as exc:  # the event matters more than its enrichment
+            log.warning("room directory unavailable, events keep merchant_id null: %s", exc)
+            owners = {}
+        for event in events:
+            event["merchant_id"] = owners.get(event["room_id"])
+            event["received_at"] = now_ms
+
+    async def publish(self, events: list[Event]) -> None:
+        """Send every event (key = viewer_id) and wait for all acks, or raise Unavailable."""
+        producer = self.producer
+
+        async def send_all() -> None:
+            pending: list[Awaitable[Any]] = []
+            for event in events:
+                pending.append(
+                    await producer.send(self.topic, orjson.dumps(event), key=event["viewer_id"].encode())
+                )
+            await asyncio.gather(*pending)
+
+        task = asyncio.ensure_future(send_all())
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.ack_timeout)
+        except TimeoutError:
+            # Late acks are harmless: the client retries the same ids and sinks dedupe.
+            task.add_done_callback(_swallow)
+            raise _kafka_unavailable("Kafka did not acknowledge in time") from None
+        except Exception as exc:
+            log.warning("kafka send failed: %s", exc)
+            raise _kafka_unavailable("Kafka refused the events") from exc
+
+
+def _swallow(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _kafka_unavailable(message: str) -> Unavailable:
+    return Unavailable(
+        message + "; nothing in this batch was accepted, retry with the same event ids",
+        headers={"Retry-After": "2"},
+        code="kafka_unavailable",
+    )

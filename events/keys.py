@@ -1,0 +1,48 @@
+"""The Redis keys events owns (`rf:ev:*`) and the bucket arithmetic its writer and reader share.
+
+Sliding windows are sums of fixed buckets, each key expiring on its own once no window can read it:
+  10-second counters  rf:ev:r:{room}:s:{t10}   enters, for the 1-minute window (6 buckets)
+  minute counters     rf:ev:r:{room}:m:{min}   enters, for the 15-minute window (15 buckets)
+  5-minute hashes     rf:ev:r:{room}:b:{b5}    every per-room count, for the 1-hour window (12 buckets)
+  5-minute HLLs       rf:ev:r:{room}:uv:{b5}   unique visitors (viewers who entered), 1 hour
+  viewers now         rf:ev:r:{room}:now       sorted set viewer → last seen (ms); 60 s without a sign → gone
+  recent visits       rf:ev:v:{viewer}:recent  list of the viewer's last visits (leave events), newest first
+  platform totals     room "*" in the same layout (rf:ev:r:*:b:{b5} ...)
+  dedup               rf:ev:seen:{event_id}    event ids already applied (2 h)
+  watermarks          rf:ev:wm:{topic}:{part}  highest Kafka offset applied per partition
+A window ending now covers whole buckets, so it spans between (window - bucket) and window.
+"""
+
+from __future__ import annotations
+
+PLATFORM = "*"
+TEN_S_MS = 10_000
+MINUTE_MS = 60_000
+FIVE_MIN_MS = 300_000
+PRESENCE_MS = 60_000
+
+# Field order of the 5-minute hash, as the reader returns it.
+HOUR_FIELDS = (
+    "impression", "enter", "leave", "swipe_away", "dwell_ms", "like", "comment", "follow", "share",
+    "cart", "order", "gmv", "deal_claim",
+)
+
+
+def room_prefix(room_id: str) -> str:
+    return f"rf:ev:r:{room_id}:"
+
+
+def recent_key(viewer_id: str) -> str:
+    return f"rf:ev:v:{viewer_id}:recent"
+
+
+def buckets(now_ms: int) -> tuple[list[int], list[int], list[int]]:
+    """Bucket numbers of the 1-minute, 15-minute and 1-hour windows ending at now_ms."""
+    t10 = now_ms // TEN_S_MS
+    minute = now_ms // MINUTE_MS
+    b5 = now_ms // FIVE_MIN_MS
+    return (
+        list(range(t10 - 5, t10 + 1)),
+        list(range(minute - 14, minute + 1)),
+        list(range(b5 - 11, b5 + 1)),
+    )

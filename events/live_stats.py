@@ -1,0 +1,171 @@
+"""LiveStats: what the feed, the console and the alliance read about rooms and viewers right now.
+
+Everything comes from the realtime sink's keys (events/keys.py) in one round trip: a read-only
+Lua script sums the buckets of every window server-side, so 200 rooms cost one call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from events.keys import HOUR_FIELDS, PLATFORM, PRESENCE_MS, buckets, recent_key
+from events.schema import SWIPE_AWAY_MS
+
+# KEYS: room prefixes. ARGV: now_ms, JSON [t10 list, minute list, b5 list], fields...
+_READ = """
+local now = tonumber(ARGV[1])
+local b = cjson.decode(ARGV[2])
+local fields = cjson.decode(ARGV[3])
+local out = {}
+for i = 1, #KEYS do
+  local p = KEYS[i]
+  local row = {}
+  row[1] = redis.call('ZCOUNT', p .. 'now', now - 60000, '+inf')
+  local e1, e15 = 0, 0
+  for _, t in ipairs(b[1]) do e1 = e1 + tonumber(redis.call('GET', p .. 's:' .. t) or '0') end
+  for _, m in ipairs(b[2]) do e15 = e15 + tonumber(redis.call('GET', p .. 'm:' .. m) or '0') end
+  row[2] = e1
+  row[3] = e15
+  local sums = {}
+  for j = 1, #fields do sums[j] = 0 end
+  local uv = {}
+  for _, x in ipairs(b[3]) do
+    local values = redis.call('HMGET', p .. 'b:' .. x, unpack(fields))
+    for j = 1, #fields do sums[j] = sums[j] + tonumber(values[j] or '0') end
+    uv[#uv + 1] = p .. 'uv:' .. x
+  end
+  for j = 1, #fields do row[3 + j] = tostring(sums[j]) end
+  row[#row + 1] = redis.call('PFCOUNT', unpack(uv))
+  out[i] = row
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class RoomStats:
+    viewers_now: int = 0
+    enters_1m: int = 0
+    enters_15m: int = 0
+    enters_1h: int = 0
+    impressions_1h: int = 0
+    leaves_1h: int = 0
+    swipe_aways_1h: int = 0
+    dwell_ms_1h: int = 0
+    likes_1h: int = 0
+    comments_1h: int = 0
+    follows_1h: int = 0
+    shares_1h: int = 0
+    carts_1h: int = 0
+    orders_1h: int = 0
+    deal_claims_1h: int = 0
+    gmv_1h: float = 0.0
+    unique_visitors_1h: int = 0
+
+    @property
+    def enter_rate(self) -> float:
+        """Enters per impression."""
+        return self.enters_1h / self.impressions_1h if self.impressions_1h else 0.0
+
+    @property
+    def swipe_away_rate(self) -> float:
+        """Share of visits that ended with less than 3 s of dwell."""
+        return self.swipe_aways_1h / self.leaves_1h if self.leaves_1h else 0.0
+
+    @property
+    def conversion_per_visit(self) -> float:
+        return self.orders_1h / self.enters_1h if self.enters_1h else 0.0
+
+    @property
+    def conversion_per_visitor(self) -> float:
+        return self.orders_1h / self.unique_visitors_1h if self.unique_visitors_1h else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(
+            enter_rate=self.enter_rate,
+            swipe_away_rate=self.swipe_away_rate,
+            conversion_per_visit=self.conversion_per_visit,
+            conversion_per_visitor=self.conversion_per_visitor,
+        )
+        return data
+
+
+@dataclass(frozen=True)
+class RecentVisit:
+    room_id: str
+    merchant_id: str | None
+    dwell_ms: int
+    ts: int
+
+    @property
+    def swiped_away(self) -> bool:
+        return self.dwell_ms < SWIPE_AWAY_MS
+
+
+_NAMES = {
+    "impression": "impressions_1h", "enter": "enters_1h", "leave": "leaves_1h",
+    "swipe_away": "swipe_aways_1h", "dwell_ms": "dwell_ms_1h", "like": "likes_1h",
+    "comment": "comments_1h", "follow": "follows_1h", "share": "shares_1h", "cart": "carts_1h",
+    "order": "orders_1h", "gmv": "gmv_1h", "deal_claim": "deal_claims_1h",
+}
+
+
+class LiveStats:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._read = redis.register_script(_READ)
+
+    async def rooms(self, room_ids: Sequence[str], now_ms: int | None = None) -> dict[str, RoomStats]:
+        """Stats of each room (zeros for a room nobody has touched in the last hour)."""
+        ids = list(dict.fromkeys(room_ids))
+        if not ids:
+            return {}
+        rows = await self._read_rooms(ids, now_ms)
+        return dict(zip(ids, rows, strict=True))
+
+    async def totals(self, now_ms: int | None = None) -> dict[str, Any]:
+        """Platform-wide figures over the same windows (for /v1/ops/metrics)."""
+        (stats,) = await self._read_rooms([PLATFORM], now_ms)
+        return stats.as_dict()
+
+    async def _read_rooms(self, ids: list[str], now_ms: int | None) -> list[RoomStats]:
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        window = orjson.dumps(buckets(now))
+        raw = await self._read(
+            keys=[f"rf:ev:r:{room}:" for room in ids],
+            args=[now, window, orjson.dumps(list(HOUR_FIELDS))],
+        )
+        assert PRESENCE_MS == 60_000  # the script's presence window
+        out = []
+        for row in raw:
+            values: dict[str, Any] = {"viewers_now": int(row[0]), "enters_1m": int(row[1]),
+                                      "enters_15m": int(row[2])}
+            for j, name in enumerate(HOUR_FIELDS):
+                number = float(row[3 + j])
+                values[_NAMES[name]] = number if name == "gmv" else int(number)
+            values["unique_visitors_1h"] = int(row[-1])
+            out.append(RoomStats(**values))
+        return out
+
+    async def viewer_recent(self, viewer_id: str, limit: int = 50) -> list[RecentVisit]:
+        """The viewer's last visits (one per leave event), newest first."""
+        raw = await self.redis.lrange(recent_key(viewer_id), 0, max(0, limit - 1))
+        visits = []
+        for item in raw:
+            data = orjson.loads(item)
+            visits.append(
+                RecentVisit(
+                    room_id=data["room_id"],
+                    merchant_id=data.get("merchant_id") or None,
+                    dwell_ms=int(data["dwell_ms"]),
+                    ts=int(data["ts"]),
+                )
+            )
+        return visits

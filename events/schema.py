@@ -1,0 +1,197 @@
+"""The event vocabulary (schema v1): what a viewer can do, and the check every event passes at ingest.
+
+An event is a plain dict (it travels as orjson on Kafka); `validate` returns the normalised dict
+(only known fields, `v` filled in) or a `Rejection` naming the first bad field. Checks are
+hand-written rather than built on `roomfeed.validation.Body`: ingest runs them tens of thousands
+of times a second, and one rejection per event is what the batch answer reports.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 1
+MAX_BATCH = 500
+MAX_AHEAD_MS = 5 * 60 * 1000
+MAX_AGE_MS = 7 * 24 * 3600 * 1000
+# A leave with less dwell than this is a swipe-away.
+SWIPE_AWAY_MS = 3000
+
+ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+Event = dict[str, Any]
+
+TYPES = (
+    "impression", "enter", "heartbeat", "leave", "like", "comment", "follow", "share",
+    "add_to_cart", "purchase", "deal_claim",
+)
+ENTER_SOURCES = ("feed", "code", "deeplink", "replay")
+COMMON_REQUIRED = ("event_id", "viewer_id", "session_id", "room_id")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why one event was refused: `code` is machine-readable, `field` names the culprit."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "field": self.field}
+
+
+def _invalid(field: str, reason: str) -> Rejection:
+    return Rejection("validation_failed", f"{field} {reason}", field)
+
+
+def _ident(raw: dict[str, Any], field: str, out: Event, required: bool = True) -> Rejection | None:
+    value = raw.get(field)
+    if value is None:
+        return _invalid(field, "is required") if required else None
+    if not isinstance(value, str) or not ID.match(value):
+        return _invalid(field, "must be 1 to 64 characters of [A-Za-z0-9_.:-]")
+    out[field] = value
+    return None
+
+
+def _int(raw: dict[str, Any], field: str, out: Event, required: bool, minimum: int = 0) -> Rejection | None:
+    value = raw.get(field)
+    if value is None:
+        return _invalid(field, "is required") if required else None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return _invalid(field, "must be an integer")
+    if value < minimum:
+        return _invalid(field, f"must be at least {minimum}")
+    if value > 2**53:
+        return _invalid(field, "is too large")
+    out[field] = value
+    return None
+
+
+def _text(raw: dict[str, Any], field: str, out: Event, max_len: int) -> Rejection | None:
+    value = raw.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return _invalid(field, "must be a string")
+    if len(value) > max_len:
+        return _invalid(field, f"must be at most {max_len} characters")
+    out[field] = value
+    return None
+
+
+def _type_fields(kind: str, raw: dict[str, Any], out: Event) -> Rejection | None:
+    if kind == "impression":
+        if (error := _int(raw, "position", out, required=False)) is not None:
+            return error
+        boosted = raw.get("boosted")
+        if boosted is not None:
+            if not isinstance(boosted, bool):
+                return _invalid("boosted", "must be true or false")
+            out["boosted"] = boosted
+        for name in ("variant", "model_version"):
+            if (error := _text(raw, name, out, 64)) is not None:
+                return error
+        config_version = raw.get("config_version")
+        if config_version is not None:
+            if isinstance(config_version, bool) or not isinstance(config_version, (int, str)):
+                return _invalid("config_version", "must be an integer or a string")
+            out["config_version"] = config_version
+    elif kind == "enter":
+        source = raw.get("source")
+        if source is not None:
+            if source not in ENTER_SOURCES:
+                return _invalid("source", "must be one of: " + ", ".join(ENTER_SOURCES))
+            out["source"] = source
+    elif kind == "leave":
+        if (error := _int(raw, "dwell_ms", out, required=True)) is not None:
+            return error
+    elif kind == "comment":
+        if (error := _text(raw, "text", out, 500)) is not None:
+            return error
+    elif kind == "add_to_cart":
+        if (error := _ident(raw, "product_id", out)) is not None:
+            return error
+    elif kind == "purchase":
+        for name in ("order_id", "product_id"):
+            if (error := _ident(raw, name, out)) is not None:
+                return error
+        amount = raw.get("amount")
+        if amount is None:
+            return _invalid("amount", "is required")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount != amount:
+            return _invalid("amount", "must be a number")
+        if not 0 < amount < 1e12:
+            return _invalid("amount", "must be greater than 0")
+        out["amount"] = amount
+        currency = raw.get("currency")
+        if currency is None:
+            return _invalid("currency", "is required")
+        if not isinstance(currency, str) or not CURRENCY.match(currency):
+            return _invalid("currency", "must be 3 upper-case letters (ISO 4217)")
+        out["currency"] = currency
+    elif kind == "deal_claim":
+        return _ident(raw, "deal_id", out)
+    return None
+
+
+def validate(raw: Any, now_ms: int | None, *, check_time: bool = True) -> Event | Rejection:
+    """The normalised event, or why it is refused.
+
+    `check_time=False` is for consumers re-checking what is already on the topic: an event
+    accepted a week ago is still well-formed today.
+    """
+    if not isinstance(raw, dict):
+        return Rejection("validation_failed", "an event must be a JSON object", None)
+    out: Event = {}
+    version = raw.get("v", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        return _invalid("v", f"must be {SCHEMA_VERSION} (the only schema version)")
+    kind = raw.get("type")
+    if kind is None:
+        return _invalid("type", "is required")
+    if kind not in TYPES:
+        return _invalid("type", "must be one of: " + ", ".join(TYPES))
+    for name in COMMON_REQUIRED:
+        if (error := _ident(raw, name, out)) is not None:
+            return error
+    out["type"] = kind
+    out["v"] = SCHEMA_VERSION
+    ts = raw.get("ts")
+    if ts is None:
+        return _invalid("ts", "is required")
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        return _invalid("ts", "must be an integer (epoch milliseconds)")
+    if check_time and now_ms is not None:
+        if ts > now_ms + MAX_AHEAD_MS:
+            return _invalid("ts", "is more than 5 minutes in the future")
+        if ts < now_ms - MAX_AGE_MS:
+            return _invalid("ts", "is more than 7 days old")
+    elif ts < 0:
+        return _invalid("ts", "must be at least 0")
+    out["ts"] = ts
+    if (error := _ident(raw, "device_id", out, required=False)) is not None:
+        return error
+    if (error := _type_fields(kind, raw, out)) is not None:
+        return error
+    return out
+
+
+def validate_stored(raw: Any) -> Event | Rejection:
+    """Check an event read back from the topic: shape as at ingest, plus what ingest added."""
+    result = validate(raw, None, check_time=False)
+    if isinstance(result, Rejection):
+        return result
+    merchant_id = raw.get("merchant_id")
+    if merchant_id is not None and not (isinstance(merchant_id, str) and ID.match(merchant_id)):
+        return _invalid("merchant_id", "must be an id or null")
+    result["merchant_id"] = merchant_id
+    received_at = raw.get("received_at")
+    if received_at is not None and (isinstance(received_at, bool) or not isinstance(received_at, int)):
+        return _invalid("received_at", "must be an integer (epoch milliseconds)")
+    result["received_at"] = received_at if received_at is not None else result["ts"]
+    return result

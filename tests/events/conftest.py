@@ -1,0 +1,124 @@
+"""Fixtures of the events tests: a migrated database, the app, viewer tokens, Redis/PG clients, and a
+running in-process worker (realtime + archive SinkRunners) on the session's topics.
+
+`app_client` and `viewer_token` stand in for the root conftest's fixtures of the same names until
+those land there (then delete them here; the tests do not change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from events.archive import ArchiveSink
+from events.consumer import SinkRunner
+from events.realtime import RealtimeSink
+from roomfeed.auth import sign_viewer_token
+from roomfeed.db import create_pool, migrate
+from roomfeed.settings import Settings
+from tests.support import run_sync
+
+
+@pytest.fixture(scope="session")
+def migrated(settings: Settings) -> Settings:
+    run_sync(lambda: migrate(settings.database_url))
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def app_client(migrated: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    from roomfeed.app import create_app
+
+    app = create_app(migrated, access_log=False)
+    async with app.router.lifespan_context(app):
+        await app.state.resources.wait_for_kafka(30)
+        await app.state.events_topics_task
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture(scope="session")
+def viewer_token(settings: Settings) -> Callable[[str], str]:
+    return lambda viewer_id: sign_viewer_token(settings.viewer_token_secret, viewer_id)
+
+
+@pytest.fixture(scope="session")
+async def redis(migrated: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(migrated.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def pool(migrated: Settings) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(migrated, min_size=1)
+    yield p
+    await p.close()
+
+
+@contextlib.asynccontextmanager
+async def running(runners: list[SinkRunner]) -> AsyncIterator[list[SinkRunner]]:
+    tasks = []
+    for runner in runners:
+        await runner.start()
+        tasks.append(asyncio.create_task(runner.run()))
+    try:
+        yield runners
+    finally:
+        for runner in runners:
+            await runner.stop()
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+@pytest.fixture(scope="session")
+async def worker(app_client: httpx.AsyncClient, migrated: Settings, redis: Redis,
+                 pool: asyncpg.Pool) -> AsyncIterator[list[SinkRunner]]:
+    """The realtime and archive sinks consuming the session's viewer-events topic."""
+    archive = ArchiveSink(pool)
+    await archive.prepare()
+    runners = [SinkRunner(migrated, RealtimeSink(redis)), SinkRunner(migrated, archive)]
+    async with running(runners):
+        yield runners
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
+    """Poll `check` until it returns something truthy; fail with its last answer."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not reached in {timeout}s; last answer: {last!r}")
+
+
+def tag() -> str:
+    return secrets.token_hex(4)
+
+
+def make_event(kind: str, viewer: str, room: str, *, event_id: str | None = None, ts: int | None = None,
+               **extra: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id or f"ev_{secrets.token_hex(8)}",
+        "type": kind,
+        "viewer_id": viewer,
+        "session_id": f"ses_{viewer}",
+        "room_id": room,
+        "ts": ts if ts is not None else int(time.time() * 1000),
+        **extra,
+    }
