@@ -1,0 +1,1 @@
+"""rooms: merchants, stores and staff, rooms and their lifecycle, products, flash deals, consults, the live-room index."""

@@ -1,0 +1,243 @@
+"""Merchants and what they own off-air: stores, staff and the product catalogue.
+
+Owns `MerchantCatalog(pool)`: the writes and reads behind the merchant routes, and the contract
+other domains use: `merchant_features()` (feature tokens for training), `exists(merchant_id)`,
+`store_and_staff(merchant_id, store_id, staff_id)`. Every read and write of a merchant's object is
+scoped by its merchant_id: another merchant's object is simply "not found".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+
+from roomfeed.errors import NotFound, ValidationFailed
+from roomfeed.ids import new_id
+
+
+def _ts(value: Any) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def merchant_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "merchant_id": row["merchant_id"],
+        "name": row["name"],
+        "category": row["category"],
+        "description": row["description"],
+        "created_at": _ts(row["created_at"]),
+    }
+
+
+def store_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "store_id": row["store_id"],
+        "name": row["name"],
+        "city": row["city"],
+        "address": row["address"],
+        "created_at": _ts(row["created_at"]),
+    }
+
+
+def staff_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "staff_id": row["staff_id"],
+        "store_id": row["store_id"],
+        "name": row["name"],
+        "role": row["role"],
+        "created_at": _ts(row["created_at"]),
+    }
+
+
+def product_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "product_id": row["product_id"],
+        "title": row["title"],
+        "price": float(row["price"]),
+        "currency": row["currency"],
+        "category": row["category"],
+        "created_at": _ts(row["created_at"]),
+    }
+
+
+class MerchantCatalog:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # --- merchants (operators create them) -----------------------------------------------------
+
+    async def create_merchant(self, name: str, category: str | None, description: str = "") -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            "INSERT INTO merchants (merchant_id, name, category, description) VALUES ($1, $2, $3, $4) "
+            "RETURNING *",
+            new_id("mer"),
+            name,
+            category,
+            description,
+        )
+        return merchant_json(row)
+
+    async def list_merchants(self, limit: int = 100, after: str | None = None) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM merchants WHERE ($1::text IS NULL OR merchant_id > $1) ORDER BY merchant_id LIMIT $2",
+            after,
+            limit,
+        )
+        return [merchant_json(r) for r in rows]
+
+    async def get_merchant(self, merchant_id: str) -> dict[str, Any]:
+        row = await self.pool.fetchrow("SELECT * FROM merchants WHERE merchant_id = $1", merchant_id)
+        if row is None:
+            raise NotFound("no such merchant")
+        return merchant_json(row)
+
+    async def exists(self, merchant_id: str) -> bool:
+        return bool(
+            await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM merchants WHERE merchant_id = $1)", merchant_id
+            )
+        )
+
+    # --- stores and staff ----------------------------------------------------------------------
+
+    async def create_store(
+        self, merchant_id: str, name: str, city: str | None, address: str | None
+    ) -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            "INSERT INTO stores (store_id, merchant_id, name, city, address) VALUES ($1, $2, $3, $4, $5) "
+            "RETURNING *",
+            new_id("sto"),
+            merchant_id,
+            name,
+            city,
+            address,
+        )
+        return store_json(row)
+
+    async def list_stores(self, merchant_id: str) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM stores WHERE merchant_id = $1 ORDER BY created_at, store_id", merchant_id
+        )
+        return [store_json(r) for r in rows]
+
+    async def add_staff(self, merchant_id: str, store_id: str, name: str, role: str | None) -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            """
+            INSERT INTO staff (staff_id, store_id, merchant_id, name, role)
+            SELECT $1, store_id, merchant_id, $4, $5 FROM stores WHERE store_id = $2 AND merchant_id = $3
+            RETURNING *
+            """,
+            new_id("stf"),
+            store_id,
+            merchant_id,
+            name,
+            role,
+        )
+        if row is None:
+            raise NotFound("no such store")
+        return staff_json(row)
+
+    async def list_staff(self, merchant_id: str, store_id: str) -> list[dict[str, Any]]:
+        async with self.pool.acquire() as conn:
+            if not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM stores WHERE store_id = $1 AND merchant_id = $2)",
+                store_id,
+                merchant_id,
+            ):
+                raise NotFound("no such store")
+            rows = await conn.fetch(
+                "SELECT * FROM staff WHERE store_id = $1 AND merchant_id = $2 ORDER BY created_at, staff_id",
+                store_id,
+                merchant_id,
+            )
+        return [staff_json(r) for r in rows]
+
+    async def store_and_staff(self, merchant_id: str, store_id: str | None, staff_id: str | None) -> bool:
+        """Do this store and this staff member (either may be None) belong to this merchant?"""
+        if store_id is None and staff_id is None:
+            return await self.exists(merchant_id)
+        return bool(
+            await self.pool.fetchval(
+                """
+                SELECT ($2::text IS NULL OR EXISTS (SELECT 1 FROM stores WHERE store_id = $2 AND merchant_id = $1))
+                   AND ($3::text IS NULL OR EXISTS (
+                        SELECT 1 FROM staff WHERE staff_id = $3 AND merchant_id = $1
+                           AND ($2::text IS NULL OR store_id = $2)))
+                """,
+                merchant_id,
+                store_id,
+                staff_id,
+            )
+        )
+
+    # --- products ------------------------------------------------------------------------------
+
+    async def create_product(
+        self, merchant_id: str, title: str, price: float, currency: str, category: str | None
+    ) -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            "INSERT INTO products (product_id, merchant_id, title, price, currency, category) "
+            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            new_id("prd"),
+            merchant_id,
+            title,
+            price,
+            currency,
+            category,
+        )
+        return product_json(row)
+
+    async def list_products(self, merchant_id: str) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM products WHERE merchant_id = $1 ORDER BY created_at, product_id", merchant_id
+        )
+        return [product_json(r) for r in rows]
+
+    async def own_products(self, merchant_id: str, product_ids: list[str]) -> set[str]:
+        rows = await self.pool.fetch(
+            "SELECT product_id FROM products WHERE merchant_id = $1 AND product_id = ANY($2::text[])",
+            merchant_id,
+            product_ids,
+        )
+        return {r["product_id"] for r in rows}
+
+    # --- features for ranking ------------------------------------------------------------------
+
+    async def merchant_features(self) -> dict[str, list[str]]:
+        """merchant_id → feature tokens from its profile and its rooms (most used values first)."""
+        rows = await self.pool.fetch(
+            """
+            SELECT m.merchant_id, m.category AS merchant_category,
+                   array_agg(DISTINCT r.category) FILTER (WHERE r.category IS NOT NULL) AS categories,
+                   array_agg(DISTINCT r.price_band) FILTER (WHERE r.price_band IS NOT NULL) AS bands,
+                   array_agg(DISTINCT r.format) FILTER (WHERE r.format IS NOT NULL) AS formats,
+                   array_agg(DISTINCT r.host) FILTER (WHERE r.host <> '') AS hosts,
+                   (SELECT array_agg(DISTINCT t) FROM rooms r2, unnest(r2.tags) t
+                     WHERE r2.merchant_id = m.merchant_id) AS tags
+              FROM merchants m LEFT JOIN rooms r ON r.merchant_id = m.merchant_id
+             GROUP BY m.merchant_id, m.category
+            """
+        )
+        features: dict[str, list[str]] = {}
+        for r in rows:
+            categories = set(r["categories"] or ())
+            if r["merchant_category"]:
+                categories.add(r["merchant_category"])
+            tokens = [f"category:{c}" for c in sorted(categories)]
+            tokens += [f"price:{b}" for b in sorted(r["bands"] or ())]
+            tokens += [f"tag:{t}" for t in sorted(r["tags"] or ())]
+            tokens += [f"format:{f}" for f in sorted(r["formats"] or ())]
+            tokens += [f"host:{h}" for h in sorted(r["hosts"] or ())]
+            features[r["merchant_id"]] = tokens
+        return features
+
+
+def require_known(found: set[str], wanted: list[str], field: str) -> None:
+    missing = [p for p in wanted if p not in found]
+    if missing:
+        raise ValidationFailed(
+            "unknown product ids: " + ", ".join(missing[:10]),
+            fields={field: "unknown: " + ", ".join(missing[:10])},
+        )

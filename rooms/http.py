@@ -1,0 +1,657 @@
+"""HTTP routes of the rooms domain: merchants, stores, staff, products, rooms, deals, consults.
+
+Handlers parse, authorize, call the domain objects built in `start` and answer JSON. Merchant
+routes are scoped by the key's merchant_id (another merchant's object answers 404); the operator
+creates merchants; viewers claim deals and book consults with their viewer token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.datastructures import State
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from roomfeed.auth import create_key, require
+from roomfeed.errors import InvalidJson, NotFound, ValidationFailed
+from roomfeed.http import json, query_int, read_json
+from roomfeed.kafka import ensure_topics
+from roomfeed.resources import Resources
+from roomfeed.validation import ID_PATTERN, Body
+from rooms.catalog import MerchantCatalog
+from rooms.consults import ConsultBook
+from rooms.deals import DealBook, claim_json
+from rooms.directory import RoomDirectory
+from rooms.lifecycle import RoomBook
+from rooms.live_index import LiveIndex
+from rooms.outbox import LIFECYCLE_TOPIC, VIEWER_EVENTS_TOPIC, KafkaPublisher, RoomRelay
+
+log = logging.getLogger("roomfeed.rooms")
+
+PRICE_BANDS = ("low", "mid", "high", "luxury")
+FORMATS = ("one_to_many", "one_to_one")
+STATUSES = ("scheduled", "live", "ended")
+URL = re.compile(r"^(https?|rtmps?)://[^\s]{1,490}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Timestamps are epoch seconds; anything outside these years is a unit mistake (ms, or 0).
+EPOCH_MIN, EPOCH_MAX = 1_500_000_000, 4_000_000_000
+
+
+@dataclass
+class Rooms:
+    """The domain objects one API process holds (on `app.state.rooms`)."""
+
+    catalog: MerchantCatalog
+    rooms: RoomBook
+    deals: DealBook
+    consults: ConsultBook
+    live_index: LiveIndex
+    directory: RoomDirectory
+    relay: RoomRelay
+
+
+def _domain(request: Request) -> Rooms:
+    domain: Rooms = request.app.state.rooms
+    return domain
+
+
+def _label(body: Body, field: str, *, required: bool = True, max_len: int = 40) -> str | None:
+    value = body.text(field, required=required, max_len=max_len)
+    return value.strip().lower() if isinstance(value, str) else None
+
+
+def _epoch(body: Body, field: str, *, required: bool = True) -> float | None:
+    value: float | None = body.number(field, required=required, minimum=EPOCH_MIN, maximum=EPOCH_MAX)
+    return value
+
+
+async def _optional_json(request: Request) -> Any:
+    """A body that may be absent (claims): {} when empty, else JSON, within a small limit."""
+    raw = await request.body()
+    if len(raw) > 10_000:
+        raise ValidationFailed("request body too large", fields={"body": "at most 10000 bytes"})
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(
+            f"request body is not valid JSON: {exc}", fields={"body": "is not valid JSON"}
+        ) from None
+
+
+def _path_id(request: Request, name: str) -> str:
+    value = str(request.path_params[name])
+    if not ID_PATTERN.match(value):
+        raise NotFound(f"no such {name.removesuffix('_id')}")
+    return value
+
+
+# --- operators: merchants -------------------------------------------------------------------
+
+
+async def create_merchant(request: Request) -> Response:
+    """Create a merchant and its first key (the key is shown once).
+    ---
+    tags: [merchants]
+    requestBody: {content: {application/json: {example: {name: "Glow Beauty", category: "beauty"}}}}
+    responses:
+      201: {description: "{merchant_id, key, merchant}"}
+    """
+    await require(request, "operator")
+    body = Body(await read_json(request))
+    name = body.text("name", max_len=120)
+    category = _label(body, "category", required=False)
+    description = body.text("description", required=False, max_len=2000, min_len=0, default="")
+    body.finish()
+    domain = _domain(request)
+    merchant = await domain.catalog.create_merchant(name, category, description or "")
+    _, key = await create_key(
+        request.app.state.resources.pool, "merchant", merchant["merchant_id"], label=name
+    )
+    return json({"merchant_id": merchant["merchant_id"], "key": key, "merchant": merchant}, status=201)
+
+
+async def list_merchants(request: Request) -> Response:
+    """Merchants, by id (operators). `?after=<merchant_id>&limit=N` pages.
+    ---
+    tags: [merchants]
+    responses:
+      200: {description: "{merchants: [...]}"}
+    """
+    await require(request, "operator")
+    limit = query_int(request, "limit", 100, 1, 1000)
+    after = request.query_params.get("after") or None
+    merchants = await _domain(request).catalog.list_merchants(limit, after)
+    return json(
+        {
+            "merchants": merchants,
+            "next_after": merchants[-1]["merchant_id"] if len(merchants) == limit else None,
+        }
+    )
+
+
+def _merchant_scope(principal_role: str, principal_merchant: str | None, merchant_id: str) -> None:
+    if principal_role == "merchant" and principal_merchant != merchant_id:
+        raise NotFound("no such merchant")
+
+
+# --- merchants: stores, staff, products -----------------------------------------------------
+
+
+async def create_store(request: Request) -> Response:
+    """Add an offline store.
+    ---
+    tags: [stores]
+    requestBody: {content: {application/json: {example: {name: "Jing'an flagship", city: "Shanghai"}}}}
+    responses:
+      201: {description: the store}
+    """
+    principal = await require(request, "merchant")
+    body = Body(await read_json(request))
+    name = body.text("name", max_len=120)
+    city = body.text("city", required=False, max_len=80)
+    address = body.text("address", required=False, max_len=300)
+    body.finish()
+    store = await _domain(request).catalog.create_store(principal.merchant_id or "", name, city, address)
+    return json(store, status=201)
+
+
+async def list_stores(request: Request) -> Response:
+    """The merchant's stores.
+    ---
+    tags: [stores]
+    responses:
+      200: {description: "{stores: [...]}"}
+    """
+    principal = await require(request, "merchant")
+    return json({"stores": await _domain(request).catalog.list_stores(principal.merchant_id or "")})
+
+
+async def add_staff(request: Request) -> Response:
+    """Add a staff member to one of the merchant's stores.
+    ---
+    tags: [stores]
+    requestBody: {content: {application/json: {example: {name: "Li Wei", role: "beauty advisor"}}}}
+    responses:
+      201: {description: the staff member}
+    """
+    principal = await require(request, "merchant")
+    store_id = _path_id(request, "store_id")
+    body = Body(await read_json(request))
+    name = body.text("name", max_len=120)
+    role = body.text("role", required=False, max_len=80)
+    body.finish()
+    staff = await _domain(request).catalog.add_staff(principal.merchant_id or "", store_id, name, role)
+    return json(staff, status=201)
+
+
+async def list_staff(request: Request) -> Response:
+    """Staff of one of the merchant's stores.
+    ---
+    tags: [stores]
+    responses:
+      200: {description: "{staff: [...]}"}
+    """
+    principal = await require(request, "merchant")
+    store_id = _path_id(request, "store_id")
+    return json({"staff": await _domain(request).catalog.list_staff(principal.merchant_id or "", store_id)})
+
+
+async def create_product(request: Request) -> Response:
+    """Add a product to the merchant's catalogue.
+    ---
+    tags: [products]
+    requestBody: {content: {application/json: {example: {title: "Vitamin C serum 30ml", price: 189.0, currency: "CNY"}}}}
+    responses:
+      201: {description: the product}
+    """
+    principal = await require(request, "merchant")
+    body = Body(await read_json(request))
+    title = body.text("title", max_len=200)
+    price = body.number("price", minimum=0, exclusive_minimum=True, maximum=10_000_000)
+    currency = body.text("currency", max_len=3, pattern=CURRENCY)
+    category = _label(body, "category", required=False)
+    body.finish()
+    product = await _domain(request).catalog.create_product(
+        principal.merchant_id or "", title, price, currency, category
+    )
+    return json(product, status=201)
+
+
+async def list_products(request: Request) -> Response:
+    """The merchant's catalogue.
+    ---
+    tags: [products]
+    responses:
+      200: {description: "{products: [...]}"}
+    """
+    principal = await require(request, "merchant")
+    return json({"products": await _domain(request).catalog.list_products(principal.merchant_id or "")})
+
+
+# --- rooms ----------------------------------------------------------------------------------
+
+
+async def create_room(request: Request) -> Response:
+    """Schedule a room (status `scheduled`).
+    ---
+    tags: [rooms]
+    requestBody:
+      content:
+        application/json:
+          example: {title: "Spring skincare live", category: "beauty", host: "host_anna",
+                    tags: ["skincare"], price_band: "mid", format: "one_to_many",
+                    scheduled_at: 1790000000, stream_url: "https://cdn.example/live/1.m3u8"}
+    responses:
+      201: {description: the room}
+    """
+    principal = await require(request, "merchant")
+    body = Body(await read_json(request))
+    title = body.text("title", max_len=120)
+    category = _label(body, "category")
+    host = body.text("host", required=False, max_len=64, default="")
+    tags = body.text_list("tags", required=False, max_items=20, max_len=40)
+    price_band = body.choice("price_band", PRICE_BANDS, required=False, default="mid")
+    room_format = body.choice("format", FORMATS, required=False, default="one_to_many")
+    scheduled_at = _epoch(body, "scheduled_at", required=False)
+    stream_url = body.text("stream_url", required=False, max_len=500, pattern=URL, default="")
+    body.finish()
+    room = await _domain(request).rooms.create(
+        principal.merchant_id or "",
+        title=title,
+        category=category or "",
+        host=host or "",
+        tags=[t.strip().lower() for t in tags or []],
+        price_band=price_band,
+        format=room_format,
+        scheduled_at=scheduled_at,
+        stream_url=stream_url or "",
+    )
+    return json(room, status=201)
+
+
+async def list_rooms(request: Request) -> Response:
+    """The merchant's own rooms, newest first; `?status=scheduled|live|ended`.
+    ---
+    tags: [rooms]
+    responses:
+      200: {description: "{rooms: [...]}"}
+    """
+    principal = await require(request, "merchant")
+    return json({"rooms": await _rooms_of(request, principal.merchant_id or "")})
+
+
+async def _rooms_of(request: Request, merchant_id: str) -> list[dict[str, Any]]:
+    status = request.query_params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ValidationFailed("unknown status", fields={"status": "must be one of: " + ", ".join(STATUSES)})
+    limit = query_int(request, "limit", 100, 1, 1000)
+    return await _domain(request).rooms.of_merchant(merchant_id, status, limit)
+
+
+async def merchant_rooms(request: Request) -> Response:
+    """A merchant's rooms (the merchant itself, or an operator).
+    ---
+    tags: [rooms]
+    responses:
+      200: {description: "{rooms: [...]}"}
+    """
+    principal = await require(request, "merchant", "operator")
+    merchant_id = _path_id(request, "merchant_id")
+    _merchant_scope(principal.role, principal.merchant_id, merchant_id)
+    if principal.role == "operator":
+        await _domain(request).catalog.get_merchant(merchant_id)
+    return json({"rooms": await _rooms_of(request, merchant_id)})
+
+
+async def get_room(request: Request) -> Response:
+    """One of the merchant's rooms, with its products and deals.
+    ---
+    tags: [rooms]
+    responses:
+      200: {description: the room}
+    """
+    principal = await require(request, "merchant")
+    room_id = _path_id(request, "room_id")
+    domain = _domain(request)
+    merchant_id = principal.merchant_id or ""
+    room = await domain.rooms.get(merchant_id, room_id)
+    room["products"] = await domain.rooms.products(merchant_id, room_id)
+    room["deals"] = await domain.deals.of_room(merchant_id, room_id)
+    return json(room)
+
+
+async def go_live(request: Request) -> Response:
+    """Start broadcasting: scheduled → live (409 `invalid_transition` from any other state).
+    ---
+    tags: [rooms]
+    responses:
+      200: {description: the room, now live}
+    """
+    principal = await require(request, "merchant")
+    room_id = _path_id(request, "room_id")
+    return json(await _domain(request).rooms.go_live(principal.merchant_id or "", room_id))
+
+
+async def end_room(request: Request) -> Response:
+    """Stop broadcasting: live → ended; an optional `replay_url` makes it a replay.
+    ---
+    tags: [rooms]
+    requestBody: {required: false, content: {application/json: {example: {replay_url: "https://cdn.example/vod/1.m3u8"}}}}
+    responses:
+      200: {description: the room, now ended}
+    """
+    principal = await require(request, "merchant")
+    room_id = _path_id(request, "room_id")
+    body = Body(await _optional_json(request))
+    replay_url = body.text("replay_url", required=False, max_len=500, pattern=URL)
+    body.finish()
+    return json(await _domain(request).rooms.end(principal.merchant_id or "", room_id, replay_url))
+
+
+async def set_replay(request: Request) -> Response:
+    """Attach a replay to an ended room.
+    ---
+    tags: [rooms]
+    requestBody: {content: {application/json: {example: {replay_url: "https://cdn.example/vod/1.m3u8"}}}}
+    responses:
+      200: {description: the room}
+    """
+    principal = await require(request, "merchant")
+    room_id = _path_id(request, "room_id")
+    body = Body(await read_json(request))
+    replay_url = body.text("replay_url", max_len=500, pattern=URL)
+    body.finish()
+    return json(await _domain(request).rooms.set_replay(principal.merchant_id or "", room_id, replay_url))
+
+
+async def add_room_products(request: Request) -> Response:
+    """Show catalogue products in a room.
+    ---
+    tags: [rooms]
+    requestBody: {content: {application/json: {example: {product_ids: ["prd_0123456789abcdef"]}}}}
+    responses:
+      200: {description: "{products: [...]}"}
+    """
+    principal = await require(request, "merchant")
+    room_id = _path_id(request, "room_id")
+    body = Body(await read_json(request))
+    product_ids = body.text_list("product_ids", max_items=100, max_len=64)
+    if product_ids is not None and not product_ids:
+        body.fail("product_ids", "must not be empty")
+    body.finish()
+    products = await _domain(request).rooms.add_products(principal.merchant_id or "", room_id, product_ids)
+    return json({"room_id": room_id, "products": products})
+
+
+# --- deals ----------------------------------------------------------------------------------
+
+
+async def create_deal(request: Request) -> Response:
+    """A flash deal in a room: a product at a price, a quantity, a time window, a per-viewer limit.
+    ---
+    tags: [deals]
+    requestBody:
+      content:
+        application/json:
+          example: {product_id: "prd_0123456789abcdef", price: 99.0, quantity: 100,
+                    per_viewer_limit: 1, ends_at: 1790000600}
+    responses:
+      201: {description: the deal}
+    """
+    principal = await require(request, "merchant")
+    room_id = _path_id(request, "room_id")
+    body = Body(await read_json(request))
+    product_id = body.ident("product_id")
+    price = body.number("price", minimum=0, exclusive_minimum=True, maximum=10_000_000)
+    currency = body.text("currency", required=False, max_len=3, pattern=CURRENCY)
+    quantity = body.integer("quantity", minimum=1, maximum=1_000_000)
+    per_viewer_limit = body.integer("per_viewer_limit", required=False, minimum=1, maximum=1000, default=1)
+    starts_at = _epoch(body, "starts_at", required=False)
+    ends_at = _epoch(body, "ends_at")
+    body.finish()
+    deal = await _domain(request).deals.create(
+        principal.merchant_id or "",
+        room_id,
+        product_id=product_id,
+        price=price,
+        currency=currency,
+        quantity=quantity,
+        per_viewer_limit=per_viewer_limit,
+        starts_at=starts_at,
+        ends_at=ends_at,
+    )
+    return json(deal, status=201)
+
+
+async def room_deals(request: Request) -> Response:
+    """A room's deals (the merchant's own room; viewers see any room's deals).
+    ---
+    tags: [deals]
+    responses:
+      200: {description: "{deals: [...]}"}
+    """
+    principal = await require(request, "merchant", "viewer")
+    room_id = _path_id(request, "room_id")
+    merchant_id = principal.merchant_id if principal.role == "merchant" else None
+    domain = _domain(request)
+    if merchant_id is not None:
+        await domain.rooms.get(merchant_id, room_id)
+    return json({"room_id": room_id, "deals": await domain.deals.of_room(merchant_id, room_id)})
+
+
+async def get_deal(request: Request) -> Response:
+    """One of the merchant's deals, with its remaining stock.
+    ---
+    tags: [deals]
+    responses:
+      200: {description: the deal}
+    """
+    principal = await require(request, "merchant")
+    return json(await _domain(request).deals.get(principal.merchant_id or "", _path_id(request, "deal_id")))
+
+
+async def claim_deal(request: Request) -> Response:
+    """A viewer claims units of a deal: 201, or 409 `sold_out` / `limit_reached` / `deal_ended`. Never oversold.
+    ---
+    tags: [deals]
+    requestBody: {required: false, content: {application/json: {example: {quantity: 1, session_id: "ses_0123456789abcdef"}}}}
+    responses:
+      201: {description: the claim}
+    """
+    principal = await require(request, "viewer")
+    deal_id = _path_id(request, "deal_id")
+    body = Body(await _optional_json(request))
+    quantity = body.integer("quantity", required=False, minimum=1, maximum=1000, default=1)
+    session_id = body.ident("session_id", required=False)
+    body.finish()
+    domain = _domain(request)
+    claim = await domain.deals.claim(
+        deal_id, principal.viewer_id or "", quantity=quantity, session_id=session_id
+    )
+    domain.relay.background(domain.relay.publish_claim(claim))
+    return json(claim_json(claim), status=201)
+
+
+# --- consults -------------------------------------------------------------------------------
+
+
+async def open_slot(request: Request) -> Response:
+    """Open a consult slot in a one_to_one room (capacity one).
+    ---
+    tags: [consults]
+    requestBody: {content: {application/json: {example: {starts_at: 1790000000, ends_at: 1790001800, staff_id: "stf_0123456789abcdef"}}}}
+    responses:
+      201: {description: the slot}
+    """
+    principal = await require(request, "merchant")
+    room_id = _path_id(request, "room_id")
+    body = Body(await read_json(request))
+    starts_at = _epoch(body, "starts_at")
+    ends_at = _epoch(body, "ends_at")
+    staff_id = body.ident("staff_id", required=False)
+    body.finish()
+    slot = await _domain(request).consults.open_slot(
+        principal.merchant_id or "", room_id, starts_at=starts_at, ends_at=ends_at, staff_id=staff_id
+    )
+    return json(slot, status=201)
+
+
+async def room_slots(request: Request) -> Response:
+    """A room's consult slots and whether each is free (viewers, or the room's merchant).
+    ---
+    tags: [consults]
+    responses:
+      200: {description: "{slots: [...]}"}
+    """
+    principal = await require(request, "merchant", "viewer")
+    room_id = _path_id(request, "room_id")
+    merchant_id = principal.merchant_id if principal.role == "merchant" else None
+    domain = _domain(request)
+    if merchant_id is not None:
+        await domain.rooms.get(merchant_id, room_id)
+    return json({"room_id": room_id, "slots": await domain.consults.slots(room_id, merchant_id)})
+
+
+async def book_slot(request: Request) -> Response:
+    """A viewer books a consult slot: 201, or 409 `slot_taken`.
+    ---
+    tags: [consults]
+    requestBody: {content: {application/json: {example: {slot_id: "slot_0123456789abcdef", note: "dry skin"}}}}
+    responses:
+      201: {description: the booking}
+    """
+    principal = await require(request, "viewer")
+    room_id = _path_id(request, "room_id")
+    body = Body(await read_json(request))
+    slot_id = body.ident("slot_id")
+    note = body.text("note", required=False, max_len=500, min_len=0, default="")
+    body.finish()
+    booking = await _domain(request).consults.book(principal.viewer_id or "", room_id, slot_id, note or "")
+    return json(booking, status=201)
+
+
+async def cancel_booking(request: Request) -> Response:
+    """Cancel a booking (the viewer who made it, or the merchant); the slot is free again.
+    ---
+    tags: [consults]
+    responses:
+      200: {description: the booking}
+    """
+    principal = await require(request, "viewer", "merchant")
+    booking_id = _path_id(request, "booking_id")
+    consults = _domain(request).consults
+    if principal.role == "viewer":
+        return json(await consults.cancel(booking_id, viewer_id=principal.viewer_id))
+    return json(await consults.cancel(booking_id, merchant_id=principal.merchant_id))
+
+
+async def mark_no_show(request: Request) -> Response:
+    """The merchant marks that the viewer did not come (once the slot has started).
+    ---
+    tags: [consults]
+    responses:
+      200: {description: the booking}
+    """
+    principal = await require(request, "merchant")
+    booking_id = _path_id(request, "booking_id")
+    return json(await _domain(request).consults.no_show(principal.merchant_id or "", booking_id))
+
+
+async def merchant_consults(request: Request) -> Response:
+    """Consult bookings, cancellations, no-shows and the no-show rate (the merchant itself, or an operator).
+    ---
+    tags: [consults]
+    responses:
+      200: {description: "{bookings, cancelled, upcoming, due, no_shows, no_show_rate}"}
+    """
+    principal = await require(request, "merchant", "operator")
+    merchant_id = _path_id(request, "merchant_id")
+    _merchant_scope(principal.role, principal.merchant_id, merchant_id)
+    if principal.role == "operator":
+        await _domain(request).catalog.get_merchant(merchant_id)
+    return json(await _domain(request).consults.report(merchant_id))
+
+
+routes: list[BaseRoute] = [
+    Route("/v1/ops/merchants", create_merchant, methods=["POST"]),
+    Route("/v1/ops/merchants", list_merchants, methods=["GET"]),
+    Route("/v1/stores", create_store, methods=["POST"]),
+    Route("/v1/stores", list_stores, methods=["GET"]),
+    Route("/v1/stores/{store_id}/staff", add_staff, methods=["POST"]),
+    Route("/v1/stores/{store_id}/staff", list_staff, methods=["GET"]),
+    Route("/v1/products", create_product, methods=["POST"]),
+    Route("/v1/products", list_products, methods=["GET"]),
+    Route("/v1/rooms", create_room, methods=["POST"]),
+    Route("/v1/rooms", list_rooms, methods=["GET"]),
+    Route("/v1/rooms/{room_id}", get_room, methods=["GET"]),
+    Route("/v1/rooms/{room_id}/live", go_live, methods=["POST"]),
+    Route("/v1/rooms/{room_id}/end", end_room, methods=["POST"]),
+    Route("/v1/rooms/{room_id}/replay", set_replay, methods=["POST"]),
+    Route("/v1/rooms/{room_id}/products", add_room_products, methods=["POST"]),
+    Route("/v1/rooms/{room_id}/deals", create_deal, methods=["POST"]),
+    Route("/v1/rooms/{room_id}/deals", room_deals, methods=["GET"]),
+    Route("/v1/deals/{deal_id}", get_deal, methods=["GET"]),
+    Route("/v1/deals/{deal_id}/claim", claim_deal, methods=["POST"]),
+    Route("/v1/rooms/{room_id}/slots", open_slot, methods=["POST"]),
+    Route("/v1/rooms/{room_id}/slots", room_slots, methods=["GET"]),
+    Route("/v1/rooms/{room_id}/bookings", book_slot, methods=["POST"]),
+    Route("/v1/bookings/{booking_id}/cancel", cancel_booking, methods=["POST"]),
+    Route("/v1/bookings/{booking_id}/no-show", mark_no_show, methods=["POST"]),
+    Route("/v1/merchants/{merchant_id}/rooms", merchant_rooms, methods=["GET"]),
+    Route("/v1/merchants/{merchant_id}/consults", merchant_consults, methods=["GET"]),
+]
+
+
+async def _ensure_topics(resources: Resources) -> None:
+    settings = resources.settings
+    for attempt in range(30):
+        try:
+            await ensure_topics(
+                settings,
+                {LIFECYCLE_TOPIC: settings.kafka_partitions, VIEWER_EVENTS_TOPIC: settings.kafka_partitions},
+            )
+            return
+        except Exception as exc:
+            log.warning("cannot create rooms topics yet (attempt %d): %s", attempt + 1, exc)
+            await asyncio.sleep(min(1.0 + attempt, 10.0))
+
+
+async def start(state: State, resources: Resources) -> None:
+    directory = RoomDirectory(resources.pool, resources.redis)
+    relay = RoomRelay(resources.pool, resources.redis, KafkaPublisher(resources))
+    state.rooms = Rooms(
+        catalog=MerchantCatalog(resources.pool),
+        rooms=RoomBook(resources.pool, resources.redis, relay, directory),
+        deals=DealBook(resources.pool, resources.redis),
+        consults=ConsultBook(resources.pool),
+        live_index=LiveIndex(resources.redis),
+        directory=directory,
+        relay=relay,
+    )
+    # The contract objects other domains use.
+    state.live_index = state.rooms.live_index
+    state.room_directory = directory
+    state.merchant_catalog = state.rooms.catalog
+    state.rooms_topics_task = asyncio.get_running_loop().create_task(_ensure_topics(resources))
+    relay.start()
+
+
+async def stop(state: State) -> None:
+    task = getattr(state, "rooms_topics_task", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    domain: Rooms | None = getattr(state, "rooms", None)
+    if domain is not None:
+        await domain.relay.stop()

@@ -1,0 +1,384 @@
+"""The live-room index in Redis: which rooms are live right now, with the features the feed ranks.
+
+Owns `LiveRoom`, `LiveSnapshot`, `LiveIndex` (the reader every feed request calls), `IndexWriter`
+(applies one room change) and `rebuild_live_index` (the whole index from PostgreSQL). PostgreSQL is
+the truth; this index is derived from it and can always be rebuilt.
+
+Keys (all `rf:rooms:*`):
+- `live`       hash room_id → compact JSON of a LiveRoom, one field per live room
+- `ver`        hash room_id → PostgreSQL `rooms.index_version` last applied (changes apply idempotently
+               and never go backwards, whatever order they arrive in)
+- `version`    counter bumped by every change to `live`; `changelog` zset room_id → the version at
+               which it last changed; `floor` the oldest version the changelog still covers
+- `epoch`      set by a rebuild only; a reader whose epoch differs reloads everything. A missing
+               epoch means the index was never built (or Redis lost it): writers then rebuild.
+- `replays`    zset room_id → ended_at of ended rooms with a replay_url; `replay` hash of their JSON
+
+Reading: `LiveIndex.snapshot()` keeps an in-process copy tagged with (epoch, version). One Lua call
+returns "unchanged" (one small round trip), the rooms changed since the copy's version (applied
+incrementally), or "reload" when the copy is too old for the changelog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+from redis.asyncio import Redis
+
+KEY_LIVE = "rf:rooms:live"
+KEY_VER = "rf:rooms:ver"
+KEY_VERSION = "rf:rooms:version"
+KEY_CHANGELOG = "rf:rooms:changelog"
+KEY_FLOOR = "rf:rooms:floor"
+KEY_EPOCH = "rf:rooms:epoch"
+KEY_REPLAYS = "rf:rooms:replays"
+KEY_REPLAY = "rf:rooms:replay"
+
+# Changelog entries kept before the oldest are dropped (readers older than that reload fully).
+CHANGELOG_MAX = 200_000
+# Changes applied incrementally at most; beyond this a full reload is cheaper.
+INCREMENTAL_MAX = 20_000
+REPLAYS_MAX = 2_000
+
+NOT_BUILT = -1
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRoom:
+    """One room as the feed, the scorer and ingest see it (same attribute names as RoomFeatures)."""
+
+    room_id: str
+    merchant_id: str
+    title: str
+    category: str
+    tags: tuple[str, ...]
+    price_band: str
+    format: str
+    host: str
+    started_at: float
+    stream_url: str
+    status: str
+    replay_url: str | None = None
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            [
+                self.room_id,
+                self.merchant_id,
+                self.title,
+                self.category,
+                self.tags,
+                self.price_band,
+                self.format,
+                self.host,
+                self.started_at,
+                self.stream_url,
+                self.status,
+                self.replay_url,
+            ]
+        )
+
+    @staticmethod
+    def from_values(values: list[Any]) -> LiveRoom:
+        values[4] = tuple(values[4])
+        return LiveRoom(*values)
+
+    @staticmethod
+    def decode(raw: bytes) -> LiveRoom:
+        return LiveRoom.from_values(orjson.loads(raw))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "room_id": self.room_id,
+            "merchant_id": self.merchant_id,
+            "title": self.title,
+            "category": self.category,
+            "tags": list(self.tags),
+            "price_band": self.price_band,
+            "format": self.format,
+            "host": self.host,
+            "started_at": self.started_at,
+            "stream_url": self.stream_url,
+            "status": self.status,
+            "replay_url": self.replay_url,
+        }
+
+
+def decode_many(raws: Iterable[bytes]) -> list[LiveRoom]:
+    """Decode many rooms with one JSON parse (much cheaper than one parse per room)."""
+    parsed = orjson.loads(b"[" + b",".join(raws) + b"]")
+    return [LiveRoom.from_values(values) for values in parsed]
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    """The live rooms at one index version. Immutable: hold it for the length of a request."""
+
+    version: int
+    rooms: tuple[LiveRoom, ...]
+    by_id: Mapping[str, LiveRoom]
+    epoch: str = ""
+    _by_merchant: dict[str, LiveRoom] | None = field(default=None, repr=False, compare=False)
+
+    def by_merchant(self) -> dict[str, LiveRoom]:
+        """merchant_id → that merchant's most recently started live room (built once per snapshot)."""
+        if self._by_merchant is None:
+            found: dict[str, LiveRoom] = {}
+            for room in self.rooms:
+                seen = found.get(room.merchant_id)
+                if seen is None or room.started_at > seen.started_at:
+                    found[room.merchant_id] = room
+            object.__setattr__(self, "_by_merchant", found)
+        assert self._by_merchant is not None
+        return self._by_merchant
+
+
+EMPTY = LiveSnapshot(version=0, rooms=(), by_id={})
+
+# ARGV: room_id, pg_version, live(1/0), payload, replay(1/0), ended_at, changelog_max, replays_max
+_APPLY = """
+if redis.call('EXISTS', 'rf:rooms:epoch') == 0 then return -1 end
+local cur = redis.call('HGET', 'rf:rooms:ver', ARGV[1])
+if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', 'rf:rooms:ver', ARGV[1], ARGV[2])
+local changed
+if ARGV[3] == '1' then
+  redis.call('HSET', 'rf:rooms:live', ARGV[1], ARGV[4])
+  changed = 1
+else
+  changed = redis.call('HDEL', 'rf:rooms:live', ARGV[1])
+end
+if ARGV[5] == '1' then
+  redis.call('ZADD', 'rf:rooms:replays', ARGV[6], ARGV[1])
+  redis.call('HSET', 'rf:rooms:replay', ARGV[1], ARGV[4])
+  local extra = redis.call('ZCARD', 'rf:rooms:replays') - tonumber(ARGV[8])
+  if extra > 0 then
+    local old = redis.call('ZRANGE', 'rf:rooms:replays', 0, extra - 1)
+    redis.call('ZREMRANGEBYRANK', 'rf:rooms:replays', 0, extra - 1)
+    redis.call('HDEL', 'rf:rooms:replay', unpack(old))
+  end
+end
+if changed == 0 then return 0 end
+local v = redis.call('INCR', 'rf:rooms:version')
+redis.call('ZADD', 'rf:rooms:changelog', v, ARGV[1])
+local over = redis.call('ZCARD', 'rf:rooms:changelog') - tonumber(ARGV[7])
+if over > 0 then
+  local dropped = redis.call('ZRANGE', 'rf:rooms:changelog', over - 1, over - 1, 'WITHSCORES')
+  redis.call('ZREMRANGEBYRANK', 'rf:rooms:changelog', 0, over - 1)
+  redis.call('SET', 'rf:rooms:floor', dropped[2])
+end
+return v
+"""
+
+# ARGV: reader_epoch, reader_version, incremental_max
+# → {epoch, version, 'same'} | {epoch, version, 'reload'} | {epoch, version, 'delta', id1, raw1, ...}
+_CHANGES = """
+local epoch = redis.call('GET', 'rf:rooms:epoch') or ''
+local v = tonumber(redis.call('GET', 'rf:rooms:version') or '0')
+local since = tonumber(ARGV[2])
+if epoch ~= ARGV[1] then return {epoch, v, 'reload'} end
+if v == since then return {epoch, v, 'same'} end
+local floor = tonumber(redis.call('GET', 'rf:rooms:floor') or '0')
+if since > v or since < floor or v - since > tonumber(ARGV[3]) then return {epoch, v, 'reload'} end
+local ids = redis.call('ZRANGEBYSCORE', 'rf:rooms:changelog', '(' .. since, v)
+local out = {epoch, v, 'delta'}
+if #ids == 0 then return out end
+local raws = redis.call('HMGET', 'rf:rooms:live', unpack(ids))
+for i = 1, #ids do
+  out[#out + 1] = ids[i]
+  out[#out + 1] = raws[i]
+end
+return out
+"""
+
+
+class IndexWriter:
+    """Applies one room's current state to the index; idempotent and order-safe by PG version."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._apply = redis.register_script(_APPLY)
+
+    async def apply(self, room: LiveRoom, pg_version: int, ended_at: float | None = None) -> int:
+        """Returns the new index version, 0 when nothing changed, NOT_BUILT when the index needs a rebuild."""
+        live = room.status == "live"
+        replay = room.status == "ended" and bool(room.replay_url)
+        result = await self._apply(
+            args=[
+                room.room_id,
+                pg_version,
+                "1" if live else "0",
+                room.encode(),
+                "1" if replay else "0",
+                ended_at if ended_at is not None else time.time(),
+                CHANGELOG_MAX,
+                REPLAYS_MAX,
+            ]
+        )
+        return int(result)
+
+
+class LiveIndex:
+    """The reader: `snapshot()` on every feed request, cheap when nothing changed."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._changes = redis.register_script(_CHANGES)
+        self._current: LiveSnapshot = EMPTY
+        self._lock = asyncio.Lock()
+
+    @property
+    def cached(self) -> LiveSnapshot:
+        """The last snapshot read, without asking Redis (for degraded operation when Redis is down)."""
+        return self._current
+
+    async def snapshot(self) -> LiveSnapshot:
+        async with self._lock:
+            current = self._current
+            reply = await self._changes(args=[current.epoch, current.version, INCREMENTAL_MAX])
+            epoch = _text(reply[0])
+            version = int(reply[1])
+            kind = _text(reply[2])
+            if kind == "same":
+                return current
+            if kind == "reload":
+                self._current = await self._full_read()
+                return self._current
+            by_id = dict(current.by_id)
+            pairs = reply[3:]
+            for i in range(0, len(pairs), 2):
+                room_id = _text(pairs[i])
+                raw = pairs[i + 1]
+                if raw is None:
+                    by_id.pop(room_id, None)
+                else:
+                    by_id[room_id] = LiveRoom.decode(raw)
+            self._current = LiveSnapshot(
+                version=version, rooms=tuple(by_id.values()), by_id=by_id, epoch=epoch
+            )
+            return self._current
+
+    async def _full_read(self) -> LiveSnapshot:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(KEY_EPOCH)
+            pipe.get(KEY_VERSION)
+            pipe.hvals(KEY_LIVE)
+            raw_epoch, raw_version, raws = await pipe.execute()
+        if raw_epoch is None:
+            return EMPTY
+        rooms = decode_many(raws) if raws else []
+        by_id = {room.room_id: room for room in rooms}
+        return LiveSnapshot(
+            version=int(raw_version or 0), rooms=tuple(by_id.values()), by_id=by_id, epoch=_text(raw_epoch)
+        )
+
+    async def cold_read(self) -> LiveSnapshot:
+        """A full read of the index, ignoring the in-process copy (what a fresh process pays once)."""
+        return await self._full_read()
+
+    async def replays(self, limit: int = 20) -> list[LiveRoom]:
+        """Recently ended rooms that have a replay_url, newest first."""
+        ids = await self.redis.zrevrange(KEY_REPLAYS, 0, max(limit, 1) - 1)
+        if not ids:
+            return []
+        raws = await self.redis.hmget(KEY_REPLAY, ids)
+        return decode_many([raw for raw in raws if raw is not None])
+
+    async def live_room_of_merchant(self, merchant_id: str) -> LiveRoom | None:
+        snapshot = await self.snapshot()
+        return snapshot.by_merchant().get(merchant_id)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# --- from PostgreSQL ------------------------------------------------------------------------
+
+
+def room_columns(alias: str = "") -> str:
+    """The columns a LiveRoom (and the index writer) needs, optionally qualified by a table alias."""
+    p = f"{alias}." if alias else ""
+    return (
+        f"{p}room_id, {p}merchant_id, {p}title, {p}category, {p}tags, {p}price_band, {p}format, {p}host, "
+        f"extract(epoch FROM {p}started_at)::float8 AS started_at, {p}stream_url, {p}status, {p}replay_url, "
+        f"extract(epoch FROM {p}ended_at)::float8 AS ended_at, {p}index_version"
+    )
+
+
+ROOM_COLUMNS = room_columns()
+
+
+def live_room_of_row(row: Mapping[str, Any]) -> LiveRoom:
+    return LiveRoom(
+        room_id=row["room_id"],
+        merchant_id=row["merchant_id"],
+        title=row["title"],
+        category=row["category"],
+        tags=tuple(row["tags"] or ()),
+        price_band=row["price_band"],
+        format=row["format"],
+        host=row["host"],
+        started_at=float(row["started_at"] or 0.0),
+        stream_url=row["stream_url"],
+        status=row["status"],
+        replay_url=row["replay_url"],
+    )
+
+
+async def rebuild_live_index(pool: asyncpg.Pool, redis: Redis) -> int:
+    """Rebuild the whole index from PostgreSQL (live rooms and recent replays); returns live rooms.
+
+    Written under temporary keys and swapped in with one MULTI, under a new epoch, so readers see
+    either the old index or the new one, and reload.
+    """
+    async with pool.acquire() as conn:
+        live = await conn.fetch(f"SELECT {ROOM_COLUMNS} FROM rooms WHERE status = 'live'")  # noqa: S608
+        replays = await conn.fetch(
+            f"SELECT {ROOM_COLUMNS} FROM rooms WHERE status = 'ended' AND replay_url IS NOT NULL "  # noqa: S608
+            "ORDER BY ended_at DESC LIMIT $1",
+            REPLAYS_MAX,
+        )
+    tag = secrets.token_hex(4)
+    tmp_live, tmp_ver, tmp_replays, tmp_replay = (
+        f"{key}:rebuild:{tag}" for key in (KEY_LIVE, KEY_VER, KEY_REPLAYS, KEY_REPLAY)
+    )
+    chunk = 5_000
+    for start in range(0, len(live), chunk):
+        part = live[start : start + chunk]
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hset(tmp_live, mapping={r["room_id"]: live_room_of_row(r).encode() for r in part})
+            pipe.hset(tmp_ver, mapping={r["room_id"]: r["index_version"] for r in part})
+            await pipe.execute()
+    if replays:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(tmp_replays, {r["room_id"]: float(r["ended_at"] or 0.0) for r in replays})
+            pipe.hset(tmp_replay, mapping={r["room_id"]: live_room_of_row(r).encode() for r in replays})
+            pipe.hset(tmp_ver, mapping={r["room_id"]: r["index_version"] for r in replays})
+            await pipe.execute()
+    async with redis.pipeline(transaction=True) as pipe:
+        for tmp, key, filled in (
+            (tmp_live, KEY_LIVE, bool(live)),
+            (tmp_ver, KEY_VER, bool(live or replays)),
+            (tmp_replays, KEY_REPLAYS, bool(replays)),
+            (tmp_replay, KEY_REPLAY, bool(replays)),
+        ):
+            if filled:
+                pipe.rename(tmp, key)
+            else:
+                pipe.delete(key)
+        # The changelog restarts empty under a new epoch: every reader reloads once, then follows
+        # changes logged after the version it reloaded at.
+        pipe.delete(KEY_CHANGELOG)
+        pipe.set(KEY_FLOOR, 0)
+        pipe.incr(KEY_VERSION)
+        pipe.set(KEY_EPOCH, secrets.token_hex(8))
+        await pipe.execute()
+    return len(live)

@@ -1,0 +1,100 @@
+"""Fixtures of the rooms tests: the shared app fixtures (tests/app_fixtures.py), a migrated database,
+direct PostgreSQL/Redis clients for domain-level tests, merchants with keys, and a Kafka reader.
+
+`settings` is extended here to apply migrations (idempotent), standing in until the root conftest
+does it; `app`, `app_client`, `operator_key`, `viewer_token` come from tests/app_fixtures.py until
+the root conftest exposes them (then the import below can go; the tests do not change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from roomfeed.db import create_pool, migrate
+from roomfeed.kafka import make_consumer
+from roomfeed.settings import Settings
+from tests.app_fixtures import app, app_client, bearer, operator_key, viewer_token  # noqa: F401
+from tests.support import run_sync
+
+
+@pytest.fixture(scope="session")
+def settings(settings: Settings) -> Settings:
+    run_sync(lambda: migrate(settings.database_url))
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    created = await create_pool(settings)
+    yield created
+    await created.close()
+
+
+@pytest.fixture(scope="session")
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class MerchantAccount:
+    merchant_id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.key)
+
+
+@pytest.fixture(scope="session")
+def new_merchant(
+    app_client: httpx.AsyncClient, operator_key: str
+) -> Callable[..., Awaitable[MerchantAccount]]:
+    async def make(name: str = "Glow Beauty", category: str = "beauty") -> MerchantAccount:
+        r = await app_client.post(
+            "/v1/ops/merchants", json={"name": name, "category": category}, headers=bearer(operator_key)
+        )
+        assert r.status_code == 201, r.text
+        return MerchantAccount(r.json()["merchant_id"], r.json()["key"])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def merchant(new_merchant: Callable[..., Awaitable[MerchantAccount]]) -> MerchantAccount:
+    return await new_merchant("Glow Beauty")
+
+
+@pytest.fixture(scope="session")
+async def other_merchant(new_merchant: Callable[..., Awaitable[MerchantAccount]]) -> MerchantAccount:
+    return await new_merchant("Rival Outdoor", "outdoor")
+
+
+async def read_topic(
+    settings: Settings, topic: str, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """Read a topic from the beginning until `until(values)` holds (or the timeout): the values seen."""
+    consumer = make_consumer(settings, None, topic)
+    await consumer.start()
+    values: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(values):
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                values.extend(orjson.loads(r.value) for r in records)
+            await asyncio.sleep(0)
+    finally:
+        await consumer.stop()
+    return values
