@@ -259,12 +259,12 @@ WITH sessions AS (
 SELECT s.variant,
        count(*) FILTER (WHERE i.type = 'enter') AS enters,
        count(*) FILTER (WHERE i.type = 'leave') AS leaves,
-       count(*) FILTER (WHERE i.type = 'leave' AND (i.payload->>'dwell_ms')::float8 < $2) AS swipe_aways,
-       coalesce(sum((i.payload->>'dwell_ms')::float8) FILTER (WHERE i.type = 'leave'), 0) AS dwell_sum,
-       coalesce(sum(((i.payload->>'dwell_ms')::float8) ^ 2) FILTER (WHERE i.type = 'leave'), 0) AS dwell_sq,
+       count(*) FILTER (WHERE i.type = 'leave' AND i.dwell_ms < $2) AS swipe_aways,
+       coalesce(sum(i.dwell_ms::float8) FILTER (WHERE i.type = 'leave'), 0) AS dwell_sum,
+       coalesce(sum(i.dwell_ms::float8 ^ 2) FILTER (WHERE i.type = 'leave'), 0) AS dwell_sq,
        count(*) FILTER (WHERE i.type = 'purchase') AS orders,
-       coalesce(sum((i.payload->>'amount')::float8) FILTER (WHERE i.type = 'purchase'), 0) AS gmv,
-       coalesce(sum(((i.payload->>'amount')::float8) ^ 2) FILTER (WHERE i.type = 'purchase'), 0) AS gmv_sq
+       coalesce(sum(i.amount::float8) FILTER (WHERE i.type = 'purchase'), 0) AS gmv,
+       coalesce(sum(i.amount::float8 ^ 2) FILTER (WHERE i.type = 'purchase'), 0) AS gmv_sq
 FROM sessions s JOIN interactions i ON i.session_id = s.session_id
 GROUP BY s.variant
 """
@@ -284,7 +284,7 @@ async def experiment_report(pool: asyncpg.Pool, redis: Any, experiment: Experime
     except Exception as exc:
         notes.append(f"impression counters unavailable: {exc}")
     try:
-        rows = await pool.fetch(_ARCHIVE_TOTALS, experiment.experiment_id, float(swipe_away_ms))
+        rows = await pool.fetch(_ARCHIVE_TOTALS, experiment.experiment_id, swipe_away_ms)
         for row in rows:
             t = totals.get(row["variant"])
             if t is None:

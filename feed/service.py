@@ -141,7 +141,10 @@ class FeedService:
             }
             entry_room = await self._room_of_merchant(parsed.merchant_id)
             try:
-                await self.inputs.attribution_book.attribute(viewer_id, session_id, parsed, time.time())
+                await self.inputs.attribution_book.attribute(viewer_id, session_id, parsed, time.time(), code=code)
+                record_open = getattr(self.inputs.code_book, "record_open", None)
+                if record_open is not None:
+                    await record_open(code)
             except Exception as exc:
                 log.warning("session %s not attributed (alliance store unavailable): %s", session_id, exc)
                 degraded = True

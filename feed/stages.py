@@ -113,7 +113,7 @@ class Hydrate:
         ctx.recent = [
             v if isinstance(v, RecentVisit) else RecentVisit(
                 room_id=v.room_id,
-                merchant_id=v.merchant_id,
+                merchant_id=v.merchant_id or "",
                 dwell_ms=int(v.dwell_ms),
                 ts=int(v.ts),
                 swiped_away=bool(v.swiped_away),

@@ -1,0 +1,137 @@
+"""Fixtures of the feed tests: the app on real services, keys and tokens, and a market of live rooms.
+
+Rooms are created through the rooms domain's HTTP routes (the real live index), events through the
+events domain's realtime sink (its public `write`), so the feed is tested against the real pieces.
+`feed_app` is this folder's app; switch to tests/conftest.py's `app_client` once it lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from roomfeed.auth import create_key, sign_viewer_token
+from roomfeed.db import create_pool, migrate
+from roomfeed.settings import Settings
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An app instance with its lifespan running (domains started), and a client bound to it."""
+    from roomfeed.app import create_app
+
+    overrides.setdefault("feed_config_poll_s", 0.5)
+    app = create_app(settings, access_log=False, **overrides)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://feed.test", timeout=30) as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture(scope="session")
+async def migrated(settings: Settings) -> Settings:
+    await migrate(settings.database_url)
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def feed_app(migrated: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(migrated) as client:
+        yield client
+
+
+async def new_operator_key(settings: Settings) -> str:
+    pool = await create_pool(settings, min_size=1)
+    try:
+        return (await create_key(pool, "operator", label="feed tests"))[1]
+    finally:
+        await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def operator_headers(migrated: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {await new_operator_key(migrated)}"}
+
+
+@pytest.fixture(scope="session")
+def viewer_headers(migrated: Settings) -> Callable[[str], dict[str, str]]:
+    def headers(viewer_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {sign_viewer_token(migrated.viewer_token_secret, viewer_id)}"}
+
+    return headers
+
+
+@dataclass
+class Market:
+    """Merchants and live rooms made through the rooms domain's HTTP routes."""
+
+    client: httpx.AsyncClient
+    operator: dict[str, str]
+    merchants: dict[str, dict[str, str]] = field(default_factory=dict)  # merchant_id → headers
+    rooms: dict[str, dict[str, Any]] = field(default_factory=dict)  # room_id → room
+
+    async def merchant(self) -> str:
+        r = await self.client.post(
+            "/v1/ops/merchants", json={"name": f"shop {secrets.token_hex(3)}"}, headers=self.operator
+        )
+        assert r.status_code == 201, r.text
+        body = r.json()
+        self.merchants[body["merchant_id"]] = {"Authorization": f"Bearer {body['key']}"}
+        return str(body["merchant_id"])
+
+    async def live_room(self, merchant_id: str, category: str = "beauty", tags: tuple[str, ...] = ()) -> str:
+        headers = self.merchants[merchant_id]
+        r = await self.client.post(
+            "/v1/rooms",
+            json={
+                "title": f"room {secrets.token_hex(3)}",
+                "category": category,
+                "tags": list(tags),
+                "stream_url": f"https://live.example/{secrets.token_hex(4)}.m3u8",
+            },
+            headers=headers,
+        )
+        assert r.status_code == 201, r.text
+        room_id = r.json()["room_id"]
+        r = await self.client.post(f"/v1/rooms/{room_id}/live", headers=headers)
+        assert r.status_code == 200, r.text
+        self.rooms[room_id] = {"merchant_id": merchant_id, "category": category}
+        return str(room_id)
+
+    async def end(self, room_id: str, replay_url: str | None = None) -> None:
+        headers = self.merchants[self.rooms[room_id]["merchant_id"]]
+        body = {"replay_url": replay_url} if replay_url else None
+        r = await self.client.post(f"/v1/rooms/{room_id}/end", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+
+    async def populate(self, merchants: int, rooms_each: int, categories: tuple[str, ...]) -> list[str]:
+        ids = await asyncio.gather(*(self.merchant() for _ in range(merchants)))
+        created: list[str] = []
+        for n, merchant_id in enumerate(ids):
+            created += await asyncio.gather(
+                *(self.live_room(merchant_id, categories[(n + k) % len(categories)]) for k in range(rooms_each))
+            )
+        return created
+
+
+@pytest.fixture
+def market_of(operator_headers: dict[str, str]) -> Callable[[httpx.AsyncClient], Market]:
+    return lambda client: Market(client, operator_headers)
+
+
+async def start_session(
+    client: httpx.AsyncClient, headers: dict[str, str], viewer_id: str, entry: dict[str, Any] | None = None, count: int = 5
+) -> dict[str, Any]:
+    r = await client.post(
+        "/v1/sessions", json={"viewer_id": viewer_id, "entry": entry or {}, "count": count}, headers=headers
+    )
+    assert r.status_code == 201, r.text
+    return dict(r.json())

@@ -1,0 +1,135 @@
+"""The swipe feed over HTTP on real PostgreSQL, Redis and Kafka, with rooms made through the rooms domain."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import pytest
+
+from events.realtime import RealtimeSink
+from tests.feed.conftest import start_session
+
+pytestmark = pytest.mark.timeout(120)
+CATEGORIES = ("beauty", "fashion", "food", "home", "digital")
+
+
+async def _swipe(client, headers, session_id: str, count: int) -> dict:
+    r = await client.get(f"/v1/sessions/{session_id}/feed", params={"count": count}, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_no_repeat_within_a_session_over_200_swipes(feed_app, market_of, viewer_headers):
+    market = market_of(feed_app)
+    await market.populate(merchants=44, rooms_each=5, categories=CATEGORIES)
+    headers = viewer_headers("v-no-repeat")
+    session = await start_session(feed_app, headers, "v-no-repeat", count=10)
+    served = [r["room_id"] for r in session["rooms"]]
+    while len(served) < 200:
+        body = await _swipe(feed_app, headers, session["session_id"], 10)
+        assert body["rooms"], "the feed ran dry before 200 swipes"
+        served += [r["room_id"] for r in body["rooms"]]
+    assert len(served) == len(set(served))
+    assert [r["position"] for r in session["rooms"]] == list(range(10))
+    # Every page names what produced it.
+    assert {"model_version", "config_version", "variant", "degraded"} <= set(body)
+
+
+async def test_feed_rooms_carry_the_contract_fields(feed_app, market_of, viewer_headers):
+    market = market_of(feed_app)
+    merchant = await market.merchant()
+    await market.live_room(merchant, "food")
+    session = await start_session(feed_app, viewer_headers("v-fields"), "v-fields")
+    room = session["rooms"][0]
+    assert {"room_id", "merchant_id", "title", "category", "stream_url", "viewers_now", "boosted", "position"} <= set(room)
+
+
+async def test_ended_rooms_vanish_at_once(feed_app, market_of, viewer_headers):
+    market = market_of(feed_app)
+    rooms = await market.populate(merchants=8, rooms_each=3, categories=CATEGORIES)
+    headers = viewer_headers("v-ended")
+    session = await start_session(feed_app, headers, "v-ended", count=1)
+    ended = [r for r in rooms if r not in {x["room_id"] for x in session["rooms"]}][:12]
+    for room_id in ended:
+        await market.end(room_id)
+    body = await _swipe(feed_app, headers, session["session_id"], 50)
+    assert not {r["room_id"] for r in body["rooms"]} & set(ended)
+
+
+async def test_feed_of_another_viewers_session_is_404(feed_app, market_of, viewer_headers):
+    session = await start_session(feed_app, viewer_headers("v-owner"), "v-owner")
+    r = await feed_app.get(f"/v1/sessions/{session['session_id']}/feed", headers=viewer_headers("v-intruder"))
+    assert r.status_code == 404
+    r = await feed_app.get("/v1/sessions/ses_0000000000000000/feed", headers=viewer_headers("v-owner"))
+    assert r.status_code == 404
+
+
+async def test_session_for_another_viewer_id_is_403_and_bad_count_is_422(feed_app, viewer_headers):
+    r = await feed_app.post("/v1/sessions", json={"viewer_id": "v-b", "entry": {}}, headers=viewer_headers("v-a"))
+    assert r.status_code == 403
+    session = await start_session(feed_app, viewer_headers("v-a"), "v-a")
+    r = await feed_app.get(f"/v1/sessions/{session['session_id']}/feed?count=51", headers=viewer_headers("v-a"))
+    assert r.status_code == 422 and "count" in r.json()["error"]["fields"]
+    r = await feed_app.post("/v1/sessions", json={"entry": {"room_id": 5}}, headers=viewer_headers("v-a"))
+    assert r.status_code == 422
+    assert set(r.json()["error"]["fields"]) == {"viewer_id", "entry.room_id"}
+
+
+async def test_deep_link_room_comes_first(feed_app, market_of, viewer_headers):
+    market = market_of(feed_app)
+    merchant = await market.merchant()
+    target = await market.live_room(merchant, "home")
+    session = await start_session(feed_app, viewer_headers("v-deep"), "v-deep", {"room_id": target})
+    assert session["rooms"][0]["room_id"] == target
+    assert target not in [r["room_id"] for r in session["rooms"][1:]]
+
+
+async def test_blocked_merchants_never_appear(feed_app, market_of, viewer_headers):
+    market = market_of(feed_app)
+    rooms = await market.populate(merchants=4, rooms_each=2, categories=CATEGORIES)
+    blocked = market.rooms[rooms[0]]["merchant_id"]
+    headers = viewer_headers("v-blocks")
+    r = await feed_app.post("/v1/viewers/me/blocks", json={"merchant_id": blocked}, headers=headers)
+    assert r.status_code == 201, r.text
+    r = await feed_app.post("/v1/viewers/me/blocks", json={"merchant_id": ""}, headers=headers)
+    assert r.status_code == 422 and "merchant_id" in r.json()["error"]["fields"]
+    session = await start_session(feed_app, headers, "v-blocks", count=50)
+    assert blocked not in {x["merchant_id"] for x in session["rooms"]}
+
+
+async def test_leaving_after_one_second_hides_the_room_and_lowers_its_merchant(
+    feed_app, market_of, viewer_headers, operator_headers
+):
+    market = market_of(feed_app)
+    shop = await market.merchant()
+    x = await market.live_room(shop, "beauty")
+    sibling = await market.live_room(shop, "beauty")
+    others = await market.populate(merchants=6, rooms_each=2, categories=("food", "home"))
+    viewer = f"v-dwell-{secrets.token_hex(3)}"
+    headers = viewer_headers(viewer)
+    before = await start_session(feed_app, headers, viewer, count=50)
+    scores_before = {r["room_id"]: r["score"] for r in before["rooms"]}
+    assert x in scores_before and sibling in scores_before
+
+    now_ms = int(time.time() * 1000)
+    sink = RealtimeSink(feed_app.app.state.resources.redis)
+    await sink.write(
+        [
+            {"event_id": f"e-{secrets.token_hex(6)}", "type": "enter", "viewer_id": viewer, "session_id": before["session_id"],
+             "room_id": x, "merchant_id": shop, "ts": now_ms - 1000},
+            {"event_id": f"e-{secrets.token_hex(6)}", "type": "leave", "viewer_id": viewer, "session_id": before["session_id"],
+             "room_id": x, "merchant_id": shop, "ts": now_ms, "dwell_ms": 1000},
+        ]
+    )
+    after = await start_session(feed_app, headers, viewer, count=50)
+    ids_after = [r["room_id"] for r in after["rooms"]]
+    scores_after = {r["room_id"]: r["score"] for r in after["rooms"]}
+    assert x not in ids_after
+    # The sibling either dropped off the first 50 or stayed with a lower score.
+    if sibling in scores_after:
+        assert scores_after[sibling] < scores_before[sibling] - 0.3
+    else:
+        assert [r["room_id"] for r in before["rooms"]].index(sibling) < 50
+    untouched = [o for o in others if o in scores_after and o in scores_before]
+    assert untouched and all(abs(scores_after[o] - scores_before[o]) < 0.05 for o in untouched)
