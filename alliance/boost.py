@@ -1,0 +1,137 @@
+"""`AllianceBoost`, the feed stage that pays exposure debt back: a bounded, paced boost.
+
+Among the page's candidates (already scored and blended), a room of an indebted merchant may be
+boosted only if its score is within the alliance's relevance floor of the page's best (the
+floor is a share of the score range of the top `2 × page_size` candidates). Its score then rises
+by at most that floor × range, so it can climb to the top but never past a room that was
+clearly better. At most `share_cap` of the page is boosted (rounded at random so the expected
+share is exact even for small pages), one room per merchant, and only while the merchant has a
+token in its paced bucket (see `alliance.scheduler`). Boosted candidates get `boosted = True`;
+the impression they lead to is what the ledger counts as delivered.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from redis.asyncio import Redis
+
+from alliance.scheduler import BoostPlan, TokenBucket, read_plans
+
+
+class BoostCandidates(Protocol):
+    """What the stage reads and writes of `feed.context.Candidates` (struct of arrays)."""
+
+    room_ids: np.ndarray
+    merchant_ids: np.ndarray
+    rooms_of_merchant: dict[str, np.ndarray]
+    score: np.ndarray
+    boosted: np.ndarray
+    keep: np.ndarray
+
+
+class BoostContext(Protocol):
+    """What the stage reads of `feed.context.FeedContext`."""
+
+    candidates: BoostCandidates
+    count: int  # the page size
+    served: set[str]
+    rng: np.random.Generator
+
+
+@dataclass(frozen=True)
+class BoostChoice:
+    index: int  # into the candidates
+    merchant_id: str
+    bump: float
+
+
+def choose_boosts(scores: np.ndarray, eligible: np.ndarray, rooms_of_merchant: dict[str, np.ndarray],
+                  plans: dict[str, BoostPlan], page_size: int, draw: float) -> list[BoostChoice]:
+    """Which candidates to boost and by how much, before tokens are spent (pure).
+
+    `eligible` masks candidates the page could show (not yet served, not filtered); `draw` is a
+    uniform [0, 1) number that rounds the page's boost share at random.
+    """
+    idx = np.flatnonzero(eligible)
+    if len(idx) == 0 or page_size <= 0 or not plans:
+        return []
+    live = scores[idx]
+    depth = min(len(idx), 2 * page_size)
+    top = -np.partition(-live, depth - 1)[:depth]
+    best, edge = float(top.max()), float(top.min())
+    spread = best - edge
+    if spread <= 0:
+        spread = abs(best) * 0.1 or 1.0
+    page_edge = float(-np.partition(-live, min(len(idx), page_size) - 1)[min(len(idx), page_size) - 1])
+    bumps: list[BoostChoice] = []
+    for merchant_id, plan in plans.items():
+        rooms = rooms_of_merchant.get(merchant_id)
+        if rooms is None or len(rooms) == 0:
+            continue
+        rooms = rooms[eligible[rooms]]
+        if len(rooms) == 0:
+            continue
+        i = int(rooms[np.argmax(scores[rooms])])  # one room per merchant and page: its best
+        if scores[i] < best - plan.relevance_floor * spread:
+            continue
+        bump = plan.strength * plan.relevance_floor * spread
+        if scores[i] + bump >= page_edge:  # only boosts that put the room on the page are worth a token
+            bumps.append(BoostChoice(i, merchant_id, bump))
+    if not bumps:
+        return []
+    cap = min(plans[b.merchant_id].share_cap for b in bumps)
+    slots = int(math.floor(page_size * cap + draw))
+    bumps.sort(key=lambda b: (-plans[b.merchant_id].debt, b.index))
+    return bumps[:slots]
+
+
+class AllianceBoost:
+    """The feed stage. Plans are read from Redis at most every `plan_ttl_s` seconds per process."""
+
+    name = "alliance_boost"
+
+    def __init__(self, redis: Redis, *, plan_ttl_s: float = 1.0) -> None:
+        self.redis = redis
+        self.tokens = TokenBucket(redis)
+        self.plan_ttl_s = plan_ttl_s
+        self._plans: dict[str, BoostPlan] = {}
+        self._loaded_at = -math.inf
+
+    async def refresh(self) -> dict[str, BoostPlan]:
+        self._plans = await read_plans(self.redis)
+        self._loaded_at = time.monotonic()
+        return self._plans
+
+    async def apply(self, ctx: BoostContext) -> None:
+        """Raise the chosen rooms' `score`, mark them `boosted`; one Redis round trip when any is chosen."""
+        if time.monotonic() - self._loaded_at > self.plan_ttl_s:
+            try:
+                await self.refresh()
+            except Exception:  # Redis down: serve unboosted rather than fail the feed
+                self._plans = {}
+                self._loaded_at = time.monotonic()
+        c = ctx.candidates
+        if not self._plans or len(c.score) == 0:
+            return
+        eligible = c.keep.copy() if len(c.keep) == len(c.score) else np.ones(len(c.score), bool)
+        for room_id in ctx.served:
+            i = getattr(c, "index_of", {}).get(room_id)
+            if i is not None:
+                eligible[i] = False
+        choices = choose_boosts(c.score, eligible, c.rooms_of_merchant, self._plans, ctx.count,
+                                float(ctx.rng.random()))
+        if not choices:
+            return
+        try:
+            granted = await self.tokens.take([b.merchant_id for b in choices])
+        except Exception:
+            return
+        for choice, ok in zip(choices, granted, strict=True):
+            if ok:
+                c.score[choice.index] += choice.bump
+                c.boosted[choice.index] = True

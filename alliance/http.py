@@ -1,0 +1,262 @@
+"""HTTP routes of the alliance domain (thin: parse, authorize, call the domain, answer).
+
+Merchant key: alliances and membership, codes, its own ledger. Public: a code's QR image and
+landing. Operator key: any merchant's ledger and the alliance overview.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from alliance.alliances import AllianceBook, Terms
+from alliance.attribution import AttributionBook
+from alliance.boost import AllianceBoost
+from alliance.codes import Attribution, CodeBook, CodeInfo, qr_png
+from alliance.ledger import Ledger
+from alliance.scheduler import ExposureScheduler
+from roomfeed.auth import require
+from roomfeed.errors import NotFound, Unavailable
+from roomfeed.http import json, query_int, read_json
+from roomfeed.resources import Resources
+from roomfeed.validation import ID_PATTERN, Body
+
+SCHEDULER_TICK_S = 5.0
+
+
+class StoreDirectory(Protocol):
+    async def store_and_staff(self, merchant_id: str, store_id: str | None, staff_id: str | None) -> bool: ...
+
+
+class NoStoreDirectory:
+    """Used while the rooms domain is absent from a build: store- and staff-level codes cannot be checked."""
+
+    async def store_and_staff(self, merchant_id: str, store_id: str | None, staff_id: str | None) -> bool:
+        if store_id is None and staff_id is None:
+            return True
+        raise Unavailable("stores and staff cannot be checked in this build (the rooms domain is missing)")
+
+
+def _code_json(info: CodeInfo) -> dict[str, Any]:
+    return {"code": info.code, "url": info.url, "qr_url": f"/v1/codes/{info.code}.png",
+            "merchant_id": info.merchant_id, "store_id": info.store_id, "staff_id": info.staff_id,
+            "opens": info.opens, "created_at": info.created_at}
+
+
+async def create_alliance(request: Request) -> Response:
+    """Create an alliance; the caller becomes its owner and first member.
+    ---
+    requestBody: {content: {application/json: {schema: {type: object, required: [name], properties:
+      {name: {type: string}, terms: {type: object}}}}}}
+    responses:
+      201: {description: the alliance}
+      422: {description: invalid fields}
+    """
+    principal = await require(request, "merchant")
+    body = Body(await read_json(request))
+    name = body.text("name", max_len=120)
+    terms = Terms.read(body.obj("terms", required=False))
+    body.finish()
+    alliance = await request.app.state.alliances.create(principal.merchant_id, name.strip(), terms)
+    return json(alliance.to_json(), status=201)
+
+
+async def get_alliance(request: Request) -> Response:
+    """An alliance, its terms and members (members and invitees only; others get 404).
+    ---
+    responses:
+      200: {description: the alliance}
+      404: {description: no such alliance for this merchant}
+    """
+    principal = await require(request, "merchant", "operator")
+    alliance = await request.app.state.alliances.get(request.path_params["alliance_id"], principal.merchant_id)
+    return json(alliance.to_json())
+
+
+async def invite_member(request: Request) -> Response:
+    """The owner invites a merchant; it becomes a member when it joins.
+    ---
+    requestBody: {content: {application/json: {schema: {type: object, required: [merchant_id]}}}}
+    responses:
+      201: {description: the alliance with the invitation}
+    """
+    principal = await require(request, "merchant")
+    body = Body(await read_json(request))
+    merchant_id = body.ident("merchant_id")
+    body.finish()
+    catalog = request.app.state.alliance_catalog
+    if catalog is not None and not await catalog.exists(merchant_id):
+        body.fail("merchant_id", "is not a merchant")
+        body.finish()
+    alliance = await request.app.state.alliances.invite(
+        request.path_params["alliance_id"], principal.merchant_id, merchant_id
+    )
+    return json(alliance.to_json(), status=201)
+
+
+async def join_alliance(request: Request) -> Response:
+    """Accept an invitation.
+    ---
+    responses:
+      200: {description: the alliance}
+      404: {description: no invitation}
+    """
+    principal = await require(request, "merchant")
+    alliance = await request.app.state.alliances.join(request.path_params["alliance_id"], principal.merchant_id)
+    return json(alliance.to_json())
+
+
+async def remove_member(request: Request) -> Response:
+    """Leave an alliance, or (owner) remove a member.
+    ---
+    responses:
+      204: {description: removed}
+    """
+    principal = await require(request, "merchant")
+    await request.app.state.alliances.remove(
+        request.path_params["alliance_id"], principal.merchant_id, request.path_params["merchant_id"]
+    )
+    return Response(status_code=204)
+
+
+async def create_code(request: Request) -> Response:
+    """A signed attribution code for the merchant, or one of its stores or staff.
+    ---
+    requestBody: {content: {application/json: {schema: {type: object, properties:
+      {store_id: {type: string}, staff_id: {type: string}}}}}}
+    responses:
+      201: {description: "{code, url}"}
+    """
+    principal = await require(request, "merchant")
+    body = Body(await read_json(request))
+    store_id = body.ident("store_id", required=False)
+    staff_id = body.ident("staff_id", required=False)
+    body.finish()
+    if (store_id or staff_id) and not await request.app.state.alliance_stores.store_and_staff(
+        principal.merchant_id, store_id, staff_id
+    ):
+        fields = {k: "is not one of this merchant's" for k, v in (("store_id", store_id), ("staff_id", staff_id)) if v}
+        body.errors.update(fields)
+        body.finish("the store or staff member does not belong to this merchant")
+    info = await request.app.state.code_book.issue(Attribution(principal.merchant_id, store_id, staff_id))
+    return json(_code_json(info), status=201)
+
+
+async def list_codes(request: Request) -> Response:
+    """The merchant's codes with their open counts.
+    ---
+    responses:
+      200: {description: codes}
+    """
+    principal = await require(request, "merchant")
+    codes = await request.app.state.code_book.list(principal.merchant_id)
+    return json({"codes": [_code_json(c) for c in codes]})
+
+
+def _parse_code(request: Request) -> tuple[str, Attribution]:
+    code = request.path_params["code"]
+    return code, request.app.state.code_book.parse(code)
+
+
+async def code_png(request: Request) -> Response:
+    """The code's QR image (PNG) pointing at its landing URL.
+    ---
+    security: []
+    responses:
+      200: {description: PNG}
+      404: {description: forged or unknown code}
+    """
+    code, _ = _parse_code(request)
+    png = await asyncio.to_thread(qr_png, request.app.state.code_book.url(code))
+    return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
+
+
+async def landing(request: Request) -> Response:
+    """Where a scanned code lands: who it attributes to; the app starts a session with it.
+    ---
+    security: []
+    responses:
+      200: {description: the code's merchant, store and staff}
+    """
+    code, attribution = _parse_code(request)
+    return json({"code": code, "merchant_id": attribution.merchant_id, "store_id": attribution.store_id,
+                 "staff_id": attribution.staff_id, "session": {"entry": {"code": code}}})
+
+
+async def merchant_ledger(request: Request) -> Response:
+    """A merchant's alliance ledger: visits, earned/delivered/expired exposure, balance, attributed
+    orders and GMV by store and staff, revenue share per store. The merchant itself or an operator.
+    ---
+    responses:
+      200: {description: the statement}
+      404: {description: not this merchant's}
+    """
+    principal = await require(request, "merchant", "operator")
+    merchant_id = request.path_params["merchant_id"]
+    if principal.role == "merchant" and principal.merchant_id != merchant_id:
+        raise NotFound("no such merchant")
+    if not ID_PATTERN.match(merchant_id):
+        raise NotFound("no such merchant")
+    return json(await request.app.state.ledger.statement(merchant_id))
+
+
+async def ops_alliances(request: Request) -> Response:
+    """Operators' overview: per merchant earned, delivered, balance, delivery ratio, hourly series.
+    ---
+    parameters: [{name: hours, in: query, schema: {type: integer, default: 48}}]
+    responses:
+      200: {description: overview}
+    """
+    await require(request, "operator")
+    hours = query_int(request, "hours", 48, 1, 24 * 31)
+    return json(await request.app.state.ledger.overview(time.time(), hours))
+
+
+routes: list[BaseRoute] = [
+    Route("/v1/alliances", create_alliance, methods=["POST"]),
+    Route("/v1/alliances/{alliance_id}", get_alliance, methods=["GET"]),
+    Route("/v1/alliances/{alliance_id}/members", invite_member, methods=["POST"]),
+    Route("/v1/alliances/{alliance_id}/join", join_alliance, methods=["POST"]),
+    Route("/v1/alliances/{alliance_id}/members/{merchant_id}", remove_member, methods=["DELETE"]),
+    Route("/v1/codes", create_code, methods=["POST"]),
+    Route("/v1/codes", list_codes, methods=["GET"]),
+    Route("/v1/codes/{code}.png", code_png, methods=["GET"]),
+    Route("/c/{code}", landing, methods=["GET"]),
+    Route("/v1/merchants/{merchant_id}/ledger", merchant_ledger, methods=["GET"]),
+    Route("/v1/ops/alliances", ops_alliances, methods=["GET"]),
+]
+
+
+def _rooms_catalog(resources: Resources) -> Any:
+    try:
+        from rooms.catalog import MerchantCatalog  # type: ignore[import-not-found]
+    except ModuleNotFoundError:
+        return None
+    return MerchantCatalog(resources.pool)
+
+
+async def start(state: Any, resources: Resources) -> None:
+    catalog = _rooms_catalog(resources)
+    state.alliance_catalog = catalog
+    state.alliance_stores = catalog if catalog is not None else NoStoreDirectory()
+    state.alliances = AllianceBook(resources.pool)
+    state.code_book = CodeBook(resources.settings, resources.pool)
+    state.attribution_book = AttributionBook(resources.pool, resources.redis)
+    state.ledger = Ledger(resources.pool)
+    state.exposure_scheduler = ExposureScheduler(resources.pool, resources.redis)
+    state.alliance_boost = AllianceBoost(resources.redis)
+    state.alliance_tick = asyncio.create_task(state.exposure_scheduler.run_forever(SCHEDULER_TICK_S))
+
+
+async def stop(state: Any) -> None:
+    task = getattr(state, "alliance_tick", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
