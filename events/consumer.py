@@ -18,7 +18,13 @@ import logging
 from typing import Any, Protocol
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge
 
@@ -63,6 +69,25 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
+class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Logs which partitions this member holds, so operators (and tests) see the split."""
+
+    def __init__(self, runner: SinkRunner) -> None:
+        self.runner = runner
+        self.held: set[TopicPartition] = set()
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.held -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.held = set(assigned)
+        log.info(
+            "partitions assigned",
+            extra={"fields": {"group": self.runner.settings.group(self.runner.group),
+                              "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)}},
+        )
+
+
 class SinkRunner:
     def __init__(
         self,
@@ -86,7 +111,8 @@ class SinkRunner:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        self.consumer = make_consumer(self.settings, self.group, *self.topics, **self.consumer_options)
+        self.consumer = make_consumer(self.settings, self.group, **self.consumer_options)
+        self.consumer.subscribe([self.settings.topic(t) for t in self.topics], listener=_Assignments(self))
         self.dead_letters = make_producer(self.settings)
         await self.consumer.start()
         await self.dead_letters.start()

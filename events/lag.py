@@ -73,8 +73,11 @@ class ConsumerLag:
             CONSUMER_LAG.labels(group, topic, str(partition)).set(value)
 
     async def close(self) -> None:
-        for client in (self._admin, self._offsets):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.close() if isinstance(client, AIOKafkaAdminClient) else await client.stop()
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                await self._admin.close()
+        if self._offsets is not None:
+            # aiokafka 0.14: stopping a group-less consumer can surface its own cancelled reset task.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._offsets.stop()
         self._admin = self._offsets = None
