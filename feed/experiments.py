@@ -79,7 +79,7 @@ def parse_experiment(payload: Any) -> tuple[str, tuple[Variant, ...]]:
     variants: list[Variant] = []
     if not isinstance(raw_variants, list) or not 2 <= len(raw_variants) <= 10:
         errors["variants"] = "must be a list of 2 to 10 variants"
-        raw_variants = []
+        raw_variants = raw_variants[:10] if isinstance(raw_variants, list) else []
     seen: set[str] = set()
     for i, raw in enumerate(raw_variants):
         at = f"variants.{i}"

@@ -1,0 +1,124 @@
+"""Ranking config and experiments: validated, versioned with author and diff, hot-reloaded by every API process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from feed.experiments import Experiment, Variant
+from tests.feed.conftest import running_app, start_session
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _current(client, operator_headers) -> dict:
+    r = await client.get("/v1/ops/ranking-config", headers=operator_headers)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_invalid_config_is_422_naming_each_field(feed_app, operator_headers):
+    r = await feed_app.put(
+        "/v1/ops/ranking-config",
+        json={"config": {"w_popularity": -1, "diversity_max_run": 1.5, "nonsense": 1}},
+        headers=operator_headers,
+    )
+    assert r.status_code == 422
+    assert set(r.json()["error"]["fields"]) == {"config.w_popularity", "config.diversity_max_run", "config.nonsense"}
+
+
+async def test_stale_expected_version_is_409_and_history_names_author_and_diff(feed_app, operator_headers, viewer_headers):
+    current = await _current(feed_app, operator_headers)
+    r = await feed_app.put(
+        "/v1/ops/ranking-config",
+        json={"expected_version": current["version"], "config": {"w_freshness": 0.3}, "note": "fresher"},
+        headers=operator_headers,
+    )
+    assert r.status_code == 200, r.text
+    saved = r.json()
+    assert saved["version"] == current["version"] + 1
+    assert saved["diff"]["w_freshness"]["to"] == 0.3
+    r = await feed_app.put(
+        "/v1/ops/ranking-config",
+        json={"expected_version": current["version"], "config": {"w_freshness": 0.4}},
+        headers=operator_headers,
+    )
+    assert r.status_code == 409
+    history = (await feed_app.get("/v1/ops/ranking-config/history", headers=operator_headers)).json()["versions"]
+    assert history[0]["version"] == saved["version"] and history[0]["author"] and history[0]["note"] == "fresher"
+    r = await feed_app.post("/v1/ops/ranking-config/rollback", json={"version": current["version"]}, headers=operator_headers)
+    assert r.status_code == 200 and r.json()["rollback_of"] == current["version"]
+    assert r.json()["config"]["w_freshness"] == current["config"]["w_freshness"]
+    r = await feed_app.get("/v1/ops/ranking-config", headers=viewer_headers("v-nosy"))
+    assert r.status_code == 403
+
+
+async def test_weight_change_reaches_a_second_api_process_within_5_seconds(
+    feed_app, migrated, operator_headers, viewer_headers, market_of
+):
+    market = market_of(feed_app)
+    await market.live_room(await market.merchant(), "digital")
+    async with running_app(migrated, feed_config_poll_s=1.0) as second:
+        headers = viewer_headers("v-reload")
+        session = await start_session(second, headers, "v-reload", count=1)
+        current = await _current(feed_app, operator_headers)
+        r = await feed_app.put(
+            "/v1/ops/ranking-config",
+            json={"expected_version": current["version"], "config": {"w_popularity": 0.9}},
+            headers=operator_headers,
+        )
+        assert r.status_code == 200
+        changed_at, wanted = time.monotonic(), r.json()["version"]
+        seen = None
+        while time.monotonic() - changed_at < 5.0:
+            page = await second.get(f"/v1/sessions/{session['session_id']}/feed?count=1", headers=headers)
+            seen = page.json()["config_version"]
+            if seen == wanted:
+                break
+            await asyncio.sleep(0.1)
+        assert seen == wanted, f"second process still at config version {seen} after 5 s"
+        assert second.app.state.ranking_config.current.config.w_popularity == 0.9
+
+
+def test_variant_assignment_is_stable_and_follows_traffic_shares():
+    experiment = Experiment("exp_1", "split", (Variant("a", 0.2), Variant("b", 0.8, {"w_popularity": 1.0})))
+    viewers = [f"viewer-{i}" for i in range(5000)]
+    first = [experiment.variant_of(v).name for v in viewers]
+    assert first == [experiment.variant_of(v).name for v in viewers]
+    assert 0.17 < first.count("a") / len(viewers) < 0.23
+
+
+async def test_experiment_assigns_variants_and_reports_metrics_per_variant(feed_app, operator_headers, viewer_headers, market_of):
+    r = await feed_app.post(
+        "/v1/ops/experiments",
+        json={"name": "bad", "variants": [{"name": "a", "weight": 0.5, "config": {"w_model": 99}}]},
+        headers=operator_headers,
+    )
+    assert r.status_code == 422 and {"variants", "variants.0.config.w_model"} <= set(r.json()["error"]["fields"])
+    r = await feed_app.post(
+        "/v1/ops/experiments",
+        json={"name": "popularity", "variants": [
+            {"name": "control", "weight": 0.5, "config": {}},
+            {"name": "popular", "weight": 0.5, "config": {"w_popularity": 2.0}},
+        ]},
+        headers=operator_headers,
+    )
+    assert r.status_code == 201, r.text
+    experiment_id = r.json()["experiment_id"]
+    market = market_of(feed_app)
+    await market.live_room(await market.merchant(), "food")
+    await asyncio.sleep(1.2)  # the config watcher picks the experiment up
+    variants = set()
+    for i in range(12):
+        body = await start_session(feed_app, viewer_headers(f"v-exp-{i}"), f"v-exp-{i}", count=2)
+        assert body["experiment_id"] == experiment_id
+        variants.add(body["variant"])
+    assert variants == {"control", "popular"}
+    report = (await feed_app.get(f"/v1/ops/experiments/{experiment_id}", headers=operator_headers)).json()
+    impressions = sum(v["metrics"]["impressions"] for v in report["variants"])
+    assert impressions >= 12
+    assert all("enter_rate" in v["metrics"] and "gmv_per_1000_impressions" in v["metrics"] for v in report["variants"])
+    r = await feed_app.post(f"/v1/ops/experiments/{experiment_id}/stop", headers=operator_headers)
+    assert r.status_code == 200 and r.json()["status"] == "stopped"
