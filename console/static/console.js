@@ -247,7 +247,7 @@ async function renderConfig(holder, message) {
     if (Object.keys(values).length === 0) { status.replaceChildren(banner("muted", "Nothing changed.")); return; }
     try {
       const saved = await api("/v1/ops/ranking-config", { method: "PUT", body: {
-        values, expected_version: current.version, note: document.getElementById("cfg-note").value } });
+        config: values, expected_version: current.version, note: document.getElementById("cfg-note").value } });
       await renderConfig(holder, `Saved: version ${saved.version}.`);
     } catch (e) {
       if (e instanceof ApiFailure) {
@@ -282,12 +282,13 @@ async function renderConfig(holder, message) {
 // --- operator: experiments -----------------------------------------------------------------------
 
 const EXPERIMENT_SLOT = "roomfeed.console.experiments";
+const seconds = (ms) => (ms === null || ms === undefined ? "–" : (ms / 1000).toFixed(1) + " s");
 const VARIANT_METRICS = [
   ["enter_rate", "Enter rate", pct],
-  ["avg_dwell_s", "Avg dwell (s)", num],
+  ["average_dwell_ms", "Avg dwell", seconds],
   ["swipe_away_rate", "Swipe-away", pct],
-  ["conversion_per_visit", "Orders / visit", pct],
-  ["gmv_per_1k_impressions", "GMV / 1k impr.", money],
+  ["conversion", "Orders / visit", pct],
+  ["gmv_per_1000_impressions", "GMV / 1k impr.", money],
 ];
 
 function rememberedExperiments() {
@@ -319,7 +320,7 @@ async function viewExperiments(view) {
         const [k, v] = part.split("=");
         overrides[k] = v === undefined ? v : Number(v);
       }
-      return { name: n.value.trim(), traffic: Number(s.value) / 100, overrides };
+      return { name: n.value.trim(), weight: Number(s.value) / 100, config: overrides };
     }).filter((v) => v.name);
     try {
       const made = await api("/v1/ops/experiments", { method: "POST", body: { name: document.getElementById("exp-name").value, variants: rows } });
@@ -352,13 +353,17 @@ async function renderExperiments(list) {
         const value = m && typeof m === "object" ? m.value : m;
         const ci = m && typeof m === "object" ? (m.ci || [m.low, m.high]) : [null, null];
         return { label: v.name, value, low: ci[0], high: ci[1] };
-      }), { yFormat: (v) => (f === pct ? (v * 100).toFixed(1) + "%" : Charts.fmt(v)) });
+      }), { yFormat: (v) => (f === pct ? (v * 100).toFixed(1) + "%" : f === seconds ? (v / 1000).toFixed(0) + "s" : Charts.fmt(v)) });
       return h("div", {}, h("h3", {}, label + " (95% CI)"), box);
     }));
-    cards.push(card(`${x.name || id} · ${x.status || ""}`,
+    const stop = x.status === "running" ? h("button", { class: "small", onclick: async () => {
+      await api(`/v1/ops/experiments/${encodeURIComponent(id)}/stop`, { method: "POST", body: {} });
+      await renderExperiments(list);
+    } }, "Stop") : null;
+    cards.push(card(`${x.name || id} · ${x.status || ""}`, stop, (x.notes || []).map((n) => h("p", { class: "muted" }, n)),
       table([{ label: "variant", key: "name" },
-        { label: "traffic", render: (v) => pct(v.traffic ?? v.share) },
-        { label: "overrides", render: (v) => Object.entries(v.overrides || {}).map(([k, val]) => `${k}=${val}`).join(", ") || "–" },
+        { label: "traffic", render: (v) => pct(v.weight) },
+        { label: "overrides", render: (v) => Object.entries(v.config || {}).map(([k, val]) => `${k}=${val}`).join(", ") || "–" },
         { label: "impressions", render: (v) => num(metricOf(v).impressions ?? null) },
         ...VARIANT_METRICS.map(([key, label, f]) => ({ label, render: (v) => {
           const m = metricOf(v)[key];
