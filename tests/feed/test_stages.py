@@ -1,0 +1,144 @@
+"""Each feed stage on its own, with an in-memory live index (pure logic: no services)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from feed.config import RankingConfig
+from feed.context import Candidates, FeedContext, RecentVisit
+from feed.pipeline import FeedPipeline
+from feed.sources import RoomStatsCache
+from feed.stages import Blend, CandidateSource, Diversity, Exploration, Filters, Page, Score, arrange
+from rooms.live_index import LiveRoom, LiveSnapshot
+
+NOW = time.time()
+
+
+def room(i: int, merchant: str, category: str, age_s: float = 3600, status: str = "live") -> LiveRoom:
+    return LiveRoom(f"room_{i}", merchant, f"t{i}", category, (), "mid", "one_to_many", "", NOW - age_s,
+                    f"https://s/{i}", status, None)
+
+
+class MemoryIndex:
+    def __init__(self, rooms: list[LiveRoom], replays: list[LiveRoom] | None = None) -> None:
+        self.rooms, self._replays, self.version = rooms, replays or [], 1
+
+    async def snapshot(self) -> LiveSnapshot:
+        return LiveSnapshot(self.version, tuple(self.rooms), {r.room_id: r for r in self.rooms})
+
+    async def replays(self, limit: int) -> list[LiveRoom]:
+        return self._replays[:limit]
+
+    async def live_room_of_merchant(self, merchant_id: str) -> LiveRoom | None:
+        return None
+
+
+def ctx_of(rooms: list[LiveRoom], count: int = 5, **config: float) -> FeedContext:
+    ctx = FeedContext("v1", "ses_1", count, replace(RankingConfig(exploration_share=0.0), **config), now=NOW,
+                      rng=np.random.default_rng(7))
+    ctx.candidates = Candidates.of(rooms).fresh_copy()
+    return ctx
+
+
+async def test_candidates_are_the_live_rooms_plus_replays_when_few_are_live():
+    replay = replace(room(99, "m9", "food", status="ended"), replay_url="https://r/99")
+    source = CandidateSource(MemoryIndex([room(1, "m1", "food")], [replay]), RoomStatsCache(None))
+    ctx = ctx_of([], replay_threshold=5)
+    await source.apply(ctx)
+    assert list(ctx.candidates.room_ids) == ["room_1", "room_99"]
+    assert ctx.candidates.is_replay.tolist() == [False, True]
+
+
+async def test_no_model_means_popularity():
+    ctx = ctx_of([room(1, "m1", "food"), room(2, "m2", "food")])
+    ctx.candidates.viewers_now = np.array([1, 50], dtype=np.float32)
+    await Score(None).apply(ctx)
+    await Blend().apply(ctx)
+    assert ctx.model_version == "popularity"
+    assert ctx.candidates.score[1] > ctx.candidates.score[0]
+
+
+async def test_model_scores_follow_the_scorer():
+    class Scorer:
+        model_version = "m-7"
+
+        def score(self, viewer_id, rooms):
+            return np.array([0.1, 3.0], dtype=np.float32)
+
+    class Watcher:
+        scorer = Scorer()
+
+    ctx = ctx_of([room(1, "m1", "food"), room(2, "m2", "food")])
+    await Score(Watcher()).apply(ctx)
+    await Blend().apply(ctx)
+    assert ctx.model_version == "m-7" and ctx.candidates.score[1] > ctx.candidates.score[0]
+
+
+async def test_blend_lowers_rooms_of_a_merchant_just_swiped_away():
+    ctx = ctx_of([room(1, "m1", "food"), room(2, "m1", "food"), room(3, "m2", "home")])
+    ctx.recent = [RecentVisit("room_1", "m1", 1000, int(NOW * 1000), True)]
+    await Blend().apply(ctx)
+    assert ctx.candidates.score[1] < ctx.candidates.score[2]
+
+
+async def test_filters_drop_served_swiped_blocked_and_ended():
+    rooms = [room(1, "m1", "a"), room(2, "m2", "a"), room(3, "m3", "a"), room(4, "m4", "a", status="ended"),
+             room(5, "m5", "a")]
+    ctx = ctx_of(rooms)
+    ctx.served = {"room_1"}
+    ctx.recent = [RecentVisit("room_2", "m2", 1000, int(NOW * 1000), True),
+                  RecentVisit("room_5", "m5", 1000, int((NOW - 7200) * 1000), True)]
+    ctx.blocked_merchants = {"m3"}
+    await Filters().apply(ctx)
+    assert ctx.candidates.keep.tolist() == [False, False, False, False, True]
+
+
+def test_arrange_never_puts_more_than_m_of_a_category_in_a_row():
+    merchants = np.arange(10)
+    categories = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2])
+    order = arrange(list(range(10)), merchants, categories, max_run=2)
+    runs = [categories[order[i]] == categories[order[i + 1]] == categories[order[i + 2]] for i in range(len(order) - 2)]
+    assert sorted(order) == list(range(10)) and not any(runs[:6])
+
+
+async def test_diversity_then_page_keeps_best_first_within_the_run_limit():
+    rooms = [room(i, f"m{i}", "food" if i < 5 else "home") for i in range(8)]
+    ctx = ctx_of(rooms, count=4, diversity_max_run=1)
+    ctx.candidates.score = np.arange(8, 0, -1).astype(np.float32)
+    await Diversity().apply(ctx)
+    await Page().apply(ctx)
+    cats = [r["category"] for r in ctx.page]
+    assert ctx.page[0]["room_id"] == "room_0"
+    assert all(a != b for a, b in zip(cats, cats[1:], strict=False))
+
+
+async def test_exploration_gives_a_share_of_slots_to_little_seen_rooms():
+    rooms = [room(i, f"m{i}", f"c{i}") for i in range(40)]
+    ctx = ctx_of(rooms, count=10, exploration_share=0.3, exploration_max_impressions_1h=5, exploration_new_room_s=0)
+    ctx.candidates.impressions_1h = np.array([100] * 30 + [0] * 10, dtype=np.float32)
+    ctx.candidates.score = np.linspace(1, 0, 40).astype(np.float32)
+    await Diversity().apply(ctx)
+    await Exploration().apply(ctx)
+    await Page().apply(ctx)
+    explored = [r for r in ctx.page if r["explored"]]
+    assert len(explored) == 3 and all(int(r["room_id"].split("_")[1]) >= 30 for r in explored)
+    assert len(ctx.page) == 10 and len({r["room_id"] for r in ctx.page}) == 10
+
+
+async def test_a_stage_is_added_in_one_line():
+    class Boost:
+        name = "alliance_boost"
+
+        async def apply(self, ctx):
+            ctx.candidates.boosted[0] = True
+            ctx.candidates.score[0] += 10
+
+    index = MemoryIndex([room(1, "m1", "a"), room(2, "m2", "b")])
+    pipeline = FeedPipeline.standard(index, RoomStatsCache(None), None, None, alliance_boost=Boost())
+    assert pipeline.names == ["candidates", "hydrate", "score", "blend", "alliance_boost", "filters",
+                              "diversity", "exploration", "page"]
+    ctx = await pipeline.run(ctx_of([], count=2))
+    assert ctx.page[0]["room_id"] == "room_1" and ctx.page[0]["boosted"] is True
