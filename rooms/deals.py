@@ -45,6 +45,8 @@ DEAL_COLUMNS = (
     "extract(epoch FROM created_at)::float8 AS created_at"
 )
 
+CLAIMS_IN_FLIGHT = 48
+
 # ARGV: quantity → remaining tokens after taking, -1 when not enough, -2 when the gate is unknown
 _TAKE = """
 local v = redis.call('GET', KEYS[1])
@@ -112,6 +114,9 @@ class DealBook:
         self.redis = redis
         self._take = redis.register_script(_TAKE)
         self._terms: dict[str, asyncio.Future[DealTerms | None]] = {}
+        # Claims in flight per process: a burst queues here instead of exhausting the Redis
+        # connection pool (100 by default, and it raises rather than waits when full).
+        self._in_flight = asyncio.Semaphore(CLAIMS_IN_FLIGHT)
 
     async def create(
         self,
@@ -242,19 +247,19 @@ class DealBook:
                 code="limit_reached",
                 fields={"quantity": f"must be at most {terms.per_viewer_limit}"},
             )
-        if not await self._take_tokens(deal_id, quantity):
-            raise Conflict("sold out", code="sold_out")
-        try:
-            claim = await self._commit(terms, viewer_id, quantity, session_id)
-        except Conflict as refused:
-            if refused.code != "sold_out":
-                await self.redis.incrby(gate_key(deal_id), quantity)
-            raise
-        except BaseException:
-            # Not committed (or unknown): give the tokens back; PostgreSQL still guards the stock.
-            await asyncio.shield(self.redis.incrby(gate_key(deal_id), quantity))
-            raise
-        return claim
+        async with self._in_flight:
+            if not await self._take_tokens(deal_id, quantity):
+                raise Conflict("sold out", code="sold_out")
+            try:
+                return await self._commit(terms, viewer_id, quantity, session_id)
+            except Conflict as refused:
+                if refused.code != "sold_out":
+                    await self.redis.incrby(gate_key(deal_id), quantity)
+                raise
+            except BaseException:
+                # Not committed (or unknown): give the tokens back; PostgreSQL still guards the stock.
+                await asyncio.shield(self.redis.incrby(gate_key(deal_id), quantity))
+                raise
 
     async def _take_tokens(self, deal_id: str, quantity: int) -> bool:
         key = gate_key(deal_id)

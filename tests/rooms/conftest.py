@@ -23,8 +23,15 @@ from redis.asyncio import Redis
 from roomfeed.db import create_pool, migrate
 from roomfeed.kafka import make_consumer
 from roomfeed.settings import Settings
-from tests.app_fixtures import app, app_client, bearer, operator_key, viewer_token  # noqa: F401
+from tests import app_fixtures
+from tests.app_fixtures import bearer
 from tests.support import run_sync
+
+# The shared application fixtures, re-exported for this folder.
+app = app_fixtures.app
+app_client = app_fixtures.app_client
+operator_key = app_fixtures.operator_key
+viewer_token = app_fixtures.viewer_token
 
 
 @pytest.fixture(scope="session")
