@@ -61,7 +61,10 @@ async def create_alliance(request: Request) -> Response:
     principal = await require(request, "merchant")
     body = Body(await read_json(request))
     name = body.text("name", max_len=120)
-    terms = Terms.read(body.obj("terms", required=False))
+    terms_body = body.obj("terms", required=False)
+    terms = Terms.read(terms_body)
+    if terms_body is not None:
+        body.merge(terms_body)
     body.finish()
     alliance = await request.app.state.alliances.create(principal.merchant_id, name.strip(), terms)
     return json(alliance.to_json(), status=201)
