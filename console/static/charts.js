@@ -41,9 +41,15 @@ const Charts = (() => {
     return v.toPrecision(2);
   }
 
-  function clock(t) {
+  function clock(t, withSeconds) {
     const d = new Date(t * 1000);
-    return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
+    const two = (n) => String(n).padStart(2, "0");
+    return two(d.getHours()) + ":" + two(d.getMinutes()) + (withSeconds ? ":" + two(d.getSeconds()) : "");
+  }
+
+  // Draw at the host's real width so text keeps its size on wide and narrow cards.
+  function widthOf(host, fallback) {
+    return Math.max(320, Math.round(host.clientWidth || fallback));
   }
 
   function frame(host, width, height, title) {
@@ -63,7 +69,7 @@ const Charts = (() => {
 
   // series: [{label, color?, points: [[t, v], ...]}]; time on x (epoch seconds).
   function timeSeries(host, series, opts) {
-    const o = Object.assign({ width: 640, height: 220, yFormat: fmt, title: "" }, opts || {});
+    const o = Object.assign({ width: widthOf(host, 640), height: 220, yFormat: fmt, title: "" }, opts || {});
     const root = frame(host, o.width, o.height, o.title);
     const m = { l: 52, r: 12, t: 26, b: 24 };
     const pts = series.flatMap((s) => s.points.filter((p) => p[1] !== null && p[1] !== undefined));
@@ -86,7 +92,7 @@ const Charts = (() => {
       text(root, m.l - 6, Y(v) + 4, o.yFormat(v), { "text-anchor": "end" });
     }
     const xticks = ticks(t0, t1, 5).filter((t) => t >= t0 && t <= t1);
-    for (const t of xticks) text(root, X(t), o.height - 6, clock(t), { "text-anchor": "middle" });
+    for (const t of xticks) text(root, X(t), o.height - 6, clock(t, t1 - t0 < 600), { "text-anchor": "middle" });
     svg("line", { x1: m.l, x2: m.l + W, y1: m.t + H, y2: m.t + H, class: "chart-axis" }, root);
     series.forEach((s, i) => {
       const color = s.color || PALETTE[i % PALETTE.length];
@@ -103,7 +109,7 @@ const Charts = (() => {
 
   // rows: [{label, value}] as horizontal bars.
   function bars(host, rows, opts) {
-    const o = Object.assign({ width: 640, barHeight: 22, yFormat: fmt, title: "" }, opts || {});
+    const o = Object.assign({ width: widthOf(host, 640), barHeight: 22, yFormat: fmt, title: "" }, opts || {});
     const height = Math.max(40, rows.length * (o.barHeight + 6) + 10);
     const root = frame(host, o.width, height, o.title);
     if (rows.length === 0) {
@@ -124,7 +130,7 @@ const Charts = (() => {
 
   // rows: [{label, value, low, high}] as points with confidence-interval whiskers.
   function intervals(host, rows, opts) {
-    const o = Object.assign({ width: 640, rowHeight: 30, yFormat: fmt, title: "" }, opts || {});
+    const o = Object.assign({ width: widthOf(host, 640), rowHeight: 30, yFormat: fmt, title: "" }, opts || {});
     const height = Math.max(50, rows.length * o.rowHeight + 30);
     const root = frame(host, o.width, height, o.title);
     const vals = rows.flatMap((r) => [r.low, r.high, r.value]).filter((v) => v !== null && v !== undefined);

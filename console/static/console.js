@@ -502,12 +502,12 @@ async function renderMerchantList(list) {
 
 async function viewShop(view) {
   const mid = me.merchant_id;
-  const rooms = await maybe(`/v1/rooms?merchant_id=${encodeURIComponent(mid)}`);
+  const rooms = await maybe("/v1/rooms");
   const ledger = await maybe(`/v1/merchants/${encodeURIComponent(mid)}/ledger`);
   const roomRows = rooms ? (Array.isArray(rooms) ? rooms : rooms.rooms || []) : [];
   view.appendChild(card("Rooms", table([
     { label: "room", key: "room_id" }, { label: "title", key: "title" }, { label: "status", key: "status" },
-    { label: "category", key: "category" }, { label: "viewers now", render: (r) => num(r.viewers_now ?? null) },
+    { label: "category", key: "category" }, { label: "started", render: (r) => when(r.started_at) },
   ], roomRows)));
   if (!ledger) { view.appendChild(card("Alliance ledger", h("p", { class: "muted" }, "No ledger yet."))); return; }
   const l = ledger.ledger || ledger;
@@ -522,17 +522,17 @@ async function viewShop(view) {
       { label: "earned", render: (a) => num(a.earned) }, { label: "delivered", render: (a) => num(a.delivered) },
       { label: "balance", render: (a) => num(a.balance) }], l.alliances || [])));
   const balance = h("div", { class: "chart-box wide" });
-  Charts.timeSeries(balance, ["earned", "delivered", "balance"].map((k) => ({ label: k, points: (me.alliance_history || []).map((p) => [p.at, p[k]]) })));
   view.appendChild(card("Exposure over the last 24 h", balance));
+  Charts.timeSeries(balance, ["earned", "delivered", "balance"].map((k) => ({ label: k, points: (me.alliance_history || []).map((p) => [p.at, p[k]]) })));
   const salesBy = (rows, idKey) => (rows || []).map((r) => ({ label: `${r[idKey]} (${r.currency})`, value: Number(r.gmv || 0) }));
   const byStore = h("div", { class: "chart-box", id: "sales-by-store" }), byStaff = h("div", { class: "chart-box", id: "sales-by-staff" });
-  Charts.bars(byStore, salesBy(attributed.by_store, "store_id"), { yFormat: money });
-  Charts.bars(byStaff, salesBy(attributed.by_staff, "staff_id"), { yFormat: money });
   const salesTable = (rows, idKey, label) => table([{ label, render: (r) => r[idKey] }, { label: "orders", render: (r) => num(r.orders) },
     { label: "GMV", render: (r) => `${money(r.gmv)} ${r.currency || ""}` }], rows || []);
   view.appendChild(h("div", { class: "two" },
     card("Attributed sales by store", byStore, salesTable(attributed.by_store, "store_id", "store")),
     card("Attributed sales by staff", byStaff, salesTable(attributed.by_staff, "staff_id", "staff"))));
+  Charts.bars(byStore, salesBy(attributed.by_store, "store_id"), { yFormat: money });
+  Charts.bars(byStaff, salesBy(attributed.by_staff, "staff_id"), { yFormat: money });
 }
 
 const CODE_SLOT = "roomfeed.console.codes";
