@@ -346,23 +346,25 @@ class ViewerTraffic:
 
 
 async def promote_first_model(client: httpx.AsyncClient, operator_key: str) -> str | None:
-    """Promote the newest trained model when none serves yet; returns the version serving (or None)."""
+    """The version serving now; promotes the newest trained model when none is promoted yet.
+
+    The trainer promotes a candidate by itself when it is not worse than the serving model; the
+    very first one may still need an operator's word (e.g. trained with --no-promote), so the demo
+    gives it, as an operator would in the console.
+    """
     headers = {"Authorization": f"Bearer {operator_key}"}
     response = await client.get("/v1/ops/models", headers=headers)
     if response.status_code != 200:
         return None
-    body = response.json()
-    current = body.get("current")
-    if isinstance(current, dict):
-        return str(current.get("version"))
-    if current:
-        return str(current)
-    models = body.get("models") or []
+    models = response.json().get("models") or []
+    promoted = [m for m in models if m.get("status") == "promoted"]
+    if promoted:
+        return str(promoted[0]["version"])
     if not models:
         return None
     version = str(models[0]["version"])
-    promoted = await client.post(f"/v1/ops/models/{version}/promote", json={}, headers=headers)
-    return version if promoted.status_code == 200 else None
+    answer = await client.post(f"/v1/ops/models/{version}/promote", json={}, headers=headers)
+    return version if answer.status_code == 200 else None
 
 
 # --- processes --------------------------------------------------------------------------------

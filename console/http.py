@@ -1,15 +1,14 @@
 """The console's HTTP surface: the ops admin routes it owns and the /console web page.
 
-Owns `GET /v1/ops/metrics` (+ `/history`, `/alliance-history`), `GET /v1/ops/models`,
-`POST /v1/ops/models/{version}/promote`, `POST /v1/ops/models/rollback`, the model evaluation
-plot, `GET /v1/console/me` (who a key is, so the page shows the right views) and the static
+Owns `GET /v1/ops/metrics` (+ `/history`, `/alliance-history`), the model evaluation plot
+(`GET /v1/ops/models/{version}/plot.png`; listing, promotion and rollback are ranking's routes),
+`GET /v1/console/me` (who a key is, so the page shows the right views) and the static
 console under `/console` with its security headers. Ranking config, experiments, alliances and
 merchants are other domains' routes; the page is a client of them like any other.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 import mimetypes
@@ -26,9 +25,11 @@ from console.history import MetricHistory, MetricSampler
 from console.lag import LagBySink
 from console.metrics import MarketplaceMetrics, MarketplaceSources
 from roomfeed.auth import require
-from roomfeed.errors import NotFound, Unavailable, ValidationFailed
+from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.http import json, query_int
 from roomfeed.resources import Resources
+from roomfeed.settings import REPO_ROOT
+from roomfeed.validation import ID_PATTERN
 
 log = logging.getLogger("roomfeed.console")
 
@@ -56,7 +57,6 @@ class Console:
     history: MetricHistory
     sampler: MetricSampler
     lag: LagBySink | None
-    registry: Any | None  # ranking.registry.ModelRegistry when the ranking domain is deployed
 
 
 def _optional(module: str) -> Any | None:
@@ -109,9 +109,7 @@ async def start(state: Any, resources: Resources) -> None:
     metrics = MarketplaceMetrics(_sources(state, resources, lag))
     history = MetricHistory(resources.pool)
     sampler = MetricSampler(history, metrics.snapshot)
-    registry_mod = _optional("ranking.registry")
-    registry = registry_mod.ModelRegistry(resources.pool) if registry_mod is not None else None
-    state.console = Console(metrics, history, sampler, lag, registry)
+    state.console = Console(metrics, history, sampler, lag)
     sampler.start()
 
 
@@ -127,20 +125,6 @@ def _console(request: Request) -> Console:
     console: Console = request.app.state.console
     return console
 
-
-def _plain(value: Any) -> Any:
-    """Registry records (dataclasses, dicts, lists) as JSON-ready values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items() if not str(k).startswith("_")}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -205,97 +189,34 @@ async def console_me(request: Request) -> Response:
 
 
 # --- models ------------------------------------------------------------------------------------
+# The ranking domain owns `GET /v1/ops/models`, promote and rollback (ranking/http.py); the console
+# adds only the evaluation plot, which the page cannot fetch as a plain <img> (it needs the key).
 
 
-def _registry(request: Request) -> Any:
-    registry = _console(request).registry
-    if registry is None:
-        raise Unavailable("the ranking domain (model registry) is not part of this build")
-    return registry
-
-
-async def ops_models(request: Request) -> Response:
-    """Registered models, newest first, with their evaluation numbers and which one serves.
-    ---
-    summary: Model versions (operators)
-    responses:
-      200: {description: "{current, models: [...]}"}
-    """
-    await require(request, "operator")
-    registry = _registry(request)
-    models = _plain(await registry.list())
-    current = _plain(await registry.current())
-    return json({"current": current, "models": models})
-
-
-def _by(principal: Any) -> str:
-    return f"operator:{principal.key_id}"
-
-
-async def ops_model_promote(request: Request) -> Response:
-    """Serve this model version from now on (every API process hot-swaps to it).
-    ---
-    summary: Promote a model (operators)
-    responses:
-      200: {description: the promoted model}
-    """
-    principal = await require(request, "operator")
-    version = request.path_params["version"]
-    result = await _registry(request).promote(version, _by(principal))
-    return json({"promoted": _plain(result), "current": _plain(await _registry(request).current())})
-
-
-async def ops_model_rollback(request: Request) -> Response:
-    """Go back to the model that served before the current one.
-    ---
-    summary: Roll back the model (operators)
-    responses:
-      200: {description: the model serving now}
-    """
-    principal = await require(request, "operator")
-    result = await _registry(request).rollback(_by(principal))
-    return json({"rolled_back_to": _plain(result), "current": _plain(await _registry(request).current())})
-
-
-def _plot_path(model: Any) -> Path | None:
-    record = _plain(model)
-    if not isinstance(record, dict):
-        return None
-    for key in ("plot_path", "plot", "evaluation_plot"):
-        value = record.get(key) or (record.get("evaluation") or {}).get(key)
-        if isinstance(value, str) and value.endswith(".png"):
-            return Path(value)
-    path = record.get("path") or record.get("model_path")
-    if isinstance(path, str):
-        folder = Path(path) if Path(path).is_dir() else Path(path).parent
-        for name in ("evaluation.png", "plot.png"):
-            if (folder / name).is_file():
-                return folder / name
-    return None
+def _evaluation_plot(settings: Any, version: str) -> Path | None:
+    """A plot written for this model version, else the newest offline evaluation report's plot."""
+    candidates = [settings.models_dir / version / name for name in ("evaluation.png", "eval.png")]
+    candidates += [settings.data_dir / "reports" / "eval" / "eval.png", REPO_ROOT / "reports" / "eval" / "eval.png"]
+    found = [path for path in candidates if path.is_file()]
+    return found[0] if found else None
 
 
 async def ops_model_plot(request: Request) -> Response:
-    """The evaluation plot of one model version (PNG).
+    """The evaluation plot for a model version (PNG): its own, or the latest `roomfeed evaluate` report.
     ---
     summary: Model evaluation plot (operators)
     responses:
       200: {description: PNG image}
+      404: {description: no plot has been written yet}
     """
     await require(request, "operator")
     version = request.path_params["version"]
-    registry = _registry(request)
-    models = await registry.list()
-    model = next((m for m in models if str(_plain(m).get("version")) == version), None)
-    if model is None:
-        raise NotFound(f"no model version {version}")
-    path = _plot_path(model)
-    settings = request.app.state.settings
+    if not ID_PATTERN.match(version):
+        raise ValidationFailed("bad model version", fields={"version": "has an invalid format"})
+    path = _evaluation_plot(request.app.state.settings, version)
     if path is None:
-        candidate = settings.models_dir / version / "evaluation.png"
-        path = candidate if candidate.is_file() else None
-    if path is None or not path.is_file():
-        raise NotFound(f"model {version} has no evaluation plot")
-    return Response(path.read_bytes(), media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+        raise NotFound("no evaluation plot yet: run `roomfeed evaluate` (writes reports/eval/eval.png)")
+    return Response(path.read_bytes(), media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
 
 
 # --- the web page ------------------------------------------------------------------------------
@@ -341,9 +262,6 @@ routes: list[BaseRoute] = [
     Route("/v1/ops/metrics/history", ops_metrics_history, methods=["GET"]),
     Route("/v1/ops/metrics/alliance-history", ops_alliance_history, methods=["GET"]),
     Route("/v1/console/me", console_me, methods=["GET"]),
-    Route("/v1/ops/models", ops_models, methods=["GET"]),
-    Route("/v1/ops/models/rollback", ops_model_rollback, methods=["POST"]),
-    Route("/v1/ops/models/{version:str}/promote", ops_model_promote, methods=["POST"]),
     Route("/v1/ops/models/{version:str}/plot.png", ops_model_plot, methods=["GET"]),
     Route("/console", console_page, methods=["GET"]),
     Route("/console/", console_page, methods=["GET"], include_in_schema=False),

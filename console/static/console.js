@@ -385,52 +385,58 @@ async function viewModels(view) {
   await renderModels(holder);
 }
 
-const EVAL_KEYS = ["hr5", "hr10", "ndcg10", "hr5_new", "hr5_repeat", "auc", "cold_auc", "hr5_pop"];
+// The registry's holdout metrics (ranking/train.py): the ranker vs popularity on the last hours.
+const EVAL_KEYS = ["hr5_ranker", "ndcg10_ranker", "hr5_new_ranker", "hr5_pop", "ndcg10_pop", "hr5_rep", "cold_auc", "interactions"];
 
 function evalNumbers(m) {
-  const e = m.evaluation || m.metrics || {};
   const out = {};
-  for (const [k, v] of Object.entries(e)) if (typeof v === "number") out[k] = v;
+  for (const [k, v] of Object.entries(m.metrics || {})) if (typeof v === "number") out[k] = v;
   return out;
 }
 
 async function renderModels(holder, message) {
   const body = await api("/v1/ops/models");
   const models = body.models || [];
-  const currentVersion = body.current ? (body.current.version ?? body.current) : null;
-  const status = h("div", {}, message ? banner("ok", message) : null);
-  const keys = [...new Set(models.flatMap((m) => Object.keys(evalNumbers(m))))]
-    .sort((a, b) => (EVAL_KEYS.indexOf(a) + 99) % 99 - (EVAL_KEYS.indexOf(b) + 99) % 99).slice(0, 8);
+  const promoted = models.find((m) => m.status === "promoted");
+  const serving = body.serving || (promoted ? promoted.version : null);
+  const status = h("div", { id: "models-status" }, message ? banner("ok", message) : null);
+  const present = new Set(models.flatMap((m) => Object.keys(evalNumbers(m))));
+  const keys = [...EVAL_KEYS.filter((k) => present.has(k)), ...[...present].filter((k) => !EVAL_KEYS.includes(k))].slice(0, 9);
   const act = (label, path, done) => h("button", { class: "small", onclick: async () => {
     try { await api(path, { method: "POST", body: {} }); await renderModels(holder, done); }
     catch (e) { status.replaceChildren(banner("error", failureText(e))); }
   } }, label);
+  const chart = h("div", { class: "chart-box wide", id: "chart-models" });
   const plot = h("div", { class: "plot", id: "model-plot" });
   holder.replaceChildren(
     card("Model versions", status,
-      h("p", {}, "Serving: ", h("strong", { id: "serving-model" }, currentVersion ?? "none"), " ",
-        currentVersion ? act("Roll back", "/v1/ops/models/rollback", "Rolled back.") : null),
+      h("p", {}, "Serving: ", h("strong", { id: "serving-model" }, serving ?? "none (popularity only)"), " ",
+        promoted ? act("Roll back", "/v1/ops/models/rollback", "Rolled back to the previous model.") : null),
       table([
         { label: "version", render: (m) => String(m.version) },
-        { label: "trained", render: (m) => when(m.created_at || m.trained_at) },
-        { label: "interactions", render: (m) => num(m.interactions ?? (m.training || {}).interactions ?? null) },
-        ...keys.map((k) => ({ label: k, render: (m) => { const v = evalNumbers(m)[k]; return v === undefined ? "–" : v.toFixed(3); } })),
-        { label: "status", render: (m) => String(m.version) === String(currentVersion) ? h("span", { class: "tag" }, "serving") : (m.status || "") },
-        { label: "", render: (m) => h("span", {},
-          String(m.version) === String(currentVersion) ? null : act("Promote", `/v1/ops/models/${encodeURIComponent(m.version)}/promote`, `Model ${m.version} promoted.`),
-          h("button", { class: "small link", onclick: () => showPlot(plot, m.version) }, "plot")) },
+        { label: "trained", render: (m) => when(m.created_at) },
+        ...keys.map((k) => ({ label: k, render: (m) => { const v = evalNumbers(m)[k]; return v === undefined ? "–" : (Number.isInteger(v) ? String(v) : v.toFixed(3)); } })),
+        { label: "status", render: (m) => m.status === "promoted" ? h("span", { class: "tag" }, "serving") : (m.status || "") },
+        { label: "promoted by", render: (m) => m.promoted_by || "–" },
+        { label: "", render: (m) => m.status === "promoted" ? null
+          : act("Promote", `/v1/ops/models/${encodeURIComponent(m.version)}/promote`, `Model ${m.version} promoted.`) },
       ], models)),
-    card("Evaluation plot", plot));
-  const shown = currentVersion || (models[0] && models[0].version);
+    card("Holdout quality by version (higher is better)", chart),
+    card("Offline evaluation plot", plot));
+  const series = [["hr5_ranker", "HR@5 ranker"], ["ndcg10_ranker", "NDCG@10 ranker"], ["hr5_pop", "HR@5 popularity"]]
+    .map(([k, label]) => ({ label, points: models.filter((m) => evalNumbers(m)[k] !== undefined)
+      .map((m) => [Date.parse(m.created_at) / 1000, evalNumbers(m)[k]]).sort((a, b) => a[0] - b[0]) }));
+  Charts.timeSeries(chart, series, { yFormat: (v) => v.toFixed(2) });
+  const shown = serving || (models[0] && models[0].version);
   if (shown) await showPlot(plot, shown);
 }
 
 async function showPlot(plot, version) {
   try {
     const url = await imageUrl(`/v1/ops/models/${encodeURIComponent(version)}/plot.png`);
-    plot.replaceChildren(h("p", { class: "muted" }, `model ${version}`), h("img", { src: url, alt: `evaluation plot of model ${version}` }));
+    plot.replaceChildren(h("img", { src: url, alt: `evaluation plot for model ${version}` }));
   } catch (e) {
-    plot.replaceChildren(h("p", { class: "muted" }, `model ${version}: ${failureText(e)}`));
+    plot.replaceChildren(h("p", { class: "muted" }, failureText(e)));
   }
 }
 

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from roomfeed.settings import Settings
+from roomfeed.settings import REPO_ROOT, Settings
 from tests.console.conftest import create_key
 
 
@@ -37,11 +37,11 @@ async def test_metrics_answer_with_every_dashboard_number(app_client: httpx.Asyn
 
 async def test_metrics_history_returns_the_sampled_series(app_client: httpx.AsyncClient, operator_key: str) -> None:
     console = app_client._transport.app.state.console  # type: ignore[attr-defined]
-    now = time.time()
-    assert await console.sampler.sample_once(now - 30)
-    assert await console.sampler.sample_once(now - 15)
-    assert not await console.sampler.sample_once(now - 15)  # a second writer in the same period is a no-op
-    response = await app_client.get("/v1/ops/metrics/history?minutes=5", headers=bearer(operator_key))
+    past = time.time() - 100 * 60  # periods the background sampler (sampling "now") never writes
+    assert await console.sampler.sample_once(past)
+    assert await console.sampler.sample_once(past + 20)
+    assert not await console.sampler.sample_once(past + 20)  # a second writer in the same period is a no-op
+    response = await app_client.get("/v1/ops/metrics/history?minutes=120", headers=bearer(operator_key))
     assert response.status_code == 200
     samples = response.json()["samples"]
     assert len(samples) >= 2
@@ -81,3 +81,23 @@ async def test_console_serves_only_its_own_files(app_client: httpx.AsyncClient) 
     assert (await app_client.get("/console/static/nothing.js")).status_code == 404
     assert (await app_client.get("/console/static/..%2Fhttp.py")).status_code in (404, 422)
     assert (await app_client.get("/console/static/.hidden")).status_code in (404, 422)
+
+
+async def test_model_plot_comes_from_the_evaluation_report(
+    app_client: httpx.AsyncClient, operator_key: str, settings: Settings
+) -> None:
+    path = "/v1/ops/models/m-test/plot.png"
+    assert (await app_client.get(path)).status_code == 401
+    report = settings.data_dir / "reports" / "eval" / "eval.png"
+    if not report.exists() and not (REPO_ROOT / "reports" / "eval" / "eval.png").exists():
+        missing = await app_client.get(path, headers=bearer(operator_key))
+        assert missing.status_code == 404 and "roomfeed evaluate" in missing.json()["error"]["message"]
+    report.parent.mkdir(parents=True, exist_ok=True)
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+    (settings.models_dir / "m-test").mkdir(parents=True, exist_ok=True)
+    (settings.models_dir / "m-test" / "evaluation.png").write_bytes(png)
+    served = await app_client.get(path, headers=bearer(operator_key))
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    assert served.content == png
+    bad = await app_client.get("/v1/ops/models/bad%20version/plot.png", headers=bearer(operator_key))
+    assert bad.status_code == 422
