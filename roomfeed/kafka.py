@@ -7,6 +7,7 @@ ingest means the broker has the event durably.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -68,10 +69,8 @@ async def ensure_topics(settings: Settings, topics: Mapping[str, int]) -> None:
             if settings.topic(name) not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 

@@ -1,0 +1,54 @@
+"""Application-level fixtures: the ASGI app with its lifespan running, a client, keys and tokens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from roomfeed.app import create_app
+from roomfeed.auth import create_key, sign_viewer_token
+from roomfeed.settings import Settings
+
+
+async def running_app(settings: Settings) -> AsyncIterator[Starlette]:
+    app = create_app(settings, access_log=False)
+    async with app.router.lifespan_context(app):
+        await app.state.resources.wait_for_kafka(30)
+        yield app
+
+
+def client_for(app: Starlette) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver", timeout=30)
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    async for instance in running_app(settings):
+        yield instance
+
+
+@pytest.fixture(scope="session")
+async def app_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def operator_key(app: Starlette) -> str:
+    _, key = await create_key(app.state.resources.pool, "operator", label="tests")
+    return key
+
+
+@pytest.fixture(scope="session")
+def viewer_token(settings: Settings) -> Callable[[str], str]:
+    def make(viewer_id: str) -> str:
+        return sign_viewer_token(settings.viewer_token_secret, viewer_id)
+
+    return make
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
