@@ -134,7 +134,7 @@ class RequestMiddleware:
 def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             if 0 < len(text) <= 64 and text.replace("-", "").replace("_", "").isalnum():
                 return text
     return None
