@@ -1,0 +1,127 @@
+"""Command-line verbs of the ranking domain: `roomfeed train` and `roomfeed evaluate`.
+
+Owns their argparse options (`add_train_args`, `add_evaluate_args`) and the async entry points the
+project CLI calls (`train_command`, `evaluate_command`) with the one `Settings` object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ranking.dataset import WeightParams
+from ranking.model import ModelParams
+from ranking.offline import OfflineConfig, run_offline_evaluation, table
+
+
+def parse_duration(text: str) -> float:
+    """'10m' → 600.0 seconds (s, m, h, d)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 10m, 1h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    d = ModelParams()
+    p.add_argument("--components", type=int, default=d.no_components, help="LightFM embedding size")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--item-alpha", type=float, default=d.item_alpha)
+    p.add_argument("--user-alpha", type=float, default=d.user_alpha)
+    p.add_argument("--max-sampled", type=int, default=d.max_sampled)
+    p.add_argument("--threads", type=int, default=d.num_threads, help="1 for a reproducible fit")
+    p.add_argument("--seed", type=int, default=d.seed)
+    w = WeightParams()
+    p.add_argument("--half-life-days", type=float, default=w.half_life_days, help="time decay of interactions")
+    p.add_argument("--purchase-weight", type=float, default=w.purchase_weight)
+
+
+def _model_params(args: argparse.Namespace) -> ModelParams:
+    return ModelParams(no_components=args.components, epochs=args.epochs, learning_rate=args.learning_rate,
+                       item_alpha=args.item_alpha, user_alpha=args.user_alpha, max_sampled=args.max_sampled,
+                       num_threads=args.threads, seed=args.seed)
+
+
+def _weight_params(args: argparse.Namespace) -> WeightParams:
+    return WeightParams(half_life_days=args.half_life_days, purchase_weight=args.purchase_weight)
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    _add_model_args(parser)
+    parser.add_argument("--days", type=float, default=14.0, help="archive window to train on")
+    parser.add_argument("--eval-hours", type=float, default=24.0, help="last hours held out to gate promotion")
+    parser.add_argument("--features", type=Path, default=None,
+                        help="JSON {merchant_id: RoomFeatures fields} exported by the rooms domain")
+    parser.add_argument("--every", type=parse_duration, default=None, help="train periodically, e.g. 10m")
+    parser.add_argument("--no-promote", action="store_true", help="register the candidate only")
+
+
+def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
+    _add_model_args(parser)
+    d = OfflineConfig()
+    parser.add_argument("--sim-seed", type=int, default=d.seed)
+    parser.add_argument("--viewers", type=int, default=d.n_viewers)
+    parser.add_argument("--merchants", type=int, default=d.n_merchants)
+    parser.add_argument("--train-days", type=int, default=d.train_days)
+    parser.add_argument("--val-targets", type=int, default=d.val_targets)
+    parser.add_argument("--test-targets", type=int, default=d.test_targets)
+    parser.add_argument("--report", type=Path, default=Path("reports/eval"), help="report folder")
+
+
+async def train_command(settings: Any, args: argparse.Namespace) -> int:
+    from ranking.train import load_features, train_forever, train_once
+
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        kwargs: dict[str, Any] = {
+            "params": _model_params(args), "weights": _weight_params(args), "days": args.days,
+            "eval_hours": args.eval_hours, "features": load_features(args.features), "promote": not args.no_promote,
+        }
+        if args.every:
+            await train_forever(pool, args.every, **kwargs)
+            return 0
+        result = await train_once(pool, **kwargs)
+        print(orjson.dumps({"version": result.version, "promoted": result.promoted, "seconds": round(result.seconds, 1),
+                            "metrics": result.metrics}).decode())
+        return 0
+    finally:
+        await pool.close()
+
+
+async def evaluate_command(settings: Any, args: argparse.Namespace) -> int:
+    import asyncio
+
+    cfg = OfflineConfig(seed=args.sim_seed, n_viewers=args.viewers, n_merchants=args.merchants,
+                        days=args.train_days + 2, train_days=args.train_days, val_targets=args.val_targets,
+                        test_targets=args.test_targets, model=_model_params(args), weights=_weight_params(args))
+    report = await asyncio.to_thread(run_offline_evaluation, cfg, args.report)
+    print(table(report["test"]))
+    print(f"cold-start AUC {report['metrics']['cold_auc']:.3f} ({report['metrics']['cold_targets']} targets)")
+    print(f"report: {args.report}/eval.md, eval.png", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry until the project CLI wires the verbs: python -m ranking.cli evaluate …"""
+    import asyncio
+
+    from roomfeed.settings import Settings
+
+    parser = argparse.ArgumentParser(prog="python -m ranking.cli")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    add_train_args(sub.add_parser("train"))
+    add_evaluate_args(sub.add_parser("evaluate"))
+    args = parser.parse_args(argv)
+    command = train_command if args.verb == "train" else evaluate_command
+    return asyncio.run(command(Settings.from_env(), args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

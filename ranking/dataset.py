@@ -1,0 +1,227 @@
+"""Datasets from the interaction log: the columnar `InteractionLog` and LightFM training matrices.
+
+Owns reading the archive (`interactions` table in PostgreSQL, or the simulator's log in memory —
+the same columns either way) and turning a time window of it into LightFM's inputs: users =
+viewers, items = merchants, weights from dwell and purchases with exponential time decay, item
+features from `RoomFeatures`, user features from attributed entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import scipy.sparse as sp
+
+from ranking.features import RoomFeatures, item_feature_names, user_feature_names
+
+EVENT_TYPES: tuple[str, ...] = (
+    "impression", "enter", "heartbeat", "leave", "like", "comment", "follow", "share",
+    "add_to_cart", "purchase", "deal_claim",
+)
+TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
+IMPRESSION, ENTER, LEAVE, PURCHASE = TYPE_CODE["impression"], TYPE_CODE["enter"], TYPE_CODE["leave"], TYPE_CODE["purchase"]
+DAY_MS = 86_400_000
+
+
+@dataclass
+class InteractionLog:
+    """Events as numpy columns over integer ids; the `*_ids` lists map them back to strings."""
+
+    type: np.ndarray
+    viewer: np.ndarray
+    session: np.ndarray
+    room: np.ndarray
+    merchant: np.ndarray
+    ts: np.ndarray  # epoch ms
+    dwell_ms: np.ndarray  # -1 when absent
+    amount: np.ndarray  # NaN when absent
+    entry_code: np.ndarray  # bool: this enter came through the merchant's attribution code
+    viewer_ids: list[str]
+    merchant_ids: list[str]
+    room_ids: list[str]
+
+    def __len__(self) -> int:
+        return int(self.type.shape[0])
+
+    def before(self, until_ms: int) -> InteractionLog:
+        return self.select(self.ts < until_ms)
+
+    def select(self, mask: np.ndarray) -> InteractionLog:
+        return InteractionLog(
+            self.type[mask], self.viewer[mask], self.session[mask], self.room[mask], self.merchant[mask],
+            self.ts[mask], self.dwell_ms[mask], self.amount[mask], self.entry_code[mask],
+            self.viewer_ids, self.merchant_ids, self.room_ids,
+        )
+
+
+def from_simulator(market: Any) -> InteractionLog:
+    """The simulator's log without going through dicts (same ids the events carry)."""
+    log = market.log
+    cfg = market.config
+    return InteractionLog(
+        type=log.type.astype(np.int8), viewer=log.viewer, session=log.session, room=log.room,
+        merchant=log.merchant, ts=log.ts, dwell_ms=log.dwell_ms, amount=log.amount, entry_code=log.entry_code,
+        viewer_ids=[f"v{i}" for i in range(cfg.n_viewers)],
+        merchant_ids=[f"m{i}" for i in range(cfg.n_merchants)],
+        room_ids=[f"r{j}" for j in range(len(market.world.r_merchant))],
+    )
+
+
+def _codes(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    uniq, inv = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+    return inv.astype(np.int64), [str(u) for u in uniq]
+
+
+def from_events(events: Iterable[Mapping[str, Any]]) -> InteractionLog:
+    """From event dicts (the ingest schema) or archive rows with the same field names."""
+    rows = list(events)
+    types = np.array([TYPE_CODE.get(str(r["type"]), -1) for r in rows], dtype=np.int8)
+    viewer, viewer_ids = _codes([str(r["viewer_id"]) for r in rows])
+    session, _ = _codes([str(r["session_id"]) for r in rows])
+    room, room_ids = _codes([str(r["room_id"]) for r in rows])
+    merchant, merchant_ids = _codes([str(r.get("merchant_id") or "") for r in rows])
+    ts = np.array([int(r["ts"]) for r in rows], dtype=np.int64)
+    dwell = np.array([int(r["dwell_ms"]) if r.get("dwell_ms") is not None else -1 for r in rows], dtype=np.int64)
+    amount = np.array([float(r["amount"]) if r.get("amount") is not None else np.nan for r in rows])
+    code = np.array([bool(r.get("entry_code_merchant_id")) for r in rows], dtype=bool)
+    order = np.argsort(ts, kind="stable")
+    return InteractionLog(types[order], viewer[order], session[order], room[order], merchant[order], ts[order],
+                          dwell[order], amount[order], code[order], viewer_ids, merchant_ids, room_ids)
+
+
+ARCHIVE_QUERY = """
+SELECT event_id, type, viewer_id, session_id, room_id, merchant_id,
+       (extract(epoch FROM ts) * 1000)::bigint AS ts, dwell_ms, amount::float8 AS amount,
+       payload ->> 'entry_code_merchant_id' AS entry_code_merchant_id
+FROM interactions
+WHERE ts >= to_timestamp($1::float8 / 1000) AND ts < to_timestamp($2::float8 / 1000)
+  AND type IN ('impression', 'enter', 'leave', 'purchase')
+ORDER BY ts
+"""
+
+
+async def load_archive(pool: Any, since_ms: int, until_ms: int) -> InteractionLog:
+    """Read the archive window [since_ms, until_ms) from PostgreSQL (the `interactions` table)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(ARCHIVE_QUERY, since_ms, until_ms)
+    return from_events(dict(r) for r in rows)
+
+
+@dataclass(frozen=True)
+class WeightParams:
+    half_life_days: float = 3.0
+    dwell_unit_s: float = 30.0
+    purchase_weight: float = 2.0
+    min_dwell_s: float = 5.0
+
+
+@dataclass
+class TrainingSet:
+    interactions: sp.coo_matrix
+    weights: sp.coo_matrix
+    user_features: sp.csr_matrix
+    item_features: sp.csr_matrix
+    user_ids: list[str]
+    merchant_ids: list[str]
+    user_feature_names: list[str]
+    item_feature_names: list[str]
+    merchant_popularity: np.ndarray
+    since_ms: int
+    until_ms: int
+
+    @property
+    def n_interactions(self) -> int:
+        return int(self.interactions.nnz)
+
+
+def _feature_matrix(rows: list[list[str]], vocab: dict[str, int]) -> sp.csr_matrix:
+    indptr, indices = [0], []
+    for names in rows:
+        indices.extend(vocab[n] for n in names)
+        indptr.append(len(indices))
+    data = np.ones(len(indices), dtype=np.float32)
+    mat = sp.csr_matrix((data, np.array(indices, dtype=np.int32), np.array(indptr)), shape=(len(rows), len(vocab)))
+    # Row-normalise as LightFM's Dataset does, so a representation is the mean of its parts.
+    sums = np.asarray(mat.sum(axis=1)).ravel()
+    return sp.csr_matrix(sp.diags(1.0 / np.maximum(sums, 1.0)) @ mat, dtype=np.float32)
+
+
+def build_training_set(
+    log: InteractionLog, merchant_features: Mapping[str, RoomFeatures], until_ms: int,
+    params: WeightParams = WeightParams(), exclude_merchants: Iterable[str] = (),
+) -> TrainingSet:
+    """LightFM matrices from the log before `until_ms`; `exclude_merchants` are held out entirely."""
+    excluded = {log.merchant_ids.index(m) for m in exclude_merchants if m in log.merchant_ids}
+    mask = log.ts < until_ms
+    if excluded:
+        mask &= ~np.isin(log.merchant, np.fromiter(excluded, dtype=np.int64))
+    w = log.select(mask)
+    age_days = (until_ms - w.ts) / DAY_MS
+    decay = np.power(0.5, age_days / params.half_life_days)
+    is_leave = (w.type == LEAVE) & (w.dwell_ms >= params.min_dwell_s * 1000)
+    is_buy = w.type == PURCHASE
+    value = np.zeros(len(w))
+    value[is_leave] = np.log1p(w.dwell_ms[is_leave] / (params.dwell_unit_s * 1000.0))
+    value[is_buy] = params.purchase_weight
+    value *= decay
+    keep = value > 0
+    v, m, val = w.viewer[keep], w.merchant[keep], value[keep]
+
+    users = np.unique(v)
+    user_index = np.full(len(log.viewer_ids), -1, dtype=np.int64)
+    user_index[users] = np.arange(users.size)
+    items = [mid for i, mid in enumerate(log.merchant_ids) if i not in excluded and mid]
+    known = set(items) | {log.merchant_ids[i] for i in excluded}
+    items.extend(mid for mid in merchant_features if mid not in known)
+    item_pos = {mid: k for k, mid in enumerate(items)}
+    merchant_to_item = np.array([item_pos.get(mid, -1) for mid in log.merchant_ids], dtype=np.int64)
+    rows, cols = user_index[v], merchant_to_item[m]
+    agg = sp.coo_matrix((val, (rows, cols)), shape=(users.size, len(items))).tocsr()
+    agg.sum_duplicates()
+    agg = agg.tocoo()
+    # Repeat visits saturate: the first visits carry the taste signal, the blend's repeat term the rest.
+    weights = sp.coo_matrix((np.log1p(agg.data).astype(np.float32), (agg.row, agg.col)), shape=agg.shape)
+    interactions = sp.coo_matrix((np.ones_like(agg.data, dtype=np.float32), (agg.row, agg.col)), shape=agg.shape)
+
+    # Item features: identity + the merchant's room features.
+    item_rows: list[list[str]] = []
+    for mid in items:
+        names = [f"id:{mid}"]
+        f = merchant_features.get(mid)
+        if f is not None:
+            names.extend(item_feature_names(f))
+        item_rows.append(names)
+    item_vocab: dict[str, int] = {}
+    for names in item_rows:
+        for n in names:
+            item_vocab.setdefault(n, len(item_vocab))
+
+    # User features: identity + entry source (merchants whose codes brought the viewer in).
+    code_enters = w.entry_code & (w.type == ENTER)
+    entry_of: dict[int, set[str]] = {}
+    for vv, mm in zip(w.viewer[code_enters].tolist(), w.merchant[code_enters].tolist(), strict=True):
+        entry_of.setdefault(vv, set()).add(log.merchant_ids[mm])
+    user_ids = [log.viewer_ids[u] for u in users.tolist()]
+    user_rows = [[f"id:{uid}", *user_feature_names(sorted(entry_of.get(u, ())))] for uid, u in
+                 zip(user_ids, users.tolist(), strict=True)]
+    user_vocab: dict[str, int] = {}
+    for names in user_rows:
+        for n in names:
+            user_vocab.setdefault(n, len(user_vocab))
+
+    popularity = np.asarray(agg.sum(axis=0)).ravel() if agg.nnz else np.zeros(len(items))
+    return TrainingSet(
+        interactions=interactions, weights=weights,
+        user_features=_feature_matrix(user_rows, user_vocab), item_features=_feature_matrix(item_rows, item_vocab),
+        user_ids=user_ids, merchant_ids=items, user_feature_names=list(user_vocab),
+        item_feature_names=list(item_vocab), merchant_popularity=np.log1p(popularity).astype(np.float32),
+        since_ms=int(w.ts.min()) if len(w) else until_ms, until_ms=until_ms,
+    )
+
+
+def features_json(features: Mapping[str, RoomFeatures]) -> bytes:
+    return orjson.dumps({k: vars(v) for k, v in features.items()})

@@ -1,0 +1,130 @@
+"""The trained model as an artifact: LightFM fitting and the (de)serialisable `RankingModel`.
+
+Owns the hyper-parameters (`ModelParams`), fitting LightFM WARP on a `TrainingSet` with a progress
+bar on stderr, and the artifact format: plain numpy arrays (feature embeddings and biases) plus
+orjson metadata in one `.npz` blob — no pickle, so any API process can load it safely.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from lightfm import LightFM
+
+from ranking.dataset import TrainingSet
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    no_components: int = 30
+    epochs: int = 10
+    learning_rate: float = 0.05
+    item_alpha: float = 1e-6
+    user_alpha: float = 1e-6
+    max_sampled: int = 10
+    loss: str = "warp"
+    num_threads: int = 2
+    seed: int = 42
+
+
+@dataclass
+class RankingModel:
+    """User and item feature embeddings; representations are feature rows times these."""
+
+    version: str
+    params: dict[str, Any]
+    user_ids: list[str]
+    merchant_ids: list[str]
+    user_feature_names: list[str]
+    item_feature_names: list[str]
+    user_repr: np.ndarray  # (n_users, k) float32
+    user_bias: np.ndarray
+    item_repr: np.ndarray  # (n_items, k)
+    item_bias: np.ndarray
+    user_feature_emb: np.ndarray
+    user_feature_bias: np.ndarray
+    item_feature_emb: np.ndarray
+    item_feature_bias: np.ndarray
+    merchant_popularity: np.ndarray
+    since_ms: int = 0
+    until_ms: int = 0
+
+    def to_bytes(self) -> bytes:
+        meta = {k: getattr(self, k) for k in ("version", "params", "user_ids", "merchant_ids",
+                                               "user_feature_names", "item_feature_names", "since_ms", "until_ms")}
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf, meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
+            **{k: getattr(self, k) for k in ("user_repr", "user_bias", "item_repr", "item_bias", "user_feature_emb",
+                                             "user_feature_bias", "item_feature_emb", "item_feature_bias",
+                                             "merchant_popularity")},
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> RankingModel:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            meta = orjson.loads(z["meta"].tobytes())
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+        return cls(**meta, **arrays)
+
+
+class _Progress:
+    """A tqdm-like bar on stderr (tqdm is not a dependency of the project)."""
+
+    def __init__(self, total: int, label: str, stream: Any = None) -> None:
+        self.total, self.label, self.stream, self.start = total, label, stream or sys.stderr, time.perf_counter()
+
+    def update(self, done: int, extra: str = "") -> None:
+        frac = done / max(self.total, 1)
+        bar = "#" * int(frac * 30)
+        elapsed = time.perf_counter() - self.start
+        self.stream.write(f"\r{self.label} [{bar:<30}] {done}/{self.total} {elapsed:5.1f}s {extra}")
+        if done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def fit_lightfm(data: TrainingSet, params: ModelParams, progress: bool = True,
+                on_epoch: Callable[[int, LightFM], None] | None = None) -> LightFM:
+    model = LightFM(
+        no_components=params.no_components, loss=params.loss, learning_rate=params.learning_rate,
+        item_alpha=params.item_alpha, user_alpha=params.user_alpha, max_sampled=params.max_sampled,
+        random_state=np.random.RandomState(params.seed),
+    )
+    bar = _Progress(params.epochs, "train") if progress else None
+    for epoch in range(params.epochs):
+        model.fit_partial(
+            data.interactions, user_features=data.user_features, item_features=data.item_features,
+            sample_weight=data.weights, epochs=1, num_threads=params.num_threads,
+        )
+        if bar:
+            bar.update(epoch + 1)
+        if on_epoch:
+            on_epoch(epoch, model)
+    return model
+
+
+def to_ranking_model(model: LightFM, data: TrainingSet, params: ModelParams, version: str) -> RankingModel:
+    ub, ur = model.get_user_representations(data.user_features)
+    ib, ir = model.get_item_representations(data.item_features)
+    return RankingModel(
+        version=version, params=asdict(params), user_ids=data.user_ids, merchant_ids=data.merchant_ids,
+        user_feature_names=data.user_feature_names, item_feature_names=data.item_feature_names,
+        user_repr=ur.astype(np.float32), user_bias=ub.astype(np.float32),
+        item_repr=ir.astype(np.float32), item_bias=ib.astype(np.float32),
+        user_feature_emb=model.user_embeddings.astype(np.float32), user_feature_bias=model.user_biases.astype(np.float32),
+        item_feature_emb=model.item_embeddings.astype(np.float32), item_feature_bias=model.item_biases.astype(np.float32),
+        merchant_popularity=data.merchant_popularity, since_ms=data.since_ms, until_ms=data.until_ms,
+    )
+
+
+def train_model(data: TrainingSet, params: ModelParams, version: str, progress: bool = True) -> RankingModel:
+    return to_ranking_model(fit_lightfm(data, params, progress), data, params, version)

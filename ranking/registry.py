@@ -1,0 +1,215 @@
+"""The model registry (PostgreSQL) and the watcher that hot-swaps the promoted model in an API process.
+
+Owns the `ranking_models` and `ranking_model_promotions` tables (migration 0300): registering a
+trained candidate with its parameters, data window, metrics and artifact (bytea + sha256),
+promotion (automatic only when not worse than the current model, or by an operator), rollback to
+the previously promoted version, and `ModelWatcher`, which polls for the promoted version and
+swaps in a new `Scorer` without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ranking.model import RankingModel
+from ranking.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+# Metrics a candidate must not lose on (higher is better for all of them).
+GATE_METRICS: tuple[str, ...] = ("hr5_ranker", "ndcg10_ranker")
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    version: str
+    status: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    created_at: datetime
+    data_since: datetime | None
+    data_until: datetime | None
+    promoted_at: datetime | None
+    promoted_by: str | None
+
+
+def _ts(ms: int) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC) if ms else None
+
+
+def _record(row: Mapping[str, Any]) -> ModelRecord:
+    return ModelRecord(
+        version=row["version"], status=row["status"], params=orjson.loads(row["params"]),
+        metrics=orjson.loads(row["metrics"]), created_at=row["created_at"], data_since=row["data_since"],
+        data_until=row["data_until"], promoted_at=row["promoted_at"], promoted_by=row["promoted_by"],
+    )
+
+
+_COLUMNS = "version, status, params::text AS params, metrics::text AS metrics, created_at, data_since, " \
+           "data_until, promoted_at, promoted_by"
+
+
+def not_worse(candidate: Mapping[str, Any], current: Mapping[str, Any], metrics: Sequence[str] = GATE_METRICS,
+              tolerance: float = 0.0) -> bool:
+    """True when the candidate is at least as good on every gate metric the current one has."""
+    for key in metrics:
+        if key not in current:
+            continue
+        if key not in candidate or float(candidate[key]) < float(current[key]) - tolerance:
+            return False
+    return True
+
+
+class ModelRegistry:
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    async def register(self, model: RankingModel, metrics: Mapping[str, Any]) -> str:
+        blob = model.to_bytes()
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO ranking_models (version, params, data_since, data_until, metrics, artifact, checksum) "
+                "VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7)",
+                model.version, orjson.dumps(model.params).decode(), _ts(model.since_ms), _ts(model.until_ms),
+                orjson.dumps(dict(metrics)).decode(), blob, hashlib.sha256(blob).hexdigest(),
+            )
+        return model.version
+
+    async def get(self, version: str) -> ModelRecord | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM ranking_models WHERE version = $1", version)  # noqa: S608
+        return _record(row) if row else None
+
+    async def promoted(self) -> ModelRecord | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM ranking_models WHERE status = 'promoted'")  # noqa: S608
+        return _record(row) if row else None
+
+    async def promoted_version(self) -> str | None:
+        async with self.pool.acquire() as conn:
+            value: str | None = await conn.fetchval("SELECT version FROM ranking_models WHERE status = 'promoted'")
+        return value
+
+    async def versions(self, limit: int = 50) -> list[ModelRecord]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM ranking_models ORDER BY created_at DESC LIMIT $1", limit)  # noqa: S608
+        return [_record(r) for r in rows]
+
+    async def load(self, version: str) -> RankingModel:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT artifact, checksum FROM ranking_models WHERE version = $1", version)
+        if row is None:
+            raise KeyError(f"no model {version!r}")
+        blob = bytes(row["artifact"])
+        if hashlib.sha256(blob).hexdigest() != row["checksum"]:
+            raise ValueError(f"model {version!r}: artifact checksum mismatch")
+        return await asyncio.to_thread(RankingModel.from_bytes, blob)
+
+    async def promote(self, version: str, by: str, action: str = "promote") -> None:
+        """Make `version` the promoted model (the previous one is retired), atomically."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            exists = await conn.fetchval("SELECT 1 FROM ranking_models WHERE version = $1 FOR UPDATE", version)
+            if not exists:
+                raise KeyError(f"no model {version!r}")
+            previous = await conn.fetchval(
+                "UPDATE ranking_models SET status = 'retired' WHERE status = 'promoted' RETURNING version")
+            await conn.execute(
+                "UPDATE ranking_models SET status = 'promoted', promoted_at = now(), promoted_by = $2 "
+                "WHERE version = $1", version, by)
+            await conn.execute(
+                "INSERT INTO ranking_model_promotions (version, previous, action, by_whom) VALUES ($1, $2, $3, $4)",
+                version, previous, action, by)
+
+    async def promote_if_not_worse(self, version: str, by: str = "trainer",
+                                   current_metrics: Mapping[str, Any] | None = None,
+                                   tolerance: float = 0.0) -> bool:
+        """Promote the candidate unless the current model beats it on a gate metric.
+
+        `current_metrics` lets the trainer compare both models on the same held-out data; without
+        it the metrics recorded at registration are compared.
+        """
+        candidate = await self.get(version)
+        if candidate is None:
+            raise KeyError(f"no model {version!r}")
+        current = await self.promoted()
+        if current is not None and current.version != version:
+            baseline = current_metrics if current_metrics is not None else current.metrics
+            if not not_worse(candidate.metrics, baseline, tolerance=tolerance):
+                log.info("model %s not promoted: worse than %s", version, current.version)
+                return False
+        await self.promote(version, by, action="auto_promote")
+        return True
+
+    async def rollback(self, by: str) -> str:
+        """Promote again the model that was promoted before the current one; returns its version."""
+        async with self.pool.acquire() as conn:
+            previous = await conn.fetchval(
+                "SELECT previous FROM ranking_model_promotions p JOIN ranking_models m ON m.version = p.version "
+                "WHERE m.status = 'promoted' ORDER BY p.id DESC LIMIT 1")
+        if previous is None:
+            raise LookupError("nothing to roll back to")
+        await self.promote(previous, by, action="rollback")
+        return str(previous)
+
+
+class ModelWatcher:
+    """Keeps an API process's `Scorer` on the promoted model; start()/stop() explicitly."""
+
+    def __init__(self, registry: ModelRegistry, interval_s: float = 5.0,
+                 on_change: Callable[[Scorer], None] | None = None) -> None:
+        self.registry = registry
+        self.interval_s = interval_s
+        self.on_change = on_change
+        self.scorer: Scorer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def version(self) -> str | None:
+        return self.scorer.model_version if self.scorer else None
+
+    async def check(self) -> bool:
+        """Load the promoted model if it changed; True when a new one was swapped in."""
+        version = await self.registry.promoted_version()
+        if version is None or version == self.version:
+            return False
+        model = await self.registry.load(version)
+        scorer = await asyncio.to_thread(Scorer, model)
+        self.scorer = scorer
+        if self.on_change:
+            self.on_change(scorer)
+        log.info("model %s now serving", version)
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check()
+            except Exception:  # keep serving the old model; the next poll retries
+                log.exception("model watcher poll failed")
+
+    async def start(self) -> None:
+        """Load the promoted model now (errors propagate), then poll every `interval_s`."""
+        await self.check()
+        await self.start_polling()
+
+    async def start_polling(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="ranking-model-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,123 @@
+"""The scorer the feed calls once per request: one viewer against every live room.
+
+Owns turning a `RankingModel` into scores with one matrix product (item matrix · user vector +
+biases), the per-merchant cache of item representations (a merchant first seen at scoring time
+is built from its features and cached), and the fallbacks: an unknown viewer is scored from
+entry-source features when there are any, else by training popularity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ranking.features import RoomFeatures, item_feature_names, user_feature_names
+from ranking.model import RankingModel
+
+
+@dataclass
+class LiveItems:
+    """Item representations gathered for one snapshot of live rooms (reuse it while the set holds)."""
+
+    rooms: Sequence[RoomFeatures]
+    matrix: np.ndarray  # (n_rooms, k) float32
+    bias: np.ndarray  # (n_rooms,) float32
+    popularity: np.ndarray  # (n_rooms,) float32
+
+
+class Scorer:
+    def __init__(self, model: RankingModel) -> None:
+        self.model = model
+        self._user_pos = {u: i for i, u in enumerate(model.user_ids)}
+        self._item_feature_pos = {n: i for i, n in enumerate(model.item_feature_names)}
+        self._user_feature_pos = {n: i for i, n in enumerate(model.user_feature_names)}
+        n, k = model.item_repr.shape
+        cap = max(16, int(n * 1.25))
+        self._items = np.zeros((cap, k), dtype=np.float32)
+        self._items[:n] = model.item_repr
+        self._bias = np.zeros(cap, dtype=np.float32)
+        self._bias[:n] = model.item_bias
+        self._pop = np.zeros(cap, dtype=np.float32)
+        self._pop[:n] = model.merchant_popularity
+        self._n = n
+        self._merchant_pos = {m: i for i, m in enumerate(model.merchant_ids)}
+        # New merchants are cached per feature set: same features, same representation.
+        self._by_features: dict[tuple[str, ...], int] = {}
+        self._last: LiveItems | None = None
+
+    @property
+    def model_version(self) -> str:
+        return self.model.version
+
+    def _features_only(self, names: list[str]) -> tuple[np.ndarray, float]:
+        idx = [self._item_feature_pos[n] for n in names if n in self._item_feature_pos]
+        if not idx:
+            return np.zeros(self._items.shape[1], dtype=np.float32), 0.0
+        emb = self.model.item_feature_emb[idx].mean(axis=0)
+        return emb.astype(np.float32), float(self.model.item_feature_bias[idx].mean())
+
+    def _append(self, vec: np.ndarray, bias: float) -> int:
+        if self._n == self._items.shape[0]:
+            grow = self._items.shape[0] * 2
+            self._items = np.resize(self._items, (grow, self._items.shape[1]))
+            self._bias = np.resize(self._bias, grow)
+            self._pop = np.resize(self._pop, grow)
+        i = self._n
+        self._items[i], self._bias[i], self._pop[i] = vec, bias, 0.0
+        self._n += 1
+        return i
+
+    def merchant_position(self, room: RoomFeatures) -> int:
+        pos = self._merchant_pos.get(room.merchant_id)
+        if pos is not None:
+            return pos
+        names = item_feature_names(room)
+        key = tuple(sorted(names))
+        pos = self._by_features.get(key)
+        if pos is None:
+            vec, bias = self._features_only(names)
+            pos = self._append(vec, bias)
+            self._by_features[key] = pos
+        self._merchant_pos[room.merchant_id] = pos
+        return pos
+
+    def prepare(self, rooms: Sequence[RoomFeatures]) -> LiveItems:
+        """Gather the item block for a live-room snapshot; cheap to score against repeatedly."""
+        pos = np.fromiter((self.merchant_position(r) for r in rooms), dtype=np.int64, count=len(rooms))
+        return LiveItems(rooms, np.ascontiguousarray(self._items[pos]), self._bias[pos], self._pop[pos])
+
+    def _live(self, rooms: Sequence[RoomFeatures] | LiveItems) -> LiveItems:
+        if isinstance(rooms, LiveItems):
+            return rooms
+        last = self._last
+        if last is not None and last.rooms is rooms:
+            return last
+        self._last = self.prepare(rooms)
+        return self._last
+
+    def user_vector(self, viewer_id: str, entry_merchant_ids: Sequence[str] = ()) -> tuple[np.ndarray, float] | None:
+        i = self._user_pos.get(viewer_id)
+        if i is not None:
+            return self.model.user_repr[i], float(self.model.user_bias[i])
+        idx = [self._user_feature_pos[n] for n in user_feature_names(entry_merchant_ids)
+               if n in self._user_feature_pos]
+        if not idx:
+            return None
+        return self.model.user_feature_emb[idx].mean(axis=0), float(self.model.user_feature_bias[idx].mean())
+
+    def is_known(self, viewer_id: str) -> bool:
+        return viewer_id in self._user_pos
+
+    def score(self, viewer_id: str, rooms: Sequence[RoomFeatures] | LiveItems,
+              entry_merchant_ids: Sequence[str] = ()) -> np.ndarray:
+        """float32 score per room, in the order given; higher is better."""
+        live = self._live(rooms)
+        user = self.user_vector(viewer_id, entry_merchant_ids)
+        if user is None:
+            return live.popularity.copy()
+        vec, _ = user
+        out: np.ndarray = live.matrix @ vec
+        out += live.bias
+        return out

@@ -1,0 +1,94 @@
+"""Training from the archive: `roomfeed train` (once, or periodically with --every).
+
+Owns one training round: read the archive window from PostgreSQL, hold out its last hours,
+train LightFM on the rest, score the candidate and the promoted model on the same held-out
+enters (availability taken from the archive), register the candidate and promote it only if it
+is not worse. Merchant features come from a JSON file the rooms domain exports
+(`{merchant_id: RoomFeatures fields}`), or identity features alone when there is none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ranking.blend import BlendWeights
+from ranking.dataset import InteractionLog, WeightParams, build_training_set, load_archive
+from ranking.evaluation import collect_targets, evaluate
+from ranking.features import RoomFeatures
+from ranking.model import ModelParams, RankingModel, train_model
+from ranking.offline import flatten_metrics, schedule_from_log
+from ranking.registry import ModelRegistry
+from ranking.scorer import Scorer
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class TrainingRound:
+    version: str
+    metrics: dict[str, float]
+    promoted: bool
+    seconds: float
+
+
+def load_features(path: Path | None) -> dict[str, RoomFeatures]:
+    if path is None:
+        return {}
+    raw = orjson.loads(Path(path).read_bytes())
+    return {mid: RoomFeatures(**fields) for mid, fields in raw.items()}
+
+
+def score_on(log: InteractionLog, model: RankingModel, features: Mapping[str, RoomFeatures], since_ms: int,
+             until_ms: int, max_targets: int, weights: BlendWeights) -> dict[str, float]:
+    (targets,) = collect_targets(log, schedule_from_log(log, features), Scorer(model), [(since_ms, until_ms)],
+                                 [max_targets], weights)
+    if len(targets) == 0:
+        return {}
+    return flatten_metrics(evaluate(targets, weights, BlendWeights(lightfm=0.0)))
+
+
+async def train_once(pool: Any, params: ModelParams, weights: WeightParams, days: float, eval_hours: float,
+                     features: Mapping[str, RoomFeatures], until_ms: int | None = None,
+                     blend_weights: BlendWeights | None = None, max_targets: int = 5_000,
+                     promote: bool = True) -> TrainingRound:
+    t0 = time.perf_counter()
+    until = until_ms or int(time.time() * 1000)
+    since = until - int(days * 24 * HOUR_MS)
+    split = until - int(eval_hours * HOUR_MS)
+    log = await load_archive(pool, since, until)
+    if len(log) == 0:
+        raise RuntimeError("the archive has no interactions in the training window")
+    data = build_training_set(log, features, split, weights)
+    version = datetime.fromtimestamp(until / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ") + f"-k{params.no_components}"
+    model = await asyncio.to_thread(train_model, data, params, version)
+    bw = blend_weights or BlendWeights()
+    metrics = score_on(log, model, features, split, until, max_targets, bw)
+    metrics["interactions"] = float(data.n_interactions)
+    registry = ModelRegistry(pool)
+    current_version = await registry.promoted_version()
+    current_metrics = None
+    if current_version is not None:
+        current = await registry.load(current_version)
+        current_metrics = score_on(log, current, features, split, until, max_targets, bw)
+    await registry.register(model, metrics)
+    promoted = await registry.promote_if_not_worse(version, "trainer", current_metrics) if promote else False
+    return TrainingRound(version, metrics, promoted, time.perf_counter() - t0)
+
+
+async def train_forever(pool: Any, every_s: float, **kwargs: Any) -> None:
+    while True:
+        try:
+            result = await train_once(pool, **kwargs)
+            print(f"model {result.version}: promoted={result.promoted} {result.metrics}", file=sys.stderr)
+        except RuntimeError as exc:
+            print(f"training skipped: {exc}", file=sys.stderr)
+        await asyncio.sleep(every_s)
