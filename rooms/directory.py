@@ -30,7 +30,7 @@ class RoomDirectory:
         missing = [r for r in wanted if r not in found]
         if missing:
             raws = await self.redis.hmget(KEY_MERCHANT_OF, missing)
-            from_redis = {r: m.decode() for r, m in zip(missing, raws, strict=True) if m is not None}
+            from_redis = {r: _text(m) for r, m in zip(missing, raws, strict=True) if m is not None}
             found.update(from_redis)
             self._keep(from_redis)
             missing = [r for r in missing if r not in from_redis]
@@ -48,9 +48,13 @@ class RoomDirectory:
             return
         self._keep(pairs)
         with contextlib.suppress(Exception):  # a cache: PostgreSQL answers next time
-            await self.redis.hset(KEY_MERCHANT_OF, mapping=dict(pairs))
+            await self.redis.hset(KEY_MERCHANT_OF, mapping=dict(pairs))  # type: ignore[arg-type]
 
     def _keep(self, pairs: Mapping[str, str]) -> None:
         if len(self._local) + len(pairs) > LOCAL_MAX:
             self._local.clear()
         self._local.update(pairs)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

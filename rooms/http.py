@@ -68,9 +68,9 @@ def _label(body: Body, field: str, *, required: bool = True, max_len: int = 40) 
     return value.strip().lower() if isinstance(value, str) else None
 
 
-def _epoch(body: Body, field: str, *, required: bool = True) -> float | None:
-    value: float | None = body.number(field, required=required, minimum=EPOCH_MIN, maximum=EPOCH_MAX)
-    return value
+def _epoch(body: Body, field: str, *, required: bool = True) -> Any:
+    """Epoch seconds (None when optional and absent); like every Body reader, checked by finish()."""
+    return body.number(field, required=required, minimum=EPOCH_MIN, maximum=EPOCH_MAX)
 
 
 async def _optional_json(request: Request) -> Any:

@@ -22,6 +22,7 @@ incrementally), or "reload" when the copy is too old for the changelog.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,11 @@ from typing import Any
 import asyncpg
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from roomfeed.errors import Unavailable
+
+log = logging.getLogger("roomfeed.rooms")
 
 KEY_LIVE = "rf:rooms:live"
 KEY_VER = "rf:rooms:ver"
@@ -228,10 +234,15 @@ class IndexWriter:
 class LiveIndex:
     """The reader: `snapshot()` on every feed request, cheap when nothing changed."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, max_staleness: float = 0.0) -> None:
+        """`max_staleness` (seconds): serve the in-process copy without asking Redis when it was checked
+        that recently. 0 (default) checks on every call; the feed may pass e.g. 0.05 so that under
+        heavy churn a process rebuilds its copy at most 20 times a second whatever its request rate."""
         self.redis = redis
+        self.max_staleness = max_staleness
         self._changes = redis.register_script(_CHANGES)
         self._current: LiveSnapshot = EMPTY
+        self._checked_at = 0.0
         self._lock = asyncio.Lock()
 
     @property
@@ -240,9 +251,21 @@ class LiveIndex:
         return self._current
 
     async def snapshot(self) -> LiveSnapshot:
+        if self.max_staleness and time.monotonic() - self._checked_at < self.max_staleness:
+            return self._current
         async with self._lock:
             current = self._current
-            reply = await self._changes(args=[current.epoch, current.version, INCREMENTAL_MAX])
+            try:
+                reply = await self._changes(args=[current.epoch, current.version, INCREMENTAL_MAX])
+            except (RedisError, OSError) as exc:
+                # Redis is down or slow: a feed keeps serving the rooms it last saw rather than failing.
+                if current is EMPTY:
+                    raise Unavailable("the live index is unavailable", headers={"Retry-After": "1"}) from exc
+                log.warning(
+                    "live index read failed, serving version %s from memory: %s", current.version, exc
+                )
+                return current
+            self._checked_at = time.monotonic()
             epoch = _text(reply[0])
             version = int(reply[1])
             kind = _text(reply[2])
@@ -285,10 +308,10 @@ class LiveIndex:
 
     async def replays(self, limit: int = 20) -> list[LiveRoom]:
         """Recently ended rooms that have a replay_url, newest first."""
-        ids = await self.redis.zrevrange(KEY_REPLAYS, 0, max(limit, 1) - 1)
+        ids: list[Any] = await self.redis.zrevrange(KEY_REPLAYS, 0, max(limit, 1) - 1)
         if not ids:
             return []
-        raws = await self.redis.hmget(KEY_REPLAY, ids)
+        raws: list[Any] = await self.redis.hmget(KEY_REPLAY, ids)
         return decode_many([raw for raw in raws if raw is not None])
 
     async def live_room_of_merchant(self, merchant_id: str) -> LiveRoom | None:

@@ -24,10 +24,20 @@ async def make_deal(
     room = await make_room(client, merchant, title="Flash sale")
     await client.post(f"/v1/rooms/{room['room_id']}/live", headers=merchant.headers)
     product = (
-        await client.post("/v1/products", json={"title": "Lipstick", "price": 99, "currency": "CNY"}, headers=merchant.headers)
+        await client.post(
+            "/v1/products",
+            json={"title": "Lipstick", "price": 99, "currency": "CNY"},
+            headers=merchant.headers,
+        )
     ).json()
-    body = {"product_id": product["product_id"], "price": 49.5, "quantity": quantity,
-            "per_viewer_limit": limit, "ends_at": time.time() + 600, **extra}
+    body = {
+        "product_id": product["product_id"],
+        "price": 49.5,
+        "quantity": quantity,
+        "per_viewer_limit": limit,
+        "ends_at": time.time() + 600,
+        **extra,
+    }
     r = await client.post(f"/v1/rooms/{room['room_id']}/deals", json=body, headers=merchant.headers)
     assert r.status_code == 201, r.text
     return dict(r.json())

@@ -8,12 +8,15 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
+from roomfeed.errors import Unavailable
 from roomfeed.settings import REPO_ROOT, Settings
 from rooms.live_index import KEY_EPOCH, IndexWriter, LiveIndex, LiveRoom, rebuild_live_index
 from rooms.outbox import RoomRelay
@@ -107,10 +110,16 @@ _CRASH_BETWEEN_WRITES = textwrap.dedent(
 
 
 def crash_between_writes(settings: Settings, verb: str, merchant_id: str, room_id: str) -> int:
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-           "PYTHONPATH": str(REPO_ROOT)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     script = _CRASH_BETWEEN_WRITES.replace("{verb}", verb)
-    done = subprocess.run([sys.executable, "-c", script, merchant_id, room_id], env=env, cwd=Path(REPO_ROOT), timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script, merchant_id, room_id], env=env, cwd=Path(REPO_ROOT), timeout=60
+    )
     return done.returncode
 
 
@@ -131,7 +140,11 @@ async def test_crash_between_postgresql_and_redis_is_repaired_on_restart(
 
 
 async def _crash_and_repair(
-    settings: Settings, app_client: httpx.AsyncClient, merchant: MerchantAccount, pool: asyncpg.Pool, redis: Redis
+    settings: Settings,
+    app_client: httpx.AsyncClient,
+    merchant: MerchantAccount,
+    pool: asyncpg.Pool,
+    redis: Redis,
 ) -> None:
     going_live = (await make_room(app_client, merchant, title="Crash on go-live"))["room_id"]
     ending = (await make_room(app_client, merchant, title="Crash on end"))["room_id"]
@@ -145,8 +158,12 @@ async def _crash_and_repair(
     index = LiveIndex(redis)
     drifted = await index.snapshot()
     assert going_live not in drifted.by_id and ending in drifted.by_id  # PostgreSQL moved on, Redis did not
-    assert await pool.fetchval("SELECT count(*) FROM room_changes WHERE room_id = ANY($1) AND NOT indexed",
-                               [going_live, ending]) == 2
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM room_changes WHERE room_id = ANY($1) AND NOT indexed", [going_live, ending]
+        )
+        == 2
+    )
 
     # "Restart": a fresh process's relay finishes the outbox.
     class NoKafka:
@@ -157,3 +174,25 @@ async def _crash_and_repair(
     repaired = await index.snapshot()
     assert going_live in repaired.by_id and ending not in repaired.by_id
     assert set(repaired.by_id) == await live_in_postgres(pool)
+
+
+async def test_feed_keeps_its_last_snapshot_when_redis_goes_down(
+    private_servers: Any, pool: asyncpg.Pool, app_client: httpx.AsyncClient, merchant: MerchantAccount
+) -> None:
+    rid = (await make_room(app_client, merchant, title="Outlives Redis"))["room_id"]
+    await app_client.post(f"/v1/rooms/{rid}/live", headers=merchant.headers)
+    server = private_servers.redis()
+    await asyncio.to_thread(server.start)
+    await asyncio.to_thread(server.wait_ready)
+    client = Redis.from_url(server.url(), socket_timeout=1.0, socket_connect_timeout=0.5)
+    try:
+        await rebuild_live_index(pool, client)
+        index = LiveIndex(client)
+        before = await index.snapshot()
+        assert rid in before.by_id
+        server.kill()
+        assert await index.snapshot() is before
+        with pytest.raises(Unavailable):
+            await LiveIndex(client).snapshot()  # a process that never read it has nothing to serve
+    finally:
+        await client.aclose()

@@ -57,8 +57,14 @@ async def test_only_operators_create_merchants(
 async def test_stores_staff_and_products_belong_to_their_merchant(
     app: Starlette, app_client: httpx.AsyncClient, merchant: MerchantAccount, other_merchant: MerchantAccount
 ) -> None:
-    store = (await app_client.post("/v1/stores", json={"name": "Jing'an", "city": "Shanghai"}, headers=merchant.headers)).json()
-    staff = await app_client.post(f"/v1/stores/{store['store_id']}/staff", json={"name": "Li Wei"}, headers=merchant.headers)
+    store = (
+        await app_client.post(
+            "/v1/stores", json={"name": "Jing'an", "city": "Shanghai"}, headers=merchant.headers
+        )
+    ).json()
+    staff = await app_client.post(
+        f"/v1/stores/{store['store_id']}/staff", json={"name": "Li Wei"}, headers=merchant.headers
+    )
     assert staff.status_code == 201
     product = await app_client.post(
         "/v1/products", json={"title": "Serum", "price": 189.0, "currency": "CNY"}, headers=merchant.headers
@@ -67,7 +73,8 @@ async def test_stores_staff_and_products_belong_to_their_merchant(
     stores = (await app_client.get("/v1/stores", headers=merchant.headers)).json()["stores"]
     assert store["store_id"] in [s["store_id"] for s in stores]
     assert store["store_id"] not in [
-        s["store_id"] for s in (await app_client.get("/v1/stores", headers=other_merchant.headers)).json()["stores"]
+        s["store_id"]
+        for s in (await app_client.get("/v1/stores", headers=other_merchant.headers)).json()["stores"]
     ]
     catalog = app.state.merchant_catalog
     assert await catalog.store_and_staff(merchant.merchant_id, store["store_id"], staff.json()["staff_id"])
@@ -79,7 +86,11 @@ async def test_room_goes_scheduled_live_ended_and_only_that_way(
     app: Starlette, app_client: httpx.AsyncClient, merchant: MerchantAccount
 ) -> None:
     room = await make_room(app_client, merchant)
-    assert room["status"] == "scheduled" and room["category"] == "beauty" and room["tags"] == ["skincare", "serum"]
+    assert (
+        room["status"] == "scheduled"
+        and room["category"] == "beauty"
+        and room["tags"] == ["skincare", "serum"]
+    )
     rid = room["room_id"]
     bad = await app_client.post(f"/v1/rooms/{rid}/end", headers=merchant.headers)
     assert bad.status_code == 409 and bad.json()["error"]["code"] == "invalid_transition"
@@ -94,7 +105,9 @@ async def test_room_goes_scheduled_live_ended_and_only_that_way(
     assert (await app.state.live_index.live_room_of_merchant(merchant.merchant_id)) is not None
 
     ended = await app_client.post(
-        f"/v1/rooms/{rid}/end", json={"replay_url": "https://cdn.example/vod/1.m3u8"}, headers=merchant.headers
+        f"/v1/rooms/{rid}/end",
+        json={"replay_url": "https://cdn.example/vod/1.m3u8"},
+        headers=merchant.headers,
     )
     assert ended.status_code == 200 and ended.json()["status"] == "ended"
     assert rid not in (await app.state.live_index.snapshot()).by_id
@@ -123,26 +136,43 @@ async def test_room_lifecycle_is_published_on_kafka(
 
 
 async def test_room_products_and_console_reads(
-    app_client: httpx.AsyncClient, operator_key: str, merchant: MerchantAccount, other_merchant: MerchantAccount
+    app_client: httpx.AsyncClient,
+    operator_key: str,
+    merchant: MerchantAccount,
+    other_merchant: MerchantAccount,
 ) -> None:
     rid = (await make_room(app_client, merchant))["room_id"]
     pid = (
-        await app_client.post("/v1/products", json={"title": "Mask", "price": 20, "currency": "CNY"}, headers=merchant.headers)
+        await app_client.post(
+            "/v1/products", json={"title": "Mask", "price": 20, "currency": "CNY"}, headers=merchant.headers
+        )
     ).json()["product_id"]
-    r = await app_client.post(f"/v1/rooms/{rid}/products", json={"product_ids": [pid, pid]}, headers=merchant.headers)
+    r = await app_client.post(
+        f"/v1/rooms/{rid}/products", json={"product_ids": [pid, pid]}, headers=merchant.headers
+    )
     assert r.status_code == 200 and [p["product_id"] for p in r.json()["products"]] == [pid]
     detail = (await app_client.get(f"/v1/rooms/{rid}", headers=merchant.headers)).json()
     assert detail["products"][0]["product_id"] == pid
-    own = await app_client.get(f"/v1/merchants/{merchant.merchant_id}/rooms?status=scheduled", headers=merchant.headers)
+    own = await app_client.get(
+        f"/v1/merchants/{merchant.merchant_id}/rooms?status=scheduled", headers=merchant.headers
+    )
     assert rid in [room["room_id"] for room in own.json()["rooms"]]
-    by_operator = await app_client.get(f"/v1/merchants/{merchant.merchant_id}/rooms", headers=bearer(operator_key))
+    by_operator = await app_client.get(
+        f"/v1/merchants/{merchant.merchant_id}/rooms", headers=bearer(operator_key)
+    )
     assert rid in [room["room_id"] for room in by_operator.json()["rooms"]]
     nosy = await app_client.get(f"/v1/merchants/{merchant.merchant_id}/rooms", headers=other_merchant.headers)
     assert nosy.status_code == 404
     foreign_product = (
-        await app_client.post("/v1/products", json={"title": "Tent", "price": 900, "currency": "CNY"}, headers=other_merchant.headers)
+        await app_client.post(
+            "/v1/products",
+            json={"title": "Tent", "price": 900, "currency": "CNY"},
+            headers=other_merchant.headers,
+        )
     ).json()["product_id"]
-    r = await app_client.post(f"/v1/rooms/{rid}/products", json={"product_ids": [foreign_product]}, headers=merchant.headers)
+    r = await app_client.post(
+        f"/v1/rooms/{rid}/products", json={"product_ids": [foreign_product]}, headers=merchant.headers
+    )
     assert r.status_code == 422 and "product_ids" in r.json()["error"]["fields"]
 
 
