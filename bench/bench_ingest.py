@@ -1,0 +1,356 @@
+"""Ingest benchmark: HTTP batches → Kafka → realtime (Redis) and archive (PostgreSQL) sinks.
+
+    .venv/bin/python bench/bench_ingest.py [--events 100000] [--clients 8] [--runs 3]
+
+Starts the local services if needed, then, in one run on a throwaway database, Redis db and topic
+prefix:
+  ceiling   raw aiokafka producer rate and raw consumer rate (no validation, no sink);
+  ingest    `roomfeed serve` (uvicorn, 2 workers) on loopback, concurrent clients posting 500-event
+            batches, with a `roomfeed worker` process (realtime + archive) consuming meanwhile;
+            events/s accepted, and events/s until both sinks hold everything;
+  realtime  the realtime sink alone replaying the topic into an empty Redis db (vs raw consumer);
+  freshness a paced client at 5,000 events/s; time from the 202 to the events visible in LiveStats.
+Each figure is the median of --runs repetitions where repeating is cheap (ceilings, realtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from events.consumer import SinkRunner  # noqa: E402
+from events.ingest import VIEWER_EVENTS  # noqa: E402
+from events.live_stats import LiveStats  # noqa: E402
+from events.realtime import RealtimeSink  # noqa: E402
+from roomfeed import services  # noqa: E402
+from roomfeed.auth import sign_viewer_token  # noqa: E402
+from roomfeed.db import migrate  # noqa: E402
+from roomfeed.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
+from roomfeed.settings import Settings, external_services  # noqa: E402
+from tests.support import free_port  # noqa: E402
+
+BATCH = 500
+
+
+def event(i: int, viewer: str, room: str, now: int) -> dict[str, Any]:
+    kind = ("impression", "enter", "heartbeat", "leave", "like")[i % 5]
+    e: dict[str, Any] = {"event_id": f"b{secrets.token_hex(8)}", "type": kind, "viewer_id": viewer,
+                         "session_id": f"ses_{viewer}", "room_id": room, "ts": now}
+    if kind == "leave":
+        e["dwell_ms"] = 1000 * (i % 30)
+    return e
+
+
+def make_batches(total: int, rooms: int = 200) -> list[tuple[str, list[dict[str, Any]]]]:
+    now = int(time.time() * 1000)
+    out = []
+    for b in range(total // BATCH):
+        viewer = f"bv{b}"
+        out.append((viewer, [event(i, viewer, f"room_b{(b * 7 + i) % rooms}", now) for i in range(BATCH)]))
+    return out
+
+
+async def raw_producer_rate(settings: Settings, n: int) -> float:
+    producer = make_producer(settings)
+    await producer.start()
+    payloads = [orjson.dumps(e) for _, batch in make_batches(n) for e in batch]
+    topic = settings.topic("raw")
+    try:
+        started = time.perf_counter()
+        futures = [await producer.send(topic, p, key=str(i % 1000).encode()) for i, p in enumerate(payloads)]
+        await asyncio.gather(*futures)
+        return len(payloads) / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def raw_consumer_rate(settings: Settings, n: int) -> float:
+    consumer = make_consumer(settings, None, "raw")
+    await consumer.start()
+    try:
+        seen = 0
+        started = time.perf_counter()
+        while seen < n:
+            polled = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            seen += sum(len(r) for r in polled.values())
+        return seen / (time.perf_counter() - started)
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "roomfeed.cli", *args], env=env, cwd=ROOT,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+async def wait_ready(base: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(base + "/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.3)
+    raise RuntimeError(f"{base} not ready")
+
+
+async def post(client: httpx.AsyncClient, base: str, secret: str, viewer: str, events: list[Any]) -> int:
+    headers = {"Authorization": f"Bearer {sign_viewer_token(secret, viewer)}",
+               "content-type": "application/json"}
+    while True:
+        response = await client.post(base + "/v1/events", content=orjson.dumps(events), headers=headers)
+        if response.status_code == 202:
+            return int(response.json()["accepted"])
+        await asyncio.sleep(0.2)
+
+
+async def ingest_run(settings: Settings, base: str, total: int, clients: int, pool: asyncpg.Pool,
+                     redis: Redis) -> dict[str, float]:
+    work = make_batches(total)
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=clients)) as client:
+
+        async def run(mine: list[tuple[str, list[Any]]]) -> int:
+            return sum([await post(client, base, settings.viewer_token_secret, v, e) for v, e in mine])
+
+        started = time.perf_counter()
+        accepted = sum(await asyncio.gather(*(run(work[i::clients]) for i in range(clients))))
+        ingest_s = time.perf_counter() - started
+    stats = LiveStats(redis)
+    realtime_done = archive_done = 0.0
+    while not (realtime_done and archive_done):
+        if not realtime_done:
+            totals = await stats.totals()
+            seen = sum(totals[k] for k in ("impressions_1h", "enters_1h", "leaves_1h", "likes_1h"))
+            if seen >= accepted * 4 / 5:  # heartbeats are not counted in windows
+                realtime_done = time.perf_counter() - started
+        if not archive_done and await pool.fetchval("SELECT count(*) FROM interactions") >= accepted:
+            archive_done = time.perf_counter() - started
+        await asyncio.sleep(0.05)
+    return {"accepted": accepted, "events_per_s": accepted / ingest_s,
+            "to_realtime_per_s": accepted / realtime_done, "to_archive_per_s": accepted / archive_done,
+            "both_sinks_per_s": accepted / max(realtime_done, archive_done)}
+
+
+async def topic_size(settings: Settings) -> int:
+    producer = make_producer(settings)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    await consumer.start()
+    try:
+        topic = settings.topic(VIEWER_EVENTS)
+        tps = [TopicPartition(topic, p) for p in await producer.partitions_for(topic)]
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await producer.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
+
+
+async def realtime_sink_rate(settings: Settings, redis_url: str, n: int) -> float:
+    redis = Redis.from_url(redis_url)
+    await redis.flushdb()
+    runner = SinkRunner(settings, RealtimeSink(redis), group=f"bench-rt-{secrets.token_hex(3)}")
+    await runner.start()
+    try:
+        started = time.perf_counter()
+        task = asyncio.create_task(runner.run())
+        while runner.processed < n:
+            await asyncio.sleep(0.02)
+        rate = runner.processed / (time.perf_counter() - started)
+        await runner.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return rate
+    finally:
+        await runner.stop()
+        await redis.aclose()
+
+
+async def freshness(settings: Settings, base: str, redis: Redis, rate: int = 5000,
+                    seconds: float = 10.0, batch: int = 500) -> tuple[float, float, float]:
+    stats = LiveStats(redis)
+    pending: dict[str, tuple[float, int]] = {}
+    delays: list[float] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set() or pending:
+            rooms = list(pending)
+            if rooms:
+                now = time.perf_counter()
+                for room, room_stats in (await stats.rooms(rooms)).items():
+                    acked, size = pending[room]
+                    if room_stats.enters_1h >= size:
+                        delays.append(now - acked)
+                        del pending[room]
+            await asyncio.sleep(0.005)
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        watcher = asyncio.create_task(watch())
+        interval = batch / rate
+        started = time.perf_counter()
+        sent = 0
+        in_flight = []
+
+        async def one(k: int) -> None:
+            room, viewer = f"room_fresh{k}_{secrets.token_hex(3)}", f"fv{k}"
+            now = int(time.time() * 1000)
+            events = [{"event_id": f"f{secrets.token_hex(8)}", "type": "enter", "viewer_id": viewer,
+                       "session_id": "s", "room_id": room, "ts": now} for _ in range(batch)]
+            await post(client, base, settings.viewer_token_secret, viewer, events)
+            pending[room] = (time.perf_counter(), batch)
+
+        k = 0
+        while time.perf_counter() - started < seconds:
+            in_flight.append(asyncio.create_task(one(k)))
+            k += 1
+            sent += batch
+            await asyncio.sleep(max(0.0, started + k * interval - time.perf_counter()))
+        await asyncio.gather(*in_flight)
+        achieved = sent / (time.perf_counter() - started)
+        done.set()
+        await asyncio.wait_for(watcher, 30)
+    delays.sort()
+    p50 = statistics.median(delays) * 1000
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))] * 1000
+    return p50, p99, achieved
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    base_settings = Settings.from_env()
+    if not all(external_services().values()):
+        services.up(base_settings)
+    tag = secrets.token_hex(3)
+    dbname = f"rf_bench_{tag}"
+    admin = await asyncpg.connect(base_settings.database_url)
+    await admin.execute(f'CREATE DATABASE "{dbname}"')
+    db_url = base_settings.database_url.rsplit("/", 1)[0] + "/" + dbname
+    redis_url = base_settings.redis_url.rsplit("/", 1)[0] + "/14"
+    rt_redis_url = base_settings.redis_url.rsplit("/", 1)[0] + "/15"
+    settings = replace(base_settings, database_url=db_url, redis_url=redis_url, kafka_prefix=f"bench{tag}.")
+    await migrate(db_url)
+    await ensure_topics(settings, {"raw": settings.kafka_partitions, VIEWER_EVENTS: settings.kafka_partitions})
+    redis = Redis.from_url(redis_url)
+    await redis.flushdb()
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+    logs = Path(settings.data_dir) / "bench-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url,
+           "KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
+           "ROOMFEED_LOG_LEVEL": "WARNING", "ROOMFEED_ACCESS_LOG": "0"}
+    processes: list[subprocess.Popen[bytes]] = []
+    results: dict[str, Any] = {}
+    try:
+        producer_rates = [await raw_producer_rate(settings, args.raw) for _ in range(args.runs)]
+        consumer_rates = [await raw_consumer_rate(settings, args.raw) for _ in range(args.runs)]
+        results["raw_producer_per_s"] = statistics.median(producer_rates)
+        results["raw_consumer_per_s"] = statistics.median(consumer_rates)
+        print(f"raw producer {results['raw_producer_per_s']:,.0f}/s, raw consumer "
+              f"{results['raw_consumer_per_s']:,.0f}/s", flush=True)
+
+        processes.append(spawn(["serve", "--port", str(port), "--workers", str(args.api_workers),
+                                "--no-migrate"], env, logs / "serve.log"))
+        processes.append(spawn(["worker", "--sinks", "realtime,archive", "--no-migrate"], env,
+                               logs / "worker.log"))
+        await wait_ready(base)
+        await ingest_run(settings, base, 10 * BATCH, args.clients, pool, redis)  # warm-up
+        await redis.flushdb()
+        await pool.execute("TRUNCATE interactions, event_ids")
+        run = await ingest_run(settings, base, args.events, args.clients, pool, redis)
+        results.update({k: v for k, v in run.items() if k != "accepted"})
+        results["events"] = run["accepted"]
+        print(f"ingest {run['events_per_s']:,.0f} events/s over HTTP; both sinks caught up at "
+              f"{run['both_sinks_per_s']:,.0f} events/s (realtime {run['to_realtime_per_s']:,.0f}, "
+              f"archive {run['to_archive_per_s']:,.0f})", flush=True)
+
+        p50, p99, achieved = await freshness(settings, base, redis)
+        results.update(freshness_p50_ms=p50, freshness_p99_ms=p99, freshness_rate_per_s=achieved)
+        print(f"freshness at {achieved:,.0f} events/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
+
+        topic_events = await topic_size(settings)
+        rt_rates = [await realtime_sink_rate(settings, rt_redis_url, topic_events) for _ in range(args.runs)]
+        results["realtime_sink_per_s"] = statistics.median(rt_rates)
+        results["realtime_vs_raw_consumer"] = results["realtime_sink_per_s"] / results["raw_consumer_per_s"]
+        print(f"realtime sink alone {results['realtime_sink_per_s']:,.0f} events/s "
+              f"({results['realtime_vs_raw_consumer']:.0%} of raw consumer)", flush=True)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(15)
+        await pool.close()
+        await redis.flushdb()
+        await redis.aclose()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        await admin.close()
+    return results
+
+
+def record(results: dict[str, Any], command: str) -> None:
+    machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    metrics = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
+    out = {"name": "ingest", "command": command, "date": dt.date.today().isoformat(), "machine": machine,
+           "metrics": metrics}
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench" / "results" / "ingest.json").write_text(json.dumps(out, indent=2) + "\n")
+    lines = [
+        f"\n## ingest ({out['date']}, {machine})\n",
+        f"`{command}`\n",
+        "| figure | value |", "|---|---|",
+        f"| raw aiokafka producer (ceiling) | {results['raw_producer_per_s']:,.0f} events/s |",
+        f"| raw aiokafka consumer (ceiling) | {results['raw_consumer_per_s']:,.0f} events/s |",
+        f"| HTTP ingest, 500-event batches, {results['events']:,} events | "
+        f"{results['events_per_s']:,.0f} events/s (target ≥ 30,000) |",
+        f"| HTTP → both sinks caught up | {results['both_sinks_per_s']:,.0f} events/s |",
+        f"| realtime sink alone | {results['realtime_sink_per_s']:,.0f} events/s = "
+        f"{results['realtime_vs_raw_consumer']:.0%} of raw consumer (target ≥ 50%) |",
+        f"| freshness 202 → visible in Redis at {results['freshness_rate_per_s']:,.0f} events/s | "
+        f"p50 {results['freshness_p50_ms']:.0f} ms, p99 {results['freshness_p99_ms']:.0f} ms "
+        "(target p99 ≤ 1 s) |",
+        "",
+    ]
+    with (ROOT / "docs" / "benchmarks.md").open("a") as f:
+        if f.tell() == 0:
+            f.write("# Benchmarks\n")
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--raw", type=int, default=100_000, help="events for the raw producer/consumer ceiling")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-record", action="store_true")
+    options = parser.parse_args()
+    figures = asyncio.run(main(options))
+    if not options.no_record:
+        record(figures, "python " + " ".join(["bench/bench_ingest.py", *sys.argv[1:]]))
