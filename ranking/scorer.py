@@ -46,6 +46,7 @@ class Scorer:
         # New merchants are cached per feature set: same features, same representation.
         self._by_features: dict[tuple[str, ...], int] = {}
         self._last: LiveItems | None = None
+        self._last_key: tuple[str, ...] = ()
 
     @property
     def model_version(self) -> str:
@@ -85,7 +86,10 @@ class Scorer:
 
     def prepare(self, rooms: Sequence[RoomFeatures]) -> LiveItems:
         """Gather the item block for a live-room snapshot; cheap to score against repeatedly."""
-        pos = np.fromiter((self.merchant_position(r) for r in rooms), dtype=np.int64, count=len(rooms))
+        mp = self._merchant_pos
+        pos = np.fromiter([mp.get(r.merchant_id, -1) for r in rooms], dtype=np.int64, count=len(rooms))
+        for i in np.flatnonzero(pos < 0).tolist():
+            pos[i] = self.merchant_position(rooms[i])
         return LiveItems(rooms, np.ascontiguousarray(self._items[pos]), self._bias[pos], self._pop[pos])
 
     def _live(self, rooms: Sequence[RoomFeatures] | LiveItems) -> LiveItems:
@@ -94,7 +98,12 @@ class Scorer:
         last = self._last
         if last is not None and last.rooms is rooms:
             return last
+        # The feed may hand a new list per request; the same rooms in the same order reuse the block.
+        key = tuple([r.merchant_id for r in rooms])
+        if last is not None and self._last_key == key:
+            return last
         self._last = self.prepare(rooms)
+        self._last_key = key
         return self._last
 
     def user_vector(self, viewer_id: str, entry_merchant_ids: Sequence[str] = ()) -> tuple[np.ndarray, float] | None:
