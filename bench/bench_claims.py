@@ -147,6 +147,11 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                 out2, secs2 = await http_run(client, secret, deal2, viewers2)
                 audit2 = await audit(env, deal2, args.units, 2)
 
+                # Ceiling of the in-process HTTP path: the same number of concurrent GET /healthz.
+                started = time.perf_counter()
+                await asyncio.gather(*(client.get("/healthz") for _ in range(args.attempts)))
+                healthz_secs = time.perf_counter() - started
+
                 book = DealBook(env.pool, env.redis)
                 deal3 = await new_deal(client, headers, args.units, 1)
                 out3, secs3 = await domain_run(book, deal3, args.attempts, gated=True)
@@ -167,6 +172,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         "viewers_over_limit": audit1["viewers_over_limit"] + audit2["viewers_over_limit"],
         "http_claims_per_s": round(args.attempts / secs1, 1),
         "http_seconds": round(secs1, 2),
+        "http_healthz_per_s": round(args.attempts / healthz_secs, 1),
         "limit2_successes": out2["ok"],
         "limit2_limit_reached_409": out2["409 limit_reached"],
         "limit2_max_per_viewer": audit2["max_per_viewer"],
@@ -181,7 +187,8 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         f"HTTP app (in-process ASGI), {args.attempts:,} concurrent claims, {args.units} units, limit 1 per viewer:",
         f"  successes {out1['ok']}, 409 sold_out {out1['409 sold_out']}, other {metrics['other_outcomes']}, "
         f"oversold {audit1['oversold']}, stock left {audit1['remaining']}",
-        f"  {metrics['http_claims_per_s']:,} attempts/s ({secs1:.2f} s for all)",
+        f"  {metrics['http_claims_per_s']:,} attempts/s ({secs1:.2f} s for all); "
+        f"ceiling, GET /healthz the same way: {metrics['http_healthz_per_s']:,}/s",
         f"HTTP app, {max(1, args.units // 4)} viewers sharing {args.attempts:,} attempts, limit 2: successes {out2['ok']}, "
         f"max held by one viewer {audit2['max_per_viewer']}, oversold {audit2['oversold']}, outcomes {dict(out2)}",
         f"domain DealBook.claim (Redis gate + PostgreSQL): {metrics['domain_gated_claims_per_s']:,} attempts/s, "

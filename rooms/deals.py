@@ -47,19 +47,29 @@ DEAL_COLUMNS = (
 
 CLAIMS_IN_FLIGHT = 48
 
-# ARGV: quantity → remaining tokens after taking, -1 when not enough, -2 when the gate is unknown
+# KEYS: gate, holdings; ARGV: quantity, viewer_id, per-viewer limit
+# → remaining tokens after taking; -1 not enough stock; -2 gate unknown; -3 the viewer's limit
 _TAKE = """
 local v = redis.call('GET', KEYS[1])
 if not v then return -2 end
-v = tonumber(v)
 local q = tonumber(ARGV[1])
-if v < q then return -1 end
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+if held + q > tonumber(ARGV[3]) then return -3 end
+if tonumber(v) < q then return -1 end
+redis.call('HINCRBY', KEYS[2], ARGV[2], q)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return redis.call('DECRBY', KEYS[1], q)
 """
 
 
 def gate_key(deal_id: str) -> str:
     return f"rf:rooms:deal:{deal_id}:gate"
+
+
+def holdings_key(deal_id: str) -> str:
+    """viewer_id → units the gate let through for that viewer (a mirror of deal_viewer_claims)."""
+    return f"rf:rooms:deal:{deal_id}:held"
 
 
 def claim_event(claim: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,31 +258,56 @@ class DealBook:
                 fields={"quantity": f"must be at most {terms.per_viewer_limit}"},
             )
         async with self._in_flight:
-            if not await self._take_tokens(deal_id, quantity):
-                raise Conflict("sold out", code="sold_out")
+            await self._take_tokens(terms, viewer_id, quantity)
             try:
                 return await self._commit(terms, viewer_id, quantity, session_id)
             except Conflict as refused:
-                if refused.code != "sold_out":
-                    await self.redis.incrby(gate_key(deal_id), quantity)
+                # PostgreSQL said no: the viewer holds nothing more. Stock tokens go back unless
+                # PostgreSQL is sold out too; a limit PostgreSQL knows and Redis did not is mirrored.
+                await self._release(
+                    terms,
+                    viewer_id,
+                    quantity,
+                    stock=refused.code != "sold_out",
+                    held_now=terms.per_viewer_limit if refused.code == "limit_reached" else None,
+                )
                 raise
             except BaseException:
                 # Not committed (or unknown): give the tokens back; PostgreSQL still guards the stock.
-                await asyncio.shield(self.redis.incrby(gate_key(deal_id), quantity))
+                await asyncio.shield(self._release(terms, viewer_id, quantity, stock=True))
                 raise
 
-    async def _take_tokens(self, deal_id: str, quantity: int) -> bool:
-        key = gate_key(deal_id)
+    async def _take_tokens(self, terms: DealTerms, viewer_id: str, quantity: int) -> None:
+        keys = [gate_key(terms.deal_id), holdings_key(terms.deal_id)]
         for _ in range(2):
-            left = int(await self._take(keys=[key], args=[quantity]))
+            left = int(await self._take(keys=keys, args=[quantity, viewer_id, terms.per_viewer_limit]))
             if left >= 0:
-                return True
+                return
             if left == -1:
-                return False
-            # Gate unknown (Redis lost it, or it expired): seed it from the truth, once.
-            remaining = await self.pool.fetchval("SELECT remaining FROM deals WHERE deal_id = $1", deal_id)
-            await self.redis.set(key, int(remaining or 0), nx=True, ex=7 * 86_400)
-        return False
+                raise Conflict("sold out", code="sold_out")
+            if left == -3:
+                raise Conflict(
+                    f"this viewer already holds the limit of {terms.per_viewer_limit}", code="limit_reached"
+                )
+            # Gate unknown (Redis lost it, or it expired): seed it from the truth, once. Holdings
+            # start empty then; PostgreSQL still enforces the limit and teaches the mirror.
+            remaining = await self.pool.fetchval(
+                "SELECT remaining FROM deals WHERE deal_id = $1", terms.deal_id
+            )
+            await self.redis.set(keys[0], int(remaining or 0), nx=True, ex=7 * 86_400)
+        raise Conflict("sold out", code="sold_out")
+
+    async def _release(
+        self, terms: DealTerms, viewer_id: str, quantity: int, *, stock: bool, held_now: int | None = None
+    ) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if stock:
+                pipe.incrby(gate_key(terms.deal_id), quantity)
+            if held_now is not None:
+                pipe.hset(holdings_key(terms.deal_id), viewer_id, held_now)
+            else:
+                pipe.hincrby(holdings_key(terms.deal_id), viewer_id, -quantity)
+            await pipe.execute()
 
     async def _commit(
         self, terms: DealTerms, viewer_id: str, quantity: int, session_id: str | None

@@ -34,8 +34,6 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from roomfeed.errors import Unavailable
-
 log = logging.getLogger("roomfeed.rooms")
 
 KEY_LIVE = "rf:rooms:live"
@@ -260,7 +258,7 @@ class LiveIndex:
             except (RedisError, OSError) as exc:
                 # Redis is down or slow: a feed keeps serving the rooms it last saw rather than failing.
                 if current is EMPTY:
-                    raise Unavailable("the live index is unavailable", headers={"Retry-After": "1"}) from exc
+                    raise  # nothing to serve: the caller decides (the feed degrades on Redis errors)
                 log.warning(
                     "live index read failed, serving version %s from memory: %s", current.version, exc
                 )

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from roomfeed.errors import Conflict
 from roomfeed.settings import Settings
-from rooms.deals import DealBook, gate_key
+from rooms.deals import DealBook, gate_key, holdings_key
 from tests.app_fixtures import bearer
 from tests.rooms.conftest import MerchantAccount, read_topic
 from tests.rooms.test_rooms_routes import make_room
@@ -87,6 +87,24 @@ async def test_no_viewer_claims_above_the_limit(
     assert sorted(r["claimed"] for r in held) == [2] * 5
     assert int(await redis.get(gate_key(deal["deal_id"]))) == 40
     assert await pool.fetchval("SELECT remaining FROM deals WHERE deal_id = $1", deal["deal_id"]) == 40
+    mirror = await redis.hgetall(holdings_key(deal["deal_id"]))
+    assert {k.decode(): int(v) for k, v in mirror.items()} == {f"greedy{i}": 2 for i in range(5)}
+
+
+async def test_the_limit_holds_when_redis_forgot_the_holdings(
+    app_client: httpx.AsyncClient, merchant: MerchantAccount, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    deal = await make_deal(app_client, merchant, quantity=10, limit=1)
+    book = DealBook(pool, redis)
+    await book.claim(deal["deal_id"], "dora")
+    await redis.delete(holdings_key(deal["deal_id"]))  # Redis lost the mirror, PostgreSQL did not
+    try:
+        await book.claim(deal["deal_id"], "dora")
+        raise AssertionError("a second unit past the limit was accepted")
+    except Conflict as refused:
+        assert refused.code == "limit_reached"
+    assert int(await redis.hget(holdings_key(deal["deal_id"]), "dora")) == 1  # the mirror learnt it
+    assert int(await redis.get(gate_key(deal["deal_id"]))) == 9  # the refused claim's token came back
 
 
 async def test_viewer_claims_over_http_and_hears_sold_out_and_limit(
