@@ -43,6 +43,10 @@ MAX_STEPS_PER_SESSION = 25
 CODE_ENTRY_SHARE = 0.3
 ALLIANCE_SIZE = 6
 FIRST_MODEL_DEADLINE_S = 300
+MAX_RESTARTS = 5
+# The trainer holds out the last ~1 minute to judge each candidate (the default, 24 h, suits a
+# marketplace with history, not one that started a minute ago).
+TRAINER_EVAL_HOURS = "0.01"
 
 
 class DemoError(RuntimeError):
@@ -254,6 +258,13 @@ class ViewerTraffic:
                                 list(room.get("tags", [])), room.get("price_band", "mid"))
         return RoomFeatures(room["room_id"], m.sim_id, m.category, m.tags, m.price_band, m.format, m.host)
 
+    def _sim_live_until(self, room: dict[str, Any], sim_now_ms: int) -> int | None:
+        """When the room ends on the viewer's (sped-up) clock, so nobody watches past the end."""
+        m = self.by_merchant.get(room.get("merchant_id", ""))
+        if m is None or m.room_id != room.get("room_id") or not m.live_until:
+            return None
+        return sim_now_ms + int(max(0.0, m.live_until - time.time()) * 1000 * self.speedup)
+
     def _retime(self, events: list[dict[str, Any]], now_ms: int) -> tuple[list[dict[str, Any]], float]:
         """Events of one visit on the wall clock, compressed by `speedup`; returns (events, visit seconds)."""
         if not events:
@@ -268,7 +279,8 @@ class ViewerTraffic:
                 e["source"] = "code" if "entry_code_merchant_id" in event else "feed"
             e["ts"] = now_ms + int((int(event["ts"]) - base) / self.speedup)
             out.append(e)
-        span = (int(events[-1]["ts"]) - base) / self.speedup / 1000.0
+        out.sort(key=lambda e: e["ts"])  # a like at mid-visit comes before later heartbeats
+        span = (max(int(e["ts"]) for e in events) - base) / self.speedup / 1000.0
         return out, span
 
     async def _post_events(self, events: list[dict[str, Any]], headers: dict[str, str]) -> None:
@@ -315,10 +327,24 @@ class ViewerTraffic:
                     break
             room = queue.pop(0)
             self.counters.rooms_shown += 1
-            reaction = viewer.react(self._features(room), position=step, boosted=bool(room.get("boosted")))
+            reaction = viewer.react(self._features(room), live_until_ms=self._sim_live_until(room, viewer.now_ms),
+                                    position=step, boosted=bool(room.get("boosted")))
             events, span = self._retime(reaction, int(time.time() * 1000))
-            await self._post_events(events, headers)
-            await asyncio.sleep(min(max(span, 0.3), 8.0))
+            await self._play(events, headers)
+            await asyncio.sleep(max(0.3, span - (time.time() * 1000 - events[0]["ts"]) / 1000) if events
+                                else min(max(span, 0.3), 8.0))
+
+    async def _play(self, events: list[dict[str, Any]], headers: dict[str, str]) -> None:
+        """Post each event when its (compressed) time comes, so presence and viewers-now are real."""
+        pending = list(events)
+        while pending:
+            now_ms = time.time() * 1000
+            due = [e for e in pending if e["ts"] <= now_ms + 50]
+            if due:
+                pending = pending[len(due):]
+                await self._post_events(due, headers)
+            else:
+                await asyncio.sleep(min(5.0, (pending[0]["ts"] - now_ms) / 1000))
 
     async def _guarded(self, viewer_index: int) -> None:
         try:
@@ -386,8 +412,11 @@ class DemoProcesses:
         self.env = env
         self.log_dir = log_dir
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, tuple[str, ...]] = {}
+        self.restarts: dict[str, int] = {}
 
     def start(self, name: str, *args: str) -> None:
+        self.commands[name] = args
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / f"{name}.log").open("ab") as out:
             self.children[name] = subprocess.Popen(
@@ -397,6 +426,12 @@ class DemoProcesses:
 
     def dead(self) -> list[str]:
         return [name for name, p in self.children.items() if p.poll() is not None]
+
+    def restart(self, name: str) -> int:
+        """Start a process that exited again; returns how many times it has been restarted."""
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+        self.start(name, *self.commands[name])
+        return self.restarts[name]
 
     def stop(self, timeout: float = 20.0) -> None:
         for process in self.children.values():
@@ -417,7 +452,7 @@ def add_demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--viewers-per-second", type=float, default=2.0, help="simulated viewers arriving per second")
     parser.add_argument("--merchants", type=int, default=36, help="merchants to create")
     parser.add_argument("--port", type=int, default=0, help="API port (default: settings.port, or a free one)")
-    parser.add_argument("--train-every", default="2m", help="how often the trainer retrains (e.g. 2m)")
+    parser.add_argument("--train-every", default="1m", help="how often the trainer retrains (e.g. 2m)")
     parser.add_argument("--seed", type=int, default=7)
 
 
@@ -476,7 +511,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     processes = DemoProcesses(env, log_dir)
     processes.start("api", "serve", "--host", settings.host, "--port", str(port), "--no-migrate")
     processes.start("worker", "worker")
-    processes.start("trainer", "train", "--every", args.train_every)
+    processes.start("trainer", "train", "--every", args.train_every, "--eval-hours", TRAINER_EVAL_HOURS, "--days", "2")
     _say(f"started api ({base_url}), worker and trainer; logs in {log_dir}/")
     code = 0
     try:
@@ -534,9 +569,12 @@ async def _drive(
             while not stop.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                dead = processes.dead()
-                if dead:
-                    raise DemoError(f"{', '.join(dead)} exited; see the logs in {processes.log_dir}/")
+                for name in processes.dead():
+                    # The API is what everything talks to; the worker and trainer recover by restarting.
+                    if name == "api" or processes.restarts.get(name, 0) >= MAX_RESTARTS:
+                        raise DemoError(f"{name} exited; see {processes.log_dir / (name + '.log')}")
+                    count = processes.restart(name)
+                    _say(f"{name} exited; restarted it ({count}/{MAX_RESTARTS}); see {processes.log_dir}/{name}.log")
                 await schedule.tick()
                 if serving is None:
                     with contextlib.suppress(httpx.HTTPError):

@@ -83,6 +83,14 @@ def _sources(state: Any, resources: Resources, lag: LagBySink | None) -> Marketp
             return len((await index.snapshot()).rooms)
 
         sources.rooms_live = rooms_live
+        if live_stats_mod is not None:
+
+            async def viewers_now() -> int:
+                room_ids = [room.room_id for room in (await index.snapshot()).rooms]
+                per_room = await stats.rooms(room_ids) if room_ids else {}
+                return sum(int(r.viewers_now) for r in per_room.values())
+
+            sources.viewers_now = viewers_now
     overview = _alliance_overview(state, resources)
     if overview is not None:
         sources.alliance = overview

@@ -133,7 +133,10 @@ class MarketplaceSources:
     totals: Source | None = None  # events.live_stats.LiveStats.totals
     rooms_live: Source | None = None  # len(rooms.live_index.LiveIndex.snapshot().rooms)
     alliance: Source | None = None  # the alliance domain's per-merchant overview
-    consumer_lag: Source | None = None  # console.lag.ConsumerLag.by_group
+    consumer_lag: Source | None = None  # console.lag.LagBySink.by_group
+    # Viewers present in live rooms now: the sum over live rooms of the events domain's presence
+    # (platform totals carry no presence of their own).
+    viewers_now: Source | None = None
 
 
 class MarketplaceMetrics:
@@ -158,15 +161,18 @@ class MarketplaceMetrics:
         """(the dashboard numbers, the per-merchant alliance accounts behind `alliance`)."""
         unavailable: list[str] = []
         s = self.sources
-        totals, rooms_live, overview, lag = await asyncio.gather(
+        totals, rooms_live, overview, lag, present = await asyncio.gather(
             self._ask("events", s.totals, unavailable),
             self._ask("rooms", s.rooms_live, unavailable),
             self._ask("alliance", s.alliance, unavailable),
             self._ask("consumer_lag", s.consumer_lag, unavailable),
+            self._ask("presence", s.viewers_now, unavailable) if s.viewers_now else asyncio.sleep(0),
         )
         totals = totals if isinstance(totals, Mapping) else {}
         accounts = alliance_accounts(overview) if overview is not None else []
         viewers_now = _number(totals, "viewers_now")
+        if isinstance(present, (int, float)) and not isinstance(present, bool):
+            viewers_now = max(viewers_now or 0.0, float(present))
         return {
             "at": now if now is not None else time.time(),
             "window": "1h",

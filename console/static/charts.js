@@ -59,21 +59,27 @@ const Charts = (() => {
     return root;
   }
 
-  function legend(root, series, x, y) {
+  // One row of swatches, each as wide as its label; returns the y below the legend (rows wrap).
+  function legend(root, series, x, y, width) {
+    let lx = x, ly = y;
     series.forEach((s, i) => {
-      const lx = x + i * 150;
-      svg("rect", { x: lx, y: y - 9, width: 10, height: 10, fill: s.color || PALETTE[i % PALETTE.length] }, root);
-      text(root, lx + 14, y, s.label, { class: "chart-legend" });
+      const label = s.label.length > 28 ? s.label.slice(0, 27) + "…" : s.label;
+      const w = 24 + label.length * 6.2;
+      if (lx + w > x + width && lx > x) { lx = x; ly += 16; }
+      svg("rect", { x: lx, y: ly - 9, width: 10, height: 10, fill: s.color || PALETTE[i % PALETTE.length] }, root);
+      text(root, lx + 14, ly, label, { class: "chart-legend" });
+      lx += w;
     });
+    return ly;
   }
 
   // series: [{label, color?, points: [[t, v], ...]}]; time on x (epoch seconds).
   function timeSeries(host, series, opts) {
     const o = Object.assign({ width: widthOf(host, 640), height: 220, yFormat: fmt, title: "" }, opts || {});
     const root = frame(host, o.width, o.height, o.title);
-    const m = { l: 52, r: 12, t: 26, b: 24 };
+    const m = { l: 52, r: 34, t: 26, b: 24 };
     const pts = series.flatMap((s) => s.points.filter((p) => p[1] !== null && p[1] !== undefined));
-    legend(root, series, m.l, 14);
+    m.t += legend(root, series, m.l, 14, o.width - m.l - m.r) - 14;
     if (pts.length === 0) {
       text(root, o.width / 2, o.height / 2, "no samples yet", { "text-anchor": "middle", class: "chart-empty" });
       return root;

@@ -443,16 +443,21 @@ async function showPlot(plot, version) {
 // --- operator: alliances ------------------------------------------------------------------------
 
 async function viewAlliances(view) {
-  const picker = h("select", { id: "alliance-measure" },
+  const picker = h("select", { id: "alliance-measure", class: "inline" },
     ["balance", "earned", "delivered"].map((k) => h("option", { value: k }, k)));
   const chart = h("div", { class: "chart-box wide", id: "chart-alliance" });
   const tableBox = h("div");
   view.append(card("Per merchant over time", h("label", {}, "show ", picker), chart), card("Accounts now", tableBox));
   let series = {};
+  const names = {};
+  const listed = await maybe("/v1/ops/merchants?limit=1000");
+  for (const m of (listed && listed.merchants) || []) names[m.merchant_id] = m.name;
+  const nameOf = (mid) => names[mid] || mid;
   const draw = () => {
     const key = picker.value;
-    Charts.timeSeries(chart, Object.entries(series).slice(0, 8).map(([mid, pts]) => ({
-      label: (pts[pts.length - 1] || {}).name || mid, points: pts.map((p) => [p.at, p[key]]) })), { height: 260 });
+    // The eight merchants with the largest current value of the chosen measure.
+    const top = Object.entries(series).sort((a, b) => (b[1][b[1].length - 1] || {})[key] - (a[1][a[1].length - 1] || {})[key]).slice(0, 8);
+    Charts.timeSeries(chart, top.map(([mid, pts]) => ({ label: nameOf(mid), points: pts.map((p) => [p.at, p[key]]) })), { height: 280 });
   };
   picker.addEventListener("change", draw);
   every(10_000, async () => {
@@ -461,13 +466,13 @@ async function viewAlliances(view) {
     const m = await api("/v1/ops/metrics");
     const overview = await maybe("/v1/ops/alliances");
     tableBox.replaceChildren(table([
-      { label: "merchant", render: (a) => a.name && a.name !== a.merchant_id ? `${a.name} (${a.merchant_id})` : a.merchant_id },
+      { label: "merchant", render: (a) => `${nameOf(a.merchant_id)} (${a.merchant_id})` },
       { label: "earned", render: (a) => num(a.earned) },
       { label: "delivered", render: (a) => num(a.delivered) },
       { label: "balance", render: (a) => num(a.balance) },
       { label: "delivery", render: (a) => pct(a.earned > 0 ? a.delivered / a.earned : null) },
     ], m.alliance_accounts || []),
-    overview && Array.isArray(overview.alliances) ? h("p", { class: "muted" }, `${overview.alliances.length} alliance(s)`) : null);
+    h("p", { class: "muted" }, overview && overview.totals ? `Totals: earned ${num(overview.totals.earned)}, delivered ${num(overview.totals.delivered)}, balance ${num(overview.totals.balance)}` : ""));
   });
 }
 
