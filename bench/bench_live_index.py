@@ -71,12 +71,16 @@ async def bench_env() -> AsyncIterator[BenchEnv]:
     port = _free_port()
     redis_server = services.RedisServer(redis_dir, port)
     await asyncio.to_thread(redis_server.start)
-    await asyncio.to_thread(redis_server.wait_ready)
     url = base.database_url.rsplit("/", 1)[0] + "/" + dbname
     settings = replace(base, database_url=url, redis_url=redis_server.url(), kafka_prefix=f"bench{tag}.")
     await migrate(settings.database_url)
     pool = await create_pool(settings, min_size=2)
     redis = Redis.from_url(settings.redis_url, max_connections=500)
+    for _ in range(150):  # until PING answers (a just-spawned redis may still be starting)
+        with contextlib.suppress(Exception):
+            if await redis.ping():
+                break
+        await asyncio.sleep(0.1)
     try:
         yield BenchEnv(settings, pool, redis)
     finally:

@@ -1,9 +1,6 @@
-"""Fixtures of the rooms tests: the shared app fixtures (tests/app_fixtures.py), a migrated database,
-direct PostgreSQL/Redis clients for domain-level tests, merchants with keys, and a Kafka reader.
-
-`settings` is extended here to apply migrations (idempotent), standing in until the root conftest
-does it; `app`, `app_client`, `operator_key`, `viewer_token` come from tests/app_fixtures.py until
-the root conftest exposes them (then the import below can go; the tests do not change).
+"""Fixtures of the rooms tests, on top of the root conftest's (`settings`, `app`, `app_client`,
+`operator_key`, `viewer_token`): direct PostgreSQL/Redis clients for domain-level tests, merchants
+with their keys, and a Kafka topic reader.
 """
 
 from __future__ import annotations
@@ -20,24 +17,10 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from roomfeed.db import create_pool, migrate
+from roomfeed.db import create_pool
 from roomfeed.kafka import make_consumer
 from roomfeed.settings import Settings
-from tests import app_fixtures
 from tests.app_fixtures import bearer
-from tests.support import run_sync
-
-# The shared application fixtures, re-exported for this folder.
-app = app_fixtures.app
-app_client = app_fixtures.app_client
-operator_key = app_fixtures.operator_key
-viewer_token = app_fixtures.viewer_token
-
-
-@pytest.fixture(scope="session")
-def settings(settings: Settings) -> Settings:
-    run_sync(lambda: migrate(settings.database_url))
-    return settings
 
 
 @pytest.fixture(scope="session")

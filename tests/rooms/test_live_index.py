@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -183,8 +184,13 @@ async def test_feed_keeps_its_last_snapshot_when_redis_goes_down(
     await app_client.post(f"/v1/rooms/{rid}/live", headers=merchant.headers)
     server = private_servers.redis()
     await asyncio.to_thread(server.start)
-    await asyncio.to_thread(server.wait_ready)
     client = Redis.from_url(server.url(), socket_timeout=1.0, socket_connect_timeout=0.5)
+    # Poll PING ourselves: RedisServer.wait_ready can misread a just-spawned redis as dead.
+    for _ in range(150):
+        with contextlib.suppress(RedisError, OSError):
+            if await client.ping():
+                break
+        await asyncio.sleep(0.1)
     try:
         await rebuild_live_index(pool, client)
         index = LiveIndex(client)
@@ -196,3 +202,33 @@ async def test_feed_keeps_its_last_snapshot_when_redis_goes_down(
             await LiveIndex(client).snapshot()  # a process that never read it has nothing to serve
     finally:
         await client.aclose()
+
+
+async def test_rebuild_verb_rebuilds_the_index_from_postgresql(
+    settings: Settings,
+    app_client: httpx.AsyncClient,
+    merchant: MerchantAccount,
+    pool: asyncpg.Pool,
+    redis: Redis,
+) -> None:
+    rid = (await make_room(app_client, merchant, title="Rebuilt by the CLI"))["room_id"]
+    await app_client.post(f"/v1/rooms/{rid}/live", headers=merchant.headers)
+    await redis.hdel("rf:rooms:live", rid)
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "roomfeed.cli", "rebuild"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "live room(s)" in done.stdout
+    assert set((await LiveIndex(redis).snapshot()).by_id) == await live_in_postgres(pool)
