@@ -16,6 +16,10 @@ from `remaining`; if it had too many tokens PostgreSQL still refuses. A crash be
 token and committing loses that token (the deal may end with a unit unsold, never oversold);
 `roomfeed rebuild` re-seeds gates from PostgreSQL.
 
+A deal closes when its window ends or when its room ends (the room's end sets `ends_at`);
+PostgreSQL checks the window in the claim's UPDATE too, so a process with stale cached terms
+cannot sell from a closed deal.
+
 A successful claim is published as a `deal_claim` event on `viewer-events` keyed by viewer_id
 (event_id = claim_id, so consumers dedupe), by `RoomRelay` right after the commit and again by its
 reconciler until Kafka has it.
@@ -331,12 +335,18 @@ class DealBook:
                     f"this viewer already holds the limit of {terms.per_viewer_limit}", code="limit_reached"
                 )
             remaining = await conn.fetchval(
-                "UPDATE deals SET remaining = remaining - $2 WHERE deal_id = $1 AND remaining >= $2 "
-                "RETURNING remaining",
+                "UPDATE deals SET remaining = remaining - $2 "
+                "WHERE deal_id = $1 AND remaining >= $2 AND now() < ends_at RETURNING remaining",
                 terms.deal_id,
                 quantity,
             )
             if remaining is None:
+                # Sold out, or closed since this process cached its terms (its room ended).
+                if await conn.fetchval(
+                    "SELECT now() >= ends_at FROM deals WHERE deal_id = $1", terms.deal_id
+                ):
+                    self._terms.pop(terms.deal_id, None)
+                    raise Conflict("the deal has ended", code="deal_ended")
                 raise Conflict("sold out", code="sold_out")
             row = await conn.fetchrow(
                 f"""

@@ -140,6 +140,13 @@ class RoomBook:
                     code="invalid_transition",
                     fields={"status": status},
                 )
+            if to == "ended":
+                # The room's flash deals close with it (one not started yet closes unstarted).
+                await conn.execute(
+                    "UPDATE deals SET ends_at = now(), starts_at = least(starts_at, now() - interval '1 ms') "
+                    "WHERE room_id = $1 AND ends_at > now()",
+                    room_id,
+                )
             change_id = await self._record_change(conn, row)
         await self.relay.deliver(change_id, row, row["status"], int(time.time() * 1000))
         return room_json(row)

@@ -166,3 +166,32 @@ async def test_a_lost_gate_is_reseeded_from_postgresql(
             outcomes.append(refused.code)
     assert outcomes == ["ok", "sold_out", "sold_out"]
     assert await pool.fetchval("SELECT remaining FROM deals WHERE deal_id = $1", deal["deal_id"]) == 0
+
+
+async def test_a_rooms_deals_close_when_the_room_ends(
+    app_client: httpx.AsyncClient, merchant: MerchantAccount, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    deal = await make_deal(app_client, merchant, quantity=5)
+    later = await app_client.post(
+        f"/v1/rooms/{deal['room_id']}/deals",
+        json={
+            "product_id": deal["product_id"],
+            "price": 1,
+            "quantity": 5,
+            "starts_at": time.time() + 600,
+            "ends_at": time.time() + 1200,
+        },
+        headers=merchant.headers,
+    )
+    assert later.status_code == 201
+    book = DealBook(pool, redis)
+    await book.claim(deal["deal_id"], "before_end")  # this process now caches the deal's terms
+    ended = await app_client.post(f"/v1/rooms/{deal['room_id']}/end", headers=merchant.headers)
+    assert ended.status_code == 200
+    for deal_id in (deal["deal_id"], later.json()["deal_id"]):
+        try:
+            await book.claim(deal_id, "after_end")
+            raise AssertionError("claimed a deal of an ended room")
+        except Conflict as refused:
+            assert refused.code in ("deal_ended", "deal_not_started")
+    assert await pool.fetchval("SELECT remaining FROM deals WHERE deal_id = $1", deal["deal_id"]) == 4
