@@ -72,6 +72,20 @@ def decayed_sum(values: np.ndarray, ages_s: np.ndarray, half_life_s: float) -> f
     return float(np.sum(values * np.power(0.5, ages_s / half_life_s)))
 
 
+def rank_discounted(values: np.ndarray) -> np.ndarray:
+    """The j-th strongest positive value (0-based) divided by 1 + j.
+
+    A viewer's favourites should open the page, not fill it: with a plain linear term every live
+    favourite outranks every discovery, so HR@5 on new targets collapses whenever several are live.
+    """
+    out = np.zeros_like(values, dtype=np.float32)
+    pos = np.flatnonzero(values > 0)
+    if pos.size:
+        order = pos[np.argsort(-values[pos], kind="stable")]
+        out[order] = values[order] / (1.0 + np.arange(order.size))
+    return out
+
+
 COLUMNS: tuple[str, ...] = ("lightfm", "repeat", "repeat_skip", "popularity", "session_category", "session_skip")
 
 
@@ -82,7 +96,7 @@ def blend_columns(
     """(n, 6) signed, scaled signals in `COLUMNS` order; the score is this times the weights."""
     return np.stack([
         zscore(lightfm),
-        np.log1p(repeat_dwell_s / 60.0),
+        rank_discounted(np.log1p(repeat_dwell_s / 60.0)),
         -np.log1p(repeat_skips),
         zscore(np.log1p(popularity)),
         session_dwell_share,
