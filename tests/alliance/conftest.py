@@ -1,8 +1,5 @@
-"""Fixtures of the alliance tests: the real PostgreSQL and Redis of the session, keys, a client.
-
-Uses the shared `app_client` / `operator_key` when tests/conftest.py provides them; until then an
-app with the alliance routes only, on the same session settings.
-"""
+"""Fixtures of the alliance tests: the real PostgreSQL and Redis of the session, merchants and their
+keys, and the shared app client (tests/app_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -41,27 +38,9 @@ async def redis(migrated: Settings) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture(scope="session")
-async def client(request: pytest.FixtureRequest, migrated: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    try:
-        shared = request.getfixturevalue("app_client")
-    except pytest.FixtureLookupError:
-        shared = None
-    if shared is not None:
-        yield shared
-        return
-    import alliance.http
-    import roomfeed.app as app_module
-
-    original = app_module._domains
-    app_module._domains = lambda: [alliance.http]  # this domain alone, until the shared app fixture lands
-    try:
-        app = app_module.create_app(migrated, access_log=False)
-    finally:
-        app_module._domains = original
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c
+async def client(migrated: Settings, app_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The shared client of the whole app (every domain started), on a migrated database."""
+    return app_client
 
 
 MerchantFactory = Callable[[], Awaitable[tuple[str, dict[str, str]]]]
@@ -92,6 +71,5 @@ def rooms_catalog(pool: asyncpg.Pool) -> Any:
 
 
 @pytest.fixture(scope="session")
-async def operator_headers(pool: asyncpg.Pool) -> dict[str, str]:
-    _, key = await create_key(pool, "operator")
-    return {"Authorization": f"Bearer {key}"}
+def operator_headers(operator_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {operator_key}"}
