@@ -73,6 +73,6 @@ class Resources:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
         with contextlib.suppress(Exception):
-            await self.redis.aclose()
+            await self.redis.aclose(close_connection_pool=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pool.close(), 5)
