@@ -58,7 +58,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=float, default=14.0, help="archive window to train on")
     parser.add_argument("--eval-hours", type=float, default=24.0, help="last hours held out to gate promotion")
     parser.add_argument("--features", type=Path, default=None,
-                        help="JSON {merchant_id: RoomFeatures fields} exported by the rooms domain")
+                        help="JSON {merchant_id: RoomFeatures fields}; default: the rooms catalogue")
     parser.add_argument("--every", type=parse_duration, default=None, help="train periodically, e.g. 10m")
     parser.add_argument("--no-promote", action="store_true", help="register the candidate only")
 
@@ -76,16 +76,17 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
 
 
 async def train_command(settings: Any, args: argparse.Namespace) -> int:
-    from ranking.train import load_features, train_forever, train_once
+    from ranking.train import features_from_rooms, load_features, train_forever, train_once
 
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     try:
+        features = load_features(args.features) if args.features else await features_from_rooms(pool)
         kwargs: dict[str, Any] = {
             "params": _model_params(args), "weights": _weight_params(args), "days": args.days,
-            "eval_hours": args.eval_hours, "features": load_features(args.features), "promote": not args.no_promote,
+            "eval_hours": args.eval_hours, "features": features, "promote": not args.no_promote,
         }
         if args.every:
-            await train_forever(pool, args.every, **kwargs)
+            await train_forever(pool, args.every, refresh_features=args.features is None, **kwargs)
             return 0
         result = await train_once(pool, **kwargs)
         print(orjson.dumps({"version": result.version, "promoted": result.promoted, "seconds": round(result.seconds, 1),

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from ranking.blend import BlendWeights
@@ -47,6 +48,35 @@ def load_features(path: Path | None) -> dict[str, RoomFeatures]:
     return {mid: RoomFeatures(**fields) for mid, fields in raw.items()}
 
 
+def features_from_tokens(tokens_by_merchant: Mapping[str, list[str]]) -> dict[str, RoomFeatures]:
+    """RoomFeatures from the rooms catalogue's feature tokens (`category:`, `price:`, `tag:`, `format:`, `host:`)."""
+    out: dict[str, RoomFeatures] = {}
+    for mid, tokens in tokens_by_merchant.items():
+        by: dict[str, list[str]] = {}
+        for t in tokens:
+            kind, _, value = t.partition(":")
+            by.setdefault(kind, []).append(value)
+        out[mid] = RoomFeatures(
+            room_id="", merchant_id=mid, category=(by.get("category") or ["unknown"])[0],
+            tags=by.get("tag", []), price_band=(by.get("price") or ["mid"])[0],
+            format=(by.get("format") or ["one_to_many"])[0], host=(by.get("host") or [""])[0],
+        )
+    return out
+
+
+async def features_from_rooms(pool: Any) -> dict[str, RoomFeatures]:
+    """Merchant features through the rooms domain's contract (`MerchantCatalog.merchant_features`)."""
+    try:
+        from rooms.catalog import MerchantCatalog
+    except ImportError:
+        return {}
+    try:
+        return features_from_tokens(await MerchantCatalog(pool).merchant_features())
+    except Exception as exc:  # no rooms tables in this database: identity features only
+        print(f"no merchant features from rooms ({exc}); training on identities", file=sys.stderr)
+        return {}
+
+
 def score_on(log: InteractionLog, model: RankingModel, features: Mapping[str, RoomFeatures], since_ms: int,
              until_ms: int, max_targets: int, weights: BlendWeights) -> dict[str, float]:
     (targets,) = collect_targets(log, schedule_from_log(log, features), Scorer(model), [(since_ms, until_ms)],
@@ -67,7 +97,12 @@ async def train_once(pool: Any, params: ModelParams, weights: WeightParams, days
     log = await load_archive(pool, since, until)
     if len(log) == 0:
         raise RuntimeError("the archive has no interactions in the training window")
+    if not (log.ts < split).any() or not (log.ts >= split).any():
+        # A young archive (the demo) has less history than the held-out window: hold out its last fifth.
+        split = int(np.quantile(log.ts, 0.8)) + 1
     data = build_training_set(log, features, split, weights)
+    if data.n_interactions == 0:
+        raise RuntimeError("no watched rooms (leave events) before the held-out window yet")
     version = datetime.fromtimestamp(until / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ") + f"-k{params.no_components}"
     model = await asyncio.to_thread(train_model, data, params, version)
     bw = blend_weights or BlendWeights()
@@ -84,11 +119,17 @@ async def train_once(pool: Any, params: ModelParams, weights: WeightParams, days
     return TrainingRound(version, metrics, promoted, time.perf_counter() - t0)
 
 
-async def train_forever(pool: Any, every_s: float, **kwargs: Any) -> None:
+async def train_forever(pool: Any, every_s: float, refresh_features: bool = False, **kwargs: Any) -> None:
+    """One round every `every_s`; a failed round is reported and the next one tries again."""
     while True:
         try:
+            if refresh_features:
+                kwargs["features"] = await features_from_rooms(pool)
             result = await train_once(pool, **kwargs)
-            print(f"model {result.version}: promoted={result.promoted} {result.metrics}", file=sys.stderr)
+            print(f"model {result.version}: promoted={result.promoted} in {result.seconds:.1f}s {result.metrics}",
+                  file=sys.stderr, flush=True)
         except RuntimeError as exc:
-            print(f"training skipped: {exc}", file=sys.stderr)
+            print(f"training skipped: {exc}", file=sys.stderr, flush=True)
+        except Exception as exc:  # the trainer process outlives one bad round
+            print(f"training round failed: {exc!r}", file=sys.stderr, flush=True)
         await asyncio.sleep(every_s)
