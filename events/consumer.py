@@ -142,27 +142,27 @@ class SinkRunner:
 
     async def handle(self, polled: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         batch: list[dict[str, Any]] = []
+        refused: list[tuple[TopicPartition, ConsumerRecord[Any, Any], str]] = []
+        loads, check = orjson.loads, validate_stored
         for tp, records in polled.items():
+            topic, partition = tp.topic, tp.partition
             for record in records:
-                event = await self._decode(tp, record)
-                if event is not None:
-                    batch.append(event)
+                try:
+                    raw = loads(record.value)
+                except (orjson.JSONDecodeError, TypeError) as exc:
+                    refused.append((tp, record, f"not JSON: {exc}"))
+                    continue
+                checked = check(raw)
+                if type(checked) is Rejection:
+                    refused.append((tp, record, checked.message))
+                    continue
+                checked["_topic"], checked["_partition"], checked["_offset"] = topic, partition, record.offset
+                batch.append(checked)
+        for tp, record, error in refused:
+            await self.dead_letter(tp, record.offset, record.key, record.value, error)
         if batch:
             await self._write(batch)
         await self._commit({tp: records[-1].offset + 1 for tp, records in polled.items() if records})
-
-    async def _decode(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> dict[str, Any] | None:
-        try:
-            raw = orjson.loads(record.value)
-        except (orjson.JSONDecodeError, TypeError) as exc:
-            await self.dead_letter(tp, record.offset, record.key, record.value, f"not JSON: {exc}")
-            return None
-        checked = validate_stored(raw)
-        if isinstance(checked, Rejection):
-            await self.dead_letter(tp, record.offset, record.key, record.value, checked.message)
-            return None
-        checked["_topic"], checked["_partition"], checked["_offset"] = tp.topic, tp.partition, record.offset
-        return checked
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         delay = 0.2

@@ -66,10 +66,16 @@ class _StartedProducer:
         self.resources = resources
         self.wait = wait
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+    async def partitions_for(self, topic: str) -> set[int]:
         if not self.resources.producer_ready.is_set() and not await self.resources.wait_for_kafka(self.wait):
             raise KafkaConnectionError("the Kafka producer has not started")
-        return await self.resources.producer.send(topic, value, key=key)
+        return set(await self.resources.producer.partitions_for(topic))
+
+    def create_batch(self) -> Any:
+        return self.resources.producer.create_batch()
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        return await self.resources.producer.send_batch(batch, topic, partition=partition)
 
 
 def _room_directory(state: Any, resources: Resources) -> MerchantDirectory:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from aiokafka.partitioner import murmur2
 
 from events.schema import MAX_BATCH, Event, Rejection, validate
 from roomfeed.errors import PayloadTooLarge, Unavailable, ValidationFailed
@@ -40,7 +41,13 @@ class UnknownRooms:
 
 
 class Producer(Protocol):
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]: ...
+    """The part of aiokafka's AIOKafkaProducer that ingest uses: whole record batches per partition."""
+
+    async def partitions_for(self, topic: str) -> set[int]: ...
+
+    def create_batch(self) -> Any: ...
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]: ...
 
 
 @dataclass
@@ -110,18 +117,13 @@ class Ingest:
             event["received_at"] = now_ms
 
     async def publish(self, events: list[Event]) -> None:
-        """Send every event (key = viewer_id) and wait for all acks, or raise Unavailable."""
-        producer = self.producer
+        """Send every event (key = viewer_id) and wait for all acks, or raise Unavailable.
 
-        async def send_all() -> None:
-            pending: list[Awaitable[Any]] = []
-            for event in events:
-                pending.append(
-                    await producer.send(self.topic, orjson.dumps(event), key=event["viewer_id"].encode())
-                )
-            await asyncio.gather(*pending)
-
-        task = asyncio.ensure_future(send_all())
+        Events are grouped by partition exactly as aiokafka's DefaultPartitioner would place their
+        key (murmur2 of viewer_id), and each group goes out as one record batch: per-viewer order
+        holds, and there is one future per partition instead of one per event.
+        """
+        task = asyncio.ensure_future(self._send_batches(events))
         try:
             await asyncio.wait_for(asyncio.shield(task), self.ack_timeout)
         except TimeoutError:
@@ -131,6 +133,36 @@ class Ingest:
         except Exception as exc:
             log.warning("kafka send failed: %s", exc)
             raise _kafka_unavailable("Kafka refused the events") from exc
+
+    async def _send_batches(self, events: list[Event]) -> None:
+        producer = self.producer
+        partitions = sorted(await producer.partitions_for(self.topic))
+        groups: dict[int, list[tuple[bytes, bytes]]] = {}
+        placed: dict[str, tuple[int, bytes]] = {}
+        dumps = orjson.dumps
+        for event in events:
+            viewer = event["viewer_id"]
+            where = placed.get(viewer)
+            if where is None:
+                key = viewer.encode()
+                where = placed[viewer] = (partition_of(key, partitions), key)
+            groups.setdefault(where[0], []).append((where[1], dumps(event)))
+        acks: list[Awaitable[Any]] = []
+        for partition, records in groups.items():
+            batch = producer.create_batch()
+            for key, value in records:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    acks.append(await producer.send_batch(batch, self.topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"an event of {len(value)} bytes does not fit in a record batch")
+            acks.append(await producer.send_batch(batch, self.topic, partition=partition))
+        await asyncio.gather(*acks)
+
+
+def partition_of(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition aiokafka's DefaultPartitioner (and Kafka's Java client) picks for `key`."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 def _swallow(task: asyncio.Future[Any]) -> None:

@@ -8,7 +8,7 @@ Sliding windows are sums of fixed buckets, each key expiring on its own once no 
   viewers now         rf:ev:r:{room}:now       sorted set viewer → last seen (ms); 60 s without a sign → gone
   recent visits       rf:ev:v:{viewer}:recent  list of the viewer's last visits (leave events), newest first
   platform totals     room "*" in the same layout (rf:ev:r:*:b:{b5} ...)
-  dedup               rf:ev:seen:{event_id}    event ids already applied (2 h)
+  dedup               rf:ev:seen:{hour}        set of event ids applied in that hour (3 hours kept)
   watermarks          rf:ev:wm:{topic}:{part}  highest Kafka offset applied per partition
 A window ending now covers whole buckets, so it spans between (window - bucket) and window.
 """
