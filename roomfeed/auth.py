@@ -23,6 +23,7 @@ import asyncpg
 from starlette.requests import Request
 
 from roomfeed.errors import Forbidden, Unauthorized, Unavailable
+from roomfeed.ratelimit import RateLimiter, buckets_for
 
 Role = Literal["operator", "merchant", "viewer"]
 KEY_CACHE_SECONDS = 30.0
@@ -175,4 +176,28 @@ async def require(request: Request, *roles: Role) -> Principal:
         )
     if principal.role not in roles:
         raise Forbidden(f"this route is for {' or '.join(roles)} credentials, not {principal.role}")
+    await _charge_rate_limits(request, principal)
     return principal
+
+
+async def _charge_rate_limits(request: Request, principal: Principal) -> None:
+    """One token per request from the caller's buckets (roomfeed.ratelimit); 429 when empty."""
+    if request.scope.get("roomfeed.rate_charged"):  # a handler calling require() twice pays once
+        return
+    request.scope["roomfeed.rate_charged"] = True
+    buckets = buckets_for(
+        principal.role,
+        viewer_id=principal.viewer_id,
+        key_id=principal.key_id,
+        device_id=request.headers.get("x-device-id"),
+    )
+    if not buckets:
+        return
+    state = request.app.state
+    limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
+    if limiter is None:
+        resources = getattr(state, "resources", None)
+        if resources is None:
+            return
+        limiter = state.rate_limiter = RateLimiter(resources.redis)
+    await limiter.charge(buckets)

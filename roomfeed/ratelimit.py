@@ -1,0 +1,142 @@
+"""Request rate limits: token buckets in Redis, shared by every API process.
+
+This module owns the `rf:rl:*` Redis keys. `auth.require()` charges one token per authenticated
+request to the caller's buckets: a viewer's own bucket plus, when the app sends `X-Device-ID`, the
+device's bucket (one phone farming many viewer accounts drains one bucket); a merchant key's
+bucket. Operators are not limited (few, trusted, and they must be able to act during an incident).
+
+One Lua script checks and charges every bucket of a request atomically, with Redis's clock, so
+several API processes share one budget and never race. When Redis cannot answer the limiter
+*degrades open*: the request goes through unlimited and the limiter stops asking Redis for
+`OPEN_CIRCUIT_SECONDS`, so a Redis outage costs neither the feed's availability nor its latency.
+
+The limits are module constants (see docs/reliability.md); they belong in `Settings` eventually.
+Defaults are far above what a real app sends (a viewer's app posts a batch of events every few
+seconds and prefetches the feed a page at a time), so only scripts and runaway clients meet them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from roomfeed.errors import RateLimited
+
+log = logging.getLogger("roomfeed.ratelimit")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A token bucket: `burst` requests at once, refilled at `per_second`."""
+
+    per_second: float
+    burst: int
+
+
+# Per viewer id, per device (X-Device-ID) and per merchant key. Keep in step with docs/reliability.md.
+VIEWER_LIMIT = Limit(per_second=50.0, burst=600)
+DEVICE_LIMIT = Limit(per_second=50.0, burst=600)
+MERCHANT_KEY_LIMIT = Limit(per_second=200.0, burst=2_000)
+# After Redis fails, stop asking it for this long (the limiter is open: nothing is limited).
+OPEN_CIRCUIT_SECONDS = 2.0
+
+KEY_PREFIX = "rf:rl:"
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+# KEYS: bucket keys. ARGV: cost, then (per_second, burst) for each key.
+# Returns {1, 0} when every bucket had the tokens (all charged), else {0, retry_after_ms}
+# (nothing charged: a refused request must not drain the other buckets).
+_TOKEN_BUCKETS_LUA = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local cost = tonumber(ARGV[1])
+local levels = {}
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[2 * i])
+  local burst = tonumber(ARGV[2 * i + 1])
+  local state = redis.call('HMGET', key, 't', 'v')
+  local level = burst
+  if state[1] and state[2] then
+    level = math.min(burst, tonumber(state[2]) + math.max(0, now - tonumber(state[1])) * rate)
+  end
+  levels[i] = level
+  if level < cost then
+    wait = math.max(wait, (cost - level) / rate)
+  end
+end
+if wait > 0 then
+  return {0, math.ceil(wait * 1000)}
+end
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[2 * i])
+  local burst = tonumber(ARGV[2 * i + 1])
+  redis.call('HSET', key, 't', string.format('%.6f', now), 'v', string.format('%.6f', levels[i] - cost))
+  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+end
+return {1, 0}
+"""
+
+
+def device_bucket_id(header: str) -> str:
+    """The bucket name of an `X-Device-ID` value (hashed when it is not a plain id, so any value is safe)."""
+    if _DEVICE_ID.match(header):
+        return header
+    return "h" + hashlib.sha256(header.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+class RateLimiter:
+    """Charges requests to token buckets in Redis; refuses with 429 `rate_limited` and Retry-After."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._script: Any = redis.register_script(_TOKEN_BUCKETS_LUA)
+        self._open_until = 0.0
+
+    @property
+    def degraded(self) -> bool:
+        """True while Redis is considered down and nothing is limited."""
+        return time.monotonic() < self._open_until
+
+    async def charge(self, buckets: list[tuple[str, Limit]], cost: int = 1) -> None:
+        """Take `cost` tokens from every bucket, or raise RateLimited (taking none)."""
+        if not buckets or self.degraded:
+            return
+        keys = [KEY_PREFIX + name for name, _ in buckets]
+        args: list[float | int] = [cost]
+        for _, limit in buckets:
+            args += [limit.per_second, limit.burst]
+        try:
+            allowed, wait_ms = await self._script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._open_until = time.monotonic() + OPEN_CIRCUIT_SECONDS
+            log.warning("rate limits off for %.0fs: redis did not answer (%s)", OPEN_CIRCUIT_SECONDS, exc)
+            return
+        if int(allowed) != 1:
+            retry_after = max(1, math.ceil(int(wait_ms) / 1000))
+            raise RateLimited(
+                f"too many requests; retry in {retry_after} s",
+                headers={"Retry-After": str(retry_after)},
+            )
+
+
+def buckets_for(
+    role: str, *, viewer_id: str | None, key_id: str | None, device_id: str | None
+) -> list[tuple[str, Limit]]:
+    """The buckets a request of this principal is charged to (none for operators)."""
+    if role == "viewer" and viewer_id is not None:
+        buckets = [("v:" + viewer_id, VIEWER_LIMIT)]
+        if device_id:
+            buckets.append(("d:" + device_bucket_id(device_id), DEVICE_LIMIT))
+        return buckets
+    if role == "merchant" and key_id is not None:
+        return [("k:" + key_id, MERCHANT_KEY_LIMIT)]
+    return []
