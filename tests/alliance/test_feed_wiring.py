@@ -1,0 +1,69 @@
+"""The alliance inside the whole app: a code session attributes its viewer, and a merchant the
+alliance owes exposure gets its live room boosted in another viewer's feed (real feed pipeline)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+import httpx
+
+from alliance import ledger
+from alliance.attribution import AttributionBook
+from tests.alliance.conftest import MerchantFactory
+
+TERMS = {"exchange_rate": 3, "relevance_floor": 1.0, "boost_share_cap": 0.2}
+
+
+async def live_room(client: httpx.AsyncClient, headers: dict[str, str], title: str) -> str:
+    r = await client.post("/v1/rooms", json={"title": title, "category": "beauty"}, headers=headers)
+    assert r.status_code == 201, r.text
+    room_id = str(r.json()["room_id"])
+    assert (await client.post(f"/v1/rooms/{room_id}/live", headers=headers)).status_code in (200, 201)
+    return room_id
+
+
+def viewer(settings: Any, viewer_id: str) -> dict[str, str]:
+    from roomfeed.auth import sign_viewer_token
+
+    return {"Authorization": f"Bearer {sign_viewer_token(settings.viewer_token_secret, viewer_id)}"}
+
+
+async def test_code_session_attributes_and_owed_merchant_is_boosted_in_the_feed(
+    client: httpx.AsyncClient, new_merchant: MerchantFactory, pool: asyncpg.Pool, migrated: Any, app: Any
+) -> None:
+    a, ha = await new_merchant()
+    b, hb = await new_merchant()
+    alliance_id = (await client.post("/v1/alliances", json={"name": "Wired", "terms": TERMS}, headers=ha)).json()[
+        "alliance_id"]
+    await client.post(f"/v1/alliances/{alliance_id}/members", json={"merchant_id": b}, headers=ha)
+    await client.post(f"/v1/alliances/{alliance_id}/join", headers=hb)
+    room_a = await live_room(client, ha, "A's room")
+    await live_room(client, hb, "B's room")
+    code = (await client.post("/v1/codes", json={}, headers=ha)).json()["code"]
+
+    r = await client.post("/v1/sessions", json={"viewer_id": "wired-v1", "entry": {"code": code}},
+                          headers=viewer(migrated, "wired-v1"))
+    assert r.status_code in (200, 201), r.text
+    attributed = await AttributionBook(pool).current("wired-v1", time.time())
+    assert attributed is not None and attributed.merchant_id == a
+    assert (await client.get("/v1/codes", headers=ha)).json()["codes"][0]["opens"] == 1
+
+    async with pool.acquire() as conn, conn.transaction():
+        await ledger.post(conn, source_id=f"wired-{a}", kind="earned", merchant_id=a, alliance_id=alliance_id,
+                          amount=60.0, at=time.time(), visits=20)
+    scheduler = app.state.exposure_scheduler
+    await scheduler.recompute(time.time() - 600)
+    await scheduler.recompute(time.time())  # ten minutes of pacing: tokens for A
+    await app.state.alliance_boost.refresh()
+
+    boosted: list[str] = []
+    for k in range(10):
+        vid = f"wired-other-{k}"
+        s = await client.post("/v1/sessions", json={"viewer_id": vid, "count": 5}, headers=viewer(migrated, vid))
+        assert s.status_code in (200, 201), s.text
+        boosted += [room["room_id"] for room in s.json()["rooms"] if room.get("boosted")]
+        feed = await client.get(f"/v1/sessions/{s.json()['session_id']}/feed?count=5", headers=viewer(migrated, vid))
+        boosted += [room["room_id"] for room in feed.json()["rooms"] if room.get("boosted")]
+    assert boosted and set(boosted) == {room_a}
