@@ -64,7 +64,7 @@ const Charts = (() => {
     let lx = x, ly = y;
     series.forEach((s, i) => {
       const label = s.label.length > 28 ? s.label.slice(0, 27) + "…" : s.label;
-      const w = 24 + label.length * 6.2;
+      const w = 26 + label.length * 7;
       if (lx + w > x + width && lx > x) { lx = x; ly += 16; }
       svg("rect", { x: lx, y: ly - 9, width: 10, height: 10, fill: s.color || PALETTE[i % PALETTE.length] }, root);
       text(root, lx + 14, ly, label, { class: "chart-legend" });

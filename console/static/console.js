@@ -401,7 +401,7 @@ async function renderModels(holder, message) {
   const serving = body.serving || (promoted ? promoted.version : null);
   const status = h("div", { id: "models-status" }, message ? banner("ok", message) : null);
   const present = new Set(models.flatMap((m) => Object.keys(evalNumbers(m))));
-  const keys = [...EVAL_KEYS.filter((k) => present.has(k)), ...[...present].filter((k) => !EVAL_KEYS.includes(k))].slice(0, 9);
+  const keys = [...EVAL_KEYS.filter((k) => present.has(k)), ...[...present].filter((k) => !EVAL_KEYS.includes(k))].slice(0, 7);
   const act = (label, path, done) => h("button", { class: "small", onclick: async () => {
     try { await api(path, { method: "POST", body: {} }); await renderModels(holder, done); }
     catch (e) { status.replaceChildren(banner("error", failureText(e))); }
