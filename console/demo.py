@@ -371,6 +371,26 @@ class ViewerTraffic:
                 task.cancel()
 
 
+DEMO_EXPERIMENT = {
+    "name": "popularity-push",
+    "variants": [
+        {"name": "control", "weight": 0.5, "config": {}},
+        {"name": "popular", "weight": 0.5, "config": {"w_popularity": 0.8, "w_freshness": 0.05}},
+    ],
+}
+
+
+async def start_experiment(client: httpx.AsyncClient, operator_key: str) -> str | None:
+    """An A/B test on the blend weights, so the console's experiment view fills with real numbers."""
+    response = await client.post("/v1/ops/experiments", json=DEMO_EXPERIMENT,
+                                 headers={"Authorization": f"Bearer {operator_key}"})
+    if response.status_code != 201:
+        log.warning("demo experiment not started: %s", response.text[:300])
+        return None
+    experiment_id: str = response.json()["experiment_id"]
+    return experiment_id
+
+
 async def promote_first_model(client: httpx.AsyncClient, operator_key: str) -> str | None:
     """The version serving now; promotes the newest trained model when none is promoted yet.
 
@@ -549,6 +569,7 @@ async def _drive(
         market = marketplace(seed=args.seed, n_merchants=max(args.merchants, 40), n_viewers=20_000, days=1)
         _say(f"seeding {args.merchants} merchants with stores, staff, codes and alliances through the API …")
         merchants = await MarketplaceSeeder(client, operator_key, market, args.seed).seed(args.merchants)
+        await start_experiment(client, operator_key)
         schedule = RoomSchedule(client, merchants, args.seed)
         await schedule.tick()
         traffic = ViewerTraffic(client, market, merchants, sign, args.viewers_per_second, args.seed)

@@ -174,3 +174,31 @@ async def test_merchant_sees_only_its_own_rooms_and_codes(
         assert other.status_code == 404
     assert page.js_errors == []
     await page.close()
+
+
+async def test_operator_starts_an_experiment_and_sees_its_variants(
+    browser: Any, live_server: LiveServer, settings: Settings
+) -> None:
+    operator_key = await create_key(settings, "operator")
+    page = await sign_in(browser, live_server, operator_key)
+    await page.click("a[data-view=experiments]")
+    await page.wait_for_selector("#experiment-form")
+    await page.fill("#exp-name", "popularity-push")
+    rows = page.locator(".variant-row")
+    await rows.nth(1).locator("input[name=variant-overrides]").fill("w_popularity=11")
+    await page.click("#experiment-form button[type=submit]")
+    refused = page.locator("#view .error")
+    await refused.wait_for()
+    assert "variants.1.config.w_popularity" in await refused.inner_text()  # the API names the bad field
+
+    await rows.nth(1).locator("input[name=variant-overrides]").fill("w_popularity=0.8")
+    await page.click("#experiment-form button[type=submit]")
+    await page.wait_for_selector("text=popularity-push · running")
+    listed = await page.inner_text("#view")
+    assert "treatment" in listed and "w_popularity=0.8" in listed and "50.0%" in listed
+    assert await page.locator("#view svg.chart").count() >= 5  # one interval chart per metric
+    await screenshot(page, "experiments")
+    await page.click("text=Stop")  # viewers go back to the base config; later tests see no experiment
+    await page.wait_for_selector("text=popularity-push · stopped")
+    assert page.js_errors == []
+    await page.close()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 
-from console.demo import MarketplaceSeeder, RoomSchedule, ViewerTraffic
+from console.demo import MarketplaceSeeder, RoomSchedule, ViewerTraffic, start_experiment
 from simulator import Marketplace
 
 
@@ -19,6 +19,8 @@ async def test_demo_seeds_a_marketplace_and_drives_viewers_through_the_api(
     assert len({m.merchant_id for m in merchants}) == 6
     assert all(m.store_ids and m.staff_ids and len(m.codes) == 1 + len(m.store_ids) for m in merchants)
 
+    experiment_id = await start_experiment(app_client, operator_key)
+    assert experiment_id is not None
     schedule = RoomSchedule(app_client, merchants, seed=3, live_share_at_start=1.0)
     await schedule.tick()
     assert len(schedule.live()) == 6
@@ -40,6 +42,13 @@ async def test_demo_seeds_a_marketplace_and_drives_viewers_through_the_api(
     assert c.sessions >= 10 and c.rooms_shown >= c.sessions
     assert c.events_accepted > 0 and c.events_rejected == 0, c.last_error
 
+    report = (await app_client.get(f"/v1/ops/experiments/{experiment_id}",
+                                   headers={"Authorization": f"Bearer {operator_key}"})).json()
+    assert sum(v["metrics"]["impressions"] for v in report["variants"]) >= c.rooms_shown  # feed logged them
+
+    stopped = await app_client.post(f"/v1/ops/experiments/{experiment_id}/stop",
+                                    headers={"Authorization": f"Bearer {operator_key}"})
+    assert stopped.status_code == 200
     await schedule.end_all()
     assert schedule.live() == []
     ended = (await app_client.get("/v1/rooms?status=live", headers=first.headers)).json()["rooms"]
