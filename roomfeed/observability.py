@@ -64,6 +64,7 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 log = logging.getLogger("roomfeed.http")
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 class RequestMiddleware:
@@ -87,7 +88,11 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status_holder[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
+                headers = [*message.get("headers", []), header]
+                # Every response, JSON included: browsers must not sniff an API answer into HTML.
+                if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
+                    headers.append(_NOSNIFF)
+                message["headers"] = headers
             await send(message)
 
         try:
