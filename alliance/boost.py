@@ -1,12 +1,13 @@
 """`AllianceBoost`, the feed stage that pays exposure debt back: a bounded, paced boost.
 
-Among the page's candidates (already scored and blended), a room of an indebted merchant may be
-boosted only if its score is within the alliance's relevance floor of the page's best (the
+Among the page's candidates (already scored and blended), a room of an indebted merchant is
+boosted only if the page would not show it anyway (a boost must add exposure, not relabel
+organic exposure) and its score is within the alliance's relevance floor of the page's best (the
 floor is a share of the score range of the top `2 × page_size` candidates). Its score then rises
-by at most that floor × range, so it can climb to the top but never past a room that was
-clearly better. At most `share_cap` of the page is boosted (rounded at random so the expected
-share is exact even for small pages), one room per merchant, and only while the merchant has a
-token in its paced bucket (see `alliance.scheduler`). Boosted candidates get `boosted = True`;
+by at most that floor × range, and never above the page's middle room, so it enters the page
+below the clearly better rooms. At most `share_cap` of the page is boosted (rounded at random so
+the expected share is exact even for small pages), one room per merchant, and only while the
+merchant has a token in its paced bucket (see `alliance.scheduler`). Boosted candidates get `boosted = True`;
 the impression they lead to is what the ledger counts as delivered.
 """
 
@@ -58,16 +59,17 @@ def choose_boosts(scores: np.ndarray, eligible: np.ndarray, rooms_of_merchant: d
     uniform [0, 1) number that rounds the page's boost share at random.
     """
     idx = np.flatnonzero(eligible)
-    if len(idx) == 0 or page_size <= 0 or not plans:
-        return []
-    live = scores[idx]
+    if len(idx) == 0 or page_size <= 0 or not plans or len(idx) <= page_size:
+        return []  # every candidate is on the page anyway: no exposure to add
     depth = min(len(idx), 2 * page_size)
-    top = -np.partition(-live, depth - 1)[:depth]
-    best, edge = float(top.max()), float(top.min())
-    spread = best - edge
+    pool = scores[idx]
+    live = np.sort(np.partition(pool, len(pool) - depth)[len(pool) - depth:])[::-1]  # the top `depth`, best first
+    best = float(live[0])
+    page_edge = float(live[page_size - 1])  # the last room the page shows unboosted
+    ceiling = float(live[(page_size - 1) // 2])  # a boosted room lands no higher than mid-page
+    spread = best - float(live[-1])
     if spread <= 0:
-        spread = abs(best) * 0.1 or 1.0
-    page_edge = float(-np.partition(-live, min(len(idx), page_size) - 1)[min(len(idx), page_size) - 1])
+        return []
     bumps: list[BoostChoice] = []
     for merchant_id, plan in plans.items():
         rooms = rooms_of_merchant.get(merchant_id)
@@ -77,11 +79,15 @@ def choose_boosts(scores: np.ndarray, eligible: np.ndarray, rooms_of_merchant: d
         if len(rooms) == 0:
             continue
         i = int(rooms[np.argmax(scores[rooms])])  # one room per merchant and page: its best
-        if scores[i] < best - plan.relevance_floor * spread:
+        score = float(scores[i])
+        if score >= page_edge:
+            continue  # already on the page: showing it is not extra exposure
+        if score < best - plan.relevance_floor * spread:
             continue
-        bump = plan.strength * plan.relevance_floor * spread
-        if scores[i] + bump >= page_edge:  # only boosts that put the room on the page are worth a token
-            bumps.append(BoostChoice(i, merchant_id, bump))
+        target = min(score + plan.strength * plan.relevance_floor * spread, ceiling)
+        if target <= page_edge:
+            continue  # the bounded bump would not put it on the page
+        bumps.append(BoostChoice(i, merchant_id, target - score))
     if not bumps:
         return []
     cap = min(plans[b.merchant_id].share_cap for b in bumps)

@@ -39,13 +39,16 @@ def plan(merchant_id: str, debt: float = 100.0, floor: float = 0.2, cap: float =
     return BoostPlan(merchant_id, debt, debt, 1.0, floor, cap)
 
 
-def test_boost_only_within_the_relevance_floor() -> None:
-    scores = np.linspace(1.0, 0.0, 30)  # best 1.0; top-20 spread is ~0.66
+def test_boost_only_within_the_relevance_floor_and_only_for_rooms_off_the_page() -> None:
+    scores = np.linspace(1.0, 0.0, 30)  # best 1.0; the top-20 spread is 19/29; the page shows ranks 0-9
     merchants = {f"m{i}": np.array([i]) for i in range(30)}
-    near, far = "m3", "m15"
-    chosen = choose_boosts(scores, np.ones(30, bool), merchants, {near: plan(near), far: plan(far)}, 10, 0.99)
+    on_page, near, far = "m3", "m11", "m20"  # the floor 0.6 reaches down to rank 11
+    plans = {m: plan(m, floor=0.6) for m in (on_page, near, far)}
+    chosen = choose_boosts(scores, np.ones(30, bool), merchants, plans, 10, 0.99)
     assert [c.merchant_id for c in chosen] == [near]
-    assert chosen[0].bump <= 0.2 * (1.0 - scores[19]) + 1e-9
+    boosted = scores[11] + chosen[0].bump
+    assert scores[9] < boosted <= scores[4]  # onto the page, but no higher than its middle
+    assert chosen[0].bump <= 0.6 * (1.0 - scores[19]) + 1e-9
 
 
 def test_boosted_share_of_a_page_is_capped() -> None:
@@ -61,7 +64,7 @@ def test_boosted_share_of_a_page_is_capped() -> None:
 async def owed(pool: asyncpg.Pool, amount: float) -> str:
     a, b = f"mer_{secrets.token_hex(8)}", f"mer_{secrets.token_hex(8)}"
     book = AllianceBook(pool)
-    alliance = await book.create(a, "Boost test", Terms(relevance_floor=0.5, boost_share_cap=0.2))
+    alliance = await book.create(a, "Boost test", Terms(relevance_floor=1.0, boost_share_cap=0.2))
     await book.invite(alliance.alliance_id, a, b)
     await book.join(alliance.alliance_id, b)
     async with pool.acquire() as conn, conn.transaction():
@@ -82,8 +85,8 @@ async def test_debt_is_paced_not_dumped_and_non_contributors_get_nothing(pool: a
     await scheduler.recompute(now + 300)  # 5 minutes at 120/h → 10 tokens (the burst cap is 12)
     boosted = {contributor: 0, bystander: 0}
     for page in range(60):
-        ctx = context([contributor, bystander] + [f"x{i}" for i in range(18)],
-                      [0.95, 1.0] + list(np.linspace(0.9, 0.5, 18)), seed=page)
+        ctx = context([contributor, bystander] + [f"x{i}" for i in range(30)],
+                      [0.7, 1.0] + list(np.linspace(0.9, 0.3, 30)), seed=page)  # the contributor is off the page
         await stage.apply(ctx)
         for i in np.flatnonzero(ctx.candidates.boosted):
             boosted[ctx.candidates.merchant_ids[i]] += 1

@@ -40,7 +40,8 @@ async def test_code_session_attributes_and_owed_merchant_is_boosted_in_the_feed(
     await client.post(f"/v1/alliances/{alliance_id}/members", json={"merchant_id": b}, headers=ha)
     await client.post(f"/v1/alliances/{alliance_id}/join", headers=hb)
     room_a = await live_room(client, ha, "A's room")
-    await live_room(client, hb, "B's room")
+    for k in range(8):  # more live rooms than a page shows, so a boost can add exposure
+        await live_room(client, hb, f"B's room {k}")
     code = (await client.post("/v1/codes", json={}, headers=ha)).json()["code"]
 
     r = await client.post("/v1/sessions", json={"viewer_id": "wired-v1", "entry": {"code": code}},
@@ -61,9 +62,9 @@ async def test_code_session_attributes_and_owed_merchant_is_boosted_in_the_feed(
     boosted: list[str] = []
     for k in range(10):
         vid = f"wired-other-{k}"
-        s = await client.post("/v1/sessions", json={"viewer_id": vid, "count": 5}, headers=viewer(migrated, vid))
+        s = await client.post("/v1/sessions", json={"viewer_id": vid, "count": 3}, headers=viewer(migrated, vid))
         assert s.status_code in (200, 201), s.text
         boosted += [room["room_id"] for room in s.json()["rooms"] if room.get("boosted")]
-        feed = await client.get(f"/v1/sessions/{s.json()['session_id']}/feed?count=5", headers=viewer(migrated, vid))
+        feed = await client.get(f"/v1/sessions/{s.json()['session_id']}/feed?count=3", headers=viewer(migrated, vid))
         boosted += [room["room_id"] for room in feed.json()["rooms"] if room.get("boosted")]
     assert boosted and set(boosted) == {room_a}
