@@ -20,7 +20,7 @@ MAX_AGE_MS = 7 * 24 * 3600 * 1000
 SWIPE_AWAY_MS = 3000
 
 ID = re.compile(r"\A[A-Za-z0-9_.:\-]{1,64}\Z")
-CURRENCY = re.compile(r"^[A-Z]{3}$")
+CURRENCY = re.compile(r"\A[A-Z]{3}\Z")
 
 Event = dict[str, Any]
 
@@ -164,7 +164,7 @@ def validate(raw: Any, now_ms: int | None, *, check_time: bool = True) -> Event 
         if (
             type(event_id) is str and type(viewer_id) is str and type(session_id) is str and type(room_id) is str
             and _common_ids_ok(f"{event_id}\n{viewer_id}\n{session_id}\n{room_id}")
-            and kind in _TYPE_SET
+            and type(kind) is str and kind in _TYPE_SET
             and type(ts) is int
             and type(version) is int and version == SCHEMA_VERSION
             and (
