@@ -41,6 +41,9 @@ CONSUMER_LAG = Gauge(
 )
 
 
+MAX_RECORDS = 4000  # records per poll and sink write
+
+
 class Sink(Protocol):
     name: str
 
@@ -96,7 +99,7 @@ class SinkRunner:
         topics: tuple[str, ...] = ("viewer-events",),
         *,
         group: str | None = None,
-        max_records: int = 2000,
+        max_records: int = MAX_RECORDS,
         consumer_options: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
@@ -127,20 +130,41 @@ class SinkRunner:
                 await self.dead_letters.stop()
 
     async def run(self) -> None:
-        """Poll, write, commit until stop(); start() first."""
+        """Poll, write, commit until stop(); start() first.
+
+        One batch is written while the next is polled and decoded (two stages, so the sink's
+        round trips overlap the consumer's CPU work); writes stay in poll order, and each batch's
+        offsets are committed right after its own write.
+        """
         assert self.consumer is not None
-        while not self._stopping.is_set():
-            try:
-                polled = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
-            except KafkaError as exc:
-                log.warning("poll failed, retrying: %s", exc, extra={"fields": {"group": self.group}})
-                await asyncio.sleep(0.5)
-                continue
-            if polled:
-                await self.handle(polled)
-                self.refresh_lag(polled)
+        writing: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    polled = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
+                except KafkaError as exc:
+                    log.warning("poll failed, retrying: %s", exc, extra={"fields": {"group": self.group}})
+                    await asyncio.sleep(0.5)
+                    continue
+                if not polled:
+                    continue
+                decoded = self.decode(polled)
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self._finish(polled, *decoded))
+        finally:
+            if writing is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
 
     async def handle(self, polled: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        """Decode, write and commit one polled batch."""
+        await self._finish(polled, *self.decode(polled))
+
+    def decode(
+        self, polled: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> tuple[list[dict[str, Any]], list[tuple[TopicPartition, ConsumerRecord[Any, Any], str]]]:
+        """The events to write, and the records to dead-letter with their error."""
         batch: list[dict[str, Any]] = []
         refused: list[tuple[TopicPartition, ConsumerRecord[Any, Any], str]] = []
         loads, check = orjson.loads, validate_stored
@@ -158,11 +182,20 @@ class SinkRunner:
                     continue
                 checked["_topic"], checked["_partition"], checked["_offset"] = topic, partition, record.offset
                 batch.append(checked)
+        return batch, refused
+
+    async def _finish(
+        self,
+        polled: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
+        batch: list[dict[str, Any]],
+        refused: list[tuple[TopicPartition, ConsumerRecord[Any, Any], str]],
+    ) -> None:
         for tp, record, error in refused:
             await self.dead_letter(tp, record.offset, record.key, record.value, error)
         if batch:
             await self._write(batch)
         await self._commit({tp: records[-1].offset + 1 for tp, records in polled.items() if records})
+        self.refresh_lag(polled)
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         delay = 0.2

@@ -19,6 +19,7 @@ only marked seen. Key layout: events/keys.py.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from events.schema import SWIPE_AWAY_MS
 
 SEEN_HOUR_MS = 3600 * 1000
 SEEN_HOURS = 3  # the current hour and the two before it: every id is remembered for 2 to 3 hours
-CHUNK = 4000  # event ids per script call (Lua's unpack() takes up to ~8,000 values)
+CHUNK = 2000  # events per script call (Lua's unpack() takes up to ~8,000 values)
 RECENT_CAP = 100
 RECENT_TTL_S = 7 * 24 * 3600
 HORIZON_MS = 3600 * 1000 + 300 * 1000  # the 1-hour window plus the 5-minute future allowance
@@ -44,25 +45,26 @@ HOUR_FIELD = {
 }
 
 # ARGV[1] JSON header {now, seen: [hour keys, newest first], seen_expire, tps: [[key, max offset]],
-#                      offsets: [[tp index, offset] per event]}
+#                      ids: [event id per event], at: [tp index per event, 0 = none], offsets: [offset per event]}
 # ARGV[2] JSON plan {ops: [[command, key, args...]], presence: [[key, adds, mixed]]}; two compact
 #   commands: {'H', key, expire_at, field, n, ...} (HINCRBYs + EXPIREAT), {'C', key, expire_at, n}
-# ARGV[3..] event ids, in the order of `offsets`.
 # Returns {0, positions...} (1-based, nothing written) or {1, applied}.
 _APPLY = """
 local head = cjson.decode(ARGV[1])
-local n = #ARGV - 2
+local ids, at, offsets = head.ids, head.at, head.offsets
+local n = #ids
 local wm = {}
 for i, tp in ipairs(head.tps) do
   wm[i] = tonumber(redis.call('GET', tp[1]) or '-1')
 end
 local refused = {}
-for i, at in ipairs(head.offsets) do
-  if at[1] > 0 and at[2] <= wm[at[1]] then refused[#refused + 1] = i end
+for i = 1, n do
+  local tp = at[i]
+  if tp > 0 and offsets[i] <= wm[tp] then refused[#refused + 1] = i end
 end
 if #refused == 0 and n > 0 then
   for _, key in ipairs(head.seen) do
-    local member = redis.call('SMISMEMBER', key, unpack(ARGV, 3, n + 2))
+    local member = redis.call('SMISMEMBER', key, unpack(ids))
     for i = 1, n do
       if member[i] == 1 then refused[#refused + 1] = i end
     end
@@ -76,7 +78,7 @@ for i, tp in ipairs(head.tps) do
   if tp[2] > wm[i] then redis.call('SET', tp[1], string.format('%d', tp[2])) end
 end
 if n > 0 then
-  redis.call('SADD', head.seen[1], unpack(ARGV, 3, n + 2))
+  redis.call('SADD', head.seen[1], unpack(ids))
   redis.call('PEXPIREAT', head.seen[1], head.seen_expire)
 end
 local plan = cjson.decode(ARGV[2])
@@ -242,49 +244,89 @@ class RealtimeSink:
         self._script = redis.register_script(_APPLY)
 
     async def write(self, batch: list[dict[str, Any]], now_ms: int | None = None) -> int:
-        """Apply a batch (in offset order per partition); returns how many events were new."""
+        """Apply a batch (in offset order per partition); returns how many events were new.
+
+        Chunks go to Redis one after the other (a later chunk must not raise a watermark before
+        an earlier one is applied), but the next chunk is summed while Redis applies the previous.
+        """
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         applied = 0
-        for start in range(0, len(batch), CHUNK):
-            applied += await self._apply(batch[start : start + CHUNK], now)
+        previous: asyncio.Task[int] | None = None
+        try:
+            for start in range(0, len(batch), CHUNK):
+                prepared = _Chunk(batch[start : start + CHUNK], now)
+                prepared.plan()
+                if previous is not None:
+                    applied += await previous
+                previous = asyncio.ensure_future(self._apply(prepared))
+            if previous is not None:
+                applied += await previous
+                previous = None
+        finally:
+            if previous is not None:
+                previous.cancel()
         return applied
 
-    async def _apply(self, chunk: list[dict[str, Any]], now: int) -> int:
-        tps: dict[str, int] = {}  # "rf:ev:wm:{topic}:{partition}" → highest offset in the chunk
-        where: list[tuple[str, int] | None] = []
-        candidates: list[int] = []
+    async def _apply(self, chunk: _Chunk) -> int:
+        while True:
+            answer = await self._script(args=[chunk.head, chunk.body])
+            if int(answer[0]) == 1:
+                return int(answer[1])
+            chunk.refuse(int(position) for position in answer[1:])
+            chunk.plan()
+
+
+class _Chunk:
+    """A chunk of a batch, its Kafka positions, and the plan for the events still thought fresh."""
+
+    def __init__(self, events: list[dict[str, Any]], now: int) -> None:
+        self.events = events
+        self.now = now
+        self.tps: dict[str, int] = {}  # "rf:ev:wm:{topic}:{partition}" → highest offset in the chunk
+        self.where: list[tuple[str, int] | None] = []
+        self.candidates: list[int] = []
         ids: set[str] = set()
-        for i, event in enumerate(chunk):
+        names: dict[tuple[str, int], str] = {}
+        tps, where, candidates = self.tps, self.where, self.candidates
+        for i, event in enumerate(events):
             topic = event.get("_topic")
             if topic is not None:
-                key = f"rf:ev:wm:{topic}:{event['_partition']}"
-                offset = int(event["_offset"])
+                partition = event["_partition"]
+                key = names.get((topic, partition))
+                if key is None:
+                    key = names[(topic, partition)] = f"rf:ev:wm:{topic}:{partition}"
+                offset = event["_offset"]
                 if offset > tps.get(key, -1):
                     tps[key] = offset
                 where.append((key, offset))
             else:
                 where.append(None)
-            if event["event_id"] not in ids:  # the same id twice in one chunk: the first one counts
-                ids.add(event["event_id"])
+            event_id = event["event_id"]
+            if event_id not in ids:  # the same id twice in one chunk: the first one counts
+                ids.add(event_id)
                 candidates.append(i)
-        tp_keys = list(tps)
-        tp_index = {key: n + 1 for n, key in enumerate(tp_keys)}
-        seen, expire_ms = seen_keys(now)
-        seen_expire = str(expire_ms)
-        while True:
-            offsets = []
-            for i in candidates:
-                at = where[i]
-                # [0, 0]: an event without a Kafka position (a direct call); its id alone decides
-                offsets.append([tp_index[at[0]], at[1]] if at is not None else [0, 0])
-            head = orjson.dumps({"now": now, "seen": seen, "seen_expire": seen_expire,
-                                 "tps": [[key, tps[key]] for key in tp_keys], "offsets": offsets})
-            fresh = [chunk[i] for i in candidates]
-            plan = plan_writes(fresh, now)
-            answer = await self._script(
-                args=[head, plan.as_json(), *(e["event_id"] for e in fresh)]
-            )
-            if int(answer[0]) == 1:
-                return int(answer[1])
-            refused = {candidates[int(position) - 1] for position in answer[1:]}
-            candidates = [i for i in candidates if i not in refused]
+        self.tp_index = {key: n + 1 for n, key in enumerate(self.tps)}
+        self.seen, expire_ms = seen_keys(now)
+        self.seen_expire = str(expire_ms)
+        self.head = self.body = b""
+
+    def refuse(self, positions: Any) -> None:
+        """Drop the candidates the script found stale or already seen (1-based positions)."""
+        refused = {self.candidates[p - 1] for p in positions}
+        self.candidates = [i for i in self.candidates if i not in refused]
+
+    def plan(self) -> None:
+        fresh = [self.events[i] for i in self.candidates]
+        tp_of, offsets = [], []
+        for i in self.candidates:
+            position = self.where[i]
+            if position is None:  # an event without a Kafka position (a direct call): its id alone decides
+                tp_of.append(0)
+                offsets.append(0)
+            else:
+                tp_of.append(self.tp_index[position[0]])
+                offsets.append(position[1])
+        self.head = orjson.dumps({"now": self.now, "seen": self.seen, "seen_expire": self.seen_expire,
+                                  "tps": [[key, offset] for key, offset in self.tps.items()],
+                                  "ids": [e["event_id"] for e in fresh], "at": tp_of, "offsets": offsets})
+        self.body = plan_writes(fresh, self.now).as_json()
