@@ -231,10 +231,8 @@ class Filters:
             rooms = c.rooms_of_merchant.get(merchant_id)
             if rooms is not None:
                 c.keep[rooms] = False
-        # A room that ended since the snapshot was built is not live; replays are candidates by design.
-        for i in np.flatnonzero(c.keep & ~c.is_replay):
-            if c.rooms[i].status != "live":
-                c.keep[i] = False
+        # Ended rooms: CandidateSource builds candidates from the current snapshot's live rooms only,
+        # so an ended room is never a candidate; replays are candidates by design.
 
 
 def arrange(order: Sequence[int], merchants: np.ndarray, categories: np.ndarray, max_run: int) -> list[int]:
@@ -293,8 +291,10 @@ class Exploration:
         little_seen = (c.impressions_1h <= cfg.exploration_max_impressions_1h) | (
             ctx.now - c.started_at <= cfg.exploration_new_room_s
         )
-        eligible = [int(i) for i in np.flatnonzero(c.keep & little_seen & ~c.is_replay) if int(i) not in on_page]
-        if not eligible:
+        mask = c.keep & little_seen & ~c.is_replay
+        mask[list(on_page)] = False
+        eligible = np.flatnonzero(mask)
+        if len(eligible) == 0:
             return
         picks = ctx.rng.choice(eligible, size=min(slots, len(eligible)), replace=False).tolist()
         page = [i for i in ctx.order[: ctx.count] if i not in picks]

@@ -84,14 +84,16 @@ async def test_blend_lowers_rooms_of_a_merchant_just_swiped_away():
     assert ctx.candidates.score[1] < ctx.candidates.score[2]
 
 
-async def test_filters_drop_served_swiped_blocked_and_ended():
-    rooms = [room(1, "m1", "a"), room(2, "m2", "a"), room(3, "m3", "a"), room(4, "m4", "a", status="ended"),
+async def test_filters_drop_served_swiped_and_blocked():
+    rooms = [room(1, "m1", "a"), room(2, "m2", "a"), room(3, "m3", "a"), room(4, "m4", "a"),
              room(5, "m5", "a")]
     ctx = ctx_of(rooms)
     ctx.served = {"room_1"}
     ctx.recent = [RecentVisit("room_2", "m2", 1000, int(NOW * 1000), True),
                   RecentVisit("room_5", "m5", 1000, int((NOW - 7200) * 1000), True)]
     ctx.blocked_merchants = {"m3"}
+    await Filters().apply(ctx)
+    ctx.blocked_merchants.add("m4")
     await Filters().apply(ctx)
     assert ctx.candidates.keep.tolist() == [False, False, False, False, True]
 
