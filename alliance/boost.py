@@ -4,8 +4,8 @@ Among the page's candidates (already scored and blended), a room of an indebted 
 boosted only if the page would not show it anyway (a boost must add exposure, not relabel
 organic exposure) and its score is within the alliance's relevance floor of the page's best (the
 floor is a share of the score range of the top `2 × page_size` candidates). Its score then rises
-by at most that floor × range, and never above the page's middle room, so it enters the page
-below the clearly better rooms. At most `share_cap` of the page is boosted (rounded at random so
+by at most that floor × range, and never above the page's second room (`TOP_RANK`), so it
+enters the page below the clearly better rooms and the best room stays first. At most `share_cap` of the page is boosted (rounded at random so
 the expected share is exact even for small pages), one room per merchant, and only while the
 merchant has a token in its paced bucket (see `alliance.scheduler`). Boosted candidates get `boosted = True`;
 the impression they lead to is what the ledger counts as delivered.
@@ -51,8 +51,12 @@ class BoostChoice:
     bump: float
 
 
+TOP_RANK = 1  # a boosted room lands no higher than this page position (0 = the top): the best stays first
+
+
 def choose_boosts(scores: np.ndarray, eligible: np.ndarray, rooms_of_merchant: dict[str, np.ndarray],
-                  plans: dict[str, BoostPlan], page_size: int, draw: float) -> list[BoostChoice]:
+                  plans: dict[str, BoostPlan], page_size: int, draw: float,
+                  top_rank: int = TOP_RANK) -> list[BoostChoice]:
     """Which candidates to boost and by how much, before tokens are spent (pure).
 
     `eligible` masks candidates the page could show (not yet served, not filtered); `draw` is a
@@ -66,7 +70,7 @@ def choose_boosts(scores: np.ndarray, eligible: np.ndarray, rooms_of_merchant: d
     live = np.sort(np.partition(pool, len(pool) - depth)[len(pool) - depth:])[::-1]  # the top `depth`, best first
     best = float(live[0])
     page_edge = float(live[page_size - 1])  # the last room the page shows unboosted
-    ceiling = float(live[(page_size - 1) // 2])  # a boosted room lands no higher than mid-page
+    ceiling = float(live[min(top_rank, page_size - 1)])  # ties go to the organic room
     spread = best - float(live[-1])
     if spread <= 0:
         return []

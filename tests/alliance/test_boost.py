@@ -47,7 +47,7 @@ def test_boost_only_within_the_relevance_floor_and_only_for_rooms_off_the_page()
     chosen = choose_boosts(scores, np.ones(30, bool), merchants, plans, 10, 0.99)
     assert [c.merchant_id for c in chosen] == [near]
     boosted = scores[11] + chosen[0].bump
-    assert scores[9] < boosted <= scores[4]  # onto the page, but no higher than its middle
+    assert scores[9] < boosted <= scores[1]  # onto the page, but never above its second room
     assert chosen[0].bump <= 0.6 * (1.0 - scores[19]) + 1e-9
 
 
