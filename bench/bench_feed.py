@@ -1,0 +1,352 @@
+"""Feed latency benchmark: 10,000 live rooms, 100,000 known viewers, a load generator in its own process.
+
+    .venv/bin/python bench/bench_feed.py [--rooms 10000] [--viewers 100000] [--servers uvicorn,granian]
+
+Starts what it needs: the project's services (`services.up`), a fresh PostgreSQL database, a private
+Redis, 10,000 live rooms written through rooms' `IndexWriter`, and a LightFM-shaped model of 100,000
+viewers × 5,000 merchants (k=32) served by ranking's real `Scorer`. For each ASGI server it measures,
+in the same run: the bare endpoint (`/healthz`) at peak (closed loop, fixed concurrency) as the ceiling,
+the feed (`GET /v1/sessions/{id}/feed?count=10`) at peak, and the feed at a fixed 500 requests/s
+(open loop, latency from the scheduled send time, so queueing counts). Medians of `--repeats` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CATEGORIES = ("beauty", "fashion", "food", "home", "digital", "sports", "baby", "books")
+K = 32
+
+
+# --- the app the servers load ----------------------------------------------------------------
+
+
+def _model(viewers: int, merchants: int) -> Any:
+    import numpy as np
+
+    from ranking.model import RankingModel
+
+    rng = np.random.default_rng(5)
+    features = [f"cat:{c}" for c in CATEGORIES]
+    return RankingModel(
+        version="bench-synthetic",
+        params={},
+        user_ids=[f"viewer-{i}" for i in range(viewers)],
+        merchant_ids=[f"mer_{i:016x}" for i in range(merchants)],
+        user_feature_names=[],
+        item_feature_names=features,
+        user_repr=rng.normal(size=(viewers, K)).astype(np.float32),
+        user_bias=np.zeros(viewers, np.float32),
+        item_repr=rng.normal(size=(merchants, K)).astype(np.float32),
+        item_bias=rng.normal(size=merchants).astype(np.float32),
+        user_feature_emb=np.zeros((0, K), np.float32),
+        user_feature_bias=np.zeros(0, np.float32),
+        item_feature_emb=rng.normal(size=(len(features), K)).astype(np.float32),
+        item_feature_bias=np.zeros(len(features), np.float32),
+        merchant_popularity=rng.random(merchants).astype(np.float32),
+    )
+
+
+def app_factory() -> Any:
+    """What uvicorn/granian load: the real app, with a model of the benchmark's size as the scorer."""
+    from types import SimpleNamespace
+
+    from ranking.scorer import Scorer
+    from roomfeed.app import create_app
+    from roomfeed.settings import Settings
+
+    viewers, merchants = int(os.environ["BENCH_VIEWERS"]), int(os.environ["BENCH_MERCHANTS"])
+    watcher = SimpleNamespace(scorer=Scorer(_model(viewers, merchants)))
+    return create_app(Settings.from_env(), access_log=False, model_watcher=watcher)
+
+
+# --- set-up -----------------------------------------------------------------------------------
+
+
+async def _seed(settings: Any, rooms: int, merchants: int) -> None:
+    from redis.asyncio import Redis
+
+    from roomfeed.db import create_pool, migrate
+    from rooms.live_index import IndexWriter, LiveRoom, rebuild_live_index
+
+    await migrate(settings.database_url)
+    pool = await create_pool(settings, min_size=1)
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await rebuild_live_index(pool, redis)  # an empty index with an epoch, as in production
+        writer = IndexWriter(redis)
+        now = time.time()
+        for start in range(0, rooms, 50):
+            await asyncio.gather(
+                *(
+                    writer.apply(
+                        LiveRoom(f"room_{i:016x}", f"mer_{i % merchants:016x}", f"room {i}", CATEGORIES[i % len(CATEGORIES)],
+                                 ("bench",), "mid", "one_to_many", f"host{i % 300}", now - (i % 7200),
+                                 f"https://live.example/{i}.m3u8", "live", None),
+                        1,
+                    )
+                    for i in range(start, min(start + 50, rooms))
+                )
+            )
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+def _serve(server: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    target = "bench.bench_feed:app_factory"
+    py = str(ROOT / ".venv/bin")
+    if server == "uvicorn":
+        cmd = [f"{py}/uvicorn", target, "--factory", "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+               "--http", "httptools", "--no-access-log", "--log-level", "warning", "--backlog", "4096"]
+    else:
+        cmd = [f"{py}/granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--loop", "uvloop", "--log-level", "warning", "--no-ws", target]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_up(port: int, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on {port} did not come up")
+
+
+def _sessions(port: int, secret: str, n: int, viewers: int) -> list[tuple[str, str]]:
+    import httpx
+
+    from roomfeed.auth import sign_viewer_token
+
+    out = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for i in range(n):
+            viewer = f"viewer-{(i * 7919) % viewers}"
+            token = sign_viewer_token(secret, viewer)
+            r = client.post("/v1/sessions", json={"viewer_id": viewer, "entry": {}, "count": 1},
+                            headers={"Authorization": f"Bearer {token}"})
+            r.raise_for_status()
+            out.append((r.json()["session_id"], token))
+    return out
+
+
+# --- the load generator (its own process) --------------------------------------------------------
+
+
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> int:
+    writer.write(raw)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+def _raw(path: str, token: str | None) -> bytes:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n".encode()
+
+
+async def _loadgen(port: int, mode: str, targets: list[tuple[str, str | None]], seconds: float,
+                   concurrency: int, rate: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+    start = time.perf_counter()
+    end = start + seconds
+
+    async def closed(conn: tuple[Any, Any]) -> None:
+        nonlocal errors, counter
+        while time.perf_counter() < end:
+            path, token = targets[counter % len(targets)]
+            counter += 1
+            t0 = time.perf_counter()
+            status = await _request(*conn, _raw(path, token))
+            latencies.append(time.perf_counter() - t0)
+            errors += status >= 500
+
+    if mode == "closed":
+        await asyncio.gather(*(closed(c) for c in conns))
+    else:
+        free: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
+        for c in conns:
+            free.put_nowait(c)
+
+        async def one(i: int, scheduled: float) -> None:
+            nonlocal errors
+            conn = await free.get()
+            path, token = targets[i % len(targets)]
+            status = await _request(*conn, _raw(path, token))
+            latencies.append(time.perf_counter() - scheduled)  # from the scheduled time: queueing counts
+            errors += status >= 500
+            free.put_nowait(conn)
+
+        tasks = []
+        total = int(seconds * rate)
+        for i in range(total):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, scheduled)))
+        await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    for _, w in conns:
+        w.close()
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+    return {"requests": len(latencies), "rps": len(latencies) / elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+            "errors": errors}
+
+
+def _run_loadgen(port: int, mode: str, targets_file: str, seconds: float, concurrency: int, rate: float) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--loadgen", mode, "--port", str(port), "--targets", targets_file,
+           "--seconds", str(seconds), "--concurrency", str(concurrency), "--rate", str(rate)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rooms", type=int, default=10_000)
+    parser.add_argument("--viewers", type=int, default=100_000)
+    parser.add_argument("--merchants", type=int, default=5_000)
+    parser.add_argument("--servers", default="uvicorn,granian")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--loadgen")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--targets")
+    parser.add_argument("--rate", type=float, default=500)
+    args = parser.parse_args()
+    if args.loadgen:
+        targets = [tuple(t) for t in json.loads(Path(args.targets).read_text())]
+        result = asyncio.run(_loadgen(args.port, args.loadgen, targets, args.seconds, args.concurrency, args.rate))
+        print(json.dumps(result))
+        return 0
+
+    from dataclasses import replace
+
+    from roomfeed import services
+    from roomfeed.settings import Settings
+    from tests.support import free_port, run_sync, world_readable_tempdir
+
+    base = Settings.from_env()
+    services.up(base)
+    tag = secrets.token_hex(3)
+    dbname = f"rf_bench_{tag}"
+
+    async def create_db() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(base.database_url)
+        await conn.execute(f'CREATE DATABASE "{dbname}"')
+        await conn.close()
+
+    run_sync(create_db)
+    redis = services.RedisServer(world_readable_tempdir("rf-bench-redis-"), free_port())
+    redis.start()
+    time.sleep(0.5)  # redis-server retitles itself (what is_running checks) a moment after it starts
+    redis.wait_ready()
+    settings = replace(base, database_url=base.database_url.rsplit("/", 1)[0] + f"/{dbname}",
+                       redis_url=redis.url(), kafka_prefix=f"bench{tag}.")
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        run_sync(lambda: _seed(settings, args.rooms, args.merchants))
+        env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+               "KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
+               "BENCH_VIEWERS": str(args.viewers), "BENCH_MERCHANTS": str(args.merchants), "PYTHONPATH": str(ROOT)}
+        for server in args.servers.split(","):
+            port = free_port()
+            proc = _serve(server, port, env)
+            try:
+                _wait_up(port)
+                print(server, "up; creating sessions", flush=True)
+                sessions = _sessions(port, settings.viewer_token_secret, 500, args.viewers)
+                with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                    json.dump([[f"/v1/sessions/{s}/feed?count=10", t] for s, t in sessions], f)
+                    feed_file = f.name
+                with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                    json.dump([["/healthz", None]], f)
+                    bare_file = f.name
+                print(server, "warming up", flush=True)
+                _run_loadgen(port, "closed", feed_file, 2, args.concurrency, 0)  # warm-up
+                runs: dict[str, list[dict[str, Any]]] = {"bare": [], "feed": [], "feed_500": []}
+                for _ in range(args.repeats):
+                    runs["bare"].append(_run_loadgen(port, "closed", bare_file, args.seconds, args.concurrency, 0))
+                    runs["feed"].append(_run_loadgen(port, "closed", feed_file, args.seconds, args.concurrency, 0))
+                    runs["feed_500"].append(_run_loadgen(port, "open", feed_file, args.seconds, 64, args.rate))
+                med = lambda k, f, runs=runs: statistics.median(r[f] for r in runs[k])  # noqa: E731
+                results[server] = {
+                    "p50_ms": round(med("feed_500", "p50_ms"), 2),
+                    "p99_ms": round(med("feed_500", "p99_ms"), 2),
+                    "achieved_rps_at_500": round(med("feed_500", "rps"), 1),
+                    "peak_rps": round(med("feed", "rps"), 1),
+                    "peak_p99_ms": round(med("feed", "p99_ms"), 2),
+                    "bare_peak_rps": round(med("bare", "rps"), 1),
+                    "errors_5xx": sum(r["errors"] for rs in runs.values() for r in rs),
+                }
+                results[server]["peak_share_of_bare"] = round(results[server]["peak_rps"] / results[server]["bare_peak_rps"], 3)
+                print(server, results[server], flush=True)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    finally:
+        redis.kill()
+    best = min(results, key=lambda s: results[s]["p99_ms"])
+    command = " ".join([".venv/bin/python bench/bench_feed.py", *sys.argv[1:]])
+    machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    metrics = {**results[best], "server": best, "rooms": args.rooms, "viewers": args.viewers, "by_server": results}
+    out = {"name": "feed", "command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine, "metrics": metrics}
+    (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench/results/feed.json").write_text(json.dumps(out, indent=2) + "\n")
+    lines = [f"\n## feed ({out['date']})\n", f"Command: `{command}` — {machine}. {args.rooms} live rooms, "
+             f"{args.viewers} known viewers (ranking.Scorer, k={K}), load generator in its own process, "
+             f"concurrency {args.concurrency}, medians of {args.repeats} runs of {args.seconds:g} s.\n",
+             "| server | p50 ms @500 rps | p99 ms @500 rps | feed peak rps | bare peak rps | feed/bare |",
+             "|---|---|---|---|---|---|"]
+    for s, r in results.items():
+        lines.append(f"| {s} | {r['p50_ms']} | {r['p99_ms']} | {r['peak_rps']} | {r['bare_peak_rps']} | {r['peak_share_of_bare']} |")
+    lines.append(f"\nBest p99: **{best}**.\n")
+    docs = ROOT / "docs/benchmarks.md"
+    text = docs.read_text() if docs.exists() else "# Benchmarks\n"
+    docs.write_text(text + "\n".join(lines) + "\n")
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
