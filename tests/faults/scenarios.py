@@ -1,0 +1,134 @@
+"""The fault scenarios, shared by the fault tests and `bench/bench_faults.py`.
+
+Each scenario runs ingest and feed traffic on a FaultStack, kill -9s one thing in the middle of it,
+starts it again, stops the traffic, and waits for full recovery: every accepted event archived once
+and counted once in the live stats, every API process ready. The result carries the figures the
+suite reports (docs/reliability.md): accepted, lost, duplicated, feed_5xx, recovery_s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+from tests.faults.stack import FaultStack, Traffic
+
+DOWN_SECONDS = 3.0
+WARMUP_SECONDS = 3.0
+AFTER_SECONDS = 3.0
+
+
+@dataclass
+class FaultResult:
+    name: str
+    accepted: int
+    lost: int
+    duplicated: int
+    feed_5xx: int
+    recovery_s: float
+    live_missing: int
+    feed_requests: int
+    feed_degraded: int
+    ingest_retries: int
+    failovers: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def _run(stack: FaultStack, name: str, kill: Callable[[], Awaitable[None]],
+               restart: Callable[[], Awaitable[None]], ingesters: int = 2, swipers: int = 2) -> FaultResult:
+    tag = secrets.token_hex(3)
+    traffic = Traffic()
+    stop = asyncio.Event()
+    limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, connect=1), limits=limits) as client:
+        rooms = await stack.live_rooms(client)
+        tasks = [asyncio.create_task(stack.ingest(client, traffic, rooms, stop, f"{tag}i{i}"))
+                 for i in range(ingesters)]
+        tasks += [asyncio.create_task(stack.swipe(client, traffic, stop, f"{tag}s{i}")) for i in range(swipers)]
+        try:
+            await asyncio.sleep(WARMUP_SECONDS)
+            await kill()
+            await asyncio.sleep(DOWN_SECONDS)
+            restarted_at = time.monotonic()
+            await restart()
+            await asyncio.sleep(AFTER_SECONDS)
+        finally:
+            stop.set()
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [d for d in done if isinstance(d, BaseException)]
+        assert not errors, errors
+        for index in range(len(stack.api)):
+            await stack.wait_api_ready(index)
+        figures = await stack.settle(rooms, traffic.accepted)
+    recovery = time.monotonic() - restarted_at
+    return FaultResult(
+        name=name, accepted=len(traffic.accepted), lost=figures["lost"], duplicated=figures["duplicated"],
+        feed_5xx=traffic.feed_5xx, recovery_s=round(recovery, 2), live_missing=figures["live_missing"],
+        feed_requests=sum(traffic.feed_statuses.values()), feed_degraded=traffic.feed_degraded,
+        ingest_retries=sum(n for s, n in traffic.ingest_statuses.items() if s != 202),
+        failovers=traffic.connection_failovers)
+
+
+async def kafka_broker_during_ingest(stack: FaultStack) -> FaultResult:
+    async def kill() -> None:
+        stack.kafka.kill()
+
+    return await _run(stack, "kafka broker during ingest", kill, lambda: stack.restart_server(stack.kafka))
+
+
+async def redis_during_feed_traffic(stack: FaultStack) -> FaultResult:
+    async def kill() -> None:
+        stack.redis_server.kill()
+
+    return await _run(stack, "redis during feed traffic", kill, lambda: stack.restart_server(stack.redis_server),
+                      ingesters=1, swipers=3)
+
+
+async def postgres_during_archive_writes(stack: FaultStack) -> FaultResult:
+    async def kill() -> None:
+        stack.pg.kill()
+
+    return await _run(stack, "postgresql during archive writes", kill, lambda: stack.restart_server(stack.pg))
+
+
+async def worker_mid_batch(stack: FaultStack) -> FaultResult:
+    assert stack.worker is not None
+    worker = stack.worker
+
+    async def kill() -> None:
+        worker.kill()
+
+    async def restart() -> None:
+        worker.start()
+
+    return await _run(stack, "worker in the middle of a batch", kill, restart, ingesters=3, swipers=1)
+
+
+async def api_process_under_load(stack: FaultStack) -> FaultResult:
+    victim = stack.api[0]
+
+    async def kill() -> None:
+        victim.kill()
+
+    async def restart() -> None:
+        victim.start()
+        await stack.wait_api_ready(0)
+
+    return await _run(stack, "an API process under load", kill, restart, ingesters=3, swipers=2)
+
+
+SCENARIOS: dict[str, Callable[[FaultStack], Awaitable[FaultResult]]] = {
+    "kafka": kafka_broker_during_ingest,
+    "redis": redis_during_feed_traffic,
+    "postgres": postgres_during_archive_writes,
+    "worker": worker_mid_batch,
+    "api": api_process_under_load,
+}
