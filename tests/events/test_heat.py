@@ -1,0 +1,90 @@
+"""Room heat: decayed per-room counters on real Redis, exactly once per Kafka offset."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import numpy as np
+import pytest
+
+from events.heat import HALF_LIFE_S, HEAT_KEY, RoomHeat, RoomHeatSink
+from events.realtime import RealtimeSink
+
+
+def _event(kind: str, room: str, offset: int, ts: int, topic: str, partition: int = 0, **extra: object) -> dict:
+    return {"event_id": f"e{secrets.token_hex(6)}", "type": kind, "viewer_id": f"v{offset}", "session_id": "s",
+            "room_id": room, "ts": ts, "_topic": topic, "_partition": partition, "_offset": offset, **extra}
+
+
+@pytest.fixture
+async def heat(redis):
+    await redis.delete(HEAT_KEY)
+    return RoomHeatSink(redis), RoomHeat(redis)
+
+
+async def test_heat_counts_signals_and_halves_every_half_life(heat):
+    sink, reader = heat
+    topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
+    batch = [_event("enter", "room_a", 0, now_ms, topic), _event("enter", "room_a", 1, now_ms, topic),
+             _event("impression", "room_a", 2, now_ms, topic), _event("leave", "room_a", 3, now_ms, topic, dwell_ms=4500),
+             _event("purchase", "room_b", 4, now_ms, topic), _event("like", "room_b", 5, now_ms, topic)]
+    assert await sink.write(batch) == 5  # the like changes no heat signal
+    snap = await reader.snapshot(now_ms / 1000)
+    values = snap.aligned(["room_a", "room_b", "room_never"])
+    assert np.allclose(values, [[2, 1, 4.5, 0], [0, 0, 0, 1], [0, 0, 0, 0]])
+    later = (await reader.snapshot(now_ms / 1000 + HALF_LIFE_S)).aligned(["room_a"])
+    assert later[0].tolist() == pytest.approx([1, 0.5, 2.25, 0])
+
+
+async def test_older_events_weigh_less_than_new_ones(heat):
+    sink, reader = heat
+    topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
+    half = int(HALF_LIFE_S * 1000)
+    await sink.write([_event("enter", "room_c", 0, now_ms - 2 * half, topic)])
+    await sink.write([_event("enter", "room_c", 1, now_ms, topic), _event("enter", "room_c", 2, now_ms - half, topic)])
+    (value,) = (await reader.snapshot(now_ms / 1000)).aligned(["room_c"])[:, 0]
+    assert value == pytest.approx(1 + 0.5 + 0.25)
+
+
+async def test_replayed_batch_changes_nothing(heat):
+    sink, reader = heat
+    topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
+    batch = [_event("enter", "room_d", i, now_ms, topic, partition=i % 2) for i in range(6)]
+    assert await sink.write(batch) == 6
+    assert await sink.write(batch) == 0  # a crash before the commit: the same offsets again
+    assert await sink.write(batch[3:] + [_event("enter", "room_d", 6, now_ms, topic, partition=0)]) == 1
+    assert (await reader.snapshot(now_ms / 1000)).aligned(["room_d"])[0, 0] == pytest.approx(7)
+
+
+async def test_prune_deletes_rooms_untouched_for_hours(heat, redis):
+    sink, reader = heat
+    topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
+    await sink.write([_event("enter", "room_old", 0, now_ms - 7 * 3600 * 1000, topic),
+                      _event("enter", "room_new", 1, now_ms, topic)])
+    deleted = 0
+    for _ in range(10):
+        deleted += await sink.prune(now_ms)
+        if sink._cursor in (b"0", 0, "0"):
+            break
+    assert deleted == 1
+    assert (await reader.snapshot(now_ms / 1000)).room_ids == ["room_new"]
+
+
+async def test_viewers_now_reads_the_realtime_presence_of_a_page(heat, redis):
+    _, reader = heat
+    now_ms = int(time.time() * 1000)
+    topic, room = f"t{secrets.token_hex(3)}", f"room_{secrets.token_hex(4)}"
+    await RealtimeSink(redis).write([_event("enter", room, i, now_ms, topic) for i in range(3)])
+    assert await reader.viewers_now([room, "room_nobody"], now_ms) == [3, 0]
+    async with redis.pipeline(transaction=False) as pipe:
+        reader.queue_viewers_now(pipe, [room], now_ms)
+        (counts,) = await pipe.execute()
+    assert [int(c) for c in counts] == [3]
+
+
+def test_snapshot_aligns_by_room_id():
+    from events.heat import HeatSnapshot
+
+    snap = HeatSnapshot(0.0, ["b", "a"], np.array([[1, 0, 0, 0], [2, 0, 0, 0]], dtype=np.float64))
+    assert snap.aligned(["a", "x", "b"])[:, 0].tolist() == [2, 0, 1]
