@@ -28,7 +28,7 @@ from roomfeed.settings import Settings
 
 log = logging.getLogger("roomfeed.worker")
 
-SINKS = ("realtime", "archive", "alliance")
+SINKS = ("realtime", "archive", "alliance", "heat")
 
 
 def add_worker_args(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +56,10 @@ async def _build_sinks(names: list[str], pool: Any, redis: Any, settings: Settin
             archive = ArchiveSink(pool)
             await archive.prepare()
             sinks.append(archive)
+        elif name == "heat":
+            from events.heat import RoomHeatSink
+
+            sinks.append(RoomHeatSink(redis))
         elif name == "alliance":
             try:
                 from alliance.consumer import AllianceSink  # type: ignore[import-not-found]
