@@ -83,7 +83,7 @@ class BoostPlan:
 
 
 class ExposureScheduler:
-    def __init__(self, pool: asyncpg.Pool, redis: Redis, *, pacing_hours: float = 1.0, burst_hours: float = 0.1,
+    def __init__(self, pool: asyncpg.Pool, redis: Redis, *, pacing_hours: float = 0.25, burst_hours: float = 0.1,
                  max_tick_s: float = 900.0) -> None:
         self.ledger = Ledger(pool)
         self.pool = pool

@@ -6,7 +6,7 @@ The marketplace simulator (`simulator.Marketplace`) supplies merchants, their br
 viewers' tastes and how viewers react to rooms. The alliance code under test is the real one, on
 a real PostgreSQL database and a private Redis, in simulated time: `AttributionBook` for code
 sessions, `AllianceSink` for every event (contributed visits, boosted impressions delivered),
-`ExposureScheduler.recompute(now)` every 5 simulated minutes, and `AllianceBoost.apply` on the
+`ExposureScheduler.recompute(now)` every simulated minute, and `AllianceBoost.apply` on the
 feed's own `FeedContext` for every page. Kafka is not on this path (the sink gets the batches
 directly); the worker's SinkRunner is what would feed it in production.
 
@@ -49,8 +49,8 @@ from simulator import Marketplace  # noqa: E402
 
 HOUR_MS = 3_600_000
 PAGE = 10
-TERMS = Terms(exchange_rate=3.0, min_dwell_ms=10_000, boost_share_cap=0.2, daily_earning_cap=20_000.0,
-              relevance_floor=0.5, attribution_window_h=24)
+TERMS = Terms(exchange_rate=3.0, min_dwell_ms=10_000, boost_share_cap=0.3, daily_earning_cap=20_000.0,
+              relevance_floor=1.0, attribution_window_h=24)
 
 
 def ndcg10(order: np.ndarray, gains: np.ndarray) -> float:
@@ -180,7 +180,7 @@ class Simulation:
         started = time.perf_counter()
         for t in range(minutes):
             now_ms = self.start_ms + t * 60_000
-            if t % 5 == 0:
+            if t % self.args.tick_minutes == 0:
                 await self.scheduler.recompute(now_ms / 1000)
                 await self.stage.refresh()
             live = self.market.live_rooms(now_ms)
@@ -336,6 +336,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return {"metrics": metrics, "hourly": hourly_lines, "per_merchant": per_merchant, "rejected": rejected}
 
 
+def write_report(command: str, lines: list[str]) -> None:
+    """The simulation report section of docs/alliance.md (between its markers; the rest untouched)."""
+    doc = REPO / "docs" / "alliance.md"
+    text = doc.read_text()
+    start, end = "<!-- sim:results -->", "<!-- /sim:results -->"
+    section = "\n".join([
+        start, f"`{command}` — {datetime.now(UTC).date()}", "", "![pacing](img/alliance_pacing.png)", "",
+        "```", *lines, "```", end,
+    ])
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    doc.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
@@ -343,7 +359,8 @@ def main() -> None:
     parser.add_argument("--organic-per-min", type=float, default=6.0)
     parser.add_argument("--heavy-per-min", type=float, default=0.1)
     parser.add_argument("--light-per-min", type=float, default=0.02)
-    parser.add_argument("--pacing-hours", type=float, default=0.5)
+    parser.add_argument("--pacing-hours", type=float, default=0.25)
+    parser.add_argument("--tick-minutes", type=int, default=1, help="scheduler tick (servers tick every 5 s)")
     parser.add_argument("--no-write", action="store_true", help="print only (no results file, no docs)")
     args = parser.parse_args()
     command = ".venv/bin/python bench/bench_alliance.py " + shlex.join(sys.argv[1:])
@@ -382,7 +399,7 @@ def main() -> None:
     if not args.no_write:
         write_results("alliance", command.strip(), m, lines[:15] + ["", "(hourly and per-merchant tables: docs/alliance.md)"],
                       "alliance — paced exposure payback in a 24 h simulation (alliance)")
-        (REPO / "bench" / "results" / "alliance_detail.txt").write_text("\n".join(lines) + "\n")
+        write_report(command.strip(), lines)
     print(f"date {datetime.now(UTC).date()}")
 
 
