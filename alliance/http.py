@@ -147,6 +147,7 @@ async def create_code(request: Request) -> Response:
         fields = {k: "is not one of this merchant's" for k, v in (("store_id", store_id), ("staff_id", staff_id)) if v}
         body.errors.update(fields)
         body.finish("the store or staff member does not belong to this merchant")
+    assert principal.merchant_id is not None  # a merchant key always names its merchant
     info = await request.app.state.code_book.issue(Attribution(principal.merchant_id, store_id, staff_id))
     return json(_code_json(info), status=201)
 
@@ -238,7 +239,7 @@ routes: list[BaseRoute] = [
 
 def _rooms_catalog(resources: Resources) -> Any:
     try:
-        from rooms.catalog import MerchantCatalog  # type: ignore[import-not-found]
+        from rooms.catalog import MerchantCatalog
     except ModuleNotFoundError:
         return None
     return MerchantCatalog(resources.pool)
