@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 from redis.asyncio import Redis
 
-from alliance.scheduler import BoostPlan, TokenBucket, read_plans
+from alliance.scheduler import BoostPlan, TokenBucket, grant_key, read_plans
 
 
 class BoostCandidates(Protocol):
@@ -39,6 +39,7 @@ class BoostContext(Protocol):
     """What the stage reads of `feed.context.FeedContext`."""
 
     candidates: BoostCandidates
+    session_id: str
     count: int  # the page size
     served: set[str]
     rng: np.random.Generator
@@ -138,7 +139,10 @@ class AllianceBoost:
         if not choices:
             return
         try:
-            granted = await self.tokens.take([b.merchant_id for b in choices])
+            granted = await self.tokens.take(
+                [b.merchant_id for b in choices],
+                [grant_key(ctx.session_id, str(c.room_ids[b.index])) for b in choices],
+            )
         except Exception:
             return
         for choice, ok in zip(choices, granted, strict=True):

@@ -4,7 +4,8 @@ orders, posted to the exposure ledger. Runs in `roomfeed worker` under events' S
 Idempotent by event id: a visit row, an order row and a ledger transaction each have the source
 event id as a unique key, so a replayed batch writes nothing new. One database transaction per
 batch; a per-contributor advisory lock keeps daily caps exact when several partitions are
-consumed at once. Dwell comes from `leave.dwell_ms`, or from heartbeats since the `enter`
+consumed at once. A boosted impression is delivered only against the grant the feed's boost
+stage left for that session and room (`alliance.scheduler.GrantBook`). Dwell comes from `leave.dwell_ms`, or from heartbeats since the `enter`
 (Redis `rf:al:start:<viewer>:<room>`), whichever qualifies first.
 """
 
@@ -23,6 +24,7 @@ from alliance import ledger
 from alliance.alliances import Terms, partner_terms
 from alliance.attribution import ViewerAttribution, attributions_at
 from alliance.contribution import Limits, Verdict, VisitFacts, judge
+from alliance.scheduler import GrantBook
 
 log = logging.getLogger("roomfeed.alliance")
 
@@ -41,6 +43,7 @@ class AllianceSink:
         self.pool = pool
         self.redis = redis
         self.limits = limits or Limits()
+        self.grants = GrantBook(redis) if redis is not None else None
 
     async def write(self, batch: list[dict[str, Any]]) -> None:
         events = [e for e in batch if isinstance(e, dict) and e.get("event_id") and e.get("viewer_id")]
@@ -220,6 +223,11 @@ class AllianceSink:
     async def _delivered(self, conn: asyncpg.Connection, event: dict[str, Any]) -> None:
         merchant_id = event.get("merchant_id")
         if not isinstance(merchant_id, str):
+            return
+        if self.grants is not None and not await self.grants.claim(
+            str(event.get("session_id", "")), str(event.get("room_id", "")), str(event["event_id"])
+        ):
+            log.info("boosted impression without a grant ignored: %s", event["event_id"])
             return
         # Paid back against the alliance where the merchant is owed most.
         alliance_id = await conn.fetchval(

@@ -12,7 +12,10 @@ ledger balance (earned − delivered − expired). Every tick the scheduler
 - publishes the plan (boost strength, relevance floor, page share cap) to Redis.
 
 The feed's boost stage spends one token per boosted room shown, so no process can dump the debt
-on a page, and every API process reads the same state (`rf:al:plan`, `rf:al:tokens`).
+on a page, and every API process reads the same state (`rf:al:plan`, `rf:al:tokens`). Each
+token spent leaves a grant (`rf:al:grant:<session>:<room>`, 6 h): the consumer counts a
+`boosted: true` impression as delivered only against an unclaimed grant, so a client posting
+fake boosted impressions cannot drain a competitor's debt.
 Simulations pass `now`; servers tick from `run_forever`.
 """
 
@@ -57,19 +60,41 @@ return 1
 """
 
 # Spend one token per merchant asked for, when it has one; returns 1/0 per merchant.
+# Spend one token per merchant asked for, when it has one, and record the grant for the room the
+# page shows (KEYS[i + 1]); returns 1/0 per merchant. ARGV[1] is the grants' TTL in seconds.
 _TAKE = """
 local out = {}
-for i, m in ipairs(ARGV) do
+for i = 2, #ARGV do
+  local m = ARGV[i]
   local v = tonumber(redis.call('HGET', KEYS[1], m) or '0')
   if v >= 1 then
     redis.call('HSET', KEYS[1], m, tostring(v - 1))
-    out[i] = 1
+    redis.call('SET', KEYS[i], '1', 'EX', tonumber(ARGV[1]))
+    out[i - 1] = 1
   else
-    out[i] = 0
+    out[i - 1] = 0
   end
 end
 return out
 """
+
+# A boosted impression counts once: the grant of its (session, room) is claimed by one event id
+# (the same id again, a replay, still finds it claimed by itself). Returns 1 when it counts.
+_CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if v == '1' then
+  redis.call('SET', KEYS[1], 'used:' .. ARGV[1], 'KEEPTTL')
+  return 1
+end
+if v == 'used:' .. ARGV[1] then return 1 end
+return 0
+"""
+GRANT_TTL_S = 6 * 3600
+
+
+def grant_key(session_id: str, room_id: str) -> str:
+    """Where the boost stage records that it boosted this room on this session's page."""
+    return f"rf:al:grant:{session_id}:{room_id}"
 
 
 @dataclass(frozen=True)
@@ -160,11 +185,22 @@ class TokenBucket:
         self.redis = redis
         self._take = redis.register_script(_TAKE)
 
-    async def take(self, merchant_ids: list[str]) -> list[bool]:
+    async def take(self, merchant_ids: list[str], grants: list[str]) -> list[bool]:
+        """Spend a token per merchant; for each one spent, record its grant key (`grant_key`)."""
         if not merchant_ids:
             return []
-        granted = await self._take(keys=[TOKENS_KEY], args=merchant_ids)
+        granted = await self._take(keys=[TOKENS_KEY, *grants], args=[GRANT_TTL_S, *merchant_ids])
         return [bool(int(g)) for g in granted]
+
+
+class GrantBook:
+    """The sink's side of the grants: a boosted impression is delivered only if the feed granted it."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._claim = redis.register_script(_CLAIM)
+
+    async def claim(self, session_id: str, room_id: str, event_id: str) -> bool:
+        return bool(int(await self._claim(keys=[grant_key(session_id, room_id)], args=[event_id])))
 
 
 async def read_plans(redis: Redis) -> dict[str, BoostPlan]:

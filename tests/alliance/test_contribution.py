@@ -18,6 +18,7 @@ from alliance.attribution import AttributionBook
 from alliance.codes import Attribution
 from alliance.consumer import AllianceSink
 from alliance.ledger import Ledger
+from alliance.scheduler import grant_key
 
 _ids = itertools.count()
 T0 = time.time() - 3600  # events an hour ago, inside every window
@@ -176,8 +177,9 @@ async def test_daily_earning_cap_holds(world: World) -> None:
     assert await world.earned(world.a) == (20, 60.0)  # daily_earning_cap = 60 at 3 per visit
 
 
-async def test_ledger_is_unchanged_under_replay(world: World, pool: asyncpg.Pool) -> None:
+async def test_ledger_is_unchanged_under_replay(world: World, pool: asyncpg.Pool, redis: Redis) -> None:
     v = await world.viewer_from(world.a, store_id="sto_x", staff_id="stf_y")
+    await redis.set(grant_key("s9", f"room_of_{world.a}"), "1")  # the feed's boost stage granted this one
     batch = [
         visit(v, world.b, 20_000),
         {"event_id": f"imp-{v}", "type": "impression", "viewer_id": "someone", "session_id": "s9",
@@ -203,6 +205,23 @@ async def test_ledger_is_unchanged_under_replay(world: World, pool: asyncpg.Pool
     truth = {(b.merchant_id, b.alliance_id): b for b in await world.ledger.balances_from_postings()}
     for b in await world.ledger.balances():
         assert truth[(b.merchant_id, b.alliance_id)] == b
+
+
+async def test_boosted_impressions_count_only_against_the_feeds_grant(world: World, redis: Redis) -> None:
+    v = await world.viewer_from(world.a)
+    await world.sink.write([visit(v, world.b, 20_000)])  # A is owed 3 impressions
+
+    def boosted(event_id: str, session: str) -> dict[str, Any]:
+        return {"event_id": event_id, "type": "impression", "viewer_id": "x", "session_id": session,
+                "room_id": "ra", "merchant_id": world.a, "ts": int((T0 + 100) * 1000), "boosted": True}
+
+    forged = [boosted(f"fake-{i}-{v}", "s-forger") for i in range(3)]  # a client claiming boosts
+    await world.sink.write(forged)
+    assert (await world.ledger.statement(world.a))["delivered"] == 0
+    await redis.set(grant_key(f"s-real-{v}", "ra"), "1")
+    await world.sink.write([boosted(f"real-{v}", f"s-real-{v}"), boosted(f"again-{v}", f"s-real-{v}")])
+    await world.sink.write([boosted(f"real-{v}", f"s-real-{v}")])  # the same event replayed
+    assert (await world.ledger.statement(world.a))["delivered"] == 1  # one grant, one delivery
 
 
 async def test_ledger_rows_cannot_be_updated_or_deleted(world: World, pool: asyncpg.Pool) -> None:
