@@ -137,7 +137,8 @@ async def create_code(request: Request) -> Response:
       201: {description: "{code, url}"}
     """
     principal = await require(request, "merchant")
-    body = Body(await read_json(request))
+    empty = request.headers.get("content-length") in (None, "0") and "transfer-encoding" not in request.headers
+    body = Body({} if empty else await read_json(request))  # every field is optional: no body is a merchant code
     store_id = body.ident("store_id", required=False)
     staff_id = body.ident("staff_id", required=False)
     body.finish()
