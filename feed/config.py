@@ -11,17 +11,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from ranking.blend import BlendWeights
 from roomfeed.errors import ValidationFailed
 
 
 @dataclass(frozen=True)
 class RankingConfig:
-    # Blend weights (see feed.stages.Blend): each term is scaled to about [0, 1] before weighting.
+    # The ranker's weights: `ranking.blend.BlendWeights`, the blend the evaluation judges
+    # (w_model → lightfm, w_popularity → popularity, w_repeat → repeat, ...; see `blend_weights`).
     w_model: float = 1.0
-    w_popularity: float = 0.35
+    w_popularity: float = 0.5
+    w_repeat: float = 1.0
+    w_repeat_skip: float = 0.3
+    w_session_category: float = 1.0
+    w_session_skip: float = 0.5
+    repeat_half_life_h: float = 72.0
+    # Feed terms on top of the judged blend (issue 6 names them; 0 = exactly the evaluated ranker).
     w_conversion: float = 0.2
     w_freshness: float = 0.1
-    # In-session penalty for rooms like the ones the viewer just swiped away from.
+    # In-session penalty for rooms like the ones the viewer just swiped away from (issue 6).
     w_session: float = 0.8
     # How fast freshness decays (a room that just went live is "fresh").
     freshness_half_life_s: float = 1800.0
@@ -46,6 +54,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "w_conversion": (0.0, 10.0),
     "w_freshness": (0.0, 10.0),
     "w_session": (0.0, 10.0),
+    "w_repeat": (0.0, 10.0),
+    "w_repeat_skip": (0.0, 10.0),
+    "w_session_category": (0.0, 20.0),
+    "w_session_skip": (0.0, 20.0),
+    "repeat_half_life_h": (1.0, 1440.0),
     "freshness_half_life_s": (60.0, 86_400.0),
     "swipe_away_dwell_ms": (0, 60_000),
     "swipe_away_window_s": (0, 86_400),
@@ -86,6 +99,20 @@ def validate_values(values: Any, prefix: str = "") -> dict[str, float | int]:
     if errors:
         raise ValidationFailed("the ranking config has invalid fields", fields=errors)
     return clean
+
+
+def blend_weights(config: RankingConfig, popularity_half_life_min: float = 15.0) -> BlendWeights:
+    """The operator config as the ranker's weights (popularity's half-life is the heat signal's)."""
+    return BlendWeights(
+        lightfm=config.w_model,
+        repeat=config.w_repeat,
+        repeat_skip=config.w_repeat_skip,
+        popularity=config.w_popularity,
+        session_category=config.w_session_category,
+        session_skip=config.w_session_skip,
+        repeat_half_life_h=config.repeat_half_life_h,
+        popularity_half_life_min=popularity_half_life_min,
+    )
 
 
 def apply_values(config: RankingConfig, values: dict[str, float | int]) -> RankingConfig:

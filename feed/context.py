@@ -60,12 +60,11 @@ class Candidates:
     is_replay: np.ndarray  # bool
     index_of: dict[str, int]  # room_id → index
     rooms_of_merchant: dict[str, np.ndarray]  # merchant_id → indices
-    # Hydrated live statistics (zeros when Redis is unavailable).
-    viewers_now: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    enters_15m: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    enters_1h: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    impressions_1h: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    orders_1h: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # Hydrated room heat (events.heat: counts decayed with a 15-minute half-life; zeros when unknown).
+    enters: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    impressions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    dwell_s: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    orders: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     # Written by stages.
     model_score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -110,11 +109,10 @@ class Candidates:
             is_replay=is_replay,
             index_of=index_of,
             rooms_of_merchant={m: np.asarray(ix, dtype=np.int64) for m, ix in grouped.items()},
-            viewers_now=zeros,
-            enters_15m=zeros,
-            enters_1h=zeros,
-            impressions_1h=zeros,
-            orders_1h=zeros,
+            enters=zeros,
+            impressions=zeros,
+            dwell_s=zeros,
+            orders=zeros,
         )
 
     def fresh_copy(self) -> Candidates:
@@ -147,7 +145,7 @@ class FeedContext:
     first_position: int = 0  # how many rooms the session was served before this page
     order: list[int] = field(default_factory=list)  # candidate indices, best first
     explored: set[int] = field(default_factory=set)  # indices placed by exploration
-    page: list[dict[str, Any]] = field(default_factory=list)
+    page: list[dict[str, Any]] = field(default_factory=list)  # the page plus spares, best first
     degraded: bool = False
     degraded_reasons: list[str] = field(default_factory=list)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)

@@ -18,7 +18,7 @@ from feed.impressions import ImpressionPublisher
 from feed.pipeline import FeedPipeline
 from feed.service import FeedService
 from feed.sessions import SessionBook
-from feed.sources import FeedInputs, RoomStatsCache
+from feed.sources import FeedInputs, RoomHeatCache
 from roomfeed.auth import require
 from roomfeed.errors import Forbidden, NotFound, ValidationFailed
 from roomfeed.http import json, query_int, read_json
@@ -268,7 +268,7 @@ routes: list[BaseRoute] = [
 async def start(state: Any, resources: Any) -> None:
     settings = resources.settings
     inputs = FeedInputs.from_state(state, resources)
-    stats = RoomStatsCache(inputs.live_stats, refresh_seconds=getattr(state, "feed_stats_refresh_s", 30.0))
+    stats = RoomHeatCache(inputs.heat, refresh_seconds=getattr(state, "feed_stats_refresh_s", 1.0))
     pipeline = (
         FeedPipeline.standard(inputs.live_index, stats, inputs.live_stats, inputs.model_watcher, inputs.alliance_boost)
         if inputs.live_index is not None

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from feed.context import FeedContext, Stage
-from feed.sources import LiveIndexSource, LiveStatsSource, RoomStatsCache
+from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
 from feed.stages import Blend, CandidateSource, Diversity, Exploration, Filters, Hydrate, Page, Score
 
 
@@ -33,7 +33,7 @@ class FeedPipeline:
     def standard(
         cls,
         live_index: LiveIndexSource,
-        stats: RoomStatsCache,
+        stats: RoomHeatCache,
         live_stats: LiveStatsSource | None,
         model_watcher: Any | None,
         alliance_boost: Stage | None = None,

@@ -76,23 +76,37 @@ class FeedService:
             ctx.served.add(entry_room.room_id)
             ctx.first_position += 1
         await self.pipeline.run(ctx)
-        page = ctx.page
-        if entry_room is not None:
-            page = [self._entry(entry_room, len(state.served)), *page[: max(count - 1, 0)]]
         meta = {
             "variant": ctx.variant,
             "experiment_id": assignment.experiment_id,
             "config_version": ctx.config_version,
             "model_version": ctx.model_version,
         }
+        offered = ctx.page
+        want = count
+        if entry_room is not None:
+            offered = [self._entry(entry_room, 0), *offered]
+        # Experiment counters are counted on what was offered up to the page size (close enough, one trip).
+        shown = min(want, len(offered))
         counters: dict[str, dict[str, int]] = {}
-        if assignment.experiment_id is not None and page:
+        if assignment.experiment_id is not None and shown:
             counters[variant_key(assignment.experiment_id, assignment.variant)] = {
-                "impressions": len(page),
-                "boosted": sum(1 for r in page if r["boosted"]),
+                "impressions": shown,
+                "boosted": sum(1 for r in offered[:shown] if r["boosted"]),
             }
-        if not await self.sessions.record_served(state, [r["room_id"] for r in page], counters):
+        accepted, viewers = await self.sessions.claim(
+            state, [r["room_id"] for r in offered], want, counters, self.inputs.heat
+        )
+        if viewers is None and not degraded and offered:
             ctx.degrade("redis")
+        keep = set(accepted)
+        page = []
+        for i, room in enumerate(offered):
+            if room["room_id"] in keep:
+                if viewers is not None:
+                    room["viewers_now"] = viewers[i]
+                room["position"] = ctx.first_position - (1 if entry_room is not None else 0) + len(page)
+                page.append(room)
         self.impressions.publish(impression_events(state.viewer_id, state.session_id, page, meta, int(time.time() * 1000)))
         return {
             "session_id": state.session_id,

@@ -25,6 +25,19 @@ SESSION_TTL_S = 24 * 3600
 BLOCKS_TTL_S = 30 * 24 * 3600
 
 
+# KEYS[1] served set. ARGV: count, ttl, room ids best first. The first `count` rooms SADD accepts.
+_CLAIM = """
+local want = tonumber(ARGV[1])
+local out = {}
+for i = 3, #ARGV do
+  if #out >= want then break end
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then out[#out + 1] = ARGV[i] end
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return out
+"""
+
+
 def session_key(session_id: str) -> str:
     return f"rf:feed:s:{session_id}"
 
@@ -167,6 +180,49 @@ class SessionBook:
             local.blocked = {m.decode() for m in replies[2]} | self.local.blocks.get(viewer_id, set())
         local.from_redis = True
         return local
+
+    async def claim(
+        self,
+        state: SessionState,
+        room_ids: list[str],
+        count: int,
+        counters: dict[str, dict[str, int]],
+        heat: Any | None = None,
+    ) -> tuple[list[str], list[int] | None]:
+        """Serve the first `count` of `room_ids` (best first) that this session was never served.
+
+        One atomic check-and-add in Redis (SADD answers which rooms are new), so two concurrent
+        prefetches of one session never get the same room; in the same round trip, viewers-now of the
+        offered rooms (events.heat) and the experiment counters. Returns (accepted rooms, viewers now
+        per offered room or None). When Redis is down the check runs against this process's memory.
+        """
+        if not room_ids:
+            await self.record_served(state, [], counters)
+            return [], None
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.eval(_CLAIM, 1, served_key(state.session_id), count, SESSION_TTL_S, *room_ids)
+                if heat is not None:
+                    heat.queue_viewers_now(pipe, room_ids)
+                if state.unsynced:
+                    pipe.sadd(served_key(state.session_id), *state.unsynced)
+                    pipe.hset(session_key(state.session_id), "viewer_id", state.viewer_id)
+                    pipe.expire(session_key(state.session_id), SESSION_TTL_S)
+                for key, fields in counters.items():
+                    for name, amount in fields.items():
+                        pipe.hincrby(key, name, amount)
+                replies = await pipe.execute()
+        except Exception as exc:
+            log.warning("served rooms of %s kept in process memory: %s", state.session_id, exc)
+            accepted = [r for r in room_ids if r not in state.served][:count]
+            state.served.update(accepted)
+            state.unsynced.update(accepted)
+            return accepted, None
+        state.unsynced.clear()
+        accepted = [r.decode() if isinstance(r, bytes) else str(r) for r in replies[0]]
+        state.served.update(accepted)
+        viewers = [int(v) for v in replies[1]] if heat is not None else None
+        return accepted, viewers
 
     async def record_served(self, state: SessionState, room_ids: list[str], counters: dict[str, dict[str, int]]) -> bool:
         """Add a page to the served set (memory first, then Redis); returns False when Redis was down."""

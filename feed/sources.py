@@ -3,8 +3,9 @@
 Each input is found on the app state (where its domain's `start` put it) or built from its
 domain's module per the contract; a domain not present yet leaves the input empty, and the
 feed serves without it (no live index → 503, no stats → zeros, no model → popularity).
-`RoomStatsCache` refreshes every live room's statistics in the background, in chunks over a sweep period (30 s), as
-arrays aligned with the live snapshot, so a feed request reads no per-room statistics from Redis.
+`RoomHeatCache` refreshes every room's heat (events.heat: decayed enters, impressions, dwell, orders)
+once a second in one Redis read, as arrays aligned with the live snapshot, so a feed request reads no
+per-room statistics from Redis.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class FeedInputs:
     attribution_book: Any | None  # alliance.attribution.AttributionBook
     alliance_boost: Any | None  # alliance.boost.AllianceBoost (a feed stage)
     room_catalog: Any | None  # rooms.catalog.MerchantCatalog (exists(merchant_id))
+    heat: Any | None = None  # events.heat.RoomHeat (snapshot, queue_viewers_now)
 
     @classmethod
     def from_state(cls, state: Any, resources: Any) -> FeedInputs:
@@ -70,69 +72,62 @@ class FeedInputs:
             attribution_book=pick("attribution_book", "alliance.attribution", "AttributionBook", pool, redis),
             alliance_boost=getattr(state, "alliance_boost", None),
             room_catalog=pick("merchant_catalog", "rooms.catalog", "MerchantCatalog", pool),
+            heat=pick("room_heat", "events.heat", "RoomHeat", redis),
         )
 
 
-STAT_FIELDS = ("viewers_now", "enters_15m", "enters_1h", "impressions_1h", "orders_1h")
+STAT_FIELDS = ("enters", "impressions", "dwell_s", "orders")
 
 
-class RoomStatsCache:
-    """Live statistics of every live room, refreshed in the background, read as aligned arrays."""
+class RoomHeatCache:
+    """Every room's heat (events.heat), refreshed in the background, read as arrays aligned with the candidates.
 
-    def __init__(self, live_stats: LiveStatsSource | None, refresh_seconds: float = 30.0, chunk: int = 500) -> None:
-        self.live_stats = live_stats
+    One HGETALL a second, decoded with numpy; a feed request reads no per-room statistics from Redis.
+    """
+
+    def __init__(self, heat: Any | None, refresh_seconds: float = 1.0) -> None:
+        self.heat = heat
         self.refresh_seconds = refresh_seconds
-        self.chunk = chunk
         self.last_refresh_s = 0.0
-        self._by_room: dict[str, tuple[float, ...]] = {}
-        self._aligned: tuple[np.ndarray, int, dict[str, np.ndarray]] | None = None
-        self._generation = 0
-        self._room_ids: list[str] = []
         self.fresh = False
+        self._snapshot: Any = None
+        self._generation = 0
+        self._aligned: tuple[np.ndarray, int, dict[str, np.ndarray]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def track(self, room_ids: list[str]) -> None:
-        """The rooms to refresh (the feed calls this with each new live snapshot)."""
-        self._room_ids = room_ids
+        """Kept for the candidate source: heat covers every room, so there is nothing to track."""
 
     async def refresh(self) -> None:
-        if self.live_stats is None or not self._room_ids:
+        if self.heat is None:
             return
         started = time.perf_counter()
-        ids = self._room_ids
-        by_room: dict[str, tuple[float, ...]] = {}
-        # In chunks, so feed requests run between them instead of waiting behind one huge reply.
-        for start in range(0, len(ids), self.chunk):
-            try:
-                stats = await asyncio.wait_for(self.live_stats.rooms(ids[start : start + self.chunk]), 5.0)
-            except Exception as exc:
-                self.fresh = False
-                log.warning("live stats refresh failed; keeping the last values: %s", exc)
-                return
-            for room_id, s in stats.items():
-                by_room[room_id] = tuple(float(getattr(s, f, 0) or 0) for f in STAT_FIELDS)
-            # Spread one sweep over the period: reading stats costs ~0.25 ms of CPU per room.
-            await asyncio.sleep(self.refresh_seconds / max(1, len(ids) // self.chunk + 1) if self.fresh else 0)
-        self._by_room = by_room
-        self.last_refresh_s = time.perf_counter() - started
+        try:
+            self._snapshot = await asyncio.wait_for(self.heat.snapshot(), 5.0)
+        except Exception as exc:
+            self.fresh = False
+            log.warning("room heat refresh failed; keeping the last values: %s", exc)
+            return
         self._generation += 1
         self.fresh = True
+        self.last_refresh_s = time.perf_counter() - started
 
     def aligned(self, room_ids: np.ndarray) -> dict[str, np.ndarray]:
         """Arrays of STAT_FIELDS aligned with `room_ids` (cached per candidate set and refresh)."""
         cached = self._aligned
         if cached is not None and cached[0] is room_ids and cached[1] == self._generation:
             return cached[2]
-        zero = (0.0,) * len(STAT_FIELDS)
-        matrix = np.array([self._by_room.get(r, zero) for r in room_ids], dtype=np.float32).reshape(
-            len(room_ids), len(STAT_FIELDS)
-        )
+        if self._snapshot is None:
+            matrix = np.zeros((len(room_ids), len(STAT_FIELDS)), dtype=np.float32)
+        else:
+            matrix = self._snapshot.aligned(room_ids).astype(np.float32)
         arrays = {f: np.ascontiguousarray(matrix[:, i]) for i, f in enumerate(STAT_FIELDS)}
         self._aligned = (room_ids, self._generation, arrays)
         return arrays
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="feed-room-stats")
+        await self.refresh()
+        self._task = asyncio.create_task(self._run(), name="feed-room-heat")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -142,5 +137,5 @@ class RoomStatsCache:
 
     async def _run(self) -> None:
         while True:
+            await asyncio.sleep(self.refresh_seconds)
             await self.refresh()
-            await asyncio.sleep(min(self.refresh_seconds, 1.0))

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from feed.config import RankingConfig, blend_weights
 from feed.context import Candidates, FeedContext, RecentVisit
-from feed.sources import LiveIndexSource, LiveStatsSource, RoomStatsCache
+from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
+from ranking.blend import BlendWeights, blend
 
 log = logging.getLogger("feed.stages")
 REDIS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError)
@@ -38,7 +40,7 @@ class CandidateSource:
 
     name = "candidates"
 
-    def __init__(self, live_index: LiveIndexSource, stats: RoomStatsCache) -> None:
+    def __init__(self, live_index: LiveIndexSource, stats: RoomHeatCache) -> None:
         self.live_index = live_index
         self.stats = stats
         self._snapshot: Any = None
@@ -85,22 +87,21 @@ class CandidateSource:
 
 
 class Hydrate:
-    """Hydrate: live statistics of every candidate and the viewer's recent rooms."""
+    """Hydrate: room heat of every candidate (in memory, refreshed each second) and the viewer's recent rooms."""
 
     name = "hydrate"
 
-    def __init__(self, stats: RoomStatsCache, live_stats: LiveStatsSource | None) -> None:
+    def __init__(self, stats: RoomHeatCache, live_stats: LiveStatsSource | None) -> None:
         self.stats = stats
         self.live_stats = live_stats
 
     async def apply(self, ctx: FeedContext) -> None:
         c = ctx.candidates
         arrays = self.stats.aligned(c.room_ids)
-        c.viewers_now = arrays["viewers_now"]
-        c.enters_15m = arrays["enters_15m"]
-        c.enters_1h = arrays["enters_1h"]
-        c.impressions_1h = arrays["impressions_1h"]
-        c.orders_1h = arrays["orders_1h"]
+        c.enters = arrays["enters"]
+        c.impressions = arrays["impressions"]
+        c.dwell_s = arrays["dwell_s"]
+        c.orders = arrays["orders"]
         if self.live_stats is None or "redis" in ctx.degraded_reasons:
             return
         try:
@@ -147,6 +148,11 @@ class Score:
         ctx.model_version = str(getattr(scorer, "model_version", "unknown"))
 
 
+def spare(count: int) -> int:
+    """Rooms a page carries beyond `count`, for the ones a concurrent request of the session takes."""
+    return min(count, 10)
+
+
 def _scaled(values: np.ndarray) -> np.ndarray:
     """Values mapped to [0, 1] by their maximum (all zeros stay zeros)."""
     top = float(values.max()) if len(values) else 0.0
@@ -178,33 +184,98 @@ def session_penalty(c: Candidates, recent: Sequence[RecentVisit], now: float, wi
     return penalty
 
 
+def _category_of(c: Candidates, visit: RecentVisit) -> int | None:
+    index = c.index_of.get(visit.room_id)
+    if index is not None:
+        return int(c.category_codes[index])
+    rooms = c.rooms_of_merchant.get(visit.merchant_id)
+    return int(c.category_codes[rooms[0]]) if rooms is not None and len(rooms) else None
+
+
+def viewer_signals(
+    c: Candidates, recent: Sequence[RecentVisit], now: float, cfg: RankingConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`ranking.blend`'s viewer inputs per candidate from the viewer's recent visits.
+
+    repeat_dwell_s / repeat_skips: decayed dwell seconds on, and swipe-aways from, the room's merchant
+    (half-life `repeat_half_life_h`); session_dwell_share / session_skip_share: share of the last
+    `swipe_away_window_s` of engaged dwell (a swipe-away is not engagement) and of swipe-aways that
+    fell on the room's category.
+    """
+    n = len(c)
+    repeat_dwell = np.zeros(n, dtype=np.float32)
+    repeat_skips = np.zeros(n, dtype=np.float32)
+    dwell_share = np.zeros(n, dtype=np.float32)
+    skip_share = np.zeros(n, dtype=np.float32)
+    if not recent or n == 0:
+        return repeat_dwell, repeat_skips, dwell_share, skip_share
+    half_life_ms = cfg.repeat_half_life_h * 3_600_000.0
+    now_ms = now * 1000.0
+    horizon_ms = now_ms - cfg.swipe_away_window_s * 1000.0
+    by_merchant: dict[str, list[float]] = {}
+    cat_dwell: dict[int, float] = {}
+    cat_skip: dict[int, float] = {}
+    for visit in recent:
+        decay = 0.5 ** (max(now_ms - visit.ts, 0.0) / half_life_ms)
+        skipped = visit.swiped_away or visit.dwell_ms < cfg.swipe_away_dwell_ms
+        sums = by_merchant.setdefault(visit.merchant_id, [0.0, 0.0])
+        sums[0] += visit.dwell_ms / 1000.0 * decay
+        sums[1] += decay if skipped else 0.0
+        if visit.ts >= horizon_ms:
+            category = _category_of(c, visit)
+            if category is not None:
+                if skipped:
+                    cat_skip[category] = cat_skip.get(category, 0.0) + 1.0
+                else:
+                    cat_dwell[category] = cat_dwell.get(category, 0.0) + visit.dwell_ms / 1000.0
+    for merchant_id, (dwell_s, skips) in by_merchant.items():
+        rooms = c.rooms_of_merchant.get(merchant_id)
+        if rooms is not None:
+            repeat_dwell[rooms] = dwell_s
+            repeat_skips[rooms] = skips
+    codes = int(c.category_codes.max()) + 1
+    for shares, out in ((cat_dwell, dwell_share), (cat_skip, skip_share)):
+        total = sum(shares.values())
+        if total > 0:
+            table = np.zeros(codes, dtype=np.float32)
+            for code, value in shares.items():
+                table[code] = value / total
+            out[:] = table[c.category_codes]
+    return repeat_dwell, repeat_skips, dwell_share, skip_share
+
+
 class Blend:
-    """Blend: operator weights over model score, popularity, conversion, freshness, minus the in-session term."""
+    """Blend: `ranking.blend` (the ranker the evaluation judges) with the operator's weights,
+    plus the feed's in-session swipe-away penalty and optional conversion/freshness terms."""
 
     name = "blend"
+
+    def __init__(self) -> None:
+        self._weights: tuple[RankingConfig, BlendWeights] | None = None
+
+    def weights(self, cfg: RankingConfig) -> BlendWeights:
+        cached = self._weights
+        if cached is None or cached[0] is not cfg:
+            cached = self._weights = (cfg, blend_weights(cfg))
+        return cached[1]
 
     async def apply(self, ctx: FeedContext) -> None:
         c, cfg = ctx.candidates, ctx.config
         if len(c) == 0:
             return
-        model = c.model_score
-        if ctx.model_version != "popularity" and float(model.std()) > 0:
-            z = (model - model.mean()) / model.std()
-            model_term = 1.0 / (1.0 + np.exp(-z))
-        else:
-            model_term = np.zeros(len(c), dtype=np.float32)
-        popularity = _scaled(np.log1p(c.viewers_now + c.enters_15m))
-        conversion = _scaled((c.orders_1h + 0.1) / (c.enters_1h + 10.0))
-        age = np.maximum(ctx.now - c.started_at, 0.0)
-        freshness = np.power(0.5, age / cfg.freshness_half_life_s)
-        penalty = session_penalty(c, ctx.recent, ctx.now, cfg.swipe_away_window_s, cfg.swipe_away_dwell_ms)
-        c.score = (
-            cfg.w_model * model_term
-            + cfg.w_popularity * popularity
-            + cfg.w_conversion * conversion
-            + cfg.w_freshness * freshness
-            - cfg.w_session * penalty
-        ).astype(np.float32)
+        lightfm = c.model_score if ctx.model_version != "popularity" else np.zeros(len(c), dtype=np.float32)
+        repeat_dwell, repeat_skips, dwell_share, skip_share = viewer_signals(c, ctx.recent, ctx.now, cfg)
+        score = blend(self.weights(cfg), lightfm, repeat_dwell, repeat_skips, c.enters, dwell_share, skip_share)
+        if cfg.w_conversion > 0:
+            score += cfg.w_conversion * _scaled((c.orders + 0.1) / (c.enters + 10.0))
+        if cfg.w_freshness > 0:
+            age = np.maximum(ctx.now - c.started_at, 0.0)
+            score += cfg.w_freshness * np.power(0.5, age / cfg.freshness_half_life_s)
+        if cfg.w_session > 0 and ctx.recent:
+            score -= cfg.w_session * session_penalty(
+                c, ctx.recent, ctx.now, cfg.swipe_away_window_s, cfg.swipe_away_dwell_ms
+            )
+        c.score = score.astype(np.float32, copy=False)
         # Replays rank below every live room: they only fill a feed that is short of live rooms.
         c.score[c.is_replay] -= 100.0
 
@@ -241,20 +312,30 @@ def arrange(order: Sequence[int], merchants: np.ndarray, categories: np.ndarray,
     Greedy: take the best room that keeps both runs short; when none does, the best one anyway
     (a page of one category beats a short page).
     """
-    pending = list(order)
+    pending = [int(i) for i in order]
+    if not pending:
+        return []
+    index = np.asarray(pending, dtype=np.int64)
+    merchant_of = dict(zip(pending, merchants[index].tolist(), strict=True))
+    category_of = dict(zip(pending, categories[index].tolist(), strict=True))
     placed: list[int] = []
+    last_m = last_c = None
+    run_m = run_c = 0
     while pending:
         pick = 0
-        if len(placed) >= max_run:
-            tail = placed[-max_run:]
-            m_run = merchants[tail[0]] if all(merchants[t] == merchants[tail[0]] for t in tail) else None
-            c_run = categories[tail[0]] if all(categories[t] == categories[tail[0]] for t in tail) else None
-            if m_run is not None or c_run is not None:
-                for j, candidate in enumerate(pending):
-                    if merchants[candidate] != m_run and categories[candidate] != c_run:
-                        pick = j
-                        break
-        placed.append(pending.pop(pick))
+        if run_m >= max_run or run_c >= max_run:
+            for j, candidate in enumerate(pending):
+                if (run_m < max_run or merchant_of[candidate] != last_m) and (
+                    run_c < max_run or category_of[candidate] != last_c
+                ):
+                    pick = j
+                    break
+        chosen = pending.pop(pick)
+        m, cat = merchant_of[chosen], category_of[chosen]
+        run_m = run_m + 1 if m == last_m else 1
+        run_c = run_c + 1 if cat == last_c else 1
+        last_m, last_c = m, cat
+        placed.append(chosen)
     return placed
 
 
@@ -269,7 +350,7 @@ class Diversity:
         if len(kept) == 0:
             ctx.order = []
             return
-        want = min(len(kept), max(4 * ctx.count, ctx.count + 50))
+        want = min(len(kept), max(4 * ctx.count, ctx.count + 50) + spare(ctx.count))
         scores = c.score[kept]
         top = np.argpartition(-scores, want - 1)[:want] if want < len(kept) else np.arange(len(kept))
         best = kept[top[np.argsort(-scores[top], kind="stable")]]
@@ -288,7 +369,7 @@ class Exploration:
         if slots == 0 or len(c) == 0:
             return
         on_page = set(ctx.order[: ctx.count])
-        little_seen = (c.impressions_1h <= cfg.exploration_max_impressions_1h) | (
+        little_seen = (c.impressions <= cfg.exploration_max_impressions_1h) | (
             ctx.now - c.started_at <= cfg.exploration_new_room_s
         )
         mask = c.keep & little_seen & ~c.is_replay
@@ -308,14 +389,18 @@ class Exploration:
 
 
 class Page:
-    """Page: the first `count` rooms of the order, as the response shows them."""
+    """Page: the first `count` rooms of the order (plus a few spares), as the response shows them.
+
+    The spares stand in for rooms a concurrent request of the same session claims first (the
+    service keeps the first `count` rooms the served set accepts, see feed.sessions.claim).
+    """
 
     name = "page"
 
     async def apply(self, ctx: FeedContext) -> None:
         c = ctx.candidates
         ctx.page = []
-        for offset, i in enumerate(ctx.order[: ctx.count]):
+        for offset, i in enumerate(ctx.order[: ctx.count + spare(ctx.count)]):
             room = c.rooms[i]
             replay = bool(c.is_replay[i])
             ctx.page.append(
@@ -325,7 +410,7 @@ class Page:
                     "title": room.title,
                     "category": room.category,
                     "stream_url": room.replay_url if replay else room.stream_url,
-                    "viewers_now": int(c.viewers_now[i]),
+                    "viewers_now": 0,  # filled for the accepted rooms by the service
                     "boosted": bool(c.boosted[i]),
                     "position": ctx.first_position + offset,
                     "replay": replay,

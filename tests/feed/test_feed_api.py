@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
@@ -133,3 +134,17 @@ async def test_leaving_after_one_second_hides_the_room_and_lowers_its_merchant(
         assert [r["room_id"] for r in before["rooms"]].index(sibling) < 50
     untouched = [o for o in others if o in scores_after and o in scores_before]
     assert untouched and all(abs(scores_after[o] - scores_before[o]) < 0.05 for o in untouched)
+
+
+async def test_concurrent_prefetches_of_one_session_never_share_a_room(feed_app, market_of, viewer_headers):
+    market = market_of(feed_app)
+    await market.populate(merchants=6, rooms_each=5, categories=("food", "home", "beauty"))
+    viewer = f"v-race-{secrets.token_hex(3)}"
+    headers = viewer_headers(viewer)
+    session = await start_session(feed_app, headers, viewer, count=1)
+    url = f"/v1/sessions/{session['session_id']}/feed?count=5"
+    replies = await asyncio.gather(*(feed_app.get(url, headers=headers) for _ in range(8)))
+    served = [room["room_id"] for r in replies for room in r.json()["rooms"]]
+    served += [room["room_id"] for room in session["rooms"]]
+    assert all(r.status_code == 200 for r in replies)
+    assert len(served) == len(set(served)) and len(served) > 20

@@ -10,7 +10,7 @@ import numpy as np
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit
 from feed.pipeline import FeedPipeline
-from feed.sources import RoomStatsCache
+from feed.sources import RoomHeatCache
 from feed.stages import Blend, CandidateSource, Diversity, Exploration, Filters, Page, Score, arrange
 from rooms.live_index import LiveRoom, LiveSnapshot
 
@@ -45,7 +45,7 @@ def ctx_of(rooms: list[LiveRoom], count: int = 5, **config: float) -> FeedContex
 
 async def test_candidates_are_the_live_rooms_plus_replays_when_few_are_live():
     replay = replace(room(99, "m9", "food", status="ended"), replay_url="https://r/99")
-    source = CandidateSource(MemoryIndex([room(1, "m1", "food")], [replay]), RoomStatsCache(None))
+    source = CandidateSource(MemoryIndex([room(1, "m1", "food")], [replay]), RoomHeatCache(None))
     ctx = ctx_of([], replay_threshold=5)
     await source.apply(ctx)
     assert list(ctx.candidates.room_ids) == ["room_1", "room_99"]
@@ -54,7 +54,7 @@ async def test_candidates_are_the_live_rooms_plus_replays_when_few_are_live():
 
 async def test_no_model_means_popularity():
     ctx = ctx_of([room(1, "m1", "food"), room(2, "m2", "food")])
-    ctx.candidates.viewers_now = np.array([1, 50], dtype=np.float32)
+    ctx.candidates.enters = np.array([1, 50], dtype=np.float32)
     await Score(None).apply(ctx)
     await Blend().apply(ctx)
     assert ctx.model_version == "popularity"
@@ -112,22 +112,24 @@ async def test_diversity_then_page_keeps_best_first_within_the_run_limit():
     ctx.candidates.score = np.arange(8, 0, -1).astype(np.float32)
     await Diversity().apply(ctx)
     await Page().apply(ctx)
-    cats = [r["category"] for r in ctx.page]
-    assert ctx.page[0]["room_id"] == "room_0"
+    page = ctx.page[: ctx.count]  # the rest are spares for a concurrent request of the session
+    cats = [r["category"] for r in page]
+    assert page[0]["room_id"] == "room_0"
     assert all(a != b for a, b in zip(cats, cats[1:], strict=False))
 
 
 async def test_exploration_gives_a_share_of_slots_to_little_seen_rooms():
     rooms = [room(i, f"m{i}", f"c{i}") for i in range(40)]
     ctx = ctx_of(rooms, count=10, exploration_share=0.3, exploration_max_impressions_1h=5, exploration_new_room_s=0)
-    ctx.candidates.impressions_1h = np.array([100] * 30 + [0] * 10, dtype=np.float32)
+    ctx.candidates.impressions = np.array([100] * 30 + [0] * 10, dtype=np.float32)
     ctx.candidates.score = np.linspace(1, 0, 40).astype(np.float32)
     await Diversity().apply(ctx)
     await Exploration().apply(ctx)
     await Page().apply(ctx)
-    explored = [r for r in ctx.page if r["explored"]]
+    page = ctx.page[: ctx.count]
+    explored = [r for r in page if r["explored"]]
     assert len(explored) == 3 and all(int(r["room_id"].split("_")[1]) >= 30 for r in explored)
-    assert len(ctx.page) == 10 and len({r["room_id"] for r in ctx.page}) == 10
+    assert len(page) == 10 and len({r["room_id"] for r in ctx.page}) == len(ctx.page) == 20
 
 
 async def test_a_stage_is_added_in_one_line():
@@ -139,7 +141,7 @@ async def test_a_stage_is_added_in_one_line():
             ctx.candidates.score[0] += 10
 
     index = MemoryIndex([room(1, "m1", "a"), room(2, "m2", "b")])
-    pipeline = FeedPipeline.standard(index, RoomStatsCache(None), None, None, alliance_boost=Boost())
+    pipeline = FeedPipeline.standard(index, RoomHeatCache(None), None, None, alliance_boost=Boost())
     assert pipeline.names == ["candidates", "hydrate", "score", "blend", "alliance_boost", "filters",
                               "diversity", "exploration", "page"]
     ctx = await pipeline.run(ctx_of([], count=2))
