@@ -4,13 +4,22 @@ Owns `BlendWeights` (operator-tunable, range-checked) and `blend`, a plain funct
 per-candidate numpy arrays. The feed calls exactly this, and evaluation judges exactly this.
 Inputs, one value per candidate room (all shaped (n,)):
 
-- `lightfm`: `Scorer.score(...)` for the viewer (z-scored over the candidates here);
+- `lightfm`: `Scorer.score(...)` for the viewer;
 - `repeat_dwell_s`: the viewer's own decayed dwell seconds on the room's merchant
   (`decayed_sum` with `repeat_half_life_h`), 0 if never watched;
 - `repeat_skips`: the viewer's decayed count of times they swiped this merchant away;
 - `popularity`: live popularity (decayed enters of the merchant's room, e.g. from room stats);
 - `session_dwell_share`: share of this session's dwell spent on the room's category;
-- `session_skip_share`: share of this session's swipe-aways on the room's category.
+- `session_skip_share`: share of this session's swipe-aways on the room's category;
+- `session_lightfm` (optional): `Scorer.session_similarity(...)`, cosine between the room's
+  merchant and what this session watched, in LightFM's item space (0 when nothing watched yet).
+
+Structure: candidates split into *favourites* (the viewer has watched the merchant, dwell > 0)
+and *discovery* (never watched). The repeat term (rank-discounted, so favourites open the page
+without filling it) orders favourites; LightFM and popularity are standardised over the
+discovery candidates only and count only there, so they order what the viewer has not seen —
+the job LightFM is for. A linear blend with LightFM z-scored over all candidates spent its
+weight on re-ranking favourites, which the repeat term already does better (docs/ranking.md).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "session_skip": (0.0, 20.0),
     "repeat_half_life_h": (1.0, 24.0 * 60),
     "popularity_half_life_min": (1.0, 24.0 * 60),
+    "session_lightfm": (0.0, 20.0),
 }
 
 
@@ -42,6 +52,7 @@ class BlendWeights:
     session_skip: float = 0.5
     repeat_half_life_h: float = 72.0
     popularity_half_life_min: float = 60.0
+    session_lightfm: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -67,6 +78,18 @@ def zscore(x: np.ndarray) -> np.ndarray:
     return (x - float(x.mean())) / sd if sd > 1e-9 else np.zeros_like(x)
 
 
+def zscore_over(x: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """`x` standardised by the mean and spread of `x[group]`, zero outside the group."""
+    out = np.zeros(x.shape[0], dtype=np.float32)
+    if int(group.sum()) < 2:
+        return out
+    v = x[group].astype(np.float32, copy=False)
+    sd = float(v.std())
+    if sd > 1e-9:
+        out[group] = (v - float(v.mean())) / sd
+    return out
+
+
 def decayed_sum(values: np.ndarray, ages_s: np.ndarray, half_life_s: float) -> float:
     """Sum of values with exponential decay by age (what 'recent, decayed' means everywhere)."""
     return float(np.sum(values * np.power(0.5, ages_s / half_life_s)))
@@ -86,21 +109,27 @@ def rank_discounted(values: np.ndarray) -> np.ndarray:
     return out
 
 
-COLUMNS: tuple[str, ...] = ("lightfm", "repeat", "repeat_skip", "popularity", "session_category", "session_skip")
+COLUMNS: tuple[str, ...] = ("lightfm", "repeat", "repeat_skip", "popularity", "session_category", "session_skip",
+                            "session_lightfm")
+# The columns that come from the LightFM model (dropped together in the ablation).
+LIGHTFM_COLUMNS: tuple[str, ...] = ("lightfm", "session_lightfm")
 
 
 def blend_columns(
     lightfm: np.ndarray, repeat_dwell_s: np.ndarray, repeat_skips: np.ndarray, popularity: np.ndarray,
-    session_dwell_share: np.ndarray, session_skip_share: np.ndarray,
+    session_dwell_share: np.ndarray, session_skip_share: np.ndarray, session_lightfm: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(n, 6) signed, scaled signals in `COLUMNS` order; the score is this times the weights."""
+    """(n, len(COLUMNS)) signed, scaled signals in `COLUMNS` order; the score is this times the weights."""
+    discovery = repeat_dwell_s <= 0
+    n = lightfm.shape[0]
     return np.stack([
-        zscore(lightfm),
+        zscore_over(lightfm, discovery),
         rank_discounted(np.log1p(repeat_dwell_s / 60.0)),
         -np.log1p(repeat_skips),
-        zscore(np.log1p(popularity)),
+        zscore_over(np.log1p(popularity), discovery),
         session_dwell_share,
         -session_skip_share,
+        session_lightfm if session_lightfm is not None else np.zeros(n, dtype=np.float32),
     ], axis=1).astype(np.float32)
 
 
@@ -111,8 +140,10 @@ def weight_vector(w: BlendWeights) -> np.ndarray:
 def blend(
     w: BlendWeights, lightfm: np.ndarray, repeat_dwell_s: np.ndarray, repeat_skips: np.ndarray,
     popularity: np.ndarray, session_dwell_share: np.ndarray, session_skip_share: np.ndarray,
+    session_lightfm: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ranker score per candidate (higher first)."""
-    cols = blend_columns(lightfm, repeat_dwell_s, repeat_skips, popularity, session_dwell_share, session_skip_share)
+    cols = blend_columns(lightfm, repeat_dwell_s, repeat_skips, popularity, session_dwell_share, session_skip_share,
+                         session_lightfm)
     out: np.ndarray = cols @ weight_vector(w)
     return out

@@ -3,13 +3,16 @@
 Owns turning a `RankingModel` into scores with one matrix product (item matrix · user vector +
 biases), the per-merchant cache of item representations (a merchant first seen at scoring time
 is built from its features and cached), and the fallbacks: an unknown viewer is scored from
-entry-source features when there are any, else by training popularity.
+entry-source features when there are any, else by training popularity. Also the in-session
+signal in LightFM's item space (`session_similarity`): how close each live room's merchant is
+to what the viewer watched in this session, which works for a viewer the model never saw.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +28,34 @@ class LiveItems:
     matrix: np.ndarray  # (n_rooms, k) float32
     bias: np.ndarray  # (n_rooms,) float32
     popularity: np.ndarray  # (n_rooms,) float32
+    _unit: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def unit(self) -> np.ndarray:
+        """Rows of `matrix` scaled to unit length (computed once per snapshot)."""
+        if self._unit is None:
+            self._unit = unit_rows(self.matrix)
+        return self._unit
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    out: np.ndarray = (matrix / np.maximum(norms, 1e-9)).astype(np.float32)
+    return out
+
+
+def watch_weight(dwell_s: float) -> float:
+    """What one watch says about this session's taste: log1p(dwell / 30 s), as in training weights."""
+    return math.log1p(max(dwell_s, 0.0) / 30.0)
+
+
+def session_cosine(unit_rooms: np.ndarray, watched: np.ndarray | None) -> np.ndarray:
+    """Cosine of each room's unit item vector with the session's watched vector (0 if none)."""
+    norm = float(np.linalg.norm(watched)) if watched is not None else 0.0
+    if watched is None or norm < 1e-9:
+        return np.zeros(unit_rooms.shape[0], dtype=np.float32)
+    out: np.ndarray = unit_rooms @ (watched / norm).astype(np.float32)
+    return out
 
 
 class Scorer:
@@ -115,6 +146,27 @@ class Scorer:
         if not idx:
             return None
         return self.model.user_feature_emb[idx].mean(axis=0), float(self.model.user_feature_bias[idx].mean())
+
+    def unit_items(self) -> np.ndarray:
+        """Every cached item representation scaled to unit length (rows as `merchant_position`)."""
+        return unit_rows(self._items[: self._n])
+
+    def session_similarity(self, rooms: Sequence[RoomFeatures] | LiveItems,
+                           watched: Sequence[tuple[RoomFeatures, float]]) -> np.ndarray:
+        """Per room: cosine with the dwell-weighted mean of merchants watched this session.
+
+        `watched` is (room, dwell seconds) for every leave so far in the session. This is
+        `blend`'s `session_lightfm` input; it needs no viewer history, so it serves new viewers too.
+        """
+        live = self._live(rooms)
+        if not watched:
+            return np.zeros(live.matrix.shape[0], dtype=np.float32)
+        k = self._items.shape[1]
+        vec = np.zeros(k, dtype=np.float32)
+        for room, dwell_s in watched:
+            item = self._items[self.merchant_position(room)]
+            vec += watch_weight(dwell_s) * item / max(float(np.linalg.norm(item)), 1e-9)
+        return session_cosine(live.unit, vec)
 
     def is_known(self, viewer_id: str) -> bool:
         return viewer_id in self._user_pos
