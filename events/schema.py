@@ -93,7 +93,7 @@ def _type_fields(kind: str, raw: dict[str, Any], out: Event) -> Rejection | None
             if not isinstance(boosted, bool):
                 return _invalid("boosted", "must be true or false")
             out["boosted"] = boosted
-        for name in ("variant", "model_version"):
+        for name in ("variant", "model_version", "experiment_id"):
             if (error := _text(raw, name, out, 64)) is not None:
                 return error
         config_version = raw.get("config_version")
