@@ -90,7 +90,8 @@ class Traffic:
 
 
 class FaultStack:
-    def __init__(self, base: Settings, work_dir: Path) -> None:
+    def __init__(self, base: Settings, work_dir: Path, api_processes: int = 2) -> None:
+        self.api_processes = api_processes
         self.servers = PrivateServers(base)
         self.work_dir = work_dir
         self.pg = self.servers.postgres()
@@ -114,14 +115,14 @@ class FaultStack:
                                 kafka_bootstrap=self.kafka.bootstrap(), kafka_prefix=f"fs{secrets.token_hex(3)}.",
                                 kafka_partitions=3, data_dir=self.work_dir / "data")
         await migrate(self.settings.database_url)
-        self.pool = await asyncpg.create_pool(self.settings.database_url, min_size=1, max_size=4)
+        self.pool = await asyncpg.create_pool(self.settings.database_url, min_size=0, max_size=4)
         self.redis = Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=1)
         self.operator_key = (await create_key(self.pool, "operator", label="faults"))[1]
         env = {**os.environ, "DATABASE_URL": self.settings.database_url, "REDIS_URL": self.settings.redis_url,
                "KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap, "ROOMFEED_KAFKA_PREFIX": self.settings.kafka_prefix,
                "ROOMFEED_KAFKA_PARTITIONS": "3", "ROOMFEED_DATA_DIR": str(self.settings.data_dir),
                "ROOMFEED_LOG_LEVEL": "WARNING"}
-        for n in range(2):
+        for n in range(self.api_processes):
             port = free_port()
             self.api.append(RoomfeedProcess(f"api{n}", ["serve", "--port", str(port), "--no-migrate"], env,
                                             self.work_dir))
