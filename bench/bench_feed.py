@@ -103,6 +103,19 @@ async def _seed(settings: Any, rooms: int, merchants: int) -> None:
                     for i in range(start, min(start + 50, rooms))
                 )
             )
+        # Heat for every room (what the worker's heat sink keeps): a few enters and impressions each.
+        from events.heat import RoomHeatSink
+
+        sink, offset, batch = RoomHeatSink(redis), 0, []
+        for i in range(rooms):
+            for kind in ("enter", "impression", "impression")[: 1 + i % 3]:
+                batch.append({"type": kind, "room_id": f"room_{i:016x}", "ts": int((now - i % 900) * 1000),
+                              "_topic": "bench", "_partition": 0, "_offset": offset})
+                offset += 1
+            if len(batch) >= 4000:
+                await sink.write(batch)
+                batch = []
+        await sink.write(batch)
     finally:
         await redis.aclose()
         await pool.close()

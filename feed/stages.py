@@ -18,7 +18,7 @@ import numpy as np
 from feed.config import RankingConfig, blend_weights
 from feed.context import Candidates, FeedContext, RecentVisit
 from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
-from ranking.blend import BlendWeights, blend
+from ranking.blend import BlendWeights, rank_discounted
 
 log = logging.getLogger("feed.stages")
 REDIS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError)
@@ -176,7 +176,9 @@ def session_penalty(c: Candidates, recent: Sequence[RecentVisit], now: float, wi
             if rooms is not None and len(rooms):
                 categories.add(int(c.category_codes[rooms[0]]))
     if categories:
-        penalty[np.isin(c.category_codes, np.fromiter(categories, dtype=np.int32))] = 0.5
+        table = np.zeros(int(c.category_codes.max()) + 1, dtype=np.float32)
+        table[list(categories)] = 0.5
+        penalty = table[c.category_codes]
     for visit in swiped:
         rooms = c.rooms_of_merchant.get(visit.merchant_id)
         if rooms is not None:
@@ -194,33 +196,21 @@ def _category_of(c: Candidates, visit: RecentVisit) -> int | None:
 
 def viewer_signals(
     c: Candidates, recent: Sequence[RecentVisit], now: float, cfg: RankingConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """`ranking.blend`'s viewer inputs per candidate from the viewer's recent visits.
-
-    repeat_dwell_s / repeat_skips: decayed dwell seconds on, and swipe-aways from, the room's merchant
-    (half-life `repeat_half_life_h`); session_dwell_share / session_skip_share: share of the last
-    `swipe_away_window_s` of engaged dwell (a swipe-away is not engagement) and of swipe-aways that
-    fell on the room's category.
-    """
-    n = len(c)
-    repeat_dwell = np.zeros(n, dtype=np.float32)
-    repeat_skips = np.zeros(n, dtype=np.float32)
-    dwell_share = np.zeros(n, dtype=np.float32)
-    skip_share = np.zeros(n, dtype=np.float32)
-    if not recent or n == 0:
-        return repeat_dwell, repeat_skips, dwell_share, skip_share
+) -> tuple[dict[str, tuple[float, float]], dict[int, float], dict[int, float]]:
+    """`ranking.blend`'s viewer inputs, sparse: per merchant (decayed dwell seconds, decayed swipe-aways)
+    with half-life `repeat_half_life_h`, and per category code the share of the last
+    `swipe_away_window_s` of engaged dwell (a swipe-away is not engagement) and of swipe-aways."""
     half_life_ms = cfg.repeat_half_life_h * 3_600_000.0
     now_ms = now * 1000.0
     horizon_ms = now_ms - cfg.swipe_away_window_s * 1000.0
-    by_merchant: dict[str, list[float]] = {}
+    by_merchant: dict[str, tuple[float, float]] = {}
     cat_dwell: dict[int, float] = {}
     cat_skip: dict[int, float] = {}
     for visit in recent:
         decay = 0.5 ** (max(now_ms - visit.ts, 0.0) / half_life_ms)
         skipped = visit.swiped_away or visit.dwell_ms < cfg.swipe_away_dwell_ms
-        sums = by_merchant.setdefault(visit.merchant_id, [0.0, 0.0])
-        sums[0] += visit.dwell_ms / 1000.0 * decay
-        sums[1] += decay if skipped else 0.0
+        dwell_s, skips = by_merchant.get(visit.merchant_id, (0.0, 0.0))
+        by_merchant[visit.merchant_id] = (dwell_s + visit.dwell_ms / 1000.0 * decay, skips + (decay if skipped else 0.0))
         if visit.ts >= horizon_ms:
             category = _category_of(c, visit)
             if category is not None:
@@ -228,30 +218,63 @@ def viewer_signals(
                     cat_skip[category] = cat_skip.get(category, 0.0) + 1.0
                 else:
                     cat_dwell[category] = cat_dwell.get(category, 0.0) + visit.dwell_ms / 1000.0
+    dwell_total, skip_total = sum(cat_dwell.values()), sum(cat_skip.values())
+    dwell_share = {k: v / dwell_total for k, v in cat_dwell.items()} if dwell_total > 0 else {}
+    skip_share = {k: v / skip_total for k, v in cat_skip.items()} if skip_total > 0 else {}
+    return by_merchant, dwell_share, skip_share
+
+
+def blend_inputs(
+    c: Candidates, recent: Sequence[RecentVisit], now: float, cfg: RankingConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The viewer inputs of `ranking.blend.blend` as dense arrays (repeat dwell, repeat skips, shares)."""
+    n = len(c)
+    dense = [np.zeros(n, dtype=np.float32) for _ in range(4)]
+    by_merchant, dwell_share, skip_share = viewer_signals(c, recent, now, cfg)
     for merchant_id, (dwell_s, skips) in by_merchant.items():
         rooms = c.rooms_of_merchant.get(merchant_id)
         if rooms is not None:
-            repeat_dwell[rooms] = dwell_s
-            repeat_skips[rooms] = skips
-    codes = int(c.category_codes.max()) + 1
-    for shares, out in ((cat_dwell, dwell_share), (cat_skip, skip_share)):
-        total = sum(shares.values())
-        if total > 0:
-            table = np.zeros(codes, dtype=np.float32)
-            for code, value in shares.items():
-                table[code] = value / total
-            out[:] = table[c.category_codes]
-    return repeat_dwell, repeat_skips, dwell_share, skip_share
+            dense[0][rooms], dense[1][rooms] = dwell_s, skips
+    for shares, out in ((dwell_share, dense[2]), (skip_share, dense[3])):
+        for code, share in shares.items():
+            out[c.category_codes == code] = share
+    return dense[0], dense[1], dense[2], dense[3]
+
+
+def zscore_except(x: np.ndarray, total: float, total_sq: float, left_out: np.ndarray) -> np.ndarray:
+    """`ranking.blend.zscore_over(x, group)` where the group is every index but `left_out`, from the
+    sums of `x` and `x²` over all of it: the few left-out values are subtracted instead of the
+    many group values gathered."""
+    n = len(x) - len(left_out)
+    out = np.zeros(len(x), dtype=np.float32)
+    if n < 2:
+        return out
+    dropped = x[left_out].astype(np.float64)
+    mean = (total - float(dropped.sum())) / n
+    var = (total_sq - float(np.dot(dropped, dropped))) / n - mean * mean
+    sd = var**0.5 if var > 0 else 0.0
+    if sd > 1e-9:
+        out = ((x - np.float32(mean)) * np.float32(1.0 / sd)).astype(np.float32, copy=False)
+        out[left_out] = 0.0
+    return out
 
 
 class Blend:
-    """Blend: `ranking.blend` (the ranker the evaluation judges) with the operator's weights,
-    plus the feed's in-session swipe-away penalty and optional conversion/freshness terms."""
+    """Blend: `ranking.blend` (the ranker the evaluation judges) with the operator's weights, plus the
+    feed's in-session swipe-away penalty and conversion/freshness terms (issue 6).
+
+    Computed as the same linear sum as `ranking.blend.blend`, split by what changes: the room terms
+    (log popularity and its sums, conversion, freshness, replay demotion) once per candidate set,
+    heat refresh, config and second; per request the model score standardised over the viewer's
+    discovery rooms (every room but their favourites, from running sums) and the viewer's terms on
+    the few rooms they touch. `tests/feed` checks it equals `ranking.blend.blend`.
+    """
 
     name = "blend"
 
     def __init__(self) -> None:
         self._weights: tuple[RankingConfig, BlendWeights] | None = None
+        self._room_terms: tuple[tuple[Any, ...], tuple[np.ndarray, np.ndarray, float, float]] | None = None
 
     def weights(self, cfg: RankingConfig) -> BlendWeights:
         cached = self._weights
@@ -259,25 +282,66 @@ class Blend:
             cached = self._weights = (cfg, blend_weights(cfg))
         return cached[1]
 
+    def room_terms(self, c: Candidates, cfg: RankingConfig, now: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """(feed-only room terms, log popularity, its sum, its sum of squares) for these candidates."""
+        key = (c.room_ids, c.enters, c.orders, cfg, int(now))
+        cached = self._room_terms
+        if cached is not None and all(a is b or a == b for a, b in zip(cached[0], key, strict=True)):
+            return cached[1]
+        terms = np.zeros(len(c), dtype=np.float32)
+        if cfg.w_conversion > 0:
+            terms += cfg.w_conversion * _scaled((c.orders + 0.1) / (c.enters + 10.0))
+        if cfg.w_freshness > 0:
+            age = np.maximum(now - c.started_at, 0.0)
+            terms += (cfg.w_freshness * np.power(0.5, age / cfg.freshness_half_life_s)).astype(np.float32)
+        # Replays rank below every live room: they only fill a feed that is short of live rooms.
+        terms[c.is_replay] -= 100.0
+        popularity = np.log1p(c.enters).astype(np.float32)
+        wide = popularity.astype(np.float64)
+        value = (terms, popularity, float(wide.sum()), float(np.dot(wide, wide)))
+        self._room_terms = (key, value)
+        return value
+
     async def apply(self, ctx: FeedContext) -> None:
         c, cfg = ctx.candidates, ctx.config
         if len(c) == 0:
             return
-        lightfm = c.model_score if ctx.model_version != "popularity" else np.zeros(len(c), dtype=np.float32)
-        repeat_dwell, repeat_skips, dwell_share, skip_share = viewer_signals(c, ctx.recent, ctx.now, cfg)
-        score = blend(self.weights(cfg), lightfm, repeat_dwell, repeat_skips, c.enters, dwell_share, skip_share)
-        if cfg.w_conversion > 0:
-            score += cfg.w_conversion * _scaled((c.orders + 0.1) / (c.enters + 10.0))
-        if cfg.w_freshness > 0:
-            age = np.maximum(ctx.now - c.started_at, 0.0)
-            score += cfg.w_freshness * np.power(0.5, age / cfg.freshness_half_life_s)
+        w = self.weights(cfg)
+        terms, popularity, pop_sum, pop_sq = self.room_terms(c, cfg, ctx.now)
+        score = terms.copy()
+        by_merchant, dwell_share, skip_share = (
+            viewer_signals(c, ctx.recent, ctx.now, cfg) if ctx.recent else ({}, {}, {})
+        )
+        # The viewer's rooms by merchant, ascending (rank_discounted breaks ties by position).
+        parts = [(c.rooms_of_merchant[m], v) for m, v in by_merchant.items() if m in c.rooms_of_merchant]
+        if parts:
+            index = np.concatenate([rooms for rooms, _ in parts])
+            dwell = np.concatenate([np.full(len(rooms), v[0], np.float32) for rooms, v in parts])
+            skips = np.concatenate([np.full(len(rooms), v[1], np.float32) for rooms, v in parts])
+            by_position = np.argsort(index, kind="stable")
+            index, dwell, skips = index[by_position], dwell[by_position], skips[by_position]
+            favourites = index[dwell > 0]
+        else:
+            index = favourites = np.zeros(0, dtype=np.int64)
+        # Model score and popularity order the discovery rooms (all but favourites), as blend does.
+        if w.popularity:
+            score += w.popularity * zscore_except(popularity, pop_sum, pop_sq, favourites)
+        if ctx.model_version != "popularity" and w.lightfm:
+            model = c.model_score.astype(np.float64)
+            score += w.lightfm * zscore_except(c.model_score, float(model.sum()), float(np.dot(model, model)), favourites)
+        if parts:
+            score[index] += w.repeat * rank_discounted(np.log1p(dwell / 60.0)) - w.repeat_skip * np.log1p(skips)
+        for shares, weight in ((dwell_share, w.session_category), (skip_share, -w.session_skip)):
+            if shares and weight:
+                table = np.zeros(int(c.category_codes.max()) + 1, dtype=np.float32)
+                for code, share in shares.items():
+                    table[code] = share
+                score += weight * table[c.category_codes]
         if cfg.w_session > 0 and ctx.recent:
             score -= cfg.w_session * session_penalty(
                 c, ctx.recent, ctx.now, cfg.swipe_away_window_s, cfg.swipe_away_dwell_ms
             )
         c.score = score.astype(np.float32, copy=False)
-        # Replays rank below every live room: they only fill a feed that is short of live rooms.
-        c.score[c.is_replay] -= 100.0
 
 
 class Filters:

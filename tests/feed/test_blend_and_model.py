@@ -11,7 +11,7 @@ import numpy as np
 
 from feed.config import RankingConfig, blend_weights
 from feed.context import Candidates, FeedContext, RecentVisit
-from feed.stages import Blend, viewer_signals
+from feed.stages import Blend, blend_inputs
 from ranking.blend import blend
 from rooms.live_index import LiveRoom
 from tests.feed.conftest import running_app, start_session
@@ -35,10 +35,9 @@ async def test_blend_stage_is_ranking_blend_with_the_operator_weights():
     ctx.recent = [RecentVisit("room_1", "m1", 90_000, int(NOW * 1000) - 60_000, False),
                   RecentVisit("room_2", "m2", 1_000, int(NOW * 1000) - 30_000, True)]
     await Blend().apply(ctx)
-    expected = blend(blend_weights(cfg), c.model_score, *viewer_signals(c, ctx.recent, NOW, cfg)[:2], c.enters,
-                     *viewer_signals(c, ctx.recent, NOW, cfg)[2:])
-    assert np.allclose(c.score, expected, atol=1e-5)
-    repeat_dwell, repeat_skips, dwell_share, skip_share = viewer_signals(c, ctx.recent, NOW, cfg)
+    repeat_dwell, repeat_skips, dwell_share, skip_share = blend_inputs(c, ctx.recent, NOW, cfg)
+    expected = blend(blend_weights(cfg), c.model_score, repeat_dwell, repeat_skips, c.enters, dwell_share, skip_share)
+    assert np.allclose(c.score, expected, atol=1e-4)
     assert repeat_dwell[c.rooms_of_merchant["m1"]].min() > 89 and repeat_skips[c.rooms_of_merchant["m2"]].min() > 0.99
     assert dwell_share[c.index_of["room_1"]] == 1.0 and skip_share[c.index_of["room_2"]] == 1.0
 
