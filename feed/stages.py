@@ -286,7 +286,8 @@ class Blend:
         """(feed-only room terms, log popularity, its sum, its sum of squares) for these candidates."""
         key = (c.room_ids, c.enters, c.orders, cfg, int(now))
         cached = self._room_terms
-        if cached is not None and all(a is b or a == b for a, b in zip(cached[0], key, strict=True)):
+        # Arrays by identity (a new candidate set or heat refresh is a new array), the second by value.
+        if cached is not None and all(a is b for a, b in zip(cached[0][:4], key[:4], strict=True)) and cached[0][4] == key[4]:
             return cached[1]
         terms = np.zeros(len(c), dtype=np.float32)
         if cfg.w_conversion > 0:
