@@ -353,9 +353,17 @@ class RedisServer:
 
     def pid(self) -> int | None:
         pid = _read_pid(self.pid_path)
+        if pid is None:
+            return None
         # The port is in the command line both as started (--port N) and once redis-server
-        # retitles itself ("redis-server 127.0.0.1:N").
-        return pid if pid is not None and _pid_alive(pid, "redis-server", str(self.port)) else None
+        # retitles itself ("redis-server 127.0.0.1:N"). The retitle rewrites argv in place, so a
+        # read at that instant can see a torn command line: look twice before calling it gone.
+        for attempt in range(3):
+            if _pid_alive(pid, "redis", str(self.port)):
+                return pid
+            if attempt < 2:
+                time.sleep(0.05)
+        return None
 
     def is_running(self) -> bool:
         return self.pid() is not None
