@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,22 +64,29 @@ def _model(viewers: int, merchants: int) -> Any:
 
 
 def app_factory() -> Any:
-    """What uvicorn/granian load: the real app, with a model of the benchmark's size as the scorer."""
-    from types import SimpleNamespace
+    """What uvicorn/granian load: the real app; the seeded, promoted model reaches it through ranking's ModelWatcher.
 
-    from ranking.scorer import Scorer
+    BENCH_CONSOLE_PRESENCE=0 drops the console's "viewers now" source, which sweeps
+    `LiveStats.rooms` over every live room every 10 s (seconds of Redis and event-loop time at
+    10,000 rooms): the benchmark reports the feed with and without it.
+    """
     from roomfeed.app import create_app
     from roomfeed.settings import Settings
 
-    viewers, merchants = int(os.environ["BENCH_VIEWERS"]), int(os.environ["BENCH_MERCHANTS"])
-    watcher = SimpleNamespace(scorer=Scorer(_model(viewers, merchants)))
-    return create_app(Settings.from_env(), access_log=False, model_watcher=watcher)
+    if os.environ.get("BENCH_CONSOLE_PRESENCE", "1") == "0":
+        from dataclasses import replace
+
+        import console.http
+
+        sources = console.http._sources
+        console.http._sources = lambda *a: replace(sources(*a), viewers_now=None)  # type: ignore[assignment]
+    return create_app(Settings.from_env(), access_log=False)
 
 
 # --- set-up -----------------------------------------------------------------------------------
 
 
-async def _seed(settings: Any, rooms: int, merchants: int) -> None:
+async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None:
     from redis.asyncio import Redis
 
     from roomfeed.db import create_pool, migrate
@@ -88,6 +96,12 @@ async def _seed(settings: Any, rooms: int, merchants: int) -> None:
     pool = await create_pool(settings, min_size=1)
     redis = Redis.from_url(settings.redis_url)
     try:
+        from ranking.registry import ModelRegistry
+
+        registry = ModelRegistry(pool)
+        model = _model(viewers, merchants)
+        await registry.register(model, {})
+        await registry.promote(model.version, "bench")
         await rebuild_live_index(pool, redis)  # an empty index with an epoch, as in production
         writer = IndexWriter(redis)
         now = time.time()
@@ -124,12 +138,16 @@ async def _seed(settings: Any, rooms: int, merchants: int) -> None:
 def _serve(server: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     target = "bench.bench_feed:app_factory"
     py = str(ROOT / ".venv/bin")
-    if server == "uvicorn":
+    # "uvicorn" / "granian" run one worker process, "uvicorn-2w" / "granian-2w" two.
+    name, _, workers = server.partition("-")
+    workers = workers.rstrip("w") or "1"
+    if name == "uvicorn":
         cmd = [f"{py}/uvicorn", target, "--factory", "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
-               "--http", "httptools", "--no-access-log", "--log-level", "warning", "--backlog", "4096"]
+               "--http", "httptools", "--no-access-log", "--log-level", "warning", "--backlog", "4096",
+               "--workers", workers]
     else:
         cmd = [f"{py}/granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1", "--loop", "uvloop", "--log-level", "warning", "--no-ws", target]
+               "--workers", workers, "--loop", "uvloop", "--log-level", "warning", "--no-ws", target]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -189,6 +207,7 @@ async def _loadgen(port: int, mode: str, targets: list[tuple[str, str | None]], 
                    concurrency: int, rate: float) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
+    other = [0]  # any status but 2xx (a 429 would make a fast, meaningless "feed")
     counter = 0
     conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
     start = time.perf_counter()
@@ -203,6 +222,7 @@ async def _loadgen(port: int, mode: str, targets: list[tuple[str, str | None]], 
             status = await _request(*conn, _raw(path, token))
             latencies.append(time.perf_counter() - t0)
             errors += status >= 500
+            other[0] += not 200 <= status < 300
 
     if mode == "closed":
         await asyncio.gather(*(closed(c) for c in conns))
@@ -218,6 +238,7 @@ async def _loadgen(port: int, mode: str, targets: list[tuple[str, str | None]], 
             status = await _request(*conn, _raw(path, token))
             latencies.append(time.perf_counter() - scheduled)  # from the scheduled time: queueing counts
             errors += status >= 500
+            other[0] += not 200 <= status < 300
             free.put_nowait(conn)
 
         tasks = []
@@ -235,7 +256,7 @@ async def _loadgen(port: int, mode: str, targets: list[tuple[str, str | None]], 
     latencies.sort()
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
     return {"requests": len(latencies), "rps": len(latencies) / elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
-            "errors": errors}
+            "errors": errors, "non_2xx": other[0]}
 
 
 def _run_loadgen(port: int, mode: str, targets_file: str, seconds: float, concurrency: int, rate: float) -> dict[str, Any]:
@@ -243,6 +264,45 @@ def _run_loadgen(port: int, mode: str, targets_file: str, seconds: float, concur
            "--seconds", str(seconds), "--concurrency", str(concurrency), "--rate", str(rate)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# wrk (when installed) drives the closed-loop peaks: far less CPU per request than a Python client,
+# which matters on a 2-core host where the load generator and the server share the cores.
+_WRK_SCRIPT = """
+local targets, i = {}, 0
+init = function(args)
+  for line in io.lines(args[1]) do
+    local path, token = line:match("([^\\t]+)\\t?(.*)")
+    targets[#targets + 1] = {path, token}
+  end
+end
+request = function()
+  i = i % #targets + 1
+  local t = targets[i]
+  local headers = {}
+  if t[2] ~= "" then headers["Authorization"] = "Bearer " .. t[2] end
+  return wrk.format("GET", t[1], headers)
+end
+done = function(summary, latency, requests)
+  io.write(string.format('{"requests": %d, "seconds": %f, "p50_ms": %f, "p99_ms": %f, "non2xx": %d, "socket_errors": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def _run_wrk(port: int, targets: list[list[Any]], seconds: float, concurrency: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        script, listing = Path(folder) / "rotate.lua", Path(folder) / "targets.tsv"
+        script.write_text(_WRK_SCRIPT)
+        listing.write_text("".join(f"{path}\t{token or ''}\n" for path, token in targets))
+        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script),
+               f"http://127.0.0.1:{port}", "--", str(listing)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"requests": result["requests"], "rps": result["requests"] / result["seconds"],
+            "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "errors": result["socket_errors"],
+            "non_2xx": result["non2xx"]}
 
 
 # --- the benchmark ------------------------------------------------------------------------------
@@ -261,6 +321,7 @@ def main() -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--targets")
     parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--peak-client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
     args = parser.parse_args()
     if args.loadgen:
         targets = [tuple(t) for t in json.loads(Path(args.targets).read_text())]
@@ -295,7 +356,7 @@ def main() -> int:
                        redis_url=redis.url(), kafka_prefix=f"bench{tag}.")
     results: dict[str, dict[str, Any]] = {}
     try:
-        run_sync(lambda: _seed(settings, args.rooms, args.merchants))
+        run_sync(lambda: _seed(settings, args.rooms, args.merchants, args.viewers))
         env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
                "KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
                "BENCH_VIEWERS": str(args.viewers), "BENCH_MERCHANTS": str(args.merchants), "PYTHONPATH": str(ROOT)}
@@ -315,9 +376,16 @@ def main() -> int:
                 print(server, "warming up", flush=True)
                 _run_loadgen(port, "closed", feed_file, 2, args.concurrency, 0)  # warm-up
                 runs: dict[str, list[dict[str, Any]]] = {"bare": [], "feed": [], "feed_500": []}
+                feed_targets = [[f"/v1/sessions/{s}/feed?count=10", t] for s, t in sessions]
+
+                def peak(targets_file: str, targets: list[list[Any]], port: int = port) -> dict[str, Any]:
+                    if args.peak_client == "wrk":
+                        return _run_wrk(port, targets, args.seconds, args.concurrency)
+                    return _run_loadgen(port, "closed", targets_file, args.seconds, args.concurrency, 0)
+
                 for _ in range(args.repeats):
-                    runs["bare"].append(_run_loadgen(port, "closed", bare_file, args.seconds, args.concurrency, 0))
-                    runs["feed"].append(_run_loadgen(port, "closed", feed_file, args.seconds, args.concurrency, 0))
+                    runs["bare"].append(peak(bare_file, [["/healthz", None]]))
+                    runs["feed"].append(peak(feed_file, feed_targets))
                     runs["feed_500"].append(_run_loadgen(port, "open", feed_file, args.seconds, 64, args.rate))
                 med = lambda k, f, runs=runs: statistics.median(r[f] for r in runs[k])  # noqa: E731
                 results[server] = {
@@ -328,6 +396,7 @@ def main() -> int:
                     "peak_p99_ms": round(med("feed", "p99_ms"), 2),
                     "bare_peak_rps": round(med("bare", "rps"), 1),
                     "errors_5xx": sum(r["errors"] for rs in runs.values() for r in rs),
+                    "non_2xx": sum(r.get("non_2xx", 0) for rs in runs.values() for r in rs),
                 }
                 results[server]["peak_share_of_bare"] = round(results[server]["peak_rps"] / results[server]["bare_peak_rps"], 3)
                 print(server, results[server], flush=True)

@@ -17,8 +17,9 @@ a replay or a crash between "applied" and "committed" changes nothing. (An event
 offsets by a retrying client counts twice here; heat is a ranking signal, the exact windows and
 their event-id checks are the realtime sink's.) Entries a room has not touched for `PRUNE_AFTER_S`
 are deleted by the sink in small HSCAN steps, so the hash holds about the rooms of the last hours.
-The same module reads viewers-now of a page of rooms (`queue_viewers_now`), from the realtime
-sink's presence sets, so the feed can fold it into a pipeline it already sends.
+The same module offers the feed's per-request reads of the realtime sink's keys in pipelined form
+(`queue_viewers_now`, `queue_viewer_recent` + `recent_visits`), so the feed folds them into round
+trips it already makes instead of adding its own.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import numpy as np
 import orjson
 from redis.asyncio import Redis
 
-from events.keys import PRESENCE_MS, room_prefix
+from events.keys import PRESENCE_MS, recent_key, room_prefix
+from events.live_stats import RecentVisit
 
 HEAT_KEY = "rf:ev:heat"
 HALF_LIFE_S = 15 * 60.0
@@ -227,6 +229,21 @@ class RoomHeat:
             return []
         reply = await self._viewers_now(keys=[room_prefix(r) + "now" for r in room_ids], args=[now - PRESENCE_MS])
         return [int(x) for x in reply]
+
+
+def queue_viewer_recent(pipe: Any, viewer_id: str, limit: int = 50) -> None:
+    """Add `LiveStats.viewer_recent(viewer_id, limit)` to a pipeline; decode its reply with `recent_visits`."""
+    pipe.lrange(recent_key(viewer_id), 0, max(0, limit - 1))
+
+
+def recent_visits(raw: Sequence[bytes]) -> list[RecentVisit]:
+    """The reply of `queue_viewer_recent`, as `LiveStats.viewer_recent` returns it (newest first)."""
+    visits = []
+    for item in raw:
+        data = orjson.loads(item)
+        visits.append(RecentVisit(room_id=data["room_id"], merchant_id=data.get("merchant_id") or None,
+                                  dwell_ms=int(data["dwell_ms"]), ts=int(data["ts"])))
+    return visits
 
 
 def decode(raw: dict[bytes, bytes], now: float, half_life_s: float = HALF_LIFE_S) -> HeatSnapshot:

@@ -47,6 +47,14 @@ class RecentVisit:
     swiped_away: bool
 
 
+def as_recent_visit(v: Any) -> RecentVisit:
+    """events' RecentVisit (or anything shaped like it) as the feed's."""
+    if isinstance(v, RecentVisit):
+        return v
+    return RecentVisit(room_id=v.room_id, merchant_id=v.merchant_id or "", dwell_ms=int(v.dwell_ms), ts=int(v.ts),
+                       swiped_away=bool(v.swiped_away))
+
+
 @dataclass
 class Candidates:
     """Every room the feed could show, one index per room; arrays are aligned with `rooms`."""
@@ -142,6 +150,7 @@ class FeedContext:
     served: set[str] = field(default_factory=set)  # room ids already served in this session
     blocked_merchants: set[str] = field(default_factory=set)
     recent: list[RecentVisit] = field(default_factory=list)
+    recent_loaded: bool = False  # read with the session already (Hydrate then does not read it)
     first_position: int = 0  # how many rooms the session was served before this page
     order: list[int] = field(default_factory=list)  # candidate indices, best first
     explored: set[int] = field(default_factory=set)  # indices placed by exploration

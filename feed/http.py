@@ -24,6 +24,9 @@ from roomfeed.errors import Forbidden, NotFound, ValidationFailed
 from roomfeed.http import json, query_int, read_json
 from roomfeed.validation import ID_PATTERN, Body
 
+# A feed process asks the live index "anything changed?" at most every 50 ms, not on every request.
+LIVE_INDEX_STALENESS_S = 0.05
+
 
 def _feed(request: Request) -> FeedService:
     service: FeedService = request.app.state.feed
@@ -270,7 +273,10 @@ async def start(state: Any, resources: Any) -> None:
     inputs = FeedInputs.from_state(state, resources)
     stats = RoomHeatCache(inputs.heat, refresh_seconds=getattr(state, "feed_stats_refresh_s", 1.0))
     pipeline = (
-        FeedPipeline.standard(inputs.live_index, stats, inputs.live_stats, inputs.model_watcher, inputs.alliance_boost)
+        FeedPipeline.standard(
+            inputs.live_index, stats, inputs.live_stats, inputs.model_watcher, inputs.alliance_boost,
+            live_index_staleness_s=getattr(state, "feed_live_index_staleness_s", LIVE_INDEX_STALENESS_S),
+        )
         if inputs.live_index is not None
         else None
     )

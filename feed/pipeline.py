@@ -37,10 +37,11 @@ class FeedPipeline:
         live_stats: LiveStatsSource | None,
         model_watcher: Any | None,
         alliance_boost: Stage | None = None,
+        live_index_staleness_s: float = 0.0,
     ) -> FeedPipeline:
         return cls(
             [
-                CandidateSource(live_index, stats),
+                CandidateSource(live_index, stats, live_index_staleness_s),
                 Hydrate(stats, live_stats),
                 Score(model_watcher),
                 Blend(),

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from feed.config_store import ConfigWatcher
-from feed.context import FeedContext
+from feed.context import FeedContext, as_recent_visit
 from feed.experiments import assign
 from feed.impressions import ImpressionPublisher, impression_events
 from feed.pipeline import FeedPipeline
@@ -22,6 +22,11 @@ from feed.sessions import SessionBook, SessionState
 from feed.sources import FeedInputs
 from roomfeed.errors import NotFound, Unavailable, ValidationFailed
 from roomfeed.ids import new_id
+
+try:  # events' pipelined reads (the feed serves without them, one round trip more)
+    from events.heat import queue_viewer_recent, recent_visits
+except ImportError:  # pragma: no cover - a build without events
+    queue_viewer_recent = recent_visits = None  # type: ignore[assignment]
 
 log = logging.getLogger("feed.service")
 FIRST_PAGE = 5
@@ -47,13 +52,19 @@ class FeedService:
         self.impressions = impressions
 
     async def next_page(self, viewer_id: str, session_id: str, count: int) -> dict[str, Any]:
-        state = await self.sessions.load(session_id)
+        started = time.perf_counter()
+        # The viewer's recent rooms ride the session's round trip (events' pipelined read).
+        also = (lambda pipe: queue_viewer_recent(pipe, viewer_id, 50)) if queue_viewer_recent is not None else None
+        state, extra = await self.sessions.load(session_id, viewer_id, also)
         if state is None or state.viewer_id != viewer_id:
             raise NotFound(f"session {session_id} does not exist")
-        return await self._page(state, count, entry_room=None, degraded=not state.from_redis)
+        recent = recent_visits(extra[0]) if extra and recent_visits is not None else None
+        body = await self._page(state, count, entry_room=None, degraded=not state.from_redis, recent=recent)
+        body["timings_ms"]["session"] = round((time.perf_counter() - started) * 1000 - sum(body["timings_ms"].values()), 3)
+        return body
 
     async def _page(
-        self, state: SessionState, count: int, entry_room: Any | None, degraded: bool
+        self, state: SessionState, count: int, entry_room: Any | None, degraded: bool, recent: list[Any] | None = None
     ) -> dict[str, Any]:
         if self.pipeline is None:
             raise Unavailable("the live-room index is not available in this build", headers={"Retry-After": "5"})
@@ -70,6 +81,8 @@ class FeedService:
             first_position=len(state.served),
             rng=np.random.default_rng(),
         )
+        if recent is not None:
+            ctx.recent, ctx.recent_loaded = [as_recent_visit(v) for v in recent], True
         if degraded:
             ctx.degrade("redis")
         if entry_room is not None:
@@ -94,9 +107,11 @@ class FeedService:
                 "impressions": shown,
                 "boosted": sum(1 for r in offered[:shown] if r["boosted"]),
             }
+        claim_started = time.perf_counter()
         accepted, viewers = await self.sessions.claim(
             state, [r["room_id"] for r in offered], want, counters, self.inputs.heat
         )
+        ctx.timings_ms["claim"] = (time.perf_counter() - claim_started) * 1000
         if viewers is None and not degraded and offered:
             ctx.degrade("redis")
         keep = set(accepted)
@@ -117,6 +132,8 @@ class FeedService:
             "experiment_id": assignment.experiment_id,
             "degraded": ctx.degraded,
             "degraded_reasons": ctx.degraded_reasons,
+            # Where this response's time went, by stage (ms): operators read it, the benchmark sums it.
+            "timings_ms": {name: round(ms, 3) for name, ms in ctx.timings_ms.items()},
         }
 
     def _entry(self, room: Any, position: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,36 +151,50 @@ class SessionBook:
         except Exception as exc:  # the hot state is in Redis; the durable record is best effort
             log.warning("session %s not recorded in PostgreSQL: %s", session_id, exc)
 
-    async def load(self, session_id: str) -> SessionState | None:
-        """The session with its served set and the viewer's blocks: one Redis round trip, memory as fallback."""
+    async def load(
+        self, session_id: str, viewer_id: str | None = None, also: Callable[[Any], None] | None = None
+    ) -> tuple[SessionState | None, list[Any] | None]:
+        """The session with its served set and the viewer's blocks in one Redis round trip (memory as
+        fallback), plus the replies of whatever `also` adds to that pipeline (None when Redis is down).
+
+        `viewer_id` (the token's viewer) lets blocks ride the same trip when this process has never
+        seen the session (another API process started it)."""
         local = self.local.get(session_id)
+        owner = viewer_id or (local.viewer_id if local is not None else None)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hget(session_key(session_id), "viewer_id")
                 pipe.smembers(served_key(session_id))
-                if local is not None:
-                    pipe.smembers(blocks_key(local.viewer_id))
+                if owner is not None:
+                    pipe.smembers(blocks_key(owner))
+                if also is not None:
+                    also(pipe)
                 replies = await pipe.execute()
         except Exception as exc:
             log.warning("session %s read from process memory (Redis unavailable): %s", session_id, exc)
             if local is not None:
                 local.from_redis = False
-            return local
+            return local, None
+        extra = replies[3 if owner is not None else 2 :]
         raw_viewer = replies[0]
         if raw_viewer is None:
             if local is not None:  # Redis lost it (restart, flush): memory still knows
                 local.from_redis = False
-            return local
-        viewer_id = raw_viewer.decode()
+            return local, extra
+        stored_viewer = raw_viewer.decode()
         served = {m.decode() for m in replies[1]}
+        if owner == stored_viewer:
+            blocked = {m.decode() for m in replies[2]}
+        else:  # not the token's viewer (the caller answers 404) or an unknown owner: one more read
+            blocked = {m.decode() for m in await self.redis.smembers(blocks_key(stored_viewer))}
+        blocked |= self.local.blocks.get(stored_viewer, set())
         if local is None:
-            blocked = {m.decode() for m in await self.redis.smembers(blocks_key(viewer_id))}
-            local = self.local.put(SessionState(session_id, viewer_id, served=served, blocked=blocked))
+            local = self.local.put(SessionState(session_id, stored_viewer, served=served, blocked=blocked))
         else:
             local.served |= served
-            local.blocked = {m.decode() for m in replies[2]} | self.local.blocks.get(viewer_id, set())
+            local.blocked = blocked
         local.from_redis = True
-        return local
+        return local, extra
 
     async def claim(
         self,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from feed.config import RankingConfig, blend_weights
-from feed.context import Candidates, FeedContext, RecentVisit
+from feed.context import Candidates, FeedContext, RecentVisit, as_recent_visit
 from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
 from ranking.blend import BlendWeights, rank_discounted
 
@@ -40,9 +41,13 @@ class CandidateSource:
 
     name = "candidates"
 
-    def __init__(self, live_index: LiveIndexSource, stats: RoomHeatCache) -> None:
+    def __init__(self, live_index: LiveIndexSource, stats: RoomHeatCache, max_staleness_s: float = 0.0) -> None:
+        """`max_staleness_s`: reuse the snapshot read that recently instead of asking the live index
+        (one Redis round trip) on every request; a room that ends is gone from pages within it."""
         self.live_index = live_index
         self.stats = stats
+        self.max_staleness_s = max_staleness_s
+        self._checked_at = -1e9
         self._snapshot: Any = None
         self._candidates: tuple[Any, Candidates] | None = None
 
@@ -58,8 +63,11 @@ class CandidateSource:
 
     async def apply(self, ctx: FeedContext) -> None:
         try:
-            snapshot = await self.live_index.snapshot()
-            self._snapshot = snapshot
+            if self._snapshot is not None and time.monotonic() - self._checked_at < self.max_staleness_s:
+                snapshot = self._snapshot
+            else:
+                snapshot = await self.live_index.snapshot()
+                self._snapshot, self._checked_at = snapshot, time.monotonic()
         except Exception as exc:
             if not _is_outage(exc):
                 raise
@@ -102,7 +110,7 @@ class Hydrate:
         c.impressions = arrays["impressions"]
         c.dwell_s = arrays["dwell_s"]
         c.orders = arrays["orders"]
-        if self.live_stats is None or "redis" in ctx.degraded_reasons:
+        if ctx.recent_loaded or self.live_stats is None or "redis" in ctx.degraded_reasons:
             return
         try:
             visits = await self.live_stats.viewer_recent(ctx.viewer_id, limit=50)
@@ -111,16 +119,7 @@ class Hydrate:
                 raise
             ctx.degrade("viewer_recent")
             return
-        ctx.recent = [
-            v if isinstance(v, RecentVisit) else RecentVisit(
-                room_id=v.room_id,
-                merchant_id=v.merchant_id or "",
-                dwell_ms=int(v.dwell_ms),
-                ts=int(v.ts),
-                swiped_away=bool(v.swiped_away),
-            )
-            for v in visits
-        ]
+        ctx.recent = [as_recent_visit(v) for v in visits]
 
 
 class Score:
