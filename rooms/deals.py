@@ -66,6 +66,8 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return redis.call('DECRBY', KEYS[1], q)
 """
 
+DIRECT_SESSION = "direct"
+
 
 def gate_key(deal_id: str) -> str:
     return f"rf:rooms:deal:{deal_id}:gate"
@@ -84,7 +86,9 @@ def claim_event(claim: Mapping[str, Any]) -> dict[str, Any]:
         "type": "deal_claim",
         "v": 1,
         "viewer_id": claim["viewer_id"],
-        "session_id": claim["session_id"],
+        # A claim made outside a feed session (a deal link) is recorded under the session "direct",
+        # since every event on viewer-events names a session.
+        "session_id": claim["session_id"] or DIRECT_SESSION,
         "room_id": claim["room_id"],
         "merchant_id": claim["merchant_id"],
         "deal_id": claim["deal_id"],
