@@ -262,7 +262,17 @@ async def test_every_route_answers_each_principal_as_expected(
                     "application/json"):
                 error = response.json().get("error", {})
                 assert {"code", "message", "fields"} <= error.keys(), f"{key} as {column}: {response.text}"
+    await _stop_matrix_experiments(app_client, credentials["operator"])
     assert not wrong, "authorization matrix mismatches:\n" + "\n".join(wrong)
+
+
+async def _stop_matrix_experiments(client: httpx.AsyncClient, operator: dict[str, str]) -> None:
+    """Leave no experiment of ours running: later tests share the session's database."""
+    listed = await client.get("/v1/ops/experiments", headers=operator)
+    for experiment in listed.json()["experiments"]:
+        if experiment["status"] == "running" and experiment["name"].startswith(("matrix-", "mx-")):
+            r = await client.post(f"/v1/ops/experiments/{experiment['experiment_id']}/stop", headers=operator)
+            assert r.status_code == 200, r.text
 
 
 async def test_a_viewer_cannot_read_another_viewers_session(
