@@ -43,6 +43,9 @@ def main() -> None:
         "ndcg10_ranker_no_lightfm": m["ndcg10_ranker_no_lightfm"], "hr5_ranker_no_lightfm": m["hr5_ranker_no_lightfm"],
         "test_targets": report["targets"]["test"], "test_repeat_share": round(report["targets"]["test_repeat_share"], 3),
         "cold_targets": m["cold_targets"],
+        "hr5_new_gain_lightfm": report["ablation"]["gain"], "hr5_new_gain_ci_low": report["ablation"]["ci_low"],
+        "hr5_new_gain_ci_high": report["ablation"]["ci_high"], "hr5_new_gain_relative": report["ablation"]["relative"],
+        "ndcg10_new_ranker": m["ndcg10_new_ranker"], "ndcg10_new_ranker_no_lightfm": m["ndcg10_new_ranker_no_lightfm"],
     })
     ratio = m["hr5_new_ranker"] / max(m["hr5_new_pop"], 1e-9)
     lines = [
@@ -54,6 +57,15 @@ def main() -> None:
         *table(report["test"]).splitlines(),
         "",
         f"new targets: ranker HR@5 / POP HR@5 = {ratio:.2f}  (target >= 1.1, aim 1.2)",
+        f"ablation: LightFM adds {report['ablation']['gain']:+.4f} HR@5 on new targets "
+        f"(paired bootstrap 95% CI {report['ablation']['ci_low']:+.4f} .. {report['ablation']['ci_high']:+.4f}, "
+        f"{100 * report['ablation']['relative']:+.1f}%)",
+        "trade-off (test day, repeat weight varied; ranker vs without LightFM at the same repeat weight):",
+        *(f"  repeat {r['repeat']:6.3g}: overall HR@5 {r['hr5_ranker']:.3f} vs {r['hr5_ranker_no_lightfm']:.3f}, "
+          f"new HR@5 {r['hr5_new_ranker']:.3f} vs {r['hr5_new_ranker_no_lightfm']:.3f}" for r in report["tradeoff"]),
+        f"tuning objective: {report['objective']}",
+        f"weights: ranker {report['weights']['ranker']}",
+        f"weights: without LightFM {report['weights']['ranker_no_lightfm']}",
         f"cold-start AUC (merchants held out of training) {m['cold_auc']:.3f} over {m['cold_targets']} targets",
         f"MovieLens-100k (LightFM docs setup, WARP, 10 epochs): P@10 {ml.precision_at_10:.3f} (docs 0.11), "
         f"AUC {ml.auc:.3f} (>= 0.88)",

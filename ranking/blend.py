@@ -12,7 +12,10 @@ Inputs, one value per candidate room (all shaped (n,)):
 - `session_dwell_share`: share of this session's dwell spent on the room's category;
 - `session_skip_share`: share of this session's swipe-aways on the room's category;
 - `session_lightfm` (optional): `Scorer.session_similarity(...)`, cosine between the room's
-  merchant and what this session watched, in LightFM's item space (0 when nothing watched yet).
+  merchant and what this session watched, in LightFM's item space (0 when nothing watched yet);
+- `lightfm_personal` (optional, default True): False when the scorer had no vector for the viewer
+  (`Scorer.is_personal` is False: unknown viewer, no entry source) and fell back to training
+  popularity. The LightFM column then counts nothing: live popularity already says that better.
 
 Structure: candidates split into *favourites* (the viewer has watched the merchant, dwell > 0)
 and *discovery* (never watched). The repeat term (rank-discounted, so favourites open the page
@@ -118,12 +121,13 @@ LIGHTFM_COLUMNS: tuple[str, ...] = ("lightfm", "session_lightfm")
 def blend_columns(
     lightfm: np.ndarray, repeat_dwell_s: np.ndarray, repeat_skips: np.ndarray, popularity: np.ndarray,
     session_dwell_share: np.ndarray, session_skip_share: np.ndarray, session_lightfm: np.ndarray | None = None,
+    lightfm_personal: bool = True,
 ) -> np.ndarray:
     """(n, len(COLUMNS)) signed, scaled signals in `COLUMNS` order; the score is this times the weights."""
     discovery = repeat_dwell_s <= 0
     n = lightfm.shape[0]
     return np.stack([
-        zscore_over(lightfm, discovery),
+        zscore_over(lightfm, discovery) if lightfm_personal else np.zeros(n, dtype=np.float32),
         rank_discounted(np.log1p(repeat_dwell_s / 60.0)),
         -np.log1p(repeat_skips),
         zscore_over(np.log1p(popularity), discovery),
@@ -140,10 +144,10 @@ def weight_vector(w: BlendWeights) -> np.ndarray:
 def blend(
     w: BlendWeights, lightfm: np.ndarray, repeat_dwell_s: np.ndarray, repeat_skips: np.ndarray,
     popularity: np.ndarray, session_dwell_share: np.ndarray, session_skip_share: np.ndarray,
-    session_lightfm: np.ndarray | None = None,
+    session_lightfm: np.ndarray | None = None, lightfm_personal: bool = True,
 ) -> np.ndarray:
     """The ranker score per candidate (higher first)."""
     cols = blend_columns(lightfm, repeat_dwell_s, repeat_skips, popularity, session_dwell_share, session_skip_share,
-                         session_lightfm)
+                         session_lightfm, lightfm_personal)
     out: np.ndarray = cols @ weight_vector(w)
     return out

@@ -168,6 +168,10 @@ class Scorer:
             vec += watch_weight(dwell_s) * item / max(float(np.linalg.norm(item)), 1e-9)
         return session_cosine(live.unit, vec)
 
+    def is_personal(self, viewer_id: str, entry_merchant_ids: Sequence[str] = ()) -> bool:
+        """Whether `score` has a vector for this viewer (else it returns training popularity)."""
+        return self.user_vector(viewer_id, entry_merchant_ids) is not None
+
     def is_known(self, viewer_id: str) -> bool:
         return viewer_id in self._user_pos
 
