@@ -75,6 +75,12 @@ class BlendWeights:
         return cls(**{k: float(v) for k, v in data.items()})
 
 
+# The weights tuned on the full simulator run's validation day (docs/ranking.md, Results), rounded:
+# what the feed's ranking config should start from, and what training's promotion gate ranks with.
+TUNED_WEIGHTS = BlendWeights(lightfm=0.095, repeat=8.4, repeat_skip=0.0, popularity=0.071, session_category=0.051,
+                             session_skip=0.156, session_lightfm=0.127)
+
+
 def zscore(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float32, copy=False)
     sd = float(x.std())

@@ -13,7 +13,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ranking.blend import BlendWeights
+from ranking.blend import LIGHTFM_COLUMNS, TUNED_WEIGHTS, BlendWeights
 from ranking.dataset import InteractionLog, WeightParams, build_training_set, load_archive
 from ranking.evaluation import collect_targets, evaluate
 from ranking.features import RoomFeatures
@@ -83,7 +83,8 @@ def score_on(log: InteractionLog, model: RankingModel, features: Mapping[str, Ro
                                  [max_targets], weights)
     if len(targets) == 0:
         return {}
-    return flatten_metrics(evaluate(targets, weights, BlendWeights(lightfm=0.0)))
+    without_lightfm = replace(weights, **dict.fromkeys(LIGHTFM_COLUMNS, 0.0))
+    return flatten_metrics(evaluate(targets, weights, without_lightfm))
 
 
 async def train_once(pool: Any, params: ModelParams, weights: WeightParams, days: float, eval_hours: float,
@@ -105,7 +106,7 @@ async def train_once(pool: Any, params: ModelParams, weights: WeightParams, days
         raise RuntimeError("no watched rooms (leave events) before the held-out window yet")
     version = datetime.fromtimestamp(until / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ") + f"-k{params.no_components}"
     model = await asyncio.to_thread(train_model, data, params, version)
-    bw = blend_weights or BlendWeights()
+    bw = blend_weights or TUNED_WEIGHTS
     metrics = score_on(log, model, features, split, until, max_targets, bw)
     metrics["interactions"] = float(data.n_interactions)
     registry = ModelRegistry(pool)
