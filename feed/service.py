@@ -99,17 +99,14 @@ class FeedService:
         want = count
         if entry_room is not None:
             offered = [self._entry(entry_room, 0), *offered]
-        # Experiment counters are counted on what was offered up to the page size (close enough, one trip).
-        shown = min(want, len(offered))
-        counters: dict[str, dict[str, int]] = {}
-        if assignment.experiment_id is not None and shown:
-            counters[variant_key(assignment.experiment_id, assignment.variant)] = {
-                "impressions": shown,
-                "boosted": sum(1 for r in offered[:shown] if r["boosted"]),
-            }
         claim_started = time.perf_counter()
         accepted, viewers = await self.sessions.claim(
-            state, [r["room_id"] for r in offered], want, counters, self.inputs.heat
+            state,
+            [r["room_id"] for r in offered],
+            want,
+            variant_key(assignment.experiment_id, assignment.variant) if assignment.experiment_id else None,
+            {r["room_id"] for r in offered if r["boosted"]},
+            self.inputs.heat,
         )
         ctx.timings_ms["claim"] = (time.perf_counter() - claim_started) * 1000
         if viewers is None and not degraded and offered:

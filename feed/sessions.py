@@ -26,15 +26,26 @@ SESSION_TTL_S = 24 * 3600
 BLOCKS_TTL_S = 30 * 24 * 3600
 
 
-# KEYS[1] served set. ARGV: count, ttl, room ids best first. The first `count` rooms SADD accepts.
+# KEYS[1] served set, KEYS[2] (optional) the experiment variant's counters. ARGV: count, ttl,
+# boosted room ids joined by newlines, then the room ids best first. Keeps the first `count` rooms
+# SADD accepts and counts exactly those as the variant's impressions (and boosted impressions).
 _CLAIM = """
 local want = tonumber(ARGV[1])
-local out = {}
-for i = 3, #ARGV do
+local boosted = {}
+for id in string.gmatch(ARGV[3], '[^\\n]+') do boosted[id] = true end
+local out, nboosted = {}, 0
+for i = 4, #ARGV do
   if #out >= want then break end
-  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then out[#out + 1] = ARGV[i] end
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    out[#out + 1] = ARGV[i]
+    if boosted[ARGV[i]] then nboosted = nboosted + 1 end
+  end
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+if #KEYS > 1 and #out > 0 then
+  redis.call('HINCRBY', KEYS[2], 'impressions', #out)
+  if nboosted > 0 then redis.call('HINCRBY', KEYS[2], 'boosted', nboosted) end
+end
 return out
 """
 
@@ -201,31 +212,31 @@ class SessionBook:
         state: SessionState,
         room_ids: list[str],
         count: int,
-        counters: dict[str, dict[str, int]],
+        variant_counters: str | None = None,
+        boosted: set[str] | None = None,
         heat: Any | None = None,
     ) -> tuple[list[str], list[int] | None]:
         """Serve the first `count` of `room_ids` (best first) that this session was never served.
 
         One atomic check-and-add in Redis (SADD answers which rooms are new), so two concurrent
-        prefetches of one session never get the same room; in the same round trip, viewers-now of the
-        offered rooms (events.heat) and the experiment counters. Returns (accepted rooms, viewers now
-        per offered room or None). When Redis is down the check runs against this process's memory.
+        prefetches of one session never get the same room; the same call counts the served rooms on
+        the experiment variant's counters (`variant_counters`, a hash key), and the same round trip
+        reads viewers-now of the offered rooms (events.heat). Returns (accepted rooms, viewers now per
+        offered room or None). When Redis is down the check runs against this process's memory.
         """
         if not room_ids:
-            await self.record_served(state, [], counters)
+            await self.record_served(state, [], {})
             return [], None
+        keys = [served_key(state.session_id), *([variant_counters] if variant_counters else [])]
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.eval(_CLAIM, 1, served_key(state.session_id), count, SESSION_TTL_S, *room_ids)
+                pipe.eval(_CLAIM, len(keys), *keys, count, SESSION_TTL_S, "\n".join(boosted or ()), *room_ids)
                 if heat is not None:
                     heat.queue_viewers_now(pipe, room_ids)
                 if state.unsynced:
                     pipe.sadd(served_key(state.session_id), *state.unsynced)
                     pipe.hset(session_key(state.session_id), "viewer_id", state.viewer_id)
                     pipe.expire(session_key(state.session_id), SESSION_TTL_S)
-                for key, fields in counters.items():
-                    for name, amount in fields.items():
-                        pipe.hincrby(key, name, amount)
                 replies = await pipe.execute()
         except Exception as exc:
             log.warning("served rooms of %s kept in process memory: %s", state.session_id, exc)
