@@ -11,24 +11,27 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from ranking.blend import BlendWeights
+from ranking.blend import TUNED_WEIGHTS, BlendWeights
 from roomfeed.errors import ValidationFailed
 
 
 @dataclass(frozen=True)
 class RankingConfig:
-    # The ranker's weights: `ranking.blend.BlendWeights`, the blend the evaluation judges
-    # (w_model → lightfm, w_popularity → popularity, w_repeat → repeat, ...; see `blend_weights`).
-    w_model: float = 1.0
-    w_popularity: float = 0.5
-    w_repeat: float = 1.0
-    w_repeat_skip: float = 0.3
-    w_session_category: float = 1.0
-    w_session_skip: float = 0.5
-    repeat_half_life_h: float = 72.0
+    # The ranker's weights: `ranking.blend.BlendWeights`, the blend the evaluation judges, starting
+    # from ranking's TUNED_WEIGHTS (w_model → lightfm, w_popularity → popularity, w_repeat → repeat,
+    # ...; see `blend_weights`).
+    w_model: float = TUNED_WEIGHTS.lightfm
+    w_popularity: float = TUNED_WEIGHTS.popularity
+    w_repeat: float = TUNED_WEIGHTS.repeat
+    w_repeat_skip: float = TUNED_WEIGHTS.repeat_skip
+    w_session_category: float = TUNED_WEIGHTS.session_category
+    w_session_skip: float = TUNED_WEIGHTS.session_skip
+    w_session_lightfm: float = TUNED_WEIGHTS.session_lightfm
+    repeat_half_life_h: float = TUNED_WEIGHTS.repeat_half_life_h
     # Feed terms on top of the judged blend (issue 6 names them; 0 = exactly the evaluated ranker).
-    w_conversion: float = 0.2
-    w_freshness: float = 0.1
+    # Freshness defaults to a tie-break for rooms nobody has watched yet; conversion is off.
+    w_conversion: float = 0.0
+    w_freshness: float = 0.01
     # In-session penalty for rooms like the ones the viewer just swiped away from (issue 6).
     w_session: float = 0.8
     # How fast freshness decays (a room that just went live is "fresh").
@@ -58,6 +61,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "w_repeat_skip": (0.0, 10.0),
     "w_session_category": (0.0, 20.0),
     "w_session_skip": (0.0, 20.0),
+    "w_session_lightfm": (0.0, 20.0),
     "repeat_half_life_h": (1.0, 1440.0),
     "freshness_half_life_s": (60.0, 86_400.0),
     "swipe_away_dwell_ms": (0, 60_000),
@@ -110,6 +114,7 @@ def blend_weights(config: RankingConfig, popularity_half_life_min: float = 15.0)
         popularity=config.w_popularity,
         session_category=config.w_session_category,
         session_skip=config.w_session_skip,
+        session_lightfm=config.w_session_lightfm,
         repeat_half_life_h=config.repeat_half_life_h,
         popularity_half_life_min=popularity_half_life_min,
     )

@@ -44,7 +44,7 @@ class FeedPipeline:
                 CandidateSource(live_index, stats, live_index_staleness_s),
                 Hydrate(stats, live_stats),
                 Score(model_watcher),
-                Blend(),
+                Blend(model_watcher),
                 *([alliance_boost] if alliance_boost is not None else []),
                 Filters(),
                 Diversity(),

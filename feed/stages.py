@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -240,6 +241,31 @@ def blend_inputs(
     return dense[0], dense[1], dense[2], dense[3]
 
 
+@dataclass(frozen=True)
+class _Merchant:
+    """A watched room that is no longer live, as the scorer finds it: by its merchant."""
+
+    merchant_id: str
+
+
+def session_watched(c: Candidates, recent: Sequence[RecentVisit], now: float, window_s: int) -> list[tuple[Any, float]]:
+    """(room, dwell seconds) of every leave in the session window: `Scorer.session_similarity`'s input.
+    A room no longer live stands in as its merchant (item representations are per merchant)."""
+    horizon_ms = (now - window_s) * 1000
+    watched: list[tuple[Any, float]] = []
+    for visit in recent:
+        if visit.ts < horizon_ms:
+            continue
+        index = c.index_of.get(visit.room_id)
+        if index is None:
+            rooms = c.rooms_of_merchant.get(visit.merchant_id)
+            room = c.rooms[int(rooms[0])] if rooms is not None and len(rooms) else _Merchant(visit.merchant_id)
+        else:
+            room = c.rooms[index]
+        watched.append((room, visit.dwell_ms / 1000.0))
+    return watched
+
+
 def zscore_except(x: np.ndarray, total: float, total_sq: float, left_out: np.ndarray) -> np.ndarray:
     """`ranking.blend.zscore_over(x, group)` where the group is every index but `left_out`, from the
     sums of `x` and `x²` over all of it: the few left-out values are subtracted instead of the
@@ -271,7 +297,8 @@ class Blend:
 
     name = "blend"
 
-    def __init__(self) -> None:
+    def __init__(self, model_watcher: Any | None = None) -> None:
+        self.model_watcher = model_watcher  # for the session term: `Scorer.session_similarity`
         self._weights: tuple[RankingConfig, BlendWeights] | None = None
         self._room_terms: tuple[tuple[Any, ...], tuple[np.ndarray, np.ndarray, float, float]] | None = None
 
@@ -337,6 +364,16 @@ class Blend:
                 for code, share in shares.items():
                     table[code] = share
                 score += weight * table[c.category_codes]
+        if w.session_lightfm and ctx.recent and ctx.model_version != "popularity":
+            scorer = getattr(self.model_watcher, "scorer", None)
+            watched = session_watched(c, ctx.recent, ctx.now, cfg.swipe_away_window_s)
+            if scorer is not None and watched and hasattr(scorer, "session_similarity"):
+                try:
+                    similarity = scorer.session_similarity(c.rooms, watched)
+                except AttributeError:  # an ended room of a merchant the model never saw: live rooms only
+                    live = [(room, dwell) for room, dwell in watched if not isinstance(room, _Merchant)]
+                    similarity = scorer.session_similarity(c.rooms, live)
+                score += w.session_lightfm * similarity
         if cfg.w_session > 0 and ctx.recent:
             score -= cfg.w_session * session_penalty(
                 c, ctx.recent, ctx.now, cfg.swipe_away_window_s, cfg.swipe_away_dwell_ms

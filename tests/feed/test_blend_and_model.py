@@ -42,6 +42,28 @@ async def test_blend_stage_is_ranking_blend_with_the_operator_weights():
     assert dwell_share[c.index_of["room_1"]] == 1.0 and skip_share[c.index_of["room_2"]] == 1.0
 
 
+async def test_blend_feeds_the_session_term_from_the_scorer():
+    from types import SimpleNamespace
+
+    from bench.bench_feed import _model
+    from ranking.scorer import Scorer
+
+    scorer = Scorer(_model(10, 8))
+    rooms = [_room(i, f"mer_{i % 8:016x}", "food") for i in range(16)]
+    cfg = replace(RankingConfig(), w_conversion=0.0, w_freshness=0.0, w_session=0.0, w_session_lightfm=2.0)
+    ctx = FeedContext("viewer-1", "ses_1", 5, cfg, model_version="m-1", now=NOW)
+    c = ctx.candidates = Candidates.of(rooms).fresh_copy()
+    c.model_score = scorer.score("viewer-1", c.rooms)
+    ctx.recent = [RecentVisit("room_3", f"mer_{3:016x}", 60_000, int(NOW * 1000) - 5_000, False),
+                  RecentVisit("room_gone", "mer_never_seen", 40_000, int(NOW * 1000) - 9_000, False)]
+    await Blend(SimpleNamespace(scorer=scorer)).apply(ctx)
+    repeat_dwell, repeat_skips, dwell_share, skip_share = blend_inputs(c, ctx.recent, NOW, cfg)
+    session = scorer.session_similarity(c.rooms, [(rooms[3], 60.0)])
+    expected = blend(blend_weights(cfg), c.model_score, repeat_dwell, repeat_skips, c.enters, dwell_share,
+                     skip_share, session)
+    assert np.allclose(c.score, expected, atol=1e-4) and float(np.abs(session).max()) > 0
+
+
 async def test_promoted_model_scores_the_feed(migrated, operator_headers, viewer_headers, market_of):
     from bench.bench_feed import _model
     from ranking.registry import ModelRegistry
