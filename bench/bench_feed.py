@@ -416,18 +416,19 @@ def main() -> int:
     machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     load = os.getloadavg()
     metrics = {**results[best], "server": best, "rooms": args.rooms, "viewers": args.viewers,
-               "console_presence": args.console_presence, "peak_client": args.peak_client,
+               "console_presence": args.console_presence, "peak_client": args.peak_client, "rate": args.rate,
                "load_avg_1m_at_end": round(load[0], 2), "by_server": results}
     out = {"name": "feed", "command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine, "metrics": metrics}
     (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench/results/feed.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = [f"### console presence sweep {args.console_presence} ({out['date']})\n",
+    lines = [f"### console presence sweep {args.console_presence}, {args.rate:g} req/s ({out['date']})\n",
              f"Command: `{command}` — {machine}. {args.rooms} live rooms, "
              f"{args.viewers} known viewers (ranking.Scorer, k={K}), load generator in its own process, "
              f"concurrency {args.concurrency}, medians of {args.repeats} runs of {args.seconds:g} s; peaks by "
-             f"{args.peak_client}, 500 req/s open loop by the Python client; console presence sweep "
+             f"{args.peak_client}, {args.rate:g} req/s open loop by the Python client; console presence sweep "
              f"{args.console_presence}; load average at the end {load[0]:.1f} (2 cores shared with other work).\n",
-             "| server | p50 ms @500 rps | p99 ms @500 rps | achieved rps @500 | feed peak rps | feed peak p99 ms "
+             f"| server | p50 ms @{args.rate:g} rps | p99 ms @{args.rate:g} rps | achieved rps @{args.rate:g} "
+             "| feed peak rps | feed peak p99 ms "
              "| bare peak rps | feed/bare | non-2xx |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s, r in results.items():
@@ -437,7 +438,7 @@ def main() -> int:
     # Our own section only: `bench:feed` holds one block per console-presence setting, replaced in place.
     docs = ROOT / "docs/benchmarks.md"
     text = docs.read_text() if docs.exists() else "# Benchmarks\n"
-    tag = f"bench:feed:console-{args.console_presence}"
+    tag = f"bench:feed:console-{args.console_presence}" + ("" if args.rate == 500 else f":rate-{args.rate:g}")
     block = f"<!-- {tag} -->\n" + "\n".join(lines) + f"\n<!-- /{tag} -->"
     if f"<!-- {tag} -->" in text:
         head, rest = text.split(f"<!-- {tag} -->", 1)
