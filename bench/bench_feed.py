@@ -411,6 +411,15 @@ def main() -> int:
                     proc.kill()
     finally:
         redis.kill()
+
+        async def drop_db() -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect(base.database_url)
+            await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            await conn.close()
+
+        run_sync(drop_db)
     best = min(results, key=lambda s: results[s]["p99_ms"])
     command = " ".join([".venv/bin/python bench/bench_feed.py", *sys.argv[1:]])
     machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
