@@ -2,7 +2,7 @@
 
 Rooms are created through the rooms domain's HTTP routes (the real live index), events through the
 events domain's realtime sink (its public `write`), so the feed is tested against the real pieces.
-`feed_app` is this folder's app; switch to tests/conftest.py's `app_client` once it lands.
+`feed_app` is this folder's app, on a database and Redis of this folder's own (see `settings`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from roomfeed.auth import create_key, sign_viewer_token
-from roomfeed.db import create_pool, migrate
+from roomfeed.db import create_pool
 from roomfeed.settings import Settings
+from tests.support import isolated_settings
 
 
 @contextlib.asynccontextmanager
@@ -37,8 +38,15 @@ async def running_app(settings: Settings, **overrides: Any) -> AsyncIterator[htt
 
 
 @pytest.fixture(scope="session")
+def settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The feed tests' own database and Redis: they put hundreds of rooms live, which would crowd
+    other packages' assertions about what a feed page shows if they shared the session's world."""
+    with isolated_settings(base_settings, tmp_path_factory) as own:
+        yield own
+
+
+@pytest.fixture(scope="session")
 async def migrated(settings: Settings) -> Settings:
-    await migrate(settings.database_url)
     return settings
 
 
