@@ -83,12 +83,15 @@ def _sources(state: Any, resources: Resources, lag: LagBySink | None) -> Marketp
             return len((await index.snapshot()).rooms)
 
         sources.rooms_live = rooms_live
-        if live_stats_mod is not None:
+        heat_mod = _optional("events.heat")
+        if heat_mod is not None:
+            # Presence only (one ZCOUNT per room): the full per-room stats of every live room would be
+            # ~35 Redis operations a room, which at 10,000 rooms stalls Redis for everyone.
+            heat = heat_mod.RoomHeat(resources.redis)
 
             async def viewers_now() -> int:
                 room_ids = [room.room_id for room in (await index.snapshot()).rooms]
-                per_room = await stats.rooms(room_ids) if room_ids else {}
-                return sum(int(r.viewers_now) for r in per_room.values())
+                return sum(await heat.viewers_now(room_ids)) if room_ids else 0
 
             sources.viewers_now = viewers_now
     overview = _alliance_overview(state, resources)
