@@ -48,7 +48,10 @@ local key = KEYS[1]
 local keep = {}
 for i = 1, #ARGV, 3 do
   local m, add, cap = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local v = tonumber(redis.call('HGET', key, m) or '0') + add
+  local held = redis.call('HGET', key, m)
+  -- A merchant newly owed exposure starts with one token: its first owed impression goes out at
+  -- once, the rest at the paced rate (the cap keeps it within the debt).
+  local v = (held and tonumber(held) or 1) + add
   if v > cap then v = cap end
   redis.call('HSET', key, m, tostring(v))
   keep[m] = true
@@ -59,7 +62,6 @@ end
 return 1
 """
 
-# Spend one token per merchant asked for, when it has one; returns 1/0 per merchant.
 # Spend one token per merchant asked for, when it has one, and record the grant for the room the
 # page shows (KEYS[i + 1]); returns 1/0 per merchant. ARGV[1] is the grants' TTL in seconds.
 _TAKE = """

@@ -91,7 +91,25 @@ async def test_debt_is_paced_not_dumped_and_non_contributors_get_nothing(pool: a
         for i in np.flatnonzero(ctx.candidates.boosted):
             boosted[ctx.candidates.merchant_ids[i]] += 1
     assert boosted[bystander] == 0
-    assert boosted[contributor] == 10  # exactly the paced tokens, although 60 pages asked
+    # Exactly the first owed impression (at once) plus the paced tokens, although 60 pages asked.
+    assert boosted[contributor] == 1 + 10
+
+
+async def test_first_owed_impression_goes_out_at_once_then_paced(pool: asyncpg.Pool, redis: Redis) -> None:
+    contributor = await owed(pool, 3.0)
+    scheduler = ExposureScheduler(pool, redis)  # 15-minute pacing: 3 owed → 12/h, a token per 5 minutes
+    stage = AllianceBoost(redis, plan_ttl_s=0.0)
+    now = time.time()
+    await redis.hdel(TOKENS_KEY, contributor)
+    await scheduler.recompute(now)
+    await scheduler.recompute(now + 5)
+    boosted = 0
+    for page in range(10):
+        ctx = context([contributor] + [f"x{i}" for i in range(30)],
+                      [0.7] + list(np.linspace(0.9, 0.3, 30)), seed=page)
+        await stage.apply(ctx)
+        boosted += int(ctx.candidates.boosted[0])
+    assert boosted == 1
 
 
 async def test_no_tokens_when_the_debt_is_paid(pool: asyncpg.Pool, redis: Redis) -> None:
