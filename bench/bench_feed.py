@@ -135,7 +135,8 @@ async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None
         await pool.close()
 
 
-def _serve(server: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _serve(server: str, port: int, env: dict[str, str], root: Path = ROOT) -> subprocess.Popen[bytes]:
+    """`server` from the code in `root` (this checkout, or a worktree of the baseline commit)."""
     target = "bench.bench_feed:app_factory"
     py = str(ROOT / ".venv/bin")
     # "uvicorn" / "granian" run one worker process, "uvicorn-2w" / "granian-2w" two.
@@ -148,7 +149,40 @@ def _serve(server: str, port: int, env: dict[str, str]) -> subprocess.Popen[byte
     else:
         cmd = [f"{py}/granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", str(port),
                "--workers", workers, "--loop", "uvloop", "--log-level", "warning", "--no-ws", target]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants (workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    total, family = 0.0, {pid}
+    changed = True
+    while changed:
+        changed = False
+        for child, (parent, _) in stats.items():
+            if parent in family and child not in family:
+                family.add(child)
+                changed = True
+    for member in family:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
+
+
+def _with_cpu(pid: int, run: Any) -> dict[str, Any]:
+    """`run()`'s figures plus the server's CPU milliseconds per request it served."""
+    before = _cpu_seconds(pid)
+    result: dict[str, Any] = run()
+    used = _cpu_seconds(pid) - before
+    result["cpu_ms_per_request"] = used * 1000 / max(result["requests"], 1)
+    return result
 
 
 def _wait_up(port: int, timeout: float = 60) -> None:
@@ -305,6 +339,38 @@ def _run_wrk(port: int, targets: list[list[Any]], seconds: float, concurrency: i
             "non_2xx": result["non2xx"]}
 
 
+def _profile(pid: int, path: str, load: Any) -> None:
+    """py-spy of the server process while `load` runs; prints the top functions by self and inclusive share."""
+    import collections
+    import threading
+
+    spy = subprocess.Popen([str(ROOT / ".venv/bin/py-spy"), "record", "--pid", str(pid), "-d", "12", "-r", "200",
+                            "--nonblocking", "--format", "raw", "-o", path],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: result.update(load()))
+    time.sleep(1)
+    runner.start()
+    runner.join()
+    spy.wait(60)
+    print("under profile:", result, flush=True)
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    for title, table in (("self", own), ("inclusive", inclusive)):
+        print(f"--- top by {title} ({total} samples) ---")
+        for frame, n in table.most_common(45):
+            print(f"{100 * n / total:5.1f}%  {frame}")
+
+
 # --- the benchmark ------------------------------------------------------------------------------
 
 
@@ -324,6 +390,11 @@ def main() -> int:
     parser.add_argument("--console-presence", choices=["on", "off"], default="on",
                         help="off: drop the console's 10 s sweep of LiveStats.rooms over every live room")
     parser.add_argument("--peak-client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="instead of measuring: py-spy (collapsed stacks) of each server under a wrk feed peak; "
+                             "writes PATH.<server>.txt and a self/inclusive summary, no results or docs")
+    parser.add_argument("--baseline", metavar="GIT_REF",
+                        help="also serve the code of this commit (a git worktree), interleaved with this checkout")
     args = parser.parse_args()
     if args.loadgen:
         targets = [tuple(t) for t in json.loads(Path(args.targets).read_text())]
@@ -357,58 +428,92 @@ def main() -> int:
     settings = replace(base, database_url=base.database_url.rsplit("/", 1)[0] + f"/{dbname}",
                        redis_url=redis.url(), kafka_prefix=f"bench{tag}.")
     results: dict[str, dict[str, Any]] = {}
+    baseline_root: Path | None = None
+    if args.baseline:
+        baseline_root = Path(tempfile.mkdtemp(prefix="rf-bench-baseline-")) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(baseline_root), args.baseline], cwd=ROOT, check=True,
+                       capture_output=True)
+        (baseline_root / ".venv").symlink_to(ROOT / ".venv")
     try:
         run_sync(lambda: _seed(settings, args.rooms, args.merchants, args.viewers))
         env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
                "KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
                "BENCH_VIEWERS": str(args.viewers), "BENCH_MERCHANTS": str(args.merchants), "PYTHONPATH": str(ROOT),
                "BENCH_CONSOLE_PRESENCE": "1" if args.console_presence == "on" else "0"}
-        for server in args.servers.split(","):
-            port = free_port()
-            proc = _serve(server, port, env)
-            try:
+        labels = args.servers.split(",")
+        if baseline_root is not None:
+            ref = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.strip()
+            labels += [f"{server}@{ref}" for server in args.servers.split(",")]
+        up: dict[str, dict[str, Any]] = {}
+        try:
+            for label in labels:
+                server, _, ref = label.partition("@")
+                root = baseline_root if ref else ROOT
+                port = free_port()
+                up[label] = {"port": port, "proc": _serve(server, port, {**env, "PYTHONPATH": str(root)}, root)}
+            for label, srv in up.items():
+                port = srv["port"]
                 _wait_up(port)
-                print(server, "up; creating sessions", flush=True)
+                print(label, "up; creating sessions", flush=True)
                 sessions = _sessions(port, settings.viewer_token_secret, 500, args.viewers)
                 with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
                     json.dump([[f"/v1/sessions/{s}/feed?count=10", t] for s, t in sessions], f)
-                    feed_file = f.name
-                with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-                    json.dump([["/healthz", None]], f)
-                    bare_file = f.name
-                print(server, "warming up", flush=True)
-                _run_loadgen(port, "closed", feed_file, 2, args.concurrency, 0)  # warm-up
-                runs: dict[str, list[dict[str, Any]]] = {"bare": [], "feed": [], "feed_500": []}
-                feed_targets = [[f"/v1/sessions/{s}/feed?count=10", t] for s, t in sessions]
+                    srv["feed_file"] = f.name
+                srv["feed_targets"] = [[f"/v1/sessions/{s}/feed?count=10", t] for s, t in sessions]
+                print(label, "warming up", flush=True)
+                _run_loadgen(port, "closed", srv["feed_file"], 2, args.concurrency, 0)  # warm-up
+                srv["runs"] = {"bare": [], "feed": [], "feed_500": []}
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump([["/healthz", None]], f)
+                bare_file = f.name
 
-                def peak(targets_file: str, targets: list[list[Any]], port: int = port) -> dict[str, Any]:
-                    if args.peak_client == "wrk":
-                        return _run_wrk(port, targets, args.seconds, args.concurrency)
-                    return _run_loadgen(port, "closed", targets_file, args.seconds, args.concurrency, 0)
+            def peak(port: int, targets_file: str, targets: list[list[Any]]) -> dict[str, Any]:
+                if args.peak_client == "wrk":
+                    return _run_wrk(port, targets, args.seconds, args.concurrency)
+                return _run_loadgen(port, "closed", targets_file, args.seconds, args.concurrency, 0)
 
-                for _ in range(args.repeats):
-                    runs["bare"].append(peak(bare_file, [["/healthz", None]]))
-                    runs["feed"].append(peak(feed_file, feed_targets))
-                    runs["feed_500"].append(_run_loadgen(port, "open", feed_file, args.seconds, 64, args.rate))
+            if args.profile:
+                for label, srv in up.items():
+                    _profile(srv["proc"].pid, f"{args.profile}.{label}.txt",
+                             lambda s=srv: peak(s["port"], s["feed_file"], s["feed_targets"]))
+                labels = []
+            # Repeats interleave the servers (A B A B ...), so a change in the host's load hits all of them.
+            for _ in range(args.repeats if labels else 0):
+                for label, srv in up.items():
+                    port, pid, runs = srv["port"], srv["proc"].pid, srv["runs"]
+                    runs["bare"].append(peak(port, bare_file, [["/healthz", None]]))
+                    runs["feed"].append(_with_cpu(pid, lambda s=srv: peak(s["port"], s["feed_file"], s["feed_targets"])))
+                    runs["feed_500"].append(
+                        _with_cpu(pid, lambda s=srv: _run_loadgen(s["port"], "open", s["feed_file"], args.seconds, 64, args.rate))
+                    )
+                    print(label, {k: v[-1] for k, v in runs.items()}, flush=True)
+            for label in labels:
+                runs = up[label]["runs"]
                 med = lambda k, f, runs=runs: statistics.median(r[f] for r in runs[k])  # noqa: E731
-                results[server] = {
+                results[label] = {
                     "p50_ms": round(med("feed_500", "p50_ms"), 2),
                     "p99_ms": round(med("feed_500", "p99_ms"), 2),
                     "achieved_rps_at_500": round(med("feed_500", "rps"), 1),
                     "peak_rps": round(med("feed", "rps"), 1),
                     "peak_p99_ms": round(med("feed", "p99_ms"), 2),
                     "bare_peak_rps": round(med("bare", "rps"), 1),
+                    "cpu_ms_per_request": round(med("feed", "cpu_ms_per_request"), 3),
                     "errors_5xx": sum(r["errors"] for rs in runs.values() for r in rs),
                     "non_2xx": sum(r.get("non_2xx", 0) for rs in runs.values() for r in rs),
                 }
-                results[server]["peak_share_of_bare"] = round(results[server]["peak_rps"] / results[server]["bare_peak_rps"], 3)
-                print(server, results[server], flush=True)
-            finally:
-                proc.terminate()
+                results[label]["peak_share_of_bare"] = round(results[label]["peak_rps"] / results[label]["bare_peak_rps"], 3)
+                print(label, results[label], flush=True)
+        finally:
+            for srv in up.values():
+                srv["proc"].terminate()
+            for srv in up.values():
                 try:
-                    proc.wait(20)
+                    srv["proc"].wait(20)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    srv["proc"].kill()
+            if baseline_root is not None:
+                subprocess.run(["git", "worktree", "remove", "--force", str(baseline_root)], cwd=ROOT, check=False)
     finally:
         redis.kill()
 
@@ -420,6 +525,8 @@ def main() -> int:
             await conn.close()
 
         run_sync(drop_db)
+    if args.profile:
+        return 0
     best = min(results, key=lambda s: results[s]["p99_ms"])
     command = " ".join([".venv/bin/python bench/bench_feed.py", *sys.argv[1:]])
     machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
@@ -433,16 +540,18 @@ def main() -> int:
     lines = [f"### console presence sweep {args.console_presence}, {args.rate:g} req/s ({out['date']})\n",
              f"Command: `{command}` — {machine}. {args.rooms} live rooms, "
              f"{args.viewers} known viewers (ranking.Scorer, k={K}), load generator in its own process, "
-             f"concurrency {args.concurrency}, medians of {args.repeats} runs of {args.seconds:g} s; peaks by "
+             f"concurrency {args.concurrency}, medians of {args.repeats} runs of {args.seconds:g} s (servers interleaved); "
+             f"server CPU ms/request = the server process's user+system CPU during the feed peak / requests; peaks by "
              f"{args.peak_client}, {args.rate:g} req/s open loop by the Python client; console presence sweep "
              f"{args.console_presence}; load average at the end {load[0]:.1f} (2 cores shared with other work).\n",
              f"| server | p50 ms @{args.rate:g} rps | p99 ms @{args.rate:g} rps | achieved rps @{args.rate:g} "
              "| feed peak rps | feed peak p99 ms "
-             "| bare peak rps | feed/bare | non-2xx |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| bare peak rps | feed/bare | server CPU ms/request | non-2xx |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s, r in results.items():
         lines.append(f"| {s} | {r['p50_ms']} | {r['p99_ms']} | {r['achieved_rps_at_500']} | {r['peak_rps']} | "
-                     f"{r['peak_p99_ms']} | {r['bare_peak_rps']} | {r['peak_share_of_bare']} | {r['non_2xx']} |")
+                     f"{r['peak_p99_ms']} | {r['bare_peak_rps']} | {r['peak_share_of_bare']} | "
+                     f"{r['cpu_ms_per_request']} | {r['non_2xx']} |")
     lines.append(f"\nBest p99: **{best}**.")
     # Our own section only: `bench:feed` holds one block per console-presence setting, replaced in place.
     docs = ROOT / "docs/benchmarks.md"

@@ -19,7 +19,7 @@ from feed.pipeline import FeedPipeline
 from feed.service import FeedService
 from feed.sessions import SessionBook
 from feed.sources import FeedInputs, RoomHeatCache
-from roomfeed.auth import require
+from roomfeed.auth import RateCharge, require, require_with_charge
 from roomfeed.errors import Forbidden, NotFound, ValidationFailed
 from roomfeed.http import json, query_int, read_json
 from roomfeed.validation import ID_PATTERN, Body
@@ -69,13 +69,28 @@ async def session_feed(request: Request) -> Response:
       200: {description: "{session_id, rooms, model_version, config_version, variant, degraded}"}
       404: {description: no such session of this viewer}
     """
-    principal = await require(request, "viewer")
+    # The rate-limit charge rides the session's Redis round trip (settled before anything is written).
+    principal, charge = await require_with_charge(request, "viewer")
     count = query_int(request, "count", default=10, minimum=1, maximum=50)
     session_id = request.path_params["session_id"]
     if not ID_PATTERN.match(session_id):
+        if charge is not None:
+            await charge_alone(request, charge)
         raise NotFound(f"session {session_id} does not exist")
     assert principal.viewer_id is not None
-    return json(await _feed(request).next_page(principal.viewer_id, session_id, count))
+    return json(await _feed(request).next_page(principal.viewer_id, session_id, count, charge))
+
+
+async def charge_alone(request: Request, charge: RateCharge) -> None:
+    """A deferred rate-limit charge for a request that makes no pipeline of its own."""
+    redis = request.app.state.resources.redis
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            charge.queue(pipe)
+            (reply,) = await pipe.execute()
+    except Exception:  # Redis unreachable: unlimited, as the limiter degrades open
+        return
+    charge.settle(reply)
 
 
 async def add_block(request: Request) -> Response:

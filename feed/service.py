@@ -20,6 +20,7 @@ from feed.impressions import ImpressionPublisher, impression_events
 from feed.pipeline import FeedPipeline
 from feed.sessions import SessionBook, SessionState
 from feed.sources import FeedInputs
+from roomfeed.auth import RateCharge
 from roomfeed.errors import NotFound, Unavailable, ValidationFailed
 from roomfeed.ids import new_id
 
@@ -51,11 +52,24 @@ class FeedService:
         self.config = config
         self.impressions = impressions
 
-    async def next_page(self, viewer_id: str, session_id: str, count: int) -> dict[str, Any]:
+    async def next_page(
+        self, viewer_id: str, session_id: str, count: int, charge: RateCharge | None = None
+    ) -> dict[str, Any]:
+        """The next page; `charge` (the request's rate-limit charge) rides the session's round trip and
+        is settled (429) before anything is written. When Redis is down nothing is charged."""
         started = time.perf_counter()
-        # The viewer's recent rooms ride the session's round trip (events' pipelined read).
-        also = (lambda pipe: queue_viewer_recent(pipe, viewer_id, 50)) if queue_viewer_recent is not None else None
+
+        # The viewer's recent rooms (events' pipelined read) and the rate-limit charge ride the session's round trip.
+        def also(pipe: Any) -> None:
+            if charge is not None:
+                charge.queue(pipe)
+            if queue_viewer_recent is not None:
+                queue_viewer_recent(pipe, viewer_id, 50)
+
         state, extra = await self.sessions.load(session_id, viewer_id, also)
+        if extra is not None and charge is not None:
+            charge.settle(extra[0])
+            extra = extra[1:]
         if state is None or state.viewer_id != viewer_id:
             raise NotFound(f"session {session_id} does not exist")
         recent = recent_visits(extra[0]) if extra and recent_visits is not None else None
