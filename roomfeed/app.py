@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from roomfeed import ratelimit
 from roomfeed.auth import KeyVerifier
 from roomfeed.errors import ApiError
 from roomfeed.http import OrjsonResponse, error_response, json
@@ -160,6 +161,7 @@ def create_app(settings: Settings, *, access_log: bool = True, **overrides: Any)
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         resources = await Resources.open(settings)
+        ratelimit.configure(settings)
         app.state.resources = resources
         app.state.keys = KeyVerifier(resources.pool)
         started: list[ModuleType] = []

@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from roomfeed.errors import RateLimited
+from roomfeed.settings import Settings
 
 log = logging.getLogger("roomfeed.ratelimit")
 
@@ -41,10 +42,20 @@ class Limit:
     burst: int
 
 
-# Per viewer id, per device (X-Device-ID) and per merchant key. Keep in step with docs/reliability.md.
-VIEWER_LIMIT = Limit(per_second=50.0, burst=600)
-DEVICE_LIMIT = Limit(per_second=50.0, burst=600)
-MERCHANT_KEY_LIMIT = Limit(per_second=200.0, burst=2_000)
+# Per viewer id, per device (X-Device-ID) and per merchant key: Settings' defaults until `configure`
+# sets them from the process's Settings at start-up (ROOMFEED_RATE_* variables).
+_DEFAULTS = Settings()
+VIEWER_LIMIT = Limit(per_second=_DEFAULTS.rate_viewer_per_s, burst=_DEFAULTS.rate_viewer_burst)
+DEVICE_LIMIT = Limit(per_second=_DEFAULTS.rate_device_per_s, burst=_DEFAULTS.rate_device_burst)
+MERCHANT_KEY_LIMIT = Limit(per_second=_DEFAULTS.rate_merchant_per_s, burst=_DEFAULTS.rate_merchant_burst)
+
+
+def configure(settings: Settings) -> None:
+    """Adopt the process's limits (one Settings per process; called by the app at start-up)."""
+    global VIEWER_LIMIT, DEVICE_LIMIT, MERCHANT_KEY_LIMIT
+    VIEWER_LIMIT = Limit(per_second=settings.rate_viewer_per_s, burst=settings.rate_viewer_burst)
+    DEVICE_LIMIT = Limit(per_second=settings.rate_device_per_s, burst=settings.rate_device_burst)
+    MERCHANT_KEY_LIMIT = Limit(per_second=settings.rate_merchant_per_s, burst=settings.rate_merchant_burst)
 # After Redis fails, stop asking it for this long (the limiter is open: nothing is limited).
 OPEN_CIRCUIT_SECONDS = 2.0
 

@@ -45,6 +45,14 @@ class Settings:
     log_level: str = "INFO"
     # Largest request body accepted, in bytes (413 beyond it).
     max_body_bytes: int = 2_000_000
+    # Token buckets (roomfeed/ratelimit.py): requests per second and burst, per viewer, per device
+    # (X-Device-ID) and per merchant key; beyond them 429 with Retry-After. Operators are not limited.
+    rate_viewer_per_s: float = 50.0
+    rate_viewer_burst: int = 600
+    rate_device_per_s: float = 50.0
+    rate_device_burst: int = 600
+    rate_merchant_per_s: float = 200.0
+    rate_merchant_burst: int = 2_000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -65,6 +73,8 @@ class Settings:
                 values[f.name] = raw.lower() in ("1", "true", "yes")
             elif isinstance(current, int):
                 values[f.name] = int(raw)
+            elif isinstance(current, float):
+                values[f.name] = float(raw)
             elif isinstance(current, Path):
                 values[f.name] = Path(raw)
             else:
