@@ -20,6 +20,7 @@ from events.archive import ArchiveSink
 from events.consumer import Sink, SinkRunner
 from events.ingest import DEAD_LETTERS, VIEWER_EVENTS
 from events.realtime import RealtimeSink
+from events.rebuild import worker_presence
 from roomfeed.db import create_pool, migrate
 from roomfeed.kafka import ensure_topics
 from roomfeed.observability import configure_logging
@@ -117,5 +118,6 @@ async def worker_command(settings: Settings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_worker(settings, names, stop)
+    async with worker_presence(settings, names):  # a live-stats rebuild waits for the worker to stop
+        await run_worker(settings, names, stop)
     return 0
