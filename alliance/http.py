@@ -52,8 +52,29 @@ def _code_json(info: CodeInfo) -> dict[str, Any]:
 async def create_alliance(request: Request) -> Response:
     """Create an alliance; the caller becomes its owner and first member.
     ---
-    requestBody: {content: {application/json: {schema: {type: object, required: [name], properties:
-      {name: {type: string}, terms: {type: object}}}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [name]
+            properties:
+              name: {type: string, minLength: 1, maxLength: 120}
+              terms:
+                type: object
+                description: every term optional (defaults in alliance.alliances.Terms)
+                properties:
+                  exchange_rate: {type: number, minimum: 0, exclusiveMinimum: true, maximum: 1000, default: 3.0}
+                  min_dwell_ms: {type: integer, minimum: 0, maximum: 3600000, default: 10000}
+                  boost_share_cap: {type: number, minimum: 0, exclusiveMinimum: true, maximum: 1, default: 0.2}
+                  daily_earning_cap: {type: number, minimum: 0, exclusiveMinimum: true, maximum: 1000000000, default: 3000.0}
+                  relevance_floor: {type: number, minimum: 0, maximum: 1, default: 0.15}
+                  attribution_window_h: {type: integer, minimum: 1, maximum: 720, default: 24}
+                  viewer_daily_cap: {type: integer, minimum: 1, maximum: 10000, default: 20}
+                  device_daily_cap: {type: integer, minimum: 1, maximum: 10000, default: 30}
+                  commission_rate: {type: number, minimum: 0, maximum: 1, default: 0.05}
+          example: {name: "Jing'an street alliance", terms: {exchange_rate: 3.0, min_dwell_ms: 10000}}
     responses:
       201: {description: the alliance}
       422: {description: invalid fields}
@@ -85,7 +106,16 @@ async def get_alliance(request: Request) -> Response:
 async def invite_member(request: Request) -> Response:
     """The owner invites a merchant; it becomes a member when it joins.
     ---
-    requestBody: {content: {application/json: {schema: {type: object, required: [merchant_id]}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [merchant_id]
+            properties:
+              merchant_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+          example: {merchant_id: mer_0123456789abcdef}
     responses:
       201: {description: the alliance with the invitation}
     """
@@ -131,8 +161,17 @@ async def remove_member(request: Request) -> Response:
 async def create_code(request: Request) -> Response:
     """A signed attribution code for the merchant, or one of its stores or staff.
     ---
-    requestBody: {content: {application/json: {schema: {type: object, properties:
-      {store_id: {type: string}, staff_id: {type: string}}}}}}
+    requestBody:
+      required: false
+      description: no body is a code for the merchant itself
+      content:
+        application/json:
+          schema:
+            type: object
+            properties:
+              store_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+              staff_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+          example: {store_id: sto_0123456789abcdef, staff_id: stf_0123456789abcdef}
     responses:
       201: {description: "{code, url}"}
     """

@@ -38,9 +38,44 @@ async def post_events(request: Request) -> Response:
       (`viewer_mismatch`). 503 with Retry-After when Kafka does not acknowledge in time: nothing
       was accepted, retry with the same event ids (sinks dedupe by event_id).
     requestBody:
+      required: true
       content:
         application/json:
-          schema: {type: array, maxItems: 500, items: {type: object}}
+          schema:
+            type: array
+            maxItems: 500
+            description: "(also accepted: {events: [...]}) each event is checked on its own (events.schema)"
+            items:
+              type: object
+              required: [event_id, viewer_id, session_id, room_id, type, ts]
+              properties:
+                event_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: sinks dedupe by it}
+                viewer_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: the token's viewer}
+                session_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+                room_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+                device_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+                type:
+                  type: string
+                  enum: [impression, enter, heartbeat, leave, like, comment, follow, share, add_to_cart, purchase,
+                         deal_claim]
+                ts: {type: integer, minimum: 0, description: "epoch ms: at most 7 days old, 5 minutes ahead"}
+                v: {type: integer, enum: [1], default: 1}
+                position: {type: integer, minimum: 0, description: impression}
+                boosted: {type: boolean, description: impression}
+                variant: {type: string, maxLength: 64, description: impression}
+                model_version: {type: string, maxLength: 64, description: impression}
+                experiment_id: {type: string, maxLength: 64, description: impression}
+                config_version: {oneOf: [{type: integer}, {type: string}], description: impression}
+                source: {type: string, enum: [feed, code, deeplink, replay], description: enter}
+                dwell_ms: {type: integer, minimum: 0, description: "leave (required there)"}
+                text: {type: string, maxLength: 500, description: comment}
+                product_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: "add_to_cart, purchase (required there)"}
+                order_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: "purchase (required there)"}
+                amount: {type: number, minimum: 0, exclusiveMinimum: true, description: "purchase (required there)"}
+                currency: {type: string, pattern: '^[A-Z]{3}$', description: "purchase (required there)"}
+                deal_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: "deal_claim (required there)"}
+          example: [{event_id: evt_01, viewer_id: v1, session_id: ses_0123456789abcdef, room_id: room_01,
+                     type: leave, ts: 1790000000000, dwell_ms: 12000}]
     responses:
       202: {description: "{accepted, rejected: [{index, error: {code, message, field}}]}"}
       413: {description: more than 500 events}

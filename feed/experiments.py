@@ -75,6 +75,8 @@ def parse_experiment(payload: Any) -> tuple[str, tuple[Variant, ...]]:
     name = payload.get("name")
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 120:
         errors["name"] = "is required: 1 to 120 characters"
+    elif "\x00" in name:  # PostgreSQL text cannot hold U+0000
+        errors["name"] = "must not contain NUL characters"
     raw_variants = payload.get("variants")
     variants: list[Variant] = []
     if not isinstance(raw_variants, list) or not 2 <= len(raw_variants) <= 10:

@@ -36,7 +36,23 @@ def _feed(request: Request) -> FeedService:
 async def create_session(request: Request) -> Response:
     """Start a viewer's swipe session: an attribution code's merchant room or a deep-linked room first.
     ---
-    requestBody: {content: {application/json: {example: {viewer_id: v1, entry: {code: "..."}}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [viewer_id]
+            properties:
+              viewer_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: the token's viewer}
+              entry:
+                type: object
+                description: where the session starts (an attribution code's merchant room, or a deep-linked room)
+                properties:
+                  code: {type: string, minLength: 1, maxLength: 512}
+                  room_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+              count: {type: integer, minimum: 1, maximum: 50, default: 5}
+          example: {viewer_id: v1, entry: {code: "..."}}
     responses:
       201: {description: "{session_id, rooms, attribution, model_version, config_version, variant, degraded}"}
       403: {description: viewer_id is not the token's viewer}
@@ -96,7 +112,16 @@ async def charge_alone(request: Request, charge: RateCharge) -> None:
 async def add_block(request: Request) -> Response:
     """Block a merchant: its rooms never appear in this viewer's feed.
     ---
-    requestBody: {content: {application/json: {example: {merchant_id: mer_0123456789abcdef}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [merchant_id]
+            properties:
+              merchant_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+          example: {merchant_id: mer_0123456789abcdef}
     responses:
       201: {description: "{merchant_id, blocked: true}"}
       422: {description: invalid merchant_id, or no such merchant}
@@ -161,7 +186,43 @@ async def get_ranking_config(request: Request) -> Response:
 async def put_ranking_config(request: Request) -> Response:
     """Change ranking weights/knobs: validated ranges, optimistic concurrency, audited; live within seconds.
     ---
-    requestBody: {content: {application/json: {example: {expected_version: 3, config: {w_popularity: 0.5}, note: "more popular"}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [config]
+            additionalProperties: false
+            properties:
+              expected_version: {type: integer, minimum: 0, description: "409 unless it is the current version"}
+              note: {type: string, maxLength: 500}
+              config:
+                type: object
+                description: the ranking config fields to change (feed.config.RANGES)
+                additionalProperties: false
+                properties:
+                  w_model: {type: number, minimum: 0, maximum: 10}
+                  w_popularity: {type: number, minimum: 0, maximum: 10}
+                  w_conversion: {type: number, minimum: 0, maximum: 10}
+                  w_freshness: {type: number, minimum: 0, maximum: 10}
+                  w_session: {type: number, minimum: 0, maximum: 10}
+                  w_repeat: {type: number, minimum: 0, maximum: 10}
+                  w_repeat_skip: {type: number, minimum: 0, maximum: 10}
+                  w_session_category: {type: number, minimum: 0, maximum: 20}
+                  w_session_skip: {type: number, minimum: 0, maximum: 20}
+                  w_session_lightfm: {type: number, minimum: 0, maximum: 20}
+                  repeat_half_life_h: {type: number, minimum: 1, maximum: 1440}
+                  freshness_half_life_s: {type: number, minimum: 60, maximum: 86400}
+                  swipe_away_dwell_ms: {type: integer, minimum: 0, maximum: 60000}
+                  swipe_away_window_s: {type: integer, minimum: 0, maximum: 86400}
+                  diversity_max_run: {type: integer, minimum: 1, maximum: 50}
+                  exploration_share: {type: number, minimum: 0, maximum: 0.5}
+                  exploration_max_impressions_1h: {type: integer, minimum: 0, maximum: 100000}
+                  exploration_new_room_s: {type: integer, minimum: 0, maximum: 86400}
+                  replay_threshold: {type: integer, minimum: 0, maximum: 10000}
+                  replay_limit: {type: integer, minimum: 0, maximum: 1000}
+          example: {expected_version: 3, config: {w_popularity: 0.5}, note: "more popular"}
     responses:
       200: {description: the new version}
       409: {description: expected_version is not the current version}
@@ -203,14 +264,23 @@ async def ranking_config_history(request: Request) -> Response:
 async def rollback_ranking_config(request: Request) -> Response:
     """Make an earlier version current again (as a new version, so history is never rewritten).
     ---
-    requestBody: {content: {application/json: {example: {version: 2}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [version]
+            properties:
+              version: {type: integer, minimum: 0, maximum: 2147483647}
+          example: {version: 2}
     responses:
       200: {description: the new version}
       404: {description: no such version}
     """
     principal = await require(request, "operator")
     body = Body(await read_json(request))
-    version = body.integer("version", minimum=0)
+    version = body.integer("version", minimum=0, maximum=2**31 - 1)  # an integer column
     body.finish()
     saved = await _store(request).rollback(version, principal.key_id or "operator")
     return json(saved.public())
@@ -219,7 +289,52 @@ async def rollback_ranking_config(request: Request) -> Response:
 async def create_experiment(request: Request) -> Response:
     """Start an experiment: variants with traffic shares and ranking config overrides.
     ---
-    requestBody: {content: {application/json: {example: {name: pop-vs-model, variants: [{name: a, weight: 0.5, config: {}}, {name: b, weight: 0.5, config: {w_popularity: 1.0}}]}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [name, variants]
+            properties:
+              name: {type: string, minLength: 1, maxLength: 120}
+              variants:
+                type: array
+                minItems: 2
+                maxItems: 10
+                description: unique names; weights (traffic shares) sum to 1
+                items:
+                  type: object
+                  required: [name, weight]
+                  properties:
+                    name: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+                    weight: {type: number, minimum: 0, exclusiveMinimum: true, maximum: 1}
+                    config:
+                      type: object
+                      description: ranking config overrides for this variant
+                      additionalProperties: false
+                      properties:
+                        w_model: {type: number, minimum: 0, maximum: 10}
+                        w_popularity: {type: number, minimum: 0, maximum: 10}
+                        w_conversion: {type: number, minimum: 0, maximum: 10}
+                        w_freshness: {type: number, minimum: 0, maximum: 10}
+                        w_session: {type: number, minimum: 0, maximum: 10}
+                        w_repeat: {type: number, minimum: 0, maximum: 10}
+                        w_repeat_skip: {type: number, minimum: 0, maximum: 10}
+                        w_session_category: {type: number, minimum: 0, maximum: 20}
+                        w_session_skip: {type: number, minimum: 0, maximum: 20}
+                        w_session_lightfm: {type: number, minimum: 0, maximum: 20}
+                        repeat_half_life_h: {type: number, minimum: 1, maximum: 1440}
+                        freshness_half_life_s: {type: number, minimum: 60, maximum: 86400}
+                        swipe_away_dwell_ms: {type: integer, minimum: 0, maximum: 60000}
+                        swipe_away_window_s: {type: integer, minimum: 0, maximum: 86400}
+                        diversity_max_run: {type: integer, minimum: 1, maximum: 50}
+                        exploration_share: {type: number, minimum: 0, maximum: 0.5}
+                        exploration_max_impressions_1h: {type: integer, minimum: 0, maximum: 100000}
+                        exploration_new_room_s: {type: integer, minimum: 0, maximum: 86400}
+                        replay_threshold: {type: integer, minimum: 0, maximum: 10000}
+                        replay_limit: {type: integer, minimum: 0, maximum: 1000}
+          example: {name: pop-vs-model, variants: [{name: a, weight: 0.5, config: {}}, {name: b, weight: 0.5, config: {w_popularity: 1.0}}]}
     responses:
       201: {description: the experiment}
       422: {description: invalid fields (named)}

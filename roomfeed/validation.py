@@ -62,6 +62,9 @@ class Body:
         if not isinstance(value, str):
             self.fail(field, "must be a string")
             return None
+        if "\x00" in value:  # PostgreSQL text cannot hold U+0000
+            self.fail(field, "must not contain NUL characters")
+            return None
         if len(value) > max_len:
             self.fail(field, f"must be at most {max_len} characters")
             return None
@@ -161,6 +164,9 @@ class Body:
             return None
         if len(value) > max_items:
             self.fail(field, f"must have at most {max_items} items")
+            return None
+        if any("\x00" in v for v in value):  # PostgreSQL text cannot hold U+0000
+            self.fail(field, "items must not contain NUL characters")
             return None
         if any(len(v) > max_len or not v.strip() for v in value):
             self.fail(field, f"items must be 1 to {max_len} characters")

@@ -102,7 +102,18 @@ async def create_merchant(request: Request) -> Response:
     """Create a merchant and its first key (the key is shown once).
     ---
     tags: [merchants]
-    requestBody: {content: {application/json: {example: {name: "Glow Beauty", category: "beauty"}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [name]
+            properties:
+              name: {type: string, minLength: 1, maxLength: 120}
+              category: {type: string, minLength: 1, maxLength: 40, description: stored trimmed and lower-case}
+              description: {type: string, maxLength: 2000}
+          example: {name: "Glow Beauty", category: "beauty"}
     responses:
       201: {description: "{merchant_id, key, merchant}"}
     """
@@ -151,7 +162,18 @@ async def create_store(request: Request) -> Response:
     """Add an offline store.
     ---
     tags: [stores]
-    requestBody: {content: {application/json: {example: {name: "Jing'an flagship", city: "Shanghai"}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [name]
+            properties:
+              name: {type: string, minLength: 1, maxLength: 120}
+              city: {type: string, minLength: 1, maxLength: 80}
+              address: {type: string, minLength: 1, maxLength: 300}
+          example: {name: "Jing'an flagship", city: "Shanghai"}
     responses:
       201: {description: the store}
     """
@@ -180,7 +202,17 @@ async def add_staff(request: Request) -> Response:
     """Add a staff member to one of the merchant's stores.
     ---
     tags: [stores]
-    requestBody: {content: {application/json: {example: {name: "Li Wei", role: "beauty advisor"}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [name]
+            properties:
+              name: {type: string, minLength: 1, maxLength: 120}
+              role: {type: string, minLength: 1, maxLength: 80}
+          example: {name: "Li Wei", role: "beauty advisor"}
     responses:
       201: {description: the staff member}
     """
@@ -210,14 +242,26 @@ async def create_product(request: Request) -> Response:
     """Add a product to the merchant's catalogue.
     ---
     tags: [products]
-    requestBody: {content: {application/json: {example: {title: "Vitamin C serum 30ml", price: 189.0, currency: "CNY"}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [title, price, currency]
+            properties:
+              title: {type: string, minLength: 1, maxLength: 200}
+              price: {type: number, minimum: 0.01, maximum: 10000000, description: stored to the cent}
+              currency: {type: string, pattern: '^[A-Z]{3}$', description: ISO 4217}
+              category: {type: string, minLength: 1, maxLength: 40, description: stored trimmed and lower-case}
+          example: {title: "Vitamin C serum 30ml", price: 189.0, currency: "CNY"}
     responses:
       201: {description: the product}
     """
     principal = await require(request, "merchant")
     body = Body(await read_json(request))
     title = body.text("title", max_len=200)
-    price = body.number("price", minimum=0, exclusive_minimum=True, maximum=10_000_000)
+    price = body.number("price", minimum=0.01, maximum=10_000_000)  # numeric(12, 2): less rounds to 0
     currency = body.text("currency", max_len=3, pattern=CURRENCY)
     category = _label(body, "category", required=False)
     body.finish()
@@ -246,8 +290,21 @@ async def create_room(request: Request) -> Response:
     ---
     tags: [rooms]
     requestBody:
+      required: true
       content:
         application/json:
+          schema:
+            type: object
+            required: [title, category]
+            properties:
+              title: {type: string, minLength: 1, maxLength: 120}
+              category: {type: string, minLength: 1, maxLength: 40, description: stored trimmed and lower-case}
+              host: {type: string, minLength: 1, maxLength: 64}
+              tags: {type: array, maxItems: 20, items: {type: string, minLength: 1, maxLength: 40}}
+              price_band: {type: string, enum: [low, mid, high, luxury], default: mid}
+              format: {type: string, enum: [one_to_many, one_to_one], default: one_to_many}
+              scheduled_at: {type: number, minimum: 1500000000, maximum: 4000000000, description: epoch seconds}
+              stream_url: {type: string, maxLength: 500, pattern: '^(https?|rtmps?)://[^\\s]{1,490}$'}
           example: {title: "Spring skincare live", category: "beauty", host: "host_anna",
                     tags: ["skincare"], price_band: "mid", format: "one_to_many",
                     scheduled_at: 1790000000, stream_url: "https://cdn.example/live/1.m3u8"}
@@ -346,7 +403,15 @@ async def end_room(request: Request) -> Response:
     """Stop broadcasting: live → ended; an optional `replay_url` makes it a replay.
     ---
     tags: [rooms]
-    requestBody: {required: false, content: {application/json: {example: {replay_url: "https://cdn.example/vod/1.m3u8"}}}}
+    requestBody:
+      required: false
+      content:
+        application/json:
+          schema:
+            type: object
+            properties:
+              replay_url: {type: string, maxLength: 500, pattern: '^(https?|rtmps?)://[^\\s]{1,490}$'}
+          example: {replay_url: "https://cdn.example/vod/1.m3u8"}
     responses:
       200: {description: the room, now ended}
     """
@@ -362,7 +427,16 @@ async def set_replay(request: Request) -> Response:
     """Attach a replay to an ended room.
     ---
     tags: [rooms]
-    requestBody: {content: {application/json: {example: {replay_url: "https://cdn.example/vod/1.m3u8"}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [replay_url]
+            properties:
+              replay_url: {type: string, maxLength: 500, pattern: '^(https?|rtmps?)://[^\\s]{1,490}$'}
+          example: {replay_url: "https://cdn.example/vod/1.m3u8"}
     responses:
       200: {description: the room}
     """
@@ -378,7 +452,16 @@ async def add_room_products(request: Request) -> Response:
     """Show catalogue products in a room.
     ---
     tags: [rooms]
-    requestBody: {content: {application/json: {example: {product_ids: ["prd_0123456789abcdef"]}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [product_ids]
+            properties:
+              product_ids: {type: array, minItems: 1, maxItems: 100, items: {type: string, minLength: 1, maxLength: 64}}
+          example: {product_ids: ["prd_0123456789abcdef"]}
     responses:
       200: {description: "{products: [...]}"}
     """
@@ -401,8 +484,20 @@ async def create_deal(request: Request) -> Response:
     ---
     tags: [deals]
     requestBody:
+      required: true
       content:
         application/json:
+          schema:
+            type: object
+            required: [product_id, price, quantity, ends_at]
+            properties:
+              product_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+              price: {type: number, minimum: 0.01, maximum: 10000000, description: stored to the cent}
+              currency: {type: string, pattern: '^[A-Z]{3}$', description: ISO 4217; the product's when absent}
+              quantity: {type: integer, minimum: 1, maximum: 1000000}
+              per_viewer_limit: {type: integer, minimum: 1, maximum: 1000, default: 1}
+              starts_at: {type: number, minimum: 1500000000, maximum: 4000000000, description: epoch seconds}
+              ends_at: {type: number, minimum: 1500000000, maximum: 4000000000, description: epoch seconds}
           example: {product_id: "prd_0123456789abcdef", price: 99.0, quantity: 100,
                     per_viewer_limit: 1, ends_at: 1790000600}
     responses:
@@ -412,7 +507,7 @@ async def create_deal(request: Request) -> Response:
     room_id = _path_id(request, "room_id")
     body = Body(await read_json(request))
     product_id = body.ident("product_id")
-    price = body.number("price", minimum=0, exclusive_minimum=True, maximum=10_000_000)
+    price = body.number("price", minimum=0.01, maximum=10_000_000)  # numeric(12, 2): less rounds to 0
     currency = body.text("currency", required=False, max_len=3, pattern=CURRENCY)
     quantity = body.integer("quantity", minimum=1, maximum=1_000_000)
     per_viewer_limit = body.integer("per_viewer_limit", required=False, minimum=1, maximum=1000, default=1)
@@ -464,7 +559,16 @@ async def claim_deal(request: Request) -> Response:
     """A viewer claims units of a deal: 201, or 409 `sold_out` / `limit_reached` / `deal_ended`. Never oversold.
     ---
     tags: [deals]
-    requestBody: {required: false, content: {application/json: {example: {quantity: 1, session_id: "ses_0123456789abcdef"}}}}
+    requestBody:
+      required: false
+      content:
+        application/json:
+          schema:
+            type: object
+            properties:
+              quantity: {type: integer, minimum: 1, maximum: 1000, default: 1}
+              session_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+          example: {quantity: 1, session_id: "ses_0123456789abcdef"}
     responses:
       201: {description: the claim}
     """
@@ -489,7 +593,18 @@ async def open_slot(request: Request) -> Response:
     """Open a consult slot in a one_to_one room (capacity one).
     ---
     tags: [consults]
-    requestBody: {content: {application/json: {example: {starts_at: 1790000000, ends_at: 1790001800, staff_id: "stf_0123456789abcdef"}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [starts_at, ends_at]
+            properties:
+              starts_at: {type: number, minimum: 1500000000, maximum: 4000000000, description: epoch seconds}
+              ends_at: {type: number, minimum: 1500000000, maximum: 4000000000, description: epoch seconds}
+              staff_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+          example: {starts_at: 1790000000, ends_at: 1790001800, staff_id: "stf_0123456789abcdef"}
     responses:
       201: {description: the slot}
     """
@@ -526,7 +641,17 @@ async def book_slot(request: Request) -> Response:
     """A viewer books a consult slot: 201, or 409 `slot_taken`.
     ---
     tags: [consults]
-    requestBody: {content: {application/json: {example: {slot_id: "slot_0123456789abcdef", note: "dry skin"}}}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [slot_id]
+            properties:
+              slot_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
+              note: {type: string, maxLength: 500}
+          example: {slot_id: "slot_0123456789abcdef", note: "dry skin"}
     responses:
       201: {description: the booking}
     """
