@@ -96,6 +96,9 @@ class RequestMiddleware:
             await send(message)
 
         try:
+            if _has_nul(scope):
+                # PostgreSQL text cannot hold U+0000: refuse it here once, for every route's ids and params.
+                raise ApiError("the path or query contains a NUL character", status=400, code="invalid_request")
             await self.app(scope, receive, send_with_id)
         except ApiError as error:
             if response_started:
@@ -134,6 +137,11 @@ class RequestMiddleware:
                         }
                     },
                 )
+
+
+def _has_nul(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

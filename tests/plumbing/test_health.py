@@ -90,3 +90,10 @@ async def test_unknown_route_answers_the_error_shape(app_client: httpx.AsyncClie
 async def test_request_id_is_propagated(app_client: httpx.AsyncClient) -> None:
     response = await app_client.get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
+
+
+async def test_nul_in_path_or_query_is_refused_with_the_error_shape(app_client: httpx.AsyncClient) -> None:
+    for url in ("/v1/alliances/all_%00x", "/v1/ops/merchants?after=%00", "/healthz?x=a%00b"):
+        response = await app_client.get(url)
+        assert response.status_code == 400, url
+        assert response.json()["error"]["code"] == "invalid_request"

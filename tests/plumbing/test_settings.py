@@ -38,7 +38,7 @@ def test_rate_limits_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None
     for name in ("VIEWER_LIMIT", "DEVICE_LIMIT", "MERCHANT_KEY_LIMIT"):
         monkeypatch.setattr(ratelimit, name, getattr(ratelimit, name))  # restored after the test
     ratelimit.configure(replace(Settings(), rate_viewer_per_s=3.0, rate_viewer_burst=9, rate_merchant_burst=11))
-    assert ratelimit.VIEWER_LIMIT == ratelimit.Limit(per_second=3.0, burst=9)
+    assert ratelimit.Limit(per_second=3.0, burst=9) == ratelimit.VIEWER_LIMIT
     assert ratelimit.MERCHANT_KEY_LIMIT.burst == 11
     buckets = ratelimit.buckets_for("viewer", viewer_id="v1", key_id=None, device_id=None)
     assert buckets == [("v:v1", ratelimit.Limit(per_second=3.0, burst=9))]
