@@ -91,7 +91,7 @@ class FeedService:
             config_version=self.config.current.version,
             variant=assignment.variant,
             served=set(state.served),
-            blocked_merchants=set(state.blocked) | self.sessions.local.blocks.get(state.viewer_id, set()),
+            blocked_merchants=set(state.blocked) | self.sessions.local.blocks.of(state.viewer_id),
             first_position=len(state.served),
             rng=np.random.default_rng(),
         )

@@ -3,7 +3,9 @@
 Redis holds the hot state (`rf:feed:s:{session}` hash, `rf:feed:s:{session}:served` set,
 `rf:feed:blocks:{viewer}` set); every write also lands in this process's memory (`LocalSessions`),
 so when Redis is down a session this process has served keeps its served set and never repeats a
-room. PostgreSQL keeps the durable record (sessions with their entry and attribution, blocks) and is
+room. That memory is a bounded fallback, never the truth: the most recently used SESSION_CAPACITY
+sessions and the blocks of the most recently seen BLOCKS_CAPACITY viewers who have any (a viewer
+without blocks costs nothing), so a process serving viewers for days stays flat. PostgreSQL keeps the durable record (sessions with their entry and attribution, blocks) and is
 written off the hot path; blocks are copied back into Redis whenever a session starts.
 """
 
@@ -24,6 +26,12 @@ log = logging.getLogger("feed.sessions")
 
 SESSION_TTL_S = 24 * 3600
 BLOCKS_TTL_S = 30 * 24 * 3600
+# Sessions kept in process memory: ~11 minutes of new sessions at 15/s (300 feed pages/s, 20 pages a
+# session), a few KB each with their served sets, so tens of MB at most. A session evicted here is
+# still whole in Redis; only a Redis outage meeting an evicted session loses its no-repeat memory.
+SESSION_CAPACITY = 10_000
+# Viewers whose blocks are kept in process memory (only viewers with at least one block).
+BLOCKS_CAPACITY = 10_000
 
 
 # KEYS[1] served set, KEYS[2] (optional) the experiment variant's counters. ARGV: count, ttl,
@@ -74,13 +82,63 @@ class SessionState:
     unsynced: set[str] = field(default_factory=set)
 
 
-class LocalSessions:
-    """The in-process copy of recent sessions (LRU), the fallback when Redis is down."""
+class LocalBlocks:
+    """Blocked merchants of the viewers this process saw most recently (LRU of `capacity` viewers).
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    Only viewers with at least one block take an entry; the copy covers a block that has not reached
+    Redis yet and a Redis outage. PostgreSQL and Redis hold every block, so eviction loses nothing."""
+
+    def __init__(self, capacity: int = BLOCKS_CAPACITY) -> None:
+        self.capacity = capacity
+        self._viewers: OrderedDict[str, set[str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._viewers)
+
+    def of(self, viewer_id: str) -> frozenset[str]:
+        merchants = self._viewers.get(viewer_id)
+        if merchants is None:
+            return frozenset()
+        self._viewers.move_to_end(viewer_id)
+        return frozenset(merchants)
+
+    def replace(self, viewer_id: str, merchants: set[str]) -> None:
+        """The viewer's full set as read from PostgreSQL (empty: forget the viewer)."""
+        if not merchants:
+            self._viewers.pop(viewer_id, None)
+            return
+        self._viewers[viewer_id] = set(merchants)
+        self._remember(viewer_id)
+
+    def add(self, viewer_id: str, merchant_id: str) -> None:
+        self._viewers.setdefault(viewer_id, set()).add(merchant_id)
+        self._remember(viewer_id)
+
+    def discard(self, viewer_id: str, merchant_id: str) -> None:
+        merchants = self._viewers.get(viewer_id)
+        if merchants is None:
+            return
+        merchants.discard(merchant_id)
+        if not merchants:
+            del self._viewers[viewer_id]
+
+    def _remember(self, viewer_id: str) -> None:
+        self._viewers.move_to_end(viewer_id)
+        while len(self._viewers) > self.capacity:
+            self._viewers.popitem(last=False)
+
+
+class LocalSessions:
+    """The in-process copy of recent sessions (LRU of `capacity`), the fallback when Redis is down,
+    and the recent viewers' blocks (`blocks`, a `LocalBlocks`)."""
+
+    def __init__(self, capacity: int = SESSION_CAPACITY, blocks_capacity: int = BLOCKS_CAPACITY) -> None:
         self.capacity = capacity
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
-        self.blocks: dict[str, set[str]] = {}
+        self.blocks = LocalBlocks(blocks_capacity)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
 
     def get(self, session_id: str) -> SessionState | None:
         state = self._sessions.get(session_id)
@@ -96,16 +154,16 @@ class LocalSessions:
             self._sessions.move_to_end(state.session_id)
             return known
         self._sessions[state.session_id] = state
-        if len(self._sessions) > self.capacity:
+        while len(self._sessions) > self.capacity:
             self._sessions.popitem(last=False)
         return state
 
 
 class SessionBook:
-    def __init__(self, redis: Redis, pool: asyncpg.Pool) -> None:
+    def __init__(self, redis: Redis, pool: asyncpg.Pool, local: LocalSessions | None = None) -> None:
         self.redis = redis
         self.pool = pool
-        self.local = LocalSessions()
+        self.local = local if local is not None else LocalSessions()
         self._pending: set[asyncio.Task[Any]] = set()
 
     def _background(self, coro: Any) -> None:
@@ -121,7 +179,7 @@ class SessionBook:
         state = SessionState(session_id, viewer_id, blocked=blocked or set(), attribution=attribution)
         self.local.put(state)
         if blocked is not None:
-            self.local.blocks[viewer_id] = set(blocked)
+            self.local.blocks.replace(viewer_id, blocked)
         degraded = False
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -198,7 +256,7 @@ class SessionBook:
             blocked = {m.decode() for m in replies[2]}
         else:  # not the token's viewer (the caller answers 404) or an unknown owner: one more read
             blocked = {m.decode() for m in await self.redis.smembers(blocks_key(stored_viewer))}
-        blocked |= self.local.blocks.get(stored_viewer, set())
+        blocked |= self.local.blocks.of(stored_viewer)
         if local is None:
             local = self.local.put(SessionState(session_id, stored_viewer, served=served, blocked=blocked))
         else:
@@ -282,7 +340,7 @@ class SessionBook:
             viewer_id,
             merchant_id,
         )
-        self.local.blocks.setdefault(viewer_id, set()).add(merchant_id)
+        self.local.blocks.add(viewer_id, merchant_id)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.sadd(blocks_key(viewer_id), merchant_id)
@@ -295,7 +353,7 @@ class SessionBook:
         status = await self.pool.execute(
             "DELETE FROM feed_blocks WHERE viewer_id = $1 AND merchant_id = $2", viewer_id, merchant_id
         )
-        self.local.blocks.get(viewer_id, set()).discard(merchant_id)
+        self.local.blocks.discard(viewer_id, merchant_id)
         try:
             await self.redis.srem(blocks_key(viewer_id), merchant_id)
         except Exception as exc:
