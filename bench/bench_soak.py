@@ -6,9 +6,13 @@ Starts what it needs (tests/faults/stack.py): private PostgreSQL, Redis and Apac
 `roomfeed serve` API process and one `roomfeed worker`, and a market of live rooms made through the
 API. Then, in the same run:
 
-1. peak: the feed (`GET /v1/sessions/{id}/feed?count=5`) closed-loop at concurrency 16 for 20 s;
+1. peak: the feed (`GET /v1/sessions/{id}/feed?count=5`) closed-loop at concurrency 16 for 20 s,
+   driven by wrk over the viewers' sessions (a Python client would cap the figure on 2 shared
+   cores; without wrk it falls back to the Python loop);
 2. soak: the feed open-loop at half that rate (latency counted from the scheduled send time, so
-   queueing counts) for `--minutes`, while viewers post event batches at `--events-per-s`.
+   queueing counts) for `--minutes`, while viewers post event batches at `--events-per-s`. Pages go
+   over raw keep-alive HTTP/1.1 connections (little client CPU); sessions start through httpx and
+   are replaced every 20 pages.
 
 Per minute: requests, p50/p99, errors (anything but 2xx, and connection failures), resident
 memory of the API and worker processes. Reports memory growth and p99 drift of the last minute
@@ -21,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import secrets
+import shutil
 import statistics
 import sys
 import time
@@ -37,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_faults import machine, replace_section  # noqa: E402
+from bench.bench_feed import _raw, _request, _run_wrk  # noqa: E402
 
 CONCURRENCY = 16
 PEAK_SECONDS = 20
@@ -64,13 +71,19 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Viewers:
-    """A pool of viewers with sessions; a session is replaced after PAGES_PER_SESSION pages."""
+    """A pool of viewers with sessions; a session is replaced after PAGES_PER_SESSION pages. Feed
+    pages go over a pool of raw keep-alive connections to the API."""
 
     def __init__(self, stack: Any, client: httpx.AsyncClient, count: int) -> None:
         self.stack, self.client = stack, client
         self.ids = [f"soak_{secrets.token_hex(3)}_{i}" for i in range(count)]
         self.headers = {v: stack.viewer_headers(v) for v in self.ids}
+        self.tokens = {v: h["Authorization"].split(" ", 1)[1] for v, h in self.headers.items()}
         self.sessions: dict[str, tuple[str, int]] = {}
+        self.port = int(stack.api_urls[0].rsplit(":", 1)[1])
+        self.connections: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = asyncio.Queue()
+        for _ in range(MAX_IN_FLIGHT):
+            self.connections.put_nowait(None)  # opened on first use
 
     async def session(self, viewer: str) -> str:
         current = self.sessions.get(viewer)
@@ -82,30 +95,61 @@ class Viewers:
         self.sessions[viewer] = (current[0], current[1] + 1)
         return current[0]
 
-    async def page(self) -> httpx.Response:
+    async def page(self) -> int:
+        """One feed page of a random viewer; its HTTP status (OSError when the connection failed)."""
         viewer = random.choice(self.ids)
         session_id = await self.session(viewer)
-        return await self.client.get(f"{self.stack.api_urls[0]}/v1/sessions/{session_id}/feed?count=5",
-                                     headers=self.headers[viewer])
+        conn = await self.connections.get()
+        try:
+            if conn is None:
+                conn = await asyncio.open_connection("127.0.0.1", self.port)
+            status = await _request(*conn, _raw(f"/v1/sessions/{session_id}/feed?count=5", self.tokens[viewer]))
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            if conn is not None:
+                conn[1].close()
+            self.connections.put_nowait(None)
+            raise OSError(f"feed page: {exc!r}") from exc
+        self.connections.put_nowait(conn)
+        return status
+
+    def targets(self) -> list[list[Any]]:
+        """(path, token) of every viewer's current session, for wrk."""
+        return [[f"/v1/sessions/{self.sessions[v][0]}/feed?count=5", self.tokens[v]] for v in self.ids if v in self.sessions]
+
+    async def close(self) -> None:
+        while not self.connections.empty():
+            conn = self.connections.get_nowait()
+            if conn is not None:
+                conn[1].close()
 
 
-async def peak(viewers: Viewers) -> float:
+async def peak_python(viewers: Viewers) -> float:
     done = 0
     deadline = time.monotonic() + PEAK_SECONDS
 
     async def loop() -> None:
         nonlocal done
         while time.monotonic() < deadline:
-            with_error = False
-            try:
-                with_error = (await viewers.page()).status_code != 200
-            except httpx.HTTPError:
-                with_error = True
-            if not with_error:
-                done += 1
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                done += (await viewers.page()) == 200
 
     await asyncio.gather(*(loop() for _ in range(CONCURRENCY)))
     return done / PEAK_SECONDS
+
+
+async def peak(viewers: Viewers) -> tuple[float, str]:
+    """Closed-loop feed throughput (2xx per second) and the client that measured it."""
+    if shutil.which("wrk") is None:
+        return await peak_python(viewers), "python"
+    sem = asyncio.Semaphore(32)
+
+    async def start(viewer: str) -> None:
+        async with sem:
+            await viewers.session(viewer)
+
+    await asyncio.gather(*(start(v) for v in viewers.ids))
+    result = await asyncio.to_thread(_run_wrk, viewers.port, viewers.targets(), PEAK_SECONDS, CONCURRENCY)
+    return (result["requests"] - result["non_2xx"] - result["errors"]) / PEAK_SECONDS, "wrk"
 
 
 async def soak(stack: Any, viewers: Viewers, client: httpx.AsyncClient, rate: float, minutes: int,
@@ -123,12 +167,11 @@ async def soak(stack: Any, viewers: Viewers, client: httpx.AsyncClient, rate: fl
     async def one(scheduled: float) -> None:
         nonlocal errors, in_flight
         try:
-            r = await viewers.page()
-            if r.status_code != 200:
+            if await viewers.page() != 200:
                 errors += 1
             else:
                 latencies.append((time.monotonic() - scheduled) * 1000)
-        except httpx.HTTPError:
+        except (httpx.HTTPError, OSError):
             errors += 1
         finally:
             in_flight -= 1
@@ -208,11 +251,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             rooms = await stack.live_rooms(client, merchants=merchants, rooms_each=args.rooms // merchants)
             viewers = Viewers(stack, client, args.viewers)
             viewers.rooms = rooms  # type: ignore[attr-defined]
-            peak_rps = await peak(viewers)
+            peak_rps, peak_client = await peak(viewers)
             rate = max(1.0, peak_rps / 2)
-            print(f"peak {peak_rps:.1f} feed req/s (closed loop, concurrency {CONCURRENCY}); soaking at {rate:.1f}/s "
+            print(f"peak {peak_rps:.1f} feed req/s ({peak_client}, closed loop, concurrency {CONCURRENCY}); soaking at {rate:.1f}/s "
                   f"with {args.events_per_s:.0f} events/s of ingest for {args.minutes} min", flush=True)
             minutes = await soak(stack, viewers, client, rate, args.minutes, args.events_per_s)
+            await viewers.close()
     finally:
         await stack.close()
     first, last = minutes[0], minutes[-1]
@@ -221,6 +265,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "minutes": args.minutes,
         "peak_rps": round(peak_rps, 1),
+        "peak_client": peak_client,
         "soak_rps": round(rate, 1),
         "events_per_s": args.events_per_s,
         "mem_growth_pct": round(100 * (rss_last - rss_first) / rss_first, 1) if rss_first else 0.0,
