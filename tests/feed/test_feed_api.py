@@ -129,13 +129,17 @@ async def test_leaving_after_one_second_hides_the_room_and_lowers_its_merchant(
     ids_after = [r["room_id"] for r in after["rooms"]]
     scores_after = {r["room_id"]: r["score"] for r in after["rooms"]}
     assert x not in ids_after
-    # The sibling either dropped off the first 50 or stayed with a lower score.
+    # The penalty is targeted: the sibling drops far more than rooms of other categories move (they
+    # move a little: popularity refreshes every second and the blend standardises over the candidates).
+    unrelated = {r["room_id"] for r in before["rooms"] if r["category"] != "beauty"} | set(others)
+    changes = sorted(abs(scores_after[o] - scores_before[o]) for o in unrelated if o in scores_after and o in scores_before)
+    assert changes, "no unrelated room on both pages"
+    typical = changes[len(changes) // 2]
     if sibling in scores_after:
-        assert scores_after[sibling] < scores_before[sibling] - 0.3
-    else:
+        drop = scores_before[sibling] - scores_after[sibling]
+        assert drop > 0.3 and drop > 3 * typical
+    else:  # it dropped off the first 50
         assert [r["room_id"] for r in before["rooms"]].index(sibling) < 50
-    untouched = [o for o in others if o in scores_after and o in scores_before]
-    assert untouched and all(abs(scores_after[o] - scores_before[o]) < 0.05 for o in untouched)
 
 
 async def test_concurrent_prefetches_of_one_session_never_share_a_room(feed_app, market_of, viewer_headers):
