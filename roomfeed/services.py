@@ -332,7 +332,32 @@ class PostgresServer:
 # --- Redis -----------------------------------------------------------------------------------
 
 
-class RedisServer:
+class _TerminatedServer:
+    """A server that shuts down cleanly on SIGTERM (Redis flushes its append-only file, Kafka does a
+    controlled shutdown); `stop` waits `stop_timeout` seconds, then SIGKILLs it, like `kill`."""
+
+    stop_timeout = 15.0
+
+    def pid(self) -> int | None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float | None = None) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        _signal(pid, signal.SIGTERM)
+        if not _wait_gone(pid, self.stop_timeout if timeout is None else timeout):
+            self.kill()
+
+    def kill(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        _signal(pid, signal.SIGKILL)
+        _wait_gone(pid, 10)
+
+
+class RedisServer(_TerminatedServer):
     """A redis-server with an append-only file (fsync every second) in `data_dir`."""
 
     def __init__(self, data_dir: Path, port: int) -> None:
@@ -419,22 +444,6 @@ class RedisServer:
         except OSError:
             return False
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (redis flushes the append-only file and exits); SIGKILL if it hangs."""
-        pid = self.pid()
-        if pid is None:
-            return
-        _signal(pid, signal.SIGTERM)
-        if not _wait_gone(pid, timeout):
-            self.kill()
-
-    def kill(self) -> None:
-        pid = self.pid()
-        if pid is None:
-            return
-        _signal(pid, signal.SIGKILL)
-        _wait_gone(pid, 10)
-
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
@@ -475,8 +484,10 @@ def resolve_kafka_jars(libs_dir: Path) -> Path:
 QUICK_START_JVM = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto")
 
 
-class KafkaBroker:
+class KafkaBroker(_TerminatedServer):
     """A single-node KRaft Apache Kafka (broker and controller in one JVM) in `data_dir`."""
+
+    stop_timeout = 30.0
 
     def __init__(
         self,
@@ -612,21 +623,6 @@ class KafkaBroker:
     def _metadata_answers(self) -> bool:
         return _run_coroutine(lambda: kafka_answers(self.bootstrap()))
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (controlled shutdown, logs flushed); SIGKILL if it hangs."""
-        pid = self.pid()
-        if pid is None:
-            return
-        _signal(pid, signal.SIGTERM)
-        if not _wait_gone(pid, timeout):
-            self.kill()
-
-    def kill(self) -> None:
-        pid = self.pid()
-        if pid is None:
-            return
-        _signal(pid, signal.SIGKILL)
-        _wait_gone(pid, 10)
 
 
 async def kafka_answers(bootstrap: str, timeout_ms: int = 3000) -> bool:

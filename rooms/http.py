@@ -528,6 +528,17 @@ async def create_deal(request: Request) -> Response:
     return json(deal, status=201)
 
 
+async def _visible_room(request: Request) -> tuple[str, str | None]:
+    """The path's room, as a viewer (any room) or its merchant (404 unless the room is theirs) sees it:
+    (room_id, the merchant's id or None for a viewer)."""
+    principal = await require(request, "merchant", "viewer")
+    room_id = _path_id(request, "room_id")
+    merchant_id = principal.merchant_id if principal.role == "merchant" else None
+    if merchant_id is not None:
+        await _domain(request).rooms.get(merchant_id, room_id)
+    return room_id, merchant_id
+
+
 async def room_deals(request: Request) -> Response:
     """A room's deals (the merchant's own room; viewers see any room's deals).
     ---
@@ -535,13 +546,8 @@ async def room_deals(request: Request) -> Response:
     responses:
       200: {description: "{deals: [...]}"}
     """
-    principal = await require(request, "merchant", "viewer")
-    room_id = _path_id(request, "room_id")
-    merchant_id = principal.merchant_id if principal.role == "merchant" else None
-    domain = _domain(request)
-    if merchant_id is not None:
-        await domain.rooms.get(merchant_id, room_id)
-    return json({"room_id": room_id, "deals": await domain.deals.of_room(merchant_id, room_id)})
+    room_id, merchant_id = await _visible_room(request)
+    return json({"room_id": room_id, "deals": await _domain(request).deals.of_room(merchant_id, room_id)})
 
 
 async def get_deal(request: Request) -> Response:
@@ -628,13 +634,8 @@ async def room_slots(request: Request) -> Response:
     responses:
       200: {description: "{slots: [...]}"}
     """
-    principal = await require(request, "merchant", "viewer")
-    room_id = _path_id(request, "room_id")
-    merchant_id = principal.merchant_id if principal.role == "merchant" else None
-    domain = _domain(request)
-    if merchant_id is not None:
-        await domain.rooms.get(merchant_id, room_id)
-    return json({"room_id": room_id, "slots": await domain.consults.slots(room_id, merchant_id)})
+    room_id, merchant_id = await _visible_room(request)
+    return json({"room_id": room_id, "slots": await _domain(request).consults.slots(room_id, merchant_id)})
 
 
 async def book_slot(request: Request) -> Response:
