@@ -88,8 +88,14 @@ class Viewers:
     async def session(self, viewer: str) -> str:
         current = self.sessions.get(viewer)
         if current is None or current[1] >= PAGES_PER_SESSION:
-            r = await self.client.post(f"{self.stack.api_urls[0]}/v1/sessions", headers=self.headers[viewer],
-                                       json={"viewer_id": viewer, "entry": {}, "count": 5})
+            for attempt in (1, 2):  # a kept-alive connection the server just closed fails once: retry
+                try:
+                    r = await self.client.post(f"{self.stack.api_urls[0]}/v1/sessions", headers=self.headers[viewer],
+                                               json={"viewer_id": viewer, "entry": {}, "count": 5})
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
             r.raise_for_status()
             current = (r.json()["session_id"], 0)
         self.sessions[viewer] = (current[0], current[1] + 1)
