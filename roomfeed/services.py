@@ -573,9 +573,10 @@ class KafkaBroker(_TerminatedServer):
             return
         if self.log_dirs.exists():  # an interrupted format
             shutil.rmtree(self.log_dirs)
+        # URL-safe base64 may start with "-": passed as --cluster-id=ID so it is never read as an option.
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = self._java(
-            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties_path), quick=True
+            "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.properties_path), quick=True
         )
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=self.data_dir)
         if proc.returncode != 0:

@@ -188,3 +188,20 @@ async def test_session_settings_are_isolated(settings: Settings, base_settings: 
     assert settings.kafka_prefix.startswith("t")
     assert settings.topic("viewer-events") == f"{settings.kafka_prefix}viewer-events"
     assert settings.data_dir != base_settings.data_dir and settings.data_dir.is_dir()
+
+
+def test_kafka_format_accepts_a_cluster_id_starting_with_a_dash(base_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # URL-safe base64 ids start with "-" one time in 64; the storage tool must not read it as an option.
+    import base64
+    import uuid
+    from unittest import mock
+
+    from roomfeed.services import KafkaBroker, resolve_kafka_jars
+    from tests.support import free_port
+
+    libs = resolve_kafka_jars(base_settings.data_dir / "kafka" / "libs")
+    broker = KafkaBroker(tmp_path / "kafka", free_port(), free_port(), libs_dir=libs, partitions=1, heap="256m")
+    dash_first = uuid.UUID(bytes=base64.urlsafe_b64decode("-" + "A" * 21 + "=="))
+    with mock.patch("roomfeed.services.uuid.uuid4", return_value=dash_first):
+        broker.init()
+    assert broker._formatted.read_text().strip().startswith("-")
