@@ -417,7 +417,7 @@ async def start(state: Any, resources: Any) -> None:
     )
     impressions = ImpressionPublisher(resources, settings.topic("viewer-events"))
     state.feed_stats = stats
-    state.feed = FeedService(inputs, pipeline, SessionBook(resources.redis, resources.pool), state.ranking_config, impressions)
+    state.feed = FeedService(inputs, pipeline, SessionBook(resources.redis, resources.pool, lane=getattr(resources, "redis_lane", None)), state.ranking_config, impressions)
     await state.ranking_config.start()
     await stats.start()
     await impressions.start()

@@ -23,6 +23,8 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from roomfeed.redis_lane import RedisLane
+
 log = logging.getLogger("feed.sessions")
 
 SESSION_TTL_S = 24 * 3600
@@ -59,6 +61,16 @@ if #KEYS > 1 and #out > 0 then
   if nboosted > 0 then redis.call('HINCRBY', KEYS[2], 'boosted', nboosted) end
 end
 return out
+"""
+
+
+# KEYS[1] served set. ARGV[1]: how many rooms the caller's copy holds (-1: none). Returns that count
+# when the set holds as many (the copy, a subset of the set, is the whole set), else the members:
+# a process serving a session's next page need not read back the hundreds of rooms it served.
+_SERVED = """
+local n = redis.call('SCARD', KEYS[1])
+if n == tonumber(ARGV[1]) then return n end
+return redis.call('SMEMBERS', KEYS[1])
 """
 
 
@@ -164,11 +176,18 @@ class LocalSessions:
 
 
 class SessionBook:
-    def __init__(self, redis: Redis, pool: asyncpg.Pool, local: LocalSessions | None = None) -> None:
+    def __init__(
+        self, redis: Redis, pool: asyncpg.Pool, local: LocalSessions | None = None, lane: RedisLane | None = None
+    ) -> None:
+        """`lane`: the pipelined connection the two round trips of a page take (redis-py without it)."""
         self.redis = redis
         self.pool = pool
         self.local = local if local is not None else LocalSessions()
+        self.lane = lane
         self._pending: set[asyncio.Task[Any]] = set()
+
+    def _pipeline(self) -> Any:
+        return self.lane.pipeline() if self.lane is not None else self.redis.pipeline(transaction=False)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -234,10 +253,11 @@ class SessionBook:
         seen the session (another API process started it)."""
         local = self.local.get(session_id)
         owner = viewer_id or (local.viewer_id if local is not None else None)
+        known = len(local.served) if local is not None and not local.unsynced else -1
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self._pipeline() as pipe:
                 pipe.hget(session_key(session_id), "viewer_id")
-                pipe.smembers(served_key(session_id))
+                pipe.eval(_SERVED, 1, served_key(session_id), known)
                 if owner is not None:
                     pipe.smembers(blocks_key(owner))
                 if also is not None:
@@ -255,7 +275,10 @@ class SessionBook:
                 local.from_redis = False
             return local, extra
         stored_viewer = raw_viewer.decode()
-        served = {sys.intern(m.decode()) for m in replies[1]}
+        if isinstance(replies[1], int):  # this process's copy is the whole set
+            served = local.served if local is not None else set()
+        else:
+            served = {sys.intern(m.decode()) for m in replies[1]}
         if owner == stored_viewer:
             blocked = {m.decode() for m in replies[2]}
         else:  # not the token's viewer (the caller answers 404) or an unknown owner: one more read
@@ -291,7 +314,7 @@ class SessionBook:
             return [], None
         keys = [served_key(state.session_id), *([variant_counters] if variant_counters else [])]
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self._pipeline() as pipe:
                 pipe.eval(_CLAIM, len(keys), *keys, count, SESSION_TTL_S, "\n".join(boosted or ()), *room_ids)
                 if heat is not None:
                     heat.queue_viewers_now(pipe, room_ids)

@@ -4,8 +4,8 @@ Each input is found on the app state (where its domain's `start` put it) or buil
 domain's module per the contract; a domain not present yet leaves the input empty, and the
 feed serves without it (no live index → 503, no stats → zeros, no model → popularity).
 `RoomHeatCache` refreshes every room's heat (events.heat: decayed enters, impressions, dwell, orders)
-once a second in one Redis read, as arrays aligned with the live snapshot, so a feed request reads no
-per-room statistics from Redis.
+once a second, reading only the rooms whose heat changed, as arrays aligned with the live snapshot,
+so a feed request reads no per-room statistics from Redis.
 """
 
 from __future__ import annotations
@@ -82,16 +82,21 @@ STAT_FIELDS = ("enters", "impressions", "dwell_s", "orders")
 class RoomHeatCache:
     """Every room's heat (events.heat), refreshed in the background, read as arrays aligned with the candidates.
 
-    One HGETALL a second, decoded with numpy; a feed request reads no per-room statistics from Redis.
+    Each second `events.heat.HeatTable` reads the rooms whose heat changed since the last second
+    (the whole hash only at start and every ten minutes, in steps); a feed request reads no per-room
+    statistics from Redis. Alignment with a candidate set is kept while neither the candidates nor
+    the table's rows change, so a refresh costs one gather of the candidates' rows.
     """
 
     def __init__(self, heat: Any | None, refresh_seconds: float = 1.0) -> None:
         self.heat = heat
+        self.table = _heat_table(heat)
         self.refresh_seconds = refresh_seconds
         self.last_refresh_s = 0.0
         self.fresh = False
         self._snapshot: Any = None
         self._generation = 0
+        self._positions: tuple[np.ndarray, int, np.ndarray] | None = None
         self._aligned: tuple[np.ndarray, int, dict[str, np.ndarray]] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -103,7 +108,8 @@ class RoomHeatCache:
             return
         started = time.perf_counter()
         try:
-            self._snapshot = await asyncio.wait_for(self.heat.snapshot(), 5.0)
+            read = self.table.refresh() if self.table is not None else self.heat.snapshot()
+            self._snapshot = await asyncio.wait_for(read, 5.0)
         except Exception as exc:
             self.fresh = False
             log.warning("room heat refresh failed; keeping the last values: %s", exc)
@@ -117,10 +123,20 @@ class RoomHeatCache:
         cached = self._aligned
         if cached is not None and cached[0] is room_ids and cached[1] == self._generation:
             return cached[2]
-        if self._snapshot is None:
+        snapshot = self._snapshot
+        if snapshot is None:
             matrix = np.zeros((len(room_ids), len(STAT_FIELDS)), dtype=np.float32)
         else:
-            matrix = self._snapshot.aligned(room_ids).astype(np.float32)
+            layout = getattr(snapshot, "layout", None)
+            kept = self._positions
+            if layout is None:  # a plain snapshot (no table): align from scratch
+                positions = None
+            elif kept is not None and kept[0] is room_ids and kept[1] == layout:
+                positions = kept[2]
+            else:
+                positions = snapshot.positions(room_ids)
+                self._positions = (room_ids, layout, positions)
+            matrix = snapshot.aligned(room_ids, positions).astype(np.float32)
         arrays = {f: np.ascontiguousarray(matrix[:, i]) for i, f in enumerate(STAT_FIELDS)}
         self._aligned = (room_ids, self._generation, arrays)
         return arrays
@@ -139,3 +155,14 @@ class RoomHeatCache:
         while True:
             await asyncio.sleep(self.refresh_seconds)
             await self.refresh()
+
+
+def _heat_table(heat: Any | None) -> Any | None:
+    """An incremental `events.heat.HeatTable` over a real `RoomHeat` (None for fakes and builds without it)."""
+    if heat is None:
+        return None
+    try:
+        from events.heat import HeatTable, RoomHeat
+    except ImportError:  # pragma: no cover - a build without events
+        return None
+    return HeatTable(heat) if isinstance(heat, RoomHeat) else None

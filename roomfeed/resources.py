@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from roomfeed.db import create_pool
 from roomfeed.kafka import make_producer
 from roomfeed.redis_client import create_redis
+from roomfeed.redis_lane import RedisLane
 from roomfeed.settings import Settings
 
 log = logging.getLogger("roomfeed.resources")
@@ -29,6 +30,7 @@ class Resources:
     pool: asyncpg.Pool
     redis: Redis
     producer: AIOKafkaProducer
+    redis_lane: RedisLane | None = None  # the hot path's pipelined connection (roomfeed.redis_lane)
     producer_ready: asyncio.Event = field(default_factory=asyncio.Event)
     _producer_task: asyncio.Task[None] | None = None
 
@@ -36,7 +38,8 @@ class Resources:
     async def open(cls, settings: Settings, *, kafka: bool = True) -> Resources:
         pool = await create_pool(settings)
         resources = cls(
-            settings=settings, pool=pool, redis=create_redis(settings), producer=make_producer(settings)
+            settings=settings, pool=pool, redis=create_redis(settings), producer=make_producer(settings),
+            redis_lane=RedisLane(settings.redis_url),
         )
         if kafka:
             resources._producer_task = asyncio.create_task(resources._start_producer())
@@ -74,5 +77,7 @@ class Resources:
                 await self.producer.stop()
         with contextlib.suppress(Exception):
             await self.redis.aclose(close_connection_pool=True)
+        if self.redis_lane is not None:
+            await self.redis_lane.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pool.close(), 5)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from events.heat import HALF_LIFE_S, HEAT_KEY, RoomHeat, RoomHeatSink
+from events.heat import CHANGED_KEY, HALF_LIFE_S, HEAT_KEY, SEQ_KEY, HeatTable, RoomHeat, RoomHeatSink
 from events.realtime import RealtimeSink
 
 
@@ -19,7 +19,7 @@ def _event(kind: str, room: str, offset: int, ts: int, topic: str, partition: in
 
 @pytest.fixture
 async def heat(redis):
-    await redis.delete(HEAT_KEY)
+    await redis.delete(HEAT_KEY, SEQ_KEY, CHANGED_KEY)
     return RoomHeatSink(redis), RoomHeat(redis)
 
 
@@ -88,3 +88,55 @@ def test_snapshot_aligns_by_room_id():
 
     snap = HeatSnapshot(0.0, ["b", "a"], np.array([[1, 0, 0, 0], [2, 0, 0, 0]], dtype=np.float64))
     assert snap.aligned(["a", "x", "b"])[:, 0].tolist() == [2, 0, 1]
+
+
+async def test_heat_table_reads_only_changes_and_matches_a_full_read(heat, redis):
+    sink, reader = heat
+    topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
+    rooms = [f"room_t{i}" for i in range(7)]
+    await sink.write([_event("enter", room, i, now_ms - i * 1000, topic) for i, room in enumerate(rooms)])
+    table = HeatTable(reader, batch=3)  # 7 changed rooms come back in three steps
+    first = await table.refresh(now_ms / 1000)
+    assert sorted(first.room_ids) == rooms
+    layout = table.layout
+
+    # Rooms already known change in place (the layout holds); a new room is appended (it moves).
+    await sink.write([_event("leave", "room_t2", 10, now_ms, topic, dwell_ms=3000),
+                      _event("purchase", "room_t5", 11, now_ms, topic)])
+    second = await table.refresh(now_ms / 1000)
+    assert table.layout == layout
+    await sink.write([_event("enter", "room_t9", 12, now_ms, topic)])
+    third = await table.refresh(now_ms / 1000)
+    assert table.layout != layout
+    everyone = [*rooms, "room_t9", "room_never"]
+    full = (await reader.snapshot(now_ms / 1000)).aligned(everyone)
+    assert np.allclose(third.aligned(everyone), full)
+    assert np.allclose(second.aligned(["room_t2", "room_t5"]), full[[2, 5]])
+    # An older snapshot does not know rows added after it (its values end where its rows did).
+    assert second.aligned(["room_t9"]).tolist() == [[0, 0, 0, 0]]
+
+
+async def test_heat_table_rescans_when_redis_lost_its_data(heat, redis):
+    sink, reader = heat
+    topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
+    await sink.write([_event("enter", f"room_l{i}", i, now_ms, topic) for i in range(5)])
+    table = HeatTable(reader)
+    assert len((await table.refresh(now_ms / 1000)).room_ids) == 5
+    await redis.delete(HEAT_KEY, SEQ_KEY, CHANGED_KEY, f"rf:ev:heat:wm:{topic}:0")  # a flush or restart without data
+    await sink.write([_event("enter", "room_after", 0, now_ms, topic)])
+    snap = await table.refresh(now_ms / 1000)
+    assert snap.room_ids == ["room_after"]
+    assert snap.aligned(["room_after", "room_l0"])[:, 0].tolist() == pytest.approx([1, 0])
+
+
+async def test_pruned_rooms_leave_the_change_log(heat, redis):
+    sink, _ = heat
+    topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
+    await sink.write([_event("enter", "room_gone", 0, now_ms - 7 * 3600 * 1000, topic),
+                      _event("enter", "room_here", 1, now_ms, topic)])
+    assert await redis.zcard(CHANGED_KEY) == 2
+    for _ in range(10):
+        await sink.prune(now_ms)
+        if sink._cursor in (b"0", 0, "0"):
+            break
+    assert await redis.zrange(CHANGED_KEY, 0, -1) == [b"room_here"]
