@@ -99,9 +99,14 @@ class ImpressionPublisher:
         self.queue.clear()
         partitions = sorted(await producer.partitions_for(self.topic))
         groups: dict[int, list[tuple[bytes, bytes]]] = {}
+        placed: dict[str, tuple[bytes, int]] = {}  # a page's events share their viewer: hashed once
         for event in events:
-            key = event["viewer_id"].encode()
-            groups.setdefault(partition_of(key, partitions), []).append((key, encode(event)))
+            viewer = event["viewer_id"]
+            where = placed.get(viewer)
+            if where is None:
+                key = viewer.encode()
+                where = placed[viewer] = (key, partition_of(key, partitions))
+            groups.setdefault(where[1], []).append((where[0], encode(event)))
         acks: list[tuple[int, Any]] = []
         handed = 0
         try:

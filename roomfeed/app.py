@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from roomfeed import ratelimit
+from roomfeed import heap, ratelimit
 from roomfeed.auth import KeyVerifier
 from roomfeed.errors import ApiError
 from roomfeed.http import OrjsonResponse, error_response, json
@@ -169,7 +169,8 @@ def create_app(settings: Settings, *, access_log: bool = True, **overrides: Any)
             for domain in domains:
                 await domain.start(app.state, resources)
                 started.append(domain)
-            yield
+            async with heap.frozen():
+                yield
         finally:
             for domain in reversed(started):
                 with contextlib.suppress(Exception):

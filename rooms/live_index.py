@@ -249,10 +249,17 @@ class LiveIndex:
         return self._current
 
     async def snapshot(self) -> LiveSnapshot:
-        if self.max_staleness and time.monotonic() - self._checked_at < self.max_staleness:
+        asked_at = time.monotonic()
+        if self.max_staleness and asked_at - self._checked_at < self.max_staleness:
             return self._current
         async with self._lock:
+            if self._checked_at >= asked_at:
+                # Read while this call waited for the lock: as fresh as a read of our own. (Callers
+                # queued behind one read must not each read again in turn: under load that convoy
+                # held requests for 100+ ms.)
+                return self._current
             current = self._current
+            reading_at = time.monotonic()
             try:
                 reply = await self._changes(args=[current.epoch, current.version, INCREMENTAL_MAX])
             except (RedisError, OSError) as exc:
@@ -263,7 +270,7 @@ class LiveIndex:
                     "live index read failed, serving version %s from memory: %s", current.version, exc
                 )
                 return current
-            self._checked_at = time.monotonic()
+            self._checked_at = reading_at  # when the read started: what it saw is at least that fresh
             epoch = _text(reply[0])
             version = int(reply[1])
             kind = _text(reply[2])

@@ -6,6 +6,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit
@@ -146,3 +147,21 @@ async def test_a_stage_is_added_in_one_line():
                               "diversity", "exploration", "page"]
     ctx = await pipeline.run(ctx_of([], count=2))
     assert ctx.page[0]["room_id"] == "room_1" and ctx.page[0]["boosted"] is True
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_best_first_is_the_exact_top_of_the_kept_scores(seed: int) -> None:
+    from feed.stages import best_first
+
+    rng = np.random.default_rng(seed)
+    for n, want in ((10_000, 70), (10_000, 10_000), (500, 70), (3_000, 1), (10_000, 300)):
+        score = rng.normal(size=n).astype(np.float32)
+        if seed % 2:  # many ties, and a strided sample that sees only the worst rooms
+            score = np.round(score, 1)
+            score[::10] -= 5
+        elif seed == 2:  # a sample that sees only the best rooms: too few pass its cut
+            score[::10] += 5
+        keep = rng.random(n) > (0.9 if seed == 5 else 0.2)
+        expected = np.flatnonzero(keep)
+        expected = expected[np.argsort(-score[expected], kind="stable")][:want]
+        assert best_first(score, keep, want).tolist() == expected.tolist()
