@@ -406,10 +406,9 @@ class Filters:
     async def apply(self, ctx: FeedContext) -> None:
         c, cfg = ctx.candidates, ctx.config
         index_of = c.index_of
-        for room_id in ctx.served:
-            i = index_of.get(room_id)
-            if i is not None:
-                c.keep[i] = False
+        if ctx.served:  # hundreds in a long session: one gather, not a numpy write per room
+            rows = np.fromiter((index_of.get(r, -1) for r in ctx.served), dtype=np.int64, count=len(ctx.served))
+            c.keep[rows[rows >= 0]] = False
         horizon_ms = (ctx.now - cfg.swipe_away_window_s) * 1000
         for visit in ctx.recent:
             if visit.ts >= horizon_ms and (visit.swiped_away or visit.dwell_ms < cfg.swipe_away_dwell_ms):

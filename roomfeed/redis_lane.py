@@ -25,25 +25,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
+from hiredis import pack_command as pack
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-
-def _pack(args: tuple[Any, ...] | list[Any]) -> bytes:
-    """RESP array of bulk strings (str as UTF-8, numbers in decimal)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, int | float) and not isinstance(arg, bool):
-            data = repr(arg).encode()
-        else:
-            raise TypeError(f"cannot send {type(arg).__name__} to Redis")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
 
 
 class _Batch:
@@ -178,7 +163,7 @@ class RedisLane:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         protocol.waiting.append(_Batch(future, len(commands)))
-        transport.write(b"".join([_pack(c) for c in commands]))
+        transport.write(b"".join([pack(c) for c in commands]))  # hiredis packs in C
         timer = loop.call_later(self.timeout, _expire, future)
         try:
             return await future
