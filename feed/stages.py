@@ -468,26 +468,26 @@ def best_first(score: np.ndarray, keep: np.ndarray, want: int) -> np.ndarray:
     kept scores pass it, every one of the true top `want` does, so sorting those few is exact.
     When too few pass (a skewed sample), the full partition answers.
     """
-    masked = np.where(keep, score, np.float32(-np.inf))
-    n = len(masked)
-    if want >= n:
-        top = np.flatnonzero(keep)
-    else:
-        top = None
-        stride = 10
-        sample = masked[::stride]
+    n = len(score)
+    top = None
+    stride = 10
+    if want < n and n >= 20 * want:
+        sample = score[::stride]
         rank = min(len(sample) - 1, 2 * -(-want // stride))  # about 2 * want scores reach the cut
-        if n >= 20 * want and rank > 0:
-            cut = np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank]
-            if cut > -np.inf:
-                passed = np.flatnonzero(masked >= cut)
-                if len(passed) >= want:
-                    top = passed
-        if top is None:
+        cut = np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank]
+        passed = np.flatnonzero(score >= cut)
+        passed = passed[keep[passed]]
+        if len(passed) >= want:
+            top = passed
+    if top is None:
+        masked = np.where(keep, score, np.float32(-np.inf))
+        if want >= n:
+            top = np.flatnonzero(keep)
+        else:
             at = n - want
             top = np.flatnonzero(masked >= np.partition(masked, at)[at])
-        top = top[keep[top]]
-    return top[np.argsort(-masked[top], kind="stable")][:want]
+            top = top[keep[top]]
+    return top[np.argsort(-score[top], kind="stable")][:want]
 
 
 class Diversity:
@@ -514,18 +514,43 @@ class Exploration:
     name = "exploration"
 
     def __init__(self) -> None:
-        self._eligible: tuple[tuple[Any, ...], np.ndarray] | None = None
+        self._eligible: tuple[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] | None = None
 
-    def eligible(self, c: Candidates, cfg: RankingConfig, now: float) -> np.ndarray:
-        """Live rooms new or little seen (cached per candidate set, heat refresh, config and second)."""
+    @staticmethod
+    def draw(rng: np.random.Generator, keep: np.ndarray, eligible: np.ndarray, on_page: list[int], slots: int) -> list[int]:
+        """Up to `slots` distinct rooms drawn uniformly from the eligible ones still kept and not on the page.
+
+        Drawn from all eligible rooms and redrawn when one is taken (a few tries: most are kept, as
+        filters drop a session's few hundred rooms of thousands); when tries run out, from the exact
+        set, which costs a pass over every candidate.
+        """
+        rows = eligible[1]
+        taken = set(on_page)
+        picks: list[int] = []
+        for _ in range(4 * slots + 8):
+            if len(picks) == slots or len(rows) == 0:
+                return picks
+            row = int(rows[int(rng.integers(len(rows)))])
+            if keep[row] and row not in taken:
+                picks.append(row)
+                taken.add(row)
+        mask = keep & eligible[0]
+        mask[list(taken)] = False
+        left = np.flatnonzero(mask)
+        more = rng.choice(left, size=min(slots - len(picks), len(left)), replace=False).tolist() if len(left) else []
+        return picks + [int(i) for i in more]
+
+    def eligible(self, c: Candidates, cfg: RankingConfig, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Live rooms new or little seen, as a mask and as indices (cached per candidate set, heat
+        refresh, config and second)."""
         key = (c.room_ids, c.impressions, cfg, int(now))
         cached = self._eligible
         if cached is not None and all(a is b for a, b in zip(cached[0][:3], key[:3], strict=True)) and cached[0][3] == key[3]:
             return cached[1]
         little_seen = (c.impressions <= cfg.exploration_max_impressions_1h) | (now - c.started_at <= cfg.exploration_new_room_s)
         eligible = little_seen & ~c.is_replay
-        self._eligible = (key, eligible)
-        return eligible
+        self._eligible = (key, (eligible, np.flatnonzero(eligible)))
+        return self._eligible[1]
 
     async def apply(self, ctx: FeedContext) -> None:
         c, cfg = ctx.candidates, ctx.config
@@ -534,14 +559,12 @@ class Exploration:
         if slots == 0 or len(c) == 0:
             return
         on_page = ctx.order[: ctx.count]
-        mask = c.keep & self.eligible(c, cfg, ctx.now)
-        mask[on_page] = False
-        eligible = np.flatnonzero(mask)
-        if len(eligible) == 0:
+        picks = self.draw(ctx.rng, c.keep, self.eligible(c, cfg, ctx.now), on_page, slots)
+        if not picks:
             return
-        picks = ctx.rng.choice(eligible, size=min(slots, len(eligible)), replace=False).tolist()
-        page = [i for i in on_page if i not in picks]
-        rest = ctx.order[ctx.count :]
+        # The picks take slots of the page: the ranked rooms they displace lead what follows.
+        ranked = [i for i in on_page if i not in picks]
+        page, rest = ranked[: ctx.count - len(picks)], ranked[ctx.count - len(picks) :] + ctx.order[ctx.count :]
         for pick in picks:
             page.insert(int(ctx.rng.integers(0, len(page) + 1)), int(pick))
         ctx.explored = set(picks)

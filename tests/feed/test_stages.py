@@ -165,3 +165,27 @@ def test_best_first_is_the_exact_top_of_the_kept_scores(seed: int) -> None:
         expected = np.flatnonzero(keep)
         expected = expected[np.argsort(-score[expected], kind="stable")][:want]
         assert best_first(score, keep, want).tolist() == expected.tolist()
+
+
+def test_exploration_draws_only_kept_eligible_rooms_off_the_page_and_evenly() -> None:
+    rng = np.random.default_rng(3)
+    n = 1_000
+    eligible = np.zeros(n, dtype=bool)
+    eligible[::2] = True
+    keep = np.ones(n, dtype=bool)
+    keep[:100] = False
+    on_page = [100, 102, 104]
+    counts = np.zeros(n)
+    for _ in range(20_000):
+        picks = Exploration.draw(rng, keep, (eligible, np.flatnonzero(eligible)), on_page, 2)
+        assert len(picks) == len(set(picks)) == 2
+        counts[picks] += 1
+    allowed = eligible & keep
+    allowed[on_page] = False
+    assert counts[~allowed].sum() == 0
+    share = counts[allowed] / counts.sum()
+    assert share.max() < 2.0 / allowed.sum() and share.min() > 0.5 / allowed.sum()  # even, within noise
+    # Hardly anything left (the redraws run out): the exact set answers, still only allowed rooms.
+    keep[:] = False
+    keep[[6, 8]] = True
+    assert sorted(Exploration.draw(rng, keep, (eligible, np.flatnonzero(eligible)), [6], 3)) == [8]
