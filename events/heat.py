@@ -11,6 +11,7 @@ Keys (events owns `rf:ev:*`):
                              enters, impressions, dwell_s, orders, as of ts_ms (the 5th value)
   rf:ev:heat:wm:{topic}:{p}  highest Kafka offset applied per partition
   rf:ev:heat:seq             change counter: every room update takes the next number
+  rf:ev:heat:epoch           when the counter started (set with it): a new one means readers rescan
   rf:ev:heat:changed         sorted set room_id → number of its last update
 
 Readers that refresh every second (the feed, in every API process) keep the whole table in
@@ -45,6 +46,7 @@ from events.live_stats import RecentVisit
 
 HEAT_KEY = "rf:ev:heat"
 SEQ_KEY = "rf:ev:heat:seq"
+EPOCH_KEY = "rf:ev:heat:epoch"
 CHANGED_KEY = "rf:ev:heat:changed"
 HALF_LIFE_S = 15 * 60.0
 PRUNE_AFTER_S = 6 * 3600.0  # 24 half-lives: what is left is below 1e-7 of the peak
@@ -58,7 +60,7 @@ def watermark_key(topic: str, partition: int) -> str:
     return f"rf:ev:heat:wm:{topic}:{partition}"
 
 
-# KEYS[1] heat hash, KEYS[2] change counter, KEYS[3] changed set. ARGV[1] JSON {h: half-life ms, wm: [key...], top: [max offset per tp]},
+# KEYS[1] heat hash, KEYS[2] change counter, KEYS[3] changed set, KEYS[4] epoch. ARGV[1] JSON {h: half-life ms, wm: [key...], top: [max offset per tp]},
 # ARGV[2] JSON [[tp index (1-based), offset, room, signal (0-3), amount, ts_ms], ...].
 # Returns the number of events folded in.
 _APPLY = """
@@ -102,6 +104,12 @@ if #order > 0 then
     updates[#updates + 1] = struct.pack('<ddddd', v[1], v[2], v[3], v[4], latest)
   end
   redis.call('HSET', KEYS[1], unpack(updates))
+  if redis.call('EXISTS', KEYS[4]) == 0 then  -- a first write, or after the keys were lost or rebuilt
+    redis.replicate_commands()
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[4], t[1] .. '.' .. t[2])
+    redis.call('DEL', KEYS[2])
+  end
   local last = redis.call('INCRBY', KEYS[2], #order)
   local numbered = {}
   for i, room in ipairs(order) do
@@ -132,15 +140,15 @@ end
 return {reply[1], #old}
 """
 
-# KEYS[1] heat hash, KEYS[2] change counter, KEYS[3] changed set. ARGV: after (a change number), limit.
-# Returns {counter now, last number returned, room, record, room, record, ...}: the rooms whose last change is numbered
+# KEYS[1] heat hash, KEYS[2] change counter, KEYS[3] changed set, KEYS[4] epoch. ARGV: after (a
+# change number), limit. Returns {counter now, last number returned, epoch, room, record, ...}: the rooms whose last change is numbered
 # above `after`, in change order, at most `limit` (the caller asks again from the last one's number).
 _CHANGED = """
 local now = tonumber(redis.call('GET', KEYS[2]) or '0')
 local rows = redis.call('ZRANGE', KEYS[3], '(' .. ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]), 'WITHSCORES')
 local rooms = {}
 for i = 1, #rows, 2 do rooms[#rooms + 1] = rows[i] end
-local out = {now, #rows > 0 and rows[#rows] or ARGV[1]}
+local out = {now, #rows > 0 and rows[#rows] or ARGV[1], redis.call('GET', KEYS[4]) or ''}
 if #rooms > 0 then
   local records = redis.call('HMGET', KEYS[1], unpack(rooms))
   for i, room in ipairs(rooms) do
@@ -206,7 +214,7 @@ class RoomHeatSink:
             return 0
         keys, tops, rows = _compact(batch)
         head = {"h": self.half_life_ms, "wm": keys, "top": tops}
-        applied = int(await self._apply(keys=[HEAT_KEY, SEQ_KEY, CHANGED_KEY], args=[orjson.dumps(head), orjson.dumps(rows)]))
+        applied = int(await self._apply(keys=[HEAT_KEY, SEQ_KEY, CHANGED_KEY, EPOCH_KEY], args=[orjson.dumps(head), orjson.dumps(rows)]))
         if time.monotonic() - self._pruned_at >= self.prune_every_s:
             await self.prune()
         return applied
@@ -258,11 +266,11 @@ class HeatSnapshot:
 
 class HeatTable:
     """Every room's heat in this process, brought up to date each refresh with only the rooms that
-    changed since the last one (the sink numbers every update: `SEQ_KEY`, `CHANGED_KEY`).
+    changed since the last one (the sink numbers every update: `SEQ_KEY`, `CHANGED_KEY`, `EPOCH_KEY`).
 
     The first refresh, and one every `rescan_every_s`, reads the whole hash in HSCAN steps of
-    `batch` rooms (the event loop runs between steps) and drops rooms the sink pruned; a change
-    counter that went backwards (Redis lost its data) also triggers one.
+    `batch` rooms (the event loop runs between steps) and drops rooms the sink pruned; a new epoch
+    (the keys were lost or rebuilt: the counter started again) also triggers one.
     """
 
     def __init__(self, heat: RoomHeat, batch: int = 2000, rescan_every_s: float = 600.0) -> None:
@@ -274,6 +282,7 @@ class HeatTable:
         self._row: dict[str, int] = {}
         self._records = np.zeros((0, _WIDTH), dtype=np.float64)
         self._after: int | None = None  # the last change number read
+        self._epoch = b""
         self._scanned_at = 0.0
 
     def __len__(self) -> int:
@@ -281,7 +290,7 @@ class HeatTable:
 
     async def refresh(self, now: float | None = None) -> HeatSnapshot:
         due = self._after is None or time.monotonic() - self._scanned_at >= self.rescan_every_s
-        if due or not await self._read_changes():  # a counter that went backwards: Redis lost its data
+        if due or not await self._read_changes():  # a new epoch: Redis lost its data or it was rebuilt
             await self._rescan()
         at = time.time() if now is None else now
         records = self._records[: len(self._ids)]
@@ -291,7 +300,9 @@ class HeatTable:
 
     async def _rescan(self) -> None:
         redis = self.heat.redis
-        counter = int(await redis.get(SEQ_KEY) or 0)  # first: changes during the scan are read again next time
+        async with redis.pipeline(transaction=True) as pipe:  # first: changes during the scan are read again next time
+            counter_raw, epoch = await pipe.get(SEQ_KEY).get(EPOCH_KEY).execute()
+        counter = int(counter_raw or 0)
         ids: list[str] = []
         blobs: list[bytes] = []
         cursor: Any = 0
@@ -305,19 +316,19 @@ class HeatTable:
                 break
         records = np.frombuffer(b"".join(blobs), dtype=_RECORD).reshape(len(ids), _WIDTH).copy()
         self._ids, self._row, self._records = ids, {r: i for i, r in enumerate(ids)}, records
-        self._after, self._scanned_at = counter, time.monotonic()
+        self._after, self._epoch, self._scanned_at = counter, epoch or b"", time.monotonic()
         self.layout += 1
 
     async def _read_changes(self) -> bool:
-        """Fold in the rooms changed since the last read; False when the counter went backwards."""
+        """Fold in the rooms changed since the last read; False when the epoch changed (rescan)."""
         assert self._after is not None
         after = self._after
         while True:
-            reply = await self.heat._changed(keys=[HEAT_KEY, SEQ_KEY, CHANGED_KEY], args=[after, self.batch])
+            reply = await self.heat._changed(keys=[HEAT_KEY, SEQ_KEY, CHANGED_KEY, EPOCH_KEY], args=[after, self.batch])
             counter = int(reply[0])
-            if counter < self._after:
+            if reply[2] != self._epoch or counter < self._after:
                 return False
-            pairs = reply[2:]
+            pairs = reply[3:]
             for i in range(0, len(pairs), 2):
                 self._put(pairs[i].decode(), pairs[i + 1])
             if len(pairs) // 2 < self.batch:

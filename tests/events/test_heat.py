@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from events.heat import CHANGED_KEY, HALF_LIFE_S, HEAT_KEY, SEQ_KEY, HeatTable, RoomHeat, RoomHeatSink
+from events.heat import CHANGED_KEY, EPOCH_KEY, HALF_LIFE_S, HEAT_KEY, SEQ_KEY, HeatTable, RoomHeat, RoomHeatSink
 from events.realtime import RealtimeSink
 
 
@@ -19,7 +19,7 @@ def _event(kind: str, room: str, offset: int, ts: int, topic: str, partition: in
 
 @pytest.fixture
 async def heat(redis):
-    await redis.delete(HEAT_KEY, SEQ_KEY, CHANGED_KEY)
+    await redis.delete(HEAT_KEY, SEQ_KEY, CHANGED_KEY, EPOCH_KEY)
     return RoomHeatSink(redis), RoomHeat(redis)
 
 
@@ -116,17 +116,19 @@ async def test_heat_table_reads_only_changes_and_matches_a_full_read(heat, redis
     assert second.aligned(["room_t9"]).tolist() == [[0, 0, 0, 0]]
 
 
-async def test_heat_table_rescans_when_redis_lost_its_data(heat, redis):
+async def test_heat_table_rescans_when_redis_lost_its_data_or_was_rebuilt(heat, redis):
     sink, reader = heat
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
     await sink.write([_event("enter", f"room_l{i}", i, now_ms, topic) for i in range(5)])
     table = HeatTable(reader)
     assert len((await table.refresh(now_ms / 1000)).room_ids) == 5
-    await redis.delete(HEAT_KEY, SEQ_KEY, CHANGED_KEY, f"rf:ev:heat:wm:{topic}:0")  # a flush or restart without data
-    await sink.write([_event("enter", "room_after", 0, now_ms, topic)])
+    # Every events key gone (a flush, a restart without data, `roomfeed rebuild`), then more rooms
+    # rewritten than the table had read: the counter is past where the table stood, the epoch is new.
+    await redis.delete(HEAT_KEY, SEQ_KEY, CHANGED_KEY, EPOCH_KEY, f"rf:ev:heat:wm:{topic}:0")
+    await sink.write([_event("enter", f"room_after{i}", i, now_ms, topic) for i in range(8)])
     snap = await table.refresh(now_ms / 1000)
-    assert snap.room_ids == ["room_after"]
-    assert snap.aligned(["room_after", "room_l0"])[:, 0].tolist() == pytest.approx([1, 0])
+    assert sorted(snap.room_ids) == sorted(f"room_after{i}" for i in range(8))
+    assert snap.aligned(["room_after0", "room_l0"])[:, 0].tolist() == pytest.approx([1, 0])
 
 
 async def test_pruned_rooms_leave_the_change_log(heat, redis):
