@@ -8,7 +8,16 @@ import time
 import numpy as np
 import pytest
 
-from events.heat import CHANGED_KEY, EPOCH_KEY, HALF_LIFE_S, HEAT_KEY, SEQ_KEY, HeatTable, RoomHeat, RoomHeatSink
+from events.heat import (
+    CHANGED_KEY,
+    EPOCH_KEY,
+    HALF_LIFE_S,
+    HEAT_KEY,
+    SEQ_KEY,
+    HeatTable,
+    RoomHeat,
+    RoomHeatSink,
+)
 from events.realtime import RealtimeSink
 
 
