@@ -28,7 +28,9 @@ and a record failing it is dead-lettered with the full schema's reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -59,13 +61,20 @@ Refused = tuple[TopicPartition, ConsumerRecord[Any, Any], str]
 # ARGV[1] JSON header {now, seen: [hour keys, newest first], seen_expire,
 #                      marks: [[watermark key, first offset, last offset] per topic-partition]}
 # ARGV[2] JSON [event id per event]
-# ARGV[3] JSON plan {ops: [[command, key, args...]], presence: [[key, adds, folds]]}, no list longer
-#   than SLICE values (the plan splits them); two compact
-#   commands: {'H', key, expire_at, field, n, ...} (HINCRBYs + EXPIREAT), {'C', key, expire_at, n}
+# ARGV[3] JSON plan, sums per key as [key parts, value] pairs (see WritePlan.as_json); the script
+#   names the keys, adds the platform ("*") and sets the expiries, once per key.
 # Returns {0, watermark per topic-partition} (stale records; nothing written),
 #         {1, positions...} (1-based, ids already seen; nothing written) or {2, applied}.
 _APPLY = """
 local SLICE = $SLICE
+local FIELD = cjson.decode('$FIELDS')
+local function sliced(command, key, values, flag)  -- unpack() takes up to ~8,000 values
+  for first = 1, #values, SLICE do
+    local last = math.min(first + SLICE - 1, #values)
+    if flag then redis.call(command, key, flag, unpack(values, first, last))
+    else redis.call(command, key, unpack(values, first, last)) end
+  end
+end
 local head = cjson.decode(ARGV[1])
 local marks, stale = {}, false
 for i, tp in ipairs(head.marks) do
@@ -80,7 +89,7 @@ local ids = cjson.decode(ARGV[2])
 local n = #ids
 local refused = {1}
 for _, key in ipairs(head.seen) do
-  for first = 1, n, SLICE do  -- slices: unpack() takes up to ~8,000 values
+  for first = 1, n, SLICE do
     local last = math.min(first + SLICE - 1, n)
     local member = redis.call('SMISMEMBER', key, unpack(ids, first, last))
     for i = first, last do
@@ -92,75 +101,163 @@ if #refused > 1 then return refused end
 for _, tp in ipairs(head.marks) do
   redis.call('SET', tp[1], string.format('%d', tp[3]))
 end
-for first = 1, n, SLICE do
-  redis.call('SADD', head.seen[1], unpack(ids, first, math.min(first + SLICE - 1, n)))
-end
+sliced('SADD', head.seen[1], ids)
 if n > 0 then redis.call('PEXPIREAT', head.seen[1], head.seen_expire) end
+
 local plan = cjson.decode(ARGV[3])
-for _, op in ipairs(plan.ops) do
-  local kind = op[1]
-  if kind == 'H' then  -- {'H', hash key, expire at (s), field, n, field, n, ...}
-    for j = 4, #op, 2 do redis.call('HINCRBY', op[2], op[j], op[j + 1]) end
-    redis.call('EXPIREAT', op[2], op[3])
-  elseif kind == 'C' then  -- {'C', counter key, expire at (s), n}
-    redis.call('INCRBY', op[2], op[4])
-    redis.call('EXPIREAT', op[2], op[3])
-  else
-    redis.call(unpack(op))
+-- 5-minute hashes of every count, per room and for the platform
+local hashes = {}
+local function count(room, b5, field, value)
+  local key = 'rf:ev:r:' .. room .. ':b:' .. b5
+  local hash = hashes[key]
+  if hash == nil then
+    hash = {(b5 + 1) * 300 + 3660, {}}
+    hashes[key] = hash
+  end
+  hash[2][field] = (hash[2][field] or 0) + value
+end
+for _, c in ipairs(plan.hour) do  -- {{room, b5, type}, events}
+  local field = FIELD[c[1][3]]
+  if field then
+    count(c[1][1], c[1][2], field, c[2])
+    count('*', c[1][2], field, c[2])
   end
 end
--- presence: adds {ts, viewer, ...} for viewers with only signs of presence; folds
--- {viewer, leave, sign, ...} for viewers who also left: with x their current score (-1: absent),
--- the new score is max(x, sign) if x > leave, else sign; below 0 they are gone.
-local presence_from = head.now - 60000
-for _, p in ipairs(plan.presence) do
-  local key, adds, folds = p[1], p[2], p[3]
+for _, d in ipairs(plan.dwell) do  -- {{room, b5}, {dwell ms, swipe-aways}}
+  for _, room in ipairs({d[1][1], '*'}) do
+    count(room, d[1][2], 'dwell_ms', d[2][1])
+    if d[2][2] > 0 then count(room, d[1][2], 'swipe_away', d[2][2]) end
+  end
+end
+for _, g in ipairs(plan.gmv) do  -- {{room or '*', b5}, amount}; its hash is there: a purchase is an order
+  redis.call('HINCRBYFLOAT', 'rf:ev:r:' .. g[1][1] .. ':b:' .. g[1][2], 'gmv', g[2])
+end
+for key, hash in pairs(hashes) do
+  for field, value in pairs(hash[2]) do redis.call('HINCRBY', key, field, string.format('%d', value)) end
+  redis.call('EXPIREAT', key, hash[1])
+end
+-- enter counters per 10 s and per minute
+for _, counter in ipairs({{plan.tens, 's', 10, 120}, {plan.minutes, 'm', 60, 960}}) do
+  local sums, kind, span, keep = {}, counter[2], counter[3], counter[4]
+  for _, c in ipairs(counter[1]) do  -- {{room, bucket}, enters}
+    local bucket = c[1][2]
+    sums[bucket] = (sums[bucket] or 0) + c[2]
+    redis.call('INCRBY', 'rf:ev:r:' .. c[1][1] .. ':' .. kind .. ':' .. bucket, c[2])
+    redis.call('EXPIREAT', 'rf:ev:r:' .. c[1][1] .. ':' .. kind .. ':' .. bucket, (bucket + 1) * span + keep)
+  end
+  for bucket, value in pairs(sums) do
+    redis.call('INCRBY', 'rf:ev:r:*:' .. kind .. ':' .. bucket, value)
+    redis.call('EXPIREAT', 'rf:ev:r:*:' .. kind .. ':' .. bucket, (bucket + 1) * span + keep)
+  end
+end
+-- unique visitors (HyperLogLogs)
+local everyone = {}
+for _, v in ipairs(plan.visitors) do  -- {{room, b5}, {viewer, ...}}
+  local b5 = v[1][2]
+  sliced('PFADD', 'rf:ev:r:' .. v[1][1] .. ':uv:' .. b5, v[2])
+  redis.call('EXPIREAT', 'rf:ev:r:' .. v[1][1] .. ':uv:' .. b5, (b5 + 1) * 300 + 3660)
+  local all = everyone[b5] or {}
+  everyone[b5] = all
+  for _, viewer in ipairs(v[2]) do all[#all + 1] = viewer end
+end
+for b5, viewers in pairs(everyone) do
+  sliced('PFADD', 'rf:ev:r:*:uv:' .. b5, viewers)
+  redis.call('EXPIREAT', 'rf:ev:r:*:uv:' .. b5, (b5 + 1) * 300 + 3660)
+end
+-- recent visits per viewer, newest first
+for _, r in ipairs(plan.recent) do  -- {viewer, {visit JSON, ... oldest first}}
+  local key = 'rf:ev:v:' .. r[1] .. ':recent'
+  sliced('LPUSH', key, r[2])
+  redis.call('LTRIM', key, 0, $RECENT_LAST)
+  redis.call('EXPIRE', key, $RECENT_TTL)
+end
+-- presence: viewers with only signs of presence are added at their latest sign (ZADD GT); for a
+-- viewer who also left, with x the current score (-1: absent), the new score is max(x, sign) if
+-- x > leave, else sign; below 0 the viewer is gone.
+local rooms = {}
+local function room_of(room)
+  local r = rooms[room]
+  if r == nil then
+    r = {adds = {}, folds = {}, left = {}}
+    rooms[room] = r
+  end
+  return r
+end
+for _, l in ipairs(plan.leaves) do room_of(l[1][1]).left[l[1][2]] = l[2] end  -- {{room, viewer}, ts}
+for _, p in ipairs(plan.signs) do  -- {{room, viewer}, ts or -1}
+  local r, viewer = room_of(p[1][1]), p[1][2]
+  local leave = r.left[viewer]
+  if leave == nil then
+    r.adds[#r.adds + 1] = string.format('%d', p[2])
+    r.adds[#r.adds + 1] = viewer
+  else
+    r.folds[#r.folds + 1] = {viewer, leave, p[2]}
+  end
+end
+local presence_from = head.now - $PRESENCE_MS
+for room, r in pairs(rooms) do
+  local key = 'rf:ev:r:' .. room .. ':now'
   local set, gone = {}, {}
-  if #folds > 0 then
+  for first = 1, #r.folds, SLICE do
+    local last = math.min(first + SLICE - 1, #r.folds)
     local names = {}
-    for j = 1, #folds, 3 do names[#names + 1] = folds[j] end
+    for j = first, last do names[#names + 1] = r.folds[j][1] end
     local scores = redis.call('ZMSCORE', key, unpack(names))
-    for j = 1, #names do
-      local x = scores[j] and tonumber(scores[j]) or -1
-      local leave, sign = folds[3 * j - 1], folds[3 * j]
-      if x <= leave or sign > x then x = sign end
-      if x < 0 then gone[#gone + 1] = names[j] else
+    for j = first, last do
+      local fold = r.folds[j]
+      local x = scores[j - first + 1] and tonumber(scores[j - first + 1]) or -1
+      if x <= fold[2] or fold[3] > x then x = fold[3] end
+      if x < 0 then gone[#gone + 1] = fold[1] else
         set[#set + 1] = string.format('%d', x)
-        set[#set + 1] = names[j]
+        set[#set + 1] = fold[1]
       end
     end
   end
-  if #gone > 0 then redis.call('ZREM', key, unpack(gone)) end
-  if #set > 0 then redis.call('ZADD', key, unpack(set)) end
-  if #adds > 0 then redis.call('ZADD', key, 'GT', unpack(adds)) end
-  if #adds > 0 or #set > 0 then
+  sliced('ZREM', key, gone)
+  sliced('ZADD', key, set)
+  sliced('ZADD', key, r.adds, 'GT')
+  if #r.adds > 0 or #set > 0 then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', presence_from)
     redis.call('EXPIRE', key, 120)
   end
 end
 return {2, n}
-""".replace("$SLICE", str(SLICE))
+"""
+for name, value in {"$SLICE": SLICE, "$FIELDS": orjson.dumps(HOUR_FIELD).decode(), "$RECENT_LAST": RECENT_CAP - 1,
+                    "$RECENT_TTL": RECENT_TTL_S, "$PRESENCE_MS": PRESENCE_MS}.items():
+    _APPLY = _APPLY.replace(name, str(value))
+
+
+class Unreadable(ValueError):
+    """An event whose fields this sink reads do not have the types it needs."""
 
 
 class WritePlan:
     """What a run of events changes in Redis, summed per key (pure; no I/O), and their ids in order."""
 
-    __slots__ = ("ids", "ops", "presence")
+    __slots__ = ("ids", "_sums")
 
-    def __init__(self, ids: list[str], ops: list[list[str]], presence: list[list[Any]]) -> None:
+    def __init__(self, ids: list[str], sums: dict[str, Any]) -> None:
         self.ids = ids
-        self.ops = ops
-        self.presence = presence
+        self._sums = sums
 
     def as_json(self) -> bytes:
-        return orjson.dumps({"ops": self.ops, "presence": self.presence})
+        """The sums as [key parts, value] pairs, serialised by orjson without a Python step per key."""
+        return orjson.dumps({name: list(table.items()) for name, table in self._sums.items()})
+
+    def __getitem__(self, name: str) -> dict[Any, Any]:
+        return self._sums[name]  # type: ignore[no-any-return]
+
+
+_KNOWN = frozenset(TYPES)
 
 
 def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
-    """Sum the effects of `events` (all fresh, in offset order per partition) into Redis commands.
+    """Sum the effects of `events` (all fresh, in offset order per partition) per Redis key.
 
-    One loop over the events with a dict update or two per event; everything per key (names,
-    expiries, the platform's sums) is worked out afterwards, once per key.
+    One loop over the events with a dict update or two per event, checking the type of every field
+    it reads (raises Unreadable, or KeyError/TypeError for a missing field or a non-object); naming
+    keys, platform sums and expiries happen in the script, once per key.
     """
     horizon = now_ms - HORIZON_MS
     presence_from = now_ms - PRESENCE_MS
@@ -168,7 +265,7 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
     counts: dict[tuple[str, int, str], int] = {}  # (room, 5-min bucket, type) → events
     tens: dict[tuple[str, int], int] = {}  # (room, 10-s bucket) → enters
     minutes: dict[tuple[str, int], int] = {}  # (room, minute) → enters
-    visitors: dict[tuple[str, int], set[str]] = {}  # (room, 5-min bucket) → viewers who entered
+    visitors: dict[tuple[str, int], list[str]] = {}  # (room, 5-min bucket) → viewers who entered
     dwell: dict[tuple[str, int], list[int]] = {}  # (room, 5-min bucket) → [dwell ms, swipe-aways]
     gmv: dict[tuple[str, int], float] = {}
     recent: dict[str, list[str]] = {}  # viewer → visits (JSON), oldest first
@@ -176,18 +273,22 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
     # that came later) and the latest leave that was not followed by a later sign.
     signs: dict[tuple[str, str], int] = {}
     leaves: dict[tuple[str, str], int] = {}
-    add_id = ids.append
+    add_id, known = ids.append, _KNOWN
     for e in events:
-        add_id(e["event_id"])
-        ts = e["ts"]
+        event_id, kind, room, ts = e["event_id"], e["type"], e["room_id"], e["ts"]
+        if type(event_id) is not str or type(room) is not str or type(ts) is not int or kind not in known:
+            raise Unreadable(event_id)
+        add_id(event_id)
         if ts < horizon:
             continue
-        kind, room = e["type"], e["room_id"]
         b5 = ts // FIVE_MIN_MS
         key = (room, b5, kind)
         counts[key] = counts.get(key, 0) + 1
         if kind == "impression":
             continue
+        viewer = e["viewer_id"]
+        if type(viewer) is not str:
+            raise Unreadable(event_id)
         if kind == "enter":
             bucket = (room, ts // TEN_S_MS)
             tens[bucket] = tens.get(bucket, 0) + 1
@@ -196,105 +297,44 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
             bucket = (room, b5)
             entered = visitors.get(bucket)
             if entered is None:
-                visitors[bucket] = {e["viewer_id"]}
+                visitors[bucket] = [viewer]
             else:
-                entered.add(e["viewer_id"])
+                entered.append(viewer)
         elif kind == "leave":
+            ms, merchant = e["dwell_ms"], e.get("merchant_id")
+            if type(ms) is not int or not (merchant is None or type(merchant) is str):
+                raise Unreadable(event_id)
             bucket = (room, b5)
-            ms = e["dwell_ms"]
             sums = dwell.get(bucket)
             if sums is None:
                 sums = dwell[bucket] = [0, 0]
             sums[0] += ms
             if ms < SWIPE_AWAY_MS:
                 sums[1] += 1
-            visit = orjson.dumps({"room_id": room, "merchant_id": e.get("merchant_id"), "dwell_ms": ms, "ts": ts})
-            recent.setdefault(e["viewer_id"], []).append(visit.decode())
+            visit = orjson.dumps({"room_id": room, "merchant_id": merchant, "dwell_ms": ms, "ts": ts})
+            recent.setdefault(viewer, []).append(visit.decode())
             if ts >= presence_from:
-                who = (room, e["viewer_id"])
+                who = (room, viewer)
                 if signs.get(who, -1) <= ts:
                     signs[who] = -1
                     if ts > leaves.get(who, -1):
                         leaves[who] = ts
             continue
         elif kind == "purchase":
-            bucket = (room, b5)
-            gmv[bucket] = gmv.get(bucket, 0.0) + float(e["amount"])
+            amount = e["amount"]
+            if type(amount) is not int and type(amount) is not float:
+                raise Unreadable(event_id)
+            for where in ((room, b5), (PLATFORM, b5)):
+                gmv[where] = gmv.get(where, 0.0) + amount
         if ts >= presence_from:
-            who = (room, e["viewer_id"])
+            who = (room, viewer)
             if ts > signs.get(who, -1):
                 signs[who] = ts
-    return WritePlan(ids, _ops(counts, tens, minutes, visitors, dwell, gmv, recent), _presence(signs, leaves))
-
-
-def _ops(
-    counts: dict[tuple[str, int, str], int],
-    tens: dict[tuple[str, int], int],
-    minutes: dict[tuple[str, int], int],
-    visitors: dict[tuple[str, int], set[str]],
-    dwell: dict[tuple[str, int], list[int]],
-    gmv: dict[tuple[str, int], float],
-    recent: dict[str, list[str]],
-) -> list[list[str]]:
-    """The Redis commands of the summed effects; the platform ("*") is the sum of the rooms."""
-    hashes: dict[tuple[str, int], dict[str, int]] = {}
-    for (room, b5, kind), n in counts.items():
-        name = HOUR_FIELD.get(kind)
-        if name is not None:
-            for where in ((room, b5), (PLATFORM, b5)):
-                fields = hashes.setdefault(where, {})
-                fields[name] = fields.get(name, 0) + n
-    for (room, b5), (ms, swipes) in dwell.items():
-        for where in ((room, b5), (PLATFORM, b5)):
-            fields = hashes.setdefault(where, {})
-            fields["dwell_ms"] = fields.get("dwell_ms", 0) + ms
-            if swipes:
-                fields["swipe_away"] = fields.get("swipe_away", 0) + swipes
-    for table in (tens, minutes, gmv):
-        for (_room, bucket), value in list(table.items()):
-            table[(PLATFORM, bucket)] = table.get((PLATFORM, bucket), 0) + value  # type: ignore[assignment]
-    for (_room, b5), viewers in list(visitors.items()):
-        visitors.setdefault((PLATFORM, b5), set()).update(viewers)
-
-    ops: list[list[str]] = []
-    # every purchase also counts an "order", so each gmv bucket has its hash entry (and expiry) here
-    for (room, b5), fields in hashes.items():
-        key = f"rf:ev:r:{room}:b:{b5}"
-        if (room, b5) in gmv:
-            ops.append(["HINCRBYFLOAT", key, "gmv", repr(gmv[(room, b5)])])
-        op = ["H", key, str((b5 + 1) * 300 + 3660)]
-        for name, n in fields.items():
-            op += [name, str(n)]
-        ops.append(op)
-    for (room, t10), n in tens.items():
-        ops.append(["C", f"rf:ev:r:{room}:s:{t10}", str((t10 + 1) * 10 + 120), str(n)])
-    for (room, minute), n in minutes.items():
-        ops.append(["C", f"rf:ev:r:{room}:m:{minute}", str((minute + 1) * 60 + 960), str(n)])
-    for (room, b5), viewers in visitors.items():
-        key = f"rf:ev:r:{room}:uv:{b5}"
-        members = sorted(viewers)
-        ops += [["PFADD", key, *members[i : i + SLICE]] for i in range(0, len(members), SLICE)]
-        ops.append(["EXPIREAT", key, str((b5 + 1) * 300 + 3660)])
-    for viewer, visits in recent.items():
-        key = f"rf:ev:v:{viewer}:recent"
-        ops += [["LPUSH", key, *visits[i : i + SLICE]] for i in range(0, len(visits), SLICE)]
-        ops += [["LTRIM", key, "0", str(RECENT_CAP - 1)], ["EXPIRE", key, str(RECENT_TTL_S)]]
-    return ops
-
-
-def _presence(signs: dict[tuple[str, str], int], leaves: dict[tuple[str, str], int]) -> list[list[Any]]:
-    """Per room: [key, adds (ts, viewer, ...), folds (viewer, leave, sign, ...)] for the script."""
-    rooms: dict[str, tuple[list[Any], list[Any]]] = {}
-    for (room, viewer), sign in signs.items():
-        adds, folds = rooms.get(room) or rooms.setdefault(room, ([], []))
-        leave = leaves.get((room, viewer))
-        if leave is None:
-            adds += (sign, viewer)
-        else:
-            folds += (viewer, leave, sign)
-    step = SLICE // 6 * 6  # whole pairs and triples
-    return [[f"rf:ev:r:{room}:now", adds[i : i + step], folds[i : i + step]]
-            for room, (adds, folds) in rooms.items() for i in range(0, max(len(adds), len(folds)), step)]
+    return WritePlan(ids, {
+        "hour": counts, "tens": tens, "minutes": minutes, "visitors": visitors, "dwell": dwell,
+        "gmv": {where: repr(float(amount)) for where, amount in gmv.items()}, "recent": recent,
+        "signs": signs, "leaves": leaves,
+    })
 
 
 def seen_keys(now_ms: int) -> tuple[list[str], int]:
@@ -303,23 +343,8 @@ def seen_keys(now_ms: int) -> tuple[list[str], int]:
     return [f"rf:ev:seen:{hour - i}" for i in range(SEEN_HOURS)], (hour + SEEN_HOURS) * SEEN_HOUR_MS
 
 
-_LEAVE, _PURCHASE = "leave", "purchase"
-_KNOWN = frozenset(TYPES)
-
-
-def _readable(event: Any) -> bool:
-    """Whether the fields this sink reads have the types it needs (KeyError/TypeError: no)."""
-    kind = event["type"]
-    return (
-        type(event["event_id"]) is str and type(event["room_id"]) is str and type(event["viewer_id"]) is str
-        and type(event["ts"]) is int and kind in _KNOWN
-        and (kind != _LEAVE or (type(event["dwell_ms"]) is int and type(event.get("merchant_id", "")) in (str, type(None))))
-        and (kind != _PURCHASE or type(event["amount"]) in (int, float))
-    )
-
-
-def _why(value: bytes | None) -> str:
-    """The reason a record is refused: the full schema's, which names the first bad field."""
+def _why(value: bytes | None, now: int) -> str:
+    """Why this sink cannot read a record: the full schema's reason (it names the first bad field)."""
     try:
         raw = orjson.loads(value)  # type: ignore[arg-type]
     except (orjson.JSONDecodeError, TypeError) as exc:
@@ -327,14 +352,24 @@ def _why(value: bytes | None) -> str:
     checked = validate_stored(raw)
     if type(checked) is Rejection:
         return checked.message
-    return "a field the realtime sink reads has the wrong type"
+    try:
+        plan_writes([raw], now)
+    except _UNREADABLE as exc:
+        return f"a field the realtime sink reads has the wrong type: {exc!r}"
+    return "readable"
+
+
+# What decoding and summing raise on a record this sink cannot read.
+_UNREADABLE = (Unreadable, KeyError, TypeError, orjson.JSONDecodeError)
 
 
 class _Chunk:
     """Events about to be applied: their Kafka positions, and the plan of the ones still thought fresh.
 
-    Built from polled records (fast path: decoded and summed in one pass, no dict kept per event) or
-    from event dicts; `events()` gives the dicts with their positions when a plan must be redone.
+    Built from polled records or from event dicts. From records, the fast path decodes and sums in
+    one pass (no dict kept per event); a poll with a record the sink cannot read, or with an id
+    twice, takes the careful path: every record decoded and checked on its own (`events()`).
+    `events()` also gives the dicts with their positions when a plan must be redone.
     """
 
     def __init__(self, now: int, records: Polled | None = None, events: list[Event] | None = None) -> None:
@@ -345,10 +380,16 @@ class _Chunk:
         self.seen_expire = str(expire_ms)
         self.refused: list[Refused] = []
         if records is not None:
+            # The watermark covers every polled record, dead-lettered ones included.
             self.marks = {_mark(tp.topic, tp.partition): [rs[0].offset, rs[-1].offset] for tp, rs in records.items() if rs}
-            self.plan = plan_writes(self._read(records), now)
-            if len(set(self.plan.ids)) < len(self.plan.ids):
-                self._replan(self.events())
+            try:
+                values = map(_value, chain.from_iterable(records.values()))
+                self.plan = plan_writes(map(orjson.loads, values), now)
+                if len(set(self.plan.ids)) == len(self.plan.ids):
+                    return
+            except _UNREADABLE:
+                pass
+            self._replan(self.events())
         else:
             assert events is not None
             self.marks = {}
@@ -363,22 +404,9 @@ class _Chunk:
     def __len__(self) -> int:
         return len(self.plan.ids)
 
-    def _read(self, polled: Polled) -> Iterator[Event]:
-        """The events of the polled records that this sink can read; the others go to `refused`."""
-        loads, readable, refused = orjson.loads, _readable, self.refused
-        for tp, records in polled.items():
-            for record in records:
-                try:
-                    event = loads(record.value)
-                    if readable(event):
-                        yield event
-                        continue
-                except (orjson.JSONDecodeError, TypeError, KeyError):
-                    pass
-                refused.append((tp, record, _why(record.value)))
-
     def events(self) -> list[Event]:
-        """Every readable event of the chunk, with `_topic`, `_partition`, `_offset`."""
+        """Every readable event of the chunk, with `_topic`, `_partition`, `_offset`; records this
+        sink cannot read (alone, they fail decoding or summing) go to `refused`, with the reason."""
         if self._events is None:
             assert self.records is not None
             self._events = []
@@ -386,9 +414,9 @@ class _Chunk:
                 for record in records:
                     try:
                         event = orjson.loads(record.value)
-                        if not _readable(event):
-                            continue
-                    except (orjson.JSONDecodeError, TypeError, KeyError):
+                        plan_writes([event], self.now)
+                    except _UNREADABLE:
+                        self.refused.append((tp, record, _why(record.value, self.now)))
                         continue
                     event["_topic"], event["_partition"], event["_offset"] = tp.topic, tp.partition, record.offset
                     self._events.append(event)
@@ -424,6 +452,9 @@ class _Chunk:
     def head(self) -> bytes:
         return orjson.dumps({"now": self.now, "seen": self.seen, "seen_expire": self.seen_expire,
                              "marks": [[key, *span] for key, span in self.marks.items()]})
+
+
+_value = attrgetter("value")
 
 
 def _mark(topic: str, partition: int) -> str:
