@@ -8,7 +8,8 @@ prefix:
   ingest    `roomfeed serve` (uvicorn, 2 workers) on loopback, concurrent clients posting 500-event
             batches, with a `roomfeed worker` process (realtime + archive) consuming meanwhile;
             events/s accepted, and events/s until both sinks hold everything;
-  realtime  the realtime sink alone replaying the topic into an empty Redis db (vs raw consumer);
+  realtime  the realtime sink alone replaying the topic into an empty Redis db (vs raw consumer on the
+            same records), and its stages: decode only, and everything but Redis;
   freshness a paced client at 5,000 events/s; time from the 202 to the events visible in LiveStats.
 Each figure is the median of --runs repetitions where repeating is cheap (ceilings, realtime).
 """
@@ -222,10 +223,51 @@ async def topic_size(settings: Settings) -> int:
             await consumer.stop()
 
 
-async def realtime_sink_rate(settings: Settings, redis_url: str, n: int) -> float:
-    redis = Redis.from_url(redis_url)
-    await redis.flushdb()
-    runner = SinkRunner(settings, RealtimeSink(redis), group=f"bench-rt-{secrets.token_hex(3)}")
+class _Counted:
+    """A stage sink's prepared batch: only its size."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def events(self) -> list[dict[str, Any]]:
+        return []
+
+
+class DecodeOnlySink:
+    """Stage 1 of the realtime sink: SinkRunner and orjson.loads of each record, nothing else (the
+    floor of any sink that decodes the events in this process)."""
+
+    name = "decode-only"
+
+    def read(self, polled: dict[TopicPartition, list[Any]]) -> tuple[_Counted, list[Any]]:
+        size = 0
+        for records in polled.values():
+            for record in records:
+                orjson.loads(record.value)
+                size += 1
+        return _Counted(size), []
+
+    async def apply(self, prepared: _Counted) -> int:
+        return len(prepared)
+
+    async def write(self, batch: list[dict[str, Any]]) -> int:
+        return len(batch)
+
+
+class NoRedisSink(RealtimeSink):
+    """Stage 2: the realtime sink up to the script's arguments (decode, check, sum, serialise), no Redis."""
+
+    async def apply(self, chunk: Any) -> int:
+        chunk.head(), orjson.dumps(chunk.plan.ids), chunk.plan.as_json()
+        return len(chunk)
+
+
+async def sink_rate(settings: Settings, sink: Any, n: int) -> float:
+    """Events/s of a SinkRunner replaying the topic in a fresh group, timed from its first records."""
+    runner = SinkRunner(settings, sink, group=f"bench-{sink.name}-{secrets.token_hex(3)}")
     await runner.start()
     try:
         task = asyncio.create_task(runner.run())
@@ -242,6 +284,14 @@ async def realtime_sink_rate(settings: Settings, redis_url: str, n: int) -> floa
         return rate
     finally:
         await runner.stop()
+
+
+async def realtime_sink_rate(settings: Settings, redis_url: str, n: int) -> float:
+    redis = Redis.from_url(redis_url)
+    await redis.flushdb()
+    try:
+        return await sink_rate(settings, RealtimeSink(redis), n)
+    finally:
         await redis.aclose()
 
 
@@ -368,20 +418,27 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         private.start()
         try:
             private.wait_ready()
-            rt_rates, raw_rates = [], []
+            rt_rates, raw_rates, decode_rates, no_redis_rates = [], [], [], []
+            stage_redis = Redis.from_url(private.url())
             for _ in range(args.runs):  # interleaved with the raw consumer on the same topic and records
                 raw_rates.append(await raw_consumer_rate(settings, topic_events, VIEWER_EVENTS))
+                decode_rates.append(await sink_rate(settings, DecodeOnlySink(), topic_events))
+                no_redis_rates.append(await sink_rate(settings, NoRedisSink(stage_redis), topic_events))
                 rt_rates.append(await realtime_sink_rate(settings, private.url(), topic_events))
+            await stage_redis.aclose()
             shared_rate = await realtime_sink_rate(settings, rt_redis_url, topic_events)
         finally:
             private.kill()
         results["realtime_sink_per_s"] = statistics.median(rt_rates)
         results["realtime_sink_shared_redis_per_s"] = shared_rate
         results["raw_consumer_same_topic_per_s"] = statistics.median(raw_rates)
+        results["realtime_decode_only_per_s"] = statistics.median(decode_rates)
+        results["realtime_no_redis_per_s"] = statistics.median(no_redis_rates)
         results["realtime_vs_raw_consumer"] = results["realtime_sink_per_s"] / results["raw_consumer_same_topic_per_s"]
         print(f"realtime sink alone {results['realtime_sink_per_s']:,.0f} events/s "
               f"({results['realtime_vs_raw_consumer']:.0%} of raw consumer; {shared_rate:,.0f}/s on the shared "
-              "Redis)", flush=True)
+              f"Redis); its stages: decode only {results['realtime_decode_only_per_s']:,.0f}/s, without Redis "
+              f"{results['realtime_no_redis_per_s']:,.0f}/s", flush=True)
     finally:
         for process in processes:
             process.terminate()
@@ -423,12 +480,18 @@ def record(results: dict[str, Any], command: str) -> None:
         f"{results['realtime_vs_raw_consumer']:.0%} of the raw consumer on the same records, interleaved "
         f"({results['raw_consumer_same_topic_per_s']:,.0f}/s) (target ≥ 50%) |",
         f"| the same on the shared Redis (one run) | {results['realtime_sink_shared_redis_per_s']:,.0f} events/s |",
+        f"| its stages, same records, interleaved: SinkRunner + orjson.loads only (floor of a decoding sink) | "
+        f"{results['realtime_decode_only_per_s']:,.0f} events/s = "
+        f"{results['realtime_decode_only_per_s'] / results['raw_consumer_same_topic_per_s']:.0%} of the raw consumer |",
+        f"| its stages: decode, check, sum and serialise, no Redis | {results['realtime_no_redis_per_s']:,.0f} events/s = "
+        f"{results['realtime_no_redis_per_s'] / results['raw_consumer_same_topic_per_s']:.0%} |",
         f"| freshness 202 → visible in Redis at {results['freshness_rate_per_s']:,.0f} events/s | "
         f"p50 {results['freshness_p50_ms']:.0f} ms, p99 {results['freshness_p99_ms']:.0f} ms "
         "(target p99 ≤ 1 s) |",
         "",
-        "Rates are medians of the runs; the realtime sink and the raw consumer are both timed from their",
-        "first records (the sink through SinkRunner: decode, validate, write, commit).",
+        "Rates are medians of the runs; the realtime sink, its stages and the raw consumer are all timed from",
+        "their first records, with the same consumer settings (the sink through SinkRunner: decode, check,",
+        "sum, one Lua script per poll, commit). Per-event costs and what is left: docs/events.md.",
         "<!-- /bench:ingest -->",
     ]
     replace_section(ROOT / "docs" / "benchmarks.md", "\n".join(lines))

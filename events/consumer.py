@@ -146,6 +146,7 @@ class SinkRunner:
         self.dead_letters: AIOKafkaProducer | None = None
         self.processed = 0
         self.reads = isinstance(sink, PollSink)
+        self._writing: asyncio.Task[None] | None = None  # the latest batch's write
         self._committing: asyncio.Task[None] | None = None  # the latest batch's commit
         self._stopping = asyncio.Event()
 
@@ -158,6 +159,13 @@ class SinkRunner:
 
     async def stop(self) -> None:
         self._stopping.set()
+        # The batch being written and its commit finish first (bounded), so the next member of the
+        # group starts after them rather than re-reading them.
+        for stage in ("_writing", "_committing"):  # in this order: a write ends by starting its commit
+            task = getattr(self, stage)
+            if task is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(task), 5)
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
@@ -173,7 +181,6 @@ class SinkRunner:
         Writes stay in poll order; commits stay in poll order, each after its own batch's write.
         """
         assert self.consumer is not None
-        writing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
                 try:
@@ -182,17 +189,17 @@ class SinkRunner:
                     log.warning("poll failed, retrying: %s", exc, extra={"fields": {"group": self.group}})
                     await asyncio.sleep(0.5)
                     continue
-                if not polled:
+                if not polled or self._stopping.is_set():  # a batch polled while stopping is left uncommitted
                     continue
                 decoded = self.decode(polled)
-                if writing is not None:
-                    await writing
-                writing = asyncio.create_task(self._finish(polled, *decoded))
+                if self._writing is not None:
+                    await self._writing
+                self._writing = asyncio.create_task(self._finish(polled, *decoded))
                 await _let_requests_out()
         finally:
-            if writing is not None:
+            if self._writing is not None:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await writing
+                    await self._writing
             if self._committing is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._committing
