@@ -35,7 +35,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -301,14 +301,16 @@ class HeatTable:
     async def _rescan(self) -> None:
         redis = self.heat.redis
         async with redis.pipeline(transaction=True) as pipe:  # first: changes during the scan are read again next time
-            counter_raw, epoch = await pipe.get(SEQ_KEY).get(EPOCH_KEY).execute()
+            pipe.get(SEQ_KEY)
+            pipe.get(EPOCH_KEY)
+            counter_raw, epoch = await pipe.execute()
         counter = int(counter_raw or 0)
         ids: list[str] = []
         blobs: list[bytes] = []
         cursor: Any = 0
         while True:
             cursor, found = await redis.hscan(HEAT_KEY, cursor, count=self.batch)
-            for room, record in found.items():
+            for room, record in cast(dict[bytes, bytes], found).items():
                 if len(record) == _WIDTH * 8:
                     ids.append(room.decode())
                     blobs.append(record)

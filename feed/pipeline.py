@@ -28,6 +28,11 @@ from feed.stages import Blend, CandidateSource, Diversity, Exploration, Filters,
 class FeedPipeline:
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = list(stages)
+        # A candidate set prepared in the background is warmed by every stage that keeps something of it.
+        warmers = [warm for stage in self.stages if callable(warm := getattr(stage, "warm", None))]
+        for stage in self.stages:
+            if isinstance(stage, CandidateSource):
+                stage.warmers = warmers
 
     @classmethod
     def standard(

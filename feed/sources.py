@@ -96,8 +96,8 @@ class RoomHeatCache:
         self.fresh = False
         self._snapshot: Any = None
         self._generation = 0
-        self._positions: tuple[np.ndarray, int, np.ndarray] | None = None
-        self._aligned: tuple[np.ndarray, int, dict[str, np.ndarray]] | None = None
+        self._own: dict[str, Any] = {}
+        self._own_for: Any = None
         self._task: asyncio.Task[None] | None = None
 
     def track(self, room_ids: list[str]) -> None:
@@ -118,27 +118,33 @@ class RoomHeatCache:
         self.fresh = True
         self.last_refresh_s = time.perf_counter() - started
 
-    def aligned(self, room_ids: np.ndarray) -> dict[str, np.ndarray]:
-        """Arrays of STAT_FIELDS aligned with `room_ids` (cached per candidate set and refresh)."""
-        cached = self._aligned
-        if cached is not None and cached[0] is room_ids and cached[1] == self._generation:
-            return cached[2]
+    def aligned(self, room_ids: np.ndarray, memo: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Arrays of STAT_FIELDS aligned with `room_ids`, kept in `memo` (the candidate set's; else
+        this cache's own, for one set) until the next refresh; the rows of each room are kept there
+        while the heat table's layout holds."""
+        if memo is None:
+            if self._own_for is not room_ids:
+                self._own, self._own_for = {}, room_ids
+            memo = self._own
+        held = memo.get("heat")
+        if held is not None and held[0] == self._generation:
+            return held[1]  # type: ignore[no-any-return]
         snapshot = self._snapshot
         if snapshot is None:
             matrix = np.zeros((len(room_ids), len(STAT_FIELDS)), dtype=np.float32)
         else:
             layout = getattr(snapshot, "layout", None)
-            kept = self._positions
+            kept = memo.get("heat_rows")
             if layout is None:  # a plain snapshot (no table): align from scratch
                 positions = None
-            elif kept is not None and kept[0] is room_ids and kept[1] == layout:
-                positions = kept[2]
+            elif kept is not None and kept[0] == layout:
+                positions = kept[1]
             else:
                 positions = snapshot.positions(room_ids)
-                self._positions = (room_ids, layout, positions)
+                memo["heat_rows"] = (layout, positions)
             matrix = snapshot.aligned(room_ids, positions).astype(np.float32)
         arrays = {f: np.ascontiguousarray(matrix[:, i]) for i, f in enumerate(STAT_FIELDS)}
-        self._aligned = (room_ids, self._generation, arrays)
+        memo["heat"] = (self._generation, arrays)
         return arrays
 
     async def start(self) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,29 +38,73 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 class CandidateSource:
-    """Candidates: every live room of the current snapshot (plus replays when few are live)."""
+    """Candidates: every live room of the current snapshot (plus replays when few are live).
+
+    At 10,000 live rooms a new candidate set and what the stages derive from it (heat alignment,
+    the scorer's item block, ...) cost ~12 ms of the event loop, and rooms start and end every
+    second: a stall that set the p99. So a big set (`background_from` rooms or more) is prepared in
+    a background task, a step at a time (`warmers`: the stages' `warm(candidates)`, set by the
+    pipeline), while requests keep the set being served minus the rooms the new snapshot no
+    longer has live (an ended room never appears; a new room appears once its set is ready, a few
+    milliseconds later). Smaller sets are built in the request.
+    """
 
     name = "candidates"
 
-    def __init__(self, live_index: LiveIndexSource, stats: RoomHeatCache, max_staleness_s: float = 0.0) -> None:
+    def __init__(self, live_index: LiveIndexSource, stats: RoomHeatCache, max_staleness_s: float = 0.0,
+                 background_from: int = 2_000) -> None:
         """`max_staleness_s`: reuse the snapshot read that recently instead of asking the live index
         (one Redis round trip) on every request; a room that ends is gone from pages within it."""
         self.live_index = live_index
         self.stats = stats
         self.max_staleness_s = max_staleness_s
+        self.background_from = background_from
+        self.warmers: list[Callable[[Candidates], None]] = []
         self._checked_at = -1e9
         self._snapshot: Any = None
-        self._candidates: tuple[Any, Candidates] | None = None
+        self._candidates: tuple[Any, Candidates] | None = None  # (snapshot, its set): what is served
+        self._gone: tuple[Any, np.ndarray] | None = None  # (newer snapshot, served rows it has not live)
+        self._preparing: tuple[Any, asyncio.Task[None]] | None = None
 
     def _of_snapshot(self, snapshot: Any) -> Candidates:
-        cached = self._candidates
-        if cached is not None and cached[0] is snapshot:
-            return cached[1]
         live = tuple(room for room in snapshot.rooms if room.status == "live")
         candidates = Candidates.of(live)
         self._candidates = (snapshot, candidates)
         self.stats.track(list(candidates.room_ids))
         return candidates
+
+    def _current(self, snapshot: Any) -> tuple[Candidates, np.ndarray | None]:
+        """The set to serve for `snapshot`, and the rows of it to drop (None: none)."""
+        served = self._candidates
+        if served is not None and served[0] is snapshot:
+            return served[1], None
+        if served is None or len(served[1]) < self.background_from or len(snapshot.rooms) < self.background_from:
+            return self._of_snapshot(snapshot), None
+        if self._preparing is None or self._preparing[1].done():
+            self._preparing = (snapshot, asyncio.create_task(self._prepare(snapshot), name="feed-candidates"))
+        gone = self._gone
+        if gone is None or gone[0] is not snapshot:
+            by_id, rooms = snapshot.by_id, served[1].rooms
+            still = np.fromiter(((r := by_id.get(room.room_id)) is not None and r.status == "live" for room in rooms),
+                                dtype=bool, count=len(rooms))
+            gone = self._gone = (snapshot, np.flatnonzero(~still))
+        return served[1], gone[1]
+
+    async def _prepare(self, snapshot: Any) -> None:
+        """Build `snapshot`'s set and let each stage derive what it keeps, yielding between steps."""
+        try:
+            live = tuple(room for room in snapshot.rooms if room.status == "live")
+            await asyncio.sleep(0)
+            before = self._candidates
+            candidates = await Candidates.of_in_steps(live)
+            for warm in self.warmers:
+                await asyncio.sleep(0)
+                warm(candidates)
+            if self._candidates is before:  # not replaced meanwhile by a set built in a request
+                self._candidates = (snapshot, candidates)
+                self.stats.track(list(candidates.room_ids))
+        except Exception:  # the request path builds it then
+            log.exception("preparing the candidate set failed")
 
     async def apply(self, ctx: FeedContext) -> None:
         try:
@@ -79,7 +123,7 @@ class CandidateSource:
             if snapshot is None:
                 ctx.candidates = Candidates.of(()).fresh_copy()
                 return
-        candidates = self._of_snapshot(snapshot)
+        candidates, gone = self._current(snapshot)
         if len(candidates) < ctx.config.replay_threshold and ctx.config.replay_limit > 0 and not ctx.degraded:
             try:
                 replays = await self.live_index.replays(ctx.config.replay_limit)
@@ -94,6 +138,8 @@ class CandidateSource:
                 rooms = (*candidates.rooms, *extra)
                 candidates = Candidates.of(rooms, replay_ids=frozenset(r.room_id for r in extra))
         ctx.candidates = candidates.fresh_copy()
+        if gone is not None and len(gone):
+            ctx.candidates.keep[gone] = False
 
 
 class Hydrate:
@@ -105,9 +151,12 @@ class Hydrate:
         self.stats = stats
         self.live_stats = live_stats
 
+    def warm(self, c: Candidates) -> None:
+        self.stats.aligned(c.room_ids, c.memo)
+
     async def apply(self, ctx: FeedContext) -> None:
         c = ctx.candidates
-        arrays = self.stats.aligned(c.room_ids)
+        arrays = self.stats.aligned(c.room_ids, c.memo)
         c.enters = arrays["enters"]
         c.impressions = arrays["impressions"]
         c.dwell_s = arrays["dwell_s"]
@@ -124,6 +173,18 @@ class Hydrate:
         ctx.recent = [as_recent_visit(v) for v in visits]
 
 
+def live_items(c: Candidates, scorer: Any) -> Any:
+    """The scorer's item block for this candidate set (`Scorer.prepare`), kept with the set; the
+    rooms themselves for a scorer without one."""
+    prepare = getattr(scorer, "prepare", None)
+    if prepare is None:
+        return c.rooms
+    held = c.memo.get("live_items")
+    if held is None or held[0] is not scorer:
+        held = c.memo["live_items"] = (scorer, prepare(c.rooms))
+    return held[1]
+
+
 class Score:
     """Score: the current LightFM model's score of every candidate for this viewer (none → popularity)."""
 
@@ -132,6 +193,11 @@ class Score:
     def __init__(self, model_watcher: Any | None) -> None:
         self.model_watcher = model_watcher
 
+    def warm(self, c: Candidates) -> None:
+        scorer = getattr(self.model_watcher, "scorer", None)
+        if scorer is not None and len(c):
+            live_items(c, scorer)
+
     async def apply(self, ctx: FeedContext) -> None:
         scorer = getattr(self.model_watcher, "scorer", None)
         c = ctx.candidates
@@ -139,7 +205,7 @@ class Score:
             ctx.model_version = "popularity"
             return
         try:
-            scores = np.asarray(scorer.score(ctx.viewer_id, c.rooms), dtype=np.float32)
+            scores = np.asarray(scorer.score(ctx.viewer_id, live_items(c, scorer)), dtype=np.float32)
         except Exception:
             log.exception("the scorer failed; ranking this request by popularity")
             ctx.model_version = "popularity"
@@ -386,10 +452,10 @@ class Blend:
             watched = session_watched(c, ctx.recent, ctx.now, cfg.swipe_away_window_s)
             if scorer is not None and watched and hasattr(scorer, "session_similarity"):
                 try:
-                    similarity = scorer.session_similarity(c.rooms, watched)
+                    similarity = scorer.session_similarity(live_items(c, scorer), watched)
                 except AttributeError:  # an ended room of a merchant the model never saw: live rooms only
                     live = [(room, dwell) for room, dwell in watched if not isinstance(room, _Merchant)]
-                    similarity = scorer.session_similarity(c.rooms, live)
+                    similarity = scorer.session_similarity(live_items(c, scorer), live)
                 score += w.session_lightfm * similarity
         if cfg.w_session > 0 and ctx.recent:
             score -= cfg.w_session * session_penalty(
@@ -419,8 +485,9 @@ class Filters:
             rooms = c.rooms_of_merchant.get(merchant_id)
             if rooms is not None:
                 c.keep[rooms] = False
-        # Ended rooms: CandidateSource builds candidates from the current snapshot's live rooms only,
-        # so an ended room is never a candidate; replays are candidates by design.
+        # Ended rooms: CandidateSource builds candidates from the current snapshot's live rooms only
+        # (and drops the rooms no longer live from a set it is still replacing), so an ended room is
+        # never kept; replays are candidates by design.
 
 
 def arrange(
@@ -517,7 +584,8 @@ class Exploration:
         self._eligible: tuple[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] | None = None
 
     @staticmethod
-    def draw(rng: np.random.Generator, keep: np.ndarray, eligible: np.ndarray, on_page: list[int], slots: int) -> list[int]:
+    def draw(rng: np.random.Generator, keep: np.ndarray, eligible: tuple[np.ndarray, np.ndarray], on_page: list[int],
+             slots: int) -> list[int]:
         """Up to `slots` distinct rooms drawn uniformly from the eligible ones still kept and not on the page.
 
         Drawn from all eligible rooms and redrawn when one is taken (a few tries: most are kept, as

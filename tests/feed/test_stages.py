@@ -189,3 +189,26 @@ def test_exploration_draws_only_kept_eligible_rooms_off_the_page_and_evenly() ->
     keep[:] = False
     keep[[6, 8]] = True
     assert sorted(Exploration.draw(rng, keep, (eligible, np.flatnonzero(eligible)), [6], 3)) == [8]
+
+
+async def test_a_big_candidate_set_is_prepared_in_the_background_and_ended_rooms_never_show():
+    index = MemoryIndex([room(i, f"m{i}", "food") for i in range(1, 4)])
+    source = CandidateSource(index, RoomHeatCache(None), background_from=1)
+    warmed: list[list[str]] = []
+    source.warmers = [lambda c: warmed.append(list(c.room_ids))]
+    ctx = ctx_of([])
+    await source.apply(ctx)  # nothing served yet: built in the request
+    assert list(ctx.candidates.room_ids) == ["room_1", "room_2", "room_3"]
+
+    index.rooms = [room(1, "m1", "food"), room(3, "m3", "food"), room(4, "m4", "food")]  # 2 ended, 4 started
+    index.version = 2
+    ctx = ctx_of([])
+    await source.apply(ctx)  # the set being served, minus the ended room; the new one is on its way
+    c = ctx.candidates
+    assert list(c.room_ids[c.keep]) == ["room_1", "room_3"]
+    await source._preparing[1]
+    assert warmed == [["room_1", "room_3", "room_4"]]
+
+    ctx = ctx_of([])
+    await source.apply(ctx)
+    assert list(ctx.candidates.room_ids[ctx.candidates.keep]) == ["room_1", "room_3", "room_4"]
