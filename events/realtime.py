@@ -30,9 +30,10 @@ is applied here and dead-lettered by the archive sink).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
-from itertools import chain
-from operator import attrgetter
+from itertools import chain, repeat
+from operator import attrgetter, floordiv
 from typing import Any
 
 import orjson
@@ -152,19 +153,25 @@ for _, counter in ipairs({{plan.tens, 's', 10, 120}, {plan.minutes, 'm', 60, 960
     redis.call('EXPIREAT', 'rf:ev:r:*:' .. kind .. ':' .. bucket, (bucket + 1) * span + keep)
   end
 end
--- unique visitors (HyperLogLogs)
-local everyone = {}
-for _, v in ipairs(plan.visitors) do  -- {{room, b5}, {viewer, ...}}
-  local b5 = v[1][2]
-  sliced('PFADD', 'rf:ev:r:' .. v[1][1] .. ':uv:' .. b5, v[2])
-  redis.call('EXPIREAT', 'rf:ev:r:' .. v[1][1] .. ':uv:' .. b5, (b5 + 1) * 300 + 3660)
-  local all = everyone[b5] or {}
-  everyone[b5] = all
-  for _, viewer in ipairs(v[2]) do all[#all + 1] = viewer end
+-- unique visitors (HyperLogLogs), per room and for the platform
+local visitors = {}
+local function visit(room, b5, viewer)
+  local key = 'rf:ev:r:' .. room .. ':uv:' .. b5
+  local hll = visitors[key]
+  if hll == nil then
+    hll = {(b5 + 1) * 300 + 3660}
+    visitors[key] = hll
+  end
+  hll[#hll + 1] = viewer
 end
-for b5, viewers in pairs(everyone) do
-  sliced('PFADD', 'rf:ev:r:*:uv:' .. b5, viewers)
-  redis.call('EXPIREAT', 'rf:ev:r:*:uv:' .. b5, (b5 + 1) * 300 + 3660)
+for _, v in ipairs(plan.visitors) do  -- {{room, b5, viewer}, null}
+  visit(v[1][1], v[1][2], v[1][3])
+  visit('*', v[1][2], v[1][3])
+end
+for key, hll in pairs(visitors) do
+  local expire = table.remove(hll, 1)
+  sliced('PFADD', key, hll)
+  redis.call('EXPIREAT', key, expire)
 end
 -- recent visits per viewer, newest first
 for _, r in ipairs(plan.recent) do  -- {viewer, {visit JSON, ... oldest first}}
@@ -265,9 +272,7 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
     presence_from = now_ms - PRESENCE_MS
     ids: list[str] = []
     counts: dict[tuple[str, int, str], int] = {}  # (room, 5-min bucket, type) → events
-    tens: dict[tuple[str, int], int] = {}  # (room, 10-s bucket) → enters
-    minutes: dict[tuple[str, int], int] = {}  # (room, minute) → enters
-    visitors: dict[tuple[str, int], list[str]] = {}  # (room, 5-min bucket) → viewers who entered
+    entered: list[tuple[str, int, str]] = []  # (room, ts, viewer) per enter, bucketed at the end in C
     dwell: dict[tuple[str, int], list[int]] = {}  # (room, 5-min bucket) → [dwell ms, swipe-aways]
     gmv: dict[tuple[str, int], float] = {}
     recent: dict[str, list[str]] = {}  # viewer → visits (JSON), oldest first
@@ -275,7 +280,7 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
     # that came later) and the latest leave that was not followed by a later sign.
     signs: dict[tuple[str, str], int] = {}
     leaves: dict[tuple[str, str], int] = {}
-    add_id, known = ids.append, _KNOWN
+    add_id, add_enter, known = ids.append, entered.append, _KNOWN
     for e in events:
         event_id, kind, room, ts = e["event_id"], e["type"], e["room_id"], e["ts"]
         if type(event_id) is not str or type(room) is not str or type(ts) is not int or kind not in known:
@@ -292,16 +297,7 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
         if type(viewer) is not str:
             raise Unreadable(event_id)
         if kind == "enter":
-            bucket = (room, ts // TEN_S_MS)
-            tens[bucket] = tens.get(bucket, 0) + 1
-            bucket = (room, ts // MINUTE_MS)
-            minutes[bucket] = minutes.get(bucket, 0) + 1
-            bucket = (room, b5)
-            entered = visitors.get(bucket)
-            if entered is None:
-                visitors[bucket] = [viewer]
-            else:
-                entered.append(viewer)
+            add_enter((room, ts, viewer))
         elif kind == "leave":
             ms, merchant = e["dwell_ms"], e.get("merchant_id")
             if type(ms) is not int or not (merchant is None or type(merchant) is str):
@@ -332,8 +328,13 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
             who = (room, viewer)
             if ts > signs.get(who, -1):
                 signs[who] = ts
+    rooms, times, viewers = zip(*entered, strict=True) if entered else ((), (), ())
     return WritePlan(ids, {
-        "hour": counts, "tens": tens, "minutes": minutes, "visitors": visitors, "dwell": dwell,
+        "hour": counts,
+        "tens": Counter(zip(rooms, map(floordiv, times, repeat(TEN_S_MS)), strict=True)),
+        "minutes": Counter(zip(rooms, map(floordiv, times, repeat(MINUTE_MS)), strict=True)),
+        "visitors": dict.fromkeys(zip(rooms, map(floordiv, times, repeat(FIVE_MIN_MS)), viewers, strict=True)),
+        "dwell": dwell,
         "gmv": {where: repr(float(amount)) for where, amount in gmv.items()}, "recent": recent,
         "signs": signs, "leaves": leaves,
     })
