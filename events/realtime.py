@@ -64,10 +64,12 @@ Refused = tuple[TopicPartition, ConsumerRecord[Any, Any], str]
 # ARGV[1] JSON header {now, seen: [hour keys, newest first], seen_expire,
 #                      marks: [[watermark key, first offset, last offset] per topic-partition]}
 # ARGV[2] JSON [event id per event]
-# ARGV[3] JSON plan, sums per key as [key parts, value] pairs (see WritePlan.as_json); the script
-#   names the keys, adds the platform ("*") and sets the expiries, once per key.
+# ARGV[3] JSON plan, per table of sums its columns: one array per key part, then the values (see
+#   WritePlan.as_json); the script names the keys, adds the platform ("*") and sets the expiries.
 # Returns {0, watermark per topic-partition} (stale records; nothing written),
 #         {1, positions...} (1-based, ids already seen; nothing written) or {2, applied}.
+# Numbers go to Redis commands as they are: Redis 7 writes a Lua number with up to 17 significant
+# digits, so integers (ms timestamps, counts) arrive exact.
 _APPLY = """
 local SLICE = $SLICE
 local FIELD = cjson.decode('$FIELDS')
@@ -108,6 +110,7 @@ sliced('SADD', head.seen[1], ids)
 if n > 0 then redis.call('PEXPIREAT', head.seen[1], head.seen_expire) end
 
 local plan = cjson.decode(ARGV[3])
+for _, columns in pairs(plan) do columns.n = columns[1] and #columns[1] or 0 end  -- rows
 -- 5-minute hashes of every count, per room and for the platform
 local hashes = {}
 local function count(room, b5, field, value)
@@ -119,34 +122,38 @@ local function count(room, b5, field, value)
   end
   hash[2][field] = (hash[2][field] or 0) + value
 end
-for _, c in ipairs(plan.hour) do  -- {{room, b5, type}, events}
-  local field = FIELD[c[1][3]]
+local t = plan.hour  -- room, b5, type; events
+for i = 1, t.n do
+  local field = FIELD[t[3][i]]
   if field then
-    count(c[1][1], c[1][2], field, c[2])
-    count('*', c[1][2], field, c[2])
+    count(t[1][i], t[2][i], field, t[4][i])
+    count('*', t[2][i], field, t[4][i])
   end
 end
-for _, d in ipairs(plan.dwell) do  -- {{room, b5}, {dwell ms, swipe-aways}}
-  for _, room in ipairs({d[1][1], '*'}) do
-    count(room, d[1][2], 'dwell_ms', d[2][1])
-    if d[2][2] > 0 then count(room, d[1][2], 'swipe_away', d[2][2]) end
+for name, field in pairs({dwell = 'dwell_ms', swipes = 'swipe_away'}) do
+  t = plan[name]  -- room, b5; sum
+  for i = 1, t.n do
+    count(t[1][i], t[2][i], field, t[3][i])
+    count('*', t[2][i], field, t[3][i])
   end
 end
-for _, g in ipairs(plan.gmv) do  -- {{room or '*', b5}, amount}; its hash is there: a purchase is an order
-  redis.call('HINCRBYFLOAT', 'rf:ev:r:' .. g[1][1] .. ':b:' .. g[1][2], 'gmv', g[2])
+t = plan.gmv  -- room or '*', b5; amount (its hash is there: a purchase is an order)
+for i = 1, t.n do
+  redis.call('HINCRBYFLOAT', 'rf:ev:r:' .. t[1][i] .. ':b:' .. t[2][i], 'gmv', t[3][i])
 end
 for key, hash in pairs(hashes) do
-  for field, value in pairs(hash[2]) do redis.call('HINCRBY', key, field, string.format('%d', value)) end
+  for field, value in pairs(hash[2]) do redis.call('HINCRBY', key, field, value) end
   redis.call('EXPIREAT', key, hash[1])
 end
 -- enter counters per 10 s and per minute
 for _, counter in ipairs({{plan.tens, 's', 10, 120}, {plan.minutes, 'm', 60, 960}}) do
   local sums, kind, span, keep = {}, counter[2], counter[3], counter[4]
-  for _, c in ipairs(counter[1]) do  -- {{room, bucket}, enters}
-    local bucket = c[1][2]
-    sums[bucket] = (sums[bucket] or 0) + c[2]
-    redis.call('INCRBY', 'rf:ev:r:' .. c[1][1] .. ':' .. kind .. ':' .. bucket, c[2])
-    redis.call('EXPIREAT', 'rf:ev:r:' .. c[1][1] .. ':' .. kind .. ':' .. bucket, (bucket + 1) * span + keep)
+  t = counter[1]  -- room, bucket; enters
+  for i = 1, t.n do
+    local key, bucket = 'rf:ev:r:' .. t[1][i] .. ':' .. kind .. ':' .. t[2][i], t[2][i]
+    sums[bucket] = (sums[bucket] or 0) + t[3][i]
+    redis.call('INCRBY', key, t[3][i])
+    redis.call('EXPIREAT', key, (bucket + 1) * span + keep)
   end
   for bucket, value in pairs(sums) do
     redis.call('INCRBY', 'rf:ev:r:*:' .. kind .. ':' .. bucket, value)
@@ -164,9 +171,10 @@ local function visit(room, b5, viewer)
   end
   hll[#hll + 1] = viewer
 end
-for _, v in ipairs(plan.visitors) do  -- {{room, b5, viewer}, null}
-  visit(v[1][1], v[1][2], v[1][3])
-  visit('*', v[1][2], v[1][3])
+t = plan.visitors  -- room, b5, viewer
+for i = 1, t.n do
+  visit(t[1][i], t[2][i], t[3][i])
+  visit('*', t[2][i], t[3][i])
 end
 for key, hll in pairs(visitors) do
   local expire = table.remove(hll, 1)
@@ -174,9 +182,10 @@ for key, hll in pairs(visitors) do
   redis.call('EXPIREAT', key, expire)
 end
 -- recent visits per viewer, newest first
-for _, r in ipairs(plan.recent) do  -- {viewer, {visit JSON, ... oldest first}}
-  local key = 'rf:ev:v:' .. r[1] .. ':recent'
-  sliced('LPUSH', key, r[2])
+t = plan.recent  -- viewer; visits (JSON, oldest first)
+for i = 1, t.n do
+  local key = 'rf:ev:v:' .. t[1][i] .. ':recent'
+  sliced('LPUSH', key, t[2][i])
   redis.call('LTRIM', key, 0, $RECENT_LAST)
   redis.call('EXPIRE', key, $RECENT_TTL)
 end
@@ -192,15 +201,17 @@ local function room_of(room)
   end
   return r
 end
-for _, l in ipairs(plan.leaves) do room_of(l[1][1]).left[l[1][2]] = l[2] end  -- {{room, viewer}, ts}
-for _, p in ipairs(plan.signs) do  -- {{room, viewer}, ts or -1}
-  local r, viewer = room_of(p[1][1]), p[1][2]
+t = plan.leaves  -- room, viewer; ts
+for i = 1, t.n do room_of(t[1][i]).left[t[2][i]] = t[3][i] end
+t = plan.signs  -- room, viewer; ts or -1
+for i = 1, t.n do
+  local r, viewer = room_of(t[1][i]), t[2][i]
   local leave = r.left[viewer]
   if leave == nil then
-    r.adds[#r.adds + 1] = string.format('%d', p[2])
+    r.adds[#r.adds + 1] = t[3][i]
     r.adds[#r.adds + 1] = viewer
   else
-    r.folds[#r.folds + 1] = {viewer, leave, p[2]}
+    r.folds[#r.folds + 1] = {viewer, leave, t[3][i]}
   end
 end
 local presence_from = head.now - $PRESENCE_MS
@@ -217,7 +228,7 @@ for room, r in pairs(rooms) do
       local x = scores[j - first + 1] and tonumber(scores[j - first + 1]) or -1
       if x <= fold[2] or fold[3] > x then x = fold[3] end
       if x < 0 then gone[#gone + 1] = fold[1] else
-        set[#set + 1] = string.format('%d', x)
+        set[#set + 1] = x
         set[#set + 1] = fold[1]
       end
     end
@@ -251,11 +262,20 @@ class WritePlan:
         self._sums = sums
 
     def as_json(self) -> bytes:
-        """The sums as [key parts, value] pairs, serialised by orjson without a Python step per key."""
-        return orjson.dumps({name: list(table.items()) for name, table in self._sums.items()})
+        """Each table as columns (key parts, then values), built and serialised in C (zip, orjson):
+        no Python step per key, and no Lua table per entry when the script decodes it."""
+        return orjson.dumps({name: _columns(table) for name, table in self._sums.items()})
 
     def __getitem__(self, name: str) -> dict[Any, Any]:
         return self._sums[name]  # type: ignore[no-any-return]
+
+
+def _columns(table: dict[Any, Any]) -> list[Any]:
+    """A table of sums as columns: one per key part (keys are tuples, or single strings), then the values."""
+    if not table:
+        return []
+    keys = list(zip(*table, strict=True)) if type(next(iter(table))) is tuple else [list(table)]
+    return [*keys, list(table.values())]
 
 
 _KNOWN = frozenset(TYPES)
@@ -273,7 +293,8 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
     ids: list[str] = []
     counts: dict[tuple[str, int, str], int] = {}  # (room, 5-min bucket, type) → events
     entered: list[tuple[str, int, str]] = []  # (room, ts, viewer) per enter, bucketed at the end in C
-    dwell: dict[tuple[str, int], list[int]] = {}  # (room, 5-min bucket) → [dwell ms, swipe-aways]
+    dwell: dict[tuple[str, int], int] = {}  # (room, 5-min bucket) → dwell ms
+    swipes: dict[tuple[str, int], int] = {}  # (room, 5-min bucket) → leaves with less than SWIPE_AWAY_MS
     gmv: dict[tuple[str, int], float] = {}
     recent: dict[str, list[str]] = {}  # viewer → visits (JSON), oldest first
     # Presence per (room, viewer), folded in order: the latest sign of presence (ts, -1 after a leave
@@ -303,12 +324,9 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
             if type(ms) is not int or not (merchant is None or type(merchant) is str):
                 raise Unreadable(event_id)
             bucket = (room, b5)
-            sums = dwell.get(bucket)
-            if sums is None:
-                sums = dwell[bucket] = [0, 0]
-            sums[0] += ms
+            dwell[bucket] = dwell.get(bucket, 0) + ms
             if ms < SWIPE_AWAY_MS:
-                sums[1] += 1
+                swipes[bucket] = swipes.get(bucket, 0) + 1
             visit = orjson.dumps({"room_id": room, "merchant_id": merchant, "dwell_ms": ms, "ts": ts})
             recent.setdefault(viewer, []).append(visit.decode())
             if ts >= presence_from:
@@ -334,7 +352,7 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
         "tens": Counter(zip(rooms, map(floordiv, times, repeat(TEN_S_MS)), strict=True)),
         "minutes": Counter(zip(rooms, map(floordiv, times, repeat(MINUTE_MS)), strict=True)),
         "visitors": dict.fromkeys(zip(rooms, map(floordiv, times, repeat(FIVE_MIN_MS)), viewers, strict=True)),
-        "dwell": dwell,
+        "dwell": dwell, "swipes": swipes,
         "gmv": {where: repr(float(amount)) for where, amount in gmv.items()}, "recent": recent,
         "signs": signs, "leaves": leaves,
     })
