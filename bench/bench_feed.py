@@ -8,6 +8,8 @@ viewers × 5,000 merchants (k=32) served by ranking's real `Scorer`. For each AS
 in the same run: the bare endpoint (`/healthz`) at peak (closed loop, fixed concurrency) as the ceiling,
 the feed (`GET /v1/sessions/{id}/feed?count=10`) at peak, and the feed at a fixed 500 requests/s
 (open loop, latency from the scheduled send time, so queueing counts). Medians of `--repeats` runs.
+`--churn N`: meanwhile N rooms end and N new ones start each second (rooms come and go all day; each
+change is a new candidate set), written to its own block and `bench/results/feed_churn_N.json`.
 """
 
 from __future__ import annotations
@@ -133,6 +135,29 @@ async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None
     finally:
         await redis.aclose()
         await pool.close()
+
+
+async def _churn(redis_url: str, per_second: float, rooms: int, merchants: int) -> None:
+    """Until killed: `per_second` times a second one seeded room ends and a new one starts (rooms'
+    own IndexWriter), so the live set changes as it does when rooms come and go all day."""
+    from redis.asyncio import Redis
+
+    from rooms.live_index import IndexWriter, LiveRoom
+
+    writer = IndexWriter(Redis.from_url(redis_url))
+    i = 0
+    while True:
+        version = int(time.time() * 1000)
+        old, new = i % rooms, 10_000_000 + i
+        for n, status in ((old, "ended"), (new, "live")):
+            await writer.apply(
+                LiveRoom(f"room_{n:016x}", f"mer_{n % merchants:016x}", f"room {n}", CATEGORIES[n % len(CATEGORIES)],
+                         ("bench",), "mid", "one_to_many", f"host{n % 300}", time.time(),
+                         f"https://live.example/{n}.m3u8", status, None),
+                version,
+            )
+        i += 1
+        await asyncio.sleep(1 / per_second)
 
 
 def _serve(server: str, port: int, env: dict[str, str], root: Path = ROOT) -> subprocess.Popen[bytes]:
@@ -387,6 +412,9 @@ def main() -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--targets")
     parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--churn", type=float, default=0.0,
+                        help="rooms ending (and as many starting) per second during the measurements")
+    parser.add_argument("--churner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--console-presence", choices=["on", "off"], default="on",
                         help="off: drop the console's 10 s sweep of LiveStats.rooms over every live room")
     parser.add_argument("--peak-client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
@@ -396,6 +424,9 @@ def main() -> int:
     parser.add_argument("--baseline", metavar="GIT_REF",
                         help="also serve the code of this commit (a git worktree), interleaved with this checkout")
     args = parser.parse_args()
+    if args.churner:
+        asyncio.run(_churn(os.environ["REDIS_URL"], args.churn, args.rooms, args.merchants))
+        return 0
     if args.loadgen:
         targets = [tuple(t) for t in json.loads(Path(args.targets).read_text())]
         result = asyncio.run(_loadgen(args.port, args.loadgen, targets, args.seconds, args.concurrency, args.rate))
@@ -446,6 +477,7 @@ def main() -> int:
                                  check=True).stdout.strip()
             labels += [f"{server}@{ref}" for server in args.servers.split(",")]
         up: dict[str, dict[str, Any]] = {}
+        churner: subprocess.Popen[bytes] | None = None
         try:
             for label in labels:
                 server, _, ref = label.partition("@")
@@ -478,6 +510,10 @@ def main() -> int:
                     _profile(srv["proc"].pid, f"{args.profile}.{label}.txt",
                              lambda s=srv: peak(s["port"], s["feed_file"], s["feed_targets"]))
                 labels = []
+            if args.churn > 0:
+                churner = subprocess.Popen(
+                    [sys.executable, __file__, "--churner", "--churn", str(args.churn), "--rooms", str(args.rooms),
+                     "--merchants", str(args.merchants)], cwd=ROOT, env=env)
             # Repeats interleave the servers (A B A B ...), so a change in the host's load hits all of them.
             for _ in range(args.repeats if labels else 0):
                 for label, srv in up.items():
@@ -505,6 +541,8 @@ def main() -> int:
                 results[label]["peak_share_of_bare"] = round(results[label]["peak_rps"] / results[label]["bare_peak_rps"], 3)
                 print(label, results[label], flush=True)
         finally:
+            if churner is not None:
+                churner.kill()
             for srv in up.values():
                 srv["proc"].terminate()
             for srv in up.values():
@@ -533,11 +571,14 @@ def main() -> int:
     load = os.getloadavg()
     metrics = {**results[best], "server": best, "rooms": args.rooms, "viewers": args.viewers,
                "console_presence": args.console_presence, "peak_client": args.peak_client, "rate": args.rate,
+               "churn_per_s": args.churn,
                "load_avg_1m_at_end": round(load[0], 2), "by_server": results}
     out = {"name": "feed", "command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine, "metrics": metrics}
     (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench/results/feed.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = [f"### console presence sweep {args.console_presence}, {args.rate:g} req/s ({out['date']})\n",
+    result_name = "feed.json" if not args.churn else f"feed_churn_{args.churn:g}.json"
+    (ROOT / "bench/results" / result_name).write_text(json.dumps(out, indent=2) + "\n")
+    churn = f", {args.churn:g} rooms ending and as many starting per second" if args.churn else ""
+    lines = [f"### console presence sweep {args.console_presence}, {args.rate:g} req/s{churn} ({out['date']})\n",
              f"Command: `{command}` — {machine}. {args.rooms} live rooms, "
              f"{args.viewers} known viewers (ranking.Scorer, k={K}), load generator in its own process, "
              f"concurrency {args.concurrency}, medians of {args.repeats} runs of {args.seconds:g} s (servers interleaved); "
@@ -556,7 +597,8 @@ def main() -> int:
     # Our own section only: `bench:feed` holds one block per console-presence setting, replaced in place.
     docs = ROOT / "docs/benchmarks.md"
     text = docs.read_text() if docs.exists() else "# Benchmarks\n"
-    tag = f"bench:feed:console-{args.console_presence}" + ("" if args.rate == 500 else f":rate-{args.rate:g}")
+    tag = (f"bench:feed:console-{args.console_presence}" + ("" if args.rate == 500 else f":rate-{args.rate:g}")
+           + (f":churn-{args.churn:g}" if args.churn else ""))
     block = f"<!-- {tag} -->\n" + "\n".join(lines) + f"\n<!-- /{tag} -->"
     if f"<!-- {tag} -->" in text:
         head, rest = text.split(f"<!-- {tag} -->", 1)
