@@ -9,8 +9,8 @@ round trip). redis-py stays the client for everything else.
 
 Errors look like redis-py's (`redis.exceptions.ConnectionError`, `TimeoutError`, `ResponseError`),
 so callers degrade the same way. A waiter that times out leaves its place in the queue; the late
-reply is dropped when it comes. When the connection drops, every waiter fails at once and the
-next call reconnects; for `retry_after_s` after a failed connect, calls fail without trying
+reply is dropped when it comes; a connection that answers nothing for two timeouts is dropped.
+When the connection drops, every waiter fails at once and the next call reconnects; for `retry_after_s` after a failed connect, calls fail without trying
 (a feed under load does not stampede a Redis that is down). Scripts go by EVALSHA and fall back
 to EVAL once when Redis does not know them (a restart, SCRIPT FLUSH).
 """
@@ -34,12 +34,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 class _Batch:
     """The replies one caller waits for: `count` of them, in order."""
 
-    __slots__ = ("future", "count", "replies")
+    __slots__ = ("future", "count", "replies", "sent_at")
 
-    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+    def __init__(self, future: asyncio.Future[list[Any]], count: int, sent_at: float) -> None:
         self.future = future
         self.count = count
         self.replies: list[Any] = []
+        self.sent_at = sent_at
 
 
 class _Protocol(asyncio.Protocol):
@@ -161,8 +162,16 @@ class RedisLane:
         if transport is None or transport.is_closing():
             raise RedisConnectionError("connection to Redis closed")
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        waiting = protocol.waiting
+        if waiting and now - waiting[0].sent_at > 2 * self.timeout:
+            # Nothing answered for two timeouts (Redis stopped, a dead peer the kernel has not noticed):
+            # drop the connection, failing its waiters, rather than queue behind it; the next call reconnects.
+            transport.close()
+            protocol.connection_lost(None)
+            raise RedisConnectionError("Redis stopped answering on this connection")
         future: asyncio.Future[list[Any]] = loop.create_future()
-        protocol.waiting.append(_Batch(future, len(commands)))
+        waiting.append(_Batch(future, len(commands), now))
         transport.write(b"".join([pack(c) for c in commands]))  # hiredis packs in C
         timer = loop.call_later(self.timeout, _expire, future)
         try:

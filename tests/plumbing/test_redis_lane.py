@@ -102,5 +102,19 @@ async def test_a_stopped_redis_times_out_and_late_replies_do_not_reach_the_next_
             os.kill(pid, signal.SIGCONT)
         # The reply to the timed-out GET arrives now and is dropped; this caller gets its own.
         assert await lane.call("ECHO", "mine") == b"mine"
+
+        # Stopped for longer: after two timeouts without a word the connection is dropped (callers
+        # do not pile up behind it), and a new one serves once Redis answers again.
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(RedisTimeoutError):
+                await lane.call("GET", "late")
+            await asyncio.sleep(0.65)
+            with pytest.raises(RedisConnectionError, match="stopped answering"):
+                await lane.call("GET", "late")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await asyncio.sleep(0.25)
+        assert await lane.call("ECHO", "again") == b"again"
     finally:
         await lane.close()
