@@ -37,6 +37,7 @@ import asyncpg
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -450,7 +451,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await redis.aclose()
         await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         await admin.close()
+        await drop_topics(settings)
     return results
+
+
+async def drop_topics(settings: Settings) -> None:
+    """Delete this run's topics (each run has its own prefix; they would pile up on the broker)."""
+    kafka = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    await kafka.start()
+    try:
+        mine = [topic for topic in await kafka.list_topics() if topic.startswith(settings.kafka_prefix)]
+        if mine:
+            await kafka.delete_topics(mine)
+    finally:
+        await kafka.close()
 
 
 def record(results: dict[str, Any], command: str) -> None:

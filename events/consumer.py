@@ -2,7 +2,7 @@
 
 A SinkRunner polls a batch, checks each record (undecodable or malformed records go to the
 dead-letter topic with the error and are skipped), hands the rest to the sink, and commits the
-offsets only after the sink has written. A sink failure that looks transient (connection,
+offsets only after the sink has written (at most every COMMIT_EVERY_S). A sink failure that looks transient (connection,
 timeout) is retried with backoff without committing; any other failure is narrowed down event by
 event, and the events that still fail are dead-lettered so the partition moves on.
 
