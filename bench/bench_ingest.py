@@ -37,7 +37,6 @@ import asyncpg
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +49,7 @@ from events.realtime import RealtimeSink  # noqa: E402
 from roomfeed import services  # noqa: E402
 from roomfeed.auth import sign_viewer_token  # noqa: E402
 from roomfeed.db import migrate  # noqa: E402
-from roomfeed.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
+from roomfeed.kafka import drop_prefixed_topics, ensure_topics, make_consumer, make_producer  # noqa: E402
 from roomfeed.settings import Settings, external_services  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
@@ -457,14 +456,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 async def drop_topics(settings: Settings) -> None:
     """Delete this run's topics (each run has its own prefix; they would pile up on the broker)."""
-    kafka = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
-    await kafka.start()
-    try:
-        mine = [topic for topic in await kafka.list_topics() if topic.startswith(settings.kafka_prefix)]
-        if mine:
-            await kafka.delete_topics(mine)
-    finally:
-        await kafka.close()
+    await drop_prefixed_topics(settings.kafka_bootstrap, settings.kafka_prefix)
 
 
 def record(results: dict[str, Any], command: str) -> None:

@@ -90,16 +90,9 @@ async def bench_env() -> AsyncIterator[BenchEnv]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         await admin.close()
         with contextlib.suppress(Exception):
-            from aiokafka.admin import AIOKafkaAdminClient
+            from roomfeed.kafka import drop_prefixed_topics
 
-            client = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-            await client.start()
-            try:
-                topics = [t for t in await client.list_topics() if t.startswith(settings.kafka_prefix)]
-                if topics:
-                    await client.delete_topics(topics)
-            finally:
-                await client.close()
+            await drop_prefixed_topics(settings.kafka_bootstrap, settings.kafka_prefix)
 
 
 def _free_port() -> int:

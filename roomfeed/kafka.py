@@ -75,6 +75,24 @@ async def ensure_topics(settings: Settings, topics: Mapping[str, int]) -> None:
         await admin.close()
 
 
+async def drop_prefixed_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with `prefix` (a test or benchmark run's own); returns them.
+
+    A run gets a prefix of its own, so its topics would otherwise pile up on the broker. Refuses an
+    empty prefix: that would be every topic of every deployment sharing the broker."""
+    if not prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        mine = [topic for topic in await admin.list_topics() if topic.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+        return mine
+    finally:
+        await admin.close()
+
+
 async def kafka_answers(producer: AIOKafkaProducer, timeout: float = 1.0) -> bool:
     """True when a broker answers a metadata request now (used by /readyz)."""
     import asyncio

@@ -19,6 +19,7 @@ import pytest
 
 from roomfeed import services
 from roomfeed.db import migrate
+from roomfeed.kafka import drop_prefixed_topics
 from roomfeed.services import QUICK_START_JVM, KafkaBroker, PostgresServer, RedisServer, resolve_kafka_jars
 from roomfeed.settings import Settings, external_services
 
@@ -128,17 +129,6 @@ async def _flush_redis(url: str) -> None:
         await client.aclose()
 
 
-async def _delete_topics(bootstrap: str, prefix: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if topics:
-            await admin.delete_topics(topics)
-    finally:
-        await admin.close()
 
 
 @contextlib.contextmanager
@@ -178,6 +168,6 @@ def isolated_settings(base_settings: Settings, tmp_path_factory: pytest.TempPath
         else:
             run_sync(lambda: _flush_redis(redis_url))
         try:
-            run_sync(lambda: _delete_topics(session_settings.kafka_bootstrap, session_settings.kafka_prefix))
+            run_sync(lambda: drop_prefixed_topics(session_settings.kafka_bootstrap, session_settings.kafka_prefix))
         except Exception as exc:  # a test may leave the broker down; the topics are only litter then
             print(f"conftest: could not delete topics {session_settings.kafka_prefix}*: {exc}")

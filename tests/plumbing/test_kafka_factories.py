@@ -41,3 +41,32 @@ async def test_produce_consume_round_trip(settings: Settings) -> None:
     for viewer in ("v0", "v1", "v2", "v3"):
         numbers = [m["n"] for m in received if m["viewer"] == viewer]
         assert numbers == sorted(numbers)  # type: ignore[type-var]
+
+
+async def test_a_runs_topics_are_dropped_by_prefix_and_only_those(settings: Settings) -> None:
+    import secrets
+    from dataclasses import replace
+
+    import pytest
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from roomfeed.kafka import drop_prefixed_topics
+
+    run = replace(settings, kafka_prefix=f"{settings.kafka_prefix}drop{secrets.token_hex(3)}.")
+    await ensure_topics(run, {"a": 1, "b": 1})
+    await ensure_topics(settings, {"kept": 1})
+    dropped = await drop_prefixed_topics(run.kafka_bootstrap, run.kafka_prefix)
+    assert sorted(dropped) == [run.topic("a"), run.topic("b")]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        for _ in range(50):  # deletion completes on the controller shortly after the answer
+            left = set(await admin.list_topics())
+            if not {run.topic("a"), run.topic("b")} & left:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+    assert settings.topic("kept") in left and not {run.topic("a"), run.topic("b")} & left
+    with pytest.raises(ValueError):
+        await drop_prefixed_topics(settings.kafka_bootstrap, "")
