@@ -1,6 +1,6 @@
 """Soak benchmark: N minutes of feed traffic at half of peak throughput, with ingest running.
 
-    .venv/bin/python bench/bench_soak.py [--minutes 10] [--rooms 200] [--events-per-s 200]
+    .venv/bin/python bench/bench_soak.py [--minutes 10] [--rooms 200] [--events-per-s 200] [--rate R]
 
 Starts what it needs (tests/faults/stack.py): private PostgreSQL, Redis and Apache Kafka, one
 `roomfeed serve` API process and one `roomfeed worker`, and a market of live rooms made through the
@@ -12,7 +12,8 @@ API. Then, in the same run:
 2. soak: the feed open-loop at half that rate (latency counted from the scheduled send time, so
    queueing counts) for `--minutes`, while viewers post event batches at `--events-per-s`. Pages go
    over raw keep-alive HTTP/1.1 connections (little client CPU); sessions start through httpx and
-   are replaced every 20 pages.
+   are replaced every 20 pages. `--rate R` soaks at R req/s instead (to compare with an earlier run:
+   half of peak rises with every feed speed-up).
 
 Per minute: requests, p50/p99, errors (anything but 2xx, and connection failures), resident
 memory of the API and worker processes. Reports memory growth and p99 drift of the last minute
@@ -260,7 +261,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             viewers = Viewers(stack, client, args.viewers)
             viewers.rooms = rooms  # type: ignore[attr-defined]
             peak_rps, peak_client = await peak(viewers)
-            rate = max(1.0, peak_rps / 2)
+            rate = args.rate or max(1.0, peak_rps / 2)
             print(f"peak {peak_rps:.1f} feed req/s ({peak_client}, closed loop, concurrency {CONCURRENCY}); soaking at {rate:.1f}/s "
                   f"with {args.events_per_s:.0f} events/s of ingest for {args.minutes} min", flush=True)
             minutes = await soak(stack, viewers, client, rate, args.minutes, args.events_per_s)
@@ -296,6 +297,9 @@ def main() -> int:
     parser.add_argument("--rooms", type=int, default=200)
     parser.add_argument("--viewers", type=int, default=2000)
     parser.add_argument("--events-per-s", type=float, default=200.0)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="soak at this many feed req/s instead of half the measured peak (to compare with an "
+                             "earlier run's rate); its own section and bench/results/soak_rate_R.json")
     args = parser.parse_args()
     command = ".venv/bin/python bench/bench_soak.py" + "".join(f" {a}" for a in sys.argv[1:])
     metrics = asyncio.run(run(args))
@@ -304,7 +308,8 @@ def main() -> int:
     date = time.strftime("%Y-%m-%d")
     result = {"name": "soak", "command": command, "date": date, "machine": machine(), "metrics": metrics}
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "results" / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "soak" if not args.rate else f"soak_rate_{args.rate:g}"
+    (ROOT / "bench" / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = "| minute | requests | p50 ms | p99 ms | errors | ingest errors | API RSS MB | worker RSS MB | load avg |\n"
     rows += "|---|---|---|---|---|---|---|---|---|\n"
     rows += "".join(f"| {m['minute']} | {m['requests']} | {m['p50_ms']} | {m['p99_ms']} | {m['errors']} | "
@@ -313,15 +318,17 @@ def main() -> int:
     verdict = (f"memory growth **{metrics['mem_growth_pct']} %** (target < 10 %), p99 drift **{metrics['p99_drift_pct']} %** "
                f"({metrics['p99_first_ms']} → {metrics['p99_last_ms']} ms; target within 20 %), errors "
                f"**{metrics['errors']}** (target 0; shed by the client at {MAX_IN_FLIGHT} in flight: {metrics['shed']}), ingest errors {metrics['ingest_errors']}")
-    section = (f"## soak — {args.minutes} min of feed at half of peak with ingest running ({date})\n\n"
+    at = "half of peak" if not args.rate else f"{args.rate:g} req/s (half of an earlier peak)"
+    section = (f"## soak — {args.minutes} min of feed at {at} with ingest running ({date})\n\n"
                f"`{command}` — {machine()}. One `roomfeed serve`, one `roomfeed worker`, private PostgreSQL/Redis/"
                f"Kafka; {args.rooms} live rooms, {args.viewers} viewers. Peak ({metrics['peak_client']}, closed loop, concurrency "
                f"{CONCURRENCY}, {PEAK_SECONDS} s): {metrics['peak_rps']} req/s; soak open loop at "
                f"{metrics['soak_rps']} req/s plus {args.events_per_s:.0f} events/s of ingest. Latency from the "
                f"scheduled send time (queueing counts); the load generator shares the 2 cores.\n\n"
                f"{verdict}.\n\n{rows}")
-    replace_section(ROOT / "docs" / "benchmarks.md", "soak", section)
-    replace_section(ROOT / "docs" / "reliability.md", "soak", section)
+    tag = "soak" if not args.rate else f"soak:rate-{args.rate:g}"
+    replace_section(ROOT / "docs" / "benchmarks.md", tag, section)
+    replace_section(ROOT / "docs" / "reliability.md", tag, section)
     return 0
 
 

@@ -10,9 +10,10 @@ round trip). redis-py stays the client for everything else.
 Errors look like redis-py's (`redis.exceptions.ConnectionError`, `TimeoutError`, `ResponseError`),
 so callers degrade the same way. A waiter that times out leaves its place in the queue; the late
 reply is dropped when it comes; a connection that answers nothing for two timeouts is dropped.
-When the connection drops, every waiter fails at once and the next call reconnects; for `retry_after_s` after a failed connect, calls fail without trying
-(a feed under load does not stampede a Redis that is down). Scripts go by EVALSHA and fall back
-to EVAL once when Redis does not know them (a restart, SCRIPT FLUSH).
+When the connection drops, every waiter fails at once and the next call reconnects; for
+`retry_after_s` after a failed connect, calls fail without trying (a feed under load does not
+stampede a Redis that is down). Scripts go by EVALSHA and fall back to EVAL once when Redis does
+not know them (a restart, SCRIPT FLUSH).
 """
 
 from __future__ import annotations
