@@ -5,12 +5,15 @@ A batch is COPYed into a per-connection temp table, then one statement claims th
 claimed. Concurrent consumers on the same ids serialise on the `event_ids` primary key, so a
 replay, a retry or a rebalance overlap never adds a second row. Day partitions are created ahead
 (today and the next days) and on demand for older events still within the 7-day ingest window.
+Partitions and remembered event ids older than the retention (`archive_retention_days`, 30 by
+default) are dropped at start-up and every `PRUNE_EVERY_S` by whichever worker takes the prune lock.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -26,7 +29,9 @@ COLUMNS = (
 # Everything else an event carries goes to `payload`; these travel only inside the worker.
 _NOT_PAYLOAD = {*COLUMNS, "v", "_topic", "_partition", "_offset"}
 DAYS_AHEAD = 2
+PRUNE_EVERY_S = 6 * 3600.0
 _PARTITION_LOCK = 72_000_200
+_PRUNE_LOCK = 72_000_201
 
 # payload travels as text: binary COPY has no jsonb encoder, and orjson has already encoded it.
 _STAGING = """
@@ -84,14 +89,30 @@ class ArchiveSink:
 
     name = "archive"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, retention_days: int = 30, prune_every_s: float = PRUNE_EVERY_S) -> None:
         self.pool = pool
+        self.retention_days = retention_days
+        self.prune_every_s = prune_every_s
         self._days: set[dt.date] = set()
+        self._pruned_at = time.monotonic()  # prepare() prunes at start-up; write() every prune_every_s after
 
     async def prepare(self, today: dt.date | None = None) -> None:
-        """Create today's partition and the next DAYS_AHEAD ones."""
+        """Create today's partition and the next DAYS_AHEAD ones; drop what is past the retention."""
         start = today or dt.datetime.now(dt.UTC).date()
         await self.ensure_partitions({start + dt.timedelta(days=i) for i in range(DAYS_AHEAD + 1)})
+        await self._prune_if_due(force=True)
+
+    async def _prune_if_due(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._pruned_at < self.prune_every_s:
+            return
+        self._pruned_at = time.monotonic()
+        try:
+            dropped = await self.prune(self.retention_days)
+        except Exception as exc:  # the log keeps growing a little longer; archiving goes on
+            log.warning("pruning the interaction log failed: %s", exc)
+            return
+        if dropped:
+            log.info("interaction log pruned", extra={"fields": {"dropped": dropped, "keep_days": self.retention_days}})
 
     async def ensure_partitions(self, days: set[dt.date]) -> None:
         missing = sorted(days - self._days)
@@ -121,29 +142,38 @@ class ArchiveSink:
             async with conn.transaction():
                 await conn.copy_records_to_table("interactions_staging", records=rows, columns=COLUMNS)
                 status = await conn.execute(_CLAIM_AND_INSERT)
+        await self._prune_if_due()
         return int(status.rsplit(" ", 1)[-1])
 
-    async def prune(self, keep_days: int = 8, today: dt.date | None = None) -> list[str]:
-        """Drop day partitions and forget event ids older than `keep_days` (past any replay of ingest)."""
+    async def prune(self, keep_days: int, today: dt.date | None = None) -> list[str]:
+        """Drop day partitions and forget event ids older than `keep_days` (past any replay of ingest);
+        returns the partitions dropped (none when another worker holds the prune lock)."""
         cutoff = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=keep_days)
         dropped = []
         async with self.pool.acquire() as conn:
-            names = await conn.fetch(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'interactions'"
-            )
-            for record in names:
-                name = record["relname"]
-                try:
-                    day = dt.datetime.strptime(name.removeprefix("interactions_"), "%Y%m%d").date()
-                except ValueError:
-                    continue
-                if day < cutoff:
-                    await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-                    self._days.discard(day)
-                    dropped.append(name)
-            await conn.execute(
-                "DELETE FROM event_ids WHERE archived_at < $1",
-                dt.datetime.combine(cutoff, dt.time(), tzinfo=dt.UTC),
-            )
+            # Statements commit one by one (a drop holds the parent table's lock only for itself);
+            # a session lock keeps two workers from pruning at once.
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _PRUNE_LOCK):
+                return []
+            try:
+                names = await conn.fetch(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'interactions'"
+                )
+                for record in names:
+                    name = record["relname"]
+                    try:
+                        day = dt.datetime.strptime(name.removeprefix("interactions_"), "%Y%m%d").date()
+                    except ValueError:
+                        continue
+                    if day < cutoff:
+                        await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+                        self._days.discard(day)
+                        dropped.append(name)
+                await conn.execute(
+                    "DELETE FROM event_ids WHERE archived_at < $1",
+                    dt.datetime.combine(cutoff, dt.time(), tzinfo=dt.UTC),
+                )
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _PRUNE_LOCK)
         return dropped

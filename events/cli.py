@@ -54,7 +54,7 @@ async def _build_sinks(names: list[str], pool: Any, redis: Any, settings: Settin
         if name == "realtime":
             sinks.append(RealtimeSink(redis))
         elif name == "archive":
-            archive = ArchiveSink(pool)
+            archive = ArchiveSink(pool, retention_days=settings.archive_retention_days)
             await archive.prepare()
             sinks.append(archive)
         elif name == "heat":

@@ -23,6 +23,9 @@ def _env(name: str, default: str) -> str:
     return value if value not in (None, "") else default
 
 
+MIN_ARCHIVE_RETENTION_DAYS = 9
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where services, models and reports live when run locally.
@@ -53,6 +56,17 @@ class Settings:
     rate_device_burst: int = 600
     rate_merchant_per_s: float = 200.0
     rate_merchant_burst: int = 2_000
+    # Days of the interaction log kept (events/archive.py drops older day partitions). Must cover the
+    # trainer's window (14 days by default) and Kafka's retention (7 days: a replay of the topic
+    # must meet event ids the archive still remembers); values below 9 are refused.
+    archive_retention_days: int = 30
+
+    def __post_init__(self) -> None:
+        if self.archive_retention_days < MIN_ARCHIVE_RETENTION_DAYS:
+            raise ValueError(
+                f"ROOMFEED_ARCHIVE_RETENTION_DAYS must be at least {MIN_ARCHIVE_RETENTION_DAYS} "
+                "(Kafka keeps 7 days; a replay must not meet forgotten event ids)"
+            )
 
     @classmethod
     def from_env(cls) -> Settings:
