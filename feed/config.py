@@ -77,6 +77,20 @@ FIELD_NAMES = tuple(f.name for f in fields(RankingConfig))
 _INTEGER_FIELDS = {f.name for f in fields(RankingConfig) if isinstance(f.default, int)}
 
 
+def change_schema() -> dict[str, Any]:
+    """JSON schema of a partial config (the operator's change, a variant's overrides), from RANGES:
+    the OpenAPI component `RankingConfigChange` (feed.http), so the ranges are written once."""
+    return {
+        "type": "object",
+        "description": "ranking config fields to change (feed.config.RANGES)",
+        "additionalProperties": False,
+        "properties": {
+            name: {"type": "integer" if name in _INTEGER_FIELDS else "number", "minimum": low, "maximum": high}
+            for name, (low, high) in RANGES.items()
+        },
+    }
+
+
 def validate_values(values: Any, prefix: str = "") -> dict[str, float | int]:
     """Checked, typed values of a partial config; raises ValidationFailed naming each bad field."""
     if not isinstance(values, dict):

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from feed.config import validate_values
+from feed.config import change_schema, validate_values
 from feed.config_store import ConfigStore, ConfigWatcher
 from feed.experiments import ExperimentBook, experiment_report, parse_experiment
 from feed.impressions import ImpressionPublisher
@@ -197,31 +197,7 @@ async def put_ranking_config(request: Request) -> Response:
             properties:
               expected_version: {type: integer, minimum: 0, description: "409 unless it is the current version"}
               note: {type: string, maxLength: 500}
-              config:
-                type: object
-                description: the ranking config fields to change (feed.config.RANGES)
-                additionalProperties: false
-                properties:
-                  w_model: {type: number, minimum: 0, maximum: 10}
-                  w_popularity: {type: number, minimum: 0, maximum: 10}
-                  w_conversion: {type: number, minimum: 0, maximum: 10}
-                  w_freshness: {type: number, minimum: 0, maximum: 10}
-                  w_session: {type: number, minimum: 0, maximum: 10}
-                  w_repeat: {type: number, minimum: 0, maximum: 10}
-                  w_repeat_skip: {type: number, minimum: 0, maximum: 10}
-                  w_session_category: {type: number, minimum: 0, maximum: 20}
-                  w_session_skip: {type: number, minimum: 0, maximum: 20}
-                  w_session_lightfm: {type: number, minimum: 0, maximum: 20}
-                  repeat_half_life_h: {type: number, minimum: 1, maximum: 1440}
-                  freshness_half_life_s: {type: number, minimum: 60, maximum: 86400}
-                  swipe_away_dwell_ms: {type: integer, minimum: 0, maximum: 60000}
-                  swipe_away_window_s: {type: integer, minimum: 0, maximum: 86400}
-                  diversity_max_run: {type: integer, minimum: 1, maximum: 50}
-                  exploration_share: {type: number, minimum: 0, maximum: 0.5}
-                  exploration_max_impressions_1h: {type: integer, minimum: 0, maximum: 100000}
-                  exploration_new_room_s: {type: integer, minimum: 0, maximum: 86400}
-                  replay_threshold: {type: integer, minimum: 0, maximum: 10000}
-                  replay_limit: {type: integer, minimum: 0, maximum: 1000}
+              config: {$ref: '#/components/schemas/RankingConfigChange'}
           example: {expected_version: 3, config: {w_popularity: 0.5}, note: "more popular"}
     responses:
       200: {description: the new version}
@@ -309,31 +285,7 @@ async def create_experiment(request: Request) -> Response:
                   properties:
                     name: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
                     weight: {type: number, minimum: 0, exclusiveMinimum: true, maximum: 1}
-                    config:
-                      type: object
-                      description: ranking config overrides for this variant
-                      additionalProperties: false
-                      properties:
-                        w_model: {type: number, minimum: 0, maximum: 10}
-                        w_popularity: {type: number, minimum: 0, maximum: 10}
-                        w_conversion: {type: number, minimum: 0, maximum: 10}
-                        w_freshness: {type: number, minimum: 0, maximum: 10}
-                        w_session: {type: number, minimum: 0, maximum: 10}
-                        w_repeat: {type: number, minimum: 0, maximum: 10}
-                        w_repeat_skip: {type: number, minimum: 0, maximum: 10}
-                        w_session_category: {type: number, minimum: 0, maximum: 20}
-                        w_session_skip: {type: number, minimum: 0, maximum: 20}
-                        w_session_lightfm: {type: number, minimum: 0, maximum: 20}
-                        repeat_half_life_h: {type: number, minimum: 1, maximum: 1440}
-                        freshness_half_life_s: {type: number, minimum: 60, maximum: 86400}
-                        swipe_away_dwell_ms: {type: integer, minimum: 0, maximum: 60000}
-                        swipe_away_window_s: {type: integer, minimum: 0, maximum: 86400}
-                        diversity_max_run: {type: integer, minimum: 1, maximum: 50}
-                        exploration_share: {type: number, minimum: 0, maximum: 0.5}
-                        exploration_max_impressions_1h: {type: integer, minimum: 0, maximum: 100000}
-                        exploration_new_room_s: {type: integer, minimum: 0, maximum: 86400}
-                        replay_threshold: {type: integer, minimum: 0, maximum: 10000}
-                        replay_limit: {type: integer, minimum: 0, maximum: 1000}
+                    config: {$ref: '#/components/schemas/RankingConfigChange'}
           example: {name: pop-vs-model, variants: [{name: a, weight: 0.5, config: {}}, {name: b, weight: 0.5, config: {w_popularity: 1.0}}]}
     responses:
       201: {description: the experiment}
@@ -380,6 +332,9 @@ async def stop_experiment(request: Request) -> Response:
     experiment = await request.app.state.experiments.stop(request.path_params["experiment_id"])
     return json(experiment.public())
 
+
+# OpenAPI components the docstrings above refer to (roomfeed.app gathers every domain's `schemas`).
+schemas = {"RankingConfigChange": change_schema()}
 
 routes: list[BaseRoute] = [
     Route("/v1/sessions", create_session, methods=["POST"]),

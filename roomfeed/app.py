@@ -185,7 +185,8 @@ def create_app(settings: Settings, *, access_log: bool = True, **overrides: Any)
     )
     app.state.settings = settings
     app.state.metric_refreshers = []
-    app.state.openapi = build_schema(routes, VERSION)
+    schemas = {name: body for domain in domains for name, body in getattr(domain, "schemas", {}).items()}
+    app.state.openapi = build_schema(routes, VERSION, schemas)
     for name, value in overrides.items():
         setattr(app.state, name, value)
     return app

@@ -41,13 +41,15 @@ _ERROR_RESPONSES = {
 }
 
 
-def build_schema(routes: list[BaseRoute], version: str) -> dict[str, Any]:
+def build_schema(routes: list[BaseRoute], version: str, schemas: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The document; `schemas` are named components the routes' docstrings `$ref` (written once by
+    the domain that owns them, e.g. the ranking config's fields from feed.config.RANGES)."""
     generator = SchemaGenerator(
         {"openapi": "3.0.3", "info": {"title": "roomfeed", "version": version}, "components": {}}
     )
     schema = generator.get_schema(routes)
     components = schema.setdefault("components", {})
-    components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    components.setdefault("schemas", {}).update({**(schemas or {}), "Error": ERROR_SCHEMA})
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path_item in schema.get("paths", {}).values():

@@ -102,6 +102,7 @@ def test_object_schemas_give_every_property_a_type(document: dict[str, Any]) -> 
     def walk(schema: Any, at: str) -> None:
         if not isinstance(schema, dict):
             return
+        schema = _resolved(document, schema)
         if "type" not in schema and "oneOf" not in schema:
             untyped.append(at)
         for name, sub in schema.get("properties", {}).items():
@@ -123,7 +124,8 @@ def test_every_documented_example_fits_its_schema(document: dict[str, Any]) -> N
         media = _json_body(operation)
         assert "example" in media, f"{label} documents no example body"
         # OpenAPI 3.0 schemas are JSON Schema draft 4 (boolean exclusiveMinimum).
-        validator = jsonschema_rs.Draft4Validator(media["schema"])
+        # The document's components ride along, so `$ref`s to them resolve.
+        validator = jsonschema_rs.Draft4Validator({**media["schema"], "components": document["components"]})
         problems += [f"{label}: {e.message}" for e in validator.iter_errors(media["example"])]
     assert not problems, "\n".join(problems)
 
@@ -159,12 +161,19 @@ async def test_an_empty_body_is_refused_naming_exactly_the_schemas_required_fiel
     assert not mismatches, "\n".join(mismatches)
 
 
+def _resolved(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """`node`, or the component it `$ref`s."""
+    ref = node.get("$ref")
+    return document["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else node
+
+
 def _config_properties(document: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     put = _json_body(document["paths"]["/v1/ops/ranking-config"]["put"])["schema"]
     experiment = _json_body(document["paths"]["/v1/ops/experiments"]["post"])["schema"]
+    variant = experiment["properties"]["variants"]["items"]["properties"]["config"]
     return {
-        "PUT /v1/ops/ranking-config config": put["properties"]["config"]["properties"],
-        "POST /v1/ops/experiments variants[].config": experiment["properties"]["variants"]["items"]["properties"]["config"]["properties"],
+        "PUT /v1/ops/ranking-config config": _resolved(document, put["properties"]["config"])["properties"],
+        "POST /v1/ops/experiments variants[].config": _resolved(document, variant)["properties"],
     }
 
 
