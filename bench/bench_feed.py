@@ -88,11 +88,20 @@ def app_factory() -> Any:
 # --- set-up -----------------------------------------------------------------------------------
 
 
+def _room(n: int, merchants: int, status: str, started_at: float) -> Any:
+    """Bench room number `n` (of merchant n mod `merchants`), as rooms' live index holds it."""
+    from rooms.live_index import LiveRoom
+
+    return LiveRoom(f"room_{n:016x}", f"mer_{n % merchants:016x}", f"room {n}", CATEGORIES[n % len(CATEGORIES)],
+                    ("bench",), "mid", "one_to_many", f"host{n % 300}", started_at,
+                    f"https://live.example/{n}.m3u8", status, None)
+
+
 async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None:
     from redis.asyncio import Redis
 
     from roomfeed.db import create_pool, migrate
-    from rooms.live_index import IndexWriter, LiveRoom, rebuild_live_index
+    from rooms.live_index import IndexWriter, rebuild_live_index
 
     await migrate(settings.database_url)
     pool = await create_pool(settings, min_size=1)
@@ -110,12 +119,7 @@ async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None
         for start in range(0, rooms, 50):
             await asyncio.gather(
                 *(
-                    writer.apply(
-                        LiveRoom(f"room_{i:016x}", f"mer_{i % merchants:016x}", f"room {i}", CATEGORIES[i % len(CATEGORIES)],
-                                 ("bench",), "mid", "one_to_many", f"host{i % 300}", now - (i % 7200),
-                                 f"https://live.example/{i}.m3u8", "live", None),
-                        1,
-                    )
+                    writer.apply(_room(i, merchants, "live", now - (i % 7200)), 1)
                     for i in range(start, min(start + 50, rooms))
                 )
             )
@@ -142,7 +146,7 @@ async def _churn(redis_url: str, per_second: float, rooms: int, merchants: int) 
     own IndexWriter), so the live set changes as it does when rooms come and go all day."""
     from redis.asyncio import Redis
 
-    from rooms.live_index import IndexWriter, LiveRoom
+    from rooms.live_index import IndexWriter
 
     writer = IndexWriter(Redis.from_url(redis_url))
     i = 0
@@ -150,12 +154,7 @@ async def _churn(redis_url: str, per_second: float, rooms: int, merchants: int) 
         version = int(time.time() * 1000)
         old, new = i % rooms, 10_000_000 + i
         for n, status in ((old, "ended"), (new, "live")):
-            await writer.apply(
-                LiveRoom(f"room_{n:016x}", f"mer_{n % merchants:016x}", f"room {n}", CATEGORIES[n % len(CATEGORIES)],
-                         ("bench",), "mid", "one_to_many", f"host{n % 300}", time.time(),
-                         f"https://live.example/{n}.m3u8", status, None),
-                version,
-            )
+            await writer.apply(_room(n, merchants, status, time.time()), version)
         i += 1
         await asyncio.sleep(1 / per_second)
 

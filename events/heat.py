@@ -285,9 +285,6 @@ class HeatTable:
         self._epoch = b""
         self._scanned_at = 0.0
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
     async def refresh(self, now: float | None = None) -> HeatSnapshot:
         due = self._after is None or time.monotonic() - self._scanned_at >= self.rescan_every_s
         if due or not await self._read_changes():  # a new epoch: Redis lost its data or it was rebuilt

@@ -46,7 +46,7 @@ class FeedPipeline:
     ) -> FeedPipeline:
         return cls(
             [
-                CandidateSource(live_index, stats, live_index_staleness_s),
+                CandidateSource(live_index, live_index_staleness_s),
                 Hydrate(stats, live_stats),
                 Score(model_watcher),
                 Blend(model_watcher),

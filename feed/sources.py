@@ -100,9 +100,6 @@ class RoomHeatCache:
         self._own_for: Any = None
         self._task: asyncio.Task[None] | None = None
 
-    def track(self, room_ids: list[str]) -> None:
-        """Kept for the candidate source: heat covers every room, so there is nothing to track."""
-
     async def refresh(self) -> None:
         if self.heat is None:
             return

@@ -51,12 +51,10 @@ class CandidateSource:
 
     name = "candidates"
 
-    def __init__(self, live_index: LiveIndexSource, stats: RoomHeatCache, max_staleness_s: float = 0.0,
-                 background_from: int = 2_000) -> None:
+    def __init__(self, live_index: LiveIndexSource, max_staleness_s: float = 0.0, background_from: int = 2_000) -> None:
         """`max_staleness_s`: reuse the snapshot read that recently instead of asking the live index
         (one Redis round trip) on every request; a room that ends is gone from pages within it."""
         self.live_index = live_index
-        self.stats = stats
         self.max_staleness_s = max_staleness_s
         self.background_from = background_from
         self.warmers: list[Callable[[Candidates], None]] = []
@@ -70,7 +68,6 @@ class CandidateSource:
         live = tuple(room for room in snapshot.rooms if room.status == "live")
         candidates = Candidates.of(live)
         self._candidates = (snapshot, candidates)
-        self.stats.track(list(candidates.room_ids))
         return candidates
 
     def _current(self, snapshot: Any) -> tuple[Candidates, np.ndarray | None]:
@@ -102,7 +99,6 @@ class CandidateSource:
                 warm(candidates)
             if self._candidates is before:  # not replaced meanwhile by a set built in a request
                 self._candidates = (snapshot, candidates)
-                self.stats.track(list(candidates.room_ids))
         except Exception:  # the request path builds it then
             log.exception("preparing the candidate set failed")
 

@@ -224,10 +224,6 @@ class LanePipeline:
         self.commands.append(args)
         return self
 
-    def evalsha_script(self, script: Script, keys: list[Any] | tuple[Any, ...], args: list[Any] | tuple[Any, ...]) -> LanePipeline:
-        self._scripts[len(self.commands)] = script
-        return self.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-
     def eval(self, text: str, numkeys: int, *keys_and_args: Any) -> LanePipeline:
         script = _SCRIPTS.get(text)
         if script is None:

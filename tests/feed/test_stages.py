@@ -46,7 +46,7 @@ def ctx_of(rooms: list[LiveRoom], count: int = 5, **config: float) -> FeedContex
 
 async def test_candidates_are_the_live_rooms_plus_replays_when_few_are_live():
     replay = replace(room(99, "m9", "food", status="ended"), replay_url="https://r/99")
-    source = CandidateSource(MemoryIndex([room(1, "m1", "food")], [replay]), RoomHeatCache(None))
+    source = CandidateSource(MemoryIndex([room(1, "m1", "food")], [replay]))
     ctx = ctx_of([], replay_threshold=5)
     await source.apply(ctx)
     assert list(ctx.candidates.room_ids) == ["room_1", "room_99"]
@@ -193,7 +193,7 @@ def test_exploration_draws_only_kept_eligible_rooms_off_the_page_and_evenly() ->
 
 async def test_a_big_candidate_set_is_prepared_in_the_background_and_ended_rooms_never_show():
     index = MemoryIndex([room(i, f"m{i}", "food") for i in range(1, 4)])
-    source = CandidateSource(index, RoomHeatCache(None), background_from=1)
+    source = CandidateSource(index, background_from=1)
     warmed: list[list[str]] = []
     source.warmers = [lambda c: warmed.append(list(c.room_ids))]
     ctx = ctx_of([])
