@@ -24,7 +24,7 @@ import asyncpg
 from starlette.requests import Request
 
 from roomfeed.errors import Forbidden, RateLimited, Unauthorized, Unavailable
-from roomfeed.ratelimit import _TOKEN_BUCKETS_LUA, KEY_PREFIX, RateLimiter, buckets_for
+from roomfeed.ratelimit import _TOKEN_BUCKETS_LUA, KEY_PREFIX, Limit, RateLimiter, buckets_for
 
 Role = Literal["operator", "merchant", "viewer"]
 KEY_CACHE_SECONDS = 30.0
@@ -235,15 +235,7 @@ async def require_with_charge(request: Request, *roles: Role) -> tuple[Principal
     """`require` for a handler that makes a Redis pipeline anyway: the rate-limit charge is returned
     (None when nothing is to be charged) for the handler to queue in that pipeline and settle."""
     principal = await _authorize(request, roles)
-    if request.scope.get("roomfeed.rate_charged"):
-        return principal, None
-    request.scope["roomfeed.rate_charged"] = True
-    buckets = buckets_for(
-        principal.role,
-        viewer_id=principal.viewer_id,
-        key_id=principal.key_id,
-        device_id=request.headers.get("x-device-id"),
-    )
+    buckets = _unpaid_buckets(request, principal)
     limiter = _limiter(request)
     if not buckets or limiter is None or limiter.degraded:
         return principal, None
@@ -251,6 +243,20 @@ async def require_with_charge(request: Request, *roles: Role) -> tuple[Principal
     for _, limit in buckets:
         args += [limit.per_second, limit.burst]
     return principal, RateCharge(tuple(KEY_PREFIX + name for name, _ in buckets), tuple(args))
+
+
+def _unpaid_buckets(request: Request, principal: Principal) -> list[tuple[str, Limit]]:
+    """The caller's rate-limit buckets, once per request (a handler calling require() twice pays
+    once): empty when this request was charged already."""
+    if request.scope.get("roomfeed.rate_charged"):
+        return []
+    request.scope["roomfeed.rate_charged"] = True
+    return buckets_for(
+        principal.role,
+        viewer_id=principal.viewer_id,
+        key_id=principal.key_id,
+        device_id=request.headers.get("x-device-id"),
+    )
 
 
 def _limiter(request: Request) -> RateLimiter | None:
@@ -266,15 +272,7 @@ def _limiter(request: Request) -> RateLimiter | None:
 
 async def _charge_rate_limits(request: Request, principal: Principal) -> None:
     """One token per request from the caller's buckets (roomfeed.ratelimit); 429 when empty."""
-    if request.scope.get("roomfeed.rate_charged"):  # a handler calling require() twice pays once
-        return
-    request.scope["roomfeed.rate_charged"] = True
-    buckets = buckets_for(
-        principal.role,
-        viewer_id=principal.viewer_id,
-        key_id=principal.key_id,
-        device_id=request.headers.get("x-device-id"),
-    )
+    buckets = _unpaid_buckets(request, principal)
     if not buckets:
         return
     limiter = _limiter(request)
