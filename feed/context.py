@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from feed.config import RankingConfig
+
+T = TypeVar("T")
 
 
 class Room(Protocol):
@@ -181,6 +183,17 @@ class Candidates:
             dwell_s=zeros,
             orders=zeros,
         )
+
+    def derived(self, name: str, key: tuple[Any, ...], make: Callable[[], T]) -> T:
+        """What a stage derives from this set (kept in `memo`, shared by its copies), made again when
+        `key` changes: arrays and configs compared by identity (a heat refresh or a new config is a
+        new object), whole seconds by value."""
+        held = self.memo.get(name)
+        if held is not None and all(a is b or (type(a) is int and a == b) for a, b in zip(held[0], key, strict=True)):
+            return held[1]  # type: ignore[no-any-return]
+        value = make()
+        self.memo[name] = (key, value)
+        return value
 
     def fresh_copy(self) -> Candidates:
         """This candidate set with its per-request arrays reset (the shared arrays are read-only)."""

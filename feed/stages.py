@@ -363,8 +363,6 @@ class Blend:
     def __init__(self, model_watcher: Any | None = None) -> None:
         self.model_watcher = model_watcher  # for the session term: `Scorer.session_similarity`
         self._weights: tuple[RankingConfig, BlendWeights] | None = None
-        self._room_terms: tuple[tuple[Any, ...], tuple[np.ndarray, np.ndarray, float, float]] | None = None
-        self._base: np.ndarray | None = None
 
     def weights(self, cfg: RankingConfig) -> BlendWeights:
         cached = self._weights
@@ -373,37 +371,37 @@ class Blend:
         return cached[1]
 
     def room_terms(self, c: Candidates, cfg: RankingConfig, now: float) -> tuple[np.ndarray, np.ndarray, float, float]:
-        """(feed-only room terms, log popularity, its sum, its sum of squares) for these candidates."""
-        key = (c.room_ids, c.enters, c.orders, cfg, int(now))
-        cached = self._room_terms
-        # Arrays by identity (a new candidate set or heat refresh is a new array), the second by value.
-        if cached is not None and all(a is b for a, b in zip(cached[0][:4], key[:4], strict=True)) and cached[0][4] == key[4]:
-            return cached[1]
-        terms = np.zeros(len(c), dtype=np.float32)
-        if cfg.w_conversion > 0:
-            terms += cfg.w_conversion * _scaled((c.orders + 0.1) / (c.enters + 10.0))
-        if cfg.w_freshness > 0:
-            age = np.maximum(now - c.started_at, 0.0)
-            terms += (cfg.w_freshness * np.power(0.5, age / cfg.freshness_half_life_s)).astype(np.float32)
-        # Replays rank below every live room: they only fill a feed that is short of live rooms.
-        terms[c.is_replay] -= 100.0
-        popularity = np.log1p(c.enters).astype(np.float32)
-        wide = popularity.astype(np.float64)
-        value = (terms, popularity, float(wide.sum()), float(np.dot(wide, wide)))
-        self._room_terms = (key, value)
-        self._base = None
-        return value
+        """(feed-only room terms, log popularity, its sum, its sum of squares) for these candidates,
+        kept per heat refresh, config and second."""
+
+        def make() -> tuple[np.ndarray, np.ndarray, float, float]:
+            terms = np.zeros(len(c), dtype=np.float32)
+            if cfg.w_conversion > 0:
+                terms += cfg.w_conversion * _scaled((c.orders + 0.1) / (c.enters + 10.0))
+            if cfg.w_freshness > 0:
+                age = np.maximum(now - c.started_at, 0.0)
+                terms += (cfg.w_freshness * np.power(0.5, age / cfg.freshness_half_life_s)).astype(np.float32)
+            # Replays rank below every live room: they only fill a feed that is short of live rooms.
+            terms[c.is_replay] -= 100.0
+            popularity = np.log1p(c.enters).astype(np.float32)
+            wide = popularity.astype(np.float64)
+            return terms, popularity, float(wide.sum()), float(np.dot(wide, wide))
+
+        return c.derived("blend_terms", (c.enters, c.orders, cfg, int(now)), make)
 
     def base(self, c: Candidates, cfg: RankingConfig, now: float) -> np.ndarray:
         """The room terms plus popularity standardised over every room: a viewer without favourites
-        among the candidates starts from this (cached with the room terms; callers copy it)."""
+        among the candidates starts from this (kept with the room terms; callers copy it)."""
         terms, popularity, pop_sum, pop_sq = self.room_terms(c, cfg, now)
-        if self._base is None:
+
+        def make() -> np.ndarray:
             w = self.weights(cfg)
-            self._base = terms.copy()
+            base = terms.copy()
             if w.popularity:
-                self._base += w.popularity * zscore_except(popularity, pop_sum, pop_sq, np.zeros(0, dtype=np.int64))
-        return self._base
+                base += w.popularity * zscore_except(popularity, pop_sum, pop_sq, np.zeros(0, dtype=np.int64))
+            return base
+
+        return c.derived("blend_base", (terms, cfg), make)
 
     async def apply(self, ctx: FeedContext) -> None:
         c, cfg = ctx.candidates, ctx.config
@@ -576,9 +574,6 @@ class Exploration:
 
     name = "exploration"
 
-    def __init__(self) -> None:
-        self._eligible: tuple[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] | None = None
-
     @staticmethod
     def draw(rng: np.random.Generator, keep: np.ndarray, eligible: tuple[np.ndarray, np.ndarray], on_page: list[int],
              slots: int) -> list[int]:
@@ -605,16 +600,16 @@ class Exploration:
         return picks + [int(i) for i in more]
 
     def eligible(self, c: Candidates, cfg: RankingConfig, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """Live rooms new or little seen, as a mask and as indices (cached per candidate set, heat
-        refresh, config and second)."""
-        key = (c.room_ids, c.impressions, cfg, int(now))
-        cached = self._eligible
-        if cached is not None and all(a is b for a, b in zip(cached[0][:3], key[:3], strict=True)) and cached[0][3] == key[3]:
-            return cached[1]
-        little_seen = (c.impressions <= cfg.exploration_max_impressions_1h) | (now - c.started_at <= cfg.exploration_new_room_s)
-        eligible = little_seen & ~c.is_replay
-        self._eligible = (key, (eligible, np.flatnonzero(eligible)))
-        return self._eligible[1]
+        """Live rooms new or little seen, as a mask and as indices (kept per heat refresh, config and second)."""
+
+        def make() -> tuple[np.ndarray, np.ndarray]:
+            little_seen = (c.impressions <= cfg.exploration_max_impressions_1h) | (
+                now - c.started_at <= cfg.exploration_new_room_s
+            )
+            eligible = little_seen & ~c.is_replay
+            return eligible, np.flatnonzero(eligible)
+
+        return c.derived("exploration", (c.impressions, cfg, int(now)), make)
 
     async def apply(self, ctx: FeedContext) -> None:
         c, cfg = ctx.candidates, ctx.config
@@ -646,20 +641,15 @@ class Page:
 
     name = "page"
 
-    def __init__(self) -> None:
-        self._shown: tuple[Any, dict[int, dict[str, Any]]] | None = None
-
     def shown(self, c: Candidates, i: int) -> dict[str, Any]:
-        """What the response shows of candidate `i` that does not change between requests (cached
-        per candidate set); the caller copies it."""
-        cached = self._shown
-        if cached is None or cached[0] is not c.room_ids:
-            cached = self._shown = (c.room_ids, {})
-        fields = cached[1].get(i)
+        """What the response shows of candidate `i` that does not change between requests (kept with
+        the candidate set); the caller copies it."""
+        shown: dict[int, dict[str, Any]] = c.memo.setdefault("shown", {})
+        fields = shown.get(i)
         if fields is None:
             room = c.rooms[i]
             replay = bool(c.is_replay[i])
-            fields = cached[1][i] = {
+            fields = shown[i] = {
                 "room_id": room.room_id,
                 "merchant_id": room.merchant_id,
                 "title": room.title,
