@@ -175,10 +175,7 @@ def live_items(c: Candidates, scorer: Any) -> Any:
     prepare = getattr(scorer, "prepare", None)
     if prepare is None:
         return c.rooms
-    held = c.memo.get("live_items")
-    if held is None or held[0] is not scorer:
-        held = c.memo["live_items"] = (scorer, prepare(c.rooms))
-    return held[1]
+    return c.derived("live_items", (scorer,), lambda: prepare(c.rooms))
 
 
 class Score:
