@@ -16,10 +16,9 @@ import time
 
 import httpx
 import pytest
-from aiokafka import TopicPartition
 
-from events.consumer import SinkRunner
 from events.realtime import RealtimeSink
+from events.rebuild import replay
 from roomfeed.settings import REPO_ROOT
 from tests.faults.stack import FaultStack, Traffic
 
@@ -27,31 +26,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 async def _replay_realtime_from_zero(stack: FaultStack, timeout: float = 90) -> float:
-    """A fresh consumer group (offset 0) through RealtimeSink, up to the topic's end as it was at the start."""
+    """A fresh consumer group (offset 0) through RealtimeSink, up to the topic's end as it was at the
+    start: what `roomfeed rebuild --live-stats` runs (events.rebuild.replay)."""
     assert stack.redis is not None
-    started = time.monotonic()
-    runner = SinkRunner(stack.settings, RealtimeSink(stack.redis), group=f"rebuild-{secrets.token_hex(3)}")
-    await runner.start()
-    task = asyncio.create_task(runner.run())
-    consumer = runner.consumer
-    assert consumer is not None
-    topic = stack.settings.topic("viewer-events")
-    ends: dict[TopicPartition, int] | None = None
-    try:
-        while time.monotonic() - started < timeout:
-            assigned = consumer.assignment()
-            partitions = consumer.partitions_for_topic(topic) or set()
-            if ends is None and partitions and len(assigned) == len(partitions):
-                ends = await consumer.end_offsets(list(assigned))
-            if ends is not None:
-                committed = {tp: await consumer.committed(tp) or 0 for tp in ends}
-                if all(committed[tp] >= end for tp, end in ends.items()):
-                    return time.monotonic() - started
-            await asyncio.sleep(0.25)
-        raise AssertionError(f"the replay did not reach the end offsets {ends} in {timeout}s")
-    finally:
-        await runner.stop()
-        task.cancel()
+    return (await replay(stack.settings, RealtimeSink(stack.redis), timeout_s=timeout)).seconds
 
 
 async def test_redis_flushed_is_rebuilt_while_the_feed_serves(fault_stack: FaultStack) -> None:
