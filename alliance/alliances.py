@@ -34,24 +34,52 @@ class Terms:
         if body is None:
             return d
         values = {
-            "exchange_rate": body.number("exchange_rate", required=False, minimum=0, exclusive_minimum=True,
-                                         maximum=1000, default=d.exchange_rate),
-            "min_dwell_ms": body.integer("min_dwell_ms", required=False, minimum=0, maximum=3_600_000,
-                                         default=d.min_dwell_ms),
-            "boost_share_cap": body.number("boost_share_cap", required=False, minimum=0, exclusive_minimum=True,
-                                           maximum=1, default=d.boost_share_cap),
-            "daily_earning_cap": body.number("daily_earning_cap", required=False, minimum=0,
-                                             exclusive_minimum=True, maximum=1e9, default=d.daily_earning_cap),
-            "relevance_floor": body.number("relevance_floor", required=False, minimum=0, maximum=1,
-                                           default=d.relevance_floor),
-            "attribution_window_h": body.integer("attribution_window_h", required=False, minimum=1,
-                                                 maximum=24 * 30, default=d.attribution_window_h),
-            "viewer_daily_cap": body.integer("viewer_daily_cap", required=False, minimum=1, maximum=10_000,
-                                             default=d.viewer_daily_cap),
-            "device_daily_cap": body.integer("device_daily_cap", required=False, minimum=1, maximum=10_000,
-                                             default=d.device_daily_cap),
-            "commission_rate": body.number("commission_rate", required=False, minimum=0, maximum=1,
-                                           default=d.commission_rate),
+            "exchange_rate": body.number(
+                "exchange_rate",
+                required=False,
+                minimum=0,
+                exclusive_minimum=True,
+                maximum=1000,
+                default=d.exchange_rate,
+            ),
+            "min_dwell_ms": body.integer(
+                "min_dwell_ms", required=False, minimum=0, maximum=3_600_000, default=d.min_dwell_ms
+            ),
+            "boost_share_cap": body.number(
+                "boost_share_cap",
+                required=False,
+                minimum=0,
+                exclusive_minimum=True,
+                maximum=1,
+                default=d.boost_share_cap,
+            ),
+            "daily_earning_cap": body.number(
+                "daily_earning_cap",
+                required=False,
+                minimum=0,
+                exclusive_minimum=True,
+                maximum=1e9,
+                default=d.daily_earning_cap,
+            ),
+            "relevance_floor": body.number(
+                "relevance_floor", required=False, minimum=0, maximum=1, default=d.relevance_floor
+            ),
+            "attribution_window_h": body.integer(
+                "attribution_window_h",
+                required=False,
+                minimum=1,
+                maximum=24 * 30,
+                default=d.attribution_window_h,
+            ),
+            "viewer_daily_cap": body.integer(
+                "viewer_daily_cap", required=False, minimum=1, maximum=10_000, default=d.viewer_daily_cap
+            ),
+            "device_daily_cap": body.integer(
+                "device_daily_cap", required=False, minimum=1, maximum=10_000, default=d.device_daily_cap
+            ),
+            "commission_rate": body.number(
+                "commission_rate", required=False, minimum=0, maximum=1, default=d.commission_rate
+            ),
         }
         if any(v is None for v in values.values()):
             return d  # the errors are recorded on `body`; the caller's finish() raises
@@ -104,12 +132,16 @@ class AllianceBook:
             await conn.execute(
                 f"INSERT INTO alliances (alliance_id, name, owner_merchant_id, {columns}) "  # noqa: S608 (fixed column names)
                 f"VALUES ($1, $2, $3, {placeholders})",
-                alliance_id, name, owner_merchant_id, *(getattr(terms, c) for c in _TERM_COLUMNS),
+                alliance_id,
+                name,
+                owner_merchant_id,
+                *(getattr(terms, c) for c in _TERM_COLUMNS),
             )
             await conn.execute(
                 """INSERT INTO alliance_members (alliance_id, merchant_id, status, role, joined_at)
                    VALUES ($1, $2, 'active', 'owner', now())""",
-                alliance_id, owner_merchant_id,
+                alliance_id,
+                owner_merchant_id,
             )
         return await self.get(alliance_id, viewer_merchant_id=None)
 
@@ -127,7 +159,10 @@ class AllianceBook:
         ):
             raise NotFound("no such alliance")
         return Alliance(
-            row["alliance_id"], row["name"], row["owner_merchant_id"], Terms.from_row(row),
+            row["alliance_id"],
+            row["name"],
+            row["owner_merchant_id"],
+            Terms.from_row(row),
             tuple(Member(m["merchant_id"], m["status"], m["role"]) for m in members),
             row["created_at"].timestamp(),
         )
@@ -135,7 +170,8 @@ class AllianceBook:
     async def _status(self, conn: asyncpg.Connection, alliance_id: str, merchant_id: str) -> str | None:
         status: str | None = await conn.fetchval(
             "SELECT status FROM alliance_members WHERE alliance_id = $1 AND merchant_id = $2 FOR UPDATE",
-            alliance_id, merchant_id,
+            alliance_id,
+            merchant_id,
         )
         return status
 
@@ -146,17 +182,21 @@ class AllianceBook:
         async with self.pool.acquire() as conn, conn.transaction():
             status = await self._status(conn, alliance_id, merchant_id)
             if status == "active":
-                raise Conflict(f"{merchant_id} is already a member", fields={"merchant_id": "is already a member"})
+                raise Conflict(
+                    f"{merchant_id} is already a member", fields={"merchant_id": "is already a member"}
+                )
             if status is None:
                 await conn.execute(
                     "INSERT INTO alliance_members (alliance_id, merchant_id, status) VALUES ($1, $2, 'invited')",
-                    alliance_id, merchant_id,
+                    alliance_id,
+                    merchant_id,
                 )
             else:
                 await conn.execute(
                     """UPDATE alliance_members SET status = 'invited', invited_at = now(), left_at = NULL
                        WHERE alliance_id = $1 AND merchant_id = $2""",
-                    alliance_id, merchant_id,
+                    alliance_id,
+                    merchant_id,
                 )
         return await self.get(alliance_id, by_merchant_id)
 
@@ -169,7 +209,8 @@ class AllianceBook:
                 await conn.execute(
                     """UPDATE alliance_members SET status = 'active', joined_at = now()
                        WHERE alliance_id = $1 AND merchant_id = $2""",
-                    alliance_id, merchant_id,
+                    alliance_id,
+                    merchant_id,
                 )
         return await self.get(alliance_id, merchant_id)
 
@@ -187,7 +228,8 @@ class AllianceBook:
             await conn.execute(
                 """UPDATE alliance_members SET status = 'left', left_at = now()
                    WHERE alliance_id = $1 AND merchant_id = $2""",
-                alliance_id, merchant_id,
+                alliance_id,
+                merchant_id,
             )
 
     async def of_merchant(self, merchant_id: str) -> list[dict[str, Any]]:
@@ -205,6 +247,8 @@ async def partner_terms(conn: asyncpg.Connection) -> tuple[dict[str, Terms], dic
     rows = await conn.fetch("SELECT * FROM alliances")
     terms = {r["alliance_id"]: Terms.from_row(r) for r in rows}
     members: dict[str, set[str]] = {}
-    for r in await conn.fetch("SELECT alliance_id, merchant_id FROM alliance_members WHERE status = 'active'"):
+    for r in await conn.fetch(
+        "SELECT alliance_id, merchant_id FROM alliance_members WHERE status = 'active'"
+    ):
         members.setdefault(r["alliance_id"], set()).add(r["merchant_id"])
     return terms, members

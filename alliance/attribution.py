@@ -66,17 +66,32 @@ class AttributionBook:
                 """INSERT INTO attributions (viewer_id, session_id, merchant_id, store_id, staff_id, code,
                                              device_id, starts_at, ends_at)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-                viewer_id, session_id, attribution.merchant_id, attribution.store_id, attribution.staff_id,
-                code, device_id, starts, ends,
+                viewer_id,
+                session_id,
+                attribution.merchant_id,
+                attribution.store_id,
+                attribution.staff_id,
+                code,
+                device_id,
+                starts,
+                ends,
             )
             # First sighting of this viewer id: what burst detection counts per device and per code.
             await conn.execute(
                 """INSERT INTO alliance_viewers (viewer_id, device_id, code, first_seen_at)
                    VALUES ($1, $2, $3, $4) ON CONFLICT (viewer_id) DO NOTHING""",
-                viewer_id, device_id, code, starts,
+                viewer_id,
+                device_id,
+                code,
+                starts,
             )
         result = ViewerAttribution(
-            viewer_id, attribution.merchant_id, attribution.store_id, attribution.staff_id, now, ends.timestamp()
+            viewer_id,
+            attribution.merchant_id,
+            attribution.store_id,
+            attribution.staff_id,
+            now,
+            ends.timestamp(),
         )
         if self.redis is not None:
             await self.redis.set(
@@ -100,14 +115,20 @@ async def attributions_at(
         """SELECT viewer_id, merchant_id, store_id, staff_id, starts_at, ends_at FROM attributions
            WHERE viewer_id = ANY($1::text[]) AND starts_at <= $3 AND ends_at > $2
            ORDER BY viewer_id, starts_at DESC""",
-        viewer_ids, _ts(since), _ts(until),
+        viewer_ids,
+        _ts(since),
+        _ts(until),
     )
     found: dict[str, list[ViewerAttribution]] = {}
     for r in rows:
         found.setdefault(r["viewer_id"], []).append(
             ViewerAttribution(
-                r["viewer_id"], r["merchant_id"], r["store_id"], r["staff_id"],
-                r["starts_at"].timestamp(), r["ends_at"].timestamp(),
+                r["viewer_id"],
+                r["merchant_id"],
+                r["store_id"],
+                r["staff_id"],
+                r["starts_at"].timestamp(),
+                r["ends_at"].timestamp(),
             )
         )
     return found

@@ -55,9 +55,15 @@ class BoostChoice:
 TOP_RANK = 1  # a boosted room lands no higher than this page position (0 = the top): the best stays first
 
 
-def choose_boosts(scores: np.ndarray, eligible: np.ndarray, rooms_of_merchant: dict[str, np.ndarray],
-                  plans: dict[str, BoostPlan], page_size: int, draw: float,
-                  top_rank: int = TOP_RANK) -> list[BoostChoice]:
+def choose_boosts(
+    scores: np.ndarray,
+    eligible: np.ndarray,
+    rooms_of_merchant: dict[str, np.ndarray],
+    plans: dict[str, BoostPlan],
+    page_size: int,
+    draw: float,
+    top_rank: int = TOP_RANK,
+) -> list[BoostChoice]:
     """Which candidates to boost and by how much, before tokens are spent (pure).
 
     `eligible` masks candidates the page could show (not yet served, not filtered); `draw` is a
@@ -68,7 +74,9 @@ def choose_boosts(scores: np.ndarray, eligible: np.ndarray, rooms_of_merchant: d
         return []  # every candidate is on the page anyway: no exposure to add
     depth = min(len(idx), 2 * page_size)
     pool = scores[idx]
-    live = np.sort(np.partition(pool, len(pool) - depth)[len(pool) - depth:])[::-1]  # the top `depth`, best first
+    live = np.sort(np.partition(pool, len(pool) - depth)[len(pool) - depth :])[
+        ::-1
+    ]  # the top `depth`, best first
     best = float(live[0])
     page_edge = float(live[page_size - 1])  # the last room the page shows unboosted
     ceiling = float(live[min(top_rank, page_size - 1)])  # ties go to the organic room
@@ -134,8 +142,9 @@ class AllianceBoost:
             i = getattr(c, "index_of", {}).get(room_id)
             if i is not None:
                 eligible[i] = False
-        choices = choose_boosts(c.score, eligible, c.rooms_of_merchant, self._plans, ctx.count,
-                                float(ctx.rng.random()))
+        choices = choose_boosts(
+            c.score, eligible, c.rooms_of_merchant, self._plans, ctx.count, float(ctx.rng.random())
+        )
         if not choices:
             return
         try:

@@ -166,7 +166,12 @@ class CodeBook:
         )
         assert row is not None
         return CodeInfo(
-            code, self.url(code), attribution.merchant_id, attribution.store_id, attribution.staff_id, 0,
+            code,
+            self.url(code),
+            attribution.merchant_id,
+            attribution.store_id,
+            attribution.staff_id,
+            0,
             row["created_at"].timestamp(),
         )
 
@@ -194,7 +199,12 @@ class CodeBook:
         )
         return [
             CodeInfo(
-                r["code"], self.url(r["code"]), r["merchant_id"], r["store_id"], r["staff_id"], r["opens"],
+                r["code"],
+                self.url(r["code"]),
+                r["merchant_id"],
+                r["store_id"],
+                r["staff_id"],
+                r["opens"],
                 r["created_at"].timestamp(),
             )
             for r in rows

@@ -68,11 +68,27 @@ class AllianceSink:
                 elif kind == "purchase":
                     await self._order(conn, event, attributions)
                 elif kind == "leave" and isinstance(event.get("dwell_ms"), int):
-                    await self._visit(conn, event, int(event["dwell_ms"]), attributions, terms, members,
-                                      burst_cache, final=True)
+                    await self._visit(
+                        conn,
+                        event,
+                        int(event["dwell_ms"]),
+                        attributions,
+                        terms,
+                        members,
+                        burst_cache,
+                        final=True,
+                    )
                 elif kind == "heartbeat" and event["event_id"] in dwell_from_heartbeats:
-                    await self._visit(conn, event, dwell_from_heartbeats[event["event_id"]], attributions, terms,
-                                      members, burst_cache, final=False)
+                    await self._visit(
+                        conn,
+                        event,
+                        dwell_from_heartbeats[event["event_id"]],
+                        attributions,
+                        terms,
+                        members,
+                        burst_cache,
+                        final=False,
+                    )
 
     # --- dwell from heartbeats ------------------------------------------------------------------
 
@@ -84,8 +100,12 @@ class AllianceSink:
             return {}
         pipe = self.redis.pipeline(transaction=False)
         for e in starts:
-            pipe.set(f"rf:al:start:{e['viewer_id']}:{e['room_id']}", int(e.get("ts", 0)), nx=True,
-                     ex=VISIT_START_TTL_S)
+            pipe.set(
+                f"rf:al:start:{e['viewer_id']}:{e['room_id']}",
+                int(e.get("ts", 0)),
+                nx=True,
+                ex=VISIT_START_TTL_S,
+            )
         await pipe.execute()
         beats = [e for e in starts if e["type"] == "heartbeat"]
         if not beats:
@@ -128,7 +148,9 @@ class AllianceSink:
                     AND o.first_seen_at BETWEEN v.first_seen_at - $3 * interval '1 second'
                                             AND v.first_seen_at + $3 * interval '1 second') AS same_code
                FROM alliance_viewers v WHERE v.viewer_id = $1""",
-            viewer_id, lim.device_new_viewers_window_s, lim.code_new_viewers_window_s,
+            viewer_id,
+            lim.device_new_viewers_window_s,
+            lim.code_new_viewers_window_s,
         )
         burst = row is not None and (
             row["same_device"] >= lim.device_new_viewers or row["same_code"] >= lim.code_new_viewers
@@ -179,44 +201,118 @@ class AllianceSink:
                      (SELECT COALESCE(sum(amount), 0) FROM ledger_transactions WHERE kind = 'earned'
                         AND merchant_id = $1 AND alliance_id = $9 AND at >= $10 AND at < $10 + interval '1 day')
                         AS earned_today""",
-                contributor, viewer_id, room_id, day, device_key, self.limits.short_dwell_ms,
-                _ts(at - self.limits.zero_dwell_window_s), _ts(at), alliance_id,
+                contributor,
+                viewer_id,
+                room_id,
+                day,
+                device_key,
+                self.limits.short_dwell_ms,
+                _ts(at - self.limits.zero_dwell_window_s),
+                _ts(at),
+                alliance_id,
                 datetime(day.year, day.month, day.day, tzinfo=UTC),
             )
             assert counts is not None
             facts = VisitFacts(
-                contributor_id=contributor, host_merchant_id=host, host_owns_viewer=False,
-                alliance_id=alliance_id, terms=alliance_terms, dwell_ms=dwell_ms,
+                contributor_id=contributor,
+                host_merchant_id=host,
+                host_owns_viewer=False,
+                alliance_id=alliance_id,
+                terms=alliance_terms,
+                dwell_ms=dwell_ms,
                 burst_viewer=await self._burst_viewer(conn, viewer_id, burst_cache),
-                device_short_visits=int(counts["short_n"]), earned_this_room_today=bool(counts["this_room"]),
-                viewer_earned_today=int(counts["viewer_n"]), device_earned_today=int(counts["device_n"]),
+                device_short_visits=int(counts["short_n"]),
+                earned_this_room_today=bool(counts["this_room"]),
+                viewer_earned_today=int(counts["viewer_n"]),
+                device_earned_today=int(counts["device_n"]),
                 contributor_earned_today=float(counts["earned_today"]),
             )
             verdict = judge(facts, self.limits)
         if not final and not verdict.earned:
             return  # a heartbeat only ever completes a qualification; the leave records the visit
-        await self._record_visit(conn, event, viewer_id, device_key, contributor, host, room_id, alliance_id,
-                                 dwell_ms, day, at, verdict)
+        await self._record_visit(
+            conn,
+            event,
+            viewer_id,
+            device_key,
+            contributor,
+            host,
+            room_id,
+            alliance_id,
+            dwell_ms,
+            day,
+            at,
+            verdict,
+        )
 
-    def _facts(self, contributor: str, host: str, in_force: list[ViewerAttribution], alliance_id: str | None,
-               terms: Terms | None, dwell_ms: int) -> VisitFacts:
-        return VisitFacts(contributor, host, any(a.merchant_id == host for a in in_force), alliance_id, terms,
-                          dwell_ms, False, 0, False, 0, 0, 0.0)
+    def _facts(
+        self,
+        contributor: str,
+        host: str,
+        in_force: list[ViewerAttribution],
+        alliance_id: str | None,
+        terms: Terms | None,
+        dwell_ms: int,
+    ) -> VisitFacts:
+        return VisitFacts(
+            contributor,
+            host,
+            any(a.merchant_id == host for a in in_force),
+            alliance_id,
+            terms,
+            dwell_ms,
+            False,
+            0,
+            False,
+            0,
+            0,
+            0.0,
+        )
 
-    async def _record_visit(self, conn: asyncpg.Connection, event: dict[str, Any], viewer_id: str,
-                            device_key: str, contributor: str, host: str, room_id: str, alliance_id: str | None,
-                            dwell_ms: int, day: Any, at: float, verdict: Verdict) -> None:
+    async def _record_visit(
+        self,
+        conn: asyncpg.Connection,
+        event: dict[str, Any],
+        viewer_id: str,
+        device_key: str,
+        contributor: str,
+        host: str,
+        room_id: str,
+        alliance_id: str | None,
+        dwell_ms: int,
+        day: Any,
+        at: float,
+        verdict: Verdict,
+    ) -> None:
         inserted = await conn.fetchval(
             """INSERT INTO alliance_visits (source_event_id, viewer_id, device_id, contributor_id,
                    host_merchant_id, room_id, alliance_id, dwell_ms, day, at, earned, reason)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                ON CONFLICT DO NOTHING RETURNING true""",
-            str(event["event_id"]), viewer_id, device_key, contributor, host, room_id, alliance_id,
-            min(dwell_ms, 2**31 - 1), day, _ts(at), verdict.earned, verdict.reason,
+            str(event["event_id"]),
+            viewer_id,
+            device_key,
+            contributor,
+            host,
+            room_id,
+            alliance_id,
+            min(dwell_ms, 2**31 - 1),
+            day,
+            _ts(at),
+            verdict.earned,
+            verdict.reason,
         )
         if inserted and verdict.earned and alliance_id is not None:
-            await ledger.post(conn, source_id=str(event["event_id"]), kind="earned", merchant_id=contributor,
-                              alliance_id=alliance_id, amount=verdict.amount, at=at, visits=1)
+            await ledger.post(
+                conn,
+                source_id=str(event["event_id"]),
+                kind="earned",
+                merchant_id=contributor,
+                alliance_id=alliance_id,
+                amount=verdict.amount,
+                at=at,
+                visits=1,
+            )
 
     # --- delivered exposure ----------------------------------------------------------------------
 
@@ -238,13 +334,24 @@ class AllianceSink:
         if alliance_id is None:
             log.warning("boosted impression of a merchant with no alliance account: %s", merchant_id)
             return
-        await ledger.post(conn, source_id=str(event["event_id"]), kind="delivered", merchant_id=merchant_id,
-                          alliance_id=alliance_id, amount=1.0, at=int(event.get("ts", 0)) / 1000)
+        await ledger.post(
+            conn,
+            source_id=str(event["event_id"]),
+            kind="delivered",
+            merchant_id=merchant_id,
+            alliance_id=alliance_id,
+            amount=1.0,
+            at=int(event.get("ts", 0)) / 1000,
+        )
 
     # --- attributed orders -----------------------------------------------------------------------
 
-    async def _order(self, conn: asyncpg.Connection, event: dict[str, Any],
-                     attributions: dict[str, list[ViewerAttribution]]) -> None:
+    async def _order(
+        self,
+        conn: asyncpg.Connection,
+        event: dict[str, Any],
+        attributions: dict[str, list[ViewerAttribution]],
+    ) -> None:
         at = int(event.get("ts", 0)) / 1000
         in_force = [a for a in attributions.get(str(event["viewer_id"]), []) if a.starts_at <= at < a.ends_at]
         amount = event.get("amount")
@@ -255,8 +362,16 @@ class AllianceSink:
             """INSERT INTO attributed_orders (source_event_id, order_id, viewer_id, merchant_id, store_id, staff_id,
                    seller_merchant_id, room_id, product_id, amount, currency, at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING""",
-            str(event["event_id"]), str(event.get("order_id", "")), a.viewer_id, a.merchant_id, a.store_id,
-            a.staff_id, str(event.get("merchant_id", "")), str(event.get("room_id", "")),
-            str(event.get("product_id", "")), Decimal(str(round(float(amount), 2))), str(event.get("currency", "CNY")), _ts(at),
+            str(event["event_id"]),
+            str(event.get("order_id", "")),
+            a.viewer_id,
+            a.merchant_id,
+            a.store_id,
+            a.staff_id,
+            str(event.get("merchant_id", "")),
+            str(event.get("room_id", "")),
+            str(event.get("product_id", "")),
+            Decimal(str(round(float(amount), 2))),
+            str(event.get("currency", "CNY")),
+            _ts(at),
         )
-

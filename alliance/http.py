@@ -44,9 +44,16 @@ class NoStoreDirectory:
 
 
 def _code_json(info: CodeInfo) -> dict[str, Any]:
-    return {"code": info.code, "url": info.url, "qr_url": f"/v1/codes/{info.code}.png",
-            "merchant_id": info.merchant_id, "store_id": info.store_id, "staff_id": info.staff_id,
-            "opens": info.opens, "created_at": info.created_at}
+    return {
+        "code": info.code,
+        "url": info.url,
+        "qr_url": f"/v1/codes/{info.code}.png",
+        "merchant_id": info.merchant_id,
+        "store_id": info.store_id,
+        "staff_id": info.staff_id,
+        "opens": info.opens,
+        "created_at": info.created_at,
+    }
 
 
 async def create_alliance(request: Request) -> Response:
@@ -99,7 +106,9 @@ async def get_alliance(request: Request) -> Response:
       404: {description: no such alliance for this merchant}
     """
     principal = await require(request, "merchant", "operator")
-    alliance = await request.app.state.alliances.get(request.path_params["alliance_id"], principal.merchant_id)
+    alliance = await request.app.state.alliances.get(
+        request.path_params["alliance_id"], principal.merchant_id
+    )
     return json(alliance.to_json())
 
 
@@ -141,7 +150,9 @@ async def join_alliance(request: Request) -> Response:
       404: {description: no invitation}
     """
     principal = await require(request, "merchant")
-    alliance = await request.app.state.alliances.join(request.path_params["alliance_id"], principal.merchant_id)
+    alliance = await request.app.state.alliances.join(
+        request.path_params["alliance_id"], principal.merchant_id
+    )
     return json(alliance.to_json())
 
 
@@ -176,15 +187,23 @@ async def create_code(request: Request) -> Response:
       201: {description: "{code, url}"}
     """
     principal = await require(request, "merchant")
-    empty = request.headers.get("content-length") in (None, "0") and "transfer-encoding" not in request.headers
-    body = Body({} if empty else await read_json(request))  # every field is optional: no body is a merchant code
+    empty = (
+        request.headers.get("content-length") in (None, "0") and "transfer-encoding" not in request.headers
+    )
+    body = Body(
+        {} if empty else await read_json(request)
+    )  # every field is optional: no body is a merchant code
     store_id = body.ident("store_id", required=False)
     staff_id = body.ident("staff_id", required=False)
     body.finish()
     if (store_id or staff_id) and not await request.app.state.alliance_stores.store_and_staff(
         principal.merchant_id, store_id, staff_id
     ):
-        fields = {k: "is not one of this merchant's" for k, v in (("store_id", store_id), ("staff_id", staff_id)) if v}
+        fields = {
+            k: "is not one of this merchant's"
+            for k, v in (("store_id", store_id), ("staff_id", staff_id))
+            if v
+        }
         body.errors.update(fields)
         body.finish("the store or staff member does not belong to this merchant")
     assert principal.merchant_id is not None  # a merchant key always names its merchant
@@ -229,8 +248,15 @@ async def landing(request: Request) -> Response:
       200: {description: the code's merchant, store and staff}
     """
     code, attribution = _parse_code(request)
-    return json({"code": code, "merchant_id": attribution.merchant_id, "store_id": attribution.store_id,
-                 "staff_id": attribution.staff_id, "session": {"entry": {"code": code}}})
+    return json(
+        {
+            "code": code,
+            "merchant_id": attribution.merchant_id,
+            "store_id": attribution.store_id,
+            "staff_id": attribution.staff_id,
+            "session": {"entry": {"code": code}},
+        }
+    )
 
 
 async def merchant_ledger(request: Request) -> Response:

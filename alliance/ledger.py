@@ -45,15 +45,22 @@ async def post(
     txn_id = await conn.fetchval(
         """INSERT INTO ledger_transactions (source_id, kind, merchant_id, alliance_id, amount, at)
            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source_id, kind) DO NOTHING RETURNING txn_id""",
-        source_id, kind, merchant_id, alliance_id, value, _ts(at),
+        source_id,
+        kind,
+        merchant_id,
+        alliance_id,
+        value,
+        _ts(at),
     )
     if txn_id is None:
         return False
     merchant_leg = value if kind == "earned" else -value
     await conn.executemany(
         "INSERT INTO ledger_postings (txn_id, account, alliance_id, merchant_id, amount) VALUES ($1, $2, $3, $4, $5)",
-        [(txn_id, "merchant", alliance_id, merchant_id, merchant_leg),
-         (txn_id, "pool", alliance_id, None, -merchant_leg)],
+        [
+            (txn_id, "merchant", alliance_id, merchant_id, merchant_leg),
+            (txn_id, "pool", alliance_id, None, -merchant_leg),
+        ],
     )
     column = _BALANCE_COLUMN[kind]
     await conn.execute(
@@ -62,7 +69,10 @@ async def post(
             ON CONFLICT (merchant_id, alliance_id) DO UPDATE
             SET visits = ledger_balances.visits + EXCLUDED.visits,
                 {column} = ledger_balances.{column} + EXCLUDED.{column}""",  # noqa: S608 (column from a fixed map)
-        merchant_id, alliance_id, visits, value,
+        merchant_id,
+        alliance_id,
+        visits,
+        value,
     )
     return True
 
@@ -82,8 +92,14 @@ class Balance:
 
 
 def _balance(r: asyncpg.Record) -> Balance:
-    return Balance(r["merchant_id"], r["alliance_id"], int(r["visits"]), float(r["earned"]),
-                   float(r["delivered"]), float(r["expired"]))
+    return Balance(
+        r["merchant_id"],
+        r["alliance_id"],
+        int(r["visits"]),
+        float(r["earned"]),
+        float(r["delivered"]),
+        float(r["expired"]),
+    )
 
 
 class Ledger:
@@ -112,9 +128,11 @@ class Ledger:
         return [_balance(r) for r in rows]
 
     async def unbalanced_transactions(self) -> int:
-        return int(await self.pool.fetchval(
-            "SELECT count(*) FROM (SELECT txn_id FROM ledger_postings GROUP BY txn_id HAVING sum(amount) <> 0) x"
-        ))
+        return int(
+            await self.pool.fetchval(
+                "SELECT count(*) FROM (SELECT txn_id FROM ledger_postings GROUP BY txn_id HAVING sum(amount) <> 0) x"
+            )
+        )
 
     async def expire(self, now: float, max_age_days: int = EXPIRY_DAYS) -> int:
         """Expire owed exposure earned more than `max_age_days` ago and still unpaid; returns postings made.
@@ -138,8 +156,13 @@ class Ledger:
                 excess = float(r["owed"] - r["recent"])
                 if excess > 0.0001:
                     made += await post(
-                        conn, source_id=f"expire:{r['merchant_id']}:{r['alliance_id']}:{day}", kind="expired",
-                        merchant_id=r["merchant_id"], alliance_id=r["alliance_id"], amount=excess, at=now,
+                        conn,
+                        source_id=f"expire:{r['merchant_id']}:{r['alliance_id']}:{day}",
+                        kind="expired",
+                        merchant_id=r["merchant_id"],
+                        alliance_id=r["alliance_id"],
+                        amount=excess,
+                        at=now,
                     )
         return made
 
@@ -233,8 +256,15 @@ class Ledger:
         for b in await self.balances():
             m = merchants.setdefault(
                 b.merchant_id,
-                {"merchant_id": b.merchant_id, "contributed_visits": 0, "earned": 0.0, "delivered": 0.0,
-                 "expired": 0.0, "balance": 0.0, "alliances": []},
+                {
+                    "merchant_id": b.merchant_id,
+                    "contributed_visits": 0,
+                    "earned": 0.0,
+                    "delivered": 0.0,
+                    "expired": 0.0,
+                    "balance": 0.0,
+                    "alliances": [],
+                },
             )
             m["contributed_visits"] += b.visits
             m["earned"] += b.earned
@@ -263,5 +293,8 @@ class Ledger:
             k: round(sum(m.get(k, 0.0) for m in merchants.values()), 4)
             for k in ("earned", "delivered", "expired", "balance")
         }
-        return {"hours": hours, "totals": totals,
-                "merchants": sorted(merchants.values(), key=lambda m: m["merchant_id"])}
+        return {
+            "hours": hours,
+            "totals": totals,
+            "merchants": sorted(merchants.values(), key=lambda m: m["merchant_id"]),
+        }

@@ -110,8 +110,15 @@ class BoostPlan:
 
 
 class ExposureScheduler:
-    def __init__(self, pool: asyncpg.Pool, redis: Redis, *, pacing_hours: float = 0.25, burst_hours: float = 0.1,
-                 max_tick_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: Redis,
+        *,
+        pacing_hours: float = 0.25,
+        burst_hours: float = 0.1,
+        max_tick_s: float = 900.0,
+    ) -> None:
         self.ledger = Ledger(pool)
         self.pool = pool
         self.redis = redis
@@ -138,8 +145,12 @@ class ExposureScheduler:
                 continue
             t = terms.get(main[merchant_id][1], Terms())
             plans[merchant_id] = BoostPlan(
-                merchant_id, round(owed, 4), owed / self.pacing_hours, min(1.0, 0.5 + owed / 20.0),
-                t.relevance_floor, t.boost_share_cap,
+                merchant_id,
+                round(owed, 4),
+                owed / self.pacing_hours,
+                min(1.0, 0.5 + owed / 20.0),
+                t.relevance_floor,
+                t.boost_share_cap,
             )
         return plans
 

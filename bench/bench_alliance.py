@@ -49,8 +49,14 @@ from simulator import Marketplace  # noqa: E402
 
 HOUR_MS = 3_600_000
 PAGE = 10
-TERMS = Terms(exchange_rate=3.0, min_dwell_ms=10_000, boost_share_cap=0.3, daily_earning_cap=20_000.0,
-              relevance_floor=1.0, attribution_window_h=24)
+TERMS = Terms(
+    exchange_rate=3.0,
+    min_dwell_ms=10_000,
+    boost_share_cap=0.3,
+    daily_earning_cap=20_000.0,
+    relevance_floor=1.0,
+    attribution_window_h=24,
+)
 
 
 def ndcg10(order: np.ndarray, gains: np.ndarray) -> float:
@@ -66,15 +72,24 @@ class Simulation:
         self.env = env
         self.args = args
         self.rng = np.random.default_rng(args.seed)
-        self.market = Marketplace(seed=args.seed, n_merchants=150, n_viewers=40_000, days=2,
-                                  duration_min=(600, 1200), live_day_prob=(0.9, 1.0), second_broadcast_prob=0.3)
+        self.market = Marketplace(
+            seed=args.seed,
+            n_merchants=150,
+            n_viewers=40_000,
+            days=2,
+            duration_min=(600, 1200),
+            live_day_prob=(0.9, 1.0),
+            second_broadcast_prob=0.3,
+        )
         self.start_ms = self.market.config.start_ms + 12 * HOUR_MS  # broadcasts run from noon on
         self.end_ms = self.start_ms + args.hours * HOUR_MS
         w = self.market.world
         self.taste, self.latent, self.scale = w.v_taste, w.m_latent, w.match_scale
         self.sink = AllianceSink(env.pool, env.redis)
         self.attribution = AttributionBook(env.pool, env.redis)
-        self.scheduler = ExposureScheduler(env.pool, env.redis, pacing_hours=args.pacing_hours, burst_hours=0.1)
+        self.scheduler = ExposureScheduler(
+            env.pool, env.redis, pacing_hours=args.pacing_hours, burst_hours=0.1
+        )
         self.stage = AllianceBoost(env.redis, plan_ttl_s=1e12)
         self.signer = CodeSigner(env.settings.code_secret)
         self.ndcg_boosted: list[float] = []
@@ -116,11 +131,15 @@ class Simulation:
             self.followers[m] = np.arange(20_000 + k * 600, 20_000 + (k + 1) * 600) % n_v
 
     # --- one session ----------------------------------------------------------------------------
-    async def session(self, viewer: int, start_ms: int, live: list[Any], code_merchant: str | None) -> list[dict]:
+    async def session(
+        self, viewer: int, start_ms: int, live: list[Any], code_merchant: str | None
+    ) -> list[dict]:
         sid = f"s{self.sessions}"
         self.sessions += 1
         viewer_id = f"v{viewer}"
-        sim = self.market.viewer(viewer_id, sid, start_ms, seed=self.args.seed, entry_code_merchant_id=code_merchant)
+        sim = self.market.viewer(
+            viewer_id, sid, start_ms, seed=self.args.seed, entry_code_merchant_id=code_merchant
+        )
         events: list[dict[str, Any]] = []
         served: set[str] = set()
         if code_merchant is not None:
@@ -129,7 +148,9 @@ class Simulation:
             if not own:
                 return []
             code = self.signer.sign(Attribution(code_merchant))
-            await self.attribution.attribute(viewer_id, sid, self.signer.parse(code), start_ms / 1000, code=code)
+            await self.attribution.attribute(
+                viewer_id, sid, self.signer.parse(code), start_ms / 1000, code=code
+            )
             room = own[0]
             events += sim.react(room.features, room.live_until_ms, position=0)
             served.add(room.features.room_id)
@@ -138,15 +159,23 @@ class Simulation:
         for _ in range(6):
             if sim.done:
                 break
-            rooms = [r for r in live if r.features.room_id not in served and r.live_until_ms > sim.now_ms + 60_000]
+            rooms = [
+                r for r in live if r.features.room_id not in served and r.live_until_ms > sim.now_ms + 60_000
+            ]
             if not rooms:
                 break
             merchants = np.array([int(r.features.merchant_id[1:]) for r in rooms])
             relevance = (self.latent[merchants] @ self.taste[viewer]) / self.scale
             model = relevance + self.rng.normal(0.0, 0.5, len(rooms))  # an imperfect model
-            ctx = FeedContext(viewer_id=viewer_id, session_id=sid, count=PAGE, config=RankingConfig(),
-                              candidates=Candidates.of([r.features for r in rooms]).fresh_copy(),
-                              served=served, rng=self.rng)
+            ctx = FeedContext(
+                viewer_id=viewer_id,
+                session_id=sid,
+                count=PAGE,
+                config=RankingConfig(),
+                candidates=Candidates.of([r.features for r in rooms]).fresh_copy(),
+                served=served,
+                rng=self.rng,
+            )
             ctx.candidates.score = model.astype(np.float32)
             await self.stage.apply(ctx)
             boosted_scores = ctx.candidates.score
@@ -202,8 +231,11 @@ class Simulation:
             if due:
                 await self.sink.write(due)
             if t % 120 == 119:
-                print(f"  simulated {(t + 1) // 60:2d} h  sessions {self.sessions:6d}  pages {self.pages:6d}  "
-                      f"({time.perf_counter() - started:5.1f} s)", flush=True)
+                print(
+                    f"  simulated {(t + 1) // 60:2d} h  sessions {self.sessions:6d}  pages {self.pages:6d}  "
+                    f"({time.perf_counter() - started:5.1f} s)",
+                    flush=True,
+                )
         cutoff = [e for e in pending if int(e["ts"]) < self.end_ms]  # what happened within the 24 hours
         if cutoff:
             await self.sink.write(sorted(cutoff, key=lambda e: int(e["ts"])))
@@ -222,15 +254,21 @@ class Simulation:
         for r in rows:
             h = int(r["h"]) - first
             if 0 <= h < n:
-                target = (earned if r["kind"] == "earned" else delivered if r["kind"] == "delivered" else None)
+                target = earned if r["kind"] == "earned" else delivered if r["kind"] == "delivered" else None
                 if target is not None:
                     target[h] += float(r["amount"])
                     per[r["merchant_id"]][0 if r["kind"] == "earned" else 1][h] += float(r["amount"])
         return earned, delivered, per
 
 
-def plot(path: Any, earned: np.ndarray, delivered: np.ndarray, per: dict[str, tuple[np.ndarray, np.ndarray]],
-         ratios: dict[str, float], examples: list[str]) -> None:
+def plot(
+    path: Any,
+    earned: np.ndarray,
+    delivered: np.ndarray,
+    per: dict[str, tuple[np.ndarray, np.ndarray]],
+    ratios: dict[str, float],
+    examples: list[str],
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -289,10 +327,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         bp = np.array(sim.ndcg_boosted_pages) if sim.ndcg_boosted_pages else np.ones((1, 2))
         hourly_e, hourly_d, per = await sim.hourly()
         corr = float(np.corrcoef(hourly_e[1:], hourly_d[1:])[0, 1]) if hourly_e[1:].std() > 0 else math.nan
-        lagged = float(np.corrcoef(hourly_e[:-1], hourly_d[1:])[0, 1]) if hourly_e[:-1].std() > 0 else math.nan
+        lagged = (
+            float(np.corrcoef(hourly_e[:-1], hourly_d[1:])[0, 1]) if hourly_e[:-1].std() > 0 else math.nan
+        )
         peak_share = float(hourly_d.max() / hourly_d.sum()) if hourly_d.sum() else 0.0
-        rejected = {r["reason"]: int(r["n"]) for r in await env.pool.fetch(
-            "SELECT reason, count(*) AS n FROM alliance_visits GROUP BY reason ORDER BY reason")}
+        rejected = {
+            r["reason"]: int(r["n"])
+            for r in await env.pool.fetch(
+                "SELECT reason, count(*) AS n FROM alliance_visits GROUP BY reason ORDER BY reason"
+            )
+        }
         metrics = {
             "share_ratio_in_band": round(len(in_band) / max(1, len(contributors)), 4),
             "ratio_spread": round(float(values.std()), 4),
@@ -314,7 +358,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "sessions": sim.sessions,
             "code_sessions": sim.code_sessions,
             "impressions": sim.impressions,
-            "boosted_impression_share": round(sum(sim.boosted_impressions.values()) / max(1, sim.impressions), 4),
+            "boosted_impression_share": round(
+                sum(sim.boosted_impressions.values()) / max(1, sim.impressions), 4
+            ),
             "hourly_corr_same_hour": round(corr, 4),
             "hourly_corr_lag_1h": round(lagged, 4),
             "peak_hour_delivery_share": round(peak_share, 4),
@@ -327,13 +373,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         examples = sorted(contributors, key=lambda m: -earned[m])[:: max(1, len(contributors) // 3)][:3]
         plot(REPO / "docs" / "img" / "alliance_pacing.png", hourly_e, hourly_d, per, ratios, examples)
-        hourly_lines = [f"  h{h:02d}  earned {hourly_e[h]:8.1f}  delivered {hourly_d[h]:8.1f}" for h in range(args.hours)]
+        hourly_lines = [
+            f"  h{h:02d}  earned {hourly_e[h]:8.1f}  delivered {hourly_d[h]:8.1f}" for h in range(args.hours)
+        ]
         per_merchant = [
             f"  {m:>5}  {'heavy' if m in sim.heavy else 'light' if m in sim.light else 'other'}  visits {visits[m]:5d}"
             f"  earned {earned[m]:8.1f}  delivered {delivered[m]:8.1f}  ratio {ratios[m]:.3f}"
             for m in sorted(contributors, key=lambda m: -earned[m])
         ]
-        return {"metrics": metrics, "hourly": hourly_lines, "per_merchant": per_merchant, "rejected": rejected}
+        return {
+            "metrics": metrics,
+            "hourly": hourly_lines,
+            "per_merchant": per_merchant,
+            "rejected": rejected,
+        }
 
 
 def write_report(command: str, lines: list[str]) -> None:
@@ -341,12 +394,21 @@ def write_report(command: str, lines: list[str]) -> None:
     doc = REPO / "docs" / "alliance.md"
     text = doc.read_text()
     start, end = "<!-- sim:results -->", "<!-- /sim:results -->"
-    section = "\n".join([
-        start, f"`{command}` — {datetime.now(UTC).date()}", "", "![pacing](img/alliance_pacing.png)", "",
-        "```", *lines, "```", end,
-    ])
+    section = "\n".join(
+        [
+            start,
+            f"`{command}` — {datetime.now(UTC).date()}",
+            "",
+            "![pacing](img/alliance_pacing.png)",
+            "",
+            "```",
+            *lines,
+            "```",
+            end,
+        ]
+    )
     if start in text and end in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     doc.write_text(text)
@@ -397,8 +459,13 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if not args.no_write:
-        write_results("alliance", command.strip(), m, lines[:15] + ["", "(hourly and per-merchant tables: docs/alliance.md)"],
-                      "alliance — paced exposure payback in a 24 h simulation (alliance)")
+        write_results(
+            "alliance",
+            command.strip(),
+            m,
+            lines[:15] + ["", "(hourly and per-merchant tables: docs/alliance.md)"],
+            "alliance — paced exposure payback in a 24 h simulation (alliance)",
+        )
         write_report(command.strip(), lines)
     print(f"date {datetime.now(UTC).date()}")
 

@@ -22,8 +22,20 @@ from bench_scorer import command_line, write_results  # noqa: E402
 from ranking.movielens import run_check  # noqa: E402
 from ranking.offline import OfflineConfig, run_offline_evaluation, table  # noqa: E402
 
-KEYS = ("hr5_ranker", "ndcg10_ranker", "hr5_lightfm", "hr5_pop", "ndcg10_pop", "hr5_rep", "ndcg10_rep",
-        "hr5_new_ranker", "hr5_new_ranker_no_lightfm", "hr5_new_lightfm", "hr5_new_pop", "cold_auc")
+KEYS = (
+    "hr5_ranker",
+    "ndcg10_ranker",
+    "hr5_lightfm",
+    "hr5_pop",
+    "ndcg10_pop",
+    "hr5_rep",
+    "ndcg10_rep",
+    "hr5_new_ranker",
+    "hr5_new_ranker_no_lightfm",
+    "hr5_new_lightfm",
+    "hr5_new_pop",
+    "cold_auc",
+)
 
 
 def main() -> None:
@@ -37,16 +49,25 @@ def main() -> None:
     ml = run_check(epochs=10, threads=2)
     m = report["metrics"]
     metrics = {k: m[k] for k in KEYS}
-    metrics.update({
-        "ml100k_p10": round(ml.precision_at_10, 4), "ml100k_auc": round(ml.auc, 4),
-        "hr5_repeat_ranker": m["hr5_repeat_ranker"], "hr5_repeat_rep": m["hr5_repeat_rep"],
-        "ndcg10_ranker_no_lightfm": m["ndcg10_ranker_no_lightfm"], "hr5_ranker_no_lightfm": m["hr5_ranker_no_lightfm"],
-        "test_targets": report["targets"]["test"], "test_repeat_share": round(report["targets"]["test_repeat_share"], 3),
-        "cold_targets": m["cold_targets"],
-        "hr5_new_gain_lightfm": report["ablation"]["gain"], "hr5_new_gain_ci_low": report["ablation"]["ci_low"],
-        "hr5_new_gain_ci_high": report["ablation"]["ci_high"], "hr5_new_gain_relative": report["ablation"]["relative"],
-        "ndcg10_new_ranker": m["ndcg10_new_ranker"], "ndcg10_new_ranker_no_lightfm": m["ndcg10_new_ranker_no_lightfm"],
-    })
+    metrics.update(
+        {
+            "ml100k_p10": round(ml.precision_at_10, 4),
+            "ml100k_auc": round(ml.auc, 4),
+            "hr5_repeat_ranker": m["hr5_repeat_ranker"],
+            "hr5_repeat_rep": m["hr5_repeat_rep"],
+            "ndcg10_ranker_no_lightfm": m["ndcg10_ranker_no_lightfm"],
+            "hr5_ranker_no_lightfm": m["hr5_ranker_no_lightfm"],
+            "test_targets": report["targets"]["test"],
+            "test_repeat_share": round(report["targets"]["test_repeat_share"], 3),
+            "cold_targets": m["cold_targets"],
+            "hr5_new_gain_lightfm": report["ablation"]["gain"],
+            "hr5_new_gain_ci_low": report["ablation"]["ci_low"],
+            "hr5_new_gain_ci_high": report["ablation"]["ci_high"],
+            "hr5_new_gain_relative": report["ablation"]["relative"],
+            "ndcg10_new_ranker": m["ndcg10_new_ranker"],
+            "ndcg10_new_ranker_no_lightfm": m["ndcg10_new_ranker_no_lightfm"],
+        }
+    )
     ratio = m["hr5_new_ranker"] / max(m["hr5_new_pop"], 1e-9)
     lines = [
         f"simulator: {args.viewers:,} viewers, {args.merchants:,} merchants, {report['events']:,} events; "
@@ -61,8 +82,11 @@ def main() -> None:
         f"(paired bootstrap 95% CI {report['ablation']['ci_low']:+.4f} .. {report['ablation']['ci_high']:+.4f}, "
         f"{100 * report['ablation']['relative']:+.1f}%)",
         "trade-off (test day, repeat weight varied; ranker vs without LightFM at the same repeat weight):",
-        *(f"  repeat {r['repeat']:6.3g}: overall HR@5 {r['hr5_ranker']:.3f} vs {r['hr5_ranker_no_lightfm']:.3f}, "
-          f"new HR@5 {r['hr5_new_ranker']:.3f} vs {r['hr5_new_ranker_no_lightfm']:.3f}" for r in report["tradeoff"]),
+        *(
+            f"  repeat {r['repeat']:6.3g}: overall HR@5 {r['hr5_ranker']:.3f} vs {r['hr5_ranker_no_lightfm']:.3f}, "
+            f"new HR@5 {r['hr5_new_ranker']:.3f} vs {r['hr5_new_ranker_no_lightfm']:.3f}"
+            for r in report["tradeoff"]
+        ),
         f"tuning objective: {report['objective']}",
         f"weights: ranker {report['weights']['ranker']}",
         f"weights: without LightFM {report['weights']['ranker_no_lightfm']}",
@@ -72,7 +96,9 @@ def main() -> None:
         f"report: {args.report}/eval.md, {args.report}/eval.png",
     ]
     print("\n".join(lines))
-    write_results("eval", command_line(), metrics, lines, "eval — availability-aware protocol on the simulator")
+    write_results(
+        "eval", command_line(), metrics, lines, "eval — availability-aware protocol on the simulator"
+    )
 
 
 if __name__ == "__main__":

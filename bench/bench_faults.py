@@ -31,13 +31,25 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-COLUMNS = ("accepted", "lost", "duplicated", "live_missing", "feed_5xx", "feed_requests", "feed_degraded",
-           "ingest_retries", "failovers", "recovery_s")
+COLUMNS = (
+    "accepted",
+    "lost",
+    "duplicated",
+    "live_missing",
+    "feed_5xx",
+    "feed_requests",
+    "feed_degraded",
+    "ingest_retries",
+    "failovers",
+    "recovery_s",
+)
 
 
 def machine() -> str:
-    return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, load avg " + \
-        " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, load avg "
+        + " ".join(f"{x:.1f}" for x in os.getloadavg())
+    )
 
 
 def replace_section(path: Path, name: str, body: str) -> None:
@@ -52,7 +64,9 @@ def replace_section(path: Path, name: str, body: str) -> None:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = "| scenario | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
-    return head + "".join("| " + r["name"] + " | " + " | ".join(str(r[c]) for c in COLUMNS) + " |\n" for r in rows)
+    return head + "".join(
+        "| " + r["name"] + " | " + " | ".join(str(r[c]) for c in COLUMNS) + " |\n" for r in rows
+    )
 
 
 async def run(only: list[str], repeats: int) -> list[dict[str, Any]]:
@@ -110,14 +124,21 @@ def main() -> int:
     }
     print(f"total: {total}   ({time.monotonic() - began:.0f} s)   command: {command}")
     date = time.strftime("%Y-%m-%d")
-    result = {"name": "faults", "command": command, "date": date, "machine": machine(),
-              "metrics": {**total, "scenarios": {r["key"]: {c: r[c] for c in COLUMNS} for r in rows}}}
+    result = {
+        "name": "faults",
+        "command": command,
+        "date": date,
+        "machine": machine(),
+        "metrics": {**total, "scenarios": {r["key"]: {c: r[c] for c in COLUMNS} for r in rows}},
+    }
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "results" / "faults.json").write_text(json.dumps(result, indent=2) + "\n")
-    section = (f"## faults — kill -9 and restart under traffic ({date})\n\n`{command}` — {machine()}, "
-               f"median of {args.repeats} run(s) per scenario (failure counts: the worst run).\n\n{text}\n"
-               f"recovery_s: from the restart command until every accepted event is archived once and the "
-               f"live stats equal a recount of the archive (traffic continues 3 s after the restart).\n")
+    section = (
+        f"## faults — kill -9 and restart under traffic ({date})\n\n`{command}` — {machine()}, "
+        f"median of {args.repeats} run(s) per scenario (failure counts: the worst run).\n\n{text}\n"
+        f"recovery_s: from the restart command until every accepted event is archived once and the "
+        f"live stats equal a recount of the archive (traffic continues 3 s after the restart).\n"
+    )
     replace_section(ROOT / "docs" / "benchmarks.md", "faults", section)
     replace_section(ROOT / "docs" / "reliability.md", "faults", section)
     return 0 if total["lost"] == total["duplicated"] == total["feed_5xx"] == 0 else 1

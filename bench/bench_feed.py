@@ -92,9 +92,20 @@ def _room(n: int, merchants: int, status: str, started_at: float) -> Any:
     """Bench room number `n` (of merchant n mod `merchants`), as rooms' live index holds it."""
     from rooms.live_index import LiveRoom
 
-    return LiveRoom(f"room_{n:016x}", f"mer_{n % merchants:016x}", f"room {n}", CATEGORIES[n % len(CATEGORIES)],
-                    ("bench",), "mid", "one_to_many", f"host{n % 300}", started_at,
-                    f"https://live.example/{n}.m3u8", status, None)
+    return LiveRoom(
+        f"room_{n:016x}",
+        f"mer_{n % merchants:016x}",
+        f"room {n}",
+        CATEGORIES[n % len(CATEGORIES)],
+        ("bench",),
+        "mid",
+        "one_to_many",
+        f"host{n % 300}",
+        started_at,
+        f"https://live.example/{n}.m3u8",
+        status,
+        None,
+    )
 
 
 async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None:
@@ -129,8 +140,16 @@ async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None
         sink, offset, batch = RoomHeatSink(redis), 0, []
         for i in range(rooms):
             for kind in ("enter", "impression", "impression")[: 1 + i % 3]:
-                batch.append({"type": kind, "room_id": f"room_{i:016x}", "ts": int((now - i % 900) * 1000),
-                              "_topic": "bench", "_partition": 0, "_offset": offset})
+                batch.append(
+                    {
+                        "type": kind,
+                        "room_id": f"room_{i:016x}",
+                        "ts": int((now - i % 900) * 1000),
+                        "_topic": "bench",
+                        "_partition": 0,
+                        "_offset": offset,
+                    }
+                )
                 offset += 1
             if len(batch) >= 4000:
                 await sink.write(batch)
@@ -167,12 +186,45 @@ def _serve(server: str, port: int, env: dict[str, str], root: Path = ROOT) -> su
     name, _, workers = server.partition("-")
     workers = workers.rstrip("w") or "1"
     if name == "uvicorn":
-        cmd = [f"{py}/uvicorn", target, "--factory", "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
-               "--http", "httptools", "--no-access-log", "--log-level", "warning", "--backlog", "4096",
-               "--workers", workers]
+        cmd = [
+            f"{py}/uvicorn",
+            target,
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "4096",
+            "--workers",
+            workers,
+        ]
     else:
-        cmd = [f"{py}/granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", workers, "--loop", "uvloop", "--log-level", "warning", "--no-ws", target]
+        cmd = [
+            f"{py}/granian",
+            "--interface",
+            "asgi",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            workers,
+            "--loop",
+            "uvloop",
+            "--log-level",
+            "warning",
+            "--no-ws",
+            target,
+        ]
     return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -233,8 +285,11 @@ def _sessions(port: int, secret: str, n: int, viewers: int) -> list[tuple[str, s
         for i in range(n):
             viewer = f"viewer-{(i * 7919) % viewers}"
             token = sign_viewer_token(secret, viewer)
-            r = client.post("/v1/sessions", json={"viewer_id": viewer, "entry": {}, "count": 1},
-                            headers={"Authorization": f"Bearer {token}"})
+            r = client.post(
+                "/v1/sessions",
+                json={"viewer_id": viewer, "entry": {}, "count": 1},
+                headers={"Authorization": f"Bearer {token}"},
+            )
             r.raise_for_status()
             out.append((r.json()["session_id"], token))
     return out
@@ -261,8 +316,9 @@ def _raw(path: str, token: str | None) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n".encode()
 
 
-async def _loadgen(port: int, mode: str, targets: list[tuple[str, str | None]], seconds: float,
-                   concurrency: int, rate: float) -> dict[str, Any]:
+async def _loadgen(
+    port: int, mode: str, targets: list[tuple[str, str | None]], seconds: float, concurrency: int, rate: float
+) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     other = [0]  # any status but 2xx (a 429 would make a fast, meaningless "feed")
@@ -313,13 +369,35 @@ async def _loadgen(port: int, mode: str, targets: list[tuple[str, str | None]], 
         w.close()
     latencies.sort()
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    return {"requests": len(latencies), "rps": len(latencies) / elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
-            "errors": errors, "non_2xx": other[0]}
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": pick(0.5),
+        "p99_ms": pick(0.99),
+        "errors": errors,
+        "non_2xx": other[0],
+    }
 
 
-def _run_loadgen(port: int, mode: str, targets_file: str, seconds: float, concurrency: int, rate: float) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--loadgen", mode, "--port", str(port), "--targets", targets_file,
-           "--seconds", str(seconds), "--concurrency", str(concurrency), "--rate", str(rate)]
+def _run_loadgen(
+    port: int, mode: str, targets_file: str, seconds: float, concurrency: int, rate: float
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--loadgen",
+        mode,
+        "--port",
+        str(port),
+        "--targets",
+        targets_file,
+        "--seconds",
+        str(seconds),
+        "--concurrency",
+        str(concurrency),
+        "--rate",
+        str(rate),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -354,13 +432,28 @@ def _run_wrk(port: int, targets: list[list[Any]], seconds: float, concurrency: i
         script, listing = Path(folder) / "rotate.lua", Path(folder) / "targets.tsv"
         script.write_text(_WRK_SCRIPT)
         listing.write_text("".join(f"{path}\t{token or ''}\n" for path, token in targets))
-        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script),
-               f"http://127.0.0.1:{port}", "--", str(listing)]
+        cmd = [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+            "--",
+            str(listing),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"requests": result["requests"], "rps": result["requests"] / result["seconds"],
-            "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "errors": result["socket_errors"],
-            "non_2xx": result["non2xx"]}
+    return {
+        "requests": result["requests"],
+        "rps": result["requests"] / result["seconds"],
+        "p50_ms": result["p50_ms"],
+        "p99_ms": result["p99_ms"],
+        "errors": result["socket_errors"],
+        "non_2xx": result["non2xx"],
+    }
 
 
 def _profile(pid: int, path: str, load: Any) -> None:
@@ -368,9 +461,25 @@ def _profile(pid: int, path: str, load: Any) -> None:
     import collections
     import threading
 
-    spy = subprocess.Popen([str(ROOT / ".venv/bin/py-spy"), "record", "--pid", str(pid), "-d", "12", "-r", "200",
-                            "--nonblocking", "--format", "raw", "-o", path],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spy = subprocess.Popen(
+        [
+            str(ROOT / ".venv/bin/py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "-d",
+            "12",
+            "-r",
+            "200",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "-o",
+            path,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     result: dict[str, Any] = {}
     runner = threading.Thread(target=lambda: result.update(load()))
     time.sleep(1)
@@ -411,24 +520,42 @@ def main() -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--targets")
     parser.add_argument("--rate", type=float, default=500)
-    parser.add_argument("--churn", type=float, default=0.0,
-                        help="rooms ending (and as many starting) per second during the measurements")
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0.0,
+        help="rooms ending (and as many starting) per second during the measurements",
+    )
     parser.add_argument("--churner", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--console-presence", choices=["on", "off"], default="on",
-                        help="off: drop the console's 10 s sweep of LiveStats.rooms over every live room")
-    parser.add_argument("--peak-client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
-    parser.add_argument("--profile", metavar="PATH",
-                        help="instead of measuring: py-spy (collapsed stacks) of each server under a wrk feed peak; "
-                             "writes PATH.<server>.txt and a self/inclusive summary, no results or docs")
-    parser.add_argument("--baseline", metavar="GIT_REF",
-                        help="also serve the code of this commit (a git worktree), interleaved with this checkout")
+    parser.add_argument(
+        "--console-presence",
+        choices=["on", "off"],
+        default="on",
+        help="off: drop the console's 10 s sweep of LiveStats.rooms over every live room",
+    )
+    parser.add_argument(
+        "--peak-client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="instead of measuring: py-spy (collapsed stacks) of each server under a wrk feed peak; "
+        "writes PATH.<server>.txt and a self/inclusive summary, no results or docs",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        help="also serve the code of this commit (a git worktree), interleaved with this checkout",
+    )
     args = parser.parse_args()
     if args.churner:
         asyncio.run(_churn(os.environ["REDIS_URL"], args.churn, args.rooms, args.merchants))
         return 0
     if args.loadgen:
         targets = [tuple(t) for t in json.loads(Path(args.targets).read_text())]
-        result = asyncio.run(_loadgen(args.port, args.loadgen, targets, args.seconds, args.concurrency, args.rate))
+        result = asyncio.run(
+            _loadgen(args.port, args.loadgen, targets, args.seconds, args.concurrency, args.rate)
+        )
         print(json.dumps(result))
         return 0
 
@@ -455,25 +582,45 @@ def main() -> int:
     redis.start()
     time.sleep(0.5)  # redis-server retitles itself (what is_running checks) a moment after it starts
     redis.wait_ready()
-    settings = replace(base, database_url=base.database_url.rsplit("/", 1)[0] + f"/{dbname}",
-                       redis_url=redis.url(), kafka_prefix=f"bench{tag}.")
+    settings = replace(
+        base,
+        database_url=base.database_url.rsplit("/", 1)[0] + f"/{dbname}",
+        redis_url=redis.url(),
+        kafka_prefix=f"bench{tag}.",
+    )
     results: dict[str, dict[str, Any]] = {}
     baseline_root: Path | None = None
     if args.baseline:
         baseline_root = Path(tempfile.mkdtemp(prefix="rf-bench-baseline-")) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(baseline_root), args.baseline], cwd=ROOT, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(baseline_root), args.baseline],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         (baseline_root / ".venv").symlink_to(ROOT / ".venv")
     try:
         run_sync(lambda: _seed(settings, args.rooms, args.merchants, args.viewers))
-        env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-               "KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
-               "BENCH_VIEWERS": str(args.viewers), "BENCH_MERCHANTS": str(args.merchants), "PYTHONPATH": str(ROOT),
-               "BENCH_CONSOLE_PRESENCE": "1" if args.console_presence == "on" else "0"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": settings.database_url,
+            "REDIS_URL": settings.redis_url,
+            "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
+            "BENCH_VIEWERS": str(args.viewers),
+            "BENCH_MERCHANTS": str(args.merchants),
+            "PYTHONPATH": str(ROOT),
+            "BENCH_CONSOLE_PRESENCE": "1" if args.console_presence == "on" else "0",
+        }
         labels = args.servers.split(",")
         if baseline_root is not None:
-            ref = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=ROOT, capture_output=True, text=True,
-                                 check=True).stdout.strip()
+            ref = subprocess.run(
+                ["git", "rev-parse", "--short", args.baseline],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
             labels += [f"{server}@{ref}" for server in args.servers.split(",")]
         up: dict[str, dict[str, Any]] = {}
         churner: subprocess.Popen[bytes] | None = None
@@ -482,7 +629,10 @@ def main() -> int:
                 server, _, ref = label.partition("@")
                 root = baseline_root if ref else ROOT
                 port = free_port()
-                up[label] = {"port": port, "proc": _serve(server, port, {**env, "PYTHONPATH": str(root)}, root)}
+                up[label] = {
+                    "port": port,
+                    "proc": _serve(server, port, {**env, "PYTHONPATH": str(root)}, root),
+                }
             for label, srv in up.items():
                 port = srv["port"]
                 _wait_up(port)
@@ -506,21 +656,43 @@ def main() -> int:
 
             if args.profile:
                 for label, srv in up.items():
-                    _profile(srv["proc"].pid, f"{args.profile}.{label}.txt",
-                             lambda s=srv: peak(s["port"], s["feed_file"], s["feed_targets"]))
+                    _profile(
+                        srv["proc"].pid,
+                        f"{args.profile}.{label}.txt",
+                        lambda s=srv: peak(s["port"], s["feed_file"], s["feed_targets"]),
+                    )
                 labels = []
             if args.churn > 0:
                 churner = subprocess.Popen(
-                    [sys.executable, __file__, "--churner", "--churn", str(args.churn), "--rooms", str(args.rooms),
-                     "--merchants", str(args.merchants)], cwd=ROOT, env=env)
+                    [
+                        sys.executable,
+                        __file__,
+                        "--churner",
+                        "--churn",
+                        str(args.churn),
+                        "--rooms",
+                        str(args.rooms),
+                        "--merchants",
+                        str(args.merchants),
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                )
             # Repeats interleave the servers (A B A B ...), so a change in the host's load hits all of them.
             for _ in range(args.repeats if labels else 0):
                 for label, srv in up.items():
                     port, pid, runs = srv["port"], srv["proc"].pid, srv["runs"]
                     runs["bare"].append(peak(port, bare_file, [["/healthz", None]]))
-                    runs["feed"].append(_with_cpu(pid, lambda s=srv: peak(s["port"], s["feed_file"], s["feed_targets"])))
+                    runs["feed"].append(
+                        _with_cpu(pid, lambda s=srv: peak(s["port"], s["feed_file"], s["feed_targets"]))
+                    )
                     runs["feed_500"].append(
-                        _with_cpu(pid, lambda s=srv: _run_loadgen(s["port"], "open", s["feed_file"], args.seconds, 64, args.rate))
+                        _with_cpu(
+                            pid,
+                            lambda s=srv: _run_loadgen(
+                                s["port"], "open", s["feed_file"], args.seconds, 64, args.rate
+                            ),
+                        )
                     )
                     print(label, {k: v[-1] for k, v in runs.items()}, flush=True)
             for label in labels:
@@ -537,7 +709,9 @@ def main() -> int:
                     "errors_5xx": sum(r["errors"] for rs in runs.values() for r in rs),
                     "non_2xx": sum(r.get("non_2xx", 0) for rs in runs.values() for r in rs),
                 }
-                results[label]["peak_share_of_bare"] = round(results[label]["peak_rps"] / results[label]["bare_peak_rps"], 3)
+                results[label]["peak_share_of_bare"] = round(
+                    results[label]["peak_rps"] / results[label]["bare_peak_rps"], 3
+                )
                 print(label, results[label], flush=True)
         finally:
             if churner is not None:
@@ -550,7 +724,9 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     srv["proc"].kill()
             if baseline_root is not None:
-                subprocess.run(["git", "worktree", "remove", "--force", str(baseline_root)], cwd=ROOT, check=False)
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(baseline_root)], cwd=ROOT, check=False
+                )
     finally:
         redis.kill()
 
@@ -568,36 +744,57 @@ def main() -> int:
     command = " ".join([".venv/bin/python bench/bench_feed.py", *sys.argv[1:]])
     machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     load = os.getloadavg()
-    metrics = {**results[best], "server": best, "rooms": args.rooms, "viewers": args.viewers,
-               "console_presence": args.console_presence, "peak_client": args.peak_client, "rate": args.rate,
-               "churn_per_s": args.churn,
-               "load_avg_1m_at_end": round(load[0], 2), "by_server": results}
-    out = {"name": "feed", "command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine, "metrics": metrics}
+    metrics = {
+        **results[best],
+        "server": best,
+        "rooms": args.rooms,
+        "viewers": args.viewers,
+        "console_presence": args.console_presence,
+        "peak_client": args.peak_client,
+        "rate": args.rate,
+        "churn_per_s": args.churn,
+        "load_avg_1m_at_end": round(load[0], 2),
+        "by_server": results,
+    }
+    out = {
+        "name": "feed",
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine,
+        "metrics": metrics,
+    }
     (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
     result_name = "feed.json" if not args.churn else f"feed_churn_{args.churn:g}.json"
     (ROOT / "bench/results" / result_name).write_text(json.dumps(out, indent=2) + "\n")
     churn = f", {args.churn:g} rooms ending and as many starting per second" if args.churn else ""
-    lines = [f"### console presence sweep {args.console_presence}, {args.rate:g} req/s{churn} ({out['date']})\n",
-             f"Command: `{command}` — {machine}. {args.rooms} live rooms, "
-             f"{args.viewers} known viewers (ranking.Scorer, k={K}), load generator in its own process, "
-             f"concurrency {args.concurrency}, medians of {args.repeats} runs of {args.seconds:g} s (servers interleaved); "
-             f"server CPU ms/request = the server process's user+system CPU during the feed peak / requests; peaks by "
-             f"{args.peak_client}, {args.rate:g} req/s open loop by the Python client; console presence sweep "
-             f"{args.console_presence}; load average at the end {load[0]:.1f} (2 cores shared with other work).\n",
-             f"| server | p50 ms @{args.rate:g} rps | p99 ms @{args.rate:g} rps | achieved rps @{args.rate:g} "
-             "| feed peak rps | feed peak p99 ms "
-             "| bare peak rps | feed/bare | server CPU ms/request | non-2xx |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### console presence sweep {args.console_presence}, {args.rate:g} req/s{churn} ({out['date']})\n",
+        f"Command: `{command}` — {machine}. {args.rooms} live rooms, "
+        f"{args.viewers} known viewers (ranking.Scorer, k={K}), load generator in its own process, "
+        f"concurrency {args.concurrency}, medians of {args.repeats} runs of {args.seconds:g} s (servers interleaved); "
+        f"server CPU ms/request = the server process's user+system CPU during the feed peak / requests; peaks by "
+        f"{args.peak_client}, {args.rate:g} req/s open loop by the Python client; console presence sweep "
+        f"{args.console_presence}; load average at the end {load[0]:.1f} (2 cores shared with other work).\n",
+        f"| server | p50 ms @{args.rate:g} rps | p99 ms @{args.rate:g} rps | achieved rps @{args.rate:g} "
+        "| feed peak rps | feed peak p99 ms "
+        "| bare peak rps | feed/bare | server CPU ms/request | non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s, r in results.items():
-        lines.append(f"| {s} | {r['p50_ms']} | {r['p99_ms']} | {r['achieved_rps_at_500']} | {r['peak_rps']} | "
-                     f"{r['peak_p99_ms']} | {r['bare_peak_rps']} | {r['peak_share_of_bare']} | "
-                     f"{r['cpu_ms_per_request']} | {r['non_2xx']} |")
+        lines.append(
+            f"| {s} | {r['p50_ms']} | {r['p99_ms']} | {r['achieved_rps_at_500']} | {r['peak_rps']} | "
+            f"{r['peak_p99_ms']} | {r['bare_peak_rps']} | {r['peak_share_of_bare']} | "
+            f"{r['cpu_ms_per_request']} | {r['non_2xx']} |"
+        )
     lines.append(f"\nBest p99: **{best}**.")
     # Our own section only: `bench:feed` holds one block per console-presence setting, replaced in place.
     docs = ROOT / "docs/benchmarks.md"
     text = docs.read_text() if docs.exists() else "# Benchmarks\n"
-    tag = (f"bench:feed:console-{args.console_presence}" + ("" if args.rate == 500 else f":rate-{args.rate:g}")
-           + (f":churn-{args.churn:g}" if args.churn else ""))
+    tag = (
+        f"bench:feed:console-{args.console_presence}"
+        + ("" if args.rate == 500 else f":rate-{args.rate:g}")
+        + (f":churn-{args.churn:g}" if args.churn else "")
+    )
     block = f"<!-- {tag} -->\n" + "\n".join(lines) + f"\n<!-- /{tag} -->"
     if f"<!-- {tag} -->" in text:
         head, rest = text.split(f"<!-- {tag} -->", 1)

@@ -58,8 +58,14 @@ BATCH = 500
 
 def event(i: int, viewer: str, room: str, now: int) -> dict[str, Any]:
     kind = ("impression", "enter", "heartbeat", "leave", "like")[i % 5]
-    e: dict[str, Any] = {"event_id": f"b{secrets.token_hex(8)}", "type": kind, "viewer_id": viewer,
-                         "session_id": f"ses_{viewer}", "room_id": room, "ts": now}
+    e: dict[str, Any] = {
+        "event_id": f"b{secrets.token_hex(8)}",
+        "type": kind,
+        "viewer_id": viewer,
+        "session_id": f"ses_{viewer}",
+        "room_id": room,
+        "ts": now,
+    }
     if kind == "leave":
         e["dwell_ms"] = 1000 * (i % 30)
     return e
@@ -132,8 +138,13 @@ async def raw_consumer_rate(settings: Settings, n: int, topic: str = "raw") -> f
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "roomfeed.cli", *args], env=env, cwd=ROOT,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "roomfeed.cli", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 async def wait_ready(base: str, timeout: float = 60) -> None:
@@ -147,9 +158,13 @@ async def wait_ready(base: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{base} not ready")
 
 
-async def post(client: httpx.AsyncClient, base: str, secret: str, viewer: str, events: list[Any] | bytes) -> int:
-    headers = {"Authorization": f"Bearer {sign_viewer_token(secret, viewer)}",
-               "content-type": "application/json"}
+async def post(
+    client: httpx.AsyncClient, base: str, secret: str, viewer: str, events: list[Any] | bytes
+) -> int:
+    headers = {
+        "Authorization": f"Bearer {sign_viewer_token(secret, viewer)}",
+        "content-type": "application/json",
+    }
     body = events if isinstance(events, bytes) else orjson.dumps(events)
     while True:
         response = await client.post(base + "/v1/events", content=body, headers=headers)
@@ -188,8 +203,9 @@ async def sinks_hold(redis: Redis, pool: asyncpg.Pool, total: int, started: floa
     return realtime_done, archive_done
 
 
-async def ingest_run(settings: Settings, base: str, total: int, clients: int, pool: asyncpg.Pool,
-                     redis: Redis) -> dict[str, float]:
+async def ingest_run(
+    settings: Settings, base: str, total: int, clients: int, pool: asyncpg.Pool, redis: Redis
+) -> dict[str, float]:
     accepted, started, rate = await post_all(settings, base, total, clients)
     ingest_s = accepted / rate
     stats = LiveStats(redis)
@@ -203,9 +219,13 @@ async def ingest_run(settings: Settings, base: str, total: int, clients: int, po
         if not archive_done and await pool.fetchval("SELECT count(*) FROM interactions") >= accepted:
             archive_done = time.perf_counter() - started
         await asyncio.sleep(0.05)
-    return {"accepted": accepted, "events_per_s": accepted / ingest_s,
-            "to_realtime_per_s": accepted / realtime_done, "to_archive_per_s": accepted / archive_done,
-            "both_sinks_per_s": accepted / max(realtime_done, archive_done)}
+    return {
+        "accepted": accepted,
+        "events_per_s": accepted / ingest_s,
+        "to_realtime_per_s": accepted / realtime_done,
+        "to_archive_per_s": accepted / archive_done,
+        "both_sinks_per_s": accepted / max(realtime_done, archive_done),
+    }
 
 
 async def topic_size(settings: Settings) -> int:
@@ -295,8 +315,9 @@ async def realtime_sink_rate(settings: Settings, redis_url: str, n: int) -> floa
         await redis.aclose()
 
 
-async def freshness(settings: Settings, base: str, redis: Redis, rate: int = 5000,
-                    seconds: float = 10.0, batch: int = 500) -> tuple[float, float, float]:
+async def freshness(
+    settings: Settings, base: str, redis: Redis, rate: int = 5000, seconds: float = 10.0, batch: int = 500
+) -> tuple[float, float, float]:
     stats = LiveStats(redis)
     pending: dict[str, tuple[float, int]] = {}
     delays: list[float] = []
@@ -324,8 +345,17 @@ async def freshness(settings: Settings, base: str, redis: Redis, rate: int = 500
         async def one(k: int) -> None:
             room, viewer = f"room_fresh{k}_{secrets.token_hex(3)}", f"fv{k}"
             now = int(time.time() * 1000)
-            events = [{"event_id": f"f{secrets.token_hex(8)}", "type": "enter", "viewer_id": viewer,
-                       "session_id": "s", "room_id": room, "ts": now} for _ in range(batch)]
+            events = [
+                {
+                    "event_id": f"f{secrets.token_hex(8)}",
+                    "type": "enter",
+                    "viewer_id": viewer,
+                    "session_id": "s",
+                    "room_id": room,
+                    "ts": now,
+                }
+                for _ in range(batch)
+            ]
             await post(client, base, settings.viewer_token_secret, viewer, events)
             pending[room] = (time.perf_counter(), batch)
 
@@ -358,7 +388,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     rt_redis_url = base_settings.redis_url.rsplit("/", 1)[0] + "/15"
     settings = replace(base_settings, database_url=db_url, redis_url=redis_url, kafka_prefix=f"bench{tag}.")
     await migrate(db_url)
-    await ensure_topics(settings, {"raw": settings.kafka_partitions, VIEWER_EVENTS: settings.kafka_partitions})
+    await ensure_topics(
+        settings, {"raw": settings.kafka_partitions, VIEWER_EVENTS: settings.kafka_partitions}
+    )
     redis = Redis.from_url(redis_url)
     await redis.flushdb()
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
@@ -366,9 +398,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url,
-           "KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
-           "ROOMFEED_LOG_LEVEL": "WARNING", "ROOMFEED_ACCESS_LOG": "0"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "REDIS_URL": redis_url,
+        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
+        "ROOMFEED_LOG_LEVEL": "WARNING",
+        "ROOMFEED_ACCESS_LOG": "0",
+    }
     processes: list[subprocess.Popen[bytes]] = []
     results: dict[str, Any] = {}
     try:
@@ -378,12 +416,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         consumer_rates = [await raw_consumer_rate(settings, args.raw) for _ in range(args.runs)]
         results["raw_producer_per_s"] = statistics.median(producer_rates)
         results["raw_consumer_per_s"] = statistics.median(consumer_rates)
-        print(f"raw producer {results['raw_producer_per_s']:,.0f}/s per message, "
-              f"{results['raw_producer_batch_per_s']:,.0f}/s in 500-event batches, raw consumer "
-              f"{results['raw_consumer_per_s']:,.0f}/s", flush=True)
+        print(
+            f"raw producer {results['raw_producer_per_s']:,.0f}/s per message, "
+            f"{results['raw_producer_batch_per_s']:,.0f}/s in 500-event batches, raw consumer "
+            f"{results['raw_consumer_per_s']:,.0f}/s",
+            flush=True,
+        )
 
-        processes.append(spawn(["serve", "--port", str(port), "--workers", str(args.api_workers),
-                                "--no-migrate"], env, logs / "serve.log"))
+        processes.append(
+            spawn(
+                ["serve", "--port", str(port), "--workers", str(args.api_workers), "--no-migrate"],
+                env,
+                logs / "serve.log",
+            )
+        )
         await wait_ready(base)
         await post_all(settings, base, 10 * BATCH, args.clients)  # warm-up
         # Ingest alone: HTTP → Kafka acked, no consumer competing for the two cores.
@@ -392,20 +438,28 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # The sinks (one worker process each) drain that backlog.
         drain_started = time.perf_counter()
         for sink in ("realtime", "archive"):
-            processes.append(spawn(["worker", "--sinks", sink, "--no-migrate"], env, logs / f"worker-{sink}.log"))
+            processes.append(
+                spawn(["worker", "--sinks", sink, "--no-migrate"], env, logs / f"worker-{sink}.log")
+            )
         realtime_s, archive_s = await sinks_hold(redis, pool, alone + 10 * BATCH, drain_started)
         results["drain_realtime_per_s"] = (alone + 10 * BATCH) / realtime_s
         results["drain_archive_per_s"] = (alone + 10 * BATCH) / archive_s
-        print(f"backlog drained: realtime {results['drain_realtime_per_s']:,.0f} events/s, archive "
-              f"{results['drain_archive_per_s']:,.0f} events/s (worker start-up included)", flush=True)
+        print(
+            f"backlog drained: realtime {results['drain_realtime_per_s']:,.0f} events/s, archive "
+            f"{results['drain_archive_per_s']:,.0f} events/s (worker start-up included)",
+            flush=True,
+        )
         await redis.flushdb()
         await pool.execute("TRUNCATE interactions, event_ids")
         run = await ingest_run(settings, base, args.events, args.clients, pool, redis)
         results.update({k: v for k, v in run.items() if k != "accepted"})
         results["events"] = run["accepted"]
-        print(f"ingest {run['events_per_s']:,.0f} events/s over HTTP; both sinks caught up at "
-              f"{run['both_sinks_per_s']:,.0f} events/s (realtime {run['to_realtime_per_s']:,.0f}, "
-              f"archive {run['to_archive_per_s']:,.0f})", flush=True)
+        print(
+            f"ingest {run['events_per_s']:,.0f} events/s over HTTP; both sinks caught up at "
+            f"{run['both_sinks_per_s']:,.0f} events/s (realtime {run['to_realtime_per_s']:,.0f}, "
+            f"archive {run['to_archive_per_s']:,.0f})",
+            flush=True,
+        )
 
         p50, p99, achieved = await freshness(settings, base, redis)
         results.update(freshness_p50_ms=p50, freshness_p99_ms=p99, freshness_rate_per_s=achieved)
@@ -434,11 +488,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results["raw_consumer_same_topic_per_s"] = statistics.median(raw_rates)
         results["realtime_decode_only_per_s"] = statistics.median(decode_rates)
         results["realtime_no_redis_per_s"] = statistics.median(no_redis_rates)
-        results["realtime_vs_raw_consumer"] = results["realtime_sink_per_s"] / results["raw_consumer_same_topic_per_s"]
-        print(f"realtime sink alone {results['realtime_sink_per_s']:,.0f} events/s "
-              f"({results['realtime_vs_raw_consumer']:.0%} of raw consumer; {shared_rate:,.0f}/s on the shared "
-              f"Redis); its stages: decode only {results['realtime_decode_only_per_s']:,.0f}/s, without Redis "
-              f"{results['realtime_no_redis_per_s']:,.0f}/s", flush=True)
+        results["realtime_vs_raw_consumer"] = (
+            results["realtime_sink_per_s"] / results["raw_consumer_same_topic_per_s"]
+        )
+        print(
+            f"realtime sink alone {results['realtime_sink_per_s']:,.0f} events/s "
+            f"({results['realtime_vs_raw_consumer']:.0%} of raw consumer; {shared_rate:,.0f}/s on the shared "
+            f"Redis); its stages: decode only {results['realtime_decode_only_per_s']:,.0f}/s, without Redis "
+            f"{results['realtime_no_redis_per_s']:,.0f}/s",
+            flush=True,
+        )
     finally:
         for process in processes:
             process.terminate()
@@ -462,15 +521,21 @@ async def drop_topics(settings: Settings) -> None:
 def record(results: dict[str, Any], command: str) -> None:
     machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     metrics = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
-    out = {"name": "ingest", "command": command, "date": dt.date.today().isoformat(), "machine": machine,
-           "metrics": metrics}
+    out = {
+        "name": "ingest",
+        "command": command,
+        "date": dt.date.today().isoformat(),
+        "machine": machine,
+        "metrics": metrics,
+    }
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "results" / "ingest.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = [
         "<!-- bench:ingest -->",
         f"## ingest ({out['date']}, {machine})\n",
         f"`{command}`\n",
-        "| figure | value |", "|---|---|",
+        "| figure | value |",
+        "|---|---|",
         f"| raw aiokafka producer, one send() per event | {results['raw_producer_per_s']:,.0f} events/s |",
         f"| raw aiokafka producer, one record batch per 500 events (ceiling of ingest) | "
         f"{results['raw_producer_batch_per_s']:,.0f} events/s |",
@@ -520,9 +585,13 @@ def replace_section(path: Path, section: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--raw", type=int, default=100_000, help="events for the raw producer/consumer ceiling")
+    parser.add_argument(
+        "--raw", type=int, default=100_000, help="events for the raw producer/consumer ceiling"
+    )
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)

@@ -38,13 +38,20 @@ def machine() -> str:
 
 
 def command_line() -> str:
-    return ".venv/bin/python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    return ".venv/bin/python " + " ".join(
+        shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]
+    )
 
 
 def write_results(name: str, command: str, metrics: dict[str, Any], lines: list[str], title: str) -> None:
     """bench/results/<name>.json, and this benchmark's block inside the `## ranking` section of docs/benchmarks.md."""
-    result = {"name": name, "command": command, "date": date.today().isoformat(), "machine": machine(),
-              "metrics": metrics}
+    result = {
+        "name": name,
+        "command": command,
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "metrics": metrics,
+    }
     results = REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -54,10 +61,21 @@ def write_results(name: str, command: str, metrics: dict[str, Any], lines: list[
     if outer_start not in text or outer_end not in text:
         text = text.rstrip("\n") + f"\n\n{outer_start}\n## ranking\n\n{outer_end}\n"
     start, end = f"<!-- bench:ranking:{name} -->", f"<!-- /bench:ranking:{name} -->"
-    block = "\n".join([start, f"### {title}", "", f"`{command}` — {result['date']}, {result['machine']}", "",
-                       "```", *lines, "```", end])
+    block = "\n".join(
+        [
+            start,
+            f"### {title}",
+            "",
+            f"`{command}` — {result['date']}, {result['machine']}",
+            "",
+            "```",
+            *lines,
+            "```",
+            end,
+        ]
+    )
     if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         i = text.index(outer_end)
         text = text[:i] + block + "\n\n" + text[i:]
@@ -68,12 +86,18 @@ def synthetic_model(n_users: int, n_merchants: int, k: int, seed: int = 1) -> Ra
     rng = np.random.default_rng(seed)
     features = [f"cat:c{i}" for i in range(12)] + [f"band:{b}" for b in ("low", "mid", "high", "luxury")]
     return RankingModel(
-        version="bench", params={}, user_ids=[f"v{i}" for i in range(n_users)],
-        merchant_ids=[f"m{i}" for i in range(n_merchants)], user_feature_names=[], item_feature_names=features,
-        user_repr=rng.normal(size=(n_users, k)).astype(np.float32), user_bias=np.zeros(n_users, np.float32),
+        version="bench",
+        params={},
+        user_ids=[f"v{i}" for i in range(n_users)],
+        merchant_ids=[f"m{i}" for i in range(n_merchants)],
+        user_feature_names=[],
+        item_feature_names=features,
+        user_repr=rng.normal(size=(n_users, k)).astype(np.float32),
+        user_bias=np.zeros(n_users, np.float32),
         item_repr=rng.normal(size=(n_merchants, k)).astype(np.float32),
         item_bias=rng.normal(size=n_merchants).astype(np.float32),
-        user_feature_emb=np.zeros((0, k), np.float32), user_feature_bias=np.zeros(0, np.float32),
+        user_feature_emb=np.zeros((0, k), np.float32),
+        user_feature_bias=np.zeros(0, np.float32),
         item_feature_emb=rng.normal(size=(len(features), k)).astype(np.float32),
         item_feature_bias=np.zeros(len(features), np.float32),
         merchant_popularity=rng.random(n_merchants).astype(np.float32),
@@ -106,8 +130,10 @@ def main() -> None:
     same_rooms_new_list = timed(lambda i: scorer.score(viewers[i], list(rooms)), 1_000)
     shifted = [rooms[i:] + rooms[:i] for i in range(200)]
     fresh = timed(lambda i: scorer.score(viewers[i], shifted[i]), 200)  # the live set changed every call
-    new = [RoomFeatures(f"n{i}", f"new{i}", f"c{i % 12}", [], "high") if i % 20 == 0 else r
-           for i, r in enumerate(rooms)]
+    new = [
+        RoomFeatures(f"n{i}", f"new{i}", f"c{i % 12}", [], "high") if i % 20 == 0 else r
+        for i, r in enumerate(rooms)
+    ]
     scorer.score(viewers[0], new)
     with_new = timed(lambda i: scorer.score(viewers[i], new), 1_000)
     unknown = timed(lambda i: scorer.score(f"stranger{i}", new), 1_000)
@@ -115,10 +141,14 @@ def main() -> None:
     floor = timed(lambda i: items @ model.user_repr[i], args.requests)
     p = np.percentile
     metrics = {
-        "live_rooms": n_rooms, "score_p50_ms": round(float(p(warm, 50)), 4), "score_p99_ms": round(float(p(warm, 99)), 4),
+        "live_rooms": n_rooms,
+        "score_p50_ms": round(float(p(warm, 50)), 4),
+        "score_p99_ms": round(float(p(warm, 99)), 4),
         "new_snapshot_p50_ms": round(float(p(fresh, 50)), 3),
-        "same_rooms_new_list_p50_ms": round(float(p(same_rooms_new_list, 50)), 3), "with_new_merchants_p50_ms": round(float(p(with_new, 50)), 4),
-        "unknown_viewer_p50_ms": round(float(p(unknown, 50)), 4), "floor_matvec_p50_ms": round(float(p(floor, 50)), 4),
+        "same_rooms_new_list_p50_ms": round(float(p(same_rooms_new_list, 50)), 3),
+        "with_new_merchants_p50_ms": round(float(p(with_new, 50)), 4),
+        "unknown_viewer_p50_ms": round(float(p(unknown, 50)), 4),
+        "floor_matvec_p50_ms": round(float(p(floor, 50)), 4),
         "components": k,
     }
     lines = [

@@ -82,7 +82,9 @@ class Viewers:
         self.tokens = {v: h["Authorization"].split(" ", 1)[1] for v, h in self.headers.items()}
         self.sessions: dict[str, tuple[str, int]] = {}
         self.port = int(stack.api_urls[0].rsplit(":", 1)[1])
-        self.connections: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = asyncio.Queue()
+        self.connections: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = (
+            asyncio.Queue()
+        )
         for _ in range(MAX_IN_FLIGHT):
             self.connections.put_nowait(None)  # opened on first use
 
@@ -91,8 +93,11 @@ class Viewers:
         if current is None or current[1] >= PAGES_PER_SESSION:
             for attempt in (1, 2):  # a kept-alive connection the server just closed fails once: retry
                 try:
-                    r = await self.client.post(f"{self.stack.api_urls[0]}/v1/sessions", headers=self.headers[viewer],
-                                               json={"viewer_id": viewer, "entry": {}, "count": 5})
+                    r = await self.client.post(
+                        f"{self.stack.api_urls[0]}/v1/sessions",
+                        headers=self.headers[viewer],
+                        json={"viewer_id": viewer, "entry": {}, "count": 5},
+                    )
                     break
                 except httpx.TransportError:
                     if attempt == 2:
@@ -110,7 +115,9 @@ class Viewers:
         try:
             if conn is None:
                 conn = await asyncio.open_connection("127.0.0.1", self.port)
-            status = await _request(*conn, _raw(f"/v1/sessions/{session_id}/feed?count=5", self.tokens[viewer]))
+            status = await _request(
+                *conn, _raw(f"/v1/sessions/{session_id}/feed?count=5", self.tokens[viewer])
+            )
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             if conn is not None:
                 conn[1].close()
@@ -121,7 +128,11 @@ class Viewers:
 
     def targets(self) -> list[list[Any]]:
         """(path, token) of every viewer's current session, for wrk."""
-        return [[f"/v1/sessions/{self.sessions[v][0]}/feed?count=5", self.tokens[v]] for v in self.ids if v in self.sessions]
+        return [
+            [f"/v1/sessions/{self.sessions[v][0]}/feed?count=5", self.tokens[v]]
+            for v in self.ids
+            if v in self.sessions
+        ]
 
     async def close(self) -> None:
         while not self.connections.empty():
@@ -159,8 +170,9 @@ async def peak(viewers: Viewers) -> tuple[float, str]:
     return (result["requests"] - result["non_2xx"] - result["errors"]) / PEAK_SECONDS, "wrk"
 
 
-async def soak(stack: Any, viewers: Viewers, client: httpx.AsyncClient, rate: float, minutes: int,
-               events_per_s: float) -> list[dict[str, Any]]:
+async def soak(
+    stack: Any, viewers: Viewers, client: httpx.AsyncClient, rate: float, minutes: int, events_per_s: float
+) -> list[dict[str, Any]]:
     api_pid = stack.api[0].proc.pid
     worker_pid = stack.worker.proc.pid
     rooms = viewers.rooms  # type: ignore[attr-defined]
@@ -192,11 +204,22 @@ async def soak(stack: Any, viewers: Viewers, client: httpx.AsyncClient, rate: fl
         while not stop.is_set():
             viewer = f"soak_ing_{n % 5000}"
             now = int(time.time() * 1000)
-            batch = [{"event_id": f"soak_{secrets.token_hex(6)}", "type": ("impression", "enter", "like", "leave")[i % 4],
-                      "viewer_id": viewer, "session_id": f"ses_{viewer}", "room_id": rooms[(n + i) % len(rooms)],
-                      "ts": now, **({"dwell_ms": 4000} if i % 4 == 3 else {})} for i in range(40)]
+            batch = [
+                {
+                    "event_id": f"soak_{secrets.token_hex(6)}",
+                    "type": ("impression", "enter", "like", "leave")[i % 4],
+                    "viewer_id": viewer,
+                    "session_id": f"ses_{viewer}",
+                    "room_id": rooms[(n + i) % len(rooms)],
+                    "ts": now,
+                    **({"dwell_ms": 4000} if i % 4 == 3 else {}),
+                }
+                for i in range(40)
+            ]
             try:
-                r = await client.post(f"{stack.api_urls[0]}/v1/events", json=batch, headers=stack.viewer_headers(viewer))
+                r = await client.post(
+                    f"{stack.api_urls[0]}/v1/events", json=batch, headers=stack.viewer_headers(viewer)
+                )
                 if r.status_code != 202:
                     ingest_errors += 1
             except httpx.HTTPError:
@@ -228,10 +251,18 @@ async def soak(stack: Any, viewers: Viewers, client: httpx.AsyncClient, rate: fl
             task = asyncio.create_task(one(scheduled))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-        row = {"minute": minute + 1, "requests": len(latencies), "p50_ms": round(pct(latencies, 0.5), 2),
-               "p99_ms": round(pct(latencies, 0.99), 2), "errors": errors, "shed": shed, "ingest_errors": ingest_errors,
-               "api_rss_mb": round(rss_mb(api_pid), 1), "worker_rss_mb": round(rss_mb(worker_pid), 1),
-               "load_avg_1m": round(os.getloadavg()[0], 2)}
+        row = {
+            "minute": minute + 1,
+            "requests": len(latencies),
+            "p50_ms": round(pct(latencies, 0.5), 2),
+            "p99_ms": round(pct(latencies, 0.99), 2),
+            "errors": errors,
+            "shed": shed,
+            "ingest_errors": ingest_errors,
+            "api_rss_mb": round(rss_mb(api_pid), 1),
+            "worker_rss_mb": round(rss_mb(worker_pid), 1),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        }
         print("  " + "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         minute_rows.append(row)
         latencies, errors, shed, ingest_errors = [], 0, 0, 0
@@ -262,8 +293,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             viewers.rooms = rooms  # type: ignore[attr-defined]
             peak_rps, peak_client = await peak(viewers)
             rate = args.rate or max(1.0, peak_rps / 2)
-            print(f"peak {peak_rps:.1f} feed req/s ({peak_client}, closed loop, concurrency {CONCURRENCY}); soaking at {rate:.1f}/s "
-                  f"with {args.events_per_s:.0f} events/s of ingest for {args.minutes} min", flush=True)
+            print(
+                f"peak {peak_rps:.1f} feed req/s ({peak_client}, closed loop, concurrency {CONCURRENCY}); soaking at {rate:.1f}/s "
+                f"with {args.events_per_s:.0f} events/s of ingest for {args.minutes} min",
+                flush=True,
+            )
             minutes = await soak(stack, viewers, client, rate, args.minutes, args.events_per_s)
             await viewers.close()
     finally:
@@ -278,8 +312,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "soak_rps": round(rate, 1),
         "events_per_s": args.events_per_s,
         "mem_growth_pct": round(100 * (rss_last - rss_first) / rss_first, 1) if rss_first else 0.0,
-        "api_mem_growth_pct": round(100 * (last["api_rss_mb"] - first["api_rss_mb"]) / first["api_rss_mb"], 1),
-        "p99_drift_pct": round(100 * (last["p99_ms"] - first["p99_ms"]) / first["p99_ms"], 1) if first["p99_ms"] else 0.0,
+        "api_mem_growth_pct": round(
+            100 * (last["api_rss_mb"] - first["api_rss_mb"]) / first["api_rss_mb"], 1
+        ),
+        "p99_drift_pct": round(100 * (last["p99_ms"] - first["p99_ms"]) / first["p99_ms"], 1)
+        if first["p99_ms"]
+        else 0.0,
         "p99_first_ms": first["p99_ms"],
         "p99_last_ms": last["p99_ms"],
         "p99_median_ms": round(statistics.median(m["p99_ms"] for m in minutes), 2),
@@ -297,9 +335,13 @@ def main() -> int:
     parser.add_argument("--rooms", type=int, default=200)
     parser.add_argument("--viewers", type=int, default=2000)
     parser.add_argument("--events-per-s", type=float, default=200.0)
-    parser.add_argument("--rate", type=float, default=0.0,
-                        help="soak at this many feed req/s instead of half the measured peak (to compare with an "
-                             "earlier run's rate); its own section and bench/results/soak_rate_R.json")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="soak at this many feed req/s instead of half the measured peak (to compare with an "
+        "earlier run's rate); its own section and bench/results/soak_rate_R.json",
+    )
     args = parser.parse_args()
     command = ".venv/bin/python bench/bench_soak.py" + "".join(f" {a}" for a in sys.argv[1:])
     metrics = asyncio.run(run(args))
@@ -312,20 +354,26 @@ def main() -> int:
     (ROOT / "bench" / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = "| minute | requests | p50 ms | p99 ms | errors | ingest errors | API RSS MB | worker RSS MB | load avg |\n"
     rows += "|---|---|---|---|---|---|---|---|---|\n"
-    rows += "".join(f"| {m['minute']} | {m['requests']} | {m['p50_ms']} | {m['p99_ms']} | {m['errors']} | "
-                    f"{m['ingest_errors']} | {m['api_rss_mb']} | {m['worker_rss_mb']} | {m['load_avg_1m']} |\n"
-                    for m in metrics["per_minute"])
-    verdict = (f"memory growth **{metrics['mem_growth_pct']} %** (target < 10 %), p99 drift **{metrics['p99_drift_pct']} %** "
-               f"({metrics['p99_first_ms']} → {metrics['p99_last_ms']} ms; target within 20 %), errors "
-               f"**{metrics['errors']}** (target 0; shed by the client at {MAX_IN_FLIGHT} in flight: {metrics['shed']}), ingest errors {metrics['ingest_errors']}")
+    rows += "".join(
+        f"| {m['minute']} | {m['requests']} | {m['p50_ms']} | {m['p99_ms']} | {m['errors']} | "
+        f"{m['ingest_errors']} | {m['api_rss_mb']} | {m['worker_rss_mb']} | {m['load_avg_1m']} |\n"
+        for m in metrics["per_minute"]
+    )
+    verdict = (
+        f"memory growth **{metrics['mem_growth_pct']} %** (target < 10 %), p99 drift **{metrics['p99_drift_pct']} %** "
+        f"({metrics['p99_first_ms']} → {metrics['p99_last_ms']} ms; target within 20 %), errors "
+        f"**{metrics['errors']}** (target 0; shed by the client at {MAX_IN_FLIGHT} in flight: {metrics['shed']}), ingest errors {metrics['ingest_errors']}"
+    )
     at = "half of peak" if not args.rate else f"{args.rate:g} req/s (half of an earlier peak)"
-    section = (f"## soak — {args.minutes} min of feed at {at} with ingest running ({date})\n\n"
-               f"`{command}` — {machine()}. One `roomfeed serve`, one `roomfeed worker`, private PostgreSQL/Redis/"
-               f"Kafka; {args.rooms} live rooms, {args.viewers} viewers. Peak ({metrics['peak_client']}, closed loop, concurrency "
-               f"{CONCURRENCY}, {PEAK_SECONDS} s): {metrics['peak_rps']} req/s; soak open loop at "
-               f"{metrics['soak_rps']} req/s plus {args.events_per_s:.0f} events/s of ingest. Latency from the "
-               f"scheduled send time (queueing counts); the load generator shares the 2 cores.\n\n"
-               f"{verdict}.\n\n{rows}")
+    section = (
+        f"## soak — {args.minutes} min of feed at {at} with ingest running ({date})\n\n"
+        f"`{command}` — {machine()}. One `roomfeed serve`, one `roomfeed worker`, private PostgreSQL/Redis/"
+        f"Kafka; {args.rooms} live rooms, {args.viewers} viewers. Peak ({metrics['peak_client']}, closed loop, concurrency "
+        f"{CONCURRENCY}, {PEAK_SECONDS} s): {metrics['peak_rps']} req/s; soak open loop at "
+        f"{metrics['soak_rps']} req/s plus {args.events_per_s:.0f} events/s of ingest. Latency from the "
+        f"scheduled send time (queueing counts); the load generator shares the 2 cores.\n\n"
+        f"{verdict}.\n\n{rows}"
+    )
     tag = "soak" if not args.rate else f"soak:rate-{args.rate:g}"
     replace_section(ROOT / "docs" / "benchmarks.md", tag, section)
     replace_section(ROOT / "docs" / "reliability.md", tag, section)

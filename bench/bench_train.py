@@ -58,11 +58,17 @@ def main() -> None:
 
     rows = int(sum((log.type == c).sum() for c in (0, 1, 3, 9)))
     metrics = {
-        "interactions": len(log), "archive_rows_read": rows, "pairs": data.n_interactions,
-        "users": len(data.user_ids), "items": len(data.merchant_ids),
-        "seconds": round(pipeline_s, 2), "lightfm_only_seconds": round(lightfm_only_s, 2),
-        "dataset_seconds": round(dataset_s, 2), "artifact_seconds": round(artifact_s, 2),
-        "artifact_mb": round(len(blob) / 1e6, 1), "threads": args.threads,
+        "interactions": len(log),
+        "archive_rows_read": rows,
+        "pairs": data.n_interactions,
+        "users": len(data.user_ids),
+        "items": len(data.merchant_ids),
+        "seconds": round(pipeline_s, 2),
+        "lightfm_only_seconds": round(lightfm_only_s, 2),
+        "dataset_seconds": round(dataset_s, 2),
+        "artifact_seconds": round(artifact_s, 2),
+        "artifact_mb": round(len(blob) / 1e6, 1),
+        "threads": args.threads,
     }
     lines = [
         f"log: {len(log):,} events ({rows:,} impression/enter/leave/purchase rows), simulated in {sim_s:.0f} s (not timed)",

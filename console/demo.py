@@ -102,48 +102,74 @@ class MarketplaceSeeder:
         sim = self.market.merchants[index]
         name = f"{sim.category.replace('_', ' ').title()} House {index}"
         made = _check(
-            await self.client.post("/v1/ops/merchants", json={"name": name, "category": sim.category},
-                                   headers=self.operator),
+            await self.client.post(
+                "/v1/ops/merchants", json={"name": name, "category": sim.category}, headers=self.operator
+            ),
             "create merchant",
         )
         merchant = DemoMerchant(
-            sim_id=sim.merchant_id, merchant_id=made["merchant_id"], key=made["key"], name=name,
-            category=sim.category, tags=list(sim.tags), price_band=sim.price_band, format=sim.format,
+            sim_id=sim.merchant_id,
+            merchant_id=made["merchant_id"],
+            key=made["key"],
+            name=name,
+            category=sim.category,
+            tags=list(sim.tags),
+            price_band=sim.price_band,
+            format=sim.format,
             host=sim.host,
         )
         for s in range(1 + index % 2):
             store = _check(
-                await self.client.post("/v1/stores", json={"name": f"{name} {STORE_CITIES[(index + s) % 6]}",
-                                                           "city": STORE_CITIES[(index + s) % 6]},
-                                       headers=merchant.headers),
+                await self.client.post(
+                    "/v1/stores",
+                    json={
+                        "name": f"{name} {STORE_CITIES[(index + s) % 6]}",
+                        "city": STORE_CITIES[(index + s) % 6],
+                    },
+                    headers=merchant.headers,
+                ),
                 "create store",
             )
             merchant.store_ids.append(store["store_id"])
             staff = _check(
-                await self.client.post(f"/v1/stores/{store['store_id']}/staff",
-                                       json={"name": f"Staff {index}-{s}", "role": "host"}, headers=merchant.headers),
+                await self.client.post(
+                    f"/v1/stores/{store['store_id']}/staff",
+                    json={"name": f"Staff {index}-{s}", "role": "host"},
+                    headers=merchant.headers,
+                ),
                 "add staff",
             )
             merchant.staff_ids.append(staff["staff_id"])
         for store_id, staff_id in [(None, None), *zip(merchant.store_ids, merchant.staff_ids, strict=True)]:
             body = {k: v for k, v in (("store_id", store_id), ("staff_id", staff_id)) if v}
-            code = _check(await self.client.post("/v1/codes", json=body, headers=merchant.headers), "create code")
+            code = _check(
+                await self.client.post("/v1/codes", json=body, headers=merchant.headers), "create code"
+            )
             merchant.codes.append(code["code"])
         return merchant
 
     async def alliance(self, members: list[DemoMerchant], number: int) -> str:
         owner, others = members[0], members[1:]
         made = _check(
-            await self.client.post("/v1/alliances", json={"name": f"Alliance {number}"}, headers=owner.headers),
+            await self.client.post(
+                "/v1/alliances", json={"name": f"Alliance {number}"}, headers=owner.headers
+            ),
             "create alliance",
         )
         alliance_id: str = made["alliance_id"]
         for member in others:
-            _check(await self.client.post(f"/v1/alliances/{alliance_id}/members",
-                                          json={"merchant_id": member.merchant_id}, headers=owner.headers),
-                   "invite member")
-            _check(await self.client.post(f"/v1/alliances/{alliance_id}/join", json={}, headers=member.headers),
-                   "join alliance")
+            _check(
+                await self.client.post(
+                    f"/v1/alliances/{alliance_id}/members",
+                    json={"merchant_id": member.merchant_id},
+                    headers=owner.headers,
+                ),
+                "invite member",
+            )
+            _check(
+                await self.client.post(f"/v1/alliances/{alliance_id}/join", json={}, headers=member.headers),
+                "join alliance",
+            )
         return alliance_id
 
     async def seed(self, n_merchants: int) -> list[DemoMerchant]:
@@ -154,7 +180,7 @@ class MarketplaceSeeder:
         # Most merchants join an alliance; a few stay outside, as in a real marketplace.
         in_alliances = merchants[: max(2, int(len(merchants) * 0.8))]
         for number, start in enumerate(range(0, len(in_alliances), ALLIANCE_SIZE), 1):
-            group = in_alliances[start:start + ALLIANCE_SIZE]
+            group = in_alliances[start : start + ALLIANCE_SIZE]
             if len(group) >= 2:
                 await self.alliance(group, number)
         return merchants
@@ -164,8 +190,12 @@ class RoomSchedule:
     """Rooms going live and ending over time: each merchant broadcasts for a few minutes, rests, returns."""
 
     def __init__(
-        self, client: httpx.AsyncClient, merchants: list[DemoMerchant], seed: int = 7,
-        live_minutes: tuple[float, float] = (3.0, 9.0), rest_minutes: tuple[float, float] = (0.5, 3.0),
+        self,
+        client: httpx.AsyncClient,
+        merchants: list[DemoMerchant],
+        seed: int = 7,
+        live_minutes: tuple[float, float] = (3.0, 9.0),
+        rest_minutes: tuple[float, float] = (0.5, 3.0),
         live_share_at_start: float = 0.75,
     ) -> None:
         self.client = client
@@ -185,11 +215,19 @@ class RoomSchedule:
 
     async def start_room(self, m: DemoMerchant) -> None:
         m.rooms_run += 1
-        body = {"title": f"{m.name} live #{m.rooms_run}", "category": m.category, "tags": m.tags,
-                "price_band": m.price_band, "format": m.format, "host": m.host,
-                "stream_url": f"https://cdn.example/live/{m.sim_id}-{m.rooms_run}.m3u8"}
+        body = {
+            "title": f"{m.name} live #{m.rooms_run}",
+            "category": m.category,
+            "tags": m.tags,
+            "price_band": m.price_band,
+            "format": m.format,
+            "host": m.host,
+            "stream_url": f"https://cdn.example/live/{m.sim_id}-{m.rooms_run}.m3u8",
+        }
         room = _check(await self.client.post("/v1/rooms", json=body, headers=m.headers), "create room")
-        _check(await self.client.post(f"/v1/rooms/{room['room_id']}/live", json={}, headers=m.headers), "go live")
+        _check(
+            await self.client.post(f"/v1/rooms/{room['room_id']}/live", json={}, headers=m.headers), "go live"
+        )
         m.room_id = room["room_id"]
         m.live_until = time.time() + self._live()
 
@@ -203,8 +241,12 @@ class RoomSchedule:
 
     async def tick(self) -> None:
         now = time.time()
-        due = [m for m in self.merchants if (m.room_id is None and m.next_live_at <= now)
-               or (m.room_id is not None and m.live_until <= now)]
+        due = [
+            m
+            for m in self.merchants
+            if (m.room_id is None and m.next_live_at <= now)
+            or (m.room_id is not None and m.live_until <= now)
+        ]
         for m in due:
             try:
                 await (self.start_room(m) if m.room_id is None else self.end_room(m))
@@ -235,8 +277,14 @@ class ViewerTraffic:
     """Simulated viewers arriving at a steady rate, each swiping through the feed the API serves."""
 
     def __init__(
-        self, client: httpx.AsyncClient, market: Any, merchants: list[DemoMerchant], sign: Callable[[str], str],
-        viewers_per_second: float = 2.0, seed: int = 7, speedup: float = SPEEDUP,
+        self,
+        client: httpx.AsyncClient,
+        market: Any,
+        merchants: list[DemoMerchant],
+        sign: Callable[[str], str],
+        viewers_per_second: float = 2.0,
+        seed: int = 7,
+        speedup: float = SPEEDUP,
     ) -> None:
         self.client = client
         self.market = market
@@ -254,8 +302,13 @@ class ViewerTraffic:
 
         m = self.by_merchant.get(room.get("merchant_id", ""))
         if m is None:  # a room of a merchant the demo did not create: judged on its features only
-            return RoomFeatures(room["room_id"], room.get("merchant_id", ""), room.get("category", ""),
-                                list(room.get("tags", [])), room.get("price_band", "mid"))
+            return RoomFeatures(
+                room["room_id"],
+                room.get("merchant_id", ""),
+                room.get("category", ""),
+                list(room.get("tags", [])),
+                room.get("price_band", "mid"),
+            )
         return RoomFeatures(room["room_id"], m.sim_id, m.category, m.tags, m.price_band, m.format, m.host)
 
     def _sim_live_until(self, room: dict[str, Any], sim_now_ms: int) -> int | None:
@@ -304,35 +357,48 @@ class ViewerTraffic:
             code_merchant = self.rng.choice(coded)
             entry["code"] = self.rng.choice(code_merchant.codes)
         started = _check(
-            await self.client.post("/v1/sessions", json={"viewer_id": viewer_id, "entry": entry, "count": 5},
-                                   headers=headers),
+            await self.client.post(
+                "/v1/sessions", json={"viewer_id": viewer_id, "entry": entry, "count": 5}, headers=headers
+            ),
             "start session",
         )
         session_id = started["session_id"]
         self.counters.sessions += 1
         self.counters.code_sessions += 1 if code_merchant else 0
         viewer = self.market.viewer(
-            viewer_id, session_id=session_id, start_ms=int(time.time() * 1000),
-            seed=self.rng.randrange(1 << 30), entry_code_merchant_id=code_merchant.sim_id if code_merchant else None,
+            viewer_id,
+            session_id=session_id,
+            start_ms=int(time.time() * 1000),
+            seed=self.rng.randrange(1 << 30),
+            entry_code_merchant_id=code_merchant.sim_id if code_merchant else None,
         )
         queue = list(started.get("rooms", []))
         for step in range(MAX_STEPS_PER_SESSION):
             if viewer.done:
                 break
             if not queue:
-                page = _check(await self.client.get(f"/v1/sessions/{session_id}/feed?count=5", headers=headers),
-                              "next feed page")
+                page = _check(
+                    await self.client.get(f"/v1/sessions/{session_id}/feed?count=5", headers=headers),
+                    "next feed page",
+                )
                 queue = list(page.get("rooms", []))
                 if not queue:
                     break
             room = queue.pop(0)
             self.counters.rooms_shown += 1
-            reaction = viewer.react(self._features(room), live_until_ms=self._sim_live_until(room, viewer.now_ms),
-                                    position=step, boosted=bool(room.get("boosted")))
+            reaction = viewer.react(
+                self._features(room),
+                live_until_ms=self._sim_live_until(room, viewer.now_ms),
+                position=step,
+                boosted=bool(room.get("boosted")),
+            )
             events, span = self._retime(reaction, int(time.time() * 1000))
             await self._play(events, headers)
-            await asyncio.sleep(max(0.3, span - (time.time() * 1000 - events[0]["ts"]) / 1000) if events
-                                else min(max(span, 0.3), 8.0))
+            await asyncio.sleep(
+                max(0.3, span - (time.time() * 1000 - events[0]["ts"]) / 1000)
+                if events
+                else min(max(span, 0.3), 8.0)
+            )
 
     async def _play(self, events: list[dict[str, Any]], headers: dict[str, str]) -> None:
         """Post each event when its (compressed) time comes, so presence and viewers-now are real."""
@@ -341,7 +407,7 @@ class ViewerTraffic:
             now_ms = time.time() * 1000
             due = [e for e in pending if e["ts"] <= now_ms + 50]
             if due:
-                pending = pending[len(due):]
+                pending = pending[len(due) :]
                 await self._post_events(due, headers)
             else:
                 await asyncio.sleep(min(5.0, (pending[0]["ts"] - now_ms) / 1000))
@@ -382,8 +448,9 @@ DEMO_EXPERIMENT = {
 
 async def start_experiment(client: httpx.AsyncClient, operator_key: str) -> str | None:
     """An A/B test on the blend weights, so the console's experiment view fills with real numbers."""
-    response = await client.post("/v1/ops/experiments", json=DEMO_EXPERIMENT,
-                                 headers={"Authorization": f"Bearer {operator_key}"})
+    response = await client.post(
+        "/v1/ops/experiments", json=DEMO_EXPERIMENT, headers={"Authorization": f"Bearer {operator_key}"}
+    )
     if response.status_code != 201:
         log.warning("demo experiment not started: %s", response.text[:300])
         return None
@@ -440,8 +507,12 @@ class DemoProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / f"{name}.log").open("ab") as out:
             self.children[name] = subprocess.Popen(
-                [sys.executable, "-m", "roomfeed.cli", *args], cwd=REPO_ROOT, env=self.env,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-m", "roomfeed.cli", *args],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def dead(self) -> list[str]:
@@ -468,10 +539,16 @@ class DemoProcesses:
 
 
 def add_demo_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=0.0, help="stop by itself after N minutes (0: run until Ctrl-C)")
-    parser.add_argument("--viewers-per-second", type=float, default=2.0, help="simulated viewers arriving per second")
+    parser.add_argument(
+        "--minutes", type=float, default=0.0, help="stop by itself after N minutes (0: run until Ctrl-C)"
+    )
+    parser.add_argument(
+        "--viewers-per-second", type=float, default=2.0, help="simulated viewers arriving per second"
+    )
     parser.add_argument("--merchants", type=int, default=36, help="merchants to create")
-    parser.add_argument("--port", type=int, default=0, help="API port (default: settings.port, or a free one)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="API port (default: settings.port, or a free one)"
+    )
     parser.add_argument("--train-every", default="1m", help="how often the trainer retrains (e.g. 2m)")
     parser.add_argument("--seed", type=int, default=7)
 
@@ -523,20 +600,37 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
             s.bind((settings.host, 0))
             port = s.getsockname()[1]
     base_url = f"http://{settings.host}:{port}"
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-           "KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
-           "ROOMFEED_DATA_DIR": str(settings.data_dir), "ROOMFEED_PUBLIC_BASE_URL": base_url,
-           "ROOMFEED_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
+        "ROOMFEED_DATA_DIR": str(settings.data_dir),
+        "ROOMFEED_PUBLIC_BASE_URL": base_url,
+        "ROOMFEED_LOG_LEVEL": "WARNING",
+    }
     log_dir = settings.data_dir / "demo"
     processes = DemoProcesses(env, log_dir)
     processes.start("api", "serve", "--host", settings.host, "--port", str(port), "--no-migrate")
     processes.start("worker", "worker")
-    processes.start("trainer", "train", "--every", args.train_every, "--eval-hours", TRAINER_EVAL_HOURS, "--days", "2")
+    processes.start(
+        "trainer", "train", "--every", args.train_every, "--eval-hours", TRAINER_EVAL_HOURS, "--days", "2"
+    )
     _say(f"started api ({base_url}), worker and trainer; logs in {log_dir}/")
     code = 0
     try:
-        code = await _drive(settings, args, base_url, operator_key, processes, stop, started,
-                            lambda v: sign_viewer_token(settings.viewer_token_secret, v), Marketplace)
+        code = await _drive(
+            settings,
+            args,
+            base_url,
+            operator_key,
+            processes,
+            stop,
+            started,
+            lambda v: sign_viewer_token(settings.viewer_token_secret, v),
+            Marketplace,
+        )
     finally:
         _say("stopping api, worker and trainer …")
         await asyncio.to_thread(processes.stop)
@@ -558,8 +652,15 @@ async def _wait_ready(client: httpx.AsyncClient, processes: DemoProcesses, stop:
 
 
 async def _drive(
-    settings: Settings, args: argparse.Namespace, base_url: str, operator_key: str, processes: DemoProcesses,
-    stop: asyncio.Event, started: float, sign: Callable[[str], str], marketplace: Any,
+    settings: Settings,
+    args: argparse.Namespace,
+    base_url: str,
+    operator_key: str,
+    processes: DemoProcesses,
+    stop: asyncio.Event,
+    started: float,
+    sign: Callable[[str], str],
+    marketplace: Any,
 ) -> int:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=base_url, timeout=15, limits=limits) as client:
@@ -595,7 +696,9 @@ async def _drive(
                     if name == "api" or processes.restarts.get(name, 0) >= MAX_RESTARTS:
                         raise DemoError(f"{name} exited; see {processes.log_dir / (name + '.log')}")
                     count = processes.restart(name)
-                    _say(f"{name} exited; restarted it ({count}/{MAX_RESTARTS}); see {processes.log_dir}/{name}.log")
+                    _say(
+                        f"{name} exited; restarted it ({count}/{MAX_RESTARTS}); see {processes.log_dir}/{name}.log"
+                    )
                 await schedule.tick()
                 if serving is None:
                     with contextlib.suppress(httpx.HTTPError):
@@ -603,14 +706,18 @@ async def _drive(
                     if serving is not None:
                         _say(f"model {serving} trained and serving after {time.monotonic() - started:.0f} s")
                     elif time.monotonic() - started > FIRST_MODEL_DEADLINE_S and last_report == 0.0:
-                        _say(f"no model yet after {FIRST_MODEL_DEADLINE_S} s; see {processes.log_dir}/trainer.log")
+                        _say(
+                            f"no model yet after {FIRST_MODEL_DEADLINE_S} s; see {processes.log_dir}/trainer.log"
+                        )
                 if time.monotonic() - last_report >= 30:
                     last_report = time.monotonic()
                     c = traffic.counters
-                    _say(f"[{time.monotonic() - started:5.0f} s] rooms live {len(schedule.live())}, sessions "
-                         f"{c.sessions} ({c.code_sessions} via codes), rooms shown {c.rooms_shown}, events "
-                         f"{c.events_accepted} accepted / {c.events_rejected} rejected, errors {c.errors}"
-                         + (f" (last: {c.last_error})" if c.last_error else ""))
+                    _say(
+                        f"[{time.monotonic() - started:5.0f} s] rooms live {len(schedule.live())}, sessions "
+                        f"{c.sessions} ({c.code_sessions} via codes), rooms shown {c.rooms_shown}, events "
+                        f"{c.events_accepted} accepted / {c.events_rejected} rejected, errors {c.errors}"
+                        + (f" (last: {c.last_error})" if c.last_error else "")
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 2.0)
         finally:

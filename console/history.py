@@ -78,8 +78,13 @@ class MetricHistory:
         for row in rows:
             data = row["data"]
             series.setdefault(row["subject"], []).append(
-                {"at": row["at"].timestamp(), "earned": data.get("earned"), "delivered": data.get("delivered"),
-                 "balance": data.get("balance"), "name": data.get("name")}
+                {
+                    "at": row["at"].timestamp(),
+                    "earned": data.get("earned"),
+                    "delivered": data.get("delivered"),
+                    "balance": data.get("balance"),
+                    "name": data.get("name"),
+                }
             )
         return series
 

@@ -137,7 +137,6 @@ def _console(request: Request) -> Console:
     return console
 
 
-
 # --- metrics -----------------------------------------------------------------------------------
 
 
@@ -207,7 +206,10 @@ async def console_me(request: Request) -> Response:
 def _evaluation_plot(settings: Any, version: str) -> Path | None:
     """A plot written for this model version, else the newest offline evaluation report's plot."""
     candidates = [settings.models_dir / version / name for name in ("evaluation.png", "eval.png")]
-    candidates += [settings.data_dir / "reports" / "eval" / "eval.png", REPO_ROOT / "reports" / "eval" / "eval.png"]
+    candidates += [
+        settings.data_dir / "reports" / "eval" / "eval.png",
+        REPO_ROOT / "reports" / "eval" / "eval.png",
+    ]
     found = [path for path in candidates if path.is_file()]
     return found[0] if found else None
 
@@ -227,7 +229,9 @@ async def ops_model_plot(request: Request) -> Response:
     path = _evaluation_plot(request.app.state.settings, version)
     if path is None:
         raise NotFound("no evaluation plot yet: run `roomfeed evaluate` (writes reports/eval/eval.png)")
-    return Response(path.read_bytes(), media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+    return Response(
+        path.read_bytes(), media_type="image/png", headers={"Cache-Control": "private, max-age=60"}
+    )
 
 
 # --- the web page ------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ class LagBySink:
                 raise
             totals: dict[str, int] = {}
             for (group, _topic, _partition), lag in measured.items():
-                name = group[len(self.prefix):] if group.startswith(self.prefix) else group
+                name = group[len(self.prefix) :] if group.startswith(self.prefix) else group
                 totals[name] = totals.get(name, 0) + int(lag)
             self._cached = (now + CACHE_SECONDS, totals)
             return totals

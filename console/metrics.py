@@ -107,8 +107,13 @@ def alliance_accounts(overview: Any) -> list[dict[str, Any]]:
             continue
         account = accounts.setdefault(
             merchant_id,
-            {"merchant_id": merchant_id, "name": _first(row, "name", "merchant_name") or merchant_id,
-             "earned": 0.0, "delivered": 0.0, "balance": 0.0},
+            {
+                "merchant_id": merchant_id,
+                "name": _first(row, "name", "merchant_name") or merchant_id,
+                "earned": 0.0,
+                "delivered": 0.0,
+                "balance": 0.0,
+            },
         )
         earned = _as_float(_first(row, "earned", "earned_exposure"))
         delivered = _as_float(_first(row, "delivered", "delivered_exposure"))
@@ -122,8 +127,12 @@ def alliance_accounts(overview: Any) -> list[dict[str, Any]]:
 def alliance_delivery(accounts: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     earned = sum(_as_float(a.get("earned")) for a in accounts)
     delivered = sum(_as_float(a.get("delivered")) for a in accounts)
-    return {"earned": earned, "delivered": delivered, "delivery_ratio": _ratio(delivered, earned),
-            "merchants": float(len(accounts))}
+    return {
+        "earned": earned,
+        "delivered": delivered,
+        "delivery_ratio": _ratio(delivered, earned),
+        "merchants": float(len(accounts)),
+    }
 
 
 @dataclass

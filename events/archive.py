@@ -23,8 +23,18 @@ import orjson
 log = logging.getLogger("roomfeed.events.archive")
 
 COLUMNS = (
-    "event_id", "type", "viewer_id", "session_id", "room_id", "merchant_id", "ts", "dwell_ms",
-    "amount", "payload", "device_id", "received_at",
+    "event_id",
+    "type",
+    "viewer_id",
+    "session_id",
+    "room_id",
+    "merchant_id",
+    "ts",
+    "dwell_ms",
+    "amount",
+    "payload",
+    "device_id",
+    "received_at",
 )
 # Everything else an event carries goes to `payload`; these travel only inside the worker.
 _NOT_PAYLOAD = {*COLUMNS, "v", "_topic", "_partition", "_offset"}
@@ -89,7 +99,9 @@ class ArchiveSink:
 
     name = "archive"
 
-    def __init__(self, pool: asyncpg.Pool, retention_days: int = 30, prune_every_s: float = PRUNE_EVERY_S) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, retention_days: int = 30, prune_every_s: float = PRUNE_EVERY_S
+    ) -> None:
         self.pool = pool
         self.retention_days = retention_days
         self.prune_every_s = prune_every_s
@@ -112,7 +124,10 @@ class ArchiveSink:
             log.warning("pruning the interaction log failed: %s", exc)
             return
         if dropped:
-            log.info("interaction log pruned", extra={"fields": {"dropped": dropped, "keep_days": self.retention_days}})
+            log.info(
+                "interaction log pruned",
+                extra={"fields": {"dropped": dropped, "keep_days": self.retention_days}},
+            )
 
     async def ensure_partitions(self, days: set[dt.date]) -> None:
         missing = sorted(days - self._days)

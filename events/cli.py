@@ -44,7 +44,9 @@ def parse_sinks(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in SINKS]
     if unknown or not names:
-        raise SystemExit(f"--sinks: unknown sink(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SINKS)}")
+        raise SystemExit(
+            f"--sinks: unknown sink(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SINKS)}"
+        )
     return names
 
 

@@ -126,8 +126,12 @@ class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
         self.held = set(assigned)
         log.info(
             "partitions assigned",
-            extra={"fields": {"group": self.runner.settings.group(self.runner.group),
-                              "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)}},
+            extra={
+                "fields": {
+                    "group": self.runner.settings.group(self.runner.group),
+                    "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+                }
+            },
         )
 
 
@@ -242,7 +246,9 @@ class SinkRunner:
                 batch.append(checked)
         return batch, refused
 
-    async def _finish(self, polled: Polled, batch: list[dict[str, Any]] | Prepared, refused: list[Refused]) -> None:
+    async def _finish(
+        self, polled: Polled, batch: list[dict[str, Any]] | Prepared, refused: list[Refused]
+    ) -> None:
         """Dead-letter, write, and commit when due (COMMIT_EVERY_S); the commit goes out on its own:
         the next write need not wait for the broker's answer."""
         for tp, record, error in refused:
@@ -261,7 +267,9 @@ class SinkRunner:
             self._committed_at = time.monotonic()
             self._committing = asyncio.create_task(self._commit_after(self._committing, offsets))
 
-    async def _commit_after(self, previous: asyncio.Task[None] | None, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit_after(
+        self, previous: asyncio.Task[None] | None, offsets: dict[TopicPartition, int]
+    ) -> None:
         if previous is not None:
             with contextlib.suppress(Exception):
                 await previous
@@ -306,8 +314,11 @@ class SinkRunner:
     async def _dead_letter_event(self, event: dict[str, Any], exc: BaseException) -> None:
         value = orjson.dumps({k: v for k, v in event.items() if not k.startswith("_")})
         await self.dead_letter(
-            TopicPartition(event["_topic"], event["_partition"]), event["_offset"],
-            event["viewer_id"].encode(), value, f"{type(exc).__name__}: {exc}",
+            TopicPartition(event["_topic"], event["_partition"]),
+            event["_offset"],
+            event["viewer_id"].encode(),
+            value,
+            f"{type(exc).__name__}: {exc}",
         )
 
     async def dead_letter(
@@ -315,8 +326,14 @@ class SinkRunner:
     ) -> None:
         assert self.dead_letters is not None
         text = (value or b"").decode("utf-8", errors="replace")
-        letter = {"error": error, "topic": tp.topic, "partition": tp.partition, "offset": offset, "value": text,
-                  "sink": self.sink.name}
+        letter = {
+            "error": error,
+            "topic": tp.topic,
+            "partition": tp.partition,
+            "offset": offset,
+            "value": text,
+            "sink": self.sink.name,
+        }
         await self.dead_letters.send_and_wait(
             self.settings.topic(DEAD_LETTERS), orjson.dumps(letter), key=key
         )

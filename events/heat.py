@@ -214,7 +214,12 @@ class RoomHeatSink:
             return 0
         keys, tops, rows = _compact(batch)
         head = {"h": self.half_life_ms, "wm": keys, "top": tops}
-        applied = int(await self._apply(keys=[HEAT_KEY, SEQ_KEY, CHANGED_KEY, EPOCH_KEY], args=[orjson.dumps(head), orjson.dumps(rows)]))
+        applied = int(
+            await self._apply(
+                keys=[HEAT_KEY, SEQ_KEY, CHANGED_KEY, EPOCH_KEY],
+                args=[orjson.dumps(head), orjson.dumps(rows)],
+            )
+        )
         if time.monotonic() - self._pruned_at >= self.prune_every_s:
             await self.prune()
         return applied
@@ -297,7 +302,9 @@ class HeatTable:
 
     async def _rescan(self) -> None:
         redis = self.heat.redis
-        async with redis.pipeline(transaction=True) as pipe:  # first: changes during the scan are read again next time
+        async with redis.pipeline(
+            transaction=True
+        ) as pipe:  # first: changes during the scan are read again next time
             pipe.get(SEQ_KEY)
             pipe.get(EPOCH_KEY)
             counter_raw, epoch = await pipe.execute()
@@ -323,7 +330,9 @@ class HeatTable:
         assert self._after is not None
         after = self._after
         while True:
-            reply = await self.heat._changed(keys=[HEAT_KEY, SEQ_KEY, CHANGED_KEY, EPOCH_KEY], args=[after, self.batch])
+            reply = await self.heat._changed(
+                keys=[HEAT_KEY, SEQ_KEY, CHANGED_KEY, EPOCH_KEY], args=[after, self.batch]
+            )
             counter = int(reply[0])
             if reply[2] != self._epoch or counter < self._after:
                 return False
@@ -376,7 +385,9 @@ class RoomHeat:
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         if not room_ids:
             return []
-        reply = await self._viewers_now(keys=[room_prefix(r) + "now" for r in room_ids], args=[now - PRESENCE_MS])
+        reply = await self._viewers_now(
+            keys=[room_prefix(r) + "now" for r in room_ids], args=[now - PRESENCE_MS]
+        )
         return [int(x) for x in reply]
 
 
@@ -390,8 +401,14 @@ def recent_visits(raw: Sequence[bytes]) -> list[RecentVisit]:
     visits = []
     for item in raw:
         data = orjson.loads(item)
-        visits.append(RecentVisit(room_id=data["room_id"], merchant_id=data.get("merchant_id") or None,
-                                  dwell_ms=int(data["dwell_ms"]), ts=int(data["ts"])))
+        visits.append(
+            RecentVisit(
+                room_id=data["room_id"],
+                merchant_id=data.get("merchant_id") or None,
+                dwell_ms=int(data["dwell_ms"]),
+                ts=int(data["ts"]),
+            )
+        )
     return visits
 
 

@@ -78,7 +78,9 @@ class Ingest:
     async def submit(self, events: Any, viewer_id: str, now_ms: int | None = None) -> IngestResult:
         """Validate, enrich and publish; raises ValidationFailed/PayloadTooLarge/Unavailable."""
         if not isinstance(events, list):
-            raise ValidationFailed("the body must be a JSON array of events", fields={"body": "must be a list"})
+            raise ValidationFailed(
+                "the body must be a JSON array of events", fields={"body": "must be a list"}
+            )
         if len(events) > MAX_BATCH:
             raise PayloadTooLarge(
                 f"a batch holds at most {MAX_BATCH} events, got {len(events)}",
@@ -92,12 +94,14 @@ class Ingest:
             if isinstance(result, Rejection):
                 rejected.append({"index": index, "error": result.as_dict()})
             elif result["viewer_id"] != viewer_id:
-                rejected.append({
-                    "index": index,
-                    "error": Rejection(
-                        "viewer_mismatch", "viewer_id is not the viewer of this token", "viewer_id"
-                    ).as_dict(),
-                })
+                rejected.append(
+                    {
+                        "index": index,
+                        "error": Rejection(
+                            "viewer_mismatch", "viewer_id is not the viewer of this token", "viewer_id"
+                        ).as_dict(),
+                    }
+                )
             else:
                 good.append(result)
         if good:

@@ -23,8 +23,19 @@ PRESENCE_MS = 60_000
 
 # Field order of the 5-minute hash, as the reader returns it.
 HOUR_FIELDS = (
-    "impression", "enter", "leave", "swipe_away", "dwell_ms", "like", "comment", "follow", "share",
-    "cart", "order", "gmv", "deal_claim",
+    "impression",
+    "enter",
+    "leave",
+    "swipe_away",
+    "dwell_ms",
+    "like",
+    "comment",
+    "follow",
+    "share",
+    "cart",
+    "order",
+    "gmv",
+    "deal_claim",
 )
 
 

@@ -23,7 +23,9 @@ SINK_GROUPS = ("sink-realtime", "sink-archive", "sink-alliance")
 
 
 class ConsumerLag:
-    def __init__(self, settings: Settings, groups: tuple[str, ...] = SINK_GROUPS, timeout: float = 2.0) -> None:
+    def __init__(
+        self, settings: Settings, groups: tuple[str, ...] = SINK_GROUPS, timeout: float = 2.0
+    ) -> None:
         self.settings = settings
         self.groups = groups
         self.timeout = timeout
@@ -32,9 +34,12 @@ class ConsumerLag:
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._offsets is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000)
-            offsets = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
-                                       request_timeout_ms=2000)
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000
+            )
+            offsets = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap, group_id=None, request_timeout_ms=2000
+            )
             await admin.start()
             await offsets.start()
             self._admin, self._offsets = admin, offsets

@@ -110,10 +110,19 @@ class RecentVisit:
 
 
 _NAMES = {
-    "impression": "impressions_1h", "enter": "enters_1h", "leave": "leaves_1h",
-    "swipe_away": "swipe_aways_1h", "dwell_ms": "dwell_ms_1h", "like": "likes_1h",
-    "comment": "comments_1h", "follow": "follows_1h", "share": "shares_1h", "cart": "carts_1h",
-    "order": "orders_1h", "gmv": "gmv_1h", "deal_claim": "deal_claims_1h",
+    "impression": "impressions_1h",
+    "enter": "enters_1h",
+    "leave": "leaves_1h",
+    "swipe_away": "swipe_aways_1h",
+    "dwell_ms": "dwell_ms_1h",
+    "like": "likes_1h",
+    "comment": "comments_1h",
+    "follow": "follows_1h",
+    "share": "shares_1h",
+    "cart": "carts_1h",
+    "order": "orders_1h",
+    "gmv": "gmv_1h",
+    "deal_claim": "deal_claims_1h",
 }
 
 
@@ -145,8 +154,11 @@ class LiveStats:
         assert PRESENCE_MS == 60_000  # the script's presence window
         out = []
         for row in raw:
-            values: dict[str, Any] = {"viewers_now": int(row[0]), "enters_1m": int(row[1]),
-                                      "enters_15m": int(row[2])}
+            values: dict[str, Any] = {
+                "viewers_now": int(row[0]),
+                "enters_1m": int(row[1]),
+                "enters_15m": int(row[2]),
+            }
             for j, name in enumerate(HOUR_FIELDS):
                 number = float(row[3 + j])
                 values[_NAMES[name]] = number if name == "gmv" else int(number)

@@ -52,8 +52,15 @@ RECENT_TTL_S = 7 * 24 * 3600
 HORIZON_MS = 3600 * 1000 + 300 * 1000  # the 1-hour window plus the 5-minute future allowance
 
 HOUR_FIELD = {
-    "impression": "impression", "enter": "enter", "leave": "leave", "like": "like", "comment": "comment",
-    "follow": "follow", "share": "share", "add_to_cart": "cart", "purchase": "order",
+    "impression": "impression",
+    "enter": "enter",
+    "leave": "leave",
+    "like": "like",
+    "comment": "comment",
+    "follow": "follow",
+    "share": "share",
+    "add_to_cart": "cart",
+    "purchase": "order",
     "deal_claim": "deal_claim",
 }
 
@@ -243,8 +250,13 @@ for room, r in pairs(rooms) do
 end
 return {2, n}
 """
-for name, value in {"$SLICE": SLICE, "$FIELDS": orjson.dumps(HOUR_FIELD).decode(), "$RECENT_LAST": RECENT_CAP - 1,
-                    "$RECENT_TTL": RECENT_TTL_S, "$PRESENCE_MS": PRESENCE_MS}.items():
+for name, value in {
+    "$SLICE": SLICE,
+    "$FIELDS": orjson.dumps(HOUR_FIELD).decode(),
+    "$RECENT_LAST": RECENT_CAP - 1,
+    "$RECENT_TTL": RECENT_TTL_S,
+    "$PRESENCE_MS": PRESENCE_MS,
+}.items():
     _APPLY = _APPLY.replace(name, str(value))
 
 
@@ -347,15 +359,23 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
             if ts > signs.get(who, -1):
                 signs[who] = ts
     rooms, times, viewers = zip(*entered, strict=True) if entered else ((), (), ())
-    return WritePlan(ids, {
-        "hour": counts,
-        "tens": Counter(zip(rooms, map(floordiv, times, repeat(TEN_S_MS)), strict=True)),
-        "minutes": Counter(zip(rooms, map(floordiv, times, repeat(MINUTE_MS)), strict=True)),
-        "visitors": dict.fromkeys(zip(rooms, map(floordiv, times, repeat(FIVE_MIN_MS)), viewers, strict=True)),
-        "dwell": dwell, "swipes": swipes,
-        "gmv": {where: repr(float(amount)) for where, amount in gmv.items()}, "recent": recent,
-        "signs": signs, "leaves": leaves,
-    })
+    return WritePlan(
+        ids,
+        {
+            "hour": counts,
+            "tens": Counter(zip(rooms, map(floordiv, times, repeat(TEN_S_MS)), strict=True)),
+            "minutes": Counter(zip(rooms, map(floordiv, times, repeat(MINUTE_MS)), strict=True)),
+            "visitors": dict.fromkeys(
+                zip(rooms, map(floordiv, times, repeat(FIVE_MIN_MS)), viewers, strict=True)
+            ),
+            "dwell": dwell,
+            "swipes": swipes,
+            "gmv": {where: repr(float(amount)) for where, amount in gmv.items()},
+            "recent": recent,
+            "signs": signs,
+            "leaves": leaves,
+        },
+    )
 
 
 def seen_keys(now_ms: int) -> tuple[list[str], int]:
@@ -398,7 +418,11 @@ class _Chunk:
         self.refused: list[Refused] = []
         if records is not None:
             # The watermark covers every polled record, dead-lettered ones included.
-            self.marks = {_mark(tp.topic, tp.partition): [rs[0].offset, rs[-1].offset] for tp, rs in records.items() if rs}
+            self.marks = {
+                _mark(tp.topic, tp.partition): [rs[0].offset, rs[-1].offset]
+                for tp, rs in records.items()
+                if rs
+            }
             try:
                 values = map(_value, chain.from_iterable(records.values()))
                 self.plan = plan_writes(map(orjson.loads, values), now)
@@ -435,7 +459,11 @@ class _Chunk:
                     except _UNREADABLE:
                         self.refused.append((tp, record, _why(record.value)))
                         continue
-                    event["_topic"], event["_partition"], event["_offset"] = tp.topic, tp.partition, record.offset
+                    event["_topic"], event["_partition"], event["_offset"] = (
+                        tp.topic,
+                        tp.partition,
+                        record.offset,
+                    )
                     self._events.append(event)
         return self._events
 
@@ -453,8 +481,13 @@ class _Chunk:
     def refuse_stale(self, marks: list[int]) -> None:
         """Drop the events at or below their partition's watermark (in `marks` order)."""
         applied = {key: mark for key, mark in zip(self.marks, marks, strict=True)}
-        self._replan([e for e in self.events() if "_topic" not in e
-                      or e["_offset"] > applied[_mark(e["_topic"], e["_partition"])]])
+        self._replan(
+            [
+                e
+                for e in self.events()
+                if "_topic" not in e or e["_offset"] > applied[_mark(e["_topic"], e["_partition"])]
+            ]
+        )
         for key, span in list(self.marks.items()):
             if span[1] <= applied[key]:
                 del self.marks[key]  # nothing left to apply there
@@ -467,8 +500,14 @@ class _Chunk:
         self._replan([e for e in self.events() if e["event_id"] not in seen])
 
     def head(self) -> bytes:
-        return orjson.dumps({"now": self.now, "seen": self.seen, "seen_expire": self.seen_expire,
-                             "marks": [[key, *span] for key, span in self.marks.items()]})
+        return orjson.dumps(
+            {
+                "now": self.now,
+                "seen": self.seen,
+                "seen_expire": self.seen_expire,
+                "marks": [[key, *span] for key, span in self.marks.items()],
+            }
+        )
 
 
 _value = attrgetter("value")
@@ -496,7 +535,9 @@ class RealtimeSink:
     async def apply(self, chunk: _Chunk) -> int:
         """Apply a chunk; returns how many of its events were new."""
         while True:
-            answer = await self._script(args=[chunk.head(), orjson.dumps(chunk.plan.ids), chunk.plan.as_json()])
+            answer = await self._script(
+                args=[chunk.head(), orjson.dumps(chunk.plan.ids), chunk.plan.as_json()]
+            )
             outcome = int(answer[0])
             if outcome == 2:
                 return int(answer[1])

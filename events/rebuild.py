@@ -104,8 +104,9 @@ async def replay(settings: Settings, sink: Sink, timeout_s: float = 600.0) -> Re
             if ends is not None:
                 committed = {tp: await consumer.committed(tp) or 0 for tp in ends}
                 if all(committed[tp] >= end for tp, end in ends.items()):
-                    return Replay(sink.name, {tp.partition: end for tp, end in ends.items()},
-                                  time.monotonic() - started)
+                    return Replay(
+                        sink.name, {tp.partition: end for tp, end in ends.items()}, time.monotonic() - started
+                    )
             await asyncio.sleep(0.25)
         raise TimeoutError(f"the {sink.name} replay did not reach the end offsets {ends} in {timeout_s}s")
     finally:

@@ -25,8 +25,17 @@ CURRENCY = re.compile(r"\A[A-Z]{3}\Z")
 Event = dict[str, Any]
 
 TYPES = (
-    "impression", "enter", "heartbeat", "leave", "like", "comment", "follow", "share",
-    "add_to_cart", "purchase", "deal_claim",
+    "impression",
+    "enter",
+    "heartbeat",
+    "leave",
+    "like",
+    "comment",
+    "follow",
+    "share",
+    "add_to_cart",
+    "purchase",
+    "deal_claim",
 )
 ENTER_SOURCES = ("feed", "code", "deeplink", "replay")
 COMMON_REQUIRED = ("event_id", "viewer_id", "session_id", "room_id")
@@ -159,22 +168,40 @@ def validate(raw: Any, now_ms: int | None, *, check_time: bool = True) -> Event 
     """
     if type(raw) is dict:
         get = raw.get
-        event_id, viewer_id, session_id, room_id = get("event_id"), get("viewer_id"), get("session_id"), get("room_id")
+        event_id, viewer_id, session_id, room_id = (
+            get("event_id"),
+            get("viewer_id"),
+            get("session_id"),
+            get("room_id"),
+        )
         kind, ts, version, device_id = get("type"), get("ts"), get("v", SCHEMA_VERSION), get("device_id")
         if (
-            type(event_id) is str and type(viewer_id) is str and type(session_id) is str and type(room_id) is str
+            type(event_id) is str
+            and type(viewer_id) is str
+            and type(session_id) is str
+            and type(room_id) is str
             and _common_ids_ok(f"{event_id}\n{viewer_id}\n{session_id}\n{room_id}")
-            and type(kind) is str and kind in _TYPE_SET
+            and type(kind) is str
+            and kind in _TYPE_SET
             and type(ts) is int
-            and type(version) is int and version == SCHEMA_VERSION
+            and type(version) is int
+            and version == SCHEMA_VERSION
             and (
                 now_ms - MAX_AGE_MS <= ts <= now_ms + MAX_AHEAD_MS
-                if check_time and now_ms is not None else ts >= 0
+                if check_time and now_ms is not None
+                else ts >= 0
             )
             and (device_id is None or (type(device_id) is str and _id_ok(device_id)))
         ):
-            out: Event = {"event_id": event_id, "viewer_id": viewer_id, "session_id": session_id,
-                          "room_id": room_id, "type": kind, "v": SCHEMA_VERSION, "ts": ts}
+            out: Event = {
+                "event_id": event_id,
+                "viewer_id": viewer_id,
+                "session_id": session_id,
+                "room_id": room_id,
+                "type": kind,
+                "v": SCHEMA_VERSION,
+                "ts": ts,
+            }
             if device_id is not None:
                 out["device_id"] = device_id
             if kind in _WITH_FIELDS and (error := _type_fields(kind, raw, out)) is not None:

@@ -85,7 +85,11 @@ def change_schema() -> dict[str, Any]:
         "description": "ranking config fields to change (feed.config.RANGES)",
         "additionalProperties": False,
         "properties": {
-            name: {"type": "integer" if name in _INTEGER_FIELDS else "number", "minimum": low, "maximum": high}
+            name: {
+                "type": "integer" if name in _INTEGER_FIELDS else "number",
+                "minimum": low,
+                "maximum": high,
+            }
             for name, (low, high) in RANGES.items()
         },
     }
@@ -94,7 +98,9 @@ def change_schema() -> dict[str, Any]:
 def validate_values(values: Any, prefix: str = "") -> dict[str, float | int]:
     """Checked, typed values of a partial config; raises ValidationFailed naming each bad field."""
     if not isinstance(values, dict):
-        raise ValidationFailed("the config must be a JSON object", fields={prefix.rstrip(".") or "body": "must be an object"})
+        raise ValidationFailed(
+            "the config must be a JSON object", fields={prefix.rstrip(".") or "body": "must be an object"}
+        )
     errors: dict[str, str] = {}
     clean: dict[str, float | int] = {}
     for name, value in values.items():

@@ -96,7 +96,12 @@ class ConfigStore:
         return _row(row)
 
     async def _write(
-        self, target: RankingConfig, expected_version: int | None, author: str, note: str, rollback_of: int | None
+        self,
+        target: RankingConfig,
+        expected_version: int | None,
+        author: str,
+        note: str,
+        rollback_of: int | None,
     ) -> ConfigVersion:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(

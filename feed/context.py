@@ -54,8 +54,13 @@ def as_recent_visit(v: Any) -> RecentVisit:
     """events' RecentVisit (or anything shaped like it) as the feed's."""
     if isinstance(v, RecentVisit):
         return v
-    return RecentVisit(room_id=v.room_id, merchant_id=v.merchant_id or "", dwell_ms=int(v.dwell_ms), ts=int(v.ts),
-                       swiped_away=bool(v.swiped_away))
+    return RecentVisit(
+        room_id=v.room_id,
+        merchant_id=v.merchant_id or "",
+        dwell_ms=int(v.dwell_ms),
+        ts=int(v.ts),
+        swiped_away=bool(v.swiped_away),
+    )
 
 
 class MerchantRooms(Mapping[str, np.ndarray]):
@@ -138,7 +143,9 @@ class Candidates:
             await asyncio.sleep(0)
 
     @classmethod
-    def _steps(cls, rooms: Sequence[Any], replay_ids: frozenset[str], step: int) -> Generator[None, None, Candidates]:
+    def _steps(
+        cls, rooms: Sequence[Any], replay_ids: frozenset[str], step: int
+    ) -> Generator[None, None, Candidates]:
         n = len(rooms)
         merchants: dict[str, int] = {}
         categories: dict[str, int] = {}
@@ -155,7 +162,9 @@ class Candidates:
             owners = [room.merchant_id for room in part]
             room_ids[start:end] = ids
             merchant_ids[start:end] = owners
-            merchant_codes[start:end] = np.fromiter((merchants.setdefault(m, len(merchants)) for m in owners), np.int32, len(part))
+            merchant_codes[start:end] = np.fromiter(
+                (merchants.setdefault(m, len(merchants)) for m in owners), np.int32, len(part)
+            )
             category_codes[start:end] = np.fromiter(
                 (categories.setdefault(room.category, len(categories)) for room in part), np.int32, len(part)
             )
@@ -189,7 +198,9 @@ class Candidates:
         `key` changes: arrays and configs compared by identity (a heat refresh or a new config is a
         new object), whole seconds by value."""
         held = self.memo.get(name)
-        if held is not None and all(a is b or (type(a) is int and a == b) for a, b in zip(held[0], key, strict=True)):
+        if held is not None and all(
+            a is b or (type(a) is int and a == b) for a, b in zip(held[0], key, strict=True)
+        ):
             return held[1]  # type: ignore[no-any-return]
         value = make()
         self.memo[name] = (key, value)

@@ -272,7 +272,9 @@ GROUP BY s.variant
 """
 
 
-async def experiment_report(pool: asyncpg.Pool, redis: Any, experiment: Experiment, swipe_away_ms: int) -> dict[str, Any]:
+async def experiment_report(
+    pool: asyncpg.Pool, redis: Any, experiment: Experiment, swipe_away_ms: int
+) -> dict[str, Any]:
     """The experiment with each variant's metrics (impressions from Redis counters, the rest from the archive)."""
     totals = {v.name: VariantTotals() for v in experiment.variants}
     notes: list[str] = []

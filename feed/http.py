@@ -70,7 +70,9 @@ async def create_session(request: Request) -> Response:
     count = body.integer("count", required=False, minimum=1, maximum=50, default=5)
     body.finish()
     if viewer_id != principal.viewer_id:
-        raise Forbidden("viewer_id must be the viewer the token was issued to", fields={"viewer_id": "is not yours"})
+        raise Forbidden(
+            "viewer_id must be the viewer the token was issued to", fields={"viewer_id": "is not yours"}
+        )
     result = await _feed(request).start_session(viewer_id, code, room_id, count)
     return json(result, status=201)
 
@@ -359,7 +361,11 @@ async def start(state: Any, resources: Any) -> None:
     stats = RoomHeatCache(inputs.heat, refresh_seconds=getattr(state, "feed_stats_refresh_s", 1.0))
     pipeline = (
         FeedPipeline.standard(
-            inputs.live_index, stats, inputs.live_stats, inputs.model_watcher, inputs.alliance_boost,
+            inputs.live_index,
+            stats,
+            inputs.live_stats,
+            inputs.model_watcher,
+            inputs.alliance_boost,
             live_index_staleness_s=getattr(state, "feed_live_index_staleness_s", LIVE_INDEX_STALENESS_S),
         )
         if inputs.live_index is not None
@@ -372,7 +378,13 @@ async def start(state: Any, resources: Any) -> None:
     )
     impressions = ImpressionPublisher(resources, settings.topic("viewer-events"))
     state.feed_stats = stats
-    state.feed = FeedService(inputs, pipeline, SessionBook(resources.redis, resources.pool, lane=getattr(resources, "redis_lane", None)), state.ranking_config, impressions)
+    state.feed = FeedService(
+        inputs,
+        pipeline,
+        SessionBook(resources.redis, resources.pool, lane=getattr(resources, "redis_lane", None)),
+        state.ranking_config,
+        impressions,
+    )
     await state.ranking_config.start()
     await stats.start()
     await impressions.start()

@@ -24,7 +24,9 @@ from events.ingest import partition_of
 from roomfeed.kafka import encode
 
 log = logging.getLogger("feed.impressions")
-DROPPED = Counter("roomfeed_feed_impressions_dropped_total", "impressions dropped while Kafka was unavailable")
+DROPPED = Counter(
+    "roomfeed_feed_impressions_dropped_total", "impressions dropped while Kafka was unavailable"
+)
 PUBLISHED = Counter("roomfeed_feed_impressions_published_total", "impressions handed to Kafka")
 
 

@@ -76,14 +76,23 @@ class FeedService:
             raise NotFound(f"session {session_id} does not exist")
         recent = recent_visits(extra[0]) if extra and recent_visits is not None else None
         body = await self._page(state, count, entry_room=None, degraded=not state.from_redis, recent=recent)
-        body["timings_ms"]["session"] = round((time.perf_counter() - started) * 1000 - sum(body["timings_ms"].values()), 3)
+        body["timings_ms"]["session"] = round(
+            (time.perf_counter() - started) * 1000 - sum(body["timings_ms"].values()), 3
+        )
         return body
 
     async def _page(
-        self, state: SessionState, count: int, entry_room: Any | None, degraded: bool, recent: list[Any] | None = None
+        self,
+        state: SessionState,
+        count: int,
+        entry_room: Any | None,
+        degraded: bool,
+        recent: list[Any] | None = None,
     ) -> dict[str, Any]:
         if self.pipeline is None:
-            raise Unavailable("the live-room index is not available in this build", headers={"Retry-After": "5"})
+            raise Unavailable(
+                "the live-room index is not available in this build", headers={"Retry-After": "5"}
+            )
         assignment = assign(state.viewer_id, self.config.current.config, self.config.experiments)
         ctx = FeedContext(
             viewer_id=state.viewer_id,
@@ -136,7 +145,9 @@ class FeedService:
                     room["viewers_now"] = viewers[i]
                 room["position"] = ctx.first_position - (1 if entry_room is not None else 0) + len(page)
                 page.append(room)
-        self.impressions.publish(impression_events(state.viewer_id, state.session_id, page, meta, int(time.time() * 1000)))
+        self.impressions.publish(
+            impression_events(state.viewer_id, state.session_id, page, meta, int(time.time() * 1000))
+        )
         return {
             "session_id": state.session_id,
             "rooms": page,
@@ -186,7 +197,9 @@ class FeedService:
             }
             entry_room = await self._room_of_merchant(parsed.merchant_id)
             try:
-                await self.inputs.attribution_book.attribute(viewer_id, session_id, parsed, time.time(), code=code)
+                await self.inputs.attribution_book.attribute(
+                    viewer_id, session_id, parsed, time.time(), code=code
+                )
                 record_open = getattr(self.inputs.code_book, "record_open", None)
                 if record_open is not None:
                     await record_open(code)
@@ -205,7 +218,9 @@ class FeedService:
 
     def _parse_code(self, code: str) -> Any:
         if self.inputs.code_book is None or self.inputs.attribution_book is None:
-            raise Unavailable("attribution codes are not available in this build", headers={"Retry-After": "5"})
+            raise Unavailable(
+                "attribution codes are not available in this build", headers={"Retry-After": "5"}
+            )
         try:
             return self.inputs.code_book.parse(code)
         except Exception as exc:

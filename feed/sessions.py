@@ -177,7 +177,11 @@ class LocalSessions:
 
 class SessionBook:
     def __init__(
-        self, redis: Redis, pool: asyncpg.Pool, local: LocalSessions | None = None, lane: RedisLane | None = None
+        self,
+        redis: Redis,
+        pool: asyncpg.Pool,
+        local: LocalSessions | None = None,
+        lane: RedisLane | None = None,
     ) -> None:
         """`lane`: the pipelined connection the two round trips of a page take (redis-py without it)."""
         self.redis = redis
@@ -206,7 +210,9 @@ class SessionBook:
         degraded = False
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(session_key(session_id), mapping={"viewer_id": viewer_id, "created_at": time.time()})
+                pipe.hset(
+                    session_key(session_id), mapping={"viewer_id": viewer_id, "created_at": time.time()}
+                )
                 pipe.expire(session_key(session_id), SESSION_TTL_S)
                 if blocked:
                     pipe.sadd(blocks_key(viewer_id), *blocked)
@@ -335,7 +341,9 @@ class SessionBook:
         viewers = [int(v) for v in replies[1]] if heat is not None else None
         return accepted, viewers
 
-    async def record_served(self, state: SessionState, room_ids: list[str], counters: dict[str, dict[str, int]]) -> bool:
+    async def record_served(
+        self, state: SessionState, room_ids: list[str], counters: dict[str, dict[str, int]]
+    ) -> bool:
         """Add a page to the served set (memory first, then Redis); returns False when Redis was down."""
         state.served.update(room_ids)
         if not room_ids and not state.unsynced:

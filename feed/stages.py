@@ -51,7 +51,9 @@ class CandidateSource:
 
     name = "candidates"
 
-    def __init__(self, live_index: LiveIndexSource, max_staleness_s: float = 0.0, background_from: int = 2_000) -> None:
+    def __init__(
+        self, live_index: LiveIndexSource, max_staleness_s: float = 0.0, background_from: int = 2_000
+    ) -> None:
         """`max_staleness_s`: reuse the snapshot read that recently instead of asking the live index
         (one Redis round trip) on every request; a room that ends is gone from pages within it."""
         self.live_index = live_index
@@ -75,15 +77,22 @@ class CandidateSource:
         served = self._candidates
         if served is not None and served[0] is snapshot:
             return served[1], None
-        if served is None or len(served[1]) < self.background_from or len(snapshot.rooms) < self.background_from:
+        if (
+            served is None
+            or len(served[1]) < self.background_from
+            or len(snapshot.rooms) < self.background_from
+        ):
             return self._of_snapshot(snapshot), None
         if self._preparing is None or self._preparing[1].done():
             self._preparing = (snapshot, asyncio.create_task(self._prepare(snapshot), name="feed-candidates"))
         gone = self._gone
         if gone is None or gone[0] is not snapshot:
             by_id, rooms = snapshot.by_id, served[1].rooms
-            still = np.fromiter(((r := by_id.get(room.room_id)) is not None and r.status == "live" for room in rooms),
-                                dtype=bool, count=len(rooms))
+            still = np.fromiter(
+                ((r := by_id.get(room.room_id)) is not None and r.status == "live" for room in rooms),
+                dtype=bool,
+                count=len(rooms),
+            )
             gone = self._gone = (snapshot, np.flatnonzero(~still))
         return served[1], gone[1]
 
@@ -204,7 +213,9 @@ class Score:
             ctx.model_version = "popularity"
             ctx.degrade("model")
             return
-        c.model_score = scores if np.isfinite(scores).all() else np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
+        c.model_score = (
+            scores if np.isfinite(scores).all() else np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
+        )
         ctx.model_version = str(getattr(scorer, "model_version", "unknown"))
 
 
@@ -219,7 +230,9 @@ def _scaled(values: np.ndarray) -> np.ndarray:
     return values / top if top > 0 else np.zeros_like(values)
 
 
-def session_penalty(c: Candidates, recent: Sequence[RecentVisit], now: float, window_s: int, dwell_ms: int) -> np.ndarray:
+def session_penalty(
+    c: Candidates, recent: Sequence[RecentVisit], now: float, window_s: int, dwell_ms: int
+) -> np.ndarray:
     """1 for rooms of merchants the viewer just swiped away from, 0.5 for rooms of the same category."""
     penalty = np.zeros(len(c), dtype=np.float32)
     horizon_ms = (now - window_s) * 1000
@@ -270,7 +283,10 @@ def viewer_signals(
         decay = 0.5 ** (max(now_ms - visit.ts, 0.0) / half_life_ms)
         skipped = visit.swiped_away or visit.dwell_ms < cfg.swipe_away_dwell_ms
         dwell_s, skips = by_merchant.get(visit.merchant_id, (0.0, 0.0))
-        by_merchant[visit.merchant_id] = (dwell_s + visit.dwell_ms / 1000.0 * decay, skips + (decay if skipped else 0.0))
+        by_merchant[visit.merchant_id] = (
+            dwell_s + visit.dwell_ms / 1000.0 * decay,
+            skips + (decay if skipped else 0.0),
+        )
         if visit.ts >= horizon_ms:
             category = _category_of(c, visit)
             if category is not None:
@@ -308,7 +324,9 @@ class _Merchant:
     merchant_id: str
 
 
-def session_watched(c: Candidates, recent: Sequence[RecentVisit], now: float, window_s: int) -> list[tuple[Any, float]]:
+def session_watched(
+    c: Candidates, recent: Sequence[RecentVisit], now: float, window_s: int
+) -> list[tuple[Any, float]]:
     """(room, dwell seconds) of every leave in the session window: `Scorer.session_similarity`'s input.
     A room no longer live stands in as its merchant (item representations are per merchant)."""
     horizon_ms = (now - window_s) * 1000
@@ -319,7 +337,9 @@ def session_watched(c: Candidates, recent: Sequence[RecentVisit], now: float, wi
         index = c.index_of.get(visit.room_id)
         if index is None:
             rooms = c.rooms_of_merchant.get(visit.merchant_id)
-            room = c.rooms[int(rooms[0])] if rooms is not None and len(rooms) else _Merchant(visit.merchant_id)
+            room = (
+                c.rooms[int(rooms[0])] if rooms is not None and len(rooms) else _Merchant(visit.merchant_id)
+            )
         else:
             room = c.rooms[index]
         watched.append((room, visit.dwell_ms / 1000.0))
@@ -367,7 +387,9 @@ class Blend:
             cached = self._weights = (cfg, blend_weights(cfg))
         return cached[1]
 
-    def room_terms(self, c: Candidates, cfg: RankingConfig, now: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+    def room_terms(
+        self, c: Candidates, cfg: RankingConfig, now: float
+    ) -> tuple[np.ndarray, np.ndarray, float, float]:
         """(feed-only room terms, log popularity, its sum, its sum of squares) for these candidates,
         kept per heat refresh, config and second."""
 
@@ -429,9 +451,13 @@ class Blend:
                 score += w.popularity * zscore_except(popularity, pop_sum, pop_sq, favourites)
         if ctx.model_version != "popularity" and w.lightfm:
             model = c.model_score.astype(np.float64)
-            score += w.lightfm * zscore_except(c.model_score, float(model.sum()), float(np.dot(model, model)), favourites)
+            score += w.lightfm * zscore_except(
+                c.model_score, float(model.sum()), float(np.dot(model, model)), favourites
+            )
         if parts:
-            score[index] += w.repeat * rank_discounted(np.log1p(dwell / 60.0)) - w.repeat_skip * np.log1p(skips)
+            score[index] += w.repeat * rank_discounted(np.log1p(dwell / 60.0)) - w.repeat_skip * np.log1p(
+                skips
+            )
         for shares, weight in ((dwell_share, w.session_category), (skip_share, -w.session_skip)):
             if shares and weight:
                 table = np.zeros(int(c.category_codes.max()) + 1, dtype=np.float32)
@@ -464,7 +490,9 @@ class Filters:
         c, cfg = ctx.candidates, ctx.config
         index_of = c.index_of
         if ctx.served:  # hundreds in a long session: one gather, not a numpy write per room
-            rows = np.fromiter((index_of.get(r, -1) for r in ctx.served), dtype=np.int64, count=len(ctx.served))
+            rows = np.fromiter(
+                (index_of.get(r, -1) for r in ctx.served), dtype=np.int64, count=len(ctx.served)
+            )
             c.keep[rows[rows >= 0]] = False
         horizon_ms = (ctx.now - cfg.swipe_away_window_s) * 1000
         for visit in ctx.recent:
@@ -482,7 +510,11 @@ class Filters:
 
 
 def arrange(
-    order: Sequence[int], merchants: np.ndarray, categories: np.ndarray, max_run: int, reach: int | None = None
+    order: Sequence[int],
+    merchants: np.ndarray,
+    categories: np.ndarray,
+    max_run: int,
+    reach: int | None = None,
 ) -> list[int]:
     """`order` rearranged so no more than `max_run` rooms in a row share a merchant or a category
     (the first `reach` places, when given; the rooms left follow in their order).
@@ -572,8 +604,13 @@ class Exploration:
     name = "exploration"
 
     @staticmethod
-    def draw(rng: np.random.Generator, keep: np.ndarray, eligible: tuple[np.ndarray, np.ndarray], on_page: list[int],
-             slots: int) -> list[int]:
+    def draw(
+        rng: np.random.Generator,
+        keep: np.ndarray,
+        eligible: tuple[np.ndarray, np.ndarray],
+        on_page: list[int],
+        slots: int,
+    ) -> list[int]:
         """Up to `slots` distinct rooms drawn uniformly from the eligible ones still kept and not on the page.
 
         Drawn from all eligible rooms and redrawn when one is taken (a few tries: most are kept, as
@@ -593,7 +630,11 @@ class Exploration:
         mask = keep & eligible[0]
         mask[list(taken)] = False
         left = np.flatnonzero(mask)
-        more = rng.choice(left, size=min(slots - len(picks), len(left)), replace=False).tolist() if len(left) else []
+        more = (
+            rng.choice(left, size=min(slots - len(picks), len(left)), replace=False).tolist()
+            if len(left)
+            else []
+        )
         return picks + [int(i) for i in more]
 
     def eligible(self, c: Candidates, cfg: RankingConfig, now: float) -> tuple[np.ndarray, np.ndarray]:
@@ -620,7 +661,10 @@ class Exploration:
             return
         # The picks take slots of the page: the ranked rooms they displace lead what follows.
         ranked = [i for i in on_page if i not in picks]
-        page, rest = ranked[: ctx.count - len(picks)], ranked[ctx.count - len(picks) :] + ctx.order[ctx.count :]
+        page, rest = (
+            ranked[: ctx.count - len(picks)],
+            ranked[ctx.count - len(picks) :] + ctx.order[ctx.count :],
+        )
         for pick in picks:
             page.insert(int(ctx.rng.integers(0, len(page) + 1)), int(pick))
         ctx.explored = set(picks)

@@ -77,8 +77,15 @@ class BlendWeights:
 
 # The weights tuned on the full simulator run's validation day (docs/ranking.md, Results), rounded:
 # what the feed's ranking config should start from, and what training's promotion gate ranks with.
-TUNED_WEIGHTS = BlendWeights(lightfm=0.095, repeat=8.4, repeat_skip=0.0, popularity=0.071, session_category=0.051,
-                             session_skip=0.156, session_lightfm=0.127)
+TUNED_WEIGHTS = BlendWeights(
+    lightfm=0.095,
+    repeat=8.4,
+    repeat_skip=0.0,
+    popularity=0.071,
+    session_category=0.051,
+    session_skip=0.156,
+    session_lightfm=0.127,
+)
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -118,29 +125,44 @@ def rank_discounted(values: np.ndarray) -> np.ndarray:
     return out
 
 
-COLUMNS: tuple[str, ...] = ("lightfm", "repeat", "repeat_skip", "popularity", "session_category", "session_skip",
-                            "session_lightfm")
+COLUMNS: tuple[str, ...] = (
+    "lightfm",
+    "repeat",
+    "repeat_skip",
+    "popularity",
+    "session_category",
+    "session_skip",
+    "session_lightfm",
+)
 # The columns that come from the LightFM model (dropped together in the ablation).
 LIGHTFM_COLUMNS: tuple[str, ...] = ("lightfm", "session_lightfm")
 
 
 def blend_columns(
-    lightfm: np.ndarray, repeat_dwell_s: np.ndarray, repeat_skips: np.ndarray, popularity: np.ndarray,
-    session_dwell_share: np.ndarray, session_skip_share: np.ndarray, session_lightfm: np.ndarray | None = None,
+    lightfm: np.ndarray,
+    repeat_dwell_s: np.ndarray,
+    repeat_skips: np.ndarray,
+    popularity: np.ndarray,
+    session_dwell_share: np.ndarray,
+    session_skip_share: np.ndarray,
+    session_lightfm: np.ndarray | None = None,
     lightfm_personal: bool = True,
 ) -> np.ndarray:
     """(n, len(COLUMNS)) signed, scaled signals in `COLUMNS` order; the score is this times the weights."""
     discovery = repeat_dwell_s <= 0
     n = lightfm.shape[0]
-    return np.stack([
-        zscore_over(lightfm, discovery) if lightfm_personal else np.zeros(n, dtype=np.float32),
-        rank_discounted(np.log1p(repeat_dwell_s / 60.0)),
-        -np.log1p(repeat_skips),
-        zscore_over(np.log1p(popularity), discovery),
-        session_dwell_share,
-        -session_skip_share,
-        session_lightfm if session_lightfm is not None else np.zeros(n, dtype=np.float32),
-    ], axis=1).astype(np.float32)
+    return np.stack(
+        [
+            zscore_over(lightfm, discovery) if lightfm_personal else np.zeros(n, dtype=np.float32),
+            rank_discounted(np.log1p(repeat_dwell_s / 60.0)),
+            -np.log1p(repeat_skips),
+            zscore_over(np.log1p(popularity), discovery),
+            session_dwell_share,
+            -session_skip_share,
+            session_lightfm if session_lightfm is not None else np.zeros(n, dtype=np.float32),
+        ],
+        axis=1,
+    ).astype(np.float32)
 
 
 def weight_vector(w: BlendWeights) -> np.ndarray:
@@ -148,12 +170,26 @@ def weight_vector(w: BlendWeights) -> np.ndarray:
 
 
 def blend(
-    w: BlendWeights, lightfm: np.ndarray, repeat_dwell_s: np.ndarray, repeat_skips: np.ndarray,
-    popularity: np.ndarray, session_dwell_share: np.ndarray, session_skip_share: np.ndarray,
-    session_lightfm: np.ndarray | None = None, lightfm_personal: bool = True,
+    w: BlendWeights,
+    lightfm: np.ndarray,
+    repeat_dwell_s: np.ndarray,
+    repeat_skips: np.ndarray,
+    popularity: np.ndarray,
+    session_dwell_share: np.ndarray,
+    session_skip_share: np.ndarray,
+    session_lightfm: np.ndarray | None = None,
+    lightfm_personal: bool = True,
 ) -> np.ndarray:
     """The ranker score per candidate (higher first)."""
-    cols = blend_columns(lightfm, repeat_dwell_s, repeat_skips, popularity, session_dwell_share, session_skip_share,
-                         session_lightfm, lightfm_personal)
+    cols = blend_columns(
+        lightfm,
+        repeat_dwell_s,
+        repeat_skips,
+        popularity,
+        session_dwell_share,
+        session_skip_share,
+        session_lightfm,
+        lightfm_personal,
+    )
     out: np.ndarray = cols @ weight_vector(w)
     return out

@@ -39,14 +39,23 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=d.num_threads, help="1 for a reproducible fit")
     p.add_argument("--seed", type=int, default=d.seed)
     w = WeightParams()
-    p.add_argument("--half-life-days", type=float, default=w.half_life_days, help="time decay of interactions")
+    p.add_argument(
+        "--half-life-days", type=float, default=w.half_life_days, help="time decay of interactions"
+    )
     p.add_argument("--purchase-weight", type=float, default=w.purchase_weight)
 
 
 def _model_params(args: argparse.Namespace) -> ModelParams:
-    return ModelParams(no_components=args.components, epochs=args.epochs, learning_rate=args.learning_rate,
-                       item_alpha=args.item_alpha, user_alpha=args.user_alpha, max_sampled=args.max_sampled,
-                       num_threads=args.threads, seed=args.seed)
+    return ModelParams(
+        no_components=args.components,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        item_alpha=args.item_alpha,
+        user_alpha=args.user_alpha,
+        max_sampled=args.max_sampled,
+        num_threads=args.threads,
+        seed=args.seed,
+    )
 
 
 def _weight_params(args: argparse.Namespace) -> WeightParams:
@@ -56,9 +65,15 @@ def _weight_params(args: argparse.Namespace) -> WeightParams:
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     _add_model_args(parser)
     parser.add_argument("--days", type=float, default=14.0, help="archive window to train on")
-    parser.add_argument("--eval-hours", type=float, default=24.0, help="last hours held out to gate promotion")
-    parser.add_argument("--features", type=Path, default=None,
-                        help="JSON {merchant_id: RoomFeatures fields}; default: the rooms catalogue")
+    parser.add_argument(
+        "--eval-hours", type=float, default=24.0, help="last hours held out to gate promotion"
+    )
+    parser.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        help="JSON {merchant_id: RoomFeatures fields}; default: the rooms catalogue",
+    )
     parser.add_argument("--every", type=parse_duration, default=None, help="train periodically, e.g. 10m")
     parser.add_argument("--no-promote", action="store_true", help="register the candidate only")
 
@@ -82,15 +97,27 @@ async def train_command(settings: Any, args: argparse.Namespace) -> int:
     try:
         features = load_features(args.features) if args.features else await features_from_rooms(pool)
         kwargs: dict[str, Any] = {
-            "params": _model_params(args), "weights": _weight_params(args), "days": args.days,
-            "eval_hours": args.eval_hours, "features": features, "promote": not args.no_promote,
+            "params": _model_params(args),
+            "weights": _weight_params(args),
+            "days": args.days,
+            "eval_hours": args.eval_hours,
+            "features": features,
+            "promote": not args.no_promote,
         }
         if args.every:
             await train_forever(pool, args.every, refresh_features=args.features is None, **kwargs)
             return 0
         result = await train_once(pool, **kwargs)
-        print(orjson.dumps({"version": result.version, "promoted": result.promoted, "seconds": round(result.seconds, 1),
-                            "metrics": result.metrics}).decode())
+        print(
+            orjson.dumps(
+                {
+                    "version": result.version,
+                    "promoted": result.promoted,
+                    "seconds": round(result.seconds, 1),
+                    "metrics": result.metrics,
+                }
+            ).decode()
+        )
         return 0
     finally:
         await pool.close()
@@ -99,9 +126,17 @@ async def train_command(settings: Any, args: argparse.Namespace) -> int:
 async def evaluate_command(settings: Any, args: argparse.Namespace) -> int:
     import asyncio
 
-    cfg = OfflineConfig(seed=args.sim_seed, n_viewers=args.viewers, n_merchants=args.merchants,
-                        days=args.train_days + 2, train_days=args.train_days, val_targets=args.val_targets,
-                        test_targets=args.test_targets, model=_model_params(args), weights=_weight_params(args))
+    cfg = OfflineConfig(
+        seed=args.sim_seed,
+        n_viewers=args.viewers,
+        n_merchants=args.merchants,
+        days=args.train_days + 2,
+        train_days=args.train_days,
+        val_targets=args.val_targets,
+        test_targets=args.test_targets,
+        model=_model_params(args),
+        weights=_weight_params(args),
+    )
     report = await asyncio.to_thread(run_offline_evaluation, cfg, args.report)
     print(table(report["test"]))
     print(f"cold-start AUC {report['metrics']['cold_auc']:.3f} ({report['metrics']['cold_targets']} targets)")

@@ -19,11 +19,25 @@ import scipy.sparse as sp
 from ranking.features import RoomFeatures, item_feature_names, user_feature_names
 
 EVENT_TYPES: tuple[str, ...] = (
-    "impression", "enter", "heartbeat", "leave", "like", "comment", "follow", "share",
-    "add_to_cart", "purchase", "deal_claim",
+    "impression",
+    "enter",
+    "heartbeat",
+    "leave",
+    "like",
+    "comment",
+    "follow",
+    "share",
+    "add_to_cart",
+    "purchase",
+    "deal_claim",
 )
 TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
-IMPRESSION, ENTER, LEAVE, PURCHASE = TYPE_CODE["impression"], TYPE_CODE["enter"], TYPE_CODE["leave"], TYPE_CODE["purchase"]
+IMPRESSION, ENTER, LEAVE, PURCHASE = (
+    TYPE_CODE["impression"],
+    TYPE_CODE["enter"],
+    TYPE_CODE["leave"],
+    TYPE_CODE["purchase"],
+)
 DAY_MS = 86_400_000
 
 
@@ -52,9 +66,18 @@ class InteractionLog:
 
     def select(self, mask: np.ndarray) -> InteractionLog:
         return InteractionLog(
-            self.type[mask], self.viewer[mask], self.session[mask], self.room[mask], self.merchant[mask],
-            self.ts[mask], self.dwell_ms[mask], self.amount[mask], self.entry_code[mask],
-            self.viewer_ids, self.merchant_ids, self.room_ids,
+            self.type[mask],
+            self.viewer[mask],
+            self.session[mask],
+            self.room[mask],
+            self.merchant[mask],
+            self.ts[mask],
+            self.dwell_ms[mask],
+            self.amount[mask],
+            self.entry_code[mask],
+            self.viewer_ids,
+            self.merchant_ids,
+            self.room_ids,
         )
 
 
@@ -63,8 +86,15 @@ def from_simulator(market: Any) -> InteractionLog:
     log = market.log
     cfg = market.config
     return InteractionLog(
-        type=log.type.astype(np.int8), viewer=log.viewer, session=log.session, room=log.room,
-        merchant=log.merchant, ts=log.ts, dwell_ms=log.dwell_ms, amount=log.amount, entry_code=log.entry_code,
+        type=log.type.astype(np.int8),
+        viewer=log.viewer,
+        session=log.session,
+        room=log.room,
+        merchant=log.merchant,
+        ts=log.ts,
+        dwell_ms=log.dwell_ms,
+        amount=log.amount,
+        entry_code=log.entry_code,
         viewer_ids=[f"v{i}" for i in range(cfg.n_viewers)],
         merchant_ids=[f"m{i}" for i in range(cfg.n_merchants)],
         room_ids=[f"r{j}" for j in range(len(market.world.r_merchant))],
@@ -85,12 +115,26 @@ def from_events(events: Iterable[Mapping[str, Any]]) -> InteractionLog:
     room, room_ids = _codes([str(r["room_id"]) for r in rows])
     merchant, merchant_ids = _codes([str(r.get("merchant_id") or "") for r in rows])
     ts = np.array([int(r["ts"]) for r in rows], dtype=np.int64)
-    dwell = np.array([int(r["dwell_ms"]) if r.get("dwell_ms") is not None else -1 for r in rows], dtype=np.int64)
+    dwell = np.array(
+        [int(r["dwell_ms"]) if r.get("dwell_ms") is not None else -1 for r in rows], dtype=np.int64
+    )
     amount = np.array([float(r["amount"]) if r.get("amount") is not None else np.nan for r in rows])
     code = np.array([bool(r.get("entry_code_merchant_id")) for r in rows], dtype=bool)
     order = np.argsort(ts, kind="stable")
-    return InteractionLog(types[order], viewer[order], session[order], room[order], merchant[order], ts[order],
-                          dwell[order], amount[order], code[order], viewer_ids, merchant_ids, room_ids)
+    return InteractionLog(
+        types[order],
+        viewer[order],
+        session[order],
+        room[order],
+        merchant[order],
+        ts[order],
+        dwell[order],
+        amount[order],
+        code[order],
+        viewer_ids,
+        merchant_ids,
+        room_ids,
+    )
 
 
 ARCHIVE_QUERY = """
@@ -144,15 +188,20 @@ def _feature_matrix(rows: list[list[str]], vocab: dict[str, int]) -> sp.csr_matr
         indices.extend(vocab[n] for n in names)
         indptr.append(len(indices))
     data = np.ones(len(indices), dtype=np.float32)
-    mat = sp.csr_matrix((data, np.array(indices, dtype=np.int32), np.array(indptr)), shape=(len(rows), len(vocab)))
+    mat = sp.csr_matrix(
+        (data, np.array(indices, dtype=np.int32), np.array(indptr)), shape=(len(rows), len(vocab))
+    )
     # Row-normalise as LightFM's Dataset does, so a representation is the mean of its parts.
     sums = np.asarray(mat.sum(axis=1)).ravel()
     return sp.csr_matrix(sp.diags(1.0 / np.maximum(sums, 1.0)) @ mat, dtype=np.float32)
 
 
 def build_training_set(
-    log: InteractionLog, merchant_features: Mapping[str, RoomFeatures], until_ms: int,
-    params: WeightParams = WeightParams(), exclude_merchants: Iterable[str] = (),
+    log: InteractionLog,
+    merchant_features: Mapping[str, RoomFeatures],
+    until_ms: int,
+    params: WeightParams = WeightParams(),
+    exclude_merchants: Iterable[str] = (),
 ) -> TrainingSet:
     """LightFM matrices from the log before `until_ms`; `exclude_merchants` are held out entirely."""
     excluded = {log.merchant_ids.index(m) for m in exclude_merchants if m in log.merchant_ids}
@@ -185,7 +234,9 @@ def build_training_set(
     agg = agg.tocoo()
     # Repeat visits saturate: the first visits carry the taste signal, the blend's repeat term the rest.
     weights = sp.coo_matrix((np.log1p(agg.data).astype(np.float32), (agg.row, agg.col)), shape=agg.shape)
-    interactions = sp.coo_matrix((np.ones_like(agg.data, dtype=np.float32), (agg.row, agg.col)), shape=agg.shape)
+    interactions = sp.coo_matrix(
+        (np.ones_like(agg.data, dtype=np.float32), (agg.row, agg.col)), shape=agg.shape
+    )
 
     # Item features: identity + the merchant's room features.
     item_rows: list[list[str]] = []
@@ -206,8 +257,10 @@ def build_training_set(
     for vv, mm in zip(w.viewer[code_enters].tolist(), w.merchant[code_enters].tolist(), strict=True):
         entry_of.setdefault(vv, set()).add(log.merchant_ids[mm])
     user_ids = [log.viewer_ids[u] for u in users.tolist()]
-    user_rows = [[f"id:{uid}", *user_feature_names(sorted(entry_of.get(u, ())))] for uid, u in
-                 zip(user_ids, users.tolist(), strict=True)]
+    user_rows = [
+        [f"id:{uid}", *user_feature_names(sorted(entry_of.get(u, ())))]
+        for uid, u in zip(user_ids, users.tolist(), strict=True)
+    ]
     user_vocab: dict[str, int] = {}
     for names in user_rows:
         for n in names:
@@ -215,11 +268,17 @@ def build_training_set(
 
     popularity = np.asarray(agg.sum(axis=0)).ravel() if agg.nnz else np.zeros(len(items))
     return TrainingSet(
-        interactions=interactions, weights=weights,
-        user_features=_feature_matrix(user_rows, user_vocab), item_features=_feature_matrix(item_rows, item_vocab),
-        user_ids=user_ids, merchant_ids=items, user_feature_names=list(user_vocab),
-        item_feature_names=list(item_vocab), merchant_popularity=np.log1p(popularity).astype(np.float32),
-        since_ms=int(w.ts.min()) if len(w) else until_ms, until_ms=until_ms,
+        interactions=interactions,
+        weights=weights,
+        user_features=_feature_matrix(user_rows, user_vocab),
+        item_features=_feature_matrix(item_rows, item_vocab),
+        user_ids=user_ids,
+        merchant_ids=items,
+        user_feature_names=list(user_vocab),
+        item_feature_names=list(item_vocab),
+        merchant_popularity=np.log1p(popularity).astype(np.float32),
+        since_ms=int(w.ts.min()) if len(w) else until_ms,
+        until_ms=until_ms,
     )
 
 

@@ -66,8 +66,15 @@ class Targets:
 
 
 # `blend`'s inputs in argument order (Targets.signals columns).
-SIGNALS: tuple[str, ...] = ("lightfm", "repeat_dwell_s", "repeat_skips", "popularity", "session_dwell_share",
-                            "session_skip_share", "session_lightfm")
+SIGNALS: tuple[str, ...] = (
+    "lightfm",
+    "repeat_dwell_s",
+    "repeat_skips",
+    "popularity",
+    "session_dwell_share",
+    "session_skip_share",
+    "session_lightfm",
+)
 
 
 @dataclass
@@ -90,8 +97,14 @@ def _decay(value: float, last: int, now: int, half_life_ms: float) -> float:
 
 
 def collect_targets(
-    log: InteractionLog, schedule: Schedule, scorer: Scorer, windows: Sequence[tuple[int, int]],
-    max_targets: Sequence[int], weights: BlendWeights, held_out: set[int] | None = None, seed: int = 0,
+    log: InteractionLog,
+    schedule: Schedule,
+    scorer: Scorer,
+    windows: Sequence[tuple[int, int]],
+    max_targets: Sequence[int],
+    weights: BlendWeights,
+    held_out: set[int] | None = None,
+    seed: int = 0,
 ) -> list[Targets]:
     """Replay `log` in time order; for sampled enters inside each window, record every method's signals."""
     rng = np.random.default_rng(seed)
@@ -108,10 +121,15 @@ def collect_targets(
             inside = np.sort(rng.choice(inside, cap, replace=False))
         chosen.update(dict.fromkeys(inside.tolist(), k))
     # Impressions that were swiped away (no enter of that room in that session).
-    entered_pairs = set(zip(log.session[log.type == ENTER].tolist(), log.room[log.type == ENTER].tolist(), strict=True))
+    entered_pairs = set(
+        zip(log.session[log.type == ENTER].tolist(), log.room[log.type == ENTER].tolist(), strict=True)
+    )
 
-    room_item = np.fromiter((scorer.merchant_position(f) for f in schedule.room_features), dtype=np.int64,
-                            count=len(schedule.room_features))
+    room_item = np.fromiter(
+        (scorer.merchant_position(f) for f in schedule.room_features),
+        dtype=np.int64,
+        count=len(schedule.room_features),
+    )
     items, item_bias, item_pop = scorer._items, scorer._bias, scorer._pop
     unit_items = scorer.unit_items()
     pop_total = np.zeros(n_m)
@@ -123,12 +141,30 @@ def collect_targets(
     sessions: dict[int, _Session] = {}
     cand_of_merchant = np.full(n_m, -1, dtype=np.int64)
     out: list[dict[str, list[np.ndarray] | list[int] | list[bool]]] = [
-        {k: [] for k in ("columns", "signals", "room", "pop", "rep", "lightfm", "target", "repeat", "held_out",
-                         "known", "personal", "event")}
-        for _ in windows]
+        {
+            k: []
+            for k in (
+                "columns",
+                "signals",
+                "room",
+                "pop",
+                "rep",
+                "lightfm",
+                "target",
+                "repeat",
+                "held_out",
+                "known",
+                "personal",
+                "event",
+            )
+        }
+        for _ in windows
+    ]
     mask_idx = np.flatnonzero(np.isin(log.type, [IMPRESSION, ENTER, LEAVE]) & (log.ts < end))
-    typ, vie, ses, roo, mer, tss, dwl = (a[mask_idx].tolist() for a in
-                                         (log.type, log.viewer, log.session, log.room, log.merchant, log.ts, log.dwell_ms))
+    typ, vie, ses, roo, mer, tss, dwl = (
+        a[mask_idx].tolist()
+        for a in (log.type, log.viewer, log.session, log.room, log.merchant, log.ts, log.dwell_ms)
+    )
     pos_list = mask_idx.tolist()
     for i in range(len(pos_list)):
         t_type, v, s, r, m, t = typ[i], vie[i], ses[i], roo[i], mer[i], tss[i]
@@ -190,7 +226,9 @@ def collect_targets(
                 sk = sess.cat_skip[cats] / ssum if ssum > 0 else np.zeros(lm.size)
                 sl = session_cosine(unit_items[ip], sess.watched)
                 o = out[k]
-                o["columns"].append(blend_columns(lf, rep_dwell, rep_skip, pop_now, sd, sk, sl, user is not None))  # type: ignore[arg-type]
+                o["columns"].append(
+                    blend_columns(lf, rep_dwell, rep_skip, pop_now, sd, sk, sl, user is not None)
+                )  # type: ignore[arg-type]
                 o["signals"].append(np.stack([lf, rep_dwell, rep_skip, pop_now, sd, sk, sl], axis=1))  # type: ignore[arg-type]
                 o["room"].append(live)  # type: ignore[arg-type]
                 o["pop"].append(pop_total[lm].copy())  # type: ignore[arg-type]
@@ -210,19 +248,23 @@ def collect_targets(
     result = []
     for o in out:
         sizes = [len(x) for x in o["pop"]]  # type: ignore[arg-type]
-        result.append(Targets(
-            columns=np.concatenate(o["columns"]) if sizes else np.zeros((0, len(COLUMNS)), np.float32),  # type: ignore[arg-type]
-            signals=np.concatenate(o["signals"]) if sizes else np.zeros((0, len(SIGNALS))),  # type: ignore[arg-type]
-            room=np.concatenate(o["room"]) if sizes else np.zeros(0, np.int64),  # type: ignore[arg-type]
-            pop=np.concatenate(o["pop"]) if sizes else np.zeros(0),  # type: ignore[arg-type]
-            rep=np.concatenate(o["rep"]) if sizes else np.zeros(0),  # type: ignore[arg-type]
-            lightfm=np.concatenate(o["lightfm"]) if sizes else np.zeros(0),  # type: ignore[arg-type]
-            offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-            target=np.array(o["target"], dtype=np.int64), repeat=np.array(o["repeat"], dtype=bool),
-            held_out=np.array(o["held_out"], dtype=bool), known_viewer=np.array(o["known"], dtype=bool),
-            personal=np.array(o["personal"], dtype=bool),
-            event=np.array(o["event"], dtype=np.int64),
-        ))
+        result.append(
+            Targets(
+                columns=np.concatenate(o["columns"]) if sizes else np.zeros((0, len(COLUMNS)), np.float32),  # type: ignore[arg-type]
+                signals=np.concatenate(o["signals"]) if sizes else np.zeros((0, len(SIGNALS))),  # type: ignore[arg-type]
+                room=np.concatenate(o["room"]) if sizes else np.zeros(0, np.int64),  # type: ignore[arg-type]
+                pop=np.concatenate(o["pop"]) if sizes else np.zeros(0),  # type: ignore[arg-type]
+                rep=np.concatenate(o["rep"]) if sizes else np.zeros(0),  # type: ignore[arg-type]
+                lightfm=np.concatenate(o["lightfm"]) if sizes else np.zeros(0),  # type: ignore[arg-type]
+                offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                target=np.array(o["target"], dtype=np.int64),
+                repeat=np.array(o["repeat"], dtype=bool),
+                held_out=np.array(o["held_out"], dtype=bool),
+                known_viewer=np.array(o["known"], dtype=bool),
+                personal=np.array(o["personal"], dtype=bool),
+                event=np.array(o["event"], dtype=np.int64),
+            )
+        )
     return result
 
 
@@ -237,14 +279,26 @@ def ranks(scores: np.ndarray, t: Targets, rng: np.random.Generator) -> np.ndarra
 
 def metrics_from_ranks(r: np.ndarray) -> dict[str, float]:
     if r.size == 0:
-        return {"n": 0, "hr1": float("nan"), "hr5": float("nan"), "hr10": float("nan"), "ndcg10": float("nan")}
+        return {
+            "n": 0,
+            "hr1": float("nan"),
+            "hr5": float("nan"),
+            "hr10": float("nan"),
+            "ndcg10": float("nan"),
+        }
     ndcg = np.where(r < 10, 1.0 / np.log2(r + 2.0), 0.0)
-    return {"n": int(r.size), "hr1": float((r < 1).mean()), "hr5": float((r < 5).mean()),
-            "hr10": float((r < 10).mean()), "ndcg10": float(ndcg.mean())}
+    return {
+        "n": int(r.size),
+        "hr1": float((r < 1).mean()),
+        "hr5": float((r < 5).mean()),
+        "hr10": float((r < 10).mean()),
+        "ndcg10": float(ndcg.mean()),
+    }
 
 
-def method_scores(t: Targets, method: str, w: BlendWeights, w_no_lightfm: BlendWeights,
-                  rng: np.random.Generator) -> np.ndarray:
+def method_scores(
+    t: Targets, method: str, w: BlendWeights, w_no_lightfm: BlendWeights, rng: np.random.Generator
+) -> np.ndarray:
     if method == "ranker":
         return t.columns @ weight_vector(w)
     if method == "ranker_no_lightfm":
@@ -258,14 +312,19 @@ def method_scores(t: Targets, method: str, w: BlendWeights, w_no_lightfm: BlendW
     return rng.random(t.pop.shape[0])
 
 
-def evaluate(t: Targets, w: BlendWeights, w_no_lightfm: BlendWeights, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+def evaluate(
+    t: Targets, w: BlendWeights, w_no_lightfm: BlendWeights, seed: int = 0
+) -> dict[str, dict[str, dict[str, float]]]:
     """{method: {overall|repeat|new: {n, hr1, hr5, hr10, ndcg10}}}."""
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for method in METHODS:
         r = ranks(method_scores(t, method, w, w_no_lightfm, rng), t, rng)
-        out[method] = {"overall": metrics_from_ranks(r), "repeat": metrics_from_ranks(r[t.repeat]),
-                       "new": metrics_from_ranks(r[~t.repeat])}
+        out[method] = {
+            "overall": metrics_from_ranks(r),
+            "repeat": metrics_from_ranks(r[t.repeat]),
+            "new": metrics_from_ranks(r[~t.repeat]),
+        }
     return out
 
 
@@ -274,8 +333,9 @@ def _new_hits(t: Targets, w: BlendWeights) -> np.ndarray:
     return (r[~t.repeat] < 5).astype(np.float64)
 
 
-def ablation_gain(t: Targets, w: BlendWeights, w_no_lightfm: BlendWeights, seed: int = 0,
-                  resamples: int = 2_000) -> dict[str, float]:
+def ablation_gain(
+    t: Targets, w: BlendWeights, w_no_lightfm: BlendWeights, seed: int = 0, resamples: int = 2_000
+) -> dict[str, float]:
     """What LightFM adds on new targets: HR@5 of the ranker minus its ablation, paired bootstrap 95 % CI.
 
     Both rank the same targets, so the difference is judged per target (paired), which is far
@@ -283,17 +343,30 @@ def ablation_gain(t: Targets, w: BlendWeights, w_no_lightfm: BlendWeights, seed:
     """
     a, b = _new_hits(t, w), _new_hits(t, w_no_lightfm)
     if a.size == 0:
-        return {"gain": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "relative": float("nan")}
+        return {
+            "gain": float("nan"),
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+            "relative": float("nan"),
+        }
     diff = a - b
     rng = np.random.default_rng(seed)
     boots = np.array([diff[rng.integers(0, diff.size, diff.size)].mean() for _ in range(resamples)])
-    return {"gain": float(diff.mean()), "ci_low": float(np.quantile(boots, 0.025)),
-            "ci_high": float(np.quantile(boots, 0.975)), "relative": float(a.mean() / max(b.mean(), 1e-12) - 1.0),
-            "new_targets": int(a.size)}
+    return {
+        "gain": float(diff.mean()),
+        "ci_low": float(np.quantile(boots, 0.025)),
+        "ci_high": float(np.quantile(boots, 0.975)),
+        "relative": float(a.mean() / max(b.mean(), 1e-12) - 1.0),
+        "new_targets": int(a.size),
+    }
 
 
-def tradeoff_curve(t: Targets, w: BlendWeights, w_no_lightfm: BlendWeights,
-                   grid: Sequence[float] = tuple(np.geomspace(0.1, 10.0, 9))) -> list[dict[str, float]]:
+def tradeoff_curve(
+    t: Targets,
+    w: BlendWeights,
+    w_no_lightfm: BlendWeights,
+    grid: Sequence[float] = tuple(np.geomspace(0.1, 10.0, 9)),
+) -> list[dict[str, float]]:
     """Overall and new HR@5 as the favourites weight `repeat` varies, for the ranker and its ablation
     at the same `repeat`: shows LightFM's gain on new targets is not one point of the trade-off."""
     rows = []
@@ -311,7 +384,7 @@ def cold_auc(t: Targets) -> tuple[float, int]:
     """Mean per-target AUC of the LightFM score for targets whose merchant was held out of training."""
     aucs = []
     for i in np.flatnonzero(t.held_out & t.known_viewer).tolist():
-        seg = t.lightfm[t.offsets[i]:t.offsets[i + 1]]
+        seg = t.lightfm[t.offsets[i] : t.offsets[i + 1]]
         s = seg[t.target[i]]
         others = np.delete(seg, t.target[i])
         aucs.append(((others < s).sum() + 0.5 * (others == s).sum()) / max(others.size, 1))
@@ -340,15 +413,25 @@ def _discovery_objective(t: Targets, w: BlendWeights, rng: np.random.Generator) 
 # Columns that order the discovery candidates (tuned in stage 1); `repeat` is tuned in stage 2.
 DISCOVERY_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c != "repeat")
 SEARCH_RANGES: dict[str, tuple[float, float]] = {
-    "lightfm": (0.0, 3.0), "repeat_skip": (0.0, 2.0), "popularity": (0.0, 3.0),
-    "session_category": (0.0, 6.0), "session_skip": (0.0, 4.0), "session_lightfm": (0.0, 4.0),
+    "lightfm": (0.0, 3.0),
+    "repeat_skip": (0.0, 2.0),
+    "popularity": (0.0, 3.0),
+    "session_category": (0.0, 6.0),
+    "session_skip": (0.0, 4.0),
+    "session_lightfm": (0.0, 4.0),
 }
 DISCOVERY_SCALE = 0.5
 REPEAT_GRID = np.geomspace(0.05, 10.0, 31)
 
 
-def tune_weights(t: Targets, base: BlendWeights, use_lightfm: bool = True, trials: int = 150,
-                 seed: int = 0, new_weight: float = NEW_WEIGHT) -> tuple[BlendWeights, float]:
+def tune_weights(
+    t: Targets,
+    base: BlendWeights,
+    use_lightfm: bool = True,
+    trials: int = 150,
+    seed: int = 0,
+    new_weight: float = NEW_WEIGHT,
+) -> tuple[BlendWeights, float]:
     """Two stages on the validation targets (never the test day); returns the weights and stage 2's score.
 
     1. How to order what the viewer has never watched: random search plus coordinate refinement
@@ -364,7 +447,10 @@ def tune_weights(t: Targets, base: BlendWeights, use_lightfm: bool = True, trial
     from the model is held at 0.
     """
     rng = np.random.default_rng(seed)
-    fixed = {"repeat_half_life_h": base.repeat_half_life_h, "popularity_half_life_min": base.popularity_half_life_min}
+    fixed = {
+        "repeat_half_life_h": base.repeat_half_life_h,
+        "popularity_half_life_min": base.popularity_half_life_min,
+    }
 
     def make(v: dict[str, float], repeat: float = 0.0) -> BlendWeights:
         if not use_lightfm:
@@ -392,7 +478,9 @@ def tune_weights(t: Targets, base: BlendWeights, use_lightfm: bool = True, trial
                     best, best_v = score, v
     total = sum(best_v[c] for c in DISCOVERY_COLUMNS if use_lightfm or c not in LIGHTFM_COLUMNS)
     best_v = {c: x * DISCOVERY_SCALE / total if total > 0 else x for c, x in best_v.items()}
-    scores = [_objective(t, make(best_v, float(g)), np.random.default_rng(seed), new_weight) for g in REPEAT_GRID]
+    scores = [
+        _objective(t, make(best_v, float(g)), np.random.default_rng(seed), new_weight) for g in REPEAT_GRID
+    ]
     k = int(np.argmax(scores))
     return make(best_v, float(REPEAT_GRID[k])), float(scores[k])
 

@@ -57,14 +57,37 @@ class RankingModel:
     until_ms: int = 0
 
     def to_bytes(self) -> bytes:
-        meta = {k: getattr(self, k) for k in ("version", "params", "user_ids", "merchant_ids",
-                                               "user_feature_names", "item_feature_names", "since_ms", "until_ms")}
+        meta = {
+            k: getattr(self, k)
+            for k in (
+                "version",
+                "params",
+                "user_ids",
+                "merchant_ids",
+                "user_feature_names",
+                "item_feature_names",
+                "since_ms",
+                "until_ms",
+            )
+        }
         buf = io.BytesIO()
         np.savez_compressed(
-            buf, meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
-            **{k: getattr(self, k) for k in ("user_repr", "user_bias", "item_repr", "item_bias", "user_feature_emb",
-                                             "user_feature_bias", "item_feature_emb", "item_feature_bias",
-                                             "merchant_popularity")},
+            buf,
+            meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
+            **{
+                k: getattr(self, k)
+                for k in (
+                    "user_repr",
+                    "user_bias",
+                    "item_repr",
+                    "item_bias",
+                    "user_feature_emb",
+                    "user_feature_bias",
+                    "item_feature_emb",
+                    "item_feature_bias",
+                    "merchant_popularity",
+                )
+            },
         )
         return buf.getvalue()
 
@@ -80,7 +103,12 @@ class _Progress:
     """A tqdm-like bar on stderr (tqdm is not a dependency of the project)."""
 
     def __init__(self, total: int, label: str, stream: Any = None) -> None:
-        self.total, self.label, self.stream, self.start = total, label, stream or sys.stderr, time.perf_counter()
+        self.total, self.label, self.stream, self.start = (
+            total,
+            label,
+            stream or sys.stderr,
+            time.perf_counter(),
+        )
 
     def update(self, done: int, extra: str = "") -> None:
         frac = done / max(self.total, 1)
@@ -92,18 +120,30 @@ class _Progress:
         self.stream.flush()
 
 
-def fit_lightfm(data: TrainingSet, params: ModelParams, progress: bool = True,
-                on_epoch: Callable[[int, LightFM], None] | None = None) -> LightFM:
+def fit_lightfm(
+    data: TrainingSet,
+    params: ModelParams,
+    progress: bool = True,
+    on_epoch: Callable[[int, LightFM], None] | None = None,
+) -> LightFM:
     model = LightFM(
-        no_components=params.no_components, loss=params.loss, learning_rate=params.learning_rate,
-        item_alpha=params.item_alpha, user_alpha=params.user_alpha, max_sampled=params.max_sampled,
+        no_components=params.no_components,
+        loss=params.loss,
+        learning_rate=params.learning_rate,
+        item_alpha=params.item_alpha,
+        user_alpha=params.user_alpha,
+        max_sampled=params.max_sampled,
         random_state=np.random.RandomState(params.seed),
     )
     bar = _Progress(params.epochs, "train") if progress else None
     for epoch in range(params.epochs):
         model.fit_partial(
-            data.interactions, user_features=data.user_features, item_features=data.item_features,
-            sample_weight=data.weights, epochs=1, num_threads=params.num_threads,
+            data.interactions,
+            user_features=data.user_features,
+            item_features=data.item_features,
+            sample_weight=data.weights,
+            epochs=1,
+            num_threads=params.num_threads,
         )
         if bar:
             bar.update(epoch + 1)
@@ -116,13 +156,23 @@ def to_ranking_model(model: LightFM, data: TrainingSet, params: ModelParams, ver
     ub, ur = model.get_user_representations(data.user_features)
     ib, ir = model.get_item_representations(data.item_features)
     return RankingModel(
-        version=version, params=asdict(params), user_ids=data.user_ids, merchant_ids=data.merchant_ids,
-        user_feature_names=data.user_feature_names, item_feature_names=data.item_feature_names,
-        user_repr=ur.astype(np.float32), user_bias=ub.astype(np.float32),
-        item_repr=ir.astype(np.float32), item_bias=ib.astype(np.float32),
-        user_feature_emb=model.user_embeddings.astype(np.float32), user_feature_bias=model.user_biases.astype(np.float32),
-        item_feature_emb=model.item_embeddings.astype(np.float32), item_feature_bias=model.item_biases.astype(np.float32),
-        merchant_popularity=data.merchant_popularity, since_ms=data.since_ms, until_ms=data.until_ms,
+        version=version,
+        params=asdict(params),
+        user_ids=data.user_ids,
+        merchant_ids=data.merchant_ids,
+        user_feature_names=data.user_feature_names,
+        item_feature_names=data.item_feature_names,
+        user_repr=ur.astype(np.float32),
+        user_bias=ub.astype(np.float32),
+        item_repr=ir.astype(np.float32),
+        item_bias=ib.astype(np.float32),
+        user_feature_emb=model.user_embeddings.astype(np.float32),
+        user_feature_bias=model.user_biases.astype(np.float32),
+        item_feature_emb=model.item_embeddings.astype(np.float32),
+        item_feature_bias=model.item_biases.astype(np.float32),
+        merchant_popularity=data.merchant_popularity,
+        since_ms=data.since_ms,
+        until_ms=data.until_ms,
     )
 
 

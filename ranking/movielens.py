@@ -29,10 +29,14 @@ def find_wheel(cache_dir: Path = REPO_ROOT / ".data" / "wheels", download: bool 
     if found:
         return found[0]
     if not download:
-        raise FileNotFoundError(f"no recbole wheel in {cache_dir}; run: pip download --no-deps {WHEEL_SPEC} -d {cache_dir}")
+        raise FileNotFoundError(
+            f"no recbole wheel in {cache_dir}; run: pip download --no-deps {WHEEL_SPEC} -d {cache_dir}"
+        )
     cache_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", WHEEL_SPEC, "-d", str(cache_dir), "-q"],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL_SPEC, "-d", str(cache_dir), "-q"],
+        check=True,
+    )
     return sorted(cache_dir.glob("recbole-1.2.1-*.whl"))[0]
 
 

@@ -71,7 +71,9 @@ def flatten_metrics(res: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dic
 
 def schedule_from_market(market: Any) -> Schedule:
     w = market.world
-    return Schedule(w.r_merchant, w.r_start, w.r_end, w.m_cat[w.r_merchant], [r.features for r in market.rooms])
+    return Schedule(
+        w.r_merchant, w.r_start, w.r_end, w.m_cat[w.r_merchant], [r.features for r in market.rooms]
+    )
 
 
 def merchant_features(rooms: Any) -> dict[str, RoomFeatures]:
@@ -102,15 +104,18 @@ def schedule_from_log(log: InteractionLog, features: Mapping[str, RoomFeatures])
     return Schedule(merchant, start, end, room_cat, room_features)
 
 
-def run_offline_evaluation(cfg: OfflineConfig, report_dir: Path | None = None, market: Any = None,
-                           log_stream: Any = None) -> dict[str, Any]:
+def run_offline_evaluation(
+    cfg: OfflineConfig, report_dir: Path | None = None, market: Any = None, log_stream: Any = None
+) -> dict[str, Any]:
     from simulator import Marketplace  # the simulator is only needed for offline evaluation
 
     say = log_stream or sys.stderr
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if market is None:
-        market = Marketplace(seed=cfg.seed, n_merchants=cfg.n_merchants, n_viewers=cfg.n_viewers, days=cfg.days)
+        market = Marketplace(
+            seed=cfg.seed, n_merchants=cfg.n_merchants, n_viewers=cfg.n_viewers, days=cfg.days
+        )
     log = from_simulator(market)
     timings["simulate_s"] = time.perf_counter() - t0
     print(f"simulated {len(log):,} events in {timings['simulate_s']:.1f}s", file=say)
@@ -123,16 +128,25 @@ def run_offline_evaluation(cfg: OfflineConfig, report_dir: Path | None = None, m
     features = merchant_features(market.rooms)
 
     t0 = time.perf_counter()
-    data = build_training_set(log, features, split_val, cfg.weights, exclude_merchants=[f"m{i}" for i in held])
+    data = build_training_set(
+        log, features, split_val, cfg.weights, exclude_merchants=[f"m{i}" for i in held]
+    )
     model = train_model(data, cfg.model, version=f"offline-{cfg.seed}")
     timings["train_s"] = time.perf_counter() - t0
     print(f"trained on {data.n_interactions:,} viewer-merchant pairs in {timings['train_s']:.1f}s", file=say)
 
     t0 = time.perf_counter()
     base = BlendWeights()
-    val, test = collect_targets(log, schedule_from_market(market), Scorer(model),
-                                [(split_val, split_test), (split_test, end)],
-                                [cfg.val_targets, cfg.test_targets], base, held, seed=cfg.seed)
+    val, test = collect_targets(
+        log,
+        schedule_from_market(market),
+        Scorer(model),
+        [(split_val, split_test), (split_test, end)],
+        [cfg.val_targets, cfg.test_targets],
+        base,
+        held,
+        seed=cfg.seed,
+    )
     timings["replay_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     w_ranker, _ = tune_weights(val, base, use_lightfm=True, seed=cfg.seed)
@@ -147,12 +161,19 @@ def run_offline_evaluation(cfg: OfflineConfig, report_dir: Path | None = None, m
         "ablation": {k: round(v, 4) if isinstance(v, float) else v for k, v in gain.items()},
         "tradeoff": tradeoff_curve(test, w_ranker, w_ablation),
         "config": {**asdict(cfg)},
-        "test": results, "validation": val_results,
+        "test": results,
+        "validation": val_results,
         "metrics": {**flatten_metrics(results), "cold_auc": round(auc, 4), "cold_targets": n_cold},
         "weights": {"ranker": w_ranker.to_dict(), "ranker_no_lightfm": w_ablation.to_dict()},
-        "targets": {"validation": len(val), "test": len(test), "test_repeat_share": float(test.repeat.mean()),
-                    "test_mean_candidates": float(np.diff(test.offsets).mean()) if len(test) else 0.0},
-        "events": len(log), "train_pairs": data.n_interactions, "timings": timings,
+        "targets": {
+            "validation": len(val),
+            "test": len(test),
+            "test_repeat_share": float(test.repeat.mean()),
+            "test_mean_candidates": float(np.diff(test.offsets).mean()) if len(test) else 0.0,
+        },
+        "events": len(log),
+        "train_pairs": data.n_interactions,
+        "timings": timings,
     }
     if report_dir is not None:
         write_report(report, test, Path(report_dir))
@@ -164,8 +185,10 @@ def table(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
     for method in METHODS:
         for split in ("overall", "repeat", "new"):
             m = results[method][split]
-            lines.append(f"| {method} | {split} | {m['n']} | {m['hr1']:.3f} | {m['hr5']:.3f} | {m['hr10']:.3f} "
-                         f"| {m['ndcg10']:.3f} |")
+            lines.append(
+                f"| {method} | {split} | {m['n']} | {m['hr1']:.3f} | {m['hr5']:.3f} | {m['hr10']:.3f} "
+                f"| {m['ndcg10']:.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -178,27 +201,42 @@ def write_report(report: Mapping[str, Any], test: Targets, report_dir: Path) -> 
     report_dir.mkdir(parents=True, exist_ok=True)
     res = report["test"]
     md = [
-        "# Ranking evaluation (availability-aware protocol, simulator test day)", "",
-        table(res), "",
+        "# Ranking evaluation (availability-aware protocol, simulator test day)",
+        "",
+        table(res),
+        "",
         f"Cold-start AUC (merchants held out of training): {report['metrics']['cold_auc']:.3f} "
         f"over {report['metrics']['cold_targets']} targets.",
         f"Test targets: {report['targets']['test']} (repeat share {report['targets']['test_repeat_share']:.2f}, "
-        f"mean {report['targets']['test_mean_candidates']:.0f} live candidates).", "",
+        f"mean {report['targets']['test_mean_candidates']:.0f} live candidates).",
+        "",
         f"What LightFM adds on new targets (ranker minus ranker_no_lightfm, HR@5, paired bootstrap over "
         f"{report['ablation']['new_targets']} new targets): {report['ablation']['gain']:+.4f} "
         f"(95 % CI {report['ablation']['ci_low']:+.4f} … {report['ablation']['ci_high']:+.4f}; "
-        f"{100 * report['ablation']['relative']:+.1f} %).", "",
-        "Trade-off (test day, the favourites weight `repeat` varied, everything else as tuned):", "",
+        f"{100 * report['ablation']['relative']:+.1f} %).",
+        "",
+        "Trade-off (test day, the favourites weight `repeat` varied, everything else as tuned):",
+        "",
         "| repeat | ranker HR@5 | ranker new HR@5 | no-LightFM HR@5 | no-LightFM new HR@5 |",
         "|---:|---:|---:|---:|---:|",
-        *(f"| {r['repeat']:.3g} | {r['hr5_ranker']:.3f} | {r['hr5_new_ranker']:.3f} | {r['hr5_ranker_no_lightfm']:.3f} "
-          f"| {r['hr5_new_ranker_no_lightfm']:.3f} |" for r in report["tradeoff"]), "",
-        f"Tuning objective: {report['objective']}.", "",
-        "Blend weights (tuned on the validation day):", "",
-        "```", orjson.dumps(report["weights"], option=orjson.OPT_INDENT_2).decode(), "```",
+        *(
+            f"| {r['repeat']:.3g} | {r['hr5_ranker']:.3f} | {r['hr5_new_ranker']:.3f} | {r['hr5_ranker_no_lightfm']:.3f} "
+            f"| {r['hr5_new_ranker_no_lightfm']:.3f} |"
+            for r in report["tradeoff"]
+        ),
+        "",
+        f"Tuning objective: {report['objective']}.",
+        "",
+        "Blend weights (tuned on the validation day):",
+        "",
+        "```",
+        orjson.dumps(report["weights"], option=orjson.OPT_INDENT_2).decode(),
+        "```",
     ]
     (report_dir / "eval.md").write_text("\n".join(md) + "\n")
-    (report_dir / "eval.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    (report_dir / "eval.json").write_bytes(
+        orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
     fig, axes = plt.subplots(1, 4, figsize=(17, 4))
     for ax, split in zip(axes[:3], ("overall", "repeat", "new"), strict=True):
         x = np.arange(len(METHODS))
@@ -209,7 +247,9 @@ def write_report(report: Mapping[str, Any], test: Targets, report_dir: Path) -> 
     axes[0].legend()
     curve = report["tradeoff"]
     for name, label in (("ranker", "ranker"), ("ranker_no_lightfm", "without LightFM")):
-        axes[3].plot([r[f"hr5_{name}"] for r in curve], [r[f"hr5_new_{name}"] for r in curve], "o-", label=label)
+        axes[3].plot(
+            [r[f"hr5_{name}"] for r in curve], [r[f"hr5_new_{name}"] for r in curve], "o-", label=label
+        )
     axes[3].set_xlabel("overall HR@5")
     axes[3].set_ylabel("new-target HR@5")
     axes[3].set_title("trade-off as the repeat weight varies")

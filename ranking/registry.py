@@ -48,18 +48,30 @@ def _ts(ms: int) -> datetime | None:
 
 def _record(row: Mapping[str, Any]) -> ModelRecord:
     return ModelRecord(
-        version=row["version"], status=row["status"], params=orjson.loads(row["params"]),
-        metrics=orjson.loads(row["metrics"]), created_at=row["created_at"], data_since=row["data_since"],
-        data_until=row["data_until"], promoted_at=row["promoted_at"], promoted_by=row["promoted_by"],
+        version=row["version"],
+        status=row["status"],
+        params=orjson.loads(row["params"]),
+        metrics=orjson.loads(row["metrics"]),
+        created_at=row["created_at"],
+        data_since=row["data_since"],
+        data_until=row["data_until"],
+        promoted_at=row["promoted_at"],
+        promoted_by=row["promoted_by"],
     )
 
 
-_COLUMNS = "version, status, params::text AS params, metrics::text AS metrics, created_at, data_since, " \
-           "data_until, promoted_at, promoted_by"
+_COLUMNS = (
+    "version, status, params::text AS params, metrics::text AS metrics, created_at, data_since, "
+    "data_until, promoted_at, promoted_by"
+)
 
 
-def not_worse(candidate: Mapping[str, Any], current: Mapping[str, Any], metrics: Sequence[str] = GATE_METRICS,
-              tolerance: float = 0.0) -> bool:
+def not_worse(
+    candidate: Mapping[str, Any],
+    current: Mapping[str, Any],
+    metrics: Sequence[str] = GATE_METRICS,
+    tolerance: float = 0.0,
+) -> bool:
     """True when the candidate is at least as good on every gate metric the current one has."""
     for key in metrics:
         if key not in current:
@@ -79,8 +91,13 @@ class ModelRegistry:
             await conn.execute(
                 "INSERT INTO ranking_models (version, params, data_since, data_until, metrics, artifact, checksum) "
                 "VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7)",
-                model.version, orjson.dumps(model.params).decode(), _ts(model.since_ms), _ts(model.until_ms),
-                orjson.dumps(dict(metrics)).decode(), blob, hashlib.sha256(blob).hexdigest(),
+                model.version,
+                orjson.dumps(model.params).decode(),
+                _ts(model.since_ms),
+                _ts(model.until_ms),
+                orjson.dumps(dict(metrics)).decode(),
+                blob,
+                hashlib.sha256(blob).hexdigest(),
             )
         return model.version
 
@@ -96,18 +113,24 @@ class ModelRegistry:
 
     async def promoted_version(self) -> str | None:
         async with self.pool.acquire() as conn:
-            value: str | None = await conn.fetchval("SELECT version FROM ranking_models WHERE status = 'promoted'")
+            value: str | None = await conn.fetchval(
+                "SELECT version FROM ranking_models WHERE status = 'promoted'"
+            )
         return value
 
     async def versions(self, limit: int = 50) -> list[ModelRecord]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM ranking_models ORDER BY created_at DESC LIMIT $1", limit)  # noqa: S608
+                f"SELECT {_COLUMNS} FROM ranking_models ORDER BY created_at DESC LIMIT $1",  # noqa: S608
+                limit,
+            )
         return [_record(r) for r in rows]
 
     async def load(self, version: str) -> RankingModel:
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow("SELECT artifact, checksum FROM ranking_models WHERE version = $1", version)
+            row = await conn.fetchrow(
+                "SELECT artifact, checksum FROM ranking_models WHERE version = $1", version
+            )
         if row is None:
             raise KeyError(f"no model {version!r}")
         blob = bytes(row["artifact"])
@@ -118,21 +141,35 @@ class ModelRegistry:
     async def promote(self, version: str, by: str, action: str = "promote") -> None:
         """Make `version` the promoted model (the previous one is retired), atomically."""
         async with self.pool.acquire() as conn, conn.transaction():
-            exists = await conn.fetchval("SELECT 1 FROM ranking_models WHERE version = $1 FOR UPDATE", version)
+            exists = await conn.fetchval(
+                "SELECT 1 FROM ranking_models WHERE version = $1 FOR UPDATE", version
+            )
             if not exists:
                 raise KeyError(f"no model {version!r}")
             previous = await conn.fetchval(
-                "UPDATE ranking_models SET status = 'retired' WHERE status = 'promoted' RETURNING version")
+                "UPDATE ranking_models SET status = 'retired' WHERE status = 'promoted' RETURNING version"
+            )
             await conn.execute(
                 "UPDATE ranking_models SET status = 'promoted', promoted_at = now(), promoted_by = $2 "
-                "WHERE version = $1", version, by)
+                "WHERE version = $1",
+                version,
+                by,
+            )
             await conn.execute(
                 "INSERT INTO ranking_model_promotions (version, previous, action, by_whom) VALUES ($1, $2, $3, $4)",
-                version, previous, action, by)
+                version,
+                previous,
+                action,
+                by,
+            )
 
-    async def promote_if_not_worse(self, version: str, by: str = "trainer",
-                                   current_metrics: Mapping[str, Any] | None = None,
-                                   tolerance: float = 0.0) -> bool:
+    async def promote_if_not_worse(
+        self,
+        version: str,
+        by: str = "trainer",
+        current_metrics: Mapping[str, Any] | None = None,
+        tolerance: float = 0.0,
+    ) -> bool:
         """Promote the candidate unless the current model beats it on a gate metric.
 
         `current_metrics` lets the trainer compare both models on the same held-out data; without
@@ -155,7 +192,8 @@ class ModelRegistry:
         async with self.pool.acquire() as conn:
             previous = await conn.fetchval(
                 "SELECT previous FROM ranking_model_promotions p JOIN ranking_models m ON m.version = p.version "
-                "WHERE m.status = 'promoted' ORDER BY p.id DESC LIMIT 1")
+                "WHERE m.status = 'promoted' ORDER BY p.id DESC LIMIT 1"
+            )
         if previous is None:
             raise LookupError("nothing to roll back to")
         await self.promote(previous, by, action="rollback")
@@ -165,8 +203,12 @@ class ModelRegistry:
 class ModelWatcher:
     """Keeps an API process's `Scorer` on the promoted model; start()/stop() explicitly."""
 
-    def __init__(self, registry: ModelRegistry, interval_s: float = 5.0,
-                 on_change: Callable[[Scorer], None] | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        interval_s: float = 5.0,
+        on_change: Callable[[Scorer], None] | None = None,
+    ) -> None:
         self.registry = registry
         self.interval_s = interval_s
         self.on_change = on_change

@@ -137,12 +137,17 @@ class Scorer:
         self._last_key = key
         return self._last
 
-    def user_vector(self, viewer_id: str, entry_merchant_ids: Sequence[str] = ()) -> tuple[np.ndarray, float] | None:
+    def user_vector(
+        self, viewer_id: str, entry_merchant_ids: Sequence[str] = ()
+    ) -> tuple[np.ndarray, float] | None:
         i = self._user_pos.get(viewer_id)
         if i is not None:
             return self.model.user_repr[i], float(self.model.user_bias[i])
-        idx = [self._user_feature_pos[n] for n in user_feature_names(entry_merchant_ids)
-               if n in self._user_feature_pos]
+        idx = [
+            self._user_feature_pos[n]
+            for n in user_feature_names(entry_merchant_ids)
+            if n in self._user_feature_pos
+        ]
         if not idx:
             return None
         return self.model.user_feature_emb[idx].mean(axis=0), float(self.model.user_feature_bias[idx].mean())
@@ -151,8 +156,9 @@ class Scorer:
         """Every cached item representation scaled to unit length (rows as `merchant_position`)."""
         return unit_rows(self._items[: self._n])
 
-    def session_similarity(self, rooms: Sequence[RoomFeatures] | LiveItems,
-                           watched: Sequence[tuple[RoomFeatures, float]]) -> np.ndarray:
+    def session_similarity(
+        self, rooms: Sequence[RoomFeatures] | LiveItems, watched: Sequence[tuple[RoomFeatures, float]]
+    ) -> np.ndarray:
         """Per room: cosine with the dwell-weighted mean of merchants watched this session.
 
         `watched` is (room, dwell seconds) for every leave so far in the session. This is
@@ -175,8 +181,12 @@ class Scorer:
     def is_known(self, viewer_id: str) -> bool:
         return viewer_id in self._user_pos
 
-    def score(self, viewer_id: str, rooms: Sequence[RoomFeatures] | LiveItems,
-              entry_merchant_ids: Sequence[str] = ()) -> np.ndarray:
+    def score(
+        self,
+        viewer_id: str,
+        rooms: Sequence[RoomFeatures] | LiveItems,
+        entry_merchant_ids: Sequence[str] = (),
+    ) -> np.ndarray:
         """float32 score per room, in the order given; higher is better."""
         live = self._live(rooms)
         user = self.user_vector(viewer_id, entry_merchant_ids)

@@ -57,9 +57,13 @@ def features_from_tokens(tokens_by_merchant: Mapping[str, list[str]]) -> dict[st
             kind, _, value = t.partition(":")
             by.setdefault(kind, []).append(value)
         out[mid] = RoomFeatures(
-            room_id="", merchant_id=mid, category=(by.get("category") or ["unknown"])[0],
-            tags=by.get("tag", []), price_band=(by.get("price") or ["mid"])[0],
-            format=(by.get("format") or ["one_to_many"])[0], host=(by.get("host") or [""])[0],
+            room_id="",
+            merchant_id=mid,
+            category=(by.get("category") or ["unknown"])[0],
+            tags=by.get("tag", []),
+            price_band=(by.get("price") or ["mid"])[0],
+            format=(by.get("format") or ["one_to_many"])[0],
+            host=(by.get("host") or [""])[0],
         )
     return out
 
@@ -77,20 +81,36 @@ async def features_from_rooms(pool: Any) -> dict[str, RoomFeatures]:
         return {}
 
 
-def score_on(log: InteractionLog, model: RankingModel, features: Mapping[str, RoomFeatures], since_ms: int,
-             until_ms: int, max_targets: int, weights: BlendWeights) -> dict[str, float]:
-    (targets,) = collect_targets(log, schedule_from_log(log, features), Scorer(model), [(since_ms, until_ms)],
-                                 [max_targets], weights)
+def score_on(
+    log: InteractionLog,
+    model: RankingModel,
+    features: Mapping[str, RoomFeatures],
+    since_ms: int,
+    until_ms: int,
+    max_targets: int,
+    weights: BlendWeights,
+) -> dict[str, float]:
+    (targets,) = collect_targets(
+        log, schedule_from_log(log, features), Scorer(model), [(since_ms, until_ms)], [max_targets], weights
+    )
     if len(targets) == 0:
         return {}
     without_lightfm = replace(weights, **dict.fromkeys(LIGHTFM_COLUMNS, 0.0))
     return flatten_metrics(evaluate(targets, weights, without_lightfm))
 
 
-async def train_once(pool: Any, params: ModelParams, weights: WeightParams, days: float, eval_hours: float,
-                     features: Mapping[str, RoomFeatures], until_ms: int | None = None,
-                     blend_weights: BlendWeights | None = None, max_targets: int = 5_000,
-                     promote: bool = True) -> TrainingRound:
+async def train_once(
+    pool: Any,
+    params: ModelParams,
+    weights: WeightParams,
+    days: float,
+    eval_hours: float,
+    features: Mapping[str, RoomFeatures],
+    until_ms: int | None = None,
+    blend_weights: BlendWeights | None = None,
+    max_targets: int = 5_000,
+    promote: bool = True,
+) -> TrainingRound:
     t0 = time.perf_counter()
     until = until_ms or int(time.time() * 1000)
     since = until - int(days * 24 * HOUR_MS)
@@ -104,7 +124,9 @@ async def train_once(pool: Any, params: ModelParams, weights: WeightParams, days
     data = build_training_set(log, features, split, weights)
     if data.n_interactions == 0:
         raise RuntimeError("no watched rooms (leave events) before the held-out window yet")
-    version = datetime.fromtimestamp(until / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ") + f"-k{params.no_components}"
+    version = (
+        datetime.fromtimestamp(until / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ") + f"-k{params.no_components}"
+    )
     model = await asyncio.to_thread(train_model, data, params, version)
     bw = blend_weights or TUNED_WEIGHTS
     metrics = score_on(log, model, features, split, until, max_targets, bw)
@@ -127,8 +149,11 @@ async def train_forever(pool: Any, every_s: float, refresh_features: bool = Fals
             if refresh_features:
                 kwargs["features"] = await features_from_rooms(pool)
             result = await train_once(pool, **kwargs)
-            print(f"model {result.version}: promoted={result.promoted} in {result.seconds:.1f}s {result.metrics}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"model {result.version}: promoted={result.promoted} in {result.seconds:.1f}s {result.metrics}",
+                file=sys.stderr,
+                flush=True,
+            )
         except RuntimeError as exc:
             print(f"training skipped: {exc}", file=sys.stderr, flush=True)
         except Exception as exc:  # the trainer process outlives one bad round

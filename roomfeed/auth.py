@@ -162,7 +162,11 @@ def verified_viewer(secret: str, token: str) -> str | None:
         if len(_verified_tokens) >= _VIEWER_TOKEN_CACHE_SIZE:
             _verified_tokens.clear()
         # Keyed by the token, whose signature binds the viewer id and expiry; bounded by the expiry.
-        _verified_tokens[token] = (min(now + VIEWER_TOKEN_CACHE_SECONDS, float(token.rsplit(".", 2)[1])), viewer_id, secret)
+        _verified_tokens[token] = (
+            min(now + VIEWER_TOKEN_CACHE_SECONDS, float(token.rsplit(".", 2)[1])),
+            viewer_id,
+            secret,
+        )
     return viewer_id
 
 
@@ -228,7 +232,9 @@ class RateCharge:
         allowed, wait_ms = reply
         if int(allowed) != 1:
             retry_after = max(1, math.ceil(int(wait_ms) / 1000))
-            raise RateLimited(f"too many requests; retry in {retry_after} s", headers={"Retry-After": str(retry_after)})
+            raise RateLimited(
+                f"too many requests; retry in {retry_after} s", headers={"Retry-After": str(retry_after)}
+            )
 
 
 async def require_with_charge(request: Request, *roles: Role) -> tuple[Principal, RateCharge | None]:

@@ -121,7 +121,9 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await redis.aclose(close_connection_pool=True)
         for r in replays:
-            print(f"{r.sink}: replayed {sum(r.records_to.values())} record(s) from offset 0 ({r.seconds:.2f}s)")
+            print(
+                f"{r.sink}: replayed {sum(r.records_to.values())} record(s) from offset 0 ({r.seconds:.2f}s)"
+            )
         return 0
 
     return asyncio.run(live_stats())
@@ -156,7 +158,9 @@ def build_parser() -> tuple[
 
     p = verbs.add_parser("rebuild", help="rebuild Redis state from PostgreSQL (and Kafka with --live-stats)")
     p.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations first")
-    p.add_argument("--live-stats", action="store_true", help="also replay Kafka into live stats (worker stopped)")
+    p.add_argument(
+        "--live-stats", action="store_true", help="also replay Kafka into live stats (worker stopped)"
+    )
     handlers["rebuild"] = _rebuild
 
     p = verbs.add_parser("keys", help="operator/merchant keys and viewer tokens")

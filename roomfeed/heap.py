@@ -34,8 +34,16 @@ async def keep_frozen(period_s: float = PERIOD_S, first_s: float = FIRST_S) -> N
         gc.unfreeze()
         freed = gc.collect()
         gc.freeze()
-        log.info("heap refrozen", extra={"fields": {"freed": freed, "frozen": gc.get_freeze_count(),
-                                                      "pause_ms": round((time.perf_counter() - started) * 1000, 1)}})
+        log.info(
+            "heap refrozen",
+            extra={
+                "fields": {
+                    "freed": freed,
+                    "frozen": gc.get_freeze_count(),
+                    "pause_ms": round((time.perf_counter() - started) * 1000, 1),
+                }
+            },
+        )
 
 
 @contextlib.asynccontextmanager

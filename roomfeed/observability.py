@@ -98,7 +98,9 @@ class RequestMiddleware:
         try:
             if _has_nul(scope):
                 # PostgreSQL text cannot hold U+0000: refuse it here once, for every route's ids and params.
-                raise ApiError("the path or query contains a NUL character", status=400, code="invalid_request")
+                raise ApiError(
+                    "the path or query contains a NUL character", status=400, code="invalid_request"
+                )
             await self.app(scope, receive, send_with_id)
         except ApiError as error:
             if response_started:

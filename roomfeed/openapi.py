@@ -41,7 +41,9 @@ _ERROR_RESPONSES = {
 }
 
 
-def build_schema(routes: list[BaseRoute], version: str, schemas: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_schema(
+    routes: list[BaseRoute], version: str, schemas: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The document; `schemas` are named components the routes' docstrings `$ref` (written once by
     the domain that owns them, e.g. the ranking config's fields from feed.config.RANGES)."""
     generator = SchemaGenerator(

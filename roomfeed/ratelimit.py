@@ -56,6 +56,8 @@ def configure(settings: Settings) -> None:
     VIEWER_LIMIT = Limit(per_second=settings.rate_viewer_per_s, burst=settings.rate_viewer_burst)
     DEVICE_LIMIT = Limit(per_second=settings.rate_device_per_s, burst=settings.rate_device_burst)
     MERCHANT_KEY_LIMIT = Limit(per_second=settings.rate_merchant_per_s, burst=settings.rate_merchant_burst)
+
+
 # After Redis fails, stop asking it for this long (the limiter is open: nothing is limited).
 OPEN_CIRCUIT_SECONDS = 2.0
 

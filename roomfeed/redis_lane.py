@@ -97,8 +97,9 @@ class Script:
 
 
 class RedisLane:
-    def __init__(self, url: str, *, connect_timeout: float = 0.5, timeout: float = 1.0,
-                 retry_after_s: float = 0.2) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float = 0.5, timeout: float = 1.0, retry_after_s: float = 0.2
+    ) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("redis", "unix"):
             raise ValueError(f"a Redis lane speaks redis:// or unix://, not {parsed.scheme}://")
@@ -142,7 +143,9 @@ class RedisLane:
                     _, protocol = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
                 setup: list[tuple[Any, ...]] = []
                 if self.password is not None:
-                    setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
+                    setup.append(
+                        ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+                    )
                 if self.db:
                     setup.append(("SELECT", self.db))
                 for reply in await self._send(protocol, setup) if setup else []:

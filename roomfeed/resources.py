@@ -38,7 +38,10 @@ class Resources:
     async def open(cls, settings: Settings, *, kafka: bool = True) -> Resources:
         pool = await create_pool(settings)
         resources = cls(
-            settings=settings, pool=pool, redis=create_redis(settings), producer=make_producer(settings),
+            settings=settings,
+            pool=pool,
+            redis=create_redis(settings),
+            producer=make_producer(settings),
             redis_lane=RedisLane(settings.redis_url),
         )
         if kafka:

@@ -576,7 +576,12 @@ class KafkaBroker(_TerminatedServer):
         # URL-safe base64 may start with "-": passed as --cluster-id=ID so it is never read as an option.
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = self._java(
-            "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.properties_path), quick=True
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            "-c",
+            str(self.properties_path),
+            quick=True,
         )
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=self.data_dir)
         if proc.returncode != 0:
@@ -623,7 +628,6 @@ class KafkaBroker(_TerminatedServer):
 
     def _metadata_answers(self) -> bool:
         return _run_coroutine(lambda: kafka_answers(self.bootstrap()))
-
 
 
 async def kafka_answers(bootstrap: str, timeout_ms: int = 3000) -> bool:

@@ -33,6 +33,13 @@ from simulator.market import Marketplace, SimSession, SimulatedViewer
 from simulator.world import CATEGORIES, Merchant, SimConfig, SimRoom
 
 __all__ = [
-    "CATEGORIES", "EVENT_TYPES", "EventLog", "Marketplace", "Merchant", "SimConfig", "SimRoom",
-    "SimSession", "SimulatedViewer",
+    "CATEGORIES",
+    "EVENT_TYPES",
+    "EventLog",
+    "Marketplace",
+    "Merchant",
+    "SimConfig",
+    "SimRoom",
+    "SimSession",
+    "SimulatedViewer",
 ]

@@ -17,8 +17,17 @@ import numpy as np
 from simulator.world import CATEGORIES, DAY_MS, MINUTE_MS, World
 
 EVENT_TYPES: tuple[str, ...] = (
-    "impression", "enter", "heartbeat", "leave", "like", "comment", "follow", "share",
-    "add_to_cart", "purchase", "deal_claim",
+    "impression",
+    "enter",
+    "heartbeat",
+    "leave",
+    "like",
+    "comment",
+    "follow",
+    "share",
+    "add_to_cart",
+    "purchase",
+    "deal_claim",
 )
 T = {name: i for i, name in enumerate(EVENT_TYPES)}
 BAND_PRICE_MEDIAN = np.array([39.0, 129.0, 499.0, 2999.0])
@@ -49,18 +58,38 @@ class Outcomes:
 
 
 def visit_outcomes(
-    rng: np.random.Generator, world: World, match: np.ndarray, quality: np.ndarray, intent: np.ndarray,
-    bandfit: np.ndarray, familiarity: np.ndarray, follow_tab: np.ndarray, forced: np.ndarray,
+    rng: np.random.Generator,
+    world: World,
+    match: np.ndarray,
+    quality: np.ndarray,
+    intent: np.ndarray,
+    bandfit: np.ndarray,
+    familiarity: np.ndarray,
+    follow_tab: np.ndarray,
+    forced: np.ndarray,
 ) -> Outcomes:
     """What viewers do with the rooms put in front of them (vectorised over pairs)."""
     c = world.config
     n = match.shape[0]
     fam = np.log1p(familiarity)
-    u = (c.enter_bias + c.w_match * match + c.w_quality * quality + c.w_intent * intent
-         + c.w_band * bandfit + c.w_familiar * fam + c.follow_tab_bonus * follow_tab)
+    u = (
+        c.enter_bias
+        + c.w_match * match
+        + c.w_quality * quality
+        + c.w_intent * intent
+        + c.w_band * bandfit
+        + c.w_familiar * fam
+        + c.follow_tab_bonus * follow_tab
+    )
     enter = (rng.random(n) < _sigmoid(u)) | forced
-    log_dwell = (np.log(c.dwell_median_s) + 0.5 * match + 0.3 * quality + 0.4 * intent + 0.3 * fam
-                 + rng.normal(0.0, c.dwell_sigma, n))
+    log_dwell = (
+        np.log(c.dwell_median_s)
+        + 0.5 * match
+        + 0.3 * quality
+        + 0.4 * intent
+        + 0.3 * fam
+        + rng.normal(0.0, c.dwell_sigma, n)
+    )
     dwell_ms = np.clip(np.exp(log_dwell) * 1000.0, 3000.0, 3_600_000.0).astype(np.int64)
     dmin = np.log1p(dwell_ms / 60_000.0)
     r = rng.random((8, n))
@@ -98,9 +127,14 @@ class EventLog:
         t = EVENT_TYPES[int(self.type[i])]
         m = f"m{int(self.merchant[i])}"
         e: dict[str, object] = {
-            "event_id": f"sim{self.seed}-{i}", "type": t, "viewer_id": f"v{int(self.viewer[i])}",
-            "session_id": f"s{int(self.session[i])}", "room_id": f"r{int(self.room[i])}",
-            "merchant_id": m, "ts": int(self.ts[i]), "device_id": f"d{int(self.viewer[i])}",
+            "event_id": f"sim{self.seed}-{i}",
+            "type": t,
+            "viewer_id": f"v{int(self.viewer[i])}",
+            "session_id": f"s{int(self.session[i])}",
+            "room_id": f"r{int(self.room[i])}",
+            "merchant_id": m,
+            "ts": int(self.ts[i]),
+            "device_id": f"d{int(self.viewer[i])}",
         }
         if t == "impression":
             e["position"] = int(self.position[i])
@@ -135,12 +169,33 @@ class SessionTable:
 
 class _Columns:
     def __init__(self) -> None:
-        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in (
-            "type", "session", "room", "ts", "dwell_ms", "amount", "product", "position", "entry_code")}
+        self.parts: dict[str, list[np.ndarray]] = {
+            k: []
+            for k in (
+                "type",
+                "session",
+                "room",
+                "ts",
+                "dwell_ms",
+                "amount",
+                "product",
+                "position",
+                "entry_code",
+            )
+        }
 
-    def emit(self, rng: np.random.Generator, typ: int, session: np.ndarray, room: np.ndarray, ts: np.ndarray,
-             dwell_ms: np.ndarray | None = None, amount: np.ndarray | None = None,
-             position: np.ndarray | None = None, entry_code: np.ndarray | None = None) -> None:
+    def emit(
+        self,
+        rng: np.random.Generator,
+        typ: int,
+        session: np.ndarray,
+        room: np.ndarray,
+        ts: np.ndarray,
+        dwell_ms: np.ndarray | None = None,
+        amount: np.ndarray | None = None,
+        position: np.ndarray | None = None,
+        entry_code: np.ndarray | None = None,
+    ) -> None:
         n = session.shape[0]
         if n == 0:
             return
@@ -167,8 +222,11 @@ def draw_sessions(world: World, rng: np.random.Generator) -> SessionTable:
     day = rng.integers(0, c.days, n)
     # App usage peaks at lunch and in the evening (local time); a fifth is spread over the day.
     which = rng.choice(3, size=n, p=[0.25, 0.55, 0.20])
-    minute = np.where(which == 0, rng.normal(12.5 * 60, 60, n),
-                      np.where(which == 1, rng.normal(20.5 * 60, 90, n), rng.uniform(0, 1440, n)))
+    minute = np.where(
+        which == 0,
+        rng.normal(12.5 * 60, 60, n),
+        np.where(which == 1, rng.normal(20.5 * 60, 90, n), rng.uniform(0, 1440, n)),
+    )
     minute = np.clip(minute, 0, 1439.9)
     start = c.start_ms + day * DAY_MS + (minute * MINUTE_MS).astype(np.int64)
     # Some sessions are opened by a "now live" notification from a favourite merchant.
@@ -188,13 +246,20 @@ def draw_sessions(world: World, rng: np.random.Generator) -> SessionTable:
     nidx = np.flatnonzero(notified)[ok]
     room = room[ok]
     dur = world.r_end[room] - world.r_start[room]
-    start[nidx] = world.r_start[room] + (rng.random(room.size) * np.minimum(dur - 10 * MINUTE_MS, 30 * MINUTE_MS)).astype(np.int64)
+    start[nidx] = world.r_start[room] + (
+        rng.random(room.size) * np.minimum(dur - 10 * MINUTE_MS, 30 * MINUTE_MS)
+    ).astype(np.int64)
     notify_room[nidx] = room
     cum = np.cumsum(world.v_catw[viewer], axis=1)
     intent = (cum < rng.random(n)[:, None] * cum[:, -1:]).sum(axis=1)
     order = np.argsort(start, kind="stable")
-    return SessionTable(viewer=viewer[order], start_ms=start[order], intent=intent[order],
-                        code_merchant=np.full(n, -1, np.int64), notify_room=notify_room[order])
+    return SessionTable(
+        viewer=viewer[order],
+        start_ms=start[order],
+        intent=intent[order],
+        code_merchant=np.full(n, -1, np.int64),
+        notify_room=notify_room[order],
+    )
 
 
 def _update_favourites(world: World, viewers: np.ndarray, merchants: np.ndarray, gains: np.ndarray) -> None:
@@ -244,7 +309,8 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
         match = (world.v_taste[v] @ world.m_latent[M].T) / world.match_scale
         intent = (world.m_cat[M][None, :] == intent_cat[:, None]).astype(np.float32)
         policy = c.feed_pop_weight * world.m_hotness[M][None, :] + c.feed_category_bonus * (
-            world.m_cat[M][None, :] == world.v_topcat[v][:, None])
+            world.m_cat[M][None, :] == world.v_topcat[v][:, None]
+        )
         # Affinity of each session's viewer to each candidate room's merchant.
         pos = np.full((nm, 2), -1, dtype=np.int64)
         for j, m in enumerate(M.tolist()):
@@ -310,9 +376,15 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
             merch = M[choice]
             mi = match[idx, choice]
             out = visit_outcomes(
-                rng, world, mi, world.m_quality[merch], intent[idx, choice],
-                band_fit(world.v_band[v[idx]], world.m_band[merch]), Ai[np.arange(n), choice],
-                follow_tab.astype(np.float32), forced,
+                rng,
+                world,
+                mi,
+                world.m_quality[merch],
+                intent[idx, choice],
+                band_fit(world.v_band[v[idx]], world.m_band[merch]),
+                Ai[np.arange(n), choice],
+                follow_tab.astype(np.float32),
+                forced,
             )
             s_ids = sid[idx]
             cols.emit(rng, T["impression"], s_ids, rooms, t, position=step[idx])
@@ -324,9 +396,17 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
             hb = np.minimum(dwell // (c.heartbeat_s * 1000), 30) * e
             rep = np.repeat(np.arange(n), hb)
             k_in = np.arange(rep.size) - np.repeat(np.cumsum(hb) - hb, hb)
-            cols.emit(rng, T["heartbeat"], s_ids[rep], rooms[rep], enter_ts[rep] + (k_in + 1) * c.heartbeat_s * 1000)
-            for name, flag in (("like", out.like), ("comment", out.comment), ("follow", out.follow),
-                               ("share", out.share), ("add_to_cart", out.cart), ("deal_claim", out.deal)):
+            cols.emit(
+                rng, T["heartbeat"], s_ids[rep], rooms[rep], enter_ts[rep] + (k_in + 1) * c.heartbeat_s * 1000
+            )
+            for name, flag in (
+                ("like", out.like),
+                ("comment", out.comment),
+                ("follow", out.follow),
+                ("share", out.share),
+                ("add_to_cart", out.cart),
+                ("deal_claim", out.deal),
+            ):
                 at = enter_ts[flag] + (rng.random(int(flag.sum())) * dwell[flag]).astype(np.int64)
                 cols.emit(rng, T[name], s_ids[flag], rooms[flag], at)
                 if name == "add_to_cart":
@@ -347,16 +427,27 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
             cont &= ts[idx] - sessions.start_ms[sid[idx]] < 3 * 3_600_000
             alive[idx] = cont
         if visits_v:
-            _update_favourites(world, np.concatenate(visits_v), np.concatenate(visits_m), np.concatenate(visits_g))
+            _update_favourites(
+                world, np.concatenate(visits_v), np.concatenate(visits_m), np.concatenate(visits_g)
+            )
     col = cols.concat()
     order = np.lexsort((_TYPE_ORDER[col["type"]], col["ts"]))
     col = {k: a[order] for k, a in col.items()}
     session = col["session"]
     room = col["room"]
     log = EventLog(
-        type=col["type"], session=session, viewer=sessions.viewer[session], room=room,
-        merchant=world.r_merchant[room], ts=col["ts"], dwell_ms=col["dwell_ms"], amount=col["amount"],
-        product=col["product"], position=col["position"], entry_code=col["entry_code"], seed=seed,
+        type=col["type"],
+        session=session,
+        viewer=sessions.viewer[session],
+        room=room,
+        merchant=world.r_merchant[room],
+        ts=col["ts"],
+        dwell_ms=col["dwell_ms"],
+        amount=col["amount"],
+        product=col["product"],
+        position=col["position"],
+        entry_code=col["entry_code"],
+        seed=seed,
     )
     return log, sessions
 

@@ -37,8 +37,8 @@ from simulator.world import (
 
 
 def _index(prefix: str, ident: str) -> int:
-    if ident.startswith(prefix) and ident[len(prefix):].isdigit():
-        return int(ident[len(prefix):])
+    if ident.startswith(prefix) and ident[len(prefix) :].isdigit():
+        return int(ident[len(prefix) :])
     return -1
 
 
@@ -54,8 +54,15 @@ class SimSession:
 class Marketplace:
     """A seeded live-shopping marketplace: world, schedule, sessions and their events."""
 
-    def __init__(self, seed: int = 7, n_merchants: int = 5_000, n_viewers: int = 100_000, days: int = 7,
-                 config: SimConfig | None = None, **overrides: object) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        n_merchants: int = 5_000,
+        n_viewers: int = 100_000,
+        days: int = 7,
+        config: SimConfig | None = None,
+        **overrides: object,
+    ) -> None:
         base = config or SimConfig()
         fields = {"seed": seed, "n_merchants": n_merchants, "n_viewers": n_viewers, "days": days}
         if config is not None:
@@ -110,8 +117,13 @@ class Marketplace:
         st = self.session_table
         for i in range(st.viewer.shape[0]):
             cm = int(st.code_merchant[i])
-            yield SimSession(f"s{i}", f"v{int(st.viewer[i])}", int(st.start_ms[i]), CATEGORIES[int(st.intent[i])],
-                             f"m{cm}" if cm >= 0 else None)
+            yield SimSession(
+                f"s{i}",
+                f"v{int(st.viewer[i])}",
+                int(st.start_ms[i]),
+                CATEGORIES[int(st.intent[i])],
+                f"m{cm}" if cm >= 0 else None,
+            )
 
     # --- ground truth ----------------------------------------------------------------------
     def merchant_latent(self, room: RoomFeatures) -> np.ndarray:
@@ -122,8 +134,11 @@ class Marketplace:
             return w.m_latent[i]
         cat = CATEGORIES.index(room.category) if room.category in CATEGORIES else 0
         vec = w.cat_vecs[cat].copy()
-        tags = [CATEGORIES.index(t.split("/")[0]) * TAGS_PER_CATEGORY + int(t.split("/t")[1])
-                for t in room.tags if "/t" in t and t.split("/")[0] in CATEGORIES]
+        tags = [
+            CATEGORIES.index(t.split("/")[0]) * TAGS_PER_CATEGORY + int(t.split("/t")[1])
+            for t in room.tags
+            if "/t" in t and t.split("/")[0] in CATEGORIES
+        ]
         if tags:
             vec += w.tag_vecs[tags].mean(axis=0) * 0.8
         if room.price_band in PRICE_BANDS:
@@ -134,16 +149,29 @@ class Marketplace:
         v = _index("v", viewer_id)
         return float(self.world.v_taste[v] @ self.merchant_latent(room)) / self.world.match_scale
 
-    def viewer(self, viewer_id: str, session_id: str, start_ms: int, seed: int = 0,
-               entry_code_merchant_id: str | None = None) -> SimulatedViewer:
+    def viewer(
+        self,
+        viewer_id: str,
+        session_id: str,
+        start_ms: int,
+        seed: int = 0,
+        entry_code_merchant_id: str | None = None,
+    ) -> SimulatedViewer:
         return SimulatedViewer(self, viewer_id, session_id, start_ms, seed, entry_code_merchant_id)
 
 
 class SimulatedViewer:
     """One simulated viewer in one session, reacting to rooms a feed offers, one at a time."""
 
-    def __init__(self, market: Marketplace, viewer_id: str, session_id: str, start_ms: int, seed: int = 0,
-                 entry_code_merchant_id: str | None = None) -> None:
+    def __init__(
+        self,
+        market: Marketplace,
+        viewer_id: str,
+        session_id: str,
+        start_ms: int,
+        seed: int = 0,
+        entry_code_merchant_id: str | None = None,
+    ) -> None:
         self.market = market
         self.viewer_id = viewer_id
         self.session_id = session_id
@@ -166,8 +194,13 @@ class SimulatedViewer:
         hit = w.fav_m[self._v] == i
         return float(w.fav_a[self._v][hit].sum()) if i >= 0 else 0.0
 
-    def react(self, room: RoomFeatures, live_until_ms: int | None = None, position: int | None = None,
-              boosted: bool = False) -> list[dict[str, object]]:
+    def react(
+        self,
+        room: RoomFeatures,
+        live_until_ms: int | None = None,
+        position: int | None = None,
+        boosted: bool = False,
+    ) -> list[dict[str, object]]:
         """Show `room`; return the events this viewer produces (impression, maybe enter … leave)."""
         if self.done:
             return []
@@ -180,18 +213,31 @@ class SimulatedViewer:
         band = PRICE_BANDS.index(room.price_band) if room.price_band in PRICE_BANDS else 1
         forced = self._steps == 0 and self.entry_code_merchant_id == room.merchant_id
         out = visit_outcomes(
-            self._rng, w, np.array([m.true_match(self.viewer_id, room)]), np.array([quality]),
-            np.array([float(cat == self.intent)]), band_fit(np.array([w.v_band[self._v]]), np.array([band])),
-            np.array([self._familiarity(room.merchant_id)]), np.array([0.0]), np.array([forced]),
+            self._rng,
+            w,
+            np.array([m.true_match(self.viewer_id, room)]),
+            np.array([quality]),
+            np.array([float(cat == self.intent)]),
+            band_fit(np.array([w.v_band[self._v]]), np.array([band])),
+            np.array([self._familiarity(room.merchant_id)]),
+            np.array([0.0]),
+            np.array([forced]),
         )
         t = self.now_ms
-        base = {"viewer_id": self.viewer_id, "session_id": self.session_id, "room_id": room.room_id,
-                "merchant_id": room.merchant_id, "device_id": f"d{self._v}"}
+        base = {
+            "viewer_id": self.viewer_id,
+            "session_id": self.session_id,
+            "room_id": room.room_id,
+            "merchant_id": room.merchant_id,
+            "device_id": f"d{self._v}",
+        }
         events: list[dict[str, object]] = []
 
         def add(typ: str, ts: int, **extra: object) -> None:
             assert typ in EVENT_TYPES
-            events.append({"event_id": f"{self.session_id}-{self._n}", "type": typ, **base, "ts": int(ts), **extra})
+            events.append(
+                {"event_id": f"{self.session_id}-{self._n}", "type": typ, **base, "ts": int(ts), **extra}
+            )
             self._n += 1
 
         add("impression", t, position=position if position is not None else self._steps, boosted=boosted)
@@ -206,8 +252,12 @@ class SimulatedViewer:
                 add("heartbeat", enter_ts + (k + 1) * c.heartbeat_s * 1000)
             at = enter_ts + dwell // 2
             product = f"p{max(mi, 0)}-{int(self._rng.integers(0, 10))}"
-            for typ, flag in (("like", out.like), ("comment", out.comment), ("follow", out.follow),
-                              ("share", out.share)):
+            for typ, flag in (
+                ("like", out.like),
+                ("comment", out.comment),
+                ("follow", out.follow),
+                ("share", out.share),
+            ):
                 if flag[0]:
                     add(typ, at)
             if out.deal[0]:
@@ -215,9 +265,15 @@ class SimulatedViewer:
             if out.cart[0]:
                 add("add_to_cart", at, product_id=product)
             if out.purchase[0]:
-                amount = round(float(39.0 * (3.3 ** band) * self._rng.lognormal(0, 0.4)), 2)
-                add("purchase", at + 1, product_id=product, order_id=f"o-{self.session_id}-{self._n}",
-                    amount=amount, currency="CNY")
+                amount = round(float(39.0 * (3.3**band) * self._rng.lognormal(0, 0.4)), 2)
+                add(
+                    "purchase",
+                    at + 1,
+                    product_id=product,
+                    order_id=f"o-{self.session_id}-{self._n}",
+                    amount=amount,
+                    currency="CNY",
+                )
             add("leave", enter_ts + dwell, dwell_ms=dwell)
             self.now_ms = enter_ts + dwell + 800
         else:

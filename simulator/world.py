@@ -17,8 +17,18 @@ import numpy as np
 from ranking.features import PRICE_BANDS, RoomFeatures
 
 CATEGORIES: tuple[str, ...] = (
-    "apparel", "beauty", "food", "home", "electronics", "jewelry",
-    "mother_baby", "sports", "books", "pets", "health", "agriculture",
+    "apparel",
+    "beauty",
+    "food",
+    "home",
+    "electronics",
+    "jewelry",
+    "mother_baby",
+    "sports",
+    "books",
+    "pets",
+    "health",
+    "agriculture",
 )
 # Share of merchants per category, roughly the order of Douyin/Taobao Live GMV categories.
 CATEGORY_SHARE = np.array([0.20, 0.15, 0.14, 0.10, 0.08, 0.06, 0.06, 0.06, 0.04, 0.04, 0.04, 0.03])
@@ -187,7 +197,7 @@ def build_world(config: SimConfig) -> World:
         for extra in (False, True):
             if extra:
                 idx = idx[rng_s.random(idx.size) < c.second_broadcast_prob]
-                start = (slot_centres[(slot[idx] + 1) % 3] + rng_s.normal(0, 60, idx.size))
+                start = slot_centres[(slot[idx] + 1) % 3] + rng_s.normal(0, 60, idx.size)
             else:
                 start = habit_start[idx] + rng_s.normal(0, 20, idx.size)
             dur = habit_dur[idx] * rng_s.uniform(0.8, 1.2, idx.size)
@@ -239,7 +249,9 @@ def build_world(config: SimConfig) -> World:
         hi = min(nv, lo + chunk)
         match = (v_taste[lo:hi] @ m_latent.T) / np.float32(match_scale)
         pd_pick = _gumbel_topk(rng_f, match + 1.5 * log_reach, 2)
-        n_pd = np.where(rng_f.random(hi - lo) < c.pd_member_share, rng_f.choice([1, 2], hi - lo, p=[0.7, 0.3]), 0)
+        n_pd = np.where(
+            rng_f.random(hi - lo) < c.pd_member_share, rng_f.choice([1, 2], hi - lo, p=[0.7, 0.3]), 0
+        )
         v_pd[lo:hi] = np.where(np.arange(2)[None, :] < n_pd[:, None], pd_pick, -1)
         fav_pick = _gumbel_topk(rng_f, 1.2 * match + appeal, c.favourite_slots)
         n_fav = np.minimum(rng_f.poisson(c.prior_favourites, hi - lo), c.favourite_slots - 2)
@@ -256,12 +268,32 @@ def build_world(config: SimConfig) -> World:
     m_hotness = (m_hotness - m_hotness.mean()) / (m_hotness.std() + 1e-9)
 
     return World(
-        config=c, cat_vecs=cat_vecs, tag_vecs=tag_vecs, band_vecs=band_vecs, host_vecs=host_vecs,
-        m_cat=m_cat, m_tags=m_tags, m_band=m_band, m_format=m_format, m_host=m_host,
-        m_quality=m_quality.astype(np.float32), m_latent=m_latent, m_hotness=m_hotness,
-        m_followers=followers, r_merchant=r_merchant, r_start=r_start, r_end=r_end,
-        v_taste=v_taste, v_band=v_band, v_topcat=v_topcat, v_catw=v_catw, v_activity=v_activity,
-        v_pd=v_pd, fav_m=fav_m, fav_a=fav_a, match_scale=match_scale,
+        config=c,
+        cat_vecs=cat_vecs,
+        tag_vecs=tag_vecs,
+        band_vecs=band_vecs,
+        host_vecs=host_vecs,
+        m_cat=m_cat,
+        m_tags=m_tags,
+        m_band=m_band,
+        m_format=m_format,
+        m_host=m_host,
+        m_quality=m_quality.astype(np.float32),
+        m_latent=m_latent,
+        m_hotness=m_hotness,
+        m_followers=followers,
+        r_merchant=r_merchant,
+        r_start=r_start,
+        r_end=r_end,
+        v_taste=v_taste,
+        v_band=v_band,
+        v_topcat=v_topcat,
+        v_catw=v_catw,
+        v_activity=v_activity,
+        v_pd=v_pd,
+        fav_m=fav_m,
+        fav_a=fav_a,
+        match_scale=match_scale,
     )
 
 
@@ -285,7 +317,13 @@ def merchant_of(world: World, i: int) -> Merchant:
 def room_of(world: World, j: int) -> SimRoom:
     m = merchant_of(world, int(world.r_merchant[j]))
     features = RoomFeatures(
-        room_id=f"r{j}", merchant_id=m.merchant_id, category=m.category, tags=list(m.tags),
-        price_band=m.price_band, format=m.format, host=m.host, started_at=float(world.r_start[j]) / 1000.0,
+        room_id=f"r{j}",
+        merchant_id=m.merchant_id,
+        category=m.category,
+        tags=list(m.tags),
+        price_band=m.price_band,
+        format=m.format,
+        host=m.host,
+        started_at=float(world.r_start[j]) / 1000.0,
     )
     return SimRoom(features=features, live_from_ms=int(world.r_start[j]), live_until_ms=int(world.r_end[j]))

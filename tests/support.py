@@ -129,10 +129,10 @@ async def _flush_redis(url: str) -> None:
         await client.aclose()
 
 
-
-
 @contextlib.contextmanager
-def isolated_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def isolated_settings(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
     """Settings of one isolated test world: a fresh, migrated database, a private Redis (or a random
     db number on REDIS_URL's server), a unique Kafka prefix and a temp data folder; all removed after."""
     tag = secrets.token_hex(4)
@@ -168,6 +168,8 @@ def isolated_settings(base_settings: Settings, tmp_path_factory: pytest.TempPath
         else:
             run_sync(lambda: _flush_redis(redis_url))
         try:
-            run_sync(lambda: drop_prefixed_topics(session_settings.kafka_bootstrap, session_settings.kafka_prefix))
+            run_sync(
+                lambda: drop_prefixed_topics(session_settings.kafka_bootstrap, session_settings.kafka_prefix)
+            )
         except Exception as exc:  # a test may leave the broker down; the topics are only litter then
             print(f"conftest: could not delete topics {session_settings.kafka_prefix}*: {exc}")

@@ -200,7 +200,9 @@ def test_kafka_format_accepts_a_cluster_id_starting_with_a_dash(base_settings, t
     from tests.support import free_port
 
     libs = resolve_kafka_jars(base_settings.data_dir / "kafka" / "libs")
-    broker = KafkaBroker(tmp_path / "kafka", free_port(), free_port(), libs_dir=libs, partitions=1, heap="256m")
+    broker = KafkaBroker(
+        tmp_path / "kafka", free_port(), free_port(), libs_dir=libs, partitions=1, heap="256m"
+    )
     dash_first = uuid.UUID(bytes=base64.urlsafe_b64decode("-" + "A" * 21 + "=="))
     with mock.patch("roomfeed.services.uuid.uuid4", return_value=dash_first):
         broker.init()

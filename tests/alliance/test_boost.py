@@ -31,8 +31,14 @@ def context(merchants: list[str], scores: list[float], count: int = 10, seed: in
     rooms = [Room(f"room-{i}-{m}", m) for i, m in enumerate(merchants)]
     candidates = Candidates.of(rooms).fresh_copy()
     candidates.score = np.asarray(scores, dtype=np.float32)
-    return FeedContext(viewer_id="v1", session_id="s1", count=count, config=RankingConfig(),
-                       candidates=candidates, rng=np.random.default_rng(seed))
+    return FeedContext(
+        viewer_id="v1",
+        session_id="s1",
+        count=count,
+        config=RankingConfig(),
+        candidates=candidates,
+        rng=np.random.default_rng(seed),
+    )
 
 
 def plan(merchant_id: str, debt: float = 100.0, floor: float = 0.2, cap: float = 0.2) -> BoostPlan:
@@ -55,9 +61,15 @@ def test_boosted_share_of_a_page_is_capped() -> None:
     scores = np.linspace(1.0, 0.9, 40)
     merchants = {f"m{i}": np.array([i]) for i in range(40)}
     plans = {m: plan(m, floor=1.0, cap=0.2) for m in merchants}
-    counts = [len(choose_boosts(scores, np.ones(40, bool), merchants, plans, 10, d)) for d in np.linspace(0, 0.999, 50)]
+    counts = [
+        len(choose_boosts(scores, np.ones(40, bool), merchants, plans, 10, d))
+        for d in np.linspace(0, 0.999, 50)
+    ]
     assert max(counts) == 2 and min(counts) == 2
-    small = [len(choose_boosts(scores, np.ones(40, bool), merchants, plans, 3, d)) for d in np.linspace(0, 0.999, 100)]
+    small = [
+        len(choose_boosts(scores, np.ones(40, bool), merchants, plans, 3, d))
+        for d in np.linspace(0, 0.999, 100)
+    ]
     assert set(small) <= {0, 1} and abs(np.mean(small) - 0.6) < 0.05  # 20 % of 3 slots on average
 
 
@@ -68,12 +80,22 @@ async def owed(pool: asyncpg.Pool, amount: float) -> str:
     await book.invite(alliance.alliance_id, a, b)
     await book.join(alliance.alliance_id, b)
     async with pool.acquire() as conn, conn.transaction():
-        await ledger.post(conn, source_id=f"seed-{a}", kind="earned", merchant_id=a,
-                          alliance_id=alliance.alliance_id, amount=amount, at=time.time(), visits=1)
+        await ledger.post(
+            conn,
+            source_id=f"seed-{a}",
+            kind="earned",
+            merchant_id=a,
+            alliance_id=alliance.alliance_id,
+            amount=amount,
+            at=time.time(),
+            visits=1,
+        )
     return a
 
 
-async def test_debt_is_paced_not_dumped_and_non_contributors_get_nothing(pool: asyncpg.Pool, redis: Redis) -> None:
+async def test_debt_is_paced_not_dumped_and_non_contributors_get_nothing(
+    pool: asyncpg.Pool, redis: Redis
+) -> None:
     contributor = await owed(pool, 120.0)
     bystander = f"mer_{secrets.token_hex(8)}"
     scheduler = ExposureScheduler(pool, redis, pacing_hours=1.0, burst_hours=0.1)
@@ -85,8 +107,11 @@ async def test_debt_is_paced_not_dumped_and_non_contributors_get_nothing(pool: a
     await scheduler.recompute(now + 300)  # 5 minutes at 120/h → 10 tokens (the burst cap is 12)
     boosted = {contributor: 0, bystander: 0}
     for page in range(60):
-        ctx = context([contributor, bystander] + [f"x{i}" for i in range(30)],
-                      [0.7, 1.0] + list(np.linspace(0.9, 0.3, 30)), seed=page)  # the contributor is off the page
+        ctx = context(
+            [contributor, bystander] + [f"x{i}" for i in range(30)],
+            [0.7, 1.0] + list(np.linspace(0.9, 0.3, 30)),
+            seed=page,
+        )  # the contributor is off the page
         await stage.apply(ctx)
         for i in np.flatnonzero(ctx.candidates.boosted):
             boosted[ctx.candidates.merchant_ids[i]] += 1
@@ -105,8 +130,9 @@ async def test_first_owed_impression_goes_out_at_once_then_paced(pool: asyncpg.P
     await scheduler.recompute(now + 5)
     boosted = 0
     for page in range(10):
-        ctx = context([contributor] + [f"x{i}" for i in range(30)],
-                      [0.7] + list(np.linspace(0.9, 0.3, 30)), seed=page)
+        ctx = context(
+            [contributor] + [f"x{i}" for i in range(30)], [0.7] + list(np.linspace(0.9, 0.3, 30)), seed=page
+        )
         await stage.apply(ctx)
         boosted += int(ctx.candidates.boosted[0])
     assert boosted == 1
@@ -118,10 +144,19 @@ async def test_no_tokens_when_the_debt_is_paid(pool: asyncpg.Pool, redis: Redis)
     plans = await scheduler.recompute(time.time())
     assert plans[contributor].debt == 2.0
     async with pool.acquire() as conn, conn.transaction():
-        alliance_id = await conn.fetchval("SELECT alliance_id FROM ledger_balances WHERE merchant_id = $1", contributor)
+        alliance_id = await conn.fetchval(
+            "SELECT alliance_id FROM ledger_balances WHERE merchant_id = $1", contributor
+        )
         for i in range(2):
-            await ledger.post(conn, source_id=f"imp-{contributor}-{i}", kind="delivered", merchant_id=contributor,
-                              alliance_id=alliance_id, amount=1.0, at=time.time())
+            await ledger.post(
+                conn,
+                source_id=f"imp-{contributor}-{i}",
+                kind="delivered",
+                merchant_id=contributor,
+                alliance_id=alliance_id,
+                amount=1.0,
+                at=time.time(),
+            )
     plans = await scheduler.recompute(time.time() + 600)
     assert contributor not in plans
     assert await redis.hget(TOKENS_KEY, contributor) is None

@@ -47,7 +47,9 @@ def test_altered_code_is_rejected_whichever_byte_changes() -> None:
             signer.parse(text)
 
 
-@pytest.mark.parametrize("junk", ["", "abc", "not a code at all!", "A" * 300, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"])
+@pytest.mark.parametrize(
+    "junk", ["", "abc", "not a code at all!", "A" * 300, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
+)
 def test_junk_is_not_a_code(junk: str) -> None:
     with pytest.raises(InvalidCode):
         CodeSigner("secret").parse(junk)

@@ -34,10 +34,19 @@ class World:
     book: AttributionBook
     ledger: Ledger
 
-    async def viewer_from(self, merchant_id: str, *, device: str | None = None, at: float = T0,
-                          store_id: str | None = None, staff_id: str | None = None) -> str:
+    async def viewer_from(
+        self,
+        merchant_id: str,
+        *,
+        device: str | None = None,
+        at: float = T0,
+        store_id: str | None = None,
+        staff_id: str | None = None,
+    ) -> str:
         viewer = f"v{secrets.token_hex(5)}"
-        await self.book.attribute(viewer, "s1", Attribution(merchant_id, store_id, staff_id), at, device_id=device)
+        await self.book.attribute(
+            viewer, "s1", Attribution(merchant_id, store_id, staff_id), at, device_id=device
+        )
         return viewer
 
     async def earned(self, merchant_id: str) -> tuple[int, float]:
@@ -45,11 +54,25 @@ class World:
         return sum(b.visits for b in rows), sum(b.earned for b in rows)
 
 
-def visit(viewer: str, host: str, dwell_ms: int, *, at: float = T0 + 60, room: str | None = None,
-          device: str | None = None) -> dict[str, Any]:
-    event = {"event_id": f"e{next(_ids)}-{secrets.token_hex(4)}", "type": "leave", "viewer_id": viewer,
-             "session_id": "s1", "room_id": room or f"room_of_{host}", "merchant_id": host,
-             "ts": int(at * 1000), "dwell_ms": dwell_ms}
+def visit(
+    viewer: str,
+    host: str,
+    dwell_ms: int,
+    *,
+    at: float = T0 + 60,
+    room: str | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    event = {
+        "event_id": f"e{next(_ids)}-{secrets.token_hex(4)}",
+        "type": "leave",
+        "viewer_id": viewer,
+        "session_id": "s1",
+        "room_id": room or f"room_of_{host}",
+        "merchant_id": host,
+        "ts": int(at * 1000),
+        "dwell_ms": dwell_ms,
+    }
     if device:
         event["device_id"] = device
     return event
@@ -63,13 +86,21 @@ def mid() -> str:
 async def world(pool: asyncpg.Pool, redis: Redis) -> World:
     a, b, outsider = mid(), mid(), mid()
     book = AllianceBook(pool)
-    terms = Terms(exchange_rate=3.0, min_dwell_ms=10_000, daily_earning_cap=60.0, viewer_daily_cap=3,
-                  device_daily_cap=4)
+    terms = Terms(
+        exchange_rate=3.0, min_dwell_ms=10_000, daily_earning_cap=60.0, viewer_daily_cap=3, device_daily_cap=4
+    )
     alliance = await book.create(a, "Test alliance", terms)
     await book.invite(alliance.alliance_id, a, b)
     await book.join(alliance.alliance_id, b)
-    return World(a, b, outsider, alliance.alliance_id, AllianceSink(pool, redis), AttributionBook(pool, redis),
-                 Ledger(pool))
+    return World(
+        a,
+        b,
+        outsider,
+        alliance.alliance_id,
+        AllianceSink(pool, redis),
+        AttributionBook(pool, redis),
+        Ledger(pool),
+    )
 
 
 async def test_as_viewer_in_partner_room_earns_a_one_contributed_visit(world: World) -> None:
@@ -114,14 +145,20 @@ async def test_short_dwell_earns_nothing_and_heartbeats_can_qualify(world: World
     assert await world.earned(world.a) == (0, 0.0)
     w = await world.viewer_from(world.a)
     base = {"viewer_id": w, "session_id": "s1", "room_id": "hb_room", "merchant_id": world.b}
-    await world.sink.write([
-        {**base, "event_id": f"hb-enter-{w}", "type": "enter", "ts": int((T0 + 100) * 1000)},
-        {**base, "event_id": f"hb-1-{w}", "type": "heartbeat", "ts": int((T0 + 105) * 1000)},
-    ])
+    await world.sink.write(
+        [
+            {**base, "event_id": f"hb-enter-{w}", "type": "enter", "ts": int((T0 + 100) * 1000)},
+            {**base, "event_id": f"hb-1-{w}", "type": "heartbeat", "ts": int((T0 + 105) * 1000)},
+        ]
+    )
     assert await world.earned(world.a) == (0, 0.0)  # 5 s so far
-    await world.sink.write([{**base, "event_id": f"hb-2-{w}", "type": "heartbeat", "ts": int((T0 + 112) * 1000)}])
+    await world.sink.write(
+        [{**base, "event_id": f"hb-2-{w}", "type": "heartbeat", "ts": int((T0 + 112) * 1000)}]
+    )
     assert await world.earned(world.a) == (1, 3.0)
-    await world.sink.write([{**visit(w, world.b, 40_000, room="hb_room")}])  # the leave: same visit, once a day
+    await world.sink.write(
+        [{**visit(w, world.b, 40_000, room="hb_room")}]
+    )  # the leave: same visit, once a day
     assert await world.earned(world.a) == (1, 3.0)
 
 
@@ -140,8 +177,11 @@ async def test_visits_beyond_the_per_viewer_cap_earn_nothing(world: World) -> No
 
 async def test_visits_beyond_the_per_device_cap_earn_nothing(world: World) -> None:
     viewers = [await world.viewer_from(world.a, at=T0 - 7200 * (i + 1)) for i in range(2)]
-    events = [visit(v, world.b, 20_000, room=f"r{i}", device="shared-phone", at=T0 + 60 * (i + 3 * j))
-              for j, v in enumerate(viewers) for i in range(3)]
+    events = [
+        visit(v, world.b, 20_000, room=f"r{i}", device="shared-phone", at=T0 + 60 * (i + 3 * j))
+        for j, v in enumerate(viewers)
+        for i in range(3)
+    ]
     await world.sink.write(events)
     assert await world.earned(world.a) == (4, 12.0)  # device_daily_cap = 4 over both viewers
 
@@ -163,8 +203,9 @@ async def test_self_visits_earn_nothing_however_long(world: World) -> None:
 
 async def test_viewers_created_in_a_burst_on_one_device_earn_nothing(world: World) -> None:
     viewers = [await world.viewer_from(world.a, device="emulator-9", at=T0 + i) for i in range(4)]
-    await world.sink.write([visit(v, world.b, 30_000, device="emulator-9", at=T0 + 60 + i)
-                            for i, v in enumerate(viewers)])
+    await world.sink.write(
+        [visit(v, world.b, 30_000, device="emulator-9", at=T0 + 60 + i) for i, v in enumerate(viewers)]
+    )
     assert await world.earned(world.a) == (0, 0.0)
     honest = await world.viewer_from(world.a, device="own-phone")
     await world.sink.write([visit(honest, world.b, 30_000, device="own-phone")])
@@ -182,11 +223,29 @@ async def test_ledger_is_unchanged_under_replay(world: World, pool: asyncpg.Pool
     await redis.set(grant_key("s9", f"room_of_{world.a}"), "1")  # the feed's boost stage granted this one
     batch = [
         visit(v, world.b, 20_000),
-        {"event_id": f"imp-{v}", "type": "impression", "viewer_id": "someone", "session_id": "s9",
-         "room_id": f"room_of_{world.a}", "merchant_id": world.a, "ts": int((T0 + 200) * 1000), "boosted": True},
-        {"event_id": f"buy-{v}", "type": "purchase", "viewer_id": v, "session_id": "s1", "room_id": "rb",
-         "merchant_id": world.b, "ts": int((T0 + 300) * 1000), "order_id": "o1", "product_id": "p1",
-         "amount": 99.5, "currency": "CNY"},
+        {
+            "event_id": f"imp-{v}",
+            "type": "impression",
+            "viewer_id": "someone",
+            "session_id": "s9",
+            "room_id": f"room_of_{world.a}",
+            "merchant_id": world.a,
+            "ts": int((T0 + 200) * 1000),
+            "boosted": True,
+        },
+        {
+            "event_id": f"buy-{v}",
+            "type": "purchase",
+            "viewer_id": v,
+            "session_id": "s1",
+            "room_id": "rb",
+            "merchant_id": world.b,
+            "ts": int((T0 + 300) * 1000),
+            "order_id": "o1",
+            "product_id": "p1",
+            "amount": 99.5,
+            "currency": "CNY",
+        },
     ]
     await world.sink.write(batch)
     first = await world.ledger.statement(world.a)
@@ -198,7 +257,9 @@ async def test_ledger_is_unchanged_under_replay(world: World, pool: asyncpg.Pool
     assert again == first
     assert await pool.fetchval("SELECT count(*) FROM ledger_transactions") == txns
     assert first["earned"] == 3.0 and first["delivered"] == 1.0 and first["balance"] == 2.0
-    assert first["attributed"]["by_store"] == [{"store_id": "sto_x", "currency": "CNY", "orders": 1, "gmv": 99.5}]
+    assert first["attributed"]["by_store"] == [
+        {"store_id": "sto_x", "currency": "CNY", "orders": 1, "gmv": 99.5}
+    ]
     assert first["attributed"]["by_staff"][0]["staff_id"] == "stf_y"
     assert first["revenue_share"][0]["commission"] == round(99.5 * 0.05, 2)
     assert await world.ledger.unbalanced_transactions() == 0
@@ -212,8 +273,16 @@ async def test_boosted_impressions_count_only_against_the_feeds_grant(world: Wor
     await world.sink.write([visit(v, world.b, 20_000)])  # A is owed 3 impressions
 
     def boosted(event_id: str, session: str) -> dict[str, Any]:
-        return {"event_id": event_id, "type": "impression", "viewer_id": "x", "session_id": session,
-                "room_id": "ra", "merchant_id": world.a, "ts": int((T0 + 100) * 1000), "boosted": True}
+        return {
+            "event_id": event_id,
+            "type": "impression",
+            "viewer_id": "x",
+            "session_id": session,
+            "room_id": "ra",
+            "merchant_id": world.a,
+            "ts": int((T0 + 100) * 1000),
+            "boosted": True,
+        }
 
     forged = [boosted(f"fake-{i}-{v}", "s-forger") for i in range(3)]  # a client claiming boosts
     await world.sink.write(forged)
@@ -238,6 +307,13 @@ async def test_an_unbalanced_posting_is_refused_at_commit(world: World, pool: as
         async with pool.acquire() as conn, conn.transaction():
             txn = await conn.fetchval(
                 """INSERT INTO ledger_transactions (source_id, kind, merchant_id, alliance_id, amount, at)
-                   VALUES ('forged', 'earned', $1, $2, 100, now()) RETURNING txn_id""", world.a, world.alliance_id)
-            await conn.execute("INSERT INTO ledger_postings VALUES ($1, 'merchant', $2, $3, 100)",
-                               txn, world.alliance_id, world.a)
+                   VALUES ('forged', 'earned', $1, $2, 100, now()) RETURNING txn_id""",
+                world.a,
+                world.alliance_id,
+            )
+            await conn.execute(
+                "INSERT INTO ledger_postings VALUES ($1, 'merchant', $2, $3, 100)",
+                txn,
+                world.alliance_id,
+                world.a,
+            )

@@ -7,11 +7,22 @@ from dataclasses import replace
 from alliance.alliances import Terms
 from alliance.contribution import VisitFacts, judge
 
-TERMS = Terms(exchange_rate=3.0, min_dwell_ms=10_000, daily_earning_cap=30.0, viewer_daily_cap=2, device_daily_cap=3)
+TERMS = Terms(
+    exchange_rate=3.0, min_dwell_ms=10_000, daily_earning_cap=30.0, viewer_daily_cap=2, device_daily_cap=3
+)
 OK = VisitFacts(
-    contributor_id="A", host_merchant_id="B", host_owns_viewer=False, alliance_id="all_1", terms=TERMS,
-    dwell_ms=15_000, burst_viewer=False, device_short_visits=0, earned_this_room_today=False,
-    viewer_earned_today=0, device_earned_today=0, contributor_earned_today=0.0,
+    contributor_id="A",
+    host_merchant_id="B",
+    host_owns_viewer=False,
+    alliance_id="all_1",
+    terms=TERMS,
+    dwell_ms=15_000,
+    burst_viewer=False,
+    device_short_visits=0,
+    earned_this_room_today=False,
+    viewer_earned_today=0,
+    device_earned_today=0,
+    contributor_earned_today=0.0,
 )
 
 

@@ -36,8 +36,9 @@ async def test_code_session_attributes_and_owed_merchant_is_boosted_in_the_feed(
 ) -> None:
     a, ha = await new_merchant()
     b, hb = await new_merchant()
-    alliance_id = (await client.post("/v1/alliances", json={"name": "Wired", "terms": TERMS}, headers=ha)).json()[
-        "alliance_id"]
+    alliance_id = (
+        await client.post("/v1/alliances", json={"name": "Wired", "terms": TERMS}, headers=ha)
+    ).json()["alliance_id"]
     await client.post(f"/v1/alliances/{alliance_id}/members", json={"merchant_id": b}, headers=ha)
     await client.post(f"/v1/alliances/{alliance_id}/join", headers=hb)
     room_a = await live_room(client, ha, "A's room")
@@ -45,16 +46,27 @@ async def test_code_session_attributes_and_owed_merchant_is_boosted_in_the_feed(
         await live_room(client, hb, f"B's room {k}")
     code = (await client.post("/v1/codes", json={}, headers=ha)).json()["code"]
 
-    r = await client.post("/v1/sessions", json={"viewer_id": "wired-v1", "entry": {"code": code}},
-                          headers=viewer(migrated, "wired-v1"))
+    r = await client.post(
+        "/v1/sessions",
+        json={"viewer_id": "wired-v1", "entry": {"code": code}},
+        headers=viewer(migrated, "wired-v1"),
+    )
     assert r.status_code in (200, 201), r.text
     attributed = await AttributionBook(pool).current("wired-v1", time.time())
     assert attributed is not None and attributed.merchant_id == a
     assert (await client.get("/v1/codes", headers=ha)).json()["codes"][0]["opens"] == 1
 
     async with pool.acquire() as conn, conn.transaction():
-        await ledger.post(conn, source_id=f"wired-{a}", kind="earned", merchant_id=a, alliance_id=alliance_id,
-                          amount=60.0, at=time.time(), visits=20)
+        await ledger.post(
+            conn,
+            source_id=f"wired-{a}",
+            kind="earned",
+            merchant_id=a,
+            alliance_id=alliance_id,
+            amount=60.0,
+            at=time.time(),
+            visits=20,
+        )
     scheduler = app.state.exposure_scheduler
     for _ in range(5):  # ten minutes of pacing: tokens for A (the app's own 5 s tick may interleave)
         await scheduler.recompute(time.time() - 600)
@@ -66,9 +78,13 @@ async def test_code_session_attributes_and_owed_merchant_is_boosted_in_the_feed(
     boosted: list[str] = []
     for k in range(10):
         vid = f"wired-other-{k}"
-        s = await client.post("/v1/sessions", json={"viewer_id": vid, "count": 3}, headers=viewer(migrated, vid))
+        s = await client.post(
+            "/v1/sessions", json={"viewer_id": vid, "count": 3}, headers=viewer(migrated, vid)
+        )
         assert s.status_code in (200, 201), s.text
         boosted += [room["room_id"] for room in s.json()["rooms"] if room.get("boosted")]
-        feed = await client.get(f"/v1/sessions/{s.json()['session_id']}/feed?count=3", headers=viewer(migrated, vid))
+        feed = await client.get(
+            f"/v1/sessions/{s.json()['session_id']}/feed?count=3", headers=viewer(migrated, vid)
+        )
         boosted += [room["room_id"] for room in feed.json()["rooms"] if room.get("boosted")]
     assert boosted and set(boosted) == {room_a}

@@ -12,12 +12,19 @@ from alliance.codes import CodeBook
 from roomfeed.settings import Settings
 from tests.alliance.conftest import MerchantFactory, rooms_catalog
 
-TERMS = {"exchange_rate": 2, "min_dwell_ms": 10000, "boost_share_cap": 0.2, "daily_earning_cap": 500,
-         "relevance_floor": 0.2, "attribution_window_h": 24}
+TERMS = {
+    "exchange_rate": 2,
+    "min_dwell_ms": 10000,
+    "boost_share_cap": 0.2,
+    "daily_earning_cap": 500,
+    "relevance_floor": 0.2,
+    "attribution_window_h": 24,
+}
 
 
-async def test_alliance_lifecycle_create_invite_join_leave(client: httpx.AsyncClient,
-                                                           new_merchant: MerchantFactory) -> None:
+async def test_alliance_lifecycle_create_invite_join_leave(
+    client: httpx.AsyncClient, new_merchant: MerchantFactory
+) -> None:
     a, ha = await new_merchant()
     b, hb = await new_merchant()
     c, hc = await new_merchant()
@@ -27,7 +34,9 @@ async def test_alliance_lifecycle_create_invite_join_leave(client: httpx.AsyncCl
     aid = alliance["alliance_id"]
     assert alliance["terms"]["exchange_rate"] == 2 and alliance["members"][0]["merchant_id"] == a
     assert (await client.get(f"/v1/alliances/{aid}", headers=hb)).status_code == 404  # not a member yet
-    assert (await client.post(f"/v1/alliances/{aid}/members", json={"merchant_id": b}, headers=hb)).status_code == 404
+    assert (
+        await client.post(f"/v1/alliances/{aid}/members", json={"merchant_id": b}, headers=hb)
+    ).status_code == 404
     r = await client.post(f"/v1/alliances/{aid}/members", json={"merchant_id": b}, headers=ha)
     assert r.status_code == 201
     assert (await client.post(f"/v1/alliances/{aid}/join", headers=hc)).status_code == 404  # not invited
@@ -41,8 +50,11 @@ async def test_alliance_lifecycle_create_invite_join_leave(client: httpx.AsyncCl
 
 async def test_bad_terms_name_each_field(client: httpx.AsyncClient, new_merchant: MerchantFactory) -> None:
     _, ha = await new_merchant()
-    r = await client.post("/v1/alliances", json={"terms": {"exchange_rate": 0, "boost_share_cap": 2,
-                                                           "min_dwell_ms": "10s"}}, headers=ha)
+    r = await client.post(
+        "/v1/alliances",
+        json={"terms": {"exchange_rate": 0, "boost_share_cap": 2, "min_dwell_ms": "10s"}},
+        headers=ha,
+    )
     assert r.status_code == 422
     fields = r.json()["error"]["fields"]
     assert set(fields) == {"name", "terms.exchange_rate", "terms.boost_share_cap", "terms.min_dwell_ms"}
@@ -69,7 +81,9 @@ async def test_code_is_issued_listed_counted_and_rendered_as_a_real_qr(
     assert [(c["code"], c["opens"]) for c in listed] == [(code, 2)]
 
 
-async def test_forged_code_gets_no_qr_and_no_landing(client: httpx.AsyncClient, new_merchant: MerchantFactory) -> None:
+async def test_forged_code_gets_no_qr_and_no_landing(
+    client: httpx.AsyncClient, new_merchant: MerchantFactory
+) -> None:
     _, hm = await new_merchant()
     code = (await client.post("/v1/codes", json={}, headers=hm)).json()["code"]
     tampered = code[:-2] + ("AA" if code[-2:] != "AA" else "BB")
@@ -95,8 +109,9 @@ async def test_code_for_another_merchants_store_is_refused(
     assert r.status_code == 422 and "store_id" in r.json()["error"]["fields"]
 
 
-async def test_merchant_sees_only_its_own_ledger(client: httpx.AsyncClient, new_merchant: MerchantFactory,
-                                                 operator_headers: dict[str, str]) -> None:
+async def test_merchant_sees_only_its_own_ledger(
+    client: httpx.AsyncClient, new_merchant: MerchantFactory, operator_headers: dict[str, str]
+) -> None:
     a, ha = await new_merchant()
     b, _ = await new_merchant()
     r = await client.get(f"/v1/merchants/{a}/ledger", headers=ha)

@@ -22,8 +22,13 @@ from roomfeed.kafka import ensure_topics, make_producer
 from roomfeed.settings import Settings
 
 
-async def consume_until(settings: Settings, sink: AllianceSink, group: str, done: Callable[[], Awaitable[bool]],
-                        timeout: float = 30) -> int:
+async def consume_until(
+    settings: Settings,
+    sink: AllianceSink,
+    group: str,
+    done: Callable[[], Awaitable[bool]],
+    timeout: float = 30,
+) -> int:
     """Run a SinkRunner (a fresh consumer group reads the topic from the start); returns events written."""
     runner = SinkRunner(settings, sink, group=group)
     await runner.start()
@@ -52,8 +57,17 @@ async def test_worker_sink_earns_from_the_topic_and_replay_changes_nothing(
     for v in viewers:
         await AttributionBook(pool, redis).attribute(v, "s1", Attribution(a), now - 60)
     events = [
-        {"event_id": f"w-{v}-{i}", "type": "leave", "viewer_id": v, "session_id": "s1", "room_id": "room_b",
-         "merchant_id": b, "ts": int(now * 1000) + i, "dwell_ms": 20_000, "received_at": int(now * 1000)}
+        {
+            "event_id": f"w-{v}-{i}",
+            "type": "leave",
+            "viewer_id": v,
+            "session_id": "s1",
+            "room_id": "room_b",
+            "merchant_id": b,
+            "ts": int(now * 1000) + i,
+            "dwell_ms": 20_000,
+            "received_at": int(now * 1000),
+        }
         for i, v in enumerate(viewers)
     ]
     await ensure_topics(migrated, {"viewer-events": 2})
@@ -61,7 +75,9 @@ async def test_worker_sink_earns_from_the_topic_and_replay_changes_nothing(
     await producer.start()
     try:
         for e in events:
-            await producer.send_and_wait(migrated.topic("viewer-events"), orjson.dumps(e), key=e["viewer_id"].encode())
+            await producer.send_and_wait(
+                migrated.topic("viewer-events"), orjson.dumps(e), key=e["viewer_id"].encode()
+            )
     finally:
         await producer.stop()
     ledger = Ledger(pool)
@@ -69,7 +85,9 @@ async def test_worker_sink_earns_from_the_topic_and_replay_changes_nothing(
     async def earned_all() -> bool:
         return sum(x.visits for x in await ledger.balances(a)) >= 3
 
-    await consume_until(migrated, AllianceSink(pool, redis), f"alliance-test-{secrets.token_hex(3)}", earned_all)
+    await consume_until(
+        migrated, AllianceSink(pool, redis), f"alliance-test-{secrets.token_hex(3)}", earned_all
+    )
     first = await ledger.statement(a)
     assert first["contributed_visits"] == 3 and first["earned"] == 9.0
 

@@ -105,7 +105,10 @@ def live_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "roomfeed.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -23,8 +23,16 @@ from tests.console.conftest import LiveServer, create_key
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
@@ -58,8 +66,14 @@ async def sign_in(browser: Any, server: LiveServer, key: str) -> Any:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     # HTTP errors the page handles (a 422 it shows per field) are logged by Chromium too; those are not bugs.
-    page.on("console", lambda msg: errors.append(msg.text)
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     page.js_errors = errors
     await page.goto(server.url + "/console")
     await page.fill("#key", key)
@@ -69,12 +83,22 @@ async def sign_in(browser: Any, server: LiveServer, key: str) -> Any:
 
 
 async def merchant_with_live_room(client: httpx.AsyncClient, operator_key: str, name: str) -> dict[str, Any]:
-    made = (await client.post("/v1/ops/merchants", json={"name": name, "category": "beauty"},
-                              headers={"Authorization": f"Bearer {operator_key}"})).json()
+    made = (
+        await client.post(
+            "/v1/ops/merchants",
+            json={"name": name, "category": "beauty"},
+            headers={"Authorization": f"Bearer {operator_key}"},
+        )
+    ).json()
     headers = {"Authorization": f"Bearer {made['key']}"}
-    room = (await client.post("/v1/rooms", json={"title": f"{name} spring live", "category": "beauty"},
-                              headers=headers)).json()
-    assert (await client.post(f"/v1/rooms/{room['room_id']}/live", json={}, headers=headers)).status_code == 200
+    room = (
+        await client.post(
+            "/v1/rooms", json={"title": f"{name} spring live", "category": "beauty"}, headers=headers
+        )
+    ).json()
+    assert (
+        await client.post(f"/v1/rooms/{room['room_id']}/live", json={}, headers=headers)
+    ).status_code == 200
     code = (await client.post("/v1/codes", json={}, headers=headers)).json()
     return {**made, "room": room, "code": code["code"], "headers": headers}
 
@@ -114,8 +138,11 @@ async def test_operator_changes_a_weight_and_the_feed_uses_the_new_config_versio
         token = viewer_token("v-browser-1")
         deadline = time.monotonic() + 10
         while True:
-            session = await client.post("/v1/sessions", json={"viewer_id": "v-browser-1"},
-                                        headers={"Authorization": f"Bearer {token}"})
+            session = await client.post(
+                "/v1/sessions",
+                json={"viewer_id": "v-browser-1"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
             assert session.status_code == 201, session.text
             if session.json()["config_version"] == version or time.monotonic() > deadline:
                 break
@@ -137,7 +164,9 @@ async def test_operator_dashboard_shows_live_numbers_and_a_chart(
     assert int(await rooms_live.inner_text()) >= 1
     # The API samples every 10 s; the chart draws a line once a sample exists.
     await page.wait_for_selector("#chart-audience path.chart-line", state="attached", timeout=30_000)
-    lines = await page.eval_on_selector_all("#chart-audience path.chart-line", "ps => ps.map(p => p.getAttribute('d'))")
+    lines = await page.eval_on_selector_all(
+        "#chart-audience path.chart-line", "ps => ps.map(p => p.getAttribute('d'))"
+    )
     assert len(lines) == 2 and all(d.startswith("M") for d in lines)  # viewers now and rooms live
     await screenshot(page, "dashboard")
     assert page.js_errors == []

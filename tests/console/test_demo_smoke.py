@@ -28,10 +28,14 @@ async def test_demo_seeds_a_marketplace_and_drives_viewers_through_the_api(
     rooms = (await app_client.get("/v1/rooms?status=live", headers=first.headers)).json()["rooms"]
     assert [r["room_id"] for r in rooms] == [first.room_id]
 
-    alliance = (await app_client.get(f"/v1/merchants/{first.merchant_id}/ledger", headers=first.headers)).json()
+    alliance = (
+        await app_client.get(f"/v1/merchants/{first.merchant_id}/ledger", headers=first.headers)
+    ).json()
     assert alliance["merchant_id"] == first.merchant_id and alliance["alliances"] is not None
 
-    traffic = ViewerTraffic(app_client, market, merchants, viewer_token, viewers_per_second=8, seed=3, speedup=200)
+    traffic = ViewerTraffic(
+        app_client, market, merchants, viewer_token, viewers_per_second=8, seed=3, speedup=200
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(traffic.run(stop))
     await asyncio.sleep(4)
@@ -42,12 +46,16 @@ async def test_demo_seeds_a_marketplace_and_drives_viewers_through_the_api(
     assert c.sessions >= 10 and c.rooms_shown >= c.sessions
     assert c.events_accepted > 0 and c.events_rejected == 0, c.last_error
 
-    report = (await app_client.get(f"/v1/ops/experiments/{experiment_id}",
-                                   headers={"Authorization": f"Bearer {operator_key}"})).json()
+    report = (
+        await app_client.get(
+            f"/v1/ops/experiments/{experiment_id}", headers={"Authorization": f"Bearer {operator_key}"}
+        )
+    ).json()
     assert sum(v["metrics"]["impressions"] for v in report["variants"]) >= c.rooms_shown  # feed logged them
 
-    stopped = await app_client.post(f"/v1/ops/experiments/{experiment_id}/stop",
-                                    headers={"Authorization": f"Bearer {operator_key}"})
+    stopped = await app_client.post(
+        f"/v1/ops/experiments/{experiment_id}/stop", headers={"Authorization": f"Bearer {operator_key}"}
+    )
     assert stopped.status_code == 200
     await schedule.end_all()
     assert schedule.live() == []

@@ -16,7 +16,12 @@ def bearer(key: str) -> dict[str, str]:
 
 async def test_ops_routes_need_an_operator_key(app_client: httpx.AsyncClient, settings: Settings) -> None:
     merchant_key = await create_key(settings, "merchant", "mer_console_auth")
-    for path in ("/v1/ops/metrics", "/v1/ops/metrics/history", "/v1/ops/metrics/alliance-history", "/v1/ops/models"):
+    for path in (
+        "/v1/ops/metrics",
+        "/v1/ops/metrics/history",
+        "/v1/ops/metrics/alliance-history",
+        "/v1/ops/models",
+    ):
         assert (await app_client.get(path)).status_code == 401, path
         denied = await app_client.get(path, headers=bearer(merchant_key))
         assert denied.status_code == 403, path
@@ -25,17 +30,32 @@ async def test_ops_routes_need_an_operator_key(app_client: httpx.AsyncClient, se
     assert promote.status_code == 403
 
 
-async def test_metrics_answer_with_every_dashboard_number(app_client: httpx.AsyncClient, operator_key: str) -> None:
+async def test_metrics_answer_with_every_dashboard_number(
+    app_client: httpx.AsyncClient, operator_key: str
+) -> None:
     response = await app_client.get("/v1/ops/metrics", headers=bearer(operator_key))
     assert response.status_code == 200
     body = response.json()
-    for name in ("rooms_live", "viewers_now", "enter_rate", "avg_dwell_s", "swipe_away_rate",
-                 "conversion_per_visit", "conversion_per_visitor", "gmv_per_1k_impressions", "alliance",
-                 "consumer_lag", "unavailable", "alliance_accounts"):
+    for name in (
+        "rooms_live",
+        "viewers_now",
+        "enter_rate",
+        "avg_dwell_s",
+        "swipe_away_rate",
+        "conversion_per_visit",
+        "conversion_per_visitor",
+        "gmv_per_1k_impressions",
+        "alliance",
+        "consumer_lag",
+        "unavailable",
+        "alliance_accounts",
+    ):
         assert name in body, name
 
 
-async def test_metrics_history_returns_the_sampled_series(app_client: httpx.AsyncClient, operator_key: str) -> None:
+async def test_metrics_history_returns_the_sampled_series(
+    app_client: httpx.AsyncClient, operator_key: str
+) -> None:
     console = app_client._transport.app.state.console  # type: ignore[attr-defined]
     past = time.time() - 100 * 60  # periods the background sampler (sampling "now") never writes
     assert await console.sampler.sample_once(past)

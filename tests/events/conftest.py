@@ -85,8 +85,9 @@ async def running(runners: list[SinkRunner]) -> AsyncIterator[list[SinkRunner]]:
 
 
 @pytest.fixture(scope="session")
-async def worker(app_client: httpx.AsyncClient, migrated: Settings, redis: Redis,
-                 pool: asyncpg.Pool) -> AsyncIterator[list[SinkRunner]]:
+async def worker(
+    app_client: httpx.AsyncClient, migrated: Settings, redis: Redis, pool: asyncpg.Pool
+) -> AsyncIterator[list[SinkRunner]]:
     """The realtime and archive sinks consuming the session's viewer-events topic."""
     archive = ArchiveSink(pool)
     await archive.prepare()
@@ -111,8 +112,9 @@ def tag() -> str:
     return secrets.token_hex(4)
 
 
-def make_event(kind: str, viewer: str, room: str, *, event_id: str | None = None, ts: int | None = None,
-               **extra: Any) -> dict[str, Any]:
+def make_event(
+    kind: str, viewer: str, room: str, *, event_id: str | None = None, ts: int | None = None, **extra: Any
+) -> dict[str, Any]:
     return {
         "event_id": event_id or f"ev_{secrets.token_hex(8)}",
         "type": kind,

@@ -25,8 +25,11 @@ async def test_partitions_past_the_retention_are_dropped_at_start_and_then_perio
     sink = ArchiveSink(pool, retention_days=30, prune_every_s=3600)
     await sink.ensure_partitions({old, kept})
     at = dt.datetime.combine(old, dt.time(), tzinfo=dt.UTC)
-    await pool.execute("INSERT INTO event_ids (event_id, ts, archived_at) VALUES ($1, $2, $2) ON CONFLICT DO NOTHING",
-                       "ret-old", at)
+    await pool.execute(
+        "INSERT INTO event_ids (event_id, ts, archived_at) VALUES ($1, $2, $2) ON CONFLICT DO NOTHING",
+        "ret-old",
+        at,
+    )
     await sink.prepare()  # worker start-up
     names = await _partitions(pool)
     assert partition_name(old) not in names and partition_name(kept) in names
@@ -37,8 +40,18 @@ async def test_partitions_past_the_retention_are_dropped_at_start_and_then_perio
     sink._pruned_at -= 3601
     await sink.write([])  # an empty poll writes nothing and prunes nothing
     assert partition_name(old) in await _partitions(pool)
-    await sink.write([{"event_id": f"ret-new-{dt.datetime.now().timestamp()}", "type": "like", "viewer_id": "v", "session_id": "s", "room_id": "r",
-                       "ts": int(dt.datetime.now(dt.UTC).timestamp() * 1000)}])
+    await sink.write(
+        [
+            {
+                "event_id": f"ret-new-{dt.datetime.now().timestamp()}",
+                "type": "like",
+                "viewer_id": "v",
+                "session_id": "s",
+                "room_id": "r",
+                "ts": int(dt.datetime.now(dt.UTC).timestamp() * 1000),
+            }
+        ]
+    )
     assert partition_name(old) not in await _partitions(pool)
 
 

@@ -66,12 +66,16 @@ async def test_broker_kill_loses_no_accepted_event_and_counts_each_once(
         await archive.prepare()
         sinks = [SinkRunner(own, RealtimeSink(redis)), SinkRunner(own, archive)]
         transport = httpx.ASGITransport(app=app)
-        async with running(sinks), httpx.AsyncClient(transport=transport, base_url="http://t",
-                                                     timeout=30) as client:
+        async with (
+            running(sinks),
+            httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as client,
+        ):
 
             async def post_all(mine: list[tuple[str, list[dict[str, Any]]]]) -> None:
                 for viewer, events in mine:
-                    headers = {"Authorization": f"Bearer {sign_viewer_token(own.viewer_token_secret, viewer)}"}
+                    headers = {
+                        "Authorization": f"Bearer {sign_viewer_token(own.viewer_token_secret, viewer)}"
+                    }
                     while True:  # a client retries the same ids until it gets a 202
                         response = await client.post("/v1/events", json=events, headers=headers)
                         statuses.append(response.status_code)
@@ -99,13 +103,17 @@ async def test_broker_kill_loses_no_accepted_event_and_counts_each_once(
             assert len(accepted) == TOTAL
 
             async def archived() -> bool:
-                count = await pool.fetchval("SELECT count(*) FROM interactions WHERE room_id = ANY($1)", rooms)
+                count = await pool.fetchval(
+                    "SELECT count(*) FROM interactions WHERE room_id = ANY($1)", rooms
+                )
                 return bool(count >= TOTAL)
 
             await eventually(archived, timeout=90)
             rows = await pool.fetch(
                 "SELECT event_id, type, count(*) AS n FROM interactions WHERE room_id = ANY($1) "
-                "GROUP BY event_id, type", rooms)
+                "GROUP BY event_id, type",
+                rooms,
+            )
             assert {r["event_id"] for r in rows} == accepted
             assert max(r["n"] for r in rows) == 1
 
@@ -115,7 +123,9 @@ async def test_broker_kill_loses_no_accepted_event_and_counts_each_once(
                 "count(*) FILTER (WHERE type = 'like') AS likes, "
                 "count(*) FILTER (WHERE type = 'leave') AS leaves, "
                 "count(*) FILTER (WHERE type = 'leave' AND dwell_ms < 3000) AS swipe_aways, "
-                "coalesce(sum(dwell_ms), 0) AS dwell FROM interactions WHERE room_id = ANY($1)", rooms)
+                "coalesce(sum(dwell_ms), 0) AS dwell FROM interactions WHERE room_id = ANY($1)",
+                rooms,
+            )
             stats = LiveStats(redis)
 
             async def counted() -> dict[str, int] | None:

@@ -92,8 +92,11 @@ async def test_replay_from_offset_zero_changes_nothing(
         await eventually(lambda: _consumed(replay_runners, ends))
     assert await pool.fetchval("SELECT count(*) FROM interactions") == before_rows
     after_redis = await redis_state(redis)
-    changed = {k for k in set(before_redis) | set(after_redis)
-               if before_redis.get(k) != after_redis.get(k) and b":now" not in k}
+    changed = {
+        k
+        for k in set(before_redis) | set(after_redis)
+        if before_redis.get(k) != after_redis.get(k) and b":now" not in k
+    }
     assert not changed
 
 
@@ -121,8 +124,9 @@ async def test_poison_message_lands_in_the_dead_letter_topic_and_the_consumer_go
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"{not json " + marker.encode(), key=b"poison", partition=0)
-        await producer.send_and_wait(topic, orjson.dumps({"event_id": f"x{marker}", "type": "teleport"}),
-                                     key=b"poison", partition=0)
+        await producer.send_and_wait(
+            topic, orjson.dumps({"event_id": f"x{marker}", "type": "teleport"}), key=b"poison", partition=0
+        )
         room = f"room_{marker}"
         after = make_event("enter", "v_after", room)
         await producer.send_and_wait(topic, orjson.dumps(after), key=b"v_after", partition=0)
@@ -137,8 +141,9 @@ async def test_poison_message_lands_in_the_dead_letter_topic_and_the_consumer_go
 
 
 async def _dead_letters(settings: Settings, marker: str, expected: int) -> list[dict[str, Any]] | None:
-    consumer = AIOKafkaConsumer(settings.topic(DEAD_LETTERS), bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        settings.topic(DEAD_LETTERS), bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         polled = await consumer.getmany(timeout_ms=1000)
@@ -154,9 +159,14 @@ async def test_two_worker_processes_split_partitions_and_process_everything_once
 ) -> None:
     own = replace(migrated, kafka_prefix=f"{migrated.kafka_prefix}w{tag()}.")
     await ensure_topics(own, {VIEWER_EVENTS: 6, DEAD_LETTERS: 1})
-    env = {**os.environ, "DATABASE_URL": own.database_url, "REDIS_URL": own.redis_url,
-           "KAFKA_BOOTSTRAP": own.kafka_bootstrap, "ROOMFEED_KAFKA_PREFIX": own.kafka_prefix,
-           "ROOMFEED_LOG_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": own.database_url,
+        "REDIS_URL": own.redis_url,
+        "KAFKA_BOOTSTRAP": own.kafka_bootstrap,
+        "ROOMFEED_KAFKA_PREFIX": own.kafka_prefix,
+        "ROOMFEED_LOG_LEVEL": "INFO",
+    }
     command = [sys.executable, "-m", "roomfeed.cli", "worker", "--sinks", "realtime,archive", "--no-migrate"]
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     workers = [subprocess.Popen(command, env=env, cwd=REPO_ROOT, stderr=log.open("w")) for log in logs]
@@ -177,12 +187,20 @@ async def test_two_worker_processes_split_partitions_and_process_everything_once
         finally:
             await producer.stop()
 
-        await eventually(lambda: pool.fetchval(
-            "SELECT count(*) = $2 FROM interactions WHERE room_id = ANY($1)", rooms, total), timeout=30)
+        await eventually(
+            lambda: pool.fetchval(
+                "SELECT count(*) = $2 FROM interactions WHERE room_id = ANY($1)", rooms, total
+            ),
+            timeout=30,
+        )
         stats = LiveStats(redis)
         await eventually(lambda: _enters(stats, rooms, total), timeout=30)
-        assert await pool.fetchval(
-            "SELECT count(DISTINCT event_id) FROM interactions WHERE room_id = ANY($1)", rooms) == total
+        assert (
+            await pool.fetchval(
+                "SELECT count(DISTINCT event_id) FROM interactions WHERE room_id = ANY($1)", rooms
+            )
+            == total
+        )
     finally:
         for process in workers:
             process.send_signal(signal.SIGTERM)

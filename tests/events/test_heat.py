@@ -21,9 +21,21 @@ from events.heat import (
 from events.realtime import RealtimeSink
 
 
-def _event(kind: str, room: str, offset: int, ts: int, topic: str, partition: int = 0, **extra: object) -> dict:
-    return {"event_id": f"e{secrets.token_hex(6)}", "type": kind, "viewer_id": f"v{offset}", "session_id": "s",
-            "room_id": room, "ts": ts, "_topic": topic, "_partition": partition, "_offset": offset, **extra}
+def _event(
+    kind: str, room: str, offset: int, ts: int, topic: str, partition: int = 0, **extra: object
+) -> dict:
+    return {
+        "event_id": f"e{secrets.token_hex(6)}",
+        "type": kind,
+        "viewer_id": f"v{offset}",
+        "session_id": "s",
+        "room_id": room,
+        "ts": ts,
+        "_topic": topic,
+        "_partition": partition,
+        "_offset": offset,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -35,9 +47,14 @@ async def heat(redis):
 async def test_heat_counts_signals_and_halves_every_half_life(heat):
     sink, reader = heat
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
-    batch = [_event("enter", "room_a", 0, now_ms, topic), _event("enter", "room_a", 1, now_ms, topic),
-             _event("impression", "room_a", 2, now_ms, topic), _event("leave", "room_a", 3, now_ms, topic, dwell_ms=4500),
-             _event("purchase", "room_b", 4, now_ms, topic), _event("like", "room_b", 5, now_ms, topic)]
+    batch = [
+        _event("enter", "room_a", 0, now_ms, topic),
+        _event("enter", "room_a", 1, now_ms, topic),
+        _event("impression", "room_a", 2, now_ms, topic),
+        _event("leave", "room_a", 3, now_ms, topic, dwell_ms=4500),
+        _event("purchase", "room_b", 4, now_ms, topic),
+        _event("like", "room_b", 5, now_ms, topic),
+    ]
     assert await sink.write(batch) == 5  # the like changes no heat signal
     snap = await reader.snapshot(now_ms / 1000)
     values = snap.aligned(["room_a", "room_b", "room_never"])
@@ -51,7 +68,9 @@ async def test_older_events_weigh_less_than_new_ones(heat):
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
     half = int(HALF_LIFE_S * 1000)
     await sink.write([_event("enter", "room_c", 0, now_ms - 2 * half, topic)])
-    await sink.write([_event("enter", "room_c", 1, now_ms, topic), _event("enter", "room_c", 2, now_ms - half, topic)])
+    await sink.write(
+        [_event("enter", "room_c", 1, now_ms, topic), _event("enter", "room_c", 2, now_ms - half, topic)]
+    )
     (value,) = (await reader.snapshot(now_ms / 1000)).aligned(["room_c"])[:, 0]
     assert value == pytest.approx(1 + 0.5 + 0.25)
 
@@ -69,8 +88,12 @@ async def test_replayed_batch_changes_nothing(heat):
 async def test_prune_deletes_rooms_untouched_for_hours(heat, redis):
     sink, reader = heat
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
-    await sink.write([_event("enter", "room_old", 0, now_ms - 7 * 3600 * 1000, topic),
-                      _event("enter", "room_new", 1, now_ms, topic)])
+    await sink.write(
+        [
+            _event("enter", "room_old", 0, now_ms - 7 * 3600 * 1000, topic),
+            _event("enter", "room_new", 1, now_ms, topic),
+        ]
+    )
     deleted = 0
     for _ in range(10):
         deleted += await sink.prune(now_ms)
@@ -110,8 +133,12 @@ async def test_heat_table_reads_only_changes_and_matches_a_full_read(heat, redis
     layout = table.layout
 
     # Rooms already known change in place (the layout holds); a new room is appended (it moves).
-    await sink.write([_event("leave", "room_t2", 10, now_ms, topic, dwell_ms=3000),
-                      _event("purchase", "room_t5", 11, now_ms, topic)])
+    await sink.write(
+        [
+            _event("leave", "room_t2", 10, now_ms, topic, dwell_ms=3000),
+            _event("purchase", "room_t5", 11, now_ms, topic),
+        ]
+    )
     second = await table.refresh(now_ms / 1000)
     assert table.layout == layout
     await sink.write([_event("enter", "room_t9", 12, now_ms, topic)])
@@ -143,8 +170,12 @@ async def test_heat_table_rescans_when_redis_lost_its_data_or_was_rebuilt(heat, 
 async def test_pruned_rooms_leave_the_change_log(heat, redis):
     sink, _ = heat
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
-    await sink.write([_event("enter", "room_gone", 0, now_ms - 7 * 3600 * 1000, topic),
-                      _event("enter", "room_here", 1, now_ms, topic)])
+    await sink.write(
+        [
+            _event("enter", "room_gone", 0, now_ms - 7 * 3600 * 1000, topic),
+            _event("enter", "room_here", 1, now_ms, topic),
+        ]
+    )
     assert await redis.zcard(CHANGED_KEY) == 2
     for _ in range(10):
         await sink.prune(now_ms)

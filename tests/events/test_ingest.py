@@ -29,21 +29,33 @@ def visit(viewer: str, room: str, dwell_ms: int) -> list[dict[str, Any]]:
         make_event("impression", viewer, room, ts=now - 3000, position=1),
         make_event("enter", viewer, room, ts=now - 2500, source="feed"),
         make_event("like", viewer, room, ts=now - 2000),
-        make_event("purchase", viewer, room, ts=now - 1500, order_id=f"o{tag()}", product_id="prd_1",
-                   amount=25.5, currency="CNY"),
+        make_event(
+            "purchase",
+            viewer,
+            room,
+            ts=now - 1500,
+            order_id=f"o{tag()}",
+            product_id="prd_1",
+            amount=25.5,
+            currency="CNY",
+        ),
         make_event("leave", viewer, room, ts=now - 1000, dwell_ms=dwell_ms),
     ]
 
 
 async def test_ingest_reaches_both_sinks(
-    app_client: httpx.AsyncClient, viewer_token: Callable[[str], str], worker: list[SinkRunner],
-    redis: Redis, pool: asyncpg.Pool,
+    app_client: httpx.AsyncClient,
+    viewer_token: Callable[[str], str],
+    worker: list[SinkRunner],
+    redis: Redis,
+    pool: asyncpg.Pool,
 ) -> None:
     room = f"room_{tag()}"
     viewers = [f"v{tag()}" for _ in range(3)]
     for i, viewer in enumerate(viewers):
-        response = await app_client.post("/v1/events", json=visit(viewer, room, 1000 + 4000 * i),
-                                         headers=auth(viewer_token(viewer)))
+        response = await app_client.post(
+            "/v1/events", json=visit(viewer, room, 1000 + 4000 * i), headers=auth(viewer_token(viewer))
+        )
         assert response.status_code == 202, response.text
         assert response.json() == {"accepted": 5, "rejected": []}
 
@@ -58,12 +70,20 @@ async def test_ingest_reaches_both_sinks(
     await eventually(lambda: _equals(archived(pool, room), 15))
     row = await pool.fetchrow(
         "SELECT type, viewer_id, session_id, merchant_id, dwell_ms, amount, payload FROM interactions "
-        "WHERE room_id = $1 AND type = 'purchase' AND viewer_id = $2", room, viewers[0])
+        "WHERE room_id = $1 AND type = 'purchase' AND viewer_id = $2",
+        room,
+        viewers[0],
+    )
     assert row["amount"] == 25.5 and row["merchant_id"] is None  # no room directory knows this room
     assert row["payload"]["currency"] == "CNY" and "order_id" in row["payload"]
-    assert await pool.fetchval(
-        "SELECT dwell_ms FROM interactions WHERE room_id = $1 AND type = 'leave' AND viewer_id = $2",
-        room, viewers[2]) == 9000
+    assert (
+        await pool.fetchval(
+            "SELECT dwell_ms FROM interactions WHERE room_id = $1 AND type = 'leave' AND viewer_id = $2",
+            room,
+            viewers[2],
+        )
+        == 9000
+    )
 
     recent = await stats.viewer_recent(viewers[0])
     assert [(v.room_id, v.dwell_ms, v.swiped_away) for v in recent] == [(room, 1000, True)]
@@ -79,7 +99,9 @@ async def _equals(awaitable: Any, expected: int) -> bool:
 
 
 async def test_bad_events_are_rejected_by_index_and_the_good_ones_accepted(
-    app_client: httpx.AsyncClient, viewer_token: Callable[[str], str], worker: list[SinkRunner],
+    app_client: httpx.AsyncClient,
+    viewer_token: Callable[[str], str],
+    worker: list[SinkRunner],
     pool: asyncpg.Pool,
 ) -> None:
     viewer, room = f"v{tag()}", f"room_{tag()}"
@@ -95,8 +117,10 @@ async def test_bad_events_are_rejected_by_index_and_the_good_ones_accepted(
     body = response.json()
     assert body["accepted"] == 2
     assert [(r["index"], r["error"]["code"], r["error"]["field"]) for r in body["rejected"]] == [
-        (1, "validation_failed", "dwell_ms"), (2, "viewer_mismatch", "viewer_id"),
-        (3, "validation_failed", "ts")]
+        (1, "validation_failed", "dwell_ms"),
+        (2, "viewer_mismatch", "viewer_id"),
+        (3, "validation_failed", "ts"),
+    ]
     await eventually(lambda: _equals(archived(pool, room), 2))
 
 
@@ -114,8 +138,11 @@ async def test_batches_are_bounded_and_viewer_only(
 
 
 async def test_duplicate_event_ids_are_counted_once(
-    app_client: httpx.AsyncClient, viewer_token: Callable[[str], str], worker: list[SinkRunner],
-    redis: Redis, pool: asyncpg.Pool,
+    app_client: httpx.AsyncClient,
+    viewer_token: Callable[[str], str],
+    worker: list[SinkRunner],
+    redis: Redis,
+    pool: asyncpg.Pool,
 ) -> None:
     viewer, room = f"v{tag()}", f"room_{tag()}"
     batch = [make_event("enter", viewer, room), make_event("like", viewer, room)]

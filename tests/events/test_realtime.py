@@ -17,9 +17,14 @@ from events.realtime import RealtimeSink, plan_writes
 from tests.events.conftest import make_event, tag
 
 
-def at(events: list[dict[str, Any]], topic: str, first_offset: int = 0, partition: int = 0) -> list[dict[str, Any]]:
+def at(
+    events: list[dict[str, Any]], topic: str, first_offset: int = 0, partition: int = 0
+) -> list[dict[str, Any]]:
     """The events as the consumer hands them over: with their Kafka position."""
-    return [{**e, "_topic": topic, "_partition": partition, "_offset": first_offset + i} for i, e in enumerate(events)]
+    return [
+        {**e, "_topic": topic, "_partition": partition, "_offset": first_offset + i}
+        for i, e in enumerate(events)
+    ]
 
 
 async def test_a_batch_is_summed_per_room_and_counted_exactly(redis: Redis) -> None:
@@ -28,10 +33,23 @@ async def test_a_batch_is_summed_per_room_and_counted_exactly(redis: Redis) -> N
     events = []
     for i in range(30):
         viewer = f"v{i % 7}_{tag()}"
-        events += [make_event("impression", viewer, room, ts=now - 900), make_event("enter", viewer, room, ts=now - 800),
-                   make_event("leave", viewer, room, ts=now - 700, dwell_ms=1000 * (i % 6))]
-    events.append(make_event("purchase", "buyer", other, ts=now - 600, order_id="o1", product_id="p1", amount=10.25,
-                             currency="EUR"))
+        events += [
+            make_event("impression", viewer, room, ts=now - 900),
+            make_event("enter", viewer, room, ts=now - 800),
+            make_event("leave", viewer, room, ts=now - 700, dwell_ms=1000 * (i % 6)),
+        ]
+    events.append(
+        make_event(
+            "purchase",
+            "buyer",
+            other,
+            ts=now - 600,
+            order_id="o1",
+            product_id="p1",
+            amount=10.25,
+            currency="EUR",
+        )
+    )
     before = await LiveStats(redis).totals()
     applied = await RealtimeSink(redis).write(at(events, f"t{tag()}"))
     assert applied == len(events)
@@ -92,7 +110,9 @@ async def test_presence_follows_each_viewers_last_sign_within_a_batch(redis: Red
     sink = RealtimeSink(redis)
     await sink.write(at(batch, topic))
     # a leave older than the viewer's last sign does not remove them
-    await sink.write(at([make_event("leave", late_leave, room, ts=now - 2000, dwell_ms=9000)], topic, first_offset=100))
+    await sink.write(
+        at([make_event("leave", late_leave, room, ts=now - 2000, dwell_ms=9000)], topic, first_offset=100)
+    )
     members = {m.decode() for m in await redis.zrange(f"rf:ev:r:{room}:now", 0, -1)}
     assert members == {stayed, came_back, late_leave}
     assert (await LiveStats(redis).rooms([room]))[room].viewers_now == 3
@@ -117,7 +137,12 @@ async def test_a_room_with_thousands_of_viewers_in_one_batch_is_applied(redis: R
     events += [make_event("leave", e["viewer_id"], room, ts=now, dwell_ms=1000) for e in events[:3000]]
     assert await RealtimeSink(redis).write(at(events, topic)) == 8000
     stats = (await LiveStats(redis).rooms([room]))[room]
-    assert (stats.enters_1h, stats.leaves_1h, stats.swipe_aways_1h, stats.viewers_now) == (5000, 3000, 3000, 2000)
+    assert (stats.enters_1h, stats.leaves_1h, stats.swipe_aways_1h, stats.viewers_now) == (
+        5000,
+        3000,
+        3000,
+        2000,
+    )
     assert 4800 <= stats.unique_visitors_1h <= 5200  # a HyperLogLog: about 1% off
 
 
@@ -129,9 +154,14 @@ class _Record:
 async def test_unreadable_records_are_refused_with_the_reason_and_the_rest_applied(redis: Redis) -> None:
     room, topic = f"room_{tag()}", f"t{tag()}"
     good = [make_event("like", f"v{i}", room) for i in range(3)]
-    values = [orjson.dumps(good[0]), b"{not json", orjson.dumps({**make_event("leave", "v9", room), "dwell_ms": "long"}),
-              orjson.dumps(good[1]), orjson.dumps({**make_event("like", "v8", room), "type": "teleport"}),
-              orjson.dumps(good[2])]
+    values = [
+        orjson.dumps(good[0]),
+        b"{not json",
+        orjson.dumps({**make_event("leave", "v9", room), "dwell_ms": "long"}),
+        orjson.dumps(good[1]),
+        orjson.dumps({**make_event("like", "v8", room), "type": "teleport"}),
+        orjson.dumps(good[2]),
+    ]
     sink = RealtimeSink(redis)
     chunk, refused = sink.read({TopicPartition(topic, 0): [_Record(i, v) for i, v in enumerate(values)]})
     reasons = [reason.split(":")[0] for _tp, _record, reason in refused]

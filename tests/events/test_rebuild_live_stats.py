@@ -28,7 +28,9 @@ async def _produce(settings: Settings, events: list[dict[str, object]]) -> None:
     try:
         for event in events:
             value = {**event, "merchant_id": None, "received_at": event["ts"]}
-            await producer.send(settings.topic("viewer-events"), orjson.dumps(value), key=str(event["viewer_id"]).encode())
+            await producer.send(
+                settings.topic("viewer-events"), orjson.dumps(value), key=str(event["viewer_id"]).encode()
+            )
         await producer.flush()
     finally:
         await producer.stop()
@@ -93,4 +95,3 @@ async def test_live_stats_are_replayed_from_kafka_after_redis_is_lost(
             before[room].dwell_ms_1h,
         )
     await redis.aclose()
-

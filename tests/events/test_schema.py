@@ -12,8 +12,15 @@ NOW = 1_800_000_000_000
 
 
 def event(kind: str = "enter", **extra: Any) -> dict[str, Any]:
-    return {"event_id": "e1", "type": kind, "viewer_id": "v1", "session_id": "s1", "room_id": "room_1",
-            "ts": NOW, **extra}
+    return {
+        "event_id": "e1",
+        "type": kind,
+        "viewer_id": "v1",
+        "session_id": "s1",
+        "room_id": "room_1",
+        "ts": NOW,
+        **extra,
+    }
 
 
 def rejected_field(raw: Any) -> str | None:
@@ -25,8 +32,13 @@ def rejected_field(raw: Any) -> str | None:
 def test_valid_events_of_every_type_are_accepted_and_normalised() -> None:
     samples = [
         event("impression", position=3, boosted=True, variant="a", config_version=4, model_version="m1"),
-        event("enter", source="code"), event("heartbeat"), event("leave", dwell_ms=0), event("like"),
-        event("comment", text="nice"), event("follow"), event("share"),
+        event("enter", source="code"),
+        event("heartbeat"),
+        event("leave", dwell_ms=0),
+        event("like"),
+        event("comment", text="nice"),
+        event("follow"),
+        event("share"),
         event("add_to_cart", product_id="prd_1"),
         event("purchase", order_id="o1", product_id="prd_1", amount=19.9, currency="CNY"),
         event("deal_claim", deal_id="deal_1"),

@@ -42,17 +42,27 @@ class FaultResult:
         return asdict(self)
 
 
-async def _run(stack: FaultStack, name: str, kill: Callable[[], Awaitable[None]],
-               restart: Callable[[], Awaitable[None]], ingesters: int = 2, swipers: int = 2) -> FaultResult:
+async def _run(
+    stack: FaultStack,
+    name: str,
+    kill: Callable[[], Awaitable[None]],
+    restart: Callable[[], Awaitable[None]],
+    ingesters: int = 2,
+    swipers: int = 2,
+) -> FaultResult:
     tag = secrets.token_hex(3)
     traffic = Traffic()
     stop = asyncio.Event()
     limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
     async with httpx.AsyncClient(timeout=httpx.Timeout(10, connect=1), limits=limits) as client:
         rooms = await stack.live_rooms(client)
-        tasks = [asyncio.create_task(stack.ingest(client, traffic, rooms, stop, f"{tag}i{i}"))
-                 for i in range(ingesters)]
-        tasks += [asyncio.create_task(stack.swipe(client, traffic, stop, f"{tag}s{i}")) for i in range(swipers)]
+        tasks = [
+            asyncio.create_task(stack.ingest(client, traffic, rooms, stop, f"{tag}i{i}"))
+            for i in range(ingesters)
+        ]
+        tasks += [
+            asyncio.create_task(stack.swipe(client, traffic, stop, f"{tag}s{i}")) for i in range(swipers)
+        ]
         try:
             await asyncio.sleep(WARMUP_SECONDS)
             await kill()
@@ -70,11 +80,18 @@ async def _run(stack: FaultStack, name: str, kill: Callable[[], Awaitable[None]]
         figures = await stack.settle(rooms, traffic.accepted)
     recovery = time.monotonic() - restarted_at
     return FaultResult(
-        name=name, accepted=len(traffic.accepted), lost=figures["lost"], duplicated=figures["duplicated"],
-        feed_5xx=traffic.feed_5xx, recovery_s=round(recovery, 2), live_missing=figures["live_missing"],
-        feed_requests=sum(traffic.feed_statuses.values()), feed_degraded=traffic.feed_degraded,
+        name=name,
+        accepted=len(traffic.accepted),
+        lost=figures["lost"],
+        duplicated=figures["duplicated"],
+        feed_5xx=traffic.feed_5xx,
+        recovery_s=round(recovery, 2),
+        live_missing=figures["live_missing"],
+        feed_requests=sum(traffic.feed_statuses.values()),
+        feed_degraded=traffic.feed_degraded,
         ingest_retries=sum(n for s, n in traffic.ingest_statuses.items() if s != 202),
-        failovers=traffic.connection_failovers)
+        failovers=traffic.connection_failovers,
+    )
 
 
 async def kafka_broker_during_ingest(stack: FaultStack) -> FaultResult:
@@ -88,8 +105,14 @@ async def redis_during_feed_traffic(stack: FaultStack) -> FaultResult:
     async def kill() -> None:
         stack.redis_server.kill()
 
-    return await _run(stack, "redis during feed traffic", kill, lambda: stack.restart_server(stack.redis_server),
-                      ingesters=1, swipers=3)
+    return await _run(
+        stack,
+        "redis during feed traffic",
+        kill,
+        lambda: stack.restart_server(stack.redis_server),
+        ingesters=1,
+        swipers=3,
+    )
 
 
 async def postgres_during_archive_writes(stack: FaultStack) -> FaultResult:

@@ -48,8 +48,13 @@ class RoomfeedProcess:
 
     def start(self) -> None:
         with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "roomfeed.cli", *self.args], cwd=REPO_ROOT,
-                                         env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "roomfeed.cli", *self.args],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, in-flight batches and requests are cut."""
@@ -108,24 +113,39 @@ class FaultStack:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.gather(asyncio.to_thread(self._start_server, self.pg),
-                             asyncio.to_thread(self._start_server, self.redis_server),
-                             asyncio.to_thread(self._start_server, self.kafka))
-        self.settings = replace(self.settings, database_url=self.pg.url(), redis_url=self.redis_server.url(),
-                                kafka_bootstrap=self.kafka.bootstrap(), kafka_prefix=f"fs{secrets.token_hex(3)}.",
-                                kafka_partitions=3, data_dir=self.work_dir / "data")
+        await asyncio.gather(
+            asyncio.to_thread(self._start_server, self.pg),
+            asyncio.to_thread(self._start_server, self.redis_server),
+            asyncio.to_thread(self._start_server, self.kafka),
+        )
+        self.settings = replace(
+            self.settings,
+            database_url=self.pg.url(),
+            redis_url=self.redis_server.url(),
+            kafka_bootstrap=self.kafka.bootstrap(),
+            kafka_prefix=f"fs{secrets.token_hex(3)}.",
+            kafka_partitions=3,
+            data_dir=self.work_dir / "data",
+        )
         await migrate(self.settings.database_url)
         self.pool = await asyncpg.create_pool(self.settings.database_url, min_size=0, max_size=4)
         self.redis = Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=1)
         self.operator_key = (await create_key(self.pool, "operator", label="faults"))[1]
-        env = {**os.environ, "DATABASE_URL": self.settings.database_url, "REDIS_URL": self.settings.redis_url,
-               "KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap, "ROOMFEED_KAFKA_PREFIX": self.settings.kafka_prefix,
-               "ROOMFEED_KAFKA_PARTITIONS": "3", "ROOMFEED_DATA_DIR": str(self.settings.data_dir),
-               "ROOMFEED_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.settings.database_url,
+            "REDIS_URL": self.settings.redis_url,
+            "KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+            "ROOMFEED_KAFKA_PREFIX": self.settings.kafka_prefix,
+            "ROOMFEED_KAFKA_PARTITIONS": "3",
+            "ROOMFEED_DATA_DIR": str(self.settings.data_dir),
+            "ROOMFEED_LOG_LEVEL": "WARNING",
+        }
         for n in range(self.api_processes):
             port = free_port()
-            self.api.append(RoomfeedProcess(f"api{n}", ["serve", "--port", str(port), "--no-migrate"], env,
-                                            self.work_dir))
+            self.api.append(
+                RoomfeedProcess(f"api{n}", ["serve", "--port", str(port), "--no-migrate"], env, self.work_dir)
+            )
             self.api_urls.append(f"http://127.0.0.1:{port}")
         self.worker = RoomfeedProcess("worker", ["worker", "--no-migrate"], env, self.work_dir)
         for process in self.api:
@@ -165,22 +185,35 @@ class FaultStack:
 
     # --- the market --------------------------------------------------------------------------
 
-    async def live_rooms(self, client: httpx.AsyncClient, merchants: int = 3, rooms_each: int = 2) -> list[str]:
+    async def live_rooms(
+        self, client: httpx.AsyncClient, merchants: int = 3, rooms_each: int = 2
+    ) -> list[str]:
         """Fresh merchants with live rooms, through the API (each scenario counts its own rooms)."""
         rooms = []
         base = self.api_urls[0]
         for _ in range(merchants):
-            r = await client.post(f"{base}/v1/ops/merchants", json={"name": f"fault shop {secrets.token_hex(2)}"},
-                                  headers={"Authorization": f"Bearer {self.operator_key}"})
+            r = await client.post(
+                f"{base}/v1/ops/merchants",
+                json={"name": f"fault shop {secrets.token_hex(2)}"},
+                headers={"Authorization": f"Bearer {self.operator_key}"},
+            )
             assert r.status_code == 201, r.text
             headers = {"Authorization": f"Bearer {r.json()['key']}"}
             for k in range(rooms_each):
-                r = await client.post(f"{base}/v1/rooms", headers=headers, json={
-                    "title": f"fault room {k}", "category": ("beauty", "food", "home")[k % 3],
-                    "stream_url": "https://live.example/f.m3u8"})
+                r = await client.post(
+                    f"{base}/v1/rooms",
+                    headers=headers,
+                    json={
+                        "title": f"fault room {k}",
+                        "category": ("beauty", "food", "home")[k % 3],
+                        "stream_url": "https://live.example/f.m3u8",
+                    },
+                )
                 assert r.status_code == 201, r.text
                 room_id = r.json()["room_id"]
-                assert (await client.post(f"{base}/v1/rooms/{room_id}/live", headers=headers)).status_code == 200
+                assert (
+                    await client.post(f"{base}/v1/rooms/{room_id}/live", headers=headers)
+                ).status_code == 200
                 rooms.append(room_id)
         return rooms
 
@@ -189,8 +222,9 @@ class FaultStack:
 
     # --- traffic -----------------------------------------------------------------------------
 
-    async def _request(self, client: httpx.AsyncClient, traffic: Traffic, method: str, path: str,
-                       **kwargs: Any) -> httpx.Response:
+    async def _request(
+        self, client: httpx.AsyncClient, traffic: Traffic, method: str, path: str, **kwargs: Any
+    ) -> httpx.Response:
         """Like an app behind a load balancer: try one API process, fail over to the other when it is gone."""
         start = secrets.randbelow(len(self.api_urls))
         while True:
@@ -202,8 +236,15 @@ class FaultStack:
                     traffic.connection_failovers += 1
             await asyncio.sleep(0.2)
 
-    async def ingest(self, client: httpx.AsyncClient, traffic: Traffic, rooms: list[str], stop: asyncio.Event,
-                     tag: str, pause: float = 0.05) -> None:
+    async def ingest(
+        self,
+        client: httpx.AsyncClient,
+        traffic: Traffic,
+        rooms: list[str],
+        stop: asyncio.Event,
+        tag: str,
+        pause: float = 0.05,
+    ) -> None:
         """One viewer after another posts a batch; a batch is retried with the same ids until accepted."""
         n = 0
         while not stop.is_set():
@@ -213,8 +254,14 @@ class FaultStack:
             batch = []
             for i in range(BATCH):
                 kind = KINDS[i % len(KINDS)]
-                event = {"event_id": f"ev_{tag}_{n}_{i}", "type": kind, "viewer_id": viewer,
-                         "session_id": f"ses_{viewer}", "room_id": rooms[(n + i) % len(rooms)], "ts": now - 500 + i}
+                event = {
+                    "event_id": f"ev_{tag}_{n}_{i}",
+                    "type": kind,
+                    "viewer_id": viewer,
+                    "session_id": f"ses_{viewer}",
+                    "room_id": rooms[(n + i) % len(rooms)],
+                    "ts": now - 500 + i,
+                }
                 if kind == "leave":
                     event["dwell_ms"] = 700 * (i % 9)
                 batch.append(event)
@@ -236,8 +283,14 @@ class FaultStack:
         while not stop.is_set():
             viewer = f"sw_{tag}_{n}"
             headers = self.viewer_headers(viewer)
-            r = await self._request(client, traffic, "POST", "/v1/sessions", headers=headers,
-                                    json={"viewer_id": viewer, "entry": {}, "count": 3})
+            r = await self._request(
+                client,
+                traffic,
+                "POST",
+                "/v1/sessions",
+                headers=headers,
+                json={"viewer_id": viewer, "entry": {}, "count": 3},
+            )
             traffic.feed_statuses[r.status_code] += 1
             n += 1
             if r.status_code != 201:
@@ -247,8 +300,9 @@ class FaultStack:
             for _ in range(4):
                 if stop.is_set():
                     break
-                r = await self._request(client, traffic, "GET", f"/v1/sessions/{session_id}/feed?count=3",
-                                        headers=headers)
+                r = await self._request(
+                    client, traffic, "GET", f"/v1/sessions/{session_id}/feed?count=3", headers=headers
+                )
                 traffic.feed_statuses[r.status_code] += 1
                 if r.status_code == 200 and r.json().get("degraded"):
                     traffic.feed_degraded += 1
@@ -260,21 +314,29 @@ class FaultStack:
         """(event ids in the archive for these rooms, rows beyond one per event id)."""
         assert self.pool is not None
         rows = await self.pool.fetch(
-            "SELECT event_id, count(*) AS n FROM interactions WHERE room_id = ANY($1) GROUP BY event_id", rooms)
+            "SELECT event_id, count(*) AS n FROM interactions WHERE room_id = ANY($1) GROUP BY event_id",
+            rooms,
+        )
         return {r["event_id"] for r in rows}, sum(r["n"] - 1 for r in rows)
 
     async def live_counts(self, rooms: list[str]) -> dict[str, int]:
         assert self.redis is not None
         per_room = (await LiveStats(self.redis).rooms(rooms)).values()
-        return {"enter": sum(s.enters_1h for s in per_room), "impression": sum(s.impressions_1h for s in per_room),
-                "like": sum(s.likes_1h for s in per_room), "leave": sum(s.leaves_1h for s in per_room)}
+        return {
+            "enter": sum(s.enters_1h for s in per_room),
+            "impression": sum(s.impressions_1h for s in per_room),
+            "like": sum(s.likes_1h for s in per_room),
+            "leave": sum(s.leaves_1h for s in per_room),
+        }
 
     async def recount(self, rooms: list[str]) -> dict[str, int]:
         """Per kind, the archive's count for these rooms (ingest's events and the feed's impressions)."""
         assert self.pool is not None
         rows = await self.pool.fetch(
             "SELECT type, count(*) AS n FROM interactions WHERE room_id = ANY($1) AND type = ANY($2) GROUP BY type",
-            rooms, list(KINDS))
+            rooms,
+            list(KINDS),
+        )
         return {**dict.fromkeys(KINDS, 0), **{r["type"]: r["n"] for r in rows}}
 
     async def settle(self, rooms: list[str], accepted: set[str], timeout: float = 120.0) -> dict[str, Any]:
@@ -292,10 +354,18 @@ class FaultStack:
                 live = await self.live_counts(rooms)
             except (OSError, asyncpg.PostgresError, RedisError, asyncpg.InterfaceError):
                 pass
-            if (expected and accepted <= archived and live == expected) or time.monotonic() - started > timeout:
+            if (
+                expected and accepted <= archived and live == expected
+            ) or time.monotonic() - started > timeout:
                 break
             await asyncio.sleep(0.25)
         over = sum(max(0, live.get(k, 0) - v) for k, v in expected.items())
         under = sum(max(0, v - live.get(k, 0)) for k, v in expected.items())
-        return {"settle_s": time.monotonic() - started, "lost": len(accepted - archived),
-                "duplicated": extra_rows + over, "live_missing": under, "live": live, "expected": expected}
+        return {
+            "settle_s": time.monotonic() - started,
+            "lost": len(accepted - archived),
+            "duplicated": extra_rows + over,
+            "live_missing": under,
+            "live": live,
+            "expected": expected,
+        }

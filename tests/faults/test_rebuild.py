@@ -47,7 +47,9 @@ async def test_redis_flushed_is_rebuilt_while_the_feed_serves(fault_stack: Fault
         assert settled["lost"] == 0 and settled["live"] == settled["expected"], settled
 
         feed_traffic, feed_stop = Traffic(), asyncio.Event()
-        swiper = asyncio.create_task(stack.swipe(client, feed_traffic, feed_stop, f"rbs{secrets.token_hex(2)}"))
+        swiper = asyncio.create_task(
+            stack.swipe(client, feed_traffic, feed_stop, f"rbs{secrets.token_hex(2)}")
+        )
         try:
             stack.worker.stop()  # the realtime sink pauses for the replay (see the module docstring)
             await stack.redis.flushall()
@@ -55,8 +57,14 @@ async def test_redis_flushed_is_rebuilt_while_the_feed_serves(fault_stack: Fault
 
             rebuilt_at = time.monotonic()
             done = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "roomfeed.cli", "rebuild", "--no-migrate"], cwd=REPO_ROOT,
-                env=stack.api[0].env, capture_output=True, text=True, timeout=120)
+                subprocess.run,
+                [sys.executable, "-m", "roomfeed.cli", "rebuild", "--no-migrate"],
+                cwd=REPO_ROOT,
+                env=stack.api[0].env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert done.returncode == 0, done.stdout + done.stderr
             index_s = time.monotonic() - rebuilt_at
             replay_s = await _replay_realtime_from_zero(stack)
@@ -64,8 +72,11 @@ async def test_redis_flushed_is_rebuilt_while_the_feed_serves(fault_stack: Fault
 
             # the feed shows live rooms again
             viewer = f"rb_after_{secrets.token_hex(2)}"
-            r = await client.post(f"{stack.api_urls[0]}/v1/sessions", headers=stack.viewer_headers(viewer),
-                                  json={"viewer_id": viewer, "entry": {}, "count": 10})
+            r = await client.post(
+                f"{stack.api_urls[0]}/v1/sessions",
+                headers=stack.viewer_headers(viewer),
+                json={"viewer_id": viewer, "entry": {}, "count": 10},
+            )
             assert r.status_code == 201 and r.json()["rooms"], r.text
             await asyncio.sleep(1)
         finally:
@@ -73,9 +84,15 @@ async def test_redis_flushed_is_rebuilt_while_the_feed_serves(fault_stack: Fault
             await swiper
         # the worker catches up on what arrived during the replay: counted once, archive and live agree
         after = await stack.settle(rooms, traffic.accepted)
-    print({"live_index_rebuild_s": round(index_s, 2), "live_stats_replay_s": round(replay_s, 2),
-           "feed_requests_meanwhile": sum(feed_traffic.feed_statuses.values()),
-           "feed_degraded": feed_traffic.feed_degraded, "feed_5xx": feed_traffic.feed_5xx})
+    print(
+        {
+            "live_index_rebuild_s": round(index_s, 2),
+            "live_stats_replay_s": round(replay_s, 2),
+            "feed_requests_meanwhile": sum(feed_traffic.feed_statuses.values()),
+            "feed_degraded": feed_traffic.feed_degraded,
+            "feed_5xx": feed_traffic.feed_5xx,
+        }
+    )
     assert feed_traffic.feed_5xx == 0, feed_traffic.feed_statuses
     assert sum(feed_traffic.feed_statuses.values()) > 0
     assert after["lost"] == 0 and after["duplicated"] == 0 and after["live_missing"] == 0, after

@@ -125,7 +125,10 @@ class Market:
         created: list[str] = []
         for n, merchant_id in enumerate(ids):
             created += await asyncio.gather(
-                *(self.live_room(merchant_id, categories[(n + k) % len(categories)]) for k in range(rooms_each))
+                *(
+                    self.live_room(merchant_id, categories[(n + k) % len(categories)])
+                    for k in range(rooms_each)
+                )
             )
         return created
 
@@ -136,7 +139,11 @@ def market_of(operator_headers: dict[str, str]) -> Callable[[httpx.AsyncClient],
 
 
 async def start_session(
-    client: httpx.AsyncClient, headers: dict[str, str], viewer_id: str, entry: dict[str, Any] | None = None, count: int = 5
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    viewer_id: str,
+    entry: dict[str, Any] | None = None,
+    count: int = 5,
 ) -> dict[str, Any]:
     r = await client.post(
         "/v1/sessions", json={"viewer_id": viewer_id, "entry": entry or {}, "count": count}, headers=headers

@@ -25,7 +25,9 @@ async def test_feed_serves_through_redis_and_postgres_outages(settings, private_
     pg, redis = private_servers.postgres(), private_servers.redis()
     await asyncio.gather(asyncio.to_thread(pg.start), asyncio.to_thread(redis.start))
     await asyncio.gather(asyncio.to_thread(pg.wait_ready), asyncio.to_thread(redis.wait_ready))
-    private = replace(settings, database_url=pg.url(), redis_url=redis.url(), kafka_prefix=f"tdeg{secrets.token_hex(3)}.")
+    private = replace(
+        settings, database_url=pg.url(), redis_url=redis.url(), kafka_prefix=f"tdeg{secrets.token_hex(3)}."
+    )
     await migrate(private.database_url)
     operator = {"Authorization": f"Bearer {await new_operator_key(private)}"}
     async with running_app(private, feed_stats_refresh_s=0.2) as client:
@@ -34,7 +36,9 @@ async def test_feed_serves_through_redis_and_postgres_outages(settings, private_
         viewer = "v-degrade"
         headers = {"Authorization": f"Bearer {sign_viewer_token(private.viewer_token_secret, viewer)}"}
         session = await start_session(client, headers, viewer, count=5)
-        assert session["degraded"] is False and session["model_version"] == "popularity"  # no model registered
+        assert (
+            session["degraded"] is False and session["model_version"] == "popularity"
+        )  # no model registered
         served = [r["room_id"] for r in session["rooms"]]
 
         redis.kill()
@@ -72,4 +76,6 @@ async def test_feed_serves_with_postgres_down(settings, private_servers):
         pg.kill()
         session = await start_session(client, headers, viewer, count=3)
         body = await _page(client, headers, session["session_id"], 5)
-        assert body["rooms"] and not {r["room_id"] for r in body["rooms"]} & {r["room_id"] for r in session["rooms"]}
+        assert body["rooms"] and not {r["room_id"] for r in body["rooms"]} & {
+            r["room_id"] for r in session["rooms"]
+        }

@@ -43,7 +43,16 @@ async def test_feed_rooms_carry_the_contract_fields(feed_app, market_of, viewer_
     await market.live_room(merchant, "food")
     session = await start_session(feed_app, viewer_headers("v-fields"), "v-fields")
     room = session["rooms"][0]
-    assert {"room_id", "merchant_id", "title", "category", "stream_url", "viewers_now", "boosted", "position"} <= set(room)
+    assert {
+        "room_id",
+        "merchant_id",
+        "title",
+        "category",
+        "stream_url",
+        "viewers_now",
+        "boosted",
+        "position",
+    } <= set(room)
 
 
 async def test_ended_rooms_vanish_within_50_ms(feed_app, market_of, viewer_headers):
@@ -69,10 +78,14 @@ async def test_feed_of_another_viewers_session_is_404(feed_app, market_of, viewe
 
 
 async def test_session_for_another_viewer_id_is_403_and_bad_count_is_422(feed_app, viewer_headers):
-    r = await feed_app.post("/v1/sessions", json={"viewer_id": "v-b", "entry": {}}, headers=viewer_headers("v-a"))
+    r = await feed_app.post(
+        "/v1/sessions", json={"viewer_id": "v-b", "entry": {}}, headers=viewer_headers("v-a")
+    )
     assert r.status_code == 403
     session = await start_session(feed_app, viewer_headers("v-a"), "v-a")
-    r = await feed_app.get(f"/v1/sessions/{session['session_id']}/feed?count=51", headers=viewer_headers("v-a"))
+    r = await feed_app.get(
+        f"/v1/sessions/{session['session_id']}/feed?count=51", headers=viewer_headers("v-a")
+    )
     assert r.status_code == 422 and "count" in r.json()["error"]["fields"]
     r = await feed_app.post("/v1/sessions", json={"entry": {"room_id": 5}}, headers=viewer_headers("v-a"))
     assert r.status_code == 422
@@ -119,10 +132,25 @@ async def test_leaving_after_one_second_hides_the_room_and_lowers_its_merchant(
     sink = RealtimeSink(feed_app.app.state.resources.redis)
     await sink.write(
         [
-            {"event_id": f"e-{secrets.token_hex(6)}", "type": "enter", "viewer_id": viewer, "session_id": before["session_id"],
-             "room_id": x, "merchant_id": shop, "ts": now_ms - 1000},
-            {"event_id": f"e-{secrets.token_hex(6)}", "type": "leave", "viewer_id": viewer, "session_id": before["session_id"],
-             "room_id": x, "merchant_id": shop, "ts": now_ms, "dwell_ms": 1000},
+            {
+                "event_id": f"e-{secrets.token_hex(6)}",
+                "type": "enter",
+                "viewer_id": viewer,
+                "session_id": before["session_id"],
+                "room_id": x,
+                "merchant_id": shop,
+                "ts": now_ms - 1000,
+            },
+            {
+                "event_id": f"e-{secrets.token_hex(6)}",
+                "type": "leave",
+                "viewer_id": viewer,
+                "session_id": before["session_id"],
+                "room_id": x,
+                "merchant_id": shop,
+                "ts": now_ms,
+                "dwell_ms": 1000,
+            },
         ]
     )
     after = await start_session(feed_app, headers, viewer, count=50)
@@ -132,7 +160,9 @@ async def test_leaving_after_one_second_hides_the_room_and_lowers_its_merchant(
     # The penalty is targeted: the sibling drops far more than rooms of other categories move (they
     # move a little: popularity refreshes every second and the blend standardises over the candidates).
     unrelated = {r["room_id"] for r in before["rooms"] if r["category"] != "beauty"} | set(others)
-    changes = sorted(abs(scores_after[o] - scores_before[o]) for o in unrelated if o in scores_after and o in scores_before)
+    changes = sorted(
+        abs(scores_after[o] - scores_before[o]) for o in unrelated if o in scores_after and o in scores_before
+    )
     assert changes, "no unrelated room on both pages"
     typical = changes[len(changes) // 2]
     if sibling in scores_after:

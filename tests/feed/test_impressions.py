@@ -18,14 +18,20 @@ META = {"variant": "base", "experiment_id": None, "config_version": 1, "model_ve
 
 def page_of(n: int) -> list[dict[str, Any]]:
     return [
-        {"room_id": f"room_{i:016x}", "merchant_id": f"mer_{i:016x}", "position": i, "boosted": i == 0} for i in range(n)
+        {"room_id": f"room_{i:016x}", "merchant_id": f"mer_{i:016x}", "position": i, "boosted": i == 0}
+        for i in range(n)
     ]
 
 
-async def consumed(topic: str, bootstrap: str, session_ids: set[str], want: int, timeout: float = 20) -> list[dict[str, Any]]:
+async def consumed(
+    topic: str, bootstrap: str, session_ids: set[str], want: int, timeout: float = 20
+) -> list[dict[str, Any]]:
     """The impression events of `session_ids` on `topic`, read from the beginning until `want` arrived."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=f"t-imp-{secrets.token_hex(4)}"
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"t-imp-{secrets.token_hex(4)}",
     )
     await consumer.start()
     found: list[dict[str, Any]] = []
@@ -81,6 +87,8 @@ async def test_every_room_a_page_serves_becomes_one_impression(feed_app, market_
     r = await feed_app.get(f"/v1/sessions/{body['session_id']}/feed", params={"count": 4}, headers=headers)
     assert r.status_code == 200, r.text
     served = [room["room_id"] for room in body["rooms"]] + [room["room_id"] for room in r.json()["rooms"]]
-    events = await consumed(settings.topic("viewer-events"), settings.kafka_bootstrap, {body["session_id"]}, len(served))
+    events = await consumed(
+        settings.topic("viewer-events"), settings.kafka_bootstrap, {body["session_id"]}, len(served)
+    )
     assert sorted(e["room_id"] for e in events) == sorted(served)
     assert all(e["viewer_id"] == "viewer-imp-api" for e in events)

@@ -26,10 +26,16 @@ async def test_invalid_config_is_422_naming_each_field(feed_app, operator_header
         headers=operator_headers,
     )
     assert r.status_code == 422
-    assert set(r.json()["error"]["fields"]) == {"config.w_popularity", "config.diversity_max_run", "config.nonsense"}
+    assert set(r.json()["error"]["fields"]) == {
+        "config.w_popularity",
+        "config.diversity_max_run",
+        "config.nonsense",
+    }
 
 
-async def test_stale_expected_version_is_409_and_history_names_author_and_diff(feed_app, operator_headers, viewer_headers):
+async def test_stale_expected_version_is_409_and_history_names_author_and_diff(
+    feed_app, operator_headers, viewer_headers
+):
     current = await _current(feed_app, operator_headers)
     r = await feed_app.put(
         "/v1/ops/ranking-config",
@@ -46,9 +52,15 @@ async def test_stale_expected_version_is_409_and_history_names_author_and_diff(f
         headers=operator_headers,
     )
     assert r.status_code == 409
-    history = (await feed_app.get("/v1/ops/ranking-config/history", headers=operator_headers)).json()["versions"]
-    assert history[0]["version"] == saved["version"] and history[0]["author"] and history[0]["note"] == "fresher"
-    r = await feed_app.post("/v1/ops/ranking-config/rollback", json={"version": current["version"]}, headers=operator_headers)
+    history = (await feed_app.get("/v1/ops/ranking-config/history", headers=operator_headers)).json()[
+        "versions"
+    ]
+    assert (
+        history[0]["version"] == saved["version"] and history[0]["author"] and history[0]["note"] == "fresher"
+    )
+    r = await feed_app.post(
+        "/v1/ops/ranking-config/rollback", json={"version": current["version"]}, headers=operator_headers
+    )
     assert r.status_code == 200 and r.json()["rollback_of"] == current["version"]
     assert r.json()["config"]["w_freshness"] == current["config"]["w_freshness"]
     r = await feed_app.get("/v1/ops/ranking-config", headers=viewer_headers("v-nosy"))
@@ -90,19 +102,26 @@ def test_variant_assignment_is_stable_and_follows_traffic_shares():
     assert 0.17 < first.count("a") / len(viewers) < 0.23
 
 
-async def test_experiment_assigns_variants_and_reports_metrics_per_variant(feed_app, operator_headers, viewer_headers, market_of):
+async def test_experiment_assigns_variants_and_reports_metrics_per_variant(
+    feed_app, operator_headers, viewer_headers, market_of
+):
     r = await feed_app.post(
         "/v1/ops/experiments",
         json={"name": "bad", "variants": [{"name": "a", "weight": 0.5, "config": {"w_model": 99}}]},
         headers=operator_headers,
     )
-    assert r.status_code == 422 and {"variants", "variants.0.config.w_model"} <= set(r.json()["error"]["fields"])
+    assert r.status_code == 422 and {"variants", "variants.0.config.w_model"} <= set(
+        r.json()["error"]["fields"]
+    )
     r = await feed_app.post(
         "/v1/ops/experiments",
-        json={"name": "popularity", "variants": [
-            {"name": "control", "weight": 0.5, "config": {}},
-            {"name": "popular", "weight": 0.5, "config": {"w_popularity": 2.0}},
-        ]},
+        json={
+            "name": "popularity",
+            "variants": [
+                {"name": "control", "weight": 0.5, "config": {}},
+                {"name": "popular", "weight": 0.5, "config": {"w_popularity": 2.0}},
+            ],
+        },
         headers=operator_headers,
     )
     assert r.status_code == 201, r.text
@@ -119,6 +138,9 @@ async def test_experiment_assigns_variants_and_reports_metrics_per_variant(feed_
     report = (await feed_app.get(f"/v1/ops/experiments/{experiment_id}", headers=operator_headers)).json()
     impressions = sum(v["metrics"]["impressions"] for v in report["variants"])
     assert impressions >= 12
-    assert all("enter_rate" in v["metrics"] and "gmv_per_1000_impressions" in v["metrics"] for v in report["variants"])
+    assert all(
+        "enter_rate" in v["metrics"] and "gmv_per_1000_impressions" in v["metrics"]
+        for v in report["variants"]
+    )
     r = await feed_app.post(f"/v1/ops/experiments/{experiment_id}/stop", headers=operator_headers)
     assert r.status_code == 200 and r.json()["status"] == "stopped"

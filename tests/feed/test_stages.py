@@ -19,8 +19,20 @@ NOW = time.time()
 
 
 def room(i: int, merchant: str, category: str, age_s: float = 3600, status: str = "live") -> LiveRoom:
-    return LiveRoom(f"room_{i}", merchant, f"t{i}", category, (), "mid", "one_to_many", "", NOW - age_s,
-                    f"https://s/{i}", status, None)
+    return LiveRoom(
+        f"room_{i}",
+        merchant,
+        f"t{i}",
+        category,
+        (),
+        "mid",
+        "one_to_many",
+        "",
+        NOW - age_s,
+        f"https://s/{i}",
+        status,
+        None,
+    )
 
 
 class MemoryIndex:
@@ -38,8 +50,14 @@ class MemoryIndex:
 
 
 def ctx_of(rooms: list[LiveRoom], count: int = 5, **config: float) -> FeedContext:
-    ctx = FeedContext("v1", "ses_1", count, replace(RankingConfig(exploration_share=0.0), **config), now=NOW,
-                      rng=np.random.default_rng(7))
+    ctx = FeedContext(
+        "v1",
+        "ses_1",
+        count,
+        replace(RankingConfig(exploration_share=0.0), **config),
+        now=NOW,
+        rng=np.random.default_rng(7),
+    )
     ctx.candidates = Candidates.of(rooms).fresh_copy()
     return ctx
 
@@ -86,12 +104,19 @@ async def test_blend_lowers_rooms_of_a_merchant_just_swiped_away():
 
 
 async def test_filters_drop_served_swiped_and_blocked():
-    rooms = [room(1, "m1", "a"), room(2, "m2", "a"), room(3, "m3", "a"), room(4, "m4", "a"),
-             room(5, "m5", "a")]
+    rooms = [
+        room(1, "m1", "a"),
+        room(2, "m2", "a"),
+        room(3, "m3", "a"),
+        room(4, "m4", "a"),
+        room(5, "m5", "a"),
+    ]
     ctx = ctx_of(rooms)
     ctx.served = {"room_1"}
-    ctx.recent = [RecentVisit("room_2", "m2", 1000, int(NOW * 1000), True),
-                  RecentVisit("room_5", "m5", 1000, int((NOW - 7200) * 1000), True)]
+    ctx.recent = [
+        RecentVisit("room_2", "m2", 1000, int(NOW * 1000), True),
+        RecentVisit("room_5", "m5", 1000, int((NOW - 7200) * 1000), True),
+    ]
     ctx.blocked_merchants = {"m3"}
     await Filters().apply(ctx)
     ctx.blocked_merchants.add("m4")
@@ -103,7 +128,10 @@ def test_arrange_never_puts_more_than_m_of_a_category_in_a_row():
     merchants = np.arange(10)
     categories = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2])
     order = arrange(list(range(10)), merchants, categories, max_run=2)
-    runs = [categories[order[i]] == categories[order[i + 1]] == categories[order[i + 2]] for i in range(len(order) - 2)]
+    runs = [
+        categories[order[i]] == categories[order[i + 1]] == categories[order[i + 2]]
+        for i in range(len(order) - 2)
+    ]
     assert sorted(order) == list(range(10)) and not any(runs[:6])
 
 
@@ -121,7 +149,9 @@ async def test_diversity_then_page_keeps_best_first_within_the_run_limit():
 
 async def test_exploration_gives_a_share_of_slots_to_little_seen_rooms():
     rooms = [room(i, f"m{i}", f"c{i}") for i in range(40)]
-    ctx = ctx_of(rooms, count=10, exploration_share=0.3, exploration_max_impressions_1h=5, exploration_new_room_s=0)
+    ctx = ctx_of(
+        rooms, count=10, exploration_share=0.3, exploration_max_impressions_1h=5, exploration_new_room_s=0
+    )
     ctx.candidates.impressions = np.array([100] * 30 + [0] * 10, dtype=np.float32)
     ctx.candidates.score = np.linspace(1, 0, 40).astype(np.float32)
     await Diversity().apply(ctx)
@@ -143,8 +173,17 @@ async def test_a_stage_is_added_in_one_line():
 
     index = MemoryIndex([room(1, "m1", "a"), room(2, "m2", "b")])
     pipeline = FeedPipeline.standard(index, RoomHeatCache(None), None, None, alliance_boost=Boost())
-    assert pipeline.names == ["candidates", "hydrate", "score", "blend", "alliance_boost", "filters",
-                              "diversity", "exploration", "page"]
+    assert pipeline.names == [
+        "candidates",
+        "hydrate",
+        "score",
+        "blend",
+        "alliance_boost",
+        "filters",
+        "diversity",
+        "exploration",
+        "page",
+    ]
     ctx = await pipeline.run(ctx_of([], count=2))
     assert ctx.page[0]["room_id"] == "room_1" and ctx.page[0]["boosted"] is True
 

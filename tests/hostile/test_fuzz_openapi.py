@@ -46,7 +46,11 @@ def live_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "roomfeed.cli", "serve", "--port", str(port), "--no-migrate"],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -82,13 +86,19 @@ def credentials(settings: Settings, live_server: str) -> dict[str, dict[str, str
             await pool.close()
 
     op = run_sync(operator)
-    r = httpx.post(f"{live_server}/v1/ops/merchants", json={"name": "fuzz shop"},
-                   headers={"Authorization": f"Bearer {op}"}, timeout=10)
+    r = httpx.post(
+        f"{live_server}/v1/ops/merchants",
+        json={"name": "fuzz shop"},
+        headers={"Authorization": f"Bearer {op}"},
+        timeout=10,
+    )
     assert r.status_code == 201, r.text
     return {
         "operator": {"Authorization": f"Bearer {op}"},
         "merchant": {"Authorization": f"Bearer {r.json()['key']}"},
-        "viewer": {"Authorization": f"Bearer {sign_viewer_token(settings.viewer_token_secret, 'fuzz_viewer')}"},
+        "viewer": {
+            "Authorization": f"Bearer {sign_viewer_token(settings.viewer_token_secret, 'fuzz_viewer')}"
+        },
         "none": {},
     }
 
@@ -118,13 +128,18 @@ def _check(case: Any, response: Any) -> str | None:
     """What is wrong with an answer, or None."""
     if response.status_code >= 500:
         return f"{response.status_code} {response.text[:300]}"
-    if response.status_code >= 400 and response.headers.get("content-type", [""])[0].startswith("application/json"):
+    if response.status_code >= 400 and response.headers.get("content-type", [""])[0].startswith(
+        "application/json"
+    ):
         try:
             error = response.json().get("error")
         except Exception:
             return f"{response.status_code}: error body is not JSON: {response.text[:200]}"
-        if not (isinstance(error, dict) and {"code", "message", "fields"} <= error.keys()
-                and isinstance(error["fields"], dict)):
+        if not (
+            isinstance(error, dict)
+            and {"code", "message", "fields"} <= error.keys()
+            and isinstance(error["fields"], dict)
+        ):
             return f"{response.status_code}: error not in the documented shape: {response.text[:200]}"
     return None
 
@@ -133,8 +148,9 @@ def _fuzz(operation: Any, mode: GenerationMode, base_url: str, headers: dict[str
     """Up to three problems found in EXAMPLES_PER_MODE generated requests of one operation."""
     seen: list[str] = []
 
-    @settings(max_examples=EXAMPLES_PER_MODE, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES_PER_MODE, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def fuzz(case: Any) -> None:
         response = case.call(base_url=base_url, headers=headers, timeout=20)
@@ -163,6 +179,8 @@ def test_no_operation_answers_5xx_or_an_undocumented_error_shape(
         key = _route_key(operation.method, operation.path)
         headers = credentials[_role_for(key)]
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            problems += [f"{operation.label} [{mode.value}]: {p}" for p in _fuzz(operation, mode, live_server, headers)]
+            problems += [
+                f"{operation.label} [{mode.value}]: {p}" for p in _fuzz(operation, mode, live_server, headers)
+            ]
     assert operations >= 50, f"only {operations} operations in /openapi.json"
     assert not problems, "fuzzing found:\n" + "\n".join(problems)

@@ -24,16 +24,28 @@ TEN_MB = 10 * 1024 * 1024
 CHUNK = 64 * 1024
 
 
-async def _post_streamed(app: Any, path: str, headers: dict[str, str], total: int,
-                         declare_length: bool) -> tuple[int, int, dict[str, Any]]:
+async def _post_streamed(
+    app: Any, path: str, headers: dict[str, str], total: int, declare_length: bool
+) -> tuple[int, int, dict[str, Any]]:
     """POST `total` bytes straight through ASGI; returns (status, bytes the app pulled, error body)."""
     raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     raw_headers.append((b"content-type", b"application/json"))
     if declare_length:
         raw_headers.append((b"content-length", str(total).encode()))
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-             "root_path": "", "headers": raw_headers, "client": ("127.0.0.1", 1), "server": ("test", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": raw_headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
     pulled = 0
     sent: list[dict[str, Any]] = []
 
@@ -62,7 +74,8 @@ async def test_ten_megabyte_event_batch_is_refused_413_without_reading_it(
     app: Starlette, viewer_token: Callable[[str], str], declare_length: bool
 ) -> None:
     status, pulled, body = await _post_streamed(
-        app, "/v1/events", bearer(viewer_token("big_poster")), TEN_MB, declare_length)
+        app, "/v1/events", bearer(viewer_token("big_poster")), TEN_MB, declare_length
+    )
     assert status == 413 and body["error"]["code"] == "payload_too_large"
     limit = app.state.settings.max_body_bytes
     # declared: refused before the first byte; streamed: stops one chunk past the limit
@@ -89,10 +102,15 @@ async def test_console_page_and_files_carry_security_headers(app_client: httpx.A
         assert r.headers["referrer-policy"] == "no-referrer"
 
 
-async def test_api_answers_are_never_content_sniffed(app_client: httpx.AsyncClient, operator_key: str) -> None:
-    for r in (await app_client.get("/healthz"), await app_client.get("/v1/ops/metrics"),
-              await app_client.get("/v1/ops/merchants", headers=bearer(operator_key)),
-              await app_client.get("/no/such/route")):
+async def test_api_answers_are_never_content_sniffed(
+    app_client: httpx.AsyncClient, operator_key: str
+) -> None:
+    for r in (
+        await app_client.get("/healthz"),
+        await app_client.get("/v1/ops/metrics"),
+        await app_client.get("/v1/ops/merchants", headers=bearer(operator_key)),
+        await app_client.get("/no/such/route"),
+    ):
         assert r.headers["x-content-type-options"] == "nosniff", r.url
 
 
@@ -102,7 +120,12 @@ async def test_no_cross_origin_access_is_granted(app_client: httpx.AsyncClient, 
     evil = {"Origin": "https://evil.example"}
     preflight = await app_client.options(
         "/v1/ops/merchants",
-        headers={**evil, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"})
+        headers={
+            **evil,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
     assert preflight.status_code in (400, 404, 405)
     assert "access-control-allow-origin" not in preflight.headers
     real = await app_client.get("/v1/ops/merchants", headers={**evil, **bearer(operator_key)})
@@ -132,7 +155,9 @@ async def test_keys_and_tokens_never_reach_the_logs(
     transport = httpx.ASGITransport(app=logged_app)  # type: ignore[arg-type]
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://logs.test") as client:
-            made = await client.post("/v1/ops/merchants", json={"name": "log shop"}, headers=bearer(operator_key))
+            made = await client.post(
+                "/v1/ops/merchants", json={"name": "log shop"}, headers=bearer(operator_key)
+            )
             assert made.status_code == 201
             new_key = made.json()["key"]
             await client.get("/v1/stores", headers=bearer(new_key))
@@ -179,14 +204,22 @@ def _sql_interpolations() -> list[tuple[str, int, str]]:
         for path in sorted((REPO_ROOT / folder).rglob("*.py")):
             rel = str(path.relative_to(REPO_ROOT))
             for node in ast.walk(ast.parse(path.read_text(), rel)):
-                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                        and node.func.attr in QUERY_METHODS and node.args):
+                if not (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in QUERY_METHODS
+                    and node.args
+                ):
                     continue
                 sql = node.args[0]
                 if isinstance(sql, ast.BinOp) or (
-                        isinstance(sql, ast.Call) and isinstance(sql.func, ast.Attribute)
-                        and sql.func.attr == "format"):
-                    problems.append((rel, node.lineno, f"query built with % / + / .format: {ast.unparse(sql)[:80]}"))
+                    isinstance(sql, ast.Call)
+                    and isinstance(sql.func, ast.Attribute)
+                    and sql.func.attr == "format"
+                ):
+                    problems.append(
+                        (rel, node.lineno, f"query built with % / + / .format: {ast.unparse(sql)[:80]}")
+                    )
                 elif isinstance(sql, ast.JoinedStr):
                     for part in sql.values:
                         if not isinstance(part, ast.FormattedValue):
@@ -201,13 +234,19 @@ def _sql_interpolations() -> list[tuple[str, int, str]]:
 def test_every_sql_statement_is_parameterised() -> None:
     problems = _sql_interpolations()
     assert not problems, "SQL built from values (use $1 parameters):\n" + "\n".join(
-        f"{f}:{line}: {what}" for f, line, what in problems)
+        f"{f}:{line}: {what}" for f, line, what in problems
+    )
 
 
 def test_ruff_s608_finds_no_string_built_sql() -> None:
     ruff = Path(REPO_ROOT / ".venv/bin/ruff")
-    result = subprocess.run([str(ruff), "check", "--select", "S608", *CODE_DIRS], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(ruff), "check", "--select", "S608", *CODE_DIRS],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

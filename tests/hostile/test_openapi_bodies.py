@@ -47,7 +47,7 @@ async def document(app_client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 def _body_operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """"METHOD /path" → operation, for every operation that may carry a body."""
+    """ "METHOD /path" → operation, for every operation that may carry a body."""
     return {
         f"{method.upper()} {path}": operation
         for path, item in document["paths"].items()
@@ -83,9 +83,17 @@ def test_every_post_and_put_operation_documents_its_body_with_a_schema(document:
             continue
         body = operation.get("requestBody")
         schema = (body or {}).get("content", {}).get("application/json", {}).get("schema")
-        if not isinstance(body, dict) or "required" not in body or not isinstance(schema, dict) or "type" not in schema:
+        if (
+            not isinstance(body, dict)
+            or "required" not in body
+            or not isinstance(schema, dict)
+            or "type" not in schema
+        ):
             missing.append(label)
-    assert not missing, "POST/PUT operations without requestBody {required, content: {application/json: {schema: {type ...}}}}:\n" + "\n".join(missing)
+    assert not missing, (
+        "POST/PUT operations without requestBody {required, content: {application/json: {schema: {type ...}}}}:\n"
+        + "\n".join(missing)
+    )
 
 
 def test_body_less_operations_exist_and_document_no_body(document: dict[str, Any]) -> None:
@@ -155,8 +163,10 @@ async def test_an_empty_body_is_refused_naming_exactly_the_schemas_required_fiel
         checked += 1
         named = set(r.json().get("error", {}).get("fields", {})) if r.status_code == 422 else set()
         if r.status_code != 422 or named != set(schema["required"]):
-            mismatches.append(f"{label}: schema requires {sorted(schema['required'])}, "
-                              f"handler answered {r.status_code} naming {sorted(named)}: {r.text[:200]}")
+            mismatches.append(
+                f"{label}: schema requires {sorted(schema['required'])}, "
+                f"handler answered {r.status_code} naming {sorted(named)}: {r.text[:200]}"
+            )
     assert checked >= 15, f"only {checked} operations have required body fields"
     assert not mismatches, "\n".join(mismatches)
 
@@ -181,7 +191,11 @@ def test_ranking_config_schemas_list_every_field_with_its_range(document: dict[s
     for where, properties in _config_properties(document).items():
         assert set(properties) == set(RANGES), f"{where}: fields differ from feed.config.RANGES"
         for name, (low, high) in RANGES.items():
-            want = {"type": "integer" if name in _INTEGER_FIELDS else "number", "minimum": low, "maximum": high}
+            want = {
+                "type": "integer" if name in _INTEGER_FIELDS else "number",
+                "minimum": low,
+                "maximum": high,
+            }
             assert properties[name] == want, f"{where}.{name}: {properties[name]} != {want}"
 
 
@@ -217,6 +231,7 @@ def test_documented_patterns_are_the_handlers_own(document: dict[str, Any]) -> N
     assert set(found) <= code, f"patterns not used by any handler: {set(found) - code}"
     assert URL.match("rtmps://stream.example.com/s/live?key=s")  # a URL full of s
 
+
 # --- what schema-valid fuzzing found: each answered 500 before -------------------------------
 
 
@@ -225,11 +240,24 @@ async def test_text_with_a_nul_character_is_refused_naming_the_field(
 ) -> None:
     cases = [
         ("/v1/stores", {"name": "flag\x00ship"}, merchant.headers, "name"),
-        ("/v1/rooms", {"title": "nul tags", "category": "beauty", "tags": ["ok", "a\x00b"]}, merchant.headers, "tags"),
-        ("/v1/ops/merchants", {"name": "nul shop", "description": "\x00"}, bearer(operator_key), "description"),
-        ("/v1/ops/experiments", {"name": "nul\x00exp", "variants": [{"name": "a", "weight": 0.5},
-                                                                   {"name": "b", "weight": 0.5}]},
-         bearer(operator_key), "name"),
+        (
+            "/v1/rooms",
+            {"title": "nul tags", "category": "beauty", "tags": ["ok", "a\x00b"]},
+            merchant.headers,
+            "tags",
+        ),
+        (
+            "/v1/ops/merchants",
+            {"name": "nul shop", "description": "\x00"},
+            bearer(operator_key),
+            "description",
+        ),
+        (
+            "/v1/ops/experiments",
+            {"name": "nul\x00exp", "variants": [{"name": "a", "weight": 0.5}, {"name": "b", "weight": 0.5}]},
+            bearer(operator_key),
+            "name",
+        ),
     ]
     for path, body, headers, field in cases:
         r = await app_client.post(path, json=body, headers=headers)
@@ -241,27 +269,38 @@ async def test_text_with_a_nul_character_is_refused_naming_the_field(
 async def test_a_price_below_one_cent_is_refused_not_rounded_to_zero(
     app_client: httpx.AsyncClient, merchant: Tenant
 ) -> None:
-    r = await app_client.post("/v1/products", json={"title": "dust", "price": 0.004, "currency": "CNY"},
-                              headers=merchant.headers)
+    r = await app_client.post(
+        "/v1/products", json={"title": "dust", "price": 0.004, "currency": "CNY"}, headers=merchant.headers
+    )
     assert r.status_code == 422, r.text
     assert "price" in r.json()["error"]["fields"]
-    r = await app_client.post(f"/v1/rooms/{merchant.objects['room_id']}/deals", headers=merchant.headers,
-                              json={"product_id": merchant.objects["product_id"], "price": 5e-324, "quantity": 1,
-                                    "ends_at": 3_000_000_000})
+    r = await app_client.post(
+        f"/v1/rooms/{merchant.objects['room_id']}/deals",
+        headers=merchant.headers,
+        json={
+            "product_id": merchant.objects["product_id"],
+            "price": 5e-324,
+            "quantity": 1,
+            "ends_at": 3_000_000_000,
+        },
+    )
     assert r.status_code == 422, r.text
     assert "price" in r.json()["error"]["fields"]
-    r = await app_client.post("/v1/products", json={"title": "one cent", "price": 0.01, "currency": "CNY"},
-                              headers=merchant.headers)
+    r = await app_client.post(
+        "/v1/products", json={"title": "one cent", "price": 0.01, "currency": "CNY"}, headers=merchant.headers
+    )
     assert r.status_code == 201, r.text
 
 
 async def test_rollback_to_a_version_past_the_integer_column_is_refused(
     app_client: httpx.AsyncClient, operator_key: str
 ) -> None:
-    r = await app_client.post("/v1/ops/ranking-config/rollback", json={"version": 2**31},
-                              headers=bearer(operator_key))
+    r = await app_client.post(
+        "/v1/ops/ranking-config/rollback", json={"version": 2**31}, headers=bearer(operator_key)
+    )
     assert r.status_code == 422, r.text
     assert "version" in r.json()["error"]["fields"]
-    r = await app_client.post("/v1/ops/ranking-config/rollback", json={"version": 2**31 - 1},
-                              headers=bearer(operator_key))
+    r = await app_client.post(
+        "/v1/ops/ranking-config/rollback", json={"version": 2**31 - 1}, headers=bearer(operator_key)
+    )
     assert r.status_code == 404, r.text

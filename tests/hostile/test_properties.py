@@ -25,25 +25,51 @@ ID_RE = re.compile(r"\A[A-Za-z0-9_.:\-]{1,64}\Z")
 CURRENCY_RE = re.compile(r"\A[A-Z]{3}\Z")
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=80)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=10)
-hostile_ids = (st.text(max_size=70) | st.integers() | st.none() | st.booleans()
-               | ids.map(lambda s: s + "\n") | st.just("") | st.just("x" * 65))
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=10,
+)
+hostile_ids = (
+    st.text(max_size=70)
+    | st.integers()
+    | st.none()
+    | st.booleans()
+    | ids.map(lambda s: s + "\n")
+    | st.just("")
+    | st.just("x" * 65)
+)
 
 TYPE_FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
-    "impression": {"position": st.integers(0, 200), "boosted": st.booleans(), "variant": st.text(max_size=64),
-                   "model_version": st.text(max_size=64), "config_version": st.integers(0, 99) | st.text(max_size=8)},
+    "impression": {
+        "position": st.integers(0, 200),
+        "boosted": st.booleans(),
+        "variant": st.text(max_size=64),
+        "model_version": st.text(max_size=64),
+        "config_version": st.integers(0, 99) | st.text(max_size=8),
+    },
     "enter": {"source": st.sampled_from(schema.ENTER_SOURCES)},
-    "heartbeat": {}, "like": {}, "follow": {}, "share": {},
+    "heartbeat": {},
+    "like": {},
+    "follow": {},
+    "share": {},
     "leave": {"dwell_ms": st.integers(0, 10**9)},
     "comment": {"text": st.text(max_size=500)},
     "add_to_cart": {"product_id": ids},
-    "purchase": {"order_id": ids, "product_id": ids, "amount": st.floats(0.01, 1e9),
-                 "currency": st.text(string.ascii_uppercase, min_size=3, max_size=3)},
+    "purchase": {
+        "order_id": ids,
+        "product_id": ids,
+        "amount": st.floats(0.01, 1e9),
+        "currency": st.text(string.ascii_uppercase, min_size=3, max_size=3),
+    },
     "deal_claim": {"deal_id": ids},
 }
-REQUIRED_EXTRA = {"leave": {"dwell_ms"}, "add_to_cart": {"product_id"},
-                  "purchase": {"order_id", "product_id", "amount", "currency"}, "deal_claim": {"deal_id"}}
+REQUIRED_EXTRA = {
+    "leave": {"dwell_ms"},
+    "add_to_cart": {"product_id"},
+    "purchase": {"order_id", "product_id", "amount", "currency"},
+    "deal_claim": {"deal_id"},
+}
 KNOWN = {"event_id", "type", "viewer_id", "session_id", "room_id", "ts", "v", "device_id"}
 
 
@@ -51,8 +77,12 @@ KNOWN = {"event_id", "type", "viewer_id", "session_id", "room_id", "ts", "v", "d
 def valid_events(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(schema.TYPES))
     event: dict[str, Any] = {
-        "event_id": draw(ids), "type": kind, "viewer_id": draw(ids), "session_id": draw(ids),
-        "room_id": draw(ids), "ts": draw(st.integers(NOW_MS - schema.MAX_AGE_MS, NOW_MS + schema.MAX_AHEAD_MS)),
+        "event_id": draw(ids),
+        "type": kind,
+        "viewer_id": draw(ids),
+        "session_id": draw(ids),
+        "room_id": draw(ids),
+        "ts": draw(st.integers(NOW_MS - schema.MAX_AGE_MS, NOW_MS + schema.MAX_AHEAD_MS)),
     }
     if draw(st.booleans()):
         event["device_id"] = draw(ids)
@@ -83,8 +113,13 @@ def assert_meets_contract(out: dict[str, Any]) -> None:
     """What every consumer relies on in an accepted event (docs/architecture.md, event schema v1)."""
     kind = out["type"]
     assert kind in schema.TYPES and out["v"] == schema.SCHEMA_VERSION
-    for name in ("event_id", "viewer_id", "session_id", "room_id", *(
-            f for f in ("device_id", "product_id", "order_id", "deal_id") if f in out)):
+    for name in (
+        "event_id",
+        "viewer_id",
+        "session_id",
+        "room_id",
+        *(f for f in ("device_id", "product_id", "order_id", "deal_id") if f in out),
+    ):
         assert isinstance(out[name], str) and ID_RE.match(out[name]), (name, out[name])
     assert type(out["ts"]) is int and NOW_MS - schema.MAX_AGE_MS <= out["ts"] <= NOW_MS + schema.MAX_AHEAD_MS
     assert REQUIRED_EXTRA.get(kind, set()) <= out.keys()
@@ -145,7 +180,8 @@ def test_purchase_currency_is_exactly_three_capitals(event: dict[str, Any], curr
 # --- attribution codes ----------------------------------------------------------------------
 
 packed_ids = st.sampled_from(["mer", "sto", "stf"]).flatmap(
-    lambda p: st.text("0123456789abcdef", min_size=16, max_size=16).map(lambda h: f"{p}_{h}"))
+    lambda p: st.text("0123456789abcdef", min_size=16, max_size=16).map(lambda h: f"{p}_{h}")
+)
 code_ids = packed_ids | ids
 attributions = st.builds(Attribution, code_ids, st.none() | code_ids, st.none() | code_ids)
 SIGNER = CodeSigner("property-secret")
@@ -166,7 +202,7 @@ def test_an_altered_code_is_refused(attribution: Attribution, data: st.DataObjec
     i = data.draw(st.integers(0, len(code) - 1))
     replacement = data.draw(st.sampled_from(string.ascii_letters + string.digits + "-_"))
     assume(replacement != code[i])
-    altered = code[:i] + replacement + code[i + 1:]
+    altered = code[:i] + replacement + code[i + 1 :]
     try:
         parsed = SIGNER.parse(altered)
     except InvalidCode:

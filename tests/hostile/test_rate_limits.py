@@ -71,7 +71,9 @@ async def test_garbage_device_header_is_still_limited_without_error(
 ) -> None:
     monkeypatch.setattr(ratelimit, "DEVICE_LIMIT", Limit(per_second=0.5, burst=2))
     device = {"X-Device-ID": "x" * 300 + " ; DROP"}
-    statuses = [(await _post_events(app_client, viewer_token(_viewer()), **device)).status_code for _ in range(3)]
+    statuses = [
+        (await _post_events(app_client, viewer_token(_viewer()), **device)).status_code for _ in range(3)
+    ]
     assert statuses[:2] == [202, 202] and statuses[2] == 429
 
 
@@ -93,8 +95,10 @@ async def test_operators_are_not_rate_limited(
 ) -> None:
     monkeypatch.setattr(ratelimit, "MERCHANT_KEY_LIMIT", Limit(per_second=0.1, burst=1))
     monkeypatch.setattr(ratelimit, "VIEWER_LIMIT", Limit(per_second=0.1, burst=1))
-    statuses = {(await app_client.get("/v1/ops/merchants", headers=bearer(operator_key))).status_code
-                for _ in range(5)}
+    statuses = {
+        (await app_client.get("/v1/ops/merchants", headers=bearer(operator_key))).status_code
+        for _ in range(5)
+    }
     assert statuses == {200}
 
 
@@ -139,7 +143,9 @@ async def test_refused_request_does_not_drain_its_other_buckets(settings: Settin
 
 
 async def test_limits_degrade_open_when_redis_is_down(
-    app: Starlette, app_client: httpx.AsyncClient, viewer_token: Callable[[str], str],
+    app: Starlette,
+    app_client: httpx.AsyncClient,
+    viewer_token: Callable[[str], str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Nothing listens on the limiter's Redis: requests are served unlimited, and quickly."""

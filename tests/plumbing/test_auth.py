@@ -28,7 +28,9 @@ async def _probe(request: Request) -> Response:
     from roomfeed.auth import require
 
     principal = await require(request, request.path_params["role"])  # type: ignore[arg-type]
-    return json({"role": principal.role, "merchant_id": principal.merchant_id, "viewer_id": principal.viewer_id})
+    return json(
+        {"role": principal.role, "merchant_id": principal.merchant_id, "viewer_id": principal.viewer_id}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,9 @@ async def test_wrong_key_is_401(probe_client: httpx.AsyncClient) -> None:
     assert response.status_code == 401
 
 
-async def test_key_of_another_role_is_403(app: Starlette, probe_client: httpx.AsyncClient, operator_key: str) -> None:
+async def test_key_of_another_role_is_403(
+    app: Starlette, probe_client: httpx.AsyncClient, operator_key: str
+) -> None:
     _, merchant_key = await create_key(app.state.resources.pool, "merchant", "mer_roles")
     assert (await probe_client.get("/probe/operator", headers=bearer(merchant_key))).status_code == 403
     assert (await probe_client.get("/probe/merchant", headers=bearer(operator_key))).status_code == 403
@@ -84,7 +88,9 @@ async def test_viewer_token_identifies_the_viewer(
 ) -> None:
     response = await probe_client.get("/probe/viewer", headers=bearer(viewer_token("v-42")))
     assert response.status_code == 200 and response.json()["viewer_id"] == "v-42"
-    assert (await probe_client.get("/probe/merchant", headers=bearer(viewer_token("v-42")))).status_code == 403
+    assert (
+        await probe_client.get("/probe/merchant", headers=bearer(viewer_token("v-42")))
+    ).status_code == 403
 
 
 def test_forged_or_expired_viewer_tokens_are_rejected(settings: Settings) -> None:

@@ -52,7 +52,9 @@ async def test_readyz_names_kafka_when_the_broker_is_down_and_recovers(
             assert (await _wait_status(client, 200, 60)).status_code == 200
 
 
-async def test_readyz_names_redis_when_it_is_down(settings: Settings, private_servers: PrivateServers) -> None:
+async def test_readyz_names_redis_when_it_is_down(
+    settings: Settings, private_servers: PrivateServers
+) -> None:
     redis_server = private_servers.redis()
     redis_server.start()
     redis_server.wait_ready()

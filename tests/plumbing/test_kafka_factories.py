@@ -24,6 +24,7 @@ async def test_produce_consume_round_trip(settings: Settings) -> None:
     await consumer.start()
     received: list[dict[str, object]] = []
     try:
+
         async def drain() -> None:
             import orjson
 

@@ -25,7 +25,11 @@ def test_environment_overrides_are_typed(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_every_setting_is_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    env_names = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL", "kafka_bootstrap": "KAFKA_BOOTSTRAP"}
+    env_names = {
+        "database_url": "DATABASE_URL",
+        "redis_url": "REDIS_URL",
+        "kafka_bootstrap": "KAFKA_BOOTSTRAP",
+    }
     missing = [
         env_names.get(f.name, "ROOMFEED_" + f.name.upper())
         for f in fields(Settings)
@@ -37,7 +41,9 @@ def test_every_setting_is_in_the_readme() -> None:
 def test_rate_limits_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("VIEWER_LIMIT", "DEVICE_LIMIT", "MERCHANT_KEY_LIMIT"):
         monkeypatch.setattr(ratelimit, name, getattr(ratelimit, name))  # restored after the test
-    ratelimit.configure(replace(Settings(), rate_viewer_per_s=3.0, rate_viewer_burst=9, rate_merchant_burst=11))
+    ratelimit.configure(
+        replace(Settings(), rate_viewer_per_s=3.0, rate_viewer_burst=9, rate_merchant_burst=11)
+    )
     assert ratelimit.Limit(per_second=3.0, burst=9) == ratelimit.VIEWER_LIMIT
     assert ratelimit.MERCHANT_KEY_LIMIT.burst == 11
     buckets = ratelimit.buckets_for("viewer", viewer_id="v1", key_id=None, device_id=None)

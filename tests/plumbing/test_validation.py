@@ -31,7 +31,10 @@ def test_oversize_strings_and_nested_fields() -> None:
     body.merge(entry)
     with pytest.raises(ValidationFailed) as caught:
         body.finish()
-    assert caught.value.fields == {"title": "must be at most 200 characters", "entry.code": "must be a string"}
+    assert caught.value.fields == {
+        "title": "must be at most 200 characters",
+        "entry.code": "must be a string",
+    }
 
 
 def test_non_object_body_is_refused() -> None:

@@ -13,8 +13,9 @@ from ranking.scorer import Scorer
 from simulator import Marketplace
 from tests.ranking.test_scorer import PARAMS
 
-ONLY_LIGHTFM = BlendWeights(lightfm=1.0, repeat=0.0, repeat_skip=0.0, popularity=0.0, session_category=0.0,
-                            session_skip=0.0)
+ONLY_LIGHTFM = BlendWeights(
+    lightfm=1.0, repeat=0.0, repeat_skip=0.0, popularity=0.0, session_category=0.0, session_skip=0.0
+)
 
 
 def _zeros(n: int) -> np.ndarray:
@@ -39,15 +40,18 @@ def test_favourites_open_the_page_without_filling_it() -> None:
     # Three favourites and one strong discovery: rank discounting lets the discovery in after the first.
     dwell = np.array([1200.0, 1000.0, 900.0, 0.0, 0.0])
     lightfm = np.array([0.0, 0.0, 0.0, 5.0, -5.0])
-    w = BlendWeights(lightfm=0.5, repeat=0.5, repeat_skip=0.0, popularity=0.0, session_category=0.0,
-                     session_skip=0.0)
+    w = BlendWeights(
+        lightfm=0.5, repeat=0.5, repeat_skip=0.0, popularity=0.0, session_category=0.0, session_skip=0.0
+    )
     order = list(np.argsort(-blend(w, lightfm, dwell, _zeros(5), _zeros(5), _zeros(5), _zeros(5))))
     assert order[0] == 0 and order.index(3) < order.index(2) and order[-1] == 4
 
 
 def test_popularity_fallback_scores_do_not_count_as_lightfm() -> None:
     lightfm = np.array([5.0, 1.0, 0.0])  # training popularity, not a personal score
-    cols = blend_columns(lightfm, _zeros(3), _zeros(3), _zeros(3), _zeros(3), _zeros(3), lightfm_personal=False)
+    cols = blend_columns(
+        lightfm, _zeros(3), _zeros(3), _zeros(3), _zeros(3), _zeros(3), lightfm_personal=False
+    )
     assert not cols[:, COLUMNS.index("lightfm")].any()
 
 
@@ -66,8 +70,9 @@ def model(small_training: object) -> RankingModel:
     return train_model(small_training, PARAMS, version="blend-test", progress=False)  # type: ignore[arg-type]
 
 
-def test_session_similarity_favours_rooms_like_the_ones_watched(model: RankingModel,
-                                                                small_market: Marketplace) -> None:
+def test_session_similarity_favours_rooms_like_the_ones_watched(
+    model: RankingModel, small_market: Marketplace
+) -> None:
     scorer = Scorer(model)
     rooms = [r.features for r in small_market.rooms[:150]]
     watched = rooms[3]

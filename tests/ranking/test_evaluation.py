@@ -15,18 +15,26 @@ from simulator import Marketplace
 DAY_MS = 86_400_000
 
 
-def test_targets_rank_only_live_rooms_not_shown_before(small_market: Marketplace, small_log: InteractionLog,
-                                                       small_training: TrainingSet) -> None:
-    model = train_model(small_training, ModelParams(no_components=8, epochs=2, num_threads=1), "e", progress=False)
+def test_targets_rank_only_live_rooms_not_shown_before(
+    small_market: Marketplace, small_log: InteractionLog, small_training: TrainingSet
+) -> None:
+    model = train_model(
+        small_training, ModelParams(no_components=8, epochs=2, num_threads=1), "e", progress=False
+    )
     schedule = schedule_from_market(small_market)
     day3 = small_market.config.start_ms + 3 * DAY_MS
-    (targets,) = collect_targets(small_log, schedule, Scorer(model), [(day3, day3 + DAY_MS)], [300], BlendWeights())
+    (targets,) = collect_targets(
+        small_log, schedule, Scorer(model), [(day3, day3 + DAY_MS)], [300], BlendWeights()
+    )
     assert 50 < len(targets) <= 300
     for k in range(0, len(targets), 10):
         row = int(targets.event[k])
         t, session, room = int(small_log.ts[row]), small_log.session[row], small_log.room[row]
-        shown_before = set(small_log.room[(small_log.session == session) & (small_log.type == IMPRESSION)
-                                          & (small_log.ts < t)].tolist()) - {int(room)}
+        shown_before = set(
+            small_log.room[
+                (small_log.session == session) & (small_log.type == IMPRESSION) & (small_log.ts < t)
+            ].tolist()
+        ) - {int(room)}
         live = set(schedule.live_at(t).tolist())
         assert room in live
         assert targets.offsets[k + 1] - targets.offsets[k] == len(live - shown_before)
@@ -38,11 +46,20 @@ def test_targets_rank_only_live_rooms_not_shown_before(small_market: Marketplace
 
 
 def test_ablation_is_tuned_without_any_lightfm_column_and_gain_has_a_paired_interval(
-        small_market: Marketplace, small_log: InteractionLog, small_training: TrainingSet) -> None:
-    model = train_model(small_training, ModelParams(no_components=8, epochs=2, num_threads=1), "a", progress=False)
+    small_market: Marketplace, small_log: InteractionLog, small_training: TrainingSet
+) -> None:
+    model = train_model(
+        small_training, ModelParams(no_components=8, epochs=2, num_threads=1), "a", progress=False
+    )
     day3 = small_market.config.start_ms + 3 * DAY_MS
-    (targets,) = collect_targets(small_log, schedule_from_market(small_market), Scorer(model),
-                                 [(day3, day3 + DAY_MS)], [300], BlendWeights())
+    (targets,) = collect_targets(
+        small_log,
+        schedule_from_market(small_market),
+        Scorer(model),
+        [(day3, day3 + DAY_MS)],
+        [300],
+        BlendWeights(),
+    )
     # The recorded raw signals re-derive exactly the columns that were judged.
     k = 5
     a, b = targets.offsets[k], targets.offsets[k + 1]

@@ -35,7 +35,9 @@ async def test_registry_refuses_worse_model(ranking_pool: Any, base_model: Ranki
     assert await registry.promoted_version() == good
     assert (await registry.get(worse)).status == "candidate"  # type: ignore[union-attr]
     # Judged on the same held-out data, the current model may be worse than its recorded numbers.
-    assert await registry.promote_if_not_worse(worse, current_metrics={"hr5_ranker": 0.40, "ndcg10_ranker": 0.30})
+    assert await registry.promote_if_not_worse(
+        worse, current_metrics={"hr5_ranker": 0.40, "ndcg10_ranker": 0.30}
+    )
     assert await registry.promoted_version() == worse
 
 

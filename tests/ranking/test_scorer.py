@@ -27,8 +27,12 @@ def test_scores_match_lightfm_predict(small_training: TrainingSet) -> None:
     scorer = Scorer(to_ranking_model(lfm, small_training, PARAMS, "v"))
     rooms = [RoomFeatures(f"r{i}", mid, "x") for i, mid in enumerate(small_training.merchant_ids[:50])]
     user = small_training.user_ids[7]
-    expected = lfm.predict(7, np.arange(50), user_features=small_training.user_features,
-                           item_features=small_training.item_features)
+    expected = lfm.predict(
+        7,
+        np.arange(50),
+        user_features=small_training.user_features,
+        item_features=small_training.item_features,
+    )
     got = scorer.score(user, rooms)
     assert got.dtype == np.float32 and got.shape == (50,)
     # Ranking is what matters; LightFM's predict adds the (constant) user bias.
@@ -39,7 +43,9 @@ def test_new_merchant_scored_from_features(model: RankingModel, small_market: Ma
     scorer = Scorer(model)
     # Brand-new merchants that look like existing ones (same features, fresh ids).
     known = [r.features for r in small_market.rooms[:120]]
-    fresh = [dataclasses.replace(f, room_id=f"new-r{i}", merchant_id=f"new-m{i}") for i, f in enumerate(known)]
+    fresh = [
+        dataclasses.replace(f, room_id=f"new-r{i}", merchant_id=f"new-m{i}") for i, f in enumerate(known)
+    ]
     viewers = model.user_ids[:200]
     scores = np.stack([scorer.score(v, fresh) for v in viewers])
     assert np.isfinite(scores).all() and scores.std() > 0
@@ -87,8 +93,9 @@ def test_blend_weights_have_ranges() -> None:
         BlendWeights(lightfm=-1.0)
     with pytest.raises(ValueError):
         BlendWeights.from_dict({"nonsense": 1.0})
-    w = BlendWeights(lightfm=0.0, repeat=1.0, popularity=0.0, session_category=0.0, session_skip=0.0,
-                     repeat_skip=0.0)
+    w = BlendWeights(
+        lightfm=0.0, repeat=1.0, popularity=0.0, session_category=0.0, session_skip=0.0, repeat_skip=0.0
+    )
     z = np.zeros(3)
     order = blend(w, np.array([3.0, 2.0, 1.0]), np.array([0.0, 600.0, 60.0]), z, z, z, z)
     assert list(np.argsort(-order)) == [1, 2, 0]

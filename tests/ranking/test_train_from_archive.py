@@ -31,20 +31,41 @@ async def test_training_round_from_archive(ranking_pool: Any) -> None:
     if ArchiveSink is not None:
         sink = ArchiveSink(ranking_pool)
         for k in range(0, len(events), 5_000):
-            await sink.write(events[k:k + 5_000])
+            await sink.write(events[k : k + 5_000])
     else:
-        rows = [(e["event_id"], e["type"], e["viewer_id"], e["session_id"], e["room_id"], e["merchant_id"],
-                 datetime.fromtimestamp(int(e["ts"]) / 1000, tz=UTC), e.get("dwell_ms"), e.get("amount"),
-                 orjson.dumps(e).decode()) for e in events]
+        rows = [
+            (
+                e["event_id"],
+                e["type"],
+                e["viewer_id"],
+                e["session_id"],
+                e["room_id"],
+                e["merchant_id"],
+                datetime.fromtimestamp(int(e["ts"]) / 1000, tz=UTC),
+                e.get("dwell_ms"),
+                e.get("amount"),
+                orjson.dumps(e).decode(),
+            )
+            for e in events
+        ]
         async with ranking_pool.acquire() as conn:
             await conn.execute(ARCHIVE_DDL)
             await conn.executemany(
                 "INSERT INTO interactions (event_id, type, viewer_id, session_id, room_id, merchant_id, ts, "
-                "dwell_ms, amount, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)", rows)
+                "dwell_ms, amount, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)",
+                rows,
+            )
     until = market.config.start_ms + 2 * 86_400_000
-    result = await train_once(ranking_pool, ModelParams(no_components=8, epochs=2, num_threads=1), WeightParams(),
-                              days=2, eval_hours=12, features=merchant_features(market.rooms), until_ms=until,
-                              max_targets=300)
+    result = await train_once(
+        ranking_pool,
+        ModelParams(no_components=8, epochs=2, num_threads=1),
+        WeightParams(),
+        days=2,
+        eval_hours=12,
+        features=merchant_features(market.rooms),
+        until_ms=until,
+        max_targets=300,
+    )
     assert result.metrics["interactions"] > 100
     assert 0.0 < result.metrics["hr5_ranker"] <= 1.0
     registry = ModelRegistry(ranking_pool)

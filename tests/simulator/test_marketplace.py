@@ -34,7 +34,12 @@ def test_events_follow_the_ingest_schema_and_live_schedule() -> None:
         if e["type"] == "leave":
             assert isinstance(e["dwell_ms"], int) and e["dwell_ms"] > 0
         if e["type"] == "purchase":
-            assert e["currency"] == "CNY" and isinstance(e["amount"], float) and e["order_id"] and e["product_id"]
+            assert (
+                e["currency"] == "CNY"
+                and isinstance(e["amount"], float)
+                and e["order_id"]
+                and e["product_id"]
+            )
         saw_code |= "entry_code_merchant_id" in e
     assert saw_code
 
@@ -42,8 +47,9 @@ def test_events_follow_the_ingest_schema_and_live_schedule() -> None:
 def test_simulated_viewer_reacts_to_offered_rooms() -> None:
     market = Marketplace(seed=5, **SMALL)
     room = market.rooms[0]
-    viewer = market.viewer("v1", session_id="demo", start_ms=room.live_from_ms, seed=1,
-                           entry_code_merchant_id=room.merchant_id)
+    viewer = market.viewer(
+        "v1", session_id="demo", start_ms=room.live_from_ms, seed=1, entry_code_merchant_id=room.merchant_id
+    )
     events = viewer.react(room.features)
     assert events[0]["type"] == "impression"
     assert events[1]["type"] == "enter" and events[1]["entry_code_merchant_id"] == room.merchant_id
