@@ -152,7 +152,7 @@ async def wait_ready(base: str, timeout: float = 60) -> None:
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(base + "/readyz")).status_code == 200:
+                if (await client.get(base + "/readyz")).json().get("status") == "ready":
                     return
             await asyncio.sleep(0.3)
     raise RuntimeError(f"{base} not ready")

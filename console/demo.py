@@ -644,7 +644,7 @@ async def _wait_ready(client: httpx.AsyncClient, processes: DemoProcesses, stop:
         if "api" in processes.dead():
             raise DemoError(f"the api process exited; see {processes.log_dir / 'api.log'}")
         with contextlib.suppress(httpx.HTTPError):
-            if (await client.get("/readyz")).status_code == 200:
+            if (await client.get("/readyz")).json().get("status") == "ready":
                 return
         if time.monotonic() > deadline:
             raise DemoError(f"the api is not ready after 90 s; see {processes.log_dir / 'api.log'}")

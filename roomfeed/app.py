@@ -6,7 +6,6 @@ below names them explicitly, in dependency order (feed last: it composes the oth
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 from collections.abc import AsyncIterator
@@ -24,8 +23,8 @@ from starlette.routing import BaseRoute, Route
 from roomfeed import heap, ratelimit
 from roomfeed.auth import KeyVerifier
 from roomfeed.errors import ApiError
+from roomfeed.health import check_dependencies, readiness_body
 from roomfeed.http import OrjsonResponse, error_response, json
-from roomfeed.kafka import kafka_answers
 from roomfeed.observability import RequestMiddleware
 from roomfeed.openapi import build_schema, render_docs
 from roomfeed.resources import Resources
@@ -60,41 +59,20 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: PostgreSQL, Redis and Kafka answer now; 503 names the ones that do not.
+    """Readiness: the process can serve (degraded or not); each dependency's status in the body.
+    Down dependencies make the answer `degraded`, not 503: the feed serves without Redis or PostgreSQL
+    (roomfeed/health.py). 503 only before start-up is done and once shutdown has begun.
     ---
     security: []
     responses:
-      200: {description: ready}
-      503: {description: a dependency is down}
+      200: {description: "ready or degraded: {status, checks: {postgres, redis, kafka}}"}
+      503: {description: starting or stopping}
     """
-    resources: Resources = request.app.state.resources
-
-    async def postgres() -> bool:
-        try:
-            await asyncio.wait_for(resources.pool.fetchval("SELECT 1"), 1.0)
-            return True
-        except Exception:
-            return False
-
-    async def redis() -> bool:
-        try:
-            return bool(await asyncio.wait_for(resources.redis.ping(), 1.0))
-        except Exception:
-            return False
-
-    async def kafka() -> bool:
-        return resources.producer_ready.is_set() and await kafka_answers(resources.producer, 1.0)
-
-    results = await asyncio.gather(postgres(), redis(), kafka())
-    checks = dict(zip(("postgres", "redis", "kafka"), results, strict=True))
-    down = [name for name, ok in checks.items() if not ok]
-    if down:
-        body = {
-            "error": {"code": "not_ready", "message": "unavailable: " + ", ".join(down), "fields": {}},
-            "checks": {k: ("ok" if v else "down") for k, v in checks.items()},
-        }
+    if not getattr(request.app.state, "serving", False):
+        body = {"error": {"code": "not_ready", "message": "starting or stopping", "fields": {}}}
         return OrjsonResponse(body, status_code=503, headers={"Retry-After": "1"})
-    return json({"status": "ready", "checks": {k: "ok" for k in checks}})
+    checks = await check_dependencies(request.app.state.resources)
+    return json(readiness_body(checks))
 
 
 async def metrics(request: Request) -> Response:
@@ -164,13 +142,22 @@ def create_app(settings: Settings, *, access_log: bool = True, **overrides: Any)
         ratelimit.configure(settings)
         app.state.resources = resources
         app.state.keys = KeyVerifier(resources.pool)
+
+        async def dependency_gauges() -> None:  # a scrape sets roomfeed_dependency_up too
+            await check_dependencies(resources)
+
+        app.state.metric_refreshers.append(dependency_gauges)
         started: list[ModuleType] = []
         try:
             for domain in domains:
                 await domain.start(app.state, resources)
                 started.append(domain)
             async with heap.frozen():
-                yield
+                app.state.serving = True
+                try:
+                    yield
+                finally:
+                    app.state.serving = False
         finally:
             for domain in reversed(started):
                 with contextlib.suppress(Exception):

@@ -2,7 +2,10 @@
 
 Nothing connects at import time. Topic and group names carry `settings.kafka_prefix`, so test
 runs and deployments can share a broker. Producers are idempotent with acks=all: a 202 from
-ingest means the broker has the event durably.
+ingest means the broker has the event durably. Topics are created with
+`settings.kafka_replication_factor` copies and `min.insync.replicas` = `settings.kafka_min_insync_replicas`,
+so on a cluster (3 and 2) acks=all means two brokers have the event before ingest answers 202, and a
+retried send after a leader change is not written twice (idempotence: producer id and sequence).
 """
 
 from __future__ import annotations
@@ -58,13 +61,21 @@ def make_consumer(settings: Settings, group: str | None, *topics: str, **overrid
 
 
 async def ensure_topics(settings: Settings, topics: Mapping[str, int]) -> None:
-    """Create the named topics (unprefixed name → partitions) when missing."""
+    """Create the named topics (unprefixed name → partitions) when missing, replicated as settings say.
+
+    An existing topic is left as it is (a replication factor is changed by a partition reassignment,
+    an operator's step: docs/deploy.md)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(settings.topic(name), num_partitions=partitions, replication_factor=1)
+            NewTopic(
+                settings.topic(name),
+                num_partitions=partitions,
+                replication_factor=settings.kafka_replication_factor,
+                topic_configs={"min.insync.replicas": str(settings.kafka_min_insync_replicas)},
+            )
             for name, partitions in topics.items()
             if settings.topic(name) not in existing
         ]

@@ -36,6 +36,11 @@ class Settings:
     # Prefix of every topic and consumer group, so several deployments (or test runs) share a broker.
     kafka_prefix: str = "rf."
     kafka_partitions: int = 6
+    # Copies of every topic roomfeed creates, and how many of them must have an event before the
+    # producer's acks=all returns (so before ingest answers 202). 1 and 1 for one broker; 3 and 2 on a
+    # cluster: one broker can die without losing or refusing an accepted event.
+    kafka_replication_factor: int = 1
+    kafka_min_insync_replicas: int = 1
     # Secret the platform's login signs viewer tokens with (HMAC-SHA256). Override in production.
     viewer_token_secret: str = "dev-viewer-secret-change-me"
     # Secret attribution codes are signed with. Override in production.
@@ -62,6 +67,11 @@ class Settings:
     archive_retention_days: int = 30
 
     def __post_init__(self) -> None:
+        if not 1 <= self.kafka_min_insync_replicas <= self.kafka_replication_factor:
+            raise ValueError(
+                "ROOMFEED_KAFKA_MIN_INSYNC_REPLICAS must be between 1 and ROOMFEED_KAFKA_REPLICATION_FACTOR "
+                f"(got {self.kafka_min_insync_replicas} of {self.kafka_replication_factor})"
+            )
         if self.archive_retention_days < MIN_ARCHIVE_RETENTION_DAYS:
             raise ValueError(
                 f"ROOMFEED_ARCHIVE_RETENTION_DAYS must be at least {MIN_ARCHIVE_RETENTION_DAYS} "

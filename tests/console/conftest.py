@@ -117,7 +117,7 @@ def live_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
             if process.poll() is not None:
                 raise RuntimeError(f"roomfeed serve exited: {log_path.read_text()[-3000:]}")
             try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(url + "/readyz", timeout=1).json().get("status") == "ready":
                     break
             except httpx.HTTPError:
                 pass

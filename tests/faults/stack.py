@@ -167,7 +167,7 @@ class FaultStack:
             while time.monotonic() - started < timeout:
                 assert self.api[index].alive(), self.api[index].tail()
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{self.api_urls[index]}/readyz")).status_code == 200:
+                    if (await client.get(f"{self.api_urls[index]}/readyz")).json().get("status") == "ready":
                         return time.monotonic() - started
                 await asyncio.sleep(0.2)
         raise AssertionError(f"api{index} not ready in {timeout}s:\n{self.api[index].tail()}")

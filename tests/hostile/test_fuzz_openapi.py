@@ -57,7 +57,7 @@ def live_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         while time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()[-3000:]
             try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/readyz", timeout=1).json().get("status") == "ready":
                     break
             except httpx.HTTPError:
                 pass

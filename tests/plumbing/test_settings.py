@@ -48,3 +48,10 @@ def test_rate_limits_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None
     assert ratelimit.MERCHANT_KEY_LIMIT.burst == 11
     buckets = ratelimit.buckets_for("viewer", viewer_id="v1", key_id=None, device_id=None)
     assert buckets == [("v:v1", ratelimit.Limit(per_second=3.0, burst=9))]
+
+
+def test_min_insync_replicas_must_fit_the_replication_factor() -> None:
+    assert Settings(kafka_replication_factor=3, kafka_min_insync_replicas=2).kafka_min_insync_replicas == 2
+    for replicas, insync in ((1, 2), (3, 0), (3, 4)):
+        with pytest.raises(ValueError, match="ROOMFEED_KAFKA_MIN_INSYNC_REPLICAS"):
+            Settings(kafka_replication_factor=replicas, kafka_min_insync_replicas=insync)
