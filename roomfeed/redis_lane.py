@@ -14,12 +14,17 @@ When the connection drops, every waiter fails at once and the next call reconnec
 `retry_after_s` after a failed connect, calls fail without trying (a feed under load does not
 stampede a Redis that is down). Scripts go by EVALSHA and fall back to EVAL once when Redis does
 not know them (a restart, SCRIPT FLUSH).
+
+URLs are redis-py's: `redis://`, `unix://` and `rediss://` (TLS, as managed Redis services require),
+with the same query options for TLS (`ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`, `ssl_cert_reqs`
+none|optional|required, `ssl_check_hostname`), so one REDIS_URL configures both clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 import time
 from collections import deque
 from typing import Any
@@ -101,12 +106,13 @@ class RedisLane:
         self, url: str, *, connect_timeout: float = 0.5, timeout: float = 1.0, retry_after_s: float = 0.2
     ) -> None:
         parsed = urlparse(url)
-        if parsed.scheme not in ("redis", "unix"):
-            raise ValueError(f"a Redis lane speaks redis:// or unix://, not {parsed.scheme}://")
+        if parsed.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"a Redis lane speaks redis://, rediss:// or unix://, not {parsed.scheme}://")
         self.unix_path = parsed.path if parsed.scheme == "unix" else None
         self.host = parsed.hostname or "127.0.0.1"
         self.port = parsed.port or 6379
         query = parse_qs(parsed.query)
+        self.tls = tls_context(query) if parsed.scheme == "rediss" else None
         db = query.get("db", [""])[0] if parsed.scheme == "unix" else (parsed.path or "/").lstrip("/")
         self.db = int(db or 0)
         self.username = unquote(parsed.username) if parsed.username else None
@@ -140,7 +146,13 @@ class RedisLane:
                 if self.unix_path is not None:
                     _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), self.unix_path)
                 else:
-                    _, protocol = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+                    _, protocol = await loop.create_connection(
+                        lambda: _Protocol(self),
+                        self.host,
+                        self.port,
+                        ssl=self.tls,
+                        server_hostname=self.host if self.tls is not None else None,
+                    )
                 setup: list[tuple[Any, ...]] = []
                 if self.password is not None:
                     setup.append(
@@ -207,6 +219,29 @@ class RedisLane:
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def tls_context(query: dict[str, list[str]]) -> ssl.SSLContext:
+    """The TLS context a `rediss://` URL's query asks for, read as redis-py reads it."""
+
+    def option(name: str) -> str | None:
+        values = query.get(name)
+        return values[0] if values else None
+
+    reqs = (option("ssl_cert_reqs") or "required").lower()
+    if reqs not in _CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}, not {reqs!r}")
+    context = ssl.create_default_context(cafile=option("ssl_ca_certs"), capath=option("ssl_ca_path"))
+    check_hostname = (option("ssl_check_hostname") or "true").lower() in ("1", "true", "yes", "y", "on")
+    context.check_hostname = check_hostname and reqs != "none"
+    context.verify_mode = _CERT_REQS[reqs]
+    certfile = option("ssl_certfile")
+    if certfile is not None:
+        context.load_cert_chain(certfile, option("ssl_keyfile"), option("ssl_password"))
+    return context
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

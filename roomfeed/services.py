@@ -26,12 +26,14 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -357,12 +359,28 @@ class _TerminatedServer:
         _wait_gone(pid, 10)
 
 
-class RedisServer(_TerminatedServer):
-    """A redis-server with an append-only file (fsync every second) in `data_dir`."""
+@dataclass(frozen=True)
+class RedisTls:
+    """PEM files for a redis-server that speaks only TLS: its certificate and key, and the CA clients trust."""
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class RedisServer(_TerminatedServer):
+    """A redis-server with an append-only file (fsync every second) in `data_dir`.
+
+    With `tls` it listens only on a TLS port (`port`) and its URL is `rediss://`; `extra_args` go to
+    redis-server as they are (a cluster node's `--cluster-enabled yes`, for example)."""
+
+    def __init__(
+        self, data_dir: Path, port: int, *, tls: RedisTls | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
+        self.tls = tls
+        self.extra_args = extra_args
         self.pid_path = self.data_dir / "redis.pid"
         self.log_path = self.data_dir / "redis.log"
 
@@ -401,10 +419,14 @@ class RedisServer(_TerminatedServer):
         _ensure_port_free(self.port)
         binary = self.binary()
         assert binary is not None
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert)]
+            listen += ["--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca)]
+            listen += ["--tls-auth-clients", "no", "--tls-replication", "yes", "--tls-cluster", "yes"]
         cmd = [
             binary,
-            "--port",
-            str(self.port),
+            *listen,
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -419,6 +441,7 @@ class RedisServer(_TerminatedServer):
             "",
             "--loglevel",
             "notice",
+            *self.extra_args,
         ]
         _spawn(cmd, self.log_path, self.pid_path, cwd=self.data_dir)
 
@@ -438,13 +461,20 @@ class RedisServer(_TerminatedServer):
 
     def _ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
+                s = raw
+                if self.tls is not None:
+                    s = ssl.create_default_context(cafile=str(self.tls.ca)).wrap_socket(
+                        raw, server_hostname="127.0.0.1"
+                    )
                 s.sendall(b"PING\r\n")
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
             return False
 
     def url(self, db: int = 0) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/{db}?ssl_ca_certs={self.tls.ca}"
         return f"redis://127.0.0.1:{self.port}/{db}"
 
 

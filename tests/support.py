@@ -7,6 +7,7 @@ import contextlib
 import secrets
 import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,14 @@ import pytest
 from roomfeed import services
 from roomfeed.db import migrate
 from roomfeed.kafka import drop_prefixed_topics
-from roomfeed.services import QUICK_START_JVM, KafkaBroker, PostgresServer, RedisServer, resolve_kafka_jars
+from roomfeed.services import (
+    QUICK_START_JVM,
+    KafkaBroker,
+    PostgresServer,
+    RedisServer,
+    RedisTls,
+    resolve_kafka_jars,
+)
 from roomfeed.settings import Settings, external_services
 
 T = TypeVar("T")
@@ -46,6 +54,63 @@ def world_readable_tempdir(prefix: str) -> Path:
     return path
 
 
+def make_test_certificates(folder: Path, host: str = "127.0.0.1") -> RedisTls:
+    """A throwaway CA and a server certificate it signed for `host` (openssl; valid one day)."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=roomfeed test CA",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        f"/CN={host}",
+    )
+    (folder / "san.ext").write_text(f"subjectAltName=IP:{host},DNS:localhost\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    )
+    for name in ("server.key", "server.crt", "ca.crt"):
+        (folder / name).chmod(0o644)  # redis-server may run as another user
+    return RedisTls(cert=folder / "server.crt", key=folder / "server.key", ca=folder / "ca.crt")
+
+
 class PrivateServers:
     """Starts throwaway servers on free ports in temp folders; `close()` kills them and removes the folders."""
 
@@ -64,8 +129,8 @@ class PrivateServers:
         self._servers.append(server)
         return server
 
-    def redis(self) -> RedisServer:
-        server = RedisServer(self._dir("redis"), free_port())
+    def redis(self, *, tls: RedisTls | None = None, extra_args: tuple[str, ...] = ()) -> RedisServer:
+        server = RedisServer(self._dir("redis"), free_port(), tls=tls, extra_args=extra_args)
         self._servers.append(server)
         return server
 
