@@ -24,6 +24,7 @@ from alliance.scheduler import ExposureScheduler
 from roomfeed.auth import require
 from roomfeed.errors import NotFound, Unavailable
 from roomfeed.http import json, query_int, read_json
+from roomfeed.leader import ALLIANCE_SCHEDULER, always_lead
 from roomfeed.resources import Resources
 from roomfeed.validation import ID_PATTERN, Body
 
@@ -321,7 +322,10 @@ async def start(state: Any, resources: Resources) -> None:
     state.ledger = Ledger(resources.pool)
     state.exposure_scheduler = ExposureScheduler(resources.pool, resources.redis)
     state.alliance_boost = AllianceBoost(resources.redis)
-    state.alliance_tick = asyncio.create_task(state.exposure_scheduler.run_forever(SCHEDULER_TICK_S))
+    leadership = resources.leases.leadership(ALLIANCE_SCHEDULER) if resources.leases else always_lead
+    state.alliance_tick = asyncio.create_task(
+        state.exposure_scheduler.run_forever(SCHEDULER_TICK_S, leadership=leadership)
+    )
 
 
 async def stop(state: Any) -> None:

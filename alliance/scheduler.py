@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from dataclasses import asdict, dataclass
 
@@ -34,13 +33,13 @@ from redis.asyncio import Redis
 
 from alliance.alliances import Terms
 from alliance.ledger import Ledger
+from roomfeed.leader import Leadership, always_lead
 
 log = logging.getLogger("roomfeed.alliance")
 
 PLAN_KEY = "rf:al:plan"
 TOKENS_KEY = "rf:al:tokens"
 TICK_KEY = "rf:al:tick"
-LOCK_KEY = "rf:al:lock"
 
 # Add to each bucket, capped; drop buckets of merchants no longer owed anything.
 _REFILL = """
@@ -172,13 +171,14 @@ class ExposureScheduler:
         await pipe.execute()
         return plans
 
-    async def run_forever(self, every_s: float = 5.0, expire_every_s: float = 3600.0) -> None:
-        """The periodic tick for servers: one process per tick does it (Redis lock)."""
-        token = secrets.token_hex(8)
+    async def run_forever(
+        self, every_s: float = 5.0, expire_every_s: float = 3600.0, leadership: Leadership = always_lead
+    ) -> None:
+        """The periodic tick for servers: the process that leads does it (roomfeed.leader: once per cluster)."""
         last_expiry = 0.0
         while True:
             try:
-                if await self.redis.set(LOCK_KEY, token, nx=True, px=int(every_s * 1000 * 0.9)):
+                if await leadership():
                     now = time.time()
                     if now - last_expiry >= expire_every_s:
                         await self.ledger.expire(now)

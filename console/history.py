@@ -19,6 +19,8 @@ from typing import Any
 
 import asyncpg
 
+from roomfeed.leader import Leadership, always_lead
+
 log = logging.getLogger("roomfeed.console.history")
 
 SAMPLE_SECONDS = 10.0
@@ -111,13 +113,15 @@ class MetricSampler:
         marketplace, accounts = await self.snapshot()
         return await self.history.record(at, marketplace, accounts)
 
-    async def _run(self) -> None:
+    async def _run(self, leadership: Leadership) -> None:
         period = self.history.period_s
         rounds = 0
         while True:
             # Sleep to the next period boundary so every worker samples the same instant.
             await asyncio.sleep(period - time.time() % period + 0.05)
             try:
+                if not await leadership():  # once per cluster (roomfeed.leader)
+                    continue
                 await self.sample_once()
                 rounds += 1
                 if rounds % 360 == 1:
@@ -125,9 +129,9 @@ class MetricSampler:
             except Exception as exc:  # PostgreSQL down: keep trying, the dashboard shows the gap
                 log.warning("console sample failed: %s", exc)
 
-    def start(self) -> None:
+    def start(self, leadership: Leadership = always_lead) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="console-sampler")
+            self._task = asyncio.create_task(self._run(leadership), name="console-sampler")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -27,6 +27,7 @@ from console.metrics import MarketplaceMetrics, MarketplaceSources
 from roomfeed.auth import require
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.http import json, query_int
+from roomfeed.leader import CONSOLE_SAMPLER, always_lead
 from roomfeed.resources import Resources
 from roomfeed.settings import REPO_ROOT
 from roomfeed.validation import ID_PATTERN
@@ -121,7 +122,7 @@ async def start(state: Any, resources: Resources) -> None:
     history = MetricHistory(resources.pool)
     sampler = MetricSampler(history, metrics.snapshot)
     state.console = Console(metrics, history, sampler, lag)
-    sampler.start()
+    sampler.start(resources.leases.leadership(CONSOLE_SAMPLER) if resources.leases else always_lead)
 
 
 async def stop(state: Any) -> None:

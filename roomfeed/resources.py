@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from roomfeed.db import create_pool
 from roomfeed.kafka import make_producer
+from roomfeed.leader import Leases
 from roomfeed.redis_client import create_redis
 from roomfeed.redis_lane import RedisLane
 from roomfeed.settings import Settings
@@ -32,6 +33,7 @@ class Resources:
     producer: AIOKafkaProducer
     redis_lane: RedisLane | None = None  # the hot path's pipelined connection (roomfeed.redis_lane)
     producer_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    leases: Leases | None = None  # once-per-cluster loops ask it before each round (roomfeed.leader)
     _producer_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -43,6 +45,7 @@ class Resources:
             redis=create_redis(settings),
             producer=make_producer(settings),
             redis_lane=RedisLane(settings.redis_url),
+            leases=Leases(settings.database_url),
         )
         if kafka:
             resources._producer_task = asyncio.create_task(resources._start_producer())
@@ -71,6 +74,8 @@ class Resources:
             return False
 
     async def close(self) -> None:
+        if self.leases is not None:
+            await self.leases.close()
         if self._producer_task is not None:
             self._producer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -24,6 +24,7 @@ from roomfeed.auth import create_key, require
 from roomfeed.errors import InvalidJson, NotFound, ValidationFailed
 from roomfeed.http import json, query_int, read_json
 from roomfeed.kafka import ensure_topics
+from roomfeed.leader import ROOM_RELAY, always_lead
 from roomfeed.resources import Resources
 from roomfeed.validation import ID_PATTERN, Body
 from rooms.catalog import MerchantCatalog
@@ -769,7 +770,7 @@ async def start(state: State, resources: Resources) -> None:
     state.room_directory = directory
     state.merchant_catalog = state.rooms.catalog
     state.rooms_topics_task = asyncio.get_running_loop().create_task(_ensure_topics(resources))
-    relay.start()
+    relay.start(leadership=resources.leases.leadership(ROOM_RELAY) if resources.leases else always_lead)
 
 
 async def stop(state: State) -> None:

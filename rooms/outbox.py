@@ -22,6 +22,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from roomfeed.kafka import encode
+from roomfeed.leader import Leadership, always_lead
 from roomfeed.resources import Resources
 from rooms.deals import CLAIM_COLUMNS, claim_event
 from rooms.live_index import (
@@ -187,18 +188,20 @@ class RoomRelay:
         await self.pool.execute("DELETE FROM room_changes WHERE indexed AND published")
         return done
 
-    async def run(self, interval: float = 1.0) -> None:
+    async def run(self, interval: float = 1.0, leadership: Leadership = always_lead) -> None:
+        """Sweep every `interval` seconds in the process that leads (roomfeed.leader: once per cluster)."""
         while True:
             try:
-                await self.run_once()
+                if await leadership():
+                    await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("room relay pass failed: %s", exc)
             await asyncio.sleep(interval)
 
-    def start(self, interval: float = 1.0) -> None:
-        self._loop = asyncio.get_running_loop().create_task(self.run(interval))
+    def start(self, interval: float = 1.0, leadership: Leadership = always_lead) -> None:
+        self._loop = asyncio.get_running_loop().create_task(self.run(interval, leadership))
 
     async def stop(self) -> None:
         if self._loop is not None:
