@@ -40,7 +40,10 @@ log = logging.getLogger("roomfeed.events.consumer")
 
 SINK_EVENTS = Counter("roomfeed_sink_events_total", "Records handled by sinks", ["sink", "outcome"])
 CONSUMER_LAG = Gauge(
-    "roomfeed_consumer_lag", "Records not yet committed by a consumer group", ["group", "topic", "partition"]
+    "roomfeed_consumer_lag",
+    "Records not yet committed by a consumer group",
+    ["group", "topic", "partition"],
+    multiprocess_mode="mostrecent",  # every API worker reads the same lag: the latest reading counts
 )
 
 

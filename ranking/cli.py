@@ -18,6 +18,7 @@ import orjson
 from ranking.dataset import WeightParams
 from ranking.model import ModelParams
 from ranking.offline import OfflineConfig, run_offline_evaluation, table
+from roomfeed.leader import TRAINER, Leases
 
 
 def parse_duration(text: str) -> float:
@@ -76,6 +77,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--every", type=parse_duration, default=None, help="train periodically, e.g. 10m")
     parser.add_argument("--no-promote", action="store_true", help="register the candidate only")
+    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
 
 
 def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
@@ -93,8 +95,17 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
 async def train_command(settings: Any, args: argparse.Namespace) -> int:
     from ranking.train import features_from_rooms, load_features, train_forever, train_once
 
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=settings.host)
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    # One trainer at a time: a second trainer waits as a standby (`--every`) or exits (one round).
+    leases = Leases(settings.database_url)
     try:
+        if not args.every and not await leases.holds(TRAINER):
+            print("another trainer holds the trainer lease; not training", file=sys.stderr)
+            return 3
         features = load_features(args.features) if args.features else await features_from_rooms(pool)
         kwargs: dict[str, Any] = {
             "params": _model_params(args),
@@ -105,7 +116,13 @@ async def train_command(settings: Any, args: argparse.Namespace) -> int:
             "promote": not args.no_promote,
         }
         if args.every:
-            await train_forever(pool, args.every, refresh_features=args.features is None, **kwargs)
+            await train_forever(
+                pool,
+                args.every,
+                refresh_features=args.features is None,
+                leadership=leases.leadership(TRAINER),
+                **kwargs,
+            )
             return 0
         result = await train_once(pool, **kwargs)
         print(
@@ -120,6 +137,7 @@ async def train_command(settings: Any, args: argparse.Namespace) -> int:
         )
         return 0
     finally:
+        await leases.close()
         await pool.close()
 
 

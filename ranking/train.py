@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from prometheus_client import Counter, Gauge
 
 from ranking.blend import LIGHTFM_COLUMNS, TUNED_WEIGHTS, BlendWeights
 from ranking.dataset import InteractionLog, WeightParams, build_training_set, load_archive
@@ -29,8 +30,16 @@ from ranking.model import ModelParams, RankingModel, train_model
 from ranking.offline import flatten_metrics, schedule_from_log
 from ranking.registry import ModelRegistry
 from ranking.scorer import Scorer
+from roomfeed.leader import Leadership, always_lead
 
 HOUR_MS = 3_600_000
+
+# The trainer's metrics (served by `roomfeed train --metrics-port`).
+TRAINER_ROUNDS = Counter("roomfeed_trainer_rounds_total", "training rounds by outcome", ["outcome"])
+TRAINER_SECONDS = Gauge("roomfeed_trainer_round_seconds", "duration of the last training round")
+TRAINER_LAST_SUCCESS = Gauge(
+    "roomfeed_trainer_last_success_timestamp_seconds", "when a round last registered a model"
+)
 
 
 @dataclass(frozen=True)
@@ -142,10 +151,22 @@ async def train_once(
     return TrainingRound(version, metrics, promoted, time.perf_counter() - t0)
 
 
-async def train_forever(pool: Any, every_s: float, refresh_features: bool = False, **kwargs: Any) -> None:
-    """One round every `every_s`; a failed round is reported and the next one tries again."""
+async def train_forever(
+    pool: Any,
+    every_s: float,
+    refresh_features: bool = False,
+    leadership: Leadership = always_lead,
+    **kwargs: Any,
+) -> None:
+    """One round every `every_s` while this trainer holds the trainer lease (one trainer at a time,
+    roomfeed.leader); a failed round is reported and the next one tries again."""
     while True:
         try:
+            if not await leadership():
+                TRAINER_ROUNDS.labels("standby").inc()
+                await asyncio.sleep(every_s)
+                continue
+            started = time.monotonic()
             if refresh_features:
                 kwargs["features"] = await features_from_rooms(pool)
             result = await train_once(pool, **kwargs)
@@ -154,8 +175,13 @@ async def train_forever(pool: Any, every_s: float, refresh_features: bool = Fals
                 file=sys.stderr,
                 flush=True,
             )
+            TRAINER_ROUNDS.labels("promoted" if result.promoted else "registered").inc()
+            TRAINER_SECONDS.set(time.monotonic() - started)
+            TRAINER_LAST_SUCCESS.set(time.time())
         except RuntimeError as exc:
+            TRAINER_ROUNDS.labels("skipped").inc()
             print(f"training skipped: {exc}", file=sys.stderr, flush=True)
         except Exception as exc:  # the trainer process outlives one bad round
+            TRAINER_ROUNDS.labels("failed").inc()
             print(f"training round failed: {exc!r}", file=sys.stderr, flush=True)
         await asyncio.sleep(every_s)

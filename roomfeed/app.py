@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -25,7 +24,7 @@ from roomfeed.auth import KeyVerifier
 from roomfeed.errors import ApiError
 from roomfeed.health import check_dependencies, readiness_body
 from roomfeed.http import OrjsonResponse, error_response, json
-from roomfeed.observability import RequestMiddleware
+from roomfeed.observability import METRICS_CONTENT_TYPE, RequestMiddleware, forget_this_process, metrics_text
 from roomfeed.openapi import build_schema, render_docs
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
@@ -85,7 +84,7 @@ async def metrics(request: Request) -> Response:
     for refresh in request.app.state.metric_refreshers:
         with contextlib.suppress(Exception):
             await refresh()
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics_text(), media_type=METRICS_CONTENT_TYPE)
 
 
 async def openapi(request: Request) -> Response:
@@ -163,6 +162,7 @@ def create_app(settings: Settings, *, access_log: bool = True, **overrides: Any)
                 with contextlib.suppress(Exception):
                     await domain.stop(app.state)
             await resources.close()
+            forget_this_process()
 
     app = Starlette(
         routes=routes,

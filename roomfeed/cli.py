@@ -45,6 +45,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     if not args.no_migrate:
         asyncio.run(migrate(settings.database_url))
+    if args.workers > 1:  # one /metrics answer sums every worker (Prometheus multiprocess mode)
+        from roomfeed.observability import prepare_multiprocess_metrics
+
+        prepare_multiprocess_metrics(settings.data_dir / "prometheus" / f"serve-{os.getpid()}")
     uvicorn.run(
         "roomfeed.cli:app_factory",
         factory=True,

@@ -41,7 +41,8 @@ ROUNDS = Counter("roomfeed_leader_rounds_total", "rounds this process ran as the
 ROOM_RELAY = "rooms.relay"
 CONSOLE_SAMPLER = "console.sampler"
 ALLIANCE_SCHEDULER = "alliance.scheduler"
-LEASES = (ROOM_RELAY, CONSOLE_SAMPLER, ALLIANCE_SCHEDULER)
+LEASES = (ROOM_RELAY, CONSOLE_SAMPLER, ALLIANCE_SCHEDULER)  # the API process's
+TRAINER = "ranking.trainer"  # one trainer at a time (`roomfeed train`)
 
 CONNECT_TIMEOUT_S = 2.0
 

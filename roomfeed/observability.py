@@ -8,14 +8,25 @@ unexpected exception into the one error shape, and logs one JSON line per reques
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client import Counter, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from roomfeed.errors import ApiError
 
@@ -32,6 +43,36 @@ HTTP_LATENCY = Histogram(
     ["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_text() -> bytes:
+    """This process's metrics, or, under `serve --workers N` (PROMETHEUS_MULTIPROC_DIR set), every
+    worker's summed (counters and histograms added up; gauges as each declares its multiprocess mode)."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def prepare_multiprocess_metrics(folder: Path) -> None:
+    """Before `serve --workers N` forks: an empty folder the workers write their metric files to."""
+    if os.environ.get(MULTIPROC_ENV):
+        return  # the operator chose one (it must be empty at start: their deployment's job)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(folder)
+
+
+def forget_this_process() -> None:
+    """At a worker's shutdown: its live gauges leave the sums (counters stay, as Prometheus expects)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
 
 # Never log these, whatever a handler puts in `extra`.
 _SECRET_KEYS = {"authorization", "key", "token", "password", "secret"}

@@ -145,3 +145,33 @@ async def test_three_api_processes_run_each_once_per_cluster_loop_once(
     finally:
         for process in processes:
             process.stop()
+
+
+async def test_one_trainer_at_a_time(own_database: Settings) -> None:
+    from ranking.cli import train_command
+    from ranking.train import TRAINER_ROUNDS, train_forever
+    from roomfeed.cli import build_parser
+    from roomfeed.leader import TRAINER
+
+    holder = Leases(own_database.database_url)
+    try:
+        assert await holder.holds(TRAINER)
+        parser, _ = build_parser()
+        # A one-round trainer exits at once while another trainer holds the lease.
+        assert await train_command(own_database, parser.parse_args(["train"])) == 3
+        # A periodic trainer stands by: rounds pass without training.
+        standby = Leases(own_database.database_url)
+        before = TRAINER_ROUNDS.labels("standby")._value.get()
+        pool = await asyncpg.create_pool(own_database.database_url, min_size=0, max_size=1)
+        task = asyncio.create_task(train_forever(pool, 0.05, leadership=standby.leadership(TRAINER)))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await standby.close()
+        await pool.close()
+        assert TRAINER_ROUNDS.labels("standby")._value.get() - before >= 3
+        for outcome in ("promoted", "registered", "skipped", "failed"):
+            assert TRAINER_ROUNDS.labels(outcome)._value.get() == 0
+    finally:
+        await holder.close()
