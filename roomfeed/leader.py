@@ -109,14 +109,19 @@ class Leases:
             self._conn = await asyncpg.connect(self.database_url, timeout=CONNECT_TIMEOUT_S)
         return self._conn
 
-    async def _lost(self, exc: BaseException | None) -> None:
-        """The session is gone (or unusable): whatever it held is released by PostgreSQL."""
-        if self._held:
-            log.warning("leases lost", extra={"fields": {"leases": sorted(self._held), "why": str(exc)}})
+    def _release(self) -> asyncpg.Connection | None:
+        """Forget every lease and the session that held them; returns that session's connection."""
         for name in self._held:
             LEADER.labels(name).set(0)
         self._held.clear()
         conn, self._conn = self._conn, None
+        return conn
+
+    async def _lost(self, exc: BaseException | None) -> None:
+        """The session is gone (or unusable): whatever it held is released by PostgreSQL."""
+        if self._held:
+            log.warning("leases lost", extra={"fields": {"leases": sorted(self._held), "why": str(exc)}})
+        conn = self._release()
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.terminate()
@@ -124,10 +129,7 @@ class Leases:
     async def close(self) -> None:
         """Give every lease up at once (a clean shutdown hands them over without waiting for a timeout)."""
         async with self._lock:
-            for name in self._held:
-                LEADER.labels(name).set(0)
-            self._held.clear()
-            conn, self._conn = self._conn, None
+            conn = self._release()
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import shutil
 import socket
@@ -52,6 +53,24 @@ def world_readable_tempdir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     path.chmod(0o755)
     return path
+
+
+def process_env(settings: Settings, data_dir: Path | None = None) -> dict[str, str]:
+    """The environment of a `roomfeed` subprocess that uses `settings` (services, prefix, secrets)."""
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
+        "ROOMFEED_KAFKA_PARTITIONS": str(settings.kafka_partitions),
+        "ROOMFEED_KAFKA_REPLICATION_FACTOR": str(settings.kafka_replication_factor),
+        "ROOMFEED_KAFKA_MIN_INSYNC_REPLICAS": str(settings.kafka_min_insync_replicas),
+        "ROOMFEED_DATA_DIR": str(data_dir or settings.data_dir),
+        "ROOMFEED_VIEWER_TOKEN_SECRET": settings.viewer_token_secret,
+        "ROOMFEED_CODE_SECRET": settings.code_secret,
+        "ROOMFEED_LOG_LEVEL": "WARNING",
+    }
 
 
 def make_test_certificates(folder: Path, host: str = "127.0.0.1") -> RedisTls:

@@ -23,7 +23,7 @@ from roomfeed.auth import create_key, sign_viewer_token
 from roomfeed.db import create_pool
 from roomfeed.settings import REPO_ROOT, Settings
 from tests.hostile.test_authorization_matrix import COLUMNS, MATRIX
-from tests.support import free_port, run_sync
+from tests.support import free_port, process_env, run_sync
 
 EXAMPLES_PER_MODE = int(os.environ.get("ROOMFEED_FUZZ_EXAMPLES", "12"))
 
@@ -31,17 +31,7 @@ EXAMPLES_PER_MODE = int(os.environ.get("ROOMFEED_FUZZ_EXAMPLES", "12"))
 @pytest.fixture(scope="module")
 def live_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
-        "ROOMFEED_DATA_DIR": str(settings.data_dir),
-        "ROOMFEED_VIEWER_TOKEN_SECRET": settings.viewer_token_secret,
-        "ROOMFEED_CODE_SECRET": settings.code_secret,
-        "ROOMFEED_LOG_LEVEL": "WARNING",
-    }
+    env = process_env(settings)
     log = Path(tmp_path_factory.mktemp("fuzz")) / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -7,7 +7,6 @@ their own, so no other app of the test session holds the leases.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from roomfeed.leader import LEASES, Leases
 from roomfeed.settings import Settings
 from tests.faults.stack import RoomfeedProcess
-from tests.support import free_port, isolated_settings
+from tests.support import free_port, isolated_settings, process_env
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -77,15 +76,7 @@ async def _scrape(urls: list[str]) -> list[tuple[dict[str, float], dict[str, flo
 async def test_three_api_processes_run_each_once_per_cluster_loop_once(
     own_database: Settings, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "DATABASE_URL": own_database.database_url,
-        "REDIS_URL": own_database.redis_url,
-        "KAFKA_BOOTSTRAP": own_database.kafka_bootstrap,
-        "ROOMFEED_KAFKA_PREFIX": own_database.kafka_prefix,
-        "ROOMFEED_DATA_DIR": str(tmp_path / "data"),
-        "ROOMFEED_LOG_LEVEL": "WARNING",
-    }
+    env = process_env(own_database, tmp_path / "data")
     ports = [free_port() for _ in range(3)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     processes = [

@@ -4,7 +4,6 @@ multiprocess mode), whichever worker answers the scrape."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from roomfeed.settings import Settings
 from tests.faults.stack import RoomfeedProcess
-from tests.support import free_port
+from tests.support import free_port, process_env
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -28,15 +27,7 @@ def _healthz_requests(text: str) -> float:
 
 async def test_one_scrape_counts_every_workers_requests(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
-        "ROOMFEED_DATA_DIR": str(tmp_path / "data"),
-        "ROOMFEED_LOG_LEVEL": "WARNING",
-    }
+    env = process_env(settings, tmp_path / "data")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     api = RoomfeedProcess(
         "api", ["serve", "--workers", "2", "--port", str(port), "--no-migrate"], env, tmp_path
