@@ -241,6 +241,10 @@ class FeedContext:
     degraded: bool = False
     degraded_reasons: list[str] = field(default_factory=list)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    # Rooms changed in the live index since the candidate source's snapshot (room id → index version),
+    # read with the session: dropped from this page. Without them (`live_fresh`) the snapshot is read anew.
+    live_changes: dict[str, int] | None = None
+    live_fresh: bool = True
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def degrade(self, reason: str) -> None:

@@ -83,20 +83,23 @@ async def session_feed(request: Request) -> Response:
     parameters:
       - {name: session_id, in: path, required: true, schema: {type: string}}
       - {name: count, in: query, schema: {type: integer, minimum: 1, maximum: 50, default: 10}}
+      - {name: after, in: query, description: "the page_token of the last page received (the same page however often asked)", schema: {type: string}}
     responses:
-      200: {description: "{session_id, rooms, model_version, config_version, variant, degraded}"}
-      404: {description: no such session of this viewer}
+      200: {description: "{session_id, page_token, rooms, model_version, config_version, variant, degraded}"}
+      404: {description: no such session of this viewer, or no such page}
+      410: {description: the page after `after` is older than the pages a session keeps}
     """
     # The rate-limit charge rides the session's Redis round trip (settled before anything is written).
     principal, charge = await require_with_charge(request, "viewer")
     count = query_int(request, "count", default=10, minimum=1, maximum=50)
+    after = request.query_params.get("after") or None
     session_id = request.path_params["session_id"]
     if not ID_PATTERN.match(session_id):
         if charge is not None:
             await charge_alone(request, charge)
         raise NotFound(f"session {session_id} does not exist")
     assert principal.viewer_id is not None
-    return json(await _feed(request).next_page(principal.viewer_id, session_id, count, charge))
+    return json(await _feed(request).next_page(principal.viewer_id, session_id, count, charge, after))
 
 
 async def charge_alone(request: Request, charge: RateCharge) -> None:

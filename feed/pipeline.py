@@ -62,6 +62,13 @@ class FeedPipeline:
     def names(self) -> list[str]:
         return [stage.name for stage in self.stages]
 
+    def live_version(self) -> int | None:
+        """The live-index version of the snapshot the candidate source holds (None: none yet)."""
+        for stage in self.stages:
+            if isinstance(stage, CandidateSource):
+                return stage.snapshot_version
+        return None
+
     async def run(self, ctx: FeedContext) -> FeedContext:
         for stage in self.stages:
             started = time.perf_counter()

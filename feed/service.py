@@ -17,9 +17,20 @@ from feed.config_store import ConfigWatcher
 from feed.context import FeedContext, as_recent_visit
 from feed.experiments import assign
 from feed.impressions import ImpressionPublisher, impression_events
+from feed.pages import (
+    PAGES_KEPT,
+    PageExpired,
+    PageMeta,
+    PageNotFound,
+    PageRecord,
+    page_number,
+    page_token,
+    pages_key,
+)
 from feed.pipeline import FeedPipeline
 from feed.sessions import SessionBook, SessionState
 from feed.sources import FeedInputs
+from feed.stages import room_fields, shown
 from roomfeed.auth import RateCharge
 from roomfeed.errors import NotFound, Unavailable, ValidationFailed
 from roomfeed.ids import new_id
@@ -55,18 +66,34 @@ class FeedService:
         self.rng = np.random.default_rng()
 
     async def next_page(
-        self, viewer_id: str, session_id: str, count: int, charge: RateCharge | None = None
+        self,
+        viewer_id: str,
+        session_id: str,
+        count: int,
+        charge: RateCharge | None = None,
+        after: str | None = None,
     ) -> dict[str, Any]:
-        """The next page; `charge` (the request's rate-limit charge) rides the session's round trip and
-        is settled (429) before anything is written. When Redis is down nothing is charged."""
+        """The page after page `after` (a page token of this session: the same page however often it
+        is asked for), or without `after` a new page after the session's newest. `charge` (the
+        request's rate-limit charge) rides the session's round trip and is settled (429) before
+        anything is written. When Redis is down nothing is charged."""
         started = time.perf_counter()
+        at = page_number(session_id, after) if after is not None else None
+        live_index = self.inputs.live_index
+        live_since = self.pipeline.live_version() if self.pipeline is not None else None
+        queue_changes = getattr(live_index, "queue_changes_since", None) if live_since is not None else None
 
-        # The viewer's recent rooms (events' pipelined read) and the rate-limit charge ride the session's round trip.
+        # Ride the session's round trip: the rate-limit charge, the viewer's recent rooms (events), the
+        # page asked for when it exists already, the rooms changed since this process's live snapshot.
         def also(pipe: Any) -> None:
             if charge is not None:
                 charge.queue(pipe)
             if queue_viewer_recent is not None:
                 queue_viewer_recent(pipe, viewer_id, 50)
+            if at is not None:
+                pipe.execute_command("HMGET", pages_key(session_id), "last", str(at + 1))
+            if queue_changes is not None:
+                queue_changes(pipe, live_since)
 
         state, extra = await self.sessions.load(session_id, viewer_id, also)
         if extra is not None and charge is not None:
@@ -74,12 +101,86 @@ class FeedService:
             extra = extra[1:]
         if state is None or state.viewer_id != viewer_id:
             raise NotFound(f"session {session_id} does not exist")
-        recent = recent_visits(extra[0]) if extra and recent_visits is not None else None
-        body = await self._page(state, count, entry_room=None, degraded=not state.from_redis, recent=recent)
+        recent = None
+        if extra is not None and queue_viewer_recent is not None and recent_visits is not None:
+            recent, extra = recent_visits(extra[0]), extra[1:]
+        known: tuple[int, str | None] | None = None
+        if at is not None:
+            known = (state.last_page, state.pages.get(at + 1))
+            if extra is not None:
+                raw_last, raw_record = extra[0]
+                extra = extra[1:]
+                if raw_last is not None:
+                    known = (int(raw_last), raw_record.decode() if raw_record is not None else None)
+        changes = None
+        if extra and queue_changes is not None and live_index is not None:
+            changes = live_index.changes_since(extra[0])
+        if at is not None and known is not None and (known[1] is not None or known[0] != at):
+            body = await self._again(state, at + 1, known)
+        else:
+            body = await self._page(
+                state,
+                count,
+                entry_room=None,
+                degraded=not state.from_redis,
+                recent=recent,
+                after=at,
+                live_changes=changes,
+            )
         body["timings_ms"]["session"] = round(
             (time.perf_counter() - started) * 1000 - sum(body["timings_ms"].values()), 3
         )
         return body
+
+    async def _again(self, state: SessionState, number: int, known: tuple[int, str | None]) -> dict[str, Any]:
+        """Page `number` once more, from its record (`known`: the newest page's number, the record):
+        its rooms still live, with viewers now; 404 for a page never made, 410 for one forgotten."""
+        last, raw = known
+        if raw is None:
+            if number > last + 1:
+                raise PageNotFound(
+                    "after names no page of this session", fields={"after": "names no page of this session"}
+                )
+            raise PageExpired(
+                f"that page is older than the session's last {PAGES_KEPT} pages; ask without after",
+                fields={"after": "is too old"},
+            )
+        record = PageRecord.parse(raw)
+        if self.inputs.live_index is None:
+            raise Unavailable(
+                "the live-room index is not available in this build", headers={"Retry-After": "5"}
+            )
+        snapshot = await self.inputs.live_index.snapshot()
+        rooms = []
+        for room_id, position, boosted in record.rooms:
+            room = snapshot.by_id.get(room_id)
+            if room is None or room.status != "live":
+                continue  # ended since: never served again
+            fields = room_fields(room, replay=False)
+            fields["boosted"], fields["position"] = boosted, position
+            rooms.append(fields)
+        if rooms and self.inputs.heat is not None:
+            try:
+                async with self.sessions.pipeline() as pipe:
+                    self.inputs.heat.queue_viewers_now(pipe, [r["room_id"] for r in rooms])
+                    (viewers,) = await pipe.execute()
+                for room, n in zip(rooms, viewers, strict=True):
+                    room["viewers_now"] = int(n)
+            except Exception as exc:
+                log.warning("viewers now of a page served again not read: %s", exc)
+        meta = record.meta
+        return {
+            "session_id": state.session_id,
+            "page_token": page_token(state.session_id, number),
+            "rooms": rooms,
+            "model_version": meta.model_version,
+            "config_version": meta.config_version,
+            "variant": meta.variant,
+            "experiment_id": meta.experiment_id,
+            "degraded": False,
+            "degraded_reasons": [],
+            "timings_ms": {},
+        }
 
     async def _page(
         self,
@@ -88,6 +189,8 @@ class FeedService:
         entry_room: Any | None,
         degraded: bool,
         recent: list[Any] | None = None,
+        after: int | None = None,
+        live_changes: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         if self.pipeline is None:
             raise Unavailable(
@@ -106,6 +209,10 @@ class FeedService:
             blocked_merchants=set(state.blocked) | self.sessions.local.blocks.of(state.viewer_id),
             first_position=len(state.served),
             rng=self.rng,
+            live_changes=live_changes,
+            # Without the rooms changed since this process's snapshot (read with the session), the
+            # live index is read afresh: a room whose end has returned is never on the page.
+            live_fresh=live_changes is None,
         )
         if recent is not None:
             ctx.recent, ctx.recent_loaded = [as_recent_visit(v) for v in recent], True
@@ -121,35 +228,74 @@ class FeedService:
             "config_version": ctx.config_version,
             "model_version": ctx.model_version,
         }
-        offered = ctx.page
-        want = count
-        if entry_room is not None:
-            offered = [self._entry(entry_room, 0), *offered]
+        header = PageMeta(
+            ctx.model_version, ctx.config_version, ctx.variant, assignment.experiment_id
+        ).header()
+        counters = (
+            variant_key(assignment.experiment_id, assignment.variant) if assignment.experiment_id else None
+        )
         claim_started = time.perf_counter()
-        accepted, viewers = await self.sessions.claim(
-            state,
-            [r["room_id"] for r in offered],
-            want,
-            variant_key(assignment.experiment_id, assignment.variant) if assignment.experiment_id else None,
-            {r["room_id"] for r in offered if r["boosted"]},
-            self.inputs.heat,
-        )
+        page: list[dict[str, Any]] = []
+        mode, at = ("new", -1) if after is None else ("after", after)
+        number = -1
+        # Offered: the page, its spares and the rest of the ranked order (rooms a concurrent request of
+        # the session took are skipped in Redis). When even those run out while rooms remain (many
+        # concurrent requests), the pipeline ranks again without the rooms taken and the page is
+        # topped up.
+        for _ in range(3):
+            c = ctx.candidates
+            fields = {r["room_id"]: r for r in ctx.page}
+            order = np.asarray(ctx.order, dtype=np.int64)
+            offered = c.room_ids[order].tolist()
+            boosted = set(c.room_ids[order[c.boosted[order]]].tolist())
+            if entry_room is not None:
+                fields[entry_room.room_id] = self._entry(entry_room, 0)
+                offered = [entry_room.room_id, *offered]
+            claim = await self.sessions.claim(
+                state,
+                offered,
+                count - len(page),
+                counters,
+                boosted,
+                self.inputs.heat,
+                mode=mode,
+                at=at,
+                header=header,
+            )
+            if claim.existing is not None:  # a concurrent request made this page first: serve its record
+                body = await self._again(state, at + 1, claim.existing)
+                body["timings_ms"] = {name: round(ms, 3) for name, ms in ctx.timings_ms.items()}
+                return body
+            if claim.viewers is None and not degraded and offered:
+                ctx.degrade("redis")
+            number = claim.number
+            viewers = dict(zip(offered, claim.viewers, strict=True)) if claim.viewers is not None else {}
+            taken = []
+            for k, room_id in enumerate(claim.accepted):
+                room = fields.get(room_id)
+                if room is None:
+                    i = c.index_of[room_id]
+                    room = shown(c, i).copy()
+                    room["boosted"] = bool(c.boosted[i])
+                room["viewers_now"] = viewers.get(room_id, 0)
+                room["position"] = claim.base + k
+                taken.append(room)
+            page += taken
+            self.impressions.publish(
+                impression_events(state.viewer_id, state.session_id, taken, meta, int(time.time() * 1000))
+            )
+            if len(page) >= count or len(offered) >= int(np.count_nonzero(c.keep)) + (entry_room is not None):
+                break
+            # Short while unseen rooms remain: the rooms offered were taken by concurrent requests.
+            ctx.served = set(state.served) | set(offered)
+            ctx.count = count - len(page)
+            ctx.first_position = claim.base + len(claim.accepted)
+            mode, at, entry_room = "more", number, None
+            await self.pipeline.run(ctx)
         ctx.timings_ms["claim"] = (time.perf_counter() - claim_started) * 1000
-        if viewers is None and not degraded and offered:
-            ctx.degrade("redis")
-        keep = set(accepted)
-        page = []
-        for i, room in enumerate(offered):
-            if room["room_id"] in keep:
-                if viewers is not None:
-                    room["viewers_now"] = viewers[i]
-                room["position"] = ctx.first_position - (1 if entry_room is not None else 0) + len(page)
-                page.append(room)
-        self.impressions.publish(
-            impression_events(state.viewer_id, state.session_id, page, meta, int(time.time() * 1000))
-        )
         return {
             "session_id": state.session_id,
+            "page_token": page_token(state.session_id, number),
             "rooms": page,
             "model_version": ctx.model_version,
             "config_version": ctx.config_version,
@@ -173,7 +319,6 @@ class FeedService:
             "boosted": False,
             "position": position,
             "replay": replay,
-            "explored": False,
             "tags": list(room.tags),
             "price_band": room.price_band,
             "format": room.format,

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from feed.pages import CLAIM_PAGE, PAGES_KEPT, pages_key
 from roomfeed.redis_lane import RedisLane
 
 log = logging.getLogger("feed.sessions")
@@ -38,30 +39,6 @@ BLOCKS_TTL_S = 30 * 24 * 3600
 SESSION_CAPACITY = 2_000
 # Viewers whose blocks are kept in process memory (only viewers with at least one block).
 BLOCKS_CAPACITY = 10_000
-
-
-# KEYS[1] served set, KEYS[2] (optional) the experiment variant's counters. ARGV: count, ttl,
-# boosted room ids joined by newlines, then the room ids best first. Keeps the first `count` rooms
-# SADD accepts and counts exactly those as the variant's impressions (and boosted impressions).
-_CLAIM = """
-local want = tonumber(ARGV[1])
-local boosted = {}
-for id in string.gmatch(ARGV[3], '[^\\n]+') do boosted[id] = true end
-local out, nboosted = {}, 0
-for i = 4, #ARGV do
-  if #out >= want then break end
-  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
-    out[#out + 1] = ARGV[i]
-    if boosted[ARGV[i]] then nboosted = nboosted + 1 end
-  end
-end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-if #KEYS > 1 and #out > 0 then
-  redis.call('HINCRBY', KEYS[2], 'impressions', #out)
-  if nboosted > 0 then redis.call('HINCRBY', KEYS[2], 'boosted', nboosted) end
-end
-return out
-"""
 
 
 # KEYS[1] served set. ARGV[1]: how many rooms the caller's copy holds (-1: none). Returns that count
@@ -96,6 +73,23 @@ class SessionState:
     from_redis: bool = True
     # Rooms served while Redis was unreachable, to be written back once it answers.
     unsynced: set[str] = field(default_factory=set)
+    # Pages made while Redis was unreachable (number → record) and the newest page's number.
+    pages: dict[int, str] = field(default_factory=dict)
+    last_page: int = -1
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `SessionBook.claim` did: page `number` made with `accepted` rooms at positions `base`,
+    `base + 1`, ... (`viewers`: viewers now per offered room, None when not read); or, for a page
+    asked after a page that is no longer the newest, nothing claimed and `existing` = (the newest
+    page's number, the record of the page asked for or None)."""
+
+    number: int
+    base: int
+    accepted: list[str]
+    viewers: list[int] | None
+    existing: tuple[int, str | None] | None = None
 
 
 class LocalBlocks:
@@ -190,7 +184,7 @@ class SessionBook:
         self.lane = lane
         self._pending: set[asyncio.Task[Any]] = set()
 
-    def _pipeline(self) -> Any:
+    def pipeline(self) -> Any:
         return self.lane.pipeline() if self.lane is not None else self.redis.pipeline(transaction=False)
 
     def _background(self, coro: Any) -> None:
@@ -261,7 +255,7 @@ class SessionBook:
         owner = viewer_id or (local.viewer_id if local is not None else None)
         known = len(local.served) if local is not None and not local.unsynced else -1
         try:
-            async with self._pipeline() as pipe:
+            async with self.pipeline() as pipe:
                 pipe.hget(session_key(session_id), "viewer_id")
                 pipe.eval(_SERVED, 1, served_key(session_id), known)
                 if owner is not None:
@@ -306,23 +300,42 @@ class SessionBook:
         variant_counters: str | None = None,
         boosted: set[str] | None = None,
         heat: Any | None = None,
-    ) -> tuple[list[str], list[int] | None]:
-        """Serve the first `count` of `room_ids` (best first) that this session was never served.
+        *,
+        mode: str = "new",
+        at: int = -1,
+        header: str = "",
+    ) -> Claim:
+        """Serve the first `count` of `room_ids` (best first) that this session was never served, as a
+        page of the session (`mode` and `at` as in claim_page.lua: "new", "after" page `at`, or "more"
+        rooms on page `at`); `header` starts the page's record (feed.pages).
 
-        One atomic check-and-add in Redis (SADD answers which rooms are new), so two concurrent
-        prefetches of one session never get the same room; the same call counts the served rooms on
-        the experiment variant's counters (`variant_counters`, a hash key), and the same round trip
-        reads viewers-now of the offered rooms (events.heat). Returns (accepted rooms, viewers now per
-        offered room or None). When Redis is down the check runs against this process's memory.
+        One atomic script in Redis (SADD answers which rooms are new), so two concurrent requests of
+        one session never get the same room, and of two requests after the same page only one makes
+        it; the same call counts the served rooms on the experiment variant's counters
+        (`variant_counters`, a hash key), and the same round trip reads viewers-now of the offered
+        rooms (events.heat). When Redis is down the check runs against this process's memory.
         """
-        if not room_ids:
-            await self.record_served(state, [], {})
-            return [], None
-        keys = [served_key(state.session_id), *([variant_counters] if variant_counters else [])]
+        keys = [
+            served_key(state.session_id),
+            pages_key(state.session_id),
+            *([variant_counters] if variant_counters else []),
+        ]
         try:
-            async with self._pipeline() as pipe:
-                pipe.eval(_CLAIM, len(keys), *keys, count, SESSION_TTL_S, "\n".join(boosted or ()), *room_ids)
-                if heat is not None:
+            async with self.pipeline() as pipe:
+                pipe.eval(
+                    CLAIM_PAGE,
+                    len(keys),
+                    *keys,
+                    count,
+                    SESSION_TTL_S,
+                    mode,
+                    at,
+                    PAGES_KEPT,
+                    header,
+                    "\n".join(boosted or ()),
+                    *room_ids,
+                )
+                if heat is not None and room_ids:
                     heat.queue_viewers_now(pipe, room_ids)
                 if state.unsynced:
                     pipe.sadd(served_key(state.session_id), *state.unsynced)
@@ -331,42 +344,46 @@ class SessionBook:
                 replies = await pipe.execute()
         except Exception as exc:
             log.warning("served rooms of %s kept in process memory: %s", state.session_id, exc)
-            accepted = [r for r in room_ids if r not in state.served][:count]
-            state.served.update(accepted)
-            state.unsynced.update(accepted)
-            return accepted, None
+            return self._claim_in_memory(state, room_ids, count, boosted or set(), mode, at, header)
         state.unsynced.clear()
-        accepted = [sys.intern(r.decode() if isinstance(r, bytes) else str(r)) for r in replies[0]]
+        reply = replies[0]
+        number = int(reply[0])
+        if number < 0:
+            record = reply[2]
+            return Claim(
+                -1, 0, [], None, (int(reply[1]), record.decode() if isinstance(record, bytes) else record)
+            )
+        accepted = [sys.intern(r.decode() if isinstance(r, bytes) else str(r)) for r in reply[2:]]
         state.served.update(accepted)
-        viewers = [int(v) for v in replies[1]] if heat is not None else None
-        return accepted, viewers
+        viewers = [int(v) for v in replies[1]] if heat is not None and room_ids else None
+        return Claim(number, int(reply[1]), accepted, viewers)
 
-    async def record_served(
-        self, state: SessionState, room_ids: list[str], counters: dict[str, dict[str, int]]
-    ) -> bool:
-        """Add a page to the served set (memory first, then Redis); returns False when Redis was down."""
-        state.served.update(room_ids)
-        if not room_ids and not state.unsynced:
-            return True
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                members = [*room_ids, *state.unsynced]
-                if members:
-                    pipe.sadd(served_key(state.session_id), *members)
-                    pipe.expire(served_key(state.session_id), SESSION_TTL_S)
-                if state.unsynced:
-                    pipe.hset(session_key(state.session_id), "viewer_id", state.viewer_id)
-                    pipe.expire(session_key(state.session_id), SESSION_TTL_S)
-                for key, fields in counters.items():
-                    for name, amount in fields.items():
-                        pipe.hincrby(key, name, amount)
-                await pipe.execute()
-        except Exception as exc:
-            log.warning("served rooms of %s kept in process memory: %s", state.session_id, exc)
-            state.unsynced.update(room_ids)
-            return False
-        state.unsynced.clear()
-        return True
+    def _claim_in_memory(
+        self,
+        state: SessionState,
+        room_ids: list[str],
+        count: int,
+        boosted: set[str],
+        mode: str,
+        at: int,
+        header: str,
+    ) -> Claim:
+        """claim_page.lua against this process's copy of the session (Redis unreachable)."""
+        if mode == "after" and state.last_page != at:
+            return Claim(-1, 0, [], None, (state.last_page, state.pages.get(at + 1)))
+        number = at if mode == "more" else state.last_page + 1
+        base = len(state.served)
+        accepted = [r for r in dict.fromkeys(room_ids) if r not in state.served][:count]
+        state.served.update(accepted)
+        state.unsynced.update(accepted)
+        lines = [f"{r} {base + i}{' b' if r in boosted else ''}" for i, r in enumerate(accepted)]
+        if mode == "more":
+            state.pages[number] = "\n".join([state.pages.get(number, header), *lines])
+        else:
+            state.pages[number] = "\n".join([header, *lines])
+            state.pages.pop(number - PAGES_KEPT, None)
+            state.last_page = number
+        return Claim(number, base, accepted, None)
 
     async def block(self, viewer_id: str, merchant_id: str) -> None:
         """Durable first (PostgreSQL), then the hot copy (Redis) and this process's memory."""

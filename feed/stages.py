@@ -111,9 +111,17 @@ class CandidateSource:
         except Exception:  # the request path builds it then
             log.exception("preparing the candidate set failed")
 
+    @property
+    def snapshot_version(self) -> int | None:
+        return int(self._snapshot.version) if self._snapshot is not None else None
+
     async def apply(self, ctx: FeedContext) -> None:
         try:
-            if self._snapshot is not None and time.monotonic() - self._checked_at < self.max_staleness_s:
+            if (
+                not ctx.live_fresh
+                and self._snapshot is not None
+                and time.monotonic() - self._checked_at < self.max_staleness_s
+            ):
                 snapshot = self._snapshot
             else:
                 asked_at = time.monotonic()
@@ -145,6 +153,12 @@ class CandidateSource:
         ctx.candidates = candidates.fresh_copy()
         if gone is not None and len(gone):
             ctx.candidates.keep[gone] = False
+        if ctx.live_changes:  # changed (ended, mostly) after the snapshot read: not on this page
+            version, index_of, keep = snapshot.version, ctx.candidates.index_of, ctx.candidates.keep
+            for room_id, changed_at in ctx.live_changes.items():
+                i = index_of.get(room_id)
+                if i is not None and changed_at > version:
+                    keep[i] = False
 
 
 class Hydrate:
@@ -673,6 +687,34 @@ class Exploration:
         ]
 
 
+def room_fields(room: Any, replay: bool) -> dict[str, Any]:
+    """What a viewer's page shows of a room (live-index fields; `viewers_now`, `boosted` and `position`
+    are the caller's)."""
+    return {
+        "room_id": room.room_id,
+        "merchant_id": room.merchant_id,
+        "title": room.title,
+        "category": room.category,
+        "stream_url": room.replay_url if replay else room.stream_url,
+        "viewers_now": 0,
+        "replay": replay,
+        "tags": list(room.tags),
+        "price_band": room.price_band,
+        "format": room.format,
+        "started_at": room.started_at,
+    }
+
+
+def shown(c: Candidates, i: int) -> dict[str, Any]:
+    """`room_fields` of candidate `i`, kept with the candidate set (they do not change between
+    requests); the caller copies them."""
+    memo: dict[int, dict[str, Any]] = c.memo.setdefault("shown", {})
+    fields = memo.get(i)
+    if fields is None:
+        fields = memo[i] = room_fields(c.rooms[i], bool(c.is_replay[i]))
+    return fields
+
+
 class Page:
     """Page: the first `count` rooms of the order (plus a few spares), as the response shows them.
 
@@ -682,29 +724,6 @@ class Page:
 
     name = "page"
 
-    def shown(self, c: Candidates, i: int) -> dict[str, Any]:
-        """What the response shows of candidate `i` that does not change between requests (kept with
-        the candidate set); the caller copies it."""
-        shown: dict[int, dict[str, Any]] = c.memo.setdefault("shown", {})
-        fields = shown.get(i)
-        if fields is None:
-            room = c.rooms[i]
-            replay = bool(c.is_replay[i])
-            fields = shown[i] = {
-                "room_id": room.room_id,
-                "merchant_id": room.merchant_id,
-                "title": room.title,
-                "category": room.category,
-                "stream_url": room.replay_url if replay else room.stream_url,
-                "viewers_now": 0,  # filled for the accepted rooms by the service
-                "replay": replay,
-                "tags": list(room.tags),
-                "price_band": room.price_band,
-                "format": room.format,
-                "started_at": room.started_at,
-            }
-        return fields
-
     async def apply(self, ctx: FeedContext) -> None:
         c = ctx.candidates
         ctx.page = []
@@ -712,7 +731,7 @@ class Page:
         scores = c.score[order].tolist()
         boosted = c.boosted[order].tolist()
         for offset, i in enumerate(order):
-            room = self.shown(c, i).copy()
+            room = shown(c, i).copy()
             room["boosted"] = boosted[offset]
             room["position"] = ctx.first_position + offset
             room["explored"] = i in ctx.explored

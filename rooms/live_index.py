@@ -50,6 +50,8 @@ CHANGELOG_MAX = 200_000
 # Changes applied incrementally at most; beyond this a full reload is cheaper.
 INCREMENTAL_MAX = 20_000
 REPLAYS_MAX = 2_000
+# Changes a reader lists in a round trip it already makes (`queue_changes_since`); past that it reads afresh.
+CHANGES_LISTED = 64
 
 NOT_BUILT = -1
 
@@ -292,6 +294,32 @@ class LiveIndex:
                 version=version, rooms=tuple(by_id.values()), by_id=by_id, epoch=epoch
             )
             return self._current
+
+    @staticmethod
+    def queue_changes_since(pipe: Any, version: int) -> None:
+        """Add "rooms changed after index version `version`" to a pipeline the caller sends (the feed
+        reads it with the session, so a room whose end has returned is off the page without reading
+        the index on every request); decode the reply with `changes_since`."""
+        pipe.execute_command(
+            "ZRANGEBYSCORE",
+            KEY_CHANGELOG,
+            f"({version}",
+            "+inf",
+            "WITHSCORES",
+            "LIMIT",
+            0,
+            CHANGES_LISTED + 1,
+        )
+
+    @staticmethod
+    def changes_since(reply: Any) -> dict[str, int] | None:
+        """room_id → the version of its change; None when more changed than are listed (read afresh)."""
+        flat: list[Any] = []
+        for item in reply:
+            flat.extend(item) if isinstance(item, (list, tuple)) else flat.append(item)
+        if len(flat) > 2 * CHANGES_LISTED:
+            return None
+        return {_text(flat[i]): int(float(flat[i + 1])) for i in range(0, len(flat), 2)}
 
     async def _full_read(self) -> LiveSnapshot:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -45,13 +45,13 @@ async def test_two_processes_share_a_session_without_repeats(books) -> None:
         assert state is not None
         assert state.served == set(served)  # what the other process served is known here
         offer = [r for r in rooms if r not in state.served]
-        accepted, _ = await book.claim(state, offer[:7], 5)
+        accepted = (await book.claim(state, offer[:7], 5)).accepted
         assert len(accepted) == 5 and not set(accepted) & set(served)
         served += accepted
 
     # A stale offer (rooms the other process served) is refused by Redis, whatever the memory says.
     state, _ = await first.load(session, viewer)
-    accepted, _ = await first.claim(state, served[:3] + ["room_new"], 4)
+    accepted = (await first.claim(state, served[:3] + ["room_new"], 4)).accepted
     assert accepted == ["room_new"]
 
 
@@ -59,7 +59,7 @@ async def test_a_process_holding_the_whole_set_gets_a_count_not_the_members(book
     first, _ = books
     session, viewer = f"ses_{secrets.token_hex(6)}", f"v{secrets.token_hex(4)}"
     state, _ = await first.create(session, viewer, {}, None)
-    accepted, _ = await first.claim(state, [f"room_{i}" for i in range(10)], 10)
+    accepted = (await first.claim(state, [f"room_{i}" for i in range(10)], 10)).accepted
     assert len(accepted) == 10
     pipe = first.lane.pipeline()
     from feed.sessions import _SERVED
