@@ -30,6 +30,16 @@ def _ids(page: dict[str, Any]) -> list[str]:
     return [room["room_id"] for room in page["rooms"]]
 
 
+async def _viewer_in_market(
+    client: httpx.AsyncClient, market_of: Any, viewer_headers: Any, merchants: int, count: int
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Live rooms of `merchants` new merchants, and a new viewer's session (its first page)."""
+    await market_of(client).populate(merchants=merchants, rooms_each=3, categories=CATEGORIES)
+    viewer = f"v-{secrets.token_hex(4)}"
+    headers = viewer_headers(viewer)
+    return headers, {**await start_session(client, headers, viewer, count=count), "viewer": viewer}
+
+
 @pytest.fixture(scope="module")
 def small_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A world of its own, where exactly the rooms a test makes are live."""
@@ -46,11 +56,7 @@ async def small_world(small_settings: Settings) -> AsyncIterator[httpx.AsyncClie
 async def test_a_retried_page_is_the_same_page_and_the_next_needs_its_token(
     feed_app, market_of, viewer_headers
 ):
-    market = market_of(feed_app)
-    await market.populate(merchants=6, rooms_each=3, categories=CATEGORIES)
-    viewer = f"v-retry-{secrets.token_hex(3)}"
-    headers = viewer_headers(viewer)
-    first = await start_session(feed_app, headers, viewer, count=3)
+    headers, first = await _viewer_in_market(feed_app, market_of, viewer_headers, merchants=6, count=3)
     sid = first["session_id"]
     assert first["page_token"]
     second = await _page(feed_app, headers, sid, count=3, after=first["page_token"])
@@ -66,12 +72,8 @@ async def test_a_retried_page_is_the_same_page_and_the_next_needs_its_token(
 async def test_page_tokens_of_other_sessions_future_pages_and_forgotten_pages_are_refused(
     feed_app, market_of, viewer_headers
 ):
-    market = market_of(feed_app)
-    await market.populate(merchants=4, rooms_each=3, categories=CATEGORIES)
-    viewer = f"v-tokens-{secrets.token_hex(3)}"
-    headers = viewer_headers(viewer)
-    one = await start_session(feed_app, headers, viewer, count=1)
-    other = await start_session(feed_app, headers, viewer, count=1)
+    headers, one = await _viewer_in_market(feed_app, market_of, viewer_headers, merchants=4, count=1)
+    other = await start_session(feed_app, headers, one["viewer"], count=1)
     url = f"/v1/sessions/{one['session_id']}/feed"
     r = await feed_app.get(url, params={"after": other["page_token"]}, headers=headers)
     assert r.status_code == 422 and set(r.json()["error"]["fields"]) == {"after"}
@@ -151,9 +153,9 @@ async def test_a_page_served_again_drops_the_rooms_ended_since(feed_app, market_
     viewer = f"v-again-{secrets.token_hex(3)}"
     headers = viewer_headers(viewer)
     session = await start_session(feed_app, headers, viewer, count=1)
-    page = await _page(feed_app, headers, session["session_id"], count=4, after=session["page_token"])
-    gone = _ids(page)[1]
+    page = await _page(feed_app, headers, session["session_id"], count=8, after=session["page_token"])
+    gone = next(r for r in _ids(page) if r in market.rooms)  # a room this test may end
     await market.end(gone)
-    again = await _page(feed_app, headers, session["session_id"], count=4, after=session["page_token"])
+    again = await _page(feed_app, headers, session["session_id"], count=8, after=session["page_token"])
     assert _ids(again) == [r for r in _ids(page) if r != gone]
     assert again["page_token"] == page["page_token"]
