@@ -20,6 +20,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from events.vocabulary import LEAVE
+
 log = logging.getLogger("roomfeed.events.archive")
 
 COLUMNS = (
@@ -82,7 +84,7 @@ def to_row(event: dict[str, Any]) -> tuple[Any, ...]:
         event["room_id"],
         event.get("merchant_id"),
         _ms(event["ts"]),
-        dwell if event["type"] == "leave" else None,
+        dwell if event["type"] == LEAVE else None,
         Decimal(str(amount)).quantize(Decimal("0.01")) if amount is not None else None,
         orjson.dumps({k: v for k, v in event.items() if k not in _NOT_PAYLOAD}).decode(),
         event.get("device_id"),

@@ -18,9 +18,9 @@ from typing import Any
 
 from events.archive import ArchiveSink
 from events.consumer import Sink, SinkRunner
-from events.ingest import DEAD_LETTERS, VIEWER_EVENTS
 from events.realtime import RealtimeSink
 from events.rebuild import worker_presence
+from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.db import create_pool, migrate
 from roomfeed.kafka import ensure_topics
 from roomfeed.observability import configure_logging

@@ -31,8 +31,8 @@ from aiokafka import (
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge
 
-from events.ingest import DEAD_LETTERS
 from events.schema import Rejection, validate_stored
+from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.kafka import make_consumer, make_producer
 from roomfeed.settings import Settings
 
@@ -143,7 +143,7 @@ class SinkRunner:
         self,
         settings: Settings,
         sink: Sink,
-        topics: tuple[str, ...] = ("viewer-events",),
+        topics: tuple[str, ...] = (VIEWER_EVENTS,),
         *,
         group: str | None = None,
         max_records: int = MAX_RECORDS,

@@ -43,6 +43,7 @@ from redis.asyncio import Redis
 
 from events.keys import PRESENCE_MS, recent_key, room_prefix
 from events.live_stats import RecentVisit
+from events.vocabulary import ENTER, IMPRESSION, LEAVE, PURCHASE
 
 HEAT_KEY = "rf:ev:heat"
 SEQ_KEY = "rf:ev:heat:seq"
@@ -53,7 +54,7 @@ PRUNE_AFTER_S = 6 * 3600.0  # 24 half-lives: what is left is below 1e-7 of the p
 SIGNALS = ("enters", "impressions", "dwell_s", "orders")
 _RECORD = np.dtype("<f8")
 _WIDTH = len(SIGNALS) + 1  # the signals, then ts_ms
-_KINDS = {"enter": 0, "impression": 1, "leave": 2, "purchase": 3}
+_KINDS = {ENTER: 0, IMPRESSION: 1, LEAVE: 2, PURCHASE: 3}  # event type → its signal in SIGNALS
 
 
 def watermark_key(topic: str, partition: int) -> str:

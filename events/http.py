@@ -17,9 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from events.ingest import DEAD_LETTERS, VIEWER_EVENTS, Ingest, MerchantDirectory, UnknownRooms
+from events.ingest import Ingest, MerchantDirectory, UnknownRooms
 from events.lag import ConsumerLag
 from events.live_stats import LiveStats
+from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.auth import require
 from roomfeed.http import json, read_json
 from roomfeed.kafka import ensure_topics

@@ -19,12 +19,10 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from events.schema import MAX_BATCH, Event, Rejection, validate
+from events.vocabulary import VIEWER_EVENTS
 from roomfeed.errors import PayloadTooLarge, Unavailable, ValidationFailed
 
 log = logging.getLogger("roomfeed.events.ingest")
-
-VIEWER_EVENTS = "viewer-events"
-DEAD_LETTERS = "viewer-events.dlq"
 
 
 class MerchantDirectory(Protocol):

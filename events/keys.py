@@ -15,28 +15,42 @@ A window ending now covers whole buckets, so it spans between (window - bucket) 
 
 from __future__ import annotations
 
+from events.vocabulary import (
+    ADD_TO_CART,
+    COMMENT,
+    DEAL_CLAIM,
+    ENTER,
+    FOLLOW,
+    IMPRESSION,
+    LEAVE,
+    LIKE,
+    PURCHASE,
+    SHARE,
+)
+
 PLATFORM = "*"
 TEN_S_MS = 10_000
 MINUTE_MS = 60_000
 FIVE_MIN_MS = 300_000
 PRESENCE_MS = 60_000
 
-# Field order of the 5-minute hash, as the reader returns it.
-HOUR_FIELDS = (
-    "impression",
-    "enter",
-    "leave",
-    "swipe_away",
-    "dwell_ms",
-    "like",
-    "comment",
-    "follow",
-    "share",
-    "cart",
-    "order",
-    "gmv",
-    "deal_claim",
-)
+# The types counted per room in the 5-minute hash, and the field each is counted in. A type not
+# listed here is deduped by the realtime sink and otherwise ignored.
+HOUR_FIELD = {
+    IMPRESSION: "impression",
+    ENTER: "enter",
+    LEAVE: "leave",
+    LIKE: "like",
+    COMMENT: "comment",
+    FOLLOW: "follow",
+    SHARE: "share",
+    ADD_TO_CART: "cart",
+    PURCHASE: "order",
+    DEAL_CLAIM: "deal_claim",
+}
+# Every field of the 5-minute hash, in the order the reader returns them: the counts above, then
+# leaves shorter than SWIPE_AWAY_MS, the dwell of leaves and the GMV of purchases.
+HOUR_FIELDS = (*HOUR_FIELD.values(), "swipe_away", "dwell_ms", "gmv")
 
 
 def room_prefix(room_id: str) -> str:

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from events.consumer import CONSUMER_LAG
-from events.ingest import VIEWER_EVENTS
+from events.vocabulary import VIEWER_EVENTS
 from roomfeed.settings import Settings
 
 log = logging.getLogger("roomfeed.events.lag")

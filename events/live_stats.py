@@ -14,8 +14,20 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from events.keys import HOUR_FIELDS, PLATFORM, PRESENCE_MS, buckets, recent_key
-from events.schema import SWIPE_AWAY_MS
+from events.keys import HOUR_FIELD, HOUR_FIELDS, PLATFORM, PRESENCE_MS, buckets, recent_key
+from events.vocabulary import (
+    ADD_TO_CART,
+    COMMENT,
+    DEAL_CLAIM,
+    ENTER,
+    FOLLOW,
+    IMPRESSION,
+    LEAVE,
+    LIKE,
+    PURCHASE,
+    SHARE,
+    SWIPE_AWAY_MS,
+)
 
 # KEYS: room prefixes. ARGV: now_ms, JSON [t10 list, minute list, b5 list], fields...
 _READ = """
@@ -109,20 +121,21 @@ class RecentVisit:
         return self.dwell_ms < SWIPE_AWAY_MS
 
 
+# Field of the 5-minute hash → the RoomStats attribute that sums it over the hour.
 _NAMES = {
-    "impression": "impressions_1h",
-    "enter": "enters_1h",
-    "leave": "leaves_1h",
+    HOUR_FIELD[IMPRESSION]: "impressions_1h",
+    HOUR_FIELD[ENTER]: "enters_1h",
+    HOUR_FIELD[LEAVE]: "leaves_1h",
+    HOUR_FIELD[LIKE]: "likes_1h",
+    HOUR_FIELD[COMMENT]: "comments_1h",
+    HOUR_FIELD[FOLLOW]: "follows_1h",
+    HOUR_FIELD[SHARE]: "shares_1h",
+    HOUR_FIELD[ADD_TO_CART]: "carts_1h",
+    HOUR_FIELD[PURCHASE]: "orders_1h",
+    HOUR_FIELD[DEAL_CLAIM]: "deal_claims_1h",
     "swipe_away": "swipe_aways_1h",
     "dwell_ms": "dwell_ms_1h",
-    "like": "likes_1h",
-    "comment": "comments_1h",
-    "follow": "follows_1h",
-    "share": "shares_1h",
-    "cart": "carts_1h",
-    "order": "orders_1h",
     "gmv": "gmv_1h",
-    "deal_claim": "deal_claims_1h",
 }
 
 

@@ -40,8 +40,9 @@ import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 from redis.asyncio import Redis
 
-from events.keys import FIVE_MIN_MS, MINUTE_MS, PLATFORM, PRESENCE_MS, TEN_S_MS
-from events.schema import SWIPE_AWAY_MS, TYPES, Rejection, validate_stored
+from events.keys import FIVE_MIN_MS, HOUR_FIELD, MINUTE_MS, PLATFORM, PRESENCE_MS, TEN_S_MS
+from events.schema import Rejection, validate_stored
+from events.vocabulary import ENTER, IMPRESSION, LEAVE, PURCHASE, SWIPE_AWAY_MS, TYPES
 
 SEEN_HOUR_MS = 3600 * 1000
 SEEN_HOURS = 3  # the current hour and the two before it: every id is remembered for 2 to 3 hours
@@ -51,18 +52,6 @@ RECENT_CAP = 100
 RECENT_TTL_S = 7 * 24 * 3600
 HORIZON_MS = 3600 * 1000 + 300 * 1000  # the 1-hour window plus the 5-minute future allowance
 
-HOUR_FIELD = {
-    "impression": "impression",
-    "enter": "enter",
-    "leave": "leave",
-    "like": "like",
-    "comment": "comment",
-    "follow": "follow",
-    "share": "share",
-    "add_to_cart": "cart",
-    "purchase": "order",
-    "deal_claim": "deal_claim",
-}
 
 Event = dict[str, Any]
 Polled = dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
@@ -324,14 +313,14 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
         b5 = ts // FIVE_MIN_MS
         key = (room, b5, kind)
         counts[key] = counts.get(key, 0) + 1
-        if kind == "impression":
+        if kind == IMPRESSION:
             continue
         viewer = e["viewer_id"]
         if type(viewer) is not str:
             raise Unreadable(event_id)
-        if kind == "enter":
+        if kind == ENTER:
             add_enter((room, ts, viewer))
-        elif kind == "leave":
+        elif kind == LEAVE:
             ms, merchant = e["dwell_ms"], e.get("merchant_id")
             if type(ms) is not int or not (merchant is None or type(merchant) is str):
                 raise Unreadable(event_id)
@@ -348,7 +337,7 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
                     if ts > leaves.get(who, -1):
                         leaves[who] = ts
             continue
-        elif kind == "purchase":
+        elif kind == PURCHASE:
             amount = e["amount"]
             if type(amount) is not int and type(amount) is not float:
                 raise Unreadable(event_id)

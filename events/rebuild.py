@@ -24,9 +24,8 @@ from redis.asyncio import Redis
 from events.consumer import Sink, SinkRunner
 from events.heat import RoomHeatSink
 from events.realtime import RealtimeSink
+from events.vocabulary import VIEWER_EVENTS
 from roomfeed.settings import Settings
-
-TOPIC = "viewer-events"
 
 
 @dataclass(frozen=True)
@@ -86,12 +85,12 @@ async def clear(redis: Redis) -> int:
 async def replay(settings: Settings, sink: Sink, timeout_s: float = 600.0) -> Replay:
     """Run `sink` in a fresh group from offset 0 until it has committed the end offsets seen at start."""
     started = time.monotonic()
-    runner = SinkRunner(settings, sink, (TOPIC,), group=f"rebuild-{sink.name}-{secrets.token_hex(4)}")
+    runner = SinkRunner(settings, sink, (VIEWER_EVENTS,), group=f"rebuild-{sink.name}-{secrets.token_hex(4)}")
     await runner.start()
     task = asyncio.create_task(runner.run())
     consumer = runner.consumer
     assert consumer is not None
-    topic = settings.topic(TOPIC)
+    topic = settings.topic(VIEWER_EVENTS)
     ends: dict[TopicPartition, int] | None = None
     try:
         while time.monotonic() - started < timeout_s:

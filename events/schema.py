@@ -1,4 +1,4 @@
-"""The event vocabulary (schema v1): what a viewer can do, and the check every event passes at ingest.
+"""The check every event passes at ingest (schema v1), over the vocabulary of `events.vocabulary`.
 
 An event is a plain dict (it travels as orjson on Kafka); `validate` returns the normalised dict
 (only known fields, `v` filled in) or a `Rejection` naming the first bad field. Checks are
@@ -9,36 +9,20 @@ of times a second, and one rejection per event is what the batch answer reports.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+from events.vocabulary import COMMON_IDS, FIELDS, SCHEMA_VERSION, TYPES, Field, FieldKind
+
 MAX_BATCH = 500
 MAX_AHEAD_MS = 5 * 60 * 1000
 MAX_AGE_MS = 7 * 24 * 3600 * 1000
-# A leave with less dwell than this is a swipe-away.
-SWIPE_AWAY_MS = 3000
 
 ID = re.compile(r"\A[A-Za-z0-9_.:\-]{1,64}\Z")
 CURRENCY = re.compile(r"\A[A-Z]{3}\Z")
 
 Event = dict[str, Any]
-
-TYPES = (
-    "impression",
-    "enter",
-    "heartbeat",
-    "leave",
-    "like",
-    "comment",
-    "follow",
-    "share",
-    "add_to_cart",
-    "purchase",
-    "deal_claim",
-)
-ENTER_SOURCES = ("feed", "code", "deeplink", "replay")
-COMMON_REQUIRED = ("event_id", "viewer_id", "session_id", "room_id")
 
 
 @dataclass(frozen=True)
@@ -93,58 +77,78 @@ def _text(raw: dict[str, Any], field: str, out: Event, max_len: int) -> Rejectio
     return None
 
 
+def _flag(raw: dict[str, Any], field: Field, out: Event) -> Rejection | None:
+    value = raw.get(field.name)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        return _invalid(field.name, "must be true or false")
+    out[field.name] = value
+    return None
+
+
+def _choice(raw: dict[str, Any], field: Field, out: Event) -> Rejection | None:
+    value = raw.get(field.name)
+    if value is None:
+        return _invalid(field.name, "is required") if field.required else None
+    if value not in field.choices:
+        return _invalid(field.name, "must be one of: " + ", ".join(field.choices))
+    out[field.name] = value
+    return None
+
+
+def _version(raw: dict[str, Any], field: Field, out: Event) -> Rejection | None:
+    value = raw.get(field.name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return _invalid(field.name, "must be an integer or a string")
+    out[field.name] = value
+    return None
+
+
+def _amount(raw: dict[str, Any], field: Field, out: Event) -> Rejection | None:
+    value = raw.get(field.name)
+    if value is None:
+        return _invalid(field.name, "is required") if field.required else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return _invalid(field.name, "must be a number")
+    if not 0 < value < 1e12:
+        return _invalid(field.name, "must be greater than 0")
+    out[field.name] = value
+    return None
+
+
+def _currency(raw: dict[str, Any], field: Field, out: Event) -> Rejection | None:
+    value = raw.get(field.name)
+    if value is None:
+        return _invalid(field.name, "is required") if field.required else None
+    if not isinstance(value, str) or not CURRENCY.match(value):
+        return _invalid(field.name, "must be 3 upper-case letters (ISO 4217)")
+    out[field.name] = value
+    return None
+
+
+_CHECKS: dict[FieldKind, Callable[[dict[str, Any], Field, Event], Rejection | None]] = {
+    FieldKind.ID: lambda raw, f, out: _ident(raw, f.name, out, f.required),
+    FieldKind.COUNT: lambda raw, f, out: _int(raw, f.name, out, f.required),
+    FieldKind.FLAG: _flag,
+    FieldKind.TEXT: lambda raw, f, out: _text(raw, f.name, out, f.max_len),
+    FieldKind.CHOICE: _choice,
+    FieldKind.VERSION: _version,
+    FieldKind.AMOUNT: _amount,
+    FieldKind.CURRENCY: _currency,
+}
+# Per type, its fields' checks in order (types with no extra fields are absent).
+_TYPE_CHECKS = {
+    kind: tuple((_CHECKS[f.kind], f) for f in fields) for kind, fields in FIELDS.items() if fields
+}
+
+
 def _type_fields(kind: str, raw: dict[str, Any], out: Event) -> Rejection | None:
-    if kind == "impression":
-        if (error := _int(raw, "position", out, required=False)) is not None:
+    for check, field in _TYPE_CHECKS.get(kind, ()):
+        if (error := check(raw, field, out)) is not None:
             return error
-        boosted = raw.get("boosted")
-        if boosted is not None:
-            if not isinstance(boosted, bool):
-                return _invalid("boosted", "must be true or false")
-            out["boosted"] = boosted
-        for name in ("variant", "model_version", "experiment_id"):
-            if (error := _text(raw, name, out, 64)) is not None:
-                return error
-        config_version = raw.get("config_version")
-        if config_version is not None:
-            if isinstance(config_version, bool) or not isinstance(config_version, (int, str)):
-                return _invalid("config_version", "must be an integer or a string")
-            out["config_version"] = config_version
-    elif kind == "enter":
-        source = raw.get("source")
-        if source is not None:
-            if source not in ENTER_SOURCES:
-                return _invalid("source", "must be one of: " + ", ".join(ENTER_SOURCES))
-            out["source"] = source
-    elif kind == "leave":
-        if (error := _int(raw, "dwell_ms", out, required=True)) is not None:
-            return error
-    elif kind == "comment":
-        if (error := _text(raw, "text", out, 500)) is not None:
-            return error
-    elif kind == "add_to_cart":
-        if (error := _ident(raw, "product_id", out)) is not None:
-            return error
-    elif kind == "purchase":
-        for name in ("order_id", "product_id"):
-            if (error := _ident(raw, name, out)) is not None:
-                return error
-        amount = raw.get("amount")
-        if amount is None:
-            return _invalid("amount", "is required")
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount != amount:
-            return _invalid("amount", "must be a number")
-        if not 0 < amount < 1e12:
-            return _invalid("amount", "must be greater than 0")
-        out["amount"] = amount
-        currency = raw.get("currency")
-        if currency is None:
-            return _invalid("currency", "is required")
-        if not isinstance(currency, str) or not CURRENCY.match(currency):
-            return _invalid("currency", "must be 3 upper-case letters (ISO 4217)")
-        out["currency"] = currency
-    elif kind == "deal_claim":
-        return _ident(raw, "deal_id", out)
     return None
 
 
@@ -153,7 +157,7 @@ _id_ok = re.compile(r"[A-Za-z0-9_.:\-]{1,64}").fullmatch
 _common_ids_ok = re.compile(r"(?:[A-Za-z0-9_.:\-]{1,64}\n){3}[A-Za-z0-9_.:\-]{1,64}").fullmatch
 _TYPE_SET = frozenset(TYPES)
 # Types whose extra fields need checking; the others carry only the common fields.
-_WITH_FIELDS = frozenset(("impression", "enter", "leave", "comment", "add_to_cart", "purchase", "deal_claim"))
+_WITH_FIELDS = frozenset(_TYPE_CHECKS)
 
 
 def validate(raw: Any, now_ms: int | None, *, check_time: bool = True) -> Event | Rejection:
@@ -222,7 +226,7 @@ def _validate_by_field(raw: Any, now_ms: int | None, check_time: bool) -> Event 
         return _invalid("type", "is required")
     if kind not in TYPES:
         return _invalid("type", "must be one of: " + ", ".join(TYPES))
-    for name in COMMON_REQUIRED:
+    for name in COMMON_IDS:
         if (error := _ident(raw, name, out)) is not None:
             return error
     out["type"] = kind

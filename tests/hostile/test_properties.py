@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from alliance.codes import Attribution, CodeSigner, InvalidCode
-from events import schema
+from events import schema, vocabulary
 from events.schema import Rejection, validate
 
 NOW_MS = 1_790_000_000_000
@@ -48,7 +48,7 @@ TYPE_FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "model_version": st.text(max_size=64),
         "config_version": st.integers(0, 99) | st.text(max_size=8),
     },
-    "enter": {"source": st.sampled_from(schema.ENTER_SOURCES)},
+    "enter": {"source": st.sampled_from(vocabulary.ENTER_SOURCES)},
     "heartbeat": {},
     "like": {},
     "follow": {},
@@ -75,7 +75,7 @@ KNOWN = {"event_id", "type", "viewer_id", "session_id", "room_id", "ts", "v", "d
 
 @st.composite
 def valid_events(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(schema.TYPES))
+    kind = draw(st.sampled_from(vocabulary.TYPES))
     event: dict[str, Any] = {
         "event_id": draw(ids),
         "type": kind,
@@ -112,7 +112,7 @@ def tampered_events(draw: st.DrawFn) -> dict[str, Any]:
 def assert_meets_contract(out: dict[str, Any]) -> None:
     """What every consumer relies on in an accepted event (docs/architecture.md, event schema v1)."""
     kind = out["type"]
-    assert kind in schema.TYPES and out["v"] == schema.SCHEMA_VERSION
+    assert kind in vocabulary.TYPES and out["v"] == vocabulary.SCHEMA_VERSION
     for name in (
         "event_id",
         "viewer_id",
