@@ -16,28 +16,19 @@ import numpy as np
 import orjson
 import scipy.sparse as sp
 
+from events import vocabulary
+from events.vocabulary import CODE
 from ranking.features import RoomFeatures, item_feature_names, user_feature_names
 
-EVENT_TYPES: tuple[str, ...] = (
-    "impression",
-    "enter",
-    "heartbeat",
-    "leave",
-    "like",
-    "comment",
-    "follow",
-    "share",
-    "add_to_cart",
-    "purchase",
-    "deal_claim",
-)
-TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
+# The `type` column holds events.vocabulary codes; these are the ones the builders read.
 IMPRESSION, ENTER, LEAVE, PURCHASE = (
-    TYPE_CODE["impression"],
-    TYPE_CODE["enter"],
-    TYPE_CODE["leave"],
-    TYPE_CODE["purchase"],
+    CODE[vocabulary.IMPRESSION],
+    CODE[vocabulary.ENTER],
+    CODE[vocabulary.LEAVE],
+    CODE[vocabulary.PURCHASE],
 )
+# The types read from the archive (the others carry nothing the dataset uses).
+ARCHIVE_TYPES = [vocabulary.IMPRESSION, vocabulary.ENTER, vocabulary.LEAVE, vocabulary.PURCHASE]
 DAY_MS = 86_400_000
 
 
@@ -45,7 +36,7 @@ DAY_MS = 86_400_000
 class InteractionLog:
     """Events as numpy columns over integer ids; the `*_ids` lists map them back to strings."""
 
-    type: np.ndarray
+    type: np.ndarray  # int8 code of events.vocabulary.CODE
     viewer: np.ndarray
     session: np.ndarray
     room: np.ndarray
@@ -109,7 +100,7 @@ def _codes(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
 def from_events(events: Iterable[Mapping[str, Any]]) -> InteractionLog:
     """From event dicts (the ingest schema) or archive rows with the same field names."""
     rows = list(events)
-    types = np.array([TYPE_CODE.get(str(r["type"]), -1) for r in rows], dtype=np.int8)
+    types = np.array([CODE.get(str(r["type"]), -1) for r in rows], dtype=np.int8)
     viewer, viewer_ids = _codes([str(r["viewer_id"]) for r in rows])
     session, _ = _codes([str(r["session_id"]) for r in rows])
     room, room_ids = _codes([str(r["room_id"]) for r in rows])
@@ -143,7 +134,7 @@ SELECT event_id, type, viewer_id, session_id, room_id, merchant_id,
        payload ->> 'entry_code_merchant_id' AS entry_code_merchant_id
 FROM interactions
 WHERE ts >= to_timestamp($1::float8 / 1000) AND ts < to_timestamp($2::float8 / 1000)
-  AND type IN ('impression', 'enter', 'leave', 'purchase')
+  AND type = ANY($3::text[])
 ORDER BY ts
 """
 
@@ -151,7 +142,7 @@ ORDER BY ts
 async def load_archive(pool: Any, since_ms: int, until_ms: int) -> InteractionLog:
     """Read the archive window [since_ms, until_ms) from PostgreSQL (the `interactions` table)."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch(ARCHIVE_QUERY, since_ms, until_ms)
+        rows = await conn.fetch(ARCHIVE_QUERY, since_ms, until_ms, ARCHIVE_TYPES)
     return from_events(dict(r) for r in rows)
 
 

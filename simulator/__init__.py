@@ -28,13 +28,12 @@ of `SimConfig`; values and their sources are in docs/simulator.md. Same seed and
 events, byte for byte.
 """
 
-from simulator.engine import EVENT_TYPES, EventLog
+from simulator.engine import EventLog
 from simulator.market import Marketplace, SimSession, SimulatedViewer
 from simulator.world import CATEGORIES, Merchant, SimConfig, SimRoom
 
 __all__ = [
     "CATEGORIES",
-    "EVENT_TYPES",
     "EventLog",
     "Marketplace",
     "Merchant",

@@ -14,26 +14,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from events.vocabulary import (
+    ADD_TO_CART,
+    CODE,
+    COMMENT,
+    DEAL_CLAIM,
+    ENTER,
+    FOLLOW,
+    HEARTBEAT,
+    IMPRESSION,
+    LEAVE,
+    LIKE,
+    PURCHASE,
+    SHARE,
+    TYPES,
+)
 from simulator.world import CATEGORIES, DAY_MS, MINUTE_MS, World
 
-EVENT_TYPES: tuple[str, ...] = (
-    "impression",
-    "enter",
-    "heartbeat",
-    "leave",
-    "like",
-    "comment",
-    "follow",
-    "share",
-    "add_to_cart",
-    "purchase",
-    "deal_claim",
-)
-T = {name: i for i, name in enumerate(EVENT_TYPES)}
 BAND_PRICE_MEDIAN = np.array([39.0, 129.0, 499.0, 2999.0])
 PRODUCTS_PER_MERCHANT = 10
-# When several events share a millisecond, keep the causal order.
-_TYPE_ORDER = np.array([0, 1, 2, 10, 3, 4, 5, 6, 7, 8, 9])
+# When several events share a millisecond, keep the causal order: a visit's leave comes last.
+_CAUSAL_ORDER = (
+    IMPRESSION,
+    ENTER,
+    HEARTBEAT,
+    LIKE,
+    COMMENT,
+    FOLLOW,
+    SHARE,
+    ADD_TO_CART,
+    PURCHASE,
+    DEAL_CLAIM,
+    LEAVE,
+)
+_TYPE_ORDER = np.full(len(TYPES), len(_CAUSAL_ORDER))  # rank of each type code (types not emitted: last)
+_TYPE_ORDER[[CODE[name] for name in _CAUSAL_ORDER]] = np.arange(len(_CAUSAL_ORDER))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -107,7 +122,7 @@ def visit_outcomes(
 class EventLog:
     """Columnar event log; row i is one event. -1 / NaN mark absent optional fields."""
 
-    type: np.ndarray  # int8 index into EVENT_TYPES
+    type: np.ndarray  # int8 code of events.vocabulary.CODE
     session: np.ndarray
     viewer: np.ndarray
     room: np.ndarray
@@ -124,7 +139,7 @@ class EventLog:
         return int(self.type.shape[0])
 
     def event(self, i: int) -> dict[str, object]:
-        t = EVENT_TYPES[int(self.type[i])]
+        t = TYPES[int(self.type[i])]
         m = f"m{int(self.merchant[i])}"
         e: dict[str, object] = {
             "event_id": f"sim{self.seed}-{i}",
@@ -136,20 +151,20 @@ class EventLog:
             "ts": int(self.ts[i]),
             "device_id": f"d{int(self.viewer[i])}",
         }
-        if t == "impression":
+        if t == IMPRESSION:
             e["position"] = int(self.position[i])
             e["boosted"] = False
-        elif t == "leave":
+        elif t == LEAVE:
             e["dwell_ms"] = int(self.dwell_ms[i])
-        elif t in ("purchase", "add_to_cart"):
+        elif t in (PURCHASE, ADD_TO_CART):
             e["product_id"] = f"p{int(self.merchant[i])}-{int(self.product[i])}"
-            if t == "purchase":
+            if t == PURCHASE:
                 e["order_id"] = f"o{self.seed}-{i}"
                 e["amount"] = round(float(self.amount[i]), 2)
                 e["currency"] = "CNY"
-        elif t == "deal_claim":
+        elif t == DEAL_CLAIM:
             e["deal_id"] = f"d{int(self.merchant[i])}-{int(self.product[i])}"
-        elif t == "enter" and self.entry_code[i]:
+        elif t == ENTER and self.entry_code[i]:
             e["entry_code_merchant_id"] = m
         return e
 
@@ -387,36 +402,40 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
                 forced,
             )
             s_ids = sid[idx]
-            cols.emit(rng, T["impression"], s_ids, rooms, t, position=step[idx])
+            cols.emit(rng, CODE[IMPRESSION], s_ids, rooms, t, position=step[idx])
             e = out.enter
             enter_ts = t + 1500
             dwell = np.maximum(np.minimum(out.dwell_ms, re[choice] - enter_ts - 1000), 1000)
             leave_ts = enter_ts + dwell
-            cols.emit(rng, T["enter"], s_ids[e], rooms[e], enter_ts[e], entry_code=forced[e])
+            cols.emit(rng, CODE[ENTER], s_ids[e], rooms[e], enter_ts[e], entry_code=forced[e])
             hb = np.minimum(dwell // (c.heartbeat_s * 1000), 30) * e
             rep = np.repeat(np.arange(n), hb)
             k_in = np.arange(rep.size) - np.repeat(np.cumsum(hb) - hb, hb)
             cols.emit(
-                rng, T["heartbeat"], s_ids[rep], rooms[rep], enter_ts[rep] + (k_in + 1) * c.heartbeat_s * 1000
+                rng,
+                CODE[HEARTBEAT],
+                s_ids[rep],
+                rooms[rep],
+                enter_ts[rep] + (k_in + 1) * c.heartbeat_s * 1000,
             )
             for name, flag in (
-                ("like", out.like),
-                ("comment", out.comment),
-                ("follow", out.follow),
-                ("share", out.share),
-                ("add_to_cart", out.cart),
-                ("deal_claim", out.deal),
+                (LIKE, out.like),
+                (COMMENT, out.comment),
+                (FOLLOW, out.follow),
+                (SHARE, out.share),
+                (ADD_TO_CART, out.cart),
+                (DEAL_CLAIM, out.deal),
             ):
                 at = enter_ts[flag] + (rng.random(int(flag.sum())) * dwell[flag]).astype(np.int64)
-                cols.emit(rng, T[name], s_ids[flag], rooms[flag], at)
-                if name == "add_to_cart":
+                cols.emit(rng, CODE[name], s_ids[flag], rooms[flag], at)
+                if name == ADD_TO_CART:
                     cart_at = at
             p = out.purchase[out.cart]
             pb = world.m_band[merch[out.purchase]]
             amount = np.round(BAND_PRICE_MEDIAN[pb] * rng.lognormal(0, 0.4, pb.size), 2)
             paid_at = np.minimum(cart_at[p] + 20_000, leave_ts[out.purchase] - 1)
-            cols.emit(rng, T["purchase"], s_ids[out.purchase], rooms[out.purchase], paid_at, amount=amount)
-            cols.emit(rng, T["leave"], s_ids[e], rooms[e], leave_ts[e], dwell_ms=dwell[e])
+            cols.emit(rng, CODE[PURCHASE], s_ids[out.purchase], rooms[out.purchase], paid_at, amount=amount)
+            cols.emit(rng, CODE[LEAVE], s_ids[e], rooms[e], leave_ts[e], dwell_ms=dwell[e])
             gain = np.log1p(dwell[e] / 30_000.0) + 2.0 * out.purchase[e] + 1.0 * out.follow[e]
             visits_v.append(v[idx][e])
             visits_m.append(merch[e])

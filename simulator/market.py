@@ -14,9 +14,22 @@ from functools import cached_property
 
 import numpy as np
 
+from events.vocabulary import (
+    ADD_TO_CART,
+    COMMENT,
+    DEAL_CLAIM,
+    ENTER,
+    FOLLOW,
+    HEARTBEAT,
+    IMPRESSION,
+    LEAVE,
+    LIKE,
+    PURCHASE,
+    SHARE,
+    TYPES,
+)
 from ranking.features import PRICE_BANDS, RoomFeatures
 from simulator.engine import (
-    EVENT_TYPES,
     EventLog,
     SessionTable,
     band_fit,
@@ -234,47 +247,47 @@ class SimulatedViewer:
         events: list[dict[str, object]] = []
 
         def add(typ: str, ts: int, **extra: object) -> None:
-            assert typ in EVENT_TYPES
+            assert typ in TYPES
             events.append(
                 {"event_id": f"{self.session_id}-{self._n}", "type": typ, **base, "ts": int(ts), **extra}
             )
             self._n += 1
 
-        add("impression", t, position=position if position is not None else self._steps, boosted=boosted)
+        add(IMPRESSION, t, position=position if position is not None else self._steps, boosted=boosted)
         if out.enter[0]:
             enter_ts = t + 1500
             dwell = int(out.dwell_ms[0])
             if live_until_ms is not None:
                 dwell = max(1000, min(dwell, live_until_ms - enter_ts - 1000))
             extra = {"entry_code_merchant_id": room.merchant_id} if forced else {}
-            add("enter", enter_ts, **extra)
+            add(ENTER, enter_ts, **extra)
             for k in range(min(dwell // (c.heartbeat_s * 1000), 30)):
-                add("heartbeat", enter_ts + (k + 1) * c.heartbeat_s * 1000)
+                add(HEARTBEAT, enter_ts + (k + 1) * c.heartbeat_s * 1000)
             at = enter_ts + dwell // 2
             product = f"p{max(mi, 0)}-{int(self._rng.integers(0, 10))}"
             for typ, flag in (
-                ("like", out.like),
-                ("comment", out.comment),
-                ("follow", out.follow),
-                ("share", out.share),
+                (LIKE, out.like),
+                (COMMENT, out.comment),
+                (FOLLOW, out.follow),
+                (SHARE, out.share),
             ):
                 if flag[0]:
                     add(typ, at)
             if out.deal[0]:
-                add("deal_claim", at, deal_id=f"d{max(mi, 0)}-0")
+                add(DEAL_CLAIM, at, deal_id=f"d{max(mi, 0)}-0")
             if out.cart[0]:
-                add("add_to_cart", at, product_id=product)
+                add(ADD_TO_CART, at, product_id=product)
             if out.purchase[0]:
                 amount = round(float(39.0 * (3.3**band) * self._rng.lognormal(0, 0.4)), 2)
                 add(
-                    "purchase",
+                    PURCHASE,
                     at + 1,
                     product_id=product,
                     order_id=f"o-{self.session_id}-{self._n}",
                     amount=amount,
                     currency="CNY",
                 )
-            add("leave", enter_ts + dwell, dwell_ms=dwell)
+            add(LEAVE, enter_ts + dwell, dwell_ms=dwell)
             self.now_ms = enter_ts + dwell + 800
         else:
             self.now_ms = t + int(self._rng.integers(1500, 5000))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator import EVENT_TYPES, Marketplace
+from events.vocabulary import TYPES
+from simulator import Marketplace
 
 SMALL = {"n_merchants": 200, "n_viewers": 2_000, "days": 2}
 
@@ -26,7 +27,7 @@ def test_events_follow_the_ingest_schema_and_live_schedule() -> None:
     rooms = {r.room_id: r for r in market.rooms}
     saw_code = False
     for e in market.events():
-        assert e["type"] in EVENT_TYPES and len(str(e["event_id"])) <= 64
+        assert e["type"] in TYPES and len(str(e["event_id"])) <= 64
         assert isinstance(e["ts"], int)
         room = rooms[str(e["room_id"])]
         assert room.merchant_id == e["merchant_id"]
