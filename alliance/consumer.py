@@ -25,11 +25,12 @@ from alliance.alliances import Terms, partner_terms
 from alliance.attribution import ViewerAttribution, attributions_at
 from alliance.contribution import Limits, Verdict, VisitFacts, judge
 from alliance.scheduler import GrantBook
+from events.vocabulary import ENTER, HEARTBEAT, IMPRESSION, LEAVE, PURCHASE
 
 log = logging.getLogger("roomfeed.alliance")
 
 VISIT_START_TTL_S = 6 * 3600
-_VISIT_TYPES = ("leave", "heartbeat")
+_VISIT_TYPES = (LEAVE, HEARTBEAT)
 
 
 def _ts(epoch_s: float) -> datetime:
@@ -53,7 +54,7 @@ class AllianceSink:
         async with self.pool.acquire() as conn, conn.transaction():
             terms, members = await partner_terms(conn)
             await self._remember_viewers(conn, events)
-            relevant = [e for e in events if e.get("type") in (*_VISIT_TYPES, "purchase")]
+            relevant = [e for e in events if e.get("type") in (*_VISIT_TYPES, PURCHASE)]
             attributions: dict[str, list[ViewerAttribution]] = {}
             if relevant:
                 times = [int(e.get("ts", 0)) / 1000 for e in relevant]
@@ -63,11 +64,11 @@ class AllianceSink:
             burst_cache: dict[str, bool] = {}
             for event in events:
                 kind = event.get("type")
-                if kind == "impression" and event.get("boosted") is True:
+                if kind == IMPRESSION and event.get("boosted") is True:
                     await self._delivered(conn, event)
-                elif kind == "purchase":
+                elif kind == PURCHASE:
                     await self._order(conn, event, attributions)
-                elif kind == "leave" and isinstance(event.get("dwell_ms"), int):
+                elif kind == LEAVE and isinstance(event.get("dwell_ms"), int):
                     await self._visit(
                         conn,
                         event,
@@ -78,7 +79,7 @@ class AllianceSink:
                         burst_cache,
                         final=True,
                     )
-                elif kind == "heartbeat" and event["event_id"] in dwell_from_heartbeats:
+                elif kind == HEARTBEAT and event["event_id"] in dwell_from_heartbeats:
                     await self._visit(
                         conn,
                         event,
@@ -95,7 +96,7 @@ class AllianceSink:
     async def _heartbeat_dwell(self, events: list[dict[str, Any]]) -> dict[str, int]:
         if self.redis is None:
             return {}
-        starts = [e for e in events if e.get("type") in ("enter", "heartbeat") and e.get("room_id")]
+        starts = [e for e in events if e.get("type") in (ENTER, HEARTBEAT) and e.get("room_id")]
         if not starts:
             return {}
         pipe = self.redis.pipeline(transaction=False)
@@ -107,7 +108,7 @@ class AllianceSink:
                 ex=VISIT_START_TTL_S,
             )
         await pipe.execute()
-        beats = [e for e in starts if e["type"] == "heartbeat"]
+        beats = [e for e in starts if e["type"] == HEARTBEAT]
         if not beats:
             return {}
         values = await self.redis.mget([f"rf:al:start:{e['viewer_id']}:{e['room_id']}" for e in beats])

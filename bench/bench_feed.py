@@ -136,10 +136,11 @@ async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None
             )
         # Heat for every room (what the worker's heat sink keeps): a few enters and impressions each.
         from events.heat import RoomHeatSink
+        from events.vocabulary import ENTER, IMPRESSION
 
         sink, offset, batch = RoomHeatSink(redis), 0, []
         for i in range(rooms):
-            for kind in ("enter", "impression", "impression")[: 1 + i % 3]:
+            for kind in (ENTER, IMPRESSION, IMPRESSION)[: 1 + i % 3]:
                 batch.append(
                     {
                         "type": kind,

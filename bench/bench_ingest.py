@@ -43,9 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from events.consumer import MAX_RECORDS, SinkRunner  # noqa: E402
-from events.ingest import VIEWER_EVENTS, partition_of  # noqa: E402
+from events.ingest import partition_of  # noqa: E402
 from events.live_stats import LiveStats  # noqa: E402
 from events.realtime import RealtimeSink  # noqa: E402
+from events.vocabulary import ENTER, HEARTBEAT, IMPRESSION, LEAVE, LIKE, VIEWER_EVENTS  # noqa: E402
 from roomfeed import services  # noqa: E402
 from roomfeed.auth import sign_viewer_token  # noqa: E402
 from roomfeed.db import migrate  # noqa: E402
@@ -57,7 +58,7 @@ BATCH = 500
 
 
 def event(i: int, viewer: str, room: str, now: int) -> dict[str, Any]:
-    kind = ("impression", "enter", "heartbeat", "leave", "like")[i % 5]
+    kind = (IMPRESSION, ENTER, HEARTBEAT, LEAVE, LIKE)[i % 5]
     e: dict[str, Any] = {
         "event_id": f"b{secrets.token_hex(8)}",
         "type": kind,
@@ -66,7 +67,7 @@ def event(i: int, viewer: str, room: str, now: int) -> dict[str, Any]:
         "room_id": room,
         "ts": now,
     }
-    if kind == "leave":
+    if kind == LEAVE:
         e["dwell_ms"] = 1000 * (i % 30)
     return e
 

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_faults import machine, replace_section  # noqa: E402
 from bench.bench_feed import _raw, _request, _run_wrk  # noqa: E402
+from events.vocabulary import ENTER, IMPRESSION, LEAVE, LIKE  # noqa: E402
 
 CONCURRENCY = 16
 PEAK_SECONDS = 20
@@ -207,7 +208,7 @@ async def soak(
             batch = [
                 {
                     "event_id": f"soak_{secrets.token_hex(6)}",
-                    "type": ("impression", "enter", "like", "leave")[i % 4],
+                    "type": (IMPRESSION, ENTER, LIKE, LEAVE)[i % 4],
                     "viewer_id": viewer,
                     "session_id": f"ses_{viewer}",
                     "room_id": rooms[(n + i) % len(rooms)],

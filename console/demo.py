@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from events.vocabulary import DEAL_CLAIM, ENTER, IMPRESSION
 from roomfeed.settings import REPO_ROOT, Settings, external_services
 
 log = logging.getLogger("roomfeed.demo")
@@ -325,10 +326,10 @@ class ViewerTraffic:
         base = int(events[0]["ts"])
         out = []
         for event in events:
-            if event["type"] in ("impression", "deal_claim"):
+            if event["type"] in (IMPRESSION, DEAL_CLAIM):
                 continue  # the feed logs impressions itself; deal claims go through the claim route
             e = {k: v for k, v in event.items() if k not in ("merchant_id", "entry_code_merchant_id")}
-            if event["type"] == "enter":
+            if event["type"] == ENTER:
                 e["source"] = "code" if "entry_code_merchant_id" in event else "feed"
             e["ts"] = now_ms + int((int(event["ts"]) - base) / self.speedup)
             out.append(e)

@@ -21,6 +21,7 @@ import orjson
 from prometheus_client import Counter
 
 from events.ingest import partition_of
+from events.vocabulary import IMPRESSION
 from roomfeed.kafka import encode
 
 log = logging.getLogger("feed.impressions")
@@ -44,7 +45,7 @@ def impression_events(
     return [
         {
             "event_id": f"imp:{session_id}:{room['position']}:{nonce}",
-            "type": "impression",
+            "type": IMPRESSION,
             "viewer_id": viewer_id,
             "session_id": session_id,
             "room_id": room["room_id"],

@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from events.vocabulary import DEAL_CLAIM, SCHEMA_VERSION
 from roomfeed.errors import Conflict, NotFound, ValidationFailed
 from roomfeed.ids import new_id
 
@@ -83,8 +84,8 @@ def claim_event(claim: Mapping[str, Any]) -> dict[str, Any]:
     ts = int(claim["claimed_at_ms"])
     return {
         "event_id": claim["claim_id"],
-        "type": "deal_claim",
-        "v": 1,
+        "type": DEAL_CLAIM,
+        "v": SCHEMA_VERSION,
         "viewer_id": claim["viewer_id"],
         # A claim made outside a feed session (a deal link) is recorded under the session "direct",
         # since every event on viewer-events names a session.

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from events.vocabulary import VIEWER_EVENTS
 from roomfeed.auth import create_key, require
 from roomfeed.errors import InvalidJson, NotFound, ValidationFailed
 from roomfeed.http import json, query_int, read_json
@@ -33,7 +34,7 @@ from rooms.deals import DealBook, claim_json
 from rooms.directory import RoomDirectory
 from rooms.lifecycle import RoomBook
 from rooms.live_index import LiveIndex
-from rooms.outbox import LIFECYCLE_TOPIC, VIEWER_EVENTS_TOPIC, KafkaPublisher, RoomRelay
+from rooms.outbox import LIFECYCLE_TOPIC, KafkaPublisher, RoomRelay
 
 log = logging.getLogger("roomfeed.rooms")
 
@@ -745,7 +746,7 @@ async def _ensure_topics(resources: Resources) -> None:
         try:
             await ensure_topics(
                 settings,
-                {LIFECYCLE_TOPIC: settings.kafka_partitions, VIEWER_EVENTS_TOPIC: settings.kafka_partitions},
+                {LIFECYCLE_TOPIC: settings.kafka_partitions, VIEWER_EVENTS: settings.kafka_partitions},
             )
             return
         except Exception as exc:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import asyncpg
 from redis.asyncio import Redis
 
+from events.vocabulary import VIEWER_EVENTS
 from roomfeed.kafka import encode
 from roomfeed.leader import Leadership, always_lead
 from roomfeed.resources import Resources
@@ -37,7 +38,6 @@ from rooms.live_index import (
 log = logging.getLogger("roomfeed.rooms")
 
 LIFECYCLE_TOPIC = "room-lifecycle"
-VIEWER_EVENTS_TOPIC = "viewer-events"
 
 
 class Publisher(Protocol):
@@ -127,7 +127,7 @@ class RoomRelay:
 
     async def publish_claim(self, claim: Mapping[str, Any]) -> bool:
         event = claim_event(claim)
-        if await self.publisher.send(VIEWER_EVENTS_TOPIC, claim["viewer_id"], event):
+        if await self.publisher.send(VIEWER_EVENTS, claim["viewer_id"], event):
             await self.pool.execute(
                 "UPDATE deal_claims SET published_at = now() WHERE claim_id = $1", claim["claim_id"]
             )

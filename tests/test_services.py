@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
+from events.vocabulary import VIEWER_EVENTS
 from roomfeed import services
 from roomfeed.settings import Settings, external_services
 from tests.support import PrivateServers, free_port, world_readable_tempdir
@@ -186,7 +187,7 @@ async def test_session_settings_are_isolated(settings: Settings, base_settings: 
     assert settings.redis_url != base_settings.redis_url
     assert await _redis_answers(settings.redis_url)
     assert settings.kafka_prefix.startswith("t")
-    assert settings.topic("viewer-events") == f"{settings.kafka_prefix}viewer-events"
+    assert settings.topic(VIEWER_EVENTS) == settings.kafka_prefix + VIEWER_EVENTS
     assert settings.data_dir != base_settings.data_dir and settings.data_dir.is_dir()
 
 

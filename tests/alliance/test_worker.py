@@ -18,6 +18,7 @@ from alliance.codes import Attribution
 from alliance.consumer import AllianceSink
 from alliance.ledger import Ledger
 from events.consumer import SinkRunner
+from events.vocabulary import VIEWER_EVENTS
 from roomfeed.kafka import ensure_topics, make_producer
 from roomfeed.settings import Settings
 
@@ -70,13 +71,13 @@ async def test_worker_sink_earns_from_the_topic_and_replay_changes_nothing(
         }
         for i, v in enumerate(viewers)
     ]
-    await ensure_topics(migrated, {"viewer-events": 2})
+    await ensure_topics(migrated, {VIEWER_EVENTS: 2})
     producer = make_producer(migrated)
     await producer.start()
     try:
         for e in events:
             await producer.send_and_wait(
-                migrated.topic("viewer-events"), orjson.dumps(e), key=e["viewer_id"].encode()
+                migrated.topic(VIEWER_EVENTS), orjson.dumps(e), key=e["viewer_id"].encode()
             )
     finally:
         await producer.stop()

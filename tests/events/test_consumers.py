@@ -20,9 +20,10 @@ from redis.asyncio import Redis
 
 from events.archive import ArchiveSink
 from events.consumer import SinkRunner
-from events.ingest import DEAD_LETTERS, VIEWER_EVENTS, Ingest, UnknownRooms
+from events.ingest import Ingest, UnknownRooms
 from events.live_stats import LiveStats
 from events.realtime import RealtimeSink
+from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.kafka import ensure_topics, make_producer
 from roomfeed.settings import REPO_ROOT, Settings
 from tests.events.conftest import eventually, make_event, running, tag

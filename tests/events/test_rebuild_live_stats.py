@@ -16,6 +16,7 @@ from events.consumer import SinkRunner
 from events.live_stats import LiveStats
 from events.realtime import RealtimeSink
 from events.rebuild import rebuild_live_stats, worker_presence
+from events.vocabulary import VIEWER_EVENTS
 from roomfeed.kafka import ensure_topics, make_producer
 from roomfeed.settings import Settings
 from tests.events.conftest import make_event
@@ -29,7 +30,7 @@ async def _produce(settings: Settings, events: list[dict[str, object]]) -> None:
         for event in events:
             value = {**event, "merchant_id": None, "received_at": event["ts"]}
             await producer.send(
-                settings.topic("viewer-events"), orjson.dumps(value), key=str(event["viewer_id"]).encode()
+                settings.topic(VIEWER_EVENTS), orjson.dumps(value), key=str(event["viewer_id"]).encode()
             )
         await producer.flush()
     finally:
@@ -52,7 +53,7 @@ async def test_live_stats_are_replayed_from_kafka_after_redis_is_lost(
     server.wait_ready()
     redis = Redis.from_url(server.url())
     own = replace(settings, redis_url=server.url(), kafka_prefix=f"rb{secrets.token_hex(3)}.")
-    await ensure_topics(own, {"viewer-events": 3})
+    await ensure_topics(own, {VIEWER_EVENTS: 3})
     rooms = [f"room_rb{i}" for i in range(3)]
     events = []
     for n in range(60):

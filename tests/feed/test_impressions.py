@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from events.vocabulary import VIEWER_EVENTS
 from feed.impressions import ImpressionPublisher, impression_events
 from tests.feed.conftest import start_session
 
@@ -74,7 +75,7 @@ async def test_pages_served_together_leave_in_one_flush_and_all_reach_kafka(feed
     finally:
         publisher._drain_once = drain  # type: ignore[method-assign]
     assert flushes == 1
-    events = await consumed(settings.topic("viewer-events"), settings.kafka_bootstrap, sessions, 200)
+    events = await consumed(settings.topic(VIEWER_EVENTS), settings.kafka_bootstrap, sessions, 200)
     assert len(events) == 200
     assert len({e["event_id"] for e in events}) == 200
 
@@ -88,7 +89,7 @@ async def test_every_room_a_page_serves_becomes_one_impression(feed_app, market_
     assert r.status_code == 200, r.text
     served = [room["room_id"] for room in body["rooms"]] + [room["room_id"] for room in r.json()["rooms"]]
     events = await consumed(
-        settings.topic("viewer-events"), settings.kafka_bootstrap, {body["session_id"]}, len(served)
+        settings.topic(VIEWER_EVENTS), settings.kafka_bootstrap, {body["session_id"]}, len(served)
     )
     assert sorted(e["room_id"] for e in events) == sorted(served)
     assert all(e["viewer_id"] == "viewer-imp-api" for e in events)

@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
+from events.vocabulary import VIEWER_EVENTS
 from roomfeed.errors import Conflict
 from roomfeed.settings import Settings
 from rooms.deals import DealBook, gate_key, holdings_key
@@ -126,7 +127,7 @@ async def test_viewer_claims_over_http_and_hears_sold_out_and_limit(
     def claims(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [v for v in values if v.get("type") == "deal_claim" and v.get("deal_id") == deal["deal_id"]]
 
-    events = claims(await read_topic(settings, "viewer-events", lambda vs: len(claims(vs)) >= 2))
+    events = claims(await read_topic(settings, VIEWER_EVENTS, lambda vs: len(claims(vs)) >= 2))
     assert sorted(e["viewer_id"] for e in events) == ["amy", "bob"]
     amy = next(e for e in events if e["viewer_id"] == "amy")
     assert amy["event_id"] == first.json()["claim_id"] and amy["session_id"] == "ses_1"
