@@ -8,11 +8,18 @@ hot reload live in `feed.config_store`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 from ranking.blend import TUNED_WEIGHTS, BlendWeights
 from roomfeed.errors import ValidationFailed
+
+T = TypeVar("T", int, float)
+
+
+def _knob(default: T, low: float, high: float) -> T:
+    """A config field with its valid range [low, high]; an int default makes an integer field."""
+    return field(default=default, metadata={"range": (low, high)})
 
 
 @dataclass(frozen=True)
@@ -20,59 +27,38 @@ class RankingConfig:
     # The ranker's weights: `ranking.blend.BlendWeights`, the blend the evaluation judges, starting
     # from ranking's TUNED_WEIGHTS (w_model → lightfm, w_popularity → popularity, w_repeat → repeat,
     # ...; see `blend_weights`).
-    w_model: float = TUNED_WEIGHTS.lightfm
-    w_popularity: float = TUNED_WEIGHTS.popularity
-    w_repeat: float = TUNED_WEIGHTS.repeat
-    w_repeat_skip: float = TUNED_WEIGHTS.repeat_skip
-    w_session_category: float = TUNED_WEIGHTS.session_category
-    w_session_skip: float = TUNED_WEIGHTS.session_skip
-    w_session_lightfm: float = TUNED_WEIGHTS.session_lightfm
-    repeat_half_life_h: float = TUNED_WEIGHTS.repeat_half_life_h
+    w_model: float = _knob(TUNED_WEIGHTS.lightfm, 0.0, 10.0)
+    w_popularity: float = _knob(TUNED_WEIGHTS.popularity, 0.0, 10.0)
+    w_repeat: float = _knob(TUNED_WEIGHTS.repeat, 0.0, 10.0)
+    w_repeat_skip: float = _knob(TUNED_WEIGHTS.repeat_skip, 0.0, 10.0)
+    w_session_category: float = _knob(TUNED_WEIGHTS.session_category, 0.0, 20.0)
+    w_session_skip: float = _knob(TUNED_WEIGHTS.session_skip, 0.0, 20.0)
+    w_session_lightfm: float = _knob(TUNED_WEIGHTS.session_lightfm, 0.0, 20.0)
+    repeat_half_life_h: float = _knob(TUNED_WEIGHTS.repeat_half_life_h, 1.0, 1440.0)
     # Feed terms on top of the judged blend (issue 6 names them; 0 = exactly the evaluated ranker).
     # Freshness defaults to a tie-break for rooms nobody has watched yet; conversion is off.
-    w_conversion: float = 0.0
-    w_freshness: float = 0.01
+    w_conversion: float = _knob(0.0, 0.0, 10.0)
+    w_freshness: float = _knob(0.01, 0.0, 10.0)
     # In-session penalty for rooms like the ones the viewer just swiped away from (issue 6).
-    w_session: float = 0.8
+    w_session: float = _knob(0.8, 0.0, 10.0)
     # How fast freshness decays (a room that just went live is "fresh").
-    freshness_half_life_s: float = 1800.0
-    # A leave with dwell below this is a swipe-away; such rooms are hidden for the window.
-    swipe_away_dwell_ms: int = 3000
-    swipe_away_window_s: int = 3600
+    freshness_half_life_s: float = _knob(1800.0, 60.0, 86_400.0)
+    # Rooms the viewer swiped away from (a leave shorter than events.vocabulary.SWIPE_AWAY_MS, which
+    # events owns: its live stats count swipe-aways by it) are hidden for this long.
+    swipe_away_window_s: int = _knob(3600, 0, 86_400)
     # Diversity: at most this many rooms in a row of one category or one merchant.
-    diversity_max_run: int = 2
+    diversity_max_run: int = _knob(2, 1, 50)
     # Exploration: this share of slots goes to new or little-seen rooms.
-    exploration_share: float = 0.1
-    exploration_max_impressions_1h: int = 20
-    exploration_new_room_s: int = 600
+    exploration_share: float = _knob(0.1, 0.0, 0.5)
+    exploration_max_impressions_1h: int = _knob(20, 0, 100_000)
+    exploration_new_room_s: int = _knob(600, 0, 86_400)
     # Replays join the candidates when fewer than this many rooms are live.
-    replay_threshold: int = 20
-    replay_limit: int = 200
+    replay_threshold: int = _knob(20, 0, 10_000)
+    replay_limit: int = _knob(200, 0, 1_000)
 
 
-# field → (minimum, maximum); integers are fields whose default is an int.
-RANGES: dict[str, tuple[float, float]] = {
-    "w_model": (0.0, 10.0),
-    "w_popularity": (0.0, 10.0),
-    "w_conversion": (0.0, 10.0),
-    "w_freshness": (0.0, 10.0),
-    "w_session": (0.0, 10.0),
-    "w_repeat": (0.0, 10.0),
-    "w_repeat_skip": (0.0, 10.0),
-    "w_session_category": (0.0, 20.0),
-    "w_session_skip": (0.0, 20.0),
-    "w_session_lightfm": (0.0, 20.0),
-    "repeat_half_life_h": (1.0, 1440.0),
-    "freshness_half_life_s": (60.0, 86_400.0),
-    "swipe_away_dwell_ms": (0, 60_000),
-    "swipe_away_window_s": (0, 86_400),
-    "diversity_max_run": (1, 50),
-    "exploration_share": (0.0, 0.5),
-    "exploration_max_impressions_1h": (0, 100_000),
-    "exploration_new_room_s": (0, 86_400),
-    "replay_threshold": (0, 10_000),
-    "replay_limit": (0, 1_000),
-}
+# field → (minimum, maximum), from the fields above; integers are fields whose default is an int.
+RANGES: dict[str, tuple[float, float]] = {f.name: f.metadata["range"] for f in fields(RankingConfig)}
 FIELD_NAMES = tuple(f.name for f in fields(RankingConfig))
 _INTEGER_FIELDS = {f.name for f in fields(RankingConfig) if isinstance(f.default, int)}
 

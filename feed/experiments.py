@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from events.vocabulary import SWIPE_AWAY_MS
 from feed.config import RankingConfig, apply_values, validate_values
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.ids import new_id
@@ -272,9 +273,7 @@ GROUP BY s.variant
 """
 
 
-async def experiment_report(
-    pool: asyncpg.Pool, redis: Any, experiment: Experiment, swipe_away_ms: int
-) -> dict[str, Any]:
+async def experiment_report(pool: asyncpg.Pool, redis: Any, experiment: Experiment) -> dict[str, Any]:
     """The experiment with each variant's metrics (impressions from Redis counters, the rest from the archive)."""
     totals = {v.name: VariantTotals() for v in experiment.variants}
     notes: list[str] = []
@@ -288,7 +287,7 @@ async def experiment_report(
     except Exception as exc:
         notes.append(f"impression counters unavailable: {exc}")
     try:
-        rows = await pool.fetch(_ARCHIVE_TOTALS, experiment.experiment_id, swipe_away_ms)
+        rows = await pool.fetch(_ARCHIVE_TOTALS, experiment.experiment_id, SWIPE_AWAY_MS)
         for row in rows:
             t = totals.get(row["variant"])
             if t is None:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from events.vocabulary import VIEWER_EVENTS
 from feed.config import change_schema, validate_values
 from feed.config_store import ConfigStore, ConfigWatcher
 from feed.experiments import ExperimentBook, experiment_report, parse_experiment
@@ -322,8 +323,7 @@ async def get_experiment(request: Request) -> Response:
     await require(request, "operator")
     experiment = await request.app.state.experiments.get(request.path_params["experiment_id"])
     resources = request.app.state.resources
-    threshold = request.app.state.ranking_config.current.config.swipe_away_dwell_ms
-    return json(await experiment_report(resources.pool, resources.redis, experiment, threshold))
+    return json(await experiment_report(resources.pool, resources.redis, experiment))
 
 
 async def stop_experiment(request: Request) -> Response:
@@ -379,7 +379,7 @@ async def start(state: Any, resources: Any) -> None:
     state.ranking_config = ConfigWatcher(
         state.ranking_config_store, state.experiments, poll_seconds=getattr(state, "feed_config_poll_s", 1.0)
     )
-    impressions = ImpressionPublisher(resources, settings.topic("viewer-events"))
+    impressions = ImpressionPublisher(resources, settings.topic(VIEWER_EVENTS))
     state.feed_stats = stats
     state.feed = FeedService(
         inputs,

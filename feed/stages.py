@@ -244,13 +244,11 @@ def _scaled(values: np.ndarray) -> np.ndarray:
     return values / top if top > 0 else np.zeros_like(values)
 
 
-def session_penalty(
-    c: Candidates, recent: Sequence[RecentVisit], now: float, window_s: int, dwell_ms: int
-) -> np.ndarray:
+def session_penalty(c: Candidates, recent: Sequence[RecentVisit], now: float, window_s: int) -> np.ndarray:
     """1 for rooms of merchants the viewer just swiped away from, 0.5 for rooms of the same category."""
     penalty = np.zeros(len(c), dtype=np.float32)
     horizon_ms = (now - window_s) * 1000
-    swiped = [v for v in recent if v.ts >= horizon_ms and (v.swiped_away or v.dwell_ms < dwell_ms)]
+    swiped = [v for v in recent if v.ts >= horizon_ms and v.swiped_away]
     if not swiped:
         return penalty
     categories = set()
@@ -295,7 +293,7 @@ def viewer_signals(
     cat_skip: dict[int, float] = {}
     for visit in recent:
         decay = 0.5 ** (max(now_ms - visit.ts, 0.0) / half_life_ms)
-        skipped = visit.swiped_away or visit.dwell_ms < cfg.swipe_away_dwell_ms
+        skipped = visit.swiped_away
         dwell_s, skips = by_merchant.get(visit.merchant_id, (0.0, 0.0))
         by_merchant[visit.merchant_id] = (
             dwell_s + visit.dwell_ms / 1000.0 * decay,
@@ -489,9 +487,7 @@ class Blend:
                     similarity = scorer.session_similarity(live_items(c, scorer), live)
                 score += w.session_lightfm * similarity
         if cfg.w_session > 0 and ctx.recent:
-            score -= cfg.w_session * session_penalty(
-                c, ctx.recent, ctx.now, cfg.swipe_away_window_s, cfg.swipe_away_dwell_ms
-            )
+            score -= cfg.w_session * session_penalty(c, ctx.recent, ctx.now, cfg.swipe_away_window_s)
         c.score = score.astype(np.float32, copy=False)
 
 
@@ -510,7 +506,7 @@ class Filters:
             c.keep[rows[rows >= 0]] = False
         horizon_ms = (ctx.now - cfg.swipe_away_window_s) * 1000
         for visit in ctx.recent:
-            if visit.ts >= horizon_ms and (visit.swiped_away or visit.dwell_ms < cfg.swipe_away_dwell_ms):
+            if visit.ts >= horizon_ms and visit.swiped_away:
                 i = index_of.get(visit.room_id)
                 if i is not None:
                     c.keep[i] = False
