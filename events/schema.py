@@ -46,109 +46,83 @@ def _ident(raw: dict[str, Any], field: str, out: Event, required: bool = True) -
     if value is None:
         return _invalid(field, "is required") if required else None
     if not isinstance(value, str) or not ID.match(value):
-        return _invalid(field, "must be 1 to 64 characters of [A-Za-z0-9_.:-]")
+        return _invalid(field, _ID_RULE)
     out[field] = value
     return None
 
 
-def _int(raw: dict[str, Any], field: str, out: Event, required: bool, minimum: int = 0) -> Rejection | None:
-    value = raw.get(field)
-    if value is None:
-        return _invalid(field, "is required") if required else None
+_ID_RULE = "must be 1 to 64 characters of [A-Za-z0-9_.:-]"
+
+
+def _id_problem(value: Any, field: Field) -> str | None:
+    return None if isinstance(value, str) and ID.match(value) else _ID_RULE
+
+
+def _count_problem(value: Any, field: Field) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
-        return _invalid(field, "must be an integer")
-    if value < minimum:
-        return _invalid(field, f"must be at least {minimum}")
-    if value > 2**53:
-        return _invalid(field, "is too large")
-    out[field] = value
-    return None
+        return "must be an integer"
+    if value < 0:
+        return "must be at least 0"
+    return "is too large" if value > 2**53 else None
 
 
-def _text(raw: dict[str, Any], field: str, out: Event, max_len: int) -> Rejection | None:
-    value = raw.get(field)
-    if value is None:
-        return None
+def _flag_problem(value: Any, field: Field) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _text_problem(value: Any, field: Field) -> str | None:
     if not isinstance(value, str):
-        return _invalid(field, "must be a string")
-    if len(value) > max_len:
-        return _invalid(field, f"must be at most {max_len} characters")
-    out[field] = value
-    return None
+        return "must be a string"
+    return f"must be at most {field.max_len} characters" if len(value) > field.max_len else None
 
 
-def _flag(raw: dict[str, Any], field: Field, out: Event) -> Rejection | None:
-    value = raw.get(field.name)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        return _invalid(field.name, "must be true or false")
-    out[field.name] = value
-    return None
+def _choice_problem(value: Any, field: Field) -> str | None:
+    return None if value in field.choices else "must be one of: " + ", ".join(field.choices)
 
 
-def _choice(raw: dict[str, Any], field: Field, out: Event) -> Rejection | None:
-    value = raw.get(field.name)
-    if value is None:
-        return _invalid(field.name, "is required") if field.required else None
-    if value not in field.choices:
-        return _invalid(field.name, "must be one of: " + ", ".join(field.choices))
-    out[field.name] = value
-    return None
+def _version_problem(value: Any, field: Field) -> str | None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, str))
+    return None if ok else "must be an integer or a string"
 
 
-def _version(raw: dict[str, Any], field: Field, out: Event) -> Rejection | None:
-    value = raw.get(field.name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        return _invalid(field.name, "must be an integer or a string")
-    out[field.name] = value
-    return None
-
-
-def _amount(raw: dict[str, Any], field: Field, out: Event) -> Rejection | None:
-    value = raw.get(field.name)
-    if value is None:
-        return _invalid(field.name, "is required") if field.required else None
+def _amount_problem(value: Any, field: Field) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        return _invalid(field.name, "must be a number")
-    if not 0 < value < 1e12:
-        return _invalid(field.name, "must be greater than 0")
-    out[field.name] = value
-    return None
+        return "must be a number"
+    return None if 0 < value < 1e12 else "must be greater than 0"
 
 
-def _currency(raw: dict[str, Any], field: Field, out: Event) -> Rejection | None:
-    value = raw.get(field.name)
-    if value is None:
-        return _invalid(field.name, "is required") if field.required else None
-    if not isinstance(value, str) or not CURRENCY.match(value):
-        return _invalid(field.name, "must be 3 upper-case letters (ISO 4217)")
-    out[field.name] = value
-    return None
+def _currency_problem(value: Any, field: Field) -> str | None:
+    ok = isinstance(value, str) and CURRENCY.match(value)
+    return None if ok else "must be 3 upper-case letters (ISO 4217)"
 
 
-_CHECKS: dict[FieldKind, Callable[[dict[str, Any], Field, Event], Rejection | None]] = {
-    FieldKind.ID: lambda raw, f, out: _ident(raw, f.name, out, f.required),
-    FieldKind.COUNT: lambda raw, f, out: _int(raw, f.name, out, f.required),
-    FieldKind.FLAG: _flag,
-    FieldKind.TEXT: lambda raw, f, out: _text(raw, f.name, out, f.max_len),
-    FieldKind.CHOICE: _choice,
-    FieldKind.VERSION: _version,
-    FieldKind.AMOUNT: _amount,
-    FieldKind.CURRENCY: _currency,
+# What is wrong with a present value of each kind of field, or None.
+_PROBLEM: dict[FieldKind, Callable[[Any, Field], str | None]] = {
+    FieldKind.ID: _id_problem,
+    FieldKind.COUNT: _count_problem,
+    FieldKind.FLAG: _flag_problem,
+    FieldKind.TEXT: _text_problem,
+    FieldKind.CHOICE: _choice_problem,
+    FieldKind.VERSION: _version_problem,
+    FieldKind.AMOUNT: _amount_problem,
+    FieldKind.CURRENCY: _currency_problem,
 }
-# Per type, its fields' checks in order (types with no extra fields are absent).
+# Per type, its fields in check order with their checks (types with no extra fields are absent).
 _TYPE_CHECKS = {
-    kind: tuple((_CHECKS[f.kind], f) for f in fields) for kind, fields in FIELDS.items() if fields
+    kind: tuple((f, _PROBLEM[f.kind]) for f in fields) for kind, fields in FIELDS.items() if fields
 }
 
 
 def _type_fields(kind: str, raw: dict[str, Any], out: Event) -> Rejection | None:
-    for check, field in _TYPE_CHECKS.get(kind, ()):
-        if (error := check(raw, field, out)) is not None:
-            return error
+    for field, problem in _TYPE_CHECKS.get(kind, ()):
+        value = raw.get(field.name)
+        if value is None:
+            if field.required:
+                return _invalid(field.name, "is required")
+            continue
+        if (reason := problem(value, field)) is not None:
+            return _invalid(field.name, reason)
+        out[field.name] = value
     return None
 
 
