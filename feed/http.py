@@ -16,6 +16,7 @@ from feed.config import change_schema, validate_values
 from feed.config_store import ConfigStore, ConfigWatcher
 from feed.experiments import ExperimentBook, experiment_report, parse_experiment
 from feed.impressions import ImpressionPublisher
+from feed.models import Block, Blocks, Entry, FeedPage, FeedQuery, NewBlock, NewSession, SessionStart
 from feed.pipeline import FeedPipeline
 from feed.service import FeedService
 from feed.sessions import SessionBook
@@ -23,6 +24,7 @@ from feed.sources import FeedInputs, RoomHeatCache
 from roomfeed.auth import RateCharge, require, require_with_charge
 from roomfeed.errors import Forbidden, NotFound, ValidationFailed
 from roomfeed.http import json, query_int, read_json
+from roomfeed.operations import operation
 from roomfeed.validation import ID_PATTERN, Body
 
 # A feed process asks the live index "anything changed?" at most every 50 ms, not on every request.
@@ -34,73 +36,47 @@ def _feed(request: Request) -> FeedService:
     return service
 
 
-async def create_session(request: Request) -> Response:
-    """Start a viewer's swipe session: an attribution code's merchant room or a deep-linked room first.
-    ---
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema:
-            type: object
-            required: [viewer_id]
-            properties:
-              viewer_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: the token's viewer}
-              entry:
-                type: object
-                description: where the session starts (an attribution code's merchant room, or a deep-linked room)
-                properties:
-                  code: {type: string, minLength: 1, maxLength: 512}
-                  room_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
-              count: {type: integer, minimum: 1, maximum: 50, default: 5}
-          example: {viewer_id: v1, entry: {code: "..."}}
-    responses:
-      201: {description: "{session_id, rooms, attribution, model_version, config_version, variant, degraded}"}
-      403: {description: viewer_id is not the token's viewer}
-      422: {description: invalid fields (named)}
-    """
+@operation(
+    "POST",
+    "/v1/sessions",
+    status=201,
+    response=SessionStart,
+    example={"viewer_id": "v1", "entry": {"room_id": "room_0123456789abcdef"}, "count": 5},
+)
+async def create_session(request: Request, body: NewSession) -> Response:
+    """Start a viewer's swipe session.
+
+    The first page starts with an attribution code's merchant room (and attributes the session to
+    the merchant, store and staff behind the code) or a deep-linked room, when given. `viewer_id`
+    must be the viewer token's viewer. The page's `page_token` is the `after` of the next page."""
     principal = await require(request, "viewer")
-    body = Body(await read_json(request))
-    viewer_id = body.ident("viewer_id")
-    entry = body.obj("entry", required=False)
-    code = room_id = None
-    if entry is not None:
-        code = entry.text("code", required=False, max_len=512)
-        room_id = entry.ident("room_id", required=False)
-        body.merge(entry)
-    count = body.integer("count", required=False, minimum=1, maximum=50, default=5)
-    body.finish()
-    if viewer_id != principal.viewer_id:
+    if body.viewer_id != principal.viewer_id:
         raise Forbidden(
             "viewer_id must be the viewer the token was issued to", fields={"viewer_id": "is not yours"}
         )
-    result = await _feed(request).start_session(viewer_id, code, room_id, count)
-    return json(result, status=201)
+    entry = body.entry or Entry()
+    result = await _feed(request).start_session(body.viewer_id, entry.code, entry.room_id, body.count)
+    return json(result, status=201, headers={"Location": f"/v1/sessions/{result['session_id']}/feed"})
 
 
-async def session_feed(request: Request) -> Response:
-    """The next N rooms to swipe to: never one served before in the session, only rooms live now.
-    ---
-    parameters:
-      - {name: session_id, in: path, required: true, schema: {type: string}}
-      - {name: count, in: query, schema: {type: integer, minimum: 1, maximum: 50, default: 10}}
-      - {name: after, in: query, description: "the page_token of the last page received (the same page however often asked)", schema: {type: string}}
-    responses:
-      200: {description: "{session_id, page_token, rooms, model_version, config_version, variant, degraded}"}
-      404: {description: no such session of this viewer, or no such page}
-      410: {description: the page after `after` is older than the pages a session keeps}
-    """
+@operation("GET", "/v1/sessions/{session_id}/feed", response=FeedPage)
+async def session_feed(request: Request, session_id: str, query: FeedQuery) -> Response:
+    """The next rooms to swipe to.
+
+    Never a room served before in the session, only rooms live now (a room whose end has returned
+    is on no later page). Pass the `page_token` of the last page as `after`: the same request
+    returns the same page (safe to retry), and concurrent requests with one token get one page.
+    404 `page_not_found` for a token of a page not made yet, 410 `page_expired` for one older than
+    the session's newest 8 pages."""
     # The rate-limit charge rides the session's Redis round trip (settled before anything is written).
     principal, charge = await require_with_charge(request, "viewer")
-    count = query_int(request, "count", default=10, minimum=1, maximum=50)
-    after = request.query_params.get("after") or None
-    session_id = request.path_params["session_id"]
     if not ID_PATTERN.match(session_id):
         if charge is not None:
             await charge_alone(request, charge)
         raise NotFound(f"session {session_id} does not exist")
     assert principal.viewer_id is not None
-    return json(await _feed(request).next_page(principal.viewer_id, session_id, count, charge, after))
+    page = await _feed(request).next_page(principal.viewer_id, session_id, query.count, charge, query.after)
+    return json(page)
 
 
 async def charge_alone(request: Request, charge: RateCharge) -> None:
@@ -115,59 +91,34 @@ async def charge_alone(request: Request, charge: RateCharge) -> None:
     charge.settle(reply)
 
 
-async def add_block(request: Request) -> Response:
-    """Block a merchant: its rooms never appear in this viewer's feed.
-    ---
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema:
-            type: object
-            required: [merchant_id]
-            properties:
-              merchant_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
-          example: {merchant_id: mer_0123456789abcdef}
-    responses:
-      201: {description: "{merchant_id, blocked: true}"}
-      422: {description: invalid merchant_id, or no such merchant}
-    """
+@operation("POST", "/v1/viewers/me/blocks", status=201, example={"merchant_id": "mer_0123456789abcdef"})
+async def add_block(request: Request, body: NewBlock) -> Block:
+    """Block a merchant: its rooms never appear in this viewer's feed."""
     principal = await require(request, "viewer")
-    body = Body(await read_json(request))
-    merchant_id = body.ident("merchant_id")
-    body.finish()
     catalog = _feed(request).inputs.room_catalog
-    if catalog is not None and not await catalog.exists(merchant_id):
+    if catalog is not None and not await catalog.exists(body.merchant_id):
         raise ValidationFailed("no such merchant", fields={"merchant_id": "does not exist"})
     assert principal.viewer_id is not None
-    await _feed(request).sessions.block(principal.viewer_id, merchant_id)
-    return json({"merchant_id": merchant_id, "blocked": True}, status=201)
+    await _feed(request).sessions.block(principal.viewer_id, body.merchant_id)
+    return Block(merchant_id=body.merchant_id, blocked=True)
 
 
-async def list_blocks(request: Request) -> Response:
-    """The merchants this viewer blocked.
-    ---
-    responses:
-      200: {description: "{merchants: [...]}"}
-    """
+@operation("GET", "/v1/viewers/me/blocks")
+async def list_blocks(request: Request) -> Blocks:
+    """The merchants this viewer blocked."""
     principal = await require(request, "viewer")
     assert principal.viewer_id is not None
-    return json({"merchants": await _feed(request).sessions.blocks(principal.viewer_id)})
+    return Blocks(merchants=await _feed(request).sessions.blocks(principal.viewer_id))
 
 
-async def remove_block(request: Request) -> Response:
-    """Unblock a merchant.
-    ---
-    responses:
-      200: {description: "{merchant_id, blocked: false}"}
-      404: {description: not blocked}
-    """
+@operation("DELETE", "/v1/viewers/me/blocks/{merchant_id}")
+async def remove_block(request: Request, merchant_id: str) -> Block:
+    """Unblock a merchant."""
     principal = await require(request, "viewer")
-    merchant_id = request.path_params["merchant_id"]
     assert principal.viewer_id is not None
     if not await _feed(request).sessions.unblock(principal.viewer_id, merchant_id):
         raise NotFound(f"merchant {merchant_id} is not blocked")
-    return json({"merchant_id": merchant_id, "blocked": False})
+    return Block(merchant_id=merchant_id, blocked=False)
 
 
 # --- operators: ranking config and experiments ---------------------------------------------------
@@ -342,11 +293,11 @@ async def stop_experiment(request: Request) -> Response:
 schemas = {"RankingConfigChange": change_schema()}
 
 routes: list[BaseRoute] = [
-    Route("/v1/sessions", create_session, methods=["POST"]),
-    Route("/v1/sessions/{session_id}/feed", session_feed, methods=["GET"]),
-    Route("/v1/viewers/me/blocks", add_block, methods=["POST"]),
-    Route("/v1/viewers/me/blocks", list_blocks, methods=["GET"]),
-    Route("/v1/viewers/me/blocks/{merchant_id}", remove_block, methods=["DELETE"]),
+    create_session,
+    session_feed,
+    add_block,
+    list_blocks,
+    remove_block,
     Route("/v1/ops/ranking-config", get_ranking_config, methods=["GET"]),
     Route("/v1/ops/ranking-config", put_ranking_config, methods=["PUT"]),
     Route("/v1/ops/ranking-config/history", ranking_config_history, methods=["GET"]),

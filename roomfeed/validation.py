@@ -14,12 +14,16 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
+
+from msgspec import Meta
 
 from roomfeed.errors import ValidationFailed
 
 _MISSING = object()
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+# An id as typed models declare it (roomfeed.operations).
+Ident = Annotated[str, Meta(pattern=ID_PATTERN.pattern, description="1 to 64 of [A-Za-z0-9_.:-]")]
 
 
 class Body:

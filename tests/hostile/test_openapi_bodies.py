@@ -83,6 +83,8 @@ def test_every_post_and_put_operation_documents_its_body_with_a_schema(document:
             continue
         body = operation.get("requestBody")
         schema = (body or {}).get("content", {}).get("application/json", {}).get("schema")
+        if isinstance(schema, dict):
+            schema = _resolved(document, schema)
         if (
             not isinstance(body, dict)
             or "required" not in body
@@ -111,7 +113,7 @@ def test_object_schemas_give_every_property_a_type(document: dict[str, Any]) -> 
         if not isinstance(schema, dict):
             return
         schema = _resolved(document, schema)
-        if "type" not in schema and "oneOf" not in schema:
+        if "type" not in schema and "oneOf" not in schema and "anyOf" not in schema:
             untyped.append(at)
         for name, sub in schema.get("properties", {}).items():
             walk(sub, f"{at}.{name}")
@@ -131,9 +133,11 @@ def test_every_documented_example_fits_its_schema(document: dict[str, Any]) -> N
             continue
         media = _json_body(operation)
         assert "example" in media, f"{label} documents no example body"
-        # OpenAPI 3.0 schemas are JSON Schema draft 4 (boolean exclusiveMinimum).
+        # OpenAPI 3.1 schemas are JSON Schema 2020-12.
         # The document's components ride along, so `$ref`s to them resolve.
-        validator = jsonschema_rs.Draft4Validator({**media["schema"], "components": document["components"]})
+        validator = jsonschema_rs.Draft202012Validator(
+            {**media["schema"], "components": document["components"]}
+        )
         problems += [f"{label}: {e.message}" for e in validator.iter_errors(media["example"])]
     assert not problems, "\n".join(problems)
 
