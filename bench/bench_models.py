@@ -87,8 +87,17 @@ class PyPage(pydantic.BaseModel):
 
 Ident = str
 EventType = Literal[
-    "impression", "enter", "heartbeat", "leave", "like", "comment", "follow", "share", "add_to_cart",
-    "purchase", "deal_claim",
+    "impression",
+    "enter",
+    "heartbeat",
+    "leave",
+    "like",
+    "comment",
+    "follow",
+    "share",
+    "add_to_cart",
+    "purchase",
+    "deal_claim",
 ]
 
 
@@ -174,9 +183,13 @@ def main() -> int:
         lambda: orjson.dumps(_page([dict(r) for r in dict_rooms]), option=orjson.OPT_NON_STR_KEYS), 20_000
     )
     ms_encoder = msgspec.json.Encoder()
-    page_msgspec = _per_call(lambda: ms_encoder.encode(MsPage(**_page([MsRoom(**r) for r in dict_rooms]))), 20_000)
+    page_msgspec = _per_call(
+        lambda: ms_encoder.encode(MsPage(**_page([MsRoom(**r) for r in dict_rooms]))), 20_000
+    )
     page_pydantic = _per_call(
-        lambda: PyPage.model_construct(**_page([PyRoom.model_construct(**r) for r in dict_rooms])).model_dump_json(),
+        lambda: PyPage.model_construct(
+            **_page([PyRoom.model_construct(**r) for r in dict_rooms])
+        ).model_dump_json(),
         5_000,
     )
     page_pydantic_validated = _per_call(lambda: PyPage(**_page(dict_rooms)).model_dump_json(), 5_000)
@@ -209,6 +222,7 @@ def main() -> int:
         "ingest_500_orjson_schema_validate_us": ingest_today,
         "ingest_500_msgspec_decode_us": ingest_msgspec,
         "ingest_500_pydantic_validate_json_us": ingest_pydantic,
+        "load_avg_1m_at_end": round(__import__("os").getloadavg()[0], 2),
         "msgspec": msgspec.__version__,
         "pydantic": pydantic.VERSION,
     }
@@ -221,6 +235,20 @@ def main() -> int:
         "metrics": metrics,
     }
     (ROOT / "bench" / "results" / "models.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = "\n".join(f"{k:40} {v}" for k, v in metrics.items())
+    block = (
+        "<!-- bench:models -->\n## models — pydantic v2 or msgspec for the typed API (api)\n\n"
+        f"`{result['command']}` — {result['date']}, {result['machine']}; µs per call, medians of 7; compare within a run (the 2 cores are shared)\n\n"
+        f"```\n{lines}\n```\n<!-- /bench:models -->"
+    )
+    docs = ROOT / "docs" / "benchmarks.md"
+    text = docs.read_text()
+    if "<!-- bench:models -->" in text:
+        start, end = text.index("<!-- bench:models -->"), text.index("<!-- /bench:models -->")
+        text = text[:start] + block + text[end + len("<!-- /bench:models -->") :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    docs.write_text(text)
     return 0
 
 
