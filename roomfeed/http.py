@@ -31,8 +31,8 @@ def error_response(error: ApiError) -> OrjsonResponse:
     return OrjsonResponse(error.body(), status_code=error.status, headers=error.headers or None)
 
 
-async def read_json(request: Request, max_bytes: int | None = None) -> Any:
-    """The request body as JSON; 413 past the limit (checked while reading), 400 when not JSON."""
+async def read_body(request: Request, max_bytes: int | None = None) -> bytes:
+    """The raw request body; 413 past the limit (checked while reading), 400 when empty."""
     limit = max_bytes if max_bytes is not None else request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -49,6 +49,12 @@ async def read_json(request: Request, max_bytes: int | None = None) -> Any:
         raise InvalidJson(
             "request body is empty; a JSON document is expected", fields={"body": "is required"}
         )
+    return raw
+
+
+async def read_json(request: Request, max_bytes: int | None = None) -> Any:
+    """The request body as JSON (`read_body`); 400 when not JSON."""
+    raw = await read_body(request, max_bytes)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

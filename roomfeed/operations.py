@@ -43,7 +43,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from roomfeed.errors import InvalidJson, NotFound, PayloadTooLarge, ValidationFailed
+from roomfeed.errors import InvalidJson, NotFound, ValidationFailed
+from roomfeed.http import read_body
 
 T = TypeVar("T")
 _PATH_PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
@@ -148,27 +149,6 @@ def _struct_of(kind: Any) -> Any | None:
     if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
         return kind
     return None
-
-
-async def read_body(request: Request) -> bytes:
-    """The raw body; 413 past the limit (checked while reading), 400 when empty."""
-    limit = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw:
-        raise InvalidJson(
-            "request body is empty; a JSON document is expected", fields={"body": "is required"}
-        )
-    return raw
 
 
 def decode_body(raw: bytes, decoder: msgspec.json.Decoder[Any], model: Any) -> Any:
