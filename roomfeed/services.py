@@ -515,7 +515,8 @@ QUICK_START_JVM = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto"
 
 
 class KafkaBroker(_TerminatedServer):
-    """A single-node KRaft Apache Kafka (broker and controller in one JVM) in `data_dir`."""
+    """A KRaft Apache Kafka node (broker and controller in one JVM) in `data_dir`: on its own by
+    default, or node `node_id` of a cluster whose controller quorum is `voters` (`KafkaCluster`)."""
 
     stop_timeout = 30.0
 
@@ -529,7 +530,16 @@ class KafkaBroker(_TerminatedServer):
         partitions: int = 6,
         heap: str = "512m",
         jvm_options: tuple[str, ...] = ("-XX:+UseG1GC",),
+        node_id: int = 1,
+        voters: str | None = None,
+        cluster_id: str | None = None,
+        replication: int = 1,
     ) -> None:
+        self.node_id = node_id
+        self.voters = voters or f"{node_id}@127.0.0.1:{controller_port}"
+        self.cluster_id = cluster_id
+        # Copies of Kafka's own topics (consumer offsets, transaction state): the cluster's size.
+        self.replication = replication
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.controller_port = controller_port
@@ -552,9 +562,9 @@ class KafkaBroker(_TerminatedServer):
 
     def _write_properties(self) -> None:
         props = {
-            "node.id": "1",
+            "node.id": str(self.node_id),
             "process.roles": "broker,controller",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "controller.quorum.voters": self.voters,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -562,12 +572,13 @@ class KafkaBroker(_TerminatedServer):
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.log_dirs),
             "num.partitions": str(self.partitions),
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": str(self.replication),
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "transaction.state.log.replication.factor": str(self.replication),
+            "transaction.state.log.min.isr": str(min(2, self.replication)),
+            "share.coordinator.state.topic.replication.factor": str(self.replication),
+            "share.coordinator.state.topic.min.isr": str(min(2, self.replication)),
+            "default.replication.factor": str(self.replication),
             "group.initial.rebalance.delay.ms": "0",
             # Test consumers use short session timeouts to notice a dead peer quickly.
             "group.min.session.timeout.ms": "1000",
@@ -604,7 +615,7 @@ class KafkaBroker(_TerminatedServer):
         if self.log_dirs.exists():  # an interrupted format
             shutil.rmtree(self.log_dirs)
         # URL-safe base64 may start with "-": passed as --cluster-id=ID so it is never read as an option.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self.cluster_id or new_kafka_cluster_id()
         cmd = self._java(
             "kafka.tools.StorageTool",
             "format",
@@ -658,6 +669,64 @@ class KafkaBroker(_TerminatedServer):
 
     def _metadata_answers(self) -> bool:
         return _run_coroutine(lambda: kafka_answers(self.bootstrap()))
+
+
+def new_kafka_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+class KafkaCluster:
+    """`size` KRaft nodes (each broker and controller) on one machine: one cluster id, one quorum.
+
+    For tests and benchmarks of roomfeed on a Kafka cluster (replication, a broker killed): every
+    node is a `KafkaBroker` that can be killed and started again on its own data."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        ports: list[tuple[int, int]],
+        *,
+        libs_dir: Path | None = None,
+        partitions: int = 6,
+        heap: str = "384m",
+        jvm_options: tuple[str, ...] = QUICK_START_JVM,
+    ) -> None:
+        voters = ",".join(f"{n}@127.0.0.1:{controller}" for n, (_, controller) in enumerate(ports, 1))
+        cluster_id = new_kafka_cluster_id()
+        self.brokers = [
+            KafkaBroker(
+                Path(data_dir) / f"node{n}",
+                port,
+                controller,
+                libs_dir=libs_dir,
+                partitions=partitions,
+                heap=heap,
+                jvm_options=jvm_options,
+                node_id=n,
+                voters=voters,
+                cluster_id=cluster_id,
+                replication=min(3, len(ports)),
+            )
+            for n, (port, controller) in enumerate(ports, 1)
+        ]
+
+    def bootstrap(self) -> str:
+        return ",".join(broker.bootstrap() for broker in self.brokers)
+
+    def start(self) -> None:
+        """Format and start every node (in parallel: a quorum forms only once most of them run)."""
+        with ThreadPoolExecutor(len(self.brokers)) as pool:
+            list(pool.map(lambda broker: broker.init(), self.brokers))
+        for broker in self.brokers:
+            broker.start()
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        for broker in self.brokers:
+            broker.wait_ready(timeout)
+
+    def kill(self) -> None:
+        for broker in self.brokers:
+            broker.kill()
 
 
 async def kafka_answers(bootstrap: str, timeout_ms: int = 3000) -> bool:

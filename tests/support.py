@@ -25,6 +25,7 @@ from roomfeed.kafka import drop_prefixed_topics
 from roomfeed.services import (
     QUICK_START_JVM,
     KafkaBroker,
+    KafkaCluster,
     PostgresServer,
     RedisServer,
     RedisTls,
@@ -167,6 +168,14 @@ class PrivateServers:
         )
         self._servers.append(server)
         return server
+
+    def kafka_cluster(self, brokers: int = 3) -> KafkaCluster:
+        """`brokers` KRaft nodes, one cluster (replication up to 3; Kafka's own topics replicated)."""
+        libs = resolve_kafka_jars(self._base.data_dir / "kafka" / "libs")
+        ports = [(free_port(), free_port()) for _ in range(brokers)]
+        cluster = KafkaCluster(self._dir("kafka-cluster"), ports, libs_dir=libs, partitions=1, heap="320m")
+        self._servers.extend(cluster.brokers)
+        return cluster
 
     def close(self) -> None:
         for server in self._servers:

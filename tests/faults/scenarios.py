@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from roomfeed.services import KafkaCluster
 from tests.faults.stack import FaultStack, Traffic
 
 DOWN_SECONDS = 3.0
@@ -146,6 +147,47 @@ async def api_process_under_load(stack: FaultStack) -> FaultResult:
         await stack.wait_api_ready(0)
 
     return await _run(stack, "an API process under load", kill, restart, ingesters=3, swipers=2)
+
+
+async def topic_layout(stack: FaultStack, topic: str) -> dict[str, Any]:
+    """The topic's partitions' leaders and replicas, and its min.insync.replicas (describe, on the cluster)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    entries = {entry[0]: entry[1] for entry in configs[0].resources[0][4]}
+    return {
+        "leaders": [p["leader"] for p in described["partitions"]],
+        "replicas": [len(p["replicas"]) for p in described["partitions"]],
+        "min_insync_replicas": int(entries["min.insync.replicas"]),
+    }
+
+
+async def kafka_cluster_broker_during_ingest(stack: FaultStack) -> FaultResult:
+    """kill -9 the broker that leads the events topic's first partition (a leader election under load)."""
+    assert isinstance(stack.kafka, KafkaCluster)
+    cluster = stack.kafka
+    victim = cluster.brokers[0]
+
+    async def kill() -> None:
+        nonlocal victim
+        layout = await topic_layout(stack, stack.settings.topic("viewer-events"))
+        victim = cluster.brokers[layout["leaders"][0] - 1]
+        victim.kill()
+
+    return await _run(
+        stack,
+        "a kafka broker of three during ingest",
+        kill,
+        lambda: stack.restart_server(victim),
+        ingesters=3,
+    )
 
 
 SCENARIOS: dict[str, Callable[[FaultStack], Awaitable[FaultResult]]] = {

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import signal
 import subprocess
@@ -31,8 +30,9 @@ from redis.exceptions import RedisError
 from events.live_stats import LiveStats
 from roomfeed.auth import create_key, sign_viewer_token
 from roomfeed.db import migrate
+from roomfeed.services import KafkaBroker, KafkaCluster
 from roomfeed.settings import REPO_ROOT, Settings
-from tests.support import PrivateServers, free_port
+from tests.support import PrivateServers, free_port, process_env
 
 KINDS = ("impression", "enter", "like", "leave")
 BATCH = 40
@@ -95,17 +95,32 @@ class Traffic:
 
 
 class FaultStack:
-    def __init__(self, base: Settings, work_dir: Path, api_processes: int = 2) -> None:
+    def __init__(
+        self,
+        base: Settings,
+        work_dir: Path,
+        api_processes: int = 2,
+        *,
+        workers: int = 1,
+        kafka_brokers: int = 1,
+    ) -> None:
+        """`kafka_brokers` > 1 runs a KRaft cluster (topics replicated min(3, brokers) times, two
+        in-sync replicas required); `workers` worker processes share the consumer groups."""
         self.api_processes = api_processes
+        self.worker_processes = workers
         self.servers = PrivateServers(base)
         self.work_dir = work_dir
         self.pg = self.servers.postgres()
         self.redis_server = self.servers.redis()
-        self.kafka = self.servers.kafka()
+        self.kafka: KafkaBroker | KafkaCluster = (
+            self.servers.kafka() if kafka_brokers == 1 else self.servers.kafka_cluster(kafka_brokers)
+        )
+        self.replication = min(3, kafka_brokers)
         self.settings = base
         self.api: list[RoomfeedProcess] = []
         self.api_urls: list[str] = []
         self.worker: RoomfeedProcess | None = None
+        self.workers: list[RoomfeedProcess] = []
         self.operator_key = ""
         self.pool: asyncpg.Pool | None = None
         self.redis: Redis | None = None
@@ -125,33 +140,31 @@ class FaultStack:
             kafka_bootstrap=self.kafka.bootstrap(),
             kafka_prefix=f"fs{secrets.token_hex(3)}.",
             kafka_partitions=3,
+            kafka_replication_factor=self.replication,
+            kafka_min_insync_replicas=min(2, self.replication),
             data_dir=self.work_dir / "data",
         )
         await migrate(self.settings.database_url)
         self.pool = await asyncpg.create_pool(self.settings.database_url, min_size=0, max_size=4)
         self.redis = Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=1)
         self.operator_key = (await create_key(self.pool, "operator", label="faults"))[1]
-        env = {
-            **os.environ,
-            "DATABASE_URL": self.settings.database_url,
-            "REDIS_URL": self.settings.redis_url,
-            "KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
-            "ROOMFEED_KAFKA_PREFIX": self.settings.kafka_prefix,
-            "ROOMFEED_KAFKA_PARTITIONS": "3",
-            "ROOMFEED_DATA_DIR": str(self.settings.data_dir),
-            "ROOMFEED_LOG_LEVEL": "WARNING",
-        }
+        env = process_env(self.settings)
         for n in range(self.api_processes):
             port = free_port()
             self.api.append(
                 RoomfeedProcess(f"api{n}", ["serve", "--port", str(port), "--no-migrate"], env, self.work_dir)
             )
             self.api_urls.append(f"http://127.0.0.1:{port}")
-        self.worker = RoomfeedProcess("worker", ["worker", "--no-migrate"], env, self.work_dir)
+        self.workers = [
+            RoomfeedProcess(f"worker{n}" if n else "worker", ["worker", "--no-migrate"], env, self.work_dir)
+            for n in range(self.worker_processes)
+        ]
+        self.worker = self.workers[0]
         for process in self.api:
             process.start()
         await asyncio.gather(*(self.wait_api_ready(i) for i in range(len(self.api))))
-        self.worker.start()
+        for worker in self.workers:
+            worker.start()
 
     @staticmethod
     def _start_server(server: Any) -> None:
@@ -173,7 +186,7 @@ class FaultStack:
         raise AssertionError(f"api{index} not ready in {timeout}s:\n{self.api[index].tail()}")
 
     async def close(self) -> None:
-        for process in [*self.api, *([self.worker] if self.worker else [])]:
+        for process in [*self.api, *self.workers]:
             process.stop()
         if self.redis is not None:
             with contextlib.suppress(Exception):
