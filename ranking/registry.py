@@ -1,7 +1,8 @@
 """The model registry (PostgreSQL) and the watcher that hot-swaps the promoted model in an API process.
 
 Owns the `ranking_models` and `ranking_model_promotions` tables (migration 0300): registering a
-trained candidate with its parameters, data window, metrics and artifact (bytea + sha256),
+trained candidate with its parameters, data window, metrics and artifact (a large object + sha256:
+ranking/artifacts.py),
 promotion (automatic only when not worse than the current model, or by an operator), rollback to
 the previously promoted version, and `ModelWatcher`, which polls for the promoted version and
 swaps in a new `Scorer` without a restart.
@@ -20,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from ranking import artifacts
 from ranking.model import RankingModel
 from ranking.scorer import Scorer
 
@@ -86,18 +88,20 @@ class ModelRegistry:
         self.pool = pool
 
     async def register(self, model: RankingModel, metrics: Mapping[str, Any]) -> str:
-        blob = model.to_bytes()
-        async with self.pool.acquire() as conn:
+        blob = await asyncio.to_thread(model.to_bytes)
+        async with self.pool.acquire() as conn, conn.transaction():
+            oid, checksum = await artifacts.write(conn, blob)  # a large object: no 1 GB ceiling
             await conn.execute(
-                "INSERT INTO ranking_models (version, params, data_since, data_until, metrics, artifact, checksum) "
-                "VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7)",
+                "INSERT INTO ranking_models (version, params, data_since, data_until, metrics, "
+                "artifact_oid, artifact_bytes, checksum) VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7, $8)",
                 model.version,
                 orjson.dumps(model.params).decode(),
                 _ts(model.since_ms),
                 _ts(model.until_ms),
                 orjson.dumps(dict(metrics)).decode(),
-                blob,
-                hashlib.sha256(blob).hexdigest(),
+                oid,
+                len(blob),
+                checksum,
             )
         return model.version
 
@@ -129,12 +133,17 @@ class ModelRegistry:
     async def load(self, version: str) -> RankingModel:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
-                "SELECT artifact, checksum FROM ranking_models WHERE version = $1", version
+                "SELECT artifact, artifact_oid, artifact_bytes, checksum FROM ranking_models WHERE version = $1",
+                version,
             )
-        if row is None:
-            raise KeyError(f"no model {version!r}")
-        blob = bytes(row["artifact"])
-        if hashlib.sha256(blob).hexdigest() != row["checksum"]:
+            if row is None:
+                raise KeyError(f"no model {version!r}")
+            if row["artifact_oid"] is not None:
+                blob, checksum = await artifacts.read(conn, row["artifact_oid"], row["artifact_bytes"])
+            else:  # registered before artifacts moved to large objects (migration 0390)
+                blob = bytes(row["artifact"])
+                checksum = hashlib.sha256(blob).hexdigest()
+        if checksum != row["checksum"]:
             raise ValueError(f"model {version!r}: artifact checksum mismatch")
         return await asyncio.to_thread(RankingModel.from_bytes, blob)
 
