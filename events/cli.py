@@ -16,6 +16,8 @@ import logging
 import signal
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from events.archive import ArchiveSink
 from events.consumer import Sink, SinkRunner
 from events.realtime import RealtimeSink
@@ -78,7 +80,20 @@ async def _build_sinks(names: list[str], pool: Any, redis: Any, settings: Settin
 
 async def run_worker(settings: Settings, names: list[str], stop: asyncio.Event) -> None:
     """Run the named sinks until `stop` is set."""
-    await ensure_topics(settings, {VIEWER_EVENTS: settings.kafka_partitions, DEAD_LETTERS: 1})
+    # A worker that starts while Kafka is down (a broker restarting, a rollout of both) waits for it
+    # instead of exiting: nothing is lost meanwhile, the events wait on the topic.
+    delay = 0.5
+    while True:
+        try:
+            await ensure_topics(settings, {VIEWER_EVENTS: settings.kafka_partitions, DEAD_LETTERS: 1})
+            break
+        except KafkaError as exc:
+            if stop.is_set():
+                return
+            log.warning("kafka not reachable yet; the worker waits: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
     pool = await create_pool(settings, min_size=1)
     redis = create_redis(settings)
     runners: list[SinkRunner] = []
