@@ -16,15 +16,13 @@ import logging
 import signal
 from typing import Any
 
-from aiokafka.errors import KafkaError
-
 from events.archive import ArchiveSink
 from events.consumer import Sink, SinkRunner
 from events.realtime import RealtimeSink
 from events.rebuild import worker_presence
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.db import create_pool, migrate
-from roomfeed.kafka import ensure_topics
+from roomfeed.kafka import ensure_topics_patiently
 from roomfeed.observability import configure_logging
 from roomfeed.redis_client import create_redis
 from roomfeed.settings import Settings
@@ -82,18 +80,9 @@ async def run_worker(settings: Settings, names: list[str], stop: asyncio.Event) 
     """Run the named sinks until `stop` is set."""
     # A worker that starts while Kafka is down (a broker restarting, a rollout of both) waits for it
     # instead of exiting: nothing is lost meanwhile, the events wait on the topic.
-    delay = 0.5
-    while True:
-        try:
-            await ensure_topics(settings, {VIEWER_EVENTS: settings.kafka_partitions, DEAD_LETTERS: 1})
-            break
-        except KafkaError as exc:
-            if stop.is_set():
-                return
-            log.warning("kafka not reachable yet; the worker waits: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 5.0)
+    topics = {VIEWER_EVENTS: settings.kafka_partitions, DEAD_LETTERS: 1}
+    if not await ensure_topics_patiently(settings, topics, stop, max_delay=5.0):
+        return
     pool = await create_pool(settings, min_size=1)
     redis = create_redis(settings)
     runners: list[SinkRunner] = []

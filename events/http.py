@@ -23,7 +23,7 @@ from events.live_stats import LiveStats
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.auth import require
 from roomfeed.http import json, read_json
-from roomfeed.kafka import ensure_topics
+from roomfeed.kafka import ensure_topics_patiently
 from roomfeed.resources import Resources
 
 log = logging.getLogger("roomfeed.events")
@@ -128,15 +128,7 @@ def _room_directory(state: Any, resources: Resources) -> MerchantDirectory:
 
 async def _ensure_topics(resources: Resources) -> None:
     settings = resources.settings
-    delay = 0.5
-    while True:
-        try:
-            await ensure_topics(settings, {VIEWER_EVENTS: settings.kafka_partitions, DEAD_LETTERS: 1})
-            return
-        except Exception as exc:
-            log.warning("cannot create the events topics yet: %s", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    await ensure_topics_patiently(settings, {VIEWER_EVENTS: settings.kafka_partitions, DEAD_LETTERS: 1})
 
 
 async def start(state: Any, resources: Resources) -> None:

@@ -10,6 +10,7 @@ retried send after a leader change is not written twice (idempotence: producer i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -86,6 +87,28 @@ async def ensure_topics(settings: Settings, topics: Mapping[str, int]) -> None:
         await admin.close()
 
 
+async def ensure_topics_patiently(
+    settings: Settings, topics: Mapping[str, int], stop: asyncio.Event | None = None, max_delay: float = 10.0
+) -> bool:
+    """`ensure_topics`, retried with backoff while Kafka is unreachable (a process may start before its
+    brokers, or while one restarts); False only when `stop` is set first."""
+    delay = 0.5
+    while True:
+        try:
+            await ensure_topics(settings, topics)
+            return True
+        except Exception as exc:
+            log.warning("cannot create topics yet (%s); retrying in %.1f s", exc, delay)
+        if stop is None:
+            await asyncio.sleep(delay)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return False
+        delay = min(delay * 2, max_delay)
+
+
 async def drop_prefixed_topics(bootstrap: str, prefix: str) -> list[str]:
     """Delete every topic whose name starts with `prefix` (a test or benchmark run's own); returns them.
 
@@ -106,8 +129,6 @@ async def drop_prefixed_topics(bootstrap: str, prefix: str) -> list[str]:
 
 async def kafka_answers(producer: AIOKafkaProducer, timeout: float = 1.0) -> bool:
     """True when a broker answers a metadata request now (used by /readyz)."""
-    import asyncio
-
     try:
         await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout)
         return True
