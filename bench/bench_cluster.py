@@ -35,6 +35,7 @@ KAFKA_BROKERS, REDIS_MASTERS, API_PROCESSES, WORKERS = 3, 1, 2, 2
 
 
 async def run(repeats: int) -> list[dict[str, Any]]:
+    from events.vocabulary import VIEWER_EVENTS
     from roomfeed import services
     from roomfeed.settings import Settings, external_services
     from tests.faults.scenarios import kafka_cluster_broker_during_ingest, topic_layout
@@ -53,7 +54,7 @@ async def run(repeats: int) -> list[dict[str, Any]]:
     )
     started = time.monotonic()
     await stack.start()
-    layout = await topic_layout(stack, stack.settings.topic("viewer-events"))
+    layout = await topic_layout(stack, stack.settings.topic(VIEWER_EVENTS))
     print(
         f"stack up in {time.monotonic() - started:.1f} s: {KAFKA_BROKERS} Kafka brokers (events topic "
         f"replicas {layout['replicas']}, min.insync.replicas {layout['min_insync_replicas']}), "

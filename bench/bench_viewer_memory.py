@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_live_index import bench_env, write_results  # noqa: E402
 
 from events.realtime import RealtimeSink  # noqa: E402
+from events.vocabulary import ENTER, HEARTBEAT, LEAVE  # noqa: E402
 
 
 async def run(viewers: int, visits: int, rooms: int) -> dict[str, float]:
@@ -39,7 +40,7 @@ async def run(viewers: int, visits: int, rooms: int) -> dict[str, float]:
             for k in range(visits):
                 room = f"room{(v * 7 + k * 131) % rooms:06d}"
                 ts = now - 60_000 + k * 10_000
-                for kind, extra in (("enter", {}), ("heartbeat", {}), ("leave", {"dwell_ms": 9_000})):
+                for kind, extra in ((ENTER, {}), (HEARTBEAT, {}), (LEAVE, {"dwell_ms": 9_000})):
                     batch.append(
                         {
                             "event_id": f"e{v}_{k}_{kind}",
@@ -48,7 +49,7 @@ async def run(viewers: int, visits: int, rooms: int) -> dict[str, float]:
                             "session_id": f"s{v}",
                             "room_id": room,
                             "merchant_id": f"m{room}",
-                            "ts": ts + (0 if kind == "enter" else 5_000 if kind == "heartbeat" else 9_000),
+                            "ts": ts + {ENTER: 0, HEARTBEAT: 5_000, LEAVE: 9_000}[kind],
                             **extra,
                         }
                     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from events.vocabulary import VIEWER_EVENTS
 from roomfeed.settings import Settings
 from tests.faults.scenarios import kafka_cluster_broker_during_ingest, topic_layout
 from tests.faults.stack import FaultStack
@@ -37,7 +38,7 @@ async def cluster_stack(base_settings: Settings) -> AsyncIterator[FaultStack]:
 async def test_a_kafka_broker_killed_in_a_cluster_loses_and_repeats_nothing(
     cluster_stack: FaultStack,
 ) -> None:
-    layout = await topic_layout(cluster_stack, cluster_stack.settings.topic("viewer-events"))
+    layout = await topic_layout(cluster_stack, cluster_stack.settings.topic(VIEWER_EVENTS))
     assert layout["replicas"] == [3, 3, 3] and layout["min_insync_replicas"] == 2, layout
     result = await kafka_cluster_broker_during_ingest(cluster_stack)
     print(result.as_dict())

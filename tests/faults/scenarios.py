@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from events.vocabulary import VIEWER_EVENTS
 from roomfeed.services import KafkaCluster
 from tests.faults.stack import FaultStack, Traffic
 
@@ -177,7 +178,7 @@ async def kafka_cluster_broker_during_ingest(stack: FaultStack) -> FaultResult:
 
     async def kill() -> None:
         nonlocal victim
-        layout = await topic_layout(stack, stack.settings.topic("viewer-events"))
+        layout = await topic_layout(stack, stack.settings.topic(VIEWER_EVENTS))
         victim = cluster.brokers[layout["leaders"][0] - 1]
         victim.kill()
 
