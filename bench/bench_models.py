@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import orjson
@@ -25,6 +25,8 @@ import pydantic
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from events.vocabulary import EventType  # noqa: E402
 
 
 class MsRoom(msgspec.Struct, kw_only=True):
@@ -86,19 +88,6 @@ class PyPage(pydantic.BaseModel):
 
 
 Ident = str
-EventType = Literal[
-    "impression",
-    "enter",
-    "heartbeat",
-    "leave",
-    "like",
-    "comment",
-    "follow",
-    "share",
-    "add_to_cart",
-    "purchase",
-    "deal_claim",
-]
 
 
 class MsEvent(msgspec.Struct, kw_only=True):

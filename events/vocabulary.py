@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal
 
 # Event types. Plain strings (they travel as JSON and are compared per event on hot paths).
 IMPRESSION: Final = "impression"
@@ -47,6 +47,21 @@ TYPES: Final[tuple[str, ...]] = (
     DEAL_CLAIM,
 )
 CODE: Final[Mapping[str, int]] = MappingProxyType({name: code for code, name in enumerate(TYPES)})
+# The same names as a type, for typed models (msgspec, pydantic) that check `type` (equal to TYPES:
+# tests/events/test_vocabulary.py).
+EventType = Literal[
+    "impression",
+    "enter",
+    "heartbeat",
+    "leave",
+    "like",
+    "comment",
+    "follow",
+    "share",
+    "add_to_cart",
+    "purchase",
+    "deal_claim",
+]
 
 # Topics (unprefixed: `settings.topic(name)` adds the deployment's prefix).
 VIEWER_EVENTS: Final = "viewer-events"  # key viewer_id, value an event (enriched at ingest)

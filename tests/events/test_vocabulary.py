@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
 from events.live_stats import RecentVisit
-from events.vocabulary import CODE, DEAD_LETTERS, FIELDS, SWIPE_AWAY_MS, TYPES, VIEWER_EVENTS
+from events.vocabulary import CODE, DEAD_LETTERS, FIELDS, SWIPE_AWAY_MS, TYPES, VIEWER_EVENTS, EventType
 from feed.config import RANGES, RankingConfig
 from ranking import dataset
 from ranking.dataset import from_events, from_simulator
@@ -42,6 +43,7 @@ def _names(node: ast.AST) -> list[str]:
 
 def test_codes_are_the_positions_in_the_one_type_list() -> None:
     assert len(set(TYPES)) == len(TYPES)
+    assert get_args(EventType) == TYPES
     assert [CODE[name] for name in TYPES] == list(range(len(TYPES)))
     assert set(FIELDS) == set(TYPES)
     assert max(CODE.values()) < np.iinfo(np.int8).max  # the columnar logs store codes as int8
