@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
-from ranking.blend import TUNED_WEIGHTS, BlendWeights
 from roomfeed.errors import ValidationFailed
 
 T = TypeVar("T", int, float)
@@ -24,22 +23,17 @@ def _knob(default: T, low: float, high: float) -> T:
 
 @dataclass(frozen=True)
 class RankingConfig:
-    # The ranker's weights: `ranking.blend.BlendWeights`, the blend the evaluation judges, starting
-    # from ranking's TUNED_WEIGHTS (w_model → lightfm, w_popularity → popularity, w_repeat → repeat,
-    # ...; see `blend_weights`).
-    w_model: float = _knob(TUNED_WEIGHTS.lightfm, 0.0, 10.0)
-    w_popularity: float = _knob(TUNED_WEIGHTS.popularity, 0.0, 10.0)
-    w_repeat: float = _knob(TUNED_WEIGHTS.repeat, 0.0, 10.0)
-    w_repeat_skip: float = _knob(TUNED_WEIGHTS.repeat_skip, 0.0, 10.0)
-    w_session_category: float = _knob(TUNED_WEIGHTS.session_category, 0.0, 20.0)
-    w_session_skip: float = _knob(TUNED_WEIGHTS.session_skip, 0.0, 20.0)
-    w_session_lightfm: float = _knob(TUNED_WEIGHTS.session_lightfm, 0.0, 20.0)
-    repeat_half_life_h: float = _knob(TUNED_WEIGHTS.repeat_half_life_h, 1.0, 1440.0)
-    # Feed terms on top of the judged blend (issue 6 names them; 0 = exactly the evaluated ranker).
-    # Freshness defaults to a tie-break for rooms nobody has watched yet; conversion is off.
+    # Multipliers of the learned ranker's column groups (ranking.ranker.GROUPS); 1.0 everywhere is the
+    # ranker the promotion gate judged, whose weights were learned from this platform's log.
+    w_model: float = _knob(1.0, 0.0, 10.0)  # LightFM's columns
+    w_popularity: float = _knob(1.0, 0.0, 10.0)  # long-term, daily and live popularity, the room's heat
+    w_repeat: float = _knob(1.0, 0.0, 10.0)  # the viewer's history, co-visitation, category/price affinity
+    w_session_category: float = _knob(1.0, 0.0, 10.0)  # this session's category shares and swipe-aways
+    # Feed terms on top of the judged ranker (0 = exactly the ranker the gate judged; it learns
+    # freshness itself). Conversion is off.
     w_conversion: float = _knob(0.0, 0.0, 10.0)
-    w_freshness: float = _knob(0.01, 0.0, 10.0)
-    # In-session penalty for rooms like the ones the viewer just swiped away from (issue 6).
+    w_freshness: float = _knob(0.0, 0.0, 10.0)
+    # In-session penalty for rooms like the ones the viewer just swiped away from.
     w_session: float = _knob(0.8, 0.0, 10.0)
     # How fast freshness decays (a room that just went live is "fresh").
     freshness_half_life_s: float = _knob(1800.0, 60.0, 86_400.0)
@@ -111,21 +105,6 @@ def validate_values(values: Any, prefix: str = "") -> dict[str, float | int]:
     return clean
 
 
-def blend_weights(config: RankingConfig, popularity_half_life_min: float = 15.0) -> BlendWeights:
-    """The operator config as the ranker's weights (popularity's half-life is the heat signal's)."""
-    return BlendWeights(
-        lightfm=config.w_model,
-        repeat=config.w_repeat,
-        repeat_skip=config.w_repeat_skip,
-        popularity=config.w_popularity,
-        session_category=config.w_session_category,
-        session_skip=config.w_session_skip,
-        session_lightfm=config.w_session_lightfm,
-        repeat_half_life_h=config.repeat_half_life_h,
-        popularity_half_life_min=popularity_half_life_min,
-    )
-
-
 def apply_values(config: RankingConfig, values: dict[str, float | int]) -> RankingConfig:
     return replace(config, **values) if values else config
 
@@ -134,9 +113,17 @@ def as_dict(config: RankingConfig) -> dict[str, float | int]:
     return asdict(config)
 
 
+# Fields of the hand-tuned blend the learned ranker replaced: a config stored with them holds absolute
+# blend weights, not multipliers, so its weights are not carried over.
+_BLEND_ERA = ("w_repeat_skip", "w_session_skip", "w_session_lightfm", "repeat_half_life_h")
+_MULTIPLIERS = ("w_model", "w_popularity", "w_repeat", "w_session_category", "w_freshness")
+
+
 def from_dict(stored: dict[str, Any]) -> RankingConfig:
     """A stored config; fields added since it was written take their defaults."""
     known = {k: v for k, v in stored.items() if k in RANGES}
+    if any(k in stored for k in _BLEND_ERA):
+        known = {k: v for k, v in known.items() if k not in _MULTIPLIERS}
     return replace(RankingConfig(), **known)
 
 

@@ -3,7 +3,7 @@
     candidates  every room live now (replays when few are)          feed.stages.CandidateSource
     hydrate     live stats, the viewer's recent rooms                feed.stages.Hydrate
     score       the LightFM model's score (none → popularity)       feed.stages.Score
-    blend       operator weights over model, popularity, ...        feed.stages.Blend
+    rank        the learned ranker (ranking.ranker), operator multipliers feed.stages.Rank
     [alliance]  paced exposure for merchants the alliance owes       alliance.boost.AllianceBoost
     filters     served in session, ended, swiped away, blocked       feed.stages.Filters
     diversity   ≤ M of one category or merchant in a row             feed.stages.Diversity
@@ -22,7 +22,7 @@ from typing import Any
 
 from feed.context import FeedContext, Stage
 from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
-from feed.stages import Blend, CandidateSource, Diversity, Exploration, Filters, Hydrate, Page, Score
+from feed.stages import CandidateSource, Diversity, Exploration, Filters, Hydrate, Page, Rank, Score
 
 
 class FeedPipeline:
@@ -49,7 +49,7 @@ class FeedPipeline:
                 CandidateSource(live_index, live_index_staleness_s),
                 Hydrate(stats, live_stats),
                 Score(model_watcher),
-                Blend(model_watcher),
+                Rank(model_watcher),
                 *([alliance_boost] if alliance_boost is not None else []),
                 Filters(),
                 Diversity(),

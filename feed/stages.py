@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from feed.config import RankingConfig, blend_weights
+from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit, as_recent_visit
 from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
-from ranking.blend import BlendWeights, rank_discounted
+from ranking.features import PRICE_BANDS
+from ranking.history import ViewerHistories, ViewerHistory, history_of
+from ranking.ranker import MerchantTable, Ranker, RankRequest, SessionVisit, baseline_ranker, empty_table
 
 log = logging.getLogger("feed.stages")
 REDIS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError)
@@ -271,224 +273,186 @@ def session_penalty(c: Candidates, recent: Sequence[RecentVisit], now: float, wi
     return penalty
 
 
-def _category_of(c: Candidates, visit: RecentVisit) -> int | None:
-    index = c.index_of.get(visit.room_id)
-    if index is not None:
-        return int(c.category_codes[index])
-    rooms = c.rooms_of_merchant.get(visit.merchant_id)
-    return int(c.category_codes[rooms[0]]) if rooms is not None and len(rooms) else None
-
-
-def viewer_signals(
-    c: Candidates, recent: Sequence[RecentVisit], now: float, cfg: RankingConfig
-) -> tuple[dict[str, tuple[float, float]], dict[int, float], dict[int, float]]:
-    """`ranking.blend`'s viewer inputs, sparse: per merchant (decayed dwell seconds, decayed swipe-aways)
-    with half-life `repeat_half_life_h`, and per category code the share of the last
-    `swipe_away_window_s` of engaged dwell (a swipe-away is not engagement) and of swipe-aways."""
-    half_life_ms = cfg.repeat_half_life_h * 3_600_000.0
-    now_ms = now * 1000.0
-    horizon_ms = now_ms - cfg.swipe_away_window_s * 1000.0
-    by_merchant: dict[str, tuple[float, float]] = {}
-    cat_dwell: dict[int, float] = {}
-    cat_skip: dict[int, float] = {}
-    for visit in recent:
-        decay = 0.5 ** (max(now_ms - visit.ts, 0.0) / half_life_ms)
-        skipped = visit.swiped_away
-        dwell_s, skips = by_merchant.get(visit.merchant_id, (0.0, 0.0))
-        by_merchant[visit.merchant_id] = (
-            dwell_s + visit.dwell_ms / 1000.0 * decay,
-            skips + (decay if skipped else 0.0),
-        )
-        if visit.ts >= horizon_ms:
-            category = _category_of(c, visit)
-            if category is not None:
-                if skipped:
-                    cat_skip[category] = cat_skip.get(category, 0.0) + 1.0
-                else:
-                    cat_dwell[category] = cat_dwell.get(category, 0.0) + visit.dwell_ms / 1000.0
-    dwell_total, skip_total = sum(cat_dwell.values()), sum(cat_skip.values())
-    dwell_share = {k: v / dwell_total for k, v in cat_dwell.items()} if dwell_total > 0 else {}
-    skip_share = {k: v / skip_total for k, v in cat_skip.items()} if skip_total > 0 else {}
-    return by_merchant, dwell_share, skip_share
-
-
-def blend_inputs(
-    c: Candidates, recent: Sequence[RecentVisit], now: float, cfg: RankingConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The viewer inputs of `ranking.blend.blend` as dense arrays (repeat dwell, repeat skips, shares)."""
-    n = len(c)
-    dense = [np.zeros(n, dtype=np.float32) for _ in range(4)]
-    by_merchant, dwell_share, skip_share = viewer_signals(c, recent, now, cfg)
-    for merchant_id, (dwell_s, skips) in by_merchant.items():
-        rooms = c.rooms_of_merchant.get(merchant_id)
-        if rooms is not None:
-            dense[0][rooms], dense[1][rooms] = dwell_s, skips
-    for shares, out in ((dwell_share, dense[2]), (skip_share, dense[3])):
-        for code, share in shares.items():
-            out[c.category_codes == code] = share
-    return dense[0], dense[1], dense[2], dense[3]
-
-
 @dataclass(frozen=True)
-class _Merchant:
-    """A watched room that is no longer live, as the scorer finds it: by its merchant."""
+class RankModel:
+    """What the rank stage ranks with: the learned ranker (or the best simple baseline's weights), its
+    merchant table, the viewers' histories as of the model, and where merchants sit in it."""
 
-    merchant_id: str
-
-
-def session_watched(
-    c: Candidates, recent: Sequence[RecentVisit], now: float, window_s: int
-) -> list[tuple[Any, float]]:
-    """(room, dwell seconds) of every leave in the session window: `Scorer.session_similarity`'s input.
-    A room no longer live stands in as its merchant (item representations are per merchant)."""
-    horizon_ms = (now - window_s) * 1000
-    watched: list[tuple[Any, float]] = []
-    for visit in recent:
-        if visit.ts < horizon_ms:
-            continue
-        index = c.index_of.get(visit.room_id)
-        if index is None:
-            rooms = c.rooms_of_merchant.get(visit.merchant_id)
-            room = (
-                c.rooms[int(rooms[0])] if rooms is not None and len(rooms) else _Merchant(visit.merchant_id)
-            )
-        else:
-            room = c.rooms[index]
-        watched.append((room, visit.dwell_ms / 1000.0))
-    return watched
+    ranker: Ranker
+    table: MerchantTable
+    histories: ViewerHistories | None
+    categories: dict[str, int]
+    scorer: Any | None  # ranking.scorer.Scorer (positions, LightFM item space) or None
 
 
-def zscore_except(x: np.ndarray, total: float, total_sq: float, left_out: np.ndarray) -> np.ndarray:
-    """`ranking.blend.zscore_over(x, group)` where the group is every index but `left_out`, from the
-    sums of `x` and `x²` over all of it: the few left-out values are subtracted instead of the
-    many group values gathered."""
-    n = len(x) - len(left_out)
-    out = np.zeros(len(x), dtype=np.float32)
-    if n < 2:
-        return out
-    dropped = x[left_out].astype(np.float64)
-    mean = (total - float(dropped.sum())) / n
-    var = (total_sq - float(np.dot(dropped, dropped))) / n - mean * mean
-    sd = var**0.5 if var > 0 else 0.0
-    if sd > 1e-9:
-        out = ((x - np.float32(mean)) * np.float32(1.0 / sd)).astype(np.float32, copy=False)
-        out[left_out] = 0.0
-    return out
+_NO_MODEL = RankModel(baseline_ranker("rep_live_pop"), empty_table(), None, {}, None)
 
 
-class Blend:
-    """Blend: `ranking.blend` (the ranker the evaluation judges) with the operator's weights, plus the
-    feed's in-session swipe-away penalty and conversion/freshness terms (issue 6).
+def rank_model(scorer: Any | None) -> RankModel:
+    """The promoted model's ranker, or REP-then-live-POP over what the feed knows when there is none."""
+    model = getattr(scorer, "model", None)
+    if model is None or getattr(model, "ranker", None) is None or model.table is None:
+        return _NO_MODEL
+    held: RankModel | None = getattr(model, "_rank_model", None)
+    if held is None:
+        held = RankModel(
+            model.ranker,
+            model.table,
+            model.histories,
+            {name: i for i, name in enumerate(model.categories or [])},
+            scorer,
+        )
+        model._rank_model = held
+    return held
 
-    Computed as the same linear sum as `ranking.blend.blend`, split by what changes: the room terms
-    (log popularity and its sums, conversion, freshness, replay demotion) once per candidate set,
-    heat refresh, config and second; per request the model score standardised over the viewer's
-    discovery rooms (every room but their favourites, from running sums) and the viewer's terms on
-    the few rooms they touch. `tests/feed` checks it equals `ranking.blend.blend`.
+
+def _positions(c: Candidates, rm: RankModel) -> tuple[np.ndarray, dict[str, int]]:
+    """Each candidate's merchant position (the model's; the candidate set's own codes without a model)
+    and the lookup for merchants of the viewer's visits."""
+    scorer = rm.scorer
+    if scorer is None:
+        codes = dict(getattr(c.rooms_of_merchant, "_codes", {}))
+        return c.merchant_codes.astype(np.int64), codes
+    live = live_items(c, scorer)
+    positions = getattr(live, "positions", None)
+    if positions is None:
+        positions = np.fromiter((scorer.merchant_position(r) for r in c.rooms), np.int64, len(c))
+    return positions, {}
+
+
+class Rank:
+    """Rank: the learned ranker (ranking.ranker, the one the evaluation and the promotion gate judge) with
+    the operator's multipliers, plus the feed's optional terms (conversion, freshness, in-session penalty).
+
+    Split by what changes: the room part (popularity as of the model's snapshot, the room's heat,
+    freshness) once per candidate set, heat refresh, config, model and second; per request the viewer
+    part (LightFM, history, co-visitation, affinities, session) on the rooms it touches. The viewer's
+    history is the model's (built from the archive as of its training round) plus the visits since.
     """
 
-    name = "blend"
+    name = "rank"
 
     def __init__(self, model_watcher: Any | None = None) -> None:
-        self.model_watcher = model_watcher  # for the session term: `Scorer.session_similarity`
-        self._weights: tuple[RankingConfig, BlendWeights] | None = None
+        self.model_watcher = model_watcher
+        self._weights: tuple[Ranker, RankingConfig, Ranker] | None = None
 
-    def weights(self, cfg: RankingConfig) -> BlendWeights:
-        cached = self._weights
-        if cached is None or cached[0] is not cfg:
-            cached = self._weights = (cfg, blend_weights(cfg))
-        return cached[1]
+    def ranker(self, rm: RankModel, cfg: RankingConfig) -> Ranker:
+        held = self._weights
+        if held is None or held[0] is not rm.ranker or held[1] is not cfg:
+            held = self._weights = (rm.ranker, cfg, rm.ranker.multiplied(multipliers(cfg)))
+        return held[2]
 
-    def room_terms(
-        self, c: Candidates, cfg: RankingConfig, now: float
-    ) -> tuple[np.ndarray, np.ndarray, float, float]:
-        """(feed-only room terms, log popularity, its sum, its sum of squares) for these candidates,
-        kept per heat refresh, config and second."""
+    def columns(
+        self, c: Candidates, rm: RankModel
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+        """(merchant positions, category codes, price band codes, visit lookup) of the candidates."""
 
-        def make() -> tuple[np.ndarray, np.ndarray, float, float]:
-            terms = np.zeros(len(c), dtype=np.float32)
-            if cfg.w_conversion > 0:
-                terms += cfg.w_conversion * _scaled((c.orders + 0.1) / (c.enters + 10.0))
-            if cfg.w_freshness > 0:
-                age = np.maximum(now - c.started_at, 0.0)
-                terms += (cfg.w_freshness * np.power(0.5, age / cfg.freshness_half_life_s)).astype(np.float32)
-            # Replays rank below every live room: they only fill a feed that is short of live rooms.
-            terms[c.is_replay] -= 100.0
-            popularity = np.log1p(c.enters).astype(np.float32)
-            wide = popularity.astype(np.float64)
-            return terms, popularity, float(wide.sum()), float(np.dot(wide, wide))
+        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+            positions, lookup = _positions(c, rm)
+            cats = np.fromiter((rm.categories.get(r.category, -1) for r in c.rooms), np.int64, len(c))
+            bands = np.fromiter((BAND_CODE.get(r.price_band, -1) for r in c.rooms), np.int64, len(c))
+            return positions, cats, bands, lookup
 
-        return c.derived("blend_terms", (c.enters, c.orders, cfg, int(now)), make)
+        return c.derived("rank_columns", (rm,), make)
 
-    def base(self, c: Candidates, cfg: RankingConfig, now: float) -> np.ndarray:
-        """The room terms plus popularity standardised over every room: a viewer without favourites
-        among the candidates starts from this (kept with the room terms; callers copy it)."""
-        terms, popularity, pop_sum, pop_sq = self.room_terms(c, cfg, now)
+    def request(self, c: Candidates, rm: RankModel, now: float) -> RankRequest:
+        items, cats, bands, _ = self.columns(c, rm)
+        return RankRequest(
+            now_ms=int(now * 1000),
+            items=items,
+            category=cats,
+            band=bands,
+            started_ms=c.started_at * 1000.0,
+            heat=c.enters,
+        )
+
+    def room_part(self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float) -> np.ndarray:
+        """The viewer-independent score (kept per heat refresh, config, model and second); callers copy it."""
 
         def make() -> np.ndarray:
-            w = self.weights(cfg)
-            base = terms.copy()
-            if w.popularity:
-                base += w.popularity * zscore_except(popularity, pop_sum, pop_sq, np.zeros(0, dtype=np.int64))
+            base = self.ranker(rm, cfg).room_score(rm.table, self.request(c, rm, now)).astype(np.float64)
+            if cfg.w_conversion > 0:
+                base += cfg.w_conversion * _scaled((c.orders + 0.1) / (c.enters + 10.0))
+            if cfg.w_freshness > 0:
+                age = np.maximum(now - c.started_at, 0.0)
+                base += cfg.w_freshness * np.power(0.5, age / cfg.freshness_half_life_s)
+            # Replays rank below every live room: they only fill a feed that is short of live rooms.
+            base[c.is_replay] -= 1e6
             return base
 
-        return c.derived("blend_base", (terms, cfg), make)
+        return c.derived("rank_rooms", (c.enters, c.orders, cfg, rm, int(now)), make)
 
     async def apply(self, ctx: FeedContext) -> None:
         c, cfg = ctx.candidates, ctx.config
         if len(c) == 0:
             return
-        w = self.weights(cfg)
-        terms, popularity, pop_sum, pop_sq = self.room_terms(c, cfg, ctx.now)
-        by_merchant, dwell_share, skip_share = (
-            viewer_signals(c, ctx.recent, ctx.now, cfg) if ctx.recent else ({}, {}, {})
-        )
-        # The viewer's rooms by merchant, ascending (rank_discounted breaks ties by position).
-        parts = [(c.rooms_of_merchant[m], v) for m, v in by_merchant.items() if m in c.rooms_of_merchant]
-        if parts:
-            index = np.concatenate([rooms for rooms, _ in parts])
-            dwell = np.concatenate([np.full(len(rooms), v[0], np.float32) for rooms, v in parts])
-            skips = np.concatenate([np.full(len(rooms), v[1], np.float32) for rooms, v in parts])
-            by_position = np.argsort(index, kind="stable")
-            index, dwell, skips = index[by_position], dwell[by_position], skips[by_position]
-            favourites = index[dwell > 0]
-        else:
-            index = favourites = np.zeros(0, dtype=np.int64)
-        # Model score and popularity order the discovery rooms (all but favourites), as blend does.
-        if len(favourites) == 0:
-            score = self.base(c, cfg, ctx.now).copy()
-        else:
-            score = terms.copy()
-            if w.popularity:
-                score += w.popularity * zscore_except(popularity, pop_sum, pop_sq, favourites)
-        if ctx.model_version != "popularity" and w.lightfm:
-            model = c.model_score.astype(np.float64)
-            score += w.lightfm * zscore_except(
-                c.model_score, float(model.sum()), float(np.dot(model, model)), favourites
-            )
-        if parts:
-            score[index] += w.repeat * rank_discounted(np.log1p(dwell / 60.0)) - w.repeat_skip * np.log1p(
-                skips
-            )
-        for shares, weight in ((dwell_share, w.session_category), (skip_share, -w.session_skip)):
-            if shares and weight:
-                table = np.zeros(int(c.category_codes.max()) + 1, dtype=np.float32)
-                for code, share in shares.items():
-                    table[code] = share
-                score += weight * table[c.category_codes]
-        if w.session_lightfm and ctx.recent and ctx.model_version != "popularity":
-            scorer = getattr(self.model_watcher, "scorer", None)
-            watched = session_watched(c, ctx.recent, ctx.now, cfg.swipe_away_window_s)
-            if scorer is not None and watched and hasattr(scorer, "session_similarity"):
-                try:
-                    similarity = scorer.session_similarity(live_items(c, scorer), watched)
-                except AttributeError:  # an ended room of a merchant the model never saw: live rooms only
-                    live = [(room, dwell) for room, dwell in watched if not isinstance(room, _Merchant)]
-                    similarity = scorer.session_similarity(live_items(c, scorer), live)
-                score += w.session_lightfm * similarity
+        scorer = getattr(self.model_watcher, "scorer", None)
+        rm = rank_model(scorer)
+        req = self.request(c, rm, ctx.now)
+        items, _, _, lookup = self.columns(c, rm)
+        history, session = viewer_inputs(ctx.viewer_id, ctx.recent, rm, lookup, req.now_ms)
+        req.history, req.session = history, session
+        if (
+            rm.scorer is not None
+            and ctx.model_version != "popularity"
+            and rm.scorer.is_personal(ctx.viewer_id)
+        ):
+            req.lightfm = c.model_score
+        if rm.scorer is not None and session:
+            live = live_items(c, rm.scorer)
+            req.unit_items = getattr(live, "unit", None)
+            req.item_unit_of = rm.scorer.unit_items()
+        score = self.ranker(rm, cfg).add_viewer_score(self.room_part(c, rm, cfg, ctx.now), rm.table, req)
         if cfg.w_session > 0 and ctx.recent:
             score -= cfg.w_session * session_penalty(c, ctx.recent, ctx.now, cfg.swipe_away_window_s)
-        c.score = score.astype(np.float32, copy=False)
+        c.score = score.astype(np.float32)
+
+
+BAND_CODE = {band: i for i, band in enumerate(PRICE_BANDS)}
+
+
+def viewer_inputs(
+    viewer_id: str, recent: Sequence[RecentVisit], rm: RankModel, lookup: dict[str, int], now_ms: int
+) -> tuple[ViewerHistory, list[SessionVisit]]:
+    """The viewer's history (the model's, as of its round, plus the visits since) and the session's visits,
+    keyed by merchant position: the same tables the trainer and the offline replay build (ranking.history)."""
+    scorer = rm.scorer
+
+    def position(merchant_id: str) -> int:
+        if scorer is not None:
+            return int(scorer.position_of(merchant_id))
+        return lookup.setdefault(merchant_id, len(lookup) + 1_000_000)
+
+    since = rm.histories.until_ms if rm.histories is not None else -1
+    base = rm.histories.of(viewer_id) if rm.histories is not None else ViewerHistory.empty()
+    newer = [v for v in recent if v.ts >= since and v.merchant_id]
+    session = [SessionVisit(position(v.merchant_id), v.dwell_ms, v.ts) for v in recent if v.merchant_id]
+    if not newer:
+        return base, session
+    # Each visit the feed knows of is a leave and, `dwell_ms` before it, its enter (which the model's
+    # table already counts when it came before the table's time).
+    rows = [(v, "leave", v.ts) for v in newer] + [
+        (v, "enter", v.ts - v.dwell_ms) for v in newer if v.ts - v.dwell_ms >= since
+    ]
+    merchants = np.array([position(v.merchant_id) for v, _, _ in rows], dtype=np.int64)
+    kinds = np.array([kind for _, kind, _ in rows], dtype=object)
+    dwell = np.array([v.dwell_ms for v, _, _ in rows], dtype=np.int64)
+    ts = np.array([at for _, _, at in rows], dtype=np.int64)
+    known = merchants >= 0
+    recent_part = history_of(
+        merchants[known], kinds[known], dwell[known], np.zeros(int(known.sum()), bool), ts[known]
+    )
+    return base.plus(recent_part), session
+
+
+def multipliers(cfg: RankingConfig) -> dict[str, float]:
+    """The operator's ranking config as multipliers of the learned ranker's column groups."""
+    return {
+        "lightfm": cfg.w_model,
+        "popularity": cfg.w_popularity,
+        "history": cfg.w_repeat,
+        "session": cfg.w_session_category,
+    }
 
 
 class Filters:

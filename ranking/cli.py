@@ -1,7 +1,7 @@
-"""Command-line verbs of the ranking domain: `roomfeed train` and `roomfeed evaluate`.
+"""Command-line verb of the ranking domain: `roomfeed train` (`roomfeed evaluate` lives with the simulator).
 
-Owns their argparse options (`add_train_args`, `add_evaluate_args`) and the async entry points the
-project CLI calls (`train_command`, `evaluate_command`) with the one `Settings` object.
+Owns its argparse options (`add_train_args`) and the async entry point the project CLI calls
+(`train_command`) with the one `Settings` object.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import orjson
 
 from ranking.dataset import WeightParams
 from ranking.model import ModelParams
-from ranking.offline import OfflineConfig, run_offline_evaluation, table
 from roomfeed.leader import TRAINER, Leases
 
 
@@ -80,18 +79,6 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
 
 
-def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
-    _add_model_args(parser)
-    d = OfflineConfig()
-    parser.add_argument("--sim-seed", type=int, default=d.seed)
-    parser.add_argument("--viewers", type=int, default=d.n_viewers)
-    parser.add_argument("--merchants", type=int, default=d.n_merchants)
-    parser.add_argument("--train-days", type=int, default=d.train_days)
-    parser.add_argument("--val-targets", type=int, default=d.val_targets)
-    parser.add_argument("--test-targets", type=int, default=d.test_targets)
-    parser.add_argument("--report", type=Path, default=Path("reports/eval"), help="report folder")
-
-
 async def train_command(settings: Any, args: argparse.Namespace) -> int:
     from ranking.train import features_from_rooms, load_features, train_forever, train_once
 
@@ -141,29 +128,8 @@ async def train_command(settings: Any, args: argparse.Namespace) -> int:
         await pool.close()
 
 
-async def evaluate_command(settings: Any, args: argparse.Namespace) -> int:
-    import asyncio
-
-    cfg = OfflineConfig(
-        seed=args.sim_seed,
-        n_viewers=args.viewers,
-        n_merchants=args.merchants,
-        days=args.train_days + 2,
-        train_days=args.train_days,
-        val_targets=args.val_targets,
-        test_targets=args.test_targets,
-        model=_model_params(args),
-        weights=_weight_params(args),
-    )
-    report = await asyncio.to_thread(run_offline_evaluation, cfg, args.report)
-    print(table(report["test"]))
-    print(f"cold-start AUC {report['metrics']['cold_auc']:.3f} ({report['metrics']['cold_targets']} targets)")
-    print(f"report: {args.report}/eval.md, eval.png", file=sys.stderr)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry until the project CLI wires the verbs: python -m ranking.cli evaluate …"""
+    """Stand-alone entry until the project CLI wires the verbs: python -m ranking.cli train …"""
     import asyncio
 
     from roomfeed.settings import Settings
@@ -171,10 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ranking.cli")
     sub = parser.add_subparsers(dest="verb", required=True)
     add_train_args(sub.add_parser("train"))
-    add_evaluate_args(sub.add_parser("evaluate"))
     args = parser.parse_args(argv)
-    command = train_command if args.verb == "train" else evaluate_command
-    return asyncio.run(command(Settings.from_env(), args))
+    return asyncio.run(train_command(Settings.from_env(), args))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import logging
+
 import numpy as np
 import orjson
 import scipy.sparse as sp
@@ -27,8 +29,10 @@ IMPRESSION, ENTER, LEAVE, PURCHASE = (
     CODE[vocabulary.LEAVE],
     CODE[vocabulary.PURCHASE],
 )
-# The types read from the archive (the others carry nothing the dataset uses).
-ARCHIVE_TYPES = [vocabulary.IMPRESSION, vocabulary.ENTER, vocabulary.LEAVE, vocabulary.PURCHASE]
+# The types read from the archive (the others carry nothing the dataset or a viewer's history uses).
+ARCHIVE_TYPES = [vocabulary.IMPRESSION, vocabulary.ENTER, vocabulary.LEAVE, vocabulary.PURCHASE, vocabulary.FOLLOW]
+_NAMES = np.array([*vocabulary.TYPES, ""], dtype=object)  # code -1 (a type outside the vocabulary) -> ""
+log = logging.getLogger("ranking.dataset")
 DAY_MS = 86_400_000
 
 
@@ -51,6 +55,11 @@ class InteractionLog:
 
     def __len__(self) -> int:
         return int(self.type.shape[0])
+
+    def type_names(self) -> np.ndarray:
+        """Each event's type by name (object array; "" for a type outside the vocabulary)."""
+        names: np.ndarray = _NAMES[self.type.astype(np.int64)]
+        return names
 
     def before(self, until_ms: int) -> InteractionLog:
         return self.select(self.ts < until_ms)
@@ -148,10 +157,44 @@ async def load_archive(pool: Any, since_ms: int, until_ms: int) -> InteractionLo
 
 @dataclass(frozen=True)
 class WeightParams:
+    """How interactions weigh in LightFM's training matrix.
+
+    Time decay is relative to the training window: the half-life is at least `min_window_share` of the
+    window's span (a 3-day half-life over months of ratings would erase all but the last weeks), every
+    event keeps at least `decay_floor` of its weight, and `build_training_set` warns when more than
+    `warn_share` of the events would have carried almost no weight (below 1e-3) without the floor.
+    """
+
     half_life_days: float = 3.0
     dwell_unit_s: float = 30.0
     purchase_weight: float = 2.0
     min_dwell_s: float = 5.0
+    decay_floor: float = 0.25
+    min_window_share: float = 0.5
+    warn_share: float = 0.5
+    # A rating-style log (no leaves; e.g. MovieLens) counts every enter as one watch of `dwell_unit_s`.
+    enters_as_watches: bool = False
+
+
+def decay_weights(ts: np.ndarray, until_ms: int, params: WeightParams) -> np.ndarray:
+    """Per event, its time-decay factor in [decay_floor, 1] relative to the training window."""
+    if ts.size == 0:
+        return np.ones(0)
+    span_days = max(until_ms - int(ts.min()), 0) / DAY_MS
+    half_life = max(params.half_life_days, params.min_window_share * span_days)
+    raw = np.power(0.5, np.maximum(until_ms - ts, 0) / DAY_MS / half_life)
+    faint = float((raw < 1e-3).mean())
+    if faint > params.warn_share:
+        log.warning(
+            "time decay leaves %.0f%% of the training events with almost no weight (half-life %.1f days "
+            "over a %.1f-day window); they keep the floor %.2f",
+            100 * faint,
+            half_life,
+            span_days,
+            params.decay_floor,
+        )
+    out: np.ndarray = np.maximum(raw, params.decay_floor)
+    return out
 
 
 @dataclass
@@ -174,7 +217,8 @@ class TrainingSet:
 
 
 def _feature_matrix(rows: list[list[str]], vocab: dict[str, int]) -> sp.csr_matrix:
-    indptr, indices = [0], []
+    indptr: list[int] = [0]
+    indices: list[int] = []
     for names in rows:
         indices.extend(vocab[n] for n in names)
         indptr.append(len(indices))
@@ -200,14 +244,14 @@ def build_training_set(
     if excluded:
         mask &= ~np.isin(log.merchant, np.fromiter(excluded, dtype=np.int64))
     w = log.select(mask)
-    age_days = (until_ms - w.ts) / DAY_MS
-    decay = np.power(0.5, age_days / params.half_life_days)
     is_leave = (w.type == LEAVE) & (w.dwell_ms >= params.min_dwell_s * 1000)
     is_buy = w.type == PURCHASE
     value = np.zeros(len(w))
     value[is_leave] = np.log1p(w.dwell_ms[is_leave] / (params.dwell_unit_s * 1000.0))
+    if params.enters_as_watches:
+        value[w.type == ENTER] = np.log1p(1.0)
     value[is_buy] = params.purchase_weight
-    value *= decay
+    value *= decay_weights(w.ts, until_ms, params)
     keep = value > 0
     v, m, val = w.viewer[keep], w.merchant[keep], value[keep]
 

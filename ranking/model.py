@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 import orjson
+import scipy.sparse as sp
 from lightfm import LightFM
 
 from ranking.dataset import TrainingSet
+from ranking.history import ViewerHistories
+from ranking.ranker import FEATURES, MerchantTable, Ranker
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,79 @@ class RankingModel:
     merchant_popularity: np.ndarray
     since_ms: int = 0
     until_ms: int = 0
+    # The learned ranker (None: a LightFM-only artifact), what it knows per merchant (model positions)
+    # and every viewer's history as of `until_ms` (the feed adds the visits since).
+    ranker_weights: np.ndarray | None = None
+    categories: list[str] | None = None
+    table: MerchantTable | None = None
+    histories: ViewerHistories | None = None
+
+    @property
+    def ranker(self) -> Ranker | None:
+        return Ranker(self.ranker_weights) if self.ranker_weights is not None else None
+
+    def _extras(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta: dict[str, Any] = {}
+        arrays: dict[str, np.ndarray] = {}
+        if self.ranker_weights is not None:
+            meta["ranker_features"] = list(FEATURES)
+            arrays["ranker_weights"] = self.ranker_weights
+        if self.table is not None:
+            t = self.table
+            meta.update(
+                categories=self.categories or [],
+                table_as_of_ms=t.as_of_ms,
+                table_sizes=[t.n_categories, t.n_bands],
+            )
+            arrays.update(
+                t_category=t.category,
+                t_band=t.band,
+                t_pop_count=t.pop_count,
+                t_pop_decayed=t.pop_decayed,
+                t_cov_indptr=t.covisit.indptr,
+                t_cov_indices=t.covisit.indices,
+                t_cov_data=t.covisit.data,
+            )
+        if self.histories is not None:
+            h = self.histories
+            meta.update(history_viewers=h.viewer_ids, history_until_ms=h.until_ms)
+            arrays.update(h_indptr=h.indptr, h_merchants=h.merchants, h_stats=h.stats, h_last_ms=h.last_ms)
+        return meta, arrays
+
+    @staticmethod
+    def _from_extras(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "ranker_weights" in arrays:
+            out["ranker_weights"] = Ranker(
+                arrays.pop("ranker_weights"), tuple(meta.pop("ranker_features"))
+            ).weights
+        if "t_category" in arrays:
+            n = arrays["t_category"].shape[0]
+            out["categories"] = meta.pop("categories")
+            sizes = meta.pop("table_sizes")
+            out["table"] = MerchantTable(
+                category=arrays.pop("t_category"),
+                band=arrays.pop("t_band"),
+                pop_count=arrays.pop("t_pop_count"),
+                pop_decayed=arrays.pop("t_pop_decayed"),
+                as_of_ms=int(meta.pop("table_as_of_ms")),
+                covisit=sp.csr_matrix(
+                    (arrays.pop("t_cov_data"), arrays.pop("t_cov_indices"), arrays.pop("t_cov_indptr")),
+                    shape=(n, n),
+                ),
+                n_categories=int(sizes[0]),
+                n_bands=int(sizes[1]),
+            )
+        if "h_indptr" in arrays:
+            out["histories"] = ViewerHistories(
+                viewer_ids=meta.pop("history_viewers"),
+                indptr=arrays.pop("h_indptr"),
+                merchants=arrays.pop("h_merchants"),
+                stats=arrays.pop("h_stats"),
+                last_ms=arrays.pop("h_last_ms"),
+                until_ms=int(meta.pop("history_until_ms")),
+            )
+        return out
 
     def to_bytes(self) -> bytes:
         meta = {
@@ -70,10 +146,13 @@ class RankingModel:
                 "until_ms",
             )
         }
+        extra_meta, extra_arrays = self._extras()
+        meta.update(extra_meta)
         buf = io.BytesIO()
         np.savez_compressed(
             buf,
             meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
+            **extra_arrays,  # type: ignore[arg-type]
             **{
                 k: getattr(self, k)
                 for k in (
@@ -96,7 +175,8 @@ class RankingModel:
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             meta = orjson.loads(z["meta"].tobytes())
             arrays = {k: z[k] for k in z.files if k != "meta"}
-        return cls(**meta, **arrays)
+        extras = cls._from_extras(meta, arrays)
+        return cls(**meta, **arrays, **extras)
 
 
 class _Progress:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from ranking.features import RoomFeatures
 from roomfeed.settings import REPO_ROOT
 
 WHEEL_SPEC = "recbole==1.2.1"
@@ -88,5 +89,103 @@ def run_check(epochs: int = 10, threads: int = 2, seed: int = 0) -> MovielensChe
     return MovielensCheck(p10, auc, time.perf_counter() - t0)
 
 
+def load_ratings_with_time(wheel: Path) -> np.ndarray:
+    """(n, 4) int array of user, item, rating, timestamp (seconds) from the wheel's ml-100k.inter."""
+    with zipfile.ZipFile(wheel) as z:
+        lines = z.read(INTER_PATH).decode().splitlines()[1:]
+    rows = [line.split("\t") for line in lines if line]
+    return np.array([[int(u), int(i), int(float(r)), int(float(t))] for u, i, r, t in rows], dtype=np.int64)
+
+
+def time_split(ratings: np.ndarray, per_user: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's last `per_user` ratings (by time, ties by item) held out: (train rows, test rows)."""
+    order = np.lexsort((ratings[:, 1], ratings[:, 3], ratings[:, 0]))
+    r = ratings[order]
+    counts = np.bincount(r[:, 0])
+    ends = np.cumsum(counts)[r[:, 0]]
+    rank_from_end = ends - np.arange(len(r)) - 1
+    test = rank_from_end < per_user
+    return r[~test], r[test]
+
+
+@dataclass(frozen=True)
+class PipelineCheck:
+    p10_pipeline: float
+    p10_plain: float
+    users: int
+    seconds: float
+
+
+def _precision_at_10(scores: np.ndarray, train: sp.csr_matrix, test: sp.csr_matrix) -> float:
+    """Mean P@10 over users with test items; items the user rated in training are not recommended."""
+    scores = np.where(train.toarray() > 0, -np.inf, scores)
+    top = np.argpartition(-scores, 10, axis=1)[:, :10]
+    hits = np.take_along_axis(test.toarray() > 0, top, axis=1).sum(axis=1)
+    has = np.asarray(test.sum(axis=1)).ravel() > 0
+    return float((hits[has] / 10.0).mean())
+
+
+def run_pipeline_check(epochs: int = 10, threads: int = 2, seed: int = 0) -> PipelineCheck:
+    """MovieLens-100k through roomfeed's pipeline (`from_events` → `build_training_set` → `train_model` →
+    `Scorer`) beside plain LightFM on the same time-ordered split: every rating an `enter` of the
+    user (viewer) into the film (merchant) at its timestamp."""
+    from lightfm import LightFM
+
+    from ranking.dataset import WeightParams, build_training_set, from_events
+    from ranking.model import ModelParams, train_model
+    from ranking.scorer import Scorer
+
+    t0 = time.perf_counter()
+    ratings = load_ratings_with_time(find_wheel())
+    train, test = time_split(ratings)
+    events = [
+        {
+            "type": "enter",
+            "viewer_id": f"u{u}",
+            "session_id": f"u{u}",
+            "room_id": f"i{i}",
+            "merchant_id": f"i{i}",
+            "ts": t * 1000,
+        }
+        for u, i, _, t in train.tolist()
+    ]
+    log = from_events(events)
+    until = int(log.ts.max()) + 1
+    data = build_training_set(log, {}, until, WeightParams(enters_as_watches=True))
+    model = train_model(
+        data, ModelParams(epochs=epochs, num_threads=threads, seed=seed), "ml100k", progress=False
+    )
+    scorer = Scorer(model)
+    users = sorted(set(test[:, 0].tolist()))
+    items = sorted(set(ratings[:, 1].tolist()))
+    rooms = [RoomFeatures(f"i{i}", f"i{i}", "film") for i in items]
+    item_col = {i: k for k, i in enumerate(items)}
+    user_row = {u: k for k, u in enumerate(users)}
+    shape = (len(users), len(items))
+
+    def matrix(rows: np.ndarray) -> sp.csr_matrix:
+        keep = np.isin(rows[:, 0], users)
+        r = rows[keep]
+        return sp.csr_matrix(
+            (np.ones(len(r)), ([user_row[u] for u in r[:, 0]], [item_col[i] for i in r[:, 1]])), shape=shape
+        )
+
+    train_m, test_m = matrix(train), matrix(test)
+    live = scorer.prepare(rooms)
+    pipeline_scores = np.stack([scorer.score(f"u{u}", live) for u in users])
+    plain = LightFM(loss="warp", random_state=np.random.RandomState(seed))
+    plain.fit(train_m, epochs=epochs, num_threads=threads)
+    plain_scores = np.stack(
+        [plain.predict(k, np.arange(len(items)), num_threads=threads) for k in range(len(users))]
+    )
+    return PipelineCheck(
+        _precision_at_10(pipeline_scores, train_m, test_m),
+        _precision_at_10(plain_scores, train_m, test_m),
+        len(users),
+        time.perf_counter() - t0,
+    )
+
+
 if __name__ == "__main__":
     print(run_check())
+    print(run_pipeline_check())

@@ -32,6 +32,52 @@ GATE_METRICS: tuple[str, ...] = ("hr5_ranker", "ndcg10_ranker")
 
 
 @dataclass(frozen=True)
+class GateDecision:
+    """What a training round does with its candidate, and why (the console's Models view shows it)."""
+
+    action: str  # "promote" | "keep_serving" | "rank_by_baseline"
+    reason: str
+    baseline: str  # the best simple baseline on the held-out hours
+
+
+def gate(metrics: Mapping[str, Any], serving: bool) -> GateDecision:
+    """The promotion rule that protects viewers, on figures of the same held-out hours.
+
+    The candidate (LightFM + ranker) is promoted only if it beats the best simple baseline (the better
+    of REP-then-POP and REP-then-live-POP) on HR@5 *and* NDCG@10 and is not worse than the serving model
+    on either. Otherwise the serving model stays; with none serving, the feed ranks by that baseline.
+    """
+    best = str(metrics["best_baseline"])
+    hr5, ndcg = float(metrics["hr5_ranker"]), float(metrics["ndcg10_ranker"])
+    b_hr5, b_ndcg = float(metrics[f"hr5_{best}"]), float(metrics[f"ndcg10_{best}"])
+    fallback = "keep_serving" if serving else "rank_by_baseline"
+    if not (hr5 > b_hr5 and ndcg > b_ndcg):
+        return GateDecision(
+            fallback,
+            f"below the best simple baseline {best}: HR@5 {hr5:.4f} vs {b_hr5:.4f}, NDCG@10 {ndcg:.4f} vs {b_ndcg:.4f}",
+            best,
+        )
+    if serving:
+        s_hr5, s_ndcg = float(metrics["hr5_serving"]), float(metrics["ndcg10_serving"])
+        if hr5 < s_hr5 or ndcg < s_ndcg:
+            return GateDecision(
+                "keep_serving",
+                f"worse than the serving model: HR@5 {hr5:.4f} vs {s_hr5:.4f}, NDCG@10 {ndcg:.4f} vs {s_ndcg:.4f}",
+                best,
+            )
+    return GateDecision(
+        "promote",
+        f"beats {best} (HR@5 {hr5:.4f} vs {b_hr5:.4f}, NDCG@10 {ndcg:.4f} vs {b_ndcg:.4f})"
+        + (
+            f" and is not worse than the serving model (HR@5 {float(metrics['hr5_serving']):.4f})"
+            if serving
+            else ""
+        ),
+        best,
+    )
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     version: str
     status: str

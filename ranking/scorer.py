@@ -28,6 +28,7 @@ class LiveItems:
     matrix: np.ndarray  # (n_rooms, k) float32
     bias: np.ndarray  # (n_rooms,) float32
     popularity: np.ndarray  # (n_rooms,) float32
+    positions: np.ndarray | None = None  # (n_rooms,) the merchant's position in the model
     _unit: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -77,6 +78,7 @@ class Scorer:
         # New merchants are cached per feature set: same features, same representation.
         self._by_features: dict[tuple[str, ...], int] = {}
         self._last: LiveItems | None = None
+        self._unit_items: np.ndarray | None = None
         self._last_key: tuple[str, ...] = ()
 
     @property
@@ -99,7 +101,7 @@ class Scorer:
         i = self._n
         self._items[i], self._bias[i], self._pop[i] = vec, bias, 0.0
         self._n += 1
-        return i
+        return int(i)
 
     def merchant_position(self, room: RoomFeatures) -> int:
         pos = self._merchant_pos.get(room.merchant_id)
@@ -121,7 +123,7 @@ class Scorer:
         pos = np.fromiter([mp.get(r.merchant_id, -1) for r in rooms], dtype=np.int64, count=len(rooms))
         for i in np.flatnonzero(pos < 0).tolist():
             pos[i] = self.merchant_position(rooms[i])
-        return LiveItems(rooms, np.ascontiguousarray(self._items[pos]), self._bias[pos], self._pop[pos])
+        return LiveItems(rooms, np.ascontiguousarray(self._items[pos]), self._bias[pos], self._pop[pos], pos)
 
     def _live(self, rooms: Sequence[RoomFeatures] | LiveItems) -> LiveItems:
         if isinstance(rooms, LiveItems):
@@ -153,8 +155,16 @@ class Scorer:
         return self.model.user_feature_emb[idx].mean(axis=0), float(self.model.user_feature_bias[idx].mean())
 
     def unit_items(self) -> np.ndarray:
-        """Every cached item representation scaled to unit length (rows as `merchant_position`)."""
-        return unit_rows(self._items[: self._n])
+        """Every cached item representation scaled to unit length (rows as `merchant_position`; kept
+        until a merchant the model never saw is added)."""
+        held = self._unit_items
+        if held is None or held.shape[0] != self._n:
+            held = self._unit_items = unit_rows(self._items[: self._n])
+        return held
+
+    def position_of(self, merchant_id: str) -> int:
+        """The merchant's position, -1 for a merchant neither trained on nor seen live yet."""
+        return int(self._merchant_pos.get(merchant_id, -1))
 
     def session_similarity(
         self, rooms: Sequence[RoomFeatures] | LiveItems, watched: Sequence[tuple[RoomFeatures, float]]

@@ -1,19 +1,22 @@
 """Training from the archive: `roomfeed train` (once, or periodically with --every).
 
-Owns one training round: read the archive window from PostgreSQL, hold out its last hours,
-train LightFM on the rest, score the candidate and the promoted model on the same held-out
-enters (availability taken from the archive), register the candidate and promote it only if it
-is not worse. Merchant features come from a JSON file the rooms domain exports
+Owns one training round: read the archive window from PostgreSQL, hold out its last hours, fit
+LightFM and the learned ranker on the rest (ranking.offline.fit_model), judge the candidate, the
+serving model and every simple baseline on the same held-out enters (availability taken from the
+archive), and let the gate (ranking.registry.gate) decide: promote the candidate — refit on the whole
+window, held-out hours included, before it serves —, keep the serving model, or, with none serving,
+rank by the best simple baseline. Merchant features come from a JSON file the rooms domain exports
 (`{merchant_id: RoomFeatures fields}`), or identity features alone when there is none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,14 +25,14 @@ import numpy as np
 import orjson
 from prometheus_client import Counter, Gauge
 
-from ranking.blend import LIGHTFM_COLUMNS, TUNED_WEIGHTS, BlendWeights
-from ranking.dataset import InteractionLog, WeightParams, build_training_set, load_archive
-from ranking.evaluation import collect_targets, evaluate
+from ranking.dataset import WeightParams, load_archive
+from ranking.evaluation import Evaluation, flatten
 from ranking.features import RoomFeatures
-from ranking.model import ModelParams, RankingModel, train_model
-from ranking.offline import flatten_metrics, schedule_from_log
-from ranking.registry import ModelRegistry
-from ranking.scorer import Scorer
+from ranking.model import ModelParams, RankingModel
+from ranking.offline import FitConfig, attach_ranker, evaluate_model, fit_model
+from ranking.ranker import Ranker, baseline_ranker
+from ranking.registry import GateDecision, ModelRegistry, gate
+from ranking.replay import schedule_from_log
 from roomfeed.leader import Leadership, always_lead
 
 HOUR_MS = 3_600_000
@@ -45,7 +48,7 @@ TRAINER_LAST_SUCCESS = Gauge(
 @dataclass(frozen=True)
 class TrainingRound:
     version: str
-    metrics: dict[str, float]
+    metrics: dict[str, Any]
     promoted: bool
     seconds: float
 
@@ -90,22 +93,29 @@ async def features_from_rooms(pool: Any) -> dict[str, RoomFeatures]:
         return {}
 
 
-def score_on(
-    log: InteractionLog,
-    model: RankingModel,
-    features: Mapping[str, RoomFeatures],
-    since_ms: int,
-    until_ms: int,
-    max_targets: int,
-    weights: BlendWeights,
-) -> dict[str, float]:
-    (targets,) = collect_targets(
-        log, schedule_from_log(log, features), Scorer(model), [(since_ms, until_ms)], [max_targets], weights
+def gate_metrics(ev: Evaluation, serving: bool) -> dict[str, Any]:
+    """What the registry keeps of a gate's evaluation: every method's figures and the best baselines."""
+    flat: dict[str, Any] = flatten(ev.results)
+    best = ev.best_baseline
+    flat.update(
+        best_baseline=best,
+        hr5_best_baseline=flat[f"hr5_{best}"],
+        ndcg10_best_baseline=flat[f"ndcg10_{best}"],
+        gate_targets=ev.targets,
+        repeat_share=round(ev.repeat_share, 4),
     )
-    if len(targets) == 0:
-        return {}
-    without_lightfm = replace(weights, **dict.fromkeys(LIGHTFM_COLUMNS, 0.0))
-    return flatten_metrics(evaluate(targets, weights, without_lightfm))
+    if ev.targets:
+        d = ev.difference("ranker", best)
+        flat.update(hr5_diff_ci_low=round(d["ci_low"], 4), hr5_diff_ci_high=round(d["ci_high"], 4))
+    if serving and ev.targets:
+        d = ev.difference("ranker", "serving")
+        flat.update(hr5_vs_serving_ci_low=round(d["ci_low"], 4))
+    return flat
+
+
+def _serving_ranker(model: RankingModel) -> Ranker:
+    """How a serving artifact ranks: its learned ranker, or (a LightFM-only artifact) REP-then-live-POP."""
+    return model.ranker or baseline_ranker("rep_live_pop")
 
 
 async def train_once(
@@ -116,9 +126,9 @@ async def train_once(
     eval_hours: float,
     features: Mapping[str, RoomFeatures],
     until_ms: int | None = None,
-    blend_weights: BlendWeights | None = None,
     max_targets: int = 5_000,
     promote: bool = True,
+    fit: FitConfig | None = None,
 ) -> TrainingRound:
     t0 = time.perf_counter()
     until = until_ms or int(time.time() * 1000)
@@ -130,24 +140,53 @@ async def train_once(
     if not (log.ts < split).any() or not (log.ts >= split).any():
         # A young archive (the demo) has less history than the held-out window: hold out its last fifth.
         split = int(np.quantile(log.ts, 0.8)) + 1
-    data = build_training_set(log, features, split, weights)
-    if data.n_interactions == 0:
+    if not ((log.ts < split) & (log.type_names() == "leave")).any():
         raise RuntimeError("no watched rooms (leave events) before the held-out window yet")
     version = (
-        datetime.fromtimestamp(until / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ") + f"-k{params.no_components}"
+        datetime.fromtimestamp(until / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+        + f"-k{params.no_components}-{secrets.token_hex(2)}"  # two rounds over the same window are two models
     )
-    model = await asyncio.to_thread(train_model, data, params, version)
-    bw = blend_weights or TUNED_WEIGHTS
-    metrics = score_on(log, model, features, split, until, max_targets, bw)
-    metrics["interactions"] = float(data.n_interactions)
+    cfg = fit or FitConfig(model=params, weights=weights)
+    schedule = schedule_from_log(log, features)
+    candidate = await asyncio.to_thread(fit_model, log, features, schedule, split, cfg, version)
     registry = ModelRegistry(pool)
-    current_version = await registry.promoted_version()
-    current_metrics = None
-    if current_version is not None:
-        current = await registry.load(current_version)
-        current_metrics = score_on(log, current, features, split, until, max_targets, bw)
-    await registry.register(model, metrics)
-    promoted = await registry.promote_if_not_worse(version, "trainer", current_metrics) if promote else False
+    serving_version = await registry.promoted_version()
+    judged: dict[str, tuple[RankingModel, Ranker]] = {"ranker": (candidate.model, candidate.ranker)}
+    if serving_version is not None:
+        serving = await registry.load(serving_version)
+        judged["serving"] = (serving, _serving_ranker(serving))
+    ev, _ = await asyncio.to_thread(
+        evaluate_model, log, features, schedule, judged, (split, until), max_targets
+    )
+    metrics: dict[str, Any] = gate_metrics(ev, "serving" in judged) if ev.targets else {"gate_targets": 0}
+    decision = (
+        gate(metrics, serving_version is not None)
+        if ev.targets
+        else GateDecision(
+            "keep_serving" if serving_version else "rank_by_baseline",
+            "no held-out enters to judge on",
+            "rep_live_pop",
+        )
+    )
+    metrics["interactions"] = float(candidate.model.user_repr.shape[0])
+    metrics["gate"] = decision.action
+    metrics["gate_reason"] = decision.reason
+    promoted = False
+    if decision.action == "promote" and promote:
+        # Refit on the whole window, held-out hours included, before it serves.
+        final = await asyncio.to_thread(fit_model, log, features, schedule, until, cfg, version)
+        await registry.register(final.model, metrics)
+        await registry.promote(version, "trainer", action="auto_promote")
+        promoted = True
+    elif decision.action == "rank_by_baseline" and promote:
+        model = candidate.model
+        attach_ranker(model, baseline_ranker(decision.baseline), log, features, until)
+        model.version = f"{version}-{decision.baseline}"
+        await registry.register(model, {**metrics, "ranks_by": decision.baseline})
+        await registry.promote(model.version, "trainer", action="auto_promote")
+        version, promoted = model.version, True
+    else:
+        await registry.register(candidate.model, metrics)
     return TrainingRound(version, metrics, promoted, time.perf_counter() - t0)
 
 

@@ -31,7 +31,12 @@ from roomfeed.settings import Settings
 VERBS: dict[str, tuple[str, str, str, str]] = {
     "worker": ("events.cli", "add_worker_args", "worker_command", "run the Kafka consumers"),
     "train": ("ranking.cli", "add_train_args", "train_command", "train and register a LightFM model"),
-    "evaluate": ("ranking.cli", "add_evaluate_args", "evaluate_command", "evaluate rankers on the simulator"),
+    "evaluate": (
+        "simulator.evaluation",
+        "add_evaluate_args",
+        "evaluate_command",
+        "evaluate the ranker on the simulator",
+    ),
     "demo": ("console.demo", "add_demo_args", "demo_command", "run the whole marketplace locally"),
 }
 

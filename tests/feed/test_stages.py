@@ -12,7 +12,7 @@ from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit
 from feed.pipeline import FeedPipeline
 from feed.sources import RoomHeatCache
-from feed.stages import Blend, CandidateSource, Diversity, Exploration, Filters, Page, Score, arrange
+from feed.stages import CandidateSource, Diversity, Exploration, Filters, Page, Rank, Score, arrange
 from rooms.live_index import LiveRoom, LiveSnapshot
 
 NOW = time.time()
@@ -75,12 +75,12 @@ async def test_no_model_means_popularity():
     ctx = ctx_of([room(1, "m1", "food"), room(2, "m2", "food")])
     ctx.candidates.enters = np.array([1, 50], dtype=np.float32)
     await Score(None).apply(ctx)
-    await Blend().apply(ctx)
+    await Rank().apply(ctx)
     assert ctx.model_version == "popularity"
     assert ctx.candidates.score[1] > ctx.candidates.score[0]
 
 
-async def test_model_scores_follow_the_scorer():
+async def test_model_version_follows_the_scorer():
     class Scorer:
         model_version = "m-7"
 
@@ -92,15 +92,19 @@ async def test_model_scores_follow_the_scorer():
 
     ctx = ctx_of([room(1, "m1", "food"), room(2, "m2", "food")])
     await Score(Watcher()).apply(ctx)
-    await Blend().apply(ctx)
-    assert ctx.model_version == "m-7" and ctx.candidates.score[1] > ctx.candidates.score[0]
+    await Rank().apply(ctx)
+    assert ctx.model_version == "m-7" and ctx.candidates.model_score[1] > ctx.candidates.model_score[0]
 
 
-async def test_blend_lowers_rooms_of_a_merchant_just_swiped_away():
+async def test_session_penalty_lowers_rooms_of_a_merchant_just_swiped_away():
     ctx = ctx_of([room(1, "m1", "food"), room(2, "m1", "food"), room(3, "m2", "home")])
     ctx.recent = [RecentVisit("room_1", "m1", 1000, int(NOW * 1000), True)]
-    await Blend().apply(ctx)
-    assert ctx.candidates.score[1] < ctx.candidates.score[2]
+    await Rank().apply(ctx)
+    plain = ctx.candidates.score.copy()
+    ctx.config = replace(ctx.config, w_session=0.8)
+    await Rank().apply(ctx)
+    assert plain[1] - ctx.candidates.score[1] == pytest.approx(0.8, abs=1e-3)
+    assert plain[2] - ctx.candidates.score[2] == pytest.approx(0.0, abs=1e-3)
 
 
 async def test_filters_drop_served_swiped_and_blocked():
@@ -177,7 +181,7 @@ async def test_a_stage_is_added_in_one_line():
         "candidates",
         "hydrate",
         "score",
-        "blend",
+        "rank",
         "alliance_boost",
         "filters",
         "diversity",

@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 from ranking.dataset import InteractionLog, TrainingSet, build_training_set, from_simulator
+from ranking.model import ModelParams, train_model
 from ranking.offline import merchant_features
+from ranking.replay import Schedule, Target, replay
+from ranking.scorer import Scorer
 from simulator import Marketplace
 
 DAY_MS = 86_400_000
@@ -28,6 +31,35 @@ def small_log(small_market: Marketplace) -> InteractionLog:
 def small_training(small_market: Marketplace, small_log: InteractionLog) -> TrainingSet:
     until = small_market.config.start_ms + 3 * DAY_MS
     return build_training_set(small_log, merchant_features(small_market.rooms), until)
+
+
+@pytest.fixture(scope="session")
+def small_schedule(small_market: Marketplace) -> Schedule:
+    w = small_market.world
+    return Schedule(w.r_merchant, w.r_start, w.r_end, [r.features for r in small_market.rooms])
+
+
+@pytest.fixture(scope="session")
+def small_targets(
+    small_market: Marketplace,
+    small_log: InteractionLog,
+    small_training: TrainingSet,
+    small_schedule: Schedule,
+) -> list[Target]:
+    """Day 3's enters replayed against a small LightFM model trained on days 0-2."""
+    model = train_model(
+        small_training, ModelParams(no_components=8, epochs=2, num_threads=1), "t", progress=False
+    )
+    day3 = small_market.config.start_ms + 3 * DAY_MS
+    (found,) = replay(
+        small_log,
+        small_schedule,
+        merchant_features(small_market.rooms),
+        Scorer(model),
+        [(day3, day3 + DAY_MS)],
+        [300],
+    )
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-from ranking.blend import BlendWeights, blend
 from ranking.dataset import TrainingSet
 from ranking.features import RoomFeatures
 from ranking.model import ModelParams, RankingModel, fit_lightfm, to_ranking_model, train_model
@@ -86,16 +85,3 @@ def test_artifact_round_trip(model: RankingModel) -> None:
     back = RankingModel.from_bytes(model.to_bytes())
     assert back.version == model.version and back.user_ids == model.user_ids
     assert np.array_equal(back.item_repr, model.item_repr)
-
-
-def test_blend_weights_have_ranges() -> None:
-    with pytest.raises(ValueError):
-        BlendWeights(lightfm=-1.0)
-    with pytest.raises(ValueError):
-        BlendWeights.from_dict({"nonsense": 1.0})
-    w = BlendWeights(
-        lightfm=0.0, repeat=1.0, popularity=0.0, session_category=0.0, session_skip=0.0, repeat_skip=0.0
-    )
-    z = np.zeros(3)
-    order = blend(w, np.array([3.0, 2.0, 1.0]), np.array([0.0, 600.0, 60.0]), z, z, z, z)
-    assert list(np.argsort(-order)) == [1, 2, 0]

@@ -1,0 +1,124 @@
+"""The promotion gate protects viewers: a model worse than the best simple baseline never serves."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from feed.config import RankingConfig
+from feed.context import Candidates, FeedContext
+from feed.stages import Rank, Score
+from ranking import train as training
+from ranking.dataset import WeightParams
+from ranking.model import ModelParams
+from ranking.offline import FitConfig, FittedModel, merchant_features
+from ranking.ranker import F, baseline_ranker
+from ranking.registry import ModelRegistry, gate
+from ranking.scorer import Scorer
+from rooms.live_index import LiveRoom
+from simulator import Marketplace
+
+FIGURES = {"best_baseline": "rep_pop", "hr5_rep_pop": 0.5, "ndcg10_rep_pop": 0.4}
+
+
+def test_gate_rule() -> None:
+    better = {**FIGURES, "hr5_ranker": 0.55, "ndcg10_ranker": 0.45}
+    assert gate(better, serving=False).action == "promote"
+    worse_ndcg = {**better, "ndcg10_ranker": 0.39}
+    assert gate(worse_ndcg, serving=False).action == "rank_by_baseline"
+    assert gate(worse_ndcg, serving=True).action == "keep_serving"
+    below_serving = {**better, "hr5_serving": 0.56, "ndcg10_serving": 0.44}
+    decision = gate(below_serving, serving=True)
+    assert decision.action == "keep_serving" and "serving model" in decision.reason
+
+
+@pytest.fixture(scope="module")
+def archive_market() -> Marketplace:
+    return Marketplace(seed=21, n_merchants=150, n_viewers=2_000, days=2)
+
+
+async def _archive(pool: Any, market: Marketplace) -> None:
+    from events.archive import ArchiveSink
+
+    async with pool.acquire() as conn:
+        if await conn.fetchval("SELECT count(*) FROM interactions") > 0:
+            return
+    kinds = ("impression", "enter", "leave", "purchase", "follow")
+    events = [e for e in market.events() if e["type"] in kinds]
+    sink = ArchiveSink(pool)
+    for k in range(0, len(events), 5_000):
+        await sink.write(events[k : k + 5_000])
+
+
+def _sabotage(fit: Any) -> Any:
+    """fit_model whose ranker ranks the viewer's favourites last: worse than any REP baseline."""
+
+    def bad(*args: Any, **kwargs: Any) -> FittedModel:
+        fitted: FittedModel = fit(*args, **kwargs)
+        w = fitted.ranker.weights.copy()
+        w[F["h_enters"]] = -50.0
+        w[F["h_entered"]] = -50.0
+        fitted.ranker = replace(fitted.ranker, weights=w)
+        fitted.model.ranker_weights = w
+        return fitted
+
+    return bad
+
+
+async def test_a_model_worse_than_the_best_baseline_is_refused_and_the_feed_falls_back(
+    ranking_pool: Any, archive_market: Marketplace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _archive(ranking_pool, archive_market)
+    registry = ModelRegistry(ranking_pool)
+    async with ranking_pool.acquire() as conn:
+        await conn.execute("UPDATE ranking_models SET status = 'retired' WHERE status = 'promoted'")
+    monkeypatch.setattr(training, "fit_model", _sabotage(training.fit_model))
+    until = archive_market.config.start_ms + 2 * 86_400_000
+    kwargs = dict(
+        params=ModelParams(no_components=8, epochs=2, num_threads=1),
+        weights=WeightParams(),
+        days=2,
+        eval_hours=12,
+        features=merchant_features(archive_market.rooms),
+        until_ms=until,
+        max_targets=400,
+        fit=FitConfig(model=ModelParams(no_components=8, epochs=2, num_threads=1), ranker_lists=1_500),
+    )
+    first = await training.train_once(ranking_pool, **kwargs)
+    # No model serves yet: the feed ranks by the best simple baseline, and the registry says why.
+    assert first.metrics["gate"] == "rank_by_baseline", first.metrics["gate_reason"]
+    assert "below the best simple baseline" in first.metrics["gate_reason"]
+    best = first.metrics["best_baseline"]
+    assert first.promoted and await registry.promoted_version() == first.version
+    serving = await registry.load(first.version)
+    assert serving.ranker is not None
+    assert np.allclose(serving.ranker.weights, baseline_ranker(best).weights)
+    record = await registry.get(first.version)
+    assert record is not None and record.metrics["gate"] == "rank_by_baseline"
+
+    # The feed with that artifact ranks the viewer's favourite merchant first (REP), by the baseline.
+    scorer = Scorer(serving)
+    histories = serving.histories
+    assert histories is not None
+    viewer = histories.viewer_ids[0]
+    mine = histories.of(viewer)
+    favourite = serving.merchant_ids[int(mine.merchants[np.argmax(mine.stats[:, 0])])]
+    rooms = [
+        LiveRoom(f"room_{i}", m, "t", "x", (), "mid", "one_to_many", "", 0.0, "u", "live", None)
+        for i, m in enumerate([*serving.merchant_ids[:20], favourite])
+    ]
+    ctx = FeedContext(viewer, "ses", 5, RankingConfig())
+    ctx.candidates = Candidates.of(rooms).fresh_copy()
+    watcher = type("W", (), {"scorer": scorer})()
+    await Score(watcher).apply(ctx)
+    await Rank(watcher).apply(ctx)
+    top = rooms[int(np.argmax(ctx.candidates.score))]
+    assert top.merchant_id in {serving.merchant_ids[int(m)] for m in mine.merchants[mine.stats[:, 0] > 0]}
+
+    # With a model serving, a worse candidate is refused and the serving model stays.
+    second = await training.train_once(ranking_pool, **kwargs)
+    assert second.metrics["gate"] == "keep_serving" and not second.promoted
+    assert await registry.promoted_version() == first.version
