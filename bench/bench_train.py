@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from bench_scorer import command_line, write_results  # noqa: E402
 
-from ranking.dataset import WeightParams, build_training_set, from_simulator  # noqa: E402
+from ranking.dataset import ARCHIVE_TYPES, WeightParams, build_training_set, from_simulator  # noqa: E402
 from ranking.model import ModelParams, fit_lightfm, to_ranking_model  # noqa: E402
 from ranking.offline import merchant_features  # noqa: E402
 from simulator import Marketplace  # noqa: E402
@@ -57,7 +57,7 @@ def main() -> None:
     fit_lightfm(data, params, progress=False)
     lightfm_only_s = time.perf_counter() - t
 
-    rows = int(np.isin(log.type_names(), ("impression", "enter", "leave", "purchase", "follow")).sum())
+    rows = int(np.isin(log.type_names(), ARCHIVE_TYPES).sum())
     metrics = {
         "interactions": len(log),
         "archive_rows_read": rows,

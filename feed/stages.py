@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from events import vocabulary
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit, as_recent_visit
 from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
@@ -431,8 +432,8 @@ def viewer_inputs(
         return base, session
     # Each visit the feed knows of is a leave and, `dwell_ms` before it, its enter (which the model's
     # table already counts when it came before the table's time).
-    rows = [(v, "leave", v.ts) for v in newer] + [
-        (v, "enter", v.ts - v.dwell_ms) for v in newer if v.ts - v.dwell_ms >= since
+    rows = [(v, vocabulary.LEAVE, v.ts) for v in newer] + [
+        (v, vocabulary.ENTER, v.ts - v.dwell_ms) for v in newer if v.ts - v.dwell_ms >= since
     ]
     merchants = np.array([position(v.merchant_id) for v, _, _ in rows], dtype=np.int64)
     kinds = np.array([kind for _, kind, _ in rows], dtype=object)

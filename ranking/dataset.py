@@ -8,11 +8,10 @@ features from `RoomFeatures`, user features from attributed entries.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import logging
 
 import numpy as np
 import orjson
@@ -30,7 +29,13 @@ IMPRESSION, ENTER, LEAVE, PURCHASE = (
     CODE[vocabulary.PURCHASE],
 )
 # The types read from the archive (the others carry nothing the dataset or a viewer's history uses).
-ARCHIVE_TYPES = [vocabulary.IMPRESSION, vocabulary.ENTER, vocabulary.LEAVE, vocabulary.PURCHASE, vocabulary.FOLLOW]
+ARCHIVE_TYPES = [
+    vocabulary.IMPRESSION,
+    vocabulary.ENTER,
+    vocabulary.LEAVE,
+    vocabulary.PURCHASE,
+    vocabulary.FOLLOW,
+]
 _NAMES = np.array([*vocabulary.TYPES, ""], dtype=object)  # code -1 (a type outside the vocabulary) -> ""
 log = logging.getLogger("ranking.dataset")
 DAY_MS = 86_400_000

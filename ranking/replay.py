@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from events import vocabulary
 from ranking.dataset import ENTER, IMPRESSION, PURCHASE, InteractionLog
 from ranking.features import PRICE_BANDS, RoomFeatures
 from ranking.history import HISTORY_TYPES, ViewerHistory, history_of
@@ -202,7 +203,7 @@ class _ViewerEvents:
         self.names = names[order]
         self.dwell = log.dwell_ms[order]
         self.code = log.entry_code[order]
-        self.leave = self.names == "leave"
+        self.leave = self.names == vocabulary.LEAVE
         bounds = np.searchsorted(self.viewer, np.arange(len(log.viewer_ids) + 1))
         self.bounds = bounds
 

@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 from prometheus_client import Counter, Gauge
 
+from events import vocabulary
 from ranking.dataset import WeightParams, load_archive
 from ranking.evaluation import Evaluation, flatten
 from ranking.features import RoomFeatures
@@ -140,7 +141,7 @@ async def train_once(
     if not (log.ts < split).any() or not (log.ts >= split).any():
         # A young archive (the demo) has less history than the held-out window: hold out its last fifth.
         split = int(np.quantile(log.ts, 0.8)) + 1
-    if not ((log.ts < split) & (log.type_names() == "leave")).any():
+    if not ((log.ts < split) & (log.type_names() == vocabulary.LEAVE)).any():
         raise RuntimeError("no watched rooms (leave events) before the held-out window yet")
     version = (
         datetime.fromtimestamp(until / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -21,7 +21,6 @@ from ranking.dataset import from_simulator
 from ranking.evaluation import table
 from ranking.offline import FitConfig, evaluate_model, fit_model
 from ranking.replay import Schedule
-
 from simulator.market import Marketplace
 
 DAY_MS = 86_400_000
