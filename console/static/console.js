@@ -386,7 +386,7 @@ async function viewModels(view) {
 }
 
 // The registry's holdout metrics (ranking/train.py): the ranker vs popularity on the last hours.
-const EVAL_KEYS = ["hr5_ranker", "ndcg10_ranker", "hr5_new_ranker", "hr5_pop", "ndcg10_pop", "hr5_rep", "cold_auc", "interactions"];
+const EVAL_KEYS = ["hr5_ranker", "ndcg10_ranker", "hr5_best_baseline", "ndcg10_best_baseline", "hr5_serving", "hr5_new_ranker", "hr5_discovery_ranker", "interactions"];
 
 function evalNumbers(m) {
   const out = {};
@@ -417,6 +417,9 @@ async function renderModels(holder, message) {
         { label: "trained", render: (m) => when(m.created_at) },
         ...keys.map((k) => ({ label: k, render: (m) => { const v = evalNumbers(m)[k]; return v === undefined ? "–" : (Number.isInteger(v) ? String(v) : v.toFixed(3)); } })),
         { label: "status", render: (m) => m.status === "promoted" ? h("span", { class: "tag" }, "serving") : (m.status || "") },
+        // The promotion gate's decision and why (ranking.registry.gate): promoted, kept the serving model,
+        // or ranks by the best simple baseline.
+        { label: "gate", render: (m) => (m.metrics || {}).gate_reason ? h("span", { class: "gate", title: (m.metrics || {}).gate || "" }, `${(m.metrics || {}).gate}: ${(m.metrics || {}).gate_reason}`) : "–" },
         { label: "promoted by", render: (m) => m.promoted_by || "–" },
         { label: "", render: (m) => m.status === "promoted" ? null
           : act("Promote", `/v1/ops/models/${encodeURIComponent(m.version)}/promote`, `Model ${m.version} promoted.`) },

@@ -131,7 +131,7 @@ async def test_operator_changes_a_weight_and_the_feed_uses_the_new_config_versio
         version = int((await saved.inner_text()).split("version")[1].strip(" ."))
         assert version >= 1
         history = await page.inner_text("table.grid")
-        assert f"w_popularity: {RankingConfig().w_popularity} → 0.9" in history
+        assert f"w_popularity: {RankingConfig().w_popularity:g} → 0.9" in history
         await screenshot(page, "config-saved")
 
         # The feed API (another process) serves with the new config version once it hot-reloads.

@@ -44,7 +44,7 @@ async def test_rank_stage_is_the_learned_ranker_with_the_operator_multipliers():
 
     scorer = Scorer(_model(10, 8))
     rooms = [_room(i, f"mer_{i % 8:016x}", ("food", "home", "beauty")[i % 3]) for i in range(40)]
-    cfg = replace(RankingConfig(), w_popularity=1.5, w_repeat=2.0, w_model=0.5)
+    cfg = replace(RankingConfig(), w_popularity=1.5, w_repeat=2.0, w_model=0.5, w_session=0.0)
     ctx = FeedContext("viewer-1", "ses_1", 5, cfg, now=NOW)
     c = ctx.candidates = Candidates.of(rooms).fresh_copy()
     rng = np.random.default_rng(3)

@@ -99,6 +99,7 @@ async def test_model_version_follows_the_scorer():
 async def test_session_penalty_lowers_rooms_of_a_merchant_just_swiped_away():
     ctx = ctx_of([room(1, "m1", "food"), room(2, "m1", "food"), room(3, "m2", "home")])
     ctx.recent = [RecentVisit("room_1", "m1", 1000, int(NOW * 1000), True)]
+    ctx.config = replace(ctx.config, w_session=0.0)
     await Rank().apply(ctx)
     plain = ctx.candidates.score.copy()
     ctx.config = replace(ctx.config, w_session=0.8)

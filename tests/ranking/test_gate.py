@@ -43,9 +43,6 @@ def archive_market() -> Marketplace:
 async def _archive(pool: Any, market: Marketplace) -> None:
     from events.archive import ArchiveSink
 
-    async with pool.acquire() as conn:
-        if await conn.fetchval("SELECT count(*) FROM interactions") > 0:
-            return
     kinds = ("impression", "enter", "leave", "purchase", "follow")
     events = [e for e in market.events() if e["type"] in kinds]
     sink = ArchiveSink(pool)
