@@ -84,6 +84,7 @@ class PollSink(Sink, Protocol):
 
 def _transient(exc: BaseException) -> bool:
     import asyncpg
+    from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeout
 
@@ -93,6 +94,9 @@ def _transient(exc: BaseException) -> bool:
         | TimeoutError
         | RedisConnectionError
         | RedisTimeout
+        | ClusterDownError  # a Redis Cluster failing over (MasterDownError too)
+        | TryAgainError
+        | SlotNotCoveredError
         | asyncpg.exceptions.ConnectionDoesNotExistError
         | asyncpg.exceptions.CannotConnectNowError
         | asyncpg.exceptions.TooManyConnectionsError

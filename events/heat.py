@@ -6,13 +6,13 @@ ranking 10,000 live rooms needs a popularity signal for all of them in one cheap
 per room, decayed sums of enters, impressions, dwell seconds and orders (half-life 15 minutes)
 as they stood at the room's last event, and the reader decays them to "now" (computed at read).
 
-Keys (events owns `rf:ev:*`):
-  rf:ev:heat                 hash room_id → 40 bytes, little-endian float64 x5:
+Keys (events owns `rf:{ev}:*`, one cluster slot: events/keys.py):
+  rf:{ev}:heat               hash room_id → 40 bytes, little-endian float64 x5:
                              enters, impressions, dwell_s, orders, as of ts_ms (the 5th value)
-  rf:ev:heat:wm:{topic}:{p}  highest Kafka offset applied per partition
-  rf:ev:heat:seq             change counter: every room update takes the next number
-  rf:ev:heat:epoch           when the counter started (set with it): a new one means readers rescan
-  rf:ev:heat:changed         sorted set room_id → number of its last update
+  rf:{ev}:heat:wm:{topic}:{p} highest Kafka offset applied per partition
+  rf:{ev}:heat:seq           change counter: every room update takes the next number
+  rf:{ev}:heat:epoch         when the counter started (set with it): a new one means readers rescan
+  rf:{ev}:heat:changed       sorted set room_id → number of its last update
 
 Readers that refresh every second (the feed, in every API process) keep the whole table in
 memory (`HeatTable`) and each second read only the rooms changed since their last number: a
@@ -41,14 +41,14 @@ import numpy as np
 import orjson
 from redis.asyncio import Redis
 
-from events.keys import PRESENCE_MS, recent_key, room_prefix
+from events.keys import PREFIX, PRESENCE_MS, recent_key, room_prefix
 from events.live_stats import RecentVisit
 from events.vocabulary import ENTER, IMPRESSION, LEAVE, PURCHASE
 
-HEAT_KEY = "rf:ev:heat"
-SEQ_KEY = "rf:ev:heat:seq"
-EPOCH_KEY = "rf:ev:heat:epoch"
-CHANGED_KEY = "rf:ev:heat:changed"
+HEAT_KEY = f"{PREFIX}heat"
+SEQ_KEY = f"{PREFIX}heat:seq"
+EPOCH_KEY = f"{PREFIX}heat:epoch"
+CHANGED_KEY = f"{PREFIX}heat:changed"
 HALF_LIFE_S = 15 * 60.0
 PRUNE_AFTER_S = 6 * 3600.0  # 24 half-lives: what is left is below 1e-7 of the peak
 SIGNALS = ("enters", "impressions", "dwell_s", "orders")
@@ -58,7 +58,7 @@ _KINDS = {ENTER: 0, IMPRESSION: 1, LEAVE: 2, PURCHASE: 3}  # event type → its 
 
 
 def watermark_key(topic: str, partition: int) -> str:
-    return f"rf:ev:heat:wm:{topic}:{partition}"
+    return f"{PREFIX}heat:wm:{topic}:{partition}"
 
 
 # KEYS[1] heat hash, KEYS[2] change counter, KEYS[3] changed set, KEYS[4] epoch. ARGV[1] JSON {h: half-life ms, wm: [key...], top: [max offset per tp]},

@@ -1,15 +1,20 @@
-"""The Redis keys events owns (`rf:ev:*`) and the bucket arithmetic its writer and reader share.
+"""The Redis keys events owns (`rf:{ev}:*`) and the bucket arithmetic its writer and reader share.
 
-Sliding windows are sums of fixed buckets, each key expiring on its own once no window can read it:
-  10-second counters  rf:ev:r:{room}:s:{t10}   enters, for the 1-minute window (6 buckets)
-  minute counters     rf:ev:r:{room}:m:{min}   enters, for the 15-minute window (15 buckets)
-  5-minute hashes     rf:ev:r:{room}:b:{b5}    every per-room count, for the 1-hour window (12 buckets)
-  5-minute HLLs       rf:ev:r:{room}:uv:{b5}   unique visitors (viewers who entered), 1 hour
-  viewers now         rf:ev:r:{room}:now       sorted set viewer → last seen (ms); 60 s without a sign → gone
-  recent visits       rf:ev:v:{viewer}:recent  list of the viewer's last visits (leave events), newest first
-  platform totals     room "*" in the same layout (rf:ev:r:*:b:{b5} ...)
-  dedup               rf:ev:seen:{hour}        set of event ids applied in that hour (3 hours kept)
-  watermarks          rf:ev:wm:{topic}:{part}  highest Kafka offset applied per partition
+Every key starts with PREFIX, whose hash tag `{ev}` puts them all in one Redis Cluster slot: the
+realtime sink's script applies a whole batch (many rooms and viewers, its dedup sets and watermarks)
+atomically, and on a cluster a script's keys must live on one node. (On one Redis server the tag
+changes nothing.) Sliding windows are sums of fixed buckets, each key expiring on its own once no
+window can read it (R = rf:{ev}:r:ROOM):
+  10-second counters  R:s:{t10}                enters, for the 1-minute window (6 buckets)
+  minute counters     R:m:{min}                enters, for the 15-minute window (15 buckets)
+  5-minute hashes     R:b:{b5}                 every per-room count, for the 1-hour window (12 buckets)
+  5-minute HLLs       R:uv:{b5}                unique visitors (viewers who entered), 1 hour
+  viewers now         R:now                    sorted set viewer → last seen (ms); 60 s without a sign → gone
+  recent visits       rf:{ev}:v:VIEWER:recent  list of the viewer's last visits (leave events), newest first
+  platform totals     room "*" in the same layout (rf:{ev}:r:*:b:{b5} ...)
+  dedup               rf:{ev}:seen:{hour}      set of event ids applied in that hour (3 hours kept)
+  watermarks          rf:{ev}:wm:{topic}:{part} highest Kafka offset applied per partition
+  room heat           rf:{ev}:heat...          events/heat.py
 A window ending now covers whole buckets, so it spans between (window - bucket) and window.
 """
 
@@ -28,6 +33,7 @@ from events.vocabulary import (
     SHARE,
 )
 
+PREFIX = "rf:{ev}:"  # the hash tag keeps every events key in one cluster slot (see above)
 PLATFORM = "*"
 TEN_S_MS = 10_000
 MINUTE_MS = 60_000
@@ -54,11 +60,19 @@ HOUR_FIELDS = (*HOUR_FIELD.values(), "swipe_away", "dwell_ms", "gmv")
 
 
 def room_prefix(room_id: str) -> str:
-    return f"rf:ev:r:{room_id}:"
+    return f"{PREFIX}r:{room_id}:"
 
 
 def recent_key(viewer_id: str) -> str:
-    return f"rf:ev:v:{viewer_id}:recent"
+    return f"{PREFIX}v:{viewer_id}:recent"
+
+
+def seen_key(hour: int) -> str:
+    return f"{PREFIX}seen:{hour}"
+
+
+def mark_key(topic: str, partition: int) -> str:
+    return f"{PREFIX}wm:{topic}:{partition}"
 
 
 def buckets(now_ms: int) -> tuple[list[int], list[int], list[int]]:

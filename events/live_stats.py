@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from events.keys import HOUR_FIELD, HOUR_FIELDS, PLATFORM, PRESENCE_MS, buckets, recent_key
+from events.keys import HOUR_FIELD, HOUR_FIELDS, PLATFORM, PRESENCE_MS, buckets, recent_key, room_prefix
 from events.vocabulary import (
     ADD_TO_CART,
     COMMENT,
@@ -161,7 +161,7 @@ class LiveStats:
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         window = orjson.dumps(buckets(now))
         raw = await self._read(
-            keys=[f"rf:ev:r:{room}:" for room in ids],
+            keys=[room_prefix(room) for room in ids],
             args=[now, window, orjson.dumps(list(HOUR_FIELDS))],
         )
         assert PRESENCE_MS == 60_000  # the script's presence window

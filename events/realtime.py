@@ -5,10 +5,10 @@ change (counts per room and bucket, unique visitors, presence, recent visits: a 
 one Lua script decides and applies it atomically, so two consumers racing on the same partition
 during a rebalance cannot both apply an event:
   1. Kafka position: per topic-partition the script keeps the highest offset it applied
-     (`rf:ev:wm:*`); a batch whose first offset of a partition is at or below it holds stale records.
+     (`rf:{ev}:wm:*`); a batch whose first offset of a partition is at or below it holds stale records.
      A replay from offset 0, or a crash between "applied" and "offset committed", is a no-op at
      O(partitions) memory.
-  2. Event id: ids applied in the last two hours are members of hourly sets (`rf:ev:seen:{hour}`,
+  2. Event id: ids applied in the last two hours are members of hourly sets (`rf:{ev}:seen:HOUR`,
      the current and two previous hours are checked with SMISMEMBER); they catch the same event
      sent twice at different offsets (a client retrying after a 503).
 If anything is stale or already seen the script writes nothing and answers either the watermarks
@@ -40,7 +40,17 @@ import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 from redis.asyncio import Redis
 
-from events.keys import FIVE_MIN_MS, HOUR_FIELD, MINUTE_MS, PLATFORM, PRESENCE_MS, TEN_S_MS
+from events.keys import (
+    FIVE_MIN_MS,
+    HOUR_FIELD,
+    MINUTE_MS,
+    PLATFORM,
+    PREFIX,
+    PRESENCE_MS,
+    TEN_S_MS,
+    mark_key,
+    seen_key,
+)
 from events.schema import Rejection, validate_stored
 from events.vocabulary import ENTER, IMPRESSION, LEAVE, PURCHASE, SWIPE_AWAY_MS, TYPES
 
@@ -57,8 +67,10 @@ Event = dict[str, Any]
 Polled = dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
 Refused = tuple[TopicPartition, ConsumerRecord[Any, Any], str]
 
-# ARGV[1] JSON header {now, seen: [hour keys, newest first], seen_expire,
-#                      marks: [[watermark key, first offset, last offset] per topic-partition]}
+# KEYS: the id sets of the last SEEN_HOURS hours (newest first), then one watermark key per
+#   topic-partition of the batch; every key the script names itself (rooms, viewers) carries the
+#   same hash tag (events/keys.py PREFIX), so the whole script runs on one Redis Cluster slot.
+# ARGV[1] JSON header {now, seen_expire, marks: [[first offset, last offset] per watermark key]}
 # ARGV[2] JSON [event id per event]
 # ARGV[3] JSON plan, per table of sums its columns: one array per key part, then the values (see
 #   WritePlan.as_json); the script names the keys, adds the platform ("*") and sets the expiries.
@@ -77,10 +89,12 @@ local function sliced(command, key, values, flag)  -- unpack() takes up to ~8,00
   end
 end
 local head = cjson.decode(ARGV[1])
+local SEEN = {}
+for i = 1, $SEEN_HOURS do SEEN[i] = KEYS[i] end
 local marks, stale = {}, false
 for i, tp in ipairs(head.marks) do
-  marks[i] = tonumber(redis.call('GET', tp[1]) or '-1')
-  if tp[2] <= marks[i] then stale = true end
+  marks[i] = tonumber(redis.call('GET', KEYS[$SEEN_HOURS + i]) or '-1')
+  if tp[1] <= marks[i] then stale = true end
 end
 if stale then
   table.insert(marks, 1, 0)
@@ -89,7 +103,7 @@ end
 local ids = cjson.decode(ARGV[2])
 local n = #ids
 local refused = {1}
-for _, key in ipairs(head.seen) do
+for _, key in ipairs(SEEN) do
   for first = 1, n, SLICE do
     local last = math.min(first + SLICE - 1, n)
     local member = redis.call('SMISMEMBER', key, unpack(ids, first, last))
@@ -99,18 +113,18 @@ for _, key in ipairs(head.seen) do
   end
 end
 if #refused > 1 then return refused end
-for _, tp in ipairs(head.marks) do
-  redis.call('SET', tp[1], string.format('%d', tp[3]))
+for i, tp in ipairs(head.marks) do
+  redis.call('SET', KEYS[$SEEN_HOURS + i], string.format('%d', tp[2]))
 end
-sliced('SADD', head.seen[1], ids)
-if n > 0 then redis.call('PEXPIREAT', head.seen[1], head.seen_expire) end
+sliced('SADD', SEEN[1], ids)
+if n > 0 then redis.call('PEXPIREAT', SEEN[1], head.seen_expire) end
 
 local plan = cjson.decode(ARGV[3])
 for _, columns in pairs(plan) do columns.n = columns[1] and #columns[1] or 0 end  -- rows
 -- 5-minute hashes of every count, per room and for the platform
 local hashes = {}
 local function count(room, b5, field, value)
-  local key = 'rf:ev:r:' .. room .. ':b:' .. b5
+  local key = '$PREFIXr:' .. room .. ':b:' .. b5
   local hash = hashes[key]
   if hash == nil then
     hash = {(b5 + 1) * 300 + 3660, {}}
@@ -135,7 +149,7 @@ for name, field in pairs({dwell = 'dwell_ms', swipes = 'swipe_away'}) do
 end
 t = plan.gmv  -- room or '*', b5; amount (its hash is there: a purchase is an order)
 for i = 1, t.n do
-  redis.call('HINCRBYFLOAT', 'rf:ev:r:' .. t[1][i] .. ':b:' .. t[2][i], 'gmv', t[3][i])
+  redis.call('HINCRBYFLOAT', '$PREFIXr:' .. t[1][i] .. ':b:' .. t[2][i], 'gmv', t[3][i])
 end
 for key, hash in pairs(hashes) do
   for field, value in pairs(hash[2]) do redis.call('HINCRBY', key, field, value) end
@@ -146,20 +160,20 @@ for _, counter in ipairs({{plan.tens, 's', 10, 120}, {plan.minutes, 'm', 60, 960
   local sums, kind, span, keep = {}, counter[2], counter[3], counter[4]
   t = counter[1]  -- room, bucket; enters
   for i = 1, t.n do
-    local key, bucket = 'rf:ev:r:' .. t[1][i] .. ':' .. kind .. ':' .. t[2][i], t[2][i]
+    local key, bucket = '$PREFIXr:' .. t[1][i] .. ':' .. kind .. ':' .. t[2][i], t[2][i]
     sums[bucket] = (sums[bucket] or 0) + t[3][i]
     redis.call('INCRBY', key, t[3][i])
     redis.call('EXPIREAT', key, (bucket + 1) * span + keep)
   end
   for bucket, value in pairs(sums) do
-    redis.call('INCRBY', 'rf:ev:r:*:' .. kind .. ':' .. bucket, value)
-    redis.call('EXPIREAT', 'rf:ev:r:*:' .. kind .. ':' .. bucket, (bucket + 1) * span + keep)
+    redis.call('INCRBY', '$PREFIXr:*:' .. kind .. ':' .. bucket, value)
+    redis.call('EXPIREAT', '$PREFIXr:*:' .. kind .. ':' .. bucket, (bucket + 1) * span + keep)
   end
 end
 -- unique visitors (HyperLogLogs), per room and for the platform
 local visitors = {}
 local function visit(room, b5, viewer)
-  local key = 'rf:ev:r:' .. room .. ':uv:' .. b5
+  local key = '$PREFIXr:' .. room .. ':uv:' .. b5
   local hll = visitors[key]
   if hll == nil then
     hll = {(b5 + 1) * 300 + 3660}
@@ -180,7 +194,7 @@ end
 -- recent visits per viewer, newest first
 t = plan.recent  -- viewer; visits (JSON, oldest first)
 for i = 1, t.n do
-  local key = 'rf:ev:v:' .. t[1][i] .. ':recent'
+  local key = '$PREFIXv:' .. t[1][i] .. ':recent'
   sliced('LPUSH', key, t[2][i])
   redis.call('LTRIM', key, 0, $RECENT_LAST)
   redis.call('EXPIRE', key, $RECENT_TTL)
@@ -212,7 +226,7 @@ for i = 1, t.n do
 end
 local presence_from = head.now - $PRESENCE_MS
 for room, r in pairs(rooms) do
-  local key = 'rf:ev:r:' .. room .. ':now'
+  local key = '$PREFIXr:' .. room .. ':now'
   local set, gone = {}, {}
   for first = 1, #r.folds, SLICE do
     local last = math.min(first + SLICE - 1, #r.folds)
@@ -245,6 +259,8 @@ for name, value in {
     "$RECENT_LAST": RECENT_CAP - 1,
     "$RECENT_TTL": RECENT_TTL_S,
     "$PRESENCE_MS": PRESENCE_MS,
+    "$SEEN_HOURS": SEEN_HOURS,
+    "$PREFIX": PREFIX,
 }.items():
     _APPLY = _APPLY.replace(name, str(value))
 
@@ -370,7 +386,7 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
 def seen_keys(now_ms: int) -> tuple[list[str], int]:
     """The hourly id sets to check (newest first, the one to add to) and when the newest expires (ms)."""
     hour = now_ms // SEEN_HOUR_MS
-    return [f"rf:ev:seen:{hour - i}" for i in range(SEEN_HOURS)], (hour + SEEN_HOURS) * SEEN_HOUR_MS
+    return [seen_key(hour - i) for i in range(SEEN_HOURS)], (hour + SEEN_HOURS) * SEEN_HOUR_MS
 
 
 def _why(value: bytes | None) -> str:
@@ -488,22 +504,20 @@ class _Chunk:
         seen = {self.plan.ids[p - 1] for p in positions}
         self._replan([e for e in self.events() if e["event_id"] not in seen])
 
+    def keys(self) -> list[str]:
+        """The script's KEYS: the id sets, then the watermark of each topic-partition in `head()` order."""
+        return [*self.seen, *self.marks]
+
     def head(self) -> bytes:
         return orjson.dumps(
-            {
-                "now": self.now,
-                "seen": self.seen,
-                "seen_expire": self.seen_expire,
-                "marks": [[key, *span] for key, span in self.marks.items()],
-            }
+            {"now": self.now, "seen_expire": self.seen_expire, "marks": list(self.marks.values())}
         )
 
 
 _value = attrgetter("value")
 
 
-def _mark(topic: str, partition: int) -> str:
-    return f"rf:ev:wm:{topic}:{partition}"
+_mark = mark_key
 
 
 class RealtimeSink:
@@ -525,7 +539,7 @@ class RealtimeSink:
         """Apply a chunk; returns how many of its events were new."""
         while True:
             answer = await self._script(
-                args=[chunk.head(), orjson.dumps(chunk.plan.ids), chunk.plan.as_json()]
+                keys=chunk.keys(), args=[chunk.head(), orjson.dumps(chunk.plan.ids), chunk.plan.as_json()]
             )
             outcome = int(answer[0])
             if outcome == 2:

@@ -1,7 +1,7 @@
 """Rebuild the events domain's Redis state (live stats, viewer history, room heat) by replaying Kafka.
 
 Redis holds only derived state; the `viewer-events` topic is its source. A rebuild deletes every
-`rf:ev:*` key, then runs the realtime and heat sinks in fresh consumer groups from offset 0 up to
+`rf:{ev}:*` key, then runs the realtime and heat sinks in fresh consumer groups from offset 0 up to
 the end offsets taken when it began. The worker's own sinks must be stopped meanwhile: their
 per-partition watermarks would otherwise mark the records below their first new offset as applied.
 Once the worker restarts it resumes from its committed offsets, and everything the replay already
@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from events.consumer import Sink, SinkRunner
 from events.heat import RoomHeatSink
+from events.keys import PREFIX
 from events.realtime import RealtimeSink
 from events.vocabulary import VIEWER_EVENTS
 from roomfeed.settings import Settings
@@ -72,7 +73,7 @@ async def no_worker_running(settings: Settings) -> AsyncIterator[None]:
 async def clear(redis: Redis) -> int:
     deleted = 0
     batch: list[bytes] = []
-    async for key in redis.scan_iter(match="rf:ev:*", count=1000):
+    async for key in redis.scan_iter(match=f"{PREFIX}*", count=1000):
         batch.append(key)
         if len(batch) >= 1000:
             deleted += await redis.delete(*batch)

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from roomfeed.db import create_pool
 from roomfeed.kafka import make_producer
 from roomfeed.leader import Leases
-from roomfeed.redis_client import create_redis
+from roomfeed.redis_client import cluster_url, create_redis
 from roomfeed.redis_lane import RedisLane
 from roomfeed.settings import Settings
 
@@ -44,7 +44,9 @@ class Resources:
             pool=pool,
             redis=create_redis(settings),
             producer=make_producer(settings),
-            redis_lane=RedisLane(settings.redis_url),
+            # One pipelined connection speaks to one server: on a Redis Cluster the hot path uses
+            # redis-py's cluster client instead (it routes each command by slot).
+            redis_lane=RedisLane(settings.redis_url) if cluster_url(settings.redis_url) is None else None,
             leases=Leases(settings.database_url),
         )
         if kafka:

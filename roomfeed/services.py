@@ -478,6 +478,121 @@ class RedisServer(_TerminatedServer):
         return f"redis://127.0.0.1:{self.port}/{db}"
 
 
+class RedisClusterServers:
+    """A Redis Cluster on one machine: `masters` primaries, each with `replicas_each` replicas
+    (redis-server --cluster-enabled yes, then redis-cli --cluster create), for tests and benchmarks
+    of roomfeed on a cluster: a master can be failed over or killed and started again."""
+
+    def __init__(
+        self, data_dir: Path, ports: list[int], *, replicas_each: int = 1, node_timeout_ms: int = 2000
+    ) -> None:
+        self.replicas_each = replicas_each
+        self.nodes = [
+            RedisServer(
+                Path(data_dir) / f"node{port}",
+                port,
+                extra_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    str(node_timeout_ms),
+                    "--appendfsync",
+                    "always",  # a killed node restarts with every write it acknowledged
+                ),
+            )
+            for port in ports
+        ]
+
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes:
+            node.wait_ready()
+        if self._info(self.nodes[0]).get("cluster_state") == "ok":
+            return  # formed before (a restart on the same data)
+        cmd = ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes)]
+        cmd += ["--cluster-replicas", str(self.replicas_each), "--cluster-yes"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+        if proc.returncode != 0:
+            raise ServiceError(f"redis-cli --cluster create failed:\n{proc.stdout}\n{proc.stderr}")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until every running node says cluster_state:ok and sees every slot served."""
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = [self._info(n) for n in self.nodes if n.is_running()]
+            if infos and all(
+                i.get("cluster_state") == "ok" and i.get("cluster_slots_ok") == "16384" for i in infos
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(f"redis cluster not ok in {timeout}s: {infos}")
+            time.sleep(0.2)
+
+    @staticmethod
+    def _cli(node: RedisServer, *args: str) -> str:
+        proc = subprocess.run(
+            ["redis-cli", "-p", str(node.port), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+        return proc.stdout
+
+    def _info(self, node: RedisServer) -> dict[str, str]:
+        pairs = (
+            line.split(":", 1) for line in self._cli(node, "cluster", "info").splitlines() if ":" in line
+        )
+        return {k.strip(): v.strip() for k, v in pairs}
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node serving `key`'s slot now."""
+        slot = int(self._cli(self.nodes[0], "cluster", "keyslot", key).strip())
+        for line in self._cli(self.nodes[0], "cluster", "nodes").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for span in fields[8:]:
+                first, _, last = span.partition("-")
+                if first.isdigit() and int(first) <= slot <= int(last or first):
+                    port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise ServiceError(f"no master serves slot {slot}")
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        node_id = self._cli(master, "cluster", "myid").strip()
+        for line in self._cli(master, "cluster", "nodes").splitlines():
+            fields = line.split()
+            if fields[3] == node_id and "slave" in fields[2] and "fail" not in fields[2]:
+                port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                return next(n for n in self.nodes if n.port == port)
+        raise ServiceError(f"master on port {master.port} has no healthy replica")
+
+    def fail_over(self, master: RedisServer) -> RedisServer:
+        """A manual failover (CLUSTER FAILOVER on a replica: it catches up, then takes over the slots);
+        returns the new master."""
+        replica = self.replica_of(master)
+        reply = self._cli(replica, "cluster", "failover").strip()
+        if reply != "OK":
+            raise ServiceError(f"cluster failover refused: {reply}")
+        deadline = time.monotonic() + 20
+        while self._cli(replica, "role").splitlines()[:1] != ["master"]:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"replica on port {replica.port} did not take over")
+            time.sleep(0.1)
+        return replica
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
 # --- Kafka -----------------------------------------------------------------------------------
 
 

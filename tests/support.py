@@ -27,6 +27,7 @@ from roomfeed.services import (
     KafkaBroker,
     KafkaCluster,
     PostgresServer,
+    RedisClusterServers,
     RedisServer,
     RedisTls,
     resolve_kafka_jars,
@@ -54,6 +55,23 @@ def world_readable_tempdir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     path.chmod(0o755)
     return path
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10,000) is free too (so at most 55,535)."""
+    import random
+
+    while True:
+        port = random.randint(20_000, 45_000)
+        taken = False
+        for candidate in (port, port + 10_000):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", candidate))
+                except OSError:
+                    taken = True
+        if not taken:
+            return port
 
 
 def process_env(settings: Settings, data_dir: Path | None = None) -> dict[str, str]:
@@ -168,6 +186,13 @@ class PrivateServers:
         )
         self._servers.append(server)
         return server
+
+    def redis_cluster(self, masters: int = 3, replicas_each: int = 1) -> RedisClusterServers:
+        """`masters` primaries with `replicas_each` replicas each, formed into one Redis Cluster."""
+        ports = [_cluster_port() for _ in range(masters * (1 + replicas_each))]
+        cluster = RedisClusterServers(self._dir("redis-cluster"), ports, replicas_each=replicas_each)
+        self._servers.extend(cluster.nodes)
+        return cluster
 
     def kafka_cluster(self, brokers: int = 3) -> KafkaCluster:
         """`brokers` KRaft nodes, one cluster (replication up to 3; Kafka's own topics replicated)."""

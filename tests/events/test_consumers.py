@@ -32,8 +32,8 @@ from tests.events.conftest import eventually, make_event, running, tag
 async def redis_state(redis: Redis) -> dict[bytes, Any]:
     """Every events key's content, except the dedup marks themselves."""
     state: dict[bytes, Any] = {}
-    async for key in redis.scan_iter(match="rf:ev:*", count=1000):
-        if key.startswith(b"rf:ev:seen:"):
+    async for key in redis.scan_iter(match="rf:{ev}:*", count=1000):
+        if key.startswith(b"rf:{ev}:seen:"):
             continue
         kind = await redis.type(key)
         if kind == b"hash":

@@ -61,7 +61,7 @@ async def test_every_event_type_reaches_ingest_the_sinks_and_the_dataset(
                 assert stored == field.example, (kind, field.name, stored)
 
         # realtime: every id deduped, every counted type counted once in the room's hour buckets
-        seen_keys = [key async for key in redis.scan_iter(match="rf:ev:seen:*")]
+        seen_keys = [key async for key in redis.scan_iter(match="rf:{ev}:seen:*")]
         for event in events.values():
             assert any([await redis.sismember(key, event["event_id"]) for key in seen_keys]), event["type"]
         b5 = now // FIVE_MIN_MS

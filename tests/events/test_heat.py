@@ -160,7 +160,7 @@ async def test_heat_table_rescans_when_redis_lost_its_data_or_was_rebuilt(heat, 
     assert len((await table.refresh(now_ms / 1000)).room_ids) == 5
     # Every events key gone (a flush, a restart without data, `roomfeed rebuild`), then more rooms
     # rewritten than the table had read: the counter is past where the table stood, the epoch is new.
-    await redis.delete(HEAT_KEY, SEQ_KEY, CHANGED_KEY, EPOCH_KEY, f"rf:ev:heat:wm:{topic}:0")
+    await redis.delete(HEAT_KEY, SEQ_KEY, CHANGED_KEY, EPOCH_KEY, f"rf:{{ev}}:heat:wm:{topic}:0")
     await sink.write([_event("enter", f"room_after{i}", i, now_ms, topic) for i in range(8)])
     snap = await table.refresh(now_ms / 1000)
     assert sorted(snap.room_ids) == sorted(f"room_after{i}" for i in range(8))
