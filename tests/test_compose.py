@@ -16,8 +16,8 @@ from roomfeed.settings import REPO_ROOT, Settings
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 APP_SERVICES = {
     "api": ["roomfeed", "serve"],
-    "worker": ["roomfeed", "worker"],
-    "trainer": ["roomfeed", "train", "--every", "10m"],
+    "worker": ["roomfeed", "worker", "--metrics-port", "9101"],  # metrics on by default
+    "trainer": ["roomfeed", "train", "--every", "10m", "--metrics-port", "9102"],
 }
 SETTINGS_ENV = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP")
 
