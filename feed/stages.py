@@ -345,26 +345,29 @@ class Rank:
 
     def columns(
         self, c: Candidates, rm: RankModel
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
-        """(merchant positions, category codes, price band codes, visit lookup) of the candidates."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], np.ndarray, np.ndarray]:
+        """(merchant positions, category codes, price band codes, visit lookup, positions' sort order,
+        start times in ms) of the candidates, kept with the set."""
 
-        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], np.ndarray, np.ndarray]:
             positions, lookup = _positions(c, rm)
             cats = np.fromiter((rm.categories.get(r.category, -1) for r in c.rooms), np.int64, len(c))
             bands = np.fromiter((BAND_CODE.get(r.price_band, -1) for r in c.rooms), np.int64, len(c))
-            return positions, cats, bands, lookup
+            order = np.argsort(positions, kind="stable")
+            return positions, cats, bands, lookup, order, c.started_at * 1000.0
 
         return c.derived("rank_columns", (rm,), make)
 
     def request(self, c: Candidates, rm: RankModel, now: float) -> RankRequest:
-        items, cats, bands, _ = self.columns(c, rm)
+        items, cats, bands, _, order, started_ms = self.columns(c, rm)
         return RankRequest(
             now_ms=int(now * 1000),
             items=items,
             category=cats,
             band=bands,
-            started_ms=c.started_at * 1000.0,
+            started_ms=started_ms,
             heat=c.enters,
+            item_order=order,
         )
 
     def room_part(self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float) -> np.ndarray:
@@ -390,7 +393,7 @@ class Rank:
         scorer = getattr(self.model_watcher, "scorer", None)
         rm = rank_model(scorer)
         req = self.request(c, rm, ctx.now)
-        items, _, _, lookup = self.columns(c, rm)
+        _, _, _, lookup, _, _ = self.columns(c, rm)
         history, session = viewer_inputs(ctx.viewer_id, ctx.recent, rm, lookup, req.now_ms)
         req.history, req.session = history, session
         if (

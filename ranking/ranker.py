@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from events.vocabulary import SWIPE_AWAY_MS
-from ranking.history import S, ViewerHistory
+from ranking.history import S, STATS as STATS_ORDER, ViewerHistory
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -127,6 +127,23 @@ class RankRequest:
     lightfm: np.ndarray | None = None  # raw LightFM scores per room; None: not personal
     unit_items: np.ndarray | None = None  # (n_rooms, k) unit LightFM item vectors (for session_lightfm)
     item_unit_of: np.ndarray | None = None  # (n_items, k) unit vectors by merchant position
+    item_order: np.ndarray | None = None  # argsort of `items` (the feed keeps it per candidate set)
+
+    def rows_of(self, merchants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, index into `merchants`) of the rooms whose merchant is one of `merchants`: a few
+        binary searches in the sorted items instead of a pass over every room."""
+        order = self.item_order if self.item_order is not None else np.argsort(self.items, kind="stable")
+        self.item_order = order
+        ranked = self.items[order]
+        lo = np.searchsorted(ranked, merchants, side="left")
+        hi = np.searchsorted(ranked, merchants, side="right")
+        counts = hi - lo
+        if not counts.any():
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        which = np.repeat(np.arange(merchants.shape[0]), counts)
+        starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        rows = order[starts + np.arange(which.shape[0])]
+        return rows, which
 
 
 def _log1p(x: np.ndarray) -> np.ndarray:
@@ -163,60 +180,96 @@ def _standardise_over(x: np.ndarray, group: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ViewerColumns:
-    """The viewer part: dense columns (n,) and sparse ones (rows, values) over the few rooms they touch."""
+    """The viewer part: dense columns (n,), columns that are a table over category or price-band codes
+    (one gather serves all of them), and sparse ones (rows, values) over the few rooms they touch."""
 
     dense: dict[str, np.ndarray]
     rows: np.ndarray  # rooms of merchants in the viewer's history
     sparse: dict[str, np.ndarray]  # values at `rows`
+    by_category: dict[str, np.ndarray] = field(default_factory=dict)  # per category code
+    by_band: dict[str, np.ndarray] = field(default_factory=dict)  # per price-band code
+    swiped_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # session_swiped = 1
+
+    def expanded(self, req: RankRequest) -> dict[str, np.ndarray]:
+        """Every dense-shaped column as an (n,) array (training and tests)."""
+        out = dict(self.dense)
+        for name, values in self.by_category.items():
+            out[name] = _lookup(values, req.category)
+        for name, values in self.by_band.items():
+            out[name] = _lookup(values, req.band)
+        if self.swiped_rows.size:
+            col = np.zeros(req.items.shape[0])
+            col[self.swiped_rows] = 1.0
+            out["session_swiped"] = col
+        return out
+
+
+def _lookup(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """values[codes] with code -1 (unknown) giving 0: one gather through a sentinel slot."""
+    ext = np.zeros(values.shape[0] + 1, dtype=np.float32)
+    ext[1:] = values
+    out: np.ndarray = ext[np.minimum(codes, values.shape[0] - 1) + 1]
+    return out
 
 
 def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
-    """Every VIEWER_FEATURES column for this request (one implementation for feed, replay and training)."""
+    """Every VIEWER_FEATURES column for this request (one implementation for feed, replay and training).
+
+    Dense columns that are zero for this request are left out (they add nothing); the history columns
+    are computed on the rows of the viewer's merchants only.
+    """
     n = req.items.shape[0]
     h = req.history
     dense: dict[str, np.ndarray] = {}
-    # Which rooms belong to a merchant in the history (history keys are sorted merchant positions).
+    by_category: dict[str, np.ndarray] = {}
+    by_band: dict[str, np.ndarray] = {}
+    swiped_rows = np.zeros(0, dtype=np.int64)
+    known = (h.merchants >= 0) & (h.merchants < table.category.shape[0]) if len(h) else np.zeros(0, bool)
     if len(h):
-        where = np.searchsorted(h.merchants, req.items)
-        where = np.minimum(where, len(h) - 1)
-        hit = (h.merchants[where] == req.items) & (req.items >= 0)
-        rows = np.flatnonzero(hit)
-        st = h.stats[where[rows]]
+        rows, which = req.rows_of(h.merchants)
+        st = h.stats[which]
     else:
-        rows = np.zeros(0, dtype=np.int64)
-        st = np.zeros((0, h.stats.shape[1]))
+        rows, st = np.zeros(0, dtype=np.int64), np.zeros((0, len(STATS_ORDER)))
     entered_rows = rows[st[:, S["enters"]] > 0] if rows.size else rows
-    discovery = np.ones(n, dtype=bool)
-    discovery[entered_rows] = False
-    dense["lightfm"] = _standardise_over(req.lightfm, discovery) if req.lightfm is not None else np.zeros(n)
-    # Viewer-level tables from the whole history: watched merchants, category and band shares.
-    dense["covisit"] = np.zeros(n)
-    dense["category_affinity"] = np.zeros(n)
-    dense["band_affinity"] = np.zeros(n)
+    if req.lightfm is not None:
+        # Standardised over the rooms the viewer never entered, from sums over all rooms minus the few left out.
+        lf = req.lightfm.astype(np.float64, copy=False)
+        left = lf[entered_rows]
+        count = n - entered_rows.size
+        if count >= 2:
+            mean = (float(lf.sum()) - float(left.sum())) / count
+            var = (float(lf @ lf) - float(left @ left)) / count - mean * mean
+            if var > 1e-18:
+                col = (req.lightfm - np.float32(mean)) * np.float32(1.0 / math.sqrt(var))
+                col[entered_rows] = 0.0
+                dense["lightfm"] = col
     if len(h):
         watched = h.stats[:, S["dwell_s"]]
-        known = (h.merchants >= 0) & (h.merchants < table.category.shape[0])
         total = float(watched[known].sum())
         if total > 0:
             w = np.where(known, watched, 0.0) / total
             safe = np.where(known, h.merchants, 0)
-            for name, codes, size, per_room in (
-                ("category_affinity", table.category, table.n_categories, req.category),
-                ("band_affinity", table.band, table.n_bands, req.band),
+            for name, codes, size, into in (
+                ("category_affinity", table.category, table.n_categories, by_category),
+                ("band_affinity", table.band, table.n_bands, by_band),
             ):
-                share = np.bincount(
-                    np.maximum(codes[safe], 0), weights=w * (codes[safe] >= 0), minlength=size
-                )
-                dense[name] = np.where(per_room >= 0, share[np.clip(per_room, 0, size - 1)], 0.0)
+                mine = codes[safe]
+                into[name] = np.bincount(np.maximum(mine, 0), weights=w * (mine >= 0), minlength=size)
             engaged = known & (watched > 0)
             if engaged.any() and table.covisit.shape[0]:
-                weights = np.log1p(watched[engaged] / 60.0)
-                vec = table.covisit[h.merchants[engaged]].T @ weights
-                ok = (req.items >= 0) & (req.items < vec.shape[0])
-                dense["covisit"] = np.where(ok, _log1p(vec[np.where(ok, req.items, 0)]), 0.0)
-    # Session: the window's visits.
-    for name in ("session_category", "session_skip", "session_lightfm", "session_swiped"):
-        dense[name] = np.zeros(n)
+                # The watched merchants' rows of the co-visitation matrix, weighted and summed (CSR slices
+                # by hand: scipy's row indexing costs more than the rest of the request).
+                cov = table.covisit
+                mine_rows = h.merchants[engaged]
+                starts, ends = cov.indptr[mine_rows], cov.indptr[mine_rows + 1]
+                counts = ends - starts
+                if counts.sum():
+                    at = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(
+                        int(counts.sum())
+                    )
+                    weights = np.repeat(np.log1p(watched[engaged] / 60.0), counts) * cov.data[at]
+                    vec = np.log1p(np.bincount(cov.indices[at], weights=weights, minlength=cov.shape[1]))
+                    dense["covisit"] = _lookup(vec, req.items)
     recent = [v for v in req.session if req.now_ms - v.ts <= SESSION_WINDOW_MS and v.item >= 0]
     if recent:
         cat_dwell = np.zeros(table.n_categories)
@@ -230,16 +283,12 @@ def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
                     cat_skip[code] += 1.0
             elif code >= 0:
                 cat_dwell[code] += v.dwell_ms / 1000.0
-        safe_cat = np.clip(req.category, 0, table.n_categories - 1)
-        valid = req.category >= 0
         if cat_dwell.sum() > 0:
-            dense["session_category"] = np.where(valid, (cat_dwell / cat_dwell.sum())[safe_cat], 0.0)
+            by_category["session_category"] = cat_dwell / cat_dwell.sum()
         if cat_skip.sum() > 0:
-            dense["session_skip"] = np.where(valid, (cat_skip / cat_skip.sum())[safe_cat], 0.0)
+            by_category["session_skip"] = cat_skip / cat_skip.sum()
         if swiped:
-            dense["session_swiped"] = np.isin(req.items, np.fromiter(swiped, dtype=np.int64)).astype(
-                np.float64
-            )
+            swiped_rows, _ = req.rows_of(np.array(sorted(swiped), dtype=np.int64))
         if req.unit_items is not None and req.item_unit_of is not None:
             vec = np.zeros(req.unit_items.shape[1], dtype=np.float64)
             for v in recent:
@@ -247,34 +296,34 @@ def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
                     vec += math.log1p(max(v.dwell_ms, 0) / 30_000.0) * req.item_unit_of[v.item]
             norm = float(np.linalg.norm(vec))
             if norm > 1e-9:
-                dense["session_lightfm"] = req.unit_items @ (vec / norm)
+                dense["session_lightfm"] = req.unit_items @ (vec / norm).astype(np.float32)
     # History columns (only the rooms of merchants in the history).
     sparse: dict[str, np.ndarray] = {}
     if rows.size:
         age = np.maximum(req.now_ms - st[:, S["last_ms"]], 0.0)
-        engaged = st[:, S["last_ms"]] > 0
+        engaged_rows = st[:, S["last_ms"]] > 0
         enters = st[:, S["enters"]]
         sparse["h_entered"] = (enters > 0).astype(np.float64)
         sparse["h_enters"] = _log1p(enters)
         sparse["h_watches"] = _log1p(st[:, S["watches"]])
         sparse["h_dwell"] = _log1p(st[:, S["dwell_s"]] / 60.0)
-        sparse["h_recent_1d"] = np.where(engaged, np.power(0.5, age / DAY_MS), 0.0)
-        sparse["h_recent_7d"] = np.where(engaged, np.power(0.5, age / (7 * DAY_MS)), 0.0)
+        sparse["h_recent_1d"] = np.where(engaged_rows, np.power(0.5, age / DAY_MS), 0.0)
+        sparse["h_recent_7d"] = np.where(engaged_rows, np.power(0.5, age / (7 * DAY_MS)), 0.0)
         sparse["h_swipes"] = _log1p(st[:, S["swipes"]])
         sparse["h_purchases"] = _log1p(st[:, S["purchases"]])
         sparse["h_follows"] = (st[:, S["follows"]] > 0).astype(np.float64)
         sparse["h_passed"] = _log1p(st[:, S["impressions"]] - enters)
         sparse["h_code"] = (st[:, S["code_enters"]] > 0).astype(np.float64)
-        # Rank among the live rooms of entered merchants: by enters, then watches, then recency.
+        # Rank among the live rooms of entered merchants: by enters, then watches, then recency, then row.
         rank = np.zeros(rows.size)
         pos = np.flatnonzero(enters > 0)
         if pos.size:
-            order = np.lexsort((-st[pos, S["last_ms"]], -st[pos, S["watches"]], -enters[pos]))
+            order = np.lexsort((rows[pos], -st[pos, S["last_ms"]], -st[pos, S["watches"]], -enters[pos]))
             rank[pos[order]] = 1.0 / (1.0 + np.arange(pos.size))
         sparse["h_rank"] = rank
         all_enters = float(h.stats[:, S["enters"]].sum())
         sparse["h_share"] = enters / all_enters if all_enters > 0 else np.zeros(rows.size)
-    return ViewerColumns(dense, rows, sparse)
+    return ViewerColumns(dense, rows, sparse, by_category, by_band, swiped_rows)
 
 
 def design(table: MerchantTable, req: RankRequest) -> np.ndarray:
@@ -283,7 +332,7 @@ def design(table: MerchantTable, req: RankRequest) -> np.ndarray:
     x = np.zeros((n, len(FEATURES)), dtype=np.float32)
     x[:, :N_ROOM] = room_columns(table, req)
     cols = viewer_columns(table, req)
-    for name, values in cols.dense.items():
+    for name, values in cols.expanded(req).items():
         x[:, F[name]] = values
     for name, values in cols.sparse.items():
         x[cols.rows, F[name]] = values
@@ -329,13 +378,19 @@ class Ranker:
 
     def add_viewer_score(self, score: np.ndarray, table: MerchantTable, req: RankRequest) -> np.ndarray:
         """`score` (a room part, copied) plus the viewer part: the full linear score."""
-        out = score.astype(np.float64, copy=True)
+        out = score.astype(np.float32, copy=True)
         cols = viewer_columns(table, req)
         w = self.weights
         for name, values in cols.dense.items():
             weight = w[F[name]]
             if weight:
-                out += weight * values
+                out += np.float32(weight) * values
+        for tables, codes in ((cols.by_category, req.category), (cols.by_band, req.band)):
+            if tables:
+                combined = sum(w[F[name]] * values for name, values in tables.items())
+                out += _lookup(np.asarray(combined, dtype=np.float32), codes)
+        if cols.swiped_rows.size:
+            out[cols.swiped_rows] += w[F["session_swiped"]]
         if cols.rows.size:
             part = np.zeros(cols.rows.size)
             for name, values in cols.sparse.items():
