@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,7 +30,7 @@ class BoostCandidates(Protocol):
 
     room_ids: np.ndarray
     merchant_ids: np.ndarray
-    rooms_of_merchant: dict[str, np.ndarray]
+    rooms_of_merchant: Mapping[str, np.ndarray]
     score: np.ndarray
     boosted: np.ndarray
     keep: np.ndarray
@@ -38,11 +39,16 @@ class BoostCandidates(Protocol):
 class BoostContext(Protocol):
     """What the stage reads of `feed.context.FeedContext`."""
 
-    candidates: BoostCandidates
-    session_id: str
-    count: int  # the page size
-    served: set[str]
-    rng: np.random.Generator
+    @property
+    def candidates(self) -> BoostCandidates: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def count(self) -> int: ...  # the page size
+    @property
+    def served(self) -> set[str]: ...
+    @property
+    def rng(self) -> np.random.Generator: ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ TOP_RANK = 1  # a boosted room lands no higher than this page position (0 = the 
 def choose_boosts(
     scores: np.ndarray,
     eligible: np.ndarray,
-    rooms_of_merchant: dict[str, np.ndarray],
+    rooms_of_merchant: Mapping[str, np.ndarray],
     plans: dict[str, BoostPlan],
     page_size: int,
     draw: float,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -22,26 +23,61 @@ from alliance.codes import Attribution, CodeBook, CodeInfo, qr_png
 from alliance.ledger import Ledger
 from alliance.scheduler import ExposureScheduler
 from roomfeed.auth import require
-from roomfeed.errors import NotFound, Unavailable
-from roomfeed.http import json, query_int, read_json
-from roomfeed.leader import ALLIANCE_SCHEDULER, always_lead
+from roomfeed.errors import NotFound
+from roomfeed.http import bound, json, query_int, read_json
+from roomfeed.leader import ALLIANCE_SCHEDULER, Leadership, always_lead
 from roomfeed.resources import Resources
 from roomfeed.validation import ID_PATTERN, Body
 
 SCHEDULER_TICK_S = 5.0
 
 
-class StoreDirectory(Protocol):
+class Merchants(Protocol):
+    """What the alliance asks the rooms domain (rooms.catalog.MerchantCatalog) about merchants."""
+
+    async def exists(self, merchant_id: str) -> bool: ...
+
     async def store_and_staff(self, merchant_id: str, store_id: str | None, staff_id: str | None) -> bool: ...
 
 
-class NoStoreDirectory:
-    """Used while the rooms domain is absent from a build: store- and staff-level codes cannot be checked."""
+@dataclass
+class Alliance:
+    """The alliance domain in one API process: what its routes and the feed use, and the scheduler's ticks."""
 
-    async def store_and_staff(self, merchant_id: str, store_id: str | None, staff_id: str | None) -> bool:
-        if store_id is None and staff_id is None:
-            return True
-        raise Unavailable("stores and staff cannot be checked in this build (the rooms domain is missing)")
+    merchants: Merchants
+    alliances: AllianceBook
+    code_book: CodeBook
+    attribution_book: AttributionBook
+    ledger: Ledger
+    scheduler: ExposureScheduler
+    boost: AllianceBoost
+    scheduler_leadership: Leadership = always_lead
+    _tick: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(cls, resources: Resources, merchants: Merchants) -> Alliance:
+        pool, redis = resources.pool, resources.redis
+        return cls(
+            merchants=merchants,
+            alliances=AllianceBook(pool),
+            code_book=CodeBook(resources.settings, pool),
+            attribution_book=AttributionBook(pool, redis),
+            ledger=Ledger(pool),
+            scheduler=ExposureScheduler(pool, redis),
+            boost=AllianceBoost(redis),
+            scheduler_leadership=resources.leases.leadership(ALLIANCE_SCHEDULER),
+        )
+
+    async def start(self) -> None:
+        self._tick = asyncio.create_task(
+            self.scheduler.run_forever(SCHEDULER_TICK_S, leadership=self.scheduler_leadership)
+        )
+
+    async def stop(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._tick
 
 
 def _code_json(info: CodeInfo) -> dict[str, Any]:
@@ -57,7 +93,7 @@ def _code_json(info: CodeInfo) -> dict[str, Any]:
     }
 
 
-async def create_alliance(request: Request) -> Response:
+async def create_alliance(request: Request, domain: Alliance) -> Response:
     """Create an alliance; the caller becomes its owner and first member.
     ---
     requestBody:
@@ -95,11 +131,11 @@ async def create_alliance(request: Request) -> Response:
     if terms_body is not None:
         body.merge(terms_body)
     body.finish()
-    alliance = await request.app.state.alliances.create(principal.merchant_id, name.strip(), terms)
+    alliance = await domain.alliances.create(principal.merchant_id or "", name.strip(), terms)
     return json(alliance.to_json(), status=201)
 
 
-async def get_alliance(request: Request) -> Response:
+async def get_alliance(request: Request, domain: Alliance) -> Response:
     """An alliance, its terms and members (members and invitees only; others get 404).
     ---
     responses:
@@ -107,13 +143,11 @@ async def get_alliance(request: Request) -> Response:
       404: {description: no such alliance for this merchant}
     """
     principal = await require(request, "merchant", "operator")
-    alliance = await request.app.state.alliances.get(
-        request.path_params["alliance_id"], principal.merchant_id
-    )
+    alliance = await domain.alliances.get(request.path_params["alliance_id"], principal.merchant_id)
     return json(alliance.to_json())
 
 
-async def invite_member(request: Request) -> Response:
+async def invite_member(request: Request, domain: Alliance) -> Response:
     """The owner invites a merchant; it becomes a member when it joins.
     ---
     requestBody:
@@ -133,17 +167,16 @@ async def invite_member(request: Request) -> Response:
     body = Body(await read_json(request))
     merchant_id = body.ident("merchant_id")
     body.finish()
-    catalog = request.app.state.alliance_catalog
-    if catalog is not None and not await catalog.exists(merchant_id):
+    if not await domain.merchants.exists(merchant_id):
         body.fail("merchant_id", "is not a merchant")
         body.finish()
-    alliance = await request.app.state.alliances.invite(
-        request.path_params["alliance_id"], principal.merchant_id, merchant_id
+    alliance = await domain.alliances.invite(
+        request.path_params["alliance_id"], principal.merchant_id or "", merchant_id
     )
     return json(alliance.to_json(), status=201)
 
 
-async def join_alliance(request: Request) -> Response:
+async def join_alliance(request: Request, domain: Alliance) -> Response:
     """Accept an invitation.
     ---
     responses:
@@ -151,26 +184,24 @@ async def join_alliance(request: Request) -> Response:
       404: {description: no invitation}
     """
     principal = await require(request, "merchant")
-    alliance = await request.app.state.alliances.join(
-        request.path_params["alliance_id"], principal.merchant_id
-    )
+    alliance = await domain.alliances.join(request.path_params["alliance_id"], principal.merchant_id or "")
     return json(alliance.to_json())
 
 
-async def remove_member(request: Request) -> Response:
+async def remove_member(request: Request, domain: Alliance) -> Response:
     """Leave an alliance, or (owner) remove a member.
     ---
     responses:
       204: {description: removed}
     """
     principal = await require(request, "merchant")
-    await request.app.state.alliances.remove(
-        request.path_params["alliance_id"], principal.merchant_id, request.path_params["merchant_id"]
+    await domain.alliances.remove(
+        request.path_params["alliance_id"], principal.merchant_id or "", request.path_params["merchant_id"]
     )
     return Response(status_code=204)
 
 
-async def create_code(request: Request) -> Response:
+async def create_code(request: Request, domain: Alliance) -> Response:
     """A signed attribution code for the merchant, or one of its stores or staff.
     ---
     requestBody:
@@ -197,8 +228,8 @@ async def create_code(request: Request) -> Response:
     store_id = body.ident("store_id", required=False)
     staff_id = body.ident("staff_id", required=False)
     body.finish()
-    if (store_id or staff_id) and not await request.app.state.alliance_stores.store_and_staff(
-        principal.merchant_id, store_id, staff_id
+    if (store_id or staff_id) and not await domain.merchants.store_and_staff(
+        principal.merchant_id or "", store_id, staff_id
     ):
         fields = {
             k: "is not one of this merchant's"
@@ -208,27 +239,27 @@ async def create_code(request: Request) -> Response:
         body.errors.update(fields)
         body.finish("the store or staff member does not belong to this merchant")
     assert principal.merchant_id is not None  # a merchant key always names its merchant
-    info = await request.app.state.code_book.issue(Attribution(principal.merchant_id, store_id, staff_id))
+    info = await domain.code_book.issue(Attribution(principal.merchant_id, store_id, staff_id))
     return json(_code_json(info), status=201)
 
 
-async def list_codes(request: Request) -> Response:
+async def list_codes(request: Request, domain: Alliance) -> Response:
     """The merchant's codes with their open counts.
     ---
     responses:
       200: {description: codes}
     """
     principal = await require(request, "merchant")
-    codes = await request.app.state.code_book.list(principal.merchant_id)
+    codes = await domain.code_book.list(principal.merchant_id or "")
     return json({"codes": [_code_json(c) for c in codes]})
 
 
-def _parse_code(request: Request) -> tuple[str, Attribution]:
+def _parse_code(request: Request, domain: Alliance) -> tuple[str, Attribution]:
     code = request.path_params["code"]
-    return code, request.app.state.code_book.parse(code)
+    return code, domain.code_book.parse(code)
 
 
-async def code_png(request: Request) -> Response:
+async def code_png(request: Request, domain: Alliance) -> Response:
     """The code's QR image (PNG) pointing at its landing URL.
     ---
     security: []
@@ -236,19 +267,19 @@ async def code_png(request: Request) -> Response:
       200: {description: PNG}
       404: {description: forged or unknown code}
     """
-    code, _ = _parse_code(request)
-    png = await asyncio.to_thread(qr_png, request.app.state.code_book.url(code))
+    code, _ = _parse_code(request, domain)
+    png = await asyncio.to_thread(qr_png, domain.code_book.url(code))
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
 
 
-async def landing(request: Request) -> Response:
+async def landing(request: Request, domain: Alliance) -> Response:
     """Where a scanned code lands: who it attributes to; the app starts a session with it.
     ---
     security: []
     responses:
       200: {description: the code's merchant, store and staff}
     """
-    code, attribution = _parse_code(request)
+    code, attribution = _parse_code(request, domain)
     return json(
         {
             "code": code,
@@ -260,7 +291,7 @@ async def landing(request: Request) -> Response:
     )
 
 
-async def merchant_ledger(request: Request) -> Response:
+async def merchant_ledger(request: Request, domain: Alliance) -> Response:
     """A merchant's alliance ledger: visits, earned/delivered/expired exposure, balance, attributed
     orders and GMV by store and staff, revenue share per store. The merchant itself or an operator.
     ---
@@ -274,10 +305,10 @@ async def merchant_ledger(request: Request) -> Response:
         raise NotFound("no such merchant")
     if not ID_PATTERN.match(merchant_id):
         raise NotFound("no such merchant")
-    return json(await request.app.state.ledger.statement(merchant_id))
+    return json(await domain.ledger.statement(merchant_id))
 
 
-async def ops_alliances(request: Request) -> Response:
+async def ops_alliances(request: Request, domain: Alliance) -> Response:
     """Operators' overview: per merchant earned, delivered, balance, delivery ratio, hourly series.
     ---
     parameters: [{name: hours, in: query, schema: {type: integer, default: 48}}]
@@ -286,51 +317,24 @@ async def ops_alliances(request: Request) -> Response:
     """
     await require(request, "operator")
     hours = query_int(request, "hours", 48, 1, 24 * 31)
-    return json(await request.app.state.ledger.overview(time.time(), hours))
+    return json(await domain.ledger.overview(time.time(), hours))
 
 
-routes: list[BaseRoute] = [
-    Route("/v1/alliances", create_alliance, methods=["POST"]),
-    Route("/v1/alliances/{alliance_id}", get_alliance, methods=["GET"]),
-    Route("/v1/alliances/{alliance_id}/members", invite_member, methods=["POST"]),
-    Route("/v1/alliances/{alliance_id}/join", join_alliance, methods=["POST"]),
-    Route("/v1/alliances/{alliance_id}/members/{merchant_id}", remove_member, methods=["DELETE"]),
-    Route("/v1/codes", create_code, methods=["POST"]),
-    Route("/v1/codes", list_codes, methods=["GET"]),
-    Route("/v1/codes/{code}.png", code_png, methods=["GET"]),
-    Route("/c/{code}", landing, methods=["GET"]),
-    Route("/v1/merchants/{merchant_id}/ledger", merchant_ledger, methods=["GET"]),
-    Route("/v1/ops/alliances", ops_alliances, methods=["GET"]),
-]
-
-
-def _rooms_catalog(resources: Resources) -> Any:
-    try:
-        from rooms.catalog import MerchantCatalog
-    except ModuleNotFoundError:
-        return None
-    return MerchantCatalog(resources.pool)
-
-
-async def start(state: Any, resources: Resources) -> None:
-    catalog = _rooms_catalog(resources)
-    state.alliance_catalog = catalog
-    state.alliance_stores = catalog if catalog is not None else NoStoreDirectory()
-    state.alliances = AllianceBook(resources.pool)
-    state.code_book = CodeBook(resources.settings, resources.pool)
-    state.attribution_book = AttributionBook(resources.pool, resources.redis)
-    state.ledger = Ledger(resources.pool)
-    state.exposure_scheduler = ExposureScheduler(resources.pool, resources.redis)
-    state.alliance_boost = AllianceBoost(resources.redis)
-    leadership = resources.leases.leadership(ALLIANCE_SCHEDULER) if resources.leases else always_lead
-    state.alliance_tick = asyncio.create_task(
-        state.exposure_scheduler.run_forever(SCHEDULER_TICK_S, leadership=leadership)
-    )
-
-
-async def stop(state: Any) -> None:
-    task = getattr(state, "alliance_tick", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+def routes(domain: Alliance) -> list[BaseRoute]:
+    return [
+        Route("/v1/alliances", bound(create_alliance, domain), methods=["POST"]),
+        Route("/v1/alliances/{alliance_id}", bound(get_alliance, domain), methods=["GET"]),
+        Route("/v1/alliances/{alliance_id}/members", bound(invite_member, domain), methods=["POST"]),
+        Route("/v1/alliances/{alliance_id}/join", bound(join_alliance, domain), methods=["POST"]),
+        Route(
+            "/v1/alliances/{alliance_id}/members/{merchant_id}",
+            bound(remove_member, domain),
+            methods=["DELETE"],
+        ),
+        Route("/v1/codes", bound(create_code, domain), methods=["POST"]),
+        Route("/v1/codes", bound(list_codes, domain), methods=["GET"]),
+        Route("/v1/codes/{code}.png", bound(code_png, domain), methods=["GET"]),
+        Route("/c/{code}", bound(landing, domain), methods=["GET"]),
+        Route("/v1/merchants/{merchant_id}/ledger", bound(merchant_ledger, domain), methods=["GET"]),
+        Route("/v1/ops/alliances", bound(ops_alliances, domain), methods=["GET"]),
+    ]

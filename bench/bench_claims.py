@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from roomfeed.app import create_app  # noqa: E402
+from roomfeed.assembly import create_app  # noqa: E402
 from roomfeed.auth import create_key, sign_viewer_token  # noqa: E402
 from roomfeed.errors import Conflict  # noqa: E402
 from rooms.deals import DealBook  # noqa: E402
@@ -125,7 +125,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     async with bench_env() as env:
         app = create_app(env.settings, access_log=False)
         async with app.router.lifespan_context(app):
-            await app.state.resources.wait_for_kafka(30)
+            await app.resources.wait_for_kafka(30)
             _, operator = await create_key(env.pool, "operator", label="bench")
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120) as client:
@@ -159,7 +159,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                 deal4 = await new_deal(client, headers, args.units, 1)
                 out4, secs4 = await domain_run(book, deal4, args.attempts, gated=False)
                 audit4 = await audit(env, deal4, args.units, 1)
-            await app.state.rooms.relay.drain()
+            await app.services.rooms.relay.drain()
 
     metrics: dict[str, Any] = {
         "attempts": args.attempts,

@@ -121,7 +121,7 @@ def app_factory() -> Any:
     `LiveStats.rooms` over every live room every 10 s (seconds of Redis and event-loop time at
     10,000 rooms): the benchmark reports the feed with and without it.
     """
-    from roomfeed.app import create_app
+    from roomfeed.assembly import create_app
     from roomfeed.settings import Settings
 
     if os.environ.get("BENCH_CONSOLE_PRESENCE", "1") == "0":

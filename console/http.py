@@ -9,13 +9,13 @@ merchants are other domains' routes; the page is a client of them like any other
 
 from __future__ import annotations
 
-import importlib
 import logging
 import mimetypes
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,10 +26,10 @@ from console.lag import LagBySink
 from console.metrics import MarketplaceMetrics, MarketplaceSources
 from roomfeed.auth import require
 from roomfeed.errors import NotFound, ValidationFailed
-from roomfeed.http import json, query_int
-from roomfeed.leader import CONSOLE_SAMPLER, always_lead
+from roomfeed.http import bound, json, query_int
+from roomfeed.leader import CONSOLE_SAMPLER, Leadership, always_lead
 from roomfeed.resources import Resources
-from roomfeed.settings import REPO_ROOT
+from roomfeed.settings import REPO_ROOT, Settings
 from roomfeed.validation import ID_PATTERN
 
 log = logging.getLogger("roomfeed.console")
@@ -50,98 +50,115 @@ SECURITY_HEADERS = {
 }
 
 
+class LiveTotals(Protocol):
+    """Platform-wide live statistics (events.live_stats.LiveStats)."""
+
+    async def totals(self) -> dict[str, Any]: ...
+
+
+class LiveRooms(Protocol):
+    """The rooms live now (rooms.live_index.LiveIndex): a snapshot with `.rooms`."""
+
+    async def snapshot(self) -> Any: ...
+
+
+class Presence(Protocol):
+    """Viewers in each room now (events.heat.RoomHeat)."""
+
+    async def viewers_now(self, room_ids: Sequence[str]) -> list[int]: ...
+
+
+class AllianceAccounts(Protocol):
+    """Every merchant's alliance account over the last hours (alliance.ledger.Ledger)."""
+
+    async def overview(self, now: float, hours: int = 48) -> dict[str, Any]: ...
+
+
+class LagMeasurer(Protocol):
+    """Consumer lag per group, topic and partition (events.lag.ConsumerLag)."""
+
+    async def measure(self) -> dict[tuple[str, str, int], int]: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass
 class Console:
-    """What the console's routes use, built once at start-up."""
+    """What the console's routes use, built once at start-up, and its metric sampler."""
 
+    settings: Settings
     metrics: MarketplaceMetrics
     history: MetricHistory
     sampler: MetricSampler
-    lag: LagBySink | None
+    lag: LagBySink
+    sampler_leadership: Leadership = always_lead
+
+    @classmethod
+    def build(
+        cls,
+        resources: Resources,
+        *,
+        live_stats: LiveTotals,
+        live_index: LiveRooms,
+        presence: Presence,
+        accounts: AllianceAccounts,
+        consumer_lag: LagMeasurer,
+    ) -> Console:
+        settings = resources.settings
+        lag = LagBySink(consumer_lag, settings.kafka_prefix)
+        metrics = MarketplaceMetrics(_sources(live_stats, live_index, presence, accounts, lag))
+        history = MetricHistory(resources.pool)
+        return cls(
+            settings=settings,
+            metrics=metrics,
+            history=history,
+            sampler=MetricSampler(history, metrics.snapshot),
+            lag=lag,
+            sampler_leadership=resources.leases.leadership(CONSOLE_SAMPLER),
+        )
+
+    async def start(self) -> None:
+        self.sampler.start(self.sampler_leadership)
+
+    async def stop(self) -> None:
+        await self.sampler.stop()
+        await self.lag.close()
 
 
-def _optional(module: str) -> Any | None:
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
+def _sources(
+    live_stats: LiveTotals,
+    live_index: LiveRooms,
+    presence: Presence,
+    accounts: AllianceAccounts,
+    lag: LagBySink,
+) -> MarketplaceSources:
+    """Bind each number to the domain object that owns it."""
 
+    async def rooms_live() -> int:
+        return len((await live_index.snapshot()).rooms)
 
-def _sources(state: Any, resources: Resources, lag: LagBySink | None) -> MarketplaceSources:
-    """Bind each number to the domain object that owns it (reusing the domain's instance if started)."""
-    sources = MarketplaceSources(consumer_lag=lag.by_group if lag is not None else None)
-    live_stats_mod = _optional("events.live_stats")
-    if live_stats_mod is not None:
-        stats = getattr(state, "live_stats", None) or live_stats_mod.LiveStats(resources.redis)
-        sources.totals = stats.totals
-    live_index_mod = _optional("rooms.live_index")
-    if live_index_mod is not None:
-        index = getattr(state, "live_index", None) or live_index_mod.LiveIndex(resources.redis)
+    # Presence only (one ZCOUNT per room): the full per-room stats of every live room would be
+    # ~35 Redis operations a room, which at 10,000 rooms stalls Redis for everyone.
+    async def viewers_now() -> int:
+        room_ids = [room.room_id for room in (await live_index.snapshot()).rooms]
+        return sum(await presence.viewers_now(room_ids)) if room_ids else 0
 
-        async def rooms_live() -> int:
-            return len((await index.snapshot()).rooms)
+    async def alliance() -> Any:
+        return await accounts.overview(time.time(), hours=1)
 
-        sources.rooms_live = rooms_live
-        heat_mod = _optional("events.heat")
-        if heat_mod is not None:
-            # Presence only (one ZCOUNT per room): the full per-room stats of every live room would be
-            # ~35 Redis operations a room, which at 10,000 rooms stalls Redis for everyone.
-            heat = heat_mod.RoomHeat(resources.redis)
-
-            async def viewers_now() -> int:
-                room_ids = [room.room_id for room in (await index.snapshot()).rooms]
-                return sum(await heat.viewers_now(room_ids)) if room_ids else 0
-
-            sources.viewers_now = viewers_now
-    overview = _alliance_overview(state, resources)
-    if overview is not None:
-        sources.alliance = overview
-    return sources
-
-
-def _alliance_overview(state: Any, resources: Resources) -> Any | None:
-    """The alliance domain's per-merchant accounts, through its ledger's operator overview."""
-    module = _optional("alliance.ledger")
-    if module is None:
-        return None
-    ledger = getattr(state, "ledger", None) or module.Ledger(resources.pool)
-
-    async def overview() -> Any:
-        return await ledger.overview(time.time(), hours=1)
-
-    return overview
-
-
-async def start(state: Any, resources: Resources) -> None:
-    lag_mod = _optional("events.lag")
-    settings = resources.settings
-    lag = LagBySink(lag_mod.ConsumerLag(settings), settings.kafka_prefix) if lag_mod is not None else None
-    metrics = MarketplaceMetrics(_sources(state, resources, lag))
-    history = MetricHistory(resources.pool)
-    sampler = MetricSampler(history, metrics.snapshot)
-    state.console = Console(metrics, history, sampler, lag)
-    sampler.start(resources.leases.leadership(CONSOLE_SAMPLER) if resources.leases else always_lead)
-
-
-async def stop(state: Any) -> None:
-    console: Console | None = getattr(state, "console", None)
-    if console is not None:
-        await console.sampler.stop()
-        if console.lag is not None:
-            await console.lag.close()
-
-
-def _console(request: Request) -> Console:
-    console: Console = request.app.state.console
-    return console
+    return MarketplaceSources(
+        totals=live_stats.totals,
+        rooms_live=rooms_live,
+        alliance=alliance,
+        consumer_lag=lag.by_group,
+        viewers_now=viewers_now,
+    )
 
 
 # --- metrics -----------------------------------------------------------------------------------
 
 
-async def ops_metrics(request: Request) -> Response:
+async def ops_metrics(request: Request, console: Console) -> Response:
     """Marketplace numbers now: rooms live, viewers now, funnel ratios, alliance delivery, consumer lag.
     ---
     summary: Marketplace metrics (operators)
@@ -149,11 +166,11 @@ async def ops_metrics(request: Request) -> Response:
       200: {description: "rooms_live, viewers_now, enter_rate, avg_dwell_s, swipe_away_rate, conversion_per_visit, conversion_per_visitor, gmv_per_1k_impressions, alliance, consumer_lag, unavailable"}
     """
     await require(request, "operator")
-    snapshot, accounts = await _console(request).metrics.snapshot()
+    snapshot, accounts = await console.metrics.snapshot()
     return json({**snapshot, "alliance_accounts": accounts})
 
 
-async def ops_metrics_history(request: Request) -> Response:
+async def ops_metrics_history(request: Request, console: Console) -> Response:
     """Marketplace metrics sampled every 10 s over the last `minutes` (default 60, at most 2,880).
     ---
     summary: Marketplace metrics over time (operators)
@@ -164,11 +181,11 @@ async def ops_metrics_history(request: Request) -> Response:
     """
     await require(request, "operator")
     minutes = query_int(request, "minutes", 60, 1, 2880)
-    samples = await _console(request).history.marketplace(time.time() - minutes * 60)
-    return json({"period_s": _console(request).history.period_s, "samples": samples})
+    samples = await console.history.marketplace(time.time() - minutes * 60)
+    return json({"period_s": console.history.period_s, "samples": samples})
 
 
-async def ops_alliance_history(request: Request) -> Response:
+async def ops_alliance_history(request: Request, console: Console) -> Response:
     """Per-merchant alliance accounts over time: earned, delivered, balance (operators).
     ---
     summary: Alliance accounts over time (operators)
@@ -179,11 +196,11 @@ async def ops_alliance_history(request: Request) -> Response:
     """
     await require(request, "operator")
     minutes = query_int(request, "minutes", 60, 1, 2880)
-    series = await _console(request).history.alliance(time.time() - minutes * 60)
+    series = await console.history.alliance(time.time() - minutes * 60)
     return json({"merchants": series})
 
 
-async def console_me(request: Request) -> Response:
+async def console_me(request: Request, console: Console) -> Response:
     """Who this key is, so the console shows operator or merchant views; a merchant also gets its
     alliance account over the last 24 hours.
     ---
@@ -194,7 +211,7 @@ async def console_me(request: Request) -> Response:
     principal = await require(request, "operator", "merchant")
     body: dict[str, Any] = {"role": principal.role, "merchant_id": principal.merchant_id}
     if principal.merchant_id is not None:
-        series = await _console(request).history.alliance(time.time() - 86_400, principal.merchant_id)
+        series = await console.history.alliance(time.time() - 86_400, principal.merchant_id)
         body["alliance_history"] = series.get(principal.merchant_id, [])
     return json(body)
 
@@ -215,7 +232,7 @@ def _evaluation_plot(settings: Any, version: str) -> Path | None:
     return found[0] if found else None
 
 
-async def ops_model_plot(request: Request) -> Response:
+async def ops_model_plot(request: Request, console: Console) -> Response:
     """The evaluation plot for a model version (PNG): its own, or the latest `roomfeed evaluate` report.
     ---
     summary: Model evaluation plot (operators)
@@ -227,7 +244,7 @@ async def ops_model_plot(request: Request) -> Response:
     version = request.path_params["version"]
     if not ID_PATTERN.match(version):
         raise ValidationFailed("bad model version", fields={"version": "has an invalid format"})
-    path = _evaluation_plot(request.app.state.settings, version)
+    path = _evaluation_plot(console.settings, version)
     if path is None:
         raise NotFound("no evaluation plot yet: run `roomfeed evaluate` (writes reports/eval/eval.png)")
     return Response(
@@ -273,13 +290,14 @@ async def console_static(request: Request) -> Response:
     return _asset(name)
 
 
-routes: list[BaseRoute] = [
-    Route("/v1/ops/metrics", ops_metrics, methods=["GET"]),
-    Route("/v1/ops/metrics/history", ops_metrics_history, methods=["GET"]),
-    Route("/v1/ops/metrics/alliance-history", ops_alliance_history, methods=["GET"]),
-    Route("/v1/console/me", console_me, methods=["GET"]),
-    Route("/v1/ops/models/{version:str}/plot.png", ops_model_plot, methods=["GET"]),
-    Route("/console", console_page, methods=["GET"]),
-    Route("/console/", console_page, methods=["GET"], include_in_schema=False),
-    Route("/console/static/{name:str}", console_static, methods=["GET"], include_in_schema=False),
-]
+def routes(console: Console) -> list[BaseRoute]:
+    return [
+        Route("/v1/ops/metrics", bound(ops_metrics, console), methods=["GET"]),
+        Route("/v1/ops/metrics/history", bound(ops_metrics_history, console), methods=["GET"]),
+        Route("/v1/ops/metrics/alliance-history", bound(ops_alliance_history, console), methods=["GET"]),
+        Route("/v1/console/me", bound(console_me, console), methods=["GET"]),
+        Route("/v1/ops/models/{version:str}/plot.png", bound(ops_model_plot, console), methods=["GET"]),
+        Route("/console", console_page, methods=["GET"]),
+        Route("/console/", console_page, methods=["GET"], include_in_schema=False),
+        Route("/console/static/{name:str}", console_static, methods=["GET"], include_in_schema=False),
+    ]

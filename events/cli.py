@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import inspect
 import logging
 import signal
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+
+import asyncpg
+from redis.asyncio import Redis
 
 from events.archive import ArchiveSink
 from events.consumer import Sink, SinkRunner
+from events.heat import RoomHeatSink
 from events.realtime import RealtimeSink
 from events.rebuild import worker_presence
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
@@ -29,54 +32,50 @@ from roomfeed.settings import Settings
 
 log = logging.getLogger("roomfeed.worker")
 
-SINKS = ("realtime", "archive", "alliance", "heat")
+# Builds one sink of the worker from the process's settings and connections.
+SinkFactory = Callable[[Settings, asyncpg.Pool, Redis], Awaitable[Sink]]
+
+
+async def _realtime(settings: Settings, pool: asyncpg.Pool, redis: Redis) -> Sink:
+    return RealtimeSink(redis)
+
+
+async def _archive(settings: Settings, pool: asyncpg.Pool, redis: Redis) -> Sink:
+    archive = ArchiveSink(pool, retention_days=settings.archive_retention_days)
+    await archive.prepare()
+    return archive
+
+
+async def _heat(settings: Settings, pool: asyncpg.Pool, redis: Redis) -> Sink:
+    return RoomHeatSink(redis)
+
+
+# The events domain's sinks; the composition root adds the other domains' (the alliance's).
+SINKS: Mapping[str, SinkFactory] = {"realtime": _realtime, "archive": _archive, "heat": _heat}
+DEFAULT_SINKS = ("realtime", "archive", "alliance", "heat")
 
 
 def add_worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--sinks", default=",".join(SINKS), help="comma-separated sinks to run (default: %(default)s)"
+        "--sinks", default=",".join(DEFAULT_SINKS), help="comma-separated sinks to run (default: %(default)s)"
     )
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
     parser.add_argument("--no-migrate", action="store_true")
 
 
-def parse_sinks(text: str) -> list[str]:
+def parse_sinks(text: str, known: Mapping[str, SinkFactory]) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SINKS]
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
         raise SystemExit(
-            f"--sinks: unknown sink(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SINKS)}"
+            f"--sinks: unknown sink(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}"
         )
     return names
 
 
-async def _build_sinks(names: list[str], pool: Any, redis: Any, settings: Settings) -> list[Sink]:
-    sinks: list[Sink] = []
-    for name in names:
-        if name == "realtime":
-            sinks.append(RealtimeSink(redis))
-        elif name == "archive":
-            archive = ArchiveSink(pool, retention_days=settings.archive_retention_days)
-            await archive.prepare()
-            sinks.append(archive)
-        elif name == "heat":
-            from events.heat import RoomHeatSink
-
-            sinks.append(RoomHeatSink(redis))
-        elif name == "alliance":
-            try:
-                from alliance.consumer import AllianceSink  # type: ignore[import-not-found]
-            except ImportError:
-                log.warning("alliance.consumer is not available in this build; the alliance sink is skipped")
-                continue
-            # Hand over what its constructor asks for, by name (settings, pool, redis).
-            offered = {"settings": settings, "pool": pool, "redis": redis}
-            wanted = inspect.signature(AllianceSink).parameters
-            sinks.append(AllianceSink(**{k: v for k, v in offered.items() if k in wanted}))
-    return sinks
-
-
-async def run_worker(settings: Settings, names: list[str], stop: asyncio.Event) -> None:
+async def run_worker(
+    settings: Settings, names: list[str], factories: Mapping[str, SinkFactory], stop: asyncio.Event
+) -> None:
     """Run the named sinks until `stop` is set."""
     # A worker that starts while Kafka is down (a broker restarting, a rollout of both) waits for it
     # instead of exiting: nothing is lost meanwhile, the events wait on the topic.
@@ -87,8 +86,8 @@ async def run_worker(settings: Settings, names: list[str], stop: asyncio.Event) 
     redis = create_redis(settings)
     runners: list[SinkRunner] = []
     try:
-        for sink in await _build_sinks(names, pool, redis, settings):
-            runner = SinkRunner(settings, sink)
+        for name in names:
+            runner = SinkRunner(settings, await factories[name](settings, pool, redis))
             await runner.start()
             runners.append(runner)
         log.info("worker running", extra={"fields": {"sinks": [r.sink.name for r in runners]}})
@@ -101,9 +100,9 @@ async def run_worker(settings: Settings, names: list[str], stop: asyncio.Event) 
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for task in done:
-            if task is not waiter and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        for task in tasks:
+            if task in done and (error := task.exception()) is not None:
+                raise error
     finally:
         for runner in runners:
             await runner.stop()
@@ -111,9 +110,11 @@ async def run_worker(settings: Settings, names: list[str], stop: asyncio.Event) 
         await pool.close()
 
 
-async def worker_command(settings: Settings, args: argparse.Namespace) -> int:
+async def worker_command(
+    settings: Settings, args: argparse.Namespace, factories: Mapping[str, SinkFactory]
+) -> int:
     configure_logging(settings.log_level)
-    names = parse_sinks(args.sinks)
+    names = parse_sinks(args.sinks, factories)
     if not args.no_migrate:
         await migrate(settings.database_url)
     if args.metrics_port:
@@ -125,5 +126,5 @@ async def worker_command(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with worker_presence(settings, names):  # a live-stats rebuild waits for the worker to stop
-        await run_worker(settings, names, stop)
+        await run_worker(settings, names, factories, stop)
     return 0

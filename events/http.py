@@ -1,8 +1,8 @@
-"""events over HTTP: `POST /v1/events` (viewer batches), and the domain's start-up wiring.
+"""events in the API process: `POST /v1/events` (viewer batches) and `Events`, what the domain holds.
 
-start() builds Ingest (enriching through the rooms domain's RoomDirectory when that domain is
-present) and LiveStats on `state.ingest` / `state.live_stats`, makes sure the topics exist, and
-adds the consumer-lag refresher to `/metrics`.
+`Events.build` makes Ingest (enriching each event with its room's merchant through the directory
+it is handed) and LiveStats; `start` makes sure the topics exist; the composition root adds the
+consumer-lag refresher to `/metrics`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.errors import KafkaConnectionError
@@ -17,19 +18,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from events.ingest import Ingest, MerchantDirectory, UnknownRooms
+from events.ingest import Ingest, MerchantDirectory
 from events.lag import ConsumerLag
 from events.live_stats import LiveStats
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.auth import require
-from roomfeed.http import json, read_json
+from roomfeed.http import bound, json, read_json
 from roomfeed.kafka import ensure_topics_patiently
 from roomfeed.resources import Resources
+from roomfeed.settings import Settings
 
 log = logging.getLogger("roomfeed.events")
 
 
-async def post_events(request: Request) -> Response:
+async def post_events(request: Request, events: Events) -> Response:
     """Record a batch of up to 500 viewer events; 202 once Kafka has every accepted one.
     ---
     summary: Post viewer events
@@ -88,11 +90,12 @@ async def post_events(request: Request) -> Response:
     if isinstance(body, dict) and "events" in body:
         body = body["events"]
     assert principal.viewer_id is not None
-    result = await request.app.state.ingest.submit(body, principal.viewer_id)
+    result = await events.ingest.submit(body, principal.viewer_id)
     return json(result.as_dict(), status=202)
 
 
-routes: list[BaseRoute] = [Route("/v1/events", post_events, methods=["POST"])]
+def routes(events: Events) -> list[BaseRoute]:
+    return [Route("/v1/events", bound(post_events, events), methods=["POST"])]
 
 
 class _StartedProducer:
@@ -114,41 +117,43 @@ class _StartedProducer:
         return await self.resources.producer.send_batch(batch, topic, partition=partition)
 
 
-def _room_directory(state: Any, resources: Resources) -> MerchantDirectory:
-    directory = getattr(state, "room_directory", None)
-    if directory is not None:
-        return directory  # type: ignore[no-any-return]
-    try:
-        from rooms.directory import RoomDirectory  # type: ignore[import-not-found]
-    except ImportError:
-        log.warning("rooms.directory not available: events keep merchant_id null")
-        return UnknownRooms()
-    return RoomDirectory(resources.pool, resources.redis)  # type: ignore[no-any-return]
-
-
-async def _ensure_topics(resources: Resources) -> None:
-    settings = resources.settings
+async def _ensure_topics(settings: Settings) -> None:
     await ensure_topics_patiently(settings, {VIEWER_EVENTS: settings.kafka_partitions, DEAD_LETTERS: 1})
 
 
-async def start(state: Any, resources: Resources) -> None:
-    state.ingest = Ingest(
-        _StartedProducer(resources, wait=2.0),
-        _room_directory(state, resources),
-        topic=resources.settings.topic(VIEWER_EVENTS),
-    )
-    state.live_stats = LiveStats(resources.redis)
-    state.events_topics_task = asyncio.create_task(_ensure_topics(resources))
-    state.consumer_lag = ConsumerLag(resources.settings)
-    state.metric_refreshers.append(state.consumer_lag.refresh)
+@dataclass
+class Events:
+    """The events domain in one API process: ingest, live stats, consumer lag on /metrics."""
 
+    settings: Settings
+    ingest: Ingest
+    live_stats: LiveStats
+    consumer_lag: ConsumerLag
+    topics: asyncio.Task[None] | None = None  # the topics are being made sure of (tests await it)
 
-async def stop(state: Any) -> None:
-    task = getattr(state, "events_topics_task", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    lag = getattr(state, "consumer_lag", None)
-    if lag is not None:
-        await lag.close()
+    @classmethod
+    def build(cls, resources: Resources, rooms: MerchantDirectory) -> Events:
+        """`rooms` enriches events with the merchant behind their room (rooms.directory.RoomDirectory)."""
+        return cls(
+            settings=resources.settings,
+            ingest=Ingest(
+                _StartedProducer(resources, wait=2.0), rooms, topic=resources.settings.topic(VIEWER_EVENTS)
+            ),
+            live_stats=LiveStats(resources.redis),
+            consumer_lag=ConsumerLag(resources.settings),
+        )
+
+    async def start(self) -> None:
+        self.topics = asyncio.create_task(_ensure_topics(self.settings))
+
+    async def topics_made(self) -> None:
+        """Wait until the topics exist."""
+        if self.topics is not None:
+            await asyncio.shield(self.topics)
+
+    async def stop(self) -> None:
+        if self.topics is not None:
+            self.topics.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.topics
+        await self.consumer_lag.close()

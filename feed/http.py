@@ -5,8 +5,11 @@ Handlers parse, authorize, call `feed.service` / `feed.config_store` / `feed.exp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -23,17 +26,72 @@ from feed.sessions import SessionBook
 from feed.sources import FeedInputs, RoomHeatCache
 from roomfeed.auth import RateCharge, require, require_with_charge
 from roomfeed.errors import Forbidden, NotFound, ValidationFailed
-from roomfeed.http import json, query_int, read_json
+from roomfeed.http import bound, json, query_int, read_json
 from roomfeed.operations import operation
+from roomfeed.resources import Resources
 from roomfeed.validation import ID_PATTERN, Body
 
 # A feed process asks the live index "anything changed?" at most every 50 ms, not on every request.
 LIVE_INDEX_STALENESS_S = 0.05
 
 
-def _feed(request: Request) -> FeedService:
-    service: FeedService = request.app.state.feed
-    return service
+@dataclass(frozen=True)
+class FeedTuning:
+    """How often the feed's background parts refresh (tests shorten them)."""
+
+    heat_refresh_s: float = 1.0
+    config_poll_s: float = 1.0
+    live_index_staleness_s: float = LIVE_INDEX_STALENESS_S
+
+
+@dataclass
+class Feed:
+    """The feed in one API process: the service its routes call and the parts it starts."""
+
+    service: FeedService
+    config_store: ConfigStore
+    experiments: ExperimentBook
+    config: ConfigWatcher
+    heat: RoomHeatCache
+    impressions: ImpressionPublisher
+    pool: asyncpg.Pool  # experiment reports read the interaction log
+    redis: Redis  # the rate-limit charge of a request that makes no round trip of its own
+
+    @classmethod
+    def build(cls, resources: Resources, inputs: FeedInputs, tuning: FeedTuning = FeedTuning()) -> Feed:
+        heat = RoomHeatCache(inputs.heat, refresh_seconds=tuning.heat_refresh_s)
+        pipeline = FeedPipeline.standard(
+            inputs.live_index,
+            heat,
+            inputs.live_stats,
+            inputs.models,
+            inputs.alliance_boost,
+            live_index_staleness_s=tuning.live_index_staleness_s,
+        )
+        config_store, experiments = ConfigStore(resources.pool), ExperimentBook(resources.pool)
+        config = ConfigWatcher(config_store, experiments, poll_seconds=tuning.config_poll_s)
+        impressions = ImpressionPublisher(resources, resources.settings.topic(VIEWER_EVENTS))
+        sessions = SessionBook(resources.redis, resources.pool, lane=resources.redis_lane)
+        return cls(
+            service=FeedService(inputs, pipeline, sessions, config, impressions),
+            config_store=config_store,
+            experiments=experiments,
+            config=config,
+            heat=heat,
+            impressions=impressions,
+            pool=resources.pool,
+            redis=resources.redis,
+        )
+
+    async def start(self) -> None:
+        await self.config.start()
+        await self.heat.start()
+        await self.impressions.start()
+
+    async def stop(self) -> None:
+        await self.impressions.stop()
+        await self.heat.stop()
+        await self.config.stop()
 
 
 @operation(
@@ -43,7 +101,7 @@ def _feed(request: Request) -> FeedService:
     response=SessionStart,
     example={"viewer_id": "v1", "entry": {"room_id": "room_0123456789abcdef"}, "count": 5},
 )
-async def create_session(request: Request, body: NewSession) -> Response:
+async def create_session(request: Request, feed: Feed, body: NewSession) -> Response:
     """Start a viewer's swipe session.
 
     The first page starts with an attribution code's merchant room (and attributes the session to
@@ -55,12 +113,12 @@ async def create_session(request: Request, body: NewSession) -> Response:
             "viewer_id must be the viewer the token was issued to", fields={"viewer_id": "is not yours"}
         )
     entry = body.entry or Entry()
-    result = await _feed(request).start_session(body.viewer_id, entry.code, entry.room_id, body.count)
+    result = await feed.service.start_session(body.viewer_id, entry.code, entry.room_id, body.count)
     return json(result, status=201, headers={"Location": f"/v1/sessions/{result['session_id']}/feed"})
 
 
 @operation("GET", "/v1/sessions/{session_id}/feed", response=FeedPage)
-async def session_feed(request: Request, session_id: str, query: FeedQuery) -> Response:
+async def session_feed(request: Request, feed: Feed, session_id: str, query: FeedQuery) -> Response:
     """The next rooms to swipe to.
 
     Never a room served before in the session, only rooms live now (a room whose end has returned
@@ -72,16 +130,16 @@ async def session_feed(request: Request, session_id: str, query: FeedQuery) -> R
     principal, charge = await require_with_charge(request, "viewer")
     if not ID_PATTERN.match(session_id):
         if charge is not None:
-            await charge_alone(request, charge)
+            await charge_alone(request, feed, charge)
         raise NotFound(f"session {session_id} does not exist")
     assert principal.viewer_id is not None
-    page = await _feed(request).next_page(principal.viewer_id, session_id, query.count, charge, query.after)
+    page = await feed.service.next_page(principal.viewer_id, session_id, query.count, charge, query.after)
     return json(page)
 
 
-async def charge_alone(request: Request, charge: RateCharge) -> None:
+async def charge_alone(request: Request, feed: Feed, charge: RateCharge) -> None:
     """A deferred rate-limit charge for a request that makes no pipeline of its own."""
-    redis = request.app.state.resources.redis
+    redis = feed.redis
     try:
         async with redis.pipeline(transaction=False) as pipe:
             charge.queue(pipe)
@@ -92,31 +150,30 @@ async def charge_alone(request: Request, charge: RateCharge) -> None:
 
 
 @operation("POST", "/v1/viewers/me/blocks", status=201, example={"merchant_id": "mer_0123456789abcdef"})
-async def add_block(request: Request, body: NewBlock) -> Block:
+async def add_block(request: Request, feed: Feed, body: NewBlock) -> Block:
     """Block a merchant: its rooms never appear in this viewer's feed."""
     principal = await require(request, "viewer")
-    catalog = _feed(request).inputs.room_catalog
-    if catalog is not None and not await catalog.exists(body.merchant_id):
+    if not await feed.service.inputs.room_catalog.exists(body.merchant_id):
         raise ValidationFailed("no such merchant", fields={"merchant_id": "does not exist"})
     assert principal.viewer_id is not None
-    await _feed(request).sessions.block(principal.viewer_id, body.merchant_id)
+    await feed.service.sessions.block(principal.viewer_id, body.merchant_id)
     return Block(merchant_id=body.merchant_id, blocked=True)
 
 
 @operation("GET", "/v1/viewers/me/blocks")
-async def list_blocks(request: Request) -> Blocks:
+async def list_blocks(request: Request, feed: Feed) -> Blocks:
     """The merchants this viewer blocked."""
     principal = await require(request, "viewer")
     assert principal.viewer_id is not None
-    return Blocks(merchants=await _feed(request).sessions.blocks(principal.viewer_id))
+    return Blocks(merchants=await feed.service.sessions.blocks(principal.viewer_id))
 
 
 @operation("DELETE", "/v1/viewers/me/blocks/{merchant_id}")
-async def remove_block(request: Request, merchant_id: str) -> Block:
+async def remove_block(request: Request, feed: Feed, merchant_id: str) -> Block:
     """Unblock a merchant."""
     principal = await require(request, "viewer")
     assert principal.viewer_id is not None
-    if not await _feed(request).sessions.unblock(principal.viewer_id, merchant_id):
+    if not await feed.service.sessions.unblock(principal.viewer_id, merchant_id):
         raise NotFound(f"merchant {merchant_id} is not blocked")
     return Block(merchant_id=merchant_id, blocked=False)
 
@@ -124,23 +181,18 @@ async def remove_block(request: Request, merchant_id: str) -> Block:
 # --- operators: ranking config and experiments ---------------------------------------------------
 
 
-def _store(request: Request) -> ConfigStore:
-    store: ConfigStore = request.app.state.ranking_config_store
-    return store
-
-
-async def get_ranking_config(request: Request) -> Response:
+async def get_ranking_config(request: Request, feed: Feed) -> Response:
     """The current ranking config (weights and knobs) and its version.
     ---
     responses:
       200: {description: "{version, config, author, created_at, ...}"}
     """
     await require(request, "operator")
-    current = await _store(request).current()
-    return json({**current.public(), "served_version": request.app.state.ranking_config.current.version})
+    current = await feed.config_store.current()
+    return json({**current.public(), "served_version": feed.config.current.version})
 
 
-async def put_ranking_config(request: Request) -> Response:
+async def put_ranking_config(request: Request, feed: Feed) -> Response:
     """Change ranking weights/knobs: validated ranges, optimistic concurrency, audited; live within seconds.
     ---
     requestBody:
@@ -179,11 +231,11 @@ async def put_ranking_config(request: Request) -> Response:
         except ValidationFailed as exc:
             body.errors.update(exc.fields)
     body.finish()
-    saved = await _store(request).update(values, expected, principal.key_id or "operator", note or "")
+    saved = await feed.config_store.update(values, expected, principal.key_id or "operator", note or "")
     return json(saved.public())
 
 
-async def ranking_config_history(request: Request) -> Response:
+async def ranking_config_history(request: Request, feed: Feed) -> Response:
     """Every version of the ranking config, newest first, with author and diff.
     ---
     responses:
@@ -191,10 +243,10 @@ async def ranking_config_history(request: Request) -> Response:
     """
     await require(request, "operator")
     limit = query_int(request, "limit", default=100, minimum=1, maximum=1000)
-    return json({"versions": [v.public() for v in await _store(request).history(limit)]})
+    return json({"versions": [v.public() for v in await feed.config_store.history(limit)]})
 
 
-async def rollback_ranking_config(request: Request) -> Response:
+async def rollback_ranking_config(request: Request, feed: Feed) -> Response:
     """Make an earlier version current again (as a new version, so history is never rewritten).
     ---
     requestBody:
@@ -215,11 +267,11 @@ async def rollback_ranking_config(request: Request) -> Response:
     body = Body(await read_json(request))
     version = body.integer("version", minimum=0, maximum=2**31 - 1)  # an integer column
     body.finish()
-    saved = await _store(request).rollback(version, principal.key_id or "operator")
+    saved = await feed.config_store.rollback(version, principal.key_id or "operator")
     return json(saved.public())
 
 
-async def create_experiment(request: Request) -> Response:
+async def create_experiment(request: Request, feed: Feed) -> Response:
     """Start an experiment: variants with traffic shares and ranking config overrides.
     ---
     requestBody:
@@ -250,21 +302,21 @@ async def create_experiment(request: Request) -> Response:
     """
     principal = await require(request, "operator")
     name, variants = parse_experiment(await read_json(request))
-    experiment = await request.app.state.experiments.create(name, variants, principal.key_id or "operator")
+    experiment = await feed.experiments.create(name, variants, principal.key_id or "operator")
     return json(experiment.public(), status=201)
 
 
-async def list_experiments(request: Request) -> Response:
+async def list_experiments(request: Request, feed: Feed) -> Response:
     """Experiments, newest first.
     ---
     responses:
       200: {description: "{experiments: [...]}"}
     """
     await require(request, "operator")
-    return json({"experiments": [e.public() for e in await request.app.state.experiments.list()]})
+    return json({"experiments": [e.public() for e in await feed.experiments.list()]})
 
 
-async def get_experiment(request: Request) -> Response:
+async def get_experiment(request: Request, feed: Feed) -> Response:
     """An experiment with per-variant metrics and 95% confidence intervals.
     ---
     responses:
@@ -272,12 +324,11 @@ async def get_experiment(request: Request) -> Response:
       404: {description: no such experiment}
     """
     await require(request, "operator")
-    experiment = await request.app.state.experiments.get(request.path_params["experiment_id"])
-    resources = request.app.state.resources
-    return json(await experiment_report(resources.pool, resources.redis, experiment))
+    experiment = await feed.experiments.get(request.path_params["experiment_id"])
+    return json(await experiment_report(feed.pool, feed.redis, experiment))
 
 
-async def stop_experiment(request: Request) -> Response:
+async def stop_experiment(request: Request, feed: Feed) -> Response:
     """Stop an experiment: its viewers go back to the base config.
     ---
     responses:
@@ -285,70 +336,27 @@ async def stop_experiment(request: Request) -> Response:
       404: {description: no such experiment}
     """
     await require(request, "operator")
-    experiment = await request.app.state.experiments.stop(request.path_params["experiment_id"])
+    experiment = await feed.experiments.stop(request.path_params["experiment_id"])
     return json(experiment.public())
 
 
-# OpenAPI components the docstrings above refer to (roomfeed.app gathers every domain's `schemas`).
+# OpenAPI components the docstrings above refer to (the composition root hands them to the app).
 schemas = {"RankingConfigChange": change_schema()}
 
-routes: list[BaseRoute] = [
-    create_session,
-    session_feed,
-    add_block,
-    list_blocks,
-    remove_block,
-    Route("/v1/ops/ranking-config", get_ranking_config, methods=["GET"]),
-    Route("/v1/ops/ranking-config", put_ranking_config, methods=["PUT"]),
-    Route("/v1/ops/ranking-config/history", ranking_config_history, methods=["GET"]),
-    Route("/v1/ops/ranking-config/rollback", rollback_ranking_config, methods=["POST"]),
-    Route("/v1/ops/experiments", create_experiment, methods=["POST"]),
-    Route("/v1/ops/experiments", list_experiments, methods=["GET"]),
-    Route("/v1/ops/experiments/{experiment_id}", get_experiment, methods=["GET"]),
-    Route("/v1/ops/experiments/{experiment_id}/stop", stop_experiment, methods=["POST"]),
-]
 
-
-async def start(state: Any, resources: Any) -> None:
-    settings = resources.settings
-    inputs = FeedInputs.from_state(state, resources)
-    stats = RoomHeatCache(inputs.heat, refresh_seconds=getattr(state, "feed_stats_refresh_s", 1.0))
-    pipeline = (
-        FeedPipeline.standard(
-            inputs.live_index,
-            stats,
-            inputs.live_stats,
-            inputs.model_watcher,
-            inputs.alliance_boost,
-            live_index_staleness_s=getattr(state, "feed_live_index_staleness_s", LIVE_INDEX_STALENESS_S),
-        )
-        if inputs.live_index is not None
-        else None
-    )
-    state.ranking_config_store = ConfigStore(resources.pool)
-    state.experiments = ExperimentBook(resources.pool)
-    state.ranking_config = ConfigWatcher(
-        state.ranking_config_store, state.experiments, poll_seconds=getattr(state, "feed_config_poll_s", 1.0)
-    )
-    impressions = ImpressionPublisher(resources, settings.topic(VIEWER_EVENTS))
-    state.feed_stats = stats
-    state.feed = FeedService(
-        inputs,
-        pipeline,
-        SessionBook(resources.redis, resources.pool, lane=getattr(resources, "redis_lane", None)),
-        state.ranking_config,
-        impressions,
-    )
-    await state.ranking_config.start()
-    await stats.start()
-    await impressions.start()
-
-
-async def stop(state: Any) -> None:
-    feed: FeedService | None = getattr(state, "feed", None)
-    if feed is not None:
-        await feed.impressions.stop()
-    for name in ("feed_stats", "ranking_config"):
-        part = getattr(state, name, None)
-        if part is not None:
-            await part.stop()
+def routes(feed: Feed) -> list[BaseRoute]:
+    return [
+        create_session.bound(feed),
+        session_feed.bound(feed),
+        add_block.bound(feed),
+        list_blocks.bound(feed),
+        remove_block.bound(feed),
+        Route("/v1/ops/ranking-config", bound(get_ranking_config, feed), methods=["GET"]),
+        Route("/v1/ops/ranking-config", bound(put_ranking_config, feed), methods=["PUT"]),
+        Route("/v1/ops/ranking-config/history", bound(ranking_config_history, feed), methods=["GET"]),
+        Route("/v1/ops/ranking-config/rollback", bound(rollback_ranking_config, feed), methods=["POST"]),
+        Route("/v1/ops/experiments", bound(create_experiment, feed), methods=["POST"]),
+        Route("/v1/ops/experiments", bound(list_experiments, feed), methods=["GET"]),
+        Route("/v1/ops/experiments/{experiment_id}", bound(get_experiment, feed), methods=["GET"]),
+        Route("/v1/ops/experiments/{experiment_id}/stop", bound(stop_experiment, feed), methods=["POST"]),
+    ]

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from events.heat import queue_viewer_recent, recent_visits
 from feed.config_store import ConfigWatcher
 from feed.context import FeedContext, as_recent_visit
 from feed.experiments import assign
@@ -32,13 +33,8 @@ from feed.sessions import SessionBook, SessionState
 from feed.sources import FeedInputs
 from feed.stages import room_fields, shown
 from roomfeed.auth import RateCharge
-from roomfeed.errors import NotFound, Unavailable, ValidationFailed
+from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.ids import new_id
-
-try:  # events' pipelined reads (the feed serves without them, one round trip more)
-    from events.heat import queue_viewer_recent, recent_visits
-except ImportError:  # pragma: no cover - a build without events
-    queue_viewer_recent = recent_visits = None  # type: ignore[assignment]
 
 log = logging.getLogger("feed.service")
 FIRST_PAGE = 5
@@ -52,7 +48,7 @@ class FeedService:
     def __init__(
         self,
         inputs: FeedInputs,
-        pipeline: FeedPipeline | None,
+        pipeline: FeedPipeline,
         sessions: SessionBook,
         config: ConfigWatcher,
         impressions: ImpressionPublisher,
@@ -80,20 +76,18 @@ class FeedService:
         started = time.perf_counter()
         at = page_number(session_id, after) if after is not None else None
         live_index = self.inputs.live_index
-        live_since = self.pipeline.live_version() if self.pipeline is not None else None
-        queue_changes = getattr(live_index, "queue_changes_since", None) if live_since is not None else None
+        live_since = self.pipeline.live_version()
 
         # Ride the session's round trip: the rate-limit charge, the viewer's recent rooms (events), the
         # page asked for when it exists already, the rooms changed since this process's live snapshot.
         def also(pipe: Any) -> None:
             if charge is not None:
                 charge.queue(pipe)
-            if queue_viewer_recent is not None:
-                queue_viewer_recent(pipe, viewer_id, 50)
+            queue_viewer_recent(pipe, viewer_id, 50)
             if at is not None:
                 pipe.execute_command("HMGET", pages_key(session_id), "last", str(at + 1))
-            if queue_changes is not None:
-                queue_changes(pipe, live_since)
+            if live_since is not None:
+                live_index.queue_changes_since(pipe, live_since)
 
         state, extra = await self.sessions.load(session_id, viewer_id, also)
         if extra is not None and charge is not None:
@@ -102,7 +96,7 @@ class FeedService:
         if state is None or state.viewer_id != viewer_id:
             raise NotFound(f"session {session_id} does not exist")
         recent = None
-        if extra is not None and queue_viewer_recent is not None and recent_visits is not None:
+        if extra is not None:
             recent, extra = recent_visits(extra[0]), extra[1:]
         known: tuple[int, str | None] | None = None
         if at is not None:
@@ -113,7 +107,7 @@ class FeedService:
                 if raw_last is not None:
                     known = (int(raw_last), raw_record.decode() if raw_record is not None else None)
         changes = None
-        if extra and queue_changes is not None and live_index is not None:
+        if extra and live_since is not None:
             changes = live_index.changes_since(extra[0])
         if at is not None and known is not None and (known[1] is not None or known[0] != at):
             body = await self._again(state, at + 1, known)
@@ -146,10 +140,6 @@ class FeedService:
                 fields={"after": "is too old"},
             )
         record = PageRecord.parse(raw)
-        if self.inputs.live_index is None:
-            raise Unavailable(
-                "the live-room index is not available in this build", headers={"Retry-After": "5"}
-            )
         snapshot = await self.inputs.live_index.snapshot()
         rooms = []
         for room_id, position, boosted in record.rooms:
@@ -159,7 +149,7 @@ class FeedService:
             fields = room_fields(room, replay=False)
             fields["boosted"], fields["position"] = boosted, position
             rooms.append(fields)
-        if rooms and self.inputs.heat is not None:
+        if rooms:
             try:
                 async with self.sessions.pipeline() as pipe:
                     self.inputs.heat.queue_viewers_now(pipe, [r["room_id"] for r in rooms])
@@ -192,10 +182,6 @@ class FeedService:
         after: int | None = None,
         live_changes: dict[str, int] | None = None,
     ) -> dict[str, Any]:
-        if self.pipeline is None:
-            raise Unavailable(
-                "the live-room index is not available in this build", headers={"Retry-After": "5"}
-            )
         assignment = assign(state.viewer_id, self.config.current.config, self.config.experiments)
         ctx = FeedContext(
             viewer_id=state.viewer_id,
@@ -345,9 +331,7 @@ class FeedService:
                 await self.inputs.attribution_book.attribute(
                     viewer_id, session_id, parsed, time.time(), code=code
                 )
-                record_open = getattr(self.inputs.code_book, "record_open", None)
-                if record_open is not None:
-                    await record_open(code)
+                await self.inputs.code_book.record_open(code)
             except Exception as exc:
                 log.warning("session %s not attributed (alliance store unavailable): %s", session_id, exc)
                 degraded = True
@@ -362,10 +346,6 @@ class FeedService:
         return body
 
     def _parse_code(self, code: str) -> Any:
-        if self.inputs.code_book is None or self.inputs.attribution_book is None:
-            raise Unavailable(
-                "attribution codes are not available in this build", headers={"Retry-After": "5"}
-            )
         try:
             return self.inputs.code_book.parse(code)
         except Exception as exc:
@@ -375,8 +355,6 @@ class FeedService:
 
     async def _room_of_merchant(self, merchant_id: str) -> Any | None:
         index = self.inputs.live_index
-        if index is None:
-            return None
         try:
             room = await index.live_room_of_merchant(merchant_id)
             if room is not None:
@@ -390,8 +368,6 @@ class FeedService:
     async def _room(self, room_id: str) -> Any | None:
         """A deep-linked room: live now, else its replay, else None (the feed starts without it)."""
         index = self.inputs.live_index
-        if index is None:
-            return None
         try:
             snapshot = await index.snapshot()
             room = snapshot.by_id.get(room_id)

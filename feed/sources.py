@@ -1,8 +1,8 @@
-"""The feed's inputs from other domains, behind the small interfaces of docs/architecture.md.
+"""The feed's inputs from other domains, as the small interfaces of docs/architecture.md.
 
-Each input is found on the app state (where its domain's `start` put it) or built from its
-domain's module per the contract; a domain not present yet leaves the input empty, and the
-feed serves without it (no live index → 503, no stats → zeros, no model → popularity).
+Each input is a Protocol here; the composition root (roomfeed.assembly) hands over the real
+objects (rooms.live_index.LiveIndex, events.live_stats.LiveStats, ranking.registry.ModelWatcher,
+alliance.codes.CodeBook, ...), and mypy checks them against these Protocols there.
 `RoomHeatCache` refreshes every room's heat (events.heat: decayed enters, impressions, dwell, orders)
 once a second, reading only the rooms whose heat changed, as arrays aligned with the live snapshot,
 so a feed request reads no per-room statistics from Redis.
@@ -12,70 +12,95 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from alliance.codes import Attribution
+from events.heat import HeatSnapshot, HeatTable, RoomHeat
+from feed.context import Stage
+from ranking.scorer import Scorer
+
 log = logging.getLogger("feed.sources")
 
 
 class LiveIndexSource(Protocol):
+    """The rooms live now (rooms.live_index.LiveIndex)."""
+
     async def snapshot(self) -> Any: ...
     async def replays(self, limit: int) -> list[Any]: ...
     async def live_room_of_merchant(self, merchant_id: str) -> Any | None: ...
+
+
+class LiveIndex(LiveIndexSource, Protocol):
+    """The live index with its change log, read in the session's round trip (rooms.live_index.LiveIndex)."""
+
     def queue_changes_since(self, pipe: Any, version: int) -> None: ...
     def changes_since(self, reply: Any) -> dict[str, int] | None: ...
 
 
 class LiveStatsSource(Protocol):
+    """Room statistics and a viewer's recent visits (events.live_stats.LiveStats)."""
+
     async def rooms(self, room_ids: list[str]) -> dict[str, Any]: ...
     async def viewer_recent(self, viewer_id: str, limit: int = 50) -> list[Any]: ...
 
 
-def _build(module: str, cls: str, *args: Any) -> Any | None:
-    try:
-        factory = getattr(importlib.import_module(module), cls)
-    except (ModuleNotFoundError, AttributeError):
-        return None
-    try:
-        return factory(*args)
-    except Exception as exc:
-        log.warning("cannot build %s.%s: %s", module, cls, exc)
-        return None
+class ModelSource(Protocol):
+    """The promoted model's scorer, None until one is promoted (ranking.registry.ModelWatcher)."""
+
+    @property
+    def scorer(self) -> Scorer | None: ...
 
 
-@dataclass
+class CodeSource(Protocol):
+    """Attribution codes (alliance.codes.CodeBook): `parse` raises on a forged or altered code."""
+
+    def parse(self, code: str) -> Attribution: ...
+    async def record_open(self, code: str) -> int: ...
+
+
+class AttributionSink(Protocol):
+    """Where an attributed session is recorded for the alliance (alliance.attribution.AttributionBook)."""
+
+    async def attribute(
+        self,
+        viewer_id: str,
+        session_id: str | None,
+        attribution: Attribution,
+        now: float,
+        *,
+        code: str | None,
+    ) -> Any: ...
+
+
+class MerchantSource(Protocol):
+    """Which merchants exist (rooms.catalog.MerchantCatalog)."""
+
+    async def exists(self, merchant_id: str) -> bool: ...
+
+
+class HeatSource(Protocol):
+    """Every room's heat and who is in a room now (events.heat.RoomHeat)."""
+
+    async def snapshot(self, now: float | None = None) -> HeatSnapshot: ...
+    def queue_viewers_now(self, pipe: Any, room_ids: Sequence[str], now_ms: int | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
 class FeedInputs:
-    live_index: LiveIndexSource | None
-    live_stats: LiveStatsSource | None
-    model_watcher: Any | None  # ranking.registry.ModelWatcher: `.scorer` (score, model_version) or None
-    code_book: Any | None  # alliance.codes.CodeBook
-    attribution_book: Any | None  # alliance.attribution.AttributionBook
-    alliance_boost: Any | None  # alliance.boost.AllianceBoost (a feed stage)
-    room_catalog: Any | None  # rooms.catalog.MerchantCatalog (exists(merchant_id))
-    heat: Any | None = None  # events.heat.RoomHeat (snapshot, queue_viewers_now)
-
-    @classmethod
-    def from_state(cls, state: Any, resources: Any) -> FeedInputs:
-        def pick(name: str, module: str, klass: str, *args: Any) -> Any | None:
-            found = getattr(state, name, None)
-            return found if found is not None else _build(module, klass, *args)
-
-        pool, redis, settings = resources.pool, resources.redis, resources.settings
-        return cls(
-            live_index=pick("live_index", "rooms.live_index", "LiveIndex", redis),
-            live_stats=pick("live_stats", "events.live_stats", "LiveStats", redis),
-            model_watcher=getattr(state, "model_watcher", None),
-            code_book=pick("code_book", "alliance.codes", "CodeBook", settings, pool),
-            attribution_book=pick("attribution_book", "alliance.attribution", "AttributionBook", pool, redis),
-            alliance_boost=getattr(state, "alliance_boost", None),
-            room_catalog=pick("merchant_catalog", "rooms.catalog", "MerchantCatalog", pool),
-            heat=pick("room_heat", "events.heat", "RoomHeat", redis),
-        )
+    live_index: LiveIndex
+    live_stats: LiveStatsSource
+    models: ModelSource
+    code_book: CodeSource
+    attribution_book: AttributionSink
+    alliance_boost: Stage  # alliance.boost.AllianceBoost: the pipeline's boost stage
+    room_catalog: MerchantSource
+    heat: HeatSource
 
 
 STAT_FIELDS = ("enters", "impressions", "dwell_s", "orders")
@@ -90,7 +115,7 @@ class RoomHeatCache:
     the table's rows change, so a refresh costs one gather of the candidates' rows.
     """
 
-    def __init__(self, heat: Any | None, refresh_seconds: float = 1.0) -> None:
+    def __init__(self, heat: HeatSource | None, refresh_seconds: float = 1.0) -> None:
         self.heat = heat
         self.table = _heat_table(heat)
         self.refresh_seconds = refresh_seconds
@@ -162,12 +187,6 @@ class RoomHeatCache:
             await self.refresh()
 
 
-def _heat_table(heat: Any | None) -> Any | None:
-    """An incremental `events.heat.HeatTable` over a real `RoomHeat` (None for fakes and builds without it)."""
-    if heat is None:
-        return None
-    try:
-        from events.heat import HeatTable, RoomHeat
-    except ImportError:  # pragma: no cover - a build without events
-        return None
+def _heat_table(heat: HeatSource | None) -> HeatTable | None:
+    """An incremental `events.heat.HeatTable` over a real `RoomHeat` (None for fakes in tests)."""
     return HeatTable(heat) if isinstance(heat, RoomHeat) else None

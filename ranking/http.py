@@ -2,15 +2,16 @@
 
 Owns `GET /v1/ops/models`, `POST /v1/ops/models/{version}/promote` and
 `POST /v1/ops/models/rollback`, and starts the `ModelWatcher` the feed's score stage reads
-(`state.model_watcher.scorer`), so a promoted model serves without a restart.
+(`watcher.scorer`), so a promoted model serves without a restart.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -18,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from ranking.registry import ModelRecord, ModelRegistry, ModelWatcher
 from roomfeed.auth import require
 from roomfeed.errors import Conflict, NotFound
-from roomfeed.http import json, query_int
+from roomfeed.http import bound, json, query_int
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,30 @@ def _public(record: ModelRecord) -> dict[str, Any]:
     return data
 
 
-def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.app.state.model_registry
-    return registry
+@dataclass
+class Ranking:
+    """The ranking domain in one API process: the model registry and the watcher the feed scores with."""
+
+    registry: ModelRegistry
+    watcher: ModelWatcher
+
+    @classmethod
+    def build(cls, pool: asyncpg.Pool, model_poll_s: float = 5.0) -> Ranking:
+        registry = ModelRegistry(pool)
+        return cls(registry, ModelWatcher(registry, interval_s=model_poll_s))
+
+    async def start(self) -> None:
+        try:
+            await self.watcher.start()
+        except Exception:  # no registry table or model yet: serve by popularity, keep polling
+            log.exception("model watcher could not load a model at start-up; polling")
+            await self.watcher.start_polling()
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
 
 
-async def list_models(request: Request) -> Response:
+async def list_models(request: Request, ranking: Ranking) -> Response:
     """Model versions, newest first, with parameters, data window, metrics and status.
     ---
     responses:
@@ -43,12 +62,11 @@ async def list_models(request: Request) -> Response:
     """
     await require(request, "operator")
     limit = query_int(request, "limit", default=50, minimum=1, maximum=500)
-    watcher: ModelWatcher | None = getattr(request.app.state, "model_watcher", None)
-    models = await _registry(request).versions(limit)
-    return json({"serving": watcher.version if watcher else None, "models": [_public(m) for m in models]})
+    models = await ranking.registry.versions(limit)
+    return json({"serving": ranking.watcher.version, "models": [_public(m) for m in models]})
 
 
-async def promote_model(request: Request) -> Response:
+async def promote_model(request: Request, ranking: Ranking) -> Response:
     """Promote a model version by hand (the previous one is retired); API processes pick it up within seconds.
     ---
     responses:
@@ -57,7 +75,7 @@ async def promote_model(request: Request) -> Response:
     """
     principal = await require(request, "operator")
     version = request.path_params["version"]
-    registry = _registry(request)
+    registry = ranking.registry
     try:
         await registry.promote(version, principal.key_id or "operator")
     except KeyError as exc:
@@ -67,7 +85,7 @@ async def promote_model(request: Request) -> Response:
     return json(_public(record))
 
 
-async def rollback_model(request: Request) -> Response:
+async def rollback_model(request: Request, ranking: Ranking) -> Response:
     """Promote again the model that served before the current one.
     ---
     responses:
@@ -75,7 +93,7 @@ async def rollback_model(request: Request) -> Response:
       409: {description: nothing to roll back to}
     """
     principal = await require(request, "operator")
-    registry = _registry(request)
+    registry = ranking.registry
     try:
         version = await registry.rollback(principal.key_id or "operator")
     except LookupError as exc:
@@ -85,26 +103,9 @@ async def rollback_model(request: Request) -> Response:
     return json(_public(record))
 
 
-routes: list[BaseRoute] = [
-    Route("/v1/ops/models", list_models, methods=["GET"]),
-    Route("/v1/ops/models/rollback", rollback_model, methods=["POST"]),
-    Route("/v1/ops/models/{version}/promote", promote_model, methods=["POST"]),
-]
-
-
-async def start(state: Any, resources: Any) -> None:
-    registry = ModelRegistry(resources.pool)
-    state.model_registry = registry
-    watcher = ModelWatcher(registry, interval_s=getattr(state, "model_poll_s", 5.0))
-    state.model_watcher = watcher
-    try:
-        await watcher.start()
-    except Exception:  # no registry table or model yet: serve by popularity, keep polling
-        log.exception("model watcher could not load a model at start-up; polling")
-        await watcher.start_polling()
-
-
-async def stop(state: Any) -> None:
-    watcher: ModelWatcher | None = getattr(state, "model_watcher", None)
-    if watcher is not None:
-        await watcher.stop()
+def routes(ranking: Ranking) -> list[BaseRoute]:
+    return [
+        Route("/v1/ops/models", bound(list_models, ranking), methods=["GET"]),
+        Route("/v1/ops/models/rollback", bound(rollback_model, ranking), methods=["POST"]),
+        Route("/v1/ops/models/{version}/promote", bound(promote_model, ranking), methods=["POST"]),
+    ]

@@ -35,6 +35,7 @@ from ranking.ranker import Ranker, baseline_ranker
 from ranking.registry import GateDecision, ModelRegistry, gate
 from ranking.replay import schedule_from_log
 from roomfeed.leader import Leadership, always_lead
+from rooms.catalog import MerchantCatalog
 
 HOUR_MS = 3_600_000
 
@@ -83,10 +84,6 @@ def features_from_tokens(tokens_by_merchant: Mapping[str, list[str]]) -> dict[st
 
 async def features_from_rooms(pool: Any) -> dict[str, RoomFeatures]:
     """Merchant features through the rooms domain's contract (`MerchantCatalog.merchant_features`)."""
-    try:
-        from rooms.catalog import MerchantCatalog
-    except ImportError:
-        return {}
     try:
         return features_from_tokens(await MerchantCatalog(pool).merchant_features())
     except Exception as exc:  # no rooms tables in this database: identity features only

@@ -1,16 +1,16 @@
-"""The ASGI app: system routes, each domain's routes, and the lifecycle that wires them.
+"""The API process's ASGI app: the plumbing a request may use, the system routes, one error shape.
 
-A domain's `http` module offers `routes` and `start(state, resources)` / `stop(state)`; the list
-below names them explicitly, in dependency order (feed last: it composes the others).
+`Api` is a Starlette app whose plumbing is typed attributes (settings, resources, the request
+guard, the OpenAPI document, the /metrics refreshers). The composition root (roomfeed.assembly)
+builds the domains' services and routes and hands them over with a `Lifecycle` that starts the
+services in dependency order once the connections are open, and stops them in reverse.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-from collections.abc import AsyncIterator
-from types import ModuleType
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,31 +20,25 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from roomfeed import heap, ratelimit
-from roomfeed.auth import KeyVerifier
+from roomfeed.auth import Guard, KeyVerifier
 from roomfeed.errors import ApiError
 from roomfeed.health import check_dependencies, readiness_body
 from roomfeed.http import OrjsonResponse, error_response, json
 from roomfeed.observability import METRICS_CONTENT_TYPE, RequestMiddleware, forget_this_process, metrics_text
 from roomfeed.openapi import build_schema, render_docs
+from roomfeed.ratelimit import RateLimiter
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
 
 VERSION = "0.1.0"
 
-# Domain HTTP modules, in the order they start. A module missing from a checkout is skipped so
-# that each domain can land on its own.
-DOMAIN_MODULES = ("rooms.http", "events.http", "ranking.http", "alliance.http", "feed.http", "console.http")
 
+class Lifecycle(Protocol):
+    """The domains' services of one process: started once its connections are open, stopped before they close."""
 
-def _domains() -> list[ModuleType]:
-    found = []
-    for name in DOMAIN_MODULES:
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name not in (name, name.split(".")[0]):
-                raise
-    return found
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 async def healthz(request: Request) -> Response:
@@ -67,10 +61,11 @@ async def readyz(request: Request) -> Response:
       200: {description: "ready or degraded: {status, checks: {postgres, redis, kafka}}"}
       503: {description: starting or stopping}
     """
-    if not getattr(request.app.state, "serving", False):
+    api = Api.of(request)
+    if not api.serving:
         body = {"error": {"code": "not_ready", "message": "starting or stopping", "fields": {}}}
         return OrjsonResponse(body, status_code=503, headers={"Retry-After": "1"})
-    checks = await check_dependencies(request.app.state.resources)
+    checks = await check_dependencies(api.resources)
     return json(readiness_body(checks))
 
 
@@ -81,7 +76,7 @@ async def metrics(request: Request) -> Response:
     responses:
       200: {description: Prometheus text format}
     """
-    for refresh in request.app.state.metric_refreshers:
+    for refresh in Api.of(request).metric_refreshers:
         with contextlib.suppress(Exception):
             await refresh()
     return Response(metrics_text(), media_type=METRICS_CONTENT_TYPE)
@@ -94,7 +89,7 @@ async def openapi(request: Request) -> Response:
     responses:
       200: {description: OpenAPI 3 document}
     """
-    return json(request.app.state.openapi)
+    return json(Api.of(request).openapi)
 
 
 async def docs(request: Request) -> Response:
@@ -104,7 +99,7 @@ async def docs(request: Request) -> Response:
     responses:
       200: {description: HTML}
     """
-    return HTMLResponse(render_docs(request.app.state.openapi))
+    return HTMLResponse(render_docs(Api.of(request).openapi))
 
 
 SYSTEM_ROUTES: list[BaseRoute] = [
@@ -128,52 +123,64 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
-def create_app(settings: Settings, *, access_log: bool = True, **overrides: Any) -> Starlette:
-    """The API process. `overrides` are set on `app.state` before domains start (tests use it)."""
-    domains = _domains()
-    routes = [*SYSTEM_ROUTES]
-    for domain in domains:
-        routes.extend(domain.routes)
+L = TypeVar("L", bound=Lifecycle)
+
+
+class Api(Starlette, Generic[L]):
+    """The API process: system routes and the domains' routes over typed plumbing; `services` are
+    the domains' (the composition root's typed container)."""
+
+    def __init__(
+        self,
+        resources: Resources,
+        routes: Sequence[BaseRoute],
+        services: L,
+        *,
+        schemas: dict[str, Any] | None = None,
+        access_log: bool = True,
+    ) -> None:
+        self.settings: Settings = resources.settings
+        self.resources = resources
+        self.guard = Guard(
+            resources.settings.viewer_token_secret, KeyVerifier(resources.pool), RateLimiter(resources.redis)
+        )
+        self.services = services
+        # /metrics awaits each before it renders (consumer lag, dependency gauges, ...).
+        self.metric_refreshers: list[Callable[[], Awaitable[Any]]] = [self._dependency_gauges]
+        self.serving = False  # /readyz: 503 before start-up is done and once shutdown has begun
+        all_routes = [*SYSTEM_ROUTES, *routes]
+        super().__init__(
+            routes=all_routes,
+            lifespan=self._lifespan,
+            middleware=[Middleware(RequestMiddleware, access_log=access_log)],
+            exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        )
+        self.openapi = build_schema(all_routes, VERSION, schemas)
+
+    @staticmethod
+    def of(request: Request) -> Api[Any]:
+        app = request.app
+        assert isinstance(app, Api)
+        return app
+
+    async def _dependency_gauges(self) -> None:  # a scrape sets roomfeed_dependency_up too
+        await check_dependencies(self.resources)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        resources = await Resources.open(settings)
-        ratelimit.configure(settings)
-        app.state.resources = resources
-        app.state.keys = KeyVerifier(resources.pool)
-
-        async def dependency_gauges() -> None:  # a scrape sets roomfeed_dependency_up too
-            await check_dependencies(resources)
-
-        app.state.metric_refreshers.append(dependency_gauges)
-        started: list[ModuleType] = []
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.resources.start()
+        ratelimit.configure(self.settings)
         try:
-            for domain in domains:
-                await domain.start(app.state, resources)
-                started.append(domain)
-            async with heap.frozen():
-                app.state.serving = True
-                try:
-                    yield
-                finally:
-                    app.state.serving = False
+            await self.services.start()
+            try:
+                async with heap.frozen():
+                    self.serving = True
+                    try:
+                        yield
+                    finally:
+                        self.serving = False
+            finally:
+                await self.services.stop()
         finally:
-            for domain in reversed(started):
-                with contextlib.suppress(Exception):
-                    await domain.stop(app.state)
-            await resources.close()
+            await self.resources.close()
             forget_this_process()
-
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        middleware=[Middleware(RequestMiddleware, access_log=access_log)],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
-    )
-    app.state.settings = settings
-    app.state.metric_refreshers = []
-    schemas = {name: body for domain in domains for name, body in getattr(domain, "schemas", {}).items()}
-    app.state.openapi = build_schema(routes, VERSION, schemas)
-    for name, value in overrides.items():
-        setattr(app.state, name, value)
-    return app

@@ -18,7 +18,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import asyncpg
 from starlette.requests import Request
@@ -173,6 +173,26 @@ def verified_viewer(secret: str, token: str) -> str | None:
 # --- the one role check -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Guard:
+    """What `require` checks a request against, one per API process: viewer tokens, keys, rate limits."""
+
+    viewer_token_secret: str
+    keys: KeyVerifier
+    limiter: RateLimiter
+
+
+class Guarded(Protocol):
+    """The app a guarded request runs in (roomfeed.app.Api)."""
+
+    guard: Guard
+
+
+def _guard(request: Request) -> Guard:
+    app: Guarded = request.app
+    return app.guard
+
+
 async def authenticate(request: Request) -> Principal | None:
     cached: Principal | None = request.scope.get("roomfeed.principal")
     if cached is not None:
@@ -184,11 +204,11 @@ async def authenticate(request: Request) -> Principal | None:
     credential = credential.strip()
     principal: Principal | None = None
     if credential.startswith(VIEWER_TOKEN_PREFIX + "."):
-        viewer_id = verified_viewer(request.app.state.settings.viewer_token_secret, credential)
+        viewer_id = verified_viewer(_guard(request).viewer_token_secret, credential)
         if viewer_id is not None:
             principal = Principal(role="viewer", viewer_id=viewer_id)
     elif credential.startswith("rfk_") and len(credential) < 200:
-        principal = await request.app.state.keys.verify(credential)
+        principal = await _guard(request).keys.verify(credential)
     if principal is not None:
         request.scope["roomfeed.principal"] = principal
     return principal
@@ -242,8 +262,8 @@ async def require_with_charge(request: Request, *roles: Role) -> tuple[Principal
     (None when nothing is to be charged) for the handler to queue in that pipeline and settle."""
     principal = await _authorize(request, roles)
     buckets = _unpaid_buckets(request, principal)
-    limiter = _limiter(request)
-    if not buckets or limiter is None or limiter.degraded:
+    limiter = _guard(request).limiter
+    if not buckets or limiter.degraded:
         return principal, None
     args: list[float | int] = [1]
     for _, limit in buckets:
@@ -265,22 +285,9 @@ def _unpaid_buckets(request: Request, principal: Principal) -> list[tuple[str, L
     )
 
 
-def _limiter(request: Request) -> RateLimiter | None:
-    state = request.app.state
-    limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
-    if limiter is None:
-        resources = getattr(state, "resources", None)
-        if resources is None:
-            return None
-        limiter = state.rate_limiter = RateLimiter(resources.redis)
-    return limiter
-
-
 async def _charge_rate_limits(request: Request, principal: Principal) -> None:
     """One token per request from the caller's buckets (roomfeed.ratelimit); 429 when empty."""
     buckets = _unpaid_buckets(request, principal)
     if not buckets:
         return
-    limiter = _limiter(request)
-    if limiter is not None:
-        await limiter.charge(buckets)
+    await _guard(request).limiter.charge(buckets)

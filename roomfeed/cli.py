@@ -11,34 +11,21 @@
     roomfeed rebuild [--live-stats]      rebuild Redis: the live index from PostgreSQL, live stats from Kafka
     roomfeed demo                        the whole marketplace, running
 
-Each domain adds its verbs through `add_<verb>_args(parser)` / `<verb>_command(settings, args)`
-functions in its own `cli` module, listed in VERBS.
+The plumbing verbs are here; the domains' verbs (worker, train, evaluate, rebuild, demo) come from
+the composition root's `VERBS` (roomfeed.assembly), the one module that knows every domain.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from roomfeed.assembly import VERBS
 from roomfeed.settings import Settings
-
-# verb → (module, add-args function, command function, help)
-VERBS: dict[str, tuple[str, str, str, str]] = {
-    "worker": ("events.cli", "add_worker_args", "worker_command", "run the Kafka consumers"),
-    "train": ("ranking.cli", "add_train_args", "train_command", "train and register a LightFM model"),
-    "evaluate": (
-        "simulator.evaluation",
-        "add_evaluate_args",
-        "evaluate_command",
-        "evaluate the ranker on the simulator",
-    ),
-    "demo": ("console.demo", "add_demo_args", "demo_command", "run the whole marketplace locally"),
-}
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -55,7 +42,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
         prepare_multiprocess_metrics(settings.data_dir / "prometheus" / f"serve-{os.getpid()}")
     uvicorn.run(
-        "roomfeed.cli:app_factory",
+        "roomfeed.assembly:app_from_env",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
@@ -68,13 +55,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         backlog=4096,
     )
     return 0
-
-
-def app_factory() -> Any:
-    from roomfeed.app import create_app
-
-    settings = Settings.from_env()
-    return create_app(settings, access_log=os.environ.get("ROOMFEED_ACCESS_LOG", "0") == "1")
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -109,35 +89,6 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    """Redis holds only derived state: the rooms step rebuilds the live index and deal gates from
-    PostgreSQL; with --live-stats the events step replays Kafka into live stats and room heat."""
-    # The domains are imported by name, as for VERBS: the plumbing does not type-check through them.
-    asyncio.run(importlib.import_module("rooms.cli").rebuild_command(settings, args))
-    if not args.live_stats:
-        return 0
-
-    async def live_stats() -> int:
-        from roomfeed.redis_client import create_redis
-
-        rebuild_live_stats = importlib.import_module("events.rebuild").rebuild_live_stats
-        redis = create_redis(settings)
-        try:
-            replays = await rebuild_live_stats(settings, redis)
-        except RuntimeError as exc:
-            print(f"roomfeed rebuild: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            await redis.aclose(close_connection_pool=True)
-        for r in replays:
-            print(
-                f"{r.sink}: replayed {sum(r.records_to.values())} record(s) from offset 0 ({r.seconds:.2f}s)"
-            )
-        return 0
-
-    return asyncio.run(live_stats())
-
-
 def _services(settings: Settings, args: argparse.Namespace) -> int:
     from roomfeed.services import cli_main
 
@@ -165,13 +116,6 @@ def build_parser() -> tuple[
     p.add_argument("--no-migrate", action="store_true")
     handlers["serve"] = _serve
 
-    p = verbs.add_parser("rebuild", help="rebuild Redis state from PostgreSQL (and Kafka with --live-stats)")
-    p.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations first")
-    p.add_argument(
-        "--live-stats", action="store_true", help="also replay Kafka into live stats (worker stopped)"
-    )
-    handlers["rebuild"] = _rebuild
-
     p = verbs.add_parser("keys", help="operator/merchant keys and viewer tokens")
     kv = p.add_subparsers(dest="keys_verb", required=True)
     c = kv.add_parser("create")
@@ -183,30 +127,16 @@ def build_parser() -> tuple[
     t.add_argument("--ttl", type=int, default=30 * 24 * 3600)
     handlers["keys"] = _keys
 
-    for verb, (module_name, add_args, command, help_text) in VERBS.items():
-        p = verbs.add_parser(verb, help=help_text)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            continue
-        getattr(module, add_args)(p)
-
-        def run(settings: Settings, args: argparse.Namespace, _m: Any = module, _c: str = command) -> Any:
-            result = getattr(_m, _c)(settings, args)
-            return asyncio.run(result) if asyncio.iscoroutine(result) else result
-
-        handlers[verb] = run
+    for name, verb in VERBS.items():
+        verb.add_args(verbs.add_parser(name, help=verb.help))
+        handlers[name] = verb.run
     return parser, handlers
 
 
 def main(argv: list[str] | None = None) -> int:
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
-    handler = handlers.get(args.verb)
-    if handler is None:
-        print(f"roomfeed {args.verb}: not available in this build", file=sys.stderr)
-        return 2
-    result = handler(Settings.from_env(), args)
+    result = handlers[args.verb](Settings.from_env(), args)
     return int(result or 0)
 
 

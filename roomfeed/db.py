@@ -113,9 +113,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(settings: Settings, *, min_size: int | None = None) -> asyncpg.Pool:
-    """A pool that connects lazily (pg_pool_min defaults to 0), so a process starts while PostgreSQL is down."""
-    pool = await asyncpg.create_pool(
+def pool_of(settings: Settings, *, min_size: int | None = None) -> asyncpg.Pool:
+    """A pool not opened yet (`await pool` opens it); it connects lazily (pg_pool_min defaults to
+    0), so a process starts while PostgreSQL is down."""
+    return asyncpg.create_pool(
         settings.database_url,
         min_size=settings.pg_pool_min if min_size is None else min_size,
         max_size=settings.pg_pool_max,
@@ -123,5 +124,8 @@ async def create_pool(settings: Settings, *, min_size: int | None = None) -> asy
         command_timeout=30,
         timeout=5,
     )
-    assert pool is not None
-    return pool
+
+
+async def create_pool(settings: Settings, *, min_size: int | None = None) -> asyncpg.Pool:
+    """An open pool (see `pool_of`)."""
+    return await pool_of(settings, min_size=min_size)

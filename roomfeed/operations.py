@@ -80,9 +80,17 @@ class Operation:
 
 
 class TypedRoute(Route):
-    """A Starlette route that carries its `Operation`."""
+    """A Starlette route that carries its `Operation`.
+
+    A handler with one parameter that is none of `request`, `body`, `query` and the path parameters
+    takes its domain's services (built by the composition root): `route.bound(services)` is the
+    route to mount, handing them over on every call."""
 
     operation: Operation
+    _bind: Callable[[Any], TypedRoute]
+
+    def bound(self, services: Any) -> TypedRoute:
+        return self._bind(services)
 
 
 def _docstring(handler: Callable[..., Any]) -> tuple[str, str]:
@@ -229,52 +237,63 @@ def operation(
         if missing:
             raise TypeError(f"{handler.__qualname__}: path parameters {sorted(missing)} are not parameters")
         wants_request = any(p.name == "request" for p in params)
+        taken = {"request", "body", "query", *names}
+        services_params = [p.name for p in params if p.name not in taken]
+        if len(services_params) > 1:
+            raise TypeError(f"{handler.__qualname__}: more than one services parameter: {services_params}")
+        services_param = services_params[0] if services_params else None
         returned = response if response is not None else hints.get("return")
         answers = status
         if typing.get_origin(returned) is Created:
             returned, answers = typing.get_args(returned)[0], 201
         decoder = msgspec.json.Decoder(body_model) if body_model is not None else None
 
-        async def endpoint(request: Request) -> Response:
-            kwargs: dict[str, Any] = {}
-            if wants_request:
-                kwargs["request"] = request
-            for name, kind in path_params.items():
-                raw = request.path_params[name]
-                try:
-                    kwargs[name] = msgspec.convert(raw, kind, strict=False)
-                except msgspec.ValidationError:
-                    raise NotFound(f"no such {name.removesuffix('_id')}: {raw}") from None
-            if query_model is not None:
-                kwargs["query"] = convert_query(request, query_model)
-            if decoder is not None:
-                kwargs["body"] = decode_body(await read_body(request), decoder, body_model)
-            result = await handler(**kwargs)
-            if isinstance(result, Response):
-                return result
-            if isinstance(result, Created):
-                return encode(result.body, 201, {"Location": result.location})
-            return encode(result, status)
+        def bind(services: Any) -> TypedRoute:
+            async def endpoint(request: Request) -> Response:
+                kwargs: dict[str, Any] = {}
+                if wants_request:
+                    kwargs["request"] = request
+                if services_param is not None:
+                    kwargs[services_param] = services
+                for name, kind in path_params.items():
+                    raw = request.path_params[name]
+                    try:
+                        kwargs[name] = msgspec.convert(raw, kind, strict=False)
+                    except msgspec.ValidationError:
+                        raise NotFound(f"no such {name.removesuffix('_id')}: {raw}") from None
+                if query_model is not None:
+                    kwargs["query"] = convert_query(request, query_model)
+                if decoder is not None:
+                    kwargs["body"] = decode_body(await read_body(request), decoder, body_model)
+                result = await handler(**kwargs)
+                if isinstance(result, Response):
+                    return result
+                if isinstance(result, Created):
+                    return encode(result.body, 201, {"Location": result.location})
+                return encode(result, status)
 
-        summary, description = _docstring(handler)
-        if not summary:
-            raise TypeError(f"{handler.__qualname__}: a typed operation needs a docstring (its summary)")
-        route = TypedRoute(path, endpoint, methods=[method], name=handler.__name__)
-        route.operation = Operation(
-            method=method.lower(),
-            path=path,
-            operation_id=handler.__name__,
-            summary=summary,
-            description=description,
-            tag=tag or handler.__module__.split(".")[0],
-            status=answers,
-            body=body_model,
-            query=query_model,
-            path_params=path_params,
-            response=returned,
-            example=example,
-            public=public,
-        )
-        return route
+            summary, description = _docstring(handler)
+            if not summary:
+                raise TypeError(f"{handler.__qualname__}: a typed operation needs a docstring (its summary)")
+            route = TypedRoute(path, endpoint, methods=[method], name=handler.__name__)
+            route.operation = Operation(
+                method=method.lower(),
+                path=path,
+                operation_id=handler.__name__,
+                summary=summary,
+                description=description,
+                tag=tag or handler.__module__.split(".")[0],
+                status=answers,
+                body=body_model,
+                query=query_model,
+                path_params=path_params,
+                response=returned,
+                example=example,
+                public=public,
+            )
+            route._bind = bind
+            return route
+
+        return bind(None)
 
     return make

@@ -15,7 +15,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from roomfeed.db import create_pool
+from roomfeed.db import pool_of
 from roomfeed.kafka import make_producer
 from roomfeed.leader import Leases
 from roomfeed.redis_client import cluster_url, create_redis
@@ -31,17 +31,18 @@ class Resources:
     pool: asyncpg.Pool
     redis: Redis
     producer: AIOKafkaProducer
-    redis_lane: RedisLane | None = None  # the hot path's pipelined connection (roomfeed.redis_lane)
+    redis_lane: RedisLane  # the hot path's pipelined connection (roomfeed.redis_lane)
+    leases: Leases  # once-per-cluster loops ask it before each round (roomfeed.leader)
     producer_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    leases: Leases | None = None  # once-per-cluster loops ask it before each round (roomfeed.leader)
     _producer_task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, settings: Settings, *, kafka: bool = True) -> Resources:
-        pool = await create_pool(settings)
-        resources = cls(
+    def create(cls, settings: Settings) -> Resources:
+        """Every connection object, none connected yet: domain services are built around them first,
+        then `start()` connects (the composition root does both, in that order)."""
+        return cls(
             settings=settings,
-            pool=pool,
+            pool=pool_of(settings),
             redis=create_redis(settings),
             producer=make_producer(settings),
             # One pipelined connection speaks to one server: on a Redis Cluster the hot path uses
@@ -49,8 +50,18 @@ class Resources:
             redis_lane=RedisLane(settings.redis_url) if cluster_url(settings.redis_url) is None else None,
             leases=Leases(settings.database_url),
         )
+
+    async def start(self, *, kafka: bool = True) -> None:
+        """Open the PostgreSQL pool (lazily connecting: it comes up while PostgreSQL is down) and
+        start the Kafka producer in the background, retrying until the broker answers."""
+        await self.pool
         if kafka:
-            resources._producer_task = asyncio.create_task(resources._start_producer())
+            self._producer_task = asyncio.create_task(self._start_producer())
+
+    @classmethod
+    async def open(cls, settings: Settings, *, kafka: bool = True) -> Resources:
+        resources = cls.create(settings)
+        await resources.start(kafka=kafka)
         return resources
 
     async def _start_producer(self) -> None:
@@ -76,8 +87,7 @@ class Resources:
             return False
 
     async def close(self) -> None:
-        if self.leases is not None:
-            await self.leases.close()
+        await self.leases.close()
         if self._producer_task is not None:
             self._producer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -87,7 +97,6 @@ class Resources:
                 await self.producer.stop()
         with contextlib.suppress(Exception):
             await self.redis.aclose(close_connection_pool=True)
-        if self.redis_lane is not None:
-            await self.redis_lane.close()
+        await self.redis_lane.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pool.close(), 5)

@@ -1,6 +1,6 @@
 """HTTP routes of the rooms domain: merchants, stores, staff, products, rooms, deals, consults.
 
-Handlers parse, authorize, call the domain objects built in `start` and answer JSON. Merchant
+Handlers parse, authorize, call the domain's objects (`Rooms`, built by the composition root) and answer JSON. Merchant
 routes are scoped by the key's merchant_id (another merchant's object answers 404); the operator
 creates merchants; viewers claim deals and book consults with their viewer token.
 """
@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import orjson
-from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -23,10 +23,11 @@ from starlette.routing import BaseRoute, Route
 from events.vocabulary import VIEWER_EVENTS
 from roomfeed.auth import create_key, require
 from roomfeed.errors import InvalidJson, NotFound, ValidationFailed
-from roomfeed.http import json, query_int, read_json
+from roomfeed.http import bound, json, query_int, read_json
 from roomfeed.kafka import ensure_topics
-from roomfeed.leader import ROOM_RELAY, always_lead
+from roomfeed.leader import ROOM_RELAY, Leadership, always_lead
 from roomfeed.resources import Resources
+from roomfeed.settings import Settings
 from roomfeed.validation import ID_PATTERN, Body
 from rooms.catalog import MerchantCatalog
 from rooms.consults import ConsultBook
@@ -49,8 +50,10 @@ EPOCH_MIN, EPOCH_MAX = 1_500_000_000, 4_000_000_000
 
 @dataclass
 class Rooms:
-    """The domain objects one API process holds (on `app.state.rooms`)."""
+    """The rooms domain in one API process: what its routes and the other domains use."""
 
+    settings: Settings
+    pool: asyncpg.Pool  # a new merchant's first key (roomfeed.auth.create_key)
     catalog: MerchantCatalog
     rooms: RoomBook
     deals: DealBook
@@ -58,11 +61,37 @@ class Rooms:
     live_index: LiveIndex
     directory: RoomDirectory
     relay: RoomRelay
+    relay_leadership: Leadership = always_lead
+    _topics: asyncio.Task[None] | None = None
 
+    @classmethod
+    def build(cls, resources: Resources) -> Rooms:
+        directory = RoomDirectory(resources.pool, resources.redis)
+        relay = RoomRelay(resources.pool, resources.redis, KafkaPublisher(resources))
+        return cls(
+            settings=resources.settings,
+            pool=resources.pool,
+            catalog=MerchantCatalog(resources.pool),
+            rooms=RoomBook(resources.pool, resources.redis, relay, directory),
+            deals=DealBook(resources.pool, resources.redis),
+            consults=ConsultBook(resources.pool),
+            live_index=LiveIndex(resources.redis),
+            directory=directory,
+            relay=relay,
+            relay_leadership=resources.leases.leadership(ROOM_RELAY),
+        )
 
-def _domain(request: Request) -> Rooms:
-    domain: Rooms = request.app.state.rooms
-    return domain
+    async def start(self) -> None:
+        """Make sure the topics exist (in the background) and start the room relay's sweep."""
+        self._topics = asyncio.get_running_loop().create_task(_ensure_topics(self.settings))
+        self.relay.start(leadership=self.relay_leadership)
+
+    async def stop(self) -> None:
+        if self._topics is not None:
+            self._topics.cancel()
+            with contextlib.suppress(BaseException):
+                await self._topics
+        await self.relay.stop()
 
 
 def _label(body: Body, field: str, *, required: bool = True, max_len: int = 40) -> str | None:
@@ -100,7 +129,7 @@ def _path_id(request: Request, name: str) -> str:
 # --- operators: merchants -------------------------------------------------------------------
 
 
-async def create_merchant(request: Request) -> Response:
+async def create_merchant(request: Request, domain: Rooms) -> Response:
     """Create a merchant and its first key (the key is shown once).
     ---
     tags: [merchants]
@@ -125,15 +154,12 @@ async def create_merchant(request: Request) -> Response:
     category = _label(body, "category", required=False)
     description = body.text("description", required=False, max_len=2000, min_len=0, default="")
     body.finish()
-    domain = _domain(request)
     merchant = await domain.catalog.create_merchant(name, category, description or "")
-    _, key = await create_key(
-        request.app.state.resources.pool, "merchant", merchant["merchant_id"], label=name
-    )
+    _, key = await create_key(domain.pool, "merchant", merchant["merchant_id"], label=name)
     return json({"merchant_id": merchant["merchant_id"], "key": key, "merchant": merchant}, status=201)
 
 
-async def list_merchants(request: Request) -> Response:
+async def list_merchants(request: Request, domain: Rooms) -> Response:
     """Merchants, by id (operators). `?after=<merchant_id>&limit=N` pages.
     ---
     tags: [merchants]
@@ -143,7 +169,7 @@ async def list_merchants(request: Request) -> Response:
     await require(request, "operator")
     limit = query_int(request, "limit", 100, 1, 1000)
     after = request.query_params.get("after") or None
-    merchants = await _domain(request).catalog.list_merchants(limit, after)
+    merchants = await domain.catalog.list_merchants(limit, after)
     return json(
         {
             "merchants": merchants,
@@ -160,7 +186,7 @@ def _merchant_scope(principal_role: str, principal_merchant: str | None, merchan
 # --- merchants: stores, staff, products -----------------------------------------------------
 
 
-async def create_store(request: Request) -> Response:
+async def create_store(request: Request, domain: Rooms) -> Response:
     """Add an offline store.
     ---
     tags: [stores]
@@ -185,11 +211,11 @@ async def create_store(request: Request) -> Response:
     city = body.text("city", required=False, max_len=80)
     address = body.text("address", required=False, max_len=300)
     body.finish()
-    store = await _domain(request).catalog.create_store(principal.merchant_id or "", name, city, address)
+    store = await domain.catalog.create_store(principal.merchant_id or "", name, city, address)
     return json(store, status=201)
 
 
-async def list_stores(request: Request) -> Response:
+async def list_stores(request: Request, domain: Rooms) -> Response:
     """The merchant's stores.
     ---
     tags: [stores]
@@ -197,10 +223,10 @@ async def list_stores(request: Request) -> Response:
       200: {description: "{stores: [...]}"}
     """
     principal = await require(request, "merchant")
-    return json({"stores": await _domain(request).catalog.list_stores(principal.merchant_id or "")})
+    return json({"stores": await domain.catalog.list_stores(principal.merchant_id or "")})
 
 
-async def add_staff(request: Request) -> Response:
+async def add_staff(request: Request, domain: Rooms) -> Response:
     """Add a staff member to one of the merchant's stores.
     ---
     tags: [stores]
@@ -224,11 +250,11 @@ async def add_staff(request: Request) -> Response:
     name = body.text("name", max_len=120)
     role = body.text("role", required=False, max_len=80)
     body.finish()
-    staff = await _domain(request).catalog.add_staff(principal.merchant_id or "", store_id, name, role)
+    staff = await domain.catalog.add_staff(principal.merchant_id or "", store_id, name, role)
     return json(staff, status=201)
 
 
-async def list_staff(request: Request) -> Response:
+async def list_staff(request: Request, domain: Rooms) -> Response:
     """Staff of one of the merchant's stores.
     ---
     tags: [stores]
@@ -237,10 +263,10 @@ async def list_staff(request: Request) -> Response:
     """
     principal = await require(request, "merchant")
     store_id = _path_id(request, "store_id")
-    return json({"staff": await _domain(request).catalog.list_staff(principal.merchant_id or "", store_id)})
+    return json({"staff": await domain.catalog.list_staff(principal.merchant_id or "", store_id)})
 
 
-async def create_product(request: Request) -> Response:
+async def create_product(request: Request, domain: Rooms) -> Response:
     """Add a product to the merchant's catalogue.
     ---
     tags: [products]
@@ -267,13 +293,13 @@ async def create_product(request: Request) -> Response:
     currency = body.text("currency", max_len=3, pattern=CURRENCY)
     category = _label(body, "category", required=False)
     body.finish()
-    product = await _domain(request).catalog.create_product(
+    product = await domain.catalog.create_product(
         principal.merchant_id or "", title, price, currency, category
     )
     return json(product, status=201)
 
 
-async def list_products(request: Request) -> Response:
+async def list_products(request: Request, domain: Rooms) -> Response:
     """The merchant's catalogue.
     ---
     tags: [products]
@@ -281,13 +307,13 @@ async def list_products(request: Request) -> Response:
       200: {description: "{products: [...]}"}
     """
     principal = await require(request, "merchant")
-    return json({"products": await _domain(request).catalog.list_products(principal.merchant_id or "")})
+    return json({"products": await domain.catalog.list_products(principal.merchant_id or "")})
 
 
 # --- rooms ----------------------------------------------------------------------------------
 
 
-async def create_room(request: Request) -> Response:
+async def create_room(request: Request, domain: Rooms) -> Response:
     """Schedule a room (status `scheduled`).
     ---
     tags: [rooms]
@@ -324,7 +350,7 @@ async def create_room(request: Request) -> Response:
     scheduled_at = _epoch(body, "scheduled_at", required=False)
     stream_url = body.text("stream_url", required=False, max_len=500, pattern=URL, default="")
     body.finish()
-    room = await _domain(request).rooms.create(
+    room = await domain.rooms.create(
         principal.merchant_id or "",
         title=title,
         category=category or "",
@@ -338,7 +364,7 @@ async def create_room(request: Request) -> Response:
     return json(room, status=201)
 
 
-async def list_rooms(request: Request) -> Response:
+async def list_rooms(request: Request, domain: Rooms) -> Response:
     """The merchant's own rooms, newest first; `?status=scheduled|live|ended`.
     ---
     tags: [rooms]
@@ -346,18 +372,18 @@ async def list_rooms(request: Request) -> Response:
       200: {description: "{rooms: [...]}"}
     """
     principal = await require(request, "merchant")
-    return json({"rooms": await _rooms_of(request, principal.merchant_id or "")})
+    return json({"rooms": await _rooms_of(request, domain, principal.merchant_id or "")})
 
 
-async def _rooms_of(request: Request, merchant_id: str) -> list[dict[str, Any]]:
+async def _rooms_of(request: Request, domain: Rooms, merchant_id: str) -> list[dict[str, Any]]:
     status = request.query_params.get("status") or None
     if status is not None and status not in STATUSES:
         raise ValidationFailed("unknown status", fields={"status": "must be one of: " + ", ".join(STATUSES)})
     limit = query_int(request, "limit", 100, 1, 1000)
-    return await _domain(request).rooms.of_merchant(merchant_id, status, limit)
+    return await domain.rooms.of_merchant(merchant_id, status, limit)
 
 
-async def merchant_rooms(request: Request) -> Response:
+async def merchant_rooms(request: Request, domain: Rooms) -> Response:
     """A merchant's rooms (the merchant itself, or an operator).
     ---
     tags: [rooms]
@@ -368,11 +394,11 @@ async def merchant_rooms(request: Request) -> Response:
     merchant_id = _path_id(request, "merchant_id")
     _merchant_scope(principal.role, principal.merchant_id, merchant_id)
     if principal.role == "operator":
-        await _domain(request).catalog.get_merchant(merchant_id)
-    return json({"rooms": await _rooms_of(request, merchant_id)})
+        await domain.catalog.get_merchant(merchant_id)
+    return json({"rooms": await _rooms_of(request, domain, merchant_id)})
 
 
-async def get_room(request: Request) -> Response:
+async def get_room(request: Request, domain: Rooms) -> Response:
     """One of the merchant's rooms, with its products and deals.
     ---
     tags: [rooms]
@@ -381,7 +407,6 @@ async def get_room(request: Request) -> Response:
     """
     principal = await require(request, "merchant")
     room_id = _path_id(request, "room_id")
-    domain = _domain(request)
     merchant_id = principal.merchant_id or ""
     room = await domain.rooms.get(merchant_id, room_id)
     room["products"] = await domain.rooms.products(merchant_id, room_id)
@@ -389,7 +414,7 @@ async def get_room(request: Request) -> Response:
     return json(room)
 
 
-async def go_live(request: Request) -> Response:
+async def go_live(request: Request, domain: Rooms) -> Response:
     """Start broadcasting: scheduled → live (409 `invalid_transition` from any other state).
     ---
     tags: [rooms]
@@ -398,10 +423,10 @@ async def go_live(request: Request) -> Response:
     """
     principal = await require(request, "merchant")
     room_id = _path_id(request, "room_id")
-    return json(await _domain(request).rooms.go_live(principal.merchant_id or "", room_id))
+    return json(await domain.rooms.go_live(principal.merchant_id or "", room_id))
 
 
-async def end_room(request: Request) -> Response:
+async def end_room(request: Request, domain: Rooms) -> Response:
     """Stop broadcasting: live → ended; an optional `replay_url` makes it a replay.
     ---
     tags: [rooms]
@@ -422,10 +447,10 @@ async def end_room(request: Request) -> Response:
     body = Body(await _optional_json(request))
     replay_url = body.text("replay_url", required=False, max_len=500, pattern=URL)
     body.finish()
-    return json(await _domain(request).rooms.end(principal.merchant_id or "", room_id, replay_url))
+    return json(await domain.rooms.end(principal.merchant_id or "", room_id, replay_url))
 
 
-async def set_replay(request: Request) -> Response:
+async def set_replay(request: Request, domain: Rooms) -> Response:
     """Attach a replay to an ended room.
     ---
     tags: [rooms]
@@ -447,10 +472,10 @@ async def set_replay(request: Request) -> Response:
     body = Body(await read_json(request))
     replay_url = body.text("replay_url", max_len=500, pattern=URL)
     body.finish()
-    return json(await _domain(request).rooms.set_replay(principal.merchant_id or "", room_id, replay_url))
+    return json(await domain.rooms.set_replay(principal.merchant_id or "", room_id, replay_url))
 
 
-async def add_room_products(request: Request) -> Response:
+async def add_room_products(request: Request, domain: Rooms) -> Response:
     """Show catalogue products in a room.
     ---
     tags: [rooms]
@@ -474,14 +499,14 @@ async def add_room_products(request: Request) -> Response:
     if product_ids is not None and not product_ids:
         body.fail("product_ids", "must not be empty")
     body.finish()
-    products = await _domain(request).rooms.add_products(principal.merchant_id or "", room_id, product_ids)
+    products = await domain.rooms.add_products(principal.merchant_id or "", room_id, product_ids)
     return json({"room_id": room_id, "products": products})
 
 
 # --- deals ----------------------------------------------------------------------------------
 
 
-async def create_deal(request: Request) -> Response:
+async def create_deal(request: Request, domain: Rooms) -> Response:
     """A flash deal in a room: a product at a price, a quantity, a time window, a per-viewer limit.
     ---
     tags: [deals]
@@ -516,7 +541,7 @@ async def create_deal(request: Request) -> Response:
     starts_at = _epoch(body, "starts_at", required=False)
     ends_at = _epoch(body, "ends_at")
     body.finish()
-    deal = await _domain(request).deals.create(
+    deal = await domain.deals.create(
         principal.merchant_id or "",
         room_id,
         product_id=product_id,
@@ -530,29 +555,29 @@ async def create_deal(request: Request) -> Response:
     return json(deal, status=201)
 
 
-async def _visible_room(request: Request) -> tuple[str, str | None]:
+async def _visible_room(request: Request, domain: Rooms) -> tuple[str, str | None]:
     """The path's room, as a viewer (any room) or its merchant (404 unless the room is theirs) sees it:
     (room_id, the merchant's id or None for a viewer)."""
     principal = await require(request, "merchant", "viewer")
     room_id = _path_id(request, "room_id")
     merchant_id = principal.merchant_id if principal.role == "merchant" else None
     if merchant_id is not None:
-        await _domain(request).rooms.get(merchant_id, room_id)
+        await domain.rooms.get(merchant_id, room_id)
     return room_id, merchant_id
 
 
-async def room_deals(request: Request) -> Response:
+async def room_deals(request: Request, domain: Rooms) -> Response:
     """A room's deals (the merchant's own room; viewers see any room's deals).
     ---
     tags: [deals]
     responses:
       200: {description: "{deals: [...]}"}
     """
-    room_id, merchant_id = await _visible_room(request)
-    return json({"room_id": room_id, "deals": await _domain(request).deals.of_room(merchant_id, room_id)})
+    room_id, merchant_id = await _visible_room(request, domain)
+    return json({"room_id": room_id, "deals": await domain.deals.of_room(merchant_id, room_id)})
 
 
-async def get_deal(request: Request) -> Response:
+async def get_deal(request: Request, domain: Rooms) -> Response:
     """One of the merchant's deals, with its remaining stock.
     ---
     tags: [deals]
@@ -560,10 +585,10 @@ async def get_deal(request: Request) -> Response:
       200: {description: the deal}
     """
     principal = await require(request, "merchant")
-    return json(await _domain(request).deals.get(principal.merchant_id or "", _path_id(request, "deal_id")))
+    return json(await domain.deals.get(principal.merchant_id or "", _path_id(request, "deal_id")))
 
 
-async def claim_deal(request: Request) -> Response:
+async def claim_deal(request: Request, domain: Rooms) -> Response:
     """A viewer claims units of a deal: 201, or 409 `sold_out` / `limit_reached` / `deal_ended`. Never oversold.
     ---
     tags: [deals]
@@ -586,7 +611,6 @@ async def claim_deal(request: Request) -> Response:
     quantity = body.integer("quantity", required=False, minimum=1, maximum=1000, default=1)
     session_id = body.ident("session_id", required=False)
     body.finish()
-    domain = _domain(request)
     claim = await domain.deals.claim(
         deal_id, principal.viewer_id or "", quantity=quantity, session_id=session_id
     )
@@ -597,7 +621,7 @@ async def claim_deal(request: Request) -> Response:
 # --- consults -------------------------------------------------------------------------------
 
 
-async def open_slot(request: Request) -> Response:
+async def open_slot(request: Request, domain: Rooms) -> Response:
     """Open a consult slot in a one_to_one room (capacity one).
     ---
     tags: [consults]
@@ -623,24 +647,24 @@ async def open_slot(request: Request) -> Response:
     ends_at = _epoch(body, "ends_at")
     staff_id = body.ident("staff_id", required=False)
     body.finish()
-    slot = await _domain(request).consults.open_slot(
+    slot = await domain.consults.open_slot(
         principal.merchant_id or "", room_id, starts_at=starts_at, ends_at=ends_at, staff_id=staff_id
     )
     return json(slot, status=201)
 
 
-async def room_slots(request: Request) -> Response:
+async def room_slots(request: Request, domain: Rooms) -> Response:
     """A room's consult slots and whether each is free (viewers, or the room's merchant).
     ---
     tags: [consults]
     responses:
       200: {description: "{slots: [...]}"}
     """
-    room_id, merchant_id = await _visible_room(request)
-    return json({"room_id": room_id, "slots": await _domain(request).consults.slots(room_id, merchant_id)})
+    room_id, merchant_id = await _visible_room(request, domain)
+    return json({"room_id": room_id, "slots": await domain.consults.slots(room_id, merchant_id)})
 
 
-async def book_slot(request: Request) -> Response:
+async def book_slot(request: Request, domain: Rooms) -> Response:
     """A viewer books a consult slot: 201, or 409 `slot_taken`.
     ---
     tags: [consults]
@@ -664,11 +688,11 @@ async def book_slot(request: Request) -> Response:
     slot_id = body.ident("slot_id")
     note = body.text("note", required=False, max_len=500, min_len=0, default="")
     body.finish()
-    booking = await _domain(request).consults.book(principal.viewer_id or "", room_id, slot_id, note or "")
+    booking = await domain.consults.book(principal.viewer_id or "", room_id, slot_id, note or "")
     return json(booking, status=201)
 
 
-async def cancel_booking(request: Request) -> Response:
+async def cancel_booking(request: Request, domain: Rooms) -> Response:
     """Cancel a booking (the viewer who made it, or the merchant); the slot is free again.
     ---
     tags: [consults]
@@ -677,13 +701,13 @@ async def cancel_booking(request: Request) -> Response:
     """
     principal = await require(request, "viewer", "merchant")
     booking_id = _path_id(request, "booking_id")
-    consults = _domain(request).consults
+    consults = domain.consults
     if principal.role == "viewer":
         return json(await consults.cancel(booking_id, viewer_id=principal.viewer_id))
     return json(await consults.cancel(booking_id, merchant_id=principal.merchant_id))
 
 
-async def mark_no_show(request: Request) -> Response:
+async def mark_no_show(request: Request, domain: Rooms) -> Response:
     """The merchant marks that the viewer did not come (once the slot has started).
     ---
     tags: [consults]
@@ -692,10 +716,10 @@ async def mark_no_show(request: Request) -> Response:
     """
     principal = await require(request, "merchant")
     booking_id = _path_id(request, "booking_id")
-    return json(await _domain(request).consults.no_show(principal.merchant_id or "", booking_id))
+    return json(await domain.consults.no_show(principal.merchant_id or "", booking_id))
 
 
-async def merchant_consults(request: Request) -> Response:
+async def merchant_consults(request: Request, domain: Rooms) -> Response:
     """Consult bookings, cancellations, no-shows and the no-show rate (the merchant itself, or an operator).
     ---
     tags: [consults]
@@ -706,42 +730,42 @@ async def merchant_consults(request: Request) -> Response:
     merchant_id = _path_id(request, "merchant_id")
     _merchant_scope(principal.role, principal.merchant_id, merchant_id)
     if principal.role == "operator":
-        await _domain(request).catalog.get_merchant(merchant_id)
-    return json(await _domain(request).consults.report(merchant_id))
+        await domain.catalog.get_merchant(merchant_id)
+    return json(await domain.consults.report(merchant_id))
 
 
-routes: list[BaseRoute] = [
-    Route("/v1/ops/merchants", create_merchant, methods=["POST"]),
-    Route("/v1/ops/merchants", list_merchants, methods=["GET"]),
-    Route("/v1/stores", create_store, methods=["POST"]),
-    Route("/v1/stores", list_stores, methods=["GET"]),
-    Route("/v1/stores/{store_id}/staff", add_staff, methods=["POST"]),
-    Route("/v1/stores/{store_id}/staff", list_staff, methods=["GET"]),
-    Route("/v1/products", create_product, methods=["POST"]),
-    Route("/v1/products", list_products, methods=["GET"]),
-    Route("/v1/rooms", create_room, methods=["POST"]),
-    Route("/v1/rooms", list_rooms, methods=["GET"]),
-    Route("/v1/rooms/{room_id}", get_room, methods=["GET"]),
-    Route("/v1/rooms/{room_id}/live", go_live, methods=["POST"]),
-    Route("/v1/rooms/{room_id}/end", end_room, methods=["POST"]),
-    Route("/v1/rooms/{room_id}/replay", set_replay, methods=["POST"]),
-    Route("/v1/rooms/{room_id}/products", add_room_products, methods=["POST"]),
-    Route("/v1/rooms/{room_id}/deals", create_deal, methods=["POST"]),
-    Route("/v1/rooms/{room_id}/deals", room_deals, methods=["GET"]),
-    Route("/v1/deals/{deal_id}", get_deal, methods=["GET"]),
-    Route("/v1/deals/{deal_id}/claim", claim_deal, methods=["POST"]),
-    Route("/v1/rooms/{room_id}/slots", open_slot, methods=["POST"]),
-    Route("/v1/rooms/{room_id}/slots", room_slots, methods=["GET"]),
-    Route("/v1/rooms/{room_id}/bookings", book_slot, methods=["POST"]),
-    Route("/v1/bookings/{booking_id}/cancel", cancel_booking, methods=["POST"]),
-    Route("/v1/bookings/{booking_id}/no-show", mark_no_show, methods=["POST"]),
-    Route("/v1/merchants/{merchant_id}/rooms", merchant_rooms, methods=["GET"]),
-    Route("/v1/merchants/{merchant_id}/consults", merchant_consults, methods=["GET"]),
-]
+def routes(domain: Rooms) -> list[BaseRoute]:
+    return [
+        Route("/v1/ops/merchants", bound(create_merchant, domain), methods=["POST"]),
+        Route("/v1/ops/merchants", bound(list_merchants, domain), methods=["GET"]),
+        Route("/v1/stores", bound(create_store, domain), methods=["POST"]),
+        Route("/v1/stores", bound(list_stores, domain), methods=["GET"]),
+        Route("/v1/stores/{store_id}/staff", bound(add_staff, domain), methods=["POST"]),
+        Route("/v1/stores/{store_id}/staff", bound(list_staff, domain), methods=["GET"]),
+        Route("/v1/products", bound(create_product, domain), methods=["POST"]),
+        Route("/v1/products", bound(list_products, domain), methods=["GET"]),
+        Route("/v1/rooms", bound(create_room, domain), methods=["POST"]),
+        Route("/v1/rooms", bound(list_rooms, domain), methods=["GET"]),
+        Route("/v1/rooms/{room_id}", bound(get_room, domain), methods=["GET"]),
+        Route("/v1/rooms/{room_id}/live", bound(go_live, domain), methods=["POST"]),
+        Route("/v1/rooms/{room_id}/end", bound(end_room, domain), methods=["POST"]),
+        Route("/v1/rooms/{room_id}/replay", bound(set_replay, domain), methods=["POST"]),
+        Route("/v1/rooms/{room_id}/products", bound(add_room_products, domain), methods=["POST"]),
+        Route("/v1/rooms/{room_id}/deals", bound(create_deal, domain), methods=["POST"]),
+        Route("/v1/rooms/{room_id}/deals", bound(room_deals, domain), methods=["GET"]),
+        Route("/v1/deals/{deal_id}", bound(get_deal, domain), methods=["GET"]),
+        Route("/v1/deals/{deal_id}/claim", bound(claim_deal, domain), methods=["POST"]),
+        Route("/v1/rooms/{room_id}/slots", bound(open_slot, domain), methods=["POST"]),
+        Route("/v1/rooms/{room_id}/slots", bound(room_slots, domain), methods=["GET"]),
+        Route("/v1/rooms/{room_id}/bookings", bound(book_slot, domain), methods=["POST"]),
+        Route("/v1/bookings/{booking_id}/cancel", bound(cancel_booking, domain), methods=["POST"]),
+        Route("/v1/bookings/{booking_id}/no-show", bound(mark_no_show, domain), methods=["POST"]),
+        Route("/v1/merchants/{merchant_id}/rooms", bound(merchant_rooms, domain), methods=["GET"]),
+        Route("/v1/merchants/{merchant_id}/consults", bound(merchant_consults, domain), methods=["GET"]),
+    ]
 
 
-async def _ensure_topics(resources: Resources) -> None:
-    settings = resources.settings
+async def _ensure_topics(settings: Settings) -> None:
     for attempt in range(30):
         try:
             await ensure_topics(
@@ -752,34 +776,3 @@ async def _ensure_topics(resources: Resources) -> None:
         except Exception as exc:
             log.warning("cannot create rooms topics yet (attempt %d): %s", attempt + 1, exc)
             await asyncio.sleep(min(1.0 + attempt, 10.0))
-
-
-async def start(state: State, resources: Resources) -> None:
-    directory = RoomDirectory(resources.pool, resources.redis)
-    relay = RoomRelay(resources.pool, resources.redis, KafkaPublisher(resources))
-    state.rooms = Rooms(
-        catalog=MerchantCatalog(resources.pool),
-        rooms=RoomBook(resources.pool, resources.redis, relay, directory),
-        deals=DealBook(resources.pool, resources.redis),
-        consults=ConsultBook(resources.pool),
-        live_index=LiveIndex(resources.redis),
-        directory=directory,
-        relay=relay,
-    )
-    # The contract objects other domains use.
-    state.live_index = state.rooms.live_index
-    state.room_directory = directory
-    state.merchant_catalog = state.rooms.catalog
-    state.rooms_topics_task = asyncio.get_running_loop().create_task(_ensure_topics(resources))
-    relay.start(leadership=resources.leases.leadership(ROOM_RELAY) if resources.leases else always_lead)
-
-
-async def stop(state: State) -> None:
-    task = getattr(state, "rooms_topics_task", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-    domain: Rooms | None = getattr(state, "rooms", None)
-    if domain is not None:
-        await domain.relay.stop()

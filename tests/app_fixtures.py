@@ -8,7 +8,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from roomfeed.app import create_app
+from roomfeed.assembly import create_app
 from roomfeed.auth import create_key, sign_viewer_token
 from roomfeed.settings import Settings
 
@@ -16,7 +16,7 @@ from roomfeed.settings import Settings
 async def running_app(settings: Settings) -> AsyncIterator[Starlette]:
     app = create_app(settings, access_log=False)
     async with app.router.lifespan_context(app):
-        await app.state.resources.wait_for_kafka(30)
+        await app.resources.wait_for_kafka(30)
         yield app
 
 
@@ -38,7 +38,7 @@ async def app_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 async def operator_key(app: Starlette) -> str:
-    _, key = await create_key(app.state.resources.pool, "operator", label="tests")
+    _, key = await create_key(app.resources.pool, "operator", label="tests")
     return key
 
 

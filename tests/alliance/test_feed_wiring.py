@@ -67,13 +67,13 @@ async def test_code_session_attributes_and_owed_merchant_is_boosted_in_the_feed(
             at=time.time(),
             visits=20,
         )
-    scheduler = app.state.exposure_scheduler
+    scheduler = app.services.alliance.scheduler
     for _ in range(5):  # ten minutes of pacing: tokens for A (the app's own 5 s tick may interleave)
         await scheduler.recompute(time.time() - 600)
         await scheduler.recompute(time.time())
         if float(await scheduler.redis.hget(TOKENS_KEY, a) or 0) >= 1:
             break
-    await app.state.alliance_boost.refresh()
+    await app.services.alliance.boost.refresh()
 
     boosted: list[str] = []
     for k in range(10):

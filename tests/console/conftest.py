@@ -33,13 +33,13 @@ if not _shared("app_client"):
 
     @pytest.fixture(scope="session")
     async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-        from roomfeed.app import create_app
+        from roomfeed.assembly import create_app
         from roomfeed.db import migrate
 
         await migrate(settings.database_url)
         app = create_app(settings, access_log=False)
         async with app.router.lifespan_context(app):
-            await app.state.resources.wait_for_kafka(30)
+            await app.resources.wait_for_kafka(30)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://console.test") as client:
                 yield client

@@ -56,7 +56,7 @@ async def test_metrics_answer_with_every_dashboard_number(
 async def test_metrics_history_returns_the_sampled_series(
     app_client: httpx.AsyncClient, operator_key: str
 ) -> None:
-    console = app_client._transport.app.state.console  # type: ignore[attr-defined]
+    console = app_client._transport.app.services.console  # type: ignore[attr-defined]
     past = time.time() - 100 * 60  # periods the background sampler (sampling "now") never writes
     assert await console.sampler.sample_once(past)
     assert await console.sampler.sample_once(past + 20)

@@ -36,12 +36,12 @@ def migrated(settings: Settings) -> Settings:
 
 @pytest.fixture(scope="session")
 async def app_client(migrated: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    from roomfeed.app import create_app
+    from roomfeed.assembly import create_app
 
     app = create_app(migrated, access_log=False)
     async with app.router.lifespan_context(app):
-        await app.state.resources.wait_for_kafka(30)
-        await app.state.events_topics_task
+        await app.resources.wait_for_kafka(30)
+        await app.services.events.topics_made()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             client.app = app  # type: ignore[attr-defined]

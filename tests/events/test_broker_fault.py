@@ -18,7 +18,7 @@ from events.archive import ArchiveSink
 from events.consumer import SinkRunner
 from events.live_stats import LiveStats
 from events.realtime import RealtimeSink
-from roomfeed.app import create_app
+from roomfeed.assembly import create_app
 from roomfeed.auth import sign_viewer_token
 from roomfeed.settings import Settings
 from tests.events.conftest import eventually, make_event, running, tag
@@ -60,8 +60,8 @@ async def test_broker_kill_loses_no_accepted_event_and_counts_each_once(
 
     app = create_app(own, access_log=False)
     async with app.router.lifespan_context(app):
-        assert await app.state.resources.wait_for_kafka(30)
-        await app.state.events_topics_task
+        assert await app.resources.wait_for_kafka(30)
+        await app.services.events.topics_made()
         archive = ArchiveSink(pool)
         await archive.prepare()
         sinks = [SinkRunner(own, RealtimeSink(redis)), SinkRunner(own, archive)]

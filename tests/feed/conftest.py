@@ -17,19 +17,21 @@ from typing import Any
 import httpx
 import pytest
 
+from feed.http import FeedTuning
+from roomfeed.assembly import Tuning, create_app
 from roomfeed.auth import create_key, sign_viewer_token
 from roomfeed.db import create_pool
 from roomfeed.settings import Settings
 from tests.support import isolated_settings
 
+# The feed tests' app reloads the ranking config twice a second.
+TUNING = Tuning(feed=FeedTuning(config_poll_s=0.5))
+
 
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def running_app(settings: Settings, tuning: Tuning = TUNING) -> AsyncIterator[httpx.AsyncClient]:
     """An app instance with its lifespan running (domains started), and a client bound to it."""
-    from roomfeed.app import create_app
-
-    overrides.setdefault("feed_config_poll_s", 0.5)
-    app = create_app(settings, access_log=False, **overrides)
+    app = create_app(settings, access_log=False, tuning=tuning)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://feed.test", timeout=30) as client:

@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import pytest
 
+from feed.http import FeedTuning
+from roomfeed.assembly import Tuning
 from roomfeed.auth import sign_viewer_token
 from roomfeed.db import migrate
 from tests.feed.conftest import Market, new_operator_key, running_app, start_session
@@ -30,7 +32,7 @@ async def test_feed_serves_through_redis_and_postgres_outages(settings, private_
     )
     await migrate(private.database_url)
     operator = {"Authorization": f"Bearer {await new_operator_key(private)}"}
-    async with running_app(private, feed_stats_refresh_s=0.2) as client:
+    async with running_app(private, Tuning(feed=FeedTuning(heat_refresh_s=0.2, config_poll_s=0.5))) as client:
         market = Market(client, operator)
         await market.populate(merchants=10, rooms_each=3, categories=("food", "home", "beauty"))
         viewer = "v-degrade"

@@ -129,7 +129,7 @@ async def test_leaving_after_one_second_hides_the_room_and_lowers_its_merchant(
     assert x in scores_before and sibling in scores_before
 
     now_ms = int(time.time() * 1000)
-    sink = RealtimeSink(feed_app.app.state.resources.redis)
+    sink = RealtimeSink(feed_app.app.resources.redis)
     await sink.write(
         [
             {

@@ -24,7 +24,7 @@ async def test_viewer_over_budget_on_the_feed_gets_429_and_is_served_nothing(
     url = f"/v1/sessions/{session['session_id']}/feed"
     first = [await feed_app.get(url, params={"count": 1}, headers=headers) for _ in range(2)]
     assert [r.status_code for r in first] == [200, 200], [r.text for r in first]
-    redis = feed_app.app.state.resources.redis
+    redis = feed_app.app.resources.redis
     served_before = await redis.smembers(served_key(session["session_id"]))
     refused = await feed_app.get(url, params={"count": 1}, headers=headers)
     assert refused.status_code == 429, refused.text

@@ -51,8 +51,8 @@ async def consumed(
 
 
 async def test_pages_served_together_leave_in_one_flush_and_all_reach_kafka(feed_app, settings):
-    publisher: ImpressionPublisher = feed_app.app.state.feed.impressions
-    await asyncio.wait_for(feed_app.app.state.resources.producer_ready.wait(), 30)
+    publisher: ImpressionPublisher = feed_app.app.services.feed.impressions
+    await asyncio.wait_for(feed_app.app.resources.producer_ready.wait(), 30)
     await asyncio.sleep(0.05)  # whatever earlier tests queued is flushed
     flushes = 0
     drain = publisher._drain_once

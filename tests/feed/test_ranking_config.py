@@ -8,6 +8,8 @@ import time
 import pytest
 
 from feed.experiments import Experiment, Variant
+from feed.http import FeedTuning
+from roomfeed.assembly import Tuning
 from tests.feed.conftest import running_app, start_session
 
 pytestmark = pytest.mark.timeout(120)
@@ -72,7 +74,7 @@ async def test_weight_change_reaches_a_second_api_process_within_5_seconds(
 ):
     market = market_of(feed_app)
     await market.live_room(await market.merchant(), "digital")
-    async with running_app(migrated, feed_config_poll_s=1.0) as second:
+    async with running_app(migrated, Tuning(feed=FeedTuning(config_poll_s=1.0))) as second:
         headers = viewer_headers("v-reload")
         session = await start_session(second, headers, "v-reload", count=1)
         current = await _current(feed_app, operator_headers)
@@ -91,7 +93,7 @@ async def test_weight_change_reaches_a_second_api_process_within_5_seconds(
                 break
             await asyncio.sleep(0.1)
         assert seen == wanted, f"second process still at config version {seen} after 5 s"
-        assert second.app.state.ranking_config.current.config.w_popularity == 0.9
+        assert second.app.services.feed.config.current.config.w_popularity == 0.9
 
 
 def test_variant_assignment_is_stable_and_follows_traffic_shares():

@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import pytest
 
+from feed.http import FeedTuning
+from roomfeed.assembly import Tuning
 from roomfeed.auth import sign_viewer_token
 from roomfeed.db import migrate
 from roomfeed.settings import Settings
@@ -26,7 +28,7 @@ async def test_readiness_stays_up_while_redis_is_down_and_the_feed_answers_degra
     private = replace(settings, redis_url=redis.url(), kafka_prefix=f"tready{secrets.token_hex(3)}.")
     await migrate(private.database_url)
     operator = {"Authorization": f"Bearer {await new_operator_key(private)}"}
-    async with running_app(private, feed_stats_refresh_s=0.2) as client:
+    async with running_app(private, Tuning(feed=FeedTuning(heat_refresh_s=0.2, config_poll_s=0.5))) as client:
         await Market(client, operator).populate(merchants=4, rooms_each=3, categories=("food", "home"))
         viewer = "v-ready"
         headers = {"Authorization": f"Bearer {sign_viewer_token(private.viewer_token_secret, viewer)}"}

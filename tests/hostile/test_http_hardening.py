@@ -77,7 +77,7 @@ async def test_ten_megabyte_event_batch_is_refused_413_without_reading_it(
         app, "/v1/events", bearer(viewer_token("big_poster")), TEN_MB, declare_length
     )
     assert status == 413 and body["error"]["code"] == "payload_too_large"
-    limit = app.state.settings.max_body_bytes
+    limit = app.settings.max_body_bytes
     # declared: refused before the first byte; streamed: stops one chunk past the limit
     assert pulled <= (0 if declare_length else limit + CHUNK), pulled
 
@@ -88,7 +88,7 @@ async def test_ten_megabyte_merchant_body_is_refused_413_without_reading_it(
 ) -> None:
     status, pulled, body = await _post_streamed(app, "/v1/stores", merchant.headers, TEN_MB, declare_length)
     assert status == 413 and body["error"]["code"] == "payload_too_large"
-    assert pulled <= (0 if declare_length else app.state.settings.max_body_bytes + CHUNK), pulled
+    assert pulled <= (0 if declare_length else app.settings.max_body_bytes + CHUNK), pulled
 
 
 async def test_console_page_and_files_carry_security_headers(app_client: httpx.AsyncClient) -> None:
@@ -257,7 +257,7 @@ def test_api_keys_are_stored_only_as_hashes(app: Starlette, operator_key: str) -
     async def rows() -> list[Any]:
         import asyncpg
 
-        conn = await asyncpg.connect(app.state.settings.database_url)
+        conn = await asyncpg.connect(app.settings.database_url)
         try:
             return list(await conn.fetch("SELECT * FROM api_keys"))
         finally:

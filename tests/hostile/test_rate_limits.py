@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -151,9 +152,9 @@ async def test_limits_degrade_open_when_redis_is_down(
     """Nothing listens on the limiter's Redis: requests are served unlimited, and quickly."""
     dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     monkeypatch.setattr(ratelimit, "VIEWER_LIMIT", Limit(per_second=0.01, burst=1))
-    monkeypatch.setattr(app.state, "rate_limiter", RateLimiter(dead), raising=False)
+    monkeypatch.setattr(app, "guard", replace(app.guard, limiter=RateLimiter(dead)))
     token = viewer_token(_viewer())
     statuses = [(await _post_events(app_client, token)).status_code for _ in range(5)]
     assert statuses == [202] * 5
-    assert app.state.rate_limiter.degraded
+    assert app.guard.limiter.degraded
     await dead.aclose()

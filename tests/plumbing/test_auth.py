@@ -11,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from roomfeed.app import _api_error
 from roomfeed.auth import (
+    Guard,
     KeyVerifier,
     create_key,
     hash_key,
@@ -19,9 +21,18 @@ from roomfeed.auth import (
     sign_viewer_token,
     verify_viewer_token,
 )
+from roomfeed.errors import ApiError
 from roomfeed.http import json
 from roomfeed.settings import Settings
 from tests.app_fixtures import bearer
+
+
+class Probe(Starlette):
+    """An app of one route that demands one role, guarded by the running app's guard."""
+
+    def __init__(self, guard: Guard) -> None:
+        super().__init__(routes=[Route("/probe/{role}", _probe)], exception_handlers={ApiError: _api_error})
+        self.guard = guard
 
 
 async def _probe(request: Request) -> Response:
@@ -36,18 +47,12 @@ async def _probe(request: Request) -> Response:
 @pytest.fixture(scope="module")
 def probe_client(app: Starlette) -> httpx.AsyncClient:
     # A route that demands one role, mounted on the running app (its key verifier, its settings).
-    probe = Starlette(routes=[Route("/probe/{role}", _probe)])
-    probe.state.settings = app.state.settings
-    probe.state.keys = app.state.keys
-    from roomfeed.app import _api_error
-    from roomfeed.errors import ApiError
-
-    probe.add_exception_handler(ApiError, _api_error)
+    probe = Probe(app.guard)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=probe), base_url="http://probe")
 
 
 async def test_keys_are_stored_hashed_and_shown_once(app: Starlette) -> None:
-    pool = app.state.resources.pool
+    pool = app.resources.pool
     key_id, key = await create_key(pool, "merchant", "mer_hashcheck")
     row = await pool.fetchrow("SELECT * FROM api_keys WHERE key_id = $1", key_id)
     assert row["key_hash"] == hash_key(key)
@@ -69,7 +74,7 @@ async def test_wrong_key_is_401(probe_client: httpx.AsyncClient) -> None:
 async def test_key_of_another_role_is_403(
     app: Starlette, probe_client: httpx.AsyncClient, operator_key: str
 ) -> None:
-    _, merchant_key = await create_key(app.state.resources.pool, "merchant", "mer_roles")
+    _, merchant_key = await create_key(app.resources.pool, "merchant", "mer_roles")
     assert (await probe_client.get("/probe/operator", headers=bearer(merchant_key))).status_code == 403
     assert (await probe_client.get("/probe/merchant", headers=bearer(operator_key))).status_code == 403
     ok = await probe_client.get("/probe/merchant", headers=bearer(merchant_key))
@@ -77,9 +82,9 @@ async def test_key_of_another_role_is_403(
 
 
 async def test_revoked_key_is_refused(app: Starlette, probe_client: httpx.AsyncClient) -> None:
-    key_id, key = await create_key(app.state.resources.pool, "operator")
+    key_id, key = await create_key(app.resources.pool, "operator")
     assert (await probe_client.get("/probe/operator", headers=bearer(key))).status_code == 200
-    assert await revoke_key(app.state.resources.pool, key_id)
+    assert await revoke_key(app.resources.pool, key_id)
     assert (await probe_client.get("/probe/operator", headers=bearer(key))).status_code == 401
 
 
@@ -107,8 +112,8 @@ def test_forged_or_expired_viewer_tokens_are_rejected(settings: Settings) -> Non
 
 
 async def test_key_cache_does_not_outlive_revocation(app: Starlette) -> None:
-    verifier: KeyVerifier = app.state.keys
-    key_id, key = await create_key(app.state.resources.pool, "operator")
+    verifier: KeyVerifier = app.guard.keys
+    key_id, key = await create_key(app.resources.pool, "operator")
     assert (await verifier.verify(key)) is not None
-    await revoke_key(app.state.resources.pool, key_id)
+    await revoke_key(app.resources.pool, key_id)
     assert (await verifier.verify(key)) is None

@@ -62,7 +62,7 @@ async def test_readiness_stays_up_with_kafka_down_and_names_it_in_body_and_metri
 
 
 async def test_readiness_is_503_before_start_up_is_done(settings: Settings) -> None:
-    from roomfeed.app import create_app
+    from roomfeed.assembly import create_app
 
     app = create_app(settings, access_log=False)  # lifespan not run: not serving yet
     async with client_for(app) as client:

@@ -9,14 +9,13 @@ import httpx
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
-from roomfeed.app import create_app
+from roomfeed.assembly import create_app
 from roomfeed.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def document() -> dict[str, Any]:
-    doc: dict[str, Any] = create_app(Settings.from_env()).state.openapi
-    return doc
+async def document() -> dict[str, Any]:
+    return create_app(Settings.from_env()).openapi
 
 
 def _operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -76,7 +76,7 @@ async def test_index_lost_by_redis_is_rebuilt_by_the_relay(
     rid = (await make_room(app_client, merchant, title="Survives a flush"))["room_id"]
     await app_client.post(f"/v1/rooms/{rid}/live", headers=merchant.headers)
     await redis.delete(KEY_EPOCH, "rf:rooms:live")
-    relay: RoomRelay = app.state.rooms.relay
+    relay: RoomRelay = app.services.rooms.relay
     await relay.run_once(settle_seconds=0)
     assert set((await LiveIndex(redis).snapshot()).by_id) == await live_in_postgres(pool)
 
@@ -132,7 +132,7 @@ async def test_crash_between_postgresql_and_redis_is_repaired_on_restart(
     pool: asyncpg.Pool,
     redis: Redis,
 ) -> None:
-    app_relay: RoomRelay = app.state.rooms.relay
+    app_relay: RoomRelay = app.services.rooms.relay
     await app_relay.stop()  # so that only the "restarted" relay below repairs
     try:
         await _crash_and_repair(settings, app_client, merchant, pool, redis)

@@ -76,7 +76,7 @@ async def test_stores_staff_and_products_belong_to_their_merchant(
         s["store_id"]
         for s in (await app_client.get("/v1/stores", headers=other_merchant.headers)).json()["stores"]
     ]
-    catalog = app.state.merchant_catalog
+    catalog = app.services.rooms.catalog
     assert await catalog.store_and_staff(merchant.merchant_id, store["store_id"], staff.json()["staff_id"])
     assert not await catalog.store_and_staff(other_merchant.merchant_id, store["store_id"], None)
     assert await catalog.exists(merchant.merchant_id) and not await catalog.exists("mer_nobody")
@@ -99,10 +99,10 @@ async def test_room_goes_scheduled_live_ended_and_only_that_way(
     again = await app_client.post(f"/v1/rooms/{rid}/live", headers=merchant.headers)
     assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_transition"
 
-    snapshot = await app.state.live_index.snapshot()
+    snapshot = await app.services.rooms.live_index.snapshot()
     assert snapshot.by_id[rid].merchant_id == merchant.merchant_id
     assert snapshot.by_id[rid].tags == ("skincare", "serum") and snapshot.by_id[rid].status == "live"
-    assert (await app.state.live_index.live_room_of_merchant(merchant.merchant_id)) is not None
+    assert (await app.services.rooms.live_index.live_room_of_merchant(merchant.merchant_id)) is not None
 
     ended = await app_client.post(
         f"/v1/rooms/{rid}/end",
@@ -110,12 +110,14 @@ async def test_room_goes_scheduled_live_ended_and_only_that_way(
         headers=merchant.headers,
     )
     assert ended.status_code == 200 and ended.json()["status"] == "ended"
-    assert rid not in (await app.state.live_index.snapshot()).by_id
-    replays = await app.state.live_index.replays(50)
+    assert rid not in (await app.services.rooms.live_index.snapshot()).by_id
+    replays = await app.services.rooms.live_index.replays(50)
     assert [r.replay_url for r in replays if r.room_id == rid] == ["https://cdn.example/vod/1.m3u8"]
     relive = await app_client.post(f"/v1/rooms/{rid}/live", headers=merchant.headers)
     assert relive.status_code == 409 and relive.json()["error"]["fields"] == {"status": "ended"}
-    assert await app.state.room_directory.merchant_of([rid, "room_unknown"]) == {rid: merchant.merchant_id}
+    assert await app.services.rooms.directory.merchant_of([rid, "room_unknown"]) == {
+        rid: merchant.merchant_id
+    }
 
 
 async def test_room_lifecycle_is_published_on_kafka(
@@ -180,7 +182,7 @@ async def test_merchant_features_describe_merchants_for_training(
     app: Starlette, app_client: httpx.AsyncClient, merchant: MerchantAccount
 ) -> None:
     await make_room(app_client, merchant, price_band="high", tags=["anti-aging"])
-    features = await app.state.merchant_catalog.merchant_features()
+    features = await app.services.rooms.catalog.merchant_features()
     tokens = features[merchant.merchant_id]
     for token in ("category:beauty", "price:high", "tag:anti-aging", "format:one_to_many", "host:host_anna"):
         assert token in tokens

@@ -1,0 +1,239 @@
+"""The composition root: the one module that knows every domain, and builds each process from them.
+
+Each part is built in dependency order and handed what it depends on as typed constructor
+arguments (a domain that needs another declares a Protocol; mypy checks the real class here):
+
+    plumbing  Resources: PostgreSQL pool, Redis, the Redis lane, Kafka producer, leases
+    rooms     Rooms                   merchants, rooms, deals, consults, the live index
+    events    Events(rooms)           ingest enriches events with the room's merchant
+    ranking   Ranking                 the model registry and the watcher that serves a promoted model
+    alliance  Alliance(rooms)         asks the rooms domain which merchants, stores and staff exist
+    feed      Feed(FeedInputs(rooms, events, ranking, alliance))
+    console   Console(events, rooms, alliance)
+
+The API process (`create_app`) starts them in that order once its connections are open and stops
+them in reverse; the worker (`WORKER_SINKS`) runs the events domain's sinks and the alliance's;
+roomfeed/cli.py offers the domains' verbs through `VERBS`. No domain imports this module, and
+nothing else in roomfeed/ imports a domain (tests/test_architecture.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+from redis.asyncio import Redis
+from starlette.routing import BaseRoute
+
+from alliance import http as alliance_http
+from alliance.consumer import AllianceSink
+from alliance.http import Alliance
+from console import demo
+from console import http as console_http
+from console.http import Console
+from events import cli as events_cli
+from events import http as events_http
+from events.consumer import Sink
+from events.heat import RoomHeat
+from events.http import Events
+from events.rebuild import rebuild_live_stats
+from feed import http as feed_http
+from feed.http import Feed, FeedTuning
+from feed.sources import FeedInputs
+from ranking import cli as ranking_cli
+from ranking import http as ranking_http
+from ranking.http import Ranking
+from roomfeed.app import Api
+from roomfeed.redis_client import create_redis
+from roomfeed.resources import Resources
+from roomfeed.settings import Settings
+from rooms import cli as rooms_cli
+from rooms import http as rooms_http
+from rooms.http import Rooms
+from simulator import evaluation
+
+log = logging.getLogger("roomfeed.assembly")
+
+
+class Part(Protocol):
+    """A domain's services in the API process: started after those it depends on."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How often the API process's background parts poll (tests shorten them)."""
+
+    model_poll_s: float = 5.0
+    feed: FeedTuning = FeedTuning()
+
+
+@dataclass
+class Services:
+    """Every domain's services in one API process, in dependency order."""
+
+    rooms: Rooms
+    events: Events
+    ranking: Ranking
+    alliance: Alliance
+    feed: Feed
+    console: Console
+    _started: list[Part] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, resources: Resources, tuning: Tuning = Tuning()) -> Services:
+        rooms = Rooms.build(resources)
+        events = Events.build(resources, rooms=rooms.directory)
+        ranking = Ranking.build(resources.pool, model_poll_s=tuning.model_poll_s)
+        alliance = Alliance.build(resources, merchants=rooms.catalog)
+        heat = RoomHeat(resources.redis)
+        feed = Feed.build(
+            resources,
+            FeedInputs(
+                live_index=rooms.live_index,
+                live_stats=events.live_stats,
+                models=ranking.watcher,
+                code_book=alliance.code_book,
+                attribution_book=alliance.attribution_book,
+                alliance_boost=alliance.boost,
+                room_catalog=rooms.catalog,
+                heat=heat,
+            ),
+            tuning.feed,
+        )
+        console = Console.build(
+            resources,
+            live_stats=events.live_stats,
+            live_index=rooms.live_index,
+            presence=heat,
+            accounts=alliance.ledger,
+            consumer_lag=events.consumer_lag,
+        )
+        return cls(rooms, events, ranking, alliance, feed, console)
+
+    def parts(self) -> tuple[Part, ...]:
+        return (self.rooms, self.events, self.ranking, self.alliance, self.feed, self.console)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            *rooms_http.routes(self.rooms),
+            *events_http.routes(self.events),
+            *ranking_http.routes(self.ranking),
+            *alliance_http.routes(self.alliance),
+            *feed_http.routes(self.feed),
+            *console_http.routes(self.console),
+        ]
+
+    async def start(self) -> None:
+        for part in self.parts():
+            try:
+                await part.start()
+            except BaseException:
+                await self.stop()
+                raise
+            self._started.append(part)
+
+    async def stop(self) -> None:
+        while self._started:
+            part = self._started.pop()
+            try:
+                await part.stop()
+            except Exception:
+                log.exception("%s did not stop cleanly", type(part).__name__)
+
+
+def create_app(settings: Settings, *, access_log: bool = True, tuning: Tuning = Tuning()) -> Api[Services]:
+    """The API process: every domain's services and routes over one set of connections."""
+    resources = Resources.create(settings)
+    services = Services.build(resources, tuning)
+    api = Api(resources, services.routes(), services, schemas=feed_http.schemas, access_log=access_log)
+    api.metric_refreshers.append(services.events.consumer_lag.refresh)
+    return api
+
+
+def app_from_env() -> Api[Services]:
+    """What `roomfeed serve` has uvicorn load in each worker process."""
+    return create_app(Settings.from_env(), access_log=os.environ.get("ROOMFEED_ACCESS_LOG", "0") == "1")
+
+
+# --- the worker --------------------------------------------------------------------------------
+
+
+async def _alliance_sink(settings: Settings, pool: asyncpg.Pool, redis: Redis) -> Sink:
+    return AllianceSink(pool, redis)
+
+
+# The sinks `roomfeed worker` can run, by name: the events domain's and the alliance's.
+WORKER_SINKS: Mapping[str, events_cli.SinkFactory] = {**events_cli.SINKS, "alliance": _alliance_sink}
+
+
+async def worker_command(settings: Settings, args: argparse.Namespace) -> int:
+    return await events_cli.worker_command(settings, args, WORKER_SINKS)
+
+
+# --- Redis rebuilt from PostgreSQL and Kafka ---------------------------------------------------
+
+
+async def rebuild_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Redis holds only derived state: the rooms step rebuilds the live index and deal gates from
+    PostgreSQL; with --live-stats the events step replays Kafka into live stats and room heat."""
+    await rooms_cli.rebuild_command(settings, args)
+    if not args.live_stats:
+        return 0
+    redis = create_redis(settings)
+    try:
+        replays = await rebuild_live_stats(settings, redis)
+    except RuntimeError as exc:
+        print(f"roomfeed rebuild: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    for r in replays:
+        print(f"{r.sink}: replayed {sum(r.records_to.values())} record(s) from offset 0 ({r.seconds:.2f}s)")
+    return 0
+
+
+def add_rebuild_args(parser: argparse.ArgumentParser) -> None:
+    rooms_cli.add_rebuild_args(parser)
+    parser.add_argument(
+        "--live-stats", action="store_true", help="also replay Kafka into live stats (worker stopped)"
+    )
+
+
+# --- the domains' verbs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verb:
+    help: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    command: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int] | int]
+
+    def run(self, settings: Settings, args: argparse.Namespace) -> int:
+        result = self.command(settings, args)
+        return result if isinstance(result, int) else asyncio.run(result)
+
+
+VERBS: Mapping[str, Verb] = {
+    "worker": Verb("run the Kafka consumers", events_cli.add_worker_args, worker_command),
+    "train": Verb(
+        "train and register a LightFM model", ranking_cli.add_train_args, ranking_cli.train_command
+    ),
+    "evaluate": Verb(
+        "evaluate the ranker on the simulator", evaluation.add_evaluate_args, evaluation.evaluate_command
+    ),
+    "rebuild": Verb(
+        "rebuild Redis state from PostgreSQL (and Kafka with --live-stats)", add_rebuild_args, rebuild_command
+    ),
+    "demo": Verb("run the whole marketplace locally", demo.add_demo_args, demo.demo_command),
+}

@@ -1,0 +1,106 @@
+"""The direction of dependency (docs/architecture.md): the composition root knows every domain and
+nothing knows it; plumbing knows no domain; nothing but its dependents knows the feed; no two
+packages import each other, however indirectly."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from collections import defaultdict
+from pathlib import Path
+
+from roomfeed.settings import REPO_ROOT
+
+ROOT_MODULES = ("roomfeed.assembly", "roomfeed.cli")  # the composition root and the CLI on top of it
+PLUMBING = "roomfeed"
+DOMAINS = ("rooms", "events", "ranking", "alliance", "feed", "console", "simulator")
+# Packages that may import the feed: the domains that depend on it (none: the feed composes the
+# others) — the root, the benchmarks, the tests and the developer tooling are not domains.
+FEED_DEPENDENTS: tuple[str, ...] = ()
+PACKAGES = (PLUMBING, *DOMAINS, "devtools", "bench", "tests")
+
+
+def _node(module: str) -> str | None:
+    """The package a module belongs to for this check: the root is a node of its own."""
+    if module in ROOT_MODULES or any(module.startswith(m + ".") for m in ROOT_MODULES):
+        return "root"
+    top = module.split(".")[0]
+    return top if top in PACKAGES else None
+
+
+def _module_of(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, dict[str, list[str]]]:
+    """node → imported node → where (module:line), over every Python file of the packages."""
+    found: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for package in PACKAGES:
+        folder = REPO_ROOT / package
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*.py")):
+            module = _module_of(path)
+            source = _node(module)
+            if source is None:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+                else:
+                    continue
+                targets = {_node(name) for name in names} - {None, source}
+                for target in targets:
+                    assert target is not None
+                    found[source][target].append(f"{module}:{node.lineno}")
+    return found
+
+
+IMPORTS = _imports()
+
+
+def test_no_domain_imports_the_composition_root() -> None:
+    offenders = {d: IMPORTS[d]["root"] for d in (PLUMBING, *DOMAINS) if IMPORTS[d].get("root")}
+    assert offenders == {}
+
+
+def test_plumbing_imports_no_domain() -> None:
+    offenders = {d: where for d, where in IMPORTS[PLUMBING].items() if d in DOMAINS}
+    assert offenders == {}
+
+
+def test_only_the_feeds_dependents_import_the_feed() -> None:
+    offenders = {
+        d: IMPORTS[d]["feed"]
+        for d in (PLUMBING, *DOMAINS)
+        if d != "feed" and d not in FEED_DEPENDENTS and IMPORTS[d].get("feed")
+    }
+    assert offenders == {}
+
+
+def test_the_root_is_what_knows_every_domain() -> None:
+    assert set(DOMAINS) - {"simulator"} <= set(IMPORTS["root"])
+
+
+def test_no_package_level_cycle() -> None:
+    """Any cycle, however long (a → b → c → a), named with the imports that make it."""
+    graph = {node: set(targets) for node, targets in IMPORTS.items()}
+    cycles: list[list[str]] = []
+
+    def walk(node: str, path: list[str]) -> None:
+        for target in sorted(graph.get(node, ())):
+            if target == path[0]:
+                cycles.append([*path, target])
+            elif target not in path and target > path[0]:  # each cycle once, from its smallest node
+                walk(target, [*path, target])
+
+    for start in sorted(graph):
+        walk(start, [start])
+    named = [
+        " → ".join(cycle) + "  (" + "; ".join(IMPORTS[a][b][0] for a, b in itertools.pairwise(cycle)) + ")"
+        for cycle in cycles
+    ]
+    assert named == []
