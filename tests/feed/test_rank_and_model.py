@@ -11,6 +11,8 @@ import numpy as np
 
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit
+from feed.http import FeedTuning
+from roomfeed.assembly import Tuning
 from rooms.live_index import LiveRoom
 from tests.feed.conftest import running_app, start_session
 
@@ -37,10 +39,10 @@ def _room(i: int, merchant: str, category: str) -> LiveRoom:
 async def test_rank_stage_is_the_learned_ranker_with_the_operator_multipliers():
     from types import SimpleNamespace
 
-    from bench.bench_feed import _model
     from feed.stages import Rank, Score, rank_model, viewer_inputs
     from ranking.ranker import RankRequest, design
     from ranking.scorer import Scorer
+    from tests.synthetic_model import synthetic_model as _model
 
     scorer = Scorer(_model(10, 8))
     rooms = [_room(i, f"mer_{i % 8:016x}", ("food", "home", "beauty")[i % 3]) for i in range(40)]
@@ -95,14 +97,14 @@ async def test_without_a_model_the_feed_ranks_favourites_then_live_popularity():
 
 
 async def test_promoted_model_scores_the_feed(migrated, operator_headers, viewer_headers, market_of):
-    from bench.bench_feed import _model
     from ranking.registry import ModelRegistry
+    from tests.synthetic_model import synthetic_model as _model
 
-    async with running_app(migrated, model_poll_s=0.2) as client:
+    async with running_app(migrated, Tuning(model_poll_s=0.2, feed=FeedTuning(config_poll_s=0.5))) as client:
         market = market_of(client)
         await market.populate(merchants=2, rooms_each=2, categories=("food",))
         model = replace(_model(50, 20), version=f"m-feed-{secrets.token_hex(3)}")
-        await ModelRegistry(client.app.state.resources.pool).register(model, {})
+        await ModelRegistry(client.app.resources.pool).register(model, {})
         r = await client.post(f"/v1/ops/models/{model.version}/promote", headers=operator_headers)
         assert r.status_code == 200, r.text
         deadline = time.monotonic() + 5
