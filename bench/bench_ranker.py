@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_scorer import command_line, write_results  # noqa: E402
 
+from feed.replay import FeedPage  # noqa: E402
 from simulator import Marketplace  # noqa: E402
 from simulator.evaluation import evaluate_market, summary  # noqa: E402
 
@@ -55,7 +56,9 @@ WORLDS: dict[str, tuple[dict[str, Any], int]] = {
 def run_world(name: str, seed: int, viewers: int, merchants: int, targets: int) -> dict[str, Any]:
     overrides, days = WORLDS[name]
     market = Marketplace(seed=seed, n_merchants=merchants, n_viewers=viewers, days=days, **overrides)
-    run = evaluate_market(market, targets, seed)
+    run = evaluate_market(
+        market, targets, seed, page_of=lambda schedule: FeedPage(schedule.room_features, seed=seed)
+    )
     run.pop("results")
     return {"world": name, "seed": seed, **run}
 

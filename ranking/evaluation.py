@@ -55,6 +55,22 @@ def ranker_method(ranker: Ranker) -> Method:
     return lambda t: ranker.score(t.table, t.request)
 
 
+PageJudge = Callable[[Target, np.ndarray], np.ndarray]
+
+
+def page_method(method: Method, page: PageJudge) -> Method:
+    """`method` judged by the page a feed would serve: `page(target, scores)` returns the order shown
+    (e.g. feed.replay.FeedPage: filters, diversity, exploration); rooms off the page rank below it."""
+
+    def scored(t: Target) -> np.ndarray:
+        order = page(t, np.asarray(method(t), dtype=np.float64))
+        out = np.full(t.rooms.size, -1e9)
+        out[order] = -np.arange(order.size, dtype=np.float64)
+        return out
+
+    return scored
+
+
 def lightfm_method(t: Target) -> np.ndarray:
     lf = t.request.lightfm
     return lf if lf is not None else np.zeros(t.rooms.size)

@@ -24,7 +24,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from events.vocabulary import SWIPE_AWAY_MS
-from ranking.history import S, STATS as STATS_ORDER, ViewerHistory
+from ranking.history import STATS as STATS_ORDER
+from ranking.history import S, ViewerHistory
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

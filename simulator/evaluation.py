@@ -25,6 +25,7 @@ from simulator.market import Marketplace
 
 DAY_MS = 86_400_000
 METHODS = ("ranker", "ranker_no_lightfm", "lightfm", "rep_pop", "rep_live_pop", "pop", "live_pop", "random")
+PAGE_METHODS = ("ranker_page", "rep_live_pop_page")
 
 
 def evaluate_market(
@@ -63,14 +64,18 @@ def evaluate_market(
     best, pop = ev.best_baseline, ev.best_pop
     diff = ev.difference("ranker", best, seed=seed)
     ablation = ev.difference("ranker", "ranker_no_lightfm", split="discovery", seed=seed)
+    pages = {
+        f"hr5_{k}": round(r[k]["overall"]["hr5"], 4) for k in ("ranker_page", "rep_live_pop_page") if k in r
+    }
     return {
+        **pages,
         "events": len(log),
         "targets": ev.targets,
         "repeat_share": round(ev.repeat_share, 3),
         "best_baseline": best,
         "best_pop": pop,
         "results": r,
-        "table": table(r, METHODS),
+        "table": table(r, [*METHODS, *(m for m in PAGE_METHODS if m in r)]),
         "hr5_ranker": round(r["ranker"]["overall"]["hr5"], 4),
         "ndcg10_ranker": round(r["ranker"]["overall"]["ndcg10"], 4),
         "hr5_reppop": round(r[best]["overall"]["hr5"], 4),
