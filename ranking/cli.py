@@ -79,7 +79,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
 
 
-async def train_command(settings: Any, args: argparse.Namespace) -> int:
+async def train_command(settings: Any, args: argparse.Namespace, page_of: Any = None) -> int:
+    """`page_of`: the feed's page judge (feed.replay.FeedPage), handed in by the composition root, so the
+    promotion gate judges the page the feed would serve."""
     from ranking.train import features_from_rooms, load_features, train_forever, train_once
 
     if args.metrics_port:
@@ -101,6 +103,7 @@ async def train_command(settings: Any, args: argparse.Namespace) -> int:
             "eval_hours": args.eval_hours,
             "features": features,
             "promote": not args.no_promote,
+            "page_of": page_of,
         }
         if args.every:
             await train_forever(

@@ -194,11 +194,16 @@ class Evaluation:
         raise ValueError(split)
 
 
-def evaluate(targets: Sequence[Target], methods: Mapping[str, Method], seed: int = 0) -> Evaluation:
-    """Judge `methods` plus every baseline on the same targets."""
+def evaluate(
+    targets: Sequence[Target], methods: Mapping[str, Method], seed: int = 0, page: PageJudge | None = None
+) -> Evaluation:
+    """Judge `methods` plus every baseline on the same targets; with `page`, every one of them (the
+    baselines too) by the page the feed would serve from its scores."""
     all_methods: dict[str, Method] = dict(methods)
     for name in BASELINES:
         all_methods.setdefault(name, baseline(name, seed))
+    if page is not None:
+        all_methods = {name: page_method(m, page) for name, m in all_methods.items()}
     judged = {name: judge(targets, m, seed) for name, m in all_methods.items()}
     results = {name: split_metrics(targets, j) for name, j in judged.items()}
     best_pop = max(POP_BASELINES, key=lambda n: results[n]["discovery"]["hr5"])

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ranking.dataset import InteractionLog, WeightParams, build_training_set
-from ranking.evaluation import Evaluation, Method, evaluate, lightfm_method, ranker_method
+from ranking.evaluation import Evaluation, Method, PageJudge, evaluate, lightfm_method, ranker_method
 from ranking.features import RoomFeatures
 from ranking.history import ViewerHistories
 from ranking.model import ModelParams, RankingModel, train_model
@@ -146,11 +146,13 @@ def evaluate_model(
     max_targets: int = 10_000,
     seed: int = 0,
     extra: Mapping[str, Method] | None = None,
+    page: PageJudge | None = None,
 ) -> tuple[Evaluation, list[Target]]:
     """Replay `window` once per LightFM model and judge each named (model, ranker) against the baselines.
 
     `fitted` maps a method name to its LightFM model and ranker; models given more than once are
-    replayed once. The first name's LightFM alone is judged as "lightfm".
+    replayed once. The first name's LightFM alone is judged as "lightfm". `page` (feed.replay.FeedPage)
+    judges every method by the page the feed would serve.
     """
     methods: dict[str, Method] = dict(extra or {})
     by_model: dict[int, list[Target]] = {}
@@ -167,7 +169,7 @@ def evaluate_model(
             methods.setdefault("lightfm", lightfm_method)
         methods[name] = _on(targets, first, ranker_method(ranker))
     assert first is not None
-    return evaluate(first, methods, seed), first
+    return evaluate(first, methods, seed, page), first
 
 
 def _on(own: list[Target], first: list[Target], method: Method) -> Method:

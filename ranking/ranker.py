@@ -265,9 +265,9 @@ def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
                 starts, ends = cov.indptr[mine_rows], cov.indptr[mine_rows + 1]
                 counts = ends - starts
                 if counts.sum():
-                    at = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(
-                        int(counts.sum())
-                    )
+                    at = np.repeat(
+                        starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts
+                    ) + np.arange(int(counts.sum()))
                     weights = np.repeat(np.log1p(watched[engaged] / 60.0), counts) * cov.data[at]
                     vec = np.log1p(np.bincount(cov.indices[at], weights=weights, minlength=cov.shape[1]))
                     dense["covisit"] = _lookup(vec, req.items)

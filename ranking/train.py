@@ -15,7 +15,7 @@ import asyncio
 import secrets
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,13 +27,13 @@ from prometheus_client import Counter, Gauge
 
 from events import vocabulary
 from ranking.dataset import WeightParams, load_archive
-from ranking.evaluation import Evaluation, flatten
+from ranking.evaluation import Evaluation, PageJudge, flatten
 from ranking.features import RoomFeatures
 from ranking.model import ModelParams, RankingModel
 from ranking.offline import FitConfig, attach_ranker, evaluate_model, fit_model
 from ranking.ranker import Ranker, baseline_ranker
 from ranking.registry import GateDecision, ModelRegistry, gate
-from ranking.replay import schedule_from_log
+from ranking.replay import Schedule, schedule_from_log
 from roomfeed.leader import Leadership, always_lead
 from rooms.catalog import MerchantCatalog
 
@@ -127,7 +127,10 @@ async def train_once(
     max_targets: int = 5_000,
     promote: bool = True,
     fit: FitConfig | None = None,
+    page_of: Callable[[Schedule], PageJudge] | None = None,
 ) -> TrainingRound:
+    """One round (module docstring). `page_of(schedule)` (the composition root hands in the feed's
+    `feed.replay.FeedPage`) makes the gate judge the page the feed would serve, for every method."""
     t0 = time.perf_counter()
     until = until_ms or int(time.time() * 1000)
     since = until - int(days * 24 * HOUR_MS)
@@ -153,8 +156,9 @@ async def train_once(
     if serving_version is not None:
         serving = await registry.load(serving_version)
         judged["serving"] = (serving, _serving_ranker(serving))
+    page = page_of(schedule) if page_of is not None else None
     ev, _ = await asyncio.to_thread(
-        evaluate_model, log, features, schedule, judged, (split, until), max_targets
+        evaluate_model, log, features, schedule, judged, (split, until), max_targets, 0, None, page
     )
     metrics: dict[str, Any] = gate_metrics(ev, "serving" in judged) if ev.targets else {"gate_targets": 0}
     decision = (

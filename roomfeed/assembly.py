@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -46,6 +47,7 @@ from events.http import Events
 from events.rebuild import rebuild_live_stats
 from feed import http as feed_http
 from feed.http import Feed, FeedTuning
+from feed.replay import FeedPage
 from feed.sources import FeedInputs
 from ranking import cli as ranking_cli
 from ranking import http as ranking_http
@@ -213,6 +215,12 @@ def add_rebuild_args(parser: argparse.ArgumentParser) -> None:
 # --- the domains' verbs ------------------------------------------------------------------------
 
 
+def _feed_page(schedule: Any) -> Any:
+    """The feed's page for replayed targets (feed.replay.FeedPage): the trainer's gate judges what the
+    feed would serve, through the feed's own filters, diversity and exploration."""
+    return FeedPage(schedule.room_features)
+
+
 @dataclass(frozen=True)
 class Verb:
     help: str
@@ -227,7 +235,9 @@ class Verb:
 VERBS: Mapping[str, Verb] = {
     "worker": Verb("run the Kafka consumers", events_cli.add_worker_args, worker_command),
     "train": Verb(
-        "train and register a LightFM model", ranking_cli.add_train_args, ranking_cli.train_command
+        "train LightFM and the ranker, gate and register them",
+        ranking_cli.add_train_args,
+        functools.partial(ranking_cli.train_command, page_of=_feed_page),
     ),
     "evaluate": Verb(
         "evaluate the ranker on the simulator", evaluation.add_evaluate_args, evaluation.evaluate_command

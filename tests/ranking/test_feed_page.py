@@ -45,3 +45,15 @@ def test_off_page_rooms_rank_below_the_page() -> None:
 
     scores = page_method(lambda t: np.arange(30, dtype=float), lambda t, s: np.array([29, 5, 7]))(T())  # type: ignore[arg-type]
     assert list(np.argsort(-scores)[:3]) == [29, 5, 7] and (scores[[0, 1, 2]] < scores[7]).all()
+
+
+def test_with_a_page_every_method_and_baseline_is_judged_by_the_page(
+    small_targets: list[Target], small_schedule: Schedule
+) -> None:
+    page = FeedPage(small_schedule.room_features, RankingConfig(exploration_share=0.0), count=10)
+    plain = evaluate(small_targets[:80], {"ranker": ranker_method(baseline_ranker("rep_pop"))})
+    paged = evaluate(small_targets[:80], {"ranker": ranker_method(baseline_ranker("rep_pop"))}, page=page)
+    assert set(paged.results) == set(plain.results)
+    # Off the page (10 rooms) nothing counts: HR@10 through the page never exceeds the order's.
+    for name in ("ranker", "rep_pop", "pop"):
+        assert paged.results[name]["overall"]["hr10"] <= plain.results[name]["overall"]["hr10"] + 1e-9

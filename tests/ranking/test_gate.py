@@ -10,6 +10,7 @@ import pytest
 
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext
+from feed.replay import FeedPage
 from feed.stages import Rank, Score
 from ranking import train as training
 from ranking.dataset import WeightParams
@@ -83,6 +84,8 @@ async def test_a_model_worse_than_the_best_baseline_is_refused_and_the_feed_fall
         until_ms=until,
         max_targets=400,
         fit=FitConfig(model=ModelParams(no_components=8, epochs=2, num_threads=1), ranker_lists=1_500),
+        # As `roomfeed train` runs it: the gate judges the page the feed would serve.
+        page_of=lambda schedule: FeedPage(schedule.room_features),
     )
     first = await training.train_once(ranking_pool, **kwargs)
     # No model serves yet: the feed ranks by the best simple baseline, and the registry says why.
