@@ -65,6 +65,10 @@ class Settings:
     # trainer's window (14 days by default) and Kafka's retention (7 days: a replay of the topic
     # must meet event ids the archive still remembers); values below 9 are refused.
     archive_retention_days: int = 30
+    # The alliance's clock (alliance/clock.py): simulated seconds per wall second and the wall time
+    # (epoch s) where simulated day 0 starts. 1 and 0 in production; benchmarks compress a day.
+    alliance_time_scale: float = 1.0
+    alliance_clock_origin: float = 0.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.kafka_min_insync_replicas <= self.kafka_replication_factor:
@@ -72,6 +76,8 @@ class Settings:
                 "ROOMFEED_KAFKA_MIN_INSYNC_REPLICAS must be between 1 and ROOMFEED_KAFKA_REPLICATION_FACTOR "
                 f"(got {self.kafka_min_insync_replicas} of {self.kafka_replication_factor})"
             )
+        if not self.alliance_time_scale > 0:
+            raise ValueError("ROOMFEED_ALLIANCE_TIME_SCALE must be greater than 0")
         if self.archive_retention_days < MIN_ARCHIVE_RETENTION_DAYS:
             raise ValueError(
                 f"ROOMFEED_ARCHIVE_RETENTION_DAYS must be at least {MIN_ARCHIVE_RETENTION_DAYS} "
