@@ -268,6 +268,7 @@ class TrafficCounters:
     sessions: int = 0
     code_sessions: int = 0
     rooms_shown: int = 0
+    impressions_reported: int = 0
     events_accepted: int = 0
     events_rejected: int = 0
     errors: int = 0
@@ -326,8 +327,8 @@ class ViewerTraffic:
         base = int(events[0]["ts"])
         out = []
         for event in events:
-            if event["type"] in (IMPRESSION, DEAL_CLAIM):
-                continue  # the feed logs impressions itself; deal claims go through the claim route
+            if event["type"] == DEAL_CLAIM:
+                continue  # deal claims go through the claim route
             e = {k: v for k, v in event.items() if k not in ("merchant_id", "entry_code_merchant_id")}
             if event["type"] == ENTER:
                 e["source"] = "code" if "entry_code_merchant_id" in event else "feed"
@@ -394,6 +395,8 @@ class ViewerTraffic:
                 boosted=bool(room.get("boosted")),
             )
             events, span = self._retime(reaction, int(time.time() * 1000))
+            # The app reports the room it put on screen (the feed only records what it served).
+            self.counters.impressions_reported += sum(1 for e in events if e["type"] == IMPRESSION)
             await self._play(events, headers)
             await asyncio.sleep(
                 max(0.3, span - (time.time() * 1000 - events[0]["ts"]) / 1000)

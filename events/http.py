@@ -64,6 +64,7 @@ async def post_events(request: Request, events: Events) -> Response:
                 ts: {type: integer, minimum: 0, description: "epoch ms: at most 7 days old, 5 minutes ahead"}
                 v: {type: integer, enum: [1], default: 1}
                 position: {type: integer, minimum: 0, description: impression}
+                page_token: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: "impression: the page_token of the feed page the room came from (a boosted room is delivered only with it)"}
                 boosted: {type: boolean, description: impression}
                 variant: {type: string, maxLength: 64, description: impression}
                 model_version: {type: string, maxLength: 64, description: impression}

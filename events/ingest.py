@@ -19,7 +19,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from events.schema import MAX_BATCH, Event, Rejection, validate
-from events.vocabulary import VIEWER_EVENTS
+from events.vocabulary import SERVER_TYPES, VIEWER_EVENTS
 from roomfeed.errors import PayloadTooLarge, Unavailable, ValidationFailed
 
 log = logging.getLogger("roomfeed.events.ingest")
@@ -91,6 +91,17 @@ class Ingest:
             result = validate(raw, now)
             if isinstance(result, Rejection):
                 rejected.append({"index": index, "error": result.as_dict()})
+            elif result["type"] in SERVER_TYPES:
+                rejected.append(
+                    {
+                        "index": index,
+                        "error": Rejection(
+                            "server_only",
+                            f"{result['type']} is recorded by the feed; an app reports what was on screen as impression",
+                            "type",
+                        ).as_dict(),
+                    }
+                )
             elif result["viewer_id"] != viewer_id:
                 rejected.append(
                     {

@@ -52,7 +52,7 @@ from events.keys import (
     seen_key,
 )
 from events.schema import Rejection, validate_stored
-from events.vocabulary import ENTER, IMPRESSION, LEAVE, PURCHASE, SWIPE_AWAY_MS, TYPES
+from events.vocabulary import ENTER, IMPRESSION, LEAVE, PURCHASE, SERVED, SWIPE_AWAY_MS, TYPES
 
 SEEN_HOUR_MS = 3600 * 1000
 SEEN_HOURS = 3  # the current hour and the two before it: every id is remembered for 2 to 3 hours
@@ -329,8 +329,8 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
         b5 = ts // FIVE_MIN_MS
         key = (room, b5, kind)
         counts[key] = counts.get(key, 0) + 1
-        if kind == IMPRESSION:
-            continue
+        if kind == IMPRESSION or kind == SERVED:
+            continue  # what was shown (or only served) is no sign of the viewer's presence
         viewer = e["viewer_id"]
         if type(viewer) is not str:
             raise Unreadable(event_id)

@@ -19,7 +19,8 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 # Event types. Plain strings (they travel as JSON and are compared per event on hot paths).
-IMPRESSION: Final = "impression"
+SERVED: Final = "served"  # the feed put the room on a page (written by roomfeed only)
+IMPRESSION: Final = "impression"  # the room was on the viewer's screen (reported by the app)
 ENTER: Final = "enter"
 HEARTBEAT: Final = "heartbeat"
 LEAVE: Final = "leave"
@@ -45,7 +46,11 @@ TYPES: Final[tuple[str, ...]] = (
     ADD_TO_CART,
     PURCHASE,
     DEAL_CLAIM,
+    SERVED,
 )
+# Recorded by roomfeed itself and refused from an app (ingest answers `server_only`): what the feed
+# served is not what the viewer saw, and every rate counts what was seen (impressions).
+SERVER_TYPES: Final[frozenset[str]] = frozenset((SERVED,))
 CODE: Final[Mapping[str, int]] = MappingProxyType({name: code for code, name in enumerate(TYPES)})
 # The same names as a type, for typed models (msgspec, pydantic) that check `type` (equal to TYPES:
 # tests/events/test_vocabulary.py).
@@ -61,6 +66,7 @@ EventType = Literal[
     "add_to_cart",
     "purchase",
     "deal_claim",
+    "served",
 ]
 
 # Topics (unprefixed: `settings.topic(name)` adds the deployment's prefix).
@@ -110,6 +116,9 @@ FIELDS: Final[Mapping[str, tuple[Field, ...]]] = MappingProxyType(
     {
         IMPRESSION: (
             Field("position", FieldKind.COUNT, 0),
+            # The feed page the room came from (its `page_token`): a boosted room is booked as
+            # delivered only from an impression of its page (alliance.grants).
+            Field("page_token", FieldKind.ID, "3.8f2a1c9b0d"),
             Field("boosted", FieldKind.FLAG, False),
             Field("variant", FieldKind.TEXT, "control"),
             Field("model_version", FieldKind.TEXT, "m1"),
@@ -131,6 +140,17 @@ FIELDS: Final[Mapping[str, tuple[Field, ...]]] = MappingProxyType(
             Field("currency", FieldKind.CURRENCY, "CNY", required=True),
         ),
         DEAL_CLAIM: (Field("deal_id", FieldKind.ID, "deal_1", required=True),),
+        SERVED: (
+            Field("position", FieldKind.COUNT, 0),
+            Field("page_token", FieldKind.ID, "3.8f2a1c9b0d"),
+            Field("boosted", FieldKind.FLAG, False),
+            Field("entry", FieldKind.FLAG, False),  # the session's entry room (a code's or a deep link's)
+            Field("displaced_room_id", FieldKind.ID, "room_2"),  # a boosted room: the room it pushed off
+            Field("variant", FieldKind.TEXT, "control"),
+            Field("model_version", FieldKind.TEXT, "m1"),
+            Field("experiment_id", FieldKind.TEXT, "exp_1"),
+            Field("config_version", FieldKind.VERSION, 1),
+        ),
     }
 )
 

@@ -237,6 +237,9 @@ class FeedContext:
     first_position: int = 0  # how many rooms the session was served before this page
     order: list[int] = field(default_factory=list)  # candidate indices, best first
     explored: set[int] = field(default_factory=set)  # indices placed by exploration
+    displaced: dict[int, int] = field(
+        default_factory=dict
+    )  # boosted index → the index it pushed off the page
     page: list[dict[str, Any]] = field(default_factory=list)  # the page plus spares, best first
     degraded: bool = False
     degraded_reasons: list[str] = field(default_factory=list)

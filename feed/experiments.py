@@ -252,14 +252,16 @@ def variant_metrics(t: VariantTotals) -> dict[str, Any]:
 
 
 # Per-variant sums from the interaction archive (events.archive's `interactions` table): a session
-# belongs to the variant its impressions name; its enters, leaves and purchases count for that variant.
+# belongs to the variant its served records name; what the app reported seeing (impressions), its
+# enters, leaves and purchases count for that variant.
 _ARCHIVE_TOTALS = """
 WITH sessions AS (
     SELECT DISTINCT session_id, payload->>'variant' AS variant
     FROM interactions
-    WHERE type = 'impression' AND payload->>'experiment_id' = $1
+    WHERE type = 'served' AND payload->>'experiment_id' = $1
 )
 SELECT s.variant,
+       count(*) FILTER (WHERE i.type = 'impression') AS impressions,
        count(*) FILTER (WHERE i.type = 'enter') AS enters,
        count(*) FILTER (WHERE i.type = 'leave') AS leaves,
        count(*) FILTER (WHERE i.type = 'leave' AND i.dwell_ms < $2) AS swipe_aways,
@@ -273,25 +275,18 @@ GROUP BY s.variant
 """
 
 
-async def experiment_report(pool: asyncpg.Pool, redis: Any, experiment: Experiment) -> dict[str, Any]:
-    """The experiment with each variant's metrics (impressions from Redis counters, the rest from the archive)."""
+async def experiment_report(pool: asyncpg.Pool, experiment: Experiment) -> dict[str, Any]:
+    """The experiment with each variant's metrics from the archive: rates over what the viewers'
+    apps reported seeing (impressions), never over rooms only served."""
     totals = {v.name: VariantTotals() for v in experiment.variants}
     notes: list[str] = []
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            for v in experiment.variants:
-                pipe.hget(f"rf:feed:exp:{experiment.experiment_id}:{v.name}", "impressions")
-            counts = await pipe.execute()
-        for v, raw in zip(experiment.variants, counts, strict=True):
-            totals[v.name].impressions = int(raw or 0)
-    except Exception as exc:
-        notes.append(f"impression counters unavailable: {exc}")
     try:
         rows = await pool.fetch(_ARCHIVE_TOTALS, experiment.experiment_id, SWIPE_AWAY_MS)
         for row in rows:
             t = totals.get(row["variant"])
             if t is None:
                 continue
+            t.impressions = row["impressions"]
             t.enters, t.leaves, t.swipe_aways = row["enters"], row["leaves"], row["swipe_aways"]
             t.dwell_ms_sum, t.dwell_ms_sq_sum = float(row["dwell_sum"]), float(row["dwell_sq"])
             t.orders, t.gmv, t.gmv_sq_per_impression = row["orders"], float(row["gmv"]), float(row["gmv_sq"])

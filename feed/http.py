@@ -325,7 +325,7 @@ async def get_experiment(request: Request, feed: Feed) -> Response:
     """
     await require(request, "operator")
     experiment = await feed.experiments.get(request.path_params["experiment_id"])
-    return json(await experiment_report(feed.pool, feed.redis, experiment))
+    return json(await experiment_report(feed.pool, experiment))
 
 
 async def stop_experiment(request: Request, feed: Feed) -> Response:

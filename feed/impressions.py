@@ -1,4 +1,8 @@
-"""Impressions: every room a feed response shows becomes an `impression` event on viewer-events.
+"""Served records: every room a feed response puts on a page becomes a `served` event on
+viewer-events (what the feed offered, with its variant, model and whether the alliance boosted it).
+What the viewer actually saw is not known here: the app reports it as `impression` events (see
+docs/events.md), and every rate (enter rate, experiments, training negatives, alliance delivery)
+counts those, never served rooms.
 
 Publishing never blocks a response: a page's events are appended to an in-process queue and a
 background task, woken by the first page after a flush, lingers `linger_s` (5 ms) so that every page
@@ -21,7 +25,7 @@ import orjson
 from prometheus_client import Counter
 
 from events.ingest import partition_of
-from events.vocabulary import IMPRESSION
+from events.vocabulary import SERVED
 from roomfeed.kafka import encode
 
 log = logging.getLogger("feed.impressions")
@@ -37,15 +41,24 @@ def _not_handed(groups: dict[int, list[tuple[bytes, bytes]]], handed: int) -> li
     return [orjson.loads(value) for value in flat[handed:]]
 
 
-def impression_events(
-    viewer_id: str, session_id: str, page: list[dict[str, Any]], meta: dict[str, Any], now_ms: int
+def served_events(
+    viewer_id: str,
+    session_id: str,
+    page: list[dict[str, Any]],
+    meta: dict[str, Any],
+    now_ms: int,
+    displaced: dict[str, str] | None = None,
+    page_token: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The events of one page; ids are unique (page nonce + position) so sinks can deduplicate."""
+    """The served records of one page; ids are unique (page nonce + position) so sinks can
+    deduplicate. A session's entry room says `entry: true`; a boosted room names the room it pushed
+    off the page (`displaced_room_id`), so the boost's relevance cost can be measured."""
     nonce = secrets.token_hex(6)
-    return [
-        {
-            "event_id": f"imp:{session_id}:{room['position']}:{nonce}",
-            "type": IMPRESSION,
+    events = []
+    for room in page:
+        event = {
+            "event_id": f"srv:{session_id}:{room['position']}:{nonce}",
+            "type": SERVED,
             "viewer_id": viewer_id,
             "session_id": session_id,
             "room_id": room["room_id"],
@@ -56,8 +69,14 @@ def impression_events(
             "boosted": room["boosted"],
             **meta,
         }
-        for room in page
-    ]
+        if page_token is not None:
+            event["page_token"] = page_token
+        if room.get("entry"):
+            event["entry"] = True
+        if displaced and room["room_id"] in displaced:
+            event["displaced_room_id"] = displaced[room["room_id"]]
+        events.append(event)
+    return events
 
 
 class ImpressionPublisher:

@@ -17,7 +17,7 @@ from events.heat import queue_viewer_recent, recent_visits
 from feed.config_store import ConfigWatcher
 from feed.context import FeedContext, as_recent_visit
 from feed.experiments import assign
-from feed.impressions import ImpressionPublisher, impression_events
+from feed.impressions import ImpressionPublisher, served_events
 from feed.pages import (
     PAGES_KEPT,
     PageExpired,
@@ -222,6 +222,7 @@ class FeedService:
         )
         claim_started = time.perf_counter()
         page: list[dict[str, Any]] = []
+        granted: set[str] = set()  # rooms the alliance boosted (and left a grant for) on this page
         mode, at = ("new", -1) if after is None else ("after", after)
         number = -1
         # Offered: the page, its spares and the rest of the ranked order (rooms a concurrent request of
@@ -267,8 +268,18 @@ class FeedService:
                 room["position"] = claim.base + k
                 taken.append(room)
             page += taken
+            granted |= boosted
+            displaced = {str(c.room_ids[b]): str(c.room_ids[d]) for b, d in ctx.displaced.items()}
             self.impressions.publish(
-                impression_events(state.viewer_id, state.session_id, taken, meta, int(time.time() * 1000))
+                served_events(
+                    state.viewer_id,
+                    state.session_id,
+                    taken,
+                    meta,
+                    int(time.time() * 1000),
+                    displaced,
+                    page_token(state.session_id, number),
+                )
             )
             if len(page) >= count or len(offered) >= int(np.count_nonzero(c.keep)) + (entry_room is not None):
                 break
@@ -279,6 +290,12 @@ class FeedService:
             mode, at, entry_room = "more", number, None
             await self.pipeline.run(ctx)
         ctx.timings_ms["claim"] = (time.perf_counter() - claim_started) * 1000
+        lost = granted - {room["room_id"] for room in page}
+        if lost and self.inputs.alliance_boost is not None:  # a concurrent request served them first
+            c = ctx.candidates
+            await self.inputs.alliance_boost.release(
+                state.viewer_id, state.session_id, [(str(c.merchant_ids[c.index_of[r]]), r) for r in lost]
+            )
         return {
             "session_id": state.session_id,
             "page_token": page_token(state.session_id, number),

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from alliance.consumer import AllianceSink
 from events.consumer import SinkRunner
 from events.keys import FIVE_MIN_MS, HOUR_FIELD, room_prefix
-from events.vocabulary import CODE, FIELDS, TYPES, example_fields
+from events.vocabulary import CODE, FIELDS, SERVER_TYPES, TYPES, example_fields
 from ranking.dataset import ARCHIVE_TYPES, from_events, load_archive
 from roomfeed.settings import Settings
 from tests.events.conftest import eventually, make_event, running, tag
@@ -35,13 +35,18 @@ async def test_every_event_type_reaches_ingest_the_sinks_and_the_dataset(
         kind: {**make_event(kind, viewer, room, ts=now - 1000 + i), **example_fields(kind)}
         for i, kind in enumerate(TYPES)
     }
+    posted = [e for kind, e in events.items() if kind not in SERVER_TYPES]
     response = await app_client.post(
         "/v1/events",
-        json=list(events.values()),
+        json=[*posted, *(events[kind] for kind in sorted(SERVER_TYPES))],
         headers={"Authorization": f"Bearer {viewer_token(viewer)}"},
     )
     assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": len(TYPES), "rejected": []}
+    assert response.json()["accepted"] == len(posted)  # what roomfeed itself records, an app cannot post
+    assert {r["error"]["code"] for r in response.json()["rejected"]} == {"server_only"}
+    # ... the feed puts those on the topic itself (as feed.impressions does), keyed by viewer.
+    ingest = app_client._transport.app.services.events.ingest  # type: ignore[attr-defined]
+    await ingest.publish([{**events[kind], "merchant_id": None, "received_at": now} for kind in SERVER_TYPES])
 
     alliance = SinkRunner(migrated, AllianceSink(pool, redis), group=f"alliance-every-type-{tag()}")
     async with running([alliance]):

@@ -152,3 +152,38 @@ async def start_session(
     )
     assert r.status_code == 201, r.text
     return dict(r.json())
+
+
+async def on_topic(
+    settings: Settings, session_ids: set[str], want: int, kinds: tuple[str, ...] = (), timeout: float = 20
+) -> list[dict[str, Any]]:
+    """The events of `session_ids` on viewer-events (of `kinds`, or all), read from the beginning
+    until `want` arrived."""
+    import secrets
+    import time
+
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    from events.vocabulary import VIEWER_EVENTS
+
+    consumer = AIOKafkaConsumer(
+        settings.topic(VIEWER_EVENTS),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"t-feed-{secrets.token_hex(4)}",
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(found) < want and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    event = orjson.loads(record.value)
+                    if event.get("session_id") in session_ids and (not kinds or event.get("type") in kinds):
+                        found.append(event)
+    finally:
+        await consumer.stop()
+    return found

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 
 import pytest
 
+from events.archive import ArchiveSink
 from feed.experiments import Experiment, Variant
 from feed.http import FeedTuning
 from roomfeed.assembly import Tuning
-from tests.feed.conftest import running_app, start_session
+from tests.feed.conftest import on_topic, running_app, start_session
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -105,7 +107,7 @@ def test_variant_assignment_is_stable_and_follows_traffic_shares():
 
 
 async def test_experiment_assigns_variants_and_reports_metrics_per_variant(
-    feed_app, operator_headers, viewer_headers, market_of
+    feed_app, operator_headers, viewer_headers, market_of, settings
 ):
     r = await feed_app.post(
         "/v1/ops/experiments",
@@ -131,15 +133,41 @@ async def test_experiment_assigns_variants_and_reports_metrics_per_variant(
     market = market_of(feed_app)
     await market.live_room(await market.merchant(), "food")
     await asyncio.sleep(1.2)  # the config watcher picks the experiment up
+    await market.live_room(await market.merchant(), "food")
     variants = set()
+    sessions = set()
+    seen = []
     for i in range(12):
-        body = await start_session(feed_app, viewer_headers(f"v-exp-{i}"), f"v-exp-{i}", count=2)
-        assert body["experiment_id"] == experiment_id
+        viewer = f"v-exp-{i}-{secrets.token_hex(3)}"
+        body = await start_session(feed_app, viewer_headers(viewer), viewer, count=2)
+        assert body["experiment_id"] == experiment_id and len(body["rooms"]) == 2
         variants.add(body["variant"])
+        sessions.add(body["session_id"])
+        first = body["rooms"][0]  # the app reports what was on screen: the first room only
+        seen.append(
+            (
+                viewer,
+                {
+                    "event_id": f"seen-{viewer}",
+                    "type": "impression",
+                    "viewer_id": viewer,
+                    "session_id": body["session_id"],
+                    "room_id": first["room_id"],
+                    "ts": int(time.time() * 1000),
+                },
+            )
+        )
     assert variants == {"control", "popular"}
+    for viewer, event in seen:
+        r = await feed_app.post("/v1/events", json=[event], headers=viewer_headers(viewer))
+        assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
+    # The worker's archive sink, fed from the topic: 24 rooms served, 12 seen.
+    events = await on_topic(settings, sessions, want=36)
+    archive = ArchiveSink(feed_app.app.resources.pool)
+    await archive.prepare()
+    await archive.write(events)
     report = (await feed_app.get(f"/v1/ops/experiments/{experiment_id}", headers=operator_headers)).json()
-    impressions = sum(v["metrics"]["impressions"] for v in report["variants"])
-    assert impressions >= 12
+    assert sum(v["metrics"]["impressions"] for v in report["variants"]) == 12  # seen, not served
     assert all(
         "enter_rate" in v["metrics"] and "gmv_per_1000_impressions" in v["metrics"]
         for v in report["variants"]

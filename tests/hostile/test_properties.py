@@ -40,14 +40,17 @@ hostile_ids = (
     | st.just("x" * 65)
 )
 
+_SHOWN: dict[str, st.SearchStrategy[Any]] = {
+    "position": st.integers(0, 200),
+    "boosted": st.booleans(),
+    "page_token": ids,
+    "variant": st.text(max_size=64),
+    "model_version": st.text(max_size=64),
+    "config_version": st.integers(0, 99) | st.text(max_size=8),
+}
 TYPE_FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
-    "impression": {
-        "position": st.integers(0, 200),
-        "boosted": st.booleans(),
-        "variant": st.text(max_size=64),
-        "model_version": st.text(max_size=64),
-        "config_version": st.integers(0, 99) | st.text(max_size=8),
-    },
+    "impression": _SHOWN,
+    "served": {**_SHOWN, "entry": st.booleans(), "displaced_room_id": ids},
     "enter": {"source": st.sampled_from(vocabulary.ENTER_SOURCES)},
     "heartbeat": {},
     "like": {},
