@@ -21,7 +21,9 @@ class Terms:
     min_dwell_ms: int = 10_000  # a visit qualifies from this dwell on
     boost_share_cap: float = 0.2  # at most this share of a feed page is boosted
     daily_earning_cap: float = 3_000.0  # impressions a merchant may earn per alliance per day
-    relevance_floor: float = 0.15  # boost only rooms within this share of the page's score range
+    # A boosted room's predicted enter probability for the viewer is at least this share of the
+    # page's other rooms' (their mean): boosts go where viewers want them.
+    relevance_floor: float = 0.8
     attribution_window_h: int = 24
     viewer_daily_cap: int = 20  # qualified visits one viewer may contribute per day
     device_daily_cap: int = 30  # ... and one device
@@ -62,7 +64,7 @@ class Terms:
                 default=d.daily_earning_cap,
             ),
             "relevance_floor": body.number(
-                "relevance_floor", required=False, minimum=0, maximum=1, default=d.relevance_floor
+                "relevance_floor", required=False, minimum=0, maximum=2, default=d.relevance_floor
             ),
             "attribution_window_h": body.integer(
                 "attribution_window_h",

@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 from redis.asyncio import Redis
 
+from alliance.clock import AllianceClock
 from alliance.codes import Attribution
 
 DEFAULT_WINDOW_H = 24
@@ -28,6 +29,7 @@ class ViewerAttribution:
     staff_id: str | None
     starts_at: float
     ends_at: float
+    code: str | None = None
 
 
 def _ts(epoch_s: float) -> datetime:
@@ -35,9 +37,12 @@ def _ts(epoch_s: float) -> datetime:
 
 
 class AttributionBook:
-    def __init__(self, pool: asyncpg.Pool, redis: Redis | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, redis: Redis | None = None, clock: AllianceClock | None = None
+    ) -> None:
         self.pool = pool
         self.redis = redis
+        self.clock = clock or AllianceClock()
 
     async def window_hours(self, merchant_id: str) -> int:
         hours = await self.pool.fetchval(
@@ -56,16 +61,22 @@ class AttributionBook:
         *,
         code: str | None = None,
         device_id: str | None = None,
+        account_created_at: float | None = None,
     ) -> ViewerAttribution:
-        """Attribute the viewer to `attribution` from `now` (epoch s) for the attribution window."""
+        """Attribute the viewer to `attribution` from `now` (epoch s) for the attribution window.
+
+        `device_id` is the device of the request (its X-Device-ID header), `account_created_at`
+        when the platform's token says when the account was made: what viewer trust reads.
+        """
         hours = await self.window_hours(attribution.merchant_id)
         starts = _ts(now)
-        ends = starts + timedelta(hours=hours)
+        ends = starts + timedelta(seconds=self.clock.wall(hours * 3600))
+        created = _ts(account_created_at) if account_created_at is not None else None
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """INSERT INTO attributions (viewer_id, session_id, merchant_id, store_id, staff_id, code,
-                                             device_id, starts_at, ends_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                                             device_id, starts_at, ends_at, account_created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
                 viewer_id,
                 session_id,
                 attribution.merchant_id,
@@ -75,15 +86,20 @@ class AttributionBook:
                 device_id,
                 starts,
                 ends,
+                created,
             )
             # First sighting of this viewer id: what burst detection counts per device and per code.
             await conn.execute(
-                """INSERT INTO alliance_viewers (viewer_id, device_id, code, first_seen_at)
-                   VALUES ($1, $2, $3, $4) ON CONFLICT (viewer_id) DO NOTHING""",
+                """INSERT INTO alliance_viewers (viewer_id, device_id, code, first_seen_at, account_created_at)
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (viewer_id) DO UPDATE
+                   SET device_id = COALESCE(alliance_viewers.device_id, EXCLUDED.device_id),
+                       code = COALESCE(alliance_viewers.code, EXCLUDED.code),
+                       account_created_at = COALESCE(EXCLUDED.account_created_at, alliance_viewers.account_created_at)""",
                 viewer_id,
                 device_id,
                 code,
                 starts,
+                created,
             )
         result = ViewerAttribution(
             viewer_id,
@@ -92,6 +108,7 @@ class AttributionBook:
             attribution.staff_id,
             now,
             ends.timestamp(),
+            code,
         )
         if self.redis is not None:
             await self.redis.set(
@@ -112,7 +129,7 @@ async def attributions_at(
 ) -> dict[str, list[ViewerAttribution]]:
     """Attributions of these viewers that overlap [since, until], newest first per viewer."""
     rows = await conn.fetch(
-        """SELECT viewer_id, merchant_id, store_id, staff_id, starts_at, ends_at FROM attributions
+        """SELECT viewer_id, merchant_id, store_id, staff_id, starts_at, ends_at, code FROM attributions
            WHERE viewer_id = ANY($1::text[]) AND starts_at <= $3 AND ends_at > $2
            ORDER BY viewer_id, starts_at DESC""",
         viewer_ids,
@@ -129,6 +146,7 @@ async def attributions_at(
                 r["staff_id"],
                 r["starts_at"].timestamp(),
                 r["ends_at"].timestamp(),
+                r["code"],
             )
         )
     return found

@@ -1,14 +1,24 @@
-"""`AllianceBoost`, the feed stage that pays exposure debt back: a bounded, paced boost.
+"""`AllianceBoost`, the feed stage that pays exposure debt back: owed rooms placed where the viewer
+wants them, paced, after the filters, never first.
 
-Among the page's candidates (already scored and blended), a room of an indebted merchant is
-boosted only if the page would not show it anyway (a boost must add exposure, not relabel
-organic exposure) and its score is within the alliance's relevance floor of the page's best (the
-floor is a share of the score range of the top `2 × page_size` candidates). Its score then rises
-by at most that floor × range, and never above the page's second room (`TOP_RANK`), so it
-enters the page below the clearly better rooms and the best room stays first. At most `share_cap` of the page is boosted (rounded at random so
-the expected share is exact even for small pages), one room per merchant, and only while the
-merchant has a token in its paced bucket (see `alliance.scheduler`). Boosted candidates get `boosted = True`;
-the impression they lead to is what the ledger counts as delivered.
+It runs after filters, diversity and exploration, on the page as it would be served. For each
+merchant the alliance owes exposure (alliance.scheduler's plan) its best room this viewer may still
+be shown (kept by the filters: live, not served in the session, not swiped away, not blocked) is a
+candidate only if
+
+- the page would not show it anyway (a boost must add exposure, not relabel organic exposure: a
+  merchant whose room is on the page organically is repaid on the pages where it is not), and
+- the ranker predicts the viewer enters it at least `relevance_floor` × as often as the page's
+  other rooms (their mean): the ranker's final score read as the logit of entering, or its
+  `p_enter` column when the candidates carry one.
+
+The candidates most likely to be entered go first, at most `share_cap` of the page (rounded at
+random, so the expected share is exact for small pages), one room per merchant, and only while the
+merchant has a token in its paced bucket (spent atomically with a grant for this viewer, session and
+room: alliance.grants). A placed room goes where its predicted enter probability ranks it among the
+page's rooms, but never first; the page's last organic room moves to the spares, and the boosted
+room records which room it displaced (`FeedContext.displaced`), so the relevance cost can be
+measured against the page the viewer would have had.
 """
 
 from __future__ import annotations
@@ -22,14 +32,17 @@ from typing import Protocol
 import numpy as np
 from redis.asyncio import Redis
 
-from alliance.scheduler import BoostPlan, TokenBucket, grant_key, read_plans
+from alliance.clock import AllianceClock
+from alliance.grants import TokenBucket
+from alliance.scheduler import BoostPlan, read_plans
+
+TOP_RANK = 1  # a boosted room lands no higher than this page position (0 = the top): the best stays first
 
 
 class BoostCandidates(Protocol):
     """What the stage reads and writes of `feed.context.Candidates` (struct of arrays)."""
 
     room_ids: np.ndarray
-    merchant_ids: np.ndarray
     rooms_of_merchant: Mapping[str, np.ndarray]
     score: np.ndarray
     boosted: np.ndarray
@@ -37,82 +50,78 @@ class BoostCandidates(Protocol):
 
 
 class BoostContext(Protocol):
-    """What the stage reads of `feed.context.FeedContext`."""
+    """What the stage reads and writes of `feed.context.FeedContext`."""
 
     @property
     def candidates(self) -> BoostCandidates: ...
+    @property
+    def viewer_id(self) -> str: ...
     @property
     def session_id(self) -> str: ...
     @property
     def count(self) -> int: ...  # the page size
     @property
-    def served(self) -> set[str]: ...
+    def explored(self) -> set[int]: ...
     @property
     def rng(self) -> np.random.Generator: ...
+
+    order: list[int]  # candidate indices as the page will show them (the page, then its spares)
+    displaced: dict[int, int]  # boosted index → the organic index it pushed off the page
 
 
 @dataclass(frozen=True)
 class BoostChoice:
     index: int  # into the candidates
     merchant_id: str
-    bump: float
+    p_enter: float
 
 
-TOP_RANK = 1  # a boosted room lands no higher than this page position (0 = the top): the best stays first
+def enter_probability(candidates: BoostCandidates) -> np.ndarray:
+    """The ranker's predicted probability that this viewer enters each room: its `p_enter` column
+    when it writes one, else its final score read as a logit."""
+    p = getattr(candidates, "p_enter", None)
+    if isinstance(p, np.ndarray) and len(p) == len(candidates.score):
+        return p
+    return 1.0 / (1.0 + np.exp(-np.clip(candidates.score.astype(np.float64), -30, 30)))
 
 
 def choose_boosts(
-    scores: np.ndarray,
-    eligible: np.ndarray,
+    p_enter: np.ndarray,
+    keep: np.ndarray,
+    page: list[int],
+    explored: set[int],
     rooms_of_merchant: Mapping[str, np.ndarray],
     plans: dict[str, BoostPlan],
-    page_size: int,
-    draw: float,
-    top_rank: int = TOP_RANK,
 ) -> list[BoostChoice]:
-    """Which candidates to boost and by how much, before tokens are spent (pure).
-
-    `eligible` masks candidates the page could show (not yet served, not filtered); `draw` is a
-    uniform [0, 1) number that rounds the page's boost share at random.
-    """
-    idx = np.flatnonzero(eligible)
-    if len(idx) == 0 or page_size <= 0 or not plans or len(idx) <= page_size:
-        return []  # every candidate is on the page anyway: no exposure to add
-    depth = min(len(idx), 2 * page_size)
-    pool = scores[idx]
-    live = np.sort(np.partition(pool, len(pool) - depth)[len(pool) - depth :])[
-        ::-1
-    ]  # the top `depth`, best first
-    best = float(live[0])
-    page_edge = float(live[page_size - 1])  # the last room the page shows unboosted
-    ceiling = float(live[min(top_rank, page_size - 1)])  # ties go to the organic room
-    spread = best - float(live[-1])
-    if spread <= 0:
+    """Owed rooms this viewer may be shown, off the page, above the floor; most wanted first (pure)."""
+    organic = [i for i in page if i not in explored] or page
+    if not organic:
         return []
-    bumps: list[BoostChoice] = []
+    reference = float(np.mean(p_enter[organic]))
+    on_page = set(page)
+    chosen: list[BoostChoice] = []
     for merchant_id, plan in plans.items():
         rooms = rooms_of_merchant.get(merchant_id)
         if rooms is None or len(rooms) == 0:
             continue
-        rooms = rooms[eligible[rooms]]
+        rooms = rooms[keep[rooms]]
         if len(rooms) == 0:
             continue
-        i = int(rooms[np.argmax(scores[rooms])])  # one room per merchant and page: its best
-        score = float(scores[i])
-        if score >= page_edge:
-            continue  # already on the page: showing it is not extra exposure
-        if score < best - plan.relevance_floor * spread:
+        i = int(rooms[np.argmax(p_enter[rooms])])  # one room per merchant and page: its most wanted
+        if any(int(r) in on_page for r in rooms):
+            continue  # already on this page: showing it is not extra exposure
+        p = float(p_enter[i])
+        if p < plan.relevance_floor * reference:
             continue
-        target = min(score + plan.strength * plan.relevance_floor * spread, ceiling)
-        if target <= page_edge:
-            continue  # the bounded bump would not put it on the page
-        bumps.append(BoostChoice(i, merchant_id, target - score))
-    if not bumps:
-        return []
-    cap = min(plans[b.merchant_id].share_cap for b in bumps)
-    slots = int(math.floor(page_size * cap + draw))
-    bumps.sort(key=lambda b: (-plans[b.merchant_id].debt, b.index))
-    return bumps[:slots]
+        chosen.append(BoostChoice(i, merchant_id, p))
+    chosen.sort(key=lambda b: (-b.p_enter, b.index))
+    return chosen
+
+
+def slot_for(p: float, page_p: list[float], count: int) -> int:
+    """Where a boosted room goes: after every page room the viewer is predicted to want more, never first."""
+    ahead = sum(1 for q in page_p if q >= p)
+    return max(TOP_RANK, min(ahead, count - 1))
 
 
 class AllianceBoost:
@@ -120,9 +129,9 @@ class AllianceBoost:
 
     name = "alliance_boost"
 
-    def __init__(self, redis: Redis, *, plan_ttl_s: float = 1.0) -> None:
+    def __init__(self, redis: Redis, *, clock: AllianceClock | None = None, plan_ttl_s: float = 1.0) -> None:
         self.redis = redis
-        self.tokens = TokenBucket(redis)
+        self.tokens = TokenBucket(redis, clock)
         self.plan_ttl_s = plan_ttl_s
         self._plans: dict[str, BoostPlan] = {}
         self._loaded_at = -math.inf
@@ -133,7 +142,7 @@ class AllianceBoost:
         return self._plans
 
     async def apply(self, ctx: BoostContext) -> None:
-        """Raise the chosen rooms' `score`, mark them `boosted`; one Redis round trip when any is chosen."""
+        """Place owed rooms into `ctx.order`, mark them `boosted`; one Redis round trip when any is chosen."""
         if time.monotonic() - self._loaded_at > self.plan_ttl_s:
             try:
                 await self.refresh()
@@ -141,26 +150,33 @@ class AllianceBoost:
                 self._plans = {}
                 self._loaded_at = time.monotonic()
         c = ctx.candidates
-        if not self._plans or len(c.score) == 0:
-            return
-        eligible = c.keep.copy() if len(c.keep) == len(c.score) else np.ones(len(c.score), bool)
-        for room_id in ctx.served:
-            i = getattr(c, "index_of", {}).get(room_id)
-            if i is not None:
-                eligible[i] = False
-        choices = choose_boosts(
-            c.score, eligible, c.rooms_of_merchant, self._plans, ctx.count, float(ctx.rng.random())
-        )
+        count = ctx.count
+        page = ctx.order[:count]
+        if not self._plans or len(page) < count or count < 2:
+            return  # a short page already shows every room the viewer may see
+        p_enter = enter_probability(c)
+        choices = choose_boosts(p_enter, c.keep, page, ctx.explored, c.rooms_of_merchant, self._plans)
         if not choices:
+            return
+        cap = min(self._plans[b.merchant_id].share_cap for b in choices)
+        slots = int(math.floor(count * cap + float(ctx.rng.random())))
+        if slots <= 0:
             return
         try:
             granted = await self.tokens.take(
-                [b.merchant_id for b in choices],
-                [grant_key(ctx.session_id, str(c.room_ids[b.index])) for b in choices],
+                ctx.viewer_id,
+                ctx.session_id,
+                [(b.merchant_id, str(c.room_ids[b.index])) for b in choices],
+                limit=slots,
             )
         except Exception:
             return
-        for choice, ok in zip(choices, granted, strict=True):
-            if ok:
-                c.score[choice.index] += choice.bump
-                c.boosted[choice.index] = True
+        placed = [b for b, ok in zip(choices, granted, strict=True) if ok]
+        order = list(ctx.order)
+        for choice in placed:
+            page_now = order[:count]
+            at = slot_for(choice.p_enter, [float(p_enter[i]) for i in page_now], count)
+            ctx.displaced[choice.index] = page_now[-1]
+            order.insert(at, choice.index)
+            c.boosted[choice.index] = True
+        ctx.order = order

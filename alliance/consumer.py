@@ -1,12 +1,18 @@
 """`AllianceSink`: turns viewer-events into contributed visits, delivered exposure and attributed
 orders, posted to the exposure ledger. Runs in `roomfeed worker` under events' SinkRunner.
 
-Idempotent by event id: a visit row, an order row and a ledger transaction each have the source
-event id as a unique key, so a replayed batch writes nothing new. One database transaction per
-batch; a per-contributor advisory lock keeps daily caps exact when several partitions are
-consumed at once. A boosted impression is delivered only against the grant the feed's boost
-stage left for that session and room (`alliance.scheduler.GrantBook`). Dwell comes from `leave.dwell_ms`, or from heartbeats since the `enter`
-(Redis `rf:al:start:<viewer>:<room>`), whichever qualifies first.
+- Visits are judged on the server's evidence (alliance.evidence: arrival times, rooms served on feed
+  pages) and the pure rule of alliance.contribution; a qualified visit's credit is *provisional*
+  (held) until alliance.settlement confirms it or claws it back.
+- A delivered impression is an impression the *app* reported (what was on screen) for a room the
+  feed boosted for that viewer on that page: it counts only against the grant the boost stage left
+  (alliance.grants), once. A forged `boosted: true` books nothing; the feed's own `served` records
+  never count as delivered.
+
+Idempotent by event id: a visit row (unique by source event and by visit), an order row and a ledger
+transaction each have the source as a unique key, so a replayed batch writes nothing new. One
+database transaction per batch; a per-contributor advisory lock keeps daily caps exact when
+several partitions are consumed at once. Every time is the server's: `received_at`.
 """
 
 from __future__ import annotations
@@ -23,107 +29,80 @@ from redis.asyncio import Redis
 from alliance import ledger
 from alliance.alliances import Terms, partner_terms
 from alliance.attribution import ViewerAttribution, attributions_at
-from alliance.contribution import Limits, Verdict, VisitFacts, judge
-from alliance.scheduler import GrantBook
-from events.vocabulary import ENTER, HEARTBEAT, IMPRESSION, LEAVE, PURCHASE
+from alliance.clock import AllianceClock
+from alliance.contribution import Policy, Verdict, VisitFacts, judge
+from alliance.evidence import EvidenceBook, VisitEvidence
+from alliance.grants import GrantBook
+from alliance.ledger import OWED_SQL
+from events.vocabulary import HEARTBEAT, IMPRESSION, LEAVE, PURCHASE
 
 log = logging.getLogger("roomfeed.alliance")
 
-VISIT_START_TTL_S = 6 * 3600
-_VISIT_TYPES = (LEAVE, HEARTBEAT)
+_JUDGED = (LEAVE, HEARTBEAT)
 
 
 def _ts(epoch_s: float) -> datetime:
     return datetime.fromtimestamp(epoch_s, UTC)
 
 
+def received_s(event: dict[str, Any]) -> float:
+    """When the server received the event (epoch s): ingest's `received_at`, else its `ts`."""
+    at = event.get("received_at")
+    return int(at if isinstance(at, int) else event.get("ts", 0)) / 1000
+
+
 class AllianceSink:
     name = "alliance"
 
-    def __init__(self, pool: asyncpg.Pool, redis: Redis | None = None, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: Redis,
+        settings: Any | None = None,
+        policy: Policy | None = None,
+        clock: AllianceClock | None = None,
+    ) -> None:
         self.pool = pool
         self.redis = redis
-        self.limits = limits or Limits()
-        self.grants = GrantBook(redis) if redis is not None else None
+        self.policy = policy or Policy()
+        self.clock = clock or AllianceClock.of(settings)
+        self.evidence = EvidenceBook(redis, self.clock, self.policy.heartbeat_s)
+        self.grants = GrantBook(redis, self.clock)
 
     async def write(self, batch: list[dict[str, Any]]) -> None:
         events = [e for e in batch if isinstance(e, dict) and e.get("event_id") and e.get("viewer_id")]
         if not events:
             return
-        dwell_from_heartbeats = await self._heartbeat_dwell(events)
+        evidence = await self.evidence.observe(events)
+        delivered = await self._grants_claimed(events)
         async with self.pool.acquire() as conn, conn.transaction():
             terms, members = await partner_terms(conn)
             await self._remember_viewers(conn, events)
-            relevant = [e for e in events if e.get("type") in (*_VISIT_TYPES, PURCHASE)]
+            relevant = [e for e in events if e.get("type") in (*_JUDGED, PURCHASE)]
             attributions: dict[str, list[ViewerAttribution]] = {}
             if relevant:
-                times = [int(e.get("ts", 0)) / 1000 for e in relevant]
+                times = [received_s(e) for e in relevant]
                 attributions = await attributions_at(
                     conn, sorted({str(e["viewer_id"]) for e in relevant}), min(times), max(times)
                 )
             burst_cache: dict[str, bool] = {}
             for event in events:
-                kind = event.get("type")
-                if kind == IMPRESSION and event.get("boosted") is True:
-                    await self._delivered(conn, event)
+                kind, event_id = event.get("type"), str(event["event_id"])
+                if kind == IMPRESSION and event_id in delivered:
+                    await self._delivered(conn, event, delivered[event_id])
                 elif kind == PURCHASE:
                     await self._order(conn, event, attributions)
-                elif kind == LEAVE and isinstance(event.get("dwell_ms"), int):
+                elif kind in _JUDGED and event_id in evidence:
                     await self._visit(
-                        conn,
-                        event,
-                        int(event["dwell_ms"]),
-                        attributions,
-                        terms,
-                        members,
-                        burst_cache,
-                        final=True,
+                        conn, event, evidence[event_id], attributions, terms, members, burst_cache
                     )
-                elif kind == HEARTBEAT and event["event_id"] in dwell_from_heartbeats:
-                    await self._visit(
-                        conn,
-                        event,
-                        dwell_from_heartbeats[event["event_id"]],
-                        attributions,
-                        terms,
-                        members,
-                        burst_cache,
-                        final=False,
-                    )
-
-    # --- dwell from heartbeats ------------------------------------------------------------------
-
-    async def _heartbeat_dwell(self, events: list[dict[str, Any]]) -> dict[str, int]:
-        if self.redis is None:
-            return {}
-        starts = [e for e in events if e.get("type") in (ENTER, HEARTBEAT) and e.get("room_id")]
-        if not starts:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for e in starts:
-            pipe.set(
-                f"rf:al:start:{e['viewer_id']}:{e['room_id']}",
-                int(e.get("ts", 0)),
-                nx=True,
-                ex=VISIT_START_TTL_S,
-            )
-        await pipe.execute()
-        beats = [e for e in starts if e["type"] == HEARTBEAT]
-        if not beats:
-            return {}
-        values = await self.redis.mget([f"rf:al:start:{e['viewer_id']}:{e['room_id']}" for e in beats])
-        return {
-            e["event_id"]: max(0, int(e.get("ts", 0)) - int(v))
-            for e, v in zip(beats, values, strict=True)
-            if v is not None
-        }
 
     # --- viewers seen ------------------------------------------------------------------------------
 
     async def _remember_viewers(self, conn: asyncpg.Connection, events: Iterable[dict[str, Any]]) -> None:
         first: dict[str, tuple[str | None, float]] = {}
         for e in events:
-            viewer, at = str(e["viewer_id"]), int(e.get("ts", 0)) / 1000
+            viewer, at = str(e["viewer_id"]), received_s(e)
             device = e.get("device_id") if isinstance(e.get("device_id"), str) else None
             seen = first.get(viewer)
             if seen is None or at < seen[1]:
@@ -139,25 +118,9 @@ class AllianceSink:
     async def _burst_viewer(self, conn: asyncpg.Connection, viewer_id: str, cache: dict[str, bool]) -> bool:
         if viewer_id in cache:
             return cache[viewer_id]
-        lim = self.limits
-        row = await conn.fetchrow(
-            """SELECT
-                 (SELECT count(*) FROM alliance_viewers o WHERE v.device_id IS NOT NULL AND o.device_id = v.device_id
-                    AND o.first_seen_at BETWEEN v.first_seen_at - $2 * interval '1 second'
-                                            AND v.first_seen_at + $2 * interval '1 second') AS same_device,
-                 (SELECT count(*) FROM alliance_viewers o WHERE v.code IS NOT NULL AND o.code = v.code
-                    AND o.first_seen_at BETWEEN v.first_seen_at - $3 * interval '1 second'
-                                            AND v.first_seen_at + $3 * interval '1 second') AS same_code
-               FROM alliance_viewers v WHERE v.viewer_id = $1""",
-            viewer_id,
-            lim.device_new_viewers_window_s,
-            lim.code_new_viewers_window_s,
-        )
-        burst = row is not None and (
-            row["same_device"] >= lim.device_new_viewers or row["same_code"] >= lim.code_new_viewers
-        )
-        cache[viewer_id] = burst
-        return burst
+        burst = await burst_created(conn, [viewer_id], self.policy, self.clock)
+        cache[viewer_id] = viewer_id in burst
+        return cache[viewer_id]
 
     # --- contributed visits ----------------------------------------------------------------------
 
@@ -165,150 +128,148 @@ class AllianceSink:
         self,
         conn: asyncpg.Connection,
         event: dict[str, Any],
-        dwell_ms: int,
+        evidence: VisitEvidence,
         attributions: dict[str, list[ViewerAttribution]],
         terms: dict[str, Terms],
         members: dict[str, set[str]],
         burst_cache: dict[str, bool],
-        *,
-        final: bool,
     ) -> None:
         viewer_id, room_id, host = str(event["viewer_id"]), event.get("room_id"), event.get("merchant_id")
         if not isinstance(room_id, str) or not isinstance(host, str):
             return
-        at = int(event.get("ts", 0)) / 1000
+        final = event.get("type") == LEAVE
+        at = received_s(event)
         in_force = [a for a in attributions.get(viewer_id, []) if a.starts_at <= at < a.ends_at]
         if not in_force:
             return  # not private-domain traffic of anyone: nothing to judge
-        contributor = in_force[0].merchant_id
+        attribution = in_force[0]
+        contributor = attribution.merchant_id
         device = event.get("device_id") if isinstance(event.get("device_id"), str) else None
         device_key = device or f"viewer:{viewer_id}"
-        day = _ts(at).date()
+        day = self.clock.day(at)
         shared = sorted(a for a, m in members.items() if contributor in m and host in m)
         alliance_id = shared[0] if shared else None
         alliance_terms = terms.get(alliance_id) if alliance_id else None
-        if contributor == host or any(a.merchant_id == host for a in in_force) or alliance_id is None:
-            verdict = judge(self._facts(contributor, host, in_force, alliance_id, alliance_terms, dwell_ms))
-        else:
+        dwell_ms = int(self.clock.alliance_s(evidence.dwell_ms))  # in the alliance's ms, as terms are
+        base = VisitFacts(
+            contributor_id=contributor,
+            host_merchant_id=host,
+            host_owns_viewer=any(a.merchant_id == host for a in in_force),
+            alliance_id=alliance_id,
+            terms=alliance_terms,
+            dwell_ms=dwell_ms,
+            entered=bool(evidence.visit_id),
+            from_feed=evidence.from_feed,
+        )
+        verdict = judge(base, self.policy)
+        if verdict.reason not in (
+            "self_visit",
+            "host_own_viewer",
+            "not_partners",
+            "no_enter",
+            "not_from_feed",
+        ):
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "alliance:" + contributor)
+            day_start = self.clock.day_start_ts(at)
             counts = await conn.fetchrow(
                 """SELECT
                      EXISTS (SELECT 1 FROM alliance_visits WHERE earned AND contributor_id = $1 AND viewer_id = $2
                              AND room_id = $3 AND day = $4) AS this_room,
                      (SELECT count(*) FROM alliance_visits WHERE earned AND viewer_id = $2 AND day = $4) AS viewer_n,
+                     (SELECT COALESCE(array_agg(DISTINCT contributor_id), '{}') FROM alliance_visits
+                        WHERE earned AND viewer_id = $2 AND day = $4) AS viewer_merchants,
                      (SELECT count(*) FROM alliance_visits WHERE earned AND device_id = $5 AND day = $4) AS device_n,
                      (SELECT count(*) FROM alliance_visits WHERE device_id = $5 AND dwell_ms < $6
                         AND at BETWEEN $7 AND $8) AS short_n,
-                     (SELECT COALESCE(sum(amount), 0) FROM ledger_transactions WHERE kind = 'earned'
-                        AND merchant_id = $1 AND alliance_id = $9 AND at >= $10 AND at < $10 + interval '1 day')
-                        AS earned_today""",
+                     (SELECT COALESCE(sum(amount), 0) FROM ledger_transactions WHERE kind IN ('earned', 'provisional')
+                        AND merchant_id = $1 AND alliance_id = $9 AND at >= $10) AS earned_today""",
                 contributor,
                 viewer_id,
                 room_id,
                 day,
                 device_key,
-                self.limits.short_dwell_ms,
-                _ts(at - self.limits.zero_dwell_window_s),
+                self.policy.short_dwell_ms,
+                _ts(at - self.clock.wall(self.policy.zero_dwell_window_s)),
                 _ts(at),
                 alliance_id,
-                datetime(day.year, day.month, day.day, tzinfo=UTC),
+                day_start,
             )
             assert counts is not None
             facts = VisitFacts(
-                contributor_id=contributor,
-                host_merchant_id=host,
-                host_owns_viewer=False,
-                alliance_id=alliance_id,
-                terms=alliance_terms,
-                dwell_ms=dwell_ms,
-                burst_viewer=await self._burst_viewer(conn, viewer_id, burst_cache),
-                device_short_visits=int(counts["short_n"]),
-                earned_this_room_today=bool(counts["this_room"]),
-                viewer_earned_today=int(counts["viewer_n"]),
-                device_earned_today=int(counts["device_n"]),
-                contributor_earned_today=float(counts["earned_today"]),
+                **{
+                    **base.__dict__,
+                    "burst_viewer": await self._burst_viewer(conn, viewer_id, burst_cache),
+                    "device_short_visits": int(counts["short_n"]),
+                    "earned_this_room_today": bool(counts["this_room"]),
+                    "viewer_earned_today": int(counts["viewer_n"]),
+                    "viewer_merchants_today": frozenset(counts["viewer_merchants"]),
+                    "device_earned_today": int(counts["device_n"]),
+                    "contributor_earned_today": float(counts["earned_today"]),
+                }
             )
-            verdict = judge(facts, self.limits)
+            verdict = judge(facts, self.policy)
         if not final and not verdict.earned:
             return  # a heartbeat only ever completes a qualification; the leave records the visit
         await self._record_visit(
-            conn,
-            event,
-            viewer_id,
-            device_key,
-            contributor,
-            host,
-            room_id,
-            alliance_id,
-            dwell_ms,
-            day,
-            at,
-            verdict,
-        )
-
-    def _facts(
-        self,
-        contributor: str,
-        host: str,
-        in_force: list[ViewerAttribution],
-        alliance_id: str | None,
-        terms: Terms | None,
-        dwell_ms: int,
-    ) -> VisitFacts:
-        return VisitFacts(
-            contributor,
-            host,
-            any(a.merchant_id == host for a in in_force),
-            alliance_id,
-            terms,
-            dwell_ms,
-            False,
-            0,
-            False,
-            0,
-            0,
-            0.0,
+            conn, event, evidence, attribution, device_key, host, room_id, alliance_id, dwell_ms, at, verdict
         )
 
     async def _record_visit(
         self,
         conn: asyncpg.Connection,
         event: dict[str, Any],
-        viewer_id: str,
+        evidence: VisitEvidence,
+        attribution: ViewerAttribution,
         device_key: str,
-        contributor: str,
         host: str,
         room_id: str,
         alliance_id: str | None,
         dwell_ms: int,
-        day: Any,
         at: float,
         verdict: Verdict,
     ) -> None:
+        viewer_id = attribution.viewer_id
+        young = False
+        if verdict.earned:
+            created = await conn.fetchval(
+                "SELECT COALESCE(account_created_at, first_seen_at) FROM alliance_viewers WHERE viewer_id = $1",
+                viewer_id,
+            )
+            young = created is None or at - created.timestamp() < self.clock.wall(self.policy.young_account_s)
         inserted = await conn.fetchval(
-            """INSERT INTO alliance_visits (source_event_id, viewer_id, device_id, contributor_id,
-                   host_merchant_id, room_id, alliance_id, dwell_ms, day, at, earned, reason)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            """INSERT INTO alliance_visits (source_event_id, visit_id, viewer_id, device_id, contributor_id,
+                   host_merchant_id, room_id, alliance_id, dwell_ms, declared_dwell_ms, day, at, earned, reason,
+                   session_id, code, young_account, amount, state, hold_until)
+               VALUES ($1, NULLIF($2, ''), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                       $19, $20)
                ON CONFLICT DO NOTHING RETURNING true""",
             str(event["event_id"]),
+            evidence.visit_id,
             viewer_id,
             device_key,
-            contributor,
+            attribution.merchant_id,
             host,
             room_id,
             alliance_id,
             min(dwell_ms, 2**31 - 1),
-            day,
+            min(int(self.clock.alliance_s(max(0, evidence.claimed_ms))), 2**31 - 1),
+            self.clock.day(at),
             _ts(at),
             verdict.earned,
             verdict.reason,
+            event.get("session_id"),
+            attribution.code,
+            young,
+            Decimal(str(verdict.amount)),
+            "held" if verdict.earned else None,
+            _ts(at + self.clock.wall(self.policy.holding_s)) if verdict.earned else None,
         )
         if inserted and verdict.earned and alliance_id is not None:
             await ledger.post(
                 conn,
                 source_id=str(event["event_id"]),
-                kind="earned",
-                merchant_id=contributor,
+                kind="provisional",
+                merchant_id=attribution.merchant_id,
                 alliance_id=alliance_id,
                 amount=verdict.amount,
                 at=at,
@@ -317,19 +278,18 @@ class AllianceSink:
 
     # --- delivered exposure ----------------------------------------------------------------------
 
-    async def _delivered(self, conn: asyncpg.Connection, event: dict[str, Any]) -> None:
-        merchant_id = event.get("merchant_id")
-        if not isinstance(merchant_id, str):
-            return
-        if self.grants is not None and not await self.grants.claim(
-            str(event.get("session_id", "")), str(event.get("room_id", "")), str(event["event_id"])
-        ):
-            log.info("boosted impression without a grant ignored: %s", event["event_id"])
-            return
+    async def _grants_claimed(self, events: list[dict[str, Any]]) -> dict[str, str]:
+        """App-reported impressions that claim a grant: event id → the granted merchant."""
+        seen = [e for e in events if e.get("type") == IMPRESSION and e.get("page_token")]
+        if not seen:
+            return {}
+        return await self.grants.claim_many(seen)
+
+    async def _delivered(self, conn: asyncpg.Connection, event: dict[str, Any], merchant_id: str) -> None:
         # Paid back against the alliance where the merchant is owed most.
         alliance_id = await conn.fetchval(
-            """SELECT alliance_id FROM ledger_balances WHERE merchant_id = $1
-               ORDER BY earned - delivered - expired DESC, alliance_id LIMIT 1""",
+            f"""SELECT alliance_id FROM ledger_balances b WHERE merchant_id = $1
+                ORDER BY {OWED_SQL} DESC, alliance_id LIMIT 1""",  # noqa: S608 (a fixed expression)
             merchant_id,
         )
         if alliance_id is None:
@@ -342,7 +302,7 @@ class AllianceSink:
             merchant_id=merchant_id,
             alliance_id=alliance_id,
             amount=1.0,
-            at=int(event.get("ts", 0)) / 1000,
+            at=received_s(event),
         )
 
     # --- attributed orders -----------------------------------------------------------------------
@@ -353,7 +313,7 @@ class AllianceSink:
         event: dict[str, Any],
         attributions: dict[str, list[ViewerAttribution]],
     ) -> None:
-        at = int(event.get("ts", 0)) / 1000
+        at = received_s(event)
         in_force = [a for a in attributions.get(str(event["viewer_id"]), []) if a.starts_at <= at < a.ends_at]
         amount = event.get("amount")
         if not in_force or not isinstance(amount, (int, float)) or amount <= 0:
@@ -376,3 +336,30 @@ class AllianceSink:
             str(event.get("currency", "CNY")),
             _ts(at),
         )
+
+
+async def burst_created(
+    conn: asyncpg.Connection, viewer_ids: list[str], policy: Policy, clock: AllianceClock
+) -> set[str]:
+    """The viewer ids among these that were created in a burst: at least `device_new_viewers` new ids
+    first seen on one device within the window, or `code_new_viewers` from one code within its
+    window (counted on both sides of each id's first sighting, so the first ids of a burst are
+    caught once the burst is seen: settlement re-asks for held visits)."""
+    rows = await conn.fetch(
+        """SELECT v.viewer_id,
+             (SELECT count(*) FROM alliance_viewers o WHERE v.device_id IS NOT NULL AND o.device_id = v.device_id
+                AND o.first_seen_at BETWEEN v.first_seen_at - $2 * interval '1 second'
+                                        AND v.first_seen_at + $2 * interval '1 second') AS same_device,
+             (SELECT count(*) FROM alliance_viewers o WHERE v.code IS NOT NULL AND o.code = v.code
+                AND o.first_seen_at BETWEEN v.first_seen_at - $3 * interval '1 second'
+                                        AND v.first_seen_at + $3 * interval '1 second') AS same_code
+           FROM alliance_viewers v WHERE v.viewer_id = ANY($1::text[])""",
+        viewer_ids,
+        clock.wall(policy.device_new_viewers_window_s),
+        clock.wall(policy.code_new_viewers_window_s),
+    )
+    return {
+        r["viewer_id"]
+        for r in rows
+        if r["same_device"] >= policy.device_new_viewers or r["same_code"] >= policy.code_new_viewers
+    }

@@ -1,11 +1,19 @@
-"""The exposure ledger: append-only, double-entry, idempotent by source event (PostgreSQL).
+"""The exposure ledger: append-only, double-entry, idempotent by source (PostgreSQL).
 
-Accounts: each merchant's exposure account within an alliance, and the alliance's pool.
-- earned    credits the merchant (+amount) and debits the pool (−amount): exposure owed to it;
-- delivered debits the merchant (−1) and credits the pool (+1): one boosted impression shown;
-- expired   debits the merchant and credits the pool: owed exposure that aged out unpaid.
-A merchant's balance (earned − delivered − expired) is its exposure debt, what the scheduler
-pays back. One transaction per (source event id, kind): replaying an event changes nothing.
+Accounts, per merchant and alliance: *held* (credit that is still provisional), *merchant* (credit
+the scheduler pays back as exposure), and the alliance's *pool*.
+
+| kind          | legs                                  | meaning                                              |
+|---------------|---------------------------------------|------------------------------------------------------|
+| `provisional` | pool → held                           | a qualified visit (or an order it led to), holding    |
+| `confirmed`   | held → merchant                       | the holding period passed without evidence of farming |
+| `clawed_back` | held → pool, or merchant → pool       | later evidence marked it farmed (the reason is on the visit) |
+| `delivered`   | merchant → pool (1)                   | a boosted room the viewer reached (an app-reported impression against a grant) |
+| `expired`     | merchant → pool                       | owed exposure that aged out unpaid                    |
+| `earned`      | pool → merchant                       | credit recorded before holding existed (no new ones)  |
+
+A merchant's balance (what it is owed now) is its *merchant* account: earned − held − clawed back
+− delivered − expired. One transaction per (source id, kind): replaying an event changes nothing.
 `ledger_balances` is a read model kept in the same database transaction as the postings.
 """
 
@@ -14,12 +22,46 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
+from alliance.alliances import Terms
+from alliance.clock import AllianceClock
+from alliance.contribution import CLAWBACK_REASONS, REASONS
+
 EXPIRY_DAYS = 7
-_BALANCE_COLUMN = {"earned": "earned", "delivered": "delivered", "expired": "expired"}
+Kind = Literal["earned", "provisional", "confirmed", "clawed_back", "delivered", "expired"]
+Account = Literal["merchant", "held", "pool"]
+
+# kind → (the account credited, the account debited), for the default direction.
+_LEGS: dict[str, tuple[Account, Account]] = {
+    "earned": ("merchant", "pool"),
+    "provisional": ("held", "pool"),
+    "confirmed": ("merchant", "held"),
+    "clawed_back": ("pool", "held"),
+    "delivered": ("pool", "merchant"),
+    "expired": ("pool", "merchant"),
+}
+
+# kind → how the read model changes ($3 visits, $4 the amount).
+_BALANCE_UPDATES = {
+    "earned": """UPDATE ledger_balances SET visits = visits + $3, earned = earned + $4
+                 WHERE merchant_id = $1 AND alliance_id = $2""",
+    "provisional": """UPDATE ledger_balances SET visits = visits + $3, earned = earned + $4, held = held + $4
+                      WHERE merchant_id = $1 AND alliance_id = $2""",
+    "confirmed": """UPDATE ledger_balances SET visits = visits + $3, held = held - $4
+                    WHERE merchant_id = $1 AND alliance_id = $2""",
+    "clawed_back_held": """UPDATE ledger_balances SET visits = visits + $3, held = held - $4,
+                               clawed_back = clawed_back + $4
+                           WHERE merchant_id = $1 AND alliance_id = $2""",
+    "clawed_back_merchant": """UPDATE ledger_balances SET visits = visits + $3, clawed_back = clawed_back + $4
+                               WHERE merchant_id = $1 AND alliance_id = $2""",
+    "delivered": """UPDATE ledger_balances SET visits = visits + $3, delivered = delivered + $4
+                    WHERE merchant_id = $1 AND alliance_id = $2""",
+    "expired": """UPDATE ledger_balances SET visits = visits + $3, expired = expired + $4
+                  WHERE merchant_id = $1 AND alliance_id = $2""",
+}
 
 
 def _ts(epoch_s: float) -> datetime:
@@ -30,15 +72,18 @@ async def post(
     conn: asyncpg.Connection,
     *,
     source_id: str,
-    kind: str,
+    kind: Kind,
     merchant_id: str,
     alliance_id: str,
     amount: float,
     at: float,
     visits: int = 0,
+    from_account: Account | None = None,
 ) -> bool:
     """Record one balanced transaction; False (and nothing written) when the source was already posted.
 
+    `from_account` is for `clawed_back` only: "held" (the default, before confirmation) or
+    "merchant" (after it). `visits` moves the read model's count of credited visits.
     Call inside a transaction: the balance check runs at commit.
     """
     value = Decimal(str(round(amount, 4)))
@@ -54,21 +99,26 @@ async def post(
     )
     if txn_id is None:
         return False
-    merchant_leg = value if kind == "earned" else -value
+    credit, debit = _LEGS[kind]
+    balance_key: str = kind
+    if kind == "clawed_back":
+        debit = from_account or "held"
+        balance_key = f"clawed_back_{debit}"
     await conn.executemany(
         "INSERT INTO ledger_postings (txn_id, account, alliance_id, merchant_id, amount) VALUES ($1, $2, $3, $4, $5)",
         [
-            (txn_id, "merchant", alliance_id, merchant_id, merchant_leg),
-            (txn_id, "pool", alliance_id, None, -merchant_leg),
+            (txn_id, credit, alliance_id, None if credit == "pool" else merchant_id, value),
+            (txn_id, debit, alliance_id, None if debit == "pool" else merchant_id, -value),
         ],
     )
-    column = _BALANCE_COLUMN[kind]
     await conn.execute(
-        f"""INSERT INTO ledger_balances (merchant_id, alliance_id, visits, {column})
-            VALUES ($1, $2, $3, $4)
-            ON CONFLICT (merchant_id, alliance_id) DO UPDATE
-            SET visits = ledger_balances.visits + EXCLUDED.visits,
-                {column} = ledger_balances.{column} + EXCLUDED.{column}""",  # noqa: S608 (column from a fixed map)
+        """INSERT INTO ledger_balances (merchant_id, alliance_id) VALUES ($1, $2)
+           ON CONFLICT (merchant_id, alliance_id) DO NOTHING""",
+        merchant_id,
+        alliance_id,
+    )
+    await conn.execute(
+        _BALANCE_UPDATES[balance_key],
         merchant_id,
         alliance_id,
         visits,
@@ -81,14 +131,17 @@ async def post(
 class Balance:
     merchant_id: str
     alliance_id: str
-    visits: int
-    earned: float
+    visits: int  # credited visits standing (clawed-back ones no longer count)
+    earned: float  # every credit ever posted, provisional or not
     delivered: float
     expired: float
+    held: float = 0.0  # provisional: waiting for its holding period
+    clawed_back: float = 0.0
 
     @property
     def balance(self) -> float:
-        return self.earned - self.delivered - self.expired
+        """What the merchant is owed now (spendable): what the scheduler pays back."""
+        return self.earned - self.held - self.clawed_back - self.delivered - self.expired
 
 
 def _balance(r: asyncpg.Record) -> Balance:
@@ -99,12 +152,18 @@ def _balance(r: asyncpg.Record) -> Balance:
         float(r["earned"]),
         float(r["delivered"]),
         float(r["expired"]),
+        float(r["held"]),
+        float(r["clawed_back"]),
     )
 
 
+OWED_SQL = "b.earned - b.held - b.clawed_back - b.delivered - b.expired"
+
+
 class Ledger:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, clock: AllianceClock | None = None) -> None:
         self.pool = pool
+        self.clock = clock or AllianceClock()
 
     async def balances(self, merchant_id: str | None = None) -> list[Balance]:
         rows = await self.pool.fetch(
@@ -118,10 +177,16 @@ class Ledger:
         """Balances recomputed from the append-only postings (the truth the read model must equal)."""
         rows = await self.pool.fetch(
             """SELECT t.merchant_id, t.alliance_id,
-                      count(*) FILTER (WHERE t.kind = 'earned' AND t.source_id NOT LIKE 'expire:%') AS visits,
-                      COALESCE(sum(t.amount) FILTER (WHERE t.kind = 'earned'), 0) AS earned,
+                      count(*) FILTER (WHERE t.kind IN ('earned', 'provisional') AND t.source_id NOT LIKE 'order:%')
+                        - count(*) FILTER (WHERE t.kind = 'clawed_back' AND t.source_id NOT LIKE 'order:%')
+                        AS visits,
+                      COALESCE(sum(t.amount) FILTER (WHERE t.kind IN ('earned', 'provisional')), 0) AS earned,
                       COALESCE(sum(t.amount) FILTER (WHERE t.kind = 'delivered'), 0) AS delivered,
-                      COALESCE(sum(t.amount) FILTER (WHERE t.kind = 'expired'), 0) AS expired
+                      COALESCE(sum(t.amount) FILTER (WHERE t.kind = 'expired'), 0) AS expired,
+                      COALESCE(sum(t.amount) FILTER (WHERE t.kind = 'clawed_back'), 0) AS clawed_back,
+                      COALESCE((SELECT sum(p.amount) FROM ledger_postings p JOIN ledger_transactions u USING (txn_id)
+                                WHERE p.account = 'held' AND u.merchant_id = t.merchant_id
+                                  AND u.alliance_id = t.alliance_id), 0) AS held
                FROM ledger_transactions t GROUP BY t.merchant_id, t.alliance_id
                ORDER BY t.merchant_id, t.alliance_id"""
         )
@@ -140,16 +205,16 @@ class Ledger:
         What may stay owed is what was earned within the window; anything above it ages out (FIFO).
         Idempotent per merchant, alliance and day.
         """
-        since = _ts(now) - timedelta(days=max_age_days)
-        day = _ts(now).date().isoformat()
+        since = _ts(now - self.clock.wall(max_age_days * 86_400))
+        day = self.clock.day(now).isoformat()
         made = 0
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                """SELECT b.merchant_id, b.alliance_id, b.earned - b.delivered - b.expired AS owed,
+                f"""SELECT b.merchant_id, b.alliance_id, {OWED_SQL} AS owed,
                           COALESCE((SELECT sum(t.amount) FROM ledger_transactions t
                                     WHERE t.merchant_id = b.merchant_id AND t.alliance_id = b.alliance_id
-                                      AND t.kind = 'earned' AND t.at >= $1), 0) AS recent
-                   FROM ledger_balances b WHERE b.earned - b.delivered - b.expired > 0""",
+                                      AND t.kind IN ('earned', 'confirmed') AND t.at >= $1), 0) AS recent
+                   FROM ledger_balances b WHERE {OWED_SQL} > 0""",  # noqa: S608 (a fixed expression)
                 since,
             )
             for r in rows:
@@ -182,8 +247,6 @@ class Ledger:
                WHERE m.merchant_id = $1 AND m.status = 'active' ORDER BY m.joined_at LIMIT 1""",
             merchant_id,
         )
-        from alliance.alliances import Terms
-
         commission_rate = float(rate_row) if rate_row is not None else Terms().commission_rate
         orders = await self.pool.fetch(
             """SELECT store_id, staff_id, currency, count(*) AS orders, sum(amount) AS gmv,
@@ -203,18 +266,15 @@ class Ledger:
                     by_staff.append({"staff_id": r["staff_id"], **entry})
             else:
                 totals.append(entry)
-        rejected = await self.pool.fetch(
-            """SELECT reason, count(*) AS n FROM alliance_visits WHERE contributor_id = $1 AND NOT earned
-               GROUP BY reason ORDER BY reason""",
-            merchant_id,
-        )
         summary = {
             "contributed_visits": sum(b.visits for b in balances),
             "earned": round(sum(b.earned for b in balances), 4),
+            "held": round(sum(b.held for b in balances), 4),
+            "clawed_back": round(sum(b.clawed_back for b in balances), 4),
             "delivered": round(sum(b.delivered for b in balances), 4),
             "expired": round(sum(b.expired for b in balances), 4),
+            "balance": round(sum(b.balance for b in balances), 4),
         }
-        summary["balance"] = round(summary["earned"] - summary["delivered"] - summary["expired"], 4)
         return {
             "merchant_id": merchant_id,
             **summary,
@@ -224,12 +284,15 @@ class Ledger:
                     "name": names.get(b.alliance_id, ("", 0))[0],
                     "contributed_visits": b.visits,
                     "earned": b.earned,
+                    "held": b.held,
+                    "clawed_back": b.clawed_back,
                     "delivered": b.delivered,
                     "expired": b.expired,
                     "balance": round(b.balance, 4),
                 }
                 for b in balances
             ],
+            "visits": await self.visits(merchant_id),
             "attributed": {
                 "orders": sum(t["orders"] for t in totals),
                 "gmv": [{"currency": t["currency"], "gmv": t["gmv"], "orders": t["orders"]} for t in totals],
@@ -247,8 +310,52 @@ class Ledger:
                 }
                 for s in sorted(by_store, key=lambda e: (e["store_id"], e["currency"]))
             ],
-            "rejected_visits": {r["reason"]: int(r["n"]) for r in rejected},
         }
+
+    async def visits(self, merchant_id: str) -> dict[str, Any]:
+        """The merchant's visits as it should read them: each visit once, under what became of it.
+
+        `counted` visits earned credit and still stand (`held` ones are provisional until
+        `held_until`); `clawed_back` ones earned and were taken back, by reason; `not_counted` ones
+        never earned, by reason. A visit is one enter of one room, so a visit that qualified on a
+        heartbeat is counted once, never also listed under its leave.
+        """
+        rows = await self.pool.fetch(
+            """SELECT earned, state, reason, clawback_reason, count(*) AS n, COALESCE(sum(amount), 0) AS amount,
+                      max(hold_until) AS until
+               FROM alliance_visits WHERE contributor_id = $1
+               GROUP BY earned, state, reason, clawback_reason""",
+            merchant_id,
+        )
+        counted: dict[str, Any] = {
+            "visits": 0,
+            "confirmed": 0,
+            "held": 0,
+            "held_amount": 0.0,
+            "held_until": None,
+        }
+        clawed: dict[str, dict[str, Any]] = {}
+        not_counted: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            n = int(r["n"])
+            if not r["earned"]:
+                not_counted[r["reason"]] = {"visits": n, "why": REASONS.get(r["reason"], r["reason"])}
+            elif r["state"] == "clawed_back":
+                reason = r["clawback_reason"] or "unknown"
+                entry = clawed.setdefault(
+                    reason, {"visits": 0, "amount": 0.0, "why": CLAWBACK_REASONS.get(reason, reason)}
+                )
+                entry["visits"] += n
+                entry["amount"] = round(entry["amount"] + float(r["amount"]), 4)
+            else:
+                counted["visits"] += n
+                if r["state"] == "held":
+                    counted["held"] += n
+                    counted["held_amount"] = round(counted["held_amount"] + float(r["amount"]), 4)
+                    counted["held_until"] = r["until"].timestamp() if r["until"] is not None else None
+                else:
+                    counted["confirmed"] += n
+        return {"counted": counted, "clawed_back": clawed, "not_counted": not_counted}
 
     async def overview(self, now: float, hours: int = 48) -> dict[str, Any]:
         """Operators' view: per merchant earned, delivered, balance, and an hourly series."""

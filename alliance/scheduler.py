@@ -2,21 +2,22 @@
 
 FairCo (Morik et al., SIGIR 2020) closes the gap between the exposure an item deserves and the
 exposure it got by boosting in proportion to that error; guaranteed-delivery ad servers (SHALE,
-KDD 2012) pace a budget over its window instead of spending it at once. Here the error is the
-ledger balance (earned − delivered − expired). Every tick the scheduler
+KDD 2012) pace a budget over its window instead of spending it at once. Here the error is what a
+merchant is owed now: its confirmed credit less what was delivered, expired or clawed back, less
+the grants still outstanding (boosted rooms shown whose impression may still be reported). Every tick
 
+- settles held credit (alliance.settlement) and, hourly, expires credit owed too long;
 - sets each indebted merchant's delivery rate to debt / `pacing_hours` (the proportional gain),
-  so delivery per hour follows earning per hour with a lag of about `pacing_hours`;
+  so delivery per hour follows confirmation per hour with a lag of about `pacing_hours`;
 - adds rate × elapsed time to the merchant's token bucket (capped at `burst_hours` of rate and at
   the debt itself), and
-- publishes the plan (boost strength, relevance floor, page share cap) to Redis.
+- publishes the plan (debt, rate) to Redis.
 
-The feed's boost stage spends one token per boosted room shown, so no process can dump the debt
-on a page, and every API process reads the same state (`rf:al:plan`, `rf:al:tokens`). Each
-token spent leaves a grant (`rf:al:grant:<session>:<room>`, 6 h): the consumer counts a
-`boosted: true` impression as delivered only against an unclaimed grant, so a client posting
-fake boosted impressions cannot drain a competitor's debt.
-Simulations pass `now`; servers tick from `run_forever`.
+The feed's boost stage spends one token per boosted room it places, so no process can dump the
+debt on a page, and every API process reads the same state (`rf:al:plan`, `rf:al:tokens`). Tokens
+only go to merchants whose rooms are live and relevant, so debt waits for the merchant's next live
+windows. Durations are in the alliance's hours (alliance.clock). Simulations pass `now`; servers
+tick from `run_forever`, one process per tick (a Redis lock).
 """
 
 from __future__ import annotations
@@ -26,86 +27,33 @@ import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import asyncpg
 import orjson
 from redis.asyncio import Redis
 
 from alliance.alliances import Terms
+from alliance.clock import AllianceClock
+from alliance.grants import TOKENS_KEY, GrantBook
 from alliance.ledger import Ledger
+from alliance.settlement import Settlement
 from roomfeed.leader import Leadership, always_lead
 
 log = logging.getLogger("roomfeed.alliance")
 
 PLAN_KEY = "rf:al:plan"
-TOKENS_KEY = "rf:al:tokens"
 TICK_KEY = "rf:al:tick"
-
-# Add to each bucket, capped; drop buckets of merchants no longer owed anything.
-_REFILL = """
-local key = KEYS[1]
-local keep = {}
-for i = 1, #ARGV, 3 do
-  local m, add, cap = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local held = redis.call('HGET', key, m)
-  -- A merchant newly owed exposure starts with one token: its first owed impression goes out at
-  -- once, the rest at the paced rate (the cap keeps it within the debt).
-  local v = (held and tonumber(held) or 1) + add
-  if v > cap then v = cap end
-  redis.call('HSET', key, m, tostring(v))
-  keep[m] = true
-end
-for _, m in ipairs(redis.call('HKEYS', key)) do
-  if not keep[m] then redis.call('HDEL', key, m) end
-end
-return 1
-"""
-
-# Spend one token per merchant asked for, when it has one, and record the grant for the room the
-# page shows (KEYS[i + 1]); returns 1/0 per merchant. ARGV[1] is the grants' TTL in seconds.
-_TAKE = """
-local out = {}
-for i = 2, #ARGV do
-  local m = ARGV[i]
-  local v = tonumber(redis.call('HGET', KEYS[1], m) or '0')
-  if v >= 1 then
-    redis.call('HSET', KEYS[1], m, tostring(v - 1))
-    redis.call('SET', KEYS[i], '1', 'EX', tonumber(ARGV[1]))
-    out[i - 1] = 1
-  else
-    out[i - 1] = 0
-  end
-end
-return out
-"""
-
-# A boosted impression counts once: the grant of its (session, room) is claimed by one event id
-# (the same id again, a replay, still finds it claimed by itself). Returns 1 when it counts.
-_CLAIM = """
-local v = redis.call('GET', KEYS[1])
-if v == '1' then
-  redis.call('SET', KEYS[1], 'used:' .. ARGV[1], 'KEEPTTL')
-  return 1
-end
-if v == 'used:' .. ARGV[1] then return 1 end
-return 0
-"""
-GRANT_TTL_S = 6 * 3600
-
-
-def grant_key(session_id: str, room_id: str) -> str:
-    """Where the boost stage records that it boosted this room on this session's page."""
-    return f"rf:al:grant:{session_id}:{room_id}"
+_REFILL = (Path(__file__).parent / "lua" / "refill_tokens.lua").read_text()
 
 
 @dataclass(frozen=True)
 class BoostPlan:
     merchant_id: str
-    debt: float  # impressions owed now
-    rate_per_h: float  # paced delivery target
-    strength: float  # 0..1, scales the score bump within the relevance floor
-    relevance_floor: float
-    share_cap: float
+    debt: float  # impressions owed now (less grants outstanding)
+    rate_per_h: float  # paced delivery target, per alliance hour
+    relevance_floor: float = 0.8  # the alliance's term (alliances.Terms), of the alliance owed most
+    share_cap: float = 0.2
 
 
 class ExposureScheduler:
@@ -114,11 +62,16 @@ class ExposureScheduler:
         pool: asyncpg.Pool,
         redis: Redis,
         *,
+        clock: AllianceClock | None = None,
+        settlement: Settlement | None = None,
         pacing_hours: float = 0.25,
         burst_hours: float = 0.1,
         max_tick_s: float = 900.0,
     ) -> None:
-        self.ledger = Ledger(pool)
+        self.clock = clock or AllianceClock()
+        self.ledger = Ledger(pool, self.clock)
+        self.settlement = settlement or Settlement(pool, self.clock)
+        self.grants = GrantBook(redis, self.clock)
         self.pool = pool
         self.redis = redis
         self.pacing_hours = pacing_hours
@@ -126,42 +79,40 @@ class ExposureScheduler:
         self.max_tick_s = max_tick_s
         self._refill = redis.register_script(_REFILL)
 
-    async def plans(self) -> dict[str, BoostPlan]:
-        """Each indebted merchant's plan: debt summed over its alliances, terms of the one owed most."""
-        balances = await self.ledger.balances()
+    async def plans(self, now: float) -> dict[str, BoostPlan]:
+        """Each indebted merchant's plan: what it is owed over its alliances, less grants outstanding."""
         terms = {
             r["alliance_id"]: Terms.from_row(r) for r in await self.pool.fetch("SELECT * FROM alliances")
         }
         debt: dict[str, float] = {}
         main: dict[str, tuple[float, str]] = {}
-        for b in balances:
+        for b in await self.ledger.balances():
             debt[b.merchant_id] = debt.get(b.merchant_id, 0.0) + b.balance
             if b.merchant_id not in main or b.balance > main[b.merchant_id][0]:
                 main[b.merchant_id] = (b.balance, b.alliance_id)
+        owed = [m for m, d in debt.items() if d >= 0.5]
+        pending = await self.grants.pending(owed, now)
         plans = {}
-        for merchant_id, owed in debt.items():
-            if owed < 0.5:  # less than one impression: nothing to deliver
+        for merchant_id in owed:
+            left = debt[merchant_id] - pending.get(merchant_id, 0)
+            if left < 0.5:  # less than one impression not already on its way
                 continue
             t = terms.get(main[merchant_id][1], Terms())
             plans[merchant_id] = BoostPlan(
-                merchant_id,
-                round(owed, 4),
-                owed / self.pacing_hours,
-                min(1.0, 0.5 + owed / 20.0),
-                t.relevance_floor,
-                t.boost_share_cap,
+                merchant_id, round(left, 4), left / self.pacing_hours, t.relevance_floor, t.boost_share_cap
             )
         return plans
 
     async def recompute(self, now: float) -> dict[str, BoostPlan]:
         """One controller tick at `now` (epoch s): refill token buckets, publish the plan."""
-        plans = await self.plans()
+        plans = await self.plans(now)
         last = await self.redis.get(TICK_KEY)
         elapsed = min(max(now - float(last), 0.0), self.max_tick_s) if last is not None else 0.0
+        elapsed_h = self.clock.alliance_s(elapsed) / 3600.0
         args: list[str | float] = []
         for p in plans.values():
             cap = min(max(1.0, p.rate_per_h * self.burst_hours), p.debt)
-            args += [p.merchant_id, p.rate_per_h * elapsed / 3600.0, cap]
+            args += [p.merchant_id, p.rate_per_h * elapsed_h, cap]
         await self._refill(keys=[TOKENS_KEY], args=args)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(PLAN_KEY)
@@ -170,6 +121,13 @@ class ExposureScheduler:
         pipe.set(TICK_KEY, repr(now))
         await pipe.execute()
         return plans
+
+    async def tick(self, now: float, expire: bool = False) -> dict[str, BoostPlan]:
+        """Settle held credit, expire (when asked), then refill and publish."""
+        await self.settlement.run(now)
+        if expire:
+            await self.ledger.expire(now)
+        return await self.recompute(now)
 
     async def run_forever(
         self, every_s: float = 5.0, expire_every_s: float = 3600.0, leadership: Leadership = always_lead
@@ -180,40 +138,15 @@ class ExposureScheduler:
             try:
                 if await leadership():
                     now = time.time()
-                    if now - last_expiry >= expire_every_s:
-                        await self.ledger.expire(now)
+                    expire = now - last_expiry >= self.clock.wall(expire_every_s)
+                    await self.tick(now, expire)
+                    if expire:
                         last_expiry = now
-                    await self.recompute(now)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a dependency blip: the plan in Redis stays, try next tick
                 log.warning("exposure scheduler tick failed: %s", exc)
             await asyncio.sleep(every_s)
-
-
-class TokenBucket:
-    """The boost stage's side of the tokens: spend one per boosted room shown (one round trip)."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-        self._take = redis.register_script(_TAKE)
-
-    async def take(self, merchant_ids: list[str], grants: list[str]) -> list[bool]:
-        """Spend a token per merchant; for each one spent, record its grant key (`grant_key`)."""
-        if not merchant_ids:
-            return []
-        granted = await self._take(keys=[TOKENS_KEY, *grants], args=[GRANT_TTL_S, *merchant_ids])
-        return [bool(int(g)) for g in granted]
-
-
-class GrantBook:
-    """The sink's side of the grants: a boosted impression is delivered only if the feed granted it."""
-
-    def __init__(self, redis: Redis) -> None:
-        self._claim = redis.register_script(_CLAIM)
-
-    async def claim(self, session_id: str, room_id: str, event_id: str) -> bool:
-        return bool(int(await self._claim(keys=[grant_key(session_id, room_id)], args=[event_id])))
 
 
 async def read_plans(redis: Redis) -> dict[str, BoostPlan]:

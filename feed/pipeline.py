@@ -4,14 +4,15 @@
     hydrate     live stats, the viewer's recent rooms                feed.stages.Hydrate
     score       the LightFM model's score (none → popularity)       feed.stages.Score
     rank        the learned ranker (ranking.ranker), operator multipliers feed.stages.Rank
-    [alliance]  paced exposure for merchants the alliance owes       alliance.boost.AllianceBoost
     filters     served in session, ended, swiped away, blocked       feed.stages.Filters
     diversity   ≤ M of one category or merchant in a row             feed.stages.Diversity
     exploration a share ε of slots for new or little-seen rooms      feed.stages.Exploration
+    [alliance]  owed rooms placed where the viewer wants them        alliance.boost.AllianceBoost
+                (after the filters, never first, paced)
     page        the rooms as the response shows them                 feed.stages.Page
 
 Adding a stage is one line in `FeedPipeline.standard`. Side effects (the session's served set,
-impression events) happen after the page, in `feed.service`.
+served records) happen after the page, in `feed.service`.
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ class FeedPipeline:
                 Hydrate(stats, live_stats),
                 Score(model_watcher),
                 Rank(model_watcher),
-                *([alliance_boost] if alliance_boost is not None else []),
                 Filters(),
                 Diversity(),
                 Exploration(),
+                *([alliance_boost] if alliance_boost is not None else []),
                 Page(),
             ]
         )

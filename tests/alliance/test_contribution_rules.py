@@ -48,7 +48,7 @@ def test_short_dwell_earns_nothing() -> None:
 
 
 def test_caps_each_stop_earning() -> None:
-    assert judge(replace(OK, earned_this_room_today=True)).reason == "repeat_visit"
+    assert judge(replace(OK, earned_this_room_today=True)).reason == "already_counted_today"
     assert judge(replace(OK, viewer_earned_today=2)).reason == "viewer_cap"
     assert judge(replace(OK, device_earned_today=3)).reason == "device_cap"
     assert judge(replace(OK, contributor_earned_today=28.0)).reason == "daily_cap"
@@ -58,3 +58,14 @@ def test_caps_each_stop_earning() -> None:
 def test_bursts_earn_nothing_even_with_long_dwell() -> None:
     assert judge(replace(OK, burst_viewer=True)).reason == "burst_viewer"
     assert judge(replace(OK, device_short_visits=5)).reason == "zero_dwell_burst"
+
+
+def test_evidence_the_server_lacks_earns_nothing() -> None:
+    assert judge(replace(OK, entered=False)).reason == "no_enter"
+    assert judge(replace(OK, from_feed=False)).reason == "not_from_feed"
+
+
+def test_a_viewer_counts_for_a_few_merchants_a_day() -> None:
+    two = frozenset({"X", "Y"})
+    assert judge(replace(OK, viewer_merchants_today=two)).reason == "viewer_merchants_cap"
+    assert judge(replace(OK, viewer_merchants_today=frozenset({"A", "X"}))).earned

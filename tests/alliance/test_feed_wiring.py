@@ -14,7 +14,7 @@ from alliance.attribution import AttributionBook
 from alliance.scheduler import TOKENS_KEY
 from tests.alliance.conftest import MerchantFactory
 
-TERMS = {"exchange_rate": 3, "relevance_floor": 1.0, "boost_share_cap": 0.2}
+TERMS = {"exchange_rate": 3, "relevance_floor": 0.5, "boost_share_cap": 0.34}
 
 
 async def live_room(client: httpx.AsyncClient, headers: dict[str, str], title: str) -> str:

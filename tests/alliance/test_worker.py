@@ -57,19 +57,31 @@ async def test_worker_sink_earns_from_the_topic_and_replay_changes_nothing(
     viewers = [f"wv{secrets.token_hex(4)}" for _ in range(3)]
     for v in viewers:
         await AttributionBook(pool, redis).attribute(v, "s1", Attribution(a), now - 60)
+    ms = int(now * 1000)
+    base = {"session_id": "s1", "room_id": "room_b", "merchant_id": b}
     events = [
-        {
-            "event_id": f"w-{v}-{i}",
-            "type": "leave",
-            "viewer_id": v,
-            "session_id": "s1",
-            "room_id": "room_b",
-            "merchant_id": b,
-            "ts": int(now * 1000) + i,
-            "dwell_ms": 20_000,
-            "received_at": int(now * 1000),
-        }
-        for i, v in enumerate(viewers)
+        e
+        for v in viewers
+        for e in (
+            {**base, "event_id": f"w-{v}-s", "type": "served", "viewer_id": v, "ts": ms, "received_at": ms},
+            {
+                **base,
+                "event_id": f"w-{v}-e",
+                "type": "enter",
+                "viewer_id": v,
+                "ts": ms + 1,
+                "received_at": ms + 1,
+            },
+            {
+                **base,
+                "event_id": f"w-{v}-l",
+                "type": "leave",
+                "viewer_id": v,
+                "ts": ms + 20_001,
+                "received_at": ms + 20_001,
+                "dwell_ms": 20_000,
+            },
+        )
     ]
     await ensure_topics(migrated, {VIEWER_EVENTS: 2})
     producer = make_producer(migrated)

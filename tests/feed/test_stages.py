@@ -172,9 +172,10 @@ async def test_a_stage_is_added_in_one_line():
     class Boost:
         name = "alliance_boost"
 
-        async def apply(self, ctx):
+        async def apply(self, ctx):  # places room 1 (off the page of one) second, as the alliance does
             ctx.candidates.boosted[0] = True
-            ctx.candidates.score[0] += 10
+            ctx.order = [i for i in ctx.order if i != 0]
+            ctx.order.insert(1, 0)
 
     index = MemoryIndex([room(1, "m1", "a"), room(2, "m2", "b")])
     pipeline = FeedPipeline.standard(index, RoomHeatCache(None), None, None, alliance_boost=Boost())
@@ -183,14 +184,14 @@ async def test_a_stage_is_added_in_one_line():
         "hydrate",
         "score",
         "rank",
-        "alliance_boost",
         "filters",
         "diversity",
         "exploration",
+        "alliance_boost",
         "page",
     ]
     ctx = await pipeline.run(ctx_of([], count=2))
-    assert ctx.page[0]["room_id"] == "room_1" and ctx.page[0]["boosted"] is True
+    assert ctx.page[1]["room_id"] == "room_1" and ctx.page[1]["boosted"] is True
 
 
 @pytest.mark.parametrize("seed", range(6))

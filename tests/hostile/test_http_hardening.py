@@ -184,7 +184,6 @@ REVIEWED_IDENTIFIERS = {
     ("rooms/lifecycle.py", "needs"),  # the status a transition starts from, same table
     ("rooms/outbox.py", "room_columns('r')"),  # a column list qualified by a literal alias
     ("rooms/consults.py", "stamp"),  # a column assignment chosen by the caller's transition
-    ("alliance/ledger.py", "column"),  # _BALANCE_COLUMN[kind]
     ("alliance/alliances.py", "columns"),  # Terms' field names
     ("alliance/alliances.py", "placeholders"),  # $4.. placeholders
     ("events/archive.py", "partition_name(day)"),  # interactions_YYYYMMDD

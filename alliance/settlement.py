@@ -1,0 +1,287 @@
+"""Settlement: provisional credit is confirmed after its holding period, or clawed back when the
+evidence of the trailing window marks the visits as farmed. The merchant sees why.
+
+Credit for a qualified visit is posted to the merchant's *held* account (alliance.consumer). Every
+pass (one process at a time, from the scheduler's loop) looks at the earned visits of the trailing
+`evidence_window_s` and claws back, from held or from already confirmed credit, the visits that any
+rule marks:
+
+| reason | the pattern | answers |
+|---|---|---|
+| `burst_viewer` | the viewer id turned out to be one of a burst of new ids on one device (the request's device) or one code, including the ids created *before* the burst was visible | many viewer ids on one device, retroactively |
+| `new_account_share` | new accounts (younger than `young_account_s` by the platform's token, or first seen by roomfeed that recently) make up more of a merchant's (or a code's) counted visits than the cap and than twice the platform's median merchant: its visits from new accounts | fresh ids paced under the burst rules, ids spread over devices and codes |
+| `reciprocal_pattern` | two members' viewers visit each other's rooms far more than other members' viewers visit them (lift and a binomial test on the member graph, both directions) | members trading visits with their own viewers |
+| `never_converts` | (where verified orders exist) a merchant's contributed viewers never order anywhere while the platform's contributed viewers do, beyond chance | farms of accounts that watch but never buy |
+
+Held visits no rule marks are confirmed once their holding period has passed: then the scheduler
+pays them back. Later evidence still claws confirmed credit back within the window (a negative
+balance is paid off by later earnings), so what a farm earned before detection goes by the end of
+the day.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from scipy.stats import binom
+
+from alliance import ledger
+from alliance.clock import AllianceClock
+from alliance.consumer import burst_created
+from alliance.contribution import Policy
+
+log = logging.getLogger("roomfeed.alliance")
+
+
+@dataclass(frozen=True)
+class Patterns:
+    """Platform policy for the patterns settlement looks for (see the table above)."""
+
+    new_account_share_cap: float = 0.5
+    new_account_min_visits: int = 5
+    reciprocal_lift: float = 5.0
+    reciprocal_min_visits: int = 4
+    reciprocal_p: float = 1e-4
+    never_converts_p: float = 1e-3
+    never_converts_min_viewers: int = 20
+
+
+# The visits whose credit stands (held or confirmed) within the window starting at $1.
+STANDING = "earned AND state IN ('held', 'confirmed') AND at >= $1"
+
+
+def _ts(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC)
+
+
+# --- the patterns (pure) ---------------------------------------------------------------------
+
+
+def new_account_flags(shares: dict[str, tuple[int, int]], patterns: Patterns) -> set[str]:
+    """Keys (merchants or codes) whose share of visits from new accounts is too high.
+
+    `shares` maps a key to (visits from new accounts, visits). The bar is the cap or twice the
+    median share of the keys with enough visits, whichever is higher: a platform where most
+    viewers are new does not flag everyone.
+    """
+    enough = {k: (y, n) for k, (y, n) in shares.items() if n >= patterns.new_account_min_visits}
+    if not enough:
+        return set()
+    median = statistics.median(y / n for y, n in enough.values())
+    bar = max(patterns.new_account_share_cap, 2 * median)
+    return {k for k, (y, n) in enough.items() if y / n > bar}
+
+
+def reciprocal_pairs(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tuple[str, str]]:
+    """Ordered pairs (A, B) of a reciprocal pattern: A's viewers visit B, and B's visit A, each far
+    more than other contributors' viewers visit that host (lift ≥ `reciprocal_lift` and a binomial
+    tail below `reciprocal_p`), both directions. Returns both (A, B) and (B, A)."""
+    out_total: dict[str, int] = defaultdict(int)
+    into: dict[str, int] = defaultdict(int)
+    total = 0
+    for (a, b), n in flows.items():
+        out_total[a] += n
+        into[b] += n
+        total += n
+
+    def excessive(a: str, b: str) -> bool:
+        n_ab = flows.get((a, b), 0)
+        if n_ab < patterns.reciprocal_min_visits:
+            return False
+        # B's share of the visits of every other contributor (neither A nor B: B cannot visit B).
+        others = total - out_total[a] - out_total[b]
+        into_b = into[b] - n_ab
+        if others <= 0:
+            return False
+        base = max(into_b, 0.5) / others
+        lift = (n_ab / out_total[a]) / base
+        return (
+            lift >= patterns.reciprocal_lift
+            and float(binom.sf(n_ab - 1, out_total[a], base)) < patterns.reciprocal_p
+        )
+
+    pairs: set[tuple[str, str]] = set()
+    for a, b in flows:
+        if a < b and (b, a) in flows and excessive(a, b) and excessive(b, a):
+            pairs |= {(a, b), (b, a)}
+    return pairs
+
+
+def never_converting(viewers: dict[str, tuple[int, int]], patterns: Patterns) -> set[str]:
+    """Merchants whose contributed viewers never order while others' do, beyond chance.
+
+    `viewers` maps a merchant to (its contributed viewers who ordered anywhere, its contributed
+    viewers). The platform's rate is pooled over the merchants that converted at least once, so a
+    farm does not lower the bar it is held to.
+    """
+    buyers = sum(k for k, n in viewers.values() if k > 0)
+    seen = sum(n for k, n in viewers.values() if k > 0)
+    if buyers == 0 or seen == 0:
+        return set()  # no orders anywhere (or none verified): nothing to compare with
+    rate = buyers / seen
+    return {
+        m
+        for m, (k, n) in viewers.items()
+        if k == 0 and n >= patterns.never_converts_min_viewers and (1 - rate) ** n < patterns.never_converts_p
+    }
+
+
+# --- the pass --------------------------------------------------------------------------------
+
+
+class Settlement:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        clock: AllianceClock | None = None,
+        policy: Policy | None = None,
+        patterns: Patterns | None = None,
+    ) -> None:
+        self.pool = pool
+        self.clock = clock or AllianceClock()
+        self.policy = policy or Policy()
+        self.patterns = patterns or Patterns()
+
+    async def run(self, now: float) -> dict[str, int]:
+        """One pass at `now` (epoch s): claw back what the window's patterns mark, confirm the rest
+        of the held credit whose holding period is over. Returns how many visits went each way."""
+        since = _ts(now - self.clock.wall(self.policy.evidence_window_s))
+        done: dict[str, int] = defaultdict(int)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('alliance:settlement'))")
+            marked = await self._marked(conn, since)
+            for reason, where in marked:
+                for row in await self._claw(conn, since, reason, where, now):
+                    done[reason] += 1
+                    await ledger.post(
+                        conn,
+                        source_id=row["source_event_id"],
+                        kind="clawed_back",
+                        merchant_id=row["contributor_id"],
+                        alliance_id=row["alliance_id"],
+                        amount=float(row["amount"]),
+                        at=now,
+                        visits=-1,
+                        from_account="held" if row["was"] == "held" else "merchant",
+                    )
+            confirmed = await conn.fetch(
+                """UPDATE alliance_visits SET state = 'confirmed', settled_at = $2
+                   WHERE state = 'held' AND hold_until <= $1
+                   RETURNING source_event_id, contributor_id, alliance_id, amount""",
+                _ts(now),
+                _ts(now),
+            )
+            for row in confirmed:
+                await ledger.post(
+                    conn,
+                    source_id=row["source_event_id"],
+                    kind="confirmed",
+                    merchant_id=row["contributor_id"],
+                    alliance_id=row["alliance_id"],
+                    amount=float(row["amount"]),
+                    at=now,
+                )
+            done["confirmed"] += len(confirmed)
+        return dict(done)
+
+    async def _marked(self, conn: asyncpg.Connection, since: datetime) -> list[tuple[str, dict[str, Any]]]:
+        """(reason, which visits) for every pattern found in the window."""
+        marked: list[tuple[str, dict[str, Any]]] = []
+        viewers = [
+            r["viewer_id"]
+            for r in await conn.fetch(
+                f"SELECT DISTINCT viewer_id FROM alliance_visits WHERE {STANDING}",  # noqa: S608
+                since,
+            )
+        ]
+        burst = await burst_created(conn, viewers, self.policy, self.clock) if viewers else set()
+        if burst:
+            marked.append(("burst_viewer", {"viewers": sorted(burst)}))
+        by_merchant = {
+            r["k"]: (int(r["young"]), int(r["n"]))
+            for r in await conn.fetch(
+                f"""SELECT contributor_id AS k, count(*) FILTER (WHERE young_account) AS young, count(*) AS n
+                    FROM alliance_visits WHERE {STANDING} GROUP BY contributor_id""",  # noqa: S608
+                since,
+            )
+        }
+        by_code = {
+            r["k"]: (int(r["young"]), int(r["n"]))
+            for r in await conn.fetch(
+                f"""SELECT code AS k, count(*) FILTER (WHERE young_account) AS young, count(*) AS n
+                    FROM alliance_visits WHERE {STANDING} AND code IS NOT NULL GROUP BY code""",  # noqa: S608
+                since,
+            )
+        }
+        young_merchants = new_account_flags(by_merchant, self.patterns)
+        young_codes = new_account_flags(by_code, self.patterns)
+        if young_merchants or young_codes:
+            marked.append(
+                ("new_account_share", {"merchants": sorted(young_merchants), "codes": sorted(young_codes)})
+            )
+        flows = {
+            (r["contributor_id"], r["host_merchant_id"]): int(r["n"])
+            for r in await conn.fetch(
+                f"""SELECT contributor_id, host_merchant_id, count(*) AS n FROM alliance_visits
+                    WHERE {STANDING} GROUP BY contributor_id, host_merchant_id""",  # noqa: S608
+                since,
+            )
+        }
+        pairs = reciprocal_pairs(flows, self.patterns)
+        if pairs:
+            marked.append(("reciprocal_pattern", {"pairs": sorted(pairs)}))
+        conversions = await self._conversions(conn, since)
+        silent = never_converting(conversions, self.patterns)
+        if silent:
+            marked.append(("never_converts", {"merchants": sorted(silent)}))
+        return marked
+
+    async def _conversions(self, conn: asyncpg.Connection, since: datetime) -> dict[str, tuple[int, int]]:
+        """Per contributor: (its contributed viewers who ordered anywhere since, its contributed viewers).
+        Orders are the attributed orders the ledger knows; none means no comparison is made."""
+        rows = await conn.fetch(
+            """SELECT v.contributor_id AS m, count(DISTINCT v.viewer_id) AS n,
+                      count(DISTINCT v.viewer_id) FILTER (WHERE EXISTS (
+                          SELECT 1 FROM attributed_orders o WHERE o.viewer_id = v.viewer_id AND o.at >= $1)) AS k
+               FROM alliance_visits v WHERE v.earned AND v.state IN ('held', 'confirmed') AND v.at >= $1
+               GROUP BY v.contributor_id""",
+            since,
+        )
+        return {r["m"]: (int(r["k"]), int(r["n"])) for r in rows}
+
+    async def _claw(
+        self, conn: asyncpg.Connection, since: datetime, reason: str, where: dict[str, Any], now: float
+    ) -> list[Any]:
+        """Mark the standing visits of the window that `where` names as clawed back; returns them
+        with the state they had."""
+        pairs = where.get("pairs", [])
+        rows: list[Any] = await conn.fetch(
+            """WITH hit AS (
+                 SELECT source_event_id, state AS was FROM alliance_visits
+                 WHERE earned AND state IN ('held', 'confirmed') AND at >= $1 AND (
+                       viewer_id = ANY($2::text[])
+                    OR (young_account AND contributor_id = ANY($3::text[]))
+                    OR (young_account AND code = ANY($4::text[]))
+                    OR (contributor_id, host_merchant_id) IN (SELECT * FROM unnest($5::text[], $6::text[]))
+                    OR contributor_id = ANY($7::text[]))
+                 FOR UPDATE)
+               UPDATE alliance_visits v SET state = 'clawed_back', clawback_reason = $8, settled_at = $9
+               FROM hit WHERE v.source_event_id = hit.source_event_id
+               RETURNING v.source_event_id, v.contributor_id, v.alliance_id, v.amount, hit.was""",
+            since,
+            where.get("viewers", []),
+            where.get("merchants", []) if reason == "new_account_share" else [],
+            where.get("codes", []),
+            [a for a, _ in pairs],
+            [b for _, b in pairs],
+            where.get("merchants", []) if reason == "never_converts" else [],
+            reason,
+            _ts(now),
+        )
+        return rows

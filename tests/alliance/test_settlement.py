@@ -1,0 +1,240 @@
+"""Settlement on the real sink, PostgreSQL and Redis: credit is held, then confirmed, or clawed back
+(from held or from confirmed credit) when the window's patterns mark it farmed; the merchant sees
+why. Each attack here earns if its rule is taken out."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from alliance.alliances import AllianceBook, Terms
+from alliance.attribution import AttributionBook
+from alliance.codes import Attribution
+from alliance.consumer import AllianceSink
+from alliance.ledger import Ledger
+from alliance.scheduler import ExposureScheduler
+from alliance.settlement import Patterns, Settlement, never_converting, new_account_flags, reciprocal_pairs
+from tests.alliance.test_contribution import event, visit, visits
+
+HOUR = 3600.0
+YEAR = 365 * 86_400.0
+
+
+def mid() -> str:
+    return f"mer_{secrets.token_hex(8)}"
+
+
+class Market:
+    """An alliance of `n` members, a sink and an attribution book; visits go through the sink."""
+
+    def __init__(self, pool: asyncpg.Pool, redis: Redis, members: list[str], alliance_id: str) -> None:
+        self.pool, self.redis = pool, redis
+        self.members, self.alliance_id = members, alliance_id
+        self.sink = AllianceSink(pool, redis)
+        self.book = AttributionBook(pool, redis)
+        self.ledger = Ledger(pool)
+        self.settlement = Settlement(pool)
+
+    @classmethod
+    async def make(cls, pool: asyncpg.Pool, redis: Redis, n: int) -> Market:
+        members = [mid() for _ in range(n)]
+        book = AllianceBook(pool)
+        alliance = await book.create(
+            members[0], "Settlement", Terms(viewer_daily_cap=50, device_daily_cap=50)
+        )
+        for m in members[1:]:
+            await book.invite(alliance.alliance_id, members[0], m)
+            await book.join(alliance.alliance_id, m)
+        return cls(pool, redis, members, alliance.alliance_id)
+
+    async def viewer(
+        self,
+        contributor: str,
+        at: float,
+        *,
+        age_s: float = YEAR,
+        device: str | None = None,
+        code: str | None = None,
+    ) -> str:
+        v = f"v{secrets.token_hex(5)}"
+        await self.book.attribute(
+            v, "s1", Attribution(contributor), at, device_id=device, code=code, account_created_at=at - age_s
+        )
+        return v
+
+    async def visit(self, viewer: str, host: str, at: float, device: str | None = None) -> None:
+        await self.sink.write(
+            visit(viewer, host, 20_000, at=at, room=f"r-{host}-{secrets.token_hex(2)}", device=device)
+        )
+
+    async def statement(self, merchant: str) -> dict[str, Any]:
+        return await self.ledger.statement(merchant)
+
+
+@pytest.fixture
+async def now() -> float:
+    return time.time() - 4 * HOUR
+
+
+async def test_credit_is_owed_only_once_it_has_held(pool: asyncpg.Pool, redis: Redis, now: float) -> None:
+    m = await Market.make(pool, redis, 2)
+    a, b = m.members
+    await m.visit(await m.viewer(a, now), b, now + 60)
+    s = await m.statement(a)
+    assert s["earned"] == 3.0 and s["held"] == 3.0 and s["balance"] == 0.0
+    assert a not in await ExposureScheduler(pool, redis).plans(now + 120)  # nothing to pay yet
+    await m.settlement.run(now + HOUR)  # holding is 2 h
+    assert (await m.statement(a))["held"] == 3.0
+    done = await m.settlement.run(now + 2 * HOUR + 120)
+    s = await m.statement(a)
+    assert done.get("confirmed", 0) >= 1 and s["held"] == 0.0 and s["balance"] == 3.0
+    assert s["visits"]["counted"] == {**s["visits"]["counted"], "visits": 1, "confirmed": 1, "held": 0}
+    assert (await ExposureScheduler(pool, redis).plans(now + 2 * HOUR + 180))[a].debt == 3.0
+
+
+async def test_ids_made_on_one_device_are_clawed_back_once_the_burst_shows(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    """10 new viewer ids on one device: the first two earned before the third appeared; one of them
+    was even confirmed. Once the burst is visible all of it goes back."""
+    m = await Market.make(pool, redis, 2)
+    a, b = m.members
+    first = [await m.viewer(a, now + i * 600, device="phone-farm") for i in range(2)]
+    for i, v in enumerate(first):
+        await m.visit(v, b, now + i * 600 + 60, device="phone-farm")
+    assert (await m.statement(a))["earned"] == 6.0
+    await m.settlement.run(now + 2 * HOUR + 100)  # the first visit has held: confirmed
+    assert (await m.statement(a))["balance"] == 3.0
+    later = [await m.viewer(a, now + 1200 + i * 60, device="phone-farm") for i in range(8)]
+    for v in later:  # these are refused at once (burst_viewer); the earlier ones are clawed back
+        await m.visit(v, b, now + 2 * HOUR + 200, device="phone-farm")
+    await m.settlement.run(now + 2 * HOUR + 300)
+    s = await m.statement(a)
+    assert s["clawed_back"] == 6.0 and s["held"] == 0.0 and s["balance"] == 0.0
+    assert s["visits"]["clawed_back"]["burst_viewer"]["visits"] == 2
+    assert "burst" in s["visits"]["clawed_back"]["burst_viewer"]["why"]
+    assert await m.ledger.unbalanced_transactions() == 0
+
+
+async def test_fresh_accounts_paced_under_the_burst_rules_are_clawed_back(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    """A farm of fresh ids, each on its own device, one visit each, paced apart: no burst rule
+    fires, but new accounts make up all of the farm's visits."""
+    m = await Market.make(pool, redis, 5)
+    farm, honest, hosts = m.members[0], m.members[1:4], m.members[4:]
+    for k in range(8):
+        v = await m.viewer(farm, now + k * 300, age_s=60, device=f"fresh-{secrets.token_hex(3)}")
+        await m.visit(v, hosts[0], now + k * 300 + 60)
+    for h in honest:
+        for k in range(8):
+            young = k == 0  # one new follower in eight
+            v = await m.viewer(h, now + k * 300, age_s=600 if young else YEAR)
+            await m.visit(v, hosts[0], now + k * 300 + 60)
+    await m.settlement.run(now + 3 * HOUR)
+    s = await m.statement(farm)
+    assert s["earned"] == 24.0 and s["clawed_back"] == 24.0 and s["balance"] == 0.0
+    assert s["visits"]["clawed_back"]["new_account_share"]["visits"] == 8
+    for h in honest:
+        assert (await m.statement(h))["balance"] == 24.0
+
+
+async def test_members_trading_visits_with_their_own_viewers_are_clawed_back(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    m = await Market.make(pool, redis, 10)
+    a, b, honest = m.members[0], m.members[1], m.members[2:]
+    t = now
+    for c in honest:  # honest members' viewers spread over the rooms the feed shows them
+        for host in m.members:
+            if host != c:
+                t += 5
+                await m.visit(await m.viewer(c, t), host, t + 1)
+    for x, y in ((a, b), (b, a)):  # the colluders' viewers only ever visit each other
+        for _ in range(10):
+            t += 5
+            await m.visit(await m.viewer(x, t), y, t + 1)
+    await m.settlement.run(t + 3 * HOUR)
+    for x in (a, b):
+        s = await m.statement(x)
+        assert s["clawed_back"] == 30.0 and s["balance"] == 0.0
+        assert s["visits"]["clawed_back"]["reciprocal_pattern"]["visits"] == 10
+    for c in honest:
+        s = await m.statement(c)
+        assert s["clawed_back"] == 0.0 and s["balance"] == 27.0
+
+
+async def test_viewers_who_never_order_anywhere_are_clawed_back_where_others_do(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    m = await Market.make(pool, redis, 4)
+    farm, honest, host = m.members[0], m.members[1:3], m.members[3]
+    t = now
+    for c in (farm, *honest):
+        for k in range(25):
+            t += 5
+            v = await m.viewer(c, t)
+            await m.visit(v, host, t + 1)
+            if c != farm and k % 3 == 0:  # a third of honest viewers buy something somewhere
+                buy = event(
+                    "purchase",
+                    v,
+                    host,
+                    "r-shop",
+                    t + 2,
+                    order_id=f"o{k}{c}",
+                    product_id="p",
+                    amount=9.9,
+                    currency="CNY",
+                )
+                await m.sink.write([buy])
+    await m.settlement.run(t + 3 * HOUR)
+    assert (await m.statement(farm))["visits"]["clawed_back"]["never_converts"]["visits"] == 25
+    for c in honest:
+        assert (await m.statement(c))["clawed_back"] == 0.0
+
+
+def test_new_account_share_bar_follows_the_platform() -> None:
+    patterns = Patterns()
+    assert new_account_flags({"farm": (8, 8), "a": (1, 8), "b": (2, 8), "c": (0, 8)}, patterns) == {"farm"}
+    # Where most viewers are new (a young platform), twice the median is the bar, not the cap.
+    young = {"a": (7, 10), "b": (6, 10), "c": (8, 10), "d": (7, 10)}
+    assert new_account_flags(young, patterns) == set()
+    assert new_account_flags({"few": (3, 3)}, patterns) == set()  # too few visits to judge
+
+
+def test_reciprocal_pairs_need_both_directions() -> None:
+    honest = {(c, h): 2 for c in "cdefgh" for h in "abcdefgh" if c != h}
+    one_way = {**honest, ("a", "b"): 12}
+    assert reciprocal_pairs(one_way, Patterns()) == set()
+    both = {**one_way, ("b", "a"): 12}
+    assert reciprocal_pairs(both, Patterns()) == {("a", "b"), ("b", "a")}
+    assert reciprocal_pairs(honest, Patterns()) == set()
+
+
+def test_never_converting_needs_orders_elsewhere() -> None:
+    assert never_converting({"a": (0, 50), "b": (0, 50)}, Patterns()) == set()  # no orders verified anywhere
+    assert never_converting({"a": (0, 50), "b": (10, 50)}, Patterns()) == {"a"}
+    assert never_converting({"a": (0, 5), "b": (10, 50)}, Patterns()) == set()  # too few to tell
+
+
+async def test_a_clawed_back_visit_stays_clawed_back_under_replay(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    m = await Market.make(pool, redis, 2)
+    a, b = m.members
+    vs = [await m.viewer(a, now + i, device="dup-phone") for i in range(3)]
+    batch = visits(
+        *(visit(v, b, 20_000, at=now + 60 + i, device="dup-phone", room=f"rr{i}") for i, v in enumerate(vs))
+    )
+    await m.sink.write(batch)
+    await m.settlement.run(now + 3 * HOUR)
+    first = await m.statement(a)
+    await m.sink.write(batch)
+    await m.settlement.run(now + 3 * HOUR + 10)
+    assert await m.statement(a) == first
