@@ -141,6 +141,13 @@ class AllianceBoost:
         self._loaded_at = time.monotonic()
         return self._plans
 
+    async def release(self, viewer_id: str, session_id: str, boosts: list[tuple[str, str]]) -> None:
+        """Withdraw the grants of boosted (merchant, room)s a page did not keep after all."""
+        try:
+            await self.tokens.release(viewer_id, session_id, boosts)
+        except Exception:  # Redis down: the grants lapse on their own
+            return
+
     async def apply(self, ctx: BoostContext) -> None:
         """Place owed rooms into `ctx.order`, mark them `boosted`; one Redis round trip when any is chosen."""
         if time.monotonic() - self._loaded_at > self.plan_ttl_s:

@@ -91,7 +91,9 @@ async def post_events(request: Request, events: Events) -> Response:
     if isinstance(body, dict) and "events" in body:
         body = body["events"]
     assert principal.viewer_id is not None
-    result = await events.ingest.submit(body, principal.viewer_id)
+    result = await events.ingest.submit(
+        body, principal.viewer_id, device_id=request.headers.get("x-device-id")
+    )
     return json(result.as_dict(), status=202)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import orjson
 from aiokafka.partitioner import murmur2
 
-from events.schema import MAX_BATCH, Event, Rejection, validate
+from events.schema import ID, MAX_BATCH, Event, Rejection, validate
 from events.vocabulary import SERVER_TYPES, VIEWER_EVENTS
 from roomfeed.errors import PayloadTooLarge, Unavailable, ValidationFailed
 
@@ -73,8 +73,14 @@ class Ingest:
         self.ack_timeout = ack_timeout
         self.directory_timeout = directory_timeout
 
-    async def submit(self, events: Any, viewer_id: str, now_ms: int | None = None) -> IngestResult:
-        """Validate, enrich and publish; raises ValidationFailed/PayloadTooLarge/Unavailable."""
+    async def submit(
+        self, events: Any, viewer_id: str, now_ms: int | None = None, device_id: str | None = None
+    ) -> IngestResult:
+        """Validate, enrich and publish; raises ValidationFailed/PayloadTooLarge/Unavailable.
+
+        `device_id` is the device the request came from (its X-Device-ID header): it is what the
+        events' `device_id` says from then on (what rate limits and the alliance's device rules
+        read), whatever the events claim."""
         if not isinstance(events, list):
             raise ValidationFailed(
                 "the body must be a JSON array of events", fields={"body": "must be a list"}
@@ -114,6 +120,9 @@ class Ingest:
             else:
                 good.append(result)
         if good:
+            if device_id is not None and ID.match(device_id):
+                for event in good:
+                    event["device_id"] = device_id
             await self._enrich(good, now)
             await self.publish(good)
         return IngestResult(accepted=len(good), rejected=rejected)

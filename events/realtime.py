@@ -329,7 +329,7 @@ def plan_writes(events: Iterable[Event], now_ms: int) -> WritePlan:
         b5 = ts // FIVE_MIN_MS
         key = (room, b5, kind)
         counts[key] = counts.get(key, 0) + 1
-        if kind == IMPRESSION or kind == SERVED:
+        if kind in (IMPRESSION, SERVED):
             continue  # what was shown (or only served) is no sign of the viewer's presence
         viewer = e["viewer_id"]
         if type(viewer) is not str:

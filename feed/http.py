@@ -113,7 +113,9 @@ async def create_session(request: Request, feed: Feed, body: NewSession) -> Resp
             "viewer_id must be the viewer the token was issued to", fields={"viewer_id": "is not yours"}
         )
     entry = body.entry or Entry()
-    result = await feed.service.start_session(body.viewer_id, entry.code, entry.room_id, body.count)
+    result = await feed.service.start_session(
+        body.viewer_id, entry.code, entry.room_id, body.count, device_id=request.headers.get("x-device-id")
+    )
     return json(result, status=201, headers={"Location": f"/v1/sessions/{result['session_id']}/feed"})
 
 

@@ -330,8 +330,16 @@ class FeedService:
         }
 
     async def start_session(
-        self, viewer_id: str, code: str | None, room_id: str | None, count: int = FIRST_PAGE
+        self,
+        viewer_id: str,
+        code: str | None,
+        room_id: str | None,
+        count: int = FIRST_PAGE,
+        *,
+        device_id: str | None = None,
     ) -> dict[str, Any]:
+        """A new session; a code attributes the viewer (with the request's device: what the
+        alliance's device rules read) and lands it in the code merchant's room."""
         session_id = new_id("ses")
         attribution: dict[str, Any] | None = None
         entry_room: Any | None = None
@@ -346,7 +354,7 @@ class FeedService:
             entry_room = await self._room_of_merchant(parsed.merchant_id)
             try:
                 await self.inputs.attribution_book.attribute(
-                    viewer_id, session_id, parsed, time.time(), code=code
+                    viewer_id, session_id, parsed, time.time(), code=code, device_id=device_id
                 )
                 await self.inputs.code_book.record_open(code)
             except Exception as exc:

@@ -75,7 +75,15 @@ class AttributionSink(Protocol):
         now: float,
         *,
         code: str | None,
+        device_id: str | None = None,
     ) -> Any: ...
+
+
+class BoostStage(Stage, Protocol):
+    """The alliance's boost stage (alliance.boost.AllianceBoost): a pipeline stage that leaves a grant
+    per boosted room, and withdraws the grants of rooms a page did not keep after all."""
+
+    async def release(self, viewer_id: str, session_id: str, boosts: list[tuple[str, str]]) -> None: ...
 
 
 class MerchantSource(Protocol):
@@ -98,7 +106,7 @@ class FeedInputs:
     models: ModelSource
     code_book: CodeSource
     attribution_book: AttributionSink
-    alliance_boost: Stage  # alliance.boost.AllianceBoost: the pipeline's boost stage
+    alliance_boost: BoostStage
     room_catalog: MerchantSource
     heat: HeatSource
 

@@ -13,6 +13,7 @@ from alliance import ledger
 from alliance.attribution import AttributionBook
 from alliance.scheduler import TOKENS_KEY
 from tests.alliance.conftest import MerchantFactory
+from tests.feed.conftest import on_topic
 
 TERMS = {"exchange_rate": 3, "relevance_floor": 0.5, "boost_share_cap": 0.34}
 
@@ -88,3 +89,48 @@ async def test_code_session_attributes_and_owed_merchant_is_boosted_in_the_feed(
         )
         boosted += [room["room_id"] for room in feed.json()["rooms"] if room.get("boosted")]
     assert boosted and set(boosted) == {room_a}
+
+
+async def test_the_device_the_alliance_judges_is_the_requests(
+    client: httpx.AsyncClient, new_merchant: MerchantFactory, pool: asyncpg.Pool, migrated: Any
+) -> None:
+    """Ten new viewer ids on one phone: the app's events may claim any device_id, the X-Device-ID
+    of the requests is what attribution (and so the burst rule) records."""
+    from alliance.clock import AllianceClock
+    from alliance.consumer import burst_created
+    from alliance.contribution import Policy
+
+    a, ha = await new_merchant()
+    await live_room(client, ha, "A's room")
+    code = (await client.post("/v1/codes", json={}, headers=ha)).json()["code"]
+    phone = f"phone-{time.time_ns()}"
+    viewers = [f"dev-{time.time_ns()}-{k}" for k in range(4)]
+    for v in viewers:
+        r = await client.post(
+            "/v1/sessions",
+            json={"viewer_id": v, "entry": {"code": code}},
+            headers={**viewer(migrated, v), "X-Device-ID": phone},
+        )
+        assert r.status_code == 201, r.text
+    devices = await pool.fetch(
+        "SELECT device_id FROM alliance_viewers WHERE viewer_id = ANY($1::text[])", viewers
+    )
+    assert {d["device_id"] for d in devices} == {phone}
+    async with pool.acquire() as conn:
+        assert await burst_created(conn, viewers, Policy(), AllianceClock()) == set(viewers)
+    session = f"ses-dev-{time.time_ns()}"
+    event = {
+        "event_id": f"devclaim-{phone}",
+        "type": "like",
+        "viewer_id": viewers[0],
+        "session_id": session,
+        "room_id": "room_x",
+        "device_id": "a-different-phone",
+        "ts": int(time.time() * 1000),
+    }
+    r = await client.post(
+        "/v1/events", json=[event], headers={**viewer(migrated, viewers[0]), "X-Device-ID": phone}
+    )
+    assert r.status_code == 202 and r.json()["accepted"] == 1
+    (on_kafka,) = await on_topic(migrated, {session}, 1)
+    assert on_kafka["device_id"] == phone
