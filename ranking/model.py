@@ -1,15 +1,13 @@
 """The trained model as an artifact: LightFM fitting and the (de)serialisable `RankingModel`.
 
-Owns the hyper-parameters (`ModelParams`), fitting LightFM WARP on a `TrainingSet` with a progress
-bar on stderr, and the artifact format: plain numpy arrays (feature embeddings and biases) plus
-orjson metadata in one `.npz` blob — no pickle, so any API process can load it safely.
+Owns the hyper-parameters (`ModelParams`), fitting LightFM WARP on a `TrainingSet` (a progress bar
+on a terminal: roomfeed.progress), and the artifact format: plain numpy arrays (feature embeddings
+and biases) plus orjson metadata in one `.npz` blob — no pickle, so any API process can load it safely.
 """
 
 from __future__ import annotations
 
 import io
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,6 +20,7 @@ from lightfm import LightFM
 from ranking.dataset import TrainingSet
 from ranking.history import ViewerHistories
 from ranking.ranker import FEATURES, MerchantTable, Ranker
+from roomfeed.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -179,27 +178,6 @@ class RankingModel:
         return cls(**meta, **arrays, **extras)
 
 
-class _Progress:
-    """A tqdm-like bar on stderr (tqdm is not a dependency of the project)."""
-
-    def __init__(self, total: int, label: str, stream: Any = None) -> None:
-        self.total, self.label, self.stream, self.start = (
-            total,
-            label,
-            stream or sys.stderr,
-            time.perf_counter(),
-        )
-
-    def update(self, done: int, extra: str = "") -> None:
-        frac = done / max(self.total, 1)
-        bar = "#" * int(frac * 30)
-        elapsed = time.perf_counter() - self.start
-        self.stream.write(f"\r{self.label} [{bar:<30}] {done}/{self.total} {elapsed:5.1f}s {extra}")
-        if done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 def fit_lightfm(
     data: TrainingSet,
     params: ModelParams,
@@ -215,7 +193,7 @@ def fit_lightfm(
         max_sampled=params.max_sampled,
         random_state=np.random.RandomState(params.seed),
     )
-    bar = _Progress(params.epochs, "train") if progress else None
+    bar = Progress("train", params.epochs, unit="epoch") if progress else None
     for epoch in range(params.epochs):
         model.fit_partial(
             data.interactions,
@@ -226,9 +204,11 @@ def fit_lightfm(
             num_threads=params.num_threads,
         )
         if bar:
-            bar.update(epoch + 1)
+            bar.update()
         if on_epoch:
             on_epoch(epoch, model)
+    if bar:
+        bar.close()
     return model
 
 
