@@ -558,7 +558,7 @@ def add_demo_args(parser: argparse.ArgumentParser) -> None:
 
 
 def demo_command(settings: Settings, args: argparse.Namespace) -> int:
-    from roomfeed.observability import configure_logging
+    from roomfeed.logs import configure_logging
 
     configure_logging("WARNING")
     try:

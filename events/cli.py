@@ -26,7 +26,6 @@ from events.rebuild import worker_presence
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.db import create_pool, migrate
 from roomfeed.kafka import ensure_topics_patiently
-from roomfeed.observability import configure_logging
 from roomfeed.redis_client import create_redis
 from roomfeed.settings import Settings
 
@@ -113,7 +112,6 @@ async def run_worker(
 async def worker_command(
     settings: Settings, args: argparse.Namespace, factories: Mapping[str, SinkFactory]
 ) -> int:
-    configure_logging(settings.log_level)
     names = parse_sinks(args.sinks, factories)
     if not args.no_migrate:
         await migrate(settings.database_url)

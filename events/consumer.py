@@ -34,6 +34,7 @@ from prometheus_client import Counter, Gauge
 from events.schema import Rejection, validate_stored
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.kafka import make_consumer, make_producer
+from roomfeed.logs import bound
 from roomfeed.settings import Settings
 
 log = logging.getLogger("roomfeed.events.consumer")
@@ -140,6 +141,21 @@ class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
                 }
             },
         )
+
+
+def _positions(polled: Polled) -> str:
+    """A batch's place in the log, for its log lines: topic:partition@first-last, ..."""
+    return ",".join(f"{tp.topic}:{tp.partition}@{rs[0].offset}-{rs[-1].offset}" for tp, rs in polled.items() if rs)
+
+
+def _event_id(value: bytes | None) -> str | None:
+    """The event id of a record's value, when it has one (a dead letter may not even be JSON)."""
+    try:
+        event = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    found = event.get("event_id") if isinstance(event, dict) else None
+    return found if isinstance(found, str) else None
 
 
 class SinkRunner:
@@ -257,15 +273,17 @@ class SinkRunner:
         self, polled: Polled, batch: list[dict[str, Any]] | Prepared, refused: list[Refused]
     ) -> None:
         """Dead-letter, write, and commit when due (COMMIT_EVERY_S); the commit goes out on its own:
-        the next write need not wait for the broker's answer."""
-        for tp, record, error in refused:
-            await self.dead_letter(tp, record.offset, record.key, record.value, error)
-        if batch:
-            await self._write(batch)
-        self._written.update({tp: records[-1].offset + 1 for tp, records in polled.items() if records})
-        self.refresh_lag(polled)
-        if time.monotonic() - self._committed_at >= COMMIT_EVERY_S:
-            self._start_commit()
+        the next write need not wait for the broker's answer. Runs as a task of its own: what it logs
+        carries the sink and the batch's positions (and a record's event_id where one is handled)."""
+        with bound(sink=self.sink.name, batch=_positions(polled)):
+            for tp, record, error in refused:
+                await self.dead_letter(tp, record.offset, record.key, record.value, error)
+            if batch:
+                await self._write(batch)
+            self._written.update({tp: records[-1].offset + 1 for tp, records in polled.items() if records})
+            self.refresh_lag(polled)
+            if time.monotonic() - self._committed_at >= COMMIT_EVERY_S:
+                self._start_commit()
 
     def _start_commit(self) -> None:
         """Commit the written offsets, after the commit before it (commits stay in order)."""
@@ -296,12 +314,13 @@ class SinkRunner:
                 return
             log.warning("sink %s refused a batch, narrowing down: %s", self.sink.name, exc)
             for event in events:
-                try:
-                    await self._retrying(self.sink.write, [event])
-                except Exception as single:
-                    if _transient(single):
-                        raise
-                    await self._dead_letter_event(event, single)
+                with bound(event_id=event.get("event_id")):
+                    try:
+                        await self._retrying(self.sink.write, [event])
+                    except Exception as single:
+                        if _transient(single):
+                            raise
+                        await self._dead_letter_event(event, single)
 
     async def _retrying(self, write: Any, batch: list[dict[str, Any]] | Prepared) -> None:
         delay = 0.2
@@ -345,7 +364,8 @@ class SinkRunner:
             self.settings.topic(DEAD_LETTERS), orjson.dumps(letter), key=key
         )
         SINK_EVENTS.labels(self.sink.name, "dead_lettered").inc()
-        log.warning("dead-lettered %s[%s]@%s: %s", tp.topic, tp.partition, offset, error)
+        with bound(event_id=_event_id(value)):
+            log.warning("dead-lettered %s[%s]@%s: %s", tp.topic, tp.partition, offset, error)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None

@@ -7,8 +7,8 @@ Owns its argparse options (`add_train_args`) and the async entry point the proje
 from __future__ import annotations
 
 import argparse
+import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ import orjson
 from ranking.dataset import WeightParams
 from ranking.model import ModelParams
 from roomfeed.leader import TRAINER, Leases
+
+log = logging.getLogger("roomfeed.ranking.cli")
 
 
 def parse_duration(text: str) -> float:
@@ -93,7 +95,7 @@ async def train_command(settings: Any, args: argparse.Namespace, page_of: Any = 
     leases = Leases(settings.database_url)
     try:
         if not args.every and not await leases.holds(TRAINER):
-            print("another trainer holds the trainer lease; not training", file=sys.stderr)
+            log.warning("another trainer holds the trainer lease; not training")
             return 3
         features = load_features(args.features) if args.features else await features_from_rooms(pool)
         kwargs: dict[str, Any] = {

@@ -12,8 +12,8 @@ rank by the best simple baseline. Merchant features come from a JSON file the ro
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +36,8 @@ from ranking.registry import GateDecision, ModelRegistry, gate
 from ranking.replay import Schedule, schedule_from_log
 from roomfeed.leader import Leadership, always_lead
 from rooms.catalog import MerchantCatalog
+
+logger = logging.getLogger("roomfeed.ranking.train")
 
 HOUR_MS = 3_600_000
 
@@ -87,7 +89,7 @@ async def features_from_rooms(pool: Any) -> dict[str, RoomFeatures]:
     try:
         return features_from_tokens(await MerchantCatalog(pool).merchant_features())
     except Exception as exc:  # no rooms tables in this database: identity features only
-        print(f"no merchant features from rooms ({exc}); training on identities", file=sys.stderr)
+        logger.warning("no merchant features from rooms; training on identities: %s", exc)
         return {}
 
 
@@ -211,18 +213,26 @@ async def train_forever(
             if refresh_features:
                 kwargs["features"] = await features_from_rooms(pool)
             result = await train_once(pool, **kwargs)
-            print(
-                f"model {result.version}: promoted={result.promoted} in {result.seconds:.1f}s {result.metrics}",
-                file=sys.stderr,
-                flush=True,
+            logger.info(
+                "model %s registered (promoted: %s)",
+                result.version,
+                result.promoted,
+                extra={
+                    "fields": {
+                        "version": result.version,
+                        "promoted": result.promoted,
+                        "seconds": round(result.seconds, 1),
+                        "metrics": result.metrics,
+                    }
+                },
             )
             TRAINER_ROUNDS.labels("promoted" if result.promoted else "registered").inc()
             TRAINER_SECONDS.set(time.monotonic() - started)
             TRAINER_LAST_SUCCESS.set(time.time())
         except RuntimeError as exc:
             TRAINER_ROUNDS.labels("skipped").inc()
-            print(f"training skipped: {exc}", file=sys.stderr, flush=True)
-        except Exception as exc:  # the trainer process outlives one bad round
+            logger.warning("training skipped: %s", exc)
+        except Exception:  # the trainer process outlives one bad round
             TRAINER_ROUNDS.labels("failed").inc()
-            print(f"training round failed: {exc!r}", file=sys.stderr, flush=True)
+            logger.exception("training round failed")
         await asyncio.sleep(every_s)

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from roomfeed import heap, ratelimit
+from roomfeed import __version__, heap, ratelimit
 from roomfeed.auth import Guard, KeyVerifier
 from roomfeed.errors import ApiError
 from roomfeed.health import check_dependencies, readiness_body
@@ -30,7 +30,7 @@ from roomfeed.ratelimit import RateLimiter
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
 
-VERSION = "0.1.0"
+VERSION = __version__
 
 
 class Lifecycle(Protocol):

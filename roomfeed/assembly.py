@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import functools
 import logging
-import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -165,7 +164,8 @@ def create_app(settings: Settings, *, access_log: bool = True, tuning: Tuning = 
 
 def app_from_env() -> Api[Services]:
     """What `roomfeed serve` has uvicorn load in each worker process."""
-    return create_app(Settings.from_env(), access_log=os.environ.get("ROOMFEED_ACCESS_LOG", "0") == "1")
+    settings = Settings.from_env()
+    return create_app(settings, access_log=settings.access_log)
 
 
 # --- the worker --------------------------------------------------------------------------------

@@ -24,17 +24,18 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from roomfeed import __version__
 from roomfeed.assembly import VERBS
-from roomfeed.settings import Settings
+from roomfeed.logs import configure_logging
+from roomfeed.reach import EXIT_UNAVAILABLE, unreachable
+from roomfeed.settings import Settings, SettingsError
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from roomfeed.db import migrate
-    from roomfeed.observability import configure_logging
 
-    configure_logging(settings.log_level)
     if not args.no_migrate:
         asyncio.run(migrate(settings.database_url))
     if args.workers > 1:  # one /metrics answer sums every worker (Prometheus multiprocess mode)
@@ -99,6 +100,7 @@ def build_parser() -> tuple[
     argparse.ArgumentParser, dict[str, Callable[[Settings, argparse.Namespace], Any]]
 ]:
     parser = argparse.ArgumentParser(prog="roomfeed", description="live-shopping swipe-feed backend")
+    parser.add_argument("--version", action="version", version=f"roomfeed {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
     handlers: dict[str, Callable[[Settings, argparse.Namespace], Any]] = {}
 
@@ -134,9 +136,27 @@ def build_parser() -> tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb. A setting that cannot be used, or a service that cannot be reached, ends it with
+    one line on stderr naming the variable, or the service and its URL (no traceback), and a non-zero
+    status (2, and 69 = EX_UNAVAILABLE)."""
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
-    result = handlers[args.verb](Settings.from_env(), args)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"roomfeed: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        result = handlers[args.verb](settings, args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        down = unreachable(exc, settings)
+        if down is None:
+            raise
+        print(f"roomfeed {args.verb}: {down.line()}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return int(result or 0)
 
 

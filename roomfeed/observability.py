@@ -1,8 +1,9 @@
-"""JSON logs, request ids, Prometheus metrics, and the outermost error net.
+"""Request ids, Prometheus metrics, and the outermost error net.
 
 `RequestMiddleware` is plain ASGI (no BaseHTTPMiddleware: it costs the feed's latency budget):
-it assigns or propagates `X-Request-ID`, times the request by endpoint, turns `ApiError` and any
-unexpected exception into the one error shape, and logs one JSON line per request.
+it assigns or propagates `X-Request-ID` and binds it to every log line of the request
+(roomfeed.logs), times the request by endpoint, turns `ApiError` and any unexpected exception into
+the one error shape, and logs one JSON line per request when the access log is on.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import os
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -29,6 +29,7 @@ from prometheus_client import (
 )
 
 from roomfeed.errors import ApiError
+from roomfeed.logs import bind, unbind
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -74,36 +75,6 @@ def forget_this_process() -> None:
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
-# Never log these, whatever a handler puts in `extra`.
-_SECRET_KEYS = {"authorization", "key", "token", "password", "secret"}
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        extra = getattr(record, "fields", None)
-        if isinstance(extra, dict):
-            entry.update({k: ("[redacted]" if k.lower() in _SECRET_KEYS else v) for k, v in extra.items()})
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
-
-
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("uvicorn.access").disabled = True
-
-
 log = logging.getLogger("roomfeed.http")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 
@@ -120,6 +91,7 @@ class RequestMiddleware:
         started = time.perf_counter()
         request_id = _incoming_request_id(scope) or secrets.token_hex(8)
         scope["roomfeed.request_id"] = request_id
+        log_context = bind(request_id=request_id)
         header = (b"x-request-id", request_id.encode())
         status_holder = [500]
         response_started = False
@@ -136,6 +108,8 @@ class RequestMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request started", extra={"fields": {"method": scope["method"], "path": scope["path"]}})
         try:
             if _has_nul(scope):
                 # PostgreSQL text cannot hold U+0000: refuse it here once, for every route's ids and params.
@@ -148,9 +122,7 @@ class RequestMiddleware:
                 raise
             await _send_error(send_with_id, error.status, error.body(), error.headers)
         except Exception:
-            log.exception(
-                "unhandled error", extra={"fields": {"request_id": request_id, "path": scope.get("path")}}
-            )
+            log.exception("unhandled error", extra={"fields": {"path": scope.get("path")}})
             if response_started:
                 raise
             body = {
@@ -172,7 +144,6 @@ class RequestMiddleware:
                     "request",
                     extra={
                         "fields": {
-                            "request_id": request_id,
                             "method": scope["method"],
                             "path": scope["path"],
                             "status": status_holder[0],
@@ -180,6 +151,7 @@ class RequestMiddleware:
                         }
                     },
                 )
+            unbind(log_context)
 
 
 def _has_nul(scope: Scope) -> bool:

@@ -26,6 +26,10 @@ def _env(name: str, default: str) -> str:
 MIN_ARCHIVE_RETENTION_DAYS = 9
 
 
+class SettingsError(ValueError):
+    """A setting the environment gives cannot be used; the message names the variable."""
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where services, models and reports live when run locally.
@@ -51,6 +55,9 @@ class Settings:
     pg_pool_min: int = 0
     pg_pool_max: int = 10
     log_level: str = "INFO"
+    # One JSON line per HTTP request (method, path, status, ms, request_id); off by default: the feed's
+    # latency budget (docs/feed.md). Every other line of a request carries its request_id either way.
+    access_log: bool = False
     # Largest request body accepted, in bytes (413 beyond it).
     max_body_bytes: int = 2_000_000
     # Token buckets (roomfeed/ratelimit.py): requests per second and burst, per viewer, per device
@@ -71,44 +78,32 @@ class Settings:
     alliance_clock_origin: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"ROOMFEED_PORT must be a TCP port (0 to 65535), got {self.port}")
         if not 1 <= self.kafka_min_insync_replicas <= self.kafka_replication_factor:
-            raise ValueError(
+            raise SettingsError(
                 "ROOMFEED_KAFKA_MIN_INSYNC_REPLICAS must be between 1 and ROOMFEED_KAFKA_REPLICATION_FACTOR "
                 f"(got {self.kafka_min_insync_replicas} of {self.kafka_replication_factor})"
             )
         if not self.alliance_time_scale > 0:
             raise ValueError("ROOMFEED_ALLIANCE_TIME_SCALE must be greater than 0")
         if self.archive_retention_days < MIN_ARCHIVE_RETENTION_DAYS:
-            raise ValueError(
+            raise SettingsError(
                 f"ROOMFEED_ARCHIVE_RETENTION_DAYS must be at least {MIN_ARCHIVE_RETENTION_DAYS} "
                 "(Kafka keeps 7 days; a replay must not meet forgotten event ids)"
             )
 
     @classmethod
     def from_env(cls) -> Settings:
+        """The settings the environment gives; SettingsError names the first variable that is wrong."""
         defaults = cls()
-        env_names = {
-            "database_url": "DATABASE_URL",
-            "redis_url": "REDIS_URL",
-            "kafka_bootstrap": "KAFKA_BOOTSTRAP",
-        }
         values: dict[str, object] = {}
         for f in fields(cls):
-            name = env_names.get(f.name, "ROOMFEED_" + f.name.upper())
+            name = env_name(f.name)
             raw = os.environ.get(name)
-            if raw in (None, ""):
+            if raw is None or raw == "":
                 continue
-            current = getattr(defaults, f.name)
-            if isinstance(current, bool):
-                values[f.name] = raw.lower() in ("1", "true", "yes")
-            elif isinstance(current, int):
-                values[f.name] = int(raw)
-            elif isinstance(current, float):
-                values[f.name] = float(raw)
-            elif isinstance(current, Path):
-                values[f.name] = Path(raw)
-            else:
-                values[f.name] = raw
+            values[f.name] = _parse(name, raw, getattr(defaults, f.name))
         return cls(**values)  # type: ignore[arg-type]
 
     def topic(self, name: str) -> str:
@@ -120,6 +115,39 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+
+_ENV_NAMES = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL", "kafka_bootstrap": "KAFKA_BOOTSTRAP"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a Settings field."""
+    return _ENV_NAMES.get(field_name, "ROOMFEED_" + field_name.upper())
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    text = raw.strip()
+    if isinstance(default, bool):
+        if text.lower() not in (*_TRUE, *_FALSE):
+            raise SettingsError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
+        return text.lower() in _TRUE
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if isinstance(default, float):
+        try:
+            value = float(text)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise SettingsError(f"{name}={raw!r} is not a finite number")
+        return value
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw
 
 
 def external_services() -> dict[str, bool]:

@@ -15,7 +15,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from roomfeed.observability import JsonFormatter, RequestMiddleware
+from roomfeed.logs import JsonFormatter
+from roomfeed.observability import RequestMiddleware
 from roomfeed.settings import REPO_ROOT
 from tests.app_fixtures import bearer
 from tests.hostile.conftest import Tenant
