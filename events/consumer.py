@@ -145,7 +145,9 @@ class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _positions(polled: Polled) -> str:
     """A batch's place in the log, for its log lines: topic:partition@first-last, ..."""
-    return ",".join(f"{tp.topic}:{tp.partition}@{rs[0].offset}-{rs[-1].offset}" for tp, rs in polled.items() if rs)
+    return ",".join(
+        f"{tp.topic}:{tp.partition}@{rs[0].offset}-{rs[-1].offset}" for tp, rs in polled.items() if rs
+    )
 
 
 def _event_id(value: bytes | None) -> str | None:
