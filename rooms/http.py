@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,19 +32,14 @@ from rooms.catalog import MerchantCatalog
 from rooms.consults import ConsultBook
 from rooms.deals import DealBook, claim_json
 from rooms.directory import RoomDirectory
+from rooms.inputs import CURRENCY, URL, epoch, read_merchant, read_product, read_room, read_staff, read_store
 from rooms.lifecycle import RoomBook
 from rooms.live_index import LiveIndex
 from rooms.outbox import LIFECYCLE_TOPIC, KafkaPublisher, RoomRelay
 
 log = logging.getLogger("roomfeed.rooms")
 
-PRICE_BANDS = ("low", "mid", "high", "luxury")
-FORMATS = ("one_to_many", "one_to_one")
 STATUSES = ("scheduled", "live", "ended")
-URL = re.compile(r"^(https?|rtmps?)://[^\s]{1,490}$")
-CURRENCY = re.compile(r"^[A-Z]{3}$")
-# Timestamps are epoch seconds; anything outside these years is a unit mistake (ms, or 0).
-EPOCH_MIN, EPOCH_MAX = 1_500_000_000, 4_000_000_000
 
 
 @dataclass
@@ -94,16 +88,6 @@ class Rooms:
         await self.relay.stop()
 
 
-def _label(body: Body, field: str, *, required: bool = True, max_len: int = 40) -> str | None:
-    value = body.text(field, required=required, max_len=max_len)
-    return value.strip().lower() if isinstance(value, str) else None
-
-
-def _epoch(body: Body, field: str, *, required: bool = True) -> Any:
-    """Epoch seconds (None when optional and absent); like every Body reader, checked by finish()."""
-    return body.number(field, required=required, minimum=EPOCH_MIN, maximum=EPOCH_MAX)
-
-
 async def _optional_json(request: Request) -> Any:
     """A body that may be absent (claims): {} when empty, else JSON, within a small limit."""
     raw = await request.body()
@@ -149,13 +133,9 @@ async def create_merchant(request: Request, domain: Rooms) -> Response:
       201: {description: "{merchant_id, key, merchant}"}
     """
     await require(request, "operator")
-    body = Body(await read_json(request))
-    name = body.text("name", max_len=120)
-    category = _label(body, "category", required=False)
-    description = body.text("description", required=False, max_len=2000, min_len=0, default="")
-    body.finish()
-    merchant = await domain.catalog.create_merchant(name, category, description or "")
-    _, key = await create_key(domain.pool, "merchant", merchant["merchant_id"], label=name)
+    new = read_merchant(await read_json(request))
+    merchant = await domain.catalog.create_merchant(new.name, new.category, new.description)
+    _, key = await create_key(domain.pool, "merchant", merchant["merchant_id"], label=new.name)
     return json({"merchant_id": merchant["merchant_id"], "key": key, "merchant": merchant}, status=201)
 
 
@@ -206,12 +186,8 @@ async def create_store(request: Request, domain: Rooms) -> Response:
       201: {description: the store}
     """
     principal = await require(request, "merchant")
-    body = Body(await read_json(request))
-    name = body.text("name", max_len=120)
-    city = body.text("city", required=False, max_len=80)
-    address = body.text("address", required=False, max_len=300)
-    body.finish()
-    store = await domain.catalog.create_store(principal.merchant_id or "", name, city, address)
+    new = read_store(await read_json(request))
+    store = await domain.catalog.create_store(principal.merchant_id or "", new.name, new.city, new.address)
     return json(store, status=201)
 
 
@@ -246,11 +222,8 @@ async def add_staff(request: Request, domain: Rooms) -> Response:
     """
     principal = await require(request, "merchant")
     store_id = _path_id(request, "store_id")
-    body = Body(await read_json(request))
-    name = body.text("name", max_len=120)
-    role = body.text("role", required=False, max_len=80)
-    body.finish()
-    staff = await domain.catalog.add_staff(principal.merchant_id or "", store_id, name, role)
+    new = read_staff(await read_json(request))
+    staff = await domain.catalog.add_staff(principal.merchant_id or "", store_id, new.name, new.role)
     return json(staff, status=201)
 
 
@@ -287,14 +260,9 @@ async def create_product(request: Request, domain: Rooms) -> Response:
       201: {description: the product}
     """
     principal = await require(request, "merchant")
-    body = Body(await read_json(request))
-    title = body.text("title", max_len=200)
-    price = body.number("price", minimum=0.01, maximum=10_000_000)  # numeric(12, 2): less rounds to 0
-    currency = body.text("currency", max_len=3, pattern=CURRENCY)
-    category = _label(body, "category", required=False)
-    body.finish()
+    new = read_product(await read_json(request))
     product = await domain.catalog.create_product(
-        principal.merchant_id or "", title, price, currency, category
+        principal.merchant_id or "", new.title, new.price, new.currency, new.category
     )
     return json(product, status=201)
 
@@ -340,26 +308,17 @@ async def create_room(request: Request, domain: Rooms) -> Response:
       201: {description: the room}
     """
     principal = await require(request, "merchant")
-    body = Body(await read_json(request))
-    title = body.text("title", max_len=120)
-    category = _label(body, "category")
-    host = body.text("host", required=False, max_len=64, default="")
-    tags = body.text_list("tags", required=False, max_items=20, max_len=40)
-    price_band = body.choice("price_band", PRICE_BANDS, required=False, default="mid")
-    room_format = body.choice("format", FORMATS, required=False, default="one_to_many")
-    scheduled_at = _epoch(body, "scheduled_at", required=False)
-    stream_url = body.text("stream_url", required=False, max_len=500, pattern=URL, default="")
-    body.finish()
+    new = read_room(await read_json(request))
     room = await domain.rooms.create(
         principal.merchant_id or "",
-        title=title,
-        category=category or "",
-        host=host or "",
-        tags=[t.strip().lower() for t in tags or []],
-        price_band=price_band,
-        format=room_format,
-        scheduled_at=scheduled_at,
-        stream_url=stream_url or "",
+        title=new.title,
+        category=new.category,
+        host=new.host,
+        tags=new.tags,
+        price_band=new.price_band,
+        format=new.format,
+        scheduled_at=new.scheduled_at,
+        stream_url=new.stream_url,
     )
     return json(room, status=201)
 
@@ -538,8 +497,8 @@ async def create_deal(request: Request, domain: Rooms) -> Response:
     currency = body.text("currency", required=False, max_len=3, pattern=CURRENCY)
     quantity = body.integer("quantity", minimum=1, maximum=1_000_000)
     per_viewer_limit = body.integer("per_viewer_limit", required=False, minimum=1, maximum=1000, default=1)
-    starts_at = _epoch(body, "starts_at", required=False)
-    ends_at = _epoch(body, "ends_at")
+    starts_at = epoch(body, "starts_at", required=False)
+    ends_at = epoch(body, "ends_at")
     body.finish()
     deal = await domain.deals.create(
         principal.merchant_id or "",
@@ -643,8 +602,8 @@ async def open_slot(request: Request, domain: Rooms) -> Response:
     principal = await require(request, "merchant")
     room_id = _path_id(request, "room_id")
     body = Body(await read_json(request))
-    starts_at = _epoch(body, "starts_at")
-    ends_at = _epoch(body, "ends_at")
+    starts_at = epoch(body, "starts_at")
+    ends_at = epoch(body, "ends_at")
     staff_id = body.ident("staff_id", required=False)
     body.finish()
     slot = await domain.consults.open_slot(
