@@ -46,7 +46,7 @@ _PARTITION_LOCK = 72_000_200
 _PRUNE_LOCK = 72_000_201
 
 # payload travels as text: binary COPY has no jsonb encoder, and orjson has already encoded it.
-_STAGING = """
+STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS interactions_staging (
     event_id text, type text, viewer_id text, session_id text, room_id text, merchant_id text,
     ts timestamptz, dwell_ms integer, amount numeric(14, 2), payload text, device_id text,
@@ -67,6 +67,18 @@ SELECT DISTINCT ON (s.event_id) s.event_id, s.type, s.viewer_id, s.session_id, s
 FROM interactions_staging s JOIN fresh f ON f.event_id = s.event_id
 ORDER BY s.event_id
 """
+
+
+async def archive_rows(conn: asyncpg.Connection, rows: list[tuple[Any, ...]], *, more: bool = False) -> int:
+    """COPY `rows` (`to_row`) into the staging table and archive those whose ids are new, in the
+    caller's transaction (STAGING created on `conn`, the rows' day partitions in place); returns how
+    many were new. `more`: further batches follow in the same transaction (the staging table is
+    emptied after this one instead of at commit)."""
+    await conn.copy_records_to_table("interactions_staging", records=rows, columns=COLUMNS)
+    status = await conn.execute(_CLAIM_AND_INSERT)
+    if more:
+        await conn.execute("TRUNCATE interactions_staging")
+    return int(status.rsplit(" ", 1)[-1])
 
 
 def _ms(value: int) -> dt.datetime:
@@ -155,12 +167,11 @@ class ArchiveSink:
         rows = [to_row(e) for e in batch]
         await self.ensure_partitions({row[6].date() for row in rows})
         async with self.pool.acquire() as conn:
-            await conn.execute(_STAGING)
+            await conn.execute(STAGING)
             async with conn.transaction():
-                await conn.copy_records_to_table("interactions_staging", records=rows, columns=COLUMNS)
-                status = await conn.execute(_CLAIM_AND_INSERT)
+                written = await archive_rows(conn, rows)
         await self._prune_if_due()
-        return int(status.rsplit(" ", 1)[-1])
+        return written
 
     async def prune(self, keep_days: int, today: dt.date | None = None) -> list[str]:
         """Drop day partitions and forget event ids older than `keep_days` (past any replay of ingest);

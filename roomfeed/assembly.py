@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute
 from alliance import http as alliance_http
 from alliance.consumer import AllianceSink
 from alliance.http import Alliance
+from bulk import cli as bulk_cli
 from console import demo
 from console import http as console_http
 from console.http import Console
@@ -246,4 +247,9 @@ VERBS: Mapping[str, Verb] = {
         "rebuild Redis state from PostgreSQL (and Kafka with --live-stats)", add_rebuild_args, rebuild_command
     ),
     "demo": Verb("run the whole marketplace locally", demo.add_demo_args, demo.demo_command),
+    "import": Verb(
+        "import a platform's history: merchants, rooms, interactions (docs/import.md)",
+        bulk_cli.add_import_args,
+        bulk_cli.import_command,
+    ),
 }

@@ -10,6 +10,7 @@
     roomfeed keys viewer-token VIEWER    sign a viewer token (what the platform login does)
     roomfeed rebuild [--live-stats]      rebuild Redis: the live index from PostgreSQL, live stats from Kafka
     roomfeed demo                        the whole marketplace, running
+    roomfeed import PATH... [--json]     a platform's history: merchants ... rooms, interactions, a first model
 
 The plumbing verbs are here; the domains' verbs (worker, train, evaluate, rebuild, demo) come from
 the composition root's `VERBS` (roomfeed.assembly), the one module that knows every domain.

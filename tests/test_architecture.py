@@ -13,7 +13,7 @@ from roomfeed.settings import REPO_ROOT
 
 ROOT_MODULES = ("roomfeed.assembly", "roomfeed.cli")  # the composition root and the CLI on top of it
 PLUMBING = "roomfeed"
-DOMAINS = ("rooms", "events", "ranking", "alliance", "feed", "console", "simulator")
+DOMAINS = ("rooms", "events", "ranking", "alliance", "feed", "console", "simulator", "bulk")
 # Packages that may import the feed: the domains that depend on it (none: the feed composes the
 # others) — the root, the benchmarks, the tests and the developer tooling are not domains.
 FEED_DEPENDENTS: tuple[str, ...] = ()
