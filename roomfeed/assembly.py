@@ -53,6 +53,7 @@ from ranking import cli as ranking_cli
 from ranking import http as ranking_http
 from ranking.http import Ranking
 from roomfeed.app import Api
+from roomfeed.reach import unreachable
 from roomfeed.redis_client import create_redis
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
@@ -196,7 +197,9 @@ async def rebuild_command(settings: Settings, args: argparse.Namespace) -> int:
     redis = create_redis(settings)
     try:
         replays = await rebuild_live_stats(settings, redis)
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # aiokafka's errors are RuntimeErrors too: roomfeed.cli names the service
+        if unreachable(exc, settings) is not None:
+            raise
         print(f"roomfeed rebuild: {exc}", file=sys.stderr)
         return 2
     finally:

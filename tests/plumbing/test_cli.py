@@ -84,9 +84,11 @@ def test_redis_down_is_one_line_naming_it(settings: Settings) -> None:
 
 def test_kafka_down_is_one_line_naming_it(settings: Settings) -> None:
     bootstrap = f"127.0.0.1:{free_port()}"
-    done = _roomfeed({**process_env(settings), "KAFKA_BOOTSTRAP": bootstrap}, "worker", "--no-migrate")
+    done = _roomfeed(
+        {**process_env(settings), "KAFKA_BOOTSTRAP": bootstrap}, "rebuild", "--no-migrate", "--live-stats"
+    )
     assert done.returncode == 69, done.stderr
-    assert _one_line(done.stderr).startswith(f"roomfeed worker: Kafka at {bootstrap} is unreachable")
+    assert _one_line(done.stderr).startswith(f"roomfeed rebuild: Kafka at {bootstrap} is unreachable")
 
 
 def test_cli_logs_are_json_lines(settings: Settings) -> None:
@@ -95,7 +97,7 @@ def test_cli_logs_are_json_lines(settings: Settings) -> None:
         "ROOMFEED_LOG_LEVEL": "INFO",
         "KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
     }
-    done = _roomfeed(env, "worker", "--no-migrate")
+    done = _roomfeed(env, "rebuild", "--no-migrate", "--live-stats")
     logged = [line for line in done.stderr.splitlines() if not line.startswith("roomfeed")]
     assert logged, done.stderr
     for line in logged:
