@@ -24,7 +24,7 @@ from ranking.evaluation import Evaluation, Method, PageJudge, evaluate, lightfm_
 from ranking.features import RoomFeatures
 from ranking.history import ViewerHistories
 from ranking.model import ModelParams, RankingModel, train_model
-from ranking.ranker import LIGHTFM_FEATURES, Ranker, design, fit_ranker, lists_of
+from ranking.ranker import LIGHTFM_FEATURES, Ranker, choose_lightfm, design, fit_ranker, lists_of
 from ranking.replay import Schedule, Target, build_merchant_table, category_vocabulary, replay
 from ranking.scorer import Scorer
 
@@ -45,9 +45,12 @@ class FitConfig:
 @dataclass
 class FittedModel:
     model: RankingModel  # LightFM on the whole window, with the ranker, its merchant table and histories
-    ranker: Ranker
+    ranker: (
+        Ranker  # with LightFM's columns only when they helped on the validation lists (info["lightfm_used"])
+    )
     ranker_no_lightfm: Ranker
     timings: dict[str, float]
+    ranker_lightfm: Ranker | None = None  # the variant with LightFM's columns (for the ablation's figures)
 
 
 def training_lists(targets: Sequence[Target], purchase_weight: float) -> Any:
@@ -97,16 +100,23 @@ def fit_model(
     lists = training_lists(targets, cfg.purchase_weight)
     timings["lists_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ranker = fit_ranker(lists)
+    with_lightfm = fit_ranker(lists)
     ablation = fit_ranker(lists, drop=LIGHTFM_FEATURES)
+    # LightFM's columns stay only if they help on the validation lists: on a platform where popularity,
+    # history and co-visitation already say what LightFM knows, its column is noise the gate would pay for.
+    ranker = choose_lightfm(with_lightfm, ablation)
     timings["ranker_s"] = time.perf_counter() - t0
-    print(f"ranker: {len(lists)} lists, l2 {ranker.info.get('l2')}", file=out)
+    print(
+        f"ranker: {len(lists)} lists, l2 {ranker.info.get('l2')}, validation with LightFM "
+        f"{with_lightfm.info.get('validation')} vs without {ablation.info.get('validation')}",
+        file=out,
+    )
     t0 = time.perf_counter()
     data = build_training_set(log, features, until_ms, cfg.weights, exclude_merchants)
     model = train_model(data, cfg.model, version, progress=False)
     timings["lightfm_s"] = time.perf_counter() - t0
     attach_ranker(model, ranker, log, features, until_ms)
-    return FittedModel(model, ranker, ablation, timings)
+    return FittedModel(model, ranker, ablation, timings, with_lightfm)
 
 
 def attach_ranker(

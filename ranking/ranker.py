@@ -434,6 +434,15 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+def choose_lightfm(with_lightfm: Ranker, without: Ranker) -> Ranker:
+    """The variant that did better on the validation lists (`fit_ranker`'s latest quarter): LightFM's
+    columns stay only where they help this platform's log. `info["lightfm_used"]` says which."""
+    keep = with_lightfm.info.get("validation", 1.0) > without.info.get("validation", 0.0)
+    chosen = with_lightfm if keep else without
+    chosen.info["lightfm_used"] = float(keep)
+    return chosen
+
+
 def baseline_ranker(name: str) -> Ranker:
     weights = BASELINE_WEIGHTS[name]
     return Ranker(np.array([weights.get(f, 0.0) for f in FEATURES]), FEATURES, {"baseline": 1.0})
@@ -601,4 +610,6 @@ def fit_ranker(
                 best, best_l2 = value, l2
     w = _fit(z, best_l2, mask) if len(z) else np.zeros(len(FEATURES))
     info["l2"] = best_l2
+    if best_l2 in l2_grid and f"validation_{best_l2:g}" in info:
+        info["validation"] = info[f"validation_{best_l2:g}"]
     return Ranker(w / scale, FEATURES, info)

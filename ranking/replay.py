@@ -236,7 +236,7 @@ def replay(
     max_targets: Sequence[int],
     merchant_ids: Sequence[str] | None = None,
     seed: int = 0,
-    snapshot_every_ms: int = HOUR_MS,
+    snapshot_every_ms: int = 10 * 60_000,
     session_filter: bool = True,
     max_candidates: int | None = None,
     session_window_ms: int = HOUR_MS,
@@ -343,10 +343,17 @@ def replay(
             where = np.flatnonzero(live == r)
             sampling = np.zeros(live.size)
             if where.size and live.size > 1:
+                history = events.history(v, asked)
                 if max_candidates is not None and live.size > max_candidates:
-                    others = np.flatnonzero((live != r) & ~passed)
+                    # The viewer's entered merchants are the hard competitors of every target: all of them
+                    # stay in the list; the other live rooms are sampled (and the softmax corrected).
+                    known = np.zeros(live.size, dtype=bool)
+                    if len(history):
+                        entered = history.merchants[history.stats[:, 0] > 0]
+                        known = np.isin(room_pos[live], entered) & (room_pos[live] >= 0)
+                    others = np.flatnonzero((live != r) & ~passed & ~known)
                     keep = rng.choice(others, min(max_candidates, others.size), replace=False)
-                    sel = np.sort(np.concatenate([keep, np.flatnonzero((live == r) | passed)]))
+                    sel = np.sort(np.concatenate([keep, np.flatnonzero((live == r) | passed | known)]))
                     sampled = np.zeros(live.size, dtype=bool)
                     sampled[keep] = True
                     sampling = np.where(sampled, np.log(others.size / max(keep.size, 1)), 0.0)[sel]
@@ -354,7 +361,6 @@ def replay(
                     where = np.flatnonzero(live == r)
                 lp = room_pos[live]
                 safe = np.maximum(lp, 0)
-                history = events.history(v, asked)
                 lightfm = None
                 if scorer is not None and room_items is not None:
                     user = scorer.user_vector(log.viewer_ids[v])

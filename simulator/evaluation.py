@@ -12,26 +12,44 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ranking.dataset import from_simulator
-from ranking.evaluation import table
+from ranking.evaluation import PageJudge, baseline, page_method, ranker_method, table
 from ranking.offline import FitConfig, evaluate_model, fit_model
 from ranking.replay import Schedule
 from simulator.market import Marketplace
 
 DAY_MS = 86_400_000
-METHODS = ("ranker", "ranker_no_lightfm", "lightfm", "rep_pop", "rep_live_pop", "pop", "live_pop", "random")
+METHODS = (
+    "ranker",
+    "ranker_lightfm",
+    "ranker_no_lightfm",
+    "lightfm",
+    "rep_pop",
+    "rep_live_pop",
+    "pop",
+    "live_pop",
+    "random",
+)
 PAGE_METHODS = ("ranker_page", "rep_live_pop_page")
 
 
 def evaluate_market(
-    market: Marketplace, targets: int = 6_000, seed: int = 0, say: Any = None
+    market: Marketplace,
+    targets: int = 6_000,
+    seed: int = 0,
+    say: Any = None,
+    page_of: Callable[[Schedule], PageJudge] | None = None,
 ) -> dict[str, Any]:
-    """Fit on days [0, days - 1), judge the last day; figures and paired differences as a dict."""
+    """Fit on days [0, days - 1), judge the last day; figures and paired differences as a dict.
+
+    `page_of(schedule)`: the feed's page judge (feed.replay.FeedPage), handed in by whoever may import
+    the feed (a benchmark, the composition root); with it the table also has `*_page` rows."""
     out = say or sys.stderr
     t0 = time.perf_counter()
     log = from_simulator(market)
@@ -48,22 +66,31 @@ def evaluate_market(
         log, features, schedule, split, FitConfig(seed=seed), version=f"sim-{market.config.seed}"
     )
     print("judging the last day", file=out)
+    extra: dict[str, Any] = {}
+    if page_of is not None:  # the page the feed would serve: its diversity and exploration after the ranker
+        page = page_of(schedule)
+        extra = {
+            "ranker_page": page_method(ranker_method(fitted.ranker), page),
+            "rep_live_pop_page": page_method(baseline("rep_live_pop"), page),
+        }
     ev, _ = evaluate_model(
         log,
         features,
         schedule,
         {
             "ranker": (fitted.model, fitted.ranker),
+            "ranker_lightfm": (fitted.model, fitted.ranker_lightfm or fitted.ranker),
             "ranker_no_lightfm": (fitted.model, fitted.ranker_no_lightfm),
         },
         (split, split + DAY_MS),
         max_targets=targets,
         seed=seed,
+        extra=extra,
     )
     r = ev.results
     best, pop = ev.best_baseline, ev.best_pop
     diff = ev.difference("ranker", best, seed=seed)
-    ablation = ev.difference("ranker", "ranker_no_lightfm", split="discovery", seed=seed)
+    ablation = ev.difference("ranker_lightfm", "ranker_no_lightfm", split="discovery", seed=seed)
     pages = {
         f"hr5_{k}": round(r[k]["overall"]["hr5"], 4) for k in ("ranker_page", "rep_live_pop_page") if k in r
     }
@@ -96,6 +123,9 @@ def evaluate_market(
         "hr5_purchase_ranker": round(r["ranker"]["purchase"]["hr5"], 4),
         "hr5_purchase_reppop": round(r[best]["purchase"]["hr5"], 4),
         "ranker_l2": fitted.ranker.info.get("l2"),
+        "lightfm_used": bool(fitted.ranker.info.get("lightfm_used", 1.0)),
+        "hr5_repeat_ranker": round(r["ranker"]["repeat"]["hr5"], 4),
+        "hr5_repeat_reppop": round(r[best]["repeat"]["hr5"], 4),
         "weights": {k: round(v, 4) for k, v in fitted.ranker.as_dict().items()},
         "seconds": round(time.perf_counter() - t0, 1),
         **{k: round(v, 1) for k, v in fitted.timings.items()},
@@ -112,7 +142,8 @@ def summary(run: dict[str, Any]) -> list[str]:
         f"{run['hr5_diff_ci_high']:+.4f}), NDCG@10 {run['ndcg10_diff']:+.4f}",
         f"new among never-entered: ranker {run['hr5_new_discovery_ranker']:.3f} vs {run['best_pop']} "
         f"{run['hr5_new_discovery_pop']:.3f} = {ratio:.2f}x; LightFM adds {run['ablation_new_gain']:+.4f} "
-        f"(CI {run['ablation_new_ci_low']:+.4f} .. {run['ablation_new_ci_high']:+.4f})",
+        f"(CI {run['ablation_new_ci_low']:+.4f} .. {run['ablation_new_ci_high']:+.4f}); "
+        f"LightFM's columns {'kept' if run['lightfm_used'] else 'dropped'} by the validation lists",
     ]
 
 

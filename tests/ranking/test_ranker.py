@@ -9,7 +9,16 @@ from ranking.evaluation import baseline
 from ranking.features import RoomFeatures
 from ranking.model import ModelParams, RankingModel, train_model
 from ranking.offline import attach_ranker, merchant_features
-from ranking.ranker import FEATURES, Lists, Ranker, baseline_ranker, design, fit_ranker
+from ranking.ranker import (
+    FEATURES,
+    LIGHTFM_FEATURES,
+    Lists,
+    Ranker,
+    baseline_ranker,
+    choose_lightfm,
+    design,
+    fit_ranker,
+)
 from ranking.replay import Target
 from simulator import Marketplace
 
@@ -68,3 +77,27 @@ def test_artifact_carries_ranker_table_and_histories(
     assert again.histories is not None and model.histories is not None
     viewer = model.histories.viewer_ids[0]
     assert np.allclose(again.histories.of(viewer).stats, model.histories.of(viewer).stats)
+
+
+def test_lightfm_columns_stay_only_where_they_help_on_the_validation_lists() -> None:
+    rng = np.random.default_rng(1)
+    n_lists, size = 2_000, 20
+    x = rng.normal(size=(n_lists * size, len(FEATURES))).astype(np.float32)
+    true = np.zeros(len(FEATURES))
+    true[FEATURES.index("h_enters")] = 2.0
+    utility = (x @ true).reshape(n_lists, size) + rng.gumbel(size=(n_lists, size))
+    target = utility.argmax(axis=1)
+    lf = FEATURES.index("lightfm")
+    # LightFM's column points at the target in the earlier lists and away from it in the latest quarter
+    # (the validation lists): it looks useful in training and does not generalise.
+    for i in range(n_lists):
+        x[i * size + target[i], lf] = 3.0 if i < 0.75 * n_lists else -3.0
+    lists = Lists(x, np.arange(0, n_lists * size + 1, size), target, np.ones(n_lists), None)
+    chosen = choose_lightfm(fit_ranker(lists), fit_ranker(lists, drop=LIGHTFM_FEATURES))
+    assert chosen.info["lightfm_used"] == 0.0 and chosen.weights[lf] == 0.0
+    useful = x.copy()
+    for i in range(n_lists):
+        useful[i * size + target[i], lf] = 3.0
+    lists = Lists(useful, lists.offsets, target, np.ones(n_lists), None)
+    chosen = choose_lightfm(fit_ranker(lists), fit_ranker(lists, drop=LIGHTFM_FEATURES))
+    assert chosen.info["lightfm_used"] == 1.0 and chosen.weights[lf] > 0
