@@ -1,10 +1,15 @@
 """Attribution codes: compact, URL-safe, HMAC-signed tokens naming a merchant (and store, staff).
 
 A code carries what it attributes, so `parse` needs no database round trip and a forged or
-altered code fails its signature. Layout before base64url: version byte, 6 random bytes (so two
-codes for the same store differ and none can be guessed), three fields (merchant, store, staff),
-then the first 12 bytes of HMAC-SHA256(settings.code_secret, everything before). A field that is
-a roomfeed id (`mer_<16 hex>`) packs into 9 bytes; any other id is stored as its text.
+altered code fails its signature. Layout before base64url: version byte, (version 2) a key-id byte,
+6 random bytes (so two codes for the same store differ and none can be guessed), three fields
+(merchant, store, staff), then the first 12 bytes of HMAC-SHA256(key, everything before). A field
+that is a roomfeed id (`mer_<16 hex>`) packs into 9 bytes; any other id is stored as its text.
+
+Keys rotate (`settings.code_keys`, a keyring of kids 0..255: the first signs, all verify), so a
+printed QR code keeps working until its key is retired. Version-1 codes (printed before key ids)
+verify with key 0. A code has one spelling: base64url without padding whose unused low bits are
+zero; any other string that decodes to the same bytes is refused, so it is never counted or listed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import asyncpg
 from roomfeed.errors import NotFound
 from roomfeed.settings import Settings
 
-VERSION = 1
+VERSION = 2
+LEGACY_VERSION = 1  # no key-id byte: verified with key 0
 MAC_BYTES = 12
 NONCE_BYTES = 6
 _PACKED = re.compile(r"^(mer|sto|stf)_([0-9a-f]{16})$")
@@ -83,24 +89,61 @@ def _unpack_field(data: bytes, pos: int) -> tuple[str | None, int]:
     raise ValueError("unknown field tag")
 
 
+@dataclass(frozen=True)
+class CodeKeyring:
+    """Code keys by id (0..255): the first signs, every one verifies."""
+
+    keys: tuple[tuple[int, bytes], ...]
+
+    @classmethod
+    def parse(cls, text: str, legacy_secret: str) -> CodeKeyring:
+        if not text.strip():
+            return cls(((0, legacy_secret.encode()),))
+        keys: list[tuple[int, bytes]] = []
+        for part in text.split(","):
+            kid, sep, secret = part.strip().partition(":")
+            if not sep or not secret or not kid.isdigit() or not 0 <= int(kid) <= 255:
+                raise ValueError("ROOMFEED_CODE_KEYS is kid:secret[,kid:secret...] with kids 0..255")
+            if any(int(kid) == k for k, _ in keys):
+                raise ValueError(f"code key id {kid} appears twice")
+            keys.append((int(kid), secret.encode()))
+        return cls(tuple(keys))
+
+    @property
+    def signing(self) -> tuple[int, bytes]:
+        return self.keys[0]
+
+    def get(self, kid: int) -> bytes | None:
+        return next((secret for k, secret in self.keys if k == kid), None)
+
+    def kids(self) -> list[int]:
+        return [k for k, _ in self.keys]
+
+
+def code_keyring(settings: Settings) -> CodeKeyring:
+    return CodeKeyring.parse(settings.code_keys, settings.code_secret)
+
+
 class CodeSigner:
     """Signs and verifies codes; pure (no I/O), so the feed can parse a code on its hot path."""
 
-    def __init__(self, secret: str) -> None:
-        self._key = secret.encode()
+    def __init__(self, keys: str | CodeKeyring) -> None:
+        self.ring = keys if isinstance(keys, CodeKeyring) else CodeKeyring(((0, keys.encode()),))
 
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:MAC_BYTES]
+    @staticmethod
+    def _mac(key: bytes, payload: bytes) -> bytes:
+        return hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES]
 
     def sign(self, attribution: Attribution, nonce: bytes | None = None) -> str:
+        kid, key = self.ring.signing
         payload = (
-            bytes([VERSION])
+            bytes([VERSION, kid])
             + (nonce if nonce is not None else secrets.token_bytes(NONCE_BYTES))
             + _pack_field(attribution.merchant_id)
             + _pack_field(attribution.store_id)
             + _pack_field(attribution.staff_id)
         )
-        return _b64(payload + self._mac(payload))
+        return _b64(payload + self._mac(key, payload))
 
     def parse(self, code: str) -> Attribution:
         if not isinstance(code, str) or not CODE_PATTERN.match(code):
@@ -109,13 +152,24 @@ class CodeSigner:
             raw = _unb64(code)
         except ValueError:
             raise InvalidCode("this code is not a roomfeed attribution code") from None
-        if len(raw) < 1 + NONCE_BYTES + 3 + MAC_BYTES:
+        if _b64(raw) != code:  # one spelling per code: spare bits set, or a length no encoder makes
+            raise InvalidCode("this code is not a roomfeed attribution code")
+        if len(raw) < 2 + NONCE_BYTES + 3 + MAC_BYTES:
             raise InvalidCode("this code is not a roomfeed attribution code")
         payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
-        if not hmac.compare_digest(mac, self._mac(payload)) or payload[0] != VERSION:
+        if payload[0] == VERSION:
+            kid, header = payload[1], 2
+        elif payload[0] == LEGACY_VERSION:
+            kid, header = 0, 1
+        else:
+            raise InvalidCode("this code is forged or altered")
+        key = self.ring.get(kid)
+        if key is None:  # a retired (or unknown) key
+            raise InvalidCode("this code's key has been retired")
+        if not hmac.compare_digest(mac, self._mac(key, payload)):
             raise InvalidCode("this code is forged or altered")
         try:
-            pos = 1 + NONCE_BYTES
+            pos = header + NONCE_BYTES
             merchant_id, pos = _unpack_field(payload, pos)
             store_id, pos = _unpack_field(payload, pos)
             staff_id, pos = _unpack_field(payload, pos)
@@ -146,7 +200,7 @@ class CodeBook:
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.settings = settings
         self.pool = pool
-        self.signer = CodeSigner(settings.code_secret)
+        self.signer = CodeSigner(code_keyring(settings))
 
     def url(self, code: str) -> str:
         return self.settings.public_base_url.rstrip("/") + LANDING_PATH + code
@@ -175,19 +229,34 @@ class CodeBook:
             row["created_at"].timestamp(),
         )
 
-    async def record_open(self, code: str) -> int:
-        """Count one open (a session started from the code); returns the new count."""
+    async def record_open(self, code: str, device: str | None = None) -> int:
+        """Count an open (a scan of the landing page, a session started from the code) once per
+        device; returns the code's open count. Without a device every call counts."""
         attribution = self.parse(code)
-        opens = await self.pool.fetchval(
-            """INSERT INTO attribution_codes (code, merchant_id, store_id, staff_id, opens)
-               VALUES ($1, $2, $3, $4, 1)
-               ON CONFLICT (code) DO UPDATE SET opens = attribution_codes.opens + 1
-               RETURNING opens""",
-            code,
-            attribution.merchant_id,
-            attribution.store_id,
-            attribution.staff_id,
-        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO attribution_codes (code, merchant_id, store_id, staff_id)
+                   VALUES ($1, $2, $3, $4) ON CONFLICT (code) DO NOTHING""",
+                code,
+                attribution.merchant_id,
+                attribution.store_id,
+                attribution.staff_id,
+            )
+            first = (
+                await conn.fetchval(
+                    """INSERT INTO code_opens (code, device_hash) VALUES ($1, $2)
+                       ON CONFLICT DO NOTHING RETURNING true""",
+                    code,
+                    hashlib.sha256(device.encode()).digest(),
+                )
+                if device is not None
+                else True
+            )
+            opens = await conn.fetchval(
+                "UPDATE attribution_codes SET opens = opens + $2 WHERE code = $1 RETURNING opens",
+                code,
+                1 if first else 0,
+            )
         return int(opens)
 
     async def list(self, merchant_id: str, limit: int = 500) -> list[CodeInfo]:

@@ -34,7 +34,7 @@ from alliance.contribution import Policy, Verdict, VisitFacts, judge
 from alliance.evidence import EvidenceBook, VisitEvidence
 from alliance.grants import GrantBook
 from alliance.ledger import OWED_SQL
-from events.vocabulary import HEARTBEAT, IMPRESSION, LEAVE, PURCHASE
+from events.vocabulary import HEARTBEAT, IMPRESSION, LEAVE
 
 log = logging.getLogger("roomfeed.alliance")
 
@@ -78,7 +78,8 @@ class AllianceSink:
         async with self.pool.acquire() as conn, conn.transaction():
             terms, members = await partner_terms(conn)
             await self._remember_viewers(conn, events)
-            relevant = [e for e in events if e.get("type") in (*_JUDGED, PURCHASE)]
+            # A viewer's `purchase` is a funnel signal only: money comes from verified orders (alliance.orders).
+            relevant = [e for e in events if e.get("type") in _JUDGED]
             attributions: dict[str, list[ViewerAttribution]] = {}
             if relevant:
                 times = [received_s(e) for e in relevant]
@@ -90,8 +91,6 @@ class AllianceSink:
                 kind, event_id = event.get("type"), str(event["event_id"])
                 if kind == IMPRESSION and event_id in delivered:
                     await self._delivered(conn, event, delivered[event_id])
-                elif kind == PURCHASE:
-                    await self._order(conn, event, attributions)
                 elif kind in _JUDGED and event_id in evidence:
                     await self._visit(
                         conn, event, evidence[event_id], attributions, terms, members, burst_cache
@@ -303,38 +302,6 @@ class AllianceSink:
             alliance_id=alliance_id,
             amount=1.0,
             at=received_s(event),
-        )
-
-    # --- attributed orders -----------------------------------------------------------------------
-
-    async def _order(
-        self,
-        conn: asyncpg.Connection,
-        event: dict[str, Any],
-        attributions: dict[str, list[ViewerAttribution]],
-    ) -> None:
-        at = received_s(event)
-        in_force = [a for a in attributions.get(str(event["viewer_id"]), []) if a.starts_at <= at < a.ends_at]
-        amount = event.get("amount")
-        if not in_force or not isinstance(amount, (int, float)) or amount <= 0:
-            return
-        a = in_force[0]
-        await conn.execute(
-            """INSERT INTO attributed_orders (source_event_id, order_id, viewer_id, merchant_id, store_id, staff_id,
-                   seller_merchant_id, room_id, product_id, amount, currency, at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING""",
-            str(event["event_id"]),
-            str(event.get("order_id", "")),
-            a.viewer_id,
-            a.merchant_id,
-            a.store_id,
-            a.staff_id,
-            str(event.get("merchant_id", "")),
-            str(event.get("room_id", "")),
-            str(event.get("product_id", "")),
-            Decimal(str(round(float(amount), 2))),
-            str(event.get("currency", "CNY")),
-            _ts(at),
         )
 
 

@@ -8,29 +8,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from alliance import landing as landing_page
 from alliance.alliances import AllianceBook, Terms
 from alliance.attribution import AttributionBook
 from alliance.boost import AllianceBoost
 from alliance.clock import AllianceClock
 from alliance.codes import Attribution, CodeBook, CodeInfo, qr_png
 from alliance.ledger import Ledger
+from alliance.orders import OrderAttribution
 from alliance.scheduler import ExposureScheduler
 from roomfeed.auth import require
 from roomfeed.errors import NotFound
 from roomfeed.http import bound, json, query_int, read_json
 from roomfeed.leader import ALLIANCE_SCHEDULER, Leadership, always_lead
 from roomfeed.resources import Resources
+from roomfeed.settings import Settings
 from roomfeed.validation import ID_PATTERN, Body
+from rooms.orders import OrderSubscriber
 
+log = logging.getLogger("roomfeed.alliance")
 SCHEDULER_TICK_S = 5.0
+
+
+class VerifiedOrders(Protocol):
+    """What the alliance uses of the rooms domain's verified orders (rooms.orders.OrderBook)."""
+
+    def subscribe(self, subscriber: OrderSubscriber) -> None: ...
+
+    async def totals(self, merchant_id: str) -> list[dict[str, Any]]: ...
 
 
 class Merchants(Protocol):
@@ -45,7 +59,9 @@ class Merchants(Protocol):
 class Alliance:
     """The alliance domain in one API process: what its routes and the feed use, and the scheduler's ticks."""
 
+    settings: Settings
     merchants: Merchants
+    orders: VerifiedOrders
     alliances: AllianceBook
     code_book: CodeBook
     attribution_book: AttributionBook
@@ -58,11 +74,15 @@ class Alliance:
     clock: AllianceClock = AllianceClock()
 
     @classmethod
-    def build(cls, resources: Resources, merchants: Merchants) -> Alliance:
+    def build(cls, resources: Resources, merchants: Merchants, orders: VerifiedOrders) -> Alliance:
         pool, redis = resources.pool, resources.redis
         clock = AllianceClock.of(resources.settings)
+        # Verified orders are attributed as they are recorded: the only source of attributed GMV.
+        orders.subscribe(OrderAttribution(pool))
         return cls(
+            settings=resources.settings,
             merchants=merchants,
+            orders=orders,
             alliances=AllianceBook(pool),
             code_book=CodeBook(resources.settings, pool),
             attribution_book=AttributionBook(pool, redis, clock),
@@ -280,22 +300,60 @@ async def code_png(request: Request, domain: Alliance) -> Response:
 
 
 async def landing(request: Request, domain: Alliance) -> Response:
-    """Where a scanned code lands: who it attributes to; the app starts a session with it.
+    """Where a scanned code lands: an HTML page that opens the app (deep link) and falls back to the
+    web, counting one open per device (cookie `rf_dev`). `Accept: application/json` gets the code's
+    merchant, store and staff instead.
     ---
     security: []
     responses:
-      200: {description: the code's merchant, store and staff}
+      200: {description: "the landing page (text/html), or {code, merchant_id, store_id, staff_id, session} as JSON"}
+      404: {description: forged, altered, non-canonical or retired code}
     """
     code, attribution = _parse_code(request, domain)
-    return json(
-        {
-            "code": code,
-            "merchant_id": attribution.merchant_id,
-            "store_id": attribution.store_id,
-            "staff_id": attribution.staff_id,
-            "session": {"entry": {"code": code}},
-        }
+    accept = request.headers.get("accept", "")
+    if "application/json" in accept and "text/html" not in accept:
+        return json(
+            {
+                "code": code,
+                "merchant_id": attribution.merchant_id,
+                "store_id": attribution.store_id,
+                "staff_id": attribution.staff_id,
+                "session": {"entry": {"code": code}},
+            }
+        )
+    settings = domain.settings
+    device = request.cookies.get(landing_page.DEVICE_COOKIE, "")
+    fresh = not (0 < len(device) <= 64 and ID_PATTERN.match(device))
+    if fresh:
+        device = landing_page.new_device_id()
+    try:
+        await domain.code_book.record_open(code, device=f"cookie:{device}")
+    except Exception as exc:  # the viewer still lands; the count is best effort
+        log.warning("open of a code not counted: %s", exc)
+    body = landing_page.page(
+        code,
+        landing_page.app_link(settings.app_link_base, code),
+        landing_page.web_link(settings.web_fallback_url, code),
     )
+    response = HTMLResponse(
+        body,
+        headers={
+            "Content-Security-Policy": landing_page.CSP,
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+    if fresh:
+        response.set_cookie(
+            landing_page.DEVICE_COOKIE,
+            device,
+            max_age=landing_page.DEVICE_COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="lax",
+            secure=settings.public_base_url.startswith("https://"),
+        )
+    return response
 
 
 async def merchant_ledger(request: Request, domain: Alliance) -> Response:
@@ -312,7 +370,10 @@ async def merchant_ledger(request: Request, domain: Alliance) -> Response:
         raise NotFound("no such merchant")
     if not ID_PATTERN.match(merchant_id):
         raise NotFound("no such merchant")
-    return json(await domain.ledger.statement(merchant_id))
+    statement = await domain.ledger.statement(merchant_id)
+    # The merchant's own verified orders (rooms), to reconcile with the attributed ones.
+    statement["orders"] = await domain.orders.totals(merchant_id)
+    return json(statement)
 
 
 async def ops_alliances(request: Request, domain: Alliance) -> Response:

@@ -29,6 +29,7 @@ import asyncpg
 from alliance.alliances import Terms
 from alliance.clock import AllianceClock
 from alliance.contribution import CLAWBACK_REASONS, REASONS
+from alliance.orders import AttributedOrders, AttributedSales
 
 EXPIRY_DAYS = 7
 Kind = Literal["earned", "provisional", "confirmed", "clawed_back", "delivered", "expired"]
@@ -62,6 +63,16 @@ _BALANCE_UPDATES = {
     "expired": """UPDATE ledger_balances SET visits = visits + $3, expired = expired + $4
                   WHERE merchant_id = $1 AND alliance_id = $2""",
 }
+
+
+def _sales_json(s: AttributedSales) -> dict[str, Any]:
+    return {
+        "currency": s.currency,
+        "orders": s.orders,
+        "gross": float(s.gross),
+        "reversed": float(s.reversed),
+        "gmv": float(s.net),
+    }
 
 
 def _ts(epoch_s: float) -> datetime:
@@ -248,24 +259,7 @@ class Ledger:
             merchant_id,
         )
         commission_rate = float(rate_row) if rate_row is not None else Terms().commission_rate
-        orders = await self.pool.fetch(
-            """SELECT store_id, staff_id, currency, count(*) AS orders, sum(amount) AS gmv,
-                      GROUPING(store_id) AS no_store, GROUPING(staff_id) AS no_staff
-               FROM attributed_orders WHERE merchant_id = $1
-               GROUP BY GROUPING SETS ((store_id, currency), (staff_id, currency), (currency))""",
-            merchant_id,
-        )
-        by_store, by_staff, totals = [], [], []
-        for r in orders:
-            entry = {"currency": r["currency"], "orders": int(r["orders"]), "gmv": float(r["gmv"])}
-            if r["no_store"] == 0:
-                if r["store_id"] is not None:  # orders from merchant-level codes count in totals only
-                    by_store.append({"store_id": r["store_id"], **entry})
-            elif r["no_staff"] == 0:
-                if r["staff_id"] is not None:
-                    by_staff.append({"staff_id": r["staff_id"], **entry})
-            else:
-                totals.append(entry)
+        totals, by_store, by_staff = await AttributedOrders(self.pool).of_merchant(merchant_id)
         summary = {
             "contributed_visits": sum(b.visits for b in balances),
             "earned": round(sum(b.earned for b in balances), 4),
@@ -293,22 +287,34 @@ class Ledger:
                 for b in balances
             ],
             "visits": await self.visits(merchant_id),
+            # From verified orders only (POST /v1/orders), net of refunds and cancellations.
             "attributed": {
-                "orders": sum(t["orders"] for t in totals),
-                "gmv": [{"currency": t["currency"], "gmv": t["gmv"], "orders": t["orders"]} for t in totals],
-                "by_store": sorted(by_store, key=lambda e: (e["store_id"], e["currency"])),
-                "by_staff": sorted(by_staff, key=lambda e: (e["staff_id"], e["currency"])),
+                "orders": sum(t.orders for t in totals),
+                "gmv": [_sales_json(t) for t in totals],
+                "by_store": [
+                    {"store_id": store_id, **_sales_json(s)}
+                    for store_id in sorted(by_store)
+                    for s in by_store[store_id]
+                ],
+                "by_staff": [
+                    {"staff_id": staff_id, **_sales_json(s)}
+                    for staff_id in sorted(by_staff)
+                    for s in by_staff[staff_id]
+                ],
             },
             "revenue_share": [
                 {
-                    "store_id": s["store_id"],
-                    "currency": s["currency"],
-                    "orders": s["orders"],
-                    "attributed_gmv": s["gmv"],
+                    "store_id": store_id,
+                    "currency": s.currency,
+                    "orders": s.orders,
+                    "gross": float(s.gross),
+                    "reversed": float(s.reversed),
+                    "attributed_gmv": float(s.net),
                     "commission_rate": commission_rate,
-                    "commission": round(s["gmv"] * commission_rate, 2),
+                    "commission": float((s.net * Decimal(str(commission_rate))).quantize(Decimal("0.01"))),
                 }
-                for s in sorted(by_store, key=lambda e: (e["store_id"], e["currency"]))
+                for store_id in sorted(by_store)
+                for s in by_store[store_id]
             ],
         }
 

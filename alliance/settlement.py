@@ -244,11 +244,13 @@ class Settlement:
 
     async def _conversions(self, conn: asyncpg.Connection, since: datetime) -> dict[str, tuple[int, int]]:
         """Per contributor: (its contributed viewers who ordered anywhere since, its contributed viewers).
-        Orders are the attributed orders the ledger knows; none means no comparison is made."""
+        Orders are verified orders (rooms' order ledger) attributed by alliance.orders; none means no
+        comparison is made."""
         rows = await conn.fetch(
             """SELECT v.contributor_id AS m, count(DISTINCT v.viewer_id) AS n,
                       count(DISTINCT v.viewer_id) FILTER (WHERE EXISTS (
-                          SELECT 1 FROM attributed_orders o WHERE o.viewer_id = v.viewer_id AND o.at >= $1)) AS k
+                          SELECT 1 FROM attributed_order_entries o
+                          WHERE o.kind = 'sale' AND o.viewer_id = v.viewer_id AND o.at >= $1)) AS k
                FROM alliance_visits v WHERE v.earned AND v.state IN ('held', 'confirmed') AND v.at >= $1
                GROUP BY v.contributor_id""",
             since,

@@ -23,6 +23,7 @@ from events.consumer import Sink, SinkRunner
 from events.heat import RoomHeatSink
 from events.realtime import RealtimeSink
 from events.rebuild import worker_presence
+from events.tombstones import Tombstones
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.db import create_pool, migrate
 from roomfeed.kafka import ensure_topics_patiently
@@ -85,8 +86,9 @@ async def run_worker(
     redis = create_redis(settings)
     runners: list[SinkRunner] = []
     try:
+        tombstones = Tombstones(pool)  # erased viewers: shared by every sink of this worker
         for name in names:
-            runner = SinkRunner(settings, await factories[name](settings, pool, redis))
+            runner = SinkRunner(settings, await factories[name](settings, pool, redis), tombstones=tombstones)
             await runner.start()
             runners.append(runner)
         log.info("worker running", extra={"fields": {"sinks": [r.sink.name for r in runners]}})

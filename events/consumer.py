@@ -32,6 +32,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge
 
 from events.schema import Rejection, validate_stored
+from events.tombstones import Tombstones
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.kafka import make_consumer, make_producer
 from roomfeed.logs import bound
@@ -170,9 +171,12 @@ class SinkRunner:
         group: str | None = None,
         max_records: int = MAX_RECORDS,
         consumer_options: dict[str, Any] | None = None,
+        tombstones: Tombstones | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
+        # Erased viewers: their records produced before the erasure never reach the sink (replays).
+        self.tombstones = tombstones
         self.topics = topics
         self.group = group or f"sink-{sink.name}"
         self.max_records = max_records
@@ -225,13 +229,27 @@ class SinkRunner:
                     continue
                 if self._stopping.is_set():  # a batch polled while stopping is left uncommitted
                     continue
-                decoded = self.decode(polled)
+                # Records of erased viewers are not decoded; their offsets still count as written.
+                kept = await self._without_erased(polled) if self.tombstones is not None else polled
+                decoded = self.decode(kept)
                 if self._writing is not None:
                     await self._writing
                 self._writing = asyncio.create_task(self._finish(polled, *decoded))
                 await _let_requests_out()
         finally:
             await self.settle()
+
+    async def _without_erased(self, polled: Polled) -> Polled:
+        assert self.tombstones is not None
+        try:
+            await self.tombstones.refresh()
+        except Exception as exc:  # keep the last set known; the next poll retries
+            log.warning("tombstones not refreshed: %s", exc)
+        if not self.tombstones:
+            return polled
+        erased = self.tombstones.erased
+        kept = {tp: [r for r in records if not erased(r)] for tp, records in polled.items()}
+        return {tp: records for tp, records in kept.items() if records}
 
     async def settle(self) -> None:
         """Let the write in flight finish (bounded), then commit everything written."""

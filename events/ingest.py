@@ -24,6 +24,10 @@ from roomfeed.errors import PayloadTooLarge, Unavailable, ValidationFailed
 
 log = logging.getLogger("roomfeed.events.ingest")
 
+# The session of events outside a feed session (events.schema: `direct`).
+DIRECT_SESSION = "direct"
+NOT_YOUR_SESSION = Rejection("session_not_yours", "session_id names another viewer's session", "session_id")
+
 
 class MerchantDirectory(Protocol):
     """Who owns a room (rooms.directory.RoomDirectory satisfies it); unknown rooms are left out."""
@@ -36,6 +40,23 @@ class UnknownRooms:
 
     async def merchant_of(self, room_ids: Sequence[str]) -> dict[str, str]:
         return {}
+
+
+class SessionOwners(Protocol):
+    """Who owns each feed session (feed.sessions.SessionBook satisfies it); unknown ones are left out."""
+
+    async def owners(self, session_ids: list[str]) -> dict[str, str]: ...
+
+
+class NoSessions:
+    """While no feed domain is wired: no session is known, so none is refused as another's."""
+
+    async def owners(self, session_ids: list[str]) -> dict[str, str]:
+        return {}
+
+
+# Session owners remembered per process (a session's owner never changes).
+SESSION_OWNERS_CACHED = 50_000
 
 
 class Producer(Protocol):
@@ -66,9 +87,12 @@ class Ingest:
         topic: str = VIEWER_EVENTS,
         ack_timeout: float = 2.5,
         directory_timeout: float = 0.5,
+        sessions: SessionOwners | None = None,
     ) -> None:
         self.producer = producer
         self.directory = directory
+        self.sessions: SessionOwners = sessions or NoSessions()
+        self._owners: dict[str, str] = {}
         self.topic = topic
         self.ack_timeout = ack_timeout
         self.directory_timeout = directory_timeout
@@ -92,6 +116,7 @@ class Ingest:
             )
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         good: list[Event] = []
+        positions: list[int] = []  # each good event's index in the batch
         rejected: list[dict[str, Any]] = []
         for index, raw in enumerate(events):
             result = validate(raw, now)
@@ -119,6 +144,9 @@ class Ingest:
                 )
             else:
                 good.append(result)
+                positions.append(index)
+        if good:
+            good = await self._own_sessions(good, positions, rejected)
         if good:
             if device_id is not None and ID.match(device_id):
                 for event in good:
@@ -126,6 +154,34 @@ class Ingest:
             await self._enrich(good, now)
             await self.publish(good)
         return IngestResult(accepted=len(good), rejected=rejected)
+
+    async def _own_sessions(
+        self, good: list[Event], positions: list[int], rejected: list[dict[str, Any]]
+    ) -> list[Event]:
+        """Refuse events that name a session of another viewer (`session_not_yours`)."""
+        owners = self._owners
+        unknown = sorted({e["session_id"] for e in good} - owners.keys() - {DIRECT_SESSION})
+        if unknown:
+            try:
+                found = await asyncio.wait_for(self.sessions.owners(unknown), self.directory_timeout)
+            except Exception as exc:  # the events matter more: checked again once sessions answer
+                log.warning("session owners unavailable, events not checked: %s", exc)
+                found = {}
+            if len(owners) + len(found) > SESSION_OWNERS_CACHED:
+                owners.clear()
+            owners.update(found)
+        if not owners:
+            return good
+        kept = []
+        for event, index in zip(good, positions, strict=True):
+            owner = owners.get(event["session_id"])
+            if owner is None or owner == event["viewer_id"]:
+                kept.append(event)
+            else:
+                rejected.append({"index": index, "error": NOT_YOUR_SESSION.as_dict()})
+        if len(kept) != len(good):
+            rejected.sort(key=lambda r: r["index"])
+        return kept
 
     async def _enrich(self, events: list[Event], now_ms: int) -> None:
         room_ids = sorted({e["room_id"] for e in events})

@@ -25,6 +25,7 @@ from events.consumer import Sink, SinkRunner
 from events.heat import RoomHeatSink
 from events.keys import PREFIX
 from events.realtime import RealtimeSink
+from events.tombstones import Tombstones
 from events.vocabulary import VIEWER_EVENTS
 from roomfeed.settings import Settings
 
@@ -83,10 +84,19 @@ async def clear(redis: Redis) -> int:
     return deleted
 
 
-async def replay(settings: Settings, sink: Sink, timeout_s: float = 600.0) -> Replay:
-    """Run `sink` in a fresh group from offset 0 until it has committed the end offsets seen at start."""
+async def replay(
+    settings: Settings, sink: Sink, timeout_s: float = 600.0, tombstones: Tombstones | None = None
+) -> Replay:
+    """Run `sink` in a fresh group from offset 0 until it has committed the end offsets seen at start
+    (erased viewers' records left out when `tombstones` are given)."""
     started = time.monotonic()
-    runner = SinkRunner(settings, sink, (VIEWER_EVENTS,), group=f"rebuild-{sink.name}-{secrets.token_hex(4)}")
+    runner = SinkRunner(
+        settings,
+        sink,
+        (VIEWER_EVENTS,),
+        group=f"rebuild-{sink.name}-{secrets.token_hex(4)}",
+        tombstones=tombstones,
+    )
     await runner.start()
     task = asyncio.create_task(runner.run())
     consumer = runner.consumer
@@ -118,4 +128,12 @@ async def rebuild_live_stats(settings: Settings, redis: Redis) -> list[Replay]:
     """Delete events' Redis state and replay it from Kafka (refuses while a worker runs those sinks)."""
     async with no_worker_running(settings):
         await clear(redis)
-        return [await replay(settings, RealtimeSink(redis)), await replay(settings, RoomHeatSink(redis))]
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+        try:
+            tombstones = Tombstones(pool)  # a rebuild must not bring erased viewers back
+            return [
+                await replay(settings, RealtimeSink(redis), tombstones=tombstones),
+                await replay(settings, RoomHeatSink(redis), tombstones=tombstones),
+            ]
+        finally:
+            await pool.close()

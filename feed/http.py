@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from events.vocabulary import VIEWER_EVENTS
 from feed.config import change_schema, validate_values
 from feed.config_store import ConfigStore, ConfigWatcher
+from feed.erasure import ViewerErasure
 from feed.experiments import ExperimentBook, experiment_report, parse_experiment
 from feed.impressions import ImpressionPublisher
 from feed.models import Block, Blocks, Entry, FeedPage, FeedQuery, NewBlock, NewSession, SessionStart
@@ -24,6 +25,7 @@ from feed.pipeline import FeedPipeline
 from feed.service import FeedService
 from feed.sessions import SessionBook
 from feed.sources import FeedInputs, RoomHeatCache
+from ranking.registry import ModelRegistry
 from roomfeed.auth import RateCharge, require, require_with_charge
 from roomfeed.errors import Forbidden, NotFound, ValidationFailed
 from roomfeed.http import bound, json, query_int, read_json
@@ -56,6 +58,7 @@ class Feed:
     impressions: ImpressionPublisher
     pool: asyncpg.Pool  # experiment reports read the interaction log
     redis: Redis  # the rate-limit charge of a request that makes no round trip of its own
+    erasure: ViewerErasure
 
     @classmethod
     def build(cls, resources: Resources, inputs: FeedInputs, tuning: FeedTuning = FeedTuning()) -> Feed:
@@ -81,6 +84,7 @@ class Feed:
             impressions=impressions,
             pool=resources.pool,
             redis=resources.redis,
+            erasure=ViewerErasure(resources.pool, resources.redis, ModelRegistry(resources.pool)),
         )
 
     async def start(self) -> None:
@@ -113,8 +117,10 @@ async def create_session(request: Request, feed: Feed, body: NewSession) -> Resp
             "viewer_id must be the viewer the token was issued to", fields={"viewer_id": "is not yours"}
         )
     entry = body.entry or Entry()
+    device = request.headers.get("x-device-id")
+    device_id = device if device is not None and ID_PATTERN.match(device) else None
     result = await feed.service.start_session(
-        body.viewer_id, entry.code, entry.room_id, body.count, device_id=request.headers.get("x-device-id")
+        body.viewer_id, entry.code, entry.room_id, body.count, device_id=device_id
     )
     return json(result, status=201, headers={"Location": f"/v1/sessions/{result['session_id']}/feed"})
 
@@ -346,6 +352,27 @@ async def stop_experiment(request: Request, feed: Feed) -> Response:
 schemas = {"RankingConfigChange": change_schema()}
 
 
+async def erase_viewer(request: Request, feed: Feed) -> Response:
+    """Erase a viewer: history, sessions, blocks, attributions, features and model vectors go;
+    verified orders stay anonymised for the merchants' books; a tombstone keeps a Kafka replay from
+    bringing the data back. Idempotent.
+    ---
+    tags: [viewers]
+    summary: Erase a viewer
+    parameters:
+      - {name: viewer_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200: {description: "{viewer_id, erased, removed: {interactions, sessions, ...}}"}
+    """
+    principal = await require(request, "operator")
+    viewer_id = str(request.path_params["viewer_id"])
+    if not ID_PATTERN.match(viewer_id):
+        raise ValidationFailed(
+            "viewer_id has an invalid format", fields={"viewer_id": "has an invalid format"}
+        )
+    return json(await feed.erasure.erase(viewer_id, by=f"key:{principal.key_id}"))
+
+
 def routes(feed: Feed) -> list[BaseRoute]:
     return [
         create_session.bound(feed),
@@ -361,4 +388,5 @@ def routes(feed: Feed) -> list[BaseRoute]:
         Route("/v1/ops/experiments", bound(list_experiments, feed), methods=["GET"]),
         Route("/v1/ops/experiments/{experiment_id}", bound(get_experiment, feed), methods=["GET"]),
         Route("/v1/ops/experiments/{experiment_id}/stop", bound(stop_experiment, feed), methods=["POST"]),
+        Route("/v1/ops/viewers/{viewer_id}", bound(erase_viewer, feed), methods=["DELETE"]),
     ]

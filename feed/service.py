@@ -356,7 +356,9 @@ class FeedService:
                 await self.inputs.attribution_book.attribute(
                     viewer_id, session_id, parsed, time.time(), code=code, device_id=device_id
                 )
-                await self.inputs.code_book.record_open(code)
+                await self.inputs.code_book.record_open(
+                    code, device=f"device:{device_id}" if device_id else f"viewer:{viewer_id}"
+                )
             except Exception as exc:
                 log.warning("session %s not attributed (alliance store unavailable): %s", session_id, exc)
                 degraded = True
@@ -365,6 +367,9 @@ class FeedService:
         state, redis_down = await self.sessions.create(
             session_id, viewer_id, {"code": code, "room_id": room_id}, attribution
         )
+        blocked = set(state.blocked) | self.sessions.local.blocks.of(viewer_id)
+        if entry_room is not None and entry_room.merchant_id in blocked:
+            entry_room = None  # a block wins over a code's (or a link's) landing room
         body = await self._page(state, count, entry_room, degraded=degraded or redis_down)
         body["attribution"] = attribution
         body["entry_room_id"] = entry_room.room_id if entry_room is not None else None

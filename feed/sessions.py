@@ -156,6 +156,9 @@ class LocalSessions:
             self._sessions.move_to_end(session_id)
         return state
 
+    def forget(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
     def put(self, state: SessionState) -> SessionState:
         known = self._sessions.get(state.session_id)
         if known is not None:
@@ -217,6 +220,35 @@ class SessionBook:
             degraded = True
         self._background(self._save(session_id, viewer_id, entry, attribution))
         return state, degraded
+
+    async def owners(self, session_ids: list[str]) -> dict[str, str]:
+        """Who owns each of these sessions (unknown ones are left out): process memory, then one Redis
+        round trip, then PostgreSQL for sessions past their Redis TTL. Events ingest asks it."""
+        found: dict[str, str] = {}
+        missing: list[str] = []
+        for session_id in session_ids:
+            local = self.local.get(session_id)
+            if local is not None:
+                found[session_id] = local.viewer_id
+            else:
+                missing.append(session_id)
+        if missing:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for session_id in missing:
+                    pipe.hget(session_key(session_id), "viewer_id")
+                replies = await pipe.execute()
+            gone = []
+            for session_id, owner in zip(missing, replies, strict=True):
+                if owner is not None:
+                    found[session_id] = owner.decode() if isinstance(owner, bytes) else str(owner)
+                else:
+                    gone.append(session_id)
+            if gone:
+                rows = await self.pool.fetch(
+                    "SELECT session_id, viewer_id FROM feed_sessions WHERE session_id = ANY($1::text[])", gone
+                )
+                found.update({r["session_id"]: r["viewer_id"] for r in rows})
+        return found
 
     async def _blocks_from_postgres(self, viewer_id: str) -> set[str] | None:
         try:
@@ -284,6 +316,9 @@ class SessionBook:
         else:  # not the token's viewer (the caller answers 404) or an unknown owner: one more read
             blocked = {m.decode() for m in await self.redis.smembers(blocks_key(stored_viewer))}
         blocked |= self.local.blocks.of(stored_viewer)
+        if local is not None and local.viewer_id != stored_viewer:  # erased meanwhile (feed.erasure)
+            self.local.forget(session_id)
+            local = None
         if local is None:
             local = self.local.put(SessionState(session_id, stored_viewer, served=served, blocked=blocked))
         else:

@@ -169,6 +169,23 @@ class RankingModel:
         )
         return buf.getvalue()
 
+    def without_viewer(self, viewer_id: str) -> RankingModel:
+        """This model without the viewer's vector and identity feature (erasure): the viewer is then
+        scored as a new viewer, from features alone."""
+        import dataclasses
+
+        keep_users = [i for i, u in enumerate(self.user_ids) if u != viewer_id]
+        keep_features = [i for i, f in enumerate(self.user_feature_names) if f != f"id:{viewer_id}"]
+        return dataclasses.replace(
+            self,
+            user_ids=[self.user_ids[i] for i in keep_users],
+            user_repr=self.user_repr[keep_users],
+            user_bias=self.user_bias[keep_users],
+            user_feature_names=[self.user_feature_names[i] for i in keep_features],
+            user_feature_emb=self.user_feature_emb[keep_features],
+            user_feature_bias=self.user_feature_bias[keep_features],
+        )
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> RankingModel:
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:

@@ -161,6 +161,45 @@ class ModelRegistry:
             row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM ranking_models WHERE status = 'promoted'")  # noqa: S608
         return _record(row) if row else None
 
+    async def promoted_artifact(self) -> tuple[str, str] | None:
+        """(version, artifact checksum) of the promoted model: the checksum changes when an erasure
+        rewrote the artifact, so watchers reload it."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT version, checksum FROM ranking_models WHERE status = 'promoted'"
+            )
+        return (row["version"], row["checksum"]) if row is not None else None
+
+    async def forget_viewer(self, viewer_id: str) -> int:
+        """Rewrite every stored model that holds this viewer's vector without it; returns how many."""
+        async with self.pool.acquire() as conn:
+            versions = [
+                r["version"] for r in await conn.fetch("SELECT version FROM ranking_models ORDER BY version")
+            ]
+        rewritten = 0
+        for version in versions:
+            model = await self.load(version)
+            if viewer_id not in model.user_ids:
+                continue
+            blob = await asyncio.to_thread(_without_viewer, model, viewer_id)
+            async with self.pool.acquire() as conn, conn.transaction():
+                old_oid = await conn.fetchval(
+                    "SELECT artifact_oid FROM ranking_models WHERE version = $1 FOR UPDATE", version
+                )
+                oid, checksum = await artifacts.write(conn, blob)
+                await conn.execute(
+                    "UPDATE ranking_models SET artifact = NULL, artifact_oid = $2, artifact_bytes = $3, "
+                    "checksum = $4 WHERE version = $1",
+                    version,
+                    oid,
+                    len(blob),
+                    checksum,
+                )
+                if old_oid is not None:  # the old artifact still holds the viewer's vector
+                    await conn.execute("SELECT lo_unlink($1)", old_oid)
+            rewritten += 1
+        return rewritten
+
     async def promoted_version(self) -> str | None:
         async with self.pool.acquire() as conn:
             value: str | None = await conn.fetchval(
@@ -255,6 +294,10 @@ class ModelRegistry:
         return str(previous)
 
 
+def _without_viewer(model: RankingModel, viewer_id: str) -> bytes:
+    return model.without_viewer(viewer_id).to_bytes()
+
+
 class ModelWatcher:
     """Keeps an API process's `Scorer` on the promoted model; start()/stop() explicitly."""
 
@@ -268,6 +311,7 @@ class ModelWatcher:
         self.interval_s = interval_s
         self.on_change = on_change
         self.scorer: Scorer | None = None
+        self.checksum: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -276,12 +320,13 @@ class ModelWatcher:
 
     async def check(self) -> bool:
         """Load the promoted model if it changed; True when a new one was swapped in."""
-        version = await self.registry.promoted_version()
-        if version is None or version == self.version:
+        promoted = await self.registry.promoted_artifact()
+        if promoted is None or promoted == (self.version, self.checksum):
             return False
+        version, checksum = promoted
         model = await self.registry.load(version)
         scorer = await asyncio.to_thread(Scorer, model)
-        self.scorer = scorer
+        self.scorer, self.checksum = scorer, checksum
         if self.on_change:
             self.on_change(scorer)
         log.info("model %s now serving", version)

@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from roomfeed import __version__, heap, ratelimit
-from roomfeed.auth import Guard, KeyVerifier
+from roomfeed.auth import Guard, KeyVerifier, ViewerTokens
 from roomfeed.errors import ApiError
 from roomfeed.health import check_dependencies, readiness_body
 from roomfeed.http import OrjsonResponse, error_response, json
@@ -142,7 +142,7 @@ class Api(Starlette, Generic[L]):
         self.settings: Settings = resources.settings
         self.resources = resources
         self.guard = Guard(
-            resources.settings.viewer_token_secret, KeyVerifier(resources.pool), RateLimiter(resources.redis)
+            ViewerTokens(resources.settings), KeyVerifier(resources.pool), RateLimiter(resources.redis)
         )
         self.services = services
         # /metrics awaits each before it renders (consumer lag, dependency gauges, ...).

@@ -98,7 +98,7 @@ class Services:
         rooms = Rooms.build(resources)
         events = Events.build(resources, rooms=rooms.directory)
         ranking = Ranking.build(resources.pool, model_poll_s=tuning.model_poll_s)
-        alliance = Alliance.build(resources, merchants=rooms.catalog)
+        alliance = Alliance.build(resources, merchants=rooms.catalog, orders=rooms.orders)
         heat = RoomHeat(resources.redis)
         feed = Feed.build(
             resources,
@@ -114,6 +114,9 @@ class Services:
             ),
             tuning.feed,
         )
+        # Ingest refuses events naming another viewer's session: the feed owns sessions, and is built
+        # after events (it reads their live stats), so ingest gets the owners here.
+        events.ingest.sessions = feed.service.sessions
         console = Console.build(
             resources,
             live_stats=events.live_stats,

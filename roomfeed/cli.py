@@ -7,6 +7,7 @@
     roomfeed train [--every 10m]         train a LightFM model from the archive, register it
     roomfeed evaluate                    the availability-aware evaluation, table and plot
     roomfeed keys create --role operator create a key (shown once)
+    roomfeed keys list|revoke [--json]   list keys (and signing key ids), revoke a key
     roomfeed keys viewer-token VIEWER    sign a viewer token (what the platform login does)
     roomfeed rebuild [--live-stats]      rebuild Redis: the live index from PostgreSQL, live stats from Kafka
     roomfeed demo                        the whole marketplace, running
@@ -68,27 +69,9 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    from roomfeed.auth import create_key, sign_viewer_token
+    from roomfeed import keys_cli
 
-    if args.keys_verb == "viewer-token":
-        print(sign_viewer_token(settings.viewer_token_secret, args.viewer_id, ttl_seconds=args.ttl))
-        return 0
-
-    async def run() -> tuple[str, str]:
-        import asyncpg
-
-        from roomfeed.db import migrate
-
-        await migrate(settings.database_url)
-        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
-        try:
-            return await create_key(pool, args.role, args.merchant_id, args.label)
-        finally:
-            await pool.close()
-
-    key_id, key = asyncio.run(run())
-    print(f"key_id: {key_id}\nkey:    {key}\n(the key is shown once; roomfeed stores only its hash)")
-    return 0
+    return asyncio.run(keys_cli.run(settings, args))
 
 
 def _services(settings: Settings, args: argparse.Namespace) -> int:
@@ -119,15 +102,10 @@ def build_parser() -> tuple[
     p.add_argument("--no-migrate", action="store_true")
     handlers["serve"] = _serve
 
-    p = verbs.add_parser("keys", help="operator/merchant keys and viewer tokens")
-    kv = p.add_subparsers(dest="keys_verb", required=True)
-    c = kv.add_parser("create")
-    c.add_argument("--role", choices=["operator", "merchant"], required=True)
-    c.add_argument("--merchant-id")
-    c.add_argument("--label", default="")
-    t = kv.add_parser("viewer-token")
-    t.add_argument("viewer_id")
-    t.add_argument("--ttl", type=int, default=30 * 24 * 3600)
+    p = verbs.add_parser("keys", help="operator/merchant/order-system keys, signing keys and viewer tokens")
+    from roomfeed.keys_cli import add_keys_args
+
+    add_keys_args(p)
     handlers["keys"] = _keys
 
     for name, verb in VERBS.items():

@@ -150,6 +150,6 @@ def buckets_for(
         if device_id:
             buckets.append(("d:" + device_bucket_id(device_id), DEVICE_LIMIT))
         return buckets
-    if role == "merchant" and key_id is not None:
+    if role in ("merchant", "order_system") and key_id is not None:
         return [("k:" + key_id, MERCHANT_KEY_LIMIT)]
     return []

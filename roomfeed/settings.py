@@ -47,9 +47,26 @@ class Settings:
     kafka_min_insync_replicas: int = 1
     # Secret the platform's login signs viewer tokens with (HMAC-SHA256). Override in production.
     viewer_token_secret: str = "dev-viewer-secret-change-me"
+    # Viewer-token keyring `kid:secret[,kid:secret...]` (the first signs, all verify; see
+    # docs/security.md for rotation). Empty: the one secret above, under key id `k0`.
+    viewer_token_keys: str = ""
+    # Standard viewer tokens: JWTs verified against this JWKS (a file path or an http(s) URL; empty:
+    # JWTs are not accepted), with these algorithms, and iss/aud checked when set.
+    viewer_jwks: str = ""
+    viewer_jwt_algorithms: str = "EdDSA,RS256,HS256"
+    viewer_jwt_issuer: str = ""
+    viewer_jwt_audience: str = ""
     # Secret attribution codes are signed with. Override in production.
     code_secret: str = "dev-code-secret-change-me"
+    # Attribution-code keyring `kid:secret[,...]` with kids 0..255 (the first signs, all verify).
+    # Empty: the one secret above, under key id 0 (what codes printed before key ids verify with).
+    code_keys: str = ""
     public_base_url: str = "http://127.0.0.1:8000"
+    # The QR landing page (GET /c/{code}) opens the app at this deep link (the code appended) and,
+    # when no app answers, falls back to this web URL ("{code}" replaced; empty: the page itself
+    # offers the web instructions).
+    app_link_base: str = "roomfeed://c/"
+    web_fallback_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     pg_pool_min: int = 0

@@ -28,6 +28,7 @@ from roomfeed.leader import ROOM_RELAY, Leadership, always_lead
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
 from roomfeed.validation import ID_PATTERN, Body
+from rooms import orders_http
 from rooms.catalog import MerchantCatalog
 from rooms.consults import ConsultBook
 from rooms.deals import DealBook, claim_json
@@ -35,6 +36,7 @@ from rooms.directory import RoomDirectory
 from rooms.inputs import CURRENCY, URL, epoch, read_merchant, read_product, read_room, read_staff, read_store
 from rooms.lifecycle import RoomBook
 from rooms.live_index import LiveIndex
+from rooms.orders import OrderBook
 from rooms.outbox import LIFECYCLE_TOPIC, KafkaPublisher, RoomRelay
 
 log = logging.getLogger("roomfeed.rooms")
@@ -55,6 +57,8 @@ class Rooms:
     live_index: LiveIndex
     directory: RoomDirectory
     relay: RoomRelay
+    # Verified orders; other domains subscribe to their entries (OrderBook.subscribe) when built.
+    orders: OrderBook
     relay_leadership: Leadership = always_lead
     _topics: asyncio.Task[None] | None = None
 
@@ -72,6 +76,7 @@ class Rooms:
             live_index=LiveIndex(resources.redis),
             directory=directory,
             relay=relay,
+            orders=OrderBook(resources.pool),
             relay_leadership=resources.leases.leadership(ROOM_RELAY),
         )
 
@@ -79,12 +84,14 @@ class Rooms:
         """Make sure the topics exist (in the background) and start the room relay's sweep."""
         self._topics = asyncio.get_running_loop().create_task(_ensure_topics(self.settings))
         self.relay.start(leadership=self.relay_leadership)
+        self.orders.start()
 
     async def stop(self) -> None:
         if self._topics is not None:
             self._topics.cancel()
             with contextlib.suppress(BaseException):
                 await self._topics
+        await self.orders.stop()
         await self.relay.stop()
 
 
@@ -721,6 +728,7 @@ def routes(domain: Rooms) -> list[BaseRoute]:
         Route("/v1/bookings/{booking_id}/no-show", bound(mark_no_show, domain), methods=["POST"]),
         Route("/v1/merchants/{merchant_id}/rooms", bound(merchant_rooms, domain), methods=["GET"]),
         Route("/v1/merchants/{merchant_id}/consults", bound(merchant_consults, domain), methods=["GET"]),
+        *orders_http.routes(domain),
     ]
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 
 import pytest
 
-from alliance.codes import Attribution, CodeSigner, InvalidCode
+from alliance.codes import Attribution, CodeKeyring, CodeSigner, InvalidCode, _pack_field
 
 
 def test_code_round_trips_merchant_store_and_staff() -> None:
@@ -53,3 +55,48 @@ def test_altered_code_is_rejected_whichever_byte_changes() -> None:
 def test_junk_is_not_a_code(junk: str) -> None:
     with pytest.raises(InvalidCode):
         CodeSigner("secret").parse(junk)
+
+
+def test_a_code_has_one_spelling() -> None:
+    """The last base64url character of a code carries spare bits: every other spelling that decodes
+    to the same bytes is refused (it would count opens and be listed as a phantom code)."""
+    signer = CodeSigner("secret")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for _ in range(20):
+        code = signer.sign(Attribution("mer_0123456789abcdef", "sto_00000000000000aa"))
+        assert signer.parse(code)
+        raw = base64.urlsafe_b64decode(code + "=" * (-len(code) % 4))
+        spellings = [
+            code[:-1] + c
+            for c in alphabet
+            if base64.urlsafe_b64decode(code[:-1] + c + "=" * (-len(code) % 4)) == raw
+        ]
+        assert code in spellings
+        for other in spellings:
+            if other != code:
+                with pytest.raises(InvalidCode):
+                    signer.parse(other)
+        with pytest.raises(InvalidCode):
+            signer.parse(code + "=" * (-len(code) % 4) if len(code) % 4 else code + "A")
+
+
+def test_codes_rotate_printed_codes_verify_until_their_key_is_retired() -> None:
+    a = Attribution("mer_0123456789abcdef", "sto_00000000000000aa")
+    # A code printed before key ids: version 1, no key-id byte, verified with key 0.
+    payload = (
+        bytes([1]) + bytes(6) + b"".join(_pack_field(f) for f in (a.merchant_id, a.store_id, a.staff_id))
+    )
+    mac = hmac.new(b"the-old-secret", payload, hashlib.sha256).digest()[:12]
+    legacy_code = base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
+    assert CodeSigner("the-old-secret").parse(legacy_code) == a
+    before = CodeSigner(CodeKeyring.parse("1:first", "the-old-secret"))
+    printed = before.sign(a)
+    rotated = CodeSigner(CodeKeyring.parse("2:second,1:first,0:the-old-secret", ""))
+    fresh = rotated.sign(a)
+    assert rotated.parse(printed) == a and rotated.parse(fresh) == a and rotated.parse(legacy_code) == a
+    assert base64.urlsafe_b64decode(fresh + "=" * (-len(fresh) % 4))[:2] == bytes([2, 2])
+    retired = CodeSigner(CodeKeyring.parse("2:second", ""))
+    assert retired.parse(fresh) == a
+    for old in (printed, legacy_code):
+        with pytest.raises(InvalidCode, match="retired"):
+            retired.parse(old)

@@ -72,13 +72,38 @@ async def test_code_is_issued_listed_counted_and_rendered_as_a_real_qr(
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     image = Image.open(io.BytesIO(png.content))
     assert image.size[0] == image.size[1] and image.size[0] > 100
-    landing = await client.get(f"/c/{code}")
+    landing = await client.get(f"/c/{code}", headers={"Accept": "application/json"})
     assert landing.json()["merchant_id"] == m
     book = CodeBook(migrated, pool)
-    assert await book.record_open(code) == 1  # a session started from it (what the feed calls)
-    assert await book.record_open(code) == 2
+    assert await book.record_open(code, device="device:a") == 1  # a session started from it (the feed)
+    assert await book.record_open(code, device="device:a") == 1  # the same device again
+    assert await book.record_open(code, device="device:b") == 2
     listed = (await client.get("/v1/codes", headers=hm)).json()["codes"]
     assert [(c["code"], c["opens"]) for c in listed] == [(code, 2)]
+
+
+async def test_the_qr_landing_page_opens_the_app_and_counts_once_per_device(
+    client: httpx.AsyncClient, new_merchant: MerchantFactory
+) -> None:
+    _, hm = await new_merchant()
+    code = (await client.post("/v1/codes", json={}, headers=hm)).json()["code"]
+    phone = httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
+    page = await phone.get(f"/c/{code}", headers={"Accept": "text/html,*/*"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert f'data-app="roomfeed://c/{code}"' in page.text and "Open in the app" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'sha256-" in csp
+    assert "rf_dev" in page.cookies
+    for _ in range(3):  # the same phone scans again (its cookie comes back)
+        assert (await phone.get(f"/c/{code}")).status_code == 200
+    other_phone = httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
+    await other_phone.get(f"/c/{code}")
+    listed = (await client.get("/v1/codes", headers=hm)).json()["codes"]
+    assert [c["opens"] for c in listed if c["code"] == code] == [2]
+    spelled_otherwise = code[:-1] + ("A" if code[-1] != "A" else "B")
+    assert (await phone.get(f"/c/{spelled_otherwise}")).status_code == 404
+    listed = (await client.get("/v1/codes", headers=hm)).json()["codes"]
+    assert [c["code"] for c in listed] == [code]
 
 
 async def test_forged_code_gets_no_qr_and_no_landing(

@@ -89,3 +89,50 @@ def test_stored_events_skip_the_clock_but_check_enrichment() -> None:
     old = event(ts=1, merchant_id="mer_1", received_at=2)
     assert isinstance(validate_stored(old), dict)
     assert isinstance(validate_stored(event(merchant_id=5)), Rejection)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"type": "comment", "text": "nice\x00"}, "text"),
+        ({"type": "impression", "variant": "a\x00"}, "variant"),
+        ({"type": "impression", "config_version": "v\x00"}, "config_version"),
+        ({"type": "impression", "config_version": "x" * 65}, "config_version"),
+        ({"type": "impression", "position": 2**31}, "position"),
+        ({"type": "leave", "dwell_ms": 2**31}, "dwell_ms"),
+        (
+            {
+                "type": "purchase",
+                "order_id": "o",
+                "product_id": "p",
+                "currency": "CNY",
+                "amount": 999999999999.996,
+            },
+            "amount",
+        ),
+    ],
+)
+def test_what_no_sink_could_store_is_refused_at_ingest(change: dict[str, object], field: str) -> None:
+    """The archive (PostgreSQL) cannot hold NUL, integers past int4, or amounts that round to 1e12:
+    ingest refuses them, so nothing that got 202 is dead-lettered later."""
+    now = 1_790_000_000_000
+    raw = {"event_id": "e1", "viewer_id": "v1", "session_id": "s1", "room_id": "r1", "ts": now, **change}
+    result = validate(raw, now)
+    assert isinstance(result, Rejection) and result.field == field, result
+
+
+def test_amount_of_1e12_and_above_names_the_limit() -> None:
+    now = 1_790_000_000_000
+    raw = {
+        "event_id": "e1",
+        "viewer_id": "v1",
+        "session_id": "s1",
+        "room_id": "r1",
+        "ts": now,
+        "type": "purchase",
+        "order_id": "o",
+        "product_id": "p",
+        "currency": "CNY",
+    }
+    assert validate({**raw, "amount": 2e12}, now).message == "amount must be less than 1e12"  # type: ignore[union-attr]
+    assert validate({**raw, "amount": 0}, now).message == "amount must be greater than 0"  # type: ignore[union-attr]

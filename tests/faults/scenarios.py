@@ -1,8 +1,10 @@
 """The fault scenarios, shared by the fault tests and `bench/bench_faults.py`.
 
-Each scenario runs ingest and feed traffic on a FaultStack, kill -9s one thing in the middle of it,
+Each scenario runs ingest, feed and order traffic (viewers landing from a code, then the merchant's
+order system reporting their verified orders) on a FaultStack, kill -9s one thing in the middle of it,
 starts it again, stops the traffic, and waits for full recovery: every accepted event archived once
-and counted once in the live stats, every API process ready. The result carries the figures the
+and counted once in the live stats, every accepted order recorded once and attributed once, every
+API process ready. The result carries the figures the
 suite reports (docs/reliability.md): accepted, lost, duplicated, feed_5xx, recovery_s.
 """
 
@@ -39,6 +41,10 @@ class FaultResult:
     feed_degraded: int
     ingest_retries: int
     failovers: int
+    orders: int = 0
+    orders_lost: int = 0
+    orders_duplicated: int = 0
+    orders_unattributed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +71,7 @@ async def _run(
         tasks += [
             asyncio.create_task(stack.swipe(client, traffic, stop, f"{tag}s{i}")) for i in range(swipers)
         ]
+        tasks.append(asyncio.create_task(stack.order(client, traffic, stop, f"{tag}o")))
         try:
             await asyncio.sleep(WARMUP_SECONDS)
             await kill()
@@ -79,7 +86,7 @@ async def _run(
         assert not errors, errors
         for index in range(len(stack.api)):
             await stack.wait_api_ready(index)
-        figures = await stack.settle(rooms, traffic.accepted)
+        figures = await stack.settle(rooms, traffic.accepted, pending_orders=traffic.orders)
     recovery = time.monotonic() - restarted_at
     return FaultResult(
         name=name,
@@ -93,6 +100,10 @@ async def _run(
         feed_degraded=traffic.feed_degraded,
         ingest_retries=sum(n for s, n in traffic.ingest_statuses.items() if s != 202),
         failovers=traffic.connection_failovers,
+        orders=len(traffic.orders),
+        orders_lost=figures["orders_lost"],
+        orders_duplicated=figures["orders_duplicated"],
+        orders_unattributed=figures["orders_unattributed"],
     )
 
 

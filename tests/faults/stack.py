@@ -88,6 +88,9 @@ class Traffic:
     feed_statuses: Counter[int] = field(default_factory=Counter)
     feed_degraded: int = 0
     connection_failovers: int = 0
+    # Verified orders: order id → (merchant id, viewer id) for every order that got a 201 or 200.
+    orders: dict[str, tuple[str, str]] = field(default_factory=dict)
+    order_statuses: Counter[int] = field(default_factory=Counter)
 
     @property
     def feed_5xx(self) -> int:
@@ -124,6 +127,8 @@ class FaultStack:
         self.operator_key = ""
         self.pool: asyncpg.Pool | None = None
         self.redis: Redis | None = None
+        # Per merchant of the current scenario: its order-system key, a product (id, price) and a code.
+        self.shops: list[dict[str, Any]] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -204,14 +209,33 @@ class FaultStack:
         """Fresh merchants with live rooms, through the API (each scenario counts its own rooms)."""
         rooms = []
         base = self.api_urls[0]
+        self.shops = []
+        operator = {"Authorization": f"Bearer {self.operator_key}"}
         for _ in range(merchants):
             r = await client.post(
                 f"{base}/v1/ops/merchants",
                 json={"name": f"fault shop {secrets.token_hex(2)}"},
-                headers={"Authorization": f"Bearer {self.operator_key}"},
+                headers=operator,
             )
             assert r.status_code == 201, r.text
+            merchant_id = r.json()["merchant_id"]
             headers = {"Authorization": f"Bearer {r.json()['key']}"}
+            product = await client.post(
+                f"{base}/v1/products",
+                json={"title": "serum", "price": 89.5, "currency": "CNY"},
+                headers=headers,
+            )
+            code = await client.post(f"{base}/v1/codes", json={}, headers=headers)
+            key = await client.post(f"{base}/v1/ops/merchants/{merchant_id}/order-keys", headers=operator)
+            assert product.status_code == code.status_code == key.status_code == 201, (product.text, key.text)
+            self.shops.append(
+                {
+                    "merchant_id": merchant_id,
+                    "order_key": key.json()["key"],
+                    "product_id": product.json()["product_id"],
+                    "code": code.json()["code"],
+                }
+            )
             for k in range(rooms_each):
                 r = await client.post(
                     f"{base}/v1/rooms",
@@ -290,6 +314,82 @@ class FaultStack:
             n += 1
             await asyncio.sleep(pause)
 
+    async def order(self, client: httpx.AsyncClient, traffic: Traffic, stop: asyncio.Event, tag: str) -> None:
+        """A viewer lands from a merchant's code (a session), then that merchant's order system reports
+        its order, retried with the same order id until recorded (201, or 200 when a retry finds it)."""
+        n = 0
+        while not stop.is_set():
+            shop = self.shops[n % len(self.shops)]
+            viewer = f"ov_{tag}_{n}"
+            while True:
+                r = await self._request(
+                    client,
+                    traffic,
+                    "POST",
+                    "/v1/sessions",
+                    headers=self.viewer_headers(viewer),
+                    json={"viewer_id": viewer, "entry": {"code": shop["code"]}, "count": 1},
+                )
+                if r.status_code == 201:
+                    break
+                await asyncio.sleep(0.3)
+            order = {
+                "order_id": f"o_{tag}_{n}",
+                "product_id": shop["product_id"],
+                "quantity": 1 + n % 3,
+                "unit_price": 89.5,
+                "currency": "CNY",
+                "ordered_at": int(time.time() * 1000),
+                "viewer_id": viewer,
+            }
+            headers = {"Authorization": f"Bearer {shop['order_key']}"}
+            while True:
+                r = await self._request(client, traffic, "POST", "/v1/orders", json=order, headers=headers)
+                traffic.order_statuses[r.status_code] += 1
+                if r.status_code in (200, 201):
+                    traffic.orders[order["order_id"]] = (shop["merchant_id"], viewer)
+                    break
+                assert r.status_code in (429, 500, 503), r.text
+                await asyncio.sleep(0.3)
+            n += 1
+            await asyncio.sleep(0.1)
+
+    async def order_figures(self, orders: dict[str, tuple[str, str]]) -> dict[str, int]:
+        """Of the accepted orders: recorded once (lost: not recorded), and attributed once when the
+        viewer's attribution was recorded (attributed_lost / _duplicated)."""
+        assert self.pool is not None
+        ids = list(orders)
+        recorded = {
+            r["order_id"]: r["n"]
+            for r in await self.pool.fetch(
+                """SELECT order_id, count(*) AS n FROM order_entries
+                   WHERE kind = 'sale' AND order_id = ANY($1::text[]) GROUP BY order_id""",
+                ids,
+            )
+        }
+        attributed = {
+            r["order_id"]: r["n"]
+            for r in await self.pool.fetch(
+                """SELECT order_id, count(*) AS n FROM attributed_order_entries
+                   WHERE kind = 'sale' AND order_id = ANY($1::text[]) GROUP BY order_id""",
+                ids,
+            )
+        }
+        with_attribution = {
+            r["viewer_id"]
+            for r in await self.pool.fetch(
+                "SELECT DISTINCT viewer_id FROM attributions WHERE viewer_id = ANY($1::text[])",
+                [viewer for _, viewer in orders.values()],
+            )
+        }
+        expected = [o for o, (_, viewer) in orders.items() if viewer in with_attribution]
+        return {
+            "orders_lost": sum(1 for o in ids if o not in recorded),
+            "orders_duplicated": sum(n - 1 for n in recorded.values())
+            + sum(n - 1 for n in attributed.values()),
+            "orders_unattributed": sum(1 for o in expected if o not in attributed),
+        }
+
     async def swipe(self, client: httpx.AsyncClient, traffic: Traffic, stop: asyncio.Event, tag: str) -> None:
         """A viewer swipes: a session, then feed pages; a new session when the feed runs dry."""
         n = 0
@@ -352,7 +452,13 @@ class FaultStack:
         )
         return {**dict.fromkeys(KINDS, 0), **{r["type"]: r["n"] for r in rows}}
 
-    async def settle(self, rooms: list[str], accepted: set[str], timeout: float = 120.0) -> dict[str, Any]:
+    async def settle(
+        self,
+        rooms: list[str],
+        accepted: set[str],
+        timeout: float = 120.0,
+        pending_orders: dict[str, tuple[str, str]] | None = None,
+    ) -> dict[str, Any]:
         """Wait until everything accepted is archived once and the live stats equal a recount of the
         archive, or until `timeout`; the figures."""
         started = time.monotonic()
@@ -360,6 +466,7 @@ class FaultStack:
         extra_rows = 0
         live: dict[str, int] = {}
         expected: dict[str, int] = {}
+        orders: dict[str, int] = {}
         while True:
             try:
                 archived, extra_rows = await self.archived(rooms)
@@ -367,8 +474,12 @@ class FaultStack:
                 live = await self.live_counts(rooms)
             except (OSError, asyncpg.PostgresError, RedisError, asyncpg.InterfaceError):
                 pass
+            try:
+                orders = await self.order_figures(pending_orders) if pending_orders else {}
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                orders = {"orders_lost": -1}
             if (
-                expected and accepted <= archived and live == expected
+                expected and accepted <= archived and live == expected and not any(orders.values())
             ) or time.monotonic() - started > timeout:
                 break
             await asyncio.sleep(0.25)
@@ -381,4 +492,7 @@ class FaultStack:
             "live_missing": under,
             "live": live,
             "expected": expected,
+            "orders_lost": orders.get("orders_lost", 0),
+            "orders_duplicated": orders.get("orders_duplicated", 0),
+            "orders_unattributed": orders.get("orders_unattributed", 0),
         }

@@ -1,5 +1,5 @@
 """kill -9 and restart, in turn, each moving part of a running deployment under traffic: no accepted
-event is lost, none is counted twice, the feed never answers 5xx (`degraded: true` is allowed), and
+event or verified order is lost, none is counted twice, the feed never answers 5xx (`degraded: true` is allowed), and
 everything is back within a bounded time. Figures: docs/reliability.md (bench/bench_faults.py)."""
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ def _assert_recovered(result: FaultResult) -> None:
     assert result.live_missing == 0, result
     assert result.feed_5xx == 0, result
     assert result.feed_requests > 0
+    assert result.orders > 0, "no order was recorded"
+    assert result.orders_lost == result.orders_duplicated == result.orders_unattributed == 0, result
     assert result.recovery_s < RECOVERY_BOUND_S, result
 
 

@@ -194,6 +194,36 @@ MATRIX: dict[str, Row] = {
         MERCHANT_OR_OPS,
     ),
     "GET /v1/ops/alliances": (_c("/v1/ops/alliances"), None, OPERATOR_ONLY),
+    # verified orders (merchant or order-system keys; another merchant's product is not its product)
+    "POST /v1/orders": (
+        _c("/v1/orders"),
+        lambda w: {
+            "order_id": f"mx-{secrets.token_hex(4)}",
+            "product_id": w.ids["product_id"],
+            "quantity": 1,
+            "unit_price": 99.0,
+            "currency": "CNY",
+            "ordered_at": int(time.time() * 1000),
+        },
+        (401, 403, 422, 201, 403),
+    ),
+    "GET /v1/orders": (_c("/v1/orders"), None, MERCHANT_SELF),
+    "GET /v1/orders/{order_id}": (_c("/v1/orders/{order_id}"), None, MERCHANT_OWN),
+    "POST /v1/orders/{order_id}/refunds": (
+        _c("/v1/orders/{order_id}/refunds"),
+        lambda w: {"refund_id": f"mx-{secrets.token_hex(4)}", "amount": 1},
+        (401, 403, 404, 201, 403),
+    ),
+    "POST /v1/orders/{order_id}/cancel": (
+        _c("/v1/orders/{order_id}/cancel"),
+        None,
+        (401, 403, 404, 201, 403),
+    ),
+    "POST /v1/ops/merchants/{merchant_id}/order-keys": (
+        _c("/v1/ops/merchants/{merchant_id}/order-keys"),
+        None,
+        (401, 403, 403, 403, 201),
+    ),
     # feed
     "POST /v1/sessions": (
         _c("/v1/sessions"),
@@ -247,6 +277,7 @@ MATRIX: dict[str, Row] = {
         OPERATOR_ONLY,
     ),
     # console
+    "DELETE /v1/ops/viewers/{viewer_id}": (_c("/v1/ops/viewers/mx_erased_viewer"), None, OPERATOR_ONLY),
     "GET /v1/ops/metrics": (_c("/v1/ops/metrics"), None, OPERATOR_ONLY),
     "GET /v1/ops/metrics/history": (_c("/v1/ops/metrics/history"), None, OPERATOR_ONLY),
     "GET /v1/ops/metrics/alliance-history": (_c("/v1/ops/metrics/alliance-history"), None, OPERATOR_ONLY),
@@ -346,6 +377,15 @@ async def world(
         )
     )
     ids["experiment_id"] = experiment.get("experiment_id") or experiment["id"]
+    order = {
+        "order_id": f"mx-{secrets.token_hex(4)}",
+        "product_id": ids["product_id"],
+        "quantity": 2,
+        "unit_price": 99.0,
+        "currency": "CNY",
+        "ordered_at": int(time.time() * 1000),
+    }
+    ids["order_id"] = (await ok(await app_client.post("/v1/orders", json=order, headers=h)))["order_id"]
     return World(merchant=merchant, other=other, third=third, viewer_id=viewer_id, ids=ids)
 
 
