@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -17,9 +18,11 @@ from alliance.attribution import AttributionBook
 from alliance.codes import Attribution
 from alliance.consumer import AllianceSink
 from alliance.ledger import Ledger
+from alliance.orders import OrderAttribution
 from alliance.scheduler import ExposureScheduler
 from alliance.settlement import Patterns, Settlement, never_converting, new_account_flags, reciprocal_pairs
-from tests.alliance.test_contribution import event, visit, visits
+from rooms.orders import OrderEntry
+from tests.alliance.test_contribution import visit, visits
 
 HOUR = 3600.0
 YEAR = 365 * 86_400.0
@@ -181,18 +184,13 @@ async def test_viewers_who_never_order_anywhere_are_clawed_back_where_others_do(
             v = await m.viewer(c, t)
             await m.visit(v, host, t + 1)
             if c != farm and k % 3 == 0:  # a third of honest viewers buy something somewhere
-                buy = event(
-                    "purchase",
-                    v,
-                    host,
-                    "r-shop",
-                    t + 2,
-                    order_id=f"o{k}{c}",
-                    product_id="p",
-                    amount=9.9,
-                    currency="CNY",
-                )
-                await m.sink.write([buy])
+                # A verified order (the order system's report), as rooms.orders delivers it.
+                entry_id = f"sale:{host}:o{k}{c}"
+                sale = OrderEntry(
+                    entry_id, "sale", host, f"o{k}{c}", entry_id, v, "r-shop", "p", None, 1,
+                    Decimal("9.90"), "CNY", t + 2,
+                )  # fmt: skip
+                await OrderAttribution(pool).record([sale])
     await m.settlement.run(t + 3 * HOUR)
     assert (await m.statement(farm))["visits"]["clawed_back"]["never_converts"]["visits"] == 25
     for c in honest:

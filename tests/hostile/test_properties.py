@@ -21,6 +21,13 @@ PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[Healt
 
 ID_CHARS = string.ascii_letters + string.digits + "_.:-"
 ids = st.text(ID_CHARS, min_size=1, max_size=64)
+
+
+def text(max_size: int) -> st.SearchStrategy[str]:
+    """Valid free text: anything but NUL, which no sink can store (events.schema refuses it)."""
+    return st.text(st.characters(blacklist_characters="\x00"), max_size=max_size)
+
+
 ID_RE = re.compile(r"\A[A-Za-z0-9_.:\-]{1,64}\Z")
 CURRENCY_RE = re.compile(r"\A[A-Z]{3}\Z")
 
@@ -44,9 +51,9 @@ _SHOWN: dict[str, st.SearchStrategy[Any]] = {
     "position": st.integers(0, 200),
     "boosted": st.booleans(),
     "page_token": ids,
-    "variant": st.text(max_size=64),
-    "model_version": st.text(max_size=64),
-    "config_version": st.integers(0, 99) | st.text(max_size=8),
+    "variant": text(max_size=64),
+    "model_version": text(max_size=64),
+    "config_version": st.integers(0, 99) | text(max_size=8),
 }
 TYPE_FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "impression": _SHOWN,
@@ -57,7 +64,7 @@ TYPE_FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "follow": {},
     "share": {},
     "leave": {"dwell_ms": st.integers(0, 10**9)},
-    "comment": {"text": st.text(max_size=500)},
+    "comment": {"text": text(max_size=500)},
     "add_to_cart": {"product_id": ids},
     "purchase": {
         "order_id": ids,

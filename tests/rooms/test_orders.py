@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from redis.asyncio import Redis
 
 from alliance.consumer import AllianceSink
 from tests.app_fixtures import bearer
@@ -257,6 +258,7 @@ async def test_viewer_purchase_events_leave_every_ledger_unchanged(
     operator_key: str,
     viewer_token: Callable[[str], str],
     pool: asyncpg.Pool,
+    redis: Redis,
 ) -> None:
     """The attack of issue 14: a viewer attributed to merchant A posts a 99,999,999,999 CNY purchase of
     a product that does not exist, then the same order_id under a new event_id."""
@@ -283,7 +285,7 @@ async def test_viewer_purchase_events_leave_every_ledger_unchanged(
     assert r.status_code == 202, r.text
     # What the alliance consumer does with them (the worker's sink, on the same database).
     enriched = [{**e, "merchant_id": shop.merchant.merchant_id, "received_at": now} for e in attack]
-    await AllianceSink(pool).write(enriched)
+    await AllianceSink(pool, redis).write(enriched)
     assert await books(app_client, pool, shop) == before
     too_big = {**attack[0], "event_id": f"big-{viewer}", "amount": 2e12}
     r = await app_client.post("/v1/events", json=[too_big], headers=bearer(viewer_token(viewer)))
