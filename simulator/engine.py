@@ -29,7 +29,7 @@ from events.vocabulary import (
     SHARE,
     TYPES,
 )
-from simulator.world import CATEGORIES, DAY_MS, MINUTE_MS, World
+from simulator.world import CATEGORIES, DAY_MS, MINUTE_MS, World, room_buzz
 
 BAND_PRICE_MEDIAN = np.array([39.0, 129.0, 499.0, 2999.0])
 PRODUCTS_PER_MERCHANT = 10
@@ -49,19 +49,51 @@ _CAUSAL_ORDER = (
 )
 _TYPE_ORDER = np.full(len(TYPES), len(_CAUSAL_ORDER))  # rank of each type code (types not emitted: last)
 _TYPE_ORDER[[CODE[name] for name in _CAUSAL_ORDER]] = np.arange(len(_CAUSAL_ORDER))
+# How a step reached the room (ground truth kept beside the log, never emitted as an event field).
+VIA_FEED, VIA_FOLLOWING, VIA_NOTIFICATION, VIA_CODE = 0, 1, 2, 3
+AUTOPLAY_MS = 300  # swipe: the room starts playing this long after it is served
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return out
 
 
 def band_fit(viewer_band: np.ndarray, merchant_band: np.ndarray) -> np.ndarray:
-    return np.maximum(1.0 - np.abs(viewer_band - merchant_band), -1.0)
+    out: np.ndarray = np.maximum(1.0 - np.abs(viewer_band - merchant_band), -1.0)
+    return out
+
+
+def stay_utility(
+    world: World,
+    match: np.ndarray,
+    quality: np.ndarray,
+    intent: np.ndarray,
+    bandfit: np.ndarray,
+    familiarity: np.ndarray,
+    follow_tab: np.ndarray,
+    buzz: np.ndarray | None = None,
+) -> np.ndarray:
+    """How much a viewer wants to stay in a room (logit): the ground truth every interface shares."""
+    c = world.config
+    u = (
+        c.enter_bias
+        + c.w_match * match
+        + c.w_quality * quality
+        + c.w_intent * intent
+        + c.w_band * bandfit
+        + c.w_familiar * np.log1p(familiarity)
+        + c.follow_tab_bonus * follow_tab
+    )
+    if buzz is not None:
+        u = u + c.w_buzz * buzz
+    return np.asarray(u, dtype=np.float64)
 
 
 @dataclass
 class Outcomes:
     enter: np.ndarray
+    stay: np.ndarray
     dwell_ms: np.ndarray
     like: np.ndarray
     comment: np.ndarray
@@ -82,40 +114,47 @@ def visit_outcomes(
     familiarity: np.ndarray,
     follow_tab: np.ndarray,
     forced: np.ndarray,
+    buzz: np.ndarray | None = None,
+    chosen: np.ndarray | None = None,
 ) -> Outcomes:
-    """What viewers do with the rooms put in front of them (vectorised over pairs)."""
+    """What viewers do with the rooms put in front of them (vectorised over pairs).
+
+    `enter` is whether the room played at all: on a swipe every served room does (a skip is a
+    short stay), in a grid and on the silent-skip interface only a room the viewer chose.
+    `stay` is whether the viewer watched (dwell from the watch model) rather than skipped (a short
+    play, swipe only). `chosen` marks rooms the viewer picked themselves (a grid card): they stay.
+    """
     c = world.config
     n = match.shape[0]
+    u = stay_utility(world, match, quality, intent, bandfit, familiarity, follow_tab, buzz)
     fam = np.log1p(familiarity)
-    u = (
-        c.enter_bias
-        + c.w_match * match
-        + c.w_quality * quality
-        + c.w_intent * intent
-        + c.w_band * bandfit
-        + c.w_familiar * fam
-        + c.follow_tab_bonus * follow_tab
-    )
-    enter = (rng.random(n) < _sigmoid(u)) | forced
+    wants = rng.random(n) < _sigmoid(u)
+    stay = (chosen if chosen is not None else wants) | forced
+    enter = np.ones(n, dtype=bool) if c.interface == "swipe" else stay.copy()
     log_dwell = (
         np.log(c.dwell_median_s)
         + 0.5 * match
         + 0.3 * quality
         + 0.4 * intent
         + 0.3 * fam
+        + (0.3 * buzz if buzz is not None else 0.0)
         + rng.normal(0.0, c.dwell_sigma, n)
     )
-    dwell_ms = np.clip(np.exp(log_dwell) * 1000.0, 3000.0, 3_600_000.0).astype(np.int64)
+    watch_ms = np.clip(np.exp(log_dwell) * 1000.0, 3000.0, 3_600_000.0)
+    skip_ms = np.clip(
+        np.exp(rng.normal(np.log(c.skip_dwell_median_s), c.skip_dwell_sigma, n)) * 1000.0, 300.0, 8000.0
+    )
+    dwell_ms = np.where(stay, watch_ms, skip_ms).astype(np.int64)
     dmin = np.log1p(dwell_ms / 60_000.0)
     r = rng.random((8, n))
-    like = enter & (r[0] < _sigmoid(-2.5 + 0.7 * match + 0.6 * dmin))
-    comment = enter & (r[1] < _sigmoid(-3.5 + 0.5 * dmin))
-    follow = enter & (r[2] < _sigmoid(-4.5 + 0.8 * match + 0.8 * dmin))
-    share = enter & (r[3] < 0.01)
-    cart = enter & (r[4] < _sigmoid(-3.4 + 0.6 * match + 0.8 * dmin + 0.6 * bandfit + 0.5 * intent))
+    like = stay & (r[0] < _sigmoid(-2.5 + 0.7 * match + 0.6 * dmin))
+    comment = stay & (r[1] < _sigmoid(-3.5 + 0.5 * dmin))
+    follow = stay & (r[2] < _sigmoid(c.follow_bias + 0.8 * match + 0.8 * dmin))
+    share = stay & (r[3] < 0.01)
+    cart = stay & (r[4] < _sigmoid(-3.4 + 0.6 * match + 0.8 * dmin + 0.6 * bandfit + 0.5 * intent))
     purchase = cart & (r[5] < c.purchase_given_cart)
-    deal = enter & (dwell_ms > 60_000) & (r[6] < 0.03)
-    return Outcomes(enter, dwell_ms, like, comment, follow, share, cart, purchase, deal)
+    deal = stay & (dwell_ms > 60_000) & (r[6] < 0.03)
+    return Outcomes(enter, stay, dwell_ms, like, comment, follow, share, cart, purchase, deal)
 
 
 @dataclass
@@ -133,6 +172,7 @@ class EventLog:
     product: np.ndarray
     position: np.ndarray
     entry_code: np.ndarray  # bool: the enter that opened an attributed session
+    via: np.ndarray | None = None  # impressions: how the step reached the room (VIA_*), -1 otherwise
     seed: int = 0
 
     def __len__(self) -> int:
@@ -196,6 +236,7 @@ class _Columns:
                 "product",
                 "position",
                 "entry_code",
+                "via",
             )
         }
 
@@ -210,6 +251,7 @@ class _Columns:
         amount: np.ndarray | None = None,
         position: np.ndarray | None = None,
         entry_code: np.ndarray | None = None,
+        via: np.ndarray | None = None,
     ) -> None:
         n = session.shape[0]
         if n == 0:
@@ -221,9 +263,10 @@ class _Columns:
         p["ts"].append(ts.astype(np.int64))
         p["dwell_ms"].append(dwell_ms.astype(np.int64) if dwell_ms is not None else np.full(n, -1, np.int64))
         p["amount"].append(amount.astype(np.float64) if amount is not None else np.full(n, np.nan))
-        p["product"].append(rng.integers(0, PRODUCTS_PER_MERCHANT, n))
+        p["product"].append(np.asarray(rng.integers(0, PRODUCTS_PER_MERCHANT, n)))
         p["position"].append(position.astype(np.int64) if position is not None else np.full(n, -1, np.int64))
         p["entry_code"].append(entry_code.astype(bool) if entry_code is not None else np.zeros(n, bool))
+        p["via"].append(via.astype(np.int8) if via is not None else np.full(n, -1, np.int8))
 
     def concat(self) -> dict[str, np.ndarray]:
         return {k: np.concatenate(v) for k, v in self.parts.items()}
@@ -297,6 +340,7 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
     sessions = draw_sessions(world, rng)
     cols = _Columns()
+    world.fav_at_day = {0: (world.fav_m.copy(), world.fav_a.copy())}
     r_start, r_end, r_merchant = world.r_start, world.r_end, world.r_merchant
     nm = c.n_merchants
     hour = 3_600_000
@@ -310,6 +354,7 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
         if day != last_day:
             world.fav_a *= c.favourite_daily_decay
             last_day = day
+            world.fav_at_day[day] = (world.fav_m.copy(), world.fav_a.copy())
         if b1 == b0:
             continue
         sid = np.arange(b0, b1)
@@ -328,8 +373,8 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
         )
         # Affinity of each session's viewer to each candidate room's merchant.
         pos = np.full((nm, 2), -1, dtype=np.int64)
-        for j, m in enumerate(M.tolist()):
-            pos[m, 0 if pos[m, 0] < 0 else 1] = j
+        for at, m in enumerate(M.tolist()):
+            pos[m, 0 if pos[m, 0] < 0 else 1] = at
         A = np.zeros((B, R.size), dtype=np.float32)
         fm, fa = world.fav_m[v], world.fav_a[v]
         for k in range(fm.shape[1]):
@@ -378,14 +423,87 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
             follow_tab = (rng.random(n) < c.follow_tab_prob) & fav_live.any(axis=1)
             pick_follow = np.argmax(np.where(fav_live, np.log(np.maximum(Ai, 1e-9)) + g, -np.inf), axis=1)
             explore = rng.random(n) < c.feed_explore
-            feed_logit = np.where(explore[:, None], 0.0, policy[idx] + c.feed_follow_bonus * np.log1p(Ai)) + g
-            pick_feed = np.argmax(np.where(live, feed_logit, -np.inf), axis=1)
-            choice = np.where(follow_tab, pick_follow, pick_feed)
+            feed_logit = policy[idx] + c.feed_follow_bonus * np.log1p(Ai)
+            if c.feed_buzz_weight:
+                feed_logit = feed_logit + c.feed_buzz_weight * room_buzz(world, R[None, :], t[:, None])
+            feed_logit = np.where(explore[:, None], 0.0, feed_logit) + g
+            feed_logit = np.where(live, feed_logit, -np.inf)
             forced = (step[idx] == 0) & (code_room[idx] >= 0)
-            choice = np.where(forced, code_room[idx], choice)
             notified = (step[idx] == 0) & (notify_pos[idx] >= 0)
-            choice = np.where(notified, notify_pos[idx], choice)
             follow_tab = (follow_tab | notified) & ~forced
+            via = np.where(
+                forced,
+                VIA_CODE,
+                np.where(notified, VIA_NOTIFICATION, np.where(follow_tab, VIA_FOLLOWING, VIA_FEED)),
+            )
+            s_ids = sid[idx]
+            if c.interface == "grid":
+                # A page of cards from the logging feed; the viewer enters one of them or scrolls on.
+                # Steps that go straight to a room (code, notification, following tab) show that room alone.
+                k = min(c.grid_size, R.size)
+                page = np.argpartition(-feed_logit, kth=k - 1, axis=1)[:, :k]
+                page = np.take_along_axis(
+                    page, np.argsort(-np.take_along_axis(feed_logit, page, 1), axis=1), 1
+                )
+                on_page = np.take_along_axis(live, page, 1)
+                rows = np.repeat(np.arange(n), k)
+                cols_k = page.ravel()
+                u = stay_utility(
+                    world,
+                    match[idx[rows], cols_k],
+                    world.m_quality[M[cols_k]],
+                    intent[idx[rows], cols_k],
+                    band_fit(world.v_band[v[idx[rows]]], world.m_band[M[cols_k]]),
+                    Ai[rows, cols_k],
+                    np.zeros(rows.size, dtype=np.float32),
+                    room_buzz(world, R[cols_k], t[rows]),
+                ).reshape(n, k)
+                u = u - c.grid_position_decay * np.arange(k)[None, :] + rng.gumbel(size=(n, k))
+                u = np.where(on_page, u, -np.inf)
+                best = np.argmax(u, axis=1)
+                picked = u[np.arange(n), best] > c.grid_none_bias + rng.gumbel(size=n)
+                direct = forced | notified | follow_tab
+                direct_choice = np.where(
+                    forced, code_room[idx], np.where(notified, notify_pos[idx], pick_follow)
+                )
+                choice = np.where(direct, direct_choice, page[np.arange(n), best])
+                grid_rows = np.flatnonzero(~direct)
+                gr = np.repeat(grid_rows, k)
+                gc = page[grid_rows].ravel()
+                ok = on_page[grid_rows].ravel()
+                gr, gc = gr[ok], gc[ok]
+                shown[idx[gr], gc] = True
+                gpos = np.tile(np.arange(k), grid_rows.size)[ok]
+                cols.emit(
+                    rng,
+                    CODE[IMPRESSION],
+                    s_ids[gr],
+                    R[gc],
+                    t[gr],
+                    position=gpos,
+                    via=np.full(gr.size, VIA_FEED),
+                )
+                d = np.flatnonzero(direct)
+                cols.emit(
+                    rng,
+                    CODE[IMPRESSION],
+                    s_ids[d],
+                    R[direct_choice[d]],
+                    t[d],
+                    position=np.zeros(d.size),
+                    via=via[d],
+                )
+                chosen = direct | picked
+                # Reading the page takes a few seconds before anything is entered.
+                t_enter = t + np.where(direct, 1500, 3000)
+            else:
+                pick_feed = np.argmax(feed_logit, axis=1)
+                choice = np.where(follow_tab, pick_follow, pick_feed)
+                choice = np.where(forced, code_room[idx], choice)
+                choice = np.where(notified, notify_pos[idx], choice)
+                cols.emit(rng, CODE[IMPRESSION], s_ids, R[choice], t, position=step[idx], via=via)
+                chosen = None
+                t_enter = t + (AUTOPLAY_MS if c.interface == "swipe" else 1500)
             shown[idx, choice] = True
             rooms = R[choice]
             merch = M[choice]
@@ -400,12 +518,12 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
                 Ai[np.arange(n), choice],
                 follow_tab.astype(np.float32),
                 forced,
+                room_buzz(world, rooms, t),
+                chosen,
             )
-            s_ids = sid[idx]
-            cols.emit(rng, CODE[IMPRESSION], s_ids, rooms, t, position=step[idx])
             e = out.enter
-            enter_ts = t + 1500
-            dwell = np.maximum(np.minimum(out.dwell_ms, re[choice] - enter_ts - 1000), 1000)
+            enter_ts = t_enter
+            dwell = np.maximum(np.minimum(out.dwell_ms, re[choice] - enter_ts - 1000), 300)
             leave_ts = enter_ts + dwell
             cols.emit(rng, CODE[ENTER], s_ids[e], rooms[e], enter_ts[e], entry_code=forced[e])
             hb = np.minimum(dwell // (c.heartbeat_s * 1000), 30) * e
@@ -436,13 +554,16 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
             paid_at = np.minimum(cart_at[p] + 20_000, leave_ts[out.purchase] - 1)
             cols.emit(rng, CODE[PURCHASE], s_ids[out.purchase], rooms[out.purchase], paid_at, amount=amount)
             cols.emit(rng, CODE[LEAVE], s_ids[e], rooms[e], leave_ts[e], dwell_ms=dwell[e])
-            gain = np.log1p(dwell[e] / 30_000.0) + 2.0 * out.purchase[e] + 1.0 * out.follow[e]
-            visits_v.append(v[idx][e])
-            visits_m.append(merch[e])
+            w = out.stay
+            gain = np.log1p(dwell[w] / 30_000.0) + 2.0 * out.purchase[w] + c.follow_gain * out.follow[w]
+            visits_v.append(v[idx][w])
+            visits_m.append(merch[w])
             visits_g.append(gain.astype(np.float32))
-            ts[idx] = np.where(e, leave_ts + 800, t + rng.integers(1500, 5000, n))
+            scroll_ms = rng.integers(1500, 5000, n)
+            ts[idx] = np.where(e, leave_ts + 800, t + scroll_ms)
             step[idx] += 1
-            cont = (rng.random(n) < c.continue_prob) & (step[idx] < 60)
+            keep_on = np.where(out.stay, c.continue_prob, c.skip_continue)
+            cont = (rng.random(n) < keep_on) & (step[idx] < 60)
             cont &= ts[idx] - sessions.start_ms[sid[idx]] < 3 * 3_600_000
             alive[idx] = cont
         if visits_v:
@@ -466,6 +587,7 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
         product=col["product"],
         position=col["position"],
         entry_code=col["entry_code"],
+        via=col["via"],
         seed=seed,
     )
     return log, sessions

@@ -33,7 +33,9 @@ CATEGORIES: tuple[str, ...] = (
 # Share of merchants per category, roughly the order of Douyin/Taobao Live GMV categories.
 CATEGORY_SHARE = np.array([0.20, 0.15, 0.14, 0.10, 0.08, 0.06, 0.06, 0.06, 0.04, 0.04, 0.04, 0.03])
 TAGS_PER_CATEGORY = 6
+INTERFACES: tuple[str, ...] = ("swipe", "grid", "silent_skip")
 MINUTE_MS = 60_000
+BUZZ_WIDTH_MS = 20 * 60_000
 DAY_MS = 86_400_000
 # Day 0 starts at local (UTC+8) midnight.
 DEFAULT_START_MS = int(datetime(2026, 11, 1, 16, 0, tzinfo=UTC).timestamp() * 1000)
@@ -49,9 +51,25 @@ class SimConfig:
     days: int = 7
     start_ms: int = DEFAULT_START_MS
     dim: int = 16
+    # Interface: "swipe" (every served room starts playing; a skip is a short stay), "grid" (a page
+    # of cards; the viewer enters one or none) or "silent_skip" (the first simulator's: a room not
+    # entered leaves only its impression; kept so figures made before the world family reproduce).
+    interface: str = "silent_skip"
+    skip_dwell_median_s: float = 1.4  # swipe: how long a skipped room plays before the next swipe
+    skip_dwell_sigma: float = 0.45
+    grid_size: int = 6  # grid: cards per page
+    grid_none_bias: float = 0.5  # grid: utility of entering none of the page (scroll on)
+    grid_position_decay: float = 0.25  # grid: lower cards are looked at less (logit per row)
     # World
     merchant_noise: float = 0.6  # latent part of a merchant not explained by its features
     viewer_noise: float = 0.5
+    category_strength: float = 1.0  # length of the category directions in taste space
+    quality_sd: float = 0.8  # spread of merchants' lasting appeal (long-term popularity)
+    reach_sigma: float = 1.0  # spread of merchants' audience reach (log-normal)
+    new_merchant_share: float = 0.0  # merchants whose first broadcast falls inside the horizon
+    new_merchant_days: int = 2  # ... on one of its last this many days (the test day included)
+    buzz_sigma: float = 0.0  # per-broadcast "buzz" (a guest, a flash sale): live popularity
+    buzz_peak: float = 0.0  # height of a broadcast's one peak of buzz (~20 min wide)
     one_to_one_share: float = 0.10
     n_hosts: int = 400  # host agencies (MCNs) shared by several merchants
     live_day_prob: tuple[float, float] = (0.3, 0.95)
@@ -66,13 +84,16 @@ class SimConfig:
     notify_share: float = 0.45  # sessions opened by a favourite's "now live" notification
     # Sessions
     continue_prob: float = 0.9  # per-step chance the viewer keeps swiping (mean ~10 steps)
+    continue_after_skip: float = -1.0  # after a skipped room (-1: the same as continue_prob)
     follow_tab_prob: float = 0.5  # step goes to a live favourite (following tab)
     code_entry_prob: float = 0.35  # session opens through a private-domain merchant's code
     feed_explore: float = 0.15  # the logging feed's uniform exploration share
     feed_pop_weight: float = 1.0
     feed_category_bonus: float = 0.7
     feed_follow_bonus: float = 1.0  # the logging feed also boosted merchants the viewer follows
+    feed_buzz_weight: float = 0.0  # the logging feed also pushed rooms with buzz now
     enter_bias: float = -2.0
+    w_buzz: float = 1.0
     w_match: float = 1.0
     w_quality: float = 0.5
     w_intent: float = 0.9
@@ -83,8 +104,20 @@ class SimConfig:
     dwell_sigma: float = 0.9
     heartbeat_s: int = 120
     purchase_given_cart: float = 0.4
+    follow_bias: float = -4.5
+    follow_gain: float = 1.0  # affinity a follow adds
     favourite_slots: int = 10
     favourite_daily_decay: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.interface not in INTERFACES:
+            raise ValueError(f"interface {self.interface!r}: one of {', '.join(INTERFACES)}")
+        if not 0.0 <= self.new_merchant_share < 1.0:
+            raise ValueError("new_merchant_share must be in [0, 1)")
+
+    @property
+    def skip_continue(self) -> float:
+        return self.continue_prob if self.continue_after_skip < 0 else self.continue_after_skip
 
 
 @dataclass(frozen=True)
@@ -134,9 +167,12 @@ class World:
     m_latent: np.ndarray
     m_hotness: np.ndarray  # what the logging feed knew as popularity
     m_followers: np.ndarray
+    m_debut: np.ndarray  # first day the merchant may broadcast (0 for merchants from before the log)
     r_merchant: np.ndarray
     r_start: np.ndarray
     r_end: np.ndarray
+    r_buzz: np.ndarray  # per-broadcast buzz level
+    r_peak: np.ndarray  # when its buzz peaks (epoch ms)
     v_taste: np.ndarray
     v_band: np.ndarray
     v_topcat: np.ndarray
@@ -147,6 +183,8 @@ class World:
     fav_a: np.ndarray  # (n_viewers, slots) affinity
     match_scale: float = 1.0
     rooms_cache: list[SimRoom] = field(default_factory=list)
+    # Favourites (merchants, affinities) as they stood at the start of each day of the run.
+    fav_at_day: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def _gumbel_topk(rng: np.random.Generator, logits: np.ndarray, k: int) -> np.ndarray:
@@ -161,7 +199,7 @@ def build_world(config: SimConfig) -> World:
     c = config
     n_cat = len(CATEGORIES)
     d = c.dim
-    cat_vecs = rng_m.normal(0, 1.0, (n_cat, d))
+    cat_vecs = rng_m.normal(0, c.category_strength, (n_cat, d))
     tag_vecs = rng_m.normal(0, 0.6, (n_cat * TAGS_PER_CATEGORY, d))
     band_vecs = rng_m.normal(0, 0.5, (len(PRICE_BANDS), d))
     host_vecs = rng_m.normal(0, 0.4, (c.n_hosts, d))
@@ -174,7 +212,7 @@ def build_world(config: SimConfig) -> World:
     m_format = (rng_m.random(nm) < c.one_to_one_share).astype(np.int8)
     m_host = rng_m.zipf(1.6, size=nm) % c.n_hosts
     host_quality = rng_m.normal(0, 0.5, c.n_hosts)
-    m_quality = 0.8 * rng_m.normal(0, 1, nm) + host_quality[m_host]
+    m_quality = c.quality_sd * rng_m.normal(0, 1, nm) + host_quality[m_host]
     m_latent = (
         cat_vecs[m_cat]
         + tag_vecs[m_tags].mean(axis=1) * 0.8
@@ -182,7 +220,14 @@ def build_world(config: SimConfig) -> World:
         + host_vecs[m_host] * 0.5
         + rng_m.normal(0, c.merchant_noise, (nm, d))
     ).astype(np.float32)
-    reach = rng_m.lognormal(0, 1.0, nm) * np.exp(0.3 * m_quality)
+    reach = rng_m.lognormal(0, c.reach_sigma, nm) * np.exp(0.3 * m_quality)
+    # Merchants new to the platform during the horizon (drawn from their own stream so worlds
+    # without them keep the schedule they always had).
+    rng_n = np.random.default_rng(np.random.SeedSequence([c.seed, 11]))
+    m_debut = np.zeros(nm, dtype=np.int64)
+    if c.new_merchant_share > 0 and c.days > 1:
+        new = rng_n.random(nm) < c.new_merchant_share
+        m_debut[new] = rng_n.integers(max(1, c.days - c.new_merchant_days), c.days, int(new.sum()))
 
     # Schedule: each merchant has a habitual slot and duration (live rooms keep regular hours).
     slot_centres = np.array([10 * 60, 14 * 60 + 30, 19 * 60 + 30])
@@ -192,7 +237,7 @@ def build_world(config: SimConfig) -> World:
     p_day = rng_s.uniform(*c.live_day_prob, nm)
     rm, rs, re = [], [], []
     for day in range(c.days):
-        live = rng_s.random(nm) < p_day
+        live = (rng_s.random(nm) < p_day) & (m_debut <= day)
         idx = np.flatnonzero(live)
         for extra in (False, True):
             if extra:
@@ -219,6 +264,9 @@ def build_world(config: SimConfig) -> World:
     r_end[cur] = np.minimum(r_end[cur], nxt_start[same] - MINUTE_MS)
     keep = r_end - r_start >= 15 * MINUTE_MS
     r_merchant, r_start, r_end = r_merchant[keep], r_start[keep], r_end[keep]
+    n_rooms = r_merchant.shape[0]
+    r_buzz = np.asarray(rng_n.normal(0.0, 1.0, n_rooms) * c.buzz_sigma, dtype=np.float32)
+    r_peak = r_start + (rng_n.random(n_rooms) * (r_end - r_start)).astype(np.int64)
 
     # Viewers: tastes are mixtures of 1-3 category directions plus personal noise.
     nv = c.n_viewers
@@ -244,16 +292,18 @@ def build_world(config: SimConfig) -> World:
     fav_a = np.zeros((nv, c.favourite_slots), dtype=np.float32)
     log_reach = np.log(reach).astype(np.float32)
     appeal = (0.5 * m_quality + 0.3 * log_reach).astype(np.float32)
+    # Nobody followed or favoured a merchant before it joined.
+    unknown = np.where(m_debut > 0, -np.inf, 0.0).astype(np.float32)
     chunk = 4000
     for lo in range(0, nv, chunk):
         hi = min(nv, lo + chunk)
         match = (v_taste[lo:hi] @ m_latent.T) / np.float32(match_scale)
-        pd_pick = _gumbel_topk(rng_f, match + 1.5 * log_reach, 2)
+        pd_pick = _gumbel_topk(rng_f, match + 1.5 * log_reach + unknown, 2)
         n_pd = np.where(
             rng_f.random(hi - lo) < c.pd_member_share, rng_f.choice([1, 2], hi - lo, p=[0.7, 0.3]), 0
         )
         v_pd[lo:hi] = np.where(np.arange(2)[None, :] < n_pd[:, None], pd_pick, -1)
-        fav_pick = _gumbel_topk(rng_f, 1.2 * match + appeal, c.favourite_slots)
+        fav_pick = _gumbel_topk(rng_f, 1.2 * match + appeal + unknown, c.favourite_slots)
         n_fav = np.minimum(rng_f.poisson(c.prior_favourites, hi - lo), c.favourite_slots - 2)
         has = np.arange(c.favourite_slots)[None, :] < n_fav[:, None]
         fav_m[lo:hi] = np.where(has, fav_pick, -1)
@@ -266,6 +316,9 @@ def build_world(config: SimConfig) -> World:
     followers = np.bincount(v_pd[v_pd >= 0], minlength=nm)
     m_hotness = (0.6 * np.log1p(followers * 20 + reach * 50) + 0.6 * m_quality).astype(np.float32)
     m_hotness = (m_hotness - m_hotness.mean()) / (m_hotness.std() + 1e-9)
+    # The logging feed knows nothing good of a newcomer yet: it ranks it with the least popular tenth.
+    if (m_debut > 0).any():
+        m_hotness[m_debut > 0] = np.quantile(m_hotness[m_debut == 0], 0.1)
 
     return World(
         config=c,
@@ -282,9 +335,12 @@ def build_world(config: SimConfig) -> World:
         m_latent=m_latent,
         m_hotness=m_hotness,
         m_followers=followers,
+        m_debut=m_debut,
         r_merchant=r_merchant,
         r_start=r_start,
         r_end=r_end,
+        r_buzz=r_buzz,
+        r_peak=r_peak,
         v_taste=v_taste,
         v_band=v_band,
         v_topcat=v_topcat,
@@ -295,6 +351,16 @@ def build_world(config: SimConfig) -> World:
         fav_a=fav_a,
         match_scale=match_scale,
     )
+
+
+def room_buzz(world: World, rooms: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:
+    """Each room's buzz at `ts_ms` (broadcast level plus its one peak); zeros in a world without buzz."""
+    c = world.config
+    if c.buzz_sigma == 0 and c.buzz_peak == 0:
+        return np.zeros(np.broadcast(rooms, ts_ms).shape, dtype=np.float32)
+    z = (ts_ms - world.r_peak[rooms]) / BUZZ_WIDTH_MS
+    out: np.ndarray = (world.r_buzz[rooms] + c.buzz_peak * np.exp(-0.5 * z * z)).astype(np.float32)
+    return out
 
 
 def tag_name(tag_index: int) -> str:
