@@ -1,0 +1,124 @@
+"""`roomfeed evaluate [--world NAME|all] [--seeds N]`: the ranker judged in every simulated world.
+
+Owns the verb's options (ranking's, plus the world family's) and `run_worlds`, which runs each
+world at each seed (simulate, train, replay, tune, A/B: worlds.evaluate.run_world) under one
+progress bar (rich; quiet when stderr is not a terminal) and writes per world a table and a plot
+(worlds.report) plus `worlds.json` with the summary figures. Without `--world` the verb is
+the default world's evaluation (simulator.evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ranking.model import ModelParams
+from ranking.offline import FitConfig
+from simulator.evaluation import add_evaluate_args as add_default_evaluate_args
+from simulator.evaluation import evaluate_command as default_evaluate_command
+from simulator.presets import N_MERCHANTS, N_VIEWERS, WORLDS
+from worlds.evaluate import RunConfig, run_world
+from worlds.report import summarise, summary_table, write_world_report
+
+PHASES = ("simulate", "fit", "judge", "a/b")
+
+
+def world_names(text: str) -> list[str]:
+    if text == "all":
+        return list(WORLDS)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORLDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown world {', '.join(unknown)!r}: one of all, {', '.join(WORLDS)}"
+        )
+    return names
+
+
+def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
+    add_default_evaluate_args(parser)
+    parser.add_argument(
+        "--world",
+        type=world_names,
+        default=None,
+        metavar="NAME|all",
+        help=f"judge the ranker in simulated worlds ({', '.join(WORLDS)}; comma-separated or all)",
+    )
+    parser.add_argument("--seeds", type=int, default=2, help="simulator seeds per world (--world)")
+    parser.add_argument("--world-viewers", type=int, default=N_VIEWERS, help="viewers per world (--world)")
+    parser.add_argument(
+        "--world-merchants", type=int, default=N_MERCHANTS, help="merchants per world (--world)"
+    )
+    parser.add_argument(
+        "--ab-sessions",
+        type=int,
+        default=RunConfig.ab_sessions,
+        help="test-day sessions drawn into each A/B (0: all of them)",
+    )
+
+
+def run_worlds(
+    names: Sequence[str], seeds: Sequence[int], cfg: RunConfig, report_dir: Path, show: bool | None = None
+) -> dict[str, Any]:
+    """Every world at every seed; per-world reports under `report_dir`; the summary (also worlds.json)."""
+    show = sys.stderr.isatty() if show is None else show
+    summary: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not show, transient=False) as progress:
+        total = progress.add_task("worlds", total=len(names) * len(seeds) * len(PHASES))
+        for name in names:
+            for seed in seeds:
+
+                def step(phase: str, _name: str = name, _seed: int = seed) -> None:
+                    if phase != PHASES[0]:
+                        progress.advance(total)
+                    progress.update(total, description=f"{_name} seed {_seed}: {phase}")
+
+                run = run_world(name, seed, cfg, step=step)
+                progress.advance(total)
+                runs.setdefault(name, []).append(run)
+            summary[name] = summarise(runs[name])
+            write_world_report(name, runs[name], report_dir)
+    result = {
+        "worlds": summary,
+        "seeds": list(seeds),
+        "seconds": round(time.perf_counter() - started, 1),
+        "timings": {name: [r["timings"] for r in rs] for name, rs in runs.items()},
+        "simulated": {name: [r["simulated"] for r in rs] for name, rs in runs.items()},
+    }
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "worlds.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    (report_dir / "worlds.md").write_text(summary_table(summary) + "\n")
+    return result
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        n_viewers=args.world_viewers,
+        n_merchants=args.world_merchants,
+        ab_sessions=args.ab_sessions or None,
+        test_targets=args.targets,
+        fit=FitConfig(model=dataclasses.replace(ModelParams(), epochs=args.epochs), ranker_lists=args.lists),
+    )
+
+
+async def evaluate_command(settings: Any, args: argparse.Namespace) -> int:
+    if args.world is None:
+        return await default_evaluate_command(settings, args)
+    report_dir = args.report if args.report != Path("reports/eval") else Path("reports/worlds")
+    seeds = list(range(1, args.seeds + 1))
+    result = await asyncio.to_thread(run_worlds, args.world, seeds, run_config(args), report_dir)
+    print(summary_table(result["worlds"]))
+    print(f"report: {report_dir}/<world>/table.md, eval.png; {report_dir}/worlds.json", file=sys.stderr)
+    return 0

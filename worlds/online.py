@@ -1,0 +1,437 @@
+"""The simulated online A/B: a world's viewers, with their ground-truth tastes, react to the pages the
+real feed serves each arm.
+
+Owns `run_ab`: test-day sessions are replayed in event time through the feed's own
+`FeedPipeline.standard` (candidates, hydrate, score, rank, filters, diversity, exploration, page),
+each viewer's arm chosen by `feed.experiments.assign` (the experiments feature's stable viewer
+hash). An arm is a model (the learned ranker's artifact, or the same artifact ranking by a simple
+baseline, as the feed serves when the promotion gate refuses a model) plus optional ranking-config
+overrides (the variant's config). What the pipeline reads from other domains comes from the
+simulation as those domains would hand it over: the live rooms at the viewer's clock (rooms' live
+index), room heat decayed with events' half-life (events.heat), the viewer's recent visits (events'
+viewer history, rebuilt from the log before the test day and extended by what the viewer does in
+the A/B, skips included as the app reports them). Arms share the world: a room one arm makes
+popular is popular in the other's heat too, as on a real platform.
+
+Sessions here are the feed alone: every room a session sees is one its arm's feed served (no
+following tab, notifications or codes), so the difference between arms is the feed's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from events.heat import HALF_LIFE_S, SIGNALS
+from events.vocabulary import CODE, ENTER, IMPRESSION, LEAVE, PURCHASE, SWIPE_AWAY_MS
+from feed.config import RankingConfig
+from feed.context import FeedContext, RecentVisit
+from feed.experiments import Experiment, Variant, assign
+from feed.pipeline import FeedPipeline
+from feed.sources import RoomHeatCache
+from simulator import Marketplace
+from simulator.world import CATEGORIES, DAY_MS
+
+RECENT_LIMIT = 50  # what the feed reads of a viewer's history per request (feed.service)
+EXPERIMENT_ID = "exp-world-ab"
+MAX_STEPS = 60
+MAX_SESSION_MS = 3 * 3_600_000
+
+
+@dataclass(frozen=True)
+class LiveRoom:
+    """A simulated room as the live index hands it to the feed (rooms.live_index.LiveRoom's fields)."""
+
+    room_id: str
+    merchant_id: str
+    title: str
+    category: str
+    tags: tuple[str, ...]
+    price_band: str
+    format: str
+    host: str
+    started_at: float
+    stream_url: str
+    status: str = "live"
+    replay_url: str | None = None
+
+
+@dataclass
+class Snapshot:
+    rooms: tuple[LiveRoom, ...]
+    by_id: dict[str, LiveRoom]
+
+
+class SimLiveIndex:
+    """The live index at the simulation's clock: the same snapshot object while the live set holds."""
+
+    def __init__(self, market: Marketplace) -> None:
+        self.market = market
+        w = market.world
+        self.rooms = [
+            LiveRoom(
+                room_id=r.room_id,
+                merchant_id=r.merchant_id,
+                title=r.room_id,
+                category=r.features.category,
+                tags=tuple(r.features.tags),
+                price_band=r.features.price_band,
+                format=r.features.format,
+                host=r.features.host,
+                started_at=r.live_from_ms / 1000.0,
+                stream_url=f"sim://{r.room_id}",
+            )
+            for r in market.rooms
+        ]
+        self.start, self.end = w.r_start, w.r_end
+        self.now_ms = 0
+        self._live: np.ndarray | None = None
+        self._snapshot: Snapshot | None = None
+        self.cached: Snapshot | None = None
+
+    def live_at(self, ts_ms: int) -> np.ndarray:
+        # A room is served until 5 s before it ends (the batch engine's rule too).
+        return np.flatnonzero((self.start <= ts_ms) & (self.end > ts_ms + 5000))
+
+    async def snapshot(self) -> Snapshot:
+        live = self.live_at(self.now_ms)
+        if self._snapshot is None or self._live is None or not np.array_equal(live, self._live):
+            rooms = tuple(self.rooms[int(j)] for j in live)
+            self._snapshot = Snapshot(rooms, {r.room_id: r for r in rooms})
+            self._live = live
+        self.cached = self._snapshot
+        return self._snapshot
+
+    async def replays(self, limit: int) -> list[Any]:
+        return []
+
+    async def live_room_of_merchant(self, merchant_id: str) -> Any | None:
+        return None
+
+    # The service's change feed (it rides the session's round trip); the A/B calls the pipeline itself.
+    def queue_changes_since(self, pipe: Any, version: int) -> None:
+        return None
+
+    def changes_since(self, reply: Any) -> dict[str, int] | None:
+        return None
+
+
+class HeatSnapshot:
+    """Decayed counters of every room as events.heat's reader returns them (a plain snapshot)."""
+
+    layout = None
+
+    def __init__(self, heat: SimHeat, now_ms: int) -> None:
+        self.heat, self.now_ms = heat, now_ms
+
+    def aligned(self, room_ids: np.ndarray, positions: Any = None) -> np.ndarray:
+        h = self.heat
+        rows = np.fromiter((h.row_of.get(r, -1) for r in room_ids), dtype=np.int64, count=len(room_ids))
+        out = np.zeros((len(room_ids), len(SIGNALS)), dtype=np.float64)
+        ok = rows >= 0
+        age_s = np.maximum(self.now_ms - h.ts[rows[ok]], 0) / 1000.0
+        out[ok] = h.values[rows[ok]] * np.power(0.5, age_s / HALF_LIFE_S)[:, None]
+        return out
+
+
+class SimHeat:
+    """Room heat folded from the simulation's events: enters, impressions, dwell seconds and orders,
+    each decayed with events.heat's half-life (what the heat sink keeps in Redis)."""
+
+    def __init__(self, room_ids: Sequence[str]) -> None:
+        self.row_of = {r: i for i, r in enumerate(room_ids)}
+        self.values = np.zeros((len(room_ids), len(SIGNALS)), dtype=np.float64)
+        self.ts = np.zeros(len(room_ids), dtype=np.int64)
+        self.now_ms = 0
+        self._column = {name: i for i, name in enumerate((ENTER, IMPRESSION, LEAVE, PURCHASE))}
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        col = self._column.get(str(event["type"]))
+        row = self.row_of.get(str(event["room_id"]), -1)
+        if col is None or row < 0:
+            return
+        ts = int(event["ts"])
+        amount = max(0, int(event.get("dwell_ms") or 0)) / 1000.0 if col == 2 else 1.0
+        age_s = max(ts - int(self.ts[row]), 0) / 1000.0
+        self.values[row] *= 0.5 ** (age_s / HALF_LIFE_S)
+        self.values[row, col] += amount
+        self.ts[row] = max(ts, int(self.ts[row]))
+
+    async def snapshot(self) -> HeatSnapshot:
+        return HeatSnapshot(self, self.now_ms)
+
+
+class SimViewerHistory:
+    """Each viewer's recent visits, newest first (events' viewer history: one per leave)."""
+
+    def __init__(self) -> None:
+        self.visits: dict[str, deque[RecentVisit]] = {}
+
+    def add(self, viewer_id: str, room_id: str, merchant_id: str, dwell_ms: int, ts: int) -> None:
+        q = self.visits.setdefault(viewer_id, deque(maxlen=RECENT_LIMIT))
+        q.appendleft(RecentVisit(room_id, merchant_id, dwell_ms, ts, dwell_ms < SWIPE_AWAY_MS))
+
+    async def viewer_recent(self, viewer_id: str, limit: int = RECENT_LIMIT) -> list[RecentVisit]:
+        return list(self.visits.get(viewer_id, ()))[:limit]
+
+    async def rooms(self, room_ids: list[str]) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_log(cls, market: Marketplace, until_ms: int) -> SimViewerHistory:
+        """History rebuilt from the log before `until_ms` (event time), as events' rebuild would."""
+        log = market.log
+        history = cls()
+        rows = np.flatnonzero((log.type == CODE[LEAVE]) & (log.ts < until_ms))
+        for i in rows.tolist():
+            history.add(
+                f"v{int(log.viewer[i])}",
+                f"r{int(log.room[i])}",
+                f"m{int(log.merchant[i])}",
+                int(log.dwell_ms[i]),
+                int(log.ts[i]),
+            )
+        return history
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: what the feed ranks with (its model watcher: `.scorer`, the artifact and its ranker)
+    and the ranking-config fields the arm's experiment variant overrides."""
+
+    name: str
+    model_watcher: Any
+    overrides: dict[str, float | int] = field(default_factory=dict)
+
+
+@dataclass
+class ArmTotals:
+    """Per-session sums of one arm: everything the reported metrics and their intervals need."""
+
+    impressions: list[int] = field(default_factory=list)
+    enters: list[int] = field(default_factory=list)
+    watches: list[int] = field(default_factory=list)
+    watch_ms: list[int] = field(default_factory=list)
+    orders: list[int] = field(default_factory=list)
+    gmv: list[float] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(getattr(self, k), dtype=np.float64) for k in self.__dataclass_fields__}
+
+
+def arm_metrics(a: Mapping[str, np.ndarray]) -> dict[str, float]:
+    imp = max(float(a["impressions"].sum()), 1.0)
+    n = max(a["impressions"].size, 1)
+    return {
+        "sessions": float(a["impressions"].size),
+        "impressions": float(a["impressions"].sum()),
+        "enter_rate": float(a["enters"].sum() / imp),
+        "watch_rate": float(a["watches"].sum() / imp),
+        "watch_min_per_session": float(a["watch_ms"].sum() / 60_000.0 / n),
+        "orders_per_1k": float(1000.0 * a["orders"].sum() / imp),
+        "gmv_per_1k": float(1000.0 * a["gmv"].sum() / imp),
+    }
+
+
+def bootstrap_diff(
+    a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], resamples: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """Per metric: (a − b, 95 % low, high), sessions resampled within each arm (arms are different viewers)."""
+    rng = np.random.default_rng(seed)
+    na, nb = a["impressions"].size, b["impressions"].size
+    point_a, point_b = arm_metrics(a), arm_metrics(b)
+    keys = [k for k in point_a if k not in ("sessions", "impressions")]
+    draws: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(resamples):
+        ia, ib = rng.integers(0, na, na), rng.integers(0, nb, nb)
+        ma = arm_metrics({k: v[ia] for k, v in a.items()})
+        mb = arm_metrics({k: v[ib] for k, v in b.items()})
+        for k in keys:
+            draws[k].append(ma[k] - mb[k])
+    return {
+        k: (point_a[k] - point_b[k], float(np.quantile(draws[k], 0.025)), float(np.quantile(draws[k], 0.975)))
+        for k in keys
+    }
+
+
+@dataclass
+class _Session:
+    viewer: Any
+    arm: str
+    started_ms: int
+    served: set[str] = field(default_factory=set)
+    buffer: list[dict[str, Any]] = field(default_factory=list)
+    position: int = 0
+    impressions: int = 0
+    enters: int = 0
+    watches: int = 0
+    watch_ms: int = 0
+    orders: int = 0
+    gmv: float = 0.0
+
+
+def run_ab(
+    market: Marketplace,
+    day: int,
+    arms: Sequence[Arm],
+    page_size: int = 8,
+    max_sessions: int | None = None,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Replay day `day`'s sessions through the feed, each in its viewer's arm; per arm, per-session sums."""
+    return asyncio.run(_run_ab(market, day, arms, page_size, max_sessions, seed, progress))
+
+
+async def _run_ab(
+    market: Marketplace,
+    day: int,
+    arms: Sequence[Arm],
+    page_size: int,
+    max_sessions: int | None,
+    seed: int,
+    progress: Callable[[int], None] | None,
+) -> dict[str, dict[str, np.ndarray]]:
+    c = market.config
+    lo, hi = c.start_ms + day * DAY_MS, c.start_ms + (day + 1) * DAY_MS
+    index = SimLiveIndex(market)
+    heat = SimHeat([r.room_id for r in market.rooms])
+    # Heat as it stood when the day began (the last hours before it matter; older has decayed away).
+    log = market.log
+    warm = np.flatnonzero((log.ts >= lo - 6 * 3_600_000) & (log.ts < lo))
+    kinds = {CODE[n]: n for n in (IMPRESSION, ENTER, LEAVE, PURCHASE)}
+    for i in warm.tolist():
+        kind = kinds.get(int(log.type[i]))
+        if kind is not None:
+            heat.add(
+                {
+                    "type": kind,
+                    "room_id": f"r{int(log.room[i])}",
+                    "ts": int(log.ts[i]),
+                    "dwell_ms": int(log.dwell_ms[i]),
+                }
+            )
+    history = SimViewerHistory.from_log(market, lo)
+    stats = RoomHeatCache(heat)
+    # One pipeline per arm (the feed's own stages; an arm's model is what its pipeline's Score and Rank
+    # read), all over the same live rooms, heat and viewer history.
+    pipelines = {a.name: FeedPipeline.standard(index, stats, history, a.model_watcher) for a in arms}
+    experiment = Experiment(
+        EXPERIMENT_ID, "world A/B", tuple(Variant(a.name, 1.0 / len(arms), a.overrides) for a in arms)
+    )
+    base = RankingConfig()
+    rooms = {r.room_id: r for r in market.rooms}
+    grid = c.interface == "grid"
+    count = c.grid_size if grid else page_size
+
+    st = market.session_table
+    chosen = np.flatnonzero((st.start_ms >= lo) & (st.start_ms < hi))
+    if max_sessions is not None and chosen.size > max_sessions:
+        chosen = np.sort(np.random.default_rng(seed).choice(chosen, max_sessions, replace=False))
+    sessions: list[_Session] = []
+    queue: list[tuple[int, int, int]] = []
+    for k, i in enumerate(chosen.tolist()):
+        viewer_id = f"v{int(st.viewer[i])}"
+        viewer = market.viewer(
+            viewer_id,
+            session_id=f"ab{seed}-{k}",
+            start_ms=int(st.start_ms[i]),
+            seed=seed * 1_000_003 + k,
+            intent_category=CATEGORIES[int(st.intent[i])],
+            day=day,
+        )
+        sessions.append(_Session(viewer, assign(viewer_id, base, [experiment]).variant, int(st.start_ms[i])))
+        heapq.heappush(queue, (int(st.start_ms[i]), k, 0))
+    pending: list[tuple[int, int, dict[str, Any]]] = []
+    tie = itertools.count()
+    rng = np.random.default_rng(seed)
+    done = 0
+
+    def settle(until_ms: int) -> None:
+        while pending and pending[0][0] <= until_ms:
+            _, _, e = heapq.heappop(pending)
+            heat.add(e)
+            if e["type"] == LEAVE:
+                history.add(
+                    str(e["viewer_id"]),
+                    str(e["room_id"]),
+                    str(e["merchant_id"]),
+                    int(e["dwell_ms"]),
+                    int(e["ts"]),
+                )
+
+    while queue:
+        now_ms, k, _ = heapq.heappop(queue)
+        s = sessions[k]
+        settle(now_ms)
+        if not s.buffer:
+            index.now_ms = heat.now_ms = now_ms
+            await stats.refresh()
+            assignment = assign(s.viewer.viewer_id, base, [experiment])
+            ctx = FeedContext(
+                viewer_id=s.viewer.viewer_id,
+                session_id=s.viewer.session_id,
+                count=count,
+                config=assignment.config,
+                variant=assignment.variant,
+                now=now_ms / 1000.0,
+                served=s.served,
+                first_position=s.position,
+                rng=rng,
+            )
+            await pipelines[assignment.variant].run(ctx)
+            s.buffer = ctx.page[:count]
+            s.served.update(r["room_id"] for r in s.buffer)
+        if not s.buffer:
+            s.viewer.done = True
+        else:
+            if grid:
+                page, s.buffer = s.buffer, []
+                feats = [rooms[r["room_id"]] for r in page]
+                events = s.viewer.browse(
+                    [f.features for f in feats], [f.live_until_ms for f in feats], first_position=s.position
+                )
+                s.position += len(page)
+            else:
+                room = s.buffer.pop(0)
+                sim = rooms[room["room_id"]]
+                events = s.viewer.react(sim.features, sim.live_until_ms, position=s.position)
+                s.position += 1
+            for e in events:
+                kind = e["type"]
+                if kind == IMPRESSION:
+                    s.impressions += 1
+                elif kind == ENTER:
+                    s.enters += 1
+                elif kind == LEAVE:
+                    s.watch_ms += int(e["dwell_ms"])
+                    s.watches += int(e["dwell_ms"]) >= SWIPE_AWAY_MS
+                elif kind == PURCHASE:
+                    s.orders += 1
+                    s.gmv += float(e["amount"])
+                heapq.heappush(pending, (int(e["ts"]), next(tie), e))
+        if s.position >= MAX_STEPS or s.viewer.now_ms - s.started_ms > MAX_SESSION_MS:
+            s.viewer.done = True  # the batch engine's caps on one session
+        if s.viewer.done:
+            done += 1
+            if progress is not None:
+                progress(1)
+            continue
+        heapq.heappush(queue, (max(s.viewer.now_ms, now_ms + 1), k, 0))
+    out: dict[str, ArmTotals] = {a.name: ArmTotals() for a in arms}
+    for s in sessions:
+        t = out[s.arm]
+        t.impressions.append(s.impressions)
+        t.enters.append(s.enters)
+        t.watches.append(s.watches)
+        t.watch_ms.append(s.watch_ms)
+        t.orders.append(s.orders)
+        t.gmv.append(s.gmv)
+    return {name: t.arrays() for name, t in out.items()}

@@ -1,0 +1,233 @@
+"""The world family's report: per world a table and a plot, and the figures bench/results/eval.json keeps.
+
+Owns `summarise` (one figure per key over seeds: the worse seed for the claim made — the lower of
+the ranker's figures and of interval lows, the higher of the baselines'), `world_table` and
+`write_world_report`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+# The keys of `worlds: {NAME: {...}}` in bench/results/eval.json (shared/BENCH.md), and which way is worse.
+RANKER_KEYS = (
+    "hr5_ranker",
+    "ndcg10_ranker",
+    "hr5_diff_ci_low",
+    "hr5_new_ranker",
+    "hr5_new_discovery_ranker",
+    "ablation_new_ci_low",
+    "ab_watch_min_per_session_ranker",
+    "ab_orders_per_1k_ranker",
+)
+BASELINE_KEYS = (
+    "hr5_reppop",
+    "ndcg10_reppop",
+    "hr5_new_pop",
+    "hr5_new_discovery_pop",
+    "hr5_new_ranker_no_lightfm",
+    "ab_watch_min_per_session_baseline",
+    "ab_orders_per_1k_baseline",
+)
+EXTRA_KEYS = (
+    "hr5_diff_ci_high",
+    "hr5_diff_ci_width",
+    "hr5_new_diff_ci_low",
+    "hr5_new_discovery_diff_ci_low",
+    "ndcg10_diff_ci_low",
+    "ab_watch_min_diff_ci_low",
+    "ab_watch_min_diff_ci_high",
+    "ab_orders_per_1k_diff_ci_low",
+    "ab_orders_per_1k_diff_ci_high",
+    "ab_gmv_per_1k_ranker",
+    "ab_gmv_per_1k_baseline",
+    "ab_watch_rate_ranker",
+    "ab_watch_rate_baseline",
+    "ab_sessions",
+    "targets",
+    "new_targets",
+)
+
+
+def flat(run: Mapping[str, Any]) -> dict[str, float]:
+    """One world-seed run's figures under the report's key names."""
+    off = run["offline"]
+    arms = run["ab"]["arms"]
+    diff = run["ab"]["diff"]
+    out = {k: float(off[k]) for k in (*RANKER_KEYS, *BASELINE_KEYS, "repeat_share") if k in off}
+    out.update({k: float(off[k]) for k in EXTRA_KEYS if k in off})
+    for arm in ("ranker", "baseline"):
+        a = arms[arm]
+        out[f"ab_watch_min_per_session_{arm}"] = a["watch_min_per_session"]
+        out[f"ab_orders_per_1k_{arm}"] = a["orders_per_1k"]
+        out[f"ab_gmv_per_1k_{arm}"] = a["gmv_per_1k"]
+        out[f"ab_watch_rate_{arm}"] = a["watch_rate"]
+    out["ab_sessions"] = arms["ranker"]["sessions"] + arms["baseline"]["sessions"]
+    out["ab_watch_min_diff_ci_low"] = diff["watch_min_per_session"]["ci_low"]
+    out["ab_watch_min_diff_ci_high"] = diff["watch_min_per_session"]["ci_high"]
+    out["ab_orders_per_1k_diff_ci_low"] = diff["orders_per_1k"]["ci_low"]
+    out["ab_orders_per_1k_diff_ci_high"] = diff["orders_per_1k"]["ci_high"]
+    return out
+
+
+def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The figures of one world over its seeds, each from the seed worse for the ranker."""
+    per_seed = [flat(r) for r in runs]
+    out: dict[str, float] = {}
+    for key in per_seed[0]:
+        values = [s[key] for s in per_seed if not math.isnan(s[key])]
+        if not values:
+            out[key] = float("nan")
+        elif key in BASELINE_KEYS or key.endswith("_ci_high") or key.endswith("_width"):
+            out[key] = round(max(values), 4)
+        else:
+            out[key] = round(min(values), 4)
+    return out
+
+
+def _row(name: str, figures: Sequence[str]) -> str:
+    return "| " + name + " | " + " | ".join(figures) + " |"
+
+
+def world_table(name: str, runs: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: per seed, every method's offline figures, the differences and the A/B."""
+    lines = [f"### world `{name}`", ""]
+    for run in runs:
+        off, sim = run["offline"], run["simulated"]
+        lines += [
+            f"seed {run['seed']}: {int(sim['events']):,} events, test-day repeat share of watches "
+            f"{sim['repeat_share']:.2f} (targets {off['repeat_share']:.2f}), top-10 % merchants' share of watches "
+            f"{sim['top10_merchant_watch_share']:.2f}, logging-feed exposure lift of its top-10 % "
+            f"{sim['exposure_lift_top10_hotness']:.1f}x; {off['targets']} test targets ({off['new_targets']} new)",
+            "",
+            "| method | HR@5 | NDCG@10 | HR@5 repeat | HR@5 new |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for method, m in off["methods"].items():
+            lines.append(
+                _row(
+                    method,
+                    [
+                        f"{m['hr5']:.3f}",
+                        f"{m['ndcg10']:.3f}",
+                        f"{m['hr5_repeat']:.3f}",
+                        f"{m['hr5_new']:.3f}",
+                    ],
+                )
+            )
+        lines += [
+            "",
+            f"- ranker − {off['best_reppop']} (the best REP-then-popularity): HR@5 {off['hr5_diff']:+.4f} "
+            f"(paired bootstrap 95 % {off['hr5_diff_ci_low']:+.4f} … {off['hr5_diff_ci_high']:+.4f})",
+            f"- new targets among never-watched candidates: ranker {off['hr5_new_discovery_ranker']:.3f} vs "
+            f"{off['best_pop']} {off['hr5_new_discovery_pop']:.3f} "
+            f"(difference CI low {off['hr5_new_discovery_diff_ci_low']:+.4f})",
+            f"- LightFM on new targets (ranker − ranker without LightFM): {off['ablation_new_gain']:+.4f} "
+            f"({off['ablation_new_ci_low']:+.4f} … {off['ablation_new_ci_high']:+.4f})",
+            "",
+            "| A/B arm | sessions | enter rate | watch rate | watch min / session | orders / 1k impr. | GMV / 1k impr. |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for arm, a in run["ab"]["arms"].items():
+            lines.append(
+                _row(
+                    arm,
+                    [
+                        f"{int(a['sessions'])}",
+                        f"{a['enter_rate']:.3f}",
+                        f"{a['watch_rate']:.3f}",
+                        f"{a['watch_min_per_session']:.2f}",
+                        f"{a['orders_per_1k']:.1f}",
+                        f"{a['gmv_per_1k']:.0f}",
+                    ],
+                )
+            )
+        d = run["ab"]["diff"]
+        lines += [
+            "",
+            "A/B differences (ranker − baseline, sessions bootstrapped per arm, 95 %): "
+            + "; ".join(
+                f"{k} {v['value']:+.3g} ({v['ci_low']:+.3g} … {v['ci_high']:+.3g})" for k, v in d.items()
+            ),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_world_report(name: str, runs: Sequence[Mapping[str, Any]], report_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = report_dir / name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(world_table(name, runs) + "\n")
+    (out / "runs.json").write_bytes(
+        orjson.dumps(list(runs), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    methods = list(runs[0]["offline"]["methods"])
+    x = np.arange(len(methods))
+    width = 0.8 / len(runs)
+    for k, run in enumerate(runs):
+        m = run["offline"]["methods"]
+        axes[0].bar(x + k * width, [m[n]["hr5"] for n in methods], width, label=f"seed {run['seed']}")
+        axes[1].bar(x + k * width, [m[n]["hr5_new"] for n in methods], width, label=f"seed {run['seed']}")
+    for ax, title in zip(axes[:2], ("HR@5, all test targets", "HR@5, new targets"), strict=True):
+        ax.set_xticks(x + 0.4 - width / 2, methods, rotation=35, ha="right")
+        ax.set_title(title)
+        ax.legend()
+    labels = ["watch min / session", "orders / 1k impr."]
+    for k, run in enumerate(runs):
+        arms = run["ab"]["arms"]
+        for j, arm in enumerate(("ranker", "baseline")):
+            values = [arms[arm]["watch_min_per_session"], arms[arm]["orders_per_1k"] / 10.0]
+            axes[2].bar(np.arange(2) + (2 * k + j) * 0.2, values, 0.2, label=f"{arm}, seed {run['seed']}")
+    axes[2].set_xticks(np.arange(2) + 0.3, [labels[0], labels[1] + " ÷ 10"])
+    axes[2].set_title("simulated A/B through the feed")
+    axes[2].legend(fontsize=7)
+    fig.suptitle(f"world {name}: availability-aware protocol on the held-out day, and the A/B")
+    fig.tight_layout()
+    fig.savefig(out / "eval.png", dpi=100)
+    plt.close(fig)
+
+
+def summary_table(worlds: Mapping[str, Mapping[str, float]]) -> str:
+    head = (
+        "| world | repeat share | HR@5 ranker | HR@5 REP-then-pop | diff CI low | NDCG@10 ranker | NDCG@10 REP-then-pop "
+        "| HR@5 new ranker | HR@5 new pop | discovery ranker | discovery pop | no-LightFM new | ablation CI low "
+        "| A/B watch min ranker | A/B watch min baseline | A/B orders/1k ranker | A/B orders/1k baseline |"
+    )
+    lines = [head, "|" + "---|" + "---:|" * 16]
+    for name, f in worlds.items():
+        lines.append(
+            _row(
+                name,
+                [
+                    f"{f['repeat_share']:.2f}",
+                    f"{f['hr5_ranker']:.3f}",
+                    f"{f['hr5_reppop']:.3f}",
+                    f"{f['hr5_diff_ci_low']:+.3f}",
+                    f"{f['ndcg10_ranker']:.3f}",
+                    f"{f['ndcg10_reppop']:.3f}",
+                    f"{f['hr5_new_ranker']:.3f}",
+                    f"{f['hr5_new_pop']:.3f}",
+                    f"{f['hr5_new_discovery_ranker']:.3f}",
+                    f"{f['hr5_new_discovery_pop']:.3f}",
+                    f"{f['hr5_new_ranker_no_lightfm']:.3f}",
+                    f"{f['ablation_new_ci_low']:+.3f}",
+                    f"{f['ab_watch_min_per_session_ranker']:.2f}",
+                    f"{f['ab_watch_min_per_session_baseline']:.2f}",
+                    f"{f['ab_orders_per_1k_ranker']:.1f}",
+                    f"{f['ab_orders_per_1k_baseline']:.1f}",
+                ],
+            )
+        )
+    return "\n".join(lines)
