@@ -671,7 +671,10 @@ async def _drive(
         await _wait_ready(client, processes, stop)
         if stop.is_set():
             return 0
-        market = marketplace(seed=args.seed, n_merchants=max(args.merchants, 40), n_viewers=20_000, days=1)
+        # Viewers swipe as the app does: every served room plays; a skip is a short stay (docs/simulator.md).
+        market = marketplace(
+            seed=args.seed, n_merchants=max(args.merchants, 40), n_viewers=20_000, days=1, interface="swipe"
+        )
         _say(f"seeding {args.merchants} merchants with stores, staff, codes and alliances through the API …")
         merchants = await MarketplaceSeeder(client, operator_key, market, args.seed).seed(args.merchants)
         await start_experiment(client, operator_key)
