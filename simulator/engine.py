@@ -64,29 +64,35 @@ def band_fit(viewer_band: np.ndarray, merchant_band: np.ndarray) -> np.ndarray:
     return out
 
 
-def stay_utility(
-    world: World,
-    match: np.ndarray,
-    quality: np.ndarray,
-    intent: np.ndarray,
-    bandfit: np.ndarray,
-    familiarity: np.ndarray,
-    follow_tab: np.ndarray,
-    buzz: np.ndarray | None = None,
-) -> np.ndarray:
+@dataclass
+class RoomSignals:
+    """What a viewer's reaction to rooms depends on, one value per (viewer, room) pair."""
+
+    match: np.ndarray  # ground-truth taste match (z-scored)
+    quality: np.ndarray  # the merchant's lasting appeal
+    intent: np.ndarray  # 1 when the room is of the category the session came for
+    bandfit: np.ndarray  # price band fit
+    familiarity: np.ndarray  # the viewer's affinity to the merchant
+    follow_tab: np.ndarray  # 1 when the viewer went to the room from the following tab
+    buzz: np.ndarray  # the room's buzz now
+
+    def __getitem__(self, rows: slice | np.ndarray) -> RoomSignals:
+        return RoomSignals(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
+
+
+def stay_utility(world: World, s: RoomSignals) -> np.ndarray:
     """How much a viewer wants to stay in a room (logit): the ground truth every interface shares."""
     c = world.config
     u = (
         c.enter_bias
-        + c.w_match * match
-        + c.w_quality * quality
-        + c.w_intent * intent
-        + c.w_band * bandfit
-        + c.w_familiar * np.log1p(familiarity)
-        + c.follow_tab_bonus * follow_tab
+        + c.w_match * s.match
+        + c.w_quality * s.quality
+        + c.w_intent * s.intent
+        + c.w_band * s.bandfit
+        + c.w_familiar * np.log1p(s.familiarity)
+        + c.follow_tab_bonus * s.follow_tab
+        + c.w_buzz * s.buzz
     )
-    if buzz is not None:
-        u = u + c.w_buzz * buzz
     return np.asarray(u, dtype=np.float64)
 
 
@@ -107,14 +113,8 @@ class Outcomes:
 def visit_outcomes(
     rng: np.random.Generator,
     world: World,
-    match: np.ndarray,
-    quality: np.ndarray,
-    intent: np.ndarray,
-    bandfit: np.ndarray,
-    familiarity: np.ndarray,
-    follow_tab: np.ndarray,
+    s: RoomSignals,
     forced: np.ndarray,
-    buzz: np.ndarray | None = None,
     chosen: np.ndarray | None = None,
 ) -> Outcomes:
     """What viewers do with the rooms put in front of them (vectorised over pairs).
@@ -125,19 +125,19 @@ def visit_outcomes(
     play, swipe only). `chosen` marks rooms the viewer picked themselves (a grid card): they stay.
     """
     c = world.config
-    n = match.shape[0]
-    u = stay_utility(world, match, quality, intent, bandfit, familiarity, follow_tab, buzz)
-    fam = np.log1p(familiarity)
+    n = s.match.shape[0]
+    u = stay_utility(world, s)
+    fam = np.log1p(s.familiarity)
     wants = rng.random(n) < _sigmoid(u)
     stay = (chosen if chosen is not None else wants) | forced
     enter = np.ones(n, dtype=bool) if c.interface == "swipe" else stay.copy()
     log_dwell = (
         np.log(c.dwell_median_s)
-        + 0.5 * match
-        + 0.3 * quality
-        + 0.4 * intent
+        + 0.5 * s.match
+        + 0.3 * s.quality
+        + 0.4 * s.intent
         + 0.3 * fam
-        + (0.3 * buzz if buzz is not None else 0.0)
+        + 0.3 * s.buzz
         + rng.normal(0.0, c.dwell_sigma, n)
     )
     watch_ms = np.clip(np.exp(log_dwell) * 1000.0, 3000.0, 3_600_000.0)
@@ -147,11 +147,11 @@ def visit_outcomes(
     dwell_ms = np.where(stay, watch_ms, skip_ms).astype(np.int64)
     dmin = np.log1p(dwell_ms / 60_000.0)
     r = rng.random((8, n))
-    like = stay & (r[0] < _sigmoid(-2.5 + 0.7 * match + 0.6 * dmin))
+    like = stay & (r[0] < _sigmoid(-2.5 + 0.7 * s.match + 0.6 * dmin))
     comment = stay & (r[1] < _sigmoid(-3.5 + 0.5 * dmin))
-    follow = stay & (r[2] < _sigmoid(c.follow_bias + 0.8 * match + 0.8 * dmin))
+    follow = stay & (r[2] < _sigmoid(c.follow_bias + 0.8 * s.match + 0.8 * dmin))
     share = stay & (r[3] < 0.01)
-    cart = stay & (r[4] < _sigmoid(-3.4 + 0.6 * match + 0.8 * dmin + 0.6 * bandfit + 0.5 * intent))
+    cart = stay & (r[4] < _sigmoid(-3.4 + 0.6 * s.match + 0.8 * dmin + 0.6 * s.bandfit + 0.5 * s.intent))
     purchase = cart & (r[5] < c.purchase_given_cart)
     deal = stay & (dwell_ms > 60_000) & (r[6] < 0.03)
     return Outcomes(enter, stay, dwell_ms, like, comment, follow, share, cart, purchase, deal)
@@ -448,8 +448,7 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
                 on_page = np.take_along_axis(live, page, 1)
                 rows = np.repeat(np.arange(n), k)
                 cols_k = page.ravel()
-                u = stay_utility(
-                    world,
+                card = RoomSignals(
                     match[idx[rows], cols_k],
                     world.m_quality[M[cols_k]],
                     intent[idx[rows], cols_k],
@@ -457,7 +456,8 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
                     Ai[rows, cols_k],
                     np.zeros(rows.size, dtype=np.float32),
                     room_buzz(world, R[cols_k], t[rows]),
-                ).reshape(n, k)
+                )
+                u = stay_utility(world, card).reshape(n, k)
                 u = u - c.grid_position_decay * np.arange(k)[None, :] + rng.gumbel(size=(n, k))
                 u = np.where(on_page, u, -np.inf)
                 best = np.argmax(u, axis=1)
@@ -508,19 +508,16 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
             rooms = R[choice]
             merch = M[choice]
             mi = match[idx, choice]
-            out = visit_outcomes(
-                rng,
-                world,
+            signals = RoomSignals(
                 mi,
                 world.m_quality[merch],
                 intent[idx, choice],
                 band_fit(world.v_band[v[idx]], world.m_band[merch]),
                 Ai[np.arange(n), choice],
                 follow_tab.astype(np.float32),
-                forced,
                 room_buzz(world, rooms, t),
-                chosen,
             )
+            out = visit_outcomes(rng, world, signals, forced, chosen)
             e = out.enter
             enter_ts = t_enter
             dwell = np.maximum(np.minimum(out.dwell_ms, re[choice] - enter_ts - 1000), 300)

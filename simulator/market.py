@@ -34,6 +34,7 @@ from simulator.engine import (
     AUTOPLAY_MS,
     BAND_PRICE_MEDIAN,
     EventLog,
+    RoomSignals,
     SessionTable,
     band_fit,
     run_sessions,
@@ -252,7 +253,7 @@ class SimulatedViewer:
         if self.fav_a[k] < gain:
             self.fav_m[k], self.fav_a[k] = i, gain
 
-    def _signals(self, rooms: Sequence[RoomFeatures], at_ms: int) -> tuple[np.ndarray, ...]:
+    def _signals(self, rooms: Sequence[RoomFeatures], at_ms: int) -> RoomSignals:
         m = self.market
         w = m.world
         c = m.config
@@ -269,7 +270,8 @@ class SimulatedViewer:
         buzz = np.where(ok, room_buzz(w, np.where(ok, ri, 0), np.full(len(rooms), at_ms)), 0.0)
         fam = np.array([self._familiarity(r.merchant_id) for r in rooms])
         intent = (cats == self.intent).astype(np.float64)
-        return match, quality, intent, band_fit(np.full(len(rooms), w.v_band[self._v]), bands), fam, buzz
+        bandfit = band_fit(np.full(len(rooms), w.v_band[self._v]), bands)
+        return RoomSignals(match, quality, intent, bandfit, fam, np.zeros(len(rooms)), buzz)
 
     def _play(
         self,
@@ -277,24 +279,17 @@ class SimulatedViewer:
         at_ms: int,
         chosen: bool,
         live_until_ms: int | None,
-        signals: tuple[np.ndarray, ...],
+        signals: RoomSignals,
         add: Callable[..., None],
     ) -> bool:
         """The events of one room played from `at_ms` (enter … leave); whether the viewer watched it."""
         c = self.market.config
         forced = self._steps == 0 and self.entry_code_merchant_id == room.merchant_id
-        match, quality, intent, bandfit, fam, buzz = signals
         out = visit_outcomes(
             self._rng,
             self.market.world,
-            match,
-            quality,
-            intent,
-            bandfit,
-            fam,
-            np.array([0.0]),
+            signals,
             np.array([forced]),
-            buzz,
             np.array([chosen]) if c.interface == "grid" else None,
         )
         if not out.enter[0]:
@@ -407,16 +402,7 @@ class SimulatedViewer:
             add = self._emitter(room, events)
             add(IMPRESSION, t, position=first_position + k, boosted=bool(boosted[k]) if boosted else False)
         signals = self._signals(rooms, t)
-        u = stay_utility(
-            self.market.world,
-            signals[0],
-            signals[1],
-            signals[2],
-            signals[3],
-            signals[4],
-            np.zeros(len(rooms)),
-            signals[5],
-        )
+        u = stay_utility(self.market.world, signals)
         u = u - c.grid_position_decay * np.arange(len(rooms)) + self._rng.gumbel(size=len(rooms))
         best = int(np.argmax(u))
         forced = [
@@ -428,7 +414,7 @@ class SimulatedViewer:
             best = forced[0]
         if forced or u[best] > c.grid_none_bias + self._rng.gumbel():
             room = rooms[best]
-            one = tuple(x[best : best + 1] for x in signals)
+            one = signals[best : best + 1]
             until = live_until_ms[best] if live_until_ms else None
             watched = self._play(room, t + 3000, True, until, one, self._emitter(room, events))
         else:

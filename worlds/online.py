@@ -36,6 +36,7 @@ from feed.context import FeedContext, RecentVisit
 from feed.experiments import Experiment, Variant, assign
 from feed.pipeline import FeedPipeline
 from feed.sources import RoomHeatCache
+from rooms.live_index import LiveRoom
 from simulator import Marketplace
 from simulator.world import CATEGORIES, DAY_MS
 
@@ -43,24 +44,6 @@ RECENT_LIMIT = 50  # what the feed reads of a viewer's history per request (feed
 EXPERIMENT_ID = "exp-world-ab"
 MAX_STEPS = 60
 MAX_SESSION_MS = 3 * 3_600_000
-
-
-@dataclass(frozen=True)
-class LiveRoom:
-    """A simulated room as the live index hands it to the feed (rooms.live_index.LiveRoom's fields)."""
-
-    room_id: str
-    merchant_id: str
-    title: str
-    category: str
-    tags: tuple[str, ...]
-    price_band: str
-    format: str
-    host: str
-    started_at: float
-    stream_url: str
-    status: str = "live"
-    replay_url: str | None = None
 
 
 @dataclass
@@ -87,6 +70,7 @@ class SimLiveIndex:
                 host=r.features.host,
                 started_at=r.live_from_ms / 1000.0,
                 stream_url=f"sim://{r.room_id}",
+                status="live",
             )
             for r in market.rooms
         ]
