@@ -145,3 +145,17 @@ def test_each_world_repeat_share_lies_in_its_documented_band(name: str) -> None:
     lo, hi = WORLDS[name].repeat_band
     share = world_figures(Marketplace(config=world_config(name, 1)))["repeat_share"]
     assert lo <= share <= hi, f"{name}: {share:.3f} outside [{lo}, {hi}]"
+
+
+def test_a_world_log_is_read_by_the_dataset_builder_as_production_events_are() -> None:
+    """Event dicts in the ingest schema (what the archive holds) and the columnar log agree."""
+    from ranking.dataset import from_events, from_simulator
+
+    market = small("grid")
+    events = list(market.events())
+    columnar, dicts = from_simulator(market), from_events(events)
+    assert dicts.type.tolist() == columnar.type.tolist()
+    assert [dicts.room_ids[r] for r in dicts.room[:500]] == [
+        columnar.room_ids[r] for r in columnar.room[:500]
+    ]
+    assert np.array_equal(dicts.dwell_ms, columnar.dwell_ms)
