@@ -15,6 +15,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         help=f"judge the ranker in simulated worlds ({', '.join(WORLDS)}; comma-separated or all)",
     )
     parser.add_argument("--seeds", type=int, default=2, help="simulator seeds per world (--world)")
+    parser.add_argument("--jobs", type=int, default=1, help="world-seeds run at once, in processes (--world)")
     parser.add_argument("--world-viewers", type=int, default=N_VIEWERS, help="viewers per world (--world)")
     parser.add_argument(
         "--world-merchants", type=int, default=N_MERCHANTS, help="merchants per world (--world)"
@@ -66,30 +68,53 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _one(name: str, seed: int, cfg: RunConfig) -> dict[str, Any]:
+    return run_world(name, seed, cfg)
+
+
 def run_worlds(
-    names: Sequence[str], seeds: Sequence[int], cfg: RunConfig, report_dir: Path, show: bool | None = None
+    names: Sequence[str],
+    seeds: Sequence[int],
+    cfg: RunConfig,
+    report_dir: Path,
+    show: bool | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Every world at every seed; per-world reports under `report_dir`; the summary (also worlds.json)."""
+    """Every world at every seed; per-world reports under `report_dir`; the summary (also worlds.json).
+
+    `jobs` > 1 runs that many world-seeds at once in worker processes (the bar then moves per run).
+    """
     show = sys.stderr.isatty() if show is None else show
     summary: dict[str, dict[str, float]] = {}
-    runs: dict[str, list[dict[str, Any]]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    work = [(name, seed) for name in names for seed in seeds]
     with Progress(*columns, disable=not show, transient=False) as progress:
-        total = progress.add_task("worlds", total=len(names) * len(seeds) * len(PHASES))
-        for name in names:
-            for seed in seeds:
+        total = progress.add_task("worlds", total=len(work) * len(PHASES))
+        if jobs <= 1:
+            for name, seed in work:
 
                 def step(phase: str, _name: str = name, _seed: int = seed) -> None:
                     if phase != PHASES[0]:
                         progress.advance(total)
                     progress.update(total, description=f"{_name} seed {_seed}: {phase}")
 
-                run = run_world(name, seed, cfg, step=step)
+                runs[name].append(run_world(name, seed, cfg, step=step))
                 progress.advance(total)
-                runs.setdefault(name, []).append(run)
-            summary[name] = summarise(runs[name])
-            write_world_report(name, runs[name], report_dir)
+        else:
+            progress.update(total, description=f"{len(work)} world-seeds, {jobs} at a time")
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = {pool.submit(_one, name, seed, cfg): name for name, seed in work}
+                for future in as_completed(futures):
+                    run = future.result()
+                    runs[run["world"]].append(run)
+                    progress.advance(total, len(PHASES))
+                    progress.update(total, description=f"{run['world']} seed {run['seed']} done")
+    for name in names:
+        runs[name].sort(key=lambda r: int(r["seed"]))
+        summary[name] = summarise(runs[name])
+        write_world_report(name, runs[name], report_dir)
     result = {
         "worlds": summary,
         "seeds": list(seeds),
@@ -118,7 +143,9 @@ async def evaluate_command(settings: Any, args: argparse.Namespace) -> int:
         return await default_evaluate_command(settings, args)
     report_dir = args.report if args.report != Path("reports/eval") else Path("reports/worlds")
     seeds = list(range(1, args.seeds + 1))
-    result = await asyncio.to_thread(run_worlds, args.world, seeds, run_config(args), report_dir)
+    result = await asyncio.to_thread(
+        run_worlds, args.world, seeds, run_config(args), report_dir, None, args.jobs
+    )
     print(summary_table(result["worlds"]))
     print(f"report: {report_dir}/<world>/table.md, eval.png; {report_dir}/worlds.json", file=sys.stderr)
     return 0
