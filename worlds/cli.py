@@ -55,6 +55,12 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         help=f"judge the ranker in simulated worlds ({', '.join(WORLDS)}; comma-separated or all)",
     )
     parser.add_argument("--seeds", type=int, default=2, help="simulator seeds per world (--world)")
+    parser.add_argument(
+        "--epochs", type=int, default=FitConfig().model.epochs, help="LightFM epochs (--world)"
+    )
+    parser.add_argument(
+        "--lists", type=int, default=FitConfig().ranker_lists, help="the ranker's training lists (--world)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="world-seeds run at once, in processes (--world)")
     parser.add_argument("--world-viewers", type=int, default=N_VIEWERS, help="viewers per world (--world)")
     parser.add_argument(
