@@ -88,6 +88,7 @@ def world_family(args: argparse.Namespace) -> None:
 
 def main() -> None:
     from worlds.cli import world_names
+    from worlds.evaluate import RunConfig
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--viewers", type=int, default=100_000)
@@ -98,7 +99,9 @@ def main() -> None:
     ap.add_argument("--world", type=world_names, default=None, metavar="NAME|all")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--jobs", type=int, default=2, help="world-seeds at once (processes)")
-    ap.add_argument("--ab-sessions", type=int, default=2_400, help="test-day sessions per A/B (0: all)")
+    ap.add_argument(
+        "--ab-sessions", type=int, default=RunConfig.ab_sessions, help="test-day sessions per A/B (0: all)"
+    )
     args = ap.parse_args()
     if args.world is not None:
         world_family(args)

@@ -60,7 +60,7 @@ from roomfeed.settings import Settings
 from rooms import cli as rooms_cli
 from rooms import http as rooms_http
 from rooms.http import Rooms
-from simulator import evaluation
+from worlds import cli as worlds_cli
 
 log = logging.getLogger("roomfeed.assembly")
 
@@ -247,7 +247,9 @@ VERBS: Mapping[str, Verb] = {
         functools.partial(ranking_cli.train_command, page_of=_feed_page),
     ),
     "evaluate": Verb(
-        "evaluate the ranker on the simulator", evaluation.add_evaluate_args, evaluation.evaluate_command
+        "evaluate the ranker on the simulator (--world NAME|all: in every simulated world)",
+        worlds_cli.add_evaluate_args,
+        worlds_cli.evaluate_command,
     ),
     "rebuild": Verb(
         "rebuild Redis state from PostgreSQL (and Kafka with --live-stats)", add_rebuild_args, rebuild_command

@@ -59,7 +59,10 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         "--epochs", type=int, default=FitConfig().model.epochs, help="LightFM epochs (--world)"
     )
     parser.add_argument(
-        "--lists", type=int, default=FitConfig().ranker_lists, help="the ranker's training lists (--world)"
+        "--lists",
+        type=int,
+        default=RunConfig().fit.ranker_lists,
+        help="the ranker's training lists (--world)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="world-seeds run at once, in processes (--world)")
     parser.add_argument("--world-viewers", type=int, default=N_VIEWERS, help="viewers per world (--world)")
@@ -71,6 +74,15 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=RunConfig.ab_sessions,
         help="test-day sessions drawn into each A/B (0: all of them)",
+    )
+
+
+def _keep(run: dict[str, Any], report_dir: Path) -> None:
+    """Each run's figures as soon as it ends (a long run stopped half-way keeps what it measured)."""
+    out = report_dir / str(run["world"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"seed{run['seed']}.json").write_bytes(
+        orjson.dumps(run, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     )
 
 
@@ -95,7 +107,7 @@ def run_worlds(
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    work = [(name, seed) for name in names for seed in seeds]
+    work = [(name, seed) for seed in seeds for name in names]  # every world's first seed first
     with Progress(*columns, disable=not show, transient=False) as progress:
         total = progress.add_task("worlds", total=len(work) * len(PHASES))
         if jobs <= 1:
@@ -107,6 +119,7 @@ def run_worlds(
                     progress.update(total, description=f"{_name} seed {_seed}: {phase}")
 
                 runs[name].append(run_world(name, seed, cfg, step=step))
+                _keep(runs[name][-1], report_dir)
                 progress.advance(total)
         else:
             progress.update(total, description=f"{len(work)} world-seeds, {jobs} at a time")
@@ -115,6 +128,7 @@ def run_worlds(
                 for future in as_completed(futures):
                     run = future.result()
                     runs[run["world"]].append(run)
+                    _keep(run, report_dir)
                     progress.advance(total, len(PHASES))
                     progress.update(total, description=f"{run['world']} seed {run['seed']} done")
     for name in names:

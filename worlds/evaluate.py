@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from events.vocabulary import SWIPE_AWAY_MS
+from feed.replay import FeedPage
 from ranking.dataset import ENTER, LEAVE, InteractionLog, from_simulator
 from ranking.evaluation import Evaluation
 from ranking.model import RankingModel
@@ -46,10 +47,10 @@ class RunConfig:
     n_viewers: int = N_VIEWERS
     n_merchants: int = N_MERCHANTS
     train_days: int = 5  # the model sees days 0 … train_days; the day after is the test day
-    test_targets: int = 10_000
-    ab_sessions: int | None = 2_400  # test-day sessions drawn into the A/B (None: all of them)
+    test_targets: int = 4_000
+    ab_sessions: int | None = 1_600  # test-day sessions drawn into the A/B (None: all of them)
     page_size: int = 8
-    fit: FitConfig = field(default_factory=FitConfig)
+    fit: FitConfig = field(default_factory=lambda: FitConfig(ranker_lists=3_000))
 
 
 @dataclass
@@ -122,6 +123,7 @@ def offline_figures(ev: Evaluation, seed: int) -> dict[str, Any]:
         "ablation_new_ci_low": ablation["ci_low"],
         "ablation_new_ci_high": ablation["ci_high"],
         "ablation_discovery_ci_low": ablation_disc["ci_low"],
+        **{f"hr5_{k}": r[k]["overall"]["hr5"] for k in ("ranker_page", "rep_live_pop_page") if k in r},
         "hr5_purchase_ranker": r["ranker"]["purchase"]["hr5"],
         "hr5_purchase_reppop": r[best]["purchase"]["hr5"],
         "repeat_share": ev.repeat_share,
@@ -171,6 +173,7 @@ def run_world(
         (split, split + DAY_MS),
         max_targets=cfg.test_targets,
         seed=seed,
+        page=FeedPage(schedule.room_features, seed=seed),  # also judge the page the feed would serve
     )
     offline = offline_figures(ev, seed)
     timings["judge_s"] = time.perf_counter() - t0
