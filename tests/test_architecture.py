@@ -15,9 +15,10 @@ ROOT_MODULES = ("roomfeed.assembly", "roomfeed.cli")  # the composition root and
 PLUMBING = "roomfeed"
 DOMAINS = ("rooms", "events", "ranking", "alliance", "feed", "console", "simulator", "bulk")
 # Packages that may import the feed: the domains that depend on it (none: the feed composes the
-# others) — the root, the benchmarks, the tests and the developer tooling are not domains.
+# others) — the root, the benchmarks, the world evaluation (worlds/), the tests and the developer
+# tooling are not domains.
 FEED_DEPENDENTS: tuple[str, ...] = ()
-PACKAGES = (PLUMBING, *DOMAINS, "devtools", "bench", "tests")
+PACKAGES = (PLUMBING, *DOMAINS, "devtools", "bench", "worlds", "tests")
 
 
 def _node(module: str) -> str | None:
