@@ -2,7 +2,7 @@
 
 Owns the verb's options (ranking's, plus the world family's) and `run_worlds`, which runs each
 world at each seed (simulate, train, replay, tune, A/B: worlds.evaluate.run_world) under one
-progress bar (rich; quiet when stderr is not a terminal) and writes per world a table and a plot
+progress bar (roomfeed.progress: quiet when stderr is not a terminal) and writes per world a table and a plot
 (worlds.report) plus `worlds.json` with the summary figures. Without `--world` the verb is
 the default world's evaluation (simulator.evaluation).
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ranking.model import ModelParams
 from ranking.offline import FitConfig
+from roomfeed.progress import progress
 from simulator.evaluation import add_evaluate_args as add_default_evaluate_args
 from simulator.evaluation import evaluate_command as default_evaluate_command
 from simulator.presets import N_MERCHANTS, N_VIEWERS, WORLDS
@@ -95,42 +95,38 @@ def run_worlds(
     seeds: Sequence[int],
     cfg: RunConfig,
     report_dir: Path,
-    show: bool | None = None,
     jobs: int = 1,
 ) -> dict[str, Any]:
     """Every world at every seed; per-world reports under `report_dir`; the summary (also worlds.json).
 
     `jobs` > 1 runs that many world-seeds at once in worker processes (the bar then moves per run).
     """
-    show = sys.stderr.isatty() if show is None else show
     summary: dict[str, dict[str, float]] = {}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     started = time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     work = [(name, seed) for seed in seeds for name in names]  # every world's first seed first
-    with Progress(*columns, disable=not show, transient=False) as progress:
-        total = progress.add_task("worlds", total=len(work) * len(PHASES))
+    with progress("worlds", total=len(work) * len(PHASES), unit="step") as bar:
         if jobs <= 1:
             for name, seed in work:
 
                 def step(phase: str, _name: str = name, _seed: int = seed) -> None:
                     if phase != PHASES[0]:
-                        progress.advance(total)
-                    progress.update(total, description=f"{_name} seed {_seed}: {phase}")
+                        bar.update()
+                    bar.describe(f"{_name} seed {_seed}: {phase}")
 
                 runs[name].append(run_world(name, seed, cfg, step=step))
                 _keep(runs[name][-1], report_dir)
-                progress.advance(total)
+                bar.update()
         else:
-            progress.update(total, description=f"{len(work)} world-seeds, {jobs} at a time")
+            bar.describe(f"{len(work)} world-seeds, {jobs} at a time")
             with ProcessPoolExecutor(max_workers=jobs) as pool:
                 futures = {pool.submit(_one, name, seed, cfg): name for name, seed in work}
                 for future in as_completed(futures):
                     run = future.result()
                     runs[run["world"]].append(run)
                     _keep(run, report_dir)
-                    progress.advance(total, len(PHASES))
-                    progress.update(total, description=f"{run['world']} seed {run['seed']} done")
+                    bar.update(len(PHASES))
+                    bar.describe(f"{run['world']} seed {run['seed']} done")
     for name in names:
         runs[name].sort(key=lambda r: int(r["seed"]))
         summary[name] = summarise(runs[name])
@@ -163,9 +159,7 @@ async def evaluate_command(settings: Any, args: argparse.Namespace) -> int:
         return await default_evaluate_command(settings, args)
     report_dir = args.report if args.report != Path("reports/eval") else Path("reports/worlds")
     seeds = list(range(1, args.seeds + 1))
-    result = await asyncio.to_thread(
-        run_worlds, args.world, seeds, run_config(args), report_dir, None, args.jobs
-    )
+    result = await asyncio.to_thread(run_worlds, args.world, seeds, run_config(args), report_dir, args.jobs)
     print(summary_table(result["worlds"]))
     print(f"report: {report_dir}/<world>/table.md, eval.png; {report_dir}/worlds.json", file=sys.stderr)
     return 0

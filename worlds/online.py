@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from events.heat import HALF_LIFE_S, SIGNALS
+from events.heat import HALF_LIFE_S, SIGNALS, HeatSnapshot
 from events.vocabulary import CODE, ENTER, IMPRESSION, LEAVE, PURCHASE, SWIPE_AWAY_MS
 from feed.config import RankingConfig
 from feed.context import FeedContext, RecentVisit
@@ -107,30 +107,13 @@ class SimLiveIndex:
         return None
 
 
-class HeatSnapshot:
-    """Decayed counters of every room as events.heat's reader returns them (a plain snapshot)."""
-
-    layout = None
-
-    def __init__(self, heat: SimHeat, now_ms: int) -> None:
-        self.heat, self.now_ms = heat, now_ms
-
-    def aligned(self, room_ids: np.ndarray, positions: Any = None) -> np.ndarray:
-        h = self.heat
-        rows = np.fromiter((h.row_of.get(r, -1) for r in room_ids), dtype=np.int64, count=len(room_ids))
-        out = np.zeros((len(room_ids), len(SIGNALS)), dtype=np.float64)
-        ok = rows >= 0
-        age_s = np.maximum(self.now_ms - h.ts[rows[ok]], 0) / 1000.0
-        out[ok] = h.values[rows[ok]] * np.power(0.5, age_s / HALF_LIFE_S)[:, None]
-        return out
-
-
 class SimHeat:
     """Room heat folded from the simulation's events: enters, impressions, dwell seconds and orders,
     each decayed with events.heat's half-life (what the heat sink keeps in Redis)."""
 
     def __init__(self, room_ids: Sequence[str]) -> None:
-        self.row_of = {r: i for i, r in enumerate(room_ids)}
+        self.room_ids = list(room_ids)
+        self.row_of = {r: i for i, r in enumerate(self.room_ids)}
         self.values = np.zeros((len(room_ids), len(SIGNALS)), dtype=np.float64)
         self.ts = np.zeros(len(room_ids), dtype=np.int64)
         self.now_ms = 0
@@ -148,8 +131,15 @@ class SimHeat:
         self.values[row, col] += amount
         self.ts[row] = max(ts, int(self.ts[row]))
 
-    async def snapshot(self) -> HeatSnapshot:
-        return HeatSnapshot(self, self.now_ms)
+    async def snapshot(self, now: float | None = None) -> HeatSnapshot:
+        """Every room's heat decayed to `now` (default: the simulation's clock), as events.heat reads it."""
+        at_ms = self.now_ms if now is None else int(now * 1000)
+        age_s = np.maximum(at_ms - self.ts, 0) / 1000.0
+        values = self.values * np.power(0.5, age_s / HALF_LIFE_S)[:, None]
+        return HeatSnapshot(at_ms / 1000.0, self.room_ids, values, self.row_of)
+
+    def queue_viewers_now(self, pipe: Any, room_ids: Sequence[str], now_ms: int | None = None) -> None:
+        return None  # presence is the service's read; the pipeline does not use it
 
 
 class SimViewerHistory:
