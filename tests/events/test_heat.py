@@ -19,6 +19,7 @@ from events.heat import (
     RoomHeatSink,
 )
 from events.realtime import RealtimeSink
+from roomfeed.redis_lane import RedisLane, RoundTrip
 
 
 def _event(
@@ -103,16 +104,20 @@ async def test_prune_deletes_rooms_untouched_for_hours(heat, redis):
     assert (await reader.snapshot(now_ms / 1000)).room_ids == ["room_new"]
 
 
-async def test_viewers_now_reads_the_realtime_presence_of_a_page(heat, redis):
+async def test_viewers_now_reads_the_realtime_presence_of_a_page(heat, redis, migrated):
     _, reader = heat
     now_ms = int(time.time() * 1000)
     topic, room = f"t{secrets.token_hex(3)}", f"room_{secrets.token_hex(4)}"
     await RealtimeSink(redis).write([_event("enter", room, i, now_ms, topic) for i in range(3)])
     assert await reader.viewers_now([room, "room_nobody"], now_ms) == [3, 0]
-    async with redis.pipeline(transaction=False) as pipe:
-        reader.queue_viewers_now(pipe, [room], now_ms)
-        (counts,) = await pipe.execute()
-    assert [int(c) for c in counts] == [3]
+    lane = RedisLane(migrated.redis_url)
+    try:
+        trip = RoundTrip(lane)
+        presence = trip.add(reader.presence([room], now_ms))
+        await trip.send()
+        assert presence.value == [3]
+    finally:
+        await lane.close()
 
 
 def test_snapshot_aligns_by_room_id():

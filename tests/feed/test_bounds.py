@@ -21,6 +21,7 @@ from feed.sessions import (
     SessionState,
 )
 from roomfeed.db import create_pool
+from roomfeed.redis_lane import RedisLane
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,9 +32,11 @@ VIEWERS = 50_000
 async def book(settings):
     pool = await create_pool(settings, min_size=2)
     redis = Redis.from_url(settings.redis_url)
-    sessions = SessionBook(redis, pool, LocalSessions(capacity=1_000, blocks_capacity=500))
+    lane = RedisLane(settings.redis_url)
+    sessions = SessionBook(redis, pool, LocalSessions(capacity=1_000, blocks_capacity=500), lane=lane)
     yield sessions
     await asyncio.gather(*list(sessions._pending), return_exceptions=True)
+    await lane.close()
     await redis.aclose()
     await pool.close()
 
@@ -101,7 +104,7 @@ async def test_session_book_starting_many_sessions_keeps_its_local_copy_bounded(
     assert len(book.local.blocks) <= 500
     # Every viewer's blocks still reach the feed: from PostgreSQL at session start, Redis on load.
     viewer = blockers[0]
-    state, _ = await book.load(f"ses_{viewer}", viewer)
+    state = await book.load(f"ses_{viewer}", viewer)
     assert state is not None and state.blocked == {f"m_{viewer}"}
 
 

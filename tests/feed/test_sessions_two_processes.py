@@ -41,7 +41,7 @@ async def test_two_processes_share_a_session_without_repeats(books) -> None:
     served: list[str] = []
     for page in range(8):
         book = (first, second)[page % 2]
-        state, _ = await book.load(session, viewer)
+        state = await book.load(session, viewer)
         assert state is not None
         assert state.served == set(served)  # what the other process served is known here
         offer = [r for r in rooms if r not in state.served]
@@ -50,7 +50,7 @@ async def test_two_processes_share_a_session_without_repeats(books) -> None:
         served += accepted
 
     # A stale offer (rooms the other process served) is refused by Redis, whatever the memory says.
-    state, _ = await first.load(session, viewer)
+    state = await first.load(session, viewer)
     accepted = (await first.claim(state, served[:3] + ["room_new"], 4)).accepted
     assert accepted == ["room_new"]
 
@@ -72,5 +72,5 @@ async def test_a_process_holding_the_whole_set_gets_a_count_not_the_members(book
     redis = Redis.from_url(migrated.redis_url)
     await redis.sadd(served_key(session), "room_other")
     await redis.aclose()
-    state, _ = await first.load(session, viewer)
+    state = await first.load(session, viewer)
     assert "room_other" in state.served and len(state.served) == 11

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -13,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from roomfeed.redis_lane import RedisLane
+from roomfeed.redis_lane import LanePipeline, RedisLane, RoundTrip
 from tests.support import PrivateServers
 
 
@@ -116,5 +117,52 @@ async def test_a_stopped_redis_times_out_and_late_replies_do_not_reach_the_next_
             os.kill(pid, signal.SIGCONT)
         await asyncio.sleep(0.25)
         assert await lane.call("ECHO", "again") == b"again"
+    finally:
+        await lane.close()
+
+
+class _Counter:
+    """A part of one command: INCR of its own key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def queue(self, pipe: LanePipeline) -> None:
+        pipe.execute_command("INCR", self.key)
+
+    def read(self, replies: list[Any]) -> int:
+        assert len(replies) == 1  # its own reply, no other part's
+        return int(replies[0])
+
+
+class _Pair:
+    """A part of two commands, and of none when it has nothing to ask."""
+
+    def __init__(self, key: str, ask: bool = True) -> None:
+        self.key, self.ask = key, ask
+
+    def queue(self, pipe: LanePipeline) -> None:
+        if self.ask:
+            pipe.execute_command("SET", self.key, "x")
+            pipe.execute_command("GET", self.key)
+
+    def read(self, replies: list[Any]) -> bytes | None:
+        return replies[1] if self.ask else None
+
+
+async def test_a_round_trip_gives_each_part_its_own_replies(server) -> None:
+    lane = RedisLane(server.url())
+    try:
+        trip = RoundTrip(lane)
+        first = trip.add(_Counter("a"))
+        nothing = trip.add(_Pair("unused", ask=False))
+        pair = trip.add(_Pair("b"))
+        second = trip.add(_Counter("a"))
+        with pytest.raises(RuntimeError):
+            _ = first.value  # not sent yet
+        assert not trip.made
+        await trip.send()
+        assert trip.made
+        assert (first.value, second.value, pair.value, nothing.value) == (1, 2, b"x", None)
     finally:
         await lane.close()
