@@ -44,7 +44,7 @@ from redis.asyncio import Redis
 from events.keys import PREFIX, PRESENCE_MS, recent_key, room_prefix
 from events.live_stats import RecentVisit
 from events.vocabulary import ENTER, IMPRESSION, LEAVE, PURCHASE
-from roomfeed.redis_lane import LanePipeline
+from roomfeed.redis_lane import Pipe
 
 HEAT_KEY = f"{PREFIX}heat"
 SEQ_KEY = f"{PREFIX}heat:seq"
@@ -398,7 +398,7 @@ class Presence:
     room_ids: tuple[str, ...]
     now_ms: int
 
-    def queue(self, pipe: LanePipeline) -> None:
+    def queue(self, pipe: Pipe) -> None:
         keys = [room_prefix(r) + "now" for r in self.room_ids]
         pipe.eval(_VIEWERS_NOW, len(keys), *keys, self.now_ms - PRESENCE_MS)
 
@@ -414,7 +414,7 @@ class RecentVisits:
     viewer_id: str
     limit: int = 50
 
-    def queue(self, pipe: LanePipeline) -> None:
+    def queue(self, pipe: Pipe) -> None:
         pipe.lrange(recent_key(self.viewer_id), 0, max(0, self.limit - 1))
 
     def read(self, replies: list[Any]) -> list[RecentVisit]:

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from roomfeed.errors import ApiError, ValidationFailed
-from roomfeed.redis_lane import LanePipeline
+from roomfeed.redis_lane import Pipe
 
 CLAIM_PAGE = (Path(__file__).parent / "claim_page.lua").read_text()
 PAGES_KEPT = 8
@@ -49,7 +49,7 @@ class PageLookup:
     session_id: str
     number: int
 
-    def queue(self, pipe: LanePipeline) -> None:
+    def queue(self, pipe: Pipe) -> None:
         pipe.execute_command("HMGET", pages_key(self.session_id), "last", str(self.number))
 
     def read(self, replies: list[Any]) -> tuple[int | None, str | None]:

@@ -23,7 +23,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from feed.pages import CLAIM_PAGE, PAGES_KEPT, pages_key
-from roomfeed.redis_lane import LanePipeline, Part, RedisLane, RoundTrip
+from roomfeed.redis_lane import Part, Pipe, RedisLane, RoundTrip
 
 log = logging.getLogger("feed.sessions")
 
@@ -86,7 +86,7 @@ class _SessionRead:
     owner: str | None
     known: int
 
-    def queue(self, pipe: LanePipeline) -> None:
+    def queue(self, pipe: Pipe) -> None:
         pipe.hget(session_key(self.session_id), "viewer_id")
         pipe.eval(_SERVED, 1, served_key(self.session_id), self.known)
         if self.owner is not None:
@@ -108,7 +108,7 @@ class _PageClaim:
     boosted: str
     room_ids: list[str]
 
-    def queue(self, pipe: LanePipeline) -> None:
+    def queue(self, pipe: Pipe) -> None:
         pipe.eval(
             CLAIM_PAGE,
             len(self.keys),
@@ -136,7 +136,7 @@ class _ServedSync:
     viewer_id: str
     rooms: frozenset[str]
 
-    def queue(self, pipe: LanePipeline) -> None:
+    def queue(self, pipe: Pipe) -> None:
         pipe.sadd(served_key(self.session_id), *self.rooms)
         pipe.hset(session_key(self.session_id), "viewer_id", self.viewer_id)
         pipe.expire(session_key(self.session_id), SESSION_TTL_S)
@@ -246,9 +246,10 @@ class SessionBook:
         pool: asyncpg.Pool,
         local: LocalSessions | None = None,
         *,
-        lane: RedisLane,
+        lane: RedisLane | None,
     ) -> None:
-        """`lane`: the pipelined connection the two round trips of a page take (roomfeed.redis_lane)."""
+        """`lane`: the pipelined connection the two round trips of a page take (roomfeed.redis_lane);
+        None on a Redis Cluster, where they take redis-py's cluster pipeline (same parts, same trip)."""
         self.redis = redis
         self.pool = pool
         self.local = local if local is not None else LocalSessions()
@@ -257,7 +258,8 @@ class SessionBook:
 
     def trip(self) -> RoundTrip:
         """A round trip on the lane that other owners add their parts to before `load` sends it."""
-        return RoundTrip(self.lane)
+        pipe = self.lane.pipeline() if self.lane is not None else self.redis.pipeline(transaction=False)
+        return RoundTrip(pipe)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

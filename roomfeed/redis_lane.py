@@ -263,10 +263,10 @@ class LanePipeline:
         self.commands.append(args)
         return self
 
-    def eval(self, text: str, numkeys: int, *keys_and_args: Any) -> LanePipeline:
-        script = _SCRIPTS.get(text)
+    def eval(self, script_text: str, numkeys: int, *keys_and_args: Any) -> LanePipeline:
+        script = _SCRIPTS.get(script_text)
         if script is None:
-            script = _SCRIPTS[text] = Script(text)
+            script = _SCRIPTS[script_text] = Script(script_text)
         self._scripts[len(self.commands)] = script
         return self.execute_command("EVALSHA", script.sha, numkeys, *keys_and_args)
 
@@ -320,6 +320,22 @@ T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 
+class Pipe(Protocol):
+    """The one pipeline type the hot path writes to: the lane's (`LanePipeline`), or on a Redis
+    Cluster redis-py's cluster pipeline, which routes each command by slot. Replies come in order."""
+
+    def execute_command(self, *args: Any) -> Any: ...
+    def eval(self, script: str, numkeys: int, /, *keys_and_args: Any) -> Any: ...
+    def hget(self, key: str, field: str, /) -> Any: ...
+    def hset(self, key: str, field: str, value: Any, /) -> Any: ...
+    def smembers(self, key: str, /) -> Any: ...
+    def sadd(self, key: str, /, *members: Any) -> Any: ...
+    def lrange(self, key: str, start: int, end: int, /) -> Any: ...
+    def expire(self, key: str, seconds: int, /) -> Any: ...
+    def __len__(self) -> int: ...
+    async def execute(self) -> list[Any]: ...
+
+
 class Part(Protocol[T_co]):
     """One owner's commands in a round trip several owners share, and how it reads its own replies.
 
@@ -327,7 +343,7 @@ class Part(Protocol[T_co]):
     viewer's recent visits and who is in a room in events, the live index's changes in rooms, the
     session and the served-set claim in feed); nobody picks another owner's replies by position."""
 
-    def queue(self, pipe: LanePipeline) -> None: ...
+    def queue(self, pipe: Pipe) -> None: ...
 
     def read(self, replies: list[Any]) -> T_co: ...
 
@@ -357,12 +373,12 @@ class Reply(Generic[T]):
 
 
 class RoundTrip:
-    """One pipeline on the lane that several owners share: each `add`s its part and gets a `Reply`;
-    `send` makes the trip (raising what the lane raises: callers degrade); a reply is read from its
-    part's own replies when asked for."""
+    """One pipeline that several owners share: each `add`s its part and gets a `Reply`; `send` makes
+    the trip (raising what Redis raises: callers degrade); a reply is read from its part's own
+    replies when asked for."""
 
-    def __init__(self, lane: RedisLane) -> None:
-        self._pipe = lane.pipeline()
+    def __init__(self, pipe: Pipe) -> None:
+        self._pipe = pipe
         self.replies: list[Any] | None = None
 
     def add(self, part: Part[T]) -> Reply[T]:

@@ -34,7 +34,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from roomfeed.redis_lane import LanePipeline
+from roomfeed.redis_lane import Pipe
 
 log = logging.getLogger("roomfeed.rooms")
 
@@ -65,7 +65,7 @@ class LiveChanges:
 
     version: int
 
-    def queue(self, pipe: LanePipeline) -> None:
+    def queue(self, pipe: Pipe) -> None:
         pipe.execute_command(
             "ZRANGEBYSCORE",
             KEY_CHANGELOG,

@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from roomfeed.redis_lane import LanePipeline, RedisLane, RoundTrip
+from roomfeed.redis_lane import Pipe, RedisLane, RoundTrip
 from tests.support import PrivateServers
 
 
@@ -127,7 +127,7 @@ class _Counter:
     def __init__(self, key: str) -> None:
         self.key = key
 
-    def queue(self, pipe: LanePipeline) -> None:
+    def queue(self, pipe: Pipe) -> None:
         pipe.execute_command("INCR", self.key)
 
     def read(self, replies: list[Any]) -> int:
@@ -141,7 +141,7 @@ class _Pair:
     def __init__(self, key: str, ask: bool = True) -> None:
         self.key, self.ask = key, ask
 
-    def queue(self, pipe: LanePipeline) -> None:
+    def queue(self, pipe: Pipe) -> None:
         if self.ask:
             pipe.execute_command("SET", self.key, "x")
             pipe.execute_command("GET", self.key)
