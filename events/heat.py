@@ -374,7 +374,7 @@ class RoomHeat:
 
     async def snapshot(self, now: float | None = None) -> HeatSnapshot:
         at = time.time() if now is None else now
-        raw: dict[bytes, bytes] = await self.redis.hgetall(HEAT_KEY)
+        raw: dict[bytes, bytes] = await self.redis.hgetall(HEAT_KEY)  # type: ignore[assignment]  # bytes: no decode_responses
         return decode(raw, at, self.half_life_s)
 
     def presence(self, room_ids: Sequence[str], now_ms: int | None = None) -> Presence:

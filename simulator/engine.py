@@ -52,11 +52,13 @@ _TYPE_ORDER[[CODE[name] for name in _CAUSAL_ORDER]] = np.arange(len(_CAUSAL_ORDE
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return out
 
 
 def band_fit(viewer_band: np.ndarray, merchant_band: np.ndarray) -> np.ndarray:
-    return np.maximum(1.0 - np.abs(viewer_band - merchant_band), -1.0)
+    out: np.ndarray = np.maximum(1.0 - np.abs(viewer_band - merchant_band), -1.0)
+    return out
 
 
 @dataclass
@@ -221,7 +223,7 @@ class _Columns:
         p["ts"].append(ts.astype(np.int64))
         p["dwell_ms"].append(dwell_ms.astype(np.int64) if dwell_ms is not None else np.full(n, -1, np.int64))
         p["amount"].append(amount.astype(np.float64) if amount is not None else np.full(n, np.nan))
-        p["product"].append(rng.integers(0, PRODUCTS_PER_MERCHANT, n))
+        p["product"].append(np.asarray(rng.integers(0, PRODUCTS_PER_MERCHANT, n)))
         p["position"].append(position.astype(np.int64) if position is not None else np.full(n, -1, np.int64))
         p["entry_code"].append(entry_code.astype(bool) if entry_code is not None else np.zeros(n, bool))
 
@@ -328,8 +330,8 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
         )
         # Affinity of each session's viewer to each candidate room's merchant.
         pos = np.full((nm, 2), -1, dtype=np.int64)
-        for j, m in enumerate(M.tolist()):
-            pos[m, 0 if pos[m, 0] < 0 else 1] = j
+        for row, m in enumerate(M.tolist()):
+            pos[m, 0 if pos[m, 0] < 0 else 1] = row
         A = np.zeros((B, R.size), dtype=np.float32)
         fm, fa = world.fav_m[v], world.fav_a[v]
         for k in range(fm.shape[1]):

@@ -144,7 +144,8 @@ class Marketplace:
         w = self.world
         i = _index("m", room.merchant_id)
         if 0 <= i < self.config.n_merchants:
-            return w.m_latent[i]
+            latent: np.ndarray = w.m_latent[i]
+            return latent
         cat = CATEGORIES.index(room.category) if room.category in CATEGORIES else 0
         vec = w.cat_vecs[cat].copy()
         tags = [
@@ -156,7 +157,8 @@ class Marketplace:
             vec += w.tag_vecs[tags].mean(axis=0) * 0.8
         if room.price_band in PRICE_BANDS:
             vec += w.band_vecs[PRICE_BANDS.index(room.price_band)] * 0.5
-        return vec.astype(np.float32)
+        out: np.ndarray = vec.astype(np.float32)
+        return out
 
     def true_match(self, viewer_id: str, room: RoomFeatures) -> float:
         v = _index("v", viewer_id)
