@@ -133,7 +133,7 @@ class Simulation:
     # --- one session ----------------------------------------------------------------------------
     async def session(
         self, viewer: int, start_ms: int, live: list[Any], code_merchant: str | None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         sid = f"s{self.sessions}"
         self.sessions += 1
         viewer_id = f"v{viewer}"

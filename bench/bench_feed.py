@@ -61,7 +61,7 @@ def app_factory() -> Any:
         import console.http
 
         sources = console.http._sources
-        console.http._sources = lambda *a: replace(sources(*a), viewers_now=None)  # type: ignore[assignment]
+        console.http._sources = lambda *a: replace(sources(*a), viewers_now=None)
     return create_app(Settings.from_env(), access_log=False)
 
 
@@ -349,7 +349,10 @@ async def _loadgen(
     for _, w in conns:
         w.close()
     latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+
+    def pick(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
     return {
         "requests": len(latencies),
         "rps": len(latencies) / elapsed,
@@ -608,7 +611,7 @@ def main() -> int:
         try:
             for label in labels:
                 server, _, ref = label.partition("@")
-                root = baseline_root if ref else ROOT
+                root = baseline_root if ref and baseline_root is not None else ROOT
                 port = free_port()
                 up[label] = {
                     "port": port,
@@ -678,7 +681,10 @@ def main() -> int:
                     print(label, {k: v[-1] for k, v in runs.items()}, flush=True)
             for label in labels:
                 runs = up[label]["runs"]
-                med = lambda k, f, runs=runs: statistics.median(r[f] for r in runs[k])  # noqa: E731
+
+                def med(k: str, f: str, runs: dict[str, list[dict[str, Any]]] = runs) -> float:
+                    return float(statistics.median(r[f] for r in runs[k]))
+
                 results[label] = {
                     "p50_ms": round(med("feed_500", "p50_ms"), 2),
                     "p99_ms": round(med("feed_500", "p99_ms"), 2),

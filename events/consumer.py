@@ -282,7 +282,7 @@ class SinkRunner:
                     refused.append((tp, record, f"not JSON: {exc}"))
                     continue
                 checked = check(raw)
-                if type(checked) is Rejection:
+                if isinstance(checked, Rejection):
                     refused.append((tp, record, checked.message))
                     continue
                 checked["_topic"], checked["_partition"], checked["_offset"] = topic, partition, record.offset
@@ -323,12 +323,17 @@ class SinkRunner:
     async def _write(self, batch: list[dict[str, Any]] | Prepared) -> None:
         """Write, retrying failures that look transient; on any other failure write the events one
         by one and dead-letter those that still fail, so the partition moves on."""
+        sink = self.sink
         try:
-            await self._retrying(self.sink.apply if self.reads else self.sink.write, batch)  # type: ignore[attr-defined]
+            if isinstance(batch, list):
+                await self._retrying(sink.write, batch)
+            else:
+                assert isinstance(sink, PollSink)
+                await self._retrying(sink.apply, batch)
         except Exception as exc:
             if _transient(exc):  # still unavailable as the runner stops: nothing is committed
                 raise
-            events = batch.events() if self.reads else batch  # type: ignore[union-attr]
+            events = batch if isinstance(batch, list) else batch.events()
             if len(events) == 1 and not self.reads:
                 await self._dead_letter_event(events[0], exc)
                 return

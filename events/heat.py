@@ -25,9 +25,9 @@ a replay or a crash between "applied" and "committed" changes nothing. (An event
 offsets by a retrying client counts twice here; heat is a ranking signal, the exact windows and
 their event-id checks are the realtime sink's.) Entries a room has not touched for `PRUNE_AFTER_S`
 are deleted by the sink in small HSCAN steps, so the hash holds about the rooms of the last hours.
-The same module offers the feed's per-request reads of the realtime sink's keys in pipelined form
-(`queue_viewers_now`, `queue_viewer_recent` + `recent_visits`), so the feed folds them into round
-trips it already makes instead of adding its own.
+The same module offers the feed's per-request reads of the realtime sink's keys as parts of a
+round trip (`Presence`, `RecentVisits`: roomfeed.redis_lane.Part), so the feed folds them into the
+round trips it already makes instead of adding its own.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from redis.asyncio import Redis
 from events.keys import PREFIX, PRESENCE_MS, recent_key, room_prefix
 from events.live_stats import RecentVisit
 from events.vocabulary import ENTER, IMPRESSION, LEAVE, PURCHASE
+from roomfeed.redis_lane import Pipe
 
 HEAT_KEY = f"{PREFIX}heat"
 SEQ_KEY = f"{PREFIX}heat:seq"
@@ -373,14 +374,12 @@ class RoomHeat:
 
     async def snapshot(self, now: float | None = None) -> HeatSnapshot:
         at = time.time() if now is None else now
-        raw: dict[bytes, bytes] = await self.redis.hgetall(HEAT_KEY)
+        raw: dict[bytes, bytes] = await self.redis.hgetall(HEAT_KEY)  # type: ignore[assignment]  # bytes: no decode_responses
         return decode(raw, at, self.half_life_s)
 
-    def queue_viewers_now(self, pipe: Any, room_ids: Sequence[str], now_ms: int | None = None) -> None:
-        """Add "viewers in each room now" to a pipeline the caller sends; its reply is a list of ints."""
-        now = now_ms if now_ms is not None else int(time.time() * 1000)
-        keys = [room_prefix(r) + "now" for r in room_ids]
-        pipe.eval(_VIEWERS_NOW, len(keys), *keys, now - PRESENCE_MS)
+    def presence(self, room_ids: Sequence[str], now_ms: int | None = None) -> Presence:
+        """Viewers in each room now, as a part of a round trip the caller makes."""
+        return Presence(tuple(room_ids), now_ms if now_ms is not None else int(time.time() * 1000))
 
     async def viewers_now(self, room_ids: Sequence[str], now_ms: int | None = None) -> list[int]:
         now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -392,13 +391,38 @@ class RoomHeat:
         return [int(x) for x in reply]
 
 
-def queue_viewer_recent(pipe: Any, viewer_id: str, limit: int = 50) -> None:
-    """Add `LiveStats.viewer_recent(viewer_id, limit)` to a pipeline; decode its reply with `recent_visits`."""
-    pipe.lrange(recent_key(viewer_id), 0, max(0, limit - 1))
+@dataclass(frozen=True)
+class Presence:
+    """Part of a round trip (roomfeed.redis_lane.Part): viewers in each room now (60 s presence)."""
+
+    room_ids: tuple[str, ...]
+    now_ms: int
+
+    def queue(self, pipe: Pipe) -> None:
+        keys = [room_prefix(r) + "now" for r in self.room_ids]
+        pipe.eval(_VIEWERS_NOW, len(keys), *keys, self.now_ms - PRESENCE_MS)
+
+    def read(self, replies: list[Any]) -> list[int]:
+        return [int(v) for v in replies[0]]
+
+
+@dataclass(frozen=True)
+class RecentVisits:
+    """Part of a round trip (roomfeed.redis_lane.Part): the viewer's last visits, newest first, as
+    `LiveStats.viewer_recent(viewer_id, limit)` returns them."""
+
+    viewer_id: str
+    limit: int = 50
+
+    def queue(self, pipe: Pipe) -> None:
+        pipe.lrange(recent_key(self.viewer_id), 0, max(0, self.limit - 1))
+
+    def read(self, replies: list[Any]) -> list[RecentVisit]:
+        return recent_visits(replies[0])
 
 
 def recent_visits(raw: Sequence[bytes]) -> list[RecentVisit]:
-    """The reply of `queue_viewer_recent`, as `LiveStats.viewer_recent` returns it (newest first)."""
+    """The viewer's recent list as `LiveStats.viewer_recent` returns it (newest first)."""
     visits = []
     for item in raw:
         data = orjson.loads(item)

@@ -117,7 +117,10 @@ class _StartedProducer:
         return self.resources.producer.create_batch()
 
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
-        return await self.resources.producer.send_batch(batch, topic, partition=partition)
+        sent: asyncio.Future[Any] = await self.resources.producer.send_batch(
+            batch, topic, partition=partition
+        )
+        return sent
 
 
 async def _ensure_topics(settings: Settings) -> None:

@@ -240,7 +240,7 @@ class Ingest:
 
 def partition_of(key: bytes, partitions: Sequence[int]) -> int:
     """The partition aiokafka's DefaultPartitioner (and Kafka's Java client) picks for `key`."""
-    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+    return partitions[int(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 def _swallow(task: asyncio.Future[Any]) -> None:

@@ -9,7 +9,7 @@ hot reload live in `feed.config_store`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from roomfeed.errors import ValidationFailed
 
@@ -106,7 +106,8 @@ def validate_values(values: Any, prefix: str = "") -> dict[str, float | int]:
 
 
 def apply_values(config: RankingConfig, values: dict[str, float | int]) -> RankingConfig:
-    return replace(config, **values) if values else config
+    # `values` are checked field names (validate_values); replace() cannot be typed over a dict.
+    return replace(config, **cast(dict[str, Any], values)) if values else config
 
 
 def as_dict(config: RankingConfig) -> dict[str, float | int]:

@@ -10,6 +10,7 @@ per-variant sums (`VariantTotals`), whatever the source of those sums.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -156,7 +157,7 @@ class ExperimentBook:
         )
         return [_experiment(r) for r in rows]
 
-    async def running(self) -> list[Experiment]:
+    async def running(self) -> builtins.list[Experiment]:  # `list` here is the method above
         rows = await self.pool.fetch(
             "SELECT experiment_id, name, variants, status, author, created_at FROM feed_experiments"
             " WHERE status = 'running' ORDER BY created_at DESC"

@@ -18,10 +18,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from roomfeed.errors import ApiError, ValidationFailed
+from roomfeed.redis_lane import Pipe
 
 CLAIM_PAGE = (Path(__file__).parent / "claim_page.lua").read_text()
 PAGES_KEPT = 8
@@ -37,6 +39,25 @@ class PageNotFound(ApiError):
 
 def pages_key(session_id: str) -> str:
     return f"rf:feed:s:{session_id}:pages"
+
+
+@dataclass(frozen=True)
+class PageLookup:
+    """Part of a round trip (roomfeed.redis_lane.Part): the session's newest page number and the
+    record of page `number`, each None when Redis does not have it."""
+
+    session_id: str
+    number: int
+
+    def queue(self, pipe: Pipe) -> None:
+        pipe.execute_command("HMGET", pages_key(self.session_id), "last", str(self.number))
+
+    def read(self, replies: list[Any]) -> tuple[int | None, str | None]:
+        last, record = replies[0]
+        return (
+            int(last) if last is not None else None,
+            record.decode() if isinstance(record, bytes) else record,
+        )
 
 
 def _check(session_id: str, number: int) -> str:

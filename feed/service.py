@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from events.heat import queue_viewer_recent, recent_visits
+from events.heat import RecentVisits
 from feed.config_store import ConfigWatcher
 from feed.context import FeedContext, as_recent_visit
 from feed.experiments import assign
@@ -21,12 +21,12 @@ from feed.impressions import ImpressionPublisher, served_events
 from feed.pages import (
     PAGES_KEPT,
     PageExpired,
+    PageLookup,
     PageMeta,
     PageNotFound,
     PageRecord,
     page_number,
     page_token,
-    pages_key,
 )
 from feed.pipeline import FeedPipeline
 from feed.sessions import SessionBook, SessionState
@@ -75,40 +75,32 @@ class FeedService:
         anything is written. When Redis is down nothing is charged."""
         started = time.perf_counter()
         at = page_number(session_id, after) if after is not None else None
-        live_index = self.inputs.live_index
         live_since = self.pipeline.live_version()
 
-        # Ride the session's round trip: the rate-limit charge, the viewer's recent rooms (events), the
-        # page asked for when it exists already, the rooms changed since this process's live snapshot.
-        def also(pipe: Any) -> None:
-            if charge is not None:
-                charge.queue(pipe)
-            queue_viewer_recent(pipe, viewer_id, 50)
-            if at is not None:
-                pipe.execute_command("HMGET", pages_key(session_id), "last", str(at + 1))
-            if live_since is not None:
-                live_index.queue_changes_since(pipe, live_since)
-
-        state, extra = await self.sessions.load(session_id, viewer_id, also)
-        if extra is not None and charge is not None:
-            charge.settle(extra[0])
-            extra = extra[1:]
+        # The session's round trip, each part read by its owner: the rate-limit charge (auth), the
+        # viewer's recent rooms (events), the page asked for when it exists already (feed.pages), the
+        # rooms changed since this process's live snapshot (rooms).
+        trip = self.sessions.trip()
+        charged = trip.add(charge) if charge is not None else None
+        recent_visits = trip.add(RecentVisits(viewer_id, 50))
+        asked = trip.add(PageLookup(session_id, at + 1)) if at is not None else None
+        changed = (
+            trip.add(self.inputs.live_index.changes_after(live_since)) if live_since is not None else None
+        )
+        state = await self.sessions.load(session_id, viewer_id, trip)
+        if charge is not None and charged is not None and trip.made:
+            charge.settle(charged.value)  # 429 before anything is written
         if state is None or state.viewer_id != viewer_id:
             raise NotFound(f"session {session_id} does not exist")
-        recent = None
-        if extra is not None:
-            recent, extra = recent_visits(extra[0]), extra[1:]
+        recent = recent_visits.value if trip.made else None
         known: tuple[int, str | None] | None = None
         if at is not None:
             known = (state.last_page, state.pages.get(at + 1))
-            if extra is not None:
-                raw_last, raw_record = extra[0]
-                extra = extra[1:]
-                if raw_last is not None:
-                    known = (int(raw_last), raw_record.decode() if raw_record is not None else None)
-        changes = None
-        if extra and live_since is not None:
-            changes = live_index.changes_since(extra[0])
+            if asked is not None and trip.made:
+                last, record = asked.value
+                if last is not None:
+                    known = (last, record)
+        changes = changed.value if changed is not None and trip.made else None
         if at is not None and known is not None and (known[1] is not None or known[0] != at):
             body = await self._again(state, at + 1, known)
         else:
@@ -151,10 +143,10 @@ class FeedService:
             rooms.append(fields)
         if rooms:
             try:
-                async with self.sessions.pipeline() as pipe:
-                    self.inputs.heat.queue_viewers_now(pipe, [r["room_id"] for r in rooms])
-                    (viewers,) = await pipe.execute()
-                for room, n in zip(rooms, viewers, strict=True):
+                trip = self.sessions.trip()
+                presence = trip.add(self.inputs.heat.presence([r["room_id"] for r in rooms]))
+                await trip.send()
+                for room, n in zip(rooms, presence.value, strict=True):
                     room["viewers_now"] = int(n)
             except Exception as exc:
                 log.warning("viewers now of a page served again not read: %s", exc)
@@ -244,7 +236,7 @@ class FeedService:
                 count - len(page),
                 counters,
                 boosted,
-                self.inputs.heat,
+                self.inputs.heat.presence(offered),
                 mode=mode,
                 at=at,
                 header=header,

@@ -16,7 +16,6 @@ import logging
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from feed.pages import CLAIM_PAGE, PAGES_KEPT, pages_key
-from roomfeed.redis_lane import RedisLane
+from roomfeed.redis_lane import Part, Pipe, RedisLane, RoundTrip
 
 log = logging.getLogger("feed.sessions")
 
@@ -76,6 +75,74 @@ class SessionState:
     # Pages made while Redis was unreachable (number → record) and the newest page's number.
     pages: dict[int, str] = field(default_factory=dict)
     last_page: int = -1
+
+
+@dataclass(frozen=True)
+class _SessionRead:
+    """Part of the page's first round trip: who owns the session, its served set (only its size
+    when this process's copy, `known` rooms, is the whole set), the owner's blocks."""
+
+    session_id: str
+    owner: str | None
+    known: int
+
+    def queue(self, pipe: Pipe) -> None:
+        pipe.hget(session_key(self.session_id), "viewer_id")
+        pipe.eval(_SERVED, 1, served_key(self.session_id), self.known)
+        if self.owner is not None:
+            pipe.smembers(blocks_key(self.owner))
+
+    def read(self, replies: list[Any]) -> tuple[bytes | None, Any, list[bytes]]:
+        return replies[0], replies[1], replies[2] if self.owner is not None else []
+
+
+@dataclass(frozen=True)
+class _PageClaim:
+    """Part of the page's second round trip: claim_page.lua (feed.pages) over the offered rooms."""
+
+    keys: list[str]
+    count: int
+    mode: str
+    at: int
+    header: str
+    boosted: str
+    room_ids: list[str]
+
+    def queue(self, pipe: Pipe) -> None:
+        pipe.eval(
+            CLAIM_PAGE,
+            len(self.keys),
+            *self.keys,
+            self.count,
+            SESSION_TTL_S,
+            self.mode,
+            self.at,
+            PAGES_KEPT,
+            self.header,
+            self.boosted,
+            *self.room_ids,
+        )
+
+    def read(self, replies: list[Any]) -> list[Any]:
+        reply: list[Any] = replies[0]
+        return reply
+
+
+@dataclass(frozen=True)
+class _ServedSync:
+    """Part: rooms served while Redis was unreachable, written back with the session's owner."""
+
+    session_id: str
+    viewer_id: str
+    rooms: frozenset[str]
+
+    def queue(self, pipe: Pipe) -> None:
+        pipe.sadd(served_key(self.session_id), *self.rooms)
+        pipe.hset(session_key(self.session_id), "viewer_id", self.viewer_id)
+        pipe.expire(session_key(self.session_id), SESSION_TTL_S)
+
+    def read(self, replies: list[Any]) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -178,17 +245,21 @@ class SessionBook:
         redis: Redis,
         pool: asyncpg.Pool,
         local: LocalSessions | None = None,
-        lane: RedisLane | None = None,
+        *,
+        lane: RedisLane | None,
     ) -> None:
-        """`lane`: the pipelined connection the two round trips of a page take (redis-py without it)."""
+        """`lane`: the pipelined connection the two round trips of a page take (roomfeed.redis_lane);
+        None on a Redis Cluster, where they take redis-py's cluster pipeline (same parts, same trip)."""
         self.redis = redis
         self.pool = pool
         self.local = local if local is not None else LocalSessions()
         self.lane = lane
         self._pending: set[asyncio.Task[Any]] = set()
 
-    def pipeline(self) -> Any:
-        return self.lane.pipeline() if self.lane is not None else self.redis.pipeline(transaction=False)
+    def trip(self) -> RoundTrip:
+        """A round trip on the lane that other owners add their parts to before `load` sends it."""
+        pipe = self.lane.pipeline() if self.lane is not None else self.redis.pipeline(transaction=False)
+        return RoundTrip(pipe)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -276,45 +347,41 @@ class SessionBook:
             log.warning("session %s not recorded in PostgreSQL: %s", session_id, exc)
 
     async def load(
-        self, session_id: str, viewer_id: str | None = None, also: Callable[[Any], None] | None = None
-    ) -> tuple[SessionState | None, list[Any] | None]:
+        self, session_id: str, viewer_id: str | None = None, trip: RoundTrip | None = None
+    ) -> SessionState | None:
         """The session with its served set and the viewer's blocks in one Redis round trip (memory as
-        fallback), plus the replies of whatever `also` adds to that pipeline (None when Redis is down).
+        fallback). The round trip is `trip` when given: the parts other owners added ride along, and
+        `trip.made` says whether their replies came (not when Redis is down).
 
         `viewer_id` (the token's viewer) lets blocks ride the same trip when this process has never
         seen the session (another API process started it)."""
         local = self.local.get(session_id)
         owner = viewer_id or (local.viewer_id if local is not None else None)
         known = len(local.served) if local is not None and not local.unsynced else -1
+        trip = trip if trip is not None else self.trip()
+        session = trip.add(_SessionRead(session_id, owner, known))
         try:
-            async with self.pipeline() as pipe:
-                pipe.hget(session_key(session_id), "viewer_id")
-                pipe.eval(_SERVED, 1, served_key(session_id), known)
-                if owner is not None:
-                    pipe.smembers(blocks_key(owner))
-                if also is not None:
-                    also(pipe)
-                replies = await pipe.execute()
+            await trip.send()
         except Exception as exc:
             log.warning("session %s read from process memory (Redis unavailable): %s", session_id, exc)
             if local is not None:
                 local.from_redis = False
-            return local, None
-        extra = replies[3 if owner is not None else 2 :]
-        raw_viewer = replies[0]
+            return local
+        raw_viewer, raw_served, raw_blocks = session.value
         if raw_viewer is None:
             if local is not None:  # Redis lost it (restart, flush): memory still knows
                 local.from_redis = False
-            return local, extra
+            return local
         stored_viewer = raw_viewer.decode()
-        if isinstance(replies[1], int):  # this process's copy is the whole set
+        if isinstance(raw_served, int):  # this process's copy is the whole set
             served = local.served if local is not None else set()
         else:
-            served = {sys.intern(m.decode()) for m in replies[1]}
+            served = {sys.intern(m.decode()) for m in raw_served}
         if owner == stored_viewer:
-            blocked = {m.decode() for m in replies[2]}
+            blocked = {m.decode() for m in raw_blocks}
         else:  # not the token's viewer (the caller answers 404) or an unknown owner: one more read
-            blocked = {m.decode() for m in await self.redis.smembers(blocks_key(stored_viewer))}
+            members = await self.redis.smembers(blocks_key(stored_viewer))
+            blocked = {m.decode() if isinstance(m, bytes) else m for m in members}
         blocked |= self.local.blocks.of(stored_viewer)
         if local is not None and local.viewer_id != stored_viewer:  # erased meanwhile (feed.erasure)
             self.local.forget(session_id)
@@ -325,7 +392,7 @@ class SessionBook:
             local.served |= served
             local.blocked = blocked
         local.from_redis = True
-        return local, extra
+        return local
 
     async def claim(
         self,
@@ -334,7 +401,7 @@ class SessionBook:
         count: int,
         variant_counters: str | None = None,
         boosted: set[str] | None = None,
-        heat: Any | None = None,
+        presence: Part[list[int]] | None = None,
         *,
         mode: str = "new",
         at: int = -1,
@@ -347,41 +414,26 @@ class SessionBook:
         One atomic script in Redis (SADD answers which rooms are new), so two concurrent requests of
         one session never get the same room, and of two requests after the same page only one makes
         it; the same call counts the served rooms on the experiment variant's counters
-        (`variant_counters`, a hash key), and the same round trip reads viewers-now of the offered
-        rooms (events.heat). When Redis is down the check runs against this process's memory.
+        (`variant_counters`, a hash key), and the same round trip carries `presence` (events: viewers
+        now in the offered rooms). When Redis is down the check runs against this process's memory.
         """
         keys = [
             served_key(state.session_id),
             pages_key(state.session_id),
             *([variant_counters] if variant_counters else []),
         ]
+        trip = self.trip()
+        claimed = trip.add(_PageClaim(keys, count, mode, at, header, "\n".join(boosted or ()), room_ids))
+        seen = trip.add(presence) if presence is not None and room_ids else None
+        if state.unsynced:
+            trip.add(_ServedSync(state.session_id, state.viewer_id, frozenset(state.unsynced)))
         try:
-            async with self.pipeline() as pipe:
-                pipe.eval(
-                    CLAIM_PAGE,
-                    len(keys),
-                    *keys,
-                    count,
-                    SESSION_TTL_S,
-                    mode,
-                    at,
-                    PAGES_KEPT,
-                    header,
-                    "\n".join(boosted or ()),
-                    *room_ids,
-                )
-                if heat is not None and room_ids:
-                    heat.queue_viewers_now(pipe, room_ids)
-                if state.unsynced:
-                    pipe.sadd(served_key(state.session_id), *state.unsynced)
-                    pipe.hset(session_key(state.session_id), "viewer_id", state.viewer_id)
-                    pipe.expire(session_key(state.session_id), SESSION_TTL_S)
-                replies = await pipe.execute()
+            await trip.send()
         except Exception as exc:
             log.warning("served rooms of %s kept in process memory: %s", state.session_id, exc)
             return self._claim_in_memory(state, room_ids, count, boosted or set(), mode, at, header)
         state.unsynced.clear()
-        reply = replies[0]
+        reply = claimed.value
         number = int(reply[0])
         if number < 0:
             record = reply[2]
@@ -390,8 +442,7 @@ class SessionBook:
             )
         accepted = [sys.intern(r.decode() if isinstance(r, bytes) else str(r)) for r in reply[2:]]
         state.served.update(accepted)
-        viewers = [int(v) for v in replies[1]] if heat is not None and room_ids else None
-        return Claim(number, int(reply[1]), accepted, viewers)
+        return Claim(number, int(reply[1]), accepted, seen.value if seen is not None else None)
 
     def _claim_in_memory(
         self,

@@ -24,6 +24,7 @@ from alliance.codes import Attribution
 from events.heat import HeatSnapshot, HeatTable, RoomHeat
 from feed.context import Stage
 from ranking.scorer import Scorer
+from roomfeed.redis_lane import Part
 
 log = logging.getLogger("feed.sources")
 
@@ -39,8 +40,7 @@ class LiveIndexSource(Protocol):
 class LiveIndex(LiveIndexSource, Protocol):
     """The live index with its change log, read in the session's round trip (rooms.live_index.LiveIndex)."""
 
-    def queue_changes_since(self, pipe: Any, version: int) -> None: ...
-    def changes_since(self, reply: Any) -> dict[str, int] | None: ...
+    def changes_after(self, version: int) -> Part[dict[str, int] | None]: ...
 
 
 class LiveStatsSource(Protocol):
@@ -96,7 +96,7 @@ class HeatSource(Protocol):
     """Every room's heat and who is in a room now (events.heat.RoomHeat)."""
 
     async def snapshot(self, now: float | None = None) -> HeatSnapshot: ...
-    def queue_viewers_now(self, pipe: Any, room_ids: Sequence[str], now_ms: int | None = None) -> None: ...
+    def presence(self, room_ids: Sequence[str]) -> Part[list[int]]: ...
 
 
 @dataclass(frozen=True)

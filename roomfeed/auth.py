@@ -456,6 +456,10 @@ class RateCharge:
     def queue(self, pipe: Any) -> None:
         pipe.eval(_TOKEN_BUCKETS_LUA, len(self.keys), *self.keys, *self.args)
 
+    def read(self, replies: list[Any]) -> Any:
+        """As a part of a round trip (roomfeed.redis_lane.Part): the reply `settle` takes."""
+        return replies[0]
+
     @staticmethod
     def settle(reply: Any) -> None:
         allowed, wait_ms = reply

@@ -1,4 +1,5 @@
-"""A lean pipelined Redis connection for the hot path: the feed's two round trips per page.
+"""A lean pipelined Redis connection for the hot path: the feed's two round trips per page, each a
+`RoundTrip` whose parts their owners declare (`Part`: the commands it adds, how it reads its replies).
 
 redis-py's asyncio client costs ~85 µs of CPU per command on this machine (connection-pool
 checkout, the retry wrapper, observability hooks, command packing in Python); a page made two
@@ -27,7 +28,7 @@ import hashlib
 import ssl
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
@@ -262,10 +263,10 @@ class LanePipeline:
         self.commands.append(args)
         return self
 
-    def eval(self, text: str, numkeys: int, *keys_and_args: Any) -> LanePipeline:
-        script = _SCRIPTS.get(text)
+    def eval(self, script_text: str, numkeys: int, *keys_and_args: Any) -> LanePipeline:
+        script = _SCRIPTS.get(script_text)
         if script is None:
-            script = _SCRIPTS[text] = Script(text)
+            script = _SCRIPTS[script_text] = Script(script_text)
         self._scripts[len(self.commands)] = script
         return self.execute_command("EVALSHA", script.sha, numkeys, *keys_and_args)
 
@@ -300,6 +301,9 @@ class LanePipeline:
                 raise NoScriptError(str(reply)) if str(reply).startswith("NOSCRIPT") else reply
         return replies
 
+    def __len__(self) -> int:
+        return len(self.commands)
+
     async def __aenter__(self) -> LanePipeline:
         return self
 
@@ -308,3 +312,83 @@ class LanePipeline:
 
 
 _SCRIPTS: dict[str, Script] = {}  # script text → its SHA-1 (the few scripts of the hot path)
+
+
+# --- round trips shared by several owners --------------------------------------------------------
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Pipe(Protocol):
+    """The one pipeline type the hot path writes to: the lane's (`LanePipeline`), or on a Redis
+    Cluster redis-py's cluster pipeline, which routes each command by slot. Replies come in order."""
+
+    def execute_command(self, *args: Any) -> Any: ...
+    def eval(self, script: str, numkeys: int, /, *keys_and_args: Any) -> Any: ...
+    def hget(self, key: str, field: str, /) -> Any: ...
+    def hset(self, key: str, field: str, value: Any, /) -> Any: ...
+    def smembers(self, key: str, /) -> Any: ...
+    def sadd(self, key: str, /, *members: Any) -> Any: ...
+    def lrange(self, key: str, start: int, end: int, /) -> Any: ...
+    def expire(self, key: str, seconds: int, /) -> Any: ...
+    def __len__(self) -> int: ...
+    async def execute(self) -> list[Any]: ...
+
+
+class Part(Protocol[T_co]):
+    """One owner's commands in a round trip several owners share, and how it reads its own replies.
+
+    Each owner declares its part next to the keys it owns (the rate charge in roomfeed.auth, a
+    viewer's recent visits and who is in a room in events, the live index's changes in rooms, the
+    session and the served-set claim in feed); nobody picks another owner's replies by position."""
+
+    def queue(self, pipe: Pipe) -> None: ...
+
+    def read(self, replies: list[Any]) -> T_co: ...
+
+
+class Reply(Generic[T]):
+    """What one part of a round trip answers: read (once, when first asked) from its own replies."""
+
+    __slots__ = ("_trip", "_part", "_start", "_end", "_value", "_done")
+
+    def __init__(self, trip: RoundTrip, part: Part[T], start: int, end: int) -> None:
+        self._trip = trip
+        self._part = part
+        self._start = start
+        self._end = end
+        self._value: T | None = None
+        self._done = False
+
+    @property
+    def value(self) -> T:
+        if not self._done:
+            replies = self._trip.replies
+            if replies is None:
+                raise RuntimeError("the round trip was not made")
+            self._value = self._part.read(replies[self._start : self._end])
+            self._done = True
+        return cast(T, self._value)
+
+
+class RoundTrip:
+    """One pipeline that several owners share: each `add`s its part and gets a `Reply`; `send` makes
+    the trip (raising what Redis raises: callers degrade); a reply is read from its part's own
+    replies when asked for."""
+
+    def __init__(self, pipe: Pipe) -> None:
+        self._pipe = pipe
+        self.replies: list[Any] | None = None
+
+    def add(self, part: Part[T]) -> Reply[T]:
+        start = len(self._pipe)
+        part.queue(self._pipe)
+        return Reply(self, part, start, len(self._pipe))
+
+    @property
+    def made(self) -> bool:
+        return self.replies is not None
+
+    async def send(self) -> None:
+        self.replies = await self._pipe.execute()

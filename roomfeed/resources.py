@@ -31,7 +31,8 @@ class Resources:
     pool: asyncpg.Pool
     redis: Redis
     producer: AIOKafkaProducer
-    redis_lane: RedisLane  # the hot path's pipelined connection (roomfeed.redis_lane)
+    # The hot path's pipelined connection (roomfeed.redis_lane); None on a Redis Cluster.
+    redis_lane: RedisLane | None
     leases: Leases  # once-per-cluster loops ask it before each round (roomfeed.leader)
     producer_ready: asyncio.Event = field(default_factory=asyncio.Event)
     _producer_task: asyncio.Task[None] | None = None
@@ -97,6 +98,7 @@ class Resources:
                 await self.producer.stop()
         with contextlib.suppress(Exception):
             await self.redis.aclose(close_connection_pool=True)
-        await self.redis_lane.close()
+        if self.redis_lane is not None:
+            await self.redis_lane.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pool.close(), 5)

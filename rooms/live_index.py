@@ -34,6 +34,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from roomfeed.redis_lane import Pipe
+
 log = logging.getLogger("roomfeed.rooms")
 
 KEY_LIVE = "rf:rooms:live"
@@ -54,6 +56,34 @@ REPLAYS_MAX = 2_000
 CHANGES_LISTED = 64
 
 NOT_BUILT = -1
+
+
+@dataclass(frozen=True)
+class LiveChanges:
+    """Part of a round trip (roomfeed.redis_lane.Part): room_id → the index version of its change
+    after `version`; None when more changed than are listed (read the index afresh)."""
+
+    version: int
+
+    def queue(self, pipe: Pipe) -> None:
+        pipe.execute_command(
+            "ZRANGEBYSCORE",
+            KEY_CHANGELOG,
+            f"({self.version}",
+            "+inf",
+            "WITHSCORES",
+            "LIMIT",
+            0,
+            CHANGES_LISTED + 1,
+        )
+
+    def read(self, replies: list[Any]) -> dict[str, int] | None:
+        flat: list[Any] = []
+        for item in replies[0]:
+            flat.extend(item) if isinstance(item, (list, tuple)) else flat.append(item)
+        if len(flat) > 2 * CHANGES_LISTED:
+            return None
+        return {_text(flat[i]): int(float(flat[i + 1])) for i in range(0, len(flat), 2)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,30 +326,11 @@ class LiveIndex:
             return self._current
 
     @staticmethod
-    def queue_changes_since(pipe: Any, version: int) -> None:
-        """Add "rooms changed after index version `version`" to a pipeline the caller sends (the feed
-        reads it with the session, so a room whose end has returned is off the page without reading
-        the index on every request); decode the reply with `changes_since`."""
-        pipe.execute_command(
-            "ZRANGEBYSCORE",
-            KEY_CHANGELOG,
-            f"({version}",
-            "+inf",
-            "WITHSCORES",
-            "LIMIT",
-            0,
-            CHANGES_LISTED + 1,
-        )
-
-    @staticmethod
-    def changes_since(reply: Any) -> dict[str, int] | None:
-        """room_id → the version of its change; None when more changed than are listed (read afresh)."""
-        flat: list[Any] = []
-        for item in reply:
-            flat.extend(item) if isinstance(item, (list, tuple)) else flat.append(item)
-        if len(flat) > 2 * CHANGES_LISTED:
-            return None
-        return {_text(flat[i]): int(float(flat[i + 1])) for i in range(0, len(flat), 2)}
+    def changes_after(version: int) -> LiveChanges:
+        """The rooms changed after index version `version`, as a part of a round trip the caller
+        makes (the feed reads it with the session, so a room whose end has returned is off the page
+        without reading the index on every request)."""
+        return LiveChanges(version)
 
     async def _full_read(self) -> LiveSnapshot:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -6,38 +6,38 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
-from roomfeed.assembly import create_app
+from roomfeed.app import Api
+from roomfeed.assembly import Services, create_app
 from roomfeed.auth import create_key, sign_viewer_token
 from roomfeed.settings import Settings
 
 
-async def running_app(settings: Settings) -> AsyncIterator[Starlette]:
+async def running_app(settings: Settings) -> AsyncIterator[Api[Services]]:
     app = create_app(settings, access_log=False)
     async with app.router.lifespan_context(app):
         await app.resources.wait_for_kafka(30)
         yield app
 
 
-def client_for(app: Starlette) -> httpx.AsyncClient:
+def client_for(app: Api[Services]) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver", timeout=30)
 
 
 @pytest.fixture(scope="session")
-async def app(settings: Settings) -> AsyncIterator[Starlette]:
+async def app(settings: Settings) -> AsyncIterator[Api[Services]]:
     async for instance in running_app(settings):
         yield instance
 
 
 @pytest.fixture(scope="session")
-async def app_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(app: Api[Services]) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(app) as client:
         yield client
 
 
 @pytest.fixture(scope="session")
-async def operator_key(app: Starlette) -> str:
+async def operator_key(app: Api[Services]) -> str:
     _, key = await create_key(app.resources.pool, "operator", label="tests")
     return key
 

@@ -36,6 +36,7 @@ from feed.context import FeedContext, RecentVisit
 from feed.experiments import Experiment, Variant, assign
 from feed.pipeline import FeedPipeline
 from feed.sources import RoomHeatCache
+from roomfeed.redis_lane import Part
 from rooms.live_index import LiveRoom
 from simulator import Marketplace
 from simulator.world import CATEGORIES, DAY_MS
@@ -138,8 +139,8 @@ class SimHeat:
         values = self.values * np.power(0.5, age_s / HALF_LIFE_S)[:, None]
         return HeatSnapshot(at_ms / 1000.0, self.room_ids, values, self.row_of)
 
-    def queue_viewers_now(self, pipe: Any, room_ids: Sequence[str], now_ms: int | None = None) -> None:
-        return None  # presence is the service's read; the pipeline does not use it
+    def presence(self, room_ids: Sequence[str]) -> Part[list[int]]:
+        raise NotImplementedError("who is in a room is the service's read; the A/B runs the pipeline")
 
 
 class SimViewerHistory:

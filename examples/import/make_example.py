@@ -16,7 +16,7 @@ import random
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
@@ -43,7 +43,8 @@ def _csv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> int:
 
 def _open(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":  # mtime 0: the same history gives the same bytes
-        return gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=path.open("wb"), mtime=0)
+        gz = gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=path.open("wb"), mtime=0)
+        return cast(IO[bytes], gz)
     return path.open("wb")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
 import numpy as np
@@ -90,7 +91,7 @@ async def test_placed_rooms_carry_a_grant_and_push_the_last_room_off(redis: Redi
     assert 11 in page and page[0] != 11 and bool(ctx.candidates.boosted[11])
     assert organic_last not in page and ctx.displaced == {11: organic_last}
     assert await redis.get(grant_key("v1", session, "room-11-m11")) == b"m11"
-    assert float(await redis.hget(TOKENS_KEY, "m11")) == 2.0
+    assert float(cast(bytes, await redis.hget(TOKENS_KEY, "m11"))) == 2.0
 
 
 async def test_boosted_share_of_a_page_is_capped(redis: Redis) -> None:

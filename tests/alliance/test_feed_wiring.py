@@ -11,7 +11,7 @@ import httpx
 
 from alliance import ledger
 from alliance.attribution import AttributionBook
-from alliance.scheduler import TOKENS_KEY
+from alliance.grants import TOKENS_KEY
 from tests.alliance.conftest import MerchantFactory
 from tests.feed.conftest import on_topic
 

@@ -119,7 +119,7 @@ async def test_forged_code_gets_no_qr_and_no_landing(
 async def test_code_for_another_merchants_store_is_refused(
     client: httpx.AsyncClient, new_merchant: MerchantFactory, pool: object
 ) -> None:
-    catalog = rooms_catalog(pool)  # type: ignore[arg-type]
+    catalog = rooms_catalog(pool)
     a, ha = await new_merchant()
     b, _ = await new_merchant()
     if catalog is None:

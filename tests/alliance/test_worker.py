@@ -89,7 +89,7 @@ async def test_worker_sink_earns_from_the_topic_and_replay_changes_nothing(
     try:
         for e in events:
             await producer.send_and_wait(
-                migrated.topic(VIEWER_EVENTS), orjson.dumps(e), key=e["viewer_id"].encode()
+                migrated.topic(VIEWER_EVENTS), orjson.dumps(e), key=str(e["viewer_id"]).encode()
             )
     finally:
         await producer.stop()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import orjson
@@ -111,7 +111,7 @@ async def test_the_example_imports_trains_a_promoted_model_and_the_feed_ranks_it
         await conn.close()
     for e in events:
         if e["type"] == "leave":
-            watched[e["viewer_id"]][room_merchant[e["room_id"]]] += e["dwell_ms"]
+            watched[e["viewer_id"]][cast(str, room_merchant[e["room_id"]])] += e["dwell_ms"]
     loyal = sorted(
         ((v, c.most_common(1)[0][0]) for v, c in watched.items() if c.most_common(1)[0][1] > 120_000),
         key=lambda pair: -watched[pair[0]][pair[1]],

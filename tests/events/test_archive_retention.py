@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import asyncpg
 import pytest
 
 from events.archive import ArchiveSink, partition_name
 from roomfeed.settings import MIN_ARCHIVE_RETENTION_DAYS, Settings
 
 
-async def _partitions(pool) -> set[str]:
+async def _partitions(pool: asyncpg.Pool) -> set[str]:
     rows = await pool.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'interactions'"
@@ -19,7 +20,9 @@ async def _partitions(pool) -> set[str]:
     return {r["relname"] for r in rows}
 
 
-async def test_partitions_past_the_retention_are_dropped_at_start_and_then_periodically(pool) -> None:
+async def test_partitions_past_the_retention_are_dropped_at_start_and_then_periodically(
+    pool: asyncpg.Pool,
+) -> None:
     today = dt.datetime.now(dt.UTC).date()
     old, kept = today - dt.timedelta(days=45), today - dt.timedelta(days=20)
     sink = ArchiveSink(pool, retention_days=30, prune_every_s=3600)
@@ -55,7 +58,7 @@ async def test_partitions_past_the_retention_are_dropped_at_start_and_then_perio
     assert partition_name(old) not in await _partitions(pool)
 
 
-async def test_a_second_worker_does_not_prune_while_one_is(pool) -> None:
+async def test_a_second_worker_does_not_prune_while_one_is(pool: asyncpg.Pool) -> None:
     first, second = ArchiveSink(pool), ArchiveSink(pool)
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock(72000201)")  # what a pruning worker holds

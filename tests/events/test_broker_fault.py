@@ -38,7 +38,7 @@ def batches(rooms: list[str]) -> list[tuple[str, list[dict[str, Any]]]]:
         events = []
         for i in range(BATCH):
             kind = KINDS[i % 4]
-            extra = {"dwell_ms": 500 * (i % 13)} if kind == "leave" else {}
+            extra: dict[str, Any] = {"dwell_ms": 500 * (i % 13)} if kind == "leave" else {}
             events.append(make_event(kind, viewer, rooms[(b + i) % len(rooms)], ts=now - 1000 + i, **extra))
         out.append((viewer, events))
     return out

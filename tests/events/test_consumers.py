@@ -53,7 +53,8 @@ async def end_offsets(settings: Settings) -> dict[TopicPartition, int]:
     try:
         topic = settings.topic(VIEWER_EVENTS)
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return await consumer.end_offsets(tps)
+        offsets: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return offsets
     finally:
         await stop_quietly(consumer)
 

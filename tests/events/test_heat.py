@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from redis.asyncio import Redis
 
 from events.heat import (
     CHANGED_KEY,
@@ -19,11 +20,13 @@ from events.heat import (
     RoomHeatSink,
 )
 from events.realtime import RealtimeSink
+from roomfeed.redis_lane import RedisLane, RoundTrip
+from roomfeed.settings import Settings
 
 
 def _event(
     kind: str, room: str, offset: int, ts: int, topic: str, partition: int = 0, **extra: object
-) -> dict:
+) -> dict[str, object]:
     return {
         "event_id": f"e{secrets.token_hex(6)}",
         "type": kind,
@@ -39,12 +42,12 @@ def _event(
 
 
 @pytest.fixture
-async def heat(redis):
+async def heat(redis: Redis) -> tuple[RoomHeatSink, RoomHeat]:
     await redis.delete(HEAT_KEY, SEQ_KEY, CHANGED_KEY, EPOCH_KEY)
     return RoomHeatSink(redis), RoomHeat(redis)
 
 
-async def test_heat_counts_signals_and_halves_every_half_life(heat):
+async def test_heat_counts_signals_and_halves_every_half_life(heat: tuple[RoomHeatSink, RoomHeat]) -> None:
     sink, reader = heat
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
     batch = [
@@ -58,12 +61,12 @@ async def test_heat_counts_signals_and_halves_every_half_life(heat):
     assert await sink.write(batch) == 5  # the like changes no heat signal
     snap = await reader.snapshot(now_ms / 1000)
     values = snap.aligned(["room_a", "room_b", "room_never"])
-    assert np.allclose(values, [[2, 1, 4.5, 0], [0, 0, 0, 1], [0, 0, 0, 0]])
+    assert np.allclose(values, np.array([[2, 1, 4.5, 0], [0, 0, 0, 1], [0, 0, 0, 0]]))
     later = (await reader.snapshot(now_ms / 1000 + HALF_LIFE_S)).aligned(["room_a"])
     assert later[0].tolist() == pytest.approx([1, 0.5, 2.25, 0])
 
 
-async def test_older_events_weigh_less_than_new_ones(heat):
+async def test_older_events_weigh_less_than_new_ones(heat: tuple[RoomHeatSink, RoomHeat]) -> None:
     sink, reader = heat
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
     half = int(HALF_LIFE_S * 1000)
@@ -75,7 +78,7 @@ async def test_older_events_weigh_less_than_new_ones(heat):
     assert value == pytest.approx(1 + 0.5 + 0.25)
 
 
-async def test_replayed_batch_changes_nothing(heat):
+async def test_replayed_batch_changes_nothing(heat: tuple[RoomHeatSink, RoomHeat]) -> None:
     sink, reader = heat
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
     batch = [_event("enter", "room_d", i, now_ms, topic, partition=i % 2) for i in range(6)]
@@ -85,7 +88,9 @@ async def test_replayed_batch_changes_nothing(heat):
     assert (await reader.snapshot(now_ms / 1000)).aligned(["room_d"])[0, 0] == pytest.approx(7)
 
 
-async def test_prune_deletes_rooms_untouched_for_hours(heat, redis):
+async def test_prune_deletes_rooms_untouched_for_hours(
+    heat: tuple[RoomHeatSink, RoomHeat], redis: Redis
+) -> None:
     sink, reader = heat
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
     await sink.write(
@@ -103,26 +108,34 @@ async def test_prune_deletes_rooms_untouched_for_hours(heat, redis):
     assert (await reader.snapshot(now_ms / 1000)).room_ids == ["room_new"]
 
 
-async def test_viewers_now_reads_the_realtime_presence_of_a_page(heat, redis):
+async def test_viewers_now_reads_the_realtime_presence_of_a_page(
+    heat: tuple[RoomHeatSink, RoomHeat], redis: Redis, migrated: Settings
+) -> None:
     _, reader = heat
     now_ms = int(time.time() * 1000)
     topic, room = f"t{secrets.token_hex(3)}", f"room_{secrets.token_hex(4)}"
     await RealtimeSink(redis).write([_event("enter", room, i, now_ms, topic) for i in range(3)])
     assert await reader.viewers_now([room, "room_nobody"], now_ms) == [3, 0]
-    async with redis.pipeline(transaction=False) as pipe:
-        reader.queue_viewers_now(pipe, [room], now_ms)
-        (counts,) = await pipe.execute()
-    assert [int(c) for c in counts] == [3]
+    lane = RedisLane(migrated.redis_url)
+    try:
+        trip = RoundTrip(lane.pipeline())
+        presence = trip.add(reader.presence([room], now_ms))
+        await trip.send()
+        assert presence.value == [3]
+    finally:
+        await lane.close()
 
 
-def test_snapshot_aligns_by_room_id():
+def test_snapshot_aligns_by_room_id() -> None:
     from events.heat import HeatSnapshot
 
     snap = HeatSnapshot(0.0, ["b", "a"], np.array([[1, 0, 0, 0], [2, 0, 0, 0]], dtype=np.float64))
     assert snap.aligned(["a", "x", "b"])[:, 0].tolist() == [2, 0, 1]
 
 
-async def test_heat_table_reads_only_changes_and_matches_a_full_read(heat, redis):
+async def test_heat_table_reads_only_changes_and_matches_a_full_read(
+    heat: tuple[RoomHeatSink, RoomHeat], redis: Redis
+) -> None:
     sink, reader = heat
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
     rooms = [f"room_t{i}" for i in range(7)]
@@ -152,7 +165,9 @@ async def test_heat_table_reads_only_changes_and_matches_a_full_read(heat, redis
     assert second.aligned(["room_t9"]).tolist() == [[0, 0, 0, 0]]
 
 
-async def test_heat_table_rescans_when_redis_lost_its_data_or_was_rebuilt(heat, redis):
+async def test_heat_table_rescans_when_redis_lost_its_data_or_was_rebuilt(
+    heat: tuple[RoomHeatSink, RoomHeat], redis: Redis
+) -> None:
     sink, reader = heat
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
     await sink.write([_event("enter", f"room_l{i}", i, now_ms, topic) for i in range(5)])
@@ -167,7 +182,7 @@ async def test_heat_table_rescans_when_redis_lost_its_data_or_was_rebuilt(heat, 
     assert snap.aligned(["room_after0", "room_l0"])[:, 0].tolist() == pytest.approx([1, 0])
 
 
-async def test_pruned_rooms_leave_the_change_log(heat, redis):
+async def test_pruned_rooms_leave_the_change_log(heat: tuple[RoomHeatSink, RoomHeat], redis: Redis) -> None:
     sink, _ = heat
     topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
     await sink.write(

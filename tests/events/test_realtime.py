@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiokafka import TopicPartition
@@ -113,7 +113,7 @@ async def test_presence_follows_each_viewers_last_sign_within_a_batch(redis: Red
     await sink.write(
         at([make_event("leave", late_leave, room, ts=now - 2000, dwell_ms=9000)], topic, first_offset=100)
     )
-    members = {m.decode() for m in await redis.zrange(f"rf:{{ev}}:r:{room}:now", 0, -1)}
+    members = {cast(bytes, m).decode() for m in await redis.zrange(f"rf:{{ev}}:r:{room}:now", 0, -1)}
     assert members == {stayed, came_back, late_leave}
     assert (await LiveStats(redis).rooms([room]))[room].viewers_now == 3
     await sink.write(at([make_event("leave", stayed, room, ts=now, dwell_ms=5000)], topic, first_offset=101))

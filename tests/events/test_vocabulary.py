@@ -38,7 +38,9 @@ def _names(node: ast.AST) -> list[str]:
         items = [node.left, *node.comparators]
     else:
         return []
-    return [i.value for i in items if isinstance(i, ast.Constant) and i.value in CODE]
+    return [
+        i.value for i in items if isinstance(i, ast.Constant) and isinstance(i.value, str) and i.value in CODE
+    ]
 
 
 def test_codes_are_the_positions_in_the_one_type_list() -> None:

@@ -307,7 +307,7 @@ class FaultStack:
                 traffic.ingest_statuses[r.status_code] += 1
                 if r.status_code == 202:
                     assert r.json()["accepted"] == BATCH, r.text
-                    traffic.accepted.update(e["event_id"] for e in batch)
+                    traffic.accepted.update(str(e["event_id"]) for e in batch)
                     break
                 assert r.status_code in (429, 503), r.text
                 await asyncio.sleep(0.3)

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from feed.http import FeedTuning
-from roomfeed.assembly import Tuning, create_app
+from roomfeed.app import Api
+from roomfeed.assembly import Services, Tuning, create_app
 from roomfeed.auth import create_key, sign_viewer_token
 from roomfeed.db import create_pool
 from roomfeed.settings import Settings
@@ -28,15 +29,20 @@ from tests.support import isolated_settings
 TUNING = Tuning(feed=FeedTuning(config_poll_s=0.5))
 
 
+class AppClient(httpx.AsyncClient):
+    """A client bound to a running app, which it carries (`client.app.services`, `.resources`)."""
+
+    def __init__(self, app: Api[Services]) -> None:
+        super().__init__(transport=httpx.ASGITransport(app=app), base_url="http://feed.test", timeout=30)
+        self.app = app
+
+
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings, tuning: Tuning = TUNING) -> AsyncIterator[httpx.AsyncClient]:
+async def running_app(settings: Settings, tuning: Tuning = TUNING) -> AsyncIterator[AppClient]:
     """An app instance with its lifespan running (domains started), and a client bound to it."""
     app = create_app(settings, access_log=False, tuning=tuning)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://feed.test", timeout=30) as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+    async with app.router.lifespan_context(app), AppClient(app) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +59,7 @@ async def migrated(settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def feed_app(migrated: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def feed_app(migrated: Settings) -> AsyncIterator[AppClient]:
     async with running_app(migrated) as client:
         yield client
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -21,6 +22,8 @@ from feed.sessions import (
     SessionState,
 )
 from roomfeed.db import create_pool
+from roomfeed.redis_lane import RedisLane
+from roomfeed.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,22 +31,24 @@ VIEWERS = 50_000
 
 
 @pytest.fixture
-async def book(settings):
+async def book(settings: Settings) -> AsyncIterator[SessionBook]:
     pool = await create_pool(settings, min_size=2)
     redis = Redis.from_url(settings.redis_url)
-    sessions = SessionBook(redis, pool, LocalSessions(capacity=1_000, blocks_capacity=500))
+    lane = RedisLane(settings.redis_url)
+    sessions = SessionBook(redis, pool, LocalSessions(capacity=1_000, blocks_capacity=500), lane=lane)
     yield sessions
     await asyncio.gather(*list(sessions._pending), return_exceptions=True)
+    await lane.close()
     await redis.aclose()
     await pool.close()
 
 
-def test_the_documented_bounds_keep_a_process_flat():
+def test_the_documented_bounds_keep_a_process_flat() -> None:
     assert LocalSessions().capacity == SESSION_CAPACITY <= 5_000  # ~9 KB a session with 100 served rooms
     assert LocalSessions().blocks.capacity == BLOCKS_CAPACITY <= 20_000
 
 
-def test_fifty_thousand_viewers_starting_sessions_stay_within_the_local_bounds():
+def test_fifty_thousand_viewers_starting_sessions_stay_within_the_local_bounds() -> None:
     local = LocalSessions()
     every = 3  # one viewer in 3 has blocked a merchant: more blockers than the bound
     for i in range(VIEWERS):
@@ -59,7 +64,7 @@ def test_fifty_thousand_viewers_starting_sessions_stay_within_the_local_bounds()
     assert local.blocks.of("v0") == frozenset()
 
 
-def test_a_viewer_without_blocks_takes_no_entry():
+def test_a_viewer_without_blocks_takes_no_entry() -> None:
     blocks = LocalBlocks(capacity=3)
     blocks.replace("v1", set())
     assert len(blocks) == 0 and blocks.of("v1") == frozenset()
@@ -68,7 +73,7 @@ def test_a_viewer_without_blocks_takes_no_entry():
     assert len(blocks) == 0
 
 
-def test_blocks_lru_keeps_the_recently_seen_viewers():
+def test_blocks_lru_keeps_the_recently_seen_viewers() -> None:
     blocks = LocalBlocks(capacity=2)
     blocks.add("a", "m1")
     blocks.add("b", "m2")
@@ -77,7 +82,7 @@ def test_blocks_lru_keeps_the_recently_seen_viewers():
     assert blocks.of("b") == frozenset() and blocks.of("a") == {"m1"} and blocks.of("c") == {"m3"}
 
 
-async def test_session_book_starting_many_sessions_keeps_its_local_copy_bounded(book: SessionBook):
+async def test_session_book_starting_many_sessions_keeps_its_local_copy_bounded(book: SessionBook) -> None:
     """Through the real create/load/block path (PostgreSQL reads, Redis writes): more viewers than
     either bound, a few with blocks; memory ends at the bounds and blocks still apply."""
     tag = secrets.token_hex(3)
@@ -101,11 +106,11 @@ async def test_session_book_starting_many_sessions_keeps_its_local_copy_bounded(
     assert len(book.local.blocks) <= 500
     # Every viewer's blocks still reach the feed: from PostgreSQL at session start, Redis on load.
     viewer = blockers[0]
-    state, _ = await book.load(f"ses_{viewer}", viewer)
+    state = await book.load(f"ses_{viewer}", viewer)
     assert state is not None and state.blocked == {f"m_{viewer}"}
 
 
-async def test_impression_buffer_drops_the_oldest_beyond_its_capacity():
+async def test_impression_buffer_drops_the_oldest_beyond_its_capacity() -> None:
     publisher = ImpressionPublisher(resources=None, topic="unused", capacity=1_000)
     for page in range(VIEWERS // 10):
         publisher.publish([{"viewer_id": f"v{page}", "n": i} for i in range(10)])

@@ -5,25 +5,34 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import replace
+from typing import Any
 
+import httpx
 import pytest
 
 from feed.http import FeedTuning
 from roomfeed.assembly import Tuning
 from roomfeed.auth import sign_viewer_token
 from roomfeed.db import migrate
+from roomfeed.settings import Settings
 from tests.feed.conftest import Market, new_operator_key, running_app, start_session
+from tests.support import PrivateServers
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
-async def _page(client, headers, session_id: str, count: int = 5) -> dict:
+async def _page(
+    client: httpx.AsyncClient, headers: dict[str, str], session_id: str, count: int = 5
+) -> dict[str, Any]:
     r = await client.get(f"/v1/sessions/{session_id}/feed?count={count}", headers=headers)
     assert r.status_code == 200, r.text
-    return r.json()
+    body: dict[str, Any] = r.json()
+    return body
 
 
-async def test_feed_serves_through_redis_and_postgres_outages(settings, private_servers):
+async def test_feed_serves_through_redis_and_postgres_outages(
+    settings: Settings, private_servers: PrivateServers
+) -> None:
     pg, redis = private_servers.postgres(), private_servers.redis()
     await asyncio.gather(asyncio.to_thread(pg.start), asyncio.to_thread(redis.start))
     await asyncio.gather(asyncio.to_thread(pg.wait_ready), asyncio.to_thread(redis.wait_ready))
@@ -63,7 +72,7 @@ async def test_feed_serves_through_redis_and_postgres_outages(settings, private_
         assert len(served) == len(set(served))
 
 
-async def test_feed_serves_with_postgres_down(settings, private_servers):
+async def test_feed_serves_with_postgres_down(settings: Settings, private_servers: PrivateServers) -> None:
     pg = private_servers.postgres()
     await asyncio.to_thread(pg.start)
     await asyncio.to_thread(pg.wait_ready)

@@ -5,23 +5,33 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
+from typing import Any
 
+import httpx
 import pytest
 
 from events.realtime import RealtimeSink
-from tests.feed.conftest import start_session
+from tests.feed.conftest import AppClient, Market, start_session
 
 pytestmark = pytest.mark.timeout(120)
 CATEGORIES = ("beauty", "fashion", "food", "home", "digital")
 
 
-async def _swipe(client, headers, session_id: str, count: int) -> dict:
+async def _swipe(
+    client: httpx.AsyncClient, headers: dict[str, str], session_id: str, count: int
+) -> dict[str, Any]:
     r = await client.get(f"/v1/sessions/{session_id}/feed", params={"count": count}, headers=headers)
     assert r.status_code == 200, r.text
-    return r.json()
+    body: dict[str, Any] = r.json()
+    return body
 
 
-async def test_no_repeat_within_a_session_over_200_swipes(feed_app, market_of, viewer_headers):
+async def test_no_repeat_within_a_session_over_200_swipes(
+    feed_app: AppClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     market = market_of(feed_app)
     await market.populate(merchants=44, rooms_each=5, categories=CATEGORIES)
     headers = viewer_headers("v-no-repeat")
@@ -37,7 +47,11 @@ async def test_no_repeat_within_a_session_over_200_swipes(feed_app, market_of, v
     assert {"model_version", "config_version", "variant", "degraded"} <= set(body)
 
 
-async def test_feed_rooms_carry_the_contract_fields(feed_app, market_of, viewer_headers):
+async def test_feed_rooms_carry_the_contract_fields(
+    feed_app: AppClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     market = market_of(feed_app)
     merchant = await market.merchant()
     await market.live_room(merchant, "food")
@@ -55,7 +69,11 @@ async def test_feed_rooms_carry_the_contract_fields(feed_app, market_of, viewer_
     } <= set(room)
 
 
-async def test_ended_rooms_are_on_no_later_page(feed_app, market_of, viewer_headers):
+async def test_ended_rooms_are_on_no_later_page(
+    feed_app: AppClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     """A feed process reads the rooms changed since its live snapshot with the session, so no page
     asked for after `end` returned holds the room (see also test_page_tokens)."""
     market = market_of(feed_app)
@@ -69,7 +87,11 @@ async def test_ended_rooms_are_on_no_later_page(feed_app, market_of, viewer_head
     assert not {r["room_id"] for r in body["rooms"]} & set(ended)
 
 
-async def test_feed_of_another_viewers_session_is_404(feed_app, market_of, viewer_headers):
+async def test_feed_of_another_viewers_session_is_404(
+    feed_app: AppClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     session = await start_session(feed_app, viewer_headers("v-owner"), "v-owner")
     r = await feed_app.get(f"/v1/sessions/{session['session_id']}/feed", headers=viewer_headers("v-intruder"))
     assert r.status_code == 404
@@ -77,7 +99,9 @@ async def test_feed_of_another_viewers_session_is_404(feed_app, market_of, viewe
     assert r.status_code == 404
 
 
-async def test_session_for_another_viewer_id_is_403_and_bad_count_is_422(feed_app, viewer_headers):
+async def test_session_for_another_viewer_id_is_403_and_bad_count_is_422(
+    feed_app: AppClient, viewer_headers: Callable[[str], dict[str, str]]
+) -> None:
     r = await feed_app.post(
         "/v1/sessions", json={"viewer_id": "v-b", "entry": {}}, headers=viewer_headers("v-a")
     )
@@ -92,7 +116,11 @@ async def test_session_for_another_viewer_id_is_403_and_bad_count_is_422(feed_ap
     assert set(r.json()["error"]["fields"]) == {"viewer_id", "entry.room_id"}
 
 
-async def test_deep_link_room_comes_first(feed_app, market_of, viewer_headers):
+async def test_deep_link_room_comes_first(
+    feed_app: AppClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     market = market_of(feed_app)
     merchant = await market.merchant()
     target = await market.live_room(merchant, "home")
@@ -101,7 +129,11 @@ async def test_deep_link_room_comes_first(feed_app, market_of, viewer_headers):
     assert target not in [r["room_id"] for r in session["rooms"][1:]]
 
 
-async def test_blocked_merchants_never_appear(feed_app, market_of, viewer_headers):
+async def test_blocked_merchants_never_appear(
+    feed_app: AppClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     market = market_of(feed_app)
     rooms = await market.populate(merchants=4, rooms_each=2, categories=CATEGORIES)
     blocked = market.rooms[rooms[0]]["merchant_id"]
@@ -115,8 +147,11 @@ async def test_blocked_merchants_never_appear(feed_app, market_of, viewer_header
 
 
 async def test_leaving_after_one_second_hides_the_room_and_lowers_its_merchant(
-    feed_app, market_of, viewer_headers, operator_headers
-):
+    feed_app: AppClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+    operator_headers: dict[str, str],
+) -> None:
     market = market_of(feed_app)
     shop = await market.merchant()
     x = await market.live_room(shop, "beauty")
@@ -172,7 +207,11 @@ async def test_leaving_after_one_second_hides_the_room_and_lowers_its_merchant(
         assert [r["room_id"] for r in before["rooms"]].index(sibling) < 50
 
 
-async def test_concurrent_prefetches_of_one_session_never_share_a_room(feed_app, market_of, viewer_headers):
+async def test_concurrent_prefetches_of_one_session_never_share_a_room(
+    feed_app: AppClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     market = market_of(feed_app)
     await market.populate(merchants=6, rooms_each=5, categories=("food", "home", "beauty"))
     viewer = f"v-race-{secrets.token_hex(3)}"

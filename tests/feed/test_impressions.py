@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from feed.impressions import ImpressionPublisher, served_events
-from tests.feed.conftest import on_topic, start_session
+from roomfeed.settings import Settings
+from tests.feed.conftest import AppClient, Market, on_topic, start_session
 
 META = {"variant": "base", "experiment_id": None, "config_version": 1, "model_version": None}
 
@@ -21,7 +25,9 @@ def page_of(n: int) -> list[dict[str, Any]]:
     ]
 
 
-async def test_pages_served_together_leave_in_one_flush_and_all_reach_kafka(feed_app, settings):
+async def test_pages_served_together_leave_in_one_flush_and_all_reach_kafka(
+    feed_app: AppClient, settings: Settings
+) -> None:
     publisher: ImpressionPublisher = feed_app.app.services.feed.impressions
     await asyncio.wait_for(feed_app.app.resources.producer_ready.wait(), 30)
     await asyncio.sleep(0.05)  # whatever earlier tests queued is flushed
@@ -52,8 +58,11 @@ async def test_pages_served_together_leave_in_one_flush_and_all_reach_kafka(feed
 
 
 async def test_every_room_a_page_serves_becomes_one_served_record_and_no_impression(
-    feed_app, market_of, viewer_headers, settings
-):
+    feed_app: AppClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+    settings: Settings,
+) -> None:
     market = market_of(feed_app)
     await market.populate(2, 4, ("beauty", "food"))
     headers = viewer_headers("viewer-imp-api")
@@ -67,7 +76,9 @@ async def test_every_room_a_page_serves_becomes_one_served_record_and_no_impress
     assert [e["entry"] for e in events if e.get("entry")] == []  # no entry room in this session
 
 
-async def test_an_app_cannot_post_served_records(feed_app, viewer_headers):
+async def test_an_app_cannot_post_served_records(
+    feed_app: AppClient, viewer_headers: Callable[[str], dict[str, str]]
+) -> None:
     event = {
         "event_id": "fake-served",
         "type": "served",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -54,8 +54,10 @@ async def small_world(small_settings: Settings) -> AsyncIterator[httpx.AsyncClie
 
 
 async def test_a_retried_page_is_the_same_page_and_the_next_needs_its_token(
-    feed_app, market_of, viewer_headers
-):
+    feed_app: httpx.AsyncClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     headers, first = await _viewer_in_market(feed_app, market_of, viewer_headers, merchants=6, count=3)
     sid = first["session_id"]
     assert first["page_token"]
@@ -70,8 +72,10 @@ async def test_a_retried_page_is_the_same_page_and_the_next_needs_its_token(
 
 
 async def test_page_tokens_of_other_sessions_future_pages_and_forgotten_pages_are_refused(
-    feed_app, market_of, viewer_headers
-):
+    feed_app: httpx.AsyncClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     headers, one = await _viewer_in_market(feed_app, market_of, viewer_headers, merchants=4, count=1)
     other = await start_session(feed_app, headers, one["viewer"], count=1)
     url = f"/v1/sessions/{one['session_id']}/feed"
@@ -98,8 +102,8 @@ async def test_page_tokens_of_other_sessions_future_pages_and_forgotten_pages_ar
 
 
 async def test_ten_concurrent_prefetches_of_three_serve_every_live_room(
-    small_world, small_settings, viewer_headers
-):
+    small_world: httpx.AsyncClient, small_settings: Settings, viewer_headers: Callable[[str], dict[str, str]]
+) -> None:
     market = Market(small_world, {"Authorization": f"Bearer {await new_operator_key(small_settings)}"})
     rooms = await market.populate(merchants=10, rooms_each=3, categories=CATEGORIES)
     assert len(rooms) == 30
@@ -131,7 +135,11 @@ async def test_ten_concurrent_prefetches_of_three_serve_every_live_room(
     assert set(served) == set(rooms)
 
 
-async def test_once_end_returns_no_page_holds_the_room(feed_app, market_of, viewer_headers):
+async def test_once_end_returns_no_page_holds_the_room(
+    feed_app: httpx.AsyncClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     market = market_of(feed_app)
     rooms = await market.populate(merchants=8, rooms_each=3, categories=CATEGORIES)
     viewer = f"v-end-{secrets.token_hex(3)}"
@@ -147,7 +155,11 @@ async def test_once_end_returns_no_page_holds_the_room(feed_app, market_of, view
         assert room_id not in _ids(page)
 
 
-async def test_a_page_served_again_drops_the_rooms_ended_since(feed_app, market_of, viewer_headers):
+async def test_a_page_served_again_drops_the_rooms_ended_since(
+    feed_app: httpx.AsyncClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     market = market_of(feed_app)
     await market.populate(merchants=5, rooms_each=2, categories=CATEGORIES)
     viewer = f"v-again-{secrets.token_hex(3)}"

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any, cast
 
+import httpx
 import numpy as np
 
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit
 from feed.http import FeedTuning
 from roomfeed.assembly import Tuning
+from roomfeed.settings import Settings
 from rooms.live_index import LiveRoom
-from tests.feed.conftest import running_app, start_session
+from tests.feed.conftest import Market, running_app, start_session
 
 NOW = time.time()
 
@@ -36,7 +40,7 @@ def _room(i: int, merchant: str, category: str) -> LiveRoom:
     )
 
 
-async def test_rank_stage_is_the_learned_ranker_with_the_operator_multipliers():
+async def test_rank_stage_is_the_learned_ranker_with_the_operator_multipliers() -> None:
     from types import SimpleNamespace
 
     from feed.stages import Rank, Score, rank_model, viewer_inputs
@@ -59,12 +63,12 @@ async def test_rank_stage_is_the_learned_ranker_with_the_operator_multipliers():
     await Score(watcher).apply(ctx)
     await Rank(watcher).apply(ctx)
     rm = rank_model(scorer)
-    live = scorer.prepare(rooms)
+    live = scorer.prepare(cast(Any, rooms))  # LiveRoom: the attribute names of RoomFeatures
     history, session = viewer_inputs("viewer-1", ctx.recent, rm, {}, int(NOW * 1000))
     assert len(history) >= 8 and len(session) == 2  # the model's table plus the visits since
     req = RankRequest(
         now_ms=int(NOW * 1000),
-        items=live.positions,
+        items=cast(np.ndarray, live.positions),
         category=np.array([rm.categories[r.category] for r in rooms]),
         band=np.ones(40, dtype=np.int64),
         started_ms=np.array([r.started_at * 1000 for r in rooms]),
@@ -82,7 +86,7 @@ async def test_rank_stage_is_the_learned_ranker_with_the_operator_multipliers():
     assert np.allclose(c.score, expected, atol=1e-3)
 
 
-async def test_without_a_model_the_feed_ranks_favourites_then_live_popularity():
+async def test_without_a_model_the_feed_ranks_favourites_then_live_popularity() -> None:
     from feed.stages import Rank, Score
 
     rooms = [_room(i, f"m{i}", "food") for i in range(6)]
@@ -96,7 +100,12 @@ async def test_without_a_model_the_feed_ranks_favourites_then_live_popularity():
     assert order[:3] == [4, 1, 3]  # REP-then-live-POP: the favourite first, then the hottest rooms
 
 
-async def test_promoted_model_scores_the_feed(migrated, operator_headers, viewer_headers, market_of):
+async def test_promoted_model_scores_the_feed(
+    migrated: Settings,
+    operator_headers: dict[str, str],
+    viewer_headers: Callable[[str], dict[str, str]],
+    market_of: Callable[[httpx.AsyncClient], Market],
+) -> None:
     from ranking.registry import ModelRegistry
     from tests.synthetic_model import synthetic_model as _model
 

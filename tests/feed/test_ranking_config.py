@@ -5,25 +5,32 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
+from typing import Any
 
+import httpx
 import pytest
 
 from events.archive import ArchiveSink
 from feed.experiments import Experiment, Variant
 from feed.http import FeedTuning
 from roomfeed.assembly import Tuning
-from tests.feed.conftest import on_topic, running_app, start_session
+from roomfeed.settings import Settings
+from tests.feed.conftest import AppClient, Market, on_topic, running_app, start_session
 
 pytestmark = pytest.mark.timeout(120)
 
 
-async def _current(client, operator_headers) -> dict:
+async def _current(client: httpx.AsyncClient, operator_headers: dict[str, str]) -> dict[str, Any]:
     r = await client.get("/v1/ops/ranking-config", headers=operator_headers)
     assert r.status_code == 200, r.text
-    return r.json()
+    body: dict[str, Any] = r.json()
+    return body
 
 
-async def test_invalid_config_is_422_naming_each_field(feed_app, operator_headers):
+async def test_invalid_config_is_422_naming_each_field(
+    feed_app: AppClient, operator_headers: dict[str, str]
+) -> None:
     r = await feed_app.put(
         "/v1/ops/ranking-config",
         json={"config": {"w_popularity": -1, "diversity_max_run": 1.5, "nonsense": 1}},
@@ -38,8 +45,8 @@ async def test_invalid_config_is_422_naming_each_field(feed_app, operator_header
 
 
 async def test_stale_expected_version_is_409_and_history_names_author_and_diff(
-    feed_app, operator_headers, viewer_headers
-):
+    feed_app: AppClient, operator_headers: dict[str, str], viewer_headers: Callable[[str], dict[str, str]]
+) -> None:
     current = await _current(feed_app, operator_headers)
     r = await feed_app.put(
         "/v1/ops/ranking-config",
@@ -72,8 +79,12 @@ async def test_stale_expected_version_is_409_and_history_names_author_and_diff(
 
 
 async def test_weight_change_reaches_a_second_api_process_within_5_seconds(
-    feed_app, migrated, operator_headers, viewer_headers, market_of
-):
+    feed_app: AppClient,
+    migrated: Settings,
+    operator_headers: dict[str, str],
+    viewer_headers: Callable[[str], dict[str, str]],
+    market_of: Callable[[httpx.AsyncClient], Market],
+) -> None:
     market = market_of(feed_app)
     await market.live_room(await market.merchant(), "digital")
     async with running_app(migrated, Tuning(feed=FeedTuning(config_poll_s=1.0))) as second:
@@ -98,7 +109,7 @@ async def test_weight_change_reaches_a_second_api_process_within_5_seconds(
         assert second.app.services.feed.config.current.config.w_popularity == 0.9
 
 
-def test_variant_assignment_is_stable_and_follows_traffic_shares():
+def test_variant_assignment_is_stable_and_follows_traffic_shares() -> None:
     experiment = Experiment("exp_1", "split", (Variant("a", 0.2), Variant("b", 0.8, {"w_popularity": 1.0})))
     viewers = [f"viewer-{i}" for i in range(5000)]
     first = [experiment.variant_of(v).name for v in viewers]
@@ -107,8 +118,12 @@ def test_variant_assignment_is_stable_and_follows_traffic_shares():
 
 
 async def test_experiment_assigns_variants_and_reports_metrics_per_variant(
-    feed_app, operator_headers, viewer_headers, market_of, settings
-):
+    feed_app: AppClient,
+    operator_headers: dict[str, str],
+    viewer_headers: Callable[[str], dict[str, str]],
+    market_of: Callable[[httpx.AsyncClient], Market],
+    settings: Settings,
+) -> None:
     r = await feed_app.post(
         "/v1/ops/experiments",
         json={"name": "bad", "variants": [{"name": "a", "weight": 0.5, "config": {"w_model": 99}}]},

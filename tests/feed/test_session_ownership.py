@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 
+import httpx
 import pytest
 
-from tests.feed.conftest import start_session
+from tests.feed.conftest import AppClient, Market, start_session
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,7 +26,11 @@ def _event(viewer: str, session_id: str, room_id: str, kind: str = "like") -> di
     }
 
 
-async def test_events_naming_another_viewers_session_are_refused(feed_app, market_of, viewer_headers):
+async def test_events_naming_another_viewers_session_are_refused(
+    feed_app: AppClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     market = market_of(feed_app)
     room = await market.live_room(await market.merchant())
     owner, intruder = f"own-{secrets.token_hex(3)}", f"int-{secrets.token_hex(3)}"
@@ -46,7 +52,11 @@ async def test_events_naming_another_viewers_session_are_refused(feed_app, marke
     assert r.json() == {"accepted": 1, "rejected": []}
 
 
-async def test_a_block_wins_over_a_codes_landing_room(feed_app, market_of, viewer_headers):
+async def test_a_block_wins_over_a_codes_landing_room(
+    feed_app: AppClient,
+    market_of: Callable[[httpx.AsyncClient], Market],
+    viewer_headers: Callable[[str], dict[str, str]],
+) -> None:
     market = market_of(feed_app)
     merchant = await market.merchant()
     room = await market.live_room(merchant)

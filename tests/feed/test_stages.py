@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def ctx_of(rooms: list[LiveRoom], count: int = 5, **config: float) -> FeedContex
         "v1",
         "ses_1",
         count,
-        replace(RankingConfig(exploration_share=0.0), **config),
+        replace(RankingConfig(exploration_share=0.0), **cast(dict[str, Any], config)),
         now=NOW,
         rng=np.random.default_rng(7),
     )
@@ -62,7 +63,7 @@ def ctx_of(rooms: list[LiveRoom], count: int = 5, **config: float) -> FeedContex
     return ctx
 
 
-async def test_candidates_are_the_live_rooms_plus_replays_when_few_are_live():
+async def test_candidates_are_the_live_rooms_plus_replays_when_few_are_live() -> None:
     replay = replace(room(99, "m9", "food", status="ended"), replay_url="https://r/99")
     source = CandidateSource(MemoryIndex([room(1, "m1", "food")], [replay]))
     ctx = ctx_of([], replay_threshold=5)
@@ -71,7 +72,7 @@ async def test_candidates_are_the_live_rooms_plus_replays_when_few_are_live():
     assert ctx.candidates.is_replay.tolist() == [False, True]
 
 
-async def test_no_model_means_popularity():
+async def test_no_model_means_popularity() -> None:
     ctx = ctx_of([room(1, "m1", "food"), room(2, "m2", "food")])
     ctx.candidates.enters = np.array([1, 50], dtype=np.float32)
     await Score(None).apply(ctx)
@@ -80,11 +81,11 @@ async def test_no_model_means_popularity():
     assert ctx.candidates.score[1] > ctx.candidates.score[0]
 
 
-async def test_model_version_follows_the_scorer():
+async def test_model_version_follows_the_scorer() -> None:
     class Scorer:
         model_version = "m-7"
 
-        def score(self, viewer_id, rooms):
+        def score(self, viewer_id: str, rooms: object) -> np.ndarray:
             return np.array([0.1, 3.0], dtype=np.float32)
 
     class Watcher:
@@ -96,7 +97,7 @@ async def test_model_version_follows_the_scorer():
     assert ctx.model_version == "m-7" and ctx.candidates.model_score[1] > ctx.candidates.model_score[0]
 
 
-async def test_session_penalty_lowers_rooms_of_a_merchant_just_swiped_away():
+async def test_session_penalty_lowers_rooms_of_a_merchant_just_swiped_away() -> None:
     ctx = ctx_of([room(1, "m1", "food"), room(2, "m1", "food"), room(3, "m2", "home")])
     ctx.recent = [RecentVisit("room_1", "m1", 1000, int(NOW * 1000), True)]
     ctx.config = replace(ctx.config, w_session=0.0)
@@ -108,7 +109,7 @@ async def test_session_penalty_lowers_rooms_of_a_merchant_just_swiped_away():
     assert plain[2] - ctx.candidates.score[2] == pytest.approx(0.0, abs=1e-3)
 
 
-async def test_filters_drop_served_swiped_and_blocked():
+async def test_filters_drop_served_swiped_and_blocked() -> None:
     rooms = [
         room(1, "m1", "a"),
         room(2, "m2", "a"),
@@ -129,7 +130,7 @@ async def test_filters_drop_served_swiped_and_blocked():
     assert ctx.candidates.keep.tolist() == [False, False, False, False, True]
 
 
-def test_arrange_never_puts_more_than_m_of_a_category_in_a_row():
+def test_arrange_never_puts_more_than_m_of_a_category_in_a_row() -> None:
     merchants = np.arange(10)
     categories = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2])
     order = arrange(list(range(10)), merchants, categories, max_run=2)
@@ -140,7 +141,7 @@ def test_arrange_never_puts_more_than_m_of_a_category_in_a_row():
     assert sorted(order) == list(range(10)) and not any(runs[:6])
 
 
-async def test_diversity_then_page_keeps_best_first_within_the_run_limit():
+async def test_diversity_then_page_keeps_best_first_within_the_run_limit() -> None:
     rooms = [room(i, f"m{i}", "food" if i < 5 else "home") for i in range(8)]
     ctx = ctx_of(rooms, count=4, diversity_max_run=1)
     ctx.candidates.score = np.arange(8, 0, -1).astype(np.float32)
@@ -152,7 +153,7 @@ async def test_diversity_then_page_keeps_best_first_within_the_run_limit():
     assert all(a != b for a, b in zip(cats, cats[1:], strict=False))
 
 
-async def test_exploration_gives_a_share_of_slots_to_little_seen_rooms():
+async def test_exploration_gives_a_share_of_slots_to_little_seen_rooms() -> None:
     rooms = [room(i, f"m{i}", f"c{i}") for i in range(40)]
     ctx = ctx_of(
         rooms, count=10, exploration_share=0.3, exploration_max_impressions_1h=5, exploration_new_room_s=0
@@ -168,11 +169,13 @@ async def test_exploration_gives_a_share_of_slots_to_little_seen_rooms():
     assert len(page) == 10 and len({r["room_id"] for r in ctx.page}) == len(ctx.page) == 20
 
 
-async def test_a_stage_is_added_in_one_line():
+async def test_a_stage_is_added_in_one_line() -> None:
     class Boost:
         name = "alliance_boost"
 
-        async def apply(self, ctx):  # places room 1 (off the page of one) second, as the alliance does
+        async def apply(
+            self, ctx: FeedContext
+        ) -> None:  # places room 1 (off the page of one) second, as the alliance does
             ctx.candidates.boosted[0] = True
             ctx.order = [i for i in ctx.order if i != 0]
             ctx.order.insert(1, 0)
@@ -236,7 +239,7 @@ def test_exploration_draws_only_kept_eligible_rooms_off_the_page_and_evenly() ->
     assert sorted(Exploration.draw(rng, keep, (eligible, np.flatnonzero(eligible)), [6], 3)) == [8]
 
 
-async def test_a_big_candidate_set_is_prepared_in_the_background_and_ended_rooms_never_show():
+async def test_a_big_candidate_set_is_prepared_in_the_background_and_ended_rooms_never_show() -> None:
     index = MemoryIndex([room(i, f"m{i}", "food") for i in range(1, 4)])
     source = CandidateSource(index, background_from=1)
     warmed: list[list[str]] = []
@@ -251,6 +254,7 @@ async def test_a_big_candidate_set_is_prepared_in_the_background_and_ended_rooms
     await source.apply(ctx)  # the set being served, minus the ended room; the new one is on its way
     c = ctx.candidates
     assert list(c.room_ids[c.keep]) == ["room_1", "room_3"]
+    assert source._preparing is not None
     await source._preparing[1]
     assert warmed == [["room_1", "room_3", "room_4"]]
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 from starlette.routing import Route
 
+from roomfeed.app import Api
+from roomfeed.assembly import Services
 from tests.app_fixtures import bearer
 from tests.hostile.conftest import Tenant, furnish, new_merchant
 
@@ -294,7 +295,7 @@ MATRIX: dict[str, Row] = {
 }
 
 
-def app_routes(app: Starlette) -> set[str]:
+def app_routes(app: Api[Services]) -> set[str]:
     """'METHOD path' for every route the app serves (HEAD is GET's shadow)."""
     found = set()
     for route in app.routes:
@@ -305,7 +306,7 @@ def app_routes(app: Starlette) -> set[str]:
     return found
 
 
-def test_every_route_has_a_row(app: Starlette) -> None:
+def test_every_route_has_a_row(app: Api[Services]) -> None:
     routes = app_routes(app)
     assert not routes - MATRIX.keys(), (
         f"routes without an authorization row: {sorted(routes - MATRIX.keys())}"
@@ -390,7 +391,7 @@ async def world(
 
 
 async def test_every_route_answers_each_principal_as_expected(
-    app: Starlette,
+    app: Api[Services],
     app_client: httpx.AsyncClient,
     world: World,
     operator_key: str,

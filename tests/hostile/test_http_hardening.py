@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
+from roomfeed.app import Api
+from roomfeed.assembly import Services
 from roomfeed.logs import JsonFormatter
 from roomfeed.observability import RequestMiddleware
 from roomfeed.settings import REPO_ROOT
@@ -72,7 +73,7 @@ async def _post_streamed(
 
 @pytest.mark.parametrize("declare_length", [True, False], ids=["content-length", "chunked"])
 async def test_ten_megabyte_event_batch_is_refused_413_without_reading_it(
-    app: Starlette, viewer_token: Callable[[str], str], declare_length: bool
+    app: Api[Services], viewer_token: Callable[[str], str], declare_length: bool
 ) -> None:
     status, pulled, body = await _post_streamed(
         app, "/v1/events", bearer(viewer_token("big_poster")), TEN_MB, declare_length
@@ -85,7 +86,7 @@ async def test_ten_megabyte_event_batch_is_refused_413_without_reading_it(
 
 @pytest.mark.parametrize("declare_length", [True, False], ids=["content-length", "chunked"])
 async def test_ten_megabyte_merchant_body_is_refused_413_without_reading_it(
-    app: Starlette, merchant: Tenant, declare_length: bool
+    app: Api[Services], merchant: Tenant, declare_length: bool
 ) -> None:
     status, pulled, body = await _post_streamed(app, "/v1/stores", merchant.headers, TEN_MB, declare_length)
     assert status == 413 and body["error"]["code"] == "payload_too_large"
@@ -135,7 +136,7 @@ async def test_no_cross_origin_access_is_granted(app_client: httpx.AsyncClient, 
 
 
 async def test_keys_and_tokens_never_reach_the_logs(
-    app: Starlette, operator_key: str, viewer_token: Callable[[str], str]
+    app: Api[Services], operator_key: str, viewer_token: Callable[[str], str]
 ) -> None:
     """Access log on, DEBUG everywhere: requests with a key, a viewer token, a bad key, a key in the query
     string, and a merchant creation (whose answer carries a new key) leave no secret in the log text."""
@@ -153,7 +154,7 @@ async def test_keys_and_tokens_never_reach_the_logs(
     token = viewer_token("log_watcher")
     bogus = "rfk_deadbeef0000_" + "s" * 43
     logged_app = RequestMiddleware(app, access_log=True)
-    transport = httpx.ASGITransport(app=logged_app)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=logged_app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://logs.test") as client:
             made = await client.post(
@@ -250,7 +251,7 @@ def test_ruff_s608_finds_no_string_built_sql() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_api_keys_are_stored_only_as_hashes(app: Starlette, operator_key: str) -> None:
+def test_api_keys_are_stored_only_as_hashes(app: Api[Services], operator_key: str) -> None:
     from roomfeed.auth import hash_key
     from tests.support import run_sync
 

@@ -20,7 +20,7 @@ import pytest
 from alliance.alliances import Terms
 from feed.config import _INTEGER_FIELDS, RANGES
 from roomfeed.validation import ID_PATTERN
-from rooms.http import CURRENCY, URL
+from rooms.inputs import CURRENCY, URL
 from tests.app_fixtures import bearer
 from tests.hostile.conftest import Tenant
 from tests.hostile.test_authorization_matrix import COLUMNS, MATRIX

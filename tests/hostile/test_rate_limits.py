@@ -13,9 +13,11 @@ from dataclasses import replace
 import httpx
 import pytest
 from redis.asyncio import Redis
-from starlette.applications import Starlette
 
 from roomfeed import ratelimit
+from roomfeed.app import Api
+from roomfeed.assembly import Services
+from roomfeed.errors import RateLimited
 from roomfeed.ratelimit import Limit, RateLimiter
 from roomfeed.settings import Settings
 from tests.app_fixtures import bearer
@@ -115,7 +117,7 @@ async def test_buckets_are_shared_by_api_processes_and_atomic(settings: Settings
             try:
                 await limiters[i % 2].charge(bucket)
                 return True
-            except ratelimit.RateLimited:
+            except RateLimited:
                 return False
 
         outcomes = await asyncio.gather(*(attempt(i) for i in range(40)))
@@ -133,18 +135,18 @@ async def test_refused_request_does_not_drain_its_other_buckets(settings: Settin
         roomy = (f"test:r{secrets.token_hex(4)}", Limit(per_second=0.01, burst=3))
         await limiter.charge([tight, roomy])
         for _ in range(5):
-            with pytest.raises(ratelimit.RateLimited):
+            with pytest.raises(RateLimited):
                 await limiter.charge([tight, roomy])
         await limiter.charge([roomy])
         await limiter.charge([roomy])  # roomy still had 2 tokens: the refusals took none
-        with pytest.raises(ratelimit.RateLimited):
+        with pytest.raises(RateLimited):
             await limiter.charge([roomy])
     finally:
         await client.aclose()
 
 
 async def test_limits_degrade_open_when_redis_is_down(
-    app: Starlette,
+    app: Api[Services],
     app_client: httpx.AsyncClient,
     viewer_token: Callable[[str], str],
     monkeypatch: pytest.MonkeyPatch,

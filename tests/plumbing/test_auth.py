@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from roomfeed.app import _api_error
+from roomfeed.app import Api, _api_error
+from roomfeed.assembly import Services
 from roomfeed.auth import (
     Guard,
     KeyVerifier,
@@ -38,20 +39,20 @@ class Probe(Starlette):
 async def _probe(request: Request) -> Response:
     from roomfeed.auth import require
 
-    principal = await require(request, request.path_params["role"])  # type: ignore[arg-type]
+    principal = await require(request, request.path_params["role"])
     return json(
         {"role": principal.role, "merchant_id": principal.merchant_id, "viewer_id": principal.viewer_id}
     )
 
 
 @pytest.fixture(scope="module")
-def probe_client(app: Starlette) -> httpx.AsyncClient:
+def probe_client(app: Api[Services]) -> httpx.AsyncClient:
     # A route that demands one role, mounted on the running app (its key verifier, its settings).
     probe = Probe(app.guard)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=probe), base_url="http://probe")
 
 
-async def test_keys_are_stored_hashed_and_shown_once(app: Starlette) -> None:
+async def test_keys_are_stored_hashed_and_shown_once(app: Api[Services]) -> None:
     pool = app.resources.pool
     key_id, key = await create_key(pool, "merchant", "mer_hashcheck")
     row = await pool.fetchrow("SELECT * FROM api_keys WHERE key_id = $1", key_id)
@@ -72,7 +73,7 @@ async def test_wrong_key_is_401(probe_client: httpx.AsyncClient) -> None:
 
 
 async def test_key_of_another_role_is_403(
-    app: Starlette, probe_client: httpx.AsyncClient, operator_key: str
+    app: Api[Services], probe_client: httpx.AsyncClient, operator_key: str
 ) -> None:
     _, merchant_key = await create_key(app.resources.pool, "merchant", "mer_roles")
     assert (await probe_client.get("/probe/operator", headers=bearer(merchant_key))).status_code == 403
@@ -81,7 +82,7 @@ async def test_key_of_another_role_is_403(
     assert ok.status_code == 200 and ok.json()["merchant_id"] == "mer_roles"
 
 
-async def test_revoked_key_is_refused(app: Starlette, probe_client: httpx.AsyncClient) -> None:
+async def test_revoked_key_is_refused(app: Api[Services], probe_client: httpx.AsyncClient) -> None:
     key_id, key = await create_key(app.resources.pool, "operator")
     assert (await probe_client.get("/probe/operator", headers=bearer(key))).status_code == 200
     assert await revoke_key(app.resources.pool, key_id)
@@ -111,7 +112,7 @@ def test_forged_or_expired_viewer_tokens_are_rejected(settings: Settings) -> Non
     assert verify_viewer_token(secret, "rfv1.garbage") is None
 
 
-async def test_key_cache_does_not_outlive_revocation(app: Starlette) -> None:
+async def test_key_cache_does_not_outlive_revocation(app: Api[Services]) -> None:
     verifier: KeyVerifier = app.guard.keys
     key_id, key = await create_key(app.resources.pool, "operator")
     assert (await verifier.verify(key)) is not None

@@ -15,7 +15,9 @@ async def test_produce_consume_round_trip(settings: Settings) -> None:
     try:
         sent = [{"n": i, "viewer": f"v{i % 4}"} for i in range(200)]
         for message in sent:
-            await producer.send(settings.topic("roundtrip"), encode(message), key=message["viewer"].encode())
+            await producer.send(
+                settings.topic("roundtrip"), encode(message), key=str(message["viewer"]).encode()
+            )
         await producer.flush()
     finally:
         await producer.stop()

@@ -3,6 +3,7 @@ operations' contract: every bad field named, Location on a 201, the page declare
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -49,7 +50,7 @@ def test_the_feed_page_declares_its_page_token_and_rooms(document: dict[str, Any
 
 
 async def test_a_typed_body_names_every_bad_field_in_the_one_error_shape(
-    app_client: httpx.AsyncClient, viewer_token
+    app_client: httpx.AsyncClient, viewer_token: Callable[[str], str]
 ) -> None:
     headers = {"Authorization": f"Bearer {viewer_token('v-typed')}"}
     r = await app_client.post(
@@ -65,7 +66,9 @@ async def test_a_typed_body_names_every_bad_field_in_the_one_error_shape(
     assert r.status_code == 422 and set(r.json()["error"]["fields"]) == {"count"}
 
 
-async def test_a_created_session_says_where_its_feed_is(app_client: httpx.AsyncClient, viewer_token) -> None:
+async def test_a_created_session_says_where_its_feed_is(
+    app_client: httpx.AsyncClient, viewer_token: Callable[[str], str]
+) -> None:
     headers = {"Authorization": f"Bearer {viewer_token('v-located')}"}
     r = await app_client.post("/v1/sessions", json={"viewer_id": "v-located"}, headers=headers)
     assert r.status_code == 201, r.text

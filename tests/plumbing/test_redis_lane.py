@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -13,12 +14,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from roomfeed.redis_lane import RedisLane
+from roomfeed.redis_lane import Pipe, RedisLane, RoundTrip
+from roomfeed.services import RedisServer
 from tests.support import PrivateServers
 
 
 @pytest.fixture
-def server(private_servers: PrivateServers):  # type: ignore[no-untyped-def]
+def server(private_servers: PrivateServers) -> RedisServer:
     redis = private_servers.redis()
     redis.start()
     time.sleep(0.3)  # redis-server retitles itself (what is_running checks) a moment after it starts
@@ -26,7 +28,9 @@ def server(private_servers: PrivateServers):  # type: ignore[no-untyped-def]
     return redis
 
 
-async def test_commands_reach_the_database_of_the_url_and_callers_get_their_own_replies(server) -> None:
+async def test_commands_reach_the_database_of_the_url_and_callers_get_their_own_replies(
+    server: RedisServer,
+) -> None:
     lane = RedisLane(server.url().rsplit("/", 1)[0] + "/5")
     check = Redis.from_url(server.url().rsplit("/", 1)[0] + "/5")
     try:
@@ -48,7 +52,7 @@ async def test_commands_reach_the_database_of_the_url_and_callers_get_their_own_
         await check.aclose()
 
 
-async def test_error_replies_raise_and_scripts_survive_a_script_flush(server) -> None:
+async def test_error_replies_raise_and_scripts_survive_a_script_flush(server: RedisServer) -> None:
     lane = RedisLane(server.url())
     try:
         await lane.call("SET", "text", "x")
@@ -66,7 +70,7 @@ async def test_error_replies_raise_and_scripts_survive_a_script_flush(server) ->
         await lane.close()
 
 
-async def test_a_killed_redis_fails_fast_and_a_restarted_one_is_used_again(server) -> None:
+async def test_a_killed_redis_fails_fast_and_a_restarted_one_is_used_again(server: RedisServer) -> None:
     lane = RedisLane(server.url(), retry_after_s=0.2)
     try:
         assert await lane.call("PING") == b"PONG"
@@ -86,7 +90,9 @@ async def test_a_killed_redis_fails_fast_and_a_restarted_one_is_used_again(serve
         await lane.close()
 
 
-async def test_a_stopped_redis_times_out_and_late_replies_do_not_reach_the_next_caller(server) -> None:
+async def test_a_stopped_redis_times_out_and_late_replies_do_not_reach_the_next_caller(
+    server: RedisServer,
+) -> None:
     lane = RedisLane(server.url(), timeout=0.3)
     pid = server.pid()
     assert pid is not None
@@ -116,5 +122,52 @@ async def test_a_stopped_redis_times_out_and_late_replies_do_not_reach_the_next_
             os.kill(pid, signal.SIGCONT)
         await asyncio.sleep(0.25)
         assert await lane.call("ECHO", "again") == b"again"
+    finally:
+        await lane.close()
+
+
+class _Counter:
+    """A part of one command: INCR of its own key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def queue(self, pipe: Pipe) -> None:
+        pipe.execute_command("INCR", self.key)
+
+    def read(self, replies: list[Any]) -> int:
+        assert len(replies) == 1  # its own reply, no other part's
+        return int(replies[0])
+
+
+class _Pair:
+    """A part of two commands, and of none when it has nothing to ask."""
+
+    def __init__(self, key: str, ask: bool = True) -> None:
+        self.key, self.ask = key, ask
+
+    def queue(self, pipe: Pipe) -> None:
+        if self.ask:
+            pipe.execute_command("SET", self.key, "x")
+            pipe.execute_command("GET", self.key)
+
+    def read(self, replies: list[Any]) -> bytes | None:
+        return replies[1] if self.ask else None
+
+
+async def test_a_round_trip_gives_each_part_its_own_replies(server: RedisServer) -> None:
+    lane = RedisLane(server.url())
+    try:
+        trip = RoundTrip(lane.pipeline())
+        first = trip.add(_Counter("a"))
+        nothing = trip.add(_Pair("unused", ask=False))
+        pair = trip.add(_Pair("b"))
+        second = trip.add(_Counter("a"))
+        with pytest.raises(RuntimeError):
+            _ = first.value  # not sent yet
+        assert not trip.made
+        await trip.send()
+        assert trip.made
+        assert (first.value, second.value, pair.value, nothing.value) == (1, 2, b"x", None)
     finally:
         await lane.close()

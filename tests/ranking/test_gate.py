@@ -15,7 +15,7 @@ from feed.stages import Rank, Score
 from ranking import train as training
 from ranking.dataset import WeightParams
 from ranking.model import ModelParams
-from ranking.offline import FitConfig, FittedModel, merchant_features
+from ranking.offline import FitConfig, FittedModel, fit_model, merchant_features
 from ranking.ranker import F, baseline_ranker
 from ranking.registry import ModelRegistry, gate
 from ranking.scorer import Scorer
@@ -73,9 +73,11 @@ async def test_a_model_worse_than_the_best_baseline_is_refused_and_the_feed_fall
     registry = ModelRegistry(ranking_pool)
     async with ranking_pool.acquire() as conn:
         await conn.execute("UPDATE ranking_models SET status = 'retired' WHERE status = 'promoted'")
-    monkeypatch.setattr(training, "fit_model", _sabotage(training.fit_model))
+    monkeypatch.setattr(
+        training, "fit_model", _sabotage(fit_model)
+    )  # ranking.train's: it imports it from ranking.offline
     until = archive_market.config.start_ms + 2 * 86_400_000
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         params=ModelParams(no_components=8, epochs=2, num_threads=1),
         weights=WeightParams(),
         days=2,

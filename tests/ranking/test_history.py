@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from feed.context import RecentVisit
@@ -43,7 +45,7 @@ def test_backfilled_late_or_replayed_history_equals_live(small_log: InteractionL
     assert live.stats[:, S["watches"]].sum() > 0 and live.stats[:, S["enters"]].sum() > 0
     # And the ranker's inputs are the same, whatever the order.
     n = len(live)
-    req = dict(
+    req: dict[str, Any] = dict(
         now_ms=int(e["ts"].max()) + 1,
         items=live.merchants,
         category=np.zeros(n, dtype=np.int64),

@@ -71,7 +71,8 @@ async def test_promoted_model_reaches_running_watcher(ranking_pool: Any, base_mo
                 break
             await asyncio.sleep(0.05)
         assert watcher.version == v2 and seen == [v1, v2]
-        scores = watcher.scorer.score(base_model.user_ids[0], [])  # type: ignore[union-attr]
+        assert watcher.scorer is not None
+        scores = watcher.scorer.score(base_model.user_ids[0], [])
         assert scores.shape == (0,)
     finally:
         await watcher.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -65,7 +65,7 @@ async def test_claim_never_oversells_under_concurrency(
         deal["deal_id"],
     )
     assert row["remaining"] == 0 and row["sold"] == 25
-    assert int(await redis.get(gate_key(deal["deal_id"]))) == 0
+    assert int(cast(bytes, await redis.get(gate_key(deal["deal_id"])))) == 0
 
 
 async def test_no_viewer_claims_above_the_limit(
@@ -86,10 +86,10 @@ async def test_no_viewer_claims_above_the_limit(
     assert outcomes.count("ok") == 10 and outcomes.count("limit_reached") == 40
     held = await pool.fetch("SELECT claimed FROM deal_viewer_claims WHERE deal_id = $1", deal["deal_id"])
     assert sorted(r["claimed"] for r in held) == [2] * 5
-    assert int(await redis.get(gate_key(deal["deal_id"]))) == 40
+    assert int(cast(bytes, await redis.get(gate_key(deal["deal_id"])))) == 40
     assert await pool.fetchval("SELECT remaining FROM deals WHERE deal_id = $1", deal["deal_id"]) == 40
     mirror = await redis.hgetall(holdings_key(deal["deal_id"]))
-    assert {k.decode(): int(v) for k, v in mirror.items()} == {f"greedy{i}": 2 for i in range(5)}
+    assert {cast(bytes, k).decode(): int(v) for k, v in mirror.items()} == {f"greedy{i}": 2 for i in range(5)}
 
 
 async def test_the_limit_holds_when_redis_forgot_the_holdings(
@@ -104,8 +104,12 @@ async def test_the_limit_holds_when_redis_forgot_the_holdings(
         raise AssertionError("a second unit past the limit was accepted")
     except Conflict as refused:
         assert refused.code == "limit_reached"
-    assert int(await redis.hget(holdings_key(deal["deal_id"]), "dora")) == 1  # the mirror learnt it
-    assert int(await redis.get(gate_key(deal["deal_id"]))) == 9  # the refused claim's token came back
+    assert (
+        int(cast(bytes, await redis.hget(holdings_key(deal["deal_id"]), "dora"))) == 1
+    )  # the mirror learnt it
+    assert (
+        int(cast(bytes, await redis.get(gate_key(deal["deal_id"])))) == 9
+    )  # the refused claim's token came back
 
 
 async def test_viewer_claims_over_http_and_hears_sold_out_and_limit(

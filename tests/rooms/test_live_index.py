@@ -16,8 +16,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from starlette.applications import Starlette
 
+from roomfeed.app import Api
+from roomfeed.assembly import Services
 from roomfeed.settings import REPO_ROOT, Settings
 from rooms.live_index import KEY_EPOCH, IndexWriter, LiveIndex, LiveRoom, rebuild_live_index
 from rooms.outbox import RoomRelay
@@ -71,7 +72,11 @@ async def test_rebuild_from_postgresql_agrees_and_readers_reload(
 
 
 async def test_index_lost_by_redis_is_rebuilt_by_the_relay(
-    app: Starlette, app_client: httpx.AsyncClient, merchant: MerchantAccount, pool: asyncpg.Pool, redis: Redis
+    app: Api[Services],
+    app_client: httpx.AsyncClient,
+    merchant: MerchantAccount,
+    pool: asyncpg.Pool,
+    redis: Redis,
 ) -> None:
     rid = (await make_room(app_client, merchant, title="Survives a flush"))["room_id"]
     await app_client.post(f"/v1/rooms/{rid}/live", headers=merchant.headers)
@@ -126,7 +131,7 @@ def crash_between_writes(settings: Settings, verb: str, merchant_id: str, room_i
 
 async def test_crash_between_postgresql_and_redis_is_repaired_on_restart(
     settings: Settings,
-    app: Starlette,
+    app: Api[Services],
     app_client: httpx.AsyncClient,
     merchant: MerchantAccount,
     pool: asyncpg.Pool,

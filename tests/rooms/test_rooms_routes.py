@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 import httpx
-from starlette.applications import Starlette
 
+from roomfeed.app import Api
+from roomfeed.assembly import Services
 from roomfeed.settings import Settings
 from tests.app_fixtures import bearer
 from tests.rooms.conftest import MerchantAccount, read_topic
@@ -55,7 +56,10 @@ async def test_only_operators_create_merchants(
 
 
 async def test_stores_staff_and_products_belong_to_their_merchant(
-    app: Starlette, app_client: httpx.AsyncClient, merchant: MerchantAccount, other_merchant: MerchantAccount
+    app: Api[Services],
+    app_client: httpx.AsyncClient,
+    merchant: MerchantAccount,
+    other_merchant: MerchantAccount,
 ) -> None:
     store = (
         await app_client.post(
@@ -83,7 +87,7 @@ async def test_stores_staff_and_products_belong_to_their_merchant(
 
 
 async def test_room_goes_scheduled_live_ended_and_only_that_way(
-    app: Starlette, app_client: httpx.AsyncClient, merchant: MerchantAccount
+    app: Api[Services], app_client: httpx.AsyncClient, merchant: MerchantAccount
 ) -> None:
     room = await make_room(app_client, merchant)
     assert (
@@ -179,7 +183,7 @@ async def test_room_products_and_console_reads(
 
 
 async def test_merchant_features_describe_merchants_for_training(
-    app: Starlette, app_client: httpx.AsyncClient, merchant: MerchantAccount
+    app: Api[Services], app_client: httpx.AsyncClient, merchant: MerchantAccount
 ) -> None:
     await make_room(app_client, merchant, price_band="high", tags=["anti-aging"])
     features = await app.services.rooms.catalog.merchant_features()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from events.vocabulary import TYPES
 from simulator import Marketplace
 
-SMALL = {"n_merchants": 200, "n_viewers": 2_000, "days": 2}
+SMALL: dict[str, Any] = {"n_merchants": 200, "n_viewers": 2_000, "days": 2}
 
 
 def test_same_seed_same_events() -> None:
