@@ -35,6 +35,7 @@ from alliance.evidence import EvidenceBook, VisitEvidence
 from alliance.grants import GrantBook
 from alliance.ledger import OWED_SQL
 from events.vocabulary import HEARTBEAT, IMPRESSION, LEAVE
+from roomfeed.logs import bound
 
 log = logging.getLogger("roomfeed.alliance")
 
@@ -292,7 +293,8 @@ class AllianceSink:
             merchant_id,
         )
         if alliance_id is None:
-            log.warning("boosted impression of a merchant with no alliance account: %s", merchant_id)
+            with bound(event_id=event["event_id"]):
+                log.warning("boosted impression of a merchant with no alliance account: %s", merchant_id)
             return
         await ledger.post(
             conn,

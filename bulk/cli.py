@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -36,7 +37,8 @@ def add_import_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-migrate", action="store_true")
 
 
-async def import_command(settings: Settings, args: argparse.Namespace) -> int:
+async def import_command(settings: Settings, args: argparse.Namespace, page_of: Any = None) -> int:
+    """`page_of`: the feed's page judge the composition root hands the trainer's gate (as for train)."""
     try:
         sources = find_sources(args.paths)
     except FileProblem as exc:
@@ -57,7 +59,7 @@ async def import_command(settings: Settings, args: argparse.Namespace) -> int:
             pool,
             redis,
             ImportOptions(shift_to_now=args.shift_to_now, train=not args.no_train),
-            trainer=lambda until_ms: first_model(settings, pool, until_ms, args.days),
+            trainer=lambda until_ms: first_model(settings, pool, until_ms, args.days, page_of),
         )
         report = await importer.run(sources)
     finally:
@@ -70,7 +72,9 @@ async def import_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-async def first_model(settings: Settings, pool: object, until_ms: int, days: float) -> FirstModel | str:
+async def first_model(
+    settings: Settings, pool: object, until_ms: int, days: float, page_of: Any = None
+) -> FirstModel | str:
     """One round of the ranking trainer on the history that ends at the newest imported event, gated
     like every round (`ranking.train.train_once`); a note instead when it cannot train now."""
     from ranking.dataset import WeightParams
@@ -91,9 +95,11 @@ async def first_model(settings: Settings, pool: object, until_ms: int, days: flo
                 eval_hours=24.0,
                 features=await features_from_rooms(pool),
                 until_ms=until_ms,
+                page_of=page_of,
             )
         except RuntimeError as exc:  # too little history to train on
             return str(exc)
         return FirstModel(result.version, result.promoted, result.seconds, result.metrics)
     finally:
         await leases.close()
+

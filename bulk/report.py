@@ -89,12 +89,14 @@ class ImportReport:
     def text(self) -> str:
         lines = [line for f in self.files for line in f.lines_text()]
         if self.model is not None:
-            verdict = (
-                "promoted"
-                if self.model["promoted"]
-                else "registered, not promoted (the gate kept the current one)"
+            metrics = self.model.get("metrics") or {}
+            verdict = "promoted" if self.model["promoted"] else "registered, not promoted"
+            if metrics.get("gate") == "rank_by_baseline":
+                verdict = "promoted, ranking by the best simple baseline"
+            reason = metrics.get("gate_reason")
+            lines.append(
+                f"model {self.model['version']}: {verdict}" + (f" (gate: {reason})" if reason else "")
             )
-            lines.append(f"model {self.model['version']}: {verdict}")
         elif self.model_note:
             lines.append(f"no model trained: {self.model_note}")
         return "\n".join(lines)

@@ -11,7 +11,7 @@ Nothing here knows where the log came from (the archive, a simulator world, an o
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +27,8 @@ from ranking.model import ModelParams, RankingModel, train_model
 from ranking.ranker import LIGHTFM_FEATURES, Ranker, choose_lightfm, design, fit_ranker, lists_of
 from ranking.replay import Schedule, Target, build_merchant_table, category_vocabulary, replay
 from ranking.scorer import Scorer
+
+logger = logging.getLogger("roomfeed.ranking.offline")
 
 DAY_MS = 86_400_000
 
@@ -72,7 +74,6 @@ def fit_model(
     say: Any = None,
 ) -> FittedModel:
     """LightFM and the ranker from the log before `until_ms` (see the module docstring)."""
-    out = say or sys.stderr
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ranker_from = until_ms - int(cfg.ranker_days * DAY_MS)
@@ -106,11 +107,24 @@ def fit_model(
     # history and co-visitation already say what LightFM knows, its column is noise the gate would pay for.
     ranker = choose_lightfm(with_lightfm, ablation)
     timings["ranker_s"] = time.perf_counter() - t0
-    print(
+    message = (
         f"ranker: {len(lists)} lists, l2 {ranker.info.get('l2')}, validation with LightFM "
-        f"{with_lightfm.info.get('validation')} vs without {ablation.info.get('validation')}",
-        file=out,
+        f"{with_lightfm.info.get('validation')} vs without {ablation.info.get('validation')}"
     )
+    if say is not None:
+        print(message, file=say)
+    else:  # the trainer: a log line (JSON), not stderr text
+        logger.info(
+            "ranker fitted",
+            extra={
+                "fields": {
+                    "lists": len(lists),
+                    "l2": ranker.info.get("l2"),
+                    "validation_with_lightfm": with_lightfm.info.get("validation"),
+                    "validation_without": ablation.info.get("validation"),
+                }
+            },
+        )
     t0 = time.perf_counter()
     data = build_training_set(log, features, until_ms, cfg.weights, exclude_merchants)
     model = train_model(data, cfg.model, version, progress=False)

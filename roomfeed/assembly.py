@@ -258,6 +258,6 @@ VERBS: Mapping[str, Verb] = {
     "import": Verb(
         "import a platform's history: merchants, rooms, interactions (docs/import.md)",
         bulk_cli.add_import_args,
-        bulk_cli.import_command,
+        functools.partial(bulk_cli.import_command, page_of=_feed_page),  # the first model's gate, as train's
     ),
 }

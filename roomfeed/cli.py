@@ -26,6 +26,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from roomfeed import __version__
 from roomfeed.assembly import VERBS
 from roomfeed.logs import configure_logging
@@ -64,7 +66,12 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from roomfeed.db import migrate
 
     applied = asyncio.run(migrate(settings.database_url))
-    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(map(str, applied))}" if applied else ""))
+    if args.json:
+        print(orjson.dumps({"applied": applied}).decode())
+    else:
+        print(
+            f"applied {len(applied)} migration(s)" + (f": {', '.join(map(str, applied))}" if applied else "")
+        )
     return 0
 
 
@@ -92,7 +99,8 @@ def build_parser() -> tuple[
     p.add_argument("action", choices=["up", "down", "status"])
     handlers["services"] = _services
 
-    verbs.add_parser("migrate", help="apply pending migrations")
+    p = verbs.add_parser("migrate", help="apply pending migrations")
+    p.add_argument("--json", action="store_true", help="print the versions applied as JSON")
     handlers["migrate"] = _migrate
 
     p = verbs.add_parser("serve", help="run the HTTP API")

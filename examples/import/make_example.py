@@ -61,9 +61,9 @@ def write_history(
     out: Path,
     *,
     seed: int = 11,
-    merchants: int = 40,
-    viewers: int = 1500,
-    days: int = 6,
+    merchants: int = 80,
+    viewers: int = 3000,
+    days: int = 5,
     interactions_name: str = "interactions.jsonl.gz",
     heartbeats: bool = False,
 ) -> dict[str, int]:
@@ -182,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--merchants", type=int, default=40)
-    parser.add_argument("--viewers", type=int, default=1500)
-    parser.add_argument("--days", type=int, default=6)
+    parser.add_argument("--merchants", type=int, default=80)
+    parser.add_argument("--viewers", type=int, default=3000)
+    parser.add_argument("--days", type=int, default=5)
     args = parser.parse_args(argv)
     counts = write_history(
         args.out, seed=args.seed, merchants=args.merchants, viewers=args.viewers, days=args.days

@@ -80,6 +80,8 @@ async def test_the_example_imports_trains_a_promoted_model_and_the_feed_ranks_it
     assert all(f["new"] == f["lines"] > 0 for f in report["files"])
     model = report["model"]
     assert model is not None and model["promoted"], report
+    # The learned ranker beat the best simple baseline on the held-out hours (not a baseline fallback).
+    assert model["metrics"]["gate"] == "promote", model["metrics"]["gate_reason"]
     counts = await _counts(fresh)
     by_file = {f["kind"]: f["lines"] for f in report["files"]}
     assert counts["interactions"] == counts["event_ids"] == by_file["interactions"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import os
 import signal
 import subprocess
@@ -25,6 +27,7 @@ from events.live_stats import LiveStats
 from events.realtime import RealtimeSink
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.kafka import ensure_topics, make_producer
+from roomfeed.logs import JsonFormatter
 from roomfeed.settings import REPO_ROOT, Settings
 from tests.events.conftest import eventually, make_event, running, tag
 
@@ -122,6 +125,10 @@ async def test_poison_message_lands_in_the_dead_letter_topic_and_the_consumer_go
 ) -> None:
     topic = migrated.topic(VIEWER_EVENTS)
     marker = tag()
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger("roomfeed.events.consumer").addHandler(handler)
     producer = AIOKafkaProducer(bootstrap_servers=migrated.kafka_bootstrap)
     await producer.start()
     try:
@@ -140,6 +147,12 @@ async def test_poison_message_lands_in_the_dead_letter_topic_and_the_consumer_go
     errors = sorted({letter["error"].split(":")[0] for letter in letters})
     assert errors == ["not JSON", "type must be one of"], errors
     assert all(letter["topic"] == topic and letter["partition"] == 0 for letter in letters)
+    # The worker's lines about a record carry its event id, and the batch it came in (the log context).
+    logging.getLogger("roomfeed.events.consumer").removeHandler(handler)
+    lines = [orjson.loads(line) for line in logged.getvalue().splitlines()]
+    teleport = [line for line in lines if "dead-lettered" in line["msg"] and "type must be" in line["msg"]]
+    assert teleport and all(line.get("event_id") == f"x{marker}" for line in teleport), teleport
+    assert all(line["batch"].startswith(f"{topic}:0@") and line["sink"] for line in teleport)
 
 
 async def _dead_letters(settings: Settings, marker: str, expected: int) -> list[dict[str, Any]] | None:

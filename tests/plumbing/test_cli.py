@@ -120,3 +120,9 @@ def test_progress_is_drawn_on_a_terminal_only() -> None:
     with Progress("import", 10, stream=terminal) as bar:
         bar.update(10)
     assert "import" in terminal.getvalue() and "10/10" in terminal.getvalue()
+
+
+def test_migrate_answers_a_script_in_json(settings: Settings) -> None:
+    done = _roomfeed(process_env(settings), "migrate", "--json")
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout) == {"applied": []}  # the session's database is migrated already
