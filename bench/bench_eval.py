@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -81,7 +82,9 @@ def world_family(args: argparse.Namespace) -> None:
         "eval — the world family (roomfeed evaluate --world)",
     )
     path = RESULTS / "eval.json"
-    stored = json.loads(path.read_text()) if path.exists() else {"name": "eval", "metrics": {}}
+    stored: dict[str, Any] = (
+        json.loads(path.read_text()) if path.exists() else {"name": "eval", "metrics": {}}
+    )
     stored["metrics"]["worlds"] = worlds
     path.write_text(json.dumps(stored, indent=2) + "\n")
 

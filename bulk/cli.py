@@ -102,4 +102,3 @@ async def first_model(
         return FirstModel(result.version, result.promoted, result.seconds, result.metrics)
     finally:
         await leases.close()
-
