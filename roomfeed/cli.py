@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,10 +30,16 @@ from typing import Any
 import orjson
 
 from roomfeed import __version__
-from roomfeed.assembly import VERBS
 from roomfeed.logs import configure_logging
 from roomfeed.reach import EXIT_UNAVAILABLE, unreachable
 from roomfeed.settings import Settings, SettingsError
+
+# How long `serve --workers N`'s supervisor waits for a worker to answer its health check before
+# killing it as hung. A spawned worker answers only once it has started Python and imported
+# `roomfeed.cli` again (multiprocessing's spawn re-imports the main module), which took 17 s on
+# the shared 2-core host (load 10, no bytecode cache); uvicorn's default of 5 s killed every worker
+# before it answered, and restarted it, forever.
+WORKER_HEALTHCHECK_TIMEOUT_S = 60
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -42,23 +49,31 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     if not args.no_migrate:
         asyncio.run(migrate(settings.database_url))
+    metrics_folder = None
     if args.workers > 1:  # one /metrics answer sums every worker (Prometheus multiprocess mode)
         from roomfeed.observability import prepare_multiprocess_metrics
 
-        prepare_multiprocess_metrics(settings.data_dir / "prometheus" / f"serve-{os.getpid()}")
-    uvicorn.run(
-        "roomfeed.assembly:app_from_env",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers,
-        log_config=None,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        backlog=4096,
-    )
+        metrics_folder = prepare_multiprocess_metrics(
+            settings.data_dir / "prometheus" / f"serve-{os.getpid()}"
+        )
+    try:
+        uvicorn.run(
+            "roomfeed.assembly:app_from_env",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=args.workers,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
+            log_config=None,
+            access_log=False,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            backlog=4096,
+        )
+    finally:
+        if metrics_folder is not None:  # this run's metric files: nobody reads them once it ends
+            shutil.rmtree(metrics_folder, ignore_errors=True)
     return 0
 
 
@@ -94,6 +109,10 @@ def build_parser() -> tuple[
     parser.add_argument("--version", action="version", version=f"roomfeed {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
     handlers: dict[str, Callable[[Settings, argparse.Namespace], Any]] = {}
+    # Imported here, not at the top: `serve --workers N` spawns workers that import this module
+    # again before they answer the supervisor's health check; the composition root (every domain,
+    # scipy, LightFM) is what they load next, as the app, while already answering it.
+    from roomfeed.assembly import VERBS
 
     p = verbs.add_parser("services", help="start/stop local PostgreSQL, Redis and Kafka")
     p.add_argument("action", choices=["up", "down", "status"])

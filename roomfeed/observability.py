@@ -59,14 +59,16 @@ def metrics_text() -> bytes:
     return generate_latest(REGISTRY)
 
 
-def prepare_multiprocess_metrics(folder: Path) -> None:
-    """Before `serve --workers N` forks: an empty folder the workers write their metric files to."""
+def prepare_multiprocess_metrics(folder: Path) -> Path | None:
+    """Before `serve --workers N` forks: an empty folder the workers write their metric files to.
+    Returns it, or None when the operator chose one (PROMETHEUS_MULTIPROC_DIR: theirs to empty)."""
     if os.environ.get(MULTIPROC_ENV):
-        return  # the operator chose one (it must be empty at start: their deployment's job)
+        return None  # the operator chose one (it must be empty at start: their deployment's job)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     os.environ[MULTIPROC_ENV] = str(folder)
+    return folder
 
 
 def forget_this_process() -> None:
