@@ -12,7 +12,9 @@ fixtures (pools, clients, the ASGI app) in the last section.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from types import FrameType
 
 import pytest
 
@@ -21,6 +23,19 @@ from roomfeed.settings import Settings, external_services
 from tests.support import PrivateServers, free_port, isolated_settings
 
 __all__ = ["free_port"]
+
+# --- interrupted runs clean up -----------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI job cancelled, `timeout`) ends the run as Ctrl-C does: fixtures tear down and
+    private servers are killed, instead of brokers and redis-servers outliving it."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
 
 # --- shared services ------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import secrets
@@ -149,6 +150,17 @@ def make_test_certificates(folder: Path, host: str = "127.0.0.1") -> RedisTls:
     return RedisTls(cert=folder / "server.crt", key=folder / "server.key", ca=folder / "ca.crt")
 
 
+# Factories not closed yet: closed at exit (a teardown cut short by a timeout or an interrupt
+# otherwise leaves brokers and redis-servers running in sessions of their own, and their folders).
+_OPEN_FACTORIES: set[PrivateServers] = set()
+
+
+@atexit.register
+def _close_open_factories() -> None:
+    for factory in list(_OPEN_FACTORIES):
+        factory.close()
+
+
 class PrivateServers:
     """Starts throwaway servers on free ports in temp folders; `close()` kills them and removes the folders."""
 
@@ -156,6 +168,7 @@ class PrivateServers:
         self._base = base
         self._dirs: list[Path] = []
         self._servers: list[PostgresServer | RedisServer | KafkaBroker] = []
+        _OPEN_FACTORIES.add(self)
 
     def _dir(self, name: str) -> Path:
         path = world_readable_tempdir(f"rf-{name}-")
@@ -203,10 +216,17 @@ class PrivateServers:
         return cluster
 
     def close(self) -> None:
-        for server in self._servers:
-            server.kill()
-        for path in self._dirs:
+        """Kill every server (all at once: a JVM can take seconds to die on a loaded host), then
+        remove their folders. Safe to call twice; run at exit for a factory nobody closed."""
+        servers, self._servers = self._servers, []
+        with ThreadPoolExecutor(max_workers=max(1, len(servers))) as pool:
+            for outcome in [pool.submit(server.kill) for server in servers]:
+                with contextlib.suppress(Exception):
+                    outcome.result()
+        dirs, self._dirs = self._dirs, []
+        for path in dirs:
             shutil.rmtree(path, ignore_errors=True)
+        _OPEN_FACTORIES.discard(self)
 
 
 # --- isolated test worlds ---------------------------------------------------------------------

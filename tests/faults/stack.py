@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,8 @@ from redis.exceptions import RedisError
 from events.live_stats import LiveStats
 from roomfeed.auth import create_key, sign_viewer_token
 from roomfeed.db import migrate
-from roomfeed.services import KafkaBroker, KafkaCluster
+from roomfeed.redis_client import create_redis
+from roomfeed.services import KafkaBroker, KafkaCluster, RedisClusterServers
 from roomfeed.settings import REPO_ROOT, Settings
 from tests.support import PrivateServers, free_port, process_env
 
@@ -62,9 +64,14 @@ class RoomfeedProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """SIGTERM: it finishes what it is doing and exits; `stop` waits for that."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
+
+    def stop(self) -> None:
+        self.terminate()
+        if self.proc is not None and self.proc.poll() is None:
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -77,6 +84,16 @@ class RoomfeedProcess:
         with contextlib.suppress(FileNotFoundError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+
+def stop_all(processes: list[RoomfeedProcess]) -> None:
+    """SIGTERM to every process at once, then wait for each (SIGKILL after 15 s): a teardown waits
+    for the slowest, not for the sum of them."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.stop()
 
 
 @dataclass
@@ -106,15 +123,21 @@ class FaultStack:
         *,
         workers: int = 1,
         kafka_brokers: int = 1,
+        redis_masters: int = 1,
     ) -> None:
         """`kafka_brokers` > 1 runs a KRaft cluster (topics replicated min(3, brokers) times, two
-        in-sync replicas required); `workers` worker processes share the consumer groups."""
+        in-sync replicas required); `redis_masters` > 1 a Redis Cluster of that many masters with a
+        replica each (REDIS_URL redis+cluster://); `workers` worker processes share the consumer groups."""
         self.api_processes = api_processes
         self.worker_processes = workers
         self.servers = PrivateServers(base)
         self.work_dir = work_dir
         self.pg = self.servers.postgres()
         self.redis_server = self.servers.redis()
+        self.redis_cluster: RedisClusterServers | None = (
+            self.servers.redis_cluster(redis_masters, 1) if redis_masters > 1 else None
+        )
+        self.redis_masters = redis_masters
         self.kafka: KafkaBroker | KafkaCluster = (
             self.servers.kafka() if kafka_brokers == 1 else self.servers.kafka_cluster(kafka_brokers)
         )
@@ -133,15 +156,21 @@ class FaultStack:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.gather(
+        # Every start finishes before a failure is raised: a broker still starting in its thread
+        # when close() ran would outlive the run (its pid file not written yet when it was killed).
+        outcomes = await asyncio.gather(
             asyncio.to_thread(self._start_server, self.pg),
-            asyncio.to_thread(self._start_server, self.redis_server),
+            asyncio.to_thread(self._start_server, self.redis_cluster or self.redis_server),
             asyncio.to_thread(self._start_server, self.kafka),
+            return_exceptions=True,
         )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         self.settings = replace(
             self.settings,
             database_url=self.pg.url(),
-            redis_url=self.redis_server.url(),
+            redis_url=(self.redis_cluster or self.redis_server).url(),
             kafka_bootstrap=self.kafka.bootstrap(),
             kafka_prefix=f"fs{secrets.token_hex(3)}.",
             kafka_partitions=3,
@@ -151,7 +180,7 @@ class FaultStack:
         )
         await migrate(self.settings.database_url)
         self.pool = await asyncpg.create_pool(self.settings.database_url, min_size=0, max_size=4)
-        self.redis = Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=1)
+        self.redis = create_redis(self.settings)  # the cluster client on a redis+cluster:// URL
         self.operator_key = (await create_key(self.pool, "operator", label="faults"))[1]
         env = process_env(self.settings)
         for n in range(self.api_processes):
@@ -191,15 +220,19 @@ class FaultStack:
         raise AssertionError(f"api{index} not ready in {timeout}s:\n{self.api[index].tail()}")
 
     async def close(self) -> None:
-        for process in [*self.api, *self.workers]:
-            process.stop()
-        if self.redis is not None:
-            with contextlib.suppress(Exception):
-                await self.redis.aclose()
-        if self.pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pool.close(), 5)
-        self.servers.close()
+        """Stop everything the stack started and remove its folder, whatever fails on the way (a
+        timeout firing in a teardown included): the servers are killed in any case."""
+        try:
+            stop_all([*self.api, *self.workers])
+            if self.redis is not None:
+                with contextlib.suppress(Exception):
+                    await self.redis.aclose()
+            if self.pool is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.pool.close(), 5)
+        finally:
+            self.servers.close()
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     # --- the market --------------------------------------------------------------------------
 
