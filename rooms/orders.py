@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any, Literal, Protocol
 import asyncpg
 
 from roomfeed.errors import Conflict, NotFound, ValidationFailed
+from roomfeed.validation import Body
 
 log = logging.getLogger("roomfeed.rooms.orders")
 
@@ -77,6 +79,52 @@ class OrderEntry:
     amount: Decimal  # signed: > 0 for a sale, < 0 for a reversal
     currency: str
     at: float  # epoch seconds
+
+
+EPOCH_MS_MAX = 2**53
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def money_field(body: Body, field: str, *, required: bool = True) -> Any:
+    value = body.data.get(field)
+    if value is None:
+        if required:
+            body.fail(field, "is required")
+        return None
+    try:
+        return to_money(value, field)
+    except ValidationFailed as exc:
+        body.fail(field, exc.fields.get(field, "must be a number"))
+        return None
+
+
+def read_order(payload: Any) -> OrderIn:
+    """A reported order as the route reads it (`roomfeed import` reads past orders with it too);
+    ValidationFailed names every bad field."""
+    body = Body(payload)
+    order_id = body.ident("order_id")
+    product_id = body.ident("product_id")
+    quantity = body.integer("quantity", minimum=1, maximum=100_000)
+    unit_price = money_field(body, "unit_price")
+    amount = money_field(body, "amount", required=False)
+    currency = body.text("currency", max_len=3, pattern=_CURRENCY)
+    ordered_at = body.integer("ordered_at", minimum=0, maximum=EPOCH_MS_MAX)
+    viewer_id = body.ident("viewer_id", required=False)
+    room_id = body.ident("room_id", required=False)
+    deal_id = body.ident("deal_id", required=False)
+    body.finish()
+    return OrderIn(
+        order_id=order_id,
+        product_id=product_id,
+        quantity=quantity,
+        unit_price=unit_price,
+        currency=currency,
+        ordered_at=ordered_at / 1000,
+        viewer_id=viewer_id,
+        room_id=room_id,
+        deal_id=deal_id,
+        amount=amount,
+    )
 
 
 class OrderSubscriber(Protocol):
@@ -206,7 +254,46 @@ class OrderBook:
 
     async def record(self, merchant_id: str, order: OrderIn, key_id: str) -> tuple[dict[str, Any], bool]:
         """Check and record a sale; returns (the order, created). Same order again: (it, False)."""
+        total = self._total(order, time.time())
+        async with self.pool.acquire() as conn, conn.transaction():
+            created = await self._record_in(conn, merchant_id, order, total, key_id)
+            if not created:
+                return await self._get(conn, merchant_id, order.order_id), False
+        await self._deliver_now()
+        return await self.get(merchant_id, order.order_id), True
+
+    async def record_many(
+        self, orders: Sequence[tuple[str, OrderIn]], key_id: str
+    ) -> tuple[int, list[tuple[int, ValidationFailed | Conflict]]]:
+        """Past orders of a platform (`roomfeed import`): each (merchant_id, order) checked and recorded
+        as `record` does, all in one transaction; returns (how many were new, the refused ones by
+        position). When any is refused nothing is recorded; the same order again is not new."""
         now = time.time()
+        refused: list[tuple[int, ValidationFailed | Conflict]] = []
+        created = 0
+        async with self.pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                for position, (merchant_id, order) in enumerate(orders):
+                    try:
+                        total = self._total(order, now)
+                        async with conn.transaction():  # a savepoint: a refused order leaves no trace
+                            created += await self._record_in(conn, merchant_id, order, total, key_id)
+                    except (ValidationFailed, Conflict) as exc:
+                        refused.append((position, exc))
+            except BaseException:
+                await transaction.rollback()
+                raise
+            if refused:
+                await transaction.rollback()
+                return 0, refused
+            await transaction.commit()
+        await self._deliver_now()
+        return created, []
+
+    def _total(self, order: OrderIn, now: float) -> Decimal:
+        """The order's amount, after the checks that need no database."""
         if order.ordered_at > now + MAX_AHEAD_S:
             raise _refuse("ordered_at", "is more than 5 minutes in the future")
         if order.ordered_at < now - MAX_AGE_S:
@@ -218,44 +305,48 @@ class OrderBook:
             raise _refuse("amount", f"must be at most {MAX_AMOUNT} (amounts of 1e12 and above are refused)")
         if order.amount is not None and order.amount != total:
             raise _refuse("amount", f"must equal unit_price x quantity ({total})")
-        async with self.pool.acquire() as conn, conn.transaction():
-            existing = await self._order_row(conn, merchant_id, order.order_id, lock=False)
-            if existing is not None:
-                self._same_or_conflict(existing, order, total)
-                return await self._get(conn, merchant_id, order.order_id), False
-            await self._check(conn, merchant_id, order)
-            inserted = await conn.fetchval(
-                """INSERT INTO orders (merchant_id, order_id, viewer_id, room_id, product_id, deal_id, quantity,
-                       unit_price, amount, currency, ordered_at, recorded_by)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                   ON CONFLICT DO NOTHING RETURNING true""",
-                merchant_id,
-                order.order_id,
-                order.viewer_id,
-                order.room_id,
-                order.product_id,
-                order.deal_id,
-                order.quantity,
-                order.unit_price,
-                total,
-                order.currency,
-                _ts(order.ordered_at),
-                key_id,
-            )
-            if not inserted:  # reported twice at once: the other request won
-                raise Conflict("this order is being recorded by another request; retry")
-            await conn.execute(
-                """INSERT INTO order_entries (entry_id, merchant_id, order_id, kind, amount, currency, at)
-                   VALUES ($1, $2, $3, 'sale', $4, $5, $6)""",
-                sale_entry_id(merchant_id, order.order_id),
-                merchant_id,
-                order.order_id,
-                total,
-                order.currency,
-                _ts(order.ordered_at),
-            )
-        await self._deliver_now()
-        return await self.get(merchant_id, order.order_id), True
+        return total
+
+    async def _record_in(
+        self, conn: asyncpg.Connection, merchant_id: str, order: OrderIn, total: Decimal, key_id: str
+    ) -> bool:
+        """Record one sale in the caller's transaction; False when it was recorded before (same content)."""
+        existing = await self._order_row(conn, merchant_id, order.order_id, lock=False)
+        if existing is not None:
+            self._same_or_conflict(existing, order, total)
+            return False
+        await self._check(conn, merchant_id, order)
+        inserted = await conn.fetchval(
+            """INSERT INTO orders (merchant_id, order_id, viewer_id, room_id, product_id, deal_id, quantity,
+                   unit_price, amount, currency, ordered_at, recorded_by)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+               ON CONFLICT DO NOTHING RETURNING true""",
+            merchant_id,
+            order.order_id,
+            order.viewer_id,
+            order.room_id,
+            order.product_id,
+            order.deal_id,
+            order.quantity,
+            order.unit_price,
+            total,
+            order.currency,
+            _ts(order.ordered_at),
+            key_id,
+        )
+        if not inserted:  # reported twice at once: the other request won
+            raise Conflict("this order is being recorded by another request; retry")
+        await conn.execute(
+            """INSERT INTO order_entries (entry_id, merchant_id, order_id, kind, amount, currency, at)
+               VALUES ($1, $2, $3, 'sale', $4, $5, $6)""",
+            sale_entry_id(merchant_id, order.order_id),
+            merchant_id,
+            order.order_id,
+            total,
+            order.currency,
+            _ts(order.ordered_at),
+        )
+        return True
 
     def _same_or_conflict(self, existing: asyncpg.Record, order: OrderIn, total: Decimal) -> None:
         same = (

@@ -6,8 +6,7 @@ operator with `POST /v1/ops/merchants/{id}/order-keys`). Viewers never reach the
 
 from __future__ import annotations
 
-import re
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 from starlette.requests import Request
@@ -15,14 +14,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from roomfeed.auth import Role, create_key, require
-from roomfeed.errors import NotFound, ValidationFailed
+from roomfeed.errors import NotFound
 from roomfeed.http import bound, json, query_int, read_json
 from roomfeed.validation import ID_PATTERN, Body
 from rooms.catalog import MerchantCatalog
-from rooms.orders import OrderBook, OrderIn, to_money
+from rooms.orders import EPOCH_MS_MAX, OrderBook, money_field, read_order
 
-EPOCH_MS_MAX = 2**53
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 WRITERS: tuple[Role, ...] = ("merchant", "order_system")
 
 
@@ -39,19 +36,6 @@ def _order_id(request: Request) -> str:
     if not ID_PATTERN.match(value):
         raise NotFound("no such order")
     return value
-
-
-def _money(body: Body, field: str, *, required: bool = True) -> Any:
-    value = body.data.get(field)
-    if value is None:
-        if required:
-            body.fail(field, "is required")
-        return None
-    try:
-        return to_money(value, field)
-    except ValidationFailed as exc:
-        body.fail(field, exc.fields.get(field, "must be a number"))
-        return None
 
 
 async def post_order(request: Request, domain: OrdersDomain) -> Response:
@@ -91,30 +75,7 @@ async def post_order(request: Request, domain: OrdersDomain) -> Response:
       422: {description: a field does not match the catalogue}
     """
     principal = await require(request, *WRITERS)
-    body = Body(await read_json(request))
-    order_id = body.ident("order_id")
-    product_id = body.ident("product_id")
-    quantity = body.integer("quantity", minimum=1, maximum=100_000)
-    unit_price = _money(body, "unit_price")
-    amount = _money(body, "amount", required=False)
-    currency = body.text("currency", max_len=3, pattern=_CURRENCY)
-    ordered_at = body.integer("ordered_at", minimum=0, maximum=EPOCH_MS_MAX)
-    viewer_id = body.ident("viewer_id", required=False)
-    room_id = body.ident("room_id", required=False)
-    deal_id = body.ident("deal_id", required=False)
-    body.finish()
-    order = OrderIn(
-        order_id=order_id,
-        product_id=product_id,
-        quantity=quantity,
-        unit_price=unit_price,
-        currency=currency,
-        ordered_at=ordered_at / 1000,
-        viewer_id=viewer_id,
-        room_id=room_id,
-        deal_id=deal_id,
-        amount=amount,
-    )
+    order = read_order(await read_json(request))
     assert principal.merchant_id is not None and principal.key_id is not None
     recorded, created = await domain.orders.record(principal.merchant_id, order, principal.key_id)
     return json(recorded, status=201 if created else 200)
@@ -146,7 +107,7 @@ async def post_refund(request: Request, domain: OrdersDomain) -> Response:
     order_id = _order_id(request)
     body = Body(await read_json(request))
     refund_id = body.ident("refund_id")
-    amount = _money(body, "amount")
+    amount = money_field(body, "amount")
     at = body.integer("at", required=False, minimum=0, maximum=EPOCH_MS_MAX)
     body.finish()
     assert principal.merchant_id is not None
