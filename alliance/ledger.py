@@ -184,6 +184,20 @@ class Ledger:
         )
         return [_balance(r) for r in rows]
 
+    async def transactions(
+        self, merchant_id: str, after_txn: int = 0, limit: int = 5000
+    ) -> list[dict[str, Any]]:
+        """A merchant's ledger lines in order (`roomfeed export`): each earned, delivered or expired
+        amount of exposure, in which alliance, when, and the event or tick it came from."""
+        rows = await self.pool.fetch(
+            """SELECT txn_id, kind, alliance_id, amount, extract(epoch FROM at)::float8 AS at, source_id
+               FROM ledger_transactions WHERE merchant_id = $1 AND txn_id > $2 ORDER BY txn_id LIMIT $3""",
+            merchant_id,
+            after_txn,
+            limit,
+        )
+        return [dict(r) for r in rows]
+
     async def balances_from_postings(self) -> list[Balance]:
         """Balances recomputed from the append-only postings (the truth the read model must equal)."""
         rows = await self.pool.fetch(

@@ -124,6 +124,25 @@ class AttributedOrders:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    async def entries(
+        self, merchant_id: str, after: tuple[datetime, str] | None = None, limit: int = 5000
+    ) -> list[dict[str, Any]]:
+        """The merchant's attributed order entries in time order (`roomfeed export`): each sale,
+        refund and cancellation of an order its codes brought, with the store and staff, never the
+        buyer; page with `after` = the last entry's (`at_ts`, `entry_id`)."""
+        rows = await self.pool.fetch(
+            """SELECT entry_id, kind, order_id, seller_merchant_id, store_id, staff_id, room_id, product_id,
+                      amount, currency, extract(epoch FROM at)::float8 AS at, at AS at_ts
+               FROM attributed_order_entries
+               WHERE merchant_id = $1 AND ($2::timestamptz IS NULL OR (at, entry_id) > ($2, $3))
+               ORDER BY at, entry_id LIMIT $4""",
+            merchant_id,
+            after[0] if after else None,
+            after[1] if after else "",
+            limit,
+        )
+        return [dict(r) for r in rows]
+
     async def of_merchant(
         self, merchant_id: str
     ) -> tuple[list[AttributedSales], dict[str, list[AttributedSales]], dict[str, list[AttributedSales]]]:

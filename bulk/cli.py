@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 
+from bulk.export import ExportRefused, export_merchant, merchant_to_export
 from bulk.files import FileProblem, find_sources
 from bulk.importer import FirstModel, Importer, ImportOptions
 from roomfeed.db import create_pool, migrate
 from roomfeed.redis_client import create_redis
 from roomfeed.settings import Settings
+from rooms.orders import OrderBook
 
 
 def add_import_args(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +41,14 @@ def add_import_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-migrate", action="store_true")
 
 
-async def import_command(settings: Settings, args: argparse.Namespace, page_of: Any = None) -> int:
-    """`page_of`: the feed's page judge the composition root hands the trainer's gate (as for train)."""
+async def import_command(
+    settings: Settings,
+    args: argparse.Namespace,
+    page_of: Any = None,
+    order_book: Callable[[asyncpg.Pool], OrderBook] | None = None,
+) -> int:
+    """`page_of`: the feed's page judge the composition root hands the trainer's gate (as for train);
+    `order_book`: the order book with its subscribers (the alliance's attribution), as the API has it."""
     try:
         sources = find_sources(args.paths)
     except FileProblem as exc:
@@ -60,6 +70,7 @@ async def import_command(settings: Settings, args: argparse.Namespace, page_of: 
             redis,
             ImportOptions(shift_to_now=args.shift_to_now, train=not args.no_train),
             trainer=lambda until_ms: first_model(settings, pool, until_ms, args.days, page_of),
+            orders=order_book(pool) if order_book is not None else None,
         )
         report = await importer.run(sources)
     finally:
@@ -102,3 +113,32 @@ async def first_model(
         return FirstModel(result.version, result.promoted, result.seconds, result.metrics)
     finally:
         await leases.close()
+
+
+def add_export_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--merchant-id", help="whose data (an operator's choice; a merchant key implies its own)"
+    )
+    parser.add_argument("--key", help="a merchant key (its own data only) or an operator key")
+    parser.add_argument("--out", type=Path, default=Path("export"), help="folder for the CSV files")
+    parser.add_argument("--json", action="store_true", help="print what was written as JSON")
+
+
+async def export_command(settings: Settings, args: argparse.Namespace) -> int:
+    pool = await create_pool(settings, min_size=1)
+    try:
+        try:
+            merchant_id = await merchant_to_export(pool, args.key, args.merchant_id)
+        except ExportRefused as exc:
+            print(f"roomfeed export: {exc}", file=sys.stderr)
+            return 2
+        exported = await export_merchant(pool, merchant_id, args.out)
+    finally:
+        await pool.close()
+    if args.json:
+        files = {name: {"path": str(args.out / name), "rows": rows} for name, rows in exported.files.items()}
+        print(orjson.dumps({"merchant_id": merchant_id, "files": files}).decode())
+    else:
+        for name, rows in exported.files.items():
+            print(f"{args.out / name}: {rows} rows")
+    return 0

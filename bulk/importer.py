@@ -27,8 +27,10 @@ from events.vocabulary import FIELDS, FieldKind
 from roomfeed.errors import ValidationFailed
 from roomfeed.progress import Progress
 from roomfeed.settings import Settings
+from roomfeed.validation import Body
 from rooms.backfill import ID_FIELD, READERS, CatalogBackfill, Imported, Kind
 from rooms.directory import RoomDirectory
+from rooms.orders import OrderBook, OrderIn, read_order
 
 log = logging.getLogger("roomfeed.bulk.import")
 
@@ -36,7 +38,16 @@ DAY_MS = 24 * 3600 * 1000
 BATCH = 20_000  # interactions per COPY
 
 # Times in a record that --shift-to-now moves, and their unit (ms per unit).
-TIME_FIELDS = {"ts": 1, "created_at": 1000, "scheduled_at": 1000, "started_at": 1000, "ended_at": 1000}
+TIME_FIELDS = {
+    "ts": 1,
+    "ordered_at": 1,
+    "created_at": 1000,
+    "scheduled_at": 1000,
+    "started_at": 1000,
+    "ended_at": 1000,
+}
+# Orders go in as if a key with this id reported them (orders.recorded_by).
+IMPORT_KEY_ID = "import"
 
 # CSV columns that are not text.
 _CATALOG_CELLS: dict[str, Cell] = {
@@ -65,6 +76,7 @@ CELLS: dict[str, dict[str, Cell]] = {
     "products": _CATALOG_CELLS,
     "rooms": _CATALOG_CELLS,
     "interactions": _EVENT_CELLS,
+    "orders": {"quantity": integer, "unit_price": number, "amount": number, "ordered_at": integer},
 }
 
 
@@ -96,6 +108,7 @@ class Importer:
         redis: Redis,
         options: ImportOptions = ImportOptions(),
         trainer: Trainer | None = None,
+        orders: OrderBook | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -103,6 +116,7 @@ class Importer:
         self.catalog = CatalogBackfill(pool)
         self.directory = RoomDirectory(pool, redis)
         self.trainer = trainer
+        self.orders = orders or OrderBook(pool)
         self.shift_ms = 0
         self.newest_event_ms: int | None = None
 
@@ -119,7 +133,7 @@ class Importer:
             elif source.kind in READERS:
                 file_report = await self._catalog(source)
             else:
-                file_report = FileReport(source.name, source.kind, problem="orders are not importable yet")
+                file_report = await self._orders(source)
             file_report.seconds = time.perf_counter() - started
             file_report.sort()
             log.info(
@@ -299,6 +313,48 @@ class Importer:
         if report.rejected_count == 0:
             report.new += await archive.write(events)
         return valid, newest
+
+    # --- orders ------------------------------------------------------------------------------------
+
+    async def _orders(self, source: Source) -> FileReport:
+        """Past verified orders: each line is `merchant_id` plus the body of POST /v1/orders, read and
+        checked by the order book as the route does (product, price, currency, room, deal), written in
+        one transaction through `OrderBook.record_many` (idempotent by order id)."""
+        report = FileReport(source.name, "orders")
+        orders: list[tuple[str, OrderIn]] = []
+        lines: list[int] = []
+        with Progress(f"import {source.name}", unit="line") as bar:
+            for number_, record in read_records(source, CELLS["orders"]):
+                report.lines += 1
+                bar.update()
+                if isinstance(record, str):
+                    report.reject(number_, record)
+                    continue
+                self._shift(record)
+                merchant = Body(record)
+                merchant_id = merchant.ident("merchant_id")
+                try:
+                    order = read_order({k: v for k, v in record.items() if k != "merchant_id"})
+                except ValidationFailed as exc:
+                    merchant.errors.update(exc.fields or {})
+                    order = None
+                if merchant.errors or order is None:
+                    report.reject_fields(number_, merchant.errors)
+                    continue
+                orders.append((merchant_id, order))
+                lines.append(number_)
+        known = await self.catalog.owners("merchants", sorted({m for m, _ in orders}))
+        for line, (merchant_id, _) in zip(lines, orders, strict=True):
+            if merchant_id not in known:
+                report.reject(line, "is not a known merchant (import the merchant first)", "merchant_id")
+        if not report.imported:
+            return report
+        created, refused = await self.orders.record_many(orders, IMPORT_KEY_ID)
+        for position, refusal in refused:
+            report.reject_fields(lines[position], refusal.fields or {"order_id": str(refusal)})
+        if report.imported:
+            report.new, report.already = created, len(orders) - created
+        return report
 
     def _shift(self, record: Record) -> None:
         if not self.shift_ms:

@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute
 from alliance import http as alliance_http
 from alliance.consumer import AllianceSink
 from alliance.http import Alliance
+from alliance.orders import OrderAttribution
 from bulk import cli as bulk_cli
 from console import demo
 from console import http as console_http
@@ -60,6 +61,7 @@ from roomfeed.settings import Settings
 from rooms import cli as rooms_cli
 from rooms import http as rooms_http
 from rooms.http import Rooms
+from rooms.orders import OrderBook
 from worlds import cli as worlds_cli
 
 log = logging.getLogger("roomfeed.assembly")
@@ -228,6 +230,13 @@ def _feed_page(schedule: Any) -> Any:
     return FeedPage(schedule.room_features)
 
 
+def _order_book(pool: asyncpg.Pool) -> OrderBook:
+    """The rooms domain's order book with the alliance subscribed, as Services.build wires it."""
+    book = OrderBook(pool)
+    book.subscribe(OrderAttribution(pool))
+    return book
+
+
 @dataclass(frozen=True)
 class Verb:
     help: str
@@ -258,6 +267,12 @@ VERBS: Mapping[str, Verb] = {
     "import": Verb(
         "import a platform's history: merchants, rooms, interactions (docs/import.md)",
         bulk_cli.add_import_args,
-        functools.partial(bulk_cli.import_command, page_of=_feed_page),  # the first model's gate, as train's
+        # the first model's gate as train's; past orders reach the alliance's attribution as live ones do
+        functools.partial(bulk_cli.import_command, page_of=_feed_page, order_book=_order_book),
+    ),
+    "export": Verb(
+        "a merchant's own rooms, attributed orders and ledger as CSV",
+        bulk_cli.add_export_args,
+        bulk_cli.export_command,
     ),
 }

@@ -11,7 +11,8 @@
     roomfeed keys viewer-token VIEWER    sign a viewer token (what the platform login does)
     roomfeed rebuild [--live-stats]      rebuild Redis: the live index from PostgreSQL, live stats from Kafka
     roomfeed demo                        the whole marketplace, running
-    roomfeed import PATH... [--json]     a platform's history: merchants ... rooms, interactions, a first model
+    roomfeed import PATH... [--json]     a platform's history: merchants ... rooms, interactions, orders, a first model
+    roomfeed export --key KEY [--json]   a merchant's own rooms, attributed orders and ledger as CSV
 
 The plumbing verbs are here; the domains' verbs (worker, train, evaluate, rebuild, demo) come from
 the composition root's `VERBS` (roomfeed.assembly), the one module that knows every domain.

@@ -10,7 +10,7 @@ PostgreSQL committed is the room's state, and the relay catches the index and th
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import asyncpg
@@ -47,6 +47,28 @@ def room_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "replay_url": row["replay_url"],
         "created_at": row["created_at"],
     }
+
+
+async def rooms_of_merchant(
+    pool: asyncpg.Pool, merchant_id: str, batch: int = 1000
+) -> AsyncIterator[dict[str, Any]]:
+    """Every room of a merchant, oldest first (`roomfeed export`), read a batch at a time."""
+    after: tuple[Any, str] | None = None
+    while True:
+        rows = await pool.fetch(
+            f"SELECT {ROOM_SELECT}, created_at AS created FROM rooms WHERE merchant_id = $1 "  # noqa: S608
+            "AND ($2::timestamptz IS NULL OR (created_at, room_id) > ($2, $3)) "
+            "ORDER BY created_at, room_id LIMIT $4",
+            merchant_id,
+            after[0] if after else None,
+            after[1] if after else "",
+            batch,
+        )
+        for row in rows:
+            yield room_json(row)
+        if len(rows) < batch:
+            return
+        after = (rows[-1]["created"], rows[-1]["room_id"])
 
 
 # What each transition needs the room to be in, and what it does.

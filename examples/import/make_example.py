@@ -1,5 +1,6 @@
 """Writes the example history in this folder: a small platform's merchants, stores, staff, products,
-past rooms and interactions, as a platform would export them (JSONL and CSV), from the seeded simulator.
+past rooms, interactions and orders, as a platform would export them (JSONL and CSV), from the seeded
+simulator.
 
     .venv/bin/python examples/import/make_example.py [--out examples/import] [--merchants 40] ...
 
@@ -22,7 +23,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from events.vocabulary import HEARTBEAT  # noqa: E402
+from events.vocabulary import HEARTBEAT, PURCHASE  # noqa: E402
 from simulator.market import Marketplace  # noqa: E402
 
 CITIES = ("Shanghai", "Hangzhou", "Shenzhen", "Chengdu", "Beijing", "Guangzhou")
@@ -153,6 +154,22 @@ def write_history(
         ),
     )
     counts[interactions_name] = _jsonl(out / interactions_name, _interactions(market, heartbeats))
+    prices = {p["product_id"]: p["price"] for p in products}
+    counts["orders.csv"] = _csv(
+        out / "orders.csv",
+        [
+            "order_id",
+            "merchant_id",
+            "product_id",
+            "quantity",
+            "unit_price",
+            "currency",
+            "ordered_at",
+            "viewer_id",
+            "room_id",
+        ],
+        _orders(market, prices),
+    )
     return counts
 
 
@@ -167,6 +184,23 @@ def _products(market: Marketplace, rng: random.Random) -> Iterator[dict[str, Any
                 "price": f"{rng.uniform(low, high):.2f}",
                 "currency": "CNY",
                 "category": m.category,
+            }
+
+
+def _orders(market: Marketplace, prices: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """The platform's order system's record of each purchase (at the product's price, one unit)."""
+    for event in market.events():
+        if event["type"] == PURCHASE:
+            yield {
+                "order_id": event["order_id"],
+                "merchant_id": event["merchant_id"],
+                "product_id": event["product_id"],
+                "quantity": 1,
+                "unit_price": prices[str(event["product_id"])],
+                "currency": "CNY",
+                "ordered_at": event["ts"],
+                "viewer_id": event["viewer_id"],
+                "room_id": event["room_id"],
             }
 
 

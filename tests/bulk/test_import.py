@@ -27,7 +27,18 @@ from tests.support import isolated_settings, process_env
 pytestmark = [pytest.mark.timeout(400)]
 
 EXAMPLE = REPO_ROOT / "examples" / "import"
-TABLES = ("merchants", "stores", "staff", "products", "rooms", "interactions", "event_ids", "ranking_models")
+TABLES = (
+    "merchants",
+    "stores",
+    "staff",
+    "products",
+    "rooms",
+    "interactions",
+    "event_ids",
+    "orders",
+    "order_entries",
+    "ranking_models",
+)
 
 
 @pytest.fixture
@@ -76,6 +87,7 @@ async def test_the_example_imports_trains_a_promoted_model_and_the_feed_ranks_it
         "products",
         "rooms",
         "interactions",
+        "orders",
     ]
     assert all(f["new"] == f["lines"] > 0 for f in report["files"])
     model = report["model"]
@@ -86,6 +98,7 @@ async def test_the_example_imports_trains_a_promoted_model_and_the_feed_ranks_it
     by_file = {f["kind"]: f["lines"] for f in report["files"]}
     assert counts["interactions"] == counts["event_ids"] == by_file["interactions"]
     assert counts["rooms"] == by_file["rooms"] and counts["staff"] == by_file["staff"]
+    assert counts["orders"] == counts["order_entries"] == by_file["orders"]
 
     # Imported events are history: nothing of them reached the live room stats or the Kafka topic.
     redis = Redis.from_url(fresh.redis_url)
@@ -178,6 +191,11 @@ async def test_a_file_with_bad_lines_names_each_and_imports_nothing_of_it(
     with (history / "interactions.jsonl").open("wb") as f:
         for number, event in enumerate(lines, 1):
             f.write(broken.get(number, orjson.dumps(event)) + b"\n")
+    orders = (history / "orders.csv").read_text().splitlines()
+    first = orders[1].split(",")
+    first[4] = "1.00"  # line 2: not the product's price
+    orders[1] = ",".join(first)
+    (history / "orders.csv").write_text("\n".join(orders) + "\n")
     rooms = (history / "rooms.csv").read_text().splitlines()
     rooms[2] = rooms[2].replace(",ended,", ",live,")  # line 3: rooms go live through the API
     (history / "rooms.csv").write_text("\n".join([*rooms, rooms[1]]) + "\n")  # last line: an id again
@@ -187,6 +205,7 @@ async def test_a_file_with_bad_lines_names_each_and_imports_nothing_of_it(
     files = {f["kind"]: f for f in report["files"]}
     assert files["merchants"]["imported"] and files["products"]["imported"]
     assert not files["rooms"]["imported"] and not files["interactions"]["imported"]
+    assert not files["orders"]["imported"]
     assert [(r["line"], r["field"]) for r in files["rooms"]["rejected"]] == [
         (3, "status"),
         (len(rooms) + 1, "room_id"),
@@ -214,8 +233,10 @@ async def test_a_file_with_bad_lines_names_each_and_imports_nothing_of_it(
         (40, "type"),
     ]
     assert files["interactions"]["rejected_count"] == 4
+    assert [(r["line"], r["field"]) for r in files["orders"]["rejected"]] == [(2, "unit_price")]
+    assert files["orders"]["rejected"][0]["reason"].startswith("must be ")  # the product's price
     counts = await _counts(fresh)
-    assert counts["interactions"] == counts["event_ids"] == 0
+    assert counts["interactions"] == counts["event_ids"] == counts["orders"] == counts["order_entries"] == 0
 
 
 def model_is_absent(report: dict[str, Any]) -> bool:
