@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import asyncpg
@@ -62,6 +63,13 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.keys_verb == "viewer-token":
         print(sign_viewer_token_with(ViewerTokens(settings).ring, args.viewer_id, ttl_seconds=args.ttl))
         return 0
+    if args.keys_verb == "create" and (args.role != "operator") != (args.merchant_id is not None):
+        print(
+            f"roomfeed keys: --role {args.role} "
+            + ("needs --merchant-id" if args.merchant_id is None else "takes no --merchant-id"),
+            file=sys.stderr,
+        )
+        return 2
     pool = await _pool(settings)
     try:
         if args.keys_verb == "create":

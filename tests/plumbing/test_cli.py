@@ -1,15 +1,19 @@
 """The CLI as a person and a script meet it: --version, a bad setting named, a service that is down
-named with its URL in one line (no traceback, a non-zero status), progress only on a terminal."""
+named with its URL in one line (no traceback, a non-zero status), progress only on a terminal, keys
+and migrations answering a script in JSON."""
 
 from __future__ import annotations
 
 import io
+import logging
+import multiprocessing
 import subprocess
 import sys
 
 import orjson
 import pytest
 
+from roomfeed.cli import main
 from roomfeed.progress import Progress, shown
 from roomfeed.settings import REPO_ROOT, Settings, SettingsError
 from tests.support import free_port, process_env
@@ -122,7 +126,90 @@ def test_progress_is_drawn_on_a_terminal_only() -> None:
     assert "import" in terminal.getvalue() and "10/10" in terminal.getvalue()
 
 
+def _drawn_on_a_terminal() -> bool:
+    return shown(_Terminal())
+
+
+def test_a_pools_workers_draw_no_bars() -> None:
+    """worlds --jobs: the workers share the parent's terminal; the parent's bar counts their work."""
+    assert _drawn_on_a_terminal()
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_drawn_on_a_terminal) is False
+
+
 def test_migrate_answers_a_script_in_json(settings: Settings) -> None:
     done = _roomfeed(process_env(settings), "migrate", "--json")
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout) == {"applied": []}  # the session's database is migrated already
+
+
+def _in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], settings: Settings, *args: str
+) -> tuple[int, str, str]:
+    """`roomfeed ARGS` through the CLI's own main() in this process (a CLI start costs ~30 s of imports
+    on the shared host): (status, stdout, stderr)."""
+    for name, value in process_env(settings).items():
+        monkeypatch.setenv(name, value)
+    root, access = logging.getLogger(), logging.getLogger("uvicorn.access")
+    kept = (root.handlers[:], root.level, access.disabled, logging.getLogger("aiokafka").level)
+    try:
+        status = main(list(args))
+    finally:  # main() configures this process's logging, as each verb's own process does
+        root.handlers[:], level, access.disabled, kafka_level = kept
+        root.setLevel(level)
+        logging.getLogger("aiokafka").setLevel(kafka_level)
+        logging.captureWarnings(False)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_keys_answer_a_script_in_json_and_revoke_by_id(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def roomfeed(*args: str) -> tuple[int, str, str]:
+        return _in_process(monkeypatch, capsys, settings, *args)
+
+    status, out, err = roomfeed("keys", "create", "--role", "merchant", "--merchant-id", "m-cli", "--json")
+    assert status == 0, err
+    created = orjson.loads(out)
+    assert created["role"] == "merchant" and created["merchant_id"] == "m-cli"
+    assert created["key"].startswith(f"rfk_{created['key_id']}_")
+
+    status, out, err = roomfeed("keys", "list", "--merchant-id", "m-cli", "--json")
+    assert status == 0, err
+    listed = orjson.loads(out)
+    assert [k["key_id"] for k in listed["keys"]] == [created["key_id"]]
+    assert created["key"] not in out  # shown once, at creation
+    assert {"viewer_tokens", "codes"} <= set(listed["signing"])
+
+    status, out, err = roomfeed("keys", "revoke", created["key_id"], "--json")
+    assert status == 0, err
+    assert orjson.loads(out) == {"key_id": created["key_id"], "revoked": True}
+    assert orjson.loads(roomfeed("keys", "list", "--merchant-id", "m-cli", "--json")[1])["keys"] == []
+    status, out, _ = roomfeed("keys", "list", "--merchant-id", "m-cli", "--revoked", "--json")
+    (revoked,) = orjson.loads(out)["keys"]
+    assert revoked["key_id"] == created["key_id"] and revoked["revoked_at"] is not None
+    status, out, _ = roomfeed("keys", "revoke", created["key_id"], "--json")
+    assert status == 1 and orjson.loads(out)["revoked"] is False  # nothing left to revoke
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--role", "merchant"], "roomfeed keys: --role merchant needs --merchant-id"),
+        (
+            ["--role", "operator", "--merchant-id", "m1"],
+            "roomfeed keys: --role operator takes no --merchant-id",
+        ),
+    ],
+)
+def test_a_key_for_the_wrong_owner_is_one_line(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    says: str,
+) -> None:
+    status, _, err = _in_process(monkeypatch, capsys, settings, "keys", "create", *args)
+    assert status == 2
+    assert _one_line(err) == says
