@@ -9,12 +9,14 @@
 
     for day in over(days, "simulate", unit="day"): ...
 
-A bar is drawn on stderr only when stderr is a terminal, so logs, pipes and CI output stay clean.
-Nothing a command computes depends on it.
+A bar is drawn on stderr only when stderr is a terminal, so logs, pipes and CI output stay clean, and
+only by the main process: the workers of a process pool (worlds' --jobs) share its terminal, and the
+parent's own bar says how far the pool is. Nothing a command computes depends on it.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 from collections.abc import Iterable, Iterator, Sized
 from types import TracebackType
@@ -26,7 +28,9 @@ T = TypeVar("T")
 
 
 def shown(stream: TextIO | None = None) -> bool:
-    """Whether bars are drawn: when the stream (stderr) is a terminal."""
+    """Whether bars are drawn: when the stream (stderr) is a terminal, in the main process."""
+    if multiprocessing.parent_process() is not None:
+        return False
     target = stream or sys.stderr
     try:
         return target.isatty()

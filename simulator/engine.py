@@ -29,6 +29,7 @@ from events.vocabulary import (
     SHARE,
     TYPES,
 )
+from roomfeed.progress import over
 from simulator.world import CATEGORIES, DAY_MS, MINUTE_MS, World, room_buzz
 
 BAND_PRICE_MEDIAN = np.array([39.0, 129.0, 499.0, 2999.0])
@@ -347,7 +348,7 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
     block_of = (sessions.start_ms - c.start_ms) // hour
     bounds = np.searchsorted(block_of, np.arange(c.days * 24 + 1))
     last_day = 0
-    for h in range(c.days * 24):
+    for h in over(range(c.days * 24), "simulate", unit="hour", leave=False):
         b0, b1 = int(bounds[h]), int(bounds[h + 1])
         block_start = c.start_ms + h * hour
         day = h // 24
