@@ -5,7 +5,10 @@ and the same through the running API."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import http.server
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -167,3 +170,28 @@ async def test_the_api_accepts_a_jwt_viewer_and_keeps_its_account_age(
             assert r.status_code == 401
     finally:
         app.guard = saved  # type: ignore[attr-defined]
+
+
+async def test_the_jwks_is_read_from_a_url(
+    keys: tuple[Path, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey],
+) -> None:
+    """The platform's login publishes its JWKS over HTTP(S); roomfeed reads it from there as from a file."""
+    path, ed, _ = keys
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+        tokens = ViewerTokens(Settings(viewer_jwks=url))
+        assert sorted(await tokens.refresh_jwks()) == ["ed-1", "hs-1", "rs-1"]
+        principal = await tokens.verify(jwt.encode(_claims("v-url"), ed, "EdDSA", headers={"kid": "ed-1"}))
+        assert principal is not None and principal.viewer_id == "v-url"
+        forged = ed25519.Ed25519PrivateKey.generate()
+        assert (
+            await tokens.verify(jwt.encode(_claims("v-url"), forged, "EdDSA", headers={"kid": "ed-1"}))
+            is None
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
