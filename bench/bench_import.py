@@ -12,11 +12,15 @@ throwaway database and a private Redis (bench_live_index.bench_env):
 2. imports the same files again (every id already there: what a re-run costs);
 3. the ceiling, in the same run: the archive sink's own `write` (the worker's path, batches of 4,000)
    of the same events already decoded and enriched, into a second empty interaction log — no file,
-   no checks, no lookups.
+   no checks, no lookups;
+4. orders: the import's rate (`OrderBook.record_many`, one transaction, a savepoint per order, the
+   alliance's attribution subscribed as `roomfeed import` wires it) against the same orders, read
+   beforehand, recorded one by one through `OrderBook.record` (what each POST /v1/orders does, without
+   HTTP) into emptied order tables.
 
 Prints and records `interactions`, `import_lines_per_s`, `archive_sink_per_s`, their ratio, the rate
 of reading and checking the file alone (no database: where the rest of the time goes), the re-import's
-rate and the catalogue files' time (bench/results/import.json, docs/benchmarks.md).
+rate, the catalogue files' time and the orders' rates (bench/results/import.json, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ from bulk.importer import CELLS, Importer, ImportOptions  # noqa: E402
 from events.archive import ArchiveSink  # noqa: E402
 from events.backfill import oldest_kept_ms, read_past_event  # noqa: E402
 from events.schema import Rejection  # noqa: E402
+from roomfeed.assembly import order_book  # noqa: E402
 from roomfeed.progress import Progress  # noqa: E402
+from rooms.orders import OrderIn, read_order  # noqa: E402
 
 SINK_BATCH = 4000  # events/consumer.py MAX_RECORDS: what the worker hands the archive sink
 
@@ -53,8 +59,12 @@ SINK_BATCH = 4000  # events/consumer.py MAX_RECORDS: what the worker hands the a
 async def run(folder: Path) -> dict[str, float]:
     sources = find_sources([folder])
     interactions = next(s for s in sources if s.kind == "interactions")
+    orders_file = next(s for s in sources if s.kind == "orders")
     async with bench_env() as env:
-        importer = Importer(env.settings, env.pool, env.redis, ImportOptions(shift_to_now=True, train=False))
+        book = order_book(env.pool)  # what `roomfeed import` writes orders through
+        importer = Importer(
+            env.settings, env.pool, env.redis, ImportOptions(shift_to_now=True, train=False), orders=book
+        )
         started = time.perf_counter()
         report = await importer.run(sources)
         first_s = time.perf_counter() - started
@@ -65,7 +75,7 @@ async def run(folder: Path) -> dict[str, float]:
 
         started = time.perf_counter()
         again = await Importer(
-            env.settings, env.pool, env.redis, ImportOptions(shift_to_now=True, train=False)
+            env.settings, env.pool, env.redis, ImportOptions(shift_to_now=True, train=False), orders=book
         ).run(sources)
         again_s = time.perf_counter() - started
         assert again.ok and all(f.new == 0 for f in again.files), again.text()
@@ -95,6 +105,22 @@ async def run(folder: Path) -> dict[str, float]:
         archived = int(await env.pool.fetchval("SELECT count(*) FROM interactions"))
         assert archived == lines, (archived, lines)
 
+        # Orders one by one through the order book's record (each POST /v1/orders), emptied tables.
+        past: list[tuple[str, OrderIn]] = []
+        for _, record in read_records(orders_file, CELLS["orders"]):
+            assert not isinstance(record, str)
+            importer.shift(record)
+            merchant_id = str(record.pop("merchant_id"))
+            past.append((merchant_id, read_order(record)))
+        await env.pool.execute("TRUNCATE orders, order_entries, attributed_order_entries")
+        started = time.perf_counter()
+        with Progress("orders one by one (ceiling)", len(past), unit="order") as bar:
+            for merchant_id, order in past:
+                _, created = await book.record(merchant_id, order, "bench")
+                assert created
+                bar.update()
+        record_s = time.perf_counter() - started
+
     # Where the import's time goes: reading and checking the same file alone (no database).
     started = time.perf_counter()
     now = int(time.time() * 1000)
@@ -107,8 +133,10 @@ async def run(folder: Path) -> dict[str, float]:
     read_s = time.perf_counter() - started
     assert checked == lines
 
-    catalogue_s = sum(f.seconds for f in report.files if f.kind != "interactions")
+    catalogue_s = sum(f.seconds for f in report.files if f.kind not in ("interactions", "orders"))
     import_s = by_kind["interactions"].seconds
+    orders = by_kind["orders"]
+    assert orders.new == orders.lines == len(past), report.text()
     return {
         "interactions": lines,
         "file_mb": round(interactions.path.stat().st_size / 1e6, 1),
@@ -120,8 +148,16 @@ async def run(folder: Path) -> dict[str, float]:
         "reimport_lines_per_s": round(
             lines / next(f.seconds for f in again.files if f.kind == "interactions")
         ),
-        "catalogue_records": sum(f.lines for f in report.files if f.kind != "interactions"),
+        "catalogue_records": sum(f.lines for f in report.files if f.kind not in ("interactions", "orders")),
         "catalogue_seconds": round(catalogue_s, 2),
+        "orders": orders.lines,
+        "orders_seconds": round(orders.seconds, 2),
+        "import_orders_per_s": round(orders.lines / orders.seconds, 1),
+        "record_orders_per_s": round(len(past) / record_s, 1),
+        "import_orders_vs_record": round(record_s / orders.seconds, 3),
+        "reimport_orders_per_s": round(
+            orders.lines / next(f.seconds for f in again.files if f.kind == "orders"), 1
+        ),
         "whole_import_seconds": round(first_s, 2),
         "whole_reimport_seconds": round(again_s, 2),
         "host_load_1m": round(os.getloadavg()[0], 1),

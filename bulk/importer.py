@@ -183,7 +183,7 @@ class Importer:
                 if isinstance(record, str):
                     report.reject(number_, record)
                     continue
-                self._shift(record)
+                self.shift(record)
                 try:
                     imported = reader(record)
                 except ValidationFailed as exc:
@@ -260,7 +260,7 @@ class Importer:
                     if isinstance(record, str):
                         report.reject(number_, record)
                         continue
-                    self._shift(record)
+                    self.shift(record)
                     event = read_past_event(record, now, oldest, retention)
                     if isinstance(event, Rejection):
                         report.reject(number_, _reason(event), event.field)
@@ -330,7 +330,7 @@ class Importer:
                 if isinstance(record, str):
                     report.reject(number_, record)
                     continue
-                self._shift(record)
+                self.shift(record)
                 merchant = Body(record)
                 merchant_id = merchant.ident("merchant_id")
                 try:
@@ -356,7 +356,8 @@ class Importer:
             report.new, report.already = created, len(orders) - created
         return report
 
-    def _shift(self, record: Record) -> None:
+    def shift(self, record: Record) -> None:
+        """Move the record's times by --shift-to-now's whole days (in place)."""
         if not self.shift_ms:
             return
         for name, unit_ms in TIME_FIELDS.items():

@@ -230,7 +230,7 @@ def _feed_page(schedule: Any) -> Any:
     return FeedPage(schedule.room_features)
 
 
-def _order_book(pool: asyncpg.Pool) -> OrderBook:
+def order_book(pool: asyncpg.Pool) -> OrderBook:
     """The rooms domain's order book with the alliance subscribed, as Services.build wires it."""
     book = OrderBook(pool)
     book.subscribe(OrderAttribution(pool))
@@ -268,7 +268,7 @@ VERBS: Mapping[str, Verb] = {
         "import a platform's history: merchants, rooms, interactions (docs/import.md)",
         bulk_cli.add_import_args,
         # the first model's gate as train's; past orders reach the alliance's attribution as live ones do
-        functools.partial(bulk_cli.import_command, page_of=_feed_page, order_book=_order_book),
+        functools.partial(bulk_cli.import_command, page_of=_feed_page, order_book=order_book),
     ),
     "export": Verb(
         "a merchant's own rooms, attributed orders and ledger as CSV",
