@@ -104,7 +104,7 @@ def read_records(
 
 def _open_bytes(path: Path) -> IO[bytes]:
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # a GzipFile reads bytes as IO[bytes] does
     return path.open("rb")
 
 

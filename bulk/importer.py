@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -171,30 +171,23 @@ class Importer:
     # --- merchants, stores, staff, products, rooms -------------------------------------------------
 
     async def _catalog(self, source: Source) -> FileReport:
-        kind: Kind = source.kind  # type: ignore[assignment]
+        kind: Kind = source.kind  # type: ignore[assignment]  # run() hands only READERS kinds here
         report = FileReport(source.name, kind)
         reader, id_field = READERS[kind], ID_FIELD[kind]
         records: list[tuple[int, Imported]] = []
         first_line: dict[str, int] = {}
-        with Progress(f"import {source.name}", unit="line") as bar:
-            for number_, record in read_records(source, CELLS[kind]):
-                report.lines += 1
-                bar.update()
-                if isinstance(record, str):
-                    report.reject(number_, record)
-                    continue
-                self.shift(record)
-                try:
-                    imported = reader(record)
-                except ValidationFailed as exc:
-                    report.reject_fields(number_, exc.fields or {"record": str(exc)})
-                    continue
-                key = getattr(imported, id_field)
-                if key in first_line:
-                    report.reject(number_, f"appears again (first on line {first_line[key]})", id_field)
-                    continue
-                first_line[key] = number_
-                records.append((number_, imported))
+        for number_, record in self._records(source, report):
+            try:
+                imported = reader(record)
+            except ValidationFailed as exc:
+                report.reject_fields(number_, exc.fields or {"record": str(exc)})
+                continue
+            key = getattr(imported, id_field)
+            if key in first_line:
+                report.reject(number_, f"appears again (first on line {first_line[key]})", id_field)
+                continue
+            first_line[key] = number_
+            records.append((number_, imported))
         fresh = await self._check_references(kind, records, report)
         if report.imported:
             report.new = await self.catalog.write(kind, fresh)
@@ -323,26 +316,19 @@ class Importer:
         report = FileReport(source.name, "orders")
         orders: list[tuple[str, OrderIn]] = []
         lines: list[int] = []
-        with Progress(f"import {source.name}", unit="line") as bar:
-            for number_, record in read_records(source, CELLS["orders"]):
-                report.lines += 1
-                bar.update()
-                if isinstance(record, str):
-                    report.reject(number_, record)
-                    continue
-                self.shift(record)
-                merchant = Body(record)
-                merchant_id = merchant.ident("merchant_id")
-                try:
-                    order = read_order({k: v for k, v in record.items() if k != "merchant_id"})
-                except ValidationFailed as exc:
-                    merchant.errors.update(exc.fields or {})
-                    order = None
-                if merchant.errors or order is None:
-                    report.reject_fields(number_, merchant.errors)
-                    continue
-                orders.append((merchant_id, order))
-                lines.append(number_)
+        for number_, record in self._records(source, report):
+            merchant = Body(record)
+            merchant_id = merchant.ident("merchant_id")
+            try:
+                order = read_order({k: v for k, v in record.items() if k != "merchant_id"})
+            except ValidationFailed as exc:
+                merchant.errors.update(exc.fields or {})
+                order = None
+            if merchant.errors or order is None:
+                report.reject_fields(number_, merchant.errors)
+                continue
+            orders.append((merchant_id, order))
+            lines.append(number_)
         known = await self.catalog.owners("merchants", sorted({m for m, _ in orders}))
         for line, (merchant_id, _) in zip(lines, orders, strict=True):
             if merchant_id not in known:
@@ -355,6 +341,19 @@ class Importer:
         if report.imported:
             report.new, report.already = created, len(orders) - created
         return report
+
+    def _records(self, source: Source, report: FileReport) -> Iterator[tuple[int, Record]]:
+        """The file's records with their line numbers (a bar on a terminal), counted in the report, times
+        shifted; a line that is not a record is rejected there."""
+        with Progress(f"import {source.name}", unit="line") as bar:
+            for number_, record in read_records(source, CELLS[source.kind]):
+                report.lines += 1
+                bar.update()
+                if isinstance(record, str):
+                    report.reject(number_, record)
+                    continue
+                self.shift(record)
+                yield number_, record
 
     def shift(self, record: Record) -> None:
         """Move the record's times by --shift-to-now's whole days (in place)."""
