@@ -12,6 +12,13 @@ prefix:
             same records), and its stages: decode only, and everything but Redis;
   freshness a paced client at 5,000 events/s; time from the 202 to the events visible in LiveStats.
 Each figure is the median of --runs repetitions where repeating is cheap (ceilings, realtime).
+
+    .venv/bin/python bench/bench_ingest.py --baseline 9a42ed9 [--rounds 2] [--api-workers 1]
+
+runs the whole benchmark of this checkout and of the baseline commit's own bench_ingest.py (its code
+in a git worktree, same virtualenv, same services) in turn, `--rounds` times, alternating who goes
+first, and records this checkout's medians beside the baseline's and their ratios (the shared host's
+load moves absolute figures; the ratio from one run is what compares).
 """
 
 from __future__ import annotations
@@ -521,7 +528,13 @@ async def drop_topics(settings: Settings) -> None:
 
 def record(results: dict[str, Any], command: str) -> None:
     machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
-    metrics = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
+
+    def rounded(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items()}
+        return round(value, 3) if isinstance(value, float) else value
+
+    metrics = rounded(results)
     out = {
         "name": "ingest",
         "command": command,
@@ -560,6 +573,7 @@ def record(results: dict[str, Any], command: str) -> None:
         f"| freshness 202 → visible in Redis at {results['freshness_rate_per_s']:,.0f} events/s | "
         f"p50 {results['freshness_p50_ms']:.0f} ms, p99 {results['freshness_p99_ms']:.0f} ms "
         "(target p99 ≤ 1 s) |",
+        *baseline_lines(results),
         "",
         "Rates are medians of the runs; the realtime sink, its stages and the raw consumer are all timed from",
         "their first records, with the same consumer settings (the sink through SinkRunner: decode, check,",
@@ -567,6 +581,26 @@ def record(results: dict[str, Any], command: str) -> None:
         "<!-- /bench:ingest -->",
     ]
     replace_section(ROOT / "docs" / "benchmarks.md", "\n".join(lines))
+
+
+def baseline_lines(results: dict[str, Any]) -> list[str]:
+    """With --baseline: this checkout against the baseline commit's own benchmark, same run."""
+    if "baseline" not in results:
+        return []
+    base, ref = results["baseline"], results["baseline"]["ref"]
+    lines = [
+        "",
+        f"Against the baseline {ref} (its own bench_ingest.py from a git worktree, same services), "
+        f"{results['rounds']} rounds each, alternating who goes first, medians; `roomfeed serve` with "
+        f"{results['api_workers']} worker(s); host load average (1 min) before each run and at the end: "
+        f"{', '.join(str(x) for x in results['load_avg'])}.",
+        "",
+        f"| figure | this | {ref} | this / {ref} |",
+        "|---|---|---|---|",
+    ]
+    for key, ratio in results["vs_baseline"].items():
+        lines.append(f"| {key} | {results[key]:,.1f} | {base[key]:,.1f} | {ratio:.2f} |")
+    return lines
 
 
 def replace_section(path: Path, section: str) -> None:
@@ -585,6 +619,96 @@ def replace_section(path: Path, section: str) -> None:
     path.write_text(text)
 
 
+# Compared with a baseline: the figures that say whether a change cost ingest something.
+COMPARED = (
+    "events_per_s",
+    "ingest_alone_per_s",
+    "both_sinks_per_s",
+    "to_realtime_per_s",
+    "to_archive_per_s",
+    "drain_realtime_per_s",
+    "drain_archive_per_s",
+    "realtime_sink_per_s",
+    "raw_consumer_same_topic_per_s",
+    "raw_producer_batch_per_s",
+    "freshness_p50_ms",
+    "freshness_p99_ms",
+)
+# Runs one tree's own bench_ingest.main (the baseline's code from its worktree) and prints its figures.
+_RUN_TREE = """
+import argparse, asyncio, importlib.util, json, sys
+root, options = sys.argv[1], json.loads(sys.argv[2])
+spec = importlib.util.spec_from_file_location("bench_ingest_of_tree", root + "/bench/bench_ingest.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+figures = asyncio.run(module.main(argparse.Namespace(**options)))
+print("FIGURES " + json.dumps(figures), flush=True)
+"""
+
+
+def run_tree(root: Path, options: dict[str, Any], label: str) -> dict[str, Any]:
+    """The whole benchmark with the code in `root` (its modules first on the path), in a process of its own."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _RUN_TREE, str(root), json.dumps(options)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    figures: dict[str, Any] | None = None
+    for line in process.stdout:
+        if line.startswith("FIGURES "):
+            figures = json.loads(line[len("FIGURES ") :])
+        else:
+            print(f"[{label}] {line}", end="", flush=True)
+    if process.wait() != 0 or figures is None:
+        raise SystemExit(f"bench_ingest of {label} failed (status {process.returncode})")
+    return figures
+
+
+def against_baseline(args: argparse.Namespace) -> dict[str, Any]:
+    """This checkout and `args.baseline`, `args.rounds` times each, alternating who goes first."""
+    ref = subprocess.run(
+        ["git", "rev-parse", "--short", args.baseline], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    tree = Path(tempfile.mkdtemp(prefix="rf-bench-baseline-")) / "tree"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), ref], cwd=ROOT, check=True, capture_output=True
+    )
+    options = {k: getattr(args, k) for k in ("events", "raw", "clients", "api_workers", "runs")}
+    runs: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
+    loads: list[float] = []
+    try:
+        for round_ in range(args.rounds):
+            order = ("baseline", "this") if round_ % 2 == 0 else ("this", "baseline")
+            for who in order:
+                loads.append(os.getloadavg()[0])
+                label = f"{ref} round {round_ + 1}" if who == "baseline" else f"this round {round_ + 1}"
+                runs[who].append(run_tree(tree if who == "baseline" else ROOT, options, label))
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+    loads.append(os.getloadavg()[0])
+
+    def median(who: str, key: str) -> float:
+        return float(statistics.median(r[key] for r in runs[who]))
+
+    this = {k: median("this", k) for k in runs["this"][0] if isinstance(runs["this"][0][k], int | float)}
+    base = {k: median("baseline", k) for k in COMPARED if k in runs["baseline"][0]}
+    ratios = {k: this[k] / base[k] for k in COMPARED if k in base and k in this and base[k]}
+    print(f"medians of {args.rounds} rounds, this / {ref}:")
+    for key, ratio in ratios.items():
+        print(f"  {key:32s} {this[key]:>12,.1f} {base[key]:>12,.1f}  {ratio:.3f}")
+    return {
+        **this,
+        "baseline": {"ref": ref, **base},
+        "vs_baseline": ratios,
+        "rounds": args.rounds,
+        "api_workers": args.api_workers,
+        "load_avg": [round(x, 1) for x in loads],
+    }
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -597,7 +721,9 @@ if __name__ == "__main__":
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--baseline", help="a commit whose own bench_ingest.py runs in turn with this one")
+    parser.add_argument("--rounds", type=int, default=2, help="with --baseline: runs of each side")
     options = parser.parse_args()
-    figures = asyncio.run(main(options))
+    figures = against_baseline(options) if options.baseline else asyncio.run(main(options))
     if not options.no_record:
         record(figures, "python " + " ".join(["bench/bench_ingest.py", *sys.argv[1:]]))
