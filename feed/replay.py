@@ -6,12 +6,16 @@ ranker — filters, diversity, exploration (with a seeded generator) — on a `F
 the target, and returns the order the page would show. The session filter was already applied by the
 replay (the rooms shown earlier in the session are not candidates), as the feed's served set does.
 Ranking never imports the feed: whoever composes the evaluation hands this in.
+
+Every method is judged on the same targets, so a target's candidate set is built once and copied
+per method (as the feed copies its live set per request), and the stages, which only compute, run
+without an event loop: a world's judgement pages 8 methods x 4,000 targets, and a fresh event loop
+and candidate set per page were three quarters of its time.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +40,12 @@ class FeedPage:
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
         self._stages = (Filters(), Diversity(), Exploration())
+        self._candidates: dict[bytes, Candidates] = {}  # by the target's live rooms
 
     def __call__(self, target: Any, scores: np.ndarray) -> np.ndarray:
-        rooms = [self.room_features[int(j)] for j in target.rooms]
+        c = self._candidates_of(np.asarray(target.rooms, dtype=np.int64)).fresh_copy()
+        c.score = np.asarray(scores, dtype=np.float32)
+        c.enters = np.asarray(target.request.heat, dtype=np.float32)
         ctx = FeedContext(
             viewer_id=str(target.viewer),
             session_id="replay",
@@ -46,15 +53,27 @@ class FeedPage:
             config=self.config,
             now=target.request.now_ms / 1000.0,
             rng=self._rng,
+            candidates=c,
         )
-        c = ctx.candidates = Candidates.of(rooms).fresh_copy()
-        c.score = np.asarray(scores, dtype=np.float32)
-        c.enters = np.asarray(target.request.heat, dtype=np.float32)
         # Impressions of the last hour are not replayed: every room counts as little seen, so exploration
         # draws its slots from all live rooms (the feed draws from the rooms shown at most 20 times).
-        asyncio.run(self._run(ctx))
+        for stage in self._stages:
+            _complete(stage.apply(ctx))
         return np.asarray(ctx.order[: self.count], dtype=np.int64)
 
-    async def _run(self, ctx: FeedContext) -> None:
-        for stage in self._stages:
-            await stage.apply(ctx)
+    def _candidates_of(self, rooms: np.ndarray) -> Candidates:
+        key = rooms.tobytes()
+        held = self._candidates.get(key)
+        if held is None:
+            held = self._candidates[key] = Candidates.of([self.room_features[j] for j in rooms.tolist()])
+        return held
+
+
+def _complete(step: Coroutine[Any, Any, None]) -> None:
+    """Run a stage to its end without an event loop: the page's stages compute and never wait."""
+    try:
+        step.send(None)
+    except StopIteration:
+        return
+    step.close()
+    raise RuntimeError("a page stage awaited: FeedPage runs only stages that compute")
