@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,18 +61,32 @@ def world_family(args: argparse.Namespace) -> None:
     from worlds.evaluate import RunConfig
     from worlds.report import summary_table
 
-    cfg = RunConfig(ab_sessions=args.ab_sessions or None)
+    cfg = RunConfig(
+        ab_sessions=args.ab_sessions or None,
+        world_cache=None if args.fresh_worlds else Path("reports/worlds/cache"),
+    )
     seeds = list(range(1, args.seeds + 1))
+    load_before = os.getloadavg()[0]
     result = run_worlds(args.world, seeds, cfg, Path("reports/worlds"), jobs=args.jobs)
+    load_after = os.getloadavg()[0]
     worlds = result["worlds"]
+    phases = ("simulate_s", "fit_s", "judge_s", "ab_s")
+    per_run = [t for runs in result["timings"].values() for t in runs]
+    medians = {p: float(np.median([t[p] for t in per_run])) for p in phases}
+    per_phase = ", ".join(f"{p[:-2]} {medians[p]:.0f} s" for p in phases)
     lines = [
-        f"{len(worlds)} worlds x {len(seeds)} seeds in {result['seconds'] / 60:.1f} min, {args.jobs} at a time "
+        f"{len(worlds)} worlds x {len(seeds)} seeds in {result['seconds'] / 60:.1f} min, {args.jobs} at a time, "
+        f"host load {load_before:.1f} at the start, {load_after:.1f} at the end; median per world-seed: {per_phase} "
         f"({cfg.n_viewers:,} viewers, {cfg.n_merchants:,} merchants, 7 days; fit on days 0-5, judged on day 6; "
         "each figure from the seed worse for the ranker)",
         "",
         *summary_table(worlds).splitlines(),
         "",
-        "interval widths (HR@5 difference, 95 % paired bootstrap): "
+        "per world and seed (95 % intervals, viewers resampled; discovery = new targets among never-watched candidates):",
+        "",
+        *result["seed_table"].splitlines(),
+        "",
+        "interval widths (HR@5 difference, 95 %, viewers resampled): "
         + ", ".join(f"{n} {f['hr5_diff_ci_width']:.3f}" for n, f in worlds.items()),
         "report: reports/worlds/<world>/table.md, eval.png; reports/worlds/worlds.json",
     ]
@@ -77,7 +94,12 @@ def world_family(args: argparse.Namespace) -> None:
     write_results(
         "eval_worlds",
         command_line(),
-        {"worlds": worlds, "seconds": result["seconds"], "timings": result["timings"]},
+        {
+            "worlds": worlds,
+            "seconds": result["seconds"],
+            "timings": result["timings"],
+            "load": [round(load_before, 1), round(load_after, 1)],
+        },
         lines,
         "eval — the world family (roomfeed evaluate --world)",
     )
@@ -104,6 +126,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="world-seeds at once (processes)")
     ap.add_argument(
         "--ab-sessions", type=int, default=RunConfig.ab_sessions, help="test-day sessions per A/B (0: all)"
+    )
+    ap.add_argument(
+        "--fresh-worlds",
+        action="store_true",
+        help="simulate every world again (default: reuse reports/worlds/cache, keyed by config and simulator code)",
     )
     args = ap.parse_args()
     if args.world is not None:

@@ -21,14 +21,13 @@ from typing import Any
 
 import orjson
 
-from ranking.model import ModelParams
 from ranking.offline import FitConfig
 from roomfeed.progress import progress
 from simulator.evaluation import add_evaluate_args as add_default_evaluate_args
 from simulator.evaluation import evaluate_command as default_evaluate_command
 from simulator.presets import N_MERCHANTS, N_VIEWERS, WORLDS
 from worlds.evaluate import RunConfig, run_world
-from worlds.report import summarise, summary_table, write_world_report
+from worlds.report import seed_table, summarise, summary_table, write_world_report
 
 PHASES = ("simulate", "fit", "judge", "a/b")
 
@@ -68,6 +67,16 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world-viewers", type=int, default=N_VIEWERS, help="viewers per world (--world)")
     parser.add_argument(
         "--world-merchants", type=int, default=N_MERCHANTS, help="merchants per world (--world)"
+    )
+    parser.add_argument(
+        "--world-cache",
+        type=Path,
+        default=Path("reports/worlds/cache"),
+        metavar="DIR",
+        help="keep simulated worlds here between runs, keyed by configuration and simulator code (--world)",
+    )
+    parser.add_argument(
+        "--fresh-worlds", action="store_true", help="simulate every world again, keeping none (--world)"
     )
     parser.add_argument(
         "--ab-sessions",
@@ -133,6 +142,7 @@ def run_worlds(
         write_world_report(name, runs[name], report_dir)
     result = {
         "worlds": summary,
+        "seed_table": (per_seed := seed_table(runs)),
         "seeds": list(seeds),
         "seconds": round(time.perf_counter() - started, 1),
         "timings": {name: [r["timings"] for r in rs] for name, rs in runs.items()},
@@ -140,7 +150,7 @@ def run_worlds(
     }
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "worlds.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    (report_dir / "worlds.md").write_text(summary_table(summary) + "\n")
+    (report_dir / "worlds.md").write_text(summary_table(summary) + "\n\n" + per_seed + "\n")
     return result
 
 
@@ -150,7 +160,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         n_merchants=args.world_merchants,
         ab_sessions=args.ab_sessions or None,
         test_targets=args.targets,
-        fit=FitConfig(model=dataclasses.replace(ModelParams(), epochs=args.epochs), ranker_lists=args.lists),
+        world_cache=None if args.fresh_worlds else args.world_cache,
+        fit=FitConfig(
+            model=dataclasses.replace(RunConfig().fit.model, epochs=args.epochs), ranker_lists=args.lists
+        ),
     )
 
 
@@ -161,5 +174,7 @@ async def evaluate_command(settings: Any, args: argparse.Namespace) -> int:
     seeds = list(range(1, args.seeds + 1))
     result = await asyncio.to_thread(run_worlds, args.world, seeds, run_config(args), report_dir, args.jobs)
     print(summary_table(result["worlds"]))
+    print()
+    print(result["seed_table"])
     print(f"report: {report_dir}/<world>/table.md, eval.png; {report_dir}/worlds.json", file=sys.stderr)
     return 0

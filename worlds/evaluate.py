@@ -13,14 +13,25 @@ on the window's last day), the day after is the test day, judged once, offline a
 Targets are *watches* (simulator.measure): on a swipe every served room is entered, so ranking reads
 the log with skipped plays (the enter and leave of a swipe-away) removed — their impressions stay, so
 a skipped room counts as shown and not chosen. The A/B's feed sees the skips as the app reports them.
+
+Intervals resample viewers, not targets: a heavy viewer gives dozens of test targets that share
+their history, so targets are not independent draws and a per-target bootstrap is too narrow
+(`viewer_bootstrap`; ranking's per-target interval is kept beside it as `*_targets`).
+
+A simulated world is the same for the same configuration and simulator code (tests/simulator check
+it byte for byte), so `simulated` keeps it on disk under that key and a rerun (a new ranker judged
+in the same worlds) does not simulate again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,14 +40,15 @@ from events.vocabulary import SWIPE_AWAY_MS
 from feed.replay import FeedPage
 from ranking.dataset import ENTER, LEAVE, InteractionLog, from_simulator
 from ranking.evaluation import Evaluation
-from ranking.model import RankingModel
+from ranking.model import ModelParams, RankingModel
 from ranking.offline import FitConfig, evaluate_model, fit_model, merchant_features
 from ranking.ranker import baseline_ranker
-from ranking.replay import Schedule
+from ranking.replay import Schedule, Target
 from ranking.scorer import Scorer
 from simulator import Marketplace
 from simulator.measure import enter_dwell, world_figures
 from simulator.presets import N_MERCHANTS, N_VIEWERS, world_config
+from simulator.world import SimConfig
 from worlds.online import Arm, arm_metrics, bootstrap_diff, run_ab
 
 DAY_MS = 86_400_000
@@ -50,7 +62,12 @@ class RunConfig:
     test_targets: int = 4_000
     ab_sessions: int | None = 1_600  # test-day sessions drawn into the A/B (None: all of them)
     page_size: int = 8
-    fit: FitConfig = field(default_factory=lambda: FitConfig(ranker_lists=3_000))
+    # LightFM on one thread: its two-thread (Hogwild) fit differs run to run, and with it the ranker's
+    # LightFM column; the world family's figures must be the same for the same seed.
+    fit: FitConfig = field(
+        default_factory=lambda: FitConfig(model=ModelParams(num_threads=1), ranker_lists=3_000)
+    )
+    world_cache: Path | None = None  # where simulated worlds are kept between runs (None: simulate each time)
 
 
 @dataclass
@@ -69,6 +86,40 @@ def watch_log(market: Marketplace, log: InteractionLog) -> InteractionLog:
     return log.select(~skip)
 
 
+# What a simulated world depends on besides its configuration: the simulator and the names it emits.
+_SIMULATOR_SOURCES = ("simulator", "events/vocabulary.py", "ranking/features.py")
+
+
+def _world_key(config: SimConfig) -> str:
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(repr(config).encode())
+    for name in _SIMULATOR_SOURCES:
+        path = root / name
+        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(source.relative_to(root).as_posix().encode())
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def simulated(config: SimConfig, cache: Path | None = None) -> tuple[Marketplace, dict[str, float]]:
+    """The world of `config`, simulated (7 days of sessions) with its figures; from `cache` when that
+    holds the same configuration simulated by the same code."""
+    path = cache / f"{_world_key(config)}.pickle" if cache is not None else None
+    if path is not None and path.exists():
+        with path.open("rb") as f:
+            kept: tuple[Marketplace, dict[str, float]] = pickle.load(f)  # noqa: S301 (our own cache)
+        return kept
+    market = Marketplace(config=config)
+    figures = world_figures(market)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_suffix(f".{time.monotonic_ns()}.part")
+        with part.open("wb") as f:
+            pickle.dump((market, figures), f, protocol=pickle.HIGHEST_PROTOCOL)
+        part.replace(path)  # whole or absent: two runs of one world never read half a file
+    return market, figures
+
+
 def schedule_of(market: Marketplace) -> Schedule:
     w = market.world
     return Schedule(w.r_merchant, w.r_start, w.r_end, [r.features for r in market.rooms])
@@ -80,15 +131,53 @@ def baseline_model(model: RankingModel, name: str) -> RankingModel:
     return dataclasses.replace(model, ranker_weights=baseline_ranker(name).weights.astype(np.float64))
 
 
-def offline_figures(ev: Evaluation, seed: int) -> dict[str, Any]:
-    """The world's offline figures on the test targets (see the module doc)."""
+def viewer_bootstrap(
+    a: np.ndarray, b: np.ndarray, viewers: np.ndarray, seed: int = 0, resamples: int = 2_000
+) -> dict[str, float]:
+    """Mean of a − b per target with a 95 % interval from viewers resampled with all their targets
+    (a paired cluster bootstrap: both methods are judged on the same targets of the drawn viewers)."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if diff.size == 0:
+        return {"diff": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "viewers": 0}
+    _, group = np.unique(viewers, return_inverse=True)
+    sums, counts = np.bincount(group, weights=diff), np.bincount(group).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, sums.size, (resamples, sums.size))
+    boots = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    return {
+        "diff": float(diff.mean()),
+        "ci_low": float(np.quantile(boots, 0.025)),
+        "ci_high": float(np.quantile(boots, 0.975)),
+        "viewers": int(sums.size),
+    }
+
+
+def _ndcg10(ranks: np.ndarray) -> np.ndarray:
+    return np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
+def offline_figures(ev: Evaluation, targets: Sequence[Target], seed: int) -> dict[str, Any]:
+    """The world's offline figures on the test targets (see the module doc); every interval resamples
+    viewers (`viewer_bootstrap`)."""
     r = ev.results
     best, pop = ev.best_baseline, ev.best_pop
-    diff = ev.difference("ranker", best, seed=seed)
-    new_diff = ev.difference("ranker", pop, split="new", seed=seed)
-    disc_diff = ev.difference("ranker", pop, split="discovery", seed=seed)
-    ablation = ev.difference("ranker", "ranker_no_lightfm", split="new", seed=seed)
-    ablation_disc = ev.difference("ranker", "ranker_no_lightfm", split="discovery", seed=seed)
+    viewers = np.array([t.viewer for t in targets], dtype=np.int64)
+    new = np.array([not t.repeat for t in targets], dtype=bool)
+
+    def diff(a: str, b: str, split: str = "overall", ndcg: bool = False) -> dict[str, float]:
+        ja, jb = ev.judged[a], ev.judged[b]
+        ra, rb = (ja.discovery_ranks, jb.discovery_ranks) if split == "discovery" else (ja.ranks, jb.ranks)
+        keep = np.ones(ra.size, dtype=bool) if split == "overall" else new
+        score = _ndcg10 if ndcg else (lambda x: (x < 5).astype(np.float64))
+        return viewer_bootstrap(score(ra[keep]), score(rb[keep]), viewers[keep], seed)
+
+    main = diff("ranker", best)
+    ndcg_diff = diff("ranker", best, ndcg=True)
+    new_diff = diff("ranker", pop, "new")
+    disc_diff = diff("ranker", pop, "discovery")
+    ablation = diff("ranker", "ranker_no_lightfm", "new")
+    ablation_disc = diff("ranker", "ranker_no_lightfm", "discovery")
+    ablation_all = diff("ranker", "ranker_no_lightfm")
+    per_target = ev.difference("ranker", best, seed=seed)  # ranking's interval, targets resampled
     return {
         "methods": {
             name: {
@@ -107,23 +196,38 @@ def offline_figures(ev: Evaluation, seed: int) -> dict[str, Any]:
         "ndcg10_ranker": r["ranker"]["overall"]["ndcg10"],
         "hr5_reppop": r[best]["overall"]["hr5"],
         "ndcg10_reppop": r[best]["overall"]["ndcg10"],
-        "hr5_diff": diff["diff"],
-        "hr5_diff_ci_low": diff["ci_low"],
-        "hr5_diff_ci_high": diff["ci_high"],
-        "hr5_diff_ci_width": diff["ci_high"] - diff["ci_low"],
-        "ndcg10_diff": r["ranker"]["overall"]["ndcg10"] - r[best]["overall"]["ndcg10"],
+        "hr5_diff": main["diff"],
+        "hr5_diff_ci_low": main["ci_low"],
+        "hr5_diff_ci_high": main["ci_high"],
+        "hr5_diff_ci_width": main["ci_high"] - main["ci_low"],
+        "hr5_diff_ci_low_targets": per_target["ci_low"],
+        "hr5_diff_ci_high_targets": per_target["ci_high"],
+        "ndcg10_diff": ndcg_diff["diff"],
+        "ndcg10_diff_ci_low": ndcg_diff["ci_low"],
+        "ndcg10_diff_ci_high": ndcg_diff["ci_high"],
+        "test_viewers": main["viewers"],
+        "hr5_repeat_ranker": r["ranker"]["repeat"]["hr5"],
+        "hr5_repeat_reppop": r[best]["repeat"]["hr5"],
         "hr5_new_ranker": r["ranker"]["new"]["hr5"],
         "hr5_new_pop": r[pop]["new"]["hr5"],
+        "hr5_new_diff": new_diff["diff"],
         "hr5_new_diff_ci_low": new_diff["ci_low"],
+        "hr5_new_diff_ci_high": new_diff["ci_high"],
         "hr5_new_discovery_ranker": r["ranker"]["discovery"]["hr5"],
         "hr5_new_discovery_pop": r[pop]["discovery"]["hr5"],
+        "hr5_new_discovery_diff": disc_diff["diff"],
         "hr5_new_discovery_diff_ci_low": disc_diff["ci_low"],
+        "hr5_new_discovery_diff_ci_high": disc_diff["ci_high"],
         "hr5_new_ranker_no_lightfm": r["ranker_no_lightfm"]["new"]["hr5"],
         "ablation_new_gain": ablation["diff"],
         "ablation_new_ci_low": ablation["ci_low"],
         "ablation_new_ci_high": ablation["ci_high"],
+        "ablation_discovery_gain": ablation_disc["diff"],
         "ablation_discovery_ci_low": ablation_disc["ci_low"],
-        **{f"hr5_{k}": r[k]["overall"]["hr5"] for k in ("ranker_page", "rep_live_pop_page") if k in r},
+        "ablation_discovery_ci_high": ablation_disc["ci_high"],
+        "ablation_overall_gain": ablation_all["diff"],
+        "ablation_overall_ci_low": ablation_all["ci_low"],
+        "ablation_overall_ci_high": ablation_all["ci_high"],
         "hr5_purchase_ranker": r["ranker"]["purchase"]["hr5"],
         "hr5_purchase_reppop": r[best]["purchase"]["hr5"],
         "repeat_share": ev.repeat_share,
@@ -145,9 +249,8 @@ def run_world(
     t0 = time.perf_counter()
     say("simulate")
     days = cfg.train_days + 2
-    market = Marketplace(config=world_config(name, seed, cfg.n_viewers, cfg.n_merchants, days))
+    market, world = simulated(world_config(name, seed, cfg.n_viewers, cfg.n_merchants, days), cfg.world_cache)
     log = watch_log(market, from_simulator(market))
-    world = world_figures(market)
     timings["simulate_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -162,7 +265,7 @@ def run_world(
 
     t0 = time.perf_counter()
     say("judge")
-    ev, _ = evaluate_model(
+    ev, targets = evaluate_model(
         log,
         features,
         schedule,
@@ -175,7 +278,7 @@ def run_world(
         seed=seed,
         page=FeedPage(schedule.room_features, seed=seed),  # also judge the page the feed would serve
     )
-    offline = offline_figures(ev, seed)
+    offline = offline_figures(ev, targets, seed)
     timings["judge_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -202,7 +305,13 @@ def run_world(
         "config": asdict(market.config),
         "simulated": world,
         "offline": offline,
-        "ranker": {"l2": fitted.ranker.info.get("l2"), "weights": fitted.ranker.as_dict()},
+        "ranker": {
+            "l2": fitted.ranker.info.get("l2"),
+            "lightfm_used": fitted.ranker.info.get("lightfm_used"),
+            "validation_with_lightfm": (fitted.ranker_lightfm or fitted.ranker).info.get("validation"),
+            "validation_without": fitted.ranker_no_lightfm.info.get("validation"),
+            "weights": fitted.ranker.as_dict(),
+        },
         "fit_timings": fitted.timings,
         "ab": {
             "arms": per_arm,

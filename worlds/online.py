@@ -165,6 +165,11 @@ class SimViewerHistory:
         log = market.log
         history = cls()
         rows = np.flatnonzero((log.type == CODE[LEAVE]) & (log.ts < until_ms))
+        # Only each viewer's newest RECENT_LIMIT leaves stay in its deque: add just those, oldest first.
+        rows = rows[np.lexsort((log.ts[rows], log.viewer[rows]))]
+        viewer = log.viewer[rows]
+        last = np.searchsorted(viewer, viewer, side="right")
+        rows = rows[last - np.arange(rows.size) <= RECENT_LIMIT]
         for i in rows.tolist():
             history.add(
                 f"v{int(log.viewer[i])}",
@@ -190,6 +195,7 @@ class Arm:
 class ArmTotals:
     """Per-session sums of one arm: everything the reported metrics and their intervals need."""
 
+    viewer: list[int] = field(default_factory=list)  # the session's viewer (intervals resample viewers)
     impressions: list[int] = field(default_factory=list)
     enters: list[int] = field(default_factory=list)
     watches: list[int] = field(default_factory=list)
@@ -202,10 +208,12 @@ class ArmTotals:
 
 
 def arm_metrics(a: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """An arm's figures from per-session sums (or per-viewer sums with their `sessions` counts)."""
     imp = max(float(a["impressions"].sum()), 1.0)
-    n = max(a["impressions"].size, 1)
+    sessions = float(a["sessions"].sum()) if "sessions" in a else float(a["impressions"].size)
+    n = max(sessions, 1.0)
     return {
-        "sessions": float(a["impressions"].size),
+        "sessions": sessions,
         "impressions": float(a["impressions"].sum()),
         "enter_rate": float(a["enters"].sum() / imp),
         "watch_rate": float(a["watches"].sum() / imp),
@@ -215,19 +223,29 @@ def arm_metrics(a: Mapping[str, np.ndarray]) -> dict[str, float]:
     }
 
 
+def per_viewer(a: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-session sums folded into per-viewer sums, with each viewer's number of sessions."""
+    _, group = np.unique(a["viewer"], return_inverse=True)
+    out = {k: np.bincount(group, weights=v) for k, v in a.items() if k != "viewer"}
+    out["sessions"] = np.bincount(group).astype(np.float64)
+    return out
+
+
 def bootstrap_diff(
     a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], resamples: int = 1000, seed: int = 0
 ) -> dict[str, tuple[float, float, float]]:
-    """Per metric: (a − b, 95 % low, high), sessions resampled within each arm (arms are different viewers)."""
+    """Per metric: (a − b, 95 % low, high), viewers resampled within each arm with all their sessions
+    (arms are different viewers; one viewer's sessions are not independent draws)."""
     rng = np.random.default_rng(seed)
-    na, nb = a["impressions"].size, b["impressions"].size
-    point_a, point_b = arm_metrics(a), arm_metrics(b)
+    va, vb = per_viewer(a), per_viewer(b)
+    na, nb = va["sessions"].size, vb["sessions"].size
+    point_a, point_b = arm_metrics(va), arm_metrics(vb)
     keys = [k for k in point_a if k not in ("sessions", "impressions")]
     draws: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(resamples):
         ia, ib = rng.integers(0, na, na), rng.integers(0, nb, nb)
-        ma = arm_metrics({k: v[ia] for k, v in a.items()})
-        mb = arm_metrics({k: v[ib] for k, v in b.items()})
+        ma = arm_metrics({k: v[ia] for k, v in va.items()})
+        mb = arm_metrics({k: v[ib] for k, v in vb.items()})
         for k in keys:
             draws[k].append(ma[k] - mb[k])
     return {
@@ -403,6 +421,7 @@ async def _run_ab(
     out: dict[str, ArmTotals] = {a.name: ArmTotals() for a in arms}
     for s in sessions:
         t = out[s.arm]
+        t.viewer.append(int(s.viewer.viewer_id[1:]))
         t.impressions.append(s.impressions)
         t.enters.append(s.enters)
         t.watches.append(s.watches)

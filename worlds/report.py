@@ -36,6 +36,20 @@ BASELINE_KEYS = (
     "ab_orders_per_1k_baseline",
 )
 EXTRA_KEYS = (
+    "hr5_diff",
+    "ndcg10_diff",
+    "hr5_repeat_ranker",
+    "hr5_repeat_reppop",
+    "hr5_diff_ci_low_targets",
+    "hr5_diff_ci_high_targets",
+    "ndcg10_diff_ci_high",
+    "hr5_new_diff_ci_high",
+    "ablation_new_gain",
+    "ablation_new_ci_high",
+    "ablation_overall_gain",
+    "ablation_overall_ci_low",
+    "ablation_overall_ci_high",
+    "test_viewers",
     "hr5_diff_ci_high",
     "hr5_diff_ci_width",
     "hr5_new_diff_ci_low",
@@ -84,7 +98,11 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         values = [s[key] for s in per_seed if not math.isnan(s[key])]
         if not values:
             out[key] = float("nan")
-        elif key in BASELINE_KEYS or key.endswith("_ci_high") or key.endswith("_width"):
+        elif (
+            key in BASELINE_KEYS
+            or key.endswith("_reppop")
+            or key.endswith(("_ci_high", "_ci_high_targets", "_width"))
+        ):
             out[key] = round(max(values), 4)
         else:
             out[key] = round(min(values), 4)
@@ -115,7 +133,11 @@ def world_table(name: str, runs: Sequence[Mapping[str, Any]]) -> str:
         lines += [
             "",
             f"- ranker − {off['best_reppop']} (the best REP-then-popularity): HR@5 {off['hr5_diff']:+.4f} "
-            f"(paired bootstrap 95 % {off['hr5_diff_ci_low']:+.4f} … {off['hr5_diff_ci_high']:+.4f})",
+            f"(95 %, viewers resampled: {off['hr5_diff_ci_low']:+.4f} … {off['hr5_diff_ci_high']:+.4f}; "
+            f"targets resampled: {off.get('hr5_diff_ci_low_targets', float('nan')):+.4f} … "
+            f"{off.get('hr5_diff_ci_high_targets', float('nan')):+.4f}); NDCG@10 {off['ndcg10_diff']:+.4f} "
+            f"({off.get('ndcg10_diff_ci_low', float('nan')):+.4f} … {off.get('ndcg10_diff_ci_high', float('nan')):+.4f}); "
+            f"{off.get('test_viewers', 0)} viewers",
             f"- new targets among never-watched candidates: ranker {off['hr5_new_discovery_ranker']:.3f} vs "
             f"{off['best_pop']} {off['hr5_new_discovery_pop']:.3f} "
             f"(difference CI low {off['hr5_new_discovery_diff_ci_low']:+.4f})",
@@ -142,7 +164,7 @@ def world_table(name: str, runs: Sequence[Mapping[str, Any]]) -> str:
         d = run["ab"]["diff"]
         lines += [
             "",
-            "A/B differences (ranker − baseline, sessions bootstrapped per arm, 95 %): "
+            "A/B differences (ranker − baseline, viewers bootstrapped per arm with their sessions, 95 %): "
             + "; ".join(
                 f"{k} {v['value']:+.3g} ({v['ci_low']:+.3g} … {v['ci_high']:+.3g})" for k, v in d.items()
             ),
@@ -221,4 +243,52 @@ def summary_table(worlds: Mapping[str, Mapping[str, float]]) -> str:
                 ],
             )
         )
+    return "\n".join(lines)
+
+
+def _ci(low: float, high: float) -> str:
+    return f"{low:+.3f} … {high:+.3f}"
+
+
+def seed_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Markdown: one row per world and seed (each row one run, intervals 95 % with viewers resampled)."""
+    lines = [
+        "| world | seed | repeat share | HR@5 ranker | HR@5 best REP-then-pop | HR@5 diff (CI) "
+        "| NDCG@10 ranker / REP | NDCG@10 diff (CI) | HR@5 repeat ranker / REP | HR@5 new ranker / pop "
+        "| discovery ranker / pop (ratio) | LightFM ablation, new (CI) | LightFM ablation, overall (CI) "
+        "| A/B watch min / session ranker / baseline (diff CI) | A/B orders / 1k ranker / baseline (diff CI) |",
+        "|---|---:|---:|---:|---:|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, world_runs in runs.items():
+        for run in world_runs:
+            o, ab = run["offline"], run["ab"]
+            a, b, d = ab["arms"]["ranker"], ab["arms"]["baseline"], ab["diff"]
+            disc_pop = o["hr5_new_discovery_pop"]
+            ratio = o["hr5_new_discovery_ranker"] / disc_pop if disc_pop else float("nan")
+            used = run.get("ranker", {}).get("lightfm_used")
+            lines.append(
+                _row(
+                    f"`{name}`",
+                    [
+                        str(run["seed"]),
+                        f"{o['repeat_share']:.2f}",
+                        f"{o['hr5_ranker']:.3f}",
+                        f"{o['hr5_reppop']:.3f} ({o['best_reppop']})",
+                        f"{o['hr5_diff']:+.3f} ({_ci(o['hr5_diff_ci_low'], o['hr5_diff_ci_high'])})",
+                        f"{o['ndcg10_ranker']:.3f} / {o['ndcg10_reppop']:.3f}",
+                        f"{o['ndcg10_diff']:+.3f} ({_ci(o['ndcg10_diff_ci_low'], o['ndcg10_diff_ci_high'])})",
+                        f"{o['hr5_repeat_ranker']:.3f} / {o['hr5_repeat_reppop']:.3f}",
+                        f"{o['hr5_new_ranker']:.3f} / {o['hr5_new_pop']:.3f}",
+                        f"{o['hr5_new_discovery_ranker']:.3f} / {disc_pop:.3f} ({o['best_pop']}, {ratio:.2f}x)",
+                        f"{o['ablation_new_gain']:+.3f} ({_ci(o['ablation_new_ci_low'], o['ablation_new_ci_high'])})"
+                        + ("" if used is None or used else ", LightFM dropped by validation"),
+                        f"{o['ablation_overall_gain']:+.3f} "
+                        f"({_ci(o['ablation_overall_ci_low'], o['ablation_overall_ci_high'])})",
+                        f"{a['watch_min_per_session']:.2f} / {b['watch_min_per_session']:.2f} "
+                        f"({_ci(d['watch_min_per_session']['ci_low'], d['watch_min_per_session']['ci_high'])})",
+                        f"{a['orders_per_1k']:.1f} / {b['orders_per_1k']:.1f} "
+                        f"({d['orders_per_1k']['ci_low']:+.1f} … {d['orders_per_1k']['ci_high']:+.1f})",
+                    ],
+                )
+            )
     return "\n".join(lines)

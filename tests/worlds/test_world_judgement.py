@@ -1,0 +1,89 @@
+"""The world family's judgement: intervals that resample viewers, and worlds kept between runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ranking.evaluation import paired_bootstrap
+from simulator import Marketplace
+from simulator.presets import world_config
+from worlds import evaluate as world_evaluate
+from worlds.evaluate import simulated, viewer_bootstrap
+from worlds.online import arm_metrics, bootstrap_diff
+
+
+def test_a_heavy_viewer_widens_the_interval_as_it_should() -> None:
+    # 300 targets of one viewer who always favours a, and 300 viewers with one target each and no
+    # difference: per target the 300 look like independent evidence; they are one viewer's taste.
+    rng = np.random.default_rng(3)
+    a = np.concatenate([np.ones(300), rng.integers(0, 2, 300)]).astype(float)
+    b = np.concatenate([np.zeros(300), a[300:]])
+    viewers = np.concatenate([np.zeros(300, dtype=np.int64), np.arange(1, 301)])
+    by_target = paired_bootstrap(a, b, seed=1)
+    by_viewer = viewer_bootstrap(a, b, viewers, seed=1)
+    assert by_viewer["diff"] == pytest.approx(by_target["diff"]) == pytest.approx(0.5)
+    assert by_target["ci_low"] > 0.45  # targets resampled: "certainly about +0.5"
+    assert by_viewer["ci_low"] < 0.05  # viewers resampled: it hangs on whether that one viewer is drawn
+    assert by_viewer["viewers"] == 301
+
+
+def test_one_target_per_viewer_gives_the_per_target_interval() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(0, 2, 2_000).astype(float), rng.integers(0, 2, 2_000).astype(float)
+    by_target = paired_bootstrap(a, b, seed=2)
+    by_viewer = viewer_bootstrap(a, b, np.arange(2_000), seed=2)
+    assert by_viewer["ci_low"] == pytest.approx(by_target["ci_low"], abs=0.01)
+    assert by_viewer["ci_high"] == pytest.approx(by_target["ci_high"], abs=0.01)
+
+
+def test_the_ab_interval_resamples_viewers_with_all_their_sessions() -> None:
+    def arm(viewers: list[int], watch_ms: list[int]) -> dict[str, np.ndarray]:
+        n = len(viewers)
+        one = np.ones(n)
+        return {
+            "viewer": np.asarray(viewers, dtype=np.float64),
+            "impressions": 10 * one,
+            "enters": 10 * one,
+            "watches": 5 * one,
+            "watch_ms": np.asarray(watch_ms, dtype=np.float64),
+            "orders": 0 * one,
+            "gmv": 0 * one,
+        }
+
+    # Arm a: one viewer with 50 long sessions plus 50 viewers like arm b's.
+    a = arm([0] * 50 + list(range(1, 51)), [600_000] * 50 + [60_000] * 50)
+    b = arm(list(range(100, 200)), [60_000] * 100)
+    assert arm_metrics(a)["sessions"] == 100
+    value, low, high = bootstrap_diff(a, b, resamples=400, seed=1)["watch_min_per_session"]
+    assert value == pytest.approx(4.5)
+    # Were the sessions independent (each its own viewer), the interval would be far narrower.
+    alone = dict(a, viewer=np.arange(100, dtype=np.float64))
+    _, low_alone, high_alone = bootstrap_diff(alone, b, resamples=400, seed=1)["watch_min_per_session"]
+    assert high - low > 2 * (high_alone - low_alone)
+    assert low < 1.0  # 51 viewers, one of them carries half the sessions
+
+
+def test_a_world_is_simulated_once_and_read_back_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = world_config("loyal", 3, n_viewers=600, n_merchants=40, days=2)
+    market, figures = simulated(config, tmp_path)
+    assert len(list(tmp_path.glob("*.pickle"))) == 1
+
+    def no_simulation(*args: object, **kwargs: object) -> Marketplace:
+        raise AssertionError("simulated again")
+
+    monkeypatch.setattr(world_evaluate, "Marketplace", no_simulation)
+    again, figures_again = simulated(config, tmp_path)
+    assert figures_again == figures
+    assert np.array_equal(again.log.ts, market.log.ts) and np.array_equal(again.log.room, market.log.room)
+    assert (
+        again.viewer("v1", "s", int(market.log.ts[0])).fav_m.tolist()
+        == market.viewer("v1", "s", int(market.log.ts[0])).fav_m.tolist()
+    )
+    # Another seed is another world: simulated, not read.
+    with pytest.raises(AssertionError, match="simulated again"):
+        simulated(world_config("loyal", 4, n_viewers=600, n_merchants=40, days=2), tmp_path)
