@@ -71,9 +71,10 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--world-cache",
         type=Path,
-        default=Path("reports/worlds/cache"),
+        default=None,
         metavar="DIR",
-        help="keep simulated worlds here between runs, keyed by configuration and simulator code (--world)",
+        help="keep simulated worlds here between runs, keyed by configuration and simulator code "
+        "(--world; default: the report folder's cache/)",
     )
     parser.add_argument(
         "--fresh-worlds", action="store_true", help="simulate every world again, keeping none (--world)"
@@ -154,13 +155,13 @@ def run_worlds(
     return result
 
 
-def run_config(args: argparse.Namespace) -> RunConfig:
+def run_config(args: argparse.Namespace, report_dir: Path) -> RunConfig:
     return RunConfig(
         n_viewers=args.world_viewers,
         n_merchants=args.world_merchants,
         ab_sessions=args.ab_sessions or None,
         test_targets=args.targets,
-        world_cache=None if args.fresh_worlds else args.world_cache,
+        world_cache=None if args.fresh_worlds else (args.world_cache or report_dir / "cache"),
         fit=FitConfig(
             model=dataclasses.replace(RunConfig().fit.model, epochs=args.epochs), ranker_lists=args.lists
         ),
@@ -172,7 +173,9 @@ async def evaluate_command(settings: Any, args: argparse.Namespace) -> int:
         return await default_evaluate_command(settings, args)
     report_dir = args.report if args.report != Path("reports/eval") else Path("reports/worlds")
     seeds = list(range(1, args.seeds + 1))
-    result = await asyncio.to_thread(run_worlds, args.world, seeds, run_config(args), report_dir, args.jobs)
+    result = await asyncio.to_thread(
+        run_worlds, args.world, seeds, run_config(args, report_dir), report_dir, args.jobs
+    )
     print(summary_table(result["worlds"]))
     print()
     print(result["seed_table"])
