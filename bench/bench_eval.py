@@ -56,12 +56,26 @@ KEYS = (
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def record_in_simulator_doc(command: str, headline: str, table: str) -> None:
+    """The per-world, per-seed table between docs/simulator.md's `worlds:record` markers."""
+    doc = Path(__file__).resolve().parent.parent / "docs" / "simulator.md"
+    start, end = "<!-- worlds:record -->", "<!-- /worlds:record -->"
+    text = doc.read_text()
+    if start not in text or end not in text:
+        return
+    block = f"{start}\n`{command}`: {headline}\n\n{table}\n{end}"
+    doc.write_text(text[: text.index(start)] + block + text[text.index(end) + len(end) :])
+
+
 def world_family(args: argparse.Namespace) -> None:
     from worlds.cli import run_worlds
     from worlds.evaluate import RunConfig
     from worlds.report import summary_table
 
     cfg = RunConfig(
+        n_viewers=args.world_viewers,
+        n_merchants=args.world_merchants,
+        test_targets=args.world_targets,
         ab_sessions=args.ab_sessions or None,
         world_cache=None if args.fresh_worlds else Path("reports/worlds/cache"),
     )
@@ -70,14 +84,17 @@ def world_family(args: argparse.Namespace) -> None:
     result = run_worlds(args.world, seeds, cfg, Path("reports/worlds"), jobs=args.jobs)
     load_after = os.getloadavg()[0]
     worlds = result["worlds"]
-    phases = ("simulate_s", "fit_s", "judge_s", "ab_s")
+    phases = ("simulate", "fit", "judge", "ab")
     per_run = [t for runs in result["timings"].values() for t in runs]
-    medians = {p: float(np.median([t[p] for t in per_run])) for p in phases}
-    per_phase = ", ".join(f"{p[:-2]} {medians[p]:.0f} s" for p in phases)
+    per_phase = ", ".join(
+        f"{p} {np.median([t[p + '_s'] for t in per_run]):.0f} s ({np.median([t[p + '_cpu_s'] for t in per_run]):.0f} s CPU)"
+        for p in phases
+    )
     lines = [
         f"{len(worlds)} worlds x {len(seeds)} seeds in {result['seconds'] / 60:.1f} min, {args.jobs} at a time, "
         f"host load {load_before:.1f} at the start, {load_after:.1f} at the end; median per world-seed: {per_phase} "
-        f"({cfg.n_viewers:,} viewers, {cfg.n_merchants:,} merchants, 7 days; fit on days 0-5, judged on day 6; "
+        f"({cfg.n_viewers:,} viewers, {cfg.n_merchants:,} merchants, 7 days, {cfg.test_targets:,} test targets, "
+        f"{cfg.ab_sessions or 'all'} A/B sessions; fit on days 0-5, judged on day 6; "
         "each figure from the seed worse for the ranker)",
         "",
         *summary_table(worlds).splitlines(),
@@ -103,6 +120,7 @@ def world_family(args: argparse.Namespace) -> None:
         lines,
         "eval — the world family (roomfeed evaluate --world)",
     )
+    record_in_simulator_doc(command_line(), lines[0], result["seed_table"])
     path = RESULTS / "eval.json"
     stored: dict[str, Any] = (
         json.loads(path.read_text()) if path.exists() else {"name": "eval", "metrics": {}}
@@ -126,6 +144,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="world-seeds at once (processes)")
     ap.add_argument(
         "--ab-sessions", type=int, default=RunConfig.ab_sessions, help="test-day sessions per A/B (0: all)"
+    )
+    ap.add_argument("--world-viewers", type=int, default=RunConfig.n_viewers, help="viewers per world")
+    ap.add_argument("--world-merchants", type=int, default=RunConfig.n_merchants, help="merchants per world")
+    ap.add_argument(
+        "--world-targets", type=int, default=RunConfig.test_targets, help="test targets per world-seed"
     )
     ap.add_argument(
         "--fresh-worlds",

@@ -246,14 +246,15 @@ def run_world(
     """Every figure of world `name` at simulator seed `seed` (`step` is told each phase as it starts)."""
     say = step or (lambda _: None)
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     say("simulate")
     days = cfg.train_days + 2
     market, world = simulated(world_config(name, seed, cfg.n_viewers, cfg.n_merchants, days), cfg.world_cache)
     log = watch_log(market, from_simulator(market))
     timings["simulate_s"] = time.perf_counter() - t0
+    timings["simulate_cpu_s"] = time.process_time() - c0
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     say("fit")
     test_day = cfg.train_days + 1
     split = market.config.start_ms + test_day * DAY_MS
@@ -262,8 +263,9 @@ def run_world(
     fit = dataclasses.replace(cfg.fit, seed=seed)
     fitted = fit_model(log, features, schedule, split, fit, version=f"world-{name}-{seed}", say=_Quiet())
     timings["fit_s"] = time.perf_counter() - t0
+    timings["fit_cpu_s"] = time.process_time() - c0
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     say("judge")
     ev, targets = evaluate_model(
         log,
@@ -280,8 +282,9 @@ def run_world(
     )
     offline = offline_figures(ev, targets, seed)
     timings["judge_s"] = time.perf_counter() - t0
+    timings["judge_cpu_s"] = time.process_time() - c0
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     say("a/b")
     arms = [
         Arm("ranker", ModelHolder(Scorer(fitted.model))),
@@ -299,6 +302,7 @@ def run_world(
     per_arm = {arm: arm_metrics(sums) for arm, sums in ab.items()}
     diffs = bootstrap_diff(ab["ranker"], ab["baseline"], seed=seed)
     timings["ab_s"] = time.perf_counter() - t0
+    timings["ab_cpu_s"] = time.process_time() - c0  # CPU: what a shared host's load does not move
     return {
         "world": name,
         "seed": seed,
