@@ -155,6 +155,10 @@ def _ndcg10(ranks: np.ndarray) -> np.ndarray:
     return np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
 
 
+def _interval(value_key: str, prefix: str, d: dict[str, float]) -> dict[str, float]:
+    return {value_key: d["diff"], f"{prefix}_ci_low": d["ci_low"], f"{prefix}_ci_high": d["ci_high"]}
+
+
 def offline_figures(ev: Evaluation, targets: Sequence[Target], seed: int) -> dict[str, Any]:
     """The world's offline figures on the test targets (see the module doc); every interval resamples
     viewers (`viewer_bootstrap`)."""
@@ -196,38 +200,24 @@ def offline_figures(ev: Evaluation, targets: Sequence[Target], seed: int) -> dic
         "ndcg10_ranker": r["ranker"]["overall"]["ndcg10"],
         "hr5_reppop": r[best]["overall"]["hr5"],
         "ndcg10_reppop": r[best]["overall"]["ndcg10"],
-        "hr5_diff": main["diff"],
-        "hr5_diff_ci_low": main["ci_low"],
-        "hr5_diff_ci_high": main["ci_high"],
+        **_interval("hr5_diff", "hr5_diff", main),
         "hr5_diff_ci_width": main["ci_high"] - main["ci_low"],
         "hr5_diff_ci_low_targets": per_target["ci_low"],
         "hr5_diff_ci_high_targets": per_target["ci_high"],
-        "ndcg10_diff": ndcg_diff["diff"],
-        "ndcg10_diff_ci_low": ndcg_diff["ci_low"],
-        "ndcg10_diff_ci_high": ndcg_diff["ci_high"],
+        **_interval("ndcg10_diff", "ndcg10_diff", ndcg_diff),
         "test_viewers": main["viewers"],
         "hr5_repeat_ranker": r["ranker"]["repeat"]["hr5"],
         "hr5_repeat_reppop": r[best]["repeat"]["hr5"],
         "hr5_new_ranker": r["ranker"]["new"]["hr5"],
         "hr5_new_pop": r[pop]["new"]["hr5"],
-        "hr5_new_diff": new_diff["diff"],
-        "hr5_new_diff_ci_low": new_diff["ci_low"],
-        "hr5_new_diff_ci_high": new_diff["ci_high"],
+        **_interval("hr5_new_diff", "hr5_new_diff", new_diff),
         "hr5_new_discovery_ranker": r["ranker"]["discovery"]["hr5"],
         "hr5_new_discovery_pop": r[pop]["discovery"]["hr5"],
-        "hr5_new_discovery_diff": disc_diff["diff"],
-        "hr5_new_discovery_diff_ci_low": disc_diff["ci_low"],
-        "hr5_new_discovery_diff_ci_high": disc_diff["ci_high"],
+        **_interval("hr5_new_discovery_diff", "hr5_new_discovery_diff", disc_diff),
         "hr5_new_ranker_no_lightfm": r["ranker_no_lightfm"]["new"]["hr5"],
-        "ablation_new_gain": ablation["diff"],
-        "ablation_new_ci_low": ablation["ci_low"],
-        "ablation_new_ci_high": ablation["ci_high"],
-        "ablation_discovery_gain": ablation_disc["diff"],
-        "ablation_discovery_ci_low": ablation_disc["ci_low"],
-        "ablation_discovery_ci_high": ablation_disc["ci_high"],
-        "ablation_overall_gain": ablation_all["diff"],
-        "ablation_overall_ci_low": ablation_all["ci_low"],
-        "ablation_overall_ci_high": ablation_all["ci_high"],
+        **_interval("ablation_new_gain", "ablation_new", ablation),
+        **_interval("ablation_discovery_gain", "ablation_discovery", ablation_disc),
+        **_interval("ablation_overall_gain", "ablation_overall", ablation_all),
         "hr5_purchase_ranker": r["ranker"]["purchase"]["hr5"],
         "hr5_purchase_reppop": r[best]["purchase"]["hr5"],
         "repeat_share": ev.repeat_share,
