@@ -68,7 +68,7 @@ def record_in_simulator_doc(command: str, headline: str, table: str) -> None:
 
 
 def world_family(args: argparse.Namespace) -> None:
-    from worlds.cli import run_worlds
+    from worlds.cli import kept_runs, run_worlds, summarise_runs
     from worlds.evaluate import RunConfig
     from worlds.report import summary_table
 
@@ -81,20 +81,34 @@ def world_family(args: argparse.Namespace) -> None:
     )
     seeds = list(range(1, args.seeds + 1))
     load_before = os.getloadavg()[0]
-    result = run_worlds(args.world, seeds, cfg, Path("reports/worlds"), jobs=args.jobs)
+    if args.from_reports:  # what a stopped run kept, world-seed by world-seed
+        kept = kept_runs(Path("reports/worlds"), args.world)
+        seconds = sum(
+            sum(t[p] for p in ("simulate_s", "fit_s", "judge_s", "ab_s"))
+            for rs in kept.values()
+            for r in rs
+            for t in [r["timings"]]
+        )
+        result = summarise_runs(kept, Path("reports/worlds"), seconds)
+    else:
+        result = run_worlds(args.world, seeds, cfg, Path("reports/worlds"), jobs=args.jobs)
     load_after = os.getloadavg()[0]
     worlds = result["worlds"]
     phases = ("simulate", "fit", "judge", "ab")
-    per_run = [t for runs in result["timings"].values() for t in runs]
+    per_run = [t for runs in result["timings"].values() for t in runs if t.get("simulate_cpu_s") is not None]
     per_phase = ", ".join(
         f"{p} {np.median([t[p + '_s'] for t in per_run]):.0f} s ({np.median([t[p + '_cpu_s'] for t in per_run]):.0f} s CPU)"
         for p in phases
     )
+    first = next(iter(kept_runs(Path("reports/worlds"), list(worlds)).values()))[0]
+    size, targets = first["config"], int(first["offline"]["targets"])
+    ab_sessions = int(sum(arm["sessions"] for arm in first["ab"]["arms"].values()))
+    how = "as kept from a stopped run" if args.from_reports else f"{args.jobs} at a time"
     lines = [
-        f"{len(worlds)} worlds x {len(seeds)} seeds in {result['seconds'] / 60:.1f} min, {args.jobs} at a time, "
+        f"{len(worlds)} worlds, seeds {result['seeds']}, {result['seconds'] / 60:.1f} min of runs, {how}; "
         f"host load {load_before:.1f} at the start, {load_after:.1f} at the end; median per world-seed: {per_phase} "
-        f"({cfg.n_viewers:,} viewers, {cfg.n_merchants:,} merchants, 7 days, {cfg.test_targets:,} test targets, "
-        f"{cfg.ab_sessions or 'all'} A/B sessions; fit on days 0-5, judged on day 6; "
+        f"({size['n_viewers']:,} viewers, {size['n_merchants']:,} merchants, 7 days, {targets:,} test targets, "
+        f"{ab_sessions:,} A/B sessions; fit on days 0-5, judged on day 6; "
         "each figure from the seed worse for the ranker)",
         "",
         *summary_table(worlds).splitlines(),
@@ -149,6 +163,11 @@ def main() -> None:
     ap.add_argument("--world-merchants", type=int, default=RunConfig.n_merchants, help="merchants per world")
     ap.add_argument(
         "--world-targets", type=int, default=RunConfig.test_targets, help="test targets per world-seed"
+    )
+    ap.add_argument(
+        "--from-reports",
+        action="store_true",
+        help="write the figures of the world-seeds a stopped run kept in reports/worlds/ (no new runs)",
     )
     ap.add_argument(
         "--fresh-worlds",

@@ -111,7 +111,6 @@ def run_worlds(
 
     `jobs` > 1 runs that many world-seeds at once in worker processes (the bar then moves per run).
     """
-    summary: dict[str, dict[str, float]] = {}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     started = time.perf_counter()
     work = [(name, seed) for seed in seeds for name in names]  # every world's first seed first
@@ -137,15 +136,31 @@ def run_worlds(
                     _keep(run, report_dir)
                     bar.update(len(PHASES))
                     bar.describe(f"{run['world']} seed {run['seed']} done")
+    return summarise_runs(runs, report_dir, time.perf_counter() - started)
+
+
+def kept_runs(report_dir: Path, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The runs a (possibly stopped) `run_worlds` kept under `report_dir`, per world that has any."""
+    runs: dict[str, list[dict[str, Any]]] = {}
     for name in names:
+        kept = [orjson.loads(p.read_bytes()) for p in sorted((report_dir / name).glob("seed*.json"))]
+        if kept:
+            runs[name] = kept
+    return runs
+
+
+def summarise_runs(runs: dict[str, list[dict[str, Any]]], report_dir: Path, seconds: float) -> dict[str, Any]:
+    """Per world its report and summary figures; worlds.json and worlds.md under `report_dir`."""
+    summary: dict[str, dict[str, float]] = {}
+    for name in runs:
         runs[name].sort(key=lambda r: int(r["seed"]))
         summary[name] = summarise(runs[name])
         write_world_report(name, runs[name], report_dir)
     result = {
         "worlds": summary,
         "seed_table": (per_seed := seed_table(runs)),
-        "seeds": list(seeds),
-        "seconds": round(time.perf_counter() - started, 1),
+        "seeds": {name: [int(r["seed"]) for r in rs] for name, rs in runs.items()},
+        "seconds": round(seconds, 1),
         "timings": {name: [r["timings"] for r in rs] for name, rs in runs.items()},
         "simulated": {name: [r["simulated"] for r in rs] for name, rs in runs.items()},
     }
