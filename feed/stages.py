@@ -321,6 +321,21 @@ def _positions(c: Candidates, rm: RankModel) -> tuple[np.ndarray, dict[str, int]
     return positions, {}
 
 
+@dataclass
+class RankColumns:
+    """What the ranker reads of a candidate set, kept with it: merchant positions, category and price-band
+    codes, the lookup for merchants of the viewer's visits, the positions' sort order, start times (ms)
+    and the gather indices (`RankRequest.slots`)."""
+
+    items: np.ndarray
+    category: np.ndarray
+    band: np.ndarray
+    lookup: dict[str, int]
+    order: np.ndarray
+    started_ms: np.ndarray
+    slots: dict[tuple[str, int], np.ndarray]
+
+
 class Rank:
     """Rank: the learned ranker (ranking.ranker, the one the evaluation and the promotion gate judge) with
     the operator's multipliers, plus the feed's optional terms (conversion, freshness, in-session penalty).
@@ -343,31 +358,29 @@ class Rank:
             held = self._weights = (rm.ranker, cfg, rm.ranker.multiplied(multipliers(cfg)))
         return held[2]
 
-    def columns(
-        self, c: Candidates, rm: RankModel
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], np.ndarray, np.ndarray]:
-        """(merchant positions, category codes, price band codes, visit lookup, positions' sort order,
-        start times in ms) of the candidates, kept with the set."""
+    def columns(self, c: Candidates, rm: RankModel) -> RankColumns:
+        """The candidates' columns the ranker reads, kept with the set."""
 
-        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], np.ndarray, np.ndarray]:
+        def make() -> RankColumns:
             positions, lookup = _positions(c, rm)
             cats = np.fromiter((rm.categories.get(r.category, -1) for r in c.rooms), np.int64, len(c))
             bands = np.fromiter((BAND_CODE.get(r.price_band, -1) for r in c.rooms), np.int64, len(c))
             order = np.argsort(positions, kind="stable")
-            return positions, cats, bands, lookup, order, c.started_at * 1000.0
+            return RankColumns(positions, cats, bands, lookup, order, c.started_at * 1000.0, {})
 
         return c.derived("rank_columns", (rm,), make)
 
     def request(self, c: Candidates, rm: RankModel, now: float) -> RankRequest:
-        items, cats, bands, _, order, started_ms = self.columns(c, rm)
+        cols = self.columns(c, rm)
         return RankRequest(
             now_ms=int(now * 1000),
-            items=items,
-            category=cats,
-            band=bands,
-            started_ms=started_ms,
+            items=cols.items,
+            category=cols.category,
+            band=cols.band,
+            started_ms=cols.started_ms,
             heat=c.enters,
-            item_order=order,
+            item_order=cols.order,
+            slots=cols.slots,  # gather indices: computed by the first request, reused by the next
         )
 
     def room_part(self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float) -> np.ndarray:
@@ -393,7 +406,7 @@ class Rank:
         scorer = getattr(self.model_watcher, "scorer", None)
         rm = rank_model(scorer)
         req = self.request(c, rm, ctx.now)
-        _, _, _, lookup, _, _ = self.columns(c, rm)
+        lookup = self.columns(c, rm).lookup
         history, session = viewer_inputs(ctx.viewer_id, ctx.recent, rm, lookup, req.now_ms)
         req.history, req.session = history, session
         if (

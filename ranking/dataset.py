@@ -215,25 +215,44 @@ class TrainingSet:
     merchant_popularity: np.ndarray
     since_ms: int
     until_ms: int
+    identity_share: float = 0.0  # of a merchant's representation (0: the mean of its features)
 
     @property
     def n_interactions(self) -> int:
         return int(self.interactions.nnz)
 
 
-def _feature_matrix(rows: list[list[str]], vocab: dict[str, int]) -> sp.csr_matrix:
+# The share of a merchant's LightFM representation that is its own (identity) embedding; the shared
+# features (category, tags, band, format, host) split the rest. LightFM's Dataset row-normalises, which
+# gives the identity 1/(1 + number of features): 1/7 for a merchant with three tags, so the richer a
+# merchant's metadata, the less the model could learn about the merchant itself — on a world where
+# taste is latent (not in the metadata), LightFM ranked new merchants below plain popularity.
+# Measured (8,000 viewers, 400 merchants, LightFM alone, discovery HR@5): latent world 0.207 -> 0.234
+# (seed 1) and 0.207 -> 0.229 (seed 2), category world 0.237 -> 0.242; share 0.7 and 30 epochs worse.
+IDENTITY_SHARE = 0.5
+
+
+def _feature_matrix(
+    rows: list[list[str]], vocab: dict[str, int], identity_share: float | None = None
+) -> sp.csr_matrix:
+    """Rows of feature names as a CSR matrix. Each row sums to 1: the mean of its parts, or with
+    `identity_share`, the row's first name (its identity) weighs that share and the others the rest."""
     indptr: list[int] = [0]
     indices: list[int] = []
+    data: list[float] = []
     for names in rows:
         indices.extend(vocab[n] for n in names)
         indptr.append(len(indices))
-    data = np.ones(len(indices), dtype=np.float32)
-    mat = sp.csr_matrix(
-        (data, np.array(indices, dtype=np.int32), np.array(indptr)), shape=(len(rows), len(vocab))
+        if identity_share is None or len(names) < 2:
+            data.extend([1.0 / max(len(names), 1)] * len(names))
+        else:
+            data.append(identity_share)
+            data.extend([(1.0 - identity_share) / (len(names) - 1)] * (len(names) - 1))
+    return sp.csr_matrix(
+        (np.array(data, dtype=np.float32), np.array(indices, dtype=np.int32), np.array(indptr)),
+        shape=(len(rows), len(vocab)),
+        dtype=np.float32,
     )
-    # Row-normalise as LightFM's Dataset does, so a representation is the mean of its parts.
-    sums = np.asarray(mat.sum(axis=1)).ravel()
-    return sp.csr_matrix(sp.diags(1.0 / np.maximum(sums, 1.0)) @ mat, dtype=np.float32)
 
 
 def build_training_set(
@@ -311,7 +330,7 @@ def build_training_set(
         interactions=interactions,
         weights=weights,
         user_features=_feature_matrix(user_rows, user_vocab),
-        item_features=_feature_matrix(item_rows, item_vocab),
+        item_features=_feature_matrix(item_rows, item_vocab, IDENTITY_SHARE),
         user_ids=user_ids,
         merchant_ids=items,
         user_feature_names=list(user_vocab),
@@ -319,6 +338,7 @@ def build_training_set(
         merchant_popularity=np.log1p(popularity).astype(np.float32),
         since_ms=int(w.ts.min()) if len(w) else until_ms,
         until_ms=until_ms,
+        identity_share=IDENTITY_SHARE,
     )
 
 

@@ -60,19 +60,28 @@ class RankingModel:
     # The learned ranker (None: a LightFM-only artifact), what it knows per merchant (model positions)
     # and every viewer's history as of `until_ms` (the feed adds the visits since).
     ranker_weights: np.ndarray | None = None
+    ranker_favourites_first: int = 0  # the ranker's favourites-first policy (ranking.ranker.Ranker)
     categories: list[str] | None = None
     table: MerchantTable | None = None
     histories: ViewerHistories | None = None
 
     @property
     def ranker(self) -> Ranker | None:
-        return Ranker(self.ranker_weights) if self.ranker_weights is not None else None
+        if self.ranker_weights is None:
+            return None
+        return Ranker(self.ranker_weights, favourites_first=self.ranker_favourites_first)
+
+    def with_ranker(self, ranker: Ranker) -> None:
+        """Rank with `ranker` (its weights and its favourites-first policy, together)."""
+        self.ranker_weights = ranker.weights.astype(np.float64)
+        self.ranker_favourites_first = ranker.favourites_first
 
     def _extras(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta: dict[str, Any] = {}
         arrays: dict[str, np.ndarray] = {}
         if self.ranker_weights is not None:
             meta["ranker_features"] = list(FEATURES)
+            meta["ranker_favourites_first"] = self.ranker_favourites_first
             arrays["ranker_weights"] = self.ranker_weights
         if self.table is not None:
             t = self.table
@@ -103,6 +112,7 @@ class RankingModel:
             out["ranker_weights"] = Ranker(
                 arrays.pop("ranker_weights"), tuple(meta.pop("ranker_features"))
             ).weights
+            out["ranker_favourites_first"] = int(meta.pop("ranker_favourites_first", 0))
         if "t_category" in arrays:
             n = arrays["t_category"].shape[0]
             out["categories"] = meta.pop("categories")
@@ -234,7 +244,7 @@ def to_ranking_model(model: LightFM, data: TrainingSet, params: ModelParams, ver
     ib, ir = model.get_item_representations(data.item_features)
     return RankingModel(
         version=version,
-        params=asdict(params),
+        params={**asdict(params), "identity_share": data.identity_share},
         user_ids=data.user_ids,
         merchant_ids=data.merchant_ids,
         user_feature_names=data.user_feature_names,

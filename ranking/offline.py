@@ -40,7 +40,9 @@ class FitConfig:
     ranker_days: float = 1.0  # the last days of the window give the ranker's training lists
     ranker_lists: int = 6_000
     max_candidates: int = 60  # sampled live rooms per training list (sampled-softmax corrected)
+    validation_share: float = 0.25  # the latest share of the ranker's window validates its choices
     purchase_weight: float = 1.0  # a list whose enter led to a purchase weighs 1 + this (0: traffic only)
+    lightfm_columns: bool | None = None  # None: the validation lists decide (choose_lightfm); False: never
     seed: int = 0
 
 
@@ -88,27 +90,36 @@ def fit_model(
     )
     timings["lightfm_a_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    (targets,) = replay(
+    # The latest quarter of the ranker's window validates every choice; its lists keep every live room, so
+    # a validation rank is the rank the evaluation and the gate compute.
+    validation_from = ranker_from + int((until_ms - ranker_from) * (1.0 - cfg.validation_share))
+    n_validation = int(cfg.ranker_lists * cfg.validation_share)
+    targets, held = replay(
         log,
         schedule,
         features,
         Scorer(early),
-        [(ranker_from, until_ms)],
-        [cfg.ranker_lists],
+        [(ranker_from, validation_from), (validation_from, until_ms)],
+        [cfg.ranker_lists - n_validation, n_validation],
         seed=cfg.seed,
-        max_candidates=cfg.max_candidates,
+        max_candidates=[cfg.max_candidates, None],
     )
     lists = training_lists(targets, cfg.purchase_weight)
+    validation = training_lists(held, cfg.purchase_weight)
     timings["lists_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    with_lightfm = fit_ranker(lists)
-    ablation = fit_ranker(lists, drop=LIGHTFM_FEATURES)
+    with_lightfm = fit_ranker(lists, validation=validation)
+    ablation = fit_ranker(lists, validation=validation, drop=LIGHTFM_FEATURES)
     # LightFM's columns stay only if they help on the validation lists: on a platform where popularity,
     # history and co-visitation already say what LightFM knows, its column is noise the gate would pay for.
     ranker = choose_lightfm(with_lightfm, ablation)
+    if cfg.lightfm_columns is False:  # the gate found them hurting on held-out hours (ranking.train)
+        ranker = ablation
+        ranker.info["lightfm_used"] = 0.0
     timings["ranker_s"] = time.perf_counter() - t0
     message = (
-        f"ranker: {len(lists)} lists, l2 {ranker.info.get('l2')}, validation with LightFM "
+        f"ranker: {len(lists)} + {len(validation)} validation lists, l2 {ranker.info.get('l2')}, "
+        f"favourites first {ranker.favourites_first}, validation with LightFM "
         f"{with_lightfm.info.get('validation')} vs without {ablation.info.get('validation')}"
     )
     if say is not None:
@@ -119,7 +130,9 @@ def fit_model(
             extra={
                 "fields": {
                     "lists": len(lists),
+                    "validation_lists": len(validation),
                     "l2": ranker.info.get("l2"),
+                    "favourites_first": ranker.favourites_first,
                     "validation_with_lightfm": with_lightfm.info.get("validation"),
                     "validation_without": ablation.info.get("validation"),
                 }
@@ -143,7 +156,7 @@ def attach_ranker(
     """Give the artifact what the feed needs to rank: the weights, the merchant table and the viewers'
     histories as of `until_ms`, in the model's merchant positions."""
     categories = category_vocabulary(features)
-    model.ranker_weights = ranker.weights.astype(np.float64)
+    model.with_ranker(ranker)
     model.categories = categories
     model.table = build_merchant_table(log, features, until_ms, model.merchant_ids, categories)
     pos = {m: i for i, m in enumerate(model.merchant_ids)}

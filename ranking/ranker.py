@@ -64,6 +64,7 @@ VIEWER_FEATURES: tuple[str, ...] = (
     "h_code",  # came in through the merchant's attribution code (0/1)
     "h_rank",  # 1 / (1 + rank among the live merchants the viewer entered, by enters): favourites open the page
     "h_share",  # enters with this merchant / all the viewer's enters
+    "h_fav",  # a favourite: the viewer stayed in one of the merchant's rooms (an enter not swiped away)
 )
 FEATURES: tuple[str, ...] = ROOM_FEATURES + VIEWER_FEATURES
 # Columns that come from the LightFM model (zeroed together in the ablation).
@@ -129,6 +130,28 @@ class RankRequest:
     unit_items: np.ndarray | None = None  # (n_rooms, k) unit LightFM item vectors (for session_lightfm)
     item_unit_of: np.ndarray | None = None  # (n_items, k) unit vectors by merchant position
     item_order: np.ndarray | None = None  # argsort of `items` (the feed keeps it per candidate set)
+    # Gather indices into small tables (per merchant, category, band; `slot`), kept with the candidate set
+    # in the feed: the codes do not change between requests, so neither do the indices.
+    slots: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+
+    def slot(self, name: str, size: int) -> np.ndarray:
+        """Each room's index into a table of `size` values behind a 0 sentinel (`_gather`): code + 1, or 0
+        for a code that is -1 or beyond the table. `name` is "items", "category" or "band"."""
+        key = (name, size)
+        got = self.slots.get(key)
+        if got is None:
+            codes = getattr(self, name)
+            got = self.slots[key] = np.where((codes >= 0) & (codes < size), codes + 1, 0).astype(np.intp)
+        return got
+
+    def pair_slot(self, n_categories: int, n_bands: int) -> np.ndarray:
+        """Each room's index into an (n_categories + 1) x (n_bands + 1) table, sentinels first (`_pair`)."""
+        key = ("pair", n_categories * 1_000_003 + n_bands)
+        got = self.slots.get(key)
+        if got is None:
+            got = self.slot("category", n_categories) * (n_bands + 1) + self.slot("band", n_bands)
+            self.slots[key] = got
+        return got
 
     def rows_of(self, merchants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, index into `merchants`) of the rooms whose merchant is one of `merchants`: a few
@@ -190,14 +213,18 @@ class ViewerColumns:
     by_category: dict[str, np.ndarray] = field(default_factory=dict)  # per category code
     by_band: dict[str, np.ndarray] = field(default_factory=dict)  # per price-band code
     swiped_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # session_swiped = 1
+    favourite_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # h_fav = 1
+    by_item: dict[str, np.ndarray] = field(default_factory=dict)  # per merchant position (co-visitation)
 
     def expanded(self, req: RankRequest) -> dict[str, np.ndarray]:
         """Every dense-shaped column as an (n,) array (training and tests)."""
         out = dict(self.dense)
+        for name, values in self.by_item.items():
+            out[name] = _gather(values, req.slot("items", values.shape[0]))
         for name, values in self.by_category.items():
-            out[name] = _lookup(values, req.category)
+            out[name] = _gather(values, req.slot("category", values.shape[0]))
         for name, values in self.by_band.items():
-            out[name] = _lookup(values, req.band)
+            out[name] = _gather(values, req.slot("band", values.shape[0]))
         if self.swiped_rows.size:
             col = np.zeros(req.items.shape[0])
             col[self.swiped_rows] = 1.0
@@ -205,12 +232,22 @@ class ViewerColumns:
         return out
 
 
-def _lookup(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """values[codes] with code -1 (unknown) giving 0: one gather through a sentinel slot."""
+def _gather(values: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    """values[code] per room through a request's `slot` indices (0 for an unknown code)."""
     ext = np.zeros(values.shape[0] + 1, dtype=np.float32)
     ext[1:] = values
-    out: np.ndarray = ext[np.minimum(codes, values.shape[0] - 1) + 1]
+    out: np.ndarray = ext[slot]
     return out
+
+
+def _pair(by_category: np.ndarray | None, by_band: np.ndarray | None, n_cat: int, n_band: int) -> np.ndarray:
+    """The (n_cat + 1) x (n_band + 1) table of category value + band value, raveled (RankRequest.pair_slot)."""
+    table = np.zeros((n_cat + 1, n_band + 1), dtype=np.float32)
+    if by_category is not None:
+        table[1:, :] += by_category.astype(np.float32)[:, None]
+    if by_band is not None:
+        table[:, 1:] += by_band.astype(np.float32)[None, :]
+    return table.ravel()
 
 
 def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
@@ -224,7 +261,9 @@ def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
     dense: dict[str, np.ndarray] = {}
     by_category: dict[str, np.ndarray] = {}
     by_band: dict[str, np.ndarray] = {}
+    by_item: dict[str, np.ndarray] = {}
     swiped_rows = np.zeros(0, dtype=np.int64)
+    favourite_rows = np.zeros(0, dtype=np.int64)
     known = (h.merchants >= 0) & (h.merchants < table.category.shape[0]) if len(h) else np.zeros(0, bool)
     if len(h):
         rows, which = req.rows_of(h.merchants)
@@ -270,7 +309,7 @@ def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
                     ) + np.arange(int(counts.sum()))
                     weights = np.repeat(np.log1p(watched[engaged] / 60.0), counts) * cov.data[at]
                     vec = np.log1p(np.bincount(cov.indices[at], weights=weights, minlength=cov.shape[1]))
-                    dense["covisit"] = _lookup(vec, req.items)
+                    by_item["covisit"] = vec
     recent = [v for v in req.session if req.now_ms - v.ts <= SESSION_WINDOW_MS and v.item >= 0]
     if recent:
         cat_dwell = np.zeros(table.n_categories)
@@ -324,7 +363,10 @@ def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
         sparse["h_rank"] = rank
         all_enters = float(h.stats[:, S["enters"]].sum())
         sparse["h_share"] = enters / all_enters if all_enters > 0 else np.zeros(rows.size)
-    return ViewerColumns(dense, rows, sparse, by_category, by_band, swiped_rows)
+        fav = (enters - st[:, S["swipes"]]) > 0
+        sparse["h_fav"] = fav.astype(np.float64)
+        favourite_rows = rows[fav]
+    return ViewerColumns(dense, rows, sparse, by_category, by_band, swiped_rows, favourite_rows, by_item)
 
 
 def design(table: MerchantTable, req: RankRequest) -> np.ndarray:
@@ -340,13 +382,24 @@ def design(table: MerchantTable, req: RankRequest) -> np.ndarray:
     return x
 
 
+# What the favourites-first policy adds to the score of the favourites that open the page: above any
+# learned score, below the feed's -1e6 for replays.
+FIRST_BOOST = 1e4
+
+
 @dataclass
 class Ranker:
-    """Weights over FEATURES (in raw feature units); the score is `design(...) @ weights`."""
+    """Weights over FEATURES (in raw feature units); the score is `design(...) @ weights`, then the
+    favourites-first policy: the `favourites_first` favourites with the highest scores (not swiped
+    away this session) open the list, in their score order; 0 leaves the learned order alone."""
 
     weights: np.ndarray  # (len(FEATURES),) float64
     features: tuple[str, ...] = FEATURES
     info: dict[str, float] = field(default_factory=dict)
+    favourites_first: int = 0
+    # Per validation list, HR@5 + NDCG@10 of the fit that chose this ranker's settings (fit_ranker; not
+    # stored in the artifact): choose_lightfm compares two rankers list by list.
+    validation_values: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if tuple(self.features) != FEATURES:
@@ -361,7 +414,7 @@ class Ranker:
         w = self.weights.copy()
         for name, factor in multipliers.items():
             w[F[name]] *= factor
-        return Ranker(w, FEATURES, dict(self.info))
+        return Ranker(w, FEATURES, dict(self.info), self.favourites_first)
 
     def without(self, names: Sequence[str]) -> Ranker:
         return self.scaled(dict.fromkeys(names, 0.0))
@@ -386,10 +439,16 @@ class Ranker:
             weight = w[F[name]]
             if weight:
                 out += np.float32(weight) * values
-        for tables, codes in ((cols.by_category, req.category), (cols.by_band, req.band)):
-            if tables:
-                combined = sum(w[F[name]] * values for name, values in tables.items())
-                out += _lookup(np.asarray(combined, dtype=np.float32), codes)
+        # The weights go into the small tables, then one gather per table kind: co-visitation by merchant,
+        # category and price band together through one (category, band) table.
+        if cols.by_item:
+            size = next(iter(cols.by_item.values())).shape[0]
+            out += _gather(_weighted(cols.by_item, w, size), req.slot("items", size))
+        if cols.by_category or cols.by_band:
+            n_cat, n_band = table.n_categories, table.n_bands
+            by_cat = _weighted(cols.by_category, w, n_cat) if cols.by_category else None
+            by_band = _weighted(cols.by_band, w, n_band) if cols.by_band else None
+            out += _pair(by_cat, by_band, n_cat, n_band)[req.pair_slot(n_cat, n_band)]
         if cols.swiped_rows.size:
             out[cols.swiped_rows] += w[F["session_swiped"]]
         if cols.rows.size:
@@ -399,6 +458,8 @@ class Ranker:
                 if weight:
                     part += weight * values
             out[cols.rows] += part
+        if self.favourites_first > 0 and cols.favourite_rows.size:
+            favourites_first(out, cols.favourite_rows, cols.swiped_rows, self.favourites_first)
         return out
 
     def score(self, table: MerchantTable, req: RankRequest) -> np.ndarray:
@@ -406,6 +467,23 @@ class Ranker:
 
     def as_dict(self) -> dict[str, float]:
         return {name: float(w) for name, w in zip(FEATURES, self.weights, strict=True)}
+
+
+def _weighted(tables: dict[str, np.ndarray], w: np.ndarray, size: int) -> np.ndarray:
+    """sum of weight x table over the named per-code tables (all of length `size`)."""
+    out = np.zeros(size)
+    for name, values in tables.items():
+        out += w[F[name]] * values
+    return out
+
+
+def favourites_first(score: np.ndarray, favourite_rows: np.ndarray, swiped_rows: np.ndarray, k: int) -> None:
+    """Lift the `k` best-scored favourite rooms (none the viewer swiped away this session) above the rest,
+    in place; their order among themselves stays the learned one."""
+    rows = favourite_rows[~np.isin(favourite_rows, swiped_rows)] if swiped_rows.size else favourite_rows
+    if rows.size > k:
+        rows = rows[np.argsort(-score[rows], kind="stable")[:k]]
+    score[rows] += np.float32(FIRST_BOOST)
 
 
 # Each simple baseline as ranker weights over the same columns (lexicographic through a large weight):
@@ -435,11 +513,22 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 
 def choose_lightfm(with_lightfm: Ranker, without: Ranker) -> Ranker:
-    """The variant that did better on the validation lists (`fit_ranker`'s latest quarter): LightFM's
-    columns stay only where they help this platform's log. `info["lightfm_used"]` says which."""
-    keep = with_lightfm.info.get("validation", 1.0) > without.info.get("validation", 0.0)
+    """LightFM's columns stay only if they earn their place on the validation lists, by the
+    one-standard-error rule: the ranker with them must beat the simpler one without them by more than one
+    standard error of the paired difference (HR@5 + NDCG@10 per list). A column that adds noise the
+    size of its gain costs viewers on the next day's lists as often as it helps (issue 13: validation kept
+    a LightFM column whose held-out ablation hurt). `info` says `lightfm_used`, `lightfm_gain` and its
+    `lightfm_gain_se`."""
+    a, b = with_lightfm.validation_values, without.validation_values
+    if a is not None and b is not None and a.shape == b.shape and a.size >= 2:
+        diff = a - b
+        gain, se = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(diff.size))
+        keep = gain > se
+    else:
+        gain = with_lightfm.info.get("validation", 0.0) - without.info.get("validation", 0.0)
+        se, keep = 0.0, gain > 0
     chosen = with_lightfm if keep else without
-    chosen.info["lightfm_used"] = float(keep)
+    chosen.info.update(lightfm_used=float(keep), lightfm_gain=round(gain, 4), lightfm_gain_se=round(se, 4))
     return chosen
 
 
@@ -473,6 +562,22 @@ class Lists:
 
     def __len__(self) -> int:
         return int(self.target.shape[0])
+
+    def scaled(self, scale: np.ndarray) -> Lists:
+        """The same lists with every column divided by `scale`."""
+        x = (self.x / scale).astype(np.float32)
+        return Lists(x, self.offsets, self.target, self.weight, self.offset)
+
+    def concat(self, other: Lists) -> Lists:
+        own = self.offset if self.offset is not None else np.zeros(self.x.shape[0])
+        theirs = other.offset if other.offset is not None else np.zeros(other.x.shape[0])
+        return Lists(
+            np.concatenate([self.x, other.x]),
+            np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]]),
+            np.concatenate([self.target, other.target]),
+            np.concatenate([self.weight, other.weight]),
+            np.concatenate([own, theirs]),
+        )
 
     def subset(self, which: np.ndarray) -> Lists:
         parts, offs, offsets = [], [], [0]
@@ -578,6 +683,36 @@ def list_ranks(scores: np.ndarray, offsets: np.ndarray, target: np.ndarray) -> n
 
 
 L2_GRID: tuple[float, ...] = (1e-3, 1e-2)
+# How many favourites may open the list (chosen on the validation lists; 0: the learned order alone).
+FIRST_GRID: tuple[int, ...] = (0, 1, 2, 3, 5, 1_000)
+
+
+def _first_ranks(scores: np.ndarray, lists: Lists, k: int) -> np.ndarray:
+    """Each list's target rank after the favourites-first policy with `k` (the lists' h_fav and
+    session_swiped columns say which rows are favourites and which were swiped away)."""
+    if k <= 0:
+        return list_ranks(scores, lists.offsets, lists.target)
+    seg = np.repeat(np.arange(len(lists)), np.diff(lists.offsets))
+    eligible = (lists.x[:, F["h_fav"]] > 0) & (lists.x[:, F["session_swiped"]] <= 0)
+    order = np.lexsort((-scores, seg))
+    first = np.zeros(scores.shape[0], dtype=bool)
+    el = eligible[order]
+    # Rank of each eligible row among its list's eligible rows, by score.
+    counts = np.cumsum(el)
+    starts = np.searchsorted(seg[order], np.arange(len(lists)))
+    before = np.concatenate([[0], counts])[starts][seg[order]]
+    first[order[el & (counts - before <= k)]] = True
+    return list_ranks(scores + first * FIRST_BOOST, lists.offsets, lists.target)
+
+
+def judged_values(ranks: np.ndarray) -> np.ndarray:
+    """HR@5 + NDCG@10 per target rank: what the gate and the evaluation judge (their mean)."""
+    out: np.ndarray = (ranks < 5) + np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
+    return out
+
+
+def judged_value(ranks: np.ndarray) -> float:
+    return float(judged_values(ranks).mean()) if ranks.size else 0.0
 
 
 def fit_ranker(
@@ -585,31 +720,55 @@ def fit_ranker(
     validation_share: float = 0.25,
     drop: Sequence[str] = (),
     l2_grid: Sequence[float] = L2_GRID,
+    validation: Lists | None = None,
+    first_grid: Sequence[int] = FIRST_GRID,
 ) -> Ranker:
-    """Fit on the earlier lists, choose L2 on the later `validation_share` (HR@5 + NDCG@10), refit on all.
+    """Choose L2 and how many favourites open the list on validation lists (HR@5 + NDCG@10), then refit
+    on every list.
 
-    Features are standardised by their spread on the training lists; the returned weights are in raw
-    feature units. `drop` names features held at 0 (the ablation without LightFM drops LIGHTFM_FEATURES).
+    The validation lists are `validation` (kept whole, every live room, so their ranks are the ranks the
+    evaluation computes) or else the latest `validation_share` of `lists`. Features are standardised by
+    their spread on the training lists; the returned weights are in raw feature units. `drop` names
+    features held at 0 (the ablation without LightFM drops LIGHTFM_FEATURES).
     """
-    sd = lists.x.astype(np.float64).std(axis=0) if len(lists) else np.ones(len(FEATURES))
+    every = lists if validation is None else lists.concat(validation)
+    sd = every.x.astype(np.float64).std(axis=0) if len(every) else np.ones(len(FEATURES))
     mask = (sd > 1e-9) & np.array([f not in drop for f in FEATURES])
     scale = np.where(sd > 1e-9, sd, 1.0)
-    z = Lists((lists.x / scale).astype(np.float32), lists.offsets, lists.target, lists.weight, lists.offset)
-    cut = int(len(z) * (1.0 - validation_share))
-    info: dict[str, float] = {"lists": float(len(z))}
-    best_l2 = l2_grid[len(l2_grid) // 2]
-    if 20 <= cut < len(z) - 20 and len(l2_grid) > 1:
+    z = every.scaled(scale)
+    if validation is None:
+        cut = int(len(z) * (1.0 - validation_share))
         train, val = z.subset(np.arange(cut)), z.subset(np.arange(cut, len(z)))
+    else:
+        train, val = lists.scaled(scale), validation.scaled(scale)
+    info: dict[str, float] = {"lists": float(len(z)), "validation_lists": float(len(val))}
+    best_l2, best_k = l2_grid[len(l2_grid) // 2], 0
+    values: np.ndarray | None = None
+    if len(train) >= 20 and len(val) >= 20 and (len(l2_grid) > 1 or len(first_grid) > 1):
         best = -1.0
+        learned: dict[float, np.ndarray] = {}  # per L2: the learned order's values (k = 0)
         for l2 in l2_grid:
             w = _fit(train, l2, mask)
-            r = list_ranks(val.x.astype(np.float64) @ w + val.offset, val.offsets, val.target)
-            value = float((r < 5).mean() + np.where(r < 10, 1.0 / np.log2(r + 2.0), 0.0).mean())
-            info[f"validation_{l2:g}"] = round(value, 4)
-            if value > best:
-                best, best_l2 = value, l2
+            scores = val.x.astype(np.float64) @ w + (val.offset if val.offset is not None else 0.0)
+            for k in first_grid:
+                per_list = judged_values(_first_ranks(scores, val, k))
+                value = float(per_list.mean())
+                info[f"validation_{l2:g}_{k}"] = round(value, 4)
+                if k == 0:
+                    learned[l2] = per_list
+                if value > best + 1e-9:
+                    best, best_l2, best_k, values = value, l2, k, per_list
+        # The policy is one more choice made on the same lists: it stays only if it beats the learned order
+        # by more than one standard error of the paired difference (as LightFM's columns, choose_lightfm).
+        base = learned.get(best_l2)
+        if best_k > 0 and base is not None and values is not None and values.size >= 2:
+            diff = values - base
+            gain, se = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(diff.size))
+            info.update(favourites_first_gain=round(gain, 4), favourites_first_gain_se=round(se, 4))
+            if gain <= se:
+                best_k, values, best = 0, base, float(base.mean())
+        info["validation"] = round(best, 4)
     w = _fit(z, best_l2, mask) if len(z) else np.zeros(len(FEATURES))
     info["l2"] = best_l2
-    if best_l2 in l2_grid and f"validation_{best_l2:g}" in info:
-        info["validation"] = info[f"validation_{best_l2:g}"]
-    return Ranker(w / scale, FEATURES, info)
+    info["favourites_first"] = float(best_k)
+    return Ranker(w / scale, FEATURES, info, best_k, values)

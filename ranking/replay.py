@@ -238,16 +238,18 @@ def replay(
     seed: int = 0,
     snapshot_every_ms: int = 10 * 60_000,
     session_filter: bool = True,
-    max_candidates: int | None = None,
+    max_candidates: int | None | Sequence[int | None] = None,
     session_window_ms: int = HOUR_MS,
 ) -> list[list[Target]]:
     """The targets of each window, in time order.
 
     Merchant positions are indices into `merchant_ids` (default: the log's). `session_filter=False`
     (training lists) keeps the rooms shown earlier in the session as candidates and marks the ones
-    passed by; `max_candidates` subsamples the other live rooms (the target and passed rooms stay).
+    passed by; `max_candidates` (one for all windows, or one per window) subsamples the other live rooms
+    (the target, the passed rooms and the rooms of merchants the viewer entered stay).
     """
     rng = np.random.default_rng(seed)
+    caps = list(max_candidates) if isinstance(max_candidates, Sequence) else [max_candidates] * len(windows)
     merchant_ids = list(merchant_ids) if merchant_ids is not None else list(log.merchant_ids)
     categories = category_vocabulary(features)
     pos = {m: i for i, m in enumerate(merchant_ids)}
@@ -344,7 +346,8 @@ def replay(
             sampling = np.zeros(live.size)
             if where.size and live.size > 1:
                 history = events.history(v, asked)
-                if max_candidates is not None and live.size > max_candidates:
+                max_candidates_k = caps[k]
+                if max_candidates_k is not None and live.size > max_candidates_k:
                     # The viewer's entered merchants are the hard competitors of every target: all of them
                     # stay in the list; the other live rooms are sampled (and the softmax corrected).
                     known = np.zeros(live.size, dtype=bool)
@@ -352,7 +355,7 @@ def replay(
                         entered = history.merchants[history.stats[:, 0] > 0]
                         known = np.isin(room_pos[live], entered) & (room_pos[live] >= 0)
                     others = np.flatnonzero((live != r) & ~passed & ~known)
-                    keep = rng.choice(others, min(max_candidates, others.size), replace=False)
+                    keep = rng.choice(others, min(max_candidates_k, others.size), replace=False)
                     sel = np.sort(np.concatenate([keep, np.flatnonzero((live == r) | passed | known)]))
                     sampled = np.zeros(live.size, dtype=bool)
                     sampled[keep] = True

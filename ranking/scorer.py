@@ -89,8 +89,11 @@ class Scorer:
         idx = [self._item_feature_pos[n] for n in names if n in self._item_feature_pos]
         if not idx:
             return np.zeros(self._items.shape[1], dtype=np.float32), 0.0
-        emb = self.model.item_feature_emb[idx].mean(axis=0)
-        return emb.astype(np.float32), float(self.model.item_feature_bias[idx].mean())
+        # A known merchant is its identity (share `identity_share`) plus its features; a merchant the model
+        # never saw has an identity part of 0, its expected value.
+        shared = 1.0 - float(self.model.params.get("identity_share", 0.0))
+        emb = self.model.item_feature_emb[idx].mean(axis=0) * shared
+        return emb.astype(np.float32), float(self.model.item_feature_bias[idx].mean()) * shared
 
     def _append(self, vec: np.ndarray, bias: float) -> int:
         if self._n == self._items.shape[0]:

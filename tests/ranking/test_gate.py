@@ -16,9 +16,10 @@ from ranking import train as training
 from ranking.dataset import WeightParams
 from ranking.model import ModelParams
 from ranking.offline import FitConfig, FittedModel, fit_model, merchant_features
-from ranking.ranker import F, baseline_ranker
+from ranking.ranker import LIGHTFM_FEATURES, F, baseline_ranker
 from ranking.registry import ModelRegistry, gate
 from ranking.scorer import Scorer
+from ranking.train import lightfm_hurts
 from rooms.live_index import LiveRoom
 from simulator import Marketplace
 
@@ -124,3 +125,55 @@ async def test_a_model_worse_than_the_best_baseline_is_refused_and_the_feed_fall
     second = await training.train_once(ranking_pool, **kwargs)
     assert second.metrics["gate"] == "keep_serving" and not second.promoted
     assert await registry.promoted_version() == first.version
+
+
+def test_lightfm_columns_that_hurt_on_the_held_out_hours_are_dropped_by_the_rule() -> None:
+    figures = {"hr5_ranker": 0.55, "ndcg10_ranker": 0.45}
+    assert lightfm_hurts({**figures, "hr5_ranker_no_lightfm": 0.56, "ndcg10_ranker_no_lightfm": 0.45})
+    assert not lightfm_hurts({**figures, "hr5_ranker_no_lightfm": 0.55, "ndcg10_ranker_no_lightfm": 0.45})
+
+
+def _harmful_lightfm(fit: Any) -> Any:
+    """fit_model whose ranker keeps a LightFM column that ranks what LightFM likes last."""
+
+    def bad(*args: Any, **kwargs: Any) -> FittedModel:
+        fitted: FittedModel = fit(*args, **kwargs)
+        if (
+            fitted.ranker.info.get("lightfm_used", 0.0) == 0.0
+            and kwargs.get("cfg", args[4]).lightfm_columns is False
+        ):
+            return fitted  # the refit after the gate dropped them: leave it alone
+        w = fitted.ranker_no_lightfm.weights.copy()
+        w[F["lightfm"]] = -20.0
+        fitted.ranker = replace(fitted.ranker_no_lightfm, weights=w, info={"lightfm_used": 1.0})
+        fitted.model.with_ranker(fitted.ranker)
+        return fitted
+
+    return bad
+
+
+@pytest.mark.slow
+async def test_the_gate_refuses_a_lightfm_column_whose_held_out_ablation_hurts(
+    ranking_pool: Any, archive_market: Marketplace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _archive(ranking_pool, archive_market)
+    async with ranking_pool.acquire() as conn:
+        await conn.execute("UPDATE ranking_models SET status = 'retired' WHERE status = 'promoted'")
+    monkeypatch.setattr(training, "fit_model", _harmful_lightfm(fit_model))
+    params = ModelParams(no_components=8, epochs=2, num_threads=1)
+    result = await training.train_once(
+        ranking_pool,
+        params=params,
+        weights=WeightParams(),
+        days=2,
+        eval_hours=12,
+        features=merchant_features(archive_market.rooms),
+        until_ms=archive_market.config.start_ms + 2 * 86_400_000,
+        max_targets=400,
+        fit=FitConfig(model=params, ranker_lists=1_500),
+    )
+    assert str(result.metrics["lightfm_gate"]).startswith("dropped"), result.metrics.get("lightfm_gate")
+    assert result.metrics["hr5_ranker"] == result.metrics["hr5_ranker_no_lightfm"]
+    model = await ModelRegistry(ranking_pool).load(result.version)
+    assert model.ranker is not None
+    assert all(model.ranker.weights[F[name]] == 0.0 for name in LIGHTFM_FEATURES)

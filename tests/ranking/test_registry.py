@@ -28,6 +28,8 @@ def fresh(model: RankingModel) -> RankingModel:
 
 async def test_registry_refuses_worse_model(ranking_pool: Any, base_model: RankingModel) -> None:
     registry = ModelRegistry(ranking_pool)
+    async with ranking_pool.acquire() as conn:  # the session's database: other tests promote models too
+        await conn.execute("UPDATE ranking_models SET status = 'retired' WHERE status = 'promoted'")
     good = await registry.register(fresh(base_model), {"hr5_ranker": 0.50, "ndcg10_ranker": 0.40})
     assert await registry.promote_if_not_worse(good)
     worse = await registry.register(fresh(base_model), {"hr5_ranker": 0.45, "ndcg10_ranker": 0.41})
