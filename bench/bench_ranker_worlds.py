@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> None:
         "ranker_no_lightfm": (fitted.model, fitted.ranker_no_lightfm),
     }
     window = (split, split + DAY_MS)
-    ev, _ = evaluate_model(log, features, schedule, judged, window, args.targets, args.seed)
-    out = offline_figures(ev, args.seed)
+    ev, targets = evaluate_model(log, features, schedule, judged, window, args.targets, args.seed)
+    out = offline_figures(ev, targets, args.seed)
     out["ablation_overall"] = ev.difference("ranker", "ranker_no_lightfm", seed=args.seed)
     out["info"] = dict(fitted.ranker.info)
     out["favourites_first"] = getattr(fitted.ranker, "favourites_first", None)
