@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from roomfeed.errors import ApiError, ValidationFailed
+from roomfeed.lua import lua_script
 from roomfeed.redis_lane import Pipe
 
-CLAIM_PAGE = (Path(__file__).parent / "claim_page.lua").read_text()
+CLAIM_PAGE = lua_script(__file__, "claim_page.lua")
 PAGES_KEPT = 8
 
 

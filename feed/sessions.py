@@ -23,6 +23,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from feed.pages import CLAIM_PAGE, PAGES_KEPT, pages_key
+from roomfeed.lua import lua_script
 from roomfeed.redis_lane import Part, Pipe, RedisLane, RoundTrip
 
 log = logging.getLogger("feed.sessions")
@@ -40,14 +41,7 @@ SESSION_CAPACITY = 2_000
 BLOCKS_CAPACITY = 10_000
 
 
-# KEYS[1] served set. ARGV[1]: how many rooms the caller's copy holds (-1: none). Returns that count
-# when the set holds as many (the copy, a subset of the set, is the whole set), else the members:
-# a process serving a session's next page need not read back the hundreds of rooms it served.
-_SERVED = """
-local n = redis.call('SCARD', KEYS[1])
-if n == tonumber(ARGV[1]) then return n end
-return redis.call('SMEMBERS', KEYS[1])
-"""
+_SERVED = lua_script(__file__, "sessions_served.lua")
 
 
 def session_key(session_id: str) -> str:

@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 from events.vocabulary import DEAL_CLAIM, SCHEMA_VERSION
 from roomfeed.errors import Conflict, NotFound, ValidationFailed
 from roomfeed.ids import new_id
+from roomfeed.lua import lua_script
 
 CLAIM_COLUMNS = (
     "claim_id, deal_id, room_id, merchant_id, viewer_id, session_id, quantity, "
@@ -52,20 +53,7 @@ DEAL_COLUMNS = (
 
 CLAIMS_IN_FLIGHT = 48
 
-# KEYS: gate, holdings; ARGV: quantity, viewer_id, per-viewer limit
-# → remaining tokens after taking; -1 not enough stock; -2 gate unknown; -3 the viewer's limit
-_TAKE = """
-local v = redis.call('GET', KEYS[1])
-if not v then return -2 end
-local q = tonumber(ARGV[1])
-local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-if held + q > tonumber(ARGV[3]) then return -3 end
-if tonumber(v) < q then return -1 end
-redis.call('HINCRBY', KEYS[2], ARGV[2], q)
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-return redis.call('DECRBY', KEYS[1], q)
-"""
+_TAKE = lua_script(__file__, "deals_take.lua")
 
 DIRECT_SESSION = "direct"
 

@@ -34,6 +34,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from roomfeed.lua import lua_script
 from roomfeed.redis_lane import Pipe
 
 log = logging.getLogger("roomfeed.rooms")
@@ -52,7 +53,7 @@ CHANGELOG_MAX = 200_000
 # Changes applied incrementally at most; beyond this a full reload is cheaper.
 INCREMENTAL_MAX = 20_000
 REPLAYS_MAX = 2_000
-# Changes a reader lists in a round trip it already makes (`queue_changes_since`); past that it reads afresh.
+# Changes a reader lists in a round trip it already makes (`changes_after`); past that it reads afresh.
 CHANGES_LISTED = 64
 
 NOT_BUILT = -1
@@ -178,61 +179,9 @@ class LiveSnapshot:
 
 EMPTY = LiveSnapshot(version=0, rooms=(), by_id={})
 
-# ARGV: room_id, pg_version, live(1/0), payload, replay(1/0), ended_at, changelog_max, replays_max
-_APPLY = """
-if redis.call('EXISTS', 'rf:rooms:epoch') == 0 then return -1 end
-local cur = redis.call('HGET', 'rf:rooms:ver', ARGV[1])
-if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', 'rf:rooms:ver', ARGV[1], ARGV[2])
-local changed
-if ARGV[3] == '1' then
-  redis.call('HSET', 'rf:rooms:live', ARGV[1], ARGV[4])
-  changed = 1
-else
-  changed = redis.call('HDEL', 'rf:rooms:live', ARGV[1])
-end
-if ARGV[5] == '1' then
-  redis.call('ZADD', 'rf:rooms:replays', ARGV[6], ARGV[1])
-  redis.call('HSET', 'rf:rooms:replay', ARGV[1], ARGV[4])
-  local extra = redis.call('ZCARD', 'rf:rooms:replays') - tonumber(ARGV[8])
-  if extra > 0 then
-    local old = redis.call('ZRANGE', 'rf:rooms:replays', 0, extra - 1)
-    redis.call('ZREMRANGEBYRANK', 'rf:rooms:replays', 0, extra - 1)
-    redis.call('HDEL', 'rf:rooms:replay', unpack(old))
-  end
-end
-if changed == 0 then return 0 end
-local v = redis.call('INCR', 'rf:rooms:version')
-redis.call('ZADD', 'rf:rooms:changelog', v, ARGV[1])
-local over = redis.call('ZCARD', 'rf:rooms:changelog') - tonumber(ARGV[7])
-if over > 0 then
-  local dropped = redis.call('ZRANGE', 'rf:rooms:changelog', over - 1, over - 1, 'WITHSCORES')
-  redis.call('ZREMRANGEBYRANK', 'rf:rooms:changelog', 0, over - 1)
-  redis.call('SET', 'rf:rooms:floor', dropped[2])
-end
-return v
-"""
+_APPLY = lua_script(__file__, "live_index_apply.lua")
 
-# ARGV: reader_epoch, reader_version, incremental_max
-# → {epoch, version, 'same'} | {epoch, version, 'reload'} | {epoch, version, 'delta', id1, raw1, ...}
-_CHANGES = """
-local epoch = redis.call('GET', 'rf:rooms:epoch') or ''
-local v = tonumber(redis.call('GET', 'rf:rooms:version') or '0')
-local since = tonumber(ARGV[2])
-if epoch ~= ARGV[1] then return {epoch, v, 'reload'} end
-if v == since then return {epoch, v, 'same'} end
-local floor = tonumber(redis.call('GET', 'rf:rooms:floor') or '0')
-if since > v or since < floor or v - since > tonumber(ARGV[3]) then return {epoch, v, 'reload'} end
-local ids = redis.call('ZRANGEBYSCORE', 'rf:rooms:changelog', '(' .. since, v)
-local out = {epoch, v, 'delta'}
-if #ids == 0 then return out end
-local raws = redis.call('HMGET', 'rf:rooms:live', unpack(ids))
-for i = 1, #ids do
-  out[#out + 1] = ids[i]
-  out[#out + 1] = raws[i]
-end
-return out
-"""
+_CHANGES = lua_script(__file__, "live_index_changes.lua")
 
 
 class IndexWriter:
