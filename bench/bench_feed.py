@@ -115,7 +115,7 @@ async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None
                 )
             )
         # Heat for every room (what the worker's heat sink keeps): a few enters and impressions each.
-        from events.heat import RoomHeatSink
+        from events.heat_sink import RoomHeatSink
         from events.vocabulary import ENTER, IMPRESSION
 
         sink, offset, batch = RoomHeatSink(redis), 0, []

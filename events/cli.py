@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from events.archive import ArchiveSink
 from events.consumer import Sink, SinkRunner
-from events.heat import RoomHeatSink
+from events.heat_sink import RoomHeatSink
 from events.realtime import RealtimeSink
 from events.rebuild import worker_presence
 from events.tombstones import Tombstones

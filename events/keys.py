@@ -20,6 +20,8 @@ A window ending now covers whole buckets, so it spans between (window - bucket) 
 
 from __future__ import annotations
 
+import numpy as np
+
 from events.vocabulary import (
     ADD_TO_CART,
     COMMENT,
@@ -85,3 +87,24 @@ def buckets(now_ms: int) -> tuple[list[int], list[int], list[int]]:
         list(range(minute - 14, minute + 1)),
         list(range(b5 - 11, b5 + 1)),
     )
+
+
+# Room heat: the heat sink (events.heat_sink) writes it, RoomHeat (events.heat) reads it.
+# rf:{ev}:heat               hash room_id → 40 bytes, little-endian float64 x5:
+# enters, impressions, dwell_s, orders, as of ts_ms (the 5th value)
+# rf:{ev}:heat:wm:{topic}:{p} highest Kafka offset applied per partition
+# rf:{ev}:heat:seq           change counter: every room update takes the next number
+# rf:{ev}:heat:epoch         when the counter started (set with it): a new one means readers rescan
+# rf:{ev}:heat:changed       sorted set room_id → number of its last update
+HEAT_KEY = f"{PREFIX}heat"
+SEQ_KEY = f"{PREFIX}heat:seq"
+EPOCH_KEY = f"{PREFIX}heat:epoch"
+CHANGED_KEY = f"{PREFIX}heat:changed"
+HALF_LIFE_S = 15 * 60.0
+SIGNALS = ("enters", "impressions", "dwell_s", "orders")
+HEAT_RECORD = np.dtype("<f8")
+HEAT_WIDTH = len(SIGNALS) + 1  # the signals, then ts_ms
+
+
+def heat_watermark_key(topic: str, partition: int) -> str:
+    return f"{PREFIX}heat:wm:{topic}:{partition}"

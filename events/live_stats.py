@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -28,36 +28,12 @@ from events.vocabulary import (
     SHARE,
     SWIPE_AWAY_MS,
 )
+from roomfeed.lua import lua_script
+from roomfeed.redis_lane import Pipe
 
-# KEYS: room prefixes. ARGV: now_ms, JSON [t10 list, minute list, b5 list], fields...
-_READ = """
-local now = tonumber(ARGV[1])
-local b = cjson.decode(ARGV[2])
-local fields = cjson.decode(ARGV[3])
-local out = {}
-for i = 1, #KEYS do
-  local p = KEYS[i]
-  local row = {}
-  row[1] = redis.call('ZCOUNT', p .. 'now', now - 60000, '+inf')
-  local e1, e15 = 0, 0
-  for _, t in ipairs(b[1]) do e1 = e1 + tonumber(redis.call('GET', p .. 's:' .. t) or '0') end
-  for _, m in ipairs(b[2]) do e15 = e15 + tonumber(redis.call('GET', p .. 'm:' .. m) or '0') end
-  row[2] = e1
-  row[3] = e15
-  local sums = {}
-  for j = 1, #fields do sums[j] = 0 end
-  local uv = {}
-  for _, x in ipairs(b[3]) do
-    local values = redis.call('HMGET', p .. 'b:' .. x, unpack(fields))
-    for j = 1, #fields do sums[j] = sums[j] + tonumber(values[j] or '0') end
-    uv[#uv + 1] = p .. 'uv:' .. x
-  end
-  for j = 1, #fields do row[3 + j] = tostring(sums[j]) end
-  row[#row + 1] = redis.call('PFCOUNT', unpack(uv))
-  out[i] = row
-end
-return out
-"""
+_READ = lua_script(__file__, "live_stats_read.lua")
+
+VIEWERS_NOW = lua_script(__file__, "viewers_now.lua")
 
 
 @dataclass(frozen=True)
@@ -143,6 +119,7 @@ class LiveStats:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._read = redis.register_script(_READ)
+        self._viewers_now = redis.register_script(VIEWERS_NOW)
 
     async def rooms(self, room_ids: Sequence[str], now_ms: int | None = None) -> dict[str, RoomStats]:
         """Stats of each room (zeros for a room nobody has touched in the last hour)."""
@@ -182,15 +159,63 @@ class LiveStats:
     async def viewer_recent(self, viewer_id: str, limit: int = 50) -> list[RecentVisit]:
         """The viewer's last visits (one per leave event), newest first."""
         raw = await self.redis.lrange(recent_key(viewer_id), 0, max(0, limit - 1))
-        visits = []
-        for item in raw:
-            data = orjson.loads(item)
-            visits.append(
-                RecentVisit(
-                    room_id=data["room_id"],
-                    merchant_id=data.get("merchant_id") or None,
-                    dwell_ms=int(data["dwell_ms"]),
-                    ts=int(data["ts"]),
-                )
+        return recent_visits(cast(list[bytes], raw))
+
+    def presence(self, room_ids: Sequence[str], now_ms: int | None = None) -> Presence:
+        """Viewers in each room now (60 s presence), as a part of a round trip the caller makes."""
+        return Presence(tuple(room_ids), now_ms if now_ms is not None else int(time.time() * 1000))
+
+    async def viewers_now(self, room_ids: Sequence[str], now_ms: int | None = None) -> list[int]:
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        if not room_ids:
+            return []
+        reply = await self._viewers_now(
+            keys=[room_prefix(r) + "now" for r in room_ids], args=[now - PRESENCE_MS]
+        )
+        return [int(x) for x in reply]
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Part of a round trip (roomfeed.redis_lane.Part): viewers in each room now (60 s presence)."""
+
+    room_ids: tuple[str, ...]
+    now_ms: int
+
+    def queue(self, pipe: Pipe) -> None:
+        keys = [room_prefix(r) + "now" for r in self.room_ids]
+        pipe.eval(VIEWERS_NOW, len(keys), *keys, self.now_ms - PRESENCE_MS)
+
+    def read(self, replies: list[Any]) -> list[int]:
+        return [int(v) for v in replies[0]]
+
+
+@dataclass(frozen=True)
+class RecentVisits:
+    """Part of a round trip (roomfeed.redis_lane.Part): the viewer's last visits, newest first, as
+    `LiveStats.viewer_recent(viewer_id, limit)` returns them."""
+
+    viewer_id: str
+    limit: int = 50
+
+    def queue(self, pipe: Pipe) -> None:
+        pipe.lrange(recent_key(self.viewer_id), 0, max(0, self.limit - 1))
+
+    def read(self, replies: list[Any]) -> list[RecentVisit]:
+        return recent_visits(replies[0])
+
+
+def recent_visits(raw: Sequence[bytes]) -> list[RecentVisit]:
+    """The viewer's recent list as `LiveStats.viewer_recent` returns it (newest first)."""
+    visits = []
+    for item in raw:
+        data = orjson.loads(item)
+        visits.append(
+            RecentVisit(
+                room_id=data["room_id"],
+                merchant_id=data.get("merchant_id") or None,
+                dwell_ms=int(data["dwell_ms"]),
+                ts=int(data["ts"]),
             )
-        return visits
+        )
+    return visits

@@ -22,7 +22,7 @@ from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
 from events.consumer import Sink, SinkRunner
-from events.heat import RoomHeatSink
+from events.heat_sink import RoomHeatSink
 from events.keys import PREFIX
 from events.realtime import RealtimeSink
 from events.tombstones import Tombstones

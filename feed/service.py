@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from events.heat import RecentVisits
+from events.live_stats import RecentVisits
 from feed.config_store import ConfigWatcher
 from feed.context import FeedContext, as_recent_visit
 from feed.experiments import assign
@@ -144,7 +144,7 @@ class FeedService:
         if rooms:
             try:
                 trip = self.sessions.trip()
-                presence = trip.add(self.inputs.heat.presence([r["room_id"] for r in rooms]))
+                presence = trip.add(self.inputs.presence.presence([r["room_id"] for r in rooms]))
                 await trip.send()
                 for room, n in zip(rooms, presence.value, strict=True):
                     room["viewers_now"] = int(n)
@@ -236,7 +236,7 @@ class FeedService:
                 count - len(page),
                 counters,
                 boosted,
-                self.inputs.heat.presence(offered),
+                self.inputs.presence.presence(offered),
                 mode=mode,
                 at=at,
                 header=header,

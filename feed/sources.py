@@ -93,9 +93,14 @@ class MerchantSource(Protocol):
 
 
 class HeatSource(Protocol):
-    """Every room's heat and who is in a room now (events.heat.RoomHeat)."""
+    """Every room's heat (events.heat.RoomHeat)."""
 
     async def snapshot(self, now: float | None = None) -> HeatSnapshot: ...
+
+
+class PresenceSource(Protocol):
+    """Who is in each room now, as a part of the page's round trip (events.live_stats.LiveStats)."""
+
     def presence(self, room_ids: Sequence[str]) -> Part[list[int]]: ...
 
 
@@ -109,6 +114,7 @@ class FeedInputs:
     alliance_boost: BoostStage
     room_catalog: MerchantSource
     heat: HeatSource
+    presence: PresenceSource
 
 
 STAT_FIELDS = ("enters", "impressions", "dwell_s", "orders")

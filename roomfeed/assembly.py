@@ -101,7 +101,6 @@ class Services:
         events = Events.build(resources, rooms=rooms.directory)
         ranking = Ranking.build(resources.pool, model_poll_s=tuning.model_poll_s)
         alliance = Alliance.build(resources, merchants=rooms.catalog, orders=rooms.orders)
-        heat = RoomHeat(resources.redis)
         feed = Feed.build(
             resources,
             FeedInputs(
@@ -112,7 +111,8 @@ class Services:
                 attribution_book=alliance.attribution_book,
                 alliance_boost=alliance.boost,
                 room_catalog=rooms.catalog,
-                heat=heat,
+                heat=RoomHeat(resources.redis),
+                presence=events.live_stats,
             ),
             tuning.feed,
         )
@@ -123,7 +123,7 @@ class Services:
             resources,
             live_stats=events.live_stats,
             live_index=rooms.live_index,
-            presence=heat,
+            presence=events.live_stats,
             accounts=alliance.ledger,
             consumer_lag=events.consumer_lag,
         )

@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from events.heat import (
-    CHANGED_KEY,
-    EPOCH_KEY,
-    HALF_LIFE_S,
-    HEAT_KEY,
-    SEQ_KEY,
-    HeatTable,
-    RoomHeat,
-    RoomHeatSink,
-)
+from events.heat import HeatTable, RoomHeat
+from events.heat_sink import RoomHeatSink
+from events.keys import CHANGED_KEY, EPOCH_KEY, HALF_LIFE_S, HEAT_KEY, SEQ_KEY
+from events.live_stats import LiveStats
 from events.realtime import RealtimeSink
 from roomfeed.redis_lane import RedisLane, RoundTrip
 from roomfeed.settings import Settings
@@ -111,7 +105,7 @@ async def test_prune_deletes_rooms_untouched_for_hours(
 async def test_viewers_now_reads_the_realtime_presence_of_a_page(
     heat: tuple[RoomHeatSink, RoomHeat], redis: Redis, migrated: Settings
 ) -> None:
-    _, reader = heat
+    reader = LiveStats(redis)  # presence is the realtime sink's: LiveStats reads it
     now_ms = int(time.time() * 1000)
     topic, room = f"t{secrets.token_hex(3)}", f"room_{secrets.token_hex(4)}"
     await RealtimeSink(redis).write([_event("enter", room, i, now_ms, topic) for i in range(3)])
