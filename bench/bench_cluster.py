@@ -35,8 +35,8 @@ KAFKA_BROKERS, REDIS_MASTERS, API_PROCESSES, WORKERS = 3, 1, 2, 2
 
 
 async def run(repeats: int) -> list[dict[str, Any]]:
+    from devtools import services
     from events.vocabulary import VIEWER_EVENTS
-    from roomfeed import services
     from roomfeed.settings import Settings, external_services
     from tests.faults.scenarios import kafka_cluster_broker_during_ingest, topic_layout
     from tests.faults.stack import FaultStack

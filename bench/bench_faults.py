@@ -74,7 +74,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 async def run(only: list[str], repeats: int) -> list[dict[str, Any]]:
-    from roomfeed import services
+    from devtools import services
     from roomfeed.settings import Settings, external_services
     from tests.faults.scenarios import SCENARIOS
     from tests.faults.stack import FaultStack

@@ -545,7 +545,7 @@ def main() -> int:
 
     from dataclasses import replace
 
-    from roomfeed import services
+    from devtools import services
     from roomfeed.settings import Settings
     from tests.support import free_port, run_sync, world_readable_tempdir
 

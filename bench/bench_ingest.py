@@ -53,12 +53,12 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devtools import services  # noqa: E402
 from events.consumer import MAX_RECORDS, SinkRunner  # noqa: E402
 from events.ingest import partition_of  # noqa: E402
 from events.live_stats import LiveStats  # noqa: E402
 from events.realtime import RealtimeSink  # noqa: E402
 from events.vocabulary import ENTER, HEARTBEAT, IMPRESSION, LEAVE, LIKE, VIEWER_EVENTS  # noqa: E402
-from roomfeed import services  # noqa: E402
 from roomfeed.auth import sign_viewer_token  # noqa: E402
 from roomfeed.db import migrate  # noqa: E402
 from roomfeed.kafka import drop_prefixed_topics, ensure_topics, make_consumer, make_producer  # noqa: E402

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 import asyncpg  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
-from roomfeed import services  # noqa: E402
+from devtools import services  # noqa: E402
 from roomfeed.db import create_pool, migrate  # noqa: E402
 from roomfeed.settings import Settings, external_services  # noqa: E402
 from rooms.live_index import IndexWriter, LiveIndex, rebuild_live_index  # noqa: E402

@@ -275,7 +275,7 @@ async def soak(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from roomfeed import services
+    from devtools import services
     from roomfeed.settings import Settings, external_services
     from tests.faults.stack import FaultStack
     from tests.support import world_readable_tempdir

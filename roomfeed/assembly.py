@@ -37,9 +37,9 @@ from alliance.consumer import AllianceSink
 from alliance.http import Alliance
 from alliance.orders import OrderAttribution
 from bulk import cli as bulk_cli
-from console import demo
 from console import http as console_http
 from console.http import Console
+from devtools import demo
 from events import cli as events_cli
 from events import http as events_http
 from events.consumer import Sink

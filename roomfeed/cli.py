@@ -98,7 +98,7 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _services(settings: Settings, args: argparse.Namespace) -> int:
-    from roomfeed.services import cli_main
+    from devtools.services import cli_main
 
     return cli_main([args.action])
 

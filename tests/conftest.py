@@ -1,7 +1,7 @@
 """The test environment: real PostgreSQL, Redis and Kafka, isolated per test session.
 
 When DATABASE_URL / REDIS_URL / KAFKA_BOOTSTRAP are unset, the project-owned instances are
-started (idempotently) with `roomfeed.services.up`. On top of them every session gets a fresh
+started (idempotently) with `devtools.services.up`. On top of them every session gets a fresh
 database, a private redis-server (or its own db number on REDIS_URL's server), its own Kafka
 topic/group prefix and its own data folder, so parallel runs and destructive tests collide
 with nobody. Fault tests start throwaway servers through `private_servers`.
@@ -18,7 +18,7 @@ from types import FrameType
 
 import pytest
 
-from roomfeed import services
+from devtools import services
 from roomfeed.settings import Settings, external_services
 from tests.support import PrivateServers, free_port, isolated_settings
 

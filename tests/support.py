@@ -20,10 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from roomfeed import services
-from roomfeed.db import migrate
-from roomfeed.kafka import drop_prefixed_topics
-from roomfeed.services import (
+from devtools import services
+from devtools.services import (
     QUICK_START_JVM,
     KafkaBroker,
     KafkaCluster,
@@ -33,6 +31,8 @@ from roomfeed.services import (
     RedisTls,
     resolve_kafka_jars,
 )
+from roomfeed.db import migrate
+from roomfeed.kafka import drop_prefixed_topics
 from roomfeed.settings import Settings, external_services
 
 T = TypeVar("T")

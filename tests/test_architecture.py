@@ -83,7 +83,7 @@ def test_only_the_feeds_dependents_import_the_feed() -> None:
 
 
 def test_the_root_is_what_knows_every_domain() -> None:
-    assert set(DOMAINS) - {"simulator"} <= set(IMPORTS["root"])
+    assert set(DOMAINS) <= set(IMPORTS["root"])
 
 
 def test_no_package_level_cycle() -> None:

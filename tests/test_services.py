@@ -11,8 +11,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
+from devtools import services
 from events.vocabulary import VIEWER_EVENTS
-from roomfeed import services
 from roomfeed.settings import Settings, external_services
 from tests.support import PrivateServers, free_port, world_readable_tempdir
 
@@ -197,7 +197,7 @@ def test_kafka_format_accepts_a_cluster_id_starting_with_a_dash(base_settings, t
     import uuid
     from unittest import mock
 
-    from roomfeed.services import KafkaBroker, resolve_kafka_jars
+    from devtools.services import KafkaBroker, resolve_kafka_jars
     from tests.support import free_port
 
     libs = resolve_kafka_jars(base_settings.data_dir / "kafka" / "libs")
@@ -205,6 +205,6 @@ def test_kafka_format_accepts_a_cluster_id_starting_with_a_dash(base_settings, t
         tmp_path / "kafka", free_port(), free_port(), libs_dir=libs, partitions=1, heap="256m"
     )
     dash_first = uuid.UUID(bytes=base64.urlsafe_b64decode("-" + "A" * 21 + "=="))
-    with mock.patch("roomfeed.services.uuid.uuid4", return_value=dash_first):
+    with mock.patch("devtools.services.uuid.uuid4", return_value=dash_first):
         broker.init()
     assert broker._formatted.read_text().strip().startswith("-")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 
-from console.demo import MarketplaceSeeder, RoomSchedule, ViewerTraffic, start_experiment
+from devtools.demo import MarketplaceSeeder, RoomSchedule, ViewerTraffic, start_experiment
 from simulator import Marketplace
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
+from devtools.services import KafkaCluster
 from events.vocabulary import VIEWER_EVENTS
-from roomfeed.services import KafkaCluster
 from tests.faults.stack import FaultStack, Traffic
 
 DOWN_SECONDS = 3.0

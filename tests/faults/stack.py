@@ -28,11 +28,11 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from devtools.services import KafkaBroker, KafkaCluster, RedisClusterServers
 from events.live_stats import LiveStats
 from roomfeed.auth import create_key, sign_viewer_token
 from roomfeed.db import migrate
 from roomfeed.redis_client import create_redis
-from roomfeed.services import KafkaBroker, KafkaCluster, RedisClusterServers
 from roomfeed.settings import REPO_ROOT, Settings
 from tests.support import PrivateServers, free_port, process_env
 

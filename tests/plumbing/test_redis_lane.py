@@ -14,8 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from devtools.services import RedisServer
 from roomfeed.redis_lane import Pipe, RedisLane, RoundTrip
-from roomfeed.services import RedisServer
 from tests.support import PrivateServers
 
 

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 from roomfeed.settings import REPO_ROOT, Settings, external_services
 
-log = logging.getLogger("roomfeed.services")
+log = logging.getLogger("devtools.services")
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 KAFKA_POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
@@ -704,7 +704,7 @@ class KafkaBroker(_TerminatedServer):
             "auto.create.topics.enable": "true",
             "delete.topic.enable": "true",
         }
-        text = "# Written by roomfeed.services; rewritten on every start.\n"
+        text = "# Written by devtools.services; rewritten on every start.\n"
         text += "".join(f"{k}={v}\n" for k, v in props.items())
         self.properties_path.write_text(text)
 

@@ -573,7 +573,7 @@ def _say(text: str) -> None:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from roomfeed import services
+    from devtools import services
     from roomfeed.auth import create_key, sign_viewer_token
     from roomfeed.db import create_pool, migrate
     from simulator import Marketplace
