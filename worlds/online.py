@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from events.heat import HALF_LIFE_S, SIGNALS, HeatSnapshot
+from events.heat import HeatSnapshot
+from events.keys import HALF_LIFE_S, SIGNALS
 from events.vocabulary import CODE, ENTER, IMPRESSION, LEAVE, PURCHASE, SWIPE_AWAY_MS
 from feed.config import RankingConfig
 from feed.context import FeedContext, RecentVisit
