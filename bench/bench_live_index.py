@@ -41,10 +41,10 @@ from redis.asyncio import Redis  # noqa: E402
 from devtools import services  # noqa: E402
 from roomfeed.db import create_pool, migrate  # noqa: E402
 from roomfeed.settings import Settings, external_services  # noqa: E402
+from rooms.inputs import PRICE_BANDS as BANDS  # noqa: E402
 from rooms.live_index import IndexWriter, LiveIndex, rebuild_live_index  # noqa: E402
 
 CATEGORIES = ("beauty", "fashion", "food", "digital", "home", "outdoor", "baby", "jewelry")
-BANDS = ("low", "mid", "high", "luxury")
 
 
 # --- environment shared by the rooms benchmarks -----------------------------------------------

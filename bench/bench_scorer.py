@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ranking.features import RoomFeatures  # noqa: E402
+from ranking.features import PRICE_BANDS, RoomFeatures  # noqa: E402
 from ranking.model import RankingModel  # noqa: E402
 from ranking.scorer import Scorer  # noqa: E402
 
@@ -84,7 +84,7 @@ def write_results(name: str, command: str, metrics: dict[str, Any], lines: list[
 
 def synthetic_model(n_users: int, n_merchants: int, k: int, seed: int = 1) -> RankingModel:
     rng = np.random.default_rng(seed)
-    features = [f"cat:c{i}" for i in range(12)] + [f"band:{b}" for b in ("low", "mid", "high", "luxury")]
+    features = [f"cat:c{i}" for i in range(12)] + [f"band:{b}" for b in PRICE_BANDS]
     return RankingModel(
         version="bench",
         params={},

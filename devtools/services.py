@@ -38,14 +38,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from roomfeed.settings import REPO_ROOT, Settings, external_services
+from roomfeed.settings import REPO_ROOT, SERVICES, Settings, external_services
 
 log = logging.getLogger("devtools.services")
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 KAFKA_POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
 KAFKA_LOG4J = REPO_ROOT / "infra" / "kafka" / "log4j2.properties"
-SERVICE_NAMES = ("postgres", "redis", "kafka")
+SERVICE_NAMES = SERVICES
 
 T = TypeVar("T")
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from alliance.codes import Attribution
 from events.heat import HeatSnapshot, HeatTable, RoomHeat
+from events.keys import SIGNALS
 from feed.context import Stage
 from ranking.scorer import Scorer
 from roomfeed.redis_lane import Part
@@ -117,7 +118,7 @@ class FeedInputs:
     presence: PresenceSource
 
 
-STAT_FIELDS = ("enters", "impressions", "dwell_s", "orders")
+STAT_FIELDS = SIGNALS  # the heat table's columns, in its order
 
 
 class RoomHeatCache:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-PRICE_BANDS: tuple[str, ...] = ("low", "mid", "high", "luxury")
-FORMATS: tuple[str, ...] = ("one_to_many", "one_to_one")
+# Rooms' words for a room (rooms.inputs checks them at the API); ranking codes them by position.
+from rooms.inputs import FORMATS as FORMATS
+from rooms.inputs import PRICE_BANDS as PRICE_BANDS
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from prometheus_client import Gauge
 
 from roomfeed.kafka import kafka_answers
 from roomfeed.resources import Resources
+from roomfeed.settings import SERVICES
 
-DEPENDENCIES = ("postgres", "redis", "kafka")
+DEPENDENCIES = SERVICES
 CHECK_TIMEOUT_S = 1.0
 
 DEPENDENCY_UP = Gauge(

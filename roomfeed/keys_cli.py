@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, get_args
 
 import asyncpg
 
 from roomfeed.auth import (
     KEY_CACHE_SECONDS,
     Keyring,
+    KeyRole,
     ViewerTokens,
     create_key,
     list_keys,
@@ -30,16 +31,18 @@ from roomfeed.auth import (
 )
 from roomfeed.settings import Settings
 
+KEY_ROLES: tuple[str, ...] = get_args(KeyRole)
+
 
 def add_keys_args(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="keys_verb", required=True)
     c = verbs.add_parser("create", help="create a key (shown once)")
-    c.add_argument("--role", choices=["operator", "merchant", "order_system"], required=True)
+    c.add_argument("--role", choices=KEY_ROLES, required=True)
     c.add_argument("--merchant-id")
     c.add_argument("--label", default="")
     c.add_argument("--json", action="store_true", help="print JSON")
     ls = verbs.add_parser("list", help="list keys (never their secrets) and signing key ids")
-    ls.add_argument("--role", choices=["operator", "merchant", "order_system"])
+    ls.add_argument("--role", choices=KEY_ROLES)
     ls.add_argument("--merchant-id")
     ls.add_argument("--revoked", action="store_true", help="include revoked keys")
     ls.add_argument("--json", action="store_true", help="print JSON")

@@ -167,10 +167,11 @@ def _parse(name: str, raw: str, default: object) -> object:
     return raw
 
 
+# The services roomfeed runs on, and the variable that names each one outside the project's own.
+SERVICES = ("postgres", "redis", "kafka")
+_SERVICE_URLS = {"postgres": "DATABASE_URL", "redis": "REDIS_URL", "kafka": "KAFKA_BOOTSTRAP"}
+
+
 def external_services() -> dict[str, bool]:
     """Which services the environment names (and so which `services up` must not start)."""
-    return {
-        "postgres": bool(os.environ.get("DATABASE_URL")),
-        "redis": bool(os.environ.get("REDIS_URL")),
-        "kafka": bool(os.environ.get("KAFKA_BOOTSTRAP")),
-    }
+    return {name: bool(os.environ.get(_SERVICE_URLS[name])) for name in SERVICES}

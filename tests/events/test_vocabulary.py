@@ -19,7 +19,20 @@ from simulator import Marketplace
 
 VOCABULARY = REPO_ROOT / "events" / "vocabulary.py"
 # Where type names must not be spelled out: the product packages and the benchmarks.
-PRODUCT = ("roomfeed", "rooms", "events", "ranking", "alliance", "feed", "console", "simulator", "bench")
+PRODUCT = (
+    "roomfeed",
+    "rooms",
+    "events",
+    "ranking",
+    "alliance",
+    "feed",
+    "console",
+    "simulator",
+    "bulk",
+    "worlds",
+    "devtools",
+    "bench",
+)
 TOPICS = (VIEWER_EVENTS, DEAD_LETTERS)
 
 
@@ -99,3 +112,30 @@ def test_config_fields_carry_their_ranges() -> None:
     config = RankingConfig()
     for name, (low, high) in RANGES.items():
         assert low <= getattr(config, name) <= high, name
+
+
+def _word_lists(path: Path) -> list[tuple[tuple[str, ...], int]]:
+    """Every tuple, list or set of three or more string constants in a module, with its line."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and len(node.elts) >= 3:
+            words = [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+            if len(words) == len(node.elts):
+                found.append((tuple(sorted(words)), node.lineno))
+    return found
+
+
+def test_no_list_of_words_is_written_in_two_modules() -> None:
+    """A set of words written out in two modules (price bands, key roles, the heat table's columns, the
+    services) drifts apart, and code that numbers them by position silently disagrees: one module
+    writes them, the others import that name."""
+    where: dict[tuple[str, ...], set[str]] = {}
+    for path in [*_sources(PRODUCT), VOCABULARY]:
+        for words, line in _word_lists(path):
+            where.setdefault(words, set()).add(f"{path.relative_to(REPO_ROOT)}:{line}")
+    twice = {
+        words: sorted(places)
+        for words, places in where.items()
+        if len({place.split(":")[0] for place in places}) > 1
+    }
+    assert twice == {}
