@@ -50,7 +50,7 @@ class VisitEvidence:
 
 
 def visit_key(viewer_id: str, room_id: str) -> str:
-    return f"rf:al:visit:{viewer_id}:{room_id}"
+    return f"rf:{{al}}:visit:{viewer_id}:{room_id}"  # one script takes many: one slot
 
 
 def served_key(viewer_id: str, session_id: str) -> str:

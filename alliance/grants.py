@@ -1,7 +1,7 @@
 """Grants: the only way a boosted impression is booked as delivered.
 
 When the boost stage places an owed room on a viewer's page it spends a token and leaves a grant
-for *that viewer, that page and that room*: `rf:al:grant:<viewer>:<session>:<room>`, holding the
+for *that viewer, that page and that room*: `rf:{al}:grant:<viewer>:<session>:<room>`, holding the
 merchant owed. A session never serves a room twice, so its session and room name exactly one page.
 Delivered means the viewer reached the room: the app reports an impression for it with the page's
 token (`page_token`; an impression without one books nothing), and the alliance sink claims the
@@ -25,16 +25,18 @@ from redis.asyncio import Redis
 from alliance.clock import AllianceClock
 
 _LUA = Path(__file__).parent / "lua"
-TOKENS_KEY = "rf:al:tokens"
+# The keys the boost stage's scripts take together (tokens, grants, pending sets) share the hash
+# tag {al}: one Redis Cluster slot, as a script needs (alliance.scheduler and .evidence use it too).
+TOKENS_KEY = "rf:{al}:tokens"
 GRANT_TTL_S = 30 * 60  # alliance seconds an app has to report a boosted room it showed
 
 
 def grant_key(viewer_id: str, session_id: str, room_id: str) -> str:
-    return f"rf:al:grant:{viewer_id}:{session_id}:{room_id}"
+    return f"rf:{{al}}:grant:{viewer_id}:{session_id}:{room_id}"
 
 
 def pending_key(merchant_id: str) -> str:
-    return f"rf:al:pending:{merchant_id}"
+    return f"rf:{{al}}:pending:{merchant_id}"
 
 
 class TokenBucket:

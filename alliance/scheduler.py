@@ -14,7 +14,7 @@ the grants still outstanding (boosted rooms shown whose impression may still be 
 - publishes the plan (debt, rate) to Redis.
 
 The feed's boost stage spends one token per boosted room it places, so no process can dump the
-debt on a page, and every API process reads the same state (`rf:al:plan`, `rf:al:tokens`). Tokens
+debt on a page, and every API process reads the same state (`rf:{al}:plan`, `rf:{al}:tokens`). Tokens
 only go to merchants whose rooms are live and relevant, so debt waits for the merchant's next live
 windows. Durations are in the alliance's hours (alliance.clock). Simulations pass `now`; servers
 tick from `run_forever`, one process per tick (a Redis lock).
@@ -42,8 +42,8 @@ from roomfeed.leader import Leadership, always_lead
 
 log = logging.getLogger("roomfeed.alliance")
 
-PLAN_KEY = "rf:al:plan"
-TICK_KEY = "rf:al:tick"
+PLAN_KEY = "rf:{al}:plan"  # {al}: the alliance's slot (alliance.grants)
+TICK_KEY = "rf:{al}:tick"
 _REFILL = (Path(__file__).parent / "lua" / "refill_tokens.lua").read_text()
 
 

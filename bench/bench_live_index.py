@@ -42,7 +42,7 @@ from devtools import services  # noqa: E402
 from roomfeed.db import create_pool, migrate  # noqa: E402
 from roomfeed.settings import Settings, external_services  # noqa: E402
 from rooms.inputs import PRICE_BANDS as BANDS  # noqa: E402
-from rooms.live_index import IndexWriter, LiveIndex, rebuild_live_index  # noqa: E402
+from rooms.live_index import KEY_LIVE, IndexWriter, LiveIndex, rebuild_live_index  # noqa: E402
 
 CATEGORIES = ("beauty", "fashion", "food", "digital", "home", "outdoor", "baby", "jewelry")
 
@@ -239,7 +239,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             incremental.append((time.perf_counter() - t) * 1000)
 
         ping = await timed(env.redis.ping, args.warm)
-        hvals = await timed(lambda: env.redis.hvals("rf:rooms:live"), args.cold)
+        hvals = await timed(lambda: env.redis.hvals(KEY_LIVE), args.cold)
 
     metrics = {
         "rooms": args.rooms,

@@ -48,13 +48,16 @@ async def forget_viewer_live(redis: Redis, viewer_id: str, session_ids: list[str
     keys = [blocks_key(viewer_id)]
     for session_id in session_ids:
         keys += [session_key(session_id), served_key(session_id), pages_key(session_id)]
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(*keys)
+    # No MULTI: the keys span Redis Cluster slots (a session's keys share one, the blocks another).
+    # Each key's commands still run in order on its node: deleted, then the session marked erased.
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.delete(key)
         for session_id in session_ids:
             pipe.hset(session_key(session_id), "viewer_id", ERASED_OWNER)
             pipe.expire(session_key(session_id), SESSION_TTL_S)
         replies = await pipe.execute()
-    return int(replies[0])
+    return sum(int(reply) for reply in replies[: len(keys)])
 
 
 class ViewerErasure:

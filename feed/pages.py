@@ -38,7 +38,7 @@ class PageNotFound(ApiError):
 
 
 def pages_key(session_id: str) -> str:
-    return f"rf:feed:s:{session_id}:pages"
+    return f"rf:feed:s:{{{session_id}}}:pages"  # the session's hash tag (feed.sessions)
 
 
 @dataclass(frozen=True)

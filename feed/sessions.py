@@ -1,7 +1,9 @@
 """Viewer sessions: who owns a session, which rooms it was served, which merchants a viewer blocked.
 
-Redis holds the hot state (`rf:feed:s:{session}` hash, `rf:feed:s:{session}:served` set,
-`rf:feed:blocks:{viewer}` set); every write also lands in this process's memory (`LocalSessions`),
+Redis holds the hot state (`rf:feed:s:{<session>}` hash, `rf:feed:s:{<session>}:served` set and
+`rf:feed:s:{<session>}:pages` (feed.pages): the session id is a hash tag, so on a Redis Cluster a
+session's keys share one slot, as claim_page.lua needs, and sessions spread over the nodes;
+`rf:feed:blocks:<viewer>` set); every write also lands in this process's memory (`LocalSessions`),
 so when Redis is down a session this process has served keeps its served set and never repeats a
 room. That memory is a bounded fallback, never the truth: the most recently used SESSION_CAPACITY
 sessions and the blocks of the most recently seen BLOCKS_CAPACITY viewers who have any (a viewer
@@ -45,11 +47,11 @@ _SERVED = lua_script(__file__, "sessions_served.lua")
 
 
 def session_key(session_id: str) -> str:
-    return f"rf:feed:s:{session_id}"
+    return f"rf:feed:s:{{{session_id}}}"
 
 
 def served_key(session_id: str) -> str:
-    return f"rf:feed:s:{session_id}:served"
+    return f"rf:feed:s:{{{session_id}}}:served"
 
 
 def blocks_key(viewer_id: str) -> str:
@@ -120,6 +122,23 @@ class _PageClaim:
     def read(self, replies: list[Any]) -> list[Any]:
         reply: list[Any] = replies[0]
         return reply
+
+
+@dataclass(frozen=True)
+class _VariantCount:
+    """Part: the rooms a page served (and how many were boosted), on its experiment variant's hash."""
+
+    key: str
+    impressions: int
+    boosted: int
+
+    def queue(self, pipe: Pipe) -> None:
+        pipe.execute_command("HINCRBY", self.key, "impressions", self.impressions)
+        if self.boosted:
+            pipe.execute_command("HINCRBY", self.key, "boosted", self.boosted)
+
+    def read(self, replies: list[Any]) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -407,15 +426,11 @@ class SessionBook:
 
         One atomic script in Redis (SADD answers which rooms are new), so two concurrent requests of
         one session never get the same room, and of two requests after the same page only one makes
-        it; the same call counts the served rooms on the experiment variant's counters
-        (`variant_counters`, a hash key), and the same round trip carries `presence` (events: viewers
+        it; the served rooms are then counted on the experiment variant's counters
+        (`variant_counters`, a hash key), and the claim's round trip carries `presence` (events: viewers
         now in the offered rooms). When Redis is down the check runs against this process's memory.
         """
-        keys = [
-            served_key(state.session_id),
-            pages_key(state.session_id),
-            *([variant_counters] if variant_counters else []),
-        ]
+        keys = [served_key(state.session_id), pages_key(state.session_id)]
         trip = self.trip()
         claimed = trip.add(_PageClaim(keys, count, mode, at, header, "\n".join(boosted or ()), room_ids))
         seen = trip.add(presence) if presence is not None and room_ids else None
@@ -436,7 +451,20 @@ class SessionBook:
             )
         accepted = [sys.intern(r.decode() if isinstance(r, bytes) else str(r)) for r in reply[2:]]
         state.served.update(accepted)
+        if variant_counters and accepted:
+            await self._count(variant_counters, len(accepted), len((boosted or set()).intersection(accepted)))
         return Claim(number, int(reply[1]), accepted, seen.value if seen is not None else None)
+
+    async def _count(self, counters: str, impressions: int, boosted: int) -> None:
+        """The experiment variant's served and boosted counts, after the claim: its key lives on a
+        slot of its own on a Redis Cluster, so claim_page.lua (the session's slot) cannot write it.
+        A count lost to a Redis error is only a metric."""
+        try:
+            trip = self.trip()
+            trip.add(_VariantCount(counters, impressions, boosted))
+            await trip.send()
+        except Exception as exc:
+            log.warning("experiment counters of %s not written: %s", counters, exc)
 
     def _claim_in_memory(
         self,

@@ -1,6 +1,7 @@
 """Request rate limits: token buckets in Redis, shared by every API process.
 
-This module owns the `rf:rl:*` Redis keys. `auth.require()` charges one token per authenticated
+This module owns the `rf:{rl}:*` Redis keys (one hash tag: a request's buckets, its viewer's and its
+device's, are checked by one script, so on a Redis Cluster they all live on one slot). `auth.require()` charges one token per authenticated
 request to the caller's buckets: a viewer's own bucket plus, when the app sends `X-Device-ID`, the
 device's bucket (one phone farming many viewer accounts drains one bucket); a merchant key's
 bucket. Operators are not limited (few, trusted, and they must be able to act during an incident).
@@ -62,7 +63,7 @@ def configure(settings: Settings) -> None:
 # After Redis fails, stop asking it for this long (the limiter is open: nothing is limited).
 OPEN_CIRCUIT_SECONDS = 2.0
 
-KEY_PREFIX = "rf:rl:"
+KEY_PREFIX = "rf:{rl}:"
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 _TOKEN_BUCKETS_LUA = lua_script(__file__, "token_buckets.lua")

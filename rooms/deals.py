@@ -7,7 +7,7 @@ a unit is sold exactly when its claim row is durable and stock cannot go negativ
 forbids it). Why not Redis as the truth: a claim is money owed to a viewer; it must survive a Redis
 restart and commit atomically with the claim record, which PostgreSQL does and Redis cannot.
 
-Redis holds an admission gate in front of it (`rf:rooms:deal:<id>:gate`, a token count): a Lua
+Redis holds an admission gate in front of it (`rf:rooms:deal:{<id>}:gate`, a token count): a Lua
 script takes tokens atomically, so when 5,000 viewers hit a 100-unit deal only about 100 claims
 reach PostgreSQL and the rest are answered `sold_out` from Redis in well under a millisecond,
 without queueing on the deal's row lock. The gate can only err safely: tokens are returned when
@@ -59,12 +59,14 @@ DIRECT_SESSION = "direct"
 
 
 def gate_key(deal_id: str) -> str:
-    return f"rf:rooms:deal:{deal_id}:gate"
+    # The deal's id as a hash tag: its gate and holdings share one Redis Cluster slot (one script
+    # takes both), and deals spread over the cluster.
+    return f"rf:rooms:deal:{{{deal_id}}}:gate"
 
 
 def holdings_key(deal_id: str) -> str:
     """viewer_id → units the gate let through for that viewer (a mirror of deal_viewer_claims)."""
-    return f"rf:rooms:deal:{deal_id}:held"
+    return f"rf:rooms:deal:{{{deal_id}}}:held"
 
 
 def claim_event(claim: Mapping[str, Any]) -> dict[str, Any]:

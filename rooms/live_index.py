@@ -4,7 +4,8 @@ Owns `LiveRoom`, `LiveSnapshot`, `LiveIndex` (the reader every feed request call
 (applies one room change) and `rebuild_live_index` (the whole index from PostgreSQL). PostgreSQL is
 the truth; this index is derived from it and can always be rebuilt.
 
-Keys (all `rf:rooms:*`):
+Keys (all `rf:{rooms}:*`: one hash tag, so that on a Redis Cluster they share one slot and each
+script below, which takes them all in KEYS, runs on the node that holds them):
 - `live`       hash room_id → compact JSON of a LiveRoom, one field per live room
 - `ver`        hash room_id → PostgreSQL `rooms.index_version` last applied (changes apply idempotently
                and never go backwards, whatever order they arrive in)
@@ -39,14 +40,15 @@ from roomfeed.redis_lane import Pipe
 
 log = logging.getLogger("roomfeed.rooms")
 
-KEY_LIVE = "rf:rooms:live"
-KEY_VER = "rf:rooms:ver"
-KEY_VERSION = "rf:rooms:version"
-KEY_CHANGELOG = "rf:rooms:changelog"
-KEY_FLOOR = "rf:rooms:floor"
-KEY_EPOCH = "rf:rooms:epoch"
-KEY_REPLAYS = "rf:rooms:replays"
-KEY_REPLAY = "rf:rooms:replay"
+PREFIX = "rf:{rooms}:"
+KEY_LIVE = f"{PREFIX}live"
+KEY_VER = f"{PREFIX}ver"
+KEY_VERSION = f"{PREFIX}version"
+KEY_CHANGELOG = f"{PREFIX}changelog"
+KEY_FLOOR = f"{PREFIX}floor"
+KEY_EPOCH = f"{PREFIX}epoch"
+KEY_REPLAYS = f"{PREFIX}replays"
+KEY_REPLAY = f"{PREFIX}replay"
 
 # Changelog entries kept before the oldest are dropped (readers older than that reload fully).
 CHANGELOG_MAX = 200_000
@@ -179,6 +181,10 @@ class LiveSnapshot:
 
 EMPTY = LiveSnapshot(version=0, rooms=(), by_id={})
 
+# The scripts' KEYS, in their order (the .lua files say what each is).
+APPLY_KEYS = [KEY_EPOCH, KEY_VER, KEY_LIVE, KEY_REPLAYS, KEY_REPLAY, KEY_VERSION, KEY_CHANGELOG, KEY_FLOOR]
+CHANGES_KEYS = [KEY_EPOCH, KEY_VERSION, KEY_FLOOR, KEY_CHANGELOG, KEY_LIVE]
+
 _APPLY = lua_script(__file__, "live_index_apply.lua")
 
 _CHANGES = lua_script(__file__, "live_index_changes.lua")
@@ -196,6 +202,7 @@ class IndexWriter:
         live = room.status == "live"
         replay = room.status == "ended" and bool(room.replay_url)
         result = await self._apply(
+            keys=APPLY_KEYS,
             args=[
                 room.room_id,
                 pg_version,
@@ -205,7 +212,7 @@ class IndexWriter:
                 ended_at if ended_at is not None else time.time(),
                 CHANGELOG_MAX,
                 REPLAYS_MAX,
-            ]
+            ],
         )
         return int(result)
 
@@ -242,7 +249,9 @@ class LiveIndex:
             current = self._current
             reading_at = time.monotonic()
             try:
-                reply = await self._changes(args=[current.epoch, current.version, INCREMENTAL_MAX])
+                reply = await self._changes(
+                    keys=CHANGES_KEYS, args=[current.epoch, current.version, INCREMENTAL_MAX]
+                )
             except (RedisError, OSError) as exc:
                 # Redis is down or slow: a feed keeps serving the rooms it last saw rather than failing.
                 if current is EMPTY:

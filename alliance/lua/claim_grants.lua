@@ -1,5 +1,5 @@
 -- App-reported impressions claim the grants the boost stage left (alliance/grants.py). KEYS: per
--- impression, its grant key (rf:al:grant:<viewer>:<page token>:<room>). ARGV: per impression, its
+-- impression, its grant key (rf:{al}:grant:<viewer>:<page token>:<room>). ARGV: per impression, its
 -- event id. A grant counts once: the first impression claims it (the same event id again, a
 -- replay, still finds it claimed by itself). Returns the granted merchant id per impression, or
 -- '' when the impression claims nothing.

@@ -1,6 +1,6 @@
 -- The boost stage spends tokens for the rooms it places on a page and leaves a grant for each
 -- (alliance/grants.py). KEYS[1]: the token buckets (hash merchant → tokens); then, per candidate
--- (most wanted first), its grant key and its merchant's pending set (rf:al:pending:<merchant>).
+-- (most wanted first), its grant key and its merchant's pending set (rf:{al}:pending:<merchant>).
 -- ARGV[1]: the grants' TTL (s), ARGV[2]: now (s), ARGV[3]: how many to place at most, then the
 -- candidates' merchant ids. Candidates whose merchant has no whole token are skipped. Returns 1/0
 -- per candidate.

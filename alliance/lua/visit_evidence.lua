@@ -1,6 +1,6 @@
 -- The server's evidence of visits (alliance/evidence.py), for a batch of enter, heartbeat and
 -- leave events in the order they were received. KEYS[i]: the visit key of event i
--- (rf:al:visit:<viewer>:<room>). ARGV[1]: the longest gap (ms) between arrivals that keeps a visit
+-- (rf:{al}:visit:<viewer>:<room>). ARGV[1]: the longest gap (ms) between arrivals that keeps a visit
 -- continuous, ARGV[2]: the key's TTL (s); then 5 values per event: kind, received_at (ms),
 -- ts (the client's ms), event id, declared dwell (ms; -1 unless a leave).
 --

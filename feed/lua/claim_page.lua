@@ -2,7 +2,7 @@
 -- as page `n` so that a retried request gets the same page back (feed.pages).
 --
 -- KEYS[1] the session's served set, KEYS[2] its pages hash (field `last`: the newest page number;
--- field n: page n's record), KEYS[3] (optional) the experiment variant's counters.
+-- field n: page n's record): one hash tag, the session's (one Redis Cluster slot).
 -- ARGV[1] want, ARGV[2] ttl (s), ARGV[3] mode, ARGV[4] page number, ARGV[5] pages kept,
 -- ARGV[6] the record's header line, ARGV[7] boosted room ids joined by newlines, ARGV[8..] room ids,
 -- best first. Modes:
@@ -26,16 +26,13 @@ end
 local boosted = {}
 for id in string.gmatch(ARGV[7], '[^\n]+') do boosted[id] = true end
 local base = redis.call('SCARD', served)
-local out, lines, nboosted = {}, {}, 0
+local out, lines = {}, {}
 for i = 8, #ARGV do
   if #out >= want then break end
   local id = ARGV[i]
   if redis.call('SADD', served, id) == 1 then
     local line = id .. ' ' .. (base + #out)
-    if boosted[id] then
-      nboosted = nboosted + 1
-      line = line .. ' b'
-    end
+    if boosted[id] then line = line .. ' b' end
     out[#out + 1] = id
     lines[#lines + 1] = line
   end
@@ -52,10 +49,6 @@ else
   redis.call('HDEL', pages, tostring(n - tonumber(ARGV[5])))
 end
 redis.call('EXPIRE', pages, ttl)
-if #KEYS > 2 and #out > 0 then
-  redis.call('HINCRBY', KEYS[3], 'impressions', #out)
-  if nboosted > 0 then redis.call('HINCRBY', KEYS[3], 'boosted', nboosted) end
-end
 local reply = {n, base}
 for i = 1, #out do reply[#reply + 1] = out[i] end
 return reply

@@ -18,7 +18,7 @@ from alliance.alliances import AllianceBook, Terms
 from alliance.attribution import AttributionBook
 from alliance.codes import Attribution
 from alliance.consumer import AllianceSink
-from alliance.grants import TokenBucket
+from alliance.grants import TOKENS_KEY, TokenBucket
 from alliance.ledger import Ledger
 
 _ids = itertools.count()
@@ -349,7 +349,7 @@ async def test_daily_earning_cap_holds(world: World) -> None:
 
 async def grant(redis: Redis, viewer: str, session: str, merchant: str, room: str) -> None:
     """What the boost stage leaves when it places `room` on `viewer`'s page (it has a token)."""
-    await redis.hset("rf:al:tokens", merchant, "5")
+    await redis.hset(TOKENS_KEY, merchant, "5")
     assert await TokenBucket(redis).take(viewer, session, [(merchant, room)], limit=1) == [True]
 
 

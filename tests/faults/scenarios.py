@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from devtools.services import KafkaCluster
+from events.keys import PREFIX as EVENTS_PREFIX
 from events.vocabulary import VIEWER_EVENTS
 from tests.faults.stack import FaultStack, Traffic
 
@@ -196,6 +197,31 @@ async def kafka_cluster_broker_during_ingest(stack: FaultStack) -> FaultResult:
     return await _run(
         stack,
         "a kafka broker of three during ingest",
+        kill,
+        lambda: stack.restart_server(victim),
+        ingesters=3,
+    )
+
+
+async def kafka_broker_killed_and_redis_master_failed_over(stack: FaultStack) -> FaultResult:
+    """On a Kafka cluster and a Redis Cluster at once: kill -9 the broker leading the events topic's
+    first partition and fail over the Redis master serving the events' slot ({ev}: the realtime
+    sink's writes, the feed's reads of presence and recent visits) to its replica, during ingest."""
+    assert isinstance(stack.kafka, KafkaCluster) and stack.redis_cluster is not None
+    cluster, redis_cluster = stack.kafka, stack.redis_cluster
+    victim = cluster.brokers[0]
+
+    async def kill() -> None:
+        nonlocal victim
+        layout = await topic_layout(stack, stack.settings.topic(VIEWER_EVENTS))
+        victim = cluster.brokers[layout["leaders"][0] - 1]
+        victim.kill()
+        master = redis_cluster.master_of(f"{EVENTS_PREFIX}failover")
+        await asyncio.to_thread(redis_cluster.fail_over, master)
+
+    return await _run(
+        stack,
+        "a kafka broker of three killed and a redis master failed over during ingest",
         kill,
         lambda: stack.restart_server(victim),
         ingesters=3,

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from roomfeed.app import Api
 from roomfeed.assembly import Services
 from roomfeed.settings import REPO_ROOT, Settings
-from rooms.live_index import KEY_EPOCH, IndexWriter, LiveIndex, LiveRoom, rebuild_live_index
+from rooms.live_index import KEY_EPOCH, KEY_LIVE, IndexWriter, LiveIndex, LiveRoom, rebuild_live_index
 from rooms.outbox import RoomRelay
 from tests.rooms.conftest import MerchantAccount
 from tests.rooms.test_rooms_routes import make_room
@@ -64,7 +64,7 @@ async def test_rebuild_from_postgresql_agrees_and_readers_reload(
         await app_client.post(f"/v1/rooms/{rid}/live", headers=merchant.headers)
     index = LiveIndex(redis)
     before = await index.snapshot()
-    await redis.hdel("rf:rooms:live", rid)  # drift the index by hand
+    await redis.hdel(KEY_LIVE, rid)  # drift the index by hand
     count = await rebuild_live_index(pool, redis)
     after = await index.snapshot()
     assert after.epoch != before.epoch
@@ -80,7 +80,7 @@ async def test_index_lost_by_redis_is_rebuilt_by_the_relay(
 ) -> None:
     rid = (await make_room(app_client, merchant, title="Survives a flush"))["room_id"]
     await app_client.post(f"/v1/rooms/{rid}/live", headers=merchant.headers)
-    await redis.delete(KEY_EPOCH, "rf:rooms:live")
+    await redis.delete(KEY_EPOCH, KEY_LIVE)
     relay: RoomRelay = app.services.rooms.relay
     await relay.run_once(settle_seconds=0)
     assert set((await LiveIndex(redis).snapshot()).by_id) == await live_in_postgres(pool)
@@ -218,7 +218,7 @@ async def test_rebuild_verb_rebuilds_the_index_from_postgresql(
 ) -> None:
     rid = (await make_room(app_client, merchant, title="Rebuilt by the CLI"))["room_id"]
     await app_client.post(f"/v1/rooms/{rid}/live", headers=merchant.headers)
-    await redis.hdel("rf:rooms:live", rid)
+    await redis.hdel(KEY_LIVE, rid)
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
