@@ -20,6 +20,7 @@ from alliance.clock import AllianceClock
 from alliance.evidence import EvidenceBook, visit_key
 from alliance.grants import TOKENS_KEY, GrantBook, TokenBucket, grant_key, pending_key
 from alliance.scheduler import PLAN_KEY, TICK_KEY
+from devtools.services import RedisClusterServers
 from events.vocabulary import ENTER, HEARTBEAT
 from feed.pages import pages_key
 from feed.sessions import SessionBook, served_key, session_key
@@ -27,7 +28,6 @@ from roomfeed.db import create_pool
 from roomfeed.errors import Conflict, RateLimited
 from roomfeed.ratelimit import KEY_PREFIX, Limit, RateLimiter
 from roomfeed.redis_client import create_redis
-from roomfeed.services import RedisClusterServers
 from roomfeed.settings import Settings
 from rooms.deals import DealBook, DealTerms, gate_key, holdings_key
 from rooms.live_index import APPLY_KEYS, CHANGES_KEYS, IndexWriter, LiveIndex, LiveRoom, rebuild_live_index

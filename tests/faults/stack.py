@@ -302,7 +302,13 @@ class FaultStack:
                 url = self.api_urls[(start + i) % len(self.api_urls)]
                 try:
                     return await client.request(method, url + path, **kwargs)
-                except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout):
+                except (
+                    httpx.ConnectError,
+                    httpx.ConnectTimeout,  # a process too busy to accept (a load balancer moves on too)
+                    httpx.RemoteProtocolError,
+                    httpx.ReadError,
+                    httpx.ReadTimeout,
+                ):
                     traffic.connection_failovers += 1
             await asyncio.sleep(0.2)
 
