@@ -182,32 +182,14 @@ async def topic_layout(stack: FaultStack, topic: str) -> dict[str, Any]:
     }
 
 
-async def kafka_cluster_broker_during_ingest(stack: FaultStack) -> FaultResult:
-    """kill -9 the broker that leads the events topic's first partition (a leader election under load)."""
+async def kafka_cluster_broker_during_ingest(
+    stack: FaultStack, *, redis_failover: bool = False
+) -> FaultResult:
+    """kill -9 the broker that leads the events topic's first partition (a leader election under load);
+    with `redis_failover` (a Redis Cluster), at the same moment fail over the Redis master serving the
+    events' slot ({ev}: the realtime sink's writes, the feed's reads of presence and recent visits)."""
     assert isinstance(stack.kafka, KafkaCluster)
-    cluster = stack.kafka
-    victim = cluster.brokers[0]
-
-    async def kill() -> None:
-        nonlocal victim
-        layout = await topic_layout(stack, stack.settings.topic(VIEWER_EVENTS))
-        victim = cluster.brokers[layout["leaders"][0] - 1]
-        victim.kill()
-
-    return await _run(
-        stack,
-        "a kafka broker of three during ingest",
-        kill,
-        lambda: stack.restart_server(victim),
-        ingesters=3,
-    )
-
-
-async def kafka_broker_killed_and_redis_master_failed_over(stack: FaultStack) -> FaultResult:
-    """On a Kafka cluster and a Redis Cluster at once: kill -9 the broker leading the events topic's
-    first partition and fail over the Redis master serving the events' slot ({ev}: the realtime
-    sink's writes, the feed's reads of presence and recent visits) to its replica, during ingest."""
-    assert isinstance(stack.kafka, KafkaCluster) and stack.redis_cluster is not None
+    assert stack.redis_cluster is not None or not redis_failover
     cluster, redis_cluster = stack.kafka, stack.redis_cluster
     victim = cluster.brokers[0]
 
@@ -216,16 +198,17 @@ async def kafka_broker_killed_and_redis_master_failed_over(stack: FaultStack) ->
         layout = await topic_layout(stack, stack.settings.topic(VIEWER_EVENTS))
         victim = cluster.brokers[layout["leaders"][0] - 1]
         victim.kill()
-        master = redis_cluster.master_of(f"{EVENTS_PREFIX}failover")
-        await asyncio.to_thread(redis_cluster.fail_over, master)
+        if redis_cluster is not None and redis_failover:
+            master = redis_cluster.master_of(f"{EVENTS_PREFIX}failover")
+            await asyncio.to_thread(redis_cluster.fail_over, master)
 
-    return await _run(
-        stack,
-        "a kafka broker of three killed and a redis master failed over during ingest",
-        kill,
-        lambda: stack.restart_server(victim),
-        ingesters=3,
-    )
+    name = "a kafka broker of three" + (" killed and a redis master failed over" if redis_failover else "")
+    return await _run(stack, f"{name} during ingest", kill, lambda: stack.restart_server(victim), ingesters=3)
+
+
+async def kafka_broker_killed_and_redis_master_failed_over(stack: FaultStack) -> FaultResult:
+    """On a Kafka cluster and a Redis Cluster at once: a broker killed and a master failed over."""
+    return await kafka_cluster_broker_during_ingest(stack, redis_failover=True)
 
 
 SCENARIOS: dict[str, Callable[[FaultStack], Awaitable[FaultResult]]] = {
