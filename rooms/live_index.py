@@ -190,6 +190,25 @@ _APPLY = lua_script(__file__, "live_index_apply.lua")
 _CHANGES = lua_script(__file__, "live_index_changes.lua")
 
 
+# A rebuild's swap. KEYS: 4 pairs (temporary key, index key), then changelog, floor, version, epoch
+# (all rf:{rooms}:*: one slot). ARGV: per pair 1 (rename the temporary key over it) or 0 (delete the
+# index key: nothing of that kind now), then the new epoch.
+_SWAP = """
+for i = 0, 3 do
+  if ARGV[i + 1] == '1' then
+    redis.call('RENAME', KEYS[2 * i + 1], KEYS[2 * i + 2])
+  else
+    redis.call('DEL', KEYS[2 * i + 2])
+  end
+end
+redis.call('DEL', KEYS[9])
+redis.call('SET', KEYS[10], 0)
+redis.call('INCR', KEYS[11])
+redis.call('SET', KEYS[12], ARGV[5])
+return 1
+"""
+
+
 class IndexWriter:
     """Applies one room's current state to the index; idempotent and order-safe by PG version."""
 
@@ -361,7 +380,7 @@ def live_room_of_row(row: Mapping[str, Any]) -> LiveRoom:
 async def rebuild_live_index(pool: asyncpg.Pool, redis: Redis) -> int:
     """Rebuild the whole index from PostgreSQL (live rooms and recent replays); returns live rooms.
 
-    Written under temporary keys and swapped in with one MULTI, under a new epoch, so readers see
+    Written under temporary keys and swapped in by one script, under a new epoch, so readers see
     either the old index or the new one, and reload.
     """
     async with pool.acquire() as conn:
@@ -388,22 +407,18 @@ async def rebuild_live_index(pool: asyncpg.Pool, redis: Redis) -> int:
             pipe.hset(tmp_replay, mapping={r["room_id"]: live_room_of_row(r).encode() for r in replays})
             pipe.hset(tmp_ver, mapping={r["room_id"]: r["index_version"] for r in replays})
             await pipe.execute()
-    async with redis.pipeline(transaction=True) as pipe:
-        for tmp, key, filled in (
-            (tmp_live, KEY_LIVE, bool(live)),
-            (tmp_ver, KEY_VER, bool(live or replays)),
-            (tmp_replays, KEY_REPLAYS, bool(replays)),
-            (tmp_replay, KEY_REPLAY, bool(replays)),
-        ):
-            if filled:
-                pipe.rename(tmp, key)
-            else:
-                pipe.delete(key)
-        # The changelog restarts empty under a new epoch: every reader reloads once, then follows
-        # changes logged after the version it reloaded at.
-        pipe.delete(KEY_CHANGELOG)
-        pipe.set(KEY_FLOOR, 0)
-        pipe.incr(KEY_VERSION)
-        pipe.set(KEY_EPOCH, secrets.token_hex(8))
-        await pipe.execute()
+    # One script swaps them in (atomic, as a MULTI was; redis-py's cluster pipeline refuses RENAME).
+    # The changelog restarts empty under a new epoch: every reader reloads once, then follows
+    # changes logged after the version it reloaded at.
+    swap = redis.register_script(_SWAP)
+    await swap(
+        keys=[
+            *(tmp_live, KEY_LIVE, tmp_ver, KEY_VER, tmp_replays, KEY_REPLAYS, tmp_replay, KEY_REPLAY),
+            *(KEY_CHANGELOG, KEY_FLOOR, KEY_VERSION, KEY_EPOCH),
+        ],
+        args=[
+            *("1" if filled else "0" for filled in (live, live or replays, replays, replays)),
+            secrets.token_hex(8),
+        ],
+    )
     return len(live)
