@@ -110,6 +110,7 @@ async def warm_start(stack: Any) -> dict[str, float]:
 
 
 async def run(repeats: int, redis_masters: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    from devtools import services
     from events.vocabulary import VIEWER_EVENTS
     from roomfeed.settings import Settings, external_services
     from tests.faults.scenarios import (
