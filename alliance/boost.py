@@ -23,8 +23,10 @@ measured against the page the viewer would have had.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,6 +39,17 @@ from alliance.grants import TokenBucket
 from alliance.scheduler import BoostPlan, read_plans
 
 TOP_RANK = 1  # a boosted room lands no higher than this page position (0 = the top): the best stays first
+# What became of an owed merchant on a page, in the words its pacing plan uses (alliance.plan).
+OUTCOMES = ("placed", "not_placed", "below_floor", "on_page", "filtered", "not_live")
+
+
+def hour_bucket(clock: AllianceClock, t: float) -> int:
+    """The alliance hour of wall time `t` (the tally's bucket)."""
+    return int(clock.alliance_s(t) // 3600)
+
+
+def tally_key(merchant_id: str, hour: int) -> str:
+    return f"rf:al:tally:{merchant_id}:{hour}"
 
 
 class BoostCandidates(Protocol):
@@ -92,27 +105,38 @@ def choose_boosts(
     explored: set[int],
     rooms_of_merchant: Mapping[str, np.ndarray],
     plans: dict[str, BoostPlan],
+    outcomes: dict[str, str] | None = None,
 ) -> list[BoostChoice]:
-    """Owed rooms this viewer may be shown, off the page, above the floor; most wanted first (pure)."""
+    """Owed rooms this viewer may be shown, off the page, above the floor; most wanted first (pure).
+
+    `outcomes`, when given, gets what became of each owed merchant on this page: `not_live`,
+    `filtered` (its rooms were served to this viewer already, swiped away or blocked), `on_page`,
+    `below_floor` or `candidate` (what a merchant's pacing plan explains from)."""
     organic = [i for i in page if i not in explored] or page
     if not organic:
         return []
     reference = float(np.mean(p_enter[organic]))
     on_page = set(page)
     chosen: list[BoostChoice] = []
+    seen = outcomes if outcomes is not None else {}
     for merchant_id, plan in plans.items():
         rooms = rooms_of_merchant.get(merchant_id)
         if rooms is None or len(rooms) == 0:
+            seen[merchant_id] = "not_live"
             continue
         rooms = rooms[keep[rooms]]
         if len(rooms) == 0:
+            seen[merchant_id] = "filtered"
             continue
         i = int(rooms[np.argmax(p_enter[rooms])])  # one room per merchant and page: its most wanted
         if any(int(r) in on_page for r in rooms):
-            continue  # already on this page: showing it is not extra exposure
+            seen[merchant_id] = "on_page"  # showing it is not extra exposure
+            continue
         p = float(p_enter[i])
         if p < plan.relevance_floor * reference:
+            seen[merchant_id] = "below_floor"
             continue
+        seen[merchant_id] = "candidate"
         chosen.append(BoostChoice(i, merchant_id, p))
     chosen.sort(key=lambda b: (-b.p_enter, b.index))
     return chosen
@@ -131,10 +155,36 @@ class AllianceBoost:
 
     def __init__(self, redis: Redis, *, clock: AllianceClock | None = None, plan_ttl_s: float = 1.0) -> None:
         self.redis = redis
-        self.tokens = TokenBucket(redis, clock)
+        self.clock = clock or AllianceClock()
+        self.tokens = TokenBucket(redis, self.clock)
         self.plan_ttl_s = plan_ttl_s
         self._plans: dict[str, BoostPlan] = {}
         self._loaded_at = -math.inf
+        # What became of owed merchants on this process's pages since the last flush (PlacementTally).
+        self.tally: Counter[tuple[str, str]] = Counter()
+
+    async def flush(self) -> None:
+        """Add this process's tally to the shared per-hour counts the pacing plans read (one round trip)."""
+        if not self.tally:
+            return
+        tally, self.tally = self.tally, Counter()
+        hour = hour_bucket(self.clock, time.time())
+        ttl = max(1, int(self.clock.wall(3 * 3600)))
+        pipe = self.redis.pipeline(transaction=False)
+        for (merchant_id, outcome), n in tally.items():
+            key = tally_key(merchant_id, hour)
+            pipe.hincrby(key, outcome, n)
+            pipe.expire(key, ttl)
+        try:
+            await pipe.execute()
+        except Exception:  # Redis down: these counts are only explanations, not money
+            return
+
+    async def flush_every(self, every_s: float) -> None:
+        """The process's flusher (started and stopped with the alliance part)."""
+        while True:
+            await asyncio.sleep(every_s)
+            await self.flush()
 
     async def refresh(self) -> dict[str, BoostPlan]:
         self._plans = await read_plans(self.redis)
@@ -162,7 +212,13 @@ class AllianceBoost:
         if not self._plans or len(page) < count or count < 2:
             return  # a short page already shows every room the viewer may see
         p_enter = enter_probability(c)
-        choices = choose_boosts(p_enter, c.keep, page, ctx.explored, c.rooms_of_merchant, self._plans)
+        outcomes: dict[str, str] = {}
+        choices = choose_boosts(
+            p_enter, c.keep, page, ctx.explored, c.rooms_of_merchant, self._plans, outcomes
+        )
+        for merchant_id, outcome in outcomes.items():
+            if outcome != "candidate":
+                self.tally[(merchant_id, outcome)] += 1
         if not choices:
             return
         cap = min(self._plans[b.merchant_id].share_cap for b in choices)
@@ -179,6 +235,8 @@ class AllianceBoost:
         except Exception:
             return
         placed = [b for b, ok in zip(choices, granted, strict=True) if ok]
+        for b, ok in zip(choices, granted, strict=True):
+            self.tally[(b.merchant_id, "placed" if ok else "not_placed")] += 1
         order = list(ctx.order)
         for choice in placed:
             page_now = order[:count]

@@ -59,14 +59,13 @@ class AllianceSink:
         self,
         pool: asyncpg.Pool,
         redis: Redis,
-        settings: Any | None = None,
-        policy: Policy | None = None,
         clock: AllianceClock | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.pool = pool
         self.redis = redis
         self.policy = policy or Policy()
-        self.clock = clock or AllianceClock.of(settings)
+        self.clock = clock or AllianceClock()
         self.evidence = EvidenceBook(redis, self.clock, self.policy.heartbeat_s)
         self.grants = GrantBook(redis, self.clock)
 
@@ -150,7 +149,7 @@ class AllianceSink:
         shared = sorted(a for a, m in members.items() if contributor in m and host in m)
         alliance_id = shared[0] if shared else None
         alliance_terms = terms.get(alliance_id) if alliance_id else None
-        dwell_ms = int(self.clock.alliance_s(evidence.dwell_ms))  # in the alliance's ms, as terms are
+        dwell_ms = evidence.dwell_ms  # in the alliance's ms, as terms are
         base = VisitFacts(
             contributor_id=contributor,
             host_merchant_id=host,
@@ -252,7 +251,7 @@ class AllianceSink:
             room_id,
             alliance_id,
             min(dwell_ms, 2**31 - 1),
-            min(int(self.clock.alliance_s(max(0, evidence.claimed_ms))), 2**31 - 1),
+            min(max(0, evidence.claimed_ms), 2**31 - 1),
             self.clock.day(at),
             _ts(at),
             verdict.earned,

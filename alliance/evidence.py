@@ -38,14 +38,14 @@ SERVED_TTL_S = 24 * 3600  # alliance seconds a session's served rooms are rememb
 @dataclass(frozen=True)
 class VisitEvidence:
     visit_id: str  # the enter's event id ('' when no enter was received for this room)
-    server_ms: int  # dwell proven by arrivals
-    claimed_ms: int  # dwell the client claims
+    server_ms: int  # dwell proven by arrivals (in the alliance's ms)
+    claimed_ms: int  # dwell the client claims (in the alliance's ms)
 
     from_feed: bool = False  # the room was served to the viewer on a feed page of the session
 
     @property
     def dwell_ms(self) -> int:
-        """What is credited (wall ms): the server's clock, never more than the client claims."""
+        """What is credited (the alliance's ms): the server's clock, never more than the client claims."""
         return max(0, min(self.server_ms, self.claimed_ms)) if self.visit_id else 0
 
 
@@ -109,10 +109,13 @@ class EvidenceBook:
         found: dict[str, VisitEvidence] = {}
         for (i, e), from_feed in zip(judged, reached, strict=True):
             visit_id, server_ms, claimed_ms = flat[3 * i : 3 * i + 3]
+            # Arrival gaps and client timestamps are wall time; a leave's dwell_ms is the viewer's
+            # dwell as the app reports it (the alliance's time, as every consumer reads it).
+            claimed = int(claimed_ms) if e["type"] == LEAVE else int(self.clock.alliance_s(int(claimed_ms)))
             found[str(e["event_id"])] = VisitEvidence(
                 visit_id.decode() if isinstance(visit_id, bytes) else str(visit_id),
-                int(server_ms),
-                int(claimed_ms),
+                int(self.clock.alliance_s(int(server_ms))),
+                claimed,
                 bool(from_feed),
             )
         return found

@@ -25,6 +25,7 @@ from alliance.clock import AllianceClock
 from alliance.codes import Attribution, CodeBook, CodeInfo, qr_png
 from alliance.ledger import Ledger
 from alliance.orders import OrderAttribution
+from alliance.plan import PacingPlans
 from alliance.scheduler import ExposureScheduler
 from roomfeed.auth import require
 from roomfeed.errors import NotFound
@@ -68,8 +69,10 @@ class Alliance:
     ledger: Ledger
     scheduler: ExposureScheduler
     boost: AllianceBoost
+    plans: PacingPlans
     scheduler_leadership: Leadership = always_lead
     _tick: asyncio.Task[None] | None = None
+    _flush: asyncio.Task[None] | None = None
 
     clock: AllianceClock = AllianceClock()
 
@@ -91,6 +94,7 @@ class Alliance:
             boost=AllianceBoost(redis, clock=clock),
             scheduler_leadership=resources.leases.leadership(ALLIANCE_SCHEDULER),
             clock=clock,
+            plans=PacingPlans(pool, redis, clock),
         )
 
     async def start(self) -> None:
@@ -99,12 +103,15 @@ class Alliance:
         self._tick = asyncio.create_task(
             self.scheduler.run_forever(every, leadership=self.scheduler_leadership)
         )
+        self._flush = asyncio.create_task(self.boost.flush_every(every))
 
     async def stop(self) -> None:
-        if self._tick is not None:
-            self._tick.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._tick
+        for task in (self._tick, self._flush):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.boost.flush()
 
 
 def _code_json(info: CodeInfo) -> dict[str, Any]:
@@ -376,6 +383,24 @@ async def merchant_ledger(request: Request, domain: Alliance) -> Response:
     return json(statement)
 
 
+async def merchant_plan(request: Request, domain: Alliance) -> Response:
+    """A merchant's pacing plan: what it is owed, the held credit and when it settles, the pace, how long
+    delivery takes at the recent pace, what expires and why, and why exposure was not delivered lately
+    (not live, below the relevance floor, already on the page, ...). The merchant itself or an operator.
+    ---
+    responses:
+      200: {description: the plan}
+      404: {description: not this merchant's}
+    """
+    principal = await require(request, "merchant", "operator")
+    merchant_id = request.path_params["merchant_id"]
+    if (principal.role == "merchant" and principal.merchant_id != merchant_id) or not ID_PATTERN.match(
+        merchant_id
+    ):
+        raise NotFound("no such merchant")
+    return json(await domain.plans.of(merchant_id, time.time()))
+
+
 async def ops_alliances(request: Request, domain: Alliance) -> Response:
     """Operators' overview: per merchant earned, delivered, balance, delivery ratio, hourly series.
     ---
@@ -404,5 +429,6 @@ def routes(domain: Alliance) -> list[BaseRoute]:
         Route("/v1/codes/{code}.png", bound(code_png, domain), methods=["GET"]),
         Route("/c/{code}", bound(landing, domain), methods=["GET"]),
         Route("/v1/merchants/{merchant_id}/ledger", bound(merchant_ledger, domain), methods=["GET"]),
+        Route("/v1/merchants/{merchant_id}/alliance-plan", bound(merchant_plan, domain), methods=["GET"]),
         Route("/v1/ops/alliances", bound(ops_alliances, domain), methods=["GET"]),
     ]

@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from starlette.routing import BaseRoute
 
 from alliance import http as alliance_http
+from alliance.clock import AllianceClock
 from alliance.consumer import AllianceSink
 from alliance.http import Alliance
 from alliance.orders import OrderAttribution
@@ -179,7 +180,7 @@ def app_from_env() -> Api[Services]:
 
 
 async def _alliance_sink(settings: Settings, pool: asyncpg.Pool, redis: Redis) -> Sink:
-    return AllianceSink(pool, redis)
+    return AllianceSink(pool, redis, AllianceClock.of(settings))
 
 
 # The sinks `roomfeed worker` can run, by name: the events domain's and the alliance's.

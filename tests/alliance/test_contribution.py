@@ -442,3 +442,23 @@ async def test_an_unbalanced_posting_is_refused_at_commit(world: World, pool: as
                 world.alliance_id,
                 world.a,
             )
+
+
+async def test_on_a_compressed_clock_dwell_is_scaled(pool: asyncpg.Pool, redis: Redis, world: World) -> None:
+    """A benchmark's day in 24 minutes (scale 60): a visit received 250 ms apart is 15 s of the
+    alliance's time and qualifies; 100 ms apart is 6 s and does not, whatever the leave claims."""
+    from alliance.clock import AllianceClock
+
+    sink = AllianceSink(pool, redis, AllianceClock(scale=60.0))
+    ok, short = await world.viewer_from(world.a), await world.viewer_from(world.a)
+    await sink.write(
+        [
+            event("served", ok, world.b, "fast-1", T0 + 10),
+            event("enter", ok, world.b, "fast-1", T0 + 10.01),
+            event("leave", ok, world.b, "fast-1", T0 + 10.26, dwell_ms=15_000),
+            event("served", short, world.b, "fast-2", T0 + 20),
+            event("enter", short, world.b, "fast-2", T0 + 20.01),
+            event("leave", short, world.b, "fast-2", T0 + 20.11, dwell_ms=15_000),
+        ]
+    )
+    assert await world.earned(world.a) == (1, 3.0)

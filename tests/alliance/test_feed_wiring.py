@@ -66,7 +66,7 @@ async def test_code_session_attributes_and_owed_merchant_is_boosted_in_the_feed(
             alliance_id=alliance_id,
             amount=60.0,
             at=time.time(),
-            visits=20,
+            visits=1,
         )
     scheduler = app.services.alliance.scheduler
     for _ in range(5):  # ten minutes of pacing: tokens for A (the app's own 5 s tick may interleave)
@@ -134,3 +134,46 @@ async def test_the_device_the_alliance_judges_is_the_requests(
     assert r.status_code == 202 and r.json()["accepted"] == 1
     (on_kafka,) = await on_topic(migrated, {session}, 1)
     assert on_kafka["device_id"] == phone
+
+
+async def test_a_merchant_sees_its_pacing_plan_and_why_it_was_not_delivered(
+    client: httpx.AsyncClient, new_merchant: MerchantFactory, pool: asyncpg.Pool, app: Any
+) -> None:
+    a, ha = await new_merchant()
+    b, hb = await new_merchant()
+    other, ho = await new_merchant()
+    alliance_id = (
+        await client.post("/v1/alliances", json={"name": "Planned", "terms": TERMS}, headers=ha)
+    ).json()["alliance_id"]
+    await client.post(f"/v1/alliances/{alliance_id}/members", json={"merchant_id": b}, headers=ha)
+    await client.post(f"/v1/alliances/{alliance_id}/join", headers=hb)
+    async with pool.acquire() as conn, conn.transaction():
+        await ledger.post(
+            conn,
+            source_id=f"plan-{a}",
+            kind="earned",
+            merchant_id=a,
+            alliance_id=alliance_id,
+            amount=30.0,
+            at=time.time(),
+            visits=1,
+        )
+    alliance = app.services.alliance
+    await alliance.scheduler.recompute(time.time())
+    await alliance.boost.refresh()
+    # A's rooms are not live: pages pass it by, and the plan says so.
+    for k in range(3):
+        await live_room(client, hb, f"B's room {k}")
+    for k in range(4):
+        vid = f"plan-viewer-{a}-{k}"
+        s = await client.post(
+            "/v1/sessions", json={"viewer_id": vid, "count": 2}, headers=viewer(app.settings, vid)
+        )
+        assert s.status_code == 201, s.text
+    await alliance.boost.flush()
+    plan = (await client.get(f"/v1/merchants/{a}/alliance-plan", headers=ha)).json()
+    assert plan["owed"] == 30.0 and plan["pace_per_hour"] > 0
+    assert (
+        plan["reasons"] and plan["reasons"][0]["reason"] == "not_live" and "live" in plan["reasons"][0]["why"]
+    )
+    assert (await client.get(f"/v1/merchants/{a}/alliance-plan", headers=ho)).status_code == 404

@@ -25,7 +25,7 @@ async def test_unpaid_exposure_older_than_a_week_expires_once(pool: asyncpg.Pool
             alliance_id=alliance.alliance_id,
             amount=30.0,
             at=now - 8 * 86400,
-            visits=10,
+            visits=1,
         )
         await ledger.post(
             conn,
