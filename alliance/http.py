@@ -363,6 +363,17 @@ async def landing(request: Request, domain: Alliance) -> Response:
     return response
 
 
+async def _readable_merchant(request: Request) -> str:
+    """The path's merchant, when the caller may read it: the merchant itself or an operator."""
+    principal = await require(request, "merchant", "operator")
+    merchant_id = str(request.path_params["merchant_id"])
+    if (principal.role == "merchant" and principal.merchant_id != merchant_id) or not ID_PATTERN.match(
+        merchant_id
+    ):
+        raise NotFound("no such merchant")
+    return merchant_id
+
+
 async def merchant_ledger(request: Request, domain: Alliance) -> Response:
     """A merchant's alliance ledger: visits, earned/delivered/expired exposure, balance, attributed
     orders and GMV by store and staff, revenue share per store. The merchant itself or an operator.
@@ -371,12 +382,7 @@ async def merchant_ledger(request: Request, domain: Alliance) -> Response:
       200: {description: the statement}
       404: {description: not this merchant's}
     """
-    principal = await require(request, "merchant", "operator")
-    merchant_id = request.path_params["merchant_id"]
-    if principal.role == "merchant" and principal.merchant_id != merchant_id:
-        raise NotFound("no such merchant")
-    if not ID_PATTERN.match(merchant_id):
-        raise NotFound("no such merchant")
+    merchant_id = await _readable_merchant(request)
     statement = await domain.ledger.statement(merchant_id)
     # The merchant's own verified orders (rooms), to reconcile with the attributed ones.
     statement["orders"] = await domain.orders.totals(merchant_id)
@@ -392,12 +398,7 @@ async def merchant_plan(request: Request, domain: Alliance) -> Response:
       200: {description: the plan}
       404: {description: not this merchant's}
     """
-    principal = await require(request, "merchant", "operator")
-    merchant_id = request.path_params["merchant_id"]
-    if (principal.role == "merchant" and principal.merchant_id != merchant_id) or not ID_PATTERN.match(
-        merchant_id
-    ):
-        raise NotFound("no such merchant")
+    merchant_id = await _readable_merchant(request)
     return json(await domain.plans.of(merchant_id, time.time()))
 
 

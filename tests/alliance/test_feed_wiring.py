@@ -26,6 +26,34 @@ async def live_room(client: httpx.AsyncClient, headers: dict[str, str], title: s
     return room_id
 
 
+async def two_member_alliance(
+    client: httpx.AsyncClient, new_merchant: MerchantFactory, name: str
+) -> tuple[tuple[str, dict[str, str]], tuple[str, dict[str, str]], str]:
+    """Merchants A and B and an alliance of both (A founds it, invites B, B joins)."""
+    a, ha = await new_merchant()
+    b, hb = await new_merchant()
+    r = await client.post("/v1/alliances", json={"name": name, "terms": TERMS}, headers=ha)
+    alliance_id = str(r.json()["alliance_id"])
+    await client.post(f"/v1/alliances/{alliance_id}/members", json={"merchant_id": b}, headers=ha)
+    await client.post(f"/v1/alliances/{alliance_id}/join", headers=hb)
+    return (a, ha), (b, hb), alliance_id
+
+
+async def earned(pool: asyncpg.Pool, merchant_id: str, alliance_id: str, amount: float, source: str) -> None:
+    """Credit a merchant as if one of its visits had qualified and settled."""
+    async with pool.acquire() as conn, conn.transaction():
+        await ledger.post(
+            conn,
+            source_id=source,
+            kind="earned",
+            merchant_id=merchant_id,
+            alliance_id=alliance_id,
+            amount=amount,
+            at=time.time(),
+            visits=1,
+        )
+
+
 def viewer(settings: Any, viewer_id: str) -> dict[str, str]:
     from roomfeed.auth import sign_viewer_token
 
@@ -35,13 +63,7 @@ def viewer(settings: Any, viewer_id: str) -> dict[str, str]:
 async def test_code_session_attributes_and_owed_merchant_is_boosted_in_the_feed(
     client: httpx.AsyncClient, new_merchant: MerchantFactory, pool: asyncpg.Pool, migrated: Any, app: Any
 ) -> None:
-    a, ha = await new_merchant()
-    b, hb = await new_merchant()
-    alliance_id = (
-        await client.post("/v1/alliances", json={"name": "Wired", "terms": TERMS}, headers=ha)
-    ).json()["alliance_id"]
-    await client.post(f"/v1/alliances/{alliance_id}/members", json={"merchant_id": b}, headers=ha)
-    await client.post(f"/v1/alliances/{alliance_id}/join", headers=hb)
+    (a, ha), (b, hb), alliance_id = await two_member_alliance(client, new_merchant, "Wired")
     room_a = await live_room(client, ha, "A's room")
     for k in range(8):  # more live rooms than a page shows, so a boost can add exposure
         await live_room(client, hb, f"B's room {k}")
@@ -57,17 +79,7 @@ async def test_code_session_attributes_and_owed_merchant_is_boosted_in_the_feed(
     assert attributed is not None and attributed.merchant_id == a
     assert (await client.get("/v1/codes", headers=ha)).json()["codes"][0]["opens"] == 1
 
-    async with pool.acquire() as conn, conn.transaction():
-        await ledger.post(
-            conn,
-            source_id=f"wired-{a}",
-            kind="earned",
-            merchant_id=a,
-            alliance_id=alliance_id,
-            amount=60.0,
-            at=time.time(),
-            visits=1,
-        )
+    await earned(pool, a, alliance_id, 60.0, source=f"wired-{a}")
     scheduler = app.services.alliance.scheduler
     for _ in range(5):  # ten minutes of pacing: tokens for A (the app's own 5 s tick may interleave)
         await scheduler.recompute(time.time() - 600)
@@ -139,25 +151,9 @@ async def test_the_device_the_alliance_judges_is_the_requests(
 async def test_a_merchant_sees_its_pacing_plan_and_why_it_was_not_delivered(
     client: httpx.AsyncClient, new_merchant: MerchantFactory, pool: asyncpg.Pool, app: Any
 ) -> None:
-    a, ha = await new_merchant()
-    b, hb = await new_merchant()
+    (a, ha), (b, hb), alliance_id = await two_member_alliance(client, new_merchant, "Planned")
     other, ho = await new_merchant()
-    alliance_id = (
-        await client.post("/v1/alliances", json={"name": "Planned", "terms": TERMS}, headers=ha)
-    ).json()["alliance_id"]
-    await client.post(f"/v1/alliances/{alliance_id}/members", json={"merchant_id": b}, headers=ha)
-    await client.post(f"/v1/alliances/{alliance_id}/join", headers=hb)
-    async with pool.acquire() as conn, conn.transaction():
-        await ledger.post(
-            conn,
-            source_id=f"plan-{a}",
-            kind="earned",
-            merchant_id=a,
-            alliance_id=alliance_id,
-            amount=30.0,
-            at=time.time(),
-            visits=1,
-        )
+    await earned(pool, a, alliance_id, 30.0, source=f"plan-{a}")
     alliance = app.services.alliance
     await alliance.scheduler.recompute(time.time())
     await alliance.boost.refresh()
