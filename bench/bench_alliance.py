@@ -1,474 +1,1503 @@
-"""Alliance simulation: 3 alliances, 50 merchants, 24 simulated hours, paced exposure paid back.
+"""The traffic alliance through the real system: a simulated day of a marketplace under attack.
 
-    .venv/bin/python bench/bench_alliance.py [--seed 7] [--hours 24]
+    .venv/bin/python bench/bench_alliance.py [--seed 7] [--scale 60] [--hours 24] [--tail-hours 24]
+    .venv/bin/python bench/bench_alliance.py --quick        # 18-22 h at scale 30: a smoke run
 
-The marketplace simulator (`simulator.Marketplace`) supplies merchants, their broadcast schedule,
-viewers' tastes and how viewers react to rooms. The alliance code under test is the real one, on
-a real PostgreSQL database and a private Redis, in simulated time: `AttributionBook` for code
-sessions, `AllianceSink` for every event (contributed visits, boosted impressions delivered),
-`ExposureScheduler.recompute(now)` every simulated minute, and `AllianceBoost.apply` on the
-feed's own `FeedContext` for every page. Kafka is not on this path (the sink gets the batches
-directly); the worker's SinkRunner is what would feed it in production.
+Starts what it needs: a throwaway PostgreSQL database and private Redis on the project's services, a
+Kafka prefix of its own, one `roomfeed serve` and one `roomfeed worker` (realtime, archive, alliance,
+heat sinks) as subprocesses. Everything the simulated people do goes through the HTTP API: the
+platform's login mints viewer tokens (JWTs with the account's creation time, verified against a JWKS
+file); an operator creates 300 merchants; merchants create rooms and go live and end them on a
+broadcast schedule, form 3 alliances of 24 members, make codes (and stores and staff for staff codes);
+viewers' apps start sessions (from codes or not), page the feed with its page tokens, report what
+was on screen (`impression` with the page's token) and post enter, heartbeats at the app's cadence
+and leave *when they happen*; the worker's alliance sink and the API's scheduler do the rest. The
+bench reads results back as an operator through `GET /v1/merchants/{id}/ledger`, plus the archive of
+`served` records (which room a boost displaced, for the relevance cost).
 
-Each simulated minute: organic sessions from random viewers, plus code sessions of contributing
-merchants that are live (heavy: 15 merchants, light: 15, none: 20). A session lands in the code's
-room, then swipes through feed pages of 10 rooms ranked by a noisy model score
-(true taste match + noise). For every page the unboosted ranking of the same candidates for the
-same viewer is kept too, so the relevance cost (NDCG@10 against true match) is measured in the
-same run (the baseline). Reports: delivered/earned per contributing merchant at the end of the
-24 hours, its spread, delivery per hour against earning per hour, boosts of non-contributors.
+The compressed clock. One simulated day runs in 24 h / `scale` of wall time (24 minutes at the
+default 60). The API and worker run with `ROOMFEED_ALLIANCE_TIME_SCALE=scale` and the clock's origin
+at the bench's start, so every alliance timing is scaled with it: the 10 s minimum dwell is 1/6 s of
+wall time, the app's 30 s heartbeat cadence 0.5 s, the 2 h holding period 2 minutes, the 15-minute
+pacing window 15 s, the day the caps count in 24 minutes. The simulated apps sleep scaled times too.
+What is not scaled: ranking's live popularity windows (1 h of wall time is 2.5 simulated days), and
+network and queueing latency, which the server's clock sees at full size (±50 ms of jitter is ±3 s
+of simulated dwell at scale 60: honest dwells are long enough that this rarely matters; attackers'
+scripted dwells are set a little above the minimum to stay fair to them).
+
+The world (parameters fixed before any defence was tuned; `World` below):
+- 300 merchants in 8 categories, quality ~ N(0, 0.5); each broadcasts 1-3 times a day for 1-3 h,
+  starts drawn from a daily curve (quiet at night, busiest 19-23 h); the next day repeats the
+  schedule (the settlement tail runs in it).
+- 3 alliances of 24 members. Honest members: 20 heavy contributors (200 followers each, code
+  sessions at 0.5 per simulated minute while live), 20 light (60 followers, 0.15 per minute), 19
+  silent (no code traffic). A follower's taste leans to its merchant's category; 10-50% of each
+  merchant's followers are new to the app (account made the day they come), the rest have
+  accounts 30-1,500 days old. 13 members (18%) attack (below). 228 merchants are not members.
+- Organic viewers: 20,000 accounts (90% old), sessions at 2 per simulated minute on average,
+  following the daily curve.
+- A viewer on a room enters with probability sigmoid(-1.6 + 2.4 taste[category] + quality + 1.2
+  follows); skips after 2 s otherwise; dwells lognormal around 45 s (90 s in its own merchant's
+  room when it came by that merchant's code), posting a heartbeat every 30 s; swipes on with
+  probability 0.85; buys with probability sigmoid(-4.2 + 1.2 taste + 0.5 quality + 1.0 follows)
+  per visit entered.
+
+The attacks (each the issue's, plus two of ours), by 13 of the 72 members:
+  burst_code        40 new viewer ids open one code at once
+  one_device        10 new viewer ids on one device
+  scripted_swipes   scripted 1 s swipes claiming 12 s now and then (and forged boosted impressions)
+  reentry           the same ids re-entering own and partner rooms all day
+  fresh_paced       60 fresh viewer ids paced under the burst rules, one 10.5 s visit each
+  stamped_heartbeat a 2 s visit plus a heartbeat stamped 11 s after entering (and forged impressions)
+  mutual_trio       3 members visiting each other's rooms with their own viewers
+  rotating_fresh    (ours) fresh ids, each on its own device, spread over 10 staff codes, paced,
+                    each watching its merchant's room a minute before visiting partners
+  ring              (ours) 3 members passing visits round a cycle A→B→C→A, which no pair returns
+
+Reported (bench/results/alliance.json, docs/benchmarks.md, docs/alliance.md): honest contributors'
+delivered / earned at the end (earned = credit that stands after settlement), the share within
+[0.9, 1.1] and [0.95, 1.05]; per attack what it earned (gross), had clawed back, kept and was
+delivered; the mean of honest heavy contributors' earnings; boosted rooms' enter rate against
+unboosted rooms' on the same pages; the relevance cost (NDCG@10 with the viewers' true enter
+probabilities as gains, the page as served against the page without its boosts); forged boosted
+impressions booked; boosts of non-members and silent members.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextlib
+import json
 import math
+import os
+import pickle
+import secrets
 import shlex
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
+import jwt
 import numpy as np
-from bench_live_index import REPO, BenchEnv, bench_env, write_results
+import orjson
+from bench_live_index import CATEGORIES, REPO, BenchEnv, bench_env, write_results
 
 sys.path.insert(0, str(REPO))
 
-from alliance.alliances import AllianceBook, Terms  # noqa: E402
-from alliance.attribution import AttributionBook  # noqa: E402
-from alliance.boost import AllianceBoost  # noqa: E402
-from alliance.codes import Attribution, CodeSigner  # noqa: E402
-from alliance.consumer import AllianceSink  # noqa: E402
-from alliance.ledger import Ledger  # noqa: E402
-from alliance.scheduler import ExposureScheduler  # noqa: E402
-from feed.config import RankingConfig  # noqa: E402
-from feed.context import Candidates, FeedContext  # noqa: E402
-from simulator import Marketplace  # noqa: E402
+from devtools.services import QUICK_START_JVM, KafkaBroker, resolve_kafka_jars  # noqa: E402
+from roomfeed.auth import create_key  # noqa: E402
 
-HOUR_MS = 3_600_000
-PAGE = 10
-TERMS = Terms(
-    exchange_rate=3.0,
-    min_dwell_ms=10_000,
-    boost_share_cap=0.3,
-    daily_earning_cap=20_000.0,
-    relevance_floor=1.0,
-    attribution_window_h=24,
+HOUR = 3600.0
+MINUTE = 60.0
+# Relative weight of each hour of the day: broadcasts start and viewers come by this curve.
+DAILY = np.array(
+    [
+        0.3,
+        0.2,
+        0.15,
+        0.1,
+        0.1,
+        0.15,
+        0.3,
+        0.5,
+        0.7,
+        0.8,
+        0.9,
+        1.0,
+        1.1,
+        1.0,
+        0.9,
+        0.9,
+        1.0,
+        1.1,
+        1.3,
+        1.6,
+        1.8,
+        1.8,
+        1.4,
+        0.8,
+    ]
 )
+DAILY = DAILY / DAILY.mean()
+
+ATTACKS = (
+    "burst_code",
+    "one_device",
+    "scripted_swipes",
+    "reentry",
+    "fresh_paced",
+    "stamped_heartbeat",
+    "mutual_trio",
+    "rotating_fresh",
+    "ring",
+)
+GROUPS = {"mutual_trio": 3, "ring": 3}  # attacks made by several members; the others by one
 
 
-def ndcg10(order: np.ndarray, gains: np.ndarray) -> float:
-    discounts = 1.0 / np.log2(np.arange(2, PAGE + 2))
-    ideal = np.sort(gains)[::-1][:PAGE]
-    idcg = float((ideal * discounts[: len(ideal)]).sum())
-    dcg = float((gains[order[:PAGE]] * discounts[: len(order[:PAGE])]).sum())
-    return dcg / idcg if idcg > 0 else 1.0
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
 
 
-class Simulation:
-    def __init__(self, env: BenchEnv, args: argparse.Namespace) -> None:
-        self.env = env
-        self.args = args
-        self.rng = np.random.default_rng(args.seed)
-        self.market = Marketplace(
-            seed=args.seed,
-            n_merchants=150,
-            n_viewers=40_000,
-            days=2,
-            duration_min=(600, 1200),
-            live_day_prob=(0.9, 1.0),
-            second_broadcast_prob=0.3,
-        )
-        self.start_ms = self.market.config.start_ms + 12 * HOUR_MS  # broadcasts run from noon on
-        self.end_ms = self.start_ms + args.hours * HOUR_MS
-        w = self.market.world
-        self.taste, self.latent, self.scale = w.v_taste, w.m_latent, w.match_scale
-        self.sink = AllianceSink(env.pool, env.redis)
-        self.attribution = AttributionBook(env.pool, env.redis)
-        self.scheduler = ExposureScheduler(
-            env.pool, env.redis, pacing_hours=args.pacing_hours, burst_hours=0.1
-        )
-        self.stage = AllianceBoost(env.redis, plan_ttl_s=1e12)
-        self.signer = CodeSigner(env.settings.code_secret)
-        self.ndcg_boosted: list[float] = []
-        self.ndcg_plain: list[float] = []
-        self.ndcg_boosted_pages: list[tuple[float, float]] = []
-        self.boosted_impressions: dict[str, int] = defaultdict(int)
-        self.sessions = 0
-        self.code_sessions = 0
-        self.pages = 0
-        self.impressions = 0
+# --- the world: ground truth the simulated people act on ------------------------------------
 
-    # --- set-up ---------------------------------------------------------------------------------
-    async def form_alliances(self) -> None:
-        hours: dict[str, float] = defaultdict(float)
-        for room in self.market.rooms:
-            a, b = max(room.live_from_ms, self.start_ms), min(room.live_until_ms, self.end_ms)
-            if b > a:
-                hours[room.features.merchant_id] += (b - a) / HOUR_MS
-        members = sorted(hours, key=lambda m: -hours[m])[:50]  # the platform's most active broadcasters
-        self.members = members
-        book = AllianceBook(self.env.pool)
-        self.alliance_of: dict[str, str] = {}
-        for k in range(3):
-            group = members[k::3]
-            alliance = await book.create(group[0], f"alliance {k + 1}", TERMS)
-            for m in group[1:]:
-                await book.invite(alliance.alliance_id, group[0], m)
-                await book.join(alliance.alliance_id, m)
-            for m in group:
-                self.alliance_of[m] = alliance.alliance_id
-        order = self.rng.permutation(members)
-        self.heavy = set(order[:15].tolist())
-        self.light = set(order[15:30].tolist())
-        self.silent = set(order[30:].tolist())
-        # Each contributor's private domain: its own followers, disjoint viewer id ranges.
-        n_v = self.taste.shape[0]
-        self.followers: dict[str, np.ndarray] = {}
-        for k, m in enumerate(sorted(self.heavy | self.light)):
-            self.followers[m] = np.arange(20_000 + k * 600, 20_000 + (k + 1) * 600) % n_v
 
-    # --- one session ----------------------------------------------------------------------------
-    async def session(
-        self, viewer: int, start_ms: int, live: list[Any], code_merchant: str | None
-    ) -> list[dict[str, Any]]:
-        sid = f"s{self.sessions}"
-        self.sessions += 1
-        viewer_id = f"v{viewer}"
-        sim = self.market.viewer(
-            viewer_id, sid, start_ms, seed=self.args.seed, entry_code_merchant_id=code_merchant
-        )
-        events: list[dict[str, Any]] = []
-        served: set[str] = set()
-        if code_merchant is not None:
-            self.code_sessions += 1
-            own = [r for r in live if r.features.merchant_id == code_merchant]
-            if not own:
-                return []
-            code = self.signer.sign(Attribution(code_merchant))
-            await self.attribution.attribute(
-                viewer_id, sid, self.signer.parse(code), start_ms / 1000, code=code
-            )
-            room = own[0]
-            events += sim.react(room.features, room.live_until_ms, position=0)
-            served.add(room.features.room_id)
-            self.impressions += 1
-        position = len(served)
-        for _ in range(6):
-            if sim.done:
-                break
-            rooms = [
-                r for r in live if r.features.room_id not in served and r.live_until_ms > sim.now_ms + 60_000
-            ]
-            if not rooms:
-                break
-            merchants = np.array([int(r.features.merchant_id[1:]) for r in rooms])
-            relevance = (self.latent[merchants] @ self.taste[viewer]) / self.scale
-            model = relevance + self.rng.normal(0.0, 0.5, len(rooms))  # an imperfect model
-            ctx = FeedContext(
-                viewer_id=viewer_id,
-                session_id=sid,
-                count=PAGE,
-                config=RankingConfig(),
-                candidates=Candidates.of([r.features for r in rooms]).fresh_copy(),
-                served=served,
-                rng=self.rng,
-            )
-            ctx.candidates.score = model.astype(np.float32)
-            await self.stage.apply(ctx)
-            boosted_scores = ctx.candidates.score
-            plain = np.argsort(-model, kind="stable")[:PAGE]
-            shown = np.argsort(-boosted_scores, kind="stable")[:PAGE]
-            gains = np.maximum(relevance, 0.0)
-            self.ndcg_plain.append(ndcg10(plain, gains))
-            self.ndcg_boosted.append(ndcg10(shown, gains))
-            if ctx.candidates.boosted.any():
-                self.ndcg_boosted_pages.append((self.ndcg_plain[-1], self.ndcg_boosted[-1]))
-            self.pages += 1
-            for i in shown:
-                if sim.done:
-                    break
-                room = rooms[int(i)]
-                flag = bool(ctx.candidates.boosted[i])
-                events += sim.react(room.features, room.live_until_ms, position=position, boosted=flag)
-                served.add(room.features.room_id)
-                position += 1
-                self.impressions += 1
-                if flag:
-                    self.boosted_impressions[room.features.merchant_id] += 1
-        return events
+@dataclass
+class Merchant:
+    index: int
+    category: int
+    quality: float
+    role: str  # heavy | light | silent | attack:<name> | outside
+    broadcasts: list[tuple[float, float]]  # (start, end) in simulated seconds from day 0
+    merchant_id: str = ""
+    key: str = ""
+    alliance: int = -1
+    code: str = ""
+    staff_codes: list[str] = field(default_factory=list)
+    followers: list[int] = field(default_factory=list)
+    live_room: str | None = None
 
-    # --- the day ----------------------------------------------------------------------------------
-    async def run(self) -> None:
-        await self.form_alliances()
-        organic_per_min = self.args.organic_per_min
-        pending: list[dict[str, Any]] = []
-        minutes = self.args.hours * 60
-        started = time.perf_counter()
-        for t in range(minutes):
-            now_ms = self.start_ms + t * 60_000
-            if t % self.args.tick_minutes == 0:
-                await self.scheduler.recompute(now_ms / 1000)
-                await self.stage.refresh()
-            live = self.market.live_rooms(now_ms)
-            live_merchants = {r.features.merchant_id for r in live}
-            starts: list[tuple[int, int, str | None]] = []
-            for _ in range(self.rng.poisson(organic_per_min)):
-                starts.append((int(self.rng.integers(0, self.taste.shape[0])), now_ms, None))
-            for m in (self.heavy | self.light) & live_merchants:
-                rate = self.args.heavy_per_min if m in self.heavy else self.args.light_per_min
-                for _ in range(self.rng.poisson(rate)):
-                    starts.append((int(self.rng.choice(self.followers[m])), now_ms, m))
-            for viewer, at, code_merchant in starts:
-                at += int(self.rng.integers(0, 60_000))
-                pending += await self.session(viewer, at, live, code_merchant)
-            # Events reach the sink in time order, as the stream delivers them (each in its minute).
-            due = [e for e in pending if int(e["ts"]) < now_ms + 60_000]
-            pending = [e for e in pending if int(e["ts"]) >= now_ms + 60_000]
-            due.sort(key=lambda e: int(e["ts"]))
-            if due:
-                await self.sink.write(due)
-            if t % 120 == 119:
-                print(
-                    f"  simulated {(t + 1) // 60:2d} h  sessions {self.sessions:6d}  pages {self.pages:6d}  "
-                    f"({time.perf_counter() - started:5.1f} s)",
-                    flush=True,
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def live_at(self, t: float) -> bool:
+        return any(a <= t < b for a, b in self.broadcasts)
+
+
+@dataclass
+class Viewer:
+    index: int
+    viewer_id: str
+    taste: np.ndarray  # over categories
+    created_at: float  # account creation, wall epoch s (what the login's token says)
+    device: str
+
+
+class World:
+    """Everything random about the day, drawn once from the seed (fixed parameters)."""
+
+    n_merchants = 300
+    n_alliances = 3
+    members_per_alliance = 24
+    heavy, light = 20, 20
+    organic_viewers = 20_000
+    organic_per_min = 2.0
+    heavy_code_per_min, light_code_per_min = 0.5, 0.15
+    heavy_followers, light_followers = 200, 60
+    continue_prob = 0.85
+    skip_s = 2.0
+    heartbeat_s = 30.0
+    dwell_median_s = 45.0
+    own_room_dwell_s = 90.0
+
+    def __init__(self, seed: int, day_start: float) -> None:
+        rng = np.random.default_rng(seed)
+        self.rng = rng
+        self.seed = seed
+        self.day_start = day_start
+        self.merchants: list[Merchant] = []
+        for i in range(self.n_merchants):
+            self.merchants.append(
+                Merchant(
+                    i,
+                    int(rng.integers(len(CATEGORIES))),
+                    float(rng.normal(0, 0.5)),
+                    "outside",
+                    self._schedule(rng),
                 )
-        cutoff = [e for e in pending if int(e["ts"]) < self.end_ms]  # what happened within the 24 hours
-        if cutoff:
-            await self.sink.write(sorted(cutoff, key=lambda e: int(e["ts"])))
+            )
+        members = rng.choice(self.n_merchants, self.n_alliances * self.members_per_alliance, replace=False)
+        self.alliances = [
+            [
+                self.merchants[int(i)]
+                for i in members[k * self.members_per_alliance : (k + 1) * self.members_per_alliance]
+            ]
+            for k in range(self.n_alliances)
+        ]
+        # Attackers: alliance 1 holds burst_code, one_device, scripted_swipes and the trio; alliance 2
+        # reentry, fresh_paced, stamped_heartbeat, rotating_fresh; alliance 3 the ring.
+        plan = [
+            ["burst_code", "one_device", "scripted_swipes", "mutual_trio", "mutual_trio", "mutual_trio"],
+            ["reentry", "fresh_paced", "stamped_heartbeat", "rotating_fresh"],
+            ["ring", "ring", "ring"],
+        ]
+        honest: list[Merchant] = []
+        for k, group in enumerate(self.alliances):
+            for m in group:
+                m.alliance = k
+            for m, attack in zip(group, plan[k], strict=False):
+                m.role = f"attack:{attack}"
+            honest += group[len(plan[k]) :]
+        order = rng.permutation(len(honest))
+        for rank, j in enumerate(order):
+            honest[j].role = (
+                "heavy" if rank < self.heavy else "light" if rank < self.heavy + self.light else "silent"
+            )
+        self.viewers: list[Viewer] = []
+        now = day_start
+        for v in range(self.organic_viewers):
+            young = rng.random() < 0.1
+            self.viewers.append(self._viewer(rng, f"o{seed}-{v}", None, now, young))
+        for m in self.merchants:
+            pool = (
+                self.heavy_followers
+                if m.role == "heavy"
+                else self.light_followers
+                if m.role == "light"
+                else 0
+            )
+            young_share = float(rng.uniform(0.1, 0.5))
+            for f in range(pool):
+                viewer = self._viewer(
+                    rng, f"f{seed}-{m.index}-{f}", m.category, now, rng.random() < young_share
+                )
+                m.followers.append(viewer.index)
+        self.follows: dict[int, set[int]] = defaultdict(set)  # viewer index → merchants it follows
+        for m in self.merchants:
+            for v in m.followers:
+                self.follows[v].add(m.index)
 
-    # --- figures --------------------------------------------------------------------------------
-    async def hourly(self) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
-        rows = await self.env.pool.fetch(
-            """SELECT merchant_id, kind, floor(extract(epoch FROM at) * 1000 / $1) AS h, sum(amount) AS amount
-               FROM ledger_transactions GROUP BY 1, 2, 3""",
-            HOUR_MS,
+    def _viewer(
+        self, rng: np.random.Generator, vid: str, lean: int | None, now: float, young: bool
+    ) -> Viewer:
+        alpha = np.full(len(CATEGORIES), 0.6)
+        if lean is not None:
+            alpha[lean] += 2.0
+        created = (
+            now + float(rng.uniform(0, 12 * HOUR)) if young else now - float(rng.uniform(30, 1500)) * 86_400
         )
-        first = self.start_ms // HOUR_MS
-        n = self.args.hours
-        earned, delivered = np.zeros(n), np.zeros(n)
-        per: dict[str, tuple[np.ndarray, np.ndarray]] = defaultdict(lambda: (np.zeros(n), np.zeros(n)))
-        for r in rows:
-            h = int(r["h"]) - first
-            if 0 <= h < n:
-                target = earned if r["kind"] == "earned" else delivered if r["kind"] == "delivered" else None
-                if target is not None:
-                    target[h] += float(r["amount"])
-                    per[r["merchant_id"]][0 if r["kind"] == "earned" else 1][h] += float(r["amount"])
-        return earned, delivered, per
+        viewer = Viewer(len(self.viewers), vid, rng.dirichlet(alpha), created, f"d-{vid}")
+        self.viewers.append(viewer)
+        return viewer
+
+    @staticmethod
+    def _schedule(rng: np.random.Generator) -> list[tuple[float, float]]:
+        n = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.2]))
+        out: list[tuple[float, float]] = []
+        for _ in range(50):
+            if len(out) == n:
+                break
+            start = (float(rng.choice(24, p=DAILY / DAILY.sum())) + float(rng.random())) * HOUR
+            length = float(rng.uniform(1, 3)) * HOUR
+            if all(start + length <= a or start >= b for a, b in out):
+                out.append((start, start + length))
+        out.sort()
+        return out + [(a + 24 * HOUR, b + 24 * HOUR) for a, b in out]  # the next day repeats
+
+    def p_enter(self, viewer: Viewer, merchant: Merchant) -> float:
+        follows = merchant.index in self.follows.get(viewer.index, ())
+        return sigmoid(-1.6 + 2.4 * float(viewer.taste[merchant.category]) + merchant.quality + 1.2 * follows)
+
+    def dwell_s(self, rng: np.random.Generator, viewer: Viewer, merchant: Merchant, own: bool) -> float:
+        if own:
+            return float(np.clip(rng.lognormal(math.log(self.own_room_dwell_s), 0.7), 20, 3600))
+        follows = merchant.index in self.follows.get(viewer.index, ())
+        median = self.dwell_median_s * math.exp(
+            0.5 * float(viewer.taste[merchant.category]) + 0.3 * merchant.quality + 0.6 * follows
+        )
+        return float(np.clip(rng.lognormal(math.log(median), 0.9), 4, 1800))
+
+    def p_buy(self, viewer: Viewer, merchant: Merchant) -> float:
+        follows = merchant.index in self.follows.get(viewer.index, ())
+        return sigmoid(
+            -4.2 + 1.2 * float(viewer.taste[merchant.category]) + 0.5 * merchant.quality + 1.0 * follows
+        )
+
+    def members(self, attack: str | None = None) -> list[Merchant]:
+        return [
+            m for group in self.alliances for m in group if attack is None or m.role == f"attack:{attack}"
+        ]
 
 
-def plot(
-    path: Any,
-    earned: np.ndarray,
-    delivered: np.ndarray,
-    per: dict[str, tuple[np.ndarray, np.ndarray]],
-    ratios: dict[str, float],
-    examples: list[str],
-) -> None:
-    import matplotlib
+# --- the running system ----------------------------------------------------------------------
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    hours = np.arange(len(earned))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    ax = axes[0]
-    ax.bar(hours - 0.2, earned, width=0.4, label="earned (impressions owed)")
-    ax.bar(hours + 0.2, delivered, width=0.4, label="delivered (boosted impressions)")
-    ax.set_xlabel("simulated hour")
-    ax.set_ylabel("impressions per hour")
-    ax.set_title("All contributors: delivery per hour follows earning per hour")
-    ax.legend()
-    ax = axes[1]
-    for m in examples:
-        e, d = per[m]
-        line = ax.plot(hours, np.cumsum(e), label=f"{m} earned")[0]
-        ax.plot(hours, np.cumsum(d), linestyle="--", color=line.get_color(), label=f"{m} delivered")
-    ax.set_xlabel("simulated hour")
-    ax.set_ylabel("cumulative impressions")
-    ax.set_title("Three merchants: cumulative earned vs delivered")
-    ax.legend(fontsize=7)
-    ax = axes[2]
-    ax.hist(list(ratios.values()), bins=np.linspace(0.5, 1.5, 41))
-    ax.axvspan(0.9, 1.1, alpha=0.15, color="green")
-    ax.set_xlabel("delivered / earned at hour 24")
-    ax.set_ylabel("contributing merchants")
-    ax.set_title("Delivery ratio per contributing merchant")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+class Stack:
+    """`roomfeed serve` and `roomfeed worker` on the bench's database, Redis and Kafka prefix."""
+
+    def __init__(self, env: BenchEnv, scale: float, origin: float, jwks: Path, work: Path) -> None:
+        self.env = env
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        s = env.settings
+        self.vars = {
+            **os.environ,
+            "DATABASE_URL": s.database_url,
+            "REDIS_URL": s.redis_url,
+            "KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "ROOMFEED_KAFKA_PREFIX": s.kafka_prefix,
+            "ROOMFEED_KAFKA_PARTITIONS": "3",
+            "ROOMFEED_DATA_DIR": str(work / "data"),
+            "ROOMFEED_LOG_LEVEL": "WARNING",
+            "ROOMFEED_ALLIANCE_TIME_SCALE": repr(scale),
+            "ROOMFEED_ALLIANCE_CLOCK_ORIGIN": repr(origin),
+            "ROOMFEED_VIEWER_JWKS": str(jwks),
+            "ROOMFEED_RATE_MERCHANT_PER_S": "2000",
+            "ROOMFEED_RATE_MERCHANT_BURST": "20000",
+        }
+        self.work = work
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = (self.work / f"{name}.log").open("ab")
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "roomfeed.cli", *args], cwd=REPO, env=self.vars, stdout=log, stderr=log
+            )
+        )
+
+    async def start(self) -> None:
+        self._spawn("api", ["serve", "--port", str(self.port), "--no-migrate"])
+        self._spawn("worker", ["worker", "--no-migrate"])
+        async with httpx.AsyncClient(timeout=2) as client:
+            for _ in range(600):
+                with contextlib.suppress(httpx.HTTPError):
+                    r = await client.get(f"{self.url}/readyz")
+                    if r.status_code == 200 and r.json().get("status") == "ready":
+                        return
+                for p in self.procs:
+                    if p.poll() is not None:
+                        raise RuntimeError(f"a roomfeed process exited: see {self.work}")
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"the API did not get ready: see {self.work}")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(20)
+            if p.poll() is None:
+                p.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Login:
+    """The platform's login: HS256 JWTs (kid `bench`) with `account_created_at`, and the JWKS that
+    verifies them (`ROOMFEED_VIEWER_JWKS`)."""
+
+    def __init__(self, work: Path) -> None:
+        self.secret = secrets.token_bytes(32)
+        self.jwks = work / "jwks.json"
+        key = base64.urlsafe_b64encode(self.secret).rstrip(b"=").decode()
+        self.jwks.write_text(json.dumps({"keys": [{"kty": "oct", "kid": "bench", "alg": "HS256", "k": key}]}))
+        self._cache: dict[str, str] = {}
+
+    def token(self, viewer: Viewer) -> str:
+        token = self._cache.get(viewer.viewer_id)
+        if token is None:
+            claims = {
+                "sub": viewer.viewer_id,
+                "exp": int(time.time()) + 7 * 86_400,
+                "account_created_at": viewer.created_at,
+            }
+            token = jwt.encode(claims, self.secret, algorithm="HS256", headers={"kid": "bench"})
+            self._cache[viewer.viewer_id] = token
+        return token
+
+    def headers(self, viewer: Viewer, device: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(viewer)}", "X-Device-ID": device or viewer.device}
+
+
+# --- a lean HTTP/1.1 client ----------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status_code: int
+    content: bytes
+    headers: dict[str, str]
+
+    def json(self) -> Any:
+        return orjson.loads(self.content) if self.content else None
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+
+class Client:
+    """Keep-alive HTTP/1.1 over asyncio streams, JSON in and out: thousands of simulated apps' requests a
+    minute cost little here (httpx's connection pool spends time quadratic in the requests in flight,
+    which made the bench itself the bottleneck)."""
+
+    def __init__(self, host: str, port: int, in_flight: int = 48, timeout_s: float = 30.0) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        # At most this many requests at once: apps back off when the server is slow, instead of
+        # piling thousands of connections onto it.
+        self.slots = asyncio.Semaphore(in_flight)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        if params:
+            path += "?" + "&".join(f"{k}={quote(str(v))}" for k, v in params.items())
+        body = orjson.dumps(json) if json is not None else b""
+        head = [f"{method} {path} HTTP/1.1", "Host: bench", f"Content-Length: {len(body)}"]
+        if json is not None:
+            head.append("Content-Type: application/json")
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        raw = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        async with self.slots:
+            return await self._send(raw)
+
+    async def _send(self, raw: bytes) -> Reply:
+        for attempt in range(2):
+            # A retry opens a new connection: the next idle one may have been closed by the server too.
+            reuse = bool(self.idle) and attempt == 0
+            conn = self.idle.pop() if reuse else await asyncio.open_connection(self.host, self.port)
+            reader, writer = conn
+            try:
+                writer.write(raw)
+                async with asyncio.timeout(self.timeout_s):
+                    return await self._answer(conn)
+            except TimeoutError:
+                writer.close()  # an answer that never comes: the connection is not reused
+                raise
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                writer.close()
+                if attempt == 1:
+                    raise
+                continue  # a kept-alive connection the server had closed: once more on a new one
+        raise OSError("unreachable")
+
+    async def _answer(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> Reply:
+        reader, writer = conn
+        block = await reader.readuntil(b"\r\n\r\n")
+        lines = block.split(b"\r\n")
+        status = int(lines[0][9:12])
+        fields = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name:
+                fields[name.decode().lower()] = value.strip().decode()
+        if "content-length" not in fields:
+            raise ValueError(f"an answer without Content-Length: {block[:200]!r}")
+        content = await reader.readexactly(int(fields["content-length"]))
+        if fields.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self.idle.append(conn)
+        return Reply(status, content, fields)
+
+    async def aclose(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+# --- what the apps saw ------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """The bench's own record of pages and reactions (the apps' side of the story)."""
+
+    pages: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # {viewer, session, token, rooms: [(room, merchant, boosted, gain)]}
+    reached: dict[tuple[str, str], tuple[bool, bool]] = field(
+        default_factory=dict
+    )  # (session, room) → (boosted, entered)
+    forged: list[str] = field(default_factory=list)  # event ids of forged boosted impressions
+    boosted_by_merchant: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    sessions: int = 0
+    code_sessions: int = 0
+    requests: int = 0
+    errors: int = 0
+    last_error: str = ""
+    timeouts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    error_kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class Day:
+    """One simulated day (and its settlement tail) through the HTTP API."""
+
+    def __init__(
+        self, args: argparse.Namespace, world: World, stack: Stack, login: Login, operator: str
+    ) -> None:
+        self.args = args
+        self.world = world
+        self.stack = stack
+        self.login = login
+        self.operator = {"Authorization": f"Bearer {operator}"}
+        self.scale = args.scale
+        self.t0 = time.time()
+        self.seen = Seen()
+        self.rng = np.random.default_rng(args.seed + 1)
+        self.client = Client("127.0.0.1", stack.port)
+        # The bench's own reading (ledgers) does not queue behind the apps' traffic.
+        self.reader = Client("127.0.0.1", stack.port, in_flight=8, timeout_s=120.0)
+        self.by_merchant_id: dict[str, Merchant] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.earning = True  # code sessions and attacks run only on day 1
+
+    # clock
+    def now(self) -> float:
+        """Simulated seconds since day 0 began."""
+        return float((time.time() - self.t0) * self.scale)
+
+    async def until(self, t: float) -> None:
+        delay = (t - self.now()) / self.scale
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def pause(self, sim_s: float) -> None:
+        await asyncio.sleep(max(0.0, sim_s) / self.scale)
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def call(self, method: str, path: str, **kw: Any) -> Reply:
+        self.seen.requests += 1
+        for attempt in range(4):
+            try:
+                r = await self.client.request(method, path, **kw)
+            except TimeoutError:
+                self.seen.timeouts[f"{method} {path.split('?')[0].rsplit('/', 1)[-1]}"] += 1
+                raise
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                if attempt == 3:
+                    raise
+                self.seen.last_error = f"{method} {path}: {exc!r}"
+                await asyncio.sleep(0.2)
+                continue
+            if r.status_code in (429, 503) and attempt < 3:
+                await asyncio.sleep(float(r.headers.get("retry-after", "0.5")))
+                continue
+            return r
+        return r
+
+    # --- set-up: merchants, alliances, codes ------------------------------------------------
+    async def set_up(self) -> None:
+        w = self.world
+        sem = asyncio.Semaphore(20)
+
+        async def merchant(m: Merchant) -> None:
+            async with sem:
+                r = await self.call(
+                    "POST", "/v1/ops/merchants", json={"name": f"shop {m.index}"}, headers=self.operator
+                )
+                assert r.status_code == 201, r.text
+                m.merchant_id, m.key = r.json()["merchant_id"], r.json()["key"]
+                self.by_merchant_id[m.merchant_id] = m
+
+        await asyncio.gather(*(merchant(m) for m in w.merchants))
+        for k, group in enumerate(w.alliances):
+            owner = group[0]
+            terms = {
+                "exchange_rate": 3,
+                "min_dwell_ms": 10_000,
+                "boost_share_cap": 0.2,
+                "relevance_floor": 0.8,
+            }
+            r = await self.call(
+                "POST",
+                "/v1/alliances",
+                json={"name": f"alliance {k + 1}", "terms": terms},
+                headers=owner.headers,
+            )
+            assert r.status_code == 201, r.text
+            alliance_id = r.json()["alliance_id"]
+
+            async def member(m: Merchant, alliance_id: str = alliance_id, owner: Merchant = owner) -> None:
+                async with sem:
+                    r = await self.call(
+                        "POST",
+                        f"/v1/alliances/{alliance_id}/members",
+                        json={"merchant_id": m.merchant_id},
+                        headers=owner.headers,
+                    )
+                    assert r.status_code == 201, r.text
+                    r = await self.call("POST", f"/v1/alliances/{alliance_id}/join", headers=m.headers)
+                    assert r.status_code == 200, r.text
+
+            await asyncio.gather(*(member(m) for m in group[1:]))
+
+        async def codes(m: Merchant) -> None:
+            async with sem:
+                r = await self.call("POST", "/v1/codes", json={}, headers=m.headers)
+                assert r.status_code == 201, r.text
+                m.code = r.json()["code"]
+                if m.role == "attack:rotating_fresh":
+                    store = await self.call(
+                        "POST", "/v1/stores", json={"name": "farm store"}, headers=m.headers
+                    )
+                    assert store.status_code == 201, store.text
+                    store_id = store.json()["store_id"]
+                    for s in range(10):
+                        staff = await self.call(
+                            "POST",
+                            f"/v1/stores/{store_id}/staff",
+                            json={"name": f"staff {s}"},
+                            headers=m.headers,
+                        )
+                        assert staff.status_code == 201, staff.text
+                        code = await self.call(
+                            "POST",
+                            "/v1/codes",
+                            json={"store_id": store_id, "staff_id": staff.json()["staff_id"]},
+                            headers=m.headers,
+                        )
+                        assert code.status_code == 201, code.text
+                        m.staff_codes.append(code.json()["code"])
+
+        await asyncio.gather(*(codes(m) for m in w.members()))
+
+    # --- broadcasts ---------------------------------------------------------------------------
+    async def broadcasts(self, end: float) -> None:
+        """Every merchant's rooms go live and end on schedule (a new room per broadcast)."""
+        now = self.now()
+        on = [(m, a, b) for m in self.world.merchants for a, b in m.broadcasts if b > now and a < end]
+        events = sorted(
+            [(a, "live", m) for m, a, _ in on] + [(b, "end", m) for m, _, b in on if b <= end],
+            key=lambda e: e[0],
+        )
+        for t, what, m in events:
+            await self.until(t)
+            self.spawn(self._live(m) if what == "live" else self._end(m))
+
+    async def _live(self, m: Merchant) -> None:
+        r = await self.call(
+            "POST",
+            "/v1/rooms",
+            json={
+                "title": f"{CATEGORIES[m.category]} live {m.index}",
+                "category": CATEGORIES[m.category],
+                "stream_url": f"https://cdn.example/live/{m.index}-{secrets.token_hex(3)}.m3u8",
+            },
+            headers=m.headers,
+        )
+        if r.status_code != 201:
+            self._error(r)
+            return
+        room_id = r.json()["room_id"]
+        r = await self.call("POST", f"/v1/rooms/{room_id}/live", headers=m.headers)
+        if r.status_code in (200, 201):
+            m.live_room = room_id
+        else:
+            self._error(r)
+
+    async def _end(self, m: Merchant) -> None:
+        room, m.live_room = m.live_room, None
+        if room is not None:
+            r = await self.call("POST", f"/v1/rooms/{room}/end", headers=m.headers)
+            if r.status_code not in (200, 201):
+                self._error(r)
+
+    def _error(self, r: Reply, what: str = "") -> None:
+        self.seen.errors += 1
+        self.seen.last_error = f"{what}: {r.status_code} {r.text[:200]}"
+        code = (r.json() or {}).get("error", {}).get("code", "") if r.content.startswith(b"{") else ""
+        self.seen.error_kinds[f"{what} {r.status_code} {code}".strip()] += 1
+
+    # --- a viewer's app -----------------------------------------------------------------------
+    async def post(self, viewer: Viewer, events: list[dict[str, Any]], device: str | None = None) -> None:
+        r = await self.call("POST", "/v1/events", json=events, headers=self.login.headers(viewer, device))
+        if r.status_code != 202:
+            self._error(r, "events")
+        elif r.json().get("rejected"):
+            self.seen.errors += 1
+            first = r.json()["rejected"][0]
+            self.seen.last_error = f"rejected: {first}"
+            kind = events[int(first.get("index", 0))].get("type", "?")
+            self.seen.error_kinds[f"events rejected {kind} {first.get('error', {}).get('code', '')}"] += 1
+
+    def send(self, viewer: Viewer, events: list[dict[str, Any]], device: str | None = None) -> None:
+        """Post without waiting for the answer, as apps post analytics (and as a script would: the
+        server stamps an event when it arrives, not when the previous one was acknowledged)."""
+        self.spawn(self.post(viewer, events, device))
+
+    def event(self, kind: str, viewer: Viewer, session: str, room: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "event_id": f"{kind[:2]}{secrets.token_hex(8)}",
+            "type": kind,
+            "viewer_id": viewer.viewer_id,
+            "session_id": session,
+            "room_id": room,
+            "ts": int(time.time() * 1000),
+            **extra,
+        }
+
+    async def start(
+        self, viewer: Viewer, code: str | None, device: str | None = None
+    ) -> dict[str, Any] | None:
+        body: dict[str, Any] = {"viewer_id": viewer.viewer_id, "count": 5}
+        if code:
+            body["entry"] = {"code": code}
+        r = await self.call("POST", "/v1/sessions", json=body, headers=self.login.headers(viewer, device))
+        if r.status_code != 201:
+            self._error(r)
+            return None
+        self.seen.sessions += 1
+        self.seen.code_sessions += bool(code)
+        page: dict[str, Any] = r.json()
+        self._record_page(viewer, page)
+        return page
+
+    async def more(
+        self, viewer: Viewer, session: str, token: str, device: str | None = None
+    ) -> dict[str, Any] | None:
+        r = await self.call(
+            "GET",
+            f"/v1/sessions/{session}/feed",
+            params={"count": 10, "after": token},
+            headers=self.login.headers(viewer, device),
+        )
+        if r.status_code != 200:
+            self._error(r)
+            return None
+        page: dict[str, Any] = r.json()
+        self._record_page(viewer, page)
+        return page
+
+    def _record_page(self, viewer: Viewer, page: dict[str, Any]) -> None:
+        rooms = []
+        for room in page.get("rooms", []):
+            m = self.by_merchant_id.get(room["merchant_id"])
+            gain = self.world.p_enter(viewer, m) if m is not None else 0.0
+            rooms.append(
+                (
+                    room["room_id"],
+                    room["merchant_id"],
+                    bool(room.get("boosted")),
+                    gain,
+                    bool(room.get("entry")),
+                )
+            )
+            if room.get("boosted"):
+                self.seen.boosted_by_merchant[room["merchant_id"]] += 1
+        self.seen.pages.append(
+            {
+                "viewer": viewer.index,
+                "session": page["session_id"],
+                "token": page.get("page_token"),
+                "rooms": rooms,
+            }
+        )
+
+    async def watch(
+        self, viewer: Viewer, session: str, room: dict[str, Any], token: str, position: int
+    ) -> bool:
+        """An honest app on one room: on screen (impression), maybe in (enter, heartbeats, leave, an
+        order). Returns whether the viewer entered."""
+        m = self.by_merchant_id.get(room["merchant_id"])
+        own = bool(room.get("entry"))
+        p = 0.95 if own else (self.world.p_enter(viewer, m) if m is not None else 0.05)
+        entered = self.rng.random() < p
+        shown = self.event(
+            "impression", viewer, session, room["room_id"], page_token=token, position=position
+        )
+        if not entered:
+            self.send(viewer, [shown])
+            self.seen.reached[(session, room["room_id"])] = (bool(room.get("boosted")), False)
+            await self.pause(self.world.skip_s)
+            return False
+        self.seen.reached[(session, room["room_id"])] = (bool(room.get("boosted")), True)
+        self.send(viewer, [shown, self.event("enter", viewer, session, room["room_id"], source="feed")])
+        dwell = self.world.dwell_s(self.rng, viewer, m, own) if m is not None else 5.0
+        beats = int(dwell // self.world.heartbeat_s)
+        for _ in range(beats):
+            await self.pause(self.world.heartbeat_s)
+            self.send(viewer, [self.event("heartbeat", viewer, session, room["room_id"])])
+        await self.pause(dwell - beats * self.world.heartbeat_s)
+        leave = [self.event("leave", viewer, session, room["room_id"], dwell_ms=int(dwell * 1000))]
+        if m is not None and self.rng.random() < self.world.p_buy(viewer, m):
+            leave.append(
+                self.event(
+                    "purchase",
+                    viewer,
+                    session,
+                    room["room_id"],
+                    order_id=f"o{secrets.token_hex(6)}",
+                    product_id="p1",
+                    amount=round(float(self.rng.lognormal(4, 0.5)), 2),
+                    currency="CNY",
+                )
+            )
+        self.send(viewer, leave)
+        return True
+
+    async def session(self, viewer: Viewer, code: str | None = None) -> None:
+        page = await self.start(viewer, code)
+        if page is None:
+            return
+        session, queue, token, position = page["session_id"], list(page["rooms"]), page["page_token"], 0
+        while True:
+            if not queue:
+                page = await self.more(viewer, session, token)
+                if page is None or not page["rooms"]:
+                    return
+                queue, token = list(page["rooms"]), page["page_token"]
+            room = queue.pop(0)
+            await self.watch(viewer, session, room, token, position)
+            position += 1
+            if self.rng.random() >= self.world.continue_prob:
+                return
+
+    # --- traffic --------------------------------------------------------------------------------
+    async def organic(self, end: float) -> None:
+        w = self.world
+        pool = [v for v in w.viewers if v.viewer_id.startswith("o")]
+        t = self.now()
+        while t < end:
+            rate = w.organic_per_min * DAILY[int(t // HOUR) % 24] / MINUTE  # sessions per simulated second
+            t += float(self.rng.exponential(1 / rate))
+            await self.until(t)  # by the simulated clock: a late loop catches up instead of thinning traffic
+            self.spawn(self.session(pool[int(self.rng.integers(len(pool)))]))
+
+    async def contributors(self, end: float) -> None:
+        """Followers of honest heavy and light contributors arrive by their codes while they are live."""
+        w = self.world
+        step = MINUTE
+        t = self.now()
+        while t < end and self.earning:
+            for m in w.members():
+                if m.role not in ("heavy", "light") or not m.live_at(t) or m.live_room is None:
+                    continue
+                rate = w.heavy_code_per_min if m.role == "heavy" else w.light_code_per_min
+                for _ in range(int(self.rng.poisson(rate * step / MINUTE))):
+                    follower = w.viewers[m.followers[int(self.rng.integers(len(m.followers)))]]
+                    self.spawn(self._later(float(self.rng.uniform(0, step)), self.session(follower, m.code)))
+            t += step
+            await self.until(t)
+
+    async def _later(self, sim_s: float, coro: Any) -> None:
+        await self.pause(sim_s)
+        await coro
+
+    # --- attacks --------------------------------------------------------------------------------
+    def fresh(self, tag: str, *, age_days: float = 0.0) -> Viewer:
+        """A viewer account made for an attack: fresh (made now) unless `age_days` (bought, aged)."""
+        w = self.world
+        created = time.time() - age_days * 86_400 if age_days else time.time()
+        vid = f"x{w.seed}-{tag}-{secrets.token_hex(3)}"
+        viewer = Viewer(
+            len(w.viewers), vid, self.rng.dirichlet(np.full(len(CATEGORIES), 0.6)), created, f"d-{vid}"
+        )
+        w.viewers.append(viewer)
+        return viewer
+
+    async def farm_visit(
+        self,
+        viewer: Viewer,
+        code: str,
+        targets: set[str],
+        *,
+        dwell_s: float,
+        visits: int,
+        device: str | None = None,
+        own_s: float = 0.0,
+        style: str = "honest",
+        max_pages: int = 6,
+    ) -> None:
+        """A scripted session: open `code`, sit `own_s` in the entry room, then page the feed for rooms
+        of `targets` (merchant ids) and 'visit' up to `visits` of them in `style`."""
+        page = await self.start(viewer, code, device)
+        if page is None:
+            return
+        session, token = page["session_id"], page["page_token"]
+        rooms = list(page["rooms"])
+        if own_s and rooms and rooms[0].get("entry"):
+            entry = rooms[0]["room_id"]
+            self.send(
+                viewer,
+                [
+                    self.event("impression", viewer, session, entry, page_token=token),
+                    self.event("enter", viewer, session, entry),
+                ],
+                device,
+            )
+            await self.pause(own_s)
+            self.send(
+                viewer, [self.event("leave", viewer, session, entry, dwell_ms=int(own_s * 1000))], device
+            )
+        done, pages = 0, 0
+        while done < visits and pages < max_pages:
+            for room in rooms:
+                if done >= visits or room["merchant_id"] not in targets:
+                    continue
+                rid = room["room_id"]
+                shown = self.event("impression", viewer, session, rid, page_token=token)
+                self.send(viewer, [shown, self.event("enter", viewer, session, rid)], device)
+                if style == "stamped":  # a 2 s visit plus a heartbeat stamped 11 s after entering
+                    entered_ms = int(time.time() * 1000)
+                    await self.pause(2.0)
+                    stamped = self.event("heartbeat", viewer, session, rid)
+                    stamped["ts"] = entered_ms + int(11_000 / self.scale)  # 11 simulated seconds on
+                    self.send(viewer, [stamped], device)
+                    await self.pause(0.5)
+                    self.send(viewer, [self.event("leave", viewer, session, rid, dwell_ms=11_500)], device)
+                else:
+                    await self.pause(dwell_s)
+                    self.send(
+                        viewer,
+                        [self.event("leave", viewer, session, rid, dwell_ms=int(dwell_s * 1000))],
+                        device,
+                    )
+                done += 1
+            page = await self.more(viewer, session, token, device)
+            pages += 1
+            if page is None or not page["rooms"]:
+                return
+            rooms, token = list(page["rooms"]), page["page_token"]
+
+    async def forge(
+        self, viewer: Viewer, device: str | None, victim: Merchant, partner_rooms: list[str]
+    ) -> None:
+        """Forged `boosted: true` impressions: rooms of the forger's partners it was never granted."""
+        events = []
+        for room in partner_rooms[:3]:
+            e = self.event(
+                "impression",
+                viewer,
+                f"ses_{secrets.token_hex(8)}",
+                room,
+                boosted=True,
+                page_token="0.0000000000",
+            )
+            events.append(e)
+            self.seen.forged.append(e["event_id"])
+        if events:
+            self.send(viewer, events, device)
+
+    def partners(self, m: Merchant) -> set[str]:
+        return {p.merchant_id for p in self.world.alliances[m.alliance] if p is not m}
+
+    def live_rooms_of(self, ids: set[str]) -> list[str]:
+        return [self.by_merchant_id[i].live_room for i in ids if self.by_merchant_id[i].live_room]  # type: ignore[misc]
+
+    async def attacks(self, end: float) -> None:
+        w = self.world
+        jobs = []
+        for name in ATTACKS:
+            members = w.members(name)
+            jobs.append(getattr(self, f"attack_{name}")(members, end))
+        await asyncio.gather(*jobs)
+
+    async def _each_window(self, m: Merchant, end: float, every_s: float, job: Any) -> None:
+        """Run `job()` every `every_s` while `m` is live, until `end`."""
+        while self.now() < end and self.earning:
+            if m.live_room is not None:
+                self.spawn(job())
+            await self.pause(every_s * float(self.rng.uniform(0.7, 1.3)))
+
+    async def attack_burst_code(self, members: list[Merchant], end: float) -> None:
+        (m,) = members
+        for start, stop in m.broadcasts:
+            if start >= end:
+                break
+            await self.until(start + (stop - start) * 0.3)
+            if not self.earning:
+                return
+            for _ in range(40):
+                v = self.fresh("burst")
+                self.spawn(self.farm_visit(v, m.code, self.partners(m), dwell_s=15, visits=2))
+                await self.pause(0.2)
+
+    async def attack_one_device(self, members: list[Merchant], end: float) -> None:
+        (m,) = members
+        phone = f"phone-{secrets.token_hex(4)}"
+        start, stop = m.broadcasts[0]
+        await self.until(start + 0.1 * HOUR)
+        for _ in range(10):
+            v = self.fresh("device")
+            self.spawn(self.farm_visit(v, m.code, self.partners(m), dwell_s=15, visits=3, device=phone))
+            await self.pause(5 * MINUTE)
+
+    async def attack_scripted_swipes(self, members: list[Merchant], end: float) -> None:
+        (m,) = members
+        bots = [self.fresh("swipe", age_days=400) for _ in range(15)]
+
+        async def job() -> None:
+            v = bots[int(self.rng.integers(len(bots)))]
+            page = await self.start(v, m.code)
+            if page is None:
+                return
+            session, token = page["session_id"], page["page_token"]
+            for k, room in enumerate(page["rooms"][1:] or []):
+                rid = room["room_id"]
+                self.send(
+                    v,
+                    [
+                        self.event("impression", v, session, rid, page_token=token),
+                        self.event("enter", v, session, rid),
+                    ],
+                )
+                await self.pause(1.0)
+                self.send(v, [self.event("leave", v, session, rid, dwell_ms=12_000 if k % 3 == 0 else 1_000)])
+            await self.forge(v, None, m, self.live_rooms_of(self.partners(m)))
+
+        await self._each_window(m, end, 10 * MINUTE, job)
+
+    async def attack_reentry(self, members: list[Merchant], end: float) -> None:
+        (m,) = members
+        ids = [self.fresh("re", age_days=300) for _ in range(5)]
+
+        async def job() -> None:
+            v = ids[int(self.rng.integers(len(ids)))]
+            await self.farm_visit(v, m.code, self.partners(m), dwell_s=12, visits=4, own_s=30)
+
+        await self._each_window(m, end, 4 * MINUTE, job)
+
+    async def attack_fresh_paced(self, members: list[Merchant], end: float) -> None:
+        (m,) = members
+        made = 0
+
+        async def job() -> None:
+            nonlocal made
+            if made >= 60:
+                return
+            made += 1
+            await self.farm_visit(self.fresh("paced"), m.code, self.partners(m), dwell_s=10.5, visits=1)
+
+        await self._each_window(m, end, 3 * MINUTE, job)
+
+    async def attack_stamped_heartbeat(self, members: list[Merchant], end: float) -> None:
+        (m,) = members
+        bots = [self.fresh("stamp", age_days=200) for _ in range(15)]
+
+        async def job() -> None:
+            v = bots[int(self.rng.integers(len(bots)))]
+            await self.farm_visit(v, m.code, self.partners(m), dwell_s=2, visits=3, style="stamped")
+            await self.forge(v, None, m, self.live_rooms_of(self.partners(m)))
+
+        await self._each_window(m, end, 8 * MINUTE, job)
+
+    async def _staff_ring(self, members: list[Merchant], end: float, target: dict[str, set[str]]) -> None:
+        staff = {m.merchant_id: [self.fresh("staff", age_days=700) for _ in range(12)] for m in members}
+
+        async def run(m: Merchant) -> None:
+            async def job() -> None:
+                pool = staff[m.merchant_id]
+                v = pool[int(self.rng.integers(len(pool)))]
+                await self.farm_visit(v, m.code, target[m.merchant_id], dwell_s=20, visits=2, own_s=20)
+
+            await self._each_window(m, end, 3 * MINUTE, job)
+
+        await asyncio.gather(*(run(m) for m in members))
+
+    async def attack_mutual_trio(self, members: list[Merchant], end: float) -> None:
+        ids = {m.merchant_id for m in members}
+        await self._staff_ring(members, end, {m.merchant_id: ids - {m.merchant_id} for m in members})
+
+    async def attack_ring(self, members: list[Merchant], end: float) -> None:
+        nxt = {
+            members[i].merchant_id: {members[(i + 1) % len(members)].merchant_id} for i in range(len(members))
+        }
+        await self._staff_ring(members, end, nxt)
+
+    async def attack_rotating_fresh(self, members: list[Merchant], end: float) -> None:
+        (m,) = members
+        turn = 0
+
+        async def job() -> None:
+            nonlocal turn
+            code = m.staff_codes[turn % len(m.staff_codes)]
+            turn += 1
+            await self.farm_visit(self.fresh("rot"), code, self.partners(m), dwell_s=12, visits=2, own_s=60)
+
+        await self._each_window(m, end, 2 * MINUTE, job)
+
+    # --- reading the results --------------------------------------------------------------------
+    async def statement(self, m: Merchant, attempts: int = 1) -> dict[str, Any]:
+        for attempt in range(attempts):
+            try:
+                r = await self.reader.request(
+                    "GET", f"/v1/merchants/{m.merchant_id}/ledger", headers=self.operator
+                )
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+                if attempt == attempts - 1:
+                    raise
+                continue
+            if r.status_code == 200:
+                return dict(r.json())
+        raise AssertionError(
+            f"the ledger of {m.merchant_id} could not be read: {r.status_code} {r.text[:200]}"
+        )
+
+    async def settled(self) -> bool:
+        """Every honest contributor's credit has settled and been paid back (or nothing more can be)."""
+        honest = [m for m in self.world.members() if m.role in ("heavy", "light")]
+        try:
+            statements = await asyncio.gather(*(self.statement(m) for m in honest))
+        except (OSError, TimeoutError, AssertionError, asyncio.IncompleteReadError, ValueError) as exc:
+            # A slow or failed read is not the end of the run: the tail goes on, the next hour asks again.
+            self.seen.last_error = f"ledger read: {exc!r}"[:200]
+            return False
+        return all(s["held"] <= 0.001 and s["balance"] < 1.0 for s in statements)
+
+
+# --- measures -----------------------------------------------------------------------------------
+
+
+def ndcg(gains: list[float], ideal: list[float], k: int = 10) -> float:
+    disc = [1 / math.log2(i + 2) for i in range(k)]
+    dcg = sum(g * d for g, d in zip(gains[:k], disc, strict=False))
+    best = sum(g * d for g, d in zip(sorted(ideal, reverse=True)[:k], disc, strict=False))
+    return dcg / best if best > 0 else 1.0
+
+
+async def displaced_rooms(env: BenchEnv) -> dict[tuple[str, str], str]:
+    """(session, boosted room) → the room the boost pushed off the page, from the archive's served records."""
+    rows = await env.pool.fetch(
+        """SELECT session_id, room_id, payload->>'displaced_room_id' AS displaced FROM interactions
+           WHERE type = $1 AND payload ? 'displaced_room_id'""",
+        "served",
+    )
+    return {(r["session_id"], r["room_id"]): r["displaced"] for r in rows}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    async with bench_env() as env:
-        sim = Simulation(env, args)
-        t0 = time.perf_counter()
-        await sim.run()
-        seconds = time.perf_counter() - t0
-        balances = await Ledger(env.pool).balances()
-        earned: dict[str, float] = defaultdict(float)
-        delivered: dict[str, float] = defaultdict(float)
-        visits: dict[str, int] = defaultdict(int)
-        for b in balances:
-            earned[b.merchant_id] += b.earned
-            delivered[b.merchant_id] += b.delivered
-            visits[b.merchant_id] += b.visits
-        contributors = sorted(m for m in earned if earned[m] > 0)
-        ratios = {m: delivered[m] / earned[m] for m in contributors}
-        in_band = [m for m in contributors if 0.9 <= ratios[m] <= 1.1]
-        noncontributor_boosts = sum(n for m, n in sim.boosted_impressions.items() if earned.get(m, 0) == 0)
-        values = np.array(list(ratios.values())) if ratios else np.zeros(1)
-        plain, boosted = float(np.mean(sim.ndcg_plain)), float(np.mean(sim.ndcg_boosted))
-        bp = np.array(sim.ndcg_boosted_pages) if sim.ndcg_boosted_pages else np.ones((1, 2))
-        hourly_e, hourly_d, per = await sim.hourly()
-        corr = float(np.corrcoef(hourly_e[1:], hourly_d[1:])[0, 1]) if hourly_e[1:].std() > 0 else math.nan
-        lagged = (
-            float(np.corrcoef(hourly_e[:-1], hourly_d[1:])[0, 1]) if hourly_e[:-1].std() > 0 else math.nan
+    async with bench_env() as shared:
+        work = Path(tempfile.mkdtemp(prefix="rf-bench-alliance-"))
+        # A Kafka broker of the run's own: the project's shared broker carries everyone's tests, and
+        # its latency would be read as the viewers' dwell by the server's clock.
+        broker = KafkaBroker(
+            work / "kafka",
+            _free_port(),
+            _free_port(),
+            libs_dir=resolve_kafka_jars(shared.settings.data_dir / "kafka" / "libs"),
+            partitions=3,
+            heap="384m",
+            jvm_options=QUICK_START_JVM,
         )
-        peak_share = float(hourly_d.max() / hourly_d.sum()) if hourly_d.sum() else 0.0
-        rejected = {
-            r["reason"]: int(r["n"])
-            for r in await env.pool.fetch(
-                "SELECT reason, count(*) AS n FROM alliance_visits GROUP BY reason ORDER BY reason"
-            )
-        }
-        metrics = {
-            "share_ratio_in_band": round(len(in_band) / max(1, len(contributors)), 4),
-            "ratio_spread": round(float(values.std()), 4),
-            "relevance_cost_pct": round((1 - boosted / plain) * 100, 3),
-            "noncontributor_boosts": int(noncontributor_boosts),
-            "contributing_merchants": len(contributors),
-            "ratio_median": round(float(np.median(values)), 4),
-            "ratio_p10": round(float(np.percentile(values, 10)), 4),
-            "ratio_p90": round(float(np.percentile(values, 90)), 4),
-            "ratio_min": round(float(values.min()), 4),
-            "ratio_max": round(float(values.max()), 4),
-            "earned_total": round(sum(earned.values()), 1),
-            "delivered_total": round(sum(delivered.values()), 1),
-            "ndcg10_unboosted": round(plain, 4),
-            "ndcg10_boosted": round(boosted, 4),
-            "relevance_cost_pct_boosted_pages": round((1 - bp[:, 1].mean() / bp[:, 0].mean()) * 100, 3),
-            "boosted_pages": len(sim.ndcg_boosted_pages),
-            "pages": sim.pages,
-            "sessions": sim.sessions,
-            "code_sessions": sim.code_sessions,
-            "impressions": sim.impressions,
-            "boosted_impression_share": round(
-                sum(sim.boosted_impressions.values()) / max(1, sim.impressions), 4
-            ),
-            "hourly_corr_same_hour": round(corr, 4),
-            "hourly_corr_lag_1h": round(lagged, 4),
-            "peak_hour_delivery_share": round(peak_share, 4),
-            "heavy_contributors_earning": sum(1 for m in sim.heavy if earned.get(m, 0) > 0),
-            "light_contributors_earning": sum(1 for m in sim.light if earned.get(m, 0) > 0),
-            "silent_members_earning": sum(1 for m in sim.silent if earned.get(m, 0) > 0),
-            "pacing_hours": args.pacing_hours,
-            "simulated_hours": args.hours,
-            "wall_seconds": round(seconds, 1),
-        }
-        examples = sorted(contributors, key=lambda m: -earned[m])[:: max(1, len(contributors) // 3)][:3]
-        plot(REPO / "docs" / "img" / "alliance_pacing.png", hourly_e, hourly_d, per, ratios, examples)
-        hourly_lines = [
-            f"  h{h:02d}  earned {hourly_e[h]:8.1f}  delivered {hourly_d[h]:8.1f}" for h in range(args.hours)
-        ]
-        per_merchant = [
-            f"  {m:>5}  {'heavy' if m in sim.heavy else 'light' if m in sim.light else 'other'}  visits {visits[m]:5d}"
-            f"  earned {earned[m]:8.1f}  delivered {delivered[m]:8.1f}  ratio {ratios[m]:.3f}"
-            for m in sorted(contributors, key=lambda m: -earned[m])
-        ]
-        return {
-            "metrics": metrics,
-            "hourly": hourly_lines,
-            "per_merchant": per_merchant,
-            "rejected": rejected,
-        }
+        await asyncio.to_thread(broker.start)
+        await asyncio.to_thread(broker.wait_ready)
+        env = BenchEnv(
+            replace(shared.settings, kafka_bootstrap=broker.bootstrap()), shared.pool, shared.redis
+        )
+        try:
+            return await _run(args, env, work)
+        finally:
+            broker.kill()
 
 
-def write_report(command: str, lines: list[str]) -> None:
-    """The simulation report section of docs/alliance.md (between its markers; the rest untouched)."""
-    doc = REPO / "docs" / "alliance.md"
-    text = doc.read_text()
-    start, end = "<!-- sim:results -->", "<!-- /sim:results -->"
-    section = "\n".join(
-        [
-            start,
-            f"`{command}` — {datetime.now(UTC).date()}",
-            "",
-            "![pacing](img/alliance_pacing.png)",
-            "",
-            "```",
-            *lines,
-            "```",
-            end,
-        ]
+async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str, Any]:
+    login = Login(work)
+    # The day starts (at `start_hour` o'clock) once set-up is done, within SETUP_S of wall time;
+    # the alliance's day 0, for its caps, begins at the simulated day's midnight.
+    opens = time.time() + args.setup_s
+    t0 = opens - args.start_hour * HOUR / args.scale
+    stack = Stack(env, args.scale, t0, login.jwks, work)
+    world = World(args.seed, opens)
+    _, operator = await create_key(env.pool, "operator", label="bench_alliance")
+    print(
+        f"bench_alliance: {work} (logs), scale {args.scale}, {args.hours} h + tail ≤ {args.tail_hours} h",
+        flush=True,
     )
-    if start in text and end in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text)
+    await stack.start()
+    try:
+        day = Day(args, world, stack, login, operator)
+        day.t0 = t0
+        await day.set_up()
+        if time.time() > opens:
+            raise RuntimeError(f"set-up took longer than {args.setup_s} s: the day would start late")
+        await asyncio.sleep(opens - time.time())
+        end = (args.start_hour + args.hours) * HOUR
+        runner = [
+            asyncio.create_task(day.broadcasts(end + args.tail_hours * HOUR)),
+            asyncio.create_task(day.organic(end + args.tail_hours * HOUR)),
+            asyncio.create_task(day.contributors(end)),
+            asyncio.create_task(day.attacks(end)),
+        ]
+        last = -1
+        while day.now() < end:
+            await day.pause(HOUR)
+            h = int(day.now() // HOUR)
+            if h != last:
+                last = h
+                s = day.seen
+                print(
+                    f"  h{h:02d} sessions {s.sessions} (codes {s.code_sessions}) requests {s.requests}"
+                    f" errors {s.errors} timeouts {dict(s.timeouts)} {s.last_error[:120]}",
+                    flush=True,
+                )
+        day.earning = False
+        tail_end = end + args.tail_hours * HOUR
+        while day.now() < tail_end:
+            await day.pause(HOUR)
+            settled = await day.settled()
+            s = day.seen
+            print(
+                f"  tail h{int(day.now() // HOUR):02d} settled {settled} requests {s.requests}"
+                f" errors {s.errors} timeouts {dict(s.timeouts)}",
+                flush=True,
+            )
+            if settled:
+                break
+        tail = day.now() - end
+        for task in runner:
+            task.cancel()
+        await asyncio.gather(*runner, return_exceptions=True)
+        for task in list(day.tasks):
+            task.cancel()
+        await asyncio.gather(*day.tasks, return_exceptions=True)
+        await asyncio.sleep(3)  # the worker drains what is on the topic
+        out = await collect(env, day, tail)
+        with (work / "outcome.pickle").open("wb") as f:
+            pickle.dump(out, f)
+        return summarize(args, out)
+    finally:
+        stack.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--hours", type=int, default=24)
-    parser.add_argument("--organic-per-min", type=float, default=6.0)
-    parser.add_argument("--heavy-per-min", type=float, default=0.1)
-    parser.add_argument("--light-per-min", type=float, default=0.02)
-    parser.add_argument("--pacing-hours", type=float, default=0.25)
-    parser.add_argument("--tick-minutes", type=int, default=1, help="scheduler tick (servers tick every 5 s)")
-    parser.add_argument("--no-write", action="store_true", help="print only (no results file, no docs)")
-    args = parser.parse_args()
-    command = ".venv/bin/python bench/bench_alliance.py " + shlex.join(sys.argv[1:])
-    print(f"$ {command.strip()}")
-    out = asyncio.run(run(args))
-    m = out["metrics"]
-    lines = [
-        f"contributing merchants                      {m['contributing_merchants']}"
-        f"  (heavy {m['heavy_contributors_earning']}/15, light {m['light_contributors_earning']}/15,"
-        f" silent members earning {m['silent_members_earning']}/20)",
-        f"delivered/earned in [0.9, 1.1]              {m['share_ratio_in_band'] * 100:.1f} % of contributors   (target >= 90 %)",
-        f"ratio median / p10 / p90 / min / max        {m['ratio_median']:.3f} / {m['ratio_p10']:.3f} / "
-        f"{m['ratio_p90']:.3f} / {m['ratio_min']:.3f} / {m['ratio_max']:.3f}",
-        f"ratio spread (std across merchants)         {m['ratio_spread']:.4f}",
-        f"earned / delivered impressions              {m['earned_total']:.0f} / {m['delivered_total']:.0f}",
-        f"boosted impressions of non-contributors     {m['noncontributor_boosts']}   (target 0)",
-        f"NDCG@10 unboosted (baseline) / boosted      {m['ndcg10_unboosted']:.4f} / {m['ndcg10_boosted']:.4f}",
-        f"relevance cost, all pages                   {m['relevance_cost_pct']:.2f} %   (target <= 3 %)",
-        f"relevance cost, pages with a boost          {m['relevance_cost_pct_boosted_pages']:.2f} %"
-        f"   ({m['boosted_pages']} of {m['pages']} pages)",
-        f"boosted share of all impressions            {m['boosted_impression_share'] * 100:.2f} %",
-        f"pacing: corr(earned h, delivered h)         {m['hourly_corr_same_hour']:.3f}   lagged 1 h {m['hourly_corr_lag_1h']:.3f}"
-        f"   peak hour = {m['peak_hour_delivery_share'] * 100:.1f} % of delivery",
-        f"sessions / code sessions / impressions      {m['sessions']} / {m['code_sessions']} / {m['impressions']}",
-        f"visits judged, by reason                    {out['rejected']}",
-        f"simulated hours / wall time                 {m['simulated_hours']} h / {m['wall_seconds']} s"
-        f"   (pacing window {m['pacing_hours']} h)",
+@dataclass
+class Outcome:
+    """What a run leaves to judge: the world, the apps' record, and what the system says (the ledgers
+    through the API, the archive's served records, forged impressions booked). Pickled beside the logs
+    (`--report-from` recomputes the figures from it)."""
+
+    world: World
+    seen: Seen
+    by_merchant_id: dict[str, Merchant]
+    statements: dict[str, dict[str, Any]]
+    displaced: dict[tuple[str, str], str]
+    forged_booked: int
+    tail_s: float
+
+
+async def collect(env: BenchEnv, day: Day, tail_s: float) -> Outcome:
+    members = day.world.members()
+    statements = dict(
+        zip(
+            (m.merchant_id for m in members),
+            await asyncio.gather(*(day.statement(m, attempts=5) for m in members)),
+            strict=True,
+        )
+    )
+    forged = day.seen.forged
+    forged_booked = 0
+    if forged:
+        forged_booked = int(
+            await env.pool.fetchval(
+                "SELECT count(*) FROM ledger_transactions WHERE kind = 'delivered' AND source_id = ANY($1::text[])",
+                forged,
+            )
+        )
+    return Outcome(
+        day.world, day.seen, day.by_merchant_id, statements, await displaced_rooms(env), forged_booked, tail_s
+    )
+
+
+def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
+    w, day, statements, tail_s = out.world, out, out.statements, out.tail_s
+
+    def net(s: dict[str, Any]) -> float:
+        return float(s["earned"]) - float(s["clawed_back"])
+
+    honest = [m for m in w.members() if m.role in ("heavy", "light") and net(statements[m.merchant_id]) > 0]
+    ratios = {
+        m.merchant_id: statements[m.merchant_id]["delivered"] / net(statements[m.merchant_id]) for m in honest
+    }
+    heavy = [net(statements[m.merchant_id]) for m in w.members() if m.role == "heavy"]
+    attacks: dict[str, dict[str, float]] = {}
+    for name in ATTACKS:
+        ss = [statements[m.merchant_id] for m in w.members(name)]
+        attacks[name] = {
+            "earned": round(sum(s["earned"] for s in ss), 2),
+            "clawed_back": round(sum(s["clawed_back"] for s in ss), 2),
+            "kept": round(sum(net(s) for s in ss), 2),
+            "delivered": round(sum(s["delivered"] for s in ss), 2),
+        }
+    heavy_mean = statistics.mean(heavy) if heavy else 0.0
+    # Boosted rooms reached vs unboosted rooms reached, on the same pages (entry rooms aside).
+    b_reach = b_enter = u_reach = u_enter = 0
+    for page in day.seen.pages:
+        if not any(r[2] for r in page["rooms"]):
+            continue
+        for room_id, _, boosted, _, entry in page["rooms"]:
+            seen = day.seen.reached.get((page["session"], room_id))
+            if seen is None or entry:
+                continue
+            if boosted:
+                b_reach += 1
+                b_enter += seen[1]
+            else:
+                u_reach += 1
+                u_enter += seen[1]
+    b_rate = b_enter / b_reach if b_reach else 0.0
+    u_rate = u_enter / u_reach if u_reach else 0.0
+    # Relevance: NDCG@10 of each page as served against the page without its boosts.
+    displaced = out.displaced
+    room_gain: dict[str, str] = {}
+    for page in day.seen.pages:
+        for room_id, merchant_id, *_ in page["rooms"]:
+            room_gain[room_id] = merchant_id
+    served_scores, organic_scores, boosted_pages = [], [], 0
+    for page in day.seen.pages:
+        viewer = w.viewers[page["viewer"]]
+        rooms = [r for r in page["rooms"] if not r[4]]
+        if not rooms:
+            continue
+        gains = [r[3] for r in rooms]
+        organic = [r for r in rooms if not r[2]]
+        extra = []
+        for r in rooms:
+            if r[2]:
+                d = displaced.get((page["session"], r[0]))
+                m = day.by_merchant_id.get(room_gain.get(d, "")) if d else None
+                extra.append(w.p_enter(viewer, m) if m is not None else 0.0)
+        organic_gains = [r[3] for r in organic] + extra
+        ideal = sorted(set(gains) | set(organic_gains), reverse=True)
+        served_scores.append(ndcg(gains, ideal))
+        organic_scores.append(ndcg(organic_gains, ideal))
+        boosted_pages += bool(extra)
+    relevance_cost = (
+        100 * (1 - statistics.mean(served_scores) / statistics.mean(organic_scores)) if served_scores else 0.0
+    )
+    forged = day.seen.forged
+    forged_booked = out.forged_booked
+    outsiders = {m.merchant_id for m in w.merchants if m.role in ("outside", "silent")}
+    outsider_boosts = sum(n for mid, n in day.seen.boosted_by_merchant.items() if mid in outsiders)
+    errors = sorted(abs(r - 1.0) for r in ratios.values())
+    in_band = [r for r in ratios.values() if 0.9 <= r <= 1.1]
+    in_band5 = [r for r in ratios.values() if 0.95 <= r <= 1.05]
+    metrics: dict[str, Any] = {
+        "via_api": True,
+        "seed": args.seed,
+        "scale": args.scale,
+        "hours": args.hours,
+        "tail_hours": round(tail_s / HOUR, 2),
+        "honest_contributors": len(ratios),
+        "share_ratio_in_band": round(len(in_band) / len(ratios), 4) if ratios else 0.0,
+        "share_ratio_in_band_5pct": round(len(in_band5) / len(ratios), 4) if ratios else 0.0,
+        "ratio_median": round(statistics.median(ratios.values()), 4) if ratios else None,
+        "payback_error_median": round(statistics.median(errors), 4) if errors else None,
+        "payback_error_worst": round(errors[-1], 4) if errors else None,
+        "ratio_spread": round(statistics.pstdev(ratios.values()), 4) if len(ratios) > 1 else 0.0,
+        "honest_heavy_earned_mean": round(heavy_mean, 2),
+        "attacks": attacks,
+        "attack_kept_max_share_of_heavy": round(max(a["kept"] for a in attacks.values()) / heavy_mean, 4)
+        if heavy_mean
+        else None,
+        "boosted_enter_rate": round(b_rate, 4),
+        "unboosted_enter_rate_same_pages": round(u_rate, 4),
+        "boosted_enter_rate_ratio": round(b_rate / u_rate, 4) if u_rate else None,
+        "boosted_reached": b_reach,
+        "relevance_cost_pct": round(relevance_cost, 3),
+        "pages": len(served_scores),
+        "boosted_pages": boosted_pages,
+        "forged_impressions": len(forged),
+        "forged_booked": forged_booked,
+        "noncontributor_boosts": outsider_boosts,
+        "attack_kept_share_of_heavy": {
+            name: round(a["kept"] / heavy_mean, 4) if heavy_mean else None for name, a in attacks.items()
+        },
+        "load_average": round(os.getloadavg()[0], 1),
+        "sessions": day.seen.sessions,
+        "code_sessions": day.seen.code_sessions,
+        "requests": day.seen.requests,
+        "errors": day.seen.errors,
+        "timeouts": dict(day.seen.timeouts),
+        "error_kinds": dict(getattr(day.seen, "error_kinds", {})),
+    }
+    metrics["ratios"] = {
+        f"{w.merchants[day.by_merchant_id[mid].index].role}:{mid}": round(r, 3)
+        for mid, r in sorted(ratios.items())
+    }
+    return metrics
+
+
+def render(m: dict[str, Any]) -> list[str]:
+    """The figures as docs/benchmarks.md shows them."""
+    out = [
+        f"via the HTTP API, Kafka and the worker: seed {m['seed']}, scale {m['scale']}, {m['hours']} h"
+        f" + tail {m['tail_hours']} h, host load {m['load_average']}",
+        f"sessions {m['sessions']} (code {m['code_sessions']}), requests {m['requests']},"
+        f" failed {m['errors']} {m.get('error_kinds', {})}, timeouts {m['timeouts']}",
+        f"honest contributors paid: {m['honest_contributors']}; delivered/earned in [0.9, 1.1]"
+        f" {m['share_ratio_in_band']}, in [0.95, 1.05] {m['share_ratio_in_band_5pct']},"
+        f" median ratio {m['ratio_median']}",
+        f"payback error |delivered/earned - 1|: median {m['payback_error_median']},"
+        f" worst {m['payback_error_worst']}; honest heavy earned (mean) {m['honest_heavy_earned_mean']}",
+        f"boosted enter rate {m['boosted_enter_rate']} vs unboosted on the same pages"
+        f" {m['unboosted_enter_rate_same_pages']} (ratio {m['boosted_enter_rate_ratio']},"
+        f" {m['boosted_reached']} boosted reached); relevance cost {m['relevance_cost_pct']} % NDCG@10",
+        f"forged boosted impressions {m['forged_impressions']}, booked {m['forged_booked']};"
+        f" boosts of non-members and silent members {m['noncontributor_boosts']}",
         "",
-        "hourly, all contributors:",
-        *out["hourly"],
-        "",
-        "per contributing merchant:",
-        *out["per_merchant"],
+        f"{'attack':18} {'earned':>8} {'clawed':>8} {'kept':>8} {'delivered':>9} {'kept/heavy':>10}",
     ]
+    for name, a in m["attacks"].items():
+        share = m["attack_kept_share_of_heavy"].get(name)
+        out.append(
+            f"{name:18} {a['earned']:8.1f} {a['clawed_back']:8.1f} {a['kept']:8.1f} {a['delivered']:9.1f}"
+            f" {share if share is not None else '-':>10}"
+        )
+    out += ["", "per honest contributor (role:merchant delivered/earned):"]
+    out += [f"  {k} {v}" for k, v in m["ratios"].items()]
+    return out
+
+
+async def stoppable(job: Any) -> Any:
+    """Run `job`; SIGTERM cancels it like Ctrl-C does, so the processes it started are stopped."""
+    task = asyncio.ensure_future(job)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await task
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--scale", type=float, default=60.0, help="simulated seconds per wall second")
+    p.add_argument("--hours", type=float, default=24.0)
+    p.add_argument("--start-hour", type=float, default=0.0, help="the hour of the day the run starts at")
+    p.add_argument("--tail-hours", type=float, default=24.0, help="settlement tail (ends early once settled)")
+    p.add_argument("--quick", action="store_true", help="18-22 h at scale 30, 2 h tail: a smoke run")
+    p.add_argument(
+        "--setup-s", type=float, default=240.0, help="wall seconds set-up may take before the day opens"
+    )
+    p.add_argument("--report-from", help="recompute the figures from a run's outcome.pickle")
+    p.add_argument("--no-write", action="store_true", help="print only (development runs)")
+    args = p.parse_args()
+    if args.quick:
+        args.hours, args.scale, args.tail_hours, args.start_hour = 4.0, 30.0, 2.0, 18.0
+    # A figure recomputed from a run's outcome carries the command of the run that made it.
+    argv = list(sys.argv[1:])
+    if "--report-from" in argv:
+        i = argv.index("--report-from")
+        del argv[i : i + 2]
+    command = ".venv/bin/python bench/bench_alliance.py " + shlex.join(argv)
+    if args.report_from:
+        with open(args.report_from, "rb") as f:
+            metrics = summarize(args, pickle.load(f))  # noqa: S301 (the bench's own file)
+    else:
+        metrics = asyncio.run(stoppable(run(args)))
+    lines = render(metrics)
     print("\n".join(lines))
     if not args.no_write:
-        write_results(
-            "alliance",
-            command.strip(),
-            m,
-            lines[:15] + ["", "(hourly and per-merchant tables: docs/alliance.md)"],
-            "alliance — paced exposure payback in a 24 h simulation (alliance)",
-        )
-        write_report(command.strip(), lines)
-    print(f"date {datetime.now(UTC).date()}")
+        write_results("alliance", command, metrics, lines, "Alliance through the real system")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
