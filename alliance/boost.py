@@ -198,6 +198,16 @@ class AllianceBoost:
         except Exception:  # Redis down: the grants lapse on their own
             return
 
+    async def owed_merchants(self) -> list[str]:
+        """Merchants this stage may boost now, most owed first (the feed's retrieval brings their rooms)."""
+        if time.monotonic() - self._loaded_at > self.plan_ttl_s:
+            try:
+                await self.refresh()
+            except Exception:  # Redis down: nothing owed this second (apply does the same)
+                self._plans = {}
+                self._loaded_at = time.monotonic()
+        return sorted(self._plans, key=lambda m: -self._plans[m].debt)
+
     async def apply(self, ctx: BoostContext) -> None:
         """Place owed rooms into `ctx.order`, mark them `boosted`; one Redis round trip when any is chosen."""
         if time.monotonic() - self._loaded_at > self.plan_ttl_s:

@@ -90,6 +90,39 @@ class MerchantRooms(Mapping[str, np.ndarray]):
         return len(self._codes)
 
 
+class SortedMerchantRooms(Mapping[str, np.ndarray]):
+    """merchant_id → the indices of its rooms in a small set (a retrieved subset): binary searches in its
+    rooms sorted by merchant code, with the whole set's codes (no pass over every merchant)."""
+
+    def __init__(self, codes: dict[str, int], merchant_codes: np.ndarray) -> None:
+        self._codes = codes
+        self._order = np.argsort(merchant_codes, kind="stable")
+        self._sorted = merchant_codes[self._order]
+
+    def get(self, merchant_id: str, default: Any = None) -> Any:
+        code = self._codes.get(merchant_id)
+        if code is None:
+            return default
+        lo, hi = np.searchsorted(self._sorted, [code, code + 1])
+        return self._order[lo:hi]
+
+    def __getitem__(self, merchant_id: str) -> np.ndarray:
+        rows = self.get(merchant_id)
+        if rows is None:
+            raise KeyError(merchant_id)
+        return rows  # type: ignore[no-any-return]
+
+    def __contains__(self, merchant_id: object) -> bool:
+        return isinstance(merchant_id, str) and len(self.get(merchant_id, ())) > 0
+
+    def __iter__(self) -> Iterator[str]:
+        present = set(self._sorted.tolist())
+        return (m for m, code in self._codes.items() if code in present)
+
+    def __len__(self) -> int:
+        return len(set(self._sorted.tolist()))
+
+
 @dataclass
 class Candidates:
     """Every room the feed could show, one index per room; arrays are aligned with `rooms`."""
@@ -115,6 +148,11 @@ class Candidates:
     keep: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     # What stages derive from this set (heat alignment, the scorer's item block), shared by its copies.
     memo: dict[str, Any] = field(default_factory=dict)
+    # A retrieved subset (feed.retrieval): the request's whole set and the rows of it these are, and the
+    # rows exploration may draw from (the exploration source's draw; None: decide from impressions).
+    parent: Candidates | None = None
+    rows: np.ndarray | None = None
+    pool: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rooms)
@@ -206,6 +244,42 @@ class Candidates:
         self.memo[name] = (key, value)
         return value
 
+    def subset(self, rows: np.ndarray, pool: np.ndarray | None = None) -> Candidates:
+        """These candidates' `rows` (ascending) as a candidate set of their own, for one request: what a
+        stage derives per room (the scorer's item block, the ranker's columns, the page's fields) is
+        gathered from this set's (see `parent`); `pool` masks the rows exploration may draw."""
+        rows = np.asarray(rows, dtype=np.int64)
+        room_ids = self.room_ids[rows]
+        ids = room_ids.tolist()
+        codes = self.merchant_codes[rows]
+        return Candidates(
+            rooms=[self.rooms[i] for i in rows.tolist()],
+            room_ids=room_ids,
+            merchant_ids=self.merchant_ids[rows],
+            merchant_codes=codes,
+            category_codes=self.category_codes[rows],
+            started_at=self.started_at[rows],
+            is_replay=self.is_replay[rows],
+            index_of=dict(zip(ids, range(len(ids)), strict=True)),
+            rooms_of_merchant=SortedMerchantRooms(getattr(self.rooms_of_merchant, "_codes", {}), codes),
+            enters=self.enters[rows],
+            impressions=self.impressions[rows],
+            dwell_s=self.dwell_s[rows],
+            orders=self.orders[rows],
+            model_score=np.zeros(len(ids), dtype=np.float32),
+            score=np.zeros(len(ids), dtype=np.float32),
+            boosted=np.zeros(len(ids), dtype=bool),
+            keep=self.keep[rows].copy(),
+            parent=self,
+            rows=rows,
+            pool=pool,
+        )
+
+    @property
+    def whole(self) -> Candidates:
+        """The request's whole candidate set (this one, unless this is a retrieved subset)."""
+        return self.parent if self.parent is not None else self
+
     def fresh_copy(self) -> Candidates:
         """This candidate set with its per-request arrays reset (the shared arrays are read-only)."""
         n = len(self.rooms)
@@ -248,6 +322,13 @@ class FeedContext:
     # read with the session: dropped from this page. Without them (`live_fresh`) the snapshot is read anew.
     live_changes: dict[str, int] | None = None
     live_fresh: bool = True
+    # The viewer's state as of the serving model (ranking.viewer_state.ViewerState: LightFM vector and
+    # history), read with the session's round trip or from the artifact; None: no model.
+    viewer: Any = None
+    # What retrieval worked out for the rank stage: the viewer's history with the visits since the
+    # model's round and the session's visits (ranking's positions), the LightFM moments over all rooms.
+    viewer_inputs: Any = None
+    lightfm_moments: tuple[float, float, float] | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def degrade(self, reason: str) -> None:

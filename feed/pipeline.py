@@ -2,9 +2,11 @@
 
     candidates  every room live now (replays when few are)          feed.stages.CandidateSource
     hydrate     live stats, the viewer's recent rooms                feed.stages.Hydrate
+    filters     served in session, ended, swiped away, blocked       feed.stages.Filters
+    viewer      the viewer's state under the serving model           feed.retrieval.ViewerStep
+    retrieve    a few hundred of those rooms, from cheap sources     feed.retrieval.Retrieve
     score       the LightFM model's score (none → popularity)       feed.stages.Score
     rank        the learned ranker (ranking.ranker), operator multipliers feed.stages.Rank
-    filters     served in session, ended, swiped away, blocked       feed.stages.Filters
     diversity   ≤ M of one category or merchant in a row             feed.stages.Diversity
     exploration a share ε of slots for new or little-seen rooms      feed.stages.Exploration
     [alliance]  owed rooms placed where the viewer wants them        alliance.boost.AllianceBoost
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from feed.context import FeedContext, Stage
+from feed.retrieval import Retrieve, ViewerStep
 from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
 from feed.stages import CandidateSource, Diversity, Exploration, Filters, Hydrate, Page, Rank, Score
 
@@ -45,13 +48,17 @@ class FeedPipeline:
         alliance_boost: Stage | None = None,
         live_index_staleness_s: float = 0.0,
     ) -> FeedPipeline:
+        rank = Rank(model_watcher)
+        owed = alliance_boost if callable(getattr(alliance_boost, "owed_merchants", None)) else None
         return cls(
             [
                 CandidateSource(live_index, live_index_staleness_s),
                 Hydrate(stats, live_stats),
-                Score(model_watcher),
-                Rank(model_watcher),
                 Filters(),
+                ViewerStep(model_watcher),
+                Retrieve(model_watcher, rank, owed),  # type: ignore[arg-type]
+                Score(model_watcher),
+                rank,
                 Diversity(),
                 Exploration(),
                 *([alliance_boost] if alliance_boost is not None else []),

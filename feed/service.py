@@ -273,7 +273,9 @@ class FeedService:
                     page_token(state.session_id, number),
                 )
             )
-            if len(page) >= count or len(offered) >= int(np.count_nonzero(c.keep)) + (entry_room is not None):
+            if len(page) >= count or len(offered) >= int(np.count_nonzero(c.whole.keep)) + (
+                entry_room is not None
+            ):
                 break
             # Short while unseen rooms remain: the rooms offered were taken by concurrent requests.
             ctx.served = set(state.served) | set(offered)

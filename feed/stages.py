@@ -201,6 +201,9 @@ def live_items(c: Candidates, scorer: Any) -> Any:
     prepare = getattr(scorer, "prepare", None)
     if prepare is None:
         return c.rooms
+    parent, rows = c.parent, c.rows
+    if parent is not None and rows is not None:  # a retrieved subset: the rows of the whole set's block
+        return c.derived("live_items", (scorer,), lambda: live_items(parent, scorer).take(rows))
     return c.derived("live_items", (scorer,), lambda: prepare(c.rooms))
 
 
@@ -223,8 +226,15 @@ class Score:
         if scorer is None or len(c) == 0:
             ctx.model_version = "popularity"
             return
+        state = ctx.viewer
         try:
-            scores = np.asarray(scorer.score(ctx.viewer_id, live_items(c, scorer)), dtype=np.float32)
+            if state is not None and state.vector is not None and state.version == scorer.model_version:
+                # The viewer's vector from the viewer-state store, of the model this scorer serves.
+                scores = np.asarray(
+                    scorer.score_vector(live_items(c, scorer), state.vector), dtype=np.float32
+                )
+            else:
+                scores = np.asarray(scorer.score(ctx.viewer_id, live_items(c, scorer)), dtype=np.float32)
         except Exception:
             log.exception("the scorer failed; ranking this request by popularity")
             ctx.model_version = "popularity"
@@ -255,16 +265,17 @@ def session_penalty(c: Candidates, recent: Sequence[RecentVisit], now: float, wi
     if not swiped:
         return penalty
     categories = set()
+    whole = c.whole  # a swiped room is filtered out of a retrieved subset: its category is the whole set's
     for visit in swiped:
-        index = c.index_of.get(visit.room_id)
+        index = whole.index_of.get(visit.room_id)
         if index is not None:
-            categories.add(int(c.category_codes[index]))
+            categories.add(int(whole.category_codes[index]))
         else:
-            rooms = c.rooms_of_merchant.get(visit.merchant_id)
+            rooms = whole.rooms_of_merchant.get(visit.merchant_id)
             if rooms is not None and len(rooms):
-                categories.add(int(c.category_codes[rooms[0]]))
+                categories.add(int(whole.category_codes[rooms[0]]))
     if categories:
-        table = np.zeros(int(c.category_codes.max()) + 1, dtype=np.float32)
+        table = np.zeros(max(int(c.category_codes.max()) + 1, max(categories) + 1), dtype=np.float32)
         table[list(categories)] = 0.5
         penalty = table[c.category_codes]
     for visit in swiped:
@@ -359,7 +370,10 @@ class Rank:
         return held[2]
 
     def columns(self, c: Candidates, rm: RankModel) -> RankColumns:
-        """The candidates' columns the ranker reads, kept with the set."""
+        """The candidates' columns the ranker reads, kept with the set (a retrieved subset: the whole
+        set's, at its rows)."""
+        if c.parent is not None:
+            return self.subset_columns(c, rm)
 
         def make() -> RankColumns:
             positions, lookup = _positions(c, rm)
@@ -367,6 +381,26 @@ class Rank:
             bands = np.fromiter((BAND_CODE.get(r.price_band, -1) for r in c.rooms), np.int64, len(c))
             order = np.argsort(positions, kind="stable")
             return RankColumns(positions, cats, bands, lookup, order, c.started_at * 1000.0, {})
+
+        return c.derived("rank_columns", (rm,), make)
+
+    def subset_columns(self, c: Candidates, rm: RankModel) -> RankColumns:
+        """`columns` of a retrieved subset: the whole set's, at its rows (gather indices of its own)."""
+        assert c.parent is not None and c.rows is not None
+        rows = c.rows
+
+        def make() -> RankColumns:
+            whole = self.columns(c.parent, rm)  # type: ignore[arg-type]
+            mine = whole.items[rows]
+            return RankColumns(
+                mine,
+                whole.category[rows],
+                whole.band[rows],
+                whole.lookup,
+                np.argsort(mine, kind="stable"),
+                whole.started_ms[rows],
+                {},
+            )
 
         return c.derived("rank_columns", (rm,), make)
 
@@ -407,14 +441,13 @@ class Rank:
         rm = rank_model(scorer)
         req = self.request(c, rm, ctx.now)
         lookup = self.columns(c, rm).lookup
-        history, session = viewer_inputs(ctx.viewer_id, ctx.recent, rm, lookup, req.now_ms)
+        history, session = ctx.viewer_inputs or viewer_inputs(
+            ctx.viewer_id, ctx.recent, rm, lookup, req.now_ms, base=viewer_history(ctx, rm)
+        )
         req.history, req.session = history, session
-        if (
-            rm.scorer is not None
-            and ctx.model_version != "popularity"
-            and rm.scorer.is_personal(ctx.viewer_id)
-        ):
+        if rm.scorer is not None and ctx.model_version != "popularity" and is_personal(ctx, rm.scorer):
             req.lightfm = c.model_score
+            req.lightfm_moments = ctx.lightfm_moments
         if rm.scorer is not None and session:
             live = live_items(c, rm.scorer)
             req.unit_items = getattr(live, "unit", None)
@@ -428,11 +461,38 @@ class Rank:
 BAND_CODE = {band: i for i, band in enumerate(PRICE_BANDS)}
 
 
+def is_personal(ctx: FeedContext, scorer: Any) -> bool:
+    """Whether the score stage scored this viewer with a vector of the serving model (its state's, or
+    one the model carries in memory), rather than popularity."""
+    state = ctx.viewer
+    if state is not None and state.version == scorer.model_version and state.vector is not None:
+        return True
+    return bool(scorer.is_personal(ctx.viewer_id))
+
+
+def viewer_history(ctx: FeedContext, rm: RankModel) -> ViewerHistory | None:
+    """The viewer's history as of the model's round from its state (None: ask the model in memory)."""
+    state = ctx.viewer
+    scorer = rm.scorer
+    if state is None or scorer is None:
+        return None
+    if state.version != scorer.model_version:
+        return ViewerHistory.empty()  # read under another model: its merchant positions mean nothing here
+    history: ViewerHistory = state.history
+    return history
+
+
 def viewer_inputs(
-    viewer_id: str, recent: Sequence[RecentVisit], rm: RankModel, lookup: dict[str, int], now_ms: int
+    viewer_id: str,
+    recent: Sequence[RecentVisit],
+    rm: RankModel,
+    lookup: dict[str, int],
+    now_ms: int,
+    base: ViewerHistory | None = None,
 ) -> tuple[ViewerHistory, list[SessionVisit]]:
     """The viewer's history (the model's, as of its round, plus the visits since) and the session's visits,
-    keyed by merchant position: the same tables the trainer and the offline replay build (ranking.history)."""
+    keyed by merchant position: the same tables the trainer and the offline replay build (ranking.history).
+    `base`: the history as of the round from the viewer-state store (default: the model's in memory)."""
     scorer = rm.scorer
 
     def position(merchant_id: str) -> int:
@@ -441,7 +501,8 @@ def viewer_inputs(
         return lookup.setdefault(merchant_id, len(lookup) + 1_000_000)
 
     since = rm.histories.until_ms if rm.histories is not None else -1
-    base = rm.histories.of(viewer_id) if rm.histories is not None else ViewerHistory.empty()
+    if base is None:
+        base = rm.histories.of(viewer_id) if rm.histories is not None else ViewerHistory.empty()
     newer = [v for v in recent if v.ts >= since and v.merchant_id]
     session = [SessionVisit(position(v.merchant_id), v.dwell_ms, v.ts) for v in recent if v.merchant_id]
     if not newer:
@@ -629,7 +690,10 @@ class Exploration:
         return picks + [int(i) for i in more]
 
     def eligible(self, c: Candidates, cfg: RankingConfig, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """Live rooms new or little seen, as a mask and as indices (kept per heat refresh, config and second)."""
+        """Live rooms new or little seen, as a mask and as indices (kept per heat refresh, config and second);
+        in a retrieved subset, the rows the exploration source drew from them."""
+        if c.pool is not None:
+            return c.pool, np.flatnonzero(c.pool)
 
         def make() -> tuple[np.ndarray, np.ndarray]:
             little_seen = (c.impressions <= cfg.exploration_max_impressions_1h) | (
@@ -685,6 +749,8 @@ def room_fields(room: Any, replay: bool) -> dict[str, Any]:
 def shown(c: Candidates, i: int) -> dict[str, Any]:
     """`room_fields` of candidate `i`, kept with the candidate set (they do not change between
     requests); the caller copies them."""
+    if c.parent is not None and c.rows is not None:
+        return shown(c.parent, int(c.rows[i]))
     memo: dict[int, dict[str, Any]] = c.memo.setdefault("shown", {})
     fields = memo.get(i)
     if fields is None:

@@ -153,6 +153,11 @@ class RankRequest:
             self.slots[key] = got
         return got
 
+    # (count, sum, sum of squares) of the LightFM scores over every live room the viewer never entered,
+    # when these rooms are a retrieved subset of them (ranking.retrieval): the column is standardised
+    # by those, so a room scores the same whether it is ranked among all live rooms or a subset.
+    lightfm_moments: tuple[float, float, float] | None = None
+
     def rows_of(self, merchants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, index into `merchants`) of the rooms whose merchant is one of `merchants`: a few
         binary searches in the sorted items instead of a pass over every room."""
@@ -274,11 +279,16 @@ def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
     if req.lightfm is not None:
         # Standardised over the rooms the viewer never entered, from sums over all rooms minus the few left out.
         lf = req.lightfm.astype(np.float64, copy=False)
-        left = lf[entered_rows]
-        count = n - entered_rows.size
+        if req.lightfm_moments is not None:
+            count_f, total, squares = req.lightfm_moments
+            count = int(count_f)
+        else:
+            left = lf[entered_rows]
+            count = n - entered_rows.size
+            total, squares = float(lf.sum()) - float(left.sum()), float(lf @ lf) - float(left @ left)
         if count >= 2:
-            mean = (float(lf.sum()) - float(left.sum())) / count
-            var = (float(lf @ lf) - float(left @ left)) / count - mean * mean
+            mean = total / count
+            var = squares / count - mean * mean
             if var > 1e-18:
                 col = (req.lightfm - np.float32(mean)) * np.float32(1.0 / math.sqrt(var))
                 col[entered_rows] = 0.0

@@ -38,6 +38,17 @@ class LiveItems:
             self._unit = unit_rows(self.matrix)
         return self._unit
 
+    def take(self, rows: np.ndarray) -> LiveItems:
+        """The block of these rooms only (a retrieved subset of the snapshot)."""
+        return LiveItems(
+            [self.rooms[i] for i in rows.tolist()],
+            self.matrix[rows],
+            self.bias[rows],
+            self.popularity[rows],
+            self.positions[rows] if self.positions is not None else None,
+            self._unit[rows] if self._unit is not None else None,
+        )
+
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -193,6 +204,18 @@ class Scorer:
 
     def is_known(self, viewer_id: str) -> bool:
         return viewer_id in self._user_pos
+
+    def items_at(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The item vectors and biases of these merchant positions (retrieval's live-merchant block)."""
+        return self._items[positions], self._bias[positions]
+
+    @staticmethod
+    def score_vector(live: LiveItems, vector: np.ndarray) -> np.ndarray:
+        """float32 score per room of `live` for a viewer vector read from the viewer-state store (as
+        `score`: the viewer's own bias shifts every room alike and is left out)."""
+        out: np.ndarray = live.matrix @ np.asarray(vector, dtype=np.float32)
+        out += live.bias
+        return out
 
     def score(
         self,

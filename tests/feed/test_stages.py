@@ -185,9 +185,11 @@ async def test_a_stage_is_added_in_one_line() -> None:
     assert pipeline.names == [
         "candidates",
         "hydrate",
+        "filters",
+        "viewer",
+        "retrieve",
         "score",
         "rank",
-        "filters",
         "diversity",
         "exploration",
         "alliance_boost",

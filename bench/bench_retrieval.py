@@ -1,0 +1,138 @@
+"""Benchmark: the ranker with retrieval against the ranker over every live room, on the same held-out enters.
+
+`.venv/bin/python bench/bench_retrieval.py [--viewers 20000] [--merchants 1000] [--days 7] [--seed 7] [--scales 1,0.25,0.1]`
+
+Simulates a world (simulator.Marketplace), fits the model on all days but the last as `roomfeed train`
+does (`ranking.offline.fit_model`), and judges the last day with `ranking.offline.evaluate_model`: the
+ranker over every room live at each target (minus the session's rooms) against the same ranker on the
+rooms `ranking.retrieval.retrieve` gives (the code the feed's Retrieve stage runs), with the budget as
+shipped and scaled down (`--scales`): a simulated world has a few hundred rooms live at once, which the
+shipped budget nearly covers, so the scaled budgets show how the sources hold up when they retrieve a
+small share of the live rooms, as at 10,000 live rooms. Differences are paired bootstraps.
+Writes bench/results/retrieval.json and a block in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_scorer import command_line, write_results  # noqa: E402
+
+from ranking import retrieval as rt  # noqa: E402
+from ranking.dataset import from_simulator  # noqa: E402
+from ranking.evaluation import ranker_method  # noqa: E402
+from ranking.offline import FitConfig, evaluate_model, fit_model  # noqa: E402
+from ranking.replay import Schedule  # noqa: E402
+from simulator import Marketplace  # noqa: E402
+
+DAY_MS = 86_400_000
+
+
+def scaled(budget: rt.Budget, factor: float) -> rt.Budget:
+    return replace(
+        budget, **{f.name: max(1, int(round(getattr(budget, f.name) * factor))) for f in fields(budget)}
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--viewers", type=int, default=20_000)
+    ap.add_argument("--merchants", type=int, default=1_000)
+    ap.add_argument("--days", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--targets", type=int, default=4_000)
+    ap.add_argument("--scales", default="1,0.25,0.1")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    market = Marketplace(seed=args.seed, n_merchants=args.merchants, n_viewers=args.viewers, days=args.days)
+    log = from_simulator(market)
+    w = market.world
+    features: dict[str, Any] = {}
+    for room in market.rooms:
+        features.setdefault(room.features.merchant_id, room.features)
+    schedule = Schedule(w.r_merchant, w.r_start, w.r_end, [r.features for r in market.rooms])
+    split = market.config.start_ms + (args.days - 1) * DAY_MS
+    fitted = fit_model(log, features, schedule, split, FitConfig(seed=args.seed), version="retrieval")
+    scales = [float(s) for s in args.scales.split(",")]
+    methods = {
+        f"retrieval_x{s:g}": rt.retrieval_method(fitted.ranker, scaled(rt.Budget(), s)) for s in scales
+    }
+    ev, targets = evaluate_model(
+        log,
+        features,
+        schedule,
+        {"ranker": (fitted.model, fitted.ranker)},
+        (split, split + DAY_MS),
+        max_targets=args.targets,
+        seed=args.seed,
+        extra=methods,
+    )
+    live = np.array([t.rooms.size for t in targets])
+    sizes: dict[str, float] = {}
+    for s in scales:  # how many rooms each budget retrieves, on a sample of the targets
+        budget = scaled(rt.Budget(), s)
+        got = []
+        for t in targets[:: max(1, len(targets) // 400)]:
+            lv = rt.replayed_live_set(fitted.ranker, t.table, t.request)
+            viewer = rt.Viewer(t.request.history, rt.replayed_merchant_scores(lv, t.request))
+            r = rt.retrieve(lv, np.ones(len(lv), bool), viewer, t.table, budget, eligible=np.arange(len(lv)))
+            got.append(r.rows.size / max(len(lv), 1))
+        sizes[f"retrieval_x{s:g}"] = float(np.mean(got))
+    r = ev.results
+    base = r["ranker"]["overall"]
+    metrics: dict[str, Any] = {
+        "targets": ev.targets,
+        "live_rooms_mean": round(float(live.mean()), 1),
+        "live_rooms_max": int(live.max()),
+        "hr5_ranker_all_rooms": round(base["hr5"], 4),
+        "ndcg10_ranker_all_rooms": round(base["ndcg10"], 4),
+    }
+    lines = [
+        f"simulator seed {args.seed}, {args.viewers:,} viewers, {args.merchants:,} merchants, {args.days} days; "
+        f"fit on days 0-{args.days - 2}, {ev.targets:,} enters of the last day judged; "
+        f"live rooms per target: mean {live.mean():.0f}, max {live.max()}",
+        "",
+        "| method | share of live rooms ranked | HR@5 | NDCG@10 | HR@5 vs all rooms | NDCG@10 vs all rooms | HR@5 diff (95 % CI) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        f"| ranker over all live rooms | 1.00 | {base['hr5']:.4f} | {base['ndcg10']:.4f} | | | |",
+    ]
+    for name in methods:
+        m = r[name]["overall"]
+        d = ev.difference(name, "ranker", seed=args.seed)
+        rel_hr, rel_ndcg = m["hr5"] / base["hr5"] - 1, m["ndcg10"] / base["ndcg10"] - 1
+        metrics[name] = {
+            "share_ranked": round(sizes[name], 3),
+            "hr5": round(m["hr5"], 4),
+            "ndcg10": round(m["ndcg10"], 4),
+            "hr5_rel": round(rel_hr, 4),
+            "ndcg10_rel": round(rel_ndcg, 4),
+            "hr5_diff_ci": [round(d["ci_low"], 4), round(d["ci_high"], 4)],
+        }
+        lines.append(
+            f"| ranker on retrieval, budget x{name.split('_x')[1]} | {sizes[name]:.2f} | {m['hr5']:.4f} "
+            f"| {m['ndcg10']:.4f} | {100 * rel_hr:+.2f} % | {100 * rel_ndcg:+.2f} % "
+            f"| {d['diff']:+.4f} ({d['ci_low']:+.4f} … {d['ci_high']:+.4f}) |"
+        )
+    print("\n".join(lines), flush=True)
+    assert ranker_method  # the reference is ranking.evaluation's ranker method, judged by evaluate_model
+    if not args.no_write:
+        write_results(
+            "retrieval",
+            command_line(),
+            metrics,
+            lines,
+            "retrieval — the ranker with retrieval vs over all live rooms",
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The feed's viewer and retrieval stages: the viewer's model state, then a few hundred candidates to rank.
+
+`ViewerStep` puts the viewer's state under the serving model on the request (`FeedContext.viewer`: the
+LightFM vector and history, read with the session's Redis round trip, or from the artifact when the
+model carries its viewers). `Retrieve` replaces the request's candidates — every live room, filtered —
+with the union of ranking.retrieval's sources (the viewer's live favourites, LightFM discovery over the
+live merchants, co-visitation, trending, the viewer's categories, rooms the alliance owes exposure, an
+exploration draw), so the ranker and every stage after it work on a few hundred rooms however many are
+live. A retrieved room is scored exactly as among all live rooms (the LightFM moments ride along).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from feed.context import Candidates, FeedContext
+from feed.stages import Exploration, Rank, rank_model, viewer_history, viewer_inputs
+from ranking import retrieval
+from ranking.viewer_state import ViewerState, from_model
+
+log = logging.getLogger("feed.retrieval")
+
+
+class OwedExposure(Protocol):
+    """Merchants the alliance owes exposure, most owed first (alliance.boost.AllianceBoost)."""
+
+    async def owed_merchants(self) -> Sequence[str]: ...
+
+
+class ViewerStep:
+    """Viewer: the viewer's state under the serving model (fetched with the session, else the artifact's)."""
+
+    name = "viewer"
+
+    def __init__(self, model_watcher: Any | None) -> None:
+        self.model_watcher = model_watcher
+
+    async def apply(self, ctx: FeedContext) -> None:
+        scorer = getattr(self.model_watcher, "scorer", None)
+        if scorer is None:
+            ctx.viewer = None
+            return
+        held: ViewerState | None = ctx.viewer
+        if held is not None and held.version == scorer.model_version:
+            return  # read with the session's round trip, for the model serving now
+        ctx.viewer = from_model(scorer, ctx.viewer_id)
+
+
+class Retrieve:
+    """Retrieve: the rooms worth ranking for this viewer, from cheap per-snapshot sources (ranking.retrieval).
+
+    Runs after the filters, on the rooms the viewer may be shown; below `min_rooms` live rooms it leaves
+    every room to the ranker.
+    """
+
+    name = "retrieve"
+
+    def __init__(
+        self,
+        model_watcher: Any | None,
+        rank: Rank,
+        owed: OwedExposure | None = None,
+        budget: retrieval.Budget = retrieval.DEFAULT_BUDGET,
+        min_rooms: int | None = None,
+    ) -> None:
+        self.model_watcher = model_watcher
+        self.rank = rank
+        self.owed = owed
+        self.budget = budget
+        self.min_rooms = 2 * budget.total() if min_rooms is None else min_rooms
+        self.exploration = Exploration()
+        self._signs: tuple[Any, dict[str, float]] | None = None
+
+    def live_set(self, c: Candidates, scorer: Any, rm: Any, room_score: np.ndarray) -> retrieval.LiveSet:
+        """The candidate set's LiveSet (kept with the set), with the room part of this second."""
+
+        def make() -> retrieval.LiveSet:
+            cols = self.rank.columns(c, rm)
+            positions, cats = cols.items, cols.category
+            items = scorer.items_at if scorer is not None else None
+            return retrieval.LiveSet.of(positions, cats, items)
+
+        base = c.derived("retrieval_live", (rm, scorer), make)
+        return c.derived("retrieval_scored", (base, room_score), lambda: base.with_room_score(room_score))
+
+    def warm(self, c: Candidates) -> None:
+        scorer = getattr(self.model_watcher, "scorer", None)
+        if len(c) > self.min_rooms and scorer is not None:
+            rm = rank_model(scorer)
+            self.live_set(c, scorer, rm, np.zeros(len(c)))
+
+    def signs(self, rm: Any, cfg: Any) -> dict[str, float]:
+        ranker = self.rank.ranker(rm, cfg)
+        held = self._signs
+        if held is None or held[0] is not ranker:
+            held = self._signs = (ranker, retrieval.directions(ranker))
+        return held[1]
+
+    async def _owed(self, scorer: Any, c: Candidates) -> list[int]:
+        if self.owed is None:
+            return []
+        try:
+            merchants = await self.owed.owed_merchants()
+        except Exception:  # the alliance's plans unreadable: no owed rooms this request
+            log.warning("owed merchants not read", exc_info=True)
+            return []
+        if scorer is not None:
+            positions = [scorer.position_of(m) for m in merchants]
+        else:
+            codes = getattr(c.rooms_of_merchant, "_codes", {})
+            positions = [codes.get(m, -1) for m in merchants]
+        return [p for p in positions if p >= 0]
+
+    async def apply(self, ctx: FeedContext) -> None:
+        c, cfg = ctx.candidates, ctx.config
+        if len(c) <= self.min_rooms:
+            return
+        scorer = getattr(self.model_watcher, "scorer", None)
+        rm = rank_model(scorer)
+        room_score = self.rank.room_part(c, rm, cfg, ctx.now)
+        live = self.live_set(c, scorer, rm, room_score)
+        lookup = self.rank.columns(c, rm).lookup
+        now_ms = int(ctx.now * 1000)
+        history, session = viewer_inputs(
+            ctx.viewer_id, ctx.recent, rm, lookup, now_ms, base=viewer_history(ctx, rm)
+        )
+        ctx.viewer_inputs = (history, session)
+        state = ctx.viewer
+        vector = (
+            state.vector
+            if state is not None and scorer is not None and state.version == scorer.model_version
+            else None
+        )
+        viewer = retrieval.Viewer(history, retrieval.merchant_scores(live, vector))
+        got = retrieval.retrieve(
+            live,
+            c.keep,
+            viewer,
+            rm.table,
+            self.budget,
+            owed_merchants=await self._owed(scorer, c),
+            eligible=self.exploration.eligible(c, cfg, ctx.now)[1],
+            rng=ctx.rng,
+            signs=self.signs(rm, cfg),
+        )
+        ctx.lightfm_moments = got.lightfm_moments
+        ctx.candidates = c.subset(got.rows, pool=np.isin(got.rows, got.sources["exploration"]))

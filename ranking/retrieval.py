@@ -1,0 +1,466 @@
+"""Retrieval: a few hundred candidates per request from cheap per-snapshot sources, before the ranker.
+
+Owns `LiveSet` (what is kept per live-room snapshot: each room's merchant position, the live
+merchants' LightFM vectors, the rooms by merchant, the rooms' viewer-independent score and the best
+rooms by it overall and per category), the sources — each a function of its own, tested on its own:
+
+    favourites   every live room of a merchant the viewer entered (so the ranker's history columns
+                 and its "rank among favourites" are the same as over all rooms)
+    discovery    the live merchants whose LightFM score for the viewer is highest (one product with
+                 the live merchants' vectors; their rooms)
+    covisit      the live merchants most co-visited with the merchants the viewer watched
+    trending     the rooms with the best viewer-independent score (popularity, heat, freshness)
+    categories   the best of those in the viewer's favourite categories (by dwell)
+    owed         the rooms of merchants the alliance owes exposure (the caller names them)
+    exploration  a uniform draw from the rooms exploration may show (the caller's eligible rows)
+
+— and `retrieve`, their union over the rooms the viewer may still be shown, with what the ranker
+needs to score that subset exactly as it would score every live room: the moments of the viewer's
+LightFM scores over every live room it never entered (`RankRequest.lightfm_moments`).
+
+One implementation: the feed's `Retrieve` stage (feed.retrieval) and the offline evaluation
+(`retrieval_method`, judged beside the ranker over all live rooms) both call `retrieve`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ranking.history import S, ViewerHistory
+from ranking.ranker import MerchantTable, Ranker, RankRequest
+
+SOURCES: tuple[str, ...] = (
+    "favourites",
+    "discovery",
+    "covisit",
+    "trending",
+    "categories",
+    "owed",
+    "exploration",
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many merchants or rooms each source gives (favourites: all of them)."""
+
+    discovery: int = 120  # merchants
+    covisit: int = 80  # merchants
+    trending: int = 150  # rooms
+    categories: int = 2  # the viewer's top categories by dwell share ...
+    per_category: int = 50  # ... and rooms of each
+    owed: int = 100  # merchants, most owed first as the caller lists them
+    exploration: int = 16  # rooms
+
+    def total(self) -> int:
+        return (
+            self.discovery
+            + self.covisit
+            + self.trending
+            + self.categories * self.per_category
+            + self.owed
+            + self.exploration
+        )
+
+
+DEFAULT_BUDGET = Budget()
+
+
+@dataclass
+class LiveSet:
+    """What retrieval keeps per live-room snapshot (the feed: per candidate set; replay: per target).
+
+    `positions[i]` is room i's merchant position (the model's merchant index; -1 unknown);
+    `matrix`/`bias` are the LightFM item vectors of the live merchants (`merchants`, unique
+    positions ascending); `room_merchant[i]` is room i's row in them. `room_score` is the ranker's
+    viewer-independent part per room (None: no trending or category sources).
+    """
+
+    positions: np.ndarray
+    category: np.ndarray
+    merchants: np.ndarray
+    room_merchant: np.ndarray
+    counts: np.ndarray  # live rooms per merchant row
+    order: np.ndarray  # rooms sorted by merchant position (stable)
+    matrix: np.ndarray | None = None  # (len(merchants), k) float32
+    bias: np.ndarray | None = None
+    room_score: np.ndarray | None = None
+    depth: int = 600  # how many rooms the trending list keeps (several times what a request takes)
+    _trending: np.ndarray | None = field(default=None, repr=False)
+    _by_category: dict[int, np.ndarray] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(
+        cls,
+        positions: np.ndarray,
+        category: np.ndarray,
+        items: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+        room_score: np.ndarray | None = None,
+    ) -> LiveSet:
+        """From each room's merchant position and category code; `items(merchants)` gives the LightFM
+        (matrix, bias) of those merchant positions."""
+        positions = np.asarray(positions, dtype=np.int64)
+        merchants, room_merchant, counts = np.unique(positions, return_inverse=True, return_counts=True)
+        matrix = bias = None
+        if items is not None and merchants.size:
+            known = np.maximum(merchants, 0)
+            matrix, bias = items(known)
+            matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+            bias = np.asarray(bias, dtype=np.float32)
+        return cls(
+            positions=positions,
+            category=np.asarray(category, dtype=np.int64),
+            merchants=merchants,
+            room_merchant=room_merchant.astype(np.int64),
+            counts=counts.astype(np.int64),
+            order=np.argsort(positions, kind="stable"),
+            matrix=matrix,
+            bias=bias,
+            room_score=room_score,
+        )
+
+    def with_room_score(self, room_score: np.ndarray) -> LiveSet:
+        """The same set with another viewer-independent score (a heat refresh, a new config)."""
+        return replace(self, room_score=room_score, _trending=None, _by_category=None)
+
+    def __len__(self) -> int:
+        return int(self.positions.shape[0])
+
+    def rooms_of(self, merchants: np.ndarray) -> np.ndarray:
+        """Every room of these merchant positions (binary searches in the rooms sorted by merchant)."""
+        if merchants.size == 0 or self.positions.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        ranked = self.positions[self.order]
+        lo = np.searchsorted(ranked, merchants, side="left")
+        hi = np.searchsorted(ranked, merchants, side="right")
+        counts = hi - lo
+        total = int(counts.sum())
+        if total == 0:
+            return np.zeros(0, dtype=np.int64)
+        starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        return self.order[starts + np.arange(total)]
+
+    def trending(self) -> np.ndarray:
+        """Rooms by `room_score`, best first (the best `depth`)."""
+        if self._trending is None:
+            self._trending = _best(self.room_score, np.arange(len(self)), self.depth)
+        return self._trending
+
+    def best_in(self, category: int, depth: int) -> np.ndarray:
+        """The rooms of one category by `room_score`, best first."""
+        if self._by_category is None:
+            by: dict[int, np.ndarray] = {}
+            if self.room_score is not None and len(self):
+                order = np.argsort(self.category, kind="stable")
+                cats = self.category[order]
+                bounds = np.flatnonzero(np.diff(cats)) + 1
+                for rows in np.split(order, bounds):
+                    by[int(self.category[rows[0]])] = _best(self.room_score, rows, max(depth * 4, 64))
+            self._by_category = by
+        return self._by_category.get(int(category), np.zeros(0, dtype=np.int64))[: max(depth * 4, 64)]
+
+
+def _best(score: np.ndarray | None, rows: np.ndarray, depth: int) -> np.ndarray:
+    if score is None or rows.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    values = score[rows]
+    if rows.size > depth:
+        top = np.argpartition(-values, depth - 1)[:depth]
+        rows, values = rows[top], values[top]
+    return rows[np.argsort(-values, kind="stable")].astype(np.int64)
+
+
+@dataclass
+class Viewer:
+    """What retrieval reads about the viewer: the history (model's plus recent visits, merchant
+    positions) and the LightFM score of every live merchant row (None: no vector for this viewer)."""
+
+    history: ViewerHistory
+    merchant_scores: np.ndarray | None = None
+
+
+def directions(ranker: Ranker) -> dict[str, float]:
+    """Which way the ranker's viewer columns count (+1, -1, 0 unused): discovery takes the merchants
+    with the best LightFM *contribution*, co-visitation and categories only where they add."""
+    w = ranker.as_dict()
+    return {name: float(np.sign(w[name])) for name in ("lightfm", "covisit", "category_affinity")}
+
+
+@dataclass
+class Retrieved:
+    """The rows to rank (ascending), which source brought each, and the viewer's LightFM moments over
+    every live room it may be shown and never entered: (count, sum, sum of squares)."""
+
+    rows: np.ndarray
+    sources: dict[str, np.ndarray]
+    lightfm_moments: tuple[float, float, float] | None = None
+
+
+def _kept(rows: np.ndarray, keep: np.ndarray, limit: int | None = None) -> np.ndarray:
+    rows = rows[keep[rows]]
+    return rows if limit is None else rows[:limit]
+
+
+# --- the sources ---------------------------------------------------------------------------------
+
+
+def entered_merchants(history: ViewerHistory) -> np.ndarray:
+    """Merchant positions the viewer entered (ascending)."""
+    if len(history) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return history.merchants[(history.stats[:, S["enters"]] > 0) & (history.merchants >= 0)]
+
+
+def favourites(live: LiveSet, keep: np.ndarray, history: ViewerHistory) -> np.ndarray:
+    """Every live room the viewer may be shown of a merchant it entered."""
+    return _kept(live.rooms_of(entered_merchants(history)), keep)
+
+
+def discovery(
+    live: LiveSet, keep: np.ndarray, merchant_scores: np.ndarray | None, merchants: int
+) -> np.ndarray:
+    """The rooms of the `merchants` live merchants with the best LightFM score for the viewer."""
+    if merchant_scores is None or merchants <= 0 or merchant_scores.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    best = _best(merchant_scores, np.arange(merchant_scores.size), merchants)
+    return _kept(live.rooms_of(live.merchants[best]), keep)
+
+
+def covisited(
+    live: LiveSet, keep: np.ndarray, history: ViewerHistory, table: MerchantTable, merchants: int
+) -> np.ndarray:
+    """The rooms of the `merchants` merchants most co-visited with those the viewer watched (the
+    ranker's co-visitation weights: log1p(watch minutes) x neighbour weight)."""
+    cov = table.covisit
+    if len(history) == 0 or merchants <= 0 or cov.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    watched = history.stats[:, S["dwell_s"]]
+    mine = (history.merchants >= 0) & (history.merchants < cov.shape[0]) & (watched > 0)
+    if not mine.any():
+        return np.zeros(0, dtype=np.int64)
+    rows = history.merchants[mine]
+    starts, ends = cov.indptr[rows], cov.indptr[rows + 1]
+    counts = ends - starts
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    at = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(total)
+    weights = np.repeat(np.log1p(watched[mine] / 60.0), counts) * cov.data[at]
+    neighbours, summed = np.unique(cov.indices[at], return_inverse=True)
+    score = np.bincount(summed, weights=weights)
+    best = neighbours[_best(score, np.arange(score.size), merchants)]
+    return _kept(live.rooms_of(np.sort(best).astype(np.int64)), keep)
+
+
+def trending(live: LiveSet, keep: np.ndarray, rooms: int) -> np.ndarray:
+    """The `rooms` best rooms by the viewer-independent score that the viewer may be shown."""
+    if rooms <= 0:
+        return np.zeros(0, dtype=np.int64)
+    top = _kept(live.trending(), keep, rooms)
+    if top.size < rooms and live.room_score is not None:  # a long session took most of the list
+        top = _best(live.room_score, np.flatnonzero(keep), rooms)
+    return top
+
+
+def categories(
+    live: LiveSet, keep: np.ndarray, history: ViewerHistory, table: MerchantTable, top: int, rooms: int
+) -> np.ndarray:
+    """The best `rooms` rooms of each of the viewer's `top` categories by share of dwell."""
+    if len(history) == 0 or top <= 0 or rooms <= 0 or live.room_score is None:
+        return np.zeros(0, dtype=np.int64)
+    known = (history.merchants >= 0) & (history.merchants < table.category.shape[0])
+    dwell = np.where(known, history.stats[:, S["dwell_s"]], 0.0)
+    if not (dwell > 0).any():
+        return np.zeros(0, dtype=np.int64)
+    codes = table.category[np.where(known, history.merchants, 0)]
+    ok = codes >= 0
+    if not ok.any():
+        return np.zeros(0, dtype=np.int64)
+    share = np.bincount(codes[ok], weights=dwell[ok])
+    chosen = [int(c) for c in np.argsort(-share, kind="stable")[:top] if share[c] > 0]
+    parts = [_kept(live.best_in(c, rooms), keep, rooms) for c in chosen]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def owed(live: LiveSet, keep: np.ndarray, merchants: Sequence[int], limit: int) -> np.ndarray:
+    """The rooms of merchants the alliance owes exposure (positions, most owed first; the first `limit`)."""
+    if not merchants or limit <= 0:
+        return np.zeros(0, dtype=np.int64)
+    chosen = np.unique(np.asarray(list(merchants)[:limit], dtype=np.int64))
+    return _kept(live.rooms_of(chosen), keep)
+
+
+def exploration(keep: np.ndarray, eligible: np.ndarray, rooms: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to `rooms` rows drawn uniformly from the eligible rows (indices) the viewer may be shown."""
+    if rooms <= 0 or eligible.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    picks: list[int] = []
+    seen: set[int] = set()
+    for _ in range(4 * rooms + 8):  # most eligible rooms are kept: draw and redraw a few times
+        if len(picks) == rooms:
+            break
+        row = int(eligible[int(rng.integers(eligible.size))])
+        if keep[row] and row not in seen:
+            picks.append(row)
+            seen.add(row)
+    if len(picks) < rooms:
+        left = eligible[keep[eligible]]
+        left = left[~np.isin(left, picks)]
+        if left.size:
+            more = rng.choice(left, size=min(rooms - len(picks), left.size), replace=False)
+            picks.extend(int(x) for x in more)
+    return np.array(sorted(picks), dtype=np.int64)
+
+
+# --- the union -----------------------------------------------------------------------------------
+
+
+def merchant_scores(live: LiveSet, vector: np.ndarray | None, bias: float = 0.0) -> np.ndarray | None:
+    """The viewer's LightFM score of every live merchant row (None without a vector)."""
+    if vector is None or live.matrix is None or live.bias is None:
+        return None
+    out: np.ndarray = live.matrix @ np.asarray(vector, dtype=np.float32) + live.bias
+    return out
+
+
+def lightfm_moments(
+    live: LiveSet, keep: np.ndarray, scores: np.ndarray | None, entered_rows: np.ndarray
+) -> tuple[float, float, float] | None:
+    """(count, sum, sum of squares) of the viewer's LightFM score over every kept room whose
+    merchant it never entered: what the ranker standardises its LightFM column by, over all live
+    rooms, from per-merchant sums (the rooms left out are few: gathered one by one)."""
+    if scores is None:
+        return None
+    s = scores.astype(np.float64)
+    count = float(live.counts.sum())
+    total = float(live.counts @ s)
+    squares = float(live.counts @ (s * s))
+    out = np.flatnonzero(~keep)
+    left = np.union1d(out, entered_rows) if entered_rows.size else out
+    if left.size:
+        v = s[live.room_merchant[left]]
+        count -= left.size
+        total -= float(v.sum())
+        squares -= float(v @ v)
+    return count, total, squares
+
+
+def retrieve(
+    live: LiveSet,
+    keep: np.ndarray,
+    viewer: Viewer,
+    table: MerchantTable,
+    budget: Budget = Budget(),
+    owed_merchants: Sequence[int] = (),
+    eligible: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+    signs: dict[str, float] | None = None,
+) -> Retrieved:
+    """The union of every source over the rooms the viewer may be shown (`keep`); `signs` (from
+    `directions(ranker)`) turns off a source whose column the ranker does not reward."""
+    history = viewer.history
+    sign = signs or {}
+    lf = viewer.merchant_scores
+    lf_sign = sign.get("lightfm", 1.0)
+    found = {
+        "favourites": favourites(live, keep, history),
+        "discovery": discovery(
+            live, keep, lf * lf_sign if lf is not None and lf_sign else None, budget.discovery
+        ),
+        "covisit": covisited(
+            live, keep, history, table, budget.covisit if sign.get("covisit", 1.0) > 0 else 0
+        ),
+        "trending": trending(live, keep, budget.trending),
+        "categories": categories(
+            live,
+            keep,
+            history,
+            table,
+            budget.categories if sign.get("category_affinity", 1.0) > 0 else 0,
+            budget.per_category,
+        ),
+        "owed": owed(live, keep, owed_merchants, budget.owed),
+        "exploration": exploration(
+            keep,
+            eligible if eligible is not None else np.zeros(0, dtype=np.int64),
+            budget.exploration,
+            rng if rng is not None else np.random.default_rng(0),
+        ),
+    }
+    rows = np.unique(np.concatenate(list(found.values()))).astype(np.int64)
+    entered = favourites(live, np.ones(len(live), dtype=bool), history)
+    moments = lightfm_moments(live, keep, viewer.merchant_scores, entered)
+    return Retrieved(rows, found, moments)
+
+
+# --- the offline evaluation ----------------------------------------------------------------------
+
+
+def sub_request(
+    req: RankRequest, rows: np.ndarray, moments: tuple[float, float, float] | None
+) -> RankRequest:
+    """`req` over `rows` of its rooms only, standardising LightFM by the moments over all of them."""
+    return replace(
+        req,
+        items=req.items[rows],
+        category=req.category[rows],
+        band=req.band[rows],
+        started_ms=req.started_ms[rows],
+        heat=req.heat[rows],
+        lightfm=req.lightfm[rows] if req.lightfm is not None else None,
+        unit_items=req.unit_items[rows] if req.unit_items is not None else None,
+        item_order=None,
+        slots={},  # the whole set's gather indices are not this subset's
+        lightfm_moments=moments,
+    )
+
+
+def replayed_live_set(ranker: Ranker, table: MerchantTable, req: RankRequest) -> LiveSet:
+    """The live set of a replayed request: the rooms' merchant positions, their LightFM scores as each
+    merchant's (every room of a merchant scores alike) and the ranker's room part."""
+    live = LiveSet.of(req.items, req.category, room_score=ranker.room_score(table, req).astype(np.float64))
+    return live
+
+
+def replayed_merchant_scores(live: LiveSet, req: RankRequest) -> np.ndarray | None:
+    """Per live merchant row, the LightFM score its rooms have in the replayed request."""
+    if req.lightfm is None:
+        return None
+    out = np.zeros(live.merchants.size, dtype=np.float32)
+    out[live.room_merchant] = req.lightfm
+    return out
+
+
+def retrieval_method(ranker: Ranker, budget: Budget = Budget(), seed: int = 0) -> Callable[[Any], np.ndarray]:
+    """The ranker on the rooms retrieval gives (the rest rank below them), for `ranking.evaluation`:
+    what the feed serves when the live set is large. Exploration draws from every room (a replay has
+    no last-hour impressions; the feed draws from little-seen rooms)."""
+    rng = np.random.default_rng(seed)
+    signs = directions(ranker)
+
+    def scored(t: Any) -> np.ndarray:
+        req: RankRequest = t.request
+        live = replayed_live_set(ranker, t.table, req)
+        keep = np.ones(len(live), dtype=bool)
+        viewer = Viewer(req.history, replayed_merchant_scores(live, req))
+        got = retrieve(
+            live, keep, viewer, t.table, budget, eligible=np.arange(len(live)), rng=rng, signs=signs
+        )
+        scores = ranker.score(t.table, sub_request(req, got.rows, got.lightfm_moments)).astype(np.float64)
+        # Rooms not retrieved rank below every retrieved one (a modest floor: the evaluation breaks
+        # ties with noise proportional to the largest score).
+        out = np.full(len(live), float(scores.min(initial=0.0)) - 1.0)
+        out[got.rows] = scores
+        return out
+
+    return scored
+
+
+def recall(retrieved: Collection[int], wanted: Collection[int]) -> float:
+    """Share of `wanted` rows that retrieval gave."""
+    wanted = set(wanted)
+    return len(wanted & set(retrieved)) / len(wanted) if wanted else 1.0

@@ -1,0 +1,164 @@
+"""The feed's retrieval stage: the ranker and the stages after it work on a few hundred of the live rooms,
+and each retrieved room is scored exactly as among every live room."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from feed.config import RankingConfig
+from feed.context import Candidates, FeedContext, RecentVisit
+from feed.retrieval import Retrieve, ViewerStep
+from feed.stages import Exploration, Filters, Rank, Score
+from ranking.retrieval import Budget
+from ranking.scorer import Scorer
+from rooms.live_index import LiveRoom
+from tests.synthetic_model import synthetic_model
+
+NOW = time.time()
+CATS = ("food", "home", "beauty", "books")
+SMALL = Budget(discovery=20, covisit=10, trending=20, per_category=10, owed=5, exploration=4)
+
+
+def _rooms(n: int, merchants: int) -> list[LiveRoom]:
+    return [
+        LiveRoom(
+            f"room_{i}",
+            f"mer_{i % merchants:016x}",
+            f"t{i}",
+            CATS[i % len(CATS)],
+            (),
+            "mid",
+            "one_to_many",
+            "",
+            NOW - 37 * i,
+            f"https://s/{i}",
+            "live",
+            None,
+        )
+        for i in range(n)
+    ]
+
+
+class Owed:
+    def __init__(self, merchants: list[str]) -> None:
+        self.merchants = merchants
+
+    async def owed_merchants(self) -> list[str]:
+        return self.merchants
+
+
+async def _ranked(
+    scorer: Scorer, rooms: list[LiveRoom], base: Candidates, retrieve: Retrieve | None, served: set[str]
+) -> FeedContext:
+    watcher = SimpleNamespace(scorer=scorer)
+    ctx = FeedContext("viewer-3", "ses_1", 10, RankingConfig(), now=NOW, rng=np.random.default_rng(1))
+    ctx.candidates = base.fresh_copy()
+    ctx.candidates.enters = base.enters
+    ctx.candidates.impressions = base.impressions
+    ctx.served = set(served)
+    ctx.recent = [
+        RecentVisit("room_5", f"mer_{5 % 300:016x}", 95_000, int(NOW * 1000) - 90_000, False),
+        RecentVisit("room_9", f"mer_{9 % 300:016x}", 1_000, int(NOW * 1000) - 30_000, True),
+    ]
+    for stage in (Filters(), ViewerStep(watcher), *([retrieve] if retrieve else []), Score(watcher)):
+        await stage.apply(ctx)
+    await (retrieve.rank if retrieve else Rank(watcher)).apply(ctx)
+    return ctx
+
+
+def _setup() -> tuple[Scorer, list[LiveRoom], Candidates]:
+    scorer = Scorer(synthetic_model(20, 300))
+    rooms = _rooms(3_000, 300)
+    base = Candidates.of(rooms)
+    rng = np.random.default_rng(4)
+    base.enters = (rng.random(3_000) * 30).astype(np.float32)
+    base.impressions = (rng.random(3_000) * 60).astype(np.float32)
+    return scorer, rooms, base
+
+
+async def test_a_retrieved_room_is_ranked_as_among_every_live_room() -> None:
+    scorer, rooms, base = _setup()
+    cfg = RankingConfig(w_session=0.0)
+    rank = Rank(SimpleNamespace(scorer=scorer))
+    full = await _with_config(scorer, base, None, set(), cfg, rank)
+    retrieve = Retrieve(SimpleNamespace(scorer=scorer), rank, budget=SMALL, min_rooms=0)
+    sub = await _with_config(scorer, base, retrieve, set(), cfg, rank)
+    c = sub.candidates
+    assert c.parent is not None and c.rows is not None
+    assert 20 < len(c) < 600  # a few hundred of 3,000 (the viewer's 8 favourite merchants have 10 rooms each)
+    # Every column, LightFM's standardisation and the rank among favourites included, is the same.
+    np.testing.assert_allclose(c.score, full.candidates.score[c.rows], rtol=1e-5, atol=1e-4)
+
+
+async def test_rooms_the_viewer_may_not_see_are_not_retrieved() -> None:
+    scorer, rooms, base = _setup()
+    served = {f"room_{i}" for i in range(0, 3_000, 97)}
+    stage = Retrieve(
+        SimpleNamespace(scorer=scorer), Rank(SimpleNamespace(scorer=scorer)), budget=SMALL, min_rooms=0
+    )
+    sub = await _ranked(scorer, rooms, base, stage, served)
+    ids = set(sub.candidates.room_ids.tolist())
+    assert not ids & served and "room_9" not in ids  # served in the session; swiped away
+    assert sub.candidates.whole.keep.sum() == 3_000 - len(served) - 1
+
+
+async def _with_config(
+    scorer: Scorer,
+    base: Candidates,
+    retrieve: Retrieve | None,
+    served: set[str],
+    cfg: RankingConfig,
+    rank: Rank,
+) -> FeedContext:
+    watcher = SimpleNamespace(scorer=scorer)
+    ctx = FeedContext("viewer-3", "ses_1", 10, cfg, now=NOW, rng=np.random.default_rng(1))
+    ctx.candidates = base.fresh_copy()
+    ctx.candidates.enters = base.enters
+    ctx.candidates.impressions = base.impressions
+    ctx.served = set(served)
+    ctx.recent = [RecentVisit("room_5", f"mer_{5:016x}", 95_000, int(NOW * 1000) - 90_000, False)]
+    for stage in (Filters(), ViewerStep(watcher), *([retrieve] if retrieve else []), Score(watcher), rank):
+        await stage.apply(ctx)
+    return ctx
+
+
+async def test_the_best_rooms_of_a_full_ranking_are_retrieved() -> None:
+    """The full ranking's top 10 of the rooms the viewer may see are among the retrieved rooms (a ranker
+    that rewards what a learned one rewards: LightFM, co-visitation, affinity, favourites)."""
+    scorer, rooms, base = _setup()
+    model = scorer.model
+    model.ranker_weights = np.abs(model.ranker_weights)
+    scorer = Scorer(model)
+    full = await _ranked(scorer, rooms, base, None, set())
+    stage = Retrieve(SimpleNamespace(scorer=scorer), Rank(SimpleNamespace(scorer=scorer)), min_rooms=0)
+    sub = await _ranked(scorer, rooms, base, stage, set())
+    top = set(full.candidates.room_ids[np.argsort(-full.candidates.score)[:10]].tolist())
+    got = set(sub.candidates.room_ids.tolist())
+    assert len(top & got) >= 9
+
+
+async def test_favourites_owed_and_exploration_rooms_are_retrieved() -> None:
+    scorer, rooms, base = _setup()
+    watcher = SimpleNamespace(scorer=scorer)
+    owed = Owed([f"mer_{250:016x}"])
+    stage = Retrieve(watcher, Rank(watcher), owed, budget=SMALL, min_rooms=0)
+    ctx = await _ranked(scorer, rooms, base, stage, set())
+    c = ctx.candidates
+    ids = set(c.room_ids.tolist())
+    # Every live room of every merchant the viewer entered (the model's history) is in.
+    history = scorer.model.histories.of("viewer-3")
+    entered = history.merchants[history.stats[:, 0] > 0].tolist()
+    assert entered and {f"room_{i}" for m in entered for i in range(m, 3_000, 300)} <= ids
+    assert {f"room_{i}" for i in range(250, 3_000, 300)} <= ids  # the merchant the alliance is owed
+    assert c.pool is not None and 0 < int(c.pool.sum()) <= SMALL.exploration
+    assert set(np.flatnonzero(c.pool).tolist()) == set(Exploration().eligible(c, ctx.config, NOW)[1].tolist())
+
+
+async def test_below_min_rooms_every_room_is_ranked() -> None:
+    scorer, rooms, base = _setup()
+    watcher = SimpleNamespace(scorer=scorer)
+    ctx = await _ranked(scorer, rooms, base, Retrieve(watcher, Rank(watcher), min_rooms=5_000), set())
+    assert ctx.candidates.parent is None and len(ctx.candidates) == 3_000

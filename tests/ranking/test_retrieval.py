@@ -1,0 +1,150 @@
+"""Retrieval: each source gives what it promises, and a retrieved room scores exactly as among all live rooms."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ranking import retrieval as rt
+from ranking.evaluation import evaluate, ranker_method
+from ranking.history import STATS, S, ViewerHistory
+from ranking.ranker import FEATURES, POPULARITY_HALF_LIVES_MS, MerchantTable, Ranker
+from ranking.replay import Target
+
+# 12 rooms of 6 merchants (positions 0..5, two rooms each), categories 0/1 alternating by merchant.
+POSITIONS = np.array([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5])
+CATEGORY = POSITIONS % 2
+ROOM_SCORE = np.arange(12, dtype=np.float64)  # room 11 is the most popular, room 0 the least
+
+
+def _live(k: int = 2) -> rt.LiveSet:
+    vectors = np.eye(6, k, dtype=np.float32)
+
+    def items(merchants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return vectors[merchants], np.zeros(merchants.size, np.float32)
+
+    return rt.LiveSet.of(POSITIONS, CATEGORY, items, ROOM_SCORE)
+
+
+def _history(rows: dict[int, dict[str, float]]) -> ViewerHistory:
+    merchants = np.array(sorted(rows), dtype=np.int64)
+    stats = np.zeros((len(rows), len(STATS)))
+    for i, m in enumerate(merchants.tolist()):
+        for name, value in rows[m].items():
+            stats[i, S[name]] = value
+    return ViewerHistory(merchants, stats)
+
+
+def _table(covisit: dict[int, dict[int, float]] | None = None) -> MerchantTable:
+    n = 6
+    cov = sp.lil_matrix((n, n), dtype=np.float32)
+    for a, row in (covisit or {}).items():
+        for b, w in row.items():
+            cov[a, b] = w
+    return MerchantTable(
+        category=np.arange(n) % 2,
+        band=np.zeros(n, dtype=np.int64),
+        pop_count=np.zeros(n),
+        pop_decayed=np.zeros((n, len(POPULARITY_HALF_LIVES_MS))),
+        as_of_ms=0,
+        covisit=cov.tocsr(),
+        n_categories=2,
+        n_bands=1,
+    )
+
+
+def test_favourites_are_every_room_the_viewer_may_see_of_merchants_it_entered() -> None:
+    keep = np.ones(12, dtype=bool)
+    keep[7] = False  # merchant 1's second room was served already
+    history = _history({1: {"enters": 2}, 3: {"impressions": 4}})  # merchant 3 only shown, never entered
+    assert rt.favourites(_live(), keep, history).tolist() == [1]
+
+
+def test_discovery_brings_the_rooms_of_the_merchants_lightfm_likes_best() -> None:
+    live = _live()
+    scores = rt.merchant_scores(live, np.array([0.0, 1.0], np.float32))  # likes merchant 1 only
+    assert scores is not None
+    rows = rt.discovery(live, np.ones(12, dtype=bool), scores, merchants=1)
+    assert sorted(rows.tolist()) == [1, 7]
+    assert rt.discovery(live, np.ones(12, dtype=bool), None, merchants=5).size == 0  # no vector: nothing
+
+
+def test_covisit_brings_the_neighbours_of_what_the_viewer_watched() -> None:
+    table = _table({2: {4: 0.9, 5: 0.1}})
+    history = _history({2: {"enters": 1, "dwell_s": 600}})
+    rows = rt.covisited(_live(), np.ones(12, dtype=bool), history, table, merchants=1)
+    assert sorted(rows.tolist()) == [4, 10]  # merchant 4's rooms; not merchant 5's (weaker), nor 2's own
+
+
+def test_trending_is_the_best_viewer_independent_score_the_viewer_may_see() -> None:
+    keep = np.ones(12, dtype=bool)
+    keep[11] = False
+    assert rt.trending(_live(), keep, rooms=3).tolist() == [10, 9, 8]
+
+
+def test_categories_are_the_best_rooms_of_the_viewers_favourite_category() -> None:
+    history = _history(
+        {1: {"enters": 1, "dwell_s": 900}, 2: {"enters": 1, "dwell_s": 10}}
+    )  # category 1 first
+    rows = rt.categories(_live(), np.ones(12, dtype=bool), history, _table(), top=1, rooms=2)
+    assert rows.tolist() == [11, 9]
+    assert set(CATEGORY[rows].tolist()) == {1}
+
+
+def test_owed_brings_the_rooms_of_merchants_the_alliance_owes_most_first() -> None:
+    rows = rt.owed(_live(), np.ones(12, dtype=bool), [5, 0, 3], limit=2)
+    assert sorted(rows.tolist()) == [0, 5, 6, 11]
+
+
+def test_exploration_draws_only_eligible_rooms_the_viewer_may_see() -> None:
+    keep = np.ones(12, dtype=bool)
+    keep[[2, 4]] = False
+    eligible = np.array([1, 2, 3, 4, 8])
+    draws = [set(rt.exploration(keep, eligible, 2, np.random.default_rng(s)).tolist()) for s in range(50)]
+    assert all(len(d) == 2 and d <= {1, 3, 8} for d in draws)
+    assert set().union(*draws) == {1, 3, 8}  # every eligible kept room can be drawn
+
+
+def test_lightfm_moments_are_those_over_every_kept_room_never_entered() -> None:
+    live = _live()
+    scores = np.array([0.5, -1.0, 2.0, 0.25, 3.0, -0.5], np.float32)
+    keep = np.ones(12, dtype=bool)
+    keep[[3, 10]] = False
+    entered = np.array([0, 6])  # merchant 0's rooms
+    count, total, squares = rt.lightfm_moments(live, keep, scores, entered)  # type: ignore[misc]
+    per_room = scores[POSITIONS].astype(np.float64)
+    mask = keep.copy()
+    mask[entered] = False
+    assert count == mask.sum()
+    assert np.isclose(total, per_room[mask].sum()) and np.isclose(squares, (per_room[mask] ** 2).sum())
+
+
+def _ranker() -> Ranker:
+    rng = np.random.default_rng(3)
+    return Ranker(rng.normal(size=len(FEATURES)))
+
+
+def test_a_retrieved_room_scores_as_among_all_live_rooms(small_targets: list[Target]) -> None:
+    """The ranker over the retrieved rows (with the moments) gives each row the score it has over every room."""
+    ranker = _ranker()
+    for t in small_targets[:150]:
+        full = ranker.score(t.table, t.request)
+        live = rt.replayed_live_set(ranker, t.table, t.request)
+        viewer = rt.Viewer(t.request.history, rt.replayed_merchant_scores(live, t.request))
+        budget = rt.Budget(discovery=5, covisit=5, trending=5, per_category=3, exploration=2)
+        got = rt.retrieve(
+            live, np.ones(len(live), bool), viewer, t.table, budget, eligible=np.arange(len(live))
+        )
+        assert got.rows.size <= len(live)
+        part = ranker.score(t.table, rt.sub_request(t.request, got.rows, got.lightfm_moments))
+        np.testing.assert_allclose(part, full[got.rows], rtol=1e-4, atol=1e-4)
+
+
+def test_with_a_budget_over_every_room_retrieval_changes_nothing(small_targets: list[Target]) -> None:
+    ranker = _ranker()
+    wide = rt.Budget(trending=100_000)
+    ev = evaluate(
+        small_targets[:300],
+        {"ranker": ranker_method(ranker), "retrieved": rt.retrieval_method(ranker, wide)},
+    )
+    assert ev.results["retrieved"]["overall"] == ev.results["ranker"]["overall"]
