@@ -88,7 +88,41 @@ def _room(n: int, merchants: int, status: str, started_at: float) -> Any:
     )
 
 
-async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None:
+def viewer_chunks(viewers: int, merchants: int, chunk: int = 50_000) -> Any:
+    """`viewers` synthetic viewer states (ranking.viewer_state's encoding) in chunks: a k=32 LightFM
+    vector each and 0-8 merchants of history (4 on average), ids `viewer-<i>` as the sessions use."""
+    import numpy as np
+
+    from ranking.history import STATS
+    from ranking.viewer_state import encode
+
+    rng = np.random.default_rng(9)
+    now_ms = int(time.time() * 1000)
+    for start in range(0, viewers, chunk):
+        n = min(chunk, viewers - start)
+        vectors = rng.normal(size=(n, K)).astype(np.float32)
+        sizes = rng.integers(0, 9, n)
+        blobs = []
+        for j in range(n):
+            h = int(sizes[j])
+            blobs.append(
+                encode(
+                    vectors[j],
+                    0.0,
+                    np.sort(rng.choice(merchants, h, replace=False)),
+                    rng.random((h, len(STATS))).astype(np.float32) * 5,
+                    now_ms - rng.integers(0, 7 * 86_400_000, h),
+                )
+            )
+        yield [f"viewer-{i}" for i in range(start, start + n)], blobs
+
+
+async def _seed(
+    settings: Any, rooms: int, merchants: int, viewers: int, legacy: bool = False
+) -> dict[str, Any]:
+    """Rooms, heat and the promoted model. `legacy`: the model carries its viewers in the artifact (what
+    a commit before the viewer-state store loads); else the viewers are written to Redis by
+    ranking.viewer_state, as the trainer does before a promotion, and that write is measured."""
     from redis.asyncio import Redis
 
     from roomfeed.db import create_pool, migrate
@@ -97,21 +131,52 @@ async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None
     await migrate(settings.database_url)
     pool = await create_pool(settings, min_size=1)
     redis = Redis.from_url(settings.redis_url)
+    figures: dict[str, Any] = {}
     try:
         from ranking.registry import ModelRegistry
 
         registry = ModelRegistry(pool)
-        model = _model(viewers, merchants)
-        await registry.register(model, {})
+        if legacy:
+            from ranking import artifacts
+
+            model = _model(viewers, merchants)
+            blob = model.to_bytes()  # the whole model in one artifact, as the baseline commit reads it
+            async with pool.acquire() as conn, conn.transaction():
+                oid, checksum = await artifacts.write(conn, blob)
+                await conn.execute(
+                    "INSERT INTO ranking_models (version, params, metrics, artifact_oid, artifact_bytes, checksum) "
+                    "VALUES ($1, '{}'::jsonb, '{}'::jsonb, $2, $3, $4)",
+                    model.version,
+                    oid,
+                    len(blob),
+                    checksum,
+                )
+        else:
+            from ranking.viewer_state import ViewerStateStore
+
+            model = _model(0, merchants)  # items, ranker, merchant table; the viewers go to Redis
+            await registry.register(model, {})
+            before = int((await redis.info("memory"))["used_memory"])
+            published = await ViewerStateStore(redis).publish_chunks(
+                model.version, viewer_chunks(viewers, merchants)
+            )
+            after = int((await redis.info("memory"))["used_memory"])
+            figures = {
+                "publish_seconds": round(published.seconds, 1),
+                "publish_viewers_per_s": round(published.viewers / max(published.seconds, 1e-9)),
+                "state_bytes_per_viewer": round(published.bytes / max(viewers, 1), 1),
+                "redis_bytes_per_viewer": round((after - before) / max(viewers, 1), 1),
+            }
+            print("viewer state written:", figures, flush=True)
         await registry.promote(model.version, "bench")
         await rebuild_live_index(pool, redis)  # an empty index with an epoch, as in production
         writer = IndexWriter(redis)
         now = time.time()
-        for start in range(0, rooms, 50):
+        for start in range(0, rooms, 200):
             await asyncio.gather(
                 *(
                     writer.apply(_room(i, merchants, "live", now - (i % 7200)), 1)
-                    for i in range(start, min(start + 50, rooms))
+                    for i in range(start, min(start + 200, rooms))
                 )
             )
         # Heat for every room (what the worker's heat sink keeps): a few enters and impressions each.
@@ -139,6 +204,7 @@ async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> None
     finally:
         await redis.aclose()
         await pool.close()
+    return figures
 
 
 async def _churn(redis_url: str, per_second: float, rooms: int, merchants: int) -> None:
@@ -231,6 +297,39 @@ def _cpu_seconds(pid: int) -> float:
     for member in family:
         total += stats.get(member, (0, 0.0))[1]
     return total
+
+
+def _family(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    family, changed = {pid}, True
+    while changed:
+        changed = False
+        for child, parent in parents.items():
+            if parent in family and child not in family:
+                family.add(child)
+                changed = True
+    return family
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) MB of a server process and its workers, from /proc (VmRSS, VmHWM)."""
+    rss = peak = 0.0
+    for member in _family(pid):
+        try:
+            for line in (Path("/proc") / str(member) / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) / 1024
+                elif line.startswith("VmHWM:"):
+                    peak += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return rss, peak
 
 
 def _with_cpu(pid: int, run: Any) -> dict[str, Any]:
@@ -491,11 +590,101 @@ def _profile(pid: int, path: str, load: Any) -> None:
 # --- the benchmark ------------------------------------------------------------------------------
 
 
+def _record_scale(args: Any, results: dict[str, dict[str, Any]], seeded: dict[str, Any]) -> int:
+    """This run as one (rooms, viewers) point of bench/results/feed_scale.json (replacing an earlier run
+    of the same point) and the table in docs/benchmarks.md built from every point."""
+    command = " ".join([".venv/bin/python bench/bench_feed.py", *sys.argv[1:]])
+    load = os.getloadavg()
+    ours = args.servers.split(",")[0]
+    run: dict[str, Any] = {
+        "rooms": args.rooms,
+        "viewers": args.viewers,
+        "merchants": args.merchants,
+        **{
+            k: results[ours][k]
+            for k in ("cpu_ms_per_request", "peak_rps", "bare_peak_rps", "p99_ms", "p50_ms")
+        },
+        "api_rss_mb": results[ours]["api_rss_mb"],
+        "api_peak_rss_mb": results[ours]["api_peak_rss_mb"],
+        "achieved_rps_at_rate": results[ours]["achieved_rps_at_500"],
+        "rate": args.rate,
+        **seeded,
+        "server": ours,
+        "load_avg_1m_at_end": round(load[0], 2),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": command,
+    }
+    for label, r in results.items():
+        if "@" in label:
+            run["baseline"] = {
+                "ref": label.split("@", 1)[1],
+                **{
+                    k: r[k]
+                    for k in ("cpu_ms_per_request", "peak_rps", "bare_peak_rps", "p99_ms", "api_rss_mb")
+                },
+            }
+    path = ROOT / "bench/results/feed_scale.json"
+    held = json.loads(path.read_text()) if path.exists() else {}
+    runs = [
+        r
+        for r in held.get("metrics", {}).get("runs", [])
+        if (r["rooms"], r["viewers"]) != (args.rooms, args.viewers)
+    ]
+    runs = sorted([*runs, run], key=lambda r: (r["rooms"], r["viewers"]))
+    machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    out = {
+        "name": "feed_scale",
+        "command": ".venv/bin/python bench/bench_feed.py --scale --rooms N --viewers V (one run per point)",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine,
+        "metrics": {"runs": runs},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    lines = [
+        "### feed at scale: live rooms x viewers (`bench/results/feed_scale.json`)\n",
+        "One run per point, each with the bare endpoint (and `--baseline` where given) in the same run; "
+        "viewers' state written to Redis by ranking.viewer_state before the model is promoted (write time "
+        "and Redis bytes per viewer measured); API RSS = the server process's resident memory after the runs. "
+        f"{machine}; the host is shared (load average at the end of each run in the last column).\n",
+        "| live rooms | viewers | CPU ms/page | feed peak rps | bare peak rps | p99 ms @500 | achieved rps @500 "
+        "| API RSS MB | state write s (viewers/s) | Redis B/viewer | baseline CPU ms/page, RSS MB | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        b = r.get("baseline")
+        base = f"{b['ref']}: {b['cpu_ms_per_request']}, {b['api_rss_mb']}" if b else ""
+        write = f"{r.get('publish_seconds', '')} ({r.get('publish_viewers_per_s', '')})"
+        lines.append(
+            f"| {r['rooms']:,} | {r['viewers']:,} | {r['cpu_ms_per_request']} | {r['peak_rps']} | {r['bare_peak_rps']} "
+            f"| {r['p99_ms']} | {r['achieved_rps_at_rate']} | {r['api_rss_mb']} | {write} "
+            f"| {r.get('redis_bytes_per_viewer', '')} | {base} | {r['load_avg_1m_at_end']} |"
+        )
+    lines.append("\nCommands: " + "; ".join(f"`{r['command']}`" for r in runs))
+    docs = ROOT / "docs/benchmarks.md"
+    text = docs.read_text() if docs.exists() else "# Benchmarks\n"
+    tag = "bench:feed_scale"
+    block = f"<!-- {tag} -->\n" + "\n".join(lines) + f"\n<!-- /{tag} -->"
+    if f"<!-- {tag} -->" in text:
+        head, rest = text.split(f"<!-- {tag} -->", 1)
+        text = head + block + rest.split(f"<!-- /{tag} -->", 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    docs.write_text(text)
+    print(json.dumps(run, indent=2))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rooms", type=int, default=10_000)
     parser.add_argument("--viewers", type=int, default=100_000)
-    parser.add_argument("--merchants", type=int, default=5_000)
+    parser.add_argument("--merchants", type=int, default=None, help="default: half the rooms, at least 5,000")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="record this run as one (rooms, viewers) point of bench/results/feed_scale.json and its docs block",
+    )
     parser.add_argument("--servers", default="uvicorn,granian")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -551,28 +740,39 @@ def main() -> int:
 
     base = Settings.from_env()
     services.up(base)
-    tag = secrets.token_hex(3)
-    dbname = f"rf_bench_{tag}"
+    if args.merchants is None:
+        args.merchants = max(5_000, args.rooms // 2)
+    stacks: list[tuple[str, Any]] = []  # (database, redis-server) of each stack, dropped at the end
 
-    async def create_db() -> None:
-        import asyncpg
+    def stack() -> Any:
+        """A fresh database and a private Redis: one per tree served (the baseline reads its own)."""
+        tag = secrets.token_hex(3)
+        dbname = f"rf_bench_{tag}"
 
-        conn = await asyncpg.connect(base.database_url)
-        await conn.execute(f'CREATE DATABASE "{dbname}"')
-        await conn.close()
+        async def create_db() -> None:
+            import asyncpg
 
-    run_sync(create_db)
-    redis = services.RedisServer(world_readable_tempdir("rf-bench-redis-"), free_port())
-    redis.start()
-    time.sleep(0.5)  # redis-server retitles itself (what is_running checks) a moment after it starts
-    redis.wait_ready()
-    settings = replace(
-        base,
-        database_url=base.database_url.rsplit("/", 1)[0] + f"/{dbname}",
-        redis_url=redis.url(),
-        kafka_prefix=f"bench{tag}.",
-    )
+            conn = await asyncpg.connect(base.database_url)
+            await conn.execute(f'CREATE DATABASE "{dbname}"')
+            await conn.close()
+
+        run_sync(create_db)
+        redis = services.RedisServer(world_readable_tempdir("rf-bench-redis-"), free_port())
+        redis.start()
+        time.sleep(0.5)  # redis-server retitles itself (what is_running checks) a moment after it starts
+        redis.wait_ready()
+        stacks.append((dbname, redis))
+        return replace(
+            base,
+            database_url=base.database_url.rsplit("/", 1)[0] + f"/{dbname}",
+            redis_url=redis.url(),
+            kafka_prefix=f"bench{tag}.",
+        )
+
+    settings = stack()
+    legacy = stack() if args.baseline else None
     results: dict[str, dict[str, Any]] = {}
+    seeded: dict[str, Any] = {}
     baseline_root: Path | None = None
     if args.baseline:
         baseline_root = Path(tempfile.mkdtemp(prefix="rf-bench-baseline-")) / "tree"
@@ -584,7 +784,9 @@ def main() -> int:
         )
         (baseline_root / ".venv").symlink_to(ROOT / ".venv")
     try:
-        run_sync(lambda: _seed(settings, args.rooms, args.merchants, args.viewers))
+        seeded.update(run_sync(lambda: _seed(settings, args.rooms, args.merchants, args.viewers)))
+        if legacy is not None:  # the baseline commit's layout: the viewers inside the artifact
+            run_sync(lambda: _seed(legacy, args.rooms, args.merchants, args.viewers, legacy=True))
         env = {
             **os.environ,
             "DATABASE_URL": settings.database_url,
@@ -613,9 +815,12 @@ def main() -> int:
                 server, _, ref = label.partition("@")
                 root = baseline_root if ref and baseline_root is not None else ROOT
                 port = free_port()
+                own = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+                if ref and legacy is not None:
+                    own = {"DATABASE_URL": legacy.database_url, "REDIS_URL": legacy.redis_url}
                 up[label] = {
                     "port": port,
-                    "proc": _serve(server, port, {**env, "PYTHONPATH": str(root)}, root),
+                    "proc": _serve(server, port, {**env, **own, "PYTHONPATH": str(root)}, root),
                 }
             for label, srv in up.items():
                 port = srv["port"]
@@ -680,6 +885,8 @@ def main() -> int:
                     )
                     print(label, {k: v[-1] for k, v in runs.items()}, flush=True)
             for label in labels:
+                up[label]["rss"] = _rss_mb(up[label]["proc"].pid)
+            for label in labels:
                 runs = up[label]["runs"]
 
                 def med(k: str, f: str, runs: dict[str, list[dict[str, Any]]] = runs) -> float:
@@ -693,6 +900,8 @@ def main() -> int:
                     "peak_p99_ms": round(med("feed", "p99_ms"), 2),
                     "bare_peak_rps": round(med("bare", "rps"), 1),
                     "cpu_ms_per_request": round(med("feed", "cpu_ms_per_request"), 3),
+                    "api_rss_mb": round(up[label]["rss"][0], 1),
+                    "api_peak_rss_mb": round(up[label]["rss"][1], 1),
                     "errors_5xx": sum(r["errors"] for rs in runs.values() for r in rs),
                     "non_2xx": sum(r.get("non_2xx", 0) for rs in runs.values() for r in rs),
                 }
@@ -715,18 +924,21 @@ def main() -> int:
                     ["git", "worktree", "remove", "--force", str(baseline_root)], cwd=ROOT, check=False
                 )
     finally:
-        redis.kill()
+        for dbname, redis in stacks:
+            redis.kill()
 
-        async def drop_db() -> None:
-            import asyncpg
+            async def drop_db(dbname: str = dbname) -> None:
+                import asyncpg
 
-            conn = await asyncpg.connect(base.database_url)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-            await conn.close()
+                conn = await asyncpg.connect(base.database_url)
+                await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+                await conn.close()
 
-        run_sync(drop_db)
+            run_sync(drop_db)
     if args.profile:
         return 0
+    if args.scale:
+        return _record_scale(args, results, seeded)
     best = min(results, key=lambda s: results[s]["p99_ms"])
     command = " ".join([".venv/bin/python bench/bench_feed.py", *sys.argv[1:]])
     machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"

@@ -32,6 +32,7 @@ from feed.pipeline import FeedPipeline
 from feed.sessions import SessionBook, SessionState
 from feed.sources import FeedInputs
 from feed.stages import room_fields, shown
+from ranking.viewer_state import ViewerStateRead, in_store
 from roomfeed.auth import RateCharge
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.ids import new_id
@@ -76,6 +77,7 @@ class FeedService:
         started = time.perf_counter()
         at = page_number(session_id, after) if after is not None else None
         live_since = self.pipeline.live_version()
+        viewer = self._viewer_read(viewer_id)
 
         # The session's round trip, each part read by its owner: the rate-limit charge (auth), the
         # viewer's recent rooms (events), the page asked for when it exists already (feed.pages), the
@@ -87,6 +89,7 @@ class FeedService:
         changed = (
             trip.add(self.inputs.live_index.changes_after(live_since)) if live_since is not None else None
         )
+        viewed = trip.add(viewer) if viewer is not None else None  # the viewer's model state (ranking)
         state = await self.sessions.load(session_id, viewer_id, trip)
         if charge is not None and charged is not None and trip.made:
             charge.settle(charged.value)  # 429 before anything is written
@@ -101,6 +104,7 @@ class FeedService:
                 if last is not None:
                     known = (last, record)
         changes = changed.value if changed is not None and trip.made else None
+        viewer_state = viewed.value if viewed is not None and trip.made else None
         if at is not None and known is not None and (known[1] is not None or known[0] != at):
             body = await self._again(state, at + 1, known)
         else:
@@ -112,11 +116,20 @@ class FeedService:
                 recent=recent,
                 after=at,
                 live_changes=changes,
+                viewer=viewer_state,
             )
         body["timings_ms"]["session"] = round(
             (time.perf_counter() - started) * 1000 - sum(body["timings_ms"].values()), 3
         )
         return body
+
+    def _viewer_read(self, viewer_id: str) -> ViewerStateRead | None:
+        """The viewer's state under the serving model, to read with the session (when the model keeps
+        its viewers in the viewer-state store rather than in this process)."""
+        scorer = self.inputs.models.scorer
+        if scorer is None or not in_store(scorer):
+            return None
+        return ViewerStateRead(scorer.model_version, viewer_id)
 
     async def _again(self, state: SessionState, number: int, known: tuple[int, str | None]) -> dict[str, Any]:
         """Page `number` once more, from its record (`known`: the newest page's number, the record):
@@ -173,6 +186,7 @@ class FeedService:
         recent: list[Any] | None = None,
         after: int | None = None,
         live_changes: dict[str, int] | None = None,
+        viewer: Any = None,
     ) -> dict[str, Any]:
         assignment = assign(state.viewer_id, self.config.current.config, self.config.experiments)
         ctx = FeedContext(
@@ -191,6 +205,7 @@ class FeedService:
             # Without the rooms changed since this process's snapshot (read with the session), the
             # live index is read afresh: a room whose end has returned is never on the page.
             live_fresh=live_changes is None,
+            viewer=viewer,
         )
         if recent is not None:
             ctx.recent, ctx.recent_loaded = [as_recent_visit(v) for v in recent], True
@@ -358,13 +373,20 @@ class FeedService:
                 degraded = True
         elif room_id is not None:
             entry_room = await self._room(room_id)
+        viewer = self._viewer_read(viewer_id)
         state, redis_down = await self.sessions.create(
-            session_id, viewer_id, {"code": code, "room_id": room_id}, attribution
+            session_id, viewer_id, {"code": code, "room_id": room_id}, attribution, viewer
         )
         blocked = set(state.blocked) | self.sessions.local.blocks.of(viewer_id)
         if entry_room is not None and entry_room.merchant_id in blocked:
             entry_room = None  # a block wins over a code's (or a link's) landing room
-        body = await self._page(state, count, entry_room, degraded=degraded or redis_down)
+        body = await self._page(
+            state,
+            count,
+            entry_room,
+            degraded=degraded or redis_down,
+            viewer=viewer.value if viewer is not None else None,
+        )
         body["attribution"] = attribution
         body["entry_room_id"] = entry_room.room_id if entry_room is not None else None
         return body

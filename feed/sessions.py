@@ -280,9 +280,15 @@ class SessionBook:
         task.add_done_callback(self._pending.discard)
 
     async def create(
-        self, session_id: str, viewer_id: str, entry: dict[str, Any], attribution: dict[str, Any] | None
+        self,
+        session_id: str,
+        viewer_id: str,
+        entry: dict[str, Any],
+        attribution: dict[str, Any] | None,
+        part: Any = None,
     ) -> tuple[SessionState, bool]:
-        """Record a new session; returns (state, degraded). Redis first, PostgreSQL in the background."""
+        """Record a new session; returns (state, degraded). Redis first, PostgreSQL in the background.
+        `part` (queue(pipe) of one command, read(replies)) rides the same round trip."""
         blocked = await self._blocks_from_postgres(viewer_id)
         state = SessionState(session_id, viewer_id, blocked=blocked or set(), attribution=attribution)
         self.local.put(state)
@@ -298,7 +304,11 @@ class SessionBook:
                 if blocked:
                     pipe.sadd(blocks_key(viewer_id), *blocked)
                     pipe.expire(blocks_key(viewer_id), BLOCKS_TTL_S)
-                await pipe.execute()
+                if part is not None:
+                    part.queue(pipe)
+                replies = await pipe.execute()
+            if part is not None:
+                part.read(replies[-1:])
         except Exception as exc:
             log.warning("session %s kept in process only (Redis unavailable): %s", session_id, exc)
             degraded = True

@@ -17,6 +17,7 @@ import orjson
 
 from ranking.dataset import WeightParams
 from ranking.model import ModelParams
+from ranking.viewer_state import ViewerStateStore
 from roomfeed.leader import TRAINER, Leases
 
 log = logging.getLogger("roomfeed.ranking.cli")
@@ -85,12 +86,14 @@ async def train_command(settings: Any, args: argparse.Namespace, page_of: Any = 
     """`page_of`: the feed's page judge (feed.replay.FeedPage), handed in by the composition root, so the
     promotion gate judges the page the feed would serve."""
     from ranking.train import features_from_rooms, load_features, train_forever, train_once
+    from roomfeed.redis_client import create_redis
 
     if args.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=settings.host)
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    redis = create_redis(settings)
     # One trainer at a time: a second trainer waits as a standby (`--every`) or exits (one round).
     leases = Leases(settings.database_url)
     try:
@@ -106,6 +109,7 @@ async def train_command(settings: Any, args: argparse.Namespace, page_of: Any = 
             "features": features,
             "promote": not args.no_promote,
             "page_of": page_of,
+            "states": ViewerStateStore(redis),
         }
         if args.every:
             await train_forever(
@@ -130,6 +134,7 @@ async def train_command(settings: Any, args: argparse.Namespace, page_of: Any = 
         return 0
     finally:
         await leases.close()
+        await redis.aclose()
         await pool.close()
 
 

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ranking.registry import ModelRecord, ModelRegistry, ModelWatcher
+from ranking.viewer_state import ViewerStateStore
 from roomfeed.auth import require
 from roomfeed.errors import Conflict, NotFound
 from roomfeed.http import bound, json, query_int
@@ -37,11 +38,21 @@ class Ranking:
 
     registry: ModelRegistry
     watcher: ModelWatcher
+    states: ViewerStateStore  # each viewer's state per model version (Redis), what the feed reads per page
 
     @classmethod
-    def build(cls, pool: asyncpg.Pool, model_poll_s: float = 5.0) -> Ranking:
+    def build(cls, pool: asyncpg.Pool, redis: Any, model_poll_s: float = 5.0) -> Ranking:
         registry = ModelRegistry(pool)
-        return cls(registry, ModelWatcher(registry, interval_s=model_poll_s))
+        states = ViewerStateStore(redis)
+        return cls(registry, ModelWatcher(registry, interval_s=model_poll_s, states=states), states)
+
+    async def with_state(self, version: str) -> None:
+        """Write `version`'s viewer state unless the store has it (a promotion by hand, a rollback to a
+        model whose state was deleted): a model is promoted only once its viewers are in the store."""
+        if not await self.states.ready(version):
+            model = await self.registry.load(version)
+            published = await self.states.publish(model)
+            log.info("viewer state of %s written: %s", version, published)
 
     async def start(self) -> None:
         try:
@@ -77,6 +88,7 @@ async def promote_model(request: Request, ranking: Ranking) -> Response:
     version = request.path_params["version"]
     registry = ranking.registry
     try:
+        await ranking.with_state(version)
         await registry.promote(version, principal.key_id or "operator")
     except KeyError as exc:
         raise NotFound(f"no model version {version}", fields={"version": "unknown"}) from exc
@@ -94,6 +106,9 @@ async def rollback_model(request: Request, ranking: Ranking) -> Response:
     """
     principal = await require(request, "operator")
     registry = ranking.registry
+    target = await registry.rollback_target()
+    if target is not None:
+        await ranking.with_state(target)
     try:
         version = await registry.rollback(principal.key_id or "operator")
     except LookupError as exc:

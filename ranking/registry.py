@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ranking import artifacts
+from ranking import artifacts, viewer_state
 from ranking.model import RankingModel
 from ranking.scorer import Scorer
 
@@ -134,12 +134,17 @@ class ModelRegistry:
         self.pool = pool
 
     async def register(self, model: RankingModel, metrics: Mapping[str, Any]) -> str:
-        blob = await asyncio.to_thread(model.to_bytes)
+        """The model and its metrics; the viewers (user vectors, history rows) in an object of their own,
+        which API processes never read (ranking.viewer_state)."""
+        blob = await asyncio.to_thread(lambda: viewer_state.without_viewers(model).to_bytes())
+        viewers = await asyncio.to_thread(viewer_state.viewers_blob, model)
         async with self.pool.acquire() as conn, conn.transaction():
             oid, checksum = await artifacts.write(conn, blob)  # a large object: no 1 GB ceiling
+            v_oid, v_checksum = await artifacts.write(conn, viewers)
             await conn.execute(
                 "INSERT INTO ranking_models (version, params, data_since, data_until, metrics, "
-                "artifact_oid, artifact_bytes, checksum) VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7, $8)",
+                "artifact_oid, artifact_bytes, checksum, viewers_oid, viewers_bytes, viewers_checksum) "
+                "VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11)",
                 model.version,
                 orjson.dumps(model.params).decode(),
                 _ts(model.since_ms),
@@ -148,6 +153,9 @@ class ModelRegistry:
                 oid,
                 len(blob),
                 checksum,
+                v_oid,
+                len(viewers),
+                v_checksum,
             )
         return model.version
 
@@ -215,10 +223,13 @@ class ModelRegistry:
             )
         return [_record(r) for r in rows]
 
-    async def load(self, version: str) -> RankingModel:
+    async def load(self, version: str, viewers: bool = True) -> RankingModel:
+        """The model; `viewers=False`: without its viewers' vectors and histories (what an API process
+        loads when they are in the viewer-state store)."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
-                "SELECT artifact, artifact_oid, artifact_bytes, checksum FROM ranking_models WHERE version = $1",
+                "SELECT artifact, artifact_oid, artifact_bytes, checksum, viewers_oid, viewers_bytes, "
+                "viewers_checksum FROM ranking_models WHERE version = $1",
                 version,
             )
             if row is None:
@@ -228,9 +239,17 @@ class ModelRegistry:
             else:  # registered before artifacts moved to large objects (migration 0390)
                 blob = bytes(row["artifact"])
                 checksum = hashlib.sha256(blob).hexdigest()
+            apart = None
+            if viewers and row["viewers_oid"] is not None:
+                apart, v_checksum = await artifacts.read(conn, row["viewers_oid"], row["viewers_bytes"])
+                if v_checksum != row["viewers_checksum"]:
+                    raise ValueError(f"model {version!r}: viewers checksum mismatch")
         if checksum != row["checksum"]:
             raise ValueError(f"model {version!r}: artifact checksum mismatch")
-        return await asyncio.to_thread(RankingModel.from_bytes, blob)
+        model = await asyncio.to_thread(RankingModel.from_bytes, blob)
+        if apart is not None:
+            model = await asyncio.to_thread(viewer_state.with_viewers, model, apart)
+        return model
 
     async def promote(self, version: str, by: str, action: str = "promote") -> None:
         """Make `version` the promoted model (the previous one is retired), atomically."""
@@ -281,13 +300,18 @@ class ModelRegistry:
         await self.promote(version, by, action="auto_promote")
         return True
 
-    async def rollback(self, by: str) -> str:
-        """Promote again the model that was promoted before the current one; returns its version."""
+    async def rollback_target(self) -> str | None:
+        """The model that was promoted before the current one (what `rollback` promotes)."""
         async with self.pool.acquire() as conn:
-            previous = await conn.fetchval(
+            previous: str | None = await conn.fetchval(
                 "SELECT previous FROM ranking_model_promotions p JOIN ranking_models m ON m.version = p.version "
                 "WHERE m.status = 'promoted' ORDER BY p.id DESC LIMIT 1"
             )
+        return previous
+
+    async def rollback(self, by: str) -> str:
+        """Promote again the model that was promoted before the current one; returns its version."""
+        previous = await self.rollback_target()
         if previous is None:
             raise LookupError("nothing to roll back to")
         await self.promote(previous, by, action="rollback")
@@ -306,8 +330,12 @@ class ModelWatcher:
         registry: ModelRegistry,
         interval_s: float = 5.0,
         on_change: Callable[[Scorer], None] | None = None,
+        states: viewer_state.ViewerStateStore | None = None,
     ) -> None:
+        """`states`: where the viewers of a promoted model are (a model whose state is there is loaded
+        without its viewers; one whose state is not, e.g. a Redis that lost it, with them, in memory)."""
         self.registry = registry
+        self.states = states
         self.interval_s = interval_s
         self.on_change = on_change
         self.scorer: Scorer | None = None
@@ -324,7 +352,17 @@ class ModelWatcher:
         if promoted is None or promoted == (self.version, self.checksum):
             return False
         version, checksum = promoted
-        model = await self.registry.load(version)
+        ready = False
+        if self.states is not None:
+            try:
+                ready = await self.states.ready(version)
+            except Exception:  # Redis unreachable: serve with the viewers in memory
+                log.warning(
+                    "viewer state of model %s not checked (Redis unreachable)", version, exc_info=True
+                )
+        if self.states is not None and not ready:
+            log.warning("model %s has no viewer state in Redis: loading its viewers into memory", version)
+        model = await self.registry.load(version, viewers=not ready)
         scorer = await asyncio.to_thread(Scorer, model)
         self.scorer, self.checksum = scorer, checksum
         if self.on_change:

@@ -35,6 +35,7 @@ from ranking.offline import FitConfig, attach_ranker, evaluate_model, fit_model
 from ranking.ranker import Ranker, baseline_ranker
 from ranking.registry import GateDecision, ModelRegistry, gate
 from ranking.replay import Schedule, schedule_from_log
+from ranking.viewer_state import ViewerStateStore
 from roomfeed.leader import Leadership, always_lead
 from rooms.catalog import MerchantCatalog
 
@@ -138,9 +139,12 @@ async def train_once(
     promote: bool = True,
     fit: FitConfig | None = None,
     page_of: Callable[[Schedule], PageJudge] | None = None,
+    states: ViewerStateStore | None = None,
 ) -> TrainingRound:
     """One round (module docstring). `page_of(schedule)` (the composition root hands in the feed's
-    `feed.replay.FeedPage`) makes the gate judge the page the feed would serve, for every method."""
+    `feed.replay.FeedPage`) makes the gate judge the page the feed would serve, for every method.
+    `states`: where a promoted model's viewers are written before it is promoted (API processes then
+    read them per page instead of holding every viewer)."""
     t0 = time.perf_counter()
     until = until_ms or int(time.time() * 1000)
     since = until - int(days * 24 * HOUR_MS)
@@ -208,18 +212,36 @@ async def train_once(
         # Refit on the whole window, held-out hours included, before it serves.
         final = await asyncio.to_thread(fit_model, log, features, schedule, until, cfg, version)
         await registry.register(final.model, metrics)
-        await registry.promote(version, "trainer", action="auto_promote")
+        await _promote(registry, states, final.model, serving_version)
         promoted = True
     elif decision.action == "rank_by_baseline" and promote:
         model = candidate.model
         attach_ranker(model, baseline_ranker(decision.baseline), log, features, until)
         model.version = f"{version}-{decision.baseline}"
         await registry.register(model, {**metrics, "ranks_by": decision.baseline})
-        await registry.promote(model.version, "trainer", action="auto_promote")
+        await _promote(registry, states, model, serving_version)
         version, promoted = model.version, True
     else:
         await registry.register(candidate.model, metrics)
     return TrainingRound(version, metrics, promoted, time.perf_counter() - t0)
+
+
+async def _promote(
+    registry: ModelRegistry, states: ViewerStateStore | None, model: RankingModel, serving: str | None
+) -> None:
+    """The model's viewers into the store (whole, then marked ready), then the promotion (the pointer API
+    processes follow); the state of versions older than the one a rollback returns to is deleted."""
+    if states is not None:
+        published = await states.publish(model)
+        print(
+            f"viewer state of {model.version}: {published.viewers:,} viewers, {published.bytes:,} bytes "
+            f"in {published.seconds:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+    await registry.promote(model.version, "trainer", action="auto_promote")
+    if states is not None:
+        await states.retire({model.version, *([serving] if serving else [])})
 
 
 async def train_forever(

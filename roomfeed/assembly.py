@@ -100,7 +100,7 @@ class Services:
     def build(cls, resources: Resources, tuning: Tuning = Tuning()) -> Services:
         rooms = Rooms.build(resources)
         events = Events.build(resources, rooms=rooms.directory)
-        ranking = Ranking.build(resources.pool, model_poll_s=tuning.model_poll_s)
+        ranking = Ranking.build(resources.pool, resources.redis, model_poll_s=tuning.model_poll_s)
         alliance = Alliance.build(resources, merchants=rooms.catalog, orders=rooms.orders)
         feed = Feed.build(
             resources,
