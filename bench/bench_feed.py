@@ -94,7 +94,7 @@ def viewer_chunks(viewers: int, merchants: int, chunk: int = 50_000) -> Any:
     import numpy as np
 
     from ranking.history import STATS
-    from ranking.viewer_state import encode
+    from ranking.viewer_state import encode_many
 
     rng = np.random.default_rng(9)
     now_ms = int(time.time() * 1000)
@@ -102,18 +102,16 @@ def viewer_chunks(viewers: int, merchants: int, chunk: int = 50_000) -> Any:
         n = min(chunk, viewers - start)
         vectors = rng.normal(size=(n, K)).astype(np.float32)
         sizes = rng.integers(0, 9, n)
-        blobs = []
-        for j in range(n):
-            h = int(sizes[j])
-            blobs.append(
-                encode(
-                    vectors[j],
-                    0.0,
-                    np.sort(rng.choice(merchants, h, replace=False)),
-                    rng.random((h, len(STATS))).astype(np.float32) * 5,
-                    now_ms - rng.integers(0, 7 * 86_400_000, h),
-                )
-            )
+        rows = int(sizes.sum())
+        # Distinct merchants per viewer: a random start and stride modulo the merchants.
+        start_m = np.repeat(rng.integers(0, merchants, n), sizes)
+        step = np.repeat(rng.integers(1, max(2, merchants // 9), n), sizes)
+        offsets = np.arange(rows) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        owned = (start_m + step * offsets) % merchants
+        stats = rng.random((rows, len(STATS))).astype(np.float32) * 5
+        last = now_ms - rng.integers(0, 7 * 86_400_000, rows)
+        order = np.lexsort((owned, np.repeat(np.arange(n), sizes)))  # each viewer's merchants ascending
+        blobs = encode_many(vectors, None, np.ones(n, bool), sizes, owned[order], stats[order], last[order])
         yield [f"viewer-{i}" for i in range(start, start + n)], blobs
 
 
@@ -172,11 +170,11 @@ async def _seed(
         await rebuild_live_index(pool, redis)  # an empty index with an epoch, as in production
         writer = IndexWriter(redis)
         now = time.time()
-        for start in range(0, rooms, 200):
+        for start in range(0, rooms, 50):
             await asyncio.gather(
                 *(
                     writer.apply(_room(i, merchants, "live", now - (i % 7200)), 1)
-                    for i in range(start, min(start + 200, rooms))
+                    for i in range(start, min(start + 50, rooms))
                 )
             )
         # Heat for every room (what the worker's heat sink keeps): a few enters and impressions each.
