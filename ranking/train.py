@@ -233,11 +233,14 @@ async def _promote(
     processes follow); the state of versions older than the one a rollback returns to is deleted."""
     if states is not None:
         published = await states.publish(model)
-        print(
-            f"viewer state of {model.version}: {published.viewers:,} viewers, {published.bytes:,} bytes "
-            f"in {published.seconds:.1f}s",
-            file=sys.stderr,
-            flush=True,
+        logger.info(
+            "viewer state written",
+            extra={
+                "version": model.version,
+                "viewers": published.viewers,
+                "bytes": published.bytes,
+                "seconds": round(published.seconds, 1),
+            },
         )
     await registry.promote(model.version, "trainer", action="auto_promote")
     if states is not None:
