@@ -90,6 +90,51 @@ class MerchantRooms(Mapping[str, np.ndarray]):
         return len(self._codes)
 
 
+class Gathered(Sequence[Any]):
+    """`items[rows]` of a list, without copying it (a retrieved subset's rooms)."""
+
+    def __init__(self, items: Sequence[Any], rows: np.ndarray) -> None:
+        self._items = items
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return int(self._rows.shape[0])
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._items[j] for j in self._rows[i].tolist()]
+        return self._items[int(self._rows[i])]
+
+
+class PositionOf(Mapping[str, int]):
+    """room_id → index in a small set, built on first use (most requests never ask)."""
+
+    def __init__(self, room_ids: np.ndarray) -> None:
+        self._ids = room_ids
+        self._map: dict[str, int] | None = None
+
+    def _built(self) -> dict[str, int]:
+        if self._map is None:
+            ids = self._ids.tolist()
+            self._map = dict(zip(ids, range(len(ids)), strict=True))
+        return self._map
+
+    def __getitem__(self, room_id: str) -> int:
+        return self._built()[room_id]
+
+    def get(self, room_id: str, default: Any = None) -> Any:
+        return self._built().get(room_id, default)
+
+    def __contains__(self, room_id: object) -> bool:
+        return room_id in self._built()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 class SortedMerchantRooms(Mapping[str, np.ndarray]):
     """merchant_id → the indices of its rooms in a small set (a retrieved subset): binary searches in its
     rooms sorted by merchant code, with the whole set's codes (no pass over every merchant)."""
@@ -134,7 +179,7 @@ class Candidates:
     category_codes: np.ndarray  # int32
     started_at: np.ndarray  # float64 epoch s
     is_replay: np.ndarray  # bool
-    index_of: dict[str, int]  # room_id → index
+    index_of: Mapping[str, int]  # room_id → index
     rooms_of_merchant: Mapping[str, np.ndarray]  # merchant_id → indices (ascending)
     # Hydrated room heat (events.heat: counts decayed with a 15-minute half-life; zeros when unknown).
     enters: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -250,25 +295,25 @@ class Candidates:
         gathered from this set's (see `parent`); `pool` masks the rows exploration may draw."""
         rows = np.asarray(rows, dtype=np.int64)
         room_ids = self.room_ids[rows]
-        ids = room_ids.tolist()
         codes = self.merchant_codes[rows]
+        n = int(rows.shape[0])
         return Candidates(
-            rooms=[self.rooms[i] for i in rows.tolist()],
+            rooms=Gathered(self.rooms, rows),
             room_ids=room_ids,
             merchant_ids=self.merchant_ids[rows],
             merchant_codes=codes,
             category_codes=self.category_codes[rows],
             started_at=self.started_at[rows],
             is_replay=self.is_replay[rows],
-            index_of=dict(zip(ids, range(len(ids)), strict=True)),
+            index_of=PositionOf(room_ids),
             rooms_of_merchant=SortedMerchantRooms(getattr(self.rooms_of_merchant, "_codes", {}), codes),
             enters=self.enters[rows],
             impressions=self.impressions[rows],
             dwell_s=self.dwell_s[rows],
             orders=self.orders[rows],
-            model_score=np.zeros(len(ids), dtype=np.float32),
-            score=np.zeros(len(ids), dtype=np.float32),
-            boosted=np.zeros(len(ids), dtype=bool),
+            model_score=np.zeros(n, dtype=np.float32),
+            score=np.zeros(n, dtype=np.float32),
+            boosted=np.zeros(n, dtype=bool),
             keep=self.keep[rows].copy(),
             parent=self,
             rows=rows,

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from threadpoolctl import threadpool_limits
 
 from events.vocabulary import VIEWER_EVENTS
 from feed.config import change_schema, validate_values
@@ -88,6 +89,9 @@ class Feed:
         )
 
     async def start(self) -> None:
+        # One BLAS thread: a page's products are small, and OpenBLAS's threads on a busy 2-core host made
+        # a 50,000 x 32 product 4.2 ms instead of 0.44 ms (every request pays the hand-over). Process-wide.
+        threadpool_limits(1, user_api="blas")
         await self.config.start()
         await self.heat.start()
         await self.impressions.start()

@@ -135,7 +135,7 @@ class Retrieve:
             if state is not None and scorer is not None and state.version == scorer.model_version
             else None
         )
-        viewer = retrieval.Viewer(history, retrieval.merchant_scores(live, vector))
+        viewer = retrieval.Viewer(history, None, vector)
         got = retrieval.retrieve(
             live,
             c.keep,

@@ -419,6 +419,9 @@ class Rank:
 
     def room_part(self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float) -> np.ndarray:
         """The viewer-independent score (kept per heat refresh, config, model and second); callers copy it."""
+        if c.parent is not None and c.rows is not None:  # a retrieved subset: the whole set's, at its rows
+            part: np.ndarray = self.room_part(c.parent, rm, cfg, now)[c.rows]
+            return part
 
         def make() -> np.ndarray:
             base = self.ranker(rm, cfg).room_score(rm.table, self.request(c, rm, now)).astype(np.float64)

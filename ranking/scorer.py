@@ -41,7 +41,7 @@ class LiveItems:
     def take(self, rows: np.ndarray) -> LiveItems:
         """The block of these rooms only (a retrieved subset of the snapshot)."""
         return LiveItems(
-            [self.rooms[i] for i in rows.tolist()],
+            self.rooms,  # the snapshot's rooms (a subset reads positions and vectors, not rooms)
             self.matrix[rows],
             self.bias[rows],
             self.popularity[rows],

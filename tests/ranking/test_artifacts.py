@@ -15,6 +15,7 @@ from ranking import artifacts
 from ranking.dataset import TrainingSet
 from ranking.model import ModelParams, RankingModel, train_model
 from ranking.registry import ModelRegistry
+from ranking.viewer_state import without_viewers
 
 PARAMS = ModelParams(no_components=8, epochs=1, num_threads=1, seed=7)
 
@@ -32,10 +33,12 @@ async def test_a_model_goes_in_and_out_in_many_chunks(
     candidate = replace(model, version=f"a-{uuid.uuid4().hex[:8]}")
     version = await registry.register(candidate, {"hr5_ranker": 0.1})
     row = await ranking_pool.fetchrow(
-        "SELECT artifact, artifact_oid, artifact_bytes FROM ranking_models WHERE version = $1", version
+        "SELECT artifact, artifact_oid, artifact_bytes, viewers_oid FROM ranking_models WHERE version = $1",
+        version,
     )
-    assert row["artifact"] is None and row["artifact_oid"] is not None
-    assert row["artifact_bytes"] == len(candidate.to_bytes()) > 10 * 4096
+    assert row["artifact"] is None and row["artifact_oid"] is not None and row["viewers_oid"] is not None
+    # The artifact API processes load has no viewers; they are a large object of their own (viewer_state).
+    assert row["artifact_bytes"] == len(without_viewers(candidate).to_bytes()) > 10 * 4096
     loaded = await registry.load(version)
     assert np.array_equal(loaded.item_repr, model.item_repr)
     assert loaded.merchant_ids == model.merchant_ids
@@ -48,7 +51,8 @@ async def test_a_model_goes_in_and_out_in_many_chunks(
     # Deleting the row unlinks its large object (no orphan storage).
     await ranking_pool.execute("DELETE FROM ranking_models WHERE version = $1", version)
     assert not await ranking_pool.fetchval(
-        "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = $1", row["artifact_oid"]
+        "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = ANY($1::oid[])",
+        [row["artifact_oid"], row["viewers_oid"]],
     )
 
 

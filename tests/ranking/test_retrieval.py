@@ -62,7 +62,7 @@ def test_favourites_are_every_room_the_viewer_may_see_of_merchants_it_entered() 
 
 def test_discovery_brings_the_rooms_of_the_merchants_lightfm_likes_best() -> None:
     live = _live()
-    scores = rt.merchant_scores(live, np.array([0.0, 1.0], np.float32))  # likes merchant 1 only
+    scores = rt.merchant_scores_of(live, np.array([0.0, 1.0], np.float32))  # likes merchant 1 only
     assert scores is not None
     rows = rt.discovery(live, np.ones(12, dtype=bool), scores, merchants=1)
     assert sorted(rows.tolist()) == [1, 7]
@@ -148,3 +148,15 @@ def test_with_a_budget_over_every_room_retrieval_changes_nothing(small_targets: 
         {"ranker": ranker_method(ranker), "retrieved": rt.retrieval_method(ranker, wide)},
     )
     assert ev.results["retrieved"]["overall"] == ev.results["ranker"]["overall"]
+
+
+def test_moments_from_the_vector_equal_those_from_every_room() -> None:
+    live = _live(k=2)
+    u = np.array([0.7, -0.2], np.float32)
+    keep = np.ones(12, dtype=bool)
+    keep[[2, 9]] = False
+    entered = np.array([1, 7])
+    a = rt.lightfm_moments(live, keep, rt.merchant_scores_of(live, u), entered)
+    b = rt.lightfm_moments_of(live, keep, u, entered)
+    assert a is not None and b is not None
+    np.testing.assert_allclose(a, b, rtol=1e-6)
