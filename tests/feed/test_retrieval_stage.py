@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from feed.config import RankingConfig
-from feed.context import Candidates, FeedContext, RecentVisit
+from feed.context import Candidates, FeedContext, RecentVisit, Stage
 from feed.retrieval import Retrieve, ViewerStep
 from feed.stages import Exploration, Filters, Rank, Score
 from ranking.retrieval import Budget
@@ -63,7 +63,8 @@ async def _ranked(
         RecentVisit("room_5", f"mer_{5 % 300:016x}", 95_000, int(NOW * 1000) - 90_000, False),
         RecentVisit("room_9", f"mer_{9 % 300:016x}", 1_000, int(NOW * 1000) - 30_000, True),
     ]
-    for stage in (Filters(), ViewerStep(watcher), *([retrieve] if retrieve else []), Score(watcher)):
+    stages: list[Stage] = [Filters(), ViewerStep(watcher), *([retrieve] if retrieve else []), Score(watcher)]
+    for stage in stages:
         await stage.apply(ctx)
     await (retrieve.rank if retrieve else Rank(watcher)).apply(ctx)
     return ctx
@@ -120,7 +121,14 @@ async def _with_config(
     ctx.candidates.impressions = base.impressions
     ctx.served = set(served)
     ctx.recent = [RecentVisit("room_5", f"mer_{5:016x}", 95_000, int(NOW * 1000) - 90_000, False)]
-    for stage in (Filters(), ViewerStep(watcher), *([retrieve] if retrieve else []), Score(watcher), rank):
+    stages: list[Stage] = [
+        Filters(),
+        ViewerStep(watcher),
+        *([retrieve] if retrieve else []),
+        Score(watcher),
+        rank,
+    ]
+    for stage in stages:
         await stage.apply(ctx)
     return ctx
 
@@ -130,6 +138,7 @@ async def test_the_best_rooms_of_a_full_ranking_are_retrieved() -> None:
     that rewards what a learned one rewards: LightFM, co-visitation, affinity, favourites)."""
     scorer, rooms, base = _setup()
     model = scorer.model
+    assert model.ranker_weights is not None
     model.ranker_weights = np.abs(model.ranker_weights)
     scorer = Scorer(model)
     full = await _ranked(scorer, rooms, base, None, set())
@@ -149,6 +158,7 @@ async def test_favourites_owed_and_exploration_rooms_are_retrieved() -> None:
     c = ctx.candidates
     ids = set(c.room_ids.tolist())
     # Every live room of every merchant the viewer entered (the model's history) is in.
+    assert scorer.model.histories is not None
     history = scorer.model.histories.of("viewer-3")
     entered = history.merchants[history.stats[:, 0] > 0].tolist()
     assert entered and {f"room_{i}" for m in entered for i in range(m, 3_000, 300)} <= ids

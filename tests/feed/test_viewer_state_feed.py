@@ -91,7 +91,8 @@ async def test_a_state_of_another_model_version_is_never_combined_with_this_ones
     none = await _scores(serving, rooms, now, vs.ViewerState.missing("new"), [])
     np.testing.assert_array_equal(got.candidates.score, none.candidates.score)
     assert got.viewer.version == "new" and not got.viewer.found
-    mixed = Scorer.score_vector(serving.prepare(rooms), stale.vector)
+    assert stale.vector is not None
+    mixed = Scorer.score_vector(serving.prepare(rooms), stale.vector)  # type: ignore[arg-type]
     assert not np.allclose(got.candidates.model_score, mixed)  # the old vector was not used with new items
 
 
@@ -107,7 +108,7 @@ async def test_a_viewer_the_store_does_not_know_is_ranked_by_popularity_and_its_
     plain = await _scores(serving, rooms, now, missing, [])
     c = plain.candidates
     assert np.isfinite(c.score).all() and plain.model_version == "m2"
-    np.testing.assert_array_equal(c.model_score, serving.prepare(rooms).popularity)  # popularity, no vector
+    np.testing.assert_array_equal(c.model_score, serving.prepare(rooms).popularity)  # type: ignore[arg-type]  # popularity, no vector
     # A room of a merchant it watched since the round (the session's visits) comes first.
     favourite = int(np.argmin(c.score))
     merchant = rooms[favourite].merchant_id
@@ -141,6 +142,8 @@ async def test_promotion_writes_the_viewers_to_redis_and_the_api_holds_none(
             )
         finally:
             await redis.aclose()
-        assert stored.found and np.array_equal(stored.vector, model.user_repr[7])
+        assert (
+            stored.found and stored.vector is not None and np.array_equal(stored.vector, model.user_repr[7])
+        )
         body = await start_session(client, viewer_headers("viewer-7"), "viewer-7")
         assert body["model_version"] == model.version and body["rooms"]
