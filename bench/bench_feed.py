@@ -822,7 +822,13 @@ def main() -> int:
                 }
             for label, srv in up.items():
                 port = srv["port"]
-                _wait_up(port)
+                try:
+                    _wait_up(port, timeout=240)
+                except RuntimeError:
+                    proc = srv["proc"]
+                    if proc.poll() is not None and proc.stderr is not None:
+                        print(label, "exited:", proc.stderr.read().decode()[-3000:], file=sys.stderr)
+                    raise
                 print(label, "up; creating sessions", flush=True)
                 sessions = _sessions(port, settings.viewer_token_secret, 500, args.viewers)
                 with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
