@@ -10,6 +10,13 @@ shipped and scaled down (`--scales`): a simulated world has a few hundred rooms 
 shipped budget nearly covers, so the scaled budgets show how the sources hold up when they retrieve a
 small share of the live rooms, as at 10,000 live rooms. Differences are paired bootstraps.
 Writes bench/results/retrieval.json and a block in docs/benchmarks.md.
+
+`--cpu 10000,50000,100000`: instead, the CPU of the feed's stages per page as live rooms grow, in-process
+(no HTTP, no Redis: the process's CPU time, which the host's load disturbs far less than latency):
+filters → viewer → retrieve → score → rank → diversity → exploration on N live rooms of max(5,000, N/2)
+merchants (the synthetic model of bench_feed, k=32), with retrieval and without it (every live room
+ranked, as before retrieval) alternating in the same process; medians of `--repeats` runs of
+`--pages` pages. Writes bench/results/retrieval_cpu.json and its block.
 """
 
 from __future__ import annotations
@@ -42,6 +49,141 @@ def scaled(budget: rt.Budget, factor: float) -> rt.Budget:
     )
 
 
+def _stage_rooms(n: int, merchants: int, now: float) -> list[Any]:
+    from rooms.live_index import LiveRoom
+
+    cats = ("beauty", "fashion", "food", "home", "digital", "sports", "baby", "books")
+    return [
+        LiveRoom(
+            f"room_{i}",
+            f"mer_{i % merchants:016x}",
+            f"t{i}",
+            cats[i % len(cats)],
+            (),
+            "mid",
+            "one_to_many",
+            f"host{i % 300}",
+            now - (i % 7200),
+            f"https://s/{i}",
+            "live",
+            None,
+        )
+        for i in range(n)
+    ]
+
+
+def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | None = None) -> dict[str, Any]:
+    """Process CPU ms per page of the feed's stages over `rooms` live rooms, with and without retrieval."""
+    import asyncio
+    import statistics
+    import time
+    from types import SimpleNamespace
+
+    from bench_feed import _model
+
+    from feed.config import RankingConfig
+    from feed.context import Candidates, FeedContext, RecentVisit, Stage
+    from feed.retrieval import Retrieve, ViewerStep
+    from feed.stages import Diversity, Exploration, Filters, Rank, Score
+    from ranking.scorer import Scorer
+
+    merchants = max(5_000, rooms // 2)
+    scorer = Scorer(_model(viewers, merchants))
+    watcher = SimpleNamespace(scorer=scorer)
+    now = time.time()
+    base = Candidates.of(_stage_rooms(rooms, merchants, now))
+    rng = np.random.default_rng(3)
+    base.enters = (rng.random(rooms) * 20).astype(np.float32)
+    base.impressions = (rng.random(rooms) * 60).astype(np.float32)
+    rank = Rank(watcher)
+    arms: dict[str, list[Stage]] = {
+        "retrieval": [Filters(), ViewerStep(watcher), Retrieve(watcher, rank), Score(watcher), rank],
+        "all_rooms": [Filters(), ViewerStep(watcher), Score(watcher), rank],
+    }
+    if only is not None:  # one arm alone (a profile of it)
+        arms = {only: arms[only]}
+    tail: list[Stage] = [Diversity(), Exploration()]
+    cfg = RankingConfig()
+    sizes: dict[str, list[int]] = {name: [] for name in arms}
+
+    async def page(name: str, v: int) -> None:
+        ctx = FeedContext(f"viewer-{(v * 7919) % viewers}", f"ses_{v}", 10, cfg, now=now, rng=rng)
+        ctx.candidates = base.fresh_copy()
+        ctx.candidates.enters, ctx.candidates.impressions = base.enters, base.impressions
+        ctx.served = {f"room_{(v * 13 + j) % rooms}" for j in range(20)}
+        ctx.recent = [
+            RecentVisit(
+                f"room_{(v * 7 + k) % rooms}",
+                f"mer_{((v * 7 + k) % rooms) % merchants:016x}",
+                int(rng.integers(1_000, 200_000)),
+                int(now * 1000) - k * 60_000,
+                False,
+            )
+            for k in range(12)
+        ]
+        for stage in [*arms[name], *tail]:
+            await stage.apply(ctx)
+        sizes[name].append(len(ctx.candidates))
+
+    async def run() -> dict[str, list[float]]:
+        for name in arms:  # warm: what is kept per candidate set is built once
+            for v in range(20):
+                await page(name, v)
+        out: dict[str, list[float]] = {name: [] for name in arms}
+        for r in range(repeats):  # alternating, so the host's load hits both alike
+            for name in arms:
+                t = time.process_time()
+                for v in range(pages):
+                    await page(name, 1_000 * (r + 1) + v)
+                out[name].append((time.process_time() - t) / pages * 1000)
+        return out
+
+    got = asyncio.run(run())
+    med = {name: statistics.median(ms) for name, ms in got.items()}
+    if only is not None:
+        return {"rooms": rooms, "cpu_ms_per_page": round(med[only], 3)}
+    return {
+        "rooms": rooms,
+        "merchants": merchants,
+        "cpu_ms_per_page_retrieval": round(med["retrieval"], 3),
+        "cpu_ms_per_page_all_rooms": round(med["all_rooms"], 3),
+        "ratio": round(med["retrieval"] / med["all_rooms"], 3),
+        "rooms_ranked_retrieval": int(np.median(sizes["retrieval"])),
+        "runs_ms": {name: [round(m, 3) for m in ms] for name, ms in got.items()},
+    }
+
+
+def cpu_main(args: argparse.Namespace) -> None:
+    import os
+
+    points = [stage_cpu(int(n), args.cpu_viewers, args.pages, args.repeats) for n in args.cpu.split(",")]
+    first = points[0]["cpu_ms_per_page_retrieval"]
+    load = os.getloadavg()[0]
+    lines = [
+        f"feed stages filters → viewer → retrieve → score → rank → diversity → exploration, in-process, "
+        f"process CPU per page, medians of {args.repeats} runs of {args.pages} pages, arms alternating; "
+        f"{args.cpu_viewers:,} viewers in the model; load average at the end {load:.1f}",
+        "",
+        "| live rooms | merchants | CPU ms/page with retrieval | rooms ranked | CPU ms/page over all rooms | with / without | with retrieval vs the first row |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        p["vs_first"] = round(p["cpu_ms_per_page_retrieval"] / first, 3)
+        lines.append(
+            f"| {p['rooms']:,} | {p['merchants']:,} | {p['cpu_ms_per_page_retrieval']} | {p['rooms_ranked_retrieval']} "
+            f"| {p['cpu_ms_per_page_all_rooms']} | {p['ratio']} | {p['vs_first']} |"
+        )
+    print("\n".join(lines), flush=True)
+    if not args.no_write:
+        write_results(
+            "retrieval_cpu",
+            command_line(),
+            {"runs": points, "load_avg_1m_at_end": round(load, 2)},
+            lines,
+            "retrieval_cpu — CPU of the feed's stages per page as live rooms grow, with and without retrieval",
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--viewers", type=int, default=20_000)
@@ -51,7 +193,14 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=4_000)
     ap.add_argument("--scales", default="1,0.25,0.1")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--cpu", default=None, help="live-room counts: the stages' CPU per page instead")
+    ap.add_argument("--cpu-viewers", type=int, default=20_000)
+    ap.add_argument("--pages", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    if args.cpu:
+        cpu_main(args)
+        return
     market = Marketplace(seed=args.seed, n_merchants=args.merchants, n_viewers=args.viewers, days=args.days)
     log = from_simulator(market)
     w = market.world
