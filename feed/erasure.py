@@ -24,6 +24,7 @@ from events import erasure as events_erasure
 from feed.pages import pages_key
 from feed.sessions import SESSION_TTL_S, blocks_key, served_key, session_key
 from ranking.registry import ModelRegistry
+from ranking.viewer_state import ViewerStateStore
 from rooms import erasure as rooms_erasure
 
 
@@ -80,6 +81,7 @@ class ViewerErasure:
             + await forget_viewer_live(self.redis, viewer_id, sessions)
             + await alliance_erasure.forget_viewer_live(self.redis, viewer_id)
             + await rooms_erasure.forget_viewer_live(self.redis, viewer_id, deals)
+            + await ViewerStateStore(self.redis).forget(viewer_id)
         )
         report["models_rewritten"] = await self.registry.forget_viewer(viewer_id)
         return {"viewer_id": viewer_id, "erased": True, "removed": report}

@@ -179,7 +179,9 @@ class ModelRegistry:
         return (row["version"], row["checksum"]) if row is not None else None
 
     async def forget_viewer(self, viewer_id: str) -> int:
-        """Rewrite every stored model that holds this viewer's vector without it; returns how many."""
+        """Rewrite every stored model that holds this viewer's vector without it; returns how many. The
+        model is stored again as `register` stores it (the artifact, and its viewers apart), so neither
+        part keeps the viewer."""
         async with self.pool.acquire() as conn:
             versions = [
                 r["version"] for r in await conn.fetch("SELECT version FROM ranking_models ORDER BY version")
@@ -189,22 +191,29 @@ class ModelRegistry:
             model = await self.load(version)
             if viewer_id not in model.user_ids:
                 continue
-            blob = await asyncio.to_thread(_without_viewer, model, viewer_id)
+            blob, viewers = await asyncio.to_thread(_without_viewer, model, viewer_id)
             async with self.pool.acquire() as conn, conn.transaction():
-                old_oid = await conn.fetchval(
-                    "SELECT artifact_oid FROM ranking_models WHERE version = $1 FOR UPDATE", version
+                old = await conn.fetchrow(
+                    "SELECT artifact_oid, viewers_oid FROM ranking_models WHERE version = $1 FOR UPDATE",
+                    version,
                 )
                 oid, checksum = await artifacts.write(conn, blob)
+                v_oid, v_checksum = await artifacts.write(conn, viewers)
                 await conn.execute(
                     "UPDATE ranking_models SET artifact = NULL, artifact_oid = $2, artifact_bytes = $3, "
-                    "checksum = $4 WHERE version = $1",
+                    "checksum = $4, viewers_oid = $5, viewers_bytes = $6, viewers_checksum = $7 "
+                    "WHERE version = $1",
                     version,
                     oid,
                     len(blob),
                     checksum,
+                    v_oid,
+                    len(viewers),
+                    v_checksum,
                 )
-                if old_oid is not None:  # the old artifact still holds the viewer's vector
-                    await conn.execute("SELECT lo_unlink($1)", old_oid)
+                for stale in (old["artifact_oid"], old["viewers_oid"]) if old is not None else ():
+                    if stale is not None:  # the old objects still hold the viewer's vector
+                        await conn.execute("SELECT lo_unlink($1)", stale)
             rewritten += 1
         return rewritten
 
@@ -318,8 +327,10 @@ class ModelRegistry:
         return str(previous)
 
 
-def _without_viewer(model: RankingModel, viewer_id: str) -> bytes:
-    return model.without_viewer(viewer_id).to_bytes()
+def _without_viewer(model: RankingModel, viewer_id: str) -> tuple[bytes, bytes]:
+    """The model without this viewer as the registry stores it: (artifact, viewers)."""
+    kept = model.without_viewer(viewer_id)
+    return viewer_state.without_viewers(kept).to_bytes(), viewer_state.viewers_blob(kept)
 
 
 class ModelWatcher:

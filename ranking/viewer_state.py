@@ -283,6 +283,14 @@ class ViewerStateStore:
             for v in await self.redis.zrange(VERSIONS_KEY, 0, -1)
         ]
 
+    async def forget(self, viewer_id: str) -> int:
+        """Delete this viewer's state under every version (erasure); the number of keys deleted. One
+        DEL per key: on a Redis Cluster the versions' keys sit in different slots."""
+        deleted = 0
+        for version in await self.versions():
+            deleted += int(await self.redis.delete(state_key(version, viewer_id)))
+        return deleted
+
     async def retire(self, keep: Collection[str]) -> int:
         """Delete the state of every version but `keep` (ready mark first: it is never served again);
         the number of keys deleted."""

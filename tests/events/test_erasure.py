@@ -21,6 +21,7 @@ from events.live_stats import LiveStats
 from events.tombstones import Tombstones
 from ranking.model import RankingModel
 from ranking.registry import ModelRegistry
+from ranking.viewer_state import ViewerStateStore
 from roomfeed.auth import create_key
 from roomfeed.settings import Settings
 from tests.events.conftest import eventually, running
@@ -117,6 +118,9 @@ async def test_erasure_forgets_the_viewer_keeps_the_books_and_survives_a_replay(
     registry = ModelRegistry(pool)
     version = f"erasure-{secrets.token_hex(3)}"
     await registry.register(_model(version, [bystander, viewer]), {})
+    states = ViewerStateStore(redis)
+    await states.publish(_model(version, [bystander, viewer]))  # as a promotion writes them
+    assert (await states.get(version, viewer)).found
     ledger_before = (await app_client.get(f"/v1/merchants/{merchant_id}/ledger", headers=mh)).json()
     assert ledger_before["attributed"]["orders"] == 1
 
@@ -144,6 +148,8 @@ async def test_erasure_forgets_the_viewer_keeps_the_books_and_survives_a_replay(
     assert (await app_client.get(f"/v1/sessions/{session}/feed", headers=vh)).status_code == 404
     model = await registry.load(version)
     assert model.user_ids == [bystander] and model.user_feature_names == [f"id:{bystander}"]
+    assert not (await states.get(version, viewer)).found and (await states.get(version, bystander)).found
+    assert viewer not in (await registry.load(version, viewers=False)).user_ids
     assert (await app_client.delete(f"/v1/ops/viewers/{viewer}", headers=op)).status_code == 200  # idempotent
 
     # A replay of the topic by a consumer that lost its dedup marks (event ids pruned, say): the
