@@ -50,9 +50,10 @@ def scaled(budget: rt.Budget, factor: float) -> rt.Budget:
 
 
 def _stage_rooms(n: int, merchants: int, now: float) -> list[Any]:
+    from bench_feed import CATEGORIES as cats
+
     from rooms.live_index import LiveRoom
 
-    cats = ("beauty", "fashion", "food", "home", "digital", "sports", "baby", "books")
     return [
         LiveRoom(
             f"room_{i}",
