@@ -3,8 +3,10 @@ evidence of the trailing window marks the visits as farmed. The merchant sees wh
 
 Credit for a qualified visit is posted to the merchant's *held* account (alliance.consumer). Every
 pass (one process at a time, from the scheduler's loop) looks at the earned visits of the trailing
-`evidence_window_s` and claws back, from held or from already confirmed credit, the visits that any
-rule marks:
+`evidence_window_s` (clawed back ones included: a pass that claws a pattern's first visits must not
+erase the evidence against the ones that follow, so the verdict does not depend on where the passes
+fall among the arrivals) and claws back, from held or from already confirmed credit, the standing
+visits that any rule marks:
 
 | reason | the pattern | answers |
 |---|---|---|
@@ -52,8 +54,14 @@ class Patterns:
     never_converts_min_viewers: int = 20
 
 
-# The visits whose credit stands (held or confirmed) within the window starting at $1.
+# The visits whose credit stands (held or confirmed) within the window starting at $1: what a pass
+# can claw back.
 STANDING = "earned AND state IN ('held', 'confirmed') AND at >= $1"
+# Every visit that earned within the window, clawed back or not: what the patterns are judged on, so
+# a pass that claws a pattern's first visits does not erase the evidence against the ones that follow
+# (the scheduler runs a pass every few seconds while visits arrive: the verdict must not depend on
+# where the passes fall).
+EARNED = "earned AND at >= $1"
 
 
 def _ts(epoch_s: float) -> datetime:
@@ -207,7 +215,7 @@ class Settlement:
             r["k"]: (int(r["young"]), int(r["n"]))
             for r in await conn.fetch(
                 f"""SELECT contributor_id AS k, count(*) FILTER (WHERE young_account) AS young, count(*) AS n
-                    FROM alliance_visits WHERE {STANDING} GROUP BY contributor_id""",  # noqa: S608
+                    FROM alliance_visits WHERE {EARNED} GROUP BY contributor_id""",  # noqa: S608
                 since,
             )
         }
@@ -215,7 +223,7 @@ class Settlement:
             r["k"]: (int(r["young"]), int(r["n"]))
             for r in await conn.fetch(
                 f"""SELECT code AS k, count(*) FILTER (WHERE young_account) AS young, count(*) AS n
-                    FROM alliance_visits WHERE {STANDING} AND code IS NOT NULL GROUP BY code""",  # noqa: S608
+                    FROM alliance_visits WHERE {EARNED} AND code IS NOT NULL GROUP BY code""",  # noqa: S608
                 since,
             )
         }
@@ -229,7 +237,7 @@ class Settlement:
             (r["contributor_id"], r["host_merchant_id"]): int(r["n"])
             for r in await conn.fetch(
                 f"""SELECT contributor_id, host_merchant_id, count(*) AS n FROM alliance_visits
-                    WHERE {STANDING} GROUP BY contributor_id, host_merchant_id""",  # noqa: S608
+                    WHERE {EARNED} GROUP BY contributor_id, host_merchant_id""",  # noqa: S608
                 since,
             )
         }
@@ -251,7 +259,7 @@ class Settlement:
                       count(DISTINCT v.viewer_id) FILTER (WHERE EXISTS (
                           SELECT 1 FROM attributed_order_entries o
                           WHERE o.kind = 'sale' AND o.viewer_id = v.viewer_id AND o.at >= $1)) AS k
-               FROM alliance_visits v WHERE v.earned AND v.state IN ('held', 'confirmed') AND v.at >= $1
+               FROM alliance_visits v WHERE v.earned AND v.at >= $1
                GROUP BY v.contributor_id""",
             since,
         )

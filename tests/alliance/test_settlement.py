@@ -75,13 +75,26 @@ class Market:
             visit(viewer, host, 20_000, at=at, room=f"r-{host}-{secrets.token_hex(2)}", device=device)
         )
 
+    async def spread(self, contributors: list[str], t: float) -> float:
+        """Each contributor's viewers visit every other member's room once, 5 s apart from `t`, as
+        honest viewers spread over the rooms the feed shows them; returns the last visit's time."""
+        for c in contributors:
+            for host in self.members:
+                if host != c:
+                    t += 5
+                    await self.visit(await self.viewer(c, t), host, t + 1)
+        return t
+
     async def statement(self, merchant: str) -> dict[str, Any]:
         return await self.ledger.statement(merchant)
 
 
 @pytest.fixture
 async def now() -> float:
-    return time.time() - 4 * HOUR
+    """The wall clock's now. Once the session's app runs (tests/app_fixtures.py), its alliance
+    scheduler settles this database every 5 s at the wall clock; visits dated hours back would be
+    past their holding period for it, confirmed between this file's own passes."""
+    return time.time()
 
 
 async def test_credit_is_owed_only_once_it_has_held(pool: asyncpg.Pool, redis: Redis, now: float) -> None:
@@ -147,21 +160,22 @@ async def test_fresh_accounts_paced_under_the_burst_rules_are_clawed_back(
         assert (await m.statement(h))["balance"] == 24.0
 
 
+@pytest.mark.parametrize("pass_at", [None, 16], ids=["one_pass", "a_pass_in_the_middle_of_the_trade"])
 async def test_members_trading_visits_with_their_own_viewers_are_clawed_back(
-    pool: asyncpg.Pool, redis: Redis, now: float
+    pool: asyncpg.Pool, redis: Redis, now: float, pass_at: int | None
 ) -> None:
+    """The scheduler runs a pass every few seconds while visits arrive: one that claws the pair's
+    first visits must not erase the evidence against the visits that follow."""
     m = await Market.make(pool, redis, 10)
     a, b, honest = m.members[0], m.members[1], m.members[2:]
-    t = now
-    for c in honest:  # honest members' viewers spread over the rooms the feed shows them
-        for host in m.members:
-            if host != c:
-                t += 5
-                await m.visit(await m.viewer(c, t), host, t + 1)
-    for x, y in ((a, b), (b, a)):  # the colluders' viewers only ever visit each other
-        for _ in range(10):
-            t += 5
-            await m.visit(await m.viewer(x, t), y, t + 1)
+    t = await m.spread(honest, now)
+    # The colluders' viewers only ever visit each other.
+    for i, (x, y) in enumerate([(a, b)] * 10 + [(b, a)] * 10):
+        if i == pass_at:  # b has traded 6 visits: the pattern shows both ways
+            await m.settlement.run(t + 2)
+            assert [(await m.statement(who))["clawed_back"] for who in (a, b)] == [30.0, 18.0]
+        t += 5
+        await m.visit(await m.viewer(x, t), y, t + 1)
     await m.settlement.run(t + 3 * HOUR)
     for x in (a, b):
         s = await m.statement(x)
