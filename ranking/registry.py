@@ -94,12 +94,19 @@ def _ts(ms: int) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000.0, tz=UTC) if ms else None
 
 
+def _object(text: str) -> dict[str, Any]:
+    """A jsonb column's object. `register` hands asyncpg JSON text, which a pool with the json codec
+    (roomfeed.db) encodes once more: such rows hold the object as a JSON string."""
+    value = orjson.loads(text)
+    return orjson.loads(value) if isinstance(value, str) else value  # type: ignore[no-any-return]
+
+
 def _record(row: Mapping[str, Any]) -> ModelRecord:
     return ModelRecord(
         version=row["version"],
         status=row["status"],
-        params=orjson.loads(row["params"]),
-        metrics=orjson.loads(row["metrics"]),
+        params=_object(row["params"]),
+        metrics=_object(row["metrics"]),
         created_at=row["created_at"],
         data_since=row["data_since"],
         data_until=row["data_until"],
