@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -24,13 +25,14 @@ from starlette.routing import BaseRoute, Route
 from console.history import MetricHistory, MetricSampler
 from console.lag import LagBySink
 from console.metrics import MarketplaceMetrics, MarketplaceSources
-from roomfeed.auth import require
+from console.models import AllianceHistory, ConsoleUser, HistoryQuery, MarketplaceNow, MetricSeries
+from roomfeed.auth import Principal
 from roomfeed.errors import NotFound, ValidationFailed
-from roomfeed.http import bound, json, query_int
 from roomfeed.leader import CONSOLE_SAMPLER, Leadership, always_lead
+from roomfeed.operations import PNG, operation
 from roomfeed.resources import Resources
 from roomfeed.settings import REPO_ROOT, Settings
-from roomfeed.validation import ID_PATTERN
+from roomfeed.validation import Ident
 
 log = logging.getLogger("roomfeed.console")
 
@@ -158,62 +160,40 @@ def _sources(
 # --- metrics -----------------------------------------------------------------------------------
 
 
-async def ops_metrics(request: Request, console: Console) -> Response:
-    """Marketplace numbers now: rooms live, viewers now, funnel ratios, alliance delivery, consumer lag.
-    ---
-    summary: Marketplace metrics (operators)
-    responses:
-      200: {description: "rooms_live, viewers_now, enter_rate, avg_dwell_s, swipe_away_rate, conversion_per_visit, conversion_per_visitor, gmv_per_1k_impressions, alliance, consumer_lag, unavailable"}
-    """
-    await require(request, "operator")
+@operation("GET", "/v1/ops/metrics", roles=("operator",), tag="metrics")
+async def ops_metrics(console: Console, principal: Principal) -> MarketplaceNow:
+    """Marketplace metrics now: rooms live, viewers now, funnel ratios, alliance delivery, consumer lag."""
     snapshot, accounts = await console.metrics.snapshot()
-    return json({**snapshot, "alliance_accounts": accounts})
+    return msgspec.convert({**snapshot, "alliance_accounts": accounts}, MarketplaceNow)
 
 
-async def ops_metrics_history(request: Request, console: Console) -> Response:
-    """Marketplace metrics sampled every 10 s over the last `minutes` (default 60, at most 2,880).
-    ---
-    summary: Marketplace metrics over time (operators)
-    parameters:
-      - {name: minutes, in: query, schema: {type: integer, minimum: 1, maximum: 2880}}
-    responses:
-      200: {description: "{samples: [{at, rooms_live, viewers_now, enter_rate, ...}]}"}
-    """
-    await require(request, "operator")
-    minutes = query_int(request, "minutes", 60, 1, 2880)
-    samples = await console.history.marketplace(time.time() - minutes * 60)
-    return json({"period_s": console.history.period_s, "samples": samples})
+@operation("GET", "/v1/ops/metrics/history", roles=("operator",), tag="metrics")
+async def ops_metrics_history(console: Console, principal: Principal, query: HistoryQuery) -> MetricSeries:
+    """Marketplace metrics over time, sampled every 10 s over the last `minutes`."""
+    samples = await console.history.marketplace(time.time() - query.minutes * 60)
+    return msgspec.convert({"period_s": console.history.period_s, "samples": samples}, MetricSeries)
 
 
-async def ops_alliance_history(request: Request, console: Console) -> Response:
-    """Per-merchant alliance accounts over time: earned, delivered, balance (operators).
-    ---
-    summary: Alliance accounts over time (operators)
-    parameters:
-      - {name: minutes, in: query, schema: {type: integer, minimum: 1, maximum: 2880}}
-    responses:
-      200: {description: "{merchants: {merchant_id: [{at, earned, delivered, balance}]}}"}
-    """
-    await require(request, "operator")
-    minutes = query_int(request, "minutes", 60, 1, 2880)
-    series = await console.history.alliance(time.time() - minutes * 60)
-    return json({"merchants": series})
+@operation("GET", "/v1/ops/metrics/alliance-history", roles=("operator",), tag="metrics")
+async def ops_alliance_history(
+    console: Console, principal: Principal, query: HistoryQuery
+) -> AllianceHistory:
+    """Alliance accounts over time: earned, delivered, balance per merchant."""
+    series = await console.history.alliance(time.time() - query.minutes * 60)
+    return msgspec.convert({"merchants": series}, AllianceHistory)
 
 
-async def console_me(request: Request, console: Console) -> Response:
-    """Who this key is, so the console shows operator or merchant views; a merchant also gets its
-    alliance account over the last 24 hours.
-    ---
-    summary: The signed-in console user
-    responses:
-      200: {description: "{role, merchant_id, alliance_history}"}
-    """
-    principal = await require(request, "operator", "merchant")
+@operation("GET", "/v1/console/me", roles=("operator", "merchant"), tag="console")
+async def console_me(console: Console, principal: Principal) -> ConsoleUser:
+    """The signed-in console user.
+
+    Who this key is, so the console shows operator or merchant views; a merchant also gets its
+    alliance account over the last 24 hours."""
     body: dict[str, Any] = {"role": principal.role, "merchant_id": principal.merchant_id}
     if principal.merchant_id is not None:
         series = await console.history.alliance(time.time() - 86_400, principal.merchant_id)
         body["alliance_history"] = series.get(principal.merchant_id, [])
-    return json(body)
+    return msgspec.convert(body, ConsoleUser)
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -232,18 +212,18 @@ def _evaluation_plot(settings: Any, version: str) -> Path | None:
     return found[0] if found else None
 
 
-async def ops_model_plot(request: Request, console: Console) -> Response:
-    """The evaluation plot for a model version (PNG): its own, or the latest `roomfeed evaluate` report.
-    ---
-    summary: Model evaluation plot (operators)
-    responses:
-      200: {description: PNG image}
-      404: {description: no plot has been written yet}
-    """
-    await require(request, "operator")
-    version = request.path_params["version"]
-    if not ID_PATTERN.match(version):
-        raise ValidationFailed("bad model version", fields={"version": "has an invalid format"})
+@operation(
+    "GET",
+    "/v1/ops/models/{version}/plot.png",
+    roles=("operator",),
+    tag="models",
+    media_type="image/png",
+    response=PNG,
+)
+async def ops_model_plot(console: Console, principal: Principal, version: Ident) -> Response:
+    """A model version's evaluation plot (PNG).
+
+    Its own, or the latest `roomfeed evaluate` report's; 404 until one has been written."""
     path = _evaluation_plot(console.settings, version)
     if path is None:
         raise NotFound("no evaluation plot yet: run `roomfeed evaluate` (writes reports/eval/eval.png)")
@@ -267,23 +247,12 @@ def _asset(name: str) -> Response:
 
 
 async def console_page(request: Request) -> Response:
-    """The operators' and merchants' web console (sign in with a key).
-    ---
-    security: []
-    summary: Web console
-    responses:
-      200: {description: HTML}
-    """
+    """The operators' and merchants' web console (sign in with a key)."""
     return _asset("index.html")
 
 
 async def console_static(request: Request) -> Response:
-    """The console's scripts, styles and images (no CDN, no build step).
-    ---
-    security: []
-    responses:
-      200: {description: a static file}
-    """
+    """The console's scripts, styles and images (no CDN, no build step)."""
     name = request.path_params["name"]
     if "/" in name or name.startswith("."):
         raise ValidationFailed("bad file name", fields={"name": "has an invalid format"})
@@ -291,13 +260,11 @@ async def console_static(request: Request) -> Response:
 
 
 def routes(console: Console) -> list[BaseRoute]:
+    operations = (ops_metrics, ops_metrics_history, ops_alliance_history, console_me, ops_model_plot)
+    # The page and its files are not API operations: they are left out of the document.
     return [
-        Route("/v1/ops/metrics", bound(ops_metrics, console), methods=["GET"]),
-        Route("/v1/ops/metrics/history", bound(ops_metrics_history, console), methods=["GET"]),
-        Route("/v1/ops/metrics/alliance-history", bound(ops_alliance_history, console), methods=["GET"]),
-        Route("/v1/console/me", bound(console_me, console), methods=["GET"]),
-        Route("/v1/ops/models/{version:str}/plot.png", bound(ops_model_plot, console), methods=["GET"]),
-        Route("/console", console_page, methods=["GET"]),
+        *(route.bound(console) for route in operations),
+        Route("/console", console_page, methods=["GET"], include_in_schema=False),
         Route("/console/", console_page, methods=["GET"], include_in_schema=False),
         Route("/console/static/{name:str}", console_static, methods=["GET"], include_in_schema=False),
     ]

@@ -13,92 +13,24 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from aiokafka.errors import KafkaConnectionError
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from events.ingest import Ingest, MerchantDirectory
 from events.lag import ConsumerLag
 from events.live_stats import LiveStats
+from events.models import EventBatch, IngestAnswer
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
-from roomfeed.auth import require
-from roomfeed.http import bound, json, read_json
+from roomfeed.auth import Principal
+from roomfeed.http import read_json
 from roomfeed.kafka import ensure_topics_patiently
+from roomfeed.operations import operation
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
 
 log = logging.getLogger("roomfeed.events")
-
-
-async def post_events(request: Request, events: Events) -> Response:
-    """Record a batch of up to 500 viewer events; 202 once Kafka has every accepted one.
-    ---
-    summary: Post viewer events
-    description: >
-      Each event is checked on its own; bad ones come back in `rejected` with their index and
-      reason, the rest are accepted. Every event's viewer_id must be the token's viewer
-      (`viewer_mismatch`). 503 with Retry-After when Kafka does not acknowledge in time: nothing
-      was accepted, retry with the same event ids (sinks dedupe by event_id).
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema:
-            type: array
-            maxItems: 500
-            description: "(also accepted: {events: [...]}) each event is checked on its own (events.schema)"
-            items:
-              type: object
-              required: [event_id, viewer_id, session_id, room_id, type, ts]
-              properties:
-                event_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: sinks dedupe by it}
-                viewer_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: the token's viewer}
-                session_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
-                room_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
-                device_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
-                type:
-                  type: string
-                  enum: [impression, enter, heartbeat, leave, like, comment, follow, share, add_to_cart, purchase,
-                         deal_claim]
-                ts: {type: integer, minimum: 0, description: "epoch ms: at most 7 days old, 5 minutes ahead"}
-                v: {type: integer, enum: [1], default: 1}
-                position: {type: integer, minimum: 0, description: impression}
-                page_token: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: "impression: the page_token of the feed page the room came from (a boosted room is delivered only with it)"}
-                boosted: {type: boolean, description: impression}
-                variant: {type: string, maxLength: 64, description: impression}
-                model_version: {type: string, maxLength: 64, description: impression}
-                experiment_id: {type: string, maxLength: 64, description: impression}
-                config_version: {oneOf: [{type: integer}, {type: string}], description: impression}
-                source: {type: string, enum: [feed, code, deeplink, replay], description: enter}
-                dwell_ms: {type: integer, minimum: 0, description: "leave (required there)"}
-                text: {type: string, maxLength: 500, description: comment}
-                product_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: "add_to_cart, purchase (required there)"}
-                order_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: "purchase (required there)"}
-                amount: {type: number, minimum: 0, exclusiveMinimum: true, description: "purchase (required there)"}
-                currency: {type: string, pattern: '^[A-Z]{3}$', description: "purchase (required there)"}
-                deal_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: "deal_claim (required there)"}
-          example: [{event_id: evt_01, viewer_id: v1, session_id: ses_0123456789abcdef, room_id: room_01,
-                     type: leave, ts: 1790000000000, dwell_ms: 12000}]
-    responses:
-      202: {description: "{accepted, rejected: [{index, error: {code, message, field}}]}"}
-      413: {description: more than 500 events}
-      422: {description: the body is not a list of events}
-      503: {description: Kafka unavailable; retry later}
-    """
-    principal = await require(request, "viewer")
-    body: Any = await read_json(request)
-    if isinstance(body, dict) and "events" in body:
-        body = body["events"]
-    assert principal.viewer_id is not None
-    result = await events.ingest.submit(
-        body, principal.viewer_id, device_id=request.headers.get("x-device-id")
-    )
-    return json(result.as_dict(), status=202)
-
-
-def routes(events: Events) -> list[BaseRoute]:
-    return [Route("/v1/events", bound(post_events, events), methods=["POST"])]
 
 
 class _StartedProducer:
@@ -163,3 +95,43 @@ class Events:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.topics
         await self.consumer_lag.close()
+
+
+@operation(
+    "POST",
+    "/v1/events",
+    roles=("viewer",),
+    status=202,
+    tag="events",
+    accepts=EventBatch,
+    example=[
+        {
+            "event_id": "evt_01",
+            "viewer_id": "v1",
+            "session_id": "ses_0123456789abcdef",
+            "room_id": "room_01",
+            "type": "leave",
+            "ts": 1790000000000,
+            "dwell_ms": 12000,
+        }
+    ],
+)
+async def post_events(request: Request, events: Events, principal: Principal) -> IngestAnswer:
+    """Record a batch of up to 500 viewer events; 202 once Kafka has every accepted one.
+
+    Each event is checked on its own; bad ones come back in `rejected` with their index and reason,
+    the rest are accepted. Every event's viewer_id must be the token's viewer (`viewer_mismatch`).
+    413 past 500 events. 503 with Retry-After when Kafka does not acknowledge in time: nothing was
+    accepted, retry with the same event ids (sinks dedupe by event_id)."""
+    body: Any = await read_json(request)
+    if isinstance(body, dict) and "events" in body:
+        body = body["events"]
+    assert principal.viewer_id is not None
+    result = await events.ingest.submit(
+        body, principal.viewer_id, device_id=request.headers.get("x-device-id")
+    )
+    return msgspec.convert(result.as_dict(), IngestAnswer)
+
+
+def routes(events: Events) -> list[BaseRoute]:
+    return [post_events.bound(events)]

@@ -1,17 +1,15 @@
 """The ranking config: operator weights and knobs, their valid ranges, and how a change is read.
 
 A config is a flat set of named numbers (weights of the blend, knobs of filters, diversity and
-exploration). `RankingConfig.parse` validates a partial update against `RANGES` and names every bad
-field; experiments reuse the same validation for their per-variant overrides. Versions, authors and
-hot reload live in `feed.config_store`.
+exploration). A partial update (an operator's change, an experiment variant's overrides) is checked
+against `RANGES` by the typed model built from them (feed.models.RankingConfigChange). Versions,
+authors and hot reload live in `feed.config_store`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar, cast
-
-from roomfeed.errors import ValidationFailed
 
 T = TypeVar("T", int, float)
 
@@ -55,54 +53,6 @@ class RankingConfig:
 RANGES: dict[str, tuple[float, float]] = {f.name: f.metadata["range"] for f in fields(RankingConfig)}
 FIELD_NAMES = tuple(f.name for f in fields(RankingConfig))
 _INTEGER_FIELDS = {f.name for f in fields(RankingConfig) if isinstance(f.default, int)}
-
-
-def change_schema() -> dict[str, Any]:
-    """JSON schema of a partial config (the operator's change, a variant's overrides), from RANGES:
-    the OpenAPI component `RankingConfigChange` (feed.http), so the ranges are written once."""
-    return {
-        "type": "object",
-        "description": "ranking config fields to change (feed.config.RANGES)",
-        "additionalProperties": False,
-        "properties": {
-            name: {
-                "type": "integer" if name in _INTEGER_FIELDS else "number",
-                "minimum": low,
-                "maximum": high,
-            }
-            for name, (low, high) in RANGES.items()
-        },
-    }
-
-
-def validate_values(values: Any, prefix: str = "") -> dict[str, float | int]:
-    """Checked, typed values of a partial config; raises ValidationFailed naming each bad field."""
-    if not isinstance(values, dict):
-        raise ValidationFailed(
-            "the config must be a JSON object", fields={prefix.rstrip(".") or "body": "must be an object"}
-        )
-    errors: dict[str, str] = {}
-    clean: dict[str, float | int] = {}
-    for name, value in values.items():
-        key = f"{prefix}{name}"
-        if name not in RANGES:
-            errors[key] = "is not a ranking config field (known: " + ", ".join(FIELD_NAMES) + ")"
-            continue
-        low, high = RANGES[name]
-        if name in _INTEGER_FIELDS:
-            if isinstance(value, bool) or not isinstance(value, int):
-                errors[key] = "must be an integer"
-                continue
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            errors[key] = "must be a number"
-            continue
-        if not low <= value <= high:
-            errors[key] = f"must be between {low:g} and {high:g}"
-            continue
-        clean[name] = int(value) if name in _INTEGER_FIELDS else float(value)
-    if errors:
-        raise ValidationFailed("the ranking config has invalid fields", fields=errors)
-    return clean
 
 
 def apply_values(config: RankingConfig, values: dict[str, float | int]) -> RankingConfig:

@@ -20,10 +20,9 @@ from typing import Any
 import asyncpg
 
 from events.vocabulary import SWIPE_AWAY_MS
-from feed.config import RankingConfig, apply_values, validate_values
+from feed.config import RankingConfig, apply_values
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.ids import new_id
-from roomfeed.validation import ID_PATTERN
 
 BUCKETS = 10_000
 CONTROL = "control"
@@ -69,49 +68,21 @@ class Experiment:
         }
 
 
-def parse_experiment(payload: Any) -> tuple[str, tuple[Variant, ...]]:
-    """Validated (name, variants) from a request body; ValidationFailed names each bad field."""
+def check_variants(variants: list[tuple[str, float, dict[str, float | int]]]) -> tuple[Variant, ...]:
+    """Variants (name, weight, overrides) whose fields are well-formed (feed.models.NewExperiment) as
+    an experiment's: unique names, weights (traffic shares) summing to 1; ValidationFailed names
+    each bad field."""
     errors: dict[str, str] = {}
-    if not isinstance(payload, dict):
-        raise ValidationFailed("the body must be a JSON object", fields={"body": "must be an object"})
-    name = payload.get("name")
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 120:
-        errors["name"] = "is required: 1 to 120 characters"
-    elif "\x00" in name:  # PostgreSQL text cannot hold U+0000
-        errors["name"] = "must not contain NUL characters"
-    raw_variants = payload.get("variants")
-    variants: list[Variant] = []
-    if not isinstance(raw_variants, list) or not 2 <= len(raw_variants) <= 10:
-        errors["variants"] = "must be a list of 2 to 10 variants"
-        raw_variants = raw_variants[:10] if isinstance(raw_variants, list) else []
     seen: set[str] = set()
-    for i, raw in enumerate(raw_variants):
-        at = f"variants.{i}"
-        if not isinstance(raw, dict):
-            errors[at] = "must be an object"
-            continue
-        vname = raw.get("name")
-        if not isinstance(vname, str) or not ID_PATTERN.match(vname):
-            errors[f"{at}.name"] = "is required: 1 to 64 of [A-Za-z0-9_.:-]"
-        elif vname in seen:
-            errors[f"{at}.name"] = "is used by another variant"
-        else:
-            seen.add(vname)
-        weight = raw.get("weight")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= 1:
-            errors[f"{at}.weight"] = "must be a traffic share greater than 0 and at most 1"
-        overrides: dict[str, float | int] = {}
-        try:
-            overrides = validate_values(raw.get("config") or {}, prefix=f"{at}.config.")
-        except ValidationFailed as exc:
-            errors.update(exc.fields)
-        if isinstance(vname, str) and isinstance(weight, (int, float)):
-            variants.append(Variant(vname, float(weight), overrides))
-    if not errors and abs(sum(v.weight for v in variants) - 1.0) > 1e-6:
+    for i, (name, _, _) in enumerate(variants):
+        if name in seen:
+            errors[f"variants.{i}.name"] = "is used by another variant"
+        seen.add(name)
+    if not errors and abs(sum(weight for _, weight, _ in variants) - 1.0) > 1e-6:
         errors["variants"] = "weights (traffic shares) must sum to 1"
     if errors:
         raise ValidationFailed("the experiment has invalid fields", fields=errors)
-    return name.strip(), tuple(variants)  # type: ignore[union-attr]
+    return tuple(Variant(name, weight, overrides) for name, weight, overrides in variants)
 
 
 def _experiment(row: asyncpg.Record) -> Experiment:

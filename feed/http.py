@@ -6,33 +6,53 @@ Handlers parse, authorize, call `feed.service` / `feed.config_store` / `feed.exp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
+import msgspec
 from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 from threadpoolctl import threadpool_limits
 
 from events.vocabulary import VIEWER_EVENTS
-from feed.config import change_schema, validate_values
 from feed.config_store import ConfigStore, ConfigWatcher
 from feed.erasure import ViewerErasure
-from feed.experiments import ExperimentBook, experiment_report, parse_experiment
+from feed.experiments import ExperimentBook, check_variants, experiment_report
 from feed.impressions import ImpressionPublisher
-from feed.models import Block, Blocks, Entry, FeedPage, FeedQuery, NewBlock, NewSession, SessionStart
+from feed.models import (
+    Block,
+    Blocks,
+    ConfigHistory,
+    ConfigRollback,
+    ConfigUpdate,
+    ConfigVersion,
+    CurrentConfig,
+    Entry,
+    ErasureReport,
+    Experiment,
+    ExperimentList,
+    ExperimentReport,
+    FeedPage,
+    FeedQuery,
+    HistoryQuery,
+    NewBlock,
+    NewExperiment,
+    NewSession,
+    SessionStart,
+    changed,
+)
 from feed.pipeline import FeedPipeline
 from feed.service import FeedService
 from feed.sessions import SessionBook
 from feed.sources import FeedInputs, RoomHeatCache
 from ranking.registry import ModelRegistry
-from roomfeed.auth import RateCharge, require, require_with_charge
+from roomfeed.auth import Principal, RateCharge
 from roomfeed.errors import Forbidden, NotFound, ValidationFailed
-from roomfeed.http import bound, json, query_int, read_json
-from roomfeed.operations import operation
+from roomfeed.http import json
+from roomfeed.operations import Created, operation
 from roomfeed.resources import Resources
-from roomfeed.validation import ID_PATTERN, Body
+from roomfeed.validation import ID_PATTERN, Ident
 
 # A feed process asks the live index "anything changed?" at most every 50 ms, not on every request.
 LIVE_INDEX_STALENESS_S = 0.05
@@ -105,17 +125,18 @@ class Feed:
 @operation(
     "POST",
     "/v1/sessions",
+    roles=("viewer",),
     status=201,
+    tag="sessions",
     response=SessionStart,
     example={"viewer_id": "v1", "entry": {"room_id": "room_0123456789abcdef"}, "count": 5},
 )
-async def create_session(request: Request, feed: Feed, body: NewSession) -> Response:
+async def create_session(request: Request, feed: Feed, principal: Principal, body: NewSession) -> Response:
     """Start a viewer's swipe session.
 
     The first page starts with an attribution code's merchant room (and attributes the session to
     the merchant, store and staff behind the code) or a deep-linked room, when given. `viewer_id`
     must be the viewer token's viewer. The page's `page_token` is the `after` of the next page."""
-    principal = await require(request, "viewer")
     if body.viewer_id != principal.viewer_id:
         raise Forbidden(
             "viewer_id must be the viewer the token was issued to", fields={"viewer_id": "is not yours"}
@@ -129,8 +150,10 @@ async def create_session(request: Request, feed: Feed, body: NewSession) -> Resp
     return json(result, status=201, headers={"Location": f"/v1/sessions/{result['session_id']}/feed"})
 
 
-@operation("GET", "/v1/sessions/{session_id}/feed", response=FeedPage)
-async def session_feed(request: Request, feed: Feed, session_id: str, query: FeedQuery) -> Response:
+@operation("GET", "/v1/sessions/{session_id}/feed", roles=("viewer",), tag="sessions", response=FeedPage)
+async def session_feed(
+    feed: Feed, principal: Principal, charge: RateCharge | None, session_id: str, query: FeedQuery
+) -> Response:
     """The next rooms to swipe to.
 
     Never a room served before in the session, only rooms live now (a room whose end has returned
@@ -139,17 +162,16 @@ async def session_feed(request: Request, feed: Feed, session_id: str, query: Fee
     404 `page_not_found` for a token of a page not made yet, 410 `page_expired` for one older than
     the session's newest 8 pages."""
     # The rate-limit charge rides the session's Redis round trip (settled before anything is written).
-    principal, charge = await require_with_charge(request, "viewer")
     if not ID_PATTERN.match(session_id):
         if charge is not None:
-            await charge_alone(request, feed, charge)
+            await charge_alone(feed, charge)
         raise NotFound(f"session {session_id} does not exist")
     assert principal.viewer_id is not None
     page = await feed.service.next_page(principal.viewer_id, session_id, query.count, charge, query.after)
     return json(page)
 
 
-async def charge_alone(request: Request, feed: Feed, charge: RateCharge) -> None:
+async def charge_alone(feed: Feed, charge: RateCharge) -> None:
     """A deferred rate-limit charge for a request that makes no pipeline of its own."""
     redis = feed.redis
     try:
@@ -161,10 +183,16 @@ async def charge_alone(request: Request, feed: Feed, charge: RateCharge) -> None
     charge.settle(reply)
 
 
-@operation("POST", "/v1/viewers/me/blocks", status=201, example={"merchant_id": "mer_0123456789abcdef"})
-async def add_block(request: Request, feed: Feed, body: NewBlock) -> Block:
+@operation(
+    "POST",
+    "/v1/viewers/me/blocks",
+    roles=("viewer",),
+    status=201,
+    tag="viewers",
+    example={"merchant_id": "mer_0123456789abcdef"},
+)
+async def add_block(feed: Feed, principal: Principal, body: NewBlock) -> Block:
     """Block a merchant: its rooms never appear in this viewer's feed."""
-    principal = await require(request, "viewer")
     if not await feed.service.inputs.room_catalog.exists(body.merchant_id):
         raise ValidationFailed("no such merchant", fields={"merchant_id": "does not exist"})
     assert principal.viewer_id is not None
@@ -172,18 +200,16 @@ async def add_block(request: Request, feed: Feed, body: NewBlock) -> Block:
     return Block(merchant_id=body.merchant_id, blocked=True)
 
 
-@operation("GET", "/v1/viewers/me/blocks")
-async def list_blocks(request: Request, feed: Feed) -> Blocks:
+@operation("GET", "/v1/viewers/me/blocks", roles=("viewer",), tag="viewers")
+async def list_blocks(feed: Feed, principal: Principal) -> Blocks:
     """The merchants this viewer blocked."""
-    principal = await require(request, "viewer")
     assert principal.viewer_id is not None
     return Blocks(merchants=await feed.service.sessions.blocks(principal.viewer_id))
 
 
-@operation("DELETE", "/v1/viewers/me/blocks/{merchant_id}")
-async def remove_block(request: Request, feed: Feed, merchant_id: str) -> Block:
+@operation("DELETE", "/v1/viewers/me/blocks/{merchant_id}", roles=("viewer",), tag="viewers")
+async def remove_block(feed: Feed, principal: Principal, merchant_id: str) -> Block:
     """Unblock a merchant."""
-    principal = await require(request, "viewer")
     assert principal.viewer_id is not None
     if not await feed.service.sessions.unblock(principal.viewer_id, merchant_id):
         raise NotFound(f"merchant {merchant_id} is not blocked")
@@ -193,204 +219,127 @@ async def remove_block(request: Request, feed: Feed, merchant_id: str) -> Block:
 # --- operators: ranking config and experiments ---------------------------------------------------
 
 
-async def get_ranking_config(request: Request, feed: Feed) -> Response:
-    """The current ranking config (weights and knobs) and its version.
-    ---
-    responses:
-      200: {description: "{version, config, author, created_at, ...}"}
-    """
-    await require(request, "operator")
+@operation("GET", "/v1/ops/ranking-config", roles=("operator",), tag="ranking-config")
+async def get_ranking_config(feed: Feed, principal: Principal) -> CurrentConfig:
+    """The current ranking config (weights and knobs) and its version."""
     current = await feed.config_store.current()
-    return json({**current.public(), "served_version": feed.config.current.version})
+    served = feed.config.current.version
+    return msgspec.convert({**current.public(), "served_version": served}, CurrentConfig)
 
 
-async def put_ranking_config(request: Request, feed: Feed) -> Response:
-    """Change ranking weights/knobs: validated ranges, optimistic concurrency, audited; live within seconds.
-    ---
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema:
-            type: object
-            required: [config]
-            additionalProperties: false
-            properties:
-              expected_version: {type: integer, minimum: 0, description: "409 unless it is the current version"}
-              note: {type: string, maxLength: 500}
-              config: {$ref: '#/components/schemas/RankingConfigChange'}
-          example: {expected_version: 3, config: {w_popularity: 0.5}, note: "more popular"}
-    responses:
-      200: {description: the new version}
-      409: {description: expected_version is not the current version}
-      422: {description: invalid fields (named)}
-    """
-    principal = await require(request, "operator")
-    payload: Any = await read_json(request)
-    body = Body(payload)
-    expected = body.integer("expected_version", required=False, minimum=0)
-    note = body.text("note", required=False, max_len=500, min_len=0, default="")
-    raw_config = body.data.get("config")
-    unknown = set(body.data) - {"expected_version", "note", "config"}
-    for name in sorted(unknown):
-        body.fail(name, "is not accepted here: put ranking fields under `config`")
-    if raw_config is None:
-        body.fail("config", "is required: an object of ranking config fields")
-    values: dict[str, float | int] = {}
-    if raw_config is not None:
-        try:
-            values = validate_values(raw_config, prefix="config.")
-        except ValidationFailed as exc:
-            body.errors.update(exc.fields)
-    body.finish()
-    saved = await feed.config_store.update(values, expected, principal.key_id or "operator", note or "")
-    return json(saved.public())
+@operation(
+    "PUT",
+    "/v1/ops/ranking-config",
+    roles=("operator",),
+    tag="ranking-config",
+    example={"expected_version": 3, "config": {"w_popularity": 0.5}, "note": "more popular"},
+)
+async def put_ranking_config(feed: Feed, principal: Principal, body: ConfigUpdate) -> ConfigVersion:
+    """Change ranking weights and knobs.
+
+    Validated ranges (feed.config.RANGES), optimistic concurrency (409 unless `expected_version` is
+    the current version), audited; live within seconds."""
+    saved = await feed.config_store.update(
+        changed(body.config), body.expected_version, principal.key_id or "operator", body.note
+    )
+    return msgspec.convert(saved.public(), ConfigVersion)
 
 
-async def ranking_config_history(request: Request, feed: Feed) -> Response:
-    """Every version of the ranking config, newest first, with author and diff.
-    ---
-    responses:
-      200: {description: "{versions: [...]}"}
-    """
-    await require(request, "operator")
-    limit = query_int(request, "limit", default=100, minimum=1, maximum=1000)
-    return json({"versions": [v.public() for v in await feed.config_store.history(limit)]})
+@operation("GET", "/v1/ops/ranking-config/history", roles=("operator",), tag="ranking-config")
+async def ranking_config_history(feed: Feed, principal: Principal, query: HistoryQuery) -> ConfigHistory:
+    """Every version of the ranking config, newest first, with author and diff."""
+    versions = [v.public() for v in await feed.config_store.history(query.limit)]
+    return msgspec.convert({"versions": versions}, ConfigHistory)
 
 
-async def rollback_ranking_config(request: Request, feed: Feed) -> Response:
-    """Make an earlier version current again (as a new version, so history is never rewritten).
-    ---
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema:
-            type: object
-            required: [version]
-            properties:
-              version: {type: integer, minimum: 0, maximum: 2147483647}
-          example: {version: 2}
-    responses:
-      200: {description: the new version}
-      404: {description: no such version}
-    """
-    principal = await require(request, "operator")
-    body = Body(await read_json(request))
-    version = body.integer("version", minimum=0, maximum=2**31 - 1)  # an integer column
-    body.finish()
-    saved = await feed.config_store.rollback(version, principal.key_id or "operator")
-    return json(saved.public())
+@operation(
+    "POST",
+    "/v1/ops/ranking-config/rollback",
+    roles=("operator",),
+    tag="ranking-config",
+    example={"version": 2},
+)
+async def rollback_ranking_config(feed: Feed, principal: Principal, body: ConfigRollback) -> ConfigVersion:
+    """Make an earlier version current again.
+
+    As a new version, so history is never rewritten. 404 for an unknown version."""
+    saved = await feed.config_store.rollback(body.version, principal.key_id or "operator")
+    return msgspec.convert(saved.public(), ConfigVersion)
 
 
-async def create_experiment(request: Request, feed: Feed) -> Response:
-    """Start an experiment: variants with traffic shares and ranking config overrides.
-    ---
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema:
-            type: object
-            required: [name, variants]
-            properties:
-              name: {type: string, minLength: 1, maxLength: 120}
-              variants:
-                type: array
-                minItems: 2
-                maxItems: 10
-                description: unique names; weights (traffic shares) sum to 1
-                items:
-                  type: object
-                  required: [name, weight]
-                  properties:
-                    name: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
-                    weight: {type: number, minimum: 0, exclusiveMinimum: true, maximum: 1}
-                    config: {$ref: '#/components/schemas/RankingConfigChange'}
-          example: {name: pop-vs-model, variants: [{name: a, weight: 0.5, config: {}}, {name: b, weight: 0.5, config: {w_popularity: 1.0}}]}
-    responses:
-      201: {description: the experiment}
-      422: {description: invalid fields (named)}
-    """
-    principal = await require(request, "operator")
-    name, variants = parse_experiment(await read_json(request))
-    experiment = await feed.experiments.create(name, variants, principal.key_id or "operator")
-    return json(experiment.public(), status=201)
+@operation(
+    "POST",
+    "/v1/ops/experiments",
+    roles=("operator",),
+    tag="experiments",
+    example={
+        "name": "pop-vs-model",
+        "variants": [
+            {"name": "a", "weight": 0.5, "config": {}},
+            {"name": "b", "weight": 0.5, "config": {"w_popularity": 2.0}},
+        ],
+    },
+)
+async def create_experiment(feed: Feed, principal: Principal, body: NewExperiment) -> Created[Experiment]:
+    """Start an experiment: variants with traffic shares and ranking config overrides."""
+    variants = check_variants(
+        [(v.name, v.weight, changed(v.config) if v.config is not None else {}) for v in body.variants]
+    )
+    experiment = await feed.experiments.create(body.name.strip(), variants, principal.key_id or "operator")
+    return Created(
+        msgspec.convert(experiment.public(), Experiment),
+        location=f"/v1/ops/experiments/{experiment.experiment_id}",
+    )
 
 
-async def list_experiments(request: Request, feed: Feed) -> Response:
-    """Experiments, newest first.
-    ---
-    responses:
-      200: {description: "{experiments: [...]}"}
-    """
-    await require(request, "operator")
-    return json({"experiments": [e.public() for e in await feed.experiments.list()]})
+@operation("GET", "/v1/ops/experiments", roles=("operator",), tag="experiments")
+async def list_experiments(feed: Feed, principal: Principal) -> ExperimentList:
+    """Experiments, newest first."""
+    experiments = [e.public() for e in await feed.experiments.list()]
+    return msgspec.convert({"experiments": experiments}, ExperimentList)
 
 
-async def get_experiment(request: Request, feed: Feed) -> Response:
+@operation("GET", "/v1/ops/experiments/{experiment_id}", roles=("operator",), tag="experiments")
+async def get_experiment(feed: Feed, principal: Principal, experiment_id: Ident) -> ExperimentReport:
     """An experiment with per-variant metrics and 95% confidence intervals.
-    ---
-    responses:
-      200: {description: "variants with impressions, enter rate, dwell, swipe-away rate, conversion, GMV per 1,000 impressions"}
-      404: {description: no such experiment}
-    """
-    await require(request, "operator")
-    experiment = await feed.experiments.get(request.path_params["experiment_id"])
-    return json(await experiment_report(feed.pool, experiment))
+
+    Per variant: impressions, enter rate, dwell, swipe-away rate, conversion, GMV per 1,000 impressions."""
+    experiment = await feed.experiments.get(experiment_id)
+    return msgspec.convert(await experiment_report(feed.pool, experiment), ExperimentReport)
 
 
-async def stop_experiment(request: Request, feed: Feed) -> Response:
-    """Stop an experiment: its viewers go back to the base config.
-    ---
-    responses:
-      200: {description: the experiment}
-      404: {description: no such experiment}
-    """
-    await require(request, "operator")
-    experiment = await feed.experiments.stop(request.path_params["experiment_id"])
-    return json(experiment.public())
+@operation("POST", "/v1/ops/experiments/{experiment_id}/stop", roles=("operator",), tag="experiments")
+async def stop_experiment(feed: Feed, principal: Principal, experiment_id: Ident) -> Experiment:
+    """Stop an experiment: its viewers go back to the base config."""
+    experiment = await feed.experiments.stop(experiment_id)
+    return msgspec.convert(experiment.public(), Experiment)
 
 
-# OpenAPI components the docstrings above refer to (the composition root hands them to the app).
-schemas = {"RankingConfigChange": change_schema()}
+@operation("DELETE", "/v1/ops/viewers/{viewer_id}", roles=("operator",), tag="viewers")
+async def erase_viewer(feed: Feed, principal: Principal, viewer_id: Ident) -> ErasureReport:
+    """Erase a viewer.
 
-
-async def erase_viewer(request: Request, feed: Feed) -> Response:
-    """Erase a viewer: history, sessions, blocks, attributions, features and model vectors go;
-    verified orders stay anonymised for the merchants' books; a tombstone keeps a Kafka replay from
-    bringing the data back. Idempotent.
-    ---
-    tags: [viewers]
-    summary: Erase a viewer
-    parameters:
-      - {name: viewer_id, in: path, required: true, schema: {type: string}}
-    responses:
-      200: {description: "{viewer_id, erased, removed: {interactions, sessions, ...}}"}
-    """
-    principal = await require(request, "operator")
-    viewer_id = str(request.path_params["viewer_id"])
-    if not ID_PATTERN.match(viewer_id):
-        raise ValidationFailed(
-            "viewer_id has an invalid format", fields={"viewer_id": "has an invalid format"}
-        )
-    return json(await feed.erasure.erase(viewer_id, by=f"key:{principal.key_id}"))
+    History, sessions, blocks, attributions, features and model vectors go; verified orders stay
+    anonymised for the merchants' books; a tombstone keeps a Kafka replay from bringing the data
+    back. Idempotent."""
+    return msgspec.convert(await feed.erasure.erase(viewer_id, by=f"key:{principal.key_id}"), ErasureReport)
 
 
 def routes(feed: Feed) -> list[BaseRoute]:
-    return [
-        create_session.bound(feed),
-        session_feed.bound(feed),
-        add_block.bound(feed),
-        list_blocks.bound(feed),
-        remove_block.bound(feed),
-        Route("/v1/ops/ranking-config", bound(get_ranking_config, feed), methods=["GET"]),
-        Route("/v1/ops/ranking-config", bound(put_ranking_config, feed), methods=["PUT"]),
-        Route("/v1/ops/ranking-config/history", bound(ranking_config_history, feed), methods=["GET"]),
-        Route("/v1/ops/ranking-config/rollback", bound(rollback_ranking_config, feed), methods=["POST"]),
-        Route("/v1/ops/experiments", bound(create_experiment, feed), methods=["POST"]),
-        Route("/v1/ops/experiments", bound(list_experiments, feed), methods=["GET"]),
-        Route("/v1/ops/experiments/{experiment_id}", bound(get_experiment, feed), methods=["GET"]),
-        Route("/v1/ops/experiments/{experiment_id}/stop", bound(stop_experiment, feed), methods=["POST"]),
-        Route("/v1/ops/viewers/{viewer_id}", bound(erase_viewer, feed), methods=["DELETE"]),
-    ]
+    operations = (
+        create_session,
+        session_feed,
+        add_block,
+        list_blocks,
+        remove_block,
+        get_ranking_config,
+        put_ranking_config,
+        ranking_config_history,
+        rollback_ranking_config,
+        create_experiment,
+        list_experiments,
+        get_experiment,
+        stop_experiment,
+        erase_viewer,
+    )
+    return [route.bound(feed) for route in operations]

@@ -3,12 +3,14 @@ answer, and what the OpenAPI document says of them."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
-from roomfeed.validation import Ident
+from feed.config import _INTEGER_FIELDS as INTEGER_FIELDS
+from feed.config import RANGES
+from roomfeed.validation import Ident, text
 
 
 class Entry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -100,3 +102,148 @@ class Block(msgspec.Struct, kw_only=True):
 
 class Blocks(msgspec.Struct, kw_only=True):
     merchants: list[str]
+
+
+# --- operators: ranking config and experiments ----------------------------------------------------
+
+
+def _config_change() -> Any:
+    """A partial ranking config: every field of `feed.config.RANGES` optional, within its range
+    (written once there; the ranker's fields change with it)."""
+    fields = [
+        (
+            name,
+            Annotated[int if name in INTEGER_FIELDS else float, Meta(ge=low, le=high)] | msgspec.UnsetType,
+            msgspec.UNSET,
+        )
+        for name, (low, high) in RANGES.items()
+    ]
+    return msgspec.defstruct(
+        "RankingConfigChange", fields, kw_only=True, forbid_unknown_fields=True, module=__name__
+    )
+
+
+# The ranking config fields to change (an operator's change, a variant's overrides).
+RankingConfigChange: Any = _config_change()
+
+
+def changed(change: Any) -> dict[str, float | int]:
+    """The fields a `RankingConfigChange` sets."""
+    return {
+        name: value
+        for name in change.__struct_fields__
+        if (value := getattr(change, name)) is not msgspec.UNSET
+    }
+
+
+class ConfigUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    config: RankingConfigChange
+    expected_version: (
+        Annotated[int, Meta(ge=0, description="409 unless it is the current version")] | None
+    ) = None
+    note: Annotated[str, text(500, blank_ok=True)] = ""
+
+
+class ConfigRollback(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    version: Annotated[int, Meta(ge=0, le=2**31 - 1)]  # an integer column
+
+
+class ConfigVersion(msgspec.Struct, kw_only=True):
+    """A version of the ranking config."""
+
+    version: int
+    config: Annotated[dict[str, float], Meta(description="every field's value (feed.config.RANGES)")]
+    diff: Annotated[dict[str, Any], Meta(description="field → {from, to} against the version before")]
+    author: str | None
+    note: str | None
+    rollback_of: int | None
+    created_at: Annotated[str | None, Meta(description="ISO 8601")]
+
+
+class CurrentConfig(ConfigVersion, kw_only=True):
+    served_version: Annotated[int, Meta(description="the version this process serves now")]
+
+
+class ConfigHistory(msgspec.Struct, kw_only=True):
+    versions: list[ConfigVersion]
+
+
+class HistoryQuery(msgspec.Struct, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+
+
+class NewVariant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Ident
+    weight: Annotated[float, Meta(gt=0, le=1, description="traffic share")]
+    config: RankingConfigChange | None = None
+
+
+class NewExperiment(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Annotated[str, text(120)]
+    variants: Annotated[
+        list[NewVariant],
+        Meta(min_length=2, max_length=10, description="unique names; weights (traffic shares) sum to 1"),
+    ]
+
+
+class Variant(msgspec.Struct, kw_only=True):
+    name: str
+    weight: float
+    config: Annotated[dict[str, float], Meta(description="the ranking config fields it overrides")]
+
+
+class Experiment(msgspec.Struct, kw_only=True):
+    experiment_id: str
+    name: str
+    status: Literal["running", "stopped"]
+    author: str
+    created_at: str | None
+    variants: list[Variant]
+
+
+class ExperimentList(msgspec.Struct, kw_only=True):
+    experiments: list[Experiment]
+
+
+class Interval(msgspec.Struct, kw_only=True):
+    """An estimate with its 95% confidence interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+class VariantMetrics(msgspec.Struct, kw_only=True):
+    impressions: int
+    enters: int
+    enter_rate: Interval | None
+    average_dwell_ms: Interval | None
+    swipe_away_rate: Interval | None
+    orders: int
+    conversion: Interval | None
+    gmv: float
+    gmv_per_1000_impressions: Interval | None
+
+
+class VariantReport(Variant, kw_only=True):
+    metrics: VariantMetrics
+
+
+class ExperimentReport(msgspec.Struct, kw_only=True):
+    """An experiment with per-variant metrics and 95% confidence intervals."""
+
+    experiment_id: str
+    name: str
+    status: Literal["running", "stopped"]
+    author: str
+    created_at: str | None
+    variants: list[VariantReport]
+    notes: Annotated[list[str], Meta(description="what could not be counted, and why")]
+
+
+class ErasureReport(msgspec.Struct, kw_only=True):
+    """What erasing a viewer removed."""
+
+    viewer_id: str
+    erased: bool
+    removed: Annotated[dict[str, int], Meta(description="what was removed or anonymised → how many")]

@@ -12,15 +12,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import asyncpg
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+import msgspec
+from starlette.routing import BaseRoute
 
+from ranking.models import Model, ModelList, ModelsQuery
 from ranking.registry import ModelRecord, ModelRegistry, ModelWatcher
 from ranking.viewer_state import ViewerStateStore
-from roomfeed.auth import require
+from roomfeed.auth import Principal
 from roomfeed.errors import Conflict, NotFound
-from roomfeed.http import bound, json, query_int
+from roomfeed.operations import operation
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +65,19 @@ class Ranking:
         await self.watcher.stop()
 
 
-async def list_models(request: Request, ranking: Ranking) -> Response:
-    """Model versions, newest first, with parameters, data window, metrics and status.
-    ---
-    responses:
-      200: {description: "{serving, models: [...]}"}
-    """
-    await require(request, "operator")
-    limit = query_int(request, "limit", default=50, minimum=1, maximum=500)
-    models = await ranking.registry.versions(limit)
-    return json({"serving": ranking.watcher.version, "models": [_public(m) for m in models]})
+@operation("GET", "/v1/ops/models", roles=("operator",), tag="models")
+async def list_models(ranking: Ranking, principal: Principal, query: ModelsQuery) -> ModelList:
+    """Model versions, newest first, with parameters, data window, metrics and status."""
+    models = await ranking.registry.versions(query.limit)
+    body = {"serving": ranking.watcher.version, "models": [_public(m) for m in models]}
+    return msgspec.convert(body, ModelList)
 
 
-async def promote_model(request: Request, ranking: Ranking) -> Response:
-    """Promote a model version by hand (the previous one is retired); API processes pick it up within seconds.
-    ---
-    responses:
-      200: {description: the promoted model}
-      404: {description: no such version}
-    """
-    principal = await require(request, "operator")
-    version = request.path_params["version"]
+@operation("POST", "/v1/ops/models/{version}/promote", roles=("operator",), tag="models")
+async def promote_model(ranking: Ranking, principal: Principal, version: str) -> Model:
+    """Promote a model version by hand (the previous one is retired).
+
+    API processes pick it up within seconds. 404 for an unknown version."""
     registry = ranking.registry
     try:
         await ranking.with_state(version)
@@ -94,17 +86,14 @@ async def promote_model(request: Request, ranking: Ranking) -> Response:
         raise NotFound(f"no model version {version}", fields={"version": "unknown"}) from exc
     record = await registry.get(version)
     assert record is not None
-    return json(_public(record))
+    return msgspec.convert(_public(record), Model)
 
 
-async def rollback_model(request: Request, ranking: Ranking) -> Response:
+@operation("POST", "/v1/ops/models/rollback", roles=("operator",), tag="models")
+async def rollback_model(ranking: Ranking, principal: Principal) -> Model:
     """Promote again the model that served before the current one.
-    ---
-    responses:
-      200: {description: the model now promoted}
-      409: {description: nothing to roll back to}
-    """
-    principal = await require(request, "operator")
+
+    409 when there is nothing to roll back to."""
     registry = ranking.registry
     target = await registry.rollback_target()
     if target is not None:
@@ -115,12 +104,8 @@ async def rollback_model(request: Request, ranking: Ranking) -> Response:
         raise Conflict("no earlier promoted model to roll back to") from exc
     record = await registry.get(version)
     assert record is not None
-    return json(_public(record))
+    return msgspec.convert(_public(record), Model)
 
 
 def routes(ranking: Ranking) -> list[BaseRoute]:
-    return [
-        Route("/v1/ops/models", bound(list_models, ranking), methods=["GET"]),
-        Route("/v1/ops/models/rollback", bound(rollback_model, ranking), methods=["POST"]),
-        Route("/v1/ops/models/{version}/promote", bound(promote_model, ranking), methods=["POST"]),
-    ]
+    return [route.bound(ranking) for route in (list_models, rollback_model, promote_model)]

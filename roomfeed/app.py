@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar
 
+import msgspec
+from msgspec import Meta
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -23,9 +25,10 @@ from roomfeed import __version__, heap, ratelimit
 from roomfeed.auth import Guard, KeyVerifier, ViewerTokens
 from roomfeed.errors import ApiError
 from roomfeed.health import check_dependencies, readiness_body
-from roomfeed.http import OrjsonResponse, error_response, json
+from roomfeed.http import error_response, json
 from roomfeed.observability import METRICS_CONTENT_TYPE, RequestMiddleware, forget_this_process, metrics_text
 from roomfeed.openapi import build_schema, render_docs
+from roomfeed.operations import operation
 from roomfeed.ratelimit import RateLimiter
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
@@ -41,41 +44,39 @@ class Lifecycle(Protocol):
     async def stop(self) -> None: ...
 
 
-async def healthz(request: Request) -> Response:
-    """Liveness: the process answers.
-    ---
-    security: []
-    responses:
-      200: {description: alive}
-    """
-    return json({"status": "ok", "version": VERSION})
+class Health(msgspec.Struct, kw_only=True):
+    status: Literal["ok"]
+    version: str
 
 
-async def readyz(request: Request) -> Response:
+class Readiness(msgspec.Struct, kw_only=True):
+    status: Annotated[Literal["ready", "degraded"], Meta(description="degraded: a dependency is down")]
+    checks: Annotated[dict[str, Literal["ok", "down"]], Meta(description="postgres, redis, kafka")]
+
+
+@operation("GET", "/healthz", tag="system")
+async def healthz() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok", version=VERSION)
+
+
+@operation("GET", "/readyz", tag="system")
+async def readyz(request: Request) -> Readiness:
     """Readiness: the process can serve (degraded or not); each dependency's status in the body.
-    Down dependencies make the answer `degraded`, not 503: the feed serves without Redis or PostgreSQL
-    (roomfeed/health.py). 503 only before start-up is done and once shutdown has begun.
-    ---
-    security: []
-    responses:
-      200: {description: "ready or degraded: {status, checks: {postgres, redis, kafka}}"}
-      503: {description: starting or stopping}
-    """
+
+    Down dependencies make the answer `degraded`, not 503: the feed serves without Redis or
+    PostgreSQL (roomfeed/health.py). 503 `not_ready` only before start-up is done and once shutdown
+    has begun."""
     api = Api.of(request)
     if not api.serving:
-        body = {"error": {"code": "not_ready", "message": "starting or stopping", "fields": {}}}
-        return OrjsonResponse(body, status_code=503, headers={"Retry-After": "1"})
+        raise ApiError("starting or stopping", status=503, code="not_ready", headers={"Retry-After": "1"})
     checks = await check_dependencies(api.resources)
-    return json(readiness_body(checks))
+    return msgspec.convert(readiness_body(checks), Readiness)
 
 
+@operation("GET", "/metrics", tag="system", media_type=METRICS_CONTENT_TYPE, response={"type": "string"})
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics.
-    ---
-    security: []
-    responses:
-      200: {description: Prometheus text format}
-    """
+    """Prometheus metrics (text exposition format)."""
     for refresh in Api.of(request).metric_refreshers:
         with contextlib.suppress(Exception):
             await refresh()
@@ -83,29 +84,19 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    """This document.
-    ---
-    security: []
-    responses:
-      200: {description: OpenAPI 3 document}
-    """
+    """The OpenAPI 3.1 document (public; not an operation of itself)."""
     return json(Api.of(request).openapi)
 
 
 async def docs(request: Request) -> Response:
-    """Human-readable API reference.
-    ---
-    security: []
-    responses:
-      200: {description: HTML}
-    """
+    """Human-readable API reference (public)."""
     return HTMLResponse(render_docs(Api.of(request).openapi))
 
 
 SYSTEM_ROUTES: list[BaseRoute] = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
+    healthz,
+    readyz,
+    metrics,
     Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
     Route("/docs", docs, methods=["GET"], include_in_schema=False),
 ]

@@ -165,7 +165,7 @@ def create_app(settings: Settings, *, access_log: bool = True, tuning: Tuning = 
     """The API process: every domain's services and routes over one set of connections."""
     resources = Resources.create(settings)
     services = Services.build(resources, tuning)
-    api = Api(resources, services.routes(), services, schemas=feed_http.schemas, access_log=access_log)
+    api = Api(resources, services.routes(), services, access_log=access_log)
     api.metric_refreshers.append(services.events.consumer_lag.refresh)
     return api
 

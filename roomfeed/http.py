@@ -56,8 +56,9 @@ def bound(handler: Callable[[Request, S], Awaitable[Response]], services: S) -> 
     return endpoint
 
 
-async def read_body(request: Request, max_bytes: int | None = None) -> bytes:
-    """The raw request body; 413 past the limit (checked while reading), 400 when empty."""
+async def read_body(request: Request, max_bytes: int | None = None, *, empty_ok: bool = False) -> bytes:
+    """The raw request body; 413 past the limit (checked while reading), 400 when empty (unless
+    `empty_ok`: an optional body)."""
     app: Configured = request.app
     limit = max_bytes if max_bytes is not None else app.settings.max_body_bytes
     declared = request.headers.get("content-length")
@@ -71,7 +72,7 @@ async def read_body(request: Request, max_bytes: int | None = None) -> bytes:
             raise PayloadTooLarge(f"request body exceeds {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
-    if not raw:
+    if not raw and not empty_ok:
         raise InvalidJson(
             "request body is empty; a JSON document is expected", fields={"body": "is required"}
         )

@@ -63,14 +63,32 @@ def _schema_of(kind: Any, models: list[Any]) -> dict[str, Any]:
     return schema
 
 
+_SCHEMES = {
+    "viewer": ("viewerToken", "a viewer token: the viewer id signed by the platform's login"),
+    "merchant": ("merchantKey", "a merchant key (shown once by POST /v1/ops/merchants)"),
+    "operator": ("operatorKey", "an operator key (`roomfeed keys create --role operator`, then the API)"),
+}
+
+
+def security_schemes() -> dict[str, Any]:
+    """One bearer scheme per kind of caller, so each operation says whose credentials it takes."""
+    return {
+        name: {"type": "http", "scheme": "bearer", "description": text} for name, text in _SCHEMES.values()
+    }
+
+
 def _typed(op: Operation, models: list[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
         "tags": [op.tag],
     }
-    if op.description:
-        out["description"] = op.description
+    description = op.description
+    if op.roles:
+        who = " or ".join(_SCHEMES[role][1].split(" (")[0] for role in op.roles)
+        description = f"{description}\n\nCredentials: {who}." if description else f"Credentials: {who}."
+    if description:
+        out["description"] = description
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": _schema_of(kind, models)}
         for name, kind in op.path_params.items()
@@ -93,26 +111,51 @@ def _typed(op: Operation, models: list[Any]) -> dict[str, Any]:
                 param["description"] = prop.pop("description")
             param["schema"] = prop
             parameters.append(param)
-        for name, schema in components.items():
-            if name != op.query.__name__:
-                models.append(schema)  # nested models of a query are rare; kept inline below
+    parameters += op.extra.get("parameters", [])
     if parameters:
         out["parameters"] = parameters
     if op.body is not None:
         media: dict[str, Any] = {"schema": _schema_of(op.body, models)}
         if op.example is not None:
             media["example"] = op.example
-        out["requestBody"] = {"required": True, "content": {"application/json": media}}
+        out["requestBody"] = {"required": op.body_required, "content": {"application/json": media}}
+        if not op.body_required:
+            out["requestBody"]["description"] = "optional: no body is the defaults"
     success: dict[str, Any] = {"description": op.summary}
     if op.response is not None:
-        success["content"] = {"application/json": {"schema": _schema_of(op.response, models)}}
+        if op.media_type == "application/json":
+            schema = _schema_of(op.response, models)
+        else:
+            schema = op.response if isinstance(op.response, dict) else {"type": "string"}
+        success["content"] = {op.media_type: {"schema": schema}}
+    headers = dict(op.extra.get("headers", {}))
     if op.status == 201:
-        success["headers"] = {
-            "Location": {"description": "where the created resource is read", "schema": {"type": "string"}}
+        headers["Location"] = {
+            "description": "where the created resource is read",
+            "schema": {"type": "string"},
         }
+    if headers:
+        success["headers"] = headers
     out["responses"] = {str(op.status): success}
-    if op.public:
-        out["security"] = []
+    out["security"] = [{_SCHEMES[role][0]: []} for role in op.roles]
+    return out
+
+
+def _tidy(node: Any) -> Any:
+    """What msgspec's JSON Schema leaves implicit, made explicit for every client generator: an enum
+    says its type."""
+    if isinstance(node, list):
+        return [_tidy(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _tidy(v) for k, v in node.items()}
+    enum = out.get("enum")
+    if isinstance(enum, list) and "type" not in out and enum:
+        kinds = {type(v) for v in enum}
+        if kinds == {str}:
+            out["type"] = "string"
+        elif kinds <= {int}:
+            out["type"] = "integer"
     return out
 
 
@@ -183,7 +226,7 @@ def build_schema(
             paths.setdefault(endpoint.path, {})[endpoint.http_method] = _legacy(route, dict(parsed or {}))
     types = [m for m in models if not isinstance(m, dict)]
     _, components = msgspec.json.schema_components(types, ref_template=REF) if types else ((), {})
-    components = {**_as_31(schemas or {}), **components, "Error": ERROR_SCHEMA}
+    components = _tidy({**_as_31(schemas or {}), **components, "Error": ERROR_SCHEMA})
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     seen_ids: set[str] = set()
     for path_item in paths.values():
@@ -195,6 +238,7 @@ def build_schema(
             for status, text in _ERROR_RESPONSES.items():
                 responses.setdefault(status, {"description": text, "content": error_ref})
             operation.setdefault("security", [{"bearer": []}])
+    paths = _tidy(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -206,7 +250,7 @@ def build_schema(
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, **security_schemes()},
         },
     }
 

@@ -21,9 +21,41 @@ from msgspec import Meta
 from roomfeed.errors import ValidationFailed
 
 _MISSING = object()
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+# What a value that does not match a typed model's `pattern` is told, by pattern (roomfeed.operations).
+_PATTERN_REASONS: dict[str, str] = {}
+
+
+def describe_pattern(pattern: str, reason: str) -> str:
+    """Register what a value not matching `pattern` is told ("must be ..."); returns `pattern`."""
+    _PATTERN_REASONS[pattern] = reason
+    return pattern
+
+
+def pattern_reason(pattern: str) -> str:
+    return _PATTERN_REASONS.get(pattern, "has an invalid format")
+
+
+def pattern_reasons() -> dict[str, str]:
+    """Every pattern typed models declare, with its reason (tests: the document's patterns are these)."""
+    return dict(_PATTERN_REASONS)
+
+
+ID_PATTERN = re.compile(describe_pattern(r"^[A-Za-z0-9_.:\-]{1,64}$", "must be 1 to 64 of [A-Za-z0-9_.:-]"))
+# Text that is not only white space.
+NOT_BLANK = describe_pattern(r"\S", "must not be blank")
 # An id as typed models declare it (roomfeed.operations).
 Ident = Annotated[str, Meta(pattern=ID_PATTERN.pattern, description="1 to 64 of [A-Za-z0-9_.:-]")]
+CURRENCY = re.compile(describe_pattern(r"^[A-Z]{3}$", "must be 3 upper-case letters (ISO 4217)"))
+Currency = Annotated[str, Meta(pattern=CURRENCY.pattern, description="ISO 4217")]
+
+
+def text(max_len: int, *, blank_ok: bool = False, description: str | None = None) -> Meta:
+    """A text field's constraints for a typed model: `Annotated[str, text(120)]` is 1 to 120 characters,
+    not only white space (`blank_ok`: 0 to 120, anything). Text never holds NUL (PostgreSQL text cannot
+    store it): typed bodies refuse it wherever it appears (roomfeed.operations.decode_body)."""
+    if blank_ok:
+        return Meta(max_length=max_len, description=description)
+    return Meta(min_length=1, max_length=max_len, pattern=NOT_BLANK, description=description)
 
 
 class Body:

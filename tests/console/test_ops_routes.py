@@ -120,4 +120,4 @@ async def test_model_plot_comes_from_the_evaluation_report(
     assert served.status_code == 200 and served.headers["content-type"] == "image/png"
     assert served.content == png
     bad = await app_client.get("/v1/ops/models/bad%20version/plot.png", headers=bearer(operator_key))
-    assert bad.status_code == 422
+    assert bad.status_code == 404 and bad.json()["error"]["code"] == "not_found"  # names no version

@@ -284,7 +284,7 @@ MATRIX: dict[str, Row] = {
     "GET /v1/ops/metrics/alliance-history": (_c("/v1/ops/metrics/alliance-history"), None, OPERATOR_ONLY),
     "GET /v1/console/me": (_c("/v1/console/me"), None, (401, 403, 200, 200, 200)),
     # an unknown version falls back to the latest `roomfeed evaluate` plot when one was written (console)
-    "GET /v1/ops/models/{version:str}/plot.png": (
+    "GET /v1/ops/models/{version}/plot.png": (
         _c("/v1/ops/models/v-nonexistent/plot.png"),
         None,
         (401, 403, 403, 403, either(200, 404)),
