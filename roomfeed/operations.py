@@ -39,6 +39,7 @@ feed page keeps building dicts and declares its model).
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import typing
@@ -189,7 +190,11 @@ def reason(message: str, kind: Any = None) -> str:
             return "must not be empty"
         return f"must have {_WORDS[op]} {n} item{'s' if n != 1 else ''}"
     if m := _REGEX.match(message):
-        return pattern_reason(m[1].strip("'\""))
+        try:
+            pattern = ast.literal_eval(m[1])  # msgspec quotes the pattern as Python's repr does
+        except (ValueError, SyntaxError):
+            pattern = m[1]
+        return pattern_reason(str(pattern))
     return message
 
 
@@ -297,19 +302,33 @@ def _nul_fields(data: Any, at: str = "") -> dict[str, str]:
     return found
 
 
+def _refuse(model: Any, data: Any, first: msgspec.ValidationError) -> ValidationFailed:
+    """The 422 for `data` that did not fit `model`: every bad field, in words."""
+    errors = field_errors(model, data) | _nul_fields(data)
+    if not errors:  # a constraint field_errors cannot place: say what msgspec said
+        where, text = _split(str(first))
+        errors = {where or "body": reason(text)}
+    return ValidationFailed("invalid fields: " + ", ".join(sorted(errors)), fields=errors)
+
+
+def _no_nul(data: Any) -> None:
+    if nul := _nul_fields(data):
+        raise ValidationFailed("invalid fields: " + ", ".join(sorted(nul)), fields=nul)
+
+
 def decode_body(raw: bytes, decoder: msgspec.json.Decoder[Any], model: Any) -> Any:
     """`raw` as `model`: 400 when it is not JSON, 422 naming every bad field."""
     try:
         value = decoder.decode(raw)
-    except msgspec.ValidationError:
-        pass
+    except msgspec.ValidationError as exc:
+        first = exc
     except msgspec.DecodeError as exc:
         raise InvalidJson(
             f"request body is not valid JSON: {exc}", fields={"body": "is not valid JSON"}
         ) from None
     else:
-        if _NUL in raw and (nul := _nul_fields(orjson.loads(raw))):
-            raise ValidationFailed("invalid fields: " + ", ".join(sorted(nul)), fields=nul)
+        if _NUL in raw:
+            _no_nul(orjson.loads(raw))
         return value
     try:
         data = orjson.loads(raw)
@@ -317,14 +336,18 @@ def decode_body(raw: bytes, decoder: msgspec.json.Decoder[Any], model: Any) -> A
         raise InvalidJson(
             f"request body is not valid JSON: {exc}", fields={"body": "is not valid JSON"}
         ) from None
-    errors = field_errors(model, data) | _nul_fields(data)
-    if not errors:  # a constraint field_errors cannot place: say what msgspec said
-        try:
-            decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            where, text = _split(str(exc))
-            errors = {where or "body": reason(text)}
-    raise ValidationFailed("invalid fields: " + ", ".join(sorted(errors)), fields=errors)
+    raise _refuse(model, data, first)
+
+
+def convert_body(data: Any, model: type[T]) -> T:
+    """Parsed JSON `data` as `model`, checked exactly as a typed operation checks its body (the same
+    422), for what reads the same records another way (`roomfeed import`)."""
+    try:
+        value = msgspec.convert(data, model)
+    except msgspec.ValidationError as exc:
+        raise _refuse(model, data, exc) from None
+    _no_nul(data)
+    return value
 
 
 def convert_query(request: Request, model: Any) -> Any:

@@ -119,7 +119,7 @@ async def test_operator_changes_a_weight_and_the_feed_uses_the_new_config_versio
         await page.click("#config-form button[type=submit]")
         error = page.locator('.field[data-field="w_model"] .field-error')
         await error.wait_for()
-        assert "between" in await error.inner_text()
+        assert "at most 10" in await error.inner_text()
         await screenshot(page, "config-invalid")
 
         await page.fill("#cfg-w_model", "1")
