@@ -14,7 +14,10 @@ import msgspec
 from msgspec import Meta
 
 from events.schema import MAX_BATCH
-from events.vocabulary import COMMON_IDS, FIELDS, TYPES, FieldKind
+from events.vocabulary import COMMON_IDS, FIELDS, SERVER_TYPES, TYPES, FieldKind
+
+# What an app may post (the server's own types are refused at ingest: `server_only`).
+APP_TYPES = tuple(t for t in TYPES if t not in SERVER_TYPES)
 from roomfeed.validation import Currency, Ident
 
 # What each kind of per-type field is, as a type (events.schema holds the checks and their messages).
@@ -44,7 +47,7 @@ def _field_type(kind: FieldKind, max_len: int, choices: tuple[str, ...], used_by
 def _event_fields() -> list[tuple[str, Any, Any]]:
     common: list[tuple[str, Any, Any]] = [(name, Ident, msgspec.NODEFAULT) for name in COMMON_IDS]
     common += [
-        ("type", Literal[TYPES], msgspec.NODEFAULT),
+        ("type", Literal[APP_TYPES], msgspec.NODEFAULT),
         (
             "ts",
             Annotated[int, Meta(ge=0, description="epoch ms: at most 7 days old, 5 minutes ahead")],
@@ -56,6 +59,8 @@ def _event_fields() -> list[tuple[str, Any, Any]]:
     by_name: dict[str, list[str]] = {}
     spec = {}
     for kind, fields in FIELDS.items():
+        if kind in SERVER_TYPES:
+            continue
         for f in fields:
             by_name.setdefault(f.name, []).append(kind)
             spec[f.name] = f
