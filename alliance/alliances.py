@@ -12,11 +12,12 @@ import asyncpg
 
 from roomfeed.errors import Conflict, Forbidden, NotFound
 from roomfeed.ids import new_id
-from roomfeed.validation import Body
 
 
 @dataclass(frozen=True)
 class Terms:
+    """An alliance's terms (the ranges a request may set are alliance.models.NewTerms')."""
+
     exchange_rate: float = 3.0  # boosted impressions owed per qualified visit
     min_dwell_ms: int = 10_000  # a visit qualifies from this dwell on
     boost_share_cap: float = 0.2  # at most this share of a feed page is boosted
@@ -28,64 +29,6 @@ class Terms:
     viewer_daily_cap: int = 20  # qualified visits one viewer may contribute per day
     device_daily_cap: int = 30  # ... and one device
     commission_rate: float = 0.05  # revenue share owed to a store on its attributed GMV
-
-    @classmethod
-    def read(cls, body: Body | None) -> Terms:
-        """Terms from a request's `terms` object (every term optional; defaults above)."""
-        d = cls()
-        if body is None:
-            return d
-        values = {
-            "exchange_rate": body.number(
-                "exchange_rate",
-                required=False,
-                minimum=0,
-                exclusive_minimum=True,
-                maximum=1000,
-                default=d.exchange_rate,
-            ),
-            "min_dwell_ms": body.integer(
-                "min_dwell_ms", required=False, minimum=0, maximum=3_600_000, default=d.min_dwell_ms
-            ),
-            "boost_share_cap": body.number(
-                "boost_share_cap",
-                required=False,
-                minimum=0,
-                exclusive_minimum=True,
-                maximum=1,
-                default=d.boost_share_cap,
-            ),
-            "daily_earning_cap": body.number(
-                "daily_earning_cap",
-                required=False,
-                minimum=0,
-                exclusive_minimum=True,
-                maximum=1e9,
-                default=d.daily_earning_cap,
-            ),
-            "relevance_floor": body.number(
-                "relevance_floor", required=False, minimum=0, maximum=2, default=d.relevance_floor
-            ),
-            "attribution_window_h": body.integer(
-                "attribution_window_h",
-                required=False,
-                minimum=1,
-                maximum=24 * 30,
-                default=d.attribution_window_h,
-            ),
-            "viewer_daily_cap": body.integer(
-                "viewer_daily_cap", required=False, minimum=1, maximum=10_000, default=d.viewer_daily_cap
-            ),
-            "device_daily_cap": body.integer(
-                "device_daily_cap", required=False, minimum=1, maximum=10_000, default=d.device_daily_cap
-            ),
-            "commission_rate": body.number(
-                "commission_rate", required=False, minimum=0, maximum=1, default=d.commission_rate
-            ),
-        }
-        if any(v is None for v in values.values()):
-            return d  # the errors are recorded on `body`; the caller's finish() raises
-        return cls(**values)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Terms:

@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from alliance import landing as landing_page
 from alliance.alliances import AllianceBook, Terms
@@ -24,16 +25,30 @@ from alliance.boost import AllianceBoost
 from alliance.clock import AllianceClock
 from alliance.codes import Attribution, CodeBook, CodeInfo, qr_png
 from alliance.ledger import Ledger
+from alliance.models import Alliance as AllianceOut
+from alliance.models import Code as CodeOut
+from alliance.models import (
+    CodeLanding,
+    CodeList,
+    LandingEntry,
+    LandingSession,
+    NewAlliance,
+    NewCode,
+    NewMember,
+    Overview,
+    OverviewQuery,
+    Statement,
+)
 from alliance.orders import OrderAttribution
 from alliance.plan import PacingPlans
 from alliance.scheduler import ExposureScheduler
-from roomfeed.auth import require
-from roomfeed.errors import NotFound
-from roomfeed.http import bound, json, query_int, read_json
+from roomfeed.auth import Principal
+from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.leader import ALLIANCE_SCHEDULER, Leadership, always_lead
+from roomfeed.operations import PNG, Created, encode, operation
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
-from roomfeed.validation import ID_PATTERN, Body
+from roomfeed.validation import ID_PATTERN, Ident
 from rooms.orders import OrderSubscriber
 
 log = logging.getLogger("roomfeed.alliance")
@@ -127,207 +142,136 @@ def _code_json(info: CodeInfo) -> dict[str, Any]:
     }
 
 
-async def create_alliance(request: Request, domain: Alliance) -> Response:
-    """Create an alliance; the caller becomes its owner and first member.
-    ---
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema:
-            type: object
-            required: [name]
-            properties:
-              name: {type: string, minLength: 1, maxLength: 120}
-              terms:
-                type: object
-                description: every term optional (defaults in alliance.alliances.Terms)
-                properties:
-                  exchange_rate: {type: number, minimum: 0, exclusiveMinimum: true, maximum: 1000, default: 3.0}
-                  min_dwell_ms: {type: integer, minimum: 0, maximum: 3600000, default: 10000}
-                  boost_share_cap: {type: number, minimum: 0, exclusiveMinimum: true, maximum: 1, default: 0.2}
-                  daily_earning_cap: {type: number, minimum: 0, exclusiveMinimum: true, maximum: 1000000000, default: 3000.0}
-                  relevance_floor: {type: number, minimum: 0, maximum: 2, default: 0.8, description: a boosted room's predicted enter probability is at least this share of the page's}
-                  attribution_window_h: {type: integer, minimum: 1, maximum: 720, default: 24}
-                  viewer_daily_cap: {type: integer, minimum: 1, maximum: 10000, default: 20}
-                  device_daily_cap: {type: integer, minimum: 1, maximum: 10000, default: 30}
-                  commission_rate: {type: number, minimum: 0, maximum: 1, default: 0.05}
-          example: {name: "Jing'an street alliance", terms: {exchange_rate: 3.0, min_dwell_ms: 10000}}
-    responses:
-      201: {description: the alliance}
-      422: {description: invalid fields}
-    """
-    principal = await require(request, "merchant")
-    body = Body(await read_json(request))
-    name = body.text("name", max_len=120)
-    terms_body = body.obj("terms", required=False)
-    terms = Terms.read(terms_body)
-    if terms_body is not None:
-        body.merge(terms_body)
-    body.finish()
-    alliance = await domain.alliances.create(principal.merchant_id or "", name.strip(), terms)
-    return json(alliance.to_json(), status=201)
+def _merchant_of(principal: Principal) -> str:
+    assert principal.merchant_id is not None  # a merchant key always names its merchant
+    return principal.merchant_id
 
 
-async def get_alliance(request: Request, domain: Alliance) -> Response:
-    """An alliance, its terms and members (members and invitees only; others get 404).
-    ---
-    responses:
-      200: {description: the alliance}
-      404: {description: no such alliance for this merchant}
-    """
-    principal = await require(request, "merchant", "operator")
-    alliance = await domain.alliances.get(request.path_params["alliance_id"], principal.merchant_id)
-    return json(alliance.to_json())
-
-
-async def invite_member(request: Request, domain: Alliance) -> Response:
-    """The owner invites a merchant; it becomes a member when it joins.
-    ---
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema:
-            type: object
-            required: [merchant_id]
-            properties:
-              merchant_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
-          example: {merchant_id: mer_0123456789abcdef}
-    responses:
-      201: {description: the alliance with the invitation}
-    """
-    principal = await require(request, "merchant")
-    body = Body(await read_json(request))
-    merchant_id = body.ident("merchant_id")
-    body.finish()
-    if not await domain.merchants.exists(merchant_id):
-        body.fail("merchant_id", "is not a merchant")
-        body.finish()
-    alliance = await domain.alliances.invite(
-        request.path_params["alliance_id"], principal.merchant_id or "", merchant_id
+@operation(
+    "POST",
+    "/v1/alliances",
+    roles=("merchant",),
+    tag="alliances",
+    example={"name": "Jing'an street alliance", "terms": {"exchange_rate": 3.0, "min_dwell_ms": 10000}},
+)
+async def create_alliance(domain: Alliance, principal: Principal, body: NewAlliance) -> Created[AllianceOut]:
+    """Create an alliance; the caller becomes its owner and first member."""
+    terms = body.terms.terms() if body.terms is not None else Terms()
+    alliance = await domain.alliances.create(_merchant_of(principal), body.name.strip(), terms)
+    return Created(
+        msgspec.convert(alliance.to_json(), AllianceOut), location=f"/v1/alliances/{alliance.alliance_id}"
     )
-    return json(alliance.to_json(), status=201)
 
 
-async def join_alliance(request: Request, domain: Alliance) -> Response:
-    """Accept an invitation.
-    ---
-    responses:
-      200: {description: the alliance}
-      404: {description: no invitation}
-    """
-    principal = await require(request, "merchant")
-    alliance = await domain.alliances.join(request.path_params["alliance_id"], principal.merchant_id or "")
-    return json(alliance.to_json())
+@operation("GET", "/v1/alliances/{alliance_id}", roles=("merchant", "operator"), tag="alliances")
+async def get_alliance(domain: Alliance, principal: Principal, alliance_id: Ident) -> AllianceOut:
+    """An alliance, its terms and members (members and invitees only; others get 404)."""
+    alliance = await domain.alliances.get(alliance_id, principal.merchant_id)
+    return msgspec.convert(alliance.to_json(), AllianceOut)
 
 
-async def remove_member(request: Request, domain: Alliance) -> Response:
-    """Leave an alliance, or (owner) remove a member.
-    ---
-    responses:
-      204: {description: removed}
-    """
-    principal = await require(request, "merchant")
-    await domain.alliances.remove(
-        request.path_params["alliance_id"], principal.merchant_id or "", request.path_params["merchant_id"]
-    )
-    return Response(status_code=204)
+@operation(
+    "POST",
+    "/v1/alliances/{alliance_id}/members",
+    roles=("merchant",),
+    status=201,
+    tag="alliances",
+    example={"merchant_id": "mer_0123456789abcdef"},
+)
+async def invite_member(
+    domain: Alliance, principal: Principal, alliance_id: Ident, body: NewMember
+) -> AllianceOut:
+    """The owner invites a merchant; it becomes a member when it joins."""
+    if not await domain.merchants.exists(body.merchant_id):
+        raise ValidationFailed("no such merchant", fields={"merchant_id": "is not a merchant"})
+    alliance = await domain.alliances.invite(alliance_id, _merchant_of(principal), body.merchant_id)
+    return msgspec.convert(alliance.to_json(), AllianceOut)
 
 
-async def create_code(request: Request, domain: Alliance) -> Response:
+@operation("POST", "/v1/alliances/{alliance_id}/join", roles=("merchant",), tag="alliances")
+async def join_alliance(domain: Alliance, principal: Principal, alliance_id: Ident) -> AllianceOut:
+    """Accept an invitation (404 without one)."""
+    alliance = await domain.alliances.join(alliance_id, _merchant_of(principal))
+    return msgspec.convert(alliance.to_json(), AllianceOut)
+
+
+@operation(
+    "DELETE", "/v1/alliances/{alliance_id}/members/{merchant_id}", roles=("merchant",), tag="alliances"
+)
+async def remove_member(
+    domain: Alliance, principal: Principal, alliance_id: Ident, merchant_id: Ident
+) -> None:
+    """Leave an alliance, or (owner) remove a member."""
+    await domain.alliances.remove(alliance_id, _merchant_of(principal), merchant_id)
+
+
+@operation(
+    "POST",
+    "/v1/codes",
+    roles=("merchant",),
+    status=201,
+    tag="codes",
+    example={"store_id": "sto_0123456789abcdef", "staff_id": "stf_0123456789abcdef"},
+)
+async def create_code(domain: Alliance, principal: Principal, body: NewCode | None = None) -> CodeOut:
     """A signed attribution code for the merchant, or one of its stores or staff.
-    ---
-    requestBody:
-      required: false
-      description: no body is a code for the merchant itself
-      content:
-        application/json:
-          schema:
-            type: object
-            properties:
-              store_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
-              staff_id: {type: string, pattern: '^[A-Za-z0-9_.:-]{1,64}$'}
-          example: {store_id: sto_0123456789abcdef, staff_id: stf_0123456789abcdef}
-    responses:
-      201: {description: "{code, url}"}
-    """
-    principal = await require(request, "merchant")
-    empty = (
-        request.headers.get("content-length") in (None, "0") and "transfer-encoding" not in request.headers
-    )
-    body = Body(
-        {} if empty else await read_json(request)
-    )  # every field is optional: no body is a merchant code
-    store_id = body.ident("store_id", required=False)
-    staff_id = body.ident("staff_id", required=False)
-    body.finish()
-    if (store_id or staff_id) and not await domain.merchants.store_and_staff(
-        principal.merchant_id or "", store_id, staff_id
+
+    No body is a code for the merchant itself."""
+    body = body or NewCode()
+    merchant_id = _merchant_of(principal)
+    if (body.store_id or body.staff_id) and not await domain.merchants.store_and_staff(
+        merchant_id, body.store_id, body.staff_id
     ):
         fields = {
             k: "is not one of this merchant's"
-            for k, v in (("store_id", store_id), ("staff_id", staff_id))
+            for k, v in (("store_id", body.store_id), ("staff_id", body.staff_id))
             if v
         }
-        body.errors.update(fields)
-        body.finish("the store or staff member does not belong to this merchant")
-    assert principal.merchant_id is not None  # a merchant key always names its merchant
-    info = await domain.code_book.issue(Attribution(principal.merchant_id, store_id, staff_id))
-    return json(_code_json(info), status=201)
+        raise ValidationFailed("the store or staff member does not belong to this merchant", fields=fields)
+    info = await domain.code_book.issue(Attribution(merchant_id, body.store_id, body.staff_id))
+    return msgspec.convert(_code_json(info), CodeOut)
 
 
-async def list_codes(request: Request, domain: Alliance) -> Response:
-    """The merchant's codes with their open counts.
-    ---
-    responses:
-      200: {description: codes}
-    """
-    principal = await require(request, "merchant")
-    codes = await domain.code_book.list(principal.merchant_id or "")
-    return json({"codes": [_code_json(c) for c in codes]})
+@operation("GET", "/v1/codes", roles=("merchant",), tag="codes")
+async def list_codes(domain: Alliance, principal: Principal) -> CodeList:
+    """The merchant's codes with their open counts."""
+    codes = await domain.code_book.list(_merchant_of(principal))
+    return msgspec.convert({"codes": [_code_json(c) for c in codes]}, CodeList)
 
 
-def _parse_code(request: Request, domain: Alliance) -> tuple[str, Attribution]:
-    code = request.path_params["code"]
-    return code, domain.code_book.parse(code)
-
-
-async def code_png(request: Request, domain: Alliance) -> Response:
-    """The code's QR image (PNG) pointing at its landing URL.
-    ---
-    security: []
-    responses:
-      200: {description: PNG}
-      404: {description: forged or unknown code}
-    """
-    code, _ = _parse_code(request, domain)
+@operation("GET", "/v1/codes/{code}.png", tag="codes", media_type="image/png", response=PNG)
+async def code_png(domain: Alliance, code: str) -> Response:
+    """The code's QR image (PNG) pointing at its landing URL (public; 404 for a forged code)."""
+    domain.code_book.parse(code)
     png = await asyncio.to_thread(qr_png, domain.code_book.url(code))
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
 
 
-async def landing(request: Request, domain: Alliance) -> Response:
-    """Where a scanned code lands: an HTML page that opens the app (deep link) and falls back to the
-    web, counting one open per device (cookie `rf_dev`). `Accept: application/json` gets the code's
-    merchant, store and staff instead.
-    ---
-    security: []
-    responses:
-      200: {description: "the landing page (text/html), or {code, merchant_id, store_id, staff_id, session} as JSON"}
-      404: {description: forged, altered, non-canonical or retired code}
-    """
-    code, attribution = _parse_code(request, domain)
+@operation(
+    "GET",
+    "/c/{code}",
+    tag="codes",
+    response=CodeLanding,
+    media_type="application/json",
+)
+async def landing(request: Request, domain: Alliance, code: str) -> Response:
+    """Where a scanned code lands (public).
+
+    For a browser (a phone that scanned the QR image): an HTML page that opens the app (deep link)
+    and falls back to the web, counting one open per device (cookie `rf_dev`). With
+    `Accept: application/json`: who the code attributes to and the session the app starts with it.
+    404 for a forged, altered, non-canonical or retired code."""
+    attribution = domain.code_book.parse(code)
     accept = request.headers.get("accept", "")
     if "application/json" in accept and "text/html" not in accept:
-        return json(
-            {
-                "code": code,
-                "merchant_id": attribution.merchant_id,
-                "store_id": attribution.store_id,
-                "staff_id": attribution.staff_id,
-                "session": {"entry": {"code": code}},
-            }
+        answer = CodeLanding(
+            code=code,
+            merchant_id=attribution.merchant_id,
+            store_id=attribution.store_id,
+            staff_id=attribution.staff_id,
+            session=LandingSession(entry=LandingEntry(code=code)),
         )
+        return Response(msgspec.json.encode(answer), media_type="application/json")
     settings = domain.settings
     device = request.cookies.get(landing_page.DEVICE_COOKIE, "")
     fresh = not (0 < len(device) <= 64 and ID_PATTERN.match(device))
@@ -363,73 +307,57 @@ async def landing(request: Request, domain: Alliance) -> Response:
     return response
 
 
-async def _readable_merchant(request: Request) -> str:
-    """The path's merchant, when the caller may read it: the merchant itself or an operator."""
-    principal = await require(request, "merchant", "operator")
-    merchant_id = str(request.path_params["merchant_id"])
-    if (principal.role == "merchant" and principal.merchant_id != merchant_id) or not ID_PATTERN.match(
-        merchant_id
-    ):
+@operation("GET", "/v1/merchants/{merchant_id}/ledger", roles=("merchant", "operator"), tag="ledger")
+async def merchant_ledger(domain: Alliance, principal: Principal, merchant_id: Ident) -> Statement:
+    """A merchant's alliance ledger (the merchant itself or an operator).
+
+    Visits, earned, held, delivered and expired exposure, balance, attributed orders and GMV by
+    store and staff, revenue share per store."""
+    if principal.role == "merchant" and principal.merchant_id != merchant_id:
         raise NotFound("no such merchant")
-    return merchant_id
-
-
-async def merchant_ledger(request: Request, domain: Alliance) -> Response:
-    """A merchant's alliance ledger: visits, earned/delivered/expired exposure, balance, attributed
-    orders and GMV by store and staff, revenue share per store. The merchant itself or an operator.
-    ---
-    responses:
-      200: {description: the statement}
-      404: {description: not this merchant's}
-    """
-    merchant_id = await _readable_merchant(request)
     statement = await domain.ledger.statement(merchant_id)
     # The merchant's own verified orders (rooms), to reconcile with the attributed ones.
     statement["orders"] = await domain.orders.totals(merchant_id)
-    return json(statement)
+    return msgspec.convert(statement, Statement)
 
 
-async def merchant_plan(request: Request, domain: Alliance) -> Response:
-    """A merchant's pacing plan: what it is owed, the held credit and when it settles, the pace, how long
-    delivery takes at the recent pace, what expires and why, and why exposure was not delivered lately
-    (not live, below the relevance floor, already on the page, ...). The merchant itself or an operator.
-    ---
-    responses:
-      200: {description: the plan}
-      404: {description: not this merchant's}
-    """
-    merchant_id = await _readable_merchant(request)
-    return json(await domain.plans.of(merchant_id, time.time()))
+@operation(
+    "GET",
+    "/v1/merchants/{merchant_id}/alliance-plan",
+    roles=("merchant", "operator"),
+    tag="ledger",
+    response={"type": "object", "additionalProperties": True},
+)
+async def merchant_plan(domain: Alliance, principal: Principal, merchant_id: Ident) -> Response:
+    """A merchant's pacing plan (the merchant itself or an operator).
+
+    What it is owed, the held credit and when it settles, the pace, how long delivery takes at the
+    recent pace, what expires and why, and why exposure was not delivered lately (not live, below
+    the relevance floor, already on the page, ...)."""
+    if principal.role == "merchant" and principal.merchant_id != merchant_id:
+        raise NotFound("no such merchant")
+    return encode(await domain.plans.of(merchant_id, time.time()), 200)
 
 
-async def ops_alliances(request: Request, domain: Alliance) -> Response:
-    """Operators' overview: per merchant earned, delivered, balance, delivery ratio, hourly series.
-    ---
-    parameters: [{name: hours, in: query, schema: {type: integer, default: 48}}]
-    responses:
-      200: {description: overview}
-    """
-    await require(request, "operator")
-    hours = query_int(request, "hours", 48, 1, 24 * 31)
-    return json(await domain.ledger.overview(time.time(), hours))
+@operation("GET", "/v1/ops/alliances", roles=("operator",), tag="ledger")
+async def ops_alliances(domain: Alliance, principal: Principal, query: OverviewQuery) -> Overview:
+    """Operators' overview: per merchant earned, delivered, balance, delivery ratio, hourly series."""
+    return msgspec.convert(await domain.ledger.overview(time.time(), query.hours), Overview)
 
 
 def routes(domain: Alliance) -> list[BaseRoute]:
-    return [
-        Route("/v1/alliances", bound(create_alliance, domain), methods=["POST"]),
-        Route("/v1/alliances/{alliance_id}", bound(get_alliance, domain), methods=["GET"]),
-        Route("/v1/alliances/{alliance_id}/members", bound(invite_member, domain), methods=["POST"]),
-        Route("/v1/alliances/{alliance_id}/join", bound(join_alliance, domain), methods=["POST"]),
-        Route(
-            "/v1/alliances/{alliance_id}/members/{merchant_id}",
-            bound(remove_member, domain),
-            methods=["DELETE"],
-        ),
-        Route("/v1/codes", bound(create_code, domain), methods=["POST"]),
-        Route("/v1/codes", bound(list_codes, domain), methods=["GET"]),
-        Route("/v1/codes/{code}.png", bound(code_png, domain), methods=["GET"]),
-        Route("/c/{code}", bound(landing, domain), methods=["GET"]),
-        Route("/v1/merchants/{merchant_id}/ledger", bound(merchant_ledger, domain), methods=["GET"]),
-        Route("/v1/merchants/{merchant_id}/alliance-plan", bound(merchant_plan, domain), methods=["GET"]),
-        Route("/v1/ops/alliances", bound(ops_alliances, domain), methods=["GET"]),
-    ]
+    operations = (
+        create_alliance,
+        get_alliance,
+        invite_member,
+        join_alliance,
+        remove_member,
+        create_code,
+        list_codes,
+        code_png,
+        landing,
+        merchant_ledger,
+        merchant_plan,
+        ops_alliances,
+    )
+    return [route.bound(domain) for route in operations]

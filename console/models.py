@@ -17,7 +17,7 @@ class AllianceDelivery(msgspec.Struct, kw_only=True):
     merchants: float
 
 
-class AllianceAccount(msgspec.Struct, kw_only=True):
+class AccountNow(msgspec.Struct, kw_only=True):
     merchant_id: str
     name: str
     earned: float
@@ -52,7 +52,7 @@ class MarketplaceNow(Funnel, kw_only=True):
     consumer_lag: Annotated[dict[str, int] | None, Meta(description="consumer group → messages behind")]
     consumer_lag_total: int | None
     unavailable: Annotated[list[str], Meta(description="sources that could not be read")]
-    alliance_accounts: list[AllianceAccount]
+    alliance_accounts: list[AccountNow]
 
 
 class MetricSample(Funnel, kw_only=True):

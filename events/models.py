@@ -15,10 +15,10 @@ from msgspec import Meta
 
 from events.schema import MAX_BATCH
 from events.vocabulary import COMMON_IDS, FIELDS, SERVER_TYPES, TYPES, FieldKind
+from roomfeed.validation import Currency, Ident
 
 # What an app may post (the server's own types are refused at ingest: `server_only`).
 APP_TYPES = tuple(t for t in TYPES if t not in SERVER_TYPES)
-from roomfeed.validation import Currency, Ident
 
 # What each kind of per-type field is, as a type (events.schema holds the checks and their messages).
 _KIND_TYPES: dict[FieldKind, Any] = {

@@ -127,7 +127,6 @@ class Api(Starlette, Generic[L]):
         routes: Sequence[BaseRoute],
         services: L,
         *,
-        schemas: dict[str, Any] | None = None,
         access_log: bool = True,
     ) -> None:
         self.settings: Settings = resources.settings
@@ -146,7 +145,7 @@ class Api(Starlette, Generic[L]):
             middleware=[Middleware(RequestMiddleware, access_log=access_log)],
             exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         )
-        self.openapi = build_schema(all_routes, VERSION, schemas)
+        self.openapi = build_schema(all_routes, VERSION)
 
     @staticmethod
     def of(request: Request) -> Api[Any]:

@@ -1,23 +1,19 @@
 """The OpenAPI 3.1 document, built from the routes themselves.
 
-A typed route (`roomfeed.operations.operation`) describes itself: summary and description from its
-docstring, `operationId` from its function, its domain's tag, path and query parameters, request
-and response schemas from its msgspec models (`msgspec.json.schema_components`, as named components).
-A route not converted yet is read from its docstring's YAML (after `---`) as before, with what that
-YAML cannot be trusted to carry filled in from the route: its path parameters, an `operationId`,
-a summary, string status keys. Every operation gets the one error shape for its error statuses and
-the bearer security scheme (unless public).
+Every route in the document is a typed operation (`roomfeed.operations.operation`), which describes
+itself: summary and description from its docstring, `operationId` from its function, a tag, whose
+credentials it takes (one bearer scheme per kind of caller), path and query parameters, request
+and response schemas from its msgspec models (`msgspec.json.schema_components`, as named
+components), and the one error shape for its error statuses. Nothing is written twice: there is no
+YAML in docstrings.
 """
 
 from __future__ import annotations
 
-import inspect
-import re
 from typing import Any
 
 import msgspec
 from starlette.routing import BaseRoute, Route
-from starlette.schemas import SchemaGenerator
 
 from roomfeed.operations import Operation, TypedRoute
 
@@ -53,7 +49,6 @@ _ERROR_RESPONSES = {
     "429": "Rate limited",
     "503": "A dependency is unavailable",
 }
-_PATH_PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 
 
 def _schema_of(kind: Any, models: list[Any]) -> dict[str, Any]:
@@ -159,86 +154,29 @@ def _tidy(node: Any) -> Any:
     return out
 
 
-def _as_31(node: Any) -> Any:
-    """OpenAPI 3.0 idioms of docstring YAML in 3.1 (JSON Schema 2020-12) terms: a boolean
-    `exclusiveMinimum`/`exclusiveMaximum` becomes the bound itself."""
-    if isinstance(node, list):
-        return [_as_31(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _as_31(v) for k, v in node.items()}
-    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if out.get(exclusive) is True and bound in out:
-            out[exclusive] = out.pop(bound)
-        elif out.get(exclusive) is False:
-            out.pop(exclusive)
-    return out
-
-
-def _legacy(route: Route, operation: dict[str, Any]) -> dict[str, Any]:
-    """A docstring operation, with what its YAML may lack filled in from the route."""
-    names = _PATH_PARAM.findall(route.path)
-    declared = {p.get("name") for p in operation.get("parameters", []) if p.get("in") == "path"}
-    params = [
-        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-        for n in names
-        if n not in declared
-    ]
-    if params:
-        operation["parameters"] = [*params, *operation.get("parameters", [])]
-    responses: dict[str, Any] = {}
-    for status, response in operation.get("responses", {}).items():
-        if not isinstance(response, dict) or set(response) - {"description", "content", "headers"}:
-            # YAML that parsed wrong ({description: a, b} makes a key `b`): keep what was meant.
-            text = ", ".join(
-                str(k if v is None else v) for k, v in (response or {}).items() if k != "content"
-            )
-            response = {"description": text or "see description"}
-        responses.setdefault(str(status), response)
-    operation["responses"] = responses
-    if "requestBody" in operation:
-        operation["requestBody"] = _as_31(operation["requestBody"])
-    operation.setdefault("operationId", route.name)
-    doc = inspect.getdoc(route.endpoint) or ""
-    summary = doc.split("---")[0].strip().split("\n")[0].rstrip(".")
-    if summary:
-        operation.setdefault("summary", summary)
-    return operation
-
-
-def build_schema(
-    routes: list[BaseRoute], version: str, schemas: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The document; `schemas` are named components docstrings `$ref` (written once by the domain
-    that owns them, e.g. the ranking config's fields from feed.config.RANGES)."""
-    generator = SchemaGenerator({})
+def build_schema(routes: list[BaseRoute], version: str) -> dict[str, Any]:
+    """The document, from the typed operations among `routes` (a route left out of the document says
+    so: `include_in_schema=False`; any other must be a typed operation)."""
     paths: dict[str, dict[str, Any]] = {}
     models: list[Any] = []
     for route in routes:
         if not isinstance(route, Route) or not route.include_in_schema:
             continue
-        if isinstance(route, TypedRoute):
-            op = route.operation
-            paths.setdefault(op.path, {})[op.method] = _typed(op, models)
-            continue
-        for endpoint in generator.get_endpoints([route]):
-            parsed = generator.parse_docstring(endpoint.func)
-            paths.setdefault(endpoint.path, {})[endpoint.http_method] = _legacy(route, dict(parsed or {}))
-    types = [m for m in models if not isinstance(m, dict)]
-    _, components = msgspec.json.schema_components(types, ref_template=REF) if types else ((), {})
-    components = _tidy({**_as_31(schemas or {}), **components, "Error": ERROR_SCHEMA})
+        if not isinstance(route, TypedRoute):
+            raise TypeError(
+                f"{route.path}: not a typed operation (roomfeed.operations.operation); "
+                "the document describes only those"
+            )
+        op = route.operation
+        paths.setdefault(op.path, {})[op.method] = _typed(op, models)
+    _, components = msgspec.json.schema_components(models, ref_template=REF) if models else ((), {})
+    components = _tidy({**components, "Error": ERROR_SCHEMA})
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    seen_ids: set[str] = set()
     for path_item in paths.values():
         for operation in path_item.values():
-            if operation["operationId"] in seen_ids:  # Starlette names can repeat across domains
-                operation["operationId"] = f"{operation['operationId']}_{len(seen_ids)}"
-            seen_ids.add(operation["operationId"])
             responses = operation.setdefault("responses", {})
             for status, text in _ERROR_RESPONSES.items():
                 responses.setdefault(status, {"description": text, "content": error_ref})
-            operation.setdefault("security", [{"bearer": []}])
-    paths = _tidy(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -247,11 +185,8 @@ def build_schema(
             "description": "The live-shopping swipe feed: viewers, merchants and operators. "
             "See docs/api.md for auth, errors, pagination, idempotency and the feed's retry contract.",
         },
-        "paths": paths,
-        "components": {
-            "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, **security_schemes()},
-        },
+        "paths": _tidy(paths),
+        "components": {"schemas": components, "securitySchemes": security_schemes()},
     }
 
 
