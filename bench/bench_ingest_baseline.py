@@ -1,0 +1,203 @@
+"""Ingest over HTTP against a baseline commit, in one run: is `POST /v1/events` no slower?
+
+    .venv/bin/python bench/bench_ingest_baseline.py --baseline 9a42ed9 [--events 50000] [--rounds 5]
+
+Serves this checkout and the baseline commit (a git worktree, same virtualenv) side by side with
+`roomfeed serve` (2 workers each) on one throwaway database, Redis db and topic prefix, and posts the
+same 500-event batches from 8 concurrent clients to each in turn, `--rounds` times (interleaved, so a
+load change on the shared host hits both): events/s accepted (202 once Kafka has them), no consumer
+running. Prints each round, the medians and their ratio with the host's load average; writes
+bench/results/ingest_baseline.json and its block in docs/benchmarks.md. The full pipeline (sinks,
+freshness, ceilings) is bench/bench_ingest.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_ingest import BATCH, drop_topics, post_all, wait_ready  # noqa: E402
+from events.vocabulary import VIEWER_EVENTS  # noqa: E402
+from roomfeed import services  # noqa: E402
+from roomfeed.db import migrate  # noqa: E402
+from roomfeed.kafka import ensure_topics  # noqa: E402
+from roomfeed.settings import Settings, external_services  # noqa: E402
+from tests.support import free_port  # noqa: E402
+
+
+def _serve(root: Path, port: int, env: dict[str, str], log: Path, workers: int) -> subprocess.Popen[bytes]:
+    """`roomfeed serve` from the code in `root` (this checkout or the baseline's worktree)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "roomfeed.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-migrate",
+        ],
+        env={**env, "PYTHONPATH": str(root)},
+        cwd=root,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    base_settings = Settings.from_env()
+    if not all(external_services().values()):
+        services.up(base_settings)
+    tag = secrets.token_hex(3)
+    dbname = f"rf_bench_{tag}"
+    admin = await asyncpg.connect(base_settings.database_url)
+    await admin.execute(f'CREATE DATABASE "{dbname}"')
+    db_url = base_settings.database_url.rsplit("/", 1)[0] + "/" + dbname
+    redis_url = base_settings.redis_url.rsplit("/", 1)[0] + "/13"
+    settings = replace(base_settings, database_url=db_url, redis_url=redis_url, kafka_prefix=f"bench{tag}.")
+    await migrate(db_url)
+    await ensure_topics(settings, {VIEWER_EVENTS: settings.kafka_partitions})
+    baseline_root = Path(tempfile.mkdtemp(prefix="rf-bench-baseline-")) / "tree"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(baseline_root), args.baseline],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    ref = subprocess.run(
+        ["git", "rev-parse", "--short", args.baseline], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    logs = Path(tempfile.mkdtemp(prefix="rf-bench-ingest-baseline-"))
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "REDIS_URL": redis_url,
+        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
+        "ROOMFEED_LOG_LEVEL": "WARNING",
+        "ROOMFEED_ACCESS_LOG": "0",
+    }
+    trees = {"this tree": ROOT, ref: baseline_root}
+    servers: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+    rates: dict[str, list[float]] = {label: [] for label in trees}
+    loads: list[float] = []
+    try:
+        for label, root in trees.items():
+            port = free_port()
+            servers[label] = (
+                f"http://127.0.0.1:{port}",
+                _serve(root, port, env, logs / f"{ref}-{port}.log", 2),
+            )
+        for base, _ in servers.values():
+            await wait_ready(base)
+            await post_all(settings, base, 10 * BATCH, args.clients)  # warm-up
+        for n in range(args.rounds):
+            for label, (base, _) in servers.items():
+                _, _, rate = await post_all(settings, base, args.events, args.clients)
+                rates[label].append(rate)
+            loads.append(os.getloadavg()[0])
+            print(
+                f"round {n + 1}: "
+                + ", ".join(f"{label} {rates[label][-1]:,.0f} events/s" for label in trees)
+                + f" (load {loads[-1]:.1f})",
+                flush=True,
+            )
+    finally:
+        for _, process in servers.values():
+            process.terminate()
+        for _, process in servers.values():
+            process.wait(15)
+        subprocess.run(["git", "worktree", "remove", "--force", str(baseline_root)], cwd=ROOT, check=False)
+        await Redis.from_url(redis_url).flushdb()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        await admin.close()
+        await drop_topics(settings)
+    this, baseline = statistics.median(rates["this tree"]), statistics.median(rates[ref])
+    print(f"median: this tree {this:,.0f}, {ref} {baseline:,.0f} events/s, ratio {this / baseline:.3f}")
+    return {
+        "baseline": ref,
+        "events_per_s": this,
+        "events_per_s_baseline": baseline,
+        "ratio": this / baseline,
+        "rounds": {label: [round(r) for r in values] for label, values in rates.items()},
+        "load_average": [round(x, 1) for x in loads],
+    }
+
+
+def record(results: dict[str, Any], command: str) -> None:
+    machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    out = {
+        "name": "ingest",
+        "command": command,
+        "date": dt.date.today().isoformat(),
+        "machine": machine,
+        "metrics": {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()},
+    }
+    (ROOT / "bench" / "results" / "ingest_baseline.json").write_text(json.dumps(out, indent=2) + "\n")
+    ref = results["baseline"]
+    rows = [
+        f"| {n + 1} | {a:,} | {b:,} | {load} |"
+        for n, (a, b, load) in enumerate(
+            zip(results["rounds"]["this tree"], results["rounds"][ref], results["load_average"], strict=True)
+        )
+    ]
+    section = "\n".join(
+        [
+            "<!-- bench:ingest_baseline -->",
+            f"## ingest_baseline — HTTP ingest against {ref}, same run ({out['date']}, {machine})\n",
+            f"`{command}`\n",
+            f"| round | this tree events/s | {ref} events/s | load average |",
+            "|---|---|---|---|",
+            *rows,
+            f"| median | {results['events_per_s']:,.0f} | {results['events_per_s_baseline']:,.0f} | "
+            f"ratio {results['ratio']:.3f} |",
+            "",
+            "500-event batches from 8 clients to `roomfeed serve` (2 workers) of each tree in turn, no consumer",
+            "running; the host is shared with other engineers' suites, so only the same-run ratio means anything.",
+            "<!-- /bench:ingest_baseline -->",
+        ]
+    )
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text()
+    begin, end = "<!-- bench:ingest_baseline -->", "<!-- /bench:ingest_baseline -->"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--baseline", required=True, metavar="GIT_REF")
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-record", action="store_true")
+    options = parser.parse_args()
+    figures = asyncio.run(main(options))
+    if not options.no_record:
+        record(figures, "python " + " ".join(["bench/bench_ingest_baseline.py", *sys.argv[1:]]))
