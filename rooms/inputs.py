@@ -1,31 +1,28 @@
 """What may be sent to create a merchant, a store, a staff member, a product or a room, read with the
 API's rules from a JSON object.
 
-The HTTP routes (rooms/http.py) and `roomfeed import` (rooms/backfill.py, bulk/) both read through
-these functions, so each rule and its message is written once. A reader returns the typed input or
-raises `ValidationFailed` naming every bad field; labels (categories, tags) come back trimmed and
-lower-case, as they are stored.
+The rules are the HTTP routes' own typed bodies (rooms.models, checked by
+roomfeed.operations.convert_body exactly as the routes check them), so `roomfeed import`
+(rooms/backfill.py, bulk/) and the API keep one set of rules and messages. A reader returns the
+typed input or raises `ValidationFailed` naming every bad field; labels (categories, tags) come back
+trimmed and lower-case, as they are stored.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from roomfeed.operations import convert_body
 from roomfeed.validation import Body
+from rooms import models
+from rooms.models import EPOCH_MAX, EPOCH_MIN, URL
 
-PRICE_BANDS = ("low", "mid", "high", "luxury")
-FORMATS = ("one_to_many", "one_to_one")
-URL = re.compile(r"^(https?|rtmps?)://[^\s]{1,490}$")
-CURRENCY = re.compile(r"^[A-Z]{3}$")
-# Timestamps are epoch seconds; anything outside these years is a unit mistake (ms, or 0).
-EPOCH_MIN, EPOCH_MAX = 1_500_000_000, 4_000_000_000
+__all__ = ["URL", "epoch", "read_merchant", "read_product", "read_room", "read_staff", "read_store"]
 
 
-def label(body: Body, field: str, *, required: bool = True, max_len: int = 40) -> str | None:
-    value = body.text(field, required=required, max_len=max_len)
-    return value.strip().lower() if isinstance(value, str) else None
+def _label(value: str | None) -> str | None:
+    return value.strip().lower() if value is not None else None
 
 
 def epoch(body: Body, field: str, *, required: bool = True) -> Any:
@@ -74,59 +71,34 @@ class NewRoom:
 
 
 def read_merchant(payload: Any) -> NewMerchant:
-    body = Body(payload)
-    name = body.text("name", max_len=120)
-    category = label(body, "category", required=False)
-    description = body.text("description", required=False, max_len=2000, min_len=0, default="")
-    body.finish()
-    return NewMerchant(name, category, description or "")
+    new = convert_body(payload, models.NewMerchant)
+    return NewMerchant(new.name, _label(new.category), new.description)
 
 
 def read_store(payload: Any) -> NewStore:
-    body = Body(payload)
-    name = body.text("name", max_len=120)
-    city = body.text("city", required=False, max_len=80)
-    address = body.text("address", required=False, max_len=300)
-    body.finish()
-    return NewStore(name, city, address)
+    new = convert_body(payload, models.NewStore)
+    return NewStore(new.name, new.city, new.address)
 
 
 def read_staff(payload: Any) -> NewStaff:
-    body = Body(payload)
-    name = body.text("name", max_len=120)
-    role = body.text("role", required=False, max_len=80)
-    body.finish()
-    return NewStaff(name, role)
+    new = convert_body(payload, models.NewStaff)
+    return NewStaff(new.name, new.role)
 
 
 def read_product(payload: Any) -> NewProduct:
-    body = Body(payload)
-    title = body.text("title", max_len=200)
-    price = body.number("price", minimum=0.01, maximum=10_000_000)  # numeric(12, 2): less rounds to 0
-    currency = body.text("currency", max_len=3, pattern=CURRENCY)
-    category = label(body, "category", required=False)
-    body.finish()
-    return NewProduct(title, price, currency, category)
+    new = convert_body(payload, models.NewProduct)
+    return NewProduct(new.title, new.price, new.currency, _label(new.category))
 
 
 def read_room(payload: Any) -> NewRoom:
-    body = Body(payload)
-    title = body.text("title", max_len=120)
-    category = label(body, "category")
-    host = body.text("host", required=False, max_len=64, default="")
-    tags = body.text_list("tags", required=False, max_items=20, max_len=40)
-    price_band = body.choice("price_band", PRICE_BANDS, required=False, default="mid")
-    room_format = body.choice("format", FORMATS, required=False, default="one_to_many")
-    scheduled_at = epoch(body, "scheduled_at", required=False)
-    stream_url = body.text("stream_url", required=False, max_len=500, pattern=URL, default="")
-    body.finish()
+    new = convert_body(payload, models.NewRoom)
     return NewRoom(
-        title=title,
-        category=category or "",
-        host=host or "",
-        tags=[t.strip().lower() for t in tags or []],
-        price_band=price_band,
-        format=room_format,
-        scheduled_at=scheduled_at,
-        stream_url=stream_url or "",
+        title=new.title,
+        category=_label(new.category) or "",
+        host=new.host,
+        tags=[t.strip().lower() for t in new.tags],
+        price_band=new.price_band,
+        format=new.format,
+        scheduled_at=new.scheduled_at,
+        stream_url=new.stream_url or "",
     )
