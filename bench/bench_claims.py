@@ -40,7 +40,11 @@ from rooms.deals import DealBook  # noqa: E402
 
 async def new_deal(client: httpx.AsyncClient, headers: dict[str, str], units: int, limit: int) -> str:
     room = (
-        await client.post("/v1/rooms", json={"title": "Flash", "category": "beauty"}, headers=headers)
+        await client.post(
+            "/v1/rooms",
+            json={"title": "Flash", "category": "beauty", "stream_url": "https://live.example/f.m3u8"},
+            headers=headers,
+        )
     ).json()
     await client.post(f"/v1/rooms/{room['room_id']}/live", headers=headers)
     product = (

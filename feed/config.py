@@ -44,9 +44,6 @@ class RankingConfig:
     exploration_share: float = _knob(0.1, 0.0, 0.5)
     exploration_max_impressions_1h: int = _knob(20, 0, 100_000)
     exploration_new_room_s: int = _knob(600, 0, 86_400)
-    # Replays join the candidates when fewer than this many rooms are live.
-    replay_threshold: int = _knob(20, 0, 10_000)
-    replay_limit: int = _knob(200, 0, 1_000)
 
 
 # field → (minimum, maximum), from the fields above; integers are fields whose default is an int.

@@ -34,11 +34,13 @@ from feed.models import (
     ExperimentList,
     ExperimentReport,
     FeedPage,
+    FeedPreview,
     FeedQuery,
     HistoryQuery,
     NewBlock,
     NewExperiment,
     NewSession,
+    PreviewQuery,
     SessionStart,
     changed,
 )
@@ -325,6 +327,24 @@ async def erase_viewer(feed: Feed, principal: Principal, viewer_id: Ident) -> Er
     return msgspec.convert(await feed.erasure.erase(viewer_id, by=f"key:{principal.key_id}"), ErasureReport)
 
 
+@operation("GET", "/v1/ops/viewers/{viewer_id}/feed", roles=("operator",), tag="explain")
+async def preview_feed(
+    feed: Feed, principal: Principal, viewer_id: Ident, query: PreviewQuery
+) -> FeedPreview:
+    """What a viewer would see next, and why (operators).
+
+    The feed's own pipeline for this viewer now (their blocks and recent visits), without a session:
+    nothing is claimed, served or recorded. With `explain=true` each room carries its score, the
+    terms that make it and the signals behind them. The alliance's boost is not simulated (placing a
+    boost spends its pacing tokens)."""
+    preview = await feed.service.preview(viewer_id, query.count)
+    if not query.explain:
+        for room in preview["rooms"]:
+            room.pop("explain", None)
+    preview["notes"] = ["the alliance boost is not simulated: placing a boost spends its pacing tokens"]
+    return msgspec.convert(preview, FeedPreview)
+
+
 def routes(feed: Feed) -> list[BaseRoute]:
     operations = (
         create_session,
@@ -341,5 +361,6 @@ def routes(feed: Feed) -> list[BaseRoute]:
         get_experiment,
         stop_experiment,
         erase_viewer,
+        preview_feed,
     )
     return [route.bound(feed) for route in operations]

@@ -55,7 +55,9 @@ class FeedRoom(msgspec.Struct, kw_only=True):
     viewers_now: int
     boosted: Annotated[bool, Meta(description="placed by the traffic alliance")]
     position: Annotated[int, Meta(description="0-based place in the session")]
-    replay: bool
+    replay: Annotated[
+        bool, Meta(description="a replay (only in GET /v1/replays and a session's entry_replay)")
+    ]
     tags: list[str]
     price_band: str
     format: str
@@ -88,7 +90,15 @@ class SessionStart(FeedPage, kw_only=True):
     """A new session and its first page."""
 
     attribution: Attribution | None
-    entry_room_id: str | None
+    entry_room_id: Annotated[
+        str | None, Meta(description="the code's or deep link's room, first on the page")
+    ]
+    entry_replay: Annotated[
+        FeedRoom | None,
+        Meta(
+            description="the code's or deep link's room when it is not live: its replay, apart from the page"
+        ),
+    ]
 
 
 class NewBlock(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -247,3 +257,51 @@ class ErasureReport(msgspec.Struct, kw_only=True):
     viewer_id: str
     erased: bool
     removed: Annotated[dict[str, int], Meta(description="what was removed or anonymised → how many")]
+
+
+# --- operators: what a viewer would see, and why ---------------------------------------------------
+
+
+class PreviewQuery(msgspec.Struct, kw_only=True):
+    count: Annotated[int, Meta(ge=1, le=50, description="rooms on the page")] = 10
+    explain: Annotated[bool, Meta(description="each room's score, its terms and signals")] = False
+
+
+class RoomExplain(msgspec.Struct, kw_only=True):
+    """Why a room is where it is."""
+
+    score: Annotated[float, Meta(description="the rank stage's score (higher first, before diversity)")]
+    model_score: Annotated[float | None, Meta(description="LightFM's score for this viewer")]
+    terms: Annotated[
+        dict[str, float],
+        Meta(
+            description="what the score is made of: the learned ranker's column groups (lightfm, popularity, "
+            "history (repeat), session) with the operator's multipliers, other_columns, and the feed's "
+            "conversion, freshness and session_penalty terms; they add up to score"
+        ),
+    ]
+    signals: Annotated[
+        dict[str, float], Meta(description="the room's heat: enters, impressions, dwell, orders")
+    ]
+    boosted: Annotated[bool, Meta(description="placed by the traffic alliance")]
+    displaced: Annotated[str | None, Meta(description="the room a boost pushed off the page")]
+    explored: Annotated[bool, Meta(description="placed by exploration (new or little-seen)")]
+
+
+class PreviewRoom(FeedRoom, kw_only=True):
+    explain: RoomExplain | None = None
+
+
+class FeedPreview(msgspec.Struct, kw_only=True):
+    """The page a viewer would get now, and why (nothing is served or recorded)."""
+
+    viewer_id: str
+    rooms: list[PreviewRoom]
+    candidates: Annotated[int, Meta(description="live rooms the viewer may be shown")]
+    recent_visits: int
+    model_version: str
+    config_version: int
+    variant: str
+    experiment_id: str | None
+    degraded_reasons: list[str]
+    notes: list[str]

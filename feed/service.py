@@ -39,6 +39,8 @@ from roomfeed.ids import new_id
 
 log = logging.getLogger("feed.service")
 FIRST_PAGE = 5
+# Stages a preview skips: the alliance boost spends the pacing tokens of the rooms it places.
+SIDE_EFFECT_STAGES = frozenset({"alliance_boost"})
 
 
 def variant_key(experiment_id: str, variant: str) -> str:
@@ -319,6 +321,65 @@ class FeedService:
             "timings_ms": {name: round(ms, 3) for name, ms in ctx.timings_ms.items()},
         }
 
+    async def preview(self, viewer_id: str, count: int) -> dict[str, Any]:
+        """What a new page for `viewer_id` would hold now and why (operators' explain): the same pipeline,
+        the viewer's blocks and recent visits, but no session: nothing is claimed, served or recorded.
+        Each room carries its score and the terms that make it (the rank stage's `terms`), whether the
+        alliance boosted it and whether exploration placed it."""
+        assignment = assign(viewer_id, self.config.current.config, self.config.experiments)
+        ctx = FeedContext(
+            viewer_id=viewer_id,
+            session_id="preview",
+            count=count,
+            config=assignment.config,
+            config_version=self.config.current.version,
+            variant=assignment.variant,
+            blocked_merchants=set(await self.sessions.blocks(viewer_id)),
+            rng=self.rng,
+        )
+        for stage in self.pipeline.stages:
+            if stage.name not in SIDE_EFFECT_STAGES:
+                await stage.apply(ctx)
+        c = ctx.candidates
+        page = ctx.page[:count]
+        rows = np.array([c.index_of[room["room_id"]] for room in page], dtype=np.int64)
+        rank = next((stage for stage in self.pipeline.stages if stage.name == "rank"), None)
+        terms = getattr(rank, "terms", None)
+        split = terms(ctx, rows) if terms is not None and len(rows) else {}
+        rooms = []
+        for k, (room, i) in enumerate(zip(page, rows.tolist(), strict=True)):
+            rooms.append(
+                {
+                    **room,
+                    "viewers_now": 0,
+                    "explain": {
+                        "score": float(c.score[i]) if len(c.score) else 0.0,
+                        "model_score": float(c.model_score[i]) if len(c.model_score) else None,
+                        "terms": {name: round(float(values[k]), 6) for name, values in split.items()},
+                        "signals": {
+                            "room_enters": float(c.enters[i]),
+                            "room_impressions": float(c.impressions[i]),
+                            "room_dwell_s": float(c.dwell_s[i]),
+                            "room_orders": float(c.orders[i]),
+                        },
+                        "boosted": bool(c.boosted[i]),
+                        "displaced": c.room_ids[ctx.displaced[i]] if i in ctx.displaced else None,
+                        "explored": i in ctx.explored,
+                    },
+                }
+            )
+        return {
+            "viewer_id": viewer_id,
+            "rooms": rooms,
+            "candidates": int(np.count_nonzero(c.keep)) if len(c.keep) else 0,
+            "recent_visits": len(ctx.recent),
+            "model_version": ctx.model_version,
+            "config_version": ctx.config_version,
+            "variant": ctx.variant,
+            "experiment_id": assignment.experiment_id,
+            "degraded_reasons": ctx.degraded_reasons,
+        }
+
     def _entry(self, room: Any, position: int) -> dict[str, Any]:
         replay = room.status != "live"
         return {
@@ -380,6 +441,11 @@ class FeedService:
         blocked = set(state.blocked) | self.sessions.local.blocks.of(viewer_id)
         if entry_room is not None and entry_room.merchant_id in blocked:
             entry_room = None  # a block wins over a code's (or a link's) landing room
+        # An entry room that is not live (its replay) is never on the page of live rooms: the app
+        # gets it on its own, marked as the replay it is.
+        entry_replay = None
+        if entry_room is not None and entry_room.status != "live":
+            entry_replay, entry_room = self._entry(entry_room, 0), None
         body = await self._page(
             state,
             count,
@@ -389,6 +455,7 @@ class FeedService:
         )
         body["attribution"] = attribution
         body["entry_room_id"] = entry_room.room_id if entry_room is not None else None
+        body["entry_replay"] = entry_replay
         return body
 
     def _parse_code(self, code: str) -> Any:

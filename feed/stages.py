@@ -23,7 +23,17 @@ from feed.context import Candidates, FeedContext, RecentVisit, as_recent_visit
 from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
 from ranking.features import PRICE_BANDS
 from ranking.history import ViewerHistories, ViewerHistory, history_of
-from ranking.ranker import MerchantTable, Ranker, RankRequest, SessionVisit, baseline_ranker, empty_table
+from ranking.ranker import (
+    GROUPS,
+    F,
+    MerchantTable,
+    Ranker,
+    RankRequest,
+    SessionVisit,
+    baseline_ranker,
+    design,
+    empty_table,
+)
 
 log = logging.getLogger("feed.stages")
 REDIS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError)
@@ -41,7 +51,8 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 class CandidateSource:
-    """Candidates: every live room of the current snapshot (plus replays when few are live).
+    """Candidates: every live room of the current snapshot (never a replay: replays are their own list,
+    `GET /v1/replays`, so a client written to the feed's contract never plays one as live).
 
     At 10,000 live rooms a new candidate set and what the stages derive from it (heat alignment,
     the scorer's item block, ...) cost ~12 ms of the event loop, and rooms start and end every
@@ -140,19 +151,6 @@ class CandidateSource:
                 ctx.candidates = Candidates.of(()).fresh_copy()
                 return
         candidates, gone = self._current(snapshot)
-        if len(candidates) < ctx.config.replay_threshold and ctx.config.replay_limit > 0 and not ctx.degraded:
-            try:
-                replays = await self.live_index.replays(ctx.config.replay_limit)
-            except Exception as exc:
-                if not _is_outage(exc):
-                    raise
-                replays = []
-                ctx.degrade("replays")
-            live_ids = candidates.index_of
-            extra = [r for r in replays if r.room_id not in live_ids and r.replay_url]
-            if extra:
-                rooms = (*candidates.rooms, *extra)
-                candidates = Candidates.of(rooms, replay_ids=frozenset(r.room_id for r in extra))
         ctx.candidates = candidates.fresh_copy()
         if gone is not None and len(gone):
             ctx.candidates.keep[gone] = False
@@ -430,18 +428,14 @@ class Rank:
             if cfg.w_freshness > 0:
                 age = np.maximum(now - c.started_at, 0.0)
                 base += cfg.w_freshness * np.power(0.5, age / cfg.freshness_half_life_s)
-            # Replays rank below every live room: they only fill a feed that is short of live rooms.
-            base[c.is_replay] -= 1e6
             return base
 
         return c.derived("rank_rooms", (c.enters, c.orders, cfg, rm, int(now)), make)
 
-    async def apply(self, ctx: FeedContext) -> None:
-        c, cfg = ctx.candidates, ctx.config
-        if len(c) == 0:
-            return
-        scorer = getattr(self.model_watcher, "scorer", None)
-        rm = rank_model(scorer)
+    def viewer_request(self, ctx: FeedContext) -> tuple[RankModel, RankRequest]:
+        """The rank model and this viewer's request against the candidates (history, session, LightFM)."""
+        c = ctx.candidates
+        rm = rank_model(getattr(self.model_watcher, "scorer", None))
         req = self.request(c, rm, ctx.now)
         lookup = self.columns(c, rm).lookup
         history, session = ctx.viewer_inputs or viewer_inputs(
@@ -455,10 +449,48 @@ class Rank:
             live = live_items(c, rm.scorer)
             req.unit_items = getattr(live, "unit", None)
             req.item_unit_of = rm.scorer.unit_items()
+        return rm, req
+
+    async def apply(self, ctx: FeedContext) -> None:
+        c, cfg = ctx.candidates, ctx.config
+        if len(c) == 0:
+            return
+        rm, req = self.viewer_request(ctx)
         score = self.ranker(rm, cfg).add_viewer_score(self.room_part(c, rm, cfg, ctx.now), rm.table, req)
         if cfg.w_session > 0 and ctx.recent:
             score -= cfg.w_session * session_penalty(c, ctx.recent, ctx.now, cfg.swipe_away_window_s)
         c.score = score.astype(np.float32)
+
+    def terms(self, ctx: FeedContext, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The score of candidates `rows` split into what makes it (operators' explain, never the page
+        path): the learned ranker's column groups (ranking.ranker.GROUPS, through its own `design`)
+        with the operator's multipliers, and the feed's terms on top (conversion, freshness, the
+        in-session penalty). They add up to the rank stage's score of those rooms."""
+        c, cfg = ctx.candidates, ctx.config
+        rm, req = self.viewer_request(ctx)
+        ranker = self.ranker(rm, cfg)
+        x = design(rm.table, req)[rows]
+        weights = ranker.weights
+        out = {
+            group: x[:, [F[f] for f in features]] @ weights[[F[f] for f in features]]
+            for group, features in GROUPS.items()
+        }
+        grouped = {f for features in GROUPS.values() for f in features}
+        rest = [F[f] for f in F if f not in grouped]
+        out["other_columns"] = x[:, rest] @ weights[rest] if rest else np.zeros(len(rows))
+        zeros = np.zeros(len(rows))
+        out["conversion"] = (
+            cfg.w_conversion * _scaled((c.orders + 0.1) / (c.enters + 10.0))[rows]
+            if cfg.w_conversion > 0
+            else zeros
+        )
+        age = np.maximum(ctx.now - c.started_at[rows], 0.0)
+        out["freshness"] = (
+            cfg.w_freshness * np.power(0.5, age / cfg.freshness_half_life_s) if cfg.w_freshness > 0 else zeros
+        )
+        penalty = session_penalty(c, ctx.recent, ctx.now, cfg.swipe_away_window_s) if ctx.recent else None
+        out["session_penalty"] = -cfg.w_session * penalty[rows] if penalty is not None else zeros
+        return out
 
 
 BAND_CODE = {band: i for i, band in enumerate(PRICE_BANDS)}
@@ -774,12 +806,9 @@ class Page:
         c = ctx.candidates
         ctx.page = []
         order = ctx.order[: ctx.count + spare(ctx.count)]
-        scores = c.score[order].tolist()
         boosted = c.boosted[order].tolist()
         for offset, i in enumerate(order):
             room = shown(c, i).copy()
             room["boosted"] = boosted[offset]
             room["position"] = ctx.first_position + offset
-            room["explored"] = i in ctx.explored
-            room["score"] = round(scores[offset], 4)
             ctx.page.append(room)

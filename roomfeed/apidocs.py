@@ -64,7 +64,9 @@ async def docs_page(request: Request) -> Response:
 
 
 async def docs_init(request: Request) -> Response:
-    return Response(INIT, media_type="text/javascript; charset=utf-8", headers={**HEADERS, "Cache-Control": "no-cache"})
+    return Response(
+        INIT, media_type="text/javascript; charset=utf-8", headers={**HEADERS, "Cache-Control": "no-cache"}
+    )
 
 
 async def docs_asset(request: Request) -> Response:

@@ -18,16 +18,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from roomfeed import __version__, heap, ratelimit
+from roomfeed import __version__, apidocs, heap, ratelimit
 from roomfeed.auth import Guard, KeyVerifier, ViewerTokens
 from roomfeed.errors import ApiError
 from roomfeed.health import check_dependencies, readiness_body
 from roomfeed.http import error_response, json
 from roomfeed.observability import METRICS_CONTENT_TYPE, RequestMiddleware, forget_this_process, metrics_text
-from roomfeed.openapi import build_schema, render_docs
+from roomfeed.openapi import build_schema
 from roomfeed.operations import operation
 from roomfeed.ratelimit import RateLimiter
 from roomfeed.resources import Resources
@@ -88,17 +88,12 @@ async def openapi(request: Request) -> Response:
     return json(Api.of(request).openapi)
 
 
-async def docs(request: Request) -> Response:
-    """Human-readable API reference (public)."""
-    return HTMLResponse(render_docs(Api.of(request).openapi))
-
-
 SYSTEM_ROUTES: list[BaseRoute] = [
     healthz,
     readyz,
     metrics,
     Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
-    Route("/docs", docs, methods=["GET"], include_in_schema=False),
+    *apidocs.ROUTES,
 ]
 
 

@@ -62,6 +62,10 @@ _SCHEMES = {
     "viewer": ("viewerToken", "a viewer token: the viewer id signed by the platform's login"),
     "merchant": ("merchantKey", "a merchant key (shown once by POST /v1/ops/merchants)"),
     "operator": ("operatorKey", "an operator key (`roomfeed keys create --role operator`, then the API)"),
+    "order_system": (
+        "orderSystemKey",
+        "an order-system key (one merchant's; POST /v1/ops/merchants/{id}/order-keys)",
+    ),
 }
 
 
@@ -132,6 +136,11 @@ def _typed(op: Operation, models: list[Any]) -> dict[str, Any]:
     if headers:
         success["headers"] = headers
     out["responses"] = {str(op.status): success}
+    for status, when in op.extra.get("others", {}).items():
+        out["responses"][str(status)] = {
+            **{k: v for k, v in success.items() if k != "headers"},
+            "description": when,
+        }
     out["security"] = [{_SCHEMES[role][0]: []} for role in op.roles]
     return out
 
@@ -188,24 +197,3 @@ def build_schema(routes: list[BaseRoute], version: str) -> dict[str, Any]:
         "paths": _tidy(paths),
         "components": {"schemas": components, "securitySchemes": security_schemes()},
     }
-
-
-def render_docs(schema: dict[str, Any]) -> str:
-    import html
-
-    rows = []
-    for path, item in sorted(schema.get("paths", {}).items()):
-        for method, operation in item.items():
-            summary = html.escape(str(operation.get("summary", operation.get("description", ""))))
-            rows.append(
-                f"<tr><td class=m>{method.upper()}</td><td><code>{html.escape(path)}</code></td><td>{summary}</td></tr>"
-            )
-    return (
-        "<!doctype html><html><head><meta charset=utf-8><title>roomfeed API</title>"
-        "<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px}"
-        "td{padding:4px 10px;border-bottom:1px solid #eee}.m{font-weight:600}</style></head><body>"
-        "<h1>roomfeed API</h1><p>Machine-readable: <a href=/openapi.json>/openapi.json</a>. "
-        'Errors: <code>{"error": {"code", "message", "fields"}}</code>. '
-        "Credentials: <code>Authorization: Bearer &lt;merchant or operator key | viewer token&gt;</code>.</p>"
-        f"<table>{''.join(rows)}</table></body></html>"
-    )

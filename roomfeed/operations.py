@@ -53,6 +53,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from roomfeed import idempotency
 from roomfeed.auth import Role, require, require_with_charge
 from roomfeed.errors import InvalidJson, NotFound, ValidationFailed
 from roomfeed.http import read_body
@@ -396,12 +397,13 @@ def operation(
     accepts: Any = None,
     media_type: str = "application/json",
     example: Any = None,
+    others: dict[int, str] | None = None,
 ) -> Callable[[Callable[..., Awaitable[Any]]], TypedRoute]:
     """Make `handler` a typed route (see the module's docstring). `roles`: whose credentials it takes
     (none: public); `response` declares the 2xx model of a handler that returns plain dicts (hot
     paths) or a `Response` of `media_type`; `accepts` declares the body of a handler that reads it
     itself (ingest checks each event of a batch on its own); `example`: a request body the document
-    shows."""
+    shows; `others`: more 2xx statuses answering the same model (status → when)."""
 
     def make(handler: Callable[..., Awaitable[Any]]) -> TypedRoute:
         hints = get_type_hints(handler, include_extras=True)
@@ -437,6 +439,13 @@ def operation(
         elif returned is Response:
             returned = None
         decoder = msgspec.json.Decoder(body_model) if body_model is not None else None
+        # Every create (and a claim or a booking: they answer 201 too) takes an Idempotency-Key.
+        idempotent = answers == 201 and wants_principal
+        extra: dict[str, Any] = (
+            {"parameters": [idempotency.PARAMETER], "headers": {"Idempotent-Replayed": idempotency.REPLAYED}}
+            if idempotent
+            else {}
+        )
 
         def bind(services: Any) -> TypedRoute:
             async def endpoint(request: Request) -> Response:
@@ -457,18 +466,25 @@ def operation(
                         raise NotFound(f"no such {name.removesuffix('_id')}: {raw}") from None
                 if query_model is not None:
                     kwargs["query"] = convert_query(request, query_model)
+                raw_body = b""
                 if decoder is not None:
                     raw_body = await read_body(request, empty_ok=not body_required)
-                    if raw_body.strip():
+
+                async def answer() -> Response:
+                    if decoder is not None and raw_body.strip():
                         kwargs["body"] = decode_body(raw_body, decoder, body_model)
-                result = await handler(**kwargs)
-                if isinstance(result, Response):
-                    return result
-                if isinstance(result, Created):
-                    return encode(result.body, 201, {"Location": result.location})
-                if result is None:
-                    return Response(status_code=204)
-                return encode(result, status)
+                    result = await handler(**kwargs)
+                    if isinstance(result, Response):
+                        return result
+                    if isinstance(result, Created):
+                        return encode(result.body, 201, {"Location": result.location})
+                    if result is None:
+                        return Response(status_code=204)
+                    return encode(result, status)
+
+                if idempotent:
+                    return await idempotency.once(request, kwargs["principal"], raw_body, answer)
+                return await answer()
 
             # Metrics and logs name a request by its endpoint's name: the handler's, not this wrapper's.
             endpoint.__name__, endpoint.__qualname__ = handler.__name__, handler.__qualname__
@@ -492,6 +508,7 @@ def operation(
                 response=returned,
                 media_type=media_type,
                 example=example,
+                extra={**extra, "others": others or {}},
             )
             route._bind = bind
             return route

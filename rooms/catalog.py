@@ -93,6 +93,33 @@ class MerchantCatalog:
             raise NotFound("no such merchant")
         return merchant_json(row)
 
+    async def get_store(self, merchant_id: str, store_id: str) -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM stores WHERE store_id = $1 AND merchant_id = $2", store_id, merchant_id
+        )
+        if row is None:
+            raise NotFound("no such store")
+        return store_json(row)
+
+    async def get_staff(self, merchant_id: str, store_id: str, staff_id: str) -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM staff WHERE staff_id = $1 AND store_id = $2 AND merchant_id = $3",
+            staff_id,
+            store_id,
+            merchant_id,
+        )
+        if row is None:
+            raise NotFound("no such staff member")
+        return staff_json(row)
+
+    async def get_product(self, merchant_id: str, product_id: str) -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM products WHERE product_id = $1 AND merchant_id = $2", product_id, merchant_id
+        )
+        if row is None:
+            raise NotFound("no such product")
+        return product_json(row)
+
     async def exists(self, merchant_id: str) -> bool:
         return bool(
             await self.pool.fetchval(

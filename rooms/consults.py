@@ -146,6 +146,21 @@ class ConsultBook:
                 raise Conflict("the slot is already booked", code="slot_taken") from None
         return booking_json(row)
 
+    async def get(
+        self, booking_id: str, *, viewer_id: str | None = None, merchant_id: str | None = None
+    ) -> dict[str, Any]:
+        """A booking, as the viewer who made it or the merchant who owns it sees it (404 otherwise)."""
+        row = await self.pool.fetchrow(
+            f"SELECT {BOOKING_COLUMNS} FROM bookings b WHERE b.booking_id = $1 "  # noqa: S608 (constant columns)
+            "AND ($2::text IS NULL OR b.viewer_id = $2) AND ($3::text IS NULL OR b.merchant_id = $3)",
+            booking_id,
+            viewer_id,
+            merchant_id,
+        )
+        if row is None or (viewer_id is None and merchant_id is None):
+            raise NotFound("no such booking")
+        return booking_json(row)
+
     async def cancel(
         self, booking_id: str, *, viewer_id: str | None = None, merchant_id: str | None = None
     ) -> dict[str, Any]:

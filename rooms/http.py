@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 
 from events.vocabulary import VIEWER_EVENTS
 from roomfeed.auth import Principal, create_key
-from roomfeed.errors import NotFound
+from roomfeed.errors import ApiError, NotFound
 from roomfeed.kafka import ensure_topics
 from roomfeed.leader import ROOM_RELAY, Leadership, always_lead
 from roomfeed.operations import Created, operation
@@ -39,6 +39,8 @@ from rooms.models import (
     Claim,
     ConsultReport,
     Deal,
+    GoLive,
+    Merchant,
     MerchantCreated,
     MerchantList,
     MerchantsQuery,
@@ -55,6 +57,9 @@ from rooms.models import (
     NewStore,
     Product,
     ProductList,
+    Replay,
+    ReplayList,
+    ReplaysQuery,
     Room,
     RoomDeals,
     RoomDetail,
@@ -156,13 +161,20 @@ def _viewer_of(principal: Principal) -> str:
     tag="merchants",
     example={"name": "Glow Beauty", "category": "beauty"},
 )
-async def create_merchant(domain: Rooms, principal: Principal, body: NewMerchant) -> MerchantCreated:
+async def create_merchant(domain: Rooms, principal: Principal, body: NewMerchant) -> Created[MerchantCreated]:
     """Create a merchant and its first key (the key is shown once)."""
     merchant = await domain.catalog.create_merchant(body.name, _label(body.category), body.description)
     _, key = await create_key(domain.pool, "merchant", merchant["merchant_id"], label=body.name)
-    return msgspec.convert(
-        {"merchant_id": merchant["merchant_id"], "key": key, "merchant": merchant}, MerchantCreated
+    created = {"merchant_id": merchant["merchant_id"], "key": key, "merchant": merchant}
+    return Created(
+        msgspec.convert(created, MerchantCreated), location=f"/v1/ops/merchants/{merchant['merchant_id']}"
     )
+
+
+@operation("GET", "/v1/ops/merchants/{merchant_id}", roles=("operator",), tag="merchants")
+async def get_merchant(domain: Rooms, principal: Principal, merchant_id: Ident) -> Merchant:
+    """A merchant (operators)."""
+    return msgspec.convert(await domain.catalog.get_merchant(merchant_id), Merchant)
 
 
 @operation("GET", "/v1/ops/merchants", roles=("operator",), tag="merchants")
@@ -184,10 +196,16 @@ async def list_merchants(domain: Rooms, principal: Principal, query: MerchantsQu
     tag="stores",
     example={"name": "Jing'an flagship", "city": "Shanghai"},
 )
-async def create_store(domain: Rooms, principal: Principal, body: NewStore) -> Store:
+async def create_store(domain: Rooms, principal: Principal, body: NewStore) -> Created[Store]:
     """Add an offline store."""
     store = await domain.catalog.create_store(_merchant_of(principal), body.name, body.city, body.address)
-    return msgspec.convert(store, Store)
+    return Created(msgspec.convert(store, Store), location=f"/v1/stores/{store['store_id']}")
+
+
+@operation("GET", "/v1/stores/{store_id}", roles=("merchant",), tag="stores")
+async def get_store(domain: Rooms, principal: Principal, store_id: Ident) -> Store:
+    """One of the merchant's stores."""
+    return msgspec.convert(await domain.catalog.get_store(_merchant_of(principal), store_id), Store)
 
 
 @operation("GET", "/v1/stores", roles=("merchant",), tag="stores")
@@ -205,10 +223,17 @@ async def list_stores(domain: Rooms, principal: Principal) -> StoreList:
     tag="stores",
     example={"name": "Li Wei", "role": "beauty advisor"},
 )
-async def add_staff(domain: Rooms, principal: Principal, store_id: Ident, body: NewStaff) -> Staff:
+async def add_staff(domain: Rooms, principal: Principal, store_id: Ident, body: NewStaff) -> Created[Staff]:
     """Add a staff member to one of the merchant's stores."""
     staff = await domain.catalog.add_staff(_merchant_of(principal), store_id, body.name, body.role)
-    return msgspec.convert(staff, Staff)
+    location = f"/v1/stores/{store_id}/staff/{staff['staff_id']}"
+    return Created(msgspec.convert(staff, Staff), location=location)
+
+
+@operation("GET", "/v1/stores/{store_id}/staff/{staff_id}", roles=("merchant",), tag="stores")
+async def get_staff(domain: Rooms, principal: Principal, store_id: Ident, staff_id: Ident) -> Staff:
+    """A staff member of one of the merchant's stores."""
+    return msgspec.convert(await domain.catalog.get_staff(_merchant_of(principal), store_id, staff_id), Staff)
 
 
 @operation("GET", "/v1/stores/{store_id}/staff", roles=("merchant",), tag="stores")
@@ -226,12 +251,18 @@ async def list_staff(domain: Rooms, principal: Principal, store_id: Ident) -> St
     tag="products",
     example={"title": "Vitamin C serum 30ml", "price": 189.0, "currency": "CNY"},
 )
-async def create_product(domain: Rooms, principal: Principal, body: NewProduct) -> Product:
+async def create_product(domain: Rooms, principal: Principal, body: NewProduct) -> Created[Product]:
     """Add a product to the merchant's catalogue."""
     product = await domain.catalog.create_product(
         _merchant_of(principal), body.title, body.price, body.currency, _label(body.category)
     )
-    return msgspec.convert(product, Product)
+    return Created(msgspec.convert(product, Product), location=f"/v1/products/{product['product_id']}")
+
+
+@operation("GET", "/v1/products/{product_id}", roles=("merchant",), tag="products")
+async def get_product(domain: Rooms, principal: Principal, product_id: Ident) -> Product:
+    """One of the merchant's products."""
+    return msgspec.convert(await domain.catalog.get_product(_merchant_of(principal), product_id), Product)
 
 
 @operation("GET", "/v1/products", roles=("merchant",), tag="products")
@@ -306,12 +337,20 @@ async def get_room(domain: Rooms, principal: Principal, room_id: Ident) -> RoomD
     return msgspec.convert(room, RoomDetail)
 
 
-@operation("POST", "/v1/rooms/{room_id}/live", roles=("merchant",), tag="rooms")
-async def go_live(domain: Rooms, principal: Principal, room_id: Ident) -> Room:
+@operation(
+    "POST",
+    "/v1/rooms/{room_id}/live",
+    roles=("merchant",),
+    tag="rooms",
+    example={"stream_url": "https://cdn.example/live/1.m3u8"},
+)
+async def go_live(domain: Rooms, principal: Principal, room_id: Ident, body: GoLive | None = None) -> Room:
     """Start broadcasting: scheduled → live.
 
-    409 `invalid_transition` from any other state."""
-    return msgspec.convert(await domain.rooms.go_live(_merchant_of(principal), room_id), Room)
+    A room goes live only with a stream to play: the room's `stream_url`, or the one given here
+    (409 `stream_url_required` without either). 409 `invalid_transition` from any other state."""
+    stream_url = body.stream_url if body is not None else None
+    return msgspec.convert(await domain.rooms.go_live(_merchant_of(principal), room_id, stream_url), Room)
 
 
 @operation(
@@ -356,6 +395,38 @@ async def add_room_products(
     """Show catalogue products in a room."""
     products = await domain.rooms.add_products(_merchant_of(principal), room_id, body.product_ids)
     return msgspec.convert({"room_id": room_id, "products": products}, RoomProducts)
+
+
+@operation("GET", "/v1/replays", roles=("viewer", "merchant", "operator"), tag="replays")
+async def list_replays(domain: Rooms, principal: Principal, query: ReplaysQuery) -> ReplayList:
+    """Replays of ended rooms, newest first.
+
+    Their own list: a feed page holds only rooms live now. 410 `cursor_expired` for an `after` that
+    has fallen out of the replays kept (ask without it)."""
+    found = await domain.live_index.replays_after(query.after, query.limit)
+    if found is None:
+        raise ApiError(
+            "that replay is no longer listed; ask without after",
+            status=410,
+            code="cursor_expired",
+            fields={"after": "is too old"},
+        )
+    rooms, more = found
+    replays = [
+        Replay(
+            room_id=r.room_id,
+            merchant_id=r.merchant_id,
+            title=r.title,
+            category=r.category,
+            stream_url=r.replay_url or r.stream_url,
+            tags=list(r.tags),
+            price_band=r.price_band,
+            format=r.format,
+            started_at=r.started_at,
+        )
+        for r in rooms
+    ]
+    return ReplayList(replays=replays, next=replays[-1].room_id if more and replays else None)
 
 
 # --- deals ----------------------------------------------------------------------------------
@@ -448,7 +519,7 @@ async def claim_deal(
     tag="consults",
     example={"starts_at": 1790000000, "ends_at": 1790001800, "staff_id": "stf_0123456789abcdef"},
 )
-async def open_slot(domain: Rooms, principal: Principal, room_id: Ident, body: NewSlot) -> Slot:
+async def open_slot(domain: Rooms, principal: Principal, room_id: Ident, body: NewSlot) -> Created[Slot]:
     """Open a consult slot in a one_to_one room (capacity one)."""
     slot = await domain.consults.open_slot(
         _merchant_of(principal),
@@ -457,7 +528,7 @@ async def open_slot(domain: Rooms, principal: Principal, room_id: Ident, body: N
         ends_at=body.ends_at,
         staff_id=body.staff_id,
     )
-    return msgspec.convert(slot, Slot)
+    return Created(msgspec.convert(slot, Slot), location=f"/v1/rooms/{room_id}/slots")
 
 
 @operation("GET", "/v1/rooms/{room_id}/slots", roles=("merchant", "viewer"), tag="consults")
@@ -476,11 +547,23 @@ async def room_slots(domain: Rooms, principal: Principal, room_id: Ident) -> Roo
     tag="consults",
     example={"slot_id": "slot_0123456789abcdef", "note": "dry skin"},
 )
-async def book_slot(domain: Rooms, principal: Principal, room_id: Ident, body: NewBooking) -> Booking:
+async def book_slot(
+    domain: Rooms, principal: Principal, room_id: Ident, body: NewBooking
+) -> Created[Booking]:
     """A viewer books a consult slot.
 
     409 `slot_taken` when another viewer has it."""
     booking = await domain.consults.book(_viewer_of(principal), room_id, body.slot_id, body.note)
+    return Created(msgspec.convert(booking, Booking), location=f"/v1/bookings/{booking['booking_id']}")
+
+
+@operation("GET", "/v1/bookings/{booking_id}", roles=("viewer", "merchant"), tag="consults")
+async def get_booking(domain: Rooms, principal: Principal, booking_id: Ident) -> Booking:
+    """A booking (the viewer who made it, or the merchant)."""
+    if principal.role == "viewer":
+        booking = await domain.consults.get(booking_id, viewer_id=principal.viewer_id)
+    else:
+        booking = await domain.consults.get(booking_id, merchant_id=principal.merchant_id)
     return msgspec.convert(booking, Booking)
 
 
@@ -514,12 +597,16 @@ async def merchant_consults(domain: Rooms, principal: Principal, merchant_id: Id
 def routes(domain: Rooms) -> list[BaseRoute]:
     operations = (
         create_merchant,
+        get_merchant,
         list_merchants,
         create_store,
+        get_store,
         list_stores,
         add_staff,
         list_staff,
+        get_staff,
         create_product,
+        get_product,
         list_products,
         create_room,
         list_rooms,
@@ -528,6 +615,7 @@ def routes(domain: Rooms) -> list[BaseRoute]:
         end_room,
         set_replay,
         add_room_products,
+        list_replays,
         create_deal,
         room_deals,
         get_deal,
@@ -535,6 +623,7 @@ def routes(domain: Rooms) -> list[BaseRoute]:
         open_slot,
         room_slots,
         book_slot,
+        get_booking,
         cancel_booking,
         mark_no_show,
         merchant_rooms,

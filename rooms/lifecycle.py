@@ -73,10 +73,13 @@ async def rooms_of_merchant(
 
 # What each transition needs the room to be in, and what it does.
 _TRANSITIONS: dict[str, tuple[str, str]] = {
-    "live": ("scheduled", "status = 'live', started_at = now()"),
+    # A room goes live with a stream to play: its own, or the one the request names ($3).
+    "live": ("scheduled", "status = 'live', started_at = now(), stream_url = coalesce($3, stream_url)"),
     "ended": ("live", "status = 'ended', ended_at = now(), replay_url = coalesce($3, replay_url)"),
     "replay": ("ended", "replay_url = $3"),
 }
+# What else a transition needs of the room (constant SQL).
+_NEEDS = {"live": " AND coalesce($3, stream_url) <> ''"}
 
 
 class RoomBook:
@@ -126,8 +129,10 @@ class RoomBook:
         await self.relay.deliver(change_id, row, "scheduled", int(time.time() * 1000))
         return room_json(row)
 
-    async def go_live(self, merchant_id: str, room_id: str) -> dict[str, Any]:
-        return await self._transition(merchant_id, room_id, "live")
+    async def go_live(self, merchant_id: str, room_id: str, stream_url: str | None = None) -> dict[str, Any]:
+        """scheduled → live, with `stream_url` when given (else the room's own); 409
+        `stream_url_required` when the room has none: viewers would get a room they cannot play."""
+        return await self._transition(merchant_id, room_id, "live", stream_url)
 
     async def end(self, merchant_id: str, room_id: str, replay_url: str | None = None) -> dict[str, Any]:
         return await self._transition(merchant_id, room_id, "ended", replay_url)
@@ -143,7 +148,7 @@ class RoomBook:
             row = await conn.fetchrow(
                 f"""
                 UPDATE rooms SET {assignment}, index_version = nextval('room_index_version')
-                 WHERE room_id = $1 AND merchant_id = $2 AND status = '{needs}'
+                 WHERE room_id = $1 AND merchant_id = $2 AND status = '{needs}'{_NEEDS.get(to, "")}
                 RETURNING {ROOM_SELECT}
                 """,  # noqa: S608 -- only constants are formatted in; values are parameters
                 room_id,
@@ -156,6 +161,12 @@ class RoomBook:
                 )
                 if status is None:
                     raise NotFound("no such room")
+                if to == "live" and status == needs:
+                    raise Conflict(
+                        "the room has no stream_url: give it one to go live",
+                        code="stream_url_required",
+                        fields={"stream_url": "is required to go live"},
+                    )
                 verb = {"live": "go live", "ended": "end", "replay": "get a replay"}[to]
                 raise Conflict(
                     f"the room is {status}; only a {needs} room can {verb}",

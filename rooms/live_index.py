@@ -335,6 +335,23 @@ class LiveIndex:
         raws: list[Any] = await self.redis.hmget(KEY_REPLAY, ids)
         return decode_many([raw for raw in raws if raw is not None])
 
+    async def replays_after(self, after: str | None, limit: int) -> tuple[list[LiveRoom], bool] | None:
+        """Up to `limit` replays, newest first, after the replay `after` (None: from the newest),
+        and whether more follow; None when `after` is no longer among the replays kept."""
+        start = 0
+        if after is not None:
+            rank: Any = await self.redis.zrevrank(KEY_REPLAYS, after)
+            if rank is None:
+                return None
+            start = int(rank) + 1
+        ids: list[Any] = await self.redis.zrevrange(KEY_REPLAYS, start, start + limit)
+        more = len(ids) > limit
+        ids = ids[:limit]
+        if not ids:
+            return [], False
+        raws: list[Any] = await self.redis.hmget(KEY_REPLAY, ids)
+        return decode_many([raw for raw in raws if raw is not None]), more
+
     async def live_room_of_merchant(self, merchant_id: str) -> LiveRoom | None:
         snapshot = await self.snapshot()
         return snapshot.by_merchant().get(merchant_id)

@@ -190,6 +190,10 @@ class RoomsQuery(msgspec.Struct, kw_only=True):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
 
 
+class GoLive(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    stream_url: Annotated[Url, Meta(description="what viewers play (else the room's own)")] | None = None
+
+
 class RoomEnd(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     replay_url: Annotated[Url, Meta(description="makes the ended room a replay")] | None = None
 
@@ -288,3 +292,122 @@ class ConsultReport(msgspec.Struct, kw_only=True):
     due: Annotated[int, Meta(description="bookings whose slot has started and were not cancelled")]
     no_shows: int
     no_show_rate: Annotated[float | None, Meta(description="no_shows / due; null when nothing is due")]
+
+
+# --- verified orders ------------------------------------------------------------------------------
+
+EpochMs = Annotated[int, Meta(ge=0, le=2**53, description="epoch milliseconds")]
+# An amount: a JSON number or a numeric string, in whole cents, above 0 and below 1e12 (rooms.orders.to_money).
+Money = Annotated[
+    float | str, Meta(description="an amount in whole cents, > 0 and < 1e12 (number or numeric string)")
+]
+
+
+class NewOrder(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    order_id: Annotated[Ident, Meta(description="the order system's id")]
+    product_id: Ident
+    quantity: Annotated[int, Meta(ge=1, le=100_000)]
+    unit_price: Annotated[Money, Meta(description="the product's (or the deal's) price")]
+    amount: Annotated[Money, Meta(description="must equal unit_price x quantity")] | None = None
+    currency: Currency
+    ordered_at: EpochMs
+    viewer_id: Annotated[Ident, Meta(description="the buyer's platform account")] | None = None
+    room_id: Ident | None = None
+    deal_id: Ident | None = None
+
+
+class NewRefund(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    refund_id: Ident
+    amount: Annotated[Money, Meta(description="at most what is left of the order")]
+    at: Annotated[EpochMs, Meta(description="when (default now)")] | None = None
+
+
+class OrderCancel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    at: Annotated[EpochMs, Meta(description="when (default now)")] | None = None
+
+
+class OrderEntry(msgspec.Struct, kw_only=True):
+    entry_id: str
+    kind: Literal["sale", "refund", "cancel"]
+    refund_id: str | None
+    amount: Annotated[str, Meta(description="a decimal string with two places; reversals are negative")]
+    currency: str
+    at: float
+
+
+class Order(msgspec.Struct, kw_only=True):
+    """A verified order and its ledger entries (amounts as decimal strings with two places)."""
+
+    order_id: str
+    merchant_id: str
+    viewer_id: str | None
+    room_id: str | None
+    product_id: str
+    deal_id: str | None
+    quantity: int
+    unit_price: str
+    amount: str
+    currency: str
+    ordered_at: float
+    recorded_at: float
+    reversed: str
+    net: str
+    status: Literal["paid", "partly_refunded", "refunded", "cancelled"]
+    entries: list[OrderEntry]
+
+
+class OrderTotals(msgspec.Struct, kw_only=True):
+    currency: str
+    orders: int
+    gross: str
+    refunds: int
+    cancellations: int
+    reversed: str
+    net: str
+
+
+class OrderList(msgspec.Struct, kw_only=True):
+    orders: list[Order]
+    totals: list[OrderTotals]
+    next: Annotated[str | None, Meta(description="pass as `after` for the next page; null at the end")]
+
+
+class OrdersQuery(msgspec.Struct, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=500)] = 100
+    after: Annotated[Ident, Meta(description="the `next` of the previous page (an order_id)")] | None = None
+
+
+class OrderKey(msgspec.Struct, kw_only=True):
+    """An order-system key (shown once): it may only report its merchant's orders."""
+
+    key_id: str
+    key: str
+    merchant_id: str
+
+
+# --- replays --------------------------------------------------------------------------------------
+
+
+class Replay(msgspec.Struct, kw_only=True):
+    """An ended room with its replay (never on a feed page of live rooms)."""
+
+    room_id: str
+    merchant_id: str
+    title: str
+    category: str
+    stream_url: Annotated[str, Meta(description="the replay's URL")]
+    tags: list[str]
+    price_band: str
+    format: str
+    started_at: Annotated[float, Meta(description="epoch seconds")]
+    replay: Annotated[bool, Meta(description="always true")] = True
+
+
+class ReplayList(msgspec.Struct, kw_only=True):
+    replays: list[Replay]
+    next: Annotated[str | None, Meta(description="pass as `after` for the next page; null at the end")]
+
+
+class ReplaysQuery(msgspec.Struct, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=100)] = 20
+    after: Annotated[str, Meta(max_length=64, description="the `next` of the previous page")] | None = None

@@ -19,7 +19,8 @@ TERMS = {"exchange_rate": 3, "relevance_floor": 0.5, "boost_share_cap": 0.34}
 
 
 async def live_room(client: httpx.AsyncClient, headers: dict[str, str], title: str) -> str:
-    r = await client.post("/v1/rooms", json={"title": title, "category": "beauty"}, headers=headers)
+    body = {"title": title, "category": "beauty", "stream_url": "https://live.example/w.m3u8"}
+    r = await client.post("/v1/rooms", json=body, headers=headers)
     assert r.status_code == 201, r.text
     room_id = str(r.json()["room_id"])
     assert (await client.post(f"/v1/rooms/{room_id}/live", headers=headers)).status_code in (200, 201)

@@ -97,7 +97,11 @@ async def merchant_with_live_room(client: httpx.AsyncClient, operator_key: str, 
         )
     ).json()
     assert (
-        await client.post(f"/v1/rooms/{room['room_id']}/live", json={}, headers=headers)
+        await client.post(
+            f"/v1/rooms/{room['room_id']}/live",
+            json={"stream_url": "https://live.example/console.m3u8"},  # a room goes live with a stream
+            headers=headers,
+        )
     ).status_code == 200
     code = (await client.post("/v1/codes", json={}, headers=headers)).json()
     return {**made, "room": room, "code": code["code"], "headers": headers}
@@ -231,4 +235,32 @@ async def test_operator_starts_an_experiment_and_sees_its_variants(
     await page.click("text=Stop")  # viewers go back to the base config; later tests see no experiment
     await page.wait_for_selector("text=popularity-push · stopped")
     assert page.js_errors == []
+    await page.close()
+
+
+async def test_the_api_docs_page_makes_a_call_from_the_browser(browser: Any, live_server: LiveServer) -> None:
+    """/docs is Swagger UI served by roomfeed itself (no CDN) under its own CSP; it reads the served
+    document and "Try it out" → "Execute" calls the API from the page."""
+    page = await browser.new_page()
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(live_server.url) else None)
+    csp_errors: list[str] = []
+    page.on("console", lambda m: csp_errors.append(m.text) if "Content Security Policy" in m.text else None)
+    response = await page.goto(f"{live_server.url}/docs")
+    assert response is not None and response.status == 200
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    operation = page.locator("#operations-system-healthz")
+    await operation.wait_for(timeout=30_000)
+    await operation.locator(".opblock-summary").click()
+    await operation.locator("button.try-out__btn").click()
+    await operation.locator("button.execute").click()
+    status = operation.locator(".live-responses-table tbody .response-col_status").first
+    await status.wait_for(timeout=30_000)
+    assert (await status.inner_text()).strip() == "200"
+    body = operation.locator(".live-responses-table tbody .response-col_description .microlight").first
+    assert '"status": "ok"' in (await body.inner_text()).replace("\n", " ")
+    await screenshot(page, "api-docs-call")
+    assert outside == [] and failed == [] and csp_errors == []
     await page.close()

@@ -63,13 +63,12 @@ def ctx_of(rooms: list[LiveRoom], count: int = 5, **config: float) -> FeedContex
     return ctx
 
 
-async def test_candidates_are_the_live_rooms_plus_replays_when_few_are_live() -> None:
+async def test_candidates_are_the_live_rooms_never_replays() -> None:
     replay = replace(room(99, "m9", "food", status="ended"), replay_url="https://r/99")
     source = CandidateSource(MemoryIndex([room(1, "m1", "food")], [replay]))
-    ctx = ctx_of([], replay_threshold=5)
+    ctx = ctx_of([])
     await source.apply(ctx)
-    assert list(ctx.candidates.room_ids) == ["room_1", "room_99"]
-    assert ctx.candidates.is_replay.tolist() == [False, True]
+    assert list(ctx.candidates.room_ids) == ["room_1"]
 
 
 async def test_no_model_means_popularity() -> None:
@@ -164,7 +163,8 @@ async def test_exploration_gives_a_share_of_slots_to_little_seen_rooms() -> None
     await Exploration().apply(ctx)
     await Page().apply(ctx)
     page = ctx.page[: ctx.count]
-    explored = [r for r in page if r["explored"]]
+    explored = [r for r in page if ctx.candidates.index_of[r["room_id"]] in ctx.explored]
+    assert all("explored" not in r and "score" not in r for r in ctx.page)  # nothing internal on a page
     assert len(explored) == 3 and all(int(r["room_id"].split("_")[1]) >= 30 for r in explored)
     assert len(page) == 10 and len({r["room_id"] for r in ctx.page}) == len(ctx.page) == 20
 

@@ -68,6 +68,8 @@ MATRIX: dict[str, Row] = {
     "GET /metrics": (_c("/metrics"), None, PUBLIC),
     "GET /openapi.json": (_c("/openapi.json"), None, PUBLIC),
     "GET /docs": (_c("/docs"), None, PUBLIC),
+    "GET /docs/init.js": (_c("/docs/init.js"), None, PUBLIC),
+    "GET /docs/{name:str}": (_c("/docs/swagger-ui.css"), None, PUBLIC),
     # rooms
     "POST /v1/ops/merchants": (
         _c("/v1/ops/merchants"),
@@ -75,6 +77,17 @@ MATRIX: dict[str, Row] = {
         (401, 403, 403, 403, 201),
     ),
     "GET /v1/ops/merchants": (_c("/v1/ops/merchants"), None, OPERATOR_ONLY),
+    "GET /v1/ops/merchants/{merchant_id}": (_c("/v1/ops/merchants/{merchant_id}"), None, OPERATOR_ONLY),
+    "GET /v1/stores/{store_id}": (_c("/v1/stores/{store_id}"), None, MERCHANT_OWN),
+    "GET /v1/stores/{store_id}/staff/{staff_id}": (
+        _c("/v1/stores/{store_id}/staff/{staff_id}"),
+        None,
+        MERCHANT_OWN,
+    ),
+    "GET /v1/products/{product_id}": (_c("/v1/products/{product_id}"), None, MERCHANT_OWN),
+    "GET /v1/bookings/{booking_id}": (_c("/v1/bookings/{booking_id}"), None, (401, 200, 404, 200, 403)),
+    "GET /v1/replays": (_c("/v1/replays"), None, (401, 200, 200, 200, 200)),
+    "GET /v1/ops/viewers/{viewer_id}/feed": (_c("/v1/ops/viewers/mx_someone/feed"), None, OPERATOR_ONLY),
     "POST /v1/stores": (_c("/v1/stores"), lambda w: {"name": "kiosk"}, (401, 403, 201, 201, 403)),
     "GET /v1/stores": (_c("/v1/stores"), None, MERCHANT_SELF),
     "POST /v1/stores/{store_id}/staff": (

@@ -32,9 +32,9 @@ BODY_LESS = {
     "POST /v1/bookings/{booking_id}/cancel",
     "POST /v1/bookings/{booking_id}/no-show",
     "POST /v1/ops/experiments/{experiment_id}/stop",
+    "POST /v1/ops/merchants/{merchant_id}/order-keys",
     "POST /v1/ops/models/rollback",
     "POST /v1/ops/models/{version}/promote",
-    "POST /v1/rooms/{room_id}/live",
 }
 
 

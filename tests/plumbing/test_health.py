@@ -82,8 +82,12 @@ async def test_openapi_and_docs_describe_the_routes(app_client: httpx.AsyncClien
     assert schema["openapi"].startswith("3.")
     assert "/readyz" in schema["paths"]
     assert "Error" in schema["components"]["schemas"]
-    page = await app_client.get("/docs")
-    assert page.status_code == 200 and "/readyz" in page.text
+    page = await app_client.get("/docs")  # Swagger UI over /openapi.json, its files served here
+    assert page.status_code == 200 and "/docs/swagger-ui-bundle.js" in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    bundle = await app_client.get("/docs/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
+    assert (await app_client.get("/docs/LICENSE")).status_code == 404  # only the files the page uses
 
 
 async def test_unknown_route_answers_the_error_shape(app_client: httpx.AsyncClient) -> None:
