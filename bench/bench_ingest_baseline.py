@@ -3,11 +3,11 @@
     .venv/bin/python bench/bench_ingest_baseline.py --baseline 9a42ed9 [--events 50000] [--rounds 5]
 
 Serves this checkout and the baseline commit (a git worktree, same virtualenv) side by side with
-`roomfeed serve` (2 workers each) on one throwaway database, Redis db and topic prefix, and posts the
+`roomfeed serve` (`--api-workers`, 1 by default) on one throwaway database, Redis db and topic prefix, and posts the
 same 500-event batches from 8 concurrent clients to each in turn, `--rounds` times (interleaved, so a
 load change on the shared host hits both): events/s accepted (202 once Kafka has them), no consumer
 running. Prints each round, the medians and their ratio with the host's load average; writes
-bench/results/ingest_baseline.json and its block in docs/benchmarks.md. The full pipeline (sinks,
+bench/results/ingest_baseline_<ref>.json and its block in docs/benchmarks.md. The full pipeline (sinks,
 freshness, ceilings) is bench/bench_ingest.py.
 """
 
@@ -106,13 +106,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             port = free_port()
             servers[label] = (
                 f"http://127.0.0.1:{port}",
-                _serve(root, port, env, logs / f"{ref}-{port}.log", 2),
+                _serve(root, port, env, logs / f"{ref}-{port}.log", args.api_workers),
             )
         for base, _ in servers.values():
             await wait_ready(base)
             await post_all(settings, base, 10 * BATCH, args.clients)  # warm-up
         for n in range(args.rounds):
-            for label, (base, _) in servers.items():
+            # Alternate who goes first: the shared broker's load drifts within a round too.
+            order = list(servers.items()) if n % 2 == 0 else list(servers.items())[::-1]
+            for label, (base, _) in order:
                 _, _, rate = await post_all(settings, base, args.events, args.clients)
                 rates[label].append(rate)
             loads.append(os.getloadavg()[0])
@@ -147,14 +149,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def record(results: dict[str, Any], command: str) -> None:
     machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     out = {
-        "name": "ingest",
+        "name": "ingest_baseline",
         "command": command,
         "date": dt.date.today().isoformat(),
         "machine": machine,
         "metrics": {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()},
     }
-    (ROOT / "bench" / "results" / "ingest_baseline.json").write_text(json.dumps(out, indent=2) + "\n")
     ref = results["baseline"]
+    (ROOT / "bench" / "results" / f"ingest_baseline_{ref}.json").write_text(json.dumps(out, indent=2) + "\n")
     rows = [
         f"| {n + 1} | {a:,} | {b:,} | {load} |"
         for n, (a, b, load) in enumerate(
@@ -163,7 +165,7 @@ def record(results: dict[str, Any], command: str) -> None:
     ]
     section = "\n".join(
         [
-            "<!-- bench:ingest_baseline -->",
+            f"<!-- bench:ingest_baseline_{ref} -->",
             f"## ingest_baseline — HTTP ingest against {ref}, same run ({out['date']}, {machine})\n",
             f"`{command}`\n",
             f"| round | this tree events/s | {ref} events/s | load average |",
@@ -172,14 +174,14 @@ def record(results: dict[str, Any], command: str) -> None:
             f"| median | {results['events_per_s']:,.0f} | {results['events_per_s_baseline']:,.0f} | "
             f"ratio {results['ratio']:.3f} |",
             "",
-            "500-event batches from 8 clients to `roomfeed serve` (2 workers) of each tree in turn, no consumer",
+            "500-event batches from 8 clients to `roomfeed serve` of each tree in turn, no consumer",
             "running; the host is shared with other engineers' suites, so only the same-run ratio means anything.",
-            "<!-- /bench:ingest_baseline -->",
+            f"<!-- /bench:ingest_baseline_{ref} -->",
         ]
     )
     path = ROOT / "docs" / "benchmarks.md"
     text = path.read_text()
-    begin, end = "<!-- bench:ingest_baseline -->", "<!-- /bench:ingest_baseline -->"
+    begin, end = f"<!-- bench:ingest_baseline_{ref} -->", f"<!-- /bench:ingest_baseline_{ref} -->"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         text = head + section + rest.split(end, 1)[1]
@@ -196,6 +198,7 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn workers of each tree's roomfeed serve")
     parser.add_argument("--no-record", action="store_true")
     options = parser.parse_args()
     figures = asyncio.run(main(options))
