@@ -198,7 +198,9 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn workers of each tree's roomfeed serve")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="uvicorn workers of each tree's roomfeed serve"
+    )
     parser.add_argument("--no-record", action="store_true")
     options = parser.parse_args()
     figures = asyncio.run(main(options))

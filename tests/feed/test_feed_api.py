@@ -18,7 +18,9 @@ pytestmark = pytest.mark.timeout(120)
 CATEGORIES = ("beauty", "fashion", "food", "home", "digital")
 
 
-async def explain(client: httpx.AsyncClient, operator_headers: dict[str, str], viewer_id: str) -> dict[str, Any]:
+async def explain(
+    client: httpx.AsyncClient, operator_headers: dict[str, str], viewer_id: str
+) -> dict[str, Any]:
     """What the operator's explain says this viewer would see now (nothing served)."""
     r = await client.get(
         f"/v1/ops/viewers/{viewer_id}/feed", params={"count": 50, "explain": "true"}, headers=operator_headers

@@ -4,11 +4,17 @@ session's entry_replay), a room goes live only with a stream to play, nothing in
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
-from tests.feed.conftest import start_session
+import httpx
+
+from tests.feed.conftest import AppClient, Market, start_session
+
+MarketOf = Callable[[httpx.AsyncClient], Market]
+ViewerHeaders = Callable[[str], dict[str, str]]
 
 
-async def test_a_room_cannot_go_live_without_a_stream_url(feed_app, market_of):
+async def test_a_room_cannot_go_live_without_a_stream_url(feed_app: AppClient, market_of: MarketOf) -> None:
     market = market_of(feed_app)
     merchant = await market.merchant()
     headers = market.merchants[merchant]
@@ -31,7 +37,9 @@ async def test_a_room_cannot_go_live_without_a_stream_url(feed_app, market_of):
     assert r.json()["status"] == "live" and r.json()["stream_url"] == url
 
 
-async def test_replays_are_never_mixed_into_live_rooms(feed_app, market_of, viewer_headers):
+async def test_replays_are_never_mixed_into_live_rooms(
+    feed_app: AppClient, market_of: MarketOf, viewer_headers: ViewerHeaders
+) -> None:
     """Fewer than 20 rooms live used to bring ended rooms into the page as replays; now a page holds
     only live rooms, replays are listed by GET /v1/replays (newest first, paged), and a deep link to an
     ended room comes back apart as the session's entry_replay."""
@@ -59,9 +67,9 @@ async def test_replays_are_never_mixed_into_live_rooms(feed_app, market_of, view
     assert all(room["replay"] is False for room in served)
 
     listed: list[str] = []
-    after = None
+    after: str | None = None
     while True:
-        params = {"limit": 2, **({"after": after} if after else {})}
+        params: dict[str, str | int] = {"limit": 2, **({"after": after} if after else {})}
         r = await feed_app.get("/v1/replays", params=params, headers=headers)
         assert r.status_code == 200, r.text
         body = r.json()
@@ -80,7 +88,9 @@ async def test_replays_are_never_mixed_into_live_rooms(feed_app, market_of, view
     assert ended[0] not in {room["room_id"] for room in deep["rooms"]}
 
 
-async def test_a_page_carries_nothing_internal(feed_app, market_of, viewer_headers):
+async def test_a_page_carries_nothing_internal(
+    feed_app: AppClient, market_of: MarketOf, viewer_headers: ViewerHeaders
+) -> None:
     market = market_of(feed_app)
     await market.live_room(await market.merchant(), "home")
     viewer = f"v-internal-{secrets.token_hex(3)}"
