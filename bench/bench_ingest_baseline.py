@@ -6,7 +6,9 @@ Serves this checkout and the baseline commit (a git worktree, same virtualenv) s
 `roomfeed serve` (`--api-workers`, 1 by default) on one throwaway database, Redis db and topic prefix, and posts the
 same 500-event batches from 8 concurrent clients to each in turn, `--rounds` times (interleaved, so a
 load change on the shared host hits both): events/s accepted (202 once Kafka has them), no consumer
-running. Prints each round, the medians and their ratio with the host's load average; writes
+running. Also the server's CPU per event (user + system of the `roomfeed serve` process and its
+children, from /proc, while it posts): throughput swings with the shared host's load, the CPU a
+tree spends on an event much less. Prints each round, the medians and their ratios with the host's load average; writes
 bench/results/ingest_baseline_<ref>.json and its block in docs/benchmarks.md. The full pipeline (sinks,
 freshness, ceilings) is bench/bench_ingest.py.
 """
@@ -34,6 +36,7 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_feed import _cpu_seconds  # noqa: E402
 from bench.bench_ingest import BATCH, drop_topics, post_all, wait_ready  # noqa: E402
 from events.vocabulary import VIEWER_EVENTS  # noqa: E402
 from roomfeed import services  # noqa: E402
@@ -100,6 +103,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     trees = {"this tree": ROOT, ref: baseline_root}
     servers: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
     rates: dict[str, list[float]] = {label: [] for label in trees}
+    cpu_us: dict[str, list[float]] = {label: [] for label in trees}
     loads: list[float] = []
     try:
         for label, root in trees.items():
@@ -109,18 +113,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 _serve(root, port, env, logs / f"{ref}-{port}.log", args.api_workers),
             )
         for base, _ in servers.values():
-            await wait_ready(base)
+            await wait_ready(base, timeout=240)  # start-up on the shared host can take minutes
             await post_all(settings, base, 10 * BATCH, args.clients)  # warm-up
         for n in range(args.rounds):
             # Alternate who goes first: the shared broker's load drifts within a round too.
             order = list(servers.items()) if n % 2 == 0 else list(servers.items())[::-1]
-            for label, (base, _) in order:
+            for label, (base, process) in order:
+                before = _cpu_seconds(process.pid)
                 _, _, rate = await post_all(settings, base, args.events, args.clients)
+                cpu_us[label].append((_cpu_seconds(process.pid) - before) * 1e6 / args.events)
                 rates[label].append(rate)
             loads.append(os.getloadavg()[0])
             print(
                 f"round {n + 1}: "
-                + ", ".join(f"{label} {rates[label][-1]:,.0f} events/s" for label in trees)
+                + ", ".join(
+                    f"{label} {rates[label][-1]:,.0f} events/s, {cpu_us[label][-1]:.1f} CPU µs/event"
+                    for label in trees
+                )
                 + f" (load {loads[-1]:.1f})",
                 flush=True,
             )
@@ -135,13 +144,22 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await admin.close()
         await drop_topics(settings)
     this, baseline = statistics.median(rates["this tree"]), statistics.median(rates[ref])
+    this_cpu, baseline_cpu = statistics.median(cpu_us["this tree"]), statistics.median(cpu_us[ref])
     print(f"median: this tree {this:,.0f}, {ref} {baseline:,.0f} events/s, ratio {this / baseline:.3f}")
+    print(
+        f"median server CPU: this tree {this_cpu:.1f}, {ref} {baseline_cpu:.1f} µs/event, "
+        f"ratio {this_cpu / baseline_cpu:.3f}"
+    )
     return {
         "baseline": ref,
         "events_per_s": this,
         "events_per_s_baseline": baseline,
         "ratio": this / baseline,
+        "cpu_us_per_event": this_cpu,
+        "cpu_us_per_event_baseline": baseline_cpu,
+        "cpu_ratio": this_cpu / baseline_cpu,
         "rounds": {label: [round(r) for r in values] for label, values in rates.items()},
+        "cpu_rounds": {label: [round(c, 1) for c in values] for label, values in cpu_us.items()},
         "load_average": [round(x, 1) for x in loads],
     }
 
@@ -158,9 +176,16 @@ def record(results: dict[str, Any], command: str) -> None:
     ref = results["baseline"]
     (ROOT / "bench" / "results" / f"ingest_baseline_{ref}.json").write_text(json.dumps(out, indent=2) + "\n")
     rows = [
-        f"| {n + 1} | {a:,} | {b:,} | {load} |"
-        for n, (a, b, load) in enumerate(
-            zip(results["rounds"]["this tree"], results["rounds"][ref], results["load_average"], strict=True)
+        f"| {n + 1} | {a:,} | {b:,} | {ca} | {cb} | {load} |"
+        for n, (a, b, ca, cb, load) in enumerate(
+            zip(
+                results["rounds"]["this tree"],
+                results["rounds"][ref],
+                results["cpu_rounds"]["this tree"],
+                results["cpu_rounds"][ref],
+                results["load_average"],
+                strict=True,
+            )
         )
     ]
     section = "\n".join(
@@ -168,11 +193,13 @@ def record(results: dict[str, Any], command: str) -> None:
             f"<!-- bench:ingest_baseline_{ref} -->",
             f"## ingest_baseline — HTTP ingest against {ref}, same run ({out['date']}, {machine})\n",
             f"`{command}`\n",
-            f"| round | this tree events/s | {ref} events/s | load average |",
-            "|---|---|---|---|",
+            f"| round | this tree events/s | {ref} events/s | this tree CPU µs/event | {ref} CPU µs/event "
+            "| load average |",
+            "|---|---|---|---|---|---|",
             *rows,
             f"| median | {results['events_per_s']:,.0f} | {results['events_per_s_baseline']:,.0f} | "
-            f"ratio {results['ratio']:.3f} |",
+            f"{results['cpu_us_per_event']:.1f} | {results['cpu_us_per_event_baseline']:.1f} | |",
+            f"| ratio | {results['ratio']:.3f} | | {results['cpu_ratio']:.3f} | | |",
             "",
             "500-event batches from 8 clients to `roomfeed serve` of each tree in turn, no consumer",
             "running; the host is shared with other engineers' suites, so only the same-run ratio means anything.",
