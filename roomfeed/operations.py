@@ -473,6 +473,11 @@ def operation(
                 async def answer() -> Response:
                     if decoder is not None and raw_body.strip():
                         kwargs["body"] = decode_body(raw_body, decoder, body_model)
+                    elif body_required:  # only whitespace (found by the fuzz test: "\r" was a 500)
+                        raise InvalidJson(
+                            "request body is empty; a JSON document is expected",
+                            fields={"body": "is required"},
+                        )
                     result = await handler(**kwargs)
                     if isinstance(result, Response):
                         return result

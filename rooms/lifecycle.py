@@ -71,15 +71,21 @@ async def rooms_of_merchant(
         after = (rows[-1]["created"], rows[-1]["room_id"])
 
 
-# What each transition needs the room to be in, and what it does.
-_TRANSITIONS: dict[str, tuple[str, str]] = {
+# Per transition: the status it starts from, what it needs of the room (constant SQL), what it does.
+_TRANSITIONS: dict[str, tuple[str, str, str]] = {
     # A room goes live with a stream to play: its own, or the one the request names ($3).
-    "live": ("scheduled", "status = 'live', started_at = now(), stream_url = coalesce($3, stream_url)"),
-    "ended": ("live", "status = 'ended', ended_at = now(), replay_url = coalesce($3, replay_url)"),
-    "replay": ("ended", "replay_url = $3"),
+    "live": (
+        "scheduled",
+        "status = 'scheduled' AND coalesce($3, stream_url) <> ''",
+        "status = 'live', started_at = now(), stream_url = coalesce($3, stream_url)",
+    ),
+    "ended": (
+        "live",
+        "status = 'live'",
+        "status = 'ended', ended_at = now(), replay_url = coalesce($3, replay_url)",
+    ),
+    "replay": ("ended", "status = 'ended'", "replay_url = $3"),
 }
-# What else a transition needs of the room (constant SQL).
-_NEEDS = {"live": " AND coalesce($3, stream_url) <> ''"}
 
 
 class RoomBook:
@@ -143,12 +149,12 @@ class RoomBook:
     async def _transition(
         self, merchant_id: str, room_id: str, to: str, replay_url: str | None = None
     ) -> dict[str, Any]:
-        needs, assignment = _TRANSITIONS[to]
+        start, needs, assignment = _TRANSITIONS[to]
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"""
                 UPDATE rooms SET {assignment}, index_version = nextval('room_index_version')
-                 WHERE room_id = $1 AND merchant_id = $2 AND status = '{needs}'{_NEEDS.get(to, "")}
+                 WHERE room_id = $1 AND merchant_id = $2 AND {needs}
                 RETURNING {ROOM_SELECT}
                 """,  # noqa: S608 -- only constants are formatted in; values are parameters
                 room_id,
@@ -161,7 +167,7 @@ class RoomBook:
                 )
                 if status is None:
                     raise NotFound("no such room")
-                if to == "live" and status == needs:
+                if to == "live" and status == start:
                     raise Conflict(
                         "the room has no stream_url: give it one to go live",
                         code="stream_url_required",
@@ -169,7 +175,7 @@ class RoomBook:
                     )
                 verb = {"live": "go live", "ended": "end", "replay": "get a replay"}[to]
                 raise Conflict(
-                    f"the room is {status}; only a {needs} room can {verb}",
+                    f"the room is {status}; only a {start} room can {verb}",
                     code="invalid_transition",
                     fields={"status": status},
                 )

@@ -73,3 +73,14 @@ async def test_a_created_session_says_where_its_feed_is(
     r = await app_client.post("/v1/sessions", json={"viewer_id": "v-located"}, headers=headers)
     assert r.status_code == 201, r.text
     assert r.headers["location"] == f"/v1/sessions/{r.json()['session_id']}/feed"
+
+
+async def test_a_required_body_of_only_whitespace_is_a_400_not_a_500(
+    app_client: httpx.AsyncClient, viewer_token: Callable[[str], str]
+) -> None:
+    """Found by the fuzz test: POST /v1/rooms with the body "\\r" reached the handler without a body."""
+    headers = {"Authorization": f"Bearer {viewer_token('v-blank')}", "Content-Type": "application/json"}
+    for blank in (b"\r", b" \n\t "):
+        r = await app_client.post("/v1/sessions", content=blank, headers=headers)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "invalid_json" and set(r.json()["error"]["fields"]) == {"body"}
