@@ -10,6 +10,7 @@ trimmed and lower-case, as they are stored.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,11 @@ from roomfeed.operations import convert_body
 from roomfeed.validation import Body
 from rooms import models
 from rooms.models import EPOCH_MAX, EPOCH_MIN, URL
+
+# The rooms vocabulary's words, in their order (ranking's features encode by position), defined once
+# by the routes' models.
+PRICE_BANDS: tuple[str, ...] = typing.get_args(models.PriceBand)
+FORMATS: tuple[str, ...] = typing.get_args(models.RoomFormat)
 
 __all__ = ["URL", "epoch", "read_merchant", "read_product", "read_room", "read_staff", "read_store"]
 
