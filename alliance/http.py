@@ -326,7 +326,7 @@ async def merchant_ledger(domain: Alliance, principal: Principal, merchant_id: I
     "/v1/merchants/{merchant_id}/alliance-plan",
     roles=("merchant", "operator"),
     tag="ledger",
-    response={"type": "object", "additionalProperties": True},
+    response=dict[str, Any],
 )
 async def merchant_plan(domain: Alliance, principal: Principal, merchant_id: Ident) -> Response:
     """A merchant's pacing plan (the merchant itself or an operator).

@@ -207,6 +207,11 @@ MATRIX: dict[str, Row] = {
         None,
         MERCHANT_OR_OPS,
     ),
+    "GET /v1/merchants/{merchant_id}/alliance-plan": (
+        _c("/v1/merchants/{merchant_id}/alliance-plan"),
+        None,
+        MERCHANT_OR_OPS,
+    ),
     "GET /v1/ops/alliances": (_c("/v1/ops/alliances"), None, OPERATOR_ONLY),
     # verified orders (merchant or order-system keys; another merchant's product is not its product)
     "POST /v1/orders": (
