@@ -326,9 +326,12 @@ class OrderCancel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     at: Annotated[EpochMs, Meta(description="when (default now)")] | None = None
 
 
+EntryKind = Literal["sale", "refund", "cancel"]  # an order's ledger entries (rooms.orders writes them)
+
+
 class OrderEntry(msgspec.Struct, kw_only=True):
     entry_id: str
-    kind: Literal["sale", "refund", "cancel"]
+    kind: EntryKind
     refund_id: str | None
     amount: Annotated[str, Meta(description="a decimal string with two places; reversals are negative")]
     currency: str

@@ -32,6 +32,7 @@ import asyncpg
 
 from roomfeed.errors import Conflict, NotFound, ValidationFailed
 from roomfeed.validation import Body
+from rooms.models import EntryKind
 
 log = logging.getLogger("roomfeed.rooms.orders")
 
@@ -42,8 +43,6 @@ MAX_QUANTITY = 100_000
 MAX_AHEAD_S = 5 * 60
 MAX_AGE_S = 90 * 24 * 3600
 DELIVER_EVERY_S = 1.0
-
-EntryKind = Literal["sale", "refund", "cancel"]
 
 
 @dataclass(frozen=True)
