@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from roomfeed.app import Api
 from roomfeed.assembly import Services
+from roomfeed.errors import InvalidJson
 from roomfeed.logs import JsonFormatter
 from roomfeed.observability import RequestMiddleware
+from roomfeed.operations import decode_body
 from roomfeed.settings import REPO_ROOT
 from tests.app_fixtures import bearer
 from tests.hostile.conftest import Tenant
@@ -270,3 +273,16 @@ def test_api_keys_are_stored_only_as_hashes(app: Api[Services], operator_key: st
     flat = " ".join(str(dict(r)) for r in stored)
     assert operator_key not in flat
     assert any(r["key_hash"] == hash_key(operator_key) for r in stored)
+
+
+class _Entry(msgspec.Struct):
+    code: str
+
+
+@pytest.mark.parametrize("raw", [b"7\x1f\xfb\x84[\x8d", b'{"code": 7, "x": "\xed\xa0\x80"}'])
+def test_a_body_that_is_not_utf8_json_is_a_400_naming_the_body(raw: bytes) -> None:
+    """Found by the OpenAPI fuzz test: msgspec refused the value before reaching the bad bytes, and
+    the field check's orjson read raised on them (a 500)."""
+    with pytest.raises(InvalidJson) as refused:
+        decode_body(raw, msgspec.json.Decoder(_Entry), _Entry)
+    assert refused.value.status == 400 and "body" in refused.value.fields
