@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_feed import _cpu_seconds  # noqa: E402
 from bench.bench_ingest import BATCH, drop_topics, post_all, wait_ready  # noqa: E402
+from devtools import services  # noqa: E402
 from events.vocabulary import VIEWER_EVENTS  # noqa: E402
-from roomfeed import services  # noqa: E402
 from roomfeed.db import migrate  # noqa: E402
 from roomfeed.kafka import ensure_topics  # noqa: E402
 from roomfeed.settings import Settings, external_services  # noqa: E402
