@@ -102,7 +102,7 @@ class CodeKeyring:
         keys: list[tuple[int, bytes]] = []
         for part in text.split(","):
             kid, sep, secret = part.strip().partition(":")
-            if not sep or not secret or not kid.isdigit() or not 0 <= int(kid) <= 255:
+            if not sep or not secret or not (kid.isascii() and kid.isdigit()) or not 0 <= int(kid) <= 255:
                 raise ValueError("ROOMFEED_CODE_KEYS is kid:secret[,kid:secret...] with kids 0..255")
             if any(int(kid) == k for k, _ in keys):
                 raise ValueError(f"code key id {kid} appears twice")

@@ -73,7 +73,11 @@ def page_token(session_id: str, number: int) -> str:
 def page_number(session_id: str, token: str) -> int:
     """The page a token names; 422 naming `after` when it is not a token of this session."""
     number, _, check = token.partition(".")
-    if not number.isdigit() or len(number) > 9 or check != _check(session_id, int(number)):
+    if (
+        not (number.isascii() and number.isdigit())
+        or len(number) > 9
+        or check != _check(session_id, int(number))
+    ):
         raise ValidationFailed(
             "after must be a page_token this session returned",
             fields={"after": "is not a page token of this session"},

@@ -62,7 +62,7 @@ async def read_body(request: Request, max_bytes: int | None = None, *, empty_ok:
     app: Configured = request.app
     limit = max_bytes if max_bytes is not None else app.settings.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0

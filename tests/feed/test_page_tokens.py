@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from feed.pages import PAGES_KEPT
+from feed.pages import PAGES_KEPT, page_number
+from roomfeed.errors import ValidationFailed
 from roomfeed.settings import Settings
 from tests.feed.conftest import Market, new_operator_key, running_app, start_session
 from tests.support import isolated_settings
@@ -171,3 +172,11 @@ async def test_a_page_served_again_drops_the_rooms_ended_since(
     again = await _page(feed_app, headers, session["session_id"], count=8, after=session["page_token"])
     assert _ids(again) == [r for r in _ids(page) if r != gone]
     assert again["page_token"] == page["page_token"]
+
+
+@pytest.mark.parametrize("token", ["³", "²³.abc", "١٢.abc", "1_0.abc", "-1.abc", ""])
+def test_a_token_of_other_digits_is_a_422_naming_after(token: str) -> None:
+    """Found by the OpenAPI fuzz test: '³'.isdigit() is true but int('³') raises (a 500)."""
+    with pytest.raises(ValidationFailed) as refused:
+        page_number("s1", token)
+    assert "after" in refused.value.fields
