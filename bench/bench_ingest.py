@@ -626,26 +626,18 @@ def record_against_baseline(results: dict[str, Any], command: str) -> None:
         "finishes on a topic holding the freshness run's events); the plain run above has them.",
         f"<!-- /bench:{name} -->",
     ]
-    section = "\n".join(lines)
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
+    replace_section(ROOT / "docs" / "benchmarks.md", "\n".join(lines), name)
+
+
+def replace_section(path: Path, section: str, name: str = "ingest") -> None:
+    """Put this benchmark's section (its own `<!-- bench:NAME -->` markers included) in place of its
+    previous one, or append it; others are kept."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
-def replace_section(path: Path, section: str) -> None:
-    """Put this benchmark's section in place of its previous one (or append it); others are kept."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = "<!-- bench:ingest -->", "<!-- /bench:ingest -->"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1]
-    elif "\n## ingest (" in text:  # the unmarked section of earlier runs
+    elif name == "ingest" and "\n## ingest (" in text:  # the unmarked section of earlier runs
         head, rest = text.split("\n## ingest (", 1)
         tail = rest.split("\n<!-- bench:", 1)
         text = head + "\n" + section + ("\n\n<!-- bench:" + tail[1] if len(tail) > 1 else "\n")

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_feed import _cpu_seconds  # noqa: E402
-from bench.bench_ingest import BATCH, drop_topics, post_all, wait_ready  # noqa: E402
+from bench.bench_ingest import BATCH, drop_topics, post_all, replace_section, wait_ready  # noqa: E402
 from devtools import services  # noqa: E402
 from events.vocabulary import VIEWER_EVENTS  # noqa: E402
 from roomfeed.db import migrate  # noqa: E402
@@ -206,15 +206,7 @@ def record(results: dict[str, Any], command: str) -> None:
             f"<!-- /bench:ingest_baseline_{ref} -->",
         ]
     )
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
-    begin, end = f"<!-- bench:ingest_baseline_{ref} -->", f"<!-- /bench:ingest_baseline_{ref} -->"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    replace_section(ROOT / "docs" / "benchmarks.md", section, f"ingest_baseline_{ref}")
 
 
 if __name__ == "__main__":
