@@ -565,14 +565,28 @@ class RedisClusterServers:
                     return next(n for n in self.nodes if n.port == port)
         raise ServiceError(f"no master serves slot {slot}")
 
-    def replica_of(self, master: RedisServer) -> RedisServer:
+    def replica_of(self, master: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """A replica of `master` that the master's view lists as healthy and whose replication link is
+        up. Waits for one: right after `--cluster create` (or a restart) a replica is attached by gossip
+        and then syncs, so the master's view can lack it for a moment (a failover asked then is refused)."""
         node_id = self._cli(master, "cluster", "myid").strip()
-        for line in self._cli(master, "cluster", "nodes").splitlines():
-            fields = line.split()
-            if fields[3] == node_id and "slave" in fields[2] and "fail" not in fields[2]:
-                port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
-                return next(n for n in self.nodes if n.port == port)
-        raise ServiceError(f"master on port {master.port} has no healthy replica")
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self._cli(master, "cluster", "nodes").splitlines():
+                fields = line.split()
+                if fields[3] == node_id and "slave" in fields[2] and "fail" not in fields[2]:
+                    port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                    replica = next(n for n in self.nodes if n.port == port)
+                    if self._link_up(replica):
+                        return replica
+            if time.monotonic() > deadline:
+                raise ServiceError(f"master on port {master.port} has no healthy replica in {timeout}s")
+            time.sleep(0.2)
+
+    def _link_up(self, replica: RedisServer) -> bool:
+        """Whether `replica` has finished its sync and follows its master (INFO replication)."""
+        info = self._cli(replica, "info", "replication")
+        return "master_link_status:up" in info and "master_sync_in_progress:0" in info
 
     def fail_over(self, master: RedisServer) -> RedisServer:
         """A manual failover (CLUSTER FAILOVER on a replica: it catches up, then takes over the slots);
@@ -582,11 +596,24 @@ class RedisClusterServers:
         if reply != "OK":
             raise ServiceError(f"cluster failover refused: {reply}")
         deadline = time.monotonic() + 20
-        while self._cli(replica, "role").splitlines()[:1] != ["master"]:
+        replica_id = self._cli(replica, "cluster", "myid").strip()
+        while not (
+            self._cli(replica, "role").splitlines()[:1] == ["master"]
+            and all(self._sees_master(n, replica_id) for n in self.nodes if n.is_running())
+        ):
             if time.monotonic() > deadline:
                 raise ServiceError(f"replica on port {replica.port} did not take over")
             time.sleep(0.1)
         return replica
+
+    def _sees_master(self, node: RedisServer, node_id: str) -> bool:
+        """Whether `node`'s view of the cluster already lists `node_id` as a master (gossip spreads a
+        failover to the other nodes a moment after the replica has taken over)."""
+        for line in self._cli(node, "cluster", "nodes").splitlines():
+            fields = line.split()
+            if fields[0] == node_id:
+                return "master" in fields[2]
+        return False
 
     def kill(self) -> None:
         for node in self.nodes:
