@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 import scipy.sparse as sp
 
 from events import vocabulary
@@ -340,7 +339,3 @@ def build_training_set(
         until_ms=until_ms,
         identity_share=IDENTITY_SHARE,
     )
-
-
-def features_json(features: Mapping[str, RoomFeatures]) -> bytes:
-    return orjson.dumps({k: vars(v) for k, v in features.items()})

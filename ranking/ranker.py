@@ -196,17 +196,6 @@ def room_columns(table: MerchantTable, req: RankRequest) -> np.ndarray:
     ).astype(np.float32)
 
 
-def _standardise_over(x: np.ndarray, group: np.ndarray) -> np.ndarray:
-    out = np.zeros(x.shape[0], dtype=np.float64)
-    if int(group.sum()) < 2:
-        return out
-    v = x[group].astype(np.float64)
-    sd = float(v.std())
-    if sd > 1e-9:
-        out[group] = (v - float(v.mean())) / sd
-    return out
-
-
 @dataclass
 class ViewerColumns:
     """The viewer part: dense columns (n,), columns that are a table over category or price-band codes

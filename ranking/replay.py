@@ -11,7 +11,7 @@ the viewer's own counts). Training lists, the offline evaluation and the promoti
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -417,8 +417,3 @@ def replay(
         heat_val[r] = heat_val[r] * 0.5 ** ((t - heat_last[r]) / HEAT_HALF_LIFE_MS) + 1.0
         heat_last[r] = t
     return out
-
-
-def iter_requests(targets: Sequence[Target]) -> Iterator[RankRequest]:
-    for t in targets:
-        yield t.request
