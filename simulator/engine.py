@@ -30,7 +30,7 @@ from events.vocabulary import (
     TYPES,
 )
 from roomfeed.progress import over
-from simulator.world import CATEGORIES, DAY_MS, MINUTE_MS, World, room_buzz
+from simulator.world import DAY_MS, MINUTE_MS, World, room_buzz
 
 BAND_PRICE_MEDIAN = np.array([39.0, 129.0, 499.0, 2999.0])
 PRODUCTS_PER_MERCHANT = 10
@@ -589,7 +589,3 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
         seed=seed,
     )
     return log, sessions
-
-
-def category_index(name: str) -> int:
-    return CATEGORIES.index(name) if name in CATEGORIES else -1

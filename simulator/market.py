@@ -107,10 +107,6 @@ class Marketplace:
         idx = np.flatnonzero((w.r_start <= ts_ms) & (w.r_end > ts_ms))
         return [self.rooms[int(j)] for j in idx]
 
-    def live_room_indices(self, ts_ms: int) -> np.ndarray:
-        w = self.world
-        return np.flatnonzero((w.r_start <= ts_ms) & (w.r_end > ts_ms))
-
     # --- the log -------------------------------------------------------------------------
     def _run(self) -> None:
         if self._log is None:
