@@ -101,13 +101,6 @@ class SimLiveIndex:
     async def live_room_of_merchant(self, merchant_id: str) -> Any | None:
         return None
 
-    # The service's change feed (it rides the session's round trip); the A/B calls the pipeline itself.
-    def queue_changes_since(self, pipe: Any, version: int) -> None:
-        return None
-
-    def changes_since(self, reply: Any) -> dict[str, int] | None:
-        return None
-
 
 class SimHeat:
     """Room heat folded from the simulation's events: enters, impressions, dwell seconds and orders,
