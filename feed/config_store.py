@@ -23,6 +23,7 @@ import asyncpg
 from feed.config import RankingConfig, apply_values, as_dict, diff, from_dict
 from feed.experiments import Experiment, ExperimentBook
 from roomfeed.errors import Conflict, NotFound
+from roomfeed.paging import page, position
 
 log = logging.getLogger("feed.config")
 
@@ -75,13 +76,22 @@ class ConfigStore:
         )
         return _row(row) if row else DEFAULT_VERSION
 
-    async def history(self, limit: int = 100) -> list[ConfigVersion]:
+    async def history(
+        self, limit: int = 100, after: str | None = None
+    ) -> tuple[list[ConfigVersion], str | None]:
+        """Versions, newest first, the built-in defaults (version 0) last: a page after the cursor
+        `after` and the next page's cursor."""
+        at = position(after, tuple[int])
         rows = await self.pool.fetch(
             "SELECT version, config, diff, author, note, rollback_of, created_at"
-            " FROM feed_ranking_configs ORDER BY version DESC LIMIT $1",
-            limit,
+            " FROM feed_ranking_configs WHERE ($1::int IS NULL OR version < $1) ORDER BY version DESC LIMIT $2",
+            at[0] if at else None,
+            limit + 1,
         )
-        return [_row(r) for r in rows] + ([DEFAULT_VERSION] if len(rows) < limit else [])
+        versions = [_row(r) for r in rows]
+        if len(rows) <= limit and (at is None or at[0] > 0):
+            versions.append(DEFAULT_VERSION)
+        return page(versions, limit, lambda v: (v.version,))
 
     async def version(self, version: int) -> ConfigVersion:
         if version == 0:

@@ -24,6 +24,7 @@ import orjson
 from ranking import artifacts, viewer_state
 from ranking.model import RankingModel
 from ranking.scorer import Scorer
+from roomfeed.paging import page, position
 
 log = logging.getLogger(__name__)
 
@@ -231,13 +232,22 @@ class ModelRegistry:
             )
         return value
 
-    async def versions(self, limit: int = 50) -> list[ModelRecord]:
+    async def versions(
+        self, limit: int = 50, after: str | None = None
+    ) -> tuple[list[ModelRecord], str | None]:
+        """Model versions, newest first: a page after the cursor `after` (roomfeed.paging) and the
+        next page's cursor."""
+        at = position(after, tuple[datetime, str])
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM ranking_models ORDER BY created_at DESC LIMIT $1",  # noqa: S608
-                limit,
+                f"SELECT {_COLUMNS} FROM ranking_models"  # noqa: S608
+                " WHERE ($1::timestamptz IS NULL OR created_at < $1 OR (created_at = $1 AND version > $2::text))"
+                " ORDER BY created_at DESC, version LIMIT $3",
+                at[0] if at else None,
+                at[1] if at else None,
+                limit + 1,
             )
-        return [_record(r) for r in rows]
+        return page([_record(r) for r in rows], limit, lambda m: (m.created_at, m.version))
 
     async def load(self, version: str, viewers: bool = True) -> RankingModel:
         """The model; `viewers=False`: without its viewers' vectors and histories (what an API process

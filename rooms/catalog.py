@@ -8,6 +8,7 @@ scoped by its merchant_id: another merchant's object is simply "not found".
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,10 @@ import asyncpg
 
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.ids import new_id
+from roomfeed.paging import page, position
+
+# A list's cursor (roomfeed.paging): the last item's creation time and id.
+CREATED: type[tuple[dt.datetime, str]] = tuple[dt.datetime, str]
 
 
 def _ts(value: Any) -> float | None:
@@ -79,13 +84,18 @@ class MerchantCatalog:
         )
         return merchant_json(row)
 
-    async def list_merchants(self, limit: int = 100, after: str | None = None) -> list[dict[str, Any]]:
+    async def list_merchants(
+        self, limit: int = 100, after: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Merchants by id, a page of `limit` after the cursor `after`, and the next page's cursor."""
+        at = position(after, tuple[str])
         rows = await self.pool.fetch(
             "SELECT * FROM merchants WHERE ($1::text IS NULL OR merchant_id > $1) ORDER BY merchant_id LIMIT $2",
-            after,
-            limit,
+            at[0] if at else None,
+            limit + 1,
         )
-        return [merchant_json(r) for r in rows]
+        kept, following = page(rows, limit, lambda r: (r["merchant_id"],))
+        return [merchant_json(r) for r in kept], following
 
     async def get_merchant(self, merchant_id: str) -> dict[str, Any]:
         row = await self.pool.fetchrow("SELECT * FROM merchants WHERE merchant_id = $1", merchant_id)
@@ -143,11 +153,22 @@ class MerchantCatalog:
         )
         return store_json(row)
 
-    async def list_stores(self, merchant_id: str) -> list[dict[str, Any]]:
+    async def list_stores(
+        self, merchant_id: str, limit: int = 100, after: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The merchant's stores, oldest first: a page and the next page's cursor."""
+        at = position(after, CREATED)
         rows = await self.pool.fetch(
-            "SELECT * FROM stores WHERE merchant_id = $1 ORDER BY created_at, store_id", merchant_id
+            "SELECT * FROM stores WHERE merchant_id = $1"
+            " AND ($2::timestamptz IS NULL OR (created_at, store_id) > ($2, $3::text))"
+            " ORDER BY created_at, store_id LIMIT $4",
+            merchant_id,
+            at[0] if at else None,
+            at[1] if at else None,
+            limit + 1,
         )
-        return [store_json(r) for r in rows]
+        kept, following = page(rows, limit, lambda r: (r["created_at"], r["store_id"]))
+        return [store_json(r) for r in kept], following
 
     async def add_staff(self, merchant_id: str, store_id: str, name: str, role: str | None) -> dict[str, Any]:
         row = await self.pool.fetchrow(
@@ -166,7 +187,11 @@ class MerchantCatalog:
             raise NotFound("no such store")
         return staff_json(row)
 
-    async def list_staff(self, merchant_id: str, store_id: str) -> list[dict[str, Any]]:
+    async def list_staff(
+        self, merchant_id: str, store_id: str, limit: int = 100, after: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A store's staff, oldest first: a page and the next page's cursor."""
+        at = position(after, CREATED)
         async with self.pool.acquire() as conn:
             if not await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM stores WHERE store_id = $1 AND merchant_id = $2)",
@@ -175,11 +200,17 @@ class MerchantCatalog:
             ):
                 raise NotFound("no such store")
             rows = await conn.fetch(
-                "SELECT * FROM staff WHERE store_id = $1 AND merchant_id = $2 ORDER BY created_at, staff_id",
+                "SELECT * FROM staff WHERE store_id = $1 AND merchant_id = $2"
+                " AND ($3::timestamptz IS NULL OR (created_at, staff_id) > ($3, $4::text))"
+                " ORDER BY created_at, staff_id LIMIT $5",
                 store_id,
                 merchant_id,
+                at[0] if at else None,
+                at[1] if at else None,
+                limit + 1,
             )
-        return [staff_json(r) for r in rows]
+        kept, following = page(rows, limit, lambda r: (r["created_at"], r["staff_id"]))
+        return [staff_json(r) for r in kept], following
 
     async def store_and_staff(self, merchant_id: str, store_id: str | None, staff_id: str | None) -> bool:
         """Do this store and this staff member (either may be None) belong to this merchant?"""
@@ -216,11 +247,22 @@ class MerchantCatalog:
         )
         return product_json(row)
 
-    async def list_products(self, merchant_id: str) -> list[dict[str, Any]]:
+    async def list_products(
+        self, merchant_id: str, limit: int = 100, after: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The merchant's catalogue, oldest first: a page and the next page's cursor."""
+        at = position(after, CREATED)
         rows = await self.pool.fetch(
-            "SELECT * FROM products WHERE merchant_id = $1 ORDER BY created_at, product_id", merchant_id
+            "SELECT * FROM products WHERE merchant_id = $1"
+            " AND ($2::timestamptz IS NULL OR (created_at, product_id) > ($2, $3::text))"
+            " ORDER BY created_at, product_id LIMIT $4",
+            merchant_id,
+            at[0] if at else None,
+            at[1] if at else None,
+            limit + 1,
         )
-        return [product_json(r) for r in rows]
+        kept, following = page(rows, limit, lambda r: (r["created_at"], r["product_id"]))
+        return [product_json(r) for r in kept], following
 
     async def own_products(self, merchant_id: str, product_ids: list[str]) -> set[str]:
         rows = await self.pool.fetch(

@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 
 from roomfeed.errors import Conflict, NotFound
 from roomfeed.ids import new_id
-from rooms.catalog import MerchantCatalog, require_known
+from roomfeed.paging import page, position
+from rooms.catalog import CREATED, MerchantCatalog, require_known
 from rooms.directory import RoomDirectory
 from rooms.live_index import room_columns
 from rooms.outbox import RoomRelay
@@ -211,16 +212,24 @@ class RoomBook:
         return room_json(row)
 
     async def of_merchant(
-        self, merchant_id: str, status: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+        self, merchant_id: str, status: str | None = None, limit: int = 100, after: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The merchant's rooms, newest first: a page after the cursor `after` and the next one's."""
+        at = position(after, CREATED)
         rows = await self.pool.fetch(
-            f"SELECT {ROOM_SELECT} FROM rooms WHERE merchant_id = $1 "  # noqa: S608
-            "AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, room_id LIMIT $3",
+            f"SELECT {ROOM_SELECT}, rooms.created_at AS created_key FROM rooms"  # noqa: S608
+            " WHERE merchant_id = $1 AND ($2::text IS NULL OR status = $2)"
+            " AND ($3::timestamptz IS NULL OR rooms.created_at < $3"
+            " OR (rooms.created_at = $3 AND room_id > $4::text))"
+            " ORDER BY rooms.created_at DESC, room_id LIMIT $5",
             merchant_id,
             status,
-            limit,
+            at[0] if at else None,
+            at[1] if at else None,
+            limit + 1,
         )
-        return [room_json(r) for r in rows]
+        kept, following = page(rows, limit, lambda r: (r["created_key"], r["room_id"]))
+        return [room_json(r) for r in kept], following
 
     async def add_products(
         self, merchant_id: str, room_id: str, product_ids: list[str]
