@@ -46,6 +46,7 @@ from roomfeed.auth import Principal
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.leader import ALLIANCE_SCHEDULER, Leadership, always_lead
 from roomfeed.operations import PNG, Created, encode, operation
+from roomfeed.paging import ListQuery
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
 from roomfeed.validation import ID_PATTERN, Ident
@@ -233,10 +234,10 @@ async def create_code(domain: Alliance, principal: Principal, body: NewCode | No
 
 
 @operation("GET", "/v1/codes", roles=("merchant",), tag="codes")
-async def list_codes(domain: Alliance, principal: Principal) -> CodeList:
-    """The merchant's codes with their open counts."""
-    codes = await domain.code_book.list(_merchant_of(principal))
-    return msgspec.convert({"codes": [_code_json(c) for c in codes]}, CodeList)
+async def list_codes(domain: Alliance, principal: Principal, query: ListQuery) -> CodeList:
+    """The merchant's codes with their open counts, newest first (paged: `next`)."""
+    codes, following = await domain.code_book.list(_merchant_of(principal), query.limit, query.after)
+    return msgspec.convert({"codes": [_code_json(c) for c in codes], "next": following}, CodeList)
 
 
 @operation("GET", "/v1/codes/{code}.png", tag="codes", media_type="image/png", response=PNG)

@@ -9,6 +9,7 @@ import msgspec
 from msgspec import Meta
 
 from alliance.alliances import Terms
+from roomfeed.paging import Next
 from roomfeed.validation import Ident, text
 
 _DEFAULT = Terms()
@@ -112,6 +113,7 @@ class Code(msgspec.Struct, kw_only=True):
 
 class CodeList(msgspec.Struct, kw_only=True):
     codes: list[Code]
+    next: Next
 
 
 class LandingEntry(msgspec.Struct, kw_only=True):

@@ -36,7 +36,6 @@ from feed.models import (
     FeedPage,
     FeedPreview,
     FeedQuery,
-    HistoryQuery,
     NewBlock,
     NewExperiment,
     NewSession,
@@ -53,6 +52,7 @@ from roomfeed.auth import Principal, RateCharge
 from roomfeed.errors import Forbidden, NotFound, ValidationFailed
 from roomfeed.http import json
 from roomfeed.operations import Created, operation
+from roomfeed.paging import ListQuery
 from roomfeed.resources import Resources
 from roomfeed.validation import ID_PATTERN, Ident
 
@@ -248,10 +248,10 @@ async def put_ranking_config(feed: Feed, principal: Principal, body: ConfigUpdat
 
 
 @operation("GET", "/v1/ops/ranking-config/history", roles=("operator",), tag="ranking-config")
-async def ranking_config_history(feed: Feed, principal: Principal, query: HistoryQuery) -> ConfigHistory:
-    """Every version of the ranking config, newest first, with author and diff."""
-    versions = [v.public() for v in await feed.config_store.history(query.limit)]
-    return msgspec.convert({"versions": versions}, ConfigHistory)
+async def ranking_config_history(feed: Feed, principal: Principal, query: ListQuery) -> ConfigHistory:
+    """Every version of the ranking config, newest first (paged: `next`), with author and diff."""
+    versions, following = await feed.config_store.history(query.limit, query.after)
+    return msgspec.convert({"versions": [v.public() for v in versions], "next": following}, ConfigHistory)
 
 
 @operation(
@@ -295,10 +295,11 @@ async def create_experiment(feed: Feed, principal: Principal, body: NewExperimen
 
 
 @operation("GET", "/v1/ops/experiments", roles=("operator",), tag="experiments")
-async def list_experiments(feed: Feed, principal: Principal) -> ExperimentList:
-    """Experiments, newest first."""
-    experiments = [e.public() for e in await feed.experiments.list()]
-    return msgspec.convert({"experiments": experiments}, ExperimentList)
+async def list_experiments(feed: Feed, principal: Principal, query: ListQuery) -> ExperimentList:
+    """Experiments, newest first (paged: `next`)."""
+    experiments, following = await feed.experiments.list(query.limit, query.after)
+    body = {"experiments": [e.public() for e in experiments], "next": following}
+    return msgspec.convert(body, ExperimentList)
 
 
 @operation("GET", "/v1/ops/experiments/{experiment_id}", roles=("operator",), tag="experiments")

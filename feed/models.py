@@ -10,6 +10,7 @@ from msgspec import Meta
 
 from feed.config import _INTEGER_FIELDS as INTEGER_FIELDS
 from feed.config import RANGES
+from roomfeed.paging import Next
 from roomfeed.validation import Ident, text
 
 
@@ -176,10 +177,7 @@ class CurrentConfig(ConfigVersion, kw_only=True):
 
 class ConfigHistory(msgspec.Struct, kw_only=True):
     versions: list[ConfigVersion]
-
-
-class HistoryQuery(msgspec.Struct, kw_only=True):
-    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+    next: Next
 
 
 class NewVariant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -213,6 +211,7 @@ class Experiment(msgspec.Struct, kw_only=True):
 
 class ExperimentList(msgspec.Struct, kw_only=True):
     experiments: list[Experiment]
+    next: Next
 
 
 class Interval(msgspec.Struct, kw_only=True):

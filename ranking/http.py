@@ -67,9 +67,9 @@ class Ranking:
 
 @operation("GET", "/v1/ops/models", roles=("operator",), tag="models")
 async def list_models(ranking: Ranking, principal: Principal, query: ModelsQuery) -> ModelList:
-    """Model versions, newest first, with parameters, data window, metrics and status."""
-    models = await ranking.registry.versions(query.limit)
-    body = {"serving": ranking.watcher.version, "models": [_public(m) for m in models]}
+    """Model versions, newest first (paged: `next`), with parameters, data window, metrics and status."""
+    models, following = await ranking.registry.versions(query.limit, query.after)
+    body = {"serving": ranking.watcher.version, "models": [_public(m) for m in models], "next": following}
     return msgspec.convert(body, ModelList)
 
 

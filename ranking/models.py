@@ -7,6 +7,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from roomfeed.paging import ListQuery, Next
+
 
 class Model(msgspec.Struct, kw_only=True):
     """A model version in the registry."""
@@ -25,7 +27,10 @@ class Model(msgspec.Struct, kw_only=True):
 class ModelList(msgspec.Struct, kw_only=True):
     serving: Annotated[str | None, Meta(description="the version this process serves")]
     models: list[Model]
+    next: Next
 
 
-class ModelsQuery(msgspec.Struct, kw_only=True):
-    limit: Annotated[int, Meta(ge=1, le=500)] = 50
+class ModelsQuery(ListQuery, kw_only=True):
+    """`?limit=&after=`: model versions, newest first."""
+
+    limit: Annotated[int, Meta(ge=1, le=500, description="at most this many versions")] = 50

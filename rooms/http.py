@@ -24,6 +24,7 @@ from roomfeed.errors import ApiError, NotFound
 from roomfeed.kafka import ensure_topics
 from roomfeed.leader import ROOM_RELAY, Leadership, always_lead
 from roomfeed.operations import Created, operation
+from roomfeed.paging import ListQuery
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
 from roomfeed.validation import Ident
@@ -180,9 +181,9 @@ async def get_merchant(domain: Rooms, principal: Principal, merchant_id: Ident) 
 @operation("GET", "/v1/ops/merchants", roles=("operator",), tag="merchants")
 async def list_merchants(domain: Rooms, principal: Principal, query: MerchantsQuery) -> MerchantList:
     """Merchants, by id (operators)."""
-    merchants = await domain.catalog.list_merchants(query.limit, query.after)
-    last = merchants[-1]["merchant_id"] if len(merchants) == query.limit else None
-    return msgspec.convert({"merchants": merchants, "next_after": last}, MerchantList)
+    merchants, following = await domain.catalog.list_merchants(query.limit, query.after)
+    body = {"merchants": merchants, "next": following, "next_after": following}
+    return msgspec.convert(body, MerchantList)
 
 
 # --- merchants: stores, staff, products -----------------------------------------------------
@@ -209,10 +210,10 @@ async def get_store(domain: Rooms, principal: Principal, store_id: Ident) -> Sto
 
 
 @operation("GET", "/v1/stores", roles=("merchant",), tag="stores")
-async def list_stores(domain: Rooms, principal: Principal) -> StoreList:
-    """The merchant's stores."""
-    stores = await domain.catalog.list_stores(_merchant_of(principal))
-    return msgspec.convert({"stores": stores}, StoreList)
+async def list_stores(domain: Rooms, principal: Principal, query: ListQuery) -> StoreList:
+    """The merchant's stores, oldest first (paged: `next`)."""
+    stores, following = await domain.catalog.list_stores(_merchant_of(principal), query.limit, query.after)
+    return msgspec.convert({"stores": stores, "next": following}, StoreList)
 
 
 @operation(
@@ -237,10 +238,12 @@ async def get_staff(domain: Rooms, principal: Principal, store_id: Ident, staff_
 
 
 @operation("GET", "/v1/stores/{store_id}/staff", roles=("merchant",), tag="stores")
-async def list_staff(domain: Rooms, principal: Principal, store_id: Ident) -> StaffList:
-    """Staff of one of the merchant's stores."""
-    staff = await domain.catalog.list_staff(_merchant_of(principal), store_id)
-    return msgspec.convert({"staff": staff}, StaffList)
+async def list_staff(domain: Rooms, principal: Principal, store_id: Ident, query: ListQuery) -> StaffList:
+    """Staff of one of the merchant's stores, oldest first (paged: `next`)."""
+    staff, following = await domain.catalog.list_staff(
+        _merchant_of(principal), store_id, query.limit, query.after
+    )
+    return msgspec.convert({"staff": staff, "next": following}, StaffList)
 
 
 @operation(
@@ -266,10 +269,12 @@ async def get_product(domain: Rooms, principal: Principal, product_id: Ident) ->
 
 
 @operation("GET", "/v1/products", roles=("merchant",), tag="products")
-async def list_products(domain: Rooms, principal: Principal) -> ProductList:
-    """The merchant's catalogue."""
-    products = await domain.catalog.list_products(_merchant_of(principal))
-    return msgspec.convert({"products": products}, ProductList)
+async def list_products(domain: Rooms, principal: Principal, query: ListQuery) -> ProductList:
+    """The merchant's catalogue, oldest first (paged: `next`)."""
+    products, following = await domain.catalog.list_products(
+        _merchant_of(principal), query.limit, query.after
+    )
+    return msgspec.convert({"products": products, "next": following}, ProductList)
 
 
 # --- rooms ----------------------------------------------------------------------------------
@@ -309,21 +314,23 @@ async def create_room(domain: Rooms, principal: Principal, body: NewRoom) -> Cre
 
 @operation("GET", "/v1/rooms", roles=("merchant",), tag="rooms")
 async def list_rooms(domain: Rooms, principal: Principal, query: RoomsQuery) -> RoomList:
-    """The merchant's own rooms, newest first."""
-    rooms = await domain.rooms.of_merchant(_merchant_of(principal), query.status, query.limit)
-    return msgspec.convert({"rooms": rooms}, RoomList)
+    """The merchant's own rooms, newest first (paged: `next`)."""
+    rooms, following = await domain.rooms.of_merchant(
+        _merchant_of(principal), query.status, query.limit, query.after
+    )
+    return msgspec.convert({"rooms": rooms, "next": following}, RoomList)
 
 
 @operation("GET", "/v1/merchants/{merchant_id}/rooms", roles=("merchant", "operator"), tag="rooms")
 async def merchant_rooms(
     domain: Rooms, principal: Principal, merchant_id: Ident, query: RoomsQuery
 ) -> RoomList:
-    """A merchant's rooms (the merchant itself, or an operator), newest first."""
+    """A merchant's rooms (the merchant itself, or an operator), newest first (paged: `next`)."""
     _merchant_scope(principal, merchant_id)
     if principal.role == "operator":
         await domain.catalog.get_merchant(merchant_id)
-    rooms = await domain.rooms.of_merchant(merchant_id, query.status, query.limit)
-    return msgspec.convert({"rooms": rooms}, RoomList)
+    rooms, following = await domain.rooms.of_merchant(merchant_id, query.status, query.limit, query.after)
+    return msgspec.convert({"rooms": rooms, "next": following}, RoomList)
 
 
 @operation("GET", "/v1/rooms/{room_id}", roles=("merchant",), tag="rooms")

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from roomfeed.paging import ListQuery, Next
 from roomfeed.validation import Currency, Ident, describe_pattern, text
 
 PriceBand = Literal["low", "mid", "high", "luxury"]
@@ -55,12 +56,14 @@ class MerchantCreated(msgspec.Struct, kw_only=True):
 
 class MerchantList(msgspec.Struct, kw_only=True):
     merchants: list[Merchant]
-    next_after: Annotated[str | None, Meta(description="pass as `after` for the next page; null at the end")]
+    next: Next
+    next_after: Annotated[str | None, Meta(description="the same as `next` (its former name; deprecated)")]
 
 
-class MerchantsQuery(msgspec.Struct, kw_only=True):
-    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
-    after: Annotated[str, Meta(max_length=64, description="the merchant_id to page after")] | None = None
+class MerchantsQuery(ListQuery, kw_only=True):
+    """`?limit=&after=`: merchants by id (up to 1,000 a page, as before the one convention)."""
+
+    limit: Annotated[int, Meta(ge=1, le=1000, description="at most this many merchants")] = 100
 
 
 class NewStore(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -79,6 +82,7 @@ class Store(msgspec.Struct, kw_only=True):
 
 class StoreList(msgspec.Struct, kw_only=True):
     stores: list[Store]
+    next: Next
 
 
 class NewStaff(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -96,6 +100,7 @@ class Staff(msgspec.Struct, kw_only=True):
 
 class StaffList(msgspec.Struct, kw_only=True):
     staff: list[Staff]
+    next: Next
 
 
 class NewProduct(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -116,6 +121,7 @@ class Product(msgspec.Struct, kw_only=True):
 
 class ProductList(msgspec.Struct, kw_only=True):
     products: list[Product]
+    next: Next
 
 
 # --- rooms ----------------------------------------------------------------------------------------
@@ -183,11 +189,11 @@ class RoomDetail(Room, kw_only=True):
 
 class RoomList(msgspec.Struct, kw_only=True):
     rooms: list[Room]
+    next: Next
 
 
-class RoomsQuery(msgspec.Struct, kw_only=True):
+class RoomsQuery(ListQuery, kw_only=True):
     status: RoomStatus | None = None
-    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
 
 
 class GoLive(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -84,3 +84,56 @@ async def test_a_required_body_of_only_whitespace_is_a_400_not_a_500(
         r = await app_client.post("/v1/sessions", content=blank, headers=headers)
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "invalid_json" and set(r.json()["error"]["fields"]) == {"body"}
+
+
+# Lists answered whole, and why: bounded by what holds them, not growing with the platform.
+BOUNDED_LISTS = {
+    "GET /v1/rooms/{room_id}": "a room's products and deals",
+    "GET /v1/rooms/{room_id}/deals": "a room's deals (a broadcast holds a handful)",
+    "GET /v1/rooms/{room_id}/slots": "a room's consult slots",
+    "GET /v1/alliances/{alliance_id}": "an alliance's members",
+    "GET /v1/merchants/{merchant_id}/ledger": "a merchant's stores and staff in its statement",
+    "GET /v1/merchants/{merchant_id}/consults": "a report: counts, and the merchant's recent bookings",
+    "GET /v1/ops/alliances": "the operators' overview (one line per alliance, capped by ?limit)",
+    "GET /v1/ops/experiments/{experiment_id}": "an experiment's variants",
+    "GET /v1/ops/metrics": "a report",
+    "GET /v1/ops/metrics/history": "a time series over ?hours",
+    "GET /v1/ops/metrics/alliance-history": "a time series over ?days",
+    "GET /v1/viewers/me/blocks": "the merchants one viewer blocked",
+    "GET /v1/console/me": "who is signed in",
+    "GET /v1/sessions/{session_id}/feed": "the feed page: its own token (page_token / after)",
+    "GET /readyz": "the dependencies' checks",
+    "GET /v1/orders/{order_id}": "an order's entries (a sale, its refunds, a cancel)",
+    "GET /v1/ops/viewers/{viewer_id}/feed": "one page a viewer would get (?count, at most 50)",
+}
+
+
+def _schema(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def test_every_list_that_can_grow_pages_with_one_cursor(document: dict[str, Any]) -> None:
+    """`?limit=&after=` → `{items, next}` on every GET whose answer holds a list, unless the list is
+    bounded by what holds it (BOUNDED_LISTS says why)."""
+    unpaged, listed = [], []
+    for name, op in _operations(document).items():
+        if not name.startswith("GET ") or name in BOUNDED_LISTS:
+            continue
+        content = op["responses"].get("200", {}).get("content", {}).get("application/json")
+        if content is None:
+            continue
+        answer = _schema(document, content["schema"])
+        arrays = [
+            k for k, v in answer.get("properties", {}).items() if _schema(document, v).get("type") == "array"
+        ]
+        if not arrays:
+            continue
+        listed.append(name)
+        params = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+        if not ({"limit", "after"} <= params and "next" in answer["properties"]):
+            unpaged.append(name)
+    assert unpaged == []
+    assert len(listed) >= 12  # stores, staff, products, rooms ×2, codes, orders, replays, models, ...
+    assert set(BOUNDED_LISTS) <= set(_operations(document))  # no stale exemption

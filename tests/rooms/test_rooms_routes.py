@@ -39,7 +39,10 @@ async def test_operator_creates_merchant_and_the_key_works_once_shown(
     assert r.status_code == 201
     body = r.json()
     assert body["merchant_id"].startswith("mer_") and body["key"].startswith("rfk_")
-    assert (await app_client.get("/v1/rooms", headers=bearer(body["key"]))).json() == {"rooms": []}
+    assert (await app_client.get("/v1/rooms", headers=bearer(body["key"]))).json() == {
+        "rooms": [],
+        "next": None,
+    }
     listed = await app_client.get("/v1/ops/merchants?limit=1000", headers=bearer(operator_key))
     found = [m for m in listed.json()["merchants"] if m["merchant_id"] == body["merchant_id"]]
     assert found and "key" not in found[0]
