@@ -92,9 +92,12 @@ EventBatch: Any = Annotated[
 
 
 class EventError(msgspec.Struct, kw_only=True):
+    """Why one event was refused, in the API's one error shape."""
+
     code: str
     message: str
-    field: str | None
+    fields: Annotated[dict[str, str], Meta(description="the bad field → what is wrong with it")]
+    field: Annotated[str | None, Meta(description="the bad field (the key of `fields`), or null")]
 
 
 class Rejected(msgspec.Struct, kw_only=True):

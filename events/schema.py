@@ -42,7 +42,9 @@ class Rejection:
     field: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "field": self.field}
+        # The API's one error shape (`fields`: field → what is wrong), and `field` as before.
+        fields = {self.field: self.message} if self.field else {}
+        return {"code": self.code, "message": self.message, "fields": fields, "field": self.field}
 
 
 def _invalid(field: str, reason: str) -> Rejection:

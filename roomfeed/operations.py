@@ -463,7 +463,9 @@ def operation(
                     try:
                         kwargs[name] = msgspec.convert(raw, kind, strict=False)
                     except msgspec.ValidationError:
-                        raise NotFound(f"no such {name.removesuffix('_id')}: {raw}") from None
+                        raise NotFound(
+                            f"no such {name.removesuffix('_id')}: {raw}", fields={name: "names nothing"}
+                        ) from None
                 if query_model is not None:
                     kwargs["query"] = convert_query(request, query_model)
                 raw_body = b""

@@ -121,6 +121,8 @@ async def test_bad_events_are_rejected_by_index_and_the_good_ones_accepted(
         (2, "viewer_mismatch", "viewer_id"),
         (3, "validation_failed", "ts"),
     ]
+    # Each rejection in the API's one error shape too: `fields` names the bad field and what is wrong.
+    assert all(r["error"]["fields"] == {r["error"]["field"]: r["error"]["message"]} for r in body["rejected"])
     await eventually(lambda: _equals(archived(pool, room), 2))
 
 
