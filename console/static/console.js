@@ -61,6 +61,21 @@ async function maybe(path) {
   }
 }
 
+// Every item of a paged list (`?limit=&after=` → `{<key>: [...], next}`), following `next`;
+// null when the route is not deployed.
+async function everyPage(path, key) {
+  let items = [];
+  let after = null;
+  do {
+    const sep = path.includes("?") ? "&" : "?";
+    const body = await maybe(after ? `${path}${sep}after=${encodeURIComponent(after)}` : path);
+    if (!body) return null;
+    items = items.concat(body[key] || []);
+    after = body.next || null;
+  } while (after);
+  return items;
+}
+
 async function imageUrl(path) {
   const res = await api(path, { raw: true });
   return URL.createObjectURL(await res.blob());
@@ -112,6 +127,7 @@ const OPERATOR_VIEWS = [
   ["models", "Models", viewModels],
   ["alliances", "Alliances", viewAlliances],
   ["merchants", "Merchants", viewMerchants],
+  ["explain", "Viewer's feed", viewExplain],
 ];
 const MERCHANT_VIEWS = [
   ["shop", "My shop", viewShop],
@@ -453,8 +469,7 @@ async function viewAlliances(view) {
   view.append(card("Per merchant over time", h("label", {}, "show ", picker), chart), card("Accounts now", tableBox));
   let series = {};
   const names = {};
-  const listed = await maybe("/v1/ops/merchants?limit=1000");
-  for (const m of (listed && listed.merchants) || []) names[m.merchant_id] = m.name;
+  for (const m of (await everyPage("/v1/ops/merchants?limit=1000", "merchants")) || []) names[m.merchant_id] = m.name;
   const nameOf = (mid) => names[mid] || mid;
   const draw = () => {
     const key = picker.value;
@@ -504,12 +519,59 @@ async function viewMerchants(view) {
 }
 
 async function renderMerchantList(list) {
-  const body = await maybe("/v1/ops/merchants");
-  const rows = body ? (Array.isArray(body) ? body : body.merchants || []) : [];
+  const rows = (await everyPage("/v1/ops/merchants?limit=500", "merchants")) || [];
   list.replaceChildren(card("Merchants", table([
     { label: "merchant", key: "merchant_id" }, { label: "name", key: "name" },
     { label: "category", render: (r) => r.category || "–" }, { label: "created", render: (r) => when(r.created_at) },
   ], rows)));
+}
+
+// --- operator: what a viewer would see, and why -------------------------------------------------
+
+const TERM_ORDER = ["lightfm", "popularity", "history", "session", "other_columns", "conversion", "freshness", "session_penalty"];
+const fixed = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
+
+async function viewExplain(view) {
+  const status = h("div");
+  const result = h("div", { id: "explain-result" });
+  const form = h("form", { id: "explain-form", novalidate: true },
+    h("div", { class: "field" }, h("label", { for: "explain-viewer" }, "viewer id"), h("input", { id: "explain-viewer", name: "viewer_id", placeholder: "v-123" }), h("span", { class: "field-error" })),
+    h("div", { class: "field" }, h("label", { for: "explain-count" }, "rooms"), h("input", { id: "explain-count", name: "count", type: "number", min: 1, max: 50, value: 10 }), h("span", { class: "field-error" })),
+    h("button", { type: "submit" }, "Explain"));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    result.replaceChildren();
+    const viewer = document.getElementById("explain-viewer").value.trim();
+    const count = document.getElementById("explain-count").value;
+    try {
+      const preview = await api(`/v1/ops/viewers/${encodeURIComponent(viewer)}/feed?explain=true&count=${encodeURIComponent(count)}`);
+      renderExplain(result, preview);
+    } catch (e) {
+      status.replaceChildren(banner("error", failureText(e)));
+    }
+  });
+  view.append(card("What would this viewer see next, and why?", h("p", { class: "muted" },
+    "The feed's own pipeline for this viewer now (their blocks, recent visits and experiment arm). Nothing is served or recorded."), form, status), result);
+}
+
+function renderExplain(box, preview) {
+  const terms = TERM_ORDER.filter((t) => preview.rooms.some((r) => r.explain && t in r.explain.terms));
+  const columns = [
+    { label: "#", render: (r) => String(r.position) },
+    { label: "room", render: (r) => `${r.title} (${r.room_id})` },
+    { label: "merchant", key: "merchant_id" },
+    { label: "score", cls: "num", render: (r) => fixed(r.explain && r.explain.score) },
+    { label: "LightFM", cls: "num", render: (r) => fixed(r.explain && r.explain.model_score) },
+    ...terms.map((t) => ({ label: t.replace("_", " "), cls: "num", render: (r) => fixed(r.explain && r.explain.terms[t]) })),
+    { label: "heat", render: (r) => Object.entries((r.explain && r.explain.signals) || {}).map(([k, v]) => `${k} ${num(v)}`).join(", ") || "–" },
+    { label: "placed by", render: (r) => (r.explain && r.explain.explored ? "exploration" : "rank") },
+  ];
+  box.replaceChildren(card(`${preview.viewer_id}: ${preview.rooms.length} of ${preview.candidates} live rooms`,
+    h("p", { class: "muted" }, `model ${preview.model_version} · config v${preview.config_version} · arm ${preview.variant}` +
+      (preview.experiment_id ? ` of ${preview.experiment_id}` : "") + ` · ${preview.recent_visits} recent visits`),
+    table(columns, preview.rooms, (r) => ({ "data-room": r.room_id })),
+    ...(preview.notes || []).map((n) => h("p", { class: "muted" }, n))));
 }
 
 // --- merchant: shop and codes -------------------------------------------------------------------

@@ -238,6 +238,39 @@ async def test_operator_starts_an_experiment_and_sees_its_variants(
     await page.close()
 
 
+async def test_operator_sees_what_a_viewer_would_see_and_why(
+    browser: Any, live_server: LiveServer, settings: Settings
+) -> None:
+    """The console's "Viewer's feed": the operators' explain for one viewer, each room with its score
+    and the terms that make it; a bad viewer id is refused naming the field."""
+    operator_key = await create_key(settings, "operator")
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as client:
+        shop = await merchant_with_live_room(client, operator_key, "Explained Tea")
+    page = await sign_in(browser, live_server, operator_key)
+    await page.click("a[data-view=explain]")
+    await page.wait_for_selector("#explain-form")
+    await page.fill("#explain-viewer", "v-explained")
+    await page.fill("#explain-count", "50")
+    await page.click("#explain-form button[type=submit]")
+    row = page.locator(f'#explain-result tr[data-room="{shop["room"]["room_id"]}"]')
+    await row.wait_for(timeout=30_000)
+    cells = await row.locator("td").all_inner_texts()
+    headers = await page.locator("#explain-result th").all_inner_texts()
+    explained = dict(zip(headers, cells, strict=True))
+    assert float(explained["score"]) == float(explained["score"])  # a number, not "–"
+    assert explained["placed by"] in {"rank", "exploration"} and explained["merchant"] == shop["merchant_id"]
+    assert {"score", "LightFM", "heat"} <= set(headers) and len(headers) > 7  # the terms have columns
+    await screenshot(page, "explain")
+
+    await page.fill("#explain-viewer", "not a viewer id!")
+    await page.click("#explain-form button[type=submit]")
+    refused = page.locator("#view .error")
+    await refused.wait_for()
+    assert "viewer" in await refused.inner_text()
+    assert page.js_errors == []
+    await page.close()
+
+
 async def test_the_api_docs_page_makes_a_call_from_the_browser(browser: Any, live_server: LiveServer) -> None:
     """/docs is Swagger UI served by roomfeed itself (no CDN) under its own CSP; it reads the served
     document and "Try it out" → "Execute" calls the API from the page."""

@@ -235,3 +235,174 @@ async def test_a_generated_client_drives_the_main_flows(
 
     ledger = await flow.call("ledger", "merchant_ledger", merchant, merchant_id=created.merchant_id)
     assert ledger.merchant_id == created.merchant_id
+
+
+async def test_a_generated_client_drives_the_merchant_and_operator_flows(
+    client_package: ModuleType,
+    app_client: httpx.AsyncClient,
+    operator_key: str,
+    viewer_token: Any,
+) -> None:
+    """Beyond the main flow, through the generated functions only: a retried create with its
+    Idempotency-Key, every page of a list by `next`, a bad field answered as the typed Error naming
+    it, a consult booked twice with one key, a verified order and its refund, an ended room in the
+    replays, an alliance, the ranking config and its history, an experiment, the models, and the
+    operators' explain of what a viewer would see."""
+    flow = Flow(client_package, app_client)
+    m = flow.models
+    operator = flow.client(operator_key)
+    key = f"gen-{uuid.uuid4().hex}"
+    made = await flow.call(
+        "merchants",
+        "create_merchant",
+        operator,
+        201,
+        body=m.NewMerchant(name="Paged shop"),
+        idempotency_key=key,
+    )
+    again = await _api(client_package, "merchants", "create_merchant").asyncio_detailed(
+        client=operator, body=m.NewMerchant(name="Paged shop"), idempotency_key=key
+    )
+    assert again.parsed.merchant_id == made.merchant_id and again.headers["idempotent-replayed"] == "true"
+    merchant = flow.client(made.key)
+
+    products = [
+        await flow.call(
+            "products",
+            "create_product",
+            merchant,
+            201,
+            body=m.NewProduct(title=f"Tea {n}", price=10.0 + n, currency="CNY"),
+        )
+        for n in range(3)
+    ]
+    listed = []
+    page = await flow.call("products", "list_products", merchant, limit=2)
+    listed += page.products
+    while page.next_ is not None:
+        page = await flow.call("products", "list_products", merchant, limit=2, after=page.next_)
+        listed += page.products
+    assert [p.product_id for p in listed] == [p.product_id for p in products]
+
+    refused = await flow.call("stores", "create_store", merchant, 422, body=m.NewStore(name="   "))
+    assert isinstance(refused, m.Error) and refused.error.code == "validation_failed"
+    assert "name" in refused.error.fields.additional_properties
+
+    consult = await flow.call(
+        "rooms",
+        "create_room",
+        merchant,
+        201,
+        body=m.NewRoom(title="Tea consult", category="food", format_=m.NewRoomFormat.ONE_TO_ONE),
+    )
+    start = time.time() + 3600
+    slot = await flow.call(
+        "consults",
+        "open_slot",
+        merchant,
+        201,
+        room_id=consult.room_id,
+        body=m.NewSlot(starts_at=start, ends_at=start + 1800),
+    )
+    viewer_id = f"v-gen-{uuid.uuid4().hex[:8]}"
+    viewer = flow.client(viewer_token(viewer_id))
+    booking_key = f"book-{uuid.uuid4().hex}"
+    booked = [
+        await flow.call(
+            "consults",
+            "book_slot",
+            viewer,
+            201,
+            room_id=consult.room_id,
+            body=m.NewBooking(slot_id=slot.slot_id),
+            idempotency_key=booking_key,
+        )
+        for _ in range(2)
+    ]
+    assert booked[0].booking_id == booked[1].booking_id and booked[0].status == m.BookingStatus.BOOKED
+
+    order = await flow.call(
+        "orders",
+        "post_order",
+        merchant,
+        201,
+        body=m.NewOrder(
+            order_id=f"ord-{uuid.uuid4().hex[:12]}",
+            product_id=products[0].product_id,
+            quantity=2,
+            unit_price=10.0,
+            currency="CNY",
+            ordered_at=int(time.time() * 1000),
+        ),
+    )
+    refunded = await flow.call(
+        "orders",
+        "post_refund",
+        merchant,
+        201,
+        order_id=order.order_id,
+        body=m.NewRefund(refund_id=f"ref-{uuid.uuid4().hex[:12]}", amount=10.0),
+    )
+    assert float(refunded.net) == 10.0
+    orders = await flow.call("orders", "list_orders", merchant, limit=10)
+    assert [o.order_id for o in orders.orders] == [order.order_id] and orders.next_ is None
+
+    room = await flow.call(
+        "rooms",
+        "create_room",
+        merchant,
+        201,
+        body=m.NewRoom(title="Tea live", category="food", stream_url="https://cdn.example/tea.m3u8"),
+    )
+    await flow.call("rooms", "go_live", merchant, room_id=room.room_id)
+    preview = await flow.call(
+        "explain", "preview_feed", operator, viewer_id=viewer_id, count=50, explain=True
+    )
+    explained = {r.room_id: r.explain for r in preview.rooms}
+    assert room.room_id in explained and isinstance(explained[room.room_id], m.RoomExplain)
+    ended = await flow.call(
+        "rooms",
+        "end_room",
+        merchant,
+        room_id=room.room_id,
+        body=m.RoomEnd(replay_url="https://cdn.example/tea-vod.m3u8"),
+    )
+    assert ended.status == m.RoomStatus.ENDED
+    replays = await flow.call("replays", "list_replays", viewer, limit=100)
+    assert room.room_id in {r.room_id for r in replays.replays}
+
+    alliance = await flow.call(
+        "alliances", "create_alliance", merchant, 201, body=m.NewAlliance(name="Tea street")
+    )
+    assert made.merchant_id in {member.merchant_id for member in alliance.members}
+
+    current = await flow.call("ranking-config", "get_ranking_config", operator)
+    saved = await flow.call(
+        "ranking-config",
+        "put_ranking_config",
+        operator,
+        body=m.ConfigUpdate(config=m.RankingConfigChange(w_freshness=0.25), note="generated client"),
+    )
+    history = await flow.call("ranking-config", "ranking_config_history", operator, limit=1)
+    assert history.versions[0].version == saved.version and history.next_ is not None
+    await flow.call(
+        "ranking-config",
+        "rollback_ranking_config",
+        operator,
+        body=m.ConfigRollback(version=current.version),
+    )
+    experiment = await flow.call(
+        "experiments",
+        "create_experiment",
+        operator,
+        201,
+        body=m.NewExperiment(
+            name="generated",
+            variants=[m.NewVariant(name="a", weight=0.5), m.NewVariant(name="b", weight=0.5)],
+        ),
+    )
+    await flow.call("experiments", "stop_experiment", operator, experiment_id=experiment.experiment_id)
+    experiments = await flow.call("experiments", "list_experiments", operator, limit=1)
+    assert experiments.experiments[0].experiment_id == experiment.experiment_id
+    models = await flow.call("models", "list_models", operator)
+    assert isinstance(models, m.ModelList)
