@@ -51,7 +51,8 @@ from events.backfill import oldest_kept_ms, read_past_event  # noqa: E402
 from events.schema import Rejection  # noqa: E402
 from roomfeed.assembly import order_book  # noqa: E402
 from roomfeed.progress import Progress  # noqa: E402
-from rooms.orders import OrderIn, read_order  # noqa: E402
+from rooms.inputs import read_order  # noqa: E402
+from rooms.orders import OrderIn  # noqa: E402
 
 SINK_BATCH = 4000  # events/consumer.py MAX_RECORDS: what the worker hands the archive sink
 

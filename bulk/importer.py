@@ -30,7 +30,8 @@ from roomfeed.settings import Settings
 from roomfeed.validation import Body
 from rooms.backfill import ID_FIELD, READERS, CatalogBackfill, Imported, Kind
 from rooms.directory import RoomDirectory
-from rooms.orders import OrderBook, OrderIn, read_order
+from rooms.inputs import read_order
+from rooms.orders import OrderBook, OrderIn
 
 log = logging.getLogger("roomfeed.bulk.import")
 

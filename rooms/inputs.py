@@ -1,5 +1,5 @@
-"""What may be sent to create a merchant, a store, a staff member, a product or a room, read with the
-API's rules from a JSON object.
+"""What may be sent to create a merchant, a store, a staff member, a product or a room, or to report an
+order, read with the API's rules from a JSON object.
 
 The rules are the HTTP routes' own typed bodies (rooms.models, checked by
 roomfeed.operations.convert_body exactly as the routes check them), so `roomfeed import`
@@ -18,13 +18,24 @@ from roomfeed.operations import convert_body
 from roomfeed.validation import Body
 from rooms import models
 from rooms.models import EPOCH_MAX, EPOCH_MIN, URL
+from rooms.orders import OrderIn, amounts
 
 # The rooms vocabulary's words, in their order (ranking's features encode by position), defined once
 # by the routes' models.
 PRICE_BANDS: tuple[str, ...] = typing.get_args(models.PriceBand)
 FORMATS: tuple[str, ...] = typing.get_args(models.RoomFormat)
 
-__all__ = ["URL", "epoch", "read_merchant", "read_product", "read_room", "read_staff", "read_store"]
+__all__ = [
+    "URL",
+    "epoch",
+    "order_in",
+    "read_merchant",
+    "read_order",
+    "read_product",
+    "read_room",
+    "read_staff",
+    "read_store",
+]
 
 
 def _label(value: str | None) -> str | None:
@@ -108,3 +119,27 @@ def read_room(payload: Any) -> NewRoom:
         scheduled_at=new.scheduled_at,
         stream_url=new.stream_url or "",
     )
+
+
+def order_in(new: models.NewOrder) -> OrderIn:
+    """A reported order (POST /v1/orders' body) as the order book records it: exact cents, seconds.
+    The route (rooms.orders_http.post_order) and `read_order` both go through here."""
+    money = amounts({"unit_price": new.unit_price, "amount": new.amount})
+    return OrderIn(
+        order_id=new.order_id,
+        product_id=new.product_id,
+        quantity=new.quantity,
+        unit_price=money["unit_price"],
+        currency=new.currency,
+        ordered_at=new.ordered_at / 1000,
+        viewer_id=new.viewer_id,
+        room_id=new.room_id,
+        deal_id=new.deal_id,
+        amount=money.get("amount"),
+    )
+
+
+def read_order(payload: Any) -> OrderIn:
+    """A past order as POST /v1/orders reads it (`roomfeed import`, bench_import): the route's own body
+    model, then `order_in`; ValidationFailed names every bad field."""
+    return order_in(convert_body(payload, models.NewOrder))

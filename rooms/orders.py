@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from typing import Any, Literal, Protocol
 import asyncpg
 
 from roomfeed.errors import Conflict, NotFound, ValidationFailed
-from roomfeed.validation import Body
 from rooms.models import EntryKind
 
 log = logging.getLogger("roomfeed.rooms.orders")
@@ -80,50 +78,20 @@ class OrderEntry:
     at: float  # epoch seconds
 
 
-EPOCH_MS_MAX = 2**53
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-
-
-def money_field(body: Body, field: str, *, required: bool = True) -> Any:
-    value = body.data.get(field)
-    if value is None:
-        if required:
-            body.fail(field, "is required")
-        return None
-    try:
-        return to_money(value, field)
-    except ValidationFailed as exc:
-        body.fail(field, exc.fields.get(field, "must be a number"))
-        return None
-
-
-def read_order(payload: Any) -> OrderIn:
-    """A reported order as the route reads it (`roomfeed import` reads past orders with it too);
-    ValidationFailed names every bad field."""
-    body = Body(payload)
-    order_id = body.ident("order_id")
-    product_id = body.ident("product_id")
-    quantity = body.integer("quantity", minimum=1, maximum=100_000)
-    unit_price = money_field(body, "unit_price")
-    amount = money_field(body, "amount", required=False)
-    currency = body.text("currency", max_len=3, pattern=_CURRENCY)
-    ordered_at = body.integer("ordered_at", minimum=0, maximum=EPOCH_MS_MAX)
-    viewer_id = body.ident("viewer_id", required=False)
-    room_id = body.ident("room_id", required=False)
-    deal_id = body.ident("deal_id", required=False)
-    body.finish()
-    return OrderIn(
-        order_id=order_id,
-        product_id=product_id,
-        quantity=quantity,
-        unit_price=unit_price,
-        currency=currency,
-        ordered_at=ordered_at / 1000,
-        viewer_id=viewer_id,
-        room_id=room_id,
-        deal_id=deal_id,
-        amount=amount,
-    )
+def amounts(values: dict[str, Any]) -> dict[str, Decimal]:
+    """Amounts as exact cents (`to_money`: whole cents, > 0, < 1e12), every bad one named; None is absent."""
+    money: dict[str, Decimal] = {}
+    errors: dict[str, str] = {}
+    for field, value in values.items():
+        if value is None:
+            continue
+        try:
+            money[field] = to_money(value, field)
+        except ValidationFailed as exc:
+            errors.update(exc.fields)
+    if errors:
+        raise ValidationFailed("invalid fields: " + ", ".join(sorted(errors)), fields=errors)
+    return money
 
 
 class OrderSubscriber(Protocol):

@@ -6,7 +6,6 @@ operator with `POST /v1/ops/merchants/{id}/order-keys`). Viewers never reach the
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, Protocol
 
 import asyncpg
@@ -14,12 +13,12 @@ import msgspec
 from starlette.routing import BaseRoute
 
 from roomfeed.auth import Principal, Role, create_key
-from roomfeed.errors import ValidationFailed
 from roomfeed.operations import Created, encode, operation
 from roomfeed.validation import Ident
 from rooms.catalog import MerchantCatalog
+from rooms.inputs import order_in
 from rooms.models import NewOrder, NewRefund, Order, OrderCancel, OrderKey, OrderList, OrdersQuery
-from rooms.orders import OrderBook, OrderIn, to_money
+from rooms.orders import OrderBook, amounts
 
 WRITERS: tuple[Role, ...] = ("merchant", "order_system")
 
@@ -30,22 +29,6 @@ class OrdersDomain(Protocol):
     orders: OrderBook
     catalog: MerchantCatalog
     pool: asyncpg.Pool
-
-
-def _money(values: dict[str, Any]) -> dict[str, Decimal]:
-    """Amounts as exact cents (rooms.orders.to_money: whole cents, > 0, < 1e12), every bad one named."""
-    money: dict[str, Decimal] = {}
-    errors: dict[str, str] = {}
-    for field, value in values.items():
-        if value is None:
-            continue
-        try:
-            money[field] = to_money(value, field)
-        except ValidationFailed as exc:
-            errors.update(exc.fields)
-    if errors:
-        raise ValidationFailed("invalid fields: " + ", ".join(sorted(errors)), fields=errors)
-    return money
 
 
 def _recorded(order: dict[str, Any], created: bool) -> Any:
@@ -82,19 +65,7 @@ async def post_order(domain: OrdersDomain, principal: Principal, body: NewOrder)
     what the viewer claimed). The same order reported again answers 200 with what was recorded; the
     same order_id with other content answers 409. Amounts of 1e12 and above are refused. Only
     verified orders count as GMV, revenue share and alliance credit."""
-    money = _money({"unit_price": body.unit_price, "amount": body.amount})
-    order = OrderIn(
-        order_id=body.order_id,
-        product_id=body.product_id,
-        quantity=body.quantity,
-        unit_price=money["unit_price"],
-        currency=body.currency,
-        ordered_at=body.ordered_at / 1000,
-        viewer_id=body.viewer_id,
-        room_id=body.room_id,
-        deal_id=body.deal_id,
-        amount=money.get("amount"),
-    )
+    order = order_in(body)
     assert principal.merchant_id is not None and principal.key_id is not None
     recorded, created = await domain.orders.record(principal.merchant_id, order, principal.key_id)
     return _recorded(recorded, created)  # type: ignore[no-any-return]
@@ -114,7 +85,7 @@ async def post_refund(
     """Refund part of an order (a reversing entry); idempotent by refund_id.
 
     409 when the order is cancelled or the refund_id was used with another amount."""
-    money = _money({"amount": body.amount})
+    money = amounts({"amount": body.amount})
     assert principal.merchant_id is not None
     order, created = await domain.orders.reverse(
         principal.merchant_id,

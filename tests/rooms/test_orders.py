@@ -7,13 +7,17 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from alliance.consumer import AllianceSink
+from roomfeed.errors import ValidationFailed
+from rooms.inputs import read_order
 from tests.app_fixtures import bearer
 from tests.rooms.conftest import MerchantAccount
 
@@ -214,6 +218,40 @@ async def test_orders_are_checked_against_the_catalogue(
     assert "1e12" in r.json()["error"]["fields"]["unit_price"]
     assert await app_client.get("/v1/orders", headers=shop.order_system) is not None
     assert (await app_client.get("/v1/orders", headers=shop.order_system)).json()["orders"] == []
+
+
+async def test_the_import_reads_an_order_with_the_routes_own_rules(
+    app_client: httpx.AsyncClient, new_merchant: NewMerchant, operator_key: str
+) -> None:
+    """`roomfeed import` reads past orders with rooms.inputs.read_order: every body the route refuses
+    before the order book, read_order refuses naming the same fields with the same words."""
+    shop = await open_shop(app_client, new_merchant, operator_key)
+    bad: list[dict[str, Any]] = [
+        {"quantity": 0},
+        {"quantity": "2"},
+        {"unit_price": 0},
+        {"unit_price": 189.001},
+        {"unit_price": 1e12, "amount": "abc"},
+        {"currency": "cny"},
+        {"ordered_at": -1},
+        {"viewer_id": "has space"},
+        {"coupon": "X"},
+        {"order_id": None},
+    ]
+    for change in bad:
+        body = order(shop, "v1", **change)
+        r = await app_client.post("/v1/orders", json=body, headers=shop.order_system)
+        assert r.status_code == 422, (change, r.text)
+        with pytest.raises(ValidationFailed) as refused:
+            read_order(body)
+        assert refused.value.fields == r.json()["error"]["fields"], change
+    good = order(shop, "v1", unit_price="189.5", quantity=3, amount=568.5)
+    read = read_order(good)
+    assert (read.unit_price, read.amount, read.ordered_at) == (
+        Decimal("189.50"),
+        Decimal("568.50"),
+        good["ordered_at"] / 1000,
+    )
 
 
 async def test_tenants_and_roles_are_kept_apart(
