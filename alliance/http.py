@@ -26,8 +26,8 @@ from alliance.clock import AllianceClock
 from alliance.codes import Attribution, CodeBook, CodeInfo, qr_png
 from alliance.ledger import Ledger
 from alliance.models import Alliance as AllianceOut
-from alliance.models import Code as CodeOut
 from alliance.models import (
+    AlliancePlan,
     CodeLanding,
     CodeList,
     LandingEntry,
@@ -39,13 +39,14 @@ from alliance.models import (
     OverviewQuery,
     Statement,
 )
+from alliance.models import Code as CodeOut
 from alliance.orders import OrderAttribution
 from alliance.plan import PacingPlans
 from alliance.scheduler import ExposureScheduler
 from roomfeed.auth import Principal
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.leader import ALLIANCE_SCHEDULER, Leadership, always_lead
-from roomfeed.operations import PNG, Created, encode, operation
+from roomfeed.operations import PNG, Created, operation
 from roomfeed.paging import ListQuery
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
@@ -327,9 +328,8 @@ async def merchant_ledger(domain: Alliance, principal: Principal, merchant_id: I
     "/v1/merchants/{merchant_id}/alliance-plan",
     roles=("merchant", "operator"),
     tag="ledger",
-    response=dict[str, Any],
 )
-async def merchant_plan(domain: Alliance, principal: Principal, merchant_id: Ident) -> Response:
+async def merchant_plan(domain: Alliance, principal: Principal, merchant_id: Ident) -> AlliancePlan:
     """A merchant's pacing plan (the merchant itself or an operator).
 
     What it is owed, the held credit and when it settles, the pace, how long delivery takes at the
@@ -337,7 +337,7 @@ async def merchant_plan(domain: Alliance, principal: Principal, merchant_id: Ide
     the relevance floor, already on the page, ...)."""
     if principal.role == "merchant" and principal.merchant_id != merchant_id:
         raise NotFound("no such merchant")
-    return encode(await domain.plans.of(merchant_id, time.time()), 200)
+    return msgspec.convert(await domain.plans.of(merchant_id, time.time()), AlliancePlan)
 
 
 @operation("GET", "/v1/ops/alliances", roles=("operator",), tag="ledger")

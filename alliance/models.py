@@ -9,6 +9,7 @@ import msgspec
 from msgspec import Meta
 
 from alliance.alliances import Terms
+from alliance.plan import WHY
 from roomfeed.paging import Next
 from roomfeed.validation import Ident, text
 
@@ -273,3 +274,60 @@ class Overview(msgspec.Struct, kw_only=True):
     hours: int
     totals: dict[str, float]
     merchants: list[MerchantAccount]
+
+
+# --- the pacing plan (alliance.plan) -------------------------------------------------------------
+
+
+class HeldSettles(msgspec.Struct, kw_only=True):
+    at: Annotated[float, Meta(description="epoch seconds (to the minute) when this held credit confirms")]
+    amount: Annotated[float, Meta(description="impressions owed once it confirms")]
+
+
+class Expiring(msgspec.Struct, kw_only=True):
+    alliance_id: str
+    amount: Annotated[float, Meta(description="owed impressions that age out unless delivered")]
+    within_hours: int
+    why: str
+
+
+class PlanReason(msgspec.Struct, kw_only=True):
+    reason: Annotated[str, Meta(description="one of: " + ", ".join(WHY))]
+    pages: Annotated[int, Meta(description="pages on which this happened in the last two alliance hours")]
+    share: Annotated[float, Meta(description="pages / last_hours.pages")]
+    why: Annotated[str, Meta(description="the reason in the merchant's words")]
+
+
+class LastHours(msgspec.Struct, kw_only=True):
+    """What became of the merchant's owed rooms on viewers' pages in the last two alliance hours
+    (the boost stage's tally; the fields are alliance.boost.OUTCOMES, tested)."""
+
+    pages: Annotated[int, Meta(description="pages on which the merchant was owed a boost")]
+    placed: int
+    not_placed: int
+    below_floor: int
+    on_page: int
+    filtered: int
+    not_live: int
+
+
+class AlliancePlan(msgspec.Struct, kw_only=True):
+    """A merchant's pacing plan: what it is owed, when it is delivered, what expires and why."""
+
+    merchant_id: str
+    owed: Annotated[float, Meta(description="boosted impressions owed now (every alliance)")]
+    held: Annotated[float, Meta(description="earned, held until its holding period ends")]
+    held_settles: Annotated[list[HeldSettles], Meta(description="when held credit confirms (at most 20)")]
+    outstanding_grants: Annotated[int, Meta(description="rooms shown whose impression may still come")]
+    pace_per_hour: Annotated[float, Meta(description="the scheduler's paced delivery rate")]
+    pacing_hours: Annotated[float, Meta(description="the window owed exposure is paced over")]
+    delivered_last_hour: float
+    hours_to_deliver_at_recent_pace: Annotated[
+        float | None, Meta(description="owed / delivered_last_hour; null when nothing was delivered lately")
+    ]
+    expiring: Annotated[list[Expiring], Meta(description="what ages out within a day, per alliance")]
+    last_hours: LastHours
+    reasons: Annotated[
+        list[PlanReason], Meta(description="why owed exposure was not delivered lately, most pages first")
+    ]
+    note: str

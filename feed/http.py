@@ -167,7 +167,7 @@ async def session_feed(
     if not ID_PATTERN.match(session_id):
         if charge is not None:
             await charge_alone(feed, charge)
-        raise NotFound(f"session {session_id} does not exist")
+        raise NotFound(f"session {session_id} does not exist", fields={"session_id": "names nothing"})
     assert principal.viewer_id is not None
     page = await feed.service.next_page(principal.viewer_id, session_id, query.count, charge, query.after)
     return json(page)

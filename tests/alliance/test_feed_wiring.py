@@ -11,7 +11,9 @@ import httpx
 
 from alliance import ledger
 from alliance.attribution import AttributionBook
+from alliance.boost import OUTCOMES
 from alliance.grants import TOKENS_KEY
+from alliance.models import AlliancePlan, LastHours
 from tests.alliance.conftest import MerchantFactory
 from tests.feed.conftest import on_topic
 
@@ -173,4 +175,8 @@ async def test_a_merchant_sees_its_pacing_plan_and_why_it_was_not_delivered(
     assert (
         plan["reasons"] and plan["reasons"][0]["reason"] == "not_live" and "live" in plan["reasons"][0]["why"]
     )
+    # The typed answer: every field the model declares, the tally's counts under the boost stage's words.
+    assert set(plan) == set(AlliancePlan.__struct_fields__)
+    assert tuple(LastHours.__struct_fields__) == ("pages", *OUTCOMES)
+    assert plan["last_hours"]["pages"] >= plan["last_hours"]["not_live"] > 0
     assert (await client.get(f"/v1/merchants/{a}/alliance-plan", headers=ho)).status_code == 404

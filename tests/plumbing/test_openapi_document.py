@@ -86,6 +86,19 @@ async def test_a_required_body_of_only_whitespace_is_a_400_not_a_500(
         assert r.json()["error"]["code"] == "invalid_json" and set(r.json()["error"]["fields"]) == {"body"}
 
 
+async def test_a_path_parameter_that_cannot_name_anything_is_a_404_naming_it(
+    app_client: httpx.AsyncClient, viewer_token: Callable[[str], str]
+) -> None:
+    """The one error shape on a path too: `fields` names the parameter (not a 422: ids cannot be probed)."""
+    headers = {"Authorization": f"Bearer {viewer_token('v-path')}"}
+    for bad in ("has%20space", "x" * 65, "%C3%A9t%C3%A9"):
+        r = await app_client.get(f"/v1/sessions/{bad}/feed", headers=headers)
+        assert r.status_code == 404, (bad, r.text)
+        assert r.json()["error"]["code"] == "not_found" and r.json()["error"]["fields"] == {
+            "session_id": "names nothing"
+        }
+
+
 # Lists answered whole, and why: bounded by what holds them, not growing with the platform.
 BOUNDED_LISTS = {
     "GET /v1/rooms/{room_id}": "a room's products and deals",
@@ -94,6 +107,7 @@ BOUNDED_LISTS = {
     "GET /v1/alliances/{alliance_id}": "an alliance's members",
     "GET /v1/merchants/{merchant_id}/ledger": "a merchant's stores and staff in its statement",
     "GET /v1/merchants/{merchant_id}/consults": "a report: counts, and the merchant's recent bookings",
+    "GET /v1/merchants/{merchant_id}/alliance-plan": "a report: 20 settle times, one line per alliance and reason",
     "GET /v1/ops/alliances": "the operators' overview (one line per alliance, capped by ?limit)",
     "GET /v1/ops/experiments/{experiment_id}": "an experiment's variants",
     "GET /v1/ops/metrics": "a report",
@@ -137,3 +151,54 @@ def test_every_list_that_can_grow_pages_with_one_cursor(document: dict[str, Any]
     assert unpaged == []
     assert len(listed) >= 12  # stores, staff, products, rooms ×2, codes, orders, replays, models, ...
     assert set(BOUNDED_LISTS) <= set(_operations(document))  # no stale exemption
+
+
+# Maps inside an answer whose keys are data, not a contract, and why.
+FREE_FORM = {
+    "GET /v1/ops/models .models[].params": "a model version's training parameters, as its trainer ran",
+    "GET /v1/ops/models .models[].metrics": "a model version's evaluation figures, as the gate measured",
+    "POST /v1/ops/models/rollback .params": "the training parameters of the version now serving",
+    "POST /v1/ops/models/rollback .metrics": "the evaluation figures of the version now serving",
+    "POST /v1/ops/models/{version}/promote .params": "the promoted version's training parameters",
+    "POST /v1/ops/models/{version}/promote .metrics": "the promoted version's evaluation figures",
+    "GET /v1/ops/ranking-config .diff": "the settings changed from the defaults (a setting -> its value)",
+    "PUT /v1/ops/ranking-config .diff": "the settings changed from the defaults",
+    "GET /v1/ops/ranking-config/history .versions[].diff": "each version's changed settings",
+    "POST /v1/ops/ranking-config/rollback .diff": "the settings changed from the defaults",
+}
+
+
+def _free_objects(document: dict[str, Any], schema: dict[str, Any], path: str = "") -> list[str]:
+    """Where a schema holds an object with no declared properties (a generated client cannot type it)."""
+    schema = _schema(document, schema)
+    found: list[str] = []
+    for alternative in schema.get("anyOf", []) + schema.get("oneOf", []):
+        found += _free_objects(document, alternative, path)
+    kind = schema.get("type")
+    untyped = kind is None and not ({"anyOf", "oneOf", "enum", "const"} & set(schema))
+    if kind == "object" or untyped:
+        if not schema.get("properties") and schema.get("additionalProperties") in (None, True, {}):
+            found.append(path)
+        for name, field in schema.get("properties", {}).items():
+            found += _free_objects(document, field, f"{path}.{name}")
+    if kind == "array":
+        found += _free_objects(document, schema.get("items", {}), path + "[]")
+    return found
+
+
+def test_every_json_answer_declares_its_fields(document: dict[str, Any]) -> None:
+    """A 2xx JSON answer is a model all the way down: an object without declared fields (as
+    GET /v1/merchants/{id}/alliance-plan was) fails, unless FREE_FORM says why its keys are data."""
+    free = []
+    for name, op in _operations(document).items():
+        for status, answer in op["responses"].items():
+            content = answer.get("content", {}).get("application/json")
+            if status.startswith("2") and content is not None:
+                free += [f"{name} {where}" for where in _free_objects(document, content["schema"])]
+    assert sorted(set(free) - set(FREE_FORM)) == []
+    assert set(FREE_FORM) <= set(free)  # no stale exemption
+    plan_answer = _operations(document)["GET /v1/merchants/{merchant_id}/alliance-plan"]["responses"]["200"]
+    plan = _schema(document, plan_answer["content"]["application/json"]["schema"])
+    assert {"owed", "held_settles", "last_hours", "reasons", "hours_to_deliver_at_recent_pace"} <= set(
+        plan["properties"]
+    )
