@@ -375,6 +375,8 @@ async def test_a_generated_client_drives_the_merchant_and_operator_flows(
         "alliances", "create_alliance", merchant, 201, body=m.NewAlliance(name="Tea street")
     )
     assert made.merchant_id in {member.merchant_id for member in alliance.members}
+    plan = await flow.call("ledger", "merchant_plan", merchant, merchant_id=made.merchant_id)
+    assert isinstance(plan, m.AlliancePlan) and plan.owed == 0.0 and plan.last_hours.pages >= 0
 
     current = await flow.call("ranking-config", "get_ranking_config", operator)
     saved = await flow.call(
