@@ -15,7 +15,6 @@ zero; any other string that decodes to the same bytes is refused, so it is never
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import hmac
 import io
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from roomfeed.errors import NotFound
-from roomfeed.paging import page, position
+from roomfeed.paging import keyset, page
 from roomfeed.settings import Settings
 
 VERSION = 2
@@ -265,15 +264,15 @@ class CodeBook:
         self, merchant_id: str, limit: int = 100, after: str | None = None
     ) -> tuple[list[CodeInfo], str | None]:
         """The merchant's codes, newest first: a page after the cursor `after` and the next one's."""
-        at = position(after, tuple[dt.datetime, str])
+        since, last = keyset(after)
         found = await self.pool.fetch(
             """SELECT code, merchant_id, store_id, staff_id, opens, created_at FROM attribution_codes
                WHERE merchant_id = $1
                  AND ($2::timestamptz IS NULL OR created_at < $2 OR (created_at = $2 AND code > $3::text))
                ORDER BY created_at DESC, code LIMIT $4""",
             merchant_id,
-            at[0] if at else None,
-            at[1] if at else None,
+            since,
+            last,
             limit + 1,
         )
         rows, following = page(found, limit, lambda r: (r["created_at"], r["code"]))

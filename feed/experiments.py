@@ -23,7 +23,7 @@ from events.vocabulary import SWIPE_AWAY_MS
 from feed.config import RankingConfig, apply_values
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.ids import new_id
-from roomfeed.paging import page, position
+from roomfeed.paging import keyset, page
 
 BUCKETS = 10_000
 CONTROL = "control"
@@ -126,14 +126,14 @@ class ExperimentBook:
         self, limit: int = 100, after: str | None = None
     ) -> tuple[builtins.list[Experiment], str | None]:
         """Experiments, newest first: a page after the cursor `after` and the next page's cursor."""
-        at = position(after, tuple[datetime, str])
+        since, last = keyset(after)
         rows = await self.pool.fetch(
             "SELECT experiment_id, name, variants, status, author, created_at FROM feed_experiments"
             " WHERE ($1::timestamptz IS NULL OR created_at < $1"
             " OR (created_at = $1 AND experiment_id > $2::text))"
             " ORDER BY created_at DESC, experiment_id LIMIT $3",
-            at[0] if at else None,
-            at[1] if at else None,
+            since,
+            last,
             limit + 1,
         )
         return page([_experiment(r) for r in rows], limit, lambda e: (e.created_at, e.experiment_id))

@@ -24,7 +24,7 @@ import orjson
 from ranking import artifacts, viewer_state
 from ranking.model import RankingModel
 from ranking.scorer import Scorer
-from roomfeed.paging import page, position
+from roomfeed.paging import keyset, page
 
 log = logging.getLogger(__name__)
 
@@ -237,14 +237,14 @@ class ModelRegistry:
     ) -> tuple[list[ModelRecord], str | None]:
         """Model versions, newest first: a page after the cursor `after` (roomfeed.paging) and the
         next page's cursor."""
-        at = position(after, tuple[datetime, str])
+        since, last = keyset(after)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM ranking_models"  # noqa: S608
                 " WHERE ($1::timestamptz IS NULL OR created_at < $1 OR (created_at = $1 AND version > $2::text))"
                 " ORDER BY created_at DESC, version LIMIT $3",
-                at[0] if at else None,
-                at[1] if at else None,
+                since,
+                last,
                 limit + 1,
             )
         return page([_record(r) for r in rows], limit, lambda m: (m.created_at, m.version))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
@@ -65,6 +66,13 @@ def position(after: str | None, key: type[K]) -> K | None:
             "after is not a cursor of this list; ask without it for the first page",
             fields={"after": "is not a cursor of this list"},
         ) from None
+
+
+def keyset(after: str | None) -> tuple[dt.datetime | None, str | None]:
+    """The (created_at, id) a cursor of a list in time-then-id order holds, as its SQL's two
+    arguments: (None, None) for the first page (`$2::timestamptz IS NULL OR ...`)."""
+    at = position(after, tuple[dt.datetime, str])
+    return at if at is not None else (None, None)
 
 
 def page(rows: Sequence[T], limit: int, key: Callable[[T], Sequence[Any]]) -> tuple[list[T], str | None]:

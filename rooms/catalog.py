@@ -8,7 +8,6 @@ scoped by its merchant_id: another merchant's object is simply "not found".
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,10 +15,7 @@ import asyncpg
 
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.ids import new_id
-from roomfeed.paging import page, position
-
-# A list's cursor (roomfeed.paging): the last item's creation time and id.
-CREATED: type[tuple[dt.datetime, str]] = tuple[dt.datetime, str]
+from roomfeed.paging import keyset, page, position
 
 
 def _ts(value: Any) -> float | None:
@@ -157,14 +153,14 @@ class MerchantCatalog:
         self, merchant_id: str, limit: int = 100, after: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The merchant's stores, oldest first: a page and the next page's cursor."""
-        at = position(after, CREATED)
+        since, last = keyset(after)
         rows = await self.pool.fetch(
             "SELECT * FROM stores WHERE merchant_id = $1"
             " AND ($2::timestamptz IS NULL OR (created_at, store_id) > ($2, $3::text))"
             " ORDER BY created_at, store_id LIMIT $4",
             merchant_id,
-            at[0] if at else None,
-            at[1] if at else None,
+            since,
+            last,
             limit + 1,
         )
         kept, following = page(rows, limit, lambda r: (r["created_at"], r["store_id"]))
@@ -191,7 +187,7 @@ class MerchantCatalog:
         self, merchant_id: str, store_id: str, limit: int = 100, after: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A store's staff, oldest first: a page and the next page's cursor."""
-        at = position(after, CREATED)
+        since, last = keyset(after)
         async with self.pool.acquire() as conn:
             if not await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM stores WHERE store_id = $1 AND merchant_id = $2)",
@@ -205,8 +201,8 @@ class MerchantCatalog:
                 " ORDER BY created_at, staff_id LIMIT $5",
                 store_id,
                 merchant_id,
-                at[0] if at else None,
-                at[1] if at else None,
+                since,
+                last,
                 limit + 1,
             )
         kept, following = page(rows, limit, lambda r: (r["created_at"], r["staff_id"]))
@@ -251,14 +247,14 @@ class MerchantCatalog:
         self, merchant_id: str, limit: int = 100, after: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The merchant's catalogue, oldest first: a page and the next page's cursor."""
-        at = position(after, CREATED)
+        since, last = keyset(after)
         rows = await self.pool.fetch(
             "SELECT * FROM products WHERE merchant_id = $1"
             " AND ($2::timestamptz IS NULL OR (created_at, product_id) > ($2, $3::text))"
             " ORDER BY created_at, product_id LIMIT $4",
             merchant_id,
-            at[0] if at else None,
-            at[1] if at else None,
+            since,
+            last,
             limit + 1,
         )
         kept, following = page(rows, limit, lambda r: (r["created_at"], r["product_id"]))

@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 
 from roomfeed.errors import Conflict, NotFound
 from roomfeed.ids import new_id
-from roomfeed.paging import page, position
-from rooms.catalog import CREATED, MerchantCatalog, require_known
+from roomfeed.paging import keyset, page
+from rooms.catalog import MerchantCatalog, require_known
 from rooms.directory import RoomDirectory
 from rooms.live_index import room_columns
 from rooms.outbox import RoomRelay
@@ -215,7 +215,7 @@ class RoomBook:
         self, merchant_id: str, status: str | None = None, limit: int = 100, after: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The merchant's rooms, newest first: a page after the cursor `after` and the next one's."""
-        at = position(after, CREATED)
+        since, last = keyset(after)
         rows = await self.pool.fetch(
             f"SELECT {ROOM_SELECT}, rooms.created_at AS created_key FROM rooms"  # noqa: S608
             " WHERE merchant_id = $1 AND ($2::text IS NULL OR status = $2)"
@@ -224,8 +224,8 @@ class RoomBook:
             " ORDER BY rooms.created_at DESC, room_id LIMIT $5",
             merchant_id,
             status,
-            at[0] if at else None,
-            at[1] if at else None,
+            since,
+            last,
             limit + 1,
         )
         kept, following = page(rows, limit, lambda r: (r["created_key"], r["room_id"]))
