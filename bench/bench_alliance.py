@@ -95,7 +95,7 @@ from bench_live_index import CATEGORIES, REPO, BenchEnv, bench_env, write_result
 
 sys.path.insert(0, str(REPO))
 
-from devtools.services import QUICK_START_JVM, KafkaBroker, resolve_kafka_jars  # noqa: E402
+from devtools.kafka import QUICK_START_JVM, KafkaBroker, resolve_kafka_jars  # noqa: E402
 from roomfeed.auth import create_key  # noqa: E402
 
 HOUR = 3600.0

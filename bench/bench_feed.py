@@ -733,6 +733,7 @@ def main() -> int:
     from dataclasses import replace
 
     from devtools import services
+    from devtools.redis import RedisServer
     from roomfeed.settings import Settings
     from tests.support import free_port, run_sync, world_readable_tempdir
 
@@ -755,7 +756,7 @@ def main() -> int:
             await conn.close()
 
         run_sync(create_db)
-        redis = services.RedisServer(world_readable_tempdir("rf-bench-redis-"), free_port())
+        redis = RedisServer(world_readable_tempdir("rf-bench-redis-"), free_port())
         redis.start()
         time.sleep(0.5)  # redis-server retitles itself (what is_running checks) a moment after it starts
         redis.wait_ready()

@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devtools import services  # noqa: E402
+from devtools.redis import RedisServer  # noqa: E402
 from events.consumer import MAX_RECORDS, SinkRunner  # noqa: E402
 from events.ingest import partition_of  # noqa: E402
 from events.live_stats import LiveStats  # noqa: E402
@@ -480,7 +481,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         topic_events = await topic_size(settings)
         # The sink gets a private redis-server: the shared one carries the other benchmarks' and
         # tests' load, which the raw consumer (no Redis) would not feel.
-        private = services.RedisServer(Path(tempfile.mkdtemp(prefix="rf-bench-ingest-redis-")), free_port())
+        private = RedisServer(Path(tempfile.mkdtemp(prefix="rf-bench-ingest-redis-")), free_port())
         private.start()
         try:
             private.wait_ready()

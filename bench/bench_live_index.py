@@ -39,6 +39,7 @@ import asyncpg  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
 from devtools import services  # noqa: E402
+from devtools.redis import RedisServer  # noqa: E402
 from roomfeed.db import create_pool, migrate  # noqa: E402
 from roomfeed.settings import Settings, external_services  # noqa: E402
 from rooms.inputs import PRICE_BANDS as BANDS  # noqa: E402
@@ -69,7 +70,7 @@ async def bench_env() -> AsyncIterator[BenchEnv]:
     await admin.execute(f'CREATE DATABASE "{dbname}"')
     redis_dir = Path(tempfile.mkdtemp(prefix="rf-bench-redis-"))
     port = _free_port()
-    redis_server = services.RedisServer(redis_dir, port)
+    redis_server = RedisServer(redis_dir, port)
     await asyncio.to_thread(redis_server.start)
     url = base.database_url.rsplit("/", 1)[0] + "/" + dbname
     settings = replace(base, database_url=url, redis_url=redis_server.url(), kafka_prefix=f"bench{tag}.")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from bench_live_index import _free_port, write_results  # noqa: E402
 
-from devtools.services import RedisServer  # noqa: E402
+from devtools.redis import RedisServer  # noqa: E402
 
 # One pass, run in a fresh interpreter with the tree under test first on sys.path.
 PASS = r"""

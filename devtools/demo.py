@@ -574,6 +574,7 @@ def _say(text: str) -> None:
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     from devtools import services
+    from devtools.processes import ServiceError
     from roomfeed.auth import create_key, sign_viewer_token
     from roomfeed.db import create_pool, migrate
     from simulator import Marketplace
@@ -588,7 +589,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         _say("starting local PostgreSQL, Redis and Kafka (first time: a minute or two) …")
         try:
             urls = await asyncio.to_thread(services.up, settings)
-        except services.ServiceError as exc:
+        except ServiceError as exc:
             raise DemoError(f"could not start the local services:\n{exc}") from None
         _say("services: " + ", ".join(f"{k} {v}" for k, v in urls.items()))
     await migrate(settings.database_url)

@@ -20,17 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from devtools import services
-from devtools.services import (
-    QUICK_START_JVM,
-    KafkaBroker,
-    KafkaCluster,
-    PostgresServer,
-    RedisClusterServers,
-    RedisServer,
-    RedisTls,
-    resolve_kafka_jars,
-)
+from devtools.kafka import QUICK_START_JVM, KafkaBroker, KafkaCluster, resolve_kafka_jars
+from devtools.postgres import PostgresServer
+from devtools.redis import RedisClusterServers, RedisServer, RedisTls
 from roomfeed.db import migrate
 from roomfeed.kafka import drop_prefixed_topics
 from roomfeed.settings import Settings, external_services
@@ -279,11 +271,11 @@ def isolated_settings(
     run_sync(lambda: _create_database(base_settings.database_url, dbname))
     run_sync(lambda: migrate(_with_database(base_settings.database_url, dbname)))
 
-    redis_server: services.RedisServer | None = None
+    redis_server: RedisServer | None = None
     if external_services()["redis"]:
         redis_url = _with_database(base_settings.redis_url, str(secrets.randbelow(15) + 1))
     else:
-        redis_server = services.RedisServer(tmp_path_factory.mktemp("redis"), free_port())
+        redis_server = RedisServer(tmp_path_factory.mktemp("redis"), free_port())
         redis_server.start()
         redis_server.wait_ready()
         redis_url = redis_server.url()

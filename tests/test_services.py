@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from devtools import services
+from devtools.kafka import kafka_answers
 from events.vocabulary import VIEWER_EVENTS
 from roomfeed.settings import Settings, external_services
 from tests.support import PrivateServers, free_port, world_readable_tempdir
@@ -51,7 +52,7 @@ async def test_up_is_idempotent_and_every_service_answers(base_settings: Setting
 
     assert await _pg_answers(urls["postgres"]) == 1
     assert await _redis_answers(urls["redis"])
-    assert await services.kafka_answers(urls["kafka"])
+    assert await kafka_answers(urls["kafka"])
 
 
 @needs_project_services
@@ -114,7 +115,7 @@ async def test_kafka_broker_survives_kill_9_with_its_data(private_servers: Priva
 
     broker.kill()
     assert not broker.is_running()
-    assert not await services.kafka_answers(broker.bootstrap(), timeout_ms=500)
+    assert not await kafka_answers(broker.bootstrap(), timeout_ms=500)
 
     broker.start()
     broker.wait_ready()
@@ -197,7 +198,7 @@ def test_kafka_format_accepts_a_cluster_id_starting_with_a_dash(base_settings, t
     import uuid
     from unittest import mock
 
-    from devtools.services import KafkaBroker, resolve_kafka_jars
+    from devtools.kafka import KafkaBroker, resolve_kafka_jars
     from tests.support import free_port
 
     libs = resolve_kafka_jars(base_settings.data_dir / "kafka" / "libs")
@@ -205,6 +206,6 @@ def test_kafka_format_accepts_a_cluster_id_starting_with_a_dash(base_settings, t
         tmp_path / "kafka", free_port(), free_port(), libs_dir=libs, partitions=1, heap="256m"
     )
     dash_first = uuid.UUID(bytes=base64.urlsafe_b64decode("-" + "A" * 21 + "=="))
-    with mock.patch("devtools.services.uuid.uuid4", return_value=dash_first):
+    with mock.patch("devtools.kafka.uuid.uuid4", return_value=dash_first):
         broker.init()
     assert broker._formatted.read_text().strip().startswith("-")

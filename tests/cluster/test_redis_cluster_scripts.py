@@ -20,7 +20,7 @@ from alliance.clock import AllianceClock
 from alliance.evidence import EvidenceBook, visit_key
 from alliance.grants import TOKENS_KEY, GrantBook, TokenBucket, grant_key, pending_key
 from alliance.scheduler import PLAN_KEY, TICK_KEY
-from devtools.services import RedisClusterServers
+from devtools.redis import RedisClusterServers
 from events.vocabulary import ENTER, HEARTBEAT
 from feed.pages import pages_key
 from feed.sessions import SessionBook, served_key, session_key

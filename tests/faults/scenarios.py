@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from devtools.services import KafkaCluster
+from devtools.kafka import KafkaCluster
 from events.keys import PREFIX as EVENTS_PREFIX
 from events.vocabulary import VIEWER_EVENTS
 from tests.faults.stack import FaultStack, Traffic

@@ -28,7 +28,8 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from devtools.services import KafkaBroker, KafkaCluster, RedisClusterServers
+from devtools.kafka import KafkaBroker, KafkaCluster
+from devtools.redis import RedisClusterServers
 from events.live_stats import LiveStats
 from roomfeed.auth import create_key, sign_viewer_token
 from roomfeed.db import migrate

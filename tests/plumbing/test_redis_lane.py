@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from devtools.services import RedisServer
+from devtools.redis import RedisServer
 from roomfeed.redis_lane import Pipe, RedisLane, RoundTrip
 from tests.support import PrivateServers
 
