@@ -40,12 +40,18 @@ def pattern_reasons() -> dict[str, str]:
     return dict(_PATTERN_REASONS)
 
 
-ID_PATTERN = re.compile(describe_pattern(r"^[A-Za-z0-9_.:\-]{1,64}$", "must be 1 to 64 of [A-Za-z0-9_.:-]"))
+# Whole-value patterns open with `(?!.*\n)`: Python's `$` (msgspec checks patterns with re.search) also
+# matches before a final line break, so "v-1\n" passed as an id. The guard is a lookahead at the start,
+# which ECMAScript (the document's clients) reads alike; `\Z` it does not know.
+WHOLE = r"^(?!.*\n)"
+ID_PATTERN = re.compile(
+    describe_pattern(WHOLE + r"[A-Za-z0-9_.:\-]{1,64}$", "must be 1 to 64 of [A-Za-z0-9_.:-]")
+)
 # Text that is not only white space.
 NOT_BLANK = describe_pattern(r"\S", "must not be blank")
 # An id as typed models declare it (roomfeed.operations).
 Ident = Annotated[str, Meta(pattern=ID_PATTERN.pattern, description="1 to 64 of [A-Za-z0-9_.:-]")]
-CURRENCY = re.compile(describe_pattern(r"^[A-Z]{3}$", "must be 3 upper-case letters (ISO 4217)"))
+CURRENCY = re.compile(describe_pattern(WHOLE + r"[A-Z]{3}$", "must be 3 upper-case letters (ISO 4217)"))
 Currency = Annotated[str, Meta(pattern=CURRENCY.pattern, description="ISO 4217")]
 
 

@@ -10,13 +10,15 @@ import msgspec
 from msgspec import Meta
 
 from roomfeed.paging import ListQuery, Next
-from roomfeed.validation import Currency, Ident, describe_pattern, text
+from roomfeed.validation import WHOLE, Currency, Ident, describe_pattern, text
 
 PriceBand = Literal["low", "mid", "high", "luxury"]
 RoomFormat = Literal["one_to_many", "one_to_one"]
 RoomStatus = Literal["scheduled", "live", "ended"]
 URL = re.compile(
-    describe_pattern(r"^(https?|rtmps?)://[^\s]{1,490}$", "has an invalid format: an http(s) or rtmp(s) URL")
+    describe_pattern(
+        WHOLE + r"(https?|rtmps?)://[^\s]{1,490}$", "has an invalid format: an http(s) or rtmp(s) URL"
+    )
 )
 # Timestamps are epoch seconds; anything outside these years is a unit mistake (ms, or 0).
 EPOCH_MIN, EPOCH_MAX = 1_500_000_000, 4_000_000_000

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 import pytest
 
 from roomfeed.errors import ValidationFailed
-from roomfeed.validation import Body
+from roomfeed.validation import ID_PATTERN, Body, Currency, Ident, pattern_reasons
+from rooms.models import Url
 
 
 def test_every_bad_field_is_named_at_once() -> None:
@@ -51,3 +55,32 @@ def test_valid_body_passes_with_typed_values() -> None:
     assert body.boolean("live") is False
     assert body.integer("limit", required=False, default=1) == 1
     body.finish()
+
+
+@pytest.mark.parametrize(
+    ("kind", "good"),
+    [(Ident, "v-1"), (Currency, "CNY"), (Url, "https://cdn.example/live/1.m3u8")],
+)
+def test_a_value_with_a_line_break_after_it_is_refused(kind: Any, good: str) -> None:
+    """Python's `$` also matches before a final line break, so '^...$' took "v-1\\n" as an id (and
+    "CNY\\n" as a currency, a URL ending in one as a stream): each would be stored as another value."""
+    assert msgspec.convert(good, kind) == good
+    for bad in (good + "\n", "\n" + good, good + "\n\n", good + "\r\n"):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert(bad, kind)
+    assert ID_PATTERN.match("v-1") and not ID_PATTERN.match("v-1\n")
+    body = Body({"viewer_id": "v-1\n"})
+    body.ident("viewer_id")
+    with pytest.raises(ValidationFailed) as caught:
+        body.finish()
+    assert set(caught.value.fields) == {"viewer_id"}
+
+
+def test_the_documented_patterns_mean_the_same_in_python_and_ecmascript() -> None:
+    """A pattern of the document is read by clients as ECMAScript (JSON Schema); the server checks it
+    with Python's re. Neither `\\Z` nor a trailing lookahead: the one guard against a final line break
+    is a lookahead at the start, which both read alike (and hypothesis generates from)."""
+    for pattern in pattern_reasons():
+        assert "\\Z" not in pattern and "\\A" not in pattern, pattern
+        if pattern.endswith("$"):
+            assert pattern.startswith(r"^(?!.*\n)"), pattern
