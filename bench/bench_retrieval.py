@@ -41,6 +41,7 @@ from ranking.replay import Schedule  # noqa: E402
 from simulator import Marketplace  # noqa: E402
 
 DAY_MS = 86_400_000
+STAGE_NAMES = ("filters", "viewer", "retrieve", "score", "rank", "diversity", "exploration")
 
 
 def scaled(budget: rt.Budget, factor: float) -> rt.Budget:
@@ -81,6 +82,7 @@ def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | No
     from types import SimpleNamespace
 
     from bench_feed import _model
+    from threadpoolctl import threadpool_limits
 
     from feed.config import RankingConfig
     from feed.context import Candidates, FeedContext, RecentVisit, Stage
@@ -106,6 +108,9 @@ def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | No
     tail: list[Stage] = [Diversity(), Exploration()]
     cfg = RankingConfig()
     sizes: dict[str, list[int]] = {name: [] for name in arms}
+    # Process CPU per stage (ms summed over the measured pages), for "where the page's time goes".
+    per_stage: dict[str, dict[str, float]] = {name: {} for name in arms}
+    measuring = [False]
 
     async def page(name: str, v: int) -> None:
         ctx = FeedContext(f"viewer-{(v * 7919) % viewers}", f"ses_{v}", 10, cfg, now=now, rng=rng)
@@ -122,8 +127,12 @@ def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | No
             )
             for k in range(12)
         ]
+        spent = per_stage[name]
         for stage in [*arms[name], *tail]:
+            t = time.process_time()
             await stage.apply(ctx)
+            if measuring[0]:
+                spent[stage.name] = spent.get(stage.name, 0.0) + (time.process_time() - t) * 1000
         sizes[name].append(len(ctx.candidates))
 
     async def run() -> dict[str, list[float]]:
@@ -131,6 +140,7 @@ def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | No
             for v in range(20):
                 await page(name, v)
         out: dict[str, list[float]] = {name: [] for name in arms}
+        measuring[0] = True
         for r in range(repeats):  # alternating, so the host's load hits both alike
             for name in arms:
                 t = time.process_time()
@@ -139,10 +149,15 @@ def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | No
                 out[name].append((time.process_time() - t) / pages * 1000)
         return out
 
-    got = asyncio.run(run())
+    with threadpool_limits(1, user_api="blas"):  # as the API process runs (feed.http's start)
+        got = asyncio.run(run())
+    stages = {
+        name: {k: round(v / (pages * repeats), 3) for k, v in spent.items()}
+        for name, spent in per_stage.items()
+    }
     med = {name: statistics.median(ms) for name, ms in got.items()}
     if only is not None:
-        return {"rooms": rooms, "cpu_ms_per_page": round(med[only], 3)}
+        return {"rooms": rooms, "cpu_ms_per_page": round(med[only], 3), "stages_ms": stages[only]}
     return {
         "rooms": rooms,
         "merchants": merchants,
@@ -151,7 +166,109 @@ def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | No
         "ratio": round(med["retrieval"] / med["all_rooms"], 3),
         "rooms_ranked_retrieval": int(np.median(sizes["retrieval"])),
         "runs_ms": {name: [round(m, 3) for m in ms] for name, ms in got.items()},
+        "stages_ms": stages,
     }
+
+
+def _designs(
+    items: np.ndarray, bias: np.ndarray, popularity: np.ndarray, viewers: np.ndarray, want: int
+) -> tuple[dict[str, Any], list[set[int]]]:
+    """Each discovery design as viewer vector -> merchant rows, and the exact answer per viewer."""
+    merchants = items.shape[0]
+    positions = np.arange(merchants)
+
+    def items_of(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return items[p], bias[p]
+
+    exact_set = rt.LiveSet.of(positions, np.zeros(merchants, np.int64), items_of)
+    truth = [set(rt._best(rt.merchant_scores_of(exact_set, v), positions, want).tolist()) for v in viewers]
+    designs: dict[str, Any] = {
+        "exact": lambda v: rt._best(rt.merchant_scores_of(exact_set, v), positions, want)
+    }
+    for probe in (1_024, 2_048):
+        index = rt.ItemClusters.of(items, probe=probe, exact_below=0)
+        live = rt.LiveSet.of(positions, np.zeros(merchants, np.int64), items_of, clusters=index)
+        assert live.clusters is not None
+        designs[f"clusters_probe_{probe}"] = lambda v, c=live.clusters: c.best(v, 1.0, want)
+    pool = np.sort(np.argsort(-popularity)[:4_096])  # the 4,096 most popular live merchants
+    pool_m, pool_b = items[pool], bias[pool]
+    designs["popular_pool_4096"] = lambda v: pool[rt._best(pool_m @ v + pool_b, np.arange(pool.size), want)]
+    return designs, truth
+
+
+def discovery_designs(merchants: int, queries: int, want: int, seed: int = 1) -> list[dict[str, Any]]:
+    """Discovery's designs at `merchants` live merchants (k=32): CPU per query (one thread) and recall of
+    the exact top `want` merchants by LightFM score, on two kinds of item and viewer vectors:
+    `random` (independent normal vectors: no structure for an index to use, the worst case and what the
+    synthetic model of bench_feed serves) and `taste` (64 taste centres plus noise, as trained factors
+    group merchants of a kind)."""
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(seed)
+    k = 32
+    out: list[dict[str, Any]] = []
+    for kind in ("random", "taste"):
+        if kind == "random":
+            items = rng.normal(size=(merchants, k)).astype(np.float32)
+            viewers = rng.normal(size=(queries, k)).astype(np.float32)
+        else:
+            centres = rng.normal(size=(64, k))
+            items = (centres[rng.integers(0, 64, merchants)] + 0.5 * rng.normal(size=(merchants, k))).astype(
+                np.float32
+            )
+            viewers = (centres[rng.integers(0, 64, queries)] + 0.5 * rng.normal(size=(queries, k))).astype(
+                np.float32
+            )
+        bias = rng.normal(size=merchants).astype(np.float32)
+        designs, truth = _designs(items, bias, rng.random(merchants), viewers, want)
+        with threadpool_limits(1, user_api="blas"):
+            for name, best in designs.items():
+                for v in viewers[:20]:  # warm
+                    best(v)
+                started = time.process_time()
+                got = [best(v) for v in viewers]
+                cpu = (time.process_time() - started) / queries * 1000
+                recall = float(np.mean([len(truth[i] & set(g.tolist())) / want for i, g in enumerate(got)]))
+                out.append(
+                    {
+                        "merchants": merchants,
+                        "vectors": kind,
+                        "design": name,
+                        "cpu_ms_per_query": round(cpu, 4),
+                        "recall": round(recall, 3),
+                    }
+                )
+                print(out[-1], flush=True)
+    return out
+
+
+def discovery_main(args: argparse.Namespace) -> None:
+    import os
+
+    points = [p for n in args.discovery.split(",") for p in discovery_designs(int(n), args.queries, 120)]
+    load = os.getloadavg()[0]
+    lines = [
+        f"discovery designs, top 120 merchants by LightFM score (k=32), {args.queries} viewers, one BLAS thread, "
+        f"process CPU per query; load average at the end {load:.1f}",
+        "",
+        "| live merchants | vectors | design | CPU ms/query | recall of the exact top 120 |",
+        "|---:|---|---|---:|---:|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p['merchants']:,} | {p['vectors']} | {p['design']} | {p['cpu_ms_per_query']} | {p['recall']} |"
+        )
+    print("\n".join(lines), flush=True)
+    if not args.no_write:
+        write_results(
+            "retrieval_discovery",
+            command_line(),
+            {"runs": points, "load_avg_1m_at_end": round(load, 2)},
+            lines,
+            "retrieval_discovery — discovery's designs as live merchants grow: CPU and recall",
+        )
 
 
 def cpu_main(args: argparse.Namespace) -> None:
@@ -174,6 +291,20 @@ def cpu_main(args: argparse.Namespace) -> None:
             f"| {p['rooms']:,} | {p['merchants']:,} | {p['cpu_ms_per_page_retrieval']} | {p['rooms_ranked_retrieval']} "
             f"| {p['cpu_ms_per_page_all_rooms']} | {p['ratio']} | {p['vs_first']} |"
         )
+    lines += [
+        "",
+        "Where a page's stage CPU goes (ms per page, process CPU around each stage, with retrieval / over all rooms):",
+        "",
+        "| live rooms | " + " | ".join(STAGE_NAMES) + " |",
+        "|---:|" + "---:|" * len(STAGE_NAMES),
+    ]
+    for p in points:
+        ours, theirs = p["stages_ms"]["retrieval"], p["stages_ms"]["all_rooms"]
+        cells = [
+            f"{ours.get(n, 0.0):.3f} / {theirs[n]:.3f}" if n in theirs else f"{ours.get(n, 0.0):.3f}"
+            for n in STAGE_NAMES
+        ]
+        lines.append(f"| {p['rooms']:,} | " + " | ".join(cells) + " |")
     print("\n".join(lines), flush=True)
     if not args.no_write:
         write_results(
@@ -196,9 +327,16 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--cpu", default=None, help="live-room counts: the stages' CPU per page instead")
     ap.add_argument("--cpu-viewers", type=int, default=20_000)
+    ap.add_argument(
+        "--discovery", default=None, help="live-merchant counts: discovery's designs (CPU, recall)"
+    )
+    ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--pages", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    if args.discovery:
+        discovery_main(args)
+        return
     if args.cpu:
         cpu_main(args)
         return

@@ -329,11 +329,19 @@ class Candidates:
         """This candidate set with its per-request arrays reset (the shared arrays are read-only)."""
         n = len(self.rooms)
         copy = Candidates(**{k: getattr(self, k) for k in self.__dataclass_fields__})
-        copy.model_score = np.zeros(n, dtype=np.float32)
-        copy.score = np.zeros(n, dtype=np.float32)
+        # The scores are replaced by the stages that compute them, never written in place: one read-only
+        # zeros array per set (two 400 kB allocations per request at 100,000 rooms were ~0.1 ms).
+        copy.model_score = copy.score = self.derived(
+            "zero_scores", (), lambda: _read_only(np.zeros(n, np.float32))
+        )
         copy.boosted = np.zeros(n, dtype=bool)
         copy.keep = np.ones(n, dtype=bool)
         return copy
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    values.flags.writeable = False
+    return values
 
 
 @dataclass

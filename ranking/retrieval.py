@@ -68,6 +68,9 @@ class Budget:
 
 
 DEFAULT_BUDGET = Budget()
+# Up to this many live merchants discovery scores every one (one product, ~0.06 ms at 5,000); above, it
+# probes the model's item clusters (`ItemClusters`, `LiveClusters`), a fixed number of merchants.
+EXACT_DISCOVERY_BELOW = 8_192
 
 
 @dataclass
@@ -95,6 +98,8 @@ class LiveSet:
     # the moments of any viewer's LightFM score over all live rooms in O(k^2), not O(rooms).
     first: np.ndarray | None = None
     second: np.ndarray | None = None
+    # The live merchants grouped by the model's item clusters (None: discovery scores every live merchant).
+    clusters: LiveClusters | None = None
     _trending: np.ndarray | None = field(default=None, repr=False)
     _by_category: dict[int, np.ndarray] | None = field(default=None, repr=False)
     _category_groups: list[np.ndarray] | None = field(default=None, repr=False)
@@ -106,9 +111,11 @@ class LiveSet:
         category: np.ndarray,
         items: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
         room_score: np.ndarray | None = None,
+        clusters: ItemClusters | None = None,
     ) -> LiveSet:
         """From each room's merchant position and category code; `items(merchants)` gives the LightFM
-        (matrix, bias) of those merchant positions."""
+        (matrix, bias) of those merchant positions; `clusters` (the model's, `ItemClusters.of`) groups
+        the live merchants for discovery when there are more than `clusters.exact_below` of them."""
         positions = np.asarray(positions, dtype=np.int64)
         merchants, room_merchant, counts = np.unique(positions, return_inverse=True, return_counts=True)
         matrix = bias = first = second = None
@@ -121,6 +128,14 @@ class LiveSet:
             first = counts.astype(np.float64) @ aug
             second = (aug * counts[:, None]).T @ aug
         order = np.argsort(positions, kind="stable")
+        grouped = None
+        if (
+            clusters is not None
+            and matrix is not None
+            and bias is not None
+            and merchants.size > clusters.exact_below
+        ):
+            grouped = LiveClusters.of(clusters, np.maximum(merchants, 0), matrix, bias)
         return cls(
             positions=positions,
             category=np.asarray(category, dtype=np.int64),
@@ -134,6 +149,7 @@ class LiveSet:
             ranked=positions[order],
             first=first,
             second=second,
+            clusters=grouped,
         )
 
     def with_room_score(self, room_score: np.ndarray) -> LiveSet:
@@ -180,6 +196,145 @@ class LiveSet:
                     by[int(self.category[rows[0]])] = _best(self.room_score, rows, max(depth * 4, 64))
             self._by_category = by
         return self._by_category.get(int(category), np.zeros(0, dtype=np.int64))[: max(depth * 4, 64)]
+
+
+@dataclass(frozen=True)
+class ItemClusters:
+    """The model's merchants grouped by their LightFM item vectors (k-means), made once per model.
+
+    `centroids` (C, k) float32; `cluster_of[position]` each merchant position's cluster. Discovery then
+    scores the C centroids and only the live merchants of the clusters whose bound is best
+    (`LiveClusters.best`), instead of every live merchant."""
+
+    centroids: np.ndarray
+    cluster_of: np.ndarray
+    probe: int = 1_024  # merchants scored exactly per request (at least; whole clusters; at most twice)
+    exact_below: int = EXACT_DISCOVERY_BELOW  # up to this many live merchants: every one scored (one product)
+
+    @classmethod
+    def of(
+        cls,
+        matrix: np.ndarray,
+        clusters: int = 256,
+        iterations: int = 6,
+        sample: int = 16_384,
+        seed: int = 0,
+        probe: int = 1_024,
+        exact_below: int = EXACT_DISCOVERY_BELOW,
+    ) -> ItemClusters:
+        """k-means (Lloyd, cosine-free: plain squared distance) on a sample of the item vectors, then every
+        merchant to its nearest centroid, in blocks (bounded memory)."""
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        n = matrix.shape[0]
+        if n == 0:
+            raise ValueError("ItemClusters.of needs at least one item vector")
+        rng = np.random.default_rng(seed)
+        c = max(1, min(clusters, n))
+        train = matrix[rng.choice(n, size=min(sample, n), replace=False)] if n > sample else matrix
+        centroids = train[rng.choice(train.shape[0], size=c, replace=False)].copy()
+        for _ in range(iterations):
+            near = _nearest(train, centroids)
+            sums = np.zeros_like(centroids, dtype=np.float64)
+            np.add.at(sums, near, train)
+            counts = np.bincount(near, minlength=c)
+            filled = counts > 0
+            centroids[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
+        return cls(centroids, _nearest(matrix, centroids).astype(np.int32), probe, exact_below)
+
+
+def _nearest(points: np.ndarray, centroids: np.ndarray, block: int = 8_192) -> np.ndarray:
+    """Each point's nearest centroid (squared Euclidean), `block` points at a time."""
+    half_norms = 0.5 * np.einsum("ij,ij->i", centroids, centroids)
+    out = np.empty(points.shape[0], dtype=np.int64)
+    for start in range(0, points.shape[0], block):
+        part = points[start : start + block]
+        out[start : start + block] = np.argmax(part @ centroids.T - half_norms, axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class LiveClusters:
+    """The live merchant rows of a LiveSet grouped by the model's clusters, with what bounds a cluster's
+    best score for any viewer: for a live merchant v with bias b in cluster c, u.v + b <= u.c_c +
+    |u| r_c + max b (r_c: the largest |v - c_c| among its live merchants), so clusters are probed in
+    order of that bound, and probing stops once `probe` merchants are scored and the next cluster's
+    bound is below the `want`-th best score found (exact then) or twice `probe` are scored (approximate:
+    the cost stays flat however many merchants are live)."""
+
+    centroids: np.ndarray  # (C, k) float32
+    rows: np.ndarray  # live merchant rows, by cluster
+    starts: np.ndarray  # (C + 1,) where each cluster's rows start in `rows`
+    radius: np.ndarray  # (C,) float32
+    top_bias: np.ndarray  # (C,) largest bias (-inf: no live merchant)
+    low_bias: np.ndarray  # (C,) smallest bias (+inf: none), for a reversed (negative-weight) score
+    matrix: np.ndarray  # (live merchants, k) float32, rows in `rows` order (a contiguous gather per cluster)
+    bias: np.ndarray
+    probe: int
+    sizes: np.ndarray  # (C,) live merchants per cluster
+
+    @classmethod
+    def of(
+        cls, index: ItemClusters, positions: np.ndarray, matrix: np.ndarray, bias: np.ndarray
+    ) -> LiveClusters:
+        c = index.centroids.shape[0]
+        known = (positions >= 0) & (positions < index.cluster_of.shape[0])
+        cluster = np.where(known, index.cluster_of[np.where(known, positions, 0)], 0).astype(np.int64)
+        rows = np.argsort(cluster, kind="stable")
+        counts = np.bincount(cluster, minlength=c)
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        by = matrix[rows]
+        dist = np.linalg.norm(by - index.centroids[cluster[rows]], axis=1).astype(np.float32)
+        radius = np.zeros(c, dtype=np.float32)
+        np.maximum.at(radius, cluster[rows], dist)
+        top = np.full(c, -np.inf, dtype=np.float32)
+        low = np.full(c, np.inf, dtype=np.float32)
+        np.maximum.at(top, cluster[rows], bias[rows])
+        np.minimum.at(low, cluster[rows], bias[rows])
+        return cls(
+            index.centroids,
+            rows,
+            starts,
+            radius,
+            top,
+            low,
+            np.ascontiguousarray(by),
+            bias[rows],
+            index.probe,
+            counts,
+        )
+
+    def best(self, vector: np.ndarray, sign: float, want: int) -> np.ndarray:
+        """Live merchant rows (of the LiveSet) with the best `sign` x LightFM score for `vector`, at most `want`."""
+        q = (np.float32(sign) * vector).astype(np.float32)
+        top_bias = self.top_bias if sign > 0 else -self.low_bias
+        bound = self.centroids @ q + np.float32(np.linalg.norm(q)) * self.radius + top_bias
+        order = np.argsort(-bound)
+        reach = np.cumsum(self.sizes[order])
+        # Whole clusters, best bound first, until `probe` merchants; then, up to twice that, the clusters
+        # whose bound still beats the `want`-th best score found (none left: the answer is exact).
+        first = min(int(np.searchsorted(reach, self.probe)) + 1, order.size)
+        at, values = self._scores(order[:first], q, sign)
+        if first < order.size and values.size > want:
+            cut = np.partition(values, values.size - want)[values.size - want]
+            last = int(np.searchsorted(reach, 2 * self.probe, side="right"))
+            more = order[first:last]
+            more = more[bound[more] > cut]
+            if more.size:
+                extra = self._scores(more, q, sign)
+                at, values = np.concatenate([at, extra[0]]), np.concatenate([values, extra[1]])
+        if values.size > want:
+            top = np.argpartition(-values, want - 1)[:want]
+            at, values = at[top], values[top]
+        best: np.ndarray = self.rows[at[np.argsort(-values, kind="stable")]]
+        return best
+
+    def _scores(self, clusters: np.ndarray, q: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in `rows`, sign x score) of every live merchant of `clusters` (contiguous slices)."""
+        spans = [np.arange(self.starts[j], self.starts[j + 1]) for j in clusters.tolist()]
+        at = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
+        values: np.ndarray = self.matrix[at] @ q
+        values += np.float32(sign) * self.bias[at]
+        return at, values
 
 
 def _best(score: np.ndarray | None, rows: np.ndarray, depth: int) -> np.ndarray:
@@ -250,12 +405,14 @@ def discovery(
     """The rooms of the `merchants` live merchants with the best LightFM score for the viewer (times
     `sign`): from the scores when given, else one product of the vector with the live merchants'.
 
-    Exact, one thread: at 50,000 live merchants (k=32) the product is ~0.45 ms of one core here.
-    Approximate indexes were measured and did not pay on this machine (faiss IVF, inner product,
-    filtered to the live merchants: 0.55 ms a query at recall 0.34, 1.0 ms at 0.72; HNSW: 1.0 ms at
-    recall 0.91, 110 s to build; random k=33 vectors, a loaded 2-core host; docs/feed.md)."""
+    Exact (one product) up to `ItemClusters.exact_below` live merchants; above, the live set's
+    `LiveClusters` probes a fixed number of merchants, the clusters with the best bound first, so the
+    cost does not grow with the live merchants (docs/feed.md, "What retrieval costs")."""
     if merchants <= 0 or sign == 0:
         return np.zeros(0, dtype=np.int64)
+    if merchant_scores is None and vector is not None and live.clusters is not None:
+        rows = live.clusters.best(np.asarray(vector, dtype=np.float32), sign, merchants)
+        return _kept(live.rooms_of(live.merchants[rows]), keep)
     if merchant_scores is None and vector is not None:
         merchant_scores = merchant_scores_of(live, vector)
     if merchant_scores is None or merchant_scores.size == 0:

@@ -172,3 +172,20 @@ async def test_below_min_rooms_every_room_is_ranked() -> None:
     watcher = SimpleNamespace(scorer=scorer)
     ctx = await _ranked(scorer, rooms, base, Retrieve(watcher, Rank(watcher), min_rooms=5_000), set())
     assert ctx.candidates.parent is None and len(ctx.candidates) == 3_000
+
+
+async def test_with_discovery_through_item_clusters_a_retrieved_room_still_scores_as_among_every_room() -> (
+    None
+):
+    scorer, rooms, base = _setup()
+    cfg = RankingConfig(w_session=0.0)
+    rank = Rank(SimpleNamespace(scorer=scorer))
+    full = await _with_config(scorer, base, None, set(), cfg, rank)
+    retrieve = Retrieve(SimpleNamespace(scorer=scorer), rank, budget=SMALL, min_rooms=0, exact_below=100)
+    sub = await _with_config(scorer, base, retrieve, set(), cfg, rank)
+    c = sub.candidates
+    assert c.parent is not None and c.rows is not None
+    live = c.parent.memo["retrieval_live"][1]
+    assert live.clusters is not None  # 300 live merchants > 100: discovery probes the model's clusters
+    assert retrieve._clusters is not None and retrieve._clusters[0] is scorer.model  # made once per model
+    np.testing.assert_allclose(c.score, full.candidates.score[c.rows], rtol=1e-5, atol=1e-4)

@@ -160,3 +160,96 @@ def test_moments_from_the_vector_equal_those_from_every_room() -> None:
     b = rt.lightfm_moments_of(live, keep, u, entered)
     assert a is not None and b is not None
     np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+# --- discovery over many live merchants: the model's item clusters ---------------------------------
+
+
+def _tastes(merchants: int, k: int = 16, tastes: int = 32, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Item vectors grouped by taste (as trained factors are), biases small."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(tastes, k)) * 3
+    items = (centres[rng.integers(0, tastes, merchants)] + 0.3 * rng.normal(size=(merchants, k))).astype(
+        np.float32
+    )
+    return items, (0.1 * rng.normal(size=merchants)).astype(np.float32)
+
+
+def _clustered(items: np.ndarray, bias: np.ndarray, **kw: int) -> rt.LiveSet:
+    n = items.shape[0]
+    index = rt.ItemClusters.of(items, clusters=kw.pop("clusters", 64), exact_below=0, **kw)
+
+    def of(merchants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return items[merchants], bias[merchants]
+
+    # Two rooms per merchant, rooms ordered so merchant positions are not sorted.
+    positions = np.concatenate([np.arange(n)[::-1], np.arange(n)])
+    return rt.LiveSet.of(positions, np.zeros(2 * n, np.int64), of, clusters=index)
+
+
+def test_clustered_discovery_finds_the_exact_best_merchants_when_tastes_group_them() -> None:
+    items, bias = _tastes(6_000)
+    live = _clustered(items, bias, probe=600)  # a tenth of the merchants (at most a fifth) scored
+    assert live.clusters is not None
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        vector = (items[rng.integers(0, 6_000)] + 0.3 * rng.normal(size=16)).astype(np.float32)
+        exact = rt._best(rt.merchant_scores_of(live, vector), np.arange(live.merchants.size), 50)
+        got = live.clusters.best(vector, 1.0, 50)
+        assert set(got.tolist()) == set(exact.tolist())  # the same merchants (order: float rounding)
+
+
+def test_clustered_discovery_scores_a_bounded_number_of_merchants_however_many_are_live() -> None:
+    rng = np.random.default_rng(2)
+    items = rng.normal(size=(20_000, 16)).astype(np.float32)  # no structure: nothing lets it stop early
+    live = _clustered(items, np.zeros(20_000, np.float32), probe=500, clusters=128)
+    assert live.clusters is not None
+    scored: list[int] = []
+    score = live.clusters._scores
+
+    def counting(clusters: np.ndarray, q: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray]:
+        out = score(clusters, q, sign)
+        scored.append(out[0].size)
+        return out
+
+    object.__setattr__(live.clusters, "_scores", counting)
+    got = live.clusters.best(rng.normal(size=16).astype(np.float32), 1.0, 40)
+    assert got.size == 40 and np.unique(got).size == 40
+    biggest = int(live.clusters.sizes.max())
+    assert 500 <= sum(scored) <= 1_000 + biggest  # probe, then up to twice it, whole clusters
+
+
+def test_clustered_discovery_with_a_negative_lightfm_weight_takes_the_worst_scored() -> None:
+    items, bias = _tastes(3_000)
+    live = _clustered(items, bias, probe=3_000)  # every cluster probed: exact
+    assert live.clusters is not None
+    vector = items[17]
+    scores = rt.merchant_scores_of(live, vector)
+    assert scores is not None
+    worst = rt._best(-scores, np.arange(scores.size), 10)
+    assert set(live.clusters.best(vector, -1.0, 10).tolist()) == set(worst.tolist())
+
+
+def test_discovery_scores_every_live_merchant_up_to_the_exact_threshold() -> None:
+    items, bias = _tastes(500)
+    index = rt.ItemClusters.of(items, clusters=16, exact_below=500)
+
+    def of(merchants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return items[merchants], bias[merchants]
+
+    assert rt.LiveSet.of(np.arange(500), np.zeros(500, np.int64), of, clusters=index).clusters is None
+    assert rt.LiveSet.of(np.arange(500), np.zeros(500, np.int64), of, clusters=index).matrix is not None
+    more = rt.ItemClusters.of(items, clusters=16, exact_below=499)
+    live = rt.LiveSet.of(np.arange(500), np.zeros(500, np.int64), of, clusters=more)
+    assert live.clusters is not None
+    # discovery goes through the clusters then (same answer here: tastes are well apart)
+    keep = np.ones(500, dtype=bool)
+    exact = rt.discovery(rt.LiveSet.of(np.arange(500), np.zeros(500, np.int64), of), keep, None, 5, items[3])
+    assert sorted(rt.discovery(live, keep, None, 5, items[3]).tolist()) == sorted(exact.tolist())
+
+
+def test_item_clusters_need_item_vectors() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="at least one item vector"):
+        rt.ItemClusters.of(np.zeros((0, 8), np.float32))
