@@ -44,6 +44,15 @@ DAY_MS = 86_400_000
 STAGE_NAMES = ("filters", "viewer", "retrieve", "score", "rank", "diversity", "exploration")
 
 
+def report(
+    args: argparse.Namespace, name: str, metrics: dict[str, Any], lines: list[str], title: str
+) -> None:
+    """Print the figures; unless `--no-write`, bench/results/<name>.json and its block in docs/benchmarks.md."""
+    print("\n".join(lines), flush=True)
+    if not args.no_write:
+        write_results(name, command_line(), metrics, lines, title)
+
+
 def scaled(budget: rt.Budget, factor: float) -> rt.Budget:
     return replace(
         budget, **{f.name: max(1, int(round(getattr(budget, f.name) * factor))) for f in fields(budget)}
@@ -260,15 +269,13 @@ def discovery_main(args: argparse.Namespace) -> None:
         lines.append(
             f"| {p['merchants']:,} | {p['vectors']} | {p['design']} | {p['cpu_ms_per_query']} | {p['recall']} |"
         )
-    print("\n".join(lines), flush=True)
-    if not args.no_write:
-        write_results(
-            "retrieval_discovery",
-            command_line(),
-            {"runs": points, "load_avg_1m_at_end": round(load, 2)},
-            lines,
-            "retrieval_discovery — discovery's designs as live merchants grow: CPU and recall",
-        )
+    report(
+        args,
+        "retrieval_discovery",
+        {"runs": points, "load_avg_1m_at_end": round(load, 2)},
+        lines,
+        "retrieval_discovery — discovery's designs as live merchants grow: CPU and recall",
+    )
 
 
 def cpu_main(args: argparse.Namespace) -> None:
@@ -305,15 +312,13 @@ def cpu_main(args: argparse.Namespace) -> None:
             for n in STAGE_NAMES
         ]
         lines.append(f"| {p['rooms']:,} | " + " | ".join(cells) + " |")
-    print("\n".join(lines), flush=True)
-    if not args.no_write:
-        write_results(
-            "retrieval_cpu",
-            command_line(),
-            {"runs": points, "load_avg_1m_at_end": round(load, 2)},
-            lines,
-            "retrieval_cpu — CPU of the feed's stages per page as live rooms grow, with and without retrieval",
-        )
+    report(
+        args,
+        "retrieval_cpu",
+        {"runs": points, "load_avg_1m_at_end": round(load, 2)},
+        lines,
+        "retrieval_cpu — CPU of the feed's stages per page as live rooms grow, with and without retrieval",
+    )
 
 
 def main() -> None:
@@ -411,15 +416,7 @@ def main() -> None:
             f"| {m['ndcg10']:.4f} | {100 * rel_hr:+.2f} % | {100 * rel_ndcg:+.2f} % "
             f"| {d['diff']:+.4f} ({d['ci_low']:+.4f} … {d['ci_high']:+.4f}) |"
         )
-    print("\n".join(lines), flush=True)
-    if not args.no_write:
-        write_results(
-            "retrieval",
-            command_line(),
-            metrics,
-            lines,
-            "retrieval — the ranker with retrieval vs over all live rooms",
-        )
+    report(args, "retrieval", metrics, lines, "retrieval — the ranker with retrieval vs over all live rooms")
 
 
 if __name__ == "__main__":
