@@ -147,7 +147,12 @@ async def create_session(request: Request, feed: Feed, principal: Principal, bod
     device = request.headers.get("x-device-id")
     device_id = device if device is not None and ID_PATTERN.match(device) else None
     result = await feed.service.start_session(
-        body.viewer_id, entry.code, entry.room_id, body.count, device_id=device_id
+        body.viewer_id,
+        entry.code,
+        entry.room_id,
+        body.count,
+        device_id=device_id,
+        account_created_at=principal.account_created_at,  # the platform login's word on the account
     )
     return json(result, status=201, headers={"Location": f"/v1/sessions/{result['session_id']}/feed"})
 

@@ -407,9 +407,11 @@ class FeedService:
         count: int = FIRST_PAGE,
         *,
         device_id: str | None = None,
+        account_created_at: float | None = None,
     ) -> dict[str, Any]:
-        """A new session; a code attributes the viewer (with the request's device: what the
-        alliance's device rules read) and lands it in the code merchant's room."""
+        """A new session; a code attributes the viewer (with the request's device and the account's
+        creation time from the viewer's token: what the alliance's device and new-account rules read)
+        and lands it in the code merchant's room."""
         session_id = new_id("ses")
         attribution: dict[str, Any] | None = None
         entry_room: Any | None = None
@@ -424,7 +426,13 @@ class FeedService:
             entry_room = await self._room_of_merchant(parsed.merchant_id)
             try:
                 await self.inputs.attribution_book.attribute(
-                    viewer_id, session_id, parsed, time.time(), code=code, device_id=device_id
+                    viewer_id,
+                    session_id,
+                    parsed,
+                    time.time(),
+                    code=code,
+                    device_id=device_id,
+                    account_created_at=account_created_at,
                 )
                 await self.inputs.code_book.record_open(
                     code, device=f"device:{device_id}" if device_id else f"viewer:{viewer_id}"

@@ -77,6 +77,7 @@ class AttributionSink(Protocol):
         *,
         code: str | None,
         device_id: str | None = None,
+        account_created_at: float | None = None,
     ) -> Any: ...
 
 

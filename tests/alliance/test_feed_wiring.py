@@ -180,3 +180,51 @@ async def test_a_merchant_sees_its_pacing_plan_and_why_it_was_not_delivered(
     assert tuple(LastHours.__struct_fields__) == ("pages", *OUTCOMES)
     assert plan["last_hours"]["pages"] >= plan["last_hours"]["not_live"] > 0
     assert (await client.get(f"/v1/merchants/{a}/alliance-plan", headers=ho)).status_code == 404
+
+
+async def test_a_code_session_records_the_account_age_the_login_token_says(
+    app: Any, client: httpx.AsyncClient, new_merchant: MerchantFactory, pool: asyncpg.Pool, tmp_path: Any
+) -> None:
+    """The new-account rules read the account's age from the platform login's token: a code session
+    started with a JWT carrying `account_created_at` records it for the viewer (without it every viewer
+    first seen lately looked new, and a platform-wide median of 100 % new hid any farm of fresh ids)."""
+    import base64
+    import dataclasses
+    import json
+    import secrets
+
+    import jwt
+
+    from roomfeed.auth import ViewerTokens
+
+    secret = secrets.token_bytes(32)
+    jwks = tmp_path / "jwks.json"
+    k = base64.urlsafe_b64encode(secret).rstrip(b"=").decode()
+    jwks.write_text(json.dumps({"keys": [{"kty": "oct", "kid": "login", "alg": "HS256", "k": k}]}))
+    a, ha = await new_merchant()
+    await live_room(client, ha, "A's room")
+    code = (await client.post("/v1/codes", json={}, headers=ha)).json()["code"]
+    saved = app.guard
+    app.guard = dataclasses.replace(
+        saved, viewer_tokens=ViewerTokens(dataclasses.replace(app.settings, viewer_jwks=str(jwks)))
+    )
+    now = time.time()
+    ages = {f"aged-{time.time_ns()}": now - 400 * 86_400, f"fresh-{time.time_ns()}": now - 3_600}
+    try:
+        for v, created in ages.items():
+            claims = {"sub": v, "exp": int(now) + 600, "account_created_at": created}
+            token = jwt.encode(claims, secret, "HS256", headers={"kid": "login"})
+            r = await client.post(
+                "/v1/sessions",
+                json={"viewer_id": v, "entry": {"code": code}},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert r.status_code == 201, r.text
+    finally:
+        app.guard = saved
+    rows = await pool.fetch(
+        """SELECT viewer_id, extract(epoch FROM account_created_at)::float8 AS created FROM alliance_viewers
+           WHERE viewer_id = ANY($1::text[])""",
+        list(ages),
+    )
+    assert {r["viewer_id"]: round(r["created"]) for r in rows} == {v: round(c) for v, c in ages.items()}
