@@ -29,6 +29,9 @@ class Terms:
     viewer_daily_cap: int = 20  # qualified visits one viewer may contribute per day
     device_daily_cap: int = 30  # ... and one device
     commission_rate: float = 0.05  # revenue share owed to a store on its attributed GMV
+    # A counted visit that led to a verified order with the host earns this × exchange_rate more
+    # (alliance.conversions): conversion counts most.
+    conversion_weight: float = 1.0
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Terms:

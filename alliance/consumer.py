@@ -31,6 +31,7 @@ from alliance.alliances import Terms, partner_terms
 from alliance.attribution import ViewerAttribution, attributions_at
 from alliance.clock import AllianceClock
 from alliance.contribution import Policy, Verdict, VisitFacts, judge
+from alliance.conversions import convert_visit
 from alliance.evidence import EvidenceBook, VisitEvidence
 from alliance.grants import GrantBook
 from alliance.ledger import OWED_SQL
@@ -274,6 +275,8 @@ class AllianceSink:
                 at=at,
                 visits=1,
             )
+            # The order may have come first (a viewer buys while watching): conversion counts most.
+            await convert_visit(conn, self.clock, str(event["event_id"]), at)
 
     # --- delivered exposure ----------------------------------------------------------------------
 

@@ -98,7 +98,7 @@ class Alliance:
         pool, redis = resources.pool, resources.redis
         clock = AllianceClock.of(resources.settings)
         # Verified orders are attributed as they are recorded: the only source of attributed GMV.
-        orders.subscribe(OrderAttribution(pool))
+        orders.subscribe(OrderAttribution(pool, clock))
         return cls(
             settings=resources.settings,
             merchants=merchants,

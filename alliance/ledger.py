@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 import asyncpg
 
+from alliance import orders as attributed  # a module: orders credit conversions through this ledger
 from alliance.alliances import Terms
 from alliance.clock import AllianceClock
 from alliance.contribution import CLAWBACK_REASONS, REASONS
-from alliance.orders import AttributedOrders, AttributedSales
 
 EXPIRY_DAYS = 7
 Kind = Literal["earned", "provisional", "confirmed", "clawed_back", "delivered", "expired"]
@@ -65,7 +65,7 @@ _BALANCE_UPDATES = {
 }
 
 
-def _sales_json(s: AttributedSales) -> dict[str, Any]:
+def _sales_json(s: attributed.AttributedSales) -> dict[str, Any]:
     return {
         "currency": s.currency,
         "orders": s.orders,
@@ -273,7 +273,7 @@ class Ledger:
             merchant_id,
         )
         commission_rate = float(rate_row) if rate_row is not None else Terms().commission_rate
-        totals, by_store, by_staff = await AttributedOrders(self.pool).of_merchant(merchant_id)
+        totals, by_store, by_staff = await attributed.AttributedOrders(self.pool).of_merchant(merchant_id)
         summary = {
             "contributed_visits": sum(b.visits for b in balances),
             "earned": round(sum(b.earned for b in balances), 4),
@@ -342,7 +342,8 @@ class Ledger:
         """
         rows = await self.pool.fetch(
             """SELECT earned, state, reason, clawback_reason, count(*) AS n, COALESCE(sum(amount), 0) AS amount,
-                      max(hold_until) AS until
+                      max(hold_until) AS until, count(*) FILTER (WHERE conversion_amount > 0) AS converted,
+                      COALESCE(sum(conversion_amount), 0) AS conversion
                FROM alliance_visits WHERE contributor_id = $1
                GROUP BY earned, state, reason, clawback_reason""",
             merchant_id,
@@ -353,6 +354,9 @@ class Ledger:
             "held": 0,
             "held_amount": 0.0,
             "held_until": None,
+            "visit_credit": 0.0,
+            "converted": 0,
+            "conversion_credit": 0.0,
         }
         clawed: dict[str, dict[str, Any]] = {}
         not_counted: dict[str, dict[str, Any]] = {}
@@ -369,6 +373,10 @@ class Ledger:
                 entry["amount"] = round(entry["amount"] + float(r["amount"]), 4)
             else:
                 counted["visits"] += n
+                counted["converted"] += int(r["converted"])
+                conversion = float(r["conversion"])
+                counted["conversion_credit"] = round(counted["conversion_credit"] + conversion, 4)
+                counted["visit_credit"] = round(counted["visit_credit"] + float(r["amount"]) - conversion, 4)
                 if r["state"] == "held":
                     counted["held"] += n
                     counted["held_amount"] = round(counted["held_amount"] + float(r["amount"]), 4)

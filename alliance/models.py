@@ -49,6 +49,14 @@ class NewTerms(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     commission_rate: Annotated[float, Meta(ge=0, le=1, description="revenue share owed to a store")] = (
         _DEFAULT.commission_rate
     )
+    conversion_weight: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=10,
+            description="a counted visit that led to a verified order with the host earns this x exchange_rate more",
+        ),
+    ] = _DEFAULT.conversion_weight
 
     def terms(self) -> Terms:
         return Terms(**msgspec.structs.asdict(self))
@@ -69,6 +77,7 @@ class AllianceTerms(msgspec.Struct, kw_only=True):
     viewer_daily_cap: int
     device_daily_cap: int
     commission_rate: float
+    conversion_weight: float
 
 
 class Member(msgspec.Struct, kw_only=True):
@@ -156,6 +165,18 @@ class Counted(msgspec.Struct, kw_only=True):
     held: Annotated[int, Meta(description="provisional until held_until")]
     held_amount: float
     held_until: float | None
+    visit_credit: Annotated[
+        float, Meta(description="credit of the counted visits for the visits themselves")
+    ] = 0.0
+    converted: Annotated[
+        int,
+        Meta(
+            description="counted visits that led to a verified order with the host (conversion counts most)"
+        ),
+    ] = 0
+    conversion_credit: Annotated[
+        float, Meta(description="credit on top for those visits: conversion_weight x the exchange rate each")
+    ] = 0.0
 
 
 class ClawedBack(msgspec.Struct, kw_only=True):

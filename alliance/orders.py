@@ -19,7 +19,9 @@ from typing import Any
 
 import asyncpg
 
+from alliance import conversions  # a module: conversions posts through ledger, which reads orders
 from alliance.attribution import attributions_at, latest_at
+from alliance.clock import AllianceClock
 from rooms.orders import OrderEntry
 
 
@@ -28,10 +30,12 @@ def _ts(epoch_s: float) -> datetime:
 
 
 class OrderAttribution:
-    """The alliance's subscriber to verified order entries."""
+    """The alliance's subscriber to verified order entries: attributes them, and credits the visits
+    the sales converted (alliance.conversions)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, clock: AllianceClock | None = None) -> None:
         self.pool = pool
+        self.clock = clock or AllianceClock()
 
     async def record(self, entries: Sequence[OrderEntry]) -> None:
         sales = [e for e in entries if e.kind == "sale" and e.viewer_id is not None]
@@ -81,6 +85,31 @@ class OrderAttribution:
                        ON CONFLICT (entry_id) DO NOTHING""",
                     rows,
                 )
+                await self._conversions(conn, rows, reversals)
+
+    async def _conversions(
+        self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]], reversals: list[OrderEntry]
+    ) -> None:
+        """Visits the attributed sales converted earn their bonus; reversed sales take it back."""
+        sales = [
+            {
+                "entry_id": r[0],
+                "seller_merchant_id": r[4],
+                "viewer_id": r[5],
+                "merchant_id": r[6],
+                "room_id": r[9],
+                "at": r[13].timestamp(),
+            }
+            for r in rows
+            if r[2] == "sale"
+        ]
+        await conversions.lock_contributors(conn, [r[6] for r in rows])
+        if sales:
+            await conversions.convert_sales(conn, self.clock, sales)
+        if reversals:
+            await conversions.reverse_sales(
+                conn, [e.sale_entry_id for e in reversals], max(e.at for e in reversals)
+            )
 
 
 def _row(
