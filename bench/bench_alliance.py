@@ -142,7 +142,10 @@ ATTACKS = (
     "rotating_fresh",
     "ring",
 )
-GROUPS = {"mutual_trio": 3, "ring": 3}  # attacks made by several members; the others by one
+GROUPS = {"mutual_trio": 3, "ring": 3}
+MIN_DWELL_S = (
+    10.0  # the alliances' min_dwell_ms (set-up's terms)  # attacks made by several members; the others by one
+)
 
 
 def sigmoid(x: float) -> float:
@@ -165,6 +168,8 @@ class Merchant:
     code: str = ""
     staff_codes: list[str] = field(default_factory=list)
     followers: list[int] = field(default_factory=list)
+    product_id: str = ""
+    price: float = 0.0
     live_room: str | None = None
 
     @property
@@ -529,6 +534,7 @@ class Seen:
     boosted_by_merchant: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     sessions: int = 0
     code_sessions: int = 0
+    orders: int = 0
     requests: int = 0
     errors: int = 0
     last_error: str = ""
@@ -609,13 +615,23 @@ class Day:
                 assert r.status_code == 201, r.text
                 m.merchant_id, m.key = r.json()["merchant_id"], r.json()["key"]
                 self.by_merchant_id[m.merchant_id] = m
+                # What its viewers buy: the merchant's shop records each sale as a verified order.
+                m.price = round(float(np.random.default_rng([w.seed, m.index]).lognormal(4, 0.5)), 2)
+                r = await self.call(
+                    "POST",
+                    "/v1/products",
+                    json={"title": f"goods {m.index}", "price": m.price, "currency": "CNY"},
+                    headers=m.headers,
+                )
+                assert r.status_code == 201, r.text
+                m.product_id = r.json()["product_id"]
 
         await asyncio.gather(*(merchant(m) for m in w.merchants))
         for k, group in enumerate(w.alliances):
             owner = group[0]
             terms = {
                 "exchange_rate": 3,
-                "min_dwell_ms": 10_000,
+                "min_dwell_ms": int(MIN_DWELL_S * 1000),
                 "boost_share_cap": 0.2,
                 "relevance_floor": 0.8,
             }
@@ -831,20 +847,45 @@ class Day:
         await self.pause(dwell - beats * self.world.heartbeat_s)
         leave = [self.event("leave", viewer, session, room["room_id"], dwell_ms=int(dwell * 1000))]
         if m is not None and self.rng.random() < self.world.p_buy(viewer, m):
+            order_id = f"o{secrets.token_hex(6)}"
             leave.append(
                 self.event(
                     "purchase",
                     viewer,
                     session,
                     room["room_id"],
-                    order_id=f"o{secrets.token_hex(6)}",
-                    product_id="p1",
-                    amount=round(float(self.rng.lognormal(4, 0.5)), 2),
+                    order_id=order_id,
+                    product_id=m.product_id,
+                    amount=m.price,
                     currency="CNY",
                 )
             )
+            self.spawn(self.verified_order(m, viewer, room["room_id"], order_id))
         self.send(viewer, leave)
         return True
+
+    async def verified_order(self, m: Merchant, viewer: Viewer, room_id: str, order_id: str) -> None:
+        """The seller's shop records the sale (POST /v1/orders with its key): what conversion credit and
+        the never-converts rule read; a viewer's purchase event is never evidence of an order."""
+        r = await self.call(
+            "POST",
+            "/v1/orders",
+            json={
+                "order_id": order_id,
+                "product_id": m.product_id,
+                "quantity": 1,
+                "unit_price": m.price,
+                "currency": "CNY",
+                "ordered_at": int(time.time() * 1000),
+                "viewer_id": viewer.viewer_id,
+                "room_id": room_id,
+            },
+            headers=m.headers,
+        )
+        if r.status_code == 201:
+            self.seen.orders += 1
+        else:
+            self._error(r, "orders")
 
     async def session(self, viewer: Viewer, code: str | None = None) -> None:
         page = await self.start(viewer, code)
@@ -1218,7 +1259,9 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
     try:
         day = Day(args, world, stack, login, operator)
         day.t0 = t0
+        began = time.time()
         await day.set_up()
+        print(f"  set-up {time.time() - began:.0f} s of {args.setup_s:.0f}", flush=True)
         if time.time() > opens:
             raise RuntimeError(f"set-up took longer than {args.setup_s} s: the day would start late")
         await asyncio.sleep(opens - time.time())
@@ -1283,6 +1326,10 @@ class Outcome:
     displaced: dict[tuple[str, str], str]
     forged_booked: int
     tail_s: float
+    # The alliance's own record of each judged visit of a member (alliance_visits): contributor,
+    # earned, reason, state, clawback reason, the dwell on the server's clock and the one declared.
+    visits: list[dict[str, Any]] = field(default_factory=list)
+    run: dict[str, float] = field(default_factory=dict)  # the run's seed, scale, hours
 
 
 async def collect(env: BenchEnv, day: Day, tail_s: float) -> Outcome:
@@ -1303,13 +1350,51 @@ async def collect(env: BenchEnv, day: Day, tail_s: float) -> Outcome:
                 forged,
             )
         )
+    visits = [
+        dict(r)
+        for r in await env.pool.fetch(
+            """SELECT contributor_id, earned, reason, state, clawback_reason, dwell_ms, declared_dwell_ms,
+                      conversion_amount > 0 AS converted, amount, visit_id, session_id, room_id, young_account
+               FROM alliance_visits"""
+        )
+    ]
+    # Each visit's enter and leave as the app stamped them (`ts`, the app's clock: the bench's) and as the
+    # server received them: the clock-compression check (summarize: `latency_free`).
+    sessions = sorted({v["session_id"] for v in visits if v["session_id"]})
+    stamps: dict[tuple[str, str], dict[str, tuple[float, float]]] = defaultdict(dict)
+    for r in await env.pool.fetch(
+        """SELECT type, session_id, room_id, extract(epoch FROM ts)::float8 AS ts,
+                  extract(epoch FROM received_at)::float8 AS received
+           FROM interactions WHERE type IN ('enter', 'leave') AND session_id = ANY($1::text[])
+           ORDER BY received_at""",
+        sessions,
+    ):
+        key = (r["session_id"], r["room_id"])
+        if r["type"] == "enter" and "enter" in stamps[key]:
+            continue  # the first enter opens the visit
+        stamps[key][r["type"]] = (float(r["ts"]), float(r["received"]))
+    for v in visits:
+        seen = stamps.get((v["session_id"], v["room_id"]), {})
+        if "enter" in seen and "leave" in seen:
+            v["sent_gap_s"] = seen["leave"][0] - seen["enter"][0]
+            v["received_gap_s"] = seen["leave"][1] - seen["enter"][1]
     return Outcome(
-        day.world, day.seen, day.by_merchant_id, statements, await displaced_rooms(env), forged_booked, tail_s
+        day.world,
+        day.seen,
+        day.by_merchant_id,
+        statements,
+        await displaced_rooms(env),
+        forged_booked,
+        tail_s,
+        visits,
+        {"seed": day.world.seed, "scale": day.scale, "hours": day.args.hours},
     )
 
 
 def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
     w, day, statements, tail_s = out.world, out, out.statements, out.tail_s
+    judged_visits: list[dict[str, Any]] = getattr(out, "visits", [])  # older outcomes have none
+    run = {"seed": args.seed, "scale": args.scale, "hours": args.hours, **getattr(out, "run", {})}
 
     def net(s: dict[str, Any]) -> float:
         return float(s["earned"]) - float(s["clawed_back"])
@@ -1319,7 +1404,7 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         m.merchant_id: statements[m.merchant_id]["delivered"] / net(statements[m.merchant_id]) for m in honest
     }
     heavy = [net(statements[m.merchant_id]) for m in w.members() if m.role == "heavy"]
-    attacks: dict[str, dict[str, float]] = {}
+    attacks: dict[str, dict[str, Any]] = {}
     for name in ATTACKS:
         ss = [statements[m.merchant_id] for m in w.members(name)]
         attacks[name] = {
@@ -1329,6 +1414,66 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
             "delivered": round(sum(s["delivered"] for s in ss), 2),
         }
     heavy_mean = statistics.mean(heavy) if heavy else 0.0
+    # How the alliance judged each attack's visits (the server's dwell against the declared one): where
+    # a scripted dwell shorter than the minimum was counted, the server's clock measured it longer.
+    role_of = {m.merchant_id: m.role for m in w.members()}
+    out_scale = float(run["scale"])
+    for name in ATTACKS:
+        judged = [v for v in judged_visits if role_of.get(v["contributor_id"]) == f"attack:{name}"]
+        reasons: dict[str, int] = defaultdict(int)
+        for v in judged:
+            reasons[v["clawback_reason"] or ("counted" if v["earned"] else v["reason"])] += 1
+        earned_dwell = sorted(v["dwell_ms"] / 1000 for v in judged if v["earned"])
+        # The clock-compression check: a counted visit whose enter and leave the app sent less than the
+        # minimum dwell apart (in the alliance's time) was counted only because the server received them
+        # further apart (queueing, scaled by the clock): at scale 1 that latency is `scale` times smaller.
+        by_latency = [
+            v
+            for v in judged
+            if v["earned"] and "sent_gap_s" in v and v["sent_gap_s"] * out_scale < MIN_DWELL_S
+        ]
+        attacks[name]["counted_only_by_latency"] = len(by_latency)
+        attacks[name]["kept_latency_free"] = round(
+            attacks[name]["kept"]
+            - sum(float(v["amount"]) for v in by_latency if v["state"] != "clawed_back"),
+            2,
+        )
+        attacks[name]["visits_judged"] = len(judged)
+        attacks[name]["judged"] = dict(sorted(reasons.items()))
+        attacks[name]["earned_server_dwell_s_min_p50"] = (
+            [round(earned_dwell[0], 1), round(statistics.median(earned_dwell), 1)] if earned_dwell else None
+        )
+    skew = sorted(
+        (v["received_gap_s"] - v["sent_gap_s"]) * out_scale for v in judged_visits if "sent_gap_s" in v
+    )
+    clock_check = {
+        "visits_with_enter_and_leave": len(skew),
+        # How much longer (in the alliance's seconds) the server saw visits than the apps made them.
+        "server_minus_app_gap_s_p50": round(skew[len(skew) // 2], 2) if skew else None,
+        "server_minus_app_gap_s_p90": round(skew[int(len(skew) * 0.9)], 2) if skew else None,
+        "server_minus_app_gap_s_p10": round(skew[int(len(skew) * 0.1)], 2) if skew else None,
+    }
+    # The new-account rule's inputs at the end of the day: each member's share of earned visits from new
+    # accounts (what settlement compares with twice the median member's).
+    young: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for v in judged_visits:
+        if v["earned"] and v.get("young_account") is not None:
+            young[role_of.get(v["contributor_id"], "outside")][0] += int(v["young_account"])
+            young[role_of.get(v["contributor_id"], "outside")][1] += 1
+    new_accounts = {role: round(y / n, 3) for role, (y, n) in sorted(young.items()) if n}
+    honest_ids = {m.merchant_id for m in w.members() if m.role in ("heavy", "light")}
+    conversion = {
+        "honest_converted_visits": sum(
+            statements[i]["visits"]["counted"].get("converted", 0) for i in honest_ids
+        ),
+        "honest_conversion_credit": round(
+            sum(statements[i]["visits"]["counted"].get("conversion_credit", 0.0) for i in honest_ids), 2
+        ),
+        "honest_visit_credit": round(
+            sum(statements[i]["visits"]["counted"].get("visit_credit", 0.0) for i in honest_ids), 2
+        ),
+        "verified_orders": getattr(day.seen, "orders", 0),
+    }
     # Boosted rooms reached vs unboosted rooms reached, on the same pages (entry rooms aside).
     b_reach = b_enter = u_reach = u_enter = 0
     for page in day.seen.pages:
@@ -1383,9 +1528,9 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
     in_band5 = [r for r in ratios.values() if 0.95 <= r <= 1.05]
     metrics: dict[str, Any] = {
         "via_api": True,
-        "seed": args.seed,
-        "scale": args.scale,
-        "hours": args.hours,
+        "seed": int(run["seed"]),
+        "scale": run["scale"],
+        "hours": run["hours"],
         "tail_hours": round(tail_s / HOUR, 2),
         "honest_contributors": len(ratios),
         "share_ratio_in_band": round(len(in_band) / len(ratios), 4) if ratios else 0.0,
@@ -1412,6 +1557,9 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         "attack_kept_share_of_heavy": {
             name: round(a["kept"] / heavy_mean, 4) if heavy_mean else None for name, a in attacks.items()
         },
+        "conversion": conversion,
+        "clock_check": clock_check,
+        "new_account_share_by_role": new_accounts,
         "load_average": round(os.getloadavg()[0], 1),
         "sessions": day.seen.sessions,
         "code_sessions": day.seen.code_sessions,
@@ -1425,6 +1573,37 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         for mid, r in sorted(ratios.items())
     }
     return metrics
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several seeds' figures as one record: each seed's in `seeds`, and at the top the issue's keys at
+    the worst seed (a target holds only if it holds on every seed)."""
+    if len(runs) == 1:
+        return runs[0]
+    worst_attack = {
+        name: max((r["attacks"][name] for r in runs), key=lambda a: float(a["kept"])) for name in ATTACKS
+    }
+
+    def low(key: str) -> Any:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        return min(values) if values else None
+
+    return {
+        "via_api": True,
+        "seeds_run": [r["seed"] for r in runs],
+        "scale": [r["scale"] for r in runs],
+        "share_ratio_in_band": low("share_ratio_in_band"),
+        "share_ratio_in_band_5pct": low("share_ratio_in_band_5pct"),
+        "honest_heavy_earned_mean": round(statistics.mean(r["honest_heavy_earned_mean"] for r in runs), 2),
+        "attacks": worst_attack,
+        "attack_kept_max_share_of_heavy": max((r["attack_kept_max_share_of_heavy"] or 0.0) for r in runs),
+        "boosted_enter_rate_ratio": low("boosted_enter_rate_ratio"),
+        "relevance_cost_pct": max(r["relevance_cost_pct"] for r in runs),
+        "forged_booked": sum(r["forged_booked"] for r in runs),
+        "noncontributor_boosts": sum(r["noncontributor_boosts"] for r in runs),
+        "ratio_spread": max(r["ratio_spread"] for r in runs),
+        "seeds": {str(r["seed"]): r for r in runs},
+    }
 
 
 def render(m: dict[str, Any]) -> list[str]:
@@ -1442,6 +1621,10 @@ def render(m: dict[str, Any]) -> list[str]:
         f"boosted enter rate {m['boosted_enter_rate']} vs unboosted on the same pages"
         f" {m['unboosted_enter_rate_same_pages']} (ratio {m['boosted_enter_rate_ratio']},"
         f" {m['boosted_reached']} boosted reached); relevance cost {m['relevance_cost_pct']} % NDCG@10",
+        f"conversion (verified orders {m.get('conversion', {}).get('verified_orders')}): honest contributors'"
+        f" converted visits {m.get('conversion', {}).get('honest_converted_visits')}, credit for visits"
+        f" {m.get('conversion', {}).get('honest_visit_credit')} + for conversions"
+        f" {m.get('conversion', {}).get('honest_conversion_credit')}",
         f"forged boosted impressions {m['forged_impressions']}, booked {m['forged_booked']};"
         f" boosts of non-members and silent members {m['noncontributor_boosts']}",
         "",
@@ -1453,6 +1636,18 @@ def render(m: dict[str, Any]) -> list[str]:
             f"{name:18} {a['earned']:8.1f} {a['clawed_back']:8.1f} {a['kept']:8.1f} {a['delivered']:9.1f}"
             f" {share if share is not None else '-':>10}"
         )
+    out += ["", "how the alliance judged each attack's visits (server dwell of counted ones: min, median s;"]
+    out += ["counted only because the server received enter and leave further apart than the app sent them):"]
+    for name, a in m["attacks"].items():
+        if "judged" in a:
+            out.append(
+                f"  {name}: {a['visits_judged']} {a['judged']} {a['earned_server_dwell_s_min_p50']};"
+                f" only by latency {a['counted_only_by_latency']}, kept without them {a['kept_latency_free']}"
+            )
+    if "clock_check" in m:
+        out.append(f"clock check (server gap - app gap, alliance seconds): {m['clock_check']}")
+    if "new_account_share_by_role" in m:
+        out.append(f"earned visits from new accounts, by role: {m['new_account_share_by_role']}")
     out += ["", "per honest contributor (role:merchant delivered/earned):"]
     out += [f"  {k} {v}" for k, v in m["ratios"].items()]
     return out
@@ -1476,7 +1671,11 @@ def main() -> int:
     p.add_argument(
         "--setup-s", type=float, default=240.0, help="wall seconds set-up may take before the day opens"
     )
-    p.add_argument("--report-from", help="recompute the figures from a run's outcome.pickle")
+    p.add_argument(
+        "--report-from",
+        nargs="+",
+        help="recompute the figures from runs' outcome.pickle (several: one record of every seed)",
+    )
     p.add_argument("--no-write", action="store_true", help="print only (development runs)")
     args = p.parse_args()
     if args.quick:
@@ -1485,14 +1684,23 @@ def main() -> int:
     argv = list(sys.argv[1:])
     if "--report-from" in argv:
         i = argv.index("--report-from")
-        del argv[i : i + 2]
+        del argv[i : i + 1 + len(args.report_from)]
     command = ".venv/bin/python bench/bench_alliance.py " + shlex.join(argv)
     if args.report_from:
-        with open(args.report_from, "rb") as f:
-            metrics = summarize(args, pickle.load(f))  # noqa: S301 (the bench's own file)
+        runs = []
+        for path in args.report_from:
+            with open(path, "rb") as f:
+                runs.append(summarize(args, pickle.load(f)))  # noqa: S301 (the bench's own file)
+        if len(runs) > 1:
+            command = " ; ".join(
+                f".venv/bin/python bench/bench_alliance.py --seed {r['seed']} --scale {r['scale']:g}"
+                + (f" {shlex.join(argv)}" if argv else "")
+                for r in runs
+            )
+        metrics = combine(runs)
     else:
         metrics = asyncio.run(stoppable(run(args)))
-    lines = render(metrics)
+    lines = [line for r in metrics.get("seeds", {"": metrics}).values() for line in [*render(r), ""]]
     print("\n".join(lines))
     if not args.no_write:
         write_results("alliance", command, metrics, lines, "Alliance through the real system")
