@@ -77,6 +77,7 @@ def world_family(args: argparse.Namespace) -> None:
         n_merchants=args.world_merchants,
         test_targets=args.world_targets,
         ab_sessions=args.ab_sessions or None,
+        ab_design=args.ab_design,
         world_cache=None if args.fresh_worlds else Path("reports/worlds/cache"),
     )
     seeds = list(range(1, args.seeds + 1))
@@ -102,13 +103,15 @@ def world_family(args: argparse.Namespace) -> None:
     )
     first = next(iter(kept_runs(Path("reports/worlds"), list(worlds)).values()))[0]
     size, targets = first["config"], int(first["offline"]["targets"])
-    ab_sessions = int(sum(arm["sessions"] for arm in first["ab"]["arms"].values()))
+    ab_sessions = int(first["ab"]["arms"]["ranker"]["sessions"])
+    design = first["ab"].get("design", "split")
     how = "as kept from a stopped run" if args.from_reports else f"{args.jobs} at a time"
     lines = [
         f"{len(worlds)} worlds, seeds {result['seeds']}, {result['seconds'] / 60:.1f} min of runs, {how}; "
         f"host load {load_before:.1f} at the start, {load_after:.1f} at the end; median per world-seed: {per_phase} "
         f"({size['n_viewers']:,} viewers, {size['n_merchants']:,} merchants, 7 days, {targets:,} test targets, "
-        f"{ab_sessions:,} A/B sessions; fit on days 0-5, judged on day 6; "
+        f"{ab_sessions:,} A/B sessions{' in each arm (paired)' if design == 'paired' else ' split by viewer hash'}; "
+        "fit on days 0-5, judged on day 6; "
         "each figure from the seed worse for the ranker)",
         "",
         *summary_table(worlds).splitlines(),
@@ -119,6 +122,11 @@ def world_family(args: argparse.Namespace) -> None:
         "",
         "interval widths (HR@5 difference, 95 %, viewers resampled): "
         + ", ".join(f"{n} {f['hr5_diff_ci_width']:.3f}" for n, f in worlds.items()),
+        "LightFM's cold-start AUC (merchants never seen in training, among live candidates; worse seed): "
+        + ", ".join(
+            f"{n} {f.get('cold_auc', float('nan')):.3f} ({int(f.get('cold_targets', 0))} targets; known {f.get('warm_auc', float('nan')):.3f})"
+            for n, f in worlds.items()
+        ),
         "report: reports/worlds/<world>/table.md, eval.png; reports/worlds/worlds.json",
     ]
     print("\n".join(lines))
@@ -140,7 +148,42 @@ def world_family(args: argparse.Namespace) -> None:
         json.loads(path.read_text()) if path.exists() else {"name": "eval", "metrics": {}}
     )
     stored["metrics"]["worlds"] = worlds
+    if "newcomers" in worlds:  # the world made for cold start: merchants that debut on days 5-6
+        stored["metrics"]["cold_auc"] = worlds["newcomers"].get("cold_auc")
+        stored["metrics"]["cold_auc_targets"] = worlds["newcomers"].get("cold_targets")
+    stored.setdefault("commands", {})["worlds"] = command_line()
     path.write_text(json.dumps(stored, indent=2) + "\n")
+
+
+def movielens_only() -> None:
+    """`--ml100k`: the two MovieLens-100k checks alone, written into bench/results/eval.json (the
+    simulator's figures kept) and their own block of docs/benchmarks.md."""
+    load_before = os.getloadavg()[0]
+    ml = run_check(epochs=10, threads=2)
+    pipeline = run_pipeline_check()
+    load_after = os.getloadavg()[0]
+    figures = {
+        "ml100k_p10": round(ml.precision_at_10, 4),
+        "ml100k_auc": round(ml.auc, 4),
+        "ml100k_p10_pipeline": round(pipeline.p10_pipeline, 4),
+        "ml100k_p10_plain": round(pipeline.p10_plain, 4),
+    }
+    lines = [
+        f"MovieLens-100k (LightFM docs setup, WARP, 10 epochs): P@10 {ml.precision_at_10:.3f} (docs 0.11), AUC {ml.auc:.3f}",
+        f"MovieLens-100k, time-ordered split (last 10 ratings per user held out, {pipeline.users} users): "
+        f"through roomfeed's pipeline P@10 {pipeline.p10_pipeline:.3f} vs plain LightFM {pipeline.p10_plain:.3f} "
+        f"({pipeline.p10_pipeline / pipeline.p10_plain:.3f}x); {pipeline.seconds:.0f} s; "
+        f"host load {load_before:.1f} at the start, {load_after:.1f} at the end",
+    ]
+    print("\n".join(lines))
+    path = RESULTS / "eval.json"
+    stored: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"name": "eval", "metrics": {}}
+    stored["metrics"].update(figures)
+    stored.setdefault("commands", {})["ml100k"] = command_line()
+    path.write_text(json.dumps(stored, indent=2) + "\n")
+    write_results(
+        "eval_ml100k", command_line(), figures, lines, "eval — MovieLens-100k through roomfeed's pipeline"
+    )
 
 
 def main() -> None:
@@ -159,6 +202,9 @@ def main() -> None:
     ap.add_argument(
         "--ab-sessions", type=int, default=RunConfig.ab_sessions, help="test-day sessions per A/B (0: all)"
     )
+    ap.add_argument(
+        "--ab-design", choices=("paired", "split"), default=RunConfig.ab_design, help="the A/B's design"
+    )
     ap.add_argument("--world-viewers", type=int, default=RunConfig.n_viewers, help="viewers per world")
     ap.add_argument("--world-merchants", type=int, default=RunConfig.n_merchants, help="merchants per world")
     ap.add_argument(
@@ -174,7 +220,13 @@ def main() -> None:
         action="store_true",
         help="simulate every world again (default: reuse reports/worlds/cache, keyed by config and simulator code)",
     )
+    ap.add_argument(
+        "--ml100k", action="store_true", help="only the MovieLens-100k checks (the simulator's figures kept)"
+    )
     args = ap.parse_args()
+    if args.ml100k:
+        movielens_only()
+        return
     if args.world is not None:
         world_family(args)
         return

@@ -27,6 +27,7 @@ from simulator.evaluation import add_evaluate_args as add_default_evaluate_args
 from simulator.evaluation import evaluate_command as default_evaluate_command
 from simulator.presets import N_MERCHANTS, N_VIEWERS, WORLDS
 from worlds.evaluate import RunConfig, run_world
+from worlds.online import DESIGNS
 from worlds.report import seed_table, summarise, summary_table, write_world_report
 
 PHASES = ("simulate", "fit", "judge", "a/b")
@@ -84,6 +85,13 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=RunConfig.ab_sessions,
         help="test-day sessions drawn into each A/B (0: all of them)",
+    )
+    parser.add_argument(
+        "--ab-design",
+        choices=DESIGNS,
+        default=RunConfig.ab_design,
+        help="paired: every session in both arms, each arm its own world; split: viewers split by the "
+        "experiments hash, CUPED on their pre-period (--world)",
     )
 
 
@@ -175,6 +183,7 @@ def run_config(args: argparse.Namespace, report_dir: Path) -> RunConfig:
         n_viewers=args.world_viewers,
         n_merchants=args.world_merchants,
         ab_sessions=args.ab_sessions or None,
+        ab_design=args.ab_design,
         test_targets=args.targets,
         world_cache=None if args.fresh_worlds else (args.world_cache or report_dir / "cache"),
         fit=FitConfig(

@@ -39,7 +39,8 @@ import numpy as np
 from events.vocabulary import SWIPE_AWAY_MS
 from feed.replay import FeedPage
 from ranking.dataset import ENTER, LEAVE, InteractionLog, from_simulator
-from ranking.evaluation import Evaluation
+from ranking.evaluation import Evaluation, cold_auc
+from ranking.features import PRICE_BANDS, RoomFeatures
 from ranking.model import ModelParams, RankingModel
 from ranking.offline import FitConfig, evaluate_model, fit_model, merchant_features
 from ranking.ranker import baseline_ranker
@@ -49,7 +50,7 @@ from simulator import Marketplace
 from simulator.measure import enter_dwell, world_figures
 from simulator.presets import N_MERCHANTS, N_VIEWERS, world_config
 from simulator.world import SimConfig
-from worlds.online import Arm, arm_metrics, bootstrap_diff, run_ab
+from worlds.online import Arm, arm_metrics, bootstrap_diff, pre_period, run_ab
 
 DAY_MS = 86_400_000
 
@@ -60,7 +61,10 @@ class RunConfig:
     n_merchants: int = N_MERCHANTS
     train_days: int = 5  # the model sees days 0 … train_days; the day after is the test day
     test_targets: int = 4_000
-    ab_sessions: int | None = 1_600  # test-day sessions drawn into the A/B (None: all of them)
+    ab_sessions: int | None = None  # test-day sessions drawn into the A/B (None: all of them)
+    # "paired": every drawn session in both arms, each arm its own world; "split": viewers split by the
+    # experiments hash in one world, CUPED on the pre-period (worlds.online; bench/bench_ab_design.py).
+    ab_design: str = "paired"
     page_size: int = 8
     # LightFM on one thread: its two-thread (Hogwild) fit differs run to run, and with it the ranker's
     # LightFM column; the world family's figures must be the same for the same seed.
@@ -87,12 +91,15 @@ def watch_log(market: Marketplace, log: InteractionLog) -> InteractionLog:
 
 
 # What a simulated world depends on besides its configuration: the simulator and the names it emits.
-_SIMULATOR_SOURCES = ("simulator", "events/vocabulary.py", "ranking/features.py")
+_SIMULATOR_SOURCES = ("simulator", "events/vocabulary.py")
 
 
 def _world_key(config: SimConfig) -> str:
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256(repr(config).encode())
+    # Of ranking/features.py the simulator reads only the price bands and the RoomFeatures record: those,
+    # not the whole file (ranking's work there would otherwise simulate every world again).
+    digest.update(repr((PRICE_BANDS, [(f.name, f.default) for f in dataclasses.fields(RoomFeatures)])).encode())
     for name in _SIMULATOR_SOURCES:
         path = root / name
         for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
@@ -101,13 +108,45 @@ def _world_key(config: SimConfig) -> str:
     return digest.hexdigest()[:20]
 
 
-def simulated(config: SimConfig, cache: Path | None = None) -> tuple[Marketplace, dict[str, float]]:
+# What the world cache may hold (a world-seed at the documented size is 100-160 MB; the family's 12 fit).
+CACHE_BYTES = 3 * 1024**3
+_STALE_PART_S = 6 * 3600  # a half-written world older than this was left by a run that died
+
+
+def prune_cache(cache: Path, keep_bytes: int = CACHE_BYTES) -> list[Path]:
+    """Bound the world cache: the worlds used most recently are kept up to `keep_bytes`, older ones
+    go (a world kept by an older simulator, whose key nothing asks for any more, goes first), and so
+    do half-written files of runs that died. Returns what was removed."""
+    if not cache.is_dir():
+        return []
+    now = time.time()
+    removed: list[Path] = []
+    for part in cache.glob("*.part"):
+        if now - part.stat().st_mtime > _STALE_PART_S:
+            part.unlink(missing_ok=True)
+            removed.append(part)
+    kept = 0
+    for path in sorted(cache.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True):
+        size = path.stat().st_size
+        if kept + size > keep_bytes:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        else:
+            kept += size
+    return removed
+
+
+def simulated(
+    config: SimConfig, cache: Path | None = None, keep_bytes: int = CACHE_BYTES
+) -> tuple[Marketplace, dict[str, float]]:
     """The world of `config`, simulated (7 days of sessions) with its figures; from `cache` when that
-    holds the same configuration simulated by the same code."""
+    holds the same configuration simulated by the same code. The cache stays under `keep_bytes`
+    (`prune_cache`: least recently used worlds go first; a read counts as a use)."""
     path = cache / f"{_world_key(config)}.pickle" if cache is not None else None
     if path is not None and path.exists():
         with path.open("rb") as f:
             kept: tuple[Marketplace, dict[str, float]] = pickle.load(f)  # noqa: S301 (our own cache)
+        path.touch()  # recently used: pruned last
         return kept
     market = Marketplace(config=config)
     figures = world_figures(market)
@@ -117,6 +156,7 @@ def simulated(config: SimConfig, cache: Path | None = None) -> tuple[Marketplace
         with part.open("wb") as f:
             pickle.dump((market, figures), f, protocol=pickle.HIGHEST_PROTOCOL)
         part.replace(path)  # whole or absent: two runs of one world never read half a file
+        prune_cache(path.parent, keep_bytes)
     return market, figures
 
 
@@ -127,8 +167,13 @@ def schedule_of(market: Marketplace) -> Schedule:
 
 def baseline_model(model: RankingModel, name: str) -> RankingModel:
     """The fitted artifact ranking by simple baseline `name` instead of its learned ranker (what the feed
-    serves when the promotion gate refuses a model): same merchant table, histories and LightFM."""
-    return dataclasses.replace(model, ranker_weights=baseline_ranker(name).weights.astype(np.float64))
+    serves when the promotion gate refuses a model): same merchant table, histories and LightFM, and
+    nothing of the learned ranker — its weights and its favourites-first count go together
+    (`RankingModel.with_ranker`), so the baseline arm is the plain baseline (a copy that kept the learned
+    count would open the baseline's pages with the ranker's favourites-first policy)."""
+    plain = dataclasses.replace(model)
+    plain.with_ranker(baseline_ranker(name))
+    return plain
 
 
 def viewer_bootstrap(
@@ -159,7 +204,17 @@ def _interval(value_key: str, prefix: str, d: dict[str, float]) -> dict[str, flo
     return {value_key: d["diff"], f"{prefix}_ci_low": d["ci_low"], f"{prefix}_ci_high": d["ci_high"]}
 
 
-def offline_figures(ev: Evaluation, targets: Sequence[Target], seed: int) -> dict[str, Any]:
+def lightfm_auc(targets: Sequence[Target], known_merchants: int) -> dict[str, float]:
+    """LightFM's AUC among the live candidates (ranking.evaluation.cold_auc) on targets whose merchant
+    the model never saw in training (cold: scored from its features alone) and on the others (warm)."""
+    cold, n_cold = cold_auc(targets, {-1})
+    warm, n_warm = cold_auc(targets, set(range(known_merchants)))
+    return {"cold_auc": cold, "cold_targets": n_cold, "warm_auc": warm, "warm_targets": n_warm}
+
+
+def offline_figures(
+    ev: Evaluation, targets: Sequence[Target], seed: int, known_merchants: int = 0
+) -> dict[str, Any]:
     """The world's offline figures on the test targets (see the module doc); every interval resamples
     viewers (`viewer_bootstrap`)."""
     r = ev.results
@@ -221,6 +276,7 @@ def offline_figures(ev: Evaluation, targets: Sequence[Target], seed: int) -> dic
         "hr5_purchase_ranker": r["ranker"]["purchase"]["hr5"],
         "hr5_purchase_reppop": r[best]["purchase"]["hr5"],
         "repeat_share": ev.repeat_share,
+        **lightfm_auc(targets, known_merchants),
         "targets": ev.targets,
         "new_targets": int(r["ranker"]["new"]["n"]),
     }
@@ -270,7 +326,7 @@ def run_world(
         seed=seed,
         page=FeedPage(schedule.room_features, seed=seed),  # also judge the page the feed would serve
     )
-    offline = offline_figures(ev, targets, seed)
+    offline = offline_figures(ev, targets, seed, len(fitted.model.merchant_ids))
     timings["judge_s"] = time.perf_counter() - t0
     timings["judge_cpu_s"] = time.process_time() - c0
 
@@ -288,9 +344,17 @@ def run_world(
         max_sessions=cfg.ab_sessions,
         seed=seed,
         progress=ab_progress,
+        design=cfg.ab_design,
     )
     per_arm = {arm: arm_metrics(sums) for arm, sums in ab.items()}
-    diffs = bootstrap_diff(ab["ranker"], ab["baseline"], seed=seed)
+    paired = cfg.ab_design == "paired"
+
+    def pre(viewers: np.ndarray) -> dict[str, np.ndarray]:
+        return pre_period(market, split, viewers.astype(np.int64))
+
+    diffs = bootstrap_diff(
+        ab["ranker"], ab["baseline"], seed=seed, paired=paired, pre=None if paired else pre
+    )
     timings["ab_s"] = time.perf_counter() - t0
     timings["ab_cpu_s"] = time.process_time() - c0  # CPU: what a shared host's load does not move
     return {
@@ -310,6 +374,10 @@ def run_world(
         "ab": {
             "arms": per_arm,
             "diff": {k: {"value": v[0], "ci_low": v[1], "ci_high": v[2]} for k, v in diffs.items()},
+            "design": cfg.ab_design,
+            "interval": "paired by viewer (every session in both arms), viewers resampled"
+            if paired
+            else "arms by viewer hash, CUPED on each viewer's pre-period, viewers resampled per arm",
             "ranker": "the fitted model with its learned ranker (what `roomfeed train` would promote)",
             "baseline": f"the same artifact ranking by {ev.best_baseline} (what the feed serves when the gate refuses)",
         },

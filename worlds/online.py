@@ -15,6 +15,18 @@ popular is popular in the other's heat too, as on a real platform.
 
 Sessions here are the feed alone: every room a session sees is one its arm's feed served (no
 following tab, notifications or codes), so the difference between arms is the feed's.
+
+Two designs (`run_ab(design=...)`):
+- `split`: as on a real platform, each viewer is in one arm (the experiments feature's hash) and the
+  arms share one world. Arms are different viewers, so the difference carries the spread between
+  viewers (a heavy viewer watches for hours, a light one for minutes): at 800 sessions most intervals
+  spanned 0. CUPED (Deng et al., WSDM 2013) takes out what each viewer's pre-period behaviour (the log
+  before the test day) predicts: `bootstrap_diff(..., pre=...)`.
+- `paired`: what only a simulation can do — every drawn session is played once in each arm, each arm
+  in its own copy of the world (its own heat and viewer history, from the same start), the viewer
+  with the same seed (common random numbers: the same reaction to the same room). The difference is
+  taken viewer by viewer, so the spread between viewers cancels; each arm's world is the platform as
+  it would be with that arm serving everyone (its own popularity feedback included).
 """
 
 from __future__ import annotations
@@ -225,27 +237,106 @@ def per_viewer(a: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def pre_period(market: Marketplace, until_ms: int, viewers: np.ndarray) -> dict[str, np.ndarray]:
+    """Each of `viewers`' behaviour in the log before `until_ms` (the pre-period CUPED reads), as
+    per-session rates over the same keys as an arm's sums: impressions, enters, watches, watch_ms,
+    orders and gmv per session. A viewer with no earlier session gets the pre-period's overall rates
+    (the covariate then carries nothing of them, and costs nothing)."""
+    log, st = market.log, market.session_table
+    n = (
+        int(max(int(viewers.max(initial=0)), int(log.viewer.max(initial=0)), int(st.viewer.max(initial=0))))
+        + 1
+    )
+    before = log.ts < until_ms
+    leave = before & (log.type == CODE[LEAVE])
+
+    def count(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(log.viewer[mask], weights=None if weights is None else weights[mask], minlength=n)
+
+    sums = {
+        "impressions": count(before & (log.type == CODE[IMPRESSION])),
+        "enters": count(before & (log.type == CODE[ENTER])),
+        "watches": count(leave & (log.dwell_ms >= SWIPE_AWAY_MS)),
+        "watch_ms": count(leave, log.dwell_ms.astype(np.float64)),
+        "orders": count(before & (log.type == CODE[PURCHASE])),
+        "gmv": count(before & (log.type == CODE[PURCHASE]), np.nan_to_num(log.amount.astype(np.float64))),
+    }
+    sessions = np.bincount(st.viewer[st.start_ms < until_ms], minlength=n).astype(np.float64)
+    seen = sessions > 0
+    total = max(float(sessions.sum()), 1.0)
+    rows = viewers.astype(np.int64)
+    out: dict[str, np.ndarray] = {}
+    for k, v in sums.items():
+        rate = np.where(seen, v / np.maximum(sessions, 1.0), float(v.sum()) / total)
+        out[k] = rate[rows]
+    return out
+
+
+def _covariate(sums: Mapping[str, np.ndarray], rates: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per viewer, what the viewer's pre-period rates predict for their sessions in the A/B: rate x sessions
+    (the test period's metric is a ratio of sums; the covariate is the same ratio of predicted sums)."""
+    return {k: rates[k] * sums["sessions"] for k in rates} | {"sessions": sums["sessions"]}
+
+
 def bootstrap_diff(
-    a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], resamples: int = 1000, seed: int = 0
+    a: Mapping[str, np.ndarray],
+    b: Mapping[str, np.ndarray],
+    resamples: int = 1000,
+    seed: int = 0,
+    paired: bool = False,
+    pre: Callable[[np.ndarray], Mapping[str, np.ndarray]] | None = None,
 ) -> dict[str, tuple[float, float, float]]:
-    """Per metric: (a − b, 95 % low, high), viewers resampled within each arm with all their sessions
-    (arms are different viewers; one viewer's sessions are not independent draws)."""
+    """Per metric: (a − b, 95 % low, high), viewers resampled with all their sessions (one viewer's
+    sessions are not independent draws).
+
+    Unpaired (the split design: the arms are different viewers), each arm's viewers are resampled on
+    their own. `paired` (both arms played the same sessions: a and b hold the same viewers' sessions
+    in the same order) draws viewers once for both arms, so what a viewer brings cancels.
+
+    `pre` (viewer ids -> their pre-period rates, `pre_period`) adjusts the unpaired difference with
+    CUPED: in every resample the same metric is computed on the drawn viewers' pre-period covariate;
+    theta = cov(diff, pre-period diff) / var(pre-period diff) over the resamples, and the reported
+    difference and interval are diff − theta · pre-period diff. Paired, the pre-period difference is 0
+    by construction and CUPED has nothing to take out (it is not applied)."""
     rng = np.random.default_rng(seed)
     va, vb = per_viewer(a), per_viewer(b)
     na, nb = va["sessions"].size, vb["sessions"].size
+    if paired and (na != nb or not np.array_equal(np.unique(a["viewer"]), np.unique(b["viewer"]))):
+        raise ValueError("a paired A/B needs both arms to hold the same viewers' sessions")
     point_a, point_b = arm_metrics(va), arm_metrics(vb)
     keys = [k for k in point_a if k not in ("sessions", "impressions")]
+    adjust = pre is not None and not paired
+    if adjust:
+        assert pre is not None
+        xa = _covariate(va, pre(np.unique(a["viewer"])))
+        xb = _covariate(vb, pre(np.unique(b["viewer"])))
+        pre_a, pre_b = arm_metrics(xa), arm_metrics(xb)
     draws: dict[str, list[float]] = {k: [] for k in keys}
+    pre_draws: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(resamples):
-        ia, ib = rng.integers(0, na, na), rng.integers(0, nb, nb)
+        ia = rng.integers(0, na, na)
+        ib = ia if paired else rng.integers(0, nb, nb)
         ma = arm_metrics({k: v[ia] for k, v in va.items()})
         mb = arm_metrics({k: v[ib] for k, v in vb.items()})
         for k in keys:
             draws[k].append(ma[k] - mb[k])
-    return {
-        k: (point_a[k] - point_b[k], float(np.quantile(draws[k], 0.025)), float(np.quantile(draws[k], 0.975)))
-        for k in keys
-    }
+        if adjust:
+            pa = arm_metrics({k: v[ia] for k, v in xa.items()})
+            pb = arm_metrics({k: v[ib] for k, v in xb.items()})
+            for k in keys:
+                pre_draws[k].append(pa[k] - pb[k])
+    out: dict[str, tuple[float, float, float]] = {}
+    for k in keys:
+        d = np.asarray(draws[k])
+        value = point_a[k] - point_b[k]
+        if adjust:
+            x = np.asarray(pre_draws[k])
+            var = float(x.var())
+            theta = float(np.cov(d, x, bias=True)[0, 1] / var) if var > 0 else 0.0
+            d = d - theta * x
+            value -= theta * (pre_a[k] - pre_b[k])
+        out[k] = (value, float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975)))
+    return out
 
 
 @dataclass
@@ -264,6 +355,9 @@ class _Session:
     gmv: float = 0.0
 
 
+DESIGNS = ("split", "paired")
+
+
 def run_ab(
     market: Marketplace,
     day: int,
@@ -272,9 +366,20 @@ def run_ab(
     max_sessions: int | None = None,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    design: str = "split",
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Replay day `day`'s sessions through the feed, each in its viewer's arm; per arm, per-session sums."""
-    return asyncio.run(_run_ab(market, day, arms, page_size, max_sessions, seed, progress))
+    """Replay day `day`'s sessions through the feed; per arm, per-session sums (module doc: `design`).
+
+    `split`: each session in its viewer's arm, one shared world. `paired`: every session in every arm,
+    each arm in a world of its own; the arms' sums then hold the same sessions in the same order."""
+    if design not in DESIGNS:
+        raise ValueError(f"unknown A/B design {design!r}: one of {', '.join(DESIGNS)}")
+    if design == "split":
+        return asyncio.run(_run_ab(market, day, arms, page_size, max_sessions, seed, progress))
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for arm in arms:  # one arm serving everyone: that arm's world
+        out.update(asyncio.run(_run_ab(market, day, [arm], page_size, max_sessions, seed, progress)))
+    return out
 
 
 async def _run_ab(

@@ -66,6 +66,9 @@ EXTRA_KEYS = (
     "ab_sessions",
     "targets",
     "new_targets",
+    "cold_auc",
+    "cold_targets",
+    "warm_auc",
 )
 
 
@@ -143,6 +146,9 @@ def world_table(name: str, runs: Sequence[Mapping[str, Any]]) -> str:
             f"(difference CI low {off['hr5_new_discovery_diff_ci_low']:+.4f})",
             f"- LightFM on new targets (ranker − ranker without LightFM): {off['ablation_new_gain']:+.4f} "
             f"({off['ablation_new_ci_low']:+.4f} … {off['ablation_new_ci_high']:+.4f})",
+            f"- LightFM's AUC among live candidates: merchants never seen in training (cold, from features) "
+            f"{off.get('cold_auc', float('nan')):.3f} on {int(off.get('cold_targets', 0))} targets; "
+            f"known merchants {off.get('warm_auc', float('nan')):.3f}",
             "",
             "| A/B arm | sessions | enter rate | watch rate | watch min / session | orders / 1k impr. | GMV / 1k impr. |",
             "|---|---:|---:|---:|---:|---:|---:|",
@@ -164,7 +170,7 @@ def world_table(name: str, runs: Sequence[Mapping[str, Any]]) -> str:
         d = run["ab"]["diff"]
         lines += [
             "",
-            "A/B differences (ranker − baseline, viewers bootstrapped per arm with their sessions, 95 %): "
+            f"A/B differences (ranker − baseline, {run['ab'].get('interval', 'viewers bootstrapped per arm with their sessions')}, 95 %): "
             + "; ".join(
                 f"{k} {v['value']:+.3g} ({v['ci_low']:+.3g} … {v['ci_high']:+.3g})" for k, v in d.items()
             ),

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import orjson
 import pytest
 
 from feed.experiments import Experiment, Variant
 from ranking.dataset import from_simulator
 from ranking.model import ModelParams
-from ranking.offline import FitConfig, fit_model, merchant_features
+from ranking.offline import FitConfig, FittedModel, fit_model, merchant_features
+from ranking.ranker import baseline_ranker
 from ranking.scorer import Scorer
 from roomfeed.cli import main
 from simulator import Marketplace
 from simulator.presets import world_config
 from simulator.world import DAY_MS
 from worlds.evaluate import ModelHolder, baseline_model, schedule_of, watch_log
-from worlds.online import EXPERIMENT_ID, Arm, arm_metrics, run_ab
+from worlds.online import EXPERIMENT_ID, Arm, arm_metrics, bootstrap_diff, run_ab
 
 # A feed that ignores the viewer: nothing of their history, popularity or the model counts, and
 # half the slots are random rooms.
@@ -33,11 +37,47 @@ def market() -> Marketplace:
     return Marketplace(config=world_config("loyal", 2, n_viewers=3_000, n_merchants=150, days=3))
 
 
-def test_a_feed_that_knows_the_viewer_beats_a_blind_one_online(market: Marketplace) -> None:
+@pytest.fixture(scope="module")
+def fitted(market: Marketplace) -> FittedModel:
     log = watch_log(market, from_simulator(market))
     split = market.config.start_ms + 2 * DAY_MS
     fit = FitConfig(model=ModelParams(epochs=2, num_threads=1), ranker_lists=800)
-    fitted = fit_model(log, merchant_features(market.rooms), schedule_of(market), split, fit)
+    return fit_model(log, merchant_features(market.rooms), schedule_of(market), split, fit)
+
+
+def test_the_baseline_arm_ranks_by_the_plain_baseline_not_the_learned_policy(fitted: FittedModel) -> None:
+    learned = dataclasses.replace(fitted.model)
+    assert learned.ranker is not None
+    learned.with_ranker(dataclasses.replace(learned.ranker, favourites_first=3))
+    weights = learned.ranker_weights
+    plain = baseline_model(learned, "rep_live_pop")
+    assert plain.ranker is not None
+    assert plain.ranker.favourites_first == 0  # not the learned count the artifact carried
+    assert np.array_equal(plain.ranker.weights, baseline_ranker("rep_live_pop").weights)
+    assert (
+        learned.ranker_favourites_first == 3 and learned.ranker_weights is weights
+    )  # the ranker arm untouched
+
+
+def test_a_paired_ab_plays_every_session_in_each_arm(market: Marketplace, fitted: FittedModel) -> None:
+    rep = ModelHolder(Scorer(baseline_model(fitted.model, "rep_live_pop")))
+    arms = [Arm("rep", rep), Arm("same", rep)]
+    ab = run_ab(market, 2, arms, max_sessions=150, seed=3, design="paired")
+    assert ab["rep"]["viewer"].size == ab["same"]["viewer"].size == 150
+    # The same feed in two worlds of its own, the viewers with the same seeds: the same sessions.
+    for key in ("viewer", "impressions", "watch_ms", "orders"):
+        assert np.array_equal(ab["rep"][key], ab["same"][key])
+    value, low, high = bootstrap_diff(ab["rep"], ab["same"], resamples=200, paired=True)[
+        "watch_min_per_session"
+    ]
+    assert value == low == high == 0.0
+    with pytest.raises(ValueError, match="unknown A/B design"):
+        run_ab(market, 2, arms, max_sessions=10, design="crossover")
+
+
+def test_a_feed_that_knows_the_viewer_beats_a_blind_one_online(
+    market: Marketplace, fitted: FittedModel
+) -> None:
     rep = ModelHolder(Scorer(baseline_model(fitted.model, "rep_live_pop")))
     arms = [Arm("rep", rep), Arm("blind", rep, BLIND)]
     ab = run_ab(market, 2, arms, max_sessions=400, seed=1)

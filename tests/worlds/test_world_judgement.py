@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +89,80 @@ def test_a_world_is_simulated_once_and_read_back_the_same(
     # Another seed is another world: simulated, not read.
     with pytest.raises(AssertionError, match="simulated again"):
         simulated(world_config("loyal", 4, n_viewers=600, n_merchants=40, days=2), tmp_path)
+
+
+def _sessions(viewers: np.ndarray, watch_ms: np.ndarray) -> dict[str, np.ndarray]:
+    one = np.ones(viewers.size)
+    return {
+        "viewer": viewers.astype(np.float64),
+        "impressions": 10 * one,
+        "enters": 10 * one,
+        "watches": 5 * one,
+        "watch_ms": watch_ms.astype(np.float64),
+        "orders": 0 * one,
+        "gmv": 0 * one,
+    }
+
+
+def _viewer_levels(n: int, seed: int) -> np.ndarray:
+    # Heavy-tailed appetite per viewer (minutes per session): what drowns a small arm effect.
+    return np.random.default_rng(seed).lognormal(2.0, 1.0, n)
+
+
+def test_cuped_takes_out_what_the_pre_period_predicts() -> None:
+    rng = np.random.default_rng(5)
+    level = _viewer_levels(2_000, 5)
+    viewers = np.repeat(np.arange(2_000), 2)  # two sessions each
+    in_a = viewers % 2 == 0  # the arms are different viewers (the split design)
+    watch = level[viewers] * 60_000 * rng.lognormal(0.0, 0.3, viewers.size) + np.where(in_a, 30_000, 0)
+    a, b = _sessions(viewers[in_a], watch[in_a]), _sessions(viewers[~in_a], watch[~in_a])
+
+    def pre(ids: np.ndarray) -> dict[str, np.ndarray]:
+        # The pre-period saw each viewer's appetite through its own noise.
+        rates = level[ids.astype(np.int64)] * 60_000 * np.random.default_rng(9).lognormal(0.0, 0.3, ids.size)
+        one = np.ones(ids.size)
+        return {
+            "impressions": 10 * one,
+            "enters": 10 * one,
+            "watches": 5 * one,
+            "watch_ms": rates,
+            "orders": 0 * one,
+            "gmv": 0 * one,
+        }
+
+    _, raw_low, raw_high = bootstrap_diff(a, b, resamples=400, seed=1)["watch_min_per_session"]
+    value, low, high = bootstrap_diff(a, b, resamples=400, seed=1, pre=pre)["watch_min_per_session"]
+    assert high - low < 0.6 * (raw_high - raw_low)
+    assert low < 0.5 < high  # the true effect: 30 s per session
+    assert low < value < high
+
+
+def test_a_paired_ab_cancels_what_each_viewer_brings() -> None:
+    rng = np.random.default_rng(6)
+    level = _viewer_levels(1_000, 6)
+    viewers = np.repeat(np.arange(1_000), 2)
+    base = level[viewers] * 60_000
+    a = _sessions(viewers, base * rng.lognormal(0.0, 0.2, viewers.size) + 30_000)
+    b = _sessions(viewers, base * rng.lognormal(0.0, 0.2, viewers.size))
+    _, un_low, un_high = bootstrap_diff(a, b, resamples=400, seed=1)["watch_min_per_session"]
+    value, low, high = bootstrap_diff(a, b, resamples=400, seed=1, paired=True)["watch_min_per_session"]
+    assert high - low < 0.6 * (un_high - un_low)
+    assert low < 0.5 < high
+    other = _sessions(viewers + 5_000, base)
+    with pytest.raises(ValueError, match="same viewers"):
+        bootstrap_diff(a, other, paired=True)
+
+
+def test_the_world_cache_keeps_the_recent_worlds_within_its_bound(tmp_path: Path) -> None:
+    now = time.time()
+    for k, name in enumerate(("old", "middle", "new")):
+        path = tmp_path / f"{name}.pickle"
+        path.write_bytes(b"x" * 1_000)
+        os.utime(path, (now - 3_000 + 1_000 * k, now - 3_000 + 1_000 * k))
+    stale, fresh = tmp_path / "dead.1.part", tmp_path / "writing.2.part"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(stale, (now - 7 * 3_600, now - 7 * 3_600))
+    removed = world_evaluate.prune_cache(tmp_path, keep_bytes=2_500)
+    assert sorted(p.name for p in removed) == ["dead.1.part", "old.pickle"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["middle.pickle", "new.pickle", "writing.2.part"]
