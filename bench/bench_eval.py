@@ -177,7 +177,9 @@ def movielens_only() -> None:
     ]
     print("\n".join(lines))
     path = RESULTS / "eval.json"
-    stored: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"name": "eval", "metrics": {}}
+    stored: dict[str, Any] = (
+        json.loads(path.read_text()) if path.exists() else {"name": "eval", "metrics": {}}
+    )
     stored["metrics"].update(figures)
     stored.setdefault("commands", {})["ml100k"] = command_line()
     path.write_text(json.dumps(stored, indent=2) + "\n")

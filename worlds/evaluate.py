@@ -99,7 +99,9 @@ def _world_key(config: SimConfig) -> str:
     digest = hashlib.sha256(repr(config).encode())
     # Of ranking/features.py the simulator reads only the price bands and the RoomFeatures record: those,
     # not the whole file (ranking's work there would otherwise simulate every world again).
-    digest.update(repr((PRICE_BANDS, [(f.name, f.default) for f in dataclasses.fields(RoomFeatures)])).encode())
+    digest.update(
+        repr((PRICE_BANDS, [(f.name, f.default) for f in dataclasses.fields(RoomFeatures)])).encode()
+    )
     for name in _SIMULATOR_SOURCES:
         path = root / name
         for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
