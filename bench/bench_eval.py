@@ -2,6 +2,7 @@
 
 `.venv/bin/python bench/bench_eval.py`
 `.venv/bin/python bench/bench_eval.py --world all --seeds 2`   (the world family: docs/simulator.md)
+`.venv/bin/python bench/bench_eval.py --ml100k`   (only the MovieLens-100k checks, ~1 min)
 
 With `--world`, runs `roomfeed evaluate --world` (every world at every seed: simulate, fit, judge the
 held-out day offline, the A/B through the feed) and writes its own block of docs/benchmarks.md,
