@@ -50,6 +50,7 @@ CLAWBACK_REASONS = {
     "burst_viewer": "the viewer id was one of a burst of new ids on one device or code",
     "new_account_share": "new accounts made up far more of your counted visits than is usual",
     "reciprocal_pattern": "your viewers and a partner's viewers visited each other's rooms far beyond the feed's pattern",
+    "ring_pattern": "your viewers and two partners' viewers passed visits round a ring far beyond the feed's pattern",
     "never_converts": "the viewers you brought never ordered anywhere, unlike other members' viewers",
 }
 

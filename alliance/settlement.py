@@ -13,6 +13,7 @@ visits that any rule marks:
 | `burst_viewer` | the viewer id turned out to be one of a burst of new ids on one device (the request's device) or one code, including the ids created *before* the burst was visible | many viewer ids on one device, retroactively |
 | `new_account_share` | new accounts (younger than `young_account_s` by the platform's token, or first seen by roomfeed that recently) make up more of a merchant's (or a code's) counted visits than the cap and than twice the platform's median merchant: its visits from new accounts | fresh ids paced under the burst rules, ids spread over devices and codes |
 | `reciprocal_pattern` | two members' viewers visit each other's rooms far more than other members' viewers visit them (lift and a binomial test on the member graph, both directions) | members trading visits with their own viewers |
+| `ring_pattern` | three members' viewers pass visits round a cycle A→B→C→A, each flow as excessive as above, which no pair returns | members passing visits round a ring |
 | `never_converts` | (where verified orders exist) a merchant's contributed viewers never order anywhere while the platform's contributed viewers do, beyond chance | farms of accounts that watch but never buy |
 
 Held visits no rule marks are confirmed once their holding period has passed: then the scheduler
@@ -86,10 +87,11 @@ def new_account_flags(shares: dict[str, tuple[int, int]], patterns: Patterns) ->
     return {k for k, (y, n) in enough.items() if y / n > bar}
 
 
-def reciprocal_pairs(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tuple[str, str]]:
-    """Ordered pairs (A, B) of a reciprocal pattern: A's viewers visit B, and B's visit A, each far
-    more than other contributors' viewers visit that host (lift ≥ `reciprocal_lift` and a binomial
-    tail below `reciprocal_p`), both directions. Returns both (A, B) and (B, A)."""
+def excessive_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tuple[str, str]]:
+    """Ordered pairs (A, B) where A's viewers visit B far more than other contributors' viewers visit B:
+    lift ≥ `reciprocal_lift` against B's share of the others' visits and a binomial tail below
+    `reciprocal_p`. On its own this is taste (a contributor whose followers like B's category); a pair
+    of them both ways, or a cycle of them, is a pattern (below)."""
     out_total: dict[str, int] = defaultdict(int)
     into: dict[str, int] = defaultdict(int)
     total = 0
@@ -114,11 +116,31 @@ def reciprocal_pairs(flows: dict[tuple[str, str], int], patterns: Patterns) -> s
             and float(binom.sf(n_ab - 1, out_total[a], base)) < patterns.reciprocal_p
         )
 
-    pairs: set[tuple[str, str]] = set()
-    for a, b in flows:
-        if a < b and (b, a) in flows and excessive(a, b) and excessive(b, a):
-            pairs |= {(a, b), (b, a)}
-    return pairs
+    return {(a, b) for a, b in flows if a != b and excessive(a, b)}
+
+
+def reciprocal_pairs(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tuple[str, str]]:
+    """Ordered pairs (A, B) of a reciprocal pattern: A's viewers visit B, and B's visit A, each far
+    more than other contributors' viewers visit that host (`excessive_flows`), both directions.
+    Returns both (A, B) and (B, A)."""
+    edges = excessive_flows(flows, patterns)
+    return {(a, b) for a, b in edges if (b, a) in edges}
+
+
+def ring_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tuple[str, str]]:
+    """The flows of rings: three members whose viewers pass visits round a cycle A→B→C→A, each flow
+    excessive (`excessive_flows`), which no pair returns (so `reciprocal_pairs` cannot see it).
+    Returns the cycle's three ordered pairs."""
+    edges = excessive_flows(flows, patterns)
+    after: dict[str, set[str]] = defaultdict(set)
+    for a, b in edges:
+        after[a].add(b)
+    ring: set[tuple[str, str]] = set()
+    for a, b in edges:
+        for c in after[b]:
+            if c not in (a, b) and (c, a) in edges:
+                ring |= {(a, b), (b, c), (c, a)}
+    return ring
 
 
 def never_converting(viewers: dict[str, tuple[int, int]], patterns: Patterns) -> set[str]:
@@ -244,6 +266,9 @@ class Settlement:
         pairs = reciprocal_pairs(flows, self.patterns)
         if pairs:
             marked.append(("reciprocal_pattern", {"pairs": sorted(pairs)}))
+        ring = ring_flows(flows, self.patterns) - pairs
+        if ring:
+            marked.append(("ring_pattern", {"pairs": sorted(ring)}))
         conversions = await self._conversions(conn, since)
         silent = never_converting(conversions, self.patterns)
         if silent:

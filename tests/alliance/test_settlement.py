@@ -20,7 +20,14 @@ from alliance.consumer import AllianceSink
 from alliance.ledger import Ledger
 from alliance.orders import OrderAttribution
 from alliance.scheduler import ExposureScheduler
-from alliance.settlement import Patterns, Settlement, never_converting, new_account_flags, reciprocal_pairs
+from alliance.settlement import (
+    Patterns,
+    Settlement,
+    never_converting,
+    new_account_flags,
+    reciprocal_pairs,
+    ring_flows,
+)
 from rooms.orders import OrderEntry
 from tests.alliance.test_contribution import visit, visits
 
@@ -186,6 +193,27 @@ async def test_members_trading_visits_with_their_own_viewers_are_clawed_back(
         assert s["clawed_back"] == 0.0 and s["balance"] == 27.0
 
 
+async def test_members_passing_visits_round_a_ring_are_clawed_back(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    """A→B→C→A: no pair returns visits, so the reciprocal test cannot see it; the cycle of excessive
+    flows can."""
+    m = await Market.make(pool, redis, 11)
+    a, b, c, honest = m.members[0], m.members[1], m.members[2], m.members[3:]
+    t = await m.spread(honest, now)
+    for x, y in [(a, b), (b, c), (c, a)] * 10:
+        t += 5
+        await m.visit(await m.viewer(x, t), y, t + 1)
+    await m.settlement.run(t + 3 * HOUR)
+    for x in (a, b, c):
+        s = await m.statement(x)
+        assert s["clawed_back"] == 30.0 and s["balance"] == 0.0
+        assert s["visits"]["clawed_back"]["ring_pattern"]["visits"] == 10
+    for h in honest:
+        s = await m.statement(h)
+        assert s["clawed_back"] == 0.0 and s["balance"] == 30.0
+
+
 async def test_viewers_who_never_order_anywhere_are_clawed_back_where_others_do(
     pool: asyncpg.Pool, redis: Redis, now: float
 ) -> None:
@@ -227,6 +255,16 @@ def test_reciprocal_pairs_need_both_directions() -> None:
     both = {**one_way, ("b", "a"): 12}
     assert reciprocal_pairs(both, Patterns()) == {("a", "b"), ("b", "a")}
     assert reciprocal_pairs(honest, Patterns()) == set()
+
+
+def test_ring_flows_need_the_whole_cycle() -> None:
+    honest = {(c, h): 2 for c in "defgh" for h in "abcdefgh" if c != h}
+    chain = {**honest, ("a", "b"): 12, ("b", "c"): 12}
+    assert ring_flows(chain, Patterns()) == set()  # a chain is not a ring
+    ring = {**chain, ("c", "a"): 12}
+    assert ring_flows(ring, Patterns()) == {("a", "b"), ("b", "c"), ("c", "a")}
+    assert reciprocal_pairs(ring, Patterns()) == set()
+    assert ring_flows(honest, Patterns()) == set()
 
 
 def test_never_converting_needs_orders_elsewhere() -> None:
