@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from aiokafka.partitioner import murmur2
 from events.schema import ID, MAX_BATCH, Event, Rejection, validate
 from events.vocabulary import SERVER_TYPES, VIEWER_EVENTS
 from roomfeed.errors import PayloadTooLarge, Unavailable, ValidationFailed
+from roomfeed.redis_lane import RoundTrip
 
 log = logging.getLogger("roomfeed.events.ingest")
 
@@ -29,34 +30,49 @@ DIRECT_SESSION = "direct"
 NOT_YOUR_SESSION = Rejection("session_not_yours", "session_id names another viewer's session", "session_id")
 
 
+class OwnerLookup(Protocol):
+    """The owners of some ids, in steps (roomfeed.owners.OwnerLookup): what Redis must be asked rides
+    a round trip the caller makes (`queue`); `finish` reads it and asks PostgreSQL for the rest."""
+
+    def queue(self, trip: RoundTrip) -> None: ...
+
+    async def finish(self) -> dict[str, str]: ...
+
+
 class MerchantDirectory(Protocol):
     """Who owns a room (rooms.directory.RoomDirectory satisfies it); unknown rooms are left out."""
 
-    async def merchant_of(self, room_ids: Sequence[str]) -> dict[str, str]: ...
-
-
-class UnknownRooms:
-    """The directory used while no room directory is wired: every room is unknown (merchant_id null)."""
-
-    async def merchant_of(self, room_ids: Sequence[str]) -> dict[str, str]:
-        return {}
+    def lookup(self, room_ids: Iterable[str]) -> OwnerLookup: ...
 
 
 class SessionOwners(Protocol):
     """Who owns each feed session (feed.sessions.SessionBook satisfies it); unknown ones are left out."""
 
-    async def owners(self, session_ids: list[str]) -> dict[str, str]: ...
+    def owners_lookup(self, session_ids: Iterable[str]) -> OwnerLookup: ...
+
+
+class _NoOwners:
+    """A lookup that knows no owner and asks nobody."""
+
+    def queue(self, trip: RoundTrip) -> None:
+        return None
+
+    async def finish(self) -> dict[str, str]:
+        return {}
+
+
+class UnknownRooms:
+    """The directory used while no room directory is wired: every room is unknown (merchant_id null)."""
+
+    def lookup(self, room_ids: Iterable[str]) -> OwnerLookup:
+        return _NoOwners()
 
 
 class NoSessions:
     """While no feed domain is wired: no session is known, so none is refused as another's."""
 
-    async def owners(self, session_ids: list[str]) -> dict[str, str]:
-        return {}
-
-
-# Session owners remembered per process (a session's owner never changes).
-SESSION_OWNERS_CACHED = 50_000
+    def owners_lookup(self, session_ids: Iterable[str]) -> OwnerLookup:
+        return _NoOwners()
 
 
 class Producer(Protocol):
@@ -88,11 +104,14 @@ class Ingest:
         ack_timeout: float = 2.5,
         directory_timeout: float = 0.5,
         sessions: SessionOwners | None = None,
+        round_trips: Callable[[], RoundTrip] | None = None,
     ) -> None:
+        """`round_trips` makes the Redis round trip a batch's session and room lookups share (the
+        process's lane); without it they go to PostgreSQL."""
         self.producer = producer
         self.directory = directory
         self.sessions: SessionOwners = sessions or NoSessions()
-        self._owners: dict[str, str] = {}
+        self.round_trips = round_trips
         self.topic = topic
         self.ack_timeout = ack_timeout
         self.directory_timeout = directory_timeout
@@ -146,30 +165,55 @@ class Ingest:
                 good.append(result)
                 positions.append(index)
         if good:
-            good = await self._own_sessions(good, positions, rejected)
+            owners, merchants = await self._look_up(good)
+            good = self._own_sessions(good, positions, rejected, owners)
         if good:
             if device_id is not None and ID.match(device_id):
                 for event in good:
                     event["device_id"] = device_id
-            await self._enrich(good, now)
+            for event in good:
+                event["merchant_id"] = merchants.get(event["room_id"])
+                event["received_at"] = now
             await self.publish(good)
         return IngestResult(accepted=len(good), rejected=rejected)
 
-    async def _own_sessions(
-        self, good: list[Event], positions: list[int], rejected: list[dict[str, Any]]
+    async def _look_up(self, good: list[Event]) -> tuple[dict[str, str], dict[str, str]]:
+        """(session → its viewer, room → its merchant) for a batch's events: what process memory does
+        not know is asked of Redis in one round trip for both, then of PostgreSQL. Unknown ids are
+        left out. When a lookup fails the events go on unchecked and unenriched: they matter more
+        (a session's owner is checked again on the next batch; merchant_id stays null)."""
+        sessions = self.sessions.owners_lookup({e["session_id"] for e in good} - {DIRECT_SESSION})
+        rooms = self.directory.lookup({e["room_id"] for e in good})
+        if self.round_trips is not None:
+            trip = self.round_trips()
+            sessions.queue(trip)
+            rooms.queue(trip)
+            if len(trip):
+                try:
+                    await asyncio.wait_for(trip.send(), self.directory_timeout)
+                except Exception as exc:  # PostgreSQL answers for all of them
+                    log.warning("session and room owners not read from Redis: %s", exc)
+        owners: dict[str, str] | BaseException
+        merchants: dict[str, str] | BaseException
+        try:
+            owners, merchants = await asyncio.wait_for(
+                asyncio.gather(sessions.finish(), rooms.finish(), return_exceptions=True),
+                self.directory_timeout,
+            )
+        except TimeoutError as exc:
+            owners = merchants = exc
+        if isinstance(owners, BaseException):
+            log.warning("session owners unavailable, events not checked: %s", owners)
+            owners = {}
+        if isinstance(merchants, BaseException):
+            log.warning("room directory unavailable, events keep merchant_id null: %s", merchants)
+            merchants = {}
+        return owners, merchants
+
+    def _own_sessions(
+        self, good: list[Event], positions: list[int], rejected: list[dict[str, Any]], owners: dict[str, str]
     ) -> list[Event]:
         """Refuse events that name a session of another viewer (`session_not_yours`)."""
-        owners = self._owners
-        unknown = sorted({e["session_id"] for e in good} - owners.keys() - {DIRECT_SESSION})
-        if unknown:
-            try:
-                found = await asyncio.wait_for(self.sessions.owners(unknown), self.directory_timeout)
-            except Exception as exc:  # the events matter more: checked again once sessions answer
-                log.warning("session owners unavailable, events not checked: %s", exc)
-                found = {}
-            if len(owners) + len(found) > SESSION_OWNERS_CACHED:
-                owners.clear()
-            owners.update(found)
         if not owners:
             return good
         kept = []
@@ -182,17 +226,6 @@ class Ingest:
         if len(kept) != len(good):
             rejected.sort(key=lambda r: r["index"])
         return kept
-
-    async def _enrich(self, events: list[Event], now_ms: int) -> None:
-        room_ids = sorted({e["room_id"] for e in events})
-        try:
-            owners = await asyncio.wait_for(self.directory.merchant_of(room_ids), self.directory_timeout)
-        except Exception as exc:  # the event matters more than its enrichment
-            log.warning("room directory unavailable, events keep merchant_id null: %s", exc)
-            owners = {}
-        for event in events:
-            event["merchant_id"] = owners.get(event["room_id"])
-            event["received_at"] = now_ms
 
     async def publish(self, events: list[Event]) -> None:
         """Send every event (key = viewer_id) and wait for all acks, or raise Unavailable.

@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,8 @@ from redis.asyncio import Redis
 
 from feed.pages import CLAIM_PAGE, PAGES_KEPT, pages_key
 from roomfeed.lua import lua_script
-from roomfeed.redis_lane import Part, Pipe, RedisLane, RoundTrip
+from roomfeed.owners import FieldOwners, OwnerIndex, OwnerLookup
+from roomfeed.redis_lane import Part, Pipe, RedisLane, RoundTrip, round_trip
 
 log = logging.getLogger("feed.sessions")
 
@@ -41,6 +43,8 @@ BLOCKS_TTL_S = 30 * 24 * 3600
 SESSION_CAPACITY = 2_000
 # Viewers whose blocks are kept in process memory (only viewers with at least one block).
 BLOCKS_CAPACITY = 10_000
+# Session owners kept in process memory for ingest (sessions of other processes; ~100 bytes each).
+OWNERS_KEPT = 50_000
 
 
 _SERVED = lua_script(__file__, "sessions_served.lua")
@@ -48,6 +52,13 @@ _SERVED = lua_script(__file__, "sessions_served.lua")
 
 def session_key(session_id: str) -> str:
     return f"rf:feed:s:{{{session_id}}}"
+
+
+def _session_owners(session_ids: Sequence[str]) -> FieldOwners:
+    return FieldOwners(session_key, "viewer_id", session_ids)
+
+
+_OWNERS_SQL = "SELECT session_id, viewer_id FROM feed_sessions WHERE session_id = ANY($1::text[])"
 
 
 def served_key(session_id: str) -> str:
@@ -268,11 +279,12 @@ class SessionBook:
         self.local = local if local is not None else LocalSessions()
         self.lane = lane
         self._pending: set[asyncio.Task[Any]] = set()
+        # Who owns a session never changes: owners read for ingest are kept (roomfeed.owners).
+        self._owners = OwnerIndex(pool, _session_owners, _OWNERS_SQL, known_max=OWNERS_KEPT)
 
     def trip(self) -> RoundTrip:
         """A round trip on the lane that other owners add their parts to before `load` sends it."""
-        pipe = self.lane.pipeline() if self.lane is not None else self.redis.pipeline(transaction=False)
-        return RoundTrip(pipe)
+        return round_trip(self.redis, self.lane)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -315,34 +327,34 @@ class SessionBook:
         self._background(self._save(session_id, viewer_id, entry, attribution))
         return state, degraded
 
-    async def owners(self, session_ids: list[str]) -> dict[str, str]:
-        """Who owns each of these sessions (unknown ones are left out): process memory, then one Redis
-        round trip, then PostgreSQL for sessions past their Redis TTL. Events ingest asks it."""
-        found: dict[str, str] = {}
-        missing: list[str] = []
+    def owners_lookup(self, session_ids: Iterable[str]) -> OwnerLookup:
+        """Who owns each of these sessions, in steps (roomfeed.owners): this process's sessions and
+        owners it has read, then a part of the caller's Redis round trip, then PostgreSQL for
+        sessions past their Redis TTL in `finish()`. Events ingest asks it."""
+        local = self.local
+        mine: dict[str, str] = {}
+        rest: list[str] = []
         for session_id in session_ids:
-            local = self.local.get(session_id)
-            if local is not None:
-                found[session_id] = local.viewer_id
+            state = local.get(session_id)
+            if state is not None:
+                mine[session_id] = state.viewer_id
             else:
-                missing.append(session_id)
-        if missing:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for session_id in missing:
-                    pipe.hget(session_key(session_id), "viewer_id")
-                replies = await pipe.execute()
-            gone = []
-            for session_id, owner in zip(missing, replies, strict=True):
-                if owner is not None:
-                    found[session_id] = owner.decode() if isinstance(owner, bytes) else str(owner)
-                else:
-                    gone.append(session_id)
-            if gone:
-                rows = await self.pool.fetch(
-                    "SELECT session_id, viewer_id FROM feed_sessions WHERE session_id = ANY($1::text[])", gone
-                )
-                found.update({r["session_id"]: r["viewer_id"] for r in rows})
-        return found
+                rest.append(session_id)
+        lookup = self._owners.lookup(rest)
+        lookup.found.update(mine)
+        return lookup
+
+    async def owners(self, session_ids: Iterable[str]) -> dict[str, str]:
+        """Who owns each of these sessions (unknown ones are left out), on a round trip of its own."""
+        lookup = self.owners_lookup(session_ids)
+        trip = self.trip()
+        lookup.queue(trip)
+        if lookup.missing:
+            try:
+                await trip.send()
+            except Exception as exc:  # PostgreSQL answers for all of them
+                log.warning("session owners not read from Redis: %s", exc)
+        return await lookup.finish()
 
     async def _blocks_from_postgres(self, viewer_id: str) -> set[str] | None:
         try:

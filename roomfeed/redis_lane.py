@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
 from hiredis import pack_command as pack
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -390,5 +391,16 @@ class RoundTrip:
     def made(self) -> bool:
         return self.replies is not None
 
+    def __len__(self) -> int:
+        """The commands queued so far (a trip of none need not be sent)."""
+        return len(self._pipe)
+
     async def send(self) -> None:
         self.replies = await self._pipe.execute()
+
+
+def round_trip(redis: Redis, lane: RedisLane | None) -> RoundTrip:
+    """A round trip owners add their parts to: on the lane, or (no lane: a Redis Cluster) on redis-py's
+    pipeline, which routes each command by slot. `redis` is the process's redis-py client."""
+    pipe: Pipe = lane.pipeline() if lane is not None else redis.pipeline(transaction=False)
+    return RoundTrip(pipe)

@@ -101,7 +101,7 @@ class Rooms:
 
     @classmethod
     def build(cls, resources: Resources) -> Rooms:
-        directory = RoomDirectory(resources.pool, resources.redis)
+        directory = RoomDirectory(resources.pool, resources.redis, resources.redis_lane)
         relay = RoomRelay(resources.pool, resources.redis, KafkaPublisher(resources))
         return cls(
             settings=resources.settings,
