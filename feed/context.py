@@ -50,7 +50,22 @@ class RecentVisit:
     swiped_away: bool
 
 
-def as_recent_visit(v: Any) -> RecentVisit:
+class Visit(Protocol):
+    """A room a viewer recently left, as the live stats answer it (events.live_stats.RecentVisit)."""
+
+    @property
+    def room_id(self) -> str: ...
+    @property
+    def merchant_id(self) -> str | None: ...
+    @property
+    def dwell_ms(self) -> int: ...
+    @property
+    def ts(self) -> int: ...
+    @property
+    def swiped_away(self) -> bool: ...
+
+
+def as_recent_visit(v: Visit) -> RecentVisit:
     """events' RecentVisit (or anything shaped like it) as the feed's."""
     if isinstance(v, RecentVisit):
         return v

@@ -36,6 +36,7 @@ from ranking.viewer_state import ViewerStateRead, in_store
 from roomfeed.auth import RateCharge
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.ids import new_id
+from rooms.live_index import LiveRoom
 
 log = logging.getLogger("feed.service")
 FIRST_PAGE = 5
@@ -161,8 +162,8 @@ class FeedService:
                 trip = self.sessions.trip()
                 presence = trip.add(self.inputs.presence.presence([r["room_id"] for r in rooms]))
                 await trip.send()
-                for room, n in zip(rooms, presence.value, strict=True):
-                    room["viewers_now"] = int(n)
+                for served, n in zip(rooms, presence.value, strict=True):
+                    served["viewers_now"] = int(n)
             except Exception as exc:
                 log.warning("viewers now of a page served again not read: %s", exc)
         meta = record.meta
@@ -474,7 +475,7 @@ class FeedService:
                 "the attribution code is not valid", fields={"entry.code": "is not a valid attribution code"}
             ) from exc
 
-    async def _room_of_merchant(self, merchant_id: str) -> Any | None:
+    async def _room_of_merchant(self, merchant_id: str) -> LiveRoom | None:
         index = self.inputs.live_index
         try:
             room = await index.live_room_of_merchant(merchant_id)
@@ -486,7 +487,7 @@ class FeedService:
             return None
         return next((r for r in replays if r.merchant_id == merchant_id and r.replay_url), None)
 
-    async def _room(self, room_id: str) -> Any | None:
+    async def _room(self, room_id: str) -> LiveRoom | None:
         """A deep-linked room: live now, else its replay, else None (the feed starts without it)."""
         index = self.inputs.live_index
         try:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,19 +23,29 @@ import numpy as np
 from alliance.codes import Attribution
 from events.heat import HeatSnapshot, HeatTable, RoomHeat
 from events.keys import SIGNALS
-from feed.context import Stage
+from feed.context import Stage, Visit
 from ranking.scorer import Scorer
 from roomfeed.redis_lane import Part
+from rooms.live_index import LiveRoom
 
 log = logging.getLogger("feed.sources")
+
+
+class LiveRooms(Protocol):
+    """One read of the live index: its rooms, and each by id (rooms.live_index.LiveSnapshot)."""
+
+    @property
+    def rooms(self) -> Sequence[LiveRoom]: ...
+    @property
+    def by_id(self) -> Mapping[str, LiveRoom]: ...
 
 
 class LiveIndexSource(Protocol):
     """The rooms live now (rooms.live_index.LiveIndex)."""
 
-    async def snapshot(self) -> Any: ...
-    async def replays(self, limit: int) -> list[Any]: ...
-    async def live_room_of_merchant(self, merchant_id: str) -> Any | None: ...
+    async def snapshot(self) -> LiveRooms: ...
+    async def replays(self, limit: int) -> Sequence[LiveRoom]: ...
+    async def live_room_of_merchant(self, merchant_id: str) -> LiveRoom | None: ...
 
 
 class LiveIndex(LiveIndexSource, Protocol):
@@ -45,10 +55,9 @@ class LiveIndex(LiveIndexSource, Protocol):
 
 
 class LiveStatsSource(Protocol):
-    """Room statistics and a viewer's recent visits (events.live_stats.LiveStats)."""
+    """A viewer's recent visits (events.live_stats.LiveStats)."""
 
-    async def rooms(self, room_ids: list[str]) -> dict[str, Any]: ...
-    async def viewer_recent(self, viewer_id: str, limit: int = 50) -> list[Any]: ...
+    async def viewer_recent(self, viewer_id: str, limit: int = 50) -> Sequence[Visit]: ...
 
 
 class ModelSource(Protocol):
@@ -78,7 +87,7 @@ class AttributionSink(Protocol):
         code: str | None,
         device_id: str | None = None,
         account_created_at: float | None = None,
-    ) -> Any: ...
+    ) -> object: ...
 
 
 class BoostStage(Stage, Protocol):
