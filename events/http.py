@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +24,11 @@ from events.lag import ConsumerLag
 from events.live_stats import LiveStats
 from events.models import EventBatch, IngestAnswer
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
-from roomfeed.auth import Principal, RateCharge
+from roomfeed.auth import Principal
 from roomfeed.http import read_json
 from roomfeed.kafka import ensure_topics_patiently
 from roomfeed.operations import operation
-from roomfeed.redis_lane import RoundTrip, round_trip
+from roomfeed.redis_lane import round_trip
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
 
@@ -70,24 +69,21 @@ class Events:
     ingest: Ingest
     live_stats: LiveStats
     consumer_lag: ConsumerLag
-    round_trips: Callable[[], RoundTrip]
     topics: asyncio.Task[None] | None = None  # the topics are being made sure of (tests await it)
 
     @classmethod
     def build(cls, resources: Resources, rooms: MerchantDirectory) -> Events:
         """`rooms` enriches events with the merchant behind their room (rooms.directory.RoomDirectory)."""
-        trips = functools.partial(round_trip, resources.redis, resources.redis_lane)
         return cls(
             settings=resources.settings,
             ingest=Ingest(
                 _StartedProducer(resources, wait=2.0),
                 rooms,
                 topic=resources.settings.topic(VIEWER_EVENTS),
-                round_trips=trips,
+                round_trips=functools.partial(round_trip, resources.redis, resources.redis_lane),
             ),
             live_stats=LiveStats(resources.redis),
             consumer_lag=ConsumerLag(resources.settings),
-            round_trips=trips,
         )
 
     async def start(self) -> None:
@@ -97,17 +93,6 @@ class Events:
         """Wait until the topics exist."""
         if self.topics is not None:
             await asyncio.shield(self.topics)
-
-    async def settle(self, charge: RateCharge) -> None:
-        """A request's rate-limit charge on the process's lane (one hiredis round trip, not
-        redis-py's script call): 429 when a bucket is empty; nothing charged when Redis is down."""
-        trip = self.round_trips()
-        charged = trip.add(charge)
-        try:
-            await trip.send()
-        except Exception:  # Redis unreachable: unlimited, as the limiter degrades open
-            return
-        charge.settle(charged.value)
 
     async def stop(self) -> None:
         if self.topics is not None:
@@ -136,17 +121,13 @@ class Events:
         }
     ],
 )
-async def post_events(
-    request: Request, events: Events, principal: Principal, charge: RateCharge | None
-) -> IngestAnswer:
+async def post_events(request: Request, events: Events, principal: Principal) -> IngestAnswer:
     """Record a batch of up to 500 viewer events; 202 once Kafka has every accepted one.
 
     Each event is checked on its own; bad ones come back in `rejected` with their index and reason,
     the rest are accepted. Every event's viewer_id must be the token's viewer (`viewer_mismatch`).
     413 past 500 events. 503 with Retry-After when Kafka does not acknowledge in time: nothing was
     accepted, retry with the same event ids (sinks dedupe by event_id)."""
-    if charge is not None:  # 429 before the body is read
-        await events.settle(charge)
     body: Any = await read_json(request)
     if isinstance(body, dict) and "events" in body:
         body = body["events"]
