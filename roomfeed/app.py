@@ -127,7 +127,9 @@ class Api(Starlette, Generic[L]):
         self.settings: Settings = resources.settings
         self.resources = resources
         self.guard = Guard(
-            ViewerTokens(resources.settings), KeyVerifier(resources.pool), RateLimiter(resources.redis)
+            ViewerTokens(resources.settings),
+            KeyVerifier(resources.pool),
+            RateLimiter(resources.redis, resources.redis_lane),
         )
         self.services = services
         # /metrics awaits each before it renders (consumer lag, dependency gauges, ...).

@@ -19,6 +19,7 @@ from roomfeed.app import Api
 from roomfeed.assembly import Services
 from roomfeed.errors import RateLimited
 from roomfeed.ratelimit import Limit, RateLimiter
+from roomfeed.redis_lane import RedisLane
 from roomfeed.settings import Settings
 from tests.app_fixtures import bearer
 from tests.hostile.conftest import Tenant
@@ -125,6 +126,46 @@ async def test_buckets_are_shared_by_api_processes_and_atomic(settings: Settings
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_a_limiter_on_the_lane_shares_the_buckets_atomically(settings: Settings) -> None:
+    """The API's limiter charges on the Redis lane (one hiredis round trip): it and a redis-py limiter
+    (another process) draw from one bucket, 40 concurrent requests on a burst of 10 get exactly 10
+    through, and a Redis that forgot the script (SCRIPT FLUSH) is sent its text."""
+    client, lane = Redis.from_url(settings.redis_url), RedisLane(settings.redis_url)
+    try:
+        await client.script_flush()
+        limiters = [RateLimiter(client, lane), RateLimiter(client)]
+        bucket = [(f"test:{secrets.token_hex(4)}", Limit(per_second=0.01, burst=10))]
+
+        async def attempt(i: int) -> bool:
+            try:
+                await limiters[i % 2].charge(bucket)
+                return True
+            except RateLimited:
+                return False
+
+        outcomes = await asyncio.gather(*(attempt(i) for i in range(40)))
+        assert sum(outcomes) == 10
+        assert sum(outcomes[0::2]) >= 1  # the lane's limiter charged too
+        assert not limiters[0].degraded
+    finally:
+        await lane.close()
+        await client.aclose()
+
+
+async def test_a_limiter_on_a_dead_lane_degrades_open(settings: Settings) -> None:
+    dead = RedisLane(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.2)
+    client = Redis.from_url(settings.redis_url)
+    try:
+        limiter = RateLimiter(client, dead)
+        bucket = [(f"test:{secrets.token_hex(4)}", Limit(per_second=0.01, burst=1))]
+        for _ in range(3):
+            await limiter.charge(bucket)  # unlimited: nothing answers
+        assert limiter.degraded
+    finally:
+        await dead.close()
+        await client.aclose()
 
 
 async def test_refused_request_does_not_drain_its_other_buckets(settings: Settings) -> None:
