@@ -8,7 +8,7 @@ scoped by its merchant_id: another merchant's object is simply "not found".
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -93,38 +93,50 @@ class MerchantCatalog:
         kept, following = page(rows, limit, lambda r: (r["merchant_id"],))
         return [merchant_json(r) for r in kept], following
 
-    async def get_merchant(self, merchant_id: str) -> dict[str, Any]:
-        row = await self.pool.fetchrow("SELECT * FROM merchants WHERE merchant_id = $1", merchant_id)
+    async def _one(
+        self,
+        sql: str,
+        args: tuple[str, ...],
+        missing: str,
+        to_json: Callable[[Mapping[str, Any]], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The one row `sql` finds as JSON, or 404 `missing` (another merchant's row is not found)."""
+        row = await self.pool.fetchrow(sql, *args)
         if row is None:
-            raise NotFound("no such merchant")
-        return merchant_json(row)
+            raise NotFound(missing)
+        return to_json(row)
+
+    async def get_merchant(self, merchant_id: str) -> dict[str, Any]:
+        return await self._one(
+            "SELECT * FROM merchants WHERE merchant_id = $1",
+            (merchant_id,),
+            "no such merchant",
+            merchant_json,
+        )
 
     async def get_store(self, merchant_id: str, store_id: str) -> dict[str, Any]:
-        row = await self.pool.fetchrow(
-            "SELECT * FROM stores WHERE store_id = $1 AND merchant_id = $2", store_id, merchant_id
+        return await self._one(
+            "SELECT * FROM stores WHERE store_id = $1 AND merchant_id = $2",
+            (store_id, merchant_id),
+            "no such store",
+            store_json,
         )
-        if row is None:
-            raise NotFound("no such store")
-        return store_json(row)
 
     async def get_staff(self, merchant_id: str, store_id: str, staff_id: str) -> dict[str, Any]:
-        row = await self.pool.fetchrow(
+        return await self._one(
             "SELECT * FROM staff WHERE staff_id = $1 AND store_id = $2 AND merchant_id = $3",
-            staff_id,
-            store_id,
-            merchant_id,
+            (staff_id, store_id, merchant_id),
+            "no such staff member",
+            staff_json,
         )
-        if row is None:
-            raise NotFound("no such staff member")
-        return staff_json(row)
 
     async def get_product(self, merchant_id: str, product_id: str) -> dict[str, Any]:
-        row = await self.pool.fetchrow(
-            "SELECT * FROM products WHERE product_id = $1 AND merchant_id = $2", product_id, merchant_id
+        return await self._one(
+            "SELECT * FROM products WHERE product_id = $1 AND merchant_id = $2",
+            (product_id, merchant_id),
+            "no such product",
+            product_json,
         )
-        if row is None:
-            raise NotFound("no such product")
-        return product_json(row)
 
     async def exists(self, merchant_id: str) -> bool:
         return bool(
