@@ -39,7 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_faults import machine, replace_section  # noqa: E402
+from bench_faults import machine  # noqa: E402
+
+from bench.markdown import replace_body  # noqa: E402
 
 KAFKA_BROKERS, API_PROCESSES, WORKERS = 3, 2, 2
 PAGES = 20  # pages timed on the new process and on an old one
@@ -213,7 +215,7 @@ def main() -> int:
         f"vs {warm['old_api_page_p50_ms']} ms on a process serving all along ({PAGES} pages each, "
         "interleaved).\n"
     )
-    replace_section(ROOT / "docs" / "benchmarks.md", "cluster", section)
+    replace_body(ROOT / "docs" / "benchmarks.md", "cluster", section)
     return 0 if metrics["lost"] == metrics["duplicated"] == metrics["feed_5xx"] == 0 else 1
 
 

@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -30,6 +29,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.markdown import replace_body  # noqa: E402
 
 COLUMNS = (
     "accepted",
@@ -54,16 +55,6 @@ def machine() -> str:
         f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, load avg "
         + " ".join(f"{x:.1f}" for x in os.getloadavg())
     )
-
-
-def replace_section(path: Path, name: str, body: str) -> None:
-    """Put `body` between `<!-- bench:NAME -->` markers in `path`, replacing that section only."""
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    text = path.read_text() if path.exists() else ""
-    block = f"{start}\n{body.rstrip()}\n{end}\n"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
-    text = pattern.sub(lambda _: block, text) if start in text else text.rstrip() + "\n\n" + block
-    path.write_text(text)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -156,8 +147,8 @@ def main() -> int:
         f"live stats equal a recount of the archive, and every accepted order is recorded once and "
         f"attributed once (traffic continues 3 s after the restart).\n"
     )
-    replace_section(ROOT / "docs" / "benchmarks.md", "faults", section)
-    replace_section(ROOT / "docs" / "reliability.md", "faults", section)
+    replace_body(ROOT / "docs" / "benchmarks.md", "faults", section)
+    replace_body(ROOT / "docs" / "reliability.md", "faults", section)
     failures = ("lost", "duplicated", "feed_5xx", "orders_lost", "orders_duplicated", "orders_unattributed")
     return 0 if all(total[k] == 0 for k in failures) else 1
 

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import markdown  # noqa: E402
+from bench.markdown import markers  # noqa: E402
 from devtools import services  # noqa: E402
 from devtools.redis import RedisServer  # noqa: E402
 from events.consumer import MAX_RECORDS, SinkRunner  # noqa: E402
@@ -392,20 +395,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     base_settings = Settings.from_env()
     if not all(external_services().values()):
         services.up(base_settings)
-    tag = secrets.token_hex(3)
-    dbname = f"rf_bench_{tag}"
-    admin = await asyncpg.connect(base_settings.database_url)
-    await admin.execute(f'CREATE DATABASE "{dbname}"')
-    db_url = base_settings.database_url.rsplit("/", 1)[0] + "/" + dbname
-    redis_url = base_settings.redis_url.rsplit("/", 1)[0] + "/14"
-    rt_redis_url = base_settings.redis_url.rsplit("/", 1)[0] + "/15"
-    settings = replace(base_settings, database_url=db_url, redis_url=redis_url, kafka_prefix=f"bench{tag}.")
-    await migrate(db_url)
-    await ensure_topics(
-        settings, {"raw": settings.kafka_partitions, VIEWER_EVENTS: settings.kafka_partitions}
+    partitions = base_settings.kafka_partitions
+    settings, drop = await throwaway_settings(
+        base_settings, 14, {"raw": partitions, VIEWER_EVENTS: partitions}
     )
+    db_url, redis_url = settings.database_url, settings.redis_url
+    rt_redis_url = base_settings.redis_url.rsplit("/", 1)[0] + "/15"
     redis = Redis.from_url(redis_url)
-    await redis.flushdb()
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
     logs = Path(settings.data_dir) / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -518,12 +514,43 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(15)
         await pool.close()
-        await redis.flushdb()
         await redis.aclose()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await admin.close()
-        await drop_topics(settings)
+        await drop()
     return results
+
+
+async def throwaway_settings(
+    base: Settings, redis_db: int, topics: Mapping[str, int]
+) -> tuple[Settings, Callable[[], Awaitable[None]]]:
+    """A bench run's own services: a fresh migrated database, Redis database `redis_db` (flushed) and
+    a Kafka prefix of its own with `topics` (name → partitions); and `drop`, which removes them all."""
+    tag = secrets.token_hex(3)
+    dbname = f"rf_bench_{tag}"
+    admin = await asyncpg.connect(base.database_url)
+    await admin.execute(f'CREATE DATABASE "{dbname}"')
+    settings = replace(
+        base,
+        database_url=base.database_url.rsplit("/", 1)[0] + "/" + dbname,
+        redis_url=base.redis_url.rsplit("/", 1)[0] + f"/{redis_db}",
+        kafka_prefix=f"bench{tag}.",
+    )
+    await migrate(settings.database_url)
+    await ensure_topics(settings, dict(topics))
+    redis = Redis.from_url(settings.redis_url)
+    await redis.flushdb()
+    await redis.aclose()
+
+    async def drop() -> None:
+        try:
+            flushed = Redis.from_url(settings.redis_url)
+            await flushed.flushdb()
+            await flushed.aclose()
+            await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        finally:
+            await admin.close()
+            await drop_topics(settings)
+
+    return settings, drop
 
 
 async def drop_topics(settings: Settings) -> None:
@@ -631,20 +658,14 @@ def record_against_baseline(results: dict[str, Any], command: str) -> None:
 
 
 def replace_section(path: Path, section: str, name: str = "ingest") -> None:
-    """Put this benchmark's section (its own `<!-- bench:NAME -->` markers included) in place of its
-    previous one, or append it; others are kept."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1]
-    elif name == "ingest" and "\n## ingest (" in text:  # the unmarked section of earlier runs
+    """bench.markdown.replace_section, which also replaces the unmarked ingest section of earlier runs."""
+    text = path.read_text() if path.exists() else ""
+    if name == "ingest" and markers(name)[0] not in text and "\n## ingest (" in text:
         head, rest = text.split("\n## ingest (", 1)
         tail = rest.split("\n<!-- bench:", 1)
-        text = head + "\n" + section + ("\n\n<!-- bench:" + tail[1] if len(tail) > 1 else "\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+        path.write_text(head + "\n" + section + ("\n\n<!-- bench:" + tail[1] if len(tail) > 1 else "\n"))
+        return
+    markdown.replace_section(path, section, name)
 
 
 # Compared with a baseline: the figures that say whether a change cost ingest something.

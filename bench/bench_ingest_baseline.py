@@ -21,27 +21,20 @@ import datetime as dt
 import json
 import os
 import platform
-import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import asyncpg
-from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_feed import _cpu_seconds  # noqa: E402
-from bench.bench_ingest import BATCH, drop_topics, post_all, replace_section, wait_ready  # noqa: E402
+from bench.bench_ingest import BATCH, post_all, replace_section, throwaway_settings, wait_ready  # noqa: E402
 from devtools import services  # noqa: E402
 from events.vocabulary import VIEWER_EVENTS  # noqa: E402
-from roomfeed.db import migrate  # noqa: E402
-from roomfeed.kafka import ensure_topics  # noqa: E402
 from roomfeed.settings import Settings, external_services  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
@@ -71,15 +64,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     base_settings = Settings.from_env()
     if not all(external_services().values()):
         services.up(base_settings)
-    tag = secrets.token_hex(3)
-    dbname = f"rf_bench_{tag}"
-    admin = await asyncpg.connect(base_settings.database_url)
-    await admin.execute(f'CREATE DATABASE "{dbname}"')
-    db_url = base_settings.database_url.rsplit("/", 1)[0] + "/" + dbname
-    redis_url = base_settings.redis_url.rsplit("/", 1)[0] + "/13"
-    settings = replace(base_settings, database_url=db_url, redis_url=redis_url, kafka_prefix=f"bench{tag}.")
-    await migrate(db_url)
-    await ensure_topics(settings, {VIEWER_EVENTS: settings.kafka_partitions})
+    settings, drop = await throwaway_settings(
+        base_settings, 13, {VIEWER_EVENTS: base_settings.kafka_partitions}
+    )
+    db_url, redis_url = settings.database_url, settings.redis_url
     baseline_root = Path(tempfile.mkdtemp(prefix="rf-bench-baseline-")) / "tree"
     subprocess.run(
         ["git", "worktree", "add", "--detach", str(baseline_root), args.baseline],
@@ -139,10 +127,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for _, process in servers.values():
             process.wait(15)
         subprocess.run(["git", "worktree", "remove", "--force", str(baseline_root)], cwd=ROOT, check=False)
-        await Redis.from_url(redis_url).flushdb()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await admin.close()
-        await drop_topics(settings)
+        await drop()
     this, baseline = statistics.median(rates["this tree"]), statistics.median(rates[ref])
     this_cpu, baseline_cpu = statistics.median(cpu_us["this tree"]), statistics.median(cpu_us[ref])
     print(f"median: this tree {this:,.0f}, {ref} {baseline:,.0f} events/s, ratio {this / baseline:.3f}")

@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 import asyncpg  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
+from bench.markdown import markers, replace_section  # noqa: E402
 from devtools import services  # noqa: E402
 from devtools.redis import RedisServer  # noqa: E402
 from roomfeed.db import create_pool, migrate  # noqa: E402
@@ -135,8 +136,7 @@ def write_results(name: str, command: str, metrics: dict[str, Any], lines: list[
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     doc = REPO / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEach section is written by its benchmark.\n"
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    start, end = markers(name)
     section = "\n".join(
         [
             start,
@@ -150,12 +150,7 @@ def write_results(name: str, command: str, metrics: dict[str, Any], lines: list[
             end,
         ]
     )
-    if start in text and end in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
+    replace_section(doc, section, name)
 
 
 # --- the live index benchmark ------------------------------------------------------------------

@@ -26,6 +26,7 @@ import pydantic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.markdown import replace_section  # noqa: E402
 from events.vocabulary import EventType  # noqa: E402
 
 
@@ -230,14 +231,7 @@ def main() -> int:
         f"`{result['command']}` — {result['date']}, {result['machine']}; µs per call, medians of 7; compare within a run (the 2 cores are shared)\n\n"
         f"```\n{lines}\n```\n<!-- /bench:models -->"
     )
-    docs = ROOT / "docs" / "benchmarks.md"
-    text = docs.read_text()
-    if "<!-- bench:models -->" in text:
-        start, end = text.index("<!-- bench:models -->"), text.index("<!-- /bench:models -->")
-        text = text[:start] + block + text[end + len("<!-- /bench:models -->") :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    docs.write_text(text)
+    replace_section(ROOT / "docs" / "benchmarks.md", block, "models")
     return 0
 
 

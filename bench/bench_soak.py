@@ -43,8 +43,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_faults import machine, replace_section  # noqa: E402
+from bench.bench_faults import machine  # noqa: E402
 from bench.bench_feed import _raw, _request, _run_wrk  # noqa: E402
+from bench.markdown import replace_body  # noqa: E402
 from events.vocabulary import ENTER, IMPRESSION, LEAVE, LIKE  # noqa: E402
 
 CONCURRENCY = 16
@@ -376,8 +377,8 @@ def main() -> int:
         f"{verdict}.\n\n{rows}"
     )
     tag = "soak" if not args.rate else f"soak:rate-{args.rate:g}"
-    replace_section(ROOT / "docs" / "benchmarks.md", tag, section)
-    replace_section(ROOT / "docs" / "reliability.md", tag, section)
+    replace_body(ROOT / "docs" / "benchmarks.md", tag, section)
+    replace_body(ROOT / "docs" / "reliability.md", tag, section)
     return 0
 
 

@@ -197,7 +197,6 @@ REVIEWED_IDENTIFIERS = {
     ("events/archive.py", "name"),  # a partition name matched by strptime
     ("bench/bench_live_index.py", "dbname"),  # CREATE/DROP DATABASE of a bench run
     ("bench/bench_ingest.py", "dbname"),
-    ("bench/bench_ingest_baseline.py", "dbname"),
     ("bench/bench_feed.py", "dbname"),
 }
 
