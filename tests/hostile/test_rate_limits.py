@@ -106,22 +106,27 @@ async def test_operators_are_not_rate_limited(
     assert statuses == {200}
 
 
+async def _charged_in_turn(limiters: list[RateLimiter], requests: int, burst: int) -> list[bool]:
+    """`requests` concurrent charges of one fresh bucket, taking the limiters in turn: which went through."""
+    bucket = [(f"test:{secrets.token_hex(4)}", Limit(per_second=0.01, burst=burst))]
+
+    async def attempt(i: int) -> bool:
+        try:
+            await limiters[i % len(limiters)].charge(bucket)
+            return True
+        except RateLimited:
+            return False
+
+    return list(await asyncio.gather(*(attempt(i) for i in range(requests))))
+
+
 async def test_buckets_are_shared_by_api_processes_and_atomic(settings: Settings) -> None:
     """Two limiters with their own connections (two API processes) draw from one bucket; 40
     concurrent requests on a burst of 10 get exactly 10 through."""
     first, second = Redis.from_url(settings.redis_url), Redis.from_url(settings.redis_url)
     try:
         limiters = [RateLimiter(first), RateLimiter(second)]
-        bucket = [(f"test:{secrets.token_hex(4)}", Limit(per_second=0.01, burst=10))]
-
-        async def attempt(i: int) -> bool:
-            try:
-                await limiters[i % 2].charge(bucket)
-                return True
-            except RateLimited:
-                return False
-
-        outcomes = await asyncio.gather(*(attempt(i) for i in range(40)))
+        outcomes = await _charged_in_turn(limiters, 40, burst=10)
         assert sum(outcomes) == 10
     finally:
         await first.aclose()
@@ -136,16 +141,7 @@ async def test_a_limiter_on_the_lane_shares_the_buckets_atomically(settings: Set
     try:
         await client.script_flush()
         limiters = [RateLimiter(client, lane), RateLimiter(client)]
-        bucket = [(f"test:{secrets.token_hex(4)}", Limit(per_second=0.01, burst=10))]
-
-        async def attempt(i: int) -> bool:
-            try:
-                await limiters[i % 2].charge(bucket)
-                return True
-            except RateLimited:
-                return False
-
-        outcomes = await asyncio.gather(*(attempt(i) for i in range(40)))
+        outcomes = await _charged_in_turn(limiters, 40, burst=10)
         assert sum(outcomes) == 10
         assert sum(outcomes[0::2]) >= 1  # the lane's limiter charged too
         assert not limiters[0].degraded
