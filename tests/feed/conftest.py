@@ -146,6 +146,12 @@ def market_of(operator_headers: dict[str, str]) -> Callable[[httpx.AsyncClient],
     return lambda client: Market(client, operator_headers)
 
 
+@pytest.fixture
+def market(feed_app: AppClient, market_of: Callable[[httpx.AsyncClient], Market]) -> Market:
+    """Merchants and live rooms made through the feed app's own routes (a test's market)."""
+    return market_of(feed_app)
+
+
 async def start_session(
     client: httpx.AsyncClient,
     headers: dict[str, str],

@@ -40,10 +40,9 @@ async def _swipe(
 
 async def test_no_repeat_within_a_session_over_200_swipes(
     feed_app: AppClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
 ) -> None:
-    market = market_of(feed_app)
     await market.populate(merchants=44, rooms_each=5, categories=CATEGORIES)
     headers = viewer_headers("v-no-repeat")
     session = await start_session(feed_app, headers, "v-no-repeat", count=10)
@@ -60,10 +59,9 @@ async def test_no_repeat_within_a_session_over_200_swipes(
 
 async def test_feed_rooms_carry_the_contract_fields(
     feed_app: AppClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
 ) -> None:
-    market = market_of(feed_app)
     merchant = await market.merchant()
     await market.live_room(merchant, "food")
     session = await start_session(feed_app, viewer_headers("v-fields"), "v-fields")
@@ -82,12 +80,11 @@ async def test_feed_rooms_carry_the_contract_fields(
 
 async def test_ended_rooms_are_on_no_later_page(
     feed_app: AppClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
 ) -> None:
     """A feed process reads the rooms changed since its live snapshot with the session, so no page
     asked for after `end` returned holds the room (see also test_page_tokens)."""
-    market = market_of(feed_app)
     rooms = await market.populate(merchants=8, rooms_each=3, categories=CATEGORIES)
     headers = viewer_headers("v-ended")
     session = await start_session(feed_app, headers, "v-ended", count=1)
@@ -129,10 +126,9 @@ async def test_session_for_another_viewer_id_is_403_and_bad_count_is_422(
 
 async def test_deep_link_room_comes_first(
     feed_app: AppClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
 ) -> None:
-    market = market_of(feed_app)
     merchant = await market.merchant()
     target = await market.live_room(merchant, "home")
     session = await start_session(feed_app, viewer_headers("v-deep"), "v-deep", {"room_id": target})
@@ -142,10 +138,9 @@ async def test_deep_link_room_comes_first(
 
 async def test_blocked_merchants_never_appear(
     feed_app: AppClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
 ) -> None:
-    market = market_of(feed_app)
     rooms = await market.populate(merchants=4, rooms_each=2, categories=CATEGORIES)
     blocked = market.rooms[rooms[0]]["merchant_id"]
     headers = viewer_headers("v-blocks")
@@ -159,11 +154,10 @@ async def test_blocked_merchants_never_appear(
 
 async def test_leaving_after_one_second_hides_the_room_and_lowers_its_merchant(
     feed_app: AppClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
     operator_headers: dict[str, str],
 ) -> None:
-    market = market_of(feed_app)
     shop = await market.merchant()
     x = await market.live_room(shop, "beauty")
     sibling = await market.live_room(shop, "beauty")
@@ -226,10 +220,9 @@ async def test_leaving_after_one_second_hides_the_room_and_lowers_its_merchant(
 
 async def test_concurrent_prefetches_of_one_session_never_share_a_room(
     feed_app: AppClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
 ) -> None:
-    market = market_of(feed_app)
     await market.populate(merchants=6, rooms_each=5, categories=("food", "home", "beauty"))
     viewer = f"v-race-{secrets.token_hex(3)}"
     headers = viewer_headers(viewer)

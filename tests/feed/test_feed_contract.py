@@ -6,16 +6,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-import httpx
-
 from tests.feed.conftest import AppClient, Market, start_session
 
-MarketOf = Callable[[httpx.AsyncClient], Market]
 ViewerHeaders = Callable[[str], dict[str, str]]
 
 
-async def test_a_room_cannot_go_live_without_a_stream_url(feed_app: AppClient, market_of: MarketOf) -> None:
-    market = market_of(feed_app)
+async def test_a_room_cannot_go_live_without_a_stream_url(feed_app: AppClient, market: Market) -> None:
     merchant = await market.merchant()
     headers = market.merchants[merchant]
     room = (
@@ -38,12 +34,11 @@ async def test_a_room_cannot_go_live_without_a_stream_url(feed_app: AppClient, m
 
 
 async def test_replays_are_never_mixed_into_live_rooms(
-    feed_app: AppClient, market_of: MarketOf, viewer_headers: ViewerHeaders
+    feed_app: AppClient, market: Market, viewer_headers: ViewerHeaders
 ) -> None:
     """Fewer than 20 rooms live used to bring ended rooms into the page as replays; now a page holds
     only live rooms, replays are listed by GET /v1/replays (newest first, paged), and a deep link to an
     ended room comes back apart as the session's entry_replay."""
-    market = market_of(feed_app)
     merchant = await market.merchant()
     live = await market.live_room(merchant, "food")
     ended = [await market.live_room(merchant, "food") for _ in range(3)]
@@ -89,9 +84,8 @@ async def test_replays_are_never_mixed_into_live_rooms(
 
 
 async def test_a_page_carries_nothing_internal(
-    feed_app: AppClient, market_of: MarketOf, viewer_headers: ViewerHeaders
+    feed_app: AppClient, market: Market, viewer_headers: ViewerHeaders
 ) -> None:
-    market = market_of(feed_app)
     await market.live_room(await market.merchant(), "home")
     viewer = f"v-internal-{secrets.token_hex(3)}"
     session = await start_session(feed_app, viewer_headers(viewer), viewer, count=5)

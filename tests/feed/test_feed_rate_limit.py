@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from feed.sessions import served_key
@@ -16,11 +15,10 @@ from tests.feed.conftest import AppClient, Market, start_session
 
 async def test_viewer_over_budget_on_the_feed_gets_429_and_is_served_nothing(
     feed_app: AppClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    market = market_of(feed_app)
     await market.populate(2, 5, ("beauty", "food"))
     viewer = f"v-rl-{secrets.token_hex(3)}"
     headers = viewer_headers(viewer)

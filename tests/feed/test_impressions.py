@@ -9,8 +9,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from feed.impressions import ImpressionPublisher, served_events
 from roomfeed.settings import Settings
 from tests.feed.conftest import AppClient, Market, on_topic, start_session
@@ -59,11 +57,10 @@ async def test_pages_served_together_leave_in_one_flush_and_all_reach_kafka(
 
 async def test_every_room_a_page_serves_becomes_one_served_record_and_no_impression(
     feed_app: AppClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
     settings: Settings,
 ) -> None:
-    market = market_of(feed_app)
     await market.populate(2, 4, ("beauty", "food"))
     headers = viewer_headers("viewer-imp-api")
     body = await start_session(feed_app, headers, "viewer-imp-api", count=3)

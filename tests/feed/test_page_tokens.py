@@ -138,10 +138,9 @@ async def test_ten_concurrent_prefetches_of_three_serve_every_live_room(
 
 async def test_once_end_returns_no_page_holds_the_room(
     feed_app: httpx.AsyncClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
 ) -> None:
-    market = market_of(feed_app)
     rooms = await market.populate(merchants=8, rooms_each=3, categories=CATEGORIES)
     viewer = f"v-end-{secrets.token_hex(3)}"
     headers = viewer_headers(viewer)
@@ -158,10 +157,9 @@ async def test_once_end_returns_no_page_holds_the_room(
 
 async def test_a_page_served_again_drops_the_rooms_ended_since(
     feed_app: httpx.AsyncClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
 ) -> None:
-    market = market_of(feed_app)
     await market.populate(merchants=5, rooms_each=2, categories=CATEGORIES)
     viewer = f"v-again-{secrets.token_hex(3)}"
     headers = viewer_headers(viewer)

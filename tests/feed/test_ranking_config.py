@@ -83,9 +83,8 @@ async def test_weight_change_reaches_a_second_api_process_within_5_seconds(
     migrated: Settings,
     operator_headers: dict[str, str],
     viewer_headers: Callable[[str], dict[str, str]],
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
 ) -> None:
-    market = market_of(feed_app)
     await market.live_room(await market.merchant(), "digital")
     async with running_app(migrated, Tuning(feed=FeedTuning(config_poll_s=1.0))) as second:
         headers = viewer_headers("v-reload")
@@ -121,7 +120,7 @@ async def test_experiment_assigns_variants_and_reports_metrics_per_variant(
     feed_app: AppClient,
     operator_headers: dict[str, str],
     viewer_headers: Callable[[str], dict[str, str]],
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     settings: Settings,
 ) -> None:
     r = await feed_app.post(
@@ -145,7 +144,6 @@ async def test_experiment_assigns_variants_and_reports_metrics_per_variant(
     )
     assert r.status_code == 201, r.text
     experiment_id = r.json()["experiment_id"]
-    market = market_of(feed_app)
     await market.live_room(await market.merchant(), "food")
     await asyncio.sleep(1.2)  # the config watcher picks the experiment up
     await market.live_room(await market.merchant(), "food")

@@ -7,7 +7,6 @@ import secrets
 import time
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from tests.feed.conftest import AppClient, Market, start_session
@@ -28,10 +27,9 @@ def _event(viewer: str, session_id: str, room_id: str, kind: str = "like") -> di
 
 async def test_events_naming_another_viewers_session_are_refused(
     feed_app: AppClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
 ) -> None:
-    market = market_of(feed_app)
     room = await market.live_room(await market.merchant())
     owner, intruder = f"own-{secrets.token_hex(3)}", f"int-{secrets.token_hex(3)}"
     session = await start_session(feed_app, viewer_headers(owner), owner)
@@ -54,10 +52,9 @@ async def test_events_naming_another_viewers_session_are_refused(
 
 async def test_a_block_wins_over_a_codes_landing_room(
     feed_app: AppClient,
-    market_of: Callable[[httpx.AsyncClient], Market],
+    market: Market,
     viewer_headers: Callable[[str], dict[str, str]],
 ) -> None:
-    market = market_of(feed_app)
     merchant = await market.merchant()
     room = await market.live_room(merchant)
     for _ in range(3):
