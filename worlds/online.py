@@ -162,9 +162,6 @@ class SimViewerHistory:
     async def viewer_recent(self, viewer_id: str, limit: int = RECENT_LIMIT) -> list[RecentVisit]:
         return list(self.visits.get(viewer_id, ()))[:limit]
 
-    async def rooms(self, room_ids: list[str]) -> dict[str, Any]:
-        return {}
-
     @classmethod
     def from_log(cls, market: Marketplace, until_ms: int) -> SimViewerHistory:
         """History rebuilt from the log before `until_ms` (event time), as events' rebuild would."""
