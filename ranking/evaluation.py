@@ -6,7 +6,10 @@ live POP, REP-then-POP, REP-then-live-POP, random — every one with the same se
 broken by popularity where the method says so and at random after that), ranks and metrics (HR@1/5/10,
 NDCG@10 overall, on repeat, new and purchase targets, and new targets ranked among the never-entered
 candidates only: "discovery"), the best simple baseline, and paired-bootstrap intervals of
-differences.
+differences. Intervals resample *viewers* with all their targets (`viewer_bootstrap`): a heavy viewer
+gives dozens of targets that share one history, so they are not independent draws, and resampling
+targets gives an interval too narrow exactly where the gate must not be fooled (a ranker that wins
+on a few heavy viewers). `paired_bootstrap` (targets resampled) stays for comparison (`by="target"`).
 
 A method is any `score(target) -> np.ndarray` (higher first). `ranker_method(ranker)` is the learned
 ranker; `page_method` ranks by whatever page a caller's feed would serve (see docs/ranking.md).
@@ -151,6 +154,29 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: int
     }
 
 
+def viewer_bootstrap(
+    a: np.ndarray, b: np.ndarray, viewers: np.ndarray, seed: int = 0, resamples: int = 2_000
+) -> dict[str, float]:
+    """Mean of a - b per target with a 95 % interval from viewers resampled with all their targets
+    (a paired cluster bootstrap: both methods are judged on the same targets of the drawn viewers)."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if diff.size == 0:
+        return {"diff": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0, "viewers": 0}
+    if np.shape(viewers) != diff.shape:
+        raise ValueError(f"viewers has shape {np.shape(viewers)}, the differences {diff.shape}")
+    _, group = np.unique(viewers, return_inverse=True)
+    sums, counts = np.bincount(group, weights=diff), np.bincount(group).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, sums.size, (resamples, sums.size))
+    boots = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    return {
+        "diff": float(diff.mean()),
+        "ci_low": float(np.quantile(boots, 0.025)),
+        "ci_high": float(np.quantile(boots, 0.975)),
+        "n": int(diff.size),
+        "viewers": int(sums.size),
+    }
+
+
 def hits(r: np.ndarray, k: int = 5) -> np.ndarray:
     return (r < k).astype(np.float64)
 
@@ -171,19 +197,27 @@ class Evaluation:
     best_pop: str  # the better popularity baseline (on new targets among discovery candidates)
     repeat_share: float
     targets: int
+    viewers: np.ndarray | None = None  # the viewer of each target (None: each target its own viewer)
 
     def difference(
-        self, a: str, b: str, split: str = "overall", k: int = 5, seed: int = 0
+        self, a: str, b: str, split: str = "overall", k: int = 5, seed: int = 0, by: str = "viewer"
     ) -> dict[str, float]:
-        """HR@k of `a` minus `b` on `split` ("overall", "new", "discovery"), paired bootstrap."""
+        """HR@k of `a` minus `b` on `split` ("overall", "new", "discovery"), paired bootstrap that
+        resamples viewers with all their targets (`by="target"`: targets one by one, too narrow when
+        heavy viewers give many targets; kept for comparison)."""
+        if by not in ("viewer", "target"):
+            raise ValueError(f"by must be 'viewer' or 'target', not {by!r}")
         ja, jb = self.judged[a], self.judged[b]
         if split == "discovery":
             keep = ja.discovery_ranks >= 0
-            return paired_bootstrap(
-                hits(ja.discovery_ranks[keep], k), hits(jb.discovery_ranks[keep], k), seed
-            )
-        keep = np.ones(ja.ranks.size, dtype=bool) if split == "overall" else self._split_mask(split)
-        return paired_bootstrap(hits(ja.ranks[keep], k), hits(jb.ranks[keep], k), seed)
+            ra, rb = ja.discovery_ranks[keep], jb.discovery_ranks[keep]
+        else:
+            keep = np.ones(ja.ranks.size, dtype=bool) if split == "overall" else self._split_mask(split)
+            ra, rb = ja.ranks[keep], jb.ranks[keep]
+        if by == "target":
+            return paired_bootstrap(hits(ra, k), hits(rb, k), seed)
+        viewers = self.viewers if self.viewers is not None else np.arange(ja.ranks.size)
+        return viewer_bootstrap(hits(ra, k), hits(rb, k), viewers[keep], seed)
 
     def _split_mask(self, split: str) -> np.ndarray:
         disc = next(iter(self.judged.values())).discovery_ranks
@@ -214,6 +248,7 @@ def evaluate(
         best_pop=best_pop,
         repeat_share=float(np.mean([t.repeat for t in targets])) if targets else float("nan"),
         targets=len(targets),
+        viewers=np.array([t.viewer for t in targets], dtype=np.int64),
     )
 
 

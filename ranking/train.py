@@ -107,8 +107,14 @@ def gate_metrics(ev: Evaluation, serving: bool) -> dict[str, Any]:
         repeat_share=round(ev.repeat_share, 4),
     )
     if ev.targets:
+        # Viewers resampled with all their targets (ranking.evaluation.viewer_bootstrap): a heavy viewer's
+        # dozens of held-out enters are one viewer's evidence, not dozens.
         d = ev.difference("ranker", best)
-        flat.update(hr5_diff_ci_low=round(d["ci_low"], 4), hr5_diff_ci_high=round(d["ci_high"], 4))
+        flat.update(
+            hr5_diff_ci_low=round(d["ci_low"], 4),
+            hr5_diff_ci_high=round(d["ci_high"], 4),
+            gate_viewers=int(d["viewers"]),
+        )
     if serving and ev.targets:
         d = ev.difference("ranker", "serving")
         flat.update(hr5_vs_serving_ci_low=round(d["ci_low"], 4))

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from ranking import evaluation as ranking_evaluation
 from ranking.dataset import IMPRESSION, InteractionLog
-from ranking.evaluation import BASELINES, baseline, evaluate, paired_bootstrap, ranker_method
+from ranking.evaluation import (
+    BASELINES,
+    Evaluation,
+    Judged,
+    baseline,
+    evaluate,
+    paired_bootstrap,
+    ranker_method,
+)
 from ranking.ranker import baseline_ranker
 from ranking.replay import Schedule, Target
 
@@ -63,3 +73,39 @@ def test_paired_bootstrap_interval_covers_the_difference() -> None:
     b[:100] = 0
     d = paired_bootstrap(a, b)
     assert d["ci_low"] > 0 and d["ci_low"] <= d["diff"] <= d["ci_high"]
+
+
+def test_the_gates_interval_resamples_viewers_not_targets(small_targets: list[Target]) -> None:
+    # evaluate() knows each target's viewer, so every difference the gate reads resamples viewers.
+    ev = evaluate(small_targets, {})
+    assert ev.viewers is not None and ev.viewers.tolist() == [t.viewer for t in small_targets]
+    # One heavy viewer for whom "a" always hits and "b" never (120 targets), beside 300 viewers with one
+    # target each and no difference: per target that looks like strong evidence; it is one viewer's taste.
+    rng = np.random.default_rng(3)
+    rest = rng.integers(0, 20, 300)
+    ranks_a = np.concatenate([np.zeros(120, dtype=np.int64), rest])
+    ranks_b = np.concatenate([np.full(120, 50, dtype=np.int64), rest])
+    viewers = np.concatenate([np.zeros(120, dtype=np.int64), np.arange(1, 301)])
+    none = np.full(420, -1, dtype=np.int64)
+    heavy = Evaluation(
+        results={},
+        judged={"a": Judged(ranks_a, none), "b": Judged(ranks_b, none)},
+        best_baseline="b",
+        best_pop="pop",
+        repeat_share=1.0,
+        targets=420,
+        viewers=viewers,
+    )
+    by_target = heavy.difference("a", "b", by="target", seed=1)
+    by_viewer = heavy.difference("a", "b", seed=1)
+    assert by_viewer["diff"] == by_target["diff"] == 120 / 420
+    assert by_target["ci_low"] > 0.2  # targets resampled: "certainly better"
+    assert by_viewer["ci_low"] < 0.05  # viewers resampled: it hangs on whether the heavy viewer is drawn
+    assert by_viewer["viewers"] == 301
+    with pytest.raises(ValueError, match="by must be"):
+        heavy.difference("a", "b", by="session")
+
+
+def test_a_viewer_level_interval_needs_a_viewer_per_target() -> None:
+    with pytest.raises(ValueError, match="viewers has shape"):
+        ranking_evaluation.viewer_bootstrap(np.ones(3), np.zeros(3), np.arange(2))
