@@ -16,7 +16,8 @@ a skipped room counts as shown and not chosen. The A/B's feed sees the skips as 
 
 Intervals resample viewers, not targets: a heavy viewer gives dozens of test targets that share
 their history, so targets are not independent draws and a per-target bootstrap is too narrow
-(`viewer_bootstrap`; ranking's per-target interval is kept beside it as `*_targets`).
+(`ranking.evaluation.viewer_bootstrap`, the gate's too; the per-target interval is kept beside it as
+`*_targets`).
 
 A simulated world is the same for the same configuration and simulator code (tests/simulator check
 it byte for byte), so `simulated` keeps it on disk under that key and a rerun (a new ranker judged
@@ -39,7 +40,7 @@ import numpy as np
 from events.vocabulary import SWIPE_AWAY_MS
 from feed.replay import FeedPage
 from ranking.dataset import ENTER, LEAVE, InteractionLog, from_simulator
-from ranking.evaluation import Evaluation, cold_auc
+from ranking.evaluation import Evaluation, cold_auc, viewer_bootstrap
 from ranking.features import PRICE_BANDS, RoomFeatures
 from ranking.model import ModelParams, RankingModel
 from ranking.offline import FitConfig, evaluate_model, fit_model, merchant_features
@@ -170,32 +171,12 @@ def schedule_of(market: Marketplace) -> Schedule:
 def baseline_model(model: RankingModel, name: str) -> RankingModel:
     """The fitted artifact ranking by simple baseline `name` instead of its learned ranker (what the feed
     serves when the promotion gate refuses a model): same merchant table, histories and LightFM, and
-    nothing of the learned ranker — its weights and its favourites-first count go together
-    (`RankingModel.with_ranker`), so the baseline arm is the plain baseline (a copy that kept the learned
-    count would open the baseline's pages with the ranker's favourites-first policy)."""
+    nothing of the learned ranker — its weights, its favourites-first count and its discovery part go
+    together (`RankingModel.with_ranker`), so the baseline arm is the plain baseline (a copy that kept the
+    learned count would open the baseline's pages with the ranker's favourites-first policy)."""
     plain = dataclasses.replace(model)
     plain.with_ranker(baseline_ranker(name))
     return plain
-
-
-def viewer_bootstrap(
-    a: np.ndarray, b: np.ndarray, viewers: np.ndarray, seed: int = 0, resamples: int = 2_000
-) -> dict[str, float]:
-    """Mean of a − b per target with a 95 % interval from viewers resampled with all their targets
-    (a paired cluster bootstrap: both methods are judged on the same targets of the drawn viewers)."""
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if diff.size == 0:
-        return {"diff": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "viewers": 0}
-    _, group = np.unique(viewers, return_inverse=True)
-    sums, counts = np.bincount(group, weights=diff), np.bincount(group).astype(np.float64)
-    draws = np.random.default_rng(seed).integers(0, sums.size, (resamples, sums.size))
-    boots = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    return {
-        "diff": float(diff.mean()),
-        "ci_low": float(np.quantile(boots, 0.025)),
-        "ci_high": float(np.quantile(boots, 0.975)),
-        "viewers": int(sums.size),
-    }
 
 
 def _ndcg10(ranks: np.ndarray) -> np.ndarray:
@@ -238,7 +219,7 @@ def offline_figures(
     ablation = diff("ranker", "ranker_no_lightfm", "new")
     ablation_disc = diff("ranker", "ranker_no_lightfm", "discovery")
     ablation_all = diff("ranker", "ranker_no_lightfm")
-    per_target = ev.difference("ranker", best, seed=seed)  # ranking's interval, targets resampled
+    per_target = ev.difference("ranker", best, seed=seed, by="target")  # targets resampled, for comparison
     return {
         "methods": {
             name: {

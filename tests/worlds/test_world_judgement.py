@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ranking.evaluation import paired_bootstrap
+from ranking.evaluation import paired_bootstrap, viewer_bootstrap
 from simulator import Marketplace
 from simulator.presets import world_config
 from worlds import evaluate as world_evaluate
-from worlds.evaluate import simulated, viewer_bootstrap
+from worlds.evaluate import simulated
 from worlds.online import arm_metrics, bootstrap_diff
 
 
