@@ -301,7 +301,7 @@ _NO_MODEL = RankModel(baseline_ranker("rep_live_pop"), empty_table(), None, {}, 
 def rank_model(scorer: Any | None) -> RankModel:
     """The promoted model's ranker, or REP-then-live-POP over what the feed knows when there is none."""
     model = getattr(scorer, "model", None)
-    if model is None or getattr(model, "ranker", None) is None or model.table is None:
+    if model is None or getattr(model, "ranker_weights", None) is None or model.table is None:
         return _NO_MODEL
     held: RankModel | None = getattr(model, "_rank_model", None)
     if held is None:
@@ -470,14 +470,18 @@ class Rank:
         rm, req = self.viewer_request(ctx)
         ranker = self.ranker(rm, cfg)
         x = design(rm.table, req)[rows]
-        weights = ranker.weights
+        # Per room, the weights that scored it: a two-part ranker's discovery weights for the merchants
+        # the viewer never entered (ranking.ranker.Ranker.discovery).
+        weights = np.broadcast_to(ranker.weights, x.shape)
+        if ranker.discovery is not None:
+            weights = np.where(x[:, [F["h_entered"]]] > 0, ranker.weights, ranker.discovery)
         out = {
-            group: x[:, [F[f] for f in features]] @ weights[[F[f] for f in features]]
+            group: (x[:, [F[f] for f in features]] * weights[:, [F[f] for f in features]]).sum(axis=1)
             for group, features in GROUPS.items()
         }
         grouped = {f for features in GROUPS.values() for f in features}
         rest = [F[f] for f in F if f not in grouped]
-        out["other_columns"] = x[:, rest] @ weights[rest] if rest else np.zeros(len(rows))
+        out["other_columns"] = (x[:, rest] * weights[:, rest]).sum(axis=1) if rest else np.zeros(len(rows))
         zeros = np.zeros(len(rows))
         out["conversion"] = (
             cfg.w_conversion * _scaled((c.orders + 0.1) / (c.enters + 10.0))[rows]

@@ -61,6 +61,7 @@ class RankingModel:
     # and every viewer's history as of `until_ms` (the feed adds the visits since).
     ranker_weights: np.ndarray | None = None
     ranker_favourites_first: int = 0  # the ranker's favourites-first policy (ranking.ranker.Ranker)
+    ranker_discovery: np.ndarray | None = None  # the two-part ranker's weights for never-entered merchants
     categories: list[str] | None = None
     table: MerchantTable | None = None
     histories: ViewerHistories | None = None
@@ -69,12 +70,17 @@ class RankingModel:
     def ranker(self) -> Ranker | None:
         if self.ranker_weights is None:
             return None
-        return Ranker(self.ranker_weights, favourites_first=self.ranker_favourites_first)
+        return Ranker(
+            self.ranker_weights,
+            favourites_first=self.ranker_favourites_first,
+            discovery=self.ranker_discovery,
+        )
 
     def with_ranker(self, ranker: Ranker) -> None:
         """Rank with `ranker` (its weights and its favourites-first policy, together)."""
         self.ranker_weights = ranker.weights.astype(np.float64)
         self.ranker_favourites_first = ranker.favourites_first
+        self.ranker_discovery = ranker.discovery.astype(np.float64) if ranker.discovery is not None else None
 
     def _extras(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta: dict[str, Any] = {}
@@ -83,6 +89,8 @@ class RankingModel:
             meta["ranker_features"] = list(FEATURES)
             meta["ranker_favourites_first"] = self.ranker_favourites_first
             arrays["ranker_weights"] = self.ranker_weights
+            if self.ranker_discovery is not None:
+                arrays["ranker_discovery"] = self.ranker_discovery
         if self.table is not None:
             t = self.table
             meta.update(
@@ -109,9 +117,13 @@ class RankingModel:
     def _from_extras(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if "ranker_weights" in arrays:
-            out["ranker_weights"] = Ranker(
-                arrays.pop("ranker_weights"), tuple(meta.pop("ranker_features"))
-            ).weights
+            stored = Ranker(
+                arrays.pop("ranker_weights"),
+                tuple(meta.pop("ranker_features")),
+                discovery=arrays.pop("ranker_discovery", None),
+            )
+            out["ranker_weights"] = stored.weights
+            out["ranker_discovery"] = stored.discovery
             out["ranker_favourites_first"] = int(meta.pop("ranker_favourites_first", 0))
         if "t_category" in arrays:
             n = arrays["t_category"].shape[0]

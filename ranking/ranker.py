@@ -182,18 +182,20 @@ def _log1p(x: np.ndarray) -> np.ndarray:
 
 def room_columns(table: MerchantTable, req: RankRequest) -> np.ndarray:
     """(n, len(ROOM_FEATURES)) float32: columns that do not depend on the viewer."""
-    counts, decayed = table.popularity_at(req.items, req.now_ms)
-    age = np.maximum(req.now_ms - req.started_ms, 0.0)
-    return np.column_stack(
-        [
-            _log1p(counts),
-            _log1p(decayed[:, 0]),
-            _log1p(decayed[:, 1]),
-            _log1p(decayed[:, 2]),
-            _log1p(req.heat.astype(np.float64)),
-            np.power(0.5, age / FRESH_HALF_LIFE_MS),
-        ]
-    ).astype(np.float32)
+    return _room_matrix(table, req.items, req.started_ms, req.heat, req.now_ms)
+
+
+def _room_matrix(
+    table: MerchantTable, items: np.ndarray, started_ms: np.ndarray, heat: np.ndarray, now_ms: int
+) -> np.ndarray:
+    counts, decayed = table.popularity_at(items, now_ms)
+    out = np.empty((items.shape[0], len(ROOM_FEATURES)), dtype=np.float64)
+    out[:, 0] = counts
+    out[:, 1:4] = decayed
+    out[:, 4] = heat
+    out[:, :5] = np.log1p(np.maximum(out[:, :5], 0.0))
+    out[:, 5] = np.power(0.5, np.maximum(now_ms - started_ms, 0.0) / FRESH_HALF_LIFE_MS)
+    return out.astype(np.float32)
 
 
 @dataclass
@@ -209,6 +211,8 @@ class ViewerColumns:
     swiped_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # session_swiped = 1
     favourite_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # h_fav = 1
     by_item: dict[str, np.ndarray] = field(default_factory=dict)  # per merchant position (co-visitation)
+    # The history columns at `rows` as one (len(rows), len(HISTORY_COLUMNS)) matrix (`sparse` views it).
+    history: np.ndarray = field(default_factory=lambda: np.zeros((0, len(HISTORY_COLUMNS))))
 
     def expanded(self, req: RankRequest) -> dict[str, np.ndarray]:
         """Every dense-shaped column as an (n,) array (training and tests)."""
@@ -242,6 +246,65 @@ def _pair(by_category: np.ndarray | None, by_band: np.ndarray | None, n_cat: int
     if by_band is not None:
         table[:, 1:] += by_band.astype(np.float32)[None, :]
     return table.ravel()
+
+
+# The history columns, in the order of `history_columns`' matrix.
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "h_enters",
+    "h_watches",
+    "h_dwell",
+    "h_swipes",
+    "h_purchases",
+    "h_passed",
+    "h_entered",
+    "h_follows",
+    "h_code",
+    "h_recent_1d",
+    "h_recent_7d",
+    "h_rank",
+    "h_share",
+    "h_fav",
+)
+HISTORY_INDEX = np.array([FEATURES.index(f) for f in HISTORY_COLUMNS], dtype=np.intp)
+H_FAV = HISTORY_COLUMNS.index("h_fav")
+# log1p(stats @ _LOGGED): enters, watches, dwell in minutes, swipe-aways, purchases, shown and not entered.
+_LOGGED = np.zeros((len(STATS_ORDER), 6))
+for _j, (_stat, _factor) in enumerate(
+    (
+        ("enters", 1.0),
+        ("watches", 1.0),
+        ("dwell_s", 1 / 60.0),
+        ("swipes", 1.0),
+        ("purchases", 1.0),
+        ("impressions", 1.0),
+    )
+):
+    _LOGGED[S[_stat], _j] = _factor
+_LOGGED[S["enters"], 5] = -1.0
+_FLAGS = [S["enters"], S["follows"], S["code_enters"]]  # h_entered, h_follows, h_code: the stat > 0
+_RECENCY_HALF_LIVES = np.array([DAY_MS, 7 * DAY_MS], dtype=np.float64)
+
+
+def history_columns(st: np.ndarray, rows: np.ndarray, now_ms: int, all_enters: float) -> np.ndarray:
+    """(len(rows), len(HISTORY_COLUMNS)) float64: the history columns of the rooms at `rows` from their
+    merchants' statistics `st` (ranking.history.STATS) as of `now_ms`; `all_enters` is the viewer's enters."""
+    out = np.empty((st.shape[0], len(HISTORY_COLUMNS)))
+    out[:, 0:6] = np.log1p(np.maximum(st @ _LOGGED, 0.0))
+    out[:, 6:9] = st[:, _FLAGS] > 0
+    last = st[:, S["last_ms"]]
+    age = np.maximum(now_ms - last, 0.0)
+    out[:, 9:11] = np.power(0.5, age[:, None] / _RECENCY_HALF_LIVES) * (last > 0)[:, None]
+    enters = st[:, S["enters"]]
+    # Rank among the live rooms of entered merchants: by enters, then watches, then recency, then row.
+    rank = np.zeros(rows.size)
+    pos = np.flatnonzero(enters > 0)
+    if pos.size:
+        order = np.lexsort((rows[pos], -last[pos], -st[pos, S["watches"]], -enters[pos]))
+        rank[pos[order]] = 1.0 / (1.0 + np.arange(pos.size))
+    out[:, 11] = rank
+    out[:, 12] = enters / all_enters if all_enters > 0 else 0.0
+    out[:, 13] = (enters - st[:, S["swipes"]]) > 0
+    return out
 
 
 def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
@@ -336,36 +399,16 @@ def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
             norm = float(np.linalg.norm(vec))
             if norm > 1e-9:
                 dense["session_lightfm"] = req.unit_items @ (vec / norm).astype(np.float32)
-    # History columns (only the rooms of merchants in the history).
-    sparse: dict[str, np.ndarray] = {}
+    # History columns (only the rooms of merchants in the history), as one matrix: a few array operations
+    # over every column at once instead of two or three per column (numpy's per-call cost is most of it).
+    matrix = np.zeros((0, len(HISTORY_COLUMNS)))
     if rows.size:
-        age = np.maximum(req.now_ms - st[:, S["last_ms"]], 0.0)
-        engaged_rows = st[:, S["last_ms"]] > 0
-        enters = st[:, S["enters"]]
-        sparse["h_entered"] = (enters > 0).astype(np.float64)
-        sparse["h_enters"] = _log1p(enters)
-        sparse["h_watches"] = _log1p(st[:, S["watches"]])
-        sparse["h_dwell"] = _log1p(st[:, S["dwell_s"]] / 60.0)
-        sparse["h_recent_1d"] = np.where(engaged_rows, np.power(0.5, age / DAY_MS), 0.0)
-        sparse["h_recent_7d"] = np.where(engaged_rows, np.power(0.5, age / (7 * DAY_MS)), 0.0)
-        sparse["h_swipes"] = _log1p(st[:, S["swipes"]])
-        sparse["h_purchases"] = _log1p(st[:, S["purchases"]])
-        sparse["h_follows"] = (st[:, S["follows"]] > 0).astype(np.float64)
-        sparse["h_passed"] = _log1p(st[:, S["impressions"]] - enters)
-        sparse["h_code"] = (st[:, S["code_enters"]] > 0).astype(np.float64)
-        # Rank among the live rooms of entered merchants: by enters, then watches, then recency, then row.
-        rank = np.zeros(rows.size)
-        pos = np.flatnonzero(enters > 0)
-        if pos.size:
-            order = np.lexsort((rows[pos], -st[pos, S["last_ms"]], -st[pos, S["watches"]], -enters[pos]))
-            rank[pos[order]] = 1.0 / (1.0 + np.arange(pos.size))
-        sparse["h_rank"] = rank
-        all_enters = float(h.stats[:, S["enters"]].sum())
-        sparse["h_share"] = enters / all_enters if all_enters > 0 else np.zeros(rows.size)
-        fav = (enters - st[:, S["swipes"]]) > 0
-        sparse["h_fav"] = fav.astype(np.float64)
-        favourite_rows = rows[fav]
-    return ViewerColumns(dense, rows, sparse, by_category, by_band, swiped_rows, favourite_rows, by_item)
+        matrix = history_columns(st, rows, req.now_ms, float(h.stats[:, S["enters"]].sum()))
+        favourite_rows = rows[matrix[:, H_FAV] > 0]
+    sparse = {name: matrix[:, i] for i, name in enumerate(HISTORY_COLUMNS)} if rows.size else {}
+    cols = ViewerColumns(dense, rows, sparse, by_category, by_band, swiped_rows, favourite_rows, by_item)
+    cols.history = matrix
+    return cols
 
 
 def design(table: MerchantTable, req: RankRequest) -> np.ndarray:
@@ -378,6 +421,27 @@ def design(table: MerchantTable, req: RankRequest) -> np.ndarray:
         x[:, F[name]] = values
     for name, values in cols.sparse.items():
         x[cols.rows, F[name]] = values
+    return x
+
+
+def _rows_design(table: MerchantTable, req: RankRequest, cols: ViewerColumns, pick: np.ndarray) -> np.ndarray:
+    """The rows of `design` at rooms `cols.rows[pick]` (a few: the viewer's entered merchants), from the
+    request's columns already computed, without building the whole matrix."""
+    at = cols.rows[pick]
+    x = np.zeros((at.size, len(FEATURES)), dtype=np.float32)
+    x[:, :N_ROOM] = _room_matrix(table, req.items[at], req.started_ms[at], req.heat[at], req.now_ms)
+    for name, values in cols.dense.items():
+        x[:, F[name]] = values[at]
+    for tables, name in ((cols.by_item, "items"), (cols.by_category, "category"), (cols.by_band, "band")):
+        if tables:
+            size = next(iter(tables.values())).shape[0]
+            slot = req.slot(name, size)[at] - 1  # -1: an unknown code, which every table gives 0
+            known = slot >= 0
+            for column, values in tables.items():
+                x[:, F[column]] = np.where(known, values[slot], 0.0)
+    if cols.swiped_rows.size:
+        x[:, F["session_swiped"]] = np.isin(at, cols.swiped_rows)
+    x[:, HISTORY_INDEX] = cols.history[pick]
     return x
 
 
@@ -399,21 +463,37 @@ class Ranker:
     # Per validation list, HR@5 + NDCG@10 of the fit that chose this ranker's settings (fit_ranker; not
     # stored in the artifact): choose_lightfm compares two rankers list by list.
     validation_values: np.ndarray | None = None
+    # Weights for the rooms of merchants the viewer never entered (None: `weights` score every room).
+    # With them, `weights` score only the rooms of merchants the viewer entered before (see
+    # `fit_ranker`: the discovery part is fit on the lists whose target was a new merchant).
+    discovery: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if tuple(self.features) != FEATURES:
-            known = {name: i for i, name in enumerate(self.features)}
-            self.weights = np.array([self.weights[known[f]] if f in known else 0.0 for f in FEATURES])
-            self.features = FEATURES
-        self.weights = np.asarray(self.weights, dtype=np.float64)
-        self._room_w = self.weights[:N_ROOM].astype(np.float32)
+        known = {name: i for i, name in enumerate(self.features)}
+
+        def aligned(w: np.ndarray) -> np.ndarray:
+            if tuple(self.features) == FEATURES:
+                return np.asarray(w, dtype=np.float64)
+            return np.array([w[known[f]] if f in known else 0.0 for f in FEATURES], dtype=np.float64)
+
+        self.weights = aligned(self.weights)
+        if self.discovery is not None:
+            self.discovery = aligned(self.discovery)
+        self.features = FEATURES
+        # The weights that score every room: the room part the feed keeps per candidate set, and the
+        # viewer part of the rooms the viewer never entered. The entered rooms are rescored on top.
+        self._all_w = self.discovery if self.discovery is not None else self.weights
+        self._room_w = self._all_w[:N_ROOM].astype(np.float32)
 
     def scaled(self, multipliers: dict[str, float]) -> Ranker:
         """The same ranker with the named feature weights multiplied (an operator's override)."""
         w = self.weights.copy()
+        d = self.discovery.copy() if self.discovery is not None else None
         for name, factor in multipliers.items():
             w[F[name]] *= factor
-        return Ranker(w, FEATURES, dict(self.info), self.favourites_first)
+            if d is not None:
+                d[F[name]] *= factor
+        return Ranker(w, FEATURES, dict(self.info), self.favourites_first, discovery=d)
 
     def without(self, names: Sequence[str]) -> Ranker:
         return self.scaled(dict.fromkeys(names, 0.0))
@@ -433,7 +513,7 @@ class Ranker:
         """`score` (a room part, copied) plus the viewer part: the full linear score."""
         out = score.astype(np.float32, copy=True)
         cols = viewer_columns(table, req)
-        w = self.weights
+        w = self._all_w
         for name, values in cols.dense.items():
             weight = w[F[name]]
             if weight:
@@ -451,12 +531,13 @@ class Ranker:
         if cols.swiped_rows.size:
             out[cols.swiped_rows] += w[F["session_swiped"]]
         if cols.rows.size:
-            part = np.zeros(cols.rows.size)
-            for name, values in cols.sparse.items():
-                weight = w[F[name]]
-                if weight:
-                    part += weight * values
-            out[cols.rows] += part
+            out[cols.rows] += cols.history @ w[HISTORY_INDEX]
+            if self.discovery is not None:
+                # The rooms of merchants the viewer entered: their own weights, on their few rows.
+                pick = np.flatnonzero(cols.sparse["h_entered"] > 0)
+                if pick.size:
+                    delta = (self.weights - self.discovery).astype(np.float32)
+                    out[cols.rows[pick]] += _rows_design(table, req, cols, pick) @ delta
         if self.favourites_first > 0 and cols.favourite_rows.size:
             favourites_first(out, cols.favourite_rows, cols.swiped_rows, self.favourites_first)
         return out
@@ -714,6 +795,97 @@ def judged_value(ranks: np.ndarray) -> float:
     return float(judged_values(ranks).mean()) if ranks.size else 0.0
 
 
+def discovery_lists(lists: Lists) -> Lists:
+    """The lists whose target is a room of a merchant the viewer never entered, with only such rooms:
+    what orders discovery rooms among themselves (the h_entered column says which rows those are)."""
+    n = len(lists)
+    if n == 0:
+        return lists
+    fresh = lists.x[:, F["h_entered"]] <= 0
+    seg = np.repeat(np.arange(n), np.diff(lists.offsets))
+    target_rows = lists.offsets[:-1] + lists.target
+    keep_list = fresh[target_rows]
+    keep_row = fresh & keep_list[seg]
+    counts = np.bincount(seg[keep_row], minlength=n)[keep_list]
+    before = np.cumsum(keep_row) - keep_row  # kept rows before each row
+    target = (before[target_rows] - before[lists.offsets[:-1]])[keep_list]
+    offset = lists.offset[keep_row] if lists.offset is not None else None
+    return Lists(
+        lists.x[keep_row],
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        target.astype(np.int64),
+        lists.weight[keep_list],
+        offset,
+    )
+
+
+def _with_discovery(lists: Lists, wd: np.ndarray, unit: float) -> Lists:
+    """The lists as the two-part model sees them: the rooms of entered merchants keep their columns, the
+    other rooms have one column, the discovery part's score (divided by `unit`), after them."""
+    entered = lists.x[:, F["h_entered"]] > 0
+    part = np.where(entered, 0.0, (lists.x.astype(np.float64) @ wd) / unit).astype(np.float32)
+    x = np.concatenate([lists.x * entered[:, None], part[:, None]], axis=1)
+    return Lists(x, lists.offsets, lists.target, lists.weight, lists.offset)
+
+
+def _choose(
+    train: Lists,
+    val: Lists,
+    mask: np.ndarray,
+    l2_grid: Sequence[float],
+    first_grid: Sequence[int],
+    info: dict[str, float],
+    tag: str,
+) -> tuple[float, int, np.ndarray | None]:
+    """L2 and the favourites-first k on the validation lists (k kept by the one-standard-error rule)."""
+    best_l2, best_k = l2_grid[len(l2_grid) // 2], 0
+    values: np.ndarray | None = None
+    if not (len(train) >= 20 and len(val) >= 20 and (len(l2_grid) > 1 or len(first_grid) > 1)):
+        return best_l2, best_k, values
+    best = -1.0
+    learned: dict[float, np.ndarray] = {}  # per L2: the learned order's values (k = 0)
+    for l2 in l2_grid:
+        w = _fit(train, l2, mask)
+        scores = val.x.astype(np.float64) @ w + (val.offset if val.offset is not None else 0.0)
+        for k in first_grid:
+            per_list = judged_values(_first_ranks(scores, val, k))
+            value = float(per_list.mean())
+            info[f"validation{tag}_{l2:g}_{k}"] = round(value, 4)
+            if k == 0:
+                learned[l2] = per_list
+            if value > best + 1e-9:
+                best, best_l2, best_k, values = value, l2, k, per_list
+    # The policy is one more choice made on the same lists: it stays only if it beats the learned order
+    # by more than one standard error of the paired difference (as LightFM's columns, choose_lightfm).
+    base = learned.get(best_l2)
+    if best_k > 0 and base is not None and values is not None and values.size >= 2:
+        diff = values - base
+        gain, se = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(diff.size))
+        info.update(
+            {f"favourites_first{tag}_gain": round(gain, 4), f"favourites_first{tag}_gain_se": round(se, 4)}
+        )
+        if gain <= se:
+            best_k, values = 0, base
+    return best_l2, best_k, values
+
+
+def _discovery_l2(train: Lists, val: Lists, mask: np.ndarray, l2_grid: Sequence[float]) -> float:
+    """L2 of the discovery part, chosen on the validation lists' discovery lists."""
+    if len(val) < 20 or len(l2_grid) < 2:
+        return l2_grid[len(l2_grid) // 2]
+
+    def value(l2: float) -> float:
+        w = _fit(train, l2, mask)
+        scores = val.x.astype(np.float64) @ w + (val.offset if val.offset is not None else 0.0)
+        return judged_value(list_ranks(scores, val.offsets, val.target))
+
+    return max(l2_grid, key=value)
+
+
+# Lists whose target was a new merchant needed to fit the discovery part (fewer: one score for all rooms).
+MIN_DISCOVERY_LISTS = 100
+
+
 def fit_ranker(
     lists: Lists,
     validation_share: float = 0.25,
@@ -721,6 +893,7 @@ def fit_ranker(
     l2_grid: Sequence[float] = L2_GRID,
     validation: Lists | None = None,
     first_grid: Sequence[int] = FIRST_GRID,
+    two_part: bool | None = None,
 ) -> Ranker:
     """Choose L2 and how many favourites open the list on validation lists (HR@5 + NDCG@10), then refit
     on every list.
@@ -729,6 +902,16 @@ def fit_ranker(
     evaluation computes) or else the latest `validation_share` of `lists`. Features are standardised by
     their spread on the training lists; the returned weights are in raw feature units. `drop` names
     features held at 0 (the ablation without LightFM drops LIGHTFM_FEATURES).
+
+    **Two parts** (`two_part`; None: the validation lists decide by the one-standard-error rule): one
+    linear score over every room has to order the viewer's known merchants, the discovery rooms, and the
+    two against each other with the same weights, and on a repeat-heavy log most lists' targets are
+    known merchants, so the discovery rooms' order is what the fit gives away (on the repo's loyal world
+    the single score ranked new targets among never-entered rooms *below* live popularity). The two-part
+    ranker fits the discovery part on the lists whose target was a new merchant, over the never-entered
+    rooms only, then the whole model on every list with the known merchants' rooms keeping their columns
+    and the other rooms only the discovery part's score: the discovery part orders the discovery rooms,
+    the whole model places them against the favourites.
     """
     every = lists if validation is None else lists.concat(validation)
     sd = every.x.astype(np.float64).std(axis=0) if len(every) else np.ones(len(FEATURES))
@@ -741,33 +924,36 @@ def fit_ranker(
     else:
         train, val = lists.scaled(scale), validation.scaled(scale)
     info: dict[str, float] = {"lists": float(len(z)), "validation_lists": float(len(val))}
-    best_l2, best_k = l2_grid[len(l2_grid) // 2], 0
-    values: np.ndarray | None = None
-    if len(train) >= 20 and len(val) >= 20 and (len(l2_grid) > 1 or len(first_grid) > 1):
-        best = -1.0
-        learned: dict[float, np.ndarray] = {}  # per L2: the learned order's values (k = 0)
-        for l2 in l2_grid:
-            w = _fit(train, l2, mask)
-            scores = val.x.astype(np.float64) @ w + (val.offset if val.offset is not None else 0.0)
-            for k in first_grid:
-                per_list = judged_values(_first_ranks(scores, val, k))
-                value = float(per_list.mean())
-                info[f"validation_{l2:g}_{k}"] = round(value, 4)
-                if k == 0:
-                    learned[l2] = per_list
-                if value > best + 1e-9:
-                    best, best_l2, best_k, values = value, l2, k, per_list
-        # The policy is one more choice made on the same lists: it stays only if it beats the learned order
-        # by more than one standard error of the paired difference (as LightFM's columns, choose_lightfm).
-        base = learned.get(best_l2)
-        if best_k > 0 and base is not None and values is not None and values.size >= 2:
-            diff = values - base
+    best_l2, best_k, values = _choose(train, val, mask, l2_grid, first_grid, info, "")
+    discovery: np.ndarray | None = None
+    d_train, d_all = discovery_lists(train), discovery_lists(z)
+    if two_part is not False and len(d_train) >= MIN_DISCOVERY_LISTS:
+        d_l2 = _discovery_l2(d_train, discovery_lists(val), mask, l2_grid)
+        wd = _fit(d_train, d_l2, mask)
+        unit = float((train.x.astype(np.float64) @ wd).std()) or 1.0
+        mask2 = np.concatenate([mask, [True]])
+        t2, v2 = _with_discovery(train, wd, unit), _with_discovery(val, wd, unit)
+        l2_2, k_2, values_2 = _choose(t2, v2, mask2, l2_grid, first_grid, info, "_two_part")
+        keep = two_part is True
+        if two_part is None and values is not None and values_2 is not None and values.size >= 2:
+            diff = values_2 - values
             gain, se = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(diff.size))
-            info.update(favourites_first_gain=round(gain, 4), favourites_first_gain_se=round(se, 4))
-            if gain <= se:
-                best_k, values, best = 0, base, float(base.mean())
-        info["validation"] = round(best, 4)
+            info.update(two_part_gain=round(gain, 4), two_part_gain_se=round(se, 4))
+            keep = gain > se
+        if keep:
+            # Refit on every list: the discovery part on every discovery list, then the whole model.
+            wd = _fit(d_all, d_l2, mask)
+            unit = float((z.x.astype(np.float64) @ wd).std()) or 1.0
+            w2 = _fit(_with_discovery(z, wd, unit), l2_2, mask2)
+            info.update(l2=l2_2, discovery_l2=d_l2, favourites_first=float(k_2), two_part=1.0)
+            if values_2 is not None:
+                info["validation"] = round(float(values_2.mean()), 4)
+            discovery = (w2[-1] / unit) * wd / scale
+            return Ranker(w2[:-1] / scale, FEATURES, info, k_2, values_2, discovery)
+    if values is not None:
+        info["validation"] = round(float(values.mean()), 4)
     w = _fit(z, best_l2, mask) if len(z) else np.zeros(len(FEATURES))
     info["l2"] = best_l2
     info["favourites_first"] = float(best_k)
+    info["two_part"] = 0.0
     return Ranker(w / scale, FEATURES, info, best_k, values)

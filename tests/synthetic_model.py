@@ -65,6 +65,7 @@ def _ranker_parts(rng: Any, viewers: int, merchants: int, categories: Sequence[s
     merchants_of = np.sort(rng.integers(0, merchants, (viewers, per)), axis=1).ravel()
     return {
         "ranker_weights": rng.normal(size=len(FEATURES)),
+        "ranker_discovery": rng.normal(size=len(FEATURES)),  # a two-part ranker, as the trainer fits them
         "categories": list(categories),
         "table": MerchantTable(
             category=rng.integers(0, len(categories), merchants),

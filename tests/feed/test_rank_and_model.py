@@ -44,7 +44,7 @@ async def test_rank_stage_is_the_learned_ranker_with_the_operator_multipliers() 
     from types import SimpleNamespace
 
     from feed.stages import Rank, Score, rank_model, viewer_inputs
-    from ranking.ranker import RankRequest, design
+    from ranking.ranker import FEATURES, RankRequest, design
     from ranking.scorer import Scorer
     from tests.synthetic_model import synthetic_model as _model
 
@@ -79,10 +79,14 @@ async def test_rank_stage_is_the_learned_ranker_with_the_operator_multipliers() 
         unit_items=live.unit,
         item_unit_of=scorer.unit_items(),
     )
-    weights = rm.ranker.multiplied(
-        {"lightfm": 0.5, "popularity": 1.5, "history": 2.0, "session": 1.0}
-    ).weights
-    expected = design(rm.table, req).astype(np.float64) @ weights
+    ranker = rm.ranker.multiplied({"lightfm": 0.5, "popularity": 1.5, "history": 2.0, "session": 1.0})
+    x = design(rm.table, req).astype(np.float64)
+    # A two-part ranker: the rooms of merchants the viewer entered by their weights, the others by the
+    # discovery part's (both multiplied alike).
+    assert ranker.discovery is not None
+    entered = x[:, FEATURES.index("h_entered")] > 0
+    assert entered.any() and (~entered).any()
+    expected = np.where(entered, x @ ranker.weights, x @ ranker.discovery)
     assert np.allclose(c.score, expected, atol=1e-3)
 
 

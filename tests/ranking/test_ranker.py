@@ -18,7 +18,10 @@ from ranking.ranker import (
     baseline_ranker,
     choose_lightfm,
     design,
+    discovery_lists,
     fit_ranker,
+    judged_value,
+    list_ranks,
     viewer_columns,
 )
 from ranking.replay import Target
@@ -162,3 +165,93 @@ def test_merchant_identity_keeps_half_of_its_representation(small_training: Trai
         assert abs(sum(row.values()) - 1.0) < 1e-5
         ident = [v for j, v in row.items() if names[j].startswith("id:")]
         assert ident == [IDENTITY_SHARE] or len(row) == 1
+
+
+def _known_and_new_lists(n_lists: int, seed: int) -> tuple[Lists, np.ndarray]:
+    """Lists of 5 rooms of known merchants and 25 discovery rooms where what makes a known merchant the
+    choice (many enters, and *less* popular: the viewer's own niche) is the opposite of what makes a
+    discovery room the choice (popular): one score over every room cannot order both."""
+    rng = np.random.default_rng(seed)
+    size, known = 30, 5
+    x = np.zeros((n_lists * size, len(FEATURES)), dtype=np.float32)
+    pop, enters, entered = (
+        FEATURES.index("pop_total"),
+        FEATURES.index("h_enters"),
+        FEATURES.index("h_entered"),
+    )
+    x[:, pop] = rng.normal(size=n_lists * size)
+    is_known = np.tile(np.arange(size) < known, n_lists)
+    x[is_known, entered] = 1.0
+    x[is_known, enters] = rng.exponential(size=int(is_known.sum()))
+    utility = np.where(is_known, 1.5 * x[:, enters] - 1.5 * x[:, pop] - 0.5, 1.5 * x[:, pop] - 1.0)
+    utility = utility.reshape(n_lists, size) + rng.gumbel(size=(n_lists, size))
+    lists = Lists(x, np.arange(0, n_lists * size + 1, size), utility.argmax(axis=1), np.ones(n_lists), None)
+    return lists, is_known
+
+
+def test_two_part_ranker_orders_discovery_rooms_by_what_brings_viewers_to_new_merchants() -> None:
+    lists, _ = _known_and_new_lists(4_000, 5)
+    single = fit_ranker(lists, two_part=False)
+    chosen = fit_ranker(lists)  # the validation lists decide, one-standard-error rule
+    assert chosen.info["two_part"] == 1.0 and chosen.discovery is not None
+    assert chosen.info["two_part_gain"] > chosen.info["two_part_gain_se"] > 0
+    pop = FEATURES.index("pop_total")
+    # Popularity counts for a discovery room and against a known merchant, as the choices were made.
+    assert chosen.discovery[pop] > 0 > chosen.weights[pop]
+    held, known = _known_and_new_lists(1_000, 6)
+
+    def value(r: Ranker) -> float:  # on held-out lists, each room scored with its part's weights
+        x = held.x.astype(np.float64)
+        d = r.discovery if r.discovery is not None else r.weights
+        scores = np.where(known, x @ r.weights, x @ d)
+        return judged_value(list_ranks(scores, held.offsets, held.target))
+
+    assert value(chosen) > value(single) + 0.1
+    assert len(discovery_lists(held)) > 100
+
+
+def test_a_single_score_stays_when_two_parts_do_not_help() -> None:
+    # The choices were made by one linear utility over every room: the simpler model is kept.
+    lists, _ = _known_and_new_lists(2_000, 7)
+    rng = np.random.default_rng(8)
+    true = rng.normal(size=len(FEATURES)) * (lists.x.std(axis=0) > 0)
+    utility = (lists.x @ true).reshape(len(lists), -1) + rng.gumbel(size=(len(lists), 30))
+    plain = Lists(lists.x, lists.offsets, utility.argmax(axis=1), lists.weight, None)
+    assert fit_ranker(plain).info["two_part"] == 0.0
+
+
+def test_two_part_feed_score_equals_each_rooms_design_with_its_weights(small_targets: list[Target]) -> None:
+    # The feed scores every room with the discovery weights, then the viewer's entered merchants with
+    # their own weights on their few rows: the same as design() row by row with the right weights.
+    rng = np.random.default_rng(4)
+    ranker = Ranker(rng.normal(size=len(FEATURES)), discovery=rng.normal(size=len(FEATURES)))
+    both = [t for t in small_targets if len(t.request.history) and t.entered_before.any()]
+    both = [t for t in both if (~t.entered_before).any() and t.request.session][:20]
+    assert both
+    for t in both:
+        x = design(t.table, t.request).astype(np.float64)
+        entered = x[:, FEATURES.index("h_entered")] > 0
+        assert ranker.discovery is not None
+        full = np.where(entered, x @ ranker.weights, x @ ranker.discovery)
+        assert np.allclose(ranker.score(t.table, t.request), full, atol=1e-3)
+    # Operators' multipliers reach both parts.
+    assert ranker.discovery is not None
+    muted = ranker.multiplied({"popularity": 0.0})
+    assert muted.discovery is not None and muted.discovery[FEATURES.index("pop_total")] == 0.0
+    assert muted.weights[FEATURES.index("pop_total")] == 0.0
+
+
+def test_artifact_carries_the_discovery_part(small_training: TrainingSet) -> None:
+    model = train_model(
+        small_training, ModelParams(no_components=4, epochs=1, num_threads=1), "art2", progress=False
+    )
+    ranker = Ranker(
+        np.linspace(-1, 1, len(FEATURES)), favourites_first=2, discovery=np.linspace(1, -1, len(FEATURES))
+    )
+    model.with_ranker(ranker)
+    again = RankingModel.from_bytes(model.to_bytes())
+    assert again.ranker is not None and again.ranker.discovery is not None and ranker.discovery is not None
+    assert np.allclose(again.ranker.discovery, ranker.discovery) and again.ranker.favourites_first == 2
+    model.with_ranker(baseline_ranker("rep_pop"))  # a baseline has one score for every room
+    plain = RankingModel.from_bytes(model.to_bytes()).ranker
+    assert plain is not None and plain.discovery is None
