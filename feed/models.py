@@ -159,12 +159,21 @@ class ConfigRollback(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     version: Annotated[int, Meta(ge=0, le=2**31 - 1)]  # an integer column
 
 
+class ConfigChange(msgspec.Struct, kw_only=True):
+    """One setting changed by a version: its value before and after."""
+
+    from_: Annotated[float, Meta(description="the value in the version before")] = msgspec.field(name="from")
+    to: Annotated[float, Meta(description="the value in this version")]
+
+
 class ConfigVersion(msgspec.Struct, kw_only=True):
     """A version of the ranking config."""
 
     version: int
     config: Annotated[dict[str, float], Meta(description="every field's value (feed.config.RANGES)")]
-    diff: Annotated[dict[str, Any], Meta(description="field → {from, to} against the version before")]
+    diff: Annotated[
+        dict[str, ConfigChange], Meta(description="each changed setting against the version before")
+    ]
     author: str | None
     note: str | None
     rollback_of: int | None

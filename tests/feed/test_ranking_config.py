@@ -56,7 +56,7 @@ async def test_stale_expected_version_is_409_and_history_names_author_and_diff(
     assert r.status_code == 200, r.text
     saved = r.json()
     assert saved["version"] == current["version"] + 1
-    assert saved["diff"]["w_freshness"]["to"] == 0.3
+    assert saved["diff"]["w_freshness"] == {"from": current["config"]["w_freshness"], "to": 0.3}
     r = await feed_app.put(
         "/v1/ops/ranking-config",
         json={"expected_version": current["version"], "config": {"w_freshness": 0.4}},

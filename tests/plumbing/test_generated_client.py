@@ -385,6 +385,10 @@ async def test_a_generated_client_drives_the_merchant_and_operator_flows(
         operator,
         body=m.ConfigUpdate(config=m.RankingConfigChange(w_freshness=0.25), note="generated client"),
     )
+    if current.config["w_freshness"] != 0.25:  # the diff is typed: each changed setting's from and to
+        change = saved.diff["w_freshness"]
+        assert isinstance(change, m.ConfigChange)
+        assert (change.from_, change.to) == (current.config["w_freshness"], 0.25)
     history = await flow.call("ranking-config", "ranking_config_history", operator, limit=1)
     assert history.versions[0].version == saved.version and history.next_ is not None
     await flow.call(

@@ -161,10 +161,6 @@ FREE_FORM = {
     "POST /v1/ops/models/rollback .metrics": "the evaluation figures of the version now serving",
     "POST /v1/ops/models/{version}/promote .params": "the promoted version's training parameters",
     "POST /v1/ops/models/{version}/promote .metrics": "the promoted version's evaluation figures",
-    "GET /v1/ops/ranking-config .diff": "the settings changed from the defaults (a setting -> its value)",
-    "PUT /v1/ops/ranking-config .diff": "the settings changed from the defaults",
-    "GET /v1/ops/ranking-config/history .versions[].diff": "each version's changed settings",
-    "POST /v1/ops/ranking-config/rollback .diff": "the settings changed from the defaults",
 }
 
 
