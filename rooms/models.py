@@ -59,7 +59,10 @@ class MerchantCreated(msgspec.Struct, kw_only=True):
 class MerchantList(msgspec.Struct, kw_only=True):
     merchants: list[Merchant]
     next: Next
-    next_after: Annotated[str | None, Meta(description="the same as `next` (its former name; deprecated)")]
+    next_after: Annotated[
+        str | None,
+        Meta(description="the same as `next` (its former name)", extra_json_schema={"deprecated": True}),
+    ]
 
 
 class MerchantsQuery(ListQuery, kw_only=True):

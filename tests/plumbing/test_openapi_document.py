@@ -151,6 +151,8 @@ def test_every_list_that_can_grow_pages_with_one_cursor(document: dict[str, Any]
     assert unpaged == []
     assert len(listed) >= 12  # stores, staff, products, rooms ×2, codes, orders, replays, models, ...
     assert set(BOUNDED_LISTS) <= set(_operations(document))  # no stale exemption
+    # The one cursor's former name on the operators' merchants list is declared deprecated.
+    assert document["components"]["schemas"]["MerchantList"]["properties"]["next_after"]["deprecated"] is True
 
 
 # Maps inside an answer whose keys are data, not a contract, and why.
