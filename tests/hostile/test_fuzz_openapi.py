@@ -151,7 +151,10 @@ def _fuzz(operation: Any, mode: GenerationMode, base_url: str, headers: dict[str
     try:
         fuzz()
     except Exception as exc:  # schemathesis could not build a request: say so, keep fuzzing the others
-        if "Unsatisfiable" not in type(exc).__name__:
+        # Generation's own failures are not findings: Unsatisfiable (no value fits), and
+        # FlakyStrategyDefinition (hypothesis replaying a negative query case drew differently: seen on
+        # GET /v1/ops/ranking-config/history's ?limit=&after= in 1 of 4 runs, never on a server answer).
+        if type(exc).__name__ not in {"Unsatisfiable", "FlakyStrategyDefinition"}:
             seen.append(f"{type(exc).__name__}: {str(exc)[:200]}")
     return seen
 
