@@ -25,6 +25,14 @@ from ranking.viewer_state import ViewerState, from_model
 log = logging.getLogger("feed.retrieval")
 
 
+# Up to this many live rooms the ranker scores every room: below it, retrieval's fixed cost (seven
+# sources, their union, the subset) is more than ranking every room. Measured crossover
+# (`bench/bench_retrieval.py --cpu`, stage CPU per page, retrieval / every room): 10,000 rooms 1.65,
+# 20,000 1.27, 30,000 1.19, 40,000 1.06, 50,000 0.84, 100,000 0.50 (docs/feed.md). Was 2 x Budget.total()
+# = 1,132 rooms, where retrieval cost 1.6x ranking every room.
+RETRIEVAL_FROM_ROOMS = 45_000
+
+
 class OwedExposure(Protocol):
     """Merchants the alliance owes exposure, most owed first (alliance.boost.AllianceBoost)."""
 
@@ -53,8 +61,9 @@ class ViewerStep:
 class Retrieve:
     """Retrieve: the rooms worth ranking for this viewer, from cheap per-snapshot sources (ranking.retrieval).
 
-    Runs after the filters, on the rooms the viewer may be shown; below `min_rooms` live rooms it leaves
-    every room to the ranker.
+    Runs after the filters, on the rooms the viewer may be shown; up to `min_rooms` live rooms (default
+    `RETRIEVAL_FROM_ROOMS`, where retrieval starts to cost less than ranking every room) it leaves every
+    room to the ranker.
     """
 
     name = "retrieve"
@@ -72,7 +81,7 @@ class Retrieve:
         self.rank = rank
         self.owed = owed
         self.budget = budget
-        self.min_rooms = 2 * budget.total() if min_rooms is None else min_rooms
+        self.min_rooms = RETRIEVAL_FROM_ROOMS if min_rooms is None else min_rooms
         self.exact_below = exact_below
         self.exploration = Exploration()
         self._signs: tuple[Any, dict[str, float]] | None = None

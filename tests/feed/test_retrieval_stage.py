@@ -10,7 +10,7 @@ import numpy as np
 
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit, Stage
-from feed.retrieval import Retrieve, ViewerStep
+from feed.retrieval import RETRIEVAL_FROM_ROOMS, Retrieve, ViewerStep
 from feed.stages import Exploration, Filters, Rank, Score
 from ranking.retrieval import Budget
 from ranking.scorer import Scorer
@@ -171,6 +171,15 @@ async def test_below_min_rooms_every_room_is_ranked() -> None:
     scorer, rooms, base = _setup()
     watcher = SimpleNamespace(scorer=scorer)
     ctx = await _ranked(scorer, rooms, base, Retrieve(watcher, Rank(watcher), min_rooms=5_000), set())
+    assert ctx.candidates.parent is None and len(ctx.candidates) == 3_000
+
+
+async def test_by_default_retrieval_starts_only_where_it_costs_less_than_ranking_every_room() -> None:
+    scorer, rooms, base = _setup()
+    watcher = SimpleNamespace(scorer=scorer)
+    stage = Retrieve(watcher, Rank(watcher))
+    assert stage.min_rooms == RETRIEVAL_FROM_ROOMS > 10_000  # the measured crossover (docs/feed.md)
+    ctx = await _ranked(scorer, rooms, base, stage, set())
     assert ctx.candidates.parent is None and len(ctx.candidates) == 3_000
 
 
