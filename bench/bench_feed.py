@@ -359,7 +359,9 @@ def _sessions(port: int, secret: str, n: int, viewers: int) -> list[tuple[str, s
     from roomfeed.auth import sign_viewer_token
 
     out = []
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=120
+    ) as client:  # 100,000 rooms, loaded host: slow first pages
         for i in range(n):
             viewer = f"viewer-{(i * 7919) % viewers}"
             token = sign_viewer_token(secret, viewer)
@@ -808,9 +810,8 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
-    from dataclasses import replace
-
     import signal
+    from dataclasses import replace
 
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM: stop the servers, Redis and the database as Ctrl-C does

@@ -109,7 +109,14 @@ def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | No
     base.impressions = (rng.random(rooms) * 60).astype(np.float32)
     rank = Rank(watcher)
     arms: dict[str, list[Stage]] = {
-        "retrieval": [Filters(), ViewerStep(watcher), Retrieve(watcher, rank), Score(watcher), rank],
+        # min_rooms=0: retrieval at every size (the feed turns it on above RETRIEVAL_FROM_ROOMS, the crossover)
+        "retrieval": [
+            Filters(),
+            ViewerStep(watcher),
+            Retrieve(watcher, rank, min_rooms=0),
+            Score(watcher),
+            rank,
+        ],
         "all_rooms": [Filters(), ViewerStep(watcher), Score(watcher), rank],
     }
     if only is not None:  # one arm alone (a profile of it)
