@@ -260,6 +260,121 @@ def discovery_designs(merchants: int, queries: int, want: int, seed: int = 1) ->
     return out
 
 
+def page_agreement(rooms: int, viewers: int, pages: int) -> dict[str, Any]:
+    """How much of the page retrieval changes at `rooms` live rooms (bench_feed's synthetic model: random
+    LightFM vectors, the worst case for the item clusters): the top 10 after diversity of (a) the ranker
+    over every room, (b) retrieval with exact discovery, (c) retrieval with discovery through the item
+    clusters, for the same viewers and sessions; overlap@10 of (b) and (c) with (a), and of (c) with (b)."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from bench_feed import _model
+    from threadpoolctl import threadpool_limits
+
+    from feed.config import RankingConfig
+    from feed.context import Candidates, FeedContext, RecentVisit, Stage
+    from feed.retrieval import Retrieve, ViewerStep
+    from feed.stages import Diversity, Filters, Rank, Score
+    from ranking.scorer import Scorer
+
+    merchants = max(5_000, rooms // 2)
+    scorer = Scorer(_model(viewers, merchants))
+    watcher = SimpleNamespace(scorer=scorer)
+    now = time.time()
+    base = Candidates.of(_stage_rooms(rooms, merchants, now))
+    rng = np.random.default_rng(3)
+    base.enters = (rng.random(rooms) * 20).astype(np.float32)
+    base.impressions = (rng.random(rooms) * 60).astype(np.float32)
+    rank = Rank(watcher)
+    arms: dict[str, list[Stage]] = {
+        "all_rooms": [Filters(), ViewerStep(watcher), Score(watcher), rank],
+        "exact_discovery": [
+            Filters(),
+            ViewerStep(watcher),
+            Retrieve(watcher, rank, min_rooms=0, exact_below=10**9),
+            Score(watcher),
+            rank,
+        ],
+        "clustered_discovery": [
+            Filters(),
+            ViewerStep(watcher),
+            Retrieve(watcher, rank, min_rooms=0, exact_below=0),
+            Score(watcher),
+            rank,
+        ],
+    }
+
+    async def page(name: str, v: int) -> list[str]:
+        ctx = FeedContext(f"viewer-{(v * 7919) % viewers}", f"ses_{v}", 10, RankingConfig(), now=now)
+        ctx.rng = np.random.default_rng(v)
+        ctx.candidates = base.fresh_copy()
+        ctx.candidates.enters, ctx.candidates.impressions = base.enters, base.impressions
+        ctx.served = {f"room_{(v * 13 + j) % rooms}" for j in range(20)}
+        ctx.recent = [
+            RecentVisit(
+                f"room_{(v * 7 + k) % rooms}",
+                f"mer_{((v * 7 + k) % rooms) % merchants:016x}",
+                60_000 + 1_000 * k,
+                int(now * 1000) - k * 60_000,
+                False,
+            )
+            for k in range(12)
+        ]
+        for stage in [*arms[name], Diversity()]:
+            await stage.apply(ctx)
+        c = ctx.candidates
+        return [str(c.room_ids[i]) for i in ctx.order[:10]]
+
+    async def run() -> dict[str, list[list[str]]]:
+        return {name: [await page(name, v) for v in range(pages)] for name in arms}
+
+    with threadpool_limits(1, user_api="blas"):
+        got = asyncio.run(run())
+
+    def overlap(a: str, b: str) -> float:
+        return round(
+            float(np.mean([len(set(x) & set(y)) / 10 for x, y in zip(got[a], got[b], strict=True)])), 3
+        )
+
+    return {
+        "rooms": rooms,
+        "merchants": merchants,
+        "pages": pages,
+        "overlap10_exact_discovery_vs_all_rooms": overlap("exact_discovery", "all_rooms"),
+        "overlap10_clustered_vs_all_rooms": overlap("clustered_discovery", "all_rooms"),
+        "overlap10_clustered_vs_exact_discovery": overlap("clustered_discovery", "exact_discovery"),
+    }
+
+
+def agreement_main(args: argparse.Namespace) -> None:
+    import os
+
+    points = [page_agreement(int(n), args.cpu_viewers, args.pages) for n in args.agreement.split(",")]
+    load = os.getloadavg()[0]
+    lines = [
+        f"the page retrieval serves against the ranker over every live room, {args.pages} viewers per point, "
+        f"top 10 after diversity, bench_feed's synthetic model (random LightFM vectors: the item clusters' "
+        f"worst case); load average at the end {load:.1f}",
+        "",
+        "| live rooms | merchants | overlap@10 exact discovery vs every room | clustered vs every room "
+        "| clustered vs exact discovery |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p['rooms']:,} | {p['merchants']:,} | {p['overlap10_exact_discovery_vs_all_rooms']} "
+            f"| {p['overlap10_clustered_vs_all_rooms']} | {p['overlap10_clustered_vs_exact_discovery']} |"
+        )
+    report(
+        args,
+        "retrieval_agreement",
+        {"runs": points, "load_avg_1m_at_end": round(load, 2)},
+        lines,
+        "retrieval_agreement — how much of the page retrieval changes at scale",
+    )
+
+
 def discovery_main(args: argparse.Namespace) -> None:
     import os
 
@@ -343,11 +458,17 @@ def main() -> None:
         "--discovery", default=None, help="live-merchant counts: discovery's designs (CPU, recall)"
     )
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument(
+        "--agreement", default=None, help="live-room counts: retrieval's pages against every room's"
+    )
     ap.add_argument("--pages", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     if args.discovery:
         discovery_main(args)
+        return
+    if args.agreement:
+        agreement_main(args)
         return
     if args.cpu:
         cpu_main(args)
