@@ -83,30 +83,66 @@ def _stage_rooms(n: int, merchants: int, now: float) -> list[Any]:
     ]
 
 
-def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | None = None) -> dict[str, Any]:
-    """Process CPU ms per page of the feed's stages over `rooms` live rooms, with and without retrieval."""
-    import asyncio
-    import statistics
+def _synthetic_set(rooms: int, viewers: int) -> tuple[int, Any, Any, float]:
+    """(merchants, a model watcher, the candidate set with heat, now): `rooms` live rooms of max(5,000,
+    rooms / 2) merchants served by bench_feed's synthetic model (k=32) of `viewers` viewers."""
     import time
     from types import SimpleNamespace
 
     from bench_feed import _model
-    from threadpoolctl import threadpool_limits
 
-    from feed.config import RankingConfig
-    from feed.context import Candidates, FeedContext, RecentVisit, Stage
-    from feed.retrieval import Retrieve, ViewerStep
-    from feed.stages import Diversity, Exploration, Filters, Rank, Score
+    from feed.context import Candidates
     from ranking.scorer import Scorer
 
     merchants = max(5_000, rooms // 2)
-    scorer = Scorer(_model(viewers, merchants))
-    watcher = SimpleNamespace(scorer=scorer)
+    watcher = SimpleNamespace(scorer=Scorer(_model(viewers, merchants)))
     now = time.time()
     base = Candidates.of(_stage_rooms(rooms, merchants, now))
     rng = np.random.default_rng(3)
     base.enters = (rng.random(rooms) * 20).astype(np.float32)
     base.impressions = (rng.random(rooms) * 60).astype(np.float32)
+    return merchants, watcher, base, now
+
+
+def _request(
+    v: int, base: Any, merchants: int, viewers: int, now: float, rng: np.random.Generator, dwell: Any
+) -> Any:
+    """Request number `v` over the synthetic set: viewer, session, 20 rooms served, 12 recent visits."""
+    from feed.config import RankingConfig
+    from feed.context import FeedContext, RecentVisit
+
+    rooms = len(base)
+    ctx = FeedContext(f"viewer-{(v * 7919) % viewers}", f"ses_{v}", 10, RankingConfig(), now=now, rng=rng)
+    ctx.candidates = base.fresh_copy()
+    ctx.candidates.enters, ctx.candidates.impressions = base.enters, base.impressions
+    ctx.served = {f"room_{(v * 13 + j) % rooms}" for j in range(20)}
+    ctx.recent = [
+        RecentVisit(
+            f"room_{(v * 7 + k) % rooms}",
+            f"mer_{((v * 7 + k) % rooms) % merchants:016x}",
+            dwell(k),
+            int(now * 1000) - k * 60_000,
+            False,
+        )
+        for k in range(12)
+    ]
+    return ctx
+
+
+def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | None = None) -> dict[str, Any]:
+    """Process CPU ms per page of the feed's stages over `rooms` live rooms, with and without retrieval."""
+    import asyncio
+    import statistics
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    from feed.context import Stage
+    from feed.retrieval import Retrieve, ViewerStep
+    from feed.stages import Diversity, Exploration, Filters, Rank, Score
+
+    merchants, watcher, base, now = _synthetic_set(rooms, viewers)
+    rng = np.random.default_rng(3)
     rank = Rank(watcher)
     arms: dict[str, list[Stage]] = {
         # min_rooms=0: retrieval at every size (the feed turns it on above RETRIEVAL_FROM_ROOMS, the crossover)
@@ -122,27 +158,13 @@ def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | No
     if only is not None:  # one arm alone (a profile of it)
         arms = {only: arms[only]}
     tail: list[Stage] = [Diversity(), Exploration()]
-    cfg = RankingConfig()
     sizes: dict[str, list[int]] = {name: [] for name in arms}
     # Process CPU per stage (ms summed over the measured pages), for "where the page's time goes".
     per_stage: dict[str, dict[str, float]] = {name: {} for name in arms}
     measuring = [False]
 
     async def page(name: str, v: int) -> None:
-        ctx = FeedContext(f"viewer-{(v * 7919) % viewers}", f"ses_{v}", 10, cfg, now=now, rng=rng)
-        ctx.candidates = base.fresh_copy()
-        ctx.candidates.enters, ctx.candidates.impressions = base.enters, base.impressions
-        ctx.served = {f"room_{(v * 13 + j) % rooms}" for j in range(20)}
-        ctx.recent = [
-            RecentVisit(
-                f"room_{(v * 7 + k) % rooms}",
-                f"mer_{((v * 7 + k) % rooms) % merchants:016x}",
-                int(rng.integers(1_000, 200_000)),
-                int(now * 1000) - k * 60_000,
-                False,
-            )
-            for k in range(12)
-        ]
+        ctx = _request(v, base, merchants, viewers, now, rng, lambda k: int(rng.integers(1_000, 200_000)))
         spent = per_stage[name]
         for stage in [*arms[name], *tail]:
             t = time.process_time()
@@ -266,26 +288,14 @@ def page_agreement(rooms: int, viewers: int, pages: int) -> dict[str, Any]:
     over every room, (b) retrieval with exact discovery, (c) retrieval with discovery through the item
     clusters, for the same viewers and sessions; overlap@10 of (b) and (c) with (a), and of (c) with (b)."""
     import asyncio
-    import time
-    from types import SimpleNamespace
 
-    from bench_feed import _model
     from threadpoolctl import threadpool_limits
 
-    from feed.config import RankingConfig
-    from feed.context import Candidates, FeedContext, RecentVisit, Stage
+    from feed.context import Stage
     from feed.retrieval import Retrieve, ViewerStep
     from feed.stages import Diversity, Filters, Rank, Score
-    from ranking.scorer import Scorer
 
-    merchants = max(5_000, rooms // 2)
-    scorer = Scorer(_model(viewers, merchants))
-    watcher = SimpleNamespace(scorer=scorer)
-    now = time.time()
-    base = Candidates.of(_stage_rooms(rooms, merchants, now))
-    rng = np.random.default_rng(3)
-    base.enters = (rng.random(rooms) * 20).astype(np.float32)
-    base.impressions = (rng.random(rooms) * 60).astype(np.float32)
+    merchants, watcher, base, now = _synthetic_set(rooms, viewers)
     rank = Rank(watcher)
     arms: dict[str, list[Stage]] = {
         "all_rooms": [Filters(), ViewerStep(watcher), Score(watcher), rank],
@@ -306,21 +316,9 @@ def page_agreement(rooms: int, viewers: int, pages: int) -> dict[str, Any]:
     }
 
     async def page(name: str, v: int) -> list[str]:
-        ctx = FeedContext(f"viewer-{(v * 7919) % viewers}", f"ses_{v}", 10, RankingConfig(), now=now)
-        ctx.rng = np.random.default_rng(v)
-        ctx.candidates = base.fresh_copy()
-        ctx.candidates.enters, ctx.candidates.impressions = base.enters, base.impressions
-        ctx.served = {f"room_{(v * 13 + j) % rooms}" for j in range(20)}
-        ctx.recent = [
-            RecentVisit(
-                f"room_{(v * 7 + k) % rooms}",
-                f"mer_{((v * 7 + k) % rooms) % merchants:016x}",
-                60_000 + 1_000 * k,
-                int(now * 1000) - k * 60_000,
-                False,
-            )
-            for k in range(12)
-        ]
+        ctx = _request(
+            v, base, merchants, viewers, now, np.random.default_rng(v), lambda k: 60_000 + 1_000 * k
+        )
         for stage in [*arms[name], Diversity()]:
             await stage.apply(ctx)
         c = ctx.candidates
