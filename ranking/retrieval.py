@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ranking.history import S, ViewerHistory
-from ranking.ranker import MerchantTable, Ranker, RankRequest
+from ranking.ranker import F, MerchantTable, Ranker, RankRequest
 
 SOURCES: tuple[str, ...] = (
     "favourites",
@@ -359,9 +359,11 @@ class Viewer:
 
 def directions(ranker: Ranker) -> dict[str, float]:
     """Which way the ranker's viewer columns count (+1, -1, 0 unused): discovery takes the merchants
-    with the best LightFM *contribution*, co-visitation and categories only where they add."""
-    w = ranker.as_dict()
-    return {name: float(np.sign(w[name])) for name in ("lightfm", "covisit", "category_affinity")}
+    with the best LightFM *contribution*, co-visitation and categories only where they add. A two-part
+    ranker scores the rooms of merchants the viewer never entered — what these sources bring — with its
+    discovery weights, so those decide."""
+    weights = ranker.discovery if ranker.discovery is not None else ranker.weights
+    return {name: float(np.sign(weights[F[name]])) for name in ("lightfm", "covisit", "category_affinity")}
 
 
 @dataclass

@@ -253,3 +253,16 @@ def test_item_clusters_need_item_vectors() -> None:
 
     with pytest.raises(ValueError, match="at least one item vector"):
         rt.ItemClusters.of(np.zeros((0, 8), np.float32))
+
+
+def test_a_two_part_rankers_discovery_weights_decide_which_way_the_sources_count() -> None:
+    from ranking.ranker import F
+
+    whole = np.zeros(len(FEATURES))
+    whole[F["lightfm"]], whole[F["covisit"]], whole[F["category_affinity"]] = 1.0, 1.0, 1.0
+    assert rt.directions(Ranker(whole)) == {"lightfm": 1.0, "covisit": 1.0, "category_affinity": 1.0}
+    # The rooms these sources bring are of merchants the viewer never entered: the discovery part scores them.
+    discovery = whole.copy()
+    discovery[F["lightfm"]], discovery[F["covisit"]] = -0.5, 0.0
+    signs = rt.directions(Ranker(whole, discovery=discovery))
+    assert signs == {"lightfm": -1.0, "covisit": 0.0, "category_affinity": 1.0}
