@@ -374,31 +374,37 @@ def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
                     by_item["covisit"] = vec
     recent = [v for v in req.session if req.now_ms - v.ts <= SESSION_WINDOW_MS and v.item >= 0]
     if recent:
-        cat_dwell = np.zeros(table.n_categories)
-        cat_skip = np.zeros(table.n_categories)
+        # A dozen visits: plain Python over them costs less than numpy's per-call overhead (measured: the
+        # session part was ~200 us of array calls per request at 10,000 rooms, docs/ranking.md).
+        n_known = table.category.shape[0]
+        dwell_by: dict[int, float] = {}
+        skips_by: dict[int, float] = {}
         swiped: set[int] = set()
+        attention: dict[int, float] = {}  # per merchant: log1p(dwell / 30 s) summed (session_lightfm)
         for v in recent:
-            code = int(table.category[v.item]) if v.item < table.category.shape[0] else -1
+            code = int(table.category[v.item]) if v.item < n_known else -1
             if v.dwell_ms < SWIPE_AWAY_MS:
                 swiped.add(v.item)
                 if code >= 0:
-                    cat_skip[code] += 1.0
+                    skips_by[code] = skips_by.get(code, 0.0) + 1.0
             elif code >= 0:
-                cat_dwell[code] += v.dwell_ms / 1000.0
-        if cat_dwell.sum() > 0:
-            by_category["session_category"] = cat_dwell / cat_dwell.sum()
-        if cat_skip.sum() > 0:
-            by_category["session_skip"] = cat_skip / cat_skip.sum()
+                dwell_by[code] = dwell_by.get(code, 0.0) + v.dwell_ms / 1000.0
+            attention[v.item] = attention.get(v.item, 0.0) + math.log1p(max(v.dwell_ms, 0) / 30_000.0)
+        for name, by in (("session_category", dwell_by), ("session_skip", skips_by)):
+            total_by = sum(by.values())
+            if total_by > 0:
+                col = np.zeros(table.n_categories)
+                col[list(by)] = [value / total_by for value in by.values()]
+                by_category[name] = col
         if swiped:
             swiped_rows, _ = req.rows_of(np.array(sorted(swiped), dtype=np.int64))
         if req.unit_items is not None and req.item_unit_of is not None:
-            vec = np.zeros(req.unit_items.shape[1], dtype=np.float64)
-            for v in recent:
-                if v.item < req.item_unit_of.shape[0]:
-                    vec += math.log1p(max(v.dwell_ms, 0) / 30_000.0) * req.item_unit_of[v.item]
-            norm = float(np.linalg.norm(vec))
-            if norm > 1e-9:
-                dense["session_lightfm"] = req.unit_items @ (vec / norm).astype(np.float32)
+            inside = [item for item in attention if item < req.item_unit_of.shape[0]]
+            if inside:
+                vec = np.array([attention[item] for item in inside]) @ req.item_unit_of[inside]
+                norm = float(np.linalg.norm(vec))
+                if norm > 1e-9:
+                    dense["session_lightfm"] = req.unit_items @ (vec / norm).astype(np.float32)
     # History columns (only the rooms of merchants in the history), as one matrix: a few array operations
     # over every column at once instead of two or three per column (numpy's per-call cost is most of it).
     matrix = np.zeros((0, len(HISTORY_COLUMNS)))
