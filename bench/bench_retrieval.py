@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_scorer import command_line, write_results  # noqa: E402
 
+from feed.config import RankingConfig  # noqa: E402
 from ranking import retrieval as rt  # noqa: E402
 from ranking.dataset import from_simulator  # noqa: E402
 from ranking.offline import FitConfig, evaluate_model, fit_model  # noqa: E402
@@ -105,14 +106,22 @@ def _synthetic_set(rooms: int, viewers: int) -> tuple[int, Any, Any, float]:
 
 
 def _request(
-    v: int, base: Any, merchants: int, viewers: int, now: float, rng: np.random.Generator, dwell: Any
+    v: int,
+    base: Any,
+    merchants: int,
+    viewers: int,
+    now: float,
+    rng: np.random.Generator,
+    dwell: Any,
+    cfg: Any,
 ) -> Any:
-    """Request number `v` over the synthetic set: viewer, session, 20 rooms served, 12 recent visits."""
-    from feed.config import RankingConfig
+    """Request number `v` over the synthetic set: viewer, session, 20 rooms served, 12 recent visits.
+    `cfg`: one config object for every request, as the feed's config store hands out (what a stage
+    keeps per set is keyed by the config object: a new one per request would recompute it)."""
     from feed.context import FeedContext, RecentVisit
 
     rooms = len(base)
-    ctx = FeedContext(f"viewer-{(v * 7919) % viewers}", f"ses_{v}", 10, RankingConfig(), now=now, rng=rng)
+    ctx = FeedContext(f"viewer-{(v * 7919) % viewers}", f"ses_{v}", 10, cfg, now=now, rng=rng)
     ctx.candidates = base.fresh_copy()
     ctx.candidates.enters, ctx.candidates.impressions = base.enters, base.impressions
     ctx.served = {f"room_{(v * 13 + j) % rooms}" for j in range(20)}
@@ -142,6 +151,7 @@ def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | No
     from feed.stages import Diversity, Exploration, Filters, Rank, Score
 
     merchants, watcher, base, now = _synthetic_set(rooms, viewers)
+    cfg = RankingConfig()
     rng = np.random.default_rng(3)
     rank = Rank(watcher)
     arms: dict[str, list[Stage]] = {
@@ -164,7 +174,9 @@ def stage_cpu(rooms: int, viewers: int, pages: int, repeats: int, only: str | No
     measuring = [False]
 
     async def page(name: str, v: int) -> None:
-        ctx = _request(v, base, merchants, viewers, now, rng, lambda k: int(rng.integers(1_000, 200_000)))
+        ctx = _request(
+            v, base, merchants, viewers, now, rng, lambda k: int(rng.integers(1_000, 200_000)), cfg
+        )
         spent = per_stage[name]
         for stage in [*arms[name], *tail]:
             t = time.process_time()
@@ -296,6 +308,7 @@ def page_agreement(rooms: int, viewers: int, pages: int) -> dict[str, Any]:
     from feed.stages import Diversity, Filters, Rank, Score
 
     merchants, watcher, base, now = _synthetic_set(rooms, viewers)
+    cfg = RankingConfig()
     rank = Rank(watcher)
     arms: dict[str, list[Stage]] = {
         "all_rooms": [Filters(), ViewerStep(watcher), Score(watcher), rank],
@@ -317,7 +330,7 @@ def page_agreement(rooms: int, viewers: int, pages: int) -> dict[str, Any]:
 
     async def page(name: str, v: int) -> list[str]:
         ctx = _request(
-            v, base, merchants, viewers, now, np.random.default_rng(v), lambda k: 60_000 + 1_000 * k
+            v, base, merchants, viewers, now, np.random.default_rng(v), lambda k: 60_000 + 1_000 * k, cfg
         )
         for stage in [*arms[name], Diversity()]:
             await stage.apply(ctx)
