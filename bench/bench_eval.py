@@ -79,21 +79,21 @@ def world_family(args: argparse.Namespace) -> None:
         test_targets=args.world_targets,
         ab_sessions=args.ab_sessions or None,
         ab_design=args.ab_design,
-        world_cache=None if args.fresh_worlds else Path("reports/worlds/cache"),
+        world_cache=None if args.fresh_worlds else args.reports / "cache",
     )
     seeds = list(range(1, args.seeds + 1))
     load_before = os.getloadavg()[0]
     if args.from_reports:  # what a stopped run kept, world-seed by world-seed
-        kept = kept_runs(Path("reports/worlds"), args.world)
+        kept = kept_runs(args.reports, args.world)
         seconds = sum(
             sum(t[p] for p in ("simulate_s", "fit_s", "judge_s", "ab_s"))
             for rs in kept.values()
             for r in rs
             for t in [r["timings"]]
         )
-        result = summarise_runs(kept, Path("reports/worlds"), seconds)
+        result = summarise_runs(kept, args.reports, seconds)
     else:
-        result = run_worlds(args.world, seeds, cfg, Path("reports/worlds"), jobs=args.jobs)
+        result = run_worlds(args.world, seeds, cfg, args.reports, jobs=args.jobs)
     load_after = os.getloadavg()[0]
     worlds = result["worlds"]
     phases = ("simulate", "fit", "judge", "ab")
@@ -102,7 +102,7 @@ def world_family(args: argparse.Namespace) -> None:
         f"{p} {np.median([t[p + '_s'] for t in per_run]):.0f} s ({np.median([t[p + '_cpu_s'] for t in per_run]):.0f} s CPU)"
         for p in phases
     )
-    first = next(iter(kept_runs(Path("reports/worlds"), list(worlds)).values()))[0]
+    first = next(iter(kept_runs(args.reports, list(worlds)).values()))[0]
     size, targets = first["config"], int(first["offline"]["targets"])
     ab_sessions = int(first["ab"]["arms"]["ranker"]["sessions"])
     design = first["ab"].get("design", "split")
@@ -128,7 +128,7 @@ def world_family(args: argparse.Namespace) -> None:
             f"{n} {f.get('cold_auc', float('nan')):.3f} ({int(f.get('cold_targets', 0))} targets; known {f.get('warm_auc', float('nan')):.3f})"
             for n, f in worlds.items()
         ),
-        "report: reports/worlds/<world>/table.md, eval.png; reports/worlds/worlds.json",
+        f"report: {args.reports}/<world>/table.md, eval.png; {args.reports}/worlds.json",
     ]
     print("\n".join(lines))
     write_results(
@@ -212,6 +212,12 @@ def main() -> None:
     ap.add_argument("--world-merchants", type=int, default=RunConfig.n_merchants, help="merchants per world")
     ap.add_argument(
         "--world-targets", type=int, default=RunConfig.test_targets, help="test targets per world-seed"
+    )
+    ap.add_argument(
+        "--reports",
+        type=Path,
+        default=Path("reports/worlds"),
+        help="the world family's report folder (its cache/ keeps the simulated worlds)",
     )
     ap.add_argument(
         "--from-reports",
