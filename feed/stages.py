@@ -432,6 +432,19 @@ class Rank:
 
         return c.derived("rank_rooms", (c.enters, c.orders, cfg, rm, int(now)), make)
 
+    def room_delta(self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float) -> np.ndarray | None:
+        """A two-part ranker's known-merchant room part minus its discovery one (ranking.ranker.Ranker.
+        room_delta), kept like `room_part`; None with one score."""
+        if c.parent is not None and c.rows is not None:
+            whole = self.room_delta(c.parent, rm, cfg, now)
+            return whole[c.rows] if whole is not None else None
+
+        def make() -> np.ndarray | None:
+            return self.ranker(rm, cfg).room_delta(rm.table, self.request(c, rm, now))
+
+        kept: np.ndarray | None = c.derived("rank_rooms_delta", (c.enters, cfg, rm, int(now)), make)
+        return kept
+
     def viewer_request(self, ctx: FeedContext) -> tuple[RankModel, RankRequest]:
         """The rank model and this viewer's request against the candidates (history, session, LightFM)."""
         c = ctx.candidates
@@ -456,7 +469,10 @@ class Rank:
         if len(c) == 0:
             return
         rm, req = self.viewer_request(ctx)
-        score = self.ranker(rm, cfg).add_viewer_score(self.room_part(c, rm, cfg, ctx.now), rm.table, req)
+        ranker = self.ranker(rm, cfg)
+        room_part = self.room_part(c, rm, cfg, ctx.now)
+        delta = self.room_delta(c, rm, cfg, ctx.now) if ranker.discovery is not None else None
+        score = ranker.add_viewer_score(room_part, rm.table, req, delta)
         if cfg.w_session > 0 and ctx.recent:
             score -= cfg.w_session * session_penalty(c, ctx.recent, ctx.now, cfg.swipe_away_window_s)
         c.score = score.astype(np.float32)

@@ -430,12 +430,16 @@ def design(table: MerchantTable, req: RankRequest) -> np.ndarray:
     return x
 
 
-def _rows_design(table: MerchantTable, req: RankRequest, cols: ViewerColumns, pick: np.ndarray) -> np.ndarray:
+def _rows_design(
+    table: MerchantTable, req: RankRequest, cols: ViewerColumns, pick: np.ndarray, rooms: bool = True
+) -> np.ndarray:
     """The rows of `design` at rooms `cols.rows[pick]` (a few: the viewer's entered merchants), from the
-    request's columns already computed, without building the whole matrix."""
+    request's columns already computed, without building the whole matrix (`rooms=False`: the room
+    columns left at 0, for a caller that has their part already)."""
     at = cols.rows[pick]
     x = np.zeros((at.size, len(FEATURES)), dtype=np.float32)
-    x[:, :N_ROOM] = _room_matrix(table, req.items[at], req.started_ms[at], req.heat[at], req.now_ms)
+    if rooms:
+        x[:, :N_ROOM] = _room_matrix(table, req.items[at], req.started_ms[at], req.heat[at], req.now_ms)
     for name, values in cols.dense.items():
         x[:, F[name]] = values[at]
     for tables, name in ((cols.by_item, "items"), (cols.by_category, "category"), (cols.by_band, "band")):
@@ -515,8 +519,22 @@ class Ranker:
         out: np.ndarray = room_columns(table, req) @ self._room_w
         return out
 
-    def add_viewer_score(self, score: np.ndarray, table: MerchantTable, req: RankRequest) -> np.ndarray:
-        """`score` (a room part, copied) plus the viewer part: the full linear score."""
+    def room_delta(self, table: MerchantTable, req: RankRequest) -> np.ndarray | None:
+        """A two-part ranker's room part with the known merchants' weights minus the discovery part's
+        (None with one score): the feed keeps it per candidate set beside `room_score`, so the rooms of
+        entered merchants are rescored without recomputing their room columns per request."""
+        if self.discovery is None:
+            return None
+        out: np.ndarray = room_columns(table, req) @ (self.weights - self.discovery)[:N_ROOM].astype(
+            np.float32
+        )
+        return out
+
+    def add_viewer_score(
+        self, score: np.ndarray, table: MerchantTable, req: RankRequest, room_delta: np.ndarray | None = None
+    ) -> np.ndarray:
+        """`score` (a room part, copied) plus the viewer part: the full linear score. `room_delta`: this
+        ranker's `room_delta` for the same rooms, when the caller keeps it."""
         out = score.astype(np.float32, copy=True)
         cols = viewer_columns(table, req)
         w = self._all_w
@@ -543,7 +561,11 @@ class Ranker:
                 pick = np.flatnonzero(cols.sparse["h_entered"] > 0)
                 if pick.size:
                     delta = (self.weights - self.discovery).astype(np.float32)
-                    out[cols.rows[pick]] += _rows_design(table, req, cols, pick) @ delta
+                    at = cols.rows[pick]
+                    if room_delta is not None:
+                        out[at] += _rows_design(table, req, cols, pick, rooms=False) @ delta + room_delta[at]
+                    else:
+                        out[at] += _rows_design(table, req, cols, pick) @ delta
         if self.favourites_first > 0 and cols.favourite_rows.size:
             favourites_first(out, cols.favourite_rows, cols.swiped_rows, self.favourites_first)
         return out
