@@ -115,57 +115,36 @@ def viewer_chunks(viewers: int, merchants: int, chunk: int = 50_000) -> Any:
         yield [f"viewer-{i}" for i in range(start, start + n)], blobs
 
 
-async def _seed(
-    settings: Any, rooms: int, merchants: int, viewers: int, legacy: bool = False
-) -> dict[str, Any]:
-    """Rooms, heat and the promoted model. `legacy`: the model carries its viewers in the artifact (what
-    a commit before the viewer-state store loads); else the viewers are written to Redis by
-    ranking.viewer_state, as the trainer does before a promotion, and that write is measured."""
+async def _seed(settings: Any, rooms: int, merchants: int, viewers: int) -> dict[str, Any]:
+    """Rooms, heat and the promoted model; the viewers are written to Redis by ranking.viewer_state,
+    as the trainer does before a promotion, and that write is measured. (A baseline commit seeds its
+    own stack with its own `_seed`: `_seed_baseline`.)"""
     from redis.asyncio import Redis
 
+    from ranking.registry import ModelRegistry
+    from ranking.viewer_state import ViewerStateStore
     from roomfeed.db import create_pool, migrate
     from rooms.live_index import IndexWriter, rebuild_live_index
 
     await migrate(settings.database_url)
     pool = await create_pool(settings, min_size=1)
     redis = Redis.from_url(settings.redis_url)
-    figures: dict[str, Any] = {}
     try:
-        from ranking.registry import ModelRegistry
-
         registry = ModelRegistry(pool)
-        if legacy:
-            from ranking import artifacts
-
-            model = _model(viewers, merchants)
-            blob = model.to_bytes()  # the whole model in one artifact, as the baseline commit reads it
-            async with pool.acquire() as conn, conn.transaction():
-                oid, checksum = await artifacts.write(conn, blob)
-                await conn.execute(
-                    "INSERT INTO ranking_models (version, params, metrics, artifact_oid, artifact_bytes, checksum) "
-                    "VALUES ($1, '{}'::jsonb, '{}'::jsonb, $2, $3, $4)",
-                    model.version,
-                    oid,
-                    len(blob),
-                    checksum,
-                )
-        else:
-            from ranking.viewer_state import ViewerStateStore
-
-            model = _model(0, merchants)  # items, ranker, merchant table; the viewers go to Redis
-            await registry.register(model, {})
-            before = int((await redis.info("memory"))["used_memory"])
-            published = await ViewerStateStore(redis).publish_chunks(
-                model.version, viewer_chunks(viewers, merchants)
-            )
-            after = int((await redis.info("memory"))["used_memory"])
-            figures = {
-                "publish_seconds": round(published.seconds, 1),
-                "publish_viewers_per_s": round(published.viewers / max(published.seconds, 1e-9)),
-                "state_bytes_per_viewer": round(published.bytes / max(viewers, 1), 1),
-                "redis_bytes_per_viewer": round((after - before) / max(viewers, 1), 1),
-            }
-            print("viewer state written:", figures, flush=True)
+        model = _model(0, merchants)  # items, ranker, merchant table; the viewers go to Redis
+        await registry.register(model, {})
+        before = int((await redis.info("memory"))["used_memory"])
+        published = await ViewerStateStore(redis).publish_chunks(
+            model.version, viewer_chunks(viewers, merchants)
+        )
+        after = int((await redis.info("memory"))["used_memory"])
+        figures = {
+            "publish_seconds": round(published.seconds, 1),
+            "publish_viewers_per_s": round(published.viewers / max(published.seconds, 1e-9)),
+            "state_bytes_per_viewer": round(published.bytes / max(viewers, 1), 1),
+            "redis_bytes_per_viewer": round((after - before) / max(viewers, 1), 1),
+        }
+        print("viewer state written:", figures, flush=True)
         await registry.promote(model.version, "bench")
         await rebuild_live_index(pool, redis)  # an empty index with an epoch, as in production
         writer = IndexWriter(redis)
@@ -203,6 +182,27 @@ async def _seed(
         await redis.aclose()
         await pool.close()
     return figures
+
+
+def _seed_baseline(root: Path, settings: Any, rooms: int, merchants: int, viewers: int) -> None:
+    """The baseline commit seeds its own stack with its own bench_feed._seed: its key names, its heat
+    layout and a model artifact it can load (this checkout's artifact has fields an older commit
+    refuses — 9a42ed9 then served popularity pages without a model, and its Redis keys had no hash
+    tags, so it saw no live room either: a comparison of nothing)."""
+    code = (
+        "import asyncio, sys; sys.path.insert(0, '.'); from bench.bench_feed import _seed; "
+        "from roomfeed.settings import Settings; "
+        f"asyncio.run(_seed(Settings.from_env(), {rooms}, {merchants}, {viewers}))"
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "ROOMFEED_KAFKA_PREFIX": settings.kafka_prefix,
+        "PYTHONPATH": str(root),
+    }
+    subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True)
 
 
 async def _churn(redis_url: str, per_second: float, rooms: int, merchants: int) -> None:
@@ -371,6 +371,10 @@ def _sessions(port: int, secret: str, n: int, viewers: int) -> list[tuple[str, s
                 headers={"Authorization": f"Bearer {token}"},
             )
             r.raise_for_status()
+            if not r.json()["rooms"]:  # a server that reads none of the seeded rooms measures nothing
+                raise SystemExit(
+                    f"the server on port {port} answered a session without rooms: {r.text[:300]}"
+                )
             out.append((r.json()["session_id"], token))
     return out
 
@@ -869,18 +873,8 @@ def main() -> int:
         (baseline_root / ".venv").symlink_to(ROOT / ".venv")
     try:
         seeded.update(run_sync(lambda: _seed(settings, args.rooms, args.merchants, args.viewers)))
-        if (
-            legacy is not None
-        ):  # the baseline commit's layout: viewers in Redis when it has the store, else in the artifact
-            has_store = (
-                subprocess.run(
-                    ["git", "cat-file", "-e", f"{args.baseline}:ranking/viewer_state.py"],
-                    cwd=ROOT,
-                    capture_output=True,
-                ).returncode
-                == 0
-            )
-            run_sync(lambda: _seed(legacy, args.rooms, args.merchants, args.viewers, legacy=not has_store))
+        if legacy is not None and baseline_root is not None:
+            _seed_baseline(baseline_root, legacy, args.rooms, args.merchants, args.viewers)
         env = {
             **os.environ,
             "DATABASE_URL": settings.database_url,
