@@ -187,16 +187,30 @@ def _interval(value_key: str, prefix: str, d: dict[str, float]) -> dict[str, flo
     return {value_key: d["diff"], f"{prefix}_ci_low": d["ci_low"], f"{prefix}_ci_high": d["ci_high"]}
 
 
-def lightfm_auc(targets: Sequence[Target], known_merchants: int) -> dict[str, float]:
-    """LightFM's AUC among the live candidates (ranking.evaluation.cold_auc) on targets whose merchant
-    the model never saw in training (cold: scored from its features alone) and on the others (warm)."""
-    cold, n_cold = cold_auc(targets, {-1})
-    warm, n_warm = cold_auc(targets, set(range(known_merchants)))
+def lightfm_auc(
+    targets: Sequence[Target], model_merchants: Sequence[str], trained: set[str]
+) -> dict[str, float]:
+    """LightFM's AUC among the live candidates (ranking.evaluation.cold_auc) on targets whose merchant had
+    no watch in the training window (cold: the model has a row for every merchant it was given features
+    of, but only features ever moved a cold one's), and on the others (warm)."""
+    cold_rows = {i for i, m in enumerate(model_merchants) if m not in trained}
+    cold, n_cold = cold_auc(targets, cold_rows | {-1})
+    warm, n_warm = cold_auc(targets, set(range(len(model_merchants))) - cold_rows)
     return {"cold_auc": cold, "cold_targets": n_cold, "warm_auc": warm, "warm_targets": n_warm}
 
 
+def trained_merchants(log: InteractionLog, until_ms: int) -> set[str]:
+    """The merchants with at least one watch before `until_ms` (what LightFM was fit on)."""
+    rows = (log.ts < until_ms) & (log.type == ENTER)
+    return {log.merchant_ids[int(m)] for m in np.unique(log.merchant[rows])}
+
+
 def offline_figures(
-    ev: Evaluation, targets: Sequence[Target], seed: int, known_merchants: int = 0
+    ev: Evaluation,
+    targets: Sequence[Target],
+    seed: int,
+    model_merchants: Sequence[str] = (),
+    trained: set[str] | None = None,
 ) -> dict[str, Any]:
     """The world's offline figures on the test targets (see the module doc); every interval resamples
     viewers (`viewer_bootstrap`)."""
@@ -259,7 +273,7 @@ def offline_figures(
         "hr5_purchase_ranker": r["ranker"]["purchase"]["hr5"],
         "hr5_purchase_reppop": r[best]["purchase"]["hr5"],
         "repeat_share": ev.repeat_share,
-        **lightfm_auc(targets, known_merchants),
+        **lightfm_auc(targets, model_merchants, trained if trained is not None else set(model_merchants)),
         "targets": ev.targets,
         "new_targets": int(r["ranker"]["new"]["n"]),
     }
@@ -309,7 +323,8 @@ def run_world(
         seed=seed,
         page=FeedPage(schedule.room_features, seed=seed),  # also judge the page the feed would serve
     )
-    offline = offline_figures(ev, targets, seed, len(fitted.model.merchant_ids))
+    offline = offline_figures(ev, targets, seed, fitted.model.merchant_ids, trained_merchants(log, split))
+
     timings["judge_s"] = time.perf_counter() - t0
     timings["judge_cpu_s"] = time.process_time() - c0
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 
+from ranking.dataset import from_events
 from ranking.evaluation import paired_bootstrap, viewer_bootstrap
 from simulator import Marketplace
 from simulator.presets import world_config
@@ -166,3 +169,50 @@ def test_the_world_cache_keeps_the_recent_worlds_within_its_bound(tmp_path: Path
     removed = world_evaluate.prune_cache(tmp_path, keep_bytes=2_500)
     assert sorted(p.name for p in removed) == ["dead.1.part", "old.pickle"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["middle.pickle", "new.pickle", "writing.2.part"]
+
+
+def test_cold_auc_judges_merchants_without_a_training_watch_apart() -> None:
+    log = from_events(
+        [
+            {
+                "type": "enter",
+                "viewer_id": "v1",
+                "session_id": "s",
+                "room_id": "r1",
+                "merchant_id": "m1",
+                "ts": 1_000,
+            },
+            {
+                "type": "impression",
+                "viewer_id": "v1",
+                "session_id": "s",
+                "room_id": "r2",
+                "merchant_id": "m2",
+                "ts": 1_000,
+            },
+            {
+                "type": "enter",
+                "viewer_id": "v1",
+                "session_id": "s",
+                "room_id": "r3",
+                "merchant_id": "m3",
+                "ts": 9_000,
+            },
+        ]
+    )
+    trained = world_evaluate.trained_merchants(log, 5_000)
+    assert trained == {"m1"}  # m2 only shown, m3 watched after the split
+
+    def target(items: list[int], lightfm: list[float], chosen: int) -> Any:
+        request = SimpleNamespace(items=np.array(items), lightfm=np.array(lightfm))
+        return SimpleNamespace(request=request, target=chosen)
+
+    # Model rows: m1 (trained), m2 and m3 (cold: rows from features only).
+    targets = [
+        target([0, 1, 2], [0.1, 0.9, 0.5], 1),  # cold m2 scored above both others: AUC 1
+        target([0, 1, 2], [0.9, 0.2, 0.5], 2),  # cold m3 above one of two: 0.5
+        target([0, 1, 2], [0.9, 0.2, 0.5], 0),  # warm m1 above both: 1
+    ]
+    figures = world_evaluate.lightfm_auc(targets, ["m1", "m2", "m3"], trained)
+    assert figures["cold_targets"] == 2 and figures["cold_auc"] == pytest.approx(0.75)
+    assert figures["warm_targets"] == 1 and figures["warm_auc"] == pytest.approx(1.0)
