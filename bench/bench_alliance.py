@@ -96,6 +96,7 @@ from bench_live_index import CATEGORIES, REPO, BenchEnv, bench_env, write_result
 sys.path.insert(0, str(REPO))
 
 from devtools.kafka import QUICK_START_JVM, KafkaBroker, resolve_kafka_jars  # noqa: E402
+from events.vocabulary import ENTER, LEAVE  # noqa: E402
 from roomfeed.auth import create_key  # noqa: E402
 
 HOUR = 3600.0
@@ -1409,14 +1410,14 @@ async def collect(env: BenchEnv, day: Day, tail_s: float) -> Outcome:
         sessions,
     ):
         key = (r["session_id"], r["room_id"])
-        if r["type"] == "enter" and "enter" in stamps[key]:
+        if r["type"] == ENTER and ENTER in stamps[key]:
             continue  # the first enter opens the visit
         stamps[key][r["type"]] = (float(r["ts"]), float(r["received"]))
     for v in visits:
         seen = stamps.get((v["session_id"], v["room_id"]), {})
-        if "enter" in seen and "leave" in seen:
-            v["sent_gap_s"] = seen["leave"][0] - seen["enter"][0]
-            v["received_gap_s"] = seen["leave"][1] - seen["enter"][1]
+        if ENTER in seen and LEAVE in seen:
+            v["sent_gap_s"] = seen[LEAVE][0] - seen[ENTER][0]
+            v["received_gap_s"] = seen[LEAVE][1] - seen[ENTER][1]
     return Outcome(
         day.world,
         day.seen,
