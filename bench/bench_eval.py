@@ -71,7 +71,7 @@ def record_in_simulator_doc(command: str, headline: str, table: str) -> None:
 def world_family(args: argparse.Namespace) -> None:
     from worlds.cli import kept_runs, run_worlds, summarise_runs
     from worlds.evaluate import RunConfig
-    from worlds.report import summary_table
+    from worlds.report import done_when, summary_table
 
     cfg = RunConfig(
         n_viewers=args.world_viewers,
@@ -102,7 +102,8 @@ def world_family(args: argparse.Namespace) -> None:
         f"{p} {np.median([t[p + '_s'] for t in per_run]):.0f} s ({np.median([t[p + '_cpu_s'] for t in per_run]):.0f} s CPU)"
         for p in phases
     )
-    first = next(iter(kept_runs(args.reports, list(worlds)).values()))[0]
+    kept_now = kept_runs(args.reports, list(worlds))
+    first = next(iter(kept_now.values()))[0]
     size, targets = first["config"], int(first["offline"]["targets"])
     ab_sessions = int(first["ab"]["arms"]["ranker"]["sessions"])
     design = first["ab"].get("design", "split")
@@ -120,6 +121,10 @@ def world_family(args: argparse.Namespace) -> None:
         "per world and seed (95 % intervals, viewers resampled; discovery = new targets among never-watched candidates):",
         "",
         *result["seed_table"].splitlines(),
+        "",
+        "issue 13's done-when lines, seed by seed (worlds.report.done_when):",
+        "",
+        *done_when(kept_now),
         "",
         "interval widths (HR@5 difference, 95 %, viewers resampled): "
         + ", ".join(f"{n} {f['hr5_diff_ci_width']:.3f}" for n, f in worlds.items()),

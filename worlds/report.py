@@ -8,7 +8,7 @@ the ranker's figures and of interval lows, the higher of the baselines'), `world
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +72,18 @@ EXTRA_KEYS = (
 )
 
 
+def _number(value: Any) -> float:
+    """A figure as a float; a run read back from JSON holds null where the figure was NaN (no targets)."""
+    return float("nan") if value is None else float(value)
+
+
 def flat(run: Mapping[str, Any]) -> dict[str, float]:
     """One world-seed run's figures under the report's key names."""
     off = run["offline"]
     arms = run["ab"]["arms"]
     diff = run["ab"]["diff"]
-    out = {k: float(off[k]) for k in (*RANKER_KEYS, *BASELINE_KEYS, "repeat_share") if k in off}
-    out.update({k: float(off[k]) for k in EXTRA_KEYS if k in off})
+    out = {k: _number(off[k]) for k in (*RANKER_KEYS, *BASELINE_KEYS, "repeat_share") if k in off}
+    out.update({k: _number(off[k]) for k in EXTRA_KEYS if k in off})
     for arm in ("ranker", "baseline"):
         a = arms[arm]
         out[f"ab_watch_min_per_session_{arm}"] = a["watch_min_per_session"]
@@ -298,3 +303,64 @@ def seed_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
                 )
             )
     return "\n".join(lines)
+
+
+def done_when(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """Issue 13's "done when" lines checked seed by seed (a world passes a line only if every seed does;
+    the summary's worse-seed figures mix seeds, so they cannot be compared with each other): which
+    world-seeds fail, with the figures that decide."""
+    seeds = [(f"{name} {run['seed']}", flat(run)) for name, world_runs in runs.items() for run in world_runs]
+
+    def ratio(f: Mapping[str, float]) -> float:
+        pop = f["hr5_new_discovery_pop"]
+        return f["hr5_new_discovery_ranker"] / pop if pop else float("nan")
+
+    checks: list[tuple[str, Callable[[Mapping[str, float]], bool], Callable[[Mapping[str, float]], str]]] = [
+        (
+            "HR@5 and NDCG@10 >= the best REP-then-popularity, HR@5 difference interval above 0",
+            lambda f: (
+                f["hr5_ranker"] >= f["hr5_reppop"]
+                and f["ndcg10_ranker"] >= f["ndcg10_reppop"]
+                and f["hr5_diff_ci_low"] > 0
+            ),
+            lambda f: f"HR@5 {f['hr5_diff']:+.3f}, CI low {f['hr5_diff_ci_low']:+.3f}",
+        ),
+        (
+            "new targets among never-watched candidates >= 1.1x the better popularity baseline",
+            lambda f: ratio(f) >= 1.1,
+            lambda f: f"{ratio(f):.2f}x",
+        ),
+        (
+            "new targets on the full list >= the better popularity baseline, interval above 0",
+            lambda f: f["hr5_new_ranker"] >= f["hr5_new_pop"] and f.get("hr5_new_diff_ci_low", -1.0) > 0,
+            lambda f: f"{f['hr5_new_ranker']:.3f} vs {f['hr5_new_pop']:.3f}",
+        ),
+        (
+            "A/B watch minutes per session and orders per 1k impressions >= the baseline arm's",
+            lambda f: (
+                f["ab_watch_min_per_session_ranker"] >= f["ab_watch_min_per_session_baseline"]
+                and f["ab_orders_per_1k_ranker"] >= f["ab_orders_per_1k_baseline"]
+            ),
+            lambda f: (
+                f"watch {f['ab_watch_min_per_session_ranker']:.2f} vs {f['ab_watch_min_per_session_baseline']:.2f}, "
+                f"orders {f['ab_orders_per_1k_ranker']:.1f} vs {f['ab_orders_per_1k_baseline']:.1f}"
+            ),
+        ),
+    ]
+    lines = []
+    for text, check, say in checks:
+        failed = [f"{name} ({say(f)})" for name, f in seeds if not check(f)]
+        lines.append(f"- {text}: {'every world-seed' if not failed else 'fails in ' + '; '.join(failed)}")
+    lifted = sorted(
+        {
+            name
+            for name, world_runs in runs.items()
+            for run in world_runs
+            if flat(run)["ablation_new_ci_low"] > 0
+        }
+    )
+    lines.append(
+        "- LightFM ablation on new targets with the interval above 0 (in at least one seed) in at least 2 worlds: "
+        + (f"{len(lifted)} ({', '.join(lifted)})" if lifted else "none")
+    )
+    return lines

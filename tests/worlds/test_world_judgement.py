@@ -216,3 +216,50 @@ def test_cold_auc_judges_merchants_without_a_training_watch_apart() -> None:
     figures = world_evaluate.lightfm_auc(targets, ["m1", "m2", "m3"], trained)
     assert figures["cold_targets"] == 2 and figures["cold_auc"] == pytest.approx(0.75)
     assert figures["warm_targets"] == 1 and figures["warm_auc"] == pytest.approx(1.0)
+
+
+def _run(seed: int, hr5_diff_low: float, ab_watch: float) -> dict[str, Any]:
+    offline = {
+        "hr5_ranker": 0.6,
+        "hr5_reppop": 0.55,
+        "ndcg10_ranker": 0.5,
+        "ndcg10_reppop": 0.45,
+        "hr5_diff": 0.05,
+        "hr5_diff_ci_low": hr5_diff_low,
+        "hr5_new_discovery_ranker": 0.33,
+        "hr5_new_discovery_pop": 0.30,
+        "hr5_new_ranker": 0.3,
+        "hr5_new_pop": 0.25,
+        "hr5_new_diff_ci_low": 0.01,
+        "ablation_new_ci_low": 0.002 if seed == 1 else -0.01,
+        "cold_auc": None,  # a world-seed without cold targets, read back from JSON
+    }
+    arm = {
+        "sessions": 100.0,
+        "watch_min_per_session": 10.0,
+        "orders_per_1k": 50.0,
+        "gmv_per_1k": 1.0,
+        "watch_rate": 0.4,
+    }
+    diff = {
+        k: {"value": 0.0, "ci_low": -1.0, "ci_high": 1.0} for k in ("watch_min_per_session", "orders_per_1k")
+    }
+    return {
+        "seed": seed,
+        "offline": offline,
+        "ab": {"arms": {"ranker": dict(arm, watch_min_per_session=ab_watch), "baseline": arm}, "diff": diff},
+    }
+
+
+def test_done_when_is_judged_seed_by_seed() -> None:
+    from worlds.report import done_when
+
+    # a passes everything in both seeds but one A/B; b's second seed fails the HR@5 interval.
+    lines = done_when(
+        {"a": [_run(1, 0.01, 11.0), _run(2, 0.02, 9.5)], "b": [_run(1, 0.01, 10.5), _run(2, -0.003, 10.5)]}
+    )
+    assert lines[0].endswith("fails in b 2 (HR@5 +0.050, CI low -0.003)")
+    assert lines[1].endswith("every world-seed")  # discovery 1.10x
+    assert lines[2].endswith("every world-seed")
+    assert "fails in a 2 (watch 9.50 vs 10.00" in lines[3]
+    assert lines[4].endswith("2 (a, b)")
