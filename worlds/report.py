@@ -98,11 +98,39 @@ def flat(run: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+# A ranker figure and the baseline figure it is compared with come from the same seed: the one where the
+# ranker's margin is smaller (a ranker figure from one seed beside a baseline's from another compares two
+# different worlds: an A/B's watch minutes differ more between seeds than between arms).
+PAIRS = (
+    ("hr5_ranker", "hr5_reppop"),
+    ("ndcg10_ranker", "ndcg10_reppop"),
+    ("hr5_new_ranker", "hr5_new_pop"),
+    ("hr5_new_discovery_ranker", "hr5_new_discovery_pop"),
+    ("hr5_new_ranker", "hr5_new_ranker_no_lightfm"),
+    ("ab_watch_min_per_session_ranker", "ab_watch_min_per_session_baseline"),
+    ("ab_orders_per_1k_ranker", "ab_orders_per_1k_baseline"),
+)
+
+
 def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """The figures of one world over its seeds, each from the seed worse for the ranker."""
+    """The figures of one world over its seeds, each from the seed worse for the ranker: a ranker figure and
+    its baseline together from the seed where the ranker's margin is smaller (PAIRS; the no-LightFM figure
+    from the seed where LightFM's gain is smaller); interval lows the lower, highs the higher."""
     per_seed = [flat(r) for r in runs]
     out: dict[str, float] = {}
+    paired: dict[str, float] = {}
+    for mine, theirs in PAIRS:
+        if mine in per_seed[0] and theirs in per_seed[0]:
+            worse = min(
+                per_seed,
+                key=lambda s: s[mine] - s[theirs] if not math.isnan(s[mine] - s[theirs]) else math.inf,
+            )
+            paired.setdefault(mine, round(worse[mine], 4))
+            paired[theirs] = round(worse[theirs], 4)
     for key in per_seed[0]:
+        if key in paired:
+            out[key] = paired[key]
+            continue
         values = [s[key] for s in per_seed if not math.isnan(s[key])]
         if not values:
             out[key] = float("nan")
