@@ -263,3 +263,15 @@ def test_done_when_is_judged_seed_by_seed() -> None:
     assert lines[2].endswith("every world-seed")
     assert "fails in a 2 (watch 9.50 vs 10.00" in lines[3]
     assert lines[4].endswith("2 (a, b)")
+
+
+def test_the_worse_seed_keeps_a_figure_and_its_baseline_together() -> None:
+    from worlds.report import summarise
+
+    busy, quiet = _run(1, 0.01, 21.0), _run(2, 0.01, 10.5)  # the ranker leads the A/B in both seeds
+    busy["ab"]["arms"]["baseline"] = dict(busy["ab"]["arms"]["baseline"], watch_min_per_session=20.0)
+    figures = summarise([busy, quiet])
+    # The seed with the smaller lead (+0.5 of 10.0), both arms from it; not 10.5 (seed 2) vs 20.0 (seed 1).
+    assert figures["ab_watch_min_per_session_ranker"] == 10.5
+    assert figures["ab_watch_min_per_session_baseline"] == 10.0
+    assert figures["hr5_diff_ci_low"] == 0.01
