@@ -11,7 +11,6 @@ design on the same sessions. Writes bench/results/eval_ab_aa.json and its block 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -21,22 +20,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_ab_design import fit_world  # noqa: E402
 from bench_scorer import command_line, write_results  # noqa: E402
 
-from ranking.dataset import from_simulator  # noqa: E402
-from ranking.offline import fit_model, merchant_features  # noqa: E402
 from ranking.scorer import Scorer  # noqa: E402
-from simulator.presets import world_config  # noqa: E402
-from worlds.evaluate import (  # noqa: E402
-    DAY_MS,
-    ModelHolder,
-    RunConfig,
-    _Quiet,
-    baseline_model,
-    schedule_of,
-    simulated,
-    watch_log,
-)
+from worlds.evaluate import ModelHolder, RunConfig, baseline_model  # noqa: E402
 from worlds.online import Arm, arm_metrics, bootstrap_diff, pre_period, run_ab  # noqa: E402
 
 
@@ -51,15 +39,7 @@ def main() -> None:
         n_viewers=args.viewers, n_merchants=args.merchants, world_cache=Path("reports/worlds/cache")
     )
     seed, load0 = args.seed, os.getloadavg()[0]
-    config = world_config(args.world, seed, cfg.n_viewers, cfg.n_merchants, cfg.train_days + 2)
-    market, _ = simulated(config, cfg.world_cache)
-    log = watch_log(market, from_simulator(market))
-    test_day = cfg.train_days + 1
-    split = market.config.start_ms + test_day * DAY_MS
-    fit = dataclasses.replace(cfg.fit, seed=seed)
-    fitted = fit_model(
-        log, merchant_features(market.rooms), schedule_of(market), split, fit, version="aa", say=_Quiet()
-    )
+    market, _, split, test_day, fitted = fit_world(args.world, seed, cfg)
     ranker = ModelHolder(Scorer(fitted.model))
     baseline = ModelHolder(Scorer(baseline_model(fitted.model, "rep_live_pop")))
 
