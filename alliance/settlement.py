@@ -14,6 +14,7 @@ visits that any rule marks:
 | `new_account_share` | new accounts (younger than `young_account_s` by the platform's token, or first seen by roomfeed that recently) make up more of a merchant's (or a code's) counted visits than the cap and than twice the platform's median merchant: its visits from new accounts | fresh ids paced under the burst rules, ids spread over devices and codes |
 | `reciprocal_pattern` | two members' viewers visit each other's rooms far more than other members' viewers visit them (lift and a binomial test on the member graph, both directions) | members trading visits with their own viewers |
 | `ring_pattern` | three members' viewers pass visits round a cycle A→B→C→A, each flow as excessive as above, which no pair returns | members passing visits round a ring |
+| `repeat_viewers` | a contributor's counted visits come from few viewers returning again and again: visits per distinct viewer far above the alliance's other contributors (lift and a Poisson test on the excess) — the visits of its returning viewers | a few aged ids each kept under the per-viewer caps, returned all day |
 | `never_converts` | (where verified orders exist) a merchant's contributed viewers never order anywhere while the platform's contributed viewers do, beyond chance | farms of accounts that watch but never buy |
 
 Held visits no rule marks are confirmed once their holding period has passed: then the scheduler
@@ -32,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from scipy.stats import binom
+from scipy.stats import binom, poisson
 
 from alliance import ledger
 from alliance.clock import AllianceClock
@@ -53,6 +54,9 @@ class Patterns:
     reciprocal_p: float = 1e-4
     never_converts_p: float = 1e-3
     never_converts_min_viewers: int = 20
+    repeat_lift: float = 3.0
+    repeat_min_visits: int = 10
+    repeat_p: float = 1e-4
 
 
 # The visits whose credit stands (held or confirmed) within the window starting at $1: what a pass
@@ -141,6 +145,43 @@ def ring_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tup
             if c not in (a, b) and (c, a) in edges:
                 ring |= {(a, b), (b, c), (c, a)}
     return ring
+
+
+def repeat_viewer_flags(
+    counts: dict[tuple[str, str], tuple[int, int]], patterns: Patterns
+) -> set[tuple[str, str]]:
+    """(alliance, contributor) pairs whose counted visits come from few viewers returning again and
+    again, far beyond the alliance's other contributors.
+
+    `counts` maps (alliance, contributor) to (counted visits, distinct viewers). The alliance's rate
+    is the median visits per viewer of its *other* contributors (a median, so a minority of farms
+    does not raise the bar it is held to; a light contributor's one viewer who did not return is
+    evidence too; none means nothing to compare with). A contributor with at least
+    `repeat_min_visits` is flagged when its visits per viewer are ≥ `repeat_lift` × that rate
+    (at least 1) and its repeat visits (visits beyond one per viewer) are beyond chance: a Poisson tail,
+    with the excess each viewer brings at the alliance's rate (at least 0.5 in all, like
+    `excessive_flows`' floor), below `repeat_p`. Loyal followers who come back are the many
+    viewers' few; a farm's few ids are all of it.
+    """
+    rates: dict[str, dict[str, float]] = defaultdict(dict)
+    for (alliance, contributor), (n, d) in counts.items():
+        if d > 0:
+            rates[alliance][contributor] = n / d
+    flagged: set[tuple[str, str]] = set()
+    for (alliance, contributor), (n, d) in counts.items():
+        if n < patterns.repeat_min_visits or d <= 0:
+            continue
+        others = [r for c, r in rates[alliance].items() if c != contributor]
+        if not others:
+            continue
+        rate = max(1.0, statistics.median(others))
+        expected = max(d * (rate - 1.0), 0.5)
+        if (
+            n / d >= patterns.repeat_lift * rate
+            and float(poisson.sf(n - d - 1, expected)) < patterns.repeat_p
+        ):
+            flagged.add((alliance, contributor))
+    return flagged
 
 
 def never_converting(viewers: dict[str, tuple[int, int]], patterns: Patterns) -> set[str]:
@@ -269,11 +310,33 @@ class Settlement:
         ring = ring_flows(flows, self.patterns) - pairs
         if ring:
             marked.append(("ring_pattern", {"pairs": sorted(ring)}))
+        repeats = await self._repeat_viewers(conn, since)
+        if repeats:
+            marked.append(("repeat_viewers", {"returning": repeats}))
         conversions = await self._conversions(conn, since)
         silent = never_converting(conversions, self.patterns)
         if silent:
             marked.append(("never_converts", {"merchants": sorted(silent)}))
         return marked
+
+    async def _repeat_viewers(self, conn: asyncpg.Connection, since: datetime) -> list[tuple[str, str, str]]:
+        """(alliance, contributor, viewer) of the returning viewers (more than one counted visit in
+        the window) of the contributors `repeat_viewer_flags` marks."""
+        rows = await conn.fetch(
+            f"""SELECT alliance_id, contributor_id, viewer_id, count(*) AS n FROM alliance_visits
+                WHERE {EARNED} GROUP BY alliance_id, contributor_id, viewer_id""",  # noqa: S608
+            since,
+        )
+        counts: dict[tuple[str, str], tuple[int, int]] = {}
+        for r in rows:
+            n, d = counts.get((r["alliance_id"], r["contributor_id"]), (0, 0))
+            counts[(r["alliance_id"], r["contributor_id"])] = (n + int(r["n"]), d + 1)
+        flagged = repeat_viewer_flags(counts, self.patterns)
+        return sorted(
+            (r["alliance_id"], r["contributor_id"], r["viewer_id"])
+            for r in rows
+            if int(r["n"]) > 1 and (r["alliance_id"], r["contributor_id"]) in flagged
+        )
 
     async def _conversions(self, conn: asyncpg.Connection, since: datetime) -> dict[str, tuple[int, int]]:
         """Per contributor: (its contributed viewers who ordered anywhere since, its contributed viewers).
@@ -296,6 +359,7 @@ class Settlement:
         """Mark the standing visits of the window that `where` names as clawed back; returns them
         with the state they had."""
         pairs = where.get("pairs", [])
+        returning = where.get("returning", [])
         rows: list[Any] = await conn.fetch(
             """WITH hit AS (
                  SELECT source_event_id, state AS was FROM alliance_visits
@@ -304,7 +368,9 @@ class Settlement:
                     OR (young_account AND contributor_id = ANY($3::text[]))
                     OR (young_account AND code = ANY($4::text[]))
                     OR (contributor_id, host_merchant_id) IN (SELECT * FROM unnest($5::text[], $6::text[]))
-                    OR contributor_id = ANY($7::text[]))
+                    OR contributor_id = ANY($7::text[])
+                    OR (alliance_id, contributor_id, viewer_id)
+                       IN (SELECT * FROM unnest($10::text[], $11::text[], $12::text[])))
                  FOR UPDATE)
                UPDATE alliance_visits v SET state = 'clawed_back', clawback_reason = $8, settled_at = $9
                FROM hit WHERE v.source_event_id = hit.source_event_id
@@ -318,5 +384,8 @@ class Settlement:
             where.get("merchants", []) if reason == "never_converts" else [],
             reason,
             _ts(now),
+            [a for a, _, _ in returning],
+            [c for _, c, _ in returning],
+            [v for _, _, v in returning],
         )
         return rows

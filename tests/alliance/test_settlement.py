@@ -26,6 +26,7 @@ from alliance.settlement import (
     never_converting,
     new_account_flags,
     reciprocal_pairs,
+    repeat_viewer_flags,
     ring_flows,
 )
 from rooms.orders import OrderEntry
@@ -265,6 +266,72 @@ def test_ring_flows_need_the_whole_cycle() -> None:
     assert ring_flows(ring, Patterns()) == {("a", "b"), ("b", "c"), ("c", "a")}
     assert reciprocal_pairs(ring, Patterns()) == set()
     assert ring_flows(honest, Patterns()) == set()
+
+
+@pytest.mark.parametrize("pass_at", [None, 30], ids=["one_pass", "a_pass_in_the_middle_of_the_farm"])
+async def test_a_few_aged_ids_returned_again_and_again_are_clawed_back(
+    pool: asyncpg.Pool, redis: Redis, now: float, pass_at: int | None
+) -> None:
+    """Five aged viewer ids, each under every per-viewer cap (one visit per room, one contributor),
+    returned to partner rooms again and again: the farm's visits come from 5 viewers. An honest heavy
+    contributor with many viewers and a few loyal ones who come back to several rooms keeps it all."""
+    m = await Market.make(pool, redis, 12)
+    farm, heavy, honest, hosts = m.members[0], m.members[1], m.members[2:6], m.members[6:]
+    t = await m.spread(honest, now)
+    ids = [await m.viewer(farm, t + i) for i in range(5)]
+    loyal = [await m.viewer(heavy, t + i) for i in range(3)]
+    k = 0
+    for host in hosts:  # each farm id enters every host's room, and again in other rooms of theirs
+        for _ in range(2):
+            for v in ids:
+                if k == pass_at:
+                    await m.settlement.run(t + 2)
+                k += 1
+                t += 5
+                await m.visit(v, host, t + 1)
+    for host in hosts:  # the honest heavy contributor: 40 followers once each, 3 loyal ones everywhere
+        for k in range(7):
+            t += 5
+            v = await m.viewer(heavy, t)
+            await m.visit(v, host, t + 1)
+            if k % 3 == 0:  # its followers buy now and then (verified orders, as rooms.orders delivers)
+                entry_id = f"sale:{host}:o{k}{v}"
+                sale = OrderEntry(
+                    entry_id, "sale", host, f"o{k}{v}", entry_id, v, "r-shop", "p", None, 1,
+                    Decimal("9.90"), "CNY", t + 2,
+                )  # fmt: skip
+                await OrderAttribution(pool).record([sale])
+        for v in loyal:
+            t += 5
+            await m.visit(v, host, t + 1)
+    await m.settlement.run(t + 3 * HOUR)
+    s = await m.statement(farm)
+    assert s["earned"] == 180.0 and s["clawed_back"] == 180.0 and s["balance"] == 0.0
+    assert s["visits"]["clawed_back"]["repeat_viewers"]["visits"] == 60
+    assert "again and again" in s["visits"]["clawed_back"]["repeat_viewers"]["why"]
+    s = await m.statement(heavy)
+    assert s["earned"] == 180.0 and s["clawed_back"] == 0.0 and s["balance"] == 180.0
+    for c in honest:
+        assert (await m.statement(c))["clawed_back"] == 0.0
+    assert await m.ledger.unbalanced_transactions() == 0
+
+
+def test_repeat_viewers_are_judged_against_the_alliance() -> None:
+    honest = {("al", f"h{i}"): (30, 25) for i in range(5)}
+    farm = {("al", "farm"): (60, 5)}
+    assert repeat_viewer_flags({**honest, **farm}, Patterns()) == {("al", "farm")}
+    # a heavy contributor with a few loyal viewers among many is not a farm
+    assert repeat_viewer_flags({**honest, ("al", "heavy"): (90, 60)}, Patterns()) == set()
+    # where every member's viewers come back this much, returning is the alliance's habit
+    alike = {("al", f"h{i}"): (60, 6) for i in range(5)}
+    assert repeat_viewer_flags({**alike, **farm}, Patterns()) == set()
+    # another alliance's habits are not the bar, and a farm alone has nothing to compare with
+    assert (
+        repeat_viewer_flags({**farm, **{("other", f"h{i}"): (30, 25) for i in range(5)}}, Patterns()) == set()
+    )
+    # a minority of farms does not raise the bar: the median of the others
+    two = {("al", "farm2"): (60, 5)}
+    assert repeat_viewer_flags({**honest, **farm, **two}, Patterns()) == {("al", "farm"), ("al", "farm2")}
 
 
 def test_never_converting_needs_orders_elsewhere() -> None:
