@@ -93,6 +93,16 @@ class Market:
                     await self.visit(await self.viewer(c, t), host, t + 1)
         return t
 
+    async def order(self, host: str, order_id: str, viewer: str, at: float) -> None:
+        """A verified order (the order system's report) of `viewer` with `host`, as rooms.orders
+        delivers it."""
+        entry_id = f"sale:{host}:{order_id}"
+        sale = OrderEntry(
+            entry_id, "sale", host, order_id, entry_id, viewer, "r-shop", "p", None, 1,
+            Decimal("9.90"), "CNY", at,
+        )  # fmt: skip
+        await OrderAttribution(self.pool).record([sale])
+
     async def statement(self, merchant: str) -> dict[str, Any]:
         return await self.ledger.statement(merchant)
 
@@ -227,13 +237,7 @@ async def test_viewers_who_never_order_anywhere_are_clawed_back_where_others_do(
             v = await m.viewer(c, t)
             await m.visit(v, host, t + 1)
             if c != farm and k % 3 == 0:  # a third of honest viewers buy something somewhere
-                # A verified order (the order system's report), as rooms.orders delivers it.
-                entry_id = f"sale:{host}:o{k}{c}"
-                sale = OrderEntry(
-                    entry_id, "sale", host, f"o{k}{c}", entry_id, v, "r-shop", "p", None, 1,
-                    Decimal("9.90"), "CNY", t + 2,
-                )  # fmt: skip
-                await OrderAttribution(pool).record([sale])
+                await m.order(host, f"o{k}{c}", v, t + 2)
     await m.settlement.run(t + 3 * HOUR)
     assert (await m.statement(farm))["visits"]["clawed_back"]["never_converts"]["visits"] == 25
     for c in honest:
@@ -294,13 +298,8 @@ async def test_a_few_aged_ids_returned_again_and_again_are_clawed_back(
             t += 5
             v = await m.viewer(heavy, t)
             await m.visit(v, host, t + 1)
-            if k % 3 == 0:  # its followers buy now and then (verified orders, as rooms.orders delivers)
-                entry_id = f"sale:{host}:o{k}{v}"
-                sale = OrderEntry(
-                    entry_id, "sale", host, f"o{k}{v}", entry_id, v, "r-shop", "p", None, 1,
-                    Decimal("9.90"), "CNY", t + 2,
-                )  # fmt: skip
-                await OrderAttribution(pool).record([sale])
+            if k % 3 == 0:  # its followers buy now and then
+                await m.order(host, f"o{k}{v}", v, t + 2)
         for v in loyal:
             t += 5
             await m.visit(v, host, t + 1)
