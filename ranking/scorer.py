@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ranking.features import RoomFeatures, item_feature_names, user_feature_names
-from ranking.model import RankingModel
+from ranking.model import RankingModel, metadata_representation
 
 
 @dataclass
@@ -98,13 +98,8 @@ class Scorer:
 
     def _features_only(self, names: list[str]) -> tuple[np.ndarray, float]:
         idx = [self._item_feature_pos[n] for n in names if n in self._item_feature_pos]
-        if not idx:
-            return np.zeros(self._items.shape[1], dtype=np.float32), 0.0
-        # A known merchant is its identity (share `identity_share`) plus its features; a merchant the model
-        # never saw has an identity part of 0, its expected value.
-        shared = 1.0 - float(self.model.params.get("identity_share", 0.0))
-        emb = self.model.item_feature_emb[idx].mean(axis=0) * shared
-        return emb.astype(np.float32), float(self.model.item_feature_bias[idx].mean()) * shared
+        share = float(self.model.params.get("identity_share", 0.0))
+        return metadata_representation(self.model.item_feature_emb, self.model.item_feature_bias, idx, share)
 
     def _append(self, vec: np.ndarray, bias: float) -> int:
         if self._n == self._items.shape[0]:
