@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import asyncpg
 import msgspec
@@ -33,6 +33,7 @@ from rooms.catalog import MerchantCatalog
 from rooms.consults import ConsultBook
 from rooms.deals import DealBook, claim_json
 from rooms.directory import RoomDirectory
+from rooms.inputs import label, room_in
 from rooms.lifecycle import RoomBook
 from rooms.live_index import LiveIndex
 from rooms.models import (
@@ -132,10 +133,6 @@ class Rooms:
         await self.relay.stop()
 
 
-def _label(value: str | None) -> str | None:
-    return value.strip().lower() if value is not None else None
-
-
 def _merchant_scope(principal: Principal, merchant_id: str) -> None:
     if principal.role == "merchant" and principal.merchant_id != merchant_id:
         raise NotFound("no such merchant")
@@ -164,7 +161,7 @@ def _viewer_of(principal: Principal) -> str:
 )
 async def create_merchant(domain: Rooms, principal: Principal, body: NewMerchant) -> Created[MerchantCreated]:
     """Create a merchant and its first key (the key is shown once)."""
-    merchant = await domain.catalog.create_merchant(body.name, _label(body.category), body.description)
+    merchant = await domain.catalog.create_merchant(body.name, label(body.category), body.description)
     _, key = await create_key(domain.pool, "merchant", merchant["merchant_id"], label=body.name)
     created = {"merchant_id": merchant["merchant_id"], "key": key, "merchant": merchant}
     return Created(
@@ -257,7 +254,7 @@ async def list_staff(domain: Rooms, principal: Principal, store_id: Ident, query
 async def create_product(domain: Rooms, principal: Principal, body: NewProduct) -> Created[Product]:
     """Add a product to the merchant's catalogue."""
     product = await domain.catalog.create_product(
-        _merchant_of(principal), body.title, body.price, body.currency, _label(body.category)
+        _merchant_of(principal), body.title, body.price, body.currency, label(body.category)
     )
     return Created(msgspec.convert(product, Product), location=f"/v1/products/{product['product_id']}")
 
@@ -298,17 +295,7 @@ async def list_products(domain: Rooms, principal: Principal, query: ListQuery) -
 )
 async def create_room(domain: Rooms, principal: Principal, body: NewRoom) -> Created[Room]:
     """Schedule a room (status `scheduled`)."""
-    room = await domain.rooms.create(
-        _merchant_of(principal),
-        title=body.title,
-        category=_label(body.category) or "",
-        host=body.host,
-        tags=[t.strip().lower() for t in body.tags],
-        price_band=body.price_band,
-        format=body.format,
-        scheduled_at=body.scheduled_at,
-        stream_url=body.stream_url or "",
-    )
+    room = await domain.rooms.create(_merchant_of(principal), **asdict(room_in(body)))
     return Created(msgspec.convert(room, Room), location=f"/v1/rooms/{room['room_id']}")
 
 

@@ -38,7 +38,8 @@ __all__ = [
 ]
 
 
-def _label(value: str | None) -> str | None:
+def label(value: str | None) -> str | None:
+    """A category or tag as stored: trimmed, lower case."""
     return value.strip().lower() if value is not None else None
 
 
@@ -89,7 +90,7 @@ class NewRoom:
 
 def read_merchant(payload: Any) -> NewMerchant:
     new = convert_body(payload, models.NewMerchant)
-    return NewMerchant(new.name, _label(new.category), new.description)
+    return NewMerchant(new.name, label(new.category), new.description)
 
 
 def read_store(payload: Any) -> NewStore:
@@ -104,14 +105,18 @@ def read_staff(payload: Any) -> NewStaff:
 
 def read_product(payload: Any) -> NewProduct:
     new = convert_body(payload, models.NewProduct)
-    return NewProduct(new.title, new.price, new.currency, _label(new.category))
+    return NewProduct(new.title, new.price, new.currency, label(new.category))
 
 
 def read_room(payload: Any) -> NewRoom:
-    new = convert_body(payload, models.NewRoom)
+    return room_in(convert_body(payload, models.NewRoom))
+
+
+def room_in(new: models.NewRoom) -> NewRoom:
+    """POST /v1/rooms' body as the room book takes it (the route and `roomfeed import` both)."""
     return NewRoom(
         title=new.title,
-        category=_label(new.category) or "",
+        category=label(new.category) or "",
         host=new.host,
         tags=[t.strip().lower() for t in new.tags],
         price_band=new.price_band,
