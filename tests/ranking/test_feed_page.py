@@ -57,3 +57,20 @@ def test_with_a_page_every_method_and_baseline_is_judged_by_the_page(
     # Off the page (10 rooms) nothing counts: HR@10 through the page never exceeds the order's.
     for name in ("ranker", "rep_pop", "pop"):
         assert paged.results[name]["overall"]["hr10"] <= plain.results[name]["overall"]["hr10"] + 1e-9
+
+
+def test_baselines_pages_do_not_depend_on_the_other_methods_judged(
+    small_targets: list[Target], small_schedule: Schedule
+) -> None:
+    # Exploration draws at random; a baseline's page must come from its own scores and its target only,
+    # never from how many draws another method's pages used before it (the ranker is judged first).
+    targets = small_targets[:200]
+    runs = []
+    for ranker in ("rep_pop", "pop"):
+        page = FeedPage(small_schedule.room_features, RankingConfig(exploration_share=0.25), count=10, seed=3)
+        runs.append(evaluate(targets, {"ranker": ranker_method(baseline_ranker(ranker))}, seed=3, page=page))
+    first, second = runs
+    assert not np.array_equal(first.judged["ranker"].ranks, second.judged["ranker"].ranks)
+    for name in ("pop", "live_pop", "rep_pop", "rep_live_pop", "random"):
+        assert np.array_equal(first.judged[name].ranks, second.judged[name].ranks), name
+        assert first.results[name] == second.results[name], name

@@ -11,12 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ranking.dataset import from_events
-from ranking.evaluation import paired_bootstrap, viewer_bootstrap
+from feed.replay import FeedPage
+from ranking.dataset import from_events, from_simulator
+from ranking.evaluation import BASELINES, paired_bootstrap, viewer_bootstrap
+from ranking.model import ModelParams
+from ranking.offline import FitConfig, evaluate_model, fit_model, merchant_features
 from simulator import Marketplace
 from simulator.presets import world_config
 from worlds import evaluate as world_evaluate
-from worlds.evaluate import simulated
+from worlds.evaluate import DAY_MS, simulated
 from worlds.online import arm_metrics, bootstrap_diff
 
 
@@ -275,3 +278,45 @@ def test_the_worse_seed_keeps_a_figure_and_its_baseline_together() -> None:
     assert figures["ab_watch_min_per_session_ranker"] == 10.5
     assert figures["ab_watch_min_per_session_baseline"] == 10.0
     assert figures["hr5_diff_ci_low"] == 0.01
+
+
+def test_the_baselines_figures_do_not_depend_on_the_model_judged() -> None:
+    # The same world judged with two different models (LightFM seed and size, hence another ranker):
+    # every simple baseline must give the same figures, page by page; only the model's methods move.
+    market = Marketplace(config=world_config("loyal", 5, n_viewers=1_500, n_merchants=60, days=4))
+    log = world_evaluate.watch_log(market, from_simulator(market))
+    features = merchant_features(market.rooms)
+    schedule = world_evaluate.schedule_of(market)
+    split = market.config.start_ms + 3 * DAY_MS
+    evaluations = []
+    for model_seed, size in ((1, 8), (2, 4)):
+        params = ModelParams(no_components=size, epochs=3, num_threads=1, seed=model_seed)
+        fitted = fit_model(
+            log, features, schedule, split, FitConfig(model=params, ranker_lists=600), say=_Mute()
+        )
+        ev, _ = evaluate_model(
+            log,
+            features,
+            schedule,
+            {
+                "ranker": (fitted.model, fitted.ranker),
+                "ranker_no_lightfm": (fitted.model, fitted.ranker_no_lightfm),
+            },
+            (split, split + DAY_MS),
+            max_targets=400,
+            seed=3,
+            page=FeedPage(schedule.room_features, seed=3),
+        )
+        evaluations.append(ev)
+    first, second = evaluations
+    assert first.targets == second.targets > 100
+    assert not np.array_equal(first.judged["lightfm"].ranks, second.judged["lightfm"].ranks)
+    for name in BASELINES:
+        assert np.array_equal(first.judged[name].ranks, second.judged[name].ranks), name
+        assert first.results[name] == second.results[name], name
+    assert first.best_baseline == second.best_baseline
+
+
+class _Mute:
+    def write(self, text: str) -> int:
+        return len(text)
