@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from roomfeed.errors import NotFound
-from roomfeed.paging import keyset, page
+from roomfeed.paging import keyset_page
 from roomfeed.settings import Settings
 
 VERSION = 2
@@ -264,18 +264,17 @@ class CodeBook:
         self, merchant_id: str, limit: int = 100, after: str | None = None
     ) -> tuple[list[CodeInfo], str | None]:
         """The merchant's codes, newest first: a page after the cursor `after` and the next one's."""
-        since, last = keyset(after)
-        found = await self.pool.fetch(
+        rows, following = await keyset_page(
+            self.pool,
             """SELECT code, merchant_id, store_id, staff_id, opens, created_at FROM attribution_codes
                WHERE merchant_id = $1
                  AND ($2::timestamptz IS NULL OR created_at < $2 OR (created_at = $2 AND code > $3::text))
                ORDER BY created_at DESC, code LIMIT $4""",
-            merchant_id,
-            since,
-            last,
-            limit + 1,
+            (merchant_id,),
+            after=after,
+            limit=limit,
+            key=("created_at", "code"),
         )
-        rows, following = page(found, limit, lambda r: (r["created_at"], r["code"]))
         return [
             CodeInfo(
                 r["code"],

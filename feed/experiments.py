@@ -23,7 +23,7 @@ from events.vocabulary import SWIPE_AWAY_MS
 from feed.config import RankingConfig, apply_values
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.ids import new_id
-from roomfeed.paging import keyset, page
+from roomfeed.paging import keyset_page
 
 BUCKETS = 10_000
 CONTROL = "control"
@@ -126,17 +126,18 @@ class ExperimentBook:
         self, limit: int = 100, after: str | None = None
     ) -> tuple[builtins.list[Experiment], str | None]:
         """Experiments, newest first: a page after the cursor `after` and the next page's cursor."""
-        since, last = keyset(after)
-        rows = await self.pool.fetch(
+        rows, following = await keyset_page(
+            self.pool,
             "SELECT experiment_id, name, variants, status, author, created_at FROM feed_experiments"
             " WHERE ($1::timestamptz IS NULL OR created_at < $1"
             " OR (created_at = $1 AND experiment_id > $2::text))"
             " ORDER BY created_at DESC, experiment_id LIMIT $3",
-            since,
-            last,
-            limit + 1,
+            (),
+            after=after,
+            limit=limit,
+            key=("created_at", "experiment_id"),
         )
-        return page([_experiment(r) for r in rows], limit, lambda e: (e.created_at, e.experiment_id))
+        return [_experiment(r) for r in rows], following
 
     async def running(self) -> builtins.list[Experiment]:  # `list` here is the method above
         rows = await self.pool.fetch(

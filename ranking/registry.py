@@ -24,7 +24,7 @@ import orjson
 from ranking import artifacts, viewer_state
 from ranking.model import RankingModel
 from ranking.scorer import Scorer
-from roomfeed.paging import keyset, page
+from roomfeed.paging import keyset_page
 
 log = logging.getLogger(__name__)
 
@@ -237,17 +237,17 @@ class ModelRegistry:
     ) -> tuple[list[ModelRecord], str | None]:
         """Model versions, newest first: a page after the cursor `after` (roomfeed.paging) and the
         next page's cursor."""
-        since, last = keyset(after)
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM ranking_models"  # noqa: S608
-                " WHERE ($1::timestamptz IS NULL OR created_at < $1 OR (created_at = $1 AND version > $2::text))"
-                " ORDER BY created_at DESC, version LIMIT $3",
-                since,
-                last,
-                limit + 1,
-            )
-        return page([_record(r) for r in rows], limit, lambda m: (m.created_at, m.version))
+        rows, following = await keyset_page(
+            self.pool,
+            f"SELECT {_COLUMNS} FROM ranking_models"  # noqa: S608
+            " WHERE ($1::timestamptz IS NULL OR created_at < $1 OR (created_at = $1 AND version > $2::text))"
+            " ORDER BY created_at DESC, version LIMIT $3",
+            (),
+            after=after,
+            limit=limit,
+            key=("created_at", "version"),
+        )
+        return [_record(r) for r in rows], following
 
     async def load(self, version: str, viewers: bool = True) -> RankingModel:
         """The model; `viewers=False`: without its viewers' vectors and histories (what an API process

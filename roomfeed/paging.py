@@ -8,8 +8,9 @@ the sort key of the page's last item (a keyset, so an item added or removed mean
 a page), encoded as URL-safe base64 of its JSON. A cursor of another list, or edited, is a 422
 naming `after`.
 
-A domain's list takes `limit` and the decoded `after` key and reads `limit + 1` rows in its own
-SQL (`(created_at, id) > ($2, $3)`); `page()` cuts them and makes `next`.
+A domain's list keeps its own SQL. A list in time-then-id order hands it to `keyset_page`, which
+adds the cursor's (time, id) and `limit + 1` as the last parameters, reads the rows and cuts the page;
+another order decodes its key with `position()` and cuts with `page()`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
+import asyncpg
 import msgspec
 from msgspec import Meta
 
@@ -68,11 +70,37 @@ def position(after: str | None, key: type[K]) -> K | None:
         ) from None
 
 
-def keyset(after: str | None) -> tuple[dt.datetime | None, str | None]:
+def _keyset(after: str | None) -> tuple[dt.datetime | None, str | None]:
     """The (created_at, id) a cursor of a list in time-then-id order holds, as its SQL's two
     arguments: (None, None) for the first page (`$2::timestamptz IS NULL OR ...`)."""
     at = position(after, tuple[dt.datetime, str])
     return at if at is not None else (None, None)
+
+
+async def keyset_page(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    sql: str,
+    args: Sequence[Any],
+    *,
+    after: str | None,
+    limit: int,
+    key: tuple[str, str],
+) -> tuple[list[asyncpg.Record], str | None]:
+    """One page of a list in time-then-id order, and the next page's cursor (None: the end).
+
+    `sql` takes `args` first, then the cursor's time and id (both NULL on the first page), then how
+    many rows to read (`limit + 1`: the extra row says whether a page follows), e.g.
+
+        SELECT * FROM stores WHERE merchant_id = $1
+           AND ($2::timestamptz IS NULL OR (created_at, store_id) > ($2, $3::text))
+         ORDER BY created_at, store_id LIMIT $4
+
+    (a newest-first list compares `created_at < $2 OR (created_at = $2 AND id > $3)`). `key` names
+    the row's two sort columns, time then id: the last row's make the cursor."""
+    since, last = _keyset(after)
+    rows = await conn.fetch(sql, *args, since, last, limit + 1)
+    at, ident = key
+    return page(rows, limit, lambda r: (r[at], r[ident]))
 
 
 def page(rows: Sequence[T], limit: int, key: Callable[[T], Sequence[Any]]) -> tuple[list[T], str | None]:

@@ -15,7 +15,7 @@ import asyncpg
 
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.ids import new_id
-from roomfeed.paging import keyset, page, position
+from roomfeed.paging import keyset_page, page, position
 
 
 def _ts(value: Any) -> float | None:
@@ -165,18 +165,17 @@ class MerchantCatalog:
         self, merchant_id: str, limit: int = 100, after: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The merchant's stores, oldest first: a page and the next page's cursor."""
-        since, last = keyset(after)
-        rows = await self.pool.fetch(
+        rows, following = await keyset_page(
+            self.pool,
             "SELECT * FROM stores WHERE merchant_id = $1"
             " AND ($2::timestamptz IS NULL OR (created_at, store_id) > ($2, $3::text))"
             " ORDER BY created_at, store_id LIMIT $4",
-            merchant_id,
-            since,
-            last,
-            limit + 1,
+            (merchant_id,),
+            after=after,
+            limit=limit,
+            key=("created_at", "store_id"),
         )
-        kept, following = page(rows, limit, lambda r: (r["created_at"], r["store_id"]))
-        return [store_json(r) for r in kept], following
+        return [store_json(r) for r in rows], following
 
     async def add_staff(self, merchant_id: str, store_id: str, name: str, role: str | None) -> dict[str, Any]:
         row = await self.pool.fetchrow(
@@ -199,7 +198,6 @@ class MerchantCatalog:
         self, merchant_id: str, store_id: str, limit: int = 100, after: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A store's staff, oldest first: a page and the next page's cursor."""
-        since, last = keyset(after)
         async with self.pool.acquire() as conn:
             if not await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM stores WHERE store_id = $1 AND merchant_id = $2)",
@@ -207,18 +205,17 @@ class MerchantCatalog:
                 merchant_id,
             ):
                 raise NotFound("no such store")
-            rows = await conn.fetch(
+            rows, following = await keyset_page(
+                conn,
                 "SELECT * FROM staff WHERE store_id = $1 AND merchant_id = $2"
                 " AND ($3::timestamptz IS NULL OR (created_at, staff_id) > ($3, $4::text))"
                 " ORDER BY created_at, staff_id LIMIT $5",
-                store_id,
-                merchant_id,
-                since,
-                last,
-                limit + 1,
+                (store_id, merchant_id),
+                after=after,
+                limit=limit,
+                key=("created_at", "staff_id"),
             )
-        kept, following = page(rows, limit, lambda r: (r["created_at"], r["staff_id"]))
-        return [staff_json(r) for r in kept], following
+        return [staff_json(r) for r in rows], following
 
     async def store_and_staff(self, merchant_id: str, store_id: str | None, staff_id: str | None) -> bool:
         """Do this store and this staff member (either may be None) belong to this merchant?"""
@@ -259,18 +256,17 @@ class MerchantCatalog:
         self, merchant_id: str, limit: int = 100, after: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The merchant's catalogue, oldest first: a page and the next page's cursor."""
-        since, last = keyset(after)
-        rows = await self.pool.fetch(
+        rows, following = await keyset_page(
+            self.pool,
             "SELECT * FROM products WHERE merchant_id = $1"
             " AND ($2::timestamptz IS NULL OR (created_at, product_id) > ($2, $3::text))"
             " ORDER BY created_at, product_id LIMIT $4",
-            merchant_id,
-            since,
-            last,
-            limit + 1,
+            (merchant_id,),
+            after=after,
+            limit=limit,
+            key=("created_at", "product_id"),
         )
-        kept, following = page(rows, limit, lambda r: (r["created_at"], r["product_id"]))
-        return [product_json(r) for r in kept], following
+        return [product_json(r) for r in rows], following
 
     async def own_products(self, merchant_id: str, product_ids: list[str]) -> set[str]:
         rows = await self.pool.fetch(

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from roomfeed.errors import Conflict, NotFound
 from roomfeed.ids import new_id
-from roomfeed.paging import keyset, page
+from roomfeed.paging import keyset_page
 from rooms.catalog import MerchantCatalog, require_known
 from rooms.directory import RoomDirectory
 from rooms.live_index import room_columns
@@ -215,21 +215,19 @@ class RoomBook:
         self, merchant_id: str, status: str | None = None, limit: int = 100, after: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The merchant's rooms, newest first: a page after the cursor `after` and the next one's."""
-        since, last = keyset(after)
-        rows = await self.pool.fetch(
+        rows, following = await keyset_page(
+            self.pool,
             f"SELECT {ROOM_SELECT}, rooms.created_at AS created_key FROM rooms"  # noqa: S608
             " WHERE merchant_id = $1 AND ($2::text IS NULL OR status = $2)"
             " AND ($3::timestamptz IS NULL OR rooms.created_at < $3"
             " OR (rooms.created_at = $3 AND room_id > $4::text))"
             " ORDER BY rooms.created_at DESC, room_id LIMIT $5",
-            merchant_id,
-            status,
-            since,
-            last,
-            limit + 1,
+            (merchant_id, status),
+            after=after,
+            limit=limit,
+            key=("created_key", "room_id"),
         )
-        kept, following = page(rows, limit, lambda r: (r["created_key"], r["room_id"]))
-        return [room_json(r) for r in kept], following
+        return [room_json(r) for r in rows], following
 
     async def add_products(
         self, merchant_id: str, room_id: str, product_ids: list[str]
