@@ -46,7 +46,7 @@ from alliance.scheduler import ExposureScheduler
 from roomfeed.auth import Principal
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.leader import ALLIANCE_SCHEDULER, Leadership, always_lead
-from roomfeed.operations import PNG, Created, operation
+from roomfeed.operations import PNG, Created, created, operation
 from roomfeed.paging import ListQuery
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
@@ -160,9 +160,7 @@ async def create_alliance(domain: Alliance, principal: Principal, body: NewAllia
     """Create an alliance; the caller becomes its owner and first member."""
     terms = body.terms.terms() if body.terms is not None else Terms()
     alliance = await domain.alliances.create(_merchant_of(principal), body.name.strip(), terms)
-    return Created(
-        msgspec.convert(alliance.to_json(), AllianceOut), location=f"/v1/alliances/{alliance.alliance_id}"
-    )
+    return created(AllianceOut, alliance.to_json(), "/v1/alliances/{alliance_id}")
 
 
 @operation("GET", "/v1/alliances/{alliance_id}", roles=("merchant", "operator"), tag="alliances")

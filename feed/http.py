@@ -51,7 +51,7 @@ from ranking.registry import ModelRegistry
 from roomfeed.auth import Principal, RateCharge
 from roomfeed.errors import Forbidden, NotFound, ValidationFailed
 from roomfeed.http import json
-from roomfeed.operations import Created, operation
+from roomfeed.operations import Created, created, operation
 from roomfeed.paging import ListQuery
 from roomfeed.resources import Resources
 from roomfeed.validation import ID_PATTERN, Ident
@@ -293,10 +293,7 @@ async def create_experiment(feed: Feed, principal: Principal, body: NewExperimen
         [(v.name, v.weight, changed(v.config) if v.config is not None else {}) for v in body.variants]
     )
     experiment = await feed.experiments.create(body.name.strip(), variants, principal.key_id or "operator")
-    return Created(
-        msgspec.convert(experiment.public(), Experiment),
-        location=f"/v1/ops/experiments/{experiment.experiment_id}",
-    )
+    return created(Experiment, experiment.public(), "/v1/ops/experiments/{experiment_id}")
 
 
 @operation("GET", "/v1/ops/experiments", roles=("operator",), tag="experiments")

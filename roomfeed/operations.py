@@ -24,7 +24,7 @@ What the handler's parameters mean, by name:
 - `request`: the Starlette request, for what the signature does not say.
 
 The return annotation is the 2xx response: a Struct (200, or `status`), `Created[Struct]` (201 with
-`Location`), `None` (204), or `Response` for another media type (declared with `media_type`).
+`Location`; `created(Model, row, "/v1/things/{thing_id}")` builds one from the domain's answer), `None` (204), or `Response` for another media type (declared with `media_type`).
 A hot path that builds plain dicts returns them and declares its model with `response=`.
 Everything that comes in is checked before the handler runs (422 naming every bad field, in the one
 error shape, with reasons in words: "must be at most 120 characters"); the document
@@ -43,7 +43,7 @@ import ast
 import inspect
 import re
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, get_type_hints
 
@@ -75,6 +75,15 @@ class Created(Generic[T]):
 
     body: T
     location: str
+
+
+def created(model: type[T], made: Mapping[str, Any], location: str) -> Created[T]:
+    """The 201 of a create route: the domain's answer `made` as `model`, at `location`, a path whose
+    `{field}`s are filled from `made`:
+
+        return created(Store, await catalog.create_store(...), "/v1/stores/{store_id}")
+    """
+    return Created(msgspec.convert(made, model), location=location.format_map(made))
 
 
 @dataclass

@@ -23,7 +23,7 @@ from roomfeed.auth import Principal, create_key
 from roomfeed.errors import ApiError, NotFound
 from roomfeed.kafka import ensure_topics
 from roomfeed.leader import ROOM_RELAY, Leadership, always_lead
-from roomfeed.operations import Created, operation
+from roomfeed.operations import Created, created, operation
 from roomfeed.paging import ListQuery
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
@@ -163,10 +163,8 @@ async def create_merchant(domain: Rooms, principal: Principal, body: NewMerchant
     """Create a merchant and its first key (the key is shown once)."""
     merchant = await domain.catalog.create_merchant(body.name, label(body.category), body.description)
     _, key = await create_key(domain.pool, "merchant", merchant["merchant_id"], label=body.name)
-    created = {"merchant_id": merchant["merchant_id"], "key": key, "merchant": merchant}
-    return Created(
-        msgspec.convert(created, MerchantCreated), location=f"/v1/ops/merchants/{merchant['merchant_id']}"
-    )
+    made = {"merchant_id": merchant["merchant_id"], "key": key, "merchant": merchant}
+    return created(MerchantCreated, made, "/v1/ops/merchants/{merchant_id}")
 
 
 @operation("GET", "/v1/ops/merchants/{merchant_id}", roles=("operator",), tag="merchants")
@@ -197,7 +195,7 @@ async def list_merchants(domain: Rooms, principal: Principal, query: MerchantsQu
 async def create_store(domain: Rooms, principal: Principal, body: NewStore) -> Created[Store]:
     """Add an offline store."""
     store = await domain.catalog.create_store(_merchant_of(principal), body.name, body.city, body.address)
-    return Created(msgspec.convert(store, Store), location=f"/v1/stores/{store['store_id']}")
+    return created(Store, store, "/v1/stores/{store_id}")
 
 
 @operation("GET", "/v1/stores/{store_id}", roles=("merchant",), tag="stores")
@@ -224,8 +222,7 @@ async def list_stores(domain: Rooms, principal: Principal, query: ListQuery) -> 
 async def add_staff(domain: Rooms, principal: Principal, store_id: Ident, body: NewStaff) -> Created[Staff]:
     """Add a staff member to one of the merchant's stores."""
     staff = await domain.catalog.add_staff(_merchant_of(principal), store_id, body.name, body.role)
-    location = f"/v1/stores/{store_id}/staff/{staff['staff_id']}"
-    return Created(msgspec.convert(staff, Staff), location=location)
+    return created(Staff, staff, "/v1/stores/{store_id}/staff/{staff_id}")
 
 
 @operation("GET", "/v1/stores/{store_id}/staff/{staff_id}", roles=("merchant",), tag="stores")
@@ -256,7 +253,7 @@ async def create_product(domain: Rooms, principal: Principal, body: NewProduct) 
     product = await domain.catalog.create_product(
         _merchant_of(principal), body.title, body.price, body.currency, label(body.category)
     )
-    return Created(msgspec.convert(product, Product), location=f"/v1/products/{product['product_id']}")
+    return created(Product, product, "/v1/products/{product_id}")
 
 
 @operation("GET", "/v1/products/{product_id}", roles=("merchant",), tag="products")
@@ -296,7 +293,7 @@ async def list_products(domain: Rooms, principal: Principal, query: ListQuery) -
 async def create_room(domain: Rooms, principal: Principal, body: NewRoom) -> Created[Room]:
     """Schedule a room (status `scheduled`)."""
     room = await domain.rooms.create(_merchant_of(principal), **asdict(room_in(body)))
-    return Created(msgspec.convert(room, Room), location=f"/v1/rooms/{room['room_id']}")
+    return created(Room, room, "/v1/rooms/{room_id}")
 
 
 @operation("GET", "/v1/rooms", roles=("merchant",), tag="rooms")
@@ -452,7 +449,7 @@ async def create_deal(domain: Rooms, principal: Principal, room_id: Ident, body:
         starts_at=body.starts_at,
         ends_at=body.ends_at,
     )
-    return Created(msgspec.convert(deal, Deal), location=f"/v1/deals/{deal['deal_id']}")
+    return created(Deal, deal, "/v1/deals/{deal_id}")
 
 
 async def _visible_room(domain: Rooms, principal: Principal, room_id: str) -> str | None:
@@ -522,7 +519,7 @@ async def open_slot(domain: Rooms, principal: Principal, room_id: Ident, body: N
         ends_at=body.ends_at,
         staff_id=body.staff_id,
     )
-    return Created(msgspec.convert(slot, Slot), location=f"/v1/rooms/{room_id}/slots")
+    return created(Slot, slot, "/v1/rooms/{room_id}/slots")
 
 
 @operation("GET", "/v1/rooms/{room_id}/slots", roles=("merchant", "viewer"), tag="consults")
@@ -548,7 +545,7 @@ async def book_slot(
 
     409 `slot_taken` when another viewer has it."""
     booking = await domain.consults.book(_viewer_of(principal), room_id, body.slot_id, body.note)
-    return Created(msgspec.convert(booking, Booking), location=f"/v1/bookings/{booking['booking_id']}")
+    return created(Booking, booking, "/v1/bookings/{booking_id}")
 
 
 @operation("GET", "/v1/bookings/{booking_id}", roles=("viewer", "merchant"), tag="consults")

@@ -13,7 +13,7 @@ import msgspec
 from starlette.routing import BaseRoute
 
 from roomfeed.auth import Principal, Role, create_key
-from roomfeed.operations import Created, encode, operation
+from roomfeed.operations import Created, created, encode, operation
 from roomfeed.validation import Ident
 from rooms.catalog import MerchantCatalog
 from rooms.inputs import order_in
@@ -31,12 +31,11 @@ class OrdersDomain(Protocol):
     pool: asyncpg.Pool
 
 
-def _recorded(order: dict[str, Any], created: bool) -> Any:
+def _recorded(order: dict[str, Any], fresh: bool) -> Any:
     """201 with where the order is read when this request recorded it; 200 when it was already."""
-    answer = msgspec.convert(order, Order)
-    if created:
-        return Created(answer, location=f"/v1/orders/{order['order_id']}")
-    return encode(answer, 200)
+    if fresh:
+        return created(Order, order, "/v1/orders/{order_id}")
+    return encode(msgspec.convert(order, Order), 200)
 
 
 _AGAIN = {200: "already recorded with this content (the order as it stands)"}
@@ -67,8 +66,8 @@ async def post_order(domain: OrdersDomain, principal: Principal, body: NewOrder)
     verified orders count as GMV, revenue share and alliance credit."""
     order = order_in(body)
     assert principal.merchant_id is not None and principal.key_id is not None
-    recorded, created = await domain.orders.record(principal.merchant_id, order, principal.key_id)
-    return _recorded(recorded, created)  # type: ignore[no-any-return]
+    recorded, fresh = await domain.orders.record(principal.merchant_id, order, principal.key_id)
+    return _recorded(recorded, fresh)  # type: ignore[no-any-return]
 
 
 @operation(
@@ -87,7 +86,7 @@ async def post_refund(
     409 when the order is cancelled or the refund_id was used with another amount."""
     money = amounts({"amount": body.amount})
     assert principal.merchant_id is not None
-    order, created = await domain.orders.reverse(
+    order, fresh = await domain.orders.reverse(
         principal.merchant_id,
         order_id,
         "refund",
@@ -95,7 +94,7 @@ async def post_refund(
         amount=money["amount"],
         at=body.at / 1000 if body.at is not None else None,
     )
-    return _recorded(order, created)  # type: ignore[no-any-return]
+    return _recorded(order, fresh)  # type: ignore[no-any-return]
 
 
 @operation(
@@ -112,10 +111,10 @@ async def post_cancel(
     """Cancel an order: one reversing entry of all that is left of it; idempotent."""
     at = body.at if body is not None else None
     assert principal.merchant_id is not None
-    order, created = await domain.orders.reverse(
+    order, fresh = await domain.orders.reverse(
         principal.merchant_id, order_id, "cancel", at=at / 1000 if at is not None else None
     )
-    return _recorded(order, created)  # type: ignore[no-any-return]
+    return _recorded(order, fresh)  # type: ignore[no-any-return]
 
 
 @operation("GET", "/v1/orders/{order_id}", roles=WRITERS, tag="orders")

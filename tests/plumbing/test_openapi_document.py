@@ -3,6 +3,7 @@ operations' contract: every bad field named, Location on a 201, the page declare
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,73 @@ async def test_a_created_session_says_where_its_feed_is(
     r = await app_client.post("/v1/sessions", json={"viewer_id": "v-located"}, headers=headers)
     assert r.status_code == 201, r.text
     assert r.headers["location"] == f"/v1/sessions/{r.json()['session_id']}/feed"
+
+
+async def test_every_create_says_where_the_created_thing_is_read(
+    app_client: httpx.AsyncClient, operator_key: str, viewer_token: Callable[[str], str]
+) -> None:
+    """A 201's Location is a GET that answers the thing just created, for every create route of the
+    rooms, alliance and feed domains (roomfeed.operations.created fills the path from the answer)."""
+    operator = {"Authorization": f"Bearer {operator_key}"}
+    viewer = {"Authorization": f"Bearer {viewer_token('v-locate')}"}
+
+    async def located(r: httpx.Response, headers: dict[str, str], ident: str) -> dict[str, Any]:
+        assert r.status_code == 201, r.text
+        read = await app_client.get(r.headers["location"], headers=headers)
+        assert read.status_code == 200, (r.headers["location"], read.text)
+        body: dict[str, Any] = read.json()
+        assert body.get(ident, r.json()[ident]) == r.json()[ident], (r.headers["location"], body)
+        return body
+
+    r = await app_client.post(
+        "/v1/ops/merchants", json={"name": "Locate", "category": " Tea "}, headers=operator
+    )
+    merchant = await located(r, operator, "merchant_id")
+    assert merchant == r.json()["merchant"] and merchant["category"] == "tea"
+    shop = {"Authorization": f"Bearer {r.json()['key']}"}
+    r = await app_client.post("/v1/stores", json={"name": "Jing'an"}, headers=shop)
+    assert await located(r, shop, "store_id") == r.json()
+    store_id = r.json()["store_id"]
+    r = await app_client.post(f"/v1/stores/{store_id}/staff", json={"name": "Li"}, headers=shop)
+    assert await located(r, shop, "staff_id") == r.json()
+    product = {"title": "Oolong", "price": 30, "currency": "CNY", "category": " Tea "}
+    r = await app_client.post("/v1/products", json=product, headers=shop)
+    assert await located(r, shop, "product_id") == r.json() and r.json()["category"] == "tea"
+    product_id = r.json()["product_id"]
+    room = {"title": "Tea live", "category": "Tea", "host": "h", "format": "one_to_one"}
+    r = await app_client.post(
+        "/v1/rooms", json={**room, "stream_url": "https://cdn.example/1.m3u8"}, headers=shop
+    )
+    room_id = (await located(r, shop, "room_id"))["room_id"]
+    assert (await app_client.post(f"/v1/rooms/{room_id}/live", headers=shop)).status_code == 200
+    deal = {"product_id": product_id, "price": 20, "quantity": 5, "ends_at": time.time() + 600}
+    r = await app_client.post(f"/v1/rooms/{room_id}/deals", json=deal, headers=shop)
+    await located(r, shop, "deal_id")
+    slot = {"starts_at": time.time() + 3600, "ends_at": time.time() + 5400}
+    r = await app_client.post(f"/v1/rooms/{room_id}/slots", json=slot, headers=shop)
+    slots = await located(r, shop, "room_id")
+    assert [s["slot_id"] for s in slots["slots"]] == [r.json()["slot_id"]]
+    r = await app_client.post(
+        f"/v1/rooms/{room_id}/bookings", json={"slot_id": r.json()["slot_id"]}, headers=viewer
+    )
+    await located(r, viewer, "booking_id")
+    order = {
+        "order_id": "o-locate",
+        "product_id": product_id,
+        "quantity": 1,
+        "unit_price": 30,
+        "currency": "CNY",
+        "ordered_at": int(time.time() * 1000),
+    }
+    r = await app_client.post("/v1/orders", json=order, headers=shop)
+    await located(r, shop, "order_id")
+    r = await app_client.post("/v1/alliances", json={"name": "Tea street"}, headers=shop)
+    await located(r, shop, "alliance_id")
+    variants = [{"name": "a", "weight": 0.5, "config": {}}, {"name": "b", "weight": 0.5, "config": {}}]
+    r = await app_client.post(
+        "/v1/ops/experiments", json={"name": "locate", "variants": variants}, headers=operator
+    )
+    await located(r, operator, "experiment_id")
 
 
 async def test_a_required_body_of_only_whitespace_is_a_400_not_a_500(
