@@ -33,7 +33,7 @@ from rooms.catalog import MerchantCatalog
 from rooms.consults import ConsultBook
 from rooms.deals import DealBook, claim_json
 from rooms.directory import RoomDirectory
-from rooms.inputs import label, room_in
+from rooms.inputs import merchant_in, product_in, room_in, staff_in, store_in
 from rooms.lifecycle import RoomBook
 from rooms.live_index import LiveIndex
 from rooms.models import (
@@ -161,8 +161,9 @@ def _viewer_of(principal: Principal) -> str:
 )
 async def create_merchant(domain: Rooms, principal: Principal, body: NewMerchant) -> Created[MerchantCreated]:
     """Create a merchant and its first key (the key is shown once)."""
-    merchant = await domain.catalog.create_merchant(body.name, label(body.category), body.description)
-    _, key = await create_key(domain.pool, "merchant", merchant["merchant_id"], label=body.name)
+    new = merchant_in(body)
+    merchant = await domain.catalog.create_merchant(**asdict(new))
+    _, key = await create_key(domain.pool, "merchant", merchant["merchant_id"], label=new.name)
     made = {"merchant_id": merchant["merchant_id"], "key": key, "merchant": merchant}
     return created(MerchantCreated, made, "/v1/ops/merchants/{merchant_id}")
 
@@ -194,7 +195,7 @@ async def list_merchants(domain: Rooms, principal: Principal, query: MerchantsQu
 )
 async def create_store(domain: Rooms, principal: Principal, body: NewStore) -> Created[Store]:
     """Add an offline store."""
-    store = await domain.catalog.create_store(_merchant_of(principal), body.name, body.city, body.address)
+    store = await domain.catalog.create_store(_merchant_of(principal), **asdict(store_in(body)))
     return created(Store, store, "/v1/stores/{store_id}")
 
 
@@ -221,7 +222,7 @@ async def list_stores(domain: Rooms, principal: Principal, query: ListQuery) -> 
 )
 async def add_staff(domain: Rooms, principal: Principal, store_id: Ident, body: NewStaff) -> Created[Staff]:
     """Add a staff member to one of the merchant's stores."""
-    staff = await domain.catalog.add_staff(_merchant_of(principal), store_id, body.name, body.role)
+    staff = await domain.catalog.add_staff(_merchant_of(principal), store_id, **asdict(staff_in(body)))
     return created(Staff, staff, "/v1/stores/{store_id}/staff/{staff_id}")
 
 
@@ -250,9 +251,7 @@ async def list_staff(domain: Rooms, principal: Principal, store_id: Ident, query
 )
 async def create_product(domain: Rooms, principal: Principal, body: NewProduct) -> Created[Product]:
     """Add a product to the merchant's catalogue."""
-    product = await domain.catalog.create_product(
-        _merchant_of(principal), body.title, body.price, body.currency, label(body.category)
-    )
+    product = await domain.catalog.create_product(_merchant_of(principal), **asdict(product_in(body)))
     return created(Product, product, "/v1/products/{product_id}")
 
 

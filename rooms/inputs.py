@@ -28,13 +28,18 @@ FORMATS: tuple[str, ...] = typing.get_args(models.RoomFormat)
 __all__ = [
     "URL",
     "epoch",
+    "merchant_in",
     "order_in",
+    "product_in",
     "read_merchant",
     "read_order",
     "read_product",
     "read_room",
     "read_staff",
     "read_store",
+    "room_in",
+    "staff_in",
+    "store_in",
 ]
 
 
@@ -88,24 +93,45 @@ class NewRoom:
     stream_url: str
 
 
-def read_merchant(payload: Any) -> NewMerchant:
-    new = convert_body(payload, models.NewMerchant)
+# Each entity has two halves: `<entity>_in(body)` turns the route's checked body into what the domain
+# writes (the one normalisation, used by the route and the import alike), and `read_<entity>(payload)`
+# is `convert_body` (the route's checks and messages) followed by it, for `roomfeed import`.
+
+
+def merchant_in(new: models.NewMerchant) -> NewMerchant:
+    """POST /v1/ops/merchants' body as the catalog takes it."""
     return NewMerchant(new.name, label(new.category), new.description)
 
 
-def read_store(payload: Any) -> NewStore:
-    new = convert_body(payload, models.NewStore)
+def store_in(new: models.NewStore) -> NewStore:
+    """POST /v1/stores' body as the catalog takes it."""
     return NewStore(new.name, new.city, new.address)
 
 
-def read_staff(payload: Any) -> NewStaff:
-    new = convert_body(payload, models.NewStaff)
+def staff_in(new: models.NewStaff) -> NewStaff:
+    """POST /v1/stores/{id}/staff's body as the catalog takes it."""
     return NewStaff(new.name, new.role)
 
 
-def read_product(payload: Any) -> NewProduct:
-    new = convert_body(payload, models.NewProduct)
+def product_in(new: models.NewProduct) -> NewProduct:
+    """POST /v1/products' body as the catalog takes it."""
     return NewProduct(new.title, new.price, new.currency, label(new.category))
+
+
+def read_merchant(payload: Any) -> NewMerchant:
+    return merchant_in(convert_body(payload, models.NewMerchant))
+
+
+def read_store(payload: Any) -> NewStore:
+    return store_in(convert_body(payload, models.NewStore))
+
+
+def read_staff(payload: Any) -> NewStaff:
+    return staff_in(convert_body(payload, models.NewStaff))
+
+
+def read_product(payload: Any) -> NewProduct:
+    return product_in(convert_body(payload, models.NewProduct))
 
 
 def read_room(payload: Any) -> NewRoom:
@@ -113,7 +139,7 @@ def read_room(payload: Any) -> NewRoom:
 
 
 def room_in(new: models.NewRoom) -> NewRoom:
-    """POST /v1/rooms' body as the room book takes it (the route and `roomfeed import` both)."""
+    """POST /v1/rooms' body as the room book takes it."""
     return NewRoom(
         title=new.title,
         category=label(new.category) or "",
