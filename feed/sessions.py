@@ -344,18 +344,6 @@ class SessionBook:
         lookup.found.update(mine)
         return lookup
 
-    async def owners(self, session_ids: Iterable[str]) -> dict[str, str]:
-        """Who owns each of these sessions (unknown ones are left out), on a round trip of its own."""
-        lookup = self.owners_lookup(session_ids)
-        trip = self.trip()
-        lookup.queue(trip)
-        if lookup.missing:
-            try:
-                await trip.send()
-            except Exception as exc:  # PostgreSQL answers for all of them
-                log.warning("session owners not read from Redis: %s", exc)
-        return await lookup.finish()
-
     async def _blocks_from_postgres(self, viewer_id: str) -> set[str] | None:
         try:
             rows = await asyncio.wait_for(
