@@ -32,10 +32,10 @@ VERSION = 2
 LEGACY_VERSION = 1  # no key-id byte: verified with key 0
 MAC_BYTES = 12
 NONCE_BYTES = 6
-_PACKED = re.compile(r"^(mer|sto|stf)_([0-9a-f]{16})$")
+_PACKED = re.compile(r"(mer|sto|stf)_([0-9a-f]{16})")
 _PREFIXES = ("mer", "sto", "stf")
 _ABSENT, _TEXT, _HEX_ID = 0, 1, 2
-CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{20,200}$")
+CODE_PATTERN = re.compile(r"[A-Za-z0-9_-]{20,200}")
 
 
 class InvalidCode(NotFound):
@@ -62,7 +62,7 @@ def _unb64(text: str) -> bytes:
 def _pack_field(value: str | None) -> bytes:
     if value is None:
         return bytes([_ABSENT])
-    match = _PACKED.match(value)
+    match = _PACKED.fullmatch(value)
     if match:
         return bytes([_HEX_ID, _PREFIXES.index(match.group(1))]) + bytes.fromhex(match.group(2))
     raw = value.encode()
@@ -147,7 +147,7 @@ class CodeSigner:
         return _b64(payload + self._mac(key, payload))
 
     def parse(self, code: str) -> Attribution:
-        if not isinstance(code, str) or not CODE_PATTERN.match(code):
+        if not isinstance(code, str) or not CODE_PATTERN.fullmatch(code):
             raise InvalidCode("this code is not a roomfeed attribution code")
         try:
             raw = _unb64(code)

@@ -24,7 +24,7 @@ from roomfeed.settings import REPO_ROOT, Settings
 log = logging.getLogger("roomfeed.db")
 
 MIGRATION_PACKAGES = ("roomfeed", "rooms", "events", "ranking", "alliance", "feed", "console")
-_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 _LOCK_KEY = 72_001_001
 
 
@@ -50,7 +50,7 @@ def discover(root: Path = REPO_ROOT) -> list[Migration]:
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.sql")):
-            match = _FILE.match(path.name)
+            match = _FILE.fullmatch(path.name)
             if not match:
                 raise ValueError(f"migration file name must be NNNN_name.sql: {path}")
             version = int(match.group(1))

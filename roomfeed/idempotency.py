@@ -25,7 +25,7 @@ from roomfeed.errors import ApiError, Conflict, ValidationFailed
 
 HEADER = "Idempotency-Key"
 TTL_HOURS = 24
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 PARAMETER: dict[str, Any] = {
     "name": HEADER,
@@ -60,7 +60,7 @@ async def once(
     key = request.headers.get(HEADER)
     if key is None:
         return await answer()
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise ValidationFailed(
             f"{HEADER} must be 1 to 255 printable ASCII characters",
             fields={HEADER: "must be 1 to 255 printable ASCII characters"},

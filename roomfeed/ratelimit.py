@@ -65,14 +65,14 @@ def configure(settings: Settings) -> None:
 OPEN_CIRCUIT_SECONDS = 2.0
 
 KEY_PREFIX = "rf:{rl}:"
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 _TOKEN_BUCKETS_LUA = lua_script(__file__, "token_buckets.lua")
 
 
 def device_bucket_id(header: str) -> str:
     """The bucket name of an `X-Device-ID` value (hashed when it is not a plain id, so any value is safe)."""
-    if _DEVICE_ID.match(header):
+    if _DEVICE_ID.fullmatch(header):
         return header
     return "h" + hashlib.sha256(header.encode("utf-8", "replace")).hexdigest()[:32]
 

@@ -25,6 +25,15 @@ def test_code_carries_non_roomfeed_ids_too() -> None:
     assert signer.parse(signer.sign(a)) == a
 
 
+def test_an_id_is_packed_short_only_when_all_of_it_is_a_roomfeed_id() -> None:
+    """`mer_<16 hex>` packs into 9 bytes; the same with a trailing line break is another id, carried as
+    written (a `$` pattern had packed it as the id without the line break)."""
+    signer = CodeSigner("secret")
+    for odd in ("mer_0123456789abcdef\n", "mer_0123456789abcdef0", "xmer_0123456789abcdef"):
+        assert signer.parse(signer.sign(Attribution(odd))) == Attribution(odd)
+    assert _pack_field("mer_0123456789abcdef\n") != _pack_field("mer_0123456789abcdef")
+
+
 def test_two_codes_for_the_same_store_differ() -> None:
     signer = CodeSigner("secret")
     a = Attribution("mer_0123456789abcdef", "sto_00000000000000aa")
@@ -50,7 +59,8 @@ def test_altered_code_is_rejected_whichever_byte_changes() -> None:
 
 
 @pytest.mark.parametrize(
-    "junk", ["", "abc", "not a code at all!", "A" * 300, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
+    "junk",
+    ["", "abc", "not a code at all!", "A" * 300, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "A" * 40 + "\n"],
 )
 def test_junk_is_not_a_code(junk: str) -> None:
     with pytest.raises(InvalidCode):

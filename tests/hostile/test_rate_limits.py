@@ -81,6 +81,14 @@ async def test_garbage_device_header_is_still_limited_without_error(
     assert statuses[:2] == [202, 202] and statuses[2] == 429
 
 
+def test_a_device_header_names_its_bucket_only_when_the_whole_value_is_a_plain_id() -> None:
+    assert ratelimit.device_bucket_id("dev-1.a:b_c") == "dev-1.a:b_c"
+    # Anything else, a trailing line break included (`$` would have let it through), is hashed.
+    for odd in ("dev-1\n", "dev 1", "x" * 65, ""):
+        bucket = ratelimit.device_bucket_id(odd)
+        assert bucket.startswith("h") and len(bucket) == 33 and bucket != odd
+
+
 async def test_merchant_key_over_budget_gets_429_and_other_merchant_is_unaffected(
     app_client: httpx.AsyncClient, merchant: Tenant, other_merchant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
