@@ -37,11 +37,14 @@ METHODS = (
     "random",
 )
 PAGE_METHODS = ("ranker_page", "rep_live_pop_page")
+# Test targets judged in the default world (`roomfeed evaluate`); a world family run (`--world`) judges
+# worlds.evaluate.RunConfig.test_targets per world-seed unless --targets says otherwise.
+TARGETS = 6_000
 
 
 def evaluate_market(
     market: Marketplace,
-    targets: int = 6_000,
+    targets: int = TARGETS,
     seed: int = 0,
     say: Any = None,
     page_of: Callable[[Schedule], PageJudge] | None = None,
@@ -179,7 +182,7 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--viewers", type=int, default=30_000)
     parser.add_argument("--merchants", type=int, default=1_500)
     parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--targets", type=int, default=6_000)
+    parser.add_argument("--targets", type=int, help=f"test targets (default {TARGETS:,})")
     parser.add_argument("--report", type=Path, default=Path("reports/eval"), help="report folder")
 
 
@@ -189,7 +192,8 @@ async def evaluate_command(settings: Any, args: argparse.Namespace) -> int:  # n
     market = Marketplace(
         seed=args.sim_seed, n_merchants=args.merchants, n_viewers=args.viewers, days=args.days
     )
-    run = await asyncio.to_thread(evaluate_market, market, args.targets, args.sim_seed)
+    targets = args.targets if args.targets is not None else TARGETS
+    run = await asyncio.to_thread(evaluate_market, market, targets, args.sim_seed)
     write_report(run, args.report)
     print("\n".join(summary(run)))
     print(f"report: {args.report}/eval.md, eval.png", file=sys.stderr)

@@ -184,7 +184,8 @@ def run_config(args: argparse.Namespace, report_dir: Path) -> RunConfig:
         n_merchants=args.world_merchants,
         ab_sessions=args.ab_sessions or None,
         ab_design=args.ab_design,
-        test_targets=args.targets,
+        # One default with bench_eval: RunConfig's, unless --targets says otherwise.
+        test_targets=args.targets if args.targets is not None else RunConfig.test_targets,
         world_cache=None if args.fresh_worlds else (args.world_cache or report_dir / "cache"),
         fit=FitConfig(
             model=dataclasses.replace(RunConfig().fit.model, epochs=args.epochs), ranker_lists=args.lists

@@ -14,11 +14,12 @@ from ranking.model import ModelParams
 from ranking.offline import FitConfig, FittedModel, fit_model, merchant_features
 from ranking.ranker import baseline_ranker
 from ranking.scorer import Scorer
-from roomfeed.cli import main
+from roomfeed.cli import build_parser, main
 from simulator import Marketplace
 from simulator.presets import world_config
 from simulator.world import DAY_MS
-from worlds.evaluate import ModelHolder, baseline_model, schedule_of, watch_log
+from worlds.cli import run_config
+from worlds.evaluate import ModelHolder, RunConfig, baseline_model, schedule_of, watch_log
 from worlds.online import EXPERIMENT_ID, Arm, arm_metrics, bootstrap_diff, run_ab
 
 # A feed that ignores the viewer: nothing of their history, popularity or the model counts, and
@@ -93,6 +94,17 @@ def test_arms_are_the_experiments_feature_viewer_hash() -> None:
     names = [experiment.variant_of(f"v{i}").name for i in range(2_000)]
     assert 0.45 < names.count("a") / len(names) < 0.55
     assert names == [experiment.variant_of(f"v{i}").name for i in range(2_000)]
+
+
+def test_roomfeed_evaluate_world_judges_as_many_targets_as_bench_eval_unless_told(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One default for a world-seed's test targets (RunConfig's, which bench_eval uses); the default
+    world keeps its own."""
+    parser, _ = build_parser()
+    world = parser.parse_args(["evaluate", "--world", "grid"])
+    assert run_config(world, tmp_path).test_targets == RunConfig().test_targets
+    told = parser.parse_args(["evaluate", "--world", "grid", "--targets", "700"])
+    assert run_config(told, tmp_path).test_targets == 700
+    assert parser.parse_args(["evaluate"]).targets is None  # the default world: simulator.evaluation.TARGETS
 
 
 @pytest.mark.slow
