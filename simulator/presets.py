@@ -9,7 +9,8 @@ means a new name, never a quiet edit.
 The worlds differ in what a ranker has to get right: how much of watching is repeat viewing
 (40 % to 80 %), whether lasting or live popularity predicts what is watched, how biased the
 logging feed's exposure was, whether taste follows categories or hidden features, how many
-merchants are new, and whether viewers swipe (every served room plays) or pick from a grid.
+merchants are new, whether viewers swipe (every served room plays) or pick from a grid, whether
+price fit outweighs taste, and how rarely and briefly merchants are live.
 """
 
 from __future__ import annotations
@@ -151,6 +152,37 @@ WORLDS: dict[str, WorldPreset] = {
                 "continue_after_skip": 0.8,
             },
             (0.35, 0.55),
+        ),
+        # Two worlds added on 2026-12-07 (worlds4) with every value below, the repeat bands included,
+        # fixed and committed before either was simulated: nothing here was calibrated on a run.
+        WorldPreset(
+            "bargain",
+            "price decides: whether a room's price band fits the viewer's budget explains more of "
+            "staying than category or hidden taste; the logging feed did not know budgets",
+            {
+                "interface": "swipe",
+                "w_band": 1.6,
+                "category_strength": 0.5,
+                "w_intent": 0.3,
+                "w_match": 0.6,
+                "continue_prob": 0.92,
+                "continue_after_skip": 0.8,
+            },
+            (0.30, 0.60),
+        ),
+        WorldPreset(
+            "fleeting",
+            "merchants go live only in rare, short windows: a favourite is seldom live when the viewer "
+            "comes, few rooms are live at once and the live set turns over quickly",
+            {
+                "interface": "swipe",
+                "live_day_prob": (0.05, 0.4),
+                "duration_min": (20, 75),
+                "second_broadcast_prob": 0.05,
+                "continue_prob": 0.92,
+                "continue_after_skip": 0.8,
+            },
+            (0.15, 0.50),
         ),
     )
 }
