@@ -57,21 +57,23 @@ KEYS = (
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def record_in_simulator_doc(command: str, headline: str, table: str) -> None:
-    """The per-world, per-seed table between docs/simulator.md's `worlds:record` markers."""
+def record_in_simulator_doc(command: str, headline: str, table: str, notes: list[str]) -> None:
+    """The per-world, per-seed table (and `notes` after it: the done-when verdicts, why LightFM adds what
+    it adds) between docs/simulator.md's `worlds:record` markers."""
     doc = Path(__file__).resolve().parent.parent / "docs" / "simulator.md"
     start, end = "<!-- worlds:record -->", "<!-- /worlds:record -->"
     text = doc.read_text()
     if start not in text or end not in text:
         return
-    block = f"{start}\n`{command}`: {headline}\n\n{table}\n{end}"
+    after = "\n".join(notes)
+    block = f"{start}\n`{command}`: {headline}\n\n{table}\n\n{after}\n{end}"
     doc.write_text(text[: text.index(start)] + block + text[text.index(end) + len(end) :])
 
 
 def world_family(args: argparse.Namespace) -> None:
     from worlds.cli import kept_runs, run_worlds, summarise_runs
     from worlds.evaluate import RunConfig
-    from worlds.report import done_when, summary_table
+    from worlds.report import done_when, lightfm_why, summary_table
 
     cfg = RunConfig(
         n_viewers=args.world_viewers,
@@ -126,6 +128,12 @@ def world_family(args: argparse.Namespace) -> None:
         "",
         *done_when(kept_now),
         "",
+        "why LightFM adds what it adds, world-seed by world-seed (worlds.report.lightfm_why, from measured "
+        "diagnostics: AUC on new targets among never-watched rooms, rank correlation with live popularity, "
+        "cold share):",
+        "",
+        *(f"- {name} {run['seed']}: {lightfm_why(run)}" for name, runs in kept_now.items() for run in runs),
+        "",
         "interval widths (HR@5 difference, 95 %, viewers resampled): "
         + ", ".join(f"{n} {f['hr5_diff_ci_width']:.3f}" for n, f in worlds.items()),
         "LightFM's cold-start AUC (merchants never seen in training, among live candidates; worse seed): "
@@ -141,6 +149,16 @@ def world_family(args: argparse.Namespace) -> None:
         command_line(),
         {
             "worlds": worlds,
+            "lightfm_why": {
+                name: {str(run["seed"]): lightfm_why(run) for run in runs} for name, runs in kept_now.items()
+            },
+            "lightfm_diagnostics": {
+                name: {
+                    str(run["seed"]): {k: v for k, v in run["offline"].items() if k.startswith("diag_")}
+                    for run in runs
+                }
+                for name, runs in kept_now.items()
+            },
             "seconds": result["seconds"],
             "timings": result["timings"],
             "load": [round(load_before, 1), round(load_after, 1)],
@@ -148,7 +166,9 @@ def world_family(args: argparse.Namespace) -> None:
         lines,
         "eval — the world family (roomfeed evaluate --world)",
     )
-    record_in_simulator_doc(command_line(), lines[0], result["seed_table"])
+    notes_from = lines.index("issue 13's done-when lines, seed by seed (worlds.report.done_when):")
+    notes_to = next(i for i, line in enumerate(lines) if line.startswith("interval widths"))
+    record_in_simulator_doc(command_line(), lines[0], result["seed_table"], lines[notes_from:notes_to])
     path = RESULTS / "eval.json"
     stored: dict[str, Any] = (
         json.loads(path.read_text()) if path.exists() else {"name": "eval", "metrics": {}}

@@ -36,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
 
 from events.vocabulary import SWIPE_AWAY_MS
 from feed.replay import FeedPage
 from ranking.dataset import ENTER, LEAVE, InteractionLog, from_simulator
-from ranking.evaluation import Evaluation, cold_auc, viewer_bootstrap
+from ranking.evaluation import Evaluation, Method, cold_auc, ranker_method, viewer_bootstrap
 from ranking.features import PRICE_BANDS, RoomFeatures
 from ranking.model import ModelParams, RankingModel
 from ranking.offline import FitConfig, evaluate_model, fit_model, merchant_features
@@ -193,10 +194,82 @@ def lightfm_auc(
     """LightFM's AUC among the live candidates (ranking.evaluation.cold_auc) on targets whose merchant had
     no watch in the training window (cold: the model has a row for every merchant it was given features
     of, but only features ever moved a cold one's), and on the others (warm)."""
-    cold_rows = {i for i, m in enumerate(model_merchants) if m not in trained}
-    cold, n_cold = cold_auc(targets, cold_rows | {-1})
-    warm, n_warm = cold_auc(targets, set(range(len(model_merchants))) - cold_rows)
-    return {"cold_auc": cold, "cold_targets": n_cold, "warm_auc": warm, "warm_targets": n_warm}
+    cold = cold_rows(model_merchants, trained)
+    warm, n_warm = cold_auc(targets, set(range(len(model_merchants))) - cold)
+    cold_figure, n_cold = cold_auc(targets, cold)
+    return {"cold_auc": cold_figure, "cold_targets": n_cold, "warm_auc": warm, "warm_targets": n_warm}
+
+
+def cold_rows(model_merchants: Sequence[str], trained: set[str]) -> set[int]:
+    """The model rows of merchants without a watch in the training window (scored from features alone),
+    and -1 (a merchant the model does not know)."""
+    return {i for i, m in enumerate(model_merchants) if m not in trained} | {-1}
+
+
+def _auc(scores: np.ndarray, target: int) -> float:
+    """Share of the other candidates the target is scored above (ties count half)."""
+    others = np.delete(scores, target)
+    if others.size == 0:
+        return float("nan")
+    s = scores[target]
+    return float(((others < s).sum() + 0.5 * (others == s).sum()) / others.size)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (average ranks for ties); NaN when either side is constant."""
+    ra, rb = rankdata(a), rankdata(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def lightfm_diagnostics(
+    targets: Sequence[Target], without_lightfm: Method, cold: set[int]
+) -> dict[str, float]:
+    """What LightFM's column brings on new targets, measured where the issue asks why it adds nothing.
+
+    On every new target, among the candidates of merchants the viewer never entered (where the
+    ranker's history columns say nothing): the AUC of LightFM's score, of the ranker without
+    LightFM's columns (`without_lightfm`: ranking.evaluation.ranker_method) and of live popularity;
+    the rank correlation (Spearman) of LightFM's score with live popularity and with the no-LightFM
+    ranker's score among those candidates (median over targets: 1 = LightFM only repeats what the
+    other column already says); the share of new targets whose merchant had no watch in the training
+    window (`cold`: `cold_rows`, model rows scored from features alone)."""
+    lf_auc, plain_auc, live_auc, rho_live, rho_plain = [], [], [], [], []
+    is_cold: list[bool] = []
+    for t in targets:
+        lf = t.request.lightfm
+        if t.repeat or lf is None:
+            continue
+        keep = ~t.entered_before
+        if keep.sum() < 3:
+            continue
+        where = int(np.flatnonzero(np.flatnonzero(keep) == t.target)[0])
+        lf_k = np.asarray(lf, dtype=np.float64)[keep]
+        plain_k = np.asarray(without_lightfm(t), dtype=np.float64)[keep]
+        live_k = np.asarray(t.live_pop, dtype=np.float64)[keep]
+        lf_auc.append(_auc(lf_k, where))
+        plain_auc.append(_auc(plain_k, where))
+        live_auc.append(_auc(live_k, where))
+        rho_live.append(_spearman(lf_k, live_k))
+        rho_plain.append(_spearman(lf_k, plain_k))
+        is_cold.append(int(t.request.items[t.target]) in cold)
+
+    def mean(xs: list[float]) -> float:
+        return float(np.nanmean(xs)) if xs and not np.all(np.isnan(xs)) else float("nan")
+
+    def median(xs: list[float]) -> float:
+        return float(np.nanmedian(xs)) if xs and not np.all(np.isnan(xs)) else float("nan")
+
+    return {
+        "diag_new_targets": len(lf_auc),
+        "diag_lightfm_new_auc": mean(lf_auc),
+        "diag_no_lightfm_new_auc": mean(plain_auc),
+        "diag_live_pop_new_auc": mean(live_auc),
+        "diag_lightfm_rho_live_pop": median(rho_live),
+        "diag_lightfm_rho_no_lightfm": median(rho_plain),
+        "diag_cold_share_new": float(np.mean(is_cold)) if is_cold else float("nan"),
+    }
 
 
 def trained_merchants(log: InteractionLog, until_ms: int) -> set[str]:
@@ -233,6 +306,7 @@ def offline_figures(
     ablation = diff("ranker", "ranker_no_lightfm", "new")
     ablation_disc = diff("ranker", "ranker_no_lightfm", "discovery")
     ablation_all = diff("ranker", "ranker_no_lightfm")
+    kept = diff("ranker_with_lightfm", "ranker_no_lightfm", "new") if "ranker_with_lightfm" in r else None
     per_target = ev.difference("ranker", best, seed=seed, by="target")  # targets resampled, for comparison
     return {
         "methods": {
@@ -270,6 +344,7 @@ def offline_figures(
         **_interval("ablation_new_gain", "ablation_new", ablation),
         **_interval("ablation_discovery_gain", "ablation_discovery", ablation_disc),
         **_interval("ablation_overall_gain", "ablation_overall", ablation_all),
+        **(_interval("with_lightfm_new_gain", "with_lightfm_new", kept) if kept is not None else {}),
         "hr5_purchase_ranker": r["ranker"]["purchase"]["hr5"],
         "hr5_purchase_reppop": r[best]["purchase"]["hr5"],
         "repeat_share": ev.repeat_share,
@@ -317,13 +392,22 @@ def run_world(
         {
             "ranker": (fitted.model, fitted.ranker),
             "ranker_no_lightfm": (fitted.model, fitted.ranker_no_lightfm),
+            # The variant with LightFM's columns, judged even when validation dropped them: what keeping
+            # them would have given on the test day (worlds.report.lightfm_why).
+            "ranker_with_lightfm": (fitted.model, fitted.ranker_lightfm or fitted.ranker),
         },
         (split, split + DAY_MS),
         max_targets=cfg.test_targets,
         seed=seed,
         page=FeedPage(schedule.room_features, seed=seed),  # also judge the page the feed would serve
     )
-    offline = offline_figures(ev, targets, seed, fitted.model.merchant_ids, trained_merchants(log, split))
+    trained = trained_merchants(log, split)
+    offline = offline_figures(ev, targets, seed, fitted.model.merchant_ids, trained)
+    offline.update(
+        lightfm_diagnostics(
+            targets, ranker_method(fitted.ranker_no_lightfm), cold_rows(fitted.model.merchant_ids, trained)
+        )
+    )
 
     timings["judge_s"] = time.perf_counter() - t0
     timings["judge_cpu_s"] = time.process_time() - c0

@@ -182,6 +182,7 @@ def world_table(name: str, runs: Sequence[Mapping[str, Any]]) -> str:
             f"- LightFM's AUC among live candidates: merchants never seen in training (cold, from features) "
             f"{off.get('cold_auc', float('nan')):.3f} on {int(off.get('cold_targets', 0))} targets; "
             f"known merchants {off.get('warm_auc', float('nan')):.3f}",
+            f"- why LightFM adds what it adds: {lightfm_why(run)}",
             "",
             "| A/B arm | sessions | enter rate | watch rate | watch min / session | orders / 1k impr. | GMV / 1k impr. |",
             "|---|---:|---:|---:|---:|---:|---:|",
@@ -331,6 +332,80 @@ def seed_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
                 )
             )
     return "\n".join(lines)
+
+
+# Where a diagnostic counts as a reason (lightfm_why): stated with the figure, so a reader can judge it.
+REDUNDANT_RHO = 0.5  # LightFM's order of never-watched rooms agrees this much with another column's
+WEAKER_AUC = 0.02  # LightFM alone ranks new targets this much worse than the ranker without it
+COLD_SHARE = 0.15  # this share of new targets are merchants LightFM never saw in training
+
+
+def lightfm_why(run: Mapping[str, Any]) -> str:
+    """Why LightFM's columns add (or not) on new targets in one world-seed, from its measured diagnostics
+    (worlds.evaluate.lightfm_diagnostics) rather than a sentence written once for every world."""
+    o, info = run["offline"], run.get("ranker", {})
+    gain, low, high = o["ablation_new_gain"], o["ablation_new_ci_low"], o["ablation_new_ci_high"]
+    head = f"ablation on new targets {gain:+.3f} ({low:+.3f} … {high:+.3f}, {int(o.get('new_targets', 0))} new targets)"
+    if "diag_lightfm_new_auc" not in o:
+        return head + "; no diagnostics in this run"
+    lf, plain, live = o["diag_lightfm_new_auc"], o["diag_no_lightfm_new_auc"], o["diag_live_pop_new_auc"]
+    rho_live, rho_plain = o["diag_lightfm_rho_live_pop"], o["diag_lightfm_rho_no_lightfm"]
+    cold = o["diag_cold_share_new"]
+    reasons: list[str] = []
+    if info.get("lightfm_used") == 0.0:
+        kept = ""
+        if "with_lightfm_new_gain" in o:
+            kept = (
+                f"; kept, they would have given {o['with_lightfm_new_gain']:+.3f} on new targets "
+                f"({o['with_lightfm_new_ci_low']:+.3f} … {o['with_lightfm_new_ci_high']:+.3f})"
+            )
+        reasons.append(
+            "validation dropped LightFM's columns (validation "
+            f"{_fmt(info.get('validation_with_lightfm'))} with vs {_fmt(info.get('validation_without'))} "
+            f"without), so the ranker is the ranker without them and the ablation is 0 by construction{kept}"
+        )
+    if lf < plain - WEAKER_AUC:
+        reasons.append(
+            f"training signal: among never-watched rooms LightFM alone ranks a new target above {lf:.2f} of "
+            f"them (AUC), the ranker without it {plain:.2f} — its column knows less than the others together"
+        )
+    elif lf >= plain:
+        reasons.append(
+            f"LightFM alone ranks new targets as well or better (AUC {lf:.2f} vs {plain:.2f} without it), "
+            f"so what it knows is already in the other columns (rank correlation {rho_plain:.2f})"
+            if gain <= 0 or low <= 0
+            else f"LightFM alone ranks new targets at AUC {lf:.2f} vs {plain:.2f} without it"
+        )
+    if rho_live >= REDUNDANT_RHO:
+        reasons.append(
+            f"features/negatives: its order of never-watched rooms follows live popularity (Spearman {rho_live:.2f}): "
+            "WARP on a log whose exposure the logging feed chose learns mostly what was shown"
+        )
+    elif rho_plain >= REDUNDANT_RHO:
+        reasons.append(f"its order agrees with the ranker without it (Spearman {rho_plain:.2f}): little new")
+    if cold >= COLD_SHARE:
+        reasons.append(
+            f"cold start: {cold:.0%} of new targets are merchants with no training watch, scored from features "
+            f"only (cold AUC {_fmt(o.get('cold_auc'))})"
+        )
+    if live > max(lf, plain):
+        reasons.append(
+            f"the world: live popularity alone ranks new targets best (AUC {live:.2f}): what is hot now, not "
+            "taste, decides discovery here"
+        )
+    if high - low > 2 * abs(gain) and low <= 0 < high:
+        reasons.append(
+            f"the test day cannot resolve a gain under {(high - low) / 2:.3f} (interval half-width)"
+        )
+    if low > 0:
+        return head + ": LightFM helps on new targets; " + "; ".join(reasons)
+    return head + ": " + ("; ".join(reasons) if reasons else "no diagnostic crosses its threshold")
+
+
+def _fmt(value: Any) -> str:
+    return (
+        "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.3f}"
+    )
 
 
 def done_when(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:

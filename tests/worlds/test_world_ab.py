@@ -135,7 +135,11 @@ def test_roomfeed_evaluate_world_writes_a_table_a_plot_and_the_figures(tmp_path)
     assert code == 0
     summary = orjson.loads((tmp_path / "worlds.json").read_bytes())
     for name in ("grid", "loyal"):
-        assert (tmp_path / name / "table.md").read_text().startswith(f"### world `{name}`")
+        table = (tmp_path / name / "table.md").read_text()
+        assert table.startswith(f"### world `{name}`")
+        assert "- why LightFM adds what it adds: ablation on new targets" in table
+        run = orjson.loads((tmp_path / name / "runs.json").read_bytes())[0]
+        assert 0.0 <= run["offline"]["diag_lightfm_new_auc"] <= 1.0 and run["offline"]["diag_new_targets"] > 0
         assert (tmp_path / name / "eval.png").stat().st_size > 10_000
         figures = summary["worlds"][name]
         for key in (

@@ -320,3 +320,73 @@ def test_the_baselines_figures_do_not_depend_on_the_model_judged() -> None:
 class _Mute:
     def write(self, text: str) -> int:
         return len(text)
+
+
+def _new_target(lightfm: list[float], live_pop: list[float], chosen: int, item: int = 0) -> Any:
+    n = len(lightfm)
+    request = SimpleNamespace(lightfm=np.array(lightfm), items=np.full(n, item))
+    return SimpleNamespace(
+        request=request,
+        repeat=False,
+        target=chosen,
+        entered_before=np.zeros(n, dtype=bool),
+        live_pop=np.array(live_pop),
+        rooms=np.arange(n),
+    )
+
+
+def test_lightfm_diagnostics_measure_signal_redundancy_and_cold_share() -> None:
+    # LightFM repeats live popularity exactly; the ranker without it puts every target first.
+    targets = [
+        _new_target([0.1, 0.5, 0.9, 0.3], [1, 5, 9, 3], chosen=1, item=7),  # LightFM AUC 2/3
+        _new_target([0.2, 0.4, 0.6, 0.8], [2, 4, 6, 8], chosen=0, item=1),  # LightFM AUC 0
+    ]
+
+    def without_lightfm(t: Any) -> np.ndarray:
+        out = np.zeros(t.rooms.size)
+        out[t.target] = 1.0
+        return out
+
+    d = world_evaluate.lightfm_diagnostics(targets, without_lightfm, cold={7})
+    assert d["diag_new_targets"] == 2
+    assert d["diag_lightfm_new_auc"] == pytest.approx((2 / 3 + 0) / 2)
+    assert d["diag_no_lightfm_new_auc"] == pytest.approx(1.0)
+    assert d["diag_lightfm_rho_live_pop"] == pytest.approx(1.0)
+    assert d["diag_cold_share_new"] == pytest.approx(0.5)
+
+
+def _why(**diag: float) -> str:
+    from worlds.report import lightfm_why
+
+    offline = {
+        "ablation_new_gain": 0.001,
+        "ablation_new_ci_low": -0.02,
+        "ablation_new_ci_high": 0.022,
+        "new_targets": 900,
+        "cold_auc": 0.6,
+        **diag,
+    }
+    return lightfm_why({"offline": offline, "ranker": {"lightfm_used": 1.0}})
+
+
+def test_the_lightfm_report_states_the_reason_its_diagnostics_measure() -> None:
+    redundant = _why(
+        diag_lightfm_new_auc=0.70,
+        diag_no_lightfm_new_auc=0.72,
+        diag_live_pop_new_auc=0.60,
+        diag_lightfm_rho_live_pop=0.83,
+        diag_lightfm_rho_no_lightfm=0.4,
+        diag_cold_share_new=0.02,
+    )
+    assert "live popularity (Spearman 0.83)" in redundant and "cold start" not in redundant
+    weak_and_cold = _why(
+        diag_lightfm_new_auc=0.55,
+        diag_no_lightfm_new_auc=0.75,
+        diag_live_pop_new_auc=0.80,
+        diag_lightfm_rho_live_pop=0.1,
+        diag_lightfm_rho_no_lightfm=0.2,
+        diag_cold_share_new=0.4,
+    )
+    assert "training signal" in weak_and_cold and "40% of new targets" in weak_and_cold
+    assert "live popularity alone ranks new targets best (AUC 0.80)" in weak_and_cold
+    assert "Spearman" not in weak_and_cold
