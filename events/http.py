@@ -81,6 +81,7 @@ class Events:
                 rooms,
                 topic=resources.settings.topic(VIEWER_EVENTS),
                 round_trips=functools.partial(round_trip, resources.redis, resources.redis_lane),
+                ack_timeout=resources.settings.kafka_ack_timeout_s,
             ),
             live_stats=LiveStats(resources.redis),
             consumer_lag=ConsumerLag(resources.settings),

@@ -45,6 +45,10 @@ class Settings:
     # cluster: one broker can die without losing or refusing an accepted event.
     kafka_replication_factor: int = 1
     kafka_min_insync_replicas: int = 1
+    # Seconds ingest waits for the broker to acknowledge a batch (acks=all) before it answers 503
+    # `kafka_unavailable` and claims nothing (the app retries the same event ids). 2.5 s keeps an app's
+    # post under its usual 5 s timeout; raise it where the broker is known to be slow but healthy.
+    kafka_ack_timeout_s: float = 2.5
     # Secret the platform's login signs viewer tokens with (HMAC-SHA256). Override in production.
     viewer_token_secret: str = "dev-viewer-secret-change-me"
     # Viewer-token keyring `kid:secret[,kid:secret...]` (the first signs, all verify; see
@@ -101,6 +105,10 @@ class Settings:
             raise SettingsError(
                 "ROOMFEED_KAFKA_MIN_INSYNC_REPLICAS must be between 1 and ROOMFEED_KAFKA_REPLICATION_FACTOR "
                 f"(got {self.kafka_min_insync_replicas} of {self.kafka_replication_factor})"
+            )
+        if not self.kafka_ack_timeout_s > 0:
+            raise SettingsError(
+                f"ROOMFEED_KAFKA_ACK_TIMEOUT_S must be greater than 0, got {self.kafka_ack_timeout_s}"
             )
         if not self.alliance_time_scale > 0:
             raise ValueError("ROOMFEED_ALLIANCE_TIME_SCALE must be greater than 0")

@@ -213,3 +213,20 @@ def test_a_key_for_the_wrong_owner_is_one_line(
     status, _, err = _in_process(monkeypatch, capsys, settings, "keys", "create", *args)
     assert status == 2
     assert _one_line(err) == says
+
+
+async def test_kafka_ack_timeout_is_a_setting_ingest_uses(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    from dataclasses import replace
+
+    from roomfeed.assembly import create_app
+
+    monkeypatch.setenv("ROOMFEED_KAFKA_ACK_TIMEOUT_S", "7.5")
+    assert Settings.from_env().kafka_ack_timeout_s == 7.5
+    for bad in ("0", "-1"):
+        monkeypatch.setenv("ROOMFEED_KAFKA_ACK_TIMEOUT_S", bad)
+        with pytest.raises(SettingsError, match="ROOMFEED_KAFKA_ACK_TIMEOUT_S must be greater than 0"):
+            Settings.from_env()
+    app = create_app(replace(settings, kafka_ack_timeout_s=7.5), access_log=False)
+    assert app.services.events.ingest.ack_timeout == 7.5
