@@ -43,6 +43,7 @@ from alliance.models import Code as CodeOut
 from alliance.orders import OrderAttribution
 from alliance.plan import PacingPlans
 from alliance.scheduler import ExposureScheduler
+from alliance.settlement import Settlement
 from roomfeed.auth import Principal
 from roomfeed.errors import NotFound, ValidationFailed
 from roomfeed.leader import ALLIANCE_SCHEDULER, Leadership, always_lead
@@ -71,6 +72,8 @@ class Merchants(Protocol):
     async def exists(self, merchant_id: str) -> bool: ...
 
     async def store_and_staff(self, merchant_id: str, store_id: str | None, staff_id: str | None) -> bool: ...
+
+    async def categories(self, merchant_ids: list[str]) -> dict[str, str | None]: ...
 
 
 @dataclass
@@ -107,7 +110,9 @@ class Alliance:
             code_book=CodeBook(resources.settings, pool),
             attribution_book=AttributionBook(pool, redis, clock),
             ledger=Ledger(pool, clock),
-            scheduler=ExposureScheduler(pool, redis, clock=clock),
+            scheduler=ExposureScheduler(
+                pool, redis, clock=clock, settlement=Settlement(pool, clock, categories=merchants.categories)
+            ),
             boost=AllianceBoost(redis, clock=clock),
             scheduler_leadership=resources.leases.leadership(ALLIANCE_SCHEDULER),
             clock=clock,

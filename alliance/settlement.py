@@ -15,7 +15,7 @@ visits that any rule marks:
 | `reciprocal_pattern` | two members' viewers visit each other's rooms far more than other members' viewers visit them (lift and a binomial test on the member graph, both directions) | members trading visits with their own viewers |
 | `ring_pattern` | three members' viewers pass visits round a cycle A→B→C→A, each flow as excessive as above, which no pair returns | members passing visits round a ring |
 | `repeat_viewers` | a contributor's counted visits come from few viewers returning again and again: visits per distinct viewer far above the alliance's other contributors (lift and a Poisson test on the excess) — the visits of its returning viewers | a few aged ids each kept under the per-viewer caps, returned all day |
-| `never_converts` | (where verified orders exist) a merchant's contributed viewers never order anywhere while the platform's contributed viewers do, beyond chance | farms of accounts that watch but never buy |
+| `never_converts` | (where verified orders exist) a merchant's contributed viewers never order anywhere while its peers' contributed viewers do (the alliance's other contributors in its category), beyond chance | farms of accounts that watch but never buy |
 
 Held visits no rule marks are confirmed once their holding period has passed: then the scheduler
 pays them back. Later evidence still claws confirmed credit back within the window (a negative
@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -184,26 +185,55 @@ def repeat_viewer_flags(
     return flagged
 
 
-def never_converting(viewers: dict[str, tuple[int, int]], patterns: Patterns) -> set[str]:
-    """Merchants whose contributed viewers never order while others' do, beyond chance.
+def never_converting(
+    viewers: dict[tuple[str, str], tuple[int, int]],
+    patterns: Patterns,
+    categories: Mapping[str, str | None] | None = None,
+) -> set[tuple[str, str]]:
+    """(alliance, contributor) pairs whose contributed viewers never order while comparable
+    contributors' viewers do, beyond chance.
 
-    `viewers` maps a merchant to (its contributed viewers who ordered anywhere, its contributed
-    viewers). The platform's rate is pooled over the merchants that converted at least once, so a
-    farm does not lower the bar it is held to.
+    `viewers` maps (alliance, contributor) to (its contributed viewers who ordered anywhere, its
+    contributed viewers); `categories` a merchant to its category (None or missing: unknown). How
+    often viewers buy depends on what they watch and who brought them, so a contributor is held to
+    its peers' rate, not the platform's: the other contributors *of its alliance in its category*
+    (category unknown: of its alliance); where none of those converted, the contributors of its
+    category in other alliances; where none of those either, no verdict (a category nobody buys in
+    is no evidence). The rate is pooled over peers that converted at least once, so a farm does not
+    lower the bar it is held to.
     """
-    buyers = sum(k for k, n in viewers.values() if k > 0)
-    seen = sum(n for k, n in viewers.values() if k > 0)
-    if buyers == 0 or seen == 0:
-        return set()  # no orders anywhere (or none verified): nothing to compare with
-    rate = buyers / seen
-    return {
-        m
-        for m, (k, n) in viewers.items()
-        if k == 0 and n >= patterns.never_converts_min_viewers and (1 - rate) ** n < patterns.never_converts_p
-    }
+    cats = categories or {}
+    # (alliance, category) and category → [buyers, viewers] of the contributors that converted.
+    in_alliance: dict[tuple[str, str | None], list[int]] = defaultdict(lambda: [0, 0])
+    in_category: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for (alliance, contributor), (k, n) in viewers.items():
+        if k > 0:
+            cat = cats.get(contributor)
+            for pooled in (in_alliance[(alliance, cat)], *([in_category[cat]] if cat is not None else [])):
+                pooled[0] += k
+                pooled[1] += n
+    flagged: set[tuple[str, str]] = set()
+    for (alliance, contributor), (k, n) in viewers.items():
+        if k > 0 or n < patterns.never_converts_min_viewers:
+            continue
+        cat = cats.get(contributor)
+        buyers, seen = in_alliance.get((alliance, cat), (0, 0))
+        if buyers == 0 and cat is not None:
+            # Peers of the category elsewhere (this contributor has k = 0: it is in no pool).
+            buyers, seen = in_category.get(cat, (0, 0))
+        if buyers == 0 or seen == 0:
+            continue  # nobody comparable orders (or none verified): nothing to compare with
+        if (1 - buyers / seen) ** n < patterns.never_converts_p:
+            flagged.add((alliance, contributor))
+    return flagged
 
 
 # --- the pass --------------------------------------------------------------------------------
+
+
+# merchant ids → each one's category (None: unknown); the rooms domain answers it
+# (rooms.catalog.MerchantCatalog.categories).
+MerchantCategories = Callable[[list[str]], Awaitable[Mapping[str, str | None]]]
 
 
 class Settlement:
@@ -213,7 +243,11 @@ class Settlement:
         clock: AllianceClock | None = None,
         policy: Policy | None = None,
         patterns: Patterns | None = None,
+        categories: MerchantCategories | None = None,
     ) -> None:
+        """`categories` tells `never_converts` which contributors are comparable; without it each
+        contributor is compared with its alliance's other contributors."""
+        self.categories = categories
         self.pool = pool
         self.clock = clock or AllianceClock()
         self.policy = policy or Policy()
@@ -314,9 +348,9 @@ class Settlement:
         if repeats:
             marked.append(("repeat_viewers", {"returning": repeats}))
         conversions = await self._conversions(conn, since)
-        silent = never_converting(conversions, self.patterns)
+        silent = never_converting(conversions, self.patterns, await self._categories(conversions))
         if silent:
-            marked.append(("never_converts", {"merchants": sorted(silent)}))
+            marked.append(("never_converts", {"members": sorted(silent)}))
         return marked
 
     async def _repeat_viewers(self, conn: asyncpg.Connection, since: datetime) -> list[tuple[str, str, str]]:
@@ -338,20 +372,32 @@ class Settlement:
             if int(r["n"]) > 1 and (r["alliance_id"], r["contributor_id"]) in flagged
         )
 
-    async def _conversions(self, conn: asyncpg.Connection, since: datetime) -> dict[str, tuple[int, int]]:
-        """Per contributor: (its contributed viewers who ordered anywhere since, its contributed viewers).
-        Orders are verified orders (rooms' order ledger) attributed by alliance.orders; none means no
-        comparison is made."""
+    async def _conversions(
+        self, conn: asyncpg.Connection, since: datetime
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per (alliance, contributor): (its contributed viewers who ordered anywhere since, its
+        contributed viewers). Orders are verified orders (rooms' order ledger) attributed by
+        alliance.orders; none means no comparison is made."""
         rows = await conn.fetch(
-            """SELECT v.contributor_id AS m, count(DISTINCT v.viewer_id) AS n,
+            """SELECT v.alliance_id AS a, v.contributor_id AS m, count(DISTINCT v.viewer_id) AS n,
                       count(DISTINCT v.viewer_id) FILTER (WHERE EXISTS (
                           SELECT 1 FROM attributed_order_entries o
                           WHERE o.kind = 'sale' AND o.viewer_id = v.viewer_id AND o.at >= $1)) AS k
                FROM alliance_visits v WHERE v.earned AND v.at >= $1
-               GROUP BY v.contributor_id""",
+               GROUP BY v.alliance_id, v.contributor_id""",
             since,
         )
-        return {r["m"]: (int(r["k"]), int(r["n"])) for r in rows}
+        return {(r["a"], r["m"]): (int(r["k"]), int(r["n"])) for r in rows}
+
+    async def _categories(
+        self, conversions: dict[tuple[str, str], tuple[int, int]]
+    ) -> Mapping[str, str | None]:
+        """The contributors' categories, asked only when a contributor could be flagged at all."""
+        if self.categories is None or not any(
+            k == 0 and n >= self.patterns.never_converts_min_viewers for k, n in conversions.values()
+        ):
+            return {}
+        return await self.categories(sorted({m for _, m in conversions}))
 
     async def _claw(
         self, conn: asyncpg.Connection, since: datetime, reason: str, where: dict[str, Any], now: float
@@ -360,6 +406,7 @@ class Settlement:
         with the state they had."""
         pairs = where.get("pairs", [])
         returning = where.get("returning", [])
+        members = where.get("members", [])
         rows: list[Any] = await conn.fetch(
             """WITH hit AS (
                  SELECT source_event_id, state AS was FROM alliance_visits
@@ -368,7 +415,7 @@ class Settlement:
                     OR (young_account AND contributor_id = ANY($3::text[]))
                     OR (young_account AND code = ANY($4::text[]))
                     OR (contributor_id, host_merchant_id) IN (SELECT * FROM unnest($5::text[], $6::text[]))
-                    OR contributor_id = ANY($7::text[])
+                    OR (alliance_id, contributor_id) IN (SELECT * FROM unnest($7::text[], $13::text[]))
                     OR (alliance_id, contributor_id, viewer_id)
                        IN (SELECT * FROM unnest($10::text[], $11::text[], $12::text[])))
                  FOR UPDATE)
@@ -381,11 +428,12 @@ class Settlement:
             where.get("codes", []),
             [a for a, _ in pairs],
             [b for _, b in pairs],
-            where.get("merchants", []) if reason == "never_converts" else [],
+            [a for a, _ in members],
             reason,
             _ts(now),
             [a for a, _, _ in returning],
             [c for _, c, _ in returning],
             [v for _, _, v in returning],
+            [m for _, m in members],
         )
         return rows

@@ -276,6 +276,22 @@ class MerchantCatalog:
         )
         return {r["product_id"] for r in rows}
 
+    async def categories(self, merchant_ids: list[str]) -> dict[str, str | None]:
+        """merchant_id → its category: the one its profile names, else the one most of its rooms have
+        (None: neither). The alliance compares contributors within a category (never_converts)."""
+        rows = await self.pool.fetch(
+            """
+            SELECT m.merchant_id,
+                   coalesce(m.category,
+                            (SELECT r.category FROM rooms r
+                              WHERE r.merchant_id = m.merchant_id AND r.category IS NOT NULL
+                              GROUP BY r.category ORDER BY count(*) DESC, r.category LIMIT 1)) AS category
+              FROM merchants m WHERE m.merchant_id = ANY($1::text[])
+            """,
+            merchant_ids,
+        )
+        return {r["merchant_id"]: r["category"] for r in rows}
+
     # --- features for ranking ------------------------------------------------------------------
 
     async def merchant_features(self) -> dict[str, list[str]]:

@@ -29,6 +29,7 @@ from alliance.settlement import (
     repeat_viewer_flags,
     ring_flows,
 )
+from rooms.catalog import MerchantCatalog
 from rooms.orders import OrderEntry
 from tests.alliance.test_contribution import visit, visits
 
@@ -52,8 +53,8 @@ class Market:
         self.settlement = Settlement(pool)
 
     @classmethod
-    async def make(cls, pool: asyncpg.Pool, redis: Redis, n: int) -> Market:
-        members = [mid() for _ in range(n)]
+    async def make(cls, pool: asyncpg.Pool, redis: Redis, n: int, members: list[str] | None = None) -> Market:
+        members = members or [mid() for _ in range(n)]
         book = AllianceBook(pool)
         alliance = await book.create(
             members[0], "Settlement", Terms(viewer_daily_cap=50, device_daily_cap=50)
@@ -244,6 +245,37 @@ async def test_viewers_who_never_order_anywhere_are_clawed_back_where_others_do(
         assert (await m.statement(c))["clawed_back"] == 0.0
 
 
+async def test_an_honest_member_whose_viewers_rarely_buy_is_held_to_its_category_not_other_alliances(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    """The merchants' categories come from the rooms domain (MerchantCatalog.categories), as in the API."""
+    catalog = MerchantCatalog(pool)
+    kinds = ["books", "books", "beauty", "beauty", "beauty", "beauty"]
+    ids = [(await catalog.create_merchant(f"shop {i}", c))["merchant_id"] for i, c in enumerate(kinds)]
+    m = await Market.make(pool, redis, 0, members=ids)
+    other = await Market.make(pool, redis, 2)  # another alliance, whose viewers buy a lot
+    low, books, hi1, hi2, farm, host = ids
+    settlement = Settlement(pool, categories=catalog.categories)
+    t = now
+    buyers = {books: {7}, hi1: {0, 3, 6, 9, 12, 15, 18, 21, 24}, hi2: {1, 4, 7, 10, 13, 16, 19, 22, 24}}
+    for c in (low, books, hi1, hi2, farm):
+        for k in range(25):
+            t += 5
+            v = await m.viewer(c, t)
+            await m.visit(v, host, t + 1)
+            if k in buyers.get(c, set()):
+                await m.order(host, f"o{k}{c}", v, t + 2)
+    for k in range(25):
+        t += 5
+        v = await other.viewer(other.members[0], t)
+        await other.visit(v, other.members[1], t + 1)
+        await other.order(other.members[1], f"o{k}", v, t + 2)
+    await settlement.run(t + 3 * HOUR)
+    assert (await m.statement(farm))["visits"]["clawed_back"]["never_converts"]["visits"] == 25
+    for c in (low, books, hi1, hi2):
+        assert (await m.statement(c))["clawed_back"] == 0.0, c
+
+
 def test_new_account_share_bar_follows_the_platform() -> None:
     patterns = Patterns()
     assert new_account_flags({"farm": (8, 8), "a": (1, 8), "b": (2, 8), "c": (0, 8)}, patterns) == {"farm"}
@@ -333,10 +365,44 @@ def test_repeat_viewers_are_judged_against_the_alliance() -> None:
     assert repeat_viewer_flags({**honest, **farm, **two}, Patterns()) == {("al", "farm"), ("al", "farm2")}
 
 
-def test_never_converting_needs_orders_elsewhere() -> None:
-    assert never_converting({"a": (0, 50), "b": (0, 50)}, Patterns()) == set()  # no orders verified anywhere
-    assert never_converting({"a": (0, 50), "b": (10, 50)}, Patterns()) == {"a"}
-    assert never_converting({"a": (0, 5), "b": (10, 50)}, Patterns()) == set()  # too few to tell
+def test_never_converting_needs_orders_among_its_peers() -> None:
+    p = Patterns()
+    assert (
+        never_converting({("A", "a"): (0, 50), ("A", "b"): (0, 50)}, p) == set()
+    )  # no orders verified anywhere
+    assert never_converting({("A", "a"): (0, 50), ("A", "b"): (10, 50)}, p) == {("A", "a")}
+    assert never_converting({("A", "a"): (0, 5), ("A", "b"): (10, 50)}, p) == set()  # too few to tell
+    # Another alliance's viewers ordering says nothing about this alliance's.
+    assert never_converting({("A", "a"): (0, 50), ("A", "b"): (0, 50), ("B", "c"): (20, 50)}, p) == set()
+
+
+def test_never_converting_holds_a_member_to_its_category() -> None:
+    p = Patterns()
+    viewers = {
+        ("A", "low"): (0, 40),  # honest, in a category whose viewers rarely buy
+        ("A", "low2"): (1, 60),
+        ("A", "hi1"): (20, 50),
+        ("A", "hi2"): (18, 50),
+        ("A", "farm"): (0, 40),  # a farm in the category whose viewers buy
+    }
+    cats: dict[str, str | None] = {
+        "low": "books",
+        "low2": "books",
+        "hi1": "beauty",
+        "hi2": "beauty",
+        "farm": "beauty",
+    }
+    assert never_converting(viewers, p, cats) == {("A", "farm")}
+    # Held to the whole alliance's rate instead, the honest low-conversion member would be flagged.
+    assert never_converting(viewers, p) == {("A", "low"), ("A", "farm")}
+    # Alone in its category in its alliance: compared with the category's contributors elsewhere.
+    alone = {("A", "low"): (0, 40), ("A", "hi1"): (20, 50), ("B", "low3"): (1, 60)}
+    assert never_converting(alone, p, {"low": "books", "hi1": "beauty", "low3": "books"}) == set()
+    # ...and where they buy, it is flagged; where nobody of its category buys anywhere, no verdict.
+    assert never_converting(
+        {**alone, ("B", "low3"): (30, 60)}, p, {"low": "books", "hi1": "beauty", "low3": "books"}
+    ) == {("A", "low")}
+    assert never_converting(alone, p, {"low": "toys", "hi1": "beauty", "low3": "books"}) == set()
 
 
 async def test_a_clawed_back_visit_stays_clawed_back_under_replay(
