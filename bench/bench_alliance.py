@@ -149,6 +149,64 @@ MIN_DWELL_S = (
 )
 
 
+# The run's validity rule. Each visit is judged on the server's clock, so an app event that reaches the
+# server `w` wall seconds late moves that visit's evidence by `w × scale` alliance seconds. A run counts
+# only if, in every wall minute with at least LAG_MIN_EVENTS app events, the 90th percentile of that lag
+# times the scale stays within LAG_LIMIT_S alliance seconds (the minimum dwell: a visit's judged length
+# cannot move by more than the shortest visit that counts; a third of the app's heartbeat cadence), and
+# at most FAILED_LIMIT of the apps' requests failed. A run that breaks it is reported INVALID and not
+# recorded (unless --record-invalid, which records it with `valid: false`).
+LAG_LIMIT_S = 10.0
+LAG_MIN_EVENTS = 10
+FAILED_LIMIT = 0.001
+
+
+def validity(
+    lag: list[dict[str, Any]], scale: float, requests: int, errors: int, timeouts: int
+) -> dict[str, Any]:
+    """The validity rule (above) on a run's per-minute app-event lag and its failed requests."""
+    counted = [r for r in lag if int(r["n"]) >= LAG_MIN_EVENTS]
+    late = [r for r in counted if float(r["p90"] or 0.0) * scale > LAG_LIMIT_S]
+    worst = max((float(r["p90"] or 0.0) * scale for r in counted), default=0.0)
+    failed = (errors + timeouts) / requests if requests else 0.0
+    reasons = []
+    if late:
+        reasons.append(
+            f"{len(late)} of {len(counted)} minutes had app-event lag p90 × scale over {LAG_LIMIT_S:g} alliance s"
+            f" (worst {worst:.1f} s)"
+        )
+    if failed > FAILED_LIMIT:
+        reasons.append(f"{failed:.2%} of requests failed or timed out (limit {FAILED_LIMIT:.1%})")
+    if not counted:
+        reasons.append("no minute with app events")
+    return {
+        "valid": not reasons,
+        "rule": f"every wall minute with >= {LAG_MIN_EVENTS} app events: lag p90 x scale <= {LAG_LIMIT_S:g}"
+        f" alliance s; failed requests <= {FAILED_LIMIT:.1%}",
+        "minutes": len(counted),
+        "minutes_over": len(late),
+        "worst_minute_lag_p90_alliance_s": round(worst, 2),
+        "failed_share": round(failed, 5),
+        "reasons": reasons,
+    }
+
+
+def cost(hours: list[dict[str, Any]]) -> dict[str, Any]:
+    """CPU seconds per simulated hour of each process (mean over the run's hours and the busiest hour)."""
+    names = sorted({k for h in hours for k in h["cpu_s"]})
+    per = {k: [h["cpu_s"].get(k, 0.0) / h["sim_hours"] for h in hours if h["sim_hours"] > 0.5] for k in names}
+    total = [sum(h["cpu_s"].values()) / h["sim_hours"] for h in hours if h["sim_hours"] > 0.5]
+    return {
+        "cpu_s_per_sim_hour_mean": {k: round(statistics.mean(v), 1) for k, v in per.items() if v},
+        "cpu_s_per_sim_hour_peak": {k: round(max(v), 1) for k, v in per.items() if v},
+        "cpu_s_per_sim_hour_total_mean": round(statistics.mean(total), 1) if total else None,
+        "cpu_s_per_sim_hour_total_peak": round(max(total), 1) if total else None,
+        "load_min_max": [min(h["load"] for h in hours), max(h["load"] for h in hours)] if hours else None,
+        "note": "roomfeed serve, roomfeed worker and the bench's simulated apps; PostgreSQL, Redis and the"
+        " project's Kafka broker (shared with other work) are not counted",
+    }
+
+
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
@@ -332,7 +390,9 @@ class World:
 class Stack:
     """`roomfeed serve` and `roomfeed worker` on the bench's database, Redis and Kafka prefix."""
 
-    def __init__(self, env: BenchEnv, scale: float, origin: float, jwks: Path, work: Path) -> None:
+    def __init__(
+        self, env: BenchEnv, scale: float, origin: float, jwks: Path, work: Path, partitions: int = 12
+    ) -> None:
         self.env = env
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -343,7 +403,10 @@ class Stack:
             "REDIS_URL": s.redis_url,
             "KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "ROOMFEED_KAFKA_PREFIX": s.kafka_prefix,
-            "ROOMFEED_KAFKA_PARTITIONS": "3",
+            # aiokafka keeps one batch per partition waiting for the broker: with 3 partitions the apps'
+            # posts queued behind each other's acks and were refused (KafkaTimeoutError) once the broker
+            # answered in ~100 ms; more partitions carry more batches per round trip.
+            "ROOMFEED_KAFKA_PARTITIONS": str(partitions),
             "ROOMFEED_DATA_DIR": str(work / "data"),
             "ROOMFEED_LOG_LEVEL": "WARNING",
             "ROOMFEED_ALLIANCE_TIME_SCALE": repr(scale),
@@ -354,9 +417,23 @@ class Stack:
         }
         self.work = work
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds (user + system) each roomfeed process has spent so far, and the bench's own."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {"bench": time.process_time()}
+        for name, proc in zip(self.names, self.procs, strict=True):
+            try:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited (or not Linux): left out rather than guessed
+            out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return out
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.work / f"{name}.log").open("ab")
+        self.names.append(name)
         self.procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "roomfeed.cli", *args], cwd=REPO, env=self.vars, stdout=log, stderr=log
@@ -541,6 +618,10 @@ class Seen:
     last_error: str = ""
     timeouts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     error_kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # The apps' event posts' round trips (wall ms) since the last simulated hour's line, and one row per
+    # simulated hour: CPU seconds each process spent in it, the posts' p50/p90 (`hours`).
+    post_ms: list[float] = field(default_factory=list)
+    hours: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Day:
@@ -744,7 +825,9 @@ class Day:
 
     # --- a viewer's app -----------------------------------------------------------------------
     async def post(self, viewer: Viewer, events: list[dict[str, Any]], device: str | None = None) -> None:
+        began = time.perf_counter()
         r = await self.call("POST", "/v1/events", json=events, headers=self.login.headers(viewer, device))
+        self.seen.post_ms.append(1000 * (time.perf_counter() - began))
         if r.status_code != 202:
             self._error(r, "events")
         elif r.json().get("rejected"):
@@ -1254,7 +1337,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             _free_port(),
             _free_port(),
             libs_dir=resolve_kafka_jars(shared.settings.data_dir / "kafka" / "libs"),
-            partitions=3,
+            partitions=args.partitions,
             heap="384m",
             jvm_options=QUICK_START_JVM,
         )
@@ -1275,7 +1358,7 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
     # the alliance's day 0, for its caps, begins at the simulated day's midnight.
     opens = time.time() + args.setup_s
     t0 = opens - args.start_hour * HOUR / args.scale
-    stack = Stack(env, args.scale, t0, login.jwks, work)
+    stack = Stack(env, args.scale, t0, login.jwks, work, args.partitions)
     world = World(args.seed, opens)
     _, operator = await create_key(env.pool, "operator", label="bench_alliance")
     print(
@@ -1300,6 +1383,7 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
             asyncio.create_task(day.attacks(end)),
         ]
         last = -1
+        meter = HourMeter(day, stack)
         while day.now() < end:
             await day.pause(HOUR)
             h = int(day.now() // HOUR)
@@ -1308,7 +1392,7 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
                 s = day.seen
                 print(
                     f"  h{h:02d} sessions {s.sessions} (codes {s.code_sessions}) requests {s.requests}"
-                    f" errors {s.errors} timeouts {dict(s.timeouts)} {s.last_error[:120]}",
+                    f" errors {s.errors} timeouts {dict(s.timeouts)} {meter.row(h)} {s.last_error[:120]}",
                     flush=True,
                 )
         day.earning = False
@@ -1319,7 +1403,7 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
             s = day.seen
             print(
                 f"  tail h{int(day.now() // HOUR):02d} settled {settled} requests {s.requests}"
-                f" errors {s.errors} timeouts {dict(s.timeouts)}",
+                f" errors {s.errors} timeouts {dict(s.timeouts)} {meter.row(int(day.now() // HOUR))}",
                 flush=True,
             )
             if settled:
@@ -1338,6 +1422,41 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
         return summarize(args, out)
     finally:
         stack.stop()
+
+
+class HourMeter:
+    """What each simulated hour cost: CPU seconds of the API, the worker and the bench (the simulated
+    apps) since the previous row, the wall seconds and load it took, and the apps' event posts' round
+    trips (p50/p90 wall ms). Rows go to `seen.hours` (the record's `cost`)."""
+
+    def __init__(self, day: Day, stack: Stack) -> None:
+        self.day, self.stack = day, stack
+        self.cpu = stack.cpu_s()
+        self.wall = time.time()
+        self.sim = day.now()
+
+    def row(self, hour: int) -> str:
+        cpu, wall, sim = self.stack.cpu_s(), time.time(), self.day.now()
+        posts = sorted(self.day.seen.post_ms)
+        self.day.seen.post_ms = []
+        sim_hours = max(1e-9, (sim - self.sim) / HOUR)
+        row: dict[str, Any] = {
+            "hour": hour,
+            "sim_hours": round(sim_hours, 3),
+            "wall_s": round(wall - self.wall, 1),
+            "load": round(os.getloadavg()[0], 1),
+            "cpu_s": {k: round(v - self.cpu.get(k, 0.0), 2) for k, v in cpu.items()},
+            "posts": len(posts),
+            "post_ms_p50": round(posts[len(posts) // 2], 1) if posts else None,
+            "post_ms_p90": round(posts[int(len(posts) * 0.9)], 1) if posts else None,
+        }
+        self.day.seen.hours.append(row)
+        self.cpu, self.wall, self.sim = cpu, wall, sim
+        per = " ".join(f"{k} {v / sim_hours:.1f}" for k, v in row["cpu_s"].items())
+        return (
+            f"| cpu s/sim h: {per}; posts {row['posts']} p50/p90 {row['post_ms_p50']}/{row['post_ms_p90']} ms;"
+            f" load {row['load']}"
+        )
 
 
 @dataclass
@@ -1576,6 +1695,7 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
     errors = sorted(abs(r - 1.0) for r in ratios.values())
     in_band = [r for r in ratios.values() if 0.9 <= r <= 1.1]
     in_band5 = [r for r in ratios.values() if 0.95 <= r <= 1.05]
+    check = validity(lag, out_scale, day.seen.requests, day.seen.errors, sum(day.seen.timeouts.values()))
     metrics: dict[str, Any] = {
         "via_api": True,
         "seed": int(run["seed"]),
@@ -1612,6 +1732,9 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         "backlog": backlog,
         "new_account_share_by_role": new_accounts,
         "load_average": round(os.getloadavg()[0], 1),
+        "valid": check["valid"],
+        "validity": check,
+        "cost": cost(getattr(day.seen, "hours", [])),
         "sessions": day.seen.sessions,
         "code_sessions": day.seen.code_sessions,
         "requests": day.seen.requests,
@@ -1641,6 +1764,7 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "via_api": True,
+        "valid": all(r.get("valid", False) for r in runs),
         "seeds_run": [r["seed"] for r in runs],
         "scale": [r["scale"] for r in runs],
         "share_ratio_in_band": low("share_ratio_in_band"),
@@ -1659,7 +1783,14 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render(m: dict[str, Any]) -> list[str]:
     """The figures as docs/benchmarks.md shows them."""
+    check = m.get("validity", {})
     out = [
+        (
+            "VALID"
+            if m.get("valid")
+            else "INVALID (not evidence): " + "; ".join(check.get("reasons", ["no check"]))
+        )
+        + f" — rule: {check.get('rule', '-')}; worst minute {check.get('worst_minute_lag_p90_alliance_s')} alliance s",
         f"via the HTTP API, Kafka and the worker: seed {m['seed']}, scale {m['scale']}, {m['hours']} h"
         f" + tail {m['tail_hours']} h, host load {m['load_average']}",
         f"sessions {m['sessions']} (code {m['code_sessions']}), requests {m['requests']},"
@@ -1699,6 +1830,8 @@ def render(m: dict[str, Any]) -> list[str]:
         out.append(f"clock check (server gap - app gap, alliance seconds): {m['clock_check']}")
     if "backlog" in m:
         out.append(f"apps' events reaching the server late (wall s): {m['backlog']}")
+    if "cost" in m:
+        out.append(f"cost of a simulated hour: {m['cost']}")
     if "new_account_share_by_role" in m:
         out.append(f"earned visits from new accounts, by role: {m['new_account_share_by_role']}")
     out += ["", "per honest contributor (role:merchant delivered/earned):"]
@@ -1734,7 +1867,18 @@ def main() -> int:
         action="store_true",
         help="use the project's Kafka broker (a topic prefix of its own)",
     )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=12,
+        help="partitions of the run's topics (ROOMFEED_KAFKA_PARTITIONS)",
+    )
     p.add_argument("--no-write", action="store_true", help="print only (development runs)")
+    p.add_argument(
+        "--record-invalid",
+        action="store_true",
+        help="record a run that broke the validity rule (with valid: false); by default it is not recorded",
+    )
     args = p.parse_args()
     if args.quick:
         args.hours, args.scale, args.tail_hours, args.start_hour = 4.0, 30.0, 2.0, 18.0
@@ -1760,6 +1904,9 @@ def main() -> int:
         metrics = asyncio.run(stoppable(run(args)))
     lines = [line for r in metrics.get("seeds", {"": metrics}).values() for line in [*render(r), ""]]
     print("\n".join(lines))
+    if not metrics.get("valid") and not args.record_invalid:
+        print("bench_alliance: INVALID run (the stack fell behind the apps): not recorded", file=sys.stderr)
+        return 3
     if not args.no_write:
         write_results("alliance", command, metrics, lines, "Alliance through the real system")
     return 0
