@@ -148,7 +148,7 @@ def main() -> None:
         for label, two_part in (("one_score", False), ("two_part", None)):
             with_lf = fit_ranker(lists, validation=validation, two_part=two_part)
             without = fit_ranker(lists, validation=validation, drop=LIGHTFM_FEATURES, two_part=two_part)
-            run[label] = judged(test, choose_lightfm(with_lf, without), seed)
+            run[label] = judged(test, choose_lightfm(with_lf, without, validation.viewers()), seed)
             lines.append(line(f"{world} {seed} {label}", run[label]))
             print(lines[-1], flush=True)
         run["seconds"] = round(time.perf_counter() - t0, 1)

@@ -11,6 +11,7 @@ Nothing here knows where the log came from (the archive, a simulator world, an o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,12 @@ class FitConfig:
     purchase_weight: float = 1.0  # a list whose enter led to a purchase weighs 1 + this (0: traffic only)
     lightfm_columns: bool | None = None  # None: the validation lists decide (choose_lightfm); False: never
     seed: int = 0
+    # Threads of the LightFM fit whose column the ranker's lists carry ("a"): every validation choice
+    # (LightFM's columns, two parts, favourites first) is made on it. LightFM's multi-threaded fit is
+    # Hogwild (threads race on shared embeddings), so the same log gave a different "a" and LightFM kept on
+    # one run and dropped on the next; one thread with the model's fixed seed gives the same choices on
+    # every run. The final fit (what serves) keeps `model.num_threads`. 0: `model.num_threads` for both.
+    decision_threads: int = 1
 
 
 @dataclass
@@ -62,7 +69,7 @@ def training_lists(targets: Sequence[Target], purchase_weight: float) -> Any:
         (design(t.table, t.request), t.target, 1.0 + purchase_weight * float(t.purchase), t.sampling)
         for t in targets
     ]
-    return lists_of(rows)
+    return lists_of(rows, [t.viewer for t in targets])
 
 
 def fit_model(
@@ -82,9 +89,16 @@ def fit_model(
     first = int(log.ts.min()) if len(log) else until_ms
     if ranker_from <= first + DAY_MS // 4:  # a young log: the ranker's lists are its last fifth
         ranker_from = first + int((until_ms - first) * 0.8)
+    if cfg.decision_threads < 0:
+        raise ValueError(
+            f"decision_threads must be 0 (the model's threads) or more, got {cfg.decision_threads}"
+        )
+    decision = cfg.model
+    if cfg.decision_threads:
+        decision = dataclasses.replace(cfg.model, num_threads=cfg.decision_threads)
     early = train_model(
         build_training_set(log, features, ranker_from, cfg.weights, exclude_merchants),
-        cfg.model,
+        decision,
         f"{version}-a",
         progress=False,
     )
@@ -112,7 +126,7 @@ def fit_model(
     ablation = fit_ranker(lists, validation=validation, drop=LIGHTFM_FEATURES)
     # LightFM's columns stay only if they help on the validation lists: on a platform where popularity,
     # history and co-visitation already say what LightFM knows, its column is noise the gate would pay for.
-    ranker = choose_lightfm(with_lightfm, ablation)
+    ranker = choose_lightfm(with_lightfm, ablation, validation.viewers())
     if cfg.lightfm_columns is False:  # the gate found them hurting on held-out hours (ranking.train)
         ranker = ablation
         ranker.info["lightfm_used"] = 0.0

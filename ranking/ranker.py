@@ -620,23 +620,52 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-def choose_lightfm(with_lightfm: Ranker, without: Ranker) -> Ranker:
+def paired_gain(a: np.ndarray, b: np.ndarray, viewers: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean of `a - b` per list and its standard error with the VIEWER as the unit: the spread the mean
+    would show if viewers, each with all their lists, were drawn again (the linearised cluster
+    bootstrap of ranking.evaluation.viewer_bootstrap, without its random draws, so a choice made on it is
+    reproducible). A heavy viewer's 30 validation lists are one viewer's evidence: counted as 30
+    independent lists they shrink the error and let a choice that helps only that viewer pass. With
+    `viewers` None every list is its own viewer (the plain paired standard error)."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if diff.size < 2:
+        raise ValueError(f"a paired gain needs at least 2 lists, got {diff.size}")
+    if viewers is None:
+        return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(diff.size))
+    if np.shape(viewers) != diff.shape:
+        raise ValueError(f"viewers has shape {np.shape(viewers)}, the differences {diff.shape}")
+    _, group = np.unique(viewers, return_inverse=True)
+    sums, counts = np.bincount(group, weights=diff), np.bincount(group).astype(np.float64)
+    g, gain = sums.size, float(diff.mean())
+    if g < 2:
+        # One viewer: nothing says the gain would hold for another (an error as large as the gain).
+        return gain, abs(gain)
+    residual = sums - gain * counts
+    return gain, float(math.sqrt(g / (g - 1) * float(residual @ residual)) / diff.size)
+
+
+def choose_lightfm(with_lightfm: Ranker, without: Ranker, viewers: np.ndarray | None = None) -> Ranker:
     """LightFM's columns stay only if they earn their place on the validation lists, by the
     one-standard-error rule: the ranker with them must beat the simpler one without them by more than one
-    standard error of the paired difference (HR@5 + NDCG@10 per list). A column that adds noise the
+    standard error of the paired difference (HR@5 + NDCG@10 per list; `viewers`, each validation list's
+    viewer, make the viewer the unit of that error: `paired_gain`). A column that adds noise the
     size of its gain costs viewers on the next day's lists as often as it helps (issue 13: validation kept
     a LightFM column whose held-out ablation hurt). `info` says `lightfm_used`, `lightfm_gain` and its
     `lightfm_gain_se`."""
     a, b = with_lightfm.validation_values, without.validation_values
+    se_lists: float | None = None
     if a is not None and b is not None and a.shape == b.shape and a.size >= 2:
-        diff = a - b
-        gain, se = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(diff.size))
+        gain, se = paired_gain(a, b, viewers)
+        if viewers is not None:  # what the error would be with lists as the unit (the report compares)
+            se_lists = paired_gain(a, b)[1]
         keep = gain > se
     else:
         gain = with_lightfm.info.get("validation", 0.0) - without.info.get("validation", 0.0)
         se, keep = 0.0, gain > 0
     chosen = with_lightfm if keep else without
     chosen.info.update(lightfm_used=float(keep), lightfm_gain=round(gain, 4), lightfm_gain_se=round(se, 4))
+    if se_lists is not None:
+        chosen.info["lightfm_gain_se_lists"] = round(se_lists, 4)
     return chosen
 
 
@@ -667,24 +696,37 @@ class Lists:
     # (N,) log of the inverse sampling rate of each row (sampled softmax: a list of 100 sampled rooms
     # stands for the 1,000 live ones); 0 for rows that were all kept.
     offset: np.ndarray | None = None
+    # (L,) the viewer of each list (None: every list its own viewer). The one-standard-error rules treat a
+    # viewer with all their lists as one unit of evidence (`paired_gain`).
+    viewer: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.target.shape[0])
 
+    def viewers(self) -> np.ndarray:
+        return self.viewer if self.viewer is not None else np.arange(len(self), dtype=np.int64)
+
     def scaled(self, scale: np.ndarray) -> Lists:
         """The same lists with every column divided by `scale`."""
         x = (self.x / scale).astype(np.float32)
-        return Lists(x, self.offsets, self.target, self.weight, self.offset)
+        return Lists(x, self.offsets, self.target, self.weight, self.offset, self.viewer)
 
     def concat(self, other: Lists) -> Lists:
         own = self.offset if self.offset is not None else np.zeros(self.x.shape[0])
         theirs = other.offset if other.offset is not None else np.zeros(other.x.shape[0])
+        # Lists without viewers stand for themselves: numbered past every viewer id of the other part.
+        viewer = None
+        if self.viewer is not None or other.viewer is not None:
+            a = self.viewers() if self.viewer is not None else -1 - np.arange(len(self), dtype=np.int64)
+            b = other.viewers() if other.viewer is not None else -1 - len(self) - np.arange(len(other))
+            viewer = np.concatenate([a, b]).astype(np.int64)
         return Lists(
             np.concatenate([self.x, other.x]),
             np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]]),
             np.concatenate([self.target, other.target]),
             np.concatenate([self.weight, other.weight]),
             np.concatenate([own, theirs]),
+            viewer,
         )
 
     def subset(self, which: np.ndarray) -> Lists:
@@ -697,13 +739,19 @@ class Lists:
             offsets.append(offsets[-1] + b - a)
         x = np.concatenate(parts) if parts else np.zeros((0, self.x.shape[1]), np.float32)
         off = np.concatenate(offs) if offs else np.zeros(0)
-        return Lists(x, np.array(offsets, dtype=np.int64), self.target[which], self.weight[which], off)
+        viewer = self.viewer[which] if self.viewer is not None else None
+        return Lists(
+            x, np.array(offsets, dtype=np.int64), self.target[which], self.weight[which], off, viewer
+        )
 
 
 def lists_of(
     rows: Sequence[tuple[np.ndarray, int, float, np.ndarray | None]],
+    viewers: Sequence[int] | None = None,
 ) -> Lists:
-    """(feature rows, target index, weight, sampling offsets or None) per list."""
+    """(feature rows, target index, weight, sampling offsets or None) per list, and each list's viewer."""
+    if viewers is not None and len(viewers) != len(rows):
+        raise ValueError(f"{len(viewers)} viewers for {len(rows)} lists")
     offsets = np.concatenate([[0], np.cumsum([r[0].shape[0] for r in rows])]).astype(np.int64)
     x = np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, len(FEATURES)), np.float32)
     off = (
@@ -717,6 +765,7 @@ def lists_of(
         np.array([r[1] for r in rows], dtype=np.int64),
         np.array([r[2] for r in rows], dtype=np.float64),
         off,
+        np.asarray(viewers, dtype=np.int64) if viewers is not None else None,
     )
 
 
@@ -844,6 +893,7 @@ def discovery_lists(lists: Lists) -> Lists:
         target.astype(np.int64),
         lists.weight[keep_list],
         offset,
+        lists.viewer[keep_list] if lists.viewer is not None else None,
     )
 
 
@@ -853,7 +903,7 @@ def _with_discovery(lists: Lists, wd: np.ndarray, unit: float) -> Lists:
     entered = lists.x[:, F["h_entered"]] > 0
     part = np.where(entered, 0.0, (lists.x.astype(np.float64) @ wd) / unit).astype(np.float32)
     x = np.concatenate([lists.x * entered[:, None], part[:, None]], axis=1)
-    return Lists(x, lists.offsets, lists.target, lists.weight, lists.offset)
+    return Lists(x, lists.offsets, lists.target, lists.weight, lists.offset, lists.viewer)
 
 
 def _choose(
@@ -887,8 +937,7 @@ def _choose(
     # by more than one standard error of the paired difference (as LightFM's columns, choose_lightfm).
     base = learned.get(best_l2)
     if best_k > 0 and base is not None and values is not None and values.size >= 2:
-        diff = values - base
-        gain, se = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(diff.size))
+        gain, se = paired_gain(values, base, val.viewer)
         info.update(
             {f"favourites_first{tag}_gain": round(gain, 4), f"favourites_first{tag}_gain_se": round(se, 4)}
         )
@@ -964,8 +1013,7 @@ def fit_ranker(
         l2_2, k_2, values_2 = _choose(t2, v2, mask2, l2_grid, first_grid, info, "_two_part")
         keep = two_part is True
         if two_part is None and values is not None and values_2 is not None and values.size >= 2:
-            diff = values_2 - values
-            gain, se = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(diff.size))
+            gain, se = paired_gain(values_2, values, val.viewer)
             info.update(two_part_gain=round(gain, 4), two_part_gain_se=round(se, 4))
             keep = gain > se
         if keep:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 
 from ranking.dataset import IDENTITY_SHARE, InteractionLog, TrainingSet
-from ranking.evaluation import baseline
+from ranking.evaluation import baseline, viewer_bootstrap
 from ranking.features import RoomFeatures
 from ranking.model import ModelParams, RankingModel, train_model
-from ranking.offline import attach_ranker, merchant_features, training_lists
+from ranking.offline import FitConfig, attach_ranker, fit_model, merchant_features, training_lists
 from ranking.ranker import (
     FEATURES,
     LIGHTFM_FEATURES,
+    F,
     Lists,
     Ranker,
     _first_ranks,
@@ -22,9 +26,10 @@ from ranking.ranker import (
     fit_ranker,
     judged_value,
     list_ranks,
+    paired_gain,
     viewer_columns,
 )
-from ranking.replay import Target
+from ranking.replay import Schedule, Target
 from simulator import Marketplace
 
 DAY_MS = 86_400_000
@@ -126,6 +131,79 @@ def test_lightfm_columns_must_gain_more_than_one_standard_error() -> None:
     assert 0 < small.info["lightfm_gain"] < small.info["lightfm_gain_se"]
     real = choose_lightfm(with_gain(0.05), without)
     assert real.info["lightfm_used"] == 1.0 and real.weights.all()
+
+
+def _two_heavy_viewers(light: int = 300, heavy: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validation values of two rankers: one heavy viewer's 40 lists all gain +2, another's 40 lists all
+    lose 0.4, 300 light viewers' single lists move +-0.1 at random. Per list the gain looks certain; per
+    viewer it is one viewer's gain against another's loss."""
+    rng = np.random.default_rng(4)
+    base = rng.random(light + 2 * heavy)
+    diff = np.concatenate([np.full(heavy, 2.0), np.full(heavy, -0.4), rng.choice([-0.1, 0.1], light)])
+    viewers = np.concatenate([np.zeros(heavy, np.int64), np.ones(heavy, np.int64), 2 + np.arange(light)])
+    return base + diff, base, viewers
+
+
+def test_paired_gain_counts_a_viewer_with_all_their_lists_once() -> None:
+    a, b, viewers = _two_heavy_viewers()
+    gain, se_lists = paired_gain(a, b)
+    _, se_viewers = paired_gain(a, b, viewers)
+    assert gain > 3 * se_lists  # lists as the unit: "certainly better"
+    assert gain < se_viewers  # viewers as the unit: one viewer's gain, within noise
+    # Every list its own viewer: the plain paired standard error, exactly.
+    assert paired_gain(a, b, np.arange(a.size)) == pytest.approx((gain, se_lists))
+    # The same spread the viewer bootstrap of the evaluation's intervals shows (its 95 % width / 3.92).
+    boot = viewer_bootstrap(a, b, viewers, seed=5, resamples=4_000)
+    assert (boot["ci_high"] - boot["ci_low"]) / 3.92 == pytest.approx(se_viewers, rel=0.2)
+    with pytest.raises(ValueError, match="viewers has shape"):
+        paired_gain(a, b, viewers[:-1])
+    with pytest.raises(ValueError, match="at least 2 lists"):
+        paired_gain(a[:1], b[:1])
+
+
+def test_lightfm_columns_kept_for_one_heavy_viewer_are_dropped_when_viewers_count() -> None:
+    a, b, viewers = _two_heavy_viewers()
+    with_lightfm = Ranker(np.ones(len(FEATURES)), validation_values=a)
+    without = Ranker(np.zeros(len(FEATURES)), validation_values=b)
+    assert choose_lightfm(with_lightfm, without).info["lightfm_used"] == 1.0
+    by_viewer = choose_lightfm(with_lightfm, without, viewers)
+    assert by_viewer.info["lightfm_used"] == 0.0 and not by_viewer.weights.any()
+    assert by_viewer.info["lightfm_gain_se"] > 3 * by_viewer.info["lightfm_gain_se_lists"]
+
+
+def test_favourites_first_is_judged_per_viewer_on_the_validation_lists() -> None:
+    # Favourites-first helps one heavy viewer (40 lists: they enter their favourite, the least popular
+    # room) and hurts another (80 lists: they enter the most popular room, their two favourites are the
+    # next two); 300 light viewers have no favourites. Per list the policy looks certain to help; per
+    # viewer it is one viewer against one.
+    rng = np.random.default_rng(6)
+    size, helped, hurt, light = 12, 40, 80, 300
+    n = helped + hurt + light
+    x = np.zeros((n * size, len(FEATURES)), np.float32)
+    target = np.zeros(n, np.int64)
+    viewer = np.concatenate([np.zeros(helped), np.ones(hurt), 2 + np.arange(light)]).astype(np.int64)
+    for i in range(n):
+        rows = slice(i * size, (i + 1) * size)
+        x[rows, F["pop_1h"]] = rng.permutation(np.linspace(1.0, 0.0, size))
+        ranked = np.argsort(-x[rows, F["pop_1h"]])
+        target[i] = ranked[0]  # the most popular room
+        if viewer[i] <= 1:
+            favourites = ranked[-1:] if viewer[i] == 0 else ranked[1:3]
+            x[i * size + favourites, F["h_fav"]] = 1.0
+            x[i * size + favourites, F["h_entered"]] = 1.0
+            if viewer[i] == 0:
+                target[i] = favourites[0]
+    order = rng.permutation(n)  # both heavy viewers' lists spread over the training and validation lists
+    keep = np.concatenate([np.arange(o * size, (o + 1) * size) for o in order])
+    offsets = np.arange(0, n * size + 1, size)
+    plain = fit_ranker(Lists(x[keep], offsets, target[order], np.ones(n), None), two_part=False)
+    counted = fit_ranker(
+        Lists(x[keep], offsets, target[order], np.ones(n), None, viewer[order]), two_part=False
+    )
+    assert plain.favourites_first > 0  # lists as the unit: the helped viewer's lists carry it
+    assert counted.favourites_first == 0
+    gain, se = counted.info["favourites_first_gain"], counted.info["favourites_first_gain_se"]
+    assert 0 < gain <= se and se > 2 * plain.info["favourites_first_gain_se"]
 
 
 def test_favourites_first_ranks_the_feed_as_validation_judged_it(small_targets: list[Target]) -> None:
@@ -255,3 +333,20 @@ def test_artifact_carries_the_discovery_part(small_training: TrainingSet) -> Non
     model.with_ranker(baseline_ranker("rep_pop"))  # a baseline has one score for every room
     plain = RankingModel.from_bytes(model.to_bytes()).ranker
     assert plain is not None and plain.discovery is None
+
+
+def test_validation_choices_are_the_same_on_every_run_of_a_multithreaded_trainer(
+    small_market: Marketplace, small_log: InteractionLog, small_schedule: Schedule
+) -> None:
+    # The trainer fits LightFM on 2 threads (Hogwild: the threads race on shared embeddings); the fit
+    # whose column the ranker's lists carry runs on one thread with the model's seed, so every choice
+    # made on validation (LightFM's columns, two parts, favourites first, L2) and the weights repeat.
+    until = small_market.config.start_ms + 3 * DAY_MS
+    cfg = FitConfig(model=ModelParams(no_components=8, epochs=2, num_threads=2), ranker_lists=600)
+    features = merchant_features(small_market.rooms)
+    runs = [fit_model(small_log, features, small_schedule, until, cfg, "r") for _ in range(2)]
+    assert runs[0].ranker.info == runs[1].ranker.info
+    assert np.array_equal(runs[0].ranker.weights, runs[1].ranker.weights)
+    assert runs[0].ranker.favourites_first == runs[1].ranker.favourites_first
+    with pytest.raises(ValueError, match="decision_threads"):
+        fit_model(small_log, features, small_schedule, until, dataclasses.replace(cfg, decision_threads=-1))
