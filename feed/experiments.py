@@ -170,7 +170,28 @@ def assign(viewer_id: str, base: RankingConfig, running: list[Experiment]) -> As
         return Assignment(base, None, CONTROL)
     experiment = running[0]
     variant = experiment.variant_of(viewer_id)
-    return Assignment(apply_values(base, variant.overrides), experiment.experiment_id, variant.name)
+    return Assignment(variant_config(base, variant.overrides), experiment.experiment_id, variant.name)
+
+
+# One config object per (base, overrides) value. The feed's stages keep what they derive from a config
+# (the ranker's room part over every candidate, its multiplied weights, the exploration pool) per config
+# object, so a variant's config made anew for every request recomputed all of that on every page while
+# an experiment ran. Experiments and their variants are few; the bound only guards a runaway.
+_VARIANT_CONFIGS: dict[tuple[RankingConfig, tuple[tuple[str, float | int], ...]], RankingConfig] = {}
+VARIANT_CONFIGS_KEPT = 256
+
+
+def variant_config(base: RankingConfig, overrides: dict[str, float | int]) -> RankingConfig:
+    """`base` with a variant's `overrides`: the same object for the same values, request after request."""
+    if not overrides:
+        return base
+    key = (base, tuple(sorted(overrides.items())))
+    config = _VARIANT_CONFIGS.get(key)
+    if config is None:
+        if len(_VARIANT_CONFIGS) >= VARIANT_CONFIGS_KEPT:
+            _VARIANT_CONFIGS.clear()
+        config = _VARIANT_CONFIGS[key] = apply_values(base, overrides)
+    return config
 
 
 # --- metrics ----------------------------------------------------------------------------------

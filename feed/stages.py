@@ -238,8 +238,12 @@ class Score:
             ctx.model_version = "popularity"
             ctx.degrade("model")
             return
+        # A finite sum means every score is finite (one pass instead of two); a sum that only overflowed
+        # leaves nan_to_num nothing to replace.
         c.model_score = (
-            scores if np.isfinite(scores).all() else np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
+            scores
+            if math.isfinite(float(scores.sum()))
+            else np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
         )
         ctx.model_version = str(getattr(scorer, "model_version", "unknown"))
 
@@ -432,6 +436,18 @@ class Rank:
 
         return c.derived("rank_rooms", (c.enters, c.orders, cfg, rm, int(now)), make)
 
+    def room_part32(self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float) -> np.ndarray:
+        """`room_part` as float32, the ranker's score type (kept alike: a request copies it, never casts it)."""
+        if c.parent is not None and c.rows is not None:
+            part: np.ndarray = self.room_part32(c.parent, rm, cfg, now)[c.rows]
+            return part
+
+        def make() -> np.ndarray:
+            return self.room_part(c, rm, cfg, now).astype(np.float32)
+
+        kept: np.ndarray = c.derived("rank_rooms32", (c.enters, c.orders, cfg, rm, int(now)), make)
+        return kept
+
     def room_delta(self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float) -> np.ndarray | None:
         """A two-part ranker's known-merchant room part minus its discovery one (ranking.ranker.Ranker.
         room_delta), kept like `room_part`; None with one score."""
@@ -470,12 +486,12 @@ class Rank:
             return
         rm, req = self.viewer_request(ctx)
         ranker = self.ranker(rm, cfg)
-        room_part = self.room_part(c, rm, cfg, ctx.now)
+        room_part = self.room_part32(c, rm, cfg, ctx.now)
         delta = self.room_delta(c, rm, cfg, ctx.now) if ranker.discovery is not None else None
         score = ranker.add_viewer_score(room_part, rm.table, req, delta)
         if cfg.w_session > 0 and ctx.recent:
             score -= cfg.w_session * session_penalty(c, ctx.recent, ctx.now, cfg.swipe_away_window_s)
-        c.score = score.astype(np.float32)
+        c.score = score.astype(np.float32, copy=False)  # the ranker's own array: no second copy
 
     def terms(self, ctx: FeedContext, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The score of candidates `rows` split into what makes it (operators' explain, never the page
