@@ -62,7 +62,40 @@ def app_factory() -> Any:
 
         sources = console.http._sources
         console.http._sources = lambda *a: replace(sources(*a), viewers_now=None)
-    return create_app(Settings.from_env(), access_log=False)
+    app = create_app(Settings.from_env(), access_log=False)
+    app.router.routes.append(_redis_floor_route(app))
+    return app
+
+
+FLOOR_PATH = "/bench/redis-floor"
+IDLE_S = 5.0  # seconds each server is watched with no request, after its warm-up
+
+
+def _redis_floor_route(app: Any) -> Any:
+    """`GET /bench/redis-floor` (this benchmark's app only, not in the API document): the page's two
+    Redis round trips on the same lane with none of the page's work around them (four reads, then one
+    write), answered with a small orjson body. Its CPU per request, beside the bare endpoint's, is the
+    floor a page pays for Starlette + uvicorn + the lane before it ranks anything."""
+    from starlette.routing import Route
+
+    from roomfeed.http import json as json_response
+
+    key = "rf:bench:floor"
+
+    async def floor(request: Any) -> Any:
+        lane = app.resources.redis_lane
+        await lane.execute(
+            [
+                ("HGET", key, "viewer_id"),
+                ("SCARD", key + ":s"),
+                ("LRANGE", key + ":l", 0, 49),
+                ("GET", key + ":g"),
+            ]
+        )
+        await lane.execute([("SADD", key + ":s", "room"), ("EXPIRE", key + ":s", 60)])
+        return json_response({"rooms": []})
+
+    return Route(FLOOR_PATH, floor, methods=["GET"], include_in_schema=False)
 
 
 # --- set-up -----------------------------------------------------------------------------------
@@ -800,7 +833,8 @@ def main() -> int:
     parser.add_argument(
         "--baseline",
         metavar="GIT_REF",
-        help="also serve the code of this commit (a git worktree), interleaved with this checkout",
+        help="also serve the code of these commits (comma-separated; each a git worktree with its own "
+        "stack), interleaved with this checkout",
     )
     args = parser.parse_args()
     if args.churner:
@@ -858,23 +892,31 @@ def main() -> int:
         )
 
     settings = stack()
-    legacy = stack() if args.baseline else None
     results: dict[str, dict[str, Any]] = {}
     seeded: dict[str, Any] = {}
-    baseline_root: Path | None = None
-    if args.baseline:
-        baseline_root = Path(tempfile.mkdtemp(prefix="rf-bench-baseline-")) / "tree"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(baseline_root), args.baseline],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-        (baseline_root / ".venv").symlink_to(ROOT / ".venv")
+    # Each baseline commit: its short hash -> (its worktree, its own stack).
+    baselines: dict[str, tuple[Path, Any]] = {}
     try:
+        for baseline in args.baseline.split(",") if args.baseline else []:
+            ref = subprocess.run(
+                ["git", "rev-parse", "--short", baseline],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            tree = Path(tempfile.mkdtemp(prefix="rf-bench-baseline-")) / "tree"
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(tree), baseline],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+            (tree / ".venv").symlink_to(ROOT / ".venv")
+            baselines[ref] = (tree, stack())
         seeded.update(run_sync(lambda: _seed(settings, args.rooms, args.merchants, args.viewers)))
-        if legacy is not None and baseline_root is not None:
-            _seed_baseline(baseline_root, legacy, args.rooms, args.merchants, args.viewers)
+        for tree, legacy in baselines.values():
+            _seed_baseline(tree, legacy, args.rooms, args.merchants, args.viewers)
         env = {
             **os.environ,
             "DATABASE_URL": settings.database_url,
@@ -887,24 +929,17 @@ def main() -> int:
             "BENCH_CONSOLE_PRESENCE": "1" if args.console_presence == "on" else "0",
         }
         labels = args.servers.split(",")
-        if baseline_root is not None:
-            ref = subprocess.run(
-                ["git", "rev-parse", "--short", args.baseline],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            labels += [f"{server}@{ref}" for server in args.servers.split(",")]
+        labels += [f"{server}@{ref}" for ref in baselines for server in args.servers.split(",")]
         up: dict[str, dict[str, Any]] = {}
         churner: subprocess.Popen[bytes] | None = None
         try:
             for label in labels:
                 server, _, ref = label.partition("@")
-                root = baseline_root if ref and baseline_root is not None else ROOT
+                root = baselines[ref][0] if ref else ROOT
                 port = free_port()
                 own = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
-                if ref and legacy is not None:
+                if ref:
+                    legacy = baselines[ref][1]
                     own = {"DATABASE_URL": legacy.database_url, "REDIS_URL": legacy.redis_url}
                 up[label] = {
                     "port": port,
@@ -928,15 +963,26 @@ def main() -> int:
                 print(label, "warming up", flush=True)
                 _run_loadgen(port, "closed", srv["feed_file"], 2, args.concurrency, 0)  # warm-up
                 srv["runs"] = {"bare": [], "feed": [], "feed_500": []}
+                if "@" not in label:  # the floor route is this checkout's (a baseline's app has none)
+                    srv["runs"]["redis_floor"] = []
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
                 json.dump([["/healthz", None]], f)
                 bare_file = f.name
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump([[FLOOR_PATH, None]], f)
+                floor_file = f.name
 
             def peak(port: int, targets_file: str, targets: list[list[Any]]) -> dict[str, Any]:
                 if args.peak_client == "wrk":
                     return _run_wrk(port, targets, args.seconds, args.concurrency)
                 return _run_loadgen(port, "closed", targets_file, args.seconds, args.concurrency, 0)
 
+            # Each server's own background work (heat refresh, live-index checks, config polls, the console's
+            # sweep...) with no request in flight: CPU per second, which a page's CPU figure carries too.
+            for srv in up.values():
+                before = _cpu_seconds(srv["proc"].pid)
+                time.sleep(IDLE_S)
+                srv["idle_cpu_ms_per_s"] = (_cpu_seconds(srv["proc"].pid) - before) * 1000 / IDLE_S
             if args.profile:
                 for label, srv in up.items():
                     _profile(
@@ -965,7 +1011,13 @@ def main() -> int:
             for _ in range(args.repeats if labels else 0):
                 for label, srv in up.items():
                     port, pid, runs = srv["port"], srv["proc"].pid, srv["runs"]
-                    runs["bare"].append(peak(port, bare_file, [["/healthz", None]]))
+                    runs["bare"].append(
+                        _with_cpu(pid, lambda p=port: peak(p, bare_file, [["/healthz", None]]))
+                    )
+                    if "redis_floor" in runs:
+                        runs["redis_floor"].append(
+                            _with_cpu(pid, lambda p=port: peak(p, floor_file, [[FLOOR_PATH, None]]))
+                        )
                     runs["feed"].append(
                         _with_cpu(pid, lambda s=srv: peak(s["port"], s["feed_file"], s["feed_targets"]))
                     )
@@ -995,12 +1047,19 @@ def main() -> int:
                     "peak_rps": round(med("feed", "rps"), 1),
                     "peak_p99_ms": round(med("feed", "p99_ms"), 2),
                     "bare_peak_rps": round(med("bare", "rps"), 1),
+                    "bare_cpu_ms_per_request": round(med("bare", "cpu_ms_per_request"), 3),
                     "cpu_ms_per_request": round(med("feed", "cpu_ms_per_request"), 3),
                     "api_rss_mb": round(up[label]["rss"][0], 1),
+                    "idle_cpu_ms_per_s": round(up[label]["idle_cpu_ms_per_s"], 1),
                     "api_peak_rss_mb": round(up[label]["rss"][1], 1),
                     "errors_5xx": sum(r["errors"] for rs in runs.values() for r in rs),
                     "non_2xx": sum(r.get("non_2xx", 0) for rs in runs.values() for r in rs),
                 }
+                if runs.get("redis_floor"):
+                    results[label]["redis_floor_peak_rps"] = round(med("redis_floor", "rps"), 1)
+                    results[label]["redis_floor_cpu_ms_per_request"] = round(
+                        med("redis_floor", "cpu_ms_per_request"), 3
+                    )
                 results[label]["peak_share_of_bare"] = round(
                     results[label]["peak_rps"] / results[label]["bare_peak_rps"], 3
                 )
@@ -1015,10 +1074,8 @@ def main() -> int:
                     srv["proc"].wait(20)
                 except subprocess.TimeoutExpired:
                     srv["proc"].kill()
-            if baseline_root is not None:
-                subprocess.run(
-                    ["git", "worktree", "remove", "--force", str(baseline_root)], cwd=ROOT, check=False
-                )
+            for tree, _ in baselines.values():
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     finally:
         for dbname, redis in stacks:
             redis.kill()
@@ -1035,7 +1092,17 @@ def main() -> int:
         return 0
     if args.scale:
         return _record_scale(args, results, seeded)
-    best = min(results, key=lambda s: results[s]["p99_ms"])
+    best = min((s for s in results if "@" not in s), key=lambda s: results[s]["p99_ms"])
+    # Same-run ratios of this checkout's server against each baseline commit's same server.
+    against: dict[str, dict[str, float]] = {}
+    for label, r in results.items():
+        server, _, ref = label.partition("@")
+        if ref and server in results:
+            mine = results[server]
+            against[label] = {
+                "cpu_ratio": round(mine["cpu_ms_per_request"] / max(r["cpu_ms_per_request"], 1e-9), 3),
+                "peak_ratio": round(mine["peak_rps"] / max(r["peak_rps"], 1e-9), 3),
+            }
     command = " ".join([".venv/bin/python bench/bench_feed.py", *sys.argv[1:]])
     machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     load = os.getloadavg()
@@ -1050,6 +1117,7 @@ def main() -> int:
         "churn_per_s": args.churn,
         "load_avg_1m_at_end": round(load[0], 2),
         "by_server": results,
+        "vs_baseline": against,
     }
     out = {
         "name": "feed",
@@ -1068,20 +1136,30 @@ def main() -> int:
         f"{args.viewers} known viewers (ranking.Scorer, k={K}), load generator in its own process, "
         f"concurrency {args.concurrency}, medians of {args.repeats} runs of {args.seconds:g} s (servers interleaved); "
         f"server CPU ms/request = the server process's user+system CPU during the feed peak / requests; peaks by "
-        f"{args.peak_client}, {args.rate:g} req/s open loop by the Python client; console presence sweep "
+        f"{args.peak_client}, {args.rate:g} req/s open loop by the Python client; bare = `/healthz`, Redis floor = "
+        f"`{FLOOR_PATH}` (the page's two lane round trips and nothing else; this checkout only), each with the "
+        f"server's CPU per request; idle CPU = the server's CPU per second over {IDLE_S:g} s with no request "
+        f"(its background work, which CPU per page also carries); console presence sweep "
         f"{args.console_presence}; load average at the end {load[0]:.1f} (2 cores shared with other work).\n",
         f"| server | p50 ms @{args.rate:g} rps | p99 ms @{args.rate:g} rps | achieved rps @{args.rate:g} "
         "| feed peak rps | feed peak p99 ms "
-        "| bare peak rps | feed/bare | server CPU ms/request | non-2xx |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| bare peak rps | feed/bare | server CPU ms/request | bare CPU ms/request | Redis floor CPU ms/request "
+        "| idle CPU ms/s | non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s, r in results.items():
         lines.append(
             f"| {s} | {r['p50_ms']} | {r['p99_ms']} | {r['achieved_rps_at_500']} | {r['peak_rps']} | "
             f"{r['peak_p99_ms']} | {r['bare_peak_rps']} | {r['peak_share_of_bare']} | "
-            f"{r['cpu_ms_per_request']} | {r['non_2xx']} |"
+            f"{r['cpu_ms_per_request']} | {r['bare_cpu_ms_per_request']} | "
+            f"{r.get('redis_floor_cpu_ms_per_request', '')} | {r['idle_cpu_ms_per_s']} | {r['non_2xx']} |"
         )
-    lines.append(f"\nBest p99: **{best}**.")
+    lines.append(f"\nThis checkout's best p99 (its figures are bench/results/feed.json's): **{best}**.")
+    for label, ratio in against.items():
+        lines.append(
+            f"Same run, {label.partition('@')[0]} this checkout vs {label}: CPU per page {ratio['cpu_ratio']}x, "
+            f"peak {ratio['peak_ratio']}x."
+        )
     # Our own section only: `bench:feed` holds one block per console-presence setting, replaced in place.
     docs = ROOT / "docs/benchmarks.md"
     text = docs.read_text() if docs.exists() else "# Benchmarks\n"

@@ -7,7 +7,10 @@ In-process (no HTTP, no Redis): 10,000 live rooms of 5,000 merchants, the synthe
 table, co-visitation and 8 merchants of history per viewer), a viewer with 12 recent visits; process
 CPU time of `Score.apply` + the ranking stage (`Rank` here, `Blend` in a commit before the learned
 ranker) per request, median of `--repeats` runs of 400 requests. `--baseline REV` runs the same in a
-git worktree of REV, alternating with this tree, in the same run. Writes bench/results/rank_stage.json.
+git worktree of REV, alternating with this tree, in the same run. Both trees read one fixed clock, so
+when REV has the same stages the run also says whether they made the same scores (every bit) and the
+same best 20 rooms for 400 requests: the equivalence check of a faster path against the code it
+replaces. Writes bench/results/rank_stage.json.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 RUN = r"""
-import asyncio, json, sys, time
+import asyncio, hashlib, json, sys, time
 from types import SimpleNamespace
 import numpy as np
+if len(sys.argv) > 3:  # one fixed clock in every tree: popularity decay and room ages alike
+    time.time = lambda: float(sys.argv[3])
 sys.path.insert(0, sys.argv[1])
 from bench.bench_feed import _model
 import feed.stages as st
@@ -48,34 +53,48 @@ base.enters = rng.random(n_rooms).astype(np.float32) * 20
 cfg = RankingConfig()
 async def one(v):
     ctx = FeedContext(f"viewer-{v}", "s", 10, cfg, now=now)
+    ctx.rng = np.random.default_rng(v)
     ctx.candidates = base.fresh_copy()
     ctx.candidates.enters = base.enters
     ctx.recent = [RecentVisit(f"room_{(v * 7 + k) % n_rooms}", f"mer_{((v * 7 + k) % n_rooms) % n_m:016x}", int(rng.integers(1000, 200000)), int(now * 1000) - k * 60000, False) for k in range(12)]
     await score.apply(ctx)
     await stage.apply(ctx)
+    return ctx
 async def main():
     for v in range(50):
         await one(v)
     t = time.process_time()
     for v in range(400):
         await one(v)
-    print(json.dumps({"stage": type(stage).__name__, "ms": (time.process_time() - t) / 400 * 1000}))
+    ms = (time.process_time() - t) / 400 * 1000
+    # What the stages made, for comparing trees: every score's bits and the best 20 rooms, per request.
+    digest = hashlib.sha256()
+    for v in range(400):
+        c = (await one(v)).candidates
+        digest.update(np.asarray(c.score, dtype=np.float32).tobytes())
+        digest.update(np.argsort(-c.score, kind="stable")[:20].tobytes())
+    print(json.dumps({"stage": type(stage).__name__, "ms": ms, "digest": digest.hexdigest()}))
 asyncio.run(main())
 """
 
 
-def measure(tree: Path, rooms: int) -> tuple[str, float]:
+# The clock every tree's run reads (time.time), so that both score the same market at the same moment.
+CLOCK = 1_800_000_000.0
+
+
+def measure(tree: Path, rooms: int) -> tuple[str, float, str]:
+    """(stage name, CPU ms per request, digest of every request's scores and best rooms) in `tree`."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(RUN)
     out = subprocess.run(
-        [sys.executable, f.name, str(tree), str(rooms)],
+        [sys.executable, f.name, str(tree), str(rooms), str(CLOCK)],
         capture_output=True,
         text=True,
         check=True,
         env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
     )
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    return str(got["stage"]), float(got["ms"])
+    return str(got["stage"]), float(got["ms"]), str(got.get("digest", ""))
 
 
 def main() -> None:
@@ -97,12 +116,12 @@ def main() -> None:
         )
     try:
         mine, theirs = [], []
-        name_mine = name_theirs = ""
+        name_mine = name_theirs = digest_mine = digest_theirs = ""
         for _ in range(args.repeats):
-            name_mine, ms = measure(ROOT, args.rooms)
+            name_mine, ms, digest_mine = measure(ROOT, args.rooms)
             mine.append(ms)
             if base_tree is not None:
-                name_theirs, ms = measure(base_tree, args.rooms)
+                name_theirs, ms, digest_theirs = measure(base_tree, args.rooms)
                 theirs.append(ms)
     finally:
         if base_tree is not None:
@@ -118,6 +137,13 @@ def main() -> None:
             f"{args.baseline}: score + {name_theirs.lower()} {statistics.median(theirs):.3f} ms (runs {[round(m, 3) for m in theirs]}); "
             f"ratio {metrics['ratio']}"
         )
+        if name_theirs == name_mine and digest_theirs:
+            # The same stage in both trees: the same scores (every bit) and the same best rooms?
+            metrics["same_scores_as_baseline"] = digest_mine == digest_theirs
+            lines.append(
+                f"Scores and best 20 rooms of 400 requests, same clock, bit for bit: "
+                f"{'identical' if digest_mine == digest_theirs else 'DIFFERENT'} to {args.baseline}'s"
+            )
     print("\n".join(lines))
     write_results(
         "rank_stage",
