@@ -238,6 +238,33 @@ def _seed_baseline(root: Path, settings: Any, rooms: int, merchants: int, viewer
     subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True)
 
 
+# What `--experiment` runs in every tree served: two even variants, one with a ranking override.
+_EXPERIMENT = """
+import asyncio, sys
+sys.path.insert(0, ".")
+from feed.experiments import ExperimentBook, Variant
+from roomfeed.db import create_pool
+from roomfeed.settings import Settings
+
+
+async def main():
+    pool = await create_pool(Settings.from_env(), min_size=1)
+    variants = (Variant("control", 1.0, {}), Variant("popular", 1.0, {"w_popularity": 1.2}))
+    await ExperimentBook(pool).create("bench", variants, "bench")
+    await pool.close()
+
+
+asyncio.run(main())
+"""
+
+
+def _start_experiment(root: Path, settings: Any) -> None:
+    """A running experiment in the stack of the tree at `root`, created by that tree's own code (the
+    feed serves every viewer its variant's config, as when operators run an experiment)."""
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-c", _EXPERIMENT], cwd=root, env=env, check=True)
+
+
 async def _churn(redis_url: str, per_second: float, rooms: int, merchants: int) -> None:
     """Until killed: `per_second` times a second one seeded room ends and a new one starts (rooms'
     own IndexWriter), so the live set changes as it does when rooms come and go all day."""
@@ -816,6 +843,11 @@ def main() -> int:
     )
     parser.add_argument("--churner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--experiment",
+        action="store_true",
+        help="an experiment runs during the run (two even variants, one with w_popularity 1.2), in every tree",
+    )
+    parser.add_argument(
         "--console-presence",
         choices=["on", "off"],
         default="on",
@@ -917,6 +949,10 @@ def main() -> int:
         seeded.update(run_sync(lambda: _seed(settings, args.rooms, args.merchants, args.viewers)))
         for tree, legacy in baselines.values():
             _seed_baseline(tree, legacy, args.rooms, args.merchants, args.viewers)
+        if args.experiment:
+            _start_experiment(ROOT, settings)
+            for tree, legacy in baselines.values():
+                _start_experiment(tree, legacy)
         env = {
             **os.environ,
             "DATABASE_URL": settings.database_url,
@@ -1115,6 +1151,7 @@ def main() -> int:
         "peak_client": args.peak_client,
         "rate": args.rate,
         "churn_per_s": args.churn,
+        "experiment": args.experiment,
         "load_avg_1m_at_end": round(load[0], 2),
         "by_server": results,
         "vs_baseline": against,
@@ -1128,8 +1165,13 @@ def main() -> int:
     }
     (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
     result_name = "feed.json" if not args.churn else f"feed_churn_{args.churn:g}.json"
+    if args.experiment:
+        result_name = result_name.replace(".json", "_experiment.json")
     (ROOT / "bench/results" / result_name).write_text(json.dumps(out, indent=2) + "\n")
     churn = f", {args.churn:g} rooms ending and as many starting per second" if args.churn else ""
+    churn += (
+        ", an experiment running (two even variants, one with w_popularity 1.2)" if args.experiment else ""
+    )
     lines = [
         f"### console presence sweep {args.console_presence}, {args.rate:g} req/s{churn} ({out['date']})\n",
         f"Command: `{command}` — {machine}. {args.rooms} live rooms, "
@@ -1167,6 +1209,7 @@ def main() -> int:
         f"bench:feed:console-{args.console_presence}"
         + ("" if args.rate == 500 else f":rate-{args.rate:g}")
         + (f":churn-{args.churn:g}" if args.churn else "")
+        + (":experiment" if args.experiment else "")
     )
     block = f"<!-- {tag} -->\n" + "\n".join(lines) + f"\n<!-- /{tag} -->"
     if f"<!-- {tag} -->" in text:
