@@ -169,7 +169,16 @@ async def train_once(
     )
     cfg = fit or FitConfig(model=params, weights=weights)
     schedule = schedule_from_log(log, features)
-    candidate = await asyncio.to_thread(fit_model, log, features, schedule, split, cfg, version)
+    # The candidate the gate judges is fit on `decision_threads` (one thread, the model's seed): with the
+    # trainer's multi-threaded (Hogwild) LightFM the same window gave a different candidate, so the
+    # held-out ablation and the gate could decide differently on a rerun. Only the refit that serves,
+    # after the decision, uses `num_threads`.
+    judged_cfg = cfg
+    if cfg.decision_threads:
+        judged_cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, num_threads=cfg.decision_threads)
+        )
+    candidate = await asyncio.to_thread(fit_model, log, features, schedule, split, judged_cfg, version)
     registry = ModelRegistry(pool)
     serving_version = await registry.promoted_version()
     judged: dict[str, tuple[RankingModel, Ranker]] = {"ranker": (candidate.model, candidate.ranker)}
