@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ def main() -> None:
         ap.error("--repeats must be at least 2 (a decision that flips needs two runs to show it)")
     runs: dict[str, Any] = {}
     lines: list[str] = []
+    load_start = round(os.getloadavg()[0], 1)
     for spec in args.worlds:
         world, _, seed_text = spec.partition(":")
         seed = int(seed_text or 1)
@@ -100,6 +102,9 @@ def main() -> None:
             )
             print(lines[-1], flush=True)
         runs[f"{world}-{seed}"] = per_mode
+    load = [load_start, round(os.getloadavg()[0], 1)]
+    lines.append(f"host load {load[0]} at the start, {load[1]} at the end (1-minute average)")
+    print(lines[-1], flush=True)
     write_results(
         "gate_repeat",
         command_line(),
@@ -109,6 +114,7 @@ def main() -> None:
             "lists": args.lists,
             "repeats": args.repeats,
             "runs": runs,
+            "load": load,
         },
         lines,
         "Validation choices fit again on the same log (2-thread LightFM vs a one-thread decision fit)",
