@@ -12,7 +12,7 @@ from ranking.dataset import WeightParams
 from ranking.model import ModelParams
 from ranking.offline import merchant_features
 from ranking.registry import ModelRegistry
-from ranking.train import train_once
+from ranking.train import TrainingRound, train_once
 from simulator import Marketplace
 
 ARCHIVE_DDL = """
@@ -20,6 +20,21 @@ CREATE TABLE IF NOT EXISTS interactions (
     event_id text, type text, viewer_id text, session_id text, room_id text, merchant_id text,
     ts timestamptz, dwell_ms int NULL, amount numeric NULL, payload jsonb)
 """
+
+
+async def _round(pool: Any, market: Marketplace, threads: int, promote: bool) -> TrainingRound:
+    """One training round over the market's two days, the last 12 hours held out."""
+    return await train_once(
+        pool,
+        ModelParams(no_components=8, epochs=2, num_threads=threads),
+        WeightParams(),
+        days=2,
+        eval_hours=12,
+        features=merchant_features(market.rooms),
+        until_ms=market.config.start_ms + 2 * 86_400_000,
+        max_targets=300,
+        promote=promote,
+    )
 
 
 async def test_training_round_from_archive(ranking_pool: Any) -> None:
@@ -52,17 +67,7 @@ async def test_training_round_from_archive(ranking_pool: Any) -> None:
                 "dwell_ms, amount, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)",
                 rows,
             )
-    until = market.config.start_ms + 2 * 86_400_000
-    result = await train_once(
-        ranking_pool,
-        ModelParams(no_components=8, epochs=2, num_threads=1),
-        WeightParams(),
-        days=2,
-        eval_hours=12,
-        features=merchant_features(market.rooms),
-        until_ms=until,
-        max_targets=300,
-    )
+    result = await _round(ranking_pool, market, threads=1, promote=True)
     assert result.metrics["interactions"] > 100
     assert 0.0 < result.metrics["hr5_ranker"] <= 1.0
     registry = ModelRegistry(ranking_pool)
@@ -80,19 +85,6 @@ async def test_a_rerun_of_a_multithreaded_training_round_decides_the_same(rankin
     sink = ArchiveSink(ranking_pool)  # idempotent by event id: the archive of the round above, or this one
     for k in range(0, len(events), 5_000):
         await sink.write(events[k : k + 5_000])
-    rounds = [
-        await train_once(
-            ranking_pool,
-            ModelParams(no_components=8, epochs=2, num_threads=2),
-            WeightParams(),
-            days=2,
-            eval_hours=12,
-            features=merchant_features(market.rooms),
-            until_ms=market.config.start_ms + 2 * 86_400_000,
-            max_targets=300,
-            promote=False,
-        )
-        for _ in range(2)
-    ]
+    rounds = [await _round(ranking_pool, market, threads=2, promote=False) for _ in range(2)]
     assert rounds[0].metrics == rounds[1].metrics
     assert "hr5_ranker" in rounds[0].metrics and "gate" in rounds[0].metrics
