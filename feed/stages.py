@@ -287,6 +287,17 @@ def session_penalty(c: Candidates, recent: Sequence[RecentVisit], now: float, wi
     return penalty
 
 
+# Configs whose derived values a stage keeps at once: the operators' config and a running experiment's
+# variants (one object per value: feed.experiments.variant_config). Variants alternate request by
+# request, so one kept value per name made every page recompute the room part over every room.
+CONFIGS_KEPT = 16
+
+
+def per_config(name: str, cfg: RankingConfig) -> str:
+    """A `Candidates.derived` name of its own per config object (the key still checks the object)."""
+    return f"{name}:{id(cfg)}"
+
+
 @dataclass(frozen=True)
 class RankModel:
     """What the rank stage ranks with: the learned ranker (or the best simple baseline's weights), its
@@ -363,12 +374,15 @@ class Rank:
 
     def __init__(self, model_watcher: Any | None = None) -> None:
         self.model_watcher = model_watcher
-        self._weights: tuple[Ranker, RankingConfig, Ranker] | None = None
+        # The multiplied ranker per config in use (an experiment's variants alternate request by request).
+        self._weights: dict[int, tuple[Ranker, RankingConfig, Ranker]] = {}
 
     def ranker(self, rm: RankModel, cfg: RankingConfig) -> Ranker:
-        held = self._weights
+        held = self._weights.get(id(cfg))
         if held is None or held[0] is not rm.ranker or held[1] is not cfg:
-            held = self._weights = (rm.ranker, cfg, rm.ranker.multiplied(multipliers(cfg)))
+            if len(self._weights) >= CONFIGS_KEPT:
+                self._weights.clear()
+            held = self._weights[id(cfg)] = (rm.ranker, cfg, rm.ranker.multiplied(multipliers(cfg)))
         return held[2]
 
     def columns(self, c: Candidates, rm: RankModel) -> RankColumns:
@@ -434,7 +448,7 @@ class Rank:
                 base += cfg.w_freshness * np.power(0.5, age / cfg.freshness_half_life_s)
             return base
 
-        return c.derived("rank_rooms", (c.enters, c.orders, cfg, rm, int(now)), make)
+        return c.derived(per_config("rank_rooms", cfg), (c.enters, c.orders, cfg, rm, int(now)), make)
 
     def room_part32(self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float) -> np.ndarray:
         """`room_part` as float32, the ranker's score type (kept alike: a request copies it, never casts it)."""
@@ -445,7 +459,9 @@ class Rank:
         def make() -> np.ndarray:
             return self.room_part(c, rm, cfg, now).astype(np.float32)
 
-        kept: np.ndarray = c.derived("rank_rooms32", (c.enters, c.orders, cfg, rm, int(now)), make)
+        kept: np.ndarray = c.derived(
+            per_config("rank_rooms32", cfg), (c.enters, c.orders, cfg, rm, int(now)), make
+        )
         return kept
 
     def room_delta(self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float) -> np.ndarray | None:
@@ -458,7 +474,9 @@ class Rank:
         def make() -> np.ndarray | None:
             return self.ranker(rm, cfg).room_delta(rm.table, self.request(c, rm, now))
 
-        kept: np.ndarray | None = c.derived("rank_rooms_delta", (c.enters, cfg, rm, int(now)), make)
+        kept: np.ndarray | None = c.derived(
+            per_config("rank_rooms_delta", cfg), (c.enters, cfg, rm, int(now)), make
+        )
         return kept
 
     def viewer_request(self, ctx: FeedContext) -> tuple[RankModel, RankRequest]:
@@ -773,7 +791,7 @@ class Exploration:
             eligible = little_seen & ~c.is_replay
             return eligible, np.flatnonzero(eligible)
 
-        return c.derived("exploration", (c.impressions, cfg, int(now)), make)
+        return c.derived(per_config("exploration", cfg), (c.impressions, cfg, int(now)), make)
 
     async def apply(self, ctx: FeedContext) -> None:
         c, cfg = ctx.candidates, ctx.config

@@ -12,7 +12,7 @@ import pytest
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit
 from feed.experiments import VARIANT_CONFIGS_KEPT, Experiment, Variant, assign, variant_config
-from feed.stages import Rank, Score, session_penalty
+from feed.stages import Rank, Score, per_config, session_penalty
 from ranking.ranker import FEATURES, RankRequest, design, viewer_columns
 from ranking.scorer import Scorer
 from ranking.viewer_state import from_model
@@ -94,14 +94,20 @@ def test_a_variant_config_is_one_object_per_value() -> None:
 
 
 async def test_the_room_part_is_kept_across_requests_while_an_experiment_runs(market: Any) -> None:
+    # Two variants alternate request by request: each keeps its own room part over every room.
     rank = Rank(SimpleNamespace(scorer=market.scorer))
-    experiment = Experiment("exp_2", "e", (Variant("a", 1.0, {"w_popularity": 2.0}),))
-    kept = []
-    for v in range(3):
-        config = assign(f"viewer-{v}", RankingConfig(), [experiment]).config
-        ctx, _ = await _ranked(market, v, config, rank)
-        kept.append(ctx.candidates.memo["rank_rooms"][1])
-    assert kept[0] is kept[1] is kept[2]  # made once, not per page
+    experiment = Experiment("exp_2", "e", (Variant("a", 1.0, {"w_popularity": 2.0}), Variant("b", 1.0, {})))
+    kept: dict[str, list[Any]] = {}
+    base = RankingConfig()  # the operators' config, as the config watcher holds it
+    for v in [*range(8), *range(8)]:
+        assignment = assign(f"viewer-{v}", base, [experiment])
+        ctx, _ = await _ranked(market, v, assignment.config, rank)
+        part = ctx.candidates.memo[per_config("rank_rooms", assignment.config)][1]
+        kept.setdefault(assignment.variant, []).append(part)
+    assert set(kept) == {"a", "b"}
+    for parts in kept.values():
+        assert all(part is parts[0] for part in parts)  # made once per variant, not per page
+    assert kept["a"][0] is not kept["b"][0]
 
 
 async def test_the_feed_score_is_each_rooms_design_with_its_weights_and_the_page_follows(market: Any) -> None:
