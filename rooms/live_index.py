@@ -188,25 +188,7 @@ CHANGES_KEYS = [KEY_EPOCH, KEY_VERSION, KEY_FLOOR, KEY_CHANGELOG, KEY_LIVE]
 _APPLY = lua_script(__file__, "live_index_apply.lua")
 
 _CHANGES = lua_script(__file__, "live_index_changes.lua")
-
-
-# A rebuild's swap. KEYS: 4 pairs (temporary key, index key), then changelog, floor, version, epoch
-# (all rf:{rooms}:*: one slot). ARGV: per pair 1 (rename the temporary key over it) or 0 (delete the
-# index key: nothing of that kind now), then the new epoch.
-_SWAP = """
-for i = 0, 3 do
-  if ARGV[i + 1] == '1' then
-    redis.call('RENAME', KEYS[2 * i + 1], KEYS[2 * i + 2])
-  else
-    redis.call('DEL', KEYS[2 * i + 2])
-  end
-end
-redis.call('DEL', KEYS[9])
-redis.call('SET', KEYS[10], 0)
-redis.call('INCR', KEYS[11])
-redis.call('SET', KEYS[12], ARGV[5])
-return 1
-"""
+_SWAP = lua_script(__file__, "live_index_swap.lua")
 
 
 class IndexWriter:

@@ -107,3 +107,26 @@ def test_no_package_level_cycle() -> None:
         for cycle in cycles
     ]
     assert named == []
+
+
+# Lua a module templates at import from Python constants (`$SEEN_HOURS` ...): cluster's (issue 19).
+TEMPLATED_LUA = {"events/realtime.py"}
+
+
+def test_lua_lives_in_lua_files() -> None:
+    """Scripts are `<package>/lua/*.lua`, read by roomfeed.lua.lua_script (STYLE.md): a Python string
+    holding Lua (a `redis.call(`) in the product's packages names its file and line."""
+    found = []
+    for package in (PLUMBING, *DOMAINS, "devtools"):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            where = str(path.relative_to(REPO_ROOT))
+            if where in TEMPLATED_LUA:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), where)):
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and "redis.call(" in node.value
+                ):
+                    found.append(f"{where}:{node.lineno}")
+    assert found == []
