@@ -42,6 +42,7 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -273,7 +274,7 @@ def _struct_of(kind: Any) -> Any | None:
     origin = typing.get_origin(kind)
     if origin is typing.Annotated:
         return _struct_of(typing.get_args(kind)[0])
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         found = [a for a in typing.get_args(kind) if a is not type(None)]
         return _struct_of(found[0]) if len(found) == 1 else None
     if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
