@@ -1,8 +1,9 @@
 """events in the API process: `POST /v1/events` (viewer batches) and `Events`, what the domain holds.
 
 `Events.build` makes Ingest (enriching each event with its room's merchant through the directory
-it is handed) and LiveStats; `start` makes sure the topics exist; the composition root adds the
-consumer-lag refresher to `/metrics`.
+it is handed, refusing events in another viewer's session through the session owners it is handed)
+and holds the LiveStats the root built; `start` makes sure the topics exist; the composition root
+adds the consumer-lag refresher to `/metrics`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiokafka.errors import KafkaConnectionError
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
-from events.ingest import Ingest, MerchantDirectory
+from events.ingest import Ingest, MerchantDirectory, SessionOwners
 from events.lag import ConsumerLag
 from events.live_stats import LiveStats
 from events.models import EventBatch, IngestAnswer
@@ -72,18 +73,23 @@ class Events:
     topics: asyncio.Task[None] | None = None  # the topics are being made sure of (tests await it)
 
     @classmethod
-    def build(cls, resources: Resources, rooms: MerchantDirectory) -> Events:
-        """`rooms` enriches events with the merchant behind their room (rooms.directory.RoomDirectory)."""
+    def build(
+        cls, resources: Resources, rooms: MerchantDirectory, sessions: SessionOwners, live_stats: LiveStats
+    ) -> Events:
+        """`rooms` enriches events with the merchant behind their room (rooms.directory.RoomDirectory);
+        `sessions` says who owns a feed session (feed.sessions.SessionBook); `live_stats` is built by
+        the root before the feed, which reads it."""
         return cls(
             settings=resources.settings,
             ingest=Ingest(
                 _StartedProducer(resources, wait=2.0),
                 rooms,
+                sessions,
                 topic=resources.settings.topic(VIEWER_EVENTS),
                 round_trips=functools.partial(round_trip, resources.redis, resources.redis_lane),
                 ack_timeout=resources.settings.kafka_ack_timeout_s,
             ),
-            live_stats=LiveStats(resources.redis),
+            live_stats=live_stats,
             consumer_lag=ConsumerLag(resources.settings),
         )
 

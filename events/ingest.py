@@ -51,30 +51,6 @@ class SessionOwners(Protocol):
     def owners_lookup(self, session_ids: Iterable[str]) -> OwnerLookup: ...
 
 
-class _NoOwners:
-    """A lookup that knows no owner and asks nobody."""
-
-    def queue(self, trip: RoundTrip) -> None:
-        return None
-
-    async def finish(self) -> dict[str, str]:
-        return {}
-
-
-class UnknownRooms:
-    """The directory used while no room directory is wired: every room is unknown (merchant_id null)."""
-
-    def lookup(self, room_ids: Iterable[str]) -> OwnerLookup:
-        return _NoOwners()
-
-
-class NoSessions:
-    """While no feed domain is wired: no session is known, so none is refused as another's."""
-
-    def owners_lookup(self, session_ids: Iterable[str]) -> OwnerLookup:
-        return _NoOwners()
-
-
 class Producer(Protocol):
     """The part of aiokafka's AIOKafkaProducer that ingest uses: whole record batches per partition."""
 
@@ -99,18 +75,19 @@ class Ingest:
         self,
         producer: Producer,
         directory: MerchantDirectory,
+        sessions: SessionOwners,
         *,
         topic: str = VIEWER_EVENTS,
         ack_timeout: float = 2.5,
         directory_timeout: float = 0.5,
-        sessions: SessionOwners | None = None,
         round_trips: Callable[[], RoundTrip] | None = None,
     ) -> None:
-        """`round_trips` makes the Redis round trip a batch's session and room lookups share (the
-        process's lane); without it they go to PostgreSQL."""
+        """`directory` names each event's merchant, `sessions` who owns each session (an event in
+        another viewer's session is refused); `round_trips` makes the Redis round trip a batch's
+        session and room lookups share (the process's lane); without it they go to PostgreSQL."""
         self.producer = producer
         self.directory = directory
-        self.sessions: SessionOwners = sessions or NoSessions()
+        self.sessions = sessions
         self.round_trips = round_trips
         self.topic = topic
         self.ack_timeout = ack_timeout

@@ -5,14 +5,15 @@ arguments (a domain that needs another declares a Protocol; mypy checks the real
 
     plumbing  Resources: PostgreSQL pool, Redis, the Redis lane, Kafka producer, leases
     rooms     Rooms                   merchants, rooms, deals, consults, the live index
-    events    Events(rooms)           ingest enriches events with the room's merchant
     ranking   Ranking                 the model registry and the watcher that serves a promoted model
     alliance  Alliance(rooms)         asks the rooms domain which merchants, stores and staff exist
-    feed      Feed(FeedInputs(rooms, events, ranking, alliance))
+    feed      Feed(FeedInputs(rooms, events' LiveStats, ranking, alliance))
+    events    Events(rooms, feed's sessions, LiveStats)   ingest names each event's merchant and
+                                      refuses events in another viewer's session
     console   Console(events, rooms, alliance)
 
-The API process (`create_app`) starts them in that order once its connections are open and stops
-them in reverse; the worker (`WORKER_SINKS`) runs the events domain's sinks and the alliance's;
+The API process (`create_app`) starts them in the order rooms, events, ranking, alliance, feed,
+console once its connections are open and stops them in reverse; the worker (`WORKER_SINKS`) runs the events domain's sinks and the alliance's;
 roomfeed/cli.py offers the domains' verbs through `VERBS`. No domain imports this module, and
 nothing else in roomfeed/ imports a domain (tests/test_architecture.py).
 """
@@ -46,6 +47,7 @@ from events import http as events_http
 from events.consumer import Sink
 from events.heat import RoomHeat
 from events.http import Events
+from events.live_stats import LiveStats
 from events.rebuild import rebuild_live_stats
 from feed import http as feed_http
 from feed.http import Feed, FeedTuning
@@ -99,27 +101,29 @@ class Services:
     @classmethod
     def build(cls, resources: Resources, tuning: Tuning = Tuning()) -> Services:
         rooms = Rooms.build(resources)
-        events = Events.build(resources, rooms=rooms.directory)
         ranking = Ranking.build(resources.pool, resources.redis, model_poll_s=tuning.model_poll_s)
         alliance = Alliance.build(resources, merchants=rooms.catalog, orders=rooms.orders)
+        # The events domain's live stats are read by the feed, and ingest reads the feed's sessions
+        # (an event in another viewer's session is refused): the stats first, then the feed, then events.
+        live_stats = LiveStats(resources.redis)
         feed = Feed.build(
             resources,
             FeedInputs(
                 live_index=rooms.live_index,
-                live_stats=events.live_stats,
+                live_stats=live_stats,
                 models=ranking.watcher,
                 code_book=alliance.code_book,
                 attribution_book=alliance.attribution_book,
                 alliance_boost=alliance.boost,
                 room_catalog=rooms.catalog,
                 heat=RoomHeat(resources.redis),
-                presence=events.live_stats,
+                presence=live_stats,
             ),
             tuning.feed,
         )
-        # Ingest refuses events naming another viewer's session: the feed owns sessions, and is built
-        # after events (it reads their live stats), so ingest gets the owners here.
-        events.ingest.sessions = feed.service.sessions
+        events = Events.build(
+            resources, rooms=rooms.directory, sessions=feed.service.sessions, live_stats=live_stats
+        )
         console = Console.build(
             resources,
             live_stats=events.live_stats,

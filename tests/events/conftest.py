@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -24,6 +24,7 @@ from events.consumer import SinkRunner
 from events.realtime import RealtimeSink
 from roomfeed.auth import sign_viewer_token
 from roomfeed.db import create_pool, migrate
+from roomfeed.redis_lane import RoundTrip
 from roomfeed.settings import Settings
 from tests.support import run_sync
 
@@ -124,3 +125,27 @@ def make_event(
         "ts": ts if ts is not None else int(time.time() * 1000),
         **extra,
     }
+
+
+class _Unknown:
+    """A lookup that knows no owner and asks nobody."""
+
+    def queue(self, trip: RoundTrip) -> None:
+        return None
+
+    async def finish(self) -> dict[str, str]:
+        return {}
+
+
+class _NoOwners:
+    """Ingest's room directory and session owners for tests of ingest and the sinks: no room's merchant
+    and no session's viewer is known (events keep merchant_id null; no session is refused as another's)."""
+
+    def lookup(self, room_ids: Iterable[str]) -> _Unknown:
+        return _Unknown()
+
+    def owners_lookup(self, session_ids: Iterable[str]) -> _Unknown:
+        return _Unknown()
+
+
+NO_OWNERS = _NoOwners()

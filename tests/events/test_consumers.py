@@ -22,14 +22,14 @@ from redis.asyncio import Redis
 
 from events.archive import ArchiveSink
 from events.consumer import SinkRunner
-from events.ingest import Ingest, UnknownRooms
+from events.ingest import Ingest
 from events.live_stats import LiveStats
 from events.realtime import RealtimeSink
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.kafka import ensure_topics, make_producer
 from roomfeed.logs import JsonFormatter
 from roomfeed.settings import REPO_ROOT, Settings
-from tests.events.conftest import eventually, make_event, running, tag
+from tests.events.conftest import NO_OWNERS, eventually, make_event, running, tag
 
 
 async def redis_state(redis: Redis) -> dict[bytes, Any]:
@@ -74,7 +74,7 @@ async def test_replay_from_offset_zero_changes_nothing(
     producer = make_producer(migrated)
     await producer.start()
     try:
-        ingest = Ingest(producer, UnknownRooms(), topic=migrated.topic(VIEWER_EVENTS))
+        ingest = Ingest(producer, NO_OWNERS, NO_OWNERS, topic=migrated.topic(VIEWER_EVENTS))
         room, viewer = f"room_{tag()}", f"v{tag()}"
         events = [make_event("enter", viewer, room), make_event("leave", viewer, room, dwell_ms=4000)]
         await ingest.submit(events, viewer)
@@ -194,7 +194,7 @@ async def test_two_worker_processes_split_partitions_and_process_everything_once
         rooms = [f"room_{tag()}" for _ in range(4)]
         total = 0
         try:
-            ingest = Ingest(producer, UnknownRooms(), topic=own.topic(VIEWER_EVENTS))
+            ingest = Ingest(producer, NO_OWNERS, NO_OWNERS, topic=own.topic(VIEWER_EVENTS))
             for i in range(40):
                 viewer = f"v{i}_{tag()}"
                 batch = [make_event("enter", viewer, rooms[(i + j) % 4]) for j in range(25)]

@@ -10,9 +10,9 @@ from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError
 
-from events.ingest import Ingest, UnknownRooms
+from events.ingest import Ingest
 from events.vocabulary import ENTER
-from tests.events.conftest import make_event
+from tests.events.conftest import NO_OWNERS, make_event
 
 
 class _Batch:
@@ -67,7 +67,7 @@ class OneSlotProducer:
 
 async def test_concurrent_requests_share_batches_instead_of_racing_for_the_slot() -> None:
     producer = OneSlotProducer()
-    ingest = Ingest(producer, UnknownRooms(), topic="t", ack_timeout=2.5)
+    ingest = Ingest(producer, NO_OWNERS, NO_OWNERS, topic="t", ack_timeout=2.5)
     viewers = [f"v{i}" for i in range(300)]
     results = await asyncio.gather(
         *(ingest.submit([make_event(ENTER, v, "room_1")], v) for v in viewers), return_exceptions=True
@@ -94,7 +94,7 @@ async def test_a_refused_batch_fails_every_request_in_it_and_the_next_ones_go_on
         return await original(batch, topic, partition=partition)
 
     producer.send_batch = refuse_first  # type: ignore[method-assign]  # the broker refuses once
-    ingest = Ingest(producer, UnknownRooms(), topic="t", ack_timeout=2.5)
+    ingest = Ingest(producer, NO_OWNERS, NO_OWNERS, topic="t", ack_timeout=2.5)
     first = await asyncio.gather(ingest.submit([make_event(ENTER, "a", "r")], "a"), return_exceptions=True)
     assert isinstance(first[0], BaseException) and "Kafka refused" in str(first[0])
     again = await ingest.submit([make_event(ENTER, "a", "r")], "a")
