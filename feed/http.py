@@ -119,6 +119,7 @@ class Feed:
         await self.impressions.start()
 
     async def stop(self) -> None:
+        await self.service.pipeline.stop()
         await self.impressions.stop()
         await self.heat.stop()
         await self.config.stop()

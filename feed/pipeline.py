@@ -34,9 +34,19 @@ class FeedPipeline:
         self.stages = list(stages)
         # A candidate set prepared in the background is warmed by every stage that keeps something of it.
         warmers = [warm for stage in self.stages if callable(warm := getattr(stage, "warm", None))]
+        # ... and its per-second arrays are built off the request path by the stages that derive them
+        # (feed.frames): heat first, then each config's parts in pipeline order.
+        shared = [hook for stage in self.stages if callable(hook := getattr(stage, "frame_shared", None))]
+        views = [hook for stage in self.stages if callable(hook := getattr(stage, "frame_view", None))]
+        rank = next((stage for stage in self.stages if isinstance(stage, Rank)), None)
+        hydrate = next((stage for stage in self.stages if isinstance(stage, Hydrate)), None)
         for stage in self.stages:
             if isinstance(stage, CandidateSource):
                 stage.warmers = warmers
+                if rank is not None and hydrate is not None:  # a frame needs the heat and the model
+                    stage.frames.shared, stage.frames.views = shared, views
+                    stage.frames.model = rank.model
+                    stage.frames.version = hydrate.frame_version
 
     @classmethod
     def standard(
@@ -69,6 +79,12 @@ class FeedPipeline:
     @property
     def names(self) -> list[str]:
         return [stage.name for stage in self.stages]
+
+    async def stop(self) -> None:
+        """Stop what stages run in the background (the candidate source's set preparation and frames)."""
+        for stage in self.stages:
+            if isinstance(stage, CandidateSource):
+                await stage.stop()
 
     def live_version(self) -> int | None:
         """The live-index version of the snapshot the candidate source holds (None: none yet)."""

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from feed.context import Candidates, FeedContext
+from feed.context import Candidates, FeedContext, frame_part
 from feed.stages import Exploration, Rank, rank_model, viewer_history, viewer_inputs
 from ranking import retrieval
 from ranking.viewer_state import ViewerState, from_model
@@ -116,6 +116,20 @@ class Retrieve:
         base = c.derived("retrieval_live", (rm, scorer), make)
         return c.derived("retrieval_scored", (base, room_score), lambda: base.with_room_score(room_score))
 
+    def frame_view(self, c: Candidates, rm: Any, cfg: Any, now: float, view: dict[str, Any]) -> None:
+        """The frame's live set for `cfg`, with the room part of the frame (`Rank.frame_view` ran first) and
+        its trending and category lists made (what the first request of a second made before)."""
+        if len(c) <= self.min_rooms:
+            return
+        scorer = getattr(self.model_watcher, "scorer", None)
+        if rank_model(scorer) is not rm:  # promoted meanwhile: the next frame has it
+            return
+        self.rank.frame_view(c, rm, cfg, now, view)
+        live = self.live_set(c, scorer, rm, view["room_part"])
+        live.trending()
+        live.best_in(0, self.budget.per_category)
+        view["live"] = live
+
     def warm(self, c: Candidates) -> None:
         scorer = getattr(self.model_watcher, "scorer", None)
         if len(c) > self.min_rooms and scorer is not None:
@@ -150,8 +164,9 @@ class Retrieve:
             return
         scorer = getattr(self.model_watcher, "scorer", None)
         rm = rank_model(scorer)
-        room_score = self.rank.room_part(c, rm, cfg, ctx.now)
-        live = self.live_set(c, scorer, rm, room_score)
+        live = frame_part(c, "live", cfg, rm)
+        if live is None:
+            live = self.live_set(c, scorer, rm, self.rank.room_part(c, rm, cfg, ctx.now))
         lookup = self.rank.columns(c, rm).lookup
         now_ms = int(ctx.now * 1000)
         history, session = viewer_inputs(

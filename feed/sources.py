@@ -167,6 +167,11 @@ class RoomHeatCache:
         self.fresh = True
         self.last_refresh_s = time.perf_counter() - started
 
+    @property
+    def generation(self) -> int:
+        """How many refreshes succeeded (the heat arrays change only when it does)."""
+        return self._generation
+
     def aligned(self, room_ids: np.ndarray, memo: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Arrays of STAT_FIELDS aligned with `room_ids`, kept in `memo` (the candidate set's; else
         this cache's own, for one set) until the next refresh; the rows of each room are kept there

@@ -8,6 +8,7 @@ their constructor and degrade (mark `ctx.degraded`) instead of failing when it i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -19,7 +20,8 @@ import numpy as np
 
 from events import vocabulary
 from feed.config import RankingConfig
-from feed.context import Candidates, FeedContext, RecentVisit, as_recent_visit
+from feed.context import Candidates, FeedContext, RecentVisit, as_recent_visit, frame_part
+from feed.frames import FrameRefresher
 from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
 from ranking.features import PRICE_BANDS
 from ranking.history import ViewerHistories, ViewerHistory, history_of
@@ -66,13 +68,21 @@ class CandidateSource:
     name = "candidates"
 
     def __init__(
-        self, live_index: LiveIndexSource, max_staleness_s: float = 0.0, background_from: int = 2_000
+        self,
+        live_index: LiveIndexSource,
+        max_staleness_s: float = 0.0,
+        background_from: int = 2_000,
+        frames: FrameRefresher | None = None,
     ) -> None:
         """`max_staleness_s`: reuse the snapshot read that recently instead of asking the live index
-        (one Redis round trip) on every request; a room that ends is gone from pages within it."""
+        (one Redis round trip) on every request; a room that ends is gone from pages within it.
+        `frames`: builds a big set's per-second arrays off the request path (feed.frames; the pipeline
+        gives it the stages' hooks); smaller sets, and a set without a fresh frame, derive them in the
+        request."""
         self.live_index = live_index
         self.max_staleness_s = max_staleness_s
         self.background_from = background_from
+        self.frames = frames if frames is not None else FrameRefresher()
         self.warmers: list[Callable[[Candidates], None]] = []
         self._checked_at = -1e9
         self._snapshot: Any = None
@@ -120,10 +130,19 @@ class CandidateSource:
             for warm in self.warmers:
                 await asyncio.sleep(0)
                 warm(candidates)
+            await self.frames.prepare(candidates)
             if self._candidates is before:  # not replaced meanwhile by a set built in a request
                 self._candidates = (snapshot, candidates)
         except Exception:  # the request path builds it then
             log.exception("preparing the candidate set failed")
+
+    async def stop(self) -> None:
+        """Stop the background work (a set being prepared, the frame refresher)."""
+        await self.frames.stop()
+        if self._preparing is not None and not self._preparing[1].done():
+            self._preparing[1].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._preparing[1]
 
     @property
     def snapshot_version(self) -> int | None:
@@ -152,6 +171,8 @@ class CandidateSource:
                 return
         candidates, gone = self._current(snapshot)
         ctx.candidates = candidates.fresh_copy()
+        if len(candidates) >= self.background_from and self.frames.active:
+            self.frames.take(candidates, ctx.candidates, ctx.config, ctx.now)
         if gone is not None and len(gone):
             ctx.candidates.keep[gone] = False
         if ctx.live_changes:  # changed (ended, mostly) after the snapshot read: not on this page
@@ -174,9 +195,20 @@ class Hydrate:
     def warm(self, c: Candidates) -> None:
         self.stats.aligned(c.room_ids, c.memo)
 
+    def frame_version(self) -> int:
+        """Which heat refresh the cache holds (a frame is rebuilt after each)."""
+        return self.stats.generation
+
+    def frame_shared(self, c: Candidates, shared: dict[str, Any]) -> None:
+        """The frame's heat: every room's, aligned with the set (read by `apply` and the other parts)."""
+        arrays = shared["heat"] = self.stats.aligned(c.room_ids, c.memo)
+        c.enters, c.impressions = arrays["enters"], arrays["impressions"]
+        c.dwell_s, c.orders = arrays["dwell_s"], arrays["orders"]
+
     async def apply(self, ctx: FeedContext) -> None:
         c = ctx.candidates
-        arrays = self.stats.aligned(c.room_ids, c.memo)
+        held = c.frame.shared.get("heat") if c.frame is not None else None
+        arrays = held if held is not None else self.stats.aligned(c.room_ids, c.memo)
         c.enters = arrays["enters"]
         c.impressions = arrays["impressions"]
         c.dwell_s = arrays["dwell_s"]
@@ -377,6 +409,10 @@ class Rank:
         # The multiplied ranker per config in use (an experiment's variants alternate request by request).
         self._weights: dict[int, tuple[Ranker, RankingConfig, Ranker]] = {}
 
+    def model(self) -> RankModel:
+        """The rank model of the serving model (what a frame is built with)."""
+        return rank_model(getattr(self.model_watcher, "scorer", None))
+
     def ranker(self, rm: RankModel, cfg: RankingConfig) -> Ranker:
         held = self._weights.get(id(cfg))
         if held is None or held[0] is not rm.ranker or held[1] is not cfg:
@@ -438,6 +474,9 @@ class Rank:
         if c.parent is not None and c.rows is not None:  # a retrieved subset: the whole set's, at its rows
             part: np.ndarray = self.room_part(c.parent, rm, cfg, now)[c.rows]
             return part
+        framed = frame_part(c, "room_part", cfg, rm)
+        if framed is not None:
+            return framed  # type: ignore[no-any-return]
 
         def make() -> np.ndarray:
             base = self.ranker(rm, cfg).room_score(rm.table, self.request(c, rm, now)).astype(np.float64)
@@ -470,6 +509,9 @@ class Rank:
         if c.parent is not None and c.rows is not None:
             whole = self.room_delta(c.parent, rm, cfg, now)
             return whole[c.rows] if whole is not None else None
+        if c.frame is not None and c.frame.model is rm and cfg in c.frame.views:
+            kept_in_frame: np.ndarray | None = c.frame.views[cfg].get("room_delta")
+            return kept_in_frame
 
         def make() -> np.ndarray | None:
             return self.ranker(rm, cfg).room_delta(rm.table, self.request(c, rm, now))
@@ -478,6 +520,17 @@ class Rank:
             per_config("rank_rooms_delta", cfg), (c.enters, cfg, rm, int(now)), make
         )
         return kept
+
+    def frame_view(
+        self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float, view: dict[str, Any]
+    ) -> None:
+        """The frame's room part and (a two-part ranker's) room delta for `cfg` (`c` carries the frame's heat)."""
+        if "room_part" in view:  # made already (retrieval's live set needs it first)
+            return
+        view["room_part"] = self.room_part(c, rm, cfg, now)
+        view["room_delta"] = (
+            self.room_delta(c, rm, cfg, now) if self.ranker(rm, cfg).discovery is not None else None
+        )
 
     def viewer_request(self, ctx: FeedContext) -> tuple[RankModel, RankRequest]:
         """The rank model and this viewer's request against the candidates (history, session, LightFM)."""
@@ -783,6 +836,9 @@ class Exploration:
         in a retrieved subset, the rows the exploration source drew from them."""
         if c.pool is not None:
             return c.pool, np.flatnonzero(c.pool)
+        framed = frame_part(c, "eligible", cfg)
+        if framed is not None:
+            return framed  # type: ignore[no-any-return]
 
         def make() -> tuple[np.ndarray, np.ndarray]:
             little_seen = (c.impressions <= cfg.exploration_max_impressions_1h) | (
@@ -792,6 +848,12 @@ class Exploration:
             return eligible, np.flatnonzero(eligible)
 
         return c.derived(per_config("exploration", cfg), (c.impressions, cfg, int(now)), make)
+
+    def frame_view(
+        self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float, view: dict[str, Any]
+    ) -> None:
+        """The frame's eligible rooms for `cfg` (`c` carries the frame's heat)."""
+        view["eligible"] = self.eligible(c, cfg, now)
 
     async def apply(self, ctx: FeedContext) -> None:
         c, cfg = ctx.candidates, ctx.config
