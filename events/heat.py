@@ -62,13 +62,13 @@ class HeatSnapshot:
     def aligned(self, room_ids: Sequence[str], positions: np.ndarray | None = None) -> np.ndarray:
         """(len(room_ids), 4) heat of the given rooms, zeros for rooms with no heat (`positions`:
         this snapshot's `positions(room_ids)`, when the caller kept them)."""
-        out = np.zeros((len(room_ids), len(SIGNALS)), dtype=np.float64)
         if not len(self.values):
-            return out
+            return np.zeros((len(room_ids), len(SIGNALS)), dtype=np.float64)
         pick = self.positions(room_ids) if positions is None else positions
-        found = pick >= 0
-        out[found] = self.values[pick[found]]
-        return out
+        # One gather from the values with a row of zeros behind them (-1 picks it): a boolean-masked
+        # assignment of every room's row cost ~5 ms a refresh at 100,000 rooms.
+        padded = np.concatenate([self.values, np.zeros((1, self.values.shape[1]))])
+        return padded[pick]
 
 
 class HeatTable:

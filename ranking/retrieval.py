@@ -153,8 +153,15 @@ class LiveSet:
         )
 
     def with_room_score(self, room_score: np.ndarray) -> LiveSet:
-        """The same set with another viewer-independent score (a heat refresh, a new config)."""
-        return replace(self, room_score=room_score, _trending=None, _by_category=None)
+        """The same set with another viewer-independent score (a heat refresh, a new config); the rooms by
+        category are this set's, made once (each new score used to group them again: ~3 ms at 100,000)."""
+        return replace(
+            self,
+            room_score=room_score,
+            _trending=None,
+            _by_category=None,
+            _category_groups=self.category_groups(),
+        )
 
     def category_groups(self) -> list[np.ndarray]:
         """The rooms of each category (kept across room scores)."""
