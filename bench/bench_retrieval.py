@@ -454,6 +454,186 @@ def cpu_main(args: argparse.Namespace) -> None:
     )
 
 
+def frames_run(rooms: int, viewers: int, design: str, rate: float, seconds: float) -> dict[str, Any]:
+    """One in-process open-loop run of the feed's pipeline at `rooms` live rooms (candidates → ... → page,
+    retrieval on) at `rate` pages/s for `seconds`, with every room's heat changing each second (a heat
+    source of random values, refreshed each second on the loop as the API's RoomHeatCache does), under
+    one of three designs for the per-second arrays (room part, room delta, trending and category lists,
+    exploration's eligible rooms, heat alignment): `request` — derived by the first request that meets a
+    new second (before frames), `loop` — a frame built off the request but on the event loop, `thread` —
+    a frame built in a thread (shipped). Latency is from each page's scheduled time (queueing counts)."""
+    import asyncio
+    import statistics
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    from events.heat import HeatSnapshot
+    from feed.context import FeedContext, RecentVisit, Stage
+    from feed.frames import FrameRefresher
+    from feed.pipeline import FeedPipeline
+    from feed.retrieval import RETRIEVAL_FROM_ROOMS, Retrieve, ViewerStep
+    from feed.sources import RoomHeatCache
+    from feed.stages import CandidateSource, Diversity, Exploration, Filters, Hydrate, Page, Rank, Score
+    from rooms.live_index import LiveRoom, LiveSnapshot
+
+    merchants, watcher, base, now0 = _synthetic_set(rooms, viewers)
+    live_rooms = list(base.rooms)
+    snapshot = LiveSnapshot(1, tuple(live_rooms), {r.room_id: r for r in live_rooms})
+    ids = [r.room_id for r in live_rooms]
+    rows = {
+        r: i for i, r in enumerate(ids)
+    }  # as events.heat.HeatTable keeps it: one layout while no room is added
+
+    class Index:
+        async def snapshot(self) -> LiveSnapshot:
+            return snapshot
+
+        async def replays(self, limit: int) -> list[LiveRoom]:
+            return []
+
+        async def live_room_of_merchant(self, merchant_id: str) -> LiveRoom | None:
+            return None
+
+    class Heat:
+        reads = 0
+
+        async def snapshot(self, now: float | None = None) -> HeatSnapshot:
+            Heat.reads += 1
+            values = np.random.default_rng(Heat.reads).random((len(ids), 4)) * np.array([20.0, 60.0, 600, 2])
+            return HeatSnapshot(time.time(), ids, values, rows, layout=1)
+
+    stats = RoomHeatCache(Heat(), refresh_seconds=1.0)
+    source = CandidateSource(
+        Index(), background_from=2_000, frames=FrameRefresher(in_thread=design == "thread")
+    )
+    rank = Rank(watcher)
+    stages: list[Stage] = [
+        source,
+        Hydrate(stats, None),
+        Filters(),
+        ViewerStep(watcher),
+        Retrieve(watcher, rank, min_rooms=RETRIEVAL_FROM_ROOMS if rooms > RETRIEVAL_FROM_ROOMS else 0),
+        Score(watcher),
+        rank,
+        Diversity(),
+        Exploration(),
+        Page(),
+    ]
+    pipeline = FeedPipeline(stages)
+    if design == "request":
+        source.frames.shared, source.frames.views = [], []
+    cfg = RankingConfig()
+    rng = np.random.default_rng(3)
+
+    async def page(v: int) -> None:
+        ctx = FeedContext(f"viewer-{(v * 7919) % viewers}", f"ses_{v}", 10, cfg, rng=rng)
+        ctx.served = {f"room_{(v * 13 + j) % rooms}" for j in range(20)}
+        ctx.recent = [
+            RecentVisit(
+                f"room_{(v * 7 + k) % rooms}",
+                f"mer_{((v * 7 + k) % rooms) % merchants:016x}",
+                60_000 + 1_000 * k,
+                int(ctx.now * 1000) - k * 60_000,
+                False,
+            )
+            for k in range(12)
+        ]
+        ctx.recent_loaded = True
+        await pipeline.run(ctx)
+
+    async def run() -> dict[str, Any]:
+        await stats.start()
+        for v in range(30):  # warm: the set, its columns, the first frame
+            await page(v)
+        await asyncio.sleep(1.5)
+        latencies: list[float] = []
+        page_cpu: list[float] = []
+        builds_before, tasks = source.frames.builds, []
+        cpu0, loop0, start = time.process_time(), time.thread_time(), time.perf_counter()
+        total = int(rate * seconds)
+
+        async def timed(v: int, due: float) -> None:
+            cpu = time.thread_time()  # the page's own CPU: the stages never wait here (no I/O)
+            await page(v)
+            page_cpu.append((time.thread_time() - cpu) * 1000)
+            latencies.append((time.perf_counter() - due) * 1000)
+
+        for v in range(total):
+            due = start + v / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(timed(10_000 + v, due)))
+        await asyncio.gather(*tasks)
+        cpu = time.process_time() - cpu0
+        loop_cpu = time.thread_time() - loop0
+        wall = time.perf_counter() - start
+        await pipeline.stop()
+        await stats.stop()
+        lat, own = sorted(latencies), sorted(page_cpu)
+        return {
+            "rooms": rooms,
+            "design": design,
+            "rate": rate,
+            "pages": len(lat),
+            "achieved_rps": round(len(lat) / wall, 1),
+            "p50_ms": round(statistics.median(lat), 2),
+            "p99_ms": round(lat[int(0.99 * (len(lat) - 1))], 2),
+            "max_ms": round(lat[-1], 2),
+            "cpu_ms_per_page": round(cpu / len(lat) * 1000, 3),
+            "page_cpu_p50_ms": round(statistics.median(own), 3),
+            "page_cpu_p99_ms": round(own[int(0.99 * (len(own) - 1))], 3),
+            "page_cpu_max_ms": round(own[-1], 3),
+            # the event loop's CPU outside pages per second: frames built on the loop, the heat refresh
+            "loop_cpu_outside_pages_ms_per_s": round((loop_cpu - sum(own) / 1000) / wall * 1000, 2),
+            "frames_built": source.frames.builds - builds_before,
+            "frame_build_cpu_ms": round(source.frames.last_build_s * 1000, 2),
+        }
+
+    with threadpool_limits(1, user_api="blas"):
+        return asyncio.run(run())
+
+
+def frames_main(args: argparse.Namespace) -> None:
+    import os
+
+    load0 = os.getloadavg()[0]
+    designs = args.frame_designs.split(",")
+    runs = []
+    for n in (int(x) for x in args.frames.split(",")):
+        for r in range(args.repeats):  # designs alternating, so the host's load hits each alike
+            for design in designs:
+                got = frames_run(n, args.cpu_viewers, design, args.rate, args.seconds)
+                got["repeat"] = r
+                runs.append(got)
+                print(got, flush=True)
+    load = os.getloadavg()[0]
+    lines = [
+        f"the feed's pipeline in-process (candidates → hydrate → filters → viewer → retrieve → score → rank → "
+        f"diversity → exploration → page; retrieval above 45,000 rooms), open loop at {args.rate:g} pages/s for "
+        f"{args.seconds:g} s per run, every room's heat changing each second; latency from the scheduled time; "
+        f"{args.repeats} runs per design alternating; load average {load0:.1f} at the start, {load:.1f} at the end",
+        "",
+        "| live rooms | design | latency p50 / p99 / max ms | page's own CPU p50 / p99 / max ms | loop CPU outside pages ms/s "
+        "| process CPU ms/page | frame build CPU ms |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for p in runs:
+        lines.append(
+            f"| {p['rooms']:,} | {p['design']} | {p['p50_ms']} / {p['p99_ms']} / {p['max_ms']} "
+            f"| {p['page_cpu_p50_ms']} / {p['page_cpu_p99_ms']} / {p['page_cpu_max_ms']} "
+            f"| {p['loop_cpu_outside_pages_ms_per_s']} | {p['cpu_ms_per_page']} | {p['frame_build_cpu_ms']} |"
+        )
+    report(
+        args,
+        "feed_frames",
+        {"runs": runs, "load_avg_1m_at_start": round(load0, 2), "load_avg_1m_at_end": round(load, 2)},
+        lines,
+        "feed_frames — the per-second arrays in the request, on the loop, or in a thread: page latency",
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--viewers", type=int, default=20_000)
@@ -473,8 +653,17 @@ def main() -> None:
         "--agreement", default=None, help="live-room counts: retrieval's pages against every room's"
     )
     ap.add_argument("--pages", type=int, default=200)
+    ap.add_argument(
+        "--frames", default=None, help="live-room counts: page latency under the per-second arrays' designs"
+    )
+    ap.add_argument("--frame-designs", default="request,loop,thread")
+    ap.add_argument("--rate", type=float, default=150.0)
+    ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    if args.frames:
+        frames_main(args)
+        return
     if args.discovery:
         discovery_main(args)
         return
