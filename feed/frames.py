@@ -70,6 +70,7 @@ class FrameRefresher:
         self._built_for: tuple[Any, ...] | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._stopping = False
 
     @property
     def active(self) -> bool:
@@ -122,7 +123,7 @@ class FrameRefresher:
         self._target = served
         frame: Frame | None = served.memo.get("frame")
         copy.frame = frame if frame is not None and now - frame.built_at <= self.max_age_s else None
-        if self._task is None or self._task.done():
+        if (self._task is None or self._task.done()) and not self._stopping:
             self._task = asyncio.create_task(self._run(), name="feed-frames")
 
     async def prepare(self, c: Candidates) -> None:
@@ -134,7 +135,7 @@ class FrameRefresher:
     async def _run(self) -> None:
         """Each `refresh_s / 4`: rebuild the served set's frame when the clock's step, the version (heat),
         the model or the configs changed since the last build; stop after `idle_s` without a request."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.refresh_s / 4)
             now = time.time()
             if now - self._asked_at > self.idle_s:
@@ -160,6 +161,7 @@ class FrameRefresher:
                 log.exception("building a frame failed")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

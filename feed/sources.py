@@ -151,6 +151,7 @@ class RoomHeatCache:
         self._own: dict[str, Any] = {}
         self._own_for: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def refresh(self) -> None:
         if self.heat is None:
@@ -206,15 +207,19 @@ class RoomHeatCache:
         self._task = asyncio.create_task(self._run(), name="feed-room-heat")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _run(self) -> None:
-        while True:
+        # The flag, not only the cancel: Python 3.11's wait_for (in refresh) swallows a cancel that arrives
+        # as its read completes, and `stop` then waited forever for a loop that went on refreshing.
+        while not self._stopping:
             await asyncio.sleep(self.refresh_seconds)
-            await self.refresh()
+            if not self._stopping:
+                await self.refresh()
 
 
 def _heat_table(heat: HeatSource | None) -> HeatTable | None:

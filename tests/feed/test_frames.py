@@ -5,6 +5,7 @@ the arrays itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from types import SimpleNamespace
@@ -277,3 +278,22 @@ async def test_the_refresher_rebuilds_after_a_heat_refresh_and_stops() -> None:
 def test_a_refresher_needs_a_positive_interval() -> None:
     with pytest.raises(ValueError, match="refresh_s must be positive"):
         FrameRefresher(refresh_s=0)
+
+
+@pytest.mark.timeout(20)
+async def test_stopping_the_heat_cache_ends_its_loop_even_when_a_refresh_swallows_the_cancel() -> None:
+    """Python 3.11's wait_for (inside `refresh`) swallows a cancel that arrives as its read completes:
+    `stop` must end the loop all the same (it waited forever for a loop that went on refreshing)."""
+    cache = RoomHeatCache(Heat(["room_1"]), refresh_seconds=0.001)
+    inside = asyncio.Event()
+
+    async def swallowing_refresh() -> None:
+        inside.set()
+        # As wait_for does when its read is done as the cancel comes: the cancel is lost.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.2)
+
+    cache.refresh = swallowing_refresh  # type: ignore[method-assign]
+    cache._task = asyncio.create_task(cache._run())
+    await asyncio.wait_for(inside.wait(), 2.0)
+    await asyncio.wait_for(cache.stop(), 2.0)
