@@ -22,35 +22,12 @@ from feed.pipeline import FeedPipeline
 from feed.retrieval import Retrieve, ViewerStep
 from feed.sources import RoomHeatCache
 from feed.stages import CandidateSource, Diversity, Exploration, Filters, Hydrate, Page, Rank, Score
-from ranking.retrieval import Budget
 from ranking.scorer import Scorer
 from rooms.live_index import LiveRoom, LiveSnapshot
+from tests.feed.test_retrieval_stage import NOW, SMALL, _rooms
 from tests.synthetic_model import synthetic_model
 
-NOW = time.time()
-CATS = ("food", "home", "beauty", "books")
-SMALL = Budget(discovery=20, covisit=10, trending=20, per_category=10, owed=5, exploration=4)
 ROOMS = 3_000
-
-
-def _rooms(n: int, merchants: int) -> list[LiveRoom]:
-    return [
-        LiveRoom(
-            f"room_{i}",
-            f"mer_{i % merchants:016x}",
-            f"t{i}",
-            CATS[i % len(CATS)],
-            (),
-            "mid",
-            "one_to_many",
-            "",
-            NOW - 37 * i,
-            f"https://s/{i}",
-            "live",
-            None,
-        )
-        for i in range(n)
-    ]
 
 
 class MemoryIndex:
