@@ -187,7 +187,11 @@ class ConfigWatcher:
         latest = await self.store.current()
         if latest.version != self.current.version:
             log.info("ranking config now at version %s", latest.version)
-        self.current = latest
+        # The same version read again keeps the object served: the feed's stages key what they derive
+        # (the room part over every room, ...) by the config object, and a new equal object each poll
+        # made them recompute it all every second.
+        if latest != self.current:
+            self.current = latest
         self.experiments = await self.experiments_book.running()
         self.last_loaded = asyncio.get_running_loop().time()
 

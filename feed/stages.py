@@ -326,8 +326,9 @@ CONFIGS_KEPT = 16
 
 
 def per_config(name: str, cfg: RankingConfig) -> str:
-    """A `Candidates.derived` name of its own per config object (the key still checks the object)."""
-    return f"{name}:{id(cfg)}"
+    """A `Candidates.derived` name of its own per config value (so equal configs share one entry and a
+    candidate set keeps one per value in use, never one per object made; the key still checks the object)."""
+    return f"{name}:{hash(cfg)}"
 
 
 @dataclass(frozen=True)
@@ -406,7 +407,7 @@ class Rank:
 
     def __init__(self, model_watcher: Any | None = None) -> None:
         self.model_watcher = model_watcher
-        # The multiplied ranker per config in use (an experiment's variants alternate request by request).
+        # The multiplied ranker per config value in use (an experiment's variants alternate request by request).
         self._weights: dict[int, tuple[Ranker, RankingConfig, Ranker]] = {}
 
     def model(self) -> RankModel:
@@ -414,11 +415,11 @@ class Rank:
         return rank_model(getattr(self.model_watcher, "scorer", None))
 
     def ranker(self, rm: RankModel, cfg: RankingConfig) -> Ranker:
-        held = self._weights.get(id(cfg))
+        held = self._weights.get(hash(cfg))
         if held is None or held[0] is not rm.ranker or held[1] is not cfg:
             if len(self._weights) >= CONFIGS_KEPT:
                 self._weights.clear()
-            held = self._weights[id(cfg)] = (rm.ranker, cfg, rm.ranker.multiplied(multipliers(cfg)))
+            held = self._weights[hash(cfg)] = (rm.ranker, cfg, rm.ranker.multiplied(multipliers(cfg)))
         return held[2]
 
     def columns(self, c: Candidates, rm: RankModel) -> RankColumns:

@@ -184,3 +184,40 @@ async def test_co_visitation_is_the_dense_column_only_on_the_neighbours_rooms(ma
         assert (
             size == cov.shape[1] and positions.tolist() == np.flatnonzero(dense).tolist()
         )  # neighbours only
+
+
+async def test_equal_configs_share_what_a_candidate_set_keeps(market: Any) -> None:
+    # A config read again (a new, equal object every poll) takes the same entry: the set never keeps one
+    # room part per object made (it would grow every second).
+    rank = Rank(SimpleNamespace(scorer=market.scorer))
+    memo = market.candidates.memo  # shared by the set's copies (and by this module's other tests)
+    before = {name for name in memo if name.startswith("rank_rooms:")}
+    configs = [RankingConfig(w_repeat=1.25) for _ in range(30)]  # all alive: 30 objects, one value
+    for v, config in enumerate(configs):
+        await _ranked(market, v % 5, config, rank)
+    added = {name for name in memo if name.startswith("rank_rooms:")} - before
+    assert len(added) == 1
+
+
+async def test_the_config_watcher_keeps_the_served_object_while_the_version_holds() -> None:
+    from feed.config_store import ConfigVersion, ConfigWatcher
+
+    class Store:
+        version = 3
+
+        async def current(self) -> ConfigVersion:  # a new object on every read, as PostgreSQL gives
+            return ConfigVersion(self.version, RankingConfig(w_model=1.5), {}, "op", "", None, None)
+
+    class Book:
+        async def running(self) -> list[Experiment]:
+            return []
+
+    store = Store()
+    watcher = ConfigWatcher(store, Book())  # type: ignore[arg-type]  # fakes of the two readers
+    await watcher.reload()
+    served = watcher.current
+    await watcher.reload()
+    assert watcher.current is served
+    store.version = 4
+    await watcher.reload()
+    assert watcher.current is not served and watcher.current.version == 4
