@@ -45,7 +45,7 @@ from alliance.plan import PacingPlans
 from alliance.scheduler import ExposureScheduler
 from alliance.settlement import Settlement
 from roomfeed.auth import Principal
-from roomfeed.errors import NotFound, ValidationFailed
+from roomfeed.errors import ValidationFailed
 from roomfeed.leader import ALLIANCE_SCHEDULER, Leadership, always_lead
 from roomfeed.operations import PNG, Created, created, operation
 from roomfeed.paging import ListQuery
@@ -149,11 +149,6 @@ def _code_json(info: CodeInfo) -> dict[str, Any]:
     }
 
 
-def _merchant_of(principal: Principal) -> str:
-    assert principal.merchant_id is not None  # a merchant key always names its merchant
-    return principal.merchant_id
-
-
 @operation(
     "POST",
     "/v1/alliances",
@@ -164,7 +159,7 @@ def _merchant_of(principal: Principal) -> str:
 async def create_alliance(domain: Alliance, principal: Principal, body: NewAlliance) -> Created[AllianceOut]:
     """Create an alliance; the caller becomes its owner and first member."""
     terms = body.terms.terms() if body.terms is not None else Terms()
-    alliance = await domain.alliances.create(_merchant_of(principal), body.name.strip(), terms)
+    alliance = await domain.alliances.create(principal.own_merchant(), body.name.strip(), terms)
     return created(AllianceOut, alliance.to_json(), "/v1/alliances/{alliance_id}")
 
 
@@ -189,14 +184,14 @@ async def invite_member(
     """The owner invites a merchant; it becomes a member when it joins."""
     if not await domain.merchants.exists(body.merchant_id):
         raise ValidationFailed("no such merchant", fields={"merchant_id": "is not a merchant"})
-    alliance = await domain.alliances.invite(alliance_id, _merchant_of(principal), body.merchant_id)
+    alliance = await domain.alliances.invite(alliance_id, principal.own_merchant(), body.merchant_id)
     return msgspec.convert(alliance.to_json(), AllianceOut)
 
 
 @operation("POST", "/v1/alliances/{alliance_id}/join", roles=("merchant",), tag="alliances")
 async def join_alliance(domain: Alliance, principal: Principal, alliance_id: Ident) -> AllianceOut:
     """Accept an invitation (404 without one)."""
-    alliance = await domain.alliances.join(alliance_id, _merchant_of(principal))
+    alliance = await domain.alliances.join(alliance_id, principal.own_merchant())
     return msgspec.convert(alliance.to_json(), AllianceOut)
 
 
@@ -207,7 +202,7 @@ async def remove_member(
     domain: Alliance, principal: Principal, alliance_id: Ident, merchant_id: Ident
 ) -> None:
     """Leave an alliance, or (owner) remove a member."""
-    await domain.alliances.remove(alliance_id, _merchant_of(principal), merchant_id)
+    await domain.alliances.remove(alliance_id, principal.own_merchant(), merchant_id)
 
 
 @operation(
@@ -223,7 +218,7 @@ async def create_code(domain: Alliance, principal: Principal, body: NewCode | No
 
     No body is a code for the merchant itself."""
     body = body or NewCode()
-    merchant_id = _merchant_of(principal)
+    merchant_id = principal.own_merchant()
     if (body.store_id or body.staff_id) and not await domain.merchants.store_and_staff(
         merchant_id, body.store_id, body.staff_id
     ):
@@ -240,7 +235,7 @@ async def create_code(domain: Alliance, principal: Principal, body: NewCode | No
 @operation("GET", "/v1/codes", roles=("merchant",), tag="codes")
 async def list_codes(domain: Alliance, principal: Principal, query: ListQuery) -> CodeList:
     """The merchant's codes with their open counts, newest first (paged: `next`)."""
-    codes, following = await domain.code_book.list(_merchant_of(principal), query.limit, query.after)
+    codes, following = await domain.code_book.list(principal.own_merchant(), query.limit, query.after)
     return msgspec.convert({"codes": [_code_json(c) for c in codes], "next": following}, CodeList)
 
 
@@ -318,8 +313,7 @@ async def merchant_ledger(domain: Alliance, principal: Principal, merchant_id: I
 
     Visits, earned, held, delivered and expired exposure, balance, attributed orders and GMV by
     store and staff, revenue share per store."""
-    if principal.role == "merchant" and principal.merchant_id != merchant_id:
-        raise NotFound("no such merchant")
+    principal.check_scope(merchant_id)
     statement = await domain.ledger.statement(merchant_id)
     # The merchant's own verified orders (rooms), to reconcile with the attributed ones.
     statement["orders"] = await domain.orders.totals(merchant_id)
@@ -338,8 +332,7 @@ async def merchant_plan(domain: Alliance, principal: Principal, merchant_id: Ide
     What it is owed, the held credit and when it settles, the pace, how long delivery takes at the
     recent pace, what expires and why, and why exposure was not delivered lately (not live, below
     the relevance floor, already on the page, ...)."""
-    if principal.role == "merchant" and principal.merchant_id != merchant_id:
-        raise NotFound("no such merchant")
+    principal.check_scope(merchant_id)
     return msgspec.convert(await domain.plans.of(merchant_id, time.time()), AlliancePlan)
 
 

@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 import asyncpg
 from starlette.requests import Request
 
-from roomfeed.errors import Forbidden, RateLimited, Unauthorized, Unavailable
+from roomfeed.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unavailable
 from roomfeed.ratelimit import _TOKEN_BUCKETS_LUA, KEY_PREFIX, Limit, RateLimiter, buckets_for
 from roomfeed.settings import Settings
 
@@ -55,6 +55,25 @@ class Principal:
     viewer_id: str | None = None
     # A viewer's account creation time (epoch s) when its token says (JWT claim `account_created_at`).
     account_created_at: float | None = None
+
+    def own_merchant(self) -> str:
+        """The merchant these credentials act for: every merchant and order-system key names one (a
+        route that takes only those keys asks this; other credentials are refused, 403)."""
+        if self.merchant_id is None:
+            raise Forbidden("these credentials act for no merchant")
+        return self.merchant_id
+
+    def check_scope(self, merchant_id: str) -> None:
+        """404 unless these credentials may see this merchant's objects: a merchant key sees only its
+        own (another merchant's is "not found", never "forbidden": that it exists is not told)."""
+        if self.role == "merchant" and self.merchant_id != merchant_id:
+            raise NotFound("no such merchant")
+
+    def own_viewer(self) -> str:
+        """The viewer a viewer token names (a route that takes only viewer tokens asks this)."""
+        if self.viewer_id is None:
+            raise Forbidden("these credentials are not a viewer's")
+        return self.viewer_id
 
 
 def hash_key(key: str) -> bytes:

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 
 from events.vocabulary import VIEWER_EVENTS
 from roomfeed.auth import Principal, create_key
-from roomfeed.errors import ApiError, NotFound
+from roomfeed.errors import ApiError
 from roomfeed.kafka import ensure_topics
 from roomfeed.leader import ROOM_RELAY, Leadership, always_lead
 from roomfeed.operations import Created, created, operation
@@ -133,21 +133,6 @@ class Rooms:
         await self.relay.stop()
 
 
-def _merchant_scope(principal: Principal, merchant_id: str) -> None:
-    if principal.role == "merchant" and principal.merchant_id != merchant_id:
-        raise NotFound("no such merchant")
-
-
-def _merchant_of(principal: Principal) -> str:
-    assert principal.merchant_id is not None  # a merchant key always names its merchant
-    return principal.merchant_id
-
-
-def _viewer_of(principal: Principal) -> str:
-    assert principal.viewer_id is not None  # a viewer token always names its viewer
-    return principal.viewer_id
-
-
 # --- operators: merchants -------------------------------------------------------------------
 
 
@@ -195,20 +180,20 @@ async def list_merchants(domain: Rooms, principal: Principal, query: MerchantsQu
 )
 async def create_store(domain: Rooms, principal: Principal, body: NewStore) -> Created[Store]:
     """Add an offline store."""
-    store = await domain.catalog.create_store(_merchant_of(principal), **asdict(store_in(body)))
+    store = await domain.catalog.create_store(principal.own_merchant(), **asdict(store_in(body)))
     return created(Store, store, "/v1/stores/{store_id}")
 
 
 @operation("GET", "/v1/stores/{store_id}", roles=("merchant",), tag="stores")
 async def get_store(domain: Rooms, principal: Principal, store_id: Ident) -> Store:
     """One of the merchant's stores."""
-    return msgspec.convert(await domain.catalog.get_store(_merchant_of(principal), store_id), Store)
+    return msgspec.convert(await domain.catalog.get_store(principal.own_merchant(), store_id), Store)
 
 
 @operation("GET", "/v1/stores", roles=("merchant",), tag="stores")
 async def list_stores(domain: Rooms, principal: Principal, query: ListQuery) -> StoreList:
     """The merchant's stores, oldest first (paged: `next`)."""
-    stores, following = await domain.catalog.list_stores(_merchant_of(principal), query.limit, query.after)
+    stores, following = await domain.catalog.list_stores(principal.own_merchant(), query.limit, query.after)
     return msgspec.convert({"stores": stores, "next": following}, StoreList)
 
 
@@ -222,21 +207,23 @@ async def list_stores(domain: Rooms, principal: Principal, query: ListQuery) -> 
 )
 async def add_staff(domain: Rooms, principal: Principal, store_id: Ident, body: NewStaff) -> Created[Staff]:
     """Add a staff member to one of the merchant's stores."""
-    staff = await domain.catalog.add_staff(_merchant_of(principal), store_id, **asdict(staff_in(body)))
+    staff = await domain.catalog.add_staff(principal.own_merchant(), store_id, **asdict(staff_in(body)))
     return created(Staff, staff, "/v1/stores/{store_id}/staff/{staff_id}")
 
 
 @operation("GET", "/v1/stores/{store_id}/staff/{staff_id}", roles=("merchant",), tag="stores")
 async def get_staff(domain: Rooms, principal: Principal, store_id: Ident, staff_id: Ident) -> Staff:
     """A staff member of one of the merchant's stores."""
-    return msgspec.convert(await domain.catalog.get_staff(_merchant_of(principal), store_id, staff_id), Staff)
+    return msgspec.convert(
+        await domain.catalog.get_staff(principal.own_merchant(), store_id, staff_id), Staff
+    )
 
 
 @operation("GET", "/v1/stores/{store_id}/staff", roles=("merchant",), tag="stores")
 async def list_staff(domain: Rooms, principal: Principal, store_id: Ident, query: ListQuery) -> StaffList:
     """Staff of one of the merchant's stores, oldest first (paged: `next`)."""
     staff, following = await domain.catalog.list_staff(
-        _merchant_of(principal), store_id, query.limit, query.after
+        principal.own_merchant(), store_id, query.limit, query.after
     )
     return msgspec.convert({"staff": staff, "next": following}, StaffList)
 
@@ -251,21 +238,21 @@ async def list_staff(domain: Rooms, principal: Principal, store_id: Ident, query
 )
 async def create_product(domain: Rooms, principal: Principal, body: NewProduct) -> Created[Product]:
     """Add a product to the merchant's catalogue."""
-    product = await domain.catalog.create_product(_merchant_of(principal), **asdict(product_in(body)))
+    product = await domain.catalog.create_product(principal.own_merchant(), **asdict(product_in(body)))
     return created(Product, product, "/v1/products/{product_id}")
 
 
 @operation("GET", "/v1/products/{product_id}", roles=("merchant",), tag="products")
 async def get_product(domain: Rooms, principal: Principal, product_id: Ident) -> Product:
     """One of the merchant's products."""
-    return msgspec.convert(await domain.catalog.get_product(_merchant_of(principal), product_id), Product)
+    return msgspec.convert(await domain.catalog.get_product(principal.own_merchant(), product_id), Product)
 
 
 @operation("GET", "/v1/products", roles=("merchant",), tag="products")
 async def list_products(domain: Rooms, principal: Principal, query: ListQuery) -> ProductList:
     """The merchant's catalogue, oldest first (paged: `next`)."""
     products, following = await domain.catalog.list_products(
-        _merchant_of(principal), query.limit, query.after
+        principal.own_merchant(), query.limit, query.after
     )
     return msgspec.convert({"products": products, "next": following}, ProductList)
 
@@ -291,7 +278,7 @@ async def list_products(domain: Rooms, principal: Principal, query: ListQuery) -
 )
 async def create_room(domain: Rooms, principal: Principal, body: NewRoom) -> Created[Room]:
     """Schedule a room (status `scheduled`)."""
-    room = await domain.rooms.create(_merchant_of(principal), **asdict(room_in(body)))
+    room = await domain.rooms.create(principal.own_merchant(), **asdict(room_in(body)))
     return created(Room, room, "/v1/rooms/{room_id}")
 
 
@@ -299,7 +286,7 @@ async def create_room(domain: Rooms, principal: Principal, body: NewRoom) -> Cre
 async def list_rooms(domain: Rooms, principal: Principal, query: RoomsQuery) -> RoomList:
     """The merchant's own rooms, newest first (paged: `next`)."""
     rooms, following = await domain.rooms.of_merchant(
-        _merchant_of(principal), query.status, query.limit, query.after
+        principal.own_merchant(), query.status, query.limit, query.after
     )
     return msgspec.convert({"rooms": rooms, "next": following}, RoomList)
 
@@ -309,7 +296,7 @@ async def merchant_rooms(
     domain: Rooms, principal: Principal, merchant_id: Ident, query: RoomsQuery
 ) -> RoomList:
     """A merchant's rooms (the merchant itself, or an operator), newest first (paged: `next`)."""
-    _merchant_scope(principal, merchant_id)
+    principal.check_scope(merchant_id)
     if principal.role == "operator":
         await domain.catalog.get_merchant(merchant_id)
     rooms, following = await domain.rooms.of_merchant(merchant_id, query.status, query.limit, query.after)
@@ -320,7 +307,7 @@ async def merchant_rooms(
 async def get_room(domain: Rooms, principal: Principal, room_id: Ident) -> RoomDetail:
     """One of the merchant's rooms, with its products and deals."""
     domain = domain
-    merchant_id = _merchant_of(principal)
+    merchant_id = principal.own_merchant()
     room = await domain.rooms.get(merchant_id, room_id)
     room["products"] = await domain.rooms.products(merchant_id, room_id)
     room["deals"] = await domain.deals.of_room(merchant_id, room_id)
@@ -340,7 +327,7 @@ async def go_live(domain: Rooms, principal: Principal, room_id: Ident, body: GoL
     A room goes live only with a stream to play: the room's `stream_url`, or the one given here
     (409 `stream_url_required` without either). 409 `invalid_transition` from any other state."""
     stream_url = body.stream_url if body is not None else None
-    return msgspec.convert(await domain.rooms.go_live(_merchant_of(principal), room_id, stream_url), Room)
+    return msgspec.convert(await domain.rooms.go_live(principal.own_merchant(), room_id, stream_url), Room)
 
 
 @operation(
@@ -355,7 +342,7 @@ async def end_room(domain: Rooms, principal: Principal, room_id: Ident, body: Ro
 
     An optional `replay_url` makes it a replay. Once this has returned, no feed page holds the room."""
     replay_url = body.replay_url if body is not None else None
-    room = await domain.rooms.end(_merchant_of(principal), room_id, replay_url)
+    room = await domain.rooms.end(principal.own_merchant(), room_id, replay_url)
     return msgspec.convert(room, Room)
 
 
@@ -368,7 +355,7 @@ async def end_room(domain: Rooms, principal: Principal, room_id: Ident, body: Ro
 )
 async def set_replay(domain: Rooms, principal: Principal, room_id: Ident, body: NewReplay) -> Room:
     """Attach a replay to an ended room."""
-    room = await domain.rooms.set_replay(_merchant_of(principal), room_id, body.replay_url)
+    room = await domain.rooms.set_replay(principal.own_merchant(), room_id, body.replay_url)
     return msgspec.convert(room, Room)
 
 
@@ -383,7 +370,7 @@ async def add_room_products(
     domain: Rooms, principal: Principal, room_id: Ident, body: NewRoomProducts
 ) -> RoomProducts:
     """Show catalogue products in a room."""
-    products = await domain.rooms.add_products(_merchant_of(principal), room_id, body.product_ids)
+    products = await domain.rooms.add_products(principal.own_merchant(), room_id, body.product_ids)
     return msgspec.convert({"room_id": room_id, "products": products}, RoomProducts)
 
 
@@ -438,7 +425,7 @@ async def list_replays(domain: Rooms, principal: Principal, query: ReplaysQuery)
 async def create_deal(domain: Rooms, principal: Principal, room_id: Ident, body: NewDeal) -> Created[Deal]:
     """A flash deal in a room: a product at a price, a quantity, a time window, a per-viewer limit."""
     deal = await domain.deals.create(
-        _merchant_of(principal),
+        principal.own_merchant(),
         room_id,
         product_id=body.product_id,
         price=body.price,
@@ -456,7 +443,7 @@ async def _visible_room(domain: Rooms, principal: Principal, room_id: str) -> st
     itself (404 unless the room is theirs)."""
     if principal.role != "merchant":
         return None
-    merchant_id = _merchant_of(principal)
+    merchant_id = principal.own_merchant()
     await domain.rooms.get(merchant_id, room_id)
     return merchant_id
 
@@ -472,7 +459,7 @@ async def room_deals(domain: Rooms, principal: Principal, room_id: Ident) -> Roo
 @operation("GET", "/v1/deals/{deal_id}", roles=("merchant",), tag="deals")
 async def get_deal(domain: Rooms, principal: Principal, deal_id: Ident) -> Deal:
     """One of the merchant's deals, with its remaining stock."""
-    return msgspec.convert(await domain.deals.get(_merchant_of(principal), deal_id), Deal)
+    return msgspec.convert(await domain.deals.get(principal.own_merchant(), deal_id), Deal)
 
 
 @operation(
@@ -492,7 +479,7 @@ async def claim_deal(
     body = body or NewClaim()
     domain = domain
     claim = await domain.deals.claim(
-        deal_id, _viewer_of(principal), quantity=body.quantity, session_id=body.session_id
+        deal_id, principal.own_viewer(), quantity=body.quantity, session_id=body.session_id
     )
     domain.relay.background(domain.relay.publish_claim(claim))
     return msgspec.convert(claim_json(claim), Claim)
@@ -512,7 +499,7 @@ async def claim_deal(
 async def open_slot(domain: Rooms, principal: Principal, room_id: Ident, body: NewSlot) -> Created[Slot]:
     """Open a consult slot in a one_to_one room (capacity one)."""
     slot = await domain.consults.open_slot(
-        _merchant_of(principal),
+        principal.own_merchant(),
         room_id,
         starts_at=body.starts_at,
         ends_at=body.ends_at,
@@ -543,7 +530,7 @@ async def book_slot(
     """A viewer books a consult slot.
 
     409 `slot_taken` when another viewer has it."""
-    booking = await domain.consults.book(_viewer_of(principal), room_id, body.slot_id, body.note)
+    booking = await domain.consults.book(principal.own_viewer(), room_id, body.slot_id, body.note)
     return created(Booking, booking, "/v1/bookings/{booking_id}")
 
 
@@ -571,14 +558,14 @@ async def cancel_booking(domain: Rooms, principal: Principal, booking_id: Ident)
 @operation("POST", "/v1/bookings/{booking_id}/no-show", roles=("merchant",), tag="consults")
 async def mark_no_show(domain: Rooms, principal: Principal, booking_id: Ident) -> Booking:
     """The merchant marks that the viewer did not come (once the slot has started)."""
-    booking = await domain.consults.no_show(_merchant_of(principal), booking_id)
+    booking = await domain.consults.no_show(principal.own_merchant(), booking_id)
     return msgspec.convert(booking, Booking)
 
 
 @operation("GET", "/v1/merchants/{merchant_id}/consults", roles=("merchant", "operator"), tag="consults")
 async def merchant_consults(domain: Rooms, principal: Principal, merchant_id: Ident) -> ConsultReport:
     """Consult bookings, cancellations, no-shows and the no-show rate (the merchant itself, or an operator)."""
-    _merchant_scope(principal, merchant_id)
+    principal.check_scope(merchant_id)
     if principal.role == "operator":
         await domain.catalog.get_merchant(merchant_id)
     return msgspec.convert(await domain.consults.report(merchant_id), ConsultReport)

@@ -16,13 +16,14 @@ from roomfeed.assembly import Services
 from roomfeed.auth import (
     Guard,
     KeyVerifier,
+    Principal,
     create_key,
     hash_key,
     revoke_key,
     sign_viewer_token,
     verify_viewer_token,
 )
-from roomfeed.errors import ApiError
+from roomfeed.errors import ApiError, Forbidden, NotFound
 from roomfeed.http import json
 from roomfeed.settings import Settings
 from tests.app_fixtures import bearer
@@ -118,3 +119,18 @@ async def test_key_cache_does_not_outlive_revocation(app: Api[Services]) -> None
     assert (await verifier.verify(key)) is not None
     await revoke_key(app.resources.pool, key_id)
     assert (await verifier.verify(key)) is None
+
+
+def test_a_principal_says_whom_it_acts_for_and_what_it_may_see() -> None:
+    merchant = Principal("merchant", key_id="k1", merchant_id="mer_1")
+    assert merchant.own_merchant() == "mer_1"
+    merchant.check_scope("mer_1")
+    with pytest.raises(NotFound):  # another merchant's objects are "not found", never "forbidden"
+        merchant.check_scope("mer_2")
+    Principal("operator", key_id="k0").check_scope("mer_2")  # operators see every merchant
+    viewer = Principal("viewer", viewer_id="v-1")
+    assert viewer.own_viewer() == "v-1"
+    with pytest.raises(Forbidden):
+        viewer.own_merchant()
+    with pytest.raises(Forbidden):
+        merchant.own_viewer()
