@@ -18,49 +18,26 @@ from roomfeed.ids import new_id
 from roomfeed.paging import keyset_page, page, position
 
 
-def _ts(value: Any) -> float | None:
-    return value.timestamp() if value is not None else None
+def _json(*columns: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """A row as its API answer: these columns as they are, then `created_at` in epoch seconds."""
+
+    def as_json(row: Mapping[str, Any]) -> dict[str, Any]:
+        answer = {column: row[column] for column in columns}
+        created = row["created_at"]
+        answer["created_at"] = created.timestamp() if created is not None else None
+        return answer
+
+    return as_json
 
 
-def merchant_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "merchant_id": row["merchant_id"],
-        "name": row["name"],
-        "category": row["category"],
-        "description": row["description"],
-        "created_at": _ts(row["created_at"]),
-    }
-
-
-def store_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "store_id": row["store_id"],
-        "name": row["name"],
-        "city": row["city"],
-        "address": row["address"],
-        "created_at": _ts(row["created_at"]),
-    }
-
-
-def staff_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "staff_id": row["staff_id"],
-        "store_id": row["store_id"],
-        "name": row["name"],
-        "role": row["role"],
-        "created_at": _ts(row["created_at"]),
-    }
+merchant_json = _json("merchant_id", "name", "category", "description")
+store_json = _json("store_id", "name", "city", "address")
+staff_json = _json("staff_id", "store_id", "name", "role")
+_product_columns = _json("product_id", "title", "price", "currency", "category")
 
 
 def product_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "product_id": row["product_id"],
-        "title": row["title"],
-        "price": float(row["price"]),
-        "currency": row["currency"],
-        "category": row["category"],
-        "created_at": _ts(row["created_at"]),
-    }
+    return _product_columns(row) | {"price": float(row["price"])}  # NUMERIC arrives as Decimal
 
 
 class MerchantCatalog:
