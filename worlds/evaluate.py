@@ -234,12 +234,18 @@ def lightfm_diagnostics(
     the rank correlation (Spearman) of LightFM's score with live popularity and with the no-LightFM
     ranker's score among those candidates (median over targets: 1 = LightFM only repeats what the
     other column already says); the share of new targets whose merchant had no watch in the training
-    window (`cold`: `cold_rows`, model rows scored from features alone)."""
+    window (`cold`: `cold_rows`, model rows scored from features alone); and the share of new targets
+    whose viewer LightFM has no row for (no interaction in its window: its column says nothing there)."""
     lf_auc, plain_auc, live_auc, rho_live, rho_plain = [], [], [], [], []
     is_cold: list[bool] = []
+    new = no_user = 0
     for t in targets:
+        if t.repeat:
+            continue
+        new += 1
         lf = t.request.lightfm
-        if t.repeat or lf is None:
+        if lf is None:  # a viewer LightFM has no row for (no interaction in its window): column 0
+            no_user += 1
             continue
         keep = ~t.entered_before
         if keep.sum() < 3:
@@ -269,6 +275,7 @@ def lightfm_diagnostics(
         "diag_lightfm_rho_live_pop": median(rho_live),
         "diag_lightfm_rho_no_lightfm": median(rho_plain),
         "diag_cold_share_new": float(np.mean(is_cold)) if is_cold else float("nan"),
+        "diag_no_viewer_share_new": no_user / new if new else float("nan"),
     }
 
 

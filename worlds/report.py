@@ -337,7 +337,7 @@ def seed_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
 # Where a diagnostic counts as a reason (lightfm_why): stated with the figure, so a reader can judge it.
 REDUNDANT_RHO = 0.5  # LightFM's order of never-watched rooms agrees this much with another column's
 WEAKER_AUC = 0.02  # LightFM alone ranks new targets this much worse than the ranker without it
-COLD_SHARE = 0.15  # this share of new targets are merchants LightFM never saw in training
+COLD_SHARE = 0.15  # this share of new targets are merchants (or viewers) LightFM never saw in training
 
 
 def lightfm_why(run: Mapping[str, Any]) -> str:
@@ -383,6 +383,12 @@ def lightfm_why(run: Mapping[str, Any]) -> str:
         )
     elif rho_plain >= REDUNDANT_RHO:
         reasons.append(f"its order agrees with the ranker without it (Spearman {rho_plain:.2f}): little new")
+    no_viewer = o.get("diag_no_viewer_share_new", float("nan"))
+    if no_viewer >= COLD_SHARE:
+        reasons.append(
+            f"training signal: {no_viewer:.0%} of new targets are of viewers with no interaction in LightFM's "
+            "window (no user row: its column is empty for them)"
+        )
     if cold >= COLD_SHARE:
         reasons.append(
             f"cold start: {cold:.0%} of new targets are merchants with no training watch, scored from features "

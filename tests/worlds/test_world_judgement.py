@@ -347,8 +347,10 @@ def test_lightfm_diagnostics_measure_signal_redundancy_and_cold_share() -> None:
         out[t.target] = 1.0
         return out
 
-    d = world_evaluate.lightfm_diagnostics(targets, without_lightfm, cold={7})
-    assert d["diag_new_targets"] == 2
+    stranger = _new_target([0.0, 0.0, 0.0, 0.0], [1, 2, 3, 4], chosen=2)
+    stranger.request.lightfm = None  # a viewer LightFM has no row for
+    d = world_evaluate.lightfm_diagnostics([*targets, stranger], without_lightfm, cold={7})
+    assert d["diag_new_targets"] == 2 and d["diag_no_viewer_share_new"] == pytest.approx(1 / 3)
     assert d["diag_lightfm_new_auc"] == pytest.approx((2 / 3 + 0) / 2)
     assert d["diag_no_lightfm_new_auc"] == pytest.approx(1.0)
     assert d["diag_lightfm_rho_live_pop"] == pytest.approx(1.0)
@@ -386,7 +388,9 @@ def test_the_lightfm_report_states_the_reason_its_diagnostics_measure() -> None:
         diag_lightfm_rho_live_pop=0.1,
         diag_lightfm_rho_no_lightfm=0.2,
         diag_cold_share_new=0.4,
+        diag_no_viewer_share_new=0.25,
     )
     assert "training signal" in weak_and_cold and "40% of new targets" in weak_and_cold
+    assert "25% of new targets are of viewers with no interaction" in weak_and_cold
     assert "live popularity alone ranks new targets best (AUC 0.80)" in weak_and_cold
     assert "Spearman" not in weak_and_cold
