@@ -69,10 +69,10 @@ class RunConfig:
     ab_design: str = "paired"
     page_size: int = 8
     # LightFM on one thread: its two-thread (Hogwild) fit differs run to run, and with it the ranker's
-    # LightFM column; the world family's figures must be the same for the same seed.
-    fit: FitConfig = field(
-        default_factory=lambda: FitConfig(model=ModelParams(num_threads=1), ranker_lists=3_000)
-    )
+    # LightFM column; the world family's figures must be the same for the same seed. Everything else is
+    # the trainer's FitConfig (its 6,000 ranker lists: until 2026-12-07 the harness fit on 3,000, half of
+    # what `roomfeed train` uses, which judged a ranker the trainer would not have fit).
+    fit: FitConfig = field(default_factory=lambda: FitConfig(model=ModelParams(num_threads=1)))
     world_cache: Path | None = None  # where simulated worlds are kept between runs (None: simulate each time)
 
 
