@@ -495,6 +495,9 @@ class Rank:
         if c.parent is not None and c.rows is not None:
             part: np.ndarray = self.room_part32(c.parent, rm, cfg, now)[c.rows]
             return part
+        framed = frame_part(c, "room_part32", cfg, rm)
+        if framed is not None:
+            return framed  # type: ignore[no-any-return]
 
         def make() -> np.ndarray:
             return self.room_part(c, rm, cfg, now).astype(np.float32)
@@ -529,6 +532,7 @@ class Rank:
         if "room_part" in view:  # made already (retrieval's live set needs it first)
             return
         view["room_part"] = self.room_part(c, rm, cfg, now)
+        view["room_part32"] = self.room_part32(c, rm, cfg, now)
         view["room_delta"] = (
             self.room_delta(c, rm, cfg, now) if self.ranker(rm, cfg).discovery is not None else None
         )

@@ -193,7 +193,7 @@ async def test_a_frame_swap_never_exposes_a_half_built_frame() -> None:
         frame = ctx.candidates.frame
         assert frame is not None
         view = frame.views[RankingConfig()]
-        assert {"room_part", "room_delta", "live", "eligible", "stamp"} <= set(view)
+        assert {"room_part", "room_part32", "room_delta", "live", "eligible", "stamp"} <= set(view)
         assert view["stamp"] == frame.shared["stamp"]
         seen.add(frame.shared["stamp"])
         await asyncio.sleep(0.003)
@@ -274,3 +274,25 @@ async def test_stopping_the_heat_cache_ends_its_loop_even_when_a_refresh_swallow
     cache._task = asyncio.create_task(cache._run())
     await asyncio.wait_for(inside.wait(), 2.0)
     await asyncio.wait_for(cache.stop(), 2.0)
+
+
+async def test_with_a_fresh_frame_a_request_in_a_new_second_derives_nothing_over_every_room() -> None:
+    feed = Feed()
+    await feed.heat.refresh()
+    await feed.page()
+    frames = feed.source.frames
+    frames.install(feed.served, await frames.build_off_loop(feed.served, NOW))
+    per_second = ("heat", "rank_rooms", "rank_rooms32", "rank_rooms_delta", "exploration", "retrieval_scored")
+
+    def derived_names() -> set[str]:
+        return {name for name in feed.served.memo if name.split(":")[0] in per_second}
+
+    for name in derived_names():
+        del feed.served.memo[name]
+    await feed.heat.refresh()  # new heat, and the request below is in another second than the frame
+    ctx = FeedContext("viewer-3", "ses_3", 10, RankingConfig(), now=NOW + 1.5, rng=np.random.default_rng(3))
+    ctx.recent_loaded = True
+    await feed.pipeline.run(ctx)
+    assert ctx.candidates.frame is not None and len(ctx.page) >= 10
+    assert derived_names() == set()  # every per-second array came from the frame
+    await feed.pipeline.stop()
