@@ -117,9 +117,10 @@ class FrameRefresher:
     def take(self, served: Candidates, copy: Candidates, config: RankingConfig, now: float) -> None:
         """Hand the request's copy of the served set its frame (when fresh enough), note the config asked
         for, and keep the refresher running for this set."""
-        self._asked_at = now
-        if config not in self._configs or now - self._configs[config] > 1.0:
-            self._configs[config] = now
+        asked = time.time()  # the clock the refresher runs on (a request's `now` may be another: a replay's)
+        self._asked_at = asked
+        if config not in self._configs or asked - self._configs[config] > 1.0:
+            self._configs[config] = asked
         self._target = served
         frame: Frame | None = served.memo.get("frame")
         copy.frame = frame if frame is not None and now - frame.built_at <= self.max_age_s else None
