@@ -170,14 +170,26 @@ class RankRequest:
         if ptr is None:
             ranked = self.items[order]
             top = int(ranked[-1]) if ranked.size else -1
+            if top + 2 > 8 * ranked.size + 64:
+                # Few rooms of many merchants (a retrieved subset: ~600 rooms, positions up to 50,000, and
+                # new gather indices each request): a table over every merchant position would cost more
+                # than the request (~0.5 ms at 100,000 live rooms); two binary searches in the rooms instead.
+                lo = np.searchsorted(ranked, merchants, side="left")
+                counts = np.searchsorted(ranked, merchants, side="right") - lo
+                return self._rows(order, lo, counts, merchants.shape[0])
             ptr = self.slots[("rooms_of", 0)] = np.searchsorted(ranked, np.arange(-1, top + 2), side="left")
         end = ptr.shape[0] - 1  # ptr[end] = every room: a merchant beyond the last has none
         at = np.where((merchants >= -1) & (merchants < end - 1), merchants + 1, end)
         lo = ptr[at]
         counts = ptr[np.minimum(at + 1, end)] - lo
+        return self._rows(order, lo, counts, merchants.shape[0])
+
+    @staticmethod
+    def _rows(order: np.ndarray, lo: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, index into the merchants asked) from where each merchant's rooms start in `order`."""
         if not counts.any():
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        which = np.repeat(np.arange(merchants.shape[0]), counts)
+        which = np.repeat(np.arange(n), counts)
         starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
         rows = order[starts + np.arange(which.shape[0])]
         return rows, which
