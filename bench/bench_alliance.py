@@ -1696,6 +1696,7 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
     in_band = [r for r in ratios.values() if 0.9 <= r <= 1.1]
     in_band5 = [r for r in ratios.values() if 0.95 <= r <= 1.05]
     check = validity(lag, out_scale, day.seen.requests, day.seen.errors, sum(day.seen.timeouts.values()))
+    paid = any(float(statements[m]["delivered"]) > 0 for m in ratios)
     metrics: dict[str, Any] = {
         "via_api": True,
         "seed": int(run["seed"]),
@@ -1703,8 +1704,12 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         "hours": run["hours"],
         "tail_hours": round(tail_s / HOUR, 2),
         "honest_contributors": len(ratios),
-        "share_ratio_in_band": round(len(in_band) / len(ratios), 4) if ratios else 0.0,
-        "share_ratio_in_band_5pct": round(len(in_band5) / len(ratios), 4) if ratios else 0.0,
+        # Payback is measured only where something was paid back at all: a window shorter than the
+        # holding period plus the contributors' next live windows delivers nothing, and its 0.0 would
+        # read as "nobody in band" (None, with `payback_measured: false`).
+        "payback_measured": paid,
+        "share_ratio_in_band": round(len(in_band) / len(ratios), 4) if ratios and paid else None,
+        "share_ratio_in_band_5pct": round(len(in_band5) / len(ratios), 4) if ratios and paid else None,
         "ratio_median": round(statistics.median(ratios.values()), 4) if ratios else None,
         "payback_error_median": round(statistics.median(errors), 4) if errors else None,
         "payback_error_worst": round(errors[-1], 4) if errors else None,
@@ -1718,7 +1723,7 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         "unboosted_enter_rate_same_pages": round(u_rate, 4),
         "boosted_enter_rate_ratio": round(b_rate / u_rate, 4) if u_rate else None,
         "boosted_reached": b_reach,
-        "relevance_cost_pct": round(relevance_cost, 3),
+        "relevance_cost_pct": round(relevance_cost, 3) if b_reach else None,
         "pages": len(served_scores),
         "boosted_pages": boosted_pages,
         "forged_impressions": len(forged),
@@ -1746,7 +1751,47 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         f"{w.merchants[day.by_merchant_id[mid].index].role}:{mid}": round(r, 3)
         for mid, r in sorted(ratios.items())
     }
+    metrics["payback_misses"] = payback_misses(ratios, statements)
+    # Where in the simulated day the apps' events reached the server late (wall minutes → alliance hours).
+    start = (
+        float(getattr(w, "day_start", 0.0)) - float(run.get("start_hour", args.start_hour)) * HOUR / out_scale
+    )
+    over = [
+        r for r in lag if int(r["n"]) >= LAG_MIN_EVENTS and float(r["p90"] or 0.0) * out_scale > LAG_LIMIT_S
+    ]
+    check["late_sim_hours"] = sorted(
+        {
+            int((r["minute"].timestamp() - start) * out_scale // HOUR)
+            for r in over
+            if hasattr(r["minute"], "timestamp")
+        }
+    )
+    metrics["hours"] = getattr(day.seen, "hours", [])
     return metrics
+
+
+def payback_misses(ratios: dict[str, float], statements: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Why honest contributors outside [0.9, 1.1] missed, from their ledgers at the end: credit still owed
+    (balance: not yet placed), still held, expired (owed longer than the expiry), or over-delivered."""
+    short = [m for m, r in ratios.items() if r < 0.9]
+    over = [m for m, r in ratios.items() if r > 1.1]
+    return {
+        "short": len(short),
+        "short_with_balance_owed": sum(1 for m in short if statements[m]["balance"] >= 1.0),
+        "short_owed_total": round(sum(float(statements[m]["balance"]) for m in short), 1),
+        "short_held_total": round(sum(float(statements[m]["held"]) for m in short), 1),
+        "short_expired_total": round(sum(float(statements[m]["expired"]) for m in short), 1),
+        "over": len(over),
+        "over_delivered_total": round(
+            sum(
+                float(statements[m]["delivered"])
+                - float(statements[m]["earned"])
+                + float(statements[m]["clawed_back"])
+                for m in over
+            ),
+            1,
+        ),
+    }
 
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1757,6 +1802,10 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     worst_attack = {
         name: max((r["attacks"][name] for r in runs), key=lambda a: float(a["kept"])) for name in ATTACKS
     }
+
+    def high(key: str) -> Any:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        return max(values) if values else None
 
     def low(key: str) -> Any:
         values = [r[key] for r in runs if r.get(key) is not None]
@@ -1773,7 +1822,9 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "attacks": worst_attack,
         "attack_kept_max_share_of_heavy": max((r["attack_kept_max_share_of_heavy"] or 0.0) for r in runs),
         "boosted_enter_rate_ratio": low("boosted_enter_rate_ratio"),
-        "relevance_cost_pct": max(r["relevance_cost_pct"] for r in runs),
+        "relevance_cost_pct": high("relevance_cost_pct"),
+        "payback_measured": all(r.get("payback_measured", True) for r in runs),
+        "hours": [r["hours"] for r in runs],
         "forged_booked": sum(r["forged_booked"] for r in runs),
         "noncontributor_boosts": sum(r["noncontributor_boosts"] for r in runs),
         "ratio_spread": max(r["ratio_spread"] for r in runs),
@@ -1834,6 +1885,17 @@ def render(m: dict[str, Any]) -> list[str]:
         out.append(f"cost of a simulated hour: {m['cost']}")
     if "new_account_share_by_role" in m:
         out.append(f"earned visits from new accounts, by role: {m['new_account_share_by_role']}")
+    if "payback_misses" in m:
+        out.append(
+            f"honest contributors outside [0.9, 1.1], from their ledgers at the end: {m['payback_misses']}"
+        )
+    if m.get("hours"):
+        out.append("per simulated hour: apps' event posts p50/p90 wall ms, CPU s (api/worker/bench), load:")
+        out += [
+            f"  h{h['hour']:02d} {h['post_ms_p50']}/{h['post_ms_p90']} ms, cpu"
+            f" {'/'.join(str(h['cpu_s'].get(k, '-')) for k in ('api', 'worker', 'bench'))}, load {h['load']}"
+            for h in m["hours"]
+        ]
     out += ["", "per honest contributor (role:merchant delivered/earned):"]
     out += [f"  {k} {v}" for k, v in m["ratios"].items()]
     return out
