@@ -1803,6 +1803,8 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         name: max((r["attacks"][name] for r in runs), key=lambda a: float(a["kept"])) for name in ATTACKS
     }
 
+    seeds_unique = len({r["seed"] for r in runs}) == len(runs)
+
     def high(key: str) -> Any:
         values = [r[key] for r in runs if r.get(key) is not None]
         return max(values) if values else None
@@ -1828,7 +1830,11 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "forged_booked": sum(r["forged_booked"] for r in runs),
         "noncontributor_boosts": sum(r["noncontributor_boosts"] for r in runs),
         "ratio_spread": max(r["ratio_spread"] for r in runs),
-        "seeds": {str(r["seed"]): r for r in runs},
+        # Each run's own figures, by seed (and window, where one seed ran several).
+        "seeds": {
+            (str(r["seed"]) if seeds_unique else f"{r['seed']}/{r['hours']:g}h/x{r['scale']:g}"): r
+            for r in runs
+        },
     }
 
 
@@ -1925,6 +1931,11 @@ def main() -> int:
         help="recompute the figures from runs' outcome.pickle (several: one record of every seed)",
     )
     p.add_argument(
+        "--made-by",
+        nargs="+",
+        help="with --report-from: the commands of the runs (recorded with the figures)",
+    )
+    p.add_argument(
         "--shared-kafka",
         action="store_true",
         help="use the project's Kafka broker (a topic prefix of its own)",
@@ -1949,13 +1960,18 @@ def main() -> int:
     if "--report-from" in argv:
         i = argv.index("--report-from")
         del argv[i : i + 1 + len(args.report_from)]
+    if "--made-by" in argv:
+        i = argv.index("--made-by")
+        del argv[i : i + 1 + len(args.made_by)]
     command = ".venv/bin/python bench/bench_alliance.py " + shlex.join(argv)
     if args.report_from:
         runs = []
         for path in args.report_from:
             with open(path, "rb") as f:
                 runs.append(summarize(args, pickle.load(f)))  # noqa: S301 (the bench's own file)
-        if len(runs) > 1:
+        if args.made_by:
+            command = " ; ".join([*args.made_by, command])
+        elif len(runs) > 1:
             command = " ; ".join(
                 f".venv/bin/python bench/bench_alliance.py --seed {r['seed']} --scale {r['scale']:g}"
                 + (f" {shlex.join(argv)}" if argv else "")
