@@ -1721,7 +1721,7 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         else None,
         "boosted_enter_rate": round(b_rate, 4),
         "unboosted_enter_rate_same_pages": round(u_rate, 4),
-        "boosted_enter_rate_ratio": round(b_rate / u_rate, 4) if u_rate else None,
+        "boosted_enter_rate_ratio": round(b_rate / u_rate, 4) if u_rate and b_reach else None,
         "boosted_reached": b_reach,
         "relevance_cost_pct": round(relevance_cost, 3) if b_reach else None,
         "pages": len(served_scores),
@@ -1766,7 +1766,7 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
             if hasattr(r["minute"], "timestamp")
         }
     )
-    metrics["hours"] = getattr(day.seen, "hours", [])
+    metrics["hour_rows"] = getattr(day.seen, "hours", [])
     return metrics
 
 
@@ -1895,12 +1895,12 @@ def render(m: dict[str, Any]) -> list[str]:
         out.append(
             f"honest contributors outside [0.9, 1.1], from their ledgers at the end: {m['payback_misses']}"
         )
-    if m.get("hours"):
+    if m.get("hour_rows"):
         out.append("per simulated hour: apps' event posts p50/p90 wall ms, CPU s (api/worker/bench), load:")
         out += [
             f"  h{h['hour']:02d} {h['post_ms_p50']}/{h['post_ms_p90']} ms, cpu"
             f" {'/'.join(str(h['cpu_s'].get(k, '-')) for k in ('api', 'worker', 'bench'))}, load {h['load']}"
-            for h in m["hours"]
+            for h in m["hour_rows"]
         ]
     out += ["", "per honest contributor (role:merchant delivered/earned):"]
     out += [f"  {k} {v}" for k, v in m["ratios"].items()]
