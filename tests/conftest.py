@@ -6,19 +6,22 @@ database, a private redis-server (or its own db number on REDIS_URL's server), i
 topic/group prefix and its own data folder, so parallel runs and destructive tests collide
 with nobody. Fault tests start throwaway servers through `private_servers`.
 
-Sections below: shared services, the session's settings, private servers; add app-level
-fixtures (pools, clients, the ASGI app) in the last section.
+Sections below: shared services, the session's settings, private servers, app-level fixtures
+(`migrated`, `pool`, `redis`, and the ASGI app and its client from tests/app_fixtures.py).
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import FrameType
 
+import asyncpg
 import pytest
+from redis.asyncio import Redis
 
 from devtools import services
+from roomfeed.db import create_pool
 from roomfeed.settings import Settings, external_services
 from tests.support import PrivateServers, free_port, isolated_settings
 
@@ -73,6 +76,32 @@ def private_servers(base_settings: Settings) -> Iterator[PrivateServers]:
 
 
 # --- application fixtures (pools, clients, the ASGI app): add below ---------------------------
+
+
+@pytest.fixture(scope="session")
+def migrated(settings: Settings) -> Settings:
+    """The session's settings, named for what the domains' tests rely on: every migration applied
+    (`settings` applies them to its fresh database)."""
+    return settings
+
+
+# A folder with settings of its own (tests/feed: an isolated world) shadows `migrated` and, if it needs
+# them, these two: a session fixture is made once, for whichever folder asks first.
+@pytest.fixture(scope="session")
+async def pool(migrated: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A PostgreSQL pool on the session's database, for tests that read or write tables directly."""
+    created = await create_pool(migrated, min_size=1)
+    yield created
+    await created.close()
+
+
+@pytest.fixture(scope="session")
+async def redis(migrated: Settings) -> AsyncIterator[Redis]:
+    """A redis-py client on the session's Redis."""
+    client = Redis.from_url(migrated.redis_url)
+    yield client
+    await client.aclose()
+
 
 # The app with its lifespan running, a client bound to it, an operator key and viewer tokens
 # (tests/app_fixtures.py); folders may shadow them with fixtures of their own.

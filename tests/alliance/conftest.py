@@ -1,40 +1,18 @@
-"""Fixtures of the alliance tests: the real PostgreSQL and Redis of the session, merchants and their
-keys, and the shared app client (tests/app_fixtures.py)."""
+"""Fixtures of the alliance tests, on the root conftest's PostgreSQL pool and Redis client of the
+session: merchants and their keys, and the shared app client (tests/app_fixtures.py)."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from roomfeed.auth import create_key
-from roomfeed.db import create_pool, migrate
 from roomfeed.settings import Settings
-
-
-@pytest.fixture(scope="session")
-async def migrated(settings: Settings) -> Settings:
-    await migrate(settings.database_url)
-    return settings
-
-
-@pytest.fixture(scope="session")
-async def pool(migrated: Settings) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(migrated, min_size=1)
-    yield p
-    await p.close()
-
-
-@pytest.fixture(scope="session")
-async def redis(migrated: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(migrated.redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""Fixtures of the events tests: a migrated database, the app, viewer tokens, Redis/PG clients, and a
-running in-process worker (realtime + archive SinkRunners) on the session's topics.
+"""Fixtures of the events tests (the root conftest gives `migrated`, `pool` and `redis`): the app,
+viewer tokens, and a running in-process worker (realtime + archive SinkRunners) on the session's topics.
 
 `app_client` and `viewer_token` stand in for the root conftest's fixtures of the same names until
 those land there (then delete them here; the tests do not change).
@@ -23,16 +23,8 @@ from events.archive import ArchiveSink
 from events.consumer import SinkRunner
 from events.realtime import RealtimeSink
 from roomfeed.auth import sign_viewer_token
-from roomfeed.db import create_pool, migrate
 from roomfeed.redis_lane import RoundTrip
 from roomfeed.settings import Settings
-from tests.support import run_sync
-
-
-@pytest.fixture(scope="session")
-def migrated(settings: Settings) -> Settings:
-    run_sync(lambda: migrate(settings.database_url))
-    return settings
 
 
 @pytest.fixture(scope="session")
@@ -52,20 +44,6 @@ async def app_client(migrated: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 def viewer_token(settings: Settings) -> Callable[[str], str]:
     return lambda viewer_id: sign_viewer_token(settings.viewer_token_secret, viewer_id)
-
-
-@pytest.fixture(scope="session")
-async def redis(migrated: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(migrated.redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture(scope="session")
-async def pool(migrated: Settings) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(migrated, min_size=1)
-    yield p
-    await p.close()
 
 
 @contextlib.asynccontextmanager

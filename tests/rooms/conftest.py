@@ -1,40 +1,22 @@
-"""Fixtures of the rooms tests, on top of the root conftest's (`settings`, `app`, `app_client`,
-`operator_key`, `viewer_token`): direct PostgreSQL/Redis clients for domain-level tests, merchants
-with their keys, and a Kafka topic reader.
+"""Fixtures of the rooms tests, on top of the root conftest's (`settings`, `pool`, `redis`, `app`,
+`app_client`, `operator_key`, `viewer_token`): merchants with their keys, and a Kafka topic reader.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 import pytest
-from redis.asyncio import Redis
 
-from roomfeed.db import create_pool
 from roomfeed.kafka import make_consumer
 from roomfeed.settings import Settings
 from tests.app_fixtures import bearer
-
-
-@pytest.fixture(scope="session")
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    created = await create_pool(settings)
-    yield created
-    await created.close()
-
-
-@pytest.fixture(scope="session")
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    yield client
-    await client.aclose()
 
 
 @dataclass
