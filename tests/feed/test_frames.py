@@ -33,9 +33,12 @@ ROOMS = 3_000
 class MemoryIndex:
     def __init__(self, rooms: list[LiveRoom]) -> None:
         self.rooms = rooms
+        # One snapshot object while nothing changes, as rooms.live_index.LiveIndex hands out (a new one
+        # per read would be a new candidate set prepared per request).
+        self.held = LiveSnapshot(1, tuple(rooms), {r.room_id: r for r in rooms})
 
     async def snapshot(self) -> LiveSnapshot:
-        return LiveSnapshot(1, tuple(self.rooms), {r.room_id: r for r in self.rooms})
+        return self.held
 
     async def replays(self, limit: int) -> list[LiveRoom]:
         return []
@@ -296,3 +299,24 @@ async def test_with_a_fresh_frame_a_request_in_a_new_second_derives_nothing_over
     assert ctx.candidates.frame is not None and len(ctx.page) >= 10
     assert derived_names() == set()  # every per-second array came from the frame
     await feed.pipeline.stop()
+
+
+async def test_the_refresher_builds_about_once_per_heat_refresh_not_twice() -> None:
+    """A frame is rebuilt after each heat refresh (or when refresh_s old), not also at each turn of the
+    clock's interval: with the heat refreshed once per interval at another phase, one build per interval."""
+    feed = Feed()
+    frames = feed.source.frames
+    frames.refresh_s = 0.2
+    await feed.heat.refresh()
+    await feed.page()
+    await feed.page()  # the refresher starts
+    await asyncio.sleep(0.3)
+    start = frames.builds
+    await asyncio.sleep(0.1 - time.time() % 0.2 + 0.2)  # half way between two turns of the interval
+    for _ in range(6):  # 1.2 s: six heat refreshes, six turns of the interval
+        await feed.heat.refresh()
+        await feed.page()  # requests keep coming (the refresher stops when idle)
+        await asyncio.sleep(0.2)
+    built = frames.builds - start
+    await feed.pipeline.stop()
+    assert 1 <= built <= 8  # twice per interval would be ~12
