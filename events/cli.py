@@ -27,6 +27,7 @@ from events.tombstones import Tombstones
 from events.vocabulary import DEAD_LETTERS, VIEWER_EVENTS
 from roomfeed.db import create_pool, migrate
 from roomfeed.kafka import ensure_topics_patiently
+from roomfeed.reach import patiently
 from roomfeed.redis_client import create_redis
 from roomfeed.settings import Settings
 
@@ -82,7 +83,9 @@ async def run_worker(
     topics = {VIEWER_EVENTS: settings.kafka_partitions, DEAD_LETTERS: 1}
     if not await ensure_topics_patiently(settings, topics, stop, max_delay=5.0):
         return
-    pool = await create_pool(settings, min_size=1)
+    pool = await patiently(lambda: create_pool(settings, min_size=1), settings, stop)
+    if pool is None:
+        return
     redis = create_redis(settings)
     runners: list[SinkRunner] = []
     try:
@@ -125,6 +128,6 @@ async def worker_command(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with worker_presence(settings, names):  # a live-stats rebuild waits for the worker to stop
+    async with worker_presence(settings, names, stop):  # a live-stats rebuild waits for the worker to stop
         await run_worker(settings, names, factories, stop)
     return 0

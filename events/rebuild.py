@@ -27,6 +27,7 @@ from events.keys import PREFIX
 from events.realtime import RealtimeSink
 from events.tombstones import Tombstones
 from events.vocabulary import VIEWER_EVENTS
+from roomfeed.reach import patiently
 from roomfeed.settings import Settings
 
 
@@ -44,12 +45,16 @@ REPLAYED_SINKS = {"realtime", "heat"}
 
 
 @contextlib.asynccontextmanager
-async def worker_presence(settings: Settings, sinks: list[str]) -> AsyncIterator[None]:
-    """Held by `roomfeed worker` while it runs sinks that a rebuild replays."""
+async def worker_presence(settings: Settings, sinks: list[str], stop: asyncio.Event) -> AsyncIterator[None]:
+    """Held by `roomfeed worker` while it runs sinks that a rebuild replays. A worker that starts while
+    PostgreSQL restarts waits for it (until `stop`) instead of exiting."""
     if not REPLAYED_SINKS & set(sinks):
         yield
         return
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await patiently(lambda: asyncpg.connect(settings.database_url), settings, stop)
+    if conn is None:  # stopped before PostgreSQL answered: nothing to hold
+        yield
+        return
     try:
         await conn.execute("SELECT pg_advisory_lock_shared($1)", WORKER_LOCK)
         yield

@@ -9,12 +9,19 @@ and the caller lets it through as the bug it is.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
+from typing import TypeVar
 
 from roomfeed.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POSTGRES, REDIS, KAFKA = "PostgreSQL", "Redis", "Kafka"
 # The exit status of a command that found a service down (sysexits.h EX_UNAVAILABLE).
@@ -108,4 +115,25 @@ def unreachable(exc: BaseException, settings: Settings) -> Unreachable | None:
         if service is not None:
             reason = str(current).strip() or type(current).__name__
             return Unreachable(service, urls[service], reason.splitlines()[0][:300])
+    return None
+
+
+async def patiently(
+    attempt: Callable[[], Awaitable[T]], settings: Settings, stop: asyncio.Event, max_delay: float = 5.0
+) -> T | None:
+    """`attempt()`, retried with backoff while the service it needs is unreachable (a process may start
+    while its database restarts: it waits instead of exiting); None when `stop` is set first. A failure
+    that is not an outage is raised at once."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            return await attempt()
+        except Exception as exc:
+            down = unreachable(exc, settings)
+            if down is None:
+                raise
+            log.warning("%s; retrying in %.1f s", down.line(), delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, max_delay)
     return None

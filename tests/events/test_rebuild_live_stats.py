@@ -63,7 +63,7 @@ async def test_live_stats_are_replayed_from_kafka_after_redis_is_lost(
     await _produce(own, events)
 
     # What `roomfeed worker` does: hold the worker-presence lock while its realtime sink runs.
-    presence = worker_presence(own, ["realtime", "archive"])
+    presence = worker_presence(own, ["realtime", "archive"], asyncio.Event())
     await presence.__aenter__()
     worker = SinkRunner(own, RealtimeSink(redis), consumer_options={"session_timeout_ms": 6000})
     await worker.start()

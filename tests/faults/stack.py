@@ -48,8 +48,10 @@ class RoomfeedProcess:
         self.name, self.args, self.env = name, args, env
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_from = 0  # where this start's lines begin in the log
 
     def start(self) -> None:
+        self.log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "roomfeed.cli", *self.args],
@@ -80,6 +82,12 @@ class RoomfeedProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def logged_since_start(self, text: str) -> bool:
+        with contextlib.suppress(FileNotFoundError), self.log_path.open("rb") as log:
+            log.seek(self.log_from)
+            return text.encode() in log.read()
+        return False
 
     def tail(self, lines: int = 30) -> str:
         with contextlib.suppress(FileNotFoundError):
@@ -191,7 +199,13 @@ class FaultStack:
             )
             self.api_urls.append(f"http://127.0.0.1:{port}")
         self.workers = [
-            RoomfeedProcess(f"worker{n}" if n else "worker", ["worker", "--no-migrate"], env, self.work_dir)
+            # INFO: the stack waits for the worker's "worker running" line
+            RoomfeedProcess(
+                f"worker{n}" if n else "worker",
+                ["worker", "--no-migrate"],
+                {**env, "ROOMFEED_LOG_LEVEL": "INFO"},
+                self.work_dir,
+            )
             for n in range(self.worker_processes)
         ]
         self.worker = self.workers[0]
@@ -200,6 +214,18 @@ class FaultStack:
         await asyncio.gather(*(self.wait_api_ready(i) for i in range(len(self.api))))
         for worker in self.workers:
             worker.start()
+        # A scenario kills a service a few seconds into its traffic: a worker still importing on a
+        # loaded host would meet the outage at its start instead of during its batches.
+        await asyncio.gather(*(self.wait_worker_running(worker) for worker in self.workers))
+
+    async def wait_worker_running(self, worker: RoomfeedProcess, timeout: float = 120.0) -> None:
+        started = time.monotonic()
+        while not worker.logged_since_start('"worker running"'):
+            assert worker.alive(), worker.tail()
+            assert time.monotonic() - started < timeout, (
+                f"{worker.name} not running in {timeout}s:\n{worker.tail()}"
+            )
+            await asyncio.sleep(0.2)
 
     @staticmethod
     def _start_server(server: Any) -> None:
