@@ -470,14 +470,28 @@ class Rank:
             slots=cols.slots,  # gather indices: computed by the first request, reused by the next
         )
 
+    @staticmethod
+    def _whole_or_frame(
+        of: Callable[[Candidates, RankModel, RankingConfig, float], np.ndarray],
+        name: str,
+        c: Candidates,
+        rm: RankModel,
+        cfg: RankingConfig,
+        now: float,
+    ) -> np.ndarray | None:
+        """A retrieved subset's rows of the whole set's part `of`, or the part of the frame the request
+        took; None when the request derives it itself."""
+        if c.parent is not None and c.rows is not None:
+            rows: np.ndarray = of(c.parent, rm, cfg, now)[c.rows]
+            return rows
+        framed: np.ndarray | None = frame_part(c, name, cfg, rm)
+        return framed
+
     def room_part(self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float) -> np.ndarray:
         """The viewer-independent score (kept per heat refresh, config, model and second); callers copy it."""
-        if c.parent is not None and c.rows is not None:  # a retrieved subset: the whole set's, at its rows
-            part: np.ndarray = self.room_part(c.parent, rm, cfg, now)[c.rows]
-            return part
-        framed = frame_part(c, "room_part", cfg, rm)
-        if framed is not None:
-            return framed  # type: ignore[no-any-return]
+        kept_elsewhere = self._whole_or_frame(self.room_part, "room_part", c, rm, cfg, now)
+        if kept_elsewhere is not None:
+            return kept_elsewhere
 
         def make() -> np.ndarray:
             base = self.ranker(rm, cfg).room_score(rm.table, self.request(c, rm, now)).astype(np.float64)
@@ -492,12 +506,9 @@ class Rank:
 
     def room_part32(self, c: Candidates, rm: RankModel, cfg: RankingConfig, now: float) -> np.ndarray:
         """`room_part` as float32, the ranker's score type (kept alike: a request copies it, never casts it)."""
-        if c.parent is not None and c.rows is not None:
-            part: np.ndarray = self.room_part32(c.parent, rm, cfg, now)[c.rows]
-            return part
-        framed = frame_part(c, "room_part32", cfg, rm)
-        if framed is not None:
-            return framed  # type: ignore[no-any-return]
+        kept_elsewhere = self._whole_or_frame(self.room_part32, "room_part32", c, rm, cfg, now)
+        if kept_elsewhere is not None:
+            return kept_elsewhere
 
         def make() -> np.ndarray:
             return self.room_part(c, rm, cfg, now).astype(np.float32)
