@@ -10,7 +10,6 @@ primary key (kind, subject, at) keeps the first writer. Samples older than `RETE
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from roomfeed.leader import Leadership, always_lead
+from roomfeed.tasks import cancel_and_wait
 
 log = logging.getLogger("roomfeed.console.history")
 
@@ -134,8 +134,5 @@ class MetricSampler:
             self._task = asyncio.create_task(self._run(leadership), name="console-sampler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -24,6 +24,7 @@ from feed.config import RankingConfig, apply_values, as_dict, diff, from_dict
 from feed.experiments import Experiment, ExperimentBook
 from roomfeed.errors import Conflict, NotFound
 from roomfeed.paging import page, position
+from roomfeed.tasks import cancel_and_wait
 
 log = logging.getLogger("feed.config")
 
@@ -178,10 +179,7 @@ class ConfigWatcher:
         self._task = asyncio.create_task(self._run(), name="feed-config-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def reload(self) -> None:
         latest = await self.store.current()

@@ -23,7 +23,6 @@ on the event loop (`in_thread=False`) the build is off the request but still one
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Any
 
 from feed.config import RankingConfig
 from feed.context import Candidates, Frame
+from roomfeed.tasks import cancel_and_wait
 
 log = logging.getLogger("feed.frames")
 
@@ -163,8 +163,5 @@ class FrameRefresher:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

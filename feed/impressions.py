@@ -27,6 +27,7 @@ from prometheus_client import Counter
 from events.ingest import partition_of
 from events.vocabulary import SERVED
 from roomfeed.kafka import encode
+from roomfeed.tasks import cancel_and_wait
 
 log = logging.getLogger("feed.impressions")
 DROPPED = Counter(
@@ -105,10 +106,7 @@ class ImpressionPublisher:
     async def stop(self, drain_seconds: float = 2.0) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._drain_once(), drain_seconds)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _drain_once(self) -> None:
         """Hand everything queued to Kafka as one record batch per partition (placed as aiokafka's

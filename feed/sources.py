@@ -11,7 +11,6 @@ so a feed request reads no per-room statistics from Redis.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from events.keys import SIGNALS
 from feed.context import Stage, Visit
 from ranking.scorer import Scorer
 from roomfeed.redis_lane import Part
+from roomfeed.tasks import cancel_and_wait
 from rooms.live_index import LiveRoom
 
 log = logging.getLogger("feed.sources")
@@ -208,10 +208,7 @@ class RoomHeatCache:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         # The flag, not only the cancel: Python 3.11's wait_for (in refresh) swallows a cancel that arrives

@@ -11,7 +11,6 @@ swaps in a new `Scorer` without a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ from ranking import artifacts, viewer_state
 from ranking.model import RankingModel
 from ranking.scorer import Scorer
 from roomfeed.paging import keyset_page
+from roomfeed.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -416,8 +416,5 @@ class ModelWatcher:
             self._task = asyncio.create_task(self._run(), name="ranking-model-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -18,6 +18,8 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from roomfeed.tasks import cancel_and_wait
+
 log = logging.getLogger("roomfeed.heap")
 
 PERIOD_S = 600.0
@@ -54,7 +56,5 @@ async def frozen(period_s: float = PERIOD_S, first_s: float = FIRST_S) -> AsyncI
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         gc.unfreeze()

@@ -25,6 +25,7 @@ from events.vocabulary import VIEWER_EVENTS
 from roomfeed.kafka import encode
 from roomfeed.leader import Leadership, always_lead
 from roomfeed.resources import Resources
+from roomfeed.tasks import cancel_and_wait
 from rooms.deals import CLAIM_COLUMNS, claim_event
 from rooms.live_index import (
     KEY_EPOCH,
@@ -204,9 +205,6 @@ class RoomRelay:
         self._loop = asyncio.get_running_loop().create_task(self.run(interval, leadership))
 
     async def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        await cancel_and_wait(self._loop)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.drain(), 5)
