@@ -81,8 +81,7 @@ async def merchant_to_export(pool: asyncpg.Pool, key: str | None, merchant_id: s
         if principal.role == "merchant":
             if merchant_id is not None and merchant_id != principal.merchant_id:
                 raise ExportRefused("a merchant key exports its own merchant's data only")
-            assert principal.merchant_id is not None
-            return principal.merchant_id
+            return principal.own_merchant()
         if principal.role != "operator":
             raise ExportRefused(f"a {principal.role} key cannot export merchant data")
     if merchant_id is None:

@@ -138,9 +138,8 @@ async def post_events(request: Request, events: Events, principal: Principal) ->
     body: Any = await read_json(request)
     if isinstance(body, dict) and "events" in body:
         body = body["events"]
-    assert principal.viewer_id is not None
     result = await events.ingest.submit(
-        body, principal.viewer_id, device_id=request.headers.get("x-device-id")
+        body, principal.own_viewer(), device_id=request.headers.get("x-device-id")
     )
     return msgspec.convert(result.as_dict(), IngestAnswer)
 

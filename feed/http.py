@@ -140,7 +140,7 @@ async def create_session(request: Request, feed: Feed, principal: Principal, bod
     The first page starts with an attribution code's merchant room (and attributes the session to
     the merchant, store and staff behind the code) or a deep-linked room, when given. `viewer_id`
     must be the viewer token's viewer. The page's `page_token` is the `after` of the next page."""
-    if body.viewer_id != principal.viewer_id:
+    if body.viewer_id != principal.own_viewer():
         raise Forbidden(
             "viewer_id must be the viewer the token was issued to", fields={"viewer_id": "is not yours"}
         )
@@ -174,8 +174,7 @@ async def session_feed(
         if charge is not None:
             await charge_alone(feed, charge)
         raise NotFound(f"session {session_id} does not exist", fields={"session_id": "names nothing"})
-    assert principal.viewer_id is not None
-    page = await feed.service.next_page(principal.viewer_id, session_id, query.count, charge, query.after)
+    page = await feed.service.next_page(principal.own_viewer(), session_id, query.count, charge, query.after)
     return json(page)
 
 
@@ -203,23 +202,20 @@ async def add_block(feed: Feed, principal: Principal, body: NewBlock) -> Block:
     """Block a merchant: its rooms never appear in this viewer's feed."""
     if not await feed.service.inputs.room_catalog.exists(body.merchant_id):
         raise ValidationFailed("no such merchant", fields={"merchant_id": "does not exist"})
-    assert principal.viewer_id is not None
-    await feed.service.sessions.block(principal.viewer_id, body.merchant_id)
+    await feed.service.sessions.block(principal.own_viewer(), body.merchant_id)
     return Block(merchant_id=body.merchant_id, blocked=True)
 
 
 @operation("GET", "/v1/viewers/me/blocks", roles=("viewer",), tag="viewers")
 async def list_blocks(feed: Feed, principal: Principal) -> Blocks:
     """The merchants this viewer blocked."""
-    assert principal.viewer_id is not None
-    return Blocks(merchants=await feed.service.sessions.blocks(principal.viewer_id))
+    return Blocks(merchants=await feed.service.sessions.blocks(principal.own_viewer()))
 
 
 @operation("DELETE", "/v1/viewers/me/blocks/{merchant_id}", roles=("viewer",), tag="viewers")
 async def remove_block(feed: Feed, principal: Principal, merchant_id: str) -> Block:
     """Unblock a merchant."""
-    assert principal.viewer_id is not None
-    if not await feed.service.sessions.unblock(principal.viewer_id, merchant_id):
+    if not await feed.service.sessions.unblock(principal.own_viewer(), merchant_id):
         raise NotFound(f"merchant {merchant_id} is not blocked")
     return Block(merchant_id=merchant_id, blocked=False)
 

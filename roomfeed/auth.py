@@ -75,6 +75,12 @@ class Principal:
             raise Forbidden("these credentials are not a viewer's")
         return self.viewer_id
 
+    def own_key(self) -> str:
+        """The stored API key these credentials are (a route that takes only keys asks this)."""
+        if self.key_id is None:
+            raise Forbidden("these credentials are not an API key")
+        return self.key_id
+
 
 def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()

@@ -65,8 +65,7 @@ async def post_order(domain: OrdersDomain, principal: Principal, body: NewOrder)
     same order_id with other content answers 409. Amounts of 1e12 and above are refused. Only
     verified orders count as GMV, revenue share and alliance credit."""
     order = order_in(body)
-    assert principal.key_id is not None  # a key's principal carries its id
-    recorded, fresh = await domain.orders.record(principal.own_merchant(), order, principal.key_id)
+    recorded, fresh = await domain.orders.record(principal.own_merchant(), order, principal.own_key())
     return _recorded(recorded, fresh)  # type: ignore[no-any-return]
 
 

@@ -130,3 +130,19 @@ def test_lua_lives_in_lua_files() -> None:
                 ):
                     found.append(f"{where}:{node.lineno}")
     assert found == []
+
+
+def test_who_a_request_acts_for_is_never_an_assert() -> None:
+    """A route learns whom it acts for from Principal.own_viewer/own_merchant/own_key (a 403 when the
+    credentials are not that kind), never from `assert principal.…`: `python -O` drops asserts, and
+    then a wrong kind of credentials would act for None."""
+    found = []
+    for package in (PLUMBING, *DOMAINS):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            where = str(path.relative_to(REPO_ROOT))
+            for node in ast.walk(ast.parse(path.read_text(), where)):
+                if isinstance(node, ast.Assert) and any(
+                    isinstance(name, ast.Name) and name.id == "principal" for name in ast.walk(node.test)
+                ):
+                    found.append(f"{where}:{node.lineno}")
+    assert found == []

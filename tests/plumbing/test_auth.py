@@ -134,3 +134,6 @@ def test_a_principal_says_whom_it_acts_for_and_what_it_may_see() -> None:
         viewer.own_merchant()
     with pytest.raises(Forbidden):
         merchant.own_viewer()
+    assert merchant.own_key() == "k1"
+    with pytest.raises(Forbidden):  # a viewer token is no stored key
+        viewer.own_key()
