@@ -17,6 +17,7 @@ async def running_app(settings: Settings) -> AsyncIterator[Api[Services]]:
     app = create_app(settings, access_log=False)
     async with app.router.lifespan_context(app):
         await app.resources.wait_for_kafka(30)
+        await app.services.events.topics_made()  # ingest answers 503 until the topics exist
         yield app
 
 
@@ -25,8 +26,8 @@ def client_for(app: Api[Services]) -> httpx.AsyncClient:
 
 
 @pytest.fixture(scope="session")
-async def app(settings: Settings) -> AsyncIterator[Api[Services]]:
-    async for instance in running_app(settings):
+async def app(migrated: Settings) -> AsyncIterator[Api[Services]]:
+    async for instance in running_app(migrated):
         yield instance
 
 

@@ -1,8 +1,7 @@
-"""Console test fixtures: the app on the session's real services, keys, and a real HTTP server.
-
-`app_client`, `operator_key` and `viewer_token` are defined here only while tests/conftest.py does
-not offer them (the shared ones win once they exist). `live_server` runs `roomfeed serve` as a
-subprocess on a free loopback port on the session's settings, for the browser and the demo.
+"""Console test fixtures (the app, its client, `operator_key` and `viewer_token` are the root
+conftest's, tests/app_fixtures.py): keys made on the session's database, and a real HTTP server.
+`live_server` runs `roomfeed serve` as a subprocess on a free loopback port on the session's
+settings, for the browser and the demo.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,45 +19,6 @@ import pytest
 
 from roomfeed.settings import REPO_ROOT, Settings
 from tests.support import free_port
-
-SHARED = Path(__file__).resolve().parent.parent / "conftest.py"
-_shared_text = SHARED.read_text()
-
-
-def _shared(name: str) -> bool:
-    return f"def {name}(" in _shared_text
-
-
-if not _shared("app_client"):
-
-    @pytest.fixture(scope="session")
-    async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-        from roomfeed.assembly import create_app
-        from roomfeed.db import migrate
-
-        await migrate(settings.database_url)
-        app = create_app(settings, access_log=False)
-        async with app.router.lifespan_context(app):
-            await app.resources.wait_for_kafka(30)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://console.test") as client:
-                yield client
-
-
-if not _shared("operator_key"):
-
-    @pytest.fixture(scope="session")
-    async def operator_key(settings: Settings) -> str:
-        return await create_key(settings, "operator")
-
-
-if not _shared("viewer_token"):
-
-    @pytest.fixture(scope="session")
-    def viewer_token(settings: Settings) -> Callable[[str], str]:
-        from roomfeed.auth import sign_viewer_token
-
-        return lambda viewer_id: sign_viewer_token(settings.viewer_token_secret, viewer_id)
 
 
 async def create_key(settings: Settings, role: str, merchant_id: str | None = None) -> str:

@@ -1,8 +1,6 @@
-"""Fixtures of the events tests (the root conftest gives `migrated`, `pool` and `redis`): the app,
-viewer tokens, and a running in-process worker (realtime + archive SinkRunners) on the session's topics.
-
-`app_client` and `viewer_token` stand in for the root conftest's fixtures of the same names until
-those land there (then delete them here; the tests do not change).
+"""Fixtures of the events tests (the root conftest gives `migrated`, `pool` and `redis`): a running
+in-process worker (realtime + archive SinkRunners) on the session's topics; the app, its
+client and viewer tokens are the root conftest's (tests/app_fixtures.py).
 """
 
 from __future__ import annotations
@@ -22,28 +20,8 @@ from redis.asyncio import Redis
 from events.archive import ArchiveSink
 from events.consumer import SinkRunner
 from events.realtime import RealtimeSink
-from roomfeed.auth import sign_viewer_token
 from roomfeed.redis_lane import RoundTrip
 from roomfeed.settings import Settings
-
-
-@pytest.fixture(scope="session")
-async def app_client(migrated: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    from roomfeed.assembly import create_app
-
-    app = create_app(migrated, access_log=False)
-    async with app.router.lifespan_context(app):
-        await app.resources.wait_for_kafka(30)
-        await app.services.events.topics_made()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
-
-
-@pytest.fixture(scope="session")
-def viewer_token(settings: Settings) -> Callable[[str], str]:
-    return lambda viewer_id: sign_viewer_token(settings.viewer_token_secret, viewer_id)
 
 
 @contextlib.asynccontextmanager

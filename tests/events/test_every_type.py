@@ -17,11 +17,14 @@ from events.consumer import SinkRunner
 from events.keys import FIVE_MIN_MS, HOUR_FIELD, room_prefix
 from events.vocabulary import CODE, FIELDS, SERVER_TYPES, TYPES, example_fields
 from ranking.dataset import ARCHIVE_TYPES, from_events, load_archive
+from roomfeed.app import Api
+from roomfeed.assembly import Services
 from roomfeed.settings import Settings
 from tests.events.conftest import eventually, make_event, running, tag
 
 
 async def test_every_event_type_reaches_ingest_the_sinks_and_the_dataset(
+    app: Api[Services],
     app_client: httpx.AsyncClient,
     viewer_token: Callable[[str], str],
     worker: list[SinkRunner],
@@ -45,7 +48,7 @@ async def test_every_event_type_reaches_ingest_the_sinks_and_the_dataset(
     assert response.json()["accepted"] == len(posted)  # what roomfeed itself records, an app cannot post
     assert {r["error"]["code"] for r in response.json()["rejected"]} == {"server_only"}
     # ... the feed puts those on the topic itself (as feed.impressions does), keyed by viewer.
-    ingest = app_client._transport.app.services.events.ingest  # type: ignore[attr-defined]
+    ingest = app.services.events.ingest
     await ingest.publish([{**events[kind], "merchant_id": None, "received_at": now} for kind in SERVER_TYPES])
 
     alliance = SinkRunner(migrated, AllianceSink(pool, redis), group=f"alliance-every-type-{tag()}")
