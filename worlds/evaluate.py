@@ -26,6 +26,7 @@ in the same worlds) does not simulate again.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import pickle
@@ -92,23 +93,71 @@ def watch_log(market: Marketplace, log: InteractionLog) -> InteractionLog:
     return log.select(~skip)
 
 
-# What a simulated world depends on besides its configuration: the simulator and the names it emits.
-_SIMULATOR_SOURCES = ("simulator", "events/vocabulary.py")
+# What a simulated world runs: the Marketplace (simulator.market) and the figures `simulated` keeps beside
+# it (simulator.measure), and every simulator module they import, followed import by import
+# (`simulation_sources`). Not presets.py: a preset's values reach the simulation only through the SimConfig,
+# whose repr is in the key, so a preset added or edited re-simulates that preset's world alone. Not
+# simulator/__init__.py (it only re-exports) unless a module imports the package itself.
+_SIMULATION_ROOTS = ("simulator.market", "simulator.measure")
+# Outside simulator/ the simulation reads the event vocabulary (whole file) and, of ranking/features.py, only
+# the price bands and the RoomFeatures record (hashed by value in `_world_key`, not as a file).
+_FOLLOWED_OUTSIDE = ("events.vocabulary",)
 
 
-def _world_key(config: SimConfig) -> str:
-    root = Path(__file__).resolve().parent.parent
+def _module_file(root: Path, module: str) -> Path | None:
+    path = root.joinpath(*module.split("."))
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return None
+
+
+def _followed(module: str) -> bool:
+    return module == "simulator" or module.startswith("simulator.") or module in _FOLLOWED_OUTSIDE
+
+
+def simulation_sources(root: Path | None = None) -> list[Path]:
+    """The source files a world's simulation runs, relative to the repository `root`: the modules of
+    `_SIMULATION_ROOTS` and, transitively, every simulator module (and `_FOLLOWED_OUTSIDE` file) they import."""
+    root = root or Path(__file__).resolve().parent.parent
+    seen: dict[str, Path] = {}
+    todo = list(_SIMULATION_ROOTS)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        path = _module_file(root, module)
+        if path is None:
+            raise FileNotFoundError(f"the simulation imports {module}, which is not under {root}")
+        seen[module] = path
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from simulator import engine` imports a module; `from simulator import X` a name of
+                # the package's __init__ (which is then followed, presets and all).
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                found = [m for m in subs if _followed(m) and _module_file(root, m) is not None]
+                names = found if found and len(found) == len(subs) else [node.module]
+            todo += [n for n in names if _followed(n) and n not in seen]
+    return sorted(seen.values())
+
+
+def _world_key(config: SimConfig, root: Path | None = None) -> str:
+    """The cache key of the world `config` simulates: its configuration (a preset's values included), what
+    it reads of ranking/features.py, and the source of the code its simulation runs (`simulation_sources`)."""
+    root = root or Path(__file__).resolve().parent.parent
     digest = hashlib.sha256(repr(config).encode())
     # Of ranking/features.py the simulator reads only the price bands and the RoomFeatures record: those,
     # not the whole file (ranking's work there would otherwise simulate every world again).
     digest.update(
         repr((PRICE_BANDS, [(f.name, f.default) for f in dataclasses.fields(RoomFeatures)])).encode()
     )
-    for name in _SIMULATOR_SOURCES:
-        path = root / name
-        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(source.relative_to(root).as_posix().encode())
-            digest.update(source.read_bytes())
+    for source in simulation_sources(root):
+        digest.update(source.relative_to(root).as_posix().encode())
+        digest.update(source.read_bytes())
     return digest.hexdigest()[:20]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -394,3 +396,57 @@ def test_the_lightfm_report_states_the_reason_its_diagnostics_measure() -> None:
     assert "25% of new targets are of viewers with no interaction" in weak_and_cold
     assert "live popularity alone ranks new targets best (AUC 0.80)" in weak_and_cold
     assert "Spearman" not in weak_and_cold
+
+
+def _source_tree(tmp_path: Path) -> Path:
+    """A copy of what the world cache key may read: simulator/ and events/vocabulary.py."""
+    repo = Path(world_evaluate.__file__).resolve().parent.parent
+    root = tmp_path / "repo"
+    (root / "events").mkdir(parents=True)
+    shutil.copytree(repo / "simulator", root / "simulator", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(repo / "events" / "vocabulary.py", root / "events" / "vocabulary.py")
+    return root
+
+
+def test_a_new_preset_keeps_every_other_worlds_cache_key(tmp_path: Path) -> None:
+    root = _source_tree(tmp_path)
+    config = world_config("loyal", 1, n_viewers=600, n_merchants=40, days=2)
+    key = world_evaluate._world_key(config, root)
+    presets = root / "simulator" / "presets.py"
+    presets.write_text(
+        presets.read_text()
+        + '\nWORLDS["extra"] = WorldPreset("extra", "a preset added later", {"interface": "grid"})\n'
+    )
+    (root / "simulator" / "evaluation.py").write_text("# the default world's evaluation, not a simulation\n")
+    assert world_evaluate._world_key(config, root) == key
+    # The preset's own values are in the key (through its SimConfig), and so is the seed.
+    assert world_evaluate._world_key(dataclasses.replace(config, follow_tab_prob=0.7), root) != key
+    assert world_evaluate._world_key(dataclasses.replace(config, seed=2), root) != key
+
+
+@pytest.mark.parametrize(
+    "changed", ["simulator/engine.py", "simulator/world.py", "simulator/market.py", "simulator/measure.py", "events/vocabulary.py"]
+)
+def test_the_simulations_code_is_in_the_cache_key(tmp_path: Path, changed: str) -> None:
+    root = _source_tree(tmp_path)
+    config = world_config("latent", 1, n_viewers=600, n_merchants=40, days=2)
+    key = world_evaluate._world_key(config, root)
+    path = root / changed
+    path.write_text(path.read_text() + "\n# changed\n")
+    assert world_evaluate._world_key(config, root) != key
+
+
+def test_a_module_the_simulation_starts_importing_enters_the_key(tmp_path: Path) -> None:
+    root = _source_tree(tmp_path)
+    config = world_config("grid", 1, n_viewers=600, n_merchants=40, days=2)
+    helper = root / "simulator" / "drift.py"
+    helper.write_text("STEP = 0.1\n")
+    key = world_evaluate._world_key(config, root)
+    helper.write_text("STEP = 0.2\n")
+    assert world_evaluate._world_key(config, root) == key  # nothing imports it yet
+    engine = root / "simulator" / "engine.py"
+    engine.write_text(engine.read_text() + "\nfrom simulator.drift import STEP  # noqa: E402\n")
+    assert root / "simulator" / "drift.py" in world_evaluate.simulation_sources(root)
+    with_import = world_evaluate._world_key(config, root)
+    helper.write_text("STEP = 0.3\n")
+    assert world_evaluate._world_key(config, root) != with_import
