@@ -73,7 +73,7 @@ def record_in_simulator_doc(command: str, headline: str, table: str, notes: list
 def world_family(args: argparse.Namespace) -> None:
     from worlds.cli import kept_runs, run_worlds, summarise_runs
     from worlds.evaluate import RunConfig
-    from worlds.report import done_when, lightfm_why, summary_table
+    from worlds.report import done_when, lightfm_why, missing_issue_keys, summary_table
 
     cfg = RunConfig(
         n_viewers=args.world_viewers,
@@ -98,6 +98,9 @@ def world_family(args: argparse.Namespace) -> None:
         result = run_worlds(args.world, seeds, cfg, args.reports, jobs=args.jobs)
     load_after = os.getloadavg()[0]
     worlds = result["worlds"]
+    missing = missing_issue_keys(worlds)
+    if missing:  # bench/results/eval.json must carry every figure issue 13 lists, for every world
+        raise SystemExit(f"bench_eval: no figure for {', '.join(missing)} (issue 13's worlds keys)")
     phases = ("simulate", "fit", "judge", "ab")
     per_run = [t for runs in result["timings"].values() for t in runs if t.get("simulate_cpu_s") is not None]
     per_phase = ", ".join(

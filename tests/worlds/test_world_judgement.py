@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -15,7 +16,14 @@ import pytest
 
 from feed.replay import FeedPage
 from ranking.dataset import from_events, from_simulator
-from ranking.evaluation import BASELINES, paired_bootstrap, viewer_bootstrap
+from ranking.evaluation import (
+    BASELINES,
+    Evaluation,
+    Judged,
+    paired_bootstrap,
+    split_metrics,
+    viewer_bootstrap,
+)
 from ranking.model import ModelParams
 from ranking.offline import FitConfig, evaluate_model, fit_model, merchant_features
 from simulator import Marketplace
@@ -267,7 +275,14 @@ def test_done_when_is_judged_seed_by_seed() -> None:
     assert lines[1].endswith("every world-seed")  # discovery 1.10x
     assert lines[2].endswith("every world-seed")
     assert "fails in a 2 (watch 9.50 vs 10.00" in lines[3]
-    assert lines[4].endswith("2 (a, b)")
+    # LightFM's interval is above 0 in seed 1 of each world and below in seed 2: the worse seed fails both.
+    assert lines[4].endswith("2 worlds: none; world-seeds where it holds: a 1, b 1")
+    both = _run(2, 0.01, 11.0)
+    both["offline"]["ablation_new_ci_low"] = 0.004
+    assert done_when({"a": [_run(1, 0.01, 11.0), both]})[4].startswith(
+        "- LightFM ablation on new targets with the interval above 0 in every seed (the worse seed) in at "
+        "least 2 worlds: 1 (a)"
+    )
 
 
 def test_the_worse_seed_keeps_a_figure_and_its_baseline_together() -> None:
@@ -425,7 +440,14 @@ def test_a_new_preset_keeps_every_other_worlds_cache_key(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "changed", ["simulator/engine.py", "simulator/world.py", "simulator/market.py", "simulator/measure.py", "events/vocabulary.py"]
+    "changed",
+    [
+        "simulator/engine.py",
+        "simulator/world.py",
+        "simulator/market.py",
+        "simulator/measure.py",
+        "events/vocabulary.py",
+    ],
 )
 def test_the_simulations_code_is_in_the_cache_key(tmp_path: Path, changed: str) -> None:
     root = _source_tree(tmp_path)
@@ -450,3 +472,94 @@ def test_a_module_the_simulation_starts_importing_enters_the_key(tmp_path: Path)
     with_import = world_evaluate._world_key(config, root)
     helper.write_text("STEP = 0.3\n")
     assert world_evaluate._world_key(config, root) != with_import
+
+
+def _judged_targets(n_viewers: int = 40) -> list[Any]:
+    # Two targets per viewer; every second viewer's targets are new (never-watched merchant).
+    out = []
+    for v in range(n_viewers):
+        for k in range(2):
+            request = SimpleNamespace(items=np.arange(12), lightfm=None)
+            out.append(
+                SimpleNamespace(viewer=v, repeat=v % 2 == 0, purchase=False, request=request, target=k)
+            )
+    return out
+
+
+def _evaluation(targets: list[Any], ranks: dict[str, np.ndarray], disc: dict[str, np.ndarray]) -> Evaluation:
+    judged = {
+        name: Judged(ranks[name], np.where([t.repeat for t in targets], -1, disc[name])) for name in ranks
+    }
+    results = {name: split_metrics(targets, j) for name, j in judged.items()}
+    return Evaluation(
+        results=results,
+        judged=judged,
+        best_baseline="rep_live_pop",  # ranking's choice on HR@5 + NDCG@10 together
+        best_pop="pop",
+        repeat_share=0.5,
+        targets=len(targets),
+        viewers=np.array([t.viewer for t in targets]),
+    )
+
+
+def test_each_line_compares_with_the_baseline_best_on_that_figure() -> None:
+    targets = _judged_targets()
+    n = len(targets)
+    rank = np.zeros(n, dtype=np.int64)
+    # rep_pop: best HR@5 (everything in the top 5, never first); rep_live_pop: best NDCG@10 (half first,
+    # half 7th). live_pop: better than pop on new targets on the full list, worse among never-watched.
+    ranks = {
+        "ranker": rank + 1,
+        "ranker_no_lightfm": rank + 1,
+        "rep_pop": rank + 4,
+        "rep_live_pop": np.where(np.arange(n) % 2 == 0, 0, 6),
+        "pop": rank + 8,
+        "live_pop": rank + 3,
+        "random": rank + 11,
+    }
+    disc = {name: r.copy() for name, r in ranks.items()}
+    disc["pop"], disc["live_pop"] = rank + 2, rank + 9
+    figures = world_evaluate.offline_figures(_evaluation(targets, ranks, disc), targets, seed=1)
+    assert (figures["best_reppop"], figures["best_reppop_ndcg10"]) == ("rep_pop", "rep_live_pop")
+    assert figures["hr5_reppop"] == 1.0  # rep_pop's, not rep_live_pop's 0.5
+    assert figures["ndcg10_reppop"] == pytest.approx(0.5 + 0.5 / np.log2(8))  # rep_live_pop's
+    assert figures["ndcg10_reppop"] > figures["methods"]["rep_pop"]["ndcg10"]
+    assert figures["hr5_diff"] == 0.0 and figures["best_reppop_overall"] == "rep_live_pop"
+    assert (figures["best_pop_new"], figures["best_pop"]) == ("live_pop", "pop")
+    assert figures["hr5_new_pop"] == 1.0 and figures["hr5_new_diff"] == 0.0  # live_pop on the full list
+    assert figures["hr5_new_discovery_pop"] == 1.0  # pop among the never-watched
+
+
+def test_the_discovery_ratio_interval_resamples_viewers() -> None:
+    # The first 30 targets: a hit for a, not for b; the other 30: a and b hit the same every second one.
+    a = np.array([1.0] * 30 + [0.0, 1.0] * 15)
+    b = np.array([0.0] * 30 + [0.0, 1.0] * 15)
+    one_viewer_each = world_evaluate.viewer_ratio_bootstrap(a, b, np.arange(60), seed=1)
+    assert one_viewer_each["ratio"] == pytest.approx(45 / 15)
+    assert one_viewer_each["ci_low"] < 3.0 < one_viewer_each["ci_high"]
+    # The first 30 targets all of one viewer: its taste is one draw, and the interval says so.
+    clustered = world_evaluate.viewer_ratio_bootstrap(a, b, np.r_[np.zeros(30), np.arange(1, 31)], seed=1)
+    assert clustered["ratio"] == one_viewer_each["ratio"]
+    width = clustered["ci_high"] - clustered["ci_low"]
+    assert width > 1.5 * (one_viewer_each["ci_high"] - one_viewer_each["ci_low"])
+    with pytest.raises(ValueError, match="one shape"):
+        world_evaluate.viewer_ratio_bootstrap(a, b[:10], np.arange(60))
+    assert np.isnan(world_evaluate.viewer_ratio_bootstrap(a, 0 * b, np.arange(60))["ratio"])
+
+
+def test_every_key_issue_13_lists_is_in_the_summary_and_in_eval_json() -> None:
+    from worlds.report import ISSUE_KEYS, missing_issue_keys, summarise
+
+    run = _run(1, 0.01, 11.0)
+    run["offline"].update(
+        hr5_new_ranker_no_lightfm=0.28, ablation_new_ci_low=0.001, repeat_share=0.5, hr5_diff_ci_low=0.01
+    )
+    figures = summarise([run, _run(2, 0.02, 10.5) | {"offline": dict(run["offline"])}])
+    assert missing_issue_keys({"w": figures}) == []
+    assert missing_issue_keys({"w": dict(figures, repeat_share=float("nan"))}) == ["w.repeat_share"]
+    stored = json.loads((Path(__file__).resolve().parents[2] / "bench/results/eval.json").read_text())
+    metrics = stored["metrics"]
+    assert len(metrics["worlds"]) >= 4 and missing_issue_keys(metrics["worlds"]) == []
+    assert set(ISSUE_KEYS) <= set(next(iter(metrics["worlds"].values())))
+    for key in ("ml100k_p10_pipeline", "ml100k_p10_plain", "cold_auc"):
+        assert isinstance(metrics[key], float), key
