@@ -42,7 +42,7 @@ from alliance.models import (
 from alliance.models import Code as CodeOut
 from alliance.orders import OrderAttribution
 from alliance.plan import PacingPlans
-from alliance.scheduler import ExposureScheduler
+from alliance.scheduler import ExposureScheduler, advance_mode
 from alliance.settlement import Settlement
 from roomfeed.auth import Principal
 from roomfeed.errors import ValidationFailed
@@ -111,7 +111,11 @@ class Alliance:
             attribution_book=AttributionBook(pool, redis, clock),
             ledger=Ledger(pool, clock),
             scheduler=ExposureScheduler(
-                pool, redis, clock=clock, settlement=Settlement(pool, clock, categories=merchants.categories)
+                pool,
+                redis,
+                clock=clock,
+                settlement=Settlement(pool, clock, categories=merchants.categories),
+                advance=advance_mode(resources.settings.alliance_advance),
             ),
             boost=AllianceBoost(redis, clock=clock),
             scheduler_leadership=resources.leases.leadership(ALLIANCE_SCHEDULER),

@@ -18,6 +18,20 @@ debt on a page, and every API process reads the same state (`rf:{al}:plan`, `rf:
 only go to merchants whose rooms are live and relevant, so debt waits for the merchant's next live
 windows. Durations are in the alliance's hours (alliance.clock). Simulations pass `now`; servers
 tick from `run_forever`, one process per tick (a Redis lock).
+
+**Advances.** Credit holds for 2 h before it confirms, and a contributor earns while its own room is
+live (its followers come by its code then): confirmed credit mostly arrives after the broadcast
+ended, and waited for the next day's (issue 16: 82 % of an owed contributor's chances found its
+room not live). So the debt the plan paces also counts part of the merchant's *held* credit, paid
+ahead while its room is live (`Advance`). Delivery is booked from the merchant's account as before,
+so an advance is a negative balance until the credit confirms; a clawback of advanced credit leaves
+that negative balance — a deficit the merchant's statement shows and its later earnings repay — and
+a deficit is netted against any further advance. The `trusted` policy sizes the advance by the
+evidence already in: held credit of aged accounts in full; held credit of new accounts in
+proportion to how far the merchant's share of new-account visits stays within the platform's
+median (a farm of fresh ids, 100 % new, gets a fraction before a rule fires); all of it scaled by
+the share of the merchant's credit that has stood so far (a merchant already clawed back gets
+less, one clawed back entirely nothing).
 """
 
 from __future__ import annotations
@@ -25,9 +39,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import statistics
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, get_args
 
 import asyncpg
 import orjson
@@ -56,6 +73,62 @@ class BoostPlan:
     share_cap: float = 0.2
 
 
+AdvanceMode = Literal["none", "held", "trusted"]
+ADVANCE_MODES: tuple[AdvanceMode, ...] = get_args(AdvanceMode)
+
+
+def advance_mode(name: str) -> AdvanceMode:
+    """The advance policy `name` names (Settings.alliance_advance, ROOMFEED_ALLIANCE_ADVANCE)."""
+    for mode in ADVANCE_MODES:
+        if mode == name:
+            return mode
+    raise ValueError(f"advance must be one of {', '.join(ADVANCE_MODES)}, got {name!r}")
+
+
+# Per contributor: its held credit from aged and from new accounts, and its visits that earned in
+# the trailing window ($1), from new accounts and in all (the evidence an advance is sized by).
+HELD_SQL = """SELECT contributor_id AS merchant_id,
+       COALESCE(sum(amount) FILTER (WHERE state = 'held' AND NOT young_account), 0) AS held_aged,
+       COALESCE(sum(amount) FILTER (WHERE state = 'held' AND young_account), 0) AS held_young,
+       count(*) FILTER (WHERE young_account) AS young, count(*) AS n
+FROM alliance_visits WHERE earned AND (state = 'held' OR at >= $1) GROUP BY contributor_id"""
+MIN_VISITS_FOR_SHARE = 5  # contributors with fewer earned visits do not set the platform's median
+
+
+@dataclass(frozen=True)
+class HeldEvidence:
+    held_aged: float  # held credit of visits from accounts older than the policy's young age
+    held_young: float  # held credit of visits from new accounts
+    young: int  # visits that earned in the trailing window from new accounts
+    visits: int  # visits that earned in the trailing window
+
+
+def advance_of(
+    mode: AdvanceMode,
+    held: float,
+    earned: float,
+    clawed_back: float,
+    evidence: HeldEvidence | None,
+    median_young_share: float,
+) -> float:
+    """How much of a merchant's held credit the scheduler pays ahead of confirmation (pure).
+
+    `none`: nothing (credit is owed once it confirms). `held`: all of it. `trusted`: aged accounts'
+    held credit in full, new accounts' in proportion min(1, platform median share / the merchant's
+    share of new-account visits), the sum scaled by the merchant's standing share (earned credit not
+    clawed back), never more than `held`."""
+    if mode == "none" or held <= 0:
+        return 0.0
+    if mode == "held":
+        return held
+    if evidence is None:
+        return 0.0
+    share = evidence.young / evidence.visits if evidence.visits else 0.0
+    young_trust = 1.0 if share <= median_young_share else median_young_share / share
+    standing = max(0.0, (earned - clawed_back) / earned) if earned > 0 else 0.0
+    return max(0.0, min(held, standing * (evidence.held_aged + young_trust * evidence.held_young)))
+
+
 class ExposureScheduler:
     def __init__(
         self,
@@ -67,7 +140,9 @@ class ExposureScheduler:
         pacing_hours: float = 0.25,
         burst_hours: float = 0.1,
         max_tick_s: float = 900.0,
+        advance: AdvanceMode = "trusted",
     ) -> None:
+        self.advance = advance_mode(advance)
         self.clock = clock or AllianceClock()
         self.ledger = Ledger(pool, self.clock)
         self.settlement = settlement or Settlement(pool, self.clock)
@@ -79,17 +154,39 @@ class ExposureScheduler:
         self.max_tick_s = max_tick_s
         self._refill = redis.register_script(_REFILL)
 
+    async def held_evidence(self, now: float) -> tuple[dict[str, HeldEvidence], float]:
+        """Each contributor's held credit by account age and its new-account share of the trailing
+        window's earned visits; and the platform's median share (contributors with enough visits)."""
+        if self.advance != "trusted":
+            return {}, 0.0
+        since = datetime.fromtimestamp(now - self.clock.wall(self.settlement.policy.evidence_window_s), UTC)
+        evidence = {
+            r["merchant_id"]: HeldEvidence(
+                float(r["held_aged"]), float(r["held_young"]), int(r["young"]), int(r["n"])
+            )
+            for r in await self.pool.fetch(HELD_SQL, since)
+        }
+        shares = [e.young / e.visits for e in evidence.values() if e.visits >= MIN_VISITS_FOR_SHARE]
+        return evidence, statistics.median(shares) if shares else 0.0
+
     async def plans(self, now: float) -> dict[str, BoostPlan]:
-        """Each indebted merchant's plan: what it is owed over its alliances, less grants outstanding."""
+        """Each indebted merchant's plan: what it is owed over its alliances, plus what of its held
+        credit is advanced (`Advance`), less grants outstanding."""
         terms = {
             r["alliance_id"]: Terms.from_row(r) for r in await self.pool.fetch("SELECT * FROM alliances")
         }
         debt: dict[str, float] = {}
         main: dict[str, tuple[float, str]] = {}
+        held: dict[str, tuple[float, float, float]] = {}
         for b in await self.ledger.balances():
             debt[b.merchant_id] = debt.get(b.merchant_id, 0.0) + b.balance
-            if b.merchant_id not in main or b.balance > main[b.merchant_id][0]:
-                main[b.merchant_id] = (b.balance, b.alliance_id)
+            h, e, c = held.get(b.merchant_id, (0.0, 0.0, 0.0))
+            held[b.merchant_id] = (h + b.held, e + b.earned, c + b.clawed_back)
+            if b.merchant_id not in main or b.balance + b.held > main[b.merchant_id][0]:
+                main[b.merchant_id] = (b.balance + b.held, b.alliance_id)
+        evidence, median_young = await self.held_evidence(now)
+        for merchant_id, (h, e, c) in held.items():
+            debt[merchant_id] += advance_of(self.advance, h, e, c, evidence.get(merchant_id), median_young)
         owed = [m for m, d in debt.items() if d >= 0.5]
         pending = await self.grants.pending(owed, now)
         plans = {}

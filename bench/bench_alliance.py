@@ -98,6 +98,7 @@ sys.path.insert(0, str(REPO))
 from devtools.kafka import QUICK_START_JVM, KafkaBroker, resolve_kafka_jars  # noqa: E402
 from events.vocabulary import ENTER, LEAVE  # noqa: E402
 from roomfeed.auth import create_key  # noqa: E402
+from roomfeed.settings import ALLIANCE_ADVANCE_MODES as ADVANCE_MODES  # noqa: E402
 
 HOUR = 3600.0
 MINUTE = 60.0
@@ -391,7 +392,14 @@ class Stack:
     """`roomfeed serve` and `roomfeed worker` on the bench's database, Redis and Kafka prefix."""
 
     def __init__(
-        self, env: BenchEnv, scale: float, origin: float, jwks: Path, work: Path, partitions: int = 12
+        self,
+        env: BenchEnv,
+        scale: float,
+        origin: float,
+        jwks: Path,
+        work: Path,
+        partitions: int = 12,
+        advance: str = "trusted",
     ) -> None:
         self.env = env
         self.port = _free_port()
@@ -411,6 +419,8 @@ class Stack:
             "ROOMFEED_LOG_LEVEL": "WARNING",
             "ROOMFEED_ALLIANCE_TIME_SCALE": repr(scale),
             "ROOMFEED_ALLIANCE_CLOCK_ORIGIN": repr(origin),
+            # How much held credit the scheduler pays ahead of confirmation (alliance.scheduler).
+            "ROOMFEED_ALLIANCE_ADVANCE": advance,
             "ROOMFEED_VIEWER_JWKS": str(jwks),
             "ROOMFEED_RATE_MERCHANT_PER_S": "2000",
             "ROOMFEED_RATE_MERCHANT_BURST": "20000",
@@ -1358,7 +1368,7 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
     # the alliance's day 0, for its caps, begins at the simulated day's midnight.
     opens = time.time() + args.setup_s
     t0 = opens - args.start_hour * HOUR / args.scale
-    stack = Stack(env, args.scale, t0, login.jwks, work, args.partitions)
+    stack = Stack(env, args.scale, t0, login.jwks, work, args.partitions, args.advance)
     world = World(args.seed, opens)
     _, operator = await create_key(env.pool, "operator", label="bench_alliance")
     print(
@@ -1546,7 +1556,7 @@ async def collect(env: BenchEnv, day: Day, tail_s: float) -> Outcome:
         forged_booked,
         tail_s,
         visits,
-        {"seed": day.world.seed, "scale": day.scale, "hours": day.args.hours},
+        {"seed": day.world.seed, "scale": day.scale, "hours": day.args.hours, "advance": day.args.advance},
     )
 
 
@@ -1554,6 +1564,7 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
     w, day, statements, tail_s = out.world, out, out.statements, out.tail_s
     judged_visits: list[dict[str, Any]] = getattr(out, "visits", [])  # older outcomes have none
     run = {"seed": args.seed, "scale": args.scale, "hours": args.hours, **getattr(out, "run", {})}
+    run.setdefault("advance", "none")  # an outcome of a build without advances
 
     def net(s: dict[str, Any]) -> float:
         return float(s["earned"]) - float(s["clawed_back"])
@@ -1702,6 +1713,7 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         "seed": int(run["seed"]),
         "scale": run["scale"],
         "hours": run["hours"],
+        "advance": run["advance"],
         "tail_hours": round(tail_s / HOUR, 2),
         "honest_contributors": len(ratios),
         # Payback is measured only where something was paid back at all: a window shorter than the
@@ -1849,7 +1861,7 @@ def render(m: dict[str, Any]) -> list[str]:
         )
         + f" — rule: {check.get('rule', '-')}; worst minute {check.get('worst_minute_lag_p90_alliance_s')} alliance s",
         f"via the HTTP API, Kafka and the worker: seed {m['seed']}, scale {m['scale']}, {m['hours']} h"
-        f" + tail {m['tail_hours']} h, host load {m['load_average']}",
+        f" + tail {m['tail_hours']} h, advance {m.get('advance', 'none')}, host load {m['load_average']}",
         f"sessions {m['sessions']} (code {m['code_sessions']}), requests {m['requests']},"
         f" failed {m['errors']} {m.get('error_kinds', {})}, timeouts {m['timeouts']}",
         f"honest contributors paid: {m['honest_contributors']}; delivered/earned in [0.9, 1.1]"
@@ -1945,6 +1957,12 @@ def main() -> int:
         type=int,
         default=12,
         help="partitions of the run's topics (ROOMFEED_KAFKA_PARTITIONS)",
+    )
+    p.add_argument(
+        "--advance",
+        choices=ADVANCE_MODES,
+        default="trusted",
+        help="held credit the scheduler pays ahead of confirmation (ROOMFEED_ALLIANCE_ADVANCE)",
     )
     p.add_argument("--no-write", action="store_true", help="print only (development runs)")
     p.add_argument(

@@ -24,6 +24,8 @@ def _env(name: str, default: str) -> str:
 
 
 MIN_ARCHIVE_RETENTION_DAYS = 9
+# How much held (provisional) alliance credit is paid back ahead of its confirmation (alliance.scheduler).
+ALLIANCE_ADVANCE_MODES = ("none", "held", "trusted")
 
 
 class SettingsError(ValueError):
@@ -97,6 +99,9 @@ class Settings:
     # (epoch s) where simulated day 0 starts. 1 and 0 in production; benchmarks compress a day.
     alliance_time_scale: float = 1.0
     alliance_clock_origin: float = 0.0
+    # Held alliance credit paid back ahead of its confirmation while the contributor is live
+    # (alliance.scheduler.advance_of): none, held (all of it) or trusted (sized by the evidence in).
+    alliance_advance: str = "trusted"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -112,6 +117,11 @@ class Settings:
             )
         if not self.alliance_time_scale > 0:
             raise ValueError("ROOMFEED_ALLIANCE_TIME_SCALE must be greater than 0")
+        if self.alliance_advance not in ALLIANCE_ADVANCE_MODES:
+            raise SettingsError(
+                f"ROOMFEED_ALLIANCE_ADVANCE must be one of {', '.join(ALLIANCE_ADVANCE_MODES)}, "
+                f"got {self.alliance_advance!r}"
+            )
         if self.archive_retention_days < MIN_ARCHIVE_RETENTION_DAYS:
             raise SettingsError(
                 f"ROOMFEED_ARCHIVE_RETENTION_DAYS must be at least {MIN_ARCHIVE_RETENTION_DAYS} "

@@ -18,8 +18,9 @@ from alliance.attribution import AttributionBook
 from alliance.codes import Attribution
 from alliance.consumer import AllianceSink
 from alliance.ledger import Ledger
+from alliance.ledger import post as ledger_post
 from alliance.orders import OrderAttribution
-from alliance.scheduler import ExposureScheduler
+from alliance.scheduler import ExposureScheduler, HeldEvidence, advance_mode, advance_of
 from alliance.settlement import (
     Patterns,
     Settlement,
@@ -117,19 +118,91 @@ async def now() -> float:
 
 
 async def test_credit_is_owed_only_once_it_has_held(pool: asyncpg.Pool, redis: Redis, now: float) -> None:
+    """Without advances (`advance="none"`) held credit waits for its confirmation."""
     m = await Market.make(pool, redis, 2)
     a, b = m.members
     await m.visit(await m.viewer(a, now), b, now + 60)
     s = await m.statement(a)
     assert s["earned"] == 3.0 and s["held"] == 3.0 and s["balance"] == 0.0
-    assert a not in await ExposureScheduler(pool, redis).plans(now + 120)  # nothing to pay yet
+    assert a not in await ExposureScheduler(pool, redis, advance="none").plans(now + 120)  # nothing yet
     await m.settlement.run(now + HOUR)  # holding is 2 h
     assert (await m.statement(a))["held"] == 3.0
     done = await m.settlement.run(now + 2 * HOUR + 120)
     s = await m.statement(a)
     assert done.get("confirmed", 0) >= 1 and s["held"] == 0.0 and s["balance"] == 3.0
     assert s["visits"]["counted"] == {**s["visits"]["counted"], "visits": 1, "confirmed": 1, "held": 0}
-    assert (await ExposureScheduler(pool, redis).plans(now + 2 * HOUR + 180))[a].debt == 3.0
+    assert (await ExposureScheduler(pool, redis, advance="none").plans(now + 2 * HOUR + 180))[a].debt == 3.0
+
+
+async def deliver(pool: asyncpg.Pool, merchant: str, alliance_id: str, n: int, at: float) -> None:
+    """`n` boosted impressions of `merchant`'s rooms booked as delivered (what a claimed grant posts)."""
+    async with pool.acquire() as conn, conn.transaction():
+        for _ in range(n):
+            await ledger_post(
+                conn,
+                source_id=f"imp-{secrets.token_hex(6)}",
+                kind="delivered",
+                merchant_id=merchant,
+                alliance_id=alliance_id,
+                amount=1.0,
+                at=at,
+                visits=0,
+            )
+
+
+async def test_held_credit_is_advanced_while_it_holds_and_paid_once(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    """A contributor's room is live while its followers earn: the scheduler pays the held credit of
+    aged accounts ahead (a 2 h hold ends after most broadcasts). Delivered against the advance, the
+    balance is negative until the credit confirms; nothing is paid twice."""
+    m = await Market.make(pool, redis, 2)
+    a, b = m.members
+    await m.visit(await m.viewer(a, now), b, now + 60)
+    scheduler = ExposureScheduler(pool, redis)  # the default policy: trusted
+    assert (await scheduler.plans(now + 120))[a].debt == 3.0
+    assert (await ExposureScheduler(pool, redis, advance="held").plans(now + 120))[a].debt == 3.0
+    await deliver(pool, a, m.alliance_id, 3, now + 200)
+    s = await m.statement(a)
+    assert s["held"] == 3.0 and s["delivered"] == 3.0 and s["balance"] == -3.0
+    assert a not in await scheduler.plans(now + 300)  # advanced in full: nothing owed
+    await m.settlement.run(now + 2 * HOUR + 120)
+    s = await m.statement(a)
+    assert s["held"] == 0.0 and s["balance"] == 0.0  # confirmed: the advance is covered
+    assert a not in await scheduler.plans(now + 2 * HOUR + 180)
+
+
+async def test_an_advance_clawed_back_is_a_deficit_and_a_farm_gets_no_more(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    """New viewer ids made on one device: the first two earned and were advanced, both delivered;
+    the burst shows and settlement claws the credit back. The merchant owes the exposure it got
+    (balance -6, on its statement) and is advanced nothing more while its credit stands clawed."""
+    m = await Market.make(pool, redis, 6)
+    a, b, honest = m.members[0], m.members[1], m.members[2:]
+    t = await m.spread(honest, now)  # the platform's new-account share: honest contributors' is 0
+    phone = f"farm-{secrets.token_hex(4)}"  # each test's own device: first-seen ids are per device
+    first = [await m.viewer(a, t + i * 60, device=phone, age_s=YEAR) for i in range(2)]
+    for i, v in enumerate(first):
+        await m.visit(v, b, t + i * 60 + 30, device=phone)
+    scheduler = ExposureScheduler(pool, redis)
+    assert (await scheduler.plans(t + 200))[a].debt == 6.0
+    await deliver(pool, a, m.alliance_id, 6, t + 250)
+    later = [await m.viewer(a, t + 300 + i * 60, device=phone) for i in range(3)]
+    for v in later:
+        await m.visit(v, b, t + 500, device=phone)
+    await m.settlement.run(t + 600)
+    s = await m.statement(a)
+    assert s["clawed_back"] == 6.0 and s["held"] == 0.0 and s["balance"] == -6.0
+    assert s["visits"]["clawed_back"]["burst_viewer"]["visits"] == 2
+    more = await m.viewer(a, t + 700, age_s=YEAR)  # another aged follower earns 3 held ...
+    await m.visit(more, b, t + 760)
+    plans = await scheduler.plans(t + 800)
+    # ... of 9 earned 6 were clawed back: a third of the 3 held is advanced, netted against the -6 owed.
+    assert a not in plans
+    for h in honest:
+        assert plans[h].debt == 15.0  # five held visits each (one per other member), advanced
+    assert await m.ledger.unbalanced_transactions() == 0
 
 
 async def test_ids_made_on_one_device_are_clawed_back_once_the_burst_shows(
@@ -274,6 +347,24 @@ async def test_an_honest_member_whose_viewers_rarely_buy_is_held_to_its_category
     assert (await m.statement(farm))["visits"]["clawed_back"]["never_converts"]["visits"] == 25
     for c in (low, books, hi1, hi2):
         assert (await m.statement(c))["clawed_back"] == 0.0, c
+
+
+def test_an_advance_is_sized_by_the_evidence_in() -> None:
+    """aged accounts' held credit in full; new accounts' by how far the merchant's new-account share
+    stays within the platform's median; all of it by the share of its credit that stood."""
+    honest = HeldEvidence(held_aged=9.0, held_young=3.0, young=4, visits=20)  # 20 % new
+    assert advance_of("trusted", 12.0, 30.0, 0.0, honest, median_young_share=0.25) == 12.0
+    assert advance_of("none", 12.0, 30.0, 0.0, honest, 0.25) == 0.0
+    assert advance_of("held", 12.0, 30.0, 0.0, honest, 0.25) == 12.0
+    fresh = HeldEvidence(held_aged=0.0, held_young=12.0, young=20, visits=20)  # 100 % new accounts
+    assert advance_of("trusted", 12.0, 12.0, 0.0, fresh, 0.25) == 3.0  # a quarter: the median's share
+    half_clawed = advance_of("trusted", 12.0, 30.0, 15.0, honest, 0.25)
+    assert half_clawed == 6.0
+    assert advance_of("trusted", 12.0, 30.0, 30.0, honest, 0.25) == 0.0  # all clawed back
+    assert advance_of("trusted", 2.0, 30.0, 0.0, honest, 0.25) == 2.0  # never more than is held
+    assert advance_of("trusted", 12.0, 30.0, 0.0, None, 0.25) == 0.0  # no evidence, no advance
+    with pytest.raises(ValueError, match="advance must be one of"):
+        advance_mode("everything")
 
 
 def test_new_account_share_bar_follows_the_platform() -> None:
