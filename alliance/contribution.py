@@ -51,6 +51,7 @@ CLAWBACK_REASONS = {
     "new_account_share": "new accounts made up far more of your counted visits than is usual",
     "reciprocal_pattern": "your viewers and a partner's viewers visited each other's rooms far beyond the feed's pattern",
     "ring_pattern": "your viewers and two partners' viewers passed visits round a ring far beyond the feed's pattern",
+    "chain_pattern": "your viewers went almost only to one partner whose viewers went almost only to a third, far beyond the feed's pattern",
     "repeat_viewers": "a few of your viewers came back again and again, far beyond how other members' viewers return",
     "never_converts": "the viewers you brought never ordered anywhere, unlike other members' viewers",
 }

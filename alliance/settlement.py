@@ -14,6 +14,7 @@ visits that any rule marks:
 | `new_account_share` | new accounts (younger than `young_account_s` by the platform's token, or first seen by roomfeed that recently) make up more of a merchant's (or a code's) counted visits than the cap and than twice the platform's median merchant: its visits from new accounts | fresh ids paced under the burst rules, ids spread over devices and codes |
 | `reciprocal_pattern` | two members' viewers visit each other's rooms far more than other members' viewers visit them (lift and a binomial test on the member graph, both directions) | members trading visits with their own viewers |
 | `ring_pattern` | three members' viewers pass visits round a cycle A→B→C→A, each flow as excessive as above, which no pair returns | members passing visits round a ring |
+| `chain_pattern` | a ring whose cycle never closed: A's viewers visit B and B's visit C, each flow excessive as above and carrying most of its contributor's visits (`chain_focus`) | members passing visits along a chain |
 | `repeat_viewers` | a contributor's counted visits come from few viewers returning again and again: visits per distinct viewer far above the alliance's other contributors (lift and a Poisson test on the excess) — the visits of its returning viewers | a few aged ids each kept under the per-viewer caps, returned all day |
 | `never_converts` | (where verified orders exist) a merchant's contributed viewers never order anywhere while its peers' contributed viewers do (the alliance's other contributors in its category), beyond chance | farms of accounts that watch but never buy |
 
@@ -58,6 +59,7 @@ class Patterns:
     repeat_lift: float = 3.0
     repeat_min_visits: int = 10
     repeat_p: float = 1e-4
+    chain_focus: float = 0.8  # a chain's flows each carry at least this share of their contributor's visits
 
 
 # The visits whose credit stands (held or confirmed) within the window starting at $1: what a pass
@@ -146,6 +148,29 @@ def ring_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tup
             if c not in (a, b) and (c, a) in edges:
                 ring |= {(a, b), (b, c), (c, a)}
     return ring
+
+
+def chain_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tuple[str, str]]:
+    """The flows of chains: A's viewers visit B and B's viewers visit C (three distinct members), each
+    flow excessive (`excessive_flows`) and *focused* — at least `chain_focus` of its contributor's
+    counted visits go to that one host. A ring whose cycle never closes (A→B→C, no C→A) is a chain;
+    honest followers spread their visits over the partners the feed shows them, so one focused
+    excessive flow is taste at most, and a contributor whose viewers all go to one partner whose
+    viewers all go to a third is the ring's shape. Returns both flows of each chain."""
+    edges = excessive_flows(flows, patterns)
+    out_total: dict[str, int] = defaultdict(int)
+    for (a, _), n in flows.items():
+        out_total[a] += n
+    focused = {(a, b) for a, b in edges if flows[(a, b)] >= patterns.chain_focus * out_total[a]}
+    after: dict[str, set[str]] = defaultdict(set)
+    for a, b in focused:
+        after[a].add(b)
+    chain: set[tuple[str, str]] = set()
+    for a, b in focused:
+        for c in after[b]:
+            if c not in (a, b):
+                chain |= {(a, b), (b, c)}
+    return chain
 
 
 def repeat_viewer_flags(
@@ -344,6 +369,9 @@ class Settlement:
         ring = ring_flows(flows, self.patterns) - pairs
         if ring:
             marked.append(("ring_pattern", {"pairs": sorted(ring)}))
+        chain = chain_flows(flows, self.patterns) - pairs - ring
+        if chain:
+            marked.append(("chain_pattern", {"pairs": sorted(chain)}))
         repeats = await self._repeat_viewers(conn, since)
         if repeats:
             marked.append(("repeat_viewers", {"returning": repeats}))

@@ -24,6 +24,7 @@ from alliance.scheduler import ExposureScheduler, HeldEvidence, advance_mode, ad
 from alliance.settlement import (
     Patterns,
     Settlement,
+    chain_flows,
     never_converting,
     new_account_flags,
     reciprocal_pairs,
@@ -393,6 +394,21 @@ def test_ring_flows_need_the_whole_cycle() -> None:
     assert ring_flows(ring, Patterns()) == {("a", "b"), ("b", "c"), ("c", "a")}
     assert reciprocal_pairs(ring, Patterns()) == set()
     assert ring_flows(honest, Patterns()) == set()
+
+
+def test_chain_flows_take_a_ring_whose_cycle_never_closed() -> None:
+    """A→B→C with no C→A (the ring attack when its third member's viewers found no target room): each
+    flow excessive and nearly all of its contributor's visits. Taste is one focused flow, or flows that
+    spread over the partners: not a chain."""
+    honest = {(c, h): 2 for c in "defgh" for h in "abcdefgh" if c != h}
+    chain = {**honest, ("a", "b"): 9, ("b", "c"): 5}
+    assert chain_flows(chain, Patterns()) == {("a", "b"), ("b", "c")}
+    assert ring_flows(chain, Patterns()) == set() and reciprocal_pairs(chain, Patterns()) == set()
+    one_way = {**honest, ("a", "b"): 9}  # a contributor whose followers like B's category: taste
+    assert chain_flows(one_way, Patterns()) == set()
+    spread = {**chain, **{("b", h): 3 for h in "defgh"}}  # B's viewers also visit five other partners
+    assert chain_flows(spread, Patterns()) == set()
+    assert chain_flows(honest, Patterns()) == set()
 
 
 @pytest.mark.parametrize("pass_at", [None, 30], ids=["one_pass", "a_pass_in_the_middle_of_the_farm"])
