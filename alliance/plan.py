@@ -98,9 +98,11 @@ class PacingPlans:
             "reasons": reasons,
             "note": (
                 "Owed exposure is delivered as boosted rooms viewers reach, paced over "
-                f"{self.pacing_hours * 60:.0f} minutes, while one of your rooms is live; held credit is paid "
-                "once it settles; what stays owed longer than "
-                f"{EXPIRY_DAYS} days expires."
+                f"{self.pacing_hours * 60:.0f} minutes, while one of your rooms is live. Held credit is "
+                "advanced while you are live (in full for viewers with established accounts, in part for new "
+                "accounts when they are more of your visits than usual, less once credit of yours was clawed "
+                "back); credit clawed back after it was advanced leaves a negative `owed`, repaid from your "
+                f"later earnings. What stays owed longer than {EXPIRY_DAYS} days expires."
             ),
         }
 

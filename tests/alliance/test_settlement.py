@@ -300,6 +300,27 @@ async def test_members_passing_visits_round_a_ring_are_clawed_back(
         assert s["clawed_back"] == 0.0 and s["balance"] == 30.0
 
 
+async def test_members_passing_visits_along_a_chain_are_clawed_back(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    """A ring whose cycle never closed (C's viewers found no room of A's): A→B and B→C, each flow all
+    of its contributor's visits. C, whose viewers went nowhere, and the honest members keep theirs."""
+    m = await Market.make(pool, redis, 11)
+    a, b, c, honest = m.members[0], m.members[1], m.members[2], m.members[3:]
+    t = await m.spread(honest, now)
+    for x, y in [(a, b)] * 9 + [(b, c)] * 6:
+        t += 5
+        await m.visit(await m.viewer(x, t), y, t + 1)
+    await m.settlement.run(t + 3 * HOUR)
+    for x, n in ((a, 9), (b, 6)):
+        s = await m.statement(x)
+        assert s["clawed_back"] == 3.0 * n and s["balance"] == 0.0
+        assert s["visits"]["clawed_back"]["chain_pattern"]["visits"] == n
+        assert "third" in s["visits"]["clawed_back"]["chain_pattern"]["why"]
+    for h in [c, *honest]:
+        assert (await m.statement(h))["clawed_back"] == 0.0
+
+
 async def test_viewers_who_never_order_anywhere_are_clawed_back_where_others_do(
     pool: asyncpg.Pool, redis: Redis, now: float
 ) -> None:
