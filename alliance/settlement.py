@@ -134,19 +134,23 @@ def reciprocal_pairs(flows: dict[tuple[str, str], int], patterns: Patterns) -> s
     return {(a, b) for a, b in edges if (b, a) in edges}
 
 
+def two_steps(edges: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """Every path A→B→C of two edges through three distinct members."""
+    after: dict[str, set[str]] = defaultdict(set)
+    for a, b in edges:
+        after[a].add(b)
+    return [(a, b, c) for a, b in edges for c in after[b] if c not in (a, b)]
+
+
 def ring_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tuple[str, str]]:
     """The flows of rings: three members whose viewers pass visits round a cycle A→B→C→A, each flow
     excessive (`excessive_flows`), which no pair returns (so `reciprocal_pairs` cannot see it).
     Returns the cycle's three ordered pairs."""
     edges = excessive_flows(flows, patterns)
-    after: dict[str, set[str]] = defaultdict(set)
-    for a, b in edges:
-        after[a].add(b)
     ring: set[tuple[str, str]] = set()
-    for a, b in edges:
-        for c in after[b]:
-            if c not in (a, b) and (c, a) in edges:
-                ring |= {(a, b), (b, c), (c, a)}
+    for a, b, c in two_steps(edges):
+        if (c, a) in edges:
+            ring |= {(a, b), (b, c), (c, a)}
     return ring
 
 
@@ -162,14 +166,9 @@ def chain_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tu
     for (a, _), n in flows.items():
         out_total[a] += n
     focused = {(a, b) for a, b in edges if flows[(a, b)] >= patterns.chain_focus * out_total[a]}
-    after: dict[str, set[str]] = defaultdict(set)
-    for a, b in focused:
-        after[a].add(b)
     chain: set[tuple[str, str]] = set()
-    for a, b in focused:
-        for c in after[b]:
-            if c not in (a, b):
-                chain |= {(a, b), (b, c)}
+    for a, b, c in two_steps(focused):
+        chain |= {(a, b), (b, c)}
     return chain
 
 
