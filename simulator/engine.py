@@ -30,7 +30,7 @@ from events.vocabulary import (
     TYPES,
 )
 from roomfeed.progress import over
-from simulator.world import DAY_MS, MINUTE_MS, World, room_buzz
+from simulator.world import DAY_MS, MINUTE_MS, World, hotness_on, quality_on, room_buzz
 
 BAND_PRICE_MEDIAN = np.array([39.0, 129.0, 499.0, 2999.0])
 PRODUCTS_PER_MERCHANT = 10
@@ -369,7 +369,8 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
         intent_cat = sessions.intent[sid]
         match = (world.v_taste[v] @ world.m_latent[M].T) / world.match_scale
         intent = (world.m_cat[M][None, :] == intent_cat[:, None]).astype(np.float32)
-        policy = c.feed_pop_weight * world.m_hotness[M][None, :] + c.feed_category_bonus * (
+        quality = quality_on(world, day)
+        policy = c.feed_pop_weight * hotness_on(world, day)[M][None, :] + c.feed_category_bonus * (
             world.m_cat[M][None, :] == world.v_topcat[v][:, None]
         )
         # Affinity of each session's viewer to each candidate room's merchant.
@@ -451,7 +452,7 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
                 cols_k = page.ravel()
                 card = RoomSignals(
                     match[idx[rows], cols_k],
-                    world.m_quality[M[cols_k]],
+                    quality[M[cols_k]],
                     intent[idx[rows], cols_k],
                     band_fit(world.v_band[v[idx[rows]]], world.m_band[M[cols_k]]),
                     Ai[rows, cols_k],
@@ -511,7 +512,7 @@ def run_sessions(world: World, seed: int) -> tuple[EventLog, SessionTable]:
             mi = match[idx, choice]
             signals = RoomSignals(
                 mi,
-                world.m_quality[merch],
+                quality[merch],
                 intent[idx, choice],
                 band_fit(world.v_band[v[idx]], world.m_band[merch]),
                 Ai[np.arange(n), choice],

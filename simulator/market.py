@@ -43,6 +43,7 @@ from simulator.engine import (
 )
 from simulator.world import (
     CATEGORIES,
+    DAY_MS,
     TAGS_PER_CATEGORY,
     Merchant,
     SimConfig,
@@ -50,6 +51,7 @@ from simulator.world import (
     World,
     build_world,
     merchant_of,
+    quality_on,
     room_buzz,
     room_of,
 )
@@ -255,7 +257,8 @@ class SimulatedViewer:
         c = m.config
         mi = np.array([_index("m", r.merchant_id) for r in rooms])
         known = (mi >= 0) & (mi < c.n_merchants)
-        quality = np.where(known, w.m_quality[np.where(known, mi, 0)], 0.0)
+        appeal = quality_on(w, (at_ms - c.start_ms) // DAY_MS)  # today's, where appeal drifts
+        quality = np.where(known, appeal[np.where(known, mi, 0)], 0.0)
         cats = np.array([CATEGORIES.index(r.category) if r.category in CATEGORIES else -1 for r in rooms])
         bands = np.array(
             [PRICE_BANDS.index(r.price_band) if r.price_band in PRICE_BANDS else 1 for r in rooms]

@@ -10,7 +10,8 @@ The worlds differ in what a ranker has to get right: how much of watching is rep
 (40 % to 80 %), whether lasting or live popularity predicts what is watched, how biased the
 logging feed's exposure was, whether taste follows categories or hidden features, how many
 merchants are new, whether viewers swipe (every served room plays) or pick from a grid, whether
-price fit outweighs taste, and how rarely and briefly merchants are live.
+price fit outweighs taste, how rarely and briefly merchants are live, and whether merchants' appeal
+drifts over the days.
 """
 
 from __future__ import annotations
@@ -183,6 +184,22 @@ WORLDS: dict[str, WorldPreset] = {
                 "continue_after_skip": 0.8,
             },
             (0.15, 0.50),
+        ),
+        # Added on 2026-12-07 (worlds5) for issue 13's outside check, every value below (the repeat band
+        # included) fixed and committed before the world was simulated once; no calibration pass.
+        WorldPreset(
+            "drifting",
+            "merchants' appeal drifts over the week (a new host, a viral clip, a better supplier; others "
+            "fade): counts from the first days mislead, and the logging feed's popularity, recomputed "
+            "nightly, lags a day",
+            {
+                "interface": "swipe",
+                "quality_drift_sd": 0.35,
+                "w_quality": 0.8,
+                "continue_prob": 0.92,
+                "continue_after_skip": 0.8,
+            },
+            (0.30, 0.60),
         ),
     )
 }

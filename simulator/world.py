@@ -66,6 +66,10 @@ class SimConfig:
     category_strength: float = 1.0  # length of the category directions in taste space
     quality_sd: float = 0.8  # spread of merchants' lasting appeal (long-term popularity)
     reach_sigma: float = 1.0  # spread of merchants' audience reach (log-normal)
+    # Per-day random-walk step of each merchant's lasting appeal (0: appeal is fixed for the horizon). With
+    # drift, appeal on day d is day 0's plus d steps, and the logging feed's popularity is recomputed each
+    # night from the day before's appeal (the `drifting` world).
+    quality_drift_sd: float = 0.0
     new_merchant_share: float = 0.0  # merchants whose first broadcast falls inside the horizon
     new_merchant_days: int = 2  # ... on one of its last this many days (the test day included)
     buzz_sigma: float = 0.0  # per-broadcast "buzz" (a guest, a flash sale): live popularity
@@ -114,6 +118,8 @@ class SimConfig:
             raise ValueError(f"interface {self.interface!r}: one of {', '.join(INTERFACES)}")
         if not 0.0 <= self.new_merchant_share < 1.0:
             raise ValueError("new_merchant_share must be in [0, 1)")
+        if self.quality_drift_sd < 0:
+            raise ValueError("quality_drift_sd must be >= 0")
 
     @property
     def skip_continue(self) -> float:
@@ -185,6 +191,10 @@ class World:
     rooms_cache: list[SimRoom] = field(default_factory=list)
     # Favourites (merchants, affinities) as they stood at the start of each day of the run.
     fav_at_day: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # (days, n_merchants) appeal and the logging feed's popularity per day where appeal drifts
+    # (SimConfig.quality_drift_sd); None: m_quality and m_hotness hold for every day.
+    m_quality_day: np.ndarray | None = None
+    m_hotness_day: np.ndarray | None = None
 
 
 def _gumbel_topk(rng: np.random.Generator, logits: np.ndarray, k: int) -> np.ndarray:
@@ -314,11 +324,20 @@ def build_world(config: SimConfig) -> World:
         fav_m[has, c.favourite_slots - 1 - k] = v_pd[has, k]
         fav_a[has, c.favourite_slots - 1 - k] = 1.5
     followers = np.bincount(v_pd[v_pd >= 0], minlength=nm)
-    m_hotness = (0.6 * np.log1p(followers * 20 + reach * 50) + 0.6 * m_quality).astype(np.float32)
-    m_hotness = (m_hotness - m_hotness.mean()) / (m_hotness.std() + 1e-9)
-    # The logging feed knows nothing good of a newcomer yet: it ranks it with the least popular tenth.
-    if (m_debut > 0).any():
-        m_hotness[m_debut > 0] = np.quantile(m_hotness[m_debut == 0], 0.1)
+    m_hotness = _hotness(followers, reach, m_quality, m_debut)
+    # Drifting appeal (its own stream: worlds without drift keep every draw they always had). Day 0 is the
+    # appeal above; each later day adds a normal step. The logging feed's popularity on day d is recomputed
+    # from day d-1's appeal (a nightly job), so it lags the drift by a day.
+    q_day = h_day = None
+    if c.quality_drift_sd > 0 and c.days > 1:
+        rng_d = np.random.default_rng(np.random.SeedSequence([c.seed, 13]))
+        steps = rng_d.normal(0.0, c.quality_drift_sd, (c.days - 1, nm))
+        q_day = (m_quality[None, :] + np.vstack([np.zeros((1, nm)), np.cumsum(steps, axis=0)])).astype(
+            np.float32
+        )
+        h_day = np.stack(
+            [m_hotness] + [_hotness(followers, reach, q_day[d - 1], m_debut) for d in range(1, c.days)]
+        )
 
     return World(
         config=c,
@@ -350,7 +369,38 @@ def build_world(config: SimConfig) -> World:
         fav_m=fav_m,
         fav_a=fav_a,
         match_scale=match_scale,
+        m_quality_day=q_day,
+        m_hotness_day=h_day,
     )
+
+
+def _hotness(followers: np.ndarray, reach: np.ndarray, quality: np.ndarray, debut: np.ndarray) -> np.ndarray:
+    """What the logging feed knows as a merchant's popularity (standardised)."""
+    hot = (0.6 * np.log1p(followers * 20 + reach * 50) + 0.6 * quality).astype(np.float32)
+    hot = (hot - hot.mean()) / (hot.std() + 1e-9)
+    # The logging feed knows nothing good of a newcomer yet: it ranks it with the least popular tenth.
+    if (debut > 0).any():
+        hot[debut > 0] = np.quantile(hot[debut == 0], 0.1)
+    out: np.ndarray = hot
+    return out
+
+
+def _on_day(per_day: np.ndarray | None, fixed: np.ndarray, day: int) -> np.ndarray:
+    if per_day is None:
+        return fixed
+    out: np.ndarray = per_day[min(max(day, 0), per_day.shape[0] - 1)]
+    return out
+
+
+def quality_on(world: World, day: int) -> np.ndarray:
+    """Every merchant's lasting appeal on `day` of the horizon (fixed unless the world drifts; a day past
+    the horizon keeps its last day's)."""
+    return _on_day(world.m_quality_day, world.m_quality, day)
+
+
+def hotness_on(world: World, day: int) -> np.ndarray:
+    """The logging feed's popularity of every merchant on `day` (fixed unless the world drifts)."""
+    return _on_day(world.m_hotness_day, world.m_hotness, day)
 
 
 def room_buzz(world: World, rooms: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:

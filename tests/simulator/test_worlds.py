@@ -159,3 +159,30 @@ def test_a_world_log_is_read_by_the_dataset_builder_as_production_events_are() -
         columnar.room_ids[r] for r in columnar.room[:500]
     ]
     assert np.array_equal(dicts.dwell_ms, columnar.dwell_ms)
+
+
+def test_drifting_appeal_moves_day_by_day_and_the_logging_feed_lags_a_day() -> None:
+    from simulator.world import build_world, hotness_on, quality_on
+
+    world = build_world(world_config("drifting", 3, n_viewers=500, n_merchants=400, days=5))
+    q = [quality_on(world, d) for d in range(5)]
+    assert np.array_equal(q[0], world.m_quality)
+    steps = np.diff(np.stack(q), axis=0)
+    assert steps.std() == pytest.approx(0.35, rel=0.1)  # the preset's daily step
+    # Appeal on the last day ranks merchants differently from the first, more than from the day before.
+    first_last = np.corrcoef(q[0], q[4])[0, 1]
+    assert first_last < np.corrcoef(q[3], q[4])[0, 1] and first_last < 0.9
+    # The logging feed's popularity of day d is recomputed from day d-1's appeal; day 0 keeps its own.
+    assert np.array_equal(hotness_on(world, 0), world.m_hotness)
+    assert np.corrcoef(hotness_on(world, 4), q[3])[0, 1] > np.corrcoef(hotness_on(world, 4), q[4])[0, 1]
+    assert np.array_equal(quality_on(world, 9), q[4])  # past the horizon: its last day
+
+
+def test_a_world_without_drift_keeps_one_appeal_for_every_day() -> None:
+    from simulator.world import build_world, hotness_on, quality_on
+
+    world = build_world(world_config("loyal", 3, n_viewers=300, n_merchants=60, days=3))
+    assert world.m_quality_day is None and world.m_hotness_day is None
+    assert quality_on(world, 2) is world.m_quality and hotness_on(world, 2) is world.m_hotness
+    with pytest.raises(ValueError, match="quality_drift_sd"):
+        world_config("loyal", 1).__class__(quality_drift_sd=-0.1)
