@@ -31,7 +31,7 @@ import dataclasses
 import hashlib
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,10 @@ from ranking.evaluation import (
     REP_BASELINES,
     Evaluation,
     Method,
+    PageJudge,
+    baseline,
     cold_auc,
+    rank_of,
     ranker_method,
     viewer_bootstrap,
 )
@@ -472,6 +475,64 @@ def offline_figures(
     }
 
 
+def discovery_beyond_page(
+    targets: Sequence[Target], methods: Mapping[str, Method], page: PageJudge, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Discovery (a new target ranked among the never-watched candidates) with the rooms beyond the page
+    in the method's own order. The page judge (`ranking.evaluation.page_method`) ranks every room off the
+    feed's 10-room page below it at random; where a method's page holds fewer than 5 never-watched rooms
+    (a page of favourites), its discovery HR@5 is then partly a draw among hundreds of rooms, not its order
+    of them. Here the never-watched rooms on the page keep their page order and the rest follow by the
+    method's scores (what the viewer's next pages would start with). Per method: `hits` (one per new
+    target), `hr5`, and `short_page` (share of new targets whose page held fewer than 5 never-watched rooms)."""
+    rng = np.random.default_rng(seed)
+    new = [t for t in targets if not t.repeat]
+    out: dict[str, dict[str, Any]] = {}
+    for name, method in methods.items():
+        hits = np.zeros(len(new))
+        short = np.zeros(len(new), dtype=bool)
+        for i, t in enumerate(new):
+            scores = np.asarray(method(t), dtype=np.float64)
+            order = np.asarray(page(t, scores), dtype=np.int64)
+            never = ~np.asarray(t.entered_before, dtype=bool)
+            shown = order[never[order]]
+            short[i] = shown.size < 5
+            if t.target in shown[:5]:
+                hits[i] = 1.0
+            elif t.target not in shown and shown.size < 5:
+                rest = np.flatnonzero(never)
+                rest = rest[~np.isin(rest, shown)]
+                where = int(np.flatnonzero(rest == t.target)[0])
+                hits[i] = float(shown.size + rank_of(scores[rest], where, rng) < 5)
+        out[name] = {
+            "hits": hits,
+            "hr5": float(hits.mean()) if hits.size else float("nan"),
+            "short_page": float(short.mean()) if short.size else float("nan"),
+        }
+    return out
+
+
+def beyond_page_figures(
+    targets: Sequence[Target], ranker: Method, page: PageJudge, seed: int
+) -> dict[str, float]:
+    """`discovery_beyond_page` of the ranker against the better of POP and live POP there, with the ratio's
+    viewer-resampled interval: the figures beside the page judge's discovery (keys `*_beyond_page`)."""
+    methods: dict[str, Method] = {"ranker": ranker, **{n: baseline(n, seed) for n in POP_BASELINES}}
+    judged = discovery_beyond_page(targets, methods, page, seed)
+    pop = max(POP_BASELINES, key=lambda n: judged[n]["hr5"])
+    viewers = np.array([t.viewer for t in targets if not t.repeat], dtype=np.int64)
+    ratio = viewer_ratio_bootstrap(judged["ranker"]["hits"], judged[pop]["hits"], viewers, seed)
+    return {
+        "hr5_new_discovery_ranker_beyond_page": judged["ranker"]["hr5"],
+        "hr5_new_discovery_pop_beyond_page": judged[pop]["hr5"],
+        "hr5_new_discovery_ratio_beyond_page": ratio["ratio"],
+        "hr5_new_discovery_ratio_beyond_page_ci_low": ratio["ci_low"],
+        "hr5_new_discovery_ratio_beyond_page_ci_high": ratio["ci_high"],
+        "discovery_short_page_ranker": judged["ranker"]["short_page"],
+        "discovery_short_page_pop": judged[pop]["short_page"],
+    }
+
+
 def run_world(
     name: str,
     seed: int,
@@ -503,6 +564,7 @@ def run_world(
 
     t0, c0 = time.perf_counter(), time.process_time()
     say("judge")
+    page = FeedPage(schedule.room_features, seed=seed)
     ev, targets = evaluate_model(
         log,
         features,
@@ -517,7 +579,7 @@ def run_world(
         (split, split + DAY_MS),
         max_targets=cfg.test_targets,
         seed=seed,
-        page=FeedPage(schedule.room_features, seed=seed),  # also judge the page the feed would serve
+        page=page,  # also judge the page the feed would serve
     )
     trained = trained_merchants(log, split)
     offline = offline_figures(ev, targets, seed, fitted.model.merchant_ids, trained)
@@ -526,6 +588,7 @@ def run_world(
             targets, ranker_method(fitted.ranker_no_lightfm), cold_rows(fitted.model.merchant_ids, trained)
         )
     )
+    offline.update(beyond_page_figures(targets, ranker_method(fitted.ranker), page, seed))
 
     timings["judge_s"] = time.perf_counter() - t0
     timings["judge_cpu_s"] = time.process_time() - c0

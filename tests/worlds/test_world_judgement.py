@@ -20,6 +20,8 @@ from ranking.evaluation import (
     BASELINES,
     Evaluation,
     Judged,
+    judge,
+    page_method,
     paired_bootstrap,
     split_metrics,
     viewer_bootstrap,
@@ -563,3 +565,33 @@ def test_every_key_issue_13_lists_is_in_the_summary_and_in_eval_json() -> None:
     assert set(ISSUE_KEYS) <= set(next(iter(metrics["worlds"].values())))
     for key in ("ml100k_p10_pipeline", "ml100k_p10_plain", "cold_auc"):
         assert isinstance(metrics[key], float), key
+
+
+def test_discovery_beyond_the_page_follows_the_methods_own_order() -> None:
+    # 20 live rooms; rooms 0-6 watched before (favourites), 7-19 never watched. The target is room 12.
+    entered = np.zeros(20, dtype=bool)
+    entered[:7] = True
+
+    def new_target(viewer: int, event: int) -> Any:
+        return SimpleNamespace(
+            viewer=viewer, event=event, repeat=False, entered_before=entered, target=12, rooms=np.arange(20)
+        )
+
+    def page(t: Any, scores: np.ndarray) -> np.ndarray:
+        return np.argsort(-scores, kind="stable")[:10]  # a 10-room page by the scores
+
+    # "favourites": its page is the 7 favourites then rooms 7-9; room 12 is its 4th never-watched room in
+    # its own order (a hit), the first one off the page.
+    favourites = np.r_[np.arange(30, 23, -1), 20, 19, 18, 5, 4, 17, 3, 2, 1, 0, 0, 0, 0].astype(float)
+    # "discovery": never-watched first; room 12 is 6th of them (a miss either way).
+    discovery = np.r_[np.zeros(7), np.arange(30, 17, -1)].astype(float)
+    targets = [new_target(v, v) for v in range(6)]
+    judged = world_evaluate.discovery_beyond_page(
+        targets, {"favourites": lambda t: favourites, "discovery": lambda t: discovery}, page, seed=1
+    )
+    assert judged["favourites"]["hr5"] == 1.0 and judged["favourites"]["short_page"] == 1.0
+    assert judged["discovery"]["hr5"] == 0.0 and judged["discovery"]["short_page"] == 0.0
+    # The page judge ranks the 10 rooms off the favourites' page at random: room 12 is a hit only when the
+    # draw puts it first or second of them.
+    as_paged = judge(targets, page_method(lambda t: favourites, page), seed=1)
+    assert (as_paged.discovery_ranks < 5).mean() < 1.0
