@@ -238,3 +238,56 @@ async def test_concurrent_prefetches_of_one_session_never_share_a_room(
     served = [room["room_id"] for r in pair + burst for room in r.json()["rooms"]]
     served += [room["room_id"] for room in session["rooms"]]
     assert len(served) == len(set(served)) and len(served) > 11
+
+
+async def test_a_page_offers_its_page_and_spares_and_the_rest_only_when_they_were_taken(
+    feed_app: AppClient,
+    market: Market,
+    viewer_headers: Callable[[str], dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The claim (and its presence read) offers the page and its spares; the rest of the ranked order
+    only when a concurrent request of the session took more rooms than the spares cover."""
+    await market.populate(merchants=8, rooms_each=5, categories=("food", "home", "beauty"))
+    viewer = f"v-offer-{secrets.token_hex(3)}"
+    headers = viewer_headers(viewer)
+    session = await start_session(feed_app, headers, viewer, count=1)
+    book = feed_app.app.services.feed.service.sessions
+    offers: list[tuple[int, str]] = []
+    claim = book.claim
+
+    async def recording(state: Any, room_ids: list[str], count: int, *args: Any, **kwargs: Any) -> Any:
+        offers.append((len(room_ids), kwargs.get("mode", "new")))
+        return await claim(state, room_ids, count, *args, **kwargs)
+
+    monkeypatch.setattr(book, "claim", recording)
+    url = f"/v1/sessions/{session['session_id']}/feed?count=3"
+    alone = await feed_app.get(url, headers=headers)
+    assert len(alone.json()["rooms"]) == 3
+    assert offers == [(6, "new")]  # 3 rooms and 3 spares, one claim
+    # Another request of the session takes this page's rooms and spares first: the page is made of the
+    # rest of the same ranked order, on the same page ("more"), without ranking again.
+    offers.clear()
+    sid = session["session_id"]
+    state = await book.load(sid, viewer)
+    assert state is not None
+    taken: list[str] = []
+    pipeline_runs = 0
+    run = feed_app.app.services.feed.service.pipeline.run
+
+    async def counting(ctx: Any) -> Any:
+        nonlocal pipeline_runs
+        pipeline_runs += 1
+        if pipeline_runs == 1:  # after this request ranked, a concurrent one claims its first six rooms
+            out = await run(ctx)
+            taken.extend(ctx.candidates.room_ids[ctx.order[:6]].tolist())
+            assert (await claim(state, list(taken), 6)).accepted == taken
+            return out
+        return await run(ctx)
+
+    monkeypatch.setattr(feed_app.app.services.feed.service.pipeline, "run", counting)
+    page = await feed_app.get(url, headers=headers)
+    rooms = [room["room_id"] for room in page.json()["rooms"]]
+    assert len(rooms) == 3 and not set(rooms) & set(taken)
+    assert pipeline_runs == 1
+    assert [mode for _, mode in offers] == ["new", "more"] and offers[0][0] == 6 and offers[1][0] > 0
