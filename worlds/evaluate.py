@@ -383,9 +383,13 @@ def offline_figures(
     seed: int,
     model_merchants: Sequence[str] = (),
     trained: set[str] | None = None,
+    own_order: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The world's offline figures on the test targets (see the module doc); every interval resamples
-    viewers (`viewer_bootstrap`). Each comparison is with the baseline best on that figure (`_best`):
+    viewers (`viewer_bootstrap`). Discovery (`hr5_new_discovery_*`, `best_pop`) is judged on each
+    method's own order among the never-watched candidates (`own_order`: `discovery_beyond_page` of
+    "ranker", "pop" and "live_pop"), the page judge's figures beside it as `*_as_judged`; without
+    `own_order` the discovery keys are the page judge's (`discovery_judge` says which). Each comparison is with the baseline best on that figure (`_best`):
     HR@5 with the REP-then-popularity best on HR@5, NDCG@10 with the one best on NDCG@10, new targets on
     the full list with the popularity baseline best there, discovery with the one best among the
     never-watched candidates."""
@@ -418,6 +422,41 @@ def offline_figures(
     disc_ratio = viewer_ratio_bootstrap(
         hits5("discovery", "ranker"), hits5("discovery", pop), viewers[new], seed
     )
+    as_judged = {
+        "best_pop": pop,
+        "hr5_new_discovery_ranker": r["ranker"]["discovery"]["hr5"],
+        "hr5_new_discovery_pop": r[pop]["discovery"]["hr5"],
+        **_interval("hr5_new_discovery_diff", "hr5_new_discovery_diff", disc_diff),
+        "hr5_new_discovery_ratio": disc_ratio["ratio"],
+        "hr5_new_discovery_ratio_ci_low": disc_ratio["ci_low"],
+        "hr5_new_discovery_ratio_ci_high": disc_ratio["ci_high"],
+    }
+    discovery: dict[str, Any] = {"discovery_judge": "page", **as_judged}
+    if own_order is not None:
+        own_pop = max(POP_BASELINES, key=lambda n: float(own_order[n]["hr5"]))
+        mine, theirs = own_order["ranker"]["hits"], own_order[own_pop]["hits"]
+        own_diff = viewer_bootstrap(mine, theirs, viewers[new], seed)
+        own_ratio = viewer_ratio_bootstrap(mine, theirs, viewers[new], seed)
+        discovery = {
+            "discovery_judge": "own order among the never-watched (the page, then the next pages)",
+            "best_pop": own_pop,
+            "hr5_new_discovery_ranker": own_order["ranker"]["hr5"],
+            "hr5_new_discovery_pop": own_order[own_pop]["hr5"],
+            **_interval("hr5_new_discovery_diff", "hr5_new_discovery_diff", own_diff),
+            "hr5_new_discovery_ratio": own_ratio["ratio"],
+            "hr5_new_discovery_ratio_ci_low": own_ratio["ci_low"],
+            "hr5_new_discovery_ratio_ci_high": own_ratio["ci_high"],
+            "discovery_short_page_ranker": own_order["ranker"]["short_page"],
+            "discovery_short_page_pop": own_order[own_pop]["short_page"],
+            **{
+                (
+                    f"{k}_as_judged"
+                    if not k.endswith(("_ci_low", "_ci_high"))
+                    else k.replace("_ci_", "_as_judged_ci_")
+                ): v
+                for k, v in as_judged.items()
+            },
+        }
     ablation = diff("ranker", "ranker_no_lightfm", "new")
     ablation_disc = diff("ranker", "ranker_no_lightfm", "discovery")
     ablation_all = diff("ranker", "ranker_no_lightfm")
@@ -438,7 +477,6 @@ def offline_figures(
         "best_reppop": best,
         "best_reppop_ndcg10": best_ndcg,
         "best_reppop_overall": ev.best_baseline,  # HR@5 + NDCG@10 together: the A/B's baseline arm
-        "best_pop": pop,
         "best_pop_new": pop_new,
         "hr5_ranker": r["ranker"]["overall"]["hr5"],
         "ndcg10_ranker": r["ranker"]["overall"]["ndcg10"],
@@ -455,12 +493,7 @@ def offline_figures(
         "hr5_new_ranker": r["ranker"]["new"]["hr5"],
         "hr5_new_pop": r[pop_new]["new"]["hr5"],
         **_interval("hr5_new_diff", "hr5_new_diff", new_diff),
-        "hr5_new_discovery_ranker": r["ranker"]["discovery"]["hr5"],
-        "hr5_new_discovery_pop": r[pop]["discovery"]["hr5"],
-        **_interval("hr5_new_discovery_diff", "hr5_new_discovery_diff", disc_diff),
-        "hr5_new_discovery_ratio": disc_ratio["ratio"],
-        "hr5_new_discovery_ratio_ci_low": disc_ratio["ci_low"],
-        "hr5_new_discovery_ratio_ci_high": disc_ratio["ci_high"],
+        **discovery,
         "hr5_new_ranker_no_lightfm": r["ranker_no_lightfm"]["new"]["hr5"],
         **_interval("ablation_new_gain", "ablation_new", ablation),
         **_interval("ablation_discovery_gain", "ablation_discovery", ablation_disc),
@@ -512,27 +545,6 @@ def discovery_beyond_page(
     return out
 
 
-def beyond_page_figures(
-    targets: Sequence[Target], ranker: Method, page: PageJudge, seed: int
-) -> dict[str, float]:
-    """`discovery_beyond_page` of the ranker against the better of POP and live POP there, with the ratio's
-    viewer-resampled interval: the figures beside the page judge's discovery (keys `*_beyond_page`)."""
-    methods: dict[str, Method] = {"ranker": ranker, **{n: baseline(n, seed) for n in POP_BASELINES}}
-    judged = discovery_beyond_page(targets, methods, page, seed)
-    pop = max(POP_BASELINES, key=lambda n: judged[n]["hr5"])
-    viewers = np.array([t.viewer for t in targets if not t.repeat], dtype=np.int64)
-    ratio = viewer_ratio_bootstrap(judged["ranker"]["hits"], judged[pop]["hits"], viewers, seed)
-    return {
-        "hr5_new_discovery_ranker_beyond_page": judged["ranker"]["hr5"],
-        "hr5_new_discovery_pop_beyond_page": judged[pop]["hr5"],
-        "hr5_new_discovery_ratio_beyond_page": ratio["ratio"],
-        "hr5_new_discovery_ratio_beyond_page_ci_low": ratio["ci_low"],
-        "hr5_new_discovery_ratio_beyond_page_ci_high": ratio["ci_high"],
-        "discovery_short_page_ranker": judged["ranker"]["short_page"],
-        "discovery_short_page_pop": judged[pop]["short_page"],
-    }
-
-
 def run_world(
     name: str,
     seed: int,
@@ -582,13 +594,18 @@ def run_world(
         page=page,  # also judge the page the feed would serve
     )
     trained = trained_merchants(log, split)
-    offline = offline_figures(ev, targets, seed, fitted.model.merchant_ids, trained)
+    own_order = discovery_beyond_page(
+        targets,
+        {"ranker": ranker_method(fitted.ranker), **{n: baseline(n, seed) for n in POP_BASELINES}},
+        page,
+        seed,
+    )
+    offline = offline_figures(ev, targets, seed, fitted.model.merchant_ids, trained, own_order)
     offline.update(
         lightfm_diagnostics(
             targets, ranker_method(fitted.ranker_no_lightfm), cold_rows(fitted.model.merchant_ids, trained)
         )
     )
-    offline.update(beyond_page_figures(targets, ranker_method(fitted.ranker), page, seed))
 
     timings["judge_s"] = time.perf_counter() - t0
     timings["judge_cpu_s"] = time.process_time() - c0

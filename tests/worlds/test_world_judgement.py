@@ -530,6 +530,28 @@ def test_each_line_compares_with_the_baseline_best_on_that_figure() -> None:
     assert (figures["best_pop_new"], figures["best_pop"]) == ("live_pop", "pop")
     assert figures["hr5_new_pop"] == 1.0 and figures["hr5_new_diff"] == 0.0  # live_pop on the full list
     assert figures["hr5_new_discovery_pop"] == 1.0  # pop among the never-watched
+    assert figures["discovery_judge"] == "page" and "hr5_new_discovery_ranker_as_judged" not in figures
+    # Judged on each method's own order (discovery_beyond_page's hits): those are the line's figures, the
+    # page judge's stay beside them.
+    n_new = int(sum(not t.repeat for t in targets))
+    own = {
+        "ranker": {"hits": np.ones(n_new), "hr5": 1.0, "short_page": 0.25},
+        "pop": {
+            "hits": np.r_[np.ones(n_new // 2), np.zeros(n_new - n_new // 2)],
+            "hr5": 0.5,
+            "short_page": 0.0,
+        },
+        "live_pop": {"hits": np.zeros(n_new), "hr5": 0.0, "short_page": 0.0},
+    }
+    figures = world_evaluate.offline_figures(
+        _evaluation(targets, ranks, disc), targets, seed=1, own_order=own
+    )
+    assert figures["best_pop"] == "pop" and figures["best_pop_as_judged"] == "pop"
+    assert (figures["hr5_new_discovery_ranker"], figures["hr5_new_discovery_pop"]) == (1.0, 0.5)
+    assert figures["hr5_new_discovery_ratio"] == 2.0 and figures["hr5_new_discovery_diff"] == 0.5
+    assert figures["hr5_new_discovery_ranker_as_judged"] == 1.0  # the ranker's rank 1 under the page judge
+    assert figures["hr5_new_discovery_ratio_as_judged"] == 1.0
+    assert figures["discovery_short_page_ranker"] == 0.25
 
 
 def test_the_discovery_ratio_interval_resamples_viewers() -> None:
