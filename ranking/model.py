@@ -61,6 +61,7 @@ class RankingModel:
     # and every viewer's history as of `until_ms` (the feed adds the visits since).
     ranker_weights: np.ndarray | None = None
     ranker_favourites_first: int = 0  # the ranker's favourites-first policy (ranking.ranker.Ranker)
+    ranker_first_by_share: tuple[int, ...] = ()  # its count per repeat-share band (empty: one count)
     ranker_discovery: np.ndarray | None = None  # the two-part ranker's weights for never-entered merchants
     categories: list[str] | None = None
     table: MerchantTable | None = None
@@ -74,12 +75,14 @@ class RankingModel:
             self.ranker_weights,
             favourites_first=self.ranker_favourites_first,
             discovery=self.ranker_discovery,
+            first_by_share=self.ranker_first_by_share,
         )
 
     def with_ranker(self, ranker: Ranker) -> None:
         """Rank with `ranker` (its weights and its favourites-first policy, together)."""
         self.ranker_weights = ranker.weights.astype(np.float64)
         self.ranker_favourites_first = ranker.favourites_first
+        self.ranker_first_by_share = tuple(ranker.first_by_share)
         self.ranker_discovery = ranker.discovery.astype(np.float64) if ranker.discovery is not None else None
 
     def _extras(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -88,6 +91,7 @@ class RankingModel:
         if self.ranker_weights is not None:
             meta["ranker_features"] = list(FEATURES)
             meta["ranker_favourites_first"] = self.ranker_favourites_first
+            meta["ranker_first_by_share"] = list(self.ranker_first_by_share)
             arrays["ranker_weights"] = self.ranker_weights
             if self.ranker_discovery is not None:
                 arrays["ranker_discovery"] = self.ranker_discovery
@@ -125,6 +129,7 @@ class RankingModel:
             out["ranker_weights"] = stored.weights
             out["ranker_discovery"] = stored.discovery
             out["ranker_favourites_first"] = int(meta.pop("ranker_favourites_first", 0))
+            out["ranker_first_by_share"] = tuple(int(k) for k in meta.pop("ranker_first_by_share", ()))
         if "t_category" in arrays:
             n = arrays["t_category"].shape[0]
             out["categories"] = meta.pop("categories")

@@ -25,7 +25,15 @@ from ranking.evaluation import Evaluation, Method, PageJudge, evaluate, lightfm_
 from ranking.features import RoomFeatures
 from ranking.history import ViewerHistories
 from ranking.model import ModelParams, RankingModel, train_model
-from ranking.ranker import LIGHTFM_FEATURES, Ranker, choose_lightfm, design, fit_ranker, lists_of
+from ranking.ranker import (
+    LIGHTFM_FEATURES,
+    Ranker,
+    choose_lightfm,
+    design,
+    fit_ranker,
+    lists_of,
+    repeat_band,
+)
 from ranking.replay import Schedule, Target, build_merchant_table, category_vocabulary, replay
 from ranking.scorer import Scorer
 
@@ -69,7 +77,7 @@ def training_lists(targets: Sequence[Target], purchase_weight: float) -> Any:
         (design(t.table, t.request), t.target, 1.0 + purchase_weight * float(t.purchase), t.sampling)
         for t in targets
     ]
-    return lists_of(rows, [t.viewer for t in targets])
+    return lists_of(rows, [t.viewer for t in targets], [repeat_band(t.request.history) for t in targets])
 
 
 def fit_model(
@@ -133,7 +141,8 @@ def fit_model(
     timings["ranker_s"] = time.perf_counter() - t0
     message = (
         f"ranker: {len(lists)} + {len(validation)} validation lists, l2 {ranker.info.get('l2')}, "
-        f"favourites first {ranker.favourites_first}, validation with LightFM "
+        f"favourites first {ranker.favourites_first} (by repeat band {list(ranker.first_by_share)}), "
+        "validation with LightFM "
         f"{with_lightfm.info.get('validation')} vs without {ablation.info.get('validation')}"
     )
     if say is not None:
@@ -147,6 +156,7 @@ def fit_model(
                     "validation_lists": len(validation),
                     "l2": ranker.info.get("l2"),
                     "favourites_first": ranker.favourites_first,
+                    "favourites_first_by_repeat_band": list(ranker.first_by_share),
                     "validation_with_lightfm": with_lightfm.info.get("validation"),
                     "validation_without": ablation.info.get("validation"),
                 }

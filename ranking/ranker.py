@@ -508,6 +508,26 @@ def _rows_design(
     return x
 
 
+# Upper edges of the bands of a viewer's repeat share (the share of their enters that went to a merchant
+# they had entered before) that the favourites-first count is chosen for: an explorer's page and a loyal
+# viewer's page need different numbers of favourites above the discovery rooms (fixed, not fit).
+REPEAT_BANDS: tuple[float, ...] = (0.25, 0.5, 0.75)
+
+
+def repeat_share(history: ViewerHistory) -> float:
+    """The share of the viewer's enters that were repeats: (enters - merchants entered) / enters (0 if none)."""
+    if not len(history):
+        return 0.0
+    enters = history.stats[:, S["enters"]]
+    total = float(enters.sum())
+    return (total - float(np.count_nonzero(enters > 0))) / total if total > 0 else 0.0
+
+
+def repeat_band(history: ViewerHistory) -> int:
+    """The index of the viewer's repeat-share band (0 .. len(REPEAT_BANDS))."""
+    return int(np.searchsorted(REPEAT_BANDS, repeat_share(history), side="right"))
+
+
 # What the favourites-first policy adds to the score of the favourites that open the page: above any
 # learned score, below the feed's -1e6 for replays.
 FIRST_BOOST = 1e4
@@ -530,6 +550,9 @@ class Ranker:
     # With them, `weights` score only the rooms of merchants the viewer entered before (see
     # `fit_ranker`: the discovery part is fit on the lists whose target was a new merchant).
     discovery: np.ndarray | None = None
+    # The favourites-first count per band of the viewer's repeat share (`REPEAT_BANDS`; empty: every
+    # viewer gets `favourites_first`). Chosen on the validation lists per band (`_band_policy`).
+    first_by_share: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         known = {name: i for i, name in enumerate(self.features)}
@@ -539,6 +562,14 @@ class Ranker:
                 return np.asarray(w, dtype=np.float64)
             return np.array([w[known[f]] if f in known else 0.0 for f in FEATURES], dtype=np.float64)
 
+        if self.first_by_share and (
+            len(self.first_by_share) != len(REPEAT_BANDS) + 1 or min(self.first_by_share) < 0
+        ):
+            raise ValueError(
+                f"first_by_share needs {len(REPEAT_BANDS) + 1} counts >= 0 (one per repeat band), "
+                f"got {list(self.first_by_share)}"
+            )
+        self.first_by_share = tuple(int(k) for k in self.first_by_share)
         self.weights = aligned(self.weights)
         if self.discovery is not None:
             self.discovery = aligned(self.discovery)
@@ -556,7 +587,20 @@ class Ranker:
             w[F[name]] *= factor
             if d is not None:
                 d[F[name]] *= factor
-        return Ranker(w, FEATURES, dict(self.info), self.favourites_first, discovery=d)
+        return Ranker(
+            w,
+            FEATURES,
+            dict(self.info),
+            self.favourites_first,
+            discovery=d,
+            first_by_share=self.first_by_share,
+        )
+
+    def first_count(self, history: ViewerHistory) -> int:
+        """How many favourites open this viewer's list: the count of the band of the viewer's repeat share."""
+        if not self.first_by_share:
+            return self.favourites_first
+        return self.first_by_share[repeat_band(history)]
 
     def without(self, names: Sequence[str]) -> Ranker:
         return self.scaled(dict.fromkeys(names, 0.0))
@@ -622,8 +666,10 @@ class Ranker:
                         out[at] += _rows_design(table, req, cols, pick, rooms=False) @ delta + room_delta[at]
                     else:
                         out[at] += _rows_design(table, req, cols, pick) @ delta
-        if self.favourites_first > 0 and cols.favourite_rows.size:
-            favourites_first(out, cols.favourite_rows, cols.swiped_rows, self.favourites_first)
+        if cols.favourite_rows.size and (self.favourites_first > 0 or self.first_by_share):
+            k = self.first_count(req.history)
+            if k > 0:
+                favourites_first(out, cols.favourite_rows, cols.swiped_rows, k)
         return out
 
     def score(self, table: MerchantTable, req: RankRequest) -> np.ndarray:
@@ -755,9 +801,15 @@ class Lists:
     # (L,) the viewer of each list (None: every list its own viewer). The one-standard-error rules treat a
     # viewer with all their lists as one unit of evidence (`paired_gain`).
     viewer: np.ndarray | None = None
+    # (L,) the band of each list's viewer's repeat share at the list's time (`repeat_band`; None: band 0
+    # for every list): the favourites-first count is chosen per band (`_band_policy`).
+    band: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.target.shape[0])
+
+    def bands(self) -> np.ndarray:
+        return self.band if self.band is not None else np.zeros(len(self), dtype=np.int64)
 
     def viewers(self) -> np.ndarray:
         return self.viewer if self.viewer is not None else np.arange(len(self), dtype=np.int64)
@@ -765,7 +817,7 @@ class Lists:
     def scaled(self, scale: np.ndarray) -> Lists:
         """The same lists with every column divided by `scale`."""
         x = (self.x / scale).astype(np.float32)
-        return Lists(x, self.offsets, self.target, self.weight, self.offset, self.viewer)
+        return Lists(x, self.offsets, self.target, self.weight, self.offset, self.viewer, self.band)
 
     def concat(self, other: Lists) -> Lists:
         own = self.offset if self.offset is not None else np.zeros(self.x.shape[0])
@@ -776,6 +828,9 @@ class Lists:
             a = self.viewers() if self.viewer is not None else -1 - np.arange(len(self), dtype=np.int64)
             b = other.viewers() if other.viewer is not None else -1 - len(self) - np.arange(len(other))
             viewer = np.concatenate([a, b]).astype(np.int64)
+        band = None
+        if self.band is not None or other.band is not None:
+            band = np.concatenate([self.bands(), other.bands()]).astype(np.int64)
         return Lists(
             np.concatenate([self.x, other.x]),
             np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]]),
@@ -783,6 +838,7 @@ class Lists:
             np.concatenate([self.weight, other.weight]),
             np.concatenate([own, theirs]),
             viewer,
+            band,
         )
 
     def subset(self, which: np.ndarray) -> Lists:
@@ -796,18 +852,23 @@ class Lists:
         x = np.concatenate(parts) if parts else np.zeros((0, self.x.shape[1]), np.float32)
         off = np.concatenate(offs) if offs else np.zeros(0)
         viewer = self.viewer[which] if self.viewer is not None else None
+        band = self.band[which] if self.band is not None else None
         return Lists(
-            x, np.array(offsets, dtype=np.int64), self.target[which], self.weight[which], off, viewer
+            x, np.array(offsets, dtype=np.int64), self.target[which], self.weight[which], off, viewer, band
         )
 
 
 def lists_of(
     rows: Sequence[tuple[np.ndarray, int, float, np.ndarray | None]],
     viewers: Sequence[int] | None = None,
+    bands: Sequence[int] | None = None,
 ) -> Lists:
-    """(feature rows, target index, weight, sampling offsets or None) per list, and each list's viewer."""
+    """(feature rows, target index, weight, sampling offsets or None) per list, each list's viewer and the
+    band of the viewer's repeat share (`repeat_band`)."""
     if viewers is not None and len(viewers) != len(rows):
         raise ValueError(f"{len(viewers)} viewers for {len(rows)} lists")
+    if bands is not None and len(bands) != len(rows):
+        raise ValueError(f"{len(bands)} repeat bands for {len(rows)} lists")
     offsets = np.concatenate([[0], np.cumsum([r[0].shape[0] for r in rows])]).astype(np.int64)
     x = np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, len(FEATURES)), np.float32)
     off = (
@@ -822,6 +883,7 @@ def lists_of(
         np.array([r[2] for r in rows], dtype=np.float64),
         off,
         np.asarray(viewers, dtype=np.int64) if viewers is not None else None,
+        np.asarray(bands, dtype=np.int64) if bands is not None else None,
     )
 
 
@@ -900,10 +962,11 @@ L2_GRID: tuple[float, ...] = (1e-3, 1e-2)
 FIRST_GRID: tuple[int, ...] = (0, 1, 2, 3, 5, 1_000)
 
 
-def _first_ranks(scores: np.ndarray, lists: Lists, k: int) -> np.ndarray:
-    """Each list's target rank after the favourites-first policy with `k` (the lists' h_fav and
-    session_swiped columns say which rows are favourites and which were swiped away)."""
-    if k <= 0:
+def _first_ranks(scores: np.ndarray, lists: Lists, k: int | np.ndarray) -> np.ndarray:
+    """Each list's target rank after the favourites-first policy with `k` (one count, or one per list;
+    the lists' h_fav and session_swiped columns say which rows are favourites and which were swiped away)."""
+    per_list = np.broadcast_to(np.asarray(k, dtype=np.int64), (len(lists),))
+    if not (per_list > 0).any():
         return list_ranks(scores, lists.offsets, lists.target)
     seg = np.repeat(np.arange(len(lists)), np.diff(lists.offsets))
     eligible = (lists.x[:, F["h_fav"]] > 0) & (lists.x[:, F["session_swiped"]] <= 0)
@@ -914,7 +977,7 @@ def _first_ranks(scores: np.ndarray, lists: Lists, k: int) -> np.ndarray:
     counts = np.cumsum(el)
     starts = np.searchsorted(seg[order], np.arange(len(lists)))
     before = np.concatenate([[0], counts])[starts][seg[order]]
-    first[order[el & (counts - before <= k)]] = True
+    first[order[el & (counts - before <= per_list[seg[order]])]] = True
     return list_ranks(scores + first * FIRST_BOOST, lists.offsets, lists.target)
 
 
@@ -950,6 +1013,7 @@ def discovery_lists(lists: Lists) -> Lists:
         lists.weight[keep_list],
         offset,
         lists.viewer[keep_list] if lists.viewer is not None else None,
+        lists.band[keep_list] if lists.band is not None else None,
     )
 
 
@@ -959,7 +1023,43 @@ def _with_discovery(lists: Lists, wd: np.ndarray, unit: float) -> Lists:
     entered = lists.x[:, F["h_entered"]] > 0
     part = np.where(entered, 0.0, (lists.x.astype(np.float64) @ wd) / unit).astype(np.float32)
     x = np.concatenate([lists.x * entered[:, None], part[:, None]], axis=1)
-    return Lists(x, lists.offsets, lists.target, lists.weight, lists.offset, lists.viewer)
+    return Lists(x, lists.offsets, lists.target, lists.weight, lists.offset, lists.viewer, lists.band)
+
+
+def _band_policy(
+    per_k: dict[int, np.ndarray], val: Lists, base_k: int, info: dict[str, float], tag: str
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """The favourites-first count per repeat-share band (`REPEAT_BANDS`) and the per-list values it gives.
+
+    `per_k` holds each count's per-list values on the validation lists. A band's own best count replaces
+    `base_k` (the count chosen over every list) only if it beats it on that band's lists by more than one
+    standard error of the paired difference with the viewer as the unit (`paired_gain`), and the band has
+    at least `MIN_BAND_LISTS` lists; otherwise the band keeps `base_k`. Returns () when no band moved."""
+    bands, viewers = val.bands(), val.viewers()
+    values = per_k[base_k].copy()
+    policy = [base_k] * (len(REPEAT_BANDS) + 1)
+    for b in range(len(policy)):
+        inside = bands == b
+        info[f"band{tag}_{b}_lists"] = float(inside.sum())
+        if inside.sum() < MIN_BAND_LISTS:
+            continue
+        best = max(per_k, key=lambda k: (float(per_k[k][inside].mean()), -abs(k - base_k)))
+        if best == base_k:
+            continue
+        gain, se = paired_gain(per_k[best][inside], per_k[base_k][inside], viewers[inside])
+        info[f"band{tag}_{b}_gain"], info[f"band{tag}_{b}_gain_se"] = round(gain, 4), round(se, 4)
+        if gain > se:
+            policy[b] = best
+            values[inside] = per_k[best][inside]
+    if all(k == base_k for k in policy):
+        return (), values
+    for b, k in enumerate(policy):
+        info[f"favourites_first{tag}_band_{b}"] = float(k)
+    return tuple(policy), values
+
+
+# A repeat-share band needs this many validation lists for a count of its own.
+MIN_BAND_LISTS = 50
 
 
 def _choose(
@@ -970,19 +1070,22 @@ def _choose(
     first_grid: Sequence[int],
     info: dict[str, float],
     tag: str,
-) -> tuple[float, int, np.ndarray | None]:
-    """L2 and the favourites-first k on the validation lists (k kept by the one-standard-error rule)."""
+) -> tuple[float, int, np.ndarray | None, tuple[int, ...]]:
+    """L2 and the favourites-first k on the validation lists (k kept by the one-standard-error rule),
+    then k per band of the viewer's repeat share (`_band_policy`; () when one k serves every band)."""
     best_l2, best_k = l2_grid[len(l2_grid) // 2], 0
     values: np.ndarray | None = None
     if not (len(train) >= 20 and len(val) >= 20 and (len(l2_grid) > 1 or len(first_grid) > 1)):
-        return best_l2, best_k, values
+        return best_l2, best_k, values, ()
     best = -1.0
     learned: dict[float, np.ndarray] = {}  # per L2: the learned order's values (k = 0)
+    per_k: dict[float, dict[int, np.ndarray]] = {}  # per L2, per k: the values per list
     for l2 in l2_grid:
         w = _fit(train, l2, mask)
         scores = val.x.astype(np.float64) @ w + (val.offset if val.offset is not None else 0.0)
         for k in first_grid:
             per_list = judged_values(_first_ranks(scores, val, k))
+            per_k.setdefault(l2, {})[k] = per_list
             value = float(per_list.mean())
             info[f"validation{tag}_{l2:g}_{k}"] = round(value, 4)
             if k == 0:
@@ -999,7 +1102,10 @@ def _choose(
         )
         if gain <= se:
             best_k, values = 0, base
-    return best_l2, best_k, values
+    policy: tuple[int, ...] = ()
+    if val.band is not None and best_k in per_k.get(best_l2, {}) and len(per_k[best_l2]) > 1:
+        policy, values = _band_policy(per_k[best_l2], val, best_k, info, tag)
+    return best_l2, best_k, values, policy
 
 
 def _discovery_l2(train: Lists, val: Lists, mask: np.ndarray, l2_grid: Sequence[float]) -> float:
@@ -1057,7 +1163,7 @@ def fit_ranker(
     else:
         train, val = lists.scaled(scale), validation.scaled(scale)
     info: dict[str, float] = {"lists": float(len(z)), "validation_lists": float(len(val))}
-    best_l2, best_k, values = _choose(train, val, mask, l2_grid, first_grid, info, "")
+    best_l2, best_k, values, policy = _choose(train, val, mask, l2_grid, first_grid, info, "")
     discovery: np.ndarray | None = None
     d_train, d_all = discovery_lists(train), discovery_lists(z)
     if two_part is not False and len(d_train) >= MIN_DISCOVERY_LISTS:
@@ -1066,7 +1172,7 @@ def fit_ranker(
         unit = float((train.x.astype(np.float64) @ wd).std()) or 1.0
         mask2 = np.concatenate([mask, [True]])
         t2, v2 = _with_discovery(train, wd, unit), _with_discovery(val, wd, unit)
-        l2_2, k_2, values_2 = _choose(t2, v2, mask2, l2_grid, first_grid, info, "_two_part")
+        l2_2, k_2, values_2, policy_2 = _choose(t2, v2, mask2, l2_grid, first_grid, info, "_two_part")
         keep = two_part is True
         if two_part is None and values is not None and values_2 is not None and values.size >= 2:
             gain, se = paired_gain(values_2, values, val.viewer)
@@ -1081,11 +1187,11 @@ def fit_ranker(
             if values_2 is not None:
                 info["validation"] = round(float(values_2.mean()), 4)
             discovery = (w2[-1] / unit) * wd / scale
-            return Ranker(w2[:-1] / scale, FEATURES, info, k_2, values_2, discovery)
+            return Ranker(w2[:-1] / scale, FEATURES, info, k_2, values_2, discovery, policy_2)
     if values is not None:
         info["validation"] = round(float(values.mean()), 4)
     w = _fit(z, best_l2, mask) if len(z) else np.zeros(len(FEATURES))
     info["l2"] = best_l2
     info["favourites_first"] = float(best_k)
     info["two_part"] = 0.0
-    return Ranker(w / scale, FEATURES, info, best_k, values)
+    return Ranker(w / scale, FEATURES, info, best_k, values, first_by_share=policy)

@@ -32,7 +32,7 @@ from ranking.evaluation import Evaluation, PageJudge, flatten
 from ranking.features import RoomFeatures
 from ranking.model import ModelParams, RankingModel
 from ranking.offline import FitConfig, attach_ranker, evaluate_model, fit_model
-from ranking.ranker import Ranker, baseline_ranker
+from ranking.ranker import Ranker, baseline_ranker, judged_values, paired_gain
 from ranking.registry import GateDecision, ModelRegistry, gate
 from ranking.replay import Schedule, schedule_from_log
 from ranking.viewer_state import ViewerStateStore
@@ -118,14 +118,27 @@ def gate_metrics(ev: Evaluation, serving: bool) -> dict[str, Any]:
     if serving and ev.targets:
         d = ev.difference("ranker", "serving")
         flat.update(hr5_vs_serving_ci_low=round(d["ci_low"], 4))
+    if ev.targets >= 2 and "ranker_no_lightfm" in ev.judged and "ranker" in ev.judged:
+        # The held-out ablation per target (HR@5 + NDCG@10, as validation judges), viewers as the unit.
+        gain, se = paired_gain(
+            judged_values(ev.judged["ranker_no_lightfm"].ranks),
+            judged_values(ev.judged["ranker"].ranks),
+            ev.viewers,
+        )
+        flat.update(lightfm_heldout_gain=round(-gain, 5), lightfm_heldout_gain_se=round(se, 5))
     return flat
 
 
 def lightfm_hurts(metrics: Mapping[str, Any]) -> bool:
-    """The held-out ablation: the ranker without LightFM's columns scores higher (HR@5 + NDCG@10) on
-    the gate's hours than the candidate with them."""
-    without = float(metrics["hr5_ranker_no_lightfm"]) + float(metrics["ndcg10_ranker_no_lightfm"])
-    return without > float(metrics["hr5_ranker"]) + float(metrics["ndcg10_ranker"])
+    """The held-out ablation: the ranker without LightFM's columns scores higher (HR@5 + NDCG@10 per
+    target) on the gate's hours than the candidate with them by more than one standard error of the paired
+    difference, viewers as the unit (`lightfm_heldout_gain` = with minus without, and its `_se`, from
+    `gate_metrics`). Without the margin a difference of noise dropped the columns: the keep/drop flipped
+    between rounds that differed only in their list counts (issue 13, ranker5's findings). The same
+    one-standard-error rule that kept them on validation (ranking.ranker.choose_lightfm)."""
+    if "lightfm_heldout_gain" not in metrics or "lightfm_heldout_gain_se" not in metrics:
+        raise KeyError("lightfm_hurts needs gate_metrics' lightfm_heldout_gain and lightfm_heldout_gain_se")
+    return -float(metrics["lightfm_heldout_gain"]) > float(metrics["lightfm_heldout_gain_se"])
 
 
 def _serving_ranker(model: RankingModel) -> Ranker:
@@ -199,7 +212,9 @@ async def train_once(
         metrics["lightfm_gate"] = (
             f"dropped: without LightFM's columns HR@5 {metrics['hr5_ranker_no_lightfm']:.4f} vs "
             f"{metrics['hr5_ranker']:.4f}, NDCG@10 {metrics['ndcg10_ranker_no_lightfm']:.4f} vs "
-            f"{metrics['ndcg10_ranker']:.4f} on the held-out hours"
+            f"{metrics['ndcg10_ranker']:.4f} on the held-out hours (gain with them "
+            f"{metrics['lightfm_heldout_gain']:+.4f}, below minus one standard error "
+            f"{metrics['lightfm_heldout_gain_se']:.4f})"
         )
         for key in ("hr5", "ndcg10"):
             metrics[f"{key}_ranker_with_lightfm"] = metrics[f"{key}_ranker"]
@@ -209,7 +224,11 @@ async def train_once(
         candidate.model.with_ranker(candidate.ranker_no_lightfm)
         cfg = dataclasses.replace(cfg, lightfm_columns=False)
     elif uses_lightfm and ev.targets:
-        metrics["lightfm_gate"] = "kept: LightFM's columns do not hurt on the held-out hours"
+        metrics["lightfm_gate"] = (
+            "kept: LightFM's columns do not hurt on the held-out hours by more than one standard error "
+            f"(gain with them {metrics['lightfm_heldout_gain']:+.4f}, se "
+            f"{metrics['lightfm_heldout_gain_se']:.4f})"
+        )
     decision = (
         gate(metrics, serving_version is not None)
         if ev.targets

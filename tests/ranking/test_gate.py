@@ -14,9 +14,10 @@ from feed.replay import FeedPage
 from feed.stages import Rank, Score
 from ranking import train as training
 from ranking.dataset import WeightParams
+from ranking.evaluation import Evaluation, Judged
 from ranking.model import ModelParams
 from ranking.offline import FitConfig, FittedModel, fit_model, merchant_features
-from ranking.ranker import LIGHTFM_FEATURES, F, baseline_ranker
+from ranking.ranker import LIGHTFM_FEATURES, F, baseline_ranker, judged_values, paired_gain
 from ranking.registry import ModelRegistry, gate
 from ranking.scorer import Scorer
 from ranking.train import lightfm_hurts
@@ -128,9 +129,40 @@ async def test_a_model_worse_than_the_best_baseline_is_refused_and_the_feed_fall
 
 
 def test_lightfm_columns_that_hurt_on_the_held_out_hours_are_dropped_by_the_rule() -> None:
-    figures = {"hr5_ranker": 0.55, "ndcg10_ranker": 0.45}
-    assert lightfm_hurts({**figures, "hr5_ranker_no_lightfm": 0.56, "ndcg10_ranker_no_lightfm": 0.45})
-    assert not lightfm_hurts({**figures, "hr5_ranker_no_lightfm": 0.55, "ndcg10_ranker_no_lightfm": 0.45})
+    # Dropped only when the ablation beats them by more than one standard error (viewers as the unit).
+    assert lightfm_hurts({"lightfm_heldout_gain": -0.02, "lightfm_heldout_gain_se": 0.005})
+    assert not lightfm_hurts({"lightfm_heldout_gain": -0.004, "lightfm_heldout_gain_se": 0.005})  # noise
+    assert not lightfm_hurts({"lightfm_heldout_gain": 0.01, "lightfm_heldout_gain_se": 0.005})
+    with pytest.raises(KeyError, match="lightfm_heldout_gain"):
+        lightfm_hurts({"hr5_ranker": 0.55, "ndcg10_ranker": 0.45})
+
+
+def test_gate_metrics_give_the_held_out_ablation_its_viewer_standard_error() -> None:
+    # Four viewers, ten targets each. Without LightFM viewer 0's targets all rise to the top and viewer
+    # 1's sink: the mean favours the ablation, but it is one viewer's gain against another's loss.
+    ranks = np.tile(np.array([1, 3, 7, 12]), 10)
+    viewers = np.repeat(np.arange(4), 10)
+    none = -np.ones(40, np.int64)
+
+    def metrics_for(without: np.ndarray) -> dict[str, Any]:
+        judged = {
+            "ranker": Judged(ranks, none),
+            "ranker_no_lightfm": Judged(without, none),
+            "rep_pop": Judged(ranks, none),
+        }
+        figures = {"hr1": 0.1, "hr5": 0.5, "hr10": 0.7, "ndcg10": 0.4}
+        results = {name: {"overall": figures} for name in judged}
+        ev = Evaluation(results, judged, "rep_pop", "pop", 0.5, 40, viewers)
+        return training.gate_metrics(ev, serving=False)
+
+    mixed = np.where(viewers == 0, 0, np.where(viewers == 1, ranks + 4, ranks))
+    metrics = metrics_for(mixed)
+    gain, se = paired_gain(judged_values(ranks), judged_values(mixed), viewers)
+    assert metrics["lightfm_heldout_gain"] == round(gain, 5) < 0
+    assert metrics["lightfm_heldout_gain_se"] == round(se, 5) > -gain
+    assert not lightfm_hurts(metrics)  # a mean gain of the ablation inside one standard error: kept
+    everyone = metrics_for(np.zeros(40, np.int64))  # every viewer's targets rise without LightFM
+    assert lightfm_hurts(everyone)
 
 
 def _harmful_lightfm(fit: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from ranking.dataset import IDENTITY_SHARE, InteractionLog, TrainingSet
 from ranking.evaluation import baseline, viewer_bootstrap
 from ranking.features import RoomFeatures
+from ranking.history import STATS, S, ViewerHistory
 from ranking.model import ModelParams, RankingModel, train_model
 from ranking.offline import FitConfig, attach_ranker, fit_model, merchant_features, training_lists
 from ranking.ranker import (
@@ -27,6 +29,8 @@ from ranking.ranker import (
     judged_value,
     list_ranks,
     paired_gain,
+    repeat_band,
+    repeat_share,
     viewer_columns,
 )
 from ranking.replay import Schedule, Target
@@ -330,6 +334,10 @@ def test_artifact_carries_the_discovery_part(small_training: TrainingSet) -> Non
     again = RankingModel.from_bytes(model.to_bytes())
     assert again.ranker is not None and again.ranker.discovery is not None and ranker.discovery is not None
     assert np.allclose(again.ranker.discovery, ranker.discovery) and again.ranker.favourites_first == 2
+    assert again.ranker.first_by_share == ()
+    model.with_ranker(dataclasses.replace(ranker, first_by_share=(0, 1, 2, 3)))
+    banded = RankingModel.from_bytes(model.to_bytes()).ranker
+    assert banded is not None and banded.first_by_share == (0, 1, 2, 3) and banded.favourites_first == 2
     model.with_ranker(baseline_ranker("rep_pop"))  # a baseline has one score for every room
     plain = RankingModel.from_bytes(model.to_bytes()).ranker
     assert plain is not None and plain.discovery is None
@@ -350,3 +358,80 @@ def test_validation_choices_are_the_same_on_every_run_of_a_multithreaded_trainer
     assert runs[0].ranker.favourites_first == runs[1].ranker.favourites_first
     with pytest.raises(ValueError, match="decision_threads"):
         fit_model(small_log, features, small_schedule, until, dataclasses.replace(cfg, decision_threads=-1))
+
+
+def _history(enters: Sequence[float]) -> ViewerHistory:
+    stats = np.zeros((len(enters), len(STATS)))
+    stats[:, S["enters"]] = enters
+    return ViewerHistory(np.arange(len(enters), dtype=np.int64), stats)
+
+
+def test_repeat_share_counts_enters_to_merchants_entered_before() -> None:
+    assert repeat_share(ViewerHistory.empty()) == 0.0 and repeat_band(ViewerHistory.empty()) == 0
+    assert repeat_share(_history([1, 1, 1, 1])) == 0.0  # four merchants once each: an explorer
+    assert repeat_share(_history([4, 0])) == 0.75  # one merchant four times (the other only shown)
+    assert repeat_share(_history([2, 1, 1])) == 0.25
+    assert [repeat_band(_history(e)) for e in ([1, 1], [2, 1, 1], [3, 1], [4, 0], [10])] == [0, 1, 2, 3, 3]
+    with pytest.raises(ValueError, match="one per repeat band"):
+        Ranker(np.zeros(len(FEATURES)), first_by_share=(1, 2))
+    with pytest.raises(ValueError, match="one per repeat band"):
+        Ranker(np.zeros(len(FEATURES)), first_by_share=(0, 0, -1, 0))
+
+
+def _banded_lists(seed: int, loyal_band: int = 3) -> tuple[Lists, np.ndarray]:
+    # Explorers (repeat band 0) enter the most popular room; their five favourites are the least popular.
+    # Loyal viewers (`loyal_band`) enter their one favourite, a middling room. No column tells the two
+    # apart, so one linear order and one favourites-first count cannot serve both; a count per band can.
+    rng = np.random.default_rng(seed)
+    size, n = 12, 900
+    x = np.zeros((n * size, len(FEATURES)), np.float32)
+    target = np.zeros(n, np.int64)
+    band = np.where(np.arange(n) % 2 == 0, 0, loyal_band).astype(np.int64)
+    for i in range(n):
+        rows = slice(i * size, (i + 1) * size)
+        x[rows, F["pop_1h"]] = rng.permutation(np.linspace(1.0, 0.0, size)) + rng.normal(0, 0.05, size)
+        ranked = np.argsort(-x[rows, F["pop_1h"]])
+        favourites = ranked[-5:] if band[i] == 0 else ranked[6:7]
+        x[i * size + favourites, F["h_fav"]] = 1.0
+        x[i * size + favourites, F["h_entered"]] = 1.0
+        target[i] = ranked[0] if band[i] == 0 else favourites[0]
+    lists = Lists(x, np.arange(0, n * size + 1, size), target, np.ones(n), None, np.arange(n), band)
+    return lists, band
+
+
+def test_favourites_first_count_is_chosen_per_repeat_band_on_validation() -> None:
+    lists, band = _banded_lists(11)
+    ranker = fit_ranker(lists, two_part=False)
+    assert ranker.first_by_share, ranker.info
+    assert ranker.first_by_share[0] == 0 and ranker.first_by_share[3] >= 1
+    # The viewer's history picks the count the feed applies.
+    assert ranker.first_count(_history([1, 1, 1])) == 0 and ranker.first_count(_history([9, 1])) >= 1
+    # Without bands (every list in band 0) one count serves everyone, and validation judged it worse.
+    one = fit_ranker(dataclasses.replace(lists, band=None), two_part=False)
+    assert one.first_by_share == ()
+    assert ranker.info["validation"] > one.info["validation"]
+    # On lists where both kinds of viewer sit in the same band nothing can tell them apart: no band policy.
+    same, _ = _banded_lists(11, loyal_band=0)
+    assert fit_ranker(same, two_part=False).first_by_share == ()
+
+
+def test_banded_favourites_first_ranks_the_feed_as_validation_judged_it(small_targets: list[Target]) -> None:
+    # One code path: the per-band counts fit_ranker judges on validation lists (_first_ranks with each
+    # list's band) are the counts Ranker.score applies from the request's history.
+    rng = np.random.default_rng(4)
+    with_favourites = [
+        t for t in small_targets if len(t.request.history) and (t.request.history.stats[:, 0] > 0).sum() > 2
+    ][:60]
+    lists = training_lists(with_favourites, 0.0)
+    assert lists.band is not None and len(set(lists.band.tolist())) >= 2
+    policy = (3, 0, 1, 2)
+    ranker = Ranker(rng.normal(size=len(FEATURES)), favourites_first=1, first_by_share=policy)
+    expected = _first_ranks(lists.x.astype(np.float64) @ ranker.weights, lists, np.array(policy)[lists.band])
+    got = [
+        int((s > s[t.target]).sum())
+        for t in with_favourites
+        for s in [ranker.score(t.table, t.request).astype(np.float64)]
+    ]
+    assert list(expected) == got
+    # The bands matter on these lists: a feed that applied one count to everyone would fail above.
+    assert (_first_ranks(lists.x.astype(np.float64) @ ranker.weights, lists, 1) != expected).any()
