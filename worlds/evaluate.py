@@ -646,6 +646,9 @@ def run_world(
         "ranker": {
             "l2": fitted.ranker.info.get("l2"),
             "lightfm_used": fitted.ranker.info.get("lightfm_used"),
+            "two_part": fitted.ranker.info.get("two_part"),
+            "favourites_first": fitted.ranker.favourites_first,
+            "favourites_first_by_repeat_band": list(fitted.ranker.first_by_share),
             "validation_with_lightfm": (fitted.ranker_lightfm or fitted.ranker).info.get("validation"),
             "validation_without": fitted.ranker_no_lightfm.info.get("validation"),
             "weights": fitted.ranker.as_dict(),
