@@ -190,6 +190,7 @@ class Retrieve:
             eligible=self.exploration.eligible(c, cfg, ctx.now)[1],
             rng=ctx.rng,
             signs=self.signs(rm, cfg),
+            not_kept=c.not_kept(),
         )
         ctx.lightfm_moments = got.lightfm_moments
         ctx.candidates = c.subset(got.rows, pool=np.isin(got.rows, got.sources["exploration"]))

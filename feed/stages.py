@@ -174,13 +174,16 @@ class CandidateSource:
         if len(candidates) >= self.background_from and self.frames.active:
             self.frames.take(candidates, ctx.candidates, ctx.config, ctx.now)
         if gone is not None and len(gone):
-            ctx.candidates.keep[gone] = False
+            ctx.candidates.drop(gone)
         if ctx.live_changes:  # changed (ended, mostly) after the snapshot read: not on this page
-            version, index_of, keep = snapshot.version, ctx.candidates.index_of, ctx.candidates.keep
-            for room_id, changed_at in ctx.live_changes.items():
-                i = index_of.get(room_id)
-                if i is not None and changed_at > version:
-                    keep[i] = False
+            version, index_of = snapshot.version, ctx.candidates.index_of
+            changed = [
+                i
+                for room_id, changed_at in ctx.live_changes.items()
+                if (i := index_of.get(room_id)) is not None and changed_at > version
+            ]
+            if changed:
+                ctx.candidates.drop(changed)
 
 
 class Hydrate:
@@ -703,17 +706,19 @@ class Filters:
             rows = np.fromiter(
                 (index_of.get(r, -1) for r in ctx.served), dtype=np.int64, count=len(ctx.served)
             )
-            c.keep[rows[rows >= 0]] = False
+            c.drop(rows[rows >= 0])
         horizon_ms = (ctx.now - cfg.swipe_away_window_s) * 1000
-        for visit in ctx.recent:
-            if visit.ts >= horizon_ms and visit.swiped_away:
-                i = index_of.get(visit.room_id)
-                if i is not None:
-                    c.keep[i] = False
+        swiped = [
+            i
+            for visit in ctx.recent
+            if visit.ts >= horizon_ms and visit.swiped_away and (i := index_of.get(visit.room_id)) is not None
+        ]
+        if swiped:
+            c.drop(swiped)
         for merchant_id in ctx.blocked_merchants:
             rooms = c.rooms_of_merchant.get(merchant_id)
             if rooms is not None:
-                c.keep[rooms] = False
+                c.drop(rooms)
         # Ended rooms: CandidateSource builds candidates from the current snapshot's live rooms only
         # (and drops the rooms no longer live from a set it is still replacing), so an ended room is
         # never kept; replays are candidates by design.

@@ -528,7 +528,11 @@ def merchant_scores_of(live: LiveSet, vector: np.ndarray | None) -> np.ndarray |
 
 
 def lightfm_moments(
-    live: LiveSet, keep: np.ndarray, scores: np.ndarray | None, entered_rows: np.ndarray
+    live: LiveSet,
+    keep: np.ndarray,
+    scores: np.ndarray | None,
+    entered_rows: np.ndarray,
+    not_kept: np.ndarray | None = None,
 ) -> tuple[float, float, float] | None:
     """(count, sum, sum of squares) of the viewer's LightFM score over every kept room whose
     merchant it never entered: what the ranker standardises its LightFM column by, over all live
@@ -538,11 +542,17 @@ def lightfm_moments(
     s = scores.astype(np.float64)
     counts = live.counts.astype(np.float64)
     count, total, squares = float(counts.sum()), float(counts @ s), float(counts @ (s * s))
-    return _less(live, keep, entered_rows, count, total, squares, lambda rows: s[live.room_merchant[rows]])
+    return _less(
+        live, keep, entered_rows, count, total, squares, lambda rows: s[live.room_merchant[rows]], not_kept
+    )
 
 
 def lightfm_moments_of(
-    live: LiveSet, keep: np.ndarray, vector: np.ndarray | None, entered_rows: np.ndarray
+    live: LiveSet,
+    keep: np.ndarray,
+    vector: np.ndarray | None,
+    entered_rows: np.ndarray,
+    not_kept: np.ndarray | None = None,
 ) -> tuple[float, float, float] | None:
     """`lightfm_moments` from the viewer's vector: the sums over all live rooms from the live set's
     moments of [vector, bias] (O(k^2) whatever the number of rooms), less the rooms left out."""
@@ -564,7 +574,7 @@ def lightfm_moments_of(
         out: np.ndarray = (matrix[at] @ np.asarray(vector, dtype=np.float32) + bias[at]).astype(np.float64)
         return out
 
-    return _less(live, keep, entered_rows, count, total, squares, scores)
+    return _less(live, keep, entered_rows, count, total, squares, scores, not_kept)
 
 
 def _less(
@@ -575,8 +585,11 @@ def _less(
     total: float,
     squares: float,
     scores: Callable[[np.ndarray], np.ndarray],
+    not_kept: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
-    out = np.flatnonzero(~keep)
+    """The sums less the rooms not kept (`not_kept`: np.flatnonzero(~keep) when the caller has it) and the
+    rooms of entered merchants."""
+    out = not_kept if not_kept is not None else np.flatnonzero(~keep)
     left = np.union1d(out, entered_rows) if entered_rows.size else out
     if left.size:
         v = scores(left)
@@ -596,9 +609,11 @@ def retrieve(
     eligible: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
     signs: dict[str, float] | None = None,
+    not_kept: np.ndarray | None = None,
 ) -> Retrieved:
     """The union of every source over the rooms the viewer may be shown (`keep`); `signs` (from
-    `directions(ranker)`) turns off a source whose column the ranker does not reward."""
+    `directions(ranker)`) turns off a source whose column the ranker does not reward; `not_kept`:
+    np.flatnonzero(~keep), when the caller lists it without a scan (feed.context.Candidates.not_kept)."""
     history = viewer.history
     sign = signs or {}
     entered = live.rooms_of(entered_merchants(history))  # kept or not (the moments leave them all out)
@@ -634,9 +649,9 @@ def retrieve(
     }
     rows = np.unique(np.concatenate(list(found.values()))).astype(np.int64)
     if viewer.merchant_scores is not None:
-        moments = lightfm_moments(live, keep, viewer.merchant_scores, entered)
+        moments = lightfm_moments(live, keep, viewer.merchant_scores, entered, not_kept)
     else:
-        moments = lightfm_moments_of(live, keep, viewer.vector, entered)
+        moments = lightfm_moments_of(live, keep, viewer.vector, entered, not_kept)
     return Retrieved(rows, found, moments)
 
 

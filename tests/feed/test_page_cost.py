@@ -12,7 +12,7 @@ import pytest
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit
 from feed.experiments import VARIANT_CONFIGS_KEPT, Experiment, Variant, assign, variant_config
-from feed.stages import Rank, Score, per_config, session_penalty
+from feed.stages import Filters, Rank, Score, per_config, session_penalty
 from ranking.ranker import FEATURES, RankRequest, design, viewer_columns
 from ranking.scorer import Scorer
 from ranking.viewer_state import from_model
@@ -184,6 +184,27 @@ async def test_co_visitation_is_the_dense_column_only_on_the_neighbours_rooms(ma
         assert (
             size == cov.shape[1] and positions.tolist() == np.flatnonzero(dense).tolist()
         )  # neighbours only
+
+
+async def test_the_rows_not_kept_are_the_filters_drops_without_a_scan_and_a_scan_otherwise(
+    market: Any,
+) -> None:
+    """`Candidates.not_kept` is np.flatnonzero(~keep): from the rows the stages dropped, and from the
+    scan when a row was dropped another way (retrieval's LightFM moments subtract exactly these)."""
+    for v in range(6):
+        ctx = _ctx(market, v, RankingConfig())
+        c = ctx.candidates
+        assert c.not_kept().tolist() == []  # nothing dropped yet
+        ctx.served = {f"room_{(v * 13 + k) % 600}" for k in range(25)} | {"room_gone_long_ago"}
+        ctx.blocked_merchants = {f"mer_{(v + 7) % 300:016x}"}
+        await Filters().apply(ctx)  # served, swiped away within the window (every third visit), blocked
+        assert c.dropped and c.not_kept().tolist() == np.flatnonzero(~c.keep).tolist()
+        assert len(c.not_kept()) >= 25
+        c.keep[(v * 31) % 600] = False  # dropped without telling the set: the scan answers
+        assert c.not_kept().tolist() == np.flatnonzero(~c.keep).tolist()
+        c.keep[c.dropped[0][0]] = True  # kept again after a drop: the scan answers too
+        assert c.not_kept().tolist() == np.flatnonzero(~c.keep).tolist()
+    assert market.candidates.fresh_copy().dropped == []
 
 
 async def test_equal_configs_share_what_a_candidate_set_keeps(market: Any) -> None:
