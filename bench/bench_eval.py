@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_scorer import command_line, write_results  # noqa: E402
 
-from ranking.movielens import run_check, run_pipeline_check  # noqa: E402
+from ranking.movielens import run_check, run_pipeline_check, run_pipeline_seeds  # noqa: E402
 from simulator import Marketplace  # noqa: E402
 from simulator.evaluation import evaluate_market, summary, write_report  # noqa: E402
 from worlds.report import OFFLINE_ISSUE_KEYS  # noqa: E402
@@ -175,20 +175,27 @@ def movielens_only() -> None:
     simulator's figures kept) and their own block of docs/benchmarks.md."""
     load_before = os.getloadavg()[0]
     ml = run_check(epochs=10, threads=2)
-    pipeline = run_pipeline_check()
+    pipeline = run_pipeline_seeds()
     load_after = os.getloadavg()[0]
     figures = {
         "ml100k_p10": round(ml.precision_at_10, 4),
         "ml100k_auc": round(ml.auc, 4),
         "ml100k_p10_pipeline": round(pipeline.p10_pipeline, 4),
         "ml100k_p10_plain": round(pipeline.p10_plain, 4),
+        "ml100k_p10_diff_ci_low": round(pipeline.diff_ci_low, 4),
+        "ml100k_p10_diff_ci_high": round(pipeline.diff_ci_high, 4),
+        "ml100k_seeds": list(pipeline.seeds),
+        "ml100k_p10_pipeline_per_seed": list(pipeline.per_seed_pipeline),
+        "ml100k_p10_plain_per_seed": list(pipeline.per_seed_plain),
     }
     lines = [
         f"MovieLens-100k (LightFM docs setup, WARP, 10 epochs): P@10 {ml.precision_at_10:.3f} (docs 0.11), AUC {ml.auc:.3f}",
-        f"MovieLens-100k, time-ordered split (last 10 ratings per user held out, {pipeline.users} users): "
-        f"through roomfeed's pipeline P@10 {pipeline.p10_pipeline:.3f} vs plain LightFM {pipeline.p10_plain:.3f} "
-        f"({pipeline.p10_pipeline / pipeline.p10_plain:.3f}x); {pipeline.seconds:.0f} s; "
-        f"host load {load_before:.1f} at the start, {load_after:.1f} at the end",
+        f"MovieLens-100k, time-ordered split (last 10 ratings per user held out, {pipeline.users} users), "
+        f"seeds {list(pipeline.seeds)} each fit on one thread: through roomfeed's pipeline P@10 "
+        f"{pipeline.p10_pipeline:.4f} vs plain LightFM {pipeline.p10_plain:.4f} (mean over seeds; per seed "
+        f"{list(pipeline.per_seed_pipeline)} vs {list(pipeline.per_seed_plain)}), difference {pipeline.diff:+.4f} "
+        f"(95 %, users resampled: {pipeline.diff_ci_low:+.4f} … {pipeline.diff_ci_high:+.4f}); "
+        f"{pipeline.seconds:.0f} s; host load {load_before:.1f} at the start, {load_after:.1f} at the end",
     ]
     print("\n".join(lines))
     path = RESULTS / "eval.json"

@@ -39,3 +39,27 @@ def test_time_decay_never_silently_zeroes_a_long_window(caplog: pytest.LogCaptur
     assert "almost no weight" in caplog.text
     relative = decay_weights(ts, int(ts.max()) + 1, WeightParams())  # half-life >= half the window
     assert float(np.median(relative)) > 0.5
+
+
+def test_the_pipeline_check_over_seeds_pairs_users_and_averages_seeds() -> None:
+    import numpy as np
+
+    from ranking.movielens import PipelineCheck, summarise_seeds
+
+    rng = np.random.default_rng(1)
+    plain = rng.integers(0, 4, 500) / 10.0
+
+    def check(gain: float, seed: int) -> PipelineCheck:
+        mine = plain + np.where(np.random.default_rng(seed).random(500) < gain, 0.1, 0.0)
+        return PipelineCheck(float(mine.mean()), float(plain.mean()), 500, 1.0, mine, plain.copy())
+
+    summary = summarise_seeds([check(0.3, 1), check(0.1, 2)], (1, 2))
+    assert summary.seeds == (1, 2) and summary.users == 500 and summary.seconds == 2.0
+    assert summary.p10_pipeline == pytest.approx(plain.mean() + 0.02, abs=0.005)
+    assert summary.diff == pytest.approx(summary.p10_pipeline - summary.p10_plain)
+    assert 0 < summary.diff_ci_low < summary.diff < summary.diff_ci_high
+    # No gain: the interval spans 0.
+    even = summarise_seeds([check(0.0, 3)], (3,))
+    assert even.diff == 0.0 and even.diff_ci_low <= 0.0 <= even.diff_ci_high
+    with pytest.raises(ValueError, match="checks for"):
+        summarise_seeds([check(0.1, 1)], (1, 2))
