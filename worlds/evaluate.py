@@ -156,6 +156,16 @@ def simulation_sources(root: Path | None = None) -> list[Path]:
     return sorted(seen.values())
 
 
+def _record_fields(record: type) -> list[tuple[str, str]]:
+    """A dataclass's fields and defaults as text that is the same in every process: a field without a
+    default has `dataclasses.MISSING`, whose repr is a memory address (in the key until 2026-12-07, it made
+    every process compute another key, so no run ever read a world another process had kept)."""
+    return [
+        (f.name, "" if f.default is dataclasses.MISSING else repr(f.default))
+        for f in dataclasses.fields(record)
+    ]
+
+
 def _world_key(config: SimConfig, root: Path | None = None) -> str:
     """The cache key of the world `config` simulates: its configuration (a preset's values included), what
     it reads of ranking/features.py, and the source of the code its simulation runs (`simulation_sources`)."""
@@ -163,9 +173,7 @@ def _world_key(config: SimConfig, root: Path | None = None) -> str:
     digest = hashlib.sha256(repr(config).encode())
     # Of ranking/features.py the simulator reads only the price bands and the RoomFeatures record: those,
     # not the whole file (ranking's work there would otherwise simulate every world again).
-    digest.update(
-        repr((PRICE_BANDS, [(f.name, f.default) for f in dataclasses.fields(RoomFeatures)])).encode()
-    )
+    digest.update(repr((PRICE_BANDS, _record_fields(RoomFeatures))).encode())
     for source in simulation_sources(root):
         digest.update(source.relative_to(root).as_posix().encode())
         digest.update(source.read_bytes())

@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -617,3 +619,18 @@ def test_discovery_beyond_the_page_follows_the_methods_own_order() -> None:
     # draw puts it first or second of them.
     as_paged = judge(targets, page_method(lambda t: favourites, page), seed=1)
     assert (as_paged.discovery_ranks < 5).mean() < 1.0
+
+
+def test_the_world_cache_key_is_the_same_in_every_process() -> None:
+    code = (
+        "from simulator.presets import world_config; from worlds.evaluate import _world_key; "
+        "print(_world_key(world_config('loyal', 1, n_viewers=600, n_merchants=40, days=2)))"
+    )
+    keys = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
+    assert len(keys) == 1
+    assert keys == {
+        world_evaluate._world_key(world_config("loyal", 1, n_viewers=600, n_merchants=40, days=2)) + "\n"
+    }
