@@ -59,7 +59,7 @@ class Patterns:
     repeat_lift: float = 3.0
     repeat_min_visits: int = 10
     repeat_p: float = 1e-4
-    chain_focus: float = 0.8  # a chain's flows each carry at least this share of their contributor's visits
+    chain_focus: float = 0.9  # a chain's flows each carry at least this share of their contributor's visits
 
 
 # The visits whose credit stands (held or confirmed) within the window starting at $1: what a pass
