@@ -103,11 +103,17 @@ class GrantBook:
 
     async def pending(self, merchant_ids: list[str], now: float) -> dict[str, int]:
         """Grants outstanding per merchant (expired ones dropped first)."""
+        return (await self.outstanding(merchant_ids, now))[0]
+
+    async def outstanding(self, merchant_ids: list[str], now: float) -> tuple[dict[str, int], int]:
+        """Grants outstanding per merchant, and how many lapsed unclaimed (dropped by this call: a
+        boosted room whose impression never came)."""
         if not merchant_ids:
-            return {}
+            return {}, 0
         pipe = self.redis.pipeline(transaction=False)
         for m in merchant_ids:
             pipe.zremrangebyscore(pending_key(m), "-inf", now)
             pipe.zcard(pending_key(m))
         replies = await pipe.execute()
-        return {m: int(replies[2 * i + 1]) for i, m in enumerate(merchant_ids)}
+        lapsed = sum(int(replies[2 * i]) for i in range(len(merchant_ids)))
+        return {m: int(replies[2 * i + 1]) for i, m in enumerate(merchant_ids)}, lapsed

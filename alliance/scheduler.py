@@ -41,6 +41,7 @@ import contextlib
 import logging
 import statistics
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,6 +130,35 @@ def advance_of(
     return max(0.0, min(held, standing * (evidence.held_aged + young_trust * evidence.held_young)))
 
 
+class ReachEstimate:
+    """The share of boosted rooms placed whose impression came (their grants claimed, not lapsed), over
+    the last `window_s` of wall time, pooled over merchants. Outstanding grants count against a debt
+    at this share: a grant that lapses unreached blocked its debt for the grant's whole life (30
+    alliance minutes), and with most boosted rooms low on their pages (never first) over half lapse,
+    which capped delivery well under what a merchant earned while it was live. Until `min_outcomes`
+    grants have ended in the window it is 1 (every outstanding grant counts in full)."""
+
+    def __init__(self, window_s: float, min_outcomes: int = 20, floor: float = 0.1) -> None:
+        self.window_s = window_s
+        self.min_outcomes = min_outcomes
+        self.floor = floor
+        self._ticks: deque[tuple[float, float, int]] = deque()  # (now, delivered in all, lapsed at this tick)
+
+    def add(self, now: float, delivered_total: float, lapsed: int) -> None:
+        self._ticks.append((now, delivered_total, lapsed))
+        while len(self._ticks) > 1 and self._ticks[0][0] < now - self.window_s:
+            self._ticks.popleft()
+
+    def value(self) -> float:
+        if len(self._ticks) < 2:
+            return 1.0
+        delivered = max(0.0, self._ticks[-1][1] - self._ticks[0][1])
+        lapsed = sum(n for _, _, n in list(self._ticks)[1:])
+        if delivered + lapsed < self.min_outcomes:
+            return 1.0
+        return max(self.floor, delivered / (delivered + lapsed))
+
+
 class ExposureScheduler:
     def __init__(
         self,
@@ -153,6 +183,7 @@ class ExposureScheduler:
         self.burst_hours = burst_hours
         self.max_tick_s = max_tick_s
         self._refill = redis.register_script(_REFILL)
+        self.reach = ReachEstimate(window_s=self.clock.wall(3600.0))
 
     async def held_evidence(self, now: float) -> tuple[dict[str, HeldEvidence], float]:
         """Each contributor's held credit by account age and its new-account share of the trailing
@@ -178,7 +209,8 @@ class ExposureScheduler:
         debt: dict[str, float] = {}
         main: dict[str, tuple[float, str]] = {}
         held: dict[str, tuple[float, float, float]] = {}
-        for b in await self.ledger.balances():
+        balances = await self.ledger.balances()
+        for b in balances:
             debt[b.merchant_id] = debt.get(b.merchant_id, 0.0) + b.balance
             h, e, c = held.get(b.merchant_id, (0.0, 0.0, 0.0))
             held[b.merchant_id] = (h + b.held, e + b.earned, c + b.clawed_back)
@@ -188,10 +220,13 @@ class ExposureScheduler:
         for merchant_id, (h, e, c) in held.items():
             debt[merchant_id] += advance_of(self.advance, h, e, c, evidence.get(merchant_id), median_young)
         owed = [m for m, d in debt.items() if d >= 0.5]
-        pending = await self.grants.pending(owed, now)
+        pending, lapsed = await self.grants.outstanding(owed, now)
+        self.reach.add(now, sum(b.delivered for b in balances), lapsed)
+        reach = self.reach.value()
         plans = {}
         for merchant_id in owed:
-            left = debt[merchant_id] - pending.get(merchant_id, 0)
+            # Outstanding grants are expected to deliver at the share recently reached (ReachEstimate).
+            left = debt[merchant_id] - reach * pending.get(merchant_id, 0)
             if left < 0.5:  # less than one impression not already on its way
                 continue
             t = terms.get(main[merchant_id][1], Terms())

@@ -17,7 +17,7 @@ from alliance import ledger
 from alliance.alliances import AllianceBook, Terms
 from alliance.boost import AllianceBoost, choose_boosts, enter_probability, slot_for
 from alliance.grants import TOKENS_KEY, grant_key
-from alliance.scheduler import BoostPlan, ExposureScheduler
+from alliance.scheduler import BoostPlan, ExposureScheduler, ReachEstimate
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext
 
@@ -208,3 +208,18 @@ async def test_no_tokens_when_the_debt_is_paid(pool: asyncpg.Pool, redis: Redis)
     plans = await scheduler.recompute(time.time() + 600)
     assert contributor not in plans
     assert await redis.hget(TOKENS_KEY, contributor) is None
+
+
+def test_outstanding_grants_count_at_the_share_recently_reached() -> None:
+    """Grants that lapse unreached blocked their debt for a grant's life: outstanding grants count at
+    the share of recent grants whose impression came, once there are enough outcomes to judge."""
+    reach = ReachEstimate(window_s=100.0, min_outcomes=20)
+    assert reach.value() == 1.0
+    reach.add(0.0, 50.0, 0)
+    reach.add(10.0, 55.0, 3)  # 5 delivered, 3 lapsed: too few outcomes yet
+    assert reach.value() == 1.0
+    reach.add(20.0, 62.0, 12)  # 12 delivered, 15 lapsed since the window began
+    assert reach.value() == 12 / 27
+    reach.add(200.0, 62.0, 40)  # the window moved on: what came before it no longer counts ...
+    reach.add(210.0, 62.0, 25)  # ... and since, 25 lapsed and none was reached
+    assert reach.value() == 0.1  # the floor
