@@ -59,6 +59,7 @@ class Patterns:
     repeat_lift: float = 3.0
     repeat_min_visits: int = 10
     repeat_p: float = 1e-4
+    by_hour: bool = True  # member-graph flows judged against the same hours' base rates (hour_shares)
     chain_focus: float = 0.9  # a chain's flows each carry at least this share of their contributor's visits
 
 
@@ -94,11 +95,50 @@ def new_account_flags(shares: dict[str, tuple[int, int]], patterns: Patterns) ->
     return {k for k, (y, n) in enough.items() if y / n > bar}
 
 
-def excessive_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tuple[str, str]]:
+Hourly = dict[tuple[str, str, int], int]  # (contributor, host, alliance hour) → counted visits
+
+
+def hour_shares(hourly: Hourly) -> Callable[[str, str], float]:
+    """B's expected share of A's visits when A's visits are spread over the hours as they were and,
+    within each hour, go to B as the other contributors' visits of that hour did (neither A nor B).
+    Two members live at the same hours trade visits because their rooms are what the feed shows then,
+    not by collusion: a day-wide base rate made such honest pairs look excessive."""
+    out_h: dict[tuple[str, int], int] = defaultdict(int)
+    into_h: dict[tuple[str, int], int] = defaultdict(int)
+    total_h: dict[int, int] = defaultdict(int)
+    pair_h: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+    for (a, b, h), n in hourly.items():
+        out_h[(a, h)] += n
+        into_h[(b, h)] += n
+        total_h[h] += n
+        pair_h[(a, b)].append((h, n))
+    hours_of: dict[str, list[int]] = defaultdict(list)
+    for a, h in out_h:
+        hours_of[a].append(h)
+
+    def share(a: str, b: str) -> float:
+        n_ab = dict(pair_h.get((a, b), []))
+        spent = expected = 0.0
+        for h in hours_of[a]:
+            n_a = out_h[(a, h)]
+            others = total_h[h] - n_a - out_h.get((b, h), 0)
+            if others <= 0:
+                continue  # no one else visited that hour: it says nothing about B's draw
+            spent += n_a
+            expected += n_a * max(into_h.get((b, h), 0) - n_ab.get(h, 0), 0) / others
+        return expected / spent if spent > 0 else 0.0
+
+    return share
+
+
+def excessive_flows(
+    flows: dict[tuple[str, str], int], patterns: Patterns, hourly: Hourly | None = None
+) -> set[tuple[str, str]]:
     """Ordered pairs (A, B) where A's viewers visit B far more than other contributors' viewers visit B:
     lift ≥ `reciprocal_lift` against B's share of the others' visits and a binomial tail below
-    `reciprocal_p`. On its own this is taste (a contributor whose followers like B's category); a pair
-    of them both ways, or a cycle of them, is a pattern (below)."""
+    `reciprocal_p`. With `hourly` the share is taken hour by hour (`hour_shares`): B's share of the
+    others' visits in the hours A's viewers visited. On its own this is taste (a contributor whose
+    followers like B's category); a pair of them both ways, or a cycle of them, is a pattern (below)."""
     out_total: dict[str, int] = defaultdict(int)
     into: dict[str, int] = defaultdict(int)
     total = 0
@@ -106,6 +146,7 @@ def excessive_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> se
         out_total[a] += n
         into[b] += n
         total += n
+    by_hour = hour_shares(hourly) if hourly is not None else None
 
     def excessive(a: str, b: str) -> bool:
         n_ab = flows.get((a, b), 0)
@@ -117,6 +158,8 @@ def excessive_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> se
         if others <= 0:
             return False
         base = max(into_b, 0.5) / others
+        if by_hour is not None:
+            base = max(by_hour(a, b), 0.5 / others)
         lift = (n_ab / out_total[a]) / base
         return (
             lift >= patterns.reciprocal_lift
@@ -126,11 +169,13 @@ def excessive_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> se
     return {(a, b) for a, b in flows if a != b and excessive(a, b)}
 
 
-def reciprocal_pairs(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tuple[str, str]]:
+def reciprocal_pairs(
+    flows: dict[tuple[str, str], int], patterns: Patterns, hourly: Hourly | None = None
+) -> set[tuple[str, str]]:
     """Ordered pairs (A, B) of a reciprocal pattern: A's viewers visit B, and B's visit A, each far
     more than other contributors' viewers visit that host (`excessive_flows`), both directions.
     Returns both (A, B) and (B, A)."""
-    edges = excessive_flows(flows, patterns)
+    edges = excessive_flows(flows, patterns, hourly)
     return {(a, b) for a, b in edges if (b, a) in edges}
 
 
@@ -142,11 +187,13 @@ def two_steps(edges: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
     return [(a, b, c) for a, b in edges for c in after[b] if c not in (a, b)]
 
 
-def ring_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tuple[str, str]]:
+def ring_flows(
+    flows: dict[tuple[str, str], int], patterns: Patterns, hourly: Hourly | None = None
+) -> set[tuple[str, str]]:
     """The flows of rings: three members whose viewers pass visits round a cycle A→B→C→A, each flow
     excessive (`excessive_flows`), which no pair returns (so `reciprocal_pairs` cannot see it).
     Returns the cycle's three ordered pairs."""
-    edges = excessive_flows(flows, patterns)
+    edges = excessive_flows(flows, patterns, hourly)
     ring: set[tuple[str, str]] = set()
     for a, b, c in two_steps(edges):
         if (c, a) in edges:
@@ -154,14 +201,16 @@ def ring_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tup
     return ring
 
 
-def chain_flows(flows: dict[tuple[str, str], int], patterns: Patterns) -> set[tuple[str, str]]:
+def chain_flows(
+    flows: dict[tuple[str, str], int], patterns: Patterns, hourly: Hourly | None = None
+) -> set[tuple[str, str]]:
     """The flows of chains: A's viewers visit B and B's viewers visit C (three distinct members), each
     flow excessive (`excessive_flows`) and *focused* — at least `chain_focus` of its contributor's
     counted visits go to that one host. A ring whose cycle never closes (A→B→C, no C→A) is a chain;
     honest followers spread their visits over the partners the feed shows them, so one focused
     excessive flow is taste at most, and a contributor whose viewers all go to one partner whose
     viewers all go to a third is the ring's shape. Returns both flows of each chain."""
-    edges = excessive_flows(flows, patterns)
+    edges = excessive_flows(flows, patterns, hourly)
     out_total: dict[str, int] = defaultdict(int)
     for (a, _), n in flows.items():
         out_total[a] += n
@@ -354,21 +403,27 @@ class Settlement:
             marked.append(
                 ("new_account_share", {"merchants": sorted(young_merchants), "codes": sorted(young_codes)})
             )
-        flows = {
-            (r["contributor_id"], r["host_merchant_id"]): int(r["n"])
+        hourly: Hourly = {
+            (r["contributor_id"], r["host_merchant_id"], int(r["h"])): int(r["n"])
             for r in await conn.fetch(
-                f"""SELECT contributor_id, host_merchant_id, count(*) AS n FROM alliance_visits
-                    WHERE {EARNED} GROUP BY contributor_id, host_merchant_id""",  # noqa: S608
+                f"""SELECT contributor_id, host_merchant_id, floor(extract(epoch FROM at) * $2 / 3600)::bigint AS h,
+                           count(*) AS n
+                    FROM alliance_visits WHERE {EARNED} GROUP BY 1, 2, 3""",  # noqa: S608
                 since,
+                self.clock.scale,
             )
         }
-        pairs = reciprocal_pairs(flows, self.patterns)
+        flows: dict[tuple[str, str], int] = defaultdict(int)
+        for (a, b, _), n in hourly.items():
+            flows[(a, b)] += n
+        by_hour = hourly if self.patterns.by_hour else None
+        pairs = reciprocal_pairs(flows, self.patterns, by_hour)
         if pairs:
             marked.append(("reciprocal_pattern", {"pairs": sorted(pairs)}))
-        ring = ring_flows(flows, self.patterns) - pairs
+        ring = ring_flows(flows, self.patterns, by_hour) - pairs
         if ring:
             marked.append(("ring_pattern", {"pairs": sorted(ring)}))
-        chain = chain_flows(flows, self.patterns) - pairs - ring
+        chain = chain_flows(flows, self.patterns, by_hour) - pairs - ring
         if chain:
             marked.append(("chain_pattern", {"pairs": sorted(chain)}))
         repeats = await self._repeat_viewers(conn, since)

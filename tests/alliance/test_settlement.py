@@ -417,6 +417,38 @@ def test_ring_flows_need_the_whole_cycle() -> None:
     assert ring_flows(honest, Patterns()) == set()
 
 
+def test_members_live_at_the_same_hours_are_not_a_pattern_but_a_trade_within_them_is() -> None:
+    """Hour 20: only a's and b's rooms are live, so every contributor's viewers visit them, a's and b's
+    own included. Against the day's base rate (most visits went to rooms live at other hours) a and b
+    look like a reciprocal pair; against the same hour's they are what everyone did. A pair trading
+    visits while others' viewers go elsewhere in those same hours is still a pattern."""
+    hourly: dict[tuple[str, str, int], int] = {}
+    others = "cdefgh"
+    for h in (10, 14, 18):  # the day: other rooms live, a and b not
+        for c in others:
+            for host in others:
+                if host != c:
+                    hourly[(c, host, h)] = 3
+    for c in others:  # hour 20: a's and b's rooms are the ones live
+        hourly[(c, "a", 20)] = 2
+        hourly[(c, "b", 20)] = 2
+    hourly[("a", "b", 20)] = 6
+    hourly[("b", "a", 20)] = 6
+    flows: dict[tuple[str, str], int] = {}
+    for (x, y, _), n in hourly.items():
+        flows[(x, y)] = flows.get((x, y), 0) + n
+    assert reciprocal_pairs(flows, Patterns()) == {("a", "b"), ("b", "a")}  # the day-wide base rate
+    assert reciprocal_pairs(flows, Patterns(), hourly) == set()
+    trade = dict(hourly)
+    for h in (10, 14):  # x and y trade at hours when the others' viewers visit the others' rooms
+        trade[("x", "y", h)] = 6
+        trade[("y", "x", h)] = 6
+    traded: dict[tuple[str, str], int] = {}
+    for (x, y, _), n in trade.items():
+        traded[(x, y)] = traded.get((x, y), 0) + n
+    assert reciprocal_pairs(traded, Patterns(), trade) == {("x", "y"), ("y", "x")}
+
+
 def test_chain_flows_take_a_ring_whose_cycle_never_closed() -> None:
     """A→B→C with no C→A (the ring attack when its third member's viewers found no target room): each
     flow excessive and nearly all of its contributor's visits. Taste is one focused flow, or flows that
