@@ -45,7 +45,6 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, get_args
 
 import asyncpg
 import orjson
@@ -57,6 +56,7 @@ from alliance.grants import TOKENS_KEY, GrantBook
 from alliance.ledger import Ledger
 from alliance.settlement import Settlement
 from roomfeed.leader import Leadership, always_lead
+from roomfeed.settings import ALLIANCE_ADVANCE_MODES
 
 log = logging.getLogger("roomfeed.alliance")
 
@@ -74,8 +74,8 @@ class BoostPlan:
     share_cap: float = 0.2
 
 
-AdvanceMode = Literal["none", "held", "trusted"]
-ADVANCE_MODES: tuple[AdvanceMode, ...] = get_args(AdvanceMode)
+AdvanceMode = str  # one of ADVANCE_MODES (the one list: roomfeed.settings)
+ADVANCE_MODES: tuple[str, ...] = ALLIANCE_ADVANCE_MODES
 
 
 def advance_mode(name: str) -> AdvanceMode:
