@@ -56,7 +56,7 @@ from alliance.grants import TOKENS_KEY, GrantBook
 from alliance.ledger import Ledger
 from alliance.settlement import Settlement
 from roomfeed.leader import Leadership, always_lead
-from roomfeed.settings import ALLIANCE_ADVANCE_MODES
+from roomfeed.settings import ALLIANCE_ADVANCE_MODES, AllianceAdvance
 
 log = logging.getLogger("roomfeed.alliance")
 
@@ -74,8 +74,8 @@ class BoostPlan:
     share_cap: float = 0.2
 
 
-AdvanceMode = str  # one of ADVANCE_MODES (the one list: roomfeed.settings)
-ADVANCE_MODES: tuple[str, ...] = ALLIANCE_ADVANCE_MODES
+AdvanceMode = AllianceAdvance  # the one list of modes is roomfeed.settings'
+ADVANCE_MODES = ALLIANCE_ADVANCE_MODES
 
 
 def advance_mode(name: str) -> AdvanceMode:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal, get_args
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +26,8 @@ def _env(name: str, default: str) -> str:
 
 MIN_ARCHIVE_RETENTION_DAYS = 9
 # How much held (provisional) alliance credit is paid back ahead of its confirmation (alliance.scheduler).
-ALLIANCE_ADVANCE_MODES = ("none", "held", "trusted")
+AllianceAdvance = Literal["none", "held", "trusted"]
+ALLIANCE_ADVANCE_MODES: tuple[AllianceAdvance, ...] = get_args(AllianceAdvance)
 
 
 class SettingsError(ValueError):
