@@ -68,6 +68,8 @@ from rooms.orders import OrderBook
 from worlds import cli as worlds_cli
 
 log = logging.getLogger("roomfeed.assembly")
+# A part's stop() past this is abandoned (its own waits are shorter: impressions drain 2 s, sinks 10 s).
+PART_STOP_S = 30.0
 
 
 class Part(Protocol):
@@ -157,10 +159,14 @@ class Services:
             self._started.append(part)
 
     async def stop(self) -> None:
+        """Stop the started parts in reverse order; a part that does not stop in PART_STOP_S is left
+        behind (logged) so the rest still stop and the process can exit."""
         while self._started:
             part = self._started.pop()
             try:
-                await part.stop()
+                await asyncio.wait_for(part.stop(), PART_STOP_S)
+            except TimeoutError:
+                log.error("%s did not stop in %.0f s; left behind", type(part).__name__, PART_STOP_S)
             except Exception:
                 log.exception("%s did not stop cleanly", type(part).__name__)
 

@@ -41,7 +41,10 @@ async def running(runners: list[SinkRunner]) -> AsyncIterator[list[SinkRunner]]:
                 await task
 
 
-@pytest.fixture(scope="session")
+# Package scope: the consumers stop when tests/events ends. Kept for the whole session, their group
+# sessions expired while later synchronous tests held the event loop, and the outside CI's teardown
+# then waited on aiokafka's stop (events/consumer.py STOP_TIMEOUT_S).
+@pytest.fixture(scope="package")
 async def worker(
     app_client: httpx.AsyncClient, migrated: Settings, redis: Redis, pool: asyncpg.Pool
 ) -> AsyncIterator[list[SinkRunner]]:

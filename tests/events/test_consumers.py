@@ -250,3 +250,36 @@ async def _split(logs: list[Path], groups: list[str], partitions: int) -> bool:
         if not first or not second or first & second or len(first | second) != partitions:
             return False
     return True
+
+
+class _Stuck:
+    """A Kafka client whose stop() never returns (aiokafka's consumer after its session expired)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    async def stop(self) -> None:
+        await asyncio.Event().wait()
+
+
+class _Quick(_Stuck):
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_stop_is_bounded_when_a_kafka_client_hangs(
+    migrated: Settings, redis: Redis, monkeypatch: Any, caplog: Any
+) -> None:
+    """A consumer that never stops is abandoned after STOP_TIMEOUT_S, and the producer still stops."""
+    import events.consumer as consumer_module
+
+    monkeypatch.setattr(consumer_module, "STOP_TIMEOUT_S", 0.2)
+    runner = SinkRunner(migrated, RealtimeSink(redis))
+    stuck, quick = _Stuck(), _Quick()
+    runner.consumer, runner.dead_letters = stuck, quick
+    started = asyncio.get_running_loop().time()
+    with caplog.at_level(logging.WARNING, logger="roomfeed.events.consumer"):
+        await asyncio.wait_for(runner.stop(), 5)
+    assert asyncio.get_running_loop().time() - started < 2
+    assert quick.stopped
+    assert any("did not stop" in r.getMessage() for r in caplog.records)
