@@ -15,7 +15,14 @@ from redis.asyncio import Redis
 
 from alliance import ledger
 from alliance.alliances import AllianceBook, Terms
-from alliance.boost import AllianceBoost, choose_boosts, enter_probability, slot_for
+from alliance.boost import (
+    SLOT_COST_CAP,
+    AllianceBoost,
+    choose_boosts,
+    enter_probability,
+    slot_cost,
+    slot_for,
+)
 from alliance.grants import TOKENS_KEY, grant_key
 from alliance.scheduler import BoostPlan, ExposureScheduler, ReachEstimate
 from feed.config import RankingConfig
@@ -73,8 +80,47 @@ def test_only_rooms_off_the_page_the_viewer_wants_enough_are_boosted() -> None:
 
 def test_a_boosted_room_is_never_first() -> None:
     assert slot_for(0.99, [0.5, 0.4, 0.3], 3) == 1
-    assert slot_for(0.35, [0.5, 0.4, 0.3], 3) == 2
-    assert slot_for(0.01, [0.5, 0.4, 0.3], 3) == 2  # below every room: the page's last slot
+    assert slot_for(0.35, [0.5, 0.4, 0.3], 3) == 1  # wanted more than the room it pushes off: free
+    assert slot_for(0.99, [0.5, 0.4, 0.3], 3, cost_cap=0.0) == 1
+
+
+def test_a_boosted_room_sits_as_high_as_its_relevance_cost_allows() -> None:
+    page = [0.4, 0.3, 0.25, 0.2, 0.15]
+    # Nearly as wanted as the page: the second slot (reached most often) costs little.
+    assert slot_for(0.14, page, 5) == 1 and slot_cost(0.14, page, 5, 1) <= SLOT_COST_CAP
+    # Much less wanted: higher slots cost more than the cap, so it goes lower, down to the last slot.
+    low = slot_for(0.05, page, 5)
+    assert low > 1 and slot_cost(0.05, page, 5, low) <= SLOT_COST_CAP < slot_cost(0.05, page, 5, low - 1)
+    assert slot_for(0.05, page, 5, cost_cap=0.0) == 4  # no budget: the cheapest slot, the last
+    assert slot_for(0.05, page, 5, cost_cap=1.0) == 1
+    # The cost is the page's DCG lost: 0 where the room replaces an equal one at the end.
+    assert abs(slot_cost(0.15, page, 5, 4)) < 1e-12
+
+
+async def test_two_owed_rooms_share_a_page_while_the_running_share_is_under_the_cap(redis: Redis) -> None:
+    stage = AllianceBoost(redis, plan_ttl_s=1e9)
+    merchants = [f"r{i}-{secrets.token_hex(2)}" for i in range(30)]
+    stage._plans = {m: plan(m, floor=0.0, cap=0.2) for m in merchants}
+    stage._loaded_at = time.monotonic()
+    await redis.hset(TOKENS_KEY, mapping={m: "1000" for m in merchants})
+    for _ in range(50):  # pages with nothing owed on them: the share used so far is 0
+        stage.note_page(5)
+    ctx = context(merchants, list(np.linspace(1.0, 0.9, 30)), count=5, seed=3, session="two-1")
+    await stage.apply(ctx)
+    c = ctx.candidates
+    page = ctx.order[:5]
+    boosted = [i for i in page if c.boosted[i]]
+    assert len(boosted) == 2 and page[0] not in boosted
+    assert set(ctx.displaced) == set(boosted)
+    assert not any(c.boosted[i] for i in ctx.displaced.values())  # organic rooms pushed off, not a boost
+    assert len(set(ctx.order)) == len(ctx.order)
+    # Every page full of boosts: the running share reaches the cap and pages go back to one slot.
+    counts = []
+    for k in range(400):
+        ctx = context(merchants, list(np.linspace(1.0, 0.9, 30)), count=5, seed=k, session=f"two-{k + 2}")
+        await stage.apply(ctx)
+        counts.append(int(ctx.candidates.boosted.sum()))
+    assert abs(np.mean(counts[-200:]) / 5 - 0.2) < 0.02
 
 
 async def test_placed_rooms_carry_a_grant_and_push_the_last_room_off(redis: Redis) -> None:
