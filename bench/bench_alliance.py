@@ -632,10 +632,40 @@ class Seen:
     # simulated hour: CPU seconds each process spent in it, the posts' p50/p90 (`hours`).
     post_ms: list[float] = field(default_factory=list)
     hours: list[dict[str, Any]] = field(default_factory=list)
+    # What became of owed merchants on pages, by role (honest/attack) and outcome: the boost stage's
+    # per-hour tally (alliance.boost) read back from the run's Redis as each simulated hour ends.
+    placement: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Day:
     """One simulated day (and its settlement tail) through the HTTP API."""
+
+    tally_next: int  # the next alliance hour of the boost stage's tally to read (read_tally)
+
+    async def read_tally(self, redis: Any, final: bool = False) -> None:
+        """Add the boost stage's tally of the alliance hours ended since the last read
+        (rf:al:tally:<merchant>:<hour>, hours of epoch time × scale: alliance.boost.hour_bucket), by the
+        merchant's role, to `seen.placement` (the keys live 3 alliance hours: read as each hour ends).
+        `final`: the hour under way too (the end of the run)."""
+        now = int(time.time() * self.scale // HOUR)
+        hours = range(self.tally_next, now + 1 if final else now)
+        self.tally_next = hours.stop
+        try:
+            for hour in hours:
+                await self._read_tally_hour(redis, hour)
+        except Exception as exc:  # an explanation only: never fail the run for it
+            print(f"  tally not read: {exc}", flush=True)
+
+    async def _read_tally_hour(self, redis: Any, hour: int) -> None:
+        async for key in redis.scan_iter(match=f"rf:al:tally:*:{hour}", count=500):
+            name = key.decode() if isinstance(key, bytes) else key
+            merchant = self.by_merchant_id.get(name.split(":")[3])
+            role = merchant.role if merchant is not None else "outside"
+            group = "honest" if role in ("heavy", "light", "silent") else role
+            counts = self.seen.placement.setdefault(group, {})
+            for outcome, n in (await redis.hgetall(key)).items():
+                o = outcome.decode() if isinstance(outcome, bytes) else outcome
+                counts[o] = counts.get(o, 0) + int(n)
 
     def __init__(
         self, args: argparse.Namespace, world: World, stack: Stack, login: Login, operator: str
@@ -648,6 +678,7 @@ class Day:
         self.scale = args.scale
         self.t0 = time.time()
         self.seen = Seen()
+        self.tally_next = int(self.t0 * self.scale // HOUR)  # the next alliance hour of tally to read
         self.rng = np.random.default_rng(args.seed + 1)
         # Apps are independent phones: enough requests in flight that an app's post does not queue behind
         # thousands of others' in the bench (a 48-request cap made app events reach the server minutes
@@ -1379,6 +1410,7 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
     try:
         day = Day(args, world, stack, login, operator)
         day.t0 = t0
+        day.tally_next = int(time.time() * args.scale // HOUR)
         began = time.time()
         await day.set_up()
         print(f"  set-up {time.time() - began:.0f} s of {args.setup_s:.0f}", flush=True)
@@ -1399,6 +1431,7 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
             h = int(day.now() // HOUR)
             if h != last:
                 last = h
+                await day.read_tally(env.redis)
                 s = day.seen
                 print(
                     f"  h{h:02d} sessions {s.sessions} (codes {s.code_sessions}) requests {s.requests}"
@@ -1410,6 +1443,7 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
         while day.now() < tail_end:
             await day.pause(HOUR)
             settled = await day.settled()
+            await day.read_tally(env.redis)
             s = day.seen
             print(
                 f"  tail h{int(day.now() // HOUR):02d} settled {settled} requests {s.requests}"
@@ -1419,6 +1453,7 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
             if settled:
                 break
         tail = day.now() - end
+        await day.read_tally(env.redis, final=True)
         for task in runner:
             task.cancel()
         await asyncio.gather(*runner, return_exceptions=True)
@@ -1671,6 +1706,17 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
                 u_enter += seen[1]
     b_rate = b_enter / b_reach if b_reach else 0.0
     u_rate = u_enter / u_reach if u_reach else 0.0
+    # Where boosted rooms sat on their pages (entry rooms aside) and how often the apps reached them.
+    slots: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for page in day.seen.pages:
+        shown = [r for r in page["rooms"] if not r[4]]
+        for position, (room_id, _, boosted, _, _) in enumerate(shown):
+            if boosted:
+                slots[position][0] += 1
+                slots[position][1] += (page["session"], room_id) in day.seen.reached
+    boosted_slots = {
+        str(k): {"served": n, "reached": r, "reach": round(r / n, 3)} for k, (n, r) in sorted(slots.items())
+    }
     # Relevance: NDCG@10 of each page as served against the page without its boosts.
     displaced = out.displaced
     room_gain: dict[str, str] = {}
@@ -1735,6 +1781,8 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         "unboosted_enter_rate_same_pages": round(u_rate, 4),
         "boosted_enter_rate_ratio": round(b_rate / u_rate, 4) if u_rate and b_reach else None,
         "boosted_reached": b_reach,
+        "boosted_by_slot": boosted_slots,
+        "placement": dict(getattr(day.seen, "placement", {})),
         "relevance_cost_pct": round(relevance_cost, 3) if b_reach else None,
         "pages": len(served_scores),
         "boosted_pages": boosted_pages,
@@ -1878,6 +1926,9 @@ def render(m: dict[str, Any]) -> list[str]:
         f" {m.get('conversion', {}).get('honest_conversion_credit')}",
         f"forged boosted impressions {m['forged_impressions']}, booked {m['forged_booked']};"
         f" boosts of non-members and silent members {m['noncontributor_boosts']}",
+        f"pages {m.get('pages')}, with a boost {m.get('boosted_pages')}; boosted rooms by slot (served,"
+        f" reached): {m.get('boosted_by_slot', '-')}",
+        f"owed merchants on pages (the boost stage's tally): {m.get('placement', '-')}",
         "",
         f"{'attack':18} {'earned':>8} {'clawed':>8} {'kept':>8} {'delivered':>9} {'kept/heavy':>10}",
     ]
