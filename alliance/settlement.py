@@ -11,8 +11,8 @@ visits that any rule marks:
 | reason | the pattern | answers |
 |---|---|---|
 | `burst_viewer` | the viewer id turned out to be one of a burst of new ids on one device (the request's device) or one code, including the ids created *before* the burst was visible | many viewer ids on one device, retroactively |
-| `new_account_share` | new accounts (younger than `young_account_s` by the platform's token, or first seen by roomfeed that recently) make up more of a merchant's (or a code's) counted visits than the cap and than twice the platform's median merchant: its visits from new accounts | fresh ids paced under the burst rules, ids spread over devices and codes |
-| `reciprocal_pattern` | two members' viewers visit each other's rooms far more than other members' viewers visit them (lift and a binomial test on the member graph, both directions) | members trading visits with their own viewers |
+| `new_account_share` | new accounts (younger than `young_account_s` by the platform's token, or first seen by roomfeed that recently) make up more of a merchant's (or a code's) counted visits than twice its peers' median (the other members of its alliance), beyond chance (binomial tail < 1e-3): its visits from new accounts | fresh ids paced under the burst rules, ids spread over devices and codes |
+| `reciprocal_pattern` | two members' viewers visit each other's rooms far more than the alliance's other members' viewers visit them (lift and a binomial test on the alliance's member graph, both directions) | members trading visits with their own viewers |
 | `ring_pattern` | three members' viewers pass visits round a cycle A→B→C→A, each flow as excessive as above, which no pair returns | members passing visits round a ring |
 | `chain_pattern` | a ring whose cycle never closed: A's viewers visit B and B's visit C, each flow excessive as above and carrying most of its contributor's visits (`chain_focus`) | members passing visits along a chain |
 | `repeat_viewers` | a contributor's counted visits come from few viewers returning again and again: visits per distinct viewer far above the alliance's other contributors (lift and a Poisson test on the excess) — the visits of its returning viewers | a few aged ids each kept under the per-viewer caps, returned all day |
@@ -49,8 +49,11 @@ log = logging.getLogger("roomfeed.alliance")
 class Patterns:
     """Platform policy for the patterns settlement looks for (see the table above)."""
 
-    new_account_share_cap: float = 0.5
+    new_account_lift: float = 2.0  # × the peers' median share of new-account visits (new_account_flags)
+    new_account_p: float = 1e-3
+    new_account_min_bar: float = 0.1  # peers with almost no new accounts: still a share, not zero
     new_account_min_visits: int = 5
+    new_account_min_peers: int = 3
     reciprocal_lift: float = 5.0
     reciprocal_min_visits: int = 4
     reciprocal_p: float = 1e-4
@@ -80,19 +83,37 @@ def _ts(epoch_s: float) -> datetime:
 # --- the patterns (pure) ---------------------------------------------------------------------
 
 
-def new_account_flags(shares: dict[str, tuple[int, int]], patterns: Patterns) -> set[str]:
+def new_account_flags(
+    shares: dict[str, tuple[int, int]], patterns: Patterns, groups: Mapping[str, str] | None = None
+) -> set[str]:
     """Keys (merchants or codes) whose share of visits from new accounts is too high.
 
-    `shares` maps a key to (visits from new accounts, visits). The bar is the cap or twice the
-    median share of the keys with enough visits, whichever is higher: a platform where most
-    viewers are new does not flag everyone.
+    `shares` maps a key to (visits from new accounts, visits); `groups` a key to its alliance. The
+    base rate is the median share of the key's *peers*: the other keys of its alliance with enough
+    visits (at least `new_account_min_peers` of them; else every other key's). A key is flagged when
+    its share is above `new_account_lift` × the base rate and beyond chance there: the binomial tail
+    of its new-account visits at that bar is below `new_account_p`. A fixed bar (half the visits) sat
+    inside the honest range — members whose followers are half new, a quarter on average — and
+    clawed back their honest credit on a noisy day; a farm of fresh ids, all new, is far beyond its
+    peers after a dozen visits. A platform or alliance where most viewers are new does not flag
+    everyone: its own median sets the bar.
     """
     enough = {k: (y, n) for k, (y, n) in shares.items() if n >= patterns.new_account_min_visits}
-    if not enough:
+    if len(enough) < 2:
         return set()
-    median = statistics.median(y / n for y, n in enough.values())
-    bar = max(patterns.new_account_share_cap, 2 * median)
-    return {k for k, (y, n) in enough.items() if y / n > bar}
+    by_group: dict[str, list[str]] = defaultdict(list)
+    for k in enough:
+        by_group[(groups or {}).get(k, "")].append(k)
+    flagged = set()
+    for k, (y, n) in enough.items():
+        peers = [p for p in by_group[(groups or {}).get(k, "")] if p != k]
+        if len(peers) < patterns.new_account_min_peers:
+            peers = [p for p in enough if p != k]
+        base = statistics.median(enough[p][0] / enough[p][1] for p in peers)
+        bar = min(1.0, max(patterns.new_account_lift * base, patterns.new_account_min_bar))
+        if y / n > bar and float(binom.sf(y - 1, n, bar)) < patterns.new_account_p:
+            flagged.add(k)
+    return flagged
 
 
 Hourly = dict[tuple[str, str, int], int]  # (contributor, host, alliance hour) → counted visits
@@ -219,6 +240,30 @@ def chain_flows(
     for a, b, c in two_steps(focused):
         chain |= {(a, b), (b, c)}
     return chain
+
+
+def member_graph_patterns(
+    graphs: Mapping[str, Hourly], patterns: Patterns
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]]]:
+    """The reciprocal pairs, ring flows and chain flows (each flow once, in that order of precedence)
+    of each alliance's member graph, judged within the alliance: `graphs` maps an alliance to its
+    counted visits by (contributor, host, alliance hour). A host is visited only by its own alliance's
+    contributors, so its base rate is its share of *their* visits; pooled over every alliance it was
+    a fraction of that, and honest flows looked as many times more excessive as there are alliances."""
+    pairs: set[tuple[str, str]] = set()
+    ring: set[tuple[str, str]] = set()
+    chain: set[tuple[str, str]] = set()
+    for hourly in graphs.values():
+        flows: dict[tuple[str, str], int] = defaultdict(int)
+        for (a, b, _), n in hourly.items():
+            flows[(a, b)] += n
+        by_hour = hourly if patterns.by_hour else None
+        pairs |= reciprocal_pairs(flows, patterns, by_hour)
+        ring |= ring_flows(flows, patterns, by_hour)
+        chain |= chain_flows(flows, patterns, by_hour)
+    ring -= pairs
+    chain -= pairs | ring
+    return pairs, ring, chain
 
 
 def repeat_viewer_flags(
@@ -381,49 +426,51 @@ class Settlement:
         burst = await burst_created(conn, viewers, self.policy, self.clock) if viewers else set()
         if burst:
             marked.append(("burst_viewer", {"viewers": sorted(burst)}))
-        by_merchant = {
-            r["k"]: (int(r["young"]), int(r["n"]))
-            for r in await conn.fetch(
-                f"""SELECT contributor_id AS k, count(*) FILTER (WHERE young_account) AS young, count(*) AS n
-                    FROM alliance_visits WHERE {EARNED} GROUP BY contributor_id""",  # noqa: S608
-                since,
-            )
-        }
-        by_code = {
-            r["k"]: (int(r["young"]), int(r["n"]))
-            for r in await conn.fetch(
-                f"""SELECT code AS k, count(*) FILTER (WHERE young_account) AS young, count(*) AS n
-                    FROM alliance_visits WHERE {EARNED} AND code IS NOT NULL GROUP BY code""",  # noqa: S608
-                since,
-            )
-        }
-        young_merchants = new_account_flags(by_merchant, self.patterns)
-        young_codes = new_account_flags(by_code, self.patterns)
+        # Each key's share, and its alliance (most of its visits'): the peers its share is judged against.
+        merchant_rows = await conn.fetch(
+            f"""SELECT contributor_id AS k, count(*) FILTER (WHERE young_account) AS young, count(*) AS n,
+                       mode() WITHIN GROUP (ORDER BY COALESCE(alliance_id, '')) AS g
+                FROM alliance_visits WHERE {EARNED} GROUP BY contributor_id""",  # noqa: S608
+            since,
+        )
+        code_rows = await conn.fetch(
+            f"""SELECT code AS k, count(*) FILTER (WHERE young_account) AS young, count(*) AS n,
+                       mode() WITHIN GROUP (ORDER BY COALESCE(alliance_id, '')) AS g
+                FROM alliance_visits WHERE {EARNED} AND code IS NOT NULL GROUP BY code""",  # noqa: S608
+            since,
+        )
+        young_merchants = new_account_flags(
+            {r["k"]: (int(r["young"]), int(r["n"])) for r in merchant_rows},
+            self.patterns,
+            {r["k"]: r["g"] for r in merchant_rows},
+        )
+        young_codes = new_account_flags(
+            {r["k"]: (int(r["young"]), int(r["n"])) for r in code_rows},
+            self.patterns,
+            {r["k"]: r["g"] for r in code_rows},
+        )
         if young_merchants or young_codes:
             marked.append(
                 ("new_account_share", {"merchants": sorted(young_merchants), "codes": sorted(young_codes)})
             )
-        hourly: Hourly = {
-            (r["contributor_id"], r["host_merchant_id"], int(r["h"])): int(r["n"])
-            for r in await conn.fetch(
-                f"""SELECT contributor_id, host_merchant_id, floor(extract(epoch FROM at) * $2 / 3600)::bigint AS h,
-                           count(*) AS n
-                    FROM alliance_visits WHERE {EARNED} GROUP BY 1, 2, 3""",  # noqa: S608
-                since,
-                self.clock.scale,
-            )
-        }
-        flows: dict[tuple[str, str], int] = defaultdict(int)
-        for (a, b, _), n in hourly.items():
-            flows[(a, b)] += n
-        by_hour = hourly if self.patterns.by_hour else None
-        pairs = reciprocal_pairs(flows, self.patterns, by_hour)
+        # The member graph, one alliance at a time: a host is visited only by its own alliance's
+        # contributors, so its share of "the others' visits" is measured among them (against every
+        # alliance's visits a host's base rate was a third of what its partners' viewers gave it, and
+        # honest flows looked three times as excessive as they were).
+        graphs: dict[str, Hourly] = defaultdict(dict)
+        for r in await conn.fetch(
+            f"""SELECT COALESCE(alliance_id, '') AS g, contributor_id, host_merchant_id,
+                       floor(extract(epoch FROM at) * $2 / 3600)::bigint AS h, count(*) AS n
+                FROM alliance_visits WHERE {EARNED} GROUP BY 1, 2, 3, 4""",  # noqa: S608
+            since,
+            self.clock.scale,
+        ):
+            graphs[r["g"]][(r["contributor_id"], r["host_merchant_id"], int(r["h"]))] = int(r["n"])
+        pairs, ring, chain = member_graph_patterns(graphs, self.patterns)
         if pairs:
             marked.append(("reciprocal_pattern", {"pairs": sorted(pairs)}))
-        ring = ring_flows(flows, self.patterns, by_hour) - pairs
         if ring:
             marked.append(("ring_pattern", {"pairs": sorted(ring)}))
-        chain = chain_flows(flows, self.patterns, by_hour) - pairs - ring
         if chain:
             marked.append(("chain_pattern", {"pairs": sorted(chain)}))
         repeats = await self._repeat_viewers(conn, since)

@@ -25,6 +25,7 @@ from alliance.settlement import (
     Patterns,
     Settlement,
     chain_flows,
+    member_graph_patterns,
     never_converting,
     new_account_flags,
     reciprocal_pairs,
@@ -392,10 +393,31 @@ def test_an_advance_is_sized_by_the_evidence_in() -> None:
 def test_new_account_share_bar_follows_the_platform() -> None:
     patterns = Patterns()
     assert new_account_flags({"farm": (8, 8), "a": (1, 8), "b": (2, 8), "c": (0, 8)}, patterns) == {"farm"}
-    # Where most viewers are new (a young platform), twice the median is the bar, not the cap.
+    # Where most viewers are new (a young platform), twice the median is the bar.
     young = {"a": (7, 10), "b": (6, 10), "c": (8, 10), "d": (7, 10)}
     assert new_account_flags(young, patterns) == set()
     assert new_account_flags({"few": (3, 3)}, patterns) == set()  # too few visits to judge
+
+
+def test_new_account_share_is_judged_against_the_alliance_and_beyond_chance() -> None:
+    patterns = Patterns()
+    # An honest member whose followers are somewhat more often new than its peers' (a noisy 30 of 50
+    # against peers at a quarter): above a fixed half, but not beyond chance at twice the peers' rate.
+    peers = {f"p{i}": (12 + i % 3, 50) for i in range(8)}
+    assert new_account_flags({**peers, "honest": (30, 50)}, patterns) == set()
+    # A farm of fresh ids is far beyond its peers after a dozen visits; before that it is not judged.
+    assert new_account_flags({**peers, "farm": (12, 12)}, patterns) == {"farm"}
+    assert new_account_flags({**peers, "farm": (5, 5)}, patterns) == set()
+    # Base rates come from the key's own alliance: in an alliance whose members' viewers are mostly
+    # new (a young category), 40 of 50 is that alliance's normal; the same share in an alliance of
+    # aged audiences is a pattern.
+    young = {f"y{i}": (36 + i % 5, 50) for i in range(6)}
+    old = {f"o{i}": (5 + i % 3, 50) for i in range(6)}
+    groups = {**{k: "young" for k in young}, **{k: "old" for k in old}, "a": "young", "b": "old"}
+    shares = {**young, **old, "a": (40, 50), "b": (40, 50)}
+    assert new_account_flags(shares, patterns, groups) == {"b"}
+    # Without the grouping the platform's median (between the two) flags neither or both alike.
+    assert new_account_flags(shares, patterns) in (set(), {"a", "b"})
 
 
 def test_reciprocal_pairs_need_both_directions() -> None:
@@ -405,6 +427,27 @@ def test_reciprocal_pairs_need_both_directions() -> None:
     both = {**one_way, ("b", "a"): 12}
     assert reciprocal_pairs(both, Patterns()) == {("a", "b"), ("b", "a")}
     assert reciprocal_pairs(honest, Patterns()) == set()
+
+
+def test_member_graph_flows_are_judged_within_each_alliance() -> None:
+    """A host is visited only by its own alliance's contributors. Pooled with a busier alliance, a
+    pair of a small alliance that visits each other twice as often as their partners do looked like
+    traders (the host's share of 'everyone else's' visits was tiny); within the alliance it is taste.
+    A real trade within the alliance is still found."""
+    small = [*"ab", *(f"c{i}" for i in range(6))]
+    big = [f"w{i}" for i in range(12)]
+
+    def graph(members: list[str], n: int) -> dict[tuple[str, str, int], int]:
+        return {(c, h, 20): n for c in members for h in members if c != h}
+
+    taste = {**graph(small, 3), ("a", "b", 20): 6, ("b", "a", 20): 6}
+    busy = graph(big, 40)
+    pooled = {**taste, **busy}
+    assert member_graph_patterns({"all": pooled}, Patterns())[0] == {("a", "b"), ("b", "a")}
+    assert member_graph_patterns({"small": taste, "big": busy}, Patterns()) == (set(), set(), set())
+    trade = {**graph(small, 3), ("a", "b", 20): 60, ("b", "a", 20): 60}
+    pairs, _, _ = member_graph_patterns({"small": trade, "big": busy}, Patterns())
+    assert pairs == {("a", "b"), ("b", "a")}
 
 
 def test_ring_flows_need_the_whole_cycle() -> None:
