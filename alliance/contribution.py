@@ -52,6 +52,7 @@ CLAWBACK_REASONS = {
     "reciprocal_pattern": "your viewers and a partner's viewers visited each other's rooms far beyond the feed's pattern",
     "ring_pattern": "your viewers and two partners' viewers passed visits round a ring far beyond the feed's pattern",
     "chain_pattern": "your viewers went almost only to one partner whose viewers went almost only to a third, far beyond the feed's pattern",
+    "focused_flow": "almost all your viewers' visits went to one partner, far beyond how other members' viewers visit it",
     "repeat_viewers": "a few of your viewers came back again and again, far beyond how other members' viewers return",
     "never_converts": "the viewers you brought never ordered anywhere, unlike other members' viewers",
 }

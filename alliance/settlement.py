@@ -15,6 +15,7 @@ visits that any rule marks:
 | `reciprocal_pattern` | two members' viewers visit each other's rooms far more than the alliance's other members' viewers visit them (lift and a binomial test on the alliance's member graph, both directions) | members trading visits with their own viewers |
 | `ring_pattern` | three members' viewers pass visits round a cycle A→B→C→A, each flow as excessive as above, which no pair returns | members passing visits round a ring |
 | `chain_pattern` | a ring whose cycle never closed: A's viewers visit B and B's visit C, each flow excessive as above and carrying most of its contributor's visits (`chain_focus`) | members passing visits along a chain |
+| `focused_flow` | one flow A→B, excessive as above, carrying at least 90 % of A's counted visits and at least 10 of them | a ring's one working link (its other members' viewers found no target room) |
 | `repeat_viewers` | a contributor's counted visits come from few viewers returning again and again: visits per distinct viewer far above the alliance's other contributors (lift and a Poisson test on the excess) — the visits of its returning viewers | a few aged ids each kept under the per-viewer caps, returned all day |
 | `never_converts` | (where verified orders exist) a merchant's contributed viewers never order anywhere while its peers' contributed viewers do (the alliance's other contributors in its category), beyond chance | farms of accounts that watch but never buy |
 
@@ -64,6 +65,9 @@ class Patterns:
     repeat_p: float = 1e-4
     by_hour: bool = True  # member-graph flows judged against the same hours' base rates (hour_shares)
     chain_focus: float = 0.9  # a chain's flows each carry at least this share of their contributor's visits
+    focus_min_visits: int = (
+        10  # a focused flow alone (no chain, no cycle) needs this many visits (focused_flows)
+    )
 
 
 # The visits whose credit stands (held or confirmed) within the window starting at $1: what a pass
@@ -242,17 +246,42 @@ def chain_flows(
     return chain
 
 
-def member_graph_patterns(
-    graphs: Mapping[str, Hourly], patterns: Patterns
-) -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]]]:
-    """The reciprocal pairs, ring flows and chain flows (each flow once, in that order of precedence)
-    of each alliance's member graph, judged within the alliance: `graphs` maps an alliance to its
-    counted visits by (contributor, host, alliance hour). A host is visited only by its own alliance's
-    contributors, so its base rate is its share of *their* visits; pooled over every alliance it was
-    a fraction of that, and honest flows looked as many times more excessive as there are alliances."""
+def focused_flows(
+    flows: dict[tuple[str, str], int], patterns: Patterns, hourly: Hourly | None = None
+) -> set[tuple[str, str]]:
+    """Flows A→B that are excessive (`excessive_flows`), focused (at least `chain_focus` of A's counted
+    visits) and large (at least `focus_min_visits`): a contributor whose viewers go almost only to one
+    partner, far beyond how the alliance's other contributors' viewers visit it in the same hours. A
+    ring's one working link (its other members' viewers found no target room) is this shape and
+    nothing else; honest followers spread their visits over the partners the feed shows them (heavy
+    contributors' largest flows: 78-83 % of their visits, against a base rate pooled over every
+    alliance — judged within the alliance they are less excessive still)."""
+    out_total: dict[str, int] = defaultdict(int)
+    for (a, _), n in flows.items():
+        out_total[a] += n
+    return {
+        (a, b)
+        for a, b in excessive_flows(flows, patterns, hourly)
+        if flows[(a, b)] >= max(patterns.focus_min_visits, patterns.chain_focus * out_total[a])
+    }
+
+
+MemberGraphPatterns = tuple[
+    set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]]
+]
+
+
+def member_graph_patterns(graphs: Mapping[str, Hourly], patterns: Patterns) -> MemberGraphPatterns:
+    """The reciprocal pairs, ring flows, chain flows and focused flows (each flow once, in that order
+    of precedence) of each alliance's member graph, judged within the alliance: `graphs` maps an
+    alliance to its counted visits by (contributor, host, alliance hour). A host is visited only by its
+    own alliance's contributors, so its base rate is its share of *their* visits; pooled over every
+    alliance it was a fraction of that, and honest flows looked as many times more excessive as there
+    are alliances."""
     pairs: set[tuple[str, str]] = set()
     ring: set[tuple[str, str]] = set()
     chain: set[tuple[str, str]] = set()
+    focused: set[tuple[str, str]] = set()
     for hourly in graphs.values():
         flows: dict[tuple[str, str], int] = defaultdict(int)
         for (a, b, _), n in hourly.items():
@@ -261,9 +290,11 @@ def member_graph_patterns(
         pairs |= reciprocal_pairs(flows, patterns, by_hour)
         ring |= ring_flows(flows, patterns, by_hour)
         chain |= chain_flows(flows, patterns, by_hour)
+        focused |= focused_flows(flows, patterns, by_hour)
     ring -= pairs
     chain -= pairs | ring
-    return pairs, ring, chain
+    focused -= pairs | ring | chain
+    return pairs, ring, chain, focused
 
 
 def repeat_viewer_flags(
@@ -466,13 +497,15 @@ class Settlement:
             self.clock.scale,
         ):
             graphs[r["g"]][(r["contributor_id"], r["host_merchant_id"], int(r["h"]))] = int(r["n"])
-        pairs, ring, chain = member_graph_patterns(graphs, self.patterns)
+        pairs, ring, chain, focused = member_graph_patterns(graphs, self.patterns)
         if pairs:
             marked.append(("reciprocal_pattern", {"pairs": sorted(pairs)}))
         if ring:
             marked.append(("ring_pattern", {"pairs": sorted(ring)}))
         if chain:
             marked.append(("chain_pattern", {"pairs": sorted(chain)}))
+        if focused:
+            marked.append(("focused_flow", {"pairs": sorted(focused)}))
         repeats = await self._repeat_viewers(conn, since)
         if repeats:
             marked.append(("repeat_viewers", {"returning": repeats}))

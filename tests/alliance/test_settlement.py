@@ -444,10 +444,25 @@ def test_member_graph_flows_are_judged_within_each_alliance() -> None:
     busy = graph(big, 40)
     pooled = {**taste, **busy}
     assert member_graph_patterns({"all": pooled}, Patterns())[0] == {("a", "b"), ("b", "a")}
-    assert member_graph_patterns({"small": taste, "big": busy}, Patterns()) == (set(), set(), set())
+    assert member_graph_patterns({"small": taste, "big": busy}, Patterns()) == (set(), set(), set(), set())
     trade = {**graph(small, 3), ("a", "b", 20): 60, ("b", "a", 20): 60}
-    pairs, _, _ = member_graph_patterns({"small": trade, "big": busy}, Patterns())
+    pairs, _, _, _ = member_graph_patterns({"small": trade, "big": busy}, Patterns())
     assert pairs == {("a", "b"), ("b", "a")}
+
+
+def test_a_rings_one_working_link_is_a_focused_flow() -> None:
+    """A ring whose other members' viewers found no target room: only A→B carries visits, all of A's.
+    Honest contributors whose viewers favour one partner (most, not all, of their visits) and a focused
+    flow too small to judge are left alone."""
+    members = [f"h{i}" for i in range(8)]
+    honest = {(c, h, 20): 3 for c in members for h in [*members, "b"] if c != h}
+    link = {**honest, ("a", "b", 20): 26}
+    _, _, _, focused = member_graph_patterns({"x": link}, Patterns())
+    assert focused == {("a", "b")}
+    fan = {**honest, ("h0", "h1", 20): 40}  # h0's viewers like h1: 40 of 61 visits, not 90 %
+    assert member_graph_patterns({"x": fan}, Patterns()) == (set(), set(), set(), set())
+    small = {**honest, ("a", "b", 20): 8}  # all of a's visits, but 8: below the test's power
+    assert member_graph_patterns({"x": small}, Patterns())[3] == set()
 
 
 def test_ring_flows_need_the_whole_cycle() -> None:
