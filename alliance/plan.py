@@ -21,7 +21,7 @@ from alliance.boost import OUTCOMES, hour_bucket, tally_key
 from alliance.clock import AllianceClock
 from alliance.grants import GrantBook
 from alliance.ledger import EXPIRY_DAYS, OWED_SQL, Ledger
-from alliance.scheduler import PLAN_KEY, BoostPlan
+from alliance.scheduler import PACING_HOURS, PLAN_KEY, BoostPlan
 
 WHY = {
     "not_live": "your rooms were not live: owed exposure is delivered while one of your rooms is live",
@@ -38,7 +38,7 @@ def _ts(epoch_s: float) -> datetime:
 
 class PacingPlans:
     def __init__(
-        self, pool: asyncpg.Pool, redis: Redis, clock: AllianceClock, pacing_hours: float = 0.25
+        self, pool: asyncpg.Pool, redis: Redis, clock: AllianceClock, pacing_hours: float = PACING_HOURS
     ) -> None:
         self.pool = pool
         self.redis = redis

@@ -60,6 +60,15 @@ from roomfeed.settings import ALLIANCE_ADVANCE_MODES, AllianceAdvance
 
 log = logging.getLogger("roomfeed.alliance")
 
+# The controller's lag (alliance hours): an owed merchant's delivery rate is its debt / PACING_HOURS.
+# Debt can only be paid while the contributor's room is live, and what is still owed when its broadcast
+# ends waits for the next one (a day, for most): at 0.25 h a contributor earning while live ended each
+# broadcast owing about a quarter hour of its earnings plus the grants on their way, and live owed
+# merchants were short of tokens on 10-30x more pages than they were placed on (the boost stage's tally
+# of a 2 h slice at scale 40). Tokens still go only to live, relevant rooms, within the page's share
+# cap, and outstanding grants count against the debt, so a faster controller does not dump the debt.
+PACING_HOURS = 0.1
+BURST_HOURS = 0.05  # a bucket holds at most this much of its rate (half the debt at PACING_HOURS)
 PLAN_KEY = "rf:{al}:plan"  # {al}: the alliance's slot (alliance.grants)
 TICK_KEY = "rf:{al}:tick"
 _REFILL = (Path(__file__).parent / "lua" / "refill_tokens.lua").read_text()
@@ -167,8 +176,8 @@ class ExposureScheduler:
         *,
         clock: AllianceClock | None = None,
         settlement: Settlement | None = None,
-        pacing_hours: float = 0.25,
-        burst_hours: float = 0.1,
+        pacing_hours: float = PACING_HOURS,
+        burst_hours: float = BURST_HOURS,
         max_tick_s: float = 900.0,
         advance: AdvanceMode = "trusted",
     ) -> None:

@@ -635,6 +635,7 @@ class Seen:
     # What became of owed merchants on pages, by role (honest/attack) and outcome: the boost stage's
     # per-hour tally (alliance.boost) read back from the run's Redis as each simulated hour ends.
     placement: dict[str, dict[str, int]] = field(default_factory=dict)
+    placement_by_merchant: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Day:
@@ -663,9 +664,11 @@ class Day:
             role = merchant.role if merchant is not None else "outside"
             group = "honest" if role in ("heavy", "light", "silent") else role
             counts = self.seen.placement.setdefault(group, {})
+            mine = self.seen.placement_by_merchant.setdefault(merchant.merchant_id, {}) if merchant else {}
             for outcome, n in (await redis.hgetall(key)).items():
                 o = outcome.decode() if isinstance(outcome, bytes) else outcome
                 counts[o] = counts.get(o, 0) + int(n)
+                mine[o] = mine.get(o, 0) + int(n)
 
     def __init__(
         self, args: argparse.Namespace, world: World, stack: Stack, login: Login, operator: str
@@ -1812,6 +1815,16 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         for mid, r in sorted(ratios.items())
     }
     metrics["payback_misses"] = payback_misses(ratios, statements)
+    # Each honest contributor out of band: what became of it on pages (the boost stage's tally).
+    by_merchant = getattr(day.seen, "placement_by_merchant", {})
+    metrics["out_of_band_placement"] = {
+        f"{w.merchants[day.by_merchant_id[mid].index].role}:{mid}": {
+            "ratio": round(r, 3),
+            **by_merchant.get(mid, {}),
+        }
+        for mid, r in sorted(ratios.items())
+        if not 0.9 <= r <= 1.1
+    }
     # Where in the simulated day the apps' events reached the server late (wall minutes → alliance hours).
     start = (
         float(getattr(w, "day_start", 0.0)) - float(run.get("start_hour", args.start_hour)) * HOUR / out_scale
