@@ -97,12 +97,18 @@ def test_a_boosted_room_sits_as_high_as_its_relevance_cost_allows() -> None:
     assert abs(slot_cost(0.15, page, 5, 4)) < 1e-12
 
 
-async def test_two_owed_rooms_share_a_page_while_the_running_share_is_under_the_cap(redis: Redis) -> None:
+async def owed_everywhere(redis: Redis, tag: str, n: int) -> tuple[AllianceBoost, list[str]]:
+    """A stage whose plan owes `n` merchants, each with tokens to spare and no relevance floor."""
     stage = AllianceBoost(redis, plan_ttl_s=1e9)
-    merchants = [f"r{i}-{secrets.token_hex(2)}" for i in range(30)]
+    merchants = [f"{tag}{i}-{secrets.token_hex(2)}" for i in range(n)]
     stage._plans = {m: plan(m, floor=0.0, cap=0.2) for m in merchants}
     stage._loaded_at = time.monotonic()
     await redis.hset(TOKENS_KEY, mapping={m: "1000" for m in merchants})
+    return stage, merchants
+
+
+async def test_two_owed_rooms_share_a_page_while_the_running_share_is_under_the_cap(redis: Redis) -> None:
+    stage, merchants = await owed_everywhere(redis, "r", 30)
     for _ in range(50):  # pages with nothing owed on them: the share used so far is 0
         stage.note_page(5)
     ctx = context(merchants, list(np.linspace(1.0, 0.9, 30)), count=5, seed=3, session="two-1")
@@ -141,11 +147,7 @@ async def test_placed_rooms_carry_a_grant_and_push_the_last_room_off(redis: Redi
 
 
 async def test_boosted_share_of_a_page_is_capped(redis: Redis) -> None:
-    stage = AllianceBoost(redis, plan_ttl_s=1e9)
-    merchants = [f"c{i}-{secrets.token_hex(2)}" for i in range(40)]
-    stage._plans = {m: plan(m, floor=0.0, cap=0.2) for m in merchants}
-    stage._loaded_at = time.monotonic()
-    await redis.hset(TOKENS_KEY, mapping={m: "1000" for m in merchants})
+    stage, merchants = await owed_everywhere(redis, "c", 40)
     counts = []
     for page in range(30):
         ctx = context(merchants, list(np.linspace(1.0, 0.9, 40)), seed=page, session=f"cap-{page}")
