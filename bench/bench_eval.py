@@ -59,7 +59,7 @@ def record_in_simulator_doc(command: str, headline: str, table: str, notes: list
 def world_family(args: argparse.Namespace) -> None:
     from worlds.cli import kept_runs, run_worlds, summarise_runs
     from worlds.evaluate import RunConfig
-    from worlds.report import done_when, lightfm_why, missing_issue_keys, summary_table
+    from worlds.report import done_when, headroom_table, lightfm_why, missing_issue_keys, summary_table
 
     cfg = RunConfig(
         n_viewers=args.world_viewers,
@@ -123,6 +123,13 @@ def world_family(args: argparse.Namespace) -> None:
         "",
         *(f"- {name} {run['seed']}: {lightfm_why(run)}" for name, runs in kept_now.items() for run in runs),
         "",
+        "headroom: HR@5 of new targets among never-watched live rooms, each method by its own score order "
+        "(worlds.headroom: oracles from the simulator's truth — the true taste, the viewer-merchant affinity, the "
+        "choice model with intent and buzz, the logging policy times the choice; the true taste added to the "
+        "ranker without LightFM beside LightFM's columns):",
+        "",
+        *headroom_table(kept_now).splitlines(),
+        "",
         "interval widths (HR@5 difference, 95 %, viewers resampled): "
         + ", ".join(f"{n} {f['hr5_diff_ci_width']:.3f}" for n, f in worlds.items()),
         "LightFM's cold-start AUC (merchants never seen in training, among live candidates; worse seed): "
@@ -146,6 +153,10 @@ def world_family(args: argparse.Namespace) -> None:
                     str(run["seed"]): {k: v for k, v in run["offline"].items() if k.startswith("diag_")}
                     for run in runs
                 }
+                for name, runs in kept_now.items()
+            },
+            "headroom": {
+                name: {str(run["seed"]): run["offline"].get("headroom") for run in runs}
                 for name, runs in kept_now.items()
             },
             "seconds": result["seconds"],

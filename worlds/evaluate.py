@@ -50,6 +50,7 @@ from ranking.evaluation import (
     PageJudge,
     baseline,
     cold_auc,
+    lightfm_method,
     rank_of,
     ranker_method,
     viewer_bootstrap,
@@ -64,6 +65,7 @@ from simulator import Marketplace
 from simulator.measure import enter_dwell, world_figures
 from simulator.presets import N_MERCHANTS, N_VIEWERS, world_config
 from simulator.world import SimConfig
+from worlds.headroom import Truth, headroom_figures, oracle_methods, prior_favourite_share, with_true_taste
 from worlds.online import Arm, arm_metrics, bootstrap_diff, pre_period, run_ab
 
 DAY_MS = 86_400_000
@@ -617,6 +619,26 @@ def run_world(
 
     timings["judge_s"] = time.perf_counter() - t0
     timings["judge_cpu_s"] = time.process_time() - c0
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    no_lightfm = ranker_method(fitted.ranker_no_lightfm)
+    truth = Truth(market, log)
+    offline["headroom"] = headroom_figures(
+        targets,
+        {
+            **oracle_methods(truth),
+            "ranker": ranker_method(fitted.ranker),
+            "ranker_no_lightfm": no_lightfm,
+            "ranker_with_lightfm": ranker_method(fitted.ranker_lightfm or fitted.ranker),
+            "ranker_true_taste": with_true_taste(no_lightfm, truth),
+            "lightfm": lightfm_method,
+            **{n: baseline(n, seed) for n in POP_BASELINES},
+        },
+        seed,
+    )
+    offline["headroom"]["prior_favourite_share"] = prior_favourite_share(targets, truth)
+    timings["headroom_s"] = time.perf_counter() - t0
+    timings["headroom_cpu_s"] = time.process_time() - c0
 
     t0, c0 = time.perf_counter(), time.process_time()
     say("a/b")

@@ -238,6 +238,7 @@ def world_table(name: str, runs: Sequence[Mapping[str, Any]]) -> str:
             f"{off.get('cold_auc', float('nan')):.3f} on {int(off.get('cold_targets', 0))} targets; "
             f"known merchants {off.get('warm_auc', float('nan')):.3f}",
             f"- why LightFM adds what it adds: {lightfm_why(run)}",
+            *_headroom_block(off),
             "",
             "| A/B arm | sessions | enter rate | watch rate | watch min / session | orders / 1k impr. | GMV / 1k impr. |",
             "|---|---:|---:|---:|---:|---:|---:|",
@@ -266,6 +267,42 @@ def world_table(name: str, runs: Sequence[Mapping[str, Any]]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _headroom_block(off: Mapping[str, Any]) -> list[str]:
+    """The world-seed's headroom (worlds.headroom): every method on new targets by its own score order
+    among the never-watched live rooms, oracles included."""
+    h = off.get("headroom")
+    if not h:
+        return []
+    lines = [
+        "",
+        f"Headroom on {h['new_targets']} new targets ({h['rule']}; median "
+        f"{h['never_watched_candidates_median']:.0f} never-watched live rooms each; "
+        f"{h.get('prior_favourite_share', float('nan')):.0%} of them merchants the viewer favoured before the log):",
+        "",
+        "| method | HR@5 | HR@10 | AUC | Spearman with the true taste | x better POP |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in h["methods"].items():
+        lines.append(
+            _row(
+                name,
+                [
+                    f"{m['hr5']:.3f}",
+                    f"{m['hr10']:.3f}",
+                    f"{m['auc']:.3f}",
+                    f"{m.get('rho_oracle_taste', float('nan')):.2f}",
+                    f"{m.get('x_best_pop', float('nan')):.2f}",
+                ],
+            )
+        )
+    lines.append("")
+    lines.append(
+        "HR@5 differences (95 %, viewers resampled): "
+        + "; ".join(f"{k} {v['diff']:+.3f} ({_ci(v['ci_low'], v['ci_high'])})" for k, v in h["diffs"].items())
+    )
+    return lines
 
 
 def write_world_report(name: str, runs: Sequence[Mapping[str, Any]], report_dir: Path) -> None:
@@ -469,9 +506,114 @@ def lightfm_why(run: Mapping[str, Any]) -> str:
         reasons.append(
             f"the test day cannot resolve a gain under {(high - low) / 2:.3f} (interval half-width)"
         )
+    world_or_training = headroom_why(run)
+    if world_or_training is not None:
+        reasons.append(world_or_training)
     if low > 0:
         return head + ": LightFM helps on new targets; " + "; ".join(reasons)
     return head + ": " + ("; ".join(reasons) if reasons else "no diagnostic crosses its threshold")
+
+
+# Headroom (worlds.headroom): LightFM's columns count as having learned the world's taste when they add at
+# least this share of what the true taste adds to the ranker without them.
+LEARNED_SHARE = 0.5
+
+
+def headroom_why(run: Mapping[str, Any]) -> str | None:
+    """The world or the training (worlds.headroom): what the true taste adds to the ranker without LightFM
+    on new targets among never-watched rooms, beside what LightFM's columns add there (same rule, same
+    targets), and whether taste alone outranks popularity on this log. None for a run without headroom."""
+    h = run["offline"].get("headroom")
+    if not h:
+        return None
+    m, d = h["methods"], h["diffs"]
+    taste = d.get("ranker_true_taste-ranker_no_lightfm")
+    learned = d.get("ranker_with_lightfm-ranker_no_lightfm")
+    if taste is None or learned is None:
+        return None
+    pop = m[h["best_pop"]]["hr5"] if h.get("best_pop") else float("nan")
+    rho = m["lightfm"].get("rho_oracle_taste", float("nan"))
+    figures = (
+        f"the world or the training (headroom, {h['new_targets']} new targets, own score order among the "
+        f"never-watched): the true taste added to the ranker without LightFM gives {taste['diff']:+.3f} "
+        f"({_ci(taste['ci_low'], taste['ci_high'])}), LightFM's columns {learned['diff']:+.3f} "
+        f"({_ci(learned['ci_low'], learned['ci_high'])}); LightFM's score follows the true taste at Spearman "
+        f"{rho:.2f}"
+    )
+    if taste["ci_low"] > 0:
+        share = learned["diff"] / taste["diff"] if taste["diff"] > 0 else float("nan")
+        verdict = (
+            f"the training: the world holds taste the ranker lacks and LightFM's columns recover {share:.0%} of it"
+            if not share >= LEARNED_SHARE
+            else f"LightFM's columns recover {share:.0%} of the taste the ranker lacks"
+        )
+    else:
+        verdict = "the world: even the true taste adds nothing the ranker's other columns miss"
+    prior = h.get("prior_favourite_share", float("nan"))
+    if prior >= COLD_SHARE:
+        verdict += (
+            f"; {prior:.0%} of new targets are merchants the viewer favoured before the log began (the "
+            "following tab and notifications bring them back): familiarity no log shows, not discovery"
+        )
+    if m["oracle_taste"]["hr5"] < pop:
+        verdict += (
+            f"; taste alone ranks new targets below {h['best_pop']} (HR@5 {m['oracle_taste']['hr5']:.3f} vs "
+            f"{pop:.3f}): what the logging feed showed decides discovery targets as much as taste "
+            f"(choice model {m['oracle_choice']['hr5']:.3f}, logging policy x choice {m['oracle_logged']['hr5']:.3f})"
+        )
+    return figures + ": " + verdict
+
+
+HEADROOM_COLUMNS = (
+    ("oracle_taste", "true taste"),
+    ("oracle_affinity", "true affinity"),
+    ("oracle_choice", "choice model"),
+    ("oracle_logged", "logging policy x choice"),
+    ("ranker", "ranker"),
+    ("ranker_no_lightfm", "ranker without LightFM"),
+    ("ranker_true_taste", "ranker w/o LightFM + true taste"),
+    ("lightfm", "LightFM alone"),
+)
+
+
+def headroom_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Markdown, one row per world-seed: HR@5 of new targets among never-watched live rooms by each method's
+    own score order (worlds.headroom), the better popularity baseline's, and the two gains that say whether
+    LightFM's weak discovery signal is the world or the training."""
+    lines = [
+        "| world | seed | new targets | "
+        + " | ".join(label for _, label in HEADROOM_COLUMNS)
+        + " | better POP | true taste's gain (CI) | LightFM columns' gain (CI) | LightFM ~ true taste (Spearman) "
+        "| prior favourites |",
+        "|---|---:|---:|" + "---:|" * (len(HEADROOM_COLUMNS) + 1) + "---|---|---:|---:|",
+    ]
+    for name, world_runs in runs.items():
+        for run in world_runs:
+            h = run["offline"].get("headroom")
+            if not h:
+                continue
+            m, d = h["methods"], h["diffs"]
+            taste = d.get("ranker_true_taste-ranker_no_lightfm", {})
+            learned = d.get("ranker_with_lightfm-ranker_no_lightfm", {})
+            best = h.get("best_pop")
+            lines.append(
+                _row(
+                    f"`{name}`",
+                    [
+                        str(run["seed"]),
+                        str(h["new_targets"]),
+                        *(f"{m[k]['hr5']:.3f}" if k in m else "" for k, _ in HEADROOM_COLUMNS),
+                        f"{m[best]['hr5']:.3f} ({best})" if best else "",
+                        f"{taste['diff']:+.3f} ({_ci(taste['ci_low'], taste['ci_high'])})" if taste else "",
+                        f"{learned['diff']:+.3f} ({_ci(learned['ci_low'], learned['ci_high'])})"
+                        if learned
+                        else "",
+                        f"{m['lightfm'].get('rho_oracle_taste', float('nan')):.2f}",
+                        f"{h.get('prior_favourite_share', float('nan')):.0%}",
+                    ],
+                )
+            )
+    return "\n".join(lines)
 
 
 def _fmt(value: Any) -> str:
