@@ -31,6 +31,7 @@ logits) `oracle_logged` uses the same single-pick formula, an approximation stat
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -182,8 +183,10 @@ def headroom(
     and each method's rank correlation (Spearman, median over targets) with `correlate_with` among those
     rooms — how much of the true taste a score carries. `hits` keeps one 0/1 per new target (HR@5) for
     paired intervals. Targets with fewer than 2 never-watched rooms are left out (nothing to order)."""
-    rng = np.random.default_rng(seed)
     names = list(methods)
+    # A generator per method (seeded by its name): exact ties are broken the same way whichever other
+    # methods are judged beside it (LightFM alone scores a viewer it has no row for with zeros).
+    rngs = {n: np.random.default_rng([seed, zlib.crc32(n.encode())]) for n in names}
     hits: dict[str, list[float]] = {n: [] for n in names}
     hits10: dict[str, list[float]] = {n: [] for n in names}
     auc: dict[str, list[float]] = {n: [] for n in names}
@@ -203,7 +206,7 @@ def headroom(
         reference = scored.get(correlate_with)
         for n in names:
             s = scored[n]
-            r = rank_of(s, where, rng)
+            r = rank_of(s, where, rngs[n])
             hits[n].append(float(r < 5))
             hits10[n].append(float(r < 10))
             others = np.delete(s, where)

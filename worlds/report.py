@@ -540,12 +540,19 @@ def headroom_why(run: Mapping[str, Any]) -> str | None:
         f"({_ci(learned['ci_low'], learned['ci_high'])}); LightFM's score follows the true taste at Spearman "
         f"{rho:.2f}"
     )
-    if taste["ci_low"] > 0:
-        share = learned["diff"] / taste["diff"] if taste["diff"] > 0 else float("nan")
+    share = learned["diff"] / taste["diff"] if taste["diff"] > 0 else float("nan")
+    if taste["ci_low"] > 0 and not share >= LEARNED_SHARE:
+        verdict = f"the training: the world holds taste the ranker lacks and LightFM's columns recover {share:.0%} of it"
+    elif taste["ci_low"] > 0:
         verdict = (
-            f"the training: the world holds taste the ranker lacks and LightFM's columns recover {share:.0%} of it"
-            if not share >= LEARNED_SHARE
-            else f"LightFM's columns recover {share:.0%} of the taste the ranker lacks"
+            f"LightFM's columns recover {share:.0%} of the taste the ranker lacks"
+            if share < 1
+            else "LightFM's columns add at least what the true taste adds (they also carry what was shown)"
+        )
+    elif learned["ci_low"] > 0:
+        verdict = (
+            "LightFM's columns add as much as the true taste would (whose gain the test day cannot tell from 0): "
+            "little taste is left to learn"
         )
     else:
         verdict = "the world: even the true taste adds nothing the ranker's other columns miss"

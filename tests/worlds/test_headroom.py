@@ -202,6 +202,8 @@ def test_the_report_says_whether_the_world_or_the_training_holds_lightfm_back() 
     assert "below" not in world
     learned = headroom_why(_run_with((0.05, 0.02, 0.08), (0.04, 0.02, 0.06), taste_hr5=0.4))
     assert learned is not None and "recover 80% of the taste" in learned and "the training:" not in learned
+    caught_up = headroom_why(_run_with((0.024, -0.005, 0.053), (0.022, 0.002, 0.040), taste_hr5=0.4))
+    assert caught_up is not None and "add as much as the true taste would" in caught_up
     assert headroom_why({"offline": {}}) is None
     table = headroom_table({"latent": [_run_with((0.05, 0.02, 0.08), (0.008, -0.002, 0.018), 0.245)]})
     assert "+0.050 (+0.020 … +0.080)" in table and table.count("\n") == 2
