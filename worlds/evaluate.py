@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from events.vocabulary import SWIPE_AWAY_MS
 from feed.replay import FeedPage
@@ -65,7 +64,15 @@ from simulator import Marketplace
 from simulator.measure import enter_dwell, world_figures
 from simulator.presets import N_MERCHANTS, N_VIEWERS, world_config
 from simulator.world import SimConfig
-from worlds.headroom import Truth, headroom_figures, oracle_methods, prior_favourite_share, with_true_taste
+from worlds.headroom import (
+    Truth,
+    headroom_figures,
+    oracle_methods,
+    prior_favourite_share,
+    spearman,
+    target_auc,
+    with_true_taste,
+)
 from worlds.online import Arm, arm_metrics, bootstrap_diff, pre_period, run_ab
 
 DAY_MS = 86_400_000
@@ -276,23 +283,6 @@ def cold_rows(model_merchants: Sequence[str], trained: set[str]) -> set[int]:
     return {i for i, m in enumerate(model_merchants) if m not in trained} | {-1}
 
 
-def _auc(scores: np.ndarray, target: int) -> float:
-    """Share of the other candidates the target is scored above (ties count half)."""
-    others = np.delete(scores, target)
-    if others.size == 0:
-        return float("nan")
-    s = scores[target]
-    return float(((others < s).sum() + 0.5 * (others == s).sum()) / others.size)
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (average ranks for ties); NaN when either side is constant."""
-    ra, rb = rankdata(a), rankdata(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def lightfm_diagnostics(
     targets: Sequence[Target], without_lightfm: Method, cold: set[int]
 ) -> dict[str, float]:
@@ -324,11 +314,11 @@ def lightfm_diagnostics(
         lf_k = np.asarray(lf, dtype=np.float64)[keep]
         plain_k = np.asarray(without_lightfm(t), dtype=np.float64)[keep]
         live_k = np.asarray(t.live_pop, dtype=np.float64)[keep]
-        lf_auc.append(_auc(lf_k, where))
-        plain_auc.append(_auc(plain_k, where))
-        live_auc.append(_auc(live_k, where))
-        rho_live.append(_spearman(lf_k, live_k))
-        rho_plain.append(_spearman(lf_k, plain_k))
+        lf_auc.append(target_auc(lf_k, where))
+        plain_auc.append(target_auc(plain_k, where))
+        live_auc.append(target_auc(live_k, where))
+        rho_live.append(spearman(lf_k, live_k))
+        rho_plain.append(spearman(lf_k, plain_k))
         is_cold.append(int(t.request.items[t.target]) in cold)
 
     def mean(xs: list[float]) -> float:

@@ -165,7 +165,17 @@ def prior_favourite_share(targets: Sequence[Target], truth: Truth) -> float:
     return float(np.mean([truth.at(t)[1][t.target] > 0 for t in new]))
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+def target_auc(scores: np.ndarray, target: int) -> float:
+    """Share of the other candidates the target is scored above (ties count half)."""
+    others = np.delete(scores, target)
+    if others.size == 0:
+        return float("nan")
+    s = scores[target]
+    return float(((others < s).sum() + 0.5 * (others == s).sum()) / others.size)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (average ranks for ties); NaN when either side is constant."""
     ra, rb = rankdata(a), rankdata(b)
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
@@ -209,10 +219,9 @@ def headroom(
             r = rank_of(s, where, rngs[n])
             hits[n].append(float(r < 5))
             hits10[n].append(float(r < 10))
-            others = np.delete(s, where)
-            auc[n].append(float(((others < s[where]).sum() + 0.5 * (others == s[where]).sum()) / others.size))
+            auc[n].append(target_auc(s, where))
             if reference is not None:
-                rho[n].append(_spearman(s, reference))
+                rho[n].append(spearman(s, reference))
     out: dict[str, Any] = {
         "new_targets": len(viewers),
         "never_watched_candidates_median": float(np.median(candidates)) if candidates else float("nan"),
