@@ -140,6 +140,9 @@ def test_roomfeed_evaluate_world_writes_a_table_a_plot_and_the_figures(tmp_path)
         assert "- why LightFM adds what it adds: ablation on new targets" in table
         run = orjson.loads((tmp_path / name / "runs.json").read_bytes())[0]
         assert 0.0 <= run["offline"]["diag_lightfm_new_auc"] <= 1.0 and run["offline"]["diag_new_targets"] > 0
+        headroom = run["offline"]["headroom"]  # the simulator's truth ranks the never-watched rooms too
+        assert "Headroom on" in table and headroom["new_targets"] > 0
+        assert headroom["methods"]["oracle_choice"]["auc"] > 0.5
         assert (tmp_path / name / "eval.png").stat().st_size > 10_000
         figures = summary["worlds"][name]
         for key in (
