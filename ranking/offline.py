@@ -132,9 +132,15 @@ def fit_model(
     t0 = time.perf_counter()
     with_lightfm = fit_ranker(lists, validation=validation)
     ablation = fit_ranker(lists, validation=validation, drop=LIGHTFM_FEATURES)
+    in_discovery = fit_ranker(
+        lists, validation=validation, drop=LIGHTFM_FEATURES, discovery_only=LIGHTFM_FEATURES
+    )
     # LightFM's columns stay only if they help on the validation lists: on a platform where popularity,
     # history and co-visitation already say what LightFM knows, its column is noise the gate would pay for.
-    ranker = choose_lightfm(with_lightfm, ablation, validation.viewers())
+    # In the discovery part alone they are judged on the validation's discovery lists (choose_lightfm).
+    ranker = choose_lightfm(
+        with_lightfm, ablation, validation.viewers(), discovery=in_discovery, validation=validation
+    )
     if cfg.lightfm_columns is False:  # the gate found them hurting on held-out hours (ranking.train)
         ranker = ablation
         ranker.info["lightfm_used"] = 0.0

@@ -435,3 +435,83 @@ def test_banded_favourites_first_ranks_the_feed_as_validation_judged_it(small_ta
     assert list(expected) == got
     # The bands matter on these lists: a feed that applied one count to everyone would fail above.
     assert (_first_ranks(lists.x.astype(np.float64) @ ranker.weights, lists, 1) != expected).any()
+
+
+def _taste_for_new_merchants(n_lists: int, seed: int) -> Lists:
+    """`_known_and_new_lists` where LightFM's column also knows which discovery room the viewer takes (a
+    taste for merchants never entered) and is noise on the known merchants' rooms."""
+    lists, is_known = _known_and_new_lists(n_lists, seed)
+    rng = np.random.default_rng(seed + 100)
+    size = int(lists.offsets[1])
+    lf = FEATURES.index("lightfm")
+    x = lists.x.copy()
+    x[:, lf] = rng.normal(size=x.shape[0])
+    pop, enters = FEATURES.index("pop_total"), FEATURES.index("h_enters")
+    utility = np.where(is_known, 1.5 * x[:, enters] - 1.5 * x[:, pop] - 0.5, 1.5 * x[:, pop] + x[:, lf] - 1.0)
+    utility = utility.reshape(n_lists, size) + rng.gumbel(size=(n_lists, size))
+    return Lists(x, lists.offsets, utility.argmax(axis=1), lists.weight, None)
+
+
+def _latest_quarter(lists: Lists) -> Lists:
+    """The validation lists `fit_ranker` holds out when it is given none."""
+    return lists.subset(np.arange(int(len(lists) * 0.75), len(lists)))
+
+
+def test_lightfm_columns_can_earn_their_place_in_the_discovery_part_only() -> None:
+    lists = _taste_for_new_merchants(4_000, 11)
+    lf = FEATURES.index("lightfm")
+    discovery_only = fit_ranker(lists, drop=LIGHTFM_FEATURES, discovery_only=LIGHTFM_FEATURES)
+    assert discovery_only.discovery is not None
+    assert discovery_only.weights[lf] == 0.0 and discovery_only.discovery[lf] > 0
+    everywhere = fit_ranker(lists)
+    without = fit_ranker(lists, drop=LIGHTFM_FEATURES)
+    chosen = choose_lightfm(everywhere, without, discovery=discovery_only, validation=_latest_quarter(lists))
+    # LightFM helps the discovery part beyond one error; everywhere adds nothing beyond that: the simpler.
+    assert chosen is discovery_only
+    assert chosen.info["lightfm_discovery_gain"] > chosen.info["lightfm_discovery_gain_se"] > 0
+    assert chosen.info["lightfm_used"] == 1.0 and chosen.info["lightfm_discovery_only"] == 1.0
+    # Where LightFM's column points at the target in the training lists and away from it in the latest
+    # quarter (the validation lists), nothing of it is kept, in either part.
+    noise = _known_and_new_lists(4_000, 11)[0]
+    n = len(noise)
+    rows = noise.offsets[:-1] + noise.target
+    noise.x[rows, lf] = np.where(np.arange(n) < 0.75 * n, 3.0, -3.0)
+    dropped = choose_lightfm(
+        fit_ranker(noise),
+        fit_ranker(noise, drop=LIGHTFM_FEATURES),
+        discovery=fit_ranker(noise, drop=LIGHTFM_FEATURES, discovery_only=LIGHTFM_FEATURES),
+        validation=_latest_quarter(noise),
+    )
+    assert dropped.info["lightfm_used"] == 0.0 and dropped.info["lightfm_discovery_only"] == 0.0
+    assert dropped.discovery is None or dropped.discovery[lf] == 0.0
+
+
+def test_discovery_only_names_known_features() -> None:
+    lists = _taste_for_new_merchants(200, 12)
+    with pytest.raises(ValueError, match="discovery_only names unknown features"):
+        fit_ranker(lists, drop=LIGHTFM_FEATURES, discovery_only=("lightfm_typo",))
+
+
+def test_lightfm_in_the_discovery_part_must_not_cost_the_favourites() -> None:
+    # Its discovery order wins on the validation's discovery lists, but on every list (the favourites
+    # too) it loses by far more than one standard error: it is not kept.
+    validation = _taste_for_new_merchants(600, 14)
+    lf, pop = FEATURES.index("lightfm"), FEATURES.index("pop_total")
+    plain = np.zeros(len(FEATURES))
+    plain[pop] = 1.0
+    taste = plain.copy()
+    taste[lf] = 1.0
+    values = np.random.default_rng(4).random(len(validation)) * 2.0
+    without = Ranker(plain, validation_values=values)
+    spread = np.where(np.arange(len(validation)) % 2 == 0, 0.1, -0.1)
+
+    def in_discovery(overall_gain: float) -> Ranker:
+        return Ranker(plain, discovery=taste, validation_values=values + overall_gain + spread)
+
+    everywhere = Ranker(taste, validation_values=values - 0.001 - spread)  # no better than either
+    costly = choose_lightfm(everywhere, without, discovery=in_discovery(-0.2), validation=validation)
+    assert costly is without and costly.info["lightfm_used"] == 0.0
+    assert costly.info["lightfm_discovery_gain"] > costly.info["lightfm_discovery_gain_se"]
+    assert costly.info["lightfm_discovery_overall_gain"] < -costly.info["lightfm_discovery_overall_gain_se"]
+    cheap = in_discovery(-0.001)  # within noise on every list: the discovery gain decides
+    assert choose_lightfm(everywhere, without, discovery=cheap, validation=validation) is cheap
