@@ -666,6 +666,7 @@ def run_world(
         "ranker": {
             "l2": fitted.ranker.info.get("l2"),
             "lightfm_used": fitted.ranker.info.get("lightfm_used"),
+            "lightfm_discovery_only": fitted.ranker.info.get("lightfm_discovery_only"),
             "two_part": fitted.ranker.info.get("two_part"),
             "favourites_first": fitted.ranker.favourites_first,
             "favourites_first_by_repeat_band": list(fitted.ranker.first_by_share),
