@@ -23,6 +23,7 @@ from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit, as_recent_visit, frame_part
 from feed.frames import FrameRefresher
 from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
+from ranking import viewer_kernel
 from ranking.features import PRICE_BANDS
 from ranking.history import ViewerHistories, ViewerHistory, history_of
 from ranking.ranker import (
@@ -410,6 +411,8 @@ class Rank:
 
     def __init__(self, model_watcher: Any | None = None) -> None:
         self.model_watcher = model_watcher
+        # The compiled viewer part (ranking.viewer_kernel), loaded or compiled now rather than by a page.
+        viewer_kernel.warm()
         # The multiplied ranker per config value in use (an experiment's variants alternate request by request).
         self._weights: dict[int, tuple[Ranker, RankingConfig, Ranker]] = {}
 
@@ -578,7 +581,7 @@ class Rank:
         ranker = self.ranker(rm, cfg)
         room_part = self.room_part32(c, rm, cfg, ctx.now)
         delta = self.room_delta(c, rm, cfg, ctx.now) if ranker.discovery is not None else None
-        score = ranker.add_viewer_score(room_part, rm.table, req, delta)
+        score = ranker.serve_viewer_score(room_part, rm.table, req, delta)
         if cfg.w_session > 0 and ctx.recent:
             score -= cfg.w_session * session_penalty(c, ctx.recent, ctx.now, cfg.swipe_away_window_s)
         c.score = score.astype(np.float32, copy=False)  # the ranker's own array: no second copy

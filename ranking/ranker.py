@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from events.vocabulary import SWIPE_AWAY_MS
 from ranking.history import STATS as STATS_ORDER
 from ranking.history import S, ViewerHistory
+from ranking.viewer_kernel import HISTORY_WIDTH, KERNEL_FEATURES, viewer_part
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -85,12 +86,28 @@ class MerchantTable:
     covisit: sp.csr_matrix  # (n, n) merchant x merchant, rows normalised
     n_categories: int = 0
     n_bands: int = 0
+    # category, band, and the co-visitation CSR's indptr/indices/data as the compiled viewer part reads
+    # them (int64, float64, contiguous: one compiled signature), made on first use (`kernel_arrays`).
+    _kernel: tuple[np.ndarray, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.n_categories = max(
             self.n_categories, int(self.category.max()) + 1 if self.category.size else 0, 1
         )
         self.n_bands = max(self.n_bands, int(self.band.max()) + 1 if self.band.size else 0, 1)
+
+    def kernel_arrays(self) -> tuple[np.ndarray, ...]:
+        """(category, band, co-visitation indptr, indices, data) as ranking.viewer_kernel reads them."""
+        if self._kernel is None:
+            cov = self.covisit
+            self._kernel = (
+                np.ascontiguousarray(self.category, dtype=np.int64),
+                np.ascontiguousarray(self.band, dtype=np.int64),
+                np.ascontiguousarray(cov.indptr, dtype=np.int64),
+                np.ascontiguousarray(cov.indices, dtype=np.int64),
+                np.ascontiguousarray(cov.data, dtype=np.float64),
+            )
+        return self._kernel
 
     def popularity_at(self, items: np.ndarray, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
         """(counts, decayed values at `now_ms`) of the merchants at `items` (-1: zeros)."""
@@ -161,6 +178,22 @@ class RankRequest:
     def rows_of(self, merchants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, index into `merchants`) of the rooms whose merchant is one of `merchants`: a few
         binary searches in the sorted items instead of a pass over every room."""
+        order, ptr = self.room_index()
+        if ptr.size == 0:
+            # Few rooms of many merchants (a retrieved subset): two binary searches in the rooms.
+            ranked = self.items[order]
+            lo = np.searchsorted(ranked, merchants, side="left")
+            counts = np.searchsorted(ranked, merchants, side="right") - lo
+            return self._rows(order, lo, counts, merchants.shape[0])
+        end = ptr.shape[0] - 1  # ptr[end] = every room: a merchant beyond the last has none
+        at = np.where((merchants >= -1) & (merchants < end - 1), merchants + 1, end)
+        lo = ptr[at]
+        counts = ptr[np.minimum(at + 1, end)] - lo
+        return self._rows(order, lo, counts, merchants.shape[0])
+
+    def room_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the rooms in merchant order, where each merchant position's rooms start in it — empty when
+        the rooms are few of many merchants), kept with the request's gather indices."""
         order = self.item_order if self.item_order is not None else np.argsort(self.items, kind="stable")
         self.item_order = order
         # Where each merchant's rooms start in `order` (CSR over merchant positions, -1 first), kept with
@@ -173,16 +206,12 @@ class RankRequest:
             if top + 2 > 8 * ranked.size + 64:
                 # Few rooms of many merchants (a retrieved subset: ~600 rooms, positions up to 50,000, and
                 # new gather indices each request): a table over every merchant position would cost more
-                # than the request (~0.5 ms at 100,000 live rooms); two binary searches in the rooms instead.
-                lo = np.searchsorted(ranked, merchants, side="left")
-                counts = np.searchsorted(ranked, merchants, side="right") - lo
-                return self._rows(order, lo, counts, merchants.shape[0])
-            ptr = self.slots[("rooms_of", 0)] = np.searchsorted(ranked, np.arange(-1, top + 2), side="left")
-        end = ptr.shape[0] - 1  # ptr[end] = every room: a merchant beyond the last has none
-        at = np.where((merchants >= -1) & (merchants < end - 1), merchants + 1, end)
-        lo = ptr[at]
-        counts = ptr[np.minimum(at + 1, end)] - lo
-        return self._rows(order, lo, counts, merchants.shape[0])
+                # than the request (~0.5 ms at 100,000 live rooms); binary searches in the rooms instead.
+                ptr = np.zeros(0, dtype=np.int64)
+            else:
+                ptr = np.searchsorted(ranked, np.arange(-1, top + 2), side="left")
+            self.slots[("rooms_of", 0)] = ptr
+        return order, ptr
 
     @staticmethod
     def _rows(order: np.ndarray, lo: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -322,6 +351,38 @@ for _j, (_stat, _factor) in enumerate(
 _LOGGED[S["enters"], 5] = -1.0
 _FLAGS = [S["enters"], S["follows"], S["code_enters"]]  # h_entered, h_follows, h_code: the stat > 0
 _RECENCY_HALF_LIVES = np.array([DAY_MS, 7 * DAY_MS], dtype=np.float64)
+# What the compiled viewer part reads by position (ranking.viewer_kernel says which is which).
+if len(HISTORY_COLUMNS) != HISTORY_WIDTH:
+    raise ImportError("ranking.viewer_kernel writes another number of history columns than history_columns")
+_KERNEL_FEATURE_AT = np.array([F[name] for name in KERNEL_FEATURES], dtype=np.int64)
+_KERNEL_STAT_AT = np.array(
+    [
+        S["enters"],
+        S["watches"],
+        S["dwell_s"],
+        S["swipes"],
+        S["purchases"],
+        S["follows"],
+        S["impressions"],
+        S["code_enters"],
+        S["last_ms"],
+    ],
+    dtype=np.int64,
+)
+_KERNEL_HISTORY_AT = HISTORY_INDEX.astype(np.int64)
+
+
+def _plain(a: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
+    """`a` as the compiled viewer part's one signature takes it: that dtype, C-contiguous, writeable
+    (numba compiles another version, ~10 s, for any other kind of array)."""
+    if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(a, dtype=dtype, order="C")
+
+
+_NONE32 = np.zeros(0, dtype=np.float32)
+_NONE64 = np.zeros(0, dtype=np.float64)
+_NO_ITEMS = np.zeros(0, dtype=np.int64)
 
 
 def history_columns(st: np.ndarray, rows: np.ndarray, now_ms: int, all_enters: float) -> np.ndarray:
@@ -344,6 +405,54 @@ def history_columns(st: np.ndarray, rows: np.ndarray, now_ms: int, all_enters: f
     out[:, 12] = enters / all_enters if all_enters > 0 else 0.0
     out[:, 13] = (enters - st[:, S["swipes"]]) > 0
     return out
+
+
+@dataclass
+class SessionColumns:
+    """The session's part of the viewer columns (`session_columns`)."""
+
+    by_category: dict[str, np.ndarray]  # session_category, session_skip: per category code (those > 0)
+    swiped: np.ndarray  # merchant positions swiped away in the window, ascending (session_swiped)
+    lightfm: np.ndarray | None  # session_lightfm per room (None: nothing watched the model knows)
+
+
+def session_columns(table: MerchantTable, req: RankRequest) -> SessionColumns | None:
+    """The session columns from the visits of the session window (None: no visit in it)."""
+    recent = [v for v in req.session if req.now_ms - v.ts <= SESSION_WINDOW_MS and v.item >= 0]
+    if not recent:
+        return None
+    # A dozen visits: plain Python over them costs less than numpy's per-call overhead (measured: the
+    # session part was ~200 us of array calls per request at 10,000 rooms, docs/ranking.md).
+    n_known = table.category.shape[0]
+    dwell_by: dict[int, float] = {}
+    skips_by: dict[int, float] = {}
+    swiped: set[int] = set()
+    attention: dict[int, float] = {}  # per merchant: log1p(dwell / 30 s) summed (session_lightfm)
+    for v in recent:
+        code = int(table.category[v.item]) if v.item < n_known else -1
+        if v.dwell_ms < SWIPE_AWAY_MS:
+            swiped.add(v.item)
+            if code >= 0:
+                skips_by[code] = skips_by.get(code, 0.0) + 1.0
+        elif code >= 0:
+            dwell_by[code] = dwell_by.get(code, 0.0) + v.dwell_ms / 1000.0
+        attention[v.item] = attention.get(v.item, 0.0) + math.log1p(max(v.dwell_ms, 0) / 30_000.0)
+    by_category: dict[str, np.ndarray] = {}
+    for name, by in (("session_category", dwell_by), ("session_skip", skips_by)):
+        total_by = sum(by.values())
+        if total_by > 0:
+            col = np.zeros(table.n_categories)
+            col[list(by)] = [value / total_by for value in by.values()]
+            by_category[name] = col
+    lightfm: np.ndarray | None = None
+    if req.unit_items is not None and req.item_unit_of is not None:
+        inside = [item for item in attention if item < req.item_unit_of.shape[0]]
+        if inside:
+            vec = np.array([attention[item] for item in inside]) @ req.item_unit_of[inside]
+            norm = float(np.linalg.norm(vec))
+            if norm > 1e-9:
+                lightfm = req.unit_items @ (vec / norm).astype(np.float32)
+    return SessionColumns(by_category, np.array(sorted(swiped), dtype=np.int64), lightfm)
 
 
 def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
@@ -422,39 +531,13 @@ def viewer_columns(table: MerchantTable, req: RankRequest) -> ViewerColumns:
                         np.log1p(sums[some]),
                         int(cov.shape[1]),
                     )
-    recent = [v for v in req.session if req.now_ms - v.ts <= SESSION_WINDOW_MS and v.item >= 0]
-    if recent:
-        # A dozen visits: plain Python over them costs less than numpy's per-call overhead (measured: the
-        # session part was ~200 us of array calls per request at 10,000 rooms, docs/ranking.md).
-        n_known = table.category.shape[0]
-        dwell_by: dict[int, float] = {}
-        skips_by: dict[int, float] = {}
-        swiped: set[int] = set()
-        attention: dict[int, float] = {}  # per merchant: log1p(dwell / 30 s) summed (session_lightfm)
-        for v in recent:
-            code = int(table.category[v.item]) if v.item < n_known else -1
-            if v.dwell_ms < SWIPE_AWAY_MS:
-                swiped.add(v.item)
-                if code >= 0:
-                    skips_by[code] = skips_by.get(code, 0.0) + 1.0
-            elif code >= 0:
-                dwell_by[code] = dwell_by.get(code, 0.0) + v.dwell_ms / 1000.0
-            attention[v.item] = attention.get(v.item, 0.0) + math.log1p(max(v.dwell_ms, 0) / 30_000.0)
-        for name, by in (("session_category", dwell_by), ("session_skip", skips_by)):
-            total_by = sum(by.values())
-            if total_by > 0:
-                col = np.zeros(table.n_categories)
-                col[list(by)] = [value / total_by for value in by.values()]
-                by_category[name] = col
-        if swiped:
-            swiped_rows, _ = req.rows_of(np.array(sorted(swiped), dtype=np.int64))
-        if req.unit_items is not None and req.item_unit_of is not None:
-            inside = [item for item in attention if item < req.item_unit_of.shape[0]]
-            if inside:
-                vec = np.array([attention[item] for item in inside]) @ req.item_unit_of[inside]
-                norm = float(np.linalg.norm(vec))
-                if norm > 1e-9:
-                    dense["session_lightfm"] = req.unit_items @ (vec / norm).astype(np.float32)
+    session = session_columns(table, req)
+    if session is not None:
+        by_category.update(session.by_category)
+        if session.swiped.size:
+            swiped_rows, _ = req.rows_of(session.swiped)
+        if session.lightfm is not None:
+            dense["session_lightfm"] = session.lightfm
     # History columns (only the rooms of merchants in the history), as one matrix: a few array operations
     # over every column at once instead of two or three per column (numpy's per-call cost is most of it).
     matrix = np.zeros((0, len(HISTORY_COLUMNS)))
@@ -578,6 +661,10 @@ class Ranker:
         # viewer part of the rooms the viewer never entered. The entered rooms are rescored on top.
         self._all_w = self.discovery if self.discovery is not None else self.weights
         self._room_w = self._all_w[:N_ROOM].astype(np.float32)
+        # A two-part ranker's known-merchant weights minus its discovery ones (the entered rooms' rescoring).
+        self._delta32 = (
+            (self.weights - self.discovery).astype(np.float32) if self.discovery is not None else None
+        )
 
     def scaled(self, multipliers: dict[str, float]) -> Ranker:
         """The same ranker with the named feature weights multiplied (an operator's override)."""
@@ -660,7 +747,7 @@ class Ranker:
                 # The rooms of merchants the viewer entered: their own weights, on their few rows.
                 pick = np.flatnonzero(cols.sparse["h_entered"] > 0)
                 if pick.size:
-                    delta = (self.weights - self.discovery).astype(np.float32)
+                    delta = self._delta32
                     at = cols.rows[pick]
                     if room_delta is not None:
                         out[at] += _rows_design(table, req, cols, pick, rooms=False) @ delta + room_delta[at]
@@ -670,6 +757,79 @@ class Ranker:
             k = self.first_count(req.history)
             if k > 0:
                 favourites_first(out, cols.favourite_rows, cols.swiped_rows, k)
+        return out
+
+    def serve_viewer_score(
+        self, score: np.ndarray, table: MerchantTable, req: RankRequest, room_delta: np.ndarray | None = None
+    ) -> np.ndarray:
+        """`add_viewer_score`, the same float32 score, by one compiled pass (ranking.viewer_kernel): the
+        feed's path. Requests it does not cover (a LightFM column that is not float32) go the numpy way."""
+        if req.lightfm is not None and req.lightfm.dtype != np.float32:
+            return self.add_viewer_score(score, table, req, room_delta)
+        out = score.astype(np.float32, copy=True)
+        order, ptr = req.room_index()
+        h = req.history
+        session = session_columns(table, req)
+        none32, none64 = _NONE32, _NONE64
+        if req.lightfm is None:
+            lightfm, sums = none32, none64
+        elif req.lightfm_moments is not None:
+            lightfm, sums = req.lightfm, np.array(req.lightfm_moments, dtype=np.float64)
+        else:
+            lf = req.lightfm.astype(np.float64)
+            lightfm, sums = req.lightfm, np.array([float(lf.sum()), float(lf @ lf)])
+        category, band, cov_indptr, cov_indices, cov_data = table.kernel_arrays()
+        session_category = session_skip = none64
+        swiped, session_lightfm = _NO_ITEMS, none32
+        if session is not None:
+            session_category = session.by_category.get("session_category", none64)
+            session_skip = session.by_category.get("session_skip", none64)
+            swiped = session.swiped
+            if session.lightfm is not None:
+                session_lightfm = _plain(session.lightfm, np.float32)
+        at, x, favourites, swiped_rows, _ = viewer_part(
+            out,
+            _plain(req.items, np.int64),
+            _plain(order, np.int64),
+            _plain(ptr, np.int64),
+            _plain(req.pair_slot(table.n_categories, table.n_bands), np.int64),
+            _plain(lightfm, np.float32),
+            sums,
+            _plain(h.merchants, np.int64),
+            _plain(h.stats, np.float64),
+            category,
+            band,
+            table.n_categories,
+            table.n_bands,
+            cov_indptr,
+            cov_indices,
+            cov_data,
+            session_lightfm,
+            session_category,
+            session_skip,
+            swiped,
+            _plain(self._all_w, np.float64),
+            _KERNEL_FEATURE_AT,
+            _KERNEL_HISTORY_AT,
+            _KERNEL_STAT_AT,
+            _RECENCY_HALF_LIVES,
+            float(req.now_ms),
+            len(FEATURES),
+        )
+        if self.discovery is not None and at.size:
+            # The rooms of merchants the viewer entered: their own weights, on their few rows (the
+            # float32 product numpy makes in add_viewer_score).
+            if room_delta is not None:
+                out[at] += x @ self._delta32 + room_delta[at]
+            else:
+                x[:, :N_ROOM] = _room_matrix(
+                    table, req.items[at], req.started_ms[at], req.heat[at], req.now_ms
+                )
+                out[at] += x @ self._delta32
+        if favourites.size and (self.favourites_first > 0 or self.first_by_share):
+            k = self.first_count(req.history)
+            if k > 0:
+                favourites_first(out, favourites, swiped_rows, k)
         return out
 
     def score(self, table: MerchantTable, req: RankRequest) -> np.ndarray:
