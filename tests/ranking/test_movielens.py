@@ -18,9 +18,11 @@ def test_movielens_matches_lightfm_docs() -> None:
 def test_movielens_through_roomfeeds_pipeline_is_not_below_plain_lightfm() -> None:
     """Ratings as enters through from_events → build_training_set → train_model → Scorer, beside plain
     LightFM on the same time-ordered split (each user's last 10 ratings held out)."""
-    check = run_pipeline_check(epochs=10, threads=2)
-    # Plain LightFM moves by about ±0.002 between runs (threads); the pipeline must not be below it.
-    assert check.p10_pipeline >= check.p10_plain - 0.003, check
+    # One thread: LightFM's two-thread (Hogwild) fit is not reproducible (plain LightFM's P@10 moved 0.006
+    # between two runs of one seed), so a tolerance wide enough for it let the check pass or fail at random.
+    # On one thread the same seed gives the same figures run after run (0.1163 vs 0.1115 for seed 0).
+    check = run_pipeline_check(epochs=10, threads=1)
+    assert check.p10_pipeline >= check.p10_plain, check
     assert check.users == 943
 
 
