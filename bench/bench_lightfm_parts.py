@@ -1,7 +1,7 @@
 """Benchmark: where LightFM's columns earn their place — nowhere, in the discovery part only, everywhere.
 
     .venv/bin/python bench/bench_lightfm_parts.py WORLD:SEED [WORLD:SEED ...] [--viewers 10000
-        --merchants 500 --lists 6000 --targets 4000 --world-cache reports/worlds/cache]
+        --merchants 500 --lists 6000 --targets 4000 --world-cache reports/worlds/cache --name lightfm_parts]
 
 Per world and seed, the training/validation lists and held-out targets of `bench_ranker_parts` (LightFM
 "a" on days 0-4, the ranker's lists from day 5, the test day 6), three rankers fit on the same lists:
@@ -11,7 +11,7 @@ validation list) and after (the discovery part judged on the validation's discov
 ranker: its validation value, its discovery part's value on the validation's discovery lists, and on
 the test day HR@5 overall / on new targets / discovery (own order among never-watched live rooms); then
 the chosen ranker after minus before on the test day's discovery and new targets, with intervals that
-resample viewers. Writes bench/results/lightfm_parts.json and the docs/benchmarks.md block.
+resample viewers. Writes bench/results/NAME.json (lightfm_parts) and the docs/benchmarks.md block.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--lists", type=int, default=6_000)
     ap.add_argument("--targets", type=int, default=4_000)
     ap.add_argument("--world-cache", default="reports/worlds/cache")
+    ap.add_argument("--name", default="lightfm_parts", help="the record's name (bench/results/NAME.json)")
     args = ap.parse_args()
     runs: dict[str, Any] = {}
     lines: list[str] = []
@@ -121,7 +122,7 @@ def main() -> None:
         )
         print(lines[-1], flush=True)
     write_results(
-        "lightfm_parts",
+        args.name,
         command_line(),
         {"viewers": args.viewers, "merchants": args.merchants, "lists": args.lists, "runs": runs},
         lines,
