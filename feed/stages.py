@@ -18,14 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from events import vocabulary
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit, as_recent_visit, frame_part
 from feed.frames import FrameRefresher
 from feed.sources import LiveIndexSource, LiveStatsSource, RoomHeatCache
 from ranking import viewer_kernel
 from ranking.features import PRICE_BANDS
-from ranking.history import ViewerHistories, ViewerHistory, history_of
+from ranking.history import ViewerHistories, ViewerHistory
 from ranking.ranker import (
     GROUPS,
     F,
@@ -36,6 +35,7 @@ from ranking.ranker import (
     baseline_ranker,
     design,
     empty_table,
+    history_with_visits,
 )
 
 log = logging.getLogger("feed.stages")
@@ -672,19 +672,15 @@ def viewer_inputs(
     if not newer:
         return base, session
     # Each visit the feed knows of is a leave and, `dwell_ms` before it, its enter (which the model's
-    # table already counts when it came before the table's time).
-    rows = [(v, vocabulary.LEAVE, v.ts) for v in newer] + [
-        (v, vocabulary.ENTER, v.ts - v.dwell_ms) for v in newer if v.ts - v.dwell_ms >= since
-    ]
-    merchants = np.array([position(v.merchant_id) for v, _, _ in rows], dtype=np.int64)
-    kinds = np.array([kind for _, kind, _ in rows], dtype=object)
-    dwell = np.array([v.dwell_ms for v, _, _ in rows], dtype=np.int64)
-    ts = np.array([at for _, _, at in rows], dtype=np.int64)
-    known = merchants >= 0
-    recent_part = history_of(
-        merchants[known], kinds[known], dwell[known], np.zeros(int(known.sum()), bool), ts[known]
-    )
-    return base.plus(recent_part), session
+    # table already counts when it came before the table's time): folded into the history by one
+    # compiled pass (ranking.ranker.history_with_visits; ~0.2 ms of small numpy calls as history_of + plus).
+    entered = [v for v in newer if v.ts - v.dwell_ms >= since]
+    merchants = np.array([position(v.merchant_id) for v in [*newer, *entered]], dtype=np.int64)
+    enter = np.zeros(merchants.shape[0], dtype=bool)
+    enter[len(newer) :] = True
+    dwell = np.array([v.dwell_ms for v in [*newer, *entered]], dtype=np.int64)
+    ts = np.array([v.ts for v in newer] + [v.ts - v.dwell_ms for v in entered], dtype=np.int64)
+    return history_with_visits(base, merchants, enter, dwell, ts), session
 
 
 def multipliers(cfg: RankingConfig) -> dict[str, float]:

@@ -25,8 +25,8 @@ import scipy.sparse as sp
 
 from events.vocabulary import SWIPE_AWAY_MS
 from ranking.history import STATS as STATS_ORDER
-from ranking.history import S, ViewerHistory
-from ranking.viewer_kernel import HISTORY_WIDTH, KERNEL_FEATURES, viewer_part
+from ranking.history import WATCH_MS, S, ViewerHistory
+from ranking.viewer_kernel import HISTORY_WIDTH, KERNEL_FEATURES, history_plus_visits, viewer_part
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -405,6 +405,26 @@ def history_columns(st: np.ndarray, rows: np.ndarray, now_ms: int, all_enters: f
     out[:, 12] = enters / all_enters if all_enters > 0 else 0.0
     out[:, 13] = (enters - st[:, S["swipes"]]) > 0
     return out
+
+
+def history_with_visits(
+    base: ViewerHistory, merchants: np.ndarray, enter: np.ndarray, dwell_ms: np.ndarray, ts: np.ndarray
+) -> ViewerHistory:
+    """`base.plus(history_of(...))` of a session's visits as enter and leave rows (`enter` says which; a
+    merchant position < 0 is one the model does not know, left out), by one compiled pass
+    (ranking.viewer_kernel.history_plus_visits): the same table, sum for sum, as ranking.history builds."""
+    changed, keys, stats = history_plus_visits(
+        _plain(base.merchants, np.int64),
+        _plain(base.stats, np.float64),
+        _plain(merchants, np.int64),
+        _plain(enter, np.bool_),
+        _plain(dwell_ms, np.int64),
+        _plain(ts, np.int64),
+        _KERNEL_STAT_AT,
+        float(WATCH_MS),
+        float(SWIPE_AWAY_MS),
+    )
+    return ViewerHistory(keys, stats) if changed else base
 
 
 @dataclass

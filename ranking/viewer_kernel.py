@@ -502,6 +502,87 @@ def viewer_part(
     return at, x, favourites, swiped_rows, entered
 
 
+@_jit(cache=True, nogil=True)
+def _combine(keys: Any, stats: Any, last: int) -> tuple[Any, Any]:
+    """ranking.history.combine: rows with equal key summed in their order from 0 (numpy's bincount), the
+    `last` column by maximum from 0 (numpy's maximum.at); keys ascending."""
+    n = keys.shape[0]
+    order = np.argsort(keys, kind="mergesort")  # stable: each key's rows in their order
+    groups = 0
+    for k in range(n):
+        if k == 0 or keys[order[k]] != keys[order[k - 1]]:
+            groups += 1
+    uniq = np.empty(groups, np.int64)
+    out = np.zeros((groups, stats.shape[1]))
+    g = -1
+    for k in range(n):
+        r = order[k]
+        if k == 0 or keys[r] != keys[order[k - 1]]:
+            g += 1
+            uniq[g] = keys[r]
+        for j in range(stats.shape[1]):
+            if j == last:
+                out[g, j] = max(out[g, j], stats[r, j])
+            else:
+                out[g, j] += stats[r, j]
+    return uniq, out
+
+
+@_jit(cache=True, nogil=True)
+def history_plus_visits(
+    base_merchants: Any,
+    base_stats: Any,
+    merchants: Any,
+    enter: Any,
+    dwell_ms: Any,
+    ts: Any,
+    stat_at: Any,
+    watch_ms: float,
+    swipe_ms: float,
+) -> tuple[bool, Any, Any]:
+    """`base.plus(history_of(...))` of a session's enters and leaves (ranking.history: the feed's visits
+    since the model's round folded into the viewer's history): (changed, merchants, stats) — unchanged
+    (False) when no visit names a merchant the model knows. The same sums in the same order as numpy's
+    `combine`, twice (the visits' table, then base and it together)."""
+    e_, w_, d_, s_, l_ = stat_at[0], stat_at[1], stat_at[2], stat_at[3], stat_at[8]
+    width = base_stats.shape[1]
+    known = 0
+    for r in range(merchants.shape[0]):
+        if merchants[r] >= 0:
+            known += 1
+    keys = np.empty(known, np.int64)
+    rows = np.zeros((known, width))
+    t = 0
+    for r in range(merchants.shape[0]):
+        if merchants[r] < 0:
+            continue
+        keys[t] = merchants[r]
+        if enter[r]:
+            rows[t, e_] = 1.0
+            dwell = 0.0
+        else:
+            dwell = float(max(dwell_ms[r], 0))
+            rows[t, w_] = 1.0 if dwell >= watch_ms else 0.0
+            rows[t, s_] = 1.0 if dwell < swipe_ms else 0.0
+        rows[t, d_] = dwell / 1000.0
+        rows[t, l_] = float(ts[r])
+        t += 1
+    if known == 0:
+        return False, base_merchants, base_stats
+    visit_keys, visit_stats = _combine(keys, rows, l_)
+    if base_merchants.shape[0] == 0:
+        return True, visit_keys, visit_stats
+    nb, nv = base_merchants.shape[0], visit_keys.shape[0]
+    both_keys = np.empty(nb + nv, np.int64)
+    both = np.empty((nb + nv, width))
+    both_keys[:nb] = base_merchants
+    both_keys[nb:] = visit_keys
+    both[:nb, :] = base_stats
+    both[nb:, :] = visit_stats
+    merged_keys, merged = _combine(both_keys, both, l_)
+    return True, merged_keys, merged
+
+
 _warmed = False
 
 
@@ -548,4 +629,15 @@ def warm() -> None:
             0.0,
             40,
         )
+    history_plus_visits(
+        np.array([0], dtype=np.int64),
+        stats[:1],
+        np.array([0, -1], dtype=np.int64),
+        np.array([True, False]),
+        np.array([0, 40_000], dtype=np.int64),
+        np.array([1, 2], dtype=np.int64),
+        np.arange(len(STATS), dtype=np.int64),
+        30_000.0,
+        3_000.0,
+    )
     _warmed = True
