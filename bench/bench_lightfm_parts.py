@@ -25,6 +25,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+# The keys of a difference with its interval (ranking.evaluation.Evaluation.difference) these records keep.
+INTERVAL = ("diff", "ci_low", "ci_high")
 
 
 def main() -> None:
@@ -107,9 +109,7 @@ def main() -> None:
                 run[f"after_minus_before_{split}"] = {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0}
             else:
                 d = ev.difference(after_name, before_name, split, seed=seed)
-                run[f"after_minus_before_{split}"] = {
-                    k: round(d[k], 4) for k in ("diff", "ci_low", "ci_high")
-                }
+                run[f"after_minus_before_{split}"] = {k: round(d[k], 4) for k in INTERVAL}
         run["seconds"] = round(time.perf_counter() - t0, 1)
         runs[f"{world}-{seed}"] = run
         d = run["after_minus_before_discovery"]

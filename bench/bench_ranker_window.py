@@ -70,6 +70,7 @@ def window_lists(world: str, seed: int, days: int, args: argparse.Namespace) -> 
 
 
 def main() -> None:
+    from bench_lightfm_parts import INTERVAL
     from bench_scorer import command_line, write_results
 
     from ranking.evaluation import evaluate, ranker_method
@@ -134,9 +135,7 @@ def main() -> None:
             if name != "1d":
                 for split in ("overall", "discovery"):
                     d = ev.difference(name, "1d", split, seed=seed)
-                    run[name][f"minus_1d_{split}"] = {
-                        k: round(d[k], 4) for k in ("diff", "ci_low", "ci_high")
-                    }
+                    run[name][f"minus_1d_{split}"] = {k: round(d[k], 4) for k in INTERVAL}
         run["hr5_reppop"] = round(ev.results[best]["overall"]["hr5"], 4)
         run["hr5_new_pop"] = round(ev.results[pop]["new"]["hr5"], 4)
         run["hr5_new_discovery_pop"] = round(ev.results[pop]["discovery"]["hr5"], 4)
