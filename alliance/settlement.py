@@ -31,7 +31,7 @@ import logging
 import statistics
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,9 +65,8 @@ class Patterns:
     repeat_p: float = 1e-4
     by_hour: bool = True  # member-graph flows judged against the same hours' base rates (hour_shares)
     chain_focus: float = 0.9  # a chain's flows each carry at least this share of their contributor's visits
-    focus_min_visits: int = (
-        10  # a focused flow alone (no chain, no cycle) needs this many visits (focused_flows)
-    )
+    clique_lift: float = 2.0  # a clique's flows, each way (clique_flows)
+    focus_min_visits: int = 10  # a focused flow alone (no chain, no cycle) needs this many visits
 
 
 # The visits whose credit stands (held or confirmed) within the window starting at $1: what a pass
@@ -266,6 +265,31 @@ def focused_flows(
     }
 
 
+def clique_flows(
+    flows: dict[tuple[str, str], int], patterns: Patterns, hourly: Hourly | None = None
+) -> set[tuple[str, str]]:
+    """The flows of cliques: a contributor A whose counted visits go at least `chain_focus` (90 %) to
+    partners that *return* the flow — A→B and B→A each beyond the alliance's (by-hour) base rate at a
+    lift of at least `clique_lift` and a binomial tail below `reciprocal_p` — with at least
+    `focus_min_visits` visits. Members trading visits with their own viewers send them only to each
+    other; honest followers of a member live at the same hours as a same-category partner also favour
+    that partner, and return its favour, but spread the rest over the partners the feed shows them
+    (heavy contributors' largest flows carried 78-83 % of their visits). Returns A's flows into the
+    clique."""
+    relaxed = replace(patterns, reciprocal_lift=patterns.clique_lift)
+    edges = excessive_flows(flows, relaxed, hourly)
+    out_total: dict[str, int] = defaultdict(int)
+    for (a, _), n in flows.items():
+        out_total[a] += n
+    found: set[tuple[str, str]] = set()
+    for a in out_total:
+        mutual = {b for x, b in edges if x == a and (b, a) in edges}
+        into = sum(flows[(a, b)] for b in mutual)
+        if mutual and into >= max(patterns.focus_min_visits, patterns.chain_focus * out_total[a]):
+            found |= {(a, b) for b in mutual}
+    return found
+
+
 MemberGraphPatterns = tuple[
     set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]]
 ]
@@ -291,6 +315,7 @@ def member_graph_patterns(graphs: Mapping[str, Hourly], patterns: Patterns) -> M
         ring |= ring_flows(flows, patterns, by_hour)
         chain |= chain_flows(flows, patterns, by_hour)
         focused |= focused_flows(flows, patterns, by_hour)
+        pairs |= clique_flows(flows, patterns, by_hour)
     ring -= pairs
     chain -= pairs | ring
     focused -= pairs | ring | chain

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
@@ -448,6 +449,33 @@ def test_member_graph_flows_are_judged_within_each_alliance() -> None:
     trade = {**graph(small, 3), ("a", "b", 20): 60, ("b", "a", 20): 60}
     pairs, _, _, _ = member_graph_patterns({"small": trade, "big": busy}, Patterns())
     assert pairs == {("a", "b"), ("b", "a")}
+
+
+def test_members_trading_only_with_each_other_are_a_clique_even_below_the_pairs_lift() -> None:
+    """Three members whose viewers visit only each other's rooms, each flow about 3x the alliance's
+    base rate (below the reciprocal test's lift of 5), are a clique; an honest pair that favours each
+    other (most, not all, of their visits) is not."""
+    honest = [f"h{i}" for i in range(8)]
+    trio = ["x", "y", "z"]
+    hourly: dict[tuple[str, str, int], int] = {}
+    for c in honest:
+        for h in honest:
+            if h != c:
+                hourly[(c, h, 20)] = 3
+        for h in trio:
+            hourly[(c, h, 20)] = 6
+    for c in trio:
+        for h in trio:
+            if h != c:
+                hourly[(c, h, 20)] = 20
+    hourly[("h0", "h1", 20)] = 10  # an honest pair favouring each other, about 4x the base rate
+    hourly[("h1", "h0", 20)] = 10
+    pairs, _, _, _ = member_graph_patterns({"x": hourly}, Patterns())
+    assert pairs == {(a, b) for a in trio for b in trio if a != b}
+    flows: dict[tuple[str, str], int] = defaultdict(int)
+    for (a, b, _), n in hourly.items():
+        flows[(a, b)] += n
+    assert reciprocal_pairs(flows, Patterns(), hourly) == set()  # the pairwise lift alone misses it
 
 
 def test_a_rings_one_working_link_is_a_focused_flow() -> None:
