@@ -2,9 +2,11 @@
 
 Owns `fit_model` — LightFM and then the learned ranker on one platform's log, with a validation split
 inside the training window for every choice: LightFM "a" is fit on the window minus its last
-`ranker_days`; the ranker's training lists are the enters of those last days, scored with "a" (so
-LightFM's column is out of sample, as it will be when serving); the ranker's L2 is chosen on the
-latest quarter of those lists; LightFM is then refit on the whole window — and `evaluate_model`,
+`ranker_days` (by default the fewest whole days that hold `ranker_lists` enters, at most half the log);
+the ranker's training lists are the enters of those last days, scored with "a" (so LightFM's column is
+out of sample, as it will be when serving); every choice of the ranker is made on the validation lists
+(by default the lists of a fixed quarter of the viewers over the whole ranker window); LightFM is then
+refit on the whole window — and `evaluate_model`,
 which replays held-out time and judges the model against the simple baselines (ranking.evaluation).
 Nothing here knows where the log came from (the archive, a simulator world, an outside log).
 """
@@ -12,6 +14,7 @@ Nothing here knows where the log came from (the archive, a simulator world, an o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -20,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ranking.dataset import InteractionLog, WeightParams, build_training_set
+from ranking.dataset import ENTER, InteractionLog, WeightParams, build_training_set
 from ranking.evaluation import Evaluation, Method, PageJudge, evaluate, lightfm_method, ranker_method
 from ranking.features import RoomFeatures
 from ranking.history import ViewerHistories
@@ -46,10 +49,19 @@ DAY_MS = 86_400_000
 class FitConfig:
     model: ModelParams = field(default_factory=ModelParams)
     weights: WeightParams = field(default_factory=WeightParams)
-    ranker_days: float = 1.0  # the last days of the window give the ranker's training lists
+    # The last days of the window give the ranker's lists. None: the fewest whole days whose enters reach
+    # `ranker_lists` (a small platform's one day holds too few lists for its one-SE choices to resolve),
+    # at most `max_ranker_share` of the log (LightFM "a", fit before the ranker's window, keeps the rest).
+    ranker_days: float | None = None
     ranker_lists: int = 6_000
+    max_ranker_share: float = 0.5
     max_candidates: int = 60  # sampled live rooms per training list (sampled-softmax corrected)
-    validation_share: float = 0.25  # the latest share of the ranker's window validates its choices
+    # The share of the ranker's lists that validates its choices. "viewers": the lists of that share of the
+    # viewers (a fixed hash of the viewer id) over the WHOLE ranker window, every hour of every day as the
+    # held-out day has them, from viewers the training lists never saw; "latest": the window's latest share
+    # of time (one evening quarter of one day at the old one-day window).
+    validation_share: float = 0.25
+    validation: str = "viewers"
     purchase_weight: float = 1.0  # a list whose enter led to a purchase weighs 1 + this (0: traffic only)
     lightfm_columns: bool | None = None  # None: the validation lists decide (choose_lightfm); False: never
     seed: int = 0
@@ -80,6 +92,86 @@ def training_lists(targets: Sequence[Target], purchase_weight: float) -> Any:
     return lists_of(rows, [t.viewer for t in targets], [repeat_band(t.request.history) for t in targets])
 
 
+VALIDATIONS = ("viewers", "latest")
+
+
+def ranker_window(log: InteractionLog, until_ms: int, cfg: FitConfig) -> int:
+    """Where the ranker's lists start (FitConfig.ranker_days): the last `ranker_days`, or by default the
+    fewest whole days before `until_ms` whose enters reach `cfg.ranker_lists`, at most
+    `cfg.max_ranker_share` of the log's span and at least one day; a log younger than a day and a quarter
+    gives its last fifth."""
+    first = int(log.ts.min()) if len(log) else until_ms
+    span = until_ms - first
+    if cfg.ranker_days is not None:
+        if cfg.ranker_days <= 0:
+            raise ValueError(f"ranker_days must be > 0 or None (by list count), got {cfg.ranker_days}")
+        ranker_from = until_ms - int(cfg.ranker_days * DAY_MS)
+    else:
+        if not 0.0 < cfg.max_ranker_share < 1.0:
+            raise ValueError(f"max_ranker_share must be between 0 and 1, got {cfg.max_ranker_share}")
+        most = max(1, round(span * cfg.max_ranker_share / DAY_MS))  # whole days (a log starts after 0:00)
+        enters = np.sort(log.ts[(log.type == ENTER) & (log.ts < until_ms)])
+        days = 1
+        while days < most:
+            held = enters.size - int(np.searchsorted(enters, until_ms - days * DAY_MS))
+            if held >= cfg.ranker_lists:
+                break
+            days += 1
+        ranker_from = until_ms - days * DAY_MS
+    if ranker_from <= first + DAY_MS // 4:  # a young log: the ranker's lists are its last fifth
+        ranker_from = first + int(span * 0.8)
+    return ranker_from
+
+
+def validation_viewers(viewer_ids: Sequence[str], share: float, seed: int) -> np.ndarray:
+    """A fixed `share` of the viewers (by a hash of the id and the seed, so the same viewer is held out
+    on every run and in every window) whose lists validate the ranker's choices."""
+    cut = int(share * 2**32)
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(f"{seed}:{v}".encode(), digest_size=4).digest(), "big") < cut
+            for v in viewer_ids
+        ],
+        dtype=bool,
+    )
+
+
+def ranker_targets(
+    log: InteractionLog,
+    schedule: Schedule,
+    features: Mapping[str, RoomFeatures],
+    scorer: Scorer | None,
+    ranker_from: int,
+    until_ms: int,
+    cfg: FitConfig,
+) -> tuple[list[Target], list[Target]]:
+    """The ranker's training and validation enters in [ranker_from, until_ms) (FitConfig.validation).
+
+    Training enters keep `cfg.max_candidates` sampled live rooms; validation enters keep every live room,
+    so a validation rank is the rank the evaluation and the gate compute."""
+    n_validation = int(cfg.ranker_lists * cfg.validation_share)
+    among: list[np.ndarray | None] | None = None
+    if cfg.validation == "latest":
+        validation_from = ranker_from + int((until_ms - ranker_from) * (1.0 - cfg.validation_share))
+        windows = [(ranker_from, validation_from), (validation_from, until_ms)]
+    else:
+        held_out = validation_viewers(log.viewer_ids, cfg.validation_share, cfg.seed)
+        windows = [(ranker_from, until_ms), (ranker_from, until_ms)]
+        among = [~held_out, held_out]
+    targets, held = replay(
+        log,
+        schedule,
+        features,
+        scorer,
+        windows,
+        [cfg.ranker_lists - n_validation, n_validation],
+        seed=cfg.seed,
+        max_candidates=[cfg.max_candidates, None],
+        viewers=among,
+    )
+    return targets, held
+
+
 def fit_model(
     log: InteractionLog,
     features: Mapping[str, RoomFeatures],
@@ -93,10 +185,11 @@ def fit_model(
     """LightFM and the ranker from the log before `until_ms` (see the module docstring)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    ranker_from = until_ms - int(cfg.ranker_days * DAY_MS)
-    first = int(log.ts.min()) if len(log) else until_ms
-    if ranker_from <= first + DAY_MS // 4:  # a young log: the ranker's lists are its last fifth
-        ranker_from = first + int((until_ms - first) * 0.8)
+    if cfg.validation not in VALIDATIONS:
+        raise ValueError(f"validation must be one of {VALIDATIONS}, got {cfg.validation!r}")
+    if not 0.0 < cfg.validation_share < 1.0:
+        raise ValueError(f"validation_share must be between 0 and 1, got {cfg.validation_share}")
+    ranker_from = ranker_window(log, until_ms, cfg)
     if cfg.decision_threads < 0:
         raise ValueError(
             f"decision_threads must be 0 (the model's threads) or more, got {cfg.decision_threads}"
@@ -112,20 +205,7 @@ def fit_model(
     )
     timings["lightfm_a_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    # The latest quarter of the ranker's window validates every choice; its lists keep every live room, so
-    # a validation rank is the rank the evaluation and the gate compute.
-    validation_from = ranker_from + int((until_ms - ranker_from) * (1.0 - cfg.validation_share))
-    n_validation = int(cfg.ranker_lists * cfg.validation_share)
-    targets, held = replay(
-        log,
-        schedule,
-        features,
-        Scorer(early),
-        [(ranker_from, validation_from), (validation_from, until_ms)],
-        [cfg.ranker_lists - n_validation, n_validation],
-        seed=cfg.seed,
-        max_candidates=[cfg.max_candidates, None],
-    )
+    targets, held = ranker_targets(log, schedule, features, Scorer(early), ranker_from, until_ms, cfg)
     lists = training_lists(targets, cfg.purchase_weight)
     validation = training_lists(held, cfg.purchase_weight)
     timings["lists_s"] = time.perf_counter() - t0

@@ -240,16 +240,23 @@ def replay(
     session_filter: bool = True,
     max_candidates: int | None | Sequence[int | None] = None,
     session_window_ms: int = HOUR_MS,
+    viewers: Sequence[np.ndarray | None] | None = None,
 ) -> list[list[Target]]:
     """The targets of each window, in time order.
 
     Merchant positions are indices into `merchant_ids` (default: the log's). `session_filter=False`
     (training lists) keeps the rooms shown earlier in the session as candidates and marks the ones
     passed by; `max_candidates` (one for all windows, or one per window) subsamples the other live rooms
-    (the target, the passed rooms and the rooms of merchants the viewer entered stay).
+    (the target, the passed rooms and the rooms of merchants the viewer entered stay). `viewers` (one
+    boolean mask over `log.viewer_ids` per window, or None for every viewer) keeps a window's enters to
+    those viewers; windows may then overlap in time (training and validation lists over the same hours
+    from disjoint viewers), but an enter belongs to one window only.
     """
     rng = np.random.default_rng(seed)
     caps = list(max_candidates) if isinstance(max_candidates, Sequence) else [max_candidates] * len(windows)
+    masks = list(viewers) if viewers is not None else [None] * len(windows)
+    if len(masks) != len(windows):
+        raise ValueError(f"viewers: one mask (or None) per window, got {len(masks)} for {len(windows)}")
     merchant_ids = list(merchant_ids) if merchant_ids is not None else list(log.merchant_ids)
     categories = category_vocabulary(features)
     pos = {m: i for i, m in enumerate(merchant_ids)}
@@ -258,8 +265,13 @@ def replay(
     end = max(w[1] for w in windows)
     enter_rows = np.flatnonzero((log.type == ENTER) & (log.ts < end))
     chosen: dict[int, int] = {}
-    for k, ((lo, hi), cap) in enumerate(zip(windows, max_targets, strict=True)):
+    for k, ((lo, hi), cap, among) in enumerate(zip(windows, max_targets, masks, strict=True)):
         inside = enter_rows[(log.ts[enter_rows] >= lo) & (log.ts[enter_rows] < hi)]
+        if among is not None:
+            if among.shape != (len(log.viewer_ids),):
+                raise ValueError(f"viewers[{k}]: a mask over the log's {len(log.viewer_ids)} viewers")
+            inside = inside[among[log.viewer[inside]]]
+        inside = inside[[row not in chosen for row in inside.tolist()]] if chosen else inside
         if inside.size > cap:
             inside = np.sort(rng.choice(inside, cap, replace=False))
         chosen.update(dict.fromkeys(inside.tolist(), k))

@@ -1,0 +1,187 @@
+"""Benchmark: the ranker's data — its window and its validation lists — before and after, on the same test day.
+
+    .venv/bin/python bench/bench_ranker_validation.py WORLD:SEED [WORLD:SEED ...] [--viewers 10000
+        --merchants 500 --targets 4000 --world-cache reports/worlds/cache]
+
+Per world and seed (simulator.presets, days 0-5 the log, day 6 the test day), `ranking.offline.fit_model`
+twice on the same log: "before" = one-day ranker window validated on its latest quarter
+(`FitConfig(ranker_days=1.0, validation="latest")`, the trainer until 2026-12-07), "after" = the trainer's
+default (the fewest whole days whose enters reach `ranker_lists`, at most half the log; validation lists of
+a fixed share of the viewers over the whole window). Both on one LightFM thread (the world harness's
+setting), judged on the same test-day targets by the page the feed would serve (feed.replay.FeedPage):
+HR@5 overall, new targets on the full list, discovery (own order among never-watched live rooms), each
+after-before difference with an interval that resamples viewers, and each fit's choices (window days,
+lists, LightFM kept, two parts, favourites first). Writes bench/results/ranker_validation.json and the
+docs/benchmarks.md block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+INTERVAL = ("diff", "ci_low", "ci_high")
+
+
+def choices(fitted: Any) -> dict[str, Any]:
+    r = fitted.ranker
+    return {
+        "lists": int(r.info.get("lists", 0) - r.info.get("validation_lists", 0)),
+        "validation_lists": int(r.info.get("validation_lists", 0)),
+        "validation": r.info.get("validation"),
+        "lightfm_used": r.info.get("lightfm_used"),
+        "lightfm_discovery_only": r.info.get("lightfm_discovery_only"),
+        "two_part": r.info.get("two_part"),
+        "favourites_first": r.favourites_first,
+        "first_by_share": list(r.first_by_share),
+    }
+
+
+def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    from feed.replay import FeedPage
+    from ranking.dataset import from_simulator
+    from ranking.evaluation import baseline, ranker_method
+    from ranking.model import ModelParams
+    from ranking.offline import FitConfig, evaluate_model, fit_model, merchant_features, ranker_window
+    from simulator.presets import world_config
+    from worlds.evaluate import DAY_MS, discovery_beyond_page, schedule_of, simulated, watch_log
+
+    market, _ = simulated(world_config(world, seed, args.viewers, args.merchants, 7), Path(args.world_cache))
+    log = watch_log(market, from_simulator(market))
+    until = market.config.start_ms + 6 * DAY_MS
+    features, schedule = merchant_features(market.rooms), schedule_of(market)
+    base = FitConfig(model=ModelParams(num_threads=1), seed=seed)
+    configs = {"before": dataclasses.replace(base, ranker_days=1.0, validation="latest"), "after": base}
+    out: dict[str, Any] = {}
+    fitted: dict[str, Any] = {}
+    for name, cfg in configs.items():
+        t0 = time.perf_counter()
+        fitted[name] = fit_model(log, features, schedule, until, cfg, version=name, say=io.StringIO())
+        out[name] = choices(fitted[name])
+        out[name]["ranker_days"] = round((until - ranker_window(log, until, cfg)) / DAY_MS, 2)
+        out[name]["fit_s"] = round(time.perf_counter() - t0, 1)
+    page = FeedPage(schedule.room_features, seed=seed)
+    ev, targets = evaluate_model(
+        log,
+        features,
+        schedule,
+        {name: (f.model, f.ranker) for name, f in fitted.items()},
+        (until, until + DAY_MS),
+        max_targets=args.targets,
+        seed=seed,
+        page=page,
+    )
+    own = discovery_beyond_page(
+        targets, {name: ranker_method(f.ranker) for name, f in fitted.items()}, page, seed
+    )
+    pop = ev.best_pop
+    own_pop = float(discovery_beyond_page(targets, {pop: baseline(pop, seed)}, page, seed)[pop]["hr5"])
+    for name in fitted:
+        res = ev.results[name]
+        out[name].update(
+            hr5=round(res["overall"]["hr5"], 4),
+            hr5_new=round(res["new"]["hr5"], 4),
+            hr5_new_discovery=round(float(own[name]["hr5"]), 4),
+            discovery_ratio=round(float(own[name]["hr5"]) / own_pop, 3) if own_pop else None,
+        )
+    for split in ("overall", "new"):
+        d = ev.difference("after", "before", split, seed=seed)
+        out[f"after_minus_before_{split}"] = {k: round(d[k], 4) for k in INTERVAL}
+    hits = own["after"]["hits"] - own["before"]["hits"]
+    viewers = np.array([t.viewer for t in targets if not t.repeat])
+    out["after_minus_before_discovery"] = _viewer_interval(hits, viewers, seed)
+    best = ev.best_baseline
+    out.update(
+        best_reppop=best,
+        hr5_reppop=round(ev.results[best]["overall"]["hr5"], 4),
+        best_pop=pop,
+        hr5_new_pop=round(ev.results[pop]["new"]["hr5"], 4),
+        hr5_new_discovery_pop=round(float(own_pop), 4),
+        targets=len(targets),
+    )
+    return out
+
+
+def _viewer_interval(values: Any, viewers: Any, seed: int, rounds: int = 1000) -> dict[str, float]:
+    import numpy as np
+
+    ids, inverse = np.unique(viewers, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=ids.size)
+    counts = np.bincount(inverse, minlength=ids.size)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, ids.size, size=(rounds, ids.size))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    return {
+        "diff": round(float(values.mean()), 4),
+        "ci_low": round(float(np.quantile(means, 0.025)), 4),
+        "ci_high": round(float(np.quantile(means, 0.975)), 4),
+    }
+
+
+def main() -> None:
+    from bench_scorer import command_line, write_results
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("worlds", nargs="+", help="WORLD:SEED")
+    ap.add_argument("--viewers", type=int, default=10_000)
+    ap.add_argument("--merchants", type=int, default=500)
+    ap.add_argument("--targets", type=int, default=4_000)
+    ap.add_argument("--world-cache", default="reports/worlds/cache")
+    ap.add_argument("--out", default=None, help="also write the runs as JSON here (no results file)")
+    args = ap.parse_args()
+    runs: dict[str, Any] = {}
+    for spec in args.worlds:
+        world, _, seed_text = spec.partition(":")
+        seed = int(seed_text or 1)
+        t0 = time.perf_counter()
+        runs[spec] = run(world, seed, args)
+        runs[spec]["wall_s"] = round(time.perf_counter() - t0, 1)
+        print(json.dumps({spec: runs[spec]}), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(runs, indent=1))
+    if args.out:
+        return
+    lines = [
+        "| world-seed | days before / after | lists + validation before / after | LightFM before / after "
+        "| HR@5 after - before | new on full list after - before | discovery after - before "
+        "| discovery ratio before / after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for spec, r in runs.items():
+        b, a = r["before"], r["after"]
+
+        def ci(d: dict[str, float]) -> str:
+            return f"{d['diff']:+.4f} ({d['ci_low']:+.3f}..{d['ci_high']:+.3f})"
+
+        def lightfm(x: dict[str, Any]) -> str:
+            return "discovery" if x["lightfm_discovery_only"] else "kept" if x["lightfm_used"] else "dropped"
+
+        lines.append(
+            f"| {spec} | {b['ranker_days']} / {a['ranker_days']} | {b['lists']:,} + {b['validation_lists']:,} / "
+            f"{a['lists']:,} + {a['validation_lists']:,} | {lightfm(b)} / {lightfm(a)} "
+            f"| {ci(r['after_minus_before_overall'])} | {ci(r['after_minus_before_new'])} "
+            f"| {ci(r['after_minus_before_discovery'])} | {b['discovery_ratio']}x / {a['discovery_ratio']}x |"
+        )
+    print("\n".join(lines))
+    write_results(
+        "ranker_validation",
+        command_line(),
+        {"viewers": args.viewers, "merchants": args.merchants, "runs": runs},
+        lines,
+        "The ranker's data: window and validation lists, before / after",
+    )
+
+
+if __name__ == "__main__":
+    main()
