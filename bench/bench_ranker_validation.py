@@ -101,6 +101,11 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     hits = own["after"]["hits"] - own["before"]["hits"]
     viewers = np.array([t.viewer for t in targets if not t.repeat])
     out["after_minus_before_discovery"] = _viewer_interval(hits, viewers, seed)
+    out["where_new_are_lost"] = where_new_are_lost(
+        targets,
+        {**{name: ranker_method(f.ranker) for name, f in fitted.items()}, pop: baseline(pop, seed)},
+        page,
+    )
     best = ev.best_baseline
     out.update(
         best_reppop=best,
@@ -110,6 +115,60 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         hr5_new_discovery_pop=round(float(own_pop), 4),
         targets=len(targets),
     )
+    return out
+
+
+def where_new_are_lost(targets: Any, methods: dict[str, Any], page: Any) -> dict[str, Any]:
+    """New targets on the full list (the page the feed serves), split by what took the top five: per
+    method and repeat band of the viewer (ranking.ranker.repeat_band), the share of new targets that are
+    hits; `lost_to_favourites`: among the never-watched rooms the target was in the top five (a discovery
+    hit) but rooms of merchants the viewer entered before pushed it off the top five; `lost_in_discovery`:
+    the target was not in the top five of the never-watched rooms either (the discovery order's miss);
+    `favourites_on_top`: mean count of the viewer's entered merchants' rooms in the page's top five."""
+    import numpy as np
+
+    from ranking.ranker import repeat_band
+
+    new = [t for t in targets if not t.repeat]
+    bands = np.array([repeat_band(t.request.history) for t in new])
+    out: dict[str, Any] = {}
+    for name, method in methods.items():
+        hit = np.zeros(len(new))
+        to_fav = np.zeros(len(new))
+        in_disc = np.zeros(len(new))
+        fav_top = np.zeros(len(new))
+        for i, t in enumerate(new):
+            order = np.asarray(page(t, np.asarray(method(t), dtype=np.float64)), dtype=np.int64)
+            known = np.asarray(t.entered_before, dtype=bool)
+            top = order[:5]
+            fav_top[i] = known[top].sum()
+            if t.target in top:
+                hit[i] = 1.0
+                continue
+            never_order = order[~known[order]]
+            if t.target in never_order[:5]:
+                to_fav[i] = 1.0
+            else:
+                in_disc[i] = 1.0
+        by_band: dict[str, Any] = {}
+        for b in range(4):
+            m = bands == b
+            if m.sum() == 0:
+                continue
+            by_band[str(b)] = {
+                "targets": int(m.sum()),
+                "hit": round(float(hit[m].mean()), 4),
+                "lost_to_favourites": round(float(to_fav[m].mean()), 4),
+                "lost_in_discovery": round(float(in_disc[m].mean()), 4),
+                "favourites_on_top": round(float(fav_top[m].mean()), 3),
+            }
+        out[name] = {
+            "hit": round(float(hit.mean()), 4),
+            "lost_to_favourites": round(float(to_fav.mean()), 4),
+            "lost_in_discovery": round(float(in_disc.mean()), 4),
+            "favourites_on_top": round(float(fav_top.mean()), 3),
+            "by_band": by_band,
+        }
     return out
 
 
