@@ -29,8 +29,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-INTERVAL = ("diff", "ci_low", "ci_high")
-
 
 def choices(fitted: Any) -> dict[str, Any]:
     r = fitted.ranker
@@ -48,6 +46,7 @@ def choices(fitted: Any) -> dict[str, Any]:
 
 def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
+    from bench_lightfm_parts import INTERVAL
 
     from feed.replay import FeedPage
     from ranking.dataset import from_simulator
