@@ -137,14 +137,19 @@ def where_new_are_lost(targets: Any, methods: dict[str, Any], page: Any) -> dict
         in_disc = np.zeros(len(new))
         fav_top = np.zeros(len(new))
         for i, t in enumerate(new):
-            order = np.asarray(page(t, np.asarray(method(t), dtype=np.float64)), dtype=np.int64)
+            scores = np.asarray(method(t), dtype=np.float64)
+            order = np.asarray(page(t, scores), dtype=np.int64)
             known = np.asarray(t.entered_before, dtype=bool)
             top = order[:5]
             fav_top[i] = known[top].sum()
             if t.target in top:
                 hit[i] = 1.0
                 continue
-            never_order = order[~known[order]]
+            # The method's own order beyond the page (as worlds.evaluate.discovery_beyond_page): the page,
+            # then every other room by its score.
+            rest = np.setdiff1d(np.arange(scores.size), order)
+            full = np.concatenate([order, rest[np.argsort(-scores[rest], kind="stable")]])
+            never_order = full[~known[full]]
             if t.target in never_order[:5]:
                 to_fav[i] = 1.0
             else:
@@ -191,15 +196,27 @@ def main() -> None:
     from bench_scorer import command_line, write_results
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("worlds", nargs="+", help="WORLD:SEED")
+    ap.add_argument("worlds", nargs="*", help="WORLD:SEED")
     ap.add_argument("--viewers", type=int, default=10_000)
     ap.add_argument("--merchants", type=int, default=500)
     ap.add_argument("--targets", type=int, default=4_000)
     ap.add_argument("--world-cache", default="reports/worlds/cache")
     ap.add_argument("--out", default=None, help="also write the runs as JSON here (no results file)")
+    ap.add_argument(
+        "--runs",
+        nargs="*",
+        default=[],
+        help="record runs saved by --out (each file's world-seeds) instead of running them; their command "
+        "lines go in the record's `made_by`",
+    )
+    ap.add_argument("--made-by", nargs="*", default=[], help="with --runs: the command line of each file")
     args = ap.parse_args()
+    if not args.worlds and not args.runs:
+        ap.error("name at least one WORLD:SEED (or --runs FILE)")
     runs: dict[str, Any] = {}
-    for spec in args.worlds:
+    for path in args.runs:
+        runs.update(json.loads(Path(path).read_text()))
+    for spec in [] if args.runs else args.worlds:
         world, _, seed_text = spec.partition(":")
         seed = int(seed_text or 1)
         t0 = time.perf_counter()
@@ -235,7 +252,7 @@ def main() -> None:
     write_results(
         "ranker_validation",
         command_line(),
-        {"viewers": args.viewers, "merchants": args.merchants, "runs": runs},
+        {"viewers": args.viewers, "merchants": args.merchants, "made_by": args.made_by, "runs": runs},
         lines,
         "The ranker's data: window and validation lists, before / after",
     )
