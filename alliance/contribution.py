@@ -53,6 +53,7 @@ CLAWBACK_REASONS = {
     "ring_pattern": "your viewers and two partners' viewers passed visits round a ring far beyond the feed's pattern",
     "chain_pattern": "your viewers went almost only to one partner whose viewers went almost only to a third, far beyond the feed's pattern",
     "focused_flow": "almost all your viewers' visits went to one partner, far beyond how other members' viewers visit it",
+    "clique_member": "your viewers' visits went almost only to members already caught trading visits, and theirs came back to you",
     "repeat_viewers": "a few of your viewers came back again and again, far beyond how other members' viewers return",
     "never_converts": "the viewers you brought never ordered anywhere, unlike other members' viewers",
 }

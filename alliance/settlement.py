@@ -16,6 +16,7 @@ visits that any rule marks:
 | `ring_pattern` | three members' viewers pass visits round a cycle A→B→C→A, each flow as excessive as above, which no pair returns | members passing visits round a ring |
 | `chain_pattern` | a ring whose cycle never closed: A's viewers visit B and B's visit C, each flow excessive as above and carrying most of its contributor's visits (`chain_focus`) | members passing visits along a chain |
 | `focused_flow` | one flow A→B, excessive as above, carrying at least 90 % of A's counted visits and at least 10 of them | a ring's one working link (its other members' viewers found no target room) |
+| `clique_member` | a flow between members of a group already caught above (the members of its marked flows), or of a member that joins it: at least 90 % of its counted visits go into the group, the group's viewers visit it in return, each way beyond the alliance's by-hour base rate at lift ≥ 2 — each flow too small to judge alone | a clique member's small flows (a trio member with a few visits, a ring's members beside its one working link) |
 | `repeat_viewers` | a contributor's counted visits come from few viewers returning again and again: visits per distinct viewer far above the alliance's other contributors (lift and a Poisson test on the excess) — the visits of its returning viewers | a few aged ids each kept under the per-viewer caps, returned all day |
 | `never_converts` | (where verified orders exist) a merchant's contributed viewers never order anywhere while its peers' contributed viewers do (the alliance's other contributors in its category), beyond chance | farms of accounts that watch but never buy |
 
@@ -290,14 +291,81 @@ def clique_flows(
     return found
 
 
+def clique_members(
+    flows: dict[tuple[str, str], int],
+    caught: set[tuple[str, str]],
+    patterns: Patterns,
+    hourly: Hourly | None = None,
+) -> set[tuple[str, str]]:
+    """The small flows of a clique already caught: the members of the flows already marked (reciprocal,
+    clique, ring, chain or focused) form a group; a member A outside it joins when A's counted visits
+    go at least `chain_focus` (90 %) into the group, a member of the group sends its viewers to A in
+    return, and each way is beyond the alliance's (by-hour) base rate at a lift of at least
+    `clique_lift` (A's visits into the group against the group's share of the others' visits; that
+    member's visits into A against A's share). Repeated until no member joins; returns every flow between two members of the group
+    not already marked. Each flow on its own is too small to judge (a trio member with 4 visits, a
+    ring's members with 1 each beside its one working link): judged together with the flows already
+    caught they are the same trade. Honest followers of a member live beside the group spread their
+    visits over the partners the feed shows them (well under 90 % into the group), and the group's
+    viewers, who trade among themselves, rarely return to them."""
+    group = {m for pair in caught for m in pair}
+    if not group:
+        return set()
+    out_total: dict[str, int] = defaultdict(int)
+    into_total: dict[str, int] = defaultdict(int)
+    total = 0
+    for (a, b), n in flows.items():
+        out_total[a] += n
+        into_total[b] += n
+        total += n
+    by_hour = hour_shares(hourly) if hourly is not None else None
+
+    def share(a: str, b: str) -> float:
+        """B's expected share of A's visits (as `excessive_flows` takes it)."""
+        others = total - out_total[a] - out_total[b]
+        if others <= 0:
+            return 1.0
+        if by_hour is not None:
+            return max(by_hour(a, b), 0.5 / others)
+        return max(into_total[b] - flows.get((a, b), 0), 0.5) / others
+
+    joined = True
+    while joined:
+        joined = False
+        for a in sorted(out_total):
+            if a in group:
+                continue
+            into = sum(flows.get((a, b), 0) for b in group)
+            if not into or into < patterns.chain_focus * out_total[a]:
+                continue
+            lift_into = (into / out_total[a]) / min(1.0, sum(share(a, b) for b in group))
+            lift_back = max(
+                (
+                    (flows[(b, a)] / out_total[b]) / share(b, a)
+                    for b in group
+                    if flows.get((b, a), 0) and out_total[b]
+                ),
+                default=0.0,
+            )
+            if lift_into >= patterns.clique_lift and lift_back >= patterns.clique_lift:
+                group.add(a)
+                joined = True
+    return {(a, b) for (a, b), n in flows.items() if n and a != b and a in group and b in group} - caught
+
+
 MemberGraphPatterns = tuple[
-    set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]]
+    set[tuple[str, str]],
+    set[tuple[str, str]],
+    set[tuple[str, str]],
+    set[tuple[str, str]],
+    set[tuple[str, str]],
 ]
 
 
 def member_graph_patterns(graphs: Mapping[str, Hourly], patterns: Patterns) -> MemberGraphPatterns:
-    """The reciprocal pairs, ring flows, chain flows and focused flows (each flow once, in that order
-    of precedence) of each alliance's member graph, judged within the alliance: `graphs` maps an
+    """The reciprocal pairs, ring flows, chain flows, focused flows (each flow once, in that order
+    of precedence) and the small flows of the cliques they form (`clique_members`) of each alliance's
+    member graph, judged within the alliance: `graphs` maps an
     alliance to its counted visits by (contributor, host, alliance hour). A host is visited only by its
     own alliance's contributors, so its base rate is its share of *their* visits; pooled over every
     alliance it was a fraction of that, and honest flows looked as many times more excessive as there
@@ -306,20 +374,26 @@ def member_graph_patterns(graphs: Mapping[str, Hourly], patterns: Patterns) -> M
     ring: set[tuple[str, str]] = set()
     chain: set[tuple[str, str]] = set()
     focused: set[tuple[str, str]] = set()
+    members: set[tuple[str, str]] = set()
     for hourly in graphs.values():
         flows: dict[tuple[str, str], int] = defaultdict(int)
         for (a, b, _), n in hourly.items():
             flows[(a, b)] += n
         by_hour = hourly if patterns.by_hour else None
-        pairs |= reciprocal_pairs(flows, patterns, by_hour)
-        ring |= ring_flows(flows, patterns, by_hour)
-        chain |= chain_flows(flows, patterns, by_hour)
-        focused |= focused_flows(flows, patterns, by_hour)
-        pairs |= clique_flows(flows, patterns, by_hour)
+        found = reciprocal_pairs(flows, patterns, by_hour) | clique_flows(flows, patterns, by_hour)
+        rung = ring_flows(flows, patterns, by_hour)
+        chained = chain_flows(flows, patterns, by_hour)
+        focus = focused_flows(flows, patterns, by_hour)
+        members |= clique_members(flows, found | rung | chained | focus, patterns, by_hour)
+        pairs |= found
+        ring |= rung
+        chain |= chained
+        focused |= focus
     ring -= pairs
     chain -= pairs | ring
     focused -= pairs | ring | chain
-    return pairs, ring, chain, focused
+    members -= pairs | ring | chain | focused
+    return pairs, ring, chain, focused, members
 
 
 def repeat_viewer_flags(
@@ -522,7 +596,7 @@ class Settlement:
             self.clock.scale,
         ):
             graphs[r["g"]][(r["contributor_id"], r["host_merchant_id"], int(r["h"]))] = int(r["n"])
-        pairs, ring, chain, focused = member_graph_patterns(graphs, self.patterns)
+        pairs, ring, chain, focused, members = member_graph_patterns(graphs, self.patterns)
         if pairs:
             marked.append(("reciprocal_pattern", {"pairs": sorted(pairs)}))
         if ring:
@@ -531,6 +605,8 @@ class Settlement:
             marked.append(("chain_pattern", {"pairs": sorted(chain)}))
         if focused:
             marked.append(("focused_flow", {"pairs": sorted(focused)}))
+        if members:
+            marked.append(("clique_member", {"pairs": sorted(members)}))
         repeats = await self._repeat_viewers(conn, since)
         if repeats:
             marked.append(("repeat_viewers", {"returning": repeats}))

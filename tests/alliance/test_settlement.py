@@ -26,6 +26,7 @@ from alliance.settlement import (
     Patterns,
     Settlement,
     chain_flows,
+    clique_members,
     member_graph_patterns,
     never_converting,
     new_account_flags,
@@ -302,6 +303,46 @@ async def test_members_passing_visits_round_a_ring_are_clawed_back(
         assert s["clawed_back"] == 0.0 and s["balance"] == 30.0
 
 
+async def test_a_clique_members_small_flows_go_with_the_flows_already_caught(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    """A trio: a and b trade 8 visits each way (caught as a reciprocal pair); c sends 3 visits into
+    them and a sends 3 to c — each of c's flows too small to judge alone. Judged with the pair already
+    caught, they are the same trade; honest members live beside them (whose viewers also visit a, b
+    and c among the rest) keep every visit."""
+    m = await Market.make(pool, redis, 10)
+    a, b, c, honest = m.members[0], m.members[1], m.members[2], m.members[3:]
+    t = await m.spread(honest, now)
+    for x, y in [(a, b), (b, a)] * 8 + [(c, a), (c, b), (c, a), (a, c), (a, c), (a, c)]:
+        t += 5
+        await m.visit(await m.viewer(x, t), y, t + 1)
+    await m.settlement.run(t + 3 * HOUR)
+    trio = {x: await m.statement(x) for x in (a, b, c)}
+    assert trio[c]["clawed_back"] == 9.0 and trio[c]["balance"] == 0.0
+    assert trio[c]["visits"]["clawed_back"]["clique_member"]["visits"] == 3
+    assert trio[a]["visits"]["clawed_back"]["clique_member"]["visits"] == 3
+    assert [trio[x]["balance"] for x in (a, b)] == [0.0, 0.0]
+    for h in honest:
+        s = await m.statement(h)
+        assert s["clawed_back"] == 0.0 and s["balance"] == 27.0
+
+
+def test_clique_members_join_a_caught_group_only_with_the_flow_returned_and_focused() -> None:
+    """The ring's two small links beside its caught working link join it; an honest member whose
+    viewers also visit the group (among the rest) does not, nor one whose visits all went to the group
+    while the group's viewers never visited it (a viewer's taste is not a trade)."""
+    members = [f"h{i}" for i in range(8)]
+    honest = {(x, y): 3 for x in members for y in [*members, "a", "b", "c"] if x != y}
+    caught = {("a", "b")}
+    ring = {**honest, ("a", "b"): 27, ("b", "c"): 1, ("c", "a"): 1}
+    assert clique_members(ring, caught, Patterns()) == {("b", "c"), ("c", "a")}
+    fan = {**ring, ("h0", "a"): 30, ("h0", "b"): 30}  # 60 of h0's 84 visits into the group: not 90 %
+    assert clique_members(fan, caught, Patterns()) == {("b", "c"), ("c", "a")}
+    lone = {**honest, ("a", "b"): 27, ("h9", "a"): 2}  # all of h9's visits into the group, none back
+    assert clique_members(lone, caught, Patterns()) == set()
+    assert clique_members(ring, set(), Patterns()) == set()
+
+
 async def test_members_passing_visits_along_a_chain_are_clawed_back(
     pool: asyncpg.Pool, redis: Redis, now: float
 ) -> None:
@@ -445,9 +486,15 @@ def test_member_graph_flows_are_judged_within_each_alliance() -> None:
     busy = graph(big, 40)
     pooled = {**taste, **busy}
     assert member_graph_patterns({"all": pooled}, Patterns())[0] == {("a", "b"), ("b", "a")}
-    assert member_graph_patterns({"small": taste, "big": busy}, Patterns()) == (set(), set(), set(), set())
+    assert member_graph_patterns({"small": taste, "big": busy}, Patterns()) == (
+        set(),
+        set(),
+        set(),
+        set(),
+        set(),
+    )
     trade = {**graph(small, 3), ("a", "b", 20): 60, ("b", "a", 20): 60}
-    pairs, _, _, _ = member_graph_patterns({"small": trade, "big": busy}, Patterns())
+    pairs, *_ = member_graph_patterns({"small": trade, "big": busy}, Patterns())
     assert pairs == {("a", "b"), ("b", "a")}
 
 
@@ -470,7 +517,7 @@ def test_members_trading_only_with_each_other_are_a_clique_even_below_the_pairs_
                 hourly[(c, h, 20)] = 20
     hourly[("h0", "h1", 20)] = 10  # an honest pair favouring each other, about 4x the base rate
     hourly[("h1", "h0", 20)] = 10
-    pairs, _, _, _ = member_graph_patterns({"x": hourly}, Patterns())
+    pairs, *_ = member_graph_patterns({"x": hourly}, Patterns())
     assert pairs == {(a, b) for a in trio for b in trio if a != b}
     flows: dict[tuple[str, str], int] = defaultdict(int)
     for (a, b, _), n in hourly.items():
@@ -485,10 +532,10 @@ def test_a_rings_one_working_link_is_a_focused_flow() -> None:
     members = [f"h{i}" for i in range(8)]
     honest = {(c, h, 20): 3 for c in members for h in [*members, "b"] if c != h}
     link = {**honest, ("a", "b", 20): 26}
-    _, _, _, focused = member_graph_patterns({"x": link}, Patterns())
+    _, _, _, focused, _ = member_graph_patterns({"x": link}, Patterns())
     assert focused == {("a", "b")}
     fan = {**honest, ("h0", "h1", 20): 40}  # h0's viewers like h1: 40 of 61 visits, not 90 %
-    assert member_graph_patterns({"x": fan}, Patterns()) == (set(), set(), set(), set())
+    assert member_graph_patterns({"x": fan}, Patterns()) == (set(), set(), set(), set(), set())
     small = {**honest, ("a", "b", 20): 8}  # all of a's visits, but 8: below the test's power
     assert member_graph_patterns({"x": small}, Patterns())[3] == set()
 
