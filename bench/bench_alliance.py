@@ -95,6 +95,7 @@ from bench_live_index import CATEGORIES, REPO, BenchEnv, bench_env, write_result
 
 sys.path.insert(0, str(REPO))
 
+from alliance.contribution import Policy  # noqa: E402
 from devtools.kafka import QUICK_START_JVM, KafkaBroker, resolve_kafka_jars  # noqa: E402
 from events.vocabulary import ENTER, LEAVE  # noqa: E402
 from roomfeed.auth import create_key  # noqa: E402
@@ -695,6 +696,9 @@ class Day:
         self.by_merchant_id: dict[str, Merchant] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.earning = True  # code sessions and attacks run only on day 1
+        # Members' statements when earning stopped, and when the owed contributors' next windows end.
+        self.end_of_day: dict[str, dict[str, Any]] = {}
+        self.windows_end = 0.0
 
     # clock
     def now(self) -> float:
@@ -1442,9 +1446,25 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
                     flush=True,
                 )
         day.earning = False
-        tail_end = end + args.tail_hours * HOUR
+        # The day's figures as they stand when earning stops (what the day paid back by itself); the
+        # tail then runs through each owed contributor's next live windows (`next_windows_end`).
+        members = day.world.members()
+        end_of_day = dict(
+            zip(
+                (m.merchant_id for m in members),
+                await asyncio.gather(*(day.statement(m, attempts=5) for m in members)),
+                strict=True,
+            )
+        )
+        windows_end = next_windows_end(day.world, end_of_day, end)
+        tail_end = min(end + args.tail_hours * HOUR, windows_end)
+        print(
+            f"  end of day: tail until h{tail_end / HOUR:.1f} (owed contributors' next live windows end"
+            f" h{windows_end / HOUR:.1f}, cap h{(end + args.tail_hours * HOUR) / HOUR:.1f})",
+            flush=True,
+        )
         while day.now() < tail_end:
-            await day.pause(HOUR)
+            await day.pause(min(HOUR, max(tail_end - day.now(), 1.0)))
             settled = await day.settled()
             await day.read_tally(env.redis)
             s = day.seen
@@ -1456,6 +1476,8 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
             if settled:
                 break
         tail = day.now() - end
+        day.end_of_day = end_of_day
+        day.windows_end = windows_end
         await day.read_tally(env.redis, final=True)
         for task in runner:
             task.cancel()
@@ -1470,6 +1492,28 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
         return summarize(args, out)
     finally:
         stack.stop()
+
+
+def next_windows_end(world: World, statements: dict[str, dict[str, Any]], end: float) -> float:
+    """When the last owed honest contributor's next live window ends: for every heavy or light member
+    still owed credit when earning stops (balance or held of at least 1), the end of its first broadcast
+    that starts once the credit it holds at the end of the day has confirmed (the holding period after
+    the day's end; its broadcasts before then are counted too, they pay the confirmed part and advances).
+    The payback figure after the tail is then "after each contributor's next live windows", not after a
+    fixed number of hours: a contributor that broadcasts once a day at 19 h has its next window 19-22 h
+    the next day. `end` when nobody is owed."""
+    hold = float(Policy().holding_s)
+    ends = [end]
+    for m in world.members():
+        if m.role not in ("heavy", "light"):
+            continue
+        s = statements[m.merchant_id]
+        if float(s["balance"]) + float(s["held"]) < 1.0:
+            continue
+        later = [b for a, b in m.broadcasts if a >= end + hold]
+        if later:
+            ends.append(later[0])
+    return max(ends)
 
 
 class HourMeter:
@@ -1524,6 +1568,10 @@ class Outcome:
     # earned, reason, state, clawback reason, the dwell on the server's clock and the one declared.
     visits: list[dict[str, Any]] = field(default_factory=list)
     run: dict[str, float] = field(default_factory=dict)  # the run's seed, scale, hours
+    # Members' statements when earning stopped (end of the simulated day), and when (simulated s) the
+    # owed contributors' next live windows end (the tail's aim).
+    end_of_day: dict[str, dict[str, Any]] = field(default_factory=dict)
+    windows_end: float = 0.0
 
 
 async def collect(env: BenchEnv, day: Day, tail_s: float) -> Outcome:
@@ -1594,7 +1642,15 @@ async def collect(env: BenchEnv, day: Day, tail_s: float) -> Outcome:
         forged_booked,
         tail_s,
         visits,
-        {"seed": day.world.seed, "scale": day.scale, "hours": day.args.hours, "advance": day.args.advance},
+        {
+            "seed": day.world.seed,
+            "scale": day.scale,
+            "hours": day.args.hours,
+            "advance": day.args.advance,
+            "start_hour": day.args.start_hour,
+        },
+        day.end_of_day,
+        day.windows_end,
     )
 
 
@@ -1815,6 +1871,39 @@ def summarize(args: argparse.Namespace, out: Outcome) -> dict[str, Any]:
         for mid, r in sorted(ratios.items())
     }
     metrics["payback_misses"] = payback_misses(ratios, statements)
+    # The same contributors when earning stopped: delivered by the end of the simulated day against the
+    # same standing credit (the day's credit net of every clawback, as at the end). The figures above are
+    # after the tail: each owed contributor's next live windows (`next_windows_end`), earning stopped.
+    eod = getattr(out, "end_of_day", {}) or {}
+    if eod:
+        eod_ratios = {mid: float(eod[mid]["delivered"]) / net(statements[mid]) for mid in ratios}
+        windows_end = float(getattr(out, "windows_end", 0.0))
+        day_end = (float(run.get("start_hour", args.start_hour)) + float(run["hours"])) * HOUR
+        metrics["end_of_day"] = {
+            "share_ratio_in_band": round(sum(0.9 <= r <= 1.1 for r in eod_ratios.values()) / len(ratios), 4)
+            if ratios
+            else None,
+            "share_ratio_in_band_5pct": round(
+                sum(0.95 <= r <= 1.05 for r in eod_ratios.values()) / len(ratios), 4
+            )
+            if ratios
+            else None,
+            "ratio_median": round(statistics.median(eod_ratios.values()), 4) if ratios else None,
+            "owed_total": round(sum(float(eod[mid]["balance"]) for mid in ratios), 1),
+            "held_total": round(sum(float(eod[mid]["held"]) for mid in ratios), 1),
+            "delivered_total": round(sum(float(eod[mid]["delivered"]) for mid in ratios), 1),
+        }
+        metrics["after_tail"] = {
+            "delivered_total": round(sum(float(statements[mid]["delivered"]) for mid in ratios), 1),
+            "owed_total": round(sum(float(statements[mid]["balance"]) for mid in ratios), 1),
+            "held_total": round(sum(float(statements[mid]["held"]) for mid in ratios), 1),
+            "next_windows_end_h": round(windows_end / HOUR, 2),
+            "tail_reached_next_windows": day_end + tail_s >= windows_end - 60.0,
+        }
+        metrics["ratios_end_of_day"] = {
+            f"{w.merchants[day.by_merchant_id[mid].index].role}:{mid}": round(r, 3)
+            for mid, r in sorted(eod_ratios.items())
+        }
     # Each honest contributor out of band: what became of it on pages (the boost stage's tally).
     by_merchant = getattr(day.seen, "placement_by_merchant", {})
     metrics["out_of_band_placement"] = {
@@ -1900,6 +1989,9 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "relevance_cost_pct": high("relevance_cost_pct"),
         "payback_measured": all(r.get("payback_measured", True) for r in runs),
         "hours": [r["hours"] for r in runs],
+        "share_ratio_in_band_end_of_day": min(
+            (r["end_of_day"]["share_ratio_in_band"] for r in runs if r.get("end_of_day")), default=None
+        ),
         "forged_booked": sum(r["forged_booked"] for r in runs),
         "noncontributor_boosts": sum(r["noncontributor_boosts"] for r in runs),
         "ratio_spread": max(r["ratio_spread"] for r in runs),
@@ -1928,6 +2020,11 @@ def render(m: dict[str, Any]) -> list[str]:
         f"honest contributors paid: {m['honest_contributors']}; delivered/earned in [0.9, 1.1]"
         f" {m['share_ratio_in_band']}, in [0.95, 1.05] {m['share_ratio_in_band_5pct']},"
         f" median ratio {m['ratio_median']}",
+        f"  at the end of the day (earning stopped): in [0.9, 1.1]"
+        f" {m.get('end_of_day', {}).get('share_ratio_in_band')}, in [0.95, 1.05]"
+        f" {m.get('end_of_day', {}).get('share_ratio_in_band_5pct')}, median"
+        f" {m.get('end_of_day', {}).get('ratio_median')}; {m.get('end_of_day', '-')}; after the tail"
+        f" {m.get('after_tail', '-')}",
         f"payback error |delivered/earned - 1|: median {m['payback_error_median']},"
         f" worst {m['payback_error_worst']}; honest heavy earned (mean) {m['honest_heavy_earned_mean']}",
         f"boosted enter rate {m['boosted_enter_rate']} vs unboosted on the same pages"
@@ -1979,7 +2076,8 @@ def render(m: dict[str, Any]) -> list[str]:
             for h in m["hour_rows"]
         ]
     out += ["", "per honest contributor (role:merchant delivered/earned):"]
-    out += [f"  {k} {v}" for k, v in m["ratios"].items()]
+    eod = m.get("ratios_end_of_day", {})
+    out += [f"  {k} {v}" + (f" (end of day {eod[k]})" if k in eod else "") for k, v in m["ratios"].items()]
     return out
 
 
