@@ -1340,6 +1340,12 @@ class Day:
             f"the ledger of {m.merchant_id} could not be read: {r.status_code} {r.text[:200]}"
         )
 
+    async def statements(self) -> dict[str, dict[str, Any]]:
+        """Every member's statement now, by merchant id."""
+        members = self.world.members()
+        got = await asyncio.gather(*(self.statement(m, attempts=5) for m in members))
+        return dict(zip((m.merchant_id for m in members), got, strict=True))
+
     async def settled(self) -> bool:
         """Every honest contributor's credit has settled and been paid back (or nothing more can be)."""
         honest = [m for m in self.world.members() if m.role in ("heavy", "light")]
@@ -1448,14 +1454,7 @@ async def _run(args: argparse.Namespace, env: BenchEnv, work: Path) -> dict[str,
         day.earning = False
         # The day's figures as they stand when earning stops (what the day paid back by itself); the
         # tail then runs through each owed contributor's next live windows (`next_windows_end`).
-        members = day.world.members()
-        end_of_day = dict(
-            zip(
-                (m.merchant_id for m in members),
-                await asyncio.gather(*(day.statement(m, attempts=5) for m in members)),
-                strict=True,
-            )
-        )
+        end_of_day = await day.statements()
         windows_end = next_windows_end(day.world, end_of_day, end)
         tail_end = min(end + args.tail_hours * HOUR, windows_end)
         print(
@@ -1575,14 +1574,7 @@ class Outcome:
 
 
 async def collect(env: BenchEnv, day: Day, tail_s: float) -> Outcome:
-    members = day.world.members()
-    statements = dict(
-        zip(
-            (m.merchant_id for m in members),
-            await asyncio.gather(*(day.statement(m, attempts=5) for m in members)),
-            strict=True,
-        )
-    )
+    statements = await day.statements()
     forged = day.seen.forged
     forged_booked = 0
     if forged:
@@ -2126,6 +2118,12 @@ def main() -> int:
         default="trusted",
         help="held credit the scheduler pays ahead of confirmation (ROOMFEED_ALLIANCE_ADVANCE)",
     )
+    p.add_argument(
+        "--keep-previous",
+        metavar="KEY",
+        help="keep the record now in bench/results/alliance.json under KEY of the new one (a record of"
+        " fewer seeds or another code beside the last complete one)",
+    )
     p.add_argument("--no-write", action="store_true", help="print only (development runs)")
     p.add_argument(
         "--record-invalid",
@@ -2166,6 +2164,11 @@ def main() -> int:
         print("bench_alliance: INVALID run (the stack fell behind the apps): not recorded", file=sys.stderr)
         return 3
     if not args.no_write:
+        if args.keep_previous:
+            previous = json.loads((REPO / "bench" / "results" / "alliance.json").read_text())
+            metrics[args.keep_previous] = {k: previous[k] for k in ("command", "date", "machine")} | {
+                "metrics": {k: v for k, v in previous["metrics"].items() if k != args.keep_previous}
+            }
         write_results("alliance", command, metrics, lines, "Alliance through the real system")
     return 0
 
