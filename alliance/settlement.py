@@ -300,34 +300,47 @@ def clique_members(
     """The small flows of a clique already caught: the members of the flows already marked (reciprocal,
     clique, ring, chain or focused) form a group; a member A outside it joins when A's counted visits
     go at least `chain_focus` (90 %) into the group, a member of the group sends its viewers to A in
-    return, and each way is beyond the alliance's (by-hour) base rate at a lift of at least
-    `clique_lift` (A's visits into the group against the group's share of the others' visits; that
-    member's visits into A against A's share). Repeated until no member joins; returns every flow between two members of the group
-    not already marked. Each flow on its own is too small to judge (a trio member with 4 visits, a
-    ring's members with 1 each beside its one working link): judged together with the flows already
-    caught they are the same trade. Honest followers of a member live beside the group spread their
-    visits over the partners the feed shows them (well under 90 % into the group), and the group's
-    viewers, who trade among themselves, rarely return to them."""
+    return, and each way is beyond the (by-hour) base rate of the alliance's contributors *outside the
+    group* at a lift of at least `clique_lift` (A's visits into the group against the group's share of
+    those contributors' visits; that member's visits into A against A's share). Repeated until no
+    member joins; returns every flow between two members of the group not already marked.
+
+    Each flow on its own is too small to judge (a trio member with 4 visits, a ring's members with 1
+    each beside its one working link): judged together with the flows already caught they are the
+    same trade. The group's own visits are not part of the base rate: in hours when little else is
+    visited, the trade already caught would otherwise make the group look like what everyone visits.
+    Honest followers of a member live beside the group spread their visits over the partners the feed
+    shows them (well under 90 % into the group), and the group's viewers, who trade among themselves,
+    rarely return to them."""
     group = {m for pair in caught for m in pair}
     if not group:
         return set()
     out_total: dict[str, int] = defaultdict(int)
-    into_total: dict[str, int] = defaultdict(int)
-    total = 0
-    for (a, b), n in flows.items():
+    for (a, _), n in flows.items():
         out_total[a] += n
-        into_total[b] += n
-        total += n
-    by_hour = hour_shares(hourly) if hourly is not None else None
 
-    def share(a: str, b: str) -> float:
-        """B's expected share of A's visits (as `excessive_flows` takes it)."""
-        others = total - out_total[a] - out_total[b]
-        if others <= 0:
-            return 1.0
-        if by_hour is not None:
-            return max(by_hour(a, b), 0.5 / others)
-        return max(into_total[b] - flows.get((a, b), 0), 0.5) / others
+    def base_rates(x: str) -> Callable[[str, str], float]:
+        """Shares as `excessive_flows` takes them, from x's visits and the visits of contributors
+        outside the group."""
+        keep = {c for c in out_total if c == x or c not in group}
+        sub = {k: n for k, n in flows.items() if k[0] in keep}
+        out_sub: dict[str, int] = defaultdict(int)
+        into_sub: dict[str, int] = defaultdict(int)
+        for (a, b), n in sub.items():
+            out_sub[a] += n
+            into_sub[b] += n
+        total = sum(sub.values())
+        by_hour = hour_shares({k: n for k, n in hourly.items() if k[0] in keep}) if hourly else None
+
+        def share(a: str, b: str) -> float:
+            others = total - out_sub[a] - out_sub[b]
+            if others <= 0:
+                return 1.0  # no one else's visits: nothing to judge against
+            if by_hour is not None:
+                return max(by_hour(a, b), 0.5 / others)
+            return max(into_sub[b] - sub.get((a, b), 0), 0.5) / others
+
+        return share
 
     joined = True
     while joined:
@@ -338,12 +351,13 @@ def clique_members(
             into = sum(flows.get((a, b), 0) for b in group)
             if not into or into < patterns.chain_focus * out_total[a]:
                 continue
+            share = base_rates(a)
             lift_into = (into / out_total[a]) / min(1.0, sum(share(a, b) for b in group))
             lift_back = max(
                 (
-                    (flows[(b, a)] / out_total[b]) / share(b, a)
-                    for b in group
-                    if flows.get((b, a), 0) and out_total[b]
+                    (flows[(b, a)] / out_total[b]) / base_rates(b)(b, a)
+                    for b in sorted(group)
+                    if flows.get((b, a), 0)
                 ),
                 default=0.0,
             )

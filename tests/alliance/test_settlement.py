@@ -312,7 +312,9 @@ async def test_a_clique_members_small_flows_go_with_the_flows_already_caught(
     and c among the rest) keep every visit."""
     m = await Market.make(pool, redis, 10)
     a, b, c, honest = m.members[0], m.members[1], m.members[2], m.members[3:]
-    t = await m.spread(honest, now)
+    # Within one alliance hour (the member graph is judged hour by hour: a trade in an hour when no one
+    # else's viewers visited says nothing), and still inside the holding period at the wall clock.
+    t = await m.spread(honest, now - now % HOUR)
     for x, y in [(a, b), (b, a)] * 8 + [(c, a), (c, b), (c, a), (a, c), (a, c), (a, c)]:
         t += 5
         await m.visit(await m.viewer(x, t), y, t + 1)
@@ -341,6 +343,27 @@ def test_clique_members_join_a_caught_group_only_with_the_flow_returned_and_focu
     lone = {**honest, ("a", "b"): 27, ("h9", "a"): 2}  # all of h9's visits into the group, none back
     assert clique_members(lone, caught, Patterns()) == set()
     assert clique_members(ring, set(), Patterns()) == set()
+
+
+def test_a_clique_is_judged_against_the_visits_of_members_outside_it() -> None:
+    """In a quiet hour the trade already caught (a and b, 8 visits each way) is most of what is visited:
+    against a base rate that counts it, c's visits into a and b look like what everyone does (lift
+    1.5); against the visits of the members outside the group they are the same trade."""
+    members = [f"m{i}" for i in range(10)]
+    a, b, c, honest = members[0], members[1], members[2], members[3:]
+    hourly: dict[tuple[str, str, int], int] = defaultdict(int)
+    for x in honest:
+        for y in members:
+            if x != y:
+                hourly[(x, y, 10)] += 1
+    for i, x in enumerate(honest):  # hour 11 is quiet: each honest member's viewers visit two rooms
+        hourly[(x, honest[(i + 1) % 7], 11)] += 1
+        hourly[(x, honest[(i + 2) % 7], 11)] += 1
+    for x, y in [(a, b), (b, a)] * 8 + [(c, a), (c, b), (c, a), (a, c), (a, c), (a, c)]:
+        hourly[(x, y, 11)] += 1
+    pairs, _, _, _, members_flows = member_graph_patterns({"x": dict(hourly)}, Patterns())
+    assert pairs == {(a, b), (b, a)}
+    assert members_flows == {(c, a), (c, b), (a, c)}
 
 
 async def test_members_passing_visits_along_a_chain_are_clawed_back(
