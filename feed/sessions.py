@@ -412,7 +412,8 @@ class SessionBook:
         if local is None:
             local = self.local.put(SessionState(session_id, stored_viewer, served=served, blocked=blocked))
         else:
-            local.served |= served
+            if served is not local.served:  # (the copy itself when Redis holds no more: nothing to add)
+                local.served |= served
             local.blocked = blocked
         local.from_redis = True
         return local

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -702,8 +703,9 @@ class Filters:
         c, cfg = ctx.candidates, ctx.config
         index_of = c.index_of
         if ctx.served:  # hundreds in a long session: one gather, not a numpy write per room
+            # map() looks the rooms up in C (a generator expression cost ~3x more per served room).
             rows = np.fromiter(
-                (index_of.get(r, -1) for r in ctx.served), dtype=np.int64, count=len(ctx.served)
+                map(index_of.get, ctx.served, repeat(-1)), dtype=np.int64, count=len(ctx.served)
             )
             c.drop(rows[rows >= 0])
         horizon_ms = (ctx.now - cfg.swipe_away_window_s) * 1000
@@ -724,7 +726,7 @@ class Filters:
 
 
 def arrange(
-    order: Sequence[int],
+    order: Sequence[int] | np.ndarray,
     merchants: np.ndarray,
     categories: np.ndarray,
     max_run: int,
@@ -736,12 +738,14 @@ def arrange(
     Greedy: take the best room that keeps both runs short; when none does, the best one anyway
     (a page of one category beats a short page).
     """
-    pending = [int(i) for i in order]
-    if not pending:
+    if not len(order):
         return []
-    index = np.asarray(pending, dtype=np.int64)
-    merchant_of = dict(zip(pending, merchants[index].tolist(), strict=True))
-    category_of = dict(zip(pending, categories[index].tolist(), strict=True))
+    index = np.asarray(order, dtype=np.int64)
+    pending: list[int] = index.tolist()
+    # Each pending room's merchant and category ride beside it (three lists popped together: no dict
+    # per room, ~3x less CPU than looking them up by room for the ~70 rooms a page ranks).
+    pm: list[int] = merchants[index].tolist()
+    pc: list[int] = categories[index].tolist()
     placed: list[int] = []
     last_m = last_c = None
     run_m = run_c = 0
@@ -749,18 +753,15 @@ def arrange(
     while len(placed) < limit:
         pick = 0
         if run_m >= max_run or run_c >= max_run:
-            for j, candidate in enumerate(pending):
-                if (run_m < max_run or merchant_of[candidate] != last_m) and (
-                    run_c < max_run or category_of[candidate] != last_c
-                ):
+            for j in range(len(pending)):
+                if (run_m < max_run or pm[j] != last_m) and (run_c < max_run or pc[j] != last_c):
                     pick = j
                     break
-        chosen = pending.pop(pick)
-        m, cat = merchant_of[chosen], category_of[chosen]
+        m, cat = pm.pop(pick), pc.pop(pick)
+        placed.append(pending.pop(pick))
         run_m = run_m + 1 if m == last_m else 1
         run_c = run_c + 1 if cat == last_c else 1
         last_m, last_c = m, cat
-        placed.append(chosen)
     return placed + pending
 
 
@@ -807,7 +808,7 @@ class Diversity:
             ctx.order = []
             return
         want = min(kept, max(4 * ctx.count, ctx.count + 50) + spare(ctx.count))
-        best = best_first(c.score, c.keep, want).tolist()
+        best = best_first(c.score, c.keep, want)
         reach = ctx.count + spare(ctx.count)
         ctx.order = arrange(best, c.merchant_codes, c.category_codes, ctx.config.diversity_max_run, reach)
 
