@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar, cast
 import numpy as np
 
 from feed.config import RankingConfig
+from ranking.retrieval import sorted_unique
 
 T = TypeVar("T")
 
@@ -269,7 +270,7 @@ class Candidates:
         if kept == self.keep.size:
             return np.zeros(0, dtype=np.intp)
         if self.dropped:
-            rows: np.ndarray = np.unique(np.concatenate(self.dropped))
+            rows: np.ndarray = sorted_unique(np.concatenate(self.dropped))
             rows = rows[~self.keep[rows]]
             if rows.size == self.keep.size - kept:
                 return rows

@@ -193,4 +193,10 @@ class Retrieve:
             not_kept=c.not_kept(),
         )
         ctx.lightfm_moments = got.lightfm_moments
-        ctx.candidates = c.subset(got.rows, pool=np.isin(got.rows, got.sources["exploration"]))
+        # Exploration's rows among the (ascending, distinct) rows: one binary search each (np.isin sorted both).
+        drawn = got.sources["exploration"]
+        pool = np.zeros(got.rows.size, dtype=bool)
+        if drawn.size and got.rows.size:
+            at = np.minimum(np.searchsorted(got.rows, drawn), got.rows.size - 1)
+            pool[at[got.rows[at] == drawn]] = True
+        ctx.candidates = c.subset(got.rows, pool=pool)

@@ -68,6 +68,34 @@ class Budget:
 
 
 DEFAULT_BUDGET = Budget()
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique(values) (ascending, each once) by one sort: numpy 2's np.unique hashes first and cost
+    ~100 us for the few hundred rows of a request where a sort and a comparison take ~10 us."""
+    s = np.sort(np.asarray(values).ravel())
+    if s.size < 2:
+        return s
+    first = np.empty(s.size, dtype=bool)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    return s[first]
+
+
+def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_inverse=True) by one stable sort (the same arrays)."""
+    values = np.asarray(values).ravel()
+    order = np.argsort(values, kind="stable")
+    s = values[order]
+    first = np.empty(s.size, dtype=bool)
+    if s.size:
+        first[0] = True
+        np.not_equal(s[1:], s[:-1], out=first[1:])
+    inverse = np.empty(s.size, dtype=np.intp)
+    inverse[order] = np.cumsum(first) - 1
+    return s[first], inverse
+
+
 # Up to this many live merchants discovery scores every one (one product, ~0.06 ms at 5,000); above, it
 # probes the model's item clusters (`ItemClusters`, `LiveClusters`), a fixed number of merchants.
 EXACT_DISCOVERY_BELOW = 8_192
@@ -103,6 +131,9 @@ class LiveSet:
     _trending: np.ndarray | None = field(default=None, repr=False)
     _by_category: dict[int, np.ndarray] | None = field(default=None, repr=False)
     _category_groups: list[np.ndarray] | None = field(default=None, repr=False)
+    _starts: np.ndarray | None = field(
+        default=None, repr=False
+    )  # where each merchant row's rooms start in `order`
 
     @classmethod
     def of(
@@ -175,17 +206,27 @@ class LiveSet:
         return int(self.positions.shape[0])
 
     def rooms_of(self, merchants: np.ndarray) -> np.ndarray:
-        """Every room of these merchant positions (binary searches in the rooms sorted by merchant)."""
+        """Every room of these merchant positions, merchant by merchant in the order given (one binary
+        search per merchant among the live merchants; merchants with no live room give none)."""
         if merchants.size == 0 or self.positions.size == 0:
             return np.zeros(0, dtype=np.int64)
-        ranked = self.ranked
-        lo = np.searchsorted(ranked, merchants, side="left")
-        hi = np.searchsorted(ranked, merchants, side="right")
-        counts = hi - lo
+        rows = np.searchsorted(self.merchants, merchants)
+        found = rows < self.merchants.size
+        found[found] = self.merchants[rows[found]] == merchants[found]
+        return self.rooms_of_rows(rows[found])
+
+    def rooms_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Every room of these live merchant rows (`merchants[rows]`), in the order given: a slice of the
+        rooms sorted by merchant each (what `rooms_of` found by two binary searches over every room)."""
+        if rows.size == 0 or self.positions.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if self._starts is None:
+            self._starts = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+        counts = self.counts[rows]
         total = int(counts.sum())
         if total == 0:
             return np.zeros(0, dtype=np.int64)
-        starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        starts = np.repeat(self._starts[rows] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
         return self.order[starts + np.arange(total)]
 
     def trending(self) -> np.ndarray:
@@ -421,13 +462,13 @@ def discovery(
         return np.zeros(0, dtype=np.int64)
     if merchant_scores is None and vector is not None and live.clusters is not None:
         rows = live.clusters.best(np.asarray(vector, dtype=np.float32), sign, merchants)
-        return _kept(live.rooms_of(live.merchants[rows]), keep)
+        return _kept(live.rooms_of_rows(rows), keep)
     if merchant_scores is None and vector is not None:
         merchant_scores = merchant_scores_of(live, vector)
     if merchant_scores is None or merchant_scores.size == 0:
         return np.zeros(0, dtype=np.int64)
     best = _best(sign * merchant_scores, np.arange(merchant_scores.size), merchants)
-    return _kept(live.rooms_of(live.merchants[best]), keep)
+    return _kept(live.rooms_of_rows(best), keep)
 
 
 def covisited(
@@ -450,7 +491,7 @@ def covisited(
         return np.zeros(0, dtype=np.int64)
     at = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(total)
     weights = np.repeat(np.log1p(watched[mine] / 60.0), counts) * cov.data[at]
-    neighbours, summed = np.unique(cov.indices[at], return_inverse=True)
+    neighbours, summed = unique_inverse(cov.indices[at])
     score = np.bincount(summed, weights=weights)
     best = neighbours[_best(score, np.arange(score.size), merchants)]
     return _kept(live.rooms_of(np.sort(best).astype(np.int64)), keep)
@@ -490,7 +531,7 @@ def owed(live: LiveSet, keep: np.ndarray, merchants: Sequence[int], limit: int) 
     """The rooms of merchants the alliance owes exposure (positions, most owed first; the first `limit`)."""
     if not merchants or limit <= 0:
         return np.zeros(0, dtype=np.int64)
-    chosen = np.unique(np.asarray(list(merchants)[:limit], dtype=np.int64))
+    chosen = sorted_unique(np.asarray(list(merchants)[:limit], dtype=np.int64))
     return _kept(live.rooms_of(chosen), keep)
 
 
@@ -565,7 +606,7 @@ def lightfm_moments_of(
     ):
         return None
     u = np.append(np.asarray(vector, dtype=np.float64), 1.0)
-    count = float(live.counts.sum())
+    count = float(len(live.positions))  # = live.counts.sum(): every room counted once
     total, squares = float(live.first @ u), float(u @ live.second @ u)
     matrix, bias = live.matrix, live.bias
 
@@ -590,7 +631,7 @@ def _less(
     """The sums less the rooms not kept (`not_kept`: np.flatnonzero(~keep) when the caller has it) and the
     rooms of entered merchants."""
     out = not_kept if not_kept is not None else np.flatnonzero(~keep)
-    left = np.union1d(out, entered_rows) if entered_rows.size else out
+    left = sorted_unique(np.concatenate([out, entered_rows])) if entered_rows.size else out
     if left.size:
         v = scores(left)
         count -= left.size
@@ -647,7 +688,7 @@ def retrieve(
             rng if rng is not None else np.random.default_rng(0),
         ),
     }
-    rows = np.unique(np.concatenate(list(found.values()))).astype(np.int64)
+    rows = sorted_unique(np.concatenate(list(found.values()))).astype(np.int64)
     if viewer.merchant_scores is not None:
         moments = lightfm_moments(live, keep, viewer.merchant_scores, entered, not_kept)
     else:
