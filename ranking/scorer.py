@@ -30,12 +30,19 @@ class LiveItems:
     popularity: np.ndarray  # (n_rooms,) float32
     positions: np.ndarray | None = None  # (n_rooms,) the merchant's position in the model
     _unit: np.ndarray | None = field(default=None, repr=False)
+    # A retrieved subset's unit rows, gathered from the whole block's when first read (only a session with
+    # visits reads them: gathering them with every subset was ~80 kB copied per page for nothing).
+    _unit_of: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def unit(self) -> np.ndarray:
         """Rows of `matrix` scaled to unit length (computed once per snapshot)."""
         if self._unit is None:
-            self._unit = unit_rows(self.matrix)
+            if self._unit_of is not None:
+                whole, rows = self._unit_of
+                self._unit = whole[rows]
+            else:
+                self._unit = unit_rows(self.matrix)
         return self._unit
 
     def take(self, rows: np.ndarray) -> LiveItems:
@@ -46,7 +53,7 @@ class LiveItems:
             self.bias[rows],
             self.popularity[rows],
             self.positions[rows] if self.positions is not None else None,
-            self._unit[rows] if self._unit is not None else None,
+            _unit_of=(self._unit, rows) if self._unit is not None else None,
         )
 
 

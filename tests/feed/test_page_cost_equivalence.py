@@ -10,6 +10,7 @@ import pytest
 
 from feed.stages import arrange
 from ranking.retrieval import LiveSet, sorted_unique, unique_inverse
+from ranking.scorer import LiveItems, unit_rows
 
 
 def arrange_before(
@@ -105,3 +106,16 @@ def test_sorted_unique_and_unique_inverse_are_np_unique(seed: int) -> None:
     want, want_inverse = np.unique(values, return_inverse=True)
     assert np.array_equal(got, want) and np.array_equal(inverse, want_inverse)
     assert sorted_unique(values).dtype == np.unique(values).dtype
+
+
+def test_a_subsets_unit_rows_are_the_whole_blocks_gathered_when_read() -> None:
+    rng = np.random.default_rng(5)
+    matrix = rng.normal(size=(300, 8)).astype(np.float32)
+    whole = LiveItems((), matrix, rng.random(300).astype(np.float32), np.zeros(300, np.float32))
+    rows = np.sort(rng.choice(300, 40, replace=False))
+    before_unit = whole.take(rows)  # the whole block's unit rows never made: the subset makes its own
+    assert np.array_equal(before_unit.unit, unit_rows(matrix[rows]))
+    unit = whole.unit
+    sub = whole.take(rows)
+    assert sub._unit is None  # nothing gathered until read
+    assert np.array_equal(sub.unit, unit[rows]) and sub.unit is sub.unit
