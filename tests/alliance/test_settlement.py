@@ -115,10 +115,14 @@ class Market:
 
 @pytest.fixture
 async def now() -> float:
-    """The wall clock's now. Once the session's app runs (tests/app_fixtures.py), its alliance
-    scheduler settles this database every 5 s at the wall clock; visits dated hours back would be
-    past their holding period for it, confirmed between this file's own passes."""
-    return time.time()
+    """The start of the wall clock's current hour. Once the session's app runs (tests/app_fixtures.py),
+    its alliance scheduler settles this database every 5 s at the wall clock; visits dated hours back
+    would be past their holding period for it, confirmed between this file's own passes (less than an
+    hour back is within the 2 h holding period). The hour's start, not now: the member graph is judged
+    hour by hour (`hour_shares`), and a test's visits (a few minutes of them) split by an hour
+    boundary were judged as two hours' evidence: a clique test failed that way once in a full run."""
+    t = time.time()
+    return t - t % HOUR
 
 
 async def test_credit_is_owed_only_once_it_has_held(pool: asyncpg.Pool, redis: Redis, now: float) -> None:
@@ -312,9 +316,7 @@ async def test_a_clique_members_small_flows_go_with_the_flows_already_caught(
     and c among the rest) keep every visit."""
     m = await Market.make(pool, redis, 10)
     a, b, c, honest = m.members[0], m.members[1], m.members[2], m.members[3:]
-    # Within one alliance hour (the member graph is judged hour by hour: a trade in an hour when no one
-    # else's viewers visited says nothing), and still inside the holding period at the wall clock.
-    t = await m.spread(honest, now - now % HOUR)
+    t = await m.spread(honest, now)
     for x, y in [(a, b), (b, a)] * 8 + [(c, a), (c, b), (c, a), (a, c), (a, c), (a, c)]:
         t += 5
         await m.visit(await m.viewer(x, t), y, t + 1)
