@@ -69,7 +69,18 @@ def world_family(args: argparse.Namespace) -> None:
         ab_design=args.ab_design,
         world_cache=None if args.fresh_worlds else args.reports / "cache",
     )
-    seeds = list(range(1, args.seeds + 1))
+    if (
+        args.compare is not None
+    ):  # a candidate's run beside a record: figures before -> after, nothing written
+        from worlds.report import paired_table
+
+        print(paired_table(kept_runs(args.compare, args.world), kept_runs(args.reports, args.world)))
+        return
+    if not 1 <= args.first_seed <= args.seeds:
+        raise SystemExit(
+            f"bench_eval: --first-seed {args.first_seed} must be between 1 and --seeds {args.seeds}"
+        )
+    seeds = list(range(args.first_seed, args.seeds + 1))
     load_before = os.getloadavg()[0]
     if args.from_reports:  # what a stopped run kept, world-seed by world-seed
         kept = kept_runs(args.reports, args.world)
@@ -82,6 +93,8 @@ def world_family(args: argparse.Namespace) -> None:
         result = summarise_runs(kept, args.reports, seconds)
     else:
         result = run_worlds(args.world, seeds, cfg, args.reports, jobs=args.jobs)
+        if args.first_seed > 1:  # the record is every seed the folder keeps, the earlier ones included
+            result = summarise_runs(kept_runs(args.reports, args.world), args.reports, result["seconds"])
     load_after = os.getloadavg()[0]
     worlds = result["worlds"]
     missing = missing_issue_keys(worlds)
@@ -233,6 +246,12 @@ def main() -> None:
     ap.add_argument("--report", type=Path, default=Path("reports/eval"))
     ap.add_argument("--world", type=world_names, default=None, metavar="NAME|all")
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=1,
+        help="run seeds FIRST..--seeds only (e.g. a family's second seeds into a folder that keeps the first)",
+    )
     ap.add_argument("--jobs", type=int, default=2, help="world-seeds at once (processes)")
     ap.add_argument(
         "--ab-sessions", type=int, default=RunConfig.ab_sessions, help="test-day sessions per A/B (0: all)"
@@ -255,6 +274,13 @@ def main() -> None:
         "--from-reports",
         action="store_true",
         help="write the figures of the world-seeds a stopped run kept in reports/worlds/ (no new runs)",
+    )
+    ap.add_argument(
+        "--compare",
+        type=Path,
+        metavar="BEFORE",
+        help="print --reports' world-seeds beside the same world-seeds in BEFORE (a record's report folder), "
+        "before -> after, with the done-when lines on both; runs and writes nothing",
     )
     ap.add_argument(
         "--fresh-worlds",

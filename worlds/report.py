@@ -731,3 +731,87 @@ def done_when(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
             failed = [f"{name} ({say(f)})" for name, f in seeds if not check(f)]
             lines.append(f"- {text}: {'every world-seed' if not failed else 'fails in ' + '; '.join(failed)}")
     return lines
+
+
+# What `paired_table` compares, per world-seed: (column, how a run's figure reads, how a cell is written).
+def _paired_cells(run: Mapping[str, Any]) -> dict[str, str]:
+    f, info = flat(run), run.get("ranker", {})
+    pop = f["hr5_new_discovery_pop"]
+    kept = "no"
+    if info.get("lightfm_used"):
+        kept = "yes (discovery part)" if info.get("lightfm_discovery_only") else "yes"
+    return {
+        "HR@5 diff vs best REP (CI low)": f"{f['hr5_diff']:+.3f} ({f['hr5_diff_ci_low']:+.3f})",
+        "discovery ratio (CI low)": (
+            f"{f['hr5_new_discovery_ranker'] / pop:.2f}x ({f.get('hr5_new_discovery_ratio_ci_low', math.nan):.2f})"
+            if pop
+            else "n/a"
+        ),
+        "new on full list ranker / pop (CI low)": (
+            f"{f['hr5_new_ranker']:.3f} / {f['hr5_new_pop']:.3f} ({f.get('hr5_new_diff_ci_low', math.nan):+.3f})"
+        ),
+        "LightFM ablation on new (CI low)": f"{f['ablation_new_gain']:+.3f} ({f['ablation_new_ci_low']:+.3f})",
+        "A/B watch min diff (CI low)": (
+            f"{f['ab_watch_min_per_session_ranker'] - f['ab_watch_min_per_session_baseline']:+.2f} "
+            f"({f['ab_watch_min_diff_ci_low']:+.2f})"
+        ),
+        "A/B orders/1k diff (CI low)": (
+            f"{f['ab_orders_per_1k_ranker'] - f['ab_orders_per_1k_baseline']:+.1f} "
+            f"({f['ab_orders_per_1k_diff_ci_low']:+.1f})"
+        ),
+        "LightFM kept": kept,
+    }
+
+
+def _same_world(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+    """Why two runs of one world-seed are not the same world and targets (None when they are)."""
+    if a.get("config") != b.get("config"):
+        differ = sorted(
+            k
+            for k in {*a.get("config", {}), *b.get("config", {})}
+            if a["config"].get(k) != b["config"].get(k)
+        )
+        return f"simulator settings differ ({', '.join(differ[:4])})"
+    if a["offline"].get("targets") != b["offline"].get("targets") or a["offline"].get("test_viewers") != b[
+        "offline"
+    ].get("test_viewers"):
+        return "different test targets"
+    return None
+
+
+def paired_table(
+    before: Mapping[str, Sequence[Mapping[str, Any]]], after: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> str:
+    """Markdown: every world-seed run in both `before` and `after` (two `kept_runs` of the same worlds, e.g.
+    the record of one ranking and a candidate's run), each figure `before → after`, then the done-when
+    lines counted on those world-seeds. A world-seed simulated differently (settings, targets) is refused:
+    a before/after of two different worlds measures nothing."""
+    rows: list[tuple[str, Mapping[str, Any], Mapping[str, Any]]] = []
+    for name, runs in after.items():
+        by_seed = {int(r["seed"]): r for r in before.get(name, ())}
+        for run in sorted(runs, key=lambda r: int(r["seed"])):
+            if int(run["seed"]) not in by_seed:
+                continue
+            old = by_seed[int(run["seed"])]
+            why = _same_world(old, run)
+            if why is not None:
+                raise ValueError(f"{name} {run['seed']}: before and after are not the same world-seed: {why}")
+            rows.append((name, old, run))
+    if not rows:
+        raise ValueError("no world-seed is in both report folders")
+    columns = list(_paired_cells(rows[0][2]))
+    lines = [
+        "| world | seed | " + " | ".join(f"{c}: before → after" for c in columns) + " |",
+        "|---|---:|" + "---|" * len(columns),
+    ]
+    for name, old, new in rows:
+        a, b = _paired_cells(old), _paired_cells(new)
+        lines.append(_row(f"`{name}`", [str(new["seed"]), *(f"{a[c]} → {b[c]}" for c in columns)]))
+    before_runs: dict[str, list[Mapping[str, Any]]] = {}
+    after_runs: dict[str, list[Mapping[str, Any]]] = {}
+    for name, old, new in rows:
+        before_runs.setdefault(name, []).append(old)
+        after_runs.setdefault(name, []).append(new)
+    lines += ["", "done-when lines on these world-seeds, before:", *done_when(before_runs)]
+    lines += ["", "after:", *done_when(after_runs)]
+    return "\n".join(lines)
