@@ -112,13 +112,21 @@ def world_family(args: argparse.Namespace) -> None:
     ab_sessions = int(first["ab"]["arms"]["ranker"]["sessions"])
     design = first["ab"].get("design", "split")
     how = "as kept from a stopped run" if args.from_reports else f"{args.jobs} at a time"
+    codes = sorted(
+        {
+            f"{code.get('commit') or 'unrecorded'}"[:10]
+            + (" with uncommitted changes" if code.get("dirty") else "")
+            for runs in kept_now.values()
+            for code in (run.get("code") or {} for run in runs)
+        }
+    )
     lines = [
         f"{len(worlds)} worlds, seeds {result['seeds']}, {result['seconds'] / 60:.1f} min of runs, {how}; "
         f"host load {load_before:.1f} at the start, {load_after:.1f} at the end; median per world-seed: {per_phase} "
         f"({size['n_viewers']:,} viewers, {size['n_merchants']:,} merchants, 7 days, {targets:,} test targets, "
         f"{ab_sessions:,} A/B sessions{' in each arm (paired)' if design == 'paired' else ' split by viewer hash'}; "
         "fit on days 0-5, judged on day 6; "
-        "each figure from the seed worse for the ranker)",
+        f"each figure from the seed worse for the ranker; code of the runs: {', '.join(codes)})",
         "",
         *summary_table(worlds).splitlines(),
         "",

@@ -30,6 +30,7 @@ import ast
 import dataclasses
 import hashlib
 import pickle
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -545,6 +546,30 @@ def discovery_beyond_page(
     return out
 
 
+CODE_ROOT = Path(__file__).resolve().parent.parent  # the checkout the world harness runs from
+
+
+def code_version(root: Path = CODE_ROOT) -> dict[str, Any]:
+    """The commit the running code was checked out at, and whether tracked files differed from it: every
+    world-seed's report names its code, so a record assembled from runs made at different times can be
+    checked to be one ranking (None when the tree is not a git checkout)."""
+    git = ["git", "-C", str(root)]
+    try:
+        head = subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=30
+        )
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
 def run_world(
     name: str,
     seed: int,
@@ -660,6 +685,7 @@ def run_world(
     return {
         "world": name,
         "seed": seed,
+        "code": code_version(),
         "config": asdict(market.config),
         "simulated": world,
         "offline": offline,

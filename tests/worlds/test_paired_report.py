@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from worlds.evaluate import code_version
 from worlds.report import paired_table
 
 
@@ -90,3 +92,10 @@ def test_a_different_world_or_target_set_is_refused() -> None:
         paired_table({"latent": [_run(1, 0.42, 0.0)]}, {"latent": [other_size]})
     with pytest.raises(ValueError, match="different test targets"):
         paired_table({"latent": [_run(1, 0.42, 0.0)]}, {"latent": [_run(1, 0.44, 0.0, viewers=590.0)]})
+
+
+def test_a_run_names_the_commit_of_its_code(tmp_path: Path) -> None:
+    here = code_version()  # the tests run from a git checkout (a clone in CI)
+    assert isinstance(here["commit"], str) and len(here["commit"]) == 40 and int(here["commit"], 16) >= 0
+    assert isinstance(here["dirty"], bool)
+    assert code_version(tmp_path) == {"commit": None, "dirty": None}
