@@ -76,6 +76,10 @@ def world_family(args: argparse.Namespace) -> None:
 
         print(paired_table(kept_runs(args.compare, args.world), kept_runs(args.reports, args.world)))
         return
+    if args.record_name is not None and not args.record_name.replace("_", "").isalnum():
+        raise SystemExit(
+            f"bench_eval: --record-name {args.record_name!r}: letters, digits and _ only (a JSON key)"
+        )
     if not 1 <= args.first_seed <= args.seeds:
         raise SystemExit(
             f"bench_eval: --first-seed {args.first_seed} must be between 1 and --seeds {args.seeds}"
@@ -161,8 +165,9 @@ def world_family(args: argparse.Namespace) -> None:
         f"report: {args.reports}/<world>/table.md, eval.png; {args.reports}/worlds.json",
     ]
     print("\n".join(lines))
+    key = "worlds" if args.record_name is None else f"worlds_{args.record_name}"
     write_results(
-        "eval_worlds",
+        f"eval_{key}",
         command_line(),
         {
             "worlds": worlds,
@@ -185,20 +190,24 @@ def world_family(args: argparse.Namespace) -> None:
             "load": [round(load_before, 1), round(load_after, 1)],
         },
         lines,
-        "eval — the world family (roomfeed evaluate --world)",
+        "eval — the world family (roomfeed evaluate --world)"
+        + ("" if args.record_name is None else f", record beside the current one: {args.record_name}"),
     )
     notes_from = lines.index("issue 13's done-when lines, seed by seed (worlds.report.done_when):")
     notes_to = next(i for i, line in enumerate(lines) if line.startswith("interval widths"))
-    record_in_simulator_doc(command_line(), lines[0], result["seed_table"], lines[notes_from:notes_to])
+    if args.record_name is None:  # a record beside the current one leaves docs/simulator.md's record alone
+        record_in_simulator_doc(command_line(), lines[0], result["seed_table"], lines[notes_from:notes_to])
     path = RESULTS / "eval.json"
     stored: dict[str, Any] = (
         json.loads(path.read_text()) if path.exists() else {"name": "eval", "metrics": {}}
     )
-    stored["metrics"]["worlds"] = worlds
-    if "newcomers" in worlds:  # the world made for cold start: merchants that debut on days 5-6
+    stored["metrics"][key] = worlds
+    if (
+        "newcomers" in worlds and args.record_name is None
+    ):  # the world made for cold start: merchants that debut on days 5-6
         stored["metrics"]["cold_auc"] = worlds["newcomers"].get("cold_auc")
         stored["metrics"]["cold_auc_targets"] = worlds["newcomers"].get("cold_targets")
-    stored.setdefault("commands", {})["worlds"] = command_line()
+    stored.setdefault("commands", {})[key] = command_line()
     path.write_text(json.dumps(stored, indent=2) + "\n")
 
 
@@ -282,6 +291,13 @@ def main() -> None:
         "--from-reports",
         action="store_true",
         help="write the figures of the world-seeds a stopped run kept in reports/worlds/ (no new runs)",
+    )
+    ap.add_argument(
+        "--record-name",
+        metavar="NAME",
+        help="a record kept BESIDE the current one (e.g. documented_size_7175521: another size or ranking): "
+        "written as worlds_NAME in eval.json, eval_worlds_NAME.json and its own docs/benchmarks.md block; "
+        "the current `worlds` record and docs/simulator.md's record stay",
     )
     ap.add_argument(
         "--compare",
