@@ -115,7 +115,11 @@ def world_family(args: argparse.Namespace) -> None:
     size, targets = first["config"], int(first["offline"]["targets"])
     ab_sessions = int(first["ab"]["arms"]["ranker"]["sessions"])
     design = first["ab"].get("design", "split")
-    how = "as kept from a stopped run" if args.from_reports else f"{args.jobs} at a time"
+    how = (
+        "assembled from the runs the report folder keeps (--from-reports; minutes = the runs' own wall time summed)"
+        if args.from_reports
+        else f"{args.jobs} at a time"
+    )
     codes = sorted(
         {
             f"{code.get('commit') or 'unrecorded'}"[:10]
