@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from worlds.evaluate import code_version
-from worlds.report import paired_table
+from worlds.report import done_when, paired_table
 
 
 def _run(seed: int, discovery: float, ablation_low: float, viewers: float = 600.0) -> dict[str, Any]:
@@ -99,3 +99,10 @@ def test_a_run_names_the_commit_of_its_code(tmp_path: Path) -> None:
     assert isinstance(here["commit"], str) and len(here["commit"]) == 40 and int(here["commit"], 16) >= 0
     assert isinstance(here["dirty"], bool)
     assert code_version(tmp_path) == {"commit": None, "dirty": None}
+
+
+def test_lightfm_line_marks_a_world_short_of_seeds() -> None:
+    lifted_once = _run(1, 0.44, 0.004)
+    runs = {"latent": [_run(1, 0.44, 0.004), _run(2, 0.44, 0.003)], "grid": [dict(lifted_once, world="grid")]}
+    line = next(x for x in done_when(runs) if x.startswith("- LightFM ablation"))
+    assert "in at least 2 worlds: 2 (grid (only seed 1), latent)" in line
