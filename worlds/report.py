@@ -235,8 +235,8 @@ def world_table(name: str, runs: Sequence[Mapping[str, Any]]) -> str:
             f"- LightFM on new targets (ranker − ranker without LightFM): {off['ablation_new_gain']:+.4f} "
             f"({off['ablation_new_ci_low']:+.4f} … {off['ablation_new_ci_high']:+.4f})",
             f"- LightFM's AUC among live candidates: merchants never seen in training (cold, from features) "
-            f"{off.get('cold_auc', float('nan')):.3f} on {int(off.get('cold_targets', 0))} targets; "
-            f"known merchants {off.get('warm_auc', float('nan')):.3f}",
+            f"{_number(off.get('cold_auc')):.3f} on {int(off.get('cold_targets') or 0)} targets; "
+            f"known merchants {_number(off.get('warm_auc')):.3f}",
             f"- why LightFM adds what it adds: {lightfm_why(run)}",
             *_headroom_block(off),
             "",
