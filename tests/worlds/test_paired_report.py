@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from worlds.evaluate import code_version
-from worlds.report import done_when, paired_table
+from worlds.report import done_when, paired_table, write_world_report
 
 
 def _run(seed: int, discovery: float, ablation_low: float, viewers: float = 600.0) -> dict[str, Any]:
@@ -106,3 +107,13 @@ def test_lightfm_line_marks_a_world_short_of_seeds() -> None:
     runs = {"latent": [_run(1, 0.44, 0.004), _run(2, 0.44, 0.003)], "grid": [dict(lifted_once, world="grid")]}
     line = next(x for x in done_when(runs) if x.startswith("- LightFM ablation"))
     assert "in at least 2 worlds: 2 (grid (only seed 1), latent)" in line
+
+
+def test_a_run_read_back_from_json_reports_without_cold_targets(tmp_path: Path) -> None:
+    """A world-seed with no cold target has a NaN cold AUC, which JSON keeps as null (the 10k `grid` 2 report of
+    the f805c64 record, as run_world wrote it): `--from-reports` must still write its table."""
+    run = orjson.loads((Path(__file__).parent / "data" / "grid_seed2_no_cold_targets.json").read_bytes())
+    assert run["offline"]["cold_auc"] is None and run["offline"]["cold_targets"] == 0
+    write_world_report("grid", [run], tmp_path)
+    table = (tmp_path / "grid" / "table.md").read_text()
+    assert "(cold, from features) nan on 0 targets; known merchants 0.802" in table
