@@ -91,11 +91,12 @@ import httpx
 import jwt
 import numpy as np
 import orjson
-from bench_live_index import CATEGORIES, REPO, BenchEnv, bench_env, write_results
+from bench_live_index import CATEGORIES, REPO, BenchEnv, bench_env, machine, write_results
 
 sys.path.insert(0, str(REPO))
 
 from alliance.contribution import Policy  # noqa: E402
+from bench.markdown import markers, replace_section  # noqa: E402
 from devtools.kafka import QUICK_START_JVM, KafkaBroker, resolve_kafka_jars  # noqa: E402
 from events.vocabulary import ENTER, LEAVE  # noqa: E402
 from roomfeed.auth import create_key  # noqa: E402
@@ -2124,6 +2125,12 @@ def main() -> int:
         help="keep the record now in bench/results/alliance.json under KEY of the new one (a record of"
         " fewer seeds or another code beside the last complete one)",
     )
+    p.add_argument(
+        "--candidate",
+        metavar="KEY",
+        help="record the run(s) beside the record, not in its place: under KEY of bench/results/alliance.json's"
+        " metrics and a docs/benchmarks.md section of their own (a run that came out worse than the record)",
+    )
     p.add_argument("--no-write", action="store_true", help="print only (development runs)")
     p.add_argument(
         "--record-invalid",
@@ -2163,7 +2170,9 @@ def main() -> int:
     if not metrics.get("valid") and not args.record_invalid:
         print("bench_alliance: INVALID run (the stack fell behind the apps): not recorded", file=sys.stderr)
         return 3
-    if not args.no_write:
+    if not args.no_write and args.candidate:
+        record_candidate(args.candidate, command, metrics, lines)
+    elif not args.no_write:
         if args.keep_previous:
             previous = json.loads((REPO / "bench" / "results" / "alliance.json").read_text())
             metrics[args.keep_previous] = {k: previous[k] for k in ("command", "date", "machine")} | {
@@ -2171,6 +2180,21 @@ def main() -> int:
             }
         write_results("alliance", command, metrics, lines, "Alliance through the real system")
     return 0
+
+
+def record_candidate(key: str, command: str, metrics: dict[str, Any], lines: list[str]) -> None:
+    """Runs kept beside the record (`--candidate KEY`): under KEY of alliance.json's metrics, the record's
+    own figures, command and section untouched, and a docs/benchmarks.md section `alliance_KEY`."""
+    path = REPO / "bench" / "results" / "alliance.json"
+    record = json.loads(path.read_text())
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    record["metrics"][key] = {"command": command, "date": day, "machine": machine(), "metrics": metrics}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    name = f"alliance_{key}"
+    start, end = markers(name)
+    title = f"## Alliance through the real system: candidate `{key}` (not the record)"
+    body = [start, title, "", f"`{command}` — {day}, {machine()}", "", "```", *lines, "```", end]
+    replace_section(REPO / "docs" / "benchmarks.md", "\n".join(body), name)
 
 
 if __name__ == "__main__":
