@@ -41,6 +41,7 @@ def choices(fitted: Any) -> dict[str, Any]:
         "two_part": r.info.get("two_part"),
         "favourites_first": r.favourites_first,
         "first_by_share": list(r.first_by_share),
+        "known_offset": list(r.known_offset),
     }
 
 
@@ -62,6 +63,9 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     features, schedule = merchant_features(market.rooms), schedule_of(market)
     base = FitConfig(model=ModelParams(num_threads=1), seed=seed)
     configs = {"before": dataclasses.replace(base, ranker_days=1.0, validation="latest"), "after": base}
+    if args.offsets:
+        # One fit, the known-merchant offset rules applied to its ranker (the same validation lists).
+        configs = {"before": dataclasses.replace(base, known_offset="none")}
     out: dict[str, Any] = {}
     fitted: dict[str, Any] = {}
     for name, cfg in configs.items():
@@ -70,6 +74,18 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         out[name] = choices(fitted[name])
         out[name]["ranker_days"] = round((until - ranker_window(log, until, cfg)) / DAY_MS, 2)
         out[name]["fit_s"] = round(time.perf_counter() - t0, 1)
+    if args.offsets:
+        from ranking.ranker import with_known_offsets
+
+        one = fitted["before"]
+        for rule in args.offsets:
+            fitted[rule] = dataclasses.replace(
+                one, ranker=with_known_offsets(one.ranker, one.validation, rule)
+            )
+            out[rule] = choices(fitted[rule])
+            out[rule]["info"] = {
+                k: v for k, v in fitted[rule].ranker.info.items() if k.startswith("known_offset")
+            }
     page = FeedPage(schedule.room_features, seed=seed)
     ev, targets = evaluate_model(
         log,
@@ -94,12 +110,20 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             hr5_new_discovery=round(float(own[name]["hr5"]), 4),
             discovery_ratio=round(float(own[name]["hr5"]) / own_pop, 3) if own_pop else None,
         )
-    for split in ("overall", "new"):
-        d = ev.difference("after", "before", split, seed=seed)
-        out[f"after_minus_before_{split}"] = {k: round(d[k], 4) for k in INTERVAL}
-    hits = own["after"]["hits"] - own["before"]["hits"]
     viewers = np.array([t.viewer for t in targets if not t.repeat])
-    out["after_minus_before_discovery"] = _viewer_interval(hits, viewers, seed)
+    for other in [n for n in fitted if n != "before"]:
+        tag = "after" if other == "after" else other
+        for split in ("overall", "new", "repeat"):
+            d = ev.difference(other, "before", split, seed=seed)
+            out[f"{tag}_minus_before_{split}"] = {k: round(d[k], 4) for k in INTERVAL}
+        hits = own[other]["hits"] - own["before"]["hits"]
+        out[f"{tag}_minus_before_discovery"] = _viewer_interval(hits, viewers, seed)
+    pop_name = ev.best_pop
+    for name in fitted:
+        d = ev.difference(name, pop_name, "new", seed=seed)
+        out[name]["new_minus_pop"] = {k: round(d[k], 4) for k in INTERVAL}
+        d = ev.difference(name, ev.best_baseline, "overall", seed=seed)
+        out[name]["overall_minus_reppop"] = {k: round(d[k], 4) for k in INTERVAL}
     out["where_new_are_lost"] = where_new_are_lost(
         targets,
         {**{name: ranker_method(f.ranker) for name, f in fitted.items()}, pop: baseline(pop, seed)},
@@ -201,6 +225,13 @@ def main() -> None:
     ap.add_argument("--merchants", type=int, default=500)
     ap.add_argument("--targets", type=int, default=4_000)
     ap.add_argument("--world-cache", default="reports/worlds/cache")
+    ap.add_argument(
+        "--offsets",
+        nargs="*",
+        default=None,
+        help="compare known-merchant offset rules (ranking.ranker.KNOWN_OFFSET_RULES, e.g. discovery "
+        "likelihood) against none, on one fit, instead of the window before / after",
+    )
     ap.add_argument("--out", default=None, help="also write the runs as JSON here (no results file)")
     ap.add_argument(
         "--runs",

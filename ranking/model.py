@@ -62,6 +62,7 @@ class RankingModel:
     ranker_weights: np.ndarray | None = None
     ranker_favourites_first: int = 0  # the ranker's favourites-first policy (ranking.ranker.Ranker)
     ranker_first_by_share: tuple[int, ...] = ()  # its count per repeat-share band (empty: one count)
+    ranker_known_offset: tuple[float, ...] = ()  # its known-merchant offset per repeat-share band (empty: 0)
     ranker_discovery: np.ndarray | None = None  # the two-part ranker's weights for never-entered merchants
     categories: list[str] | None = None
     table: MerchantTable | None = None
@@ -76,6 +77,7 @@ class RankingModel:
             favourites_first=self.ranker_favourites_first,
             discovery=self.ranker_discovery,
             first_by_share=self.ranker_first_by_share,
+            known_offset=self.ranker_known_offset,
         )
 
     def with_ranker(self, ranker: Ranker) -> None:
@@ -83,6 +85,7 @@ class RankingModel:
         self.ranker_weights = ranker.weights.astype(np.float64)
         self.ranker_favourites_first = ranker.favourites_first
         self.ranker_first_by_share = tuple(ranker.first_by_share)
+        self.ranker_known_offset = tuple(ranker.known_offset)
         self.ranker_discovery = ranker.discovery.astype(np.float64) if ranker.discovery is not None else None
 
     def _extras(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -92,6 +95,7 @@ class RankingModel:
             meta["ranker_features"] = list(FEATURES)
             meta["ranker_favourites_first"] = self.ranker_favourites_first
             meta["ranker_first_by_share"] = list(self.ranker_first_by_share)
+            meta["ranker_known_offset"] = list(self.ranker_known_offset)
             arrays["ranker_weights"] = self.ranker_weights
             if self.ranker_discovery is not None:
                 arrays["ranker_discovery"] = self.ranker_discovery
@@ -130,6 +134,7 @@ class RankingModel:
             out["ranker_discovery"] = stored.discovery
             out["ranker_favourites_first"] = int(meta.pop("ranker_favourites_first", 0))
             out["ranker_first_by_share"] = tuple(int(k) for k in meta.pop("ranker_first_by_share", ()))
+            out["ranker_known_offset"] = tuple(float(d) for d in meta.pop("ranker_known_offset", ()))
         if "t_category" in arrays:
             n = arrays["t_category"].shape[0]
             out["categories"] = meta.pop("categories")

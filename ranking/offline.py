@@ -29,6 +29,7 @@ from ranking.features import RoomFeatures
 from ranking.history import ViewerHistories
 from ranking.model import ModelParams, RankingModel, train_model
 from ranking.ranker import (
+    KNOWN_OFFSET_RULES,
     LIGHTFM_FEATURES,
     Ranker,
     choose_lightfm,
@@ -36,6 +37,7 @@ from ranking.ranker import (
     fit_ranker,
     lists_of,
     repeat_band,
+    with_known_offsets,
 )
 from ranking.replay import Schedule, Target, build_merchant_table, category_vocabulary, replay
 from ranking.scorer import Scorer
@@ -71,6 +73,9 @@ class FitConfig:
     # one run and dropped on the next; one thread with the model's fixed seed gives the same choices on
     # every run. The final fit (what serves) keeps `model.num_threads`. 0: `model.num_threads` for both.
     decision_threads: int = 1
+    # How the known merchants' offset per repeat band is chosen on the validation lists
+    # (ranking.ranker.with_known_offsets, KNOWN_OFFSET_RULES; "none": the learned order alone).
+    known_offset: str = "discovery"
 
 
 @dataclass
@@ -82,6 +87,7 @@ class FittedModel:
     ranker_no_lightfm: Ranker
     timings: dict[str, float]
     ranker_lightfm: Ranker | None = None  # the variant with LightFM's columns (for the ablation's figures)
+    validation: Any = None  # the validation lists the choices were made on (ranking.ranker.Lists)
 
 
 def training_lists(targets: Sequence[Target], purchase_weight: float) -> Any:
@@ -185,6 +191,8 @@ def fit_model(
     """LightFM and the ranker from the log before `until_ms` (see the module docstring)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    if cfg.known_offset not in KNOWN_OFFSET_RULES:
+        raise ValueError(f"known_offset must be one of {KNOWN_OFFSET_RULES}, got {cfg.known_offset!r}")
     if cfg.validation not in VALIDATIONS:
         raise ValueError(f"validation must be one of {VALIDATIONS}, got {cfg.validation!r}")
     if not 0.0 < cfg.validation_share < 1.0:
@@ -224,6 +232,11 @@ def fit_model(
     if cfg.lightfm_columns is False:  # the gate found them hurting on held-out hours (ranking.train)
         ranker = ablation
         ranker.info["lightfm_used"] = 0.0
+    # Where the known merchants stand against the discovery rooms, per repeat band: the same rule for the
+    # ranker and its ablation, so the ablation's figures compare LightFM alone.
+    ranker = with_known_offsets(ranker, validation, cfg.known_offset)
+    ablation = with_known_offsets(ablation, validation, cfg.known_offset)
+    with_lightfm = with_known_offsets(with_lightfm, validation, cfg.known_offset)
     timings["ranker_s"] = time.perf_counter() - t0
     message = (
         f"ranker: {len(lists)} + {len(validation)} validation lists, l2 {ranker.info.get('l2')}, "
@@ -253,7 +266,7 @@ def fit_model(
     model = train_model(data, cfg.model, version, progress=False)
     timings["lightfm_s"] = time.perf_counter() - t0
     attach_ranker(model, ranker, log, features, until_ms)
-    return FittedModel(model, ranker, ablation, timings, with_lightfm)
+    return FittedModel(model, ranker, ablation, timings, with_lightfm, validation)
 
 
 def attach_ranker(

@@ -656,6 +656,13 @@ class Ranker:
     # The favourites-first count per band of the viewer's repeat share (`REPEAT_BANDS`; empty: every
     # viewer gets `favourites_first`). Chosen on the validation lists per band (`_band_policy`).
     first_by_share: tuple[int, ...] = ()
+    # Per band of the viewer's repeat share (`REPEAT_BANDS`; empty: none), a constant added to the score of
+    # every room of a merchant the viewer entered before, ahead of the favourites-first policy: how far the
+    # known merchants stand above the discovery rooms, chosen on the validation lists (`with_known_offsets`).
+    known_offset: tuple[float, ...] = ()
+    # Per validation row, the learned score of the fit that chose this ranker's settings (before the
+    # favourites-first policy; not stored in the artifact): `with_known_offsets` chooses on it.
+    validation_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         known = {name: i for i, name in enumerate(self.features)}
@@ -673,6 +680,14 @@ class Ranker:
                 f"got {list(self.first_by_share)}"
             )
         self.first_by_share = tuple(int(k) for k in self.first_by_share)
+        if self.known_offset and len(self.known_offset) != len(REPEAT_BANDS) + 1:
+            raise ValueError(
+                f"known_offset needs {len(REPEAT_BANDS) + 1} values (one per repeat band), "
+                f"got {list(self.known_offset)}"
+            )
+        self.known_offset = tuple(float(d) for d in self.known_offset)
+        if not all(math.isfinite(d) for d in self.known_offset):
+            raise ValueError(f"known_offset must be finite, got {list(self.known_offset)}")
         self.weights = aligned(self.weights)
         if self.discovery is not None:
             self.discovery = aligned(self.discovery)
@@ -701,13 +716,15 @@ class Ranker:
             self.favourites_first,
             discovery=d,
             first_by_share=self.first_by_share,
+            known_offset=self.known_offset,
         )
 
-    def first_count(self, history: ViewerHistory) -> int:
-        """How many favourites open this viewer's list: the count of the band of the viewer's repeat share."""
+    def first_count(self, history: ViewerHistory, band: int | None = None) -> int:
+        """How many favourites open this viewer's list: the count of the band of the viewer's repeat share
+        (`band`, when the caller has it already)."""
         if not self.first_by_share:
             return self.favourites_first
-        return self.first_by_share[repeat_band(history)]
+        return self.first_by_share[repeat_band(history) if band is None else band]
 
     def without(self, names: Sequence[str]) -> Ranker:
         return self.scaled(dict.fromkeys(names, 0.0))
@@ -773,8 +790,14 @@ class Ranker:
                         out[at] += _rows_design(table, req, cols, pick, rooms=False) @ delta + room_delta[at]
                     else:
                         out[at] += _rows_design(table, req, cols, pick) @ delta
+        band: int | None = None
+        if self.known_offset and cols.rows.size:
+            entered = cols.rows[cols.sparse["h_entered"] > 0]
+            if entered.size:
+                band = repeat_band(req.history)
+                out[entered] += np.float32(self.known_offset[band])
         if cols.favourite_rows.size and (self.favourites_first > 0 or self.first_by_share):
-            k = self.first_count(req.history)
+            k = self.first_count(req.history, band)
             if k > 0:
                 favourites_first(out, cols.favourite_rows, cols.swiped_rows, k)
         return out
@@ -846,8 +869,12 @@ class Ranker:
                     table, req.items[at], req.started_ms[at], req.heat[at], req.now_ms
                 )
                 out[at] += x @ self._delta32
+        band: int | None = None
+        if self.known_offset and at.size:
+            band = repeat_band(h)
+            out[at] += np.float32(self.known_offset[band])
         if favourites.size and (self.favourites_first > 0 or self.first_by_share):
-            k = self.first_count(req.history)
+            k = self.first_count(req.history, band)
             if k > 0:
                 favourites_first(out, favourites, swiped_rows, k)
         return out
@@ -1302,19 +1329,22 @@ def _choose(
     first_grid: Sequence[int],
     info: dict[str, float],
     tag: str,
-) -> tuple[float, int, np.ndarray | None, tuple[int, ...]]:
+) -> tuple[float, int, np.ndarray | None, tuple[int, ...], np.ndarray | None]:
     """L2 and the favourites-first k on the validation lists (k kept by the one-standard-error rule),
-    then k per band of the viewer's repeat share (`_band_policy`; () when one k serves every band)."""
+    then k per band of the viewer's repeat share (`_band_policy`; () when one k serves every band), and
+    the chosen L2's learned scores of the validation rows (None when the lists are too few to choose)."""
     best_l2, best_k = l2_grid[len(l2_grid) // 2], 0
     values: np.ndarray | None = None
     if not (len(train) >= 20 and len(val) >= 20 and (len(l2_grid) > 1 or len(first_grid) > 1)):
-        return best_l2, best_k, values, ()
+        return best_l2, best_k, values, (), None
+    val_scores: dict[float, np.ndarray] = {}
     best = -1.0
     learned: dict[float, np.ndarray] = {}  # per L2: the learned order's values (k = 0)
     per_k: dict[float, dict[int, np.ndarray]] = {}  # per L2, per k: the values per list
     for l2 in l2_grid:
         w = _fit(train, l2, mask)
         scores = val.x.astype(np.float64) @ w + (val.offset if val.offset is not None else 0.0)
+        val_scores[l2] = scores
         for k in first_grid:
             per_list = judged_values(_first_ranks(scores, val, k))
             per_k.setdefault(l2, {})[k] = per_list
@@ -1337,7 +1367,7 @@ def _choose(
     policy: tuple[int, ...] = ()
     if val.band is not None and best_k in per_k.get(best_l2, {}) and len(per_k[best_l2]) > 1:
         policy, values = _band_policy(per_k[best_l2], val, best_k, info, tag)
-    return best_l2, best_k, values, policy
+    return best_l2, best_k, values, policy, val_scores.get(best_l2)
 
 
 def _discovery_l2(train: Lists, val: Lists, mask: np.ndarray, l2_grid: Sequence[float]) -> float:
@@ -1404,7 +1434,9 @@ def fit_ranker(
     else:
         train, val = lists.scaled(scale), validation.scaled(scale)
     info: dict[str, float] = {"lists": float(len(z)), "validation_lists": float(len(val))}
-    best_l2, best_k, values, policy = _choose(train, val, mask, l2_grid, first_grid, info, "")
+    best_l2, best_k, values, policy, scores = _choose(train, val, mask, l2_grid, first_grid, info, "")
+    if validation is None:
+        scores = None  # rows of an inner split, not of lists a caller holds (`with_known_offsets`)
     discovery: np.ndarray | None = None
     d_train, d_all = discovery_lists(train), discovery_lists(z)
     if two_part is not False and len(d_train) >= MIN_DISCOVERY_LISTS:
@@ -1413,7 +1445,9 @@ def fit_ranker(
         unit = float((train.x.astype(np.float64) @ wd).std()) or 1.0
         mask2 = np.concatenate([mask, [True]])
         t2, v2 = _with_discovery(train, wd, unit), _with_discovery(val, wd, unit)
-        l2_2, k_2, values_2, policy_2 = _choose(t2, v2, mask2, l2_grid, first_grid, info, "_two_part")
+        l2_2, k_2, values_2, policy_2, scores_2 = _choose(
+            t2, v2, mask2, l2_grid, first_grid, info, "_two_part"
+        )
         keep = two_part is True
         if two_part is None and values is not None and values_2 is not None and values.size >= 2:
             gain, se = paired_gain(values_2, values, val.viewer)
@@ -1428,11 +1462,151 @@ def fit_ranker(
             if values_2 is not None:
                 info["validation"] = round(float(values_2.mean()), 4)
             discovery = (w2[-1] / unit) * wd / scale
-            return Ranker(w2[:-1] / scale, FEATURES, info, k_2, values_2, discovery, policy_2)
+            return Ranker(
+                w2[:-1] / scale,
+                FEATURES,
+                info,
+                k_2,
+                values_2,
+                discovery,
+                policy_2,
+                validation_scores=scores_2 if validation is not None else None,
+            )
     if values is not None:
         info["validation"] = round(float(values.mean()), 4)
     w = _fit(z, best_l2, mask) if len(z) else np.zeros(len(FEATURES))
     info["l2"] = best_l2
     info["favourites_first"] = float(best_k)
     info["two_part"] = 0.0
-    return Ranker(w / scale, FEATURES, info, best_k, values, first_by_share=policy)
+    return Ranker(w / scale, FEATURES, info, best_k, values, first_by_share=policy, validation_scores=scores)
+
+
+# Offsets tried for the known merchants' rooms, per repeat band (logits of the listwise softmax: -0.7 halves
+# what the learned score says a known merchant's odds are against the discovery rooms).
+KNOWN_OFFSET_GRID: tuple[float, ...] = (1.0, 0.5, 0.25, 0.0, -0.25, -0.5, -0.75, -1.0, -1.5, -2.0, -3.0)
+# How `with_known_offsets` chooses: "none" (no offset), "discovery" (per band, the lowest offset of the
+# grid, walking down from the band's best, whose validation value stays within one standard error of that
+# best), "likelihood" (per band, the offset that makes the learned softmax's share of known-merchant targets
+# equal the band's share, kept if within one standard error of no offset).
+KNOWN_OFFSET_RULES: tuple[str, ...] = ("none", "discovery", "likelihood")
+
+
+def with_known_offsets(ranker: Ranker, validation: Lists, rule: str) -> Ranker:
+    """`ranker` with a known-merchant offset per repeat band chosen on `validation` (the lists
+    `fit_ranker` chose its settings on, whose rows `ranker.validation_scores` scores) by `rule`.
+
+    Why: the learned order trades a viewer's known merchants against the discovery rooms with one score,
+    and HR@5 + NDCG@10 over every validation list is nearly indifferent to where that line falls for
+    repeat-heavy viewers: their fifth slot holds a fourth favourite worth about as much as a discovery room.
+    Overall HR@5 does not see the difference; new targets do (issue 13's "new targets on the full list":
+    repeat bands 2-3 lost 0.02-0.14 to live popularity with 3-4.7 of their own merchants on top). The
+    "discovery" rule gives those slots to discovery rooms as far as the validation lists say it costs
+    nothing measurable (within one standard error of the band's best, viewers the unit: `paired_gain`);
+    "likelihood" only calibrates the share of known-merchant targets the model predicts. Bands with fewer
+    than `MIN_BAND_LISTS` lists keep 0. `info` says `known_offset_band_{b}` and its gain and error."""
+    if rule not in KNOWN_OFFSET_RULES:
+        raise ValueError(f"known-merchant offset rule must be one of {KNOWN_OFFSET_RULES}, got {rule!r}")
+    scores = ranker.validation_scores
+    if rule == "none" or scores is None or len(validation) < 20 or scores.shape[0] != validation.x.shape[0]:
+        return ranker
+    n_bands = len(REPEAT_BANDS) + 1
+    bands, viewers = validation.bands(), validation.viewers()
+    seg = np.repeat(np.arange(len(validation)), np.diff(validation.offsets))
+    known = (validation.x[:, F["h_entered"]] > 0).astype(np.float64)
+    row_band = bands[seg]
+    k = (
+        np.asarray(ranker.first_by_share, dtype=np.int64)[bands]
+        if ranker.first_by_share
+        else np.full(len(validation), ranker.favourites_first, dtype=np.int64)
+    )
+
+    def values(offsets: np.ndarray) -> np.ndarray:
+        return judged_values(_first_ranks(scores + offsets[row_band] * known, validation, k))
+
+    info = dict(ranker.info)
+    base = values(np.zeros(n_bands))
+    chosen = np.zeros(n_bands)
+    out = base.copy()
+    if rule == "discovery":
+        grid = sorted(KNOWN_OFFSET_GRID, reverse=True)
+        per = {d: values(np.full(n_bands, d)) for d in grid}
+        for b in range(n_bands):
+            inside = bands == b
+            if inside.sum() < MIN_BAND_LISTS:
+                continue
+            best = max(grid, key=lambda d: (float(per[d][inside].mean()), -abs(d)))
+            pick = best
+            for d in grid[grid.index(best) + 1 :]:
+                gain, se = paired_gain(per[d][inside], per[best][inside], viewers[inside])
+                if gain < -se:
+                    break
+                pick = d
+            chosen[b] = pick
+            out[inside] = per[pick][inside]
+    else:
+        for b in range(n_bands):
+            inside = bands == b
+            if inside.sum() < MIN_BAND_LISTS:
+                continue
+            d = round(_likelihood_offset(scores, validation, known, inside), 3)
+            trial = values(np.where(np.arange(n_bands) == b, d, 0.0))
+            gain, se = paired_gain(trial[inside], base[inside], viewers[inside])
+            info[f"known_offset_band_{b}_fit"] = round(d, 3)
+            if gain >= -se:
+                chosen[b] = d
+                out[inside] = trial[inside]
+    for b in range(n_bands):
+        inside = bands == b
+        info[f"known_offset_band_{b}"] = round(float(chosen[b]), 3)
+        if inside.sum() >= 2 and chosen[b] != 0.0:
+            gain, se = paired_gain(out[inside], base[inside], viewers[inside])
+            info[f"known_offset_band_{b}_gain"], info[f"known_offset_band_{b}_gain_se"] = (
+                round(gain, 4),
+                round(se, 4),
+            )
+    info["known_offset_rule"] = float(KNOWN_OFFSET_RULES.index(rule))
+    return Ranker(
+        ranker.weights,
+        FEATURES,
+        info,
+        ranker.favourites_first,
+        out,
+        ranker.discovery,
+        ranker.first_by_share,
+        known_offset=tuple(float(d) for d in chosen) if chosen.any() else (),
+        validation_scores=scores,
+    )
+
+
+def _likelihood_offset(scores: np.ndarray, lists: Lists, known: np.ndarray, inside: np.ndarray) -> float:
+    """The offset on the known merchants' rows of the lists at `inside` that maximises the listwise
+    likelihood: where the softmax's summed probability of known-merchant rooms equals the share of those
+    lists whose target is one (bisection on that monotone difference; clipped to [-5, 5])."""
+    offsets = lists.offsets
+    starts = offsets[:-1]
+    seg = np.repeat(np.arange(len(lists)), np.diff(offsets))
+    s = scores + (lists.offset if lists.offset is not None else 0.0)
+    top = np.maximum.reduceat(s, starts)
+    e = np.exp(s - top[seg])
+    e_known = np.add.reduceat(e * known, starts)[inside]
+    e_other = np.add.reduceat(e * (1.0 - known), starts)[inside]
+    hit = known[starts + lists.target][inside]
+    w = lists.weight[inside]
+    observed = float((w * hit).sum())
+
+    def excess(d: float) -> float:
+        p = e_known * math.exp(d) / (e_known * math.exp(d) + e_other + 1e-300)
+        return float((w * p).sum()) - observed
+
+    lo, hi = -5.0, 5.0
+    if excess(lo) >= 0:
+        return lo
+    if excess(hi) <= 0:
+        return hi
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if excess(mid) > 0:
+            hi = mid
+        else:
+            lo = mid
+    return 0.5 * (lo + hi)

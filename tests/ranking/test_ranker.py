@@ -32,6 +32,7 @@ from ranking.ranker import (
     repeat_band,
     repeat_share,
     viewer_columns,
+    with_known_offsets,
 )
 from ranking.replay import Schedule, Target
 from simulator import Marketplace
@@ -338,6 +339,9 @@ def test_artifact_carries_the_discovery_part(small_training: TrainingSet) -> Non
     model.with_ranker(dataclasses.replace(ranker, first_by_share=(0, 1, 2, 3)))
     banded = RankingModel.from_bytes(model.to_bytes()).ranker
     assert banded is not None and banded.first_by_share == (0, 1, 2, 3) and banded.favourites_first == 2
+    model.with_ranker(dataclasses.replace(ranker, known_offset=(0.0, -0.5, -1.0, 0.25)))
+    offset = RankingModel.from_bytes(model.to_bytes()).ranker
+    assert offset is not None and offset.known_offset == (0.0, -0.5, -1.0, 0.25)
     model.with_ranker(baseline_ranker("rep_pop"))  # a baseline has one score for every room
     plain = RankingModel.from_bytes(model.to_bytes()).ranker
     assert plain is not None and plain.discovery is None
@@ -515,3 +519,83 @@ def test_lightfm_in_the_discovery_part_must_not_cost_the_favourites() -> None:
     assert costly.info["lightfm_discovery_overall_gain"] < -costly.info["lightfm_discovery_overall_gain_se"]
     cheap = in_discovery(-0.001)  # within noise on every list: the discovery gain decides
     assert choose_lightfm(everywhere, without, discovery=cheap, validation=validation) is cheap
+
+
+def _known_against_discovery(seed: int, explorers_take_known: float) -> tuple[Lists, np.ndarray]:
+    # A learned order that puts the viewer's known merchants on top for every viewer: explorers (repeat band 0)
+    # enter a known merchant with probability `explorers_take_known`, else a discovery room; loyal viewers
+    # (band 3) always enter their best-scored known merchant.
+    rng = np.random.default_rng(seed)
+    size, n = 12, 1_200
+    x = np.zeros((n * size, len(FEATURES)), np.float32)
+    scores = np.zeros(n * size)
+    target = np.zeros(n, np.int64)
+    band = np.where(np.arange(n) % 2 == 0, 0, 3).astype(np.int64)
+    for i in range(n):
+        at = i * size
+        known = rng.choice(size, 4, replace=False)
+        x[at + known, F["h_entered"]] = 1.0
+        s = rng.normal(0.0, 1.0, size)
+        s[known] += 3.0
+        scores[at : at + size] = s
+        others = np.setdiff1d(np.arange(size), known)
+        if band[i] == 3 or rng.random() < explorers_take_known:
+            target[i] = known[np.argmax(s[known])]
+        else:
+            target[i] = others[np.argmax(s[others] + rng.normal(0.0, 0.3, others.size))]
+    lists = Lists(x, np.arange(0, n * size + 1, size), target, np.ones(n), None, np.arange(n), band)
+    return lists, scores
+
+
+def test_known_merchant_offset_per_band_gives_explorers_slots_to_discovery_rooms() -> None:
+    lists, scores = _known_against_discovery(5, explorers_take_known=0.1)
+    ranker = Ranker(np.zeros(len(FEATURES)), validation_scores=scores)
+    for rule in ("discovery", "likelihood"):
+        chosen = with_known_offsets(ranker, lists, rule)
+        assert len(chosen.known_offset) == 4, (rule, chosen.info)
+        # Explorers' known merchants sink below the discovery rooms; loyal viewers' stay on top.
+        assert chosen.known_offset[0] < -1.0 and chosen.known_offset[3] >= 0.0, (rule, chosen.known_offset)
+        # Bands without validation lists keep no offset.
+        assert chosen.known_offset[1] == chosen.known_offset[2] == 0.0
+        before = judged_value(list_ranks(scores, lists.offsets, lists.target)[lists.band == 0])
+        assert chosen.validation_values is not None
+        assert float(chosen.validation_values[lists.band == 0].mean()) > before
+    assert with_known_offsets(ranker, lists, "none") is ranker
+    with pytest.raises(ValueError, match="one of"):
+        with_known_offsets(ranker, lists, "best")
+
+
+def test_discovery_rule_moves_known_merchants_down_only_within_one_error_of_the_best() -> None:
+    # Explorers take a known merchant as often as the order says (half the time): sinking every known
+    # merchant below the discovery rooms loses beyond one error, so the rule stops before that.
+    lists, scores = _known_against_discovery(6, explorers_take_known=0.6)
+    chosen = with_known_offsets(Ranker(np.zeros(len(FEATURES)), validation_scores=scores), lists, "discovery")
+    sunk = scores + (lists.x[:, F["h_entered"]] > 0) * -3.0
+    explorers = lists.band == 0
+    assert chosen.validation_values is not None
+    kept = float(chosen.validation_values[explorers].mean())
+    assert kept > judged_value(list_ranks(sunk, lists.offsets, lists.target)[explorers])
+    assert chosen.info["known_offset_band_0"] > -3.0
+
+
+def test_known_merchant_offset_ranks_the_feed_as_validation_judged_it(small_targets: list[Target]) -> None:
+    # One code path: the offsets with_known_offsets judges on validation lists (added to each list's known
+    # merchants by its band) are what Ranker.score adds from the request's history.
+    rng = np.random.default_rng(8)
+    with_known = [t for t in small_targets if (t.request.history.stats[:, 0] > 0).sum() >= 1][:80]
+    lists = training_lists(with_known, 0.0)
+    assert lists.band is not None and len(set(lists.band.tolist())) >= 2
+    offsets = (-2.0, 0.5, -1.0, -0.25)
+    ranker = Ranker(rng.normal(size=len(FEATURES)), favourites_first=1, known_offset=offsets)
+    plain = lists.x.astype(np.float64) @ ranker.weights
+    shifted = plain + np.array(offsets)[lists.band][
+        np.repeat(np.arange(len(lists)), np.diff(lists.offsets))
+    ] * (lists.x[:, F["h_entered"]] > 0)
+    expected = _first_ranks(shifted, lists, 1)
+    got = [
+        int((s > s[t.target]).sum())
+        for t in with_known
+        for s in [ranker.score(t.table, t.request).astype(np.float64)]
+    ]
+    assert list(expected) == got
+    assert (_first_ranks(plain, lists, 1) != expected).any()

@@ -92,6 +92,8 @@ def _rankers(rng: np.random.Generator) -> list[Ranker]:
         Ranker(w, discovery=d),
         Ranker(w, discovery=d, favourites_first=2),
         Ranker(w, discovery=d, first_by_share=(0, 1, 3, 5)),
+        Ranker(w, discovery=d, first_by_share=(0, 1, 3, 5), known_offset=(0.5, 0.0, -1.0, -2.5)),
+        Ranker(w, known_offset=(-1.5, 0.25, -0.5, -3.0)),
     ]
 
 
