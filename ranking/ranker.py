@@ -790,14 +790,14 @@ class Ranker:
                         out[at] += _rows_design(table, req, cols, pick, rooms=False) @ delta + room_delta[at]
                     else:
                         out[at] += _rows_design(table, req, cols, pick) @ delta
-        band: int | None = None
+        viewer_band: int | None = None
         if self.known_offset and cols.rows.size:
             entered = cols.rows[cols.sparse["h_entered"] > 0]
             if entered.size:
-                band = repeat_band(req.history)
-                out[entered] += np.float32(self.known_offset[band])
+                viewer_band = repeat_band(req.history)
+                out[entered] += np.float32(self.known_offset[viewer_band])
         if cols.favourite_rows.size and (self.favourites_first > 0 or self.first_by_share):
-            k = self.first_count(req.history, band)
+            k = self.first_count(req.history, viewer_band)
             if k > 0:
                 favourites_first(out, cols.favourite_rows, cols.swiped_rows, k)
         return out
@@ -869,12 +869,12 @@ class Ranker:
                     table, req.items[at], req.started_ms[at], req.heat[at], req.now_ms
                 )
                 out[at] += x @ self._delta32
-        band: int | None = None
+        viewer_band: int | None = None
         if self.known_offset and at.size:
-            band = repeat_band(h)
-            out[at] += np.float32(self.known_offset[band])
+            viewer_band = repeat_band(h)
+            out[at] += np.float32(self.known_offset[viewer_band])
         if favourites.size and (self.favourites_first > 0 or self.first_by_share):
-            k = self.first_count(req.history, band)
+            k = self.first_count(req.history, viewer_band)
             if k > 0:
                 favourites_first(out, favourites, swiped_rows, k)
         return out
