@@ -258,6 +258,11 @@ def main() -> None:
             Path(args.out).write_text(json.dumps(runs, indent=1))
     if args.out:
         return
+    if any(
+        "discovery_minus_before_overall" in r or "likelihood_minus_before_overall" in r for r in runs.values()
+    ):
+        offsets_record(runs, args)
+        return
     lines = [
         "| world-seed | days before / after | lists + validation before / after | LightFM before / after "
         "| HR@5 after - before | new on full list after - before | discovery after - before "
@@ -286,6 +291,47 @@ def main() -> None:
         {"viewers": args.viewers, "merchants": args.merchants, "made_by": args.made_by, "runs": runs},
         lines,
         "The ranker's data: window and validation lists, before / after",
+    )
+
+
+def offsets_record(runs: dict[str, Any], args: argparse.Namespace) -> None:
+    """The known-merchant offset rules against none on the same fit (`--offsets`): per world-seed and rule,
+    the offsets chosen, and each figure's difference from none with its interval (viewers resampled);
+    bench/results/ranker_offsets.json and its docs/benchmarks.md block."""
+    from bench_scorer import command_line, write_results
+
+    def ci(d: dict[str, float]) -> str:
+        return f"{d['diff']:+.4f} ({d['ci_low']:+.3f}..{d['ci_high']:+.3f})"
+
+    lines = [
+        "| world-seed | rule | offsets by band | HR@5 - none | new on full list - none | repeat - none "
+        "| new on full list vs pop (CI) | HR@5 vs best REP-then-pop (CI) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for spec, r in runs.items():
+        for rule in ("before", "discovery", "likelihood"):
+            if rule not in r:
+                continue
+            x = r[rule]
+            offsets = ", ".join(f"{d:+.2f}" for d in x["known_offset"]) or "none"
+            diffs = (
+                "| | | "
+                if rule == "before"
+                else f"| {ci(r[f'{rule}_minus_before_overall'])} | {ci(r[f'{rule}_minus_before_new'])} "
+                f"| {ci(r[f'{rule}_minus_before_repeat'])} "
+            )
+            lines.append(
+                f"| {spec} | {'none' if rule == 'before' else rule} | {offsets} {diffs}"
+                f"| {x['hr5_new']:.3f} vs {r['hr5_new_pop']:.3f}: {ci(x['new_minus_pop'])} "
+                f"| {x['hr5']:.3f} vs {r['hr5_reppop']:.3f}: {ci(x['overall_minus_reppop'])} |"
+            )
+    print("\n".join(lines))
+    write_results(
+        "ranker_offsets",
+        command_line(),
+        {"viewers": args.viewers, "merchants": args.merchants, "made_by": args.made_by, "runs": runs},
+        lines,
+        "Known-merchant offset per repeat band: rules against none, on the same fit",
     )
 
 
