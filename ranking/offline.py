@@ -241,6 +241,7 @@ def fit_model(
     message = (
         f"ranker: {len(lists)} + {len(validation)} validation lists, l2 {ranker.info.get('l2')}, "
         f"favourites first {ranker.favourites_first} (by repeat band {list(ranker.first_by_share)}), "
+        f"known-merchant offset by repeat band {list(ranker.known_offset)}, "
         "validation with LightFM "
         f"{with_lightfm.info.get('validation')} vs without {ablation.info.get('validation')}"
     )
@@ -256,6 +257,7 @@ def fit_model(
                     "l2": ranker.info.get("l2"),
                     "favourites_first": ranker.favourites_first,
                     "favourites_first_by_repeat_band": list(ranker.first_by_share),
+                    "known_offset_by_repeat_band": list(ranker.known_offset),
                     "validation_with_lightfm": with_lightfm.info.get("validation"),
                     "validation_without": ablation.info.get("validation"),
                 }

@@ -696,6 +696,7 @@ def run_world(
             "two_part": fitted.ranker.info.get("two_part"),
             "favourites_first": fitted.ranker.favourites_first,
             "favourites_first_by_repeat_band": list(fitted.ranker.first_by_share),
+            "known_offset_by_repeat_band": list(fitted.ranker.known_offset),
             "validation_with_lightfm": (fitted.ranker_lightfm or fitted.ranker).info.get("validation"),
             "validation_without": fitted.ranker_no_lightfm.info.get("validation"),
             "weights": fitted.ranker.as_dict(),
