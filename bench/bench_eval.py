@@ -56,6 +56,25 @@ def record_in_simulator_doc(command: str, headline: str, table: str, notes: list
     doc.write_text(text[: text.index(start)] + block + text[text.index(end) + len(end) :])
 
 
+# The record's world-seed reports (seedN.json, ~15 kB each), kept beside eval.json: the runs are deterministic, so a
+# candidate's run is compared world-seed by world-seed with the record (`--compare bench/results/worlds_record`)
+# on any machine, without running the record again.
+RECORD_RUNS = RESULTS / "worlds_record"
+
+
+def keep_record_runs(reports: Path, names: list[str]) -> None:
+    """Replace RECORD_RUNS with the record's world-seed reports from `reports` (seed*.json per world)."""
+    if reports.resolve() == RECORD_RUNS.resolve():  # --from-reports on the kept record itself
+        return
+    for name in names:
+        target = RECORD_RUNS / name
+        target.mkdir(parents=True, exist_ok=True)
+        for old in target.glob("seed*.json"):
+            old.unlink()
+        for run in sorted((reports / name).glob("seed*.json")):
+            (target / run.name).write_bytes(run.read_bytes())
+
+
 def world_family(args: argparse.Namespace) -> None:
     from worlds.cli import kept_runs, run_worlds, summarise_runs
     from worlds.evaluate import RunConfig
@@ -201,6 +220,7 @@ def world_family(args: argparse.Namespace) -> None:
     notes_to = next(i for i, line in enumerate(lines) if line.startswith("interval widths"))
     if args.record_name is None:  # a record beside the current one leaves docs/simulator.md's record alone
         record_in_simulator_doc(command_line(), lines[0], result["seed_table"], lines[notes_from:notes_to])
+        keep_record_runs(args.reports, list(kept_now))
     path = RESULTS / "eval.json"
     stored: dict[str, Any] = (
         json.loads(path.read_text()) if path.exists() else {"name": "eval", "metrics": {}}
@@ -307,7 +327,8 @@ def main() -> None:
         "--compare",
         type=Path,
         metavar="BEFORE",
-        help="print --reports' world-seeds beside the same world-seeds in BEFORE (a record's report folder), "
+        help="print --reports' world-seeds beside the same world-seeds in BEFORE (a record's report folder; "
+        "bench/results/worlds_record keeps the current record's), "
         "before -> after, with the done-when lines on both; runs and writes nothing",
     )
     ap.add_argument(
