@@ -777,10 +777,13 @@ def best_first(score: np.ndarray, keep: np.ndarray, want: int) -> np.ndarray:
     top = None
     stride = 10
     if want < n and n >= 20 * want:
-        sample = score[::stride]
+        # ndarray methods, not numpy's module functions: the same operations without their Python
+        # wrappers (~1-4 us each, a tenth of this function at 10,000 rooms).
+        sample = score[::stride].copy()
         rank = min(len(sample) - 1, 2 * -(-want // stride))  # about 2 * want scores reach the cut
-        cut = np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank]
-        passed = np.flatnonzero(score >= cut)
+        sample.partition(len(sample) - 1 - rank)
+        cut = sample[len(sample) - 1 - rank]
+        passed = (score >= cut).nonzero()[0]
         passed = passed[keep[passed]]
         if len(passed) >= want:
             top = passed
@@ -792,7 +795,7 @@ def best_first(score: np.ndarray, keep: np.ndarray, want: int) -> np.ndarray:
             at = n - want
             top = np.flatnonzero(masked >= np.partition(masked, at)[at])
             top = top[keep[top]]
-    return top[np.argsort(-score[top], kind="stable")][:want]
+    return top[(-score[top]).argsort(kind="stable")][:want]
 
 
 class Diversity:
