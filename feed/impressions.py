@@ -55,23 +55,28 @@ def served_events(
     deduplicate. A session's entry room says `entry: true`; a boosted room names the room it pushed
     off the page (`displaced_room_id`), so the boost's relevance cost can be measured."""
     nonce = secrets.token_hex(6)
+    # What every record of the page shares, made once (each record is a copy with its room's fields).
+    common = {
+        "type": SERVED,
+        "viewer_id": viewer_id,
+        "session_id": session_id,
+        "ts": now_ms,
+        "received_at": now_ms,
+        **meta,
+    }
+    if page_token is not None:
+        common["page_token"] = page_token
     events = []
     for room in page:
+        position = room["position"]
         event = {
-            "event_id": f"srv:{session_id}:{room['position']}:{nonce}",
-            "type": SERVED,
-            "viewer_id": viewer_id,
-            "session_id": session_id,
+            **common,
+            "event_id": f"srv:{session_id}:{position}:{nonce}",
             "room_id": room["room_id"],
             "merchant_id": room["merchant_id"],
-            "ts": now_ms,
-            "received_at": now_ms,
-            "position": room["position"],
+            "position": position,
             "boosted": room["boosted"],
-            **meta,
         }
-        if page_token is not None:
-            event["page_token"] = page_token
         if room.get("entry"):
             event["entry"] = True
         if displaced and room["room_id"] in displaced:

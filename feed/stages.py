@@ -279,7 +279,7 @@ class Score:
         # leaves nan_to_num nothing to replace.
         c.model_score = (
             scores
-            if math.isfinite(float(scores.sum()))
+            if math.isfinite(float(np.add.reduce(scores)))  # ndarray.sum's reduction without its wrapper
             else np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
         )
         ctx.model_version = str(getattr(scorer, "model_version", "unknown"))
@@ -947,8 +947,14 @@ class Page:
         ctx.page = []
         order = ctx.order[: ctx.count + spare(ctx.count)]
         boosted = c.boosted[order].tolist()
+        # A whole set's kept fields read straight from its memo (`shown`'s lookup once, not per room).
+        memo: dict[int, dict[str, Any]] | None = (
+            c.memo.setdefault("shown", {}) if c.parent is None or c.rows is None else None
+        )
+        first = ctx.first_position
         for offset, i in enumerate(order):
-            room = shown(c, i).copy()
+            fields = memo.get(i) if memo is not None else None
+            room = (fields if fields is not None else shown(c, i)).copy()
             room["boosted"] = boosted[offset]
-            room["position"] = ctx.first_position + offset
+            room["position"] = first + offset
             ctx.page.append(room)
