@@ -12,8 +12,7 @@ candidate only if
   other rooms (their mean): the ranker's final score read as the logit of entering, or its
   `p_enter` column when the candidates carry one.
 
-The candidates the alliance owes most go first (the controller's largest error first, as FairCo ranks
-by exposure error; the most wanted first among equal debts), at most `share_cap` of the page (rounded at
+The candidates most likely to be entered go first, at most `share_cap` of the page (rounded at
 random, so the expected share is exact for small pages; one slot more while several owed rooms
 compete and the process's running boosted share stays within the cap: `AllianceBoost.slots`), one
 room per merchant, and only while the merchant has a token in its paced bucket (spent atomically with
@@ -97,7 +96,6 @@ class BoostChoice:
     index: int  # into the candidates
     merchant_id: str
     p_enter: float
-    debt: float = 0.0  # what the alliance owes the merchant now (its plan's)
 
 
 def enter_probability(candidates: BoostCandidates) -> np.ndarray:
@@ -118,16 +116,7 @@ def choose_boosts(
     plans: dict[str, BoostPlan],
     outcomes: dict[str, str] | None = None,
 ) -> list[BoostChoice]:
-    """Owed rooms this viewer may be shown, off the page, above the floor; most owed first (pure).
-
-    The floor decides *whether* a room may be boosted on this page (relevance, the alliance's term);
-    among the rooms above it the page's few boost slots go to the merchants owed most (the largest
-    error of the controller, as FairCo exposes the item furthest behind first), the most wanted first
-    among equal debts. Ordered by predicted enter probability alone, an owed merchant whose rooms ranked
-    a little lower than its partners' lost every contest for the page's slot while its room was live and
-    ended the day short (issue 16: the short contributors of the 24 h runs were "not placed" 3-6x as
-    often as placed, other owed rooms taking the slot) while merchants owed a few impressions were paid
-    first.
+    """Owed rooms this viewer may be shown, off the page, above the floor; most wanted first (pure).
 
     `outcomes`, when given, gets what became of each owed merchant on this page: `not_live`,
     `filtered` (its rooms were served to this viewer already, swiped away or blocked), `on_page`,
@@ -157,8 +146,8 @@ def choose_boosts(
             seen[merchant_id] = "below_floor"
             continue
         seen[merchant_id] = "candidate"
-        chosen.append(BoostChoice(i, merchant_id, p, plan.debt))
-    chosen.sort(key=lambda b: (-b.debt, -b.p_enter, b.index))
+        chosen.append(BoostChoice(i, merchant_id, p))
+    chosen.sort(key=lambda b: (-b.p_enter, b.index))
     return chosen
 
 

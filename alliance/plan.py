@@ -28,7 +28,7 @@ WHY = {
     "below_floor": "viewers were predicted to enter your room less than the alliance's relevance floor asks",
     "on_page": "your room was already on the page organically; it is repaid on pages where it is not",
     "filtered": "the viewers had already been shown or had skipped your room",
-    "not_placed": "the page's boost slots went to merchants the alliance owed more, or the pace held it back",
+    "not_placed": "the page's share of boosts was taken, or the pace held it back",
 }
 
 

@@ -78,41 +78,6 @@ def test_only_rooms_off_the_page_the_viewer_wants_enough_are_boosted() -> None:
     assert choose_boosts(enter_probability(c), c.keep, page, set(), c.rooms_of_merchant, plans) == []
 
 
-def test_the_merchant_owed_most_gets_the_slot_among_rooms_above_the_floor() -> None:
-    # The page (ranks 0-9) averages 0.35, so the floor is 0.28: m10 (0.29) is wanted more than m11
-    # (0.285), both above it; m20 (0.05) is owed the most but below it.
-    p = [0.4] * 5 + [0.3] * 5 + [0.29, 0.285] + [0.1] * 8 + [0.05] * 10
-    ctx = context([f"m{i}" for i in range(30)], logits(p))
-    c = ctx.candidates
-    page = ctx.order[:10]
-
-    def chosen(debts: dict[str, float]) -> list[str]:
-        plans = {m: plan(m, debt=d) for m, d in debts.items()}
-        boosts = choose_boosts(enter_probability(c), c.keep, page, set(), c.rooms_of_merchant, plans)
-        return [b.merchant_id for b in boosts]
-
-    assert chosen({"m10": 3.0, "m11": 40.0, "m20": 500.0}) == ["m11", "m10"]  # never below the floor
-    assert chosen({"m10": 40.0, "m11": 3.0}) == ["m10", "m11"]
-    assert chosen({"m10": 5.0, "m11": 5.0}) == ["m10", "m11"]  # equal debts: the most wanted first
-
-
-async def test_the_page_slot_goes_to_the_merchant_owed_most(redis: Redis) -> None:
-    stage = AllianceBoost(redis, plan_ttl_s=1e9)
-    a, b = (f"{x}-{secrets.token_hex(3)}" for x in ("owed-little", "owed-much"))
-    stage._plans = {a: plan(a, debt=2.0), b: plan(b, debt=30.0)}
-    stage._loaded_at = time.monotonic()
-    await redis.hset(TOKENS_KEY, mapping={a: "5", b: "5"})
-    p = [0.4] * 5 + [0.35, 0.33] + [0.1] * 13
-    merchants = [f"p{i}" for i in range(20)]
-    merchants[5], merchants[6] = a, b  # the less owed room is the more wanted one
-    stage._boosted_slots = 1e6  # the running share is over the cap: this 5-room page has one slot
-    ctx = context(merchants, logits(p), count=5, session=f"s-{secrets.token_hex(3)}")
-    await stage.apply(ctx)
-    boosted = [ctx.candidates.room_ids[i] for i in ctx.order[:5] if ctx.candidates.boosted[i]]
-    assert boosted == [f"room-6-{b}"]
-    assert float(cast(bytes, await redis.hget(TOKENS_KEY, a))) == 5.0
-
-
 def test_a_boosted_room_is_never_first() -> None:
     assert slot_for(0.99, [0.5, 0.4, 0.3], 3) == 1
     assert slot_for(0.35, [0.5, 0.4, 0.3], 3) == 1  # wanted more than the room it pushes off: free
