@@ -39,7 +39,8 @@ def main() -> None:
         n_viewers=args.viewers, n_merchants=args.merchants, world_cache=Path("reports/worlds/cache")
     )
     seed, load0 = args.seed, os.getloadavg()[0]
-    market, _, split, test_day, fitted = fit_world(args.world, seed, cfg)
+    opened, test_day, fitted = fit_world(args.world, seed, cfg)
+    market, split = opened.market, opened.split
     ranker = ModelHolder(Scorer(fitted.model))
     baseline = ModelHolder(Scorer(baseline_model(fitted.model, "rep_live_pop")))
 

@@ -31,46 +31,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_scorer import command_line, write_results  # noqa: E402
 
 from feed.replay import FeedPage  # noqa: E402
-from ranking.dataset import InteractionLog, from_simulator  # noqa: E402
-from ranking.offline import FittedModel, evaluate_model, fit_model, merchant_features  # noqa: E402
+from ranking.offline import FittedModel, evaluate_model, fit_model  # noqa: E402
 from ranking.scorer import Scorer  # noqa: E402
-from simulator import Marketplace  # noqa: E402
-from simulator.presets import world_config  # noqa: E402
 from worlds.evaluate import (  # noqa: E402
     DAY_MS,
     ModelHolder,
     RunConfig,
+    WorldLog,
     _Quiet,
     baseline_model,
-    schedule_of,
-    simulated,
-    watch_log,
+    world_log,
 )
 from worlds.online import Arm, arm_metrics, bootstrap_diff, pre_period, run_ab  # noqa: E402
 
 METRICS = ("watch_min_per_session", "orders_per_1k")
 
 
-def fit_world(
-    name: str, seed: int, cfg: RunConfig
-) -> tuple[Marketplace, InteractionLog, int, int, FittedModel]:
+def fit_world(name: str, seed: int, cfg: RunConfig) -> tuple[WorldLog, int, FittedModel]:
     """World `name` at `seed` (from the cache) and a model fit as `roomfeed evaluate --world` fits it:
-    (market, watch log, the test day's start, the test day, the fitted model)."""
-    days = cfg.train_days + 2
-    market, _ = simulated(world_config(name, seed, cfg.n_viewers, cfg.n_merchants, days), cfg.world_cache)
-    log = watch_log(market, from_simulator(market))
-    test_day = cfg.train_days + 1
-    split = market.config.start_ms + test_day * DAY_MS
+    (the world's log, the test day, the fitted model)."""
+    opened = world_log(name, seed, cfg.n_viewers, cfg.n_merchants, cfg.world_cache, cfg.train_days)
     fit = dataclasses.replace(cfg.fit, seed=seed)
     fitted = fit_model(
-        log, merchant_features(market.rooms), schedule_of(market), split, fit, version="ab", say=_Quiet()
+        opened.log, opened.features, opened.schedule, opened.split, fit, version="ab", say=_Quiet()
     )
-    return market, log, split, test_day, fitted
+    return opened, cfg.train_days + 1, fitted
 
 
 def measure(name: str, seed: int, cfg: RunConfig, sizes: list[int | None]) -> list[dict[str, Any]]:
-    market, log, split, test_day, fitted = fit_world(name, seed, cfg)
-    features, schedule = merchant_features(market.rooms), schedule_of(market)
+    opened, test_day, fitted = fit_world(name, seed, cfg)
+    market, log, split = opened.market, opened.log, opened.split
+    features, schedule = opened.features, opened.schedule
     ev, _ = evaluate_model(
         log,
         features,

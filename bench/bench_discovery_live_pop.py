@@ -29,19 +29,15 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     from scipy.stats import spearmanr
 
-    from ranking.dataset import from_simulator
     from ranking.evaluation import baseline, ranker_method
     from ranking.model import ModelParams
-    from ranking.offline import FitConfig, fit_model, merchant_features
+    from ranking.offline import FitConfig, fit_model
     from ranking.replay import replay
     from ranking.scorer import Scorer
-    from simulator.presets import world_config
-    from worlds.evaluate import DAY_MS, schedule_of, simulated, watch_log
+    from worlds.evaluate import DAY_MS, world_log
 
-    market, _ = simulated(world_config(world, seed, args.viewers, args.merchants, 7), Path(args.world_cache))
-    log = watch_log(market, from_simulator(market))
-    until = market.config.start_ms + 6 * DAY_MS
-    features, schedule = merchant_features(market.rooms), schedule_of(market)
+    opened = world_log(world, seed, args.viewers, args.merchants, Path(args.world_cache))
+    log, features, schedule, until = opened.log, opened.features, opened.schedule, opened.split
     cfg = FitConfig(model=ModelParams(num_threads=1), seed=seed)
     fitted = fit_model(log, features, schedule, until, cfg, version="d", say=io.StringIO())
     (test,) = replay(

@@ -34,11 +34,9 @@ MODES = {"hogwild": 0, "one_thread": 1}
 def main() -> None:
     from bench_scorer import command_line, write_results
 
-    from ranking.dataset import from_simulator
     from ranking.model import ModelParams
-    from ranking.offline import FitConfig, fit_model, merchant_features
-    from simulator.presets import world_config
-    from worlds.evaluate import DAY_MS, schedule_of, simulated, watch_log
+    from ranking.offline import FitConfig, fit_model
+    from worlds.evaluate import world_log
 
     ap = argparse.ArgumentParser()
     ap.add_argument("worlds", nargs="+", help="WORLD:SEED")
@@ -56,12 +54,8 @@ def main() -> None:
     for spec in args.worlds:
         world, _, seed_text = spec.partition(":")
         seed = int(seed_text or 1)
-        market, _ = simulated(
-            world_config(world, seed, args.viewers, args.merchants, 7), Path(args.world_cache)
-        )
-        log = watch_log(market, from_simulator(market))
-        until = market.config.start_ms + 6 * DAY_MS
-        features, schedule = merchant_features(market.rooms), schedule_of(market)
+        opened = world_log(world, seed, args.viewers, args.merchants, Path(args.world_cache))
+        log, features, schedule, until = opened.log, opened.features, opened.schedule, opened.split
         base = FitConfig(model=ModelParams(num_threads=2), ranker_lists=args.lists, seed=seed)
         per_mode: dict[str, Any] = {}
         for mode, threads in MODES.items():

@@ -161,18 +161,14 @@ def _training_set(design: str, log: Any, features: Any, until: int) -> tuple[Any
 
 
 def run_world(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    from ranking.dataset import from_simulator
     from ranking.history import S
     from ranking.model import fit_lightfm
-    from ranking.offline import merchant_features
     from ranking.replay import replay
-    from simulator.presets import world_config
-    from worlds.evaluate import DAY_MS, schedule_of, simulated, watch_log
+    from worlds.evaluate import DAY_MS, world_log
 
-    market, _ = simulated(world_config(world, seed, args.viewers, args.merchants, 7), Path(args.world_cache))
-    log = watch_log(market, from_simulator(market))
-    features, schedule = merchant_features(market.rooms), schedule_of(market)
-    until = market.config.start_ms + 5 * DAY_MS  # LightFM "a"'s end; day 5 validates
+    opened = world_log(world, seed, args.viewers, args.merchants, Path(args.world_cache))
+    market, log, features, schedule = opened.market, opened.log, opened.features, opened.schedule
+    until = opened.split - DAY_MS  # LightFM "a"'s end; day 5 validates
     (targets,) = replay(log, schedule, features, None, [(until, until + DAY_MS)], [args.targets], seed=seed)
     new = [t for t in targets if not t.repeat]
     keeps = [~t.entered_before for t in new]

@@ -50,17 +50,13 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from bench_lightfm_parts import INTERVAL
 
     from feed.replay import FeedPage
-    from ranking.dataset import from_simulator
     from ranking.evaluation import baseline, ranker_method
     from ranking.model import ModelParams
-    from ranking.offline import FitConfig, evaluate_model, fit_model, merchant_features, ranker_window
-    from simulator.presets import world_config
-    from worlds.evaluate import DAY_MS, discovery_beyond_page, schedule_of, simulated, watch_log
+    from ranking.offline import FitConfig, evaluate_model, fit_model, ranker_window
+    from worlds.evaluate import DAY_MS, discovery_beyond_page, world_log
 
-    market, _ = simulated(world_config(world, seed, args.viewers, args.merchants, 7), Path(args.world_cache))
-    log = watch_log(market, from_simulator(market))
-    until = market.config.start_ms + 6 * DAY_MS
-    features, schedule = merchant_features(market.rooms), schedule_of(market)
+    opened = world_log(world, seed, args.viewers, args.merchants, Path(args.world_cache))
+    log, features, schedule, until = opened.log, opened.features, opened.schedule, opened.split
     base = FitConfig(model=ModelParams(num_threads=1), seed=seed)
     configs = {"before": dataclasses.replace(base, ranker_days=1.0, validation="latest"), "after": base}
     if args.offsets:

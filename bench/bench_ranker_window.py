@@ -32,18 +32,15 @@ VALIDATION_HOURS = 6
 
 
 def window_lists(world: str, seed: int, days: int, args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    from ranking.dataset import build_training_set, from_simulator
+    from ranking.dataset import build_training_set
     from ranking.model import ModelParams, train_model
-    from ranking.offline import FitConfig, merchant_features, training_lists
+    from ranking.offline import FitConfig, training_lists
     from ranking.replay import replay
     from ranking.scorer import Scorer
-    from simulator.presets import world_config
-    from worlds.evaluate import DAY_MS, schedule_of, simulated, watch_log
+    from worlds.evaluate import DAY_MS, world_log
 
-    market, _ = simulated(world_config(world, seed, args.viewers, args.merchants, 7), Path(args.world_cache))
-    log = watch_log(market, from_simulator(market))
-    until = market.config.start_ms + 6 * DAY_MS
-    features, schedule = merchant_features(market.rooms), schedule_of(market)
+    opened = world_log(world, seed, args.viewers, args.merchants, Path(args.world_cache))
+    log, features, schedule, until = opened.log, opened.features, opened.schedule, opened.split
     cfg = FitConfig(model=ModelParams(num_threads=1), seed=seed)
     ranker_from = until - days * DAY_MS
     validation_from = until - VALIDATION_HOURS * 3_600_000

@@ -247,6 +247,36 @@ def schedule_of(market: Marketplace) -> Schedule:
     return Schedule(w.r_merchant, w.r_start, w.r_end, [r.features for r in market.rooms])
 
 
+@dataclass(frozen=True)
+class WorldLog:
+    """A simulated world as ranking reads it (`world_log`): the market and its figures, the watch log,
+    one RoomFeatures per merchant, the rooms' live schedule and the test day's first millisecond."""
+
+    market: Marketplace
+    figures: dict[str, float]
+    log: InteractionLog
+    features: dict[str, RoomFeatures]
+    schedule: Schedule
+    split: int
+
+
+def world_log(
+    name: str, seed: int, n_viewers: int, n_merchants: int, cache: Path | None = None, train_days: int = 5
+) -> WorldLog:
+    """World `name` at `seed`, simulated over `train_days` + 2 days (or read from `cache`, `simulated`),
+    read as the harness and the benchmarks fit and judge it: days 0 … train_days to fit, the next one
+    judged (`split` is its start)."""
+    market, figures = simulated(world_config(name, seed, n_viewers, n_merchants, train_days + 2), cache)
+    return WorldLog(
+        market,
+        figures,
+        watch_log(market, from_simulator(market)),
+        merchant_features(market.rooms),
+        schedule_of(market),
+        market.config.start_ms + (train_days + 1) * DAY_MS,
+    )
+
+
 def baseline_model(model: RankingModel, name: str) -> RankingModel:
     """The fitted artifact ranking by simple baseline `name` instead of its learned ranker (what the feed
     serves when the promotion gate refuses a model): same merchant table, histories and LightFM, and
@@ -582,18 +612,15 @@ def run_world(
     timings: dict[str, float] = {}
     t0, c0 = time.perf_counter(), time.process_time()
     say("simulate")
-    days = cfg.train_days + 2
-    market, world = simulated(world_config(name, seed, cfg.n_viewers, cfg.n_merchants, days), cfg.world_cache)
-    log = watch_log(market, from_simulator(market))
+    opened = world_log(name, seed, cfg.n_viewers, cfg.n_merchants, cfg.world_cache, cfg.train_days)
+    market, world, log = opened.market, opened.figures, opened.log
+    features, schedule, split = opened.features, opened.schedule, opened.split
     timings["simulate_s"] = time.perf_counter() - t0
     timings["simulate_cpu_s"] = time.process_time() - c0
 
     t0, c0 = time.perf_counter(), time.process_time()
     say("fit")
     test_day = cfg.train_days + 1
-    split = market.config.start_ms + test_day * DAY_MS
-    features = merchant_features(market.rooms)
-    schedule = schedule_of(market)
     fit = dataclasses.replace(cfg.fit, seed=seed)
     fitted = fit_model(log, features, schedule, split, fit, version=f"world-{name}-{seed}", say=_Quiet())
     timings["fit_s"] = time.perf_counter() - t0
