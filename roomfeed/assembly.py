@@ -13,7 +13,8 @@ arguments (a domain that needs another declares a Protocol; mypy checks the real
     console   Console(events, rooms, alliance)
 
 The API process (`create_app`) starts them in the order rooms, events, ranking, alliance, feed,
-console once its connections are open and stops them in reverse; the worker (`WORKER_SINKS`) runs the events domain's sinks and the alliance's;
+console once its connections are open and stops them in reverse; the worker runs the events domain's sinks
+and the alliance's (its own root, roomfeed/worker_assembly.py: it loads those two domains only);
 roomfeed/cli.py offers the domains' verbs through `VERBS`. No domain imports this module, and
 nothing else in roomfeed/ imports a domain (tests/test_architecture.py).
 """
@@ -25,26 +26,21 @@ import asyncio
 import functools
 import logging
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
-from redis.asyncio import Redis
 from starlette.routing import BaseRoute
 
 from alliance import http as alliance_http
-from alliance.clock import AllianceClock
-from alliance.consumer import AllianceSink
 from alliance.http import Alliance
 from alliance.orders import OrderAttribution
 from bulk import cli as bulk_cli
 from console import http as console_http
 from console.http import Console
 from devtools import demo
-from events import cli as events_cli
 from events import http as events_http
-from events.consumer import Sink
 from events.heat import RoomHeat
 from events.http import Events
 from events.live_stats import LiveStats
@@ -61,6 +57,8 @@ from roomfeed.reach import unreachable
 from roomfeed.redis_client import create_redis
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
+from roomfeed.verbs import Verb
+from roomfeed.worker_assembly import WORKER
 from rooms import cli as rooms_cli
 from rooms import http as rooms_http
 from rooms.http import Rooms
@@ -186,21 +184,6 @@ def app_from_env() -> Api[Services]:
     return create_app(settings, access_log=settings.access_log)
 
 
-# --- the worker --------------------------------------------------------------------------------
-
-
-async def _alliance_sink(settings: Settings, pool: asyncpg.Pool, redis: Redis) -> Sink:
-    return AllianceSink(pool, redis, AllianceClock.of(settings))
-
-
-# The sinks `roomfeed worker` can run, by name: the events domain's and the alliance's.
-WORKER_SINKS: Mapping[str, events_cli.SinkFactory] = {**events_cli.SINKS, "alliance": _alliance_sink}
-
-
-async def worker_command(settings: Settings, args: argparse.Namespace) -> int:
-    return await events_cli.worker_command(settings, args, WORKER_SINKS)
-
-
 # --- Redis rebuilt from PostgreSQL and Kafka ---------------------------------------------------
 
 
@@ -248,19 +231,8 @@ def order_book(pool: asyncpg.Pool) -> OrderBook:
     return book
 
 
-@dataclass(frozen=True)
-class Verb:
-    help: str
-    add_args: Callable[[argparse.ArgumentParser], None]
-    command: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int] | int]
-
-    def run(self, settings: Settings, args: argparse.Namespace) -> int:
-        result = self.command(settings, args)
-        return result if isinstance(result, int) else asyncio.run(result)
-
-
 VERBS: Mapping[str, Verb] = {
-    "worker": Verb("run the Kafka consumers", events_cli.add_worker_args, worker_command),
+    "worker": WORKER,
     "train": Verb(
         "train LightFM and the ranker, gate and register them",
         ranking_cli.add_train_args,

@@ -25,7 +25,7 @@ import asyncio
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -34,6 +34,7 @@ from roomfeed import __version__
 from roomfeed.logs import configure_logging
 from roomfeed.reach import EXIT_UNAVAILABLE, unreachable
 from roomfeed.settings import Settings, SettingsError
+from roomfeed.verbs import Verb
 
 # How long `serve --workers N`'s supervisor waits for a worker to answer its health check before
 # killing it as hung. A spawned worker answers only once it has started Python and imported
@@ -103,17 +104,30 @@ def _services(settings: Settings, args: argparse.Namespace) -> int:
     return cli_main([args.action])
 
 
-def build_parser() -> tuple[
-    argparse.ArgumentParser, dict[str, Callable[[Settings, argparse.Namespace], Any]]
-]:
+def _domain_verbs(chosen: str | None) -> Mapping[str, Verb]:
+    """The domains' verbs, from the composition root. Imported here, not at the top: `serve --workers
+    N` spawns workers that import this module again before they answer the supervisor's health
+    check; the root (every domain, scipy, LightFM) is what they load next, as the app, while already
+    answering it. `roomfeed worker` takes its verb from the worker's own root, which loads the events
+    and alliance domains only (roomfeed/worker_assembly.py: ~1.4 s of CPU less at every start)."""
+    if chosen == "worker":
+        from roomfeed.worker_assembly import WORKER
+
+        return {"worker": WORKER}
+    from roomfeed.assembly import VERBS
+
+    return VERBS
+
+
+def build_parser(
+    chosen: str | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, Callable[[Settings, argparse.Namespace], Any]]]:
+    """The command line. `chosen`: the verb about to run (the first argument); when it is `worker`,
+    the other domain verbs are left out and their modules are not loaded."""
     parser = argparse.ArgumentParser(prog="roomfeed", description="live-shopping swipe-feed backend")
     parser.add_argument("--version", action="version", version=f"roomfeed {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
     handlers: dict[str, Callable[[Settings, argparse.Namespace], Any]] = {}
-    # Imported here, not at the top: `serve --workers N` spawns workers that import this module
-    # again before they answer the supervisor's health check; the composition root (every domain,
-    # scipy, LightFM) is what they load next, as the app, while already answering it.
-    from roomfeed.assembly import VERBS
 
     p = verbs.add_parser("services", help="start/stop local PostgreSQL, Redis and Kafka")
     p.add_argument("action", choices=["up", "down", "status"])
@@ -136,7 +150,7 @@ def build_parser() -> tuple[
     add_keys_args(p)
     handlers["keys"] = _keys
 
-    for name, verb in VERBS.items():
+    for name, verb in _domain_verbs(chosen).items():
         verb.add_args(verbs.add_parser(name, help=verb.help))
         handlers[name] = verb.run
     return parser, handlers
@@ -146,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one verb. A setting that cannot be used, or a service that cannot be reached, ends it with
     one line on stderr naming the variable, or the service and its URL (no traceback), and a non-zero
     status (2, and 69 = EX_UNAVAILABLE)."""
-    parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    parser, handlers = build_parser(given[0] if given else None)
+    args = parser.parse_args(given)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from roomfeed.settings import REPO_ROOT
 
-ROOT_MODULES = ("roomfeed.assembly", "roomfeed.cli")  # the composition root and the CLI on top of it
+# The composition root, the worker's (the events and alliance sinks only) and the CLI on top of them.
+ROOT_MODULES = ("roomfeed.assembly", "roomfeed.worker_assembly", "roomfeed.cli")
 PLUMBING = "roomfeed"
 DOMAINS = ("rooms", "events", "ranking", "alliance", "feed", "console", "simulator", "bulk")
 # Packages that may import the feed: the domains that depend on it (none: the feed composes the
