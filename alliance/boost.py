@@ -8,9 +8,9 @@ candidate only if
 
 - the page would not show it anyway (a boost must add exposure, not relabel organic exposure: a
   merchant whose room is on the page organically is repaid on the pages where it is not), and
-- the ranker predicts the viewer enters it at least `relevance_floor` × as often as the page's
-  other rooms (their mean): the ranker's final score read as the logit of entering, or its
-  `p_enter` column when the candidates carry one.
+- the viewer is predicted to enter it at least `relevance_floor` × as often as the page's other
+  rooms (their mean): the ranker's `p_enter` column when the candidates carry one, else each room's
+  observed enter rate per impression, shrunk to the live set's rate (`enter_probability`).
 
 The candidates most likely to be entered go first, at most `share_cap` of the page (rounded at
 random, so the expected share is exact for small pages; one slot more while several owed rooms
@@ -66,6 +66,8 @@ class BoostCandidates(Protocol):
 
     room_ids: np.ndarray
     rooms_of_merchant: Mapping[str, np.ndarray]
+    enters: np.ndarray  # room heat (events.heat): decayed counts, aligned with the rooms
+    impressions: np.ndarray
     score: np.ndarray
     boosted: np.ndarray
     keep: np.ndarray
@@ -98,13 +100,55 @@ class BoostChoice:
     p_enter: float
 
 
+# Bounds of the prior's weight in impressions (`shrinkage`): at least one impression, at most so many
+# that a room's own record never counts for nothing.
+PRIOR_IMPRESSIONS_MIN = 1.0
+PRIOR_IMPRESSIONS_MAX = 1000.0
+
+
+def shrinkage(enters: np.ndarray, impressions: np.ndarray) -> tuple[float, float] | None:
+    """The live set's enter rate per impression and the prior's weight in impressions, by the method of
+    moments of a beta-binomial (None: no room has been shown yet).
+
+    The weight is p(1 − p) / τ² − 1, τ² the spread of rooms' true rates: their impression-weighted
+    variance less what sampling alone would give. Rooms that differ little get a heavy prior (a few
+    impressions say nothing); rooms that differ a lot get a light one. Fitted on every request's live
+    set, so no world's constant is built in."""
+    shown = impressions > 0
+    total = float(impressions[shown].sum())
+    if total <= 0:
+        return None
+    rate = float(np.clip(enters[shown].sum() / total, 1e-6, 1 - 1e-6))
+    raw = np.minimum(enters[shown] / impressions[shown], 1.0)
+    observed = float((impressions[shown] * (raw - rate) ** 2).sum() / total)
+    sampling = rate * (1 - rate) * int(shown.sum()) / total
+    spread = observed - sampling
+    if spread <= 0:
+        return rate, PRIOR_IMPRESSIONS_MAX
+    weight = rate * (1 - rate) / spread - 1
+    return rate, float(np.clip(weight, PRIOR_IMPRESSIONS_MIN, PRIOR_IMPRESSIONS_MAX))
+
+
 def enter_probability(candidates: BoostCandidates) -> np.ndarray:
-    """The ranker's predicted probability that this viewer enters each room: its `p_enter` column
-    when it writes one, else its final score read as a logit."""
+    """The predicted probability that this viewer enters each room.
+
+    The ranker's `p_enter` column when it writes one. Otherwise each room's enter rate per impression
+    (its heat: `enters` / `impressions`), shrunk to the live set's rate with the prior weight of
+    `shrinkage`: an estimate on the probability's own scale, whatever the ranker's score is. The
+    score is no probability: the REP-then-POP baseline's (1000 × enters by this viewer + popularity)
+    read as a logit is ~1 for any room with a few enters, so a floor on it held nothing back and
+    "most wanted" meant "most popular". Before any room has been shown (no heat), the score read as a
+    logit."""
     p = getattr(candidates, "p_enter", None)
     if isinstance(p, np.ndarray) and len(p) == len(candidates.score):
         return p
-    return 1.0 / (1.0 + np.exp(-np.clip(candidates.score.astype(np.float64), -30, 30)))
+    enters = np.asarray(candidates.enters, dtype=np.float64)
+    impressions = np.asarray(candidates.impressions, dtype=np.float64)
+    prior = shrinkage(enters, impressions) if len(impressions) == len(candidates.score) else None
+    if prior is None:
+        return 1.0 / (1.0 + np.exp(-np.clip(candidates.score.astype(np.float64), -30, 30)))
+    rate, weight = prior
+    return np.clip((enters + weight * rate) / (impressions + weight), 0.0, 1.0)
 
 
 def choose_boosts(

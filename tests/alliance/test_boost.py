@@ -20,6 +20,7 @@ from alliance.boost import (
     AllianceBoost,
     choose_boosts,
     enter_probability,
+    shrinkage,
     slot_cost,
     slot_for,
 )
@@ -76,6 +77,50 @@ def test_only_rooms_off_the_page_the_viewer_wants_enough_are_boosted() -> None:
     assert [b.merchant_id for b in chosen] == ["m11"]  # m3 is on the page anyway; m20 is below the floor
     c.keep[11] = False  # the viewer swiped it away (or it was served already): filtered, never boosted
     assert choose_boosts(enter_probability(c), c.keep, page, set(), c.rooms_of_merchant, plans) == []
+
+
+def with_heat(ctx: FeedContext, enters: list[float], impressions: list[float]) -> FeedContext:
+    ctx.candidates.enters = np.asarray(enters, dtype=np.float32)
+    ctx.candidates.impressions = np.asarray(impressions, dtype=np.float32)
+    return ctx
+
+
+def test_the_enter_estimate_is_each_rooms_enter_rate_not_the_scores_scale() -> None:
+    # The popularity baseline's scores: every room's logit is huge, so read as a probability all are ~1.
+    merchants = [f"m{i}" for i in range(12)]
+    ctx = context(merchants, [900.0 - 10 * i for i in range(12)], count=5)
+    # Page rooms (0-4) are entered 30 % of the times they are shown; m5 is popular (many enters) but
+    # entered 5 % of its impressions, m6 30 %, m7 40 %; the rest 25 %.
+    impressions = [400.0] * 5 + [2000.0, 300.0, 300.0] + [200.0] * 4
+    enters = [120.0] * 5 + [100.0, 90.0, 120.0] + [50.0] * 4
+    c = with_heat(ctx, enters, impressions).candidates
+    p = enter_probability(c)
+    assert np.all(p < 0.5) and p[7] > p[6] > p[5]  # the rate, on its own scale, whatever the score
+    plans = {m: plan(m) for m in ("m5", "m6", "m7")}
+    outcomes: dict[str, str] = {}
+    chosen = choose_boosts(p, c.keep, ctx.order[:5], set(), c.rooms_of_merchant, plans, outcomes)
+    # Most wanted first; m5, the most popular, is below 0.8 x the page's 30 %.
+    assert [b.merchant_id for b in chosen] == ["m7", "m6"] and outcomes["m5"] == "below_floor"
+
+
+def test_a_room_seldom_shown_is_judged_by_the_live_sets_rate() -> None:
+    rng = np.random.default_rng(0)
+    # Rooms whose true rates differ (0.1-0.4), each shown 500 times.
+    true = rng.uniform(0.1, 0.4, 200)
+    impressions = np.full(200, 500.0)
+    enters = rng.binomial(500, true).astype(np.float64)
+    fitted = shrinkage(enters, impressions)
+    assert fitted is not None
+    rate, weight = fitted
+    assert abs(rate - true.mean()) < 0.01 and 1.0 <= weight < 100.0
+    # Rooms all alike: the spread is sampling alone and a few impressions say nothing.
+    alike = rng.binomial(500, 0.25, 200).astype(np.float64)
+    assert cast(tuple[float, float], shrinkage(alike, impressions))[1] > 5 * weight
+    ctx = with_heat(context(["a", "b", "c"], [0.0, 0.0, 0.0], count=2), [2.0, 150.0, 0.0], [2.0, 500.0, 0.0])
+    p = enter_probability(ctx.candidates)
+    # Two enters in two impressions is no certainty; a room never shown is the set's rate.
+    assert p[0] < 0.9 and abs(p[2] - 152.0 / 502.0) < 1e-6
+    assert shrinkage(np.zeros(3), np.zeros(3)) is None  # nothing shown yet: the score decides
 
 
 def test_a_boosted_room_is_never_first() -> None:
