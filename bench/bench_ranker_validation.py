@@ -62,6 +62,10 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if args.offsets:
         # One fit, the known-merchant offset rules applied to its ranker (the same validation lists).
         configs = {"before": dataclasses.replace(base, known_offset="none")}
+    if args.after:
+        # A design against the trainer's default: "before" is main's FitConfig, "after" the same with the
+        # named fields changed.
+        configs = {"before": base, "after": dataclasses.replace(base, **fit_overrides(args.after))}
     out: dict[str, Any] = {}
     fitted: dict[str, Any] = {}
     for name, cfg in configs.items():
@@ -134,6 +138,23 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         hr5_new_discovery_pop=round(float(own_pop), 4),
         targets=len(targets),
     )
+    return out
+
+
+def fit_overrides(pairs: list[str]) -> dict[str, Any]:
+    """FIELD=VALUE pairs of ranking.offline.FitConfig (values read as JSON: 12000, null, "none", true)."""
+    from ranking.offline import FitConfig
+
+    names = {f.name for f in dataclasses.fields(FitConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in names:
+            raise SystemExit(f"--after takes FIELD=VALUE with FIELD one of {sorted(names)}, got {pair!r}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
     return out
 
 
@@ -227,6 +248,13 @@ def main() -> None:
         default=None,
         help="compare known-merchant offset rules (ranking.ranker.KNOWN_OFFSET_RULES, e.g. discovery "
         "likelihood) against none, on one fit, instead of the window before / after",
+    )
+    ap.add_argument(
+        "--after",
+        nargs="*",
+        default=None,
+        help="a design against main's FitConfig on the same test day: FIELD=VALUE of ranking.offline.FitConfig "
+        "(e.g. max_candidates=null for training lists with every live room)",
     )
     ap.add_argument("--out", default=None, help="also write the runs as JSON here (no results file)")
     ap.add_argument(
