@@ -154,15 +154,19 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("worlds", nargs="+", help="WORLD:SEED")
+    ap.add_argument("worlds", nargs="*", help="WORLD:SEED")
     ap.add_argument("--viewers", type=int, default=10_000)
     ap.add_argument("--merchants", type=int, default=500)
     ap.add_argument("--targets", type=int, default=4_000)
     ap.add_argument("--world-cache", default="reports/worlds/cache")
-    ap.add_argument("--out", default=None, help="write the runs as JSON here")
+    ap.add_argument("--out", default=None, help="write the runs as JSON here (no results file)")
+    ap.add_argument("--runs", nargs="*", default=[], help="record runs saved by --out instead of running")
+    ap.add_argument("--made-by", nargs="*", default=[], help="with --runs: the command line of each file")
     args = ap.parse_args()
     runs: dict[str, Any] = {}
-    for spec in args.worlds:
+    for path in args.runs:
+        runs.update(json.loads(Path(path).read_text()))
+    for spec in [] if args.runs else args.worlds:
         world, _, seed_text = spec.partition(":")
         t0 = time.perf_counter()
         runs[spec] = run(world, int(seed_text or 1), args)
@@ -170,6 +174,41 @@ def main() -> None:
         print(json.dumps({spec: runs[spec]}), flush=True)
         if args.out:
             Path(args.out).write_text(json.dumps(runs, indent=1))
+    if args.out:
+        return
+    record(runs, args)
+
+
+def record(runs: dict[str, Any], args: argparse.Namespace) -> None:
+    """bench/results/discovery_bands.json and its docs/benchmarks.md block."""
+    from bench_scorer import command_line, write_results
+
+    def ci(d: dict[str, float]) -> str:
+        return f"{d['diff']:+.4f} ({d['ci_low']:+.3f}..{d['ci_high']:+.3f})"
+
+    lines = [
+        "| world-seed | discovery lists train / val / test | live POP (pop_1h) | shared part | by band - shared "
+        "| by band, viewer columns only - shared | shared by band 0/1/2 vs live POP |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for spec, r in runs.items():
+        bands = " / ".join(
+            f"{r['shared']['by_band'].get(b, float('nan')):.3f} vs {r['live_pop']['by_band'].get(b, float('nan')):.3f}"
+            for b in ("0", "1", "2")
+        )
+        lines.append(
+            f"| {spec} | {r['lists']:,} / {r['validation_lists']:,} / {r['test_lists']:,} "
+            f"| {r['live_pop']['hr5']:.4f} | {r['shared']['hr5']:.4f} | {ci(r['by_band_minus_shared'])} "
+            f"| {ci(r['by_band_viewer_minus_shared'])} | {bands} |"
+        )
+    print("\n".join(lines))
+    write_results(
+        "discovery_bands",
+        command_line(),
+        {"viewers": args.viewers, "merchants": args.merchants, "made_by": args.made_by, "runs": runs},
+        lines,
+        "The discovery part: one for every viewer vs one per repeat band (HR@5 among never-entered rooms)",
+    )
 
 
 if __name__ == "__main__":

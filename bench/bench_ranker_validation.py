@@ -256,6 +256,12 @@ def main() -> None:
         help="a design against main's FitConfig on the same test day: FIELD=VALUE of ranking.offline.FitConfig "
         "(e.g. max_candidates=null for training lists with every live room)",
     )
+    ap.add_argument(
+        "--record-name",
+        default="ranker_validation",
+        help="the record's name (bench/results/NAME.json and its docs/benchmarks.md block); a design run "
+        "(--after) gets its own, e.g. ranker_design_more_lists",
+    )
     ap.add_argument("--out", default=None, help="also write the runs as JSON here (no results file)")
     ap.add_argument(
         "--runs",
@@ -309,12 +315,21 @@ def main() -> None:
             f"| {ci(r['after_minus_before_discovery'])} | {b['discovery_ratio']}x / {a['discovery_ratio']}x |"
         )
     print("\n".join(lines))
+    title = "The ranker's data: window and validation lists, before / after"
+    if args.after:
+        title = f"A ranker design against main's FitConfig, same test day: {' '.join(args.after)}"
     write_results(
-        "ranker_validation",
+        args.record_name,
         command_line(),
-        {"viewers": args.viewers, "merchants": args.merchants, "made_by": args.made_by, "runs": runs},
+        {
+            "viewers": args.viewers,
+            "merchants": args.merchants,
+            "after": args.after,
+            "made_by": args.made_by,
+            "runs": runs,
+        },
         lines,
-        "The ranker's data: window and validation lists, before / after",
+        title,
     )
 
 
