@@ -46,24 +46,30 @@ _PARTITION_LOCK = 72_000_200
 _PRUNE_LOCK = 72_000_201
 
 # payload travels as text: binary COPY has no jsonb encoder, and orjson has already encoded it.
+# ts and received_at travel as the events' epoch milliseconds (bigint) and become timestamptz in the
+# statement below, exactly (integer microseconds): a datetime object per time and event, and its
+# encoding by the COPY, were a fifth of the archive worker's CPU (with the payload built only for the
+# few types that have one: 9.1 -> 7.0 us per event, SinkRunner replaying 200,000 events, 3 pairs).
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS interactions_staging (
     event_id text, type text, viewer_id text, session_id text, room_id text, merchant_id text,
-    ts timestamptz, dwell_ms integer, amount numeric(14, 2), payload text, device_id text,
-    received_at timestamptz
+    ts bigint, dwell_ms integer, amount numeric(14, 2), payload text, device_id text,
+    received_at bigint
 ) ON COMMIT DELETE ROWS
 """
 _CLAIM_AND_INSERT = """
 WITH fresh AS (
     INSERT INTO event_ids (event_id, ts)
-    SELECT DISTINCT ON (event_id) event_id, ts FROM interactions_staging ORDER BY event_id
+    SELECT DISTINCT ON (event_id) event_id, timestamptz 'epoch' + ts * interval '1 millisecond'
+    FROM interactions_staging ORDER BY event_id
     ON CONFLICT DO NOTHING
     RETURNING event_id
 )
 INSERT INTO interactions (event_id, type, viewer_id, session_id, room_id, merchant_id, ts, dwell_ms,
                           amount, payload, device_id, received_at)
 SELECT DISTINCT ON (s.event_id) s.event_id, s.type, s.viewer_id, s.session_id, s.room_id, s.merchant_id,
-       s.ts, s.dwell_ms, s.amount, s.payload::jsonb, s.device_id, s.received_at
+       timestamptz 'epoch' + s.ts * interval '1 millisecond', s.dwell_ms, s.amount, s.payload::jsonb,
+       s.device_id, timestamptz 'epoch' + s.received_at * interval '1 millisecond'
 FROM interactions_staging s JOIN fresh f ON f.event_id = s.event_id
 ORDER BY s.event_id
 """
@@ -81,13 +87,15 @@ async def archive_rows(conn: asyncpg.Connection, rows: list[tuple[Any, ...]], *,
     return int(status.rsplit(" ", 1)[-1])
 
 
-def _ms(value: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
+_DAY_MS = 24 * 3600 * 1000
+_EPOCH = dt.date(1970, 1, 1)
 
 
 def to_row(event: dict[str, Any]) -> tuple[Any, ...]:
+    """The staging table's row of an event (COLUMNS order; times in epoch milliseconds)."""
     amount = event.get("amount")
     dwell = event.get("dwell_ms")
+    extra = event.keys() - _NOT_PAYLOAD  # most types carry nothing beyond the columns
     return (
         event["event_id"],
         event["type"],
@@ -95,13 +103,18 @@ def to_row(event: dict[str, Any]) -> tuple[Any, ...]:
         event["session_id"],
         event["room_id"],
         event.get("merchant_id"),
-        _ms(event["ts"]),
+        event["ts"],
         dwell if event["type"] == LEAVE else None,
         Decimal(str(amount)).quantize(Decimal("0.01")) if amount is not None else None,
-        orjson.dumps({k: v for k, v in event.items() if k not in _NOT_PAYLOAD}).decode(),
+        orjson.dumps({k: event[k] for k in extra}).decode() if extra else "{}",
         event.get("device_id"),
-        _ms(event.get("received_at") or event["ts"]),
+        event.get("received_at") or event["ts"],
     )
+
+
+def days_of(rows: list[tuple[Any, ...]]) -> set[dt.date]:
+    """The (UTC) days of the rows' event times: the day partitions they go to."""
+    return {_EPOCH + dt.timedelta(days=day) for day in {row[6] // _DAY_MS for row in rows}}
 
 
 def partition_name(day: dt.date) -> str:
@@ -165,7 +178,7 @@ class ArchiveSink:
         if not batch:
             return 0
         rows = [to_row(e) for e in batch]
-        await self.ensure_partitions({row[6].date() for row in rows})
+        await self.ensure_partitions(days_of(rows))
         async with self.pool.acquire() as conn:
             await conn.execute(STAGING)
             async with conn.transaction():
