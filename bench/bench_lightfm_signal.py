@@ -72,6 +72,30 @@ def _auc(scores: Sequence[np.ndarray], targets: Sequence[int]) -> float:
     return float(np.mean(out)) if out else float("nan")
 
 
+def _hits(scores: Sequence[np.ndarray], targets: Sequence[int]) -> np.ndarray:
+    """Per list, 1 when the target is in the top five (ties counted half against it), as `_hr5`."""
+    return np.array(
+        [
+            ((s > s[j]).sum() + 0.5 * ((s == s[j]).sum() - 1)) < 5
+            for s, j in zip(scores, targets, strict=True)
+        ],
+        dtype=float,
+    )
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean of a - b and its standard error (lists as the unit)."""
+    d = a - b
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
+
+
+def _clogit_hits(xs: Sequence[np.ndarray], targets: Sequence[int]) -> np.ndarray:
+    """`_clogit`'s score on the odd lists as hits per list (for paired differences between columns)."""
+    _, b = _clogit(xs, targets)
+    odd = range(1, len(xs), 2)
+    return _hits([xs[i] @ np.array(b) for i in odd], [targets[i] for i in odd])
+
+
 def _clogit(xs: Sequence[np.ndarray], targets: Sequence[int]) -> tuple[float, list[float]]:
     """Conditional logit fit on the even lists, HR@5 of its score on the odd ones."""
     fit = range(0, len(xs), 2)
@@ -204,27 +228,69 @@ def run_world(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
     }
     for design in args.designs:
         t0 = time.perf_counter()
-        data, params = _training_set(design, log, features, until)
+        # --stale-days: LightFM fit that many days before the targets' day (fit "a" before a longer ranker window).
+        data, params = _training_set(design, log, features, until - int(args.stale_days * DAY_MS))
         model = fit_lightfm(data, params, progress=False)
         _, user_emb = model.get_user_representations(data.user_features)
         item_bias, item_emb = model.get_item_representations(data.item_features)
         user_of = {u: i for i, u in enumerate(data.user_ids)}
         item_of = {m: i for i, m in enumerate(data.merchant_ids)}
         to_item = np.array([item_of.get(m, -1) for m in log.merchant_ids])
-        scores = []
+        watched = np.diff(data.interactions.tocsr().indptr)  # merchants each user watched in the window
+        scores, tastes, biases, confidence = [], [], [], []
         for t, keep in zip(new, keeps, strict=True):
             items = to_item[t.request.items[keep]]
             u = user_of.get(log.viewer_ids[t.viewer])
-            s = item_emb[items] @ user_emb[u] + item_bias[items] if u is not None else item_bias[items].copy()
+            taste = item_emb[items] @ user_emb[u] if u is not None else np.zeros(items.size)
+            s = taste + item_bias[items] if u is not None else item_bias[items].copy()
             scores.append(np.where(items >= 0, s, -1e9))
+            tastes.append(np.where(items >= 0, taste, taste.min(initial=0.0)))
+            biases.append(np.where(items >= 0, item_bias[items], -1e9))
+            confidence.append(float(np.log1p(watched[u])) if u is not None else 0.0)
         combined, weights = _clogit(
             [np.stack([*b[:3], _z(s)], 1) for b, s in zip(base, scores, strict=True)], at
         )
+        # The same fit, other columns for the ranker: what of LightFM's score is taste, not popularity.
+        columns = {
+            "taste_only": [np.stack([*b[:3], _z(x)], 1) for b, x in zip(base, tastes, strict=True)],
+            "taste_and_bias": [
+                np.stack([*b[:3], _z(x), _z(y)], 1) for b, x, y in zip(base, tastes, biases, strict=True)
+            ],
+            "score_x_confidence": [
+                np.stack([*b[:3], _z(s), c * _z(s)], 1)
+                for b, s, c in zip(base, scores, confidence, strict=True)
+            ],
+            "taste_x_confidence": [
+                np.stack([*b[:3], _z(x), c * _z(x)], 1)
+                for b, x, c in zip(base, tastes, confidence, strict=True)
+            ],
+            "percentile": [
+                np.stack([*b[:3], _z(np.argsort(np.argsort(s)).astype(float))], 1)
+                for b, s in zip(base, scores, strict=True)
+            ],
+        }
+        variants = {name: _clogit(xs, at) for name, xs in columns.items()}
+        reference = _clogit_hits(
+            [np.stack([*b[:3], _z(s)], 1) for b, s in zip(base, scores, strict=True)], at
+        )
+        no_lightfm = _clogit_hits([np.stack(b[:3], 1) for b in base], at)
+        paired = {name: _paired(_clogit_hits(xs, at), reference) for name, xs in columns.items()}
+        paired["lightfm_vs_none"] = _paired(reference, no_lightfm)
         out["designs"][design] = {
             "hr5": round(_hr5(scores, at), 4),
             "auc": round(_auc(scores, at), 4),
+            "taste_only_hr5": round(_hr5(tastes, at), 4),
             "with_pops_covisit": round(combined, 4),
             "weights": weights,
+            "columns": {
+                name: {
+                    "with_pops_covisit": round(v[0], 4),
+                    "weights": v[1],
+                    "minus_score_column": [round(x, 4) for x in paired[name]],
+                }
+                for name, v in variants.items()
+            },
+            "score_column_minus_none": [round(x, 4) for x in paired["lightfm_vs_none"]],
             "seconds": round(time.perf_counter() - t0, 1),
         }
         print(f"{world} {seed} {design}: {out['designs'][design]}", flush=True)
@@ -243,6 +309,8 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=6_000)
     ap.add_argument("--designs", type=lambda s: s.split(","), default=list(DESIGNS))
     ap.add_argument("--world-cache", default="reports/worlds/cache")
+    ap.add_argument("--stale-days", type=float, default=0.0, help="LightFM's fit ends this many days earlier")
+    ap.add_argument("--name", default="lightfm_signal", help="the record's name (bench/results/NAME.json)")
     args = ap.parse_args()
     unknown = set(args.designs) - set(DESIGNS)
     if unknown:
@@ -259,14 +327,22 @@ def main() -> None:
             f"{r['live_pop_odd']:.3f}, POPs + co-visitation {r['pops_covisit']:.3f}, ceiling (latent match + POPs) "
             f"{r['ceiling_latent_and_pops']:.3f}; LightFM alone / + POPs + co-visitation: "
             + ", ".join(f"{d} {v['hr5']:.3f} / {v['with_pops_covisit']:.3f}" for d, v in r["designs"].items())
+            + "; the default's column vs none "
+            + "{:+.4f} (SE {:.4f})".format(*r["designs"][args.designs[0]]["score_column_minus_none"])
+            + ", other columns of that fit vs its score: "
+            + ", ".join(
+                f"{c} {v['minus_score_column'][0]:+.4f} ({v['minus_score_column'][1]:.4f})"
+                for c, v in r["designs"][args.designs[0]]["columns"].items()
+            )
         )
         print(lines[-1], flush=True)
     write_results(
-        "lightfm_signal",
+        args.name,
         command_line(),
-        {"viewers": args.viewers, "merchants": args.merchants, "runs": runs},
+        {"viewers": args.viewers, "merchants": args.merchants, "stale_days": args.stale_days, "runs": runs},
         lines,
-        "lightfm_signal — LightFM among never-watched live rooms on validation, per training design",
+        f"{args.name} — LightFM among never-watched live rooms on validation, per training design"
+        + (f" (LightFM fit {args.stale_days:g} days before the targets' day)" if args.stale_days else ""),
     )
     print(json.dumps({k: len(v["designs"]) for k, v in runs.items()}))
 

@@ -76,6 +76,14 @@ class FitConfig:
     # How the known merchants' offset per repeat band is chosen on the validation lists
     # (ranking.ranker.with_known_offsets, KNOWN_OFFSET_RULES; "none": the learned order alone).
     known_offset: str = "discovery"
+    # Which LightFM scores the ranker's lists carry (LIGHTFM_A). "daily": each whole day of the ranker's window
+    # is scored by a LightFM fit on everything before that day, so the column the ranker learns and validates
+    # is as fresh as the serving one (refit every round); "once": one fit before the whole window (a column
+    # up to the window's length stale, while the feed's is at most a round old).
+    lightfm_a: str = "daily"
+
+
+LIGHTFM_A = ("daily", "once")
 
 
 @dataclass
@@ -178,6 +186,34 @@ def ranker_targets(
     return targets, held
 
 
+def lightfm_a_windows(
+    log: InteractionLog, ranker_from: int, until_ms: int, cfg: FitConfig
+) -> list[tuple[int, int, FitConfig]]:
+    """The ranker's window in whole days back from `until_ms` (a first part shorter than half a day joins
+    the next), each with the config whose list counts are that day's share of the window's enters: with
+    `lightfm_a="daily"` a LightFM fit on everything before each day scores its lists; with "once" one fit
+    before the window scores the same lists. The "latest" validation keeps the window whole."""
+    if cfg.lightfm_a not in LIGHTFM_A:
+        raise ValueError(f"lightfm_a must be one of {LIGHTFM_A}, got {cfg.lightfm_a!r}")
+    if cfg.validation != "viewers":
+        return [(ranker_from, until_ms, cfg)]
+    cuts = [until_ms]
+    while cuts[-1] - DAY_MS > ranker_from + DAY_MS // 2:
+        cuts.append(cuts[-1] - DAY_MS)
+    cuts.append(ranker_from)
+    cuts.reverse()
+    if len(cuts) == 2:
+        return [(ranker_from, until_ms, cfg)]
+    enters = np.sort(log.ts[(log.type == ENTER) & (log.ts >= ranker_from) & (log.ts < until_ms)])
+    total = max(int(enters.size), 1)
+    out = []
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        held = int(np.searchsorted(enters, hi)) - int(np.searchsorted(enters, lo))
+        lists = max(2, round(cfg.ranker_lists * held / total))
+        out.append((lo, hi, dataclasses.replace(cfg, ranker_lists=lists)))
+    return out
+
+
 def fit_model(
     log: InteractionLog,
     features: Mapping[str, RoomFeatures],
@@ -205,18 +241,27 @@ def fit_model(
     decision = cfg.model
     if cfg.decision_threads:
         decision = dataclasses.replace(cfg.model, num_threads=cfg.decision_threads)
-    early = train_model(
-        build_training_set(log, features, ranker_from, cfg.weights, exclude_merchants),
-        decision,
-        f"{version}-a",
-        progress=False,
-    )
-    timings["lightfm_a_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    targets, held = ranker_targets(log, schedule, features, Scorer(early), ranker_from, until_ms, cfg)
+    targets, held = [], []
+    timings["lightfm_a_s"] = timings["lists_s"] = 0.0
+    early: dict[int, RankingModel] = {}
+    for lo, hi, cfg_part in lightfm_a_windows(log, ranker_from, until_ms, cfg):
+        t0 = time.perf_counter()
+        fit_until = lo if cfg.lightfm_a == "daily" else ranker_from
+        if fit_until not in early:
+            early[fit_until] = train_model(
+                build_training_set(log, features, fit_until, cfg.weights, exclude_merchants),
+                decision,
+                f"{version}-a",
+                progress=False,
+            )
+        timings["lightfm_a_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        part, part_held = ranker_targets(log, schedule, features, Scorer(early[fit_until]), lo, hi, cfg_part)
+        targets.extend(part)
+        held.extend(part_held)
+        timings["lists_s"] += time.perf_counter() - t0
     lists = training_lists(targets, cfg.purchase_weight)
     validation = training_lists(held, cfg.purchase_weight)
-    timings["lists_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with_lightfm = fit_ranker(lists, validation=validation)
     ablation = fit_ranker(lists, validation=validation, drop=LIGHTFM_FEATURES)
