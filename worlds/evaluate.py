@@ -720,6 +720,16 @@ def run_world(
             "l2": fitted.ranker.info.get("l2"),
             "lightfm_used": fitted.ranker.info.get("lightfm_used"),
             "lightfm_discovery_only": fitted.ranker.info.get("lightfm_discovery_only"),
+            # The validation choice's paired gain and its standard error (ranking.ranker.choose_lightfm).
+            **{
+                k: fitted.ranker.info.get(k)
+                for k in (
+                    "lightfm_gain",
+                    "lightfm_gain_se",
+                    "lightfm_discovery_gain",
+                    "lightfm_discovery_gain_se",
+                )
+            },
             "two_part": fitted.ranker.info.get("two_part"),
             "favourites_first": fitted.ranker.favourites_first,
             "favourites_first_by_repeat_band": list(fitted.ranker.first_by_share),

@@ -465,7 +465,8 @@ def lightfm_why(run: Mapping[str, Any]) -> str:
         reasons.append(
             "validation dropped LightFM's columns (validation "
             f"{_fmt(info.get('validation_with_lightfm'))} with vs {_fmt(info.get('validation_without'))} "
-            f"without), so the ranker is the ranker without them and the ablation is 0 by construction{kept}"
+            f"without{validation_gain(info)}), so the ranker is the ranker without them and the ablation is 0 "
+            f"by construction{kept}"
         )
     if lf < plain - WEAKER_AUC:
         reasons.append(
@@ -512,6 +513,20 @@ def lightfm_why(run: Mapping[str, Any]) -> str:
     if low > 0:
         return head + ": LightFM helps on new targets; " + "; ".join(reasons)
     return head + ": " + ("; ".join(reasons) if reasons else "no diagnostic crosses its threshold")
+
+
+def validation_gain(info: Mapping[str, Any]) -> str:
+    """The validation's paired gain of LightFM's columns beside the one standard error they had to beat
+    (ranking.ranker.choose_lightfm), everywhere and in the discovery part; "" for a run without them."""
+    parts = []
+    for label, key in (
+        ("everywhere", "lightfm_gain"),
+        ("in the discovery part, on its lists", "lightfm_discovery_gain"),
+    ):
+        gain, se = info.get(key), info.get(f"{key}_se")
+        if gain is not None and se is not None:
+            parts.append(f"{label} {gain:+.4f} vs one SE {se:.4f}")
+    return "; paired gain " + ", ".join(parts) if parts else ""
 
 
 # Headroom (worlds.headroom): LightFM's columns count as having learned the world's taste when they add at

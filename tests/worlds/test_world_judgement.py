@@ -417,6 +417,38 @@ def test_the_lightfm_report_states_the_reason_its_diagnostics_measure() -> None:
     assert "Spearman" not in weak_and_cold
 
 
+def test_the_lightfm_report_says_by_how_much_validation_dropped_lightfm() -> None:
+    from worlds.report import lightfm_why
+
+    offline = {
+        "ablation_new_gain": 0.0,
+        "ablation_new_ci_low": 0.0,
+        "ablation_new_ci_high": 0.0,
+        "diag_lightfm_new_auc": 0.69,
+        "diag_no_lightfm_new_auc": 0.71,
+        "diag_live_pop_new_auc": 0.66,
+        "diag_lightfm_rho_live_pop": 0.61,
+        "diag_lightfm_rho_no_lightfm": 0.4,
+        "diag_cold_share_new": 0.02,
+    }
+    ranker = {
+        "lightfm_used": 0.0,
+        "validation_with_lightfm": 1.1677,
+        "validation_without": 1.1669,
+        "lightfm_gain": 0.0008,
+        "lightfm_gain_se": 0.0061,
+        "lightfm_discovery_gain": 0.0063,
+        "lightfm_discovery_gain_se": 0.0093,
+    }
+    why = lightfm_why({"offline": offline, "ranker": ranker})
+    assert "validation dropped LightFM's columns" in why
+    assert "everywhere +0.0008 vs one SE 0.0061" in why
+    assert "in the discovery part, on its lists +0.0063 vs one SE 0.0093" in why
+    # A run recorded before the gains were kept says what it has.
+    older = {k: v for k, v in ranker.items() if "gain" not in k}
+    assert "paired gain" not in lightfm_why({"offline": offline, "ranker": older})
+
+
 def _source_tree(tmp_path: Path) -> Path:
     """A copy of what the world cache key may read: simulator/ and events/vocabulary.py."""
     repo = Path(world_evaluate.__file__).resolve().parent.parent
