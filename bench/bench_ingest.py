@@ -119,20 +119,28 @@ async def raw_producer_batch_rate(settings: Settings, n: int) -> float:
     try:
         partitions = sorted(await producer.partitions_for(topic))
         started = time.perf_counter()
-        futures = []
-        for key, payloads in batches:
-            partition = partition_of(key, partitions)
-            batch = producer.create_batch()
-            for payload in payloads:
-                if batch.append(key=key, value=payload, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=payload, timestamp=None)
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*futures)
+        await send_as_batches(producer, topic, partitions, batches)
         return sum(len(p) for _, p in batches) / (time.perf_counter() - started)
     finally:
         await producer.stop()
+
+
+async def send_as_batches(
+    producer: Any, topic: str, partitions: list[int], batches: list[tuple[bytes, list[bytes]]]
+) -> None:
+    """Each (key, payloads) as record batches on the key's partition, as ingest sends a viewer's batch;
+    returns once the broker has acknowledged them all."""
+    futures = []
+    for key, payloads in batches:
+        partition = partition_of(key, partitions)
+        batch = producer.create_batch()
+        for payload in payloads:
+            if batch.append(key=key, value=payload, timestamp=None) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=payload, timestamp=None)
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*futures)
 
 
 async def raw_consumer_rate(settings: Settings, n: int, topic: str = "raw") -> float:
@@ -732,15 +740,21 @@ def run_tree(root: Path, options: dict[str, Any], label: str) -> dict[str, Any]:
     return figures
 
 
-def against_baseline(args: argparse.Namespace) -> dict[str, Any]:
-    """This checkout and `args.baseline`, `args.rounds` times each, alternating who goes first."""
+def baseline_worktree(commit: str) -> tuple[str, Path]:
+    """(short ref, path): a detached git worktree of `commit` in a temporary folder (remove it after)."""
     ref = subprocess.run(
-        ["git", "rev-parse", "--short", args.baseline], cwd=ROOT, check=True, capture_output=True, text=True
+        ["git", "rev-parse", "--short", commit], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.strip()
     tree = Path(tempfile.mkdtemp(prefix="rf-bench-baseline-")) / "tree"
     subprocess.run(
         ["git", "worktree", "add", "--detach", str(tree), ref], cwd=ROOT, check=True, capture_output=True
     )
+    return ref, tree
+
+
+def against_baseline(args: argparse.Namespace) -> dict[str, Any]:
+    """This checkout and `args.baseline`, `args.rounds` times each, alternating who goes first."""
+    ref, tree = baseline_worktree(args.baseline)
     options = {k: getattr(args, k) for k in ("events", "raw", "clients", "api_workers", "runs")}
     runs: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
     loads: list[float] = []
