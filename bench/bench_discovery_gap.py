@@ -41,6 +41,8 @@ class ScoreOrder:
 def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
+    import numpy as np
+
     from feed.replay import FeedPage
     from ranking.dataset import build_training_set
     from ranking.evaluation import baseline, ranker_method
@@ -69,6 +71,8 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "score_order": ScoreOrder(),
         "page": FeedPage(schedule.room_features, seed=seed),
     }
+    hits: dict[str, Any] = {}
+    viewers: Any = None
     for column, model in (("refit", fitted.model), ("a", early)):
         (targets,) = replay(
             log, schedule, features, Scorer(model), [(until, until + DAY_MS)], [args.targets], seed=seed
@@ -84,7 +88,27 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
                 continue
             found = discovery_beyond_page(targets, methods, judge, seed)
             out[f"{column}_{judge_name}"] = {m: round(float(v["hr5"]), 4) for m, v in found.items()}
+            if judge_name == "score_order":
+                hits[column] = found["ranker"]["hits"]
+                viewers = np.array([t.viewer for t in targets if not t.repeat])
+    # The same enters replayed with either column (one replay seed and window): paired, viewers resampled.
+    out["refit_minus_a"] = _viewer_interval(hits["refit"] - hits["a"], viewers, seed)
     return out
+
+
+def _viewer_interval(values: Any, viewers: Any, seed: int, rounds: int = 1000) -> dict[str, float]:
+    import numpy as np
+
+    ids, inverse = np.unique(viewers, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=ids.size)
+    counts = np.bincount(inverse, minlength=ids.size)
+    draws = np.random.default_rng(seed).integers(0, ids.size, size=(rounds, ids.size))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    return {
+        "diff": round(float(values.mean()), 4),
+        "ci_low": round(float(np.quantile(means, 0.025)), 4),
+        "ci_high": round(float(np.quantile(means, 0.975)), 4),
+    }
 
 
 def main() -> None:
@@ -106,11 +130,12 @@ def main() -> None:
         print(json.dumps({spec: runs[spec]}), flush=True)
     lines = [
         "| world-seed | LightFM kept | ranker: refit column, score order / 'a' column / page "
-        "| without LightFM: refit / 'a' | live POP: score order / page | ratio to the better POP: score order / page |",
-        "|---|---|---|---|---|---|",
+        "| refit - 'a' (CI) | without LightFM: refit / 'a' | live POP: score order / page "
+        "| ratio to the better POP: score order / page |",
+        "|---|---|---|---|---|---|---|",
     ]
     for spec, r in runs.items():
-        so, a, pg = r["refit_score_order"], r["a_score_order"], r["refit_page"]
+        so, a, pg, d = r["refit_score_order"], r["a_score_order"], r["refit_page"], r["refit_minus_a"]
 
         def ratio(x: dict[str, float]) -> float:
             best = max(x["live_pop"], x["pop"])
@@ -119,6 +144,7 @@ def main() -> None:
         kept = "discovery part" if r["lightfm_discovery_only"] else "yes" if r["lightfm_used"] else "no"
         lines.append(
             f"| {spec} | {kept} | {so['ranker']:.4f} / {a['ranker']:.4f} / {pg['ranker']:.4f} "
+            f"| {d['diff']:+.4f} ({d['ci_low']:+.3f}..{d['ci_high']:+.3f}) "
             f"| {so['ranker_no_lightfm']:.4f} / {a['ranker_no_lightfm']:.4f} "
             f"| {so['live_pop']:.4f} / {pg['live_pop']:.4f} | {ratio(so):.3f}x / {ratio(pg):.3f}x |"
         )
