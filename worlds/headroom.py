@@ -36,7 +36,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from ranking.dataset import InteractionLog
 from ranking.evaluation import Method, rank_of
@@ -176,6 +175,11 @@ def target_auc(scores: np.ndarray, target: int) -> float:
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Rank correlation (average ranks for ties); NaN when either side is constant."""
+    # Imported here, not at the top: roomfeed.assembly offers `roomfeed evaluate --world` and so loads
+    # this module in every API process, where scipy.stats cost ~0.5 s of CPU at start-up and nothing
+    # else uses it (tests/alliance/test_settlement_tails.py checks the assembly stays without it).
+    from scipy.stats import rankdata
+
     ra, rb = rankdata(a), rankdata(b)
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
