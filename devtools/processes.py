@@ -54,9 +54,17 @@ def pid_alive(pid: int, *needles: str) -> bool:
         return False
     state = stat.rsplit(")", 1)[1].split()[0]
     # A killed JVM's main thread turns zombie while its other threads (and its sockets) still exit.
-    if state in ("Z", "X") and len(os.listdir(f"/proc/{pid}/task")) <= 1:
+    if state in ("Z", "X") and thread_count(pid) <= 1:
         return False
     return all(needle in cmdline for needle in needles)
+
+
+def thread_count(pid: int) -> int:
+    """How many threads `pid` still has; 0 once it is gone (it can be reaped between two reads of /proc)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
 
 
 def read_pid(path: Path) -> int | None:
