@@ -153,12 +153,10 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
+    from world_args import add_world_args, world_seed
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("worlds", nargs="*", help="WORLD:SEED")
-    ap.add_argument("--viewers", type=int, default=10_000)
-    ap.add_argument("--merchants", type=int, default=500)
-    ap.add_argument("--targets", type=int, default=4_000)
-    ap.add_argument("--world-cache", default="reports/worlds/cache")
+    add_world_args(ap, nargs="*")
     ap.add_argument("--out", default=None, help="write the runs as JSON here (no results file)")
     ap.add_argument("--runs", nargs="*", default=[], help="record runs saved by --out instead of running")
     ap.add_argument("--made-by", nargs="*", default=[], help="with --runs: the command line of each file")
@@ -167,9 +165,9 @@ def main() -> None:
     for path in args.runs:
         runs.update(json.loads(Path(path).read_text()))
     for spec in [] if args.runs else args.worlds:
-        world, _, seed_text = spec.partition(":")
+        world, seed = world_seed(spec)
         t0 = time.perf_counter()
-        runs[spec] = run(world, int(seed_text or 1), args)
+        runs[spec] = run(world, seed, args)
         runs[spec]["wall_s"] = round(time.perf_counter() - t0, 1)
         print(json.dumps({spec: runs[spec]}), flush=True)
         if args.out:

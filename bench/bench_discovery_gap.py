@@ -113,19 +113,16 @@ def _viewer_interval(values: Any, viewers: Any, seed: int, rounds: int = 1000) -
 
 def main() -> None:
     from bench_scorer import command_line, write_results
+    from world_args import add_world_args, world_seed
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("worlds", nargs="+", help="WORLD:SEED")
-    ap.add_argument("--viewers", type=int, default=10_000)
-    ap.add_argument("--merchants", type=int, default=500)
-    ap.add_argument("--targets", type=int, default=4_000)
-    ap.add_argument("--world-cache", default="reports/worlds/cache")
+    add_world_args(ap)
     args = ap.parse_args()
     runs: dict[str, Any] = {}
     for spec in args.worlds:
-        world, _, seed_text = spec.partition(":")
+        world, seed = world_seed(spec)
         t0 = time.perf_counter()
-        runs[spec] = run(world, int(seed_text or 1), args)
+        runs[spec] = run(world, seed, args)
         runs[spec]["wall_s"] = round(time.perf_counter() - t0, 1)
         print(json.dumps({spec: runs[spec]}), flush=True)
     lines = [

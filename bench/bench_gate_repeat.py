@@ -33,18 +33,16 @@ MODES = {"hogwild": 0, "one_thread": 1}
 
 def main() -> None:
     from bench_scorer import command_line, write_results
+    from world_args import add_world_args, world_seed
 
     from ranking.model import ModelParams
     from ranking.offline import FitConfig, fit_model
     from worlds.evaluate import world_log
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("worlds", nargs="+", help="WORLD:SEED")
+    add_world_args(ap, targets=None)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--viewers", type=int, default=10_000)
-    ap.add_argument("--merchants", type=int, default=500)
     ap.add_argument("--lists", type=int, default=3_000)
-    ap.add_argument("--world-cache", default="reports/worlds/cache")
     args = ap.parse_args()
     if args.repeats < 2:
         ap.error("--repeats must be at least 2 (a decision that flips needs two runs to show it)")
@@ -52,8 +50,7 @@ def main() -> None:
     lines: list[str] = []
     load_start = round(os.getloadavg()[0], 1)
     for spec in args.worlds:
-        world, _, seed_text = spec.partition(":")
-        seed = int(seed_text or 1)
+        world, seed = world_seed(spec)
         opened = world_log(world, seed, args.viewers, args.merchants, Path(args.world_cache))
         log, features, schedule, until = opened.log, opened.features, opened.schedule, opened.split
         base = FitConfig(model=ModelParams(num_threads=2), ranker_lists=args.lists, seed=seed)

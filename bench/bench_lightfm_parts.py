@@ -32,6 +32,7 @@ INTERVAL = ("diff", "ci_low", "ci_high")
 def main() -> None:
     from bench_ranker_parts import lists_and_targets
     from bench_scorer import command_line, write_results
+    from world_args import add_world_args, world_seed
 
     from ranking.evaluation import evaluate, ranker_method
     from ranking.ranker import (
@@ -44,19 +45,14 @@ def main() -> None:
     )
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("worlds", nargs="+", help="WORLD:SEED")
-    ap.add_argument("--viewers", type=int, default=10_000)
-    ap.add_argument("--merchants", type=int, default=500)
+    add_world_args(ap)
     ap.add_argument("--lists", type=int, default=6_000)
-    ap.add_argument("--targets", type=int, default=4_000)
-    ap.add_argument("--world-cache", default="reports/worlds/cache")
     ap.add_argument("--name", default="lightfm_parts", help="the record's name (bench/results/NAME.json)")
     args = ap.parse_args()
     runs: dict[str, Any] = {}
     lines: list[str] = []
     for spec in args.worlds:
-        world, _, seed_text = spec.partition(":")
-        seed = int(seed_text or 1)
+        world, seed = world_seed(spec)
         t0 = time.perf_counter()
         lists, validation, test = lists_and_targets(world, seed, args)
         fits = {

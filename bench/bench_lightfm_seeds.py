@@ -86,21 +86,17 @@ def run(world: str, seed: int, fit_seeds: list[int], args: argparse.Namespace) -
 
 def main() -> None:
     from bench_scorer import command_line, write_results
+    from world_args import add_world_args, world_seed
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("worlds", nargs="+", help="WORLD:SEED")
+    add_world_args(ap)
     ap.add_argument("--fit-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
-    ap.add_argument("--viewers", type=int, default=10_000)
-    ap.add_argument("--merchants", type=int, default=500)
-    ap.add_argument("--targets", type=int, default=4_000)
-    ap.add_argument("--world-cache", default="reports/worlds/cache")
     ap.add_argument("--name", default="lightfm_seeds", help="the record's name (bench/results/NAME.json)")
     args = ap.parse_args()
     runs: dict[str, Any] = {}
     lines: list[str] = []
     for spec in args.worlds:
-        world, _, seed_text = spec.partition(":")
-        seed = int(seed_text or 1)
+        world, seed = world_seed(spec)
         r = run(world, seed, args.fit_seeds, args)
         runs[f"{world}-{seed}"] = r
         per = "; ".join(

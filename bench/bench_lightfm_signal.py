@@ -301,14 +301,11 @@ def run_world(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
 
 def main() -> None:
     from bench_scorer import command_line, write_results
+    from world_args import add_world_args, world_seed
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("worlds", nargs="+", help="WORLD:SEED")
-    ap.add_argument("--viewers", type=int, default=10_000)
-    ap.add_argument("--merchants", type=int, default=500)
-    ap.add_argument("--targets", type=int, default=6_000)
+    add_world_args(ap, targets=6_000)
     ap.add_argument("--designs", type=lambda s: s.split(","), default=list(DESIGNS))
-    ap.add_argument("--world-cache", default="reports/worlds/cache")
     ap.add_argument("--stale-days", type=float, default=0.0, help="LightFM's fit ends this many days earlier")
     ap.add_argument("--name", default="lightfm_signal", help="the record's name (bench/results/NAME.json)")
     args = ap.parse_args()
@@ -318,8 +315,7 @@ def main() -> None:
     runs: dict[str, Any] = {}
     lines: list[str] = []
     for spec in args.worlds:
-        world, _, seed_text = spec.partition(":")
-        seed = int(seed_text or 1)
+        world, seed = world_seed(spec)
         r = run_world(world, seed, args)
         runs[f"{world}-{seed}"] = r
         lines.append(

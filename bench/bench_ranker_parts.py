@@ -123,22 +123,18 @@ def line(name: str, m: dict[str, Any]) -> str:
 
 def main() -> None:
     from bench_scorer import command_line, write_results
+    from world_args import add_world_args, world_seed
 
     from ranking.ranker import LIGHTFM_FEATURES, choose_lightfm, fit_ranker
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("worlds", nargs="+", help="WORLD:SEED")
-    ap.add_argument("--viewers", type=int, default=10_000)
-    ap.add_argument("--merchants", type=int, default=500)
+    add_world_args(ap, targets=3_000)
     ap.add_argument("--lists", type=int, default=3_000)
-    ap.add_argument("--targets", type=int, default=3_000)
-    ap.add_argument("--world-cache", default="reports/worlds/cache")
     args = ap.parse_args()
     runs: dict[str, Any] = {}
     lines = []
     for spec in args.worlds:
-        world, _, seed_text = spec.partition(":")
-        seed = int(seed_text or 1)
+        world, seed = world_seed(spec)
         t0 = time.perf_counter()
         lists, validation, test = lists_and_targets(world, seed, args)
         run: dict[str, Any] = {}

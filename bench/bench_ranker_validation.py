@@ -235,13 +235,10 @@ def _viewer_interval(values: Any, viewers: Any, seed: int, rounds: int = 1000) -
 
 def main() -> None:
     from bench_scorer import command_line, write_results
+    from world_args import add_world_args, world_seed
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("worlds", nargs="*", help="WORLD:SEED")
-    ap.add_argument("--viewers", type=int, default=10_000)
-    ap.add_argument("--merchants", type=int, default=500)
-    ap.add_argument("--targets", type=int, default=4_000)
-    ap.add_argument("--world-cache", default="reports/worlds/cache")
+    add_world_args(ap, nargs="*")
     ap.add_argument(
         "--offsets",
         nargs="*",
@@ -278,8 +275,7 @@ def main() -> None:
     for path in args.runs:
         runs.update(json.loads(Path(path).read_text()))
     for spec in [] if args.runs else args.worlds:
-        world, _, seed_text = spec.partition(":")
-        seed = int(seed_text or 1)
+        world, seed = world_seed(spec)
         t0 = time.perf_counter()
         runs[spec] = run(world, seed, args)
         runs[spec]["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -69,25 +69,21 @@ def window_lists(world: str, seed: int, days: int, args: argparse.Namespace) -> 
 def main() -> None:
     from bench_lightfm_parts import INTERVAL
     from bench_scorer import command_line, write_results
+    from world_args import add_world_args, world_seed
 
     from ranking.evaluation import evaluate, ranker_method
     from ranking.ranker import LIGHTFM_FEATURES, choose_lightfm, fit_ranker
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("worlds", nargs="+", help="WORLD:SEED")
+    add_world_args(ap)
     ap.add_argument("--days", type=lambda s: [int(d) for d in s.split(",")], default=[1, 2])
-    ap.add_argument("--viewers", type=int, default=10_000)
-    ap.add_argument("--merchants", type=int, default=500)
-    ap.add_argument("--targets", type=int, default=4_000)
-    ap.add_argument("--world-cache", default="reports/worlds/cache")
     args = ap.parse_args()
     if not args.days or min(args.days) < 1 or args.days[0] != 1:
         ap.error("--days: whole days >= 1, starting with 1 (the trainer's window, the comparison's base)")
     runs: dict[str, Any] = {}
     lines: list[str] = []
     for spec in args.worlds:
-        world, _, seed_text = spec.partition(":")
-        seed = int(seed_text or 1)
+        world, seed = world_seed(spec)
         t0 = time.perf_counter()
         rankers: dict[str, Any] = {}
         test: Any = None
