@@ -42,6 +42,7 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
     import numpy as np
+    from bench_ranker_validation import _viewer_interval
 
     from feed.replay import FeedPage
     from ranking.dataset import build_training_set
@@ -94,21 +95,6 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     # The same enters replayed with either column (one replay seed and window): paired, viewers resampled.
     out["refit_minus_a"] = _viewer_interval(hits["refit"] - hits["a"], viewers, seed)
     return out
-
-
-def _viewer_interval(values: Any, viewers: Any, seed: int, rounds: int = 1000) -> dict[str, float]:
-    import numpy as np
-
-    ids, inverse = np.unique(viewers, return_inverse=True)
-    sums = np.bincount(inverse, weights=values, minlength=ids.size)
-    counts = np.bincount(inverse, minlength=ids.size)
-    draws = np.random.default_rng(seed).integers(0, ids.size, size=(rounds, ids.size))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    return {
-        "diff": round(float(values.mean()), 4),
-        "ci_low": round(float(np.quantile(means, 0.025)), 4),
-        "ci_high": round(float(np.quantile(means, 0.975)), 4),
-    }
 
 
 def main() -> None:
