@@ -221,12 +221,13 @@ def _viewer_interval(values: Any, viewers: Any, seed: int, rounds: int = 1000) -
     """Mean of per-target values (a paired difference) with a 95 % interval, viewers resampled with all
     their targets: ranking.evaluation.viewer_bootstrap against zero, rounded for the record."""
     import numpy as np
+    from bench_lightfm_parts import INTERVAL
 
     from ranking.evaluation import viewer_bootstrap
 
     values = np.asarray(values, dtype=np.float64)
     b = viewer_bootstrap(values, np.zeros_like(values), np.asarray(viewers), seed=seed, resamples=rounds)
-    return {k: round(b[k], 4) for k in ("diff", "ci_low", "ci_high")}
+    return {k: round(b[k], 4) for k in INTERVAL}
 
 
 def main() -> None:
