@@ -49,7 +49,7 @@ from bulk.importer import CELLS, Importer, ImportOptions  # noqa: E402
 from events.archive import ArchiveSink  # noqa: E402
 from events.backfill import oldest_kept_ms, read_past_event  # noqa: E402
 from events.schema import Rejection  # noqa: E402
-from roomfeed.assembly import order_book  # noqa: E402
+from roomfeed.cli_assembly import order_book  # noqa: E402
 from roomfeed.progress import Progress  # noqa: E402
 from rooms.inputs import read_order  # noqa: E402
 from rooms.orders import OrderIn  # noqa: E402

@@ -13,57 +13,40 @@ arguments (a domain that needs another declares a Protocol; mypy checks the real
     console   Console(events, rooms, alliance)
 
 The API process (`create_app`) starts them in the order rooms, events, ranking, alliance, feed,
-console once its connections are open and stops them in reverse; the worker runs the events domain's sinks
-and the alliance's (its own root, roomfeed/worker_assembly.py: it loads those two domains only);
-roomfeed/cli.py offers the domains' verbs through `VERBS`. No domain imports this module, and
-nothing else in roomfeed/ imports a domain (tests/test_architecture.py).
+console once its connections are open and stops them in reverse. The other processes have roots of
+their own, so an API process loads only what it serves: the worker runs the events domain's sinks and
+the alliance's (roomfeed/worker_assembly.py: those two domains only), and roomfeed/cli.py offers the
+domains' verbs (train, evaluate, import, demo...) from roomfeed/cli_assembly.py. No domain imports a
+root, and nothing else in roomfeed/ imports a domain (tests/test_architecture.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import functools
 import logging
-import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-import asyncpg
 from starlette.routing import BaseRoute
 
 from alliance import http as alliance_http
 from alliance.http import Alliance
-from alliance.orders import OrderAttribution
-from bulk import cli as bulk_cli
 from console import http as console_http
 from console.http import Console
-from devtools import demo
 from events import http as events_http
 from events.heat import RoomHeat
 from events.http import Events
 from events.live_stats import LiveStats
-from events.rebuild import rebuild_live_stats
 from feed import http as feed_http
 from feed.http import Feed, FeedTuning
-from feed.replay import FeedPage
 from feed.sources import FeedInputs
-from ranking import cli as ranking_cli
 from ranking import http as ranking_http
 from ranking.http import Ranking
 from roomfeed.app import Api
-from roomfeed.reach import unreachable
-from roomfeed.redis_client import create_redis
 from roomfeed.resources import Resources
 from roomfeed.settings import Settings
-from roomfeed.verbs import Verb
-from roomfeed.worker_assembly import WORKER
-from rooms import cli as rooms_cli
 from rooms import http as rooms_http
 from rooms.http import Rooms
-from rooms.orders import OrderBook
-from worlds import cli as worlds_cli
 
 log = logging.getLogger("roomfeed.assembly")
 # A part's stop() past this is abandoned (its own waits are shorter: impressions drain 2 s, sinks 10 s).
@@ -182,80 +165,3 @@ def app_from_env() -> Api[Services]:
     """What `roomfeed serve` has uvicorn load in each worker process."""
     settings = Settings.from_env()
     return create_app(settings, access_log=settings.access_log)
-
-
-# --- Redis rebuilt from PostgreSQL and Kafka ---------------------------------------------------
-
-
-async def rebuild_command(settings: Settings, args: argparse.Namespace) -> int:
-    """Redis holds only derived state: the rooms step rebuilds the live index and deal gates from
-    PostgreSQL; with --live-stats the events step replays Kafka into live stats and room heat."""
-    await rooms_cli.rebuild_command(settings, args)
-    if not args.live_stats:
-        return 0
-    redis = create_redis(settings)
-    try:
-        replays = await rebuild_live_stats(settings, redis)
-    except RuntimeError as exc:  # aiokafka's errors are RuntimeErrors too: roomfeed.cli names the service
-        if unreachable(exc, settings) is not None:
-            raise
-        print(f"roomfeed rebuild: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        await redis.aclose(close_connection_pool=True)
-    for r in replays:
-        print(f"{r.sink}: replayed {sum(r.records_to.values())} record(s) from offset 0 ({r.seconds:.2f}s)")
-    return 0
-
-
-def add_rebuild_args(parser: argparse.ArgumentParser) -> None:
-    rooms_cli.add_rebuild_args(parser)
-    parser.add_argument(
-        "--live-stats", action="store_true", help="also replay Kafka into live stats (worker stopped)"
-    )
-
-
-# --- the domains' verbs ------------------------------------------------------------------------
-
-
-def _feed_page(schedule: Any) -> Any:
-    """The feed's page for replayed targets (feed.replay.FeedPage): the trainer's gate judges what the
-    feed would serve, through the feed's own filters, diversity and exploration."""
-    return FeedPage(schedule.room_features)
-
-
-def order_book(pool: asyncpg.Pool) -> OrderBook:
-    """The rooms domain's order book with the alliance subscribed, as Services.build wires it."""
-    book = OrderBook(pool)
-    book.subscribe(OrderAttribution(pool))
-    return book
-
-
-VERBS: Mapping[str, Verb] = {
-    "worker": WORKER,
-    "train": Verb(
-        "train LightFM and the ranker, gate and register them",
-        ranking_cli.add_train_args,
-        functools.partial(ranking_cli.train_command, page_of=_feed_page),
-    ),
-    "evaluate": Verb(
-        "evaluate the ranker on the simulator (--world NAME|all: in every simulated world)",
-        worlds_cli.add_evaluate_args,
-        worlds_cli.evaluate_command,
-    ),
-    "rebuild": Verb(
-        "rebuild Redis state from PostgreSQL (and Kafka with --live-stats)", add_rebuild_args, rebuild_command
-    ),
-    "demo": Verb("run the whole marketplace locally", demo.add_demo_args, demo.demo_command),
-    "import": Verb(
-        "import a platform's history: merchants, rooms, interactions (docs/import.md)",
-        bulk_cli.add_import_args,
-        # the first model's gate as train's; past orders reach the alliance's attribution as live ones do
-        functools.partial(bulk_cli.import_command, page_of=_feed_page, order_book=order_book),
-    ),
-    "export": Verb(
-        "a merchant's own rooms, attributed orders and ledger as CSV",
-        bulk_cli.add_export_args,
-        bulk_cli.export_command,
-    ),
-}

@@ -15,7 +15,7 @@
     roomfeed export --key KEY [--json]   a merchant's own rooms, attributed orders and ledger as CSV
 
 The plumbing verbs are here; the domains' verbs (worker, train, evaluate, rebuild, demo) come from
-the composition root's `VERBS` (roomfeed.assembly), the one module that knows every domain.
+the command line's composition root's `VERBS` (roomfeed.cli_assembly).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _services(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _domain_verbs(chosen: str | None) -> Mapping[str, Verb]:
-    """The domains' verbs, from the composition root. Imported here, not at the top: `serve --workers
+    """The domains' verbs, from the command line's root (roomfeed/cli_assembly.py). Imported here, not at the top: `serve --workers
     N` spawns workers that import this module again before they answer the supervisor's health
     check; the root (every domain, scipy, LightFM) is what they load next, as the app, while already
     answering it. `roomfeed worker` takes its verb from the worker's own root, which loads the events
@@ -114,7 +114,7 @@ def _domain_verbs(chosen: str | None) -> Mapping[str, Verb]:
         from roomfeed.worker_assembly import WORKER
 
         return {"worker": WORKER}
-    from roomfeed.assembly import VERBS
+    from roomfeed.cli_assembly import VERBS
 
     return VERBS
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import ast
 import itertools
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 from roomfeed.settings import REPO_ROOT
 
-# The composition root, the worker's (the events and alliance sinks only) and the CLI on top of them.
-ROOT_MODULES = ("roomfeed.assembly", "roomfeed.worker_assembly", "roomfeed.cli")
+# The composition roots: the API's, the worker's (the events and alliance sinks only), the verbs' and the
+# CLI on top of them.
+ROOT_MODULES = ("roomfeed.assembly", "roomfeed.worker_assembly", "roomfeed.cli_assembly", "roomfeed.cli")
 PLUMBING = "roomfeed"
 DOMAINS = ("rooms", "events", "ranking", "alliance", "feed", "console", "simulator", "bulk")
 # Packages that may import the feed: the domains that depend on it (none: the feed composes the
@@ -87,6 +90,17 @@ def test_the_root_is_what_knows_every_domain() -> None:
     # The simulator is a library of the evaluation (worlds/), the demo (devtools/) and the benchmarks:
     # the product is assembled without it.
     assert set(DOMAINS) - {"simulator"} <= set(IMPORTS["root"])
+
+
+def test_an_api_process_loads_only_what_it_serves() -> None:
+    """`roomfeed serve` imports the API's root in every process: the verbs' packages (the world
+    evaluation, the bulk import, the demo, the simulator) stay out of it (roomfeed/cli_assembly.py)."""
+    probe = "import sys, roomfeed.assembly; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    ).stdout
+    assert [p for p in ("worlds", "bulk", "devtools", "simulator") if f"'{p}'" in loaded] == []
+    assert "'feed'" in loaded  # the probe saw the API's own domains
 
 
 def test_no_package_level_cycle() -> None:
