@@ -735,20 +735,27 @@ class Ranker:
             return self
         return self.scaled({f: factor for g, factor in groups.items() for f in GROUPS[g]})
 
-    def room_score(self, table: MerchantTable, req: RankRequest) -> np.ndarray:
-        """The viewer-independent part (the feed keeps it per candidate set, heat refresh and minute)."""
-        out: np.ndarray = room_columns(table, req) @ self._room_w
+    def room_score(
+        self, table: MerchantTable, req: RankRequest, columns: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The viewer-independent part (the feed keeps it per candidate set, heat refresh and minute).
+        `columns`: `room_columns(table, req)` when the caller has them (they depend on no weight, so one
+        computation serves every config and `room_delta` too)."""
+        cols = room_columns(table, req) if columns is None else columns
+        out: np.ndarray = cols @ self._room_w
         return out
 
-    def room_delta(self, table: MerchantTable, req: RankRequest) -> np.ndarray | None:
+    def room_delta(
+        self, table: MerchantTable, req: RankRequest, columns: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """A two-part ranker's room part with the known merchants' weights minus the discovery part's
         (None with one score): the feed keeps it per candidate set beside `room_score`, so the rooms of
-        entered merchants are rescored without recomputing their room columns per request."""
+        entered merchants are rescored without recomputing their room columns per request. `columns`:
+        as in `room_score`."""
         if self.discovery is None:
             return None
-        out: np.ndarray = room_columns(table, req) @ (self.weights - self.discovery)[:N_ROOM].astype(
-            np.float32
-        )
+        cols = room_columns(table, req) if columns is None else columns
+        out: np.ndarray = cols @ (self.weights - self.discovery)[:N_ROOM].astype(np.float32)
         return out
 
     def add_viewer_score(

@@ -285,7 +285,15 @@ async def test_with_a_fresh_frame_a_request_in_a_new_second_derives_nothing_over
     await feed.page()
     frames = feed.source.frames
     frames.install(feed.served, await frames.build_off_loop(feed.served, NOW))
-    per_second = ("heat", "rank_rooms", "rank_rooms32", "rank_rooms_delta", "exploration", "retrieval_scored")
+    per_second = (
+        "heat",
+        "rank_room_columns",
+        "rank_rooms",
+        "rank_rooms32",
+        "rank_rooms_delta",
+        "exploration",
+        "retrieval_scored",
+    )
 
     def derived_names() -> set[str]:
         return {name for name in feed.served.memo if name.split(":")[0] in per_second}
@@ -320,3 +328,40 @@ async def test_the_refresher_builds_about_once_per_heat_refresh_not_twice() -> N
     built = frames.builds - start
     await feed.pipeline.stop()
     assert 1 <= built <= 8  # twice per interval would be ~12
+
+
+async def test_a_frame_computes_the_room_columns_once_for_the_room_part_delta_and_every_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ranker's room columns depend on no weight: one computation per frame serves the room part and
+    the two-part ranker's room delta of every config in use, with the numbers each computes alone."""
+    from ranking.ranker import room_columns
+
+    feed_ = Feed()
+    await feed_.heat.refresh()
+    await feed_.page()
+    calls = []
+
+    def counted(*args: Any) -> np.ndarray:
+        calls.append(1)
+        return room_columns(*args)
+
+    monkeypatch.setattr("feed.stages.room_columns", counted)
+    configs = [RankingConfig(), RankingConfig(w_popularity=1.3, w_model=0.7)]
+    frames = feed_.source.frames
+    frame = frames.build(feed_.served, configs, NOW + 7)
+    assert len(calls) == 1
+    rank = next(stage for stage in feed_.pipeline.stages if isinstance(stage, Rank))
+    rm = rank.model()
+    work = feed_.served.fresh_copy()
+    work.enters = frame.shared["heat"]["enters"]
+    request = rank.request(work, rm, NOW + 7)
+    for config in configs:
+        ranker = rank.ranker(rm, config)
+        assert ranker.discovery is not None  # the synthetic model's ranker is two-part
+        view = frame.views[config]
+        alone = ranker.room_score(rm.table, request).astype(np.float64)
+        assert np.array_equal(view["room_part"], alone)  # the config's feed terms are off by default
+        delta = ranker.room_delta(rm.table, request)
+        assert delta is not None and np.array_equal(view["room_delta"], delta)
+    await feed_.pipeline.stop()
