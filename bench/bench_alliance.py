@@ -982,7 +982,8 @@ class Day:
             [
                 *self.unsent.pop(session, []),
                 shown,
-                self.event("enter", viewer, session, room["room_id"], source="feed"),
+                # the code's room is where the app landed, not a room the feed showed
+                self.event("enter", viewer, session, room["room_id"], source="code" if own else "feed"),
             ],
         )
         dwell = self.world.dwell_s(self.rng, viewer, m, own) if m is not None else 5.0

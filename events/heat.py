@@ -3,7 +3,8 @@ feed's popularity signal.
 
 `LiveStats.rooms` answers exact sliding windows but costs ~35 Redis operations per room; ranking
 10,000 live rooms needs a popularity signal for all of them in one cheap read. Heat keeps, per room,
-decayed sums of enters, impressions, dwell seconds and orders (half-life 15 minutes) as they stood
+decayed sums of enters, impressions, dwell seconds, orders and landings (enters not from the feed;
+events.heat_sink) (half-life 15 minutes) as they stood
 at the room's last event, and `RoomHeat` decays them to "now" when it reads (layout in events/keys.py).
 
 Readers that refresh every second (the feed, in every API process) keep the whole table in
@@ -48,7 +49,7 @@ class HeatSnapshot:
 
     now: float
     room_ids: list[str]
-    values: np.ndarray  # (n, 4) float64
+    values: np.ndarray  # (n, len(SIGNALS)) float64
     index: dict[str, int] | None = None
     layout: int = 0
 
@@ -60,7 +61,7 @@ class HeatSnapshot:
         return pick
 
     def aligned(self, room_ids: Sequence[str], positions: np.ndarray | None = None) -> np.ndarray:
-        """(len(room_ids), 4) heat of the given rooms, zeros for rooms with no heat (`positions`:
+        """(len(room_ids), len(SIGNALS)) heat of the given rooms, zeros for rooms with no heat (`positions`:
         this snapshot's `positions(room_ids)`, when the caller kept them)."""
         if not len(self.values):
             return np.zeros((len(room_ids), len(SIGNALS)), dtype=np.float64)

@@ -1,5 +1,5 @@
-"""The heat sink (consumer group `heat`): folds enters, impressions, dwell and orders into every
-room's exponentially decayed counters, one Redis hash (layout in events/keys.py; the reader is
+"""The heat sink (consumer group `heat`): folds enters, impressions, dwell, orders and landings (enters
+not from the feed) into every room's exponentially decayed counters, one Redis hash (layout in events/keys.py; the reader is
 events.heat).
 
 Exactly-once effects on an at-least-once stream: one Lua script (lua/heat_apply.lua) checks each
@@ -20,12 +20,24 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from events.keys import CHANGED_KEY, EPOCH_KEY, HALF_LIFE_S, HEAT_KEY, SEQ_KEY, heat_watermark_key
-from events.vocabulary import ENTER, IMPRESSION, LEAVE, PURCHASE
+from events.keys import (
+    CHANGED_KEY,
+    EPOCH_KEY,
+    HALF_LIFE_S,
+    HEAT_KEY,
+    SEQ_KEY,
+    SIGNALS,
+    heat_watermark_key,
+)
+from events.vocabulary import ENTER, ENTER_SOURCES, IMPRESSION, LEAVE, PURCHASE
 from roomfeed.lua import lua_script
 
 PRUNE_AFTER_S = 6 * 3600.0  # 24 half-lives: what is left is below 1e-7 of the peak
 _KINDS = {ENTER: 0, IMPRESSION: 1, LEAVE: 2, PURCHASE: 3}  # event type → its signal in keys.SIGNALS
+# An enter from a code or a deep link (`enter.source`, "feed" when absent) is a landing: counted in
+# enters and in landings, so readers can take a room's own audience out of its feed rate.
+LANDING = SIGNALS.index("landings")
+FEED_SOURCE = ENTER_SOURCES[0]  # "feed"
 APPLY = lua_script(__file__, "heat_apply.lua")
 PRUNE = lua_script(__file__, "heat_prune.lua")
 
@@ -47,7 +59,9 @@ def _compact(batch: Sequence[dict[str, Any]]) -> tuple[list[str], list[int], lis
         kind = _KINDS.get(event.get("type", ""))
         if kind is None or not event.get("room_id"):
             continue
-        if kind == 2:
+        if kind == 0 and event.get("source", FEED_SOURCE) != FEED_SOURCE:
+            kind, amount = LANDING, 1.0
+        elif kind == 2:
             amount = max(0, int(event.get("dwell_ms") or 0)) / 1000.0
             if amount == 0:
                 continue
@@ -58,7 +72,7 @@ def _compact(batch: Sequence[dict[str, Any]]) -> tuple[list[str], list[int], lis
 
 
 class RoomHeatSink:
-    """Sink: folds enters, impressions, dwell and orders into each room's decayed counters."""
+    """Sink: folds enters, impressions, dwell, orders and landings into each room's decayed counters."""
 
     name = "heat"
 

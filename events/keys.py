@@ -90,8 +90,11 @@ def buckets(now_ms: int) -> tuple[list[int], list[int], list[int]]:
 
 
 # Room heat: the heat sink (events.heat_sink) writes it, RoomHeat (events.heat) reads it.
-# rf:{ev}:heat               hash room_id → 40 bytes, little-endian float64 x5:
-# enters, impressions, dwell_s, orders, as of ts_ms (the 5th value)
+# rf:{ev}:heat               hash room_id → 48 bytes, little-endian float64 x6:
+# enters, impressions, dwell_s, orders, landings, as of ts_ms (the 6th value). `landings` are the
+# enters not from the feed (a code's, a deep link's room: `enter.source`), counted in `enters` too,
+# so a feed-sourced rate (enters − landings) / (impressions − landings) exists. A 40-byte record
+# (the layout without landings) is read by the sink as landings 0 and rewritten.
 # rf:{ev}:heat:wm:{topic}:{p} highest Kafka offset applied per partition
 # rf:{ev}:heat:seq           change counter: every room update takes the next number
 # rf:{ev}:heat:epoch         when the counter started (set with it): a new one means readers rescan
@@ -101,7 +104,7 @@ SEQ_KEY = f"{PREFIX}heat:seq"
 EPOCH_KEY = f"{PREFIX}heat:epoch"
 CHANGED_KEY = f"{PREFIX}heat:changed"
 HALF_LIFE_S = 15 * 60.0
-SIGNALS = ("enters", "impressions", "dwell_s", "orders")
+SIGNALS = ("enters", "impressions", "dwell_s", "orders", "landings")
 HEAT_RECORD = np.dtype("<f8")
 HEAT_WIDTH = len(SIGNALS) + 1  # the signals, then ts_ms
 

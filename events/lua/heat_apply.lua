@@ -1,5 +1,6 @@
 -- KEYS[1] heat hash, KEYS[2] change counter, KEYS[3] changed set, KEYS[4] epoch. ARGV[1] JSON {h: half-life ms, wm: [key...], top: [max offset per tp]},
--- ARGV[2] JSON [[tp index (1-based), offset, room, signal (0-3), amount, ts_ms], ...].
+-- ARGV[2] JSON [[tp index (1-based), offset, room, signal (0-4), amount, ts_ms], ...]; signal 4, a
+-- landing (an enter not from the feed), counts in enters (1) as well as in landings (5).
 -- Returns the number of events folded in.
 local head = cjson.decode(ARGV[1])
 local events = cjson.decode(ARGV[2])
@@ -20,25 +21,31 @@ if #order > 0 then
   local stored = redis.call('HMGET', KEYS[1], unpack(order))
   local updates = {}
   for i, room in ipairs(order) do
-    local v = {0, 0, 0, 0}
+    local v = {0, 0, 0, 0, 0}
     local ref = 0
-    if stored[i] then
+    if stored[i] and #stored[i] == 48 then
+      local a, b, c, d, l, ts = struct.unpack('<dddddd', stored[i])
+      v = {a, b, c, d, l}
+      ref = ts
+    elseif stored[i] then  -- the layout before landings (40 bytes): none counted
       local a, b, c, d, ts = struct.unpack('<ddddd', stored[i])
-      v = {a, b, c, d}
+      v = {a, b, c, d, 0}
       ref = ts
     end
     local latest = ref
     for _, e in ipairs(rooms[room]) do if e[6] > latest then latest = e[6] end end
     if latest > ref and ref > 0 then
       local f = math.pow(0.5, (latest - ref) / h)
-      for j = 1, 4 do v[j] = v[j] * f end
+      for j = 1, 5 do v[j] = v[j] * f end
     end
     for _, e in ipairs(rooms[room]) do
       local k = e[4] + 1
-      v[k] = v[k] + e[5] * math.pow(0.5, (latest - e[6]) / h)
+      local w = e[5] * math.pow(0.5, (latest - e[6]) / h)
+      v[k] = v[k] + w
+      if k == 5 then v[1] = v[1] + w end
     end
     updates[#updates + 1] = room
-    updates[#updates + 1] = struct.pack('<ddddd', v[1], v[2], v[3], v[4], latest)
+    updates[#updates + 1] = struct.pack('<dddddd', v[1], v[2], v[3], v[4], v[5], latest)
   end
   redis.call('HSET', KEYS[1], unpack(updates))
   if redis.call('EXISTS', KEYS[4]) == 0 then  -- a first write, or after the keys were lost or rebuilt

@@ -3,7 +3,8 @@ local reply = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', tonumber(ARGV[2]))
 local fields = reply[2]
 local old = {}
 for i = 1, #fields, 2 do
-  local _, _, _, _, ts = struct.unpack('<ddddd', fields[i + 1])
+  local record = fields[i + 1]
+  local ts = struct.unpack('<d', string.sub(record, #record - 7))  -- the last value, in either layout
   if ts < tonumber(ARGV[3]) then old[#old + 1] = fields[i] end
 end
 if #old > 0 then

@@ -55,9 +55,43 @@ async def test_heat_counts_signals_and_halves_every_half_life(heat: tuple[RoomHe
     assert await sink.write(batch) == 5  # the like changes no heat signal
     snap = await reader.snapshot(now_ms / 1000)
     values = snap.aligned(["room_a", "room_b", "room_never"])
-    assert np.allclose(values, np.array([[2, 1, 4.5, 0], [0, 0, 0, 1], [0, 0, 0, 0]]))
+    assert np.allclose(values, np.array([[2, 1, 4.5, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]]))
     later = (await reader.snapshot(now_ms / 1000 + HALF_LIFE_S)).aligned(["room_a"])
-    assert later[0].tolist() == pytest.approx([1, 0.5, 2.25, 0])
+    assert later[0].tolist() == pytest.approx([1, 0.5, 2.25, 0, 0])
+
+
+async def test_enters_from_a_code_or_a_deep_link_count_as_landings_too(
+    heat: tuple[RoomHeatSink, RoomHeat],
+) -> None:
+    sink, reader = heat
+    topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
+    batch = [
+        _event("impression", "room_l", 0, now_ms, topic),
+        _event("enter", "room_l", 1, now_ms, topic, source="code"),
+        _event("impression", "room_l", 2, now_ms, topic),
+        _event("enter", "room_l", 3, now_ms, topic, source="deeplink"),
+        _event("impression", "room_l", 4, now_ms, topic),
+        _event("enter", "room_l", 5, now_ms, topic, source="feed"),
+        _event("impression", "room_l", 6, now_ms, topic),
+        _event("enter", "room_l", 7, now_ms, topic),  # no source: the feed
+    ]
+    assert await sink.write(batch) == 8
+    enters, impressions, _, _, landings = (await reader.snapshot(now_ms / 1000)).aligned(["room_l"])[0]
+    # Every enter is an enter; the two not from the feed are landings: 2 feed enters in 2 feed impressions.
+    assert (enters, impressions, landings) == pytest.approx((4, 4, 2))
+
+
+async def test_a_record_of_the_layout_before_landings_is_read_and_rewritten(
+    heat: tuple[RoomHeatSink, RoomHeat], redis: Redis
+) -> None:
+    sink, reader = heat
+    topic, now_ms = f"t{secrets.token_hex(3)}", int(time.time() * 1000)
+    # What the sink wrote before landings: enters, impressions, dwell_s, orders, ts_ms (40 bytes).
+    await redis.hset(HEAT_KEY, "room_old", np.array([3, 5, 10, 1, now_ms], dtype="<f8").tobytes())
+    assert await sink.write([_event("enter", "room_old", 0, now_ms, topic, source="code")]) == 1
+    values = (await reader.snapshot(now_ms / 1000)).aligned(["room_old"])[0]
+    assert values.tolist() == pytest.approx([4, 5, 10, 1, 1])
+    assert await sink.prune(now_ms) == 0  # the pruner reads the time of either layout
 
 
 async def test_older_events_weigh_less_than_new_ones(heat: tuple[RoomHeatSink, RoomHeat]) -> None:
@@ -156,7 +190,7 @@ async def test_heat_table_reads_only_changes_and_matches_a_full_read(
     assert np.allclose(third.aligned(everyone), full)
     assert np.allclose(second.aligned(["room_t2", "room_t5"]), full[[2, 5]])
     # An older snapshot does not know rows added after it (its values end where its rows did).
-    assert second.aligned(["room_t9"]).tolist() == [[0, 0, 0, 0]]
+    assert second.aligned(["room_t9"]).tolist() == [[0, 0, 0, 0, 0]]
 
 
 async def test_heat_table_rescans_when_redis_lost_its_data_or_was_rebuilt(

@@ -57,7 +57,7 @@ class Heat:
     async def snapshot(self, now: float | None = None) -> HeatSnapshot:
         self.reads += 1
         rng = np.random.default_rng(self.reads)
-        values = rng.random((len(self.room_ids), 4)) * np.array([30.0, 60.0, 600.0, 2.0])
+        values = rng.random((len(self.room_ids), 5)) * np.array([30.0, 60.0, 600.0, 2.0, 3.0])
         return HeatSnapshot(NOW if now is None else now, self.room_ids, values)
 
 
