@@ -340,3 +340,60 @@ def test_outstanding_grants_count_at_the_share_recently_reached() -> None:
     reach.add(200.0, 62.0, 40)  # the window moved on: what came before it no longer counts ...
     reach.add(210.0, 62.0, 25)  # ... and since, 25 lapsed and none was reached
     assert reach.value() == 0.1  # the floor
+
+
+def test_the_merchant_paid_the_least_of_its_credit_goes_first() -> None:
+    # Page rooms are wanted 0.4; m6 0.38 and m7 0.35, both above the floor.
+    p = [0.4] * 5 + [0.1, 0.38, 0.35] + [0.1] * 4
+    merchants = [f"m{i}" for i in range(12)]
+    ctx = context(merchants, logits(p), count=5)
+    c = ctx.candidates
+    # m6 is owed 100 after 900 delivered (10 % unpaid); m7 only 5 after 5 (50 % unpaid): the small
+    # debt goes first, not starved behind the large one, and not behind the room wanted a little more.
+    plans = {
+        "m6": BoostPlan("m6", 100.0, 100.0, 0.8, 0.2, delivered=900.0),
+        "m7": BoostPlan("m7", 5.0, 5.0, 0.8, 0.2, delivered=5.0),
+    }
+    chosen = choose_boosts(np.asarray(p), c.keep, ctx.order[:5], set(), c.rooms_of_merchant, plans)
+    assert [b.merchant_id for b in chosen] == ["m7", "m6"]
+    # Paid alike (to the percent): the most wanted first.
+    plans["m7"] = BoostPlan("m7", 11.1, 11.1, 0.8, 0.2, delivered=99.9)
+    chosen = choose_boosts(np.asarray(p), c.keep, ctx.order[:5], set(), c.rooms_of_merchant, plans)
+    assert [b.merchant_id for b in chosen] == ["m6", "m7"]
+
+
+async def test_the_plan_carries_what_was_delivered_and_the_page_slot_goes_to_the_least_paid(
+    pool: asyncpg.Pool, redis: Redis
+) -> None:
+    paid_most, paid_least = await owed(pool, 10.0), await owed(pool, 10.0)
+    async with pool.acquire() as conn, conn.transaction():
+        alliance_id = await conn.fetchval(
+            "SELECT alliance_id FROM ledger_balances WHERE merchant_id = $1", paid_most
+        )
+        for i in range(8):
+            await ledger.post(
+                conn,
+                source_id=f"imp-{paid_most}-{i}",
+                kind="delivered",
+                merchant_id=paid_most,
+                alliance_id=alliance_id,
+                amount=1.0,
+                at=time.time(),
+            )
+    scheduler = ExposureScheduler(pool, redis)
+    plans = await scheduler.recompute(time.time())
+    assert (plans[paid_most].debt, plans[paid_most].delivered) == (2.0, 8.0)
+    assert plans[paid_least].unpaid_share == 1.0 and plans[paid_most].unpaid_share == 0.2
+    stage = AllianceBoost(redis, plan_ttl_s=0.0)
+    await redis.hset(TOKENS_KEY, mapping={paid_most: "5", paid_least: "5"})
+    # A 5-room page has one boost slot (cap 0.2); both are off the page and wanted alike, the one paid
+    # most a little more: the slot goes to the one paid least, page after page, while it is owed.
+    ctx = context(
+        [f"x{i}" for i in range(5)] + [paid_most, paid_least] + [f"y{i}" for i in range(10)],
+        list(np.linspace(0.3, 0.1, 5)) + [0.02, 0.0] + list(np.linspace(-0.5, -1.0, 10)),
+        count=5,
+        session=f"least-{paid_least}",
+    )
+    await stage.apply(ctx)
+    boosted = [str(ctx.candidates.merchant_ids[i]) for i in np.flatnonzero(ctx.candidates.boosted)]
+    assert boosted == [paid_least]
