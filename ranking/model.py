@@ -7,6 +7,7 @@ and biases) plus orjson metadata in one `.npz` blob — no pickle, so any API pr
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +35,13 @@ class ModelParams:
     loss: str = "warp"
     num_threads: int = 2
     seed: int = 42
+    # LightFM fits averaged into the one model (seeds seed, seed+1, ...): a single WARP fit's draw moves
+    # the column the ranker reads (new-target HR@5 by ~0.02, docs/ranking.md), and the ranker learns its
+    # weight on one fit's column and serves another's. The mean of the fits' scores is one bilinear model
+    # (`average_models`), `fits_components` wide: None keeps `no_components` (the feed's dot products cost
+    # what one fit's do), 0 keeps every fit's components side by side.
+    fits: int = 1
+    fits_components: int | None = None
 
 
 @dataclass
@@ -204,7 +212,6 @@ class RankingModel:
     def without_viewer(self, viewer_id: str) -> RankingModel:
         """This model without the viewer's vector and identity feature (erasure): the viewer is then
         scored as a new viewer, from features alone."""
-        import dataclasses
 
         keep_users = [i for i, u in enumerate(self.user_ids) if u != viewer_id]
         keep_features = [i for i, f in enumerate(self.user_feature_names) if f != f"id:{viewer_id}"]
@@ -321,5 +328,79 @@ def to_ranking_model(model: LightFM, data: TrainingSet, params: ModelParams, ver
     )
 
 
+def average_models(models: Sequence[RankingModel], components: int | None) -> RankingModel:
+    """One model whose score is the mean of `models`' scores (same users, merchants and features).
+
+    A score is bias_u + bias_i + u . i with u, i linear in the feature embeddings, so the mean of K fits is
+    the fits' embeddings side by side, each scaled by 1/sqrt(K), with the biases averaged. `components`
+    (not None, not 0) keeps that score's best rank-`components` approximation over the model's users and
+    merchants: both sides are mapped by the matrices that give the truncated SVD of the mean interaction
+    matrix, applied to the feature embeddings too, so a viewer or merchant scored from its features alone
+    (the Scorer) gets the same map."""
+    first = models[0]
+    scale = np.float32(1.0 / np.sqrt(len(models)))
+
+    def side(name: str) -> np.ndarray:
+        return np.hstack([getattr(m, name) for m in models]).astype(np.float32) * scale
+
+    def mean(name: str) -> np.ndarray:
+        out: np.ndarray = np.mean([getattr(m, name) for m in models], axis=0).astype(np.float32)
+        return out
+
+    user_repr, item_repr = side("user_repr"), side("item_repr")
+    user_emb, item_emb = side("user_feature_emb"), side("item_feature_emb")
+    if components and components < user_repr.shape[1]:
+        to_user, to_item = _truncation(user_repr, item_repr, components)
+        user_repr, user_emb = user_repr @ to_user, user_emb @ to_user
+        item_repr, item_emb = item_repr @ to_item, item_emb @ to_item
+    return dataclasses.replace(
+        first,
+        params={**first.params, "fits": len(models), "components": int(user_repr.shape[1])},
+        user_repr=user_repr.astype(np.float32),
+        user_bias=mean("user_bias"),
+        item_repr=item_repr.astype(np.float32),
+        item_bias=mean("item_bias"),
+        user_feature_emb=user_emb.astype(np.float32),
+        user_feature_bias=mean("user_feature_bias"),
+        item_feature_emb=item_emb.astype(np.float32),
+        item_feature_bias=mean("item_feature_bias"),
+    )
+
+
+def _truncation(users: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Maps (D, k) of each side such that (users @ a) (items @ b)^T is the best rank-k approximation of
+    users items^T (Frobenius): users = Q_u R_u, items = Q_i R_i, the SVD of R_u R_i^T = A S B^T, then
+    a = R_u^+ A_k S_k^1/2 and b = R_i^+ B_k S_k^1/2 (R from the Gram matrices; directions with no
+    spread get no weight)."""
+
+    def root(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values, vectors = np.linalg.eigh(x.astype(np.float64).T @ x.astype(np.float64))
+        keep = values > values.max() * 1e-10
+        sq = np.sqrt(np.where(keep, values, 1.0))
+        r = (vectors * np.where(keep, sq, 0.0)).T  # R = S^1/2 V^T
+        r_pinv = vectors * np.where(keep, 1.0 / sq, 0.0)  # V S^-1/2
+        return r, r_pinv
+
+    ru, ru_pinv = root(users)
+    ri, ri_pinv = root(items)
+    a, s, bt = np.linalg.svd(ru @ ri.T)
+    half = np.sqrt(s[:k])
+    return (ru_pinv @ (a[:, :k] * half)), (ri_pinv @ (bt[:k].T * half))
+
+
 def train_model(data: TrainingSet, params: ModelParams, version: str, progress: bool = True) -> RankingModel:
-    return to_ranking_model(fit_lightfm(data, params, progress), data, params, version)
+    if params.fits < 1:
+        raise ValueError(f"fits must be >= 1, got {params.fits}")
+    models = [
+        to_ranking_model(
+            fit_lightfm(data, dataclasses.replace(params, seed=params.seed + j), progress),
+            data,
+            params,
+            version,
+        )
+        for j in range(params.fits)
+    ]
+    if len(models) == 1:
+        return models[0]
+    components = params.no_components if params.fits_components is None else params.fits_components
+    return average_models(models, components)
