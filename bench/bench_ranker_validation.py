@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+SPLITS = ("overall", "new", "repeat")  # the splits whose design-minus-before differences are reported
+
 
 def choices(fitted: Any) -> dict[str, Any]:
     r = fitted.ranker
@@ -113,7 +115,7 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     viewers = np.array([t.viewer for t in targets if not t.repeat])
     for other in [n for n in fitted if n != "before"]:
         tag = "after" if other == "after" else other
-        for split in ("overall", "new", "repeat"):
+        for split in SPLITS:
             d = ev.difference(other, "before", split, seed=seed)
             out[f"{tag}_minus_before_{split}"] = {k: round(d[k], 4) for k in INTERVAL}
         hits = own[other]["hits"] - own["before"]["hits"]

@@ -81,6 +81,11 @@ class FitConfig:
     # is as fresh as the serving one (refit every round); "once": one fit before the whole window (a column
     # up to the window's length stale, while the feed's is at most a round old).
     lightfm_a: str = "daily"
+    # How fresh the merchant popularity of the ranker's lists is (ranking.replay.POPULARITIES: "snapshot", the
+    # trainer's 10-minute table; "exact", the enters up to each list's moment) and what its room heat column
+    # carries (ranking.replay.HEATS). The evaluation that judges the ranker must replay it the same way.
+    popularity: str = "snapshot"
+    heat: str = "enters"
 
 
 LIGHTFM_A = ("daily", "once")
@@ -182,6 +187,8 @@ def ranker_targets(
         seed=cfg.seed,
         max_candidates=[cfg.max_candidates, None],
         viewers=among,
+        popularity=cfg.popularity,
+        heat=cfg.heat,
     )
     return targets, held
 
@@ -354,12 +361,17 @@ def evaluate_model(
     seed: int = 0,
     extra: Mapping[str, Method] | None = None,
     page: PageJudge | None = None,
+    popularity: str = "snapshot",
+    heat: str = "enters",
+    served_table: bool = False,
 ) -> tuple[Evaluation, list[Target]]:
     """Replay `window` once per LightFM model and judge each named (model, ranker) against the baselines.
 
     `fitted` maps a method name to its LightFM model and ranker; models given more than once are
     replayed once. The first name's LightFM alone is judged as "lightfm". `page` (feed.replay.FeedPage)
-    judges every method by the page the feed would serve.
+    judges every method by the page the feed would serve. `popularity` and `heat` as in `replay`;
+    `served_table`: each model ranks with its own merchant table all window long (as the feed serves a
+    model until the next one) instead of the replay's.
     """
     methods: dict[str, Method] = dict(extra or {})
     by_model: dict[int, list[Target]] = {}
@@ -368,7 +380,16 @@ def evaluate_model(
         key = id(model)
         if key not in by_model:
             (by_model[key],) = replay(
-                log, schedule, features, Scorer(model), [window], [max_targets], seed=seed
+                log,
+                schedule,
+                features,
+                Scorer(model),
+                [window],
+                [max_targets],
+                seed=seed,
+                popularity=popularity,
+                heat=heat,
+                table_as_of=model.table.as_of_ms if served_table and model.table is not None else None,
             )
         targets = by_model[key]
         if first is None:

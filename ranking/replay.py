@@ -18,15 +18,25 @@ import numpy as np
 import scipy.sparse as sp
 
 from events import vocabulary
-from ranking.dataset import ENTER, IMPRESSION, PURCHASE, InteractionLog
+from events.keys import HALF_LIFE_S as HEAT_HALF_LIFE_S
+from ranking.dataset import ENTER, IMPRESSION, LEAVE, PURCHASE, InteractionLog
 from ranking.features import PRICE_BANDS, RoomFeatures
 from ranking.history import HISTORY_TYPES, ViewerHistory, history_of
 from ranking.ranker import HOUR_MS, POPULARITY_HALF_LIVES_MS, MerchantTable, RankRequest, SessionVisit
 from ranking.scorer import Scorer
 
-# events' heat half-life (events.heat.HALF_LIFE_S): the feed's per-room "hot right now" signal.
-HEAT_HALF_LIFE_MS = 15 * 60_000
-LIVE_POP_HALF_LIFE_MS = HOUR_MS  # the live POP baseline
+# events' heat half-life: the feed's per-room "hot right now" signal (events.heat, the same number).
+HEAT_HALF_LIFE_MS = int(HEAT_HALF_LIFE_S * 1000)
+# The live POP baseline's half-life is the ranker's live popularity column's (pop_1h): one quantity.
+LIVE_POP_HALF_LIFE_MS = POPULARITY_HALF_LIVES_MS[0]
+# How fresh the ranker's merchant popularity is in a replay (`replay(popularity=...)`): "snapshot" — a
+# table of the enters before the last `snapshot_every_ms` boundary (the trainer's cadence); "exact" — the
+# enters up to the request's moment, as the POP and live POP baselines count them.
+POPULARITIES = ("snapshot", "exact")
+# What the room's `heat` column carries in a replay (`replay(heat=...)`): "enters" — events' heat, the
+# room's enters decayed with HEAT_HALF_LIFE_MS (what the feed reads from Redis); "viewers" — the viewers in
+# the room at that moment (entered and not yet left), a measured alternative.
+HEATS = ("enters", "viewers")
 COVISIT_NEIGHBOURS = 50
 
 
@@ -114,7 +124,7 @@ def covisitation(
     )
 
 
-def popularity(
+def popularity_of(
     ts: np.ndarray, merchant: np.ndarray, n_merchants: int, as_of_ms: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Enter counts and decayed counts (POPULARITY_HALF_LIVES_MS) per merchant as of `as_of_ms`."""
@@ -129,6 +139,38 @@ def popularity(
         axis=1,
     )
     return counts, decayed
+
+
+class MerchantPopularity:
+    """Every merchant's enters up to a moment, folded in one enter at a time: the count and the sums decayed
+    with POPULARITY_HALF_LIVES_MS — the quantity `popularity_of` computes for a snapshot, kept exact at every
+    moment of a replay. The POP and live POP baselines read it, and so does the ranker's table under
+    `replay(popularity="exact")`: one computation of "how popular is this merchant now"."""
+
+    def __init__(self, n_merchants: int) -> None:
+        self.counts = np.zeros(n_merchants)
+        self.decayed = np.zeros((n_merchants, len(POPULARITY_HALF_LIVES_MS)))
+        self.last = np.zeros(n_merchants, dtype=np.int64)
+        self._half = np.array(POPULARITY_HALF_LIVES_MS, dtype=np.float64)
+
+    def add(self, merchant: int, t: int) -> None:
+        self.counts[merchant] += 1.0
+        row, since = self.decayed[merchant], t - self.last[merchant]
+        for j, half in enumerate(POPULARITY_HALF_LIVES_MS):  # scalars: one enter of a long replay
+            row[j] = row[j] * 0.5 ** (since / half) + 1.0
+        self.last[merchant] = t
+
+    def at(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(counts, decayed sums at `t`) of every merchant (copies)."""
+        age = np.maximum(t - self.last, 0).astype(np.float64)
+        return self.counts.copy(), self.decayed * np.power(0.5, age[:, None] / self._half)
+
+    def live_at(self, items: np.ndarray, t: int) -> np.ndarray:
+        """Live POP of the merchants at `items` (-1: 0): their enters decayed with the 1 h half-life at `t`."""
+        safe = np.maximum(items, 0)
+        value = self.decayed[safe, 0] * np.power(0.5, (t - self.last[safe]) / LIVE_POP_HALF_LIFE_MS)
+        out: np.ndarray = np.where(items >= 0, value, 0.0)
+        return out
 
 
 def build_merchant_table(
@@ -154,7 +196,7 @@ def build_merchant_table(
     enters = (log.type == ENTER) & (log.ts < until_ms)
     m = to_pos[log.merchant[enters]]
     ok = m >= 0
-    counts, decayed = popularity(log.ts[enters][ok], m[ok], n, until_ms)
+    counts, decayed = popularity_of(log.ts[enters][ok], m[ok], n, until_ms)
     return MerchantTable(
         category=category,
         band=band,
@@ -241,6 +283,9 @@ def replay(
     max_candidates: int | None | Sequence[int | None] = None,
     session_window_ms: int = HOUR_MS,
     viewers: Sequence[np.ndarray | None] | None = None,
+    popularity: str = "snapshot",
+    heat: str = "enters",
+    table_as_of: int | None = None,
 ) -> list[list[Target]]:
     """The targets of each window, in time order.
 
@@ -250,8 +295,15 @@ def replay(
     (the target, the passed rooms and the rooms of merchants the viewer entered stay). `viewers` (one
     boolean mask over `log.viewer_ids` per window, or None for every viewer) keeps a window's enters to
     those viewers; windows may then overlap in time (training and validation lists over the same hours
-    from disjoint viewers), but an enter belongs to one window only.
+    from disjoint viewers), but an enter belongs to one window only. `popularity` (POPULARITIES) and `heat`
+    (HEATS) say how fresh the ranker's merchant popularity is and what its room heat column carries;
+    `table_as_of` ranks every request with the one table of the enters before that time (a model's table,
+    as the feed serves it until the next model) instead of the replay's own.
     """
+    if popularity not in POPULARITIES:
+        raise ValueError(f"popularity must be one of {POPULARITIES}, got {popularity!r}")
+    if heat not in HEATS:
+        raise ValueError(f"heat must be one of {HEATS}, got {heat!r}")
     rng = np.random.default_rng(seed)
     caps = list(max_candidates) if isinstance(max_candidates, Sequence) else [max_candidates] * len(windows)
     masks = list(viewers) if viewers is not None else [None] * len(windows)
@@ -311,15 +363,17 @@ def replay(
     table: MerchantTable | None = None
     snapshot_at = -1
     # Exact-at-t state for the baselines and the room heat.
-    pop_total = np.zeros(n_m)
-    live_val, live_last = np.zeros(n_m), np.zeros(n_m, dtype=np.int64)
+    merchants_now = MerchantPopularity(n_m)
+    present: dict[tuple[int, int], int] = {}  # (viewer, room) -> enters not yet left (heat="viewers")
+    viewers_in = np.zeros(len(schedule.room_features))
     heat_val, heat_last = (
         np.zeros(len(schedule.room_features)),
         np.zeros(len(schedule.room_features), dtype=np.int64),
     )
     shown: dict[int, dict[int, int]] = {}  # session -> room -> time it was last shown
     out: list[list[Target]] = [[] for _ in windows]
-    rows = np.flatnonzero(np.isin(log.type, [IMPRESSION, ENTER]) & (log.ts < end))
+    kinds = [IMPRESSION, ENTER] + ([LEAVE] if heat == "viewers" else [])
+    rows = np.flatnonzero(np.isin(log.type, kinds) & (log.ts < end))
     typ, ses, roo, tss, vie = (
         a[rows].tolist() for a in (log.type, log.session, log.room, log.ts, log.viewer)
     )
@@ -328,16 +382,44 @@ def replay(
         if t_type == IMPRESSION:
             shown.setdefault(s, {})[r] = t
             continue
+        if t_type == LEAVE:
+            held = present.get((vie[i], r), 0)
+            if held > 0:
+                present[(vie[i], r)] = held - 1
+                viewers_in[r] -= 1.0
+            continue
         k_or_none = chosen.get(row)
         if k_or_none is not None:
             k = k_or_none
-            slot = t - t % snapshot_every_ms
-            if slot != snapshot_at:
-                counts, decayed = popularity(enter_ts, enter_m, n_m, slot)
-                table = MerchantTable(
-                    base.category, base.band, counts, decayed, slot, cov, base.n_categories, base.n_bands
-                )
-                snapshot_at = slot
+            if table_as_of is not None:
+                if snapshot_at != table_as_of:
+                    counts, decayed = popularity_of(enter_ts, enter_m, n_m, table_as_of)
+                    table = MerchantTable(
+                        base.category,
+                        base.band,
+                        counts,
+                        decayed,
+                        table_as_of,
+                        cov,
+                        base.n_categories,
+                        base.n_bands,
+                    )
+                    snapshot_at = table_as_of
+            elif popularity == "exact":
+                if snapshot_at != t:
+                    counts, decayed = merchants_now.at(t)
+                    table = MerchantTable(
+                        base.category, base.band, counts, decayed, t, cov, base.n_categories, base.n_bands
+                    )
+                    snapshot_at = t
+            else:
+                slot = t - t % snapshot_every_ms
+                if slot != snapshot_at:
+                    counts, decayed = popularity_of(enter_ts, enter_m, n_m, slot)
+                    table = MerchantTable(
+                        base.category, base.band, counts, decayed, slot, cov, base.n_categories, base.n_bands
+                    )
+                    snapshot_at = slot
             assert table is not None
             v = vie[i]
             live = schedule.live_at(t)
@@ -387,7 +469,11 @@ def replay(
                     category=room_cat[live],
                     band=room_band[live],
                     started_ms=schedule.room_start[live].astype(np.float64),
-                    heat=heat_val[live] * np.power(0.5, (t - heat_last[live]) / HEAT_HALF_LIFE_MS),
+                    heat=(
+                        viewers_in[live].copy()
+                        if heat == "viewers"
+                        else heat_val[live] * np.power(0.5, (t - heat_last[live]) / HEAT_HALF_LIFE_MS)
+                    ),
                     history=history,
                     session=events.session(v, asked, session_window_ms),
                     lightfm=lightfm,
@@ -409,12 +495,8 @@ def replay(
                         viewer=v,
                         repeat=bool(rep[where[0]] > 0),
                         purchase=(s, r) in buys,
-                        pop=np.where(lp >= 0, pop_total[safe], 0.0),
-                        live_pop=np.where(
-                            lp >= 0,
-                            live_val[safe] * np.power(0.5, (t - live_last[safe]) / LIVE_POP_HALF_LIFE_MS),
-                            0.0,
-                        ),
+                        pop=np.where(lp >= 0, merchants_now.counts[safe], 0.0),
+                        live_pop=merchants_now.live_at(lp, t),
                         rep=rep,
                         passed=passed,
                         sampling=sampling,
@@ -423,9 +505,10 @@ def replay(
                 )
         m = int(to_pos[log.merchant[row]])
         if m >= 0:
-            pop_total[m] += 1
-            live_val[m] = live_val[m] * 0.5 ** ((t - live_last[m]) / LIVE_POP_HALF_LIFE_MS) + 1.0
-            live_last[m] = t
+            merchants_now.add(m, t)
+        if heat == "viewers":
+            present[(vie[i], r)] = present.get((vie[i], r), 0) + 1
+            viewers_in[r] += 1.0
         heat_val[r] = heat_val[r] * 0.5 ** ((t - heat_last[r]) / HEAT_HALF_LIFE_MS) + 1.0
         heat_last[r] = t
     return out
