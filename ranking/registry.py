@@ -22,6 +22,7 @@ import orjson
 
 from ranking import artifacts, viewer_state
 from ranking.model import RankingModel
+from ranking.ranker import MerchantTable
 from ranking.scorer import Scorer
 from roomfeed.paging import keyset_page
 from roomfeed.tasks import cancel_and_wait
@@ -224,6 +225,37 @@ class ModelRegistry:
                         await conn.execute("SELECT lo_unlink($1)", stale)
             rewritten += 1
         return rewritten
+
+    async def refresh_table(self, version: str, table: MerchantTable) -> str:
+        """Rewrite `version`'s artifact with `table` (its merchant popularity and co-visitation as of a later
+        round; the same merchant positions, categories, LightFM and ranker): the artifact's checksum changes,
+        so every `ModelWatcher` serving it reloads it (as after an erasure), and its viewers — the object
+        apart and their state in the viewer-state store, both keyed by this version — stay as they are.
+        Returns the new checksum."""
+        model = await self.load(version, viewers=False)
+        if table.pop_count.shape[0] != len(model.merchant_ids):
+            raise ValueError(
+                f"model {version!r}: a table of {table.pop_count.shape[0]} merchants for "
+                f"{len(model.merchant_ids)} merchant positions"
+            )
+        model.table = table
+        blob = await asyncio.to_thread(model.to_bytes)
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchval(
+                "SELECT artifact_oid FROM ranking_models WHERE version = $1 FOR UPDATE", version
+            )
+            oid, checksum = await artifacts.write(conn, blob)
+            await conn.execute(
+                "UPDATE ranking_models SET artifact = NULL, artifact_oid = $2, artifact_bytes = $3, "
+                "checksum = $4 WHERE version = $1",
+                version,
+                oid,
+                len(blob),
+                checksum,
+            )
+            if old is not None:
+                await conn.execute("SELECT lo_unlink($1)", old)
+        return str(checksum)
 
     async def promoted_version(self) -> str | None:
         async with self.pool.acquire() as conn:

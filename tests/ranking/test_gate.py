@@ -11,14 +11,15 @@ import pytest
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext
 from feed.replay import FeedPage
-from feed.stages import Rank, Score
+from feed.stages import Rank, Score, rank_model
 from ranking import train as training
-from ranking.dataset import WeightParams
+from ranking.dataset import WeightParams, load_archive
 from ranking.evaluation import Evaluation, Judged
 from ranking.model import ModelParams
 from ranking.offline import FitConfig, FittedModel, fit_model, merchant_features
 from ranking.ranker import LIGHTFM_FEATURES, F, baseline_ranker, judged_values, paired_gain
-from ranking.registry import ModelRegistry, gate
+from ranking.registry import ModelRegistry, ModelWatcher, gate
+from ranking.replay import build_merchant_table
 from ranking.scorer import Scorer
 from ranking.train import lightfm_hurts
 from rooms.live_index import LiveRoom
@@ -126,6 +127,54 @@ async def test_a_model_worse_than_the_best_baseline_is_refused_and_the_feed_fall
     second = await training.train_once(ranking_pool, **kwargs)
     assert second.metrics["gate"] == "keep_serving" and not second.promoted
     assert await registry.promoted_version() == first.version
+
+
+async def test_the_model_the_gate_keeps_serves_the_latest_rounds_merchant_table(
+    ranking_pool: Any, archive_market: Marketplace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ranker's lists and the gate read the table of the trainer's last round; the feed serves the
+    same one, not the table of the round that trained the serving model, however long the gate keeps it."""
+    await _archive(ranking_pool, archive_market)
+    registry = ModelRegistry(ranking_pool)
+    async with ranking_pool.acquire() as conn:
+        await conn.execute("UPDATE ranking_models SET status = 'retired' WHERE status = 'promoted'")
+    monkeypatch.setattr(training, "fit_model", _sabotage(fit_model))  # every candidate is refused
+    end = archive_market.config.start_ms + 2 * 86_400_000
+    features = merchant_features(archive_market.rooms)
+    kwargs: dict[str, Any] = dict(
+        params=ModelParams(no_components=8, epochs=2, num_threads=1),
+        weights=WeightParams(),
+        days=2,
+        eval_hours=12,
+        features=features,
+        max_targets=300,
+        fit=FitConfig(model=ModelParams(no_components=8, epochs=2, num_threads=1), ranker_lists=1_000),
+    )
+    earlier = end - 8 * 3_600_000
+    first = await training.train_once(ranking_pool, until_ms=earlier, **kwargs)
+    assert first.promoted and first.metrics["gate"] == "rank_by_baseline"
+    watcher = ModelWatcher(registry)
+    assert await watcher.check()
+    assert watcher.scorer is not None
+    before = rank_model(watcher.scorer)
+    assert before.table.as_of_ms == earlier
+
+    second = await training.train_once(ranking_pool, until_ms=end, **kwargs)
+    assert second.metrics["gate"] == "keep_serving" and not second.promoted
+    assert await registry.promoted_version() == first.version  # the same model serves ...
+    assert second.metrics["serving_table_as_of_ms"] == end
+    assert await watcher.check()  # ... rewritten: the watcher reloads it
+    assert watcher.scorer is not None and watcher.scorer.model_version == first.version
+    after = rank_model(watcher.scorer)
+    assert after.table.as_of_ms == end
+    np.testing.assert_array_equal(after.ranker.weights, before.ranker.weights)  # same weights
+    assert after.categories == before.categories
+    # The served table is the one the replay builds for that moment, in the model's merchant positions.
+    log = await load_archive(ranking_pool, end - 2 * 86_400_000, end)
+    want = build_merchant_table(log, features, end, watcher.scorer.model.merchant_ids, list(after.categories))
+    np.testing.assert_array_equal(after.table.pop_count, want.pop_count)
+    np.testing.assert_allclose(after.table.pop_decayed, want.pop_decayed)
+    assert after.table.pop_count.sum() > before.table.pop_count.sum()  # the 8 hours since the model
 
 
 def test_lightfm_columns_that_hurt_on_the_held_out_hours_are_dropped_by_the_rule() -> None:
