@@ -153,6 +153,22 @@ class MerchantPopularity:
         self.last = np.zeros(n_merchants, dtype=np.int64)
         self._half = np.array(POPULARITY_HALF_LIVES_MS, dtype=np.float64)
 
+    @classmethod
+    def of_table(cls, table: MerchantTable) -> MerchantPopularity:
+        """The popularity a merchant table holds (as of its `as_of_ms`), to fold later enters into."""
+        folded = cls(table.pop_count.shape[0])
+        folded.counts = table.pop_count.astype(np.float64, copy=True)
+        folded.decayed = table.pop_decayed.astype(np.float64, copy=True)
+        folded.last[:] = table.as_of_ms
+        return folded
+
+    def table(self, like: MerchantTable, t: int) -> MerchantTable:
+        """`like` (category, price band, co-visitation) with the popularity as of `t`."""
+        counts, decayed = self.at(t)
+        return MerchantTable(
+            like.category, like.band, counts, decayed, t, like.covisit, like.n_categories, like.n_bands
+        )
+
     def add(self, merchant: int, t: int) -> None:
         self.counts[merchant] += 1.0
         row, since = self.decayed[merchant], t - self.last[merchant]

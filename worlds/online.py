@@ -10,8 +10,11 @@ overrides (the variant's config). What the pipeline reads from other domains com
 simulation as those domains would hand it over: the live rooms at the viewer's clock (rooms' live
 index), room heat decayed with events' half-life (events.heat), the viewer's recent visits (events'
 viewer history, rebuilt from the log before the test day and extended by what the viewer does in
-the A/B, skips included as the app reports them). Arms share the world: a room one arm makes
-popular is popular in the other's heat too, as on a real platform.
+the A/B, skips included as the app reports them), and each model's merchant table as the trainer gives
+it every round (`RoundTables`: the popularity of the enters before each 10-minute round, as the ranker's
+lists and the offline evaluation read it; until 2026-12-07 an arm served the table of its fit all day,
+which cost the ranker's page up to -0.017 HR@5 offline, docs/ranking.md "Live popularity"). Arms share
+the world: a room one arm makes popular is popular in the other's heat too, as on a real platform.
 
 Sessions here are the feed alone: every room a session sees is one its arm's feed served (no
 following tab, notifications or codes), so the difference between arms is the feed's.
@@ -32,6 +35,7 @@ Two designs (`run_ab(design=...)`):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 from collections import deque
@@ -49,6 +53,8 @@ from feed.context import FeedContext, RecentVisit
 from feed.experiments import Experiment, Variant, assign
 from feed.pipeline import FeedPipeline
 from feed.sources import RoomHeatCache
+from ranking.replay import MerchantPopularity
+from ranking.scorer import Scorer
 from roomfeed.redis_lane import Part
 from rooms.live_index import LiveRoom
 from simulator import Marketplace
@@ -182,6 +188,46 @@ class SimViewerHistory:
                 int(log.ts[i]),
             )
         return history
+
+
+TABLE_EVERY_MS = 10 * 60_000  # the trainer's round (`roomfeed train --every 10m`; ranking.replay's snapshots)
+
+
+class RoundTables:
+    """An arm's model as the feed serves it through a day of rounds: the same weights, LightFM and viewers,
+    and every `every_ms` the merchant table of the enters before that round (the trainer gives a kept
+    model its round's table: ranking.train; the ranker's lists and the offline evaluation read the same
+    10-minute table, ranking.replay). What the feed's Score and Rank stages read of ranking's model
+    watcher: `scorer`, a new one each round (as `ModelWatcher` reloads a rewritten artifact). The arm's
+    own watcher is left as it was."""
+
+    def __init__(self, watcher: Any, every_ms: int = TABLE_EVERY_MS) -> None:
+        self.scorer = watcher.scorer
+        self.every_ms = every_ms
+        self._model = self.scorer.model
+        table = self._model.table
+        self._popularity = MerchantPopularity.of_table(table) if table is not None else None
+        self._position = {m: i for i, m in enumerate(self._model.merchant_ids)}
+        as_of = table.as_of_ms if table is not None else 0
+        self._next = as_of - as_of % every_ms + every_ms
+
+    def enter(self, merchant_id: str, ts: int) -> None:
+        """An enter of the arm's world, in event-time order."""
+        if self._popularity is None:
+            return
+        self.round(ts)
+        m = self._position.get(merchant_id)
+        if m is not None:
+            self._popularity.add(m, ts)
+
+    def round(self, now_ms: int) -> None:
+        """Serve the table of the round at or before `now_ms` (the enters before it), once it begins."""
+        if self._popularity is None or now_ms < self._next:
+            return
+        at = now_ms - now_ms % self.every_ms
+        table = self._popularity.table(self._model.table, at)
+        self.scorer = Scorer(dataclasses.replace(self._model, table=table))
+        self._next = at + self.every_ms
 
 
 @dataclass(frozen=True)
@@ -409,9 +455,14 @@ async def _run_ab(
             )
     history = SimViewerHistory.from_log(market, lo)
     stats = RoomHeatCache(heat)
+    # Each model serves the table of the trainer's latest round (one per model: arms may share one).
+    served = {id(a.model_watcher): RoundTables(a.model_watcher) for a in arms}
+    merchant_of = {r.room_id: r.merchant_id for r in market.rooms}
     # One pipeline per arm (the feed's own stages; an arm's model is what its pipeline's Score and Rank
     # read), all over the same live rooms, heat and viewer history.
-    pipelines = {a.name: FeedPipeline.standard(index, stats, history, a.model_watcher) for a in arms}
+    pipelines = {
+        a.name: FeedPipeline.standard(index, stats, history, served[id(a.model_watcher)]) for a in arms
+    }
     experiment = Experiment(
         EXPERIMENT_ID, "world A/B", tuple(Variant(a.name, 1.0 / len(arms), a.overrides) for a in arms)
     )
@@ -447,6 +498,9 @@ async def _run_ab(
         while pending and pending[0][0] <= until_ms:
             _, _, e = heapq.heappop(pending)
             heat.add(e)
+            if e["type"] == ENTER:
+                for model in served.values():
+                    model.enter(merchant_of[str(e["room_id"])], int(e["ts"]))
             if e["type"] == LEAVE:
                 history.add(
                     str(e["viewer_id"]),
@@ -463,6 +517,8 @@ async def _run_ab(
         if not s.buffer:
             index.now_ms = heat.now_ms = now_ms
             await stats.refresh()
+            for model in served.values():
+                model.round(now_ms)
             assignment = assign(s.viewer.viewer_id, base, [experiment])
             ctx = FeedContext(
                 viewer_id=s.viewer.viewer_id,

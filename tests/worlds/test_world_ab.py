@@ -12,7 +12,7 @@ from feed.experiments import Experiment, Variant
 from ranking.dataset import from_simulator
 from ranking.model import ModelParams
 from ranking.offline import FitConfig, FittedModel, fit_model, merchant_features
-from ranking.ranker import baseline_ranker
+from ranking.ranker import POPULARITY_HALF_LIVES_MS, baseline_ranker
 from ranking.scorer import Scorer
 from roomfeed.cli import build_parser, main
 from simulator import Marketplace
@@ -20,7 +20,15 @@ from simulator.presets import world_config
 from simulator.world import DAY_MS
 from worlds.cli import run_config
 from worlds.evaluate import ModelHolder, RunConfig, baseline_model, schedule_of, watch_log
-from worlds.online import EXPERIMENT_ID, Arm, arm_metrics, bootstrap_diff, run_ab
+from worlds.online import (
+    EXPERIMENT_ID,
+    TABLE_EVERY_MS,
+    Arm,
+    RoundTables,
+    arm_metrics,
+    bootstrap_diff,
+    run_ab,
+)
 
 # A feed that ignores the viewer: nothing of their history, popularity or the model counts, and
 # half the slots are random rooms.
@@ -58,6 +66,39 @@ def test_the_baseline_arm_ranks_by_the_plain_baseline_not_the_learned_policy(fit
     assert (
         learned.ranker_favourites_first == 3 and learned.ranker_weights is weights
     )  # the ranker arm untouched
+
+
+def test_each_arm_serves_the_merchant_table_of_the_trainers_latest_round(fitted: FittedModel) -> None:
+    """As `roomfeed train` gives a kept model its round's table, an arm's model serves, every 10 minutes of
+    the A/B, the popularity of the enters before that round (its weights, LightFM and viewers unchanged)."""
+    holder = ModelHolder(Scorer(fitted.model))
+    served = RoundTables(holder)
+    base = fitted.model.table
+    assert base is not None
+    t0, every, hour = base.as_of_ms, TABLE_EVERY_MS, POPULARITY_HALF_LIVES_MS[0]
+    first = t0 - t0 % every + every
+    a, b = fitted.model.merchant_ids[:2]
+    served.enter(a, first - 2_000)
+    served.enter(a, first - 1_000)
+    assert served.scorer is holder.scorer  # the round has not begun: the model's own table
+    served.enter(b, first + 5)  # in the next round: not in its table
+    table = served.scorer.model.table
+    assert table is not None and table.as_of_ms == first
+    assert table.pop_count[0] == base.pop_count[0] + 2 and table.pop_count[1] == base.pop_count[1]
+    want = (
+        base.pop_decayed[0, 0] * 0.5 ** ((first - t0) / hour) + 0.5 ** (2_000 / hour) + 0.5 ** (1_000 / hour)
+    )
+    assert table.pop_decayed[0, 0] == pytest.approx(want, rel=1e-9)
+    kept = served.scorer
+    served.round(first + every - 1)
+    assert served.scorer is kept
+    served.round(first + every)
+    later = served.scorer.model.table
+    assert (
+        later is not None and later.as_of_ms == first + every and later.pop_count[1] == base.pop_count[1] + 1
+    )
+    np.testing.assert_array_equal(served.scorer.model.ranker_weights, fitted.model.ranker_weights)
+    assert holder.scorer.model.table is base  # the arm's own watcher is left as it was
 
 
 def test_a_paired_ab_plays_every_session_in_each_arm(market: Marketplace, fitted: FittedModel) -> None:
