@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -324,8 +325,10 @@ def measure(args: argparse.Namespace, rooms: int) -> dict[str, Any]:
             worker.stop()
         for tree in made:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+            shutil.rmtree(tree.parent, ignore_errors=True)
         for dbname, redis in stacks:
             redis.kill()
+            shutil.rmtree(redis.data_dir, ignore_errors=True)
 
             async def drop(dbname: str = dbname) -> None:
                 import asyncpg
@@ -373,10 +376,14 @@ def measure(args: argparse.Namespace, rooms: int) -> dict[str, Any]:
     return out
 
 
-def record(args: argparse.Namespace, points: list[dict[str, Any]]) -> None:
+def record(
+    args: argparse.Namespace, points: list[dict[str, Any]], load: float | None = None, note: str = ""
+) -> None:
+    """bench/results/feed_inproc.json and its block in docs/benchmarks.md (`load`: the 1-minute load
+    average at the run's end, when recorded later; `note`: how it was recorded, when not by the run)."""
     command = " ".join([".venv/bin/python bench/bench_feed_inproc.py", *sys.argv[1:]])
     machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, {platform.system()}"
-    load = round(os.getloadavg()[0], 1)
+    load = round(os.getloadavg()[0], 1) if load is None else load
     (ROOT / "bench/results/feed_inproc.json").write_text(
         json.dumps(
             {
@@ -385,6 +392,7 @@ def record(args: argparse.Namespace, points: list[dict[str, Any]]) -> None:
                 "date": time.strftime("%Y-%m-%d %H:%M"),
                 "machine": machine,
                 "metrics": {"points": points, "load_avg_1m_at_end": load},
+                **({"note": note} if note else {}),
             },
             indent=2,
         )
@@ -396,7 +404,8 @@ def record(args: argparse.Namespace, points: list[dict[str, Any]]) -> None:
         "```",
         f"bench_feed's stack and app (console presence on), {args.viewers:,} viewers in Redis, 200 sessions, "
         f"16 pages at a time; medians of {args.rounds} rounds, trees alternating; background = process CPU per "
-        f"second at 2 pages/s; request path = CPU/page - background / pages per second; load average at the end {load}",
+        f"second at 2 pages/s; request path = CPU/page - background / pages per second; load average at the end {load}"
+        + (f"; {note}" if note else ""),
         "",
         "| live rooms | tree | CPU ms/page | pages/s | background ms/s (by thread) | request path ms/page | this / tree, rounds |",
         "|---:|---|---:|---:|---|---:|---|",
