@@ -18,6 +18,7 @@ every LightFM fit on one thread. Per design against main:
 per world-seed, the per-viewer Pearson correlation over every merchant of two LightFM columns — two draws
 on the same data (seeds 42 and 1042) and the "a" fit (before the ranker's window) against the refit —, for
 main's ModelParams and each design, on up to 3,000 viewers both models know.
+`--from-logs LOG ...` records the runs earlier runs printed (with `--run-command` saying what made them).
 Writes bench/results/NAME.json and the docs/benchmarks.md block.
 """
 
@@ -191,10 +192,14 @@ def main() -> None:
     from world_args import add_world_args, world_seed
 
     ap = argparse.ArgumentParser()
-    add_world_args(ap)
+    add_world_args(ap, nargs="*")
     ap.add_argument("--design", action="append", help=f"NAME:FIELD=VALUE,... (default {DESIGNS})")
     ap.add_argument("--name", default="lightfm_fits", help="the record's name (bench/results/NAME.json)")
     ap.add_argument("--agreement", action="store_true", help="the columns' agreement instead (LightFM only)")
+    ap.add_argument("--from-logs", nargs="+", help="record the runs these logs printed instead of running")
+    ap.add_argument(
+        "--run-command", action="append", default=[], help="(with --from-logs) what made the logs"
+    )
     args = ap.parse_args()
     designs = dict(parse_design(s) for s in (args.design or DESIGNS))
     if args.agreement:
@@ -215,6 +220,42 @@ def main() -> None:
         )
         return
     runs: dict[str, Any] = {}
+    if args.from_logs:
+        # The `{WORLD:SEED: run}` lines earlier runs printed (a run stopped early keeps what it printed);
+        # runs of other designs on the same world-seed are merged.
+        for path in args.from_logs:
+            for text in Path(path).read_text().splitlines():
+                for spec, r in json.loads(text).items() if text.startswith("{") else ():
+                    runs.setdefault(spec, {}).update(
+                        r
+                    )  # main is one deterministic fit: the same in every log
+    for spec in [] if args.from_logs else args.worlds:
+        world, seed = world_seed(spec)
+        t0 = time.perf_counter()
+        r = run(world, seed, designs, args)
+        r["wall_s"] = round(time.perf_counter() - t0, 1)
+        runs[spec] = r
+        print("\n".join(design_lines({spec: r})[2:]), flush=True)
+        print(json.dumps({spec: r}), flush=True)
+    lines = design_lines(runs)
+    print("\n".join(lines))
+    write_results(
+        args.name,
+        command_line(),
+        {
+            "viewers": args.viewers,
+            "merchants": args.merchants,
+            "runs_made_by": args.run_command,
+            "runs": runs,
+        },
+        lines,
+        f"{args.name} — LightFM designs against main's one fit (same lists, same test day)",
+    )
+
+
+def design_lines(runs: dict[str, Any]) -> list[str]:
+    """One row per world-seed and design, then per design the mean of each difference over the world-seeds
+    and how many intervals lie above / below 0."""
     lines = [
         "| world-seed | design | LightFM kept main / design | validation - main (SE) | HR@5 - main "
         "| new - main | discovery - main | ablation on new main / design (CI low) | LightFM fit s main / design |",
@@ -227,15 +268,12 @@ def main() -> None:
     def kept(x: dict[str, Any]) -> str:
         return "discovery" if x["lightfm_discovery_only"] else "yes" if x["lightfm_used"] else "no"
 
-    for spec in args.worlds:
-        world, seed = world_seed(spec)
-        t0 = time.perf_counter()
-        r = run(world, seed, designs, args)
-        r["wall_s"] = round(time.perf_counter() - t0, 1)
-        runs[spec] = r
+    by_design: dict[str, list[dict[str, Any]]] = {}
+    for spec, r in runs.items():
         m = r["main"]
-        for name in designs:
+        for name in [k for k, v in r.items() if isinstance(v, dict) and "minus_main_overall" in v]:
             x = r[name]
+            by_design.setdefault(name, []).append(x)
             v = x.get("validation_minus_main", {"gain": float("nan"), "se": float("nan")})
             lines.append(
                 f"| {spec} | {name} | {kept(m)} / {kept(x)} | {v['gain']:+.4f} ({v['se']:.4f}) "
@@ -244,15 +282,22 @@ def main() -> None:
                 f"{x['ablation_new']['diff']:+.4f} ({x['ablation_new']['ci_low']:+.4f}) "
                 f"| {m['lightfm_s']} / {x['lightfm_s']} |"
             )
-            print(lines[-1], flush=True)
-        print(json.dumps({spec: r}), flush=True)
-    write_results(
-        args.name,
-        command_line(),
-        {"viewers": args.viewers, "merchants": args.merchants, "designs": designs, "runs": runs},
-        lines,
-        f"{args.name} — LightFM as the mean of several fits against one fit (same lists, same test day)",
-    )
+    for name, xs in by_design.items():
+        parts = [
+            f"{name} over {len(xs)} world-seeds: validation {_mean([x['validation_minus_main']['gain'] for x in xs if 'validation_minus_main' in x]):+.4f}"
+        ]
+        for key in [k for k in xs[0] if k.startswith("minus_main_")]:  # overall, new, discovery
+            split, ds = key.removeprefix("minus_main_"), [x[key] for x in xs]
+            up, down = sum(d["ci_low"] > 0 for d in ds), sum(d["ci_high"] < 0 for d in ds)
+            parts.append(
+                f"{split} {_mean([d['diff'] for d in ds]):+.4f} (CI above 0 in {up}, below in {down})"
+            )
+        lines.append("; ".join(parts))
+    return lines
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
 
 
 if __name__ == "__main__":
