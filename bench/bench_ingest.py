@@ -16,8 +16,14 @@ Each figure is the median of --runs repetitions where repeating is cheap (ceilin
     .venv/bin/python bench/bench_ingest.py --baseline 9a42ed9 [--rounds 2] [--api-workers 1]
 
 runs the benchmark of this checkout and of the baseline commit's own bench_ingest.py (its code in a
-git worktree, same virtualenv, same services) in turn, `--rounds` times, alternating who goes first,
-and records this checkout's medians beside the baseline's and their ratios (the shared host's load
+git worktree, same virtualenv) in turn, `--rounds` times, alternating who goes first, on PRIVATE
+services started for the comparison (a PostgreSQL cluster, a Kafka broker and a redis-server that
+nothing else uses; `--services shared` runs on the project's own instead, which other benchmarks and
+test runs also load: on 2026-12-07 the same two trees read 0.78-0.83x on the shared services and
+1.03-1.24x on private ones, see docs/benchmarks.md). Each run also counts the CPU the whole pipeline
+spent (the bench's process tree: API processes, workers, clients; the broker, PostgreSQL and Redis):
+`pipeline_cpu_s`, lower is better, steady where the host's load moves the rates. It records this
+checkout's medians beside the baseline's and their ratios (the shared host's load
 moves absolute figures; the ratio from one run is what compares). It compares the pipeline (ceilings,
 HTTP ingest, the sinks as worker processes, freshness); the in-process realtime sink stages are left
 out on both sides (at 9a42ed9 the no-Redis stage never finishes on a topic that holds the freshness
@@ -34,6 +40,7 @@ import json
 import math
 import os
 import platform
+import resource
 import secrets
 import statistics
 import subprocess
@@ -648,7 +655,8 @@ def record_against_baseline(results: dict[str, Any], command: str) -> None:
         f"## ingest against the starting commit {ref} ({out['date']}, {machine})\n",
         f"`{command}`\n",
         f"This checkout's bench_ingest.py and {ref}'s own, each with its own code (a git worktree for {ref}) on "
-        f"the same services, {results['rounds']} rounds each, alternating who goes first; medians of the rounds, "
+        f"the same {results.get('services', 'shared')} services, {results['rounds']} rounds each, alternating who "
+        "goes first; medians of the rounds, "
         "and each round's ratio (this / the baseline's run beside it) with their median. "
         f"`roomfeed serve` with {results['api_workers']} worker process(es). Host load average (1 min) before "
         f"each run and at the end: {', '.join(str(x) for x in results['load_avg'])}: only the ratios compare.\n",
@@ -669,7 +677,7 @@ def record_against_baseline(results: dict[str, Any], command: str) -> None:
         )
     lines += [
         "",
-        "Freshness is a delay: below 1 is better there; every other figure is a rate. "
+        "Freshness is a delay and the CPU figures are costs: below 1 is better there; every other figure is a rate. "
         "The in-process realtime sink stages are left out on both sides (at 9a42ed9 the no-Redis stage never",
         "finishes on a topic holding the freshness run's events); the plain run above has them.",
         f"<!-- /bench:{name} -->",
@@ -702,6 +710,9 @@ COMPARED = (
     "raw_producer_batch_per_s",
     "freshness_p50_ms",
     "freshness_p99_ms",
+    "bench_tree_cpu_s",
+    "services_cpu_s",
+    "pipeline_cpu_s",
 )
 # Runs one tree's own bench_ingest.main (the baseline's code from its worktree) and prints its figures.
 # The in-process sink stages are skipped (NaN): see the module docstring.
@@ -717,6 +728,67 @@ module.sink_rate = module.realtime_sink_rate = skipped
 figures = asyncio.run(module.main(argparse.Namespace(**options)))
 print("FIGURES " + json.dumps(figures), flush=True)
 """
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int | None, *, with_children: bool = False) -> float:
+    """CPU seconds of a process from /proc (user + system; with its waited-for children's)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if with_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
+
+
+def _children_cpu_s(parent: int) -> float:
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile: its time is in the parent's children's time
+                continue
+            if int(fields[1]) == parent:
+                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+class PrivateServices:
+    """A PostgreSQL cluster, a Kafka broker and a redis-server for one comparison (nothing else uses
+    them), the environment that points a run at them, and the CPU they have spent so far."""
+
+    def __init__(self) -> None:
+        from tests.support import PrivateServers
+
+        self.servers = PrivateServers(Settings.from_env())
+        self.postgres = self.servers.postgres()
+        self.kafka = self.servers.kafka()
+        self.redis = self.servers.redis()
+
+    def __enter__(self) -> dict[str, str]:
+        for server in (self.postgres, self.kafka, self.redis):
+            server.start()
+        for server in (self.postgres, self.kafka, self.redis):
+            server.wait_ready()
+        return {
+            "DATABASE_URL": self.postgres.url(),
+            "KAFKA_BOOTSTRAP": self.kafka.bootstrap(),
+            "REDIS_URL": self.redis.url(),
+        }
+
+    def __exit__(self, *exc: object) -> None:
+        self.servers.close()
+
+    def cpu_s(self) -> float:
+        postmaster = self.postgres.postmaster_pid()
+        postgres = _cpu_s(postmaster, with_children=True) + (
+            _children_cpu_s(postmaster) if postmaster else 0.0
+        )
+        return postgres + _cpu_s(self.kafka.pid()) + _cpu_s(self.redis.pid())
 
 
 def run_tree(root: Path, options: dict[str, Any], label: str) -> dict[str, Any]:
@@ -752,13 +824,33 @@ def baseline_worktree(commit: str) -> tuple[str, Path]:
     return ref, tree
 
 
+def _counted(
+    private: PrivateServices | None, root: Path, options: dict[str, Any], label: str
+) -> dict[str, Any]:
+    """`run_tree`'s figures with the CPU its run cost: its process tree (waited for, so in this process's
+    children's time) and, on private services, theirs (`pipeline_cpu_s`; lower is better)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    services = private.cpu_s() if private is not None else 0.0
+    figures = run_tree(root, options, label)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tree_s = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    figures["bench_tree_cpu_s"] = tree_s
+    if private is not None:
+        figures["services_cpu_s"] = private.cpu_s() - services
+        figures["pipeline_cpu_s"] = tree_s + figures["services_cpu_s"]
+    return figures
+
+
 def against_baseline(args: argparse.Namespace) -> dict[str, Any]:
     """This checkout and `args.baseline`, `args.rounds` times each, alternating who goes first."""
     ref, tree = baseline_worktree(args.baseline)
     options = {k: getattr(args, k) for k in ("events", "raw", "clients", "api_workers", "runs")}
     runs: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
     loads: list[float] = []
+    private = PrivateServices() if args.services == "private" else None
     try:
+        if private is not None:
+            os.environ.update(private.__enter__())  # run_tree's processes inherit the environment
         for round_ in range(args.rounds):
             order = ("baseline", "this") if round_ % 2 == 0 else ("this", "baseline")
             for who in order:
@@ -766,11 +858,14 @@ def against_baseline(args: argparse.Namespace) -> dict[str, Any]:
                 label = f"{ref} round {round_ + 1}" if who == "baseline" else f"this round {round_ + 1}"
                 root = tree if who == "baseline" else ROOT
                 try:
-                    runs[who].append(run_tree(root, options, label))
+                    figures = _counted(private, root, options, label)
                 except SystemExit as failed:  # e.g. a 202 slower than the client's 30 s on a loaded host
                     print(f"{failed}; running it again", flush=True)
-                    runs[who].append(run_tree(root, options, label + " (again)"))
+                    figures = _counted(private, root, options, label + " (again)")
+                runs[who].append(figures)
     finally:
+        if private is not None:
+            private.__exit__(None)
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     loads.append(os.getloadavg()[0])
 
@@ -805,6 +900,7 @@ def against_baseline(args: argparse.Namespace) -> dict[str, Any]:
             "baseline": [{k: r[k] for k in ratios} for r in runs["baseline"]],
         },
         "rounds": args.rounds,
+        "services": args.services,
         "api_workers": args.api_workers,
         "load_avg": [round(x, 1) for x in loads],
     }
@@ -824,6 +920,12 @@ if __name__ == "__main__":
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--baseline", help="a commit whose own bench_ingest.py runs in turn with this one")
     parser.add_argument("--rounds", type=int, default=2, help="with --baseline: runs of each side")
+    parser.add_argument(
+        "--services",
+        choices=("private", "shared"),
+        default="private",
+        help="with --baseline: services of its own for the comparison (default) or the project's shared ones",
+    )
     options = parser.parse_args()
     command = "python " + " ".join(["bench/bench_ingest.py", *sys.argv[1:]])
     if options.baseline:
