@@ -169,14 +169,7 @@ def choose_boosts(
     plans: dict[str, BoostPlan],
     outcomes: dict[str, str] | None = None,
 ) -> list[BoostChoice]:
-    """Owed rooms this viewer may be shown, off the page, above the floor (pure); the merchant with the
-    largest unpaid share of what it was owed first (`BoostPlan.unpaid_share`), then the most wanted.
-
-    The page's slots are few (its share cap) and owed merchants live at once compete for them. Ordered
-    by the most wanted alone, a merchant whose rooms viewers want a little less lost nearly every
-    contest while it was live; ordered by absolute debt, small debts starved (light contributors ended
-    at 0.52-0.81 in the 24 h run of 985132c). The unpaid share is the error relative to merit, as FairCo
-    normalises it: a merchant paid 90 % of its credit waits behind one paid 50 %, whatever the sizes.
+    """Owed rooms this viewer may be shown, off the page, above the floor; most wanted first (pure).
 
     `outcomes`, when given, gets what became of each owed merchant on this page: `not_live`,
     `filtered` (its rooms were served to this viewer already, swiped away or blocked), `on_page`,
@@ -207,7 +200,7 @@ def choose_boosts(
             continue
         seen[merchant_id] = "candidate"
         chosen.append(BoostChoice(i, merchant_id, p))
-    chosen.sort(key=lambda b: (-round(plans[b.merchant_id].unpaid_share, 2), -b.p_enter, b.index))
+    chosen.sort(key=lambda b: (-b.p_enter, b.index))
     return chosen
 
 

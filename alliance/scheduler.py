@@ -81,14 +81,6 @@ class BoostPlan:
     rate_per_h: float  # paced delivery target, per alliance hour
     relevance_floor: float = 0.8  # the alliance's term (alliances.Terms), of the alliance owed most
     share_cap: float = 0.2
-    delivered: float = 0.0  # impressions delivered so far, over its alliances (the ledger's)
-
-    @property
-    def unpaid_share(self) -> float:
-        """The share of what the merchant was owed in all that is still unpaid: debt / (debt + delivered),
-        the error relative to merit that FairCo's controller closes (the boost stage's order)."""
-        total = self.debt + max(self.delivered, 0.0)
-        return self.debt / total if total > 0 else 0.0
 
 
 AdvanceMode = AllianceAdvance  # the one list of modes is roomfeed.settings'
@@ -224,13 +216,11 @@ class ExposureScheduler:
             r["alliance_id"]: Terms.from_row(r) for r in await self.pool.fetch("SELECT * FROM alliances")
         }
         debt: dict[str, float] = {}
-        delivered: dict[str, float] = {}
         main: dict[str, tuple[float, str]] = {}
         held: dict[str, tuple[float, float, float]] = {}
         balances = await self.ledger.balances()
         for b in balances:
             debt[b.merchant_id] = debt.get(b.merchant_id, 0.0) + b.balance
-            delivered[b.merchant_id] = delivered.get(b.merchant_id, 0.0) + b.delivered
             h, e, c = held.get(b.merchant_id, (0.0, 0.0, 0.0))
             held[b.merchant_id] = (h + b.held, e + b.earned, c + b.clawed_back)
             if b.merchant_id not in main or b.balance + b.held > main[b.merchant_id][0]:
@@ -250,12 +240,7 @@ class ExposureScheduler:
                 continue
             t = terms.get(main[merchant_id][1], Terms())
             plans[merchant_id] = BoostPlan(
-                merchant_id,
-                round(left, 4),
-                left / self.pacing_hours,
-                t.relevance_floor,
-                t.boost_share_cap,
-                delivered[merchant_id],
+                merchant_id, round(left, 4), left / self.pacing_hours, t.relevance_floor, t.boost_share_cap
             )
         return plans
 
