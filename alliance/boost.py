@@ -68,7 +68,6 @@ class BoostCandidates(Protocol):
     rooms_of_merchant: Mapping[str, np.ndarray]
     enters: np.ndarray  # room heat (events.heat): decayed counts, aligned with the rooms
     impressions: np.ndarray
-    landings: np.ndarray  # the enters among `enters` not from the feed (a code's or a deep link's room)
     score: np.ndarray
     boosted: np.ndarray
     keep: np.ndarray
@@ -134,25 +133,17 @@ def enter_probability(candidates: BoostCandidates) -> np.ndarray:
     """The predicted probability that this viewer enters each room.
 
     The ranker's `p_enter` column when it writes one. Otherwise each room's enter rate per impression
-    *from the feed* (its heat: (`enters` − `landings`) / (`impressions` − `landings`)), shrunk to the live set's rate with the prior weight of
+    (its heat: `enters` / `impressions`), shrunk to the live set's rate with the prior weight of
     `shrinkage`: an estimate on the probability's own scale, whatever the ranker's score is. The
     score is no probability: the REP-then-POP baseline's (1000 × enters by this viewer + popularity)
     read as a logit is ~1 for any room with a few enters, so a floor on it held nothing back and
     "most wanted" meant "most popular". Before any room has been shown (no heat), the score read as a
-    logit.
-
-    Landings are taken out of both counts: a viewer who came in by a merchant's code lands in its room
-    and nearly always enters (95 % in the bench), and those were 12-14 % of alliance contributors'
-    impressions, raising their rate 0.23 → 0.32 against outside merchants' 0.25 — a boost is shown to
-    viewers of the feed, so the feed's rate is the one that predicts it."""
+    logit."""
     p = getattr(candidates, "p_enter", None)
     if isinstance(p, np.ndarray) and len(p) == len(candidates.score):
         return p
-    landings = np.asarray(candidates.landings, dtype=np.float64)
-    if len(landings) != len(candidates.enters):  # a set hydrated without the column
-        landings = np.zeros(len(candidates.enters))
-    enters = np.maximum(np.asarray(candidates.enters, dtype=np.float64) - landings, 0.0)
-    impressions = np.maximum(np.asarray(candidates.impressions, dtype=np.float64) - landings, 0.0)
+    enters = np.asarray(candidates.enters, dtype=np.float64)
+    impressions = np.asarray(candidates.impressions, dtype=np.float64)
     prior = shrinkage(enters, impressions) if len(impressions) == len(candidates.score) else None
     if prior is None:
         return 1.0 / (1.0 + np.exp(-np.clip(candidates.score.astype(np.float64), -30, 30)))

@@ -103,30 +103,6 @@ def test_the_enter_estimate_is_each_rooms_enter_rate_not_the_scores_scale() -> N
     assert [b.merchant_id for b in chosen] == ["m7", "m6"] and outcomes["m5"] == "below_floor"
 
 
-def test_a_contributors_own_landings_do_not_raise_its_feed_rate() -> None:
-    merchants = [f"m{i}" for i in range(8)]
-    ctx = context(merchants, [900.0 - 10 * i for i in range(8)], count=5)
-    # Every room is entered 25 % of the times the feed shows it; m6's followers also landed in its room
-    # by its code 100 times (an impression and an enter each), which would read as a 32 % room.
-    impressions = [400.0] * 8
-    enters = [100.0] * 8
-    impressions[6] += 100.0
-    enters[6] += 100.0
-    c = with_heat(ctx, enters, impressions).candidates
-    c.landings = np.zeros(8, dtype=np.float32)
-    inflated = enter_probability(c)
-    c.landings[6] = 100.0
-    p = enter_probability(c)
-    assert inflated[6] > 0.3 and abs(p[6] - 0.25) < 1e-6 and np.allclose(p, 0.25)
-    # Its room is as wanted as the page's, no more: a floor above the page's rate holds it back now.
-    plans = {"m6": plan("m6", floor=1.1)}
-    assert [
-        b.merchant_id
-        for b in choose_boosts(inflated, c.keep, ctx.order[:5], set(), c.rooms_of_merchant, plans)
-    ] == ["m6"]
-    assert choose_boosts(p, c.keep, ctx.order[:5], set(), c.rooms_of_merchant, plans) == []
-
-
 def test_a_room_seldom_shown_is_judged_by_the_live_sets_rate() -> None:
     rng = np.random.default_rng(0)
     # Rooms whose true rates differ (0.1-0.4), each shown 500 times.
