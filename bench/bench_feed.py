@@ -819,6 +819,63 @@ def _record_scale(args: Any, results: dict[str, dict[str, Any]], seeded: dict[st
     return 0
 
 
+class BenchStacks:
+    """Throwaway stacks for the trees a bench serves: each a fresh database on the project's PostgreSQL,
+    a private redis-server and a Kafka prefix of its own (`make`); `drop` removes them all. bench_feed and
+    bench_feed_inproc make theirs here."""
+
+    def __init__(self, base: Any, prefix: str) -> None:
+        self.base = base
+        self.prefix = prefix
+        self.made: list[tuple[str, Any]] = []  # (database, redis-server)
+
+    def make(self, tag: str | None = None) -> Any:
+        from dataclasses import replace
+
+        from devtools.redis import RedisServer
+        from tests.support import free_port, run_sync, world_readable_tempdir
+
+        tag = tag or secrets.token_hex(3)
+        dbname = f"rf_{self.prefix}_{tag}"
+
+        async def create_db() -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.base.database_url)
+            await conn.execute(f'CREATE DATABASE "{dbname}"')
+            await conn.close()
+
+        run_sync(create_db)
+        redis = RedisServer(world_readable_tempdir(f"rf-{self.prefix}-redis-"), free_port())
+        redis.start()
+        time.sleep(0.5)  # redis-server retitles itself (what is_running checks) a moment after it starts
+        redis.wait_ready()
+        self.made.append((dbname, redis))
+        return replace(
+            self.base,
+            database_url=self.base.database_url.rsplit("/", 1)[0] + f"/{dbname}",
+            redis_url=redis.url(),
+            kafka_prefix=f"{self.prefix}{tag}.",
+        )
+
+    def drop(self) -> None:
+        from tests.support import run_sync
+
+        for dbname, redis in self.made:
+            redis.kill()
+            shutil.rmtree(redis.data_dir, ignore_errors=True)
+
+            async def drop_db(dbname: str = dbname) -> None:
+                import asyncpg
+
+                conn = await asyncpg.connect(self.base.database_url)
+                await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+                await conn.close()
+
+            run_sync(drop_db)
+        self.made.clear()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rooms", type=int, default=10_000)
@@ -883,47 +940,21 @@ def main() -> int:
         return 0
 
     import signal
-    from dataclasses import replace
 
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM: stop the servers, Redis and the database as Ctrl-C does
 
     signal.signal(signal.SIGTERM, interrupted)
     from devtools import services
-    from devtools.redis import RedisServer
     from roomfeed.settings import Settings
-    from tests.support import free_port, run_sync, world_readable_tempdir
+    from tests.support import free_port, run_sync
 
     base = Settings.from_env()
     services.up(base)
     if args.merchants is None:
         args.merchants = max(5_000, args.rooms // 2)
-    stacks: list[tuple[str, Any]] = []  # (database, redis-server) of each stack, dropped at the end
-
-    def stack() -> Any:
-        """A fresh database and a private Redis: one per tree served (the baseline reads its own)."""
-        tag = secrets.token_hex(3)
-        dbname = f"rf_bench_{tag}"
-
-        async def create_db() -> None:
-            import asyncpg
-
-            conn = await asyncpg.connect(base.database_url)
-            await conn.execute(f'CREATE DATABASE "{dbname}"')
-            await conn.close()
-
-        run_sync(create_db)
-        redis = RedisServer(world_readable_tempdir("rf-bench-redis-"), free_port())
-        redis.start()
-        time.sleep(0.5)  # redis-server retitles itself (what is_running checks) a moment after it starts
-        redis.wait_ready()
-        stacks.append((dbname, redis))
-        return replace(
-            base,
-            database_url=base.database_url.rsplit("/", 1)[0] + f"/{dbname}",
-            redis_url=redis.url(),
-            kafka_prefix=f"bench{tag}.",
-        )
+    stacks = BenchStacks(base, "bench")
+    stack = stacks.make  # one per tree served (the baseline reads its own)
 
     settings = stack()
     results: dict[str, dict[str, Any]] = {}
@@ -1123,17 +1154,7 @@ def main() -> int:
             for tree, _ in baselines.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     finally:
-        for dbname, redis in stacks:
-            redis.kill()
-
-            async def drop_db(dbname: str = dbname) -> None:
-                import asyncpg
-
-                conn = await asyncpg.connect(base.database_url)
-                await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-                await conn.close()
-
-            run_sync(drop_db)
+        stacks.drop()
     if args.profile:
         return 0
     if args.scale:

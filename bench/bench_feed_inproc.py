@@ -226,44 +226,22 @@ class Worker:
 
 def measure(args: argparse.Namespace, rooms: int) -> dict[str, Any]:
     """Every tree at `rooms` live rooms: medians over the rounds, and the rounds' paired ratios."""
-    from bench.bench_feed import _seed, _seed_baseline
+    from bench.bench_feed import BenchStacks, _seed, _seed_baseline
     from devtools import services
-    from devtools.redis import RedisServer
     from roomfeed.settings import Settings
-    from tests.support import free_port, run_sync, world_readable_tempdir
+    from tests.support import run_sync
 
     base = Settings.from_env()
     services.up(base)
     merchants = max(5_000, rooms // 2)
-    stacks: list[tuple[str, Any]] = []
     trees: dict[str, Path] = {"this": ROOT}
     made: list[Path] = []
     workers: list[Worker] = []
 
+    stacks = BenchStacks(base, "inproc")
+
     def stack(tag: str) -> Any:
-        import asyncpg
-
-        dbname = f"rf_inproc_{tag}_{os.getpid()}"
-
-        async def create() -> None:
-            conn = await asyncpg.connect(base.database_url)
-            await conn.execute(f'CREATE DATABASE "{dbname}"')
-            await conn.close()
-
-        run_sync(create)
-        redis = RedisServer(world_readable_tempdir("rf-inproc-redis-"), free_port())
-        redis.start()
-        time.sleep(0.5)
-        redis.wait_ready()
-        stacks.append((dbname, redis))
-        from dataclasses import replace
-
-        return replace(
-            base,
-            database_url=base.database_url.rsplit("/", 1)[0] + f"/{dbname}",
-            redis_url=redis.url(),
-            kafka_prefix=f"inproc{tag}{os.getpid()}.",
-        )
+        return stacks.make(f"{tag}_{os.getpid()}")
 
     try:
         for ref in args.baseline.split(",") if args.baseline else []:
@@ -326,18 +304,7 @@ def measure(args: argparse.Namespace, rooms: int) -> dict[str, Any]:
         for tree in made:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
             shutil.rmtree(tree.parent, ignore_errors=True)
-        for dbname, redis in stacks:
-            redis.kill()
-            shutil.rmtree(redis.data_dir, ignore_errors=True)
-
-            async def drop(dbname: str = dbname) -> None:
-                import asyncpg
-
-                conn = await asyncpg.connect(base.database_url)
-                await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-                await conn.close()
-
-            run_sync(drop)
+        stacks.drop()
     out: dict[str, Any] = {"rooms": rooms, "merchants": merchants, "viewers": args.viewers, "trees": {}}
     for label, got in runs.items():
         page = [c["cpu_ms_per_page"] for c in got["closed"]]

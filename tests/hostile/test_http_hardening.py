@@ -198,7 +198,6 @@ REVIEWED_IDENTIFIERS = {
     ("bench/bench_live_index.py", "dbname"),  # CREATE/DROP DATABASE of a bench run
     ("bench/bench_ingest.py", "dbname"),
     ("bench/bench_feed.py", "dbname"),
-    ("bench/bench_feed_inproc.py", "dbname"),  # rf_inproc_<"this" or a git short sha>_<pid>
 }
 
 
