@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 from collections.abc import AsyncIterator, Iterator
 from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -100,6 +101,20 @@ async def redis(migrated: Settings) -> AsyncIterator[Redis]:
     """A redis-py client on the session's Redis."""
     client = Redis.from_url(migrated.redis_url)
     yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def quiet_redis(migrated: Settings) -> AsyncIterator[Redis]:
+    """A client on another database of the session's Redis server, flushed before and after: no
+    background loop of the session's app (the alliance scheduler's ticks refill and prune the token
+    buckets every few seconds) writes there, for stage tests that set shared keys by hand."""
+    parts = urlsplit(migrated.redis_url)
+    number = int(parts.path.strip("/") or 0)
+    client = Redis.from_url(urlunsplit(parts._replace(path=f"/{number % 15 + 1}")))
+    await client.flushdb()
+    yield client
+    await client.flushdb()
     await client.aclose()
 
 

@@ -11,6 +11,7 @@ from typing import cast
 
 import asyncpg
 import numpy as np
+import pytest
 from redis.asyncio import Redis
 
 from alliance import ledger
@@ -28,6 +29,14 @@ from alliance.grants import TOKENS_KEY, grant_key
 from alliance.scheduler import BoostPlan, ExposureScheduler, ReachEstimate
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext
+
+
+@pytest.fixture
+def redis(quiet_redis: Redis) -> Redis:
+    """These tests set token buckets and plans by hand and run their own scheduler: on a database
+    the session app's scheduler, which prunes the buckets of merchants it does not owe every few
+    seconds, never writes (its ticks made these tests fail when the host was slow)."""
+    return quiet_redis
 
 
 @dataclass(frozen=True)
