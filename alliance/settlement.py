@@ -16,7 +16,7 @@ visits that any rule marks:
 | `ring_pattern` | three members' viewers pass visits round a cycle A→B→C→A, each flow as excessive as above, which no pair returns | members passing visits round a ring |
 | `chain_pattern` | a ring whose cycle never closed: A's viewers visit B and B's visit C, each flow excessive as above and carrying most of its contributor's visits (`chain_focus`) | members passing visits along a chain |
 | `focused_flow` | one flow A→B, excessive as above, carrying at least 90 % of A's counted visits and at least 10 of them | a ring's one working link (its other members' viewers found no target room) |
-| `clique_member` | a flow between members of a group already caught above (the members of its marked flows), or of a member that joins it: at least 90 % of its counted visits go into the group, the group's viewers visit it in return, each way beyond the alliance's by-hour base rate at lift ≥ 2 — each flow too small to judge alone | a clique member's small flows (a trio member with a few visits, a ring's members beside its one working link) |
+| `clique_member` | a flow between members of a group already caught above (the members of its marked flows), or of a member that joins it: at least 90 % of its counted visits go into the group, the group's viewers visit it in return, each way beyond the alliance's by-hour base rate at lift ≥ 2, or one of the two flows it trades with a member excessive as above — each flow too small to judge alone | a clique member's small flows (a trio member with a few visits, a ring's members beside its one working link) |
 | `repeat_viewers` | a contributor's counted visits come from few viewers returning again and again: visits per distinct viewer far above the alliance's other contributors (lift and a Poisson test on the excess) — the visits of its returning viewers | a few aged ids each kept under the per-viewer caps, returned all day |
 | `never_converts` | (where verified orders exist) a merchant's contributed viewers never order anywhere while its peers' contributed viewers do (the alliance's other contributors in its category), beyond chance | farms of accounts that watch but never buy |
 
@@ -322,8 +322,19 @@ def clique_members(
     go at least `chain_focus` (90 %) into the group, a member of the group sends its viewers to A in
     return, and each way is beyond the (by-hour) base rate of the alliance's contributors *outside the
     group* at a lift of at least `clique_lift` (A's visits into the group against the group's share of
-    those contributors' visits; that member's visits into A against A's share). Repeated until no
-    member joins; returns every flow between two members of the group not already marked.
+    those contributors' visits; that member's visits into A against A's share) — or, whatever those
+    lifts, A and a member of the group send each other viewers and one of the two flows is as far
+    beyond its base rate as the pairwise test asks (`excessive_flows`: `reciprocal_lift`,
+    `reciprocal_p`, `reciprocal_min_visits`). Repeated until no member joins; returns every flow
+    between two members of the group not already marked.
+
+    The second way in is for a member live only in hours when one side of the trade is what everyone
+    visits (the 24 h seed 7 runs: a trio member's 4 visits into a partner that took two thirds of that
+    hour's visits, lift 1.5, while the partner's viewers sent it 5 visits nobody else's did; in an
+    earlier run the mirror image): one flow says nothing, the other is a caught colluder's viewers
+    seeking it out, or its viewers seeking the colluder out. An honest member whose viewers go where
+    everyone goes keeps its visits unless it and a caught member exchange viewers and one side's
+    flow is excessive on its own.
 
     Each flow on its own is too small to judge (a trio member with 4 visits, a ring's members with 1
     each beside its one working link): judged together with the flows already caught they are the
@@ -362,6 +373,16 @@ def clique_members(
 
         return share
 
+    def sent_in_excess(b: str, a: str, base: float) -> bool:
+        """b's viewers visit a as far beyond a's base rate as the pairwise test asks (lift ≥
+        `reciprocal_lift`, binomial tail < `reciprocal_p`, at least `reciprocal_min_visits`)."""
+        n = flows.get((b, a), 0)
+        return (
+            n >= patterns.reciprocal_min_visits
+            and (n / out_total[b]) / base >= patterns.reciprocal_lift
+            and binomial_tail(n - 1, out_total[b], base) < patterns.reciprocal_p
+        )
+
     joined = True
     while joined:
         joined = False
@@ -381,7 +402,12 @@ def clique_members(
                 ),
                 default=0.0,
             )
-            if lift_into >= patterns.clique_lift and lift_back >= patterns.clique_lift:
+            if (lift_into >= patterns.clique_lift and lift_back >= patterns.clique_lift) or any(
+                flows.get((a, b), 0)
+                and flows.get((b, a), 0)
+                and (sent_in_excess(b, a, base_rates(b)(b, a)) or sent_in_excess(a, b, share(a, b)))
+                for b in sorted(group)
+            ):
                 group.add(a)
                 joined = True
     return {(a, b) for (a, b), n in flows.items() if n and a != b and a in group and b in group} - caught

@@ -331,6 +331,76 @@ async def test_a_clique_members_small_flows_go_with_the_flows_already_caught(
         assert s["clawed_back"] == 0.0 and s["balance"] == 27.0
 
 
+async def test_a_trio_member_live_when_its_partner_is_what_everyone_visits_is_clawed_back(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    """The 24 h seed 7 runs' mutual_trio: a and b trade visits (caught as a pair) in one hour; in the
+    next, c's room goes live and b's is what every member's viewers visit, so c's 4 visits into b look
+    like everyone's (lift 1.5), while b's viewers send c 5 visits nobody else's do. Judged as the trade
+    they are, both go; honest members keep every visit."""
+    m = await Market.make(pool, redis, 10)
+    a, b, c, honest = m.members[0], m.members[1], m.members[2], m.members[3:]
+    t = now - HOUR + 60
+    for x in honest:  # the first hour: c is not live; honest viewers spread over the live rooms
+        for host in m.members:
+            if host not in (x, c):
+                t += 5
+                await m.visit(await m.viewer(x, t), host, t + 1)
+    for x, y in [(a, b), (b, a)] * 8:
+        t += 5
+        await m.visit(await m.viewer(x, t), y, t + 1)
+    t = now + 60
+    for i, x in enumerate(honest):  # the next hour: b's room is what everyone visits
+        for host in (b, b, honest[(i + 1) % len(honest)]):
+            t += 5
+            await m.visit(await m.viewer(x, t), host, t + 1)
+    for x, y in [(c, b)] * 4 + [(b, c)] * 5:
+        t += 5
+        await m.visit(await m.viewer(x, t), y, t + 1)
+    await m.settlement.run(t + 3 * HOUR)
+    s = {x: await m.statement(x) for x in (b, c)}
+    assert s[c]["visits"]["clawed_back"]["clique_member"]["visits"] == 4
+    assert s[c]["visits"]["counted"]["visits"] == 0
+    assert s[b]["visits"]["clawed_back"]["clique_member"]["visits"] == 5
+    for h in honest:
+        assert (await m.statement(h))["clawed_back"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "mirror", [False, True], ids=["the_partner_seeks_it_out", "it_seeks_the_partner_out"]
+)
+def test_a_clique_member_joins_by_one_excessive_flow_of_the_two_it_trades(mirror: bool) -> None:
+    """a and b trade visits (caught) in hour 10, when c's room is not live. In hour 11 one side of c's
+    trade with b is what everyone does (b's room, or c's, takes the hour's visits) and the other is
+    far beyond anyone's: the flow judged alone by lift ≥ 2 both ways (as before) let c keep its
+    credit. A member whose viewers go where everyone goes, and whom b's viewers visit once or never,
+    keeps its visits."""
+    members = [f"m{i}" for i in range(10)]
+    a, b, c, honest = members[0], members[1], members[2], members[3:]
+
+    def hours(back: int) -> dict[tuple[str, str, int], int]:
+        hourly: dict[tuple[str, str, int], int] = defaultdict(int)
+        for x in honest:
+            for y in members:
+                if y not in (x, c):
+                    hourly[(x, y, 10)] += 1
+        for x, y in [(a, b), (b, a)] * 8:
+            hourly[(x, y, 10)] += 1
+        for i, x in enumerate(honest):
+            hourly[(x, c if mirror else b, 11)] += 2
+            hourly[(x, honest[(i + 1) % 7], 11)] += 1
+        hourly[(c, b, 11)] += 4
+        hourly[(b, c, 11)] += back
+        return dict(hourly)
+
+    pairs, _, _, _, joined = member_graph_patterns({"x": hours(6 if mirror else 5)}, Patterns())
+    assert pairs == {(a, b), (b, a)}
+    assert joined == {(c, b), (b, c)}
+    if not mirror:
+        for back in (0, 1):
+            assert member_graph_patterns({"x": hours(back)}, Patterns())[4] == set()
+
+
 def test_clique_members_join_a_caught_group_only_with_the_flow_returned_and_focused() -> None:
     """The ring's two small links beside its caught working link join it; an honest member whose
     viewers also visit the group (among the rest) does not, nor one whose visits all went to the group
