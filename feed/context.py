@@ -234,7 +234,6 @@ class Candidates:
     impressions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     dwell_s: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     orders: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    landings: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # enters not from the feed
     # Written by stages.
     model_score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -349,7 +348,6 @@ class Candidates:
             impressions=zeros,
             dwell_s=zeros,
             orders=zeros,
-            landings=zeros,
         )
 
     def derived(self, name: str, key: tuple[Any, ...], make: Callable[[], T]) -> T:
@@ -388,7 +386,6 @@ class Candidates:
             impressions=self.impressions[rows],
             dwell_s=self.dwell_s[rows],
             orders=self.orders[rows],
-            landings=self.landings[rows],
             model_score=np.zeros(n, dtype=np.float32),
             score=np.zeros(n, dtype=np.float32),
             boosted=np.zeros(n, dtype=bool),

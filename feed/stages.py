@@ -209,7 +209,7 @@ class Hydrate:
         """The frame's heat: every room's, aligned with the set (read by `apply` and the other parts)."""
         arrays = shared["heat"] = self.stats.aligned(c.room_ids, c.memo)
         c.enters, c.impressions = arrays["enters"], arrays["impressions"]
-        c.dwell_s, c.orders, c.landings = arrays["dwell_s"], arrays["orders"], arrays["landings"]
+        c.dwell_s, c.orders = arrays["dwell_s"], arrays["orders"]
 
     async def apply(self, ctx: FeedContext) -> None:
         c = ctx.candidates
@@ -219,7 +219,6 @@ class Hydrate:
         c.impressions = arrays["impressions"]
         c.dwell_s = arrays["dwell_s"]
         c.orders = arrays["orders"]
-        c.landings = arrays["landings"]
         if ctx.recent_loaded or self.live_stats is None or "redis" in ctx.degraded_reasons:
             return
         try:
