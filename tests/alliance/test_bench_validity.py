@@ -3,14 +3,25 @@ the minimum dwell in any busy minute) or whose requests failed is not evidence."
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from typing import Any
+
+import pytest
 
 from roomfeed.settings import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from bench_alliance import LAG_LIMIT_S, cost, payback_misses, validity  # noqa: E402
+from bench_alliance import (  # noqa: E402
+    LAG_LIMIT_S,
+    autogroup_nice,
+    autogroup_of,
+    cost,
+    payback_misses,
+    validity,
+)
 
 
 def minute(p90: float, n: int = 50) -> dict[str, Any]:
@@ -78,3 +89,19 @@ def test_cost_per_simulated_hour_and_payback_misses() -> None:
         misses["short"] == 1 and misses["short_with_balance_owed"] == 1 and misses["short_owed_total"] == 4.0
     )
     assert misses["over"] == 1 and misses["over_delivered_total"] == 3.0
+
+
+def test_the_autogroup_option_takes_a_nice_the_kernel_accepts() -> None:
+    """`--autogroup NICE`: -20 … 19, anything else a clear argparse error naming the range."""
+    assert [autogroup_nice(t) for t in ("-10", "-20", "0", "19")] == [-10, -20, 0, 19]
+    for bad in ("-21", "20", "ten", "-10.5", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="-20 … 19"):
+            autogroup_nice(bad)
+
+
+def test_a_process_autogroup_is_read_as_the_kernel_shows_it() -> None:
+    """What the report records for each process: the kernel's line, None for a process that is gone."""
+    mine = autogroup_of(os.getpid())
+    if os.path.exists("/proc/self/autogroup"):
+        assert mine is not None and mine.startswith("/autogroup-") and " nice " in mine
+    assert autogroup_of(2**22 + 1) is None  # above the kernel's pid_max: no such process
