@@ -105,7 +105,7 @@ def replay(run_dir: Path, step_hours: float, patterns: Patterns, window_h: float
         first, last = min(v["at"] for v in visits), max(v["at"] for v in visits)
         step, window = step_hours * HOUR / scale, window_h * HOUR / scale
         t = first + step
-        while t < last + 2 * step:
+        while t < last + window + 2 * step:
             graphs: dict[int, Hourly] = defaultdict(lambda: defaultdict(int))
             standing = [i for i, v in enumerate(visits) if t - window <= v["at"] <= t]
             for i in standing:
