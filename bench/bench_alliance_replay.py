@@ -10,7 +10,8 @@ directory keeps both halves of that: `outcome.pickle` (each judged visit: contri
 clawback reason, the enter's event id) and the run's own Kafka log (`kafka/log-dirs`: every enter
 with its arrival time, every served room with its merchant). This replays the rules of *this*
 checkout on them, as the scheduler does: a pass every `--step-hours` alliance hours over the trailing
-evidence window, a visit clawed back once stays clawed back. The other rules (bursts, new accounts,
+evidence window, until it has slid past the last counted visit (the run's tail); a visit clawed back
+once stays clawed back. The other rules (bursts, new accounts,
 repeat viewers, never converts) are not replayed: visits they clawed back in the run stay so.
 
 What it says is what these rules would have done with the same visits; a run of the rules in the
