@@ -38,8 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_alliance  # noqa: E402
 
+from alliance.clock import AllianceClock  # noqa: E402
 from alliance.contribution import Policy  # noqa: E402
-from alliance.settlement import Hourly, Patterns, member_graph_patterns  # noqa: E402
+from alliance.settlement import Hourly, Patterns, Settlement, member_graph_patterns  # noqa: E402
+from events.vocabulary import ENTER, SERVED  # noqa: E402
 
 HOUR = 3600.0
 GRAPH_RULES = {"reciprocal_pattern", "ring_pattern", "chain_pattern", "focused_flow", "clique_member"}
@@ -77,9 +79,9 @@ def kafka_facts(run_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
                     event = orjson.loads(record.value)
                 except orjson.JSONDecodeError:
                     continue
-                if event.get("type") == "enter":
+                if event.get("type") == ENTER:
                     arrived[event["event_id"]] = _epoch(event.get("received_at") or event["ts"])
-                elif event.get("type") == "served" and event.get("merchant_id"):
+                elif event.get("type") == SERVED and event.get("merchant_id"):
                     merchant_of[event["room_id"]] = event["merchant_id"]
     return arrived, merchant_of
 
@@ -105,10 +107,16 @@ def replay(run_dir: Path, step_hours: float, patterns: Patterns, window_h: float
     if visits:
         first, last = min(v["at"] for v in visits), max(v["at"] for v in visits)
         step, window = step_hours * HOUR / scale, window_h * HOUR / scale
+        # The run's settlement, for where its window starts (a checkout's rule: `Settlement.window_start`;
+        # older checkouts: the plain trailing window). Its clock's origin is the run's midnight.
+        origin = float(out.world.day_start) - float(out.run.get("start_hour", 0.0)) * HOUR / scale
+        judge = Settlement.__new__(Settlement)
+        judge.clock, judge.policy = AllianceClock(scale, origin), Policy()
         t = first + step
         while t < last + window + 2 * step:
             graphs: dict[int, Hourly] = defaultdict(lambda: defaultdict(int))
-            standing = [i for i, v in enumerate(visits) if t - window <= v["at"] <= t]
+            since = judge.window_start(t) if hasattr(judge, "window_start") else t - window
+            standing = [i for i, v in enumerate(visits) if since <= v["at"] <= t]
             for i in standing:
                 v = visits[i]
                 graphs[alliance_of[v["contributor_id"]]][(v["contributor_id"], v["host"], v["hour"])] += 1
@@ -151,7 +159,12 @@ def main() -> int:
     p.add_argument(
         "runs", nargs="+", type=Path, help="bench_alliance run directories (/tmp/rf-bench-alliance-*)"
     )
-    p.add_argument("--step-hours", type=float, default=0.5, help="alliance hours between settlement passes")
+    p.add_argument(
+        "--step-hours",
+        type=float,
+        default=0.02,
+        help="alliance hours between settlement passes (0.5 misses the tail's)",
+    )
     args = p.parse_args()
     window_h = Policy().evidence_window_s / HOUR
     print(".venv/bin/python bench/bench_alliance_replay.py " + " ".join(sys.argv[1:]))
