@@ -331,6 +331,30 @@ async def test_a_clique_members_small_flows_go_with_the_flows_already_caught(
         assert s["clawed_back"] == 0.0 and s["balance"] == 27.0
 
 
+async def test_patterns_are_judged_on_whole_days_not_a_window_cut_mid_broadcast(
+    pool: asyncpg.Pool, redis: Redis, now: float
+) -> None:
+    """x's viewers visit every partner, then, later in the same broadcast, mostly the partner live
+    beside it (13 of 21: not focused). A pass a day later whose trailing 24 h began between the two saw
+    only the 12 later visits, all to one partner, and clawed them back as a focused flow; the window
+    starts at the day's start instead, and x keeps every visit."""
+    m = await Market.make(pool, redis, 10)
+    x, y, others = m.members[0], m.members[1], m.members[2:]
+    t = now + 60
+    for host in m.members[1:]:  # x's viewers spread over the partners first
+        t += 5
+        await m.visit(await m.viewer(x, t), host, t + 1)
+    cut = t + 30
+    t = await m.spread(others, cut)
+    for _ in range(12):
+        t += 5
+        await m.visit(await m.viewer(x, t), y, t + 1)
+    await m.settlement.run(cut + 24 * HOUR)
+    s = await m.statement(x)
+    assert s["clawed_back"] == 0.0 and s["visits"]["counted"]["visits"] == 21
+    assert Settlement(pool).window_start(cut + 24 * HOUR) <= now  # the day's start, not the cut
+
+
 async def test_a_trio_member_live_when_its_partner_is_what_everyone_visits_is_clawed_back(
     pool: asyncpg.Pool, redis: Redis, now: float
 ) -> None:
