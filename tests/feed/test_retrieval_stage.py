@@ -11,9 +11,9 @@ import numpy as np
 from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit, Stage
 from feed.retrieval import RETRIEVAL_FROM_ROOMS, Retrieve, ViewerStep
-from feed.stages import Exploration, Filters, Rank, Score
+from feed.stages import Exploration, Filters, Rank, Score, live_items
 from ranking.retrieval import Budget
-from ranking.scorer import Scorer
+from ranking.scorer import Scorer, unit_rows
 from rooms.live_index import LiveRoom
 from tests.synthetic_model import synthetic_model
 
@@ -92,6 +92,22 @@ async def test_a_retrieved_room_is_ranked_as_among_every_live_room() -> None:
     assert 20 < len(c) < 600  # a few hundred of 3,000 (the viewer's 8 favourite merchants have 10 rooms each)
     # Every column, LightFM's standardisation and the rank among favourites included, is the same.
     np.testing.assert_allclose(c.score, full.candidates.score[c.rows], rtol=1e-5, atol=1e-4)
+
+
+async def test_a_retrieved_subset_reads_the_unit_item_rows_the_set_made_once() -> None:
+    scorer, rooms, base = _setup()
+    rank = Rank(SimpleNamespace(scorer=scorer))
+    rank.warm(base)  # what the candidate source does with a set prepared in the background
+    whole = live_items(base, scorer)
+    made = whole.unit
+    retrieve = Retrieve(SimpleNamespace(scorer=scorer), rank, budget=SMALL, min_rooms=0)
+    sub = await _ranked(scorer, rooms, base, retrieve, set())  # the session has visits: it reads them
+    c = sub.candidates
+    assert c.rows is not None
+    assert whole.unit is made  # not made again by the request
+    # The subset's rows, bit for bit what scaling its own vectors gives.
+    np.testing.assert_array_equal(live_items(c, scorer).unit, unit_rows(live_items(c, scorer).matrix))
+    np.testing.assert_array_equal(live_items(c, scorer).unit, made[c.rows])
 
 
 async def test_rooms_the_viewer_may_not_see_are_not_retrieved() -> None:
