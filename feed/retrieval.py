@@ -31,6 +31,9 @@ log = logging.getLogger("feed.retrieval")
 # 20,000 1.27, 30,000 1.19, 40,000 1.06, 50,000 0.84, 100,000 0.50 (docs/feed.md). Was 2 x Budget.total()
 # = 1,132 rooms, where retrieval cost 1.6x ranking every room.
 RETRIEVAL_FROM_ROOMS = 45_000
+# Viewers whose best merchants (`ranking.retrieval.TopMerchants`, ~1 kB each) a process keeps per model, the
+# least recently served dropped first: memory bounded whatever the number of viewers (issue 18).
+VIEWERS_KEPT = 20_000
 
 
 class OwedExposure(Protocol):
@@ -86,6 +89,12 @@ class Retrieve:
         self.exploration = Exploration()
         self._signs: tuple[Any, dict[str, float]] | None = None
         self._clusters: tuple[Any, retrieval.ItemClusters] | None = None  # (model, its item clusters)
+        # Per model: each viewer's best merchants, with the live merchants they were last found enough in.
+        self._tops: tuple[Any, dict[tuple[str, float], tuple[retrieval.TopMerchants, np.ndarray]]] = (
+            None,
+            {},
+        )
+        self.viewers_kept = VIEWERS_KEPT
 
     def item_clusters(self, scorer: Any, live_merchants: int) -> retrieval.ItemClusters | None:
         """The serving model's item clusters (made once per model, when a live set first has more live
@@ -143,6 +152,35 @@ class Retrieve:
             held = self._signs = (ranker, retrieval.directions(ranker))
         return held[1]
 
+    def top_merchants(
+        self, scorer: Any, viewer_id: str, vector: np.ndarray | None, sign: float, live: retrieval.LiveSet
+    ) -> retrieval.TopMerchants | None:
+        """The viewer's best merchants over the serving model (kept per viewer and model: made on the
+        viewer's first page, deeper when the live share of merchants fell below what it holds)."""
+        model = getattr(scorer, "model", None)
+        block = getattr(scorer, "item_block", None)
+        if vector is None or sign == 0 or model is None or block is None:
+            return None
+        held, tops = self._tops
+        if held is not model:
+            tops = {}
+            self._tops = (model, tops)
+        key = (viewer_id, sign)
+        held_top = tops.pop(key, None)  # re-inserted last: the least recently served go first
+        want = self.budget.discovery
+        if held_top is not None and (
+            held_top[1] is live.merchants or held_top[0].live_rows(live, want) is not None
+        ):
+            top = held_top[0]
+        else:
+            matrix, bias = block()
+            depth = retrieval.top_depth(want, int(matrix.shape[0]), int(live.merchants.size))
+            top = retrieval.TopMerchants.of(matrix, bias, vector, sign, depth)
+        tops[key] = (top, live.merchants)
+        if len(tops) > self.viewers_kept:
+            del tops[next(iter(tops))]
+        return top
+
     async def _owed(self, scorer: Any, c: Candidates) -> list[int]:
         if self.owed is None:
             return []
@@ -180,6 +218,7 @@ class Retrieve:
             else None
         )
         viewer = retrieval.Viewer(history, None, vector)
+        signs = self.signs(rm, cfg)
         got = retrieval.retrieve(
             live,
             c.keep,
@@ -189,8 +228,9 @@ class Retrieve:
             owed_merchants=await self._owed(scorer, c),
             eligible=self.exploration.eligible(c, cfg, ctx.now)[1],
             rng=ctx.rng,
-            signs=self.signs(rm, cfg),
+            signs=signs,
             not_kept=c.not_kept(),
+            top=self.top_merchants(scorer, ctx.viewer_id, vector, signs.get("lightfm", 1.0), live),
         )
         ctx.lightfm_moments = got.lightfm_moments
         # Exploration's rows among the (ascending, distinct) rows: one binary search each (np.isin sorted both).

@@ -7,7 +7,8 @@ rooms by it overall and per category), the sources — each a function of its ow
     favourites   every live room of a merchant the viewer entered (so the ranker's history columns
                  and its "rank among favourites" are the same as over all rooms)
     discovery    the live merchants whose LightFM score for the viewer is highest (one product with
-                 the live merchants' vectors; their rooms)
+                 the live merchants' vectors, or the live ones of the viewer's best merchants over the
+                 whole model, `TopMerchants`, which the feed keeps per viewer and model; their rooms)
     covisit      the live merchants most co-visited with the merchants the viewer watched
     trending     the rooms with the best viewer-independent score (popularity, heat, freshness)
     categories   the best of those in the viewer's favourite categories (by dwell)
@@ -392,6 +393,65 @@ class LiveClusters:
         return at, values
 
 
+@dataclass(frozen=True)
+class TopMerchants:
+    """A viewer's best merchants by `sign` x LightFM score over every merchant the model holds, best first:
+    made once per viewer and model (a viewer's vector does not change under one model), it gives discovery
+    the best live merchants by a lookup in the live set however often that set changes (the per-user list
+    of a recommender system such as Gorse, kept per process). Exact, where the cluster probe above
+    `EXACT_DISCOVERY_BELOW` live merchants is approximate; `live_rows` says when the list is too short."""
+
+    positions: np.ndarray  # int32 merchant positions, best first
+    scores: np.ndarray  # float32 sign x score, in the same order (descending)
+    known: int  # merchants scored: positions below this (a live merchant at or above it was added since)
+    vector: np.ndarray  # float32, the viewer's (merchants added since are scored with it)
+    sign: float
+
+    @classmethod
+    def of(
+        cls, matrix: np.ndarray, bias: np.ndarray, vector: np.ndarray, sign: float, depth: int
+    ) -> TopMerchants:
+        """The best `depth` of the merchants of `matrix` / `bias` (rows = positions) for `vector`."""
+        v = np.asarray(vector, dtype=np.float32)
+        scores: np.ndarray = matrix @ v + bias
+        if sign != 1.0:
+            scores = sign * scores
+        n = int(scores.shape[0])
+        depth = min(depth, n)
+        top = np.argpartition(-scores, depth - 1)[:depth] if 0 < depth < n else np.arange(n)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return cls(top.astype(np.int32), scores[top], n, v, sign)
+
+    def live_rows(self, live: LiveSet, want: int) -> np.ndarray | None:
+        """The `want` live merchant rows (of `live.merchants`) with the best score, best first; None when
+        this list holds fewer than `want` of them while the model has merchants it left out (the caller
+        makes a deeper list)."""
+        m = live.merchants
+        if m.size == 0 or want <= 0:
+            return np.zeros(0, dtype=np.int64)
+        at = np.minimum(np.searchsorted(m, self.positions), m.size - 1)
+        found = m[at] == self.positions
+        rows, scores = at[found], self.scores[found]
+        # Live merchants the list never scored (new since; the live merchants are sorted: a tail).
+        added = np.arange(int(np.searchsorted(m, self.known)), m.size)
+        if added.size and live.matrix is not None and live.bias is not None:
+            extra = live.matrix[added] @ self.vector + live.bias[added]
+            rows = np.concatenate([rows, added])
+            scores = np.concatenate([scores, self.sign * extra])
+            order = np.argsort(-scores, kind="stable")
+            rows, scores = rows[order], scores[order]
+        if rows.size < want and self.positions.size < self.known:
+            return None
+        best: np.ndarray = rows[:want].astype(np.int64)
+        return best
+
+
+def top_depth(want: int, known: int, live_merchants: int) -> int:
+    """How many merchants a viewer's `TopMerchants` keeps to hold `want` live ones: twice what the live
+    share of the model's merchants needs, at least four times `want`."""
+    return min(known, max(4 * want, -(-2 * want * known // max(live_merchants, 1))))
+
+
 def _best(score: np.ndarray | None, rows: np.ndarray, depth: int) -> np.ndarray:
     if score is None or rows.size == 0:
         return np.zeros(0, dtype=np.int64)
@@ -458,15 +518,21 @@ def discovery(
     merchants: int,
     vector: np.ndarray | None = None,
     sign: float = 1.0,
+    top: TopMerchants | None = None,
 ) -> np.ndarray:
     """The rooms of the `merchants` live merchants with the best LightFM score for the viewer (times
-    `sign`): from the scores when given, else one product of the vector with the live merchants'.
+    `sign`): from the scores when given, else from the viewer's `top` list (the feed keeps one per
+    viewer and model), else one product of the vector with the live merchants'.
 
     Exact (one product) up to `ItemClusters.exact_below` live merchants; above, the live set's
     `LiveClusters` probes a fixed number of merchants, the clusters with the best bound first, so the
     cost does not grow with the live merchants (docs/feed.md, "What retrieval costs")."""
     if merchants <= 0 or sign == 0:
         return np.zeros(0, dtype=np.int64)
+    if merchant_scores is None and top is not None and top.sign == sign:
+        rows = top.live_rows(live, merchants)
+        if rows is not None:
+            return _kept(live.rooms_of_rows(rows), keep)
     if merchant_scores is None and vector is not None and live.clusters is not None:
         rows = live.clusters.best(np.asarray(vector, dtype=np.float32), sign, merchants)
         return _kept(live.rooms_of_rows(rows), keep)
@@ -658,10 +724,12 @@ def retrieve(
     rng: np.random.Generator | None = None,
     signs: dict[str, float] | None = None,
     not_kept: np.ndarray | None = None,
+    top: TopMerchants | None = None,
 ) -> Retrieved:
     """The union of every source over the rooms the viewer may be shown (`keep`); `signs` (from
     `directions(ranker)`) turns off a source whose column the ranker does not reward; `not_kept`:
-    np.flatnonzero(~keep), when the caller lists it without a scan (feed.context.Candidates.not_kept)."""
+    np.flatnonzero(~keep), when the caller lists it without a scan (feed.context.Candidates.not_kept);
+    `top`: the viewer's best merchants over the whole model (discovery's lookup, `TopMerchants`)."""
     history = viewer.history
     sign = signs or {}
     entered = live.rooms_of(entered_merchants(history))  # kept or not (the moments leave them all out)
@@ -674,6 +742,7 @@ def retrieve(
             budget.discovery,
             viewer.vector,
             sign.get("lightfm", 1.0),
+            top,
         ),
         "covisit": covisited(
             live, keep, history, table, budget.covisit if sign.get("covisit", 1.0) > 0 else 0

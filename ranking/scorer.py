@@ -209,6 +209,10 @@ class Scorer:
     def is_known(self, viewer_id: str) -> bool:
         return viewer_id in self._user_pos
 
+    def item_block(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every cached item vector and bias, rows as `merchant_position` (views: read, never write)."""
+        return self._items[: self._n], self._bias[: self._n]
+
     def items_at(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The item vectors and biases of these merchant positions (retrieval's live-merchant block)."""
         return self._items[positions], self._bias[positions]

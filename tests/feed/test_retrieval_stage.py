@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from feed.config import RankingConfig
 from feed.context import Candidates, FeedContext, RecentVisit, Stage
 from feed.retrieval import RETRIEVAL_FROM_ROOMS, Retrieve, ViewerStep
 from feed.stages import Exploration, Filters, Rank, Score, live_items
+from ranking import retrieval as rt
 from ranking.retrieval import Budget
 from ranking.scorer import Scorer, unit_rows
 from rooms.live_index import LiveRoom
@@ -20,6 +22,13 @@ from tests.synthetic_model import synthetic_model
 NOW = time.time()
 CATS = ("food", "home", "beauty", "books")
 SMALL = Budget(discovery=20, covisit=10, trending=20, per_category=10, owed=5, exploration=4)
+
+
+def retrieve_discovery(
+    live: Any, keep: np.ndarray, vector: np.ndarray | None, merchants: int, sign: float
+) -> np.ndarray:
+    """Discovery's rooms by one product with every live merchant (the exact answer)."""
+    return rt.discovery(live, keep, None, merchants, vector, sign)
 
 
 def _rooms(n: int, merchants: int) -> list[LiveRoom]:
@@ -214,3 +223,35 @@ async def test_with_discovery_through_item_clusters_a_retrieved_room_still_score
     assert live.clusters is not None  # 300 live merchants > 100: discovery probes the model's clusters
     assert retrieve._clusters is not None and retrieve._clusters[0] is scorer.model  # made once per model
     np.testing.assert_allclose(c.score, full.candidates.score[c.rows], rtol=1e-5, atol=1e-4)
+
+
+async def test_a_viewers_best_merchants_are_made_once_per_model_and_kept_for_a_bounded_number_of_viewers() -> (
+    None
+):
+    scorer, rooms, base = _setup()
+    cfg = RankingConfig(w_session=0.0)
+    rank = Rank(SimpleNamespace(scorer=scorer))
+    retrieve = Retrieve(SimpleNamespace(scorer=scorer), rank, budget=SMALL, min_rooms=0)
+    retrieve.viewers_kept = 2
+    first = await _with_config(scorer, base, retrieve, set(), cfg, rank)
+    model, tops = retrieve._tops
+    sign = retrieve.signs(rank.model(), cfg)["lightfm"]  # the ranker's discovery weight on LightFM decides
+    assert model is scorer.model and list(tops) == [("viewer-3", sign)]
+    top = tops[("viewer-3", sign)][0]
+    again = await _with_config(scorer, base, retrieve, set(), cfg, rank)
+    assert retrieve._tops[1][("viewer-3", sign)][0] is top  # the viewer's next page: the same list
+    assert again.candidates.rows is not None and first.candidates.rows is not None
+    np.testing.assert_array_equal(again.candidates.rows, first.candidates.rows)
+    # Discovery from the list is discovery over every live merchant (exact).
+    c = first.candidates
+    assert c.parent is not None and c.rows is not None
+    live = c.parent.memo["retrieval_live"][1]
+    vector = first.viewer.vector if first.viewer is not None else None
+    exact = retrieve_discovery(live, c.parent.keep, vector, SMALL.discovery, sign)
+    assert set(exact.tolist()) <= set(c.rows.tolist())
+    for viewer in ("viewer-4", "viewer-5"):
+        ctx = FeedContext(viewer, "ses_2", 10, cfg, now=NOW, rng=np.random.default_rng(1))
+        ctx.candidates = base.fresh_copy()
+        for stage in (Filters(), ViewerStep(SimpleNamespace(scorer=scorer)), retrieve):
+            await stage.apply(ctx)
+    assert [v for v, _ in retrieve._tops[1]] == ["viewer-4", "viewer-5"]  # the least recent went first

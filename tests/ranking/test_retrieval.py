@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -266,3 +268,49 @@ def test_a_two_part_rankers_discovery_weights_decide_which_way_the_sources_count
     discovery[F["lightfm"]], discovery[F["covisit"]] = -0.5, 0.0
     signs = rt.directions(Ranker(whole, discovery=discovery))
     assert signs == {"lightfm": -1.0, "covisit": 0.0, "category_affinity": 1.0}
+
+
+def _of_items(items: np.ndarray, bias: np.ndarray) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    def of(merchants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return items[merchants], bias[merchants]
+
+    return of
+
+
+def test_discovery_from_the_viewers_best_merchants_is_the_exact_best_of_the_live_ones() -> None:
+    rng = np.random.default_rng(5)
+    items = rng.normal(size=(4_000, 16)).astype(np.float32)  # no structure: the clusters' worst case
+    bias = rng.normal(size=4_000).astype(np.float32)
+    live_merchants = np.sort(rng.choice(4_000, size=1_000, replace=False))  # a quarter of them live
+    positions = np.repeat(live_merchants, 2)
+    live = rt.LiveSet.of(positions, np.zeros(positions.size, np.int64), _of_items(items, bias))
+    keep = np.ones(positions.size, dtype=bool)
+    for sign in (1.0, -1.0):
+        vector = rng.normal(size=16).astype(np.float32)
+        depth = rt.top_depth(30, 4_000, 1_000)
+        assert depth == 240  # twice what a quarter live needs
+        top = rt.TopMerchants.of(items, bias, vector, sign, depth)
+        exact = rt.discovery(live, keep, None, 30, vector, sign)
+        assert rt.discovery(live, keep, None, 30, vector, sign, top).tolist() == exact.tolist()
+
+
+def test_the_viewers_best_merchants_count_a_merchant_added_since_and_say_when_they_are_too_few() -> None:
+    rng = np.random.default_rng(6)
+    items = rng.normal(size=(1_001, 8)).astype(np.float32)
+    bias = np.zeros(1_001, np.float32)
+    vector = rng.normal(size=8).astype(np.float32)
+    items[1_000] = 10 * vector  # a merchant the model never saw, scored from its features: the viewer's best
+    top = rt.TopMerchants.of(items[:1_000], bias[:1_000], vector, 1.0, 40)  # made before it went live
+    live = rt.LiveSet.of(np.arange(1_001), np.zeros(1_001, np.int64), _of_items(items, bias))
+    rows = top.live_rows(live, 10)
+    assert rows is not None and live.merchants[rows[0]] == 1_000
+    exact = rt.discovery(live, np.ones(1_001, bool), None, 10, vector)
+    assert rt.discovery(live, np.ones(1_001, bool), None, 10, vector, 1.0, top).tolist() == exact.tolist()
+    # Few of its 40 merchants live (every tenth merchant is): too short; discovery scores the live ones itself.
+    sparse = rt.LiveSet.of(np.arange(0, 1_000, 10), np.zeros(100, np.int64), _of_items(items, bias))
+    assert top.live_rows(sparse, 10) is None
+    keep = np.ones(100, bool)
+    assert (
+        rt.discovery(sparse, keep, None, 10, vector, 1.0, top).tolist()
+        == rt.discovery(sparse, keep, None, 10, vector).tolist()
+    )
