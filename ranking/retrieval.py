@@ -544,30 +544,38 @@ def discovery(
     return _kept(live.rooms_of_rows(best), keep)
 
 
-def covisited(
-    live: LiveSet, keep: np.ndarray, history: ViewerHistory, table: MerchantTable, merchants: int
-) -> np.ndarray:
-    """The rooms of the `merchants` merchants most co-visited with those the viewer watched (the
+def covisit_merchants(history: ViewerHistory, table: MerchantTable, merchants: int) -> np.ndarray:
+    """The `merchants` merchants most co-visited with those the viewer watched (positions, ascending; the
     ranker's co-visitation weights: log1p(watch minutes) x neighbour weight)."""
     cov = table.covisit
+    none = np.zeros(0, dtype=np.int64)
     if len(history) == 0 or merchants <= 0 or cov.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
+        return none
     watched = history.stats[:, S["dwell_s"]]
     mine = (history.merchants >= 0) & (history.merchants < cov.shape[0]) & (watched > 0)
     if not mine.any():
-        return np.zeros(0, dtype=np.int64)
+        return none
     rows = history.merchants[mine]
     starts, ends = cov.indptr[rows], cov.indptr[rows + 1]
     counts = ends - starts
     total = int(counts.sum())
     if total == 0:
-        return np.zeros(0, dtype=np.int64)
+        return none
     at = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(total)
     weights = np.repeat(np.log1p(watched[mine] / 60.0), counts) * cov.data[at]
     neighbours, summed = unique_inverse(cov.indices[at])
     score = np.bincount(summed, weights=weights)
     best = neighbours[_best(score, np.arange(score.size), merchants)]
-    return _kept(live.rooms_of(np.sort(best).astype(np.int64)), keep)
+    out: np.ndarray = np.sort(best).astype(np.int64)
+    return out
+
+
+def covisited(
+    live: LiveSet, keep: np.ndarray, history: ViewerHistory, table: MerchantTable, merchants: int
+) -> np.ndarray:
+    """The rooms of the `merchants` merchants most co-visited with those the viewer watched."""
+    best = covisit_merchants(history, table, merchants)
+    return _kept(live.rooms_of(best), keep) if best.size else best
 
 
 def trending(live: LiveSet, keep: np.ndarray, rooms: int) -> np.ndarray:
@@ -580,24 +588,65 @@ def trending(live: LiveSet, keep: np.ndarray, rooms: int) -> np.ndarray:
     return top
 
 
-def categories(
-    live: LiveSet, keep: np.ndarray, history: ViewerHistory, table: MerchantTable, top: int, rooms: int
-) -> np.ndarray:
-    """The best `rooms` rooms of each of the viewer's `top` categories by share of dwell."""
-    if len(history) == 0 or top <= 0 or rooms <= 0 or live.room_score is None:
-        return np.zeros(0, dtype=np.int64)
+def favourite_categories(history: ViewerHistory, table: MerchantTable, top: int) -> list[int]:
+    """The viewer's `top` categories by share of dwell (codes, best first)."""
+    if len(history) == 0 or top <= 0:
+        return []
     known = (history.merchants >= 0) & (history.merchants < table.category.shape[0])
     dwell = np.where(known, history.stats[:, S["dwell_s"]], 0.0)
     if not (dwell > 0).any():
-        return np.zeros(0, dtype=np.int64)
+        return []
     codes = table.category[np.where(known, history.merchants, 0)]
     ok = codes >= 0
     if not ok.any():
-        return np.zeros(0, dtype=np.int64)
+        return []
     share = np.bincount(codes[ok], weights=dwell[ok])
-    chosen = [int(c) for c in np.argsort(-share, kind="stable")[:top] if share[c] > 0]
+    return [int(c) for c in np.argsort(-share, kind="stable")[:top] if share[c] > 0]
+
+
+def categories(
+    live: LiveSet,
+    keep: np.ndarray,
+    history: ViewerHistory,
+    table: MerchantTable,
+    top: int,
+    rooms: int,
+    chosen: Sequence[int] | None = None,
+) -> np.ndarray:
+    """The best `rooms` rooms of each of the viewer's `top` categories by share of dwell (`chosen`: those
+    categories, when the caller has them)."""
+    if top <= 0 or rooms <= 0 or live.room_score is None:
+        return np.zeros(0, dtype=np.int64)
+    if chosen is None:
+        chosen = favourite_categories(history, table, top)
     parts = [_kept(live.best_in(c, rooms), keep, rooms) for c in chosen]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class HistoryPicks:
+    """What the history-driven sources take from the viewer's history, before the live set: the merchants
+    it entered, the merchants most co-visited with what it watched, its favourite categories. They depend
+    on the history, the model's table and the budget only, so the feed keeps them per viewer while its
+    history does not change (`feed.retrieval.Retrieve`) and a page maps them onto the live set."""
+
+    entered: np.ndarray
+    covisit: np.ndarray
+    categories: tuple[int, ...]
+
+    @classmethod
+    def of(
+        cls, history: ViewerHistory, table: MerchantTable, budget: Budget, signs: dict[str, float]
+    ) -> HistoryPicks:
+        return cls(
+            entered_merchants(history),
+            covisit_merchants(history, table, budget.covisit if signs.get("covisit", 1.0) > 0 else 0),
+            tuple(
+                favourite_categories(
+                    history, table, budget.categories if signs.get("category_affinity", 1.0) > 0 else 0
+                )
+            ),
+        )
 
 
 def owed(live: LiveSet, keep: np.ndarray, merchants: Sequence[int], limit: int) -> np.ndarray:
@@ -725,14 +774,18 @@ def retrieve(
     signs: dict[str, float] | None = None,
     not_kept: np.ndarray | None = None,
     top: TopMerchants | None = None,
+    picks: HistoryPicks | None = None,
 ) -> Retrieved:
     """The union of every source over the rooms the viewer may be shown (`keep`); `signs` (from
     `directions(ranker)`) turns off a source whose column the ranker does not reward; `not_kept`:
     np.flatnonzero(~keep), when the caller lists it without a scan (feed.context.Candidates.not_kept);
-    `top`: the viewer's best merchants over the whole model (discovery's lookup, `TopMerchants`)."""
+    `top`: the viewer's best merchants over the whole model (discovery's lookup, `TopMerchants`); `picks`:
+    what the history-driven sources take from this history (`HistoryPicks`), when the caller kept them."""
     history = viewer.history
     sign = signs or {}
-    entered = live.rooms_of(entered_merchants(history))  # kept or not (the moments leave them all out)
+    if picks is None:
+        picks = HistoryPicks.of(history, table, budget, sign)
+    entered = live.rooms_of(picks.entered)  # kept or not (the moments leave them all out)
     found = {
         "favourites": entered[keep[entered]],
         "discovery": discovery(
@@ -744,9 +797,7 @@ def retrieve(
             sign.get("lightfm", 1.0),
             top,
         ),
-        "covisit": covisited(
-            live, keep, history, table, budget.covisit if sign.get("covisit", 1.0) > 0 else 0
-        ),
+        "covisit": _kept(live.rooms_of(picks.covisit), keep) if picks.covisit.size else picks.covisit,
         "trending": trending(live, keep, budget.trending),
         "categories": categories(
             live,
@@ -755,6 +806,7 @@ def retrieve(
             table,
             budget.categories if sign.get("category_affinity", 1.0) > 0 else 0,
             budget.per_category,
+            picks.categories,
         ),
         "owed": owed(live, keep, owed_merchants, budget.owed),
         "exploration": exploration(

@@ -255,3 +255,37 @@ async def test_a_viewers_best_merchants_are_made_once_per_model_and_kept_for_a_b
         for stage in (Filters(), ViewerStep(SimpleNamespace(scorer=scorer)), retrieve):
             await stage.apply(ctx)
     assert [v for v, _ in retrieve._tops[1]] == ["viewer-4", "viewer-5"]  # the least recent went first
+
+
+async def test_what_the_sources_take_from_a_viewers_history_is_kept_until_the_history_changes() -> None:
+    scorer, rooms, base = _setup()
+    cfg = RankingConfig(w_session=0.0)
+    rank = Rank(SimpleNamespace(scorer=scorer))
+    retrieve = Retrieve(SimpleNamespace(scorer=scorer), rank, budget=SMALL, min_rooms=0)
+    first = await _with_config(scorer, base, retrieve, set(), cfg, rank)
+    picks = retrieve._picks["viewer-3"][3]
+    again = await _with_config(scorer, base, retrieve, set(), cfg, rank)
+    assert retrieve._picks["viewer-3"][3] is picks  # the same history: taken once
+    assert first.candidates.rows is not None and again.candidates.rows is not None
+    np.testing.assert_array_equal(again.candidates.rows, first.candidates.rows)
+    # A visit since: the history changed, so are its picks (and the rooms are those taken afresh).
+    histories = scorer.model.histories
+    assert histories is not None
+    ctx = FeedContext("viewer-3", "ses_1", 10, cfg, now=NOW, rng=np.random.default_rng(1))
+    ctx.candidates = base.fresh_copy()
+    ctx.recent = [
+        RecentVisit("room_5", f"mer_{5:016x}", 95_000, int(NOW * 1000) - 90_000, False),
+        # after the model's round (what the model's history already counts is not a change)
+        RecentVisit("room_40", f"mer_{40:016x}", 300_000, histories.until_ms + 400_000, False),
+    ]
+    for stage in (Filters(), ViewerStep(SimpleNamespace(scorer=scorer)), retrieve):
+        await stage.apply(ctx)
+    assert retrieve._picks["viewer-3"][3] is not picks
+    fresh = Retrieve(SimpleNamespace(scorer=scorer), rank, budget=SMALL, min_rooms=0)
+    ctx2 = FeedContext("viewer-3", "ses_1", 10, cfg, now=NOW, rng=np.random.default_rng(1))
+    ctx2.candidates = base.fresh_copy()
+    ctx2.recent = list(ctx.recent)
+    for stage in (Filters(), ViewerStep(SimpleNamespace(scorer=scorer)), fresh):
+        await stage.apply(ctx2)
+    assert ctx.candidates.rows is not None and ctx2.candidates.rows is not None
+    np.testing.assert_array_equal(ctx.candidates.rows, ctx2.candidates.rows)

@@ -314,3 +314,24 @@ def test_the_viewers_best_merchants_count_a_merchant_added_since_and_say_when_th
         rt.discovery(sparse, keep, None, 10, vector, 1.0, top).tolist()
         == rt.discovery(sparse, keep, None, 10, vector).tolist()
     )
+
+
+def test_history_picks_taken_once_give_the_sources_what_they_take_from_the_history(
+    small_targets: list[Target],
+) -> None:
+    ranker = _ranker()
+    signs = rt.directions(ranker)
+    budget = rt.Budget(discovery=5, covisit=5, trending=5, per_category=3, exploration=2)
+    for t in small_targets[:150]:
+        live = rt.replayed_live_set(ranker, t.table, t.request)
+        viewer = rt.Viewer(t.request.history, rt.replayed_merchant_scores(live, t.request))
+        keep = np.ones(len(live), bool)
+        picks = rt.HistoryPicks.of(t.request.history, t.table, budget, signs)
+        each = rt.retrieve(live, keep, viewer, t.table, budget, rng=np.random.default_rng(1), signs=signs)
+        kept = rt.retrieve(
+            live, keep, viewer, t.table, budget, rng=np.random.default_rng(1), signs=signs, picks=picks
+        )
+        np.testing.assert_array_equal(kept.rows, each.rows)
+        for name, rows in each.sources.items():
+            np.testing.assert_array_equal(kept.sources[name], rows)
+        assert kept.lightfm_moments == each.lightfm_moments
