@@ -911,20 +911,27 @@ def favourites_first(score: np.ndarray, favourite_rows: np.ndarray, swiped_rows:
 
 
 # Each simple baseline as ranker weights over the same columns (lexicographic through a large weight):
-# the feed ranks by the best of them when no model is good enough (ranking.registry's gate).
-# Freshness breaks the remaining ties (rooms nobody has entered yet); a merchant the viewer swiped away
-# within the session window sinks, as the feed's filters hide the swiped room itself.
+# the feed ranks by the best of them when no model is good enough (ranking.registry's gate), so each ranks
+# exactly as the baseline of the same name the gate and the evaluation judged (ranking.evaluation.baseline):
+# REP is the viewer's enters of the merchant (`h_enters`), POP the merchant's enters (`pop_total`), live POP
+# its enters decayed with the 1 h half-life (`pop_1h`; in a replay with exact popularity, the numbers
+# ranking.replay.MerchantPopularity gives the baselines). Nothing else enters the order: freshness breaks
+# only the ties the baseline leaves (rooms of merchants nobody has entered yet), at a weight no popularity
+# difference the float32 score resolves is smaller than. Until 2026-12-07 the feed's live POP added the
+# room's heat and REP sank a merchant swiped away this session: what was promoted was not what was judged.
 BASELINE_WEIGHTS: dict[str, dict[str, float]] = {
-    "pop": {"pop_total": 1.0, "fresh": 1e-3},
-    "live_pop": {"pop_1h": 1.0, "heat": 1.0, "fresh": 1e-3},
-    "rep_pop": {"h_enters": 1000.0, "pop_total": 1.0, "fresh": 1e-3, "session_swiped": -2000.0},
-    "rep_live_pop": {
-        "h_enters": 1000.0,
-        "pop_1h": 1.0,
-        "heat": 1.0,
-        "fresh": 1e-3,
-        "session_swiped": -2000.0,
-    },
+    "pop": {"pop_total": 1.0, "fresh": 1e-5},
+    "live_pop": {"pop_1h": 1.0, "fresh": 1e-5},
+    "rep_pop": {"h_enters": 1000.0, "pop_total": 1.0, "fresh": 1e-5},
+    "rep_live_pop": {"h_enters": 1000.0, "pop_1h": 1.0, "fresh": 1e-5},
+}
+# The feed before any model (`no_model_ranker`): no merchant table, so the rooms' heat (events' decayed
+# enters, live in Redis) is the only popularity it knows; a merchant swiped away this session sinks.
+NO_MODEL_WEIGHTS: dict[str, float] = {
+    "h_enters": 1000.0,
+    "heat": 1.0,
+    "fresh": 1e-3,
+    "session_swiped": -2000.0,
 }
 # Groups the operator's ranking config multiplies (feed.config: w_model, w_popularity, w_repeat, w_session_category).
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -1038,8 +1045,17 @@ def _gain(
 
 
 def baseline_ranker(name: str) -> Ranker:
+    """The simple baseline `name` (ranking.evaluation.BASELINES but random) as a ranker: what the promotion
+    gate serves when no model beats it, ranking as the baseline it was judged by."""
+    if name not in BASELINE_WEIGHTS:
+        raise ValueError(f"no baseline ranker {name!r} (known: {', '.join(BASELINE_WEIGHTS)})")
     weights = BASELINE_WEIGHTS[name]
     return Ranker(np.array([weights.get(f, 0.0) for f in FEATURES]), FEATURES, {"baseline": 1.0})
+
+
+def no_model_ranker() -> Ranker:
+    """What the feed ranks by before any model was promoted (`empty_table`): REP, then the rooms' heat."""
+    return Ranker(np.array([NO_MODEL_WEIGHTS.get(f, 0.0) for f in FEATURES]), FEATURES, {"baseline": 1.0})
 
 
 def empty_table() -> MerchantTable:

@@ -14,12 +14,12 @@ from feed.replay import FeedPage
 from feed.stages import Rank, Score, rank_model
 from ranking import train as training
 from ranking.dataset import WeightParams, load_archive
-from ranking.evaluation import Evaluation, Judged
+from ranking.evaluation import Evaluation, Judged, baseline, ranker_method
 from ranking.model import ModelParams
 from ranking.offline import FitConfig, FittedModel, fit_model, merchant_features
 from ranking.ranker import LIGHTFM_FEATURES, F, baseline_ranker, judged_values, paired_gain
 from ranking.registry import ModelRegistry, ModelWatcher, gate
-from ranking.replay import build_merchant_table
+from ranking.replay import build_merchant_table, replay
 from ranking.scorer import Scorer
 from ranking.train import lightfm_hurts
 from rooms.live_index import LiveRoom
@@ -258,3 +258,34 @@ async def test_the_gate_refuses_a_lightfm_column_whose_held_out_ablation_hurts(
     model = await ModelRegistry(ranking_pool).load(result.version)
     assert model.ranker is not None
     assert all(model.ranker.weights[F[name]] == 0.0 for name in LIGHTFM_FEATURES)
+
+
+@pytest.mark.parametrize("name", ["pop", "live_pop", "rep_pop", "rep_live_pop"])
+def test_the_fallback_the_gate_promotes_ranks_as_the_baseline_it_was_judged_by(
+    name: str, small_market: Marketplace, small_log: Any, small_schedule: Any
+) -> None:
+    """The ranker the gate serves when no model beats the best simple baseline orders the live rooms as that
+    baseline did on the held-out hours: wherever the judged baseline puts one room above another (REP, then
+    the merchant's popularity, both as ranking.replay.MerchantPopularity counts them at the moment), the
+    served one does too; only the baseline's own ties are broken (by freshness)."""
+    lo = small_market.config.start_ms + 3 * 86_400_000
+    features = merchant_features(small_market.rooms)
+    (targets,) = replay(
+        small_log, small_schedule, features, None, [(lo, lo + 86_400_000)], [300], popularity="exact"
+    )
+    judged, served = baseline(name), ranker_method(baseline_ranker(name))
+    popularity = {"pop": "pop", "live_pop": "live_pop", "rep_pop": "pop", "rep_live_pop": "live_pop"}[name]
+    ordered = 0
+    for t in targets:
+        rep = t.rep if name.startswith("rep") else np.zeros(t.rooms.size)
+        pop = np.log1p(getattr(t, popularity))
+        s = served(t).astype(np.float64)
+        # (i, j) ordered by the baseline: more REP, or the same REP and a popularity apart by more than the
+        # float32 score resolves (1e-3 in log1p).
+        above = (rep[:, None] > rep[None, :]) | (
+            (rep[:, None] == rep[None, :]) & (pop[:, None] > pop[None, :] + 1e-3)
+        )
+        assert (s[:, None] > s[None, :])[above].all(), name
+        assert (judged(t)[:, None] > judged(t)[None, :])[above].all()
+        ordered += int(above.sum())
+    assert len(targets) > 100 and ordered > 10_000
