@@ -33,10 +33,10 @@ from ranking.ranker import (
     Ranker,
     RankRequest,
     SessionVisit,
-    baseline_ranker,
     design,
     empty_table,
     history_with_visits,
+    no_model_ranker,
     room_columns,
 )
 
@@ -349,7 +349,7 @@ class RankModel:
     scorer: Any | None  # ranking.scorer.Scorer (positions, LightFM item space) or None
 
 
-_NO_MODEL = RankModel(baseline_ranker("rep_live_pop"), empty_table(), None, {}, None)
+_NO_MODEL = RankModel(no_model_ranker(), empty_table(), None, {}, None)
 
 
 def rank_model(scorer: Any | None) -> RankModel:
