@@ -14,6 +14,7 @@ Nothing here knows where the log came from (the archive, a simulator world, an o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -31,6 +32,7 @@ from ranking.model import ModelParams, RankingModel, train_model
 from ranking.ranker import (
     KNOWN_OFFSET_RULES,
     LIGHTFM_FEATURES,
+    Lists,
     Ranker,
     choose_lightfm,
     design,
@@ -86,6 +88,12 @@ class FitConfig:
     # carries (ranking.replay.HEATS). The evaluation that judges the ranker must replay it the same way.
     popularity: str = "snapshot"
     heat: str = "enters"
+    # How the ranker's discovery part is fit (ranking.ranker.fit_ranker): its L2 grid (None: the whole
+    # model's) and its objective (DISCOVERY_OBJECTIVES).
+    discovery_l2_grid: tuple[float, ...] | None = None
+    discovery_objective: str = "softmax"
+    # What a repeat band too small to choose its own known-merchant offset gets (ranking.ranker.SMALL_BANDS).
+    known_offset_small_bands: str = "zero"
 
 
 LIGHTFM_A = ("daily", "once")
@@ -221,7 +229,7 @@ def lightfm_a_windows(
     return out
 
 
-def fit_model(
+def ranker_lists(
     log: InteractionLog,
     features: Mapping[str, RoomFeatures],
     schedule: Schedule,
@@ -229,17 +237,11 @@ def fit_model(
     cfg: FitConfig = FitConfig(),
     version: str = "model",
     exclude_merchants: Sequence[str] = (),
-    say: Any = None,
-) -> FittedModel:
-    """LightFM and the ranker from the log before `until_ms` (see the module docstring)."""
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    if cfg.known_offset not in KNOWN_OFFSET_RULES:
-        raise ValueError(f"known_offset must be one of {KNOWN_OFFSET_RULES}, got {cfg.known_offset!r}")
-    if cfg.validation not in VALIDATIONS:
-        raise ValueError(f"validation must be one of {VALIDATIONS}, got {cfg.validation!r}")
-    if not 0.0 < cfg.validation_share < 1.0:
-        raise ValueError(f"validation_share must be between 0 and 1, got {cfg.validation_share}")
+    timings: dict[str, float] | None = None,
+) -> tuple[Lists, Lists]:
+    """The ranker's training and validation lists from the log before `until_ms`: each day of the ranker's
+    window replayed with the LightFM "a" fit before it (`lightfm_a_windows`), on `cfg.decision_threads`."""
+    timings = timings if timings is not None else {}
     ranker_from = ranker_window(log, until_ms, cfg)
     if cfg.decision_threads < 0:
         raise ValueError(
@@ -267,14 +269,24 @@ def fit_model(
         targets.extend(part)
         held.extend(part_held)
         timings["lists_s"] += time.perf_counter() - t0
-    lists = training_lists(targets, cfg.purchase_weight)
-    validation = training_lists(held, cfg.purchase_weight)
-    t0 = time.perf_counter()
-    with_lightfm = fit_ranker(lists, validation=validation)
-    ablation = fit_ranker(lists, validation=validation, drop=LIGHTFM_FEATURES)
-    in_discovery = fit_ranker(
-        lists, validation=validation, drop=LIGHTFM_FEATURES, discovery_only=LIGHTFM_FEATURES
+    return training_lists(targets, cfg.purchase_weight), training_lists(held, cfg.purchase_weight)
+
+
+def choose_rankers(
+    lists: Lists, validation: Lists, cfg: FitConfig = FitConfig()
+) -> tuple[Ranker, Ranker, Ranker]:
+    """The ranker (LightFM's columns where validation keeps them), its ablation without LightFM and the
+    variant with LightFM's columns everywhere, each with the known-merchant offsets of `cfg.known_offset`;
+    every choice made on `validation`."""
+    fit = functools.partial(
+        fit_ranker,
+        validation=validation,
+        discovery_l2_grid=cfg.discovery_l2_grid,
+        discovery_objective=cfg.discovery_objective,
     )
+    with_lightfm = fit(lists)
+    ablation = fit(lists, drop=LIGHTFM_FEATURES)
+    in_discovery = fit(lists, drop=LIGHTFM_FEATURES, discovery_only=LIGHTFM_FEATURES)
     # LightFM's columns stay only if they help on the validation lists: on a platform where popularity,
     # history and co-visitation already say what LightFM knows, its column is noise the gate would pay for.
     # In the discovery part alone they are judged on the validation's discovery lists (choose_lightfm).
@@ -286,9 +298,38 @@ def fit_model(
         ranker.info["lightfm_used"] = 0.0
     # Where the known merchants stand against the discovery rooms, per repeat band: the same rule for the
     # ranker and its ablation, so the ablation's figures compare LightFM alone.
-    ranker = with_known_offsets(ranker, validation, cfg.known_offset)
-    ablation = with_known_offsets(ablation, validation, cfg.known_offset)
-    with_lightfm = with_known_offsets(with_lightfm, validation, cfg.known_offset)
+    ranker = with_known_offsets(ranker, validation, cfg.known_offset, cfg.known_offset_small_bands)
+    ablation = with_known_offsets(ablation, validation, cfg.known_offset, cfg.known_offset_small_bands)
+    with_lightfm = with_known_offsets(
+        with_lightfm, validation, cfg.known_offset, cfg.known_offset_small_bands
+    )
+    return ranker, ablation, with_lightfm
+
+
+def fit_model(
+    log: InteractionLog,
+    features: Mapping[str, RoomFeatures],
+    schedule: Schedule,
+    until_ms: int,
+    cfg: FitConfig = FitConfig(),
+    version: str = "model",
+    exclude_merchants: Sequence[str] = (),
+    say: Any = None,
+) -> FittedModel:
+    """LightFM and the ranker from the log before `until_ms` (see the module docstring)."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if cfg.known_offset not in KNOWN_OFFSET_RULES:
+        raise ValueError(f"known_offset must be one of {KNOWN_OFFSET_RULES}, got {cfg.known_offset!r}")
+    if cfg.validation not in VALIDATIONS:
+        raise ValueError(f"validation must be one of {VALIDATIONS}, got {cfg.validation!r}")
+    if not 0.0 < cfg.validation_share < 1.0:
+        raise ValueError(f"validation_share must be between 0 and 1, got {cfg.validation_share}")
+    lists, validation = ranker_lists(
+        log, features, schedule, until_ms, cfg, version, exclude_merchants, timings
+    )
+    t0 = time.perf_counter()
+    ranker, ablation, with_lightfm = choose_rankers(lists, validation, cfg)
     timings["ranker_s"] = time.perf_counter() - t0
     message = (
         f"ranker: {len(lists)} + {len(validation)} validation lists, l2 {ranker.info.get('l2')}, "

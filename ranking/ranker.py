@@ -1230,6 +1230,61 @@ def _fit(lists: Lists, l2: float, mask: np.ndarray) -> np.ndarray:
     return w
 
 
+# How the discovery part is fit (`fit_ranker(discovery_objective=...)`): "softmax", the listwise softmax every
+# part is fit with; "pairwise", the target against each other room of its list (a logistic loss per pair, the
+# sampled rooms weighted by their inverse sampling rate, each list weighing its weight): the mean rank.
+DISCOVERY_OBJECTIVES: tuple[str, ...] = ("softmax", "pairwise")
+
+
+def _fit_pairwise(lists: Lists, l2: float, mask: np.ndarray, iterations: int = 30) -> np.ndarray:
+    """Pairwise logistic weights in standardised units (features outside `mask` fixed at 0): for every
+    list, the target row against each other row, Newton's method as `_newton`."""
+    x = np.ascontiguousarray(lists.x[:, mask], dtype=np.float64)
+    n = len(lists)
+    seg = np.repeat(np.arange(n), np.diff(lists.offsets))
+    rows = lists.offsets[:-1] + lists.target
+    other = np.ones(x.shape[0], dtype=bool)
+    other[rows] = False
+    rate = np.exp(lists.offset) if lists.offset is not None else np.ones(x.shape[0])
+    share = rate * other
+    per_list = np.bincount(seg, weights=share, minlength=n)
+    pw = (lists.weight[seg] * share / np.where(per_list > 0, per_list, 1.0)[seg])[other]
+    d = x[rows][seg[other]] - x[other]
+    total = float(lists.weight.sum()) or 1.0
+    n_f = x.shape[1]
+    w = np.zeros(n_f)
+
+    def loss(v: np.ndarray) -> float:
+        return float(pw @ np.logaddexp(0.0, -(d @ v))) / total + 0.5 * l2 * float(v @ v)
+
+    current = loss(w)
+    for _ in range(iterations):
+        m = d @ w
+        p = 0.5 * (1.0 + np.tanh(-0.5 * m))  # sigmoid(-m)
+        grad = -(d.T @ (pw * p)) / total + l2 * w
+        hess = (d.T @ (d * (pw * p * (1.0 - p))[:, None])) / total + l2 * np.eye(n_f)
+        step = np.linalg.solve(hess + 1e-9 * np.eye(n_f), grad)
+        t = 1.0
+        trial = current
+        while t > 1e-4:
+            trial = loss(w - t * step)
+            if trial <= current - 1e-4 * t * float(grad @ step):
+                break
+            t *= 0.5
+        w = w - t * step
+        done = current - trial < 1e-7
+        current = trial
+        if done:
+            break
+    out = np.zeros(mask.shape[0])
+    out[mask] = w
+    return out
+
+
+def _fit_discovery(lists: Lists, l2: float, mask: np.ndarray, objective: str) -> np.ndarray:
+    return _fit_pairwise(lists, l2, mask) if objective == "pairwise" else _fit(lists, l2, mask)
+
+
 def list_ranks(scores: np.ndarray, offsets: np.ndarray, target: np.ndarray) -> np.ndarray:
     """0-based rank of each list's target (ties count against it: a constant scorer earns nothing)."""
     starts = offsets[:-1]
@@ -1393,13 +1448,15 @@ def _choose(
     return best_l2, best_k, values, policy, val_scores.get(best_l2)
 
 
-def _discovery_l2(train: Lists, val: Lists, mask: np.ndarray, l2_grid: Sequence[float]) -> float:
+def _discovery_l2(
+    train: Lists, val: Lists, mask: np.ndarray, l2_grid: Sequence[float], objective: str = "softmax"
+) -> float:
     """L2 of the discovery part, chosen on the validation lists' discovery lists."""
     if len(val) < 20 or len(l2_grid) < 2:
         return l2_grid[len(l2_grid) // 2]
 
     def value(l2: float) -> float:
-        w = _fit(train, l2, mask)
+        w = _fit_discovery(train, l2, mask, objective)
         scores = val.x.astype(np.float64) @ w + (val.offset if val.offset is not None else 0.0)
         return judged_value(list_ranks(scores, val.offsets, val.target))
 
@@ -1419,6 +1476,8 @@ def fit_ranker(
     first_grid: Sequence[int] = FIRST_GRID,
     two_part: bool | None = None,
     discovery_only: Sequence[str] = (),
+    discovery_l2_grid: Sequence[float] | None = None,
+    discovery_objective: str = "softmax",
 ) -> Ranker:
     """Choose L2 and how many favourites open the list on validation lists (HR@5 + NDCG@10), then refit
     on every list.
@@ -1441,7 +1500,17 @@ def fit_ranker(
     `discovery_only` names features of `drop` that the discovery part keeps (the two-part ranker only; a
     one-score ranker drops them everywhere): LightFM's columns can earn their place ordering the discovery
     rooms, where its taste signal lives, without also moving the known merchants' order (`choose_lightfm`).
+
+    `discovery_l2_grid` (None: `l2_grid`) and `discovery_objective` (`DISCOVERY_OBJECTIVES`) say how the
+    discovery part is fit; its L2 is chosen on the validation's discovery lists either way.
     """
+    if discovery_objective not in DISCOVERY_OBJECTIVES:
+        raise ValueError(
+            f"discovery_objective must be one of {DISCOVERY_OBJECTIVES}, got {discovery_objective!r}"
+        )
+    d_grid = tuple(l2_grid if discovery_l2_grid is None else discovery_l2_grid)
+    if not d_grid or min(d_grid) <= 0:
+        raise ValueError(f"discovery_l2_grid needs L2 values > 0, got {d_grid}")
     every = lists if validation is None else lists.concat(validation)
     sd = every.x.astype(np.float64).std(axis=0) if len(every) else np.ones(len(FEATURES))
     unknown = sorted(set(discovery_only) - set(FEATURES))
@@ -1463,8 +1532,8 @@ def fit_ranker(
     discovery: np.ndarray | None = None
     d_train, d_all = discovery_lists(train), discovery_lists(z)
     if two_part is not False and len(d_train) >= MIN_DISCOVERY_LISTS:
-        d_l2 = _discovery_l2(d_train, discovery_lists(val), d_mask, l2_grid)
-        wd = _fit(d_train, d_l2, d_mask)
+        d_l2 = _discovery_l2(d_train, discovery_lists(val), d_mask, d_grid, discovery_objective)
+        wd = _fit_discovery(d_train, d_l2, d_mask, discovery_objective)
         unit = float((train.x.astype(np.float64) @ wd).std()) or 1.0
         mask2 = np.concatenate([mask, [True]])
         t2, v2 = _with_discovery(train, wd, unit), _with_discovery(val, wd, unit)
@@ -1478,7 +1547,7 @@ def fit_ranker(
             keep = gain > se
         if keep:
             # Refit on every list: the discovery part on every discovery list, then the whole model.
-            wd = _fit(d_all, d_l2, d_mask)
+            wd = _fit_discovery(d_all, d_l2, d_mask, discovery_objective)
             unit = float((z.x.astype(np.float64) @ wd).std()) or 1.0
             w2 = _fit(_with_discovery(z, wd, unit), l2_2, mask2)
             info.update(l2=l2_2, discovery_l2=d_l2, favourites_first=float(k_2), two_part=1.0)
@@ -1514,7 +1583,13 @@ KNOWN_OFFSET_GRID: tuple[float, ...] = (1.0, 0.5, 0.25, 0.0, -0.25, -0.5, -0.75,
 KNOWN_OFFSET_RULES: tuple[str, ...] = ("none", "discovery", "likelihood")
 
 
-def with_known_offsets(ranker: Ranker, validation: Lists, rule: str) -> Ranker:
+# What a band with fewer than `MIN_BAND_LISTS` validation lists gets from the "discovery" rule: "zero", no
+# offset; "pool", the rule applied to its lists together with its neighbour band's (band 3 with band 2, band 0
+# with band 1, ...) — the most repeat-heavy viewers are the fewest and lose the most new targets to favourites.
+SMALL_BANDS: tuple[str, ...] = ("zero", "pool")
+
+
+def with_known_offsets(ranker: Ranker, validation: Lists, rule: str, small_bands: str = "zero") -> Ranker:
     """`ranker` with a known-merchant offset per repeat band chosen on `validation` (the lists
     `fit_ranker` chose its settings on, whose rows `ranker.validation_scores` scores) by `rule`.
 
@@ -1529,6 +1604,8 @@ def with_known_offsets(ranker: Ranker, validation: Lists, rule: str) -> Ranker:
     than `MIN_BAND_LISTS` lists keep 0. `info` says `known_offset_band_{b}` and its gain and error."""
     if rule not in KNOWN_OFFSET_RULES:
         raise ValueError(f"known-merchant offset rule must be one of {KNOWN_OFFSET_RULES}, got {rule!r}")
+    if small_bands not in SMALL_BANDS:
+        raise ValueError(f"small_bands must be one of {SMALL_BANDS}, got {small_bands!r}")
     scores = ranker.validation_scores
     if rule == "none" or scores is None or len(validation) < 20 or scores.shape[0] != validation.x.shape[0]:
         return ranker
@@ -1555,12 +1632,17 @@ def with_known_offsets(ranker: Ranker, validation: Lists, rule: str) -> Ranker:
         per = {d: values(np.full(n_bands, d)) for d in grid}
         for b in range(n_bands):
             inside = bands == b
+            judged = inside
             if inside.sum() < MIN_BAND_LISTS:
-                continue
-            best = max(grid, key=lambda d: (float(per[d][inside].mean()), -abs(d)))
+                if small_bands == "zero" or not inside.any():
+                    continue
+                judged = inside | (bands == (b - 1 if b > (n_bands - 1) / 2 else b + 1))
+                if judged.sum() < MIN_BAND_LISTS:
+                    continue
+            best = max(grid, key=lambda d: (float(per[d][judged].mean()), -abs(d)))
             pick = best
             for d in grid[grid.index(best) + 1 :]:
-                gain, se = paired_gain(per[d][inside], per[best][inside], viewers[inside])
+                gain, se = paired_gain(per[d][judged], per[best][judged], viewers[judged])
                 if gain < -se:
                     break
                 pick = d

@@ -599,3 +599,57 @@ def test_known_merchant_offset_ranks_the_feed_as_validation_judged_it(small_targ
     ]
     assert list(expected) == got
     assert (_first_ranks(plain, lists, 1) != expected).any()
+
+
+def test_the_discovery_part_can_be_fit_pairwise_and_learns_the_same_direction() -> None:
+    # The pairwise objective (the target against each other discovery room) orders the discovery rooms by
+    # what brought viewers to new merchants, as the listwise softmax does, on held-out lists.
+    lists, _ = _known_and_new_lists(3_000, 11)
+    softmax = fit_ranker(lists, two_part=True)
+    pairwise = fit_ranker(lists, two_part=True, discovery_objective="pairwise")
+    assert softmax.discovery is not None and pairwise.discovery is not None
+    pop = FEATURES.index("pop_total")
+    assert pairwise.discovery[pop] > 0 and softmax.discovery[pop] > 0
+    held, _ = _known_and_new_lists(1_000, 12)
+    on = discovery_lists(held)
+
+    def value(r: Ranker) -> float:
+        assert r.discovery is not None
+        return judged_value(list_ranks(on.x.astype(np.float64) @ r.discovery, on.offsets, on.target))
+
+    chance = judged_value(list_ranks(np.zeros(on.x.shape[0]), on.offsets, on.target))
+    assert value(pairwise) > chance + 0.3
+    assert abs(value(pairwise) - value(softmax)) < 0.05
+    with pytest.raises(ValueError, match="discovery_objective"):
+        fit_ranker(lists, discovery_objective="pointwise")
+
+
+def test_the_discovery_part_takes_its_l2_from_its_own_grid_on_the_validation_lists() -> None:
+    lists, _ = _known_and_new_lists(2_000, 13)
+    grid = (1e-3, 1.0, 30.0)
+    chosen = fit_ranker(lists, two_part=True, discovery_l2_grid=grid)
+    assert chosen.info["discovery_l2"] in grid
+    # A grid of one value is that value; the whole model keeps its own grid.
+    only = fit_ranker(lists, two_part=True, discovery_l2_grid=(30.0,))
+    assert only.info["discovery_l2"] == 30.0 and only.info["l2"] in (1e-3, 1e-2)
+    with pytest.raises(ValueError, match="discovery_l2_grid"):
+        fit_ranker(lists, discovery_l2_grid=(0.0,))
+
+
+def test_a_band_too_small_for_its_own_offset_chooses_it_with_its_neighbour_band_when_pooled() -> None:
+    # Band 2 and a handful of band-3 viewers are explorers whose known merchants the learned order puts on
+    # top: with "zero" band 3 (too few lists) keeps no offset; pooled with band 2 it takes band 2's choice.
+    lists, scores = _known_against_discovery(9, explorers_take_known=0.1)
+    band = np.where(lists.viewers() % 2 == 0, 2, 1).astype(np.int64)
+    band[np.flatnonzero(band == 2)[:30]] = 3
+    lists = dataclasses.replace(lists, band=band)
+    ranker = Ranker(np.zeros(len(FEATURES)), validation_scores=scores)
+    zero = with_known_offsets(ranker, lists, "discovery")
+    pooled = with_known_offsets(ranker, lists, "discovery", small_bands="pool")
+    assert zero.known_offset[2] < -1.0 and zero.known_offset[3] == 0.0
+    assert pooled.known_offset[2] == zero.known_offset[2]
+    assert pooled.known_offset[3] < -1.0
+    # Band 0 has no list at all: nothing to pool, no offset.
+    assert pooled.known_offset[0] == 0.0
+    with pytest.raises(ValueError, match="small_bands"):
+        with_known_offsets(ranker, lists, "discovery", small_bands="all")
