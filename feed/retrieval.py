@@ -31,8 +31,9 @@ log = logging.getLogger("feed.retrieval")
 # 20,000 1.27, 30,000 1.19, 40,000 1.06, 50,000 0.84, 100,000 0.50 (docs/feed.md). Was 2 x Budget.total()
 # = 1,132 rooms, where retrieval cost 1.6x ranking every room.
 RETRIEVAL_FROM_ROOMS = 45_000
-# Viewers whose best merchants (`ranking.retrieval.TopMerchants`, ~1 kB each) a process keeps per model, the
-# least recently served dropped first: memory bounded whatever the number of viewers (issue 18).
+# Viewers whose best merchants (`ranking.retrieval.TopMerchants`) and history picks a process keeps (~2.5 kB
+# a viewer for both: <= ~50 MB), the least recently served dropped first: memory bounded whatever the number
+# of viewers (issue 18).
 VIEWERS_KEPT = 20_000
 
 
