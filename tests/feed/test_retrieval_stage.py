@@ -225,28 +225,35 @@ async def test_with_discovery_through_item_clusters_a_retrieved_room_still_score
     np.testing.assert_allclose(c.score, full.candidates.score[c.rows], rtol=1e-5, atol=1e-4)
 
 
-async def test_a_viewers_best_merchants_are_made_once_per_model_and_kept_for_a_bounded_number_of_viewers() -> (
+async def test_a_viewers_best_merchants_are_made_on_its_second_page_and_kept_for_a_bounded_number_of_viewers() -> (
     None
 ):
     scorer, rooms, base = _setup()
     cfg = RankingConfig(w_session=0.0)
     rank = Rank(SimpleNamespace(scorer=scorer))
-    retrieve = Retrieve(SimpleNamespace(scorer=scorer), rank, budget=SMALL, min_rooms=0)
+    # exact_below=100: 300 live merchants go through the model's clusters, where a list pays off
+    retrieve = Retrieve(SimpleNamespace(scorer=scorer), rank, budget=SMALL, min_rooms=0, exact_below=100)
     retrieve.viewers_kept = 2
-    first = await _with_config(scorer, base, retrieve, set(), cfg, rank)
-    model, tops = retrieve._tops
     sign = retrieve.signs(rank.model(), cfg)["lightfm"]  # the ranker's discovery weight on LightFM decides
-    assert model is scorer.model and list(tops) == [("viewer-3", sign)]
-    top = tops[("viewer-3", sign)][0]
-    again = await _with_config(scorer, base, retrieve, set(), cfg, rank)
-    assert retrieve._tops[1][("viewer-3", sign)][0] is top  # the viewer's next page: the same list
-    assert again.candidates.rows is not None and first.candidates.rows is not None
-    np.testing.assert_array_equal(again.candidates.rows, first.candidates.rows)
+    await _with_config(scorer, base, retrieve, set(), cfg, rank)
+    model, tops = retrieve._tops
+    # The first page went through the probe (a viewer who asks one page pays no list) ...
+    assert (
+        model is scorer.model and list(tops) == [("viewer-3", sign)] and tops[("viewer-3", sign)][0] is None
+    )
+    second = await _with_config(scorer, base, retrieve, set(), cfg, rank)
+    top = retrieve._tops[1][("viewer-3", sign)][0]
+    assert top is not None  # ... the second made the list
+    third = await _with_config(scorer, base, retrieve, set(), cfg, rank)
+    assert retrieve._tops[1][("viewer-3", sign)][0] is top  # and the next pages read it
+    assert second.candidates.rows is not None and third.candidates.rows is not None
+    np.testing.assert_array_equal(third.candidates.rows, second.candidates.rows)
     # Discovery from the list is discovery over every live merchant (exact).
-    c = first.candidates
+    c = second.candidates
     assert c.parent is not None and c.rows is not None
     live = c.parent.memo["retrieval_live"][1]
-    vector = first.viewer.vector if first.viewer is not None else None
+    assert live.clusters is not None
+    vector = second.viewer.vector if second.viewer is not None else None
     exact = retrieve_discovery(live, c.parent.keep, vector, SMALL.discovery, sign)
     assert set(exact.tolist()) <= set(c.rows.tolist())
     for viewer in ("viewer-4", "viewer-5"):
