@@ -319,6 +319,28 @@ def summary(runs: dict[str, Any], designs: list[str]) -> list[str]:
                 + " | ".join(f"{sum(v) / len(v):+.4f}" for v in means.values())
                 + " | | |"
             )
+    lines += [
+        "",
+        "where main loses new targets on the full list (main / the better popularity baseline; test day, page):",
+        "",
+        "| world-seed | new hit | lost to favourites | lost in the discovery order | favourites in the top five "
+        "| band 2 hit (targets) | band 3 hit (targets) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for spec, r in runs.items():
+        m, p = r["where_new_are_lost"]["main"], r["where_new_are_lost"][r["best_pop"]]
+
+        bands = {
+            b: f"{m['by_band'][b]['hit']:.3f} / {p['by_band'][b]['hit']:.3f} ({m['by_band'][b]['targets']})"
+            if b in m["by_band"]
+            else "-"
+            for b in ("2", "3")
+        }
+        lines.append(
+            f"| {spec} | {m['hit']:.3f} / {p['hit']:.3f} | {m['lost_to_favourites']:.3f} / "
+            f"{p['lost_to_favourites']:.3f} | {m['lost_in_discovery']:.3f} / {p['lost_in_discovery']:.3f} "
+            f"| {m['favourites_on_top']:.2f} / {p['favourites_on_top']:.2f} | {bands['2']} | {bands['3']} |"
+        )
     return lines
 
 
