@@ -54,18 +54,6 @@ def report(
         write_results(name, command_line(), metrics, lines, title)
 
 
-# The budget before perf8 (issue 18): the ranking sources' shares four times today's.
-BUDGET_BEFORE = rt.Budget(discovery=120, covisit=80, trending=150, categories=2, per_category=50)
-
-
-def _budget_name(method: str) -> str:
-    return (
-        "budget before (120 / 80 / 150 / 2 x 50)"
-        if method == "retrieval_before"
-        else f"budget x{method.split('_x')[1]}"
-    )
-
-
 def scaled(budget: rt.Budget, factor: float) -> rt.Budget:
     return replace(
         budget, **{f.name: max(1, int(round(getattr(budget, f.name) * factor))) for f in fields(budget)}
@@ -695,10 +683,9 @@ def main() -> None:
     split = market.config.start_ms + (args.days - 1) * DAY_MS
     fitted = fit_model(log, features, schedule, split, FitConfig(seed=args.seed), version="retrieval")
     scales = [float(s) for s in args.scales.split(",")]
-    budgets = {"retrieval_before": BUDGET_BEFORE} | {
-        f"retrieval_x{s:g}": scaled(rt.Budget(), s) for s in scales
+    methods = {
+        f"retrieval_x{s:g}": rt.retrieval_method(fitted.ranker, scaled(rt.Budget(), s)) for s in scales
     }
-    methods = {name: rt.retrieval_method(fitted.ranker, budget) for name, budget in budgets.items()}
     ev, targets = evaluate_model(
         log,
         features,
@@ -711,7 +698,8 @@ def main() -> None:
     )
     live = np.array([t.rooms.size for t in targets])
     sizes: dict[str, float] = {}
-    for name, budget in budgets.items():  # how many rooms each budget retrieves, on a sample of the targets
+    for s in scales:  # how many rooms each budget retrieves, on a sample of the targets
+        budget = scaled(rt.Budget(), s)
         got = []
         for t in targets[:: max(1, len(targets) // 400)]:
             lv = rt.replayed_live_set(fitted.ranker, t.table, t.request)
@@ -720,7 +708,7 @@ def main() -> None:
                 lv, np.ones(len(lv), bool), viewer, t.table, budget, eligible=np.arange(len(lv))
             )
             got.append(found.rows.size / max(len(lv), 1))
-        sizes[name] = float(np.mean(got))
+        sizes[f"retrieval_x{s:g}"] = float(np.mean(got))
     r = ev.results
     base = r["ranker"]["overall"]
     metrics: dict[str, Any] = {
@@ -752,7 +740,7 @@ def main() -> None:
             "hr5_diff_ci": [round(d["ci_low"], 4), round(d["ci_high"], 4)],
         }
         lines.append(
-            f"| ranker on retrieval, {_budget_name(name)} | {sizes[name]:.2f} | {m['hr5']:.4f} "
+            f"| ranker on retrieval, budget x{name.split('_x')[1]} | {sizes[name]:.2f} | {m['hr5']:.4f} "
             f"| {m['ndcg10']:.4f} | {100 * rel_hr:+.2f} % | {100 * rel_ndcg:+.2f} % "
             f"| {d['diff']:+.4f} ({d['ci_low']:+.4f} … {d['ci_high']:+.4f}) |"
         )

@@ -47,20 +47,13 @@ SOURCES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Budget:
-    """How many merchants or rooms each source gives (favourites: all of them).
+    """How many merchants or rooms each source gives (favourites: all of them)."""
 
-    The ranking sources' shares are a quarter of what they were (120 / 80 / 150 / 2 x 50: ~645 rooms ranked
-    at 100,000 live rooms, ~180 now), chosen by a rule fixed before the held-out check: the smallest scale
-    of {1, 1/2, 1/4, 1/8} whose HR@5 and NDCG@10 are within 0.5 % of the ranker over every live room on
-    the validation world with the next smaller scale within it too, and whose top 10 at 100,000 synthetic
-    live rooms is the same as over every room (`bench/bench_retrieval.py`; docs/feed.md). The alliance's
-    owed merchants and the exploration pool are the feed's own shares, not the ranker's: unchanged."""
-
-    discovery: int = 30  # merchants
-    covisit: int = 20  # merchants
-    trending: int = 38  # rooms
-    categories: int = 1  # the viewer's top categories by dwell share ...
-    per_category: int = 12  # ... and rooms of each
+    discovery: int = 120  # merchants
+    covisit: int = 80  # merchants
+    trending: int = 150  # rooms
+    categories: int = 2  # the viewer's top categories by dwell share ...
+    per_category: int = 50  # ... and rooms of each
     owed: int = 100  # merchants, most owed first as the caller lists them
     exploration: int = 16  # rooms
 
