@@ -237,19 +237,25 @@ def main() -> None:
         runs[spec] = r
         print("\n".join(design_lines({spec: r})[2:]), flush=True)
         print(json.dumps({spec: r}), flush=True)
-    lines = design_lines(runs)
+    record(
+        args,
+        design_lines(runs),
+        {"runs_made_by": args.run_command, "runs": runs},
+        f"{args.name} — LightFM designs against main's one fit (same lists, same test day)",
+    )
+
+
+def record(args: argparse.Namespace, lines: list[str], metrics: dict[str, Any], title: str) -> None:
+    """Print the table and write bench/results/NAME.json (the world size, then `metrics`) and its block."""
+    from bench_scorer import command_line, write_results
+
     print("\n".join(lines))
     write_results(
         args.name,
         command_line(),
-        {
-            "viewers": args.viewers,
-            "merchants": args.merchants,
-            "runs_made_by": args.run_command,
-            "runs": runs,
-        },
+        {"viewers": args.viewers, "merchants": args.merchants, **metrics},
         lines,
-        f"{args.name} — LightFM designs against main's one fit (same lists, same test day)",
+        title,
     )
 
 

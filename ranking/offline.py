@@ -34,6 +34,7 @@ from ranking.ranker import (
     LIGHTFM_FEATURES,
     Lists,
     Ranker,
+    blend_rankers,
     choose_lightfm,
     design,
     fit_ranker,
@@ -94,9 +95,17 @@ class FitConfig:
     discovery_objective: str = "softmax"
     # What a repeat band too small to choose its own known-merchant offset gets (ranking.ranker.SMALL_BANDS).
     known_offset_small_bands: str = "zero"
+    # How LightFM's columns enter the ranker (LIGHTFM_CHOICES). "switch": the validation lists keep one of
+    # three rankers — LightFM everywhere, in the discovery part only, or none — by the one-standard-error
+    # rule (`choose_lightfm`); "blend": the mean of the scores of the two rankers with LightFM (everywhere,
+    # and in the discovery part only), no switch (`ranking.ranker.blend_rankers`). The switch flips with
+    # LightFM's draw (seeds 42/43/44 of one fit on the same lists: kept, dropped, dropped in category 1) and
+    # each flip moves new targets by ~0.02; the blend moves continuously (bench/bench_lightfm_choices.py).
+    lightfm_choice: str = "switch"
 
 
 LIGHTFM_A = ("daily", "once")
+LIGHTFM_CHOICES = ("switch", "blend")
 
 
 @dataclass
@@ -109,6 +118,7 @@ class FittedModel:
     timings: dict[str, float]
     ranker_lightfm: Ranker | None = None  # the variant with LightFM's columns (for the ablation's figures)
     validation: Any = None  # the validation lists the choices were made on (ranking.ranker.Lists)
+    lists: Any = None  # the training lists the ranker was fit on (ranking.ranker.Lists)
 
 
 def training_lists(targets: Sequence[Target], purchase_weight: float) -> Any:
@@ -293,6 +303,12 @@ def choose_rankers(
     ranker = choose_lightfm(
         with_lightfm, ablation, validation.viewers(), discovery=in_discovery, validation=validation
     )
+    if cfg.lightfm_choice == "blend":
+        # What the switch would have chosen, and by how much, stays in `info` for the reports.
+        said = {k: v for k, v in ranker.info.items() if k.startswith("lightfm_")}
+        ranker = blend_rankers([with_lightfm, in_discovery], validation)
+        ranker.info.update(said)
+        ranker.info.update(lightfm_used=1.0, lightfm_discovery_only=0.0, lightfm_blend=1.0)
     if cfg.lightfm_columns is False:  # the gate found them hurting on held-out hours (ranking.train)
         ranker = ablation
         ranker.info["lightfm_used"] = 0.0
@@ -323,6 +339,8 @@ def fit_model(
         raise ValueError(f"known_offset must be one of {KNOWN_OFFSET_RULES}, got {cfg.known_offset!r}")
     if cfg.validation not in VALIDATIONS:
         raise ValueError(f"validation must be one of {VALIDATIONS}, got {cfg.validation!r}")
+    if cfg.lightfm_choice not in LIGHTFM_CHOICES:
+        raise ValueError(f"lightfm_choice must be one of {LIGHTFM_CHOICES}, got {cfg.lightfm_choice!r}")
     if not 0.0 < cfg.validation_share < 1.0:
         raise ValueError(f"validation_share must be between 0 and 1, got {cfg.validation_share}")
     lists, validation = ranker_lists(
@@ -361,7 +379,7 @@ def fit_model(
     model = train_model(data, cfg.model, version, progress=False)
     timings["lightfm_s"] = time.perf_counter() - t0
     attach_ranker(model, ranker, log, features, until_ms)
-    return FittedModel(model, ranker, ablation, timings, with_lightfm, validation)
+    return FittedModel(model, ranker, ablation, timings, with_lightfm, validation, lists)
 
 
 def attach_ranker(

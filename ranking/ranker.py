@@ -973,6 +973,7 @@ def choose_lightfm(
     viewers: np.ndarray | None = None,
     discovery: Ranker | None = None,
     validation: Lists | None = None,
+    margin: float = 1.0,
 ) -> Ranker:
     """LightFM's columns stay only if they earn their place on the validation lists, by the
     one-standard-error rule: the ranker with them must beat the simpler one without them by more than one
@@ -991,7 +992,9 @@ def choose_lightfm(
     lists (`discovery_lists`, never-entered rooms only), against `without`'s discovery order, and it
     replaces `without` only by more than one standard error there, and if it is not worse on every list
     by more than one standard error (what it does to the favourites). Then LightFM everywhere must beat that
-    by more than one standard error on every list. `lightfm_discovery_only` says which was kept."""
+    by more than one standard error on every list. `lightfm_discovery_only` says which was kept. `margin`
+    (standard errors; 1 by default) is how many a gain must exceed for the richer ranker (bench_lightfm_choices
+    measured 2: LightFM dropped in every draw of category 1, where it adds +0.01..+0.03 on new targets)."""
     base = without
     info: dict[str, float] = {}
     if discovery is not None and discovery.discovery is not None and validation is not None:
@@ -1005,10 +1008,10 @@ def choose_lightfm(
                 lightfm_discovery_overall_gain_se=round(overall_se, 4),
             )
             # ... and must not cost the other lists (the favourites) more than one standard error.
-            if gain > se and overall >= -overall_se:
+            if gain > margin * se and overall >= -overall_se:
                 base = discovery
     gain, se, se_lists = _gain(with_lightfm, base, viewers)
-    keep = gain > se
+    keep = gain > margin * se
     chosen = with_lightfm if keep else base
     used = keep or base is discovery
     chosen.info.update(info)
@@ -1573,14 +1576,63 @@ def fit_ranker(
     return Ranker(w / scale, FEATURES, info, best_k, values, first_by_share=policy, validation_scores=scores)
 
 
+def blend_rankers(
+    rankers: Sequence[Ranker], validation: Lists, first_grid: Sequence[int] = FIRST_GRID
+) -> Ranker:
+    """The mean of `rankers`' learned scores as one ranker (soft instead of a switch between them), with its
+    own favourites-first count and per-band counts chosen on `validation` (the lists the rankers chose their
+    settings on, whose rows each ranker's `validation_scores` score) by the one-standard-error rule.
+
+    Every ranker is linear over FEATURES with its known-merchant weights and its discovery weights (its one
+    score's where it has one score), so the mean of the scores is the ranker with the mean of each."""
+    if not rankers:
+        raise ValueError("blend_rankers needs at least one ranker")
+    scored = [r.validation_scores for r in rankers]
+    if any(s is None or s.shape != (validation.x.shape[0],) for s in scored):
+        raise ValueError("every blended ranker needs its validation_scores on the validation lists")
+    weights = np.mean([r.weights for r in rankers], axis=0)
+    two_part = any(r.discovery is not None for r in rankers)
+    discovery = (
+        np.mean([r.discovery if r.discovery is not None else r.weights for r in rankers], axis=0)
+        if two_part
+        else None
+    )
+    scores = np.mean(np.stack([s for s in scored if s is not None]), axis=0)
+    info: dict[str, float] = {"blend": float(len(rankers)), "two_part": float(two_part)}
+    per_k = {k: judged_values(_first_ranks(scores, validation, k)) for k in first_grid}
+    best_k = max(per_k, key=lambda k: (float(per_k[k].mean()), -k))
+    values = per_k[best_k]
+    if best_k > 0 and 0 in per_k and values.size >= 2:
+        gain, se = paired_gain(values, per_k[0], validation.viewer)
+        info.update(favourites_first_gain=round(gain, 4), favourites_first_gain_se=round(se, 4))
+        if gain <= se:
+            best_k, values = 0, per_k[0]
+    policy: tuple[int, ...] = ()
+    if validation.band is not None and len(per_k) > 1:
+        policy, values = _band_policy(per_k, validation, best_k, info, "")
+    info.update(favourites_first=float(best_k), validation=round(float(values.mean()), 4))
+    return Ranker(
+        weights,
+        FEATURES,
+        info,
+        best_k,
+        values,
+        discovery,
+        policy,
+        validation_scores=scores,
+    )
+
+
 # Offsets tried for the known merchants' rooms, per repeat band (logits of the listwise softmax: -0.7 halves
 # what the learned score says a known merchant's odds are against the discovery rooms).
 KNOWN_OFFSET_GRID: tuple[float, ...] = (1.0, 0.5, 0.25, 0.0, -0.25, -0.5, -0.75, -1.0, -1.5, -2.0, -3.0)
 # How `with_known_offsets` chooses: "none" (no offset), "discovery" (per band, the lowest offset of the
 # grid, walking down from the band's best, whose validation value stays within one standard error of that
 # best), "likelihood" (per band, the offset that makes the learned softmax's share of known-merchant targets
-# equal the band's share, kept if within one standard error of no offset).
-KNOWN_OFFSET_RULES: tuple[str, ...] = ("none", "discovery", "likelihood")
+# equal the band's share, kept if within one standard error of no offset), "middle" (per band, the grid point
+# nearest the middle of the band's best and the "discovery" rule's offset: that rule takes an extreme of a flat
+# curve, which flips with LightFM's draw; bench/bench_lightfm_choices.py).
+KNOWN_OFFSET_RULES: tuple[str, ...] = ("none", "discovery", "likelihood", "middle")
 
 
 # What a band with fewer than `MIN_BAND_LISTS` validation lists gets from the "discovery" rule: "zero", no
@@ -1627,7 +1679,7 @@ def with_known_offsets(ranker: Ranker, validation: Lists, rule: str, small_bands
     base = values(np.zeros(n_bands))
     chosen = np.zeros(n_bands)
     out = base.copy()
-    if rule == "discovery":
+    if rule in ("discovery", "middle"):
         grid = sorted(KNOWN_OFFSET_GRID, reverse=True)
         per = {d: values(np.full(n_bands, d)) for d in grid}
         for b in range(n_bands):
@@ -1646,6 +1698,9 @@ def with_known_offsets(ranker: Ranker, validation: Lists, rule: str, small_bands
                 if gain < -se:
                     break
                 pick = d
+            if rule == "middle":
+                # the grid point nearest the middle of the offsets within one error of the best
+                pick = min(grid, key=lambda d: (abs(d - (best + pick) / 2), -d))
             chosen[b] = pick
             out[inside] = per[pick][inside]
     else:
