@@ -11,6 +11,10 @@ shipped budget nearly covers, so the scaled budgets show how the sources hold up
 small share of the live rooms, as at 10,000 live rooms. Differences are paired bootstraps.
 Writes bench/results/retrieval.json and a block in docs/benchmarks.md.
 
+`--stores 100000`: instead, the Retrieve stage's per-viewer stores (best-merchant lists, history picks): CPU
+per page with them hitting (viewers asking again), on every viewer's first page, and off, alternating in one
+process. Writes bench/results/retrieval_stores.json and its block.
+
 `--cpu 10000,50000,100000`: instead, the CPU of the feed's stages per page as live rooms grow, in-process
 (no HTTP, no Redis: the process's CPU time, which the host's load disturbs far less than latency):
 filters → viewer → retrieve → score → rank → diversity → exploration on N live rooms of max(5,000, N/2)
@@ -411,6 +415,114 @@ def discovery_main(args: argparse.Namespace) -> None:
     )
 
 
+def viewer_stores(rooms: int, viewers: int, pages: int, repeats: int, cycle: int = 200) -> dict[str, Any]:
+    """Process CPU per page of the stages with retrieval at `rooms` live rooms, three arms alternating in one
+    process: the Retrieve stage's per-viewer stores on with `cycle` viewers asking again and again (the
+    best-merchant lists and history picks hit), on with every page a new viewer's first, and off
+    (`viewers_kept` = 0: every page as before the stores)."""
+    import asyncio
+    import statistics
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    from feed.context import Stage
+    from feed.retrieval import Retrieve, ViewerStep
+    from feed.stages import Diversity, Exploration, Filters, Rank, Score
+
+    merchants, watcher, base, now = _synthetic_set(rooms, viewers)
+    cfg = RankingConfig()
+    rng = np.random.default_rng(3)
+    rank = Rank(watcher)
+
+    def stages(kept: int | None) -> list[Stage]:
+        retrieve = Retrieve(watcher, rank, min_rooms=0)
+        if kept is not None:
+            retrieve.viewers_kept = kept
+        return [Filters(), ViewerStep(watcher), retrieve, Score(watcher), rank, Diversity(), Exploration()]
+
+    arms: dict[str, tuple[list[Stage], int | None]] = {
+        "stores_on_viewers_again": (stages(None), cycle),
+        "stores_on_first_pages": (stages(None), None),
+        "stores_off": (stages(0), cycle),
+    }
+    fresh = [cycle]  # the next new viewer
+    spent: dict[str, dict[str, float]] = {name: {} for name in arms}
+
+    async def page(name: str, v: int, measure: bool) -> None:
+        chain, cyc = arms[name]
+        if cyc is None:
+            fresh[0] += 1
+            who = fresh[0]
+        else:
+            who = v % cyc
+        ctx = _request(who, base, merchants, viewers, now, rng, lambda k: 60_000 + 1_000 * k, cfg)
+        for stage in chain:
+            t = time.process_time()
+            await stage.apply(ctx)
+            if measure:
+                spent[name][stage.name] = spent[name].get(stage.name, 0.0) + (time.process_time() - t) * 1000
+
+    async def run() -> dict[str, list[float]]:
+        for name in arms:  # warm: what is kept per candidate set, and each cycling viewer's second page
+            for v in range(2 * cycle + 20):
+                await page(name, v, False)
+        out: dict[str, list[float]] = {name: [] for name in arms}
+        for _ in range(repeats):
+            for name in arms:
+                t = time.process_time()
+                for v in range(pages):
+                    await page(name, v, True)
+                out[name].append((time.process_time() - t) / pages * 1000)
+        return out
+
+    with threadpool_limits(1, user_api="blas"):
+        got = asyncio.run(run())
+    return {
+        "rooms": rooms,
+        "merchants": merchants,
+        "cpu_ms_per_page": {name: round(statistics.median(ms), 3) for name, ms in got.items()},
+        "runs_ms": {name: [round(m, 3) for m in ms] for name, ms in got.items()},
+        "stages_ms": {
+            name: {k: round(v / (pages * repeats), 3) for k, v in by.items()} for name, by in spent.items()
+        },
+    }
+
+
+def stores_main(args: argparse.Namespace) -> None:
+    import os
+
+    points = [
+        viewer_stores(int(n), args.cpu_viewers, args.pages, args.repeats) for n in args.stores.split(",")
+    ]
+    load = os.getloadavg()[0]
+    arms = ("stores_on_viewers_again", "stores_on_first_pages", "stores_off")
+    lines = [
+        "feed stages filters → viewer → retrieve → score → rank → diversity → exploration with retrieval, in-process, "
+        f"process CPU per page, medians of {args.repeats} runs of {args.pages} pages, the three arms alternating "
+        "in one process: the per-viewer stores (best-merchant lists, history picks) on with 200 viewers asking "
+        "again and again / on with every page a new viewer's first / off; load average at the end "
+        f"{load:.1f}",
+        "",
+        "| live rooms | stores on, viewers again | stores on, first pages | stores off | retrieve stage (same order) |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for p in points:
+        ms, st = p["cpu_ms_per_page"], p["stages_ms"]
+        lines.append(
+            f"| {p['rooms']:,} | {ms[arms[0]]} | {ms[arms[1]]} | {ms[arms[2]]} | "
+            + " / ".join(str(st[a].get("retrieve", "")) for a in arms)
+            + " |"
+        )
+    report(
+        args,
+        "retrieval_stores",
+        {"runs": points, "load_avg_1m_at_end": round(load, 2)},
+        lines,
+        "retrieval_stores — the Retrieve stage's per-viewer stores: a page when they hit, on a first page, without them",
+    )
+
+
 def cpu_main(args: argparse.Namespace) -> None:
     import os
 
@@ -646,6 +758,11 @@ def main() -> None:
     ap.add_argument("--cpu", default=None, help="live-room counts: the stages' CPU per page instead")
     ap.add_argument("--cpu-viewers", type=int, default=20_000)
     ap.add_argument(
+        "--stores",
+        default=None,
+        help="live-room counts: a page with the per-viewer stores hitting, missing, off",
+    )
+    ap.add_argument(
         "--discovery", default=None, help="live-merchant counts: discovery's designs (CPU, recall)"
     )
     ap.add_argument("--queries", type=int, default=300)
@@ -672,6 +789,9 @@ def main() -> None:
         return
     if args.cpu:
         cpu_main(args)
+        return
+    if args.stores:
+        stores_main(args)
         return
     market = Marketplace(seed=args.seed, n_merchants=args.merchants, n_viewers=args.viewers, days=args.days)
     log = from_simulator(market)
