@@ -31,10 +31,10 @@ log = logging.getLogger("feed.retrieval")
 # 20,000 1.27, 30,000 1.19, 40,000 1.06, 50,000 0.84, 100,000 0.50 (docs/feed.md). Was 2 x Budget.total()
 # = 1,132 rooms, where retrieval cost 1.6x ranking every room.
 RETRIEVAL_FROM_ROOMS = 45_000
-# Viewers whose best merchants (`ranking.retrieval.TopMerchants`) and history picks a process keeps (~2.5 kB
-# a viewer for both: <= ~50 MB), the least recently served dropped first: memory bounded whatever the number
-# of viewers (issue 18).
-VIEWERS_KEPT = 20_000
+# Viewers whose best merchants (`ranking.retrieval.TopMerchants`) and history picks a process keeps (~3.8 kB
+# a viewer for both at the shipped budget, tracemalloc: <= ~40 MB), the least recently served dropped first:
+# memory bounded whatever the number of viewers (issue 18).
+VIEWERS_KEPT = 10_000
 
 
 class OwedExposure(Protocol):

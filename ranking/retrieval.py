@@ -441,8 +441,8 @@ class TopMerchants:
 
 def top_depth(want: int, known: int, live_merchants: int) -> int:
     """How many merchants a viewer's `TopMerchants` keeps to hold `want` live ones: twice what the live
-    share of the model's merchants needs, at least four times `want`."""
-    return min(known, max(4 * want, -(-2 * want * known // max(live_merchants, 1))))
+    share of the model's merchants needs (at least twice `want`; too few live later: made deeper)."""
+    return min(known, max(2 * want, -(-2 * want * known // max(live_merchants, 1))))
 
 
 def _best(score: np.ndarray | None, rows: np.ndarray, depth: int) -> np.ndarray:

@@ -288,7 +288,7 @@ def test_discovery_from_the_viewers_best_merchants_is_the_exact_best_of_the_live
     for sign in (1.0, -1.0):
         vector = rng.normal(size=16).astype(np.float32)
         depth = rt.top_depth(30, 4_000, 1_000)
-        assert depth == 240  # twice what a quarter live needs
+        assert depth == 240  # twice what a quarter live needs (at least twice the budget)
         top = rt.TopMerchants.of(items, bias, vector, sign, depth)
         exact = rt.discovery(live, keep, None, 30, vector, sign)
         assert rt.discovery(live, keep, None, 30, vector, sign, top).tolist() == exact.tolist()
