@@ -195,6 +195,7 @@ def run(
     import numpy as np
     from bench_lightfm_parts import INTERVAL
     from bench_ranker_validation import _viewer_interval, where_new_are_lost
+    from world_screen import against_popularity
 
     from feed.replay import FeedPage
     from ranking.dataset import build_training_set
@@ -202,7 +203,7 @@ def run(
     from ranking.model import ModelParams, train_model
     from ranking.offline import FitConfig, attach_ranker, choose_rankers, evaluate_model, ranker_lists
     from ranking.ranker import paired_gain
-    from worlds.evaluate import DAY_MS, discovery_beyond_page, world_log
+    from worlds.evaluate import DAY_MS, world_log
 
     opened = world_log(world, seed, args.viewers, args.merchants, Path(args.world_cache))
     log, features, schedule, until = opened.log, opened.features, opened.schedule, opened.split
@@ -246,21 +247,10 @@ def run(
         page=page,
     )
     methods = {name: ranker_method(r) for name, r in rankers.items()}
-    own = discovery_beyond_page(targets, methods, page, seed)
+    own, own_pop, figures = against_popularity(ev, targets, methods, page, seed)
     pop = ev.best_pop
-    own_pop = float(discovery_beyond_page(targets, {pop: baseline(pop, seed)}, page, seed)[pop]["hr5"])
     for name in rankers:
-        res = ev.results[name]
-        out[name].update(
-            hr5=round(res["overall"]["hr5"], 4),
-            hr5_new=round(res["new"]["hr5"], 4),
-            hr5_new_discovery=round(float(own[name]["hr5"]), 4),
-            discovery_ratio=round(float(own[name]["hr5"]) / own_pop, 3) if own_pop else None,
-        )
-        d = ev.difference(name, pop, "new", seed=seed)
-        out[name]["new_minus_pop"] = {k: round(d[k], 4) for k in INTERVAL}
-        d = ev.difference(name, ev.best_baseline, "overall", seed=seed)
-        out[name]["overall_minus_reppop"] = {k: round(d[k], 4) for k in INTERVAL}
+        out[name].update(figures[name])
     viewers = np.array([t.viewer for t in targets if not t.repeat])
     for name in designs:
         for split in SPLITS:

@@ -44,14 +44,15 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     from bench_lightfm_parts import INTERVAL
     from bench_ranker_validation import SPLITS, _viewer_interval, choices
+    from world_screen import against_popularity
 
     from feed.replay import FeedPage
-    from ranking.evaluation import Method, baseline, evaluate, ranker_method
+    from ranking.evaluation import Method, evaluate, ranker_method
     from ranking.model import ModelParams
     from ranking.offline import FitConfig, fit_model
     from ranking.replay import Target, replay
     from ranking.scorer import Scorer
-    from worlds.evaluate import DAY_MS, discovery_beyond_page, world_log
+    from worlds.evaluate import DAY_MS, world_log
 
     opened = world_log(world, seed, args.viewers, args.merchants, Path(args.world_cache))
     log, features, schedule, until = opened.log, opened.features, opened.schedule, opened.split
@@ -96,22 +97,10 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     page = FeedPage(schedule.room_features, seed=seed)
     methods = {name: on(name) for name in replays}
     ev = evaluate(first, methods, seed, page)
-    own = discovery_beyond_page(first, methods, page, seed)
+    own, own_pop, figures = against_popularity(ev, first, methods, page, seed, ndcg=True)
     pop = ev.best_pop
-    own_pop = float(discovery_beyond_page(first, {pop: baseline(pop, seed)}, page, seed)[pop]["hr5"])
     for name in replays:
-        res = ev.results[name]
-        out[name].update(
-            hr5=round(res["overall"]["hr5"], 4),
-            ndcg10=round(res["overall"]["ndcg10"], 4),
-            hr5_new=round(res["new"]["hr5"], 4),
-            hr5_new_discovery=round(float(own[name]["hr5"]), 4),
-            discovery_ratio=round(float(own[name]["hr5"]) / own_pop, 3) if own_pop else None,
-        )
-        d = ev.difference(name, pop, "new", seed=seed)
-        out[name]["new_minus_pop"] = {k: round(d[k], 4) for k in INTERVAL}
-        d = ev.difference(name, ev.best_baseline, "overall", seed=seed)
-        out[name]["overall_minus_reppop"] = {k: round(d[k], 4) for k in INTERVAL}
+        out[name].update(figures[name])
     viewers = np.array([t.viewer for t in first if not t.repeat])
     for name in [n for n in replays if n != "snapshot"]:
         for split in SPLITS:

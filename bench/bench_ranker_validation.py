@@ -50,12 +50,13 @@ def choices(fitted: Any) -> dict[str, Any]:
 def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     from bench_lightfm_parts import INTERVAL
+    from world_screen import against_popularity
 
     from feed.replay import FeedPage
     from ranking.evaluation import baseline, ranker_method
     from ranking.model import ModelParams
     from ranking.offline import FitConfig, evaluate_model, fit_model, ranker_window
-    from worlds.evaluate import DAY_MS, discovery_beyond_page, world_log
+    from worlds.evaluate import DAY_MS, world_log
 
     opened = world_log(world, seed, args.viewers, args.merchants, Path(args.world_cache))
     log, features, schedule, until = opened.log, opened.features, opened.schedule, opened.split
@@ -99,19 +100,16 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         seed=seed,
         page=page,
     )
-    own = discovery_beyond_page(
-        targets, {name: ranker_method(f.ranker) for name, f in fitted.items()}, page, seed
+    own, own_pop, figures = against_popularity(
+        ev,
+        targets,
+        {name: ranker_method(f.ranker) for name, f in fitted.items()},
+        page,
+        seed,
     )
     pop = ev.best_pop
-    own_pop = float(discovery_beyond_page(targets, {pop: baseline(pop, seed)}, page, seed)[pop]["hr5"])
     for name in fitted:
-        res = ev.results[name]
-        out[name].update(
-            hr5=round(res["overall"]["hr5"], 4),
-            hr5_new=round(res["new"]["hr5"], 4),
-            hr5_new_discovery=round(float(own[name]["hr5"]), 4),
-            discovery_ratio=round(float(own[name]["hr5"]) / own_pop, 3) if own_pop else None,
-        )
+        out[name].update(figures[name])
     viewers = np.array([t.viewer for t in targets if not t.repeat])
     for other in [n for n in fitted if n != "before"]:
         tag = "after" if other == "after" else other
@@ -120,12 +118,6 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             out[f"{tag}_minus_before_{split}"] = {k: round(d[k], 4) for k in INTERVAL}
         hits = own[other]["hits"] - own["before"]["hits"]
         out[f"{tag}_minus_before_discovery"] = _viewer_interval(hits, viewers, seed)
-    pop_name = ev.best_pop
-    for name in fitted:
-        d = ev.difference(name, pop_name, "new", seed=seed)
-        out[name]["new_minus_pop"] = {k: round(d[k], 4) for k in INTERVAL}
-        d = ev.difference(name, ev.best_baseline, "overall", seed=seed)
-        out[name]["overall_minus_reppop"] = {k: round(d[k], 4) for k in INTERVAL}
     out["where_new_are_lost"] = where_new_are_lost(
         targets,
         {**{name: ranker_method(f.ranker) for name, f in fitted.items()}, pop: baseline(pop, seed)},
