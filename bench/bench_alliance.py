@@ -232,9 +232,9 @@ def autogroup_nice(text: str) -> int:
 
 def autogroup_of(pid: int) -> str | None:
     """The process's autogroup as the kernel shows it (`/autogroup-123 nice -10`); None when it is gone
-    or the kernel has no autogroups."""
+    or the kernel has no autogroups (no file, or an empty one where autogroups are switched off)."""
     try:
-        return Path(f"/proc/{pid}/autogroup").read_text().strip()
+        return Path(f"/proc/{pid}/autogroup").read_text().strip() or None
     except OSError:
         return None
 

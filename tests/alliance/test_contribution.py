@@ -16,13 +16,25 @@ from redis.asyncio import Redis
 
 from alliance.alliances import AllianceBook, Terms
 from alliance.attribution import AttributionBook
+from alliance.clock import DAY_S
 from alliance.codes import Attribution
 from alliance.consumer import AllianceSink
 from alliance.grants import TOKENS_KEY, TokenBucket
 from alliance.ledger import Ledger
 
 _ids = itertools.count()
-T0 = time.time() - 3600  # events an hour ago, inside every window
+
+
+def _an_hour_ago_inside_one_day() -> float:
+    """An hour ago (inside every window), moved back when the next half hour would cross midnight UTC:
+    the per-day caps count by alliance day (alliance.clock, UTC at the default scale), and a test's
+    visits span up to ten minutes after T0, so a run just after 01:00 UTC split them over two days."""
+    t = time.time() - 3600
+    crosses = t + 1800 >= (t // DAY_S + 1) * DAY_S
+    return t - 1800 if crosses else t  # still a different T0 each run (fixed device ids, one database)
+
+
+T0 = _an_hour_ago_inside_one_day()
 
 
 @dataclass
