@@ -24,11 +24,13 @@ from alliance.boost import (
     shrinkage,
     slot_cost,
     slot_for,
+    viewer_lift,
 )
 from alliance.grants import TOKENS_KEY, grant_key
 from alliance.scheduler import BoostPlan, ExposureScheduler, ReachEstimate
+from events.vocabulary import SWIPE_AWAY_MS
 from feed.config import RankingConfig
-from feed.context import Candidates, FeedContext
+from feed.context import Candidates, FeedContext, RecentVisit
 
 
 @pytest.fixture
@@ -130,6 +132,53 @@ def test_a_room_seldom_shown_is_judged_by_the_live_sets_rate() -> None:
     # Two enters in two impressions is no certainty; a room never shown is the set's rate.
     assert p[0] < 0.9 and abs(p[2] - 152.0 / 502.0) < 1e-6
     assert shrinkage(np.zeros(3), np.zeros(3)) is None  # nothing shown yet: the score decides
+
+
+def by_category(viewer_recent: list[RecentVisit]) -> FeedContext:
+    """A page of 5 rooms: two beauty (entered 30 % of their impressions), three food (30 %); an owed
+    beauty room entered 21 % and an owed food room 21 % of theirs (0.7x the page: below 0.8x for a
+    viewer the set knows nothing of); four more food rooms at 25 %."""
+    cats = ["beauty", "beauty", "food", "food", "food", "beauty", "food", "food", "food", "food", "food"]
+    rooms = [Room(f"room-{i}", f"m{i}", cat) for i, cat in enumerate(cats)]
+    c = Candidates.of(rooms).fresh_copy()
+    c.score = np.linspace(1.0, 0.0, len(rooms)).astype(np.float32)
+    c.impressions = np.full(len(rooms), 1000.0, dtype=np.float32)
+    c.enters = np.asarray([300.0] * 5 + [210.0, 210.0] + [250.0] * 4, dtype=np.float32)
+    return FeedContext(
+        viewer_id="v1",
+        session_id="s1",
+        count=5,
+        config=RankingConfig(),
+        candidates=c,
+        order=list(range(len(rooms))),
+        recent=viewer_recent,
+    )
+
+
+def stayed(room_id: str, merchant_id: str, dwell_ms: int = 60_000) -> RecentVisit:
+    return RecentVisit(room_id, merchant_id, dwell_ms, ts=0, swiped_away=dwell_ms < SWIPE_AWAY_MS)
+
+
+def test_a_boost_goes_to_viewers_who_watch_its_category() -> None:
+    plans = {m: plan(m) for m in ("m5", "m6")}  # m5 beauty, m6 food, both 0.7x the page by heat alone
+
+    def boosted(recent: list[RecentVisit]) -> list[str]:
+        ctx = by_category(recent)
+        c = ctx.candidates
+        p = enter_probability(c, ctx.recent)
+        return [
+            b.merchant_id for b in choose_boosts(p, c.keep, ctx.order[:5], set(), c.rooms_of_merchant, plans)
+        ]
+
+    assert boosted([]) == []  # the room's average alone: below the floor for everyone
+    # A viewer who stayed in beauty rooms (these merchants' rooms, or rooms the set still has).
+    assert boosted([stayed("room-0", "m0"), stayed("gone-room", "m1")]) == ["m5"]
+    assert boosted([stayed("room-2", "m2"), stayed("room-3", "m3")]) == ["m6"]  # a food watcher
+    # Swiped-away visits say nothing of taste; rooms and merchants the set no longer has are skipped.
+    assert boosted([stayed("room-0", "m0", dwell_ms=1_000), stayed("ended", "m-ended")]) == []
+    lift = viewer_lift(by_category([]).candidates, [stayed("room-0", "m0")])
+    assert lift is not None and lift[0] > 1.0 > lift[2]  # one visit moves it, not to certainty
+    assert viewer_lift(by_category([]).candidates, []) is None
 
 
 def test_a_boosted_room_is_never_first() -> None:
