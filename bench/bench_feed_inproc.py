@@ -15,7 +15,11 @@ and a wait past the heap's first refreeze. Rounds alternate the trees; each roun
   background a page's CPU carries at any rate (and its split by thread).
 
 "per page, background out" = closed-loop CPU/page - background ms/s / closed-loop pages/s: the request
-path alone. Not in any figure here: HTTP parsing and the socket writes of uvicorn (bench_feed's bare
+path alone.
+
+`--split PAGES`: after the rounds, PAGES pages one at a time with each step of a page charged its own thread
+CPU (probes around the ASGI app, the feed service, its session and claim round trips, the pipeline and every
+stage): where a page's CPU goes (a step that awaits Redis also carries what the loop ran meanwhile). Not in any figure here: HTTP parsing and the socket writes of uvicorn (bench_feed's bare
 endpoint, ~0.09 ms a request) and the CPU of Redis, Kafka and PostgreSQL themselves.
 """
 
@@ -112,6 +116,73 @@ def _thread_cpu() -> dict[str, float]:
     return out
 
 
+def _split_probes() -> dict[str, float]:
+    """Charge each named step of a page its own thread CPU (time.thread_time) by wrapping it at class
+    level: the feed service's page, its session round trip and claim, the pipeline and each stage, the
+    served records' hand-off. Only meaningful with pages served one at a time (`split`): a step that
+    awaits is charged what other tasks of the thread ran meanwhile (the background's few ms a second)."""
+    import functools
+
+    from feed import stages
+    from feed.impressions import ImpressionPublisher
+    from feed.pipeline import FeedPipeline
+    from feed.retrieval import Retrieve, ViewerStep
+    from feed.service import FeedService
+    from feed.sessions import SessionBook
+
+    spent: dict[str, float] = {}
+
+    def timed(owner: Any, attr: str, name: str) -> None:
+        inner = getattr(owner, attr)
+        if asyncio.iscoroutinefunction(inner):
+
+            @functools.wraps(inner)
+            async def wrapped_async(*a: Any, **k: Any) -> Any:
+                t0 = time.thread_time()
+                try:
+                    return await inner(*a, **k)
+                finally:
+                    spent[name] = spent.get(name, 0.0) + time.thread_time() - t0
+
+            setattr(owner, attr, wrapped_async)
+        else:
+
+            @functools.wraps(inner)
+            def wrapped(*a: Any, **k: Any) -> Any:
+                t0 = time.thread_time()
+                try:
+                    return inner(*a, **k)
+                finally:
+                    spent[name] = spent.get(name, 0.0) + time.thread_time() - t0
+
+            setattr(owner, attr, wrapped)
+
+    timed(FeedService, "next_page", "service: next_page (all of it)")
+    timed(FeedService, "_page", "service: _page (pipeline, claims, records)")
+    timed(SessionBook, "load", "session round trip (load)")
+    timed(SessionBook, "claim", "claim round trip (claim)")
+    timed(FeedPipeline, "run", "pipeline (every stage)")
+    timed(ImpressionPublisher, "publish", "served records handed to Kafka")
+    for cls in (
+        stages.CandidateSource,
+        stages.Hydrate,
+        stages.Filters,
+        ViewerStep,
+        Retrieve,
+        stages.Score,
+        stages.Rank,
+        stages.Diversity,
+        stages.Exploration,
+        stages.Page,
+    ):
+        timed(cls, "apply", f"stage: {cls.name}")
+    with contextlib.suppress(ImportError):
+        from alliance.boost import AllianceBoost
+
+        timed(AllianceBoost, "apply", "stage: alliance_boost")
+    return spent
+
+
 async def _worker() -> None:
     """Start the app of the tree on sys.path, then answer commands on stdin with one JSON line each."""
     from bench.bench_feed import app_factory
@@ -120,6 +191,7 @@ async def _worker() -> None:
 
     settings = Settings.from_env()
     viewers = int(os.environ["BENCH_VIEWERS"])
+    spent = _split_probes() if os.environ.get("BENCH_SPLIT") == "1" else None
     started = time.monotonic()
     app = app_factory()
     async with app.router.lifespan_context(app):
@@ -133,13 +205,21 @@ async def _worker() -> None:
                 raise SystemExit(f"a session without rooms: {status} {raw[:300]!r}")
             sessions.append((f"/v1/sessions/{json.loads(raw)['session_id']}/feed?count=10", token))
         turn = [0]
+        steps: dict[str, float] = {}  # the pages' own timings_ms (stage, claim, session), summed per round
 
         async def pages(worker: int, count: int) -> None:
             for j in range(count):
                 path, token = sessions[(worker * 7 + j * CONCURRENCY + turn[0]) % len(sessions)]
+                t0 = time.thread_time()
                 status, raw = await _call(app, "GET", path, token)
+                if spent is not None:
+                    spent["request: the ASGI app (all of it)"] = (
+                        spent.get("request: the ASGI app (all of it)", 0.0) + time.thread_time() - t0
+                    )
                 if status != 200:
                     raise SystemExit(f"feed page answered {status}: {raw[:300]!r}")
+                for step, ms in json.loads(raw).get("timings_ms", {}).items():
+                    steps[step] = steps.get(step, 0.0) + ms
 
         await asyncio.gather(*(pages(k, 20) for k in range(CONCURRENCY)))  # warm-up
         await asyncio.sleep(max(0.0, HEAP_SETTLE_S - (time.monotonic() - started)))
@@ -150,12 +230,19 @@ async def _worker() -> None:
             if not line or line[0] == "quit":
                 return
             turn[0] += 1
+            steps.clear()
+            if spent is not None:
+                spent.clear()
             gc.collect()
             cpu0, wall0, threads0 = _process_cpu(), time.monotonic(), _thread_cpu()
             if line[0] == "closed":
                 each = int(line[1]) // CONCURRENCY
                 await asyncio.gather(*(pages(k, each) for k in range(CONCURRENCY)))
                 done = each * CONCURRENCY
+            elif line[0] == "split":  # one page at a time: each step's own thread CPU
+                done = int(line[1])
+                for j in range(done):
+                    await pages(j % CONCURRENCY, 1)
             else:  # trickle RATE SECONDS: one page every 1/RATE s, each its own task
                 rate, seconds = float(line[1]), float(line[2])
                 tasks, done = [], 0
@@ -173,6 +260,10 @@ async def _worker() -> None:
                         "pages_per_s": done / seconds,
                         "cpu_ms_per_page": (cpu1 - cpu0) * 1000 / max(done, 1),
                         "cpu_ms_per_s": (cpu1 - cpu0) * 1000 / seconds,
+                        "steps_ms_per_page": {k: round(v / max(done, 1), 4) for k, v in steps.items()},
+                        "thread_cpu_ms_per_page": {
+                            k: round(v * 1000 / max(done, 1), 4) for k, v in sorted((spent or {}).items())
+                        },
                         "threads_ms_per_s": {
                             name: round((threads1[name] - threads0.get(name, 0.0)) * 1000 / seconds, 1)
                             for name in threads1
@@ -277,6 +368,7 @@ def measure(args: argparse.Namespace, rooms: int) -> dict[str, Any]:
                 "BENCH_VIEWERS": str(args.viewers),
                 "BENCH_MERCHANTS": str(merchants),
                 "BENCH_CONSOLE_PRESENCE": "1",
+                **({"BENCH_SPLIT": "1"} if args.split else {}),
             }
             workers.append(Worker(label, tree, env))
         for worker in workers:
@@ -295,9 +387,15 @@ def measure(args: argparse.Namespace, rooms: int) -> dict[str, Any]:
                 print(
                     f"{rooms} {worker.label} round {r + 1}: {closed['cpu_ms_per_page']:.3f} ms/page at "
                     f"{closed['pages_per_s']:.0f} pages/s; background {trickle['cpu_ms_per_s']:.1f} ms/s "
-                    f"{trickle['threads_ms_per_s']}",
+                    f"{trickle['threads_ms_per_s']}; steps {closed['steps_ms_per_page']}",
                     flush=True,
                 )
+        for worker in workers if args.split else []:
+            split = worker.run(f"split {args.split}")
+            runs[worker.label]["split"] = [split]
+            print(
+                f"{rooms} {worker.label} split, one page at a time:", json.dumps(split, indent=1), flush=True
+            )
     finally:
         for worker in workers:
             worker.stop()
@@ -324,6 +422,15 @@ def measure(args: argparse.Namespace, rooms: int) -> dict[str, Any]:
             "request_cpu_ms_per_page": round(statistics.median(request), 3),
             "rounds_cpu_ms_per_page": [round(x, 3) for x in page],
             "rounds_background_ms_per_s": [round(x, 1) for x in background],
+            **({"split": got["split"][0]} if got.get("split") else {}),
+            # Each step's own wall ms a page (timings_ms: the stages run without awaiting, so theirs is
+            # CPU; "session" and "claim" include the waits on Redis while other pages run).
+            "steps_ms_per_page": {
+                step: round(
+                    statistics.median(c["steps_ms_per_page"].get(step, 0.0) for c in got["closed"]), 4
+                )
+                for step in got["closed"][0]["steps_ms_per_page"]
+            },
         }
     this = runs["this"]
     for label in runs:
@@ -412,6 +519,14 @@ def main() -> int:
     parser.add_argument("--pages", type=int, default=1_600, help="closed-loop pages per round")
     parser.add_argument(
         "--trickle-s", type=float, default=15.0, help="seconds of the 2 pages/s run per round"
+    )
+    parser.add_argument(
+        "--split",
+        type=int,
+        default=0,
+        metavar="PAGES",
+        help="also serve PAGES pages one at a time with each step charged its own thread CPU (probes "
+        "wrapped around the service, its round trips, the pipeline and every stage)",
     )
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -362,6 +362,149 @@ def page_agreement(rooms: int, viewers: int, pages: int) -> dict[str, Any]:
     }
 
 
+def store_routing(
+    rooms: int, viewers: int, sessions: int, pages: int, processes: int, visits: int
+) -> dict[str, Any]:
+    """The Retrieve stage's per-viewer stores (`TopMerchants` lists, `HistoryPicks`) when a session's pages
+    reach `processes` API processes at random (no session affinity; 1: every page the same process): one
+    Retrieve stage per process, `sessions` sessions (each its own viewer) of `pages` pages, `visits` of each
+    page's rooms entered before the next page. Per page: discovery through the probe (the viewer's first
+    page in that process), its best-merchant list made (its second) or looked up (a hit), and its history
+    picks taken again or kept; and the median stage CPU per page (thread time)."""
+    import asyncio
+    import statistics
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    from feed.context import FeedContext, RecentVisit
+    from feed.retrieval import Retrieve, ViewerStep
+    from feed.stages import Diversity, Filters, Rank, Score
+
+    merchants, watcher, base, now0 = _synthetic_set(rooms, viewers)
+    cfg = RankingConfig()
+    rank = Rank(watcher)
+    stages = [Retrieve(watcher, rank) for _ in range(processes)]
+    made = {"lists": 0, "picks": 0}
+    real_top, real_picks = rt.TopMerchants.of, rt.HistoryPicks.of
+
+    def top_of(*a: Any, **k: Any) -> Any:
+        made["lists"] += 1
+        return real_top(*a, **k)
+
+    def picks_of(*a: Any, **k: Any) -> Any:
+        made["picks"] += 1
+        return real_picks(*a, **k)
+
+    rt.TopMerchants.of = top_of  # type: ignore[method-assign]
+    rt.HistoryPicks.of = picks_of  # type: ignore[method-assign]
+    counts = {"probe": 0, "list_made": 0, "list_hit": 0, "picks_made": 0, "picks_kept": 0}
+    cpu: list[float] = []
+    rng = np.random.default_rng(5)
+
+    async def run() -> None:
+        for v in range(sessions):
+            served = {f"room_{(v * 13 + j) % rooms}" for j in range(20)}
+            recent: list[Any] = []
+            now = now0
+            for _ in range(pages):
+                retrieve = stages[int(rng.integers(processes))]
+                ctx = FeedContext(
+                    f"viewer-{(v * 7919) % viewers}",
+                    f"ses_{v}",
+                    10,
+                    cfg,
+                    now=now,
+                    rng=np.random.default_rng(v),
+                )
+                ctx.candidates = base.fresh_copy()
+                ctx.candidates.enters, ctx.candidates.impressions = base.enters, base.impressions
+                ctx.served, ctx.recent = set(served), list(recent)
+                warm = base.fresh_copy()  # this second's lists: the frame thread's work in the feed
+                warm.enters, warm.impressions = base.enters, base.impressions
+                stages[0].frame_view(warm, rank.model(), cfg, now, {})
+                lists, picks = made["lists"], made["picks"]
+                started = time.thread_time()
+                for stage in (Filters(), ViewerStep(watcher), retrieve, Score(watcher), rank, Diversity()):
+                    await stage.apply(ctx)
+                cpu.append((time.thread_time() - started) * 1000)
+                top = next(
+                    (t for (who, _), (t, _) in retrieve._tops[1].items() if who == ctx.viewer_id), None
+                )
+                if made["lists"] > lists:
+                    counts["list_made"] += 1
+                elif top is None:
+                    counts["probe"] += 1
+                else:
+                    counts["list_hit"] += 1
+                counts["picks_made" if made["picks"] > picks else "picks_kept"] += 1
+                shown = [str(ctx.candidates.room_ids[i]) for i in ctx.order[:10]]
+                served |= set(shown)
+                now += 10.0
+                for j, room_id in enumerate(shown[:visits]):
+                    i = base.index_of[room_id]
+                    recent.append(
+                        RecentVisit(
+                            room_id,
+                            str(base.merchant_ids[i]),
+                            30_000,
+                            int(now * 1000) - (visits - j) * 1_000,
+                            False,
+                        )
+                    )
+
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            asyncio.run(run())
+    finally:
+        rt.TopMerchants.of, rt.HistoryPicks.of = real_top, real_picks  # type: ignore[method-assign]
+    total = sessions * pages
+    return {
+        "rooms": rooms,
+        "processes": processes,
+        "sessions": sessions,
+        "pages": pages,
+        "visits_between_pages": visits,
+        "share": {k: round(n / total, 3) for k, n in counts.items()},
+        "stage_cpu_ms_per_page": round(statistics.median(cpu), 3),
+    }
+
+
+def routing_main(args: argparse.Namespace) -> None:
+    import os
+
+    points = [
+        store_routing(int(n), args.cpu_viewers, args.pages, args.session_pages, processes, visits)
+        for n in args.routing.split(",")
+        for visits in (0, args.visits)
+        for processes in (1, 2, 4)
+    ]
+    load = os.getloadavg()[0]
+    lines = [
+        f"the Retrieve stage's per-viewer stores with a session's pages spread at random over N API processes "
+        f"(one Retrieve stage each; 1: session affinity), {args.pages} sessions (each its own viewer) x "
+        f"{args.session_pages} pages, bench_feed's synthetic model; share of pages; stage CPU: median per page "
+        f"(thread time, one BLAS thread); load average at the end {load:.1f}",
+        "",
+        "| live rooms | visits between pages | processes | discovery by the probe (first page here) | list made "
+        "(second) | list looked up (hit) | history picks taken again | kept (hit) | stage CPU ms/page |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        sh = p["share"]
+        lines.append(
+            f"| {p['rooms']:,} | {p['visits_between_pages']} | {p['processes']} | {sh['probe']} | {sh['list_made']} "
+            f"| {sh['list_hit']} | {sh['picks_made']} | {sh['picks_kept']} | {p['stage_cpu_ms_per_page']} |"
+        )
+    report(
+        args,
+        "retrieval_routing",
+        {"runs": points, "load_avg_1m_at_end": round(load, 2)},
+        lines,
+        "retrieval_routing — the per-viewer stores' hits with and without session affinity",
+    )
+
+
 def agreement_main(args: argparse.Namespace) -> None:
     import os
 
@@ -771,6 +914,11 @@ def main() -> None:
     )
     ap.add_argument("--pages", type=int, default=200)
     ap.add_argument(
+        "--routing", default=None, help="live-room counts: the per-viewer stores' hits over 1, 2, 4 processes"
+    )
+    ap.add_argument("--session-pages", type=int, default=8, help="--routing: pages per session")
+    ap.add_argument("--visits", type=int, default=3, help="--routing: rooms entered between two pages")
+    ap.add_argument(
         "--frames", default=None, help="live-room counts: page latency under the per-second arrays' designs"
     )
     ap.add_argument("--frame-designs", default="request,loop,thread")
@@ -786,6 +934,12 @@ def main() -> None:
         return
     if args.agreement:
         agreement_main(args)
+        return
+    if args.routing:
+        routing_main(args)
+        return
+    if args.routing:
+        routing_main(args)
         return
     if args.cpu:
         cpu_main(args)
