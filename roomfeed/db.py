@@ -113,9 +113,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+# roomfeed's SQL reasons in UTC (the ledger's hourly series, day partitions, alliance days). A
+# session's TimeZone is otherwise the server's default, which initdb takes from the machine it ran
+# on: a server set up in India (+05:30) put the ledger's hours at :30 UTC.
+SESSION_SETTINGS = {"timezone": "UTC"}
+
+
 def pool_of(settings: Settings, *, min_size: int | None = None) -> asyncpg.Pool:
     """A pool not opened yet (`await pool` opens it); it connects lazily (pg_pool_min defaults to
-    0), so a process starts while PostgreSQL is down."""
+    0), so a process starts while PostgreSQL is down. Its sessions are in UTC (SESSION_SETTINGS)."""
     return asyncpg.create_pool(
         settings.database_url,
         min_size=settings.pg_pool_min if min_size is None else min_size,
@@ -123,6 +129,7 @@ def pool_of(settings: Settings, *, min_size: int | None = None) -> asyncpg.Pool:
         init=_init_connection,
         command_timeout=30,
         timeout=5,
+        server_settings=SESSION_SETTINGS,
     )
 
 
