@@ -46,6 +46,7 @@ from ranking.replay import Schedule  # noqa: E402
 from simulator import Marketplace  # noqa: E402
 
 DAY_MS = 86_400_000
+RANKER_SEED: int | None = None  # --ranker-seed: one synthetic ranker for every size (see _synthetic_set)
 STAGE_NAMES = ("filters", "viewer", "retrieve", "score", "rank", "diversity", "exploration")
 
 
@@ -100,7 +101,16 @@ def _synthetic_set(rooms: int, viewers: int) -> tuple[int, Any, Any, float]:
     from ranking.scorer import Scorer
 
     merchants = max(5_000, rooms // 2)
-    watcher = SimpleNamespace(scorer=Scorer(_model(viewers, merchants)))
+    model = _model(viewers, merchants)
+    if RANKER_SEED is not None:
+        # bench_feed's synthetic ranker draws its weights after every factor, so each size has its own
+        # random ranker: one draw for every size, to compare sizes on the same ranker.
+        from ranking.ranker import FEATURES
+
+        draw = np.random.default_rng(RANKER_SEED)
+        model.ranker_weights = draw.normal(size=len(FEATURES))
+        model.ranker_discovery = draw.normal(size=len(FEATURES))
+    watcher = SimpleNamespace(scorer=Scorer(model))
     now = time.time()
     base = Candidates.of(_stage_rooms(rooms, merchants, now))
     rng = np.random.default_rng(3)
@@ -914,6 +924,13 @@ def main() -> None:
     )
     ap.add_argument("--pages", type=int, default=200)
     ap.add_argument(
+        "--ranker-seed",
+        type=int,
+        default=None,
+        help="the synthetic set's ranker weights from this seed at every size (default: bench_feed's, "
+        "which differ with the number of merchants)",
+    )
+    ap.add_argument(
         "--routing", default=None, help="live-room counts: the per-viewer stores' hits over 1, 2, 4 processes"
     )
     ap.add_argument("--session-pages", type=int, default=8, help="--routing: pages per session")
@@ -926,6 +943,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    global RANKER_SEED
+    RANKER_SEED = args.ranker_seed
     if args.frames:
         frames_main(args)
         return
