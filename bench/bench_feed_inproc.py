@@ -239,10 +239,11 @@ async def _worker() -> None:
                 each = int(line[1]) // CONCURRENCY
                 await asyncio.gather(*(pages(k, each) for k in range(CONCURRENCY)))
                 done = each * CONCURRENCY
-            elif line[0] == "split":  # one page at a time: each step's own thread CPU
+            elif line[0] == "split":  # one page at a time, the sessions in turn: each step's own thread CPU
                 done = int(line[1])
-                for j in range(done):
-                    await pages(j % CONCURRENCY, 1)
+                for _ in range(done):
+                    turn[0] += 1
+                    await pages(0, 1)
             else:  # trickle RATE SECONDS: one page every 1/RATE s, each its own task
                 rate, seconds = float(line[1]), float(line[2])
                 tasks, done = [], 0
