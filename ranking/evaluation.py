@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ranking.ranker import Ranker
+from ranking.ranker import Ranker, lexicographic
 from ranking.replay import Target
 
 Method = Callable[[Target], np.ndarray]
@@ -32,12 +32,6 @@ REP_BASELINES: tuple[str, ...] = ("rep_pop", "rep_live_pop")
 POP_BASELINES: tuple[str, ...] = ("pop", "live_pop")
 
 
-def _lexicographic(first: np.ndarray, then: np.ndarray) -> np.ndarray:
-    """Order by `first`, ties by `then` (both non-negative)."""
-    out: np.ndarray = first * (1.0 + float(then.max(initial=0.0))) * 2.0 + then
-    return out
-
-
 def baseline(name: str, seed: int = 0) -> Method:
     """A simple baseline as a method: POP, live POP (1 h half-life), REP-then-POP, REP-then-live-POP, random."""
     if name == "pop":
@@ -45,9 +39,9 @@ def baseline(name: str, seed: int = 0) -> Method:
     if name == "live_pop":
         return lambda t: t.live_pop
     if name == "rep_pop":
-        return lambda t: _lexicographic(t.rep, t.pop)
+        return lambda t: lexicographic(t.rep, t.pop)
     if name == "rep_live_pop":
-        return lambda t: _lexicographic(t.rep, t.live_pop)
+        return lambda t: lexicographic(t.rep, t.live_pop)
     if name == "random":
         rng = np.random.default_rng(seed)
         return lambda t: rng.random(t.rooms.size)

@@ -32,6 +32,7 @@ from ranking.model import ModelParams, RankingModel, train_model
 from ranking.ranker import (
     KNOWN_OFFSET_RULES,
     LIGHTFM_FEATURES,
+    NEW_LINE_RULES,
     Lists,
     Ranker,
     blend_rankers,
@@ -41,6 +42,7 @@ from ranking.ranker import (
     lists_of,
     repeat_band,
     with_known_offsets,
+    with_new_line,
 )
 from ranking.replay import Schedule, Target, build_merchant_table, category_vocabulary, replay
 from ranking.scorer import Scorer
@@ -102,6 +104,9 @@ class FitConfig:
     # LightFM's draw (seeds 42/43/44 of one fit on the same lists: kept, dropped, dropped in category 1) and
     # each flip moves new targets by ~0.02; the blend moves continuously (bench/bench_lightfm_choices.py).
     lightfm_choice: str = "switch"
+    # How the known-merchant offsets move after their choice to meet issue 13's two lines on the validation
+    # lists (ranking.ranker.with_new_line, NEW_LINE_RULES; "none": as `known_offset` chose them).
+    new_line: str = "none"
 
 
 LIGHTFM_A = ("daily", "once")
@@ -126,7 +131,12 @@ def training_lists(targets: Sequence[Target], purchase_weight: float) -> Any:
         (design(t.table, t.request), t.target, 1.0 + purchase_weight * float(t.purchase), t.sampling)
         for t in targets
     ]
-    return lists_of(rows, [t.viewer for t in targets], [repeat_band(t.request.history) for t in targets])
+    return lists_of(
+        rows,
+        [t.viewer for t in targets],
+        [repeat_band(t.request.history) for t in targets],
+        [np.stack([t.pop, t.live_pop], axis=1) for t in targets],
+    )
 
 
 VALIDATIONS = ("viewers", "latest")
@@ -319,6 +329,11 @@ def choose_rankers(
     with_lightfm = with_known_offsets(
         with_lightfm, validation, cfg.known_offset, cfg.known_offset_small_bands
     )
+    # Then, if the validation lists say new targets on the full list trail popularity, the offsets move
+    # down as far as both of issue 13's lines hold there (the same rule for the three).
+    ranker = with_new_line(ranker, validation, cfg.new_line, seed=cfg.seed)
+    ablation = with_new_line(ablation, validation, cfg.new_line, seed=cfg.seed)
+    with_lightfm = with_new_line(with_lightfm, validation, cfg.new_line, seed=cfg.seed)
     return ranker, ablation, with_lightfm
 
 
@@ -339,6 +354,8 @@ def fit_model(
         raise ValueError(f"known_offset must be one of {KNOWN_OFFSET_RULES}, got {cfg.known_offset!r}")
     if cfg.validation not in VALIDATIONS:
         raise ValueError(f"validation must be one of {VALIDATIONS}, got {cfg.validation!r}")
+    if cfg.new_line not in NEW_LINE_RULES:
+        raise ValueError(f"new_line must be one of {NEW_LINE_RULES}, got {cfg.new_line!r}")
     if cfg.lightfm_choice not in LIGHTFM_CHOICES:
         raise ValueError(f"lightfm_choice must be one of {LIGHTFM_CHOICES}, got {cfg.lightfm_choice!r}")
     if not 0.0 < cfg.validation_share < 1.0:
@@ -352,7 +369,8 @@ def fit_model(
     message = (
         f"ranker: {len(lists)} + {len(validation)} validation lists, l2 {ranker.info.get('l2')}, "
         f"favourites first {ranker.favourites_first} (by repeat band {list(ranker.first_by_share)}), "
-        f"known-merchant offset by repeat band {list(ranker.known_offset)}, "
+        f"known-merchant offset by repeat band {list(ranker.known_offset)} "
+        f"(new-line shift {ranker.info.get('new_line_shift', 0.0)}), "
         "validation with LightFM "
         f"{with_lightfm.info.get('validation')} vs without {ablation.info.get('validation')}"
     )
@@ -369,6 +387,7 @@ def fit_model(
                     "favourites_first": ranker.favourites_first,
                     "favourites_first_by_repeat_band": list(ranker.first_by_share),
                     "known_offset_by_repeat_band": list(ranker.known_offset),
+                    "new_line_shift": ranker.info.get("new_line_shift", 0.0),
                     "validation_with_lightfm": with_lightfm.info.get("validation"),
                     "validation_without": ablation.info.get("validation"),
                 }

@@ -17,22 +17,26 @@ from ranking.offline import FitConfig, attach_ranker, fit_model, merchant_featur
 from ranking.ranker import (
     FEATURES,
     LIGHTFM_FEATURES,
+    NEW_LINE_SHIFTS,
     F,
     Lists,
     Ranker,
     _first_ranks,
+    baseline_list_ranks,
     baseline_ranker,
     choose_lightfm,
     design,
     discovery_lists,
     fit_ranker,
     judged_value,
+    judged_values,
     list_ranks,
     paired_gain,
     repeat_band,
     repeat_share,
     viewer_columns,
     with_known_offsets,
+    with_new_line,
 )
 from ranking.replay import Schedule, Target
 from simulator import Marketplace
@@ -653,3 +657,98 @@ def test_a_band_too_small_for_its_own_offset_chooses_it_with_its_neighbour_band_
     assert pooled.known_offset[0] == 0.0
     with pytest.raises(ValueError, match="small_bands"):
         with_known_offsets(ranker, lists, "discovery", small_bands="all")
+
+
+def _favourites_over_new(seed: int, known_score: float, pop_noise: float) -> tuple[Lists, np.ndarray]:
+    # Lists of 4 known merchants (h_enters 4..1, learned score `known_score` + 0.25 x h_enters) and 6 new ones
+    # (learned score q); half the targets are the best known merchant, half a new one drawn by q plus noise;
+    # popularity is q plus `pop_noise` (both popularity columns), so POP orders new rooms less well than q.
+    rng = np.random.default_rng(seed)
+    n, size = 1_000, 10
+    x = np.zeros((n * size, len(FEATURES)), np.float32)
+    scores = np.zeros(n * size)
+    target = np.zeros(n, np.int64)
+    for i in range(n):
+        at = i * size
+        q = rng.normal(0.0, 1.0, size)
+        x[at : at + 4, F["h_entered"]] = 1.0
+        x[at : at + 4, F["h_enters"]] = [4, 3, 2, 1]
+        pop = np.exp(q + rng.normal(0.0, pop_noise, size))
+        x[at : at + size, F["pop_total"]] = x[at : at + size, F["pop_1h"]] = pop
+        scores[at : at + size] = q
+        scores[at : at + 4] = known_score + 0.25 * np.array([4, 3, 2, 1])
+        target[i] = 0 if i % 2 == 0 else 4 + int(np.argmax(q[4:] + rng.normal(0.0, 1.0, size - 4)))
+    band = np.full(n, 2, dtype=np.int64)
+    return Lists(
+        x, np.arange(0, n * size + 1, size), target, np.ones(n), None, np.arange(n) // 2, band
+    ), scores
+
+
+def test_new_line_shifts_known_merchants_down_only_as_far_as_validation_needs() -> None:
+    # The learned order puts all 4 known merchants on top: new targets on the full list trail popularity's
+    # on the validation lists while the overall lead over REP-then-POP is wide. The rule takes the least
+    # shift that puts new targets above popularity by more than one error with the overall line kept.
+    lists, scores = _favourites_over_new(1, known_score=1.5, pop_noise=1.5)
+    ranker = Ranker(np.zeros(len(FEATURES)), validation_scores=scores)
+    shifted = with_new_line(ranker, lists, "shift")
+    shift = shifted.info["new_line_shift"]
+    assert shift < 0.0 and shifted.known_offset == (shift,) * 4
+    assert shifted.info["new_line_new_gain_0"] < 0.0
+    assert shifted.info["new_line_new_gain"] > shifted.info["new_line_new_gain_se"]
+    assert shifted.info["new_line_overall_gain"] > shifted.info["new_line_overall_gain_se"]
+    # The shift before it did not meet the new-target line: nothing more was spent than needed.
+    known = lists.x[:, F["h_entered"]] > 0
+    new = ~known[lists.offsets[:-1] + lists.target]
+    pop_hits = _hits(lists, lists.x[:, F["pop_1h"]].astype(np.float64))
+    before = NEW_LINE_SHIFTS[NEW_LINE_SHIFTS.index(shift) - 1]
+    hits = list_ranks(scores + before * known, lists.offsets, lists.target) < 5
+    gain, se = paired_gain(hits[new].astype(float), pop_hits[new], lists.viewers()[new])
+    assert gain <= se
+    # The validation values are those of the shifted order (what with_known_offsets' scores + offsets serve).
+    assert shifted.validation_values is not None
+    shifted_ranks = list_ranks(scores + shift * known, lists.offsets, lists.target)
+    assert np.allclose(shifted.validation_values, judged_values(shifted_ranks))
+    with pytest.raises(ValueError, match="one of"):
+        with_new_line(ranker, lists, "lift")
+
+
+def test_new_line_leaves_a_ranker_alone_when_the_line_holds_or_cannot_be_met() -> None:
+    def ranker_of(scores: np.ndarray) -> Ranker:
+        return Ranker(np.zeros(len(FEATURES)), validation_scores=scores)
+
+    # Known merchants already below the best new rooms: new targets beat popularity as chosen.
+    lists, scores = _favourites_over_new(2, known_score=-1.0, pop_noise=1.5)
+    ranker = ranker_of(scores)
+    assert with_new_line(ranker, lists, "shift") is ranker and ranker.info["new_line_shift"] == 0.0
+    # Popularity orders new rooms as well as the ranker: no shift puts new targets above it.
+    lists, scores = _favourites_over_new(3, known_score=1.5, pop_noise=0.0)
+    ranker = ranker_of(scores)
+    assert with_new_line(ranker, lists, "shift") is ranker and ranker.info["new_line_shift"] == 0.0
+    assert with_new_line(ranker, lists, "none") is ranker
+
+
+def _hits(lists: Lists, score: np.ndarray) -> np.ndarray:
+    return (list_ranks(score, lists.offsets, lists.target) < 5).astype(np.float64)
+
+
+def test_validation_baselines_rank_by_the_popularity_the_evaluation_judges_with(
+    small_targets: list[Target],
+) -> None:
+    # The lists carry each row's POP and live POP up to the list's moment (what ranking.evaluation's baselines
+    # rank by), not only the table's 10-minute snapshot in the pop columns: with_new_line compares with those.
+    lists = training_lists(small_targets, 0.0)
+    assert lists.popularity is not None and lists.popularity.shape == (lists.x.shape[0], 2)
+    ranks = baseline_list_ranks(lists)
+    for name in ("pop", "live_pop"):
+        # Targets without a tie at the target: the rank is the count of rooms above it, in both.
+        values = [np.asarray(getattr(t, name)) for t in small_targets]
+        expected = [int((v > v[t.target]).sum()) for v, t in zip(values, small_targets, strict=True)]
+        unique = [int((v == v[t.target]).sum()) == 1 for v, t in zip(values, small_targets, strict=True)]
+        assert sum(unique) > len(small_targets) // 2
+        # (both break near-ties by the same 1e-9 relative noise: a merchant within it of the target may flip)
+        got = np.array([r for r, u in zip(ranks[name].tolist(), unique, strict=True) if u])
+        want = np.array([e for e, u in zip(expected, unique, strict=True) if u])
+        assert np.abs(got - want).max() <= 1 and (got == want).mean() > 0.98
+    # Without it, the snapshot columns stand in: an older popularity, another order on some lists.
+    snapshot = baseline_list_ranks(dataclasses.replace(lists, popularity=None))
+    assert (snapshot["live_pop"] != ranks["live_pop"]).any()
