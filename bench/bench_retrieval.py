@@ -26,6 +26,7 @@ ranked, as before retrieval) alternating in the same process; medians of `--repe
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -515,6 +516,89 @@ def routing_main(args: argparse.Namespace) -> None:
     )
 
 
+def sum_ceiling(rooms: int, viewers: int, sessions: int, pages: int, visits: int) -> dict[str, Any]:
+    """What retrieval misses, and what a source ranking rooms by the ranker's two largest column groups
+    summed (popularity + LightFM, `Rank.terms`: what a threshold algorithm over trending and the viewer's best
+    merchants would find) would add: over `sessions` sessions of `pages` pages (the page served, `visits` of
+    its rooms entered and 10 s between pages), the top 10 of ranking every room, and the share of those
+    rooms among the rows the shipped sources retrieved, with and without the top N by that sum."""
+    import asyncio
+
+    from threadpoolctl import threadpool_limits
+
+    from feed.context import FeedContext, RecentVisit
+    from feed.retrieval import Retrieve, ViewerStep
+    from feed.stages import Diversity, Filters, Rank, Score
+
+    merchants, watcher, base, now0 = _synthetic_set(rooms, viewers)
+    cfg = RankingConfig()
+    rank = Rank(watcher)
+    every, shipped = Retrieve(watcher, rank, min_rooms=10**9), Retrieve(watcher, rank)
+    rng = np.random.default_rng(11)
+    depths = (150, 300, 600)
+    n = {"places": 0, "retrieved": 0, **{f"retrieved_or_sum_top{d}": 0 for d in depths}}
+
+    async def page(r: Retrieve, v: int, served: set[str], recent: list[Any], now: float) -> Any:
+        ctx = FeedContext(
+            f"viewer-{(v * 7919) % viewers}", f"ses_{v}", 10, cfg, now=now, rng=np.random.default_rng(v)
+        )
+        ctx.candidates = base.fresh_copy()
+        ctx.candidates.enters, ctx.candidates.impressions = base.enters, base.impressions
+        ctx.served, ctx.recent = set(served), list(recent)
+        for stage in (Filters(), ViewerStep(watcher), r, Score(watcher), rank, Diversity()):
+            await stage.apply(ctx)
+        return ctx
+
+    async def run() -> None:
+        for v in range(sessions):
+            served = {f"room_{(v * 13 + j) % rooms}" for j in range(20)}
+            recent: list[Any] = []
+            now = now0
+            for p in range(pages):
+                full = await page(every, v, served, recent, now)
+                got = await page(shipped, v, served, recent, now)
+                if p > 0:
+                    c = full.candidates
+                    retrieved = set(np.asarray(got.candidates.room_ids).tolist())
+                    kept = np.flatnonzero(c.keep)
+                    terms = rank.terms(full, kept)
+                    by_sum = kept[np.argsort(-(terms["popularity"] + terms["lightfm"]), kind="stable")]
+                    tops = {d: set(by_sum[:d].tolist()) for d in depths}
+                    for i in full.order[:10]:
+                        hit = str(c.room_ids[i]) in retrieved
+                        n["places"] += 1
+                        n["retrieved"] += hit
+                        for d in depths:
+                            n[f"retrieved_or_sum_top{d}"] += hit or i in tops[d]
+                shown = [str(full.candidates.room_ids[i]) for i in full.order[:10]]
+                served |= set(shown)
+                now += 10.0
+                for j, room_id in enumerate(shown[:visits]):
+                    i = base.index_of[room_id]
+                    recent.append(
+                        RecentVisit(
+                            room_id,
+                            str(base.merchant_ids[i]),
+                            int(rng.integers(20_000, 140_000)),
+                            int(now * 1000) - (visits - j) * 1_000,
+                            j == visits - 1,
+                        )
+                    )
+
+    with threadpool_limits(1, user_api="blas"):
+        asyncio.run(run())
+    return {
+        "rooms": rooms,
+        "ranker_seed": RANKER_SEED,
+        "sessions": sessions,
+        "pages": pages,
+        "visits_between_pages": visits,
+        "top10_places": n["places"],
+        "recall_retrieved": round(n["retrieved"] / n["places"], 3),
+        **{f"recall_with_sum_top{d}": round(n[f"retrieved_or_sum_top{d}"] / n["places"], 3) for d in depths},
+    }
+
+
 def agreement_main(args: argparse.Namespace) -> None:
     import os
 
@@ -933,7 +1017,15 @@ def main() -> None:
     ap.add_argument(
         "--routing", default=None, help="live-room counts: the per-viewer stores' hits over 1, 2, 4 processes"
     )
-    ap.add_argument("--session-pages", type=int, default=8, help="--routing: pages per session")
+    ap.add_argument(
+        "--session-pages", type=int, default=8, help="--routing, --sum-ceiling: pages per session"
+    )
+    ap.add_argument(
+        "--sum-ceiling",
+        default=None,
+        help="live-room counts: the top 10 of ranking every room among retrieval's rows, and with the top N "
+        "by popularity + LightFM added",
+    )
     ap.add_argument("--visits", type=int, default=3, help="--routing: rooms entered between two pages")
     ap.add_argument(
         "--frames", default=None, help="live-room counts: page latency under the per-second arrays' designs"
@@ -957,8 +1049,26 @@ def main() -> None:
     if args.routing:
         routing_main(args)
         return
+    if args.sum_ceiling:
+        for rooms in args.sum_ceiling.split(","):
+            print(
+                json.dumps(
+                    sum_ceiling(int(rooms), args.cpu_viewers, args.pages, args.session_pages, args.visits)
+                ),
+                flush=True,
+            )
+        return
     if args.routing:
         routing_main(args)
+        return
+    if args.sum_ceiling:
+        for rooms in args.sum_ceiling.split(","):
+            print(
+                json.dumps(
+                    sum_ceiling(int(rooms), args.cpu_viewers, args.pages, args.session_pages, args.visits)
+                ),
+                flush=True,
+            )
         return
     if args.cpu:
         cpu_main(args)
