@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -99,9 +98,7 @@ async def test_session_book_starting_many_sessions_keeps_its_local_copy_bounded(
             _, degraded = await book.create(f"ses_{viewer}", viewer, {}, None)
             assert degraded is False
 
-    started = time.monotonic()
     await asyncio.gather(*(start(v) for v in viewers))
-    assert time.monotonic() - started < 60
     assert len(book.local) == 1_000
     assert len(book.local.blocks) <= 500
     # Every viewer's blocks still reach the feed: from PostgreSQL at session start, Redis on load.
