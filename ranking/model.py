@@ -123,6 +123,8 @@ class RankingModel:
                 t_cov_indices=t.covisit.indices,
                 t_cov_data=t.covisit.data,
             )
+            if t.rates is not None:
+                arrays["t_rates"] = t.rates
         if self.histories is not None:
             h = self.histories
             meta.update(history_viewers=h.viewer_ids, history_until_ms=h.until_ms)
@@ -159,6 +161,7 @@ class RankingModel:
                 ),
                 n_categories=int(sizes[0]),
                 n_bands=int(sizes[1]),
+                rates=arrays.pop("t_rates", None),
             )
         if "h_indptr" in arrays:
             out["histories"] = ViewerHistories(

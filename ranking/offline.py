@@ -33,6 +33,7 @@ from ranking.ranker import (
     KNOWN_OFFSET_RULES,
     LIGHTFM_FEATURES,
     NEW_LINE_RULES,
+    RATE_COLUMNS,
     Lists,
     Ranker,
     blend_rankers,
@@ -107,6 +108,9 @@ class FitConfig:
     # How the known-merchant offsets move after their choice to meet issue 13's two lines on the validation
     # lists (ranking.ranker.with_new_line, NEW_LINE_RULES; "none": as `known_offset` chose them).
     new_line: str = "none"
+    # The merchant rate room columns (ranking.ranker.RATE_COLUMNS: enters per impression, share of visits
+    # watched, unseen). False: held at 0 in every fit (the ranker before them).
+    merchant_rates: bool = False
 
 
 LIGHTFM_A = ("daily", "once")
@@ -304,9 +308,10 @@ def choose_rankers(
         discovery_l2_grid=cfg.discovery_l2_grid,
         discovery_objective=cfg.discovery_objective,
     )
-    with_lightfm = fit(lists)
-    ablation = fit(lists, drop=LIGHTFM_FEATURES)
-    in_discovery = fit(lists, drop=LIGHTFM_FEATURES, discovery_only=LIGHTFM_FEATURES)
+    held = () if cfg.merchant_rates else RATE_COLUMNS
+    with_lightfm = fit(lists, drop=held)
+    ablation = fit(lists, drop=held + LIGHTFM_FEATURES)
+    in_discovery = fit(lists, drop=held + LIGHTFM_FEATURES, discovery_only=LIGHTFM_FEATURES)
     # LightFM's columns stay only if they help on the validation lists: on a platform where popularity,
     # history and co-visitation already say what LightFM knows, its column is noise the gate would pay for.
     # In the discovery part alone they are judged on the validation's discovery lists (choose_lightfm).
@@ -414,6 +419,8 @@ def attach_ranker(
     model.with_ranker(ranker)
     model.categories = categories
     model.table = build_merchant_table(log, features, until_ms, model.merchant_ids, categories)
+    if not ranker.reads(RATE_COLUMNS):
+        model.table.rates = None  # no weight reads them (FitConfig.merchant_rates off): the feed skips them
     pos = {m: i for i, m in enumerate(model.merchant_ids)}
     to_pos = np.array([pos.get(m, -1) for m in log.merchant_ids], dtype=np.int64)
     before = log.ts < until_ms

@@ -42,6 +42,13 @@ ROOM_FEATURES: tuple[str, ...] = (
     "pop_7d",
     "heat",  # log1p(the room's enters decayed with events' heat half-life, 15 min): what is hot right now
     "fresh",  # 2^(-room age / 30 min)
+    # What the merchant's rooms did with the viewers they were shown to, before the table's window
+    # (MerchantTable.rates): a popularity count follows the exposure the logging feed chose, a rate per
+    # impression or per visit does not, and a merchant with no enter yet scores the platform's rate
+    # (a new merchant is unknown, not unpopular).
+    "enter_rate",  # log of the merchant's enters per impression, shrunk to the platform's (RATE_PRIOR)
+    "watch_rate",  # log of the share of its visits that lasted >= 30 s, shrunk likewise
+    "unseen",  # 1 when the merchant had no enter before the table's window
 )
 VIEWER_FEATURES: tuple[str, ...] = (
     "lightfm",  # LightFM score standardised over the candidates the viewer never entered (0 if not personal)
@@ -86,6 +93,9 @@ class MerchantTable:
     covisit: sp.csr_matrix  # (n, n) merchant x merchant, rows normalised
     n_categories: int = 0
     n_bands: int = 0
+    # (n + 1, len(RATE_COLUMNS)) float64: the rate columns per merchant position, the last row for a merchant
+    # the table does not know (`merchant_rates`); None: those columns are 0 (a table built before them).
+    rates: np.ndarray | None = None
     # category, band, and the co-visitation CSR's indptr/indices/data as the compiled viewer part reads
     # them (int64, float64, contiguous: one compiled signature), made on first use (`kernel_arrays`).
     _kernel: tuple[np.ndarray, ...] | None = field(default=None, init=False, repr=False, compare=False)
@@ -245,7 +255,41 @@ def _room_matrix(
     out[:, 4] = heat
     out[:, :5] = np.log1p(np.maximum(out[:, :5], 0.0))
     out[:, 5] = np.power(0.5, np.maximum(now_ms - started_ms, 0.0) / FRESH_HALF_LIFE_MS)
+    if table.rates is not None:
+        unknown = table.rates.shape[0] - 1
+        out[:, _RATES_AT] = table.rates[np.where((items >= 0) & (items < unknown), items, unknown)]
+    else:
+        out[:, _RATES_AT] = 0.0
     return out.astype(np.float32)
+
+
+# The rate columns, in the order of `merchant_rates`' matrix (MerchantTable.rates).
+RATE_COLUMNS: tuple[str, ...] = ("enter_rate", "watch_rate", "unseen")
+_RATES_AT = np.array([ROOM_FEATURES.index(f) for f in RATE_COLUMNS], dtype=np.intp)
+# Prior strength of the rates, in impressions (enter_rate) and visits (watch_rate): a merchant with fewer
+# than that many has a rate pulled towards the platform's.
+RATE_PRIOR = 10.0
+
+
+def merchant_rates(
+    impressions: np.ndarray, enters: np.ndarray, visits: np.ndarray, watches: np.ndarray
+) -> np.ndarray:
+    """MerchantTable.rates from per-merchant counts (impressions, enters, visits = leaves, watches = leaves of
+    >= 30 s): log rates shrunk to the platform's own with RATE_PRIOR, `unseen` where there was no enter,
+    and a last row for a merchant the table does not know (the platform's rates, unseen)."""
+    n = enters.shape[0]
+    out = np.zeros((n + 1, len(RATE_COLUMNS)))
+    for j, (hits, trials) in enumerate(((enters, impressions), (watches, visits))):
+        platform = float(hits.sum()) / float(trials.sum()) if trials.sum() > 0 else 0.0
+        if platform <= 0.0:
+            continue  # no evidence on this platform: the column stays 0
+        platform = min(platform, 1.0)
+        rate = (np.minimum(hits, trials) + RATE_PRIOR * platform) / (trials + RATE_PRIOR)
+        out[:n, j] = np.log(rate)
+        out[n, j] = math.log(platform)
+    out[:n, 2] = enters <= 0
+    out[n, 2] = 1.0
+    return out
 
 
 @dataclass
@@ -726,6 +770,13 @@ class Ranker:
             return self.favourites_first
         return self.first_by_share[repeat_band(history) if band is None else band]
 
+    def reads(self, names: Sequence[str]) -> bool:
+        """Whether any of the named columns has a weight (in either part): a table column no weight reads
+        need not be served (`ranking.offline.attach_ranker` leaves the merchant rates out then)."""
+        at = [F[name] for name in names]
+        parts = [self.weights] if self.discovery is None else [self.weights, self.discovery]
+        return any(bool(np.any(w[at] != 0.0)) for w in parts)
+
     def without(self, names: Sequence[str]) -> Ranker:
         return self.scaled(dict.fromkeys(names, 0.0))
 
@@ -936,7 +987,7 @@ NO_MODEL_WEIGHTS: dict[str, float] = {
 # Groups the operator's ranking config multiplies (feed.config: w_model, w_popularity, w_repeat, w_session_category).
 GROUPS: dict[str, tuple[str, ...]] = {
     "lightfm": LIGHTFM_FEATURES,
-    "popularity": ("pop_total", "pop_1h", "pop_1d", "pop_7d", "heat"),
+    "popularity": ("pop_total", "pop_1h", "pop_1d", "pop_7d", "heat", "enter_rate", "watch_rate", "unseen"),
     "history": tuple(f for f in VIEWER_FEATURES if f.startswith("h_"))
     + ("covisit", "category_affinity", "band_affinity"),
     "session": ("session_category", "session_skip", "session_swiped"),

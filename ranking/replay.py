@@ -21,8 +21,15 @@ from events import vocabulary
 from events.keys import HALF_LIFE_S as HEAT_HALF_LIFE_S
 from ranking.dataset import ENTER, IMPRESSION, LEAVE, PURCHASE, InteractionLog
 from ranking.features import PRICE_BANDS, RoomFeatures
-from ranking.history import HISTORY_TYPES, ViewerHistory, history_of
-from ranking.ranker import HOUR_MS, POPULARITY_HALF_LIVES_MS, MerchantTable, RankRequest, SessionVisit
+from ranking.history import HISTORY_TYPES, WATCH_MS, ViewerHistory, history_of
+from ranking.ranker import (
+    HOUR_MS,
+    POPULARITY_HALF_LIVES_MS,
+    MerchantTable,
+    RankRequest,
+    SessionVisit,
+    merchant_rates,
+)
 from ranking.scorer import Scorer
 
 # events' heat half-life: the feed's per-room "hot right now" signal (events.heat, the same number).
@@ -166,7 +173,15 @@ class MerchantPopularity:
         """`like` (category, price band, co-visitation) with the popularity as of `t`."""
         counts, decayed = self.at(t)
         return MerchantTable(
-            like.category, like.band, counts, decayed, t, like.covisit, like.n_categories, like.n_bands
+            like.category,
+            like.band,
+            counts,
+            decayed,
+            t,
+            like.covisit,
+            like.n_categories,
+            like.n_bands,
+            like.rates,
         )
 
     def add(self, merchant: int, t: int) -> None:
@@ -187,6 +202,26 @@ class MerchantPopularity:
         value = self.decayed[safe, 0] * np.power(0.5, (t - self.last[safe]) / LIVE_POP_HALF_LIFE_MS)
         out: np.ndarray = np.where(items >= 0, value, 0.0)
         return out
+
+
+def rates_of(log: InteractionLog, to_pos: np.ndarray, n_merchants: int, until_ms: int) -> np.ndarray:
+    """MerchantTable.rates (ranking.ranker.merchant_rates) from the log's impressions, enters and leaves
+    before `until_ms`, over merchant positions `to_pos` (per log merchant; -1 left out)."""
+    before = log.ts < until_ms
+    pos = to_pos[log.merchant]
+    ok = before & (pos >= 0)
+
+    def count(kind: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.bincount(pos[ok & kind], minlength=n_merchants).astype(np.float64)
+        return out
+
+    leave = log.type == LEAVE
+    return merchant_rates(
+        count(log.type == IMPRESSION),
+        count(log.type == ENTER),
+        count(leave),
+        count(leave & (log.dwell_ms >= WATCH_MS)),
+    )
 
 
 def build_merchant_table(
@@ -222,6 +257,7 @@ def build_merchant_table(
         covisit=covisitation(log.viewer[enters][ok], m[ok], n),
         n_categories=len(categories),
         n_bands=len(PRICE_BANDS),
+        rates=rates_of(log, to_pos, n, until_ms),
     )
 
 
@@ -372,7 +408,8 @@ def replay(
     # refreshed at every snapshot from the enters before it.
     base = build_merchant_table(log, features, int(log.ts.min()) if len(log) else 0, merchant_ids, categories)
     first = min(w[0] for w in windows)
-    cov = build_merchant_table(log, features, first, merchant_ids, categories).covisit
+    before_first = build_merchant_table(log, features, first, merchant_ids, categories)
+    cov, rates = before_first.covisit, before_first.rates
     enter_ts, enter_m = log.ts[log.type == ENTER], to_pos[log.merchant[log.type == ENTER]]
     ok = enter_m >= 0
     enter_ts, enter_m = enter_ts[ok], enter_m[ok]
@@ -419,13 +456,22 @@ def replay(
                         cov,
                         base.n_categories,
                         base.n_bands,
+                        rates,
                     )
                     snapshot_at = table_as_of
             elif popularity == "exact":
                 if snapshot_at != t:
                     counts, decayed = merchants_now.at(t)
                     table = MerchantTable(
-                        base.category, base.band, counts, decayed, t, cov, base.n_categories, base.n_bands
+                        base.category,
+                        base.band,
+                        counts,
+                        decayed,
+                        t,
+                        cov,
+                        base.n_categories,
+                        base.n_bands,
+                        rates,
                     )
                     snapshot_at = t
             else:
@@ -433,7 +479,15 @@ def replay(
                 if slot != snapshot_at:
                     counts, decayed = popularity_of(enter_ts, enter_m, n_m, slot)
                     table = MerchantTable(
-                        base.category, base.band, counts, decayed, slot, cov, base.n_categories, base.n_bands
+                        base.category,
+                        base.band,
+                        counts,
+                        decayed,
+                        slot,
+                        cov,
+                        base.n_categories,
+                        base.n_bands,
+                        rates,
                     )
                     snapshot_at = slot
             assert table is not None

@@ -288,6 +288,8 @@ async def _refresh_serving_table(
     table = await asyncio.to_thread(
         build_merchant_table, log, features, until, serving.merchant_ids, categories
     )
+    if serving.table.rates is None:
+        table.rates = None  # the serving ranker reads no merchant rate (ranking.offline.attach_ranker)
     await registry.refresh_table(version, table)
     metrics["serving_table_as_of_ms"] = until
     metrics["serving_table_s"] = round(time.perf_counter() - started, 3)

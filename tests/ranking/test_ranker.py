@@ -18,6 +18,7 @@ from ranking.ranker import (
     FEATURES,
     LIGHTFM_FEATURES,
     NEW_LINE_SHIFTS,
+    RATE_COLUMNS,
     F,
     Lists,
     Ranker,
@@ -31,6 +32,7 @@ from ranking.ranker import (
     judged_value,
     judged_values,
     list_ranks,
+    merchant_rates,
     paired_gain,
     repeat_band,
     repeat_share,
@@ -38,7 +40,7 @@ from ranking.ranker import (
     with_known_offsets,
     with_new_line,
 )
-from ranking.replay import Schedule, Target
+from ranking.replay import Schedule, Target, build_merchant_table
 from simulator import Marketplace
 
 DAY_MS = 86_400_000
@@ -93,7 +95,12 @@ def test_artifact_carries_ranker_table_and_histories(
     assert again.table is not None and model.table is not None
     assert np.allclose(again.table.pop_decayed, model.table.pop_decayed)
     assert (again.table.covisit != model.table.covisit).nnz == 0
+    assert model.table.rates is not None and again.table.rates is not None
+    assert np.array_equal(again.table.rates, model.table.rates)
     assert again.histories is not None and model.histories is not None
+    # A ranker that reads no merchant rate (FitConfig.merchant_rates off) serves a table without them.
+    attach_ranker(model, ranker.without(RATE_COLUMNS), small_log, features, small_training.until_ms)
+    assert model.table is not None and model.table.rates is None
     viewer = model.histories.viewer_ids[0]
     assert np.allclose(again.histories.of(viewer).stats, model.histories.of(viewer).stats)
 
@@ -752,3 +759,56 @@ def test_validation_baselines_rank_by_the_popularity_the_evaluation_judges_with(
     # Without it, the snapshot columns stand in: an older popularity, another order on some lists.
     snapshot = baseline_list_ranks(dataclasses.replace(lists, popularity=None))
     assert (snapshot["live_pop"] != ranks["live_pop"]).any()
+
+
+def test_enter_rate_corrects_for_exposure_where_popularity_follows_it() -> None:
+    # Merchant 0 was shown 1,000 times and entered 50 times; merchant 1 shown 40 times, entered 20 times.
+    # Its count says merchant 0 is the more popular, its rate per impression says the opposite.
+    rates = merchant_rates(
+        impressions=np.array([1_000.0, 40.0, 0.0]),
+        enters=np.array([50.0, 20.0, 0.0]),
+        visits=np.array([50.0, 20.0, 0.0]),
+        watches=np.array([10.0, 15.0, 0.0]),
+    )
+    enter_rate, watch_rate, unseen = (RATE_COLUMNS.index(c) for c in ("enter_rate", "watch_rate", "unseen"))
+    assert rates[1, enter_rate] > rates[0, enter_rate]
+    assert rates[1, watch_rate] > rates[0, watch_rate]
+    assert list(rates[:, unseen]) == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_a_merchant_never_entered_scores_the_platform_rate_not_the_lowest() -> None:
+    impressions, enters = np.array([100.0, 100.0, 0.0]), np.array([40.0, 2.0, 0.0])
+    rates = merchant_rates(impressions, enters, enters, enters / 2)
+    at = RATE_COLUMNS.index("enter_rate")
+    platform = np.log(42.0 / 200.0)
+    # The new merchant (no impression yet) and a merchant the table does not know (the last row) score the
+    # platform's rate: between the good merchant and the poor one, not below both.
+    assert rates[2, at] == pytest.approx(platform) and rates[3, at] == pytest.approx(platform)
+    assert rates[1, at] < platform < rates[0, at]
+
+
+def test_rates_need_evidence_a_platform_without_impressions_leaves_the_column_at_zero() -> None:
+    rates = merchant_rates(np.zeros(2), np.array([3.0, 1.0]), np.array([3.0, 1.0]), np.array([1.0, 1.0]))
+    assert np.all(rates[:, RATE_COLUMNS.index("enter_rate")] == 0.0)
+    assert np.all(np.isfinite(rates))
+
+
+def test_rate_columns_come_from_the_log_before_the_table_and_reach_every_room(
+    small_log: InteractionLog, small_market: Marketplace, small_targets: list[Target]
+) -> None:
+    features: dict[str, RoomFeatures] = merchant_features(small_market.rooms)
+    start = small_market.config.start_ms
+    early = build_merchant_table(small_log, features, start + DAY_MS, small_log.merchant_ids, [])
+    late = build_merchant_table(small_log, features, start + 3 * DAY_MS, small_log.merchant_ids, [])
+    assert early.rates is not None and late.rates is not None
+    unseen = RATE_COLUMNS.index("unseen")
+    # More of the log: fewer merchants nobody entered yet, never more.
+    assert late.rates[:, unseen].sum() <= early.rates[:, unseen].sum()
+    assert not np.array_equal(early.rates, late.rates)
+    t = small_targets[0]
+    x = design(t.table, t.request)
+    assert t.table.rates is not None
+    items = t.request.items
+    expected = t.table.rates[np.where(items >= 0, items, t.table.rates.shape[0] - 1)]
+    cols = [F[c] for c in RATE_COLUMNS]
+    assert np.allclose(x[:, cols], expected, atol=1e-6)
