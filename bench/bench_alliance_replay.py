@@ -86,7 +86,11 @@ def kafka_facts(run_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
     return arrived, merchant_of
 
 
-def replay(run_dir: Path, step_hours: float, patterns: Patterns, window_h: float) -> dict[str, Any]:
+def replay(
+    run_dir: Path, step_hours: float, patterns: Patterns, window_h: float, after_day: bool = False
+) -> dict[str, Any]:
+    """`after_day`: a visit is clawed back only by a pass after its alliance day has ended (one that
+    judges the whole day); a pass before that only holds it (`held_then_released`: held, never clawed)."""
     with (run_dir / "outcome.pickle").open("rb") as f:
         out = _Outcomes(f).load()  # the bench's own file
     arrived, merchant_of = kafka_facts(run_dir)
@@ -104,6 +108,7 @@ def replay(run_dir: Path, step_hours: float, patterns: Patterns, window_h: float
             visits.append({**v, "at": at, "host": merchant_of[v["room_id"]], "hour": int(at * scale // HOUR)})
     missing = sum(1 for v in out.visits if v["earned"]) - len(visits)
     clawed: set[int] = set()
+    held: set[int] = set()
     if visits:
         first, last = min(v["at"] for v in visits), max(v["at"] for v in visits)
         step, window = step_hours * HOUR / scale, window_h * HOUR / scale
@@ -123,7 +128,13 @@ def replay(run_dir: Path, step_hours: float, patterns: Patterns, window_h: float
             marked: set[tuple[str, str]] = set()
             for alliance, hourly in graphs.items():
                 marked |= set().union(*member_graph_patterns({str(alliance): dict(hourly)}, patterns))
-            clawed |= {i for i in standing if (visits[i]["contributor_id"], visits[i]["host"]) in marked}
+            hit = {i for i in standing if (visits[i]["contributor_id"], visits[i]["host"]) in marked}
+            if after_day:
+                day = judge.clock.wall(24 * HOUR)
+                over = {i for i in hit if judge.clock.day_start(visits[i]["at"]) + day <= t}
+                held |= hit - over
+                hit = over
+            clawed |= hit
             t += step
     kept: Counter[str] = Counter()
     kept_live: Counter[str] = Counter()
@@ -151,6 +162,7 @@ def replay(run_dir: Path, step_hours: float, patterns: Patterns, window_h: float
         "honest_visits_clawed_by_graph_rules": dict(sorted(honest_clawed.items())),
         "honest_visits_clawed_by_graph_rules_in_the_run": dict(sorted(honest_clawed_live.items())),
         "honest_earned_visits": dict(sorted(honest.items())),
+        "held_then_released": len(held - clawed),
     }
 
 
@@ -165,6 +177,11 @@ def main() -> int:
         default=0.02,
         help="alliance hours between settlement passes (0.5 misses the tail's)",
     )
+    p.add_argument(
+        "--after-day",
+        action="store_true",
+        help="the end-of-day design: member-graph verdicts only from passes after the visit's alliance day",
+    )
     args = p.parse_args()
     window_h = Policy().evidence_window_s / HOUR
     print(".venv/bin/python bench/bench_alliance_replay.py " + " ".join(sys.argv[1:]))
@@ -172,12 +189,13 @@ def main() -> int:
         if not (run_dir / "outcome.pickle").exists():
             print(f"{run_dir}: no outcome.pickle (a run that did not finish): skipped")
             continue
-        r = replay(run_dir, args.step_hours, Patterns(), window_h)
+        r = replay(run_dir, args.step_hours, Patterns(), window_h, args.after_day)
         print(
             f"{r['run']} seed {r['seed']}: {r['earned_visits']} earned visits ({r['unmatched']} unmatched);"
             f" attack visits kept {r['attack_visits_kept']} (in the run {r['attack_visits_kept_in_the_run']});"
             f" honest visits clawed by the graph rules {r['honest_visits_clawed_by_graph_rules']}"
-            f" (in the run {r['honest_visits_clawed_by_graph_rules_in_the_run']}) of {r['honest_earned_visits']}"
+            f" (in the run {r['honest_visits_clawed_by_graph_rules_in_the_run']}) of {r['honest_earned_visits']};"
+            f" held then released {r['held_then_released']}"
         )
     return 0
 
