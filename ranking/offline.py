@@ -107,7 +107,7 @@ class FitConfig:
     lightfm_choice: str = "switch"
     # How the known-merchant offsets move after their choice to meet issue 13's two lines on the validation
     # lists (ranking.ranker.with_new_line, NEW_LINE_RULES; "none": as `known_offset` chose them).
-    new_line: str = "none"
+    new_line: str = "shift"
     # The merchant rate room columns (ranking.ranker.RATE_COLUMNS: enters per impression, share of visits
     # watched, unseen). False: held at 0 in every fit (the ranker before them).
     merchant_rates: bool = False
