@@ -1703,6 +1703,15 @@ KNOWN_OFFSET_RULES: tuple[str, ...] = ("none", "discovery", "likelihood", "middl
 SMALL_BANDS: tuple[str, ...] = ("zero", "pool")
 
 
+def _offset_rows(validation: Lists) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the known-merchant offsets act on (`with_known_offsets`, `with_new_line`): each validation list's
+    repeat band and viewer, each row's band and whether its merchant is one the viewer entered (1.0) or not."""
+    bands = validation.bands()
+    seg = np.repeat(np.arange(len(validation)), np.diff(validation.offsets))
+    known = (validation.x[:, F["h_entered"]] > 0).astype(np.float64)
+    return bands, validation.viewers(), bands[seg], known
+
+
 def with_known_offsets(ranker: Ranker, validation: Lists, rule: str, small_bands: str = "zero") -> Ranker:
     """`ranker` with a known-merchant offset per repeat band chosen on `validation` (the lists
     `fit_ranker` chose its settings on, whose rows `ranker.validation_scores` scores) by `rule`.
@@ -1724,10 +1733,7 @@ def with_known_offsets(ranker: Ranker, validation: Lists, rule: str, small_bands
     if rule == "none" or scores is None or len(validation) < 20 or scores.shape[0] != validation.x.shape[0]:
         return ranker
     n_bands = len(REPEAT_BANDS) + 1
-    bands, viewers = validation.bands(), validation.viewers()
-    seg = np.repeat(np.arange(len(validation)), np.diff(validation.offsets))
-    known = (validation.x[:, F["h_entered"]] > 0).astype(np.float64)
-    row_band = bands[seg]
+    bands, viewers, row_band, known = _offset_rows(validation)
     k = (
         np.asarray(ranker.first_by_share, dtype=np.int64)[bands]
         if ranker.first_by_share
@@ -1904,9 +1910,7 @@ def with_new_line(ranker: Ranker, validation: Lists, rule: str, margin: float = 
     if rule == "none" or scores is None or len(validation) < 20 or scores.shape[0] != validation.x.shape[0]:
         return ranker
     n_bands = len(REPEAT_BANDS) + 1
-    bands, viewers = validation.bands(), validation.viewers()
-    seg = np.repeat(np.arange(len(validation)), np.diff(validation.offsets))
-    known = (validation.x[:, F["h_entered"]] > 0).astype(np.float64)
+    bands, viewers, row_band, known = _offset_rows(validation)
     new = known[validation.offsets[:-1] + validation.target] == 0
     if new.sum() < 2 or (~new).sum() < 2:
         return ranker
@@ -1925,7 +1929,7 @@ def with_new_line(ranker: Ranker, validation: Lists, rule: str, margin: float = 
     for shift in NEW_LINE_SHIFTS:
         counts = lifted if shift >= 0 or rule == "shift" else np.zeros(n_bands, dtype=np.int64)
         offsets = base + shift
-        ranks = _first_ranks(scores + offsets[bands][seg] * known, validation, counts[bands])
+        ranks = _first_ranks(scores + offsets[row_band] * known, validation, counts[bands])
         hit = (ranks < 5).astype(np.float64)
         new_gain, new_se = paired_gain(hit[new], hit_pop, viewers[new])
         gain, se = paired_gain(hit, hit_rep, viewers)
